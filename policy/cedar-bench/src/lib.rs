@@ -1,0 +1,1 @@
+//! Cedar comparison benchmark (being built under issue 3).

@@ -1,0 +1,2 @@
+//! Liutong usage-policy language (being built under issue 3).
+#![forbid(unsafe_code)]
