@@ -1,1 +1,40 @@
-//! node
+//! Liutong (流通): a node of a trusted data space.
+//!
+//! Each government department or enterprise runs one node. The node keeps its data in
+//! its own storage, talks to other members only over mutual TLS, and signs what it
+//! commits to. This crate is the node and the `liutong` command. The map:
+//!
+//! - [`identity`] — participant IDs (统一社会信用代码), Ed25519 signing keys, the signed
+//!   envelope (DSSE) used for everything signed, and membership credentials.
+//! - [`authority`] — the data-space authority: admits members (certificate, credential,
+//!   keys in an admission bundle), revokes them, signs and serves the trust list.
+//! - [`trust`] — the signed trust list and the node's store of it: sequence, expiry,
+//!   revocations applied without a restart.
+//! - [`tls`] — rustls (ring) configuration; identity by SAN URI, per-request
+//!   authentication ([`tls::auth::AuthLayer`]) that answers refusals with a reason.
+//! - [`local`] — the local administration channel and its roles (admin, app, auditor).
+//! - [`storage`] — the node's storage trait and its sled implementation; nothing is
+//!   acknowledged before it is flushed.
+//! - [`config`] — `node.toml`.
+//! - [`setup`] — `liutong init` and the zero-configuration development set-up.
+//! - [`runtime`] — starting, refreshing and stopping a node.
+//! - [`service`] — the thin gRPC services (peer API and local API).
+//! - [`cli`] — the `liutong` command.
+//!
+//! How a call is trusted: the TLS handshake proves possession of the presented
+//! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
+//! peers, the node's local CA for local clients), validity, and for peers the current
+//! trust list, before any service sees the request.
+#![forbid(unsafe_code)]
+
+pub mod authority;
+pub mod cli;
+pub mod config;
+pub mod identity;
+pub mod local;
+pub mod runtime;
+pub mod service;
+pub mod setup;
+pub mod storage;
+pub mod tls;
+pub mod trust;

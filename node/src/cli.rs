@@ -1,0 +1,618 @@
+//! The `liutong` command: argument parsing and the glue from each subcommand to the
+//! library. Errors reach `main` as `anyhow::Error` and are printed plainly; the exit
+//! code is 0 on success, 1 on failure, 2 for a usage error.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context as _, anyhow};
+use clap::{Args, Parser, Subcommand};
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+
+use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS};
+use crate::config::{self, NodeConfig};
+use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
+use crate::local::{self, LocalRole};
+use crate::runtime::RunningNode;
+use crate::setup::{self, InitOptions};
+use crate::tls::auth::format_unix;
+use liutong_proto::v1::admin_client::AdminClient;
+use liutong_proto::v1::{
+    DescribePeerRequest, DescribeResponse, Participant, RefreshTrustListRequest, StatusRequest,
+    TrustListStatus,
+};
+
+/// Liutong (流通): a node of a trusted data space.
+///
+/// Run `liutong serve` with no arguments to start a development node on embedded
+/// defaults (data in ./liutong-data or $LIUTONG_DATA). For a real data space, an
+/// authority admits each member (`liutong authority ...`) and each member sets up its
+/// node from the admission bundle (`liutong init`).
+#[derive(Parser, Debug)]
+#[command(name = "liutong", version, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the node: the peer API over mutual TLS and the local administration API.
+    ///
+    /// Without --config (and without $LIUTONG_CONFIG), starts the zero-configuration
+    /// development node: on first start it creates a DEVELOPMENT authority and identity
+    /// under ./liutong-data (or $LIUTONG_DATA) and runs that authority in-process.
+    /// Stops gracefully on SIGINT or SIGTERM.
+    Serve {
+        /// The node's node.toml.
+        #[arg(long, env = "LIUTONG_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Set up a node directory from an admission bundle and write a commented node.toml.
+    Init {
+        /// The node's directory (created owner-only).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The admission bundle the authority issued (`liutong authority admit --out`).
+        #[arg(long)]
+        bundle: PathBuf,
+        /// Address of the peer API.
+        #[arg(long, default_value = config::DEFAULT_LISTEN)]
+        listen: SocketAddr,
+        /// Address of the local administration API.
+        #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
+        admin_listen: SocketAddr,
+        /// host:port of the authority's trust-list service.
+        #[arg(long, default_value = config::DEFAULT_AUTHORITY)]
+        authority: String,
+        /// Overwrite an existing node.toml and identity.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Operate a data-space authority: admit, revoke, serve the trust list.
+    #[command(subcommand)]
+    Authority(AuthorityCommand),
+    /// Show this node's identity, addresses and trust-list state.
+    Status {
+        #[command(flatten)]
+        local: LocalArgs,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The trust list (members and revocations from the authority).
+    #[command(subcommand)]
+    Trust(TrustCommand),
+    /// Talk to other members' nodes.
+    #[command(subcommand)]
+    Peer(PeerCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuthorityCommand {
+    /// Create an authority: its CA certificate and key, and its signing key.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The authority's name, e.g. "Zhejiang Public Data Space".
+        #[arg(long)]
+        name: String,
+    },
+    /// Admit a member: issue its TLS certificate, membership credential and keys, and
+    /// write them as an admission bundle (a secret: hand it over securely).
+    Admit {
+        #[arg(long)]
+        dir: PathBuf,
+        /// The member's 统一社会信用代码 (18 characters, GB 32100-2015).
+        #[arg(long)]
+        participant: String,
+        /// The member's name.
+        #[arg(long)]
+        name: String,
+        /// government, enterprise or institution.
+        #[arg(long)]
+        kind: String,
+        /// Sector, e.g. transport, ecology, logistics.
+        #[arg(long)]
+        sector: String,
+        /// 6-digit administrative division code, e.g. 330100.
+        #[arg(long)]
+        region: String,
+        /// Comma-separated: provider, consumer, auditor.
+        #[arg(long, value_delimiter = ',')]
+        roles: Vec<String>,
+        /// Where to write the admission bundle (a new directory).
+        #[arg(long)]
+        out: PathBuf,
+        /// Validity of the membership and certificate, in days.
+        #[arg(long, default_value_t = DEFAULT_MEMBERSHIP_DAYS)]
+        days: i64,
+        /// Re-admit an existing member with new keys (its old certificate stops working).
+        #[arg(long)]
+        renew: bool,
+    },
+    /// Revoke a member. Nodes refuse it from their next trust-list refresh on.
+    Revoke {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        participant: String,
+        /// Why; members and auditors read it.
+        #[arg(long)]
+        reason: String,
+    },
+    /// List members and revocations.
+    Members {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Serve the signed trust list to members over mutual TLS.
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value = config::DEFAULT_AUTHORITY)]
+        listen: SocketAddr,
+        /// How long each signed trust list stays valid.
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        validity: Duration,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TrustCommand {
+    /// Fetch the trust list from the authority now.
+    Refresh {
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum PeerCommand {
+    /// Ask a peer who it is, and who it sees us as (over mutual TLS, via this node).
+    Describe {
+        /// The peer's host:port.
+        address: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// How a command reaches its own node.
+#[derive(Args, Debug)]
+pub struct LocalArgs {
+    /// The node's node.toml [default: $LIUTONG_DATA/node/node.toml or
+    /// ./liutong-data/node/node.toml, the development node].
+    #[arg(long, env = "LIUTONG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Which local client certificate to use: admin, app or auditor.
+    #[arg(long, default_value = "admin")]
+    pub role: LocalRole,
+}
+
+impl LocalArgs {
+    fn load(&self) -> anyhow::Result<NodeConfig> {
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| setup::dev_config_path(&setup::default_data_root()));
+        Ok(NodeConfig::load(&path)?)
+    }
+
+    async fn admin(&self) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+        let config = self.load()?;
+        let channel = local::connect(&config, self.role)
+            .await
+            .with_context(|| "is the node running? start it with `liutong serve`")?;
+        Ok(AdminClient::new(channel))
+    }
+}
+
+/// Runs a parsed command.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => serve(config).await,
+        Command::Init {
+            dir,
+            bundle,
+            listen,
+            admin_listen,
+            authority,
+            force,
+        } => {
+            let path = setup::init_node(&InitOptions {
+                dir,
+                bundle,
+                listen,
+                admin_listen,
+                authority,
+                force,
+                development: None,
+            })?;
+            println!("wrote {}", path.display());
+            println!(
+                "start the node with: liutong serve --config {}",
+                path.display()
+            );
+            Ok(())
+        }
+        Command::Authority(cmd) => authority_command(cmd).await,
+        Command::Status { local, json } => status(&local, json).await,
+        Command::Trust(TrustCommand::Refresh { local }) => {
+            let answer = local
+                .admin()
+                .await?
+                .refresh_trust_list(RefreshTrustListRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let t = answer.trust_list.unwrap_or_default();
+            println!(
+                "trust list {} applied: {} members, {} revocations, valid until {}",
+                t.sequence,
+                t.members,
+                t.revocations,
+                format_unix(t.expires_at_unix.max(0) as u64)
+            );
+            Ok(())
+        }
+        Command::Peer(PeerCommand::Describe {
+            address,
+            local,
+            json,
+        }) => {
+            let answer = local
+                .admin()
+                .await?
+                .describe_peer(DescribePeerRequest { address })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_describe(&answer, json);
+            Ok(())
+        }
+    }
+}
+
+/// A gRPC refusal as an error a person can read.
+pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+    let config_path = match config_path {
+        Some(p) => p,
+        None => {
+            let root = setup::default_data_root();
+            let (path, created) = setup::ensure_dev_setup(&root)?;
+            print_dev_banner(&root, &path, created);
+            path
+        }
+    };
+    let config = NodeConfig::load(&config_path)?;
+    let dev_authority = match config.development_authority_dir() {
+        Some(dir) => {
+            let listener = TcpListener::bind(&config.authority.address)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cannot listen on {} for the development authority; another process \
+                         may be using it",
+                        config.authority.address
+                    )
+                })?;
+            let running =
+                authority::serve(&dir, listener, authority::DEFAULT_TRUST_LIST_VALIDITY).await?;
+            println!(
+                "DEVELOPMENT authority serving its trust list on {} (from {})",
+                running.addr,
+                dir.display()
+            );
+            Some(running)
+        }
+        None => None,
+    };
+    let node = RunningNode::start(config).await?;
+    let m = &node.context.membership;
+    println!(
+        "liutong node for {} ({}) serving: peer API {} · local API {}",
+        m.name,
+        m.participant_id,
+        node.peer_addr(),
+        node.admin_addr()
+    );
+    println!("stop with Ctrl-C (SIGINT) or SIGTERM");
+    wait_for_signal().await?;
+    println!("stopping: finishing in-flight calls and flushing storage");
+    node.shutdown().await?;
+    if let Some(a) = dev_authority {
+        a.shutdown().await?;
+    }
+    println!("stopped");
+    Ok(())
+}
+
+fn print_dev_banner(root: &Path, config: &Path, created: bool) {
+    let line = "=".repeat(78);
+    println!("{line}");
+    println!(" DEVELOPMENT NODE — for trying Liutong out, not for production");
+    if created {
+        println!(
+            " Created a DEVELOPMENT authority and node identity under {}:",
+            root.display()
+        );
+    } else {
+        println!(" Using the DEVELOPMENT set-up under {}:", root.display());
+    }
+    println!(
+        "   authority: {} (its private keys are on this disk)",
+        root.join("dev-authority").display()
+    );
+    println!("   node:      {}", config.display());
+    println!(
+        "   participant {} \"Development node\"",
+        setup::DEV_PARTICIPANT
+    );
+    println!(" For a real data space, see the README: \"Setting up a data space by hand\".");
+    println!("{line}");
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
+        _ = term.recv() => {}
+    }
+    Ok(())
+}
+
+async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuthorityCommand::Init { dir, name } => {
+            let a = Authority::init(&dir, &name)?;
+            println!("authority {:?} created in {}", a.name(), dir.display());
+            println!("signing key: {}", a.public_key());
+            println!(
+                "next: liutong authority admit --dir {} ... --out BUNDLE_DIR",
+                dir.display()
+            );
+            Ok(())
+        }
+        AuthorityCommand::Admit {
+            dir,
+            participant,
+            name,
+            kind,
+            sector,
+            region,
+            roles,
+            out,
+            days,
+            renew,
+        } => {
+            let participant = ParticipantId::parse(&participant)?;
+            let kind: ParticipantKind = kind.parse().map_err(|e: String| anyhow!(e))?;
+            let region = RegionCode::parse(&region).map_err(|e| anyhow!(e))?;
+            let roles = roles
+                .iter()
+                .map(|r| r.trim().parse::<MemberRole>())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| anyhow!(e))?;
+            if days <= 0 {
+                return Err(anyhow!("--days must be at least 1"));
+            }
+            let mut a = Authority::open(&dir)?;
+            let now = OffsetDateTime::now_utc();
+            let bundle = a.admit(Admission {
+                participant,
+                name,
+                kind,
+                sector,
+                region,
+                roles,
+                not_before: now - time::Duration::minutes(5),
+                not_after: now + time::Duration::days(days),
+                renew,
+            })?;
+            bundle.write(&out)?;
+            println!(
+                "admitted {} ({}); trust list sequence is now {}",
+                bundle.membership.name,
+                bundle.membership.participant_id,
+                a.sequence()
+            );
+            println!(
+                "admission bundle written to {} — it holds private keys: hand it over securely",
+                out.display()
+            );
+            Ok(())
+        }
+        AuthorityCommand::Revoke {
+            dir,
+            participant,
+            reason,
+        } => {
+            let participant = ParticipantId::parse(&participant)?;
+            let mut a = Authority::open(&dir)?;
+            let now = OffsetDateTime::now_utc().unix_timestamp();
+            a.revoke(&participant, &reason, now)?;
+            println!(
+                "revoked {participant}; trust list sequence is now {}; nodes apply it at their \
+                 next refresh",
+                a.sequence()
+            );
+            Ok(())
+        }
+        AuthorityCommand::Members { dir, json } => {
+            let a = Authority::open(&dir)?;
+            if json {
+                let value = serde_json::json!({
+                    "authority": a.name(),
+                    "sequence": a.sequence(),
+                    "members": a.members(),
+                    "revocations": a.revocations(),
+                });
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                println!(
+                    "authority {:?}, trust list sequence {}",
+                    a.name(),
+                    a.sequence()
+                );
+                for m in a.members() {
+                    let roles: Vec<_> = m.roles.iter().map(ToString::to_string).collect();
+                    println!(
+                        "  member   {}  {}  {} {} {}  roles {}  until {}",
+                        m.participant_id,
+                        m.name,
+                        m.kind,
+                        m.sector,
+                        m.region,
+                        roles.join(","),
+                        format_unix(m.valid_until as u64)
+                    );
+                }
+                for r in a.revocations() {
+                    println!(
+                        "  revoked  {}  at {}: {}",
+                        r.participant_id,
+                        format_unix(r.revoked_at as u64),
+                        r.reason
+                    );
+                }
+            }
+            Ok(())
+        }
+        AuthorityCommand::Serve {
+            dir,
+            listen,
+            validity,
+        } => {
+            let listener = TcpListener::bind(listen).await.with_context(|| {
+                format!("cannot listen on {listen}; another process may be using it")
+            })?;
+            let running = authority::serve(&dir, listener, validity).await?;
+            println!("authority serving its trust list on {}", running.addr);
+            wait_for_signal().await?;
+            running.shutdown().await?;
+            Ok(())
+        }
+    }
+}
+
+async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
+    let s = local
+        .admin()
+        .await?
+        .status(StatusRequest {})
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    let node = s.node.unwrap_or_default();
+    let trust = s.trust_list.unwrap_or_default();
+    if json {
+        let value = serde_json::json!({
+            "node": participant_json(&node),
+            "caller_role": s.caller_role,
+            "peer_listen": s.peer_listen,
+            "admin_listen": s.admin_listen,
+            "software_version": s.software_version,
+            "trust_list": trust_json(&trust),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(());
+    }
+    println!("node        {} ({})", node.name, node.participant_id);
+    println!(
+        "            {} · {} · region {} · roles {}",
+        node.kind,
+        node.sector,
+        node.region,
+        node.roles.join(",")
+    );
+    println!("peer API    {}", s.peer_listen);
+    println!("local API   {} (you: {})", s.admin_listen, s.caller_role);
+    if trust.sequence == 0 {
+        println!(
+            "trust list  NONE — the node refuses every peer until it reaches {}",
+            trust.authority_address
+        );
+    } else {
+        println!(
+            "trust list  sequence {}, {} members, {} revocations, valid until {}",
+            trust.sequence,
+            trust.members,
+            trust.revocations,
+            format_unix(trust.expires_at_unix.max(0) as u64)
+        );
+    }
+    if !trust.last_error.is_empty() {
+        println!("            last refresh failed: {}", trust.last_error);
+    }
+    println!("version     {}", s.software_version);
+    Ok(())
+}
+
+fn participant_json(p: &Participant) -> serde_json::Value {
+    serde_json::json!({
+        "participant_id": p.participant_id,
+        "name": p.name,
+        "kind": p.kind,
+        "sector": p.sector,
+        "region": p.region,
+        "roles": p.roles,
+        "valid_from": p.valid_from_unix,
+        "valid_until": p.valid_until_unix,
+    })
+}
+
+fn trust_json(t: &TrustListStatus) -> serde_json::Value {
+    serde_json::json!({
+        "sequence": t.sequence,
+        "issued_at": t.issued_at_unix,
+        "expires_at": t.expires_at_unix,
+        "applied_at": t.applied_at_unix,
+        "members": t.members,
+        "revocations": t.revocations,
+        "last_error": t.last_error,
+        "authority_address": t.authority_address,
+    })
+}
+
+fn print_describe(d: &DescribeResponse, json: bool) {
+    let node = d.node.clone().unwrap_or_default();
+    let caller = d.caller.clone().unwrap_or_default();
+    if json {
+        let value = serde_json::json!({
+            "node": participant_json(&node),
+            "caller": participant_json(&caller),
+            "trust_list_sequence": d.trust_list_sequence,
+            "software_version": d.software_version,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&value).unwrap_or_default()
+        );
+        return;
+    }
+    println!("peer        {} ({})", node.name, node.participant_id);
+    println!(
+        "            {} · {} · region {} · roles {}",
+        node.kind,
+        node.sector,
+        node.region,
+        node.roles.join(",")
+    );
+    println!("sees us as  {} ({})", caller.name, caller.participant_id);
+    println!(
+        "its trust list sequence {} · version {}",
+        d.trust_list_sequence, d.software_version
+    );
+}

@@ -1,0 +1,308 @@
+//! `node.toml`: the node's configuration, written (with comments) by `liutong init`.
+//!
+//! Every field is typed (participant IDs, socket addresses, durations, keys), so a bad
+//! value is refused while parsing, with the key and line named by the TOML parser.
+//! Unknown keys are refused too, so a misspelt key never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{ParticipantId, PublicKey};
+
+/// Default address of the peer API.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
+/// Default address of the local administration API.
+pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7701";
+/// Default address of the authority's trust-list service.
+pub const DEFAULT_AUTHORITY: &str = "127.0.0.1:7800";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read the configuration {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration {path} is not valid:\n{message}")]
+    Parse { path: PathBuf, message: String },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub node: NodeSection,
+    pub authority: AuthoritySection,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub development: Option<Development>,
+    /// Directory of the configuration file; relative paths are taken from here.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The participant this node acts for.
+    pub participant: ParticipantId,
+    /// Peer API address.
+    pub listen: SocketAddr,
+    /// Local administration API address.
+    pub admin_listen: SocketAddr,
+    /// Data directory, relative to the configuration file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritySection {
+    /// host:port of the authority's trust-list service.
+    pub address: String,
+    /// The authority's name, as in its signed trust lists.
+    pub name: String,
+    /// The authority's Ed25519 public key (base64), pinned from the admission bundle.
+    pub public_key: PublicKey,
+    /// How often the node fetches the trust list.
+    #[serde(with = "humantime_serde", default = "default_refresh")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest gRPC message the node accepts, in bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+}
+
+/// Present only in the zero-configuration development set-up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Development {
+    /// A development authority to run inside this node's process.
+    pub authority_dir: PathBuf,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: default_max_message(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".")
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_message() -> usize {
+    4 * 1024 * 1024
+}
+
+impl NodeConfig {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_owned(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.base_dir = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base.to_owned()
+        };
+        Ok(config)
+    }
+
+    /// The node's data directory.
+    pub fn data_dir(&self) -> PathBuf {
+        self.base_dir.join(&self.node.data_dir)
+    }
+
+    pub fn identity_dir(&self) -> PathBuf {
+        self.data_dir().join("identity")
+    }
+
+    pub fn local_dir(&self) -> PathBuf {
+        self.data_dir().join("local")
+    }
+
+    pub fn database_dir(&self) -> PathBuf {
+        self.data_dir().join("db")
+    }
+
+    pub fn development_authority_dir(&self) -> Option<PathBuf> {
+        self.development
+            .as_ref()
+            .map(|d| self.base_dir.join(&d.authority_dir))
+    }
+
+    /// The file text, with a comment on every setting.
+    pub fn to_commented_toml(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# Liutong node configuration, written by `liutong init`.\n\
+             # Relative paths are taken from the directory of this file.\n\
+             # Start the node with: liutong serve --config <this file>\n\n",
+        );
+        out.push_str("[node]\n");
+        out.push_str(
+            "# The participant this node acts for (统一社会信用代码); it must match the\n\
+             # certificate in identity/node.crt.\n",
+        );
+        out.push_str(&format!("participant = \"{}\"\n", self.node.participant));
+        out.push_str(
+            "# Peer API: other members connect here over mutual TLS. Use 0.0.0.0:7700 to\n\
+             # accept connections from other hosts.\n",
+        );
+        out.push_str(&format!("listen = \"{}\"\n", self.node.listen));
+        out.push_str(
+            "# Local administration API for the `liutong` command and local applications.\n\
+             # Mutual TLS with the client certificates in local/ (roles admin, app, auditor).\n",
+        );
+        out.push_str(&format!("admin_listen = \"{}\"\n", self.node.admin_listen));
+        out.push_str("# Keys, certificates and the database (db/) live here.\n");
+        out.push_str(&format!(
+            "data_dir = {}\n\n",
+            toml_string(&self.node.data_dir.to_string_lossy())
+        ));
+        out.push_str("[authority]\n");
+        out.push_str("# The data-space authority's trust-list service (host:port).\n");
+        out.push_str(&format!(
+            "address = {}\n",
+            toml_string(&self.authority.address)
+        ));
+        out.push_str("# The authority's name and Ed25519 key, pinned from the admission bundle.\n");
+        out.push_str(&format!("name = {}\n", toml_string(&self.authority.name)));
+        out.push_str(&format!("public_key = \"{}\"\n", self.authority.public_key));
+        out.push_str(
+            "# How often to fetch the signed trust list (members and revocations). A list\n\
+             # expires after the validity the authority gives it (10 minutes by default).\n",
+        );
+        out.push_str(&format!(
+            "refresh_interval = \"{}\"\n\n",
+            humantime::format_duration(self.authority.refresh_interval)
+        ));
+        out.push_str("[limits]\n# Largest gRPC message accepted, in bytes.\n");
+        out.push_str(&format!(
+            "max_message_bytes = {}\n",
+            self.limits.max_message_bytes
+        ));
+        if let Some(dev) = &self.development {
+            out.push_str(
+                "\n# DEVELOPMENT ONLY: run this development authority inside the node process.\n\
+                 # Remove this section for a node that belongs to a real data space.\n\
+                 [development]\n",
+            );
+            out.push_str(&format!(
+                "authority_dir = {}\n",
+                toml_string(&dev.authority_dir.to_string_lossy())
+            ));
+        }
+        out
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    // Basic TOML strings share JSON's escapes for the characters that matter here.
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::SigningKey;
+
+    fn sample() -> NodeConfig {
+        NodeConfig {
+            node: NodeSection {
+                participant: ParticipantId::parse("91110000600037341L").unwrap(),
+                listen: DEFAULT_LISTEN.parse().unwrap(),
+                admin_listen: DEFAULT_ADMIN_LISTEN.parse().unwrap(),
+                data_dir: PathBuf::from("."),
+            },
+            authority: AuthoritySection {
+                address: DEFAULT_AUTHORITY.into(),
+                name: "Zhejiang \"Data\" Space".into(),
+                public_key: SigningKey::generate().unwrap().public_key(),
+                refresh_interval: Duration::from_secs(60),
+            },
+            limits: Limits::default(),
+            development: Some(Development {
+                authority_dir: "../dev-authority".into(),
+            }),
+            base_dir: PathBuf::new(),
+        }
+    }
+
+    #[test]
+    fn commented_file_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let config = sample();
+        std::fs::write(&path, config.to_commented_toml()).unwrap();
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert_eq!(loaded.node.participant, config.node.participant);
+        assert_eq!(loaded.authority.name, config.authority.name);
+        assert_eq!(loaded.authority.refresh_interval, Duration::from_secs(60));
+        assert_eq!(loaded.base_dir, dir.path());
+        assert_eq!(
+            loaded.development_authority_dir().unwrap(),
+            dir.path().join("../dev-authority")
+        );
+    }
+
+    fn load_text(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(&path, text).unwrap();
+        NodeConfig::load(&path).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key_and_line() {
+        let good = sample().to_commented_toml();
+
+        let bad_id = good.replace("91110000600037341L", "91110000600037341K");
+        let msg = load_text(&bad_id);
+        let line = bad_id
+            .lines()
+            .position(|l| l.starts_with("participant"))
+            .unwrap()
+            + 1;
+        assert!(msg.contains(&format!("line {line}")), "{msg}");
+        assert!(msg.contains("check character"), "{msg}");
+
+        let typo = good.replace("admin_listen", "admin_lisen");
+        let msg = load_text(&typo);
+        assert!(msg.contains("admin_lisen"), "{msg}");
+
+        let bad_addr = good.replace("127.0.0.1:7700", "127.0.0.1:port");
+        let msg = load_text(&bad_addr);
+        assert!(msg.contains("listen") && msg.contains("line"), "{msg}");
+
+        let msg = load_text("[node\nparticipant = 1");
+        assert!(msg.contains("line 1"), "{msg}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = NodeConfig::load(Path::new("/nonexistent/node.toml")).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/node.toml"), "{err}");
+    }
+}

@@ -1,0 +1,221 @@
+//! The membership credential: what the data-space authority attests about a member.
+//!
+//! The authority signs it as a DSSE envelope of type [`MEMBERSHIP_PAYLOAD_TYPE`]; the
+//! same records, unsigned, make up the members of the signed trust list.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use super::ParticipantId;
+use super::keys::PublicKey;
+
+/// Payload type of a signed membership credential.
+pub const MEMBERSHIP_PAYLOAD_TYPE: &str = "application/vnd.liutong.membership+json";
+
+/// A member of the data space as the authority admitted it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Membership {
+    pub participant_id: ParticipantId,
+    pub name: String,
+    pub kind: ParticipantKind,
+    pub sector: String,
+    pub region: RegionCode,
+    pub roles: Vec<MemberRole>,
+    /// Validity of the membership and of its TLS certificate, Unix seconds.
+    pub valid_from: i64,
+    pub valid_until: i64,
+    /// The member node's Ed25519 key; it signs the node's envelopes.
+    pub signing_key: PublicKey,
+    /// SHA-256 (hex) of the DER TLS certificate issued with this membership. A node
+    /// presenting any other certificate for this participant is refused.
+    pub certificate_sha256: String,
+    /// Name of the authority that admitted the member.
+    pub authority: String,
+}
+
+impl Membership {
+    pub fn has_role(&self, role: MemberRole) -> bool {
+        self.roles.contains(&role)
+    }
+
+    pub fn to_proto(&self) -> liutong_proto::v1::Participant {
+        liutong_proto::v1::Participant {
+            participant_id: self.participant_id.to_string(),
+            name: self.name.clone(),
+            kind: self.kind.to_string(),
+            sector: self.sector.clone(),
+            region: self.region.to_string(),
+            roles: self.roles.iter().map(ToString::to_string).collect(),
+            valid_from_unix: self.valid_from,
+            valid_until_unix: self.valid_until,
+        }
+    }
+}
+
+/// What kind of organisation a participant is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ParticipantKind {
+    /// A government department (政府部门).
+    Government,
+    /// An enterprise (企业).
+    Enterprise,
+    /// A public institution (事业单位).
+    Institution,
+}
+
+impl FromStr for ParticipantKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "government" => Ok(Self::Government),
+            "enterprise" => Ok(Self::Enterprise),
+            "institution" => Ok(Self::Institution),
+            other => Err(format!(
+                "unknown participant kind {other:?}; use government, enterprise or institution"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for ParticipantKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Government => "government",
+            Self::Enterprise => "enterprise",
+            Self::Institution => "institution",
+        })
+    }
+}
+
+/// A role a member plays in the data space.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberRole {
+    Provider,
+    Consumer,
+    Auditor,
+}
+
+impl FromStr for MemberRole {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "provider" => Ok(Self::Provider),
+            "consumer" => Ok(Self::Consumer),
+            "auditor" => Ok(Self::Auditor),
+            other => Err(format!(
+                "unknown role {other:?}; use provider, consumer or auditor"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Provider => "provider",
+            Self::Consumer => "consumer",
+            Self::Auditor => "auditor",
+        })
+    }
+}
+
+/// A 6-digit administrative division code (行政区划代码), e.g. `330100` for Hangzhou.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct RegionCode(String);
+
+impl RegionCode {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "region {s:?} is not a 6-digit administrative division code such as 330100"
+            ));
+        }
+        // Province codes run from 11 (Beijing) to 82 (Macao).
+        let province: u32 = s[..2].parse().unwrap_or(0);
+        if !(11..=82).contains(&province) {
+            return Err(format!(
+                "region {s:?} starts with {province:02}, which is no province code (11 to 82)"
+            ));
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl FromStr for RegionCode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for RegionCode {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<RegionCode> for String {
+    fn from(r: RegionCode) -> String {
+        r.0
+    }
+}
+
+impl fmt::Display for RegionCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for RegionCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RegionCode({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_codes() {
+        assert!(RegionCode::parse("330100").is_ok());
+        assert!(RegionCode::parse("110000").is_ok());
+        assert!(RegionCode::parse("33010").unwrap_err().contains("6-digit"));
+        assert!(RegionCode::parse("33a100").is_err());
+        assert!(
+            RegionCode::parse("990000")
+                .unwrap_err()
+                .contains("province")
+        );
+    }
+
+    #[test]
+    fn kinds_and_roles_parse_with_helpful_errors() {
+        assert_eq!(
+            "enterprise".parse::<ParticipantKind>().unwrap(),
+            ParticipantKind::Enterprise
+        );
+        assert!(
+            "company"
+                .parse::<ParticipantKind>()
+                .unwrap_err()
+                .contains("government, enterprise or institution")
+        );
+        assert_eq!(
+            "auditor".parse::<MemberRole>().unwrap(),
+            MemberRole::Auditor
+        );
+        assert!("admin".parse::<MemberRole>().is_err());
+    }
+}

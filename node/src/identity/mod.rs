@@ -1,0 +1,267 @@
+//! Who is who in the data space: participant IDs, signing keys, signed envelopes and
+//! membership credentials.
+//!
+//! - [`ParticipantId`] can only hold a valid 统一社会信用代码 (USCC, GB 32100-2015).
+//! - [`keys`] holds the node's Ed25519 signing key (ring), stored owner-readable only.
+//! - [`envelope`] is the one signed-envelope type (DSSE) used for everything signed.
+//! - [`membership`] is the credential the authority signs for each admitted member.
+
+pub mod envelope;
+pub mod keys;
+pub mod membership;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+pub use envelope::{Envelope, EnvelopeError};
+pub use keys::{KeyError, PublicKey, SigningKey};
+pub use membership::{MemberRole, Membership, ParticipantKind, RegionCode};
+
+/// The 31 characters a USCC may use, each worth its index (no I, O, S, V, Z).
+const USCC_CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
+/// Weights of the first 17 characters: 3^(i-1) mod 31.
+const USCC_WEIGHTS: [u32; 17] = [
+    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
+];
+
+/// A participant of the data space, identified by its 统一社会信用代码 (Unified Social
+/// Credit Identifier). Parsing checks the length, the character set and the check
+/// character, so a value of this type is always a well-formed code.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ParticipantId(String);
+
+/// Why a string is not a valid participant ID.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParticipantIdError {
+    #[error("participant ID {id:?} has {len} characters; a 统一社会信用代码 (USCC) has exactly 18")]
+    Length { id: String, len: usize },
+    #[error(
+        "participant ID {id:?}: character {position} ({ch:?}) is not allowed; a USCC uses only \
+         0-9 and the capital letters A-Y without I, O, S, V and Z"
+    )]
+    Character {
+        id: String,
+        /// 1-based position of the bad character.
+        position: usize,
+        ch: char,
+    },
+    #[error(
+        "participant ID {id:?}: the check character (18th) is {found:?}, but the first 17 \
+         characters require {expected:?} (GB 32100-2015); look for a typing error"
+    )]
+    CheckCharacter {
+        id: String,
+        found: char,
+        expected: char,
+    },
+}
+
+impl ParticipantId {
+    /// Parses and checks a USCC.
+    pub fn parse(s: &str) -> Result<Self, ParticipantIdError> {
+        let chars: Vec<char> = s.chars().collect();
+        if chars.len() != 18 {
+            return Err(ParticipantIdError::Length {
+                id: s.to_owned(),
+                len: chars.len(),
+            });
+        }
+        let mut values = [0u32; 18];
+        for (i, &ch) in chars.iter().enumerate() {
+            values[i] = char_value(ch).ok_or_else(|| ParticipantIdError::Character {
+                id: s.to_owned(),
+                position: i + 1,
+                ch,
+            })?;
+        }
+        let expected = check_character(&values[..17]);
+        if chars[17] != expected {
+            return Err(ParticipantIdError::CheckCharacter {
+                id: s.to_owned(),
+                found: chars[17],
+                expected,
+            });
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    /// Completes the first 17 characters of a USCC with its check character. Used to
+    /// make identifiers for development and test set-ups.
+    pub fn with_check_character(first17: &str) -> Result<Self, ParticipantIdError> {
+        let mut values = Vec::with_capacity(17);
+        for (i, ch) in first17.chars().enumerate() {
+            values.push(char_value(ch).ok_or_else(|| ParticipantIdError::Character {
+                id: first17.to_owned(),
+                position: i + 1,
+                ch,
+            })?);
+        }
+        if values.len() != 17 {
+            return Err(ParticipantIdError::Length {
+                id: first17.to_owned(),
+                len: values.len() + 1,
+            });
+        }
+        Self::parse(&format!("{first17}{}", check_character(&values)))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The URI this participant's certificates carry as subject alternative name.
+    pub fn san_uri(&self) -> String {
+        format!("{SAN_URI_PREFIX}{}", self.0)
+    }
+
+    /// Reads the participant from a certificate's SAN URI (`urn:uscc:<code>`).
+    pub fn from_san_uri(uri: &str) -> Option<Result<Self, ParticipantIdError>> {
+        uri.strip_prefix(SAN_URI_PREFIX).map(Self::parse)
+    }
+}
+
+/// Prefix of the SAN URI naming a participant in its TLS certificate.
+pub const SAN_URI_PREFIX: &str = "urn:uscc:";
+
+fn char_value(ch: char) -> Option<u32> {
+    let b = u8::try_from(ch).ok()?;
+    USCC_CHARSET.iter().position(|&c| c == b).map(|p| p as u32)
+}
+
+fn check_character(values: &[u32]) -> char {
+    let sum: u32 = values.iter().zip(USCC_WEIGHTS).map(|(v, w)| v * w).sum();
+    let index = (31 - sum % 31) % 31;
+    USCC_CHARSET[index as usize] as char
+}
+
+impl FromStr for ParticipantId {
+    type Err = ParticipantIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::parse(s)
+    }
+}
+
+impl TryFrom<String> for ParticipantId {
+    type Error = ParticipantIdError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<ParticipantId> for String {
+    fn from(id: ParticipantId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for ParticipantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ParticipantId({})", self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_the_design_example() {
+        let id = ParticipantId::parse("91110000600037341L").expect("valid per DESIGN.md");
+        assert_eq!(id.as_str(), "91110000600037341L");
+        assert_eq!(id.san_uri(), "urn:uscc:91110000600037341L");
+    }
+
+    #[test]
+    fn accepts_codes_checked_by_an_independent_implementation() {
+        // Check characters computed with a separate Python implementation of GB 32100-2015.
+        for code in [
+            "91330100MA27XY401X",
+            "113301000024821386",
+            "12330000470003217W",
+            "91330106MA2GL0A01F",
+        ] {
+            ParticipantId::parse(code).unwrap_or_else(|e| panic!("{code}: {e}"));
+        }
+    }
+
+    #[test]
+    fn names_the_failed_check() {
+        let err = ParticipantId::parse("91110000600037341K").unwrap_err();
+        assert_eq!(
+            err,
+            ParticipantIdError::CheckCharacter {
+                id: "91110000600037341K".into(),
+                found: 'K',
+                expected: 'L'
+            }
+        );
+        assert!(err.to_string().contains("requires 'L'"), "{err}");
+    }
+
+    #[test]
+    fn names_the_bad_character_and_its_position() {
+        for (code, position, ch) in [
+            ("91110000600O37341L", 11, 'O'),
+            ("I1110000600037341L", 1, 'I'),
+            ("9111000060003734sL", 17, 's'),
+            ("91110000600037341Z", 18, 'Z'),
+            ("9111000060003734VL", 17, 'V'),
+        ] {
+            match ParticipantId::parse(code) {
+                Err(ParticipantIdError::Character {
+                    position: p, ch: c, ..
+                }) => assert_eq!((p, c), (position, ch), "{code}"),
+                other => panic!("{code}: expected a character error, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn rejects_wrong_lengths_and_non_ascii() {
+        assert!(matches!(
+            ParticipantId::parse("91110000600037341"),
+            Err(ParticipantIdError::Length { len: 17, .. })
+        ));
+        assert!(matches!(
+            ParticipantId::parse(""),
+            Err(ParticipantIdError::Length { len: 0, .. })
+        ));
+        assert!(matches!(
+            ParticipantId::parse("9111000060003734１L"),
+            Err(ParticipantIdError::Character { position: 17, .. })
+        ));
+    }
+
+    #[test]
+    fn completes_a_check_character() {
+        let id = ParticipantId::with_check_character("91110000600037341").unwrap();
+        assert_eq!(id.as_str(), "91110000600037341L");
+    }
+
+    #[test]
+    fn reads_the_san_uri() {
+        let id = ParticipantId::from_san_uri("urn:uscc:91110000600037341L")
+            .unwrap()
+            .unwrap();
+        assert_eq!(id.as_str(), "91110000600037341L");
+        assert!(ParticipantId::from_san_uri("urn:other:x").is_none());
+    }
+
+    #[test]
+    fn serde_refuses_invalid_codes() {
+        let ok: ParticipantId = serde_json::from_str("\"91110000600037341L\"").unwrap();
+        assert_eq!(ok.as_str(), "91110000600037341L");
+        let err = serde_json::from_str::<ParticipantId>("\"91110000600037341K\"").unwrap_err();
+        assert!(err.to_string().contains("check character"), "{err}");
+    }
+}

@@ -1,0 +1,366 @@
+//! Starting and stopping a node: open storage, load the identity, fetch the trust list,
+//! serve the peer API and the local API, refresh the trust list on an interval, and
+//! shut down gracefully (stop accepting, finish in-flight calls, flush storage).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::authority::{BundleManifest, bundle_files};
+use crate::config::NodeConfig;
+use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
+use crate::identity::{Envelope, KeyError, Membership, SigningKey};
+use crate::local::{self, LocalAuthenticator};
+use crate::service::{self, PeerAuthenticator};
+use crate::storage::{SledStorage, Storage, StorageError};
+use crate::tls::auth::{AuthLayer, ChainVerifier};
+use crate::tls::certs::AUTHORITY_SAN_URI;
+use crate::tls::{self, ExpectedServer, TlsError, TlsIdentity};
+use crate::trust::{TrustError, TrustStatus, TrustStore};
+use liutong_proto::v1::GetTrustListRequest;
+use liutong_proto::v1::authority_client::AuthorityClient;
+
+/// How long the first trust-list fetch may take before the node starts without it.
+const FIRST_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error("the node's identity in {path} is not usable: {reason}")]
+    Identity { path: String, reason: String },
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; another process may be using it \
+         (another `liutong serve`?), or change `{key}` in node.toml"
+    )]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {what} server stopped with an error: {reason}")]
+    Serve { what: &'static str, reason: String },
+}
+
+/// Everything the services share about this node.
+pub struct NodeContext {
+    pub config: NodeConfig,
+    /// This node's membership, as the authority signed it.
+    pub membership: Membership,
+    pub credential: Envelope,
+    /// Signs this node's envelopes (agreements, receipts, checkpoints).
+    pub signing_key: SigningKey,
+    pub tls_identity: TlsIdentity,
+    /// The data-space CA, for peers' certificates.
+    pub data_space_roots: RootCertStore,
+    pub trust: Arc<TrustStore>,
+    pub storage: Arc<dyn Storage>,
+    pub peer_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl NodeContext {
+    /// A TLS client configuration for calling peers: the data-space CA, and the peer
+    /// must be a current member.
+    pub fn peer_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        let trust = self.trust.clone();
+        tls::client_config(
+            &self.tls_identity,
+            self.data_space_roots.clone(),
+            ExpectedServer::Member(Arc::new(move |id, fingerprint| {
+                trust
+                    .check_member(id, fingerprint, now())
+                    .map(|_| ())
+                    .map_err(|e| e.to_string())
+            })),
+        )
+    }
+
+    /// Fetches the trust list from the authority and applies it.
+    pub async fn refresh_trust_list(&self) -> Result<TrustStatus, TrustError> {
+        let result = self.fetch_and_apply().await;
+        if let Err(e) = &result {
+            self.trust.record_error(e);
+        }
+        result
+    }
+
+    async fn fetch_and_apply(&self) -> Result<TrustStatus, TrustError> {
+        let address = &self.config.authority.address;
+        let fetch_err = |reason: String| TrustError::Fetch {
+            address: address.clone(),
+            reason,
+        };
+        let client = tls::client_config(
+            &self.tls_identity,
+            self.data_space_roots.clone(),
+            ExpectedServer::Uri(AUTHORITY_SAN_URI.to_owned()),
+        )
+        .map_err(|e| fetch_err(e.to_string()))?;
+        let channel = tls::connect(address, client)
+            .await
+            .map_err(|e| fetch_err(e.to_string()))?;
+        let known = self.trust.status().sequence;
+        let response = AuthorityClient::new(channel)
+            .get_trust_list(GetTrustListRequest {
+                known_sequence: known,
+            })
+            .await
+            .map_err(|s| fetch_err(format!("{:?}: {}", s.code(), s.message())))?
+            .into_inner();
+        let envelope = response
+            .trust_list
+            .ok_or_else(|| fetch_err("the answer carried no trust list".into()))?;
+        self.trust.apply(envelope.into(), now()).await
+    }
+}
+
+/// Current time in Unix seconds.
+pub fn now() -> i64 {
+    OffsetDateTime::now_utc().unix_timestamp()
+}
+
+/// A running node.
+pub struct RunningNode {
+    pub context: Arc<NodeContext>,
+    shutdown: watch::Sender<bool>,
+    servers: Vec<(
+        &'static str,
+        JoinHandle<Result<(), tonic::transport::Error>>,
+    )>,
+    refresher: JoinHandle<()>,
+}
+
+impl RunningNode {
+    /// Starts a node from its configuration. Binds both listeners before returning.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let peer_listener = bind(config.node.listen, "peer API", "node.listen").await?;
+        let admin_listener =
+            bind(config.node.admin_listen, "local API", "node.admin_listen").await?;
+        Self::start_with_listeners(config, peer_listener, admin_listener).await
+    }
+
+    /// Starts a node on listeners the caller bound (tests bind port 0).
+    pub async fn start_with_listeners(
+        config: NodeConfig,
+        peer_listener: TcpListener,
+        admin_listener: TcpListener,
+    ) -> Result<Self, NodeError> {
+        let identity_dir = config.identity_dir();
+        let identity_err = |reason: String| NodeError::Identity {
+            path: identity_dir.display().to_string(),
+            reason,
+        };
+        let storage: Arc<dyn Storage> = SledStorage::open(&config.database_dir())?;
+        let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
+        let tls_identity = TlsIdentity::load(
+            &identity_dir.join(bundle_files::CERT),
+            &identity_dir.join(bundle_files::KEY),
+        )?;
+        let data_space_roots = tls::load_roots(&identity_dir.join(bundle_files::CA))?;
+        let credential: Envelope = serde_json::from_slice(
+            &std::fs::read(identity_dir.join(bundle_files::CREDENTIAL))
+                .map_err(|e| identity_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?,
+        )
+        .map_err(|e| identity_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?;
+        let membership: Membership = credential
+            .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
+            .map_err(|e| identity_err(format!("membership credential: {e}")))?;
+        check_identity(&config, &membership, &signing_key, &tls_identity).map_err(identity_err)?;
+        let manifest: Option<BundleManifest> =
+            std::fs::read(identity_dir.join(bundle_files::MANIFEST))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(m) = manifest
+            && m.authority_key != config.authority.public_key
+        {
+            tracing::warn!("node.toml pins another authority key than the admission bundle");
+        }
+
+        let trust = Arc::new(TrustStore::open(
+            &config.authority.name,
+            config.authority.public_key,
+            storage.clone(),
+        )?);
+        let peer_addr = peer_listener
+            .local_addr()
+            .map_err(|source| listen_err(config.node.listen, "peer API", "node.listen", source))?;
+        let admin_addr = admin_listener.local_addr().map_err(|source| {
+            listen_err(
+                config.node.admin_listen,
+                "local API",
+                "node.admin_listen",
+                source,
+            )
+        })?;
+        let context = Arc::new(NodeContext {
+            config,
+            membership,
+            credential,
+            signing_key,
+            tls_identity,
+            data_space_roots,
+            trust,
+            storage,
+            peer_addr,
+            admin_addr,
+        });
+
+        match tokio::time::timeout(FIRST_FETCH_TIMEOUT, context.refresh_trust_list()).await {
+            Ok(Ok(status)) => tracing::info!(sequence = status.sequence, "trust list fetched"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no fresh trust list at start; using the stored one if still valid, retrying")
+            }
+            Err(_) => {
+                tracing::warn!("the authority did not answer in time; retrying in the background")
+            }
+        }
+
+        let (shutdown, stop) = watch::channel(false);
+        let peer_auth = Arc::new(PeerAuthenticator {
+            chain: ChainVerifier::new(
+                context.data_space_roots.clone(),
+                "this data space's authority",
+            )?,
+            trust: context.trust.clone(),
+        });
+        let peer_tls = tls::server_config(&context.tls_identity, &context.data_space_roots)?;
+        let peer_router = service::peer_router(context.clone(), AuthLayer::new(peer_auth)).await;
+        let admin_auth = Arc::new(LocalAuthenticator::new(&context.config)?);
+        let admin_tls = local::server_config(&context.config)?;
+        let admin_router = service::admin_router(context.clone(), AuthLayer::new(admin_auth));
+
+        let mut stop_peer = stop.clone();
+        let peer = tokio::spawn(peer_router.serve_with_incoming_shutdown(
+            tls::incoming(peer_listener, peer_tls),
+            async move {
+                let _ = stop_peer.wait_for(|s| *s).await;
+            },
+        ));
+        let mut stop_admin = stop.clone();
+        let admin = tokio::spawn(admin_router.serve_with_incoming_shutdown(
+            tls::incoming(admin_listener, admin_tls),
+            async move {
+                let _ = stop_admin.wait_for(|s| *s).await;
+            },
+        ));
+        let refresher = tokio::spawn(refresh_loop(context.clone(), stop));
+        tracing::info!(
+            participant = %context.membership.participant_id,
+            peer = %peer_addr,
+            admin = %admin_addr,
+            "node serving"
+        );
+        Ok(Self {
+            context,
+            shutdown,
+            servers: vec![("peer API", peer), ("local API", admin)],
+            refresher,
+        })
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.context.peer_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.context.admin_addr
+    }
+
+    /// Stops accepting, lets in-flight calls finish, and flushes storage.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        let _ = self.shutdown.send(true);
+        let mut first_error = None;
+        for (what, task) in self.servers {
+            let result = match task.await {
+                Ok(r) => r.map_err(|e| tls::error_chain(&e)),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(reason) = result {
+                first_error.get_or_insert(NodeError::Serve { what, reason });
+            }
+        }
+        let _ = self.refresher.await;
+        self.context.storage.flush().await?;
+        tracing::info!("node stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| listen_err(addr, what, key, source))
+}
+
+fn listen_err(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+    source: std::io::Error,
+) -> NodeError {
+    NodeError::Listen {
+        addr,
+        what,
+        key,
+        source,
+    }
+}
+
+/// The configuration, the credential, the signing key and the TLS certificate must all
+/// name the same participant.
+fn check_identity(
+    config: &NodeConfig,
+    membership: &Membership,
+    signing_key: &SigningKey,
+    tls_identity: &TlsIdentity,
+) -> Result<(), String> {
+    if membership.participant_id != config.node.participant {
+        return Err(format!(
+            "node.toml says participant {}, but the credential was issued to {}",
+            config.node.participant, membership.participant_id
+        ));
+    }
+    if membership.signing_key != signing_key.public_key() {
+        return Err("signing.key is not the key named in the credential".into());
+    }
+    let cert = tls_identity
+        .chain
+        .first()
+        .ok_or_else(|| "node.crt holds no certificate".to_owned())?;
+    if crate::tls::certs::fingerprint(cert) != membership.certificate_sha256 {
+        return Err("node.crt is not the certificate named in the credential".into());
+    }
+    Ok(())
+}
+
+async fn refresh_loop(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
+    let every = context.config.authority.refresh_interval;
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        if let Err(e) = context.refresh_trust_list().await {
+            tracing::warn!(error = %e, "trust list refresh failed");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! The gRPC services, kept thin: they read the authenticated caller from the request,
+//! convert messages, and call into the concern's own code.
+//!
+//! - Peer API (other members, mutual TLS with data-space certificates): `liutong.v1.Node`,
+//!   `grpc.health.v1.Health`, and server reflection v1 and v1alpha.
+//! - Local API (the `liutong` command and local applications, role certificates):
+//!   `liutong.v1.Admin` and reflection.
+//!
+//! Both routers sit behind [`AuthLayer`], so nothing here answers an unauthenticated
+//! caller, health and reflection included.
+
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use tonic::transport::Server;
+use tonic::transport::server::Router;
+use tonic::{Request, Response, Status};
+use tower::layer::util::{Identity, Stack};
+
+use crate::authority::participant_from_certificate;
+use crate::identity::Membership;
+use crate::local::{LocalAuthenticator, LocalRole};
+use crate::runtime::{NodeContext, now};
+use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
+use crate::tls::{self, certs};
+use crate::trust::{TrustError, TrustStatus};
+use liutong_proto::v1::admin_server::{Admin, AdminServer};
+use liutong_proto::v1::node_client::NodeClient;
+use liutong_proto::v1::node_server::{Node, NodeServer};
+use liutong_proto::v1::{
+    DescribePeerRequest, DescribeRequest, DescribeResponse, RefreshTrustListRequest,
+    RefreshTrustListResponse, StatusRequest, StatusResponse, TrustListStatus,
+};
+
+/// The software version reported by `Describe` and `Status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// A verified peer: its certificate chains to the data-space CA and the trust list
+/// says it is a current member presenting its registered certificate.
+#[derive(Clone, Debug)]
+pub struct PeerCaller(pub Membership);
+
+/// Authenticates peers: certificate chain, then membership in the trust list.
+pub struct PeerAuthenticator {
+    pub chain: ChainVerifier,
+    pub trust: Arc<crate::trust::TrustStore>,
+}
+
+impl Authenticate for PeerAuthenticator {
+    type Caller = PeerCaller;
+
+    fn authenticate(&self, chain: &[CertificateDer<'static>]) -> Result<PeerCaller, Status> {
+        self.chain.verify(chain).map_err(|reason| {
+            Status::unauthenticated(format!("client certificate refused: {reason}"))
+        })?;
+        let participant = participant_from_certificate(&chain[0])?;
+        let membership =
+            self.trust
+                .check_member(&participant, &certs::fingerprint(&chain[0]), now())?;
+        Ok(PeerCaller(membership))
+    }
+}
+
+fn reflection_services() -> Result<
+    (
+        tonic_reflection::server::v1::ServerReflectionServer<
+            impl tonic_reflection::server::v1::ServerReflection,
+        >,
+        tonic_reflection::server::v1alpha::ServerReflectionServer<
+            impl tonic_reflection::server::v1alpha::ServerReflection,
+        >,
+    ),
+    tonic_reflection::server::Error,
+> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(liutong_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    Ok((builder().build_v1()?, builder().build_v1alpha()?))
+}
+
+/// The peer API router.
+pub async fn peer_router(
+    context: Arc<NodeContext>,
+    auth: AuthLayer<PeerAuthenticator>,
+) -> Router<Stack<AuthLayer<PeerAuthenticator>, Identity>> {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<NodeServer<PeerService>>().await;
+    // The descriptor sets are compiled into the binary; they always parse.
+    let (reflection_v1, reflection_v1alpha) =
+        reflection_services().expect("embedded descriptor sets are valid");
+    let limit = context.config.limits.max_message_bytes;
+    Server::builder()
+        .layer(auth)
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            NodeServer::new(PeerService { context })
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
+}
+
+/// The local API router.
+pub fn admin_router(
+    context: Arc<NodeContext>,
+    auth: AuthLayer<LocalAuthenticator>,
+) -> Router<Stack<AuthLayer<LocalAuthenticator>, Identity>> {
+    let (reflection_v1, reflection_v1alpha) =
+        reflection_services().expect("embedded descriptor sets are valid");
+    Server::builder()
+        .layer(auth)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AdminServer::new(AdminService { context }))
+}
+
+pub struct PeerService {
+    context: Arc<NodeContext>,
+}
+
+fn peer_caller<T>(request: &Request<T>) -> Result<&Membership, Status> {
+    request
+        .extensions()
+        .get::<PeerCaller>()
+        .map(|c| &c.0)
+        .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))
+}
+
+fn local_role<T>(request: &Request<T>) -> Result<LocalRole, Status> {
+    request
+        .extensions()
+        .get::<LocalRole>()
+        .copied()
+        .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))
+}
+
+#[tonic::async_trait]
+impl Node for PeerService {
+    async fn describe(
+        &self,
+        request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        let caller = peer_caller(&request)?;
+        Ok(Response::new(describe_response(
+            &self.context,
+            Some(caller),
+        )))
+    }
+}
+
+fn describe_response(context: &NodeContext, caller: Option<&Membership>) -> DescribeResponse {
+    DescribeResponse {
+        node: Some(context.membership.to_proto()),
+        node_credential: Some(context.credential.clone().into()),
+        caller: caller.map(Membership::to_proto),
+        trust_list_sequence: context.trust.status().sequence,
+        software_version: VERSION.to_owned(),
+    }
+}
+
+pub struct AdminService {
+    context: Arc<NodeContext>,
+}
+
+fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
+    TrustListStatus {
+        sequence: status.sequence,
+        issued_at_unix: status.issued_at,
+        expires_at_unix: status.expires_at,
+        applied_at_unix: status.applied_at,
+        members: status.members,
+        revocations: status.revocations,
+        last_error: status.last_error.unwrap_or_default(),
+        authority_address: authority.to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let role = local_role(&request)?;
+        let c = &self.context;
+        Ok(Response::new(StatusResponse {
+            node: Some(c.membership.to_proto()),
+            caller_role: role.to_string(),
+            peer_listen: c.peer_addr.to_string(),
+            admin_listen: c.admin_addr.to_string(),
+            trust_list: Some(trust_status_proto(
+                c.trust.status(),
+                &c.config.authority.address,
+            )),
+            software_version: VERSION.to_owned(),
+        }))
+    }
+
+    async fn refresh_trust_list(
+        &self,
+        request: Request<RefreshTrustListRequest>,
+    ) -> Result<Response<RefreshTrustListResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "refreshing the trust list")?;
+        let status = self
+            .context
+            .refresh_trust_list()
+            .await
+            .map_err(trust_error_status)?;
+        Ok(Response::new(RefreshTrustListResponse {
+            trust_list: Some(trust_status_proto(
+                status,
+                &self.context.config.authority.address,
+            )),
+        }))
+    }
+
+    async fn describe_peer(
+        &self,
+        request: Request<DescribePeerRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "calling a peer")?;
+        let address = request.into_inner().address;
+        if address.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "address: give the peer's host:port",
+            ));
+        }
+        let client = self
+            .context
+            .peer_client_config()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let channel = tls::connect(&address, client)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        let answer = NodeClient::new(channel)
+            .describe(DescribeRequest {})
+            .await
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!("the peer at {address} answered: {}", s.message()),
+                )
+            })?;
+        Ok(answer)
+    }
+}
+
+fn trust_error_status(e: TrustError) -> Status {
+    match e {
+        TrustError::Fetch { .. } => Status::unavailable(e.to_string()),
+        TrustError::Storage(_) => Status::internal(e.to_string()),
+        TrustError::Signature(_) => Status::data_loss(e.to_string()),
+        _ => Status::failed_precondition(e.to_string()),
+    }
+}

@@ -1,0 +1,87 @@
+//! Files the node and the authority keep beside the database: keys, certificates,
+//! configuration, the authority's state. Writes are atomic (temporary file, fsync,
+//! rename, fsync of the directory), so a crash leaves the old or the new file, never half.
+
+use std::fs::{self, OpenOptions};
+use std::io::{self, Write as _};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+/// Why a private file was not accepted.
+#[derive(Debug)]
+pub enum PrivateFileError {
+    Read(io::Error),
+    /// The file's permission bits let group or others read it.
+    Mode(u32),
+}
+
+/// Writes a file readable and writable by the owner only (0600), atomically.
+pub fn write_private(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_atomic(path, contents, 0o600)
+}
+
+/// Writes a file readable by everyone (0644), atomically.
+pub fn write_public(path: &Path, contents: &[u8]) -> io::Result<()> {
+    write_atomic(path, contents, 0o644)
+}
+
+fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "path has no file name"))?;
+    let tmp = dir.join(format!(".{}.tmp", name.to_string_lossy()));
+    {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        // `mode` applies only when the file is created; an old temporary may remain.
+        f.set_permissions(fs::Permissions::from_mode(mode))?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    fs::File::open(dir)?.sync_all()
+}
+
+/// Creates a directory (and its parents) that only the owner may enter (0700).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+}
+
+/// Checks that a file exists and that neither group nor others can read or write it.
+pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
+    let meta = fs::metadata(path).map_err(PrivateFileError::Read)?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(PrivateFileError::Mode(mode));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_private_write_replaces_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("secret");
+        write_private(&p, b"one").unwrap();
+        write_private(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert!(check_private(&p).is_ok());
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o640)).unwrap();
+        assert!(matches!(
+            check_private(&p),
+            Err(PrivateFileError::Mode(0o640))
+        ));
+    }
+}

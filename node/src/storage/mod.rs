@@ -1,0 +1,246 @@
+//! The node's storage seam: a small trait of the node's own ([`Storage`]) with sled
+//! 0.34 as its implementation ([`SledStorage`]), so the engine can be swapped without
+//! touching the rest of the node.
+//!
+//! Durability rule: a write is durable only after [`Storage::flush`] has completed.
+//! Nothing that must survive a crash (a trust list, a publish, an agreement, an audit
+//! entry) is acknowledged before that. [`Storage::put_durable`] does both.
+
+pub mod files;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+/// A boxed future, so the trait stays usable as `Arc<dyn Storage>`.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Storage failures. The node refuses the operation rather than go on without them.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    #[error("cannot open the database in {path}: {reason}")]
+    Open { path: PathBuf, reason: String },
+    #[error("database error in tree {tree:?}: {reason}")]
+    Engine { tree: String, reason: String },
+    #[error("cannot flush the database to disk: {0}")]
+    Flush(String),
+}
+
+/// One write of an atomic batch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// The node's view of an ordered key-value store with named trees.
+pub trait Storage: Send + Sync + 'static {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError>;
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+
+    fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError>;
+
+    /// Applies all writes to one tree atomically: after a crash, all or none are there.
+    fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError>;
+
+    /// Every key and value whose key starts with `prefix`, in key order.
+    fn scan_prefix(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+
+    /// Makes every write so far durable. Await it before acknowledging.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>>;
+
+    /// `put` then `flush`: the value is on disk when this returns.
+    fn put_durable<'a>(
+        &'a self,
+        tree: &'a str,
+        key: &'a [u8],
+        value: &'a [u8],
+    ) -> BoxFuture<'a, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.put(tree, key, value)?;
+            self.flush().await
+        })
+    }
+}
+
+/// [`Storage`] on sled 0.34.7.
+pub struct SledStorage {
+    db: sled::Db,
+    /// Opened trees, kept because `open_tree` takes a lock and allocates.
+    trees: Mutex<HashMap<String, sled::Tree>>,
+}
+
+impl SledStorage {
+    /// Opens (or creates) the database in `path`.
+    pub fn open(path: &Path) -> Result<Arc<Self>, StorageError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|e| StorageError::Open {
+                path: path.to_owned(),
+                reason: explain_open_error(&e),
+            })?;
+        Ok(Arc::new(Self {
+            db,
+            trees: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// A database that lives only as long as this value, for tests.
+    pub fn temporary() -> Result<Arc<Self>, StorageError> {
+        let db = sled::Config::new()
+            .temporary(true)
+            .open()
+            .map_err(|e| StorageError::Open {
+                path: PathBuf::from("<temporary>"),
+                reason: e.to_string(),
+            })?;
+        Ok(Arc::new(Self {
+            db,
+            trees: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    fn tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
+        // A poisoned lock means another thread panicked while inserting a tree handle;
+        // the map is still consistent (insert is the only mutation), so keep using it.
+        let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = trees.get(name) {
+            return Ok(t.clone());
+        }
+        let tree = self.db.open_tree(name).map_err(|e| engine_error(name, e))?;
+        trees.insert(name.to_owned(), tree.clone());
+        Ok(tree)
+    }
+}
+
+fn engine_error(tree: &str, e: sled::Error) -> StorageError {
+    StorageError::Engine {
+        tree: tree.to_owned(),
+        reason: e.to_string(),
+    }
+}
+
+fn explain_open_error(e: &sled::Error) -> String {
+    match e {
+        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
+            "the database is locked by another process; is another `liutong serve` running \
+             with this data directory?"
+                .to_owned()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Storage for SledStorage {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        Ok(self
+            .tree(tree)?
+            .get(key)
+            .map_err(|e| engine_error(tree, e))?
+            .map(|v| v.to_vec()))
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.tree(tree)?
+            .insert(key, value)
+            .map_err(|e| engine_error(tree, e))?;
+        Ok(())
+    }
+
+    fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
+        self.tree(tree)?
+            .remove(key)
+            .map_err(|e| engine_error(tree, e))?;
+        Ok(())
+    }
+
+    fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError> {
+        let mut batch = sled::Batch::default();
+        for w in writes {
+            match w {
+                Write::Put(k, v) => batch.insert(k, v),
+                Write::Delete(k) => batch.remove(k),
+            }
+        }
+        self.tree(tree)?
+            .apply_batch(batch)
+            .map_err(|e| engine_error(tree, e))
+    }
+
+    fn scan_prefix(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.tree(tree)?
+            .scan_prefix(prefix)
+            .map(|r| {
+                r.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                    .map_err(|e| engine_error(tree, e))
+            })
+            .collect()
+    }
+
+    fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move {
+            self.db
+                .flush_async()
+                .await
+                .map(|_| ())
+                .map_err(|e| StorageError::Flush(e.to_string()))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn puts_scans_and_batches() {
+        let s = SledStorage::temporary().unwrap();
+        s.put("t", b"a/1", b"one").unwrap();
+        s.put("t", b"a/2", b"two").unwrap();
+        s.put("t", b"b/1", b"other").unwrap();
+        s.put("u", b"a/3", b"other tree").unwrap();
+        let a = s.scan_prefix("t", b"a/").unwrap();
+        assert_eq!(
+            a,
+            vec![
+                (b"a/1".to_vec(), b"one".to_vec()),
+                (b"a/2".to_vec(), b"two".to_vec())
+            ]
+        );
+        s.apply(
+            "t",
+            vec![
+                Write::Delete(b"a/1".to_vec()),
+                Write::Put(b"a/9".to_vec(), b"nine".to_vec()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.get("t", b"a/1").unwrap(), None);
+        assert_eq!(s.get("t", b"a/9").unwrap(), Some(b"nine".to_vec()));
+        s.flush().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn durable_writes_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let s = SledStorage::open(dir.path()).unwrap();
+            s.put_durable("t", b"k", b"v").await.unwrap();
+        }
+        let s = SledStorage::open(dir.path()).unwrap();
+        assert_eq!(s.get("t", b"k").unwrap(), Some(b"v".to_vec()));
+    }
+}

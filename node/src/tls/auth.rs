@@ -1,0 +1,200 @@
+//! Per-request authentication of callers by their client certificate.
+//!
+//! [`AuthLayer`] wraps a whole tonic router. For every request it takes the client
+//! certificate chain from the TLS connection, asks an [`Authenticate`] implementation
+//! who the caller is, and either stores the answer in the request's extensions for the
+//! handlers or answers with the refusal status itself. Refusals are logged with the
+//! remote address, the method and the reason.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
+use rustls::{CertificateError, RootCertStore};
+use tonic::Status;
+use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
+
+use super::provider;
+use crate::storage::BoxFuture;
+
+/// Decides who a caller is from its certificate chain (end entity first).
+pub trait Authenticate: Send + Sync + 'static {
+    /// What handlers get in the request extensions.
+    type Caller: Clone + Send + Sync + 'static;
+
+    fn authenticate(&self, chain: &[CertificateDer<'static>]) -> Result<Self::Caller, Status>;
+}
+
+/// Checks a client certificate chain against a set of CA roots, with messages a person
+/// can act on.
+pub struct ChainVerifier {
+    verifier: Arc<dyn ClientCertVerifier>,
+    /// Says whose CA this is in messages, e.g. "this data space's authority".
+    issuer_label: String,
+}
+
+impl ChainVerifier {
+    pub fn new(roots: RootCertStore, issuer_label: &str) -> Result<Self, super::TlsError> {
+        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|e| super::TlsError::Config(rustls::Error::General(e.to_string())))?;
+        Ok(Self {
+            verifier,
+            issuer_label: issuer_label.to_owned(),
+        })
+    }
+
+    /// Verifies the chain now; the error is the reason, in words.
+    pub fn verify(&self, chain: &[CertificateDer<'static>]) -> Result<(), String> {
+        let (end_entity, intermediates) = chain
+            .split_first()
+            .ok_or_else(|| "no client certificate was presented".to_owned())?;
+        self.verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| self.explain(e))
+    }
+
+    fn explain(&self, e: rustls::Error) -> String {
+        let issuer = &self.issuer_label;
+        match e {
+            rustls::Error::InvalidCertificate(c) => match c {
+                CertificateError::Expired => "the client certificate has expired".into(),
+                CertificateError::ExpiredContext { not_after, .. } => format!(
+                    "the client certificate expired at {}; ask the authority for a new admission",
+                    format_unix(not_after.as_secs())
+                ),
+                CertificateError::NotValidYet => "the client certificate is not valid yet".into(),
+                CertificateError::NotValidYetContext { not_before, .. } => format!(
+                    "the client certificate is not valid before {}",
+                    format_unix(not_before.as_secs())
+                ),
+                CertificateError::UnknownIssuer => {
+                    format!("the client certificate was not issued by {issuer}")
+                }
+                CertificateError::BadSignature => {
+                    format!("the client certificate's signature does not verify against {issuer}")
+                }
+                CertificateError::InvalidPurpose
+                | CertificateError::InvalidPurposeContext { .. } => {
+                    "the client certificate is not for TLS client authentication".into()
+                }
+                other => format!("the client certificate is invalid: {other:?}"),
+            },
+            other => format!("the client certificate is invalid: {other}"),
+        }
+    }
+}
+
+/// Formats Unix seconds as RFC 3339 (UTC).
+pub fn format_unix(secs: u64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{secs} (Unix seconds)"))
+}
+
+/// A tower layer that authenticates every request; see the module doc.
+pub struct AuthLayer<A> {
+    auth: Arc<A>,
+}
+
+impl<A> AuthLayer<A> {
+    pub fn new(auth: Arc<A>) -> Self {
+        Self { auth }
+    }
+}
+
+impl<A> Clone for AuthLayer<A> {
+    fn clone(&self) -> Self {
+        Self {
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+impl<S, A> tower::Layer<S> for AuthLayer<A> {
+    type Service = AuthService<S, A>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        AuthService {
+            inner,
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+pub struct AuthService<S, A> {
+    inner: S,
+    auth: Arc<A>,
+}
+
+impl<S: Clone, A> Clone for AuthService<S, A> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            auth: self.auth.clone(),
+        }
+    }
+}
+
+impl<S, A, B> tower::Service<http::Request<B>> for AuthService<S, A>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<tonic::body::Body>>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    A: Authenticate,
+    B: Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<B>) -> Self::Future {
+        let info = request
+            .extensions()
+            .get::<TlsConnectInfo<TcpConnectInfo>>()
+            .cloned();
+        let remote: Option<SocketAddr> = info.as_ref().and_then(|i| i.get_ref().remote_addr());
+        let chain = info.as_ref().and_then(|i| i.peer_certs());
+        let outcome = match chain.as_deref() {
+            Some(chain) if !chain.is_empty() => self.auth.authenticate(chain),
+            _ => Err(Status::unauthenticated(
+                "no client certificate: connect with mutual TLS, presenting the certificate \
+                 issued to you (the admission bundle's node.crt, or a local client certificate)",
+            )),
+        };
+        match outcome {
+            Ok(caller) => {
+                request.extensions_mut().insert(caller);
+                // The inner service was driven to readiness in poll_ready; call that
+                // instance and leave a fresh clone in its place for the next request.
+                let clone = self.inner.clone();
+                let mut inner = std::mem::replace(&mut self.inner, clone);
+                Box::pin(inner.call(request))
+            }
+            Err(status) => {
+                tracing::warn!(
+                    remote = ?remote,
+                    method = %request.uri().path(),
+                    code = ?status.code(),
+                    reason = status.message(),
+                    "request refused"
+                );
+                Box::pin(async move { Ok(status.into_http()) })
+            }
+        }
+    }
+}
