@@ -122,6 +122,15 @@ pub struct AdmissionBundle {
     pub authority_key: PublicKey,
 }
 
+impl std::fmt::Debug for AdmissionBundle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // No key material in debug output.
+        f.debug_struct("AdmissionBundle")
+            .field("membership", &self.membership)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The bundle's manifest, `bundle.json`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -20,6 +20,9 @@
 //! - [`runtime`] — starting, refreshing and stopping a node.
 //! - [`service`] — the thin gRPC services (peer API and local API).
 //! - [`cli`] — the `liutong` command.
+//! - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
+//!   signed-note checkpoints and cosignatures, and the witness (the log itself and its
+//!   auditor tools are being built).
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
@@ -27,6 +30,7 @@
 //! trust list, before any service sees the request.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod authority;
 pub mod cli;
 pub mod config;

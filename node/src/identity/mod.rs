@@ -205,13 +205,13 @@ mod tests {
                 expected: 'L'
             }
         );
-        assert!(err.to_string().contains("requires 'L'"), "{err}");
+        assert!(err.to_string().contains("require 'L'"), "{err}");
     }
 
     #[test]
     fn names_the_bad_character_and_its_position() {
         for (code, position, ch) in [
-            ("91110000600O37341L", 11, 'O'),
+            ("91110000600O37341L", 12, 'O'),
             ("I1110000600037341L", 1, 'I'),
             ("9111000060003734sL", 17, 's'),
             ("91110000600037341Z", 18, 'Z'),
