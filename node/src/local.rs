@@ -156,7 +156,7 @@ pub async fn connect(
     )?;
     let roots = tls::load_roots(&dir.join("ca.crt"))?;
     let client = tls::client_config(
-        &identity,
+        Some(&identity),
         roots,
         ExpectedServer::Uri(LOCAL_NODE_SAN_URI.to_owned()),
     )?;

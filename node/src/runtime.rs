@@ -79,7 +79,7 @@ impl NodeContext {
     pub fn peer_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let trust = self.trust.clone();
         tls::client_config(
-            &self.tls_identity,
+            Some(&self.tls_identity),
             self.data_space_roots.clone(),
             ExpectedServer::Member(Arc::new(move |id, fingerprint| {
                 trust
@@ -106,7 +106,7 @@ impl NodeContext {
             reason,
         };
         let client = tls::client_config(
-            &self.tls_identity,
+            Some(&self.tls_identity),
             self.data_space_roots.clone(),
             ExpectedServer::Uri(AUTHORITY_SAN_URI.to_owned()),
         )

@@ -179,9 +179,10 @@ impl std::fmt::Debug for ExpectedServer {
     }
 }
 
-/// A client configuration presenting `identity` and accepting only the expected server.
+/// A client configuration presenting `identity` (if any) and accepting only the
+/// expected server.
 pub fn client_config(
-    identity: &TlsIdentity,
+    identity: Option<&TlsIdentity>,
     roots: RootCertStore,
     expected: ExpectedServer,
 ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
@@ -191,11 +192,14 @@ pub fn client_config(
         expected,
         algorithms: provider.signature_verification_algorithms,
     });
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_client_auth_cert(identity.chain.clone(), identity.key.clone_key())?;
+        .with_custom_certificate_verifier(verifier);
+    let mut config = match identity {
+        Some(id) => builder.with_client_auth_cert(id.chain.clone(), id.key.clone_key())?,
+        None => builder.with_no_client_auth(),
+    };
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }

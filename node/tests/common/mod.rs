@@ -1,0 +1,207 @@
+//! A data space in one test process: a real authority serving its trust list over
+//! mutual TLS on a loopback port, and real nodes with their own temporary directories
+//! and sled databases, each on loopback ports chosen by the OS.
+#![allow(dead_code)] // each test file uses a different part of this harness
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use liutong_node::authority::{self, Admission, Authority, RunningAuthority};
+use liutong_node::config::NodeConfig;
+use liutong_node::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
+use liutong_node::local::{self, LocalRole};
+use liutong_node::runtime::RunningNode;
+use liutong_node::setup::{self, InitOptions};
+use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
+use liutong_proto::v1::admin_client::AdminClient;
+use liutong_proto::v1::node_client::NodeClient;
+use tempfile::TempDir;
+use time::OffsetDateTime;
+use tokio::net::TcpListener;
+use tonic::transport::Channel;
+
+pub const TRANSPORT: &str = "11330100MA2TRA0011";
+pub const ECOLOGY: &str = "11330000MA2ECE0015";
+pub const LOGISTICS: &str = "91330100MA2L0G0013";
+pub const ROGUE: &str = "91330100MA2R0GE01F";
+
+pub struct DataSpace {
+    pub dir: TempDir,
+    pub authority_dir: PathBuf,
+    pub authority: RunningAuthority,
+}
+
+pub struct TestNode {
+    pub running: RunningNode,
+    pub config: NodeConfig,
+    /// The node's own certificate, for calling peers directly.
+    pub identity: TlsIdentity,
+    pub participant: ParticipantId,
+}
+
+impl DataSpace {
+    /// An authority named "Test Data Space", serving on a loopback port.
+    pub async fn start() -> Self {
+        tls::install_default_provider();
+        let dir = tempfile::tempdir().expect("temp dir");
+        let authority_dir = dir.path().join("authority");
+        Authority::init(&authority_dir, "Test Data Space").expect("authority init");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let authority = authority::serve(
+            &authority_dir,
+            listener,
+            authority::DEFAULT_TRUST_LIST_VALIDITY,
+        )
+        .await
+        .expect("authority serves");
+        Self {
+            dir,
+            authority_dir,
+            authority,
+        }
+    }
+
+    pub fn admission(id: &str, name: &str, kind: ParticipantKind) -> Admission {
+        let now = OffsetDateTime::now_utc();
+        Admission {
+            participant: ParticipantId::parse(id).expect("test IDs are valid"),
+            name: name.into(),
+            kind,
+            sector: "transport".into(),
+            region: RegionCode::parse("330100").expect("valid region"),
+            roles: vec![MemberRole::Provider, MemberRole::Consumer],
+            not_before: now - time::Duration::minutes(5),
+            not_after: now + time::Duration::days(30),
+            renew: false,
+        }
+    }
+
+    /// Admits a member and writes its bundle; returns the bundle directory.
+    pub fn admit(&self, admission: Admission) -> PathBuf {
+        let out = self
+            .dir
+            .path()
+            .join(format!("bundle-{}", admission.participant));
+        let mut a = Authority::open(&self.authority_dir).expect("open authority");
+        a.admit(admission)
+            .expect("admit")
+            .write(&out)
+            .expect("write bundle");
+        out
+    }
+
+    pub fn revoke(&self, id: &str, reason: &str) {
+        let mut a = Authority::open(&self.authority_dir).expect("open authority");
+        a.revoke(
+            &ParticipantId::parse(id).unwrap(),
+            reason,
+            OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .expect("revoke");
+    }
+
+    /// Admits a member and starts its node.
+    pub async fn node(&self, id: &str, name: &str, refresh: Duration) -> TestNode {
+        let bundle = self.admit(Self::admission(id, name, ParticipantKind::Government));
+        self.node_from_bundle(&bundle, name, refresh).await
+    }
+
+    pub async fn node_from_bundle(
+        &self,
+        bundle: &std::path::Path,
+        name: &str,
+        refresh: Duration,
+    ) -> TestNode {
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dir = self.dir.path().join(format!("node-{name}"));
+        let config_path = setup::init_node(&InitOptions {
+            dir,
+            bundle: bundle.to_owned(),
+            listen: peer.local_addr().unwrap(),
+            admin_listen: admin.local_addr().unwrap(),
+            authority: self.authority.addr.to_string(),
+            force: false,
+            development: None,
+        })
+        .expect("init node");
+        let mut config = NodeConfig::load(&config_path).expect("load config");
+        config.authority.refresh_interval = refresh;
+        let identity = TlsIdentity::load(
+            &config.identity_dir().join("node.crt"),
+            &config.identity_dir().join("node.key"),
+        )
+        .unwrap();
+        let participant = config.node.participant.clone();
+        let running = RunningNode::start_with_listeners(config.clone(), peer, admin)
+            .await
+            .expect("node starts");
+        TestNode {
+            running,
+            config,
+            identity,
+            participant,
+        }
+    }
+}
+
+impl TestNode {
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.running.peer_addr()
+    }
+
+    pub async fn admin(&self, role: LocalRole) -> AdminClient<Channel> {
+        AdminClient::new(local::connect(&self.config, role).await.expect("local API"))
+    }
+
+    /// The data-space CA, as this node trusts it.
+    pub fn roots(&self) -> rustls::RootCertStore {
+        tls::load_roots(&self.config.identity_dir().join("ca.crt")).unwrap()
+    }
+}
+
+/// A channel to a node's peer API presenting `identity` (or no certificate), checking
+/// only that the server chains to `roots` and names a participant.
+pub async fn peer_channel(
+    addr: SocketAddr,
+    identity: Option<&TlsIdentity>,
+    roots: rustls::RootCertStore,
+) -> Channel {
+    let config = tls::client_config(
+        identity,
+        roots,
+        ExpectedServer::Member(Arc::new(|_, _| Ok(()))),
+    )
+    .expect("client config");
+    tls::connect(&addr.to_string(), config)
+        .await
+        .expect("connect")
+}
+
+pub async fn node_client(
+    addr: SocketAddr,
+    identity: Option<&TlsIdentity>,
+    roots: rustls::RootCertStore,
+) -> NodeClient<Channel> {
+    NodeClient::new(peer_channel(addr, identity, roots).await)
+}
+
+/// Polls `check` until it returns true or `limit` passes; no fixed sleeps in tests.
+pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
