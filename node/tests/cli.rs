@@ -1,0 +1,419 @@
+//! The `liutong` binary as an operator uses it: the README's manual set-up, bad input
+//! answered with a message and a non-zero exit, and graceful shutdown on SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_liutong");
+const TRANSPORT: &str = "11330100MA2TRA0011";
+
+fn liutong(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("LIUTONG_CONFIG")
+        .env_remove("LIUTONG_DATA")
+        .output()
+        .expect("run liutong")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn admit(authority: &Path, participant: &str, out: &Path) -> Output {
+    liutong(&[
+        "authority",
+        "admit",
+        "--dir",
+        authority.to_str().unwrap(),
+        "--participant",
+        participant,
+        "--name",
+        "Hangzhou Transport Bureau",
+        "--kind",
+        "government",
+        "--sector",
+        "transport",
+        "--region",
+        "330100",
+        "--roles",
+        "provider,consumer",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// Reads the child's stdout until a line contains `needle` or the time runs out.
+fn wait_for_line(child: &mut Child, needle: &str, limit: Duration) -> Vec<String> {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + limit;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let done = line.contains(needle);
+                seen.push(line);
+                if done {
+                    // Keep draining in the background so the child never blocks on a pipe.
+                    std::thread::spawn(move || for _ in rx {});
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no line containing {needle:?} within {limit:?}; saw {seen:?}");
+}
+
+fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("process did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn manual_set_up_serve_status_and_sigterm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = tmp.path().join("authority");
+    let bundle = tmp.path().join("bundle");
+    let node = tmp.path().join("node");
+    let o = liutong(&[
+        "authority",
+        "init",
+        "--dir",
+        authority.to_str().unwrap(),
+        "--name",
+        "Test Data Space",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = admit(&authority, TRANSPORT, &bundle);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    let (auth_port, peer_port, admin_port) = (free_port(), free_port(), free_port());
+    let o = liutong(&[
+        "init",
+        "--dir",
+        node.to_str().unwrap(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{peer_port}"),
+        "--admin-listen",
+        &format!("127.0.0.1:{admin_port}"),
+        "--authority",
+        &format!("127.0.0.1:{auth_port}"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let config = node.join("node.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    assert!(text.contains(&format!("participant = \"{TRANSPORT}\"")));
+    assert!(
+        text.lines().filter(|l| l.starts_with('#')).count() >= 8,
+        "node.toml is commented"
+    );
+
+    let mut auth = Command::new(BIN)
+        .args([
+            "authority",
+            "serve",
+            "--dir",
+            authority.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{auth_port}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("LIUTONG_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut serve, "serving:", Duration::from_secs(20));
+
+    let o = liutong(&["status", "--config", config.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(status["node"]["participant_id"], TRANSPORT);
+    assert_eq!(status["trust_list"]["sequence"], 2);
+    assert_eq!(status["caller_role"], "admin");
+
+    // A second node on the same address: refused with the reason.
+    let o = liutong(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("cannot listen on 127.0.0.1:{peer_port}"))
+            || err.contains("locked by another process"),
+        "{err}"
+    );
+
+    sigterm(&serve);
+    let status = wait_exit(&mut serve, Duration::from_secs(20));
+    assert!(status.success(), "serve exits 0 after SIGTERM: {status:?}");
+    sigterm(&auth);
+    assert!(wait_exit(&mut auth, Duration::from_secs(20)).success());
+
+    // With the node stopped, the command says so.
+    let o = liutong(&["status", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("is the node running?"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_listen_address_in_use_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = tmp.path().join("authority");
+    let bundle = tmp.path().join("bundle");
+    let node = tmp.path().join("node");
+    assert!(
+        liutong(&[
+            "authority",
+            "init",
+            "--dir",
+            authority.to_str().unwrap(),
+            "--name",
+            "DS"
+        ])
+        .status
+        .success()
+    );
+    assert!(admit(&authority, TRANSPORT, &bundle).status.success());
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap().to_string();
+    let o = liutong(&[
+        "init",
+        "--dir",
+        node.to_str().unwrap(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--listen",
+        &busy_addr,
+        "--admin-listen",
+        &format!("127.0.0.1:{}", free_port()),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = liutong(&[
+        "serve",
+        "--config",
+        node.join("node.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("cannot listen on {busy_addr} (peer API)")),
+        "{err}"
+    );
+    assert!(err.contains("node.listen"), "{err}");
+}
+
+#[test]
+fn an_invalid_participant_id_at_admit_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = tmp.path().join("authority");
+    assert!(
+        liutong(&[
+            "authority",
+            "init",
+            "--dir",
+            authority.to_str().unwrap(),
+            "--name",
+            "DS"
+        ])
+        .status
+        .success()
+    );
+    let before = std::fs::read(authority.join("authority.json")).unwrap();
+    for (id, expect) in [
+        (
+            "11330100MA2TRA0012",
+            "check character (18th) is '2', but the first 17 characters require '1'",
+        ),
+        ("11330100MA2TRI0011", "character 14 ('I') is not allowed"),
+        ("1133010", "has 7 characters"),
+    ] {
+        let out = tmp.path().join(format!("bundle-{id}"));
+        let o = admit(&authority, id, &out);
+        assert_eq!(o.status.code(), Some(1), "{id}");
+        assert!(stderr(&o).contains(expect), "{id}: {}", stderr(&o));
+        assert!(!out.exists(), "no bundle for a refused admission");
+    }
+    assert_eq!(
+        std::fs::read(authority.join("authority.json")).unwrap(),
+        before,
+        "state unchanged"
+    );
+}
+
+#[test]
+fn a_malformed_node_toml_names_the_key_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let config = tmp.path().join("node.toml");
+    std::fs::write(
+        &config,
+        "[node]\nparticipant = \"11330100MA2TRA0011\"\nlisten = \"127.0.0.1:7700\"\nadmin_lisen = \"127.0.0.1:7701\"\n",
+    )
+    .unwrap();
+    let o = liutong(&["serve", "--config", config.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("line 4"), "{err}");
+    assert!(err.contains("admin_lisen"), "{err}");
+
+    let o = liutong(&[
+        "serve",
+        "--config",
+        tmp.path().join("missing.toml").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot read the configuration"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Unreadable: a directory where the file should be.
+    let o = liutong(&["serve", "--config", tmp.path().to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("cannot read the configuration"),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn a_data_directory_that_cannot_be_created_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A regular file where a directory would go: creation fails even for root.
+    let blocker = tmp.path().join("not-a-dir");
+    std::fs::write(&blocker, b"x").unwrap();
+    let data = blocker.join("liutong-data");
+    let o = Command::new(BIN)
+        .arg("serve")
+        .env("LIUTONG_DATA", &data)
+        .env_remove("LIUTONG_CONFIG")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("cannot create the data directory"), "{err}");
+    assert!(err.contains("LIUTONG_DATA"), "{err}");
+}
+
+#[test]
+fn help_explains_the_commands() {
+    let o = liutong(&["--help"]);
+    assert!(o.status.success());
+    let text = String::from_utf8_lossy(&o.stdout);
+    for word in ["serve", "init", "authority", "status", "trust", "peer"] {
+        assert!(text.contains(word), "{word} missing from --help");
+    }
+    let o = liutong(&["authority", "admit", "--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("统一社会信用代码"));
+    let o = liutong(&["bogus"]);
+    assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
+}
+
+/// The README's first command. It uses the fixed development ports 7700, 7701 and 7800,
+/// so this test needs them free.
+#[test]
+fn zero_config_serve_survives_kill_9_and_restarts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("liutong-data");
+    let start = || {
+        Command::new(BIN)
+            .arg("serve")
+            .env("LIUTONG_DATA", &data)
+            .env_remove("LIUTONG_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let mut first = start();
+    let lines = wait_for_line(&mut first, "serving:", Duration::from_secs(30));
+    assert!(
+        lines.iter().any(|l| l.contains("DEVELOPMENT NODE")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Created a DEVELOPMENT authority")),
+        "{lines:?}"
+    );
+    let status = |role: &str| {
+        Command::new(BIN)
+            .args(["status", "--json", "--role", role])
+            .env("LIUTONG_DATA", &data)
+            .env_remove("LIUTONG_CONFIG")
+            .output()
+            .unwrap()
+    };
+    let o = status("auditor");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["caller_role"], "auditor");
+    assert!(json["trust_list"]["sequence"].as_u64().unwrap() >= 2);
+
+    // A crash: no chance to flush or clean up.
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let mut second = start();
+    let lines = wait_for_line(&mut second, "serving:", Duration::from_secs(30));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Using the DEVELOPMENT set-up")),
+        "{lines:?}"
+    );
+    let o = status("admin");
+    assert!(o.status.success(), "{}", stderr(&o));
+    sigterm(&second);
+    assert!(wait_exit(&mut second, Duration::from_secs(20)).success());
+}
