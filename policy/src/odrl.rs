@@ -610,3 +610,116 @@ fn duty_from_odrl(
         serde_json::to_value(&duty).map_err(|e| err(e.to_string()))?,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COMPACT: &str = r#"{
+      "@context": "http://www.w3.org/ns/odrl.jsonld",
+      "@type": "Offer",
+      "uid": "urn:liutong:policy:x",
+      "assigner": "91110000600037341L",
+      "target": "urn:liutong:product:x",
+      "permission": [{
+        "action": "use",
+        "constraint": [
+          { "leftOperand": "purpose", "operator": "isA", "rightOperand": "research" },
+          { "leftOperand": "lt:region", "operator": "isPartOf", "rightOperand": "330000" },
+          { "leftOperand": "count", "operator": "lt", "rightOperand": { "@value": "5", "@type": "xsd:integer" } },
+          { "or": [
+            { "leftOperand": "dateTime", "operator": "lt", "rightOperand": { "@value": "2026-01-01T00:00:00Z", "@type": "xsd:dateTime" } },
+            { "leftOperand": "lt:recipientKind", "operator": "isAnyOf", "rightOperand": ["government"] }
+          ] }
+        ],
+        "duty": [{ "action": "lt:log" }, { "action": "inform" }]
+      }]
+    }"#;
+
+    const FULL: &str = r#"{
+      "@context": { "ex": "http://www.w3.org/ns/odrl/2/" },
+      "@type": ["http://www.w3.org/ns/odrl/2/Offer"],
+      "@id": "urn:liutong:policy:x",
+      "http://www.w3.org/ns/odrl/2/assigner": { "@id": "91110000600037341L" },
+      "odrl:target": { "@id": "urn:liutong:product:x" },
+      "http://www.w3.org/ns/odrl/2/permission": [{
+        "ex:action": { "@id": "http://www.w3.org/ns/odrl/2/use" },
+        "odrl:constraint": [
+          { "odrl:leftOperand": { "@id": "odrl:purpose" }, "odrl:operator": { "@id": "odrl:isA" }, "odrl:rightOperand": "research" },
+          { "leftOperand": "https://liutong.invalid/ns/odrl-profile#region", "operator": "http://www.w3.org/ns/odrl/2/isPartOf", "rightOperand": 330000 },
+          { "leftOperand": "odrl:count", "operator": "odrl:lt", "rightOperand": 5 },
+          { "odrl:or": { "@list": [
+            { "leftOperand": "dateTime", "operator": "lt", "rightOperand": "2026-01-01T00:00:00Z" },
+            { "leftOperand": "lt:recipientKind", "operator": "odrl:isAnyOf", "rightOperand": { "@list": ["government"] } }
+          ] } }
+        ],
+        "duty": [{ "action": "https://liutong.invalid/ns/odrl-profile#log" }, { "action": { "@id": "odrl:inform" } }]
+      }]
+    }"#;
+
+    #[test]
+    fn compact_and_full_iris_mean_the_same() {
+        let a = Policy::from_odrl(COMPACT).unwrap();
+        let b = Policy::from_odrl(FULL).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.permissions[0].constraints.len(), 4);
+        assert_eq!(a.permissions[0].duties, vec![Duty::Log, Duty::Notify]);
+        assert_eq!(Policy::from_odrl(&a.to_odrl_string()).unwrap(), a);
+    }
+
+    #[test]
+    fn unknown_terms_are_errors() {
+        let bad = COMPACT.replace("\"action\": \"use\"", "\"action\": \"odrl:play\"");
+        assert!(matches!(
+            Policy::from_odrl(&bad),
+            Err(PolicyError::UnknownAction { .. })
+        ));
+        let bad = COMPACT.replace("\"lt:region\"", "\"ex:spatial\"");
+        assert!(matches!(
+            Policy::from_odrl(&bad),
+            Err(PolicyError::UnknownLeftOperand { .. })
+        ));
+        let bad = COMPACT.replace("\"isPartOf\"", "\"odrl:hasPart\"");
+        assert!(matches!(
+            Policy::from_odrl(&bad),
+            Err(PolicyError::UnknownOperator { .. })
+        ));
+        let bad = COMPACT.replace("\"inform\"", "\"compensate\"");
+        assert!(matches!(
+            Policy::from_odrl(&bad),
+            Err(PolicyError::InvalidDuty { .. })
+        ));
+        let bad = COMPACT.replace("\"Offer\"", "\"Ticket\"");
+        assert!(matches!(
+            Policy::from_odrl(&bad),
+            Err(PolicyError::Field { .. })
+        ));
+        assert!(matches!(
+            Policy::from_odrl("[1"),
+            Err(PolicyError::Syntax { .. })
+        ));
+    }
+
+    #[test]
+    fn every_duty_round_trips() {
+        let text = r#"
+uid = "urn:p"
+type = "set"
+obligation = [{ action = "notify" }]
+[[permission]]
+action = "use"
+duty = [
+  { action = "deleteAfter", elapsed = "P1DT2H" },
+  { action = "deleteAfter", at = "2026-05-01T00:00:00+08:00" },
+  { action = "mask", rules = [{ field = { type = "idcard" }, method = { generalize = { to = "prefecture" } } }] },
+  { action = "aggregateOnly", k = 5 },
+  { action = "nextPolicy", policy = "urn:next" },
+  { action = "log" },
+]
+"#;
+        let p = Policy::from_toml(text).unwrap();
+        let json = p.to_odrl();
+        assert_eq!(json["permission"][0]["duty"][0]["action"], "delete");
+        assert_eq!(Policy::from_odrl_value(&json).unwrap(), p);
+    }
+}
