@@ -29,6 +29,9 @@ pub enum StorageError {
     Flush(String),
 }
 
+/// Keys and values, in key order.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// One write of an atomic batch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -48,11 +51,7 @@ pub trait Storage: Send + Sync + 'static {
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError>;
 
     /// Every key and value whose key starts with `prefix`, in key order.
-    fn scan_prefix(
-        &self,
-        tree: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError>;
 
     /// Makes every write so far durable. Await it before acknowledging.
     fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>>;
@@ -176,11 +175,7 @@ impl Storage for SledStorage {
             .map_err(|e| engine_error(tree, e))
     }
 
-    fn scan_prefix(
-        &self,
-        tree: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
         self.tree(tree)?
             .scan_prefix(prefix)
             .map(|r| {

@@ -160,6 +160,10 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// A membership test: participant and the SHA-256 of its certificate in, the reason for
+/// a refusal out.
+pub type MemberCheck = Arc<dyn Fn(&ParticipantId, &str) -> Result<(), String> + Send + Sync>;
+
 /// Which server a client accepts, besides a valid chain to its roots.
 #[derive(Clone)]
 pub enum ExpectedServer {
@@ -167,7 +171,7 @@ pub enum ExpectedServer {
     Uri(String),
     /// Any participant (`urn:uscc:…`), checked by the given membership test, which gets
     /// the participant and the SHA-256 of its certificate.
-    Member(Arc<dyn Fn(&ParticipantId, &str) -> Result<(), String> + Send + Sync>),
+    Member(MemberCheck),
 }
 
 impl std::fmt::Debug for ExpectedServer {
