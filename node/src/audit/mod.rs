@@ -41,6 +41,7 @@
 //!   atomically after each successful [`witness::Witness::witness`] call, and stores the
 //!   evidence of any [`witness::WitnessError::Conflict`] and raises an alert.
 
+pub mod log;
 pub mod merkle;
 pub mod note;
 pub mod witness;

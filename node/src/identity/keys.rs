@@ -109,6 +109,11 @@ impl SigningKey {
         PublicKey(key)
     }
 
+    /// The ring key pair, for formats that sign on their own terms (C2SP notes).
+    pub fn key_pair(&self) -> &Ed25519KeyPair {
+        &self.pair
+    }
+
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         let mut sig = [0u8; 64];
         sig.copy_from_slice(self.pair.sign(message).as_ref());

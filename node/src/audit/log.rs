@@ -1,0 +1,454 @@
+//! The audit log in the node's storage: append-only entries with group commit, the
+//! Merkle tree's perfect-subtree hashes beside them, and signed checkpoints.
+//!
+//! Layout, all in one storage tree so that one atomic batch covers a whole commit:
+//! - `e` + index (8 bytes, big-endian) → the exact entry bytes;
+//! - `n` + level (1 byte) + index (8 bytes) → hash of a perfect subtree (see [`merkle`]);
+//! - `m/size` → the committed tree size (8 bytes, big-endian);
+//! - `c/latest` → the latest signed checkpoint note.
+//!
+//! Group commit: appends go to one committer task, which takes every append waiting,
+//! hashes them into the tree, writes entries, nodes and the new size in one batch, and
+//! awaits the flush before answering any of them. So an append is durable when it
+//! returns, and a failed write fails every append in the batch: the operation that
+//! wanted to log is refused (fail closed) instead of going on unrecorded.
+
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use super::merkle::{self, Appender, Hash, TreeStore};
+use super::note::{self, Checkpoint, KeyType, NoteError, VerifierKey};
+use crate::identity::SigningKey;
+use crate::storage::{Storage, StorageError, Write};
+
+/// Largest entry the log accepts, in bytes (DESIGN.md).
+pub const MAX_ENTRY_BYTES: usize = 65_535;
+/// Most appends one commit takes.
+const MAX_BATCH: usize = 4096;
+const TREE: &str = "audit";
+const SIZE_KEY: &[u8] = b"m/size";
+const CHECKPOINT_KEY: &[u8] = b"c/latest";
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    #[error("an audit entry of {0} bytes is over the limit of 65,535 bytes")]
+    TooLarge(usize),
+    #[error("the audit log cannot be written, so the operation is refused: {0}")]
+    Storage(#[from] StorageError),
+    #[error("the audit log is shut down, so the operation is refused")]
+    Closed,
+    #[error("the audit log is damaged: {0}")]
+    Damaged(String),
+    #[error("checkpoint: {0}")]
+    Note(#[from] NoteError),
+    #[error("{0}")]
+    Range(String),
+}
+
+/// The version of the entry format written by this software.
+pub const ENTRY_VERSION: u32 = 1;
+
+/// One event, as written to the log: a versioned, typed record serialized as JSON with a
+/// fixed field order, so the same event always gives the same bytes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Entry format version.
+    pub v: u32,
+    /// Unix seconds.
+    pub time: i64,
+    pub kind: EventKind,
+    /// The other participant involved, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub participant: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub product: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agreement: Option<String>,
+    /// What happened, in words.
+    pub detail: String,
+}
+
+/// What kind of event an entry records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    NodeStarted,
+    NodeStopped,
+    TrustListApplied,
+    TrustListRefused,
+}
+
+impl Event {
+    pub fn new(kind: EventKind, time: i64, detail: impl Into<String>) -> Self {
+        Self {
+            v: ENTRY_VERSION,
+            time,
+            kind,
+            participant: None,
+            product: None,
+            agreement: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Plain data always serializes.
+        serde_json::to_vec(self).expect("events serialize")
+    }
+}
+
+struct Pending {
+    entry: Vec<u8>,
+    reply: oneshot::Sender<Result<u64, String>>,
+}
+
+struct Shared {
+    storage: Arc<dyn Storage>,
+    /// The committed tree. Only the committer task changes it.
+    appender: Mutex<Appender>,
+}
+
+/// The node's audit log.
+#[derive(Clone)]
+pub struct AuditLog {
+    shared: Arc<Shared>,
+    queue: mpsc::Sender<Pending>,
+}
+
+impl AuditLog {
+    /// Opens the log in `storage` and starts its committer task (needs a Tokio runtime).
+    pub fn open(storage: Arc<dyn Storage>) -> Result<Self, AuditError> {
+        let size = match storage.get(TREE, SIZE_KEY)? {
+            None => 0,
+            Some(bytes) => u64::from_be_bytes(
+                bytes
+                    .try_into()
+                    .map_err(|_| AuditError::Damaged("the stored size is not 8 bytes".into()))?,
+            ),
+        };
+        let appender = Appender::load(&StoredTree(storage.as_ref()), size).map_err(|e| {
+            AuditError::Damaged(format!("cannot rebuild the tree of size {size}: {e}"))
+        })?;
+        let shared = Arc::new(Shared {
+            storage,
+            appender: Mutex::new(appender),
+        });
+        let (queue, rx) = mpsc::channel(MAX_BATCH);
+        tokio::spawn(committer(shared.clone(), rx));
+        Ok(Self { shared, queue })
+    }
+
+    /// Appends an event; returns its index once it is durable.
+    pub async fn append(&self, event: &Event) -> Result<u64, AuditError> {
+        self.append_bytes(event.to_bytes()).await
+    }
+
+    /// Appends raw entry bytes; returns the index once they are durable.
+    pub async fn append_bytes(&self, entry: Vec<u8>) -> Result<u64, AuditError> {
+        if entry.len() > MAX_ENTRY_BYTES {
+            return Err(AuditError::TooLarge(entry.len()));
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { entry, reply })
+            .await
+            .map_err(|_| AuditError::Closed)?;
+        answer
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .map_err(|reason| AuditError::Storage(StorageError::Flush(reason)))
+    }
+
+    /// The committed size.
+    pub fn size(&self) -> u64 {
+        self.appender().size()
+    }
+
+    /// The root of the committed tree.
+    pub fn root(&self) -> Hash {
+        self.appender().root()
+    }
+
+    fn appender(&self) -> Appender {
+        self.shared
+            .appender
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The exact bytes of entry `index`.
+    pub fn entry(&self, index: u64) -> Result<Option<Vec<u8>>, AuditError> {
+        Ok(self.shared.storage.get(TREE, &entry_key(index))?)
+    }
+
+    /// The root of the tree at an earlier (or the current) size.
+    pub fn root_at(&self, size: u64) -> Result<Hash, AuditError> {
+        self.check_size(size)?;
+        merkle::root(&self.store(), size).map_err(tree_error)
+    }
+
+    /// RFC 9162 inclusion proof of entry `index` in the tree of `size` entries.
+    pub fn inclusion_proof(&self, index: u64, size: u64) -> Result<Vec<Hash>, AuditError> {
+        self.check_size(size)?;
+        merkle::inclusion_proof(&self.store(), index, size).map_err(tree_error)
+    }
+
+    /// RFC 9162 consistency proof from `size1` to `size2`.
+    pub fn consistency_proof(&self, size1: u64, size2: u64) -> Result<Vec<Hash>, AuditError> {
+        self.check_size(size2)?;
+        merkle::consistency_proof(&self.store(), size1, size2).map_err(tree_error)
+    }
+
+    /// Signs a C2SP checkpoint of the committed tree as `origin` and stores it.
+    pub async fn checkpoint(&self, origin: &str, key: &SigningKey) -> Result<String, AuditError> {
+        let appender = self.appender();
+        let checkpoint = Checkpoint {
+            origin: origin.to_owned(),
+            size: appender.size(),
+            root: appender.root(),
+        };
+        let text = note::sign_checkpoint(&checkpoint, origin, key.key_pair())?.to_string();
+        self.shared
+            .storage
+            .put_durable(TREE, CHECKPOINT_KEY, text.as_bytes())
+            .await?;
+        Ok(text)
+    }
+
+    /// The latest signed checkpoint, if one was made.
+    pub fn latest_checkpoint(&self) -> Result<Option<String>, AuditError> {
+        Ok(self
+            .shared
+            .storage
+            .get(TREE, CHECKPOINT_KEY)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+    }
+
+    /// The verifier key line (`name+hex(key_id)+base64(0x01 ‖ key)`) of `origin`.
+    pub fn verifier_key(origin: &str, key: &SigningKey) -> Result<VerifierKey, AuditError> {
+        Ok(VerifierKey::from_key_pair(
+            origin,
+            KeyType::Ed25519,
+            key.key_pair(),
+        )?)
+    }
+
+    fn store(&self) -> StoredTree<'_> {
+        StoredTree(self.shared.storage.as_ref())
+    }
+
+    fn check_size(&self, size: u64) -> Result<(), AuditError> {
+        let current = self.size();
+        if size > current {
+            return Err(AuditError::Range(format!(
+                "size {size} is beyond the log's size {current}"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// The origin of a participant's log, e.g. `liutong.91110000600037341L/audit`.
+pub fn origin_for(participant: &crate::identity::ParticipantId) -> String {
+    format!("liutong.{participant}/audit")
+}
+
+fn tree_error<E: std::error::Error>(e: merkle::TreeError<E>) -> AuditError {
+    match e {
+        merkle::TreeError::MissingNode { .. } => AuditError::Damaged(e.to_string()),
+        other => AuditError::Range(other.to_string()),
+    }
+}
+
+fn entry_key(index: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9);
+    key.push(b'e');
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+fn node_key(level: u8, index: u64) -> Vec<u8> {
+    let mut key = Vec::with_capacity(10);
+    key.push(b'n');
+    key.push(level);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// The perfect-subtree hashes as the storage holds them.
+struct StoredTree<'a>(&'a dyn Storage);
+
+impl TreeStore for StoredTree<'_> {
+    type Error = StorageError;
+
+    fn get(&self, level: u8, index: u64) -> Result<Option<Hash>, StorageError> {
+        Ok(self
+            .0
+            .get(TREE, &node_key(level, index))?
+            .and_then(|v| v.try_into().ok()))
+    }
+}
+
+async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
+    while let Some(first) = queue.recv().await {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let result = commit(&shared, &batch).await;
+        if let Err(e) = &result {
+            tracing::error!(error = %e, entries = batch.len(), "audit log commit failed; refusing the operations");
+        }
+        for (i, pending) in batch.into_iter().enumerate() {
+            let answer = result
+                .as_ref()
+                .map(|first| first + i as u64)
+                .map_err(ToString::to_string);
+            let _ = pending.reply.send(answer);
+        }
+    }
+}
+
+/// Writes one group: entries, new tree nodes and the size in one atomic batch, then
+/// flushes. The in-memory tree advances only after the flush succeeded.
+async fn commit(shared: &Shared, batch: &[Pending]) -> Result<u64, StorageError> {
+    let mut next = shared
+        .appender
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    let first = next.size();
+    let mut writes = Vec::with_capacity(batch.len() * 3 + 1);
+    for pending in batch {
+        writes.push(Write::Put(entry_key(next.size()), pending.entry.clone()));
+        for node in next.append(merkle::leaf_hash(&pending.entry)) {
+            writes.push(Write::Put(
+                node_key(node.level, node.index),
+                node.hash.to_vec(),
+            ));
+        }
+    }
+    writes.push(Write::Put(
+        SIZE_KEY.to_vec(),
+        next.size().to_be_bytes().to_vec(),
+    ));
+    shared.storage.apply(TREE, writes)?;
+    shared.storage.flush().await?;
+    *shared.appender.lock().unwrap_or_else(|p| p.into_inner()) = next;
+    Ok(first)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledStorage;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_appends_get_distinct_indices_and_proofs_verify() {
+        let log = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..8 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut indices = Vec::new();
+                for i in 0..50 {
+                    let event =
+                        Event::new(EventKind::NodeStarted, 0, format!("task {t} entry {i}"));
+                    indices.push(log.append(&event).await.unwrap());
+                }
+                indices
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(t.await.unwrap());
+        }
+        all.sort();
+        assert_eq!(all, (0..400).collect::<Vec<_>>());
+        assert_eq!(log.size(), 400);
+
+        let root = log.root();
+        for index in [0, 1, 199, 399] {
+            let entry = log.entry(index).unwrap().unwrap();
+            let proof = log.inclusion_proof(index, 400).unwrap();
+            merkle::verify_inclusion(&merkle::leaf_hash(&entry), index, 400, &proof, &root)
+                .unwrap();
+        }
+        let old_root = log.root_at(123).unwrap();
+        let proof = log.consistency_proof(123, 400).unwrap();
+        merkle::verify_consistency(123, 400, &old_root, &root, &proof).unwrap();
+        assert!(matches!(
+            log.inclusion_proof(0, 401),
+            Err(AuditError::Range(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn refuses_oversized_entries_and_keeps_nothing() {
+        let log = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        let err = log
+            .append_bytes(vec![b'x'; MAX_ENTRY_BYTES + 1])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, AuditError::TooLarge(65_536)), "{err}");
+        assert_eq!(log.size(), 0);
+        assert_eq!(
+            log.append_bytes(vec![b'x'; MAX_ENTRY_BYTES]).await.unwrap(),
+            0
+        );
+    }
+
+    #[tokio::test]
+    async fn reopening_restores_the_same_tree_and_checkpoint_verifies() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let origin = "liutong.91110000600037341L/audit";
+        let (root, note_text) = {
+            let storage = SledStorage::open(dir.path()).unwrap();
+            let log = AuditLog::open(storage).unwrap();
+            for i in 0..37 {
+                log.append(&Event::new(EventKind::TrustListApplied, i, "x"))
+                    .await
+                    .unwrap();
+            }
+            (log.root(), log.checkpoint(origin, &key).await.unwrap())
+        };
+        // Let the committer task of the first handle go before reopening the database.
+        tokio::task::yield_now().await;
+        let storage = SledStorage::open(dir.path()).unwrap();
+        let log = AuditLog::open(storage).unwrap();
+        assert_eq!((log.size(), log.root()), (37, root));
+        assert_eq!(log.latest_checkpoint().unwrap().unwrap(), note_text);
+        let vkey = AuditLog::verifier_key(origin, &key).unwrap();
+        let (checkpoint, _) = note::open_checkpoint(note_text.as_bytes(), &[vkey]).unwrap();
+        assert_eq!((checkpoint.size, checkpoint.root), (37, root));
+        // Appending continues from where it was.
+        assert_eq!(
+            log.append(&Event::new(EventKind::NodeStarted, 0, "again"))
+                .await
+                .unwrap(),
+            37
+        );
+    }
+
+    #[test]
+    fn events_are_canonical_json() {
+        let mut e = Event::new(EventKind::TrustListApplied, 1_800_000_000, "sequence 3");
+        e.participant = Some("91110000600037341L".into());
+        assert_eq!(
+            String::from_utf8(e.to_bytes()).unwrap(),
+            r#"{"v":1,"time":1800000000,"kind":"trust_list_applied","participant":"91110000600037341L","detail":"sequence 3"}"#
+        );
+        let back: Event = serde_json::from_slice(&e.to_bytes()).unwrap();
+        assert_eq!(back, e);
+    }
+}
