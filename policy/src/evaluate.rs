@@ -595,7 +595,7 @@ fn describe_subject(left: LeftOperand, s: Subject<'_>, vocab: &PurposeVocabulary
         Subject::Purpose(p) => vocab.term(p).to_owned(),
         Subject::Region(r) => r.to_string(),
         Subject::Str(x) => x.to_owned(),
-        Subject::Roles(rs) if rs.is_empty() => "no role".to_owned(),
+        Subject::Roles([]) => "no role".to_owned(),
         Subject::Roles(rs) => rs.join(", "),
     }
 }

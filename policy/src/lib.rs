@@ -71,12 +71,18 @@
 //! policy is loaded is checked then ([`compile()`]), not discovered at run time.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
+// PolicyError carries the rule and constraint by value so messages stand alone; it is
+// returned only when a policy is loaded, never on the evaluation path, so its size
+// does not matter.
+#![allow(clippy::result_large_err)]
 
 pub mod analysis;
 pub mod authoring;
 pub mod compile;
 pub mod error;
 pub mod evaluate;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod model;
 pub mod odrl;
 pub mod vocab;

@@ -201,9 +201,9 @@ impl RegionCode {
     /// and of `330000`; a county-level `whole` contains only itself.
     pub fn is_part_of(self, whole: RegionCode) -> bool {
         let w = whole.0;
-        if w % 10_000 == 0 {
+        if w.is_multiple_of(10_000) {
             self.0 / 10_000 == w / 10_000
-        } else if w % 100 == 0 {
+        } else if w.is_multiple_of(100) {
             self.0 / 100 == w / 100
         } else {
             self.0 == w
