@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
 use crate::authority::{BundleManifest, bundle_files};
 use crate::config::NodeConfig;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
@@ -40,6 +41,8 @@ pub enum NodeError {
     Key(#[from] KeyError),
     #[error(transparent)]
     Trust(#[from] TrustError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("the node's identity in {path} is not usable: {reason}")]
     Identity { path: String, reason: String },
     #[error(
@@ -69,6 +72,8 @@ pub struct NodeContext {
     pub data_space_roots: RootCertStore,
     pub trust: Arc<TrustStore>,
     pub storage: Arc<dyn Storage>,
+    /// The tamper-evident log of this node's events.
+    pub audit: AuditLog,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
 }
@@ -90,13 +95,41 @@ impl NodeContext {
         )
     }
 
-    /// Fetches the trust list from the authority and applies it.
+    /// Fetches the trust list from the authority and applies it. A new sequence and a
+    /// refused list are audit events.
     pub async fn refresh_trust_list(&self) -> Result<TrustStatus, TrustError> {
+        let before = self.trust.status().sequence;
         let result = self.fetch_and_apply().await;
+        let event = match &result {
+            Ok(status) if status.sequence != before => Some(Event::new(
+                EventKind::TrustListApplied,
+                now(),
+                format!(
+                    "trust list {} applied: {} members, {} revocations",
+                    status.sequence, status.members, status.revocations
+                ),
+            )),
+            Ok(_) | Err(TrustError::Fetch { .. }) => None,
+            Err(e) => Some(Event::new(
+                EventKind::TrustListRefused,
+                now(),
+                e.to_string(),
+            )),
+        };
         if let Err(e) = &result {
             self.trust.record_error(e);
         }
+        if let Some(event) = event
+            && let Err(e) = self.audit.append(&event).await
+        {
+            tracing::error!(error = %e, "cannot log the trust-list event");
+        }
         result
+    }
+
+    /// The origin of this node's audit log, e.g. `liutong.<participant>/audit`.
+    pub fn audit_origin(&self) -> String {
+        origin_for(&self.membership.participant_id)
     }
 
     async fn fetch_and_apply(&self) -> Result<TrustStatus, TrustError> {
@@ -166,6 +199,7 @@ impl RunningNode {
             reason,
         };
         let storage: Arc<dyn Storage> = SledStorage::open(&config.database_dir())?;
+        let audit = AuditLog::open(storage.clone())?;
         let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
         let tls_identity = TlsIdentity::load(
             &identity_dir.join(bundle_files::CERT),
@@ -216,9 +250,19 @@ impl RunningNode {
             data_space_roots,
             trust,
             storage,
+            audit,
             peer_addr,
             admin_addr,
         });
+        // Fail closed: a node that cannot record its events does not start.
+        context
+            .audit
+            .append(&Event::new(
+                EventKind::NodeStarted,
+                now(),
+                format!("node started, version {}", service::VERSION),
+            ))
+            .await?;
 
         match tokio::time::timeout(FIRST_FETCH_TIMEOUT, context.refresh_trust_list()).await {
             Ok(Ok(status)) => tracing::info!(sequence = status.sequence, "trust list fetched"),
@@ -295,6 +339,12 @@ impl RunningNode {
             }
         }
         let _ = self.refresher.await;
+        let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
+        self.context.audit.append(&stopped).await?;
+        self.context
+            .audit
+            .checkpoint(&self.context.audit_origin(), &self.context.signing_key)
+            .await?;
         self.context.storage.flush().await?;
         tracing::info!("node stopped");
         first_error.map_or(Ok(()), Err)

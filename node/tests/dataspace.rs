@@ -288,6 +288,21 @@ async fn revocation_takes_effect_at_the_next_refresh_without_restart() {
     );
     // The same node process: no restart happened.
     assert_eq!(provider.running.context.trust.status().revocations, 1);
+    // The node logged its start and both trust lists it applied.
+    let audit = &provider.running.context.audit;
+    let kinds: Vec<String> = (0..audit.size())
+        .map(|i| {
+            let entry: serde_json::Value =
+                serde_json::from_slice(&audit.entry(i).unwrap().unwrap()).unwrap();
+            entry["kind"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    // Refreshes that bring no new sequence are not logged.
+    assert_eq!(
+        kinds,
+        ["node_started", "trust_list_applied", "trust_list_applied"],
+        "{kinds:?}"
+    );
     provider.running.shutdown().await.unwrap();
     consumer.running.shutdown().await.unwrap();
 }
