@@ -1,7 +1,7 @@
 //! Criterion benches of `liutong_policy::evaluate` against Cedar on the same decision,
 //! followed by a summary of both medians and their ratio.
 //!
-//! Run: `CARGO_TARGET_DIR=/tmp/target-policy cargo bench -p liutong-policy-cedar-bench`
+//! Run: `cargo bench -p liutong-policy-cedar-bench`
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};
