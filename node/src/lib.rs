@@ -32,6 +32,7 @@
 
 pub mod audit;
 pub mod authority;
+pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod identity;
