@@ -2,6 +2,8 @@
 //! library. Errors reach `main` as `anyhow::Error` and are printed plainly; the exit
 //! code is 0 on success, 1 on failure, 2 for a usage error.
 
+mod product;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -67,6 +69,10 @@ pub enum Command {
         /// host:port of the authority's trust-list service.
         #[arg(long, default_value = config::DEFAULT_AUTHORITY)]
         authority: String,
+        /// Regions (6-digit codes, comma-separated) where recipients of important data
+        /// may be; without it, important data cannot be offered.
+        #[arg(long, value_delimiter = ',')]
+        important_regions: Vec<RegionCode>,
         /// Overwrite an existing node.toml and identity.
         #[arg(long)]
         force: bool,
@@ -88,6 +94,19 @@ pub enum Command {
     /// Talk to other members' nodes.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Publish and inspect this node's data products.
+    #[command(subcommand)]
+    Product(product::ProductCommand),
+    /// Browse a peer's catalog: the offers it shows this node.
+    Catalog {
+        /// The peer's host:port.
+        #[arg(long)]
+        peer: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,6 +243,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             listen,
             admin_listen,
             authority,
+            important_regions,
             force,
         } => {
             let path = setup::init_node(&InitOptions {
@@ -233,6 +253,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 admin_listen,
                 authority,
                 force,
+                important_regions,
                 development: None,
             })?;
             println!("wrote {}", path.display());
@@ -243,6 +264,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Authority(cmd) => authority_command(cmd).await,
+        Command::Product(cmd) => product::run(cmd).await,
+        Command::Catalog { peer, local, json } => product::catalog(peer, local, json).await,
         Command::Status { local, json } => status(&local, json).await,
         Command::Trust(TrustCommand::Refresh { local }) => {
             let answer = local

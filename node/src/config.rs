@@ -38,6 +38,8 @@ pub struct NodeConfig {
     pub authority: AuthoritySection,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub guardrails: GuardrailsSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
@@ -79,6 +81,30 @@ pub struct Limits {
     /// Largest gRPC message the node accepts, in bytes.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
+}
+
+/// Node-wide limits above every product policy (classification and grading).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailsSection {
+    /// Regions where recipients of important data (重要数据) may be. Empty: important
+    /// data cannot be offered at all.
+    #[serde(default)]
+    pub important_regions: Vec<crate::identity::RegionCode>,
+}
+
+impl GuardrailsSection {
+    /// The policy engine's form of these guardrails.
+    pub fn to_policy(&self) -> liutong_policy::Guardrails {
+        liutong_policy::Guardrails {
+            important_regions: self
+                .important_regions
+                .iter()
+                .filter_map(|r| r.as_str().parse().ok())
+                .collect(),
+            important_requires_approval: true,
+        }
+    }
 }
 
 /// Present only in the zero-configuration development set-up.
@@ -203,6 +229,20 @@ impl NodeConfig {
             "max_message_bytes = {}\n",
             self.limits.max_message_bytes
         ));
+        out.push_str(
+            "\n[guardrails]\n\
+             # Node-wide limits above every product policy. Core data (核心数据) is never\n\
+             # offered. Important data (重要数据) needs a person's approval for every\n\
+             # agreement and a recipient inside one of these regions (6-digit codes;\n\
+             # \"330000\" covers all of Zhejiang). Empty: important data is not offered.\n",
+        );
+        let regions: Vec<String> = self
+            .guardrails
+            .important_regions
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect();
+        out.push_str(&format!("important_regions = [{}]\n", regions.join(", ")));
         if let Some(dev) = &self.development {
             out.push_str(
                 "\n# DEVELOPMENT ONLY: run this development authority inside the node process.\n\
@@ -243,6 +283,7 @@ mod tests {
                 refresh_interval: Duration::from_secs(60),
             },
             limits: Limits::default(),
+            guardrails: GuardrailsSection::default(),
             development: Some(Development {
                 authority_dir: "../dev-authority".into(),
             }),

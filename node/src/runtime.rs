@@ -14,6 +14,8 @@ use tokio::task::JoinHandle;
 
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
 use crate::authority::{BundleManifest, bundle_files};
+use crate::catalog::Catalog;
+use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{Envelope, KeyError, Membership, SigningKey};
@@ -43,6 +45,8 @@ pub enum NodeError {
     Trust(#[from] TrustError),
     #[error(transparent)]
     Audit(#[from] AuditError),
+    #[error(transparent)]
+    Product(#[from] ProductError),
     #[error("the node's identity in {path} is not usable: {reason}")]
     Identity { path: String, reason: String },
     #[error(
@@ -74,6 +78,8 @@ pub struct NodeContext {
     pub storage: Arc<dyn Storage>,
     /// The tamper-evident log of this node's events.
     pub audit: AuditLog,
+    /// Published products and the offers peers may see.
+    pub catalog: Catalog,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
 }
@@ -200,6 +206,7 @@ impl RunningNode {
         };
         let storage: Arc<dyn Storage> = SledStorage::open(&config.database_dir())?;
         let audit = AuditLog::open(storage.clone())?;
+        let products = ProductStore::open(storage.clone())?;
         let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
         let tls_identity = TlsIdentity::load(
             &identity_dir.join(bundle_files::CERT),
@@ -241,6 +248,11 @@ impl RunningNode {
                 source,
             )
         })?;
+        let catalog = Catalog::new(
+            products,
+            membership.participant_id.clone(),
+            config.guardrails.to_policy(),
+        );
         let context = Arc::new(NodeContext {
             config,
             membership,
@@ -251,6 +263,7 @@ impl RunningNode {
             trust,
             storage,
             audit,
+            catalog,
             peer_addr,
             admin_addr,
         });

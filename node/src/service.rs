@@ -9,6 +9,8 @@
 //! Both routers sit behind [`AuthLayer`], so nothing here answers an unauthenticated
 //! caller, health and reflection included.
 
+mod catalog;
+
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
@@ -25,11 +27,14 @@ use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::{self, certs};
 use crate::trust::{TrustError, TrustStatus};
 use liutong_proto::v1::admin_server::{Admin, AdminServer};
+use liutong_proto::v1::catalog_server::CatalogServer;
 use liutong_proto::v1::node_client::NodeClient;
 use liutong_proto::v1::node_server::{Node, NodeServer};
 use liutong_proto::v1::{
-    DescribePeerRequest, DescribeRequest, DescribeResponse, RefreshTrustListRequest,
-    RefreshTrustListResponse, StatusRequest, StatusResponse, TrustListStatus,
+    DescribePeerRequest, DescribeRequest, DescribeResponse, GetProductRequest, ListOffersResponse,
+    ListProductsRequest, ListProductsResponse, PeerCatalogRequest, Product, PublishRequest,
+    RefreshTrustListRequest, RefreshTrustListResponse, StatusRequest, StatusResponse,
+    TrustListStatus,
 };
 
 /// The software version reported by `Describe` and `Status`.
@@ -97,7 +102,14 @@ pub async fn peer_router(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            NodeServer::new(PeerService { context })
+            NodeServer::new(PeerService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            CatalogServer::new(catalog::CatalogService { context })
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
@@ -110,11 +122,16 @@ pub fn admin_router(
 ) -> Router<Stack<AuthLayer<LocalAuthenticator>, Identity>> {
     let (reflection_v1, reflection_v1alpha) =
         reflection_services().expect("embedded descriptor sets are valid");
+    let limit = context.config.limits.max_message_bytes;
     Server::builder()
         .layer(auth)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AdminServer::new(AdminService { context }))
+        .add_service(
+            AdminServer::new(AdminService { context })
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
+        )
 }
 
 pub struct PeerService {
@@ -245,6 +262,64 @@ impl Admin for AdminService {
                 )
             })?;
         Ok(answer)
+    }
+
+    async fn publish_product(
+        &self,
+        request: Request<tonic::Streaming<PublishRequest>>,
+    ) -> Result<Response<Product>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "publishing a product")?;
+        catalog::publish(&self.context, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "listing products")?;
+        let products = self
+            .context
+            .catalog
+            .products
+            .list()
+            .map_err(catalog::product_status)?;
+        Ok(Response::new(ListProductsResponse {
+            products: products.iter().map(crate::catalog::product_proto).collect(),
+        }))
+    }
+
+    async fn get_product(
+        &self,
+        request: Request<GetProductRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "reading a product")?;
+        let id = request.into_inner().product_id;
+        let versions = self
+            .context
+            .catalog
+            .products
+            .versions(&id)
+            .map_err(catalog::product_status)?;
+        if versions.is_empty() {
+            return Err(Status::not_found(format!("product {id} does not exist")));
+        }
+        Ok(Response::new(ListProductsResponse {
+            products: versions.iter().map(crate::catalog::product_proto).collect(),
+        }))
+    }
+
+    async fn peer_catalog(
+        &self,
+        request: Request<PeerCatalogRequest>,
+    ) -> Result<Response<ListOffersResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "reading a peer's catalog")?;
+        catalog::peer_catalog(&self.context, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

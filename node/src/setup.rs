@@ -10,7 +10,9 @@ use time::OffsetDateTime;
 use crate::authority::{
     Admission, Authority, AuthorityError, BundleManifest, DEFAULT_MEMBERSHIP_DAYS, bundle_files,
 };
-use crate::config::{self, AuthoritySection, Development, Limits, NodeConfig, NodeSection};
+use crate::config::{
+    self, AuthoritySection, Development, GuardrailsSection, Limits, NodeConfig, NodeSection,
+};
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local;
 use crate::storage::files;
@@ -49,6 +51,8 @@ pub struct InitOptions {
     pub admin_listen: SocketAddr,
     pub authority: String,
     pub force: bool,
+    /// Regions where recipients of important data may be.
+    pub important_regions: Vec<RegionCode>,
     pub development: Option<Development>,
 }
 
@@ -110,6 +114,9 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
             refresh_interval: Duration::from_secs(60),
         },
         limits: Limits::default(),
+        guardrails: GuardrailsSection {
+            important_regions: opts.important_regions.clone(),
+        },
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };
@@ -191,6 +198,7 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
             .expect("constant address"),
         authority: config::DEFAULT_AUTHORITY.into(),
         force: true,
+        important_regions: vec![RegionCode::parse("330000").expect("constant region")],
         development: Some(Development {
             authority_dir: PathBuf::from("../dev-authority"),
         }),

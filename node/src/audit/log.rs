@@ -81,6 +81,9 @@ pub enum EventKind {
     NodeStopped,
     TrustListApplied,
     TrustListRefused,
+    ProductPublished,
+    /// A peer listed the catalog or read an offer.
+    CatalogAccessed,
 }
 
 impl Event {

@@ -3,6 +3,257 @@
 //!
 //! - [`product`] stores versioned, chunked products with their hashes and metadata.
 //! - [`schema`] infers the columns and quality figures of CSV and JSON Lines data.
+//! - [`Catalog`] (here) ties products to their offer policies: it compiles a policy at
+//!   publish (refusing one that breaks the guardrails), and decides per caller which
+//!   offers are visible (catalog scope). An offer the caller may not see is treated as
+//!   if it did not exist.
 
 pub mod product;
 pub mod schema;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use liutong_policy::{
+    Action, Classification, CompileContext, CompiledPolicy, Guardrails, Policy, PolicyError,
+    PolicyType, RecipientKind, Request, Requester, Scope, State,
+};
+
+use crate::identity::{Membership, ParticipantId, ParticipantKind};
+use product::{ProductError, ProductStore, ProductVersion};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CatalogError {
+    #[error(transparent)]
+    Product(#[from] ProductError),
+    #[error("the policy is not valid: {0}")]
+    Policy(String),
+    #[error("offer {0} does not exist")]
+    NotFound(String),
+}
+
+/// How a policy file is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyFormat {
+    Toml,
+    Json,
+    Odrl,
+}
+
+impl PolicyFormat {
+    /// From a file name's extension or an explicit name; `None` to guess from the text.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "toml" => Some(Self::Toml),
+            "json" => Some(Self::Json),
+            "odrl" | "jsonld" | "json-ld" => Some(Self::Odrl),
+            _ => None,
+        }
+    }
+}
+
+/// Reads a policy in any of its forms. (The error is large, but it is returned only when
+/// a policy is loaded, never on a hot path.) Without a format, JSON with an `@context` is
+/// ODRL, other JSON is the authoring form, anything else is TOML.
+#[allow(clippy::result_large_err)]
+pub fn parse_policy(text: &str, format: Option<PolicyFormat>) -> Result<Policy, PolicyError> {
+    let format = format.unwrap_or_else(|| {
+        let t = text.trim_start();
+        if t.starts_with('{') {
+            if t.contains("\"@context\"") {
+                PolicyFormat::Odrl
+            } else {
+                PolicyFormat::Json
+            }
+        } else {
+            PolicyFormat::Toml
+        }
+    });
+    match format {
+        PolicyFormat::Toml => Policy::from_toml(text),
+        PolicyFormat::Json => Policy::from_json(text),
+        PolicyFormat::Odrl => Policy::from_odrl(text),
+    }
+}
+
+/// The node's offers and the rules for showing them.
+pub struct Catalog {
+    pub products: ProductStore,
+    participant: ParticipantId,
+    guardrails: Guardrails,
+    /// Compiled offer policies by offer ID; offers never change once published.
+    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+}
+
+impl Catalog {
+    pub fn new(products: ProductStore, participant: ParticipantId, guardrails: Guardrails) -> Self {
+        Self {
+            products,
+            participant,
+            guardrails,
+            compiled: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn compile_context(&self, classification: Classification) -> CompileContext {
+        CompileContext::new(classification).with_guardrails(self.guardrails.clone())
+    }
+
+    /// Prepares an offer policy for a product: fills in this node as assigner and the
+    /// product as target (refusing other values), marks it an offer, and compiles it
+    /// against the classification and the node's guardrails.
+    pub fn offer_policy(
+        &self,
+        mut policy: Policy,
+        product_id: &str,
+        classification: Classification,
+    ) -> Result<CompiledPolicy, CatalogError> {
+        let me = self.participant.as_str();
+        match &policy.assigner {
+            Some(a) if a.as_str() != me => {
+                return Err(CatalogError::Policy(format!(
+                    "the policy's assigner is {a}, but this node is {me}"
+                )));
+            }
+            _ => policy.assigner = Some(me.parse().map_err(|e: String| CatalogError::Policy(e))?),
+        }
+        let target = ProductVersion::target(product_id);
+        if let Some(t) = &policy.target
+            && *t != target
+            && !t.is_empty()
+        {
+            tracing::info!(written = %t, %target, "offer policy target replaced by the product's");
+        }
+        policy.target = Some(target);
+        policy.policy_type = PolicyType::Offer;
+        liutong_policy::compile(policy, &self.compile_context(classification))
+            .map_err(|e| CatalogError::Policy(e.to_string()))
+    }
+
+    /// The compiled offer policy of a product version, if it is offered.
+    pub fn policy_of(
+        &self,
+        p: &ProductVersion,
+    ) -> Result<Option<Arc<CompiledPolicy>>, CatalogError> {
+        let (Some(offer_id), Some(odrl)) = (p.offer_id(), &p.policy_odrl) else {
+            return Ok(None);
+        };
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&offer_id) {
+            return Ok(Some(c.clone()));
+        }
+        let policy =
+            Policy::from_odrl_value(odrl).map_err(|e| CatalogError::Policy(e.to_string()))?;
+        let compiled = Arc::new(
+            liutong_policy::compile(policy, &self.compile_context(p.classification))
+                .map_err(|e| CatalogError::Policy(e.to_string()))?,
+        );
+        cache.insert(offer_id, compiled.clone());
+        Ok(Some(compiled))
+    }
+
+    /// The latest offered version of each product that `caller` may see, by product ID.
+    pub fn visible_offers(
+        &self,
+        caller: &Membership,
+        now: time::OffsetDateTime,
+    ) -> Result<Vec<ProductVersion>, CatalogError> {
+        let mut out = Vec::new();
+        for p in self.products.list()? {
+            if self.visible(&p, caller, now)? {
+                out.push(p);
+            }
+        }
+        Ok(out)
+    }
+
+    /// One offer, if it exists and `caller` may see it; otherwise `NotFound`.
+    pub fn offer(
+        &self,
+        offer_id: &str,
+        caller: &Membership,
+        now: time::OffsetDateTime,
+    ) -> Result<ProductVersion, CatalogError> {
+        let not_found = || CatalogError::NotFound(offer_id.to_owned());
+        let (product_id, version) = product::parse_offer_id(offer_id).ok_or_else(not_found)?;
+        let p = self
+            .products
+            .get(product_id, version)?
+            .ok_or_else(not_found)?;
+        if self.visible(&p, caller, now)? {
+            Ok(p)
+        } else {
+            Err(not_found())
+        }
+    }
+
+    fn visible(
+        &self,
+        p: &ProductVersion,
+        caller: &Membership,
+        now: time::OffsetDateTime,
+    ) -> Result<bool, CatalogError> {
+        let Some(policy) = self.policy_of(p)? else {
+            return Ok(false);
+        };
+        let request = Request {
+            scope: Scope::Catalog,
+            action: Action::Use,
+            requester: requester_of(caller),
+            purpose: None,
+        };
+        Ok(liutong_policy::evaluate(&policy, &request, &State::initial(now)).is_permit())
+    }
+}
+
+/// The policy engine's view of a member, from its authority-signed membership.
+pub fn requester_of(m: &Membership) -> Requester {
+    Requester {
+        // Both sides check the same GB 32100-2015 rule, so a valid ID parses.
+        participant: m
+            .participant_id
+            .as_str()
+            .parse()
+            .expect("participant IDs are valid USCCs"),
+        kind: match m.kind {
+            ParticipantKind::Government => RecipientKind::Government,
+            ParticipantKind::Enterprise => RecipientKind::Enterprise,
+            ParticipantKind::Institution => RecipientKind::PublicInstitution,
+        },
+        sector: Some(m.sector.clone()),
+        region: m.region.as_str().parse().ok(),
+        security_level: None,
+        roles: m.roles.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// A product version as the API shows it.
+pub fn product_proto(p: &ProductVersion) -> liutong_proto::v1::Product {
+    liutong_proto::v1::Product {
+        product_id: p.product_id.clone(),
+        version: p.version,
+        title: p.title.clone(),
+        description: p.description.clone(),
+        owner: p.owner.to_string(),
+        classification: p.classification.to_string(),
+        format: p.format.to_string(),
+        size: p.size,
+        sha256: p.sha256.clone(),
+        chunk_size: p.chunk_size,
+        chunks: p.chunk_hashes.len() as u32,
+        profile_json: p
+            .profile
+            .as_ref()
+            .map(|pr| serde_json::to_string(pr).expect("profiles serialize"))
+            .unwrap_or_default(),
+        offer_id: p.offer_id().unwrap_or_default(),
+        policy_odrl_json: p
+            .policy_odrl
+            .as_ref()
+            .map(|v| v.to_string())
+            .unwrap_or_default(),
+        published_at_unix: p.published_at,
+        derived_from: p.derived_from.clone(),
+    }
+}

@@ -285,6 +285,11 @@ impl Upload {
         self.version
     }
 
+    /// Sets the offer's policy (ODRL JSON-LD) before `finish`.
+    pub fn set_policy_odrl(&mut self, policy: serde_json::Value) {
+        self.new.policy_odrl = Some(policy);
+    }
+
     /// Adds payload bytes; full chunks are written to storage as they fill.
     pub fn write(&mut self, mut data: &[u8]) -> Result<(), ProductError> {
         self.whole.update(data);

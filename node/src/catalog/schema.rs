@@ -249,14 +249,14 @@ fn json_kind(v: &serde_json::Value) -> &'static str {
 }
 
 fn json_fits(v: &serde_json::Value, t: ColumnType) -> bool {
-    match (json_kind(v), t) {
-        ("integer", ColumnType::Integer | ColumnType::Number) => true,
-        ("number", ColumnType::Number) => true,
-        ("boolean", ColumnType::Boolean) => true,
-        ("string", ColumnType::String) => true,
-        ("json", ColumnType::Json) => true,
-        _ => false,
-    }
+    matches!(
+        (json_kind(v), t),
+        ("integer", ColumnType::Integer | ColumnType::Number)
+            | ("number", ColumnType::Number)
+            | ("boolean", ColumnType::Boolean)
+            | ("string", ColumnType::String)
+            | ("json", ColumnType::Json)
+    )
 }
 
 fn finish(

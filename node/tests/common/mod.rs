@@ -124,6 +124,7 @@ impl DataSpace {
             admin_listen: admin.local_addr().unwrap(),
             authority: self.authority.addr.to_string(),
             force: false,
+            important_regions: vec![RegionCode::parse("330000").unwrap()],
             development: None,
         })
         .expect("init node");

@@ -1,0 +1,281 @@
+//! `liutong product …` and `liutong catalog`: publishing and browsing data products.
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow};
+use clap::Subcommand;
+use liutong_proto::v1::publish_request::Part;
+use liutong_proto::v1::{
+    GetProductRequest, ListProductsRequest, PeerCatalogRequest, Product, PublishMetadata,
+    PublishRequest,
+};
+
+use super::{LocalArgs, status_error};
+
+/// Bytes per publish message: well under the 4 MiB default message limit.
+const UPLOAD_PIECE: usize = 1 << 20;
+
+#[derive(Subcommand, Debug)]
+pub enum ProductCommand {
+    /// Publish a data product (or a new version of one) with its offer policy.
+    Publish {
+        /// The payload file.
+        file: PathBuf,
+        #[arg(long)]
+        title: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// core, important, general-3, general-2 or general-1 (GB/T 43697-2024).
+        #[arg(long)]
+        classification: String,
+        /// csv, jsonl or bytes.
+        #[arg(long)]
+        format: String,
+        /// The offer's policy (TOML, JSON or ODRL JSON-LD; see policy/README.md).
+        /// Without it the product is stored but not offered.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        /// Publish a new version of this product instead of a new product.
+        #[arg(long)]
+        product: Option<String>,
+        /// Products this one was derived from (repeat or comma-separate).
+        #[arg(long, value_delimiter = ',')]
+        derived_from: Vec<String>,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the latest version of every product.
+    List {
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show every version of one product.
+    Show {
+        product: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
+    match cmd {
+        ProductCommand::Publish {
+            file,
+            title,
+            description,
+            classification,
+            format,
+            policy,
+            product,
+            derived_from,
+            local,
+            json,
+        } => {
+            let (policy_text, policy_format) = match &policy {
+                Some(path) => (
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("cannot read the policy {}", path.display()))?,
+                    path.extension()
+                        .and_then(|e| e.to_str())
+                        .unwrap_or_default()
+                        .to_owned(),
+                ),
+                None => (String::new(), String::new()),
+            };
+            let mut input = std::fs::File::open(&file)
+                .with_context(|| format!("cannot read {}", file.display()))?;
+            let metadata = PublishRequest {
+                part: Some(Part::Metadata(PublishMetadata {
+                    product_id: product.unwrap_or_default(),
+                    title,
+                    description,
+                    classification,
+                    format,
+                    policy: policy_text,
+                    policy_format,
+                    derived_from,
+                })),
+            };
+            // Read the file in pieces on a blocking thread and stream them.
+            let (tx, rx) = tokio::sync::mpsc::channel::<PublishRequest>(4);
+            tx.send(metadata)
+                .await
+                .map_err(|_| anyhow!("upload stopped"))?;
+            let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                let mut buf = vec![0u8; UPLOAD_PIECE];
+                loop {
+                    let n = input.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    let piece = PublishRequest {
+                        part: Some(Part::Data(buf[..n].to_vec())),
+                    };
+                    if tx.blocking_send(piece).is_err() {
+                        return Ok(());
+                    }
+                }
+            });
+            let answer = local
+                .admin()
+                .await?
+                .publish_product(tokio_stream::wrappers::ReceiverStream::new(rx))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            reader.await??;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&product_json(&answer))?);
+            } else {
+                println!(
+                    "published {} version {}: {} bytes in {} chunks, sha256 {}",
+                    answer.product_id, answer.version, answer.size, answer.chunks, answer.sha256
+                );
+                if answer.offer_id.is_empty() {
+                    println!("not offered (no --policy)");
+                } else {
+                    println!("offered as {}", answer.offer_id);
+                }
+                print_profile(&answer);
+            }
+            Ok(())
+        }
+        ProductCommand::List { local, json } => {
+            let products = local
+                .admin()
+                .await?
+                .list_products(ListProductsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .products;
+            print_products(&products, json)
+        }
+        ProductCommand::Show {
+            product,
+            local,
+            json,
+        } => {
+            let versions = local
+                .admin()
+                .await?
+                .get_product(GetProductRequest {
+                    product_id: product,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .products;
+            if json {
+                let all: Vec<_> = versions.iter().map(product_json).collect();
+                println!("{}", serde_json::to_string_pretty(&all)?);
+            } else {
+                for p in &versions {
+                    print_product(p);
+                    print_profile(p);
+                    println!();
+                }
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `liutong catalog --peer ADDR`.
+pub async fn catalog(peer: String, local: LocalArgs, json: bool) -> anyhow::Result<()> {
+    let mut admin = local.admin().await?;
+    let mut offers = Vec::new();
+    let mut page_token = String::new();
+    // Bounded: at most 200 pages of 500.
+    for _ in 0..200 {
+        let page = admin
+            .peer_catalog(PeerCatalogRequest {
+                address: peer.clone(),
+                page_size: 500,
+                page_token: page_token.clone(),
+            })
+            .await
+            .map_err(status_error)?
+            .into_inner();
+        offers.extend(page.offers);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    if !json && offers.is_empty() {
+        println!("the peer at {peer} shows this node no offers");
+        return Ok(());
+    }
+    print_products(&offers, json)
+}
+
+fn print_products(products: &[Product], json: bool) -> anyhow::Result<()> {
+    if json {
+        let all: Vec<_> = products.iter().map(product_json).collect();
+        println!("{}", serde_json::to_string_pretty(&all)?);
+    } else {
+        for p in products {
+            print_product(p);
+        }
+    }
+    Ok(())
+}
+
+fn print_product(p: &Product) {
+    println!(
+        "{}  v{}  {:<10} {:<5} {:>12} bytes  {}",
+        p.product_id, p.version, p.classification, p.format, p.size, p.title
+    );
+    if !p.offer_id.is_empty() {
+        println!("    offer {}  owner {}", p.offer_id, p.owner);
+    }
+}
+
+fn print_profile(p: &Product) {
+    let Ok(profile) = serde_json::from_str::<serde_json::Value>(&p.profile_json) else {
+        return;
+    };
+    println!(
+        "    {} rows, {} not matching the schema (conformance {:.3})",
+        profile["rows"],
+        profile["nonconforming_rows"],
+        profile["conformance"].as_f64().unwrap_or(0.0)
+    );
+    for c in profile["columns"].as_array().into_iter().flatten() {
+        println!(
+            "    column {:<20} {:<8} empty {:.1}%",
+            c["name"].as_str().unwrap_or(""),
+            c["type"].as_str().unwrap_or(""),
+            c["null_ratio"].as_f64().unwrap_or(0.0) * 100.0
+        );
+    }
+}
+
+pub(super) fn product_json(p: &Product) -> serde_json::Value {
+    serde_json::json!({
+        "product_id": p.product_id,
+        "version": p.version,
+        "title": p.title,
+        "description": p.description,
+        "owner": p.owner,
+        "classification": p.classification,
+        "format": p.format,
+        "size": p.size,
+        "sha256": p.sha256,
+        "chunk_size": p.chunk_size,
+        "chunks": p.chunks,
+        "profile": serde_json::from_str::<serde_json::Value>(&p.profile_json).unwrap_or(serde_json::Value::Null),
+        "offer_id": p.offer_id,
+        "policy": serde_json::from_str::<serde_json::Value>(&p.policy_odrl_json).unwrap_or(serde_json::Value::Null),
+        "published_at": p.published_at_unix,
+        "derived_from": p.derived_from,
+    })
+}

@@ -1,0 +1,267 @@
+//! Handlers for products and the catalog: publishing and listing on the local API, and
+//! the peer API's `Catalog` service.
+
+use std::sync::Arc;
+
+use liutong_policy::Classification;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::peer_caller;
+use crate::audit::log::{Event, EventKind};
+use crate::catalog::product::{Format, NewVersion, ProductError};
+use crate::catalog::{self, CatalogError, PolicyFormat, product_proto};
+use crate::identity::Membership;
+use crate::runtime::{NodeContext, now};
+use crate::tls;
+use liutong_proto::v1::catalog_client::CatalogClient;
+use liutong_proto::v1::catalog_server::Catalog;
+use liutong_proto::v1::publish_request::Part;
+use liutong_proto::v1::{
+    GetOfferRequest, ListOffersRequest, ListOffersResponse, PeerCatalogRequest, Product,
+    PublishRequest,
+};
+
+const DEFAULT_PAGE: usize = 50;
+const MAX_PAGE: usize = 500;
+
+pub(super) fn catalog_status(e: CatalogError) -> Status {
+    match e {
+        CatalogError::NotFound(_) => Status::not_found(e.to_string()),
+        CatalogError::Policy(_) => Status::invalid_argument(format!("policy: {e}")),
+        CatalogError::Product(p) => product_status(p),
+    }
+}
+
+pub(super) fn product_status(e: ProductError) -> Status {
+    match e {
+        ProductError::NotFound(_) => Status::not_found(e.to_string()),
+        ProductError::Profile { .. } => Status::invalid_argument(format!("data: {e}")),
+        ProductError::Damaged(_) => Status::data_loss(e.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// `Admin.PublishProduct`: metadata first, then the payload; all or nothing.
+pub(super) async fn publish(
+    context: &NodeContext,
+    mut stream: Streaming<PublishRequest>,
+) -> Result<Product, Status> {
+    let first = stream.message().await?.ok_or_else(|| {
+        Status::invalid_argument("metadata: the first message must carry the product's metadata")
+    })?;
+    let Some(Part::Metadata(meta)) = first.part else {
+        return Err(Status::invalid_argument(
+            "metadata: the first message must carry the product's metadata",
+        ));
+    };
+    if meta.title.trim().is_empty() {
+        return Err(Status::invalid_argument("title: give the product a title"));
+    }
+    let classification: Classification = meta.classification.parse().map_err(|e| {
+        Status::invalid_argument(format!(
+            "classification: {e} (use core, important, general-3, general-2 or general-1)"
+        ))
+    })?;
+    let format: Format = meta
+        .format
+        .parse()
+        .map_err(|e: String| Status::invalid_argument(format!("format: {e}")))?;
+    let policy = if meta.policy.trim().is_empty() {
+        None
+    } else {
+        let hint = PolicyFormat::from_name(&meta.policy_format);
+        Some(
+            catalog::parse_policy(&meta.policy, hint)
+                .map_err(|e| Status::invalid_argument(format!("policy: {e}")))?,
+        )
+    };
+    let products = &context.catalog.products;
+    for source in &meta.derived_from {
+        if products.latest(source).map_err(product_status)?.is_none() {
+            return Err(Status::invalid_argument(format!(
+                "derived_from: product {source} does not exist on this node"
+            )));
+        }
+    }
+    let mut upload = products
+        .begin(NewVersion {
+            product_id: (!meta.product_id.is_empty()).then(|| meta.product_id.clone()),
+            title: meta.title.trim().to_owned(),
+            description: meta.description.trim().to_owned(),
+            owner: context.membership.participant_id.clone(),
+            classification,
+            format,
+            derived_from: meta.derived_from.clone(),
+            policy_odrl: None,
+        })
+        .map_err(product_status)?;
+    if let Some(policy) = policy {
+        // Refused here, before any byte is stored: the guardrails and the policy's own
+        // consistency are checked when it is loaded.
+        let compiled = context
+            .catalog
+            .offer_policy(policy, upload.product_id(), classification)
+            .map_err(catalog_status)?;
+        upload.set_policy_odrl(compiled.policy().to_odrl());
+    }
+    loop {
+        match stream.message().await {
+            Ok(Some(PublishRequest {
+                part: Some(Part::Data(data)),
+            })) => {
+                if let Err(e) = upload.write(&data) {
+                    upload.abort();
+                    return Err(product_status(e));
+                }
+            }
+            Ok(Some(_)) => {
+                upload.abort();
+                return Err(Status::invalid_argument(
+                    "metadata: only the first message may carry metadata",
+                ));
+            }
+            Ok(None) => break,
+            Err(status) => {
+                upload.abort();
+                return Err(status);
+            }
+        }
+    }
+    let product = upload.finish(now()).await.map_err(product_status)?;
+    let mut event = Event::new(
+        EventKind::ProductPublished,
+        now(),
+        format!(
+            "published {} v{} \"{}\" ({} bytes, {}, {}){}",
+            product.product_id,
+            product.version,
+            product.title,
+            product.size,
+            product.format,
+            product.classification,
+            if product.offer_id().is_some() {
+                ", offered"
+            } else {
+                ", not offered"
+            }
+        ),
+    );
+    event.product = Some(product.product_id.clone());
+    context
+        .audit
+        .append(&event)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(product_proto(&product))
+}
+
+/// `Admin.PeerCatalog`: this node asks a peer for its catalog.
+pub(super) async fn peer_catalog(
+    context: &NodeContext,
+    request: PeerCatalogRequest,
+) -> Result<ListOffersResponse, Status> {
+    let client = context
+        .peer_client_config()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let channel = tls::connect(&request.address, client)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    CatalogClient::new(channel)
+        .list(ListOffersRequest {
+            page_size: request.page_size,
+            page_token: request.page_token,
+        })
+        .await
+        .map(Response::into_inner)
+        .map_err(|s| {
+            Status::new(
+                s.code(),
+                format!("the peer at {} answered: {}", request.address, s.message()),
+            )
+        })
+}
+
+/// The peer API's catalog.
+pub struct CatalogService {
+    pub(super) context: Arc<NodeContext>,
+}
+
+impl CatalogService {
+    async fn log_access(
+        &self,
+        caller: &Membership,
+        detail: String,
+        product: Option<String>,
+    ) -> Result<(), Status> {
+        let mut event = Event::new(EventKind::CatalogAccessed, now(), detail);
+        event.participant = Some(caller.participant_id.to_string());
+        event.product = product;
+        self.context
+            .audit
+            .append(&event)
+            .await
+            .map(|_| ())
+            .map_err(|e| Status::unavailable(e.to_string()))
+    }
+}
+
+#[tonic::async_trait]
+impl Catalog for CatalogService {
+    async fn list(
+        &self,
+        request: Request<ListOffersRequest>,
+    ) -> Result<Response<ListOffersResponse>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let ListOffersRequest {
+            page_size,
+            page_token,
+        } = request.into_inner();
+        let size = match page_size as usize {
+            0 => DEFAULT_PAGE,
+            n => n.min(MAX_PAGE),
+        };
+        let offers = self
+            .context
+            .catalog
+            .visible_offers(&caller, time::OffsetDateTime::now_utc())
+            .map_err(catalog_status)?;
+        let page: Vec<_> = offers
+            .iter()
+            .filter(|p| page_token.is_empty() || p.product_id.as_str() > page_token.as_str())
+            .take(size + 1)
+            .collect();
+        let next_page_token = if page.len() > size {
+            page[size - 1].product_id.clone()
+        } else {
+            String::new()
+        };
+        let offers: Vec<Product> = page.into_iter().take(size).map(product_proto).collect();
+        self.log_access(
+            &caller,
+            format!("listed the catalog: {} offers shown", offers.len()),
+            None,
+        )
+        .await?;
+        Ok(Response::new(ListOffersResponse {
+            offers,
+            next_page_token,
+        }))
+    }
+
+    async fn get(&self, request: Request<GetOfferRequest>) -> Result<Response<Product>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let offer_id = request.into_inner().offer_id;
+        let product = self
+            .context
+            .catalog
+            .offer(&offer_id, &caller, time::OffsetDateTime::now_utc())
+            .map_err(catalog_status)?;
+        self.log_access(
+            &caller,
+            format!("read offer {offer_id}"),
+            Some(product.product_id.clone()),
+        )
+        .await?;
+        Ok(Response::new(product_proto(&product)))
+    }
+}
