@@ -35,6 +35,7 @@ pub mod authority;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod contract;
 pub mod identity;
 pub mod local;
 pub mod runtime;

@@ -17,6 +17,7 @@ use crate::authority::{BundleManifest, bundle_files};
 use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
+use crate::contract::Contracts;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{Envelope, KeyError, Membership, SigningKey};
 use crate::local::{self, LocalAuthenticator};
@@ -80,6 +81,8 @@ pub struct NodeContext {
     pub audit: AuditLog,
     /// Published products and the offers peers may see.
     pub catalog: Catalog,
+    /// Negotiations and agreements, both sides.
+    pub contracts: Contracts,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
 }
@@ -182,6 +185,7 @@ pub struct RunningNode {
         JoinHandle<Result<(), tonic::transport::Error>>,
     )>,
     refresher: JoinHandle<()>,
+    poller: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -253,6 +257,7 @@ impl RunningNode {
             membership.participant_id.clone(),
             config.guardrails.to_policy(),
         );
+        let contracts = Contracts::new(storage.clone());
         let context = Arc::new(NodeContext {
             config,
             membership,
@@ -264,6 +269,7 @@ impl RunningNode {
             storage,
             audit,
             catalog,
+            contracts,
             peer_addr,
             admin_addr,
         });
@@ -315,7 +321,8 @@ impl RunningNode {
                 let _ = stop_admin.wait_for(|s| *s).await;
             },
         ));
-        let refresher = tokio::spawn(refresh_loop(context.clone(), stop));
+        let refresher = tokio::spawn(refresh_loop(context.clone(), stop.clone()));
+        let poller = tokio::spawn(negotiation_poll_loop(context.clone(), stop));
         tracing::info!(
             participant = %context.membership.participant_id,
             peer = %peer_addr,
@@ -327,6 +334,7 @@ impl RunningNode {
             shutdown,
             servers: vec![("peer API", peer), ("local API", admin)],
             refresher,
+            poller,
         })
     }
 
@@ -352,6 +360,7 @@ impl RunningNode {
             }
         }
         let _ = self.refresher.await;
+        let _ = self.poller.await;
         let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
         self.context.audit.append(&stopped).await?;
         self.context
@@ -413,6 +422,19 @@ fn check_identity(
         return Err("node.crt is not the certificate named in the credential".into());
     }
     Ok(())
+}
+
+/// How often a consumer asks providers about requests that wait for approval.
+const NEGOTIATION_POLL_INTERVAL: Duration = Duration::from_secs(1);
+
+async fn negotiation_poll_loop(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(NEGOTIATION_POLL_INTERVAL) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        crate::contract::poll_pending(&context).await;
+    }
 }
 
 async fn refresh_loop(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {

@@ -10,6 +10,7 @@
 //! caller, health and reflection included.
 
 mod catalog;
+mod contract;
 
 use std::sync::Arc;
 
@@ -28,13 +29,15 @@ use crate::tls::{self, certs};
 use crate::trust::{TrustError, TrustStatus};
 use liutong_proto::v1::admin_server::{Admin, AdminServer};
 use liutong_proto::v1::catalog_server::CatalogServer;
+use liutong_proto::v1::negotiation_server::NegotiationServer;
 use liutong_proto::v1::node_client::NodeClient;
 use liutong_proto::v1::node_server::{Node, NodeServer};
 use liutong_proto::v1::{
-    DescribePeerRequest, DescribeRequest, DescribeResponse, GetProductRequest, ListOffersResponse,
-    ListProductsRequest, ListProductsResponse, PeerCatalogRequest, Product, PublishRequest,
-    RefreshTrustListRequest, RefreshTrustListResponse, StatusRequest, StatusResponse,
-    TrustListStatus,
+    ApproveContractRequest, Contract, DescribePeerRequest, DescribeRequest, DescribeResponse,
+    GetContractRequest, GetProductRequest, ListContractsRequest, ListContractsResponse,
+    ListOffersResponse, ListProductsRequest, ListProductsResponse, PeerCatalogRequest, Product,
+    PublishRequest, RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
+    RequestContractRequest, StatusRequest, StatusResponse, TrustListStatus,
 };
 
 /// The software version reported by `Describe` and `Status`.
@@ -109,7 +112,14 @@ pub async fn peer_router(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            CatalogServer::new(catalog::CatalogService { context })
+            CatalogServer::new(catalog::CatalogService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            NegotiationServer::new(contract::NegotiationService { context })
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
@@ -320,6 +330,90 @@ impl Admin for AdminService {
         catalog::peer_catalog(&self.context, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn request_contract(
+        &self,
+        request: Request<RequestContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "requesting a contract")?;
+        let r = request.into_inner();
+        if r.peer.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "peer: give the provider's host:port",
+            ));
+        }
+        if r.offer_id.trim().is_empty() {
+            return Err(Status::invalid_argument("offer_id: name the offer"));
+        }
+        crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose)
+            .await
+            .map(|n| Response::new(n.to_proto()))
+            .map_err(contract::contract_status)
+    }
+
+    async fn list_contracts(
+        &self,
+        request: Request<ListContractsRequest>,
+    ) -> Result<Response<ListContractsResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "listing contracts")?;
+        let mut all = self
+            .context
+            .contracts
+            .list()
+            .map_err(contract::contract_status)?;
+        all.sort_by_key(|n| n.created_at);
+        Ok(Response::new(ListContractsResponse {
+            contracts: all.iter().map(|n| n.to_proto()).collect(),
+        }))
+    }
+
+    async fn get_contract(
+        &self,
+        request: Request<GetContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(
+            &[LocalRole::Admin, LocalRole::Auditor],
+            "reading a contract",
+        )?;
+        let id = request.into_inner().negotiation_id;
+        let n = self
+            .context
+            .contracts
+            .get(&id)
+            .map_err(contract::contract_status)?
+            .or(self
+                .context
+                .contracts
+                .by_agreement(&id)
+                .map_err(contract::contract_status)?)
+            .ok_or_else(|| Status::not_found(format!("no negotiation or agreement {id}")))?;
+        Ok(Response::new(n.to_proto()))
+    }
+
+    async fn approve_contract(
+        &self,
+        request: Request<ApproveContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "approving a contract")?;
+        let id = request.into_inner().negotiation_id;
+        crate::contract::approve(&self.context, &id, "local admin")
+            .await
+            .map(|n| Response::new(n.to_proto()))
+            .map_err(contract::contract_status)
+    }
+
+    async fn reject_contract(
+        &self,
+        request: Request<RejectContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "rejecting a contract")?;
+        let r = request.into_inner();
+        crate::contract::reject(&self.context, &r.negotiation_id, &r.reason)
+            .await
+            .map(|n| Response::new(n.to_proto()))
+            .map_err(contract::contract_status)
     }
 }
 

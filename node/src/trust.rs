@@ -330,6 +330,15 @@ impl TrustStore {
         Ok(member.clone())
     }
 
+    /// A current, unrevoked member by ID (for its signing key and attributes).
+    pub fn member(&self, participant: &ParticipantId) -> Option<Membership> {
+        let active = self.snapshot()?;
+        if active.revoked.contains_key(participant) {
+            return None;
+        }
+        active.members.get(participant).cloned()
+    }
+
     pub fn status(&self) -> TrustStatus {
         let last_error = self
             .last_error

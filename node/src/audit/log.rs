@@ -84,6 +84,9 @@ pub enum EventKind {
     ProductPublished,
     /// A peer listed the catalog or read an offer.
     CatalogAccessed,
+    /// A policy decision (permit or deny) with its reasons.
+    PolicyDecision,
+    NegotiationStateChanged,
 }
 
 impl Event {

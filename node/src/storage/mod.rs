@@ -47,6 +47,9 @@ pub trait Storage: Send + Sync + 'static {
 
     fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError>;
 
+    /// Inserts `value` only if `key` is absent, atomically; returns whether it did.
+    fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError>;
+
     /// Applies all writes to one tree atomically: after a crash, all or none are there.
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError>;
 
@@ -162,6 +165,14 @@ impl Storage for SledStorage {
         Ok(())
     }
 
+    fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        Ok(self
+            .tree(tree)?
+            .compare_and_swap(key, None as Option<&[u8]>, Some(value))
+            .map_err(|e| engine_error(tree, e))?
+            .is_ok())
+    }
+
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError> {
         let mut batch = sled::Batch::default();
         for w in writes {
@@ -225,6 +236,9 @@ mod tests {
         .unwrap();
         assert_eq!(s.get("t", b"a/1").unwrap(), None);
         assert_eq!(s.get("t", b"a/9").unwrap(), Some(b"nine".to_vec()));
+        assert!(s.insert_new("t", b"n", b"1").unwrap());
+        assert!(!s.insert_new("t", b"n", b"2").unwrap());
+        assert_eq!(s.get("t", b"n").unwrap(), Some(b"1".to_vec()));
         s.flush().await.unwrap();
     }
 

@@ -89,6 +89,29 @@ impl ChainVerifier {
     }
 }
 
+/// tonic refuses an over-size message with `OUT_OF_RANGE`; the data space answers limits
+/// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case.
+fn limit_status(
+    mut response: http::Response<tonic::body::Body>,
+) -> http::Response<tonic::body::Body> {
+    let headers = response.headers_mut();
+    let over_limit = headers.get("grpc-status").is_some_and(|v| v == "11")
+        && headers
+            .get("grpc-message")
+            .and_then(|m| m.to_str().ok())
+            .is_some_and(|m| m.contains("too%20large") || m.contains("too large"));
+    if over_limit {
+        headers.insert("grpc-status", http::HeaderValue::from_static("8"));
+        headers.insert(
+            "grpc-message",
+            http::HeaderValue::from_static(
+                "the message is larger than this node accepts (limits.max_message_bytes)",
+            ),
+        );
+    }
+    response
+}
+
 /// Formats Unix seconds as RFC 3339 (UTC).
 pub fn format_unix(secs: u64) -> String {
     time::OffsetDateTime::from_unix_timestamp(secs as i64)
@@ -183,7 +206,8 @@ where
                 // instance and leave a fresh clone in its place for the next request.
                 let clone = self.inner.clone();
                 let mut inner = std::mem::replace(&mut self.inner, clone);
-                Box::pin(inner.call(request))
+                let call = inner.call(request);
+                Box::pin(async move { call.await.map(limit_status) })
             }
             Err(status) => {
                 tracing::warn!(

@@ -206,3 +206,58 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Publishes `data` through the node's local API as admin.
+pub async fn publish(
+    node: &TestNode,
+    data: &[u8],
+    title: &str,
+    classification: &str,
+    format: &str,
+    policy: &str,
+) -> Result<liutong_proto::v1::Product, tonic::Status> {
+    use liutong_proto::v1::publish_request::Part;
+    use liutong_proto::v1::{PublishMetadata, PublishRequest};
+    let mut messages = vec![PublishRequest {
+        part: Some(Part::Metadata(PublishMetadata {
+            product_id: String::new(),
+            title: title.into(),
+            description: format!("{title}, for tests"),
+            classification: classification.into(),
+            format: format.into(),
+            policy: policy.into(),
+            policy_format: String::new(),
+            derived_from: vec![],
+        })),
+    }];
+    for piece in data.chunks(1 << 20) {
+        messages.push(PublishRequest {
+            part: Some(Part::Data(piece.to_vec())),
+        });
+    }
+    node.admin(LocalRole::Admin)
+        .await
+        .publish_product(tokio_stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+impl DataSpace {
+    /// Admits a member with these attributes and starts its node.
+    pub async fn node_as(&self, admission: Admission, name: &str) -> TestNode {
+        let bundle = self.admit(admission);
+        self.node_from_bundle(&bundle, name, Duration::from_secs(3600))
+            .await
+    }
+}
+
+/// Refreshes every node's trust list, so each knows all members admitted so far.
+pub async fn refresh_all(nodes: &[&TestNode]) {
+    for n in nodes {
+        n.admin(LocalRole::Admin)
+            .await
+            .refresh_trust_list(liutong_proto::v1::RefreshTrustListRequest {})
+            .await
+            .expect("refresh");
+    }
+}

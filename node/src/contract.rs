@@ -1,0 +1,941 @@
+//! Contract negotiation: a consumer's signed request, the provider's policy decision,
+//! a person's approval where the guardrails ask for one, the provider's signed
+//! agreement and the consumer's countersignature. The agreement with both signatures
+//! is the digital contract (数字合约): it fixes the product version and its hash, the
+//! policy, the parties, the purpose and the time.
+//!
+//! States follow the Dataspace Protocol: REQUESTED → AGREED → VERIFIED → FINALIZED, or
+//! TERMINATED with a reason. (OFFERED and ACCEPTED, for counter-offers, are named but
+//! not used yet: a provider answers with the offer as published or not at all.)
+//!
+//! Both sides keep each negotiation in storage, durable before they answer, and log
+//! every state change and policy decision in the audit log.
+
+use std::sync::Arc;
+
+use liutong_policy::{
+    Action, Classification, CompileContext, CompiledPolicy, Guardrails, Policy, PolicyType,
+    Request, Scope, State as PolicyState,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::log::{Event, EventKind};
+use crate::catalog::requester_of;
+use crate::identity::{Envelope, Membership, ParticipantId};
+use crate::runtime::{NodeContext, now};
+use crate::storage::{Storage, StorageError};
+use crate::tls;
+use liutong_proto::v1::catalog_client::CatalogClient;
+use liutong_proto::v1::negotiation_client::NegotiationClient;
+use liutong_proto::v1::{
+    GetNegotiationRequest, GetOfferRequest, NegotiationRequest, NegotiationState,
+    VerifyAgreementRequest,
+};
+
+/// Payload type of a signed contract request.
+pub const REQUEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.contract-request+json";
+/// Payload type of a signed agreement.
+pub const AGREEMENT_PAYLOAD_TYPE: &str = "application/vnd.liutong.agreement+json";
+/// Longest a contract request may be valid; a replay after that is refused by expiry,
+/// before it by its nonce.
+const MAX_REQUEST_LIFETIME: i64 = 600;
+/// Clock difference tolerated between nodes.
+const CLOCK_SKEW: i64 = 60;
+
+const NEGOTIATIONS: &str = "negotiations";
+const NONCES: &str = "nonces";
+
+/// What the consumer signs to ask for a contract.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractRequest {
+    pub negotiation_id: String,
+    pub consumer: ParticipantId,
+    pub provider: ParticipantId,
+    pub offer_id: String,
+    pub purpose: String,
+    /// Random, used once: a replayed request is refused.
+    pub nonce: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// The digital contract: what both parties sign.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agreement {
+    pub agreement_id: String,
+    pub negotiation_id: String,
+    pub provider: ParticipantId,
+    pub consumer: ParticipantId,
+    pub offer_id: String,
+    pub product_id: String,
+    pub version: u32,
+    /// SHA-256 of the product version's payload, hex.
+    pub product_sha256: String,
+    pub size: u64,
+    pub classification: Classification,
+    pub purpose: String,
+    /// The agreement's policy, ODRL 2.2 JSON-LD; its offer implies it.
+    pub policy: serde_json::Value,
+    pub agreed_at: i64,
+    /// Who approved it, when the guardrails asked for a person's approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+/// A negotiation's state (Dataspace Protocol names).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum NegotiationStatus {
+    Requested,
+    Offered,
+    Accepted,
+    Agreed,
+    Verified,
+    Finalized,
+    Terminated,
+}
+
+impl std::fmt::Display for NegotiationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Requested => "REQUESTED",
+            Self::Offered => "OFFERED",
+            Self::Accepted => "ACCEPTED",
+            Self::Agreed => "AGREED",
+            Self::Verified => "VERIFIED",
+            Self::Finalized => "FINALIZED",
+            Self::Terminated => "TERMINATED",
+        })
+    }
+}
+
+/// This node's side of a negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Provider,
+    Consumer,
+}
+
+/// A negotiation as this node keeps it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Negotiation {
+    pub id: String,
+    pub role: Role,
+    /// The other party.
+    pub peer: ParticipantId,
+    /// The provider's address (consumer side).
+    pub peer_address: String,
+    pub offer_id: String,
+    pub purpose: String,
+    pub state: NegotiationStatus,
+    pub reason: String,
+    pub failed_constraints: Vec<String>,
+    /// The signed contract request.
+    pub request: Envelope,
+    /// The offer's policy and classification as the consumer saw them (consumer side),
+    /// to check that the agreement only narrows the offer.
+    pub offer_policy: Option<serde_json::Value>,
+    pub offer_classification: Option<Classification>,
+    /// The agreement envelope, from AGREED on (both signatures from VERIFIED on).
+    pub agreement: Option<Envelope>,
+    pub agreement_id: Option<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ContractError {
+    #[error("negotiation {0} does not exist")]
+    NotFound(String),
+    #[error("offer {0} does not exist")]
+    UnknownOffer(String),
+    #[error("negotiation {0} already exists")]
+    Exists(String),
+    #[error(
+        "this contract request was already received (nonce {0}); a replayed request is refused"
+    )]
+    Replay(String),
+    #[error("the contract request {0}")]
+    Expired(String),
+    #[error("{0}")]
+    Signature(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("negotiation {id} is {state}; {what}")]
+    WrongState {
+        id: String,
+        state: NegotiationStatus,
+        what: String,
+    },
+    #[error("the provider's policy refuses the request: {explanation}")]
+    Denied {
+        explanation: String,
+        failed: Vec<String>,
+    },
+    #[error("the policy cannot be used: {0}")]
+    Policy(String),
+    #[error("the peer: {0}")]
+    Peer(tonic::Status),
+    #[error("cannot reach the peer: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the audit log cannot be written, so the step is refused: {0}")]
+    Audit(String),
+}
+
+/// The negotiations this node takes part in.
+#[derive(Clone)]
+pub struct Contracts {
+    storage: Arc<dyn Storage>,
+}
+
+impl Contracts {
+    pub fn new(storage: Arc<dyn Storage>) -> Self {
+        Self { storage }
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Negotiation>, ContractError> {
+        self.storage
+            .get(NEGOTIATIONS, id.as_bytes())?
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    ContractError::Invalid(format!("stored negotiation {id} is damaged: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn list(&self) -> Result<Vec<Negotiation>, ContractError> {
+        self.storage
+            .scan_prefix(NEGOTIATIONS, b"")?
+            .iter()
+            .map(|(_, v)| {
+                serde_json::from_slice(v).map_err(|e| {
+                    ContractError::Invalid(format!("stored negotiation is damaged: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// The negotiation whose agreement has this ID.
+    pub fn by_agreement(&self, agreement_id: &str) -> Result<Option<Negotiation>, ContractError> {
+        Ok(self
+            .list()?
+            .into_iter()
+            .find(|n| n.agreement_id.as_deref() == Some(agreement_id)))
+    }
+
+    async fn save(&self, n: &Negotiation) -> Result<(), ContractError> {
+        let bytes = serde_json::to_vec(n).expect("negotiations serialize");
+        self.storage
+            .put_durable(NEGOTIATIONS, n.id.as_bytes(), &bytes)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Negotiation {
+    /// The agreement's content, without checking signatures (for display and lookups).
+    pub fn agreement_content(&self) -> Option<Agreement> {
+        self.agreement.as_ref().and_then(|e| e.peek_json().ok())
+    }
+
+    pub fn to_state_proto(&self) -> NegotiationState {
+        NegotiationState {
+            negotiation_id: self.id.clone(),
+            state: self.state.to_string(),
+            reason: self.reason.clone(),
+            agreement: self.agreement.clone().map(Into::into),
+            failed_constraints: self.failed_constraints.clone(),
+        }
+    }
+
+    pub fn to_proto(&self) -> liutong_proto::v1::Contract {
+        liutong_proto::v1::Contract {
+            negotiation_id: self.id.clone(),
+            role: match self.role {
+                Role::Provider => "provider",
+                Role::Consumer => "consumer",
+            }
+            .to_owned(),
+            peer: self.peer.to_string(),
+            peer_address: self.peer_address.clone(),
+            offer_id: self.offer_id.clone(),
+            purpose: self.purpose.clone(),
+            state: self.state.to_string(),
+            reason: self.reason.clone(),
+            failed_constraints: self.failed_constraints.clone(),
+            agreement_id: self.agreement_id.clone().unwrap_or_default(),
+            agreement_json: self
+                .agreement
+                .as_ref()
+                .map(Envelope::to_json)
+                .unwrap_or_default(),
+            created_at_unix: self.created_at,
+            updated_at_unix: self.updated_at,
+        }
+    }
+}
+
+fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    format!("{prefix}-{}", hex::encode(bytes))
+}
+
+async fn log(
+    context: &NodeContext,
+    kind: EventKind,
+    n: &Negotiation,
+    detail: String,
+) -> Result<(), ContractError> {
+    let mut event = Event::new(kind, now(), detail);
+    event.participant = Some(n.peer.to_string());
+    event.agreement = n.agreement_id.clone();
+    event.product = crate::catalog::product::parse_offer_id(&n.offer_id).map(|(p, _)| p.to_owned());
+    context
+        .audit
+        .append(&event)
+        .await
+        .map(|_| ())
+        .map_err(|e| ContractError::Audit(e.to_string()))
+}
+
+/// Moves a negotiation to a new state: stored durably and logged before anyone is told.
+async fn transition(
+    context: &NodeContext,
+    n: &mut Negotiation,
+    state: NegotiationStatus,
+    reason: &str,
+) -> Result<(), ContractError> {
+    let from = n.state;
+    n.state = state;
+    n.reason = reason.to_owned();
+    n.updated_at = now();
+    context.contracts.save(n).await?;
+    let detail = if from == state {
+        format!(
+            "negotiation {} {state} ({:?} side){}",
+            n.id,
+            n.role,
+            suffix(reason)
+        )
+    } else {
+        format!(
+            "negotiation {} {from} → {state} ({:?} side){}",
+            n.id,
+            n.role,
+            suffix(reason)
+        )
+    };
+    log(context, EventKind::NegotiationStateChanged, n, detail).await
+}
+
+fn suffix(reason: &str) -> String {
+    if reason.is_empty() {
+        String::new()
+    } else {
+        format!(": {reason}")
+    }
+}
+
+// ---- provider side ----------------------------------------------------------------
+
+/// The provider receives a signed contract request from `caller`.
+pub async fn receive_request(
+    context: &NodeContext,
+    caller: &Membership,
+    envelope: Envelope,
+) -> Result<Negotiation, ContractError> {
+    let request: ContractRequest = envelope
+        .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
+        .map_err(|e| {
+            ContractError::Signature(format!(
+                "the contract request is not signed by the caller: {e}"
+            ))
+        })?;
+    if request.consumer != caller.participant_id {
+        return Err(ContractError::Forbidden(format!(
+            "the request names consumer {}, but the caller is {}",
+            request.consumer, caller.participant_id
+        )));
+    }
+    if request.provider != context.membership.participant_id {
+        return Err(ContractError::Invalid(format!(
+            "provider: the request is addressed to {}, but this node is {}",
+            request.provider, context.membership.participant_id
+        )));
+    }
+    let t = now();
+    if request.expires_at <= t {
+        return Err(ContractError::Expired(format!(
+            "expired at {}",
+            crate::tls::auth::format_unix(request.expires_at.max(0) as u64)
+        )));
+    }
+    if request.created_at > t + CLOCK_SKEW
+        || request.expires_at - request.created_at > MAX_REQUEST_LIFETIME
+    {
+        return Err(ContractError::Expired(format!(
+            "has an invalid validity (created {}, expires {}); at most {MAX_REQUEST_LIFETIME} s",
+            request.created_at, request.expires_at
+        )));
+    }
+    if request.purpose.trim().is_empty() {
+        return Err(ContractError::Invalid("purpose: declare a purpose".into()));
+    }
+    // The nonce is kept at least until the request expires; a replay inside that time
+    // is refused here, after it by the expiry check above.
+    let nonce_key = format!("{}/{}", request.consumer, request.nonce);
+    if !context.storage.insert_new(
+        NONCES,
+        nonce_key.as_bytes(),
+        &request.expires_at.to_be_bytes(),
+    )? {
+        return Err(ContractError::Replay(request.nonce));
+    }
+    if context.contracts.get(&request.negotiation_id)?.is_some() {
+        return Err(ContractError::Exists(request.negotiation_id));
+    }
+    let product = context
+        .catalog
+        .offer(&request.offer_id, caller, time::OffsetDateTime::now_utc())
+        .map_err(|_| ContractError::UnknownOffer(request.offer_id.clone()))?;
+    let policy = context
+        .catalog
+        .policy_of(&product)
+        .map_err(|e| ContractError::Policy(e.to_string()))?
+        .ok_or_else(|| ContractError::UnknownOffer(request.offer_id.clone()))?;
+
+    let mut n = Negotiation {
+        id: request.negotiation_id.clone(),
+        role: Role::Provider,
+        peer: caller.participant_id.clone(),
+        peer_address: String::new(),
+        offer_id: request.offer_id.clone(),
+        purpose: request.purpose.clone(),
+        state: NegotiationStatus::Requested,
+        reason: String::new(),
+        failed_constraints: Vec::new(),
+        request: envelope,
+        offer_policy: None,
+        offer_classification: None,
+        agreement: None,
+        agreement_id: None,
+        created_at: t,
+        updated_at: t,
+    };
+    let decision = liutong_policy::evaluate(
+        &policy,
+        &Request {
+            scope: Scope::Negotiation,
+            action: Action::Use,
+            requester: requester_of(caller),
+            purpose: Some(request.purpose.clone()),
+        },
+        &PolicyState::initial(time::OffsetDateTime::now_utc()),
+    );
+    let mut decision_event = Event::new(
+        EventKind::PolicyDecision,
+        t,
+        format!(
+            "negotiation scope, offer {}, purpose {}: {}",
+            request.offer_id,
+            request.purpose,
+            decision.explain()
+        ),
+    );
+    decision_event.participant = Some(caller.participant_id.to_string());
+    decision_event.product = Some(product.product_id.clone());
+    context
+        .audit
+        .append(&decision_event)
+        .await
+        .map_err(|e| ContractError::Audit(e.to_string()))?;
+
+    if !decision.is_permit() {
+        n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
+        let explanation = decision.explain();
+        transition(context, &mut n, NegotiationStatus::Terminated, &explanation).await?;
+        return Err(ContractError::Denied {
+            explanation,
+            failed: n.failed_constraints,
+        });
+    }
+    if decision.approval_required {
+        transition(
+            context,
+            &mut n,
+            NegotiationStatus::Requested,
+            "waiting for a person's approval at the provider (important data)",
+        )
+        .await?;
+        return Ok(n);
+    }
+    agree(context, &mut n, &policy, None).await?;
+    Ok(n)
+}
+
+/// Signs the agreement: the offer's policy, narrowed to this consumer.
+async fn agree(
+    context: &NodeContext,
+    n: &mut Negotiation,
+    offer: &CompiledPolicy,
+    approved_by: Option<String>,
+) -> Result<(), ContractError> {
+    let (product_id, version) = crate::catalog::product::parse_offer_id(&n.offer_id)
+        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
+    let product = context
+        .catalog
+        .products
+        .get(product_id, version)
+        .map_err(|e| ContractError::Invalid(e.to_string()))?
+        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
+    let agreement_id = random_id("agr");
+    let mut policy = offer.policy().clone();
+    policy.policy_type = PolicyType::Agreement;
+    policy.uid = format!("urn:liutong:agreement:{agreement_id}");
+    policy.assignee = Some(
+        n.peer
+            .as_str()
+            .parse()
+            .map_err(|e: String| ContractError::Invalid(e))?,
+    );
+    let compiled = liutong_policy::compile(
+        policy,
+        &context.catalog.compile_context(product.classification),
+    )
+    .map_err(|e| ContractError::Policy(e.to_string()))?;
+    if !liutong_policy::implies(&compiled, offer) {
+        return Err(ContractError::Policy(format!(
+            "the agreement would not narrow its offer: {}",
+            liutong_policy::narrowing_gaps(&compiled, offer).join("; ")
+        )));
+    }
+    let agreement = Agreement {
+        agreement_id: agreement_id.clone(),
+        negotiation_id: n.id.clone(),
+        provider: context.membership.participant_id.clone(),
+        consumer: n.peer.clone(),
+        offer_id: n.offer_id.clone(),
+        product_id: product.product_id.clone(),
+        version: product.version,
+        product_sha256: product.sha256.clone(),
+        size: product.size,
+        classification: product.classification,
+        purpose: n.purpose.clone(),
+        policy: compiled.policy().to_odrl(),
+        agreed_at: now(),
+        approved_by,
+    };
+    n.agreement = Some(Envelope::sign_json(
+        AGREEMENT_PAYLOAD_TYPE,
+        &agreement,
+        &context.signing_key,
+    ));
+    n.agreement_id = Some(agreement_id);
+    transition(context, n, NegotiationStatus::Agreed, "").await
+}
+
+/// A person approves a request waiting for approval (provider side).
+pub async fn approve(
+    context: &NodeContext,
+    id: &str,
+    by: &str,
+) -> Result<Negotiation, ContractError> {
+    let mut n = context
+        .contracts
+        .get(id)?
+        .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+    if n.role != Role::Provider || n.state != NegotiationStatus::Requested {
+        return Err(ContractError::WrongState {
+            id: n.id,
+            state: n.state,
+            what: "only a request waiting at this provider can be approved".into(),
+        });
+    }
+    // The requester must still be a member, and the offer still there.
+    let caller = context.trust.member(&n.peer).ok_or_else(|| {
+        ContractError::Forbidden(format!(
+            "{} is no longer a member of the data space",
+            n.peer
+        ))
+    })?;
+    let product = context
+        .catalog
+        .offer(&n.offer_id, &caller, time::OffsetDateTime::now_utc())
+        .map_err(|_| ContractError::UnknownOffer(n.offer_id.clone()))?;
+    let policy = context
+        .catalog
+        .policy_of(&product)
+        .map_err(|e| ContractError::Policy(e.to_string()))?
+        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
+    agree(context, &mut n, &policy, Some(by.to_owned())).await?;
+    Ok(n)
+}
+
+/// A person rejects a request waiting for approval (provider side).
+pub async fn reject(
+    context: &NodeContext,
+    id: &str,
+    reason: &str,
+) -> Result<Negotiation, ContractError> {
+    if reason.trim().is_empty() {
+        return Err(ContractError::Invalid(
+            "reason: say why; the consumer reads it".into(),
+        ));
+    }
+    let mut n = context
+        .contracts
+        .get(id)?
+        .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+    if n.role != Role::Provider || n.state != NegotiationStatus::Requested {
+        return Err(ContractError::WrongState {
+            id: n.id,
+            state: n.state,
+            what: "only a request waiting at this provider can be rejected".into(),
+        });
+    }
+    transition(
+        context,
+        &mut n,
+        NegotiationStatus::Terminated,
+        &format!("rejected by the provider: {}", reason.trim()),
+    )
+    .await?;
+    Ok(n)
+}
+
+/// The consumer asks how its negotiation stands.
+pub fn state_for(
+    context: &NodeContext,
+    caller: &Membership,
+    id: &str,
+) -> Result<Negotiation, ContractError> {
+    let n = context
+        .contracts
+        .get(id)?
+        .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+    if n.role != Role::Provider || n.peer != caller.participant_id {
+        // Other participants' negotiations are not theirs to see.
+        return Err(ContractError::NotFound(id.to_owned()));
+    }
+    Ok(n)
+}
+
+/// The consumer returns the agreement countersigned (provider side).
+pub async fn receive_countersigned(
+    context: &NodeContext,
+    caller: &Membership,
+    id: &str,
+    envelope: Envelope,
+) -> Result<Negotiation, ContractError> {
+    let mut n = state_for(context, caller, id)?;
+    if n.state == NegotiationStatus::Finalized {
+        // A retry of a Verify that already went through must carry the same contract.
+        let ours = n
+            .agreement
+            .as_ref()
+            .expect("FINALIZED negotiations carry their agreement");
+        if envelope.payload != ours.payload {
+            return Err(ContractError::Signature(
+                "the agreement is not the one both parties signed (modified)".into(),
+            ));
+        }
+        return Ok(n);
+    }
+    if n.state != NegotiationStatus::Agreed {
+        return Err(ContractError::WrongState {
+            id: n.id,
+            state: n.state,
+            what: "only an AGREED negotiation can be verified".into(),
+        });
+    }
+    let ours = n
+        .agreement
+        .as_ref()
+        .expect("AGREED negotiations carry their agreement");
+    if envelope.payload_type != ours.payload_type || envelope.payload != ours.payload {
+        return Err(ContractError::Signature(
+            "the countersigned agreement is not the agreement this provider signed (modified)"
+                .into(),
+        ));
+    }
+    envelope
+        .verify(&context.signing_key.public_key())
+        .map_err(|e| ContractError::Signature(format!("the provider's signature: {e}")))?;
+    envelope
+        .verify(&caller.signing_key)
+        .map_err(|e| ContractError::Signature(format!("the consumer's countersignature: {e}")))?;
+    n.agreement = Some(envelope);
+    transition(context, &mut n, NegotiationStatus::Verified, "").await?;
+    transition(context, &mut n, NegotiationStatus::Finalized, "").await?;
+    Ok(n)
+}
+
+// ---- consumer side ----------------------------------------------------------------
+
+async fn provider_channel(
+    context: &NodeContext,
+    address: &str,
+) -> Result<tonic::transport::Channel, ContractError> {
+    let config = context
+        .peer_client_config()
+        .map_err(|e| ContractError::Unreachable(e.to_string()))?;
+    tls::connect(address, config)
+        .await
+        .map_err(|e| ContractError::Unreachable(e.to_string()))
+}
+
+/// The consumer asks a provider for a contract.
+pub async fn request(
+    context: &NodeContext,
+    address: &str,
+    offer_id: &str,
+    purpose: &str,
+) -> Result<Negotiation, ContractError> {
+    if purpose.trim().is_empty() {
+        return Err(ContractError::Invalid("purpose: declare a purpose".into()));
+    }
+    let channel = provider_channel(context, address).await?;
+    let offer = CatalogClient::new(channel.clone())
+        .get(GetOfferRequest {
+            offer_id: offer_id.to_owned(),
+        })
+        .await
+        .map_err(ContractError::Peer)?
+        .into_inner();
+    let provider = ParticipantId::parse(&offer.owner)
+        .map_err(|e| ContractError::Invalid(format!("the offer's owner: {e}")))?;
+    let t = now();
+    let mut nonce = [0u8; 16];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+    let request = ContractRequest {
+        negotiation_id: random_id("neg"),
+        consumer: context.membership.participant_id.clone(),
+        provider: provider.clone(),
+        offer_id: offer_id.to_owned(),
+        purpose: purpose.trim().to_owned(),
+        nonce: hex::encode(nonce),
+        created_at: t,
+        expires_at: t + 300,
+    };
+    let envelope = Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &request, &context.signing_key);
+    let mut n = Negotiation {
+        id: request.negotiation_id.clone(),
+        role: Role::Consumer,
+        peer: provider,
+        peer_address: address.to_owned(),
+        offer_id: offer_id.to_owned(),
+        purpose: request.purpose.clone(),
+        state: NegotiationStatus::Requested,
+        reason: String::new(),
+        failed_constraints: Vec::new(),
+        request: envelope.clone(),
+        offer_policy: serde_json::from_str(&offer.policy_odrl_json).ok(),
+        offer_classification: offer.classification.parse().ok(),
+        agreement: None,
+        agreement_id: None,
+        created_at: t,
+        updated_at: t,
+    };
+    transition(
+        context,
+        &mut n,
+        NegotiationStatus::Requested,
+        "sent to the provider",
+    )
+    .await?;
+    let answer = NegotiationClient::new(channel)
+        .request(NegotiationRequest {
+            request: Some(envelope.into()),
+        })
+        .await;
+    match answer {
+        Ok(state) => {
+            advance(context, &mut n, state.into_inner()).await?;
+            Ok(n)
+        }
+        Err(status) => {
+            if status.code() == tonic::Code::PermissionDenied {
+                n.failed_constraints = vec![status.message().to_owned()];
+            }
+            transition(
+                context,
+                &mut n,
+                NegotiationStatus::Terminated,
+                &format!("the provider refused: {}", status.message()),
+            )
+            .await?;
+            Err(ContractError::Peer(status))
+        }
+    }
+}
+
+/// Takes the provider's answer: when it is AGREED, checks and countersigns the
+/// agreement and sends it back.
+async fn advance(
+    context: &NodeContext,
+    n: &mut Negotiation,
+    answer: NegotiationState,
+) -> Result<(), ContractError> {
+    match answer.state.as_str() {
+        "AGREED" | "FINALIZED" | "VERIFIED" => {}
+        "TERMINATED" => {
+            n.failed_constraints = answer.failed_constraints;
+            return transition(context, n, NegotiationStatus::Terminated, &answer.reason).await;
+        }
+        _ => {
+            if n.reason != answer.reason {
+                let reason = answer.reason.clone();
+                transition(context, n, NegotiationStatus::Requested, &reason).await?;
+            }
+            return Ok(());
+        }
+    }
+    let envelope: Envelope = answer
+        .agreement
+        .ok_or_else(|| {
+            ContractError::Invalid("the provider answered AGREED without an agreement".into())
+        })?
+        .into();
+    let provider = context.trust.member(&n.peer).ok_or_else(|| {
+        ContractError::Forbidden(format!("the provider {} is not a current member", n.peer))
+    })?;
+    let agreement: Agreement = envelope
+        .open_json(AGREEMENT_PAYLOAD_TYPE, &provider.signing_key)
+        .map_err(|e| ContractError::Signature(format!("the provider's agreement: {e}")))?;
+    check_agreement(context, n, &agreement)?;
+    let mut countersigned = envelope;
+    if countersigned
+        .verify(&context.signing_key.public_key())
+        .is_err()
+    {
+        countersigned.add_signature(&context.signing_key);
+    }
+    n.agreement = Some(countersigned.clone());
+    n.agreement_id = Some(agreement.agreement_id.clone());
+    transition(context, n, NegotiationStatus::Verified, "countersigned").await?;
+    let channel = provider_channel(context, &n.peer_address).await?;
+    let done = NegotiationClient::new(channel)
+        .verify(VerifyAgreementRequest {
+            negotiation_id: n.id.clone(),
+            agreement: Some(countersigned.into()),
+        })
+        .await
+        .map_err(ContractError::Peer)?
+        .into_inner();
+    if done.state != "FINALIZED" {
+        return Err(ContractError::Invalid(format!(
+            "the provider answered {} to the countersigned agreement",
+            done.state
+        )));
+    }
+    transition(context, n, NegotiationStatus::Finalized, "").await
+}
+
+/// The consumer's checks of an agreement: it is for this request, and its policy only
+/// narrows the offer the consumer saw.
+fn check_agreement(
+    context: &NodeContext,
+    n: &Negotiation,
+    a: &Agreement,
+) -> Result<(), ContractError> {
+    let mismatch = |what: &str| {
+        ContractError::Invalid(format!(
+            "the agreement does not match the request: {what} differs"
+        ))
+    };
+    if a.negotiation_id != n.id {
+        return Err(mismatch("negotiation"));
+    }
+    if a.consumer != context.membership.participant_id {
+        return Err(mismatch("consumer"));
+    }
+    if a.provider != n.peer {
+        return Err(mismatch("provider"));
+    }
+    if a.offer_id != n.offer_id {
+        return Err(mismatch("offer"));
+    }
+    if a.purpose != n.purpose {
+        return Err(mismatch("purpose"));
+    }
+    let (Some(offer_odrl), Some(classification)) = (&n.offer_policy, n.offer_classification) else {
+        return Err(ContractError::Policy(
+            "the offer's policy was not recorded".into(),
+        ));
+    };
+    let context = analysis_context(classification);
+    let compile = |v: &serde_json::Value| -> Result<CompiledPolicy, ContractError> {
+        let policy =
+            Policy::from_odrl_value(v).map_err(|e| ContractError::Policy(e.to_string()))?;
+        liutong_policy::compile(policy, &context).map_err(|e| ContractError::Policy(e.to_string()))
+    };
+    let offer = compile(offer_odrl)?;
+    let agreement = compile(&a.policy)?;
+    if !liutong_policy::implies(&agreement, &offer) {
+        return Err(ContractError::Policy(format!(
+            "the agreement's policy grants more than the offer: {}",
+            liutong_policy::narrowing_gaps(&agreement, &offer).join("; ")
+        )));
+    }
+    Ok(())
+}
+
+/// A compile context for checking another node's policies: the provider's own
+/// guardrails already applied, so any province is accepted here.
+fn analysis_context(classification: Classification) -> CompileContext {
+    const PROVINCES: [&str; 34] = [
+        "110000", "120000", "130000", "140000", "150000", "210000", "220000", "230000", "310000",
+        "320000", "330000", "340000", "350000", "360000", "370000", "410000", "420000", "430000",
+        "440000", "450000", "460000", "500000", "510000", "520000", "530000", "540000", "610000",
+        "620000", "630000", "640000", "650000", "710000", "810000", "820000",
+    ];
+    CompileContext::new(classification).with_guardrails(Guardrails {
+        important_regions: PROVINCES.iter().filter_map(|p| p.parse().ok()).collect(),
+        important_requires_approval: true,
+    })
+}
+
+/// Asks providers about requests that wait for approval (consumer side); runs on an
+/// interval in the node.
+pub async fn poll_pending(context: &NodeContext) {
+    let pending = match context.contracts.list() {
+        Ok(all) => all
+            .into_iter()
+            .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Requested),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list negotiations");
+            return;
+        }
+    };
+    for mut n in pending {
+        let answer = match provider_channel(context, &n.peer_address).await {
+            Ok(channel) => NegotiationClient::new(channel)
+                .get(GetNegotiationRequest {
+                    negotiation_id: n.id.clone(),
+                })
+                .await
+                .map(tonic::Response::into_inner),
+            Err(e) => {
+                tracing::debug!(negotiation = %n.id, error = %e, "provider not reachable");
+                continue;
+            }
+        };
+        let result = match answer {
+            Ok(state) => advance(context, &mut n, state).await,
+            Err(status) => Err(ContractError::Peer(status)),
+        };
+        if let Err(e) = result {
+            tracing::warn!(negotiation = %n.id, error = %e, "negotiation could not advance");
+        }
+    }
+}

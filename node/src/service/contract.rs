@@ -1,0 +1,88 @@
+//! Handlers for contract negotiation: the peer API's `Negotiation` service and the
+//! local API's contract commands.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::peer_caller;
+use crate::contract::{self, ContractError};
+use crate::runtime::NodeContext;
+use liutong_proto::v1::negotiation_server::Negotiation;
+use liutong_proto::v1::{
+    GetNegotiationRequest, NegotiationRequest, NegotiationState, VerifyAgreementRequest,
+};
+
+/// A contract error as the status a person can act on.
+pub(super) fn contract_status(e: ContractError) -> Status {
+    let message = e.to_string();
+    match e {
+        ContractError::NotFound(_) | ContractError::UnknownOffer(_) => Status::not_found(message),
+        ContractError::Exists(_) => Status::already_exists(message),
+        ContractError::Replay(_) | ContractError::Expired(_) | ContractError::WrongState { .. } => {
+            Status::failed_precondition(message)
+        }
+        ContractError::Signature(_) => Status::data_loss(message),
+        ContractError::Invalid(_) => Status::invalid_argument(message),
+        ContractError::Forbidden(_) | ContractError::Denied { .. } => {
+            Status::permission_denied(message)
+        }
+        ContractError::Policy(_) => Status::failed_precondition(message),
+        ContractError::Peer(status) => Status::new(
+            status.code(),
+            format!("the provider answered: {}", status.message()),
+        ),
+        ContractError::Unreachable(_) => Status::unavailable(message),
+        ContractError::Storage(_) | ContractError::Audit(_) => Status::unavailable(message),
+    }
+}
+
+pub struct NegotiationService {
+    pub(super) context: Arc<NodeContext>,
+}
+
+#[tonic::async_trait]
+impl Negotiation for NegotiationService {
+    async fn request(
+        &self,
+        request: Request<NegotiationRequest>,
+    ) -> Result<Response<NegotiationState>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let envelope = request.into_inner().request.ok_or_else(|| {
+            Status::invalid_argument("request: the signed contract request is missing")
+        })?;
+        contract::receive_request(&self.context, &caller, envelope.into())
+            .await
+            .map(|n| Response::new(n.to_state_proto()))
+            .map_err(contract_status)
+    }
+
+    async fn get(
+        &self,
+        request: Request<GetNegotiationRequest>,
+    ) -> Result<Response<NegotiationState>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let id = request.into_inner().negotiation_id;
+        contract::state_for(&self.context, &caller, &id)
+            .map(|n| Response::new(n.to_state_proto()))
+            .map_err(contract_status)
+    }
+
+    async fn verify(
+        &self,
+        request: Request<VerifyAgreementRequest>,
+    ) -> Result<Response<NegotiationState>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let VerifyAgreementRequest {
+            negotiation_id,
+            agreement,
+        } = request.into_inner();
+        let envelope = agreement.ok_or_else(|| {
+            Status::invalid_argument("agreement: the countersigned agreement is missing")
+        })?;
+        contract::receive_countersigned(&self.context, &caller, &negotiation_id, envelope.into())
+            .await
+            .map(|n| Response::new(n.to_state_proto()))
+            .map_err(contract_status)
+    }
+}
