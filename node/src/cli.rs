@@ -2,6 +2,7 @@
 //! library. Errors reach `main` as `anyhow::Error` and are printed plainly; the exit
 //! code is 0 on success, 1 on failure, 2 for a usage error.
 
+mod contract;
 mod product;
 
 use std::net::SocketAddr;
@@ -97,6 +98,9 @@ pub enum Command {
     /// Publish and inspect this node's data products.
     #[command(subcommand)]
     Product(product::ProductCommand),
+    /// Negotiate contracts (agreements) with providers; approve requests as a provider.
+    #[command(subcommand)]
+    Contract(contract::ContractCommand),
     /// Browse a peer's catalog: the offers it shows this node.
     Catalog {
         /// The peer's host:port.
@@ -265,6 +269,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Authority(cmd) => authority_command(cmd).await,
         Command::Product(cmd) => product::run(cmd).await,
+        Command::Contract(cmd) => contract::run(cmd).await,
         Command::Catalog { peer, local, json } => product::catalog(peer, local, json).await,
         Command::Status { local, json } => status(&local, json).await,
         Command::Trust(TrustCommand::Refresh { local }) => {

@@ -1,0 +1,219 @@
+//! `liutong contract …`: negotiating agreements with providers, and approving the
+//! requests that wait for a person.
+
+use clap::Subcommand;
+use liutong_proto::v1::{
+    ApproveContractRequest, Contract, GetContractRequest, ListContractsRequest,
+    RejectContractRequest, RequestContractRequest,
+};
+
+use super::{LocalArgs, status_error};
+
+#[derive(Subcommand, Debug)]
+pub enum ContractCommand {
+    /// Ask a provider for a contract on one of its offers, for a declared purpose.
+    Request {
+        /// The provider's host:port.
+        #[arg(long)]
+        peer: String,
+        /// The offer ID from `liutong catalog --peer`.
+        #[arg(long)]
+        offer: String,
+        /// The purpose, a term of the purpose vocabulary (e.g. urbanPlanning,
+        /// scientificResearch, statistics).
+        #[arg(long)]
+        purpose: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the negotiations this node takes part in.
+    List {
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one negotiation (by negotiation or agreement ID), with its agreement.
+    Show {
+        id: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a request that waits for a person (important data). Provider side.
+    Approve {
+        id: String,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// Reject a request that waits for a person. Provider side.
+    Reject {
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+}
+
+pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
+    match cmd {
+        ContractCommand::Request {
+            peer,
+            offer,
+            purpose,
+            local,
+            json,
+        } => {
+            let c = local
+                .admin()
+                .await?
+                .request_contract(RequestContractRequest {
+                    peer,
+                    offer_id: offer,
+                    purpose,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_contract(&c, json, false);
+            if c.state == "REQUESTED" && !json {
+                println!(
+                    "the provider must approve this request; this node finalizes it on its \
+                     own once approved (see `liutong contract show {}`)",
+                    c.negotiation_id
+                );
+            }
+            Ok(())
+        }
+        ContractCommand::List { local, json } => {
+            let all = local
+                .admin()
+                .await?
+                .list_contracts(ListContractsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .contracts;
+            if json {
+                let v: Vec<_> = all.iter().map(contract_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if all.is_empty() {
+                println!("no negotiations yet");
+            } else {
+                for c in &all {
+                    println!(
+                        "{}  {:<10} {:<8} peer {}  offer {}  purpose {}{}",
+                        c.negotiation_id,
+                        c.state,
+                        c.role,
+                        c.peer,
+                        c.offer_id,
+                        c.purpose,
+                        if c.agreement_id.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  agreement {}", c.agreement_id)
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
+        ContractCommand::Show { id, local, json } => {
+            let c = local
+                .admin()
+                .await?
+                .get_contract(GetContractRequest { negotiation_id: id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_contract(&c, json, true);
+            Ok(())
+        }
+        ContractCommand::Approve { id, local } => {
+            let c = local
+                .admin()
+                .await?
+                .approve_contract(ApproveContractRequest { negotiation_id: id })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_contract(&c, false, false);
+            Ok(())
+        }
+        ContractCommand::Reject { id, reason, local } => {
+            let c = local
+                .admin()
+                .await?
+                .reject_contract(RejectContractRequest {
+                    negotiation_id: id,
+                    reason,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_contract(&c, false, false);
+            Ok(())
+        }
+    }
+}
+
+fn print_contract(c: &Contract, json: bool, with_agreement: bool) {
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&contract_json(c)).unwrap_or_default()
+        );
+        return;
+    }
+    println!(
+        "negotiation {}  {}  ({} side)",
+        c.negotiation_id, c.state, c.role
+    );
+    println!(
+        "  peer {}  offer {}  purpose {}",
+        c.peer, c.offer_id, c.purpose
+    );
+    if !c.reason.is_empty() {
+        println!("  {}", c.reason);
+    }
+    for f in &c.failed_constraints {
+        println!("  failed: {f}");
+    }
+    if !c.agreement_id.is_empty() {
+        println!("  agreement {}", c.agreement_id);
+    }
+    if with_agreement && !c.agreement_json.is_empty() {
+        if let Ok(env) = serde_json::from_str::<crate::identity::Envelope>(&c.agreement_json)
+            && let Ok(content) = env.peek_json::<serde_json::Value>()
+        {
+            println!("  signatures: {}", env.signatures.len());
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&content).unwrap_or_default()
+            );
+        }
+    }
+}
+
+fn contract_json(c: &Contract) -> serde_json::Value {
+    serde_json::json!({
+        "negotiation_id": c.negotiation_id,
+        "role": c.role,
+        "peer": c.peer,
+        "peer_address": c.peer_address,
+        "offer_id": c.offer_id,
+        "purpose": c.purpose,
+        "state": c.state,
+        "reason": c.reason,
+        "failed_constraints": c.failed_constraints,
+        "agreement_id": c.agreement_id,
+        "agreement": serde_json::from_str::<serde_json::Value>(&c.agreement_json).unwrap_or(serde_json::Value::Null),
+        "created_at": c.created_at_unix,
+        "updated_at": c.updated_at_unix,
+    })
+}
