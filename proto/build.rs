@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "liutong/v1/authority.proto",
     "liutong/v1/node.proto",
     "liutong/v1/admin.proto",
+    "liutong/v1/audit.proto",
 ];
 
 fn main() {

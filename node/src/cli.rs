@@ -2,6 +2,8 @@
 //! library. Errors reach `main` as `anyhow::Error` and are printed plainly; the exit
 //! code is 0 on success, 1 on failure, 2 for a usage error.
 
+mod audit;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -88,6 +90,9 @@ pub enum Command {
     /// Talk to other members' nodes.
     #[command(subcommand)]
     Peer(PeerCommand),
+    /// Read and check the tamper-evident audit log (auditors; any member for checkpoints).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -262,6 +267,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit(cmd) => audit::run(cmd).await,
         Command::Peer(PeerCommand::Describe {
             address,
             local,

@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::cosigning::{self, Cosigning};
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
+use crate::audit::witnessing::WitnessStore;
 use crate::authority::{BundleManifest, bundle_files};
 use crate::config::NodeConfig;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
@@ -74,6 +76,10 @@ pub struct NodeContext {
     pub storage: Arc<dyn Storage>,
     /// The tamper-evident log of this node's events.
     pub audit: AuditLog,
+    /// Signing checkpoints and collecting witnesses' cosignatures.
+    pub cosigning: Cosigning,
+    /// This node as a witness of other members' logs.
+    pub witness: WitnessStore,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
 }
@@ -176,6 +182,7 @@ pub struct RunningNode {
         JoinHandle<Result<(), tonic::transport::Error>>,
     )>,
     refresher: JoinHandle<()>,
+    checkpointer: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -249,8 +256,10 @@ impl RunningNode {
             tls_identity,
             data_space_roots,
             trust,
+            witness: WitnessStore::new(storage.clone()),
             storage,
             audit,
+            cosigning: Cosigning::default(),
             peer_addr,
             admin_addr,
         });
@@ -262,6 +271,10 @@ impl RunningNode {
                 now(),
                 format!("node started, version {}", service::VERSION),
             ))
+            .await?;
+        context
+            .audit
+            .checkpoint(&context.audit_origin(), &context.signing_key)
             .await?;
 
         match tokio::time::timeout(FIRST_FETCH_TIMEOUT, context.refresh_trust_list()).await {
@@ -302,6 +315,7 @@ impl RunningNode {
                 let _ = stop_admin.wait_for(|s| *s).await;
             },
         ));
+        let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop.clone()));
         let refresher = tokio::spawn(refresh_loop(context.clone(), stop));
         tracing::info!(
             participant = %context.membership.participant_id,
@@ -314,6 +328,7 @@ impl RunningNode {
             shutdown,
             servers: vec![("peer API", peer), ("local API", admin)],
             refresher,
+            checkpointer,
         })
     }
 
@@ -339,6 +354,7 @@ impl RunningNode {
             }
         }
         let _ = self.refresher.await;
+        let _ = self.checkpointer.await;
         let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
         self.context.audit.append(&stopped).await?;
         self.context

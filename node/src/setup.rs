@@ -110,6 +110,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
             refresh_interval: Duration::from_secs(60),
         },
         limits: Limits::default(),
+        audit: Default::default(),
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };
