@@ -12,6 +12,7 @@ const PROTOS: &[&str] = &[
     "liutong/v1/catalog.proto",
     "liutong/v1/contract.proto",
     "liutong/v1/admin.proto",
+    "liutong/v1/audit.proto",
 ];
 
 fn main() {

@@ -2,6 +2,7 @@
 //! library. Errors reach `main` as `anyhow::Error` and are printed plainly; the exit
 //! code is 0 on success, 1 on failure, 2 for a usage error.
 
+mod audit;
 mod contract;
 mod product;
 
@@ -111,6 +112,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Read and check the tamper-evident audit log (auditors; any member for checkpoints).
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -290,6 +294,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Audit(cmd) => audit::run(cmd).await,
         Command::Peer(PeerCommand::Describe {
             address,
             local,

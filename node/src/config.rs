@@ -40,6 +40,7 @@ pub struct NodeConfig {
     pub limits: Limits,
     #[serde(default)]
     pub guardrails: GuardrailsSection,
+    pub audit: AuditSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
@@ -105,6 +106,35 @@ impl GuardrailsSection {
             important_requires_approval: true,
         }
     }
+}
+
+/// The audit log: checkpoints and witnessing (`[audit]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// How often to sign a checkpoint, if the log grew since the last one.
+    #[serde(with = "humantime_serde", default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+    /// Peer API addresses (host:port) of the members asked to cosign each checkpoint.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// How many cosignatures make a checkpoint witnessed.
+    #[serde(default)]
+    pub quorum: u32,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: default_checkpoint_interval(),
+            witnesses: Vec::new(),
+            quorum: 0,
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Present only in the zero-configuration development set-up.
@@ -243,6 +273,27 @@ impl NodeConfig {
             .map(|r| format!("\"{r}\""))
             .collect();
         out.push_str(&format!("important_regions = [{}]\n", regions.join(", ")));
+        out.push_str(
+            "\n[audit]\n\
+             # How often to sign a checkpoint of the audit log (only if it grew).\n",
+        );
+        out.push_str(&format!(
+            "checkpoint_interval = \"{}\"\n",
+            humantime::format_duration(self.audit.checkpoint_interval)
+        ));
+        out.push_str(
+            "# Peer API addresses (host:port) of the members asked to witness (cosign) each\n\
+             # checkpoint, e.g. [\"10.0.0.2:7700\"].\n",
+        );
+        let witnesses: Vec<String> = self
+            .audit
+            .witnesses
+            .iter()
+            .map(|w| toml_string(w))
+            .collect();
+        out.push_str(&format!("witnesses = [{}]\n", witnesses.join(", ")));
+        out.push_str("# How many cosignatures make a checkpoint witnessed.\n");
+        out.push_str(&format!("quorum = {}\n", self.audit.quorum));
         if let Some(dev) = &self.development {
             out.push_str(
                 "\n# DEVELOPMENT ONLY: run this development authority inside the node process.\n\
@@ -284,6 +335,11 @@ mod tests {
             },
             limits: Limits::default(),
             guardrails: GuardrailsSection::default(),
+            audit: AuditSection {
+                witnesses: vec!["127.0.0.1:7710".into()],
+                quorum: 1,
+                ..AuditSection::default()
+            },
             development: Some(Development {
                 authority_dir: "../dev-authority".into(),
             }),
@@ -301,6 +357,9 @@ mod tests {
         assert_eq!(loaded.node.participant, config.node.participant);
         assert_eq!(loaded.authority.name, config.authority.name);
         assert_eq!(loaded.authority.refresh_interval, Duration::from_secs(60));
+        assert_eq!(loaded.audit.witnesses, ["127.0.0.1:7710"]);
+        assert_eq!(loaded.audit.quorum, 1);
+        assert_eq!(loaded.audit.checkpoint_interval, Duration::from_secs(60));
         assert_eq!(loaded.base_dir, dir.path());
         assert_eq!(
             loaded.development_authority_dir().unwrap(),

@@ -562,12 +562,10 @@ pub async fn approve(
         });
     }
     // The requester must still be a member, and the offer still there.
-    let caller = context.trust.member(&n.peer).ok_or_else(|| {
-        ContractError::Forbidden(format!(
-            "{} is no longer a member of the data space",
-            n.peer
-        ))
-    })?;
+    let caller = context
+        .trust
+        .member(&n.peer, now())
+        .map_err(|e| ContractError::Forbidden(e.to_string()))?;
     let product = context
         .catalog
         .offer(&n.offer_id, &caller, time::OffsetDateTime::now_utc())
@@ -806,9 +804,10 @@ async fn advance(
             ContractError::Invalid("the provider answered AGREED without an agreement".into())
         })?
         .into();
-    let provider = context.trust.member(&n.peer).ok_or_else(|| {
-        ContractError::Forbidden(format!("the provider {} is not a current member", n.peer))
-    })?;
+    let provider = context
+        .trust
+        .member(&n.peer, now())
+        .map_err(|e| ContractError::Forbidden(format!("the provider: {e}")))?;
     let agreement: Agreement = envelope
         .open_json(AGREEMENT_PAYLOAD_TYPE, &provider.signing_key)
         .map_err(|e| ContractError::Signature(format!("the provider's agreement: {e}")))?;

@@ -12,7 +12,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::audit::cosigning::{self, Cosigning};
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
+use crate::audit::witnessing::WitnessStore;
 use crate::authority::{BundleManifest, bundle_files};
 use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
@@ -83,6 +85,10 @@ pub struct NodeContext {
     pub catalog: Catalog,
     /// Negotiations and agreements, both sides.
     pub contracts: Contracts,
+    /// Signing checkpoints and collecting witnesses' cosignatures.
+    pub cosigning: Cosigning,
+    /// This node as a witness of other members' logs.
+    pub witness: WitnessStore,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
 }
@@ -186,6 +192,7 @@ pub struct RunningNode {
     )>,
     refresher: JoinHandle<()>,
     poller: JoinHandle<()>,
+    checkpointer: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -266,10 +273,12 @@ impl RunningNode {
             tls_identity,
             data_space_roots,
             trust,
+            witness: WitnessStore::new(storage.clone()),
             storage,
             audit,
             catalog,
             contracts,
+            cosigning: Cosigning::default(),
             peer_addr,
             admin_addr,
         });
@@ -281,6 +290,10 @@ impl RunningNode {
                 now(),
                 format!("node started, version {}", service::VERSION),
             ))
+            .await?;
+        context
+            .audit
+            .checkpoint(&context.audit_origin(), &context.signing_key)
             .await?;
 
         match tokio::time::timeout(FIRST_FETCH_TIMEOUT, context.refresh_trust_list()).await {
@@ -322,7 +335,8 @@ impl RunningNode {
             },
         ));
         let refresher = tokio::spawn(refresh_loop(context.clone(), stop.clone()));
-        let poller = tokio::spawn(negotiation_poll_loop(context.clone(), stop));
+        let poller = tokio::spawn(negotiation_poll_loop(context.clone(), stop.clone()));
+        let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop));
         tracing::info!(
             participant = %context.membership.participant_id,
             peer = %peer_addr,
@@ -335,6 +349,7 @@ impl RunningNode {
             servers: vec![("peer API", peer), ("local API", admin)],
             refresher,
             poller,
+            checkpointer,
         })
     }
 
@@ -361,6 +376,7 @@ impl RunningNode {
         }
         let _ = self.refresher.await;
         let _ = self.poller.await;
+        let _ = self.checkpointer.await;
         let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
         self.context.audit.append(&stopped).await?;
         self.context

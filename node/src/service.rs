@@ -2,13 +2,17 @@
 //! convert messages, and call into the concern's own code.
 //!
 //! - Peer API (other members, mutual TLS with data-space certificates): `liutong.v1.Node`,
-//!   `grpc.health.v1.Health`, and server reflection v1 and v1alpha.
+//!   `liutong.v1.Audit`, `liutong.v1.Witness`, `grpc.health.v1.Health`, and server
+//!   reflection v1 and v1alpha.
 //! - Local API (the `liutong` command and local applications, role certificates):
-//!   `liutong.v1.Admin` and reflection.
+//!   `liutong.v1.Admin`, `liutong.v1.Audit` and reflection.
+//!
+//! The audit services live in [`audit`].
 //!
 //! Both routers sit behind [`AuthLayer`], so nothing here answers an unauthenticated
 //! caller, health and reflection included.
 
+mod audit;
 mod catalog;
 mod contract;
 
@@ -28,10 +32,12 @@ use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::{self, certs};
 use crate::trust::{TrustError, TrustStatus};
 use liutong_proto::v1::admin_server::{Admin, AdminServer};
+use liutong_proto::v1::audit_server::AuditServer;
 use liutong_proto::v1::catalog_server::CatalogServer;
 use liutong_proto::v1::negotiation_server::NegotiationServer;
 use liutong_proto::v1::node_client::NodeClient;
 use liutong_proto::v1::node_server::{Node, NodeServer};
+use liutong_proto::v1::witness_server::WitnessServer;
 use liutong_proto::v1::{
     ApproveContractRequest, Contract, DescribePeerRequest, DescribeRequest, DescribeResponse,
     GetContractRequest, GetProductRequest, ListContractsRequest, ListContractsResponse,
@@ -119,7 +125,21 @@ pub async fn peer_router(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            NegotiationServer::new(contract::NegotiationService { context })
+            NegotiationServer::new(contract::NegotiationService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            AuditServer::new(audit::AuditService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            WitnessServer::new(audit::WitnessService { context })
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
@@ -137,6 +157,9 @@ pub fn admin_router(
         .layer(auth)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(AuditServer::new(audit::AuditService {
+            context: context.clone(),
+        }))
         .add_service(
             AdminServer::new(AdminService { context })
                 .max_decoding_message_size(limit)

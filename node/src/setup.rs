@@ -117,6 +117,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         guardrails: GuardrailsSection {
             important_regions: opts.important_regions.clone(),
         },
+        audit: Default::default(),
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };

@@ -292,6 +292,22 @@ impl TrustStore {
         certificate_sha256: &str,
         now: i64,
     ) -> Result<Membership, MemberError> {
+        let member = self.member(participant, now)?;
+        if !member
+            .certificate_sha256
+            .eq_ignore_ascii_case(certificate_sha256)
+        {
+            return Err(MemberError::CertificateMismatch {
+                participant: participant.clone(),
+                presented: certificate_sha256.to_owned(),
+            });
+        }
+        Ok(member)
+    }
+
+    /// The current membership of `participant` (e.g. to learn its signing key), if it is
+    /// a member now: listed, not revoked, not expired, in an unexpired trust list.
+    pub fn member(&self, participant: &ParticipantId, now: i64) -> Result<Membership, MemberError> {
         let active = self.snapshot().ok_or(MemberError::NoTrustList)?;
         if active.list.expires_at <= now {
             return Err(MemberError::TrustListExpired {
@@ -318,25 +334,7 @@ impl TrustStore {
                 valid_until: member.valid_until,
             });
         }
-        if !member
-            .certificate_sha256
-            .eq_ignore_ascii_case(certificate_sha256)
-        {
-            return Err(MemberError::CertificateMismatch {
-                participant: participant.clone(),
-                presented: certificate_sha256.to_owned(),
-            });
-        }
         Ok(member.clone())
-    }
-
-    /// A current, unrevoked member by ID (for its signing key and attributes).
-    pub fn member(&self, participant: &ParticipantId) -> Option<Membership> {
-        let active = self.snapshot()?;
-        if active.revoked.contains_key(participant) {
-            return None;
-        }
-        active.members.get(participant).cloned()
     }
 
     pub fn status(&self) -> TrustStatus {

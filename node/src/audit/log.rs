@@ -5,7 +5,8 @@
 //! - `e` + index (8 bytes, big-endian) → the exact entry bytes;
 //! - `n` + level (1 byte) + index (8 bytes) → hash of a perfect subtree (see [`merkle`]);
 //! - `m/size` → the committed tree size (8 bytes, big-endian);
-//! - `c/latest` → the latest signed checkpoint note.
+//! - `c/latest` → the latest signed checkpoint note, with the cosignatures collected;
+//! - `c/witnesses` → the membership credentials (JSON) of the witnesses that cosigned it.
 //!
 //! Group commit: appends go to one committer task, which takes every append waiting,
 //! hashes them into the tree, writes entries, nodes and the new size in one batch, and
@@ -20,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::merkle::{self, Appender, Hash, TreeStore};
 use super::note::{self, Checkpoint, KeyType, NoteError, VerifierKey};
-use crate::identity::SigningKey;
+use crate::identity::{Envelope, SigningKey};
 use crate::storage::{Storage, StorageError, Write};
 
 /// Largest entry the log accepts, in bytes (DESIGN.md).
@@ -30,6 +31,7 @@ const MAX_BATCH: usize = 4096;
 const TREE: &str = "audit";
 const SIZE_KEY: &[u8] = b"m/size";
 const CHECKPOINT_KEY: &[u8] = b"c/latest";
+const WITNESSES_KEY: &[u8] = b"c/witnesses";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +89,11 @@ pub enum EventKind {
     /// A policy decision (permit or deny) with its reasons.
     PolicyDecision,
     NegotiationStateChanged,
+    /// Something an operator must look at, e.g. a peer's log signed two checkpoints that
+    /// cannot both be true.
+    Alert,
+    /// The node started with a configuration other than the one it ran with before.
+    ConfigurationChanged,
 }
 
 impl Event {
@@ -140,6 +147,22 @@ impl AuditLog {
         let appender = Appender::load(&StoredTree(storage.as_ref()), size).map_err(|e| {
             AuditError::Damaged(format!("cannot rebuild the tree of size {size}: {e}"))
         })?;
+        // The node never signs beyond what it has committed, so a smaller log than its
+        // own checkpoint was cut back on disk: refuse it rather than sign a fork.
+        if let Some(note) = storage.get(TREE, CHECKPOINT_KEY)? {
+            let signed = note::SignedNote::parse(&note)
+                .and_then(|n| Checkpoint::parse(n.text()))
+                .map_err(|e| AuditError::Damaged(format!("the stored checkpoint: {e}")))?;
+            if signed.size > size {
+                return Err(AuditError::Damaged(format!(
+                    "the log holds {size} entries, but this node signed a checkpoint of {} \
+                     entries: entries {size} to {} were removed (the log was truncated); \
+                     restore the database from a backup",
+                    signed.size,
+                    signed.size - 1
+                )));
+            }
+        }
         let shared = Arc::new(Shared {
             storage,
             appender: Mutex::new(appender),
@@ -220,11 +243,69 @@ impl AuditLog {
             root: appender.root(),
         };
         let text = note::sign_checkpoint(&checkpoint, origin, key.key_pair())?.to_string();
-        self.shared
-            .storage
-            .put_durable(TREE, CHECKPOINT_KEY, text.as_bytes())
-            .await?;
+        self.shared.storage.apply(
+            TREE,
+            vec![
+                Write::Put(CHECKPOINT_KEY.to_vec(), text.clone().into_bytes()),
+                Write::Delete(WITNESSES_KEY.to_vec()),
+            ],
+        )?;
+        self.shared.storage.flush().await?;
         Ok(text)
+    }
+
+    /// Replaces the stored checkpoint note with the same checkpoint carrying
+    /// cosignatures, and the credentials of the witnesses that made them.
+    pub async fn store_cosigned(
+        &self,
+        note_text: &str,
+        witnesses: &[Envelope],
+    ) -> Result<(), AuditError> {
+        // Plain data always serializes.
+        let credentials = serde_json::to_vec(witnesses).expect("envelopes serialize");
+        self.shared.storage.apply(
+            TREE,
+            vec![
+                Write::Put(CHECKPOINT_KEY.to_vec(), note_text.as_bytes().to_vec()),
+                Write::Put(WITNESSES_KEY.to_vec(), credentials),
+            ],
+        )?;
+        self.shared.storage.flush().await?;
+        Ok(())
+    }
+
+    /// The credentials of the witnesses that cosigned the latest checkpoint.
+    pub fn checkpoint_witnesses(&self) -> Result<Vec<Envelope>, AuditError> {
+        match self.shared.storage.get(TREE, WITNESSES_KEY)? {
+            None => Ok(Vec::new()),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| AuditError::Damaged(format!("the stored witness credentials: {e}"))),
+        }
+    }
+
+    /// Entries from `from` to `to` (both included) that exist, looking at most at
+    /// `max_entries` indices and stopping once `max_bytes` are reached (always at least
+    /// one if any). A missing index is left out: the caller sees the gap.
+    pub fn entries(
+        &self,
+        from: u64,
+        to: u64,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(u64, Vec<u8>)>, AuditError> {
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let last = to.min(self.size().saturating_sub(1));
+        let mut index = from;
+        let end = from.saturating_add(max_entries as u64);
+        while index <= last && index < end && (out.is_empty() || bytes < max_bytes) {
+            if let Some(entry) = self.entry(index)? {
+                bytes += entry.len();
+                out.push((index, entry));
+            }
+            index += 1;
+        }
+        Ok(out)
     }
 
     /// The latest signed checkpoint, if one was made.
@@ -263,6 +344,30 @@ impl AuditLog {
 /// The origin of a participant's log, e.g. `liutong.91110000600037341L/audit`.
 pub fn origin_for(participant: &crate::identity::ParticipantId) -> String {
     format!("liutong.{participant}/audit")
+}
+
+/// The key name a participant's node cosigns with as a witness, e.g.
+/// `liutong.91110000600037341L/witness`. Same Ed25519 key as its log, other key type.
+pub fn witness_name_for(participant: &crate::identity::ParticipantId) -> String {
+    format!("liutong.{participant}/witness")
+}
+
+/// The verifier key of `member`'s log, from the signing key in its membership.
+pub fn log_key_of(member: &crate::identity::Membership) -> Result<VerifierKey, AuditError> {
+    Ok(VerifierKey::new(
+        &origin_for(&member.participant_id),
+        KeyType::Ed25519,
+        member.signing_key.0,
+    )?)
+}
+
+/// The key that checks `member`'s cosignatures (type 0x04).
+pub fn witness_key_of(member: &crate::identity::Membership) -> Result<VerifierKey, AuditError> {
+    Ok(VerifierKey::new(
+        &witness_name_for(&member.participant_id),
+        KeyType::CosignatureV1,
+        member.signing_key.0,
+    )?)
 }
 
 fn tree_error<E: std::error::Error>(e: merkle::TreeError<E>) -> AuditError {

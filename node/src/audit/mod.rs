@@ -41,7 +41,12 @@
 //!   atomically after each successful [`witness::Witness::witness`] call, and stores the
 //!   evidence of any [`witness::WitnessError::Conflict`] and raises an alert.
 
+pub mod auditor;
+pub mod bundle;
+pub mod cosigning;
 pub mod log;
 pub mod merkle;
 pub mod note;
+pub mod search;
 pub mod witness;
+pub mod witnessing;

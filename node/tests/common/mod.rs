@@ -261,3 +261,59 @@ pub async fn refresh_all(nodes: &[&TestNode]) {
             .expect("refresh");
     }
 }
+
+impl DataSpace {
+    /// Admits a member with `roles` and starts its node with `edit` applied to its
+    /// configuration (e.g. audit witnesses).
+    pub async fn node_with(
+        &self,
+        id: &str,
+        name: &str,
+        roles: &[MemberRole],
+        edit: impl FnOnce(&mut NodeConfig),
+    ) -> TestNode {
+        let mut admission = Self::admission(id, name, ParticipantKind::Government);
+        admission.roles = roles.to_vec();
+        let bundle = self.admit(admission);
+        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config_path = setup::init_node(&InitOptions {
+            dir: self.dir.path().join(format!("node-{name}")),
+            bundle,
+            listen: peer.local_addr().unwrap(),
+            admin_listen: admin.local_addr().unwrap(),
+            authority: self.authority.addr.to_string(),
+            force: false,
+            important_regions: vec![RegionCode::parse("330000").unwrap()],
+            development: None,
+        })
+        .expect("init node");
+        let mut config = NodeConfig::load(&config_path).expect("load config");
+        config.authority.refresh_interval = Duration::from_secs(3600);
+        edit(&mut config);
+        // Later commands (the CLI) read the same settings from the file.
+        std::fs::write(&config_path, config.to_commented_toml()).expect("write node.toml");
+        let identity = TlsIdentity::load(
+            &config.identity_dir().join("node.crt"),
+            &config.identity_dir().join("node.key"),
+        )
+        .unwrap();
+        let participant = config.node.participant.clone();
+        let running = RunningNode::start_with_listeners(config.clone(), peer, admin)
+            .await
+            .expect("node starts");
+        TestNode {
+            running,
+            config,
+            identity,
+            participant,
+        }
+    }
+}
+
+impl TestNode {
+    /// The path of the node's node.toml.
+    pub fn config_path(&self) -> PathBuf {
+        self.config.base_dir.join("node.toml")
+    }
+}

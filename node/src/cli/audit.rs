@@ -1,0 +1,590 @@
+//! `liutong audit …`: what an auditor (or an operator) does with a node's audit log.
+//!
+//! Each command talks to the local node named by `--config` (local API, client
+//! certificate of the role `auditor`; `checkpoint --new` uses `admin`), or with
+//! `--node ADDR` to another member's node over the peer API, presenting this node's
+//! identity. Keys are never taken on the node's word: the log key comes from the node's
+//! credential, checked against the authority key pinned in node.toml.
+
+use std::path::PathBuf;
+
+use anyhow::{Context as _, anyhow, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use clap::{Args, Subcommand};
+use liutong_proto::v1::{
+    GetCheckpointRequest, GetEntriesRequest, GetVerifierKeyRequest, NewCheckpointRequest,
+    ProveConsistencyRequest, ProveInclusionRequest,
+};
+use serde_json::json;
+
+use super::status_error;
+use crate::audit::auditor::{AuditorClient, decode};
+use crate::audit::bundle::{BUNDLE_VERSION, EvidenceBundle, verify_bundle};
+use crate::audit::search::SearchFilter;
+use crate::config::NodeConfig;
+use crate::identity::PublicKey;
+use crate::local::{self, LocalRole};
+use crate::tls::{self, ExpectedServer, TlsIdentity};
+use crate::{runtime, setup};
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCommand {
+    /// Print the log's verifier key: name+hex(key_id)+base64(0x01 ‖ public key).
+    Vkey {
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Print the latest signed checkpoint exactly, cosignatures included.
+    Checkpoint {
+        #[command(flatten)]
+        target: Target,
+        /// Sign a new checkpoint now and ask the witnesses to cosign it (local admin).
+        #[arg(long, conflicts_with = "node")]
+        new: bool,
+    },
+    /// Print entries FROM to TO (both included): index, base64 of the exact bytes, and
+    /// the decoded event.
+    Entries {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        from: u64,
+        #[arg(long)]
+        to: u64,
+    },
+    /// Print the RFC 9162 inclusion proof of one entry.
+    Prove {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        index: u64,
+        /// Tree size to prove against [default: the latest checkpoint's].
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// Print the RFC 9162 consistency proof between two tree sizes.
+    Consistency {
+        #[command(flatten)]
+        target: Target,
+        #[arg(long)]
+        from: u64,
+        /// [default: the latest checkpoint's size]
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// Print the entries about a product, an agreement or a participant, with proofs.
+    Search {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        filter: FilterArgs,
+    },
+    /// Fetch the whole log and recompute it: tree, checkpoint signature, cosignatures,
+    /// proofs. Exits non-zero on any mismatch and names the first bad entry. With
+    /// --bundle, check an evidence bundle offline instead.
+    Verify {
+        #[command(flatten)]
+        target: Target,
+        /// An evidence bundle written by `liutong audit export`.
+        #[arg(long)]
+        bundle: Option<PathBuf>,
+        /// The authority's Ed25519 public key (base64) [default: from node.toml].
+        #[arg(long)]
+        authority_key: Option<String>,
+    },
+    /// Write an evidence bundle: matching entries, proofs, checkpoints, cosignatures and
+    /// credentials from this node and from each --peer.
+    Export {
+        #[command(flatten)]
+        target: Target,
+        #[command(flatten)]
+        filter: FilterArgs,
+        /// Another node involved (host:port of its peer API); repeat for more.
+        #[arg(long)]
+        peer: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// Which node to ask, and how to print.
+#[derive(Args, Debug)]
+pub struct Target {
+    /// This node's node.toml [default: $LIUTONG_DATA/node/node.toml or
+    /// ./liutong-data/node/node.toml, the development node].
+    #[arg(long, env = "LIUTONG_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Read another member's node (host:port of its peer API) instead of this one.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct FilterArgs {
+    #[arg(long)]
+    pub product: Option<String>,
+    #[arg(long)]
+    pub agreement: Option<String>,
+    /// The other participant's 统一社会信用代码.
+    #[arg(long)]
+    pub participant: Option<String>,
+    /// From this time (RFC 3339, e.g. 2026-05-01T00:00:00Z, or Unix seconds).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<i64>,
+    /// Until this time (RFC 3339 or Unix seconds).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<i64>,
+}
+
+impl FilterArgs {
+    fn filter(&self) -> anyhow::Result<SearchFilter> {
+        let f = SearchFilter {
+            product: self.product.clone(),
+            agreement: self.agreement.clone(),
+            participant: self.participant.clone(),
+            since: self.since,
+            until: self.until,
+        };
+        f.check().map_err(|e| anyhow!(e))?;
+        Ok(f)
+    }
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(secs) = s.parse::<i64>() {
+        return Ok(secs);
+    }
+    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|e| {
+            format!("{s:?} is neither RFC 3339 (2026-05-01T00:00:00Z) nor Unix seconds: {e}")
+        })
+}
+
+impl Target {
+    fn load(&self) -> anyhow::Result<NodeConfig> {
+        let path = self
+            .config
+            .clone()
+            .unwrap_or_else(|| setup::dev_config_path(&setup::default_data_root()));
+        Ok(NodeConfig::load(&path)?)
+    }
+
+    async fn client(&self, role: LocalRole) -> anyhow::Result<AuditorClient> {
+        let config = self.load()?;
+        let channel = match &self.node {
+            None => local::connect(&config, role)
+                .await
+                .context("is the node running? start it with `liutong serve`")?,
+            Some(address) => peer_channel(&config, address).await?,
+        };
+        Ok(AuditorClient::new(channel, config.authority.public_key))
+    }
+}
+
+/// A channel to another member's peer API with this node's identity. The server only
+/// needs to chain to the data-space CA: everything read is checked against keys the
+/// authority signed.
+async fn peer_channel(
+    config: &NodeConfig,
+    address: &str,
+) -> anyhow::Result<tonic::transport::Channel> {
+    let dir = config.identity_dir();
+    let identity = TlsIdentity::load(&dir.join("node.crt"), &dir.join("node.key"))?;
+    let roots = tls::load_roots(&dir.join("ca.crt"))?;
+    let client = tls::client_config(
+        Some(&identity),
+        roots,
+        ExpectedServer::Member(std::sync::Arc::new(|_, _| Ok(()))),
+    )?;
+    Ok(tls::connect(address, client).await?)
+}
+
+fn b64s(hashes: &[Vec<u8>]) -> Vec<String> {
+    hashes.iter().map(|h| B64.encode(h)).collect()
+}
+
+fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+fn event_json(data: &[u8]) -> serde_json::Value {
+    decode(data)
+        .and_then(|e| serde_json::to_value(e).ok())
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn event_text(data: &[u8]) -> String {
+    match decode(data) {
+        Some(e) => {
+            let mut s = format!(
+                "{} {}",
+                crate::tls::auth::format_unix(e.time.max(0) as u64),
+                serde_json::to_value(e.kind)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            );
+            for (label, value) in [
+                ("participant", &e.participant),
+                ("product", &e.product),
+                ("agreement", &e.agreement),
+            ] {
+                if let Some(v) = value {
+                    s.push_str(&format!(" {label}={v}"));
+                }
+            }
+            s.push_str(&format!(": {}", e.detail));
+            s
+        }
+        None => "(not an event of this software)".into(),
+    }
+}
+
+/// Runs `liutong audit …`.
+pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
+    match cmd {
+        AuditCommand::Vkey { target } => {
+            let mut client = target.client(LocalRole::Auditor).await?;
+            let log = client.trusted_log().await?;
+            let answer = client
+                .raw()
+                .get_verifier_key(GetVerifierKeyRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if target.json {
+                print_json(&json!({
+                    "origin": log.origin,
+                    "logKey": log.log_key.to_string(),
+                    "witnessKey": answer.witness_key,
+                    "participant": log.membership.participant_id.to_string(),
+                }))
+            } else {
+                println!("{}", log.log_key);
+                Ok(())
+            }
+        }
+        AuditCommand::Checkpoint { target, new } => {
+            let role = if new {
+                LocalRole::Admin
+            } else {
+                LocalRole::Auditor
+            };
+            let mut client = target.client(role).await?;
+            let answer = if new {
+                client.raw().new_checkpoint(NewCheckpointRequest {}).await
+            } else {
+                client.raw().get_checkpoint(GetCheckpointRequest {}).await
+            }
+            .map_err(status_error)?
+            .into_inner();
+            if target.json {
+                print_json(&json!({
+                    "note": answer.note,
+                    "size": answer.size,
+                    "root": B64.encode(&answer.root),
+                    "cosignatures": answer.cosignatures,
+                    "quorum": answer.quorum,
+                    "witnessed": answer.witnessed,
+                    "logSize": answer.log_size,
+                }))
+            } else {
+                print!("{}", answer.note);
+                Ok(())
+            }
+        }
+        AuditCommand::Entries { target, from, to } => {
+            if to < from {
+                bail!("--to {to} is before --from {from}");
+            }
+            let mut client = target.client(LocalRole::Auditor).await?;
+            let mut next = from;
+            let mut all = Vec::new();
+            while next <= to {
+                let answer = client
+                    .raw()
+                    .get_entries(GetEntriesRequest { from: next, to })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                let Some(last) = answer.entries.last().map(|e| e.index) else {
+                    break;
+                };
+                for e in answer.entries {
+                    if target.json {
+                        all.push(json!({
+                            "index": e.index,
+                            "data": B64.encode(&e.data),
+                            "event": event_json(&e.data),
+                        }));
+                    } else {
+                        println!("{}\t{}", e.index, B64.encode(&e.data));
+                        println!("\t{}", event_text(&e.data));
+                    }
+                }
+                if last >= to || last + 1 >= answer.log_size {
+                    break;
+                }
+                next = last + 1;
+            }
+            if target.json {
+                print_json(&serde_json::Value::Array(all))?;
+            }
+            Ok(())
+        }
+        AuditCommand::Prove {
+            target,
+            index,
+            size,
+        } => {
+            let mut client = target.client(LocalRole::Auditor).await?;
+            let p = client
+                .raw()
+                .prove_inclusion(ProveInclusionRequest {
+                    index,
+                    size: size.unwrap_or(0),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            let value = json!({
+                "leafIdx": p.leaf_index,
+                "treeSize": p.tree_size,
+                "root": B64.encode(&p.root),
+                "leafHash": B64.encode(&p.leaf_hash),
+                "proof": b64s(&p.proof),
+            });
+            if target.json {
+                print_json(&value)
+            } else {
+                println!(
+                    "entry {} in the tree of {} entries",
+                    p.leaf_index, p.tree_size
+                );
+                println!("root      {}", B64.encode(&p.root));
+                println!("leaf hash {}", B64.encode(&p.leaf_hash));
+                for h in b64s(&p.proof) {
+                    println!("proof     {h}");
+                }
+                Ok(())
+            }
+        }
+        AuditCommand::Consistency { target, from, to } => {
+            let mut client = target.client(LocalRole::Auditor).await?;
+            let p = client
+                .raw()
+                .prove_consistency(ProveConsistencyRequest {
+                    size1: from,
+                    size2: to.unwrap_or(0),
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if target.json {
+                print_json(&json!({
+                    "size1": p.size1,
+                    "size2": p.size2,
+                    "root1": B64.encode(&p.root1),
+                    "root2": B64.encode(&p.root2),
+                    "proof": b64s(&p.proof),
+                }))
+            } else {
+                println!("from size {} ({})", p.size1, B64.encode(&p.root1));
+                println!("to size   {} ({})", p.size2, B64.encode(&p.root2));
+                for h in b64s(&p.proof) {
+                    println!("proof     {h}");
+                }
+                Ok(())
+            }
+        }
+        AuditCommand::Search { target, filter } => {
+            let filter = filter.filter()?;
+            let mut client = target.client(LocalRole::Auditor).await?;
+            let evidence = client.collect_evidence(&filter).await?;
+            if target.json {
+                return print_json(&serde_json::to_value(&evidence)?);
+            }
+            print!("{}", evidence.checkpoint);
+            println!();
+            println!("{} matching entries", evidence.entries.len());
+            for e in &evidence.entries {
+                let data = B64.decode(&e.data).unwrap_or_default();
+                println!("{}\t{}", e.index, e.data);
+                println!("\t{}", event_text(&data));
+                println!("\tproof {}", e.proof.join(" "));
+            }
+            Ok(())
+        }
+        AuditCommand::Verify {
+            target,
+            bundle,
+            authority_key,
+        } => verify(target, bundle, authority_key).await,
+        AuditCommand::Export {
+            target,
+            filter,
+            peer,
+            out,
+        } => {
+            let filter = filter.filter()?;
+            let mut logs = vec![
+                target
+                    .client(LocalRole::Auditor)
+                    .await?
+                    .collect_evidence(&filter)
+                    .await?,
+            ];
+            for address in &peer {
+                let peer_target = Target {
+                    config: target.config.clone(),
+                    node: Some(address.clone()),
+                    json: target.json,
+                };
+                let evidence = peer_target
+                    .client(LocalRole::Auditor)
+                    .await?
+                    .collect_evidence(&filter)
+                    .await
+                    .with_context(|| format!("collecting evidence from {address}"))?;
+                logs.push(evidence);
+            }
+            let bundle = EvidenceBundle {
+                version: BUNDLE_VERSION,
+                created: runtime::now(),
+                filter,
+                logs,
+            };
+            std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+                .with_context(|| format!("cannot write {}", out.display()))?;
+            let entries: usize = bundle.logs.iter().map(|l| l.entries.len()).sum();
+            if target.json {
+                print_json(&json!({
+                    "out": out.display().to_string(),
+                    "logs": bundle.logs.iter().map(|l| &l.origin).collect::<Vec<_>>(),
+                    "entries": entries,
+                }))
+            } else {
+                println!(
+                    "wrote {}: {} entries from {} logs; check it with: liutong audit verify --bundle {}",
+                    out.display(),
+                    entries,
+                    bundle.logs.len(),
+                    out.display()
+                );
+                Ok(())
+            }
+        }
+    }
+}
+
+async fn verify(
+    target: Target,
+    bundle: Option<PathBuf>,
+    authority_key: Option<String>,
+) -> anyhow::Result<()> {
+    if let Some(path) = bundle {
+        let authority_key = match authority_key {
+            Some(k) => PublicKey::from_base64(&k)?,
+            None => target.load()?.authority.public_key,
+        };
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let bundle: EvidenceBundle = serde_json::from_slice(&bytes)
+            .with_context(|| format!("{} is not an evidence bundle", path.display()))?;
+        return match verify_bundle(&bundle, &authority_key) {
+            Ok(report) => {
+                if target.json {
+                    print_json(&json!({
+                        "ok": true,
+                        "logs": report.logs.iter().map(|(origin, size, entries, cosigners)| json!({
+                            "origin": origin, "checkpointSize": size, "entries": entries, "cosigners": cosigners,
+                        })).collect::<Vec<_>>(),
+                    }))
+                } else {
+                    for (origin, size, entries, cosigners) in &report.logs {
+                        println!(
+                            "OK  {origin}: {entries} entries proven in the checkpoint of size {size}, cosigned by {}",
+                            if cosigners.is_empty() {
+                                "no witness".to_owned()
+                            } else {
+                                cosigners.join(", ")
+                            }
+                        );
+                    }
+                    println!("the bundle verifies");
+                    Ok(())
+                }
+            }
+            Err(e) => fail(target.json, &e),
+        };
+    }
+    if authority_key.is_some() {
+        bail!("--authority-key is for --bundle; a live check uses the key in node.toml");
+    }
+    let mut client = target.client(LocalRole::Auditor).await?;
+    match client.verify().await {
+        Ok(r) => {
+            let cp = &r.checkpoint;
+            if target.json {
+                print_json(&json!({
+                    "ok": true,
+                    "origin": r.origin,
+                    "checkpointSize": cp.checkpoint.size,
+                    "root": B64.encode(cp.checkpoint.root),
+                    "entries": r.entries,
+                    "logSize": r.log_size,
+                    "cosigners": cp.cosigners,
+                    "quorum": cp.quorum,
+                    "witnessed": cp.cosigners.len() as u32 >= cp.quorum,
+                    "undecodable": r.undecodable,
+                }))
+            } else {
+                println!(
+                    "OK  {}: {} entries recomputed; root {} matches the signed checkpoint",
+                    r.origin,
+                    r.entries,
+                    B64.encode(cp.checkpoint.root)
+                );
+                println!(
+                    "    cosigned by {} of quorum {}{}",
+                    if cp.cosigners.is_empty() {
+                        "no witness".to_owned()
+                    } else {
+                        cp.cosigners.join(", ")
+                    },
+                    cp.quorum,
+                    if cp.cosigners.len() as u32 >= cp.quorum {
+                        ""
+                    } else {
+                        " (NOT witnessed)"
+                    }
+                );
+                if !r.undecodable.is_empty() {
+                    println!(
+                        "    entries that are not events of this software: {:?}",
+                        r.undecodable
+                    );
+                }
+                Ok(())
+            }
+        }
+        Err(e) => fail(target.json, &e),
+    }
+}
+
+fn fail(json: bool, e: &crate::audit::auditor::VerifyError) -> anyhow::Result<()> {
+    if json {
+        print_json(&json!({
+            "ok": false,
+            "error": e.to_string(),
+            "badEntry": e.bad_entry(),
+        }))?;
+    }
+    Err(anyhow!("audit check FAILED: {e}"))
+}

@@ -1,0 +1,429 @@
+//! `liutong.v1.Audit` (peer API and local API) and `liutong.v1.Witness` (peer API).
+//!
+//! Who may call what:
+//! - peers: GetCheckpoint and GetVerifierKey for any member; the rest needs the member
+//!   role `auditor`; NewCheckpoint is local only;
+//! - local clients: roles `auditor` and `admin`; NewCheckpoint needs `admin`.
+
+use std::sync::Arc;
+
+use tonic::metadata::MetadataValue;
+use tonic::{Request, Response, Status};
+
+use crate::audit::cosigning::{COSIGNED_SIZE_TRAILER, CheckpointStatus, latest_status};
+use crate::audit::log::{AuditError, log_key_of, origin_for, witness_key_of, witness_name_for};
+use crate::audit::merkle::{self, Hash};
+use crate::audit::search::{self, SearchFilter};
+use crate::audit::witness::WitnessError;
+use crate::audit::witnessing::{Offer, WitnessingError, raise_alert};
+use crate::identity::{MemberRole, Membership, ParticipantId};
+use crate::local::LocalRole;
+use crate::runtime::{NodeContext, now};
+use liutong_proto::v1::audit_server::Audit;
+use liutong_proto::v1::witness_server::Witness;
+use liutong_proto::v1::{
+    AuditEntry, CheckpointResponse, ConsistencyProof, CosignRequest, CosignResponse,
+    GetCheckpointRequest, GetEntriesRequest, GetEntriesResponse, GetVerifierKeyRequest,
+    InclusionProof, NewCheckpointRequest, ProveConsistencyRequest, ProveInclusionRequest,
+    ReportCheckpointRequest, ReportCheckpointResponse, SearchRequest, SearchResponse,
+    VerifierKeyResponse,
+};
+
+use super::PeerCaller;
+
+/// Most entries one GetEntries answer carries.
+const MAX_ENTRIES: usize = 1000;
+/// About the most entry bytes one answer carries (well under the message limit).
+const MAX_ENTRY_BYTES: usize = 2 * 1024 * 1024;
+
+pub struct AuditService {
+    pub context: Arc<NodeContext>,
+}
+
+pub struct WitnessService {
+    pub context: Arc<NodeContext>,
+}
+
+/// Who is calling, on either API.
+enum Caller<'a> {
+    Peer(&'a Membership),
+    Local(LocalRole),
+}
+
+fn caller<T>(request: &Request<T>) -> Result<Caller<'_>, Status> {
+    if let Some(p) = request.extensions().get::<PeerCaller>() {
+        return Ok(Caller::Peer(&p.0));
+    }
+    if let Some(r) = request.extensions().get::<LocalRole>() {
+        return Ok(Caller::Local(*r));
+    }
+    Err(Status::unauthenticated("the caller was not authenticated"))
+}
+
+/// Any member or local auditor/admin: checkpoints and keys.
+fn require_any(request: &Request<impl Sized>, what: &str) -> Result<(), Status> {
+    match caller(request)? {
+        Caller::Peer(_) => Ok(()),
+        Caller::Local(role) => role.require(&[LocalRole::Auditor, LocalRole::Admin], what),
+    }
+}
+
+/// Members with the auditor role, or local auditor/admin.
+fn require_auditor(request: &Request<impl Sized>, what: &str) -> Result<(), Status> {
+    match caller(request)? {
+        Caller::Peer(m) if m.has_role(MemberRole::Auditor) => Ok(()),
+        Caller::Peer(m) => {
+            let roles: Vec<_> = m.roles.iter().map(ToString::to_string).collect();
+            Err(Status::permission_denied(format!(
+                "{what} needs the member role auditor; participant {} has the roles {}",
+                m.participant_id,
+                if roles.is_empty() {
+                    "(none)".to_owned()
+                } else {
+                    roles.join(", ")
+                }
+            )))
+        }
+        Caller::Local(role) => role.require(&[LocalRole::Auditor, LocalRole::Admin], what),
+    }
+}
+
+pub fn audit_status(e: AuditError) -> Status {
+    match e {
+        AuditError::Range(_) => Status::out_of_range(e.to_string()),
+        AuditError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
+        AuditError::Damaged(_) => Status::data_loss(e.to_string()),
+        AuditError::Storage(_) | AuditError::Closed => Status::unavailable(e.to_string()),
+        _ => Status::internal(e.to_string()),
+    }
+}
+
+fn checkpoint_response(ctx: &NodeContext, s: CheckpointStatus) -> CheckpointResponse {
+    CheckpointResponse {
+        cosignatures: s.cosignatures(),
+        quorum: s.quorum,
+        witnessed: s.witnessed(),
+        note: s.note,
+        size: s.checkpoint.size,
+        root: s.checkpoint.root.to_vec(),
+        witness_credentials: s.witnesses.into_iter().map(Into::into).collect(),
+        log_size: ctx.audit.size(),
+    }
+}
+
+/// The latest checkpoint, signing one first if the log has grown past it (so that
+/// proofs can lead to a signed root).
+async fn covering_checkpoint(ctx: &NodeContext) -> Result<CheckpointStatus, Status> {
+    match latest_status(ctx).map_err(audit_status)? {
+        Some(s) if s.checkpoint.size == ctx.audit.size() => Ok(s),
+        _ => ctx
+            .cosigning
+            .checkpoint(ctx, true)
+            .await
+            .map_err(audit_status),
+    }
+}
+
+fn inclusion(ctx: &NodeContext, index: u64, size: u64) -> Result<InclusionProof, Status> {
+    let data = ctx
+        .audit
+        .entry(index)
+        .map_err(audit_status)?
+        .ok_or_else(|| Status::data_loss(format!("entry {index} is missing from this log")))?;
+    let proof = ctx
+        .audit
+        .inclusion_proof(index, size)
+        .map_err(audit_status)?;
+    let root = ctx.audit.root_at(size).map_err(audit_status)?;
+    Ok(InclusionProof {
+        leaf_index: index,
+        tree_size: size,
+        root: root.to_vec(),
+        leaf_hash: merkle::leaf_hash(&data).to_vec(),
+        proof: proof.iter().map(|h| h.to_vec()).collect(),
+        data,
+    })
+}
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    async fn get_checkpoint(
+        &self,
+        request: Request<GetCheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        require_any(&request, "reading the checkpoint")?;
+        let status = latest_status(&self.context)
+            .map_err(audit_status)?
+            .ok_or_else(|| Status::not_found("this node has not signed a checkpoint yet"))?;
+        Ok(Response::new(checkpoint_response(&self.context, status)))
+    }
+
+    async fn get_verifier_key(
+        &self,
+        request: Request<GetVerifierKeyRequest>,
+    ) -> Result<Response<VerifierKeyResponse>, Status> {
+        require_any(&request, "reading the verifier key")?;
+        let c = &self.context;
+        let log_key = log_key_of(&c.membership).map_err(audit_status)?;
+        let witness_key = witness_key_of(&c.membership).map_err(audit_status)?;
+        Ok(Response::new(VerifierKeyResponse {
+            log_key: log_key.to_string(),
+            witness_key: witness_key.to_string(),
+            origin: c.audit_origin(),
+            credential: Some(c.credential.clone().into()),
+        }))
+    }
+
+    async fn get_entries(
+        &self,
+        request: Request<GetEntriesRequest>,
+    ) -> Result<Response<GetEntriesResponse>, Status> {
+        require_auditor(&request, "reading audit entries")?;
+        let r = request.into_inner();
+        if r.to < r.from {
+            return Err(Status::invalid_argument(format!(
+                "to: {} is before from: {}",
+                r.to, r.from
+            )));
+        }
+        let log = &self.context.audit;
+        let size = log.size();
+        if r.from >= size {
+            return Err(Status::out_of_range(format!(
+                "from: entry {} does not exist; the log holds {size} entries",
+                r.from
+            )));
+        }
+        let entries = log
+            .entries(r.from, r.to, MAX_ENTRIES, MAX_ENTRY_BYTES)
+            .map_err(audit_status)?
+            .into_iter()
+            .map(|(index, data)| AuditEntry { index, data })
+            .collect();
+        Ok(Response::new(GetEntriesResponse {
+            entries,
+            log_size: size,
+        }))
+    }
+
+    async fn prove_inclusion(
+        &self,
+        request: Request<ProveInclusionRequest>,
+    ) -> Result<Response<InclusionProof>, Status> {
+        require_auditor(&request, "proving inclusion")?;
+        let r = request.into_inner();
+        let size = if r.size == 0 {
+            covering_checkpoint(&self.context).await?.checkpoint.size
+        } else {
+            r.size
+        };
+        if r.index >= size {
+            return Err(Status::out_of_range(format!(
+                "index: entry {} is not in a tree of {size} entries",
+                r.index
+            )));
+        }
+        Ok(Response::new(inclusion(&self.context, r.index, size)?))
+    }
+
+    async fn prove_consistency(
+        &self,
+        request: Request<ProveConsistencyRequest>,
+    ) -> Result<Response<ConsistencyProof>, Status> {
+        require_auditor(&request, "proving consistency")?;
+        let r = request.into_inner();
+        let size2 = if r.size2 == 0 {
+            covering_checkpoint(&self.context).await?.checkpoint.size
+        } else {
+            r.size2
+        };
+        if r.size1 > size2 {
+            return Err(Status::invalid_argument(format!(
+                "size1: {} is larger than size2: {size2}",
+                r.size1
+            )));
+        }
+        let log = &self.context.audit;
+        let proof: Vec<Hash> = if r.size1 == 0 {
+            Vec::new()
+        } else {
+            log.consistency_proof(r.size1, size2)
+                .map_err(audit_status)?
+        };
+        Ok(Response::new(ConsistencyProof {
+            size1: r.size1,
+            size2,
+            root1: log.root_at(r.size1).map_err(audit_status)?.to_vec(),
+            root2: log.root_at(size2).map_err(audit_status)?.to_vec(),
+            proof: proof.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn search(
+        &self,
+        request: Request<SearchRequest>,
+    ) -> Result<Response<SearchResponse>, Status> {
+        require_auditor(&request, "searching the audit log")?;
+        let r = request.into_inner();
+        let filter = SearchFilter::from_request(&r).map_err(Status::invalid_argument)?;
+        let checkpoint = covering_checkpoint(&self.context).await?;
+        let size = checkpoint.checkpoint.size;
+        let found =
+            search::scan(&self.context.audit, &filter, r.from, size).map_err(audit_status)?;
+        let matches = found
+            .indices
+            .iter()
+            .map(|&i| inclusion(&self.context, i, size))
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(SearchResponse {
+            checkpoint: Some(checkpoint_response(&self.context, checkpoint)),
+            matches,
+            next_from: found.next_from.unwrap_or(0),
+        }))
+    }
+
+    async fn new_checkpoint(
+        &self,
+        request: Request<NewCheckpointRequest>,
+    ) -> Result<Response<CheckpointResponse>, Status> {
+        match caller(&request)? {
+            Caller::Peer(_) => {
+                return Err(Status::permission_denied(
+                    "signing a checkpoint is only possible on the node's local API, role admin",
+                ));
+            }
+            Caller::Local(role) => role.require(&[LocalRole::Admin], "signing a checkpoint")?,
+        }
+        let status = self
+            .context
+            .cosigning
+            .checkpoint(&self.context, true)
+            .await
+            .map_err(audit_status)?;
+        Ok(Response::new(checkpoint_response(&self.context, status)))
+    }
+}
+
+fn proof_hashes(proof: &[Vec<u8>]) -> Result<Vec<Hash>, Status> {
+    proof
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            h.as_slice().try_into().map_err(|_| {
+                Status::invalid_argument(format!(
+                    "proof[{i}]: a hash is 32 bytes, this one has {}",
+                    h.len()
+                ))
+            })
+        })
+        .collect()
+}
+
+/// The witness's answer to a refusal, with the right code; conflicts raise an alert.
+async fn witnessing_status(
+    ctx: &NodeContext,
+    log_owner: &ParticipantId,
+    e: WitnessingError,
+) -> Status {
+    match e {
+        WitnessingError::Witness(WitnessError::Conflict(evidence)) => {
+            raise_alert(&ctx.audit, log_owner.as_str(), &evidence, now()).await;
+            Status::data_loss(WitnessError::Conflict(evidence).to_string())
+        }
+        WitnessingError::Witness(WitnessError::OldSizeMismatch { cosigned, .. }) => {
+            let mut status = Status::failed_precondition(e.to_string());
+            status
+                .metadata_mut()
+                .insert(COSIGNED_SIZE_TRAILER, MetadataValue::from(cosigned));
+            status
+        }
+        WitnessingError::Witness(WitnessError::GoingBack { .. }) => {
+            Status::failed_precondition(e.to_string())
+        }
+        WitnessingError::Witness(_) => Status::invalid_argument(e.to_string()),
+        WitnessingError::Storage(_) => Status::unavailable(e.to_string()),
+        WitnessingError::Damaged(_) => Status::internal(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl Witness for WitnessService {
+    async fn cosign(
+        &self,
+        request: Request<CosignRequest>,
+    ) -> Result<Response<CosignResponse>, Status> {
+        let caller = request
+            .extensions()
+            .get::<PeerCaller>()
+            .map(|c| c.0.clone())
+            .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))?;
+        let r = request.into_inner();
+        let ctx = &self.context;
+        // A member asks for its own log only.
+        let log_key = log_key_of(&caller).map_err(audit_status)?;
+        let proof = proof_hashes(&r.proof)?;
+        let result = ctx
+            .witness
+            .cosign(
+                &witness_name_for(&ctx.membership.participant_id),
+                ctx.signing_key.key_pair(),
+                log_key,
+                Offer {
+                    note: r.note.as_bytes(),
+                    old_size: r.old_size,
+                    proof: &proof,
+                },
+                now().max(0) as u64,
+            )
+            .await;
+        match result {
+            Ok(line) => Ok(Response::new(CosignResponse {
+                cosignature: line.to_string(),
+                credential: Some(ctx.credential.clone().into()),
+            })),
+            Err(WitnessingError::Witness(WitnessError::UnknownLog { origin })) => {
+                Err(Status::permission_denied(format!(
+                    "participant {} may ask to witness only its own log {}, not {origin}",
+                    caller.participant_id,
+                    origin_for(&caller.participant_id)
+                )))
+            }
+            Err(e) => Err(witnessing_status(ctx, &caller.participant_id, e).await),
+        }
+    }
+
+    async fn report_checkpoint(
+        &self,
+        request: Request<ReportCheckpointRequest>,
+    ) -> Result<Response<ReportCheckpointResponse>, Status> {
+        if request.extensions().get::<PeerCaller>().is_none() {
+            return Err(Status::unauthenticated("the caller was not authenticated"));
+        }
+        let r = request.into_inner();
+        let ctx = &self.context;
+        let origin = r
+            .note
+            .lines()
+            .next()
+            .ok_or_else(|| Status::invalid_argument("note: it is empty"))?;
+        let owner = origin
+            .strip_prefix("liutong.")
+            .and_then(|o| o.strip_suffix("/audit"))
+            .and_then(|id| ParticipantId::parse(id).ok())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "note: the origin {origin:?} is not a Liutong log (liutong.<participant>/audit)"
+                ))
+            })?;
+        let member = ctx.trust.member(&owner, now()).map_err(Status::from)?;
+        let log_key = log_key_of(&member).map_err(audit_status)?;
+        match ctx
+            .witness
+            .report(log_key, r.note.as_bytes(), now().max(0) as u64)
+            .await
+        {
+            Ok(cosigned_size) => Ok(Response::new(ReportCheckpointResponse { cosigned_size })),
+            Err(e) => Err(witnessing_status(ctx, &owner, e).await),
+        }
+    }
+}
