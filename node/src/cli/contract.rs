@@ -187,16 +187,16 @@ fn print_contract(c: &Contract, json: bool, with_agreement: bool) {
     if !c.agreement_id.is_empty() {
         println!("  agreement {}", c.agreement_id);
     }
-    if with_agreement && !c.agreement_json.is_empty() {
-        if let Ok(env) = serde_json::from_str::<crate::identity::Envelope>(&c.agreement_json)
-            && let Ok(content) = env.peek_json::<serde_json::Value>()
-        {
-            println!("  signatures: {}", env.signatures.len());
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&content).unwrap_or_default()
-            );
-        }
+    if with_agreement
+        && !c.agreement_json.is_empty()
+        && let Ok(env) = serde_json::from_str::<crate::identity::Envelope>(&c.agreement_json)
+        && let Ok(content) = env.peek_json::<serde_json::Value>()
+    {
+        println!("  signatures: {}", env.signatures.len());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&content).unwrap_or_default()
+        );
     }
 }
 
