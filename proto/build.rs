@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "liutong/v1/node.proto",
     "liutong/v1/catalog.proto",
     "liutong/v1/contract.proto",
+    "liutong/v1/transfer.proto",
     "liutong/v1/admin.proto",
     "liutong/v1/audit.proto",
 ];

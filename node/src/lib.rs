@@ -43,4 +43,5 @@ pub mod service;
 pub mod setup;
 pub mod storage;
 pub mod tls;
+pub mod transfer;
 pub mod trust;

@@ -15,6 +15,7 @@
 mod audit;
 mod catalog;
 mod contract;
+mod transfer;
 
 use std::sync::Arc;
 
@@ -37,13 +38,15 @@ use liutong_proto::v1::catalog_server::CatalogServer;
 use liutong_proto::v1::negotiation_server::NegotiationServer;
 use liutong_proto::v1::node_client::NodeClient;
 use liutong_proto::v1::node_server::{Node, NodeServer};
+use liutong_proto::v1::transfer_server::TransferServer;
 use liutong_proto::v1::witness_server::WitnessServer;
 use liutong_proto::v1::{
     ApproveContractRequest, Contract, DescribePeerRequest, DescribeRequest, DescribeResponse,
     GetContractRequest, GetProductRequest, ListContractsRequest, ListContractsResponse,
-    ListOffersResponse, ListProductsRequest, ListProductsResponse, PeerCatalogRequest, Product,
-    PublishRequest, RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
-    RequestContractRequest, StatusRequest, StatusResponse, TrustListStatus,
+    ListOffersResponse, ListProductsRequest, ListProductsResponse, ListTransfersRequest,
+    ListTransfersResponse, PeerCatalogRequest, Product, PublishRequest, PullTransferRequest,
+    RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
+    RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
 };
 
 /// The software version reported by `Describe` and `Status`.
@@ -126,6 +129,13 @@ pub async fn peer_router(
         )
         .add_service(
             NegotiationServer::new(contract::NegotiationService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            TransferServer::new(transfer::TransferService {
                 context: context.clone(),
             })
             .max_decoding_message_size(limit)
@@ -353,6 +363,34 @@ impl Admin for AdminService {
         catalog::peer_catalog(&self.context, request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    type PullTransferStream =
+        tokio_stream::wrappers::ReceiverStream<Result<TransferProgress, Status>>;
+
+    async fn pull_transfer(
+        &self,
+        request: Request<PullTransferRequest>,
+    ) -> Result<Response<Self::PullTransferStream>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "pulling a transfer")?;
+        let request = request.into_inner();
+        if request.agreement_id.trim().is_empty() {
+            return Err(Status::invalid_argument("agreement_id: name the agreement"));
+        }
+        Ok(Response::new(transfer::pull(self.context.clone(), request)))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<ListTransfersRequest>,
+    ) -> Result<Response<ListTransfersResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "listing transfers")?;
+        let copies = crate::transfer::copies(self.context.storage.as_ref())
+            .map_err(transfer::transfer_status)?;
+        Ok(Response::new(ListTransfersResponse {
+            transfers: copies.iter().map(crate::transfer::progress).collect(),
+        }))
     }
 
     async fn request_contract(

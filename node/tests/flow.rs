@@ -551,3 +551,156 @@ async fn publish_refuses_bad_input_and_stores_nothing() {
         "nothing stored"
     );
 }
+
+async fn pull(
+    node: &TestNode,
+    agreement: &str,
+    max_chunks: u32,
+) -> Result<liutong_proto::v1::TransferProgress, tonic::Status> {
+    use tokio_stream::StreamExt as _;
+    let mut stream = node
+        .admin(LocalRole::Admin)
+        .await
+        .pull_transfer(liutong_proto::v1::PullTransferRequest {
+            agreement_id: agreement.into(),
+            max_chunks,
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(item) = stream.next().await {
+        last = Some(item?);
+    }
+    last.ok_or_else(|| tonic::Status::internal("no progress"))
+}
+
+fn chunk_key(product_id: &str, version: u32, index: u32) -> Vec<u8> {
+    let mut key = product_id.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&version.to_be_bytes());
+    key.push(0);
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
+    use sha2::{Digest, Sha256};
+    let s = space().await;
+    // 3.5 MiB: four chunks.
+    let payload: Vec<u8> = (0..(3 * (1 << 20) + (1 << 19)))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let product = publish(
+        &s.transport,
+        &payload,
+        "Camera archive",
+        "general-2",
+        "bytes",
+        TRAFFIC_POLICY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(product.chunks, 4);
+    let agreed = request(&s.ecology, &s.transport, &product.offer_id, "urbanPlanning")
+        .await
+        .unwrap();
+    let agreement = agreed.agreement_id.clone();
+
+    // Someone else cannot use the agreement.
+    let mut other = liutong_proto::v1::transfer_client::TransferClient::new(
+        peer_channel(
+            s.transport.peer_addr(),
+            Some(&s.logistics.identity),
+            s.logistics.roots(),
+        )
+        .await,
+    );
+    let err = other
+        .pull(liutong_proto::v1::PullRequest {
+            agreement_id: agreement.clone(),
+            from_chunk: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not with"), "{}", err.message());
+
+    // A cut: two chunks now, the rest later.
+    let partial = pull(&s.ecology, &agreement, 2).await.unwrap();
+    assert_eq!(
+        (
+            partial.state.as_str(),
+            partial.chunks_received,
+            partial.chunks_total
+        ),
+        ("STARTED", 2, 4)
+    );
+    assert!(
+        partial.sha256.is_empty(),
+        "a partial copy has no verified hash"
+    );
+
+    // A chunk tampered with at the provider: refused, not kept, transfer not complete.
+    let provider_storage = &s.transport.running.context.storage;
+    let key = chunk_key(&product.product_id, 1, 2);
+    let good = provider_storage.get("chunks", &key).unwrap().unwrap();
+    let mut bad = good.clone();
+    bad[100] ^= 0xff;
+    provider_storage.put("chunks", &key, &bad).unwrap();
+    let err = pull(&s.ecology, &agreement, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(err.message().contains("chunk 2"), "{}", err.message());
+    let copy = liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement)
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy.chunks_received, 2, "the bad chunk was not kept");
+    assert_ne!(copy.state, liutong_node::transfer::TransferState::Completed);
+
+    // Repaired: the pull resumes from the first missing chunk and completes.
+    provider_storage.put("chunks", &key, &good).unwrap();
+    let done = pull(&s.ecology, &agreement, 0).await.unwrap();
+    assert_eq!(
+        (done.state.as_str(), done.chunks_received),
+        ("COMPLETED", 4)
+    );
+    assert_eq!(done.sha256, hex::encode(Sha256::digest(&payload)));
+    let storage = s.ecology.running.context.storage.as_ref();
+    let mut received = Vec::new();
+    for i in 0..4 {
+        received.extend(
+            liutong_node::transfer::copy_chunk(storage, &agreement, i)
+                .unwrap()
+                .unwrap(),
+        );
+    }
+    assert!(received == payload, "byte-identical copy");
+    // The sticky policy travels with the copy: the agreement with both signatures.
+    let copy = liutong_node::transfer::copy(storage, &agreement)
+        .unwrap()
+        .unwrap();
+    assert_eq!(copy.agreement.signatures.len(), 2);
+
+    // The provider holds the consumer's signed receipt; both logged COMPLETED.
+    let receipt =
+        liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
+            .unwrap()
+            .expect("receipt stored");
+    receipt
+        .verify(&s.ecology.running.context.signing_key.public_key())
+        .unwrap();
+    for node in [&s.transport, &s.ecology] {
+        let audit = &node.running.context.audit;
+        let completed = (0..audit.size()).any(|i| {
+            String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
+                .contains("transfer COMPLETED")
+        });
+        assert!(completed, "COMPLETED logged on both sides");
+    }
+    // The provider saw the resume start at the first missing chunk.
+    let audit = &s.transport.running.context.audit;
+    let resumed = (0..audit.size()).any(|i| {
+        String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap()).contains("from chunk 2")
+    });
+    assert!(resumed, "the resumed pull asked from chunk 2");
+}

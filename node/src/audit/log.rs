@@ -89,6 +89,8 @@ pub enum EventKind {
     /// A policy decision (permit or deny) with its reasons.
     PolicyDecision,
     NegotiationStateChanged,
+    /// A transfer started, completed, or a chunk was refused.
+    Transfer,
     /// Something an operator must look at, e.g. a peer's log signed two checkpoints that
     /// cannot both be true.
     Alert,

@@ -1,0 +1,132 @@
+//! Handlers for transfers: the peer API's `Transfer` service (provider side) and the
+//! local API's pull (consumer side).
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::peer_caller;
+use crate::runtime::NodeContext;
+use crate::transfer::{self, TransferError};
+use liutong_proto::v1::transfer_server::Transfer;
+use liutong_proto::v1::{
+    PullRequest, PullResponse, PullTransferRequest, ReceiptRequest, ReceiptResponse,
+    TransferProgress,
+};
+
+pub(super) fn transfer_status(e: TransferError) -> Status {
+    let message = e.to_string();
+    match e {
+        TransferError::UnknownAgreement(_) => Status::not_found(message),
+        TransferError::Forbidden(_) | TransferError::Denied(_) => {
+            Status::permission_denied(message)
+        }
+        TransferError::DataLoss(_) => Status::data_loss(message),
+        TransferError::Invalid(_) => Status::failed_precondition(message),
+        TransferError::Peer(s) => {
+            Status::new(s.code(), format!("the provider answered: {}", s.message()))
+        }
+        TransferError::Unreachable(_) | TransferError::Storage(_) | TransferError::Audit(_) => {
+            Status::unavailable(message)
+        }
+    }
+}
+
+pub struct TransferService {
+    pub(super) context: Arc<NodeContext>,
+}
+
+#[tonic::async_trait]
+impl Transfer for TransferService {
+    type PullStream = ReceiverStream<Result<PullResponse, Status>>;
+
+    async fn pull(
+        &self,
+        request: Request<PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let PullRequest {
+            agreement_id,
+            from_chunk,
+        } = request.into_inner();
+        let (manifest, agreement) =
+            transfer::start_delivery(&self.context, &caller, &agreement_id, from_chunk)
+                .await
+                .map_err(transfer_status)?;
+        let chunks = manifest
+            .peek_json::<transfer::Manifest>()
+            .map(|m| m.chunk_hashes.len() as u32)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        if from_chunk > chunks {
+            return Err(Status::out_of_range(format!(
+                "from_chunk: the product has {chunks} chunks"
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        transfer::spawn_delivery(
+            self.context.clone(),
+            manifest,
+            agreement,
+            chunks,
+            from_chunk,
+            tx,
+        );
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn receipt(
+        &self,
+        request: Request<ReceiptRequest>,
+    ) -> Result<Response<ReceiptResponse>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let receipt = request
+            .into_inner()
+            .receipt
+            .ok_or_else(|| Status::invalid_argument("receipt: the signed receipt is missing"))?;
+        transfer::receive_receipt(&self.context, &caller, receipt.into())
+            .await
+            .map_err(transfer_status)?;
+        Ok(Response::new(ReceiptResponse {
+            state: "COMPLETED".into(),
+        }))
+    }
+}
+
+/// `Admin.PullTransfer`: runs the pull in its own task and streams its progress; the
+/// pull goes on to the end of its current step even if the caller goes away.
+pub(super) fn pull(
+    context: Arc<NodeContext>,
+    request: PullTransferRequest,
+) -> ReceiverStream<Result<TransferProgress, Status>> {
+    let (out, rx) = mpsc::channel(16);
+    tokio::spawn(async move {
+        let (progress_tx, mut progress_rx) = mpsc::channel(16);
+        let forward = {
+            let out = out.clone();
+            tokio::spawn(async move {
+                while let Some(p) = progress_rx.recv().await {
+                    let _ = out.send(Ok(p)).await;
+                }
+            })
+        };
+        let result = transfer::pull(
+            &context,
+            &request.agreement_id,
+            request.max_chunks,
+            progress_tx,
+        )
+        .await;
+        let _ = forward.await;
+        match result {
+            Ok(last) => {
+                let _ = out.send(Ok(last)).await;
+            }
+            Err(e) => {
+                let _ = out.send(Err(transfer_status(e))).await;
+            }
+        }
+    });
+    ReceiverStream::new(rx)
+}

@@ -1,0 +1,655 @@
+//! Transfer: delivering a product version under a finalized agreement.
+//!
+//! The provider checks the agreement and its policy again (transfer scope), then
+//! streams a signed manifest — product, version, agreement, size, chunk size and every
+//! chunk's SHA-256 — followed by the chunks. The consumer checks the manifest against
+//! its agreement and each chunk against the manifest as it arrives, stores each good
+//! chunk together with the progress in one atomic batch, and can resume from the first
+//! missing chunk after a cut. Only when every chunk and the whole payload verified does
+//! the copy become usable (COMPLETED), together with its agreement and policy (the sticky
+//! policy); the consumer then returns a signed receipt and both sides record COMPLETED.
+//! A chunk that does not match stops the transfer with `DATA_LOSS`; nothing of it is kept.
+
+use std::sync::Arc;
+
+use liutong_policy::{Action, Policy, Request, Scope, State as PolicyState};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::audit::log::{Event, EventKind};
+use crate::catalog::requester_of;
+use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, NegotiationStatus, Role};
+use crate::identity::{Envelope, Membership};
+use crate::runtime::{NodeContext, now};
+use crate::storage::{Storage, StorageError, Write};
+use crate::tls;
+use liutong_proto::v1::pull_response::Part;
+use liutong_proto::v1::transfer_client::TransferClient;
+use liutong_proto::v1::{Chunk, PullRequest, PullResponse, ReceiptRequest, TransferProgress};
+
+/// Payload type of a transfer manifest.
+pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-manifest+json";
+/// Payload type of a transfer receipt.
+pub const RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-receipt+json";
+
+/// Consumer side: received copies, their chunks and progress, in one tree so a chunk
+/// and the progress that counts it are written in one atomic batch.
+const COPIES: &str = "copies";
+/// Provider side: deliveries and their receipts.
+const DELIVERIES: &str = "deliveries";
+/// Flush received chunks at least this often (chunks), so a crash loses little.
+const FLUSH_EVERY: u32 = 16;
+
+/// What the provider signs before the chunks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    pub agreement_id: String,
+    pub product_id: String,
+    pub version: u32,
+    pub size: u64,
+    pub sha256: String,
+    pub chunk_size: u32,
+    pub chunk_hashes: Vec<String>,
+    pub format: String,
+}
+
+/// What the consumer signs when the copy verified.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Receipt {
+    pub agreement_id: String,
+    pub product_id: String,
+    pub version: u32,
+    pub sha256: String,
+    pub size: u64,
+    pub received_at: i64,
+}
+
+/// A received copy (consumer side). Usable only when `state` is COMPLETED.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Copy {
+    pub agreement_id: String,
+    pub provider: String,
+    pub manifest: Envelope,
+    /// The agreement with both signatures: the sticky policy travels with the copy.
+    pub agreement: Envelope,
+    pub chunks_received: u32,
+    pub state: TransferState,
+    pub reason: String,
+    pub receipt: Option<Envelope>,
+    pub updated_at: i64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum TransferState {
+    Started,
+    Completed,
+    Terminated,
+}
+
+impl std::fmt::Display for TransferState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Started => "STARTED",
+            Self::Completed => "COMPLETED",
+            Self::Terminated => "TERMINATED",
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransferError {
+    #[error("no finalized agreement {0}")]
+    UnknownAgreement(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the agreement's policy refuses the transfer: {0}")]
+    Denied(String),
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the provider: {0}")]
+    Peer(tonic::Status),
+    #[error("cannot reach the provider: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the audit log cannot be written, so the step is refused: {0}")]
+    Audit(String),
+}
+
+async fn log(
+    context: &NodeContext,
+    detail: String,
+    participant: &str,
+    agreement: &Agreement,
+) -> Result<(), TransferError> {
+    let mut event = Event::new(EventKind::Transfer, now(), detail);
+    event.participant = Some(participant.to_owned());
+    event.agreement = Some(agreement.agreement_id.clone());
+    event.product = Some(agreement.product_id.clone());
+    context
+        .audit
+        .append(&event)
+        .await
+        .map(|_| ())
+        .map_err(|e| TransferError::Audit(e.to_string()))
+}
+
+// ---- provider side ----------------------------------------------------------------
+
+/// The provider's checks before a delivery: a finalized agreement whose consumer is the
+/// caller, and the agreement's policy still permits it (transfer scope).
+pub async fn start_delivery(
+    context: &NodeContext,
+    caller: &Membership,
+    agreement_id: &str,
+    from_chunk: u32,
+) -> Result<(Envelope, Agreement), TransferError> {
+    let n = context
+        .contracts
+        .by_agreement(agreement_id)
+        .map_err(|e| TransferError::Invalid(e.to_string()))?
+        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
+        .ok_or_else(|| TransferError::UnknownAgreement(agreement_id.to_owned()))?;
+    let envelope = n
+        .agreement
+        .expect("finalized negotiations carry their agreement");
+    let agreement: Agreement = envelope
+        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
+        .map_err(|e| TransferError::DataLoss(format!("the stored agreement: {e}")))?;
+    if agreement.consumer != caller.participant_id {
+        return Err(TransferError::Forbidden(format!(
+            "agreement {agreement_id} was made with {}, not with {}",
+            agreement.consumer, caller.participant_id
+        )));
+    }
+    let policy = Policy::from_odrl_value(&agreement.policy)
+        .and_then(|p| {
+            liutong_policy::compile(
+                p,
+                &context.catalog.compile_context(agreement.classification),
+            )
+        })
+        .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
+    let elapsed = std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64);
+    let decision = liutong_policy::evaluate(
+        &policy,
+        &Request {
+            scope: Scope::Transfer,
+            action: Action::Use,
+            requester: requester_of(caller),
+            purpose: Some(agreement.purpose.clone()),
+        },
+        &PolicyState {
+            now: time::OffsetDateTime::now_utc(),
+            elapsed,
+            uses: 0,
+        },
+    );
+    if !decision.is_permit() {
+        let why = decision.explain();
+        log(
+            context,
+            format!("transfer refused at transfer scope: {why}"),
+            caller.participant_id.as_str(),
+            &agreement,
+        )
+        .await?;
+        return Err(TransferError::Denied(why));
+    }
+    let product = context
+        .catalog
+        .products
+        .get(&agreement.product_id, agreement.version)
+        .map_err(|e| TransferError::Invalid(e.to_string()))?
+        .ok_or_else(|| {
+            TransferError::Invalid(format!(
+                "product {} v{} is gone",
+                agreement.product_id, agreement.version
+            ))
+        })?;
+    if product.sha256 != agreement.product_sha256 {
+        return Err(TransferError::DataLoss(
+            "the stored product no longer matches the agreement's hash".into(),
+        ));
+    }
+    let manifest = Manifest {
+        agreement_id: agreement_id.to_owned(),
+        product_id: product.product_id.clone(),
+        version: product.version,
+        size: product.size,
+        sha256: product.sha256.clone(),
+        chunk_size: product.chunk_size,
+        chunk_hashes: product.chunk_hashes.clone(),
+        format: product.format.to_string(),
+    };
+    log(
+        context,
+        format!(
+            "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}",
+            product.product_id,
+            product.version,
+            product.chunk_hashes.len()
+        ),
+        caller.participant_id.as_str(),
+        &agreement,
+    )
+    .await?;
+    Ok((
+        Envelope::sign_json(MANIFEST_PAYLOAD_TYPE, &manifest, &context.signing_key),
+        agreement,
+    ))
+}
+
+/// Streams the manifest and the chunks from `from_chunk` into `tx`, reading one chunk
+/// at a time from storage (the channel's bound keeps memory flat).
+pub fn spawn_delivery(
+    context: Arc<NodeContext>,
+    manifest: Envelope,
+    agreement: Agreement,
+    chunks: u32,
+    from_chunk: u32,
+    tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
+) {
+    tokio::spawn(async move {
+        if tx
+            .send(Ok(PullResponse {
+                part: Some(Part::Manifest(manifest.into())),
+            }))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        for index in from_chunk..chunks {
+            let data = match context.catalog.products.chunk(
+                &agreement.product_id,
+                agreement.version,
+                index,
+            ) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Err(tonic::Status::data_loss(e.to_string()))).await;
+                    return;
+                }
+            };
+            let message = PullResponse {
+                part: Some(Part::Chunk(Chunk { index, data })),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return; // the consumer went away; it resumes later
+            }
+        }
+    });
+}
+
+/// The consumer's signed receipt (provider side).
+pub async fn receive_receipt(
+    context: &NodeContext,
+    caller: &Membership,
+    envelope: Envelope,
+) -> Result<(), TransferError> {
+    let receipt: Receipt = envelope
+        .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
+        .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
+    let n = context
+        .contracts
+        .by_agreement(&receipt.agreement_id)
+        .map_err(|e| TransferError::Invalid(e.to_string()))?
+        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
+        .ok_or_else(|| TransferError::UnknownAgreement(receipt.agreement_id.clone()))?;
+    let agreement: Agreement = n
+        .agreement_content()
+        .ok_or_else(|| TransferError::Invalid("the agreement is unreadable".into()))?;
+    if agreement.consumer != caller.participant_id {
+        return Err(TransferError::Forbidden(format!(
+            "agreement {} was made with {}, not with {}",
+            receipt.agreement_id, agreement.consumer, caller.participant_id
+        )));
+    }
+    if receipt.sha256 != agreement.product_sha256 || receipt.size != agreement.size {
+        return Err(TransferError::DataLoss(
+            "the receipt names another payload than the agreement".into(),
+        ));
+    }
+    context
+        .storage
+        .put_durable(
+            DELIVERIES,
+            receipt.agreement_id.as_bytes(),
+            envelope.to_json().as_bytes(),
+        )
+        .await?;
+    log(
+        context,
+        format!(
+            "transfer COMPLETED: receipt for {} bytes, sha256 {}",
+            receipt.size, receipt.sha256
+        ),
+        caller.participant_id.as_str(),
+        &agreement,
+    )
+    .await
+}
+
+/// The consumer's receipt for a delivery, once received (provider side).
+pub fn delivery_receipt(
+    context: &NodeContext,
+    agreement_id: &str,
+) -> Result<Option<Envelope>, TransferError> {
+    Ok(context
+        .storage
+        .get(DELIVERIES, agreement_id.as_bytes())?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+// ---- consumer side ----------------------------------------------------------------
+
+fn copy_key(agreement_id: &str) -> Vec<u8> {
+    format!("r/{agreement_id}").into_bytes()
+}
+
+fn chunk_key(agreement_id: &str, index: u32) -> Vec<u8> {
+    let mut key = format!("c/{agreement_id}/").into_bytes();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// A received copy's record.
+pub fn copy(storage: &dyn Storage, agreement_id: &str) -> Result<Option<Copy>, TransferError> {
+    Ok(storage
+        .get(COPIES, &copy_key(agreement_id))?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Every copy this node holds or is receiving.
+pub fn copies(storage: &dyn Storage) -> Result<Vec<Copy>, TransferError> {
+    Ok(storage
+        .scan_prefix(COPIES, b"r/")?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect())
+}
+
+/// One chunk of a received copy.
+pub fn copy_chunk(
+    storage: &dyn Storage,
+    agreement_id: &str,
+    index: u32,
+) -> Result<Option<Vec<u8>>, TransferError> {
+    Ok(storage.get(COPIES, &chunk_key(agreement_id, index))?)
+}
+
+fn manifest_of(c: &Copy) -> Manifest {
+    c.manifest
+        .peek_json()
+        .expect("stored manifests were checked when received")
+}
+
+/// Progress as the local API shows it.
+pub fn progress(c: &Copy) -> TransferProgress {
+    let m = manifest_of(c);
+    let bytes = (c.chunks_received as u64 * m.chunk_size as u64).min(m.size);
+    TransferProgress {
+        agreement_id: c.agreement_id.clone(),
+        state: c.state.to_string(),
+        chunks_received: c.chunks_received,
+        chunks_total: m.chunk_hashes.len() as u32,
+        bytes_received: bytes,
+        bytes_total: m.size,
+        product_id: m.product_id,
+        version: m.version,
+        sha256: if c.state == TransferState::Completed {
+            m.sha256
+        } else {
+            String::new()
+        },
+        reason: c.reason.clone(),
+    }
+}
+
+/// Pulls (or resumes) the product of an agreement; reports progress on `progress_tx`.
+/// `max_chunks` (0: all) stops after that many chunks, to resume later.
+pub async fn pull(
+    context: &NodeContext,
+    agreement_id: &str,
+    max_chunks: u32,
+    progress_tx: mpsc::Sender<TransferProgress>,
+) -> Result<TransferProgress, TransferError> {
+    let n = context
+        .contracts
+        .by_agreement(agreement_id)
+        .map_err(|e| TransferError::Invalid(e.to_string()))?
+        .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Finalized)
+        .ok_or_else(|| TransferError::UnknownAgreement(agreement_id.to_owned()))?;
+    let agreement_envelope = n
+        .agreement
+        .clone()
+        .expect("finalized negotiations carry their agreement");
+    let agreement: Agreement = n
+        .agreement_content()
+        .ok_or_else(|| TransferError::Invalid("the agreement is unreadable".into()))?;
+    let storage = context.storage.as_ref();
+    let existing = copy(storage, agreement_id)?;
+    if let Some(c) = &existing
+        && c.state == TransferState::Completed
+    {
+        return Ok(progress(c));
+    }
+    let from_chunk = existing.as_ref().map_or(0, |c| c.chunks_received);
+
+    let config = context
+        .peer_client_config()
+        .map_err(|e| TransferError::Unreachable(e.to_string()))?;
+    let channel = tls::connect(&n.peer_address, config)
+        .await
+        .map_err(|e| TransferError::Unreachable(e.to_string()))?;
+    let limit = context.config.limits.max_message_bytes;
+    let mut client = TransferClient::new(channel)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let mut stream = client
+        .pull(PullRequest {
+            agreement_id: agreement_id.to_owned(),
+            from_chunk,
+        })
+        .await
+        .map_err(TransferError::Peer)?
+        .into_inner();
+
+    // The manifest: signed by the provider, for this agreement's product version.
+    let first = stream
+        .message()
+        .await
+        .map_err(TransferError::Peer)?
+        .ok_or_else(|| TransferError::Invalid("the provider sent nothing".into()))?;
+    let Some(Part::Manifest(manifest_envelope)) = first.part else {
+        return Err(TransferError::Invalid(
+            "the provider did not start with a manifest".into(),
+        ));
+    };
+    let manifest_envelope: Envelope = manifest_envelope.into();
+    let provider = context
+        .trust
+        .member(&n.peer, now())
+        .map_err(|e| TransferError::Forbidden(format!("the provider: {e}")))?;
+    let manifest: Manifest = manifest_envelope
+        .open_json(MANIFEST_PAYLOAD_TYPE, &provider.signing_key)
+        .map_err(|e| TransferError::DataLoss(format!("the manifest: {e}")))?;
+    check_manifest(&manifest, &agreement)?;
+    let mut record = match existing {
+        Some(c) => {
+            if c.manifest.payload != manifest_envelope.payload {
+                return Err(TransferError::DataLoss(
+                    "the provider's manifest changed since the transfer started".into(),
+                ));
+            }
+            c
+        }
+        None => Copy {
+            agreement_id: agreement_id.to_owned(),
+            provider: n.peer.to_string(),
+            manifest: manifest_envelope,
+            agreement: agreement_envelope,
+            chunks_received: 0,
+            state: TransferState::Started,
+            reason: String::new(),
+            receipt: None,
+            updated_at: now(),
+        },
+    };
+    save_copy(storage, &record, None)?;
+    context.storage.flush().await?;
+    let total = manifest.chunk_hashes.len() as u32;
+    let _ = progress_tx.send(progress(&record)).await;
+
+    // The chunks, each checked before it is kept.
+    let mut pulled = 0u32;
+    while record.chunks_received < total {
+        if max_chunks > 0 && pulled == max_chunks {
+            break;
+        }
+        let message = stream.message().await.map_err(TransferError::Peer)?;
+        let Some(PullResponse {
+            part: Some(Part::Chunk(chunk)),
+        }) = message
+        else {
+            return Err(TransferError::Invalid(format!(
+                "the provider's stream ended after chunk {} of {total}",
+                record.chunks_received
+            )));
+        };
+        let expected = record.chunks_received;
+        if chunk.index != expected {
+            return Err(TransferError::Invalid(format!(
+                "the provider sent chunk {} where chunk {expected} was due",
+                chunk.index
+            )));
+        }
+        let hash = hex::encode(Sha256::digest(&chunk.data));
+        if hash != manifest.chunk_hashes[expected as usize] {
+            record.reason = format!(
+                "chunk {expected} does not match its SHA-256 in the signed manifest; it was not kept"
+            );
+            record.updated_at = now();
+            save_copy(storage, &record, None)?;
+            context.storage.flush().await?;
+            log(
+                context,
+                format!("transfer chunk {expected} refused: hash mismatch"),
+                n.peer.as_str(),
+                &agreement,
+            )
+            .await?;
+            return Err(TransferError::DataLoss(record.reason.clone()));
+        }
+        record.chunks_received += 1;
+        record.reason.clear();
+        record.updated_at = now();
+        save_copy(storage, &record, Some((expected, chunk.data)))?;
+        pulled += 1;
+        if record.chunks_received % FLUSH_EVERY == 0 {
+            context.storage.flush().await?;
+        }
+        let _ = progress_tx.send(progress(&record)).await;
+    }
+    context.storage.flush().await?;
+    if record.chunks_received < total {
+        return Ok(progress(&record));
+    }
+    drop(stream);
+
+    // The whole payload, read back from storage.
+    let mut whole = Sha256::new();
+    let mut size = 0u64;
+    for index in 0..total {
+        let data = copy_chunk(storage, agreement_id, index)?
+            .ok_or_else(|| TransferError::DataLoss(format!("received chunk {index} is missing")))?;
+        size += data.len() as u64;
+        whole.update(&data);
+    }
+    let sha256 = hex::encode(whole.finalize());
+    if sha256 != manifest.sha256 || size != manifest.size {
+        record.state = TransferState::Terminated;
+        record.reason = "the whole copy does not match the manifest's SHA-256".into();
+        save_copy(storage, &record, None)?;
+        context.storage.flush().await?;
+        return Err(TransferError::DataLoss(record.reason.clone()));
+    }
+    let receipt = Envelope::sign_json(
+        RECEIPT_PAYLOAD_TYPE,
+        &Receipt {
+            agreement_id: agreement_id.to_owned(),
+            product_id: manifest.product_id.clone(),
+            version: manifest.version,
+            sha256: sha256.clone(),
+            size,
+            received_at: now(),
+        },
+        &context.signing_key,
+    );
+    record.state = TransferState::Completed;
+    record.receipt = Some(receipt.clone());
+    record.updated_at = now();
+    save_copy(storage, &record, None)?;
+    context.storage.flush().await?;
+    log(
+        context,
+        format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
+        n.peer.as_str(),
+        &agreement,
+    )
+    .await?;
+    client
+        .receipt(ReceiptRequest {
+            receipt: Some(receipt.into()),
+        })
+        .await
+        .map_err(TransferError::Peer)?;
+    let done = progress(&record);
+    let _ = progress_tx.send(done.clone()).await;
+    Ok(done)
+}
+
+fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
+    let mismatch = |what: &str| {
+        TransferError::DataLoss(format!("the manifest does not match the agreement: {what}"))
+    };
+    if m.agreement_id != a.agreement_id {
+        return Err(mismatch("agreement"));
+    }
+    if m.product_id != a.product_id || m.version != a.version {
+        return Err(mismatch("product version"));
+    }
+    if m.sha256 != a.product_sha256 || m.size != a.size {
+        return Err(mismatch("payload hash or size"));
+    }
+    let expected_chunks = m.size.div_ceil(m.chunk_size.max(1) as u64).max(1);
+    if m.chunk_size == 0 || m.chunk_hashes.len() as u64 != expected_chunks {
+        return Err(mismatch("chunk count"));
+    }
+    Ok(())
+}
+
+/// Writes the copy record, and a chunk with it, in one atomic batch.
+fn save_copy(
+    storage: &dyn Storage,
+    c: &Copy,
+    chunk: Option<(u32, Vec<u8>)>,
+) -> Result<(), TransferError> {
+    let mut writes = vec![Write::Put(
+        copy_key(&c.agreement_id),
+        serde_json::to_vec(c).expect("copies serialize"),
+    )];
+    if let Some((index, data)) = chunk {
+        writes.push(Write::Put(chunk_key(&c.agreement_id, index), data));
+    }
+    storage.apply(COPIES, writes)?;
+    Ok(())
+}
