@@ -304,7 +304,7 @@ impl AuditLog {
     }
 
     /// Logs a `configuration_changed` event if `config_text` differs from the
-    /// configuration recorded at the previous start (the first one is recorded too).
+    /// configuration recorded at the previous start, and records it.
     pub async fn record_configuration(
         &self,
         config_text: &str,
@@ -316,15 +316,15 @@ impl AuditLog {
         if before.as_deref() == Some(digest.as_bytes()) {
             return Ok(());
         }
-        let detail = match before {
-            None => format!("configuration recorded (SHA-256 {digest})"),
-            Some(old) => format!(
-                "configuration changed since the last start (SHA-256 {} -> {digest})",
+        // The first start only records it: there is no change to report yet.
+        if let Some(old) = before {
+            let detail = format!(
+                "configuration changed since the last start (SHA-256 of node.toml settings {} -> {digest})",
                 String::from_utf8_lossy(&old)
-            ),
-        };
-        self.append(&Event::new(EventKind::ConfigurationChanged, time, detail))
-            .await?;
+            );
+            self.append(&Event::new(EventKind::ConfigurationChanged, time, detail))
+                .await?;
+        }
         self.shared
             .storage
             .put_durable(TREE, CONFIG_KEY, digest.as_bytes())
@@ -580,10 +580,10 @@ mod tests {
         let log = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
         log.record_configuration("a = 1\n", 1).await.unwrap();
         log.record_configuration("a = 1\n", 2).await.unwrap();
-        assert_eq!(log.size(), 1);
+        assert_eq!(log.size(), 0);
         log.record_configuration("a = 2\n", 3).await.unwrap();
-        assert_eq!(log.size(), 2);
-        let event: Event = serde_json::from_slice(&log.entry(1).unwrap().unwrap()).unwrap();
+        assert_eq!(log.size(), 1);
+        let event: Event = serde_json::from_slice(&log.entry(0).unwrap().unwrap()).unwrap();
         assert_eq!(event.kind, EventKind::ConfigurationChanged);
         assert!(
             event.detail.contains("changed since the last start"),
