@@ -21,8 +21,8 @@
 //! - [`service`] — the thin gRPC services (peer API and local API).
 //! - [`cli`] — the `liutong` command.
 //! - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
-//!   signed-note checkpoints and cosignatures, and the witness (the log itself and its
-//!   auditor tools are being built).
+//!   signed-note checkpoints and cosignatures, the log in sled, checkpoints witnessed by
+//!   peers, and the auditor's checks (verify, search, evidence bundles).
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for

@@ -293,6 +293,10 @@ impl RunningNode {
             .await?;
         context
             .audit
+            .record_configuration(&context.config.to_commented_toml(), now())
+            .await?;
+        context
+            .audit
             .checkpoint(&context.audit_origin(), &context.signing_key)
             .await?;
 

@@ -7,7 +7,7 @@
 //! - Local API (the `liutong` command and local applications, role certificates):
 //!   `liutong.v1.Admin`, `liutong.v1.Audit` and reflection.
 //!
-//! The audit services live in [`audit`].
+//! The audit services live in `service/audit.rs`.
 //!
 //! Both routers sit behind [`AuthLayer`], so nothing here answers an unauthenticated
 //! caller, health and reflection included.

@@ -32,6 +32,7 @@ const TREE: &str = "audit";
 const SIZE_KEY: &[u8] = b"m/size";
 const CHECKPOINT_KEY: &[u8] = b"c/latest";
 const WITNESSES_KEY: &[u8] = b"c/witnesses";
+const CONFIG_KEY: &[u8] = b"m/config-sha256";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -310,6 +311,35 @@ impl AuditLog {
         Ok(out)
     }
 
+    /// Logs a `configuration_changed` event if `config_text` differs from the
+    /// configuration recorded at the previous start, and records it.
+    pub async fn record_configuration(
+        &self,
+        config_text: &str,
+        time: i64,
+    ) -> Result<(), AuditError> {
+        use sha2::{Digest, Sha256};
+        let digest = hex::encode(Sha256::digest(config_text.as_bytes()));
+        let before = self.shared.storage.get(TREE, CONFIG_KEY)?;
+        if before.as_deref() == Some(digest.as_bytes()) {
+            return Ok(());
+        }
+        // The first start only records it: there is no change to report yet.
+        if let Some(old) = before {
+            let detail = format!(
+                "configuration changed since the last start (SHA-256 of node.toml settings {} -> {digest})",
+                String::from_utf8_lossy(&old)
+            );
+            self.append(&Event::new(EventKind::ConfigurationChanged, time, detail))
+                .await?;
+        }
+        self.shared
+            .storage
+            .put_durable(TREE, CONFIG_KEY, digest.as_bytes())
+            .await?;
+        Ok(())
+    }
+
     /// The latest signed checkpoint, if one was made.
     pub fn latest_checkpoint(&self) -> Result<Option<String>, AuditError> {
         Ok(self
@@ -550,6 +580,23 @@ mod tests {
                 .await
                 .unwrap(),
             37
+        );
+    }
+
+    #[tokio::test]
+    async fn a_configuration_change_is_logged_once() {
+        let log = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        log.record_configuration("a = 1\n", 1).await.unwrap();
+        log.record_configuration("a = 1\n", 2).await.unwrap();
+        assert_eq!(log.size(), 0);
+        log.record_configuration("a = 2\n", 3).await.unwrap();
+        assert_eq!(log.size(), 1);
+        let event: Event = serde_json::from_slice(&log.entry(0).unwrap().unwrap()).unwrap();
+        assert_eq!(event.kind, EventKind::ConfigurationChanged);
+        assert!(
+            event.detail.contains("changed since the last start"),
+            "{}",
+            event.detail
         );
     }
 

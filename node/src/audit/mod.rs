@@ -1,4 +1,4 @@
-//! The tamper-evident audit log: the pure cryptographic core.
+//! The tamper-evident audit log.
 //!
 //! Every event of the node (a publish, a negotiation step, an agreement, a transfer, a
 //! use, a revocation) becomes an entry of an append-only Merkle log hashed as RFC 6962 /
@@ -20,26 +20,25 @@
 //!   cosigned, keep both checkpoints as evidence when two cannot both be true, and answer
 //!   with a cosignature. Its state is a plain serde value the caller stores.
 //!
-//! Nothing here does I/O, keeps time or spawns tasks: callers pass `now`, the store and
-//! the keys, so every rule can be tested without a node.
+//! Those three do no I/O, keep no time and spawn no tasks: callers pass `now`, the store
+//! and the keys, so every rule can be tested without a node. Around them:
 //!
-//! # How the node uses it (built later, elsewhere in the node crate)
+//! - [`log`]: the log in the node's storage: typed, versioned events, group commit
+//!   (durable before acknowledged, fail closed), proofs, the stored checkpoint.
+//! - [`cosigning`]: this node's checkpoints, on a timer and on demand, and asking the
+//!   configured witnesses to cosign them with a consistency proof; quorum.
+//! - [`witnessing`]: this node as a witness of other members' logs: the [`witness`]
+//!   decision with its state and evidence in storage, alerts on conflicts.
+//! - [`search`]: finding the entries about a product, an agreement or a participant.
+//! - [`auditor`]: the auditor's checks over `liutong.v1.Audit`: keys from authority-signed
+//!   credentials, signatures, cosignatures, the whole tree recomputed, the first bad
+//!   entry named.
+//! - [`bundle`]: evidence bundles from several nodes, checked offline.
 //!
-//! - Entries are stored append-only in sled, keyed by index, each at most 65,535 bytes.
-//!   Appends are grouped: a group commit hashes its entries with [`merkle::leaf_hash`],
-//!   feeds them to the [`merkle::Appender`], writes the entries and every returned
-//!   [`merkle::StoredNode`] in one sled batch, and acknowledges nothing until
-//!   `flush_async` has completed. At start-up the appender is rebuilt with
-//!   [`merkle::Appender::load`] from the durable size.
-//! - After a commit the node signs a checkpoint for the new size with
-//!   [`note::sign_checkpoint`], sends it with a consistency proof
-//!   ([`merkle::consistency_proof`]) to each peer from the size that peer last cosigned,
-//!   and adds the returned cosignature lines with [`note::add_cosignatures`].
-//! - Receipts and agreements carry the checkpoint at which each side logged them;
-//!   auditors get inclusion proofs from [`merkle::inclusion_proof`].
-//! - As a witness, the node keeps a [`witness::WitnessState`] in sled, replaces it
-//!   atomically after each successful [`witness::Witness::witness`] call, and stores the
-//!   evidence of any [`witness::WitnessError::Conflict`] and raises an alert.
+//! A log's key is its node's signing key (origin `liutong.<participant>/audit`, type
+//! 0x01); the same key cosigns as `liutong.<participant>/witness` (type 0x04). Both are
+//! named by the membership credential the authority signed, so auditors and witnesses
+//! need nothing but the authority's key.
 
 pub mod auditor;
 pub mod bundle;
