@@ -169,14 +169,14 @@ pub async fn start_delivery(
             agreement.consumer, caller.participant_id
         )));
     }
-    let policy = Policy::from_odrl_value(&agreement.policy)
-        .and_then(|p| {
-            liutong_policy::compile(
-                p,
-                &context.catalog.compile_context(agreement.classification),
-            )
-        })
-        .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
+    let policy_error = |e: liutong_policy::PolicyError| {
+        TransferError::Invalid(format!("the agreement's policy: {e}"))
+    };
+    let policy = liutong_policy::compile(
+        Policy::from_odrl_value(&agreement.policy).map_err(policy_error)?,
+        &context.catalog.compile_context(agreement.classification),
+    )
+    .map_err(policy_error)?;
     let elapsed = std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64);
     let decision = liutong_policy::evaluate(
         &policy,
