@@ -5,6 +5,7 @@
 mod audit;
 mod contract;
 mod product;
+mod transfer;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -102,6 +103,9 @@ pub enum Command {
     /// Negotiate contracts (agreements) with providers; approve requests as a provider.
     #[command(subcommand)]
     Contract(contract::ContractCommand),
+    /// Receive the products of agreements, verified chunk by chunk.
+    #[command(subcommand)]
+    Transfer(transfer::TransferCommand),
     /// Browse a peer's catalog: the offers it shows this node.
     Catalog {
         /// The peer's host:port.
@@ -274,6 +278,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Authority(cmd) => authority_command(cmd).await,
         Command::Product(cmd) => product::run(cmd).await,
         Command::Contract(cmd) => contract::run(cmd).await,
+        Command::Transfer(cmd) => transfer::run(cmd).await,
         Command::Catalog { peer, local, json } => product::catalog(peer, local, json).await,
         Command::Status { local, json } => status(&local, json).await,
         Command::Trust(TrustCommand::Refresh { local }) => {
