@@ -106,6 +106,14 @@ pub enum Command {
     /// Receive the products of agreements, verified chunk by chunk.
     #[command(subcommand)]
     Transfer(transfer::TransferCommand),
+    /// Run a narrated data space on loopback: an authority and three nodes publish,
+    /// browse, negotiate (granted, denied, approved by a person) and transfer.
+    Demo {
+        /// Keep the data space in this (new) directory, to start its nodes again with
+        /// `liutong serve --config DIR/<node>/node.toml`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Browse a peer's catalog: the offers it shows this node.
     Catalog {
         /// The peer's host:port.
@@ -279,6 +287,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Product(cmd) => product::run(cmd).await,
         Command::Contract(cmd) => contract::run(cmd).await,
         Command::Transfer(cmd) => transfer::run(cmd).await,
+        Command::Demo { dir } => crate::demo::run(dir).await,
         Command::Catalog { peer, local, json } => product::catalog(peer, local, json).await,
         Command::Status { local, json } => status(&local, json).await,
         Command::Trust(TrustCommand::Refresh { local }) => {

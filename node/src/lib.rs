@@ -36,6 +36,7 @@ pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod contract;
+pub mod demo;
 pub mod identity;
 pub mod local;
 pub mod runtime;

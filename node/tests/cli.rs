@@ -417,3 +417,66 @@ fn zero_config_serve_survives_kill_9_and_restarts() {
     sigterm(&second);
     assert!(wait_exit(&mut second, Duration::from_secs(20)).success());
 }
+
+#[test]
+fn demo_runs_the_whole_flow_and_leaves_restartable_nodes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("demo");
+    let o = liutong(&["demo", "--dir", dir.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{out}\n{}", stderr(&o));
+    for line in [
+        "the logistics enterprise sees 2 offers",
+        "invisible to the enterprise",
+        "purpose urbanPlanning → FINALIZED",
+        "purpose marketing → TERMINATED",
+        "purpose scientificResearch → REQUESTED",
+        "liutong contract approve",
+        "FINALIZED",
+        "COMPLETED: 1600012 bytes",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    // Refuses to overwrite a kept data space.
+    let again = liutong(&["demo", "--dir", dir.to_str().unwrap()]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("not empty"), "{}", stderr(&again));
+
+    // Each node starts again from its directory and can be inspected.
+    let config = dir.join("ecology").join("node.toml");
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("LIUTONG_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut serve, "serving:", Duration::from_secs(30));
+    let o = liutong(&[
+        "contract",
+        "list",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let contracts: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let finalized = contracts
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["state"] == "FINALIZED")
+        .count();
+    assert_eq!(finalized, 2, "{contracts:#}");
+    let o = liutong(&[
+        "transfer",
+        "list",
+        "--json",
+        "--config",
+        config.to_str().unwrap(),
+    ]);
+    let transfers: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(transfers[0]["state"], "COMPLETED");
+    sigterm(&serve);
+    assert!(wait_exit(&mut serve, Duration::from_secs(20)).success());
+}
