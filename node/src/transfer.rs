@@ -4,7 +4,7 @@
 //! streams a signed manifest — product, version, agreement, size, chunk size and every
 //! chunk's SHA-256 — followed by the chunks. The consumer checks the manifest against
 //! its agreement and each chunk against the manifest as it arrives, stores each good
-//! chunk together with the progress in one atomic batch, and can resume from the first
+//! chunk and then the progress that counts it, and can resume from the first
 //! missing chunk after a cut. Only when every chunk and the whole payload verified does
 //! the copy become usable (COMPLETED), together with its agreement and policy (the sticky
 //! policy); the consumer then returns a signed receipt and both sides record COMPLETED.
@@ -33,8 +33,8 @@ pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-manife
 /// Payload type of a transfer receipt.
 pub const RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-receipt+json";
 
-/// Consumer side: received copies, their chunks and progress, in one tree so a chunk
-/// and the progress that counts it are written in one atomic batch.
+/// Consumer side: received copies, their chunks and progress (a chunk is written before
+/// the record that counts it).
 const COPIES: &str = "copies";
 /// Provider side: deliveries and their receipts.
 const DELIVERIES: &str = "deliveries";
@@ -509,8 +509,10 @@ pub async fn pull(
     let total = manifest.chunk_hashes.len() as u32;
     let _ = progress_tx.send(progress(&record)).await;
 
-    // The chunks, each checked before it is kept.
+    // The chunks, each checked before it is kept. A pull from the first chunk hashes
+    // the whole payload as it goes; a resumed one reads the copy back at the end.
     let mut pulled = 0u32;
+    let mut running_hash = (record.chunks_received == 0).then(Sha256::new);
     while record.chunks_received < total {
         if max_chunks > 0 && pulled == max_chunks {
             break;
@@ -549,6 +551,9 @@ pub async fn pull(
             .await?;
             return Err(TransferError::DataLoss(record.reason.clone()));
         }
+        if let Some(h) = running_hash.as_mut() {
+            h.update(&chunk.data);
+        }
         record.chunks_received += 1;
         record.reason.clear();
         record.updated_at = now();
@@ -565,16 +570,22 @@ pub async fn pull(
     }
     drop(stream);
 
-    // The whole payload, read back from storage.
-    let mut whole = Sha256::new();
-    let mut size = 0u64;
-    for index in 0..total {
-        let data = copy_chunk(storage, agreement_id, index)?
-            .ok_or_else(|| TransferError::DataLoss(format!("received chunk {index} is missing")))?;
-        size += data.len() as u64;
-        whole.update(&data);
-    }
-    let sha256 = hex::encode(whole.finalize());
+    // The whole payload: hashed on the way, or read back from storage after a resume.
+    let (sha256, size) = match running_hash {
+        Some(h) => (hex::encode(h.finalize()), manifest.size),
+        None => {
+            let mut whole = Sha256::new();
+            let mut size = 0u64;
+            for index in 0..total {
+                let data = copy_chunk(storage, agreement_id, index)?.ok_or_else(|| {
+                    TransferError::DataLoss(format!("received chunk {index} is missing"))
+                })?;
+                size += data.len() as u64;
+                whole.update(&data);
+            }
+            (hex::encode(whole.finalize()), size)
+        }
+    };
     if sha256 != manifest.sha256 || size != manifest.size {
         record.state = TransferState::Terminated;
         record.reason = "the whole copy does not match the manifest's SHA-256".into();
@@ -637,19 +648,21 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
     Ok(())
 }
 
-/// Writes the copy record, and a chunk with it, in one atomic batch.
+/// Writes a chunk, then the copy record that counts it: the record is the commit
+/// point, so after a crash an uncounted chunk is simply fetched again.
 fn save_copy(
     storage: &dyn Storage,
     c: &Copy,
     chunk: Option<(u32, Vec<u8>)>,
 ) -> Result<(), TransferError> {
-    let mut writes = vec![Write::Put(
-        copy_key(&c.agreement_id),
-        serde_json::to_vec(c).expect("copies serialize"),
-    )];
+    let mut writes = Vec::with_capacity(2);
     if let Some((index, data)) = chunk {
         writes.push(Write::Put(chunk_key(&c.agreement_id, index), data));
     }
+    writes.push(Write::Put(
+        copy_key(&c.agreement_id),
+        serde_json::to_vec(c).expect("copies serialize"),
+    ));
     storage.apply(COPIES, writes)?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! The audit log in the node's storage: append-only entries with group commit, the
 //! Merkle tree's perfect-subtree hashes beside them, and signed checkpoints.
 //!
-//! Layout, all in one storage tree so that one atomic batch covers a whole commit:
+//! Layout, all in one storage tree; `m/size` is the commit point of a group:
 //! - `e` + index (8 bytes, big-endian) → the exact entry bytes;
 //! - `n` + level (1 byte) + index (8 bytes) → hash of a perfect subtree (see [`merkle`]);
 //! - `m/size` → the committed tree size (8 bytes, big-endian);
@@ -9,7 +9,7 @@
 //! - `c/witnesses` → the membership credentials (JSON) of the witnesses that cosigned it.
 //!
 //! Group commit: appends go to one committer task, which takes every append waiting,
-//! hashes them into the tree, writes entries, nodes and the new size in one batch, and
+//! hashes them into the tree, writes entries, nodes and then the new size, and
 //! awaits the flush before answering any of them. So an append is durable when it
 //! returns, and a failed write fails every append in the batch: the operation that
 //! wanted to log is refused (fail closed) instead of going on unrecorded.
@@ -249,8 +249,8 @@ impl AuditLog {
         self.shared.storage.apply(
             TREE,
             vec![
-                Write::Put(CHECKPOINT_KEY.to_vec(), text.clone().into_bytes()),
                 Write::Delete(WITNESSES_KEY.to_vec()),
+                Write::Put(CHECKPOINT_KEY.to_vec(), text.clone().into_bytes()),
             ],
         )?;
         self.shared.storage.flush().await?;
@@ -269,8 +269,8 @@ impl AuditLog {
         self.shared.storage.apply(
             TREE,
             vec![
-                Write::Put(CHECKPOINT_KEY.to_vec(), note_text.as_bytes().to_vec()),
                 Write::Put(WITNESSES_KEY.to_vec(), credentials),
+                Write::Put(CHECKPOINT_KEY.to_vec(), note_text.as_bytes().to_vec()),
             ],
         )?;
         self.shared.storage.flush().await?;
@@ -461,7 +461,8 @@ async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
     }
 }
 
-/// Writes one group: entries, new tree nodes and the size in one atomic batch, then
+/// Writes one group: entries and new tree nodes, then the size that commits them (a
+/// crash before it leaves entries past the size, which the next group overwrites), then
 /// flushes. The in-memory tree advances only after the flush succeeded.
 async fn commit(shared: &Shared, batch: &[Pending]) -> Result<u64, StorageError> {
     let mut next = shared

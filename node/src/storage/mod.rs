@@ -32,7 +32,7 @@ pub enum StorageError {
 /// Keys and values, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
-/// One write of an atomic batch.
+/// One write of an ordered batch (see [`Storage::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
     Put(Vec<u8>, Vec<u8>),
@@ -50,7 +50,14 @@ pub trait Storage: Send + Sync + 'static {
     /// Inserts `value` only if `key` is absent, atomically; returns whether it did.
     fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError>;
 
-    /// Applies all writes to one tree atomically: after a crash, all or none are there.
+    /// Applies the writes to one tree in order. Each write is atomic; the sequence is
+    /// not: a crash can leave any prefix of it. Callers put last the write that commits
+    /// the others (a size, a record that counts them), so a crash leaves at most data
+    /// that nothing refers to yet, which the next attempt overwrites.
+    ///
+    /// (sled's own `apply_batch` and transactions take a global exclusive lock that
+    /// deadlocks against concurrent `flush_async` under load in 0.34.7 — seen here with
+    /// 16 concurrent negotiations — so the sled implementation does not use them.)
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError>;
 
     /// Every key and value whose key starts with `prefix`, in key order.
@@ -174,16 +181,15 @@ impl Storage for SledStorage {
     }
 
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError> {
-        let mut batch = sled::Batch::default();
+        let t = self.tree(tree)?;
         for w in writes {
             match w {
-                Write::Put(k, v) => batch.insert(k, v),
-                Write::Delete(k) => batch.remove(k),
+                Write::Put(k, v) => t.insert(k, v).map(|_| ()),
+                Write::Delete(k) => t.remove(k).map(|_| ()),
             }
+            .map_err(|e| engine_error(tree, e))?;
         }
-        self.tree(tree)?
-            .apply_batch(batch)
-            .map_err(|e| engine_error(tree, e))
+        Ok(())
     }
 
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
