@@ -85,6 +85,21 @@ pub struct SledStorage {
     db: sled::Db,
     /// Opened trees, kept because `open_tree` takes a lock and allocates.
     trees: Mutex<HashMap<String, sled::Tree>>,
+    /// Group flush: at most one `flush_async` in flight. Many concurrent flushes starve
+    /// sled's I/O thread pool (each blocks a pool thread waiting for a buffer that
+    /// another queued job must write), which hung the node under load; one at a time,
+    /// with every caller covered by the first flush that starts after its writes, is
+    /// both safe and faster.
+    flush: FlushGate,
+}
+
+#[derive(Default)]
+struct FlushGate {
+    lock: tokio::sync::Mutex<()>,
+    /// Flush requests so far; a request's writes happened before it took its number.
+    requested: std::sync::atomic::AtomicU64,
+    /// Every request numbered up to this is durable.
+    durable: std::sync::atomic::AtomicU64,
 }
 
 impl SledStorage {
@@ -100,6 +115,7 @@ impl SledStorage {
         Ok(Arc::new(Self {
             db,
             trees: Mutex::new(HashMap::new()),
+            flush: FlushGate::default(),
         }))
     }
 
@@ -115,6 +131,7 @@ impl SledStorage {
         Ok(Arc::new(Self {
             db,
             trees: Mutex::new(HashMap::new()),
+            flush: FlushGate::default(),
         }))
     }
 
@@ -203,12 +220,22 @@ impl Storage for SledStorage {
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        use std::sync::atomic::Ordering::SeqCst;
         Box::pin(async move {
+            let ticket = self.flush.requested.fetch_add(1, SeqCst) + 1;
+            let _one_at_a_time = self.flush.lock.lock().await;
+            if self.flush.durable.load(SeqCst) >= ticket {
+                return Ok(()); // a flush that started after this request covered it
+            }
+            // Every request numbered so far wrote before taking its number, so this
+            // flush covers them all.
+            let covers = self.flush.requested.load(SeqCst);
             self.db
                 .flush_async()
                 .await
-                .map(|_| ())
-                .map_err(|e| StorageError::Flush(e.to_string()))
+                .map_err(|e| StorageError::Flush(e.to_string()))?;
+            self.flush.durable.fetch_max(covers, SeqCst);
+            Ok(())
         })
     }
 }
