@@ -230,9 +230,12 @@ impl Storage for SledStorage {
             // Every request numbered so far wrote before taking its number, so this
             // flush covers them all.
             let covers = self.flush.requested.load(SeqCst);
-            self.db
-                .flush_async()
+            // sled's blocking flush on Tokio's blocking pool: its `flush_async` was seen
+            // to never complete under concurrent load (many databases in one process).
+            let db = self.db.clone();
+            tokio::task::spawn_blocking(move || db.flush())
                 .await
+                .map_err(|e| StorageError::Flush(e.to_string()))?
                 .map_err(|e| StorageError::Flush(e.to_string()))?;
             self.flush.durable.fetch_max(covers, SeqCst);
             Ok(())
