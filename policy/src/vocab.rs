@@ -538,6 +538,17 @@ impl PurposeVocabulary {
         false
     }
 
+    /// Every `(term, broader term)` pair, broader terms first: the input of
+    /// [`PurposeVocabulary::from_pairs`] that rebuilds this vocabulary.
+    pub fn pairs(&self) -> impl Iterator<Item = (&str, Option<&str>)> + '_ {
+        self.terms.iter().zip(&self.parent).map(|(term, parent)| {
+            (
+                term.as_str(),
+                parent.map(|p| self.terms[usize::from(p)].as_str()),
+            )
+        })
+    }
+
     /// All term IDs.
     pub(crate) fn ids(&self) -> impl Iterator<Item = u16> + '_ {
         (0..self.terms.len()).map(|i| i as u16)
@@ -592,6 +603,19 @@ mod tests {
         assert!(e.contains("18"), "{e}");
         let made = ParticipantCode::with_check_character("91330100MA27XY001").unwrap();
         assert!(ParticipantCode::parse(made.as_str()).is_ok());
+    }
+
+    #[test]
+    fn pairs_rebuild_the_vocabulary() {
+        let v = PurposeVocabulary::default();
+        let rebuilt = PurposeVocabulary::from_pairs(v.pairs()).unwrap();
+        assert_eq!(rebuilt.len(), v.len());
+        let academic = rebuilt.id("academicResearch").unwrap();
+        assert!(rebuilt.is_a(academic, rebuilt.id("research").unwrap()));
+        assert!(
+            v.pairs()
+                .any(|p| p == ("scientificResearch", Some("research")))
+        );
     }
 
     #[test]

@@ -99,25 +99,8 @@ fn state(uses: u64) -> State {
 fn entities(region_chain: &[&str], classification_rank: i64) -> Entities {
     let vocab = PurposeVocabulary::default();
     let mut list: Vec<Value> = Vec::new();
-    let pairs = [
-        ("publicService", None),
-        ("governmentService", Some("publicService")),
-        ("emergencyResponse", Some("publicService")),
-        ("urbanPlanning", Some("publicService")),
-        ("research", None),
-        ("scientificResearch", Some("research")),
-        ("academicResearch", Some("scientificResearch")),
-        ("statistics", Some("research")),
-        ("commercial", None),
-        ("marketing", Some("commercial")),
-        ("productDevelopment", Some("commercial")),
-        ("creditAssessment", Some("commercial")),
-        ("regulation", None),
-        ("supervision", Some("regulation")),
-        ("lawEnforcement", Some("regulation")),
-    ];
-    assert_eq!(pairs.len(), vocab.len(), "Cedar gets the same vocabulary");
-    for (term, parent) in pairs {
+    // Cedar gets the same vocabulary: its terms become entities with their parents.
+    for (term, parent) in vocab.pairs() {
         let parents: Vec<Value> = parent
             .map(|p| vec![json!({"type": "Purpose", "id": p})])
             .unwrap_or_default();
