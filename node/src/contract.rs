@@ -24,7 +24,6 @@ use crate::catalog::requester_of;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{Storage, StorageError};
-use crate::tls;
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{
@@ -44,6 +43,8 @@ const CLOCK_SKEW: i64 = 60;
 
 const NEGOTIATIONS: &str = "negotiations";
 const NONCES: &str = "nonces";
+/// Agreement ID → negotiation ID, so transfers find their agreement without a scan.
+const AGREEMENTS: &str = "agreements";
 
 /// What the consumer signs to ask for a contract.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -226,14 +227,23 @@ impl Contracts {
 
     /// The negotiation whose agreement has this ID.
     pub fn by_agreement(&self, agreement_id: &str) -> Result<Option<Negotiation>, ContractError> {
+        let Some(id) = self.storage.get(AGREEMENTS, agreement_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&id);
+        // The index is written before the record, so it may name a negotiation whose
+        // stored record does not carry the agreement yet (a crash in between).
         Ok(self
-            .list()?
-            .into_iter()
-            .find(|n| n.agreement_id.as_deref() == Some(agreement_id)))
+            .get(&id)?
+            .filter(|n| n.agreement_id.as_deref() == Some(agreement_id)))
     }
 
     async fn save(&self, n: &Negotiation) -> Result<(), ContractError> {
         let bytes = serde_json::to_vec(n).expect("negotiations serialize");
+        if let Some(agreement_id) = &n.agreement_id {
+            self.storage
+                .put(AGREEMENTS, agreement_id.as_bytes(), n.id.as_bytes())?;
+        }
         self.storage
             .put_durable(NEGOTIATIONS, n.id.as_bytes(), &bytes)
             .await?;
@@ -684,10 +694,8 @@ async fn provider_channel(
     context: &NodeContext,
     address: &str,
 ) -> Result<tonic::transport::Channel, ContractError> {
-    let config = context
-        .peer_client_config()
-        .map_err(|e| ContractError::Unreachable(e.to_string()))?;
-    tls::connect(address, config)
+    context
+        .connect_peer(address)
         .await
         .map_err(|e| ContractError::Unreachable(e.to_string()))
 }
