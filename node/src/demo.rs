@@ -21,10 +21,9 @@ use crate::local::{self, LocalRole};
 use crate::runtime::RunningNode;
 use crate::setup::{self, InitOptions};
 use liutong_proto::v1::admin_client::AdminClient;
-use liutong_proto::v1::publish_request::Part;
 use liutong_proto::v1::{
     ApproveContractRequest, GetContractRequest, PeerCatalogRequest, Product, PublishMetadata,
-    PublishRequest, PullTransferRequest, RefreshTrustListRequest, RequestContractRequest,
+    PullTransferRequest, RefreshTrustListRequest, RequestContractRequest,
 };
 
 struct Member {
@@ -441,8 +440,8 @@ async fn publish(
     format: &str,
     policy: &str,
 ) -> anyhow::Result<Product> {
-    let mut messages = vec![PublishRequest {
-        part: Some(Part::Metadata(PublishMetadata {
+    let messages = crate::catalog::publish_messages(
+        PublishMetadata {
             product_id: String::new(),
             title: title.into(),
             description: format!("{title} — demo data"),
@@ -451,13 +450,9 @@ async fn publish(
             policy: policy.into(),
             policy_format: "toml".into(),
             derived_from: vec![],
-        })),
-    }];
-    for piece in data.chunks(1 << 20) {
-        messages.push(PublishRequest {
-            part: Some(Part::Data(piece.to_vec())),
-        });
-    }
+        },
+        &data,
+    );
     Ok(admin
         .publish_product(tokio_stream::iter(messages))
         .await?

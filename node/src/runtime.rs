@@ -110,6 +110,12 @@ impl NodeContext {
         )
     }
 
+    /// A channel to another member's peer API, with this node's identity; the peer must
+    /// be a current member.
+    pub async fn connect_peer(&self, address: &str) -> Result<tonic::transport::Channel, TlsError> {
+        tls::connect(address, self.peer_client_config()?).await
+    }
+
     /// Fetches the trust list from the authority and applies it. A new sequence and a
     /// refused list are audit events.
     pub async fn refresh_trust_list(&self) -> Result<TrustStatus, TrustError> {

@@ -288,13 +288,11 @@ impl Admin for AdminService {
                 "address: give the peer's host:port",
             ));
         }
-        let client = self
+        let channel = self
             .context
-            .peer_client_config()
-            .map_err(|e| Status::internal(e.to_string()))?;
-        let channel = tls::connect(&address, client)
+            .connect_peer(&address)
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(peer_connect_status)?;
         let answer = NodeClient::new(channel)
             .describe(DescribeRequest {})
             .await
@@ -475,6 +473,15 @@ impl Admin for AdminService {
             .await
             .map(|n| Response::new(n.to_proto()))
             .map_err(contract::contract_status)
+    }
+}
+
+/// A failure to reach a peer: `UNAVAILABLE`, or `INTERNAL` if this node's own TLS set-up
+/// is broken.
+fn peer_connect_status(e: tls::TlsError) -> Status {
+    match e {
+        tls::TlsError::Connect { .. } => Status::unavailable(e.to_string()),
+        other => Status::internal(other.to_string()),
     }
 }
 

@@ -23,7 +23,6 @@ use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, NegotiationStatus, Role
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{Storage, StorageError, Write};
-use crate::tls;
 use liutong_proto::v1::pull_response::Part;
 use liutong_proto::v1::transfer_client::TransferClient;
 use liutong_proto::v1::{Chunk, PullRequest, PullResponse, ReceiptRequest, TransferProgress};
@@ -444,10 +443,8 @@ pub async fn pull(
     }
     let from_chunk = existing.as_ref().map_or(0, |c| c.chunks_received);
 
-    let config = context
-        .peer_client_config()
-        .map_err(|e| TransferError::Unreachable(e.to_string()))?;
-    let channel = tls::connect(&n.peer_address, config)
+    let channel = context
+        .connect_peer(&n.peer_address)
         .await
         .map_err(|e| TransferError::Unreachable(e.to_string()))?;
     let limit = context.config.limits.max_message_bytes;

@@ -19,7 +19,6 @@ use super::note::{self, Checkpoint, SignedNote};
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{Envelope, Membership};
 use crate::runtime::NodeContext;
-use crate::tls;
 
 /// The trailer in which a witness states the size it last cosigned, when a request
 /// proved from another size.
@@ -151,10 +150,7 @@ async fn ask_witness(
     mut old_size: u64,
 ) -> Result<(note::SignatureLine, Envelope, Membership), String> {
     let size = status.checkpoint.size;
-    let client = ctx.peer_client_config().map_err(|e| e.to_string())?;
-    let channel = tls::connect(address, client)
-        .await
-        .map_err(|e| e.to_string())?;
+    let channel = ctx.connect_peer(address).await.map_err(|e| e.to_string())?;
     let mut witness = WitnessClient::new(channel);
     // Only the log's own signature goes to the witness.
     let plain = note::sign_checkpoint(

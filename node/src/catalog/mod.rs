@@ -228,6 +228,26 @@ pub fn requester_of(m: &Membership) -> Requester {
     }
 }
 
+/// Payload bytes per publish message: well under the 4 MiB default message limit.
+pub const UPLOAD_PIECE: usize = 1 << 20;
+
+/// The messages of `Admin.PublishProduct` for an in-memory payload: the metadata, then
+/// the payload in pieces of [`UPLOAD_PIECE`] bytes.
+pub fn publish_messages(
+    metadata: liutong_proto::v1::PublishMetadata,
+    data: &[u8],
+) -> Vec<liutong_proto::v1::PublishRequest> {
+    use liutong_proto::v1::PublishRequest;
+    use liutong_proto::v1::publish_request::Part;
+    std::iter::once(PublishRequest {
+        part: Some(Part::Metadata(metadata)),
+    })
+    .chain(data.chunks(UPLOAD_PIECE).map(|piece| PublishRequest {
+        part: Some(Part::Data(piece.to_vec())),
+    }))
+    .collect()
+}
+
 /// A product version as the API shows it.
 pub fn product_proto(p: &ProductVersion) -> liutong_proto::v1::Product {
     liutong_proto::v1::Product {

@@ -13,8 +13,7 @@ use liutong_proto::v1::{
 
 use super::{LocalArgs, status_error};
 
-/// Bytes per publish message: well under the 4 MiB default message limit.
-const UPLOAD_PIECE: usize = 1 << 20;
+use crate::catalog::UPLOAD_PIECE;
 
 #[derive(Subcommand, Debug)]
 pub enum ProductCommand {

@@ -12,7 +12,6 @@ use crate::catalog::product::{Format, NewVersion, ProductError};
 use crate::catalog::{self, CatalogError, PolicyFormat, product_proto};
 use crate::identity::Membership;
 use crate::runtime::{NodeContext, now};
-use crate::tls;
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::catalog_server::Catalog;
 use liutong_proto::v1::publish_request::Part;
@@ -160,12 +159,10 @@ pub(super) async fn peer_catalog(
     context: &NodeContext,
     request: PeerCatalogRequest,
 ) -> Result<ListOffersResponse, Status> {
-    let client = context
-        .peer_client_config()
-        .map_err(|e| Status::internal(e.to_string()))?;
-    let channel = tls::connect(&request.address, client)
+    let channel = context
+        .connect_peer(&request.address)
         .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+        .map_err(super::peer_connect_status)?;
     CatalogClient::new(channel)
         .list(ListOffersRequest {
             page_size: request.page_size,

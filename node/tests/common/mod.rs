@@ -216,10 +216,8 @@ pub async fn publish(
     format: &str,
     policy: &str,
 ) -> Result<liutong_proto::v1::Product, tonic::Status> {
-    use liutong_proto::v1::publish_request::Part;
-    use liutong_proto::v1::{PublishMetadata, PublishRequest};
-    let mut messages = vec![PublishRequest {
-        part: Some(Part::Metadata(PublishMetadata {
+    let messages = liutong_node::catalog::publish_messages(
+        liutong_proto::v1::PublishMetadata {
             product_id: String::new(),
             title: title.into(),
             description: format!("{title}, for tests"),
@@ -228,13 +226,9 @@ pub async fn publish(
             policy: policy.into(),
             policy_format: String::new(),
             derived_from: vec![],
-        })),
-    }];
-    for piece in data.chunks(1 << 20) {
-        messages.push(PublishRequest {
-            part: Some(Part::Data(piece.to_vec())),
-        });
-    }
+        },
+        data,
+    );
     node.admin(LocalRole::Admin)
         .await
         .publish_product(tokio_stream::iter(messages))
