@@ -3,7 +3,7 @@
 //!
 //! How a connection is trusted, in two steps:
 //! 1. The TLS handshake proves that the peer holds the private key of the certificate
-//!    it presents ([`DeferredClientVerifier`]). It does not yet judge the certificate,
+//!    it presents (`DeferredClientVerifier`). It does not yet judge the certificate,
 //!    so that a refused caller gets a gRPC status that says why instead of a bare TLS
 //!    alert.
 //! 2. Every request then passes [`auth::AuthLayer`], which checks the chain against the
