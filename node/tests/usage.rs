@@ -322,7 +322,7 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
     // The fourth is past the count.
     let err = read(&s.consumer, &agreement, "research").await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("count"), "{}", err.message());
+    assert!(err.message().contains("count lt 3"), "{}", err.message());
 
     // Every read is logged: three uses, three refusals by the policy.
     let log = audit_about(&s.consumer, &agreement);
@@ -1069,4 +1069,142 @@ async fn classification_guardrails_hold() {
             .reason
             .contains("approval")
     );
+}
+
+/// Runs the `liutong` binary (off the runtime's worker threads).
+async fn liutong(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_reads_lists_and_revokes() {
+    let s = space().await;
+    let agreement = received(&s, CSV, SURVEY, "statistics").await;
+    let consumer_config = s.consumer.config_path().display().to_string();
+    let provider_config = s.provider.config_path().display().to_string();
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+
+    // `liutong data read ID --purpose P > out.csv`: the data on standard output only.
+    let out = liutong(args(&[
+        "data",
+        "read",
+        &agreement,
+        "--purpose",
+        "statistics",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, CSV);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A refused read exits 1 and says why.
+    let out = liutong(args(&[
+        "data",
+        "read",
+        &agreement,
+        "--purpose",
+        "marketing",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PermissionDenied") && stderr.contains("outside the agreement's purpose"),
+        "{stderr}"
+    );
+    // The administrator's certificate does not read data.
+    let out = liutong(args(&[
+        "data",
+        "read",
+        &agreement,
+        "--purpose",
+        "statistics",
+        "--role",
+        "admin",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("local role app"));
+
+    let out = liutong(args(&[
+        "data",
+        "list",
+        "--json",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["agreement_id"], agreement.as_str());
+    assert_eq!(listed[0]["uses"], 1);
+    assert_eq!(listed[0]["state"], "COMPLETED");
+
+    // `liutong contract revoke ID --reason R` on the provider.
+    let out = liutong(args(&[
+        "contract",
+        "revoke",
+        &agreement,
+        "--reason",
+        "survey withdrawn",
+        "--config",
+        &provider_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
+    let storage = s.consumer.running.context.storage.clone();
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::transfer::copy(storage.as_ref(), &agreement)
+                .unwrap()
+                .is_none()
+        })
+        .await
+    );
+    let out = liutong(args(&[
+        "contract",
+        "revocations",
+        "--json",
+        "--config",
+        &provider_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["agreement_id"], agreement.as_str());
+    assert_eq!(listed[0]["reason"], "survey withdrawn");
 }

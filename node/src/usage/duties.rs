@@ -293,13 +293,25 @@ pub async fn run(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
         .max(Duration::from_millis(50));
     let mut last_poll: Option<tokio::time::Instant> = None;
     loop {
-        if let Err(e) = sweep_expired(&context).await {
-            tracing::warn!(error = %e, "cannot delete expired copies; retrying");
-        }
-        notice::deliver_due(&context).await;
-        if last_poll.is_none_or(|t| t.elapsed() >= every) {
+        let poll_now = last_poll.is_none_or(|t| t.elapsed() >= every);
+        if poll_now {
             last_poll = Some(tokio::time::Instant::now());
-            super::revocation::poll(&context).await;
+        }
+        let work = async {
+            if let Err(e) = sweep_expired(&context).await {
+                tracing::warn!(error = %e, "cannot delete expired copies; retrying");
+            }
+            notice::deliver_due(&context).await;
+            if poll_now {
+                super::revocation::poll(&context).await;
+            }
+        };
+        // A stop does not wait for a slow peer. Every step is safe to cut short: a
+        // deletion's record is written first and finished at the next start, and an
+        // unacknowledged message stays in the outbox.
+        tokio::select! {
+            () = work => {}
+            _ = stop.wait_for(|s| *s) => return,
         }
         tokio::select! {
             () = tokio::time::sleep(every) => {}
