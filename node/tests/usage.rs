@@ -1208,3 +1208,109 @@ async fn the_command_reads_lists_and_revokes() {
     assert_eq!(listed[0]["agreement_id"], agreement.as_str());
     assert_eq!(listed[0]["reason"], "survey withdrawn");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
+    let s = space().await;
+    let agreement = received(&s, CSV, SURVEY, "statistics").await;
+    let provider = s.provider.stop().await;
+
+    // The read is permitted and counted; its notice cannot be delivered yet.
+    let (header, _) = read(&s.consumer, &agreement, "statistics").await.unwrap();
+    assert_eq!(header.use_number, 1);
+    let context = s.consumer.running.context.clone();
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::usage::notice::outbox(&context)
+                .unwrap()
+                .iter()
+                .any(|item| item.attempts > 0 && !item.last_error.is_empty())
+        })
+        .await,
+        "a failed attempt is recorded"
+    );
+    drop(context);
+    // The outbox survives a restart of the consumer.
+    let consumer = s.consumer.restart().await;
+    assert_eq!(
+        liutong_node::usage::notice::outbox(&consumer.running.context)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let provider = provider.start().await;
+    let provider_context = provider.running.context.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            liutong_node::usage::notice::usage_notices(&provider_context, &agreement)
+                .unwrap()
+                .len()
+                == 1
+        })
+        .await,
+        "the notice arrived once the provider was back"
+    );
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::usage::notice::outbox(&consumer.running.context)
+                .unwrap()
+                .is_empty()
+        })
+        .await
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_is_finished_at_start() {
+    let s = space().await;
+    let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
+    // The state a crash leaves between the deletion record and the removal of the copy.
+    let storage = s.consumer.running.context.storage.clone();
+    let record = liutong_node::usage::Deletion {
+        agreement_id: agreement.clone(),
+        provider: TRANSPORT.into(),
+        product_id: "prd-x".into(),
+        version: 1,
+        sha256: String::new(),
+        held: true,
+        cause: liutong_node::usage::DeletionCause::Expired {
+            deadline: unix_now(),
+        },
+        deleted_at: unix_now(),
+        revocation_id: None,
+    };
+    storage
+        .put_durable(
+            "usage",
+            format!("d/{agreement}").as_bytes(),
+            &serde_json::to_vec(&record).unwrap(),
+        )
+        .await
+        .unwrap();
+    // Already unreadable, though the data is still on disk.
+    let err = read(&s.consumer, &agreement, "urbanPlanning")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        liutong_node::transfer::copy_chunk(storage.as_ref(), &agreement, 0)
+            .unwrap()
+            .is_some()
+    );
+    drop(storage);
+    let consumer = s.consumer.restart().await;
+    let storage = consumer.running.context.storage.as_ref();
+    assert!(
+        liutong_node::transfer::copy(storage, &agreement)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        liutong_node::transfer::copy_chunk(storage, &agreement, 0)
+            .unwrap()
+            .is_none()
+    );
+    drop(s.space);
+}
