@@ -177,7 +177,7 @@ pub async fn start_delivery(
             &agreement,
         )
         .await?;
-        return Err(TransferError::Denied(why));
+        return Err(TransferError::Forbidden(why));
     }
     let policy_error = |e: liutong_policy::PolicyError| {
         TransferError::Invalid(format!("the agreement's policy: {e}"))

@@ -869,6 +869,12 @@ async fn received_data_is_not_offered_onward() {
         "{}",
         err.message()
     );
+    let audit = &s.consumer.running.context.audit;
+    let logged = (0..audit.size()).any(|i| {
+        String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
+            .contains("publish refused (no onward sharing)")
+    });
+    assert!(logged, "the refusal is an audit event");
     // The copy's bytes republished without saying so: recognised and refused.
     let err = publish_derived(CSV, "general-2", onward_policy("urn:a"), vec![])
         .await

@@ -100,8 +100,12 @@ pub(super) async fn publish(
         None => None,
     };
     // No onward sharing: what it is derived from must allow it (and its grade).
-    onward::check_derivation(context, &meta.derived_from, classification, offer.as_ref())
-        .map_err(|e| e.to_status())?;
+    if let Err(e) =
+        onward::check_derivation(context, &meta.derived_from, classification, offer.as_ref())
+    {
+        onward::log_refusal(context, &e).await;
+        return Err(e.to_status());
+    }
     if let Some(compiled) = &offer {
         upload.set_policy_odrl(compiled.policy().to_odrl());
     }
@@ -141,6 +145,7 @@ pub(super) async fn publish(
         Ok(undeclared) => upload.add_derived_from(undeclared),
         Err(e) => {
             upload.abort();
+            onward::log_refusal(context, &e).await;
             let status = e.to_status();
             return Err(Status::new(
                 status.code(),

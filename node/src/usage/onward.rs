@@ -64,6 +64,18 @@ impl OnwardError {
     }
 }
 
+/// Logs a publish refused by these rules as a policy decision.
+pub async fn log_refusal(context: &NodeContext, error: &OnwardError) {
+    let event = crate::audit::log::Event::new(
+        crate::audit::log::EventKind::PolicyDecision,
+        now(),
+        format!("publish refused (no onward sharing): {error}"),
+    );
+    if let Err(e) = context.audit.append(&event).await {
+        tracing::error!(error = %e, "cannot log a refused publish");
+    }
+}
+
 /// Checks the sources of a product being published with `classification`, offered
 /// under `offer` (or not offered, `None`).
 pub fn check_derivation(
