@@ -4,6 +4,7 @@
 
 mod audit;
 mod contract;
+mod data;
 mod product;
 mod transfer;
 
@@ -127,6 +128,9 @@ pub enum Command {
     /// Read and check the tamper-evident audit log (auditors; any member for checkpoints).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Received data under usage control: read a copy for a declared purpose, list copies.
+    #[command(subcommand)]
+    Data(data::DataCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -309,6 +313,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit(cmd) => audit::run(cmd).await,
+        Command::Data(cmd) => data::run(cmd).await,
         Command::Peer(PeerCommand::Describe {
             address,
             local,

@@ -41,6 +41,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub guardrails: GuardrailsSection,
     pub audit: AuditSection,
+    #[serde(default)]
+    pub usage: UsageSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
@@ -135,6 +137,29 @@ impl Default for AuditSection {
 
 fn default_checkpoint_interval() -> Duration {
     Duration::from_secs(60)
+}
+
+/// Usage control of received copies (`[usage]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageSection {
+    /// How often the node carries out its usage-control duties: deleting copies whose
+    /// deleteAfter deadline passed, sending notices and deletion receipts that wait in
+    /// the outbox, and asking providers for revocations.
+    #[serde(with = "humantime_serde", default = "default_usage_interval")]
+    pub check_interval: Duration,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        Self {
+            check_interval: default_usage_interval(),
+        }
+    }
+}
+
+fn default_usage_interval() -> Duration {
+    Duration::from_secs(5)
 }
 
 /// Present only in the zero-configuration development set-up.
@@ -294,6 +319,17 @@ impl NodeConfig {
         out.push_str(&format!("witnesses = [{}]\n", witnesses.join(", ")));
         out.push_str("# How many cosignatures make a checkpoint witnessed.\n");
         out.push_str(&format!("quorum = {}\n", self.audit.quorum));
+        out.push_str(
+            "\n[usage]\n\
+             # How often to carry out usage-control duties: delete received copies whose\n\
+             # deleteAfter deadline passed, send waiting notices and deletion receipts to\n\
+             # providers (retried with backoff until acknowledged), and ask providers for\n\
+             # revoked agreements.\n",
+        );
+        out.push_str(&format!(
+            "check_interval = \"{}\"\n",
+            humantime::format_duration(self.usage.check_interval)
+        ));
         if let Some(dev) = &self.development {
             out.push_str(
                 "\n# DEVELOPMENT ONLY: run this development authority inside the node process.\n\
@@ -340,6 +376,7 @@ mod tests {
                 quorum: 1,
                 ..AuditSection::default()
             },
+            usage: UsageSection::default(),
             development: Some(Development {
                 authority_dir: "../dev-authority".into(),
             }),
@@ -360,6 +397,7 @@ mod tests {
         assert_eq!(loaded.audit.witnesses, ["127.0.0.1:7710"]);
         assert_eq!(loaded.audit.quorum, 1);
         assert_eq!(loaded.audit.checkpoint_interval, Duration::from_secs(60));
+        assert_eq!(loaded.usage.check_interval, Duration::from_secs(5));
         assert_eq!(loaded.base_dir, dir.path());
         assert_eq!(
             loaded.development_authority_dir().unwrap(),

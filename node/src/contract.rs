@@ -508,6 +508,13 @@ async fn agree(
         .get(product_id, version)
         .map_err(|e| ContractError::Invalid(e.to_string()))?
         .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
+    crate::usage::guardrails::check_agreement(
+        context,
+        &n.peer,
+        product.classification,
+        approved_by.as_deref(),
+    )
+    .map_err(ContractError::Forbidden)?;
     let agreement_id = random_id("agr");
     let mut policy = offer.policy().clone();
     policy.policy_type = PolicyType::Agreement;
@@ -899,7 +906,7 @@ fn check_agreement(
 
 /// A compile context for checking another node's policies: the provider's own
 /// guardrails already applied, so any province is accepted here.
-fn analysis_context(classification: Classification) -> CompileContext {
+pub(crate) fn analysis_context(classification: Classification) -> CompileContext {
     const PROVINCES: [&str; 34] = [
         "110000", "120000", "130000", "140000", "150000", "210000", "220000", "230000", "310000",
         "320000", "330000", "340000", "350000", "360000", "370000", "410000", "420000", "430000",

@@ -23,6 +23,9 @@
 //! - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
 //!   signed-note checkpoints and cosignatures, the log in sled, checkpoints witnessed by
 //!   peers, and the auditor's checks (verify, search, evidence bundles).
+//! - [`usage`] — usage control after sharing: reads of received copies through their
+//!   sticky policy, duties (deleteAfter, notify, log), revocation with signed deletion
+//!   receipts, no onward sharing, and the classification guardrails on agreements.
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
@@ -46,3 +49,4 @@ pub mod storage;
 pub mod tls;
 pub mod transfer;
 pub mod trust;
+pub mod usage;

@@ -89,6 +89,8 @@ pub struct NodeContext {
     pub cosigning: Cosigning,
     /// This node as a witness of other members' logs.
     pub witness: WitnessStore,
+    /// Usage control of received copies: per-copy locks, compiled sticky policies.
+    pub usage: crate::usage::UsageControl,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
 }
@@ -199,6 +201,8 @@ pub struct RunningNode {
     refresher: JoinHandle<()>,
     poller: JoinHandle<()>,
     checkpointer: JoinHandle<()>,
+    /// Usage-control duties, outbox and revocation checks.
+    usage: JoinHandle<()>,
 }
 
 impl RunningNode {
@@ -285,6 +289,7 @@ impl RunningNode {
             catalog,
             contracts,
             cosigning: Cosigning::default(),
+            usage: Default::default(),
             peer_addr,
             admin_addr,
         });
@@ -305,6 +310,12 @@ impl RunningNode {
             .audit
             .checkpoint(&context.audit_origin(), &context.signing_key)
             .await?;
+
+        // Before anyone is served: finish interrupted deletions and delete the copies
+        // whose deleteAfter deadline passed while the node was stopped.
+        if let Err(e) = crate::usage::duties::recover(&context).await {
+            tracing::warn!(error = %e, "usage control could not catch up at start; retrying in the background");
+        }
 
         match tokio::time::timeout(FIRST_FETCH_TIMEOUT, context.refresh_trust_list()).await {
             Ok(Ok(status)) => tracing::info!(sequence = status.sequence, "trust list fetched"),
@@ -346,6 +357,7 @@ impl RunningNode {
         ));
         let refresher = tokio::spawn(refresh_loop(context.clone(), stop.clone()));
         let poller = tokio::spawn(negotiation_poll_loop(context.clone(), stop.clone()));
+        let usage = tokio::spawn(crate::usage::duties::run(context.clone(), stop.clone()));
         let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop));
         tracing::info!(
             participant = %context.membership.participant_id,
@@ -360,6 +372,7 @@ impl RunningNode {
             refresher,
             poller,
             checkpointer,
+            usage,
         })
     }
 
@@ -387,6 +400,7 @@ impl RunningNode {
         let _ = self.refresher.await;
         let _ = self.poller.await;
         let _ = self.checkpointer.await;
+        let _ = self.usage.await;
         let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
         self.context.audit.append(&stopped).await?;
         self.context

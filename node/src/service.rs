@@ -5,7 +5,9 @@
 //!   `liutong.v1.Audit`, `liutong.v1.Witness`, `grpc.health.v1.Health`, and server
 //!   reflection v1 and v1alpha.
 //! - Local API (the `liutong` command and local applications, role certificates):
-//!   `liutong.v1.Admin`, `liutong.v1.Audit` and reflection.
+//!   `liutong.v1.Admin`, `liutong.v1.Audit`, `liutong.v1.Usage` and reflection.
+//! - The peer API also serves `liutong.v1.UsageControl` (usage notices, deletion
+//!   receipts, revocations).
 //!
 //! The audit services live in `service/audit.rs`.
 //!
@@ -16,6 +18,7 @@ mod audit;
 mod catalog;
 mod contract;
 mod transfer;
+mod usage;
 
 use std::sync::Arc;
 
@@ -39,6 +42,8 @@ use liutong_proto::v1::negotiation_server::NegotiationServer;
 use liutong_proto::v1::node_client::NodeClient;
 use liutong_proto::v1::node_server::{Node, NodeServer};
 use liutong_proto::v1::transfer_server::TransferServer;
+use liutong_proto::v1::usage_control_server::UsageControlServer;
+use liutong_proto::v1::usage_server::UsageServer;
 use liutong_proto::v1::witness_server::WitnessServer;
 use liutong_proto::v1::{
     ApproveContractRequest, Contract, DescribePeerRequest, DescribeRequest, DescribeResponse,
@@ -149,7 +154,14 @@ pub async fn peer_router(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            WitnessServer::new(audit::WitnessService { context })
+            WitnessServer::new(audit::WitnessService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            UsageControlServer::new(usage::UsageControlService { context })
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
@@ -171,7 +183,14 @@ pub fn admin_router(
             context: context.clone(),
         }))
         .add_service(
-            AdminServer::new(AdminService { context })
+            AdminServer::new(AdminService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            UsageServer::new(usage::UsageService { context })
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )

@@ -118,6 +118,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
             important_regions: opts.important_regions.clone(),
         },
         audit: Default::default(),
+        usage: Default::default(),
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };

@@ -168,6 +168,17 @@ pub async fn start_delivery(
             agreement.consumer, caller.participant_id
         )));
     }
+    // Revoked, or past the copy's deleteAfter deadline: nothing more is delivered.
+    if let Err(why) = crate::usage::delivery_allowed(context, &agreement) {
+        log(
+            context,
+            format!("transfer refused: {why}"),
+            caller.participant_id.as_str(),
+            &agreement,
+        )
+        .await?;
+        return Err(TransferError::Forbidden(why));
+    }
     let policy_error = |e: liutong_policy::PolicyError| {
         TransferError::Invalid(format!("the agreement's policy: {e}"))
     };
@@ -385,6 +396,22 @@ pub fn copy_chunk(
     Ok(storage.get(COPIES, &chunk_key(agreement_id, index))?)
 }
 
+/// Deletes a received copy: its chunks, then its record (usage control deletes copies
+/// at their deleteAfter deadline and on revocation). Deleting a copy that is not there
+/// does nothing.
+pub fn delete_copy(storage: &dyn Storage, agreement_id: &str) -> Result<(), TransferError> {
+    let Some(c) = copy(storage, agreement_id)? else {
+        return Ok(());
+    };
+    let chunks = manifest_of(&c).chunk_hashes.len() as u32;
+    let mut writes: Vec<Write> = (0..chunks)
+        .map(|i| Write::Delete(chunk_key(agreement_id, i)))
+        .collect();
+    writes.push(Write::Delete(copy_key(agreement_id)));
+    storage.apply(COPIES, writes)?;
+    Ok(())
+}
+
 fn manifest_of(c: &Copy) -> Manifest {
     c.manifest
         .peek_json()
@@ -435,6 +462,11 @@ pub async fn pull(
         .agreement_content()
         .ok_or_else(|| TransferError::Invalid("the agreement is unreadable".into()))?;
     let storage = context.storage.as_ref();
+    // A copy deleted by usage control (deadline passed, agreement revoked) is not
+    // fetched again.
+    if let Some(gone) = crate::usage::deletion(storage, agreement_id)? {
+        return Err(TransferError::Forbidden(gone.explain()));
+    }
     let existing = copy(storage, agreement_id)?;
     if let Some(c) = &existing
         && c.state == TransferState::Completed

@@ -97,6 +97,15 @@ pub enum EventKind {
     Alert,
     /// The node started with a configuration other than the one it ran with before.
     ConfigurationChanged,
+    /// A use of a received copy (consumer side: a permitted read), or a consumer's
+    /// signed usage notice (provider side).
+    Usage,
+    /// A received copy deleted (deleteAfter, revocation), or a consumer's signed
+    /// deletion receipt (provider side).
+    CopyDeleted,
+    /// An agreement revoked by its provider (provider side), or a revocation received
+    /// (consumer side).
+    Revocation,
 }
 
 impl Event {

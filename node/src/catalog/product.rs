@@ -285,6 +285,20 @@ impl Upload {
         self.version
     }
 
+    /// SHA-256 (hex) of the payload written so far.
+    pub fn sha256(&self) -> String {
+        hex::encode(self.whole.clone().finalize())
+    }
+
+    /// Records more sources of this version before `finish`.
+    pub fn add_derived_from(&mut self, sources: impl IntoIterator<Item = String>) {
+        for s in sources {
+            if !self.new.derived_from.contains(&s) {
+                self.new.derived_from.push(s);
+            }
+        }
+    }
+
     /// Sets the offer's policy (ODRL JSON-LD) before `finish`.
     pub fn set_policy_odrl(&mut self, policy: serde_json::Value) {
         self.new.policy_odrl = Some(policy);

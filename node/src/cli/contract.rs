@@ -4,10 +4,12 @@
 use clap::Subcommand;
 use liutong_proto::v1::{
     ApproveContractRequest, Contract, GetContractRequest, ListContractsRequest,
-    RejectContractRequest, RequestContractRequest,
+    ListRevocationsRequest, RejectContractRequest, RequestContractRequest, RevocationStatus,
+    RevokeRequest,
 };
 
 use super::{LocalArgs, status_error};
+use crate::tls::auth::format_unix;
 
 #[derive(Subcommand, Debug)]
 pub enum ContractCommand {
@@ -56,6 +58,29 @@ pub enum ContractCommand {
         reason: String,
         #[command(flatten)]
         local: LocalArgs,
+    },
+    /// Revoke an agreement (by agreement or negotiation ID). Provider side.
+    ///
+    /// Transfers under it are refused at once. The consumer's node learns of it when it
+    /// next asks (at once after it starts, then every usage.check_interval), deletes its
+    /// copy, refuses further reads and returns a signed deletion receipt;
+    /// `liutong contract revocations` shows when it arrived.
+    Revoke {
+        id: String,
+        /// Why; the consumer's node records it and shows it to its applications.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the agreements this node revoked, with the consumers' deletion receipts.
+    Revocations {
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -159,7 +184,82 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
             print_contract(&c, false, false);
             Ok(())
         }
+        ContractCommand::Revoke {
+            id,
+            reason,
+            local,
+            json,
+        } => {
+            let r = super::data::usage_client(&local)
+                .await?
+                .revoke(RevokeRequest {
+                    agreement_id: id,
+                    reason,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&revocation_json(&r))?);
+            } else {
+                println!(
+                    "agreement {} REVOKED: {}\n  transfers are refused; consumer {}'s node \
+                     deletes its copy and returns a signed deletion receipt when it next \
+                     asks (see `liutong contract revocations`)",
+                    r.agreement_id, r.reason, r.consumer
+                );
+            }
+            Ok(())
+        }
+        ContractCommand::Revocations { local, json } => {
+            let all = super::data::usage_client(&local)
+                .await?
+                .list_revocations(ListRevocationsRequest {})
+                .await
+                .map_err(status_error)?
+                .into_inner()
+                .revocations;
+            if json {
+                let v: Vec<_> = all.iter().map(revocation_json).collect();
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if all.is_empty() {
+                println!("no revoked agreements");
+            } else {
+                for r in &all {
+                    println!(
+                        "{}  consumer {}  revoked {}: {}\n    {}",
+                        r.agreement_id,
+                        r.consumer,
+                        format_unix(r.revoked_at_unix.max(0) as u64),
+                        r.reason,
+                        if r.deletion_receipt_json.is_empty() {
+                            "waiting for the consumer's deletion receipt".to_owned()
+                        } else {
+                            format!(
+                                "signed deletion receipt: copy deleted at {}",
+                                format_unix(r.deleted_at_unix.max(0) as u64)
+                            )
+                        }
+                    );
+                }
+            }
+            Ok(())
+        }
     }
+}
+
+fn revocation_json(r: &RevocationStatus) -> serde_json::Value {
+    let envelope =
+        |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap_or(serde_json::Value::Null);
+    serde_json::json!({
+        "agreement_id": r.agreement_id,
+        "consumer": r.consumer,
+        "reason": r.reason,
+        "revoked_at": r.revoked_at_unix,
+        "revocation": envelope(&r.revocation_json),
+        "deletion_receipt": envelope(&r.deletion_receipt_json),
+        "deleted_at": r.deleted_at_unix,
+    })
 }
 
 fn print_contract(c: &Contract, json: bool, with_agreement: bool) {

@@ -12,6 +12,7 @@ use crate::catalog::product::{Format, NewVersion, ProductError};
 use crate::catalog::{self, CatalogError, PolicyFormat, product_proto};
 use crate::identity::Membership;
 use crate::runtime::{NodeContext, now};
+use crate::usage::onward;
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::catalog_server::Catalog;
 use liutong_proto::v1::publish_request::Part;
@@ -75,13 +76,6 @@ pub(super) async fn publish(
         )
     };
     let products = &context.catalog.products;
-    for source in &meta.derived_from {
-        if products.latest(source).map_err(product_status)?.is_none() {
-            return Err(Status::invalid_argument(format!(
-                "derived_from: product {source} does not exist on this node"
-            )));
-        }
-    }
     let mut upload = products
         .begin(NewVersion {
             product_id: (!meta.product_id.is_empty()).then(|| meta.product_id.clone()),
@@ -94,13 +88,25 @@ pub(super) async fn publish(
             policy_odrl: None,
         })
         .map_err(product_status)?;
-    if let Some(policy) = policy {
+    let offer = match policy {
         // Refused here, before any byte is stored: the guardrails and the policy's own
         // consistency are checked when it is loaded.
-        let compiled = context
-            .catalog
-            .offer_policy(policy, upload.product_id(), classification)
-            .map_err(catalog_status)?;
+        Some(policy) => Some(
+            context
+                .catalog
+                .offer_policy(policy, upload.product_id(), classification)
+                .map_err(catalog_status)?,
+        ),
+        None => None,
+    };
+    // No onward sharing: what it is derived from must allow it (and its grade).
+    if let Err(e) =
+        onward::check_derivation(context, &meta.derived_from, classification, offer.as_ref())
+    {
+        onward::log_refusal(context, &e).await;
+        return Err(e.to_status());
+    }
+    if let Some(compiled) = &offer {
         upload.set_policy_odrl(compiled.policy().to_odrl());
     }
     loop {
@@ -124,6 +130,30 @@ pub(super) async fn publish(
                 upload.abort();
                 return Err(status);
             }
+        }
+    }
+    // A payload byte-identical to a received copy is that copy, declared or not.
+    let same = onward::copies_with_payload(context, &upload.sha256()).and_then(|same| {
+        let undeclared: Vec<String> = same
+            .into_iter()
+            .filter(|a| !meta.derived_from.contains(a))
+            .collect();
+        onward::check_derivation(context, &undeclared, classification, offer.as_ref())?;
+        Ok(undeclared)
+    });
+    match same {
+        Ok(undeclared) => upload.add_derived_from(undeclared),
+        Err(e) => {
+            upload.abort();
+            onward::log_refusal(context, &e).await;
+            let status = e.to_status();
+            return Err(Status::new(
+                status.code(),
+                format!(
+                    "the payload is byte-identical to a copy this node received: {}",
+                    status.message()
+                ),
+            ));
         }
     }
     let product = upload.finish(now()).await.map_err(product_status)?;

@@ -311,3 +311,77 @@ impl TestNode {
         self.config.base_dir.join("node.toml")
     }
 }
+
+impl TestNode {
+    /// Stops the node gracefully and starts it again with the same configuration, data
+    /// and addresses (waiting for the ports and the database to be released).
+    pub async fn restart(self) -> TestNode {
+        let TestNode {
+            running,
+            config,
+            identity,
+            participant,
+        } = self;
+        running.shutdown().await.expect("clean shutdown");
+        TestNode {
+            running: start_again(&config).await,
+            config,
+            identity,
+            participant,
+        }
+    }
+
+    /// Stops the node gracefully; `StoppedNode::start` starts it again.
+    pub async fn stop(self) -> StoppedNode {
+        self.running.shutdown().await.expect("clean shutdown");
+        StoppedNode {
+            config: self.config,
+            identity: self.identity,
+            participant: self.participant,
+        }
+    }
+
+    /// The node's `liutong.v1.Usage` service with the client certificate of `role`.
+    pub async fn usage(
+        &self,
+        role: LocalRole,
+    ) -> liutong_proto::v1::usage_client::UsageClient<Channel> {
+        liutong_proto::v1::usage_client::UsageClient::new(
+            local::connect(&self.config, role).await.expect("local API"),
+        )
+    }
+}
+
+/// A node that was stopped, with everything needed to start it again.
+pub struct StoppedNode {
+    pub config: NodeConfig,
+    pub identity: TlsIdentity,
+    pub participant: ParticipantId,
+}
+
+impl StoppedNode {
+    pub async fn start(self) -> TestNode {
+        TestNode {
+            running: start_again(&self.config).await,
+            config: self.config,
+            identity: self.identity,
+            participant: self.participant,
+        }
+    }
+}
+
+async fn start_again(config: &NodeConfig) -> RunningNode {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match RunningNode::start(config.clone()).await {
+            Ok(running) => return running,
+            // The ports, and the database of the stopped node (released once its last
+            // connection task ends), may take a moment to be free again.
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "node not restarted yet");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("the node does not start again: {e}"),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! Handlers for usage control: the local API's `Usage` service (reads by local
+//! applications, copies, revocations) and the peer API's `UsageControl` service
+//! (notices and deletion receipts from consumers, revocations for them).
+//!
+//! Who may do what on the local API: only the role `app` reads received data. An
+//! administrator runs the node but is not a data user under the agreements, so `admin`
+//! cannot read copies; `admin` and `auditor` see the copies, their use counts and the
+//! revocations. Only `admin` revokes.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+
+use super::{local_role, peer_caller};
+use crate::contract::Agreement;
+use crate::local::LocalRole;
+use crate::runtime::NodeContext;
+use crate::transfer;
+use crate::usage::{self, duties, notice, read, revocation};
+use liutong_proto::v1::usage_control_server::UsageControl;
+use liutong_proto::v1::usage_server::Usage;
+use liutong_proto::v1::{
+    CopyStatus, ListCopiesRequest, ListCopiesResponse, ListRevocationsRequest,
+    ListRevocationsResponse, NotifyRequest, NotifyResponse, ReadRequest, ReadResponse,
+    RevocationStatus, RevocationsRequest, RevocationsResponse, RevokeRequest,
+};
+
+/// The local API's usage control.
+pub struct UsageService {
+    pub(super) context: Arc<NodeContext>,
+}
+
+#[tonic::async_trait]
+impl Usage for UsageService {
+    type ReadStream = ReceiverStream<Result<ReadResponse, Status>>;
+
+    async fn read(
+        &self,
+        request: Request<ReadRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
+        local_role(&request)?.require(&[LocalRole::App], "reading received data")?;
+        let r = request.into_inner();
+        let grant = read::authorize(&self.context, &r.agreement_id, &r.purpose)
+            .await
+            .map_err(|e| e.to_status())?;
+        let (tx, rx) = mpsc::channel(4);
+        read::spawn_stream(self.context.clone(), grant, tx);
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn list_copies(
+        &self,
+        request: Request<ListCopiesRequest>,
+    ) -> Result<Response<ListCopiesResponse>, Status> {
+        local_role(&request)?.require(
+            &[LocalRole::Admin, LocalRole::App, LocalRole::Auditor],
+            "listing received copies",
+        )?;
+        copies(&self.context)
+            .map(|copies| Response::new(ListCopiesResponse { copies }))
+            .map_err(|e| e.to_status())
+    }
+
+    async fn revoke(
+        &self,
+        request: Request<RevokeRequest>,
+    ) -> Result<Response<RevocationStatus>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "revoking an agreement")?;
+        let r = request.into_inner();
+        revocation::revoke(&self.context, r.agreement_id.trim(), &r.reason)
+            .await
+            .map(|record| Response::new(record.to_proto()))
+            .map_err(|e| e.to_status())
+    }
+
+    async fn list_revocations(
+        &self,
+        request: Request<ListRevocationsRequest>,
+    ) -> Result<Response<ListRevocationsResponse>, Status> {
+        local_role(&request)?.require(
+            &[LocalRole::Admin, LocalRole::Auditor],
+            "listing revocations",
+        )?;
+        let all = revocation::revocations(&self.context)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(ListRevocationsResponse {
+            revocations: all.iter().map(|r| r.to_proto()).collect(),
+        }))
+    }
+}
+
+/// The received copies and the deleted ones, by agreement.
+fn copies(context: &NodeContext) -> Result<Vec<CopyStatus>, usage::UsageError> {
+    let storage = context.storage.as_ref();
+    let mut out = Vec::new();
+    for c in transfer::copies(storage)? {
+        let agreement: Option<Agreement> = c.agreement.peek_json().ok();
+        let progress = transfer::progress(&c);
+        let record = usage::uses(storage, &c.agreement_id)?;
+        out.push(CopyStatus {
+            agreement_id: c.agreement_id.clone(),
+            provider: c.provider.clone(),
+            product_id: progress.product_id,
+            version: progress.version,
+            purpose: agreement
+                .as_ref()
+                .map(|a| a.purpose.clone())
+                .unwrap_or_default(),
+            state: progress.state,
+            uses: record.uses,
+            last_used_unix: record.last_used_at.unwrap_or_default(),
+            delete_at_unix: agreement
+                .as_ref()
+                .and_then(duties::deadline)
+                .unwrap_or_default(),
+            deleted_at_unix: 0,
+            reason: c.reason.clone(),
+            size: progress.bytes_total,
+        });
+    }
+    for d in duties::deletions(storage)? {
+        let record = usage::uses(storage, &d.agreement_id)?;
+        let entry = CopyStatus {
+            agreement_id: d.agreement_id.clone(),
+            provider: d.provider.clone(),
+            product_id: d.product_id.clone(),
+            version: d.version,
+            purpose: context
+                .contracts
+                .by_agreement(&d.agreement_id)
+                .ok()
+                .flatten()
+                .map(|n| n.purpose)
+                .unwrap_or_default(),
+            state: d.state().to_owned(),
+            uses: record.uses,
+            last_used_unix: record.last_used_at.unwrap_or_default(),
+            delete_at_unix: match d.cause {
+                duties::DeletionCause::Expired { deadline } => deadline,
+                duties::DeletionCause::Revoked { .. } => 0,
+            },
+            deleted_at_unix: d.deleted_at,
+            reason: d.explain(),
+            size: 0,
+        };
+        // A deletion record replaces the copy's own line (a crash may leave both).
+        match out.iter_mut().find(|c| c.agreement_id == d.agreement_id) {
+            Some(existing) => *existing = entry,
+            None => out.push(entry),
+        }
+    }
+    out.sort_by(|a, b| a.agreement_id.cmp(&b.agreement_id));
+    Ok(out)
+}
+
+/// The peer API's usage control.
+pub struct UsageControlService {
+    pub(super) context: Arc<NodeContext>,
+}
+
+#[tonic::async_trait]
+impl UsageControl for UsageControlService {
+    async fn notify(
+        &self,
+        request: Request<NotifyRequest>,
+    ) -> Result<Response<NotifyResponse>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let message = request
+            .into_inner()
+            .message
+            .ok_or_else(|| Status::invalid_argument("message: the signed message is missing"))?;
+        notice::receive(&self.context, &caller, message.into())
+            .await
+            .map_err(|e| e.to_status())?;
+        Ok(Response::new(NotifyResponse {
+            state: "RECORDED".into(),
+        }))
+    }
+
+    async fn revocations(
+        &self,
+        request: Request<RevocationsRequest>,
+    ) -> Result<Response<RevocationsResponse>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let pending = revocation::pending_for(&self.context, &caller)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(RevocationsResponse {
+            revocations: pending.into_iter().map(Into::into).collect(),
+        }))
+    }
+}

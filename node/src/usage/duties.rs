@@ -1,0 +1,322 @@
+//! Duties the node carries out by itself: deleting copies at their deleteAfter deadline
+//! (and when an agreement is revoked), and the background task that runs the duties,
+//! the outbox and the revocation checks.
+//!
+//! A deletion writes its record first (the decision), queues the signed deletion
+//! receipt when one is owed, then removes the copy and flushes. Reads check the record
+//! before anything else, so a copy whose deletion a crash interrupted is already
+//! unreadable, and [`recover`] removes it at the next start. [`recover`] also deletes
+//! the copies whose deadline passed while the node was stopped, before the node serves
+//! anyone.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use liutong_policy::{DeleteAfter, Duty, Policy};
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use super::{USAGE, UsageError, log, notice, when};
+use crate::audit::log::EventKind;
+use crate::contract::Agreement;
+use crate::runtime::{NodeContext, now};
+use crate::storage::{Storage, StorageError};
+use crate::transfer;
+
+/// Why a copy was deleted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "camelCase")]
+pub enum DeletionCause {
+    /// The policy's deleteAfter deadline (Unix seconds) passed.
+    Expired { deadline: i64 },
+    /// The provider revoked the agreement.
+    Revoked {
+        revocation_id: String,
+        reason: String,
+        revoked_at: i64,
+    },
+}
+
+/// A deleted copy, as the consumer keeps it: reads and pulls of the agreement are
+/// refused with its explanation.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deletion {
+    pub agreement_id: String,
+    /// The provider's participant ID.
+    pub provider: String,
+    pub product_id: String,
+    pub version: u32,
+    /// SHA-256 of the deleted payload, so publishing the same bytes again is recognised.
+    pub sha256: String,
+    /// Whether the node held data for the agreement when it deleted it.
+    pub held: bool,
+    pub cause: DeletionCause,
+    pub deleted_at: i64,
+    /// The revocation this deletion answered (also when the copy had been deleted at its
+    /// deadline before the provider revoked the agreement).
+    #[serde(default)]
+    pub revocation_id: Option<String>,
+}
+
+impl Deletion {
+    /// Why the copy is gone, for a person.
+    pub fn explain(&self) -> String {
+        match &self.cause {
+            DeletionCause::Expired { deadline } => format!(
+                "the copy of agreement {} was deleted at {}: its deleteAfter deadline ({}) passed",
+                self.agreement_id,
+                when(self.deleted_at),
+                when(*deadline)
+            ),
+            DeletionCause::Revoked {
+                reason, revoked_at, ..
+            } => format!(
+                "agreement {} was revoked by its provider at {}: {reason}; its copy was deleted at {}",
+                self.agreement_id,
+                when(*revoked_at),
+                when(self.deleted_at)
+            ),
+        }
+    }
+
+    /// DELETED (deadline) or REVOKED.
+    pub fn state(&self) -> &'static str {
+        match self.cause {
+            DeletionCause::Expired { .. } => "DELETED",
+            DeletionCause::Revoked { .. } => "REVOKED",
+        }
+    }
+}
+
+fn deletion_key(agreement_id: &str) -> Vec<u8> {
+    format!("d/{agreement_id}").into_bytes()
+}
+
+/// The deletion record of an agreement's copy, if usage control deleted it.
+pub fn deletion(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<Option<Deletion>, StorageError> {
+    Ok(storage
+        .get(USAGE, &deletion_key(agreement_id))?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Every deletion record.
+pub fn deletions(storage: &dyn Storage) -> Result<Vec<Deletion>, StorageError> {
+    Ok(storage
+        .scan_prefix(USAGE, b"d/")?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect())
+}
+
+fn duties_of(policy: &Policy) -> impl Iterator<Item = &Duty> {
+    policy
+        .permissions
+        .iter()
+        .flat_map(|r| r.duties.iter())
+        .chain(policy.obligations.iter())
+}
+
+/// The earliest deleteAfter deadline in an agreement's policy, Unix seconds: a time
+/// after the agreement, or a date.
+pub fn deadline(agreement: &Agreement) -> Option<i64> {
+    let policy = match Policy::from_odrl_value(&agreement.policy) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(agreement = %agreement.agreement_id, error = %e, "the agreement's policy does not parse");
+            return None;
+        }
+    };
+    duties_of(&policy)
+        .filter_map(|d| match d {
+            Duty::DeleteAfter {
+                when: DeleteAfter::Elapsed(e),
+            } => Some(
+                agreement
+                    .agreed_at
+                    .saturating_add(i64::try_from(e.as_secs()).unwrap_or(i64::MAX)),
+            ),
+            Duty::DeleteAfter {
+                when: DeleteAfter::At(t),
+            } => Some(t.unix_timestamp()),
+            _ => None,
+        })
+        .min()
+}
+
+/// Whether the agreement's policy asks the consumer to notify the provider.
+pub fn notifies(agreement: &Agreement) -> bool {
+    Policy::from_odrl_value(&agreement.policy)
+        .map(|p| duties_of(&p).any(|d| matches!(d, Duty::Notify)))
+        .unwrap_or(false)
+}
+
+/// Deletes the copy of an agreement (consumer side), records why, logs it, and queues a
+/// signed deletion receipt for the provider when one is owed (always on revocation; on
+/// a deadline when the policy has a notify duty).
+pub async fn delete(
+    context: &NodeContext,
+    agreement: &Agreement,
+    cause: DeletionCause,
+) -> Result<Deletion, UsageError> {
+    let storage = context.storage.as_ref();
+    let id = &agreement.agreement_id;
+    let revocation_id = match &cause {
+        DeletionCause::Revoked { revocation_id, .. } => Some(revocation_id.clone()),
+        DeletionCause::Expired { .. } => None,
+    };
+    if let Some(mut earlier) = deletion(storage, id)? {
+        // Already deleted. Finish the removal in case a crash interrupted it; a
+        // revocation that arrives after a deletion at the deadline still gets its receipt.
+        transfer::delete_copy(storage, id)?;
+        if revocation_id.is_none() || earlier.revocation_id.is_some() {
+            storage.flush().await?;
+            return Ok(earlier);
+        }
+        earlier.revocation_id = revocation_id;
+        notice::queue_deletion_receipt(context, agreement, &earlier, &cause)?;
+        storage.put(
+            USAGE,
+            &deletion_key(id),
+            &serde_json::to_vec(&earlier).expect("deletions serialize"),
+        )?;
+        storage.flush().await?;
+        context.usage.kick();
+        return Ok(earlier);
+    }
+    let held = transfer::copy(storage, id)?.is_some();
+    let record = Deletion {
+        agreement_id: id.clone(),
+        provider: agreement.provider.to_string(),
+        product_id: agreement.product_id.clone(),
+        version: agreement.version,
+        sha256: agreement.product_sha256.clone(),
+        held,
+        cause: cause.clone(),
+        deleted_at: now(),
+        revocation_id,
+    };
+    // The record first: it is the decision, and reads refuse from here on.
+    storage.put(
+        USAGE,
+        &deletion_key(id),
+        &serde_json::to_vec(&record).expect("deletions serialize"),
+    )?;
+    let receipt_owed = record.revocation_id.is_some() || notifies(agreement);
+    if receipt_owed {
+        notice::queue_deletion_receipt(context, agreement, &record, &cause)?;
+    }
+    transfer::delete_copy(storage, id)?;
+    storage.flush().await?;
+    log(
+        context,
+        EventKind::CopyDeleted,
+        agreement.provider.as_str(),
+        agreement,
+        format!(
+            "{}{}",
+            record.explain(),
+            if receipt_owed {
+                "; a signed deletion receipt is on its way to the provider"
+            } else {
+                ""
+            }
+        ),
+    )
+    .await?;
+    if receipt_owed {
+        context.usage.kick();
+    }
+    Ok(record)
+}
+
+/// Deletes every copy whose deleteAfter deadline has passed. Returns how many.
+pub async fn sweep_expired(context: &NodeContext) -> Result<usize, UsageError> {
+    let storage = context.storage.as_ref();
+    let t = now();
+    let mut deleted = 0;
+    for c in transfer::copies(storage)? {
+        if deletion(storage, &c.agreement_id)?.is_some() {
+            continue;
+        }
+        // Display-only decoding is enough here: deleting is the safe direction.
+        let Ok(agreement) = c.agreement.peek_json::<Agreement>() else {
+            continue;
+        };
+        if let Some(deadline) = deadline(&agreement)
+            && deadline <= t
+        {
+            delete(context, &agreement, DeletionCause::Expired { deadline }).await?;
+            deleted += 1;
+        }
+    }
+    Ok(deleted)
+}
+
+/// At start, before the node serves anyone: finishes deletions a crash interrupted and
+/// deletes the copies whose deadline passed while the node was stopped.
+pub async fn recover(context: &NodeContext) -> Result<(), UsageError> {
+    let storage = context.storage.as_ref();
+    let mut finished = 0;
+    for d in deletions(storage)? {
+        if transfer::copy(storage, &d.agreement_id)?.is_some() {
+            transfer::delete_copy(storage, &d.agreement_id)?;
+            finished += 1;
+        }
+    }
+    if finished > 0 {
+        storage.flush().await?;
+        tracing::warn!(
+            copies = finished,
+            "finished deletions interrupted by a stop"
+        );
+    }
+    let expired = sweep_expired(context).await?;
+    if expired > 0 {
+        tracing::info!(
+            copies = expired,
+            "deleted copies whose deadline passed while the node was stopped"
+        );
+    }
+    Ok(())
+}
+
+/// The background task: every `usage.check_interval` (or sooner when woken), delete
+/// expired copies, send what waits in the outbox, and ask providers for revocations.
+pub async fn run(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
+    let every = context
+        .config
+        .usage
+        .check_interval
+        .max(Duration::from_millis(50));
+    let mut last_poll: Option<tokio::time::Instant> = None;
+    loop {
+        let poll_now = last_poll.is_none_or(|t| t.elapsed() >= every);
+        if poll_now {
+            last_poll = Some(tokio::time::Instant::now());
+        }
+        let work = async {
+            if let Err(e) = sweep_expired(&context).await {
+                tracing::warn!(error = %e, "cannot delete expired copies; retrying");
+            }
+            notice::deliver_due(&context).await;
+            if poll_now {
+                super::revocation::poll(&context).await;
+            }
+        };
+        // A stop does not wait for a slow peer. Every step is safe to cut short: a
+        // deletion's record is written first and finished at the next start, and an
+        // unacknowledged message stays in the outbox.
+        tokio::select! {
+            () = work => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = context.usage.kick.notified() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    }
+}

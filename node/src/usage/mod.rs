@@ -1,0 +1,231 @@
+//! Usage control at the consumer: shared data stays under its owner's rules after it
+//! leaves the provider.
+//!
+//! A received copy keeps its agreement with both signatures (the sticky policy, see
+//! [`crate::transfer::Copy`]). From there:
+//!
+//! - [`read`] — local applications (role `app`) read a copy only through
+//!   `Usage.Read(copy, purpose)`. Each read is decided by the agreement's policy at use
+//!   scope (purpose, time window, use count, recipient); the use count is raised and made
+//!   durable under a per-copy lock together with the decision, so concurrent reads never
+//!   exceed the count and a crash never loses a use. Every read is logged.
+//! - [`duties`] — what the node carries out by itself: deleting copies whose deleteAfter
+//!   deadline passed (also at start, for deadlines that passed while it was stopped),
+//!   and the background task that runs the duties, the outbox and the revocation checks.
+//! - [`notice`] — signed messages between the parties (usage notices, deletion receipts,
+//!   revocations) and the outbox that retries them with backoff until the peer
+//!   acknowledges.
+//! - [`revocation`] — the provider revokes an agreement: it stops delivering, and the
+//!   consumer's node, when it next asks the provider (at once after a start, then every
+//!   `usage.check_interval`), deletes the copy and returns a signed deletion receipt.
+//!   The consumer asks because only it knows where the other party lives: a provider
+//!   learns nothing of the consumer's address, so a consumer that was offline simply
+//!   asks when it comes back.
+//! - [`onward`] — no onward sharing: a received copy, or a product declared as derived
+//!   from one, is offered only if the copy's policy permits `distribute`, and then only
+//!   with the policy its `nextPolicy` duty names; a derived product keeps at least its
+//!   sources' classification.
+//! - [`guardrails`] — the node-wide classification guardrails checked again when an
+//!   agreement is signed: important data needs a person's approval and a recipient
+//!   inside the permitted regions.
+//!
+//! Storage: tree `usage` holds the use counts (`u/<agreement>`) and the deletion records
+//! (`d/<agreement>`, written before the copy is removed, so a deletion interrupted by a
+//! crash is finished at the next start); tree `outbox` the messages waiting for a peer;
+//! on the provider, tree `revocations` (`<consumer>/<agreement>`) and tree
+//! `usage-notices` the consumers' signed notices and receipts.
+
+pub mod duties;
+pub mod guardrails;
+pub mod notice;
+pub mod onward;
+pub mod read;
+pub mod revocation;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use liutong_policy::{CompiledPolicy, Policy};
+
+use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement};
+use crate::identity::Envelope;
+use crate::runtime::NodeContext;
+use crate::storage::{Storage, StorageError};
+use crate::transfer::TransferError;
+
+pub use duties::{Deletion, DeletionCause, deletion};
+pub use revocation::delivery_allowed;
+
+/// Consumer side: use counts and deletion records.
+const USAGE: &str = "usage";
+
+/// Why a usage-control step was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UsageError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    /// The copy was deleted by usage control.
+    #[error("{}", .0.explain())]
+    Gone(Box<Deletion>),
+    #[error("{0}")]
+    NotReady(String),
+    #[error("{0}")]
+    Denied(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    WrongState(String),
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("the policy cannot be used: {0}")]
+    Policy(String),
+    #[error("the peer answered: {}", .0.message())]
+    Peer(tonic::Status),
+    #[error("cannot reach the peer: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the audit log cannot be written, so the step is refused: {0}")]
+    Audit(String),
+}
+
+impl From<TransferError> for UsageError {
+    fn from(e: TransferError) -> Self {
+        match e {
+            TransferError::Storage(s) => Self::Storage(s),
+            other => Self::DataLoss(other.to_string()),
+        }
+    }
+}
+
+impl UsageError {
+    /// The gRPC status a person (or an application) can act on.
+    pub fn to_status(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            Self::Invalid(_) => tonic::Status::invalid_argument(message),
+            Self::NotFound(_) => tonic::Status::not_found(message),
+            Self::Gone(d) => match d.cause {
+                DeletionCause::Revoked { .. } => tonic::Status::permission_denied(message),
+                DeletionCause::Expired { .. } => tonic::Status::not_found(message),
+            },
+            Self::NotReady(_) | Self::WrongState(_) | Self::Policy(_) => {
+                tonic::Status::failed_precondition(message)
+            }
+            Self::Denied(_) | Self::Forbidden(_) => tonic::Status::permission_denied(message),
+            Self::DataLoss(_) => tonic::Status::data_loss(message),
+            Self::Peer(s) => tonic::Status::new(s.code(), message),
+            Self::Unreachable(_) | Self::Storage(_) | Self::Audit(_) => {
+                tonic::Status::unavailable(message)
+            }
+        }
+    }
+}
+
+/// Usage control's in-memory state: per-copy locks and compiled sticky policies.
+#[derive(Default)]
+pub struct UsageControl {
+    /// One lock per copy, held from the decision to the durable use count, so two
+    /// concurrent reads cannot both take the last permitted use.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Agreement policies compiled once; an agreement never changes.
+    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+    /// Wakes the background task early (a notice is waiting in the outbox).
+    kick: tokio::sync::Notify,
+}
+
+impl UsageControl {
+    fn lock_for(&self, agreement_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+        locks.entry(agreement_id.to_owned()).or_default().clone()
+    }
+
+    /// Asks the background task to run now (something waits in the outbox).
+    pub fn kick(&self) {
+        self.kick.notify_one();
+    }
+
+    /// The agreement's policy, compiled (cached per agreement).
+    fn policy(&self, agreement: &Agreement) -> Result<Arc<CompiledPolicy>, UsageError> {
+        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(c) = cache.get(&agreement.agreement_id) {
+            return Ok(c.clone());
+        }
+        let compiled = Arc::new(compile(agreement)?);
+        cache.insert(agreement.agreement_id.clone(), compiled.clone());
+        Ok(compiled)
+    }
+}
+
+/// Compiles an agreement's policy as the consumer checked it when it countersigned (the
+/// provider's guardrails already applied).
+fn compile(agreement: &Agreement) -> Result<CompiledPolicy, UsageError> {
+    let policy = Policy::from_odrl_value(&agreement.policy)
+        .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))?;
+    liutong_policy::compile(
+        policy,
+        &crate::contract::analysis_context(agreement.classification),
+    )
+    .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))
+}
+
+/// The agreement a copy carries, checked: it is an agreement, and this node's own
+/// countersignature covers exactly these bytes (so the stored copy was not altered).
+fn sticky_agreement(context: &NodeContext, envelope: &Envelope) -> Result<Agreement, UsageError> {
+    envelope
+        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
+        .map_err(|e| {
+            UsageError::DataLoss(format!(
+                "the copy's agreement is not the one this node countersigned: {e}"
+            ))
+        })
+}
+
+fn use_key(agreement_id: &str) -> Vec<u8> {
+    format!("u/{agreement_id}").into_bytes()
+}
+
+/// How often a copy was used.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct UseRecord {
+    /// Permitted reads so far.
+    pub uses: u64,
+    pub first_used_at: Option<i64>,
+    pub last_used_at: Option<i64>,
+}
+
+/// The use record of a copy (zero uses if it was never read).
+pub fn uses(storage: &dyn Storage, agreement_id: &str) -> Result<UseRecord, StorageError> {
+    Ok(storage
+        .get(USAGE, &use_key(agreement_id))?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default())
+}
+
+/// Appends an audit event about an agreement.
+async fn log(
+    context: &NodeContext,
+    kind: crate::audit::log::EventKind,
+    participant: &str,
+    agreement: &Agreement,
+    detail: String,
+) -> Result<(), UsageError> {
+    let mut event = crate::audit::log::Event::new(kind, crate::runtime::now(), detail);
+    event.participant = Some(participant.to_owned());
+    event.agreement = Some(agreement.agreement_id.clone());
+    event.product = Some(agreement.product_id.clone());
+    context
+        .audit
+        .append(&event)
+        .await
+        .map(|_| ())
+        .map_err(|e| UsageError::Audit(e.to_string()))
+}
+
+/// Unix seconds as a date a person reads.
+fn when(t: i64) -> String {
+    crate::tls::auth::format_unix(t.max(0) as u64)
+}

@@ -1,0 +1,407 @@
+//! Signed messages from the consumer to the provider — usage notices (the notify duty)
+//! and deletion receipts — and the outbox that delivers them.
+//!
+//! A message is signed and stored in the outbox in the same step as the use or the
+//! deletion it reports, so a crash cannot lose it. The background task sends what is
+//! due; a message leaves the outbox only when the provider acknowledged it, and a
+//! failed attempt is retried after a delay that doubles each time (from
+//! `usage.check_interval` up to ten minutes). The provider stores each message
+//! idempotently, so a message sent twice is recorded once.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::duties::{Deletion, DeletionCause};
+use super::revocation;
+use super::{UsageError, log};
+use crate::audit::log::EventKind;
+use crate::contract::{Agreement, Role};
+use crate::identity::{Envelope, Membership};
+use crate::runtime::{NodeContext, now};
+use crate::storage::StorageError;
+use liutong_proto::v1::NotifyRequest;
+use liutong_proto::v1::usage_control_client::UsageControlClient;
+
+/// Payload type of a usage notice (consumer → provider).
+pub const USAGE_NOTICE_PAYLOAD_TYPE: &str = "application/vnd.liutong.usage-notice+json";
+/// Payload type of a deletion receipt (consumer → provider).
+pub const DELETION_RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.liutong.deletion-receipt+json";
+
+const OUTBOX: &str = "outbox";
+/// Provider side: the consumers' notices (`n/<agreement>/<notice>`) and deletion
+/// receipts (`r/<agreement>`).
+const NOTICES: &str = "usage-notices";
+/// Longest wait between two attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(600);
+
+/// What the consumer signs for each use when the policy asks it to notify.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageNotice {
+    pub notice_id: String,
+    pub agreement_id: String,
+    pub consumer: String,
+    pub provider: String,
+    pub product_id: String,
+    pub version: u32,
+    /// The purpose the application declared for this use.
+    pub purpose: String,
+    /// Use number N of the copy.
+    pub use_number: u64,
+    pub used_at: i64,
+}
+
+/// What the consumer signs when it deleted a copy.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletionReceipt {
+    pub receipt_id: String,
+    pub agreement_id: String,
+    pub consumer: String,
+    pub provider: String,
+    pub product_id: String,
+    pub version: u32,
+    pub sha256: String,
+    /// Whether the consumer held data for the agreement (false: it never pulled it).
+    pub held: bool,
+    pub cause: DeletionCause,
+    pub deleted_at: i64,
+}
+
+/// A message waiting for its recipient.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    pub id: String,
+    /// The recipient's participant ID and peer API address.
+    pub to: String,
+    pub address: String,
+    pub agreement_id: String,
+    /// What it is, for people ("usage notice, use 3").
+    pub what: String,
+    pub message: Envelope,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub next_attempt_at: i64,
+    pub last_error: String,
+    pub created_at: i64,
+}
+
+fn now_ms() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+pub(super) fn random_id(prefix: &str) -> String {
+    let mut bytes = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
+    format!("{prefix}-{}", hex::encode(bytes))
+}
+
+/// Stores a signed message for the agreement's provider in the outbox (not flushed:
+/// the caller flushes with the step it belongs to).
+fn queue_for_provider(
+    context: &NodeContext,
+    agreement: &Agreement,
+    what: String,
+    message: Envelope,
+) -> Result<(), UsageError> {
+    let n = context
+        .contracts
+        .by_agreement(&agreement.agreement_id)
+        .map_err(|e| UsageError::DataLoss(e.to_string()))?
+        .filter(|n| n.role == Role::Consumer)
+        .ok_or_else(|| {
+            UsageError::NotFound(format!(
+                "this node holds no agreement {} as a consumer",
+                agreement.agreement_id
+            ))
+        })?;
+    let item = OutboxItem {
+        id: random_id("out"),
+        to: agreement.provider.to_string(),
+        address: n.peer_address,
+        agreement_id: agreement.agreement_id.clone(),
+        what,
+        message,
+        attempts: 0,
+        next_attempt_at: 0,
+        last_error: String::new(),
+        created_at: now(),
+    };
+    context.storage.put(
+        OUTBOX,
+        format!("o/{}", item.id).as_bytes(),
+        &serde_json::to_vec(&item).expect("outbox items serialize"),
+    )?;
+    Ok(())
+}
+
+/// Signs a usage notice for one permitted use and queues it (not flushed).
+pub(super) fn queue_usage_notice(
+    context: &NodeContext,
+    agreement: &Agreement,
+    purpose: &str,
+    use_number: u64,
+) -> Result<(), UsageError> {
+    let notice = UsageNotice {
+        notice_id: random_id("use"),
+        agreement_id: agreement.agreement_id.clone(),
+        consumer: context.membership.participant_id.to_string(),
+        provider: agreement.provider.to_string(),
+        product_id: agreement.product_id.clone(),
+        version: agreement.version,
+        purpose: purpose.to_owned(),
+        use_number,
+        used_at: now(),
+    };
+    let envelope = Envelope::sign_json(USAGE_NOTICE_PAYLOAD_TYPE, &notice, &context.signing_key);
+    queue_for_provider(
+        context,
+        agreement,
+        format!("usage notice, use {use_number}"),
+        envelope,
+    )
+}
+
+/// Signs a deletion receipt and queues it (not flushed).
+pub(super) fn queue_deletion_receipt(
+    context: &NodeContext,
+    agreement: &Agreement,
+    deletion: &Deletion,
+    cause: &DeletionCause,
+) -> Result<(), UsageError> {
+    let receipt = DeletionReceipt {
+        receipt_id: random_id("del"),
+        agreement_id: agreement.agreement_id.clone(),
+        consumer: context.membership.participant_id.to_string(),
+        provider: agreement.provider.to_string(),
+        product_id: agreement.product_id.clone(),
+        version: agreement.version,
+        sha256: deletion.sha256.clone(),
+        held: deletion.held,
+        cause: cause.clone(),
+        deleted_at: deletion.deleted_at,
+    };
+    let envelope = Envelope::sign_json(
+        DELETION_RECEIPT_PAYLOAD_TYPE,
+        &receipt,
+        &context.signing_key,
+    );
+    queue_for_provider(context, agreement, "deletion receipt".into(), envelope)
+}
+
+/// Everything in the outbox.
+pub fn outbox(context: &NodeContext) -> Result<Vec<OutboxItem>, StorageError> {
+    Ok(context
+        .storage
+        .scan_prefix(OUTBOX, b"o/")?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect())
+}
+
+/// Sends every outbox message that is due; acknowledged ones leave the outbox, the
+/// others wait longer each time.
+pub async fn deliver_due(context: &NodeContext) {
+    let items = match outbox(context) {
+        Ok(items) => items,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the outbox");
+            return;
+        }
+    };
+    let t = now_ms();
+    for mut item in items.into_iter().filter(|i| i.next_attempt_at <= t) {
+        let key = format!("o/{}", item.id);
+        match send(context, &item).await {
+            Ok(()) => {
+                if let Err(e) = context.storage.delete(OUTBOX, key.as_bytes()) {
+                    tracing::warn!(error = %e, "cannot remove a delivered message; it is sent again");
+                }
+            }
+            Err(e) => {
+                item.attempts += 1;
+                let base = context
+                    .config
+                    .usage
+                    .check_interval
+                    .max(Duration::from_millis(50));
+                let delay = base
+                    .saturating_mul(1u32 << item.attempts.min(16))
+                    .min(MAX_BACKOFF);
+                item.next_attempt_at = now_ms() + delay.as_millis() as i64;
+                item.last_error = e.to_string();
+                tracing::debug!(to = %item.to, what = %item.what, attempts = item.attempts, error = %e, "message not delivered; retrying later");
+                if let Err(e) = context.storage.put(
+                    OUTBOX,
+                    key.as_bytes(),
+                    &serde_json::to_vec(&item).expect("outbox items serialize"),
+                ) {
+                    tracing::warn!(error = %e, "cannot record a delivery attempt");
+                }
+            }
+        }
+    }
+}
+
+async fn send(context: &NodeContext, item: &OutboxItem) -> Result<(), UsageError> {
+    let channel = context
+        .connect_peer(&item.address)
+        .await
+        .map_err(|e| UsageError::Unreachable(e.to_string()))?;
+    UsageControlClient::new(channel)
+        .notify(NotifyRequest {
+            message: Some(item.message.clone().into()),
+        })
+        .await
+        .map_err(UsageError::Peer)?;
+    Ok(())
+}
+
+// ---- provider side ----------------------------------------------------------------
+
+/// The provider receives a signed notice or deletion receipt from `caller`: it must be
+/// signed by the caller, about an agreement this node made as the provider with the
+/// caller as consumer. Stored durably and logged once; a repeat is acknowledged again.
+pub async fn receive(
+    context: &NodeContext,
+    caller: &Membership,
+    envelope: Envelope,
+) -> Result<(), UsageError> {
+    match envelope.payload_type.as_str() {
+        USAGE_NOTICE_PAYLOAD_TYPE => {
+            let notice: UsageNotice = open(caller, &envelope, USAGE_NOTICE_PAYLOAD_TYPE)?;
+            let agreement =
+                provider_agreement(context, caller, &notice.agreement_id, &notice.consumer)?;
+            let key = format!("n/{}/{}", notice.agreement_id, notice.notice_id);
+            if context
+                .storage
+                .insert_new(NOTICES, key.as_bytes(), envelope.to_json().as_bytes())?
+            {
+                context.storage.flush().await?;
+                log(
+                    context,
+                    EventKind::Usage,
+                    caller.participant_id.as_str(),
+                    &agreement,
+                    format!(
+                        "usage notice from the consumer: use {} of the copy, purpose {}, at {}",
+                        notice.use_number,
+                        notice.purpose,
+                        super::when(notice.used_at)
+                    ),
+                )
+                .await?;
+            }
+            Ok(())
+        }
+        DELETION_RECEIPT_PAYLOAD_TYPE => {
+            let receipt: DeletionReceipt = open(caller, &envelope, DELETION_RECEIPT_PAYLOAD_TYPE)?;
+            let agreement =
+                provider_agreement(context, caller, &receipt.agreement_id, &receipt.consumer)?;
+            let key = format!("r/{}", receipt.agreement_id);
+            let known = context
+                .storage
+                .get(NOTICES, key.as_bytes())?
+                .and_then(|b| serde_json::from_slice::<Envelope>(&b).ok())
+                .is_some_and(|e| e.payload == envelope.payload);
+            if known {
+                return Ok(());
+            }
+            context.storage.put(
+                NOTICES,
+                key.as_bytes(),
+                &serde_json::to_vec(&envelope).expect("envelopes serialize"),
+            )?;
+            revocation::record_receipt(context, &receipt, &envelope)?;
+            context.storage.flush().await?;
+            let cause = match &receipt.cause {
+                DeletionCause::Expired { .. } => "its deleteAfter deadline passed".to_owned(),
+                DeletionCause::Revoked { reason, .. } => {
+                    format!("the agreement was revoked ({reason})")
+                }
+            };
+            log(
+                context,
+                EventKind::CopyDeleted,
+                caller.participant_id.as_str(),
+                &agreement,
+                format!(
+                    "signed deletion receipt from the consumer: {} at {}, because {cause}",
+                    if receipt.held {
+                        "copy deleted"
+                    } else {
+                        "no copy was held; none will be fetched"
+                    },
+                    super::when(receipt.deleted_at)
+                ),
+            )
+            .await
+        }
+        other => Err(UsageError::Invalid(format!(
+            "message: payload type {other:?} is neither a usage notice nor a deletion receipt"
+        ))),
+    }
+}
+
+/// A consumer's deletion receipt for an agreement, as the provider stored it.
+pub fn deletion_receipt(
+    context: &NodeContext,
+    agreement_id: &str,
+) -> Result<Option<Envelope>, StorageError> {
+    Ok(context
+        .storage
+        .get(NOTICES, format!("r/{agreement_id}").as_bytes())?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// The consumers' usage notices for an agreement, as the provider stored them.
+pub fn usage_notices(
+    context: &NodeContext,
+    agreement_id: &str,
+) -> Result<Vec<UsageNotice>, StorageError> {
+    Ok(context
+        .storage
+        .scan_prefix(NOTICES, format!("n/{agreement_id}/").as_bytes())?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<Envelope>(v).ok())
+        .filter_map(|e| e.peek_json().ok())
+        .collect())
+}
+
+fn open<T: serde::de::DeserializeOwned>(
+    caller: &Membership,
+    envelope: &Envelope,
+    payload_type: &str,
+) -> Result<T, UsageError> {
+    envelope
+        .open_json(payload_type, &caller.signing_key)
+        .map_err(|e| UsageError::DataLoss(format!("the message is not signed by the caller: {e}")))
+}
+
+/// The agreement this node made as the provider with `caller` as the consumer.
+fn provider_agreement(
+    context: &NodeContext,
+    caller: &Membership,
+    agreement_id: &str,
+    named_consumer: &str,
+) -> Result<Agreement, UsageError> {
+    let agreement = context
+        .contracts
+        .by_agreement(agreement_id)
+        .map_err(|e| UsageError::DataLoss(e.to_string()))?
+        .filter(|n| n.role == Role::Provider)
+        .and_then(|n| n.agreement_content())
+        .ok_or_else(|| {
+            UsageError::NotFound(format!("no agreement {agreement_id} at this provider"))
+        })?;
+    if agreement.consumer != caller.participant_id
+        || named_consumer != caller.participant_id.as_str()
+    {
+        return Err(UsageError::Forbidden(format!(
+            "only the consumer of agreement {agreement_id} ({}) may send notices about it, not {}",
+            agreement.consumer, caller.participant_id
+        )));
+    }
+    Ok(agreement)
+}

@@ -1,0 +1,238 @@
+//! No onward sharing: what a product being published is derived from, checked.
+//!
+//! A product may declare (`--derived-from`) products of this node and received copies
+//! (by their agreement ID); a payload byte-identical to a received copy counts as
+//! derived from it even when nothing is declared. For every source, followed through
+//! the products it names in turn:
+//!
+//! - the new product keeps at least the source's classification;
+//! - if the new product is offered, each received copy among the sources must be
+//!   present (not deleted or revoked) and its policy must permit `distribute` to this
+//!   node for the agreement's purpose; when the permission carries a `nextPolicy` duty,
+//!   the offer's policy must be that policy (its `uid`).
+
+use std::collections::HashSet;
+
+use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Request, Scope, State};
+
+use super::{UsageError, duties, sticky_agreement, uses};
+use crate::catalog::requester_of;
+use crate::contract::{Agreement, Role};
+use crate::runtime::{NodeContext, now};
+use crate::storage::StorageError;
+use crate::transfer::{self, Manifest, TransferState};
+
+/// Why a publish is refused by the onward-sharing rules.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OnwardError {
+    #[error("derived_from: {0}")]
+    UnknownSource(String),
+    #[error("classification: {0}")]
+    Classification(String),
+    #[error("derived_from: {0}")]
+    NotDistributable(String),
+    #[error("policy: {0}")]
+    NextPolicy(String),
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<StorageError> for OnwardError {
+    fn from(e: StorageError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<UsageError> for OnwardError {
+    fn from(e: UsageError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl OnwardError {
+    /// The gRPC status for the publisher.
+    pub fn to_status(&self) -> tonic::Status {
+        let message = self.to_string();
+        match self {
+            Self::UnknownSource(_) | Self::Classification(_) | Self::NextPolicy(_) => {
+                tonic::Status::invalid_argument(message)
+            }
+            Self::NotDistributable(_) => tonic::Status::permission_denied(message),
+            Self::Unavailable(_) => tonic::Status::unavailable(message),
+        }
+    }
+}
+
+/// Logs a publish refused by these rules as a policy decision.
+pub async fn log_refusal(context: &NodeContext, error: &OnwardError) {
+    let event = crate::audit::log::Event::new(
+        crate::audit::log::EventKind::PolicyDecision,
+        now(),
+        format!("publish refused (no onward sharing): {error}"),
+    );
+    if let Err(e) = context.audit.append(&event).await {
+        tracing::error!(error = %e, "cannot log a refused publish");
+    }
+}
+
+/// Checks the sources of a product being published with `classification`, offered
+/// under `offer` (or not offered, `None`).
+pub fn check_derivation(
+    context: &NodeContext,
+    derived_from: &[String],
+    classification: Classification,
+    offer: Option<&CompiledPolicy>,
+) -> Result<(), OnwardError> {
+    let mut seen = HashSet::new();
+    // (source, how the publisher reached it), for messages.
+    let mut queue: Vec<(String, String)> = derived_from
+        .iter()
+        .map(|s| (s.trim().to_owned(), String::new()))
+        .collect();
+    while let Some((source, via)) = queue.pop() {
+        if source.is_empty() || !seen.insert(source.clone()) {
+            continue;
+        }
+        let products = &context.catalog.products;
+        let product = products
+            .latest(&source)
+            .map_err(|e| OnwardError::Unavailable(e.to_string()))?;
+        if let Some(p) = product {
+            let path = format!("{via}product {source}");
+            if p.classification > classification {
+                return Err(OnwardError::Classification(format!(
+                    "{path} is {}, so a product derived from it cannot be graded lower ({classification})",
+                    p.classification
+                )));
+            }
+            queue.extend(
+                p.derived_from
+                    .iter()
+                    .map(|s| (s.clone(), format!("{path}, derived from "))),
+            );
+            continue;
+        }
+        let Some(agreement) = received_agreement(context, &source)? else {
+            return Err(OnwardError::UnknownSource(format!(
+                "{via}{source} is neither a product of this node nor an agreement under which \
+                 this node received a copy"
+            )));
+        };
+        let path = format!("{via}the copy received under agreement {source}");
+        if agreement.classification > classification {
+            return Err(OnwardError::Classification(format!(
+                "{path} is {}, so a product derived from it cannot be graded lower ({classification})",
+                agreement.classification
+            )));
+        }
+        if let Some(offer) = offer {
+            check_distribute(context, &agreement, &path, offer)?;
+        }
+    }
+    Ok(())
+}
+
+/// The received copies (held or deleted) whose payload has this SHA-256: publishing
+/// such a payload is publishing the copy.
+pub fn copies_with_payload(
+    context: &NodeContext,
+    sha256: &str,
+) -> Result<Vec<String>, OnwardError> {
+    let storage = context.storage.as_ref();
+    let mut out: Vec<String> = transfer::copies(storage)
+        .map_err(|e| OnwardError::Unavailable(e.to_string()))?
+        .into_iter()
+        .filter(|c| c.state == TransferState::Completed)
+        .filter(|c| {
+            c.manifest
+                .peek_json::<Manifest>()
+                .is_ok_and(|m| m.sha256 == sha256)
+        })
+        .map(|c| c.agreement_id)
+        .collect();
+    out.extend(
+        duties::deletions(storage)?
+            .into_iter()
+            .filter(|d| d.held && d.sha256 == sha256)
+            .map(|d| d.agreement_id),
+    );
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
+/// The agreement under which this node (as the consumer) received, or could receive,
+/// a copy.
+fn received_agreement(
+    context: &NodeContext,
+    agreement_id: &str,
+) -> Result<Option<Agreement>, OnwardError> {
+    let n = context
+        .contracts
+        .by_agreement(agreement_id)
+        .map_err(|e| OnwardError::Unavailable(e.to_string()))?;
+    Ok(n.filter(|n| n.role == Role::Consumer)
+        .and_then(|n| n.agreement_content()))
+}
+
+fn check_distribute(
+    context: &NodeContext,
+    agreement: &Agreement,
+    path: &str,
+    offer: &CompiledPolicy,
+) -> Result<(), OnwardError> {
+    let storage = context.storage.as_ref();
+    if let Some(d) = duties::deletion(storage, &agreement.agreement_id)? {
+        return Err(OnwardError::NotDistributable(format!(
+            "{path} cannot be offered: {}",
+            d.explain()
+        )));
+    }
+    // The copy's own sticky policy, checked against this node's countersignature.
+    if let Some(c) = transfer::copy(storage, &agreement.agreement_id)
+        .map_err(|e| OnwardError::Unavailable(e.to_string()))?
+    {
+        sticky_agreement(context, &c.agreement)?;
+    }
+    let policy = context.usage.policy(agreement)?;
+    let t = time::OffsetDateTime::now_utc();
+    let decision = liutong_policy::evaluate(
+        &policy,
+        &Request {
+            scope: Scope::Use,
+            action: Action::Distribute,
+            requester: requester_of(&context.membership),
+            purpose: Some(agreement.purpose.clone()),
+        },
+        &State {
+            now: t,
+            elapsed: std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64),
+            uses: uses(storage, &agreement.agreement_id)?.uses,
+        },
+    );
+    if !decision.is_permit() {
+        return Err(OnwardError::NotDistributable(format!(
+            "{path} is data from {}, and its policy does not permit distribute, so it cannot \
+             be offered to anyone: {}",
+            agreement.provider,
+            decision.explain()
+        )));
+    }
+    let next: Vec<&str> = decision
+        .duties
+        .iter()
+        .filter_map(|d| match d {
+            Duty::NextPolicy { policy } => Some(policy.as_str()),
+            _ => None,
+        })
+        .collect();
+    let uid = offer.policy().uid.as_str();
+    if let Some(wanted) = next.iter().find(|n| **n != uid) {
+        return Err(OnwardError::NextPolicy(format!(
+            "{path} may be distributed only under the next policy {wanted} (its nextPolicy \
+             duty); write the offer's policy with uid = \"{wanted}\" (this one is \"{uid}\")"
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,312 @@
+//! `Usage.Read(copy, purpose)`: the only way a local application reads a received copy.
+//!
+//! The read is decided by the copy's sticky policy at use scope, with this node as the
+//! recipient, the declared purpose, the time since the agreement and the uses so far.
+//! The declared purpose must also lie within the purpose the agreement was made for.
+//! Decision and use count are one step: under the copy's lock the node decides, raises
+//! the count and flushes it (with the usage notice, if the policy asks for one) before
+//! a byte is sent, so concurrent reads cannot exceed a count and a crash cannot lose a
+//! use. A refusal names the failed constraints and is logged as a policy decision; a
+//! permitted read is logged as a use.
+
+use std::sync::Arc;
+
+use liutong_policy::{Action, CompiledPolicy, Duty, Request, Scope, State as PolicyState};
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::duties::{self, DeletionCause};
+use super::{USAGE, UsageError, UseRecord, log, notice, sticky_agreement, use_key, uses, when};
+use crate::audit::log::EventKind;
+use crate::catalog::requester_of;
+use crate::contract::Agreement;
+use crate::runtime::{NodeContext, now};
+use crate::transfer::{self, Manifest, TransferState};
+use liutong_proto::v1::read_response::Part;
+use liutong_proto::v1::{ReadHeader, ReadResponse};
+
+/// A permitted read: what to send.
+#[derive(Debug)]
+pub struct ReadGrant {
+    pub header: ReadHeader,
+    chunk_hashes: Vec<String>,
+}
+
+/// Decides a read and, when permitted, counts it durably and logs it.
+pub async fn authorize(
+    context: &NodeContext,
+    agreement_id: &str,
+    purpose: &str,
+) -> Result<ReadGrant, UsageError> {
+    let agreement_id = agreement_id.trim();
+    let purpose = purpose.trim();
+    if agreement_id.is_empty() {
+        return Err(UsageError::Invalid(
+            "agreement_id: name the copy's agreement (see `liutong data list`)".into(),
+        ));
+    }
+    if purpose.is_empty() {
+        return Err(UsageError::Invalid(
+            "purpose: declare the purpose of this use".into(),
+        ));
+    }
+    let storage = context.storage.as_ref();
+    if let Some(d) = duties::deletion(storage, agreement_id)? {
+        return Err(UsageError::Gone(Box::new(d)));
+    }
+    let copy = transfer::copy(storage, agreement_id)?.ok_or_else(|| {
+        UsageError::NotFound(format!(
+            "this node holds no copy for agreement {agreement_id}"
+        ))
+    })?;
+    if copy.state != TransferState::Completed {
+        let p = transfer::progress(&copy);
+        return Err(UsageError::NotReady(format!(
+            "the copy of agreement {agreement_id} is {} ({} of {} chunks received); it can be \
+             read once its transfer is COMPLETED (liutong transfer pull --agreement {agreement_id})",
+            p.state, p.chunks_received, p.chunks_total
+        )));
+    }
+    let agreement = sticky_agreement(context, &copy.agreement)?;
+    let manifest: Manifest = copy
+        .manifest
+        .peek_json()
+        .map_err(|e| UsageError::DataLoss(format!("the copy's manifest: {e}")))?;
+    let deadline = duties::deadline(&agreement);
+    if let Some(deadline) = deadline
+        && deadline <= now()
+    {
+        // The background task had not come round to it yet.
+        let d = duties::delete(context, &agreement, DeletionCause::Expired { deadline }).await?;
+        return Err(UsageError::Gone(Box::new(d)));
+    }
+    let policy = context.usage.policy(&agreement)?;
+
+    let lock = context.usage.lock_for(agreement_id);
+    let guard = lock.lock().await;
+    if let Some(d) = duties::deletion(storage, agreement_id)? {
+        return Err(UsageError::Gone(Box::new(d)));
+    }
+    let mut record = uses(storage, agreement_id)?;
+    if let Err(why) = purpose_within(&policy, purpose, &agreement) {
+        refuse(context, &agreement, purpose, &why).await?;
+        return Err(UsageError::Denied(why));
+    }
+    let t = time::OffsetDateTime::now_utc();
+    let decision = liutong_policy::evaluate(
+        &policy,
+        &Request {
+            scope: Scope::Use,
+            action: Action::Read,
+            requester: requester_of(&context.membership),
+            purpose: Some(purpose.to_owned()),
+        },
+        &PolicyState {
+            now: t,
+            elapsed: std::time::Duration::from_secs(
+                (t.unix_timestamp() - agreement.agreed_at).max(0) as u64,
+            ),
+            uses: record.uses,
+        },
+    );
+    if !decision.is_permit() {
+        let why = format!(
+            "the agreement's policy refuses this read: {}",
+            decision.explain()
+        );
+        refuse(context, &agreement, purpose, &why).await?;
+        return Err(UsageError::Denied(why));
+    }
+    if let Some(k) = decision.duties.iter().find_map(|d| match d {
+        Duty::AggregateOnly { k } => Some(*k),
+        _ => None,
+    }) {
+        let why = format!(
+            "the agreement's policy allows only aggregates over groups of at least {k} \
+             (aggregateOnly); a record-level read is refused"
+        );
+        refuse(context, &agreement, purpose, &why).await?;
+        return Err(UsageError::Denied(why));
+    }
+
+    // Permitted: count the use and queue its notice, durably, before any data leaves.
+    let used_at = now();
+    record = UseRecord {
+        uses: record.uses + 1,
+        first_used_at: record.first_used_at.or(Some(used_at)),
+        last_used_at: Some(used_at),
+    };
+    storage.put(
+        USAGE,
+        &use_key(agreement_id),
+        &serde_json::to_vec(&record).expect("use records serialize"),
+    )?;
+    let notify = decision.duties.contains(&Duty::Notify);
+    if notify {
+        notice::queue_usage_notice(context, &agreement, purpose, record.uses)?;
+    }
+    storage.flush().await?;
+    drop(guard);
+
+    let performed = performed_duties(&decision.duties, deadline);
+    log(
+        context,
+        EventKind::Usage,
+        agreement.provider.as_str(),
+        &agreement,
+        format!(
+            "read of the copy ({} v{}, {} bytes) for purpose {purpose}: use {}, permitted{}; duties: {}",
+            agreement.product_id,
+            agreement.version,
+            manifest.size,
+            record.uses,
+            decision
+                .rule
+                .as_ref()
+                .map(|r| format!(" by {r}"))
+                .unwrap_or_default(),
+            performed.join("; ")
+        ),
+    )
+    .await?;
+    if notify {
+        context.usage.kick();
+    }
+    Ok(ReadGrant {
+        header: ReadHeader {
+            agreement_id: agreement_id.to_owned(),
+            product_id: manifest.product_id.clone(),
+            version: manifest.version,
+            format: manifest.format.clone(),
+            size: manifest.size,
+            sha256: manifest.sha256.clone(),
+            use_number: record.uses,
+            decision: decision.explain(),
+            duties: performed,
+        },
+        chunk_hashes: manifest.chunk_hashes,
+    })
+}
+
+/// Streams a permitted read: the header, then each chunk of the copy, checked against
+/// the signed manifest as it is read back (a copy changed on disk stops with
+/// `DATA_LOSS`; a copy deleted meanwhile, by a revocation, stops with `NOT_FOUND`).
+pub fn spawn_stream(
+    context: Arc<NodeContext>,
+    grant: ReadGrant,
+    tx: mpsc::Sender<Result<ReadResponse, tonic::Status>>,
+) {
+    tokio::spawn(async move {
+        let agreement_id = grant.header.agreement_id.clone();
+        let header = ReadResponse {
+            part: Some(Part::Header(grant.header)),
+        };
+        if tx.send(Ok(header)).await.is_err() {
+            return;
+        }
+        for (index, expected) in grant.chunk_hashes.iter().enumerate() {
+            let chunk = transfer::copy_chunk(context.storage.as_ref(), &agreement_id, index as u32);
+            let data = match chunk {
+                Ok(Some(d)) if hex::encode(Sha256::digest(&d)) == *expected => d,
+                Ok(Some(_)) => {
+                    let _ = tx
+                        .send(Err(tonic::Status::data_loss(format!(
+                            "chunk {index} of the copy of agreement {agreement_id} does not match \
+                             the provider's signed manifest; the copy was altered on disk"
+                        ))))
+                        .await;
+                    return;
+                }
+                Ok(None) => {
+                    let _ = tx
+                        .send(Err(tonic::Status::not_found(format!(
+                            "the copy of agreement {agreement_id} was deleted during the read"
+                        ))))
+                        .await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx
+                        .send(Err(tonic::Status::unavailable(e.to_string())))
+                        .await;
+                    return;
+                }
+            };
+            let message = ReadResponse {
+                part: Some(Part::Data(data)),
+            };
+            if tx.send(Ok(message)).await.is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// The declared purpose must be the agreement's purpose or a narrower one.
+fn purpose_within(
+    policy: &CompiledPolicy,
+    purpose: &str,
+    agreement: &Agreement,
+) -> Result<(), String> {
+    let agreed = agreement.purpose.as_str();
+    if purpose == agreed {
+        return Ok(());
+    }
+    let vocabulary = policy.vocabulary();
+    let Some(declared) = vocabulary.id(purpose) else {
+        return Err(format!(
+            "purpose {purpose} is not a term of the purpose vocabulary"
+        ));
+    };
+    match vocabulary.id(agreed) {
+        Some(a) if vocabulary.is_a(declared, a) => Ok(()),
+        _ => Err(format!(
+            "the declared purpose {purpose} is outside the agreement's purpose: agreement {} \
+             was made for {agreed} (or a narrower purpose)",
+            agreement.agreement_id
+        )),
+    }
+}
+
+/// Logs a refused read as a policy decision.
+async fn refuse(
+    context: &NodeContext,
+    agreement: &Agreement,
+    purpose: &str,
+    why: &str,
+) -> Result<(), UsageError> {
+    log(
+        context,
+        EventKind::PolicyDecision,
+        agreement.provider.as_str(),
+        agreement,
+        format!("use scope, read of the copy for purpose {purpose}: refused: {why}"),
+    )
+    .await
+}
+
+/// The duties carried out for a permitted read, in words.
+fn performed_duties(duties: &[Duty], deadline: Option<i64>) -> Vec<String> {
+    let mut out = vec!["log: this read is recorded in the audit log".to_owned()];
+    for d in duties {
+        match d {
+            Duty::Notify => {
+                out.push("notify: a signed usage notice is on its way to the provider".to_owned())
+            }
+            Duty::DeleteAfter { .. } => {
+                if let Some(t) = deadline {
+                    out.push(format!("deleteAfter: the copy is deleted at {}", when(t)));
+                }
+            }
+            Duty::Mask { .. } => {
+                out.push("mask: applied by the provider before delivery".to_owned())
+            }
+            Duty::NextPolicy { policy } => out.push(format!(
+                "nextPolicy: onward sharing must carry the policy {policy}"
+            )),
+            Duty::Log | Duty::AggregateOnly { .. } => {}
+        }
+    }
+    out.dedup();
+    out
+}

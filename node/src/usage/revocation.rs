@@ -1,0 +1,392 @@
+//! Revocation of agreements.
+//!
+//! Provider side: `liutong contract revoke ID --reason R` signs a revocation and stores
+//! it durably; from then on the agreement's transfers are refused. The provider serves
+//! each consumer the revocations it has not yet answered (`UsageControl.Revocations`),
+//! and records the consumer's signed deletion receipt when it arrives.
+//!
+//! Consumer side: the node asks each provider it holds copies from — at once after a
+//! start, then every `usage.check_interval` — checks each revocation's signature,
+//! deletes the copy (reads are refused from then on), and returns a signed deletion
+//! receipt through the outbox. Both steps are logged. The consumer asks rather than
+//! the provider pushing because only the consumer knows where the other party can be
+//! reached; a consumer that was offline therefore catches up as soon as it is back.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::duties::{self, DeletionCause};
+use super::notice::{DeletionReceipt, random_id};
+use super::{UsageError, log, when};
+use crate::audit::log::EventKind;
+use crate::contract::{Agreement, Role};
+use crate::identity::{Envelope, Membership, ParticipantId};
+use crate::runtime::{NodeContext, now};
+use crate::storage::StorageError;
+use crate::transfer;
+use liutong_proto::v1::RevocationsRequest;
+use liutong_proto::v1::usage_control_client::UsageControlClient;
+
+/// Payload type of a revocation (provider → consumer).
+pub const REVOCATION_PAYLOAD_TYPE: &str = "application/vnd.liutong.revocation+json";
+
+/// Provider side: `<consumer>/<agreement>` → [`RevocationRecord`].
+const REVOCATIONS: &str = "revocations";
+
+/// What the provider signs to revoke an agreement.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revocation {
+    pub revocation_id: String,
+    pub agreement_id: String,
+    pub provider: String,
+    pub consumer: String,
+    pub reason: String,
+    pub revoked_at: i64,
+}
+
+/// A revocation as the provider keeps it, with the consumer's answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevocationRecord {
+    pub agreement_id: String,
+    pub consumer: String,
+    pub reason: String,
+    pub revoked_at: i64,
+    /// The signed [`Revocation`].
+    pub revocation: Envelope,
+    /// The consumer's signed deletion receipt, once it arrived.
+    pub deletion_receipt: Option<Envelope>,
+    pub deleted_at: Option<i64>,
+}
+
+impl RevocationRecord {
+    /// As the local API shows it.
+    pub fn to_proto(&self) -> liutong_proto::v1::RevocationStatus {
+        liutong_proto::v1::RevocationStatus {
+            agreement_id: self.agreement_id.clone(),
+            consumer: self.consumer.clone(),
+            reason: self.reason.clone(),
+            revoked_at_unix: self.revoked_at,
+            revocation_json: self.revocation.to_json(),
+            deletion_receipt_json: self
+                .deletion_receipt
+                .as_ref()
+                .map(Envelope::to_json)
+                .unwrap_or_default(),
+            deleted_at_unix: self.deleted_at.unwrap_or_default(),
+        }
+    }
+}
+
+fn key(consumer: &str, agreement_id: &str) -> Vec<u8> {
+    format!("{consumer}/{agreement_id}").into_bytes()
+}
+
+// ---- provider side ----------------------------------------------------------------
+
+/// Revokes an agreement this node signed as the provider (by agreement or negotiation
+/// ID). Durable and logged before it returns.
+pub async fn revoke(
+    context: &NodeContext,
+    id: &str,
+    reason: &str,
+) -> Result<RevocationRecord, UsageError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(UsageError::Invalid(
+            "reason: say why; the consumer's node records it".into(),
+        ));
+    }
+    if id.trim().is_empty() {
+        return Err(UsageError::Invalid(
+            "agreement_id: name the agreement to revoke".into(),
+        ));
+    }
+    let contract_err = |e: crate::contract::ContractError| UsageError::DataLoss(e.to_string());
+    let n = match context.contracts.by_agreement(id).map_err(contract_err)? {
+        Some(n) => Some(n),
+        None => context.contracts.get(id).map_err(contract_err)?,
+    }
+    .filter(|n| n.role == Role::Provider)
+    .ok_or_else(|| {
+        UsageError::NotFound(format!(
+            "no agreement {id} signed by this node as the provider"
+        ))
+    })?;
+    let agreement = n.agreement_content().ok_or_else(|| {
+        UsageError::WrongState(format!(
+            "negotiation {} is {} and has no agreement; reject a request instead of revoking it",
+            n.id, n.state
+        ))
+    })?;
+    let revocation = Revocation {
+        revocation_id: random_id("rev"),
+        agreement_id: agreement.agreement_id.clone(),
+        provider: context.membership.participant_id.to_string(),
+        consumer: agreement.consumer.to_string(),
+        reason: reason.to_owned(),
+        revoked_at: now(),
+    };
+    let record = RevocationRecord {
+        agreement_id: agreement.agreement_id.clone(),
+        consumer: agreement.consumer.to_string(),
+        reason: reason.to_owned(),
+        revoked_at: revocation.revoked_at,
+        revocation: Envelope::sign_json(REVOCATION_PAYLOAD_TYPE, &revocation, &context.signing_key),
+        deletion_receipt: None,
+        deleted_at: None,
+    };
+    let k = key(&record.consumer, &record.agreement_id);
+    if !context.storage.insert_new(
+        REVOCATIONS,
+        &k,
+        &serde_json::to_vec(&record).expect("revocations serialize"),
+    )? {
+        let earlier = revocation_of(
+            context,
+            agreement.consumer.as_str(),
+            &agreement.agreement_id,
+        )?
+        .expect("insert_new found it");
+        return Err(UsageError::WrongState(format!(
+            "agreement {} was already revoked at {}: {}",
+            agreement.agreement_id,
+            when(earlier.revoked_at),
+            earlier.reason
+        )));
+    }
+    context.storage.flush().await?;
+    log(
+        context,
+        EventKind::Revocation,
+        agreement.consumer.as_str(),
+        &agreement,
+        format!(
+            "agreement revoked by the provider: {reason}; its transfers are refused, and the \
+             consumer's node deletes its copy and returns a signed deletion receipt"
+        ),
+    )
+    .await?;
+    Ok(record)
+}
+
+/// The revocation of an agreement with `consumer`, if the provider revoked it.
+pub fn revocation_of(
+    context: &NodeContext,
+    consumer: &str,
+    agreement_id: &str,
+) -> Result<Option<RevocationRecord>, StorageError> {
+    Ok(context
+        .storage
+        .get(REVOCATIONS, &key(consumer, agreement_id))?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Every revocation this node made as a provider, oldest first.
+pub fn revocations(context: &NodeContext) -> Result<Vec<RevocationRecord>, StorageError> {
+    let mut all: Vec<RevocationRecord> = context
+        .storage
+        .scan_prefix(REVOCATIONS, b"")?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect();
+    all.sort_by_key(|r| r.revoked_at);
+    Ok(all)
+}
+
+/// Whether the provider may still deliver under an agreement: not revoked, and not
+/// past the deleteAfter deadline of the copy it would create. The error says why.
+pub fn delivery_allowed(context: &NodeContext, agreement: &Agreement) -> Result<(), String> {
+    match revocation_of(
+        context,
+        agreement.consumer.as_str(),
+        &agreement.agreement_id,
+    ) {
+        Ok(Some(r)) => {
+            return Err(format!(
+                "agreement {} was revoked by the provider at {}: {}",
+                agreement.agreement_id,
+                when(r.revoked_at),
+                r.reason
+            ));
+        }
+        Ok(None) => {}
+        Err(e) => {
+            return Err(format!(
+                "cannot check whether the agreement was revoked: {e}"
+            ));
+        }
+    }
+    if let Some(deadline) = duties::deadline(agreement)
+        && deadline <= now()
+    {
+        return Err(format!(
+            "the agreement's deleteAfter deadline passed at {}; a copy may no longer be held",
+            when(deadline)
+        ));
+    }
+    Ok(())
+}
+
+/// The revocations `caller` has not answered yet (`UsageControl.Revocations`).
+pub fn pending_for(
+    context: &NodeContext,
+    caller: &Membership,
+) -> Result<Vec<Envelope>, StorageError> {
+    let prefix = format!("{}/", caller.participant_id);
+    Ok(context
+        .storage
+        .scan_prefix(REVOCATIONS, prefix.as_bytes())?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice::<RevocationRecord>(v).ok())
+        .filter(|r| r.deletion_receipt.is_none())
+        .map(|r| r.revocation)
+        .collect())
+}
+
+/// Attaches a consumer's deletion receipt to the revocation it answers, if the
+/// agreement was revoked (not flushed: the caller flushes).
+pub(super) fn record_receipt(
+    context: &NodeContext,
+    receipt: &DeletionReceipt,
+    envelope: &Envelope,
+) -> Result<(), StorageError> {
+    let Some(mut record) = revocation_of(context, &receipt.consumer, &receipt.agreement_id)? else {
+        return Ok(());
+    };
+    if !matches!(receipt.cause, DeletionCause::Revoked { .. }) && record.deletion_receipt.is_some()
+    {
+        return Ok(());
+    }
+    record.deletion_receipt = Some(envelope.clone());
+    record.deleted_at = Some(receipt.deleted_at);
+    context.storage.put(
+        REVOCATIONS,
+        &key(&receipt.consumer, &receipt.agreement_id),
+        &serde_json::to_vec(&record).expect("revocations serialize"),
+    )
+}
+
+// ---- consumer side ----------------------------------------------------------------
+
+/// Asks every provider this node holds copies from for revocations, and applies them.
+pub async fn poll(context: &NodeContext) {
+    let providers = match providers_of_copies(context) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the providers of received copies");
+            return;
+        }
+    };
+    for (address, provider) in providers {
+        let membership = match context.trust.member(&provider, now()) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::debug!(%provider, error = %e, "provider not checked for revocations");
+                continue;
+            }
+        };
+        let answer = match context.connect_peer(&address).await {
+            Ok(channel) => UsageControlClient::new(channel)
+                .revocations(RevocationsRequest {})
+                .await
+                .map(tonic::Response::into_inner),
+            Err(e) => {
+                tracing::debug!(%provider, error = %e, "provider not reachable");
+                continue;
+            }
+        };
+        let revocations = match answer {
+            Ok(a) => a.revocations,
+            Err(status) => {
+                tracing::debug!(%provider, error = %status.message(), "provider did not answer");
+                continue;
+            }
+        };
+        for envelope in revocations {
+            if let Err(e) = apply(context, &membership, envelope.into()).await {
+                tracing::warn!(%provider, error = %e, "a revocation could not be applied");
+            }
+        }
+    }
+}
+
+/// The providers (address → participant) of the copies this node still holds.
+fn providers_of_copies(
+    context: &NodeContext,
+) -> Result<BTreeMap<String, ParticipantId>, UsageError> {
+    let storage = context.storage.as_ref();
+    let mut out = BTreeMap::new();
+    for c in transfer::copies(storage)? {
+        if duties::deletion(storage, &c.agreement_id)?.is_some() {
+            continue;
+        }
+        if let Ok(Some(n)) = context.contracts.by_agreement(&c.agreement_id)
+            && n.role == Role::Consumer
+        {
+            out.insert(n.peer_address, n.peer);
+        }
+    }
+    Ok(out)
+}
+
+/// Applies one signed revocation from `provider`: deletes the copy, logs, and queues
+/// the signed deletion receipt. Applying it again does nothing.
+pub async fn apply(
+    context: &NodeContext,
+    provider: &Membership,
+    envelope: Envelope,
+) -> Result<(), UsageError> {
+    let r: Revocation = envelope
+        .open_json(REVOCATION_PAYLOAD_TYPE, &provider.signing_key)
+        .map_err(|e| UsageError::DataLoss(format!("the revocation: {e}")))?;
+    if r.provider != provider.participant_id.as_str()
+        || r.consumer != context.membership.participant_id.as_str()
+    {
+        return Err(UsageError::Forbidden(format!(
+            "the revocation of {} names provider {} and consumer {}",
+            r.agreement_id, r.provider, r.consumer
+        )));
+    }
+    let agreement = context
+        .contracts
+        .by_agreement(&r.agreement_id)
+        .map_err(|e| UsageError::DataLoss(e.to_string()))?
+        .filter(|n| n.role == Role::Consumer && n.peer == provider.participant_id)
+        .and_then(|n| n.agreement_content())
+        .ok_or_else(|| {
+            UsageError::NotFound(format!(
+                "this node holds no agreement {} with {}",
+                r.agreement_id, provider.participant_id
+            ))
+        })?;
+    if let Some(d) = duties::deletion(context.storage.as_ref(), &r.agreement_id)?
+        && d.revocation_id.as_deref() == Some(r.revocation_id.as_str())
+    {
+        return Ok(());
+    }
+    log(
+        context,
+        EventKind::Revocation,
+        provider.participant_id.as_str(),
+        &agreement,
+        format!(
+            "agreement revoked by the provider at {}: {}; deleting the copy and returning a signed deletion receipt",
+            when(r.revoked_at),
+            r.reason
+        ),
+    )
+    .await?;
+    duties::delete(
+        context,
+        &agreement,
+        DeletionCause::Revoked {
+            revocation_id: r.revocation_id,
+            reason: r.reason,
+            revoked_at: r.revoked_at,
+        },
+    )
+    .await?;
+    Ok(())
+}

@@ -1,0 +1,1322 @@
+//! Usage control after sharing, across real nodes: reads through the sticky policy with
+//! durable use counts, duties the node carries out (deleteAfter while running and while
+//! stopped, notify), revocation reaching online and offline consumers with signed
+//! deletion receipts, no onward sharing, and the classification guardrails.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use liutong_node::identity::{Envelope, MemberRole, ParticipantKind, RegionCode};
+use liutong_node::local::LocalRole;
+use liutong_node::usage::notice::{
+    DELETION_RECEIPT_PAYLOAD_TYPE, DeletionReceipt, USAGE_NOTICE_PAYLOAD_TYPE, UsageNotice,
+};
+use liutong_proto::v1::read_response::Part;
+use liutong_proto::v1::usage_control_client::UsageControlClient;
+use liutong_proto::v1::{
+    Contract, CopyStatus, ListCopiesRequest, ListRevocationsRequest, NotifyRequest,
+    PullTransferRequest, ReadHeader, ReadRequest, RequestContractRequest, RevocationStatus,
+    RevokeRequest, TransferProgress,
+};
+use tokio_stream::StreamExt as _;
+use tonic::Code;
+
+const ROLES: &[MemberRole] = &[MemberRole::Provider, MemberRole::Consumer];
+const CSV: &[u8] = b"district,households\nXihu,241000\nShangcheng,198000\n";
+/// Generous bound for what the background task does every 200 ms.
+const SOON: Duration = Duration::from_secs(30);
+
+/// Research, three reads at most, academic research excluded, the provider notified
+/// of every use.
+const SURVEY: &str = r#"
+uid = "urn:liutong:policy:household-survey"
+type = "set"
+obligation = [{ action = "notify" }]
+
+[[permission]]
+action = "use"
+constraint = [
+  { leftOperand = "purpose", operator = "isA", rightOperand = "research" },
+  { leftOperand = "count", operator = "lt", rightOperand = 3 },
+]
+duty = [{ action = "log" }]
+
+[[prohibition]]
+action = "use"
+constraint = [{ leftOperand = "purpose", operator = "isA", rightOperand = "academicResearch" }]
+"#;
+
+const OPEN: &str = r#"
+uid = "urn:liutong:policy:open"
+type = "set"
+
+[[permission]]
+action = "use"
+"#;
+
+fn delete_after(duration: &str, notify: bool) -> String {
+    format!(
+        r#"
+uid = "urn:liutong:policy:short-lived"
+type = "set"
+{}
+
+[[permission]]
+action = "use"
+duty = [{{ action = "deleteAfter", elapsed = "{duration}" }}]
+"#,
+        if notify {
+            r#"obligation = [{ action = "notify" }]"#
+        } else {
+            ""
+        }
+    )
+}
+
+struct Space {
+    space: DataSpace,
+    provider: TestNode,
+    consumer: TestNode,
+}
+
+/// The transport bureau provides, the ecology bureau consumes; both run their
+/// usage-control duties every 200 ms.
+async fn space() -> Space {
+    let space = DataSpace::start().await;
+    let quick = |c: &mut liutong_node::config::NodeConfig| {
+        c.usage.check_interval = Duration::from_millis(200)
+    };
+    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
+    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
+    refresh_all(&[&provider, &consumer]).await;
+    Space {
+        space,
+        provider,
+        consumer,
+    }
+}
+
+async fn negotiate(
+    consumer: &TestNode,
+    provider: &TestNode,
+    offer: &str,
+    purpose: &str,
+) -> Result<Contract, tonic::Status> {
+    consumer
+        .admin(LocalRole::Admin)
+        .await
+        .request_contract(RequestContractRequest {
+            peer: provider.peer_addr().to_string(),
+            offer_id: offer.into(),
+            purpose: purpose.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn pull_all(node: &TestNode, agreement: &str) -> Result<TransferProgress, tonic::Status> {
+    let mut stream = node
+        .admin(LocalRole::Admin)
+        .await
+        .pull_transfer(PullTransferRequest {
+            agreement_id: agreement.into(),
+            max_chunks: 0,
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(item) = stream.next().await {
+        last = Some(item?);
+    }
+    last.ok_or_else(|| tonic::Status::internal("no progress"))
+}
+
+/// Publishes `policy` at the provider, negotiates for `purpose` and pulls the copy;
+/// returns the agreement ID.
+async fn received(s: &Space, data: &[u8], policy: &str, purpose: &str) -> String {
+    let product = publish(
+        &s.provider,
+        data,
+        "Household survey",
+        "general-2",
+        "csv",
+        policy,
+    )
+    .await
+    .expect("publish");
+    let contract = negotiate(&s.consumer, &s.provider, &product.offer_id, purpose)
+        .await
+        .expect("agreement");
+    assert_eq!(contract.state, "FINALIZED");
+    let done = pull_all(&s.consumer, &contract.agreement_id)
+        .await
+        .expect("pull");
+    assert_eq!(done.state, "COMPLETED");
+    contract.agreement_id
+}
+
+async fn read_as(
+    node: &TestNode,
+    role: LocalRole,
+    agreement: &str,
+    purpose: &str,
+) -> Result<(ReadHeader, Vec<u8>), tonic::Status> {
+    let mut stream = node
+        .usage(role)
+        .await
+        .read(ReadRequest {
+            agreement_id: agreement.into(),
+            purpose: purpose.into(),
+        })
+        .await?
+        .into_inner();
+    let mut header = None;
+    let mut data = Vec::new();
+    while let Some(item) = stream.next().await {
+        match item?.part {
+            Some(Part::Header(h)) => header = Some(h),
+            Some(Part::Data(d)) => data.extend(d),
+            None => {}
+        }
+    }
+    Ok((header.expect("a header first"), data))
+}
+
+async fn read(
+    node: &TestNode,
+    agreement: &str,
+    purpose: &str,
+) -> Result<(ReadHeader, Vec<u8>), tonic::Status> {
+    read_as(node, LocalRole::App, agreement, purpose).await
+}
+
+async fn copy_status(node: &TestNode, agreement: &str) -> Option<CopyStatus> {
+    node.usage(LocalRole::Auditor)
+        .await
+        .list_copies(ListCopiesRequest {})
+        .await
+        .expect("list copies")
+        .into_inner()
+        .copies
+        .into_iter()
+        .find(|c| c.agreement_id == agreement)
+}
+
+async fn revocations(node: &TestNode) -> Vec<RevocationStatus> {
+    node.usage(LocalRole::Admin)
+        .await
+        .list_revocations(ListRevocationsRequest {})
+        .await
+        .expect("list revocations")
+        .into_inner()
+        .revocations
+}
+
+/// The node's audit entries about `agreement`, as JSON.
+fn audit_about(node: &TestNode, agreement: &str) -> Vec<serde_json::Value> {
+    let audit = &node.running.context.audit;
+    (0..audit.size())
+        .filter_map(|i| audit.entry(i).unwrap())
+        .map(|e| serde_json::from_slice::<serde_json::Value>(&e).unwrap())
+        .filter(|e| e["agreement"] == agreement)
+        .collect()
+}
+
+fn count_kind(entries: &[serde_json::Value], kind: &str, containing: &str) -> usize {
+    entries
+        .iter()
+        .filter(|e| e["kind"] == kind && e["detail"].as_str().unwrap().contains(containing))
+        .count()
+}
+
+fn agreed_at(contract_agreement: &str, storage: &dyn liutong_node::storage::Storage) -> i64 {
+    let copy = liutong_node::transfer::copy(storage, contract_agreement)
+        .unwrap()
+        .expect("copy");
+    copy.agreement.peek_json::<serde_json::Value>().unwrap()["agreed_at"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn revoke(
+    node: &TestNode,
+    role: LocalRole,
+    id: &str,
+    reason: &str,
+) -> Result<RevocationStatus, tonic::Status> {
+    node.usage(role)
+        .await
+        .revoke(RevokeRequest {
+            agreement_id: id.into(),
+            reason: reason.into(),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+fn unix_now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_follow_the_sticky_policy_and_every_use_counts() {
+    let s = space().await;
+    let agreement = received(&s, CSV, SURVEY, "research").await;
+
+    // Only local applications read received data; bad input is named.
+    let err = read_as(&s.consumer, LocalRole::Admin, &agreement, "research")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("local role app"),
+        "{}",
+        err.message()
+    );
+    let err = read(&s.consumer, &agreement, " ").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("purpose:"), "{}", err.message());
+    let err = read(&s.consumer, "agr-nothing", "research")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // A purpose outside the agreement, and one its policy prohibits: refused, named,
+    // and no use is counted.
+    let err = read(&s.consumer, &agreement, "marketing")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("outside the agreement's purpose"),
+        "{}",
+        err.message()
+    );
+    let err = read(&s.consumer, &agreement, "academicResearch")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("policy refuses this read") && err.message().contains("forbids"),
+        "{}",
+        err.message()
+    );
+
+    // Three permitted reads, each counted and the data intact.
+    for (n, purpose) in ["research", "statistics", "scientificResearch"]
+        .iter()
+        .enumerate()
+    {
+        let (header, data) = read(&s.consumer, &agreement, purpose).await.unwrap();
+        assert_eq!(data, CSV);
+        assert_eq!(header.use_number, n as u64 + 1);
+        assert_eq!(header.size, CSV.len() as u64);
+        assert!(
+            header.duties.iter().any(|d| d.starts_with("notify")),
+            "{:?}",
+            header.duties
+        );
+    }
+    // The fourth is past the count.
+    let err = read(&s.consumer, &agreement, "research").await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("count lt 3"), "{}", err.message());
+
+    // Every read is logged: three uses, three refusals by the policy.
+    let log = audit_about(&s.consumer, &agreement);
+    assert_eq!(count_kind(&log, "usage", "read of the copy"), 3);
+    assert_eq!(
+        count_kind(&log, "policy_decision", "refused"),
+        3,
+        "{log:#?}"
+    );
+
+    // The provider is notified of each use with a signed notice.
+    let provider = &s.provider.running.context;
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::usage::notice::usage_notices(provider, &agreement)
+                .unwrap()
+                .len()
+                == 3
+        })
+        .await,
+        "three usage notices reached the provider"
+    );
+    let mut numbers: Vec<u64> = liutong_node::usage::notice::usage_notices(provider, &agreement)
+        .unwrap()
+        .iter()
+        .map(|n| n.use_number)
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [1, 2, 3]);
+    // (Stored, then logged, then acknowledged: wait for the log as well.)
+    assert!(
+        wait_until(SOON, || async {
+            count_kind(
+                &audit_about(&s.provider, &agreement),
+                "usage",
+                "usage notice",
+            ) == 3
+        })
+        .await,
+        "the provider logged each notice"
+    );
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::usage::notice::outbox(&s.consumer.running.context)
+                .unwrap()
+                .is_empty()
+        })
+        .await,
+        "acknowledged notices leave the outbox"
+    );
+
+    // The count survives a restart: still refused.
+    let consumer = s.consumer.restart().await;
+    let err = read(&consumer, &agreement, "research").await.unwrap_err();
+    assert!(err.message().contains("count"), "{}", err.message());
+    assert_eq!(copy_status(&consumer, &agreement).await.unwrap().uses, 3);
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_never_exceed_the_count() {
+    let s = space().await;
+    let agreement = received(&s, CSV, SURVEY, "statistics").await;
+    let consumer = &s.consumer;
+    let reads = (0..8).map(|_| read(consumer, &agreement, "statistics"));
+    let results = futures_join_all(reads).await;
+    let permitted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(permitted, 3, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(r.code(), Code::PermissionDenied, "{r:?}");
+    }
+    let mut numbers: Vec<u64> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok())
+        .map(|(h, _)| h.use_number)
+        .collect();
+    numbers.sort();
+    assert_eq!(numbers, [1, 2, 3]);
+    assert_eq!(
+        liutong_node::usage::uses(consumer.running.context.storage.as_ref(), &agreement)
+            .unwrap()
+            .uses,
+        3
+    );
+}
+
+/// Runs the futures concurrently (the crate has no `futures` dependency).
+async fn futures_join_all<F, T>(futures: impl Iterator<Item = F>) -> Vec<T>
+where
+    F: std::future::Future<Output = T>,
+{
+    let mut set = Vec::new();
+    for f in futures {
+        set.push(Box::pin(f));
+    }
+    let mut out: Vec<Option<T>> = (0..set.len()).map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (i, f) in set.iter_mut().enumerate() {
+            if out[i].is_none() {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => out[i] = Some(v),
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    out.into_iter()
+        .map(|v| v.expect("every future finished"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
+    let s = space().await;
+    // Both deadlines leave room for negotiating and pulling on a busy machine.
+    let soon = received(&s, CSV, &delete_after("PT4S", true), "urbanPlanning").await;
+    let later = received(
+        &s,
+        b"a,b\n1,2\n",
+        &delete_after("PT8S", false),
+        "urbanPlanning",
+    )
+    .await;
+    let storage = s.consumer.running.context.storage.clone();
+    let later_deadline = agreed_at(&later, storage.as_ref()) + 8;
+    for agreement in [&soon, &later] {
+        let (header, _) = read(&s.consumer, agreement, "urbanPlanning").await.unwrap();
+        assert!(
+            header.duties.iter().any(|d| d.starts_with("deleteAfter")),
+            "{:?}",
+            header.duties
+        );
+        assert!(
+            copy_status(&s.consumer, agreement)
+                .await
+                .unwrap()
+                .delete_at_unix
+                > 0
+        );
+    }
+
+    // While the node runs, the background task deletes the copy at its deadline.
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::transfer::copy(storage.as_ref(), &soon)
+                .unwrap()
+                .is_none()
+        })
+        .await,
+        "the expired copy was deleted"
+    );
+    let err = read(&s.consumer, &soon, "urbanPlanning").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("deleteAfter"), "{}", err.message());
+    assert_eq!(
+        copy_status(&s.consumer, &soon).await.unwrap().state,
+        "DELETED"
+    );
+    assert_eq!(
+        count_kind(
+            &audit_about(&s.consumer, &soon),
+            "copy_deleted",
+            "deleteAfter"
+        ),
+        1
+    );
+    // Its policy asks to notify: the provider gets a signed deletion receipt.
+    let provider = s.provider.running.context.clone();
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::usage::notice::deletion_receipt(&provider, &soon)
+                .unwrap()
+                .is_some()
+        })
+        .await,
+        "deletion receipt delivered"
+    );
+    let receipt = liutong_node::usage::notice::deletion_receipt(&provider, &soon)
+        .unwrap()
+        .unwrap();
+    let receipt: DeletionReceipt = receipt
+        .open_json(
+            DELETION_RECEIPT_PAYLOAD_TYPE,
+            &s.consumer.running.context.signing_key.public_key(),
+        )
+        .expect("signed by the consumer");
+    assert!(receipt.held);
+    // The copy is not fetched again: the consumer refuses, and so would the provider.
+    let err = pull_all(&s.consumer, &soon).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("deleteAfter"), "{}", err.message());
+
+    // The second deadline passes while the node is stopped.
+    drop(storage);
+    let stopped = s.consumer.stop().await;
+    assert!(
+        wait_until(Duration::from_secs(20), || async {
+            unix_now() > later_deadline
+        })
+        .await
+    );
+    let consumer = stopped.start().await;
+    // Deleted before the node served anyone: no waiting here.
+    let storage = consumer.running.context.storage.as_ref();
+    assert!(
+        liutong_node::transfer::copy(storage, &later)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        liutong_node::transfer::copy_chunk(storage, &later, 0)
+            .unwrap()
+            .is_none(),
+        "the data itself is gone"
+    );
+    let err = read(&consumer, &later, "urbanPlanning").await.unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(err.message().contains("deleteAfter"), "{}", err.message());
+    assert_eq!(
+        count_kind(
+            &audit_about(&consumer, &later),
+            "copy_deleted",
+            "deleteAfter"
+        ),
+        1
+    );
+    // No notify duty on this one: no receipt is sent.
+    assert!(
+        liutong_node::usage::notice::outbox(&consumer.running.context)
+            .unwrap()
+            .is_empty()
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_reaches_online_and_offline_consumers() {
+    let s = space().await;
+    let online = received(&s, CSV, OPEN, "urbanPlanning").await;
+    let offline = received(&s, b"x,y\n1,2\n", OPEN, "urbanPlanning").await;
+    read(&s.consumer, &online, "urbanPlanning").await.unwrap();
+
+    // Bad revocations are refused and change nothing.
+    let err = revoke(&s.provider, LocalRole::App, &online, "no")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    let err = revoke(&s.provider, LocalRole::Admin, &online, "  ")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().starts_with("reason:"), "{}", err.message());
+    let err = revoke(&s.consumer, LocalRole::Admin, &online, "mine")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::NotFound,
+        "only the provider revokes: {err:?}"
+    );
+    assert!(revocations(&s.provider).await.is_empty());
+
+    // Online: the consumer deletes, refuses reads, and returns a signed receipt.
+    let r = revoke(
+        &s.provider,
+        LocalRole::Admin,
+        &online,
+        "data found inaccurate",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.consumer, ECOLOGY);
+    let err = revoke(&s.provider, LocalRole::Admin, &online, "again")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("already revoked"),
+        "{}",
+        err.message()
+    );
+    let provider = s.provider.running.context.clone();
+    let receipt_for = |agreement: String| {
+        let provider = provider.clone();
+        async move {
+            liutong_node::usage::revocation::revocation_of(&provider, ECOLOGY, &agreement)
+                .unwrap()
+                .and_then(|r| r.deletion_receipt)
+        }
+    };
+    assert!(
+        wait_until(SOON, || async {
+            receipt_for(online.clone()).await.is_some()
+        })
+        .await,
+        "the consumer's deletion receipt reached the provider"
+    );
+    let receipt: DeletionReceipt = receipt_for(online.clone())
+        .await
+        .unwrap()
+        .open_json(
+            DELETION_RECEIPT_PAYLOAD_TYPE,
+            &s.consumer.running.context.signing_key.public_key(),
+        )
+        .expect("signed by the consumer");
+    assert!(receipt.held);
+    let err = read(&s.consumer, &online, "urbanPlanning")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("revoked") && err.message().contains("data found inaccurate"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        copy_status(&s.consumer, &online).await.unwrap().state,
+        "REVOKED"
+    );
+    let listed = revocations(&s.provider).await;
+    assert!(!listed[0].deletion_receipt_json.is_empty());
+    // Both sides logged it.
+    let consumer_log = audit_about(&s.consumer, &online);
+    assert_eq!(count_kind(&consumer_log, "revocation", "revoked"), 1);
+    assert_eq!(count_kind(&consumer_log, "copy_deleted", "revoked"), 1);
+    assert_eq!(
+        count_kind(&audit_about(&s.provider, &online), "revocation", "revoked"),
+        1
+    );
+    // (The provider stores a receipt, logs it, then acknowledges it.)
+    assert!(
+        wait_until(SOON, || async {
+            count_kind(
+                &audit_about(&s.provider, &online),
+                "copy_deleted",
+                "deletion receipt",
+            ) == 1
+        })
+        .await
+    );
+    // The provider refuses further transfers under it.
+    let mut direct = liutong_proto::v1::transfer_client::TransferClient::new(
+        peer_channel(
+            s.provider.peer_addr(),
+            Some(&s.consumer.identity),
+            s.consumer.roots(),
+        )
+        .await,
+    );
+    let err = direct
+        .pull(liutong_proto::v1::PullRequest {
+            agreement_id: online.clone(),
+            from_chunk: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("revoked"), "{}", err.message());
+
+    // Offline: revoked while the consumer is stopped; it catches up when it is back.
+    let stopped = s.consumer.stop().await;
+    revoke(&s.provider, LocalRole::Admin, &offline, "consent withdrawn")
+        .await
+        .unwrap();
+    assert!(receipt_for(offline.clone()).await.is_none());
+    let consumer = stopped.start().await;
+    assert!(
+        wait_until(SOON, || async {
+            receipt_for(offline.clone()).await.is_some()
+        })
+        .await,
+        "the consumer answered the revocation once it was back"
+    );
+    let err = read(&consumer, &offline, "urbanPlanning")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("consent withdrawn"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        liutong_node::transfer::copy(consumer.running.context.storage.as_ref(), &offline)
+            .unwrap()
+            .is_none()
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_parties_speak_for_an_agreement() {
+    let s = space().await;
+    let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
+    let other = s
+        .space
+        .node_with(LOGISTICS, "logistics", ROLES, |_| {})
+        .await;
+    refresh_all(&[&s.provider, &s.consumer, &other]).await;
+
+    // Another member sends a notice about the agreement, signed with its own key.
+    let notice = UsageNotice {
+        notice_id: "use-forged".into(),
+        agreement_id: agreement.clone(),
+        consumer: LOGISTICS.into(),
+        provider: TRANSPORT.into(),
+        product_id: "prd-x".into(),
+        version: 1,
+        purpose: "urbanPlanning".into(),
+        use_number: 1,
+        used_at: unix_now(),
+    };
+    let mut client = UsageControlClient::new(
+        peer_channel(s.provider.peer_addr(), Some(&other.identity), other.roots()).await,
+    );
+    let signed = Envelope::sign_json(
+        USAGE_NOTICE_PAYLOAD_TYPE,
+        &notice,
+        &other.running.context.signing_key,
+    );
+    let err = client
+        .notify(NotifyRequest {
+            message: Some(signed.into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("only the consumer"),
+        "{}",
+        err.message()
+    );
+    // A message not signed by the caller.
+    let unsigned = Envelope::sign_json(
+        USAGE_NOTICE_PAYLOAD_TYPE,
+        &notice,
+        &s.consumer.running.context.signing_key,
+    );
+    let err = client
+        .notify(NotifyRequest {
+            message: Some(unsigned.into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(
+        liutong_node::usage::notice::usage_notices(&s.provider.running.context, &agreement)
+            .unwrap()
+            .is_empty()
+    );
+
+    // A revocation not signed by the agreement's provider is not applied.
+    let forged = liutong_node::usage::revocation::Revocation {
+        revocation_id: "rev-forged".into(),
+        agreement_id: agreement.clone(),
+        provider: TRANSPORT.into(),
+        consumer: ECOLOGY.into(),
+        reason: "forged".into(),
+        revoked_at: unix_now(),
+    };
+    let forged = Envelope::sign_json(
+        liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
+        &forged,
+        &other.running.context.signing_key,
+    );
+    let provider_membership = s.provider.running.context.membership.clone();
+    let err = liutong_node::usage::revocation::apply(
+        &s.consumer.running.context,
+        &provider_membership,
+        forged,
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("revocation"), "{err}");
+    read(&s.consumer, &agreement, "urbanPlanning")
+        .await
+        .expect("the copy is still readable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn received_data_is_not_offered_onward() {
+    let s = space().await;
+    let kept = received(&s, CSV, OPEN, "urbanPlanning").await;
+    let onward_policy = |uid: &str| {
+        format!("uid = \"{uid}\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n")
+    };
+    let publish_derived =
+        |data: &'static [u8], classification: &str, policy: String, from: Vec<String>| {
+            let consumer = &s.consumer;
+            let classification = classification.to_owned();
+            async move {
+                let messages = liutong_node::catalog::publish_messages(
+                    liutong_proto::v1::PublishMetadata {
+                        product_id: String::new(),
+                        title: "District summary".into(),
+                        description: String::new(),
+                        classification,
+                        format: "csv".into(),
+                        policy,
+                        policy_format: String::new(),
+                        derived_from: from,
+                    },
+                    data,
+                );
+                consumer
+                    .admin(LocalRole::Admin)
+                    .await
+                    .publish_product(tokio_stream::iter(messages))
+                    .await
+                    .map(tonic::Response::into_inner)
+            }
+        };
+    let products = || {
+        s.consumer
+            .running
+            .context
+            .catalog
+            .products
+            .list()
+            .unwrap()
+            .len()
+    };
+    let summary: &[u8] = b"district,share\nXihu,0.55\n";
+
+    // Declared as derived from the copy, offered: refused, nothing stored.
+    let err = publish_derived(
+        summary,
+        "general-2",
+        onward_policy("urn:a"),
+        vec![kept.clone()],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("does not permit distribute"),
+        "{}",
+        err.message()
+    );
+    let audit = &s.consumer.running.context.audit;
+    let logged = (0..audit.size()).any(|i| {
+        String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
+            .contains("publish refused (no onward sharing)")
+    });
+    assert!(logged, "the refusal is an audit event");
+    // The copy's bytes republished without saying so: recognised and refused.
+    let err = publish_derived(CSV, "general-2", onward_policy("urn:a"), vec![])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("byte-identical"),
+        "{}",
+        err.message()
+    );
+    // Sources that are unknown, or graded higher than the product: refused.
+    let err = publish_derived(
+        summary,
+        "general-2",
+        String::new(),
+        vec!["agr-unknown".into()],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("derived_from:"),
+        "{}",
+        err.message()
+    );
+    let err = publish_derived(summary, "general-1", String::new(), vec![kept.clone()])
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("classification:"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(products(), 0, "nothing stored");
+
+    // Kept locally (not offered): allowed, and the link is kept. Offering something
+    // derived from that product is refused in turn.
+    let local = publish_derived(summary, "general-2", String::new(), vec![kept.clone()])
+        .await
+        .unwrap();
+    assert_eq!(local.derived_from, std::slice::from_ref(&kept));
+    assert!(local.offer_id.is_empty());
+    let err = publish_derived(
+        b"district\nXihu\n",
+        "general-2",
+        onward_policy("urn:a"),
+        vec![local.product_id.clone()],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains(&local.product_id) && err.message().contains(&kept),
+        "{}",
+        err.message()
+    );
+
+    // A policy that permits distribute under a next policy: the offer must carry it.
+    let shareable = received(
+        &s,
+        b"road,km\nG60,120\n",
+        r#"
+uid = "urn:liutong:policy:shareable"
+type = "set"
+
+[[permission]]
+action = "use"
+
+[[permission]]
+action = "distribute"
+duty = [{ action = "nextPolicy", policy = "urn:liutong:policy:onward" }]
+"#,
+        "urbanPlanning",
+    )
+    .await;
+    let err = publish_derived(
+        summary,
+        "general-2",
+        onward_policy("urn:liutong:policy:other"),
+        vec![shareable.clone()],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("urn:liutong:policy:onward"),
+        "{}",
+        err.message()
+    );
+    let offered = publish_derived(
+        summary,
+        "general-2",
+        onward_policy("urn:liutong:policy:onward"),
+        vec![shareable.clone()],
+    )
+    .await
+    .unwrap();
+    assert!(!offered.offer_id.is_empty());
+    assert_eq!(offered.derived_from, [shareable]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn classification_guardrails_hold() {
+    let s = space().await;
+    let mut beijing =
+        DataSpace::admission(ROGUE, "Beijing Survey Co.", ParticipantKind::Enterprise);
+    beijing.region = RegionCode::parse("110105").unwrap();
+    let outsider = s.space.node_as(beijing, "beijing").await;
+    refresh_all(&[&s.provider, &s.consumer, &outsider]).await;
+    let in_region = |region: &str| {
+        format!(
+            "uid = \"urn:liutong:policy:od\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n\
+             constraint = [{{ leftOperand = \"region\", operator = \"isPartOf\", rightOperand = \"{region}\" }}]\n"
+        )
+    };
+
+    // Core data never leaves the node: no offer for it, so nobody can ask for one.
+    let err = publish(&s.provider, CSV, "Core registry", "core", "csv", OPEN)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("core data never leaves the node"),
+        "{}",
+        err.message()
+    );
+    let core = publish(&s.provider, CSV, "Core registry", "core", "csv", "")
+        .await
+        .unwrap();
+    assert!(core.offer_id.is_empty());
+    let err = negotiate(
+        &s.consumer,
+        &s.provider,
+        &format!("{}/v1", core.product_id),
+        "urbanPlanning",
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+
+    // Important data: a policy that grants more than the guardrails is refused, with
+    // the reason.
+    let err = publish(&s.provider, CSV, "OD matrix", "important", "csv", OPEN)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("must limit the recipient's region"),
+        "{}",
+        err.message()
+    );
+    let err = publish(
+        &s.provider,
+        CSV,
+        "OD matrix",
+        "important",
+        "csv",
+        &in_region("110000"),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("outside the regions permitted"),
+        "{}",
+        err.message()
+    );
+
+    // Inside the permitted region: every agreement waits for a person, and a recipient
+    // outside the region gets none.
+    let od = publish(
+        &s.provider,
+        CSV,
+        "OD matrix",
+        "important",
+        "csv",
+        &in_region("330000"),
+    )
+    .await
+    .unwrap();
+    let err = negotiate(&outsider, &s.provider, &od.offer_id, "urbanPlanning")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "not even listed: {err:?}");
+    let pending = negotiate(&s.consumer, &s.provider, &od.offer_id, "urbanPlanning")
+        .await
+        .unwrap();
+    assert_eq!(pending.state, "REQUESTED");
+    assert!(
+        s.provider
+            .running
+            .context
+            .contracts
+            .get(&pending.negotiation_id)
+            .unwrap()
+            .unwrap()
+            .reason
+            .contains("approval")
+    );
+}
+
+/// Runs the `liutong` binary (off the runtime's worker threads).
+async fn liutong(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_reads_lists_and_revokes() {
+    let s = space().await;
+    let agreement = received(&s, CSV, SURVEY, "statistics").await;
+    let consumer_config = s.consumer.config_path().display().to_string();
+    let provider_config = s.provider.config_path().display().to_string();
+    let args = |list: &[&str]| list.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+
+    // `liutong data read ID --purpose P > out.csv`: the data on standard output only.
+    let out = liutong(args(&[
+        "data",
+        "read",
+        &agreement,
+        "--purpose",
+        "statistics",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout, CSV);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("use 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A refused read exits 1 and says why.
+    let out = liutong(args(&[
+        "data",
+        "read",
+        &agreement,
+        "--purpose",
+        "marketing",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("PermissionDenied") && stderr.contains("outside the agreement's purpose"),
+        "{stderr}"
+    );
+    // The administrator's certificate does not read data.
+    let out = liutong(args(&[
+        "data",
+        "read",
+        &agreement,
+        "--purpose",
+        "statistics",
+        "--role",
+        "admin",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("local role app"));
+
+    let out = liutong(args(&[
+        "data",
+        "list",
+        "--json",
+        "--config",
+        &consumer_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["agreement_id"], agreement.as_str());
+    assert_eq!(listed[0]["uses"], 1);
+    assert_eq!(listed[0]["state"], "COMPLETED");
+
+    // `liutong contract revoke ID --reason R` on the provider.
+    let out = liutong(args(&[
+        "contract",
+        "revoke",
+        &agreement,
+        "--reason",
+        "survey withdrawn",
+        "--config",
+        &provider_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
+    let storage = s.consumer.running.context.storage.clone();
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::transfer::copy(storage.as_ref(), &agreement)
+                .unwrap()
+                .is_none()
+        })
+        .await
+    );
+    let out = liutong(args(&[
+        "contract",
+        "revocations",
+        "--json",
+        "--config",
+        &provider_config,
+    ]))
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["agreement_id"], agreement.as_str());
+    assert_eq!(listed[0]["reason"], "survey withdrawn");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
+    let s = space().await;
+    let agreement = received(&s, CSV, SURVEY, "statistics").await;
+    let provider = s.provider.stop().await;
+
+    // The read is permitted and counted; its notice cannot be delivered yet.
+    let (header, _) = read(&s.consumer, &agreement, "statistics").await.unwrap();
+    assert_eq!(header.use_number, 1);
+    let context = s.consumer.running.context.clone();
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::usage::notice::outbox(&context)
+                .unwrap()
+                .iter()
+                .any(|item| item.attempts > 0 && !item.last_error.is_empty())
+        })
+        .await,
+        "a failed attempt is recorded"
+    );
+    drop(context);
+    // The outbox survives a restart of the consumer.
+    let consumer = s.consumer.restart().await;
+    assert_eq!(
+        liutong_node::usage::notice::outbox(&consumer.running.context)
+            .unwrap()
+            .len(),
+        1
+    );
+
+    let provider = provider.start().await;
+    let provider_context = provider.running.context.clone();
+    assert!(
+        wait_until(Duration::from_secs(60), || async {
+            liutong_node::usage::notice::usage_notices(&provider_context, &agreement)
+                .unwrap()
+                .len()
+                == 1
+        })
+        .await,
+        "the notice arrived once the provider was back"
+    );
+    assert!(
+        wait_until(SOON, || async {
+            liutong_node::usage::notice::outbox(&consumer.running.context)
+                .unwrap()
+                .is_empty()
+        })
+        .await
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_cut_short_is_finished_at_start() {
+    let s = space().await;
+    let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
+    // The state a crash leaves between the deletion record and the removal of the copy.
+    let storage = s.consumer.running.context.storage.clone();
+    let record = liutong_node::usage::Deletion {
+        agreement_id: agreement.clone(),
+        provider: TRANSPORT.into(),
+        product_id: "prd-x".into(),
+        version: 1,
+        sha256: String::new(),
+        held: true,
+        cause: liutong_node::usage::DeletionCause::Expired {
+            deadline: unix_now(),
+        },
+        deleted_at: unix_now(),
+        revocation_id: None,
+    };
+    storage
+        .put_durable(
+            "usage",
+            format!("d/{agreement}").as_bytes(),
+            &serde_json::to_vec(&record).unwrap(),
+        )
+        .await
+        .unwrap();
+    // Already unreadable, though the data is still on disk.
+    let err = read(&s.consumer, &agreement, "urbanPlanning")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert!(
+        liutong_node::transfer::copy_chunk(storage.as_ref(), &agreement, 0)
+            .unwrap()
+            .is_some()
+    );
+    drop(storage);
+    let consumer = s.consumer.restart().await;
+    let storage = consumer.running.context.storage.as_ref();
+    assert!(
+        liutong_node::transfer::copy(storage, &agreement)
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        liutong_node::transfer::copy_chunk(storage, &agreement, 0)
+            .unwrap()
+            .is_none()
+    );
+    drop(s.space);
+}
