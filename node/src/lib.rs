@@ -23,6 +23,11 @@
 //! - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
 //!   signed-note checkpoints and cosignatures, the log in sled, checkpoints witnessed by
 //!   peers, and the auditor's checks (verify, search, evidence bundles).
+//! - [`telemetry`] — `tracing` spans and OpenTelemetry metrics, exported over OTLP/gRPC
+//!   when a collector is configured; the W3C trace context crosses nodes in gRPC
+//!   metadata.
+//! - [`alerts`] — real-time security monitoring: alert rules, each alert an audit
+//!   entry, a metric, a log line and optionally a webhook POST.
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
@@ -30,6 +35,7 @@
 //! trust list, before any service sees the request.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod authority;
 pub mod catalog;
@@ -43,6 +49,7 @@ pub mod runtime;
 pub mod service;
 pub mod setup;
 pub mod storage;
+pub mod telemetry;
 pub mod tls;
 pub mod transfer;
 pub mod trust;

@@ -29,6 +29,7 @@ use crate::authority::participant_from_certificate;
 use crate::identity::Membership;
 use crate::local::{LocalAuthenticator, LocalRole};
 use crate::runtime::{NodeContext, now};
+use crate::telemetry::RpcLayer;
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::{self, certs};
 use crate::trust::{TrustError, TrustStatus};
@@ -97,11 +98,13 @@ fn reflection_services() -> Result<
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// The peer API router.
+/// The peer API router: telemetry outermost (refusals are counted too), then
+/// authentication.
 pub async fn peer_router(
     context: Arc<NodeContext>,
+    telemetry: RpcLayer,
     auth: AuthLayer<PeerAuthenticator>,
-) -> Router<Stack<AuthLayer<PeerAuthenticator>, Identity>> {
+) -> Router<Stack<AuthLayer<PeerAuthenticator>, Stack<RpcLayer, Identity>>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeServer<PeerService>>().await;
     // The descriptor sets are compiled into the binary; they always parse.
@@ -109,6 +112,7 @@ pub async fn peer_router(
         reflection_services().expect("embedded descriptor sets are valid");
     let limit = context.config.limits.max_message_bytes;
     Server::builder()
+        .layer(telemetry)
         .layer(auth)
         .add_service(health)
         .add_service(reflection_v1)
@@ -155,15 +159,17 @@ pub async fn peer_router(
         )
 }
 
-/// The local API router.
+/// The local API router, layered like the peer API's.
 pub fn admin_router(
     context: Arc<NodeContext>,
+    telemetry: RpcLayer,
     auth: AuthLayer<LocalAuthenticator>,
-) -> Router<Stack<AuthLayer<LocalAuthenticator>, Identity>> {
+) -> Router<Stack<AuthLayer<LocalAuthenticator>, Stack<RpcLayer, Identity>>> {
     let (reflection_v1, reflection_v1alpha) =
         reflection_services().expect("embedded descriptor sets are valid");
     let limit = context.config.limits.max_message_bytes;
     Server::builder()
+        .layer(telemetry)
         .layer(auth)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -405,8 +411,18 @@ impl Admin for AdminService {
         if r.offer_id.trim().is_empty() {
             return Err(Status::invalid_argument("offer_id: name the offer"));
         }
-        crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose)
-            .await
+        let started = std::time::Instant::now();
+        let result =
+            crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose).await;
+        let outcome = match &result {
+            Ok(n) => n.state.to_string(),
+            Err(_) => "error".to_owned(),
+        };
+        self.context
+            .telemetry
+            .metrics
+            .negotiation_finished(outcome, started.elapsed());
+        result
             .map(|n| Response::new(n.to_proto()))
             .map_err(contract::contract_status)
     }

@@ -118,6 +118,8 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
             important_regions: opts.important_regions.clone(),
         },
         audit: Default::default(),
+        telemetry: Default::default(),
+        alerts: Default::default(),
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };
