@@ -636,6 +636,64 @@ mod tests {
         );
     }
 
+    #[test]
+    fn telemetry_and_alert_settings_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let mut config = sample();
+        config.telemetry.endpoint = Some("http://127.0.0.1:4317".into());
+        config.telemetry.service_name = Some("transport-bureau".into());
+        config.telemetry.metrics_interval = Duration::from_secs(15);
+        config.alerts.webhook = Some("https://alerts.example/hook".into());
+        config.alerts.webhook_ca = Some("webhook-ca.pem".into());
+        config.alerts.policy_denials.threshold = 2;
+        config.alerts.failed_authentication.enabled = false;
+        config.alerts.transfer_volume.factor = 1.25;
+        config.alerts.trust_list_expiry.before = Duration::from_secs(120);
+        std::fs::write(&path, config.to_commented_toml()).unwrap();
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert_eq!(
+            loaded.telemetry.endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(
+            loaded.telemetry.service_name.as_deref(),
+            Some("transport-bureau")
+        );
+        assert_eq!(loaded.telemetry.metrics_interval, Duration::from_secs(15));
+        assert_eq!(
+            loaded.alerts.webhook.as_deref(),
+            Some("https://alerts.example/hook")
+        );
+        assert_eq!(
+            loaded.alerts.webhook_ca,
+            Some(PathBuf::from("webhook-ca.pem"))
+        );
+        assert_eq!(loaded.alerts.policy_denials.threshold, 2);
+        assert_eq!(
+            loaded.alerts.policy_denials.window,
+            Duration::from_secs(600)
+        );
+        assert!(!loaded.alerts.failed_authentication.enabled);
+        assert_eq!(loaded.alerts.transfer_volume.factor, 1.25);
+        assert_eq!(
+            loaded.alerts.trust_list_expiry.before,
+            Duration::from_secs(120)
+        );
+
+        // Sections left out take the defaults; a misspelt rule setting is refused.
+        let good = sample().to_commented_toml();
+        let start = good.find("\n[telemetry]").unwrap();
+        std::fs::write(&path, &good[..start]).unwrap();
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert_eq!(loaded.alerts.failed_authentication.threshold, 3);
+        assert!(loaded.alerts.trust_list_expiry.enabled);
+        let msg = load_text(&good.replace("threshold = 5", "treshold = 5"));
+        assert!(msg.contains("treshold"), "{msg}");
+        let msg = load_text(&good.replace("window = \"10m\"", "window = \"ten minutes\""));
+        assert!(msg.contains("window"), "{msg}");
+    }
+
     fn load_text(text: &str) -> String {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("node.toml");

@@ -440,3 +440,72 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // The maps stay consistent under a panic elsewhere (each update is one insert).
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledStorage;
+
+    async fn alerts(rules: AlertsSection) -> (Alerts, AuditLog) {
+        use opentelemetry::metrics::MeterProvider as _;
+        let audit = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        let meter = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .build()
+            .meter("test");
+        let node = ParticipantId::parse("91110000600037341L").unwrap();
+        let alerts = Alerts::new(rules, None, node, audit.clone(), Metrics::new(&meter)).unwrap();
+        (alerts, audit)
+    }
+
+    fn logged(audit: &AuditLog) -> Vec<Event> {
+        (0..audit.size())
+            .map(|i| serde_json::from_slice(&audit.entry(i).unwrap().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_window_counts_per_source_and_starts_again_after_firing() {
+        let mut rules = AlertsSection::default();
+        rules.policy_denials.threshold = 2;
+        let (alerts, audit) = alerts(rules).await;
+        let a = ParticipantId::parse("11330100MA2TRA0011").unwrap();
+        let b = ParticipantId::parse("11330000MA2ECE0015").unwrap();
+        alerts.policy_decision("negotiation", &a, false, "x").await;
+        alerts.policy_decision("negotiation", &b, false, "x").await;
+        alerts
+            .policy_decision("negotiation", &a, true, "permits do not count")
+            .await;
+        assert!(logged(&audit).is_empty(), "one denial each");
+        alerts.policy_decision("transfer", &a, false, "y").await;
+        let events = logged(&audit);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Alert);
+        assert_eq!(events[0].participant.as_deref(), Some(a.as_str()));
+        assert!(
+            events[0]
+                .detail
+                .starts_with("policy_denials: 2 policy denials")
+        );
+        alerts.policy_decision("transfer", &a, false, "y").await;
+        assert_eq!(logged(&audit).len(), 1, "the count started again");
+        alerts.policy_decision("transfer", &a, false, "y").await;
+        assert_eq!(logged(&audit).len(), 2);
+        assert_eq!(alerts.counts()[0], (Rule::PolicyDenials, 2));
+    }
+
+    #[tokio::test]
+    async fn disabled_rules_stay_silent() {
+        let mut rules = AlertsSection::default();
+        rules.failed_authentication.enabled = false;
+        rules.failed_authentication.threshold = 1;
+        rules.witness_inconsistency.enabled = false;
+        let (alerts, audit) = alerts(rules).await;
+        alerts
+            .authentication_failed("peer API", None, "/x", "no certificate")
+            .await;
+        alerts.raise(Rule::WitnessInconsistency, None, "fork").await;
+        assert!(logged(&audit).is_empty());
+        alerts.raise(Rule::TrustListExpiry, None, "soon").await;
+        assert_eq!(logged(&audit).len(), 1);
+    }
+}

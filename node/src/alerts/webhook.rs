@@ -240,4 +240,48 @@ mod tests {
         );
         assert!(err("https://alerts.example/").contains("CA"));
     }
+
+    #[tokio::test]
+    async fn a_failed_post_is_retried() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/a", listener.local_addr().unwrap());
+        let sender = Sender::start(&url, None).unwrap();
+        sender.send(Alert {
+            rule: super::super::Rule::TrustListExpiry,
+            severity: super::super::Severity::Warning,
+            node: "91110000600037341L".into(),
+            peer: None,
+            detail: "soon".into(),
+            time: "2026-01-01T00:00:00Z".into(),
+            time_unix: 1_767_225_600,
+            audit_index: Some(7),
+        });
+        // The first answer is an error, the second a success.
+        let mut bodies = Vec::new();
+        for answer in ["503 Service Unavailable", "204 No Content"] {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0u8; 4096];
+            while !String::from_utf8_lossy(&request).contains("\"audit_index\":7}") {
+                let n = socket.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the request ended early");
+                request.extend_from_slice(&buf[..n]);
+            }
+            bodies.push(String::from_utf8(request).unwrap());
+            let reply = format!("HTTP/1.1 {answer}\r\ncontent-length: 0\r\n\r\n");
+            socket.write_all(reply.as_bytes()).await.unwrap();
+        }
+        assert_eq!(bodies[0], bodies[1], "the same alert, again");
+        assert!(
+            bodies[0].starts_with("POST /a HTTP/1.1\r\n"),
+            "{}",
+            bodies[0]
+        );
+        assert!(
+            bodies[0].contains("\"rule\":\"trust_list_expiry\""),
+            "{}",
+            bodies[0]
+        );
+    }
 }

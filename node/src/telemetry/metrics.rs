@@ -34,7 +34,7 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    pub(super) fn new(meter: &Meter) -> Self {
+    pub(crate) fn new(meter: &Meter) -> Self {
         Self {
             meter: meter.clone(),
             rpc_requests: meter
