@@ -412,19 +412,19 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("offer_id: name the offer"));
         }
         let started = std::time::Instant::now();
-        let result =
-            crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose).await;
+        let result = crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose)
+            .await
+            .map_err(contract::contract_status);
+        // The state reached, or the gRPC code of the failure (e.g. PermissionDenied).
         let outcome = match &result {
             Ok(n) => n.state.to_string(),
-            Err(_) => "error".to_owned(),
+            Err(status) => format!("{:?}", status.code()),
         };
         self.context
             .telemetry
             .metrics
             .negotiation_finished(outcome, started.elapsed());
-        result
-            .map(|n| Response::new(n.to_proto()))
-            .map_err(contract::contract_status)
+        result.map(|n| Response::new(n.to_proto()))
     }
 
     async fn list_contracts(

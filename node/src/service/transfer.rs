@@ -120,24 +120,19 @@ pub(super) fn pull(
                 request.max_chunks,
                 progress_tx,
             )
-            .await;
+            .await
+            .map_err(transfer_status);
+            // The state reached, or the gRPC code of the failure (e.g. DataLoss).
             let outcome = match &result {
                 Ok(p) => p.state.clone(),
-                Err(_) => "error".to_owned(),
+                Err(status) => format!("{:?}", status.code()),
             };
             context
                 .telemetry
                 .metrics
                 .transfer_finished(outcome, started.elapsed());
             let _ = forward.await;
-            match result {
-                Ok(last) => {
-                    let _ = out.send(Ok(last)).await;
-                }
-                Err(e) => {
-                    let _ = out.send(Err(transfer_status(e))).await;
-                }
-            }
+            let _ = out.send(result).await;
         }
         // Still part of the caller's request (and trace).
         .in_current_span(),
