@@ -241,13 +241,8 @@ mod tests {
         assert!(err("https://alerts.example/").contains("CA"));
     }
 
-    #[tokio::test]
-    async fn a_failed_post_is_retried() {
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/a", listener.local_addr().unwrap());
-        let sender = Sender::start(&url, None).unwrap();
-        sender.send(Alert {
+    fn alert() -> Alert {
+        Alert {
             rule: super::super::Rule::TrustListExpiry,
             severity: super::super::Severity::Warning,
             node: "91110000600037341L".into(),
@@ -256,19 +251,88 @@ mod tests {
             time: "2026-01-01T00:00:00Z".into(),
             time_unix: 1_767_225_600,
             audit_index: Some(7),
-        });
+        }
+    }
+
+    /// Reads one request up to the end of [`alert`]'s JSON.
+    async fn read_request(socket: &mut (impl AsyncRead + Unpin)) -> String {
+        use tokio::io::AsyncReadExt as _;
+        let mut request = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !String::from_utf8_lossy(&request).contains("\"audit_index\":7}") {
+            let n = socket.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the request ended early");
+            request.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8(request).unwrap()
+    }
+
+    #[tokio::test]
+    async fn https_webhooks_are_checked_against_the_configured_ca() {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        use tokio::io::AsyncWriteExt as _;
+        crate::tls::install_default_provider();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(DnType::CommonName, "Webhook test CA");
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_pem = ca.self_signed(&ca_key).unwrap().pem();
+        let issuer = Issuer::new(ca, ca_key);
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        leaf.distinguished_name.push(DnType::CommonName, "webhook");
+        let leaf = leaf.signed_by(&leaf_key, &issuer).unwrap();
+        let server = rustls::ServerConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![leaf.der().clone()],
+                rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+            )
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("https://{}/tls", listener.local_addr().unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        std::fs::write(&ca_path, ca_pem).unwrap();
+
+        let sender = Sender::start(&url, Some(&ca_path)).unwrap();
+        sender.send(alert());
+        let (tcp, _) = listener.accept().await.unwrap();
+        let mut tls = acceptor
+            .accept(tcp)
+            .await
+            .expect("the client trusts the CA");
+        let request = read_request(&mut tls).await;
+        assert!(request.starts_with("POST /tls HTTP/1.1\r\n"), "{request}");
+        tls.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+
+        // A CA file that is not PEM is refused when the node starts.
+        std::fs::write(&ca_path, "not a certificate").unwrap();
+        let err = Sender::start(&url, Some(&ca_path))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("webhook_ca"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_failed_post_is_retried() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/a", listener.local_addr().unwrap());
+        let sender = Sender::start(&url, None).unwrap();
+        sender.send(alert());
         // The first answer is an error, the second a success.
         let mut bodies = Vec::new();
         for answer in ["503 Service Unavailable", "204 No Content"] {
             let (mut socket, _) = listener.accept().await.unwrap();
-            let mut request = Vec::new();
-            let mut buf = [0u8; 4096];
-            while !String::from_utf8_lossy(&request).contains("\"audit_index\":7}") {
-                let n = socket.read(&mut buf).await.unwrap();
-                assert!(n > 0, "the request ended early");
-                request.extend_from_slice(&buf[..n]);
-            }
-            bodies.push(String::from_utf8(request).unwrap());
+            bodies.push(read_request(&mut socket).await);
             let reply = format!("HTTP/1.1 {answer}\r\ncontent-length: 0\r\n\r\n");
             socket.write_all(reply.as_bytes()).await.unwrap();
         }
