@@ -43,6 +43,10 @@ pub struct NodeConfig {
     pub audit: AuditSection,
     #[serde(default)]
     pub usage: UsageSection,
+    #[serde(default)]
+    pub telemetry: TelemetrySection,
+    #[serde(default)]
+    pub alerts: AlertsSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
@@ -158,8 +162,166 @@ impl Default for UsageSection {
     }
 }
 
+/// OpenTelemetry export (`[telemetry]`). Without an endpoint here or in the
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` variable, nothing is exported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. The environment variable
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The `service.name` the node reports; `OTEL_SERVICE_NAME` if unset, else
+    /// `liutong-node`. `service.instance.id` is always the participant ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// How often metrics are exported.
+    #[serde(with = "humantime_serde", default = "default_metrics_interval")]
+    pub metrics_interval: Duration,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: None,
+            metrics_interval: default_metrics_interval(),
+        }
+    }
+}
+
 fn default_usage_interval() -> Duration {
     Duration::from_secs(5)
+}
+
+fn default_metrics_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Security alert rules (`[alerts]`): 数据安全实时监测预警. Every rule is on by default.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsSection {
+    /// Where alerts are POSTed as JSON, `http://` or `https://`; none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
+    /// PEM file of the CA that issued an `https://` webhook's certificate, relative to
+    /// this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_ca: Option<PathBuf>,
+    #[serde(default)]
+    pub policy_denials: WindowRule<5, 600>,
+    #[serde(default)]
+    pub failed_authentication: WindowRule<3, 300>,
+    #[serde(default)]
+    pub transfer_volume: VolumeRule,
+    #[serde(default)]
+    pub read_outside_window: SwitchRule,
+    #[serde(default)]
+    pub witness_inconsistency: SwitchRule,
+    #[serde(default)]
+    pub trust_list_expiry: ExpiryRule,
+}
+
+/// A rule that fires when `threshold` events from one source fall within `window`.
+/// The const parameters are the defaults.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowRule<const THRESHOLD: u32, const WINDOW_SECS: u64> {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "WindowRule::<THRESHOLD, WINDOW_SECS>::default_threshold")]
+    pub threshold: u32,
+    #[serde(
+        with = "humantime_serde",
+        default = "WindowRule::<THRESHOLD, WINDOW_SECS>::default_window"
+    )]
+    pub window: Duration,
+}
+
+impl<const T: u32, const W: u64> WindowRule<T, W> {
+    fn default_threshold() -> u32 {
+        T
+    }
+
+    fn default_window() -> Duration {
+        Duration::from_secs(W)
+    }
+}
+
+impl<const T: u32, const W: u64> Default for WindowRule<T, W> {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: T,
+            window: Duration::from_secs(W),
+        }
+    }
+}
+
+/// Transfer volume: fires when the bytes delivered under one agreement exceed
+/// `factor` × the size the agreement covers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VolumeRule {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "default_volume_factor")]
+    pub factor: f64,
+}
+
+impl Default for VolumeRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            factor: default_volume_factor(),
+        }
+    }
+}
+
+fn default_volume_factor() -> f64 {
+    2.0
+}
+
+/// A rule with nothing to tune.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SwitchRule {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+}
+
+impl Default for SwitchRule {
+    fn default() -> Self {
+        Self { enabled: true }
+    }
+}
+
+/// Trust list expiry: fires when the trust list in force expires within `before`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExpiryRule {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(with = "humantime_serde", default = "default_expiry_before")]
+    pub before: Duration,
+}
+
+impl Default for ExpiryRule {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            before: default_expiry_before(),
+        }
+    }
+}
+
+fn default_expiry_before() -> Duration {
+    Duration::from_secs(300)
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// Present only in the zero-configuration development set-up.
@@ -330,6 +492,8 @@ impl NodeConfig {
             "check_interval = \"{}\"\n",
             humantime::format_duration(self.usage.check_interval)
         ));
+        self.write_telemetry(&mut out);
+        self.write_alerts(&mut out);
         if let Some(dev) = &self.development {
             out.push_str(
                 "\n# DEVELOPMENT ONLY: run this development authority inside the node process.\n\
@@ -342,6 +506,101 @@ impl NodeConfig {
             ));
         }
         out
+    }
+}
+
+impl NodeConfig {
+    fn write_telemetry(&self, out: &mut String) {
+        let t = &self.telemetry;
+        out.push_str(
+            "\n[telemetry]\n\
+             # OpenTelemetry export of traces and metrics over OTLP/gRPC. Nothing is exported\n\
+             # unless a collector is named here or in OTEL_EXPORTER_OTLP_ENDPOINT (which wins).\n",
+        );
+        match &t.endpoint {
+            Some(e) => out.push_str(&format!("endpoint = {}\n", toml_string(e))),
+            None => out.push_str("# endpoint = \"http://127.0.0.1:4317\"\n"),
+        }
+        out.push_str(
+            "# service.name reported to the collector (default: OTEL_SERVICE_NAME, else\n\
+             # liutong-node); service.instance.id is the participant ID.\n",
+        );
+        match &t.service_name {
+            Some(n) => out.push_str(&format!("service_name = {}\n", toml_string(n))),
+            None => out.push_str("# service_name = \"liutong-node\"\n"),
+        }
+        out.push_str("# How often metrics are exported.\n");
+        out.push_str(&format!(
+            "metrics_interval = \"{}\"\n",
+            humantime::format_duration(t.metrics_interval)
+        ));
+    }
+
+    fn write_alerts(&self, out: &mut String) {
+        let a = &self.alerts;
+        out.push_str(
+            "\n[alerts]\n\
+             # Security alerts (数据安全实时监测预警). Each alert is an audit entry, a metric\n\
+             # (liutong.alerts), a WARN or ERROR log line and, if set, a JSON POST to this URL.\n",
+        );
+        match &a.webhook {
+            Some(w) => out.push_str(&format!("webhook = {}\n", toml_string(w))),
+            None => out.push_str("# webhook = \"http://127.0.0.1:9000/liutong-alerts\"\n"),
+        }
+        out.push_str("# CA (PEM) of an https:// webhook's certificate.\n");
+        match &a.webhook_ca {
+            Some(p) => out.push_str(&format!(
+                "webhook_ca = {}\n",
+                toml_string(&p.to_string_lossy())
+            )),
+            None => out.push_str("# webhook_ca = \"webhook-ca.pem\"\n"),
+        }
+        let window = |out: &mut String, name: &str, what: &str, enabled, threshold, w| {
+            out.push_str(&format!(
+                "\n# {what}\n[alerts.{name}]\nenabled = {enabled}\nthreshold = {threshold}\nwindow = \"{}\"\n",
+                humantime::format_duration(w)
+            ));
+        };
+        let r = &a.policy_denials;
+        window(
+            out,
+            "policy_denials",
+            "Policy denials (negotiation and transfer scope) from one peer within the window.",
+            r.enabled,
+            r.threshold,
+            r.window,
+        );
+        let r = &a.failed_authentication;
+        window(
+            out,
+            "failed_authentication",
+            "Refused authentications (peer or local API) from one address within the window.",
+            r.enabled,
+            r.threshold,
+            r.window,
+        );
+        out.push_str(&format!(
+            "\n# Bytes delivered under one agreement above factor x the size it covers.\n\
+             [alerts.transfer_volume]\nenabled = {}\nfactor = {:?}\n",
+            a.transfer_volume.enabled, a.transfer_volume.factor
+        ));
+        out.push_str(&format!(
+            "\n# A read of received data outside the window its policy permits.\n\
+             [alerts.read_outside_window]\nenabled = {}\n",
+            a.read_outside_window.enabled
+        ));
+        out.push_str(&format!(
+            "\n# A peer's audit log signed two checkpoints that cannot both be true.\n\
+             [alerts.witness_inconsistency]\nenabled = {}\n",
+            a.witness_inconsistency.enabled
+        ));
+        out.push_str(&format!(
+            "\n# The trust list in force expires within this time (the authority is not\n\
+             # reachable, or serves a list about to lapse).\n\
+             [alerts.trust_list_expiry]\nenabled = {}\nbefore = \"{}\"\n",
+            a.trust_list_expiry.enabled,
+            humantime::format_duration(a.trust_list_expiry.before)
+        ));
     }
 }
 
@@ -377,6 +636,8 @@ mod tests {
                 ..AuditSection::default()
             },
             usage: UsageSection::default(),
+            telemetry: TelemetrySection::default(),
+            alerts: AlertsSection::default(),
             development: Some(Development {
                 authority_dir: "../dev-authority".into(),
             }),
@@ -399,10 +660,76 @@ mod tests {
         assert_eq!(loaded.audit.checkpoint_interval, Duration::from_secs(60));
         assert_eq!(loaded.usage.check_interval, Duration::from_secs(5));
         assert_eq!(loaded.base_dir, dir.path());
+        assert_eq!(loaded.telemetry.endpoint, None);
+        assert_eq!(loaded.alerts.policy_denials.threshold, 5);
+        assert_eq!(
+            loaded.alerts.failed_authentication.window,
+            Duration::from_secs(300)
+        );
+        assert_eq!(loaded.alerts.transfer_volume.factor, 2.0);
+        assert!(loaded.alerts.witness_inconsistency.enabled);
         assert_eq!(
             loaded.development_authority_dir().unwrap(),
             dir.path().join("../dev-authority")
         );
+    }
+
+    #[test]
+    fn telemetry_and_alert_settings_load_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        let mut config = sample();
+        config.telemetry.endpoint = Some("http://127.0.0.1:4317".into());
+        config.telemetry.service_name = Some("transport-bureau".into());
+        config.telemetry.metrics_interval = Duration::from_secs(15);
+        config.alerts.webhook = Some("https://alerts.example/hook".into());
+        config.alerts.webhook_ca = Some("webhook-ca.pem".into());
+        config.alerts.policy_denials.threshold = 2;
+        config.alerts.failed_authentication.enabled = false;
+        config.alerts.transfer_volume.factor = 1.25;
+        config.alerts.trust_list_expiry.before = Duration::from_secs(120);
+        std::fs::write(&path, config.to_commented_toml()).unwrap();
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert_eq!(
+            loaded.telemetry.endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
+        assert_eq!(
+            loaded.telemetry.service_name.as_deref(),
+            Some("transport-bureau")
+        );
+        assert_eq!(loaded.telemetry.metrics_interval, Duration::from_secs(15));
+        assert_eq!(
+            loaded.alerts.webhook.as_deref(),
+            Some("https://alerts.example/hook")
+        );
+        assert_eq!(
+            loaded.alerts.webhook_ca,
+            Some(PathBuf::from("webhook-ca.pem"))
+        );
+        assert_eq!(loaded.alerts.policy_denials.threshold, 2);
+        assert_eq!(
+            loaded.alerts.policy_denials.window,
+            Duration::from_secs(600)
+        );
+        assert!(!loaded.alerts.failed_authentication.enabled);
+        assert_eq!(loaded.alerts.transfer_volume.factor, 1.25);
+        assert_eq!(
+            loaded.alerts.trust_list_expiry.before,
+            Duration::from_secs(120)
+        );
+
+        // Sections left out take the defaults; a misspelt rule setting is refused.
+        let good = sample().to_commented_toml();
+        let start = good.find("\n[telemetry]").unwrap();
+        std::fs::write(&path, &good[..start]).unwrap();
+        let loaded = NodeConfig::load(&path).unwrap();
+        assert_eq!(loaded.alerts.failed_authentication.threshold, 3);
+        assert!(loaded.alerts.trust_list_expiry.enabled);
+        let msg = load_text(&good.replace("threshold = 5", "treshold = 5"));
+        assert!(msg.contains("treshold"), "{msg}");
+        let msg = load_text(&good.replace("window = \"10m\"", "window = \"ten minutes\""));
+        assert!(msg.contains("window"), "{msg}");
     }
 
     fn load_text(text: &str) -> String {

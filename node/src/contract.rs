@@ -469,6 +469,15 @@ pub async fn receive_request(
         .append(&decision_event)
         .await
         .map_err(|e| ContractError::Audit(e.to_string()))?;
+    context
+        .alerts
+        .policy_decision(
+            "negotiation",
+            &caller.participant_id,
+            decision.is_permit(),
+            &decision.explain(),
+        )
+        .await;
 
     if !decision.is_permit() {
         n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
@@ -700,7 +709,7 @@ pub async fn receive_countersigned(
 async fn provider_channel(
     context: &NodeContext,
     address: &str,
-) -> Result<tonic::transport::Channel, ContractError> {
+) -> Result<crate::telemetry::PeerChannel, ContractError> {
     context
         .connect_peer(address)
         .await

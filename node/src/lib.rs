@@ -26,6 +26,11 @@
 //! - [`usage`] — usage control after sharing: reads of received copies through their
 //!   sticky policy, duties (deleteAfter, notify, log), revocation with signed deletion
 //!   receipts, no onward sharing, and the classification guardrails on agreements.
+//! - [`telemetry`] — `tracing` spans and OpenTelemetry metrics, exported over OTLP/gRPC
+//!   when a collector is configured; the W3C trace context crosses nodes in gRPC
+//!   metadata.
+//! - [`alerts`] — real-time security monitoring: alert rules, each alert an audit
+//!   entry, a metric, a log line and optionally a webhook POST.
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
@@ -33,6 +38,7 @@
 //! trust list, before any service sees the request.
 #![forbid(unsafe_code)]
 
+pub mod alerts;
 pub mod audit;
 pub mod authority;
 pub mod catalog;
@@ -46,6 +52,7 @@ pub mod runtime;
 pub mod service;
 pub mod setup;
 pub mod storage;
+pub mod telemetry;
 pub mod tls;
 pub mod transfer;
 pub mod trust;

@@ -4,17 +4,25 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use liutong_node::cli::{self, Cli};
+use tracing_subscriber::Layer as _;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 fn main() -> ExitCode {
     // ring is the crypto provider, chosen explicitly before anything uses TLS.
     liutong_node::tls::install_default_provider();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("LIUTONG_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+    // Log lines go to stderr, filtered by LIUTONG_LOG; spans also go to OpenTelemetry
+    // when the node is configured to export (see `telemetry`), whatever LIUTONG_LOG says.
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LIUTONG_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::registry()
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_writer(std::io::stderr)
+                .with_filter(filter),
         )
-        .with_writer(std::io::stderr)
+        .with(liutong_node::telemetry::tracing_layer())
         .init();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::alerts::Alerts;
+use crate::alerts::webhook::WebhookError;
 use crate::audit::cosigning::{self, Cosigning};
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
 use crate::audit::witnessing::WitnessStore;
@@ -25,7 +27,8 @@ use crate::identity::{Envelope, KeyError, Membership, SigningKey};
 use crate::local::{self, LocalAuthenticator};
 use crate::service::{self, PeerAuthenticator};
 use crate::storage::{SledStorage, Storage, StorageError};
-use crate::tls::auth::{AuthLayer, ChainVerifier};
+use crate::telemetry::{PeerChannel, RpcLayer, Telemetry, TelemetryError};
+use crate::tls::auth::{AuthLayer, ChainVerifier, RefusalHook};
 use crate::tls::certs::AUTHORITY_SAN_URI;
 use crate::tls::{self, ExpectedServer, TlsError, TlsIdentity};
 use crate::trust::{TrustError, TrustStatus, TrustStore};
@@ -50,6 +53,10 @@ pub enum NodeError {
     Audit(#[from] AuditError),
     #[error(transparent)]
     Product(#[from] ProductError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
     #[error("the node's identity in {path} is not usable: {reason}")]
     Identity { path: String, reason: String },
     #[error(
@@ -93,6 +100,10 @@ pub struct NodeContext {
     pub usage: crate::usage::UsageControl,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// Metrics, and the trace and metric export when a collector is configured.
+    pub telemetry: Arc<Telemetry>,
+    /// Security alerts (`[alerts]`): raise them here.
+    pub alerts: Alerts,
 }
 
 impl NodeContext {
@@ -113,9 +124,10 @@ impl NodeContext {
     }
 
     /// A channel to another member's peer API, with this node's identity; the peer must
-    /// be a current member.
-    pub async fn connect_peer(&self, address: &str) -> Result<tonic::transport::Channel, TlsError> {
-        tls::connect(address, self.peer_client_config()?).await
+    /// be a current member. Calls on it carry this node's trace context.
+    pub async fn connect_peer(&self, address: &str) -> Result<PeerChannel, TlsError> {
+        let channel = tls::connect(address, self.peer_client_config()?).await?;
+        Ok(PeerChannel::new(channel, &self.telemetry))
     }
 
     /// Fetches the trust list from the authority and applies it. A new sequence and a
@@ -147,6 +159,9 @@ impl NodeContext {
         {
             tracing::error!(error = %e, "cannot log the trust-list event");
         }
+        self.alerts
+            .check_trust_list(&self.trust.status(), now())
+            .await;
         result
     }
 
@@ -227,6 +242,20 @@ impl RunningNode {
         };
         let storage: Arc<dyn Storage> = SledStorage::open(&config.database_dir())?;
         let audit = AuditLog::open(storage.clone())?;
+        let telemetry = Arc::new(Telemetry::start(&config)?);
+        telemetry.metrics.observe_audit_log(&audit);
+        let alerts = Alerts::new(
+            config.alerts.clone(),
+            config
+                .alerts
+                .webhook_ca
+                .as_ref()
+                .map(|p| config.base_dir.join(p))
+                .as_deref(),
+            config.node.participant.clone(),
+            audit.clone(),
+            telemetry.metrics.clone(),
+        )?;
         let products = ProductStore::open(storage.clone())?;
         let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
         let tls_identity = TlsIdentity::load(
@@ -273,7 +302,8 @@ impl RunningNode {
             products,
             membership.participant_id.clone(),
             config.guardrails.to_policy(),
-        );
+        )
+        .with_metrics(telemetry.metrics.clone());
         let contracts = Contracts::new(storage.clone());
         let context = Arc::new(NodeContext {
             config,
@@ -292,7 +322,14 @@ impl RunningNode {
             usage: Default::default(),
             peer_addr,
             admin_addr,
+            telemetry,
+            alerts,
         });
+        if let Ok(Some(latest)) = cosigning::latest_status(&context)
+            && latest.witnessed()
+        {
+            context.telemetry.metrics.witnessed(latest.checkpoint.size);
+        }
         // Fail closed: a node that cannot record its events does not start.
         context
             .audit
@@ -336,10 +373,19 @@ impl RunningNode {
             trust: context.trust.clone(),
         });
         let peer_tls = tls::server_config(&context.tls_identity, &context.data_space_roots)?;
-        let peer_router = service::peer_router(context.clone(), AuthLayer::new(peer_auth)).await;
+        let peer_router = service::peer_router(
+            context.clone(),
+            RpcLayer::new(context.telemetry.clone(), "peer"),
+            AuthLayer::new(peer_auth).with_refusal_hook(refusal_alert(&context, "peer API")),
+        )
+        .await;
         let admin_auth = Arc::new(LocalAuthenticator::new(&context.config)?);
         let admin_tls = local::server_config(&context.config)?;
-        let admin_router = service::admin_router(context.clone(), AuthLayer::new(admin_auth));
+        let admin_router = service::admin_router(
+            context.clone(),
+            RpcLayer::new(context.telemetry.clone(), "local"),
+            AuthLayer::new(admin_auth).with_refusal_hook(refusal_alert(&context, "local API")),
+        );
 
         let mut stop_peer = stop.clone();
         let peer = tokio::spawn(peer_router.serve_with_incoming_shutdown(
@@ -408,9 +454,30 @@ impl RunningNode {
             .checkpoint(&self.context.audit_origin(), &self.context.signing_key)
             .await?;
         self.context.storage.flush().await?;
+        // Export what is left; the exporters block while they do.
+        let telemetry = self.context.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
         tracing::info!("node stopped");
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Counts refused authentications towards the failed-authentication alert.
+fn refusal_alert(context: &NodeContext, api: &'static str) -> RefusalHook {
+    let alerts = context.alerts.clone();
+    Arc::new(move |refusal| {
+        let alerts = alerts.clone();
+        Box::pin(async move {
+            alerts
+                .authentication_failed(
+                    api,
+                    refusal.remote,
+                    &refusal.method,
+                    refusal.status.message(),
+                )
+                .await
+        })
+    })
 }
 
 async fn bind(

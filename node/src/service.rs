@@ -32,6 +32,7 @@ use crate::authority::participant_from_certificate;
 use crate::identity::Membership;
 use crate::local::{LocalAuthenticator, LocalRole};
 use crate::runtime::{NodeContext, now};
+use crate::telemetry::RpcLayer;
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::{self, certs};
 use crate::trust::{TrustError, TrustStatus};
@@ -102,11 +103,13 @@ fn reflection_services() -> Result<
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
 
-/// The peer API router.
+/// The peer API router: telemetry outermost (refusals are counted too), then
+/// authentication.
 pub async fn peer_router(
     context: Arc<NodeContext>,
+    telemetry: RpcLayer,
     auth: AuthLayer<PeerAuthenticator>,
-) -> Router<Stack<AuthLayer<PeerAuthenticator>, Identity>> {
+) -> Router<Stack<AuthLayer<PeerAuthenticator>, Stack<RpcLayer, Identity>>> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_serving::<NodeServer<PeerService>>().await;
     // The descriptor sets are compiled into the binary; they always parse.
@@ -114,6 +117,7 @@ pub async fn peer_router(
         reflection_services().expect("embedded descriptor sets are valid");
     let limit = context.config.limits.max_message_bytes;
     Server::builder()
+        .layer(telemetry)
         .layer(auth)
         .add_service(health)
         .add_service(reflection_v1)
@@ -167,15 +171,17 @@ pub async fn peer_router(
         )
 }
 
-/// The local API router.
+/// The local API router, layered like the peer API's.
 pub fn admin_router(
     context: Arc<NodeContext>,
+    telemetry: RpcLayer,
     auth: AuthLayer<LocalAuthenticator>,
-) -> Router<Stack<AuthLayer<LocalAuthenticator>, Identity>> {
+) -> Router<Stack<AuthLayer<LocalAuthenticator>, Stack<RpcLayer, Identity>>> {
     let (reflection_v1, reflection_v1alpha) =
         reflection_services().expect("embedded descriptor sets are valid");
     let limit = context.config.limits.max_message_bytes;
     Server::builder()
+        .layer(telemetry)
         .layer(auth)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -424,10 +430,20 @@ impl Admin for AdminService {
         if r.offer_id.trim().is_empty() {
             return Err(Status::invalid_argument("offer_id: name the offer"));
         }
-        crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose)
+        let started = std::time::Instant::now();
+        let result = crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose)
             .await
-            .map(|n| Response::new(n.to_proto()))
-            .map_err(contract::contract_status)
+            .map_err(contract::contract_status);
+        // The state reached, or the gRPC code of the failure (e.g. PermissionDenied).
+        let outcome = match &result {
+            Ok(n) => n.state.to_string(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        self.context
+            .telemetry
+            .metrics
+            .negotiation_finished(outcome, started.elapsed());
+        result.map(|n| Response::new(n.to_proto()))
     }
 
     async fn list_contracts(

@@ -119,6 +119,8 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         },
         audit: Default::default(),
         usage: Default::default(),
+        telemetry: Default::default(),
+        alerts: Default::default(),
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };

@@ -23,6 +23,7 @@ use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, NegotiationStatus, Role
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{Storage, StorageError, Write};
+use crate::telemetry::metrics::Direction::Received;
 use liutong_proto::v1::pull_response::Part;
 use liutong_proto::v1::transfer_client::TransferClient;
 use liutong_proto::v1::{Chunk, PullRequest, PullResponse, ReceiptRequest, TransferProgress};
@@ -202,6 +203,15 @@ pub async fn start_delivery(
             uses: 0,
         },
     );
+    context
+        .alerts
+        .policy_decision(
+            "transfer",
+            &caller.participant_id,
+            decision.is_permit(),
+            &decision.explain(),
+        )
+        .await;
     if !decision.is_permit() {
         let why = decision.explain();
         log(
@@ -289,12 +299,14 @@ pub fn spawn_delivery(
                     return;
                 }
             };
+            let sent = data.len() as u64;
             let message = PullResponse {
                 part: Some(Part::Chunk(Chunk { index, data })),
             };
             if tx.send(Ok(message)).await.is_err() {
                 return; // the consumer went away; it resumes later
             }
+            context.alerts.delivered(&agreement, sent).await;
         }
     });
 }
@@ -583,6 +595,10 @@ pub async fn pull(
         if let Some(h) = running_hash.as_mut() {
             h.update(&chunk.data);
         }
+        context
+            .telemetry
+            .metrics
+            .transfer_bytes(Received, chunk.data.len() as u64);
         record.chunks_received += 1;
         record.reason.clear();
         record.updated_at = now();

@@ -382,6 +382,59 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
     drop(s.space);
 }
 
+/// A read after the policy's time window is refused, and it is a security alert (an
+/// audit entry of kind `alert`), while a refusal for another reason is not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_outside_the_permitted_window_is_refused_and_alerted() {
+    let s = space().await;
+    let policy = r#"
+uid = "urn:liutong:policy:two-seconds"
+type = "set"
+
+[[permission]]
+action = "use"
+constraint = [{ leftOperand = "elapsedTime", operator = "lt", rightOperand = "PT2S" }]
+"#;
+    let agreement = received(&s, CSV, policy, "research").await;
+    let alerts = |node: &TestNode| {
+        let audit = &node.running.context.audit;
+        (0..audit.size())
+            .filter_map(|i| audit.entry(i).unwrap())
+            .map(|e| serde_json::from_slice::<serde_json::Value>(&e).unwrap())
+            .filter(|e| {
+                e["kind"] == "alert"
+                    && e["detail"]
+                        .as_str()
+                        .unwrap()
+                        .contains("outside its permitted time")
+            })
+            .count()
+    };
+    // Wait (bounded) until the window has closed, then read.
+    let since = agreed_at(&agreement, s.consumer.running.context.storage.as_ref());
+    assert!(wait_until(SOON, || async { unix_now() >= since + 3 }).await);
+    let refused = read(&s.consumer, &agreement, "research")
+        .await
+        .expect_err("the window has closed");
+    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("elapsedTime"),
+        "{}",
+        refused.message()
+    );
+    assert_eq!(
+        alerts(&s.consumer),
+        1,
+        "one alert for the read outside the window"
+    );
+    // An empty purpose is refused as bad input, not alerted.
+    read(&s.consumer, &agreement, " ")
+        .await
+        .expect_err("no purpose");
+    assert_eq!(alerts(&s.consumer), 1);
+    drop(s.space);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_never_exceed_the_count() {
     let s = space().await;

@@ -77,6 +77,9 @@ impl Cosigning {
             }
         };
         if status.witnesses.len() >= ctx.config.audit.witnesses.len() {
+            if status.witnessed() {
+                ctx.telemetry.metrics.witnessed(status.checkpoint.size);
+            }
             return Ok(status);
         }
         let mut note = SignedNote::parse(status.note.as_bytes())?;
@@ -105,7 +108,9 @@ impl Cosigning {
                 .store_cosigned(&status.note, &status.witnesses)
                 .await?;
         }
-        if !status.witnessed() {
+        if status.witnessed() {
+            ctx.telemetry.metrics.witnessed(status.checkpoint.size);
+        } else {
             tracing::warn!(
                 size = status.checkpoint.size,
                 cosignatures = status.cosignatures(),

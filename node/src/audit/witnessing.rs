@@ -6,7 +6,7 @@
 //!   never make the witness go back.
 //! - Calls are serialized, so two requests cannot both start from the same old state.
 //! - Two signed checkpoints that cannot both be true are kept as [`Evidence`] (flushed),
-//!   and [`raise_alert`] writes an `alert` entry into this node's own audit log.
+//!   and [`raise_alert`] raises an alert (an `alert` entry in this node's own audit log).
 //!
 //! A log is known by its member's signing key from the trust list: origin
 //! `liutong.<participant>/audit`, key type Ed25519.
@@ -15,11 +15,11 @@ use std::sync::Arc;
 
 use ring::signature::Ed25519KeyPair;
 
-use super::log::{AuditLog, Event, EventKind};
 use super::note::{self, VerifierKey};
 use super::witness::{
     ConflictKind, CosignatureLine, Evidence, Witness, WitnessError, WitnessState,
 };
+use crate::alerts::{Alerts, Rule};
 use crate::storage::{Storage, StorageError};
 
 const TREE: &str = "witness";
@@ -154,25 +154,19 @@ impl WitnessStore {
     }
 }
 
-/// Logs a witness conflict as an alert: an ERROR line and an `alert` entry in this
-/// node's own audit log, naming the participant whose log forked.
-pub async fn raise_alert(log: &AuditLog, participant: &str, evidence: &Evidence, now: i64) {
-    tracing::error!(
-        origin = %evidence.origin,
-        kind = ?evidence.kind,
-        "ALERT: a peer's audit log signed two checkpoints that cannot both be true; evidence kept"
-    );
-    let mut event = Event::new(
-        EventKind::Alert,
-        now,
-        format!(
-            "witness conflict: log {} signed two checkpoints that cannot both be true \
-             ({:?}); both are kept as evidence",
-            evidence.origin, evidence.kind
-        ),
-    );
-    event.participant = Some(participant.to_owned());
-    if let Err(e) = log.append(&event).await {
-        tracing::error!(error = %e, "cannot log the witness alert");
-    }
+/// Raises the witness-inconsistency alert (see [`crate::alerts`]): an ERROR line, an
+/// `alert` entry in this node's own audit log naming the participant whose log forked,
+/// and the webhook if one is configured.
+pub async fn raise_alert(alerts: &Alerts, participant: &str, evidence: &Evidence) {
+    alerts
+        .raise(
+            Rule::WitnessInconsistency,
+            Some(participant),
+            format!(
+                "witness conflict: log {} signed two checkpoints that cannot both be true \
+                 ({:?}); both are kept as evidence",
+                evidence.origin, evidence.kind
+            ),
+        )
+        .await;
 }

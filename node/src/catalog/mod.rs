@@ -84,6 +84,8 @@ pub struct Catalog {
     guardrails: Guardrails,
     /// Compiled offer policies by offer ID; offers never change once published.
     compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
+    /// Counts catalog-scope decisions, when set.
+    metrics: Option<crate::telemetry::Metrics>,
 }
 
 impl Catalog {
@@ -93,7 +95,14 @@ impl Catalog {
             participant,
             guardrails,
             compiled: Mutex::new(HashMap::new()),
+            metrics: None,
         }
+    }
+
+    /// Counts every catalog-scope decision in `metrics` (`liutong.policy.decisions`).
+    pub fn with_metrics(mut self, metrics: crate::telemetry::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     pub fn compile_context(&self, classification: Classification) -> CompileContext {
@@ -203,7 +212,11 @@ impl Catalog {
             requester: requester_of(caller),
             purpose: None,
         };
-        Ok(liutong_policy::evaluate(&policy, &request, &State::initial(now)).is_permit())
+        let permit = liutong_policy::evaluate(&policy, &request, &State::initial(now)).is_permit();
+        if let Some(m) = &self.metrics {
+            m.policy_decision("catalog", permit);
+        }
+        Ok(permit)
     }
 }
 

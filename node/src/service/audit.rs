@@ -327,7 +327,7 @@ async fn witnessing_status(
 ) -> Status {
     match e {
         WitnessingError::Witness(WitnessError::Conflict(evidence)) => {
-            raise_alert(&ctx.audit, log_owner.as_str(), &evidence, now()).await;
+            raise_alert(&ctx.alerts, log_owner.as_str(), &evidence).await;
             Status::data_loss(WitnessError::Conflict(evidence).to_string())
         }
         WitnessingError::Witness(WitnessError::OldSizeMismatch { cosigned, .. }) => {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
+use tracing::Instrument as _;
 
 use super::peer_caller;
 use crate::runtime::NodeContext;
@@ -101,32 +102,40 @@ pub(super) fn pull(
     request: PullTransferRequest,
 ) -> ReceiverStream<Result<TransferProgress, Status>> {
     let (out, rx) = mpsc::channel(16);
-    tokio::spawn(async move {
-        let (progress_tx, mut progress_rx) = mpsc::channel(16);
-        let forward = {
-            let out = out.clone();
-            tokio::spawn(async move {
-                while let Some(p) = progress_rx.recv().await {
-                    let _ = out.send(Ok(p)).await;
-                }
-            })
-        };
-        let result = transfer::pull(
-            &context,
-            &request.agreement_id,
-            request.max_chunks,
-            progress_tx,
-        )
-        .await;
-        let _ = forward.await;
-        match result {
-            Ok(last) => {
-                let _ = out.send(Ok(last)).await;
-            }
-            Err(e) => {
-                let _ = out.send(Err(transfer_status(e))).await;
-            }
+    tokio::spawn(
+        async move {
+            let (progress_tx, mut progress_rx) = mpsc::channel(16);
+            let forward = {
+                let out = out.clone();
+                tokio::spawn(async move {
+                    while let Some(p) = progress_rx.recv().await {
+                        let _ = out.send(Ok(p)).await;
+                    }
+                })
+            };
+            let started = std::time::Instant::now();
+            let result = transfer::pull(
+                &context,
+                &request.agreement_id,
+                request.max_chunks,
+                progress_tx,
+            )
+            .await
+            .map_err(transfer_status);
+            // The state reached, or the gRPC code of the failure (e.g. DataLoss).
+            let outcome = match &result {
+                Ok(p) => p.state.clone(),
+                Err(status) => format!("{:?}", status.code()),
+            };
+            context
+                .telemetry
+                .metrics
+                .transfer_finished(outcome, started.elapsed());
+            let _ = forward.await;
+            let _ = out.send(result).await;
         }
-    });
+        // Still part of the caller's request (and trace).
+        .in_current_span(),
+    );
     ReceiverStream::new(rx)
 }

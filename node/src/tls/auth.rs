@@ -123,14 +123,37 @@ pub fn format_unix(secs: u64) -> String {
         .unwrap_or_else(|| format!("{secs} (Unix seconds)"))
 }
 
+/// A refused request, as the refusal hook sees it.
+#[derive(Clone, Debug)]
+pub struct Refusal {
+    pub remote: Option<SocketAddr>,
+    /// The gRPC path called, e.g. `/liutong.v1.Node/Describe`.
+    pub method: String,
+    pub status: Status,
+}
+
+/// Runs for every refused request, before the refusal is answered (the node raises its
+/// failed-authentication alert here).
+pub type RefusalHook = Arc<dyn Fn(Refusal) -> BoxFuture<'static, ()> + Send + Sync>;
+
 /// A tower layer that authenticates every request; see the module doc.
 pub struct AuthLayer<A> {
     auth: Arc<A>,
+    on_refusal: Option<RefusalHook>,
 }
 
 impl<A> AuthLayer<A> {
     pub fn new(auth: Arc<A>) -> Self {
-        Self { auth }
+        Self {
+            auth,
+            on_refusal: None,
+        }
+    }
+
+    /// Runs `hook` for every refused request.
+    pub fn with_refusal_hook(mut self, hook: RefusalHook) -> Self {
+        self.on_refusal = Some(hook);
+        self
     }
 }
 
@@ -138,6 +161,7 @@ impl<A> Clone for AuthLayer<A> {
     fn clone(&self) -> Self {
         Self {
             auth: self.auth.clone(),
+            on_refusal: self.on_refusal.clone(),
         }
     }
 }
@@ -149,6 +173,7 @@ impl<S, A> tower::Layer<S> for AuthLayer<A> {
         AuthService {
             inner,
             auth: self.auth.clone(),
+            on_refusal: self.on_refusal.clone(),
         }
     }
 }
@@ -156,6 +181,7 @@ impl<S, A> tower::Layer<S> for AuthLayer<A> {
 pub struct AuthService<S, A> {
     inner: S,
     auth: Arc<A>,
+    on_refusal: Option<RefusalHook>,
 }
 
 impl<S: Clone, A> Clone for AuthService<S, A> {
@@ -163,6 +189,7 @@ impl<S: Clone, A> Clone for AuthService<S, A> {
         Self {
             inner: self.inner.clone(),
             auth: self.auth.clone(),
+            on_refusal: self.on_refusal.clone(),
         }
     }
 }
@@ -217,7 +244,19 @@ where
                     reason = status.message(),
                     "request refused"
                 );
-                Box::pin(async move { Ok(status.into_http()) })
+                let hook = self.on_refusal.as_ref().map(|hook| {
+                    hook(Refusal {
+                        remote,
+                        method: request.uri().path().to_owned(),
+                        status: status.clone(),
+                    })
+                });
+                Box::pin(async move {
+                    if let Some(hook) = hook {
+                        hook.await;
+                    }
+                    Ok(status.into_http())
+                })
             }
         }
     }

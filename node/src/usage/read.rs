@@ -115,6 +115,16 @@ pub async fn authorize(
             decision.explain()
         );
         refuse(context, &agreement, purpose, &why).await?;
+        if outside_time_window(&decision) {
+            context
+                .alerts
+                .raise(
+                    crate::alerts::Rule::ReadOutsideWindow,
+                    Some(&agreement.provider.to_string()),
+                    format!("read of copy {agreement_id} outside its permitted time: {why}"),
+                )
+                .await;
+        }
         return Err(UsageError::Denied(why));
     }
     if let Some(k) = decision.duties.iter().find_map(|d| match d {
@@ -309,4 +319,13 @@ fn performed_duties(duties: &[Duty], deadline: Option<i64>) -> Vec<String> {
     }
     out.dedup();
     out
+}
+
+/// Whether a refusal failed on the policy's time window (a `dateTime` or `elapsedTime`
+/// constraint): such a read is a security alert, not only a refusal.
+fn outside_time_window(decision: &liutong_policy::Decision) -> bool {
+    decision.failed.iter().any(|f| {
+        let text = f.constraint.text.as_str();
+        text.starts_with("dateTime") || text.starts_with("elapsedTime")
+    })
 }

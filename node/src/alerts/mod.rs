@@ -1,0 +1,511 @@
+//! Real-time security monitoring (数据安全实时监测预警): the node watches its own
+//! decisions and raises alerts by the rules in `[alerts]` of node.toml.
+//!
+//! Every alert is, in this order: a counter (`liutong.alerts`, by rule and severity), a
+//! WARN or ERROR log line, an `alert` entry in the audit log (durable before
+//! [`Alerts::raise`] returns), and, when a webhook is configured, a JSON POST sent by a
+//! background task ([`webhook`]) so that a slow or dead receiver never holds up a
+//! request.
+//!
+//! The rules (defaults in the README, "Security alerts"):
+//! - [`Rule::PolicyDenials`]: `threshold` policy denials (negotiation or transfer scope)
+//!   for one peer within `window`;
+//! - [`Rule::FailedAuthentication`]: `threshold` refused authentications (peer or local
+//!   API) from one address within `window`;
+//! - [`Rule::TransferVolume`]: the bytes this node delivered under one agreement exceed
+//!   `factor` × the product size the agreement covers;
+//! - [`Rule::ReadOutsideWindow`]: a read of received data outside the time its policy
+//!   permits, raised by usage control through [`Alerts::raise`];
+//! - [`Rule::WitnessInconsistency`]: a peer's log signed two checkpoints that cannot
+//!   both be true;
+//! - [`Rule::TrustListExpiry`]: the trust list in force expires within `before`.
+//!
+//! Windowed counts and transfer volumes are kept in memory: a restart starts them anew.
+//! When a windowed rule fires, its count for that source starts again, so a sustained
+//! attack raises one alert per `threshold` events, not one per event.
+
+pub mod webhook;
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::audit::log::{AuditLog, Event, EventKind};
+use crate::config::AlertsSection;
+use crate::contract::Agreement;
+use crate::identity::ParticipantId;
+use crate::telemetry::Metrics;
+use crate::telemetry::metrics::Direction;
+use crate::trust::TrustStatus;
+
+/// What an alert is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Rule {
+    PolicyDenials,
+    FailedAuthentication,
+    TransferVolume,
+    ReadOutsideWindow,
+    WitnessInconsistency,
+    TrustListExpiry,
+}
+
+impl Rule {
+    /// Every rule, in the order of the README.
+    pub const ALL: [Rule; 6] = [
+        Rule::PolicyDenials,
+        Rule::FailedAuthentication,
+        Rule::TransferVolume,
+        Rule::ReadOutsideWindow,
+        Rule::WitnessInconsistency,
+        Rule::TrustListExpiry,
+    ];
+
+    /// The rule's name, as in node.toml, the metric and the webhook JSON.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::PolicyDenials => "policy_denials",
+            Self::FailedAuthentication => "failed_authentication",
+            Self::TransferVolume => "transfer_volume",
+            Self::ReadOutsideWindow => "read_outside_window",
+            Self::WitnessInconsistency => "witness_inconsistency",
+            Self::TrustListExpiry => "trust_list_expiry",
+        }
+    }
+
+    /// How urgent: a forked log or data leaving beyond its agreement is critical.
+    pub fn severity(self) -> Severity {
+        match self {
+            Self::WitnessInconsistency | Self::TransferVolume => Severity::Critical,
+            _ => Severity::Warning,
+        }
+    }
+}
+
+impl std::fmt::Display for Rule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An alert's urgency: warnings log at WARN, critical alerts at ERROR.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Warning => "warning",
+            Self::Critical => "critical",
+        }
+    }
+}
+
+/// One alert, as the webhook receives it (JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Alert {
+    pub rule: Rule,
+    pub severity: Severity,
+    /// The participant ID of the node that raised it.
+    pub node: String,
+    /// The other side: a participant ID, or `address <ip>` for a caller that did not
+    /// authenticate. Absent when no one else is involved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub peer: Option<String>,
+    pub detail: String,
+    /// RFC 3339, UTC.
+    pub time: String,
+    pub time_unix: i64,
+    /// Index of the alert's entry in the node's audit log, when it was logged.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_index: Option<u64>,
+}
+
+/// The node's alerting; cheap to clone.
+#[derive(Clone)]
+pub struct Alerts {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    rules: AlertsSection,
+    node: ParticipantId,
+    audit: AuditLog,
+    metrics: Metrics,
+    /// Absent without a webhook.
+    webhook: Option<webhook::Sender>,
+    /// Per (rule, source): when the recent events happened, oldest first.
+    windows: Mutex<HashMap<(Rule, String), VecDeque<Instant>>>,
+    /// Per agreement (provider side): bytes delivered since start, and whether the
+    /// volume alert was raised.
+    volumes: Mutex<HashMap<String, (u64, bool)>>,
+    /// The trust-list sequence already alerted about, so each list is reported once.
+    trust_alerted: Mutex<Option<u64>>,
+    /// Alerts raised since start, by rule.
+    raised: Mutex<HashMap<Rule, u64>>,
+}
+
+impl Alerts {
+    /// Alerting for the node `node`, logging into `audit`. Starts the webhook sender if
+    /// `[alerts] webhook` is set (needs a Tokio runtime).
+    pub fn new(
+        rules: AlertsSection,
+        webhook_ca: Option<&std::path::Path>,
+        node: ParticipantId,
+        audit: AuditLog,
+        metrics: Metrics,
+    ) -> Result<Self, webhook::WebhookError> {
+        let webhook = match &rules.webhook {
+            Some(url) => Some(webhook::Sender::start(url, webhook_ca)?),
+            None => None,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                rules,
+                node,
+                audit,
+                metrics,
+                webhook,
+                windows: Mutex::default(),
+                volumes: Mutex::default(),
+                trust_alerted: Mutex::default(),
+                raised: Mutex::default(),
+            }),
+        })
+    }
+
+    /// Raises an alert now, unless its rule is disabled: metric, log line, audit entry
+    /// (durable when this returns), webhook. `peer` is a participant ID or another
+    /// description of the other side. Never fails: an alert that cannot be logged is
+    /// reported on the log output.
+    pub async fn raise(&self, rule: Rule, peer: Option<&str>, detail: impl Into<String>) {
+        if !self.enabled(rule) {
+            return;
+        }
+        let detail = detail.into();
+        let severity = rule.severity();
+        let time = crate::runtime::now();
+        self.inner.metrics.alert(rule.name(), severity.name());
+        *lock(&self.inner.raised).entry(rule).or_default() += 1;
+        let peer_text = peer.unwrap_or("-");
+        match severity {
+            Severity::Warning => {
+                tracing::warn!(rule = rule.name(), peer = peer_text, "ALERT: {detail}")
+            }
+            Severity::Critical => {
+                tracing::error!(rule = rule.name(), peer = peer_text, "ALERT: {detail}")
+            }
+        }
+        let mut event = Event::new(EventKind::Alert, time, format!("{rule}: {detail}"));
+        // Only a participant ID goes into the searchable field; an address stays in
+        // the alert's own text.
+        event.participant = peer
+            .filter(|p| ParticipantId::parse(p).is_ok())
+            .map(str::to_owned);
+        let audit_index = match self.inner.audit.append(&event).await {
+            Ok(index) => Some(index),
+            Err(e) => {
+                tracing::error!(error = %e, rule = rule.name(), "cannot log the alert in the audit log");
+                None
+            }
+        };
+        if let Some(webhook) = &self.inner.webhook {
+            webhook.send(Alert {
+                rule,
+                severity,
+                node: self.inner.node.to_string(),
+                peer: peer.map(str::to_owned),
+                detail,
+                time: crate::tls::auth::format_unix(time.max(0) as u64),
+                time_unix: time,
+                audit_index,
+            });
+        }
+    }
+
+    /// Counts a policy decision (the `liutong.policy.decisions` metric) and, for a
+    /// denial, the [`Rule::PolicyDenials`] window of `peer`.
+    pub async fn policy_decision(
+        &self,
+        scope: &'static str,
+        peer: &ParticipantId,
+        permit: bool,
+        explanation: &str,
+    ) {
+        self.inner.metrics.policy_decision(scope, permit);
+        if permit {
+            return;
+        }
+        let rule = &self.inner.rules.policy_denials;
+        if let Some(count) = self.count(
+            Rule::PolicyDenials,
+            peer.as_str(),
+            rule.threshold,
+            rule.window,
+        ) {
+            self.raise(
+                Rule::PolicyDenials,
+                Some(peer.as_str()),
+                format!(
+                    "{count} policy denials for {peer} within {}; the latest at {scope} scope: \
+                     {explanation}",
+                    humantime::format_duration(rule.window)
+                ),
+            )
+            .await;
+        }
+    }
+
+    /// Counts a refused authentication from `remote` (the [`Rule::FailedAuthentication`]
+    /// window of its address).
+    pub async fn authentication_failed(
+        &self,
+        api: &str,
+        remote: Option<SocketAddr>,
+        method: &str,
+        reason: &str,
+    ) {
+        let source = remote.map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
+        let rule = &self.inner.rules.failed_authentication;
+        if let Some(count) = self.count(
+            Rule::FailedAuthentication,
+            &source,
+            rule.threshold,
+            rule.window,
+        ) {
+            self.raise(
+                Rule::FailedAuthentication,
+                Some(&format!("address {source}")),
+                format!(
+                    "{count} refused authentications from {source} on the {api} within {}; \
+                     the latest calling {method}: {reason}",
+                    humantime::format_duration(rule.window)
+                ),
+            )
+            .await;
+        }
+    }
+
+    /// Counts payload bytes this node delivered under `agreement` (provider side); raises
+    /// [`Rule::TransferVolume`] once per agreement when they exceed the rule's factor ×
+    /// the size the agreement covers.
+    pub async fn delivered(&self, agreement: &Agreement, bytes: u64) {
+        self.inner.metrics.transfer_bytes(Direction::Sent, bytes);
+        let rule = &self.inner.rules.transfer_volume;
+        let limit = (agreement.size as f64 * rule.factor).max(0.0) as u64;
+        let total = {
+            let mut volumes = lock(&self.inner.volumes);
+            let entry = volumes.entry(agreement.agreement_id.clone()).or_default();
+            entry.0 += bytes;
+            if entry.0 <= limit || entry.1 {
+                return;
+            }
+            entry.1 = true;
+            entry.0
+        };
+        self.raise(
+            Rule::TransferVolume,
+            Some(agreement.consumer.as_str()),
+            format!(
+                "{total} bytes delivered under agreement {} for {} v{}, which covers {} bytes \
+                 (alert above {} × that)",
+                agreement.agreement_id,
+                agreement.product_id,
+                agreement.version,
+                agreement.size,
+                rule.factor
+            ),
+        )
+        .await;
+    }
+
+    /// Checks the trust list in force against [`Rule::TrustListExpiry`]; each list
+    /// (sequence) is reported at most once.
+    pub async fn check_trust_list(&self, status: &TrustStatus, now: i64) {
+        if status.sequence == 0 {
+            return; // no list yet; the refresh errors say why
+        }
+        let before = self.inner.rules.trust_list_expiry.before.as_secs() as i64;
+        let left = status.expires_at - now;
+        if left > before {
+            return;
+        }
+        {
+            let mut alerted = lock(&self.inner.trust_alerted);
+            if *alerted == Some(status.sequence) {
+                return;
+            }
+            *alerted = Some(status.sequence);
+        }
+        let when = crate::tls::auth::format_unix(status.expires_at.max(0) as u64);
+        let detail = if left > 0 {
+            format!(
+                "the trust list in force (sequence {}) expires in {} (at {when}); no newer \
+                 list has been fetched{}",
+                status.sequence,
+                humantime::format_duration(Duration::from_secs(left as u64)),
+                last_error(status)
+            )
+        } else {
+            format!(
+                "the trust list in force (sequence {}) expired at {when}; peers are refused \
+                 until a fresh list is fetched{}",
+                status.sequence,
+                last_error(status)
+            )
+        };
+        self.raise(Rule::TrustListExpiry, None, detail).await;
+    }
+
+    /// Alerts raised since the node started, by rule (every rule listed).
+    pub fn counts(&self) -> Vec<(Rule, u64)> {
+        let raised = lock(&self.inner.raised);
+        Rule::ALL
+            .iter()
+            .map(|r| (*r, raised.get(r).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    fn enabled(&self, rule: Rule) -> bool {
+        let r = &self.inner.rules;
+        match rule {
+            Rule::PolicyDenials => r.policy_denials.enabled,
+            Rule::FailedAuthentication => r.failed_authentication.enabled,
+            Rule::TransferVolume => r.transfer_volume.enabled,
+            Rule::ReadOutsideWindow => r.read_outside_window.enabled,
+            Rule::WitnessInconsistency => r.witness_inconsistency.enabled,
+            Rule::TrustListExpiry => r.trust_list_expiry.enabled,
+        }
+    }
+
+    /// Adds an event from `source` to the rule's window; returns the count when it
+    /// reaches `threshold` (and starts the count again).
+    fn count(&self, rule: Rule, source: &str, threshold: u32, window: Duration) -> Option<usize> {
+        if !self.enabled(rule) {
+            return None;
+        }
+        let now = Instant::now();
+        let mut windows = lock(&self.inner.windows);
+        // Forget sources that have been quiet for a whole window, so the map stays small.
+        let rules = &self.inner.rules;
+        windows.retain(|(r, _), events| {
+            events
+                .back()
+                .is_some_and(|last| now.duration_since(*last) < window_of(rules, *r))
+        });
+        let events = windows.entry((rule, source.to_owned())).or_default();
+        while events
+            .front()
+            .is_some_and(|first| now.duration_since(*first) >= window)
+        {
+            events.pop_front();
+        }
+        events.push_back(now);
+        if events.len() >= threshold.max(1) as usize {
+            let count = events.len();
+            events.clear();
+            Some(count)
+        } else {
+            None
+        }
+    }
+}
+
+/// The window of a windowed rule (zero for the others, which keep no window).
+fn window_of(rules: &AlertsSection, rule: Rule) -> Duration {
+    match rule {
+        Rule::PolicyDenials => rules.policy_denials.window,
+        Rule::FailedAuthentication => rules.failed_authentication.window,
+        _ => Duration::ZERO,
+    }
+}
+
+fn last_error(status: &TrustStatus) -> String {
+    status
+        .last_error
+        .as_ref()
+        .map(|e| format!(" (last refresh: {e})"))
+        .unwrap_or_default()
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The maps stay consistent under a panic elsewhere (each update is one insert).
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledStorage;
+
+    async fn alerts(rules: AlertsSection) -> (Alerts, AuditLog) {
+        use opentelemetry::metrics::MeterProvider as _;
+        let audit = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        let meter = opentelemetry_sdk::metrics::SdkMeterProvider::builder()
+            .build()
+            .meter("test");
+        let node = ParticipantId::parse("91110000600037341L").unwrap();
+        let alerts = Alerts::new(rules, None, node, audit.clone(), Metrics::new(&meter)).unwrap();
+        (alerts, audit)
+    }
+
+    fn logged(audit: &AuditLog) -> Vec<Event> {
+        (0..audit.size())
+            .map(|i| serde_json::from_slice(&audit.entry(i).unwrap().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_window_counts_per_source_and_starts_again_after_firing() {
+        let mut rules = AlertsSection::default();
+        rules.policy_denials.threshold = 2;
+        let (alerts, audit) = alerts(rules).await;
+        let a = ParticipantId::parse("11330100MA2TRA0011").unwrap();
+        let b = ParticipantId::parse("11330000MA2ECE0015").unwrap();
+        alerts.policy_decision("negotiation", &a, false, "x").await;
+        alerts.policy_decision("negotiation", &b, false, "x").await;
+        alerts
+            .policy_decision("negotiation", &a, true, "permits do not count")
+            .await;
+        assert!(logged(&audit).is_empty(), "one denial each");
+        alerts.policy_decision("transfer", &a, false, "y").await;
+        let events = logged(&audit);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Alert);
+        assert_eq!(events[0].participant.as_deref(), Some(a.as_str()));
+        assert!(
+            events[0]
+                .detail
+                .starts_with("policy_denials: 2 policy denials")
+        );
+        alerts.policy_decision("transfer", &a, false, "y").await;
+        assert_eq!(logged(&audit).len(), 1, "the count started again");
+        alerts.policy_decision("transfer", &a, false, "y").await;
+        assert_eq!(logged(&audit).len(), 2);
+        assert_eq!(alerts.counts()[0], (Rule::PolicyDenials, 2));
+    }
+
+    #[tokio::test]
+    async fn disabled_rules_stay_silent() {
+        let mut rules = AlertsSection::default();
+        rules.failed_authentication.enabled = false;
+        rules.failed_authentication.threshold = 1;
+        rules.witness_inconsistency.enabled = false;
+        let (alerts, audit) = alerts(rules).await;
+        alerts
+            .authentication_failed("peer API", None, "/x", "no certificate")
+            .await;
+        alerts.raise(Rule::WitnessInconsistency, None, "fork").await;
+        assert!(logged(&audit).is_empty());
+        alerts.raise(Rule::TrustListExpiry, None, "soon").await;
+        assert_eq!(logged(&audit).len(), 1);
+    }
+}
