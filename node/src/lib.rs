@@ -32,11 +32,13 @@
 
 pub mod audit;
 pub mod authority;
+pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod demo;
+pub mod health;
 pub mod identity;
 pub mod local;
 pub mod runtime;

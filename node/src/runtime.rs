@@ -16,11 +16,13 @@ use crate::audit::cosigning::{self, Cosigning};
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
 use crate::audit::witnessing::WitnessStore;
 use crate::authority::{BundleManifest, bundle_files};
+use crate::backup::GatedStorage;
 use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
 use crate::contract::Contracts;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
+use crate::identity::rotation;
 use crate::identity::{Envelope, KeyError, Membership, SigningKey};
 use crate::local::{self, LocalAuthenticator};
 use crate::service::{self, PeerAuthenticator};
@@ -91,6 +93,12 @@ pub struct NodeContext {
     pub witness: WitnessStore,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The same storage as `storage`, with the gate a backup closes (`crate::backup`).
+    pub gated_storage: Arc<GatedStorage>,
+    /// Credentials of this node's earlier signing keys, oldest first (key rotation).
+    pub previous_credentials: Vec<Envelope>,
+    /// When the node started, Unix seconds.
+    pub started_at: i64,
 }
 
 impl NodeContext {
@@ -199,6 +207,7 @@ pub struct RunningNode {
     refresher: JoinHandle<()>,
     poller: JoinHandle<()>,
     checkpointer: JoinHandle<()>,
+    health_addr: Option<SocketAddr>,
 }
 
 impl RunningNode {
@@ -221,7 +230,14 @@ impl RunningNode {
             path: identity_dir.display().to_string(),
             reason,
         };
-        let storage: Arc<dyn Storage> = SledStorage::open(&config.database_dir())?;
+        let health_listener = match config.node.health_listen {
+            Some(addr) => Some(bind(addr, "health endpoint", "node.health_listen").await?),
+            None => None,
+        };
+        let gated_storage = Arc::new(GatedStorage::new(SledStorage::open(
+            &config.database_dir(),
+        )?));
+        let storage: Arc<dyn Storage> = gated_storage.clone();
         let audit = AuditLog::open(storage.clone())?;
         let products = ProductStore::open(storage.clone())?;
         let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
@@ -239,6 +255,12 @@ impl RunningNode {
             .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
             .map_err(|e| identity_err(format!("membership credential: {e}")))?;
         check_identity(&config, &membership, &signing_key, &tls_identity).map_err(identity_err)?;
+        let previous_credentials = rotation::load_history(
+            &identity_dir,
+            &config.authority.public_key,
+            &membership.participant_id,
+        )
+        .map_err(|e| identity_err(e.to_string()))?;
         let manifest: Option<BundleManifest> =
             std::fs::read(identity_dir.join(bundle_files::MANIFEST))
                 .ok()
@@ -287,6 +309,9 @@ impl RunningNode {
             cosigning: Cosigning::default(),
             peer_addr,
             admin_addr,
+            gated_storage,
+            previous_credentials,
+            started_at: now(),
         });
         // Fail closed: a node that cannot record its events does not start.
         context
@@ -297,6 +322,14 @@ impl RunningNode {
                 format!("node started, version {}", service::VERSION),
             ))
             .await?;
+        rotation::record_current_key(
+            context.storage.as_ref(),
+            &context.audit,
+            &context.signing_key.public_key(),
+            now(),
+        )
+        .await
+        .map_err(|e| identity_err(format!("recording the signing key: {e}")))?;
         context
             .audit
             .record_configuration(&context.config.to_commented_toml(), now())
@@ -346,6 +379,15 @@ impl RunningNode {
         ));
         let refresher = tokio::spawn(refresh_loop(context.clone(), stop.clone()));
         let poller = tokio::spawn(negotiation_poll_loop(context.clone(), stop.clone()));
+        let mut servers = vec![("peer API", peer), ("local API", admin)];
+        let mut health_addr = None;
+        if let Some(listener) = health_listener {
+            health_addr = listener.local_addr().ok();
+            servers.push((
+                "health endpoint",
+                crate::health::serve(listener, stop.clone()).await,
+            ));
+        }
         let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop));
         tracing::info!(
             participant = %context.membership.participant_id,
@@ -356,10 +398,11 @@ impl RunningNode {
         Ok(Self {
             context,
             shutdown,
-            servers: vec![("peer API", peer), ("local API", admin)],
+            servers,
             refresher,
             poller,
             checkpointer,
+            health_addr,
         })
     }
 
@@ -369,6 +412,11 @@ impl RunningNode {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.context.admin_addr
+    }
+
+    /// The plain health endpoint's address, when `node.health_listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     /// Stops accepting, lets in-flight calls finish, and flushes storage.

@@ -97,6 +97,10 @@ pub enum EventKind {
     Alert,
     /// The node started with a configuration other than the one it ran with before.
     ConfigurationChanged,
+    /// A backup of the whole node (keys included) was taken.
+    BackupTaken,
+    /// The node signs with a new key (its credential was renewed by the authority).
+    SigningKeyRotated,
 }
 
 impl Event {
