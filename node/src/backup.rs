@@ -815,6 +815,63 @@ mod tests {
         }
     }
 
+    /// A writer applies ordered pairs (a, b) with the same value; every backup taken
+    /// meanwhile must hold equal values, never a batch cut in half.
+    #[test]
+    fn a_backup_never_holds_half_an_ordered_batch() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let gated = Arc::new(GatedStorage::new(SledStorage::temporary().unwrap()));
+        let key = SigningKey::generate().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (gated, stop) = (gated.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    let v = i.to_be_bytes().to_vec();
+                    gated
+                        .apply(
+                            "pairs",
+                            vec![Op::Put(b"a".to_vec(), v.clone()), Op::Put(b"b".to_vec(), v)],
+                        )
+                        .unwrap();
+                    i += 1;
+                }
+                i
+            })
+        };
+        let header = BackupHeader {
+            participant: "test".into(),
+            created_at: 0,
+            software_version: "test".into(),
+            audit_log_size: 0,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30 {
+            let mut out = Vec::new();
+            gated.write_backup(&mut out, &header, &[], &key).unwrap();
+            let path = dir.path().join(format!("{round}.backup"));
+            fs::write(&path, &out).unwrap();
+            let (mut a, mut b) = (None, None);
+            let end = read_backup(&path, &mut |r| {
+                if let Record::Entry(k, v) = r {
+                    match k.as_slice() {
+                        b"a" => a = Some(v),
+                        b"b" => b = Some(v),
+                        _ => {}
+                    }
+                }
+                Ok(())
+            });
+            // No node.toml in this bare backup, so only the seal's signer is missing.
+            let err = end.unwrap_err().to_string();
+            assert!(err.contains("no node.toml"), "{err}");
+            assert_eq!(a, b, "round {round}: a batch was cut in half");
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(writer.join().unwrap() > 0);
+    }
+
     #[test]
     fn entries_round_trip_through_frames() {
         let mut payload = 3u32.to_be_bytes().to_vec();
