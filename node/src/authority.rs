@@ -359,6 +359,35 @@ impl Authority {
         Ok(revocation)
     }
 
+    /// Issues a member a credential naming a new signing key that its node prepared
+    /// (`liutong key rotate`), keeping every other attribute and its certificate. The
+    /// next trust list carries the new key.
+    pub fn rekey(
+        &mut self,
+        participant: &ParticipantId,
+        signing_key: PublicKey,
+    ) -> Result<Envelope, AuthorityError> {
+        let _lock = self.lock()?;
+        self.state = read_state(&self.dir.join(STATE_FILE))?;
+        let member = self
+            .state
+            .members
+            .iter_mut()
+            .find(|m| &m.participant_id == participant)
+            .ok_or_else(|| AuthorityError::NotMember(participant.clone()))?;
+        if member.signing_key == signing_key {
+            return Err(AuthorityError::Invalid(format!(
+                "{participant} already signs with this key; send the key that `liutong key \
+                 rotate` printed on the member's node"
+            )));
+        }
+        member.signing_key = signing_key;
+        let credential = Envelope::sign_json(MEMBERSHIP_PAYLOAD_TYPE, &*member, &self.signing);
+        self.state.sequence += 1;
+        self.save_state()?;
+        Ok(credential)
+    }
+
     /// Signs the current trust list, valid from `now` for `validity`.
     pub fn trust_list(&self, now: i64, validity: Duration) -> Envelope {
         let list = TrustList {

@@ -5,6 +5,7 @@
 mod audit;
 mod contract;
 mod data;
+mod ops;
 mod product;
 mod transfer;
 
@@ -26,8 +27,7 @@ use crate::setup::{self, InitOptions};
 use crate::tls::auth::format_unix;
 use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::{
-    DescribePeerRequest, DescribeResponse, Participant, RefreshTrustListRequest, StatusRequest,
-    TrustListStatus,
+    DescribePeerRequest, DescribeResponse, Participant, RefreshTrustListRequest, TrustListStatus,
 };
 
 /// Liutong (流通): a node of a trusted data space.
@@ -55,6 +55,10 @@ pub enum Command {
         /// The node's node.toml.
         #[arg(long, env = "LIUTONG_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve the plain gRPC health endpoint (no TLS, health checks only) here,
+        /// overriding `node.health_listen`; for container and Kubernetes probes.
+        #[arg(long, env = "LIUTONG_HEALTH_LISTEN")]
+        health_listen: Option<SocketAddr>,
     },
     /// Set up a node directory from an admission bundle and write a commented node.toml.
     Init {
@@ -131,6 +135,43 @@ pub enum Command {
     /// Received data under usage control: read a copy for a declared purpose, list copies.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Write a consistent backup of the whole node (database, keys, local CA,
+    /// node.toml) to a file, while it runs (or from its directory while it is stopped).
+    /// The file holds private keys; it is written owner-only.
+    Backup {
+        #[command(flatten)]
+        local: LocalArgs,
+        /// Where to write the backup.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into a directory, with the node stopped. The whole file is
+    /// checked first (checksum, seal, signature); a damaged or truncated file is refused
+    /// and nothing is written.
+    Restore {
+        /// The backup file (`liutong backup --out`).
+        file: PathBuf,
+        /// The node directory to restore into (new or empty).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Replace the stopped node in DIR; its contents are moved to DIR.replaced-<time>.
+        #[arg(long)]
+        force: bool,
+    },
+    /// The node's signing key.
+    #[command(subcommand)]
+    Key(ops::KeyCommand),
+    /// Ask the node's plain health endpoint (node.health_listen); exit 0 when SERVING.
+    Health {
+        /// host:port of the health endpoint [default: node.health_listen from --config].
+        #[arg(long)]
+        addr: Option<SocketAddr>,
+        #[arg(long, env = "LIUTONG_CONFIG")]
+        config: Option<PathBuf>,
+        /// Keep asking until SERVING or this much time has passed, e.g. 10s.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        wait: Option<Duration>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +244,21 @@ pub enum AuthorityCommand {
         #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
         validity: Duration,
     },
+    /// Issue a member a credential naming the new signing key its node prepared
+    /// (`liutong key rotate`); its other attributes and certificate stay. Nodes see the
+    /// new key from their next trust-list refresh.
+    Rekey {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        participant: String,
+        /// The new public key (base64), as `liutong key rotate` printed it.
+        #[arg(long)]
+        signing_key: String,
+        /// Where to write the new credential (signed, not secret).
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -260,7 +316,10 @@ impl LocalArgs {
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve { config } => serve(config).await,
+        Command::Serve {
+            config,
+            health_listen,
+        } => serve(config, health_listen).await,
         Command::Init {
             dir,
             bundle,
@@ -293,7 +352,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Transfer(cmd) => transfer::run(cmd).await,
         Command::Demo { dir } => crate::demo::run(dir).await,
         Command::Catalog { peer, local, json } => product::catalog(peer, local, json).await,
-        Command::Status { local, json } => status(&local, json).await,
+        Command::Status { local, json } => ops::status(&local, json).await,
+        Command::Backup { local, out } => ops::backup(&local, &out).await,
+        Command::Restore { file, dir, force } => ops::restore(file, dir, force).await,
+        Command::Key(cmd) => ops::key(cmd),
+        Command::Health { addr, config, wait } => ops::health(addr, config, wait).await,
         Command::Trust(TrustCommand::Refresh { local }) => {
             let answer = local
                 .admin()
@@ -337,7 +400,10 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", s.code(), s.message())
 }
 
-async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(
+    config_path: Option<PathBuf>,
+    health_listen: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let config_path = match config_path {
         Some(p) => p,
         None => {
@@ -347,7 +413,10 @@ async fn serve(config_path: Option<PathBuf>) -> anyhow::Result<()> {
             path
         }
     };
-    let config = NodeConfig::load(&config_path)?;
+    let mut config = NodeConfig::load(&config_path)?;
+    if health_listen.is_some() {
+        config.node.health_listen = health_listen;
+    }
     let dev_authority = match config.development_authority_dir() {
         Some(dir) => {
             let listener = TcpListener::bind(&config.authority.address)
@@ -556,60 +625,13 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
             running.shutdown().await?;
             Ok(())
         }
+        AuthorityCommand::Rekey {
+            dir,
+            participant,
+            signing_key,
+            out,
+        } => ops::authority_rekey(&dir, &participant, &signing_key, &out),
     }
-}
-
-async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
-    let s = local
-        .admin()
-        .await?
-        .status(StatusRequest {})
-        .await
-        .map_err(status_error)?
-        .into_inner();
-    let node = s.node.unwrap_or_default();
-    let trust = s.trust_list.unwrap_or_default();
-    if json {
-        let value = serde_json::json!({
-            "node": participant_json(&node),
-            "caller_role": s.caller_role,
-            "peer_listen": s.peer_listen,
-            "admin_listen": s.admin_listen,
-            "software_version": s.software_version,
-            "trust_list": trust_json(&trust),
-        });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
-    }
-    println!("node        {} ({})", node.name, node.participant_id);
-    println!(
-        "            {} · {} · region {} · roles {}",
-        node.kind,
-        node.sector,
-        node.region,
-        node.roles.join(",")
-    );
-    println!("peer API    {}", s.peer_listen);
-    println!("local API   {} (you: {})", s.admin_listen, s.caller_role);
-    if trust.sequence == 0 {
-        println!(
-            "trust list  NONE — the node refuses every peer until it reaches {}",
-            trust.authority_address
-        );
-    } else {
-        println!(
-            "trust list  sequence {}, {} members, {} revocations, valid until {}",
-            trust.sequence,
-            trust.members,
-            trust.revocations,
-            format_unix(trust.expires_at_unix.max(0) as u64)
-        );
-    }
-    if !trust.last_error.is_empty() {
-        println!("            last refresh failed: {}", trust.last_error);
-    }
-    println!("version     {}", s.software_version);
-    Ok(())
 }
 
 fn participant_json(p: &Participant) -> serde_json::Value {

@@ -66,6 +66,9 @@ pub struct NodeSection {
     /// Data directory, relative to the configuration file.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
+    /// Plain (no TLS) gRPC health endpoint for probes; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -421,9 +424,18 @@ impl NodeConfig {
         out.push_str(&format!("admin_listen = \"{}\"\n", self.node.admin_listen));
         out.push_str("# Keys, certificates and the database (db/) live here.\n");
         out.push_str(&format!(
-            "data_dir = {}\n\n",
+            "data_dir = {}\n",
             toml_string(&self.node.data_dir.to_string_lossy())
         ));
+        out.push_str(
+            "# Plain gRPC health endpoint (grpc.health.v1, no TLS, health checks only) for\n\
+             # probes that cannot do mutual TLS: Kubernetes, container HEALTHCHECK, `liutong\n\
+             # health`. Off unless set, e.g. \"0.0.0.0:7702\".\n",
+        );
+        match self.node.health_listen {
+            Some(addr) => out.push_str(&format!("health_listen = \"{addr}\"\n\n")),
+            None => out.push_str("# health_listen = \"127.0.0.1:7702\"\n\n"),
+        }
         out.push_str("[authority]\n");
         out.push_str("# The data-space authority's trust-list service (host:port).\n");
         out.push_str(&format!(
@@ -621,6 +633,7 @@ mod tests {
                 listen: DEFAULT_LISTEN.parse().unwrap(),
                 admin_listen: DEFAULT_ADMIN_LISTEN.parse().unwrap(),
                 data_dir: PathBuf::from("."),
+                health_listen: Some("127.0.0.1:7702".parse().unwrap()),
             },
             authority: AuthoritySection {
                 address: DEFAULT_AUTHORITY.into(),
@@ -657,6 +670,7 @@ mod tests {
         assert_eq!(loaded.authority.refresh_interval, Duration::from_secs(60));
         assert_eq!(loaded.audit.witnesses, ["127.0.0.1:7710"]);
         assert_eq!(loaded.audit.quorum, 1);
+        assert_eq!(loaded.node.health_listen, config.node.health_listen);
         assert_eq!(loaded.audit.checkpoint_interval, Duration::from_secs(60));
         assert_eq!(loaded.usage.check_interval, Duration::from_secs(5));
         assert_eq!(loaded.base_dir, dir.path());

@@ -20,6 +20,12 @@
 //! - [`runtime`] — starting, refreshing and stopping a node.
 //! - [`service`] — the thin gRPC services (peer API and local API).
 //! - [`cli`] — the `liutong` command.
+//! - [`backup`] — backups of the whole node taken while it serves (writers held at a
+//!   gate while the database is copied), sealed with a SHA-256 and the node's signature,
+//!   and restores that refuse a damaged file before touching anything.
+//! - [`health`] — the plain gRPC health endpoint for probes (`node.health_listen`).
+//! - [`identity::rotation`] — signing-key rotation with the authority, and the key
+//!   history that keeps old checkpoints verifiable.
 //! - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
 //!   signed-note checkpoints and cosignatures, the log in sled, checkpoints witnessed by
 //!   peers, and the auditor's checks (verify, search, evidence bundles).
@@ -41,11 +47,13 @@
 pub mod alerts;
 pub mod audit;
 pub mod authority;
+pub mod backup;
 pub mod catalog;
 pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod demo;
+pub mod health;
 pub mod identity;
 pub mod local;
 pub mod runtime;

@@ -18,11 +18,13 @@ use crate::audit::cosigning::{self, Cosigning};
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
 use crate::audit::witnessing::WitnessStore;
 use crate::authority::{BundleManifest, bundle_files};
+use crate::backup::GatedStorage;
 use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
 use crate::contract::Contracts;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
+use crate::identity::rotation;
 use crate::identity::{Envelope, KeyError, Membership, SigningKey};
 use crate::local::{self, LocalAuthenticator};
 use crate::service::{self, PeerAuthenticator};
@@ -104,6 +106,12 @@ pub struct NodeContext {
     pub telemetry: Arc<Telemetry>,
     /// Security alerts (`[alerts]`): raise them here.
     pub alerts: Alerts,
+    /// The same storage as `storage`, with the gate a backup closes (`crate::backup`).
+    pub gated_storage: Arc<GatedStorage>,
+    /// Credentials of this node's earlier signing keys, oldest first (key rotation).
+    pub previous_credentials: Vec<Envelope>,
+    /// When the node started, Unix seconds.
+    pub started_at: i64,
 }
 
 impl NodeContext {
@@ -218,6 +226,7 @@ pub struct RunningNode {
     checkpointer: JoinHandle<()>,
     /// Usage-control duties, outbox and revocation checks.
     usage: JoinHandle<()>,
+    health_addr: Option<SocketAddr>,
 }
 
 impl RunningNode {
@@ -240,7 +249,14 @@ impl RunningNode {
             path: identity_dir.display().to_string(),
             reason,
         };
-        let storage: Arc<dyn Storage> = SledStorage::open(&config.database_dir())?;
+        let health_listener = match config.node.health_listen {
+            Some(addr) => Some(bind(addr, "health endpoint", "node.health_listen").await?),
+            None => None,
+        };
+        let gated_storage = Arc::new(GatedStorage::new(SledStorage::open(
+            &config.database_dir(),
+        )?));
+        let storage: Arc<dyn Storage> = gated_storage.clone();
         let audit = AuditLog::open(storage.clone())?;
         let telemetry = Arc::new(Telemetry::start(&config)?);
         telemetry.metrics.observe_audit_log(&audit);
@@ -272,6 +288,12 @@ impl RunningNode {
             .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
             .map_err(|e| identity_err(format!("membership credential: {e}")))?;
         check_identity(&config, &membership, &signing_key, &tls_identity).map_err(identity_err)?;
+        let previous_credentials = rotation::load_history(
+            &identity_dir,
+            &config.authority.public_key,
+            &membership.participant_id,
+        )
+        .map_err(|e| identity_err(e.to_string()))?;
         let manifest: Option<BundleManifest> =
             std::fs::read(identity_dir.join(bundle_files::MANIFEST))
                 .ok()
@@ -324,6 +346,9 @@ impl RunningNode {
             admin_addr,
             telemetry,
             alerts,
+            gated_storage,
+            previous_credentials,
+            started_at: now(),
         });
         if let Ok(Some(latest)) = cosigning::latest_status(&context)
             && latest.witnessed()
@@ -339,6 +364,14 @@ impl RunningNode {
                 format!("node started, version {}", service::VERSION),
             ))
             .await?;
+        rotation::record_current_key(
+            context.storage.as_ref(),
+            &context.audit,
+            &context.signing_key.public_key(),
+            now(),
+        )
+        .await
+        .map_err(|e| identity_err(format!("recording the signing key: {e}")))?;
         context
             .audit
             .record_configuration(&context.config.to_commented_toml(), now())
@@ -404,6 +437,15 @@ impl RunningNode {
         let refresher = tokio::spawn(refresh_loop(context.clone(), stop.clone()));
         let poller = tokio::spawn(negotiation_poll_loop(context.clone(), stop.clone()));
         let usage = tokio::spawn(crate::usage::duties::run(context.clone(), stop.clone()));
+        let mut servers = vec![("peer API", peer), ("local API", admin)];
+        let mut health_addr = None;
+        if let Some(listener) = health_listener {
+            health_addr = listener.local_addr().ok();
+            servers.push((
+                "health endpoint",
+                crate::health::serve(listener, stop.clone()).await,
+            ));
+        }
         let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop));
         tracing::info!(
             participant = %context.membership.participant_id,
@@ -414,11 +456,12 @@ impl RunningNode {
         Ok(Self {
             context,
             shutdown,
-            servers: vec![("peer API", peer), ("local API", admin)],
+            servers,
             refresher,
             poller,
             checkpointer,
             usage,
+            health_addr,
         })
     }
 
@@ -428,6 +471,11 @@ impl RunningNode {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.context.admin_addr
+    }
+
+    /// The plain health endpoint's address, when `node.health_listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
     }
 
     /// Stops accepting, lets in-flight calls finish, and flushes storage.

@@ -17,6 +17,7 @@
 mod audit;
 mod catalog;
 mod contract;
+mod ops;
 mod transfer;
 mod usage;
 
@@ -47,11 +48,11 @@ use liutong_proto::v1::usage_control_server::UsageControlServer;
 use liutong_proto::v1::usage_server::UsageServer;
 use liutong_proto::v1::witness_server::WitnessServer;
 use liutong_proto::v1::{
-    ApproveContractRequest, Contract, DescribePeerRequest, DescribeRequest, DescribeResponse,
-    GetContractRequest, GetProductRequest, ListContractsRequest, ListContractsResponse,
-    ListOffersResponse, ListProductsRequest, ListProductsResponse, ListTransfersRequest,
-    ListTransfersResponse, PeerCatalogRequest, Product, PublishRequest, PullTransferRequest,
-    RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
+    ApproveContractRequest, BackupChunk, BackupRequest, Contract, DescribePeerRequest,
+    DescribeRequest, DescribeResponse, GetContractRequest, GetProductRequest, ListContractsRequest,
+    ListContractsResponse, ListOffersResponse, ListProductsRequest, ListProductsResponse,
+    ListTransfersRequest, ListTransfersResponse, PeerCatalogRequest, Product, PublishRequest,
+    PullTransferRequest, RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
     RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
 };
 
@@ -271,7 +272,7 @@ impl Admin for AdminService {
     ) -> Result<Response<StatusResponse>, Status> {
         let role = local_role(&request)?;
         let c = &self.context;
-        Ok(Response::new(StatusResponse {
+        let base = StatusResponse {
             node: Some(c.membership.to_proto()),
             caller_role: role.to_string(),
             peer_listen: c.peer_addr.to_string(),
@@ -281,7 +282,9 @@ impl Admin for AdminService {
                 &c.config.authority.address,
             )),
             software_version: VERSION.to_owned(),
-        }))
+            ..StatusResponse::default()
+        };
+        ops::status(c, base).map(Response::new)
     }
 
     async fn refresh_trust_list(
@@ -414,6 +417,18 @@ impl Admin for AdminService {
         Ok(Response::new(ListTransfersResponse {
             transfers: copies.iter().map(crate::transfer::progress).collect(),
         }))
+    }
+
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let role = local_role(&request)?;
+        ops::backup(self.context.clone(), role)
+            .await
+            .map(Response::new)
     }
 
     async fn request_contract(

@@ -106,6 +106,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
             listen: opts.listen,
             admin_listen: opts.admin_listen,
             data_dir: PathBuf::from("."),
+            health_listen: None,
         },
         authority: AuthoritySection {
             address: opts.authority.clone(),

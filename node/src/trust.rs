@@ -273,6 +273,13 @@ impl TrustStore {
         *self.current.write().unwrap_or_else(|p| p.into_inner()) = Some(active);
     }
 
+    /// The members of the current list (empty without one), in the list's order.
+    pub fn members(&self) -> Vec<Membership> {
+        self.snapshot()
+            .map(|a| a.list.members.clone())
+            .unwrap_or_default()
+    }
+
     fn snapshot(&self) -> Option<Arc<ActiveList>> {
         self.current
             .read()

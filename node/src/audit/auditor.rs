@@ -172,6 +172,18 @@ pub fn verify_checkpoint(
     })
 }
 
+/// What [`AuditorClient::verify_saved`] checked about a checkpoint saved earlier.
+#[derive(Clone, Debug)]
+pub struct SavedCheckpointReport {
+    pub checkpoint: Checkpoint,
+    /// The key that signed it: the node's current key, or an earlier one (after a key
+    /// rotation) that an authority-signed credential in the node's key history names.
+    pub signed_by: VerifierKey,
+    pub by_previous_key: bool,
+    /// The latest checkpoint it was proven consistent with.
+    pub latest: VerifiedCheckpoint,
+}
+
 /// A client of one node's `liutong.v1.Audit`, with the authority key it trusts.
 pub struct AuditorClient {
     client: AuditClient<Channel>,
@@ -222,6 +234,107 @@ impl AuditorClient {
             log_key,
             membership,
             credential,
+        })
+    }
+
+    /// The log keys of the node's earlier credentials (key rotations), each checked
+    /// against the authority and for the same participant, oldest first.
+    pub async fn previous_log_keys(
+        &mut self,
+        log: &TrustedLog,
+    ) -> Result<Vec<VerifierKey>, VerifyError> {
+        let answer = self
+            .client
+            .get_verifier_key(GetVerifierKeyRequest {})
+            .await
+            .map_err(rpc("reading the verifier key"))?
+            .into_inner();
+        let mut keys = Vec::new();
+        for envelope in answer.previous_credentials {
+            let member = open_credential(&envelope.into(), &self.authority_key, "an earlier key")?;
+            if member.participant_id != log.membership.participant_id {
+                return Err(VerifyError::Credential {
+                    whose: "an earlier key".into(),
+                    reason: format!(
+                        "it names participant {}, not {}",
+                        member.participant_id, log.membership.participant_id
+                    ),
+                });
+            }
+            keys.push(log_key_of(&member).map_err(|e| VerifyError::Credential {
+                whose: "an earlier key".into(),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(keys)
+    }
+
+    /// Checks a checkpoint note saved earlier: signed by the node's current key or by an
+    /// earlier one the authority vouched for, and consistent with the node's latest
+    /// checkpoint (so the log was only appended to since).
+    pub async fn verify_saved(
+        &mut self,
+        note_text: &str,
+    ) -> Result<SavedCheckpointReport, VerifyError> {
+        let log = self.trusted_log().await?;
+        let previous = self.previous_log_keys(&log).await?;
+        let mut keys = vec![log.log_key.clone()];
+        keys.extend(previous);
+        let (checkpoint, signed) = note::open_checkpoint(note_text.as_bytes(), &keys)?;
+        if checkpoint.origin != log.origin {
+            return Err(VerifyError::Checkpoint(NoteError::BadCheckpoint(
+                "the checkpoint names another origin than the log's",
+            )));
+        }
+        let signed_by = keys
+            .iter()
+            .find(|k| {
+                signed
+                    .signatures()
+                    .iter()
+                    .any(|l| l.name == k.name() && l.key_id == k.key_id())
+            })
+            .cloned()
+            .unwrap_or_else(|| log.log_key.clone());
+        let latest = self.checkpoint(&log).await?;
+        let (size1, size2) = (checkpoint.size, latest.checkpoint.size);
+        if size1 > size2 {
+            return Err(VerifyError::Proof {
+                what: "log".into(),
+                reason: format!(
+                    "the saved checkpoint covers {size1} entries, but the latest covers only \
+                     {size2}: the log was cut back"
+                ),
+            });
+        }
+        let proof = if size1 == size2 || size1 == 0 {
+            Vec::new()
+        } else {
+            self.client
+                .prove_consistency(ProveConsistencyRequest { size1, size2 })
+                .await
+                .map_err(rpc("proving consistency"))?
+                .into_inner()
+                .proof
+        };
+        if size1 > 0 {
+            merkle::verify_consistency(
+                size1,
+                size2,
+                &checkpoint.root,
+                &latest.checkpoint.root,
+                &proof,
+            )
+            .map_err(|e| VerifyError::Proof {
+                what: format!("consistency proof from {size1} to {size2}"),
+                reason: e.to_string(),
+            })?;
+        }
+        Ok(SavedCheckpointReport {
+            by_previous_key: signed_by != log.log_key,
+            checkpoint,
+            signed_by,
+            latest,
         })
     }
 

@@ -106,6 +106,10 @@ pub enum EventKind {
     /// An agreement revoked by its provider (provider side), or a revocation received
     /// (consumer side).
     Revocation,
+    /// A backup of the whole node (keys included) was taken.
+    BackupTaken,
+    /// The node signs with a new key (its credential was renewed by the authority).
+    SigningKeyRotated,
 }
 
 impl Event {

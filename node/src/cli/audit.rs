@@ -92,6 +92,11 @@ pub enum AuditCommand {
         /// The authority's Ed25519 public key (base64) [default: from node.toml].
         #[arg(long)]
         authority_key: Option<String>,
+        /// Instead, check a checkpoint saved earlier (a signed note, e.g. the output of
+        /// `liutong audit checkpoint`): signed by the node's current key or an earlier one
+        /// (key rotation), and consistent with the node's log today.
+        #[arg(long, conflicts_with = "bundle")]
+        checkpoint: Option<PathBuf>,
     },
     /// Write an evidence bundle: matching entries, proofs, checkpoints, cosignatures and
     /// credentials from this node and from each --peer.
@@ -258,15 +263,21 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
+            let previous = client.previous_log_keys(&log).await?;
             if target.json {
                 print_json(&json!({
                     "origin": log.origin,
                     "logKey": log.log_key.to_string(),
                     "witnessKey": answer.witness_key,
                     "participant": log.membership.participant_id.to_string(),
+                    "previousLogKeys": previous.iter().map(ToString::to_string).collect::<Vec<_>>(),
                 }))
             } else {
                 println!("{}", log.log_key);
+                // Earlier keys (key rotations) on further lines, oldest first.
+                for key in previous {
+                    println!("previous {key}");
+                }
                 Ok(())
             }
         }
@@ -423,8 +434,14 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
         }
         AuditCommand::Verify {
             target,
+            checkpoint: Some(path),
+            ..
+        } => verify_saved(target, &path).await,
+        AuditCommand::Verify {
+            target,
             bundle,
             authority_key,
+            checkpoint: None,
         } => verify(target, bundle, authority_key).await,
         AuditCommand::Export {
             target,
@@ -587,4 +604,44 @@ fn fail(json: bool, e: &crate::audit::auditor::VerifyError) -> anyhow::Result<()
         }))?;
     }
     Err(anyhow!("audit check FAILED: {e}"))
+}
+
+/// `liutong audit verify --checkpoint FILE`.
+async fn verify_saved(target: Target, path: &std::path::Path) -> anyhow::Result<()> {
+    let note = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
+    let report = target
+        .client(LocalRole::Auditor)
+        .await?
+        .verify_saved(&note)
+        .await
+        .map_err(|e| anyhow!("audit check FAILED: {e}"))?;
+    let c = &report.checkpoint;
+    if target.json {
+        return print_json(&json!({
+            "ok": true,
+            "origin": c.origin,
+            "size": c.size,
+            "root": B64.encode(c.root),
+            "signedBy": report.signed_by.to_string(),
+            "byPreviousKey": report.by_previous_key,
+            "latestSize": report.latest.checkpoint.size,
+        }));
+    }
+    println!(
+        "OK  {}: the checkpoint of size {} is signed by {}{}",
+        c.origin,
+        c.size,
+        report.signed_by,
+        if report.by_previous_key {
+            " (an earlier key of this node, vouched for by the authority)"
+        } else {
+            ""
+        }
+    );
+    println!(
+        "    the log today (checkpoint of size {}) is consistent with it",
+        report.latest.checkpoint.size
+    );
+    Ok(())
 }

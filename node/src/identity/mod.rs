@@ -9,6 +9,7 @@
 pub mod envelope;
 pub mod keys;
 pub mod membership;
+pub mod rotation;
 
 use std::fmt;
 use std::str::FromStr;

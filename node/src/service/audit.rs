@@ -171,6 +171,12 @@ impl Audit for AuditService {
             witness_key: witness_key.to_string(),
             origin: c.audit_origin(),
             credential: Some(c.credential.clone().into()),
+            previous_credentials: c
+                .previous_credentials
+                .iter()
+                .cloned()
+                .map(Into::into)
+                .collect(),
         }))
     }
 

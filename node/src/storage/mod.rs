@@ -148,6 +148,37 @@ impl SledStorage {
     }
 }
 
+impl SledStorage {
+    /// Visits every tree and every key and value in it, in tree-name and key order, for a
+    /// backup ([`crate::backup`]). The visit is not isolated from writers: the caller
+    /// holds them back while it runs.
+    pub fn for_each_entry<E: From<StorageError>>(
+        &self,
+        mut visit: impl FnMut(&str, &[u8], &[u8]) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut names: Vec<String> = self
+            .db
+            .tree_names()
+            .iter()
+            .map(|n| String::from_utf8_lossy(n).into_owned())
+            .collect();
+        names.sort();
+        for name in names {
+            let tree = self.tree(&name)?;
+            for item in tree.iter() {
+                let (k, v) = item.map_err(|e| engine_error(&name, e))?;
+                visit(&name, &k, &v)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Bytes the database takes on disk.
+    pub fn size_on_disk(&self) -> Result<u64, StorageError> {
+        self.db.size_on_disk().map_err(|e| engine_error("*", e))
+    }
+}
+
 fn engine_error(tree: &str, e: sled::Error) -> StorageError {
     StorageError::Engine {
         tree: tree.to_owned(),

@@ -1,0 +1,193 @@
+//! The operations calls of the local API: the node's status for `liutong status`, and
+//! backups streamed to `liutong backup`.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Status;
+
+use crate::audit::cosigning::latest_status;
+use crate::audit::log::{Event, EventKind};
+use crate::backup::{self, BackupHeader};
+use crate::contract::{NegotiationStatus, Role};
+use crate::identity::rotation;
+use crate::local::LocalRole;
+use crate::runtime::{NodeContext, now};
+use liutong_proto::v1::{BackupChunk, PeerStatus, StatusResponse, WitnessStatus};
+
+/// Size of the pieces a backup is streamed in.
+const CHUNK: usize = 256 * 1024;
+
+/// Fills the operations fields of `Status` (health, peers, logs, approvals).
+pub fn status(context: &NodeContext, mut base: StatusResponse) -> Result<StatusResponse, Status> {
+    let now = now();
+    let trust = context.trust.status();
+    let negotiations = context
+        .contracts
+        .list()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let mut per_peer: HashMap<String, u32> = HashMap::new();
+    for n in &negotiations {
+        *per_peer.entry(n.peer.to_string()).or_default() += 1;
+    }
+    let pending_approvals = negotiations
+        .iter()
+        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Requested)
+        .count() as u32;
+    let checkpoint = latest_status(context).map_err(|e| Status::internal(e.to_string()))?;
+    // Participants whose cosignature the latest checkpoint carries.
+    let witness_participants: Vec<String> = checkpoint
+        .iter()
+        .flat_map(|c| c.witnesses.iter())
+        .filter_map(|e| serde_json::from_slice::<crate::identity::Membership>(&e.payload).ok())
+        .map(|m| m.participant_id.to_string())
+        .collect();
+    let peers = context
+        .trust
+        .members()
+        .into_iter()
+        .filter(|m| m.participant_id != context.membership.participant_id)
+        .map(|m| {
+            let id = m.participant_id.to_string();
+            PeerStatus {
+                negotiations: per_peer.get(&id).copied().unwrap_or(0),
+                witness: witness_participants.contains(&id),
+                participant_id: id,
+                name: m.name,
+            }
+        })
+        .collect();
+    let audit_size = context.audit.size();
+    let witness_state = context.witness.state().ok();
+    let conflicts = context.witness.evidence().map(|e| e.len()).unwrap_or(0);
+    let (checkpoint_size, cosignatures, witnessed) = match &checkpoint {
+        Some(c) => (c.checkpoint.size, c.cosignatures(), c.witnessed()),
+        None => (0, 0, context.config.audit.quorum == 0),
+    };
+    let mut problems = Vec::new();
+    if trust.sequence == 0 || trust.expires_at <= now {
+        problems.push("no valid trust list (peers are refused)".to_owned());
+    }
+    if !witnessed {
+        problems.push(format!(
+            "latest checkpoint has {cosignatures} of {} cosignatures",
+            context.config.audit.quorum
+        ));
+    }
+    if conflicts > 0 {
+        problems.push(format!("{conflicts} witnessed conflicts kept as evidence"));
+    }
+    base.health = if problems.is_empty() {
+        "SERVING".into()
+    } else {
+        format!("DEGRADED: {}", problems.join("; "))
+    };
+    base.peers = peers;
+    base.trust_list_age_seconds = if trust.sequence == 0 {
+        -1
+    } else {
+        (now - trust.issued_at).max(0)
+    };
+    base.audit_log_size = audit_size;
+    base.witness = Some(WitnessStatus {
+        checkpoint_size,
+        cosignatures,
+        quorum: context.config.audit.quorum,
+        witnessed,
+        lag: audit_size.saturating_sub(checkpoint_size),
+        logs_witnessed: witness_state.map(|s| s.logs.len() as u32).unwrap_or(0),
+        conflicts: conflicts as u32,
+    });
+    base.pending_approvals = pending_approvals;
+    base.database_bytes = context.gated_storage.database_bytes().unwrap_or(0);
+    base.uptime_seconds = (now - context.started_at).max(0);
+    base.previous_signing_keys = rotation::previous_keys(&context.previous_credentials)
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    Ok(base)
+}
+
+/// Takes a backup into a temporary file in the data directory (writers held back while
+/// the database is copied), logs it, then streams the file; the file is removed when
+/// the stream ends.
+pub async fn backup(
+    context: std::sync::Arc<NodeContext>,
+    role: LocalRole,
+) -> Result<ReceiverStream<Result<BackupChunk, Status>>, Status> {
+    role.require(&[LocalRole::Admin], "taking a backup")?;
+    let node_files =
+        backup::node_files(&context.config).map_err(|e| Status::internal(e.to_string()))?;
+    let header = BackupHeader {
+        participant: context.membership.participant_id.to_string(),
+        created_at: now(),
+        software_version: crate::service::VERSION.to_owned(),
+        audit_log_size: context.audit.size(),
+    };
+    let ctx = context.clone();
+    let (file, summary) = tokio::task::spawn_blocking(move || {
+        let file = tempfile::Builder::new()
+            .prefix(".backup-")
+            .suffix(".tmp")
+            .tempfile_in(ctx.config.data_dir())
+            .map_err(|e| format!("cannot create a temporary file in the data directory: {e}"))?;
+        let summary = ctx
+            .gated_storage
+            .write_backup(file.as_file(), &header, &node_files, &ctx.signing_key)
+            .map_err(|e| e.to_string())?;
+        Ok::<_, String>((file, summary))
+    })
+    .await
+    .map_err(|e| Status::internal(format!("the backup task failed: {e}")))?
+    .map_err(Status::internal)?;
+    context
+        .audit
+        .append(&Event::new(
+            EventKind::BackupTaken,
+            now(),
+            format!(
+                "backup taken: {} database entries in {} trees, {} files (keys included), \
+                 audit log of {} entries",
+                summary.entries,
+                summary.trees,
+                summary.files,
+                context.audit.size()
+            ),
+        ))
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let (tx, rx) = mpsc::channel(4);
+    tokio::task::spawn_blocking(move || {
+        let mut reader = match file.reopen() {
+            Ok(f) => f,
+            Err(e) => {
+                let _ = tx.blocking_send(Err(Status::internal(format!(
+                    "cannot read the backup back: {e}"
+                ))));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; CHUNK];
+            match reader.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(BackupChunk { data: buf })).is_err() {
+                        break; // the client went away
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(Status::internal(format!(
+                        "cannot read the backup back: {e}"
+                    ))));
+                    break;
+                }
+            }
+        }
+        drop(file); // removes the temporary file
+    });
+    Ok(ReceiverStream::new(rx))
+}
