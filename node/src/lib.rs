@@ -23,6 +23,8 @@
 //! - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
 //!   signed-note checkpoints and cosignatures, the log in sled, checkpoints witnessed by
 //!   peers, and the auditor's checks (verify, search, evidence bundles).
+//! - [`desensitize`] — masking CSV and JSON Lines at delivery by the policy's mask
+//!   duties (ID numbers, mobiles, names, e-mails; keyed hashes per agreement).
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
@@ -37,6 +39,7 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod demo;
+pub mod desensitize;
 pub mod identity;
 pub mod local;
 pub mod runtime;
