@@ -14,6 +14,7 @@ const PROTOS: &[&str] = &[
     "liutong/v1/transfer.proto",
     "liutong/v1/admin.proto",
     "liutong/v1/audit.proto",
+    "liutong/v1/query.proto",
 ];
 
 fn main() {

@@ -25,6 +25,8 @@
 //!   peers, and the auditor's checks (verify, search, evidence bundles).
 //! - [`desensitize`] — masking CSV and JSON Lines at delivery by the policy's mask
 //!   duties (ID numbers, mobiles, names, e-mails; keyed hashes per agreement).
+//! - [`query`] — compute-to-data: aggregate queries answered at the provider, groups
+//!   smaller than the policy's k suppressed; raw rows never leave.
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
@@ -42,6 +44,7 @@ pub mod demo;
 pub mod desensitize;
 pub mod identity;
 pub mod local;
+pub mod query;
 pub mod runtime;
 pub mod service;
 pub mod setup;

@@ -97,6 +97,9 @@ pub enum EventKind {
     Alert,
     /// The node started with a configuration other than the one it ran with before.
     ConfigurationChanged,
+    /// A compute-to-data query: sent (consumer) or answered or refused (provider), with
+    /// the size of its answer.
+    Query,
 }
 
 impl Event {

@@ -27,6 +27,17 @@ pub use stream::AppliedRule;
 
 use crate::storage::StorageError;
 
+/// Whether any rule or obligation of a policy carries a mask duty (a product in opaque
+/// bytes cannot be offered with one: publishing refuses it, and so would delivery).
+pub fn policy_has_mask_duties(policy: &liutong_policy::Policy) -> bool {
+    policy
+        .permissions
+        .iter()
+        .flat_map(|r| &r.duties)
+        .chain(&policy.obligations)
+        .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+}
+
 /// Why a payload cannot be desensitized.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
