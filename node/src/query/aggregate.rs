@@ -608,6 +608,57 @@ mod tests {
     }
 
     #[test]
+    fn mask_rules_apply_before_the_query_sees_values() {
+        use crate::desensitize::plan::detect_csv;
+        use liutong_policy::{FieldSelector, Generalization, MaskMethod, MaskRule};
+        let data = "birth_date,plate,speed
+1990-05-17,A1,30
+1990-11-02,A2,50
+1985-01-01,B1,70
+";
+        let plan = Plan::new(
+            vec![
+                MaskRule {
+                    field: FieldSelector::Name("birth_date".into()),
+                    method: MaskMethod::Generalize {
+                        to: Generalization::Year,
+                    },
+                },
+                MaskRule {
+                    field: FieldSelector::Name("plate".into()),
+                    method: MaskMethod::Drop,
+                },
+            ],
+            &detect_csv(data.as_bytes()).unwrap(),
+        );
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let columns: Vec<String> = ["birth_date", "plate", "speed"].map(String::from).to_vec();
+        let by_year = Query {
+            aggregations: vec![agg(Function::Avg, Some("speed"))],
+            group_by: vec!["birth_date".into()],
+            filters: vec![],
+        };
+        by_year.check(&columns, Some(&plan)).unwrap();
+        let a = run_csv(&by_year, 1, Some((&plan, &key)), data.as_bytes()).unwrap();
+        let keys: Vec<&str> = a.groups.iter().map(|g| g.keys[0].as_str()).collect();
+        assert_eq!(
+            keys,
+            ["1985", "1990"],
+            "grouped by year, never by the full date"
+        );
+        let by_plate = Query {
+            group_by: vec!["plate".into()],
+            ..by_year
+        };
+        let e = by_plate.check(&columns, Some(&plan)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("dropped by the agreement's mask rules"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn too_many_groups_is_refused() {
         let mut data = String::from("id\n");
         for i in 0..=MAX_GROUPS {
