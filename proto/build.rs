@@ -15,6 +15,7 @@ const PROTOS: &[&str] = &[
     "liutong/v1/admin.proto",
     "liutong/v1/audit.proto",
     "liutong/v1/usage.proto",
+    "liutong/v1/query.proto",
 ];
 
 fn main() {

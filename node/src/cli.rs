@@ -7,6 +7,7 @@ mod contract;
 mod data;
 mod ops;
 mod product;
+mod query;
 mod transfer;
 
 use std::net::SocketAddr;
@@ -172,6 +173,19 @@ pub enum Command {
         #[arg(long, value_parser = humantime::parse_duration)]
         wait: Option<Duration>,
     },
+    /// Compute-to-data: aggregates over a provider's rows, computed at the provider;
+    /// only groups of at least k rows come back.
+    ///
+    /// For an agreement whose policy permits `aggregate` (可用不可见). The provider
+    /// computes the aggregates on its own node and answers only groups of at least k
+    /// rows, k being the policy's minimum group size (aggregateOnly); smaller groups are
+    /// suppressed and only counted. Raw rows never leave the provider. Both nodes log
+    /// the query and the size of its answer.
+    ///
+    /// Example, the average speed by district in 2025 at 10 km/h or more: `liutong query
+    /// --agreement agr-… --aggregate count --aggregate avg:speed --group-by district
+    /// --where year=2025 --where 'speed>=10'`
+    Query(query::QueryArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -377,6 +391,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Data(cmd) => data::run(cmd).await,
+        Command::Query(args) => query::run(args).await,
         Command::Peer(PeerCommand::Describe {
             address,
             local,

@@ -442,7 +442,7 @@ pub async fn receive_request(
         created_at: t,
         updated_at: t,
     };
-    let decision = liutong_policy::evaluate(
+    let decision = crate::catalog::evaluate_use_or_aggregate(
         &policy,
         &Request {
             scope: Scope::Negotiation,

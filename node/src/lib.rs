@@ -37,6 +37,10 @@
 //!   metadata.
 //! - [`alerts`] — real-time security monitoring: alert rules, each alert an audit
 //!   entry, a metric, a log line and optionally a webhook POST.
+//! - [`desensitize`] — masking CSV and JSON Lines at delivery by the policy's mask
+//!   duties (ID numbers, mobiles, names, e-mails; keyed hashes per agreement).
+//! - [`query`] — compute-to-data: aggregate queries answered at the provider, groups
+//!   smaller than the policy's k suppressed; raw rows never leave.
 //!
 //! How a call is trusted: the TLS handshake proves possession of the presented
 //! certificate's key; [`tls::auth::AuthLayer`] then checks the chain (data-space CA for
@@ -53,9 +57,11 @@ pub mod cli;
 pub mod config;
 pub mod contract;
 pub mod demo;
+pub mod desensitize;
 pub mod health;
 pub mod identity;
 pub mod local;
+pub mod query;
 pub mod runtime;
 pub mod service;
 pub mod setup;

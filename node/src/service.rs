@@ -2,8 +2,8 @@
 //! convert messages, and call into the concern's own code.
 //!
 //! - Peer API (other members, mutual TLS with data-space certificates): `liutong.v1.Node`,
-//!   `liutong.v1.Audit`, `liutong.v1.Witness`, `grpc.health.v1.Health`, and server
-//!   reflection v1 and v1alpha.
+//!   `liutong.v1.Audit`, `liutong.v1.Witness`, `liutong.v1.Query` (compute-to-data),
+//!   `grpc.health.v1.Health`, and server reflection v1 and v1alpha.
 //! - Local API (the `liutong` command and local applications, role certificates):
 //!   `liutong.v1.Admin`, `liutong.v1.Audit`, `liutong.v1.Usage` and reflection.
 //! - The peer API also serves `liutong.v1.UsageControl` (usage notices, deletion
@@ -18,6 +18,7 @@ mod audit;
 mod catalog;
 mod contract;
 mod ops;
+mod query;
 mod transfer;
 mod usage;
 
@@ -43,6 +44,7 @@ use liutong_proto::v1::catalog_server::CatalogServer;
 use liutong_proto::v1::negotiation_server::NegotiationServer;
 use liutong_proto::v1::node_client::NodeClient;
 use liutong_proto::v1::node_server::{Node, NodeServer};
+use liutong_proto::v1::query_server::QueryServer;
 use liutong_proto::v1::transfer_server::TransferServer;
 use liutong_proto::v1::usage_control_server::UsageControlServer;
 use liutong_proto::v1::usage_server::UsageServer;
@@ -166,7 +168,14 @@ pub async fn peer_router(
             .max_encoding_message_size(limit),
         )
         .add_service(
-            UsageControlServer::new(usage::UsageControlService { context })
+            UsageControlServer::new(usage::UsageControlService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
+        .add_service(
+            QueryServer::new(query::QueryService { context })
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
@@ -523,6 +532,16 @@ impl Admin for AdminService {
             .await
             .map(|n| Response::new(n.to_proto()))
             .map_err(contract::contract_status)
+    }
+
+    async fn query_aggregate(
+        &self,
+        request: Request<liutong_proto::v1::QueryAggregateRequest>,
+    ) -> Result<Response<liutong_proto::v1::AggregateResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "sending an aggregate query")?;
+        query::send(&self.context, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

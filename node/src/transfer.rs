@@ -53,6 +53,11 @@ pub struct Manifest {
     pub chunk_size: u32,
     pub chunk_hashes: Vec<String>,
     pub format: String,
+    /// Set when the delivered bytes are the product masked by the policy's mask duties:
+    /// `size`, `sha256` and the chunk hashes are then those of the masked bytes, and
+    /// this names the product's own hash and the rules applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desensitized: Option<crate::desensitize::Desensitization>,
 }
 
 /// What the consumer signs when the copy verified.
@@ -109,6 +114,9 @@ pub enum TransferError {
     Forbidden(String),
     #[error("the agreement's policy refuses the transfer: {0}")]
     Denied(String),
+    /// The agreement releases only aggregates (compute-to-data).
+    #[error("{0}")]
+    AggregateOnly(String),
     #[error("{0}")]
     DataLoss(String),
     #[error("{0}")]
@@ -189,20 +197,18 @@ pub async fn start_delivery(
     )
     .map_err(policy_error)?;
     let elapsed = std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64);
-    let decision = liutong_policy::evaluate(
-        &policy,
-        &Request {
-            scope: Scope::Transfer,
-            action: Action::Use,
-            requester: requester_of(caller),
-            purpose: Some(agreement.purpose.clone()),
-        },
-        &PolicyState {
-            now: time::OffsetDateTime::now_utc(),
-            elapsed,
-            uses: 0,
-        },
-    );
+    let request = Request {
+        scope: Scope::Transfer,
+        action: Action::Use,
+        requester: requester_of(caller),
+        purpose: Some(agreement.purpose.clone()),
+    };
+    let state = PolicyState {
+        now: time::OffsetDateTime::now_utc(),
+        elapsed,
+        uses: 0,
+    };
+    let decision = liutong_policy::evaluate(&policy, &request, &state);
     context
         .alerts
         .policy_decision(
@@ -212,6 +218,18 @@ pub async fn start_delivery(
             &decision.explain(),
         )
         .await;
+    if let Some(why) =
+        crate::query::only_aggregates(&policy, &decision, &request, &state, agreement_id)
+    {
+        log(
+            context,
+            format!("transfer refused: {why}"),
+            caller.participant_id.as_str(),
+            &agreement,
+        )
+        .await?;
+        return Err(TransferError::AggregateOnly(why));
+    }
     if !decision.is_permit() {
         let why = decision.explain();
         log(
@@ -239,7 +257,7 @@ pub async fn start_delivery(
             "the stored product no longer matches the agreement's hash".into(),
         ));
     }
-    let manifest = Manifest {
+    let mut manifest = Manifest {
         agreement_id: agreement_id.to_owned(),
         product_id: product.product_id.clone(),
         version: product.version,
@@ -248,14 +266,38 @@ pub async fn start_delivery(
         chunk_size: product.chunk_size,
         chunk_hashes: product.chunk_hashes.clone(),
         format: product.format.to_string(),
+        desensitized: None,
     };
+    // Mask duties: the manifest covers the masked bytes, which are delivered instead.
+    let masked = crate::desensitize::delivery_for(context, &agreement, &product, &decision.duties)
+        .await
+        .map_err(|e| match e {
+            crate::desensitize::DesensitizeError::Storage(e) => TransferError::Storage(e),
+            other => TransferError::Invalid(other.to_string()),
+        })?;
+    if let Some(m) = masked {
+        manifest.size = m.size;
+        manifest.sha256 = m.sha256;
+        manifest.chunk_size = m.chunk_size;
+        manifest.chunk_hashes = m.chunk_hashes;
+        manifest.desensitized = Some(m.desensitization);
+    }
     log(
         context,
         format!(
-            "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}",
+            "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
             product.product_id,
             product.version,
-            product.chunk_hashes.len()
+            manifest.chunk_hashes.len(),
+            match &manifest.desensitized {
+                Some(d) => format!(
+                    ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
+                    d.rules.len(),
+                    d.applied.len(),
+                    manifest.sha256
+                ),
+                None => String::new(),
+            }
         ),
         caller.participant_id.as_str(),
         &agreement,
@@ -277,6 +319,9 @@ pub fn spawn_delivery(
     from_chunk: u32,
     tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
 ) {
+    let desensitized = manifest
+        .peek_json::<Manifest>()
+        .is_ok_and(|m| m.desensitized.is_some());
     tokio::spawn(async move {
         if tx
             .send(Ok(PullResponse {
@@ -288,11 +333,7 @@ pub fn spawn_delivery(
             return;
         }
         for index in from_chunk..chunks {
-            let data = match context.catalog.products.chunk(
-                &agreement.product_id,
-                agreement.version,
-                index,
-            ) {
+            let data = match delivery_chunk(&context, &agreement, desensitized, index) {
                 Ok(d) => d,
                 Err(e) => {
                     let _ = tx.send(Err(tonic::Status::data_loss(e.to_string()))).await;
@@ -309,6 +350,29 @@ pub fn spawn_delivery(
             context.alerts.delivered(&agreement, sent).await;
         }
     });
+}
+
+/// One chunk of a delivery: the product's own, or the masked delivery's.
+fn delivery_chunk(
+    context: &NodeContext,
+    agreement: &Agreement,
+    desensitized: bool,
+    index: u32,
+) -> Result<Vec<u8>, String> {
+    if desensitized {
+        crate::desensitize::delivery::chunk(
+            context.storage.as_ref(),
+            &agreement.agreement_id,
+            index,
+        )
+        .map_err(|e| e.to_string())
+    } else {
+        context
+            .catalog
+            .products
+            .chunk(&agreement.product_id, agreement.version, index)
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The consumer's signed receipt (provider side).
@@ -335,7 +399,17 @@ pub async fn receive_receipt(
             receipt.agreement_id, agreement.consumer, caller.participant_id
         )));
     }
-    if receipt.sha256 != agreement.product_sha256 || receipt.size != agreement.size {
+    // A masked delivery's receipt names the masked bytes.
+    let (sha256, size) = match crate::desensitize::delivery::delivered(
+        context.storage.as_ref(),
+        &receipt.agreement_id,
+    )
+    .map_err(|e| TransferError::Invalid(e.to_string()))?
+    {
+        Some(m) => (m.sha256, m.size),
+        None => (agreement.product_sha256.clone(), agreement.size),
+    };
+    if receipt.sha256 != sha256 || receipt.size != size {
         return Err(TransferError::DataLoss(
             "the receipt names another payload than the agreement".into(),
         ));
@@ -683,7 +757,12 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
     if m.product_id != a.product_id || m.version != a.version {
         return Err(mismatch("product version"));
     }
-    if m.sha256 != a.product_sha256 || m.size != a.size {
+    // A desensitized delivery names the product's own hash beside the masked bytes'.
+    let (source_sha256, source_size) = match &m.desensitized {
+        Some(d) => (&d.source_sha256, d.source_size),
+        None => (&m.sha256, m.size),
+    };
+    if *source_sha256 != a.product_sha256 || source_size != a.size {
         return Err(mismatch("payload hash or size"));
     }
     let expected_chunks = m.size.div_ceil(m.chunk_size.max(1) as u64).max(1);

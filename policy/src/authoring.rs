@@ -610,13 +610,40 @@ fn untoml(v: Json) -> Json {
     }
 }
 
+/// A mask rule on a built-in field type may leave out its method: it gets the type's
+/// default ([`crate::model::FieldType::default_method`]). Rules on named fields must
+/// name one (serde then reports the missing `method`).
+fn with_default_mask_methods(mut json: Json) -> Json {
+    if json.get("action").and_then(Json::as_str) != Some("mask") {
+        return json;
+    }
+    let Some(rules) = json.get_mut("rules").and_then(Json::as_array_mut) else {
+        return json;
+    };
+    for rule in rules.iter_mut().filter_map(Json::as_object_mut) {
+        if rule.contains_key("method") {
+            continue;
+        }
+        let field_type = rule
+            .get("field")
+            .and_then(|f| f.get("type"))
+            .and_then(|t| serde_json::from_value::<crate::model::FieldType>(t.clone()).ok());
+        if let Some(t) = field_type {
+            // MaskMethod serialises to plain strings and maps.
+            let method = serde_json::to_value(t.default_method()).expect("methods serialise");
+            rule.insert("method".into(), method);
+        }
+    }
+    json
+}
+
 pub(crate) fn duty_from_json(rule: &str, index: usize, json: Json) -> Result<Duty, PolicyError> {
     let err = |message: String| PolicyError::InvalidDuty {
         rule: rule.to_owned(),
         index: index + 1,
         message,
     };
-    let duty: Duty = serde_json::from_value(untoml(json)).map_err(|e| {
+    let duty: Duty = serde_json::from_value(with_default_mask_methods(untoml(json))).map_err(|e| {
         err(format!(
             "{e}; a duty is one of deleteAfter (elapsed or at), log, notify, mask (rules), aggregateOnly (k), nextPolicy (policy)"
         ))
@@ -715,6 +742,53 @@ duty = [{ action = "log" }, { action = "deleteAfter", elapsed = "P30D" }]
         let e = Policy::from_toml("uid = \"u\"\ntype = \"set\"\nassigner = \"91110000600037341M\"")
             .unwrap_err();
         assert!(e.to_string().contains("check character"), "{e}");
+    }
+
+    #[test]
+    fn mask_rules_on_types_default_their_method() {
+        use crate::model::{FieldSelector, FieldType, MaskRule};
+        let p = Policy::from_toml(&policy_with(
+            r#"[[permission]]
+action = "use"
+duty = [{ action = "mask", rules = [
+  { field = { type = "idcard" } },
+  { field = { type = "mobile" } },
+  { field = { type = "name" } },
+  { field = { type = "email" } },
+  { field = { type = "idcard" }, method = { keep = { first = 6, last = 4 } } },
+] }]"#,
+        ))
+        .unwrap();
+        let Duty::Mask { rules } = &p.permissions[0].duties[0] else {
+            panic!("a mask duty");
+        };
+        let methods: Vec<MaskMethod> = rules.iter().map(|r| r.method).collect();
+        assert_eq!(
+            methods,
+            vec![
+                MaskMethod::Keep { first: 1, last: 2 },
+                MaskMethod::Keep { first: 3, last: 4 },
+                MaskMethod::Keep { first: 1, last: 0 },
+                MaskMethod::Hash,
+                MaskMethod::Keep { first: 6, last: 4 },
+            ]
+        );
+        assert_eq!(
+            rules[0],
+            MaskRule {
+                field: FieldSelector::Type(FieldType::Idcard),
+                method: FieldType::Idcard.default_method(),
+            }
+        );
+        // The defaults are written out, so every other form reads the same policy.
+        assert_eq!(Policy::from_toml(&p.to_toml()).unwrap(), p);
+        assert_eq!(Policy::from_odrl(&p.to_odrl().to_string()).unwrap(), p);
+        // A named field has no default: its method must be given.
+        let e = Policy::from_toml(&policy_with(
+            "[[permission]]\naction = \"use\"\nduty = [{ action = \"mask\", rules = [{ field = { name = \"address\" } }] }]",
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("method"), "{e}");
     }
 
     #[test]

@@ -788,6 +788,28 @@ impl FieldType {
             FieldType::Email => "email",
         }
     }
+
+    /// The method a mask rule on this type gets when it names none: ID card numbers
+    /// keep their first character and last two (GB/T 35273 style; write
+    /// `keep = { first = 6, last = 4 }` to keep the region and the tail), mobile numbers
+    /// keep 3 and 4, names their first character, and e-mail addresses become a keyed
+    /// hash (pseudonymous, so they can still be joined within one agreement).
+    pub fn default_method(self) -> MaskMethod {
+        match self {
+            FieldType::Idcard => MaskMethod::Keep { first: 1, last: 2 },
+            FieldType::Mobile => MaskMethod::Keep { first: 3, last: 4 },
+            FieldType::Name => MaskMethod::Keep { first: 1, last: 0 },
+            FieldType::Email => MaskMethod::Hash,
+        }
+    }
+
+    /// All built-in types.
+    pub const ALL: [FieldType; 4] = [
+        FieldType::Idcard,
+        FieldType::Mobile,
+        FieldType::Name,
+        FieldType::Email,
+    ];
 }
 
 /// How a field is masked.

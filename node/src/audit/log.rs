@@ -110,6 +110,9 @@ pub enum EventKind {
     BackupTaken,
     /// The node signs with a new key (its credential was renewed by the authority).
     SigningKeyRotated,
+    /// A compute-to-data query: sent (consumer) or answered or refused (provider), with
+    /// the size of its answer.
+    Query,
 }
 
 impl Event {

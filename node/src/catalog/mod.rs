@@ -212,12 +212,31 @@ impl Catalog {
             requester: requester_of(caller),
             purpose: None,
         };
-        let permit = liutong_policy::evaluate(&policy, &request, &State::initial(now)).is_permit();
+        let permit = evaluate_use_or_aggregate(&policy, &request, &State::initial(now)).is_permit();
         if let Some(m) = &self.metrics {
             m.policy_decision("catalog", permit);
         }
         Ok(permit)
     }
+}
+
+/// Decides whether a consumer may have an offer (catalog and negotiation scopes): any
+/// use (`request.action`, normally `use`), or, when no permission covers that, only
+/// aggregates computed at the provider (compute-to-data).
+pub fn evaluate_use_or_aggregate(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &State,
+) -> liutong_policy::Decision {
+    let decision = liutong_policy::evaluate(policy, request, state);
+    if decision.denial != Some(liutong_policy::Denial::NoPermission) {
+        return decision;
+    }
+    let aggregate = Request {
+        action: Action::Aggregate,
+        ..request.clone()
+    };
+    liutong_policy::evaluate(policy, &aggregate, state)
 }
 
 /// The policy engine's view of a member, from its authority-signed membership.

@@ -75,6 +75,16 @@ pub(super) async fn publish(
                 .map_err(|e| Status::invalid_argument(format!("policy: {e}")))?,
         )
     };
+    if format == Format::Bytes
+        && policy
+            .as_ref()
+            .is_some_and(crate::desensitize::policy_has_mask_duties)
+    {
+        return Err(Status::invalid_argument(
+            "policy: its mask duties cannot be applied to opaque bytes; publish the data \
+             as csv or jsonl, or offer it without mask duties",
+        ));
+    }
     let products = &context.catalog.products;
     let mut upload = products
         .begin(NewVersion {

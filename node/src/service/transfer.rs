@@ -25,7 +25,9 @@ pub(super) fn transfer_status(e: TransferError) -> Status {
             Status::permission_denied(message)
         }
         TransferError::DataLoss(_) => Status::data_loss(message),
-        TransferError::Invalid(_) => Status::failed_precondition(message),
+        TransferError::Invalid(_) | TransferError::AggregateOnly(_) => {
+            Status::failed_precondition(message)
+        }
         TransferError::Peer(s) => {
             Status::new(s.code(), format!("the provider answered: {}", s.message()))
         }

@@ -1,0 +1,343 @@
+//! The provider's masked delivery of one agreement.
+//!
+//! When the agreement's policy carries mask duties, the provider masks the product
+//! once per agreement, stores the masked bytes in chunks of the product's chunk size
+//! together with their SHA-256 and the rules applied, and delivers those: the signed
+//! manifest covers the delivered bytes, and a resumed pull reads the same chunks.
+//! The masked form is also deterministic (same product, rules and key), so producing
+//! it again gives the same bytes.
+//!
+//! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
+//! random secret of this node, created once and kept durably. Within one agreement a
+//! value always gets the same pseudonym; across agreements the pseudonyms cannot be
+//! linked without the node's secret.
+
+use std::io::Write;
+use std::sync::Arc;
+
+use liutong_policy::{Duty, MaskRule};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::DesensitizeError;
+use super::plan::{self, Plan};
+use super::stream::{self, AppliedRule};
+use crate::catalog::product::{Format, ProductStore, ProductVersion};
+use crate::contract::Agreement;
+use crate::runtime::NodeContext;
+use crate::storage::Storage;
+
+/// Storage tree of the node secret and the masked deliveries.
+const TREE: &str = "desensitized";
+const SECRET: &[u8] = b"node-secret";
+/// Domain separation of the per-agreement key derivation.
+const KEY_LABEL: &[u8] = b"liutong/desensitize/hash-key/v1\0";
+
+/// What the signed manifest says about a desensitized delivery.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Desensitization {
+    /// SHA-256 of the product version as published (the agreement's), hex.
+    pub source_sha256: String,
+    /// Its size in bytes.
+    pub source_size: u64,
+    /// The mask rules of the agreement's policy, in written order.
+    pub rules: Vec<MaskRule>,
+    /// What the rules did, field by field.
+    pub applied: Vec<AppliedRule>,
+    /// Rules that selected no field of this product, in words.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unmatched_rules: Vec<String>,
+    /// Records delivered.
+    pub records: u64,
+    /// Records that could not be masked and were left out.
+    pub withheld_records: u64,
+}
+
+/// A masked delivery, as stored: the delivered bytes' figures and the rules applied.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaskedDelivery {
+    pub sha256: String,
+    pub size: u64,
+    pub chunk_size: u32,
+    pub chunk_hashes: Vec<String>,
+    pub desensitization: Desensitization,
+}
+
+/// The mask rules among a decision's duties, in order.
+pub fn mask_rules(duties: &[Duty]) -> Vec<MaskRule> {
+    duties
+        .iter()
+        .filter_map(|d| match d {
+            Duty::Mask { rules } => Some(rules.iter().cloned()),
+            _ => None,
+        })
+        .flatten()
+        .collect()
+}
+
+/// The delivery of `product` under `agreement` when `duties` include mask rules:
+/// produced on the first call, read back afterwards. `None` when nothing is masked.
+pub async fn delivery_for(
+    context: &NodeContext,
+    agreement: &Agreement,
+    product: &ProductVersion,
+    duties: &[Duty],
+) -> Result<Option<MaskedDelivery>, DesensitizeError> {
+    let rules = mask_rules(duties);
+    if rules.is_empty() {
+        return Ok(None);
+    }
+    if product.format == Format::Bytes {
+        return Err(DesensitizeError::OpaqueBytes {
+            product: product.product_id.clone(),
+        });
+    }
+    if let Some(done) = delivered(context.storage.as_ref(), &agreement.agreement_id)? {
+        return Ok(Some(done));
+    }
+    let key = agreement_key(&context.storage, &agreement.agreement_id).await?;
+    let storage = context.storage.clone();
+    let products = context.catalog.products.clone();
+    let product = product.clone();
+    let agreement_id = agreement.agreement_id.clone();
+    let delivery = tokio::task::spawn_blocking(move || {
+        produce(&storage, &products, &product, &agreement_id, rules, &key)
+    })
+    .await
+    .map_err(|e| DesensitizeError::Write(format!("the masking task failed: {e}")))??;
+    // The chunks are written; the record that names them is the commit point.
+    context
+        .storage
+        .put_durable(
+            TREE,
+            &record_key(&agreement.agreement_id),
+            &serde_json::to_vec(&delivery).expect("deliveries serialize"),
+        )
+        .await?;
+    Ok(Some(delivery))
+}
+
+/// The stored masked delivery of an agreement, if one was produced.
+pub fn delivered(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<Option<MaskedDelivery>, DesensitizeError> {
+    storage
+        .get(TREE, &record_key(agreement_id))?
+        .map(|b| serde_json::from_slice(&b).map_err(|e| DesensitizeError::Damaged(e.to_string())))
+        .transpose()
+}
+
+/// One chunk of an agreement's masked delivery.
+pub fn chunk(
+    storage: &dyn Storage,
+    agreement_id: &str,
+    index: u32,
+) -> Result<Vec<u8>, DesensitizeError> {
+    storage
+        .get(TREE, &chunk_key(agreement_id, index))?
+        .ok_or_else(|| {
+            DesensitizeError::Damaged(format!(
+                "chunk {index} of the masked delivery of {agreement_id} is missing"
+            ))
+        })
+}
+
+/// The plan of `rules` over a stored product (one detection pass).
+pub fn plan_for(
+    products: &ProductStore,
+    product: &ProductVersion,
+    rules: Vec<MaskRule>,
+) -> Result<Plan, DesensitizeError> {
+    let detection = match product.format {
+        Format::Csv => plan::detect_csv(products.reader(product))?,
+        Format::Jsonl => plan::detect_jsonl(products.reader(product))?,
+        Format::Bytes => {
+            return Err(DesensitizeError::OpaqueBytes {
+                product: product.product_id.clone(),
+            });
+        }
+    };
+    Ok(Plan::new(rules, &detection))
+}
+
+/// The keyed-hash key of an agreement (creates the node secret on first use).
+pub async fn agreement_key(
+    storage: &Arc<dyn Storage>,
+    agreement_id: &str,
+) -> Result<hmac::Key, DesensitizeError> {
+    let secret = match storage.get(TREE, SECRET)? {
+        Some(s) => s,
+        None => {
+            let mut fresh = [0u8; 32];
+            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
+                .map_err(|_| DesensitizeError::Write("the system RNG failed".into()))?;
+            // Two first uses at once: one secret wins, both read it back.
+            storage.insert_new(TREE, SECRET, &fresh)?;
+            storage.flush().await?;
+            storage
+                .get(TREE, SECRET)?
+                .ok_or_else(|| DesensitizeError::Damaged("the node secret vanished".into()))?
+        }
+    };
+    let mut label = KEY_LABEL.to_vec();
+    label.extend_from_slice(agreement_id.as_bytes());
+    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), &label);
+    Ok(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+}
+
+fn record_key(agreement_id: &str) -> Vec<u8> {
+    format!("m/{agreement_id}").into_bytes()
+}
+
+fn chunk_key(agreement_id: &str, index: u32) -> Vec<u8> {
+    let mut key = format!("c/{agreement_id}/").into_bytes();
+    key.extend_from_slice(&index.to_be_bytes());
+    key
+}
+
+/// Detects, plans and masks the whole product into stored chunks (blocking).
+fn produce(
+    storage: &Arc<dyn Storage>,
+    products: &ProductStore,
+    product: &ProductVersion,
+    agreement_id: &str,
+    rules: Vec<MaskRule>,
+    key: &hmac::Key,
+) -> Result<MaskedDelivery, DesensitizeError> {
+    let plan = plan_for(products, product, rules)?;
+    let mut sink = ChunkSink {
+        storage: storage.as_ref(),
+        agreement_id,
+        chunk_size: product.chunk_size.max(1) as usize,
+        buffer: Vec::new(),
+        chunk_hashes: Vec::new(),
+        whole: Sha256::new(),
+        size: 0,
+    };
+    let outcome = match product.format {
+        Format::Csv => stream::mask_csv(&plan, key, products.reader(product), &mut sink)?,
+        Format::Jsonl => stream::mask_jsonl(&plan, key, products.reader(product), &mut sink)?,
+        Format::Bytes => unreachable!("plan_for refuses opaque bytes"),
+    };
+    sink.finish()
+        .map_err(|e| DesensitizeError::Write(e.to_string()))?;
+    Ok(MaskedDelivery {
+        sha256: hex::encode(sink.whole.finalize()),
+        size: sink.size,
+        chunk_size: product.chunk_size,
+        chunk_hashes: sink.chunk_hashes,
+        desensitization: Desensitization {
+            source_sha256: product.sha256.clone(),
+            source_size: product.size,
+            unmatched_rules: plan
+                .unmatched_rules()
+                .into_iter()
+                .map(|i| format!("rule {}: {}", i + 1, plan::describe_rule(&plan.rules[i])))
+                .collect(),
+            rules: plan.rules,
+            applied: outcome.applied,
+            records: outcome.records,
+            withheld_records: outcome.withheld,
+        },
+    })
+}
+
+/// Cuts the masked output into chunks, stores and hashes each.
+struct ChunkSink<'a> {
+    storage: &'a dyn Storage,
+    agreement_id: &'a str,
+    chunk_size: usize,
+    buffer: Vec<u8>,
+    chunk_hashes: Vec<String>,
+    whole: Sha256,
+    size: u64,
+}
+
+impl ChunkSink<'_> {
+    fn store(&mut self) -> std::io::Result<()> {
+        let index = self.chunk_hashes.len() as u32;
+        self.chunk_hashes
+            .push(hex::encode(Sha256::digest(&self.buffer)));
+        self.storage
+            .put(TREE, &chunk_key(self.agreement_id, index), &self.buffer)
+            .map_err(std::io::Error::other)?;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Stores the last chunk (an empty payload is one empty chunk, like a product's).
+    fn finish(&mut self) -> std::io::Result<()> {
+        if !self.buffer.is_empty() || self.chunk_hashes.is_empty() {
+            self.store()?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for ChunkSink<'_> {
+    fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
+        let n = data.len();
+        self.whole.update(data);
+        self.size += n as u64;
+        while !data.is_empty() {
+            let take = (self.chunk_size - self.buffer.len()).min(data.len());
+            self.buffer.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.buffer.len() == self.chunk_size {
+                self.store()?;
+            }
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SledStorage;
+
+    #[tokio::test]
+    async fn hash_keys_are_stable_per_agreement_and_differ_across_agreements() {
+        let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
+        let a1 = agreement_key(&storage, "agr-1").await.unwrap();
+        let a1_again = agreement_key(&storage, "agr-1").await.unwrap();
+        let a2 = agreement_key(&storage, "agr-2").await.unwrap();
+        let h = |k: &hmac::Key| super::super::method::keyed_hash(k, "13812345678");
+        assert_eq!(h(&a1), h(&a1_again));
+        assert_ne!(h(&a1), h(&a2));
+        // Another node (another secret) gives another key for the same agreement ID.
+        let other: Arc<dyn Storage> = SledStorage::temporary().unwrap();
+        assert_ne!(h(&a1), h(&agreement_key(&other, "agr-1").await.unwrap()));
+    }
+
+    #[test]
+    fn chunks_are_cut_at_the_chunk_size() {
+        let storage = SledStorage::temporary().unwrap();
+        let mut sink = ChunkSink {
+            storage: storage.as_ref(),
+            agreement_id: "agr-x",
+            chunk_size: 4,
+            buffer: Vec::new(),
+            chunk_hashes: Vec::new(),
+            whole: Sha256::new(),
+            size: 0,
+        };
+        sink.write_all(b"abcdefghij").unwrap();
+        sink.finish().unwrap();
+        assert_eq!(sink.chunk_hashes.len(), 3);
+        assert_eq!(sink.size, 10);
+        assert_eq!(chunk(storage.as_ref(), "agr-x", 2).unwrap(), b"ij");
+        assert_eq!(
+            sink.chunk_hashes[0],
+            hex::encode(Sha256::digest(b"abcd")),
+            "each chunk hashed"
+        );
+    }
+}

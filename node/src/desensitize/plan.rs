@@ -1,0 +1,345 @@
+//! Which rule masks which field: the policy's mask rules matched against a product's
+//! fields (CSV columns or the top-level keys of JSON Lines objects).
+//!
+//! A field takes the first rule, in written order, that selects it: a rule on a name
+//! selects the field of exactly that name; a rule on a built-in type selects every
+//! field whose header names that type or any of whose values is recognised as it (see
+//! [`super::recognise`]). Recognising by values needs one pass over the data before
+//! masking ([`detect_csv`], [`detect_jsonl`]).
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader, Read};
+
+use liutong_policy::{FieldSelector, FieldType, MaskMethod, MaskRule};
+use ring::hmac;
+use serde::{Deserialize, Serialize};
+
+use super::DesensitizeError;
+use super::method::{self, Masked};
+use super::recognise;
+
+/// Types recognisable from values.
+const VALUE_TYPES: [FieldType; 3] = [FieldType::Idcard, FieldType::Mobile, FieldType::Email];
+
+/// The fields of a product and the types their values showed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Detection {
+    /// Field names in the order they first appear (CSV: header order; columns past
+    /// the header are named `column N`).
+    pub fields: Vec<String>,
+    /// For each field, the built-in types at least one of its values was recognised as.
+    pub value_types: HashMap<String, BTreeSet<FieldTypeKey>>,
+}
+
+/// [`FieldType`] in an ordered set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FieldTypeKey(u8);
+
+impl From<FieldType> for FieldTypeKey {
+    fn from(t: FieldType) -> Self {
+        FieldTypeKey(FieldType::ALL.iter().position(|x| *x == t).unwrap_or(0) as u8)
+    }
+}
+
+impl Detection {
+    fn note_field(&mut self, name: &str) {
+        if !self.value_types.contains_key(name) {
+            self.fields.push(name.to_owned());
+            self.value_types.insert(name.to_owned(), BTreeSet::new());
+        }
+    }
+
+    fn note_value(&mut self, name: &str, value: &str) {
+        if value.is_empty() {
+            return;
+        }
+        let seen = self.value_types.entry(name.to_owned()).or_default();
+        for t in VALUE_TYPES {
+            if !seen.contains(&t.into()) && recognise::value_is(t, value) {
+                seen.insert(t.into());
+            }
+        }
+    }
+
+    fn values_are(&self, name: &str, t: FieldType) -> bool {
+        self.value_types
+            .get(name)
+            .is_some_and(|s| s.contains(&t.into()))
+    }
+}
+
+/// The name of CSV column `index` (0-based) under `header`.
+pub fn csv_field_name(header: &[String], index: usize) -> String {
+    header
+        .get(index)
+        .cloned()
+        .unwrap_or_else(|| format!("column {}", index + 1))
+}
+
+/// One pass over CSV data (with a header row).
+pub fn detect_csv(data: impl Read) -> Result<Detection, DesensitizeError> {
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| DesensitizeError::Read(e.to_string()))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let mut d = Detection::default();
+    for h in &header {
+        d.note_field(h);
+    }
+    for record in reader.records() {
+        let record = record.map_err(|e| DesensitizeError::Read(e.to_string()))?;
+        for (i, value) in record.iter().enumerate() {
+            let name = csv_field_name(&header, i);
+            d.note_field(&name);
+            d.note_value(&name, value);
+        }
+    }
+    Ok(d)
+}
+
+/// One pass over JSON Lines data; lines that are not JSON objects are skipped (the
+/// masking pass withholds them).
+pub fn detect_jsonl(data: impl Read) -> Result<Detection, DesensitizeError> {
+    let mut d = Detection::default();
+    for_each_object(data, |object| {
+        for (k, v) in object {
+            d.note_field(k);
+            if let Some(text) = json_text(v) {
+                d.note_value(k, &text);
+            }
+        }
+    })?;
+    Ok(d)
+}
+
+/// Calls `f` with each line that is a JSON object; returns the number of non-empty
+/// lines that are not.
+pub fn for_each_object(
+    data: impl Read,
+    mut f: impl FnMut(&serde_json::Map<String, serde_json::Value>),
+) -> Result<u64, DesensitizeError> {
+    let mut reader = BufReader::new(data);
+    let mut line = Vec::new();
+    let mut others = 0;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|e| DesensitizeError::Read(e.to_string()))?;
+        if n == 0 {
+            return Ok(others);
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<serde_json::Value>(&line) {
+            Ok(serde_json::Value::Object(object)) => f(&object),
+            _ => others += 1,
+        }
+    }
+}
+
+/// A JSON value as text: strings as they are, numbers and booleans as written, objects
+/// and arrays as compact JSON; `None` for null.
+pub fn json_text(v: &serde_json::Value) -> Option<std::borrow::Cow<'_, str>> {
+    use std::borrow::Cow;
+    match v {
+        serde_json::Value::Null => None,
+        serde_json::Value::String(s) => Some(Cow::Borrowed(s)),
+        serde_json::Value::Number(n) => Some(Cow::Owned(n.to_string())),
+        serde_json::Value::Bool(b) => Some(Cow::Borrowed(if *b { "true" } else { "false" })),
+        other => Some(Cow::Owned(other.to_string())),
+    }
+}
+
+/// How one field was selected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum SelectedBy {
+    /// A rule on the field's name.
+    Name,
+    /// A rule on a type that the field's header names.
+    Header,
+    /// A rule on a type that at least one of the field's values was recognised as.
+    Values,
+}
+
+/// The rule that masks one field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldAction {
+    pub field: String,
+    /// Index of the rule in the policy's mask rules (0-based).
+    pub rule: usize,
+    pub method: MaskMethod,
+    pub selected_by: SelectedBy,
+}
+
+impl FieldAction {
+    /// Masks one text value (CSV, or a JSON value's text).
+    pub fn apply(&self, value: &str, key: &hmac::Key) -> Masked {
+        method::apply(&self.method, value, key)
+    }
+}
+
+/// The rules matched against a product's fields.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// The policy's mask rules, in written order.
+    pub rules: Vec<MaskRule>,
+    /// The masked fields, in field order.
+    pub actions: Vec<FieldAction>,
+    by_field: HashMap<String, usize>,
+}
+
+impl Plan {
+    /// Matches `rules` against the detected fields.
+    pub fn new(rules: Vec<MaskRule>, detection: &Detection) -> Plan {
+        let mut actions = Vec::new();
+        for field in &detection.fields {
+            let chosen = rules.iter().enumerate().find_map(|(i, r)| {
+                let by = match &r.field {
+                    FieldSelector::Name(n) if n == field => Some(SelectedBy::Name),
+                    FieldSelector::Name(_) => None,
+                    FieldSelector::Type(t) if recognise::header_is(*t, field) => {
+                        Some(SelectedBy::Header)
+                    }
+                    FieldSelector::Type(t) if detection.values_are(field, *t) => {
+                        Some(SelectedBy::Values)
+                    }
+                    FieldSelector::Type(_) => None,
+                };
+                by.map(|selected_by| FieldAction {
+                    field: field.clone(),
+                    rule: i,
+                    method: r.method,
+                    selected_by,
+                })
+            });
+            actions.extend(chosen);
+        }
+        let by_field = actions
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (a.field.clone(), i))
+            .collect();
+        Plan {
+            rules,
+            actions,
+            by_field,
+        }
+    }
+
+    /// The action on a field, if a rule selects it.
+    pub fn action(&self, field: &str) -> Option<&FieldAction> {
+        self.by_field.get(field).map(|i| &self.actions[*i])
+    }
+
+    /// Rules that select no field of this product (0-based indexes).
+    pub fn unmatched_rules(&self) -> Vec<usize> {
+        (0..self.rules.len())
+            .filter(|i| !self.actions.iter().any(|a| a.rule == *i))
+            .collect()
+    }
+}
+
+/// A rule in words, for manifests and messages: "type mobile: keep first 3, last 4".
+pub fn describe_rule(rule: &MaskRule) -> String {
+    let field = match &rule.field {
+        FieldSelector::Name(n) => format!("field {n}"),
+        FieldSelector::Type(t) => format!("type {}", t.as_str()),
+    };
+    format!("{field}: {}", describe_method(&rule.method))
+}
+
+/// A method in words.
+pub fn describe_method(m: &MaskMethod) -> String {
+    match m {
+        MaskMethod::Keep { first, last } => format!("keep first {first}, last {last}"),
+        MaskMethod::MaskAll => "mask all".into(),
+        MaskMethod::Hash => "keyed hash (HMAC-SHA256, key of this agreement)".into(),
+        MaskMethod::Drop => "drop".into(),
+        MaskMethod::Generalize { to } => format!(
+            "generalize to {}",
+            match to {
+                liutong_policy::Generalization::Year => "year",
+                liutong_policy::Generalization::Prefecture => "prefecture",
+            }
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(field: FieldSelector, method: MaskMethod) -> MaskRule {
+        MaskRule { field, method }
+    }
+
+    #[test]
+    fn first_selecting_rule_wins_by_name_header_or_values() {
+        let csv = "姓名,phone_no,contact,email,district,note\n\
+                   张三,13812345678,a@b.cn,,330106,x\n\
+                   李四,,13912345678,,330102,y\n";
+        let d = detect_csv(csv.as_bytes()).unwrap();
+        assert_eq!(
+            d.fields,
+            ["姓名", "phone_no", "contact", "email", "district", "note"]
+        );
+        let plan = Plan::new(
+            vec![
+                rule(
+                    FieldSelector::Name("district".into()),
+                    MaskMethod::Generalize {
+                        to: liutong_policy::Generalization::Prefecture,
+                    },
+                ),
+                rule(
+                    FieldSelector::Type(FieldType::Mobile),
+                    MaskMethod::Keep { first: 3, last: 4 },
+                ),
+                rule(FieldSelector::Type(FieldType::Email), MaskMethod::Hash),
+                rule(
+                    FieldSelector::Type(FieldType::Name),
+                    MaskMethod::Keep { first: 1, last: 0 },
+                ),
+                rule(FieldSelector::Type(FieldType::Idcard), MaskMethod::MaskAll),
+            ],
+            &d,
+        );
+        let got: Vec<(&str, usize, SelectedBy)> = plan
+            .actions
+            .iter()
+            .map(|a| (a.field.as_str(), a.rule, a.selected_by))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("姓名", 3, SelectedBy::Header),
+                ("phone_no", 1, SelectedBy::Header),
+                // Values of both a mobile and an e-mail: the mobile rule comes first.
+                ("contact", 1, SelectedBy::Values),
+                ("email", 2, SelectedBy::Header),
+                ("district", 0, SelectedBy::Name),
+            ]
+        );
+        assert!(plan.action("note").is_none());
+        assert_eq!(plan.unmatched_rules(), vec![4]);
+    }
+
+    #[test]
+    fn jsonl_fields_are_top_level_keys() {
+        let data = "{\"name\":\"王五\",\"m\":13812345678}\nnot json\n\n{\"z\":null,\"m\":\"x\"}\n";
+        let d = detect_jsonl(data.as_bytes()).unwrap();
+        assert_eq!(d.fields, ["m", "name", "z"]);
+        assert!(
+            d.values_are("m", FieldType::Mobile),
+            "numbers are read as text"
+        );
+        let others = for_each_object(data.as_bytes(), |_| {}).unwrap();
+        assert_eq!(others, 1, "the blank line does not count");
+    }
+}

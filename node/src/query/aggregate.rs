@@ -1,0 +1,677 @@
+//! The aggregate engine: one pass over a product's rows (CSV or JSON Lines), filters,
+//! groups, aggregates, and the minimum group size k. Pure: rows in, answer out.
+//!
+//! Values are read as text (a JSON Lines value as its text, null as missing). If the
+//! agreement also carries mask rules, each value is masked first, so a query sees only
+//! what a delivery would show, and a dropped column cannot be used at all.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Read;
+
+use ring::hmac;
+
+use crate::desensitize::Plan;
+use crate::desensitize::method::Masked;
+use crate::desensitize::plan::{csv_field_name, for_each_object, json_text};
+
+/// Most group-by columns.
+pub const MAX_GROUP_BY: usize = 3;
+/// Most aggregations, and most filters, in one query.
+pub const MAX_TERMS: usize = 16;
+/// Most distinct groups a query may make (shown or suppressed).
+pub const MAX_GROUPS: usize = 10_000;
+
+/// An aggregate function.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Function {
+    Count,
+    Sum,
+    Avg,
+    Min,
+    Max,
+}
+
+impl Function {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Function::Count => "count",
+            Function::Sum => "sum",
+            Function::Avg => "avg",
+            Function::Min => "min",
+            Function::Max => "max",
+        }
+    }
+}
+
+/// One aggregation: a function over a column (none for `count`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Aggregation {
+    pub function: Function,
+    pub column: Option<String>,
+}
+
+impl fmt::Display for Aggregation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.column {
+            Some(c) => write!(f, "{}({c})", self.function.as_str()),
+            None => f.write_str(self.function.as_str()),
+        }
+    }
+}
+
+/// A filter's comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FilterOp {
+    Eq,
+    Lt,
+    Lteq,
+    Gt,
+    Gteq,
+}
+
+impl FilterOp {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FilterOp::Eq => "=",
+            FilterOp::Lt => "<",
+            FilterOp::Lteq => "<=",
+            FilterOp::Gt => ">",
+            FilterOp::Gteq => ">=",
+        }
+    }
+}
+
+/// `column op value`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Filter {
+    pub column: String,
+    pub op: FilterOp,
+    pub value: String,
+}
+
+impl Filter {
+    fn holds(&self, value: Option<&str>) -> bool {
+        let Some(v) = value else {
+            return false;
+        };
+        let ordering = match (number(v), number(&self.value)) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ => Some(v.cmp(self.value.as_str())),
+        };
+        let Some(o) = ordering else {
+            return false;
+        };
+        match self.op {
+            FilterOp::Eq => o.is_eq(),
+            FilterOp::Lt => o.is_lt(),
+            FilterOp::Lteq => o.is_le(),
+            FilterOp::Gt => o.is_gt(),
+            FilterOp::Gteq => o.is_ge(),
+        }
+    }
+}
+
+fn number(v: &str) -> Option<f64> {
+    v.trim().parse::<f64>().ok().filter(|x| x.is_finite())
+}
+
+/// A query, checked against the product's columns with [`Query::check`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Query {
+    pub aggregations: Vec<Aggregation>,
+    pub group_by: Vec<String>,
+    pub filters: Vec<Filter>,
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let aggs: Vec<String> = self.aggregations.iter().map(ToString::to_string).collect();
+        f.write_str(&aggs.join(", "))?;
+        if !self.group_by.is_empty() {
+            write!(f, " by {}", self.group_by.join(", "))?;
+        }
+        if !self.filters.is_empty() {
+            let fs: Vec<String> = self
+                .filters
+                .iter()
+                .map(|x| format!("{} {} {}", x.column, x.op.as_str(), x.value))
+                .collect();
+            write!(f, " where {}", fs.join(" and "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a query cannot be answered.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    /// The query is malformed; the message names the part.
+    #[error("{0}")]
+    Invalid(String),
+    #[error(
+        "the query makes more than {MAX_GROUPS} groups; group by fewer or coarser columns, or filter"
+    )]
+    TooManyGroups,
+    #[error("the product cannot be read: {0}")]
+    Read(String),
+}
+
+impl Query {
+    /// Every column the query reads, once each, in first-use order.
+    pub fn columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        let all = self
+            .group_by
+            .iter()
+            .map(String::as_str)
+            .chain(self.aggregations.iter().filter_map(|a| a.column.as_deref()))
+            .chain(self.filters.iter().map(|f| f.column.as_str()));
+        for c in all {
+            if !out.contains(&c) {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// Checks the shape of the query and that every column exists in `columns` and is
+    /// not dropped by the mask rules.
+    pub fn check(&self, columns: &[String], plan: Option<&Plan>) -> Result<(), QueryError> {
+        let invalid = |m: String| Err(QueryError::Invalid(m));
+        if self.aggregations.is_empty() {
+            return invalid(
+                "aggregations: ask for at least one (count, sum, avg, min, max)".into(),
+            );
+        }
+        if self.aggregations.len() > MAX_TERMS || self.filters.len() > MAX_TERMS {
+            return invalid(format!(
+                "at most {MAX_TERMS} aggregations and {MAX_TERMS} filters"
+            ));
+        }
+        if self.group_by.len() > MAX_GROUP_BY {
+            return invalid(format!(
+                "group_by: at most {MAX_GROUP_BY} columns, not {}",
+                self.group_by.len()
+            ));
+        }
+        for (i, a) in self.aggregations.iter().enumerate() {
+            match (a.function, &a.column) {
+                (Function::Count, _) => {}
+                (f, None) => {
+                    return invalid(format!("aggregations[{i}]: {} needs a column", f.as_str()));
+                }
+                _ => {}
+            }
+        }
+        for c in self.columns() {
+            if !columns.iter().any(|k| k == c) {
+                return invalid(format!(
+                    "column {c:?} does not exist; the product's columns are {}",
+                    columns.join(", ")
+                ));
+            }
+            if let Some(a) = plan.and_then(|p| p.action(c))
+                && a.method == liutong_policy::MaskMethod::Drop
+            {
+                return invalid(format!(
+                    "column {c:?} is dropped by the agreement's mask rules and cannot be queried"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One group of the answer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Group {
+    pub keys: Vec<String>,
+    pub rows: u64,
+    /// One per aggregation; `None` when no value read as a number.
+    pub values: Vec<Option<f64>>,
+}
+
+/// The answer: groups of at least k rows, and how many smaller ones were suppressed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Answer {
+    pub groups: Vec<Group>,
+    pub suppressed_groups: u32,
+    /// Rows read, and rows that passed the filters (for the provider's own log only).
+    pub rows_read: u64,
+    pub rows_matched: u64,
+}
+
+/// Masking applied to values before the query sees them.
+pub type Masking<'a> = Option<(&'a Plan, &'a hmac::Key)>;
+
+/// Runs a checked query over CSV data.
+pub fn run_csv(
+    query: &Query,
+    k: u32,
+    masking: Masking<'_>,
+    data: impl Read,
+) -> Result<Answer, QueryError> {
+    let read_err = |e: csv::Error| QueryError::Read(e.to_string());
+    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(read_err)?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    let columns = query.columns();
+    let positions: Vec<Option<usize>> = columns
+        .iter()
+        .map(|c| (0..header.len()).find(|i| csv_field_name(&header, *i) == *c))
+        .collect();
+    let mut acc = Accumulator::new(query, &columns);
+    let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
+    for record in reader.records() {
+        let record = record.map_err(read_err)?;
+        values.clear();
+        for (c, p) in columns.iter().zip(&positions) {
+            let v = p.and_then(|p| record.get(p)).filter(|v| !v.is_empty());
+            values.push(v.map(|v| masked(masking, c, v)));
+        }
+        acc.add(&values)?;
+    }
+    Ok(acc.finish(k))
+}
+
+/// Runs a checked query over JSON Lines data (lines that are not objects are skipped).
+pub fn run_jsonl(
+    query: &Query,
+    k: u32,
+    masking: Masking<'_>,
+    data: impl Read,
+) -> Result<Answer, QueryError> {
+    let columns = query.columns();
+    let mut acc = Accumulator::new(query, &columns);
+    let mut failure = None;
+    let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
+    for_each_object(data, |object| {
+        if failure.is_some() {
+            return;
+        }
+        values.clear();
+        for c in &columns {
+            let v = object.get(*c).and_then(json_text).filter(|v| !v.is_empty());
+            values.push(v.map(|v| masked(masking, c, &v)));
+        }
+        if let Err(e) = acc.add(&values) {
+            failure = Some(e);
+        }
+    })
+    .map_err(|e| QueryError::Read(e.to_string()))?;
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    Ok(acc.finish(k))
+}
+
+fn masked(masking: Masking<'_>, column: &str, value: &str) -> String {
+    let Some((plan, key)) = masking else {
+        return value.to_owned();
+    };
+    match plan.action(column).map(|a| a.apply(value, key)) {
+        None => value.to_owned(),
+        Some(Masked::Value(v) | Masked::Unreadable(v)) => v,
+        // `check` refuses dropped columns; were one read, it would read as masked.
+        Some(Masked::Dropped) => crate::desensitize::method::mask_all(value),
+    }
+}
+
+#[derive(Clone, Default)]
+struct Stat {
+    n: u64,
+    sum: f64,
+    min: Option<f64>,
+    max: Option<f64>,
+}
+
+struct Accumulator<'q> {
+    query: &'q Query,
+    /// Index into the row's values of each group-by column, aggregation column, filter.
+    group_at: Vec<usize>,
+    agg_at: Vec<Option<usize>>,
+    filter_at: Vec<usize>,
+    groups: BTreeMap<Vec<String>, (u64, Vec<Stat>)>,
+    rows_read: u64,
+    rows_matched: u64,
+}
+
+impl<'q> Accumulator<'q> {
+    fn new(query: &'q Query, columns: &[&str]) -> Self {
+        let at = |c: &str| {
+            columns
+                .iter()
+                .position(|x| *x == c)
+                .expect("columns() lists every column")
+        };
+        Accumulator {
+            query,
+            group_at: query.group_by.iter().map(|c| at(c)).collect(),
+            agg_at: query
+                .aggregations
+                .iter()
+                .map(|a| a.column.as_deref().map(at))
+                .collect(),
+            filter_at: query.filters.iter().map(|f| at(&f.column)).collect(),
+            groups: BTreeMap::new(),
+            rows_read: 0,
+            rows_matched: 0,
+        }
+    }
+
+    fn add(&mut self, values: &[Option<String>]) -> Result<(), QueryError> {
+        self.rows_read += 1;
+        let passes = self
+            .query
+            .filters
+            .iter()
+            .zip(&self.filter_at)
+            .all(|(f, i)| f.holds(values[*i].as_deref()));
+        if !passes {
+            return Ok(());
+        }
+        self.rows_matched += 1;
+        let key: Vec<String> = self
+            .group_at
+            .iter()
+            .map(|i| values[*i].clone().unwrap_or_default())
+            .collect();
+        if !self.groups.contains_key(&key) && self.groups.len() == MAX_GROUPS {
+            return Err(QueryError::TooManyGroups);
+        }
+        let (rows, stats) = self
+            .groups
+            .entry(key)
+            .or_insert_with(|| (0, vec![Stat::default(); self.agg_at.len()]));
+        *rows += 1;
+        for (stat, at) in stats.iter_mut().zip(&self.agg_at) {
+            let Some(x) = at.and_then(|i| values[i].as_deref()).and_then(number) else {
+                continue;
+            };
+            stat.n += 1;
+            stat.sum += x;
+            stat.min = Some(stat.min.map_or(x, |m| m.min(x)));
+            stat.max = Some(stat.max.map_or(x, |m| m.max(x)));
+        }
+        Ok(())
+    }
+
+    fn finish(self, k: u32) -> Answer {
+        let mut groups = Vec::new();
+        let mut suppressed = 0u32;
+        if self.groups.is_empty() && self.query.group_by.is_empty() {
+            // The one group of "all matching rows" is empty: smaller than any k.
+            suppressed = 1;
+        }
+        for (keys, (rows, stats)) in self.groups {
+            if rows < u64::from(k.max(1)) {
+                suppressed += 1;
+                continue;
+            }
+            let values = self
+                .query
+                .aggregations
+                .iter()
+                .zip(&stats)
+                .map(|(a, s)| match a.function {
+                    Function::Count => Some(rows as f64),
+                    _ if s.n == 0 => None,
+                    Function::Sum => Some(s.sum),
+                    Function::Avg => Some(s.sum / s.n as f64),
+                    Function::Min => s.min,
+                    Function::Max => s.max,
+                })
+                .collect();
+            groups.push(Group { keys, rows, values });
+        }
+        Answer {
+            groups,
+            suppressed_groups: suppressed,
+            rows_read: self.rows_read,
+            rows_matched: self.rows_matched,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SPEEDS: &str = "district,year,speed,plate\n\
+        Xihu,2025,30,A1\n\
+        Xihu,2025,40,A2\n\
+        Xihu,2025,50,A3\n\
+        Binjiang,2025,20,B1\n\
+        Binjiang,2024,25,B2\n\
+        Shangcheng,2025,,C1\n\
+        Shangcheng,2025,60,C2\n\
+        Shangcheng,2025,fast,C3\n";
+
+    fn columns() -> Vec<String> {
+        ["district", "year", "speed", "plate"]
+            .map(String::from)
+            .to_vec()
+    }
+
+    fn agg(function: Function, column: Option<&str>) -> Aggregation {
+        Aggregation {
+            function,
+            column: column.map(String::from),
+        }
+    }
+
+    fn filter(column: &str, op: FilterOp, value: &str) -> Filter {
+        Filter {
+            column: column.into(),
+            op,
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn groups_below_k_are_suppressed_and_only_counted() {
+        let q = Query {
+            aggregations: vec![
+                agg(Function::Count, None),
+                agg(Function::Avg, Some("speed")),
+                agg(Function::Min, Some("speed")),
+                agg(Function::Max, Some("speed")),
+                agg(Function::Sum, Some("speed")),
+            ],
+            group_by: vec!["district".into()],
+            filters: vec![filter("year", FilterOp::Eq, "2025")],
+        };
+        q.check(&columns(), None).unwrap();
+        let a = run_csv(&q, 3, None, SPEEDS.as_bytes()).unwrap();
+        // Binjiang has one row in 2025: below k = 3, suppressed.
+        assert_eq!(a.suppressed_groups, 1);
+        assert_eq!(
+            a.groups,
+            vec![
+                Group {
+                    keys: vec!["Shangcheng".into()],
+                    rows: 3,
+                    // Only 60 reads as a number.
+                    values: vec![Some(3.0), Some(60.0), Some(60.0), Some(60.0), Some(60.0)],
+                },
+                Group {
+                    keys: vec!["Xihu".into()],
+                    rows: 3,
+                    values: vec![Some(3.0), Some(40.0), Some(30.0), Some(50.0), Some(120.0)],
+                },
+            ]
+        );
+        assert_eq!((a.rows_read, a.rows_matched), (8, 7));
+        assert_eq!(
+            q.to_string(),
+            "count, avg(speed), min(speed), max(speed), sum(speed) by district where year = 2025"
+        );
+    }
+
+    #[test]
+    fn range_filters_and_a_single_group() {
+        let q = Query {
+            aggregations: vec![agg(Function::Count, None)],
+            group_by: vec![],
+            filters: vec![
+                filter("speed", FilterOp::Gteq, "25"),
+                filter("speed", FilterOp::Lt, "60"),
+            ],
+        };
+        let a = run_csv(&q, 2, None, SPEEDS.as_bytes()).unwrap();
+        assert_eq!(a.groups.len(), 1);
+        assert_eq!(
+            a.groups[0].rows, 4,
+            "30, 40, 50, 25 — not empty, fast or 60"
+        );
+        // A filter that leaves one row: the single group is below k.
+        let q = Query {
+            filters: vec![filter("plate", FilterOp::Eq, "C2")],
+            ..q
+        };
+        let a = run_csv(&q, 2, None, SPEEDS.as_bytes()).unwrap();
+        assert!(a.groups.is_empty());
+        assert_eq!(a.suppressed_groups, 1);
+        // No row at all: still one suppressed group, nothing else said.
+        let q = Query {
+            filters: vec![filter("plate", FilterOp::Eq, "none")],
+            ..q
+        };
+        let a = run_csv(&q, 2, None, SPEEDS.as_bytes()).unwrap();
+        assert_eq!((a.groups.len(), a.suppressed_groups), (0, 1));
+    }
+
+    #[test]
+    fn jsonl_rows_are_read_as_text() {
+        let data = "{\"d\":\"Xihu\",\"v\":1}\n{\"d\":\"Xihu\",\"v\":2.5}\n{\"d\":null,\"v\":3}\nnot json\n";
+        let q = Query {
+            aggregations: vec![agg(Function::Sum, Some("v"))],
+            group_by: vec!["d".into()],
+            filters: vec![],
+        };
+        let a = run_jsonl(&q, 1, None, data.as_bytes()).unwrap();
+        let got: Vec<(Vec<String>, Option<f64>)> = a
+            .groups
+            .into_iter()
+            .map(|g| (g.keys, g.values[0]))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (vec![String::new()], Some(3.0)),
+                (vec!["Xihu".into()], Some(3.5))
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_queries_name_what_is_wrong() {
+        let base = Query {
+            aggregations: vec![agg(Function::Count, None)],
+            ..Query::default()
+        };
+        let check = |q: Query| q.check(&columns(), None).unwrap_err().to_string();
+        assert!(check(Query::default()).contains("at least one"));
+        assert!(
+            check(Query {
+                group_by: vec![
+                    "district".into(),
+                    "year".into(),
+                    "speed".into(),
+                    "plate".into()
+                ],
+                ..base.clone()
+            })
+            .contains("at most 3")
+        );
+        let e = check(Query {
+            aggregations: vec![agg(Function::Avg, Some("sped"))],
+            ..base.clone()
+        });
+        assert!(
+            e.contains("\"sped\" does not exist") && e.contains("district, year"),
+            "{e}"
+        );
+        assert!(
+            check(Query {
+                aggregations: vec![agg(Function::Max, None)],
+                ..base.clone()
+            })
+            .contains("max needs a column")
+        );
+    }
+
+    #[test]
+    fn mask_rules_apply_before_the_query_sees_values() {
+        use crate::desensitize::plan::detect_csv;
+        use liutong_policy::{FieldSelector, Generalization, MaskMethod, MaskRule};
+        let data = "birth_date,plate,speed
+1990-05-17,A1,30
+1990-11-02,A2,50
+1985-01-01,B1,70
+";
+        let plan = Plan::new(
+            vec![
+                MaskRule {
+                    field: FieldSelector::Name("birth_date".into()),
+                    method: MaskMethod::Generalize {
+                        to: Generalization::Year,
+                    },
+                },
+                MaskRule {
+                    field: FieldSelector::Name("plate".into()),
+                    method: MaskMethod::Drop,
+                },
+            ],
+            &detect_csv(data.as_bytes()).unwrap(),
+        );
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"k");
+        let columns: Vec<String> = ["birth_date", "plate", "speed"].map(String::from).to_vec();
+        let by_year = Query {
+            aggregations: vec![agg(Function::Avg, Some("speed"))],
+            group_by: vec!["birth_date".into()],
+            filters: vec![],
+        };
+        by_year.check(&columns, Some(&plan)).unwrap();
+        let a = run_csv(&by_year, 1, Some((&plan, &key)), data.as_bytes()).unwrap();
+        let keys: Vec<&str> = a.groups.iter().map(|g| g.keys[0].as_str()).collect();
+        assert_eq!(
+            keys,
+            ["1985", "1990"],
+            "grouped by year, never by the full date"
+        );
+        let by_plate = Query {
+            group_by: vec!["plate".into()],
+            ..by_year
+        };
+        let e = by_plate.check(&columns, Some(&plan)).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("dropped by the agreement's mask rules"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn too_many_groups_is_refused() {
+        let mut data = String::from("id\n");
+        for i in 0..=MAX_GROUPS {
+            data.push_str(&format!("{i}\n"));
+        }
+        let q = Query {
+            aggregations: vec![agg(Function::Count, None)],
+            group_by: vec!["id".into()],
+            filters: vec![],
+        };
+        assert_eq!(
+            run_csv(&q, 2, None, data.as_bytes()),
+            Err(QueryError::TooManyGroups)
+        );
+    }
+}

@@ -1,0 +1,496 @@
+//! Compute-to-data (可用不可见): aggregates computed at the provider, raw rows never
+//! leave it.
+//!
+//! For an agreement whose policy permits `aggregate` (typically an `aggregate`
+//! permission with an `aggregateOnly` duty of minimum group size k), the consumer sends
+//! a query; the provider checks that the caller is the agreement's consumer, evaluates
+//! the agreement's policy again (scope `use`, action `aggregate`, the queries so far as
+//! the use count), computes the query over the product's rows on its own node
+//! ([`aggregate`]), and answers only the groups of at least k rows, with the number of
+//! groups it suppressed. Mask duties of the same policy apply to the values first.
+//! Both nodes log each query and the size of its answer.
+//!
+//! A raw `Transfer.Pull` of such an agreement is refused ([`only_aggregates`]).
+//!
+//! Known limit: a threshold on group size does not stop differencing (two queries
+//! whose groups differ by one row); policies can bound the number of queries with a
+//! `count` constraint, which counts this agreement's queries.
+
+pub mod aggregate;
+
+use liutong_policy::{
+    Action, CompiledPolicy, Decision, Denial, Duty, Policy, Request, Scope, State as PolicyState,
+};
+
+use crate::audit::log::{Event, EventKind};
+use crate::catalog::product::Format;
+use crate::catalog::requester_of;
+use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, NegotiationStatus, Role};
+use crate::desensitize;
+use crate::identity::Membership;
+use crate::runtime::{NodeContext, now};
+use crate::storage::StorageError;
+use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
+use liutong_proto::v1 as pb;
+
+/// Provider side: how many queries each agreement has had (its use count).
+const QUERIES: &str = "queries";
+
+/// Why a query was not answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum QueryError {
+    #[error("no finalized agreement {0}")]
+    UnknownAgreement(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("the agreement's policy refuses the query: {0}")]
+    Denied(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    DataLoss(String),
+    #[error("the provider: {0}")]
+    Peer(tonic::Status),
+    #[error("cannot reach the provider: {0}")]
+    Unreachable(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the audit log cannot be written, so the query is refused: {0}")]
+    Audit(String),
+}
+
+impl From<aggregate::QueryError> for QueryError {
+    fn from(e: aggregate::QueryError) -> Self {
+        match e {
+            aggregate::QueryError::Invalid(m) => QueryError::Invalid(m),
+            aggregate::QueryError::TooManyGroups => QueryError::TooLarge(e.to_string()),
+            aggregate::QueryError::Read(m) => QueryError::DataLoss(m),
+        }
+    }
+}
+
+/// Reads a query from its message, naming the first malformed part.
+pub fn query_from_proto(q: Option<&pb::AggregateQuery>) -> Result<Query, QueryError> {
+    let q = q.ok_or_else(|| QueryError::Invalid("query: the query is missing".into()))?;
+    let mut out = Query::default();
+    for (i, a) in q.aggregations.iter().enumerate() {
+        let function = match pb::AggregateFunction::try_from(a.function) {
+            Ok(pb::AggregateFunction::Count) => Function::Count,
+            Ok(pb::AggregateFunction::Sum) => Function::Sum,
+            Ok(pb::AggregateFunction::Avg) => Function::Avg,
+            Ok(pb::AggregateFunction::Min) => Function::Min,
+            Ok(pb::AggregateFunction::Max) => Function::Max,
+            _ => {
+                return Err(QueryError::Invalid(format!(
+                    "aggregations[{i}].function: one of count, sum, avg, min, max"
+                )));
+            }
+        };
+        let column = (!a.column.trim().is_empty()).then(|| a.column.clone());
+        out.aggregations.push(Aggregation { function, column });
+    }
+    out.group_by = q.group_by.clone();
+    for (i, f) in q.filters.iter().enumerate() {
+        let op = match pb::FilterOperator::try_from(f.op) {
+            Ok(pb::FilterOperator::Eq) => FilterOp::Eq,
+            Ok(pb::FilterOperator::Lt) => FilterOp::Lt,
+            Ok(pb::FilterOperator::Lteq) => FilterOp::Lteq,
+            Ok(pb::FilterOperator::Gt) => FilterOp::Gt,
+            Ok(pb::FilterOperator::Gteq) => FilterOp::Gteq,
+            _ => {
+                return Err(QueryError::Invalid(format!(
+                    "filters[{i}].op: one of =, <, <=, >, >="
+                )));
+            }
+        };
+        if f.column.trim().is_empty() {
+            return Err(QueryError::Invalid(format!(
+                "filters[{i}].column: name a column"
+            )));
+        }
+        out.filters.push(Filter {
+            column: f.column.clone(),
+            op,
+            value: f.value.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// The message of a query (the CLI builds one from its flags).
+pub fn query_to_proto(q: &Query) -> pb::AggregateQuery {
+    pb::AggregateQuery {
+        aggregations: q
+            .aggregations
+            .iter()
+            .map(|a| pb::Aggregation {
+                function: match a.function {
+                    Function::Count => pb::AggregateFunction::Count,
+                    Function::Sum => pb::AggregateFunction::Sum,
+                    Function::Avg => pb::AggregateFunction::Avg,
+                    Function::Min => pb::AggregateFunction::Min,
+                    Function::Max => pb::AggregateFunction::Max,
+                } as i32,
+                column: a.column.clone().unwrap_or_default(),
+            })
+            .collect(),
+        group_by: q.group_by.clone(),
+        filters: q
+            .filters
+            .iter()
+            .map(|f| pb::Filter {
+                column: f.column.clone(),
+                op: match f.op {
+                    FilterOp::Eq => pb::FilterOperator::Eq,
+                    FilterOp::Lt => pb::FilterOperator::Lt,
+                    FilterOp::Lteq => pb::FilterOperator::Lteq,
+                    FilterOp::Gt => pb::FilterOperator::Gt,
+                    FilterOp::Gteq => pb::FilterOperator::Gteq,
+                } as i32,
+                value: f.value.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The largest minimum group size among the duties (1 when none asks for one).
+pub fn min_group_size(duties: &[Duty]) -> u32 {
+    duties
+        .iter()
+        .filter_map(|d| match d {
+            Duty::AggregateOnly { k } => Some(*k),
+            _ => None,
+        })
+        .max()
+        .unwrap_or(1)
+}
+
+/// Provider side, at transfer scope: `Some(reason)` when the agreement releases only
+/// aggregates, so no row may be delivered — the transfer decision permits with an
+/// `aggregateOnly` duty, or no permission covers `use` but one covers `aggregate`.
+pub fn only_aggregates(
+    policy: &CompiledPolicy,
+    transfer: &Decision,
+    request: &Request,
+    state: &PolicyState,
+    agreement_id: &str,
+) -> Option<String> {
+    let k = if transfer.is_permit() {
+        transfer.duties.iter().find_map(|d| match d {
+            Duty::AggregateOnly { k } => Some(*k),
+            _ => None,
+        })?
+    } else if transfer.denial == Some(Denial::NoPermission) {
+        let aggregate = liutong_policy::evaluate(
+            policy,
+            &Request {
+                scope: Scope::Use,
+                action: Action::Aggregate,
+                ..request.clone()
+            },
+            state,
+        );
+        if !aggregate.is_permit() {
+            return None;
+        }
+        min_group_size(&aggregate.duties)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "agreement {agreement_id} permits only aggregates over groups of at least {k} rows \
+         (compute-to-data): its rows never leave the provider; send an aggregate query \
+         instead (liutong query --agreement {agreement_id} …)"
+    ))
+}
+
+/// What the provider answers, with the product it was computed over.
+pub struct Answered {
+    pub agreement: Agreement,
+    pub k: u32,
+    pub query: Query,
+    pub answer: Answer,
+}
+
+/// Provider side: answers a query under an agreement (see the module doc).
+pub async fn answer(
+    context: &NodeContext,
+    caller: &Membership,
+    agreement_id: &str,
+    query: Query,
+) -> Result<Answered, QueryError> {
+    let n = context
+        .contracts
+        .by_agreement(agreement_id)
+        .map_err(|e| QueryError::Invalid(e.to_string()))?
+        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
+        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?;
+    let agreement: Agreement = n
+        .agreement
+        .as_ref()
+        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?
+        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
+        .map_err(|e| QueryError::DataLoss(format!("the stored agreement: {e}")))?;
+    if agreement.consumer != caller.participant_id {
+        return Err(QueryError::Forbidden(format!(
+            "agreement {agreement_id} was made with {}, not with {}",
+            agreement.consumer, caller.participant_id
+        )));
+    }
+    let policy_error = |e: liutong_policy::PolicyError| {
+        QueryError::Invalid(format!("the agreement's policy: {e}"))
+    };
+    let policy = liutong_policy::compile(
+        Policy::from_odrl_value(&agreement.policy).map_err(policy_error)?,
+        &context.catalog.compile_context(agreement.classification),
+    )
+    .map_err(policy_error)?;
+    let uses = queries_so_far(context, agreement_id)?;
+    let decision = liutong_policy::evaluate(
+        &policy,
+        &Request {
+            scope: Scope::Use,
+            action: Action::Aggregate,
+            requester: requester_of(caller),
+            purpose: Some(agreement.purpose.clone()),
+        },
+        &PolicyState {
+            now: time::OffsetDateTime::now_utc(),
+            elapsed: std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64),
+            uses,
+        },
+    );
+    if !decision.is_permit() {
+        let why = decision.explain();
+        log(
+            context,
+            &agreement,
+            format!("aggregate query refused ({query}): {why}"),
+        )
+        .await?;
+        return Err(QueryError::Denied(why));
+    }
+    let k = min_group_size(&decision.duties);
+    let product = context
+        .catalog
+        .products
+        .get(&agreement.product_id, agreement.version)
+        .map_err(|e| QueryError::Invalid(e.to_string()))?
+        .ok_or_else(|| {
+            QueryError::Invalid(format!(
+                "product {} v{} is gone",
+                agreement.product_id, agreement.version
+            ))
+        })?;
+    if product.sha256 != agreement.product_sha256 {
+        return Err(QueryError::DataLoss(
+            "the stored product no longer matches the agreement's hash".into(),
+        ));
+    }
+    if product.format == Format::Bytes {
+        return Err(QueryError::Unsupported(format!(
+            "product {} is opaque bytes: aggregates need CSV or JSON Lines rows",
+            product.product_id
+        )));
+    }
+    let columns: Vec<String> = product
+        .profile
+        .as_ref()
+        .map(|p| p.columns.iter().map(|c| c.name.clone()).collect())
+        .unwrap_or_default();
+    let rules = desensitize::mask_rules(&decision.duties);
+    let key = if rules.is_empty() {
+        None
+    } else {
+        Some(
+            desensitize::delivery::agreement_key(&context.storage, agreement_id)
+                .await
+                .map_err(|e| QueryError::DataLoss(e.to_string()))?,
+        )
+    };
+    let products = context.catalog.products.clone();
+    let computed = {
+        let query = query.clone();
+        let product = product.clone();
+        tokio::task::spawn_blocking(move || -> Result<Answer, QueryError> {
+            let plan = match &key {
+                Some(_) => Some(
+                    desensitize::delivery::plan_for(&products, &product, rules)
+                        .map_err(|e| QueryError::DataLoss(e.to_string()))?,
+                ),
+                None => None,
+            };
+            query.check(&columns, plan.as_ref())?;
+            let masking = plan.as_ref().zip(key.as_ref());
+            let data = products.reader(&product);
+            Ok(match product.format {
+                Format::Csv => aggregate::run_csv(&query, k, masking, data)?,
+                _ => aggregate::run_jsonl(&query, k, masking, data)?,
+            })
+        })
+        .await
+        .map_err(|e| QueryError::DataLoss(format!("the query task failed: {e}")))?
+    };
+    let answer = match computed {
+        Ok(a) => a,
+        Err(e) => {
+            log(
+                context,
+                &agreement,
+                format!("aggregate query not answered ({query}): {e}"),
+            )
+            .await?;
+            return Err(e);
+        }
+    };
+    context
+        .storage
+        .put_durable(QUERIES, agreement_id.as_bytes(), &(uses + 1).to_be_bytes())
+        .await?;
+    log(
+        context,
+        &agreement,
+        format!(
+            "aggregate query answered ({query}): {} groups of at least k = {k} rows returned, \
+             {} suppressed; {} of {} rows matched",
+            answer.groups.len(),
+            answer.suppressed_groups,
+            answer.rows_matched,
+            answer.rows_read
+        ),
+    )
+    .await?;
+    Ok(Answered {
+        agreement,
+        k,
+        query,
+        answer,
+    })
+}
+
+fn queries_so_far(context: &NodeContext, agreement_id: &str) -> Result<u64, QueryError> {
+    Ok(context
+        .storage
+        .get(QUERIES, agreement_id.as_bytes())?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
+
+/// The answer as the peer API sends it.
+pub fn answer_to_proto(a: &Answered) -> pb::AggregateResponse {
+    pb::AggregateResponse {
+        agreement_id: a.agreement.agreement_id.clone(),
+        product_id: a.agreement.product_id.clone(),
+        version: a.agreement.version,
+        k: a.k,
+        group_by: a.query.group_by.clone(),
+        aggregations: a
+            .query
+            .aggregations
+            .iter()
+            .map(ToString::to_string)
+            .collect(),
+        groups: a
+            .answer
+            .groups
+            .iter()
+            .map(|g| pb::AggregateGroup {
+                keys: g.keys.clone(),
+                rows: g.rows,
+                values: g
+                    .values
+                    .iter()
+                    .map(|v| pb::AggregateValue { value: *v })
+                    .collect(),
+            })
+            .collect(),
+        suppressed_groups: a.answer.suppressed_groups,
+    }
+}
+
+/// Consumer side: sends a query under an agreement this node holds as consumer, to
+/// `peer` or the address the agreement was negotiated with, and logs it with the size
+/// of the answer.
+pub async fn send(
+    context: &NodeContext,
+    agreement_id: &str,
+    peer: &str,
+    query: Option<&pb::AggregateQuery>,
+) -> Result<pb::AggregateResponse, QueryError> {
+    let parsed = query_from_proto(query)?;
+    let n = context
+        .contracts
+        .by_agreement(agreement_id)
+        .map_err(|e| QueryError::Invalid(e.to_string()))?
+        .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Finalized)
+        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?;
+    let agreement: Agreement = n
+        .agreement_content()
+        .ok_or_else(|| QueryError::Invalid("the agreement is unreadable".into()))?;
+    let address = if peer.trim().is_empty() {
+        n.peer_address.clone()
+    } else {
+        peer.to_owned()
+    };
+    let channel = context
+        .connect_peer(&address)
+        .await
+        .map_err(|e| QueryError::Unreachable(e.to_string()))?;
+    let limit = context.config.limits.max_message_bytes;
+    let result = pb::query_client::QueryClient::new(channel)
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit)
+        .aggregate(pb::AggregateRequest {
+            agreement_id: agreement_id.to_owned(),
+            query: Some(query_to_proto(&parsed)),
+        })
+        .await;
+    let detail = match &result {
+        Ok(r) => {
+            let r = r.get_ref();
+            format!(
+                "aggregate query sent ({parsed}): {} groups of at least k = {} rows received, {} suppressed",
+                r.groups.len(),
+                r.k,
+                r.suppressed_groups
+            )
+        }
+        Err(s) => format!(
+            "aggregate query sent ({parsed}): refused, {:?}: {}",
+            s.code(),
+            s.message()
+        ),
+    };
+    log(context, &agreement, detail).await?;
+    result
+        .map(tonic::Response::into_inner)
+        .map_err(QueryError::Peer)
+}
+
+async fn log(
+    context: &NodeContext,
+    agreement: &Agreement,
+    detail: String,
+) -> Result<(), QueryError> {
+    let me = &context.membership.participant_id;
+    let other = if agreement.provider == *me {
+        &agreement.consumer
+    } else {
+        &agreement.provider
+    };
+    let mut event = Event::new(EventKind::Query, now(), detail);
+    event.participant = Some(other.to_string());
+    event.agreement = Some(agreement.agreement_id.clone());
+    event.product = Some(agreement.product_id.clone());
+    context
+        .audit
+        .append(&event)
+        .await
+        .map(|_| ())
+        .map_err(|e| QueryError::Audit(e.to_string()))
+}

@@ -1,0 +1,74 @@
+//! Handlers for compute-to-data: the peer API's `Query` service (provider side) and the
+//! local API's `QueryAggregate` (consumer side).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use super::peer_caller;
+use crate::query::{self, QueryError};
+use crate::runtime::NodeContext;
+use liutong_proto::v1::query_server::Query;
+use liutong_proto::v1::{AggregateRequest, AggregateResponse, QueryAggregateRequest};
+
+pub(super) fn query_status(e: QueryError) -> Status {
+    let message = e.to_string();
+    match e {
+        QueryError::UnknownAgreement(_) => Status::not_found(message),
+        QueryError::Forbidden(_) | QueryError::Denied(_) => Status::permission_denied(message),
+        QueryError::Invalid(_) => Status::invalid_argument(message),
+        QueryError::Unsupported(_) => Status::failed_precondition(message),
+        QueryError::TooLarge(_) => Status::resource_exhausted(message),
+        QueryError::DataLoss(_) => Status::data_loss(message),
+        QueryError::Peer(s) => {
+            Status::new(s.code(), format!("the provider answered: {}", s.message()))
+        }
+        QueryError::Unreachable(_) | QueryError::Storage(_) | QueryError::Audit(_) => {
+            Status::unavailable(message)
+        }
+    }
+}
+
+pub struct QueryService {
+    pub(super) context: Arc<NodeContext>,
+}
+
+#[tonic::async_trait]
+impl Query for QueryService {
+    async fn aggregate(
+        &self,
+        request: Request<AggregateRequest>,
+    ) -> Result<Response<AggregateResponse>, Status> {
+        let caller = peer_caller(&request)?.clone();
+        let AggregateRequest {
+            agreement_id,
+            query,
+        } = request.into_inner();
+        if agreement_id.trim().is_empty() {
+            return Err(Status::invalid_argument("agreement_id: name the agreement"));
+        }
+        let parsed = query::query_from_proto(query.as_ref()).map_err(query_status)?;
+        let answered = query::answer(&self.context, &caller, &agreement_id, parsed)
+            .await
+            .map_err(query_status)?;
+        Ok(Response::new(query::answer_to_proto(&answered)))
+    }
+}
+
+/// `Admin.QueryAggregate`.
+pub(super) async fn send(
+    context: &NodeContext,
+    request: QueryAggregateRequest,
+) -> Result<AggregateResponse, Status> {
+    if request.agreement_id.trim().is_empty() {
+        return Err(Status::invalid_argument("agreement_id: name the agreement"));
+    }
+    query::send(
+        context,
+        &request.agreement_id,
+        &request.peer,
+        request.query.as_ref(),
+    )
+    .await
+    .map_err(query_status)
+}

@@ -1,0 +1,639 @@
+//! Desensitization at delivery and compute-to-data across real nodes: masked bytes
+//! under a signed manifest that lists the rules applied, keyed hashes per agreement,
+//! aggregate queries with small groups suppressed, and raw pulls of aggregate-only
+//! agreements refused.
+
+mod common;
+
+use common::*;
+use liutong_node::desensitize::recognise::idcard_check_character;
+use liutong_node::identity::{ParticipantKind, RegionCode};
+use liutong_node::local::LocalRole;
+use liutong_node::transfer::{MANIFEST_PAYLOAD_TYPE, Manifest};
+use liutong_proto::v1::{
+    AggregateFunction, AggregateQuery, AggregateResponse, Aggregation, Filter, FilterOperator,
+    PullTransferRequest, QueryAggregateRequest, RequestContractRequest,
+};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use tonic::Code;
+
+const MASKED_POLICY: &str = r#"
+uid = "urn:liutong:policy:residents"
+type = "set"
+
+[[permission]]
+action = "use"
+constraint = [{ leftOperand = "purpose", operator = "isA", rightOperand = "publicService" }]
+duty = [{ action = "mask", rules = [
+  { field = { type = "idcard" }, method = { keep = { first = 6, last = 4 } } },
+  { field = { type = "mobile" } },
+  { field = { type = "name" } },
+  { field = { type = "email" }, method = "hash" },
+  { field = { name = "address" }, method = "drop" },
+  { field = { name = "birth_date" }, method = { generalize = { to = "year" } } },
+] }]
+"#;
+
+const AGGREGATE_POLICY: &str = r#"
+uid = "urn:liutong:policy:speeds"
+type = "set"
+
+[[permission]]
+action = "aggregate"
+constraint = [
+  { leftOperand = "purpose", operator = "isA", rightOperand = "publicService" },
+  { leftOperand = "count", operator = "lt", rightOperand = 3 },
+]
+duty = [{ action = "aggregateOnly", k = 3 }]
+"#;
+
+struct Space {
+    _space: DataSpace,
+    transport: TestNode,
+    ecology: TestNode,
+    logistics: TestNode,
+}
+
+async fn space() -> Space {
+    let space = DataSpace::start().await;
+    let mut ecology = DataSpace::admission(
+        ECOLOGY,
+        "Hangzhou Ecology Bureau",
+        ParticipantKind::Government,
+    );
+    ecology.sector = "ecology".into();
+    let mut logistics = DataSpace::admission(
+        LOGISTICS,
+        "Hangzhou Logistics Co.",
+        ParticipantKind::Enterprise,
+    );
+    logistics.region = RegionCode::parse("330106").unwrap();
+    let ecology_bundle = space.admit(ecology);
+    let logistics_bundle = space.admit(logistics);
+    let transport = space
+        .node(TRANSPORT, "transport", Duration::from_secs(3600))
+        .await;
+    let ecology = space
+        .node_from_bundle(&ecology_bundle, "ecology", Duration::from_secs(3600))
+        .await;
+    let logistics = space
+        .node_from_bundle(&logistics_bundle, "logistics", Duration::from_secs(3600))
+        .await;
+    refresh_all(&[&transport, &ecology, &logistics]).await;
+    Space {
+        _space: space,
+        transport,
+        ecology,
+        logistics,
+    }
+}
+
+async fn agree(consumer: &TestNode, provider: &TestNode, offer: &str) -> String {
+    let c = consumer
+        .admin(LocalRole::Admin)
+        .await
+        .request_contract(RequestContractRequest {
+            peer: provider.peer_addr().to_string(),
+            offer_id: offer.into(),
+            purpose: "urbanPlanning".into(),
+        })
+        .await
+        .expect("the contract is agreed")
+        .into_inner();
+    assert_eq!(c.state, "FINALIZED", "{c:?}");
+    c.agreement_id
+}
+
+async fn pull(
+    node: &TestNode,
+    agreement: &str,
+    max_chunks: u32,
+) -> Result<liutong_proto::v1::TransferProgress, tonic::Status> {
+    use tokio_stream::StreamExt as _;
+    let mut stream = node
+        .admin(LocalRole::Admin)
+        .await
+        .pull_transfer(PullTransferRequest {
+            agreement_id: agreement.into(),
+            max_chunks,
+        })
+        .await?
+        .into_inner();
+    let mut last = None;
+    while let Some(item) = stream.next().await {
+        last = Some(item?);
+    }
+    last.ok_or_else(|| tonic::Status::internal("no progress"))
+}
+
+/// The bytes of a completed copy.
+fn received(node: &TestNode, agreement: &str) -> Vec<u8> {
+    let storage = node.running.context.storage.as_ref();
+    let copy = liutong_node::transfer::copy(storage, agreement)
+        .unwrap()
+        .expect("a copy");
+    let chunks = copy
+        .manifest
+        .peek_json::<Manifest>()
+        .unwrap()
+        .chunk_hashes
+        .len() as u32;
+    (0..chunks)
+        .flat_map(|i| {
+            liutong_node::transfer::copy_chunk(storage, agreement, i)
+                .unwrap()
+                .expect("every chunk received")
+        })
+        .collect()
+}
+
+fn idcard(i: u32) -> String {
+    let first17 = format!(
+        "330106{:04}0{}{:02}{:03}",
+        1950 + i % 60,
+        1 + i % 9,
+        1 + i % 28,
+        i % 1000
+    );
+    format!("{first17}{}", idcard_check_character(&first17).unwrap())
+}
+
+/// Residents: name, ID number, mobile, e-mail (each address used by two rows), address,
+/// birth date, visits. About 2 MiB, so the masked delivery has several chunks.
+fn residents(rows: u32) -> (Vec<u8>, Vec<[String; 3]>) {
+    let surnames = ["张", "王", "李", "赵", "陈", "刘"];
+    let given = ["伟", "芳", "娜", "敏", "静", "磊", "洋"];
+    let mut csv = String::from("name,id_number,mobile,email,address,birth_date,visits\n");
+    let mut originals = Vec::new();
+    for i in 0..rows {
+        let name = format!(
+            "{}{}{}",
+            surnames[i as usize % 6],
+            given[i as usize % 7],
+            given[(i as usize / 7) % 7]
+        );
+        let id = idcard(i);
+        let mobile = format!("13{:09}", 100_000_000 + i * 7919 % 899_999_999);
+        let email = format!("resident{}@example.com", i / 2);
+        csv.push_str(&format!(
+            "{name},{id},{mobile},{email},\"Wensan Rd {i}, Xihu\",{}-05-17,{}\n",
+            1950 + i % 60,
+            i % 12
+        ));
+        originals.push([id, mobile, email]);
+    }
+    (csv.into_bytes(), originals)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_rules() {
+    let s = space().await;
+    let (data, originals) = residents(24_000);
+    assert!(data.len() > 2 << 20, "more than two chunks: {}", data.len());
+    let product = publish(
+        &s.transport,
+        &data,
+        "Resident services",
+        "general-2",
+        "csv",
+        MASKED_POLICY,
+    )
+    .await
+    .unwrap();
+    let agreement = agree(&s.ecology, &s.transport, &product.offer_id).await;
+
+    // A cut after one chunk, then a resume: the masked chunks are the same ones.
+    let partial = pull(&s.ecology, &agreement, 1).await.unwrap();
+    assert_eq!(
+        (partial.state.as_str(), partial.chunks_received),
+        ("STARTED", 1)
+    );
+    let done = pull(&s.ecology, &agreement, 0).await.unwrap();
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    let bytes = received(&s.ecology, &agreement);
+    assert_eq!(done.sha256, hex::encode(Sha256::digest(&bytes)));
+    assert_ne!(done.sha256, product.sha256, "masked bytes, not the product");
+
+    // The manifest, signed by the provider, covers the delivered bytes and lists the
+    // rules applied, with the product's own hash.
+    let storage = s.ecology.running.context.storage.as_ref();
+    let copy = liutong_node::transfer::copy(storage, &agreement)
+        .unwrap()
+        .unwrap();
+    let manifest: Manifest = copy
+        .manifest
+        .open_json(
+            MANIFEST_PAYLOAD_TYPE,
+            &s.transport.running.context.signing_key.public_key(),
+        )
+        .expect("the manifest verifies with the provider's key");
+    assert_eq!(manifest.sha256, done.sha256);
+    assert_eq!(manifest.size, bytes.len() as u64);
+    for (i, chunk) in bytes.chunks(manifest.chunk_size as usize).enumerate() {
+        assert_eq!(manifest.chunk_hashes[i], hex::encode(Sha256::digest(chunk)));
+    }
+    let d = manifest.desensitized.expect("the manifest lists the rules");
+    assert_eq!(
+        (d.source_sha256.as_str(), d.source_size),
+        (product.sha256.as_str(), product.size)
+    );
+    assert_eq!(d.rules.len(), 6);
+    let applied: Vec<(&str, &str)> = d
+        .applied
+        .iter()
+        .map(|a| (a.field.as_str(), a.method.as_str()))
+        .collect();
+    assert_eq!(
+        applied,
+        vec![
+            ("name", "keep first 1, last 0"),
+            ("id_number", "keep first 6, last 4"),
+            ("mobile", "keep first 3, last 4"),
+            ("email", "keyed hash (HMAC-SHA256, key of this agreement)"),
+            ("address", "drop"),
+            ("birth_date", "generalize to year"),
+        ]
+    );
+    assert!(
+        d.applied.iter().all(|a| a.values == 24_000),
+        "{:?}",
+        d.applied
+    );
+    assert_eq!((d.records, d.withheld_records), (24_000, 0));
+
+    // No original identifier is in the delivered bytes; the masked forms are.
+    let text = String::from_utf8(bytes).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("name,id_number,mobile,email,birth_date,visits"),
+        "the address column is dropped"
+    );
+    let cells: std::collections::HashSet<&str> = text.split(['\n', ',']).collect();
+    for (i, [id, mobile, email]) in originals.iter().enumerate() {
+        for original in [id, mobile, email] {
+            assert!(
+                !cells.contains(original.as_str()),
+                "{original} was delivered"
+            );
+            // Anywhere in the text, too (a sample: the whole scan is slow in debug).
+            assert!(
+                i >= 200 || !text.contains(original.as_str()),
+                "{original} delivered"
+            );
+        }
+    }
+    let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(first[0], "张**");
+    assert_eq!(
+        first[1],
+        format!("330106********{}", &originals[0][0][14..])
+    );
+    assert_eq!(
+        first[2],
+        format!("{}****{}", &originals[0][1][..3], &originals[0][1][7..])
+    );
+    assert_eq!(first[4], "1950");
+    assert!(!text.contains("Wensan Rd"));
+
+    // The provider logged what it applied; the receipt names the masked bytes.
+    let audit = &s.transport.running.context.audit;
+    let logged = (0..audit.size()).any(|i| {
+        String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
+            .contains("desensitized by 6 mask rule(s) over 6 field(s)")
+    });
+    assert!(logged, "the masked delivery is in the provider's log");
+    let receipt =
+        liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
+            .unwrap()
+            .expect("the receipt of the masked bytes is accepted");
+    let receipt: liutong_node::transfer::Receipt = receipt.peek_json().unwrap();
+    assert_eq!(receipt.sha256, done.sha256);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_hashes_are_stable_within_an_agreement_and_differ_across_agreements() {
+    let s = space().await;
+    let data = "email,visits\na@example.com,1\nb@example.com,2\na@example.com,3\n";
+    let product = publish(
+        &s.transport,
+        data.as_bytes(),
+        "Visits",
+        "general-2",
+        "csv",
+        MASKED_POLICY,
+    )
+    .await
+    .unwrap();
+    let first = agree(&s.ecology, &s.transport, &product.offer_id).await;
+    let second = agree(&s.logistics, &s.transport, &product.offer_id).await;
+    let mut pseudonyms = Vec::new();
+    for (node, agreement) in [(&s.ecology, &first), (&s.logistics, &second)] {
+        assert_eq!(pull(node, agreement, 0).await.unwrap().state, "COMPLETED");
+        let text = String::from_utf8(received(node, agreement)).unwrap();
+        let hashes: Vec<String> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.split(',').next().unwrap().to_owned())
+            .collect();
+        assert_eq!(hashes.len(), 3);
+        assert!(hashes.iter().all(|h| h.len() == 64), "{hashes:?}");
+        assert_eq!(
+            hashes[0], hashes[2],
+            "one address, one pseudonym within an agreement"
+        );
+        assert_ne!(hashes[0], hashes[1]);
+        pseudonyms.push(hashes);
+    }
+    assert_ne!(
+        pseudonyms[0][0], pseudonyms[1][0],
+        "the same address has unlinkable pseudonyms under two agreements"
+    );
+    // Pulling the same agreement's delivery again gives the same bytes (the masked
+    // delivery is kept per agreement, and it is deterministic anyway).
+    let again = liutong_node::desensitize::delivery::delivered(
+        s.transport.running.context.storage.as_ref(),
+        &first,
+    )
+    .unwrap()
+    .expect("kept per agreement");
+    assert_eq!(
+        again.sha256,
+        hex::encode(Sha256::digest(received(&s.ecology, &first)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mask_duties_on_opaque_bytes_are_refused_at_publish() {
+    let s = space().await;
+    let err = publish(
+        &s.transport,
+        b"\x00\x01binary",
+        "Scans",
+        "general-2",
+        "bytes",
+        MASKED_POLICY,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("opaque bytes"), "{}", err.message());
+    let products = s
+        .transport
+        .admin(LocalRole::Admin)
+        .await
+        .list_products(liutong_proto::v1::ListProductsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    assert!(products.is_empty(), "nothing stored");
+}
+
+const SPEEDS: &str = "district,year,speed,plate\n\
+    Xihu,2025,30,A1\n\
+    Xihu,2025,40,A2\n\
+    Xihu,2025,50,A3\n\
+    Xihu,2024,45,A4\n\
+    Binjiang,2025,20,B1\n\
+    Binjiang,2025,24,B2\n\
+    Shangcheng,2025,60,C1\n\
+    Shangcheng,2025,70,C2\n\
+    Shangcheng,2025,80,C3\n";
+
+fn aggregation(function: AggregateFunction, column: &str) -> Aggregation {
+    Aggregation {
+        function: function as i32,
+        column: column.into(),
+    }
+}
+
+async fn query(
+    node: &TestNode,
+    agreement: &str,
+    q: AggregateQuery,
+) -> Result<AggregateResponse, tonic::Status> {
+    node.admin(LocalRole::Admin)
+        .await
+        .query_aggregate(QueryAggregateRequest {
+            agreement_id: agreement.into(),
+            peer: String::new(),
+            query: Some(q),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
+    let s = space().await;
+    let product = publish(
+        &s.transport,
+        SPEEDS.as_bytes(),
+        "Vehicle speeds",
+        "general-2",
+        "csv",
+        AGGREGATE_POLICY,
+    )
+    .await
+    .unwrap();
+    // The aggregate-only offer is listed and negotiated like any other.
+    let offers = s
+        .ecology
+        .admin(LocalRole::Admin)
+        .await
+        .peer_catalog(liutong_proto::v1::PeerCatalogRequest {
+            address: s.transport.peer_addr().to_string(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offers;
+    assert_eq!(offers.len(), 1, "{offers:?}");
+    let agreement = agree(&s.ecology, &s.transport, &product.offer_id).await;
+
+    // Grouped by district in 2025: Binjiang has two rows, fewer than k = 3.
+    let by_district = AggregateQuery {
+        aggregations: vec![
+            aggregation(AggregateFunction::Count, ""),
+            aggregation(AggregateFunction::Avg, "speed"),
+            aggregation(AggregateFunction::Max, "speed"),
+        ],
+        group_by: vec!["district".into()],
+        filters: vec![Filter {
+            column: "year".into(),
+            op: FilterOperator::Eq as i32,
+            value: "2025".into(),
+        }],
+    };
+    let a = query(&s.ecology, &agreement, by_district.clone())
+        .await
+        .unwrap();
+    assert_eq!(a.k, 3);
+    assert_eq!(a.suppressed_groups, 1, "Binjiang suppressed");
+    let groups: Vec<(Vec<String>, u64, Vec<Option<f64>>)> = a
+        .groups
+        .iter()
+        .map(|g| {
+            (
+                g.keys.clone(),
+                g.rows,
+                g.values.iter().map(|v| v.value).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        groups,
+        vec![
+            (
+                vec!["Shangcheng".into()],
+                3,
+                vec![Some(3.0), Some(70.0), Some(80.0)]
+            ),
+            (
+                vec!["Xihu".into()],
+                3,
+                vec![Some(3.0), Some(40.0), Some(50.0)]
+            ),
+        ]
+    );
+    assert_eq!(a.aggregations, ["count", "avg(speed)", "max(speed)"]);
+
+    // A query that would reveal one small group alone: suppressed, nothing shown.
+    let binjiang = AggregateQuery {
+        aggregations: vec![aggregation(AggregateFunction::Avg, "speed")],
+        group_by: vec![],
+        filters: vec![
+            Filter {
+                column: "district".into(),
+                op: FilterOperator::Eq as i32,
+                value: "Binjiang".into(),
+            },
+            Filter {
+                column: "speed".into(),
+                op: FilterOperator::Gteq as i32,
+                value: "10".into(),
+            },
+        ],
+    };
+    let a = query(&s.ecology, &agreement, binjiang).await.unwrap();
+    assert!(a.groups.is_empty(), "{a:?}");
+    assert_eq!(a.suppressed_groups, 1);
+
+    // Bad queries are refused with the part named, and are not counted as uses.
+    let err = query(
+        &s.ecology,
+        &agreement,
+        AggregateQuery {
+            aggregations: vec![aggregation(AggregateFunction::Sum, "sped")],
+            ..AggregateQuery::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("\"sped\" does not exist"),
+        "{}",
+        err.message()
+    );
+    let err = query(
+        &s.ecology,
+        &agreement,
+        AggregateQuery {
+            aggregations: vec![aggregation(AggregateFunction::Count, "")],
+            group_by: vec![
+                "district".into(),
+                "year".into(),
+                "speed".into(),
+                "plate".into(),
+            ],
+            filters: vec![],
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(err.message().contains("at most 3"), "{}", err.message());
+
+    // Raw rows never leave: a pull of the agreement is refused, with the reason.
+    let err = pull(&s.ecology, &agreement, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("permits only aggregates over groups of at least 3 rows"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement)
+            .unwrap()
+            .is_none_or(|c| c.chunks_received == 0),
+        "no row received"
+    );
+
+    // Another member cannot use the agreement.
+    let mut other = liutong_proto::v1::query_client::QueryClient::new(
+        peer_channel(
+            s.transport.peer_addr(),
+            Some(&s.logistics.identity),
+            s.logistics.roots(),
+        )
+        .await,
+    );
+    let err = other
+        .aggregate(liutong_proto::v1::AggregateRequest {
+            agreement_id: agreement.clone(),
+            query: Some(by_district.clone()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("not with"), "{}", err.message());
+
+    // The policy allows fewer than three queries: two were answered, a third is, the
+    // fourth is refused with the failed constraint.
+    query(&s.ecology, &agreement, by_district.clone())
+        .await
+        .unwrap();
+    let err = query(&s.ecology, &agreement, by_district)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("number of uses"),
+        "{}",
+        err.message()
+    );
+
+    // Both nodes logged the queries with the size of their answers.
+    let entries = |node: &TestNode| -> Vec<String> {
+        let audit = &node.running.context.audit;
+        (0..audit.size())
+            .map(|i| String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap()).into_owned())
+            .filter(|e| e.contains("\"kind\":\"query\""))
+            .collect()
+    };
+    let provider = entries(&s.transport);
+    assert!(
+        provider.iter().any(|e| e.contains(
+            "aggregate query answered (count, avg(speed), max(speed) by district where year = 2025): 2 groups of at least k = 3 rows returned, 1 suppressed"
+        )),
+        "{provider:#?}"
+    );
+    assert!(
+        provider
+            .iter()
+            .any(|e| e.contains("aggregate query refused"))
+    );
+    let consumer = entries(&s.ecology);
+    assert!(
+        consumer
+            .iter()
+            .any(|e| e.contains("aggregate query sent") && e.contains("1 suppressed")),
+        "{consumer:#?}"
+    );
+}
