@@ -763,17 +763,34 @@ enum Taken {
 }
 
 impl Sink {
+    /// The chunk's own hash, the whole-payload hash and the write run side by side (two
+    /// cores hash while the disk writes); a chunk that does not match is cut off the
+    /// file again before anything counts it.
     fn take(&mut self, index: u32, data: &[u8], sync: bool) -> std::io::Result<Taken> {
         let m = &self.manifest;
-        if hex::encode(Sha256::digest(data)) != m.chunk_hashes[index as usize] {
+        let offset = index as u64 * m.chunk_size as u64;
+        let (matches, written) = std::thread::scope(|scope| {
+            let check =
+                scope.spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
+            let whole = self
+                .whole
+                .as_mut()
+                .map(|whole| scope.spawn(move || whole.update(data)));
+            let written = self.writer.write_at(offset, data);
+            let panicked = |_| std::io::Error::other("a chunk hashing thread panicked");
+            if let Some(w) = whole {
+                w.join().map_err(panicked)?;
+            }
+            let matches = check.join().map_err(panicked)?;
+            Ok::<_, std::io::Error>((matches, written))
+        })?;
+        written?;
+        if !matches {
+            // Nothing of a bad chunk is kept; the chunks before it are made durable.
+            self.writer.set_len(offset)?;
             self.writer.sync()?;
             return Ok(Taken::Refused);
         }
-        if let Some(whole) = self.whole.as_mut() {
-            whole.update(data);
-        }
-        self.writer
-            .write_at(index as u64 * m.chunk_size as u64, data)?;
         if index as usize + 1 == m.chunk_hashes.len() {
             // The last chunk's direct write was padded to a whole block.
             self.writer.set_len(m.size)?;
