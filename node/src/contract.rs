@@ -9,9 +9,14 @@
 //! not used yet: a provider answers with the offer as published or not at all.)
 //!
 //! Both sides keep each negotiation in storage, durable before they answer, and log
-//! every state change and policy decision in the audit log.
+//! every state change and policy decision in the audit log. A step's record and its
+//! audit entries are committed together, entries first, by one flush (see
+//! [`AuditLog::append_with`](crate::audit::log::AuditLog::append_with)). The consumer
+//! writes its own step while its message to the provider is on the way, and waits for
+//! both before it goes on.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 
 use liutong_policy::{
     Action, Classification, CompileContext, CompiledPolicy, Guardrails, Policy, PolicyType,
@@ -23,7 +28,7 @@ use crate::audit::log::{Event, EventKind};
 use crate::catalog::requester_of;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, Write};
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{
@@ -195,11 +200,42 @@ pub enum ContractError {
 #[derive(Clone)]
 pub struct Contracts {
     storage: Arc<dyn Storage>,
+    /// Negotiations this node is moving on right now (consumer side), so the poller
+    /// never advances one that a request is still carrying through.
+    in_flight: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A negotiation taken for moving on; released when dropped.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        // Poisoning cannot leave the set inconsistent (insert and remove only).
+        self.set
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
+    }
 }
 
 impl Contracts {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
-        Self { storage }
+        Self {
+            storage,
+            in_flight: Arc::default(),
+        }
+    }
+
+    /// Takes negotiation `id` for moving on; `None` if it is already taken.
+    fn take(&self, id: &str) -> Option<InFlight> {
+        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(id.to_owned()).then(|| InFlight {
+            set: self.in_flight.clone(),
+            id: id.to_owned(),
+        })
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Negotiation>, ContractError> {
@@ -238,16 +274,23 @@ impl Contracts {
             .filter(|n| n.agreement_id.as_deref() == Some(agreement_id)))
     }
 
-    async fn save(&self, n: &Negotiation) -> Result<(), ContractError> {
-        let bytes = serde_json::to_vec(n).expect("negotiations serialize");
+    /// The writes that store `n` (the agreement index before the record).
+    fn writes(n: &Negotiation) -> Vec<(&'static str, Write)> {
+        let mut writes = Vec::with_capacity(2);
         if let Some(agreement_id) = &n.agreement_id {
-            self.storage
-                .put(AGREEMENTS, agreement_id.as_bytes(), n.id.as_bytes())?;
+            writes.push((
+                AGREEMENTS,
+                Write::Put(agreement_id.as_bytes().to_vec(), n.id.as_bytes().to_vec()),
+            ));
         }
-        self.storage
-            .put_durable(NEGOTIATIONS, n.id.as_bytes(), &bytes)
-            .await?;
-        Ok(())
+        writes.push((
+            NEGOTIATIONS,
+            Write::Put(
+                n.id.as_bytes().to_vec(),
+                serde_json::to_vec(n).expect("negotiations serialize"),
+            ),
+        ));
+        writes
     }
 }
 
@@ -300,36 +343,47 @@ fn random_id(prefix: &str) -> String {
     format!("{prefix}-{}", hex::encode(bytes))
 }
 
-async fn log(
-    context: &NodeContext,
-    kind: EventKind,
-    n: &Negotiation,
-    detail: String,
-) -> Result<(), ContractError> {
+fn event(kind: EventKind, n: &Negotiation, detail: String) -> Event {
     let mut event = Event::new(kind, now(), detail);
     event.participant = Some(n.peer.to_string());
     event.agreement = n.agreement_id.clone();
     event.product = crate::catalog::product::parse_offer_id(&n.offer_id).map(|(p, _)| p.to_owned());
-    context
-        .audit
-        .append(&event)
-        .await
-        .map(|_| ())
-        .map_err(|e| ContractError::Audit(e.to_string()))
+    event
 }
 
-/// Moves a negotiation to a new state: stored durably and logged before anyone is told.
+/// Moves a negotiation to a new state: stored and logged, durably, before anyone is
+/// told.
 async fn transition(
     context: &NodeContext,
     n: &mut Negotiation,
     state: NegotiationStatus,
     reason: &str,
 ) -> Result<(), ContractError> {
+    let change = change(n, state, reason);
+    commit(context, n, vec![change]).await
+}
+
+/// Stores `n` together with the audit events that record how it got there (entries
+/// first), durable when this returns.
+async fn commit(
+    context: &NodeContext,
+    n: &Negotiation,
+    events: Vec<Event>,
+) -> Result<(), ContractError> {
+    context
+        .audit
+        .append_with(&events, Contracts::writes(n))
+        .await
+        .map(|_| ())
+        .map_err(|e| ContractError::Audit(e.to_string()))
+}
+
+/// Sets a new state on `n` (not stored yet) and returns the audit event for it.
+fn change(n: &mut Negotiation, state: NegotiationStatus, reason: &str) -> Event {
     let from = n.state;
     n.state = state;
     n.reason = reason.to_owned();
     n.updated_at = now();
-    context.contracts.save(n).await?;
     let detail = if from == state {
         format!(
             "negotiation {} {state} ({:?} side){}",
@@ -345,7 +399,7 @@ async fn transition(
             suffix(reason)
         )
     };
-    log(context, EventKind::NegotiationStateChanged, n, detail).await
+    event(EventKind::NegotiationStateChanged, n, detail)
 }
 
 fn suffix(reason: &str) -> String {
@@ -465,11 +519,6 @@ pub async fn receive_request(
     decision_event.participant = Some(caller.participant_id.to_string());
     decision_event.product = Some(product.product_id.clone());
     context
-        .audit
-        .append(&decision_event)
-        .await
-        .map_err(|e| ContractError::Audit(e.to_string()))?;
-    context
         .alerts
         .policy_decision(
             "negotiation",
@@ -479,35 +528,44 @@ pub async fn receive_request(
         )
         .await;
 
+    // The decision is logged in the same commit as the state it leads to.
     if !decision.is_permit() {
         n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
         let explanation = decision.explain();
-        transition(context, &mut n, NegotiationStatus::Terminated, &explanation).await?;
+        let change = change(&mut n, NegotiationStatus::Terminated, &explanation);
+        commit(context, &n, vec![decision_event, change]).await?;
         return Err(ContractError::Denied {
             explanation,
             failed: n.failed_constraints,
         });
     }
     if decision.approval_required {
-        transition(
-            context,
+        let change = change(
             &mut n,
             NegotiationStatus::Requested,
             "waiting for a person's approval at the provider (important data)",
-        )
-        .await?;
+        );
+        commit(context, &n, vec![decision_event, change]).await?;
         return Ok(n);
     }
-    agree(context, &mut n, &policy, None).await?;
+    if let Err(e) = agree(context, &mut n, &policy, None, vec![decision_event.clone()]).await {
+        // The decision stays on record even when no agreement could be made.
+        if let Err(logged) = context.audit.append(&decision_event).await {
+            tracing::error!(error = %logged, "cannot log the policy decision");
+        }
+        return Err(e);
+    }
     Ok(n)
 }
 
-/// Signs the agreement: the offer's policy, narrowed to this consumer.
+/// Signs the agreement: the offer's policy, narrowed to this consumer. `events` (the
+/// decision that led here) are committed with it.
 async fn agree(
     context: &NodeContext,
     n: &mut Negotiation,
     offer: &CompiledPolicy,
     approved_by: Option<String>,
+    mut events: Vec<Event>,
 ) -> Result<(), ContractError> {
     let (product_id, version) = crate::catalog::product::parse_offer_id(&n.offer_id)
         .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
@@ -567,7 +625,8 @@ async fn agree(
         &context.signing_key,
     ));
     n.agreement_id = Some(agreement_id);
-    transition(context, n, NegotiationStatus::Agreed, "").await
+    events.push(change(n, NegotiationStatus::Agreed, ""));
+    commit(context, n, events).await
 }
 
 /// A person approves a request waiting for approval (provider side).
@@ -601,7 +660,7 @@ pub async fn approve(
         .policy_of(&product)
         .map_err(|e| ContractError::Policy(e.to_string()))?
         .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
-    agree(context, &mut n, &policy, Some(by.to_owned())).await?;
+    agree(context, &mut n, &policy, Some(by.to_owned()), Vec::new()).await?;
     Ok(n)
 }
 
@@ -699,8 +758,10 @@ pub async fn receive_countersigned(
         .verify(&caller.signing_key)
         .map_err(|e| ContractError::Signature(format!("the consumer's countersignature: {e}")))?;
     n.agreement = Some(envelope);
-    transition(context, &mut n, NegotiationStatus::Verified, "").await?;
-    transition(context, &mut n, NegotiationStatus::Finalized, "").await?;
+    // Both steps in one commit: the record is never left VERIFIED at the provider.
+    let verified = change(&mut n, NegotiationStatus::Verified, "");
+    let finalized = change(&mut n, NegotiationStatus::Finalized, "");
+    commit(context, &n, vec![verified, finalized]).await?;
     Ok(n)
 }
 
@@ -768,18 +829,22 @@ pub async fn request(
         created_at: t,
         updated_at: t,
     };
-    transition(
-        context,
-        &mut n,
-        NegotiationStatus::Requested,
-        "sent to the provider",
-    )
-    .await?;
-    let answer = NegotiationClient::new(channel)
-        .request(NegotiationRequest {
+    let _moving = context
+        .contracts
+        .take(&n.id)
+        .expect("a new negotiation ID is not taken");
+    // REQUESTED is stored while the request travels; the answer is taken only once it
+    // is durable. (A crash in between leaves at most a request at the provider that
+    // this node never countersigns.)
+    let requested = change(&mut n, NegotiationStatus::Requested, "sent to the provider");
+    let mut client = NegotiationClient::new(channel);
+    let (stored, answer) = tokio::join!(
+        commit(context, &n, vec![requested]),
+        client.request(NegotiationRequest {
             request: Some(envelope.into()),
         })
-        .await;
+    );
+    stored?;
     match answer {
         Ok(state) => {
             advance(context, &mut n, state.into_inner()).await?;
@@ -845,16 +910,20 @@ async fn advance(
     }
     n.agreement = Some(countersigned.clone());
     n.agreement_id = Some(agreement.agreement_id.clone());
-    transition(context, n, NegotiationStatus::Verified, "countersigned").await?;
     let channel = provider_channel(context, &n.peer_address).await?;
-    let done = NegotiationClient::new(channel)
-        .verify(VerifyAgreementRequest {
+    // VERIFIED is stored while the countersigned agreement travels; FINALIZED only
+    // after both.
+    let verified = change(n, NegotiationStatus::Verified, "countersigned");
+    let mut client = NegotiationClient::new(channel);
+    let (stored, done) = tokio::join!(
+        commit(context, n, vec![verified]),
+        client.verify(VerifyAgreementRequest {
             negotiation_id: n.id.clone(),
             agreement: Some(countersigned.into()),
         })
-        .await
-        .map_err(ContractError::Peer)?
-        .into_inner();
+    );
+    stored?;
+    let done = done.map_err(ContractError::Peer)?.into_inner();
     if done.state != "FINALIZED" {
         return Err(ContractError::Invalid(format!(
             "the provider answered {} to the countersigned agreement",
@@ -940,7 +1009,15 @@ pub async fn poll_pending(context: &NodeContext) {
             return;
         }
     };
-    for mut n in pending {
+    for n in pending {
+        // Not one that a request is carrying through right now; and as stored now.
+        let Some(_moving) = context.contracts.take(&n.id) else {
+            continue;
+        };
+        let mut n = match context.contracts.get(&n.id) {
+            Ok(Some(n)) if n.state == NegotiationStatus::Requested => n,
+            _ => continue,
+        };
         let answer = match provider_channel(context, &n.peer_address).await {
             Ok(channel) => NegotiationClient::new(channel)
                 .get(GetNegotiationRequest {

@@ -112,7 +112,25 @@ pub struct NodeContext {
     pub previous_credentials: Vec<Envelope>,
     /// When the node started, Unix seconds.
     pub started_at: i64,
+    /// Connections to peers, reused by [`NodeContext::connect_peer`].
+    pub peer_channels: PeerChannels,
 }
+
+/// Channels to other members' peer APIs, one per address, reused across calls (HTTP/2
+/// carries many calls on one connection, so a negotiation does not pay a TLS handshake
+/// per message). A channel is made anew when the trust list changed since it was made
+/// (the peer's membership is checked at the handshake) or when it is older than
+/// [`PEER_CHANNEL_MAX_AGE`].
+#[derive(Default)]
+pub struct PeerChannels {
+    channels: std::sync::Mutex<
+        std::collections::HashMap<String, (u64, std::time::Instant, tonic::transport::Channel)>,
+    >,
+}
+
+/// Longest a peer connection is reused before its certificate is checked again by a
+/// new handshake.
+pub const PEER_CHANNEL_MAX_AGE: Duration = Duration::from_secs(300);
 
 impl NodeContext {
     /// A TLS client configuration for calling peers: the data-space CA, and the peer
@@ -134,7 +152,25 @@ impl NodeContext {
     /// A channel to another member's peer API, with this node's identity; the peer must
     /// be a current member. Calls on it carry this node's trace context.
     pub async fn connect_peer(&self, address: &str) -> Result<PeerChannel, TlsError> {
+        let sequence = self.trust.status().sequence;
+        let lock = || {
+            // Poisoning cannot leave the map inconsistent (insert and get only).
+            self.peer_channels
+                .channels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+        };
+        if let Some((seq, made, channel)) = lock().get(address)
+            && *seq == sequence
+            && made.elapsed() < PEER_CHANNEL_MAX_AGE
+        {
+            return Ok(PeerChannel::new(channel.clone(), &self.telemetry));
+        }
         let channel = tls::connect(address, self.peer_client_config()?).await?;
+        lock().insert(
+            address.to_owned(),
+            (sequence, std::time::Instant::now(), channel.clone()),
+        );
         Ok(PeerChannel::new(channel, &self.telemetry))
     }
 
@@ -349,6 +385,7 @@ impl RunningNode {
             gated_storage,
             previous_credentials,
             started_at: now(),
+            peer_channels: PeerChannels::default(),
         });
         if let Ok(Some(latest)) = cosigning::latest_status(&context)
             && latest.witnessed()

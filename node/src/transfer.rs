@@ -2,10 +2,12 @@
 //!
 //! The provider checks the agreement and its policy again (transfer scope), then
 //! streams a signed manifest — product, version, agreement, size, chunk size and every
-//! chunk's SHA-256 — followed by the chunks. The consumer checks the manifest against
-//! its agreement and each chunk against the manifest as it arrives, stores each good
-//! chunk and then the progress that counts it, and can resume from the first
-//! missing chunk after a cut. Only when every chunk and the whole payload verified does
+//! chunk's SHA-256 — followed by the chunks, reading the next chunk while it sends one.
+//! The consumer checks the manifest against its agreement and each chunk against the
+//! manifest as it arrives (hashing and writing one chunk on a blocking thread while the
+//! next one arrives), writes good chunks to the copy's payload file, makes them durable
+//! every few chunks and only then records the progress that counts them, and can resume
+//! from the first missing chunk after a cut. Only when every chunk and the whole payload verified does
 //! the copy become usable (COMPLETED), together with its agreement and policy (the sticky
 //! policy); the consumer then returns a signed receipt and both sides record COMPLETED.
 //! A chunk that does not match stops the transfer with `DATA_LOSS`; nothing of it is kept.
@@ -22,23 +24,26 @@ use crate::catalog::requester_of;
 use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, NegotiationStatus, Role};
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
-use crate::storage::{Storage, StorageError, Write};
+use crate::storage::blobs::BlobWriter;
+use crate::storage::{Storage, StorageError};
 use crate::telemetry::metrics::Direction::Received;
 use liutong_proto::v1::pull_response::Part;
 use liutong_proto::v1::transfer_client::TransferClient;
 use liutong_proto::v1::{Chunk, PullRequest, PullResponse, ReceiptRequest, TransferProgress};
+use prost::bytes::Bytes;
 
 /// Payload type of a transfer manifest.
 pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-manifest+json";
 /// Payload type of a transfer receipt.
 pub const RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-receipt+json";
 
-/// Consumer side: received copies, their chunks and progress (a chunk is written before
-/// the record that counts it).
+/// Consumer side: received copies and their progress. Their chunks are in a payload
+/// file each (see [`copy_payload`]), made durable before the record that counts them.
 const COPIES: &str = "copies";
 /// Provider side: deliveries and their receipts.
 const DELIVERIES: &str = "deliveries";
-/// Flush received chunks at least this often (chunks), so a crash loses little.
+/// Make received chunks durable and count them at least this often (chunks), so a
+/// crash loses little.
 const FLUSH_EVERY: u32 = 16;
 
 /// What the provider signs before the chunks.
@@ -129,6 +134,8 @@ pub enum TransferError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
     Audit(String),
+    #[error("cannot read or write the payload file: {0}")]
+    Payload(#[from] std::io::Error),
 }
 
 async fn log(
@@ -309,8 +316,8 @@ pub async fn start_delivery(
     ))
 }
 
-/// Streams the manifest and the chunks from `from_chunk` into `tx`, reading one chunk
-/// at a time from storage (the channel's bound keeps memory flat).
+/// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
+/// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
 pub fn spawn_delivery(
     context: Arc<NodeContext>,
     manifest: Envelope,
@@ -332,11 +339,27 @@ pub fn spawn_delivery(
         {
             return;
         }
+        let agreement = Arc::new(agreement);
+        let read = |index: u32| {
+            let (context, agreement) = (context.clone(), agreement.clone());
+            tokio::task::spawn_blocking(move || {
+                delivery_chunk(&context, &agreement, desensitized, index)
+            })
+        };
+        let mut next = (from_chunk < chunks).then(|| read(from_chunk));
         for index in from_chunk..chunks {
-            let data = match delivery_chunk(&context, &agreement, desensitized, index) {
-                Ok(d) => d,
-                Err(e) => {
+            let Some(reading) = next.take() else { return };
+            if index + 1 < chunks {
+                next = Some(read(index + 1));
+            }
+            let data = match reading.await {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
                     let _ = tx.send(Err(tonic::Status::data_loss(e.to_string()))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
                     return;
                 }
             };
@@ -352,26 +375,30 @@ pub fn spawn_delivery(
     });
 }
 
-/// One chunk of a delivery: the product's own, or the masked delivery's.
+/// The bytes the provider delivers as chunk `index` under an agreement: the stored
+/// chunk of the agreed product version, or of the agreement's masked delivery when the
+/// policy has mask duties. Blocking (reads a file or the database).
 fn delivery_chunk(
     context: &NodeContext,
     agreement: &Agreement,
     desensitized: bool,
     index: u32,
-) -> Result<Vec<u8>, String> {
+) -> Result<Bytes, TransferError> {
     if desensitized {
         crate::desensitize::delivery::chunk(
             context.storage.as_ref(),
             &agreement.agreement_id,
             index,
         )
-        .map_err(|e| e.to_string())
+        .map(Bytes::from)
+        .map_err(|e| TransferError::DataLoss(e.to_string()))
     } else {
         context
             .catalog
             .products
             .chunk(&agreement.product_id, agreement.version, index)
-            .map_err(|e| e.to_string())
+            .map(Bytes::from)
+            .map_err(|e| TransferError::DataLoss(e.to_string()))
     }
 }
 
@@ -451,10 +478,28 @@ fn copy_key(agreement_id: &str) -> Vec<u8> {
     format!("r/{agreement_id}").into_bytes()
 }
 
-fn chunk_key(agreement_id: &str, index: u32) -> Vec<u8> {
-    let mut key = format!("c/{agreement_id}/").into_bytes();
-    key.extend_from_slice(&index.to_be_bytes());
-    key
+/// Where a copy's chunks are kept: one payload file per agreement, chunk `i` at
+/// `i × chunk_size`.
+fn copy_payload(agreement_id: &str) -> String {
+    format!("copies/{agreement_id}")
+}
+
+/// Reads chunk `index` of a copy from its payload file.
+fn read_copy_chunk(
+    storage: &dyn Storage,
+    agreement_id: &str,
+    manifest: &Manifest,
+    index: u32,
+) -> Result<Option<Vec<u8>>, TransferError> {
+    let offset = index as u64 * manifest.chunk_size as u64;
+    if index as usize >= manifest.chunk_hashes.len() || offset > manifest.size {
+        return Ok(None);
+    }
+    let len = (manifest.size - offset).min(manifest.chunk_size as u64) as usize;
+    Ok(storage
+        .blobs()
+        .read_at(&copy_payload(agreement_id), offset, len)?
+        .filter(|d| d.len() == len))
 }
 
 /// A received copy's record.
@@ -473,28 +518,31 @@ pub fn copies(storage: &dyn Storage) -> Result<Vec<Copy>, TransferError> {
         .collect())
 }
 
-/// One chunk of a received copy.
+/// One chunk of a received copy (`None` for a chunk not received yet).
 pub fn copy_chunk(
     storage: &dyn Storage,
     agreement_id: &str,
     index: u32,
 ) -> Result<Option<Vec<u8>>, TransferError> {
-    Ok(storage.get(COPIES, &chunk_key(agreement_id, index))?)
+    let Some(c) = copy(storage, agreement_id)? else {
+        return Ok(None);
+    };
+    if index >= c.chunks_received {
+        return Ok(None);
+    }
+    read_copy_chunk(storage, agreement_id, &manifest_of(&c), index)
 }
 
-/// Deletes a received copy: its chunks, then its record (usage control deletes copies
-/// at their deleteAfter deadline and on revocation). Deleting a copy that is not there
-/// does nothing.
+/// Deletes a received copy: its payload file, then its record (usage control deletes
+/// copies at their deleteAfter deadline and on revocation). Deleting a copy that is not
+/// there does nothing; a deletion cut short by a crash leaves the record, so running it
+/// again finishes it.
 pub fn delete_copy(storage: &dyn Storage, agreement_id: &str) -> Result<(), TransferError> {
-    let Some(c) = copy(storage, agreement_id)? else {
+    if copy(storage, agreement_id)?.is_none() {
         return Ok(());
-    };
-    let chunks = manifest_of(&c).chunk_hashes.len() as u32;
-    let mut writes: Vec<Write> = (0..chunks)
-        .map(|i| Write::Delete(chunk_key(agreement_id, i)))
-        .collect();
-    writes.push(Write::Delete(copy_key(agreement_id)));
-    storage.apply(COPIES, writes)?;
+    }
+    storage.blobs().remove(&copy_payload(agreement_id))?;
+    storage.delete(COPIES, &copy_key(agreement_id))?;
     Ok(())
 }
 
@@ -506,7 +554,11 @@ fn manifest_of(c: &Copy) -> Manifest {
 
 /// Progress as the local API shows it.
 pub fn progress(c: &Copy) -> TransferProgress {
-    let m = manifest_of(c);
+    progress_with(c, &manifest_of(c))
+}
+
+/// Progress of a copy whose manifest is already read.
+fn progress_with(c: &Copy, m: &Manifest) -> TransferProgress {
     let bytes = (c.chunks_received as u64 * m.chunk_size as u64).min(m.size);
     TransferProgress {
         agreement_id: c.agreement_id.clone(),
@@ -515,10 +567,10 @@ pub fn progress(c: &Copy) -> TransferProgress {
         chunks_total: m.chunk_hashes.len() as u32,
         bytes_received: bytes,
         bytes_total: m.size,
-        product_id: m.product_id,
+        product_id: m.product_id.clone(),
         version: m.version,
         sha256: if c.state == TransferState::Completed {
-            m.sha256
+            m.sha256.clone()
         } else {
             String::new()
         },
@@ -619,20 +671,66 @@ pub async fn pull(
             updated_at: now(),
         },
     };
-    save_copy(storage, &record, None)?;
+    save_copy(storage, &record)?;
     context.storage.flush().await?;
     let total = manifest.chunk_hashes.len() as u32;
-    let _ = progress_tx.send(progress(&record)).await;
+    let _ = progress_tx.send(progress_with(&record, &manifest)).await;
 
     // The chunks, each checked before it is kept. A pull from the first chunk hashes
     // the whole payload as it goes; a resumed one reads the copy back at the end.
+    let manifest = Arc::new(manifest);
+    let mut sink = Some(Sink {
+        writer: storage.blobs().writer(&copy_payload(agreement_id), true)?,
+        whole: (record.chunks_received == 0).then(Sha256::new),
+        manifest: manifest.clone(),
+    });
+    // The chunk being checked and written on a blocking thread while the next arrives.
+    let mut in_flight: Option<tokio::task::JoinHandle<(Sink, std::io::Result<Taken>)>> = None;
+    let mut next = record.chunks_received;
     let mut pulled = 0u32;
-    let mut running_hash = (record.chunks_received == 0).then(Sha256::new);
-    while record.chunks_received < total {
-        if max_chunks > 0 && pulled == max_chunks {
-            break;
+    loop {
+        let more = next < total && (max_chunks == 0 || pulled < max_chunks);
+        let message = if more {
+            Some(stream.message().await.map_err(TransferError::Peer)?)
+        } else {
+            None
+        };
+        if let Some(job) = in_flight.take() {
+            let (back, taken) = job
+                .await
+                .map_err(|e| TransferError::Invalid(format!("the chunk writer failed: {e}")))?;
+            sink = Some(back);
+            match taken? {
+                Taken::Kept { durable } => {
+                    record.chunks_received += 1;
+                    record.reason.clear();
+                    if durable {
+                        // The chunks are on disk: now the record may count them.
+                        record.updated_at = now();
+                        save_copy(storage, &record)?;
+                    }
+                    let _ = progress_tx.send(progress_with(&record, &manifest)).await;
+                }
+                Taken::Refused => {
+                    let expected = record.chunks_received;
+                    record.reason = format!(
+                        "chunk {expected} does not match its SHA-256 in the signed manifest; it was not kept"
+                    );
+                    record.updated_at = now();
+                    save_copy(storage, &record)?;
+                    context.storage.flush().await?;
+                    log(
+                        context,
+                        format!("transfer chunk {expected} refused: hash mismatch"),
+                        n.peer.as_str(),
+                        &agreement,
+                    )
+                    .await?;
+                    return Err(TransferError::DataLoss(record.reason.clone()));
+                }
+            }
         }
-        let message = stream.message().await.map_err(TransferError::Peer)?;
+        let Some(message) = message else { break };
         let Some(PullResponse {
             part: Some(Part::Chunk(chunk)),
         }) = message
@@ -642,63 +740,44 @@ pub async fn pull(
                 record.chunks_received
             )));
         };
-        let expected = record.chunks_received;
-        if chunk.index != expected {
+        if chunk.index != next {
             return Err(TransferError::Invalid(format!(
-                "the provider sent chunk {} where chunk {expected} was due",
+                "the provider sent chunk {} where chunk {next} was due",
                 chunk.index
             )));
-        }
-        let hash = hex::encode(Sha256::digest(&chunk.data));
-        if hash != manifest.chunk_hashes[expected as usize] {
-            record.reason = format!(
-                "chunk {expected} does not match its SHA-256 in the signed manifest; it was not kept"
-            );
-            record.updated_at = now();
-            save_copy(storage, &record, None)?;
-            context.storage.flush().await?;
-            log(
-                context,
-                format!("transfer chunk {expected} refused: hash mismatch"),
-                n.peer.as_str(),
-                &agreement,
-            )
-            .await?;
-            return Err(TransferError::DataLoss(record.reason.clone()));
-        }
-        if let Some(h) = running_hash.as_mut() {
-            h.update(&chunk.data);
         }
         context
             .telemetry
             .metrics
             .transfer_bytes(Received, chunk.data.len() as u64);
-        record.chunks_received += 1;
-        record.reason.clear();
-        record.updated_at = now();
-        save_copy(storage, &record, Some((expected, chunk.data)))?;
         pulled += 1;
-        if record.chunks_received % FLUSH_EVERY == 0 {
-            context.storage.flush().await?;
-        }
-        let _ = progress_tx.send(progress(&record)).await;
+        next += 1;
+        // Durable at every FLUSH_EVERY chunks and at the last one this pull takes.
+        let sync = next.is_multiple_of(FLUSH_EVERY) || next == total || pulled == max_chunks;
+        let mut job_sink = sink.take().expect("the sink is back before the next chunk");
+        in_flight = Some(tokio::task::spawn_blocking(move || {
+            let taken = job_sink.take(chunk.index, &chunk.data, sync);
+            (job_sink, taken)
+        }));
     }
+    let sink = sink.expect("no chunk in flight after the loop");
     context.storage.flush().await?;
     if record.chunks_received < total {
-        return Ok(progress(&record));
+        return Ok(progress_with(&record, &manifest));
     }
     drop(stream);
 
-    // The whole payload: hashed on the way, or read back from storage after a resume.
-    let (sha256, size) = match running_hash {
+    // The whole payload: hashed on the way, or read back from the copy after a resume.
+    let (sha256, size) = match sink.whole {
         Some(h) => (hex::encode(h.finalize()), manifest.size),
         None => {
             let mut whole = Sha256::new();
             let mut size = 0u64;
             for index in 0..total {
-                let data = copy_chunk(storage, agreement_id, index)?.ok_or_else(|| {
-                    TransferError::DataLoss(format!("received chunk {index} is missing"))
-                })?;
+                let data =
+                    read_copy_chunk(storage, agreement_id, &manifest, index)?.ok_or_else(|| {
+                        TransferError::DataLoss(format!("received chunk {index} is missing"))
+                    })?;
                 size += data.len() as u64;
                 whole.update(&data);
             }
@@ -708,7 +787,7 @@ pub async fn pull(
     if sha256 != manifest.sha256 || size != manifest.size {
         record.state = TransferState::Terminated;
         record.reason = "the whole copy does not match the manifest's SHA-256".into();
-        save_copy(storage, &record, None)?;
+        save_copy(storage, &record)?;
         context.storage.flush().await?;
         return Err(TransferError::DataLoss(record.reason.clone()));
     }
@@ -727,7 +806,7 @@ pub async fn pull(
     record.state = TransferState::Completed;
     record.receipt = Some(receipt.clone());
     record.updated_at = now();
-    save_copy(storage, &record, None)?;
+    save_copy(storage, &record)?;
     context.storage.flush().await?;
     log(
         context,
@@ -772,21 +851,72 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
     Ok(())
 }
 
-/// Writes a chunk, then the copy record that counts it: the record is the commit
-/// point, so after a crash an uncounted chunk is simply fetched again.
-fn save_copy(
-    storage: &dyn Storage,
-    c: &Copy,
-    chunk: Option<(u32, Vec<u8>)>,
-) -> Result<(), TransferError> {
-    let mut writes = Vec::with_capacity(2);
-    if let Some((index, data)) = chunk {
-        writes.push(Write::Put(chunk_key(&c.agreement_id, index), data));
-    }
-    writes.push(Write::Put(
-        copy_key(&c.agreement_id),
-        serde_json::to_vec(c).expect("copies serialize"),
-    ));
-    storage.apply(COPIES, writes)?;
+/// Writes the copy record. It is the commit point of the chunks it counts, which are
+/// made durable before it; after a crash an uncounted chunk is simply fetched again.
+fn save_copy(storage: &dyn Storage, c: &Copy) -> Result<(), TransferError> {
+    storage.put(
+        COPIES,
+        &copy_key(&c.agreement_id),
+        &serde_json::to_vec(c).expect("copies serialize"),
+    )?;
     Ok(())
+}
+
+/// The consumer's chunk stage, run on a blocking thread: checks a chunk against the
+/// signed manifest, adds it to the whole-payload hash and writes it to the copy's
+/// payload file.
+struct Sink {
+    writer: BlobWriter,
+    /// The whole payload's SHA-256 so far (a pull from the first chunk).
+    whole: Option<Sha256>,
+    manifest: Arc<Manifest>,
+}
+
+/// What became of a chunk handed to the [`Sink`].
+enum Taken {
+    /// Written; `durable`: it and every chunk before it are on disk.
+    Kept { durable: bool },
+    /// Its SHA-256 does not match the manifest: not written (every chunk before it is
+    /// on disk).
+    Refused,
+}
+
+impl Sink {
+    /// The chunk's own hash, the whole-payload hash and the write run side by side (two
+    /// cores hash while the disk writes); a chunk that does not match is cut off the
+    /// file again before anything counts it.
+    fn take(&mut self, index: u32, data: &[u8], sync: bool) -> std::io::Result<Taken> {
+        let m = &self.manifest;
+        let offset = index as u64 * m.chunk_size as u64;
+        let (matches, written) = std::thread::scope(|scope| {
+            let check =
+                scope.spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
+            let whole = self
+                .whole
+                .as_mut()
+                .map(|whole| scope.spawn(move || whole.update(data)));
+            let written = self.writer.write_at(offset, data);
+            let panicked = |_| std::io::Error::other("a chunk hashing thread panicked");
+            if let Some(w) = whole {
+                w.join().map_err(panicked)?;
+            }
+            let matches = check.join().map_err(panicked)?;
+            Ok::<_, std::io::Error>((matches, written))
+        })?;
+        written?;
+        if !matches {
+            // Nothing of a bad chunk is kept; the chunks before it are made durable.
+            self.writer.set_len(offset)?;
+            self.writer.sync()?;
+            return Ok(Taken::Refused);
+        }
+        if index as usize + 1 == m.chunk_hashes.len() {
+            // The last chunk's direct write was padded to a whole block.
+            self.writer.set_len(m.size)?;
+        }
+        if sync {
+            self.writer.sync()?;
+        }
+        Ok(Taken::Kept { durable: sync })
+    }
 }

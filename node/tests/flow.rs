@@ -574,13 +574,17 @@ async fn pull(
     last.ok_or_else(|| tonic::Status::internal("no progress"))
 }
 
-fn chunk_key(product_id: &str, version: u32, index: u32) -> Vec<u8> {
-    let mut key = product_id.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&version.to_be_bytes());
-    key.push(0);
-    key.extend_from_slice(&index.to_be_bytes());
-    key
+/// Flips one byte of a stored product's payload file, at `offset`.
+fn flip_byte(path: &std::path::Path, offset: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .unwrap();
+    let mut byte = [0u8];
+    file.read_exact_at(&mut byte, offset).unwrap();
+    file.write_all_at(&[byte[0] ^ 0xff], offset).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,12 +646,16 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     );
 
     // A chunk tampered with at the provider: refused, not kept, transfer not complete.
-    let provider_storage = &s.transport.running.context.storage;
-    let key = chunk_key(&product.product_id, 1, 2);
-    let good = provider_storage.get("chunks", &key).unwrap().unwrap();
-    let mut bad = good.clone();
-    bad[100] ^= 0xff;
-    provider_storage.put("chunks", &key, &bad).unwrap();
+    let payload_file = s
+        .transport
+        .running
+        .context
+        .catalog
+        .products
+        .payload_path(&product.product_id, 1)
+        .unwrap();
+    let tampered = 2 * (1 << 20) + 100;
+    flip_byte(&payload_file, tampered);
     let err = pull(&s.ecology, &agreement, 0).await.unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert!(err.message().contains("chunk 2"), "{}", err.message());
@@ -658,7 +666,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     assert_ne!(copy.state, liutong_node::transfer::TransferState::Completed);
 
     // Repaired: the pull resumes from the first missing chunk and completes.
-    provider_storage.put("chunks", &key, &good).unwrap();
+    flip_byte(&payload_file, tampered);
     let done = pull(&s.ecology, &agreement, 0).await.unwrap();
     assert_eq!(
         (done.state.as_str(), done.chunks_received),

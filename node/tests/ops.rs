@@ -343,6 +343,20 @@ async fn backup_while_serving_and_writing_restores_a_working_node_and_damage_is_
         .into_inner()
         .products;
     assert!(products.iter().any(|p| p.product_id == traffic.product_id));
+    // The bytes came along (payload files beside the database), not only the records.
+    let store = &restored.context.catalog.products;
+    assert_eq!(
+        store
+            .chunk(&traffic.product_id, 1, 0)
+            .expect("the product's bytes"),
+        CSV,
+        "the restored product's bytes"
+    );
+    for p in &products {
+        store
+            .chunk(&p.product_id, 1, 0)
+            .unwrap_or_else(|e| panic!("{}: its bytes were not restored: {e}", p.product_id));
+    }
     let copied = products.len() as u32 - 1;
     assert!(
         copied >= 2 && copied <= written_during,

@@ -13,6 +13,11 @@
 //! awaits the flush before answering any of them. So an append is durable when it
 //! returns, and a failed write fails every append in the batch: the operation that
 //! wanted to log is refused (fail closed) instead of going on unrecorded.
+//!
+//! An append can carry the state change it records ([`AuditLog::append_with`]): the
+//! committer writes those records after the group's entries and size, and the same
+//! flush makes both durable. So a step costs one flush, and a crash never leaves the
+//! record without its entry.
 
 use std::sync::{Arc, Mutex};
 
@@ -136,7 +141,22 @@ impl Event {
 
 struct Pending {
     entry: Vec<u8>,
+    /// Writes to other trees that this entry records, made after the entries.
+    records: Vec<(&'static str, Write)>,
     reply: oneshot::Sender<Result<u64, String>>,
+}
+
+/// An entry in the committer's queue.
+struct Queued(oneshot::Receiver<Result<u64, String>>);
+
+impl Queued {
+    /// The entry's index, once it is durable.
+    async fn durable(self) -> Result<u64, AuditError> {
+        self.0
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .map_err(|reason| AuditError::Storage(StorageError::Flush(reason)))
+    }
 }
 
 struct Shared {
@@ -198,18 +218,53 @@ impl AuditLog {
 
     /// Appends raw entry bytes; returns the index once they are durable.
     pub async fn append_bytes(&self, entry: Vec<u8>) -> Result<u64, AuditError> {
+        self.queue_entry(entry, Vec::new()).await?.durable().await
+    }
+
+    /// Appends events together with the writes (tree, write) that they record: the
+    /// entries are written first, then the writes, and one flush makes all durable.
+    /// Returns the index of the first entry once everything is durable.
+    pub async fn append_with(
+        &self,
+        events: &[Event],
+        records: Vec<(&'static str, Write)>,
+    ) -> Result<u64, AuditError> {
+        let Some((last, rest)) = events.split_last() else {
+            return Err(AuditError::Range("no event to append".into()));
+        };
+        let mut queued = Vec::with_capacity(events.len());
+        for event in rest {
+            queued.push(self.queue_entry(event.to_bytes(), Vec::new()).await?);
+        }
+        // The records travel with the last entry: they are written after all entries.
+        queued.push(self.queue_entry(last.to_bytes(), records).await?);
+        let mut first = None;
+        for q in queued {
+            let index = q.durable().await?;
+            first.get_or_insert(index);
+        }
+        Ok(first.expect("at least one event"))
+    }
+
+    /// Queues an entry; the returned future resolves once it is durable.
+    async fn queue_entry(
+        &self,
+        entry: Vec<u8>,
+        records: Vec<(&'static str, Write)>,
+    ) -> Result<Queued, AuditError> {
         if entry.len() > MAX_ENTRY_BYTES {
             return Err(AuditError::TooLarge(entry.len()));
         }
         let (reply, answer) = oneshot::channel();
         self.queue
-            .send(Pending { entry, reply })
+            .send(Pending {
+                entry,
+                records,
+                reply,
+            })
             .await
             .map_err(|_| AuditError::Closed)?;
-        answer
-            .await
-            .map_err(|_| AuditError::Closed)?
-            .map_err(|reason| AuditError::Storage(StorageError::Flush(reason)))
+        Ok(Queued(answer))
     }
 
     /// The committed size.
@@ -479,7 +534,8 @@ async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
 
 /// Writes one group: entries and new tree nodes, then the size that commits them (a
 /// crash before it leaves entries past the size, which the next group overwrites), then
-/// flushes. The in-memory tree advances only after the flush succeeded.
+/// the records the entries carry, then flushes. The in-memory tree advances only after
+/// the flush succeeded.
 async fn commit(shared: &Shared, batch: &[Pending]) -> Result<u64, StorageError> {
     let mut next = shared
         .appender
@@ -502,6 +558,11 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<u64, StorageError>
         next.size().to_be_bytes().to_vec(),
     ));
     shared.storage.apply(TREE, writes)?;
+    for pending in batch {
+        for (tree, write) in &pending.records {
+            shared.storage.apply(tree, vec![write.clone()])?;
+        }
+    }
     shared.storage.flush().await?;
     *shared.appender.lock().unwrap_or_else(|p| p.into_inner()) = next;
     Ok(first)

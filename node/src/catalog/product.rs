@@ -1,10 +1,16 @@
 //! Data products in storage: versioned, chunked (about 1 MiB a chunk) payloads with a
 //! SHA-256 per chunk and for the whole, and their metadata.
 //!
-//! Publishing streams: chunks are written as they arrive and the product record is
-//! written last, then flushed. A publish that fails part-way removes its chunks, and
-//! chunks left by a crash (no product record) are removed at start, so nothing is ever
-//! stored half-done. Earlier versions are kept.
+//! The payload of a version is one file among the storage's payload files
+//! (`products/<product>/v<version>`, chunk `i` at offset `i × CHUNK_SIZE`); the records
+//! are in the database. Publishing streams: chunks are written to an unfinished file as
+//! they arrive; at the end the file is synced and renamed, and only then the product
+//! record is written and flushed. A publish that fails part-way removes its file, and
+//! files left by a crash (unfinished, or with no product record) are removed at start,
+//! so nothing is ever stored half-done. Earlier versions are kept.
+//!
+//! (Nodes before payload files kept chunks in the database's `chunks` tree; those are
+//! still read.)
 
 use std::io::Read;
 use std::sync::Arc;
@@ -15,13 +21,18 @@ use sha2::{Digest, Sha256};
 
 use super::schema::{self, Profile};
 use crate::identity::ParticipantId;
+use crate::storage::blobs::BlobWriter;
 use crate::storage::{Storage, StorageError, Write};
 
 /// Size of a chunk, in bytes.
 pub const CHUNK_SIZE: usize = 1 << 20;
 
 const PRODUCTS: &str = "products";
+/// Chunks as nodes before payload files kept them (read only).
 const CHUNKS: &str = "chunks";
+/// The directory of product payloads among the storage's payload files.
+const PAYLOADS: &str = "products";
+const UNFINISHED: &str = ".partial";
 
 /// The payload format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -112,6 +123,8 @@ pub enum ProductError {
     Profile { format: Format, reason: String },
     #[error("the stored product is damaged: {0}")]
     Damaged(String),
+    #[error("cannot write or read the payload file: {0}")]
+    Payload(#[from] std::io::Error),
 }
 
 /// What the publisher says about a new product or version.
@@ -153,11 +166,17 @@ impl ProductStore {
             }
             None => (new_product_id(), 1),
         };
+        let unfinished = format!("{}{UNFINISHED}", payload_name(&product_id, version));
+        // Publishing writes through the page cache, so a product just published is
+        // delivered from memory.
+        let writer = self.storage.blobs().writer(&unfinished, false)?;
         Ok(Upload {
             store: self.clone(),
             new,
             product_id,
             version,
+            writer,
+            unfinished,
             buffer: Vec::with_capacity(CHUNK_SIZE),
             chunk_hashes: Vec::new(),
             whole: Sha256::new(),
@@ -213,13 +232,39 @@ impl ProductStore {
         version: u32,
         index: u32,
     ) -> Result<Vec<u8>, ProductError> {
-        self.storage
-            .get(CHUNKS, &chunk_key(product_id, version, index))?
-            .ok_or_else(|| {
-                ProductError::Damaged(format!(
-                    "chunk {index} of {product_id} v{version} is missing"
-                ))
-            })
+        let missing = || {
+            ProductError::Damaged(format!(
+                "chunk {index} of {product_id} v{version} is missing"
+            ))
+        };
+        let name = payload_name(product_id, version);
+        match self.read_chunk(&name, index)? {
+            Some(data) if !data.is_empty() || index == 0 => Ok(data),
+            Some(_) => Err(missing()),
+            None => self
+                .storage
+                .get(CHUNKS, &chunk_key(product_id, version, index))?
+                .ok_or_else(missing),
+        }
+    }
+
+    fn read_chunk(&self, name: &str, index: u32) -> Result<Option<Vec<u8>>, ProductError> {
+        Ok(self
+            .storage
+            .blobs()
+            .read_at(name, index as u64 * CHUNK_SIZE as u64, CHUNK_SIZE)?)
+    }
+
+    /// The payload file of a version, for tests that damage it on purpose.
+    pub fn payload_path(
+        &self,
+        product_id: &str,
+        version: u32,
+    ) -> Result<std::path::PathBuf, ProductError> {
+        Ok(self
+            .storage
+            .blobs()
+            .path(&payload_name(product_id, version))?)
     }
 
     /// A reader over a stored version's payload, chunk by chunk.
@@ -228,6 +273,7 @@ impl ProductStore {
             store: self.clone(),
             product_id: p.product_id.clone(),
             version: p.version,
+            unfinished: None,
             chunks: p.chunk_hashes.len() as u32,
             next: 0,
             current: Vec::new(),
@@ -236,6 +282,27 @@ impl ProductStore {
     }
 
     fn remove_orphan_chunks(&self) -> Result<(), ProductError> {
+        let blobs = self.storage.blobs();
+        for product in blobs.list(PAYLOADS)? {
+            let dir = format!("{PAYLOADS}/{product}");
+            for file in blobs.list(&dir)? {
+                let known = match file.strip_prefix('v').and_then(|v| v.parse::<u32>().ok()) {
+                    Some(version) => self
+                        .storage
+                        .get(PRODUCTS, &product_key(&product, version))?
+                        .is_some(),
+                    None => false, // unfinished
+                };
+                if !known {
+                    tracing::warn!(file = %file, product = %product, "removing the payload of an unfinished publish");
+                    blobs.remove(&format!("{dir}/{file}"))?;
+                }
+            }
+        }
+        self.remove_orphan_legacy_chunks()
+    }
+
+    fn remove_orphan_legacy_chunks(&self) -> Result<(), ProductError> {
         let mut orphans = Vec::new();
         let mut last: Option<(Vec<u8>, bool)> = None;
         for (key, _) in self.storage.scan_prefix(CHUNKS, b"")? {
@@ -270,6 +337,9 @@ pub struct Upload {
     new: NewVersion,
     product_id: String,
     version: u32,
+    /// The unfinished payload file and its name; renamed when the publish completes.
+    writer: BlobWriter,
+    unfinished: String,
     buffer: Vec<u8>,
     chunk_hashes: Vec<String>,
     whole: Sha256,
@@ -324,17 +394,15 @@ impl Upload {
         let index = self.chunk_hashes.len() as u32;
         self.chunk_hashes
             .push(hex::encode(Sha256::digest(&self.buffer)));
-        self.store.storage.put(
-            CHUNKS,
-            &chunk_key(&self.product_id, self.version, index),
-            &self.buffer,
-        )?;
+        self.writer
+            .write_at(index as u64 * CHUNK_SIZE as u64, &self.buffer)?;
         self.buffer.clear();
         Ok(())
     }
 
-    /// Stores the last chunk, profiles tabular data, writes the product record and
-    /// flushes. On any error the chunks written so far are removed.
+    /// Stores the last chunk, profiles tabular data, makes the payload file durable
+    /// under its final name, then writes the product record and flushes. On any error
+    /// the payload written so far is removed.
     pub async fn finish(mut self, now: i64) -> Result<ProductVersion, ProductError> {
         let result = self.finish_inner(now).await;
         if result.is_err() {
@@ -364,7 +432,11 @@ impl Upload {
             policy_odrl: self.new.policy_odrl.clone(),
             published_at: now,
         };
-        let open = || self.store.reader(&product);
+        let open = || {
+            let mut reader = self.store.reader(&product);
+            reader.unfinished = Some(self.unfinished.clone());
+            reader
+        };
         let profile = match product.format {
             Format::Csv => Some(schema::profile_csv(open)),
             Format::Jsonl => Some(schema::profile_jsonl(open)),
@@ -374,6 +446,12 @@ impl Upload {
             format: product.format,
             reason: e.to_string(),
         })?;
+        self.writer.set_len(self.size)?;
+        self.writer.sync()?;
+        self.store.storage.blobs().rename(
+            &self.unfinished,
+            &payload_name(&product.product_id, product.version),
+        )?;
         let bytes = serde_json::to_vec(&product).expect("product records serialize");
         self.store.storage.put(
             PRODUCTS,
@@ -384,13 +462,18 @@ impl Upload {
         Ok(product)
     }
 
-    /// Removes the chunks of this upload.
+    /// Removes the payload of this upload.
     pub fn abort(&self) {
-        let writes = (0..=self.chunk_hashes.len() as u32)
-            .map(|i| Write::Delete(chunk_key(&self.product_id, self.version, i)))
-            .collect();
-        if let Err(e) = self.store.storage.apply(CHUNKS, writes) {
-            tracing::error!(error = %e, "cannot remove the chunks of a failed publish; they are removed at the next start");
+        let blobs = self.store.storage.blobs();
+        let removed = blobs.remove(&self.unfinished).and_then(|()| {
+            // A publish that failed after the rename, before its record was written.
+            match self.store.get(&self.product_id, self.version) {
+                Ok(None) => blobs.remove(&payload_name(&self.product_id, self.version)),
+                _ => Ok(()),
+            }
+        });
+        if let Err(e) = removed {
+            tracing::error!(error = %e, "cannot remove the payload of a failed publish; it is removed at the next start");
         }
     }
 }
@@ -400,6 +483,8 @@ pub struct ChunkReader {
     store: ProductStore,
     product_id: String,
     version: u32,
+    /// Reads an unfinished publish's file instead (profiling before it completes).
+    unfinished: Option<String>,
     chunks: u32,
     next: u32,
     current: Vec<u8>,
@@ -412,10 +497,17 @@ impl Read for ChunkReader {
             if self.next == self.chunks {
                 return Ok(0);
             }
-            self.current = self
-                .store
-                .chunk(&self.product_id, self.version, self.next)
-                .map_err(std::io::Error::other)?;
+            self.current = match &self.unfinished {
+                Some(name) => self
+                    .store
+                    .read_chunk(name, self.next)
+                    .map_err(std::io::Error::other)?
+                    .unwrap_or_default(),
+                None => self
+                    .store
+                    .chunk(&self.product_id, self.version, self.next)
+                    .map_err(std::io::Error::other)?,
+            };
             self.position = 0;
             self.next += 1;
         }
@@ -435,6 +527,11 @@ fn product_key(product_id: &str, version: u32) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(&version.to_be_bytes());
     key
+}
+
+/// The payload file of a version among the storage's payload files.
+fn payload_name(product_id: &str, version: u32) -> String {
+    format!("{PAYLOADS}/{product_id}/v{version}")
 }
 
 fn chunk_key(product_id: &str, version: u32, index: u32) -> Vec<u8> {
@@ -507,15 +604,17 @@ mod tests {
         let storage = SledStorage::temporary().unwrap();
         let store = ProductStore::open(storage.clone()).unwrap();
         let mut up = store.begin(new_version(Format::Csv)).unwrap();
+        let dir = format!("{PAYLOADS}/{}", up.product_id());
         // Invalid UTF-8 in a CSV: the profile fails, so the publish fails.
         up.write(&vec![b'a'; CHUNK_SIZE + 10]).unwrap();
         up.write(b",\n\xff\xfe,\"unterminated\n").unwrap();
+        assert_eq!(storage.blobs().list(&dir).unwrap().len(), 1, "written");
         let err = up.finish(1).await.unwrap_err();
         assert!(matches!(err, ProductError::Profile { .. }), "{err}");
         assert!(store.list().unwrap().is_empty());
         assert!(
-            storage.scan_prefix(CHUNKS, b"").unwrap().is_empty(),
-            "chunks removed"
+            storage.blobs().list(&dir).unwrap().is_empty(),
+            "payload removed"
         );
     }
 
@@ -524,12 +623,54 @@ mod tests {
         let storage = SledStorage::temporary().unwrap();
         let store = ProductStore::open(storage.clone()).unwrap();
         let mut up = store.begin(new_version(Format::Bytes)).unwrap();
+        let dir = format!("{PAYLOADS}/{}", up.product_id());
         up.write(&vec![1u8; CHUNK_SIZE * 2]).unwrap();
         // A crash: no finish, no abort.
         drop(up);
-        assert_eq!(storage.scan_prefix(CHUNKS, b"").unwrap().len(), 2);
-        ProductStore::open(storage.clone()).unwrap();
+        // And a crash after the rename, before the record: a payload nothing names.
+        let orphan = store.begin(new_version(Format::Bytes)).unwrap();
+        let orphan_dir = format!("{PAYLOADS}/{}", orphan.product_id());
+        storage
+            .blobs()
+            .rename(&orphan.unfinished, &format!("{orphan_dir}/v1"))
+            .unwrap();
+        drop(orphan);
+        // And chunks a node before payload files left in the database.
+        storage
+            .put(CHUNKS, &chunk_key("prd-old", 1, 0), b"x")
+            .unwrap();
+        let kept = {
+            let mut up = store.begin(new_version(Format::Bytes)).unwrap();
+            up.write(b"published").unwrap();
+            up.finish(1).await.unwrap()
+        };
+        assert_eq!(storage.blobs().list(&dir).unwrap(), vec!["v1.partial"]);
+        assert_eq!(storage.blobs().list(&orphan_dir).unwrap(), vec!["v1"]);
+
+        let store = ProductStore::open(storage.clone()).unwrap();
+        assert!(storage.blobs().list(&dir).unwrap().is_empty());
+        assert!(storage.blobs().list(&orphan_dir).unwrap().is_empty());
         assert!(storage.scan_prefix(CHUNKS, b"").unwrap().is_empty());
+        let mut back = Vec::new();
+        store.reader(&kept).read_to_end(&mut back).unwrap();
+        assert_eq!(back, b"published", "a finished publish is kept");
+    }
+
+    #[tokio::test]
+    async fn chunks_stored_before_payload_files_are_still_read() {
+        let storage = SledStorage::temporary().unwrap();
+        let store = ProductStore::open(storage.clone()).unwrap();
+        storage
+            .put(PRODUCTS, &product_key("prd-old", 1), b"{}")
+            .unwrap();
+        storage
+            .put(CHUNKS, &chunk_key("prd-old", 1, 0), b"old bytes")
+            .unwrap();
+        assert_eq!(store.chunk("prd-old", 1, 0).unwrap(), b"old bytes");
+        assert!(matches!(
+            store.chunk("prd-old", 1, 1),
+            Err(ProductError::Damaged(_))
+        ));
     }
 
     #[test]

@@ -34,6 +34,7 @@ pub(super) fn transfer_status(e: TransferError) -> Status {
         TransferError::Unreachable(_) | TransferError::Storage(_) | TransferError::Audit(_) => {
             Status::unavailable(message)
         }
+        TransferError::Payload(_) => Status::internal(message),
     }
 }
 

@@ -6,6 +6,7 @@
 //! Nothing that must survive a crash (a trust list, a publish, an agreement, an audit
 //! entry) is acknowledged before that. [`Storage::put_durable`] does both.
 
+pub mod blobs;
 pub mod files;
 
 use std::collections::HashMap;
@@ -63,6 +64,9 @@ pub trait Storage: Send + Sync + 'static {
     /// Every key and value whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError>;
 
+    /// The payload files beside the database (chunks of products and copies).
+    fn blobs(&self) -> &blobs::Blobs;
+
     /// Makes every write so far durable. Await it before acknowledging.
     fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>>;
 
@@ -85,6 +89,8 @@ pub struct SledStorage {
     db: sled::Db,
     /// Opened trees, kept because `open_tree` takes a lock and allocates.
     trees: Mutex<HashMap<String, sled::Tree>>,
+    /// Large payloads, as files in `payloads/` inside the database directory.
+    blobs: blobs::Blobs,
     /// Group flush: at most one `flush_async` in flight. Many concurrent flushes starve
     /// sled's I/O thread pool (each blocks a pool thread waiting for a buffer that
     /// another queued job must write), which hung the node under load; one at a time,
@@ -112,9 +118,14 @@ impl SledStorage {
                 path: path.to_owned(),
                 reason: explain_open_error(&e),
             })?;
+        let blobs = blobs::Blobs::open(&path.join("payloads")).map_err(|e| StorageError::Open {
+            path: path.join("payloads"),
+            reason: e.to_string(),
+        })?;
         Ok(Arc::new(Self {
             db,
             trees: Mutex::new(HashMap::new()),
+            blobs,
             flush: FlushGate::default(),
         }))
     }
@@ -128,9 +139,14 @@ impl SledStorage {
                 path: PathBuf::from("<temporary>"),
                 reason: e.to_string(),
             })?;
+        let blobs = blobs::Blobs::temporary().map_err(|e| StorageError::Open {
+            path: PathBuf::from("<temporary>"),
+            reason: e.to_string(),
+        })?;
         Ok(Arc::new(Self {
             db,
             trees: Mutex::new(HashMap::new()),
+            blobs,
             flush: FlushGate::default(),
         }))
     }
@@ -248,6 +264,10 @@ impl Storage for SledStorage {
                     .map_err(|e| engine_error(tree, e))
             })
             .collect()
+    }
+
+    fn blobs(&self) -> &blobs::Blobs {
+        &self.blobs
     }
 
     fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {

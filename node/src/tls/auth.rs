@@ -34,7 +34,17 @@ pub struct ChainVerifier {
     verifier: Arc<dyn ClientCertVerifier>,
     /// Says whose CA this is in messages, e.g. "this data space's authority".
     issuer_label: String,
+    /// Chains verified recently (SHA-256 of the certificates) and until when (Unix
+    /// seconds) that still holds: a signature check per call cost a peer a sizeable
+    /// share of a negotiation. An entry lasts at most [`VERIFIED_FOR`] and never past
+    /// the earliest expiry in the chain, so the outcome is the same as checking anew.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
+
+/// Longest a verified chain is remembered, in seconds.
+const VERIFIED_FOR: u64 = 60;
+/// Most chains remembered; past that the memory starts afresh.
+const VERIFIED_MAX: usize = 4096;
 
 impl ChainVerifier {
     pub fn new(roots: RootCertStore, issuer_label: &str) -> Result<Self, super::TlsError> {
@@ -44,6 +54,7 @@ impl ChainVerifier {
         Ok(Self {
             verifier,
             issuer_label: issuer_label.to_owned(),
+            verified: Default::default(),
         })
     }
 
@@ -52,10 +63,38 @@ impl ChainVerifier {
         let (end_entity, intermediates) = chain
             .split_first()
             .ok_or_else(|| "no client certificate was presented".to_owned())?;
+        let now = UnixTime::now();
+        let digest = {
+            use sha2::{Digest, Sha256};
+            let mut h = Sha256::new();
+            for cert in chain {
+                h.update((cert.len() as u64).to_be_bytes());
+                h.update(cert.as_ref());
+            }
+            <[u8; 32]>::from(h.finalize())
+        };
+        let remembered = || {
+            // Poisoning cannot leave the map inconsistent (insert, get, clear only).
+            self.verified.lock().unwrap_or_else(|p| p.into_inner())
+        };
+        if remembered()
+            .get(&digest)
+            .is_some_and(|until| now.as_secs() < *until)
+        {
+            return Ok(());
+        }
         self.verifier
-            .verify_client_cert(end_entity, intermediates, UnixTime::now())
-            .map(|_| ())
-            .map_err(|e| self.explain(e))
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| self.explain(e))?;
+        let expiry = chain.iter().map(|c| not_after(c)).min().flatten();
+        if let Some(expiry) = expiry {
+            let mut map = remembered();
+            if map.len() >= VERIFIED_MAX {
+                map.clear();
+            }
+            map.insert(digest, expiry.min(now.as_secs() + VERIFIED_FOR));
+        }
+        Ok(())
     }
 
     fn explain(&self, e: rustls::Error) -> String {
@@ -91,6 +130,12 @@ impl ChainVerifier {
 
 /// tonic refuses an over-size message with `OUT_OF_RANGE`; the data space answers limits
 /// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case.
+/// A certificate's notAfter in Unix seconds (`None`: unreadable, so not remembered).
+fn not_after(cert: &CertificateDer<'_>) -> Option<u64> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    u64::try_from(parsed.validity().not_after.timestamp()).ok()
+}
+
 fn limit_status(
     mut response: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {

@@ -208,6 +208,9 @@ pub fn client_config(
     Ok(Arc::new(config))
 }
 
+/// HTTP/2 flow-control window of a stream that a node receives (bytes).
+const TRANSFER_WINDOW: u32 = 8 << 20;
+
 /// Opens a gRPC channel to `address` (host:port) over mutual TLS.
 pub async fn connect(
     address: &str,
@@ -220,7 +223,11 @@ pub async fn connect(
     let endpoint = Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| connect_err(format!("not a host:port address ({e})")))?
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60));
+        .timeout(Duration::from_secs(60))
+        // Room for several 1 MiB transfer chunks in flight, so a stream is not held up
+        // waiting for window updates.
+        .initial_stream_window_size(TRANSFER_WINDOW)
+        .initial_connection_window_size(2 * TRANSFER_WINDOW);
     let connector = TlsConnector::from(config);
     endpoint
         .connect_with_connector(tower::service_fn(move |uri: http::Uri| {
