@@ -637,3 +637,50 @@ async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
         "{consumer:#?}"
     );
 }
+
+/// Concurrent queries under one agreement are decided one at a time against the
+/// persisted count: with `count lt 3`, exactly three of six simultaneous queries are
+/// answered and the others are refused with the failed constraint.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_queries_never_exceed_the_count() {
+    let s = space().await;
+    let product = publish(
+        &s.transport,
+        SPEEDS.as_bytes(),
+        "Vehicle speeds",
+        "general-2",
+        "csv",
+        AGGREGATE_POLICY,
+    )
+    .await
+    .unwrap();
+    let agreement = agree(&s.ecology, &s.transport, &product.offer_id).await;
+    let count = AggregateQuery {
+        aggregations: vec![aggregation(AggregateFunction::Count, "")],
+        group_by: vec!["district".into()],
+        filters: vec![],
+    };
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let mut admin = s.ecology.admin(LocalRole::Admin).await;
+        let request = QueryAggregateRequest {
+            agreement_id: agreement.clone(),
+            peer: String::new(),
+            query: Some(count.clone()),
+        };
+        tasks.push(tokio::spawn(
+            async move { admin.query_aggregate(request).await },
+        ));
+    }
+    let mut answered = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => answered += 1,
+            Err(e) => {
+                assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+                assert!(e.message().contains("number of uses"), "{}", e.message());
+            }
+        }
+    }
+    assert_eq!(answered, 3, "count lt 3 allows three queries");
+}

@@ -138,7 +138,9 @@ pub struct UsageControl {
 }
 
 impl UsageControl {
-    fn lock_for(&self, agreement_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+    /// The lock of one agreement: a consumer's reads and a provider's aggregate queries
+    /// are each decided and counted under it.
+    pub(crate) fn lock_for(&self, agreement_id: &str) -> Arc<tokio::sync::Mutex<()>> {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         locks.entry(agreement_id.to_owned()).or_default().clone()
     }
