@@ -66,6 +66,17 @@ pub struct ContractRequest {
     pub expires_at: i64,
 }
 
+/// Why [`Agreement::product`] has no product to offer.
+#[derive(Debug, thiserror::Error)]
+pub enum AgreedProductError {
+    /// The version is not in the store (or the store failed).
+    #[error("{0}")]
+    Unavailable(String),
+    /// The stored bytes are not the ones agreed.
+    #[error("the stored product no longer matches the agreement's hash")]
+    Changed,
+}
+
 /// The digital contract: what both parties sign.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -88,6 +99,39 @@ pub struct Agreement {
     /// Who approved it, when the guardrails asked for a person's approval.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approved_by: Option<String>,
+}
+
+impl Agreement {
+    /// The product version this agreement names, from the provider's store, checked
+    /// against the agreement's hash.
+    pub fn product(
+        &self,
+        store: &crate::catalog::product::ProductStore,
+    ) -> Result<crate::catalog::product::ProductVersion, AgreedProductError> {
+        let product = store
+            .get(&self.product_id, self.version)
+            .map_err(|e| AgreedProductError::Unavailable(e.to_string()))?
+            .ok_or_else(|| {
+                AgreedProductError::Unavailable(format!(
+                    "product {} v{} is gone",
+                    self.product_id, self.version
+                ))
+            })?;
+        if product.sha256 != self.product_sha256 {
+            return Err(AgreedProductError::Changed);
+        }
+        Ok(product)
+    }
+
+    /// An audit event of `kind` about this agreement and its product, naming the other
+    /// `participant`.
+    pub fn event(&self, kind: EventKind, participant: &str, detail: String) -> Event {
+        let mut event = Event::new(kind, now(), detail);
+        event.participant = Some(participant.to_owned());
+        event.agreement = Some(self.agreement_id.clone());
+        event.product = Some(self.product_id.clone());
+        event
+    }
 }
 
 /// A negotiation's state (Dataspace Protocol names).

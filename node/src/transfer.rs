@@ -19,9 +19,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::audit::log::{Event, EventKind};
+use crate::audit::log::EventKind;
 use crate::catalog::requester_of;
-use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, NegotiationStatus, Role};
+use crate::contract::{
+    AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, NegotiationStatus, Role,
+};
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
 use crate::storage::blobs::BlobWriter;
@@ -144,13 +146,9 @@ async fn log(
     participant: &str,
     agreement: &Agreement,
 ) -> Result<(), TransferError> {
-    let mut event = Event::new(EventKind::Transfer, now(), detail);
-    event.participant = Some(participant.to_owned());
-    event.agreement = Some(agreement.agreement_id.clone());
-    event.product = Some(agreement.product_id.clone());
     context
         .audit
-        .append(&event)
+        .append(&agreement.event(EventKind::Transfer, participant, detail))
         .await
         .map(|_| ())
         .map_err(|e| TransferError::Audit(e.to_string()))
@@ -248,22 +246,12 @@ pub async fn start_delivery(
         .await?;
         return Err(TransferError::Denied(why));
     }
-    let product = context
-        .catalog
-        .products
-        .get(&agreement.product_id, agreement.version)
-        .map_err(|e| TransferError::Invalid(e.to_string()))?
-        .ok_or_else(|| {
-            TransferError::Invalid(format!(
-                "product {} v{} is gone",
-                agreement.product_id, agreement.version
-            ))
+    let product = agreement
+        .product(&context.catalog.products)
+        .map_err(|e| match e {
+            AgreedProductError::Changed => TransferError::DataLoss(e.to_string()),
+            AgreedProductError::Unavailable(why) => TransferError::Invalid(why),
         })?;
-    if product.sha256 != agreement.product_sha256 {
-        return Err(TransferError::DataLoss(
-            "the stored product no longer matches the agreement's hash".into(),
-        ));
-    }
     let mut manifest = Manifest {
         agreement_id: agreement_id.to_owned(),
         product_id: product.product_id.clone(),

@@ -22,10 +22,12 @@ use liutong_policy::{
     Action, CompiledPolicy, Decision, Denial, Duty, Policy, Request, Scope, State as PolicyState,
 };
 
-use crate::audit::log::{Event, EventKind};
+use crate::audit::log::EventKind;
 use crate::catalog::product::Format;
 use crate::catalog::requester_of;
-use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, NegotiationStatus, Role};
+use crate::contract::{
+    AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, NegotiationStatus, Role,
+};
 use crate::desensitize;
 use crate::identity::Membership;
 use crate::runtime::{NodeContext, now};
@@ -276,22 +278,12 @@ pub async fn answer(
         return Err(QueryError::Denied(why));
     }
     let k = min_group_size(&decision.duties);
-    let product = context
-        .catalog
-        .products
-        .get(&agreement.product_id, agreement.version)
-        .map_err(|e| QueryError::Invalid(e.to_string()))?
-        .ok_or_else(|| {
-            QueryError::Invalid(format!(
-                "product {} v{} is gone",
-                agreement.product_id, agreement.version
-            ))
+    let product = agreement
+        .product(&context.catalog.products)
+        .map_err(|e| match e {
+            AgreedProductError::Changed => QueryError::DataLoss(e.to_string()),
+            AgreedProductError::Unavailable(why) => QueryError::Invalid(why),
         })?;
-    if product.sha256 != agreement.product_sha256 {
-        return Err(QueryError::DataLoss(
-            "the stored product no longer matches the agreement's hash".into(),
-        ));
-    }
     if product.format == Format::Bytes {
         return Err(QueryError::Unsupported(format!(
             "product {} is opaque bytes: aggregates need CSV or JSON Lines rows",
@@ -483,13 +475,9 @@ async fn log(
     } else {
         &agreement.provider
     };
-    let mut event = Event::new(EventKind::Query, now(), detail);
-    event.participant = Some(other.to_string());
-    event.agreement = Some(agreement.agreement_id.clone());
-    event.product = Some(agreement.product_id.clone());
     context
         .audit
-        .append(&event)
+        .append(&agreement.event(EventKind::Query, other.as_str(), detail))
         .await
         .map(|_| ())
         .map_err(|e| QueryError::Audit(e.to_string()))

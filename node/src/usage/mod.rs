@@ -215,13 +215,9 @@ async fn log(
     agreement: &Agreement,
     detail: String,
 ) -> Result<(), UsageError> {
-    let mut event = crate::audit::log::Event::new(kind, crate::runtime::now(), detail);
-    event.participant = Some(participant.to_owned());
-    event.agreement = Some(agreement.agreement_id.clone());
-    event.product = Some(agreement.product_id.clone());
     context
         .audit
-        .append(&event)
+        .append(&agreement.event(kind, participant, detail))
         .await
         .map(|_| ())
         .map_err(|e| UsageError::Audit(e.to_string()))
