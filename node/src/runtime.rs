@@ -25,7 +25,7 @@ use crate::config::NodeConfig;
 use crate::contract::Contracts;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::rotation;
-use crate::identity::{Envelope, KeyError, Membership, SigningKey};
+use crate::identity::{Envelope, KeyError, Membership, ParticipantId, SigningKey};
 use crate::local::{self, LocalAuthenticator};
 use crate::service::{self, PeerAuthenticator};
 use crate::storage::{SledStorage, Storage, StorageError};
@@ -136,11 +136,28 @@ impl NodeContext {
     /// A TLS client configuration for calling peers: the data-space CA, and the peer
     /// must be a current member.
     pub fn peer_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+        self.member_client_config(None)
+    }
+
+    /// The client configuration for a peer that must be a current member and, when
+    /// `expected` is given, exactly that participant.
+    fn member_client_config(
+        &self,
+        expected: Option<ParticipantId>,
+    ) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         let trust = self.trust.clone();
         tls::client_config(
             Some(&self.tls_identity),
             self.data_space_roots.clone(),
             ExpectedServer::Member(Arc::new(move |id, fingerprint| {
+                if let Some(expected) = &expected
+                    && id != expected
+                {
+                    return Err(format!(
+                        "the server at this address is {id}, not the expected participant \
+                         {expected}"
+                    ));
+                }
                 trust
                     .check_member(id, fingerprint, now())
                     .map(|_| ())
@@ -152,6 +169,29 @@ impl NodeContext {
     /// A channel to another member's peer API, with this node's identity; the peer must
     /// be a current member. Calls on it carry this node's trace context.
     pub async fn connect_peer(&self, address: &str) -> Result<PeerChannel, TlsError> {
+        self.connect(address, None).await
+    }
+
+    /// Like [`connect_peer`](Self::connect_peer), for a peer whose participant ID is
+    /// known (the other party of an agreement): the server must be that participant, so
+    /// a stale or redirected address never receives what was meant for it.
+    pub async fn connect_member(
+        &self,
+        address: &str,
+        participant: &ParticipantId,
+    ) -> Result<PeerChannel, TlsError> {
+        self.connect(address, Some(participant)).await
+    }
+
+    async fn connect(
+        &self,
+        address: &str,
+        expected: Option<&ParticipantId>,
+    ) -> Result<PeerChannel, TlsError> {
+        let key = match expected {
+            Some(p) => format!("{p}@{address}"),
+            None => address.to_owned(),
+        };
         let sequence = self.trust.status().sequence;
         let lock = || {
             // Poisoning cannot leave the map inconsistent (insert and get only).
@@ -160,17 +200,14 @@ impl NodeContext {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
         };
-        if let Some((seq, made, channel)) = lock().get(address)
+        if let Some((seq, made, channel)) = lock().get(&key)
             && *seq == sequence
             && made.elapsed() < PEER_CHANNEL_MAX_AGE
         {
             return Ok(PeerChannel::new(channel.clone(), &self.telemetry));
         }
-        let channel = tls::connect(address, self.peer_client_config()?).await?;
-        lock().insert(
-            address.to_owned(),
-            (sequence, std::time::Instant::now(), channel.clone()),
-        );
+        let channel = tls::connect(address, self.member_client_config(expected.cloned())?).await?;
+        lock().insert(key, (sequence, std::time::Instant::now(), channel.clone()));
         Ok(PeerChannel::new(channel, &self.telemetry))
     }
 

@@ -602,7 +602,7 @@ pub async fn pull(
     let from_chunk = existing.as_ref().map_or(0, |c| c.chunks_received);
 
     let channel = context
-        .connect_peer(&n.peer_address)
+        .connect_member(&n.peer_address, &n.peer)
         .await
         .map_err(|e| TransferError::Unreachable(e.to_string()))?;
     let limit = context.config.limits.max_message_bytes;

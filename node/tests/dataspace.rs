@@ -77,6 +77,29 @@ async fn three_nodes_describe_each_other_over_mutual_tls() {
         .into_inner();
     assert_eq!(answer.caller.unwrap().participant_id, TRANSPORT);
 
+    // A peer whose participant is known (the other party of an agreement) must be that
+    // participant: another member at its address is refused, before any call is made.
+    let context = &transport.running.context;
+    let Err(refused) = context
+        .connect_member(&ecology.peer_addr().to_string(), &logistics.participant)
+        .await
+    else {
+        panic!("the ecology bureau is not the logistics enterprise");
+    };
+    assert!(
+        refused.to_string().contains(&format!(
+            "is {ECOLOGY}, not the expected participant {LOGISTICS}"
+        )),
+        "{refused}"
+    );
+    assert!(
+        context
+            .connect_member(&ecology.peer_addr().to_string(), &ecology.participant)
+            .await
+            .is_ok(),
+        "the right participant at its address"
+    );
+
     for n in [transport, ecology, logistics] {
         n.running.shutdown().await.expect("clean shutdown");
     }

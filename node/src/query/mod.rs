@@ -430,7 +430,7 @@ pub async fn send(
         peer.to_owned()
     };
     let channel = context
-        .connect_peer(&address)
+        .connect_member(&address, &agreement.provider)
         .await
         .map_err(|e| QueryError::Unreachable(e.to_string()))?;
     let limit = context.config.limits.max_message_bytes;

@@ -17,7 +17,7 @@ use super::revocation;
 use super::{UsageError, log};
 use crate::audit::log::EventKind;
 use crate::contract::{Agreement, Role};
-use crate::identity::{Envelope, Membership};
+use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::StorageError;
 use liutong_proto::v1::NotifyRequest;
@@ -245,8 +245,12 @@ pub async fn deliver_due(context: &NodeContext) {
 }
 
 async fn send(context: &NodeContext, item: &OutboxItem) -> Result<(), UsageError> {
+    let to: ParticipantId = item
+        .to
+        .parse()
+        .map_err(|e| UsageError::Invalid(format!("outbox item {}: recipient: {e}", item.id)))?;
     let channel = context
-        .connect_peer(&item.address)
+        .connect_member(&item.address, &to)
         .await
         .map_err(|e| UsageError::Unreachable(e.to_string()))?;
     UsageControlClient::new(channel)

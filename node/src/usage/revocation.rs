@@ -287,7 +287,7 @@ pub async fn poll(context: &NodeContext) {
                 continue;
             }
         };
-        let answer = match context.connect_peer(&address).await {
+        let answer = match context.connect_member(&address, &provider).await {
             Ok(channel) => UsageControlClient::new(channel)
                 .revocations(RevocationsRequest {})
                 .await
