@@ -110,14 +110,28 @@ struct FlushGate {
 
 impl SledStorage {
     /// Opens (or creates) the database in `path`.
+    ///
+    /// sled releases its file lock from a background thread shortly after the last
+    /// handle of a database is dropped, so a database closed a moment ago may still be
+    /// locked: a lock held by someone else is retried for up to one second before it is
+    /// reported (then another process, e.g. a running node, really holds it).
     pub fn open(path: &Path) -> Result<Arc<Self>, StorageError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|e| StorageError::Open {
-                path: path.to_owned(),
-                reason: explain_open_error(&e),
-            })?;
+        let open = || sled::Config::new().path(path).open();
+        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
+        let mut attempt = open();
+        for _ in 0..40 {
+            match &attempt {
+                Err(e) if locked(e) => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                    attempt = open();
+                }
+                _ => break,
+            }
+        }
+        let db = attempt.map_err(|e| StorageError::Open {
+            path: path.to_owned(),
+            reason: explain_open_error(&e),
+        })?;
         let blobs = blobs::Blobs::open(&path.join("payloads")).map_err(|e| StorageError::Open {
             path: path.join("payloads"),
             reason: e.to_string(),
