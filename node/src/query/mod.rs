@@ -252,6 +252,10 @@ pub async fn answer(
         &context.catalog.compile_context(agreement.classification),
     )
     .map_err(policy_error)?;
+    // Decision, answer and the raised count are one step per agreement, so concurrent
+    // queries cannot both be decided on the same count.
+    let lock = context.usage.lock_for(agreement_id);
+    let _counted = lock.lock().await;
     let uses = queries_so_far(context, agreement_id)?;
     let decision = liutong_policy::evaluate(
         &policy,
