@@ -289,6 +289,17 @@ async fn a_negotiation_and_a_transfer_are_each_one_trace_across_both_nodes() {
         last = Some(p.expect("progress"));
     }
     assert_eq!(last.expect("progress").state, "COMPLETED");
+    // An alert is a metric too.
+    transport
+        .running
+        .context
+        .alerts
+        .raise(
+            liutong_node::alerts::Rule::ReadOutsideWindow,
+            None,
+            "raised by the telemetry test",
+        )
+        .await;
 
     // Shutting down exports what is pending.
     let consumer_id = ecology.participant.to_string();
@@ -467,6 +478,17 @@ async fn a_negotiation_and_a_transfer_are_each_one_trace_across_both_nodes() {
         1.0
     );
     assert!(got(&provider_id, "liutong.audit.log.size", &[]) > 5.0);
+    assert_eq!(
+        got(
+            &provider_id,
+            "liutong.alerts",
+            &[
+                ("liutong.alert.rule", "read_outside_window"),
+                ("liutong.alert.severity", "warning")
+            ]
+        ),
+        1.0
+    );
     // Gauges are reported even with nothing to say.
     got(&provider_id, "liutong.audit.witness.lag", &[]);
     let _ = stop_collector.send(());
