@@ -124,6 +124,9 @@ pub enum TransferError {
     /// The agreement releases only aggregates (compute-to-data).
     #[error("{0}")]
     AggregateOnly(String),
+    /// A pull that asks to start past the last chunk.
+    #[error("{0}")]
+    OutOfRange(String),
     #[error("{0}")]
     DataLoss(String),
     #[error("{0}")]
@@ -163,7 +166,7 @@ pub async fn start_delivery(
     caller: &Membership,
     agreement_id: &str,
     from_chunk: u32,
-) -> Result<(Envelope, Agreement), TransferError> {
+) -> Result<Delivery, TransferError> {
     let n = context
         .contracts
         .by_agreement(agreement_id)
@@ -277,6 +280,12 @@ pub async fn start_delivery(
         manifest.chunk_hashes = m.chunk_hashes;
         manifest.desensitized = Some(m.desensitization);
     }
+    let chunks = manifest.chunk_hashes.len() as u32;
+    if from_chunk > chunks {
+        return Err(TransferError::OutOfRange(format!(
+            "from_chunk: the product has {chunks} chunks"
+        )));
+    }
     log(
         context,
         format!(
@@ -298,25 +307,39 @@ pub async fn start_delivery(
         &agreement,
     )
     .await?;
-    Ok((
-        Envelope::sign_json(MANIFEST_PAYLOAD_TYPE, &manifest, &context.signing_key),
+    Ok(Delivery {
+        desensitized: manifest.desensitized.is_some(),
+        manifest: Envelope::sign_json(MANIFEST_PAYLOAD_TYPE, &manifest, &context.signing_key),
         agreement,
-    ))
+        chunks,
+    })
+}
+
+/// A delivery the provider has decided to make: its signed manifest and what the
+/// chunk stream needs.
+pub struct Delivery {
+    pub manifest: Envelope,
+    pub agreement: Agreement,
+    /// How many chunks the manifest lists.
+    pub chunks: u32,
+    /// The chunks are the agreement's masked bytes, not the product's own.
+    pub desensitized: bool,
 }
 
 /// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
 /// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
 pub fn spawn_delivery(
     context: Arc<NodeContext>,
-    manifest: Envelope,
-    agreement: Agreement,
-    chunks: u32,
+    delivery: Delivery,
     from_chunk: u32,
     tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
 ) {
-    let desensitized = manifest
-        .peek_json::<Manifest>()
-        .is_ok_and(|m| m.desensitized.is_some());
+    let Delivery {
+        manifest,
+        agreement,
+        chunks,
+        desensitized,
+    } = delivery;
     tokio::spawn(async move {
         if tx
             .send(Ok(PullResponse {
@@ -472,8 +495,9 @@ fn copy_payload(agreement_id: &str) -> String {
     format!("copies/{agreement_id}")
 }
 
-/// Reads chunk `index` of a copy from its payload file.
-fn read_copy_chunk(
+/// Reads chunk `index` of a copy from its payload file (`None` once the copy is
+/// deleted: [`delete_copy`] removes the file first).
+pub(crate) fn read_copy_chunk(
     storage: &dyn Storage,
     agreement_id: &str,
     manifest: &Manifest,

@@ -630,6 +630,39 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("not with"), "{}", err.message());
 
+    // The consumer asking to start past the last chunk: OUT_OF_RANGE, and no delivery
+    // is logged as started.
+    let audit = &s.transport.running.context.audit;
+    let logged = audit.size();
+    let mut own = liutong_proto::v1::transfer_client::TransferClient::new(
+        peer_channel(
+            s.transport.peer_addr(),
+            Some(&s.ecology.identity),
+            s.ecology.roots(),
+        )
+        .await,
+    );
+    let err = own
+        .pull(liutong_proto::v1::PullRequest {
+            agreement_id: agreement.clone(),
+            from_chunk: 5,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
+    assert!(
+        err.message().contains("the product has 4 chunks"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        (logged..audit.size()).all(
+            |i| !String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
+                .contains("transfer STARTED")
+        ),
+        "a refused pull is not logged as started"
+    );
+
     // A cut: two chunks now, the rest later.
     let partial = pull(&s.ecology, &agreement, 2).await.unwrap();
     assert_eq!(

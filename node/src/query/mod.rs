@@ -160,8 +160,9 @@ pub fn query_to_proto(q: &Query) -> pb::AggregateQuery {
     }
 }
 
-/// The largest minimum group size among the duties (1 when none asks for one).
-pub fn min_group_size(duties: &[Duty]) -> u32 {
+/// The minimum group size the duties ask for: the largest `aggregateOnly` k, or `None`
+/// when no duty restricts use to aggregates.
+pub fn aggregate_only(duties: &[Duty]) -> Option<u32> {
     duties
         .iter()
         .filter_map(|d| match d {
@@ -169,7 +170,11 @@ pub fn min_group_size(duties: &[Duty]) -> u32 {
             _ => None,
         })
         .max()
-        .unwrap_or(1)
+}
+
+/// The largest minimum group size among the duties (1 when none asks for one).
+pub fn min_group_size(duties: &[Duty]) -> u32 {
+    aggregate_only(duties).unwrap_or(1)
 }
 
 /// Provider side, at transfer scope: `Some(reason)` when the agreement releases only
@@ -183,10 +188,7 @@ pub fn only_aggregates(
     agreement_id: &str,
 ) -> Option<String> {
     let k = if transfer.is_permit() {
-        transfer.duties.iter().find_map(|d| match d {
-            Duty::AggregateOnly { k } => Some(*k),
-            _ => None,
-        })?
+        aggregate_only(&transfer.duties)?
     } else if transfer.denial == Some(Denial::NoPermission) {
         let aggregate = liutong_policy::evaluate(
             policy,

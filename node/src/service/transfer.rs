@@ -25,6 +25,7 @@ pub(super) fn transfer_status(e: TransferError) -> Status {
             Status::permission_denied(message)
         }
         TransferError::DataLoss(_) => Status::data_loss(message),
+        TransferError::OutOfRange(_) => Status::out_of_range(message),
         TransferError::Invalid(_) | TransferError::AggregateOnly(_) => {
             Status::failed_precondition(message)
         }
@@ -55,28 +56,11 @@ impl Transfer for TransferService {
             agreement_id,
             from_chunk,
         } = request.into_inner();
-        let (manifest, agreement) =
-            transfer::start_delivery(&self.context, &caller, &agreement_id, from_chunk)
-                .await
-                .map_err(transfer_status)?;
-        let chunks = manifest
-            .peek_json::<transfer::Manifest>()
-            .map(|m| m.chunk_hashes.len() as u32)
-            .map_err(|e| Status::internal(e.to_string()))?;
-        if from_chunk > chunks {
-            return Err(Status::out_of_range(format!(
-                "from_chunk: the product has {chunks} chunks"
-            )));
-        }
+        let delivery = transfer::start_delivery(&self.context, &caller, &agreement_id, from_chunk)
+            .await
+            .map_err(transfer_status)?;
         let (tx, rx) = mpsc::channel(4);
-        transfer::spawn_delivery(
-            self.context.clone(),
-            manifest,
-            agreement,
-            chunks,
-            from_chunk,
-            tx,
-        );
+        transfer::spawn_delivery(self.context.clone(), delivery, from_chunk, tx);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

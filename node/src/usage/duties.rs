@@ -163,6 +163,10 @@ pub async fn delete(
 ) -> Result<Deletion, UsageError> {
     let storage = context.storage.as_ref();
     let id = &agreement.agreement_id;
+    // One deletion of a copy at a time (the background task and a read may both find
+    // the deadline passed): the second finds the first's record.
+    let lock = context.usage.lock_for(id);
+    let _one_at_a_time = lock.lock().await;
     let revocation_id = match &cause {
         DeletionCause::Revoked { revocation_id, .. } => Some(revocation_id.clone()),
         DeletionCause::Expired { .. } => None,
@@ -208,8 +212,9 @@ pub async fn delete(
     if receipt_owed {
         notice::queue_deletion_receipt(context, agreement, &record, &cause)?;
     }
-    transfer::delete_copy(storage, id)?;
     storage.flush().await?;
+    // Logged before the bytes go: a crash after this leaves the durable record, and the
+    // start-up `recover` finishes the removal without a second entry.
     log(
         context,
         EventKind::CopyDeleted,
@@ -226,6 +231,8 @@ pub async fn delete(
         ),
     )
     .await?;
+    transfer::delete_copy(storage, id)?;
+    storage.flush().await?;
     if receipt_owed {
         context.usage.kick();
     }

@@ -29,7 +29,8 @@ use liutong_proto::v1::{ReadHeader, ReadResponse};
 #[derive(Debug)]
 pub struct ReadGrant {
     pub header: ReadHeader,
-    chunk_hashes: Vec<String>,
+    /// The copy's signed manifest: where each chunk lies and its SHA-256.
+    manifest: Manifest,
 }
 
 /// Decides a read and, when permitted, counts it durably and logs it.
@@ -127,10 +128,7 @@ pub async fn authorize(
         }
         return Err(UsageError::Denied(why));
     }
-    if let Some(k) = decision.duties.iter().find_map(|d| match d {
-        Duty::AggregateOnly { k } => Some(*k),
-        _ => None,
-    }) {
+    if let Some(k) = crate::query::aggregate_only(&decision.duties) {
         let why = format!(
             "the agreement's policy allows only aggregates over groups of at least {k} \
              (aggregateOnly); a record-level read is refused"
@@ -194,7 +192,7 @@ pub async fn authorize(
             decision: decision.explain(),
             duties: performed,
         },
-        chunk_hashes: manifest.chunk_hashes,
+        manifest,
     })
 }
 
@@ -214,8 +212,15 @@ pub fn spawn_stream(
         if tx.send(Ok(header)).await.is_err() {
             return;
         }
-        for (index, expected) in grant.chunk_hashes.iter().enumerate() {
-            let chunk = transfer::copy_chunk(context.storage.as_ref(), &agreement_id, index as u32);
+        let manifest = &grant.manifest;
+        for (index, expected) in manifest.chunk_hashes.iter().enumerate() {
+            // Straight from the payload file: a copy deleted meanwhile has lost it first.
+            let chunk = transfer::read_copy_chunk(
+                context.storage.as_ref(),
+                &agreement_id,
+                manifest,
+                index as u32,
+            );
             let data = match chunk {
                 Ok(Some(d)) if hex::encode(Sha256::digest(&d)) == *expected => d,
                 Ok(Some(_)) => {
