@@ -143,7 +143,8 @@ impl GatedStorage {
     }
 
     /// Writes a backup of the database and `node_files` to `out`, with writers held
-    /// back while the database is copied. Blocking: call it from a blocking thread.
+    /// back while the database's entries are copied (not while the payload files are,
+    /// which do not go through the gate). Blocking: call it from a blocking thread.
     pub fn write_backup<W: Write>(
         &self,
         out: W,
@@ -152,8 +153,10 @@ impl GatedStorage {
         key: &SigningKey,
     ) -> Result<BackupSummary, BackupError> {
         // A writer that panicked left no half-done state in the gate itself.
-        let _writers_held = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        write_backup(out, header, node_files, &self.inner, key)
+        let writers_held = self.gate.write().unwrap_or_else(|p| p.into_inner());
+        write_backup(out, header, node_files, &self.inner, key, move || {
+            drop(writers_held)
+        })
     }
 
     fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
@@ -244,13 +247,15 @@ pub fn node_files(config: &NodeConfig) -> Result<Vec<BackupFile>, BackupError> {
     Ok(out)
 }
 
-/// Writes a backup of `db` (which must not change meanwhile) and `node_files`.
+/// Writes a backup of `db` (whose records must not change until `entries_copied` is
+/// called) and `node_files`.
 pub fn write_backup<W: Write>(
     out: W,
     header: &BackupHeader,
     node_files: &[BackupFile],
     db: &SledStorage,
     key: &SigningKey,
+    entries_copied: impl FnOnce(),
 ) -> Result<BackupSummary, BackupError> {
     let io_err = |source| BackupError::Io {
         what: "write",
@@ -295,6 +300,7 @@ pub fn write_backup<W: Write>(
         summary.entries += 1;
         Ok(())
     })?;
+    entries_copied();
     // Payload files, in pieces. A payload's record is written only after its file is
     // complete and synced, and every record is already copied above with writers held,
     // so each payload a record counts is whole here; bytes a pull is still adding past
@@ -376,7 +382,7 @@ pub async fn backup_offline(
     let written = header.clone();
     tokio::task::spawn_blocking(move || {
         let file = create_private(&out)?;
-        let summary = write_backup(&file, &written, &node_files, &db, &key)?;
+        let summary = write_backup(&file, &written, &node_files, &db, &key, || {})?;
         file.sync_all().map_err(|source| BackupError::Io {
             what: "write",
             path: out.clone(),
@@ -391,17 +397,22 @@ pub async fn backup_offline(
 
 /// Creates a new file readable by the owner only, replacing an older one.
 pub fn create_private(path: &Path) -> Result<File, BackupError> {
-    OpenOptions::new()
+    let io = |source| BackupError::Io {
+        what: "create",
+        path: path.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(path)
-        .map_err(|source| BackupError::Io {
-            what: "create",
-            path: path.to_owned(),
-            source,
-        })
+        .map_err(io)?;
+    // The mode applies only to a new file: an existing one is narrowed too.
+    file.set_permissions(fs::Permissions::from_mode(0o600))
+        .map_err(io)?;
+    Ok(file)
 }
 
 /// Reads the whole file and checks it: frames, summary, hash, and the seal's signature

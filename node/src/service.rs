@@ -195,9 +195,13 @@ pub fn admin_router(
         .layer(auth)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(AuditServer::new(audit::AuditService {
-            context: context.clone(),
-        }))
+        .add_service(
+            AuditServer::new(audit::AuditService {
+                context: context.clone(),
+            })
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit),
+        )
         .add_service(
             AdminServer::new(AdminService {
                 context: context.clone(),
@@ -496,17 +500,14 @@ impl Admin for AdminService {
             "reading a contract",
         )?;
         let id = request.into_inner().negotiation_id;
-        let n = self
-            .context
-            .contracts
-            .get(&id)
-            .map_err(contract::contract_status)?
-            .or(self
-                .context
-                .contracts
+        let contracts = &self.context.contracts;
+        let n = match contracts.get(&id).map_err(contract::contract_status)? {
+            Some(n) => Some(n),
+            None => contracts
                 .by_agreement(&id)
-                .map_err(contract::contract_status)?)
-            .ok_or_else(|| Status::not_found(format!("no negotiation or agreement {id}")))?;
+                .map_err(contract::contract_status)?,
+        }
+        .ok_or_else(|| Status::not_found(format!("no negotiation or agreement {id}")))?;
         Ok(Response::new(n.to_proto()))
     }
 
