@@ -12,9 +12,8 @@ use liutong_node::alerts::Rule;
 use liutong_node::audit::log::{Event, EventKind};
 use liutong_node::authority::Authority;
 use liutong_node::identity::{MemberRole, ParticipantKind};
-use liutong_node::local::LocalRole;
 use liutong_node::tls::TlsIdentity;
-use liutong_proto::v1::{DescribeRequest, PullRequest, RequestContractRequest};
+use liutong_proto::v1::{DescribeRequest, PullRequest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
@@ -124,24 +123,6 @@ fn of_rule(entries: &[(u64, Event)], rule: Rule) -> Vec<(u64, Event)> {
         .collect()
 }
 
-async fn request(
-    consumer: &TestNode,
-    provider: &TestNode,
-    offer: &str,
-    purpose: &str,
-) -> Result<liutong_proto::v1::Contract, tonic::Status> {
-    consumer
-        .admin(LocalRole::Admin)
-        .await
-        .request_contract(RequestContractRequest {
-            peer: provider.peer_addr().to_string(),
-            offer_id: offer.into(),
-            purpose: purpose.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_denials_and_refused_authentications_reach_the_audit_log_and_the_webhook() {
     let webhook = Webhook::default();
@@ -173,7 +154,8 @@ async fn repeated_denials_and_refused_authentications_reach_the_audit_log_and_th
 
     // Policy denials: the default rule fires at the fifth within ten minutes.
     for attempt in 1..=5 {
-        let denied = request(&logistics, &transport, &product.offer_id, "commercial")
+        let denied = logistics
+            .request_contract(&transport, &product.offer_id, "commercial")
             .await
             .unwrap_err();
         assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -329,37 +311,18 @@ async fn pulling_more_than_the_agreement_covers_is_alerted_once() {
     )
     .await
     .expect("publish");
-    let agreed = request(&ecology, &transport, &product.offer_id, "urbanPlanning")
+    let agreed = ecology
+        .request_contract(&transport, &product.offer_id, "urbanPlanning")
         .await
         .expect("agreement");
 
     // The consumer's node pulls once: what the agreement covers.
-    let mut progress = ecology
-        .admin(LocalRole::Admin)
-        .await
-        .pull_transfer(liutong_proto::v1::PullTransferRequest {
-            agreement_id: agreed.agreement_id.clone(),
-            max_chunks: 0,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut last = None;
-    while let Some(p) = progress.next().await {
-        last = Some(p.unwrap());
-    }
-    assert_eq!(last.unwrap().state, "COMPLETED");
+    let last = ecology.pull_all(&agreed.agreement_id).await.unwrap();
+    assert_eq!(last.state, "COMPLETED");
     assert!(of_rule(&alert_entries(&transport), Rule::TransferVolume).is_empty());
 
     // Then pulls the whole product again, twice, straight from the peer API.
-    let mut direct = liutong_proto::v1::transfer_client::TransferClient::new(
-        peer_channel(
-            transport.peer_addr(),
-            Some(&ecology.identity),
-            ecology.roots(),
-        )
-        .await,
-    );
+    let mut direct = ecology.direct_transfer_client(&transport).await;
     for _ in 0..2 {
         let mut stream = direct
             .pull(PullRequest {

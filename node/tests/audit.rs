@@ -23,8 +23,7 @@ use liutong_proto::v1::audit_client::AuditClient;
 use liutong_proto::v1::witness_client::WitnessClient;
 use liutong_proto::v1::{
     CosignRequest, GetCheckpointRequest, GetEntriesRequest, GetVerifierKeyRequest,
-    NewCheckpointRequest, ProveConsistencyRequest, ProveInclusionRequest, RefreshTrustListRequest,
-    ReportCheckpointRequest,
+    NewCheckpointRequest, ProveConsistencyRequest, ProveInclusionRequest, ReportCheckpointRequest,
 };
 use tonic::Code;
 use tonic::transport::Channel;
@@ -40,20 +39,10 @@ async fn local_audit(node: &TestNode, role: LocalRole) -> AuditClient<Channel> {
     AuditClient::new(local::connect(&node.config, role).await.expect("local API"))
 }
 
-async fn refresh_all(nodes: &[&TestNode]) {
-    for n in nodes {
-        n.admin(LocalRole::Admin)
-            .await
-            .refresh_trust_list(RefreshTrustListRequest {})
-            .await
-            .expect("refresh");
-    }
-}
-
 /// A client of `target`'s peer API presenting `caller`'s certificate.
 async fn peer_auditor(caller: &TestNode, target: &TestNode) -> AuditorClient {
     AuditorClient::new(
-        peer_channel(target.peer_addr(), Some(&caller.identity), caller.roots()).await,
+        caller.channel_to(target).await,
         caller.config.authority.public_key,
     )
 }
@@ -203,9 +192,7 @@ async fn auditors_read_and_prove_while_other_callers_are_refused() {
     assert_eq!(app.code(), Code::PermissionDenied);
 
     // A member without the auditor role reads checkpoints and keys, but no entries.
-    let mut member = AuditClient::new(
-        peer_channel(node.peer_addr(), Some(&plain.identity), plain.roots()).await,
-    );
+    let mut member = AuditClient::new(plain.channel_to(&node).await);
     member
         .get_checkpoint(GetCheckpointRequest {})
         .await
@@ -505,14 +492,8 @@ async fn a_log_showing_two_checkpoints_to_two_witnesses_is_caught() {
     let honest = sign(merkle::leaf_hash(b"one history"));
     let forged = sign(merkle::leaf_hash(b"another history"));
 
-    let witness = |w: &TestNode| {
-        let roots = liar.roots();
-        let identity = &liar.identity;
-        let addr = w.peer_addr();
-        async move { WitnessClient::new(peer_channel(addr, Some(identity), roots).await) }
-    };
-    let mut to_w1 = witness(&w1).await;
-    let mut to_w2 = witness(&w2).await;
+    let mut to_w1 = WitnessClient::new(liar.channel_to(&w1).await);
+    let mut to_w2 = WitnessClient::new(liar.channel_to(&w2).await);
     let cosign = |note: &str| CosignRequest {
         note: note.to_owned(),
         old_size: 0,
@@ -529,8 +510,7 @@ async fn a_log_showing_two_checkpoints_to_two_witnesses_is_caught() {
     );
 
     // W2 (or anyone) shows W1 the checkpoint W2 cosigned: W1 catches the fork.
-    let mut gossip =
-        WitnessClient::new(peer_channel(w1.peer_addr(), Some(&w2.identity), w2.roots()).await);
+    let mut gossip = WitnessClient::new(w2.channel_to(&w1).await);
     let caught = gossip
         .report_checkpoint(ReportCheckpointRequest {
             note: forged.clone(),
@@ -575,8 +555,7 @@ async fn a_log_showing_two_checkpoints_to_two_witnesses_is_caught() {
     assert_eq!(alert.kind, EventKind::Alert);
 
     // A member may only ask for its own log to be witnessed.
-    let mut other =
-        WitnessClient::new(peer_channel(w1.peer_addr(), Some(&w2.identity), w2.roots()).await);
+    let mut other = WitnessClient::new(w2.channel_to(&w1).await);
     let refused = other.cosign(cosign(&honest)).await.unwrap_err();
     assert_eq!(refused.code(), Code::PermissionDenied);
 

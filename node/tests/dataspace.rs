@@ -140,7 +140,7 @@ async fn health_and_reflection_answer_members() {
 
     let space = DataSpace::start().await;
     let node = space.node(TRANSPORT, "transport", LONG).await;
-    let channel = peer_channel(node.peer_addr(), Some(&node.identity), node.roots()).await;
+    let channel = node.channel_to(&node).await;
     let health = tonic_health::pb::health_client::HealthClient::new(channel.clone())
         .check(tonic_health::pb::HealthCheckRequest {
             service: "liutong.v1.Node".into(),
@@ -312,13 +312,10 @@ async fn revocation_takes_effect_at_the_next_refresh_without_restart() {
     // The same node process: no restart happened.
     assert_eq!(provider.running.context.trust.status().revocations, 1);
     // The node logged its start and both trust lists it applied.
-    let audit = &provider.running.context.audit;
-    let kinds: Vec<String> = (0..audit.size())
-        .map(|i| {
-            let entry: serde_json::Value =
-                serde_json::from_slice(&audit.entry(i).unwrap().unwrap()).unwrap();
-            entry["kind"].as_str().unwrap().to_owned()
-        })
+    let kinds: Vec<String> = provider
+        .audit_events()
+        .iter()
+        .map(|entry| entry["kind"].as_str().unwrap().to_owned())
         .collect();
     // Refreshes that bring no new sequence are not logged.
     assert_eq!(

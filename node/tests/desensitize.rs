@@ -7,15 +7,13 @@ mod common;
 
 use common::*;
 use liutong_node::desensitize::recognise::idcard_check_character;
-use liutong_node::identity::{ParticipantKind, RegionCode};
 use liutong_node::local::LocalRole;
 use liutong_node::transfer::{MANIFEST_PAYLOAD_TYPE, Manifest};
 use liutong_proto::v1::{
     AggregateFunction, AggregateQuery, AggregateResponse, Aggregation, Filter, FilterOperator,
-    PullTransferRequest, QueryAggregateRequest, RequestContractRequest,
+    QueryAggregateRequest,
 };
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 use tonic::Code;
 
 const MASKED_POLICY: &str = r#"
@@ -57,30 +55,7 @@ struct Space {
 
 async fn space() -> Space {
     let space = DataSpace::start().await;
-    let mut ecology = DataSpace::admission(
-        ECOLOGY,
-        "Hangzhou Ecology Bureau",
-        ParticipantKind::Government,
-    );
-    ecology.sector = "ecology".into();
-    let mut logistics = DataSpace::admission(
-        LOGISTICS,
-        "Hangzhou Logistics Co.",
-        ParticipantKind::Enterprise,
-    );
-    logistics.region = RegionCode::parse("330106").unwrap();
-    let ecology_bundle = space.admit(ecology);
-    let logistics_bundle = space.admit(logistics);
-    let transport = space
-        .node(TRANSPORT, "transport", Duration::from_secs(3600))
-        .await;
-    let ecology = space
-        .node_from_bundle(&ecology_bundle, "ecology", Duration::from_secs(3600))
-        .await;
-    let logistics = space
-        .node_from_bundle(&logistics_bundle, "logistics", Duration::from_secs(3600))
-        .await;
-    refresh_all(&[&transport, &ecology, &logistics]).await;
+    let (transport, ecology, logistics) = space.transport_ecology_logistics().await;
     Space {
         _space: space,
         transport,
@@ -91,40 +66,11 @@ async fn space() -> Space {
 
 async fn agree(consumer: &TestNode, provider: &TestNode, offer: &str) -> String {
     let c = consumer
-        .admin(LocalRole::Admin)
+        .request_contract(provider, offer, "urbanPlanning")
         .await
-        .request_contract(RequestContractRequest {
-            peer: provider.peer_addr().to_string(),
-            offer_id: offer.into(),
-            purpose: "urbanPlanning".into(),
-        })
-        .await
-        .expect("the contract is agreed")
-        .into_inner();
+        .expect("the contract is agreed");
     assert_eq!(c.state, "FINALIZED", "{c:?}");
     c.agreement_id
-}
-
-async fn pull(
-    node: &TestNode,
-    agreement: &str,
-    max_chunks: u32,
-) -> Result<liutong_proto::v1::TransferProgress, tonic::Status> {
-    use tokio_stream::StreamExt as _;
-    let mut stream = node
-        .admin(LocalRole::Admin)
-        .await
-        .pull_transfer(PullTransferRequest {
-            agreement_id: agreement.into(),
-            max_chunks,
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(item) = stream.next().await {
-        last = Some(item?);
-    }
-    last.ok_or_else(|| tonic::Status::internal("no progress"))
 }
 
 /// The bytes of a completed copy.
@@ -204,12 +150,12 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
     let agreement = agree(&s.ecology, &s.transport, &product.offer_id).await;
 
     // A cut after one chunk, then a resume: the masked chunks are the same ones.
-    let partial = pull(&s.ecology, &agreement, 1).await.unwrap();
+    let partial = s.ecology.pull(&agreement, 1).await.unwrap();
     assert_eq!(
         (partial.state.as_str(), partial.chunks_received),
         ("STARTED", 1)
     );
-    let done = pull(&s.ecology, &agreement, 0).await.unwrap();
+    let done = s.ecology.pull(&agreement, 0).await.unwrap();
     assert_eq!(done.state, "COMPLETED", "{done:?}");
     let bytes = received(&s.ecology, &agreement);
     assert_eq!(done.sha256, hex::encode(Sha256::digest(&bytes)));
@@ -298,11 +244,11 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
     assert!(!text.contains("Wensan Rd"));
 
     // The provider logged what it applied; the receipt names the masked bytes.
-    let audit = &s.transport.running.context.audit;
-    let logged = (0..audit.size()).any(|i| {
-        String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
-            .contains("desensitized by 6 mask rule(s) over 6 field(s)")
-    });
+    let logged = s
+        .transport
+        .audit_texts()
+        .iter()
+        .any(|e| e.contains("desensitized by 6 mask rule(s) over 6 field(s)"));
     assert!(logged, "the masked delivery is in the provider's log");
     let receipt =
         liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
@@ -330,7 +276,7 @@ async fn keyed_hashes_are_stable_within_an_agreement_and_differ_across_agreement
     let second = agree(&s.logistics, &s.transport, &product.offer_id).await;
     let mut pseudonyms = Vec::new();
     for (node, agreement) in [(&s.ecology, &first), (&s.logistics, &second)] {
-        assert_eq!(pull(node, agreement, 0).await.unwrap().state, "COMPLETED");
+        assert_eq!(node.pull(agreement, 0).await.unwrap().state, "COMPLETED");
         let text = String::from_utf8(received(node, agreement)).unwrap();
         let hashes: Vec<String> = text
             .lines()
@@ -560,7 +506,7 @@ async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
     assert!(err.message().contains("at most 3"), "{}", err.message());
 
     // Raw rows never leave: a pull of the agreement is refused, with the reason.
-    let err = pull(&s.ecology, &agreement, 0).await.unwrap_err();
+    let err = s.ecology.pull(&agreement, 0).await.unwrap_err();
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     assert!(
         err.message()
@@ -577,12 +523,7 @@ async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
 
     // Another member cannot use the agreement.
     let mut other = liutong_proto::v1::query_client::QueryClient::new(
-        peer_channel(
-            s.transport.peer_addr(),
-            Some(&s.logistics.identity),
-            s.logistics.roots(),
-        )
-        .await,
+        s.logistics.channel_to(&s.transport).await,
     );
     let err = other
         .aggregate(liutong_proto::v1::AggregateRequest {
@@ -611,9 +552,8 @@ async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
 
     // Both nodes logged the queries with the size of their answers.
     let entries = |node: &TestNode| -> Vec<String> {
-        let audit = &node.running.context.audit;
-        (0..audit.size())
-            .map(|i| String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap()).into_owned())
+        node.audit_texts()
+            .into_iter()
             .filter(|e| e.contains("\"kind\":\"query\""))
             .collect()
     };

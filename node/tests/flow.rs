@@ -5,12 +5,12 @@ mod common;
 
 use common::*;
 use liutong_node::contract::{ContractRequest, REQUEST_PAYLOAD_TYPE};
-use liutong_node::identity::{Envelope, ParticipantKind, RegionCode, SigningKey};
+use liutong_node::identity::{Envelope, SigningKey};
 use liutong_node::local::LocalRole;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{
     ApproveContractRequest, GetContractRequest, ListOffersRequest, NegotiationRequest,
-    PeerCatalogRequest, RejectContractRequest, RequestContractRequest, VerifyAgreementRequest,
+    PeerCatalogRequest, RejectContractRequest, VerifyAgreementRequest,
 };
 use std::time::Duration;
 use tonic::Code;
@@ -61,31 +61,7 @@ struct Space {
 
 async fn space() -> Space {
     let space = DataSpace::start().await;
-    let mut ecology = DataSpace::admission(
-        ECOLOGY,
-        "Hangzhou Ecology Bureau",
-        ParticipantKind::Government,
-    );
-    ecology.sector = "ecology".into();
-    let mut logistics = DataSpace::admission(
-        LOGISTICS,
-        "Hangzhou Logistics Co.",
-        ParticipantKind::Enterprise,
-    );
-    logistics.sector = "logistics".into();
-    logistics.region = RegionCode::parse("330106").unwrap();
-    let ecology_bundle = space.admit(ecology);
-    let logistics_bundle = space.admit(logistics);
-    let transport = space
-        .node(TRANSPORT, "transport", Duration::from_secs(3600))
-        .await;
-    let ecology = space
-        .node_from_bundle(&ecology_bundle, "ecology", Duration::from_secs(3600))
-        .await;
-    let logistics = space
-        .node_from_bundle(&logistics_bundle, "logistics", Duration::from_secs(3600))
-        .await;
-    refresh_all(&[&transport, &ecology, &logistics]).await;
+    let (transport, ecology, logistics) = space.transport_ecology_logistics().await;
     Space {
         space,
         transport,
@@ -114,22 +90,17 @@ async fn offers_seen_by(consumer: &TestNode, provider: &TestNode) -> Vec<String>
     titles
 }
 
-async fn request(
-    consumer: &TestNode,
-    provider: &TestNode,
-    offer: &str,
-    purpose: &str,
-) -> Result<liutong_proto::v1::Contract, tonic::Status> {
-    consumer
-        .admin(LocalRole::Admin)
-        .await
-        .request_contract(RequestContractRequest {
-            peer: provider.peer_addr().to_string(),
-            offer_id: offer.into(),
-            purpose: purpose.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
+/// Publishes the road traffic CSV under `TRAFFIC_POLICY`.
+async fn publish_traffic(node: &TestNode) -> Result<liutong_proto::v1::Product, tonic::Status> {
+    publish(
+        node,
+        CSV,
+        "Road traffic flow",
+        "general-2",
+        "csv",
+        TRAFFIC_POLICY,
+    )
+    .await
 }
 
 async fn contract(node: &TestNode, id: &str) -> liutong_proto::v1::Contract {
@@ -146,16 +117,7 @@ async fn contract(node: &TestNode, id: &str) -> liutong_proto::v1::Contract {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_browse_and_negotiate() {
     let s = space().await;
-    let traffic = publish(
-        &s.transport,
-        CSV,
-        "Road traffic flow",
-        "general-2",
-        "csv",
-        TRAFFIC_POLICY,
-    )
-    .await
-    .expect("publish");
+    let traffic = publish_traffic(&s.transport).await.expect("publish");
     assert_eq!(traffic.size, CSV.len() as u64);
     let profile: serde_json::Value = serde_json::from_str(&traffic.profile_json).unwrap();
     assert_eq!(profile["rows"], 2);
@@ -195,7 +157,9 @@ async fn publish_browse_and_negotiate() {
     );
 
     // A granted negotiation: FINALIZED on both sides, with both signatures.
-    let granted = request(&s.ecology, &s.transport, &traffic.offer_id, "urbanPlanning")
+    let granted = s
+        .ecology
+        .request_contract(&s.transport, &traffic.offer_id, "urbanPlanning")
         .await
         .unwrap();
     assert_eq!(granted.state, "FINALIZED", "{granted:?}");
@@ -222,7 +186,9 @@ async fn publish_browse_and_negotiate() {
     assert_eq!(content["policy"]["@type"], "Agreement");
 
     // A denied one names its reason; both sides record TERMINATED.
-    let denied = request(&s.logistics, &s.transport, &traffic.offer_id, "marketing")
+    let denied = s
+        .logistics
+        .request_contract(&s.transport, &traffic.offer_id, "marketing")
         .await
         .unwrap_err();
     assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
@@ -239,7 +205,9 @@ async fn publish_browse_and_negotiate() {
     );
 
     // Important data waits for a person.
-    let pending = request(&s.ecology, &s.transport, &od.offer_id, "scientificResearch")
+    let pending = s
+        .ecology
+        .request_contract(&s.transport, &od.offer_id, "scientificResearch")
         .await
         .unwrap();
     assert_eq!(pending.state, "REQUESTED");
@@ -277,7 +245,9 @@ async fn publish_browse_and_negotiate() {
     assert_eq!(approved["approved_by"], "local admin");
 
     // And a rejection reaches the consumer with its reason.
-    let second = request(&s.ecology, &s.transport, &od.offer_id, "statistics")
+    let second = s
+        .ecology
+        .request_contract(&s.transport, &od.offer_id, "statistics")
         .await
         .unwrap();
     s.transport
@@ -315,7 +285,9 @@ async fn publish_browse_and_negotiate() {
         .offer_id()
         .unwrap();
     for offer in [bus_offer.as_str(), "prd-0000/v1"] {
-        let err = request(&s.logistics, &s.transport, offer, "urbanPlanning")
+        let err = s
+            .logistics
+            .request_contract(&s.transport, offer, "urbanPlanning")
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::NotFound, "{offer}: {err:?}");
@@ -326,17 +298,10 @@ async fn publish_browse_and_negotiate() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_replayed_forged_and_modified_messages() {
     let s = space().await;
-    let traffic = publish(
-        &s.transport,
-        CSV,
-        "Road traffic flow",
-        "general-2",
-        "csv",
-        TRAFFIC_POLICY,
-    )
-    .await
-    .unwrap();
-    let granted = request(&s.ecology, &s.transport, &traffic.offer_id, "urbanPlanning")
+    let traffic = publish_traffic(&s.transport).await.unwrap();
+    let granted = s
+        .ecology
+        .request_contract(&s.transport, &traffic.offer_id, "urbanPlanning")
         .await
         .unwrap();
     let stored = s
@@ -347,14 +312,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
         .get(&granted.negotiation_id)
         .unwrap()
         .unwrap();
-    let mut client = NegotiationClient::new(
-        peer_channel(
-            s.transport.peer_addr(),
-            Some(&s.ecology.identity),
-            s.ecology.roots(),
-        )
-        .await,
-    );
+    let mut client = NegotiationClient::new(s.ecology.channel_to(&s.transport).await);
 
     // Replayed: the very same signed request again.
     let err = client
@@ -444,14 +402,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
 
     // Another participant cannot read this negotiation.
-    let mut other = NegotiationClient::new(
-        peer_channel(
-            s.transport.peer_addr(),
-            Some(&s.logistics.identity),
-            s.logistics.roots(),
-        )
-        .await,
-    );
+    let mut other = NegotiationClient::new(s.logistics.channel_to(&s.transport).await);
     let err = other
         .get(liutong_proto::v1::GetNegotiationRequest {
             negotiation_id: granted.negotiation_id.clone(),
@@ -473,12 +424,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
 
     // The catalog still answers normally afterwards.
     let mut catalog = liutong_proto::v1::catalog_client::CatalogClient::new(
-        peer_channel(
-            s.transport.peer_addr(),
-            Some(&s.ecology.identity),
-            s.ecology.roots(),
-        )
-        .await,
+        s.ecology.channel_to(&s.transport).await,
     );
     let page = catalog
         .list(ListOffersRequest {
@@ -552,28 +498,6 @@ async fn publish_refuses_bad_input_and_stores_nothing() {
     );
 }
 
-async fn pull(
-    node: &TestNode,
-    agreement: &str,
-    max_chunks: u32,
-) -> Result<liutong_proto::v1::TransferProgress, tonic::Status> {
-    use tokio_stream::StreamExt as _;
-    let mut stream = node
-        .admin(LocalRole::Admin)
-        .await
-        .pull_transfer(liutong_proto::v1::PullTransferRequest {
-            agreement_id: agreement.into(),
-            max_chunks,
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(item) = stream.next().await {
-        last = Some(item?);
-    }
-    last.ok_or_else(|| tonic::Status::internal("no progress"))
-}
-
 /// Flips one byte of a stored product's payload file, at `offset`.
 fn flip_byte(path: &std::path::Path, offset: u64) {
     use std::os::unix::fs::FileExt;
@@ -606,20 +530,15 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     .await
     .unwrap();
     assert_eq!(product.chunks, 4);
-    let agreed = request(&s.ecology, &s.transport, &product.offer_id, "urbanPlanning")
+    let agreed = s
+        .ecology
+        .request_contract(&s.transport, &product.offer_id, "urbanPlanning")
         .await
         .unwrap();
     let agreement = agreed.agreement_id.clone();
 
     // Someone else cannot use the agreement.
-    let mut other = liutong_proto::v1::transfer_client::TransferClient::new(
-        peer_channel(
-            s.transport.peer_addr(),
-            Some(&s.logistics.identity),
-            s.logistics.roots(),
-        )
-        .await,
-    );
+    let mut other = s.logistics.direct_transfer_client(&s.transport).await;
     let err = other
         .pull(liutong_proto::v1::PullRequest {
             agreement_id: agreement.clone(),
@@ -634,14 +553,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     // is logged as started.
     let audit = &s.transport.running.context.audit;
     let logged = audit.size();
-    let mut own = liutong_proto::v1::transfer_client::TransferClient::new(
-        peer_channel(
-            s.transport.peer_addr(),
-            Some(&s.ecology.identity),
-            s.ecology.roots(),
-        )
-        .await,
-    );
+    let mut own = s.ecology.direct_transfer_client(&s.transport).await;
     let err = own
         .pull(liutong_proto::v1::PullRequest {
             agreement_id: agreement.clone(),
@@ -664,7 +576,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     );
 
     // A cut: two chunks now, the rest later.
-    let partial = pull(&s.ecology, &agreement, 2).await.unwrap();
+    let partial = s.ecology.pull(&agreement, 2).await.unwrap();
     assert_eq!(
         (
             partial.state.as_str(),
@@ -689,7 +601,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         .unwrap();
     let tampered = 2 * (1 << 20) + 100;
     flip_byte(&payload_file, tampered);
-    let err = pull(&s.ecology, &agreement, 0).await.unwrap_err();
+    let err = s.ecology.pull(&agreement, 0).await.unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert!(err.message().contains("chunk 2"), "{}", err.message());
     let copy = liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement)
@@ -700,7 +612,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
 
     // Repaired: the pull resumes from the first missing chunk and completes.
     flip_byte(&payload_file, tampered);
-    let done = pull(&s.ecology, &agreement, 0).await.unwrap();
+    let done = s.ecology.pull(&agreement, 0).await.unwrap();
     assert_eq!(
         (done.state.as_str(), done.chunks_received),
         ("COMPLETED", 4)
@@ -731,17 +643,17 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         .verify(&s.ecology.running.context.signing_key.public_key())
         .unwrap();
     for node in [&s.transport, &s.ecology] {
-        let audit = &node.running.context.audit;
-        let completed = (0..audit.size()).any(|i| {
-            String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
-                .contains("transfer COMPLETED")
-        });
+        let completed = node
+            .audit_texts()
+            .iter()
+            .any(|e| e.contains("transfer COMPLETED"));
         assert!(completed, "COMPLETED logged on both sides");
     }
     // The provider saw the resume start at the first missing chunk.
-    let audit = &s.transport.running.context.audit;
-    let resumed = (0..audit.size()).any(|i| {
-        String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap()).contains("from chunk 2")
-    });
+    let resumed = s
+        .transport
+        .audit_texts()
+        .iter()
+        .any(|e| e.contains("from chunk 2"));
     assert!(resumed, "the resumed pull asked from chunk 2");
 }

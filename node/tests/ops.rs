@@ -75,25 +75,6 @@ fn path(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-async fn request(
-    consumer: &TestNode,
-    provider: &TestNode,
-    offer: &str,
-    purpose: &str,
-) -> liutong_proto::v1::Contract {
-    consumer
-        .admin(LocalRole::Admin)
-        .await
-        .request_contract(RequestContractRequest {
-            peer: provider.peer_addr().to_string(),
-            offer_id: offer.into(),
-            purpose: purpose.into(),
-        })
-        .await
-        .expect("request")
-        .into_inner()
-}
-
 /// A government provider and an enterprise consumer that know each other.
 async fn two_nodes(space: &DataSpace) -> (TestNode, TestNode) {
     let transport = space
@@ -124,7 +105,10 @@ async fn status_json_reports_peers_trust_age_log_size_and_pending_approvals() {
     )
     .await
     .unwrap();
-    let pending = request(&logistics, &transport, &od.offer_id, "scientificResearch").await;
+    let pending = logistics
+        .request_contract(&transport, &od.offer_id, "scientificResearch")
+        .await
+        .expect("request");
     assert_eq!(pending.state, "REQUESTED");
 
     let before = transport.running.context.audit.size();
@@ -191,7 +175,10 @@ async fn backup_while_serving_and_writing_restores_a_working_node_and_damage_is_
     )
     .await
     .unwrap();
-    let agreed = request(&logistics, &transport, &traffic.offer_id, "urbanPlanning").await;
+    let agreed = logistics
+        .request_contract(&transport, &traffic.offer_id, "urbanPlanning")
+        .await
+        .expect("request");
     assert_eq!(agreed.state, "FINALIZED", "{agreed:?}");
 
     // A writer publishes products for as long as the backup runs.

@@ -12,10 +12,9 @@ use std::time::Duration;
 use common::*;
 use liutong_node::config::NodeConfig;
 use liutong_node::identity::MemberRole;
-use liutong_node::local::LocalRole;
 use liutong_node::runtime::RunningNode;
 use liutong_node::setup::{self, InitOptions};
-use liutong_proto::v1::{DescribeRequest, PullTransferRequest, RequestContractRequest};
+use liutong_proto::v1::DescribeRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
 };
@@ -32,7 +31,6 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt as _;
 
 const POLICY: &str = r#"
 uid = "urn:liutong:policy:traffic"
@@ -263,32 +261,15 @@ async fn a_negotiation_and_a_transfer_are_each_one_trace_across_both_nodes() {
     .await
     .expect("publish");
     let contract = ecology
-        .admin(LocalRole::Admin)
+        .request_contract(&transport, &product.offer_id, "urbanPlanning")
         .await
-        .request_contract(RequestContractRequest {
-            peer: transport.peer_addr().to_string(),
-            offer_id: product.offer_id.clone(),
-            purpose: "urbanPlanning".into(),
-        })
-        .await
-        .expect("negotiation")
-        .into_inner();
+        .expect("negotiation");
     assert_eq!(contract.state, "FINALIZED");
-    let mut progress = ecology
-        .admin(LocalRole::Admin)
+    let last = ecology
+        .pull_all(&contract.agreement_id)
         .await
-        .pull_transfer(PullTransferRequest {
-            agreement_id: contract.agreement_id.clone(),
-            max_chunks: 0,
-        })
-        .await
-        .expect("pull")
-        .into_inner();
-    let mut last = None;
-    while let Some(p) = progress.next().await {
-        last = Some(p.expect("progress"));
-    }
-    assert_eq!(last.expect("progress").state, "COMPLETED");
+        .expect("pull");
+    assert_eq!(last.state, "COMPLETED");
     // An alert is a metric too.
     transport
         .running

@@ -16,9 +16,8 @@ use liutong_node::usage::notice::{
 use liutong_proto::v1::read_response::Part;
 use liutong_proto::v1::usage_control_client::UsageControlClient;
 use liutong_proto::v1::{
-    Contract, CopyStatus, ListCopiesRequest, ListRevocationsRequest, NotifyRequest,
-    PullTransferRequest, ReadHeader, ReadRequest, RequestContractRequest, RevocationStatus,
-    RevokeRequest, TransferProgress,
+    CopyStatus, ListCopiesRequest, ListRevocationsRequest, NotifyRequest, ReadHeader, ReadRequest,
+    RevocationStatus, RevokeRequest,
 };
 use tokio_stream::StreamExt as _;
 use tonic::Code;
@@ -98,41 +97,6 @@ async fn space() -> Space {
     }
 }
 
-async fn negotiate(
-    consumer: &TestNode,
-    provider: &TestNode,
-    offer: &str,
-    purpose: &str,
-) -> Result<Contract, tonic::Status> {
-    consumer
-        .admin(LocalRole::Admin)
-        .await
-        .request_contract(RequestContractRequest {
-            peer: provider.peer_addr().to_string(),
-            offer_id: offer.into(),
-            purpose: purpose.into(),
-        })
-        .await
-        .map(tonic::Response::into_inner)
-}
-
-async fn pull_all(node: &TestNode, agreement: &str) -> Result<TransferProgress, tonic::Status> {
-    let mut stream = node
-        .admin(LocalRole::Admin)
-        .await
-        .pull_transfer(PullTransferRequest {
-            agreement_id: agreement.into(),
-            max_chunks: 0,
-        })
-        .await?
-        .into_inner();
-    let mut last = None;
-    while let Some(item) = stream.next().await {
-        last = Some(item?);
-    }
-    last.ok_or_else(|| tonic::Status::internal("no progress"))
-}
-
 /// Publishes `policy` at the provider, negotiates for `purpose` and pulls the copy;
 /// returns the agreement ID.
 async fn received(s: &Space, data: &[u8], policy: &str, purpose: &str) -> String {
@@ -146,11 +110,15 @@ async fn received(s: &Space, data: &[u8], policy: &str, purpose: &str) -> String
     )
     .await
     .expect("publish");
-    let contract = negotiate(&s.consumer, &s.provider, &product.offer_id, purpose)
+    let contract = s
+        .consumer
+        .request_contract(&s.provider, &product.offer_id, purpose)
         .await
         .expect("agreement");
     assert_eq!(contract.state, "FINALIZED");
-    let done = pull_all(&s.consumer, &contract.agreement_id)
+    let done = s
+        .consumer
+        .pull_all(&contract.agreement_id)
         .await
         .expect("pull");
     assert_eq!(done.state, "COMPLETED");
@@ -216,10 +184,8 @@ async fn revocations(node: &TestNode) -> Vec<RevocationStatus> {
 
 /// The node's audit entries about `agreement`, as JSON.
 fn audit_about(node: &TestNode, agreement: &str) -> Vec<serde_json::Value> {
-    let audit = &node.running.context.audit;
-    (0..audit.size())
-        .filter_map(|i| audit.entry(i).unwrap())
-        .map(|e| serde_json::from_slice::<serde_json::Value>(&e).unwrap())
+    node.audit_events()
+        .into_iter()
         .filter(|e| e["agreement"] == agreement)
         .collect()
 }
@@ -397,10 +363,8 @@ constraint = [{ leftOperand = "elapsedTime", operator = "lt", rightOperand = "PT
 "#;
     let agreement = received(&s, CSV, policy, "research").await;
     let alerts = |node: &TestNode| {
-        let audit = &node.running.context.audit;
-        (0..audit.size())
-            .filter_map(|i| audit.entry(i).unwrap())
-            .map(|e| serde_json::from_slice::<serde_json::Value>(&e).unwrap())
+        node.audit_events()
+            .into_iter()
             .filter(|e| {
                 e["kind"] == "alert"
                     && e["detail"]
@@ -571,7 +535,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
         .expect("signed by the consumer");
     assert!(receipt.held);
     // The copy is not fetched again: the consumer refuses, and so would the provider.
-    let err = pull_all(&s.consumer, &soon).await.unwrap_err();
+    let err = s.consumer.pull_all(&soon).await.unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("deleteAfter"), "{}", err.message());
 
@@ -724,14 +688,7 @@ async fn revocation_reaches_online_and_offline_consumers() {
         .await
     );
     // The provider refuses further transfers under it.
-    let mut direct = liutong_proto::v1::transfer_client::TransferClient::new(
-        peer_channel(
-            s.provider.peer_addr(),
-            Some(&s.consumer.identity),
-            s.consumer.roots(),
-        )
-        .await,
-    );
+    let mut direct = s.consumer.direct_transfer_client(&s.provider).await;
     let err = direct
         .pull(liutong_proto::v1::PullRequest {
             agreement_id: online.clone(),
@@ -795,9 +752,7 @@ async fn only_the_parties_speak_for_an_agreement() {
         use_number: 1,
         used_at: unix_now(),
     };
-    let mut client = UsageControlClient::new(
-        peer_channel(s.provider.peer_addr(), Some(&other.identity), other.roots()).await,
-    );
+    let mut client = UsageControlClient::new(other.channel_to(&s.provider).await);
     let signed = Envelope::sign_json(
         USAGE_NOTICE_PAYLOAD_TYPE,
         &notice,
@@ -922,11 +877,11 @@ async fn received_data_is_not_offered_onward() {
         "{}",
         err.message()
     );
-    let audit = &s.consumer.running.context.audit;
-    let logged = (0..audit.size()).any(|i| {
-        String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
-            .contains("publish refused (no onward sharing)")
-    });
+    let logged = s
+        .consumer
+        .audit_texts()
+        .iter()
+        .any(|e| e.contains("publish refused (no onward sharing)"));
     assert!(logged, "the refusal is an audit event");
     // The copy's bytes republished without saying so: recognised and refused.
     let err = publish_derived(CSV, "general-2", onward_policy("urn:a"), vec![])
@@ -1059,14 +1014,15 @@ async fn classification_guardrails_hold() {
         .await
         .unwrap();
     assert!(core.offer_id.is_empty());
-    let err = negotiate(
-        &s.consumer,
-        &s.provider,
-        &format!("{}/v1", core.product_id),
-        "urbanPlanning",
-    )
-    .await
-    .unwrap_err();
+    let err = s
+        .consumer
+        .request_contract(
+            &s.provider,
+            &format!("{}/v1", core.product_id),
+            "urbanPlanning",
+        )
+        .await
+        .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     // Important data: a policy that grants more than the guardrails is refused, with
@@ -1109,11 +1065,14 @@ async fn classification_guardrails_hold() {
     )
     .await
     .unwrap();
-    let err = negotiate(&outsider, &s.provider, &od.offer_id, "urbanPlanning")
+    let err = outsider
+        .request_contract(&s.provider, &od.offer_id, "urbanPlanning")
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "not even listed: {err:?}");
-    let pending = negotiate(&s.consumer, &s.provider, &od.offer_id, "urbanPlanning")
+    let pending = s
+        .consumer
+        .request_contract(&s.provider, &od.offer_id, "urbanPlanning")
         .await
         .unwrap();
     assert_eq!(pending.state, "REQUESTED");

@@ -17,9 +17,13 @@ use liutong_node::setup::{self, InitOptions};
 use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
 use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::node_client::NodeClient;
+use liutong_proto::v1::transfer_client::TransferClient;
+use liutong_proto::v1::{Contract, PullTransferRequest, RequestContractRequest, TransferProgress};
 use tempfile::TempDir;
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
+use tokio_stream::StreamExt as _;
+use tonic::Status;
 use tonic::transport::Channel;
 
 pub const TRANSPORT: &str = "11330100MA2TRA0011";
@@ -383,5 +387,122 @@ async fn start_again(config: &NodeConfig) -> RunningNode {
             }
             Err(e) => panic!("the node does not start again: {e}"),
         }
+    }
+}
+
+impl DataSpace {
+    /// Three members that know each other: the transport bureau (government), the
+    /// ecology bureau (government, sector "ecology") and a logistics company
+    /// (enterprise, sector "logistics", region 330106).
+    pub async fn transport_ecology_logistics(&self) -> (TestNode, TestNode, TestNode) {
+        let mut ecology = Self::admission(
+            ECOLOGY,
+            "Hangzhou Ecology Bureau",
+            ParticipantKind::Government,
+        );
+        ecology.sector = "ecology".into();
+        let mut logistics = Self::admission(
+            LOGISTICS,
+            "Hangzhou Logistics Co.",
+            ParticipantKind::Enterprise,
+        );
+        logistics.sector = "logistics".into();
+        logistics.region = RegionCode::parse("330106").unwrap();
+        let ecology_bundle = self.admit(ecology);
+        let logistics_bundle = self.admit(logistics);
+        let transport = self
+            .node(TRANSPORT, "transport", Duration::from_secs(3600))
+            .await;
+        let ecology = self
+            .node_from_bundle(&ecology_bundle, "ecology", Duration::from_secs(3600))
+            .await;
+        let logistics = self
+            .node_from_bundle(&logistics_bundle, "logistics", Duration::from_secs(3600))
+            .await;
+        refresh_all(&[&transport, &ecology, &logistics]).await;
+        (transport, ecology, logistics)
+    }
+}
+
+impl TestNode {
+    /// A channel to `target`'s peer API presenting this node's certificate.
+    pub async fn channel_to(&self, target: &TestNode) -> Channel {
+        peer_channel(target.peer_addr(), Some(&self.identity), self.roots()).await
+    }
+
+    /// `provider`'s transfer service, called directly as this node (not through this
+    /// node's admin API).
+    pub async fn direct_transfer_client(&self, provider: &TestNode) -> TransferClient<Channel> {
+        TransferClient::new(self.channel_to(provider).await)
+    }
+
+    /// Requests a contract for `offer` at `provider` through this node's admin API.
+    pub async fn request_contract(
+        &self,
+        provider: &TestNode,
+        offer: &str,
+        purpose: &str,
+    ) -> Result<Contract, Status> {
+        self.admin(LocalRole::Admin)
+            .await
+            .request_contract(RequestContractRequest {
+                peer: provider.peer_addr().to_string(),
+                offer_id: offer.into(),
+                purpose: purpose.into(),
+            })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Pulls the transfer of `agreement` through this node's admin API, at most
+    /// `max_chunks` chunks (0: all); returns the last progress reported.
+    pub async fn pull(&self, agreement: &str, max_chunks: u32) -> Result<TransferProgress, Status> {
+        let mut stream = self
+            .admin(LocalRole::Admin)
+            .await
+            .pull_transfer(PullTransferRequest {
+                agreement_id: agreement.into(),
+                max_chunks,
+            })
+            .await?
+            .into_inner();
+        let mut last = None;
+        while let Some(item) = stream.next().await {
+            last = Some(item?);
+        }
+        last.ok_or_else(|| Status::internal("no progress"))
+    }
+
+    /// Pulls the whole transfer of `agreement`; returns the last progress reported.
+    pub async fn pull_all(&self, agreement: &str) -> Result<TransferProgress, Status> {
+        self.pull(agreement, 0).await
+    }
+
+    /// Every entry of the node's audit log, as text.
+    pub fn audit_texts(&self) -> Vec<String> {
+        let audit = &self.running.context.audit;
+        (0..audit.size())
+            .map(|i| {
+                let entry = audit
+                    .entry(i)
+                    .unwrap()
+                    .expect("an entry below the log size");
+                String::from_utf8_lossy(&entry).into_owned()
+            })
+            .collect()
+    }
+
+    /// Every entry of the node's audit log, as JSON.
+    pub fn audit_events(&self) -> Vec<serde_json::Value> {
+        let audit = &self.running.context.audit;
+        (0..audit.size())
+            .map(|i| {
+                let entry = audit
+                    .entry(i)
+                    .unwrap()
+                    .expect("an entry below the log size");
+                serde_json::from_slice(&entry).unwrap()
+            })
+            .collect()
     }
 }
