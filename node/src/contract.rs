@@ -91,6 +91,11 @@ pub struct Agreement {
     /// SHA-256 of the product version's payload, hex.
     pub product_sha256: String,
     pub size: u64,
+    /// The size of the product version's chunks, and the SHA-256 over their hashes
+    /// ([`chunk_list_sha256`](crate::catalog::product::chunk_list_sha256)): they fix
+    /// every chunk of the agreed bytes, which the consumer checks as each arrives.
+    pub chunk_size: u32,
+    pub chunks_sha256: String,
     pub classification: Classification,
     pub purpose: String,
     /// The agreement's policy, ODRL 2.2 JSON-LD; its offer implies it.
@@ -657,6 +662,11 @@ async fn agree(
         version: product.version,
         product_sha256: product.sha256.clone(),
         size: product.size,
+        chunk_size: product.chunk_size,
+        chunks_sha256: crate::catalog::product::chunk_list_sha256(&product.chunk_hashes)
+            .ok_or_else(|| {
+                ContractError::Invalid(format!("product {} has a damaged chunk list", n.offer_id))
+            })?,
         classification: product.classification,
         purpose: n.purpose.clone(),
         policy: compiled.policy().to_odrl(),

@@ -688,12 +688,11 @@ pub async fn pull(
     let total = manifest.chunk_hashes.len() as u32;
     let _ = progress_tx.send(progress_with(&record, &manifest)).await;
 
-    // The chunks, each checked before it is kept. A pull from the first chunk hashes
-    // the whole payload as it goes; a resumed one reads the copy back at the end.
+    // The chunks, each checked against the signed manifest (whose chunk list the
+    // agreement fixes) before it is kept.
     let manifest = Arc::new(manifest);
     let mut sink = Some(Sink {
         writer: storage.blobs().writer(&copy_payload(agreement_id), true)?,
-        whole: (record.chunks_received == 0).then(Sha256::new),
         manifest: manifest.clone(),
     });
     // The chunk being checked and written on a blocking thread while the next arrives.
@@ -726,7 +725,7 @@ pub async fn pull(
                 Taken::Refused => {
                     let expected = record.chunks_received;
                     record.reason = format!(
-                        "chunk {expected} does not match its SHA-256 in the signed manifest; it was not kept"
+                        "chunk {expected} does not match its size or SHA-256 in the signed manifest; it was not kept"
                     );
                     record.updated_at = now();
                     save_copy(storage, &record)?;
@@ -772,37 +771,16 @@ pub async fn pull(
             (job_sink, taken)
         }));
     }
-    let sink = sink.expect("no chunk in flight after the loop");
+    drop(sink);
     context.storage.flush().await?;
     if record.chunks_received < total {
         return Ok(progress_with(&record, &manifest));
     }
     drop(stream);
 
-    // The whole payload: hashed on the way, or read back from the copy after a resume.
-    let (sha256, size) = match sink.whole {
-        Some(h) => (hex::encode(h.finalize()), manifest.size),
-        None => {
-            let mut whole = Sha256::new();
-            let mut size = 0u64;
-            for index in 0..total {
-                let data =
-                    read_copy_chunk(storage, agreement_id, &manifest, index)?.ok_or_else(|| {
-                        TransferError::DataLoss(format!("received chunk {index} is missing"))
-                    })?;
-                size += data.len() as u64;
-                whole.update(&data);
-            }
-            (hex::encode(whole.finalize()), size)
-        }
-    };
-    if sha256 != manifest.sha256 || size != manifest.size {
-        record.state = TransferState::Terminated;
-        record.reason = "the whole copy does not match the manifest's SHA-256".into();
-        save_copy(storage, &record)?;
-        context.storage.flush().await?;
-        return Err(TransferError::DataLoss(record.reason.clone()));
-    }
+    // Every chunk matched the manifest's list, which is the agreement's: the copy is
+    // the payload the manifest names.
+    let (sha256, size) = (manifest.sha256.clone(), manifest.size);
     let receipt = Envelope::sign_json(
         RECEIPT_PAYLOAD_TYPE,
         &Receipt {
@@ -860,6 +838,17 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
     if m.chunk_size == 0 || m.chunk_hashes.len() as u64 != expected_chunks {
         return Err(mismatch("chunk count"));
     }
+    // The product's own bytes: the chunk list is the one the agreement fixes, so a
+    // chunk that matches its listed hash is a chunk of the agreed bytes. (Masked bytes
+    // are made after the agreement; the provider's signature on the manifest fixes
+    // their list.)
+    if m.desensitized.is_none()
+        && (m.chunk_size != a.chunk_size
+            || crate::catalog::product::chunk_list_sha256(&m.chunk_hashes).as_ref()
+                != Some(&a.chunks_sha256))
+    {
+        return Err(mismatch("chunk list"));
+    }
     Ok(())
 }
 
@@ -875,12 +864,9 @@ fn save_copy(storage: &dyn Storage, c: &Copy) -> Result<(), TransferError> {
 }
 
 /// The consumer's chunk stage, run on a blocking thread: checks a chunk against the
-/// signed manifest, adds it to the whole-payload hash and writes it to the copy's
-/// payload file.
+/// signed manifest and writes it to the copy's payload file.
 struct Sink {
     writer: BlobWriter,
-    /// The whole payload's SHA-256 so far (a pull from the first chunk).
-    whole: Option<Sha256>,
     manifest: Arc<Manifest>,
 }
 
@@ -888,31 +874,32 @@ struct Sink {
 enum Taken {
     /// Written; `durable`: it and every chunk before it are on disk.
     Kept { durable: bool },
-    /// Its SHA-256 does not match the manifest: not written (every chunk before it is
-    /// on disk).
+    /// Its length or SHA-256 does not match the manifest: not written (every chunk
+    /// before it is on disk).
     Refused,
 }
 
 impl Sink {
-    /// The chunk's own hash, the whole-payload hash and the write run side by side (two
-    /// cores hash while the disk writes); a chunk that does not match is cut off the
-    /// file again before anything counts it.
+    /// The chunk's hash and the write run side by side (one core hashes while the disk
+    /// writes); a chunk that does not match is cut off the file again before anything
+    /// counts it.
     fn take(&mut self, index: u32, data: &[u8], sync: bool) -> std::io::Result<Taken> {
         let m = &self.manifest;
         let offset = index as u64 * m.chunk_size as u64;
+        // Every chunk is whole but the last, which ends the payload.
+        let expected_len = (m.size - offset).min(m.chunk_size as u64);
+        if data.len() as u64 != expected_len {
+            self.writer.set_len(offset)?;
+            self.writer.sync()?;
+            return Ok(Taken::Refused);
+        }
         let (matches, written) = std::thread::scope(|scope| {
             let check =
                 scope.spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
-            let whole = self
-                .whole
-                .as_mut()
-                .map(|whole| scope.spawn(move || whole.update(data)));
             let written = self.writer.write_at(offset, data);
-            let panicked = |_| std::io::Error::other("a chunk hashing thread panicked");
-            if let Some(w) = whole {
-                w.join().map_err(panicked)?;
-            }
-            let matches = check.join().map_err(panicked)?;
+            let matches = check
+                .join()
+                .map_err(|_| std::io::Error::other("the chunk hashing thread panicked"))?;
             Ok::<_, std::io::Error>((matches, written))
         })?;
         written?;

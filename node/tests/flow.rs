@@ -657,3 +657,80 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         .any(|e| e.contains("from chunk 2"));
     assert!(resumed, "the resumed pull asked from chunk 2");
 }
+
+/// The agreement fixes the product's chunk list: a provider that later delivers other
+/// bytes under a manifest it signed (chunk hashes that match those bytes, the agreed
+/// whole-payload hash) is refused before any chunk is kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_bytes_than_agreed_under_a_signed_manifest_are_refused() {
+    use sha2::{Digest, Sha256};
+    let s = space().await;
+    let payload: Vec<u8> = (0..(2 * (1 << 20) + 1000))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
+    let product = publish(
+        &s.transport,
+        &payload,
+        "Camera archive",
+        "general-2",
+        "bytes",
+        TRAFFIC_POLICY,
+    )
+    .await
+    .unwrap();
+    assert_eq!(product.chunks, 3);
+    let agreed = s
+        .ecology
+        .request_contract(&s.transport, &product.offer_id, "urbanPlanning")
+        .await
+        .unwrap();
+    let agreement = agreed.agreement_id.clone();
+
+    // At the provider: the last chunk's bytes change, and the stored record lists the
+    // new bytes' hash, so the signed manifest is consistent with what is sent.
+    let provider = &s.transport.running.context;
+    let payload_file = provider
+        .catalog
+        .products
+        .payload_path(&product.product_id, 1)
+        .unwrap();
+    let changed = 2 * (1 << 20) + 10;
+    flip_byte(&payload_file, changed);
+    let mut last = payload[2 << 20..].to_vec();
+    last[10] ^= 0xff;
+    let mut prefix = product.product_id.as_bytes().to_vec();
+    prefix.push(0);
+    let (key, record) = provider
+        .storage
+        .scan_prefix("products", &prefix)
+        .unwrap()
+        .pop()
+        .expect("the product record");
+    let mut record: serde_json::Value = serde_json::from_slice(&record).unwrap();
+    record["chunk_hashes"][2] = hex::encode(Sha256::digest(&last)).into();
+    provider
+        .storage
+        .put("products", &key, &serde_json::to_vec(&record).unwrap())
+        .unwrap();
+
+    let err = s.ecology.pull(&agreement, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(
+        err.message()
+            .contains("the manifest does not match the agreement: chunk list"),
+        "{}",
+        err.message()
+    );
+    let storage = s.ecology.running.context.storage.as_ref();
+    assert!(
+        liutong_node::transfer::copy(storage, &agreement)
+            .unwrap()
+            .is_none(),
+        "nothing of the other bytes is kept"
+    );
+    assert!(
+        liutong_node::transfer::copy_chunk(storage, &agreement, 0)
+            .unwrap()
+            .is_none()
+    );
+}

@@ -106,6 +106,20 @@ impl ProductVersion {
     }
 }
 
+/// SHA-256 over a payload's chunk hashes (each as its 32 bytes, in order), hex. With the
+/// chunk size it fixes every chunk's bytes, so an agreement that names it fixes the
+/// payload chunk by chunk: a consumer that checks each chunk as it arrives needs no
+/// second pass over the whole payload. `None` if a hash is not 64 hex digits.
+pub fn chunk_list_sha256(chunk_hashes: &[String]) -> Option<String> {
+    let mut list = Sha256::new();
+    for h in chunk_hashes {
+        let mut raw = [0u8; 32];
+        hex::decode_to_slice(h, &mut raw).ok()?;
+        list.update(raw);
+    }
+    Some(hex::encode(list.finalize()))
+}
+
 /// Splits an offer ID into product ID and version.
 pub fn parse_offer_id(offer_id: &str) -> Option<(&str, u32)> {
     let (product, version) = offer_id.rsplit_once("/v")?;
