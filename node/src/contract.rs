@@ -15,7 +15,7 @@
 //! writes its own step while its message to the provider is on the way, and waits for
 //! both before it goes on.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use liutong_policy::{
@@ -252,7 +252,29 @@ pub struct Contracts {
     /// Negotiations this node is moving on right now (consumer side), so the poller
     /// never advances one that a request is still carrying through.
     in_flight: Arc<Mutex<HashSet<String>>>,
+    /// The IDs of this node's requests that wait at their provider (consumer side,
+    /// REQUESTED), which the poller asks about: read from storage once, then kept up
+    /// to date by every commit. `None` until first read.
+    waiting: Arc<Mutex<Option<HashSet<String>>>>,
+    /// Offers fetched lately (consumer side), by provider address and offer ID. An
+    /// offer ID names a product version, whose policy never changes, and the provider
+    /// checks the offer again when it gets the request, so a recent answer is reused
+    /// rather than asked again for every request.
+    offers: Arc<Mutex<HashMap<(String, String), SeenOffer>>>,
 }
+
+/// An offer as the consumer fetched it.
+#[derive(Clone)]
+struct SeenOffer {
+    owner: ParticipantId,
+    policy: Option<serde_json::Value>,
+    classification: Option<Classification>,
+    fetched: std::time::Instant,
+}
+
+/// How long a fetched offer is reused, and how many are kept.
+const OFFER_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+const OFFERS_KEPT: usize = 1024;
 
 /// A negotiation taken for moving on; released when dropped.
 struct InFlight {
@@ -275,6 +297,79 @@ impl Contracts {
         Self {
             storage,
             in_flight: Arc::default(),
+            waiting: Arc::default(),
+            offers: Arc::default(),
+        }
+    }
+
+    /// Offer `offer_id` at `address`, fetched within [`OFFER_REUSE`] or now.
+    async fn offer(
+        &self,
+        channel: &crate::telemetry::PeerChannel,
+        address: &str,
+        offer_id: &str,
+    ) -> Result<SeenOffer, ContractError> {
+        let key = (address.to_owned(), offer_id.to_owned());
+        {
+            let offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(seen) = offers.get(&key)
+                && seen.fetched.elapsed() < OFFER_REUSE
+            {
+                return Ok(seen.clone());
+            }
+        }
+        let offer = CatalogClient::new(channel.clone())
+            .get(GetOfferRequest {
+                offer_id: offer_id.to_owned(),
+            })
+            .await
+            .map_err(ContractError::Peer)?
+            .into_inner();
+        let seen = SeenOffer {
+            owner: ParticipantId::parse(&offer.owner)
+                .map_err(|e| ContractError::Invalid(format!("the offer's owner: {e}")))?,
+            policy: serde_json::from_str(&offer.policy_odrl_json).ok(),
+            classification: offer.classification.parse().ok(),
+            fetched: std::time::Instant::now(),
+        };
+        let mut offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+        if offers.len() >= OFFERS_KEPT {
+            offers.retain(|_, o| o.fetched.elapsed() < OFFER_REUSE);
+            if offers.len() >= OFFERS_KEPT {
+                offers.clear();
+            }
+        }
+        offers.insert(key, seen.clone());
+        Ok(seen)
+    }
+
+    /// The IDs of this node's requests that wait at their provider (consumer side,
+    /// REQUESTED). The first call reads every stored negotiation; later ones do not.
+    pub fn waiting(&self) -> Result<Vec<String>, ContractError> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.is_none() {
+            let all = self.list()?;
+            *waiting = Some(
+                all.into_iter()
+                    .filter(Negotiation::waits)
+                    .map(|n| n.id)
+                    .collect(),
+            );
+        }
+        let mut ids: Vec<String> = waiting.iter().flatten().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Keeps [`waiting`](Self::waiting) up to date with `n` as just stored.
+    fn stored(&self, n: &Negotiation) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ids) = waiting.as_mut() {
+            if n.waits() {
+                ids.insert(n.id.clone());
+            } else {
+                ids.remove(&n.id);
+            }
         }
     }
 
@@ -323,10 +418,15 @@ impl Contracts {
             .filter(|n| n.agreement_id.as_deref() == Some(agreement_id)))
     }
 
-    /// The writes that store `n` (the agreement index before the record).
+    /// The writes that store `n`. The record that first carries the agreement (AGREED
+    /// at the provider, VERIFIED at the consumer) is preceded by the agreement index.
     fn writes(n: &Negotiation) -> Vec<(&'static str, Write)> {
         let mut writes = Vec::with_capacity(2);
-        if let Some(agreement_id) = &n.agreement_id {
+        let first_with_agreement = match n.role {
+            Role::Provider => n.state == NegotiationStatus::Agreed,
+            Role::Consumer => n.state == NegotiationStatus::Verified,
+        };
+        if let Some(agreement_id) = n.agreement_id.as_ref().filter(|_| first_with_agreement) {
             writes.push((
                 AGREEMENTS,
                 Write::Put(agreement_id.as_bytes().to_vec(), n.id.as_bytes().to_vec()),
@@ -344,6 +444,11 @@ impl Contracts {
 }
 
 impl Negotiation {
+    /// A request of this node's that waits at its provider.
+    fn waits(&self) -> bool {
+        self.role == Role::Consumer && self.state == NegotiationStatus::Requested
+    }
+
     /// The agreement's content, without checking signatures (for display and lookups).
     pub fn agreement_content(&self) -> Option<Agreement> {
         self.agreement.as_ref().and_then(|e| e.peek_json().ok())
@@ -423,8 +528,9 @@ async fn commit(
         .audit
         .append_with(&events, Contracts::writes(n))
         .await
-        .map(|_| ())
-        .map_err(|e| ContractError::Audit(e.to_string()))
+        .map_err(|e| ContractError::Audit(e.to_string()))?;
+    context.contracts.stored(n);
+    Ok(())
 }
 
 /// Sets a new state on `n` (not stored yet) and returns the audit event for it.
@@ -805,9 +911,17 @@ pub async fn receive_countersigned(
                 .into(),
         ));
     }
-    envelope
-        .verify(&context.signing_key.public_key())
-        .map_err(|e| ContractError::Signature(format!("the provider's signature: {e}")))?;
+    // This node's own signature, as it made it (Ed25519 signatures are deterministic,
+    // and the payload is the one it signed), so no need to verify it again.
+    if !ours
+        .signatures
+        .iter()
+        .all(|s| envelope.signatures.contains(s))
+    {
+        return Err(ContractError::Signature(
+            "the provider's signature is missing from the countersigned agreement".into(),
+        ));
+    }
     envelope
         .verify(&caller.signing_key)
         .map_err(|e| ContractError::Signature(format!("the consumer's countersignature: {e}")))?;
@@ -842,15 +956,8 @@ pub async fn request(
         return Err(ContractError::Invalid("purpose: declare a purpose".into()));
     }
     let channel = provider_channel(context, address).await?;
-    let offer = CatalogClient::new(channel.clone())
-        .get(GetOfferRequest {
-            offer_id: offer_id.to_owned(),
-        })
-        .await
-        .map_err(ContractError::Peer)?
-        .into_inner();
-    let provider = ParticipantId::parse(&offer.owner)
-        .map_err(|e| ContractError::Invalid(format!("the offer's owner: {e}")))?;
+    let offer = context.contracts.offer(&channel, address, offer_id).await?;
+    let provider = offer.owner;
     let t = now();
     let mut nonce = [0u8; 16];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
@@ -876,8 +983,8 @@ pub async fn request(
         reason: String::new(),
         failed_constraints: Vec::new(),
         request: envelope.clone(),
-        offer_policy: serde_json::from_str(&offer.policy_odrl_json).ok(),
-        offer_classification: offer.classification.parse().ok(),
+        offer_policy: offer.policy,
+        offer_classification: offer.classification,
         agreement: None,
         agreement_id: None,
         created_at: t,
@@ -887,66 +994,109 @@ pub async fn request(
         .contracts
         .take(&n.id)
         .expect("a new negotiation ID is not taken");
-    // REQUESTED is stored while the request travels; the answer is taken only once it
-    // is durable. (A crash in between leaves at most a request at the provider that
-    // this node never countersigns.)
+    // REQUESTED is logged with the first state the answer leads to, in one commit. (A
+    // crash before it leaves at most a request at the provider that this node never
+    // countersigns.)
     let requested = change(&mut n, NegotiationStatus::Requested, "sent to the provider");
-    let mut client = NegotiationClient::new(channel);
-    let (stored, answer) = tokio::join!(
-        commit(context, &n, vec![requested]),
-        client.request(NegotiationRequest {
+    let answer = NegotiationClient::new(channel)
+        .request(NegotiationRequest {
             request: Some(envelope.into()),
         })
-    );
-    stored?;
+        .await;
     match answer {
         Ok(state) => {
-            advance(context, &mut n, state.into_inner()).await?;
+            advance(context, &mut n, state.into_inner(), vec![requested]).await?;
             Ok(n)
         }
         Err(status) => {
             if status.code() == tonic::Code::PermissionDenied {
                 n.failed_constraints = vec![status.message().to_owned()];
             }
-            transition(
-                context,
+            let terminated = change(
                 &mut n,
                 NegotiationStatus::Terminated,
                 &format!("the provider refused: {}", status.message()),
-            )
-            .await?;
+            );
+            commit(context, &n, vec![requested, terminated]).await?;
             Err(ContractError::Peer(status))
         }
     }
 }
 
 /// Takes the provider's answer: when it is AGREED, checks and countersigns the
-/// agreement and sends it back.
+/// agreement and sends it back. `unlogged`: events of this negotiation not committed
+/// yet, which go first into its next commit.
 async fn advance(
     context: &NodeContext,
     n: &mut Negotiation,
     answer: NegotiationState,
+    mut unlogged: Vec<Event>,
 ) -> Result<(), ContractError> {
     match answer.state.as_str() {
         "AGREED" | "FINALIZED" | "VERIFIED" => {}
         "TERMINATED" => {
             n.failed_constraints = answer.failed_constraints;
-            return transition(context, n, NegotiationStatus::Terminated, &answer.reason).await;
+            unlogged.push(change(n, NegotiationStatus::Terminated, &answer.reason));
+            return commit(context, n, unlogged).await;
         }
         _ => {
-            if n.reason != answer.reason {
-                let reason = answer.reason.clone();
-                transition(context, n, NegotiationStatus::Requested, &reason).await?;
+            if n.reason != answer.reason || !unlogged.is_empty() {
+                unlogged.push(change(n, NegotiationStatus::Requested, &answer.reason));
+                commit(context, n, unlogged).await?;
             }
             return Ok(());
         }
     }
-    let envelope: Envelope = answer
-        .agreement
-        .ok_or_else(|| {
-            ContractError::Invalid("the provider answered AGREED without an agreement".into())
-        })?
-        .into();
+    let agreement = match answer.agreement {
+        Some(envelope) => accept_agreement(context, n, envelope.into()),
+        None => Err(ContractError::Invalid(
+            "the provider answered AGREED without an agreement".into(),
+        )),
+    };
+    let (countersigned, agreement) = match agreement {
+        Ok(accepted) => accepted,
+        Err(e) => {
+            // The consumer refuses an agreement that fails its checks.
+            unlogged.push(change(
+                n,
+                NegotiationStatus::Terminated,
+                &format!("the agreement was refused: {e}"),
+            ));
+            commit(context, n, unlogged).await?;
+            return Err(e);
+        }
+    };
+    n.agreement = Some(countersigned.clone());
+    n.agreement_id = Some(agreement.agreement_id.clone());
+    let channel = provider_channel(context, &n.peer_address).await?;
+    // VERIFIED is stored while the countersigned agreement travels; FINALIZED only
+    // after both.
+    unlogged.push(change(n, NegotiationStatus::Verified, "countersigned"));
+    let mut client = NegotiationClient::new(channel);
+    let (stored, done) = tokio::join!(
+        commit(context, n, unlogged),
+        client.verify(VerifyAgreementRequest {
+            negotiation_id: n.id.clone(),
+            agreement: Some(countersigned.into()),
+        })
+    );
+    stored?;
+    let done = done.map_err(ContractError::Peer)?.into_inner();
+    if done.state != "FINALIZED" {
+        return Err(ContractError::Invalid(format!(
+            "the provider answered {} to the countersigned agreement",
+            done.state
+        )));
+    }
+    transition(context, n, NegotiationStatus::Finalized, "").await
+}
+
+/// Checks the provider's agreement for negotiation `n` and countersigns it (once).
+fn accept_agreement(
+    context: &NodeContext,
+    n: &Negotiation,
+    envelope: Envelope,
+) -> Result<(Envelope, Agreement), ContractError> {
     let provider = context
         .trust
         .member(&n.peer, now())
@@ -962,29 +1112,7 @@ async fn advance(
     {
         countersigned.add_signature(&context.signing_key);
     }
-    n.agreement = Some(countersigned.clone());
-    n.agreement_id = Some(agreement.agreement_id.clone());
-    let channel = provider_channel(context, &n.peer_address).await?;
-    // VERIFIED is stored while the countersigned agreement travels; FINALIZED only
-    // after both.
-    let verified = change(n, NegotiationStatus::Verified, "countersigned");
-    let mut client = NegotiationClient::new(channel);
-    let (stored, done) = tokio::join!(
-        commit(context, n, vec![verified]),
-        client.verify(VerifyAgreementRequest {
-            negotiation_id: n.id.clone(),
-            agreement: Some(countersigned.into()),
-        })
-    );
-    stored?;
-    let done = done.map_err(ContractError::Peer)?.into_inner();
-    if done.state != "FINALIZED" {
-        return Err(ContractError::Invalid(format!(
-            "the provider answered {} to the countersigned agreement",
-            done.state
-        )));
-    }
-    transition(context, n, NegotiationStatus::Finalized, "").await
+    Ok((countersigned, agreement))
 }
 
 /// The consumer's checks of an agreement: it is for this request, and its policy only
@@ -1054,22 +1182,25 @@ pub(crate) fn analysis_context(classification: Classification) -> CompileContext
 /// Asks providers about requests that wait for approval (consumer side); runs on an
 /// interval in the node.
 pub async fn poll_pending(context: &NodeContext) {
-    let pending = match context.contracts.list() {
-        Ok(all) => all
-            .into_iter()
-            .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Requested),
+    let pending = match context.contracts.waiting() {
+        Ok(ids) => ids,
         Err(e) => {
             tracing::warn!(error = %e, "cannot list negotiations");
             return;
         }
     };
-    for n in pending {
+    for id in pending {
         // Not one that a request is carrying through right now; and as stored now.
-        let Some(_moving) = context.contracts.take(&n.id) else {
+        let Some(_moving) = context.contracts.take(&id) else {
             continue;
         };
-        let mut n = match context.contracts.get(&n.id) {
-            Ok(Some(n)) if n.state == NegotiationStatus::Requested => n,
+        let mut n = match context.contracts.get(&id) {
+            Ok(Some(n)) if n.waits() => n,
+            Ok(Some(n)) => {
+                // Moved on while the list was first read: no longer asked about.
+                context.contracts.stored(&n);
+                continue;
+            }
             _ => continue,
         };
         let answer = match provider_channel(context, &n.peer_address).await {
@@ -1085,7 +1216,7 @@ pub async fn poll_pending(context: &NodeContext) {
             }
         };
         let result = match answer {
-            Ok(state) => advance(context, &mut n, state).await,
+            Ok(state) => advance(context, &mut n, state, Vec::new()).await,
             Err(status) => Err(ContractError::Peer(status)),
         };
         if let Err(e) = result {
