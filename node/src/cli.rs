@@ -404,8 +404,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_describe(&answer, json);
-            Ok(())
+            print_describe(&answer, json)
         }
     }
 }
@@ -413,6 +412,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// A gRPC refusal as an error a person can read.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// Prints `value` as indented JSON: the `--json` output of every command.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints a listing the way every `list` command does: with `--json`, one JSON array of
+/// `to_json(item)`; otherwise `line(item)` for each item, or the line `empty` when there
+/// is none.
+fn print_list<T>(
+    items: &[T],
+    json: bool,
+    empty: &str,
+    to_json: impl Fn(&T) -> serde_json::Value,
+    line: impl FnMut(&T),
+) -> anyhow::Result<()> {
+    if json {
+        let all: Vec<_> = items.iter().map(to_json).collect();
+        return print_json(&all);
+    }
+    if items.is_empty() {
+        println!("{empty}");
+    }
+    items.iter().for_each(line);
+    Ok(())
 }
 
 async fn serve(
@@ -595,7 +621,7 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
                     "members": a.members(),
                     "revocations": a.revocations(),
                 });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                print_json(&value)?;
             } else {
                 println!(
                     "authority {:?}, trust list sequence {}",
@@ -675,21 +701,16 @@ fn trust_json(t: &TrustListStatus) -> serde_json::Value {
     })
 }
 
-fn print_describe(d: &DescribeResponse, json: bool) {
+fn print_describe(d: &DescribeResponse, json: bool) -> anyhow::Result<()> {
     let node = d.node.clone().unwrap_or_default();
     let caller = d.caller.clone().unwrap_or_default();
     if json {
-        let value = serde_json::json!({
+        return print_json(&serde_json::json!({
             "node": participant_json(&node),
             "caller": participant_json(&caller),
             "trust_list_sequence": d.trust_list_sequence,
             "software_version": d.software_version,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return;
+        }));
     }
     println!("peer        {} ({})", node.name, node.participant_id);
     println!(
@@ -704,4 +725,5 @@ fn print_describe(d: &DescribeResponse, json: bool) {
         "its trust list sequence {} · version {}",
         d.trust_list_sequence, d.software_version
     );
+    Ok(())
 }

@@ -18,7 +18,7 @@ use liutong_proto::v1::{
 };
 use serde_json::json;
 
-use super::status_error;
+use super::{print_json, status_error};
 use crate::audit::auditor::{AuditorClient, decode};
 use crate::audit::bundle::{BUNDLE_VERSION, EvidenceBundle, verify_bundle};
 use crate::audit::search::SearchFilter;
@@ -211,11 +211,6 @@ async fn peer_channel(
 
 fn b64s(hashes: &[Vec<u8>]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h)).collect()
-}
-
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
 }
 
 fn event_json(data: &[u8]) -> serde_json::Value {

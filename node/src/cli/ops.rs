@@ -10,7 +10,7 @@ use clap::Subcommand;
 use liutong_proto::v1::{BackupRequest, StatusRequest};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{LocalArgs, participant_json, status_error, trust_json};
+use super::{LocalArgs, participant_json, print_json, status_error, trust_json};
 use crate::authority::Authority;
 use crate::backup;
 use crate::config::NodeConfig;
@@ -88,8 +88,7 @@ pub async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
             "database_bytes": s.database_bytes,
             "previous_signing_keys": s.previous_signing_keys,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        return print_json(&value);
     }
     println!("health      {}", s.health);
     println!("node        {} ({})", node.name, node.participant_id);
