@@ -18,6 +18,7 @@ use anyhow::{Context as _, anyhow};
 use clap::{Args, Parser, Subcommand};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
+use tonic::transport::Channel;
 
 use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS};
 use crate::config::{self, NodeConfig};
@@ -311,20 +312,34 @@ pub struct LocalArgs {
 
 impl LocalArgs {
     fn load(&self) -> anyhow::Result<NodeConfig> {
-        let path = self
-            .config
-            .clone()
-            .unwrap_or_else(|| setup::dev_config_path(&setup::default_data_root()));
-        Ok(NodeConfig::load(&path)?)
+        load_config(self.config.as_deref())
     }
 
-    async fn admin(&self) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-        let config = self.load()?;
-        let channel = local::connect(&config, self.role)
-            .await
-            .with_context(|| "is the node running? start it with `liutong serve`")?;
-        Ok(AdminClient::new(channel))
+    /// The local API of the node in `--config`, with the certificate of `--role`.
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        local_channel(&self.load()?, self.role).await
     }
+
+    async fn admin(&self) -> anyhow::Result<AdminClient<Channel>> {
+        Ok(AdminClient::new(self.channel().await?))
+    }
+}
+
+/// The node's configuration from `path`, or the development node's
+/// ($LIUTONG_DATA/node/node.toml or ./liutong-data/node/node.toml).
+fn load_config(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
+    let path = path.map_or_else(
+        || setup::dev_config_path(&setup::default_data_root()),
+        Path::to_path_buf,
+    );
+    Ok(NodeConfig::load(&path)?)
+}
+
+/// A channel to the node's local API with the client certificate of `role`.
+async fn local_channel(config: &NodeConfig, role: LocalRole) -> anyhow::Result<Channel> {
+    local::connect(config, role)
+        .await
+        .context("is the node running? start it with `liutong serve`")
 }
 
 /// Runs a parsed command.

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use tokio_stream::StreamExt as _;
 
 use super::{LocalArgs, print_list, status_error};
-use crate::local::{self, LocalRole};
+use crate::local::LocalRole;
 use crate::tls::auth::format_unix;
 
 #[derive(Subcommand, Debug)]
@@ -61,11 +61,7 @@ pub struct AppArgs {
 pub(super) async fn usage_client(
     local: &LocalArgs,
 ) -> anyhow::Result<UsageClient<tonic::transport::Channel>> {
-    let config = local.load()?;
-    let channel = local::connect(&config, local.role)
-        .await
-        .with_context(|| "is the node running? start it with `liutong serve`")?;
-    Ok(UsageClient::new(channel))
+    Ok(UsageClient::new(local.channel().await?))
 }
 
 pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {

@@ -10,12 +10,15 @@ use clap::Subcommand;
 use liutong_proto::v1::{BackupRequest, StatusRequest};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{LocalArgs, participant_json, print_json, status_error, trust_json};
+use super::{
+    LocalArgs, load_config, local_channel, participant_json, print_json, status_error, trust_json,
+};
 use crate::authority::Authority;
 use crate::backup;
 use crate::config::NodeConfig;
 use crate::identity::rotation;
 use crate::identity::{Envelope, ParticipantId, PublicKey};
+use crate::local::LocalRole;
 use crate::tls::auth::format_unix;
 
 #[derive(Subcommand, Debug)]
@@ -167,7 +170,7 @@ pub async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
 pub async fn backup(local: &LocalArgs, out: &Path) -> anyhow::Result<()> {
     let config = local.load()?;
     let partial = partial_path(out);
-    let online = crate::local::connect(&config, crate::local::LocalRole::Admin).await;
+    let online = local_channel(&config, LocalRole::Admin).await;
     match online {
         Ok(channel) => {
             let mut stream = liutong_proto::v1::admin_client::AdminClient::new(channel)
@@ -281,11 +284,7 @@ pub async fn restore(file: PathBuf, dir: PathBuf, force: bool) -> anyhow::Result
 /// `liutong key rotate`.
 pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     let KeyCommand::Rotate { config, credential } = cmd;
-    let config = LocalArgs {
-        config,
-        role: crate::local::LocalRole::Admin,
-    }
-    .load()?;
+    let config = load_config(config.as_deref())?;
     match credential {
         None => {
             let (key, created) = rotation::prepare(&config.identity_dir())?;
@@ -368,14 +367,7 @@ pub async fn health(
 ) -> anyhow::Result<()> {
     let addr = match addr {
         Some(a) => a,
-        None => {
-            let config = LocalArgs {
-                config,
-                role: crate::local::LocalRole::Admin,
-            }
-            .load()?;
-            health_addr(&config)?
-        }
+        None => health_addr(&load_config(config.as_deref())?)?,
     };
     let start = Instant::now();
     let deadline = start + wait.unwrap_or_default();
