@@ -400,7 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 t.sequence,
                 t.members,
                 t.revocations,
-                format_unix(t.expires_at_unix.max(0) as u64)
+                format_unix(t.expires_at_unix)
             );
             Ok(())
         }
@@ -653,14 +653,14 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
                         m.sector,
                         m.region,
                         roles.join(","),
-                        format_unix(m.valid_until as u64)
+                        format_unix(m.valid_until)
                     );
                 }
                 for r in a.revocations() {
                     println!(
                         "  revoked  {}  at {}: {}",
                         r.participant_id,
-                        format_unix(r.revoked_at as u64),
+                        format_unix(r.revoked_at),
                         r.reason
                     );
                 }

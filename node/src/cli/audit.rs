@@ -218,7 +218,7 @@ fn event_text(data: &[u8]) -> String {
         Some(e) => {
             let mut s = format!(
                 "{} {}",
-                crate::tls::auth::format_unix(e.time.max(0) as u64),
+                crate::tls::auth::format_unix(e.time),
                 serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

@@ -213,14 +213,14 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                     "{}  consumer {}  revoked {}: {}\n    {}",
                     r.agreement_id,
                     r.consumer,
-                    format_unix(r.revoked_at_unix.max(0) as u64),
+                    format_unix(r.revoked_at_unix),
                     r.reason,
                     if r.deletion_receipt_json.is_empty() {
                         "waiting for the consumer's deletion receipt".to_owned()
                     } else {
                         format!(
                             "signed deletion receipt: copy deleted at {}",
-                            format_unix(r.deleted_at_unix.max(0) as u64)
+                            format_unix(r.deleted_at_unix)
                         )
                     }
                 );

@@ -140,10 +140,7 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {
                     if c.deleted_at_unix > 0 {
                         format!("\n    {}", c.reason)
                     } else if c.delete_at_unix > 0 {
-                        format!(
-                            "  deleted at {}",
-                            format_unix(c.delete_at_unix.max(0) as u64)
-                        )
+                        format!("  deleted at {}", format_unix(c.delete_at_unix))
                     } else {
                         String::new()
                     }

@@ -116,7 +116,7 @@ pub async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
             trust.members,
             trust.revocations,
             humantime::format_duration(Duration::from_secs(s.trust_list_age_seconds.max(0) as u64)),
-            format_unix(trust.expires_at_unix.max(0) as u64)
+            format_unix(trust.expires_at_unix)
         );
     }
     if !trust.last_error.is_empty() {
@@ -232,7 +232,7 @@ pub async fn backup(local: &LocalArgs, out: &Path) -> anyhow::Result<()> {
         verified.summary.trees,
         verified.summary.files,
         h.audit_log_size,
-        format_unix(h.created_at.max(0) as u64)
+        format_unix(h.created_at)
     );
     println!("it holds the node's private keys: keep it as a secret");
     Ok(())
@@ -262,7 +262,7 @@ pub async fn restore(file: PathBuf, dir: PathBuf, force: bool) -> anyhow::Result
         report.backup.summary.entries,
         report.backup.summary.files,
         h.audit_log_size,
-        format_unix(h.created_at.max(0) as u64)
+        format_unix(h.created_at)
     );
     if let Some(aside) = &report.replaced {
         println!(
