@@ -371,6 +371,7 @@ pub async fn health(
     };
     let start = Instant::now();
     let deadline = start + wait.unwrap_or_default();
+    let mut pauses = health_poll_pauses();
     loop {
         let answer = crate::health::check(addr, Duration::from_secs(2)).await;
         match answer {
@@ -380,9 +381,26 @@ pub async fn health(
             }
             Ok(other) if Instant::now() >= deadline => bail!("{addr} answers {other}"),
             Err(e) if Instant::now() >= deadline => bail!("no health answer: {e}"),
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => {
+                // Never past the deadline: the last question is asked at it.
+                let pause = pauses.next().unwrap_or(LONGEST_HEALTH_POLL);
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
         }
     }
+}
+
+/// The first pause of `liutong health --wait` between two questions.
+const FIRST_HEALTH_POLL: Duration = Duration::from_millis(50);
+/// The longest: a node that takes a while to start is asked twice a second.
+const LONGEST_HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// The pauses between health questions: from 50 ms, doubling, up to 500 ms.
+fn health_poll_pauses() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(FIRST_HEALTH_POLL), |d| {
+        Some((*d * 2).min(LONGEST_HEALTH_POLL))
+    })
 }
 
 fn health_addr(config: &NodeConfig) -> anyhow::Result<SocketAddr> {
@@ -394,4 +412,18 @@ fn health_addr(config: &NodeConfig) -> anyhow::Result<SocketAddr> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_wait_polls_from_50_ms_growing_to_500_ms() {
+        let pauses: Vec<u64> = health_poll_pauses()
+            .take(7)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [50, 100, 200, 400, 500, 500, 500]);
+    }
 }
