@@ -23,6 +23,7 @@ use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
 use crate::contract::Contracts;
+use crate::health::NodeHealth;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::rotation;
 use crate::identity::{Envelope, KeyError, Membership, ParticipantId, SigningKey};
@@ -480,12 +481,13 @@ impl RunningNode {
             trust: context.trust.clone(),
         });
         let peer_tls = tls::server_config(&context.tls_identity, &context.data_space_roots)?;
+        let health = NodeHealth::serving().await;
         let peer_router = service::peer_router(
             context.clone(),
             RpcLayer::new(context.telemetry.clone(), "peer"),
             AuthLayer::new(peer_auth).with_refusal_hook(refusal_alert(&context, "peer API")),
-        )
-        .await;
+            &health,
+        );
         let admin_auth = Arc::new(LocalAuthenticator::new(&context.config)?);
         let admin_tls = local::server_config(&context.config)?;
         let admin_router = service::admin_router(
@@ -517,7 +519,7 @@ impl RunningNode {
             health_addr = listener.local_addr().ok();
             servers.push((
                 "health endpoint",
-                crate::health::serve(listener, stop.clone()).await,
+                crate::health::serve(listener, &health, stop.clone()),
             ));
         }
         let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop));
