@@ -34,7 +34,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::NodeConfig;
+use crate::config::{self, NodeConfig};
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{Envelope, Membership, SigningKey};
 use crate::storage::files;
@@ -49,6 +49,9 @@ const MAX_FRAME: u32 = 256 * 1024 * 1024;
 const PAYLOAD_PIECE: usize = 4 << 20;
 /// The configuration's name inside a backup and in a restored directory.
 pub const CONFIG_FILE: &str = "node.toml";
+/// The file of a database directory that sled holds an exclusive lock on while the
+/// database is open (sled 0.34 names it `db`).
+const SLED_LOCK_FILE: &str = "db";
 /// The directories of the data directory that a backup carries besides the database.
 const FILE_DIRS: [&str; 2] = ["identity", "local"];
 
@@ -498,10 +501,9 @@ pub struct RestoreReport {
     pub replaced: Option<PathBuf>,
 }
 
-/// Refuses a directory whose database a running node holds.
+/// Refuses a data directory whose database a running node holds.
 pub fn ensure_stopped(data_dir: &Path) -> Result<(), BackupError> {
-    // sled holds an exclusive flock on db/db while a node has the database open.
-    let lock_file = data_dir.join("db").join("db");
+    let lock_file = config::database_dir_in(data_dir).join(SLED_LOCK_FILE);
     let Ok(file) = File::open(&lock_file) else {
         return Ok(()); // no database, so no node using it
     };
@@ -536,7 +538,7 @@ fn write_restored(path: &Path, staging: &Path) -> Result<(), BackupError> {
             source,
         })?;
     }
-    let db = SledStorage::open(&staging.join("db"))?;
+    let db = SledStorage::open(&config::database_dir_in(staging))?;
     let mut tree = String::new();
     let mut payload: Option<(String, crate::storage::blobs::BlobWriter)> = None;
     read_backup(path, &mut |record| {
