@@ -147,17 +147,20 @@ impl GatedStorage {
 
     /// Writes a backup of the database and `node_files` to `out`, with writers held
     /// back while the database's entries are copied (not while the payload files are,
-    /// which do not go through the gate). Blocking: call it from a blocking thread.
+    /// which do not go through the gate). `header` is made once writers are held, so
+    /// what it reads of the database (the audit log size) is the state copied.
+    /// Blocking: call it from a blocking thread.
     pub fn write_backup<W: Write>(
         &self,
         out: W,
-        header: &BackupHeader,
+        header: impl FnOnce() -> BackupHeader,
         node_files: &[BackupFile],
         key: &SigningKey,
     ) -> Result<BackupSummary, BackupError> {
         // A writer that panicked left no half-done state in the gate itself.
         let writers_held = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        write_backup(out, header, node_files, &self.inner, key, move || {
+        let header = header();
+        write_backup(out, &header, node_files, &self.inner, key, move || {
             drop(writers_held)
         })
     }
@@ -984,7 +987,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for round in 0..30 {
             let mut out = Vec::new();
-            gated.write_backup(&mut out, &header, &[], &key).unwrap();
+            gated
+                .write_backup(&mut out, || header.clone(), &[], &key)
+                .unwrap();
             let path = dir.path().join(format!("{round}.backup"));
             fs::write(&path, &out).unwrap();
             let (mut a, mut b) = (None, None);
@@ -1002,6 +1007,70 @@ mod tests {
             let err = end.unwrap_err().to_string();
             assert!(err.contains("no node.toml"), "{err}");
             assert_eq!(a, b, "round {round}: a batch was cut in half");
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(writer.join().unwrap() > 0);
+    }
+
+    /// A writer keeps counting up in the database; what each backup's header reads of
+    /// the count (as the node reads its audit log size) is the count the backup holds.
+    #[test]
+    fn the_header_describes_the_state_the_backup_holds() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let gated = Arc::new(GatedStorage::new(SledStorage::temporary().unwrap()));
+        let key = SigningKey::generate().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (gated, stop) = (gated.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    gated.put("count", b"n", &i.to_be_bytes()).unwrap();
+                }
+                i
+            })
+        };
+        let count = |v: Option<Vec<u8>>| {
+            v.map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30 {
+            let mut out = Vec::new();
+            let mut announced = None;
+            gated
+                .write_backup(
+                    &mut out,
+                    || {
+                        let n = count(gated.get("count", b"n").unwrap());
+                        announced = Some(n);
+                        BackupHeader {
+                            participant: "test".into(),
+                            created_at: 0,
+                            software_version: "test".into(),
+                            audit_log_size: n,
+                        }
+                    },
+                    &[],
+                    &key,
+                )
+                .unwrap();
+            let path = dir.path().join(format!("{round}.backup"));
+            fs::write(&path, &out).unwrap();
+            let mut held = None;
+            let _ = read_backup(&path, &mut |r| {
+                if let Record::Entry(k, v) = r
+                    && k == b"n"
+                {
+                    held = Some(v);
+                }
+                Ok(())
+            });
+            assert_eq!(
+                announced,
+                Some(count(held)),
+                "round {round}: the header describes another state than the one copied"
+            );
         }
         stop.store(true, Ordering::SeqCst);
         assert!(writer.join().unwrap() > 0);
