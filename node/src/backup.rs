@@ -35,8 +35,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::config::{self, NodeConfig};
-use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
-use crate::identity::{Envelope, Membership, SigningKey};
+use crate::identity::membership::parse_credential;
+use crate::identity::{Membership, SigningKey};
 use crate::storage::files;
 use crate::storage::{BoxFuture, Entries, SledStorage, Storage, StorageError, Write as Op};
 
@@ -776,11 +776,9 @@ fn seal_signer(config: Option<String>, credential: Option<Vec<u8>>) -> Result<Me
     let config: NodeConfig =
         toml::from_str(&config).map_err(|e| format!("its node.toml is unreadable: {e}"))?;
     let credential = credential.ok_or("it holds no identity/credential.json")?;
-    let envelope: Envelope = serde_json::from_slice(&credential)
-        .map_err(|e| format!("its credential is unreadable: {e}"))?;
-    envelope
-        .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
-        .map_err(|e| format!("its credential does not verify against its authority key: {e}"))
+    parse_credential(&credential, &config.authority.public_key)
+        .map(|(_, membership)| membership)
+        .map_err(|e| format!("its credential {e}"))
 }
 
 fn parse_file(payload: &[u8]) -> Result<BackupFile, String> {
