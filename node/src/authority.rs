@@ -255,7 +255,7 @@ impl Authority {
             return Err(AuthorityError::Revoked {
                 participant: id.clone(),
                 reason: r.reason.clone(),
-                revoked_at: crate::tls::auth::format_unix(r.revoked_at as u64),
+                revoked_at: crate::tls::auth::format_unix(r.revoked_at),
             });
         }
         let existing = self

@@ -34,9 +34,9 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::config::NodeConfig;
-use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
-use crate::identity::{Envelope, Membership, SigningKey};
+use crate::config::{self, NodeConfig};
+use crate::identity::membership::parse_credential;
+use crate::identity::{Membership, SigningKey};
 use crate::storage::files;
 use crate::storage::{BoxFuture, Entries, SledStorage, Storage, StorageError, Write as Op};
 
@@ -49,6 +49,9 @@ const MAX_FRAME: u32 = 256 * 1024 * 1024;
 const PAYLOAD_PIECE: usize = 4 << 20;
 /// The configuration's name inside a backup and in a restored directory.
 pub const CONFIG_FILE: &str = "node.toml";
+/// The file of a database directory that sled holds an exclusive lock on while the
+/// database is open (sled 0.34 names it `db`).
+const SLED_LOCK_FILE: &str = "db";
 /// The directories of the data directory that a backup carries besides the database.
 const FILE_DIRS: [&str; 2] = ["identity", "local"];
 
@@ -144,17 +147,20 @@ impl GatedStorage {
 
     /// Writes a backup of the database and `node_files` to `out`, with writers held
     /// back while the database's entries are copied (not while the payload files are,
-    /// which do not go through the gate). Blocking: call it from a blocking thread.
+    /// which do not go through the gate). `header` is made once writers are held, so
+    /// what it reads of the database (the audit log size) is the state copied.
+    /// Blocking: call it from a blocking thread.
     pub fn write_backup<W: Write>(
         &self,
         out: W,
-        header: &BackupHeader,
+        header: impl FnOnce() -> BackupHeader,
         node_files: &[BackupFile],
         key: &SigningKey,
     ) -> Result<BackupSummary, BackupError> {
         // A writer that panicked left no half-done state in the gate itself.
         let writers_held = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        write_backup(out, header, node_files, &self.inner, key, move || {
+        let header = header();
+        write_backup(out, &header, node_files, &self.inner, key, move || {
             drop(writers_held)
         })
     }
@@ -498,10 +504,9 @@ pub struct RestoreReport {
     pub replaced: Option<PathBuf>,
 }
 
-/// Refuses a directory whose database a running node holds.
+/// Refuses a data directory whose database a running node holds.
 pub fn ensure_stopped(data_dir: &Path) -> Result<(), BackupError> {
-    // sled holds an exclusive flock on db/db while a node has the database open.
-    let lock_file = data_dir.join("db").join("db");
+    let lock_file = config::database_dir_in(data_dir).join(SLED_LOCK_FILE);
     let Ok(file) = File::open(&lock_file) else {
         return Ok(()); // no database, so no node using it
     };
@@ -536,7 +541,7 @@ fn write_restored(path: &Path, staging: &Path) -> Result<(), BackupError> {
             source,
         })?;
     }
-    let db = SledStorage::open(&staging.join("db"))?;
+    let db = SledStorage::open(&config::database_dir_in(staging))?;
     let mut tree = String::new();
     let mut payload: Option<(String, crate::storage::blobs::BlobWriter)> = None;
     read_backup(path, &mut |record| {
@@ -771,11 +776,9 @@ fn seal_signer(config: Option<String>, credential: Option<Vec<u8>>) -> Result<Me
     let config: NodeConfig =
         toml::from_str(&config).map_err(|e| format!("its node.toml is unreadable: {e}"))?;
     let credential = credential.ok_or("it holds no identity/credential.json")?;
-    let envelope: Envelope = serde_json::from_slice(&credential)
-        .map_err(|e| format!("its credential is unreadable: {e}"))?;
-    envelope
-        .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
-        .map_err(|e| format!("its credential does not verify against its authority key: {e}"))
+    parse_credential(&credential, &config.authority.public_key)
+        .map(|(_, membership)| membership)
+        .map_err(|e| format!("its credential {e}"))
 }
 
 fn parse_file(payload: &[u8]) -> Result<BackupFile, String> {
@@ -982,7 +985,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         for round in 0..30 {
             let mut out = Vec::new();
-            gated.write_backup(&mut out, &header, &[], &key).unwrap();
+            gated
+                .write_backup(&mut out, || header.clone(), &[], &key)
+                .unwrap();
             let path = dir.path().join(format!("{round}.backup"));
             fs::write(&path, &out).unwrap();
             let (mut a, mut b) = (None, None);
@@ -1000,6 +1005,70 @@ mod tests {
             let err = end.unwrap_err().to_string();
             assert!(err.contains("no node.toml"), "{err}");
             assert_eq!(a, b, "round {round}: a batch was cut in half");
+        }
+        stop.store(true, Ordering::SeqCst);
+        assert!(writer.join().unwrap() > 0);
+    }
+
+    /// A writer keeps counting up in the database; what each backup's header reads of
+    /// the count (as the node reads its audit log size) is the count the backup holds.
+    #[test]
+    fn the_header_describes_the_state_the_backup_holds() {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let gated = Arc::new(GatedStorage::new(SledStorage::temporary().unwrap()));
+        let key = SigningKey::generate().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (gated, stop) = (gated.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                while !stop.load(Ordering::SeqCst) {
+                    i += 1;
+                    gated.put("count", b"n", &i.to_be_bytes()).unwrap();
+                }
+                i
+            })
+        };
+        let count = |v: Option<Vec<u8>>| {
+            v.map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
+        };
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..30 {
+            let mut out = Vec::new();
+            let mut announced = None;
+            gated
+                .write_backup(
+                    &mut out,
+                    || {
+                        let n = count(gated.get("count", b"n").unwrap());
+                        announced = Some(n);
+                        BackupHeader {
+                            participant: "test".into(),
+                            created_at: 0,
+                            software_version: "test".into(),
+                            audit_log_size: n,
+                        }
+                    },
+                    &[],
+                    &key,
+                )
+                .unwrap();
+            let path = dir.path().join(format!("{round}.backup"));
+            fs::write(&path, &out).unwrap();
+            let mut held = None;
+            let _ = read_backup(&path, &mut |r| {
+                if let Record::Entry(k, v) = r
+                    && k == b"n"
+                {
+                    held = Some(v);
+                }
+                Ok(())
+            });
+            assert_eq!(
+                announced,
+                Some(count(held)),
+                "round {round}: the header describes another state than the one copied"
+            );
         }
         stop.store(true, Ordering::SeqCst);
         assert!(writer.join().unwrap() > 0);

@@ -18,6 +18,7 @@ use anyhow::{Context as _, anyhow};
 use clap::{Args, Parser, Subcommand};
 use time::OffsetDateTime;
 use tokio::net::TcpListener;
+use tonic::transport::Channel;
 
 use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS};
 use crate::config::{self, NodeConfig};
@@ -311,20 +312,34 @@ pub struct LocalArgs {
 
 impl LocalArgs {
     fn load(&self) -> anyhow::Result<NodeConfig> {
-        let path = self
-            .config
-            .clone()
-            .unwrap_or_else(|| setup::dev_config_path(&setup::default_data_root()));
-        Ok(NodeConfig::load(&path)?)
+        load_config(self.config.as_deref())
     }
 
-    async fn admin(&self) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
-        let config = self.load()?;
-        let channel = local::connect(&config, self.role)
-            .await
-            .with_context(|| "is the node running? start it with `liutong serve`")?;
-        Ok(AdminClient::new(channel))
+    /// The local API of the node in `--config`, with the certificate of `--role`.
+    async fn channel(&self) -> anyhow::Result<Channel> {
+        local_channel(&self.load()?, self.role).await
     }
+
+    async fn admin(&self) -> anyhow::Result<AdminClient<Channel>> {
+        Ok(AdminClient::new(self.channel().await?))
+    }
+}
+
+/// The node's configuration from `path`, or the development node's
+/// ($LIUTONG_DATA/node/node.toml or ./liutong-data/node/node.toml).
+fn load_config(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
+    let path = path.map_or_else(
+        || setup::dev_config_path(&setup::default_data_root()),
+        Path::to_path_buf,
+    );
+    Ok(NodeConfig::load(&path)?)
+}
+
+/// A channel to the node's local API with the client certificate of `role`.
+async fn local_channel(config: &NodeConfig, role: LocalRole) -> anyhow::Result<Channel> {
+    local::connect(config, role)
+        .await
+        .context("is the node running? start it with `liutong serve`")
 }
 
 /// Runs a parsed command.
@@ -385,7 +400,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 t.sequence,
                 t.members,
                 t.revocations,
-                format_unix(t.expires_at_unix.max(0) as u64)
+                format_unix(t.expires_at_unix)
             );
             Ok(())
         }
@@ -404,8 +419,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_describe(&answer, json);
-            Ok(())
+            print_describe(&answer, json)
         }
     }
 }
@@ -413,6 +427,33 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 /// A gRPC refusal as an error a person can read.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
     anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// Prints `value` as indented JSON: the `--json` output of every command.
+fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints a listing the way every `list` command does: with `--json`, one JSON array of
+/// `to_json(item)`; otherwise `line(item)` for each item, or the line `empty` when there
+/// is none.
+fn print_list<T>(
+    items: &[T],
+    json: bool,
+    empty: &str,
+    to_json: impl Fn(&T) -> serde_json::Value,
+    line: impl FnMut(&T),
+) -> anyhow::Result<()> {
+    if json {
+        let all: Vec<_> = items.iter().map(to_json).collect();
+        return print_json(&all);
+    }
+    if items.is_empty() {
+        println!("{empty}");
+    }
+    items.iter().for_each(line);
+    Ok(())
 }
 
 async fn serve(
@@ -595,7 +636,7 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
                     "members": a.members(),
                     "revocations": a.revocations(),
                 });
-                println!("{}", serde_json::to_string_pretty(&value)?);
+                print_json(&value)?;
             } else {
                 println!(
                     "authority {:?}, trust list sequence {}",
@@ -612,14 +653,14 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
                         m.sector,
                         m.region,
                         roles.join(","),
-                        format_unix(m.valid_until as u64)
+                        format_unix(m.valid_until)
                     );
                 }
                 for r in a.revocations() {
                     println!(
                         "  revoked  {}  at {}: {}",
                         r.participant_id,
-                        format_unix(r.revoked_at as u64),
+                        format_unix(r.revoked_at),
                         r.reason
                     );
                 }
@@ -675,21 +716,16 @@ fn trust_json(t: &TrustListStatus) -> serde_json::Value {
     })
 }
 
-fn print_describe(d: &DescribeResponse, json: bool) {
+fn print_describe(d: &DescribeResponse, json: bool) -> anyhow::Result<()> {
     let node = d.node.clone().unwrap_or_default();
     let caller = d.caller.clone().unwrap_or_default();
     if json {
-        let value = serde_json::json!({
+        return print_json(&serde_json::json!({
             "node": participant_json(&node),
             "caller": participant_json(&caller),
             "trust_list_sequence": d.trust_list_sequence,
             "software_version": d.software_version,
-        });
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&value).unwrap_or_default()
-        );
-        return;
+        }));
     }
     println!("peer        {} ({})", node.name, node.participant_id);
     println!(
@@ -704,4 +740,5 @@ fn print_describe(d: &DescribeResponse, json: bool) {
         "its trust list sequence {} · version {}",
         d.trust_list_sequence, d.software_version
     );
+    Ok(())
 }

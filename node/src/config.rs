@@ -343,6 +343,15 @@ impl Default for Limits {
     }
 }
 
+/// The database's directory inside the data directory.
+pub const DATABASE_DIR: &str = "db";
+
+/// The database's directory in the data directory `data_dir` (a node's, or a restored
+/// one's before it has a configuration).
+pub fn database_dir_in(data_dir: &Path) -> PathBuf {
+    data_dir.join(DATABASE_DIR)
+}
+
 fn default_data_dir() -> PathBuf {
     PathBuf::from(".")
 }
@@ -389,7 +398,7 @@ impl NodeConfig {
     }
 
     pub fn database_dir(&self) -> PathBuf {
-        self.data_dir().join("db")
+        database_dir_in(&self.data_dir())
     }
 
     pub fn development_authority_dir(&self) -> Option<PathBuf> {

@@ -1,9 +1,13 @@
-//! The plain health endpoint for probes: `grpc.health.v1.Health` over plain HTTP/2 (no
-//! TLS) on its own address, `node.health_listen`, off unless configured.
+//! The node's serving status, and the plain health endpoint for probes.
 //!
-//! The peer API serves the same health service, but behind mutual TLS, which a
-//! Kubernetes `grpc:` probe, a container HEALTHCHECK or a load balancer cannot present.
-//! This listener answers only health checks: no data, no identity, nothing else.
+//! [`NodeHealth`] is the one source of the status: the peer API's
+//! `grpc.health.v1.Health` (behind mutual TLS) and the plain endpoint both answer from
+//! it, so they cannot disagree.
+//!
+//! The plain endpoint serves `grpc.health.v1.Health` over plain HTTP/2 (no TLS) on its
+//! own address, `node.health_listen`, off unless configured: a Kubernetes `grpc:`
+//! probe, a container HEALTHCHECK or a load balancer cannot present a data-space
+//! certificate. It answers only health checks: no data, no identity, nothing else.
 //! [`check`] is the client side (`liutong health`).
 
 use std::net::SocketAddr;
@@ -16,22 +20,52 @@ use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::{HealthReporter, HealthService};
 
 /// The service name probes may ask about besides the empty (whole-server) name.
-pub const NODE_SERVICE: &str = "liutong.v1.Node";
+pub const NODE_SERVICE: &str = liutong_proto::v1::node_server::SERVICE_NAME;
 
-/// Serves health checks on `listener` until `stop` turns true.
-pub async fn serve(
+/// The node's serving status, for the whole server (the empty service name) and for
+/// [`NODE_SERVICE`]. Clones share it.
+#[derive(Clone, Debug)]
+pub struct NodeHealth(HealthReporter);
+
+impl NodeHealth {
+    /// The status of a node that serves.
+    pub async fn serving() -> Self {
+        // A new reporter already says SERVING for the whole server.
+        let health = Self(HealthReporter::new());
+        health
+            .0
+            .set_service_status(NODE_SERVICE, ServingStatus::Serving)
+            .await;
+        health
+    }
+
+    /// Sets the status of the whole server and of [`NODE_SERVICE`], for every health
+    /// service answering from this one.
+    pub async fn set(&self, status: ServingStatus) {
+        for name in ["", NODE_SERVICE] {
+            self.0.set_service_status(name, status).await;
+        }
+    }
+
+    /// A `grpc.health.v1.Health` service answering from this status.
+    pub fn service(&self) -> HealthServer<HealthService> {
+        HealthServer::new(HealthService::from_health_reporter(self.0.clone()))
+    }
+}
+
+/// Serves health checks from `health` on `listener` until `stop` turns true.
+pub fn serve(
     listener: TcpListener,
+    health: &NodeHealth,
     mut stop: watch::Receiver<bool>,
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_service_status(NODE_SERVICE, ServingStatus::Serving)
-        .await;
     tokio::spawn(
         Server::builder()
-            .add_service(health)
+            .add_service(health.service())
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
                 async move {
@@ -63,4 +97,36 @@ pub async fn check(addr: SocketAddr, timeout: Duration) -> Result<ServingStatus,
         2 => ServingStatus::NotServing,
         _ => ServingStatus::Unknown,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two health services made from one [`NodeHealth`] (as the peer API and the plain
+    /// endpoint are) answer the same status, before and after it changes.
+    #[tokio::test]
+    async fn every_health_service_answers_from_the_one_status() {
+        let health = NodeHealth::serving().await;
+        let (_stop_tx, stop) = watch::channel(false);
+        let mut addrs = Vec::new();
+        for _ in 0..2 {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            addrs.push(listener.local_addr().unwrap());
+            serve(listener, &health, stop.clone());
+        }
+        for addr in &addrs {
+            assert_eq!(
+                check(*addr, Duration::from_secs(5)).await,
+                Ok(ServingStatus::Serving)
+            );
+        }
+        health.set(ServingStatus::NotServing).await;
+        for addr in &addrs {
+            assert_eq!(
+                check(*addr, Duration::from_secs(5)).await,
+                Ok(ServingStatus::NotServing)
+            );
+        }
+    }
 }

@@ -23,7 +23,8 @@ use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
 use crate::contract::Contracts;
-use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
+use crate::health::NodeHealth;
+use crate::identity::membership;
 use crate::identity::rotation;
 use crate::identity::{Envelope, KeyError, Membership, ParticipantId, SigningKey};
 use crate::local::{self, LocalAuthenticator};
@@ -352,15 +353,21 @@ impl RunningNode {
             &identity_dir.join(bundle_files::KEY),
         )?;
         let data_space_roots = tls::load_roots(&identity_dir.join(bundle_files::CA))?;
-        let credential: Envelope = serde_json::from_slice(
+        let (credential, membership) = membership::parse_credential(
             &std::fs::read(identity_dir.join(bundle_files::CREDENTIAL))
                 .map_err(|e| identity_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?,
+            &config.authority.public_key,
         )
-        .map_err(|e| identity_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?;
-        let membership: Membership = credential
-            .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
-            .map_err(|e| identity_err(format!("membership credential: {e}")))?;
-        check_identity(&config, &membership, &signing_key, &tls_identity).map_err(identity_err)?;
+        .map_err(|e| identity_err(format!("{} {e}", bundle_files::CREDENTIAL)))?;
+        // The configuration, the credential, the signing key and the TLS certificate must
+        // all name the same participant.
+        membership
+            .check_own(
+                &config.node.participant,
+                &signing_key.public_key(),
+                &tls_identity,
+            )
+            .map_err(|e| identity_err(e.to_string()))?;
         let previous_credentials = rotation::load_history(
             &identity_dir,
             &config.authority.public_key,
@@ -480,12 +487,13 @@ impl RunningNode {
             trust: context.trust.clone(),
         });
         let peer_tls = tls::server_config(&context.tls_identity, &context.data_space_roots)?;
+        let health = NodeHealth::serving().await;
         let peer_router = service::peer_router(
             context.clone(),
             RpcLayer::new(context.telemetry.clone(), "peer"),
             AuthLayer::new(peer_auth).with_refusal_hook(refusal_alert(&context, "peer API")),
-        )
-        .await;
+            &health,
+        );
         let admin_auth = Arc::new(LocalAuthenticator::new(&context.config)?);
         let admin_tls = local::server_config(&context.config)?;
         let admin_router = service::admin_router(
@@ -517,7 +525,7 @@ impl RunningNode {
             health_addr = listener.local_addr().ok();
             servers.push((
                 "health endpoint",
-                crate::health::serve(listener, stop.clone()).await,
+                crate::health::serve(listener, &health, stop.clone()),
             ));
         }
         let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop));
@@ -624,33 +632,6 @@ fn listen_err(
         key,
         source,
     }
-}
-
-/// The configuration, the credential, the signing key and the TLS certificate must all
-/// name the same participant.
-fn check_identity(
-    config: &NodeConfig,
-    membership: &Membership,
-    signing_key: &SigningKey,
-    tls_identity: &TlsIdentity,
-) -> Result<(), String> {
-    if membership.participant_id != config.node.participant {
-        return Err(format!(
-            "node.toml says participant {}, but the credential was issued to {}",
-            config.node.participant, membership.participant_id
-        ));
-    }
-    if membership.signing_key != signing_key.public_key() {
-        return Err("signing.key is not the key named in the credential".into());
-    }
-    let cert = tls_identity
-        .chain
-        .first()
-        .ok_or_else(|| "node.crt holds no certificate".to_owned())?;
-    if crate::tls::certs::fingerprint(cert) != membership.certificate_sha256 {
-        return Err("node.crt is not the certificate named in the credential".into());
-    }
-    Ok(())
 }
 
 /// How often a consumer asks providers about requests that wait for approval.

@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status};
 use tower::layer::util::{Identity, Stack};
 
 use crate::authority::participant_from_certificate;
+use crate::health::NodeHealth;
 use crate::identity::Membership;
 use crate::local::{LocalAuthenticator, LocalRole};
 use crate::runtime::{NodeContext, now};
@@ -107,14 +108,13 @@ fn reflection_services() -> Result<
 }
 
 /// The peer API router: telemetry outermost (refusals are counted too), then
-/// authentication.
-pub async fn peer_router(
+/// authentication. Its health service answers from `health`.
+pub fn peer_router(
     context: Arc<NodeContext>,
     telemetry: RpcLayer,
     auth: AuthLayer<PeerAuthenticator>,
+    health: &NodeHealth,
 ) -> Router<Stack<AuthLayer<PeerAuthenticator>, Stack<RpcLayer, Identity>>> {
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter.set_serving::<NodeServer<PeerService>>().await;
     // The descriptor sets are compiled into the binary; they always parse.
     let (reflection_v1, reflection_v1alpha) =
         reflection_services().expect("embedded descriptor sets are valid");
@@ -122,7 +122,7 @@ pub async fn peer_router(
     Server::builder()
         .layer(telemetry)
         .layer(auth)
-        .add_service(health)
+        .add_service(health.service())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(

@@ -57,7 +57,7 @@ pub enum TrustError {
     Signature(#[from] EnvelopeError),
     #[error("trust list refused: it was issued by {found:?}, but this node trusts {expected:?}")]
     Authority { expected: String, found: String },
-    #[error("trust list refused: it expired at {}", format_unix(*expires_at as u64))]
+    #[error("trust list refused: it expired at {}", format_unix(*expires_at))]
     Expired { expires_at: i64 },
     #[error(
         "trust list refused: its sequence {offered} is older than the sequence {current} this \
@@ -82,10 +82,10 @@ pub enum MemberError {
     #[error(
         "this node's trust list expired at {}; it cannot check members until it reaches the \
          authority again",
-        format_unix(*expires_at as u64)
+        format_unix(*expires_at)
     )]
     TrustListExpired { expires_at: i64 },
-    #[error("participant {participant} was revoked by the authority at {}: {reason}", format_unix(*revoked_at as u64))]
+    #[error("participant {participant} was revoked by the authority at {}: {reason}", format_unix(*revoked_at))]
     Revoked {
         participant: ParticipantId,
         reason: String,
@@ -96,7 +96,7 @@ pub enum MemberError {
         participant: ParticipantId,
         sequence: u64,
     },
-    #[error("the membership of {participant} expired at {}", format_unix(*valid_until as u64))]
+    #[error("the membership of {participant} expired at {}", format_unix(*valid_until))]
     MembershipExpired {
         participant: ParticipantId,
         valid_until: i64,

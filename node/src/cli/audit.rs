@@ -18,15 +18,15 @@ use liutong_proto::v1::{
 };
 use serde_json::json;
 
-use super::status_error;
+use super::{load_config, local_channel, print_json, status_error};
 use crate::audit::auditor::{AuditorClient, decode};
 use crate::audit::bundle::{BUNDLE_VERSION, EvidenceBundle, verify_bundle};
 use crate::audit::search::SearchFilter;
 use crate::config::NodeConfig;
 use crate::identity::PublicKey;
-use crate::local::{self, LocalRole};
+use crate::local::LocalRole;
+use crate::runtime;
 use crate::tls::{self, ExpectedServer, TlsIdentity};
-use crate::{runtime, setup};
 
 #[derive(Subcommand, Debug)]
 pub enum AuditCommand {
@@ -172,19 +172,13 @@ fn parse_time(s: &str) -> Result<i64, String> {
 
 impl Target {
     fn load(&self) -> anyhow::Result<NodeConfig> {
-        let path = self
-            .config
-            .clone()
-            .unwrap_or_else(|| setup::dev_config_path(&setup::default_data_root()));
-        Ok(NodeConfig::load(&path)?)
+        load_config(self.config.as_deref())
     }
 
     async fn client(&self, role: LocalRole) -> anyhow::Result<AuditorClient> {
         let config = self.load()?;
         let channel = match &self.node {
-            None => local::connect(&config, role)
-                .await
-                .context("is the node running? start it with `liutong serve`")?,
+            None => local_channel(&config, role).await?,
             Some(address) => peer_channel(&config, address).await?,
         };
         Ok(AuditorClient::new(channel, config.authority.public_key))
@@ -213,11 +207,6 @@ fn b64s(hashes: &[Vec<u8>]) -> Vec<String> {
     hashes.iter().map(|h| B64.encode(h)).collect()
 }
 
-fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
 fn event_json(data: &[u8]) -> serde_json::Value {
     decode(data)
         .and_then(|e| serde_json::to_value(e).ok())
@@ -229,7 +218,7 @@ fn event_text(data: &[u8]) -> String {
         Some(e) => {
             let mut s = format!(
                 "{} {}",
-                crate::tls::auth::format_unix(e.time.max(0) as u64),
+                crate::tls::auth::format_unix(e.time),
                 serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))

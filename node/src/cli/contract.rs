@@ -8,7 +8,7 @@ use liutong_proto::v1::{
     RevokeRequest,
 };
 
-use super::{LocalArgs, status_error};
+use super::{LocalArgs, print_json, print_list, status_error};
 use crate::tls::auth::format_unix;
 
 #[derive(Subcommand, Debug)]
@@ -104,7 +104,7 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_contract(&c, json, false);
+            print_contract(&c, json, false)?;
             if c.state == "REQUESTED" && !json {
                 println!(
                     "the provider must approve this request; this node finalizes it on its \
@@ -123,30 +123,22 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .contracts;
-            if json {
-                let v: Vec<_> = all.iter().map(contract_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if all.is_empty() {
-                println!("no negotiations yet");
-            } else {
-                for c in &all {
-                    println!(
-                        "{}  {:<10} {:<8} peer {}  offer {}  purpose {}{}",
-                        c.negotiation_id,
-                        c.state,
-                        c.role,
-                        c.peer,
-                        c.offer_id,
-                        c.purpose,
-                        if c.agreement_id.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  agreement {}", c.agreement_id)
-                        }
-                    );
-                }
-            }
-            Ok(())
+            print_list(&all, json, "no negotiations yet", contract_json, |c| {
+                println!(
+                    "{}  {:<10} {:<8} peer {}  offer {}  purpose {}{}",
+                    c.negotiation_id,
+                    c.state,
+                    c.role,
+                    c.peer,
+                    c.offer_id,
+                    c.purpose,
+                    if c.agreement_id.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  agreement {}", c.agreement_id)
+                    }
+                );
+            })
         }
         ContractCommand::Show { id, local, json } => {
             let c = local
@@ -156,8 +148,7 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_contract(&c, json, true);
-            Ok(())
+            print_contract(&c, json, true)
         }
         ContractCommand::Approve { id, local } => {
             let c = local
@@ -167,8 +158,7 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_contract(&c, false, false);
-            Ok(())
+            print_contract(&c, false, false)
         }
         ContractCommand::Reject { id, reason, local } => {
             let c = local
@@ -181,8 +171,7 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .await
                 .map_err(status_error)?
                 .into_inner();
-            print_contract(&c, false, false);
-            Ok(())
+            print_contract(&c, false, false)
         }
         ContractCommand::Revoke {
             id,
@@ -200,7 +189,7 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             if json {
-                println!("{}", serde_json::to_string_pretty(&revocation_json(&r))?);
+                print_json(&revocation_json(&r))?;
             } else {
                 println!(
                     "agreement {} REVOKED: {}\n  transfers are refused; consumer {}'s node \
@@ -219,31 +208,23 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .revocations;
-            if json {
-                let v: Vec<_> = all.iter().map(revocation_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if all.is_empty() {
-                println!("no revoked agreements");
-            } else {
-                for r in &all {
-                    println!(
-                        "{}  consumer {}  revoked {}: {}\n    {}",
-                        r.agreement_id,
-                        r.consumer,
-                        format_unix(r.revoked_at_unix.max(0) as u64),
-                        r.reason,
-                        if r.deletion_receipt_json.is_empty() {
-                            "waiting for the consumer's deletion receipt".to_owned()
-                        } else {
-                            format!(
-                                "signed deletion receipt: copy deleted at {}",
-                                format_unix(r.deleted_at_unix.max(0) as u64)
-                            )
-                        }
-                    );
-                }
-            }
-            Ok(())
+            print_list(&all, json, "no revoked agreements", revocation_json, |r| {
+                println!(
+                    "{}  consumer {}  revoked {}: {}\n    {}",
+                    r.agreement_id,
+                    r.consumer,
+                    format_unix(r.revoked_at_unix),
+                    r.reason,
+                    if r.deletion_receipt_json.is_empty() {
+                        "waiting for the consumer's deletion receipt".to_owned()
+                    } else {
+                        format!(
+                            "signed deletion receipt: copy deleted at {}",
+                            format_unix(r.deleted_at_unix)
+                        )
+                    }
+                );
+            })
         }
     }
 }
@@ -262,13 +243,9 @@ fn revocation_json(r: &RevocationStatus) -> serde_json::Value {
     })
 }
 
-fn print_contract(c: &Contract, json: bool, with_agreement: bool) {
+fn print_contract(c: &Contract, json: bool, with_agreement: bool) -> anyhow::Result<()> {
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&contract_json(c)).unwrap_or_default()
-        );
-        return;
+        return print_json(&contract_json(c));
     }
     println!(
         "negotiation {}  {}  ({} side)",
@@ -293,11 +270,9 @@ fn print_contract(c: &Contract, json: bool, with_agreement: bool) {
         && let Ok(content) = env.peek_json::<serde_json::Value>()
     {
         println!("  signatures: {}", env.signatures.len());
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&content).unwrap_or_default()
-        );
+        print_json(&content)?;
     }
+    Ok(())
 }
 
 fn contract_json(c: &Contract) -> serde_json::Value {

@@ -10,8 +10,8 @@ use liutong_proto::v1::{CopyStatus, ListCopiesRequest, ReadRequest};
 use std::io::Write as _;
 use tokio_stream::StreamExt as _;
 
-use super::{LocalArgs, status_error};
-use crate::local::{self, LocalRole};
+use super::{LocalArgs, print_list, status_error};
+use crate::local::LocalRole;
 use crate::tls::auth::format_unix;
 
 #[derive(Subcommand, Debug)]
@@ -61,11 +61,7 @@ pub struct AppArgs {
 pub(super) async fn usage_client(
     local: &LocalArgs,
 ) -> anyhow::Result<UsageClient<tonic::transport::Channel>> {
-    let config = local.load()?;
-    let channel = local::connect(&config, local.role)
-        .await
-        .with_context(|| "is the node running? start it with `liutong serve`")?;
-    Ok(UsageClient::new(channel))
+    Ok(UsageClient::new(local.channel().await?))
 }
 
 pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {
@@ -131,36 +127,25 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .copies;
-            if json {
-                let v: Vec<_> = all.iter().map(copy_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if all.is_empty() {
-                println!("no received copies");
-            } else {
-                for c in &all {
-                    println!(
-                        "{}  {:<9} {} v{}  from {}  purpose {}  uses {}{}",
-                        c.agreement_id,
-                        c.state,
-                        c.product_id,
-                        c.version,
-                        c.provider,
-                        c.purpose,
-                        c.uses,
-                        if c.deleted_at_unix > 0 {
-                            format!("\n    {}", c.reason)
-                        } else if c.delete_at_unix > 0 {
-                            format!(
-                                "  deleted at {}",
-                                format_unix(c.delete_at_unix.max(0) as u64)
-                            )
-                        } else {
-                            String::new()
-                        }
-                    );
-                }
-            }
-            Ok(())
+            print_list(&all, json, "no received copies", copy_json, |c| {
+                println!(
+                    "{}  {:<9} {} v{}  from {}  purpose {}  uses {}{}",
+                    c.agreement_id,
+                    c.state,
+                    c.product_id,
+                    c.version,
+                    c.provider,
+                    c.purpose,
+                    c.uses,
+                    if c.deleted_at_unix > 0 {
+                        format!("\n    {}", c.reason)
+                    } else if c.delete_at_unix > 0 {
+                        format!("  deleted at {}", format_unix(c.delete_at_unix))
+                    } else {
+                        String::new()
+                    }
+                );
+            })
         }
     }
 }

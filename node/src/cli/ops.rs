@@ -10,12 +10,15 @@ use clap::Subcommand;
 use liutong_proto::v1::{BackupRequest, StatusRequest};
 use tokio::io::AsyncWriteExt as _;
 
-use super::{LocalArgs, participant_json, status_error, trust_json};
+use super::{
+    LocalArgs, load_config, local_channel, participant_json, print_json, status_error, trust_json,
+};
 use crate::authority::Authority;
 use crate::backup;
 use crate::config::NodeConfig;
 use crate::identity::rotation;
 use crate::identity::{Envelope, ParticipantId, PublicKey};
+use crate::local::LocalRole;
 use crate::tls::auth::format_unix;
 
 #[derive(Subcommand, Debug)]
@@ -88,8 +91,7 @@ pub async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
             "database_bytes": s.database_bytes,
             "previous_signing_keys": s.previous_signing_keys,
         });
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(());
+        return print_json(&value);
     }
     println!("health      {}", s.health);
     println!("node        {} ({})", node.name, node.participant_id);
@@ -114,7 +116,7 @@ pub async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
             trust.members,
             trust.revocations,
             humantime::format_duration(Duration::from_secs(s.trust_list_age_seconds.max(0) as u64)),
-            format_unix(trust.expires_at_unix.max(0) as u64)
+            format_unix(trust.expires_at_unix)
         );
     }
     if !trust.last_error.is_empty() {
@@ -168,7 +170,7 @@ pub async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
 pub async fn backup(local: &LocalArgs, out: &Path) -> anyhow::Result<()> {
     let config = local.load()?;
     let partial = partial_path(out);
-    let online = crate::local::connect(&config, crate::local::LocalRole::Admin).await;
+    let online = local_channel(&config, LocalRole::Admin).await;
     match online {
         Ok(channel) => {
             let mut stream = liutong_proto::v1::admin_client::AdminClient::new(channel)
@@ -230,7 +232,7 @@ pub async fn backup(local: &LocalArgs, out: &Path) -> anyhow::Result<()> {
         verified.summary.trees,
         verified.summary.files,
         h.audit_log_size,
-        format_unix(h.created_at.max(0) as u64)
+        format_unix(h.created_at)
     );
     println!("it holds the node's private keys: keep it as a secret");
     Ok(())
@@ -260,7 +262,7 @@ pub async fn restore(file: PathBuf, dir: PathBuf, force: bool) -> anyhow::Result
         report.backup.summary.entries,
         report.backup.summary.files,
         h.audit_log_size,
-        format_unix(h.created_at.max(0) as u64)
+        format_unix(h.created_at)
     );
     if let Some(aside) = &report.replaced {
         println!(
@@ -282,11 +284,7 @@ pub async fn restore(file: PathBuf, dir: PathBuf, force: bool) -> anyhow::Result
 /// `liutong key rotate`.
 pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     let KeyCommand::Rotate { config, credential } = cmd;
-    let config = LocalArgs {
-        config,
-        role: crate::local::LocalRole::Admin,
-    }
-    .load()?;
+    let config = load_config(config.as_deref())?;
     match credential {
         None => {
             let (key, created) = rotation::prepare(&config.identity_dir())?;
@@ -369,17 +367,11 @@ pub async fn health(
 ) -> anyhow::Result<()> {
     let addr = match addr {
         Some(a) => a,
-        None => {
-            let config = LocalArgs {
-                config,
-                role: crate::local::LocalRole::Admin,
-            }
-            .load()?;
-            health_addr(&config)?
-        }
+        None => health_addr(&load_config(config.as_deref())?)?,
     };
     let start = Instant::now();
     let deadline = start + wait.unwrap_or_default();
+    let mut pauses = health_poll_pauses();
     loop {
         let answer = crate::health::check(addr, Duration::from_secs(2)).await;
         match answer {
@@ -389,9 +381,26 @@ pub async fn health(
             }
             Ok(other) if Instant::now() >= deadline => bail!("{addr} answers {other}"),
             Err(e) if Instant::now() >= deadline => bail!("no health answer: {e}"),
-            _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            _ => {
+                // Never past the deadline: the last question is asked at it.
+                let pause = pauses.next().unwrap_or(LONGEST_HEALTH_POLL);
+                tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+            }
         }
     }
+}
+
+/// The first pause of `liutong health --wait` between two questions.
+const FIRST_HEALTH_POLL: Duration = Duration::from_millis(50);
+/// The longest: a node that takes a while to start is asked twice a second.
+const LONGEST_HEALTH_POLL: Duration = Duration::from_millis(500);
+
+/// The pauses between health questions: from 50 ms, doubling, up to 500 ms.
+fn health_poll_pauses() -> impl Iterator<Item = Duration> {
+    std::iter::successors(Some(FIRST_HEALTH_POLL), |d| {
+        Some((*d * 2).min(LONGEST_HEALTH_POLL))
+    })
 }
 
 fn health_addr(config: &NodeConfig) -> anyhow::Result<SocketAddr> {
@@ -403,4 +412,18 @@ fn health_addr(config: &NodeConfig) -> anyhow::Result<SocketAddr> {
         addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     Ok(addr)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn health_wait_polls_from_50_ms_growing_to_500_ms() {
+        let pauses: Vec<u64> = health_poll_pauses()
+            .take(7)
+            .map(|d| d.as_millis() as u64)
+            .collect();
+        assert_eq!(pauses, [50, 100, 200, 400, 500, 500, 500]);
+    }
 }

@@ -11,7 +11,7 @@ use liutong_proto::v1::{
     PublishRequest,
 };
 
-use super::{LocalArgs, status_error};
+use super::{LocalArgs, print_json, print_list, status_error};
 
 use crate::catalog::UPLOAD_PIECE;
 
@@ -131,7 +131,7 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
                 .into_inner();
             reader.await??;
             if json {
-                println!("{}", serde_json::to_string_pretty(&product_json(&answer))?);
+                print_json(&product_json(&answer))?;
             } else {
                 println!(
                     "published {} version {}: {} bytes in {} chunks, sha256 {}",
@@ -155,7 +155,13 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .products;
-            print_products(&products, json)
+            print_list(
+                &products,
+                json,
+                "no products published yet",
+                product_json,
+                print_product,
+            )
         }
         ProductCommand::Show {
             product,
@@ -172,17 +178,11 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .products;
-            if json {
-                let all: Vec<_> = versions.iter().map(product_json).collect();
-                println!("{}", serde_json::to_string_pretty(&all)?);
-            } else {
-                for p in &versions {
-                    print_product(p);
-                    print_profile(p);
-                    println!();
-                }
-            }
-            Ok(())
+            print_list(&versions, json, "no versions", product_json, |p| {
+                print_product(p);
+                print_profile(p);
+                println!();
+            })
         }
     }
 }
@@ -209,23 +209,13 @@ pub async fn catalog(peer: String, local: LocalArgs, json: bool) -> anyhow::Resu
         }
         page_token = page.next_page_token;
     }
-    if !json && offers.is_empty() {
-        println!("the peer at {peer} shows this node no offers");
-        return Ok(());
-    }
-    print_products(&offers, json)
-}
-
-fn print_products(products: &[Product], json: bool) -> anyhow::Result<()> {
-    if json {
-        let all: Vec<_> = products.iter().map(product_json).collect();
-        println!("{}", serde_json::to_string_pretty(&all)?);
-    } else {
-        for p in products {
-            print_product(p);
-        }
-    }
-    Ok(())
+    print_list(
+        &offers,
+        json,
+        &format!("the peer at {peer} shows this node no offers"),
+        product_json,
+        print_product,
+    )
 }
 
 fn print_product(p: &Product) {

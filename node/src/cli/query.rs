@@ -5,7 +5,7 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 use liutong_proto::v1::{AggregateResponse, QueryAggregateRequest};
 
-use super::{LocalArgs, status_error};
+use super::{LocalArgs, print_json, status_error};
 use crate::query::aggregate::{Aggregation, Filter, FilterOp, Function, Query};
 
 /// The flags of `liutong query` (its help is on the command in `cli.rs`).
@@ -52,11 +52,11 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
         .map_err(status_error)?
         .into_inner();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&answer_json(&answer))?);
+        print_json(&answer_json(&answer))
     } else {
         print!("{}", answer_table(&answer));
+        Ok(())
     }
-    Ok(())
 }
 
 /// Reads the command's flags into a query.

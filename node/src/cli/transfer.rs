@@ -6,7 +6,7 @@ use clap::Subcommand;
 use liutong_proto::v1::{ListTransfersRequest, PullTransferRequest, TransferProgress};
 use tokio_stream::StreamExt as _;
 
-use super::{LocalArgs, status_error};
+use super::{LocalArgs, print_json, print_list, status_error};
 
 #[derive(Subcommand, Debug)]
 pub enum TransferCommand {
@@ -85,7 +85,7 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             }
             let p = last.ok_or_else(|| anyhow::anyhow!("the node reported no progress"))?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&progress_json(&p))?);
+                print_json(&progress_json(&p))?;
             } else if p.state == "COMPLETED" {
                 println!(
                     "COMPLETED: {} v{}, {} bytes in {} chunks, every chunk verified, sha256 {}",
@@ -108,31 +108,23 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner()
                 .transfers;
-            if json {
-                let v: Vec<_> = all.iter().map(progress_json).collect();
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if all.is_empty() {
-                println!("no transfers yet");
-            } else {
-                for p in &all {
-                    println!(
-                        "{}  {:<10} {} v{}  {}/{} chunks  {} bytes{}",
-                        p.agreement_id,
-                        p.state,
-                        p.product_id,
-                        p.version,
-                        p.chunks_received,
-                        p.chunks_total,
-                        p.bytes_total,
-                        if p.reason.is_empty() {
-                            String::new()
-                        } else {
-                            format!("  ({})", p.reason)
-                        }
-                    );
-                }
-            }
-            Ok(())
+            print_list(&all, json, "no transfers yet", progress_json, |p| {
+                println!(
+                    "{}  {:<10} {} v{}  {}/{} chunks  {} bytes{}",
+                    p.agreement_id,
+                    p.state,
+                    p.product_id,
+                    p.version,
+                    p.chunks_received,
+                    p.chunks_total,
+                    p.bytes_total,
+                    if p.reason.is_empty() {
+                        String::new()
+                    } else {
+                        format!("  ({})", p.reason)
+                    }
+                );
+            })
         }
     }
 }

@@ -8,8 +8,9 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use super::ParticipantId;
 use super::keys::PublicKey;
+use super::{Envelope, EnvelopeError, ParticipantId};
+use crate::tls::TlsIdentity;
 
 /// Payload type of a signed membership credential.
 pub const MEMBERSHIP_PAYLOAD_TYPE: &str = "application/vnd.liutong.membership+json";
@@ -41,6 +42,34 @@ impl Membership {
         self.roles.contains(&role)
     }
 
+    /// Checks that this is the node's own credential: issued to the participant of
+    /// node.toml, naming the node's signing key and its TLS certificate (the first of
+    /// `tls`).
+    pub fn check_own(
+        &self,
+        participant: &ParticipantId,
+        signing_key: &PublicKey,
+        tls: &TlsIdentity,
+    ) -> Result<(), IdentityMismatch> {
+        if &self.participant_id != participant {
+            return Err(IdentityMismatch::Participant {
+                issued: self.participant_id.clone(),
+                configured: participant.clone(),
+            });
+        }
+        if &self.signing_key != signing_key {
+            return Err(IdentityMismatch::SigningKey {
+                named: self.signing_key,
+                held: *signing_key,
+            });
+        }
+        let cert = tls.chain.first().ok_or(IdentityMismatch::NoCertificate)?;
+        if crate::tls::certs::fingerprint(cert) != self.certificate_sha256 {
+            return Err(IdentityMismatch::Certificate);
+        }
+        Ok(())
+    }
+
     pub fn to_proto(&self) -> liutong_proto::v1::Participant {
         liutong_proto::v1::Participant {
             participant_id: self.participant_id.to_string(),
@@ -53,6 +82,56 @@ impl Membership {
             valid_until_unix: self.valid_until,
         }
     }
+}
+
+/// Opens a signed membership credential: checks the payload type and the authority's
+/// signature, and reads the membership it attests.
+pub fn open_credential(
+    credential: &Envelope,
+    authority_key: &PublicKey,
+) -> Result<Membership, EnvelopeError> {
+    credential.open_json(MEMBERSHIP_PAYLOAD_TYPE, authority_key)
+}
+
+/// Reads a credential file's bytes (`identity/credential.json`): the envelope, and the
+/// membership it attests once [opened](open_credential) with `authority_key`.
+pub fn parse_credential(
+    bytes: &[u8],
+    authority_key: &PublicKey,
+) -> Result<(Envelope, Membership), CredentialError> {
+    let credential: Envelope =
+        serde_json::from_slice(bytes).map_err(CredentialError::NotAnEnvelope)?;
+    let membership =
+        open_credential(&credential, authority_key).map_err(CredentialError::NotSigned)?;
+    Ok((credential, membership))
+}
+
+/// Why credential bytes are refused. The messages follow the credential's name:
+/// "credential.json is not a signed credential …".
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CredentialError {
+    #[error("is not a signed credential (a JSON envelope): {0}")]
+    NotAnEnvelope(serde_json::Error),
+    #[error("does not verify against the authority key: {0}")]
+    NotSigned(EnvelopeError),
+}
+
+/// How a credential fails to be the node's own ([`Membership::check_own`]).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityMismatch {
+    #[error("the credential was issued to {issued}, but node.toml says participant {configured}")]
+    Participant {
+        issued: ParticipantId,
+        configured: ParticipantId,
+    },
+    #[error("the credential names the signing key {named}, but this node's key is {held}")]
+    SigningKey { named: PublicKey, held: PublicKey },
+    #[error("node.crt holds no certificate")]
+    NoCertificate,
+    #[error("the credential names another TLS certificate than node.crt")]
+    Certificate,
 }
 
 /// What kind of organisation a participant is.
@@ -186,6 +265,89 @@ impl fmt::Debug for RegionCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::SigningKey;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    fn member(key: PublicKey, certificate: &CertificateDer<'_>) -> Membership {
+        Membership {
+            participant_id: ParticipantId::parse("91110000600037341L").unwrap(),
+            name: "Test".into(),
+            kind: ParticipantKind::Government,
+            sector: "transport".into(),
+            region: RegionCode::parse("330100").unwrap(),
+            roles: vec![MemberRole::Provider],
+            valid_from: 0,
+            valid_until: 1,
+            signing_key: key,
+            certificate_sha256: crate::tls::certs::fingerprint(certificate),
+            authority: "Test authority".into(),
+        }
+    }
+
+    #[test]
+    fn a_credential_opens_only_with_its_authority_key() {
+        let authority = SigningKey::generate().unwrap();
+        let other = SigningKey::generate().unwrap();
+        let node = SigningKey::generate().unwrap();
+        let m = member(node.public_key(), &CertificateDer::from(b"cert".to_vec()));
+        let bytes = Envelope::sign_json(MEMBERSHIP_PAYLOAD_TYPE, &m, &authority)
+            .to_json()
+            .into_bytes();
+        let (envelope, opened) = parse_credential(&bytes, &authority.public_key()).unwrap();
+        assert_eq!(opened, m);
+        assert_eq!(
+            open_credential(&envelope, &authority.public_key()).unwrap(),
+            m
+        );
+        let err = parse_credential(&bytes, &other.public_key()).unwrap_err();
+        assert!(matches!(err, CredentialError::NotSigned(_)), "{err}");
+        let err = parse_credential(b"{not json", &authority.public_key()).unwrap_err();
+        assert!(
+            err.to_string().starts_with("is not a signed credential"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_own_credential_names_the_participant_key_and_certificate() {
+        let node = SigningKey::generate().unwrap();
+        let cert = CertificateDer::from(b"cert".to_vec());
+        let m = member(node.public_key(), &cert);
+        let tls = |chain: Vec<CertificateDer<'static>>| TlsIdentity {
+            chain,
+            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(Vec::new())),
+        };
+        let id = m.participant_id.clone();
+        assert_eq!(
+            m.check_own(&id, &node.public_key(), &tls(vec![cert.clone()])),
+            Ok(())
+        );
+        let other_id = ParticipantId::parse("91330100MA2L0G0013").unwrap();
+        let err = m
+            .check_own(&other_id, &node.public_key(), &tls(vec![cert.clone()]))
+            .unwrap_err();
+        assert!(err.to_string().contains("issued to"), "{err}");
+        let other_key = SigningKey::generate().unwrap().public_key();
+        assert_eq!(
+            m.check_own(&id, &other_key, &tls(vec![cert.clone()])),
+            Err(IdentityMismatch::SigningKey {
+                named: node.public_key(),
+                held: other_key
+            })
+        );
+        assert_eq!(
+            m.check_own(&id, &node.public_key(), &tls(Vec::new())),
+            Err(IdentityMismatch::NoCertificate)
+        );
+        assert_eq!(
+            m.check_own(
+                &id,
+                &node.public_key(),
+                &tls(vec![CertificateDer::from(b"other".to_vec())])
+            ),
+            Err(IdentityMismatch::Certificate)
+        );
+    }
 
     #[test]
     fn region_codes() {

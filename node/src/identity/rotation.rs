@@ -20,7 +20,7 @@
 use std::path::{Path, PathBuf};
 
 use super::keys::{KeyError, PublicKey, SigningKey};
-use super::membership::{MEMBERSHIP_PAYLOAD_TYPE, Membership};
+use super::membership::{IdentityMismatch, Membership, open_credential, parse_credential};
 use super::{Envelope, ParticipantId};
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::authority::bundle_files;
@@ -87,47 +87,38 @@ pub fn install(config: &NodeConfig, credential: &Envelope) -> Result<Installed, 
         )));
     }
     let next = SigningKey::load(&next_path)?;
-    let membership: Membership = credential
-        .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
-        .map_err(|e| {
-            RotationError::Refused(format!(
-                "the credential is not signed by the authority pinned in node.toml ({}): {e}",
-                config.authority.name
-            ))
-        })?;
-    if membership.participant_id != config.node.participant {
-        return Err(RotationError::Refused(format!(
-            "the credential was issued to {}, not to this node's participant {}",
-            membership.participant_id, config.node.participant
-        )));
-    }
-    if membership.signing_key != next.public_key() {
-        return Err(RotationError::Refused(format!(
-            "the credential names the key {}, but the key prepared here is {}; ask the \
-             authority for a credential of the prepared key",
-            membership.signing_key,
-            next.public_key()
-        )));
-    }
+    let membership = open_credential(credential, &config.authority.public_key).map_err(|e| {
+        RotationError::Refused(format!(
+            "the credential is not signed by the authority pinned in node.toml ({}): {e}",
+            config.authority.name
+        ))
+    })?;
     let cert =
         crate::tls::TlsIdentity::load(&dir.join(bundle_files::CERT), &dir.join(bundle_files::KEY))
             .map_err(|e| RotationError::Refused(e.to_string()))?;
-    let fingerprint = cert
-        .chain
-        .first()
-        .map(|c| crate::tls::certs::fingerprint(c))
-        .unwrap_or_default();
-    if fingerprint != membership.certificate_sha256 {
-        return Err(RotationError::Refused(
-            "the credential names another TLS certificate than identity/node.crt".into(),
-        ));
-    }
+    membership
+        .check_own(&config.node.participant, &next.public_key(), &cert)
+        .map_err(|e| match e {
+            IdentityMismatch::SigningKey { .. } => RotationError::Refused(format!(
+                "{e} (the key `liutong key rotate` prepared); ask the authority for a \
+                 credential of the prepared key"
+            )),
+            e => RotationError::Refused(e.to_string()),
+        })?;
 
     let credential_path = dir.join(bundle_files::CREDENTIAL);
-    let old_credential = read_envelope(&credential_path)?;
-    let old: Membership = old_credential
-        .open_json(MEMBERSHIP_PAYLOAD_TYPE, &config.authority.public_key)
-        .map_err(|e| RotationError::Refused(format!("the current credential: {e}")))?;
+    let bytes = std::fs::read(&credential_path).map_err(|source| RotationError::Io {
+        what: "read",
+        path: credential_path.clone(),
+        source,
+    })?;
+    let (old_credential, old) =
+        parse_credential(&bytes, &config.authority.public_key).map_err(|e| {
+            RotationError::Refused(format!(
+                "the current credential {} {e}",
+                credential_path.display()
+            ))
+        })?;
     // Crash-safe order: history, then credential, then key. Running `install` again
     // after a crash finishes the job without recording a key twice.
     let mut history = read_history(&dir)?;
@@ -163,13 +154,11 @@ pub fn load_history(
 ) -> Result<Vec<Envelope>, RotationError> {
     let history = read_history(identity_dir)?;
     for (i, envelope) in history.iter().enumerate() {
-        let m: Membership = envelope
-            .open_json(MEMBERSHIP_PAYLOAD_TYPE, authority_key)
-            .map_err(|e| {
-                RotationError::Refused(format!(
-                    "{KEY_HISTORY}: credential {i} does not verify: {e}"
-                ))
-            })?;
+        let m = open_credential(envelope, authority_key).map_err(|e| {
+            RotationError::Refused(format!(
+                "{KEY_HISTORY}: credential {i} does not verify: {e}"
+            ))
+        })?;
         if &m.participant_id != participant {
             return Err(RotationError::Refused(format!(
                 "{KEY_HISTORY}: credential {i} names participant {}",
@@ -233,16 +222,6 @@ fn read_history(identity_dir: &Path) -> Result<Vec<Envelope>, RotationError> {
             source,
         }),
     }
-}
-
-fn read_envelope(path: &Path) -> Result<Envelope, RotationError> {
-    let bytes = std::fs::read(path).map_err(|source| RotationError::Io {
-        what: "read",
-        path: path.to_owned(),
-        source,
-    })?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| RotationError::Refused(format!("{} is unreadable: {e}", path.display())))
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), RotationError> {

@@ -120,12 +120,6 @@ pub async fn backup(
     role.require(&[LocalRole::Admin], "taking a backup")?;
     let node_files =
         backup::node_files(&context.config).map_err(|e| Status::internal(e.to_string()))?;
-    let header = BackupHeader {
-        participant: context.membership.participant_id.to_string(),
-        created_at: now(),
-        software_version: crate::service::VERSION.to_owned(),
-        audit_log_size: context.audit.size(),
-    };
     let ctx = context.clone();
     let (file, summary) = tokio::task::spawn_blocking(move || {
         let file = tempfile::Builder::new()
@@ -133,9 +127,18 @@ pub async fn backup(
             .suffix(".tmp")
             .tempfile_in(ctx.config.data_dir())
             .map_err(|e| format!("cannot create a temporary file in the data directory: {e}"))?;
+        // The header is made with writers held, so no entry reaches the copy after its
+        // audit log size is read. (That size advances once a group is flushed: a group
+        // still flushing when writers are held is in the copy but not yet counted.)
+        let header = || BackupHeader {
+            participant: ctx.membership.participant_id.to_string(),
+            created_at: now(),
+            software_version: crate::service::VERSION.to_owned(),
+            audit_log_size: ctx.audit.size(),
+        };
         let summary = ctx
             .gated_storage
-            .write_backup(file.as_file(), &header, &node_files, &ctx.signing_key)
+            .write_backup(file.as_file(), header, &node_files, &ctx.signing_key)
             .map_err(|e| e.to_string())?;
         Ok::<_, String>((file, summary))
     })
