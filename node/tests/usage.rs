@@ -1284,7 +1284,8 @@ async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
 async fn a_deletion_cut_short_is_finished_at_start() {
     let s = space().await;
     let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
-    // The state a crash leaves between the deletion record and the removal of the copy.
+    // The state a crash leaves between the deletion's commit (its record and its audit
+    // entry, made durable together) and the removal of the copy.
     let storage = s.consumer.running.context.storage.clone();
     let record = liutong_node::usage::Deletion {
         agreement_id: agreement.clone(),
@@ -1299,11 +1300,25 @@ async fn a_deletion_cut_short_is_finished_at_start() {
         deleted_at: unix_now(),
         revocation_id: None,
     };
-    storage
-        .put_durable(
-            "usage",
-            format!("d/{agreement}").as_bytes(),
-            &serde_json::to_vec(&record).unwrap(),
+    let mut entry = liutong_node::audit::log::Event::new(
+        liutong_node::audit::log::EventKind::CopyDeleted,
+        unix_now(),
+        record.explain(),
+    );
+    entry.agreement = Some(agreement.clone());
+    s.consumer
+        .running
+        .context
+        .audit
+        .append_with(
+            &[entry],
+            vec![(
+                "usage",
+                liutong_node::storage::Write::Put(
+                    format!("d/{agreement}").into_bytes(),
+                    serde_json::to_vec(&record).unwrap(),
+                ),
+            )],
         )
         .await
         .unwrap();
@@ -1329,6 +1344,142 @@ async fn a_deletion_cut_short_is_finished_at_start() {
         liutong_node::transfer::copy_chunk(storage, &agreement, 0)
             .unwrap()
             .is_none()
+    );
+    // Finishing the removal logs no second entry.
+    assert_eq!(
+        count_kind(&audit_about(&consumer, &agreement), "copy_deleted", ""),
+        1
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
+    let s = space().await;
+    let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
+    let long = "原因".repeat(35_000); // 70,000 characters, 210,000 bytes
+
+    // The provider refuses a reason it could not log, and revokes nothing.
+    let err = revoke(&s.provider, LocalRole::Admin, &agreement, &long)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("reason: 70000 characters"),
+        "{}",
+        err.message()
+    );
+    assert!(revocations(&s.provider).await.is_empty());
+    assert_eq!(
+        count_kind(&audit_about(&s.provider, &agreement), "revocation", ""),
+        0
+    );
+
+    // A notice whose purpose is longer than an entry holds is stored and logged
+    // together, the purpose cut in the entry; sent again, it is neither stored nor
+    // logged twice.
+    let notice = UsageNotice {
+        notice_id: "use-long".into(),
+        agreement_id: agreement.clone(),
+        consumer: ECOLOGY.into(),
+        provider: TRANSPORT.into(),
+        product_id: "prd-x".into(),
+        version: 1,
+        purpose: long.clone(),
+        use_number: 1,
+        used_at: unix_now(),
+    };
+    let signed = Envelope::sign_json(
+        USAGE_NOTICE_PAYLOAD_TYPE,
+        &notice,
+        &s.consumer.running.context.signing_key,
+    );
+    let mut client = UsageControlClient::new(s.consumer.channel_to(&s.provider).await);
+    for _ in 0..2 {
+        client
+            .notify(NotifyRequest {
+                message: Some(signed.clone().into()),
+            })
+            .await
+            .expect("the notice is taken");
+    }
+    let provider = s.provider.running.context.clone();
+    let stored = liutong_node::usage::notice::usage_notices(&provider, &agreement).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].purpose, long, "stored whole, as signed");
+    assert_eq!(
+        count_kind(
+            &audit_about(&s.provider, &agreement),
+            "usage",
+            "(70000 characters in all)"
+        ),
+        1
+    );
+
+    // A revocation with such a reason (another provider's software may allow it) is
+    // applied: the copy is deleted, and both entries quote the reason cut.
+    let revocation = liutong_node::usage::revocation::Revocation {
+        revocation_id: "rev-long".into(),
+        agreement_id: agreement.clone(),
+        provider: TRANSPORT.into(),
+        consumer: ECOLOGY.into(),
+        reason: long.clone(),
+        revoked_at: unix_now(),
+    };
+    let signed = Envelope::sign_json(
+        liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
+        &revocation,
+        &provider.signing_key,
+    );
+    liutong_node::usage::revocation::apply(
+        &s.consumer.running.context,
+        &provider.membership,
+        signed,
+    )
+    .await
+    .expect("the revocation is applied");
+    let consumer_log = audit_about(&s.consumer, &agreement);
+    assert_eq!(
+        count_kind(&consumer_log, "revocation", "characters in all"),
+        1
+    );
+    assert_eq!(
+        count_kind(&consumer_log, "copy_deleted", "characters in all"),
+        1
+    );
+    let err = read(&s.consumer, &agreement, "urbanPlanning")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("(70000 characters in all)") && err.message().len() < 4_000,
+        "{}",
+        err.message()
+    );
+    assert!(
+        liutong_node::transfer::copy(s.consumer.running.context.storage.as_ref(), &agreement)
+            .unwrap()
+            .is_none()
+    );
+    // Its signed receipt, carrying the whole reason, reaches the provider and is logged.
+    assert!(
+        wait_until(SOON, || async {
+            count_kind(
+                &audit_about(&s.provider, &agreement),
+                "copy_deleted",
+                "(70000 characters in all)",
+            ) == 1
+        })
+        .await
+    );
+    let receipt: DeletionReceipt =
+        liutong_node::usage::notice::deletion_receipt(&provider, &agreement)
+            .unwrap()
+            .expect("stored")
+            .peek_json()
+            .unwrap();
+    assert!(
+        matches!(&receipt.cause, liutong_node::usage::DeletionCause::Revoked { reason, .. } if *reason == long)
     );
     drop(s.space);
 }
