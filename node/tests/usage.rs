@@ -1483,3 +1483,115 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
     );
     drop(s.space);
 }
+
+/// Masks the district; with `expiring`, the copy is deleted 4 s after the agreement and
+/// the provider is notified (so it gets a deletion receipt).
+fn masked(expiring: bool) -> String {
+    format!(
+        r#"
+uid = "urn:liutong:policy:masked"
+type = "set"
+{}
+
+[[permission]]
+action = "use"
+duty = [
+  {}{{ action = "mask", rules = [{{ field = {{ name = "district" }}, method = "drop" }}] }},
+]
+"#,
+        if expiring {
+            r#"obligation = [{ action = "notify" }]"#
+        } else {
+            ""
+        },
+        if expiring {
+            r#"{ action = "deleteAfter", elapsed = "PT4S" }, "#
+        } else {
+            ""
+        }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
+    let s = space().await;
+    let expiring = received(&s, CSV, &masked(true), "urbanPlanning").await;
+    let revoked = received(
+        &s,
+        b"district,cars\nXihu,9\n",
+        &masked(false),
+        "urbanPlanning",
+    )
+    .await;
+    let provider = s.provider.running.context.clone();
+    let masked_chunks = |agreement: &str| {
+        provider
+            .storage
+            .scan_prefix("desensitized", format!("c/{agreement}/").as_bytes())
+            .unwrap()
+            .len()
+    };
+    assert!(masked_chunks(&expiring) > 0 && masked_chunks(&revoked) > 0);
+    let mut direct = s.consumer.direct_transfer_client(&s.provider).await;
+    let pull = |agreement: &str| liutong_proto::v1::PullRequest {
+        agreement_id: agreement.to_owned(),
+        from_chunk: 0,
+    };
+
+    // Revoked: the masked bytes are gone when the revocation returns, and its entry
+    // says so.
+    revoke(&s.provider, LocalRole::Admin, &revoked, "consent withdrawn")
+        .await
+        .unwrap();
+    assert_eq!(masked_chunks(&revoked), 0);
+    let storage = provider.storage.as_ref();
+    let removal = liutong_node::desensitize::delivery::removed(storage, &revoked)
+        .unwrap()
+        .expect("the removal is recorded");
+    assert_eq!(removal.why, "the agreement was revoked");
+    assert_eq!(
+        count_kind(
+            &audit_about(&s.provider, &revoked),
+            "revocation",
+            "the masked delivery made for it (",
+        ),
+        1
+    );
+    // What was delivered stays on record (a late transfer receipt is checked against it).
+    assert!(
+        liutong_node::desensitize::delivery::delivered(storage, &revoked)
+            .unwrap()
+            .is_some()
+    );
+    let err = direct.pull(pull(&revoked)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("revoked"), "{}", err.message());
+
+    // Deleted at the consumer's deadline: its signed deletion receipt reaches the
+    // provider, which deletes the masked bytes and logs it with the receipt.
+    assert!(
+        wait_until(SOON, || async { masked_chunks(&expiring) == 0 }).await,
+        "the masked delivery went with the consumer's copy"
+    );
+    assert!(
+        liutong_node::transfer::copy(s.consumer.running.context.storage.as_ref(), &expiring)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        count_kind(
+            &audit_about(&s.provider, &expiring),
+            "copy_deleted",
+            "the masked delivery made for it (",
+        ),
+        1
+    );
+    let err = direct.pull(pull(&expiring)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("deadline passed"),
+        "{}",
+        err.message()
+    );
+    drop(s.space);
+}

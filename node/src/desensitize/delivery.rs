@@ -7,6 +7,14 @@
 //! The masked form is also deterministic (same product, rules and key), so producing
 //! it again gives the same bytes.
 //!
+//! The masked bytes live only as long as the consumer may hold them: when the agreement
+//! is revoked, or the consumer's signed deletion receipt says its copy is gone, the
+//! provider records the removal ([`removal`], committed with that step's audit entry)
+//! and then deletes the chunks ([`remove_chunks`]). From then on the delivery is refused
+//! with the reason; a removal cut short by a crash is finished at the next start
+//! ([`finish_removals`]). The record of what was delivered (hashes, rules) stays, so a
+//! late transfer receipt is still checked against the masked bytes.
+//!
 //! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
 //! random secret of this node, created once and kept durably. Within one agreement a
 //! value always gets the same pseudonym; across agreements the pseudonyms cannot be
@@ -26,13 +34,23 @@ use super::stream::{self, AppliedRule};
 use crate::catalog::product::{Format, ProductStore, ProductVersion};
 use crate::contract::Agreement;
 use crate::runtime::NodeContext;
-use crate::storage::Storage;
+use crate::storage::{Storage, Write as StorageWrite};
 
 /// Storage tree of the node secret and the masked deliveries.
 const TREE: &str = "desensitized";
 const SECRET: &[u8] = b"node-secret";
 /// Domain separation of the per-agreement key derivation.
 const KEY_LABEL: &[u8] = b"liutong/desensitize/hash-key/v1\0";
+
+/// A masked delivery deleted (or never to be made): why and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub agreement_id: String,
+    /// Why, for a person ("the agreement was revoked").
+    pub why: String,
+    /// Unix seconds.
+    pub removed_at: i64,
+}
 
 /// What the signed manifest says about a desensitized delivery.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -94,6 +112,7 @@ pub async fn delivery_for(
             product: product.product_id.clone(),
         });
     }
+    refuse_removed(context.storage.as_ref(), &agreement.agreement_id)?;
     if let Some(done) = delivered(context.storage.as_ref(), &agreement.agreement_id)? {
         return Ok(Some(done));
     }
@@ -116,7 +135,102 @@ pub async fn delivery_for(
             &serde_json::to_vec(&delivery).expect("deliveries serialize"),
         )
         .await?;
+    // A removal decided while the chunks were written did not see them: take them
+    // away now (the removal is recorded before its chunks are deleted, so one of the
+    // two sees the other).
+    if removed(context.storage.as_ref(), &agreement.agreement_id)?.is_some() {
+        remove_chunks(context.storage.as_ref(), &agreement.agreement_id).await?;
+        refuse_removed(context.storage.as_ref(), &agreement.agreement_id)?;
+    }
     Ok(Some(delivery))
+}
+
+/// The write that records the removal of an agreement's masked delivery, for the
+/// caller to commit with the audit entry of the step that decides it (a revocation, a
+/// consumer's deletion receipt); then [`remove_chunks`]. `None` when there is nothing
+/// to remove: the agreement's policy masks nothing, or the removal is already recorded.
+pub fn removal(
+    storage: &dyn Storage,
+    agreement: &Agreement,
+    why: &str,
+) -> Result<Option<(&'static str, StorageWrite)>, DesensitizeError> {
+    let id = &agreement.agreement_id;
+    if removed(storage, id)?.is_some() {
+        return Ok(None);
+    }
+    // Also when nothing was delivered yet: a delivery being produced meanwhile finds
+    // the removal when it is done.
+    let masks = liutong_policy::Policy::from_odrl_value(&agreement.policy)
+        .map(|p| super::policy_has_mask_duties(&p))
+        .unwrap_or(true);
+    if !masks && delivered(storage, id)?.is_none() {
+        return Ok(None);
+    }
+    let record = Removal {
+        agreement_id: id.clone(),
+        why: why.to_owned(),
+        removed_at: crate::runtime::now(),
+    };
+    Ok(Some((
+        TREE,
+        StorageWrite::Put(
+            removal_key(id),
+            serde_json::to_vec(&record).expect("removals serialize"),
+        ),
+    )))
+}
+
+/// The removal of an agreement's masked delivery, if one was recorded.
+pub fn removed(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<Option<Removal>, DesensitizeError> {
+    storage
+        .get(TREE, &removal_key(agreement_id))?
+        .map(|b| serde_json::from_slice(&b).map_err(|e| DesensitizeError::Damaged(e.to_string())))
+        .transpose()
+}
+
+/// Deletes the masked chunks of an agreement (durably); returns how many there were.
+pub async fn remove_chunks(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<usize, DesensitizeError> {
+    let prefix = format!("c/{agreement_id}/").into_bytes();
+    let chunks = storage.scan_prefix(TREE, &prefix)?;
+    for (key, _) in &chunks {
+        storage.delete(TREE, key)?;
+    }
+    if !chunks.is_empty() {
+        storage.flush().await?;
+    }
+    Ok(chunks.len())
+}
+
+/// At start: deletes the chunks of every recorded removal that a stop cut short.
+/// Returns how many deliveries it finished.
+pub async fn finish_removals(storage: &dyn Storage) -> Result<usize, DesensitizeError> {
+    let mut finished = 0;
+    for (_, value) in storage.scan_prefix(TREE, b"x/")? {
+        let r: Removal =
+            serde_json::from_slice(&value).map_err(|e| DesensitizeError::Damaged(e.to_string()))?;
+        if remove_chunks(storage, &r.agreement_id).await? > 0 {
+            finished += 1;
+        }
+    }
+    Ok(finished)
+}
+
+/// Refuses a delivery whose removal was recorded.
+fn refuse_removed(storage: &dyn Storage, agreement_id: &str) -> Result<(), DesensitizeError> {
+    match removed(storage, agreement_id)? {
+        Some(r) => Err(DesensitizeError::Removed(format!(
+            "the masked delivery of agreement {agreement_id} was deleted at {}: {}",
+            crate::tls::auth::format_unix(r.removed_at.max(0) as u64),
+            r.why
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The stored masked delivery of an agreement, if one was produced.
@@ -136,13 +250,13 @@ pub fn chunk(
     agreement_id: &str,
     index: u32,
 ) -> Result<Vec<u8>, DesensitizeError> {
-    storage
-        .get(TREE, &chunk_key(agreement_id, index))?
-        .ok_or_else(|| {
-            DesensitizeError::Damaged(format!(
-                "chunk {index} of the masked delivery of {agreement_id} is missing"
-            ))
-        })
+    if let Some(chunk) = storage.get(TREE, &chunk_key(agreement_id, index))? {
+        return Ok(chunk);
+    }
+    refuse_removed(storage, agreement_id)?;
+    Err(DesensitizeError::Damaged(format!(
+        "chunk {index} of the masked delivery of {agreement_id} is missing"
+    )))
 }
 
 /// The plan of `rules` over a stored product (one detection pass).
@@ -190,6 +304,10 @@ pub async fn agreement_key(
 
 fn record_key(agreement_id: &str) -> Vec<u8> {
     format!("m/{agreement_id}").into_bytes()
+}
+
+fn removal_key(agreement_id: &str) -> Vec<u8> {
+    format!("x/{agreement_id}").into_bytes()
 }
 
 fn chunk_key(agreement_id: &str, index: u32) -> Vec<u8> {
@@ -315,6 +433,56 @@ mod tests {
         // Another node (another secret) gives another key for the same agreement ID.
         let other: Arc<dyn Storage> = SledStorage::temporary().unwrap();
         assert_ne!(h(&a1), h(&agreement_key(&other, "agr-1").await.unwrap()));
+    }
+
+    fn stored_chunks(storage: &dyn Storage, agreement_id: &str, data: &[u8]) {
+        let mut sink = ChunkSink {
+            storage,
+            agreement_id,
+            chunk_size: 4,
+            buffer: Vec::new(),
+            chunk_hashes: Vec::new(),
+            whole: Sha256::new(),
+            size: 0,
+        };
+        sink.write_all(data).unwrap();
+        sink.finish().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_removal_cut_short_is_finished_and_its_chunks_are_refused_with_the_reason() {
+        let storage = SledStorage::temporary().unwrap();
+        stored_chunks(storage.as_ref(), "agr-x", b"abcdefghij");
+        stored_chunks(storage.as_ref(), "agr-xy", b"klmnop");
+        // The state a stop leaves after the removal was committed, before its chunks
+        // were deleted.
+        let removal = Removal {
+            agreement_id: "agr-x".into(),
+            why: "the agreement was revoked".into(),
+            removed_at: 1_800_000_000,
+        };
+        storage
+            .put(
+                TREE,
+                &removal_key("agr-x"),
+                &serde_json::to_vec(&removal).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(chunk(storage.as_ref(), "agr-x", 0).unwrap(), b"abcd");
+
+        assert_eq!(finish_removals(storage.as_ref()).await.unwrap(), 1);
+        assert!(storage.scan_prefix(TREE, b"c/agr-x/").unwrap().is_empty());
+        let err = chunk(storage.as_ref(), "agr-x", 0).unwrap_err();
+        assert!(matches!(err, DesensitizeError::Removed(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("was deleted at 2027-01-15T08:00:00Z: the agreement was revoked"),
+            "{err}"
+        );
+        // Another agreement's chunks (its ID extends this one's) stay.
+        assert_eq!(chunk(storage.as_ref(), "agr-xy", 1).unwrap(), b"op");
+        // Finished once; nothing left to do the next time.
+        assert_eq!(finish_removals(storage.as_ref()).await.unwrap(), 0);
     }
 
     #[test]

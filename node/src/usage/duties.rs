@@ -298,8 +298,9 @@ pub async fn sweep_expired(context: &NodeContext) -> Result<usize, UsageError> {
     Ok(deleted)
 }
 
-/// At start, before the node serves anyone: finishes deletions a crash interrupted and
-/// deletes the copies whose deadline passed while the node was stopped.
+/// At start, before the node serves anyone: finishes deletions a crash interrupted
+/// (copies, and on the provider masked deliveries) and deletes the copies whose
+/// deadline passed while the node was stopped.
 pub async fn recover(context: &NodeContext) -> Result<(), UsageError> {
     let storage = context.storage.as_ref();
     let mut finished = 0;
@@ -314,6 +315,19 @@ pub async fn recover(context: &NodeContext) -> Result<(), UsageError> {
         tracing::warn!(
             copies = finished,
             "finished deletions interrupted by a stop"
+        );
+    }
+    // Provider side: masked deliveries whose removal was committed but cut short.
+    let masked = crate::desensitize::delivery::finish_removals(storage)
+        .await
+        .map_err(|e| match e {
+            crate::desensitize::DesensitizeError::Storage(s) => UsageError::Storage(s),
+            other => UsageError::DataLoss(other.to_string()),
+        })?;
+    if masked > 0 {
+        tracing::warn!(
+            deliveries = masked,
+            "finished deleting masked deliveries interrupted by a stop"
         );
     }
     let expired = sweep_expired(context).await?;

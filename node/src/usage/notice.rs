@@ -331,6 +331,12 @@ pub async fn receive(
                 ),
             )];
             records.extend(revocation::receipt_write(context, &receipt, &envelope)?);
+            let masked = revocation::masked_removal(
+                context,
+                &agreement,
+                "the consumer deleted its copy (signed deletion receipt)",
+            )?;
+            records.extend(masked.clone().map(|m| m.write));
             let cause = match &receipt.cause {
                 DeletionCause::Expired { .. } => "its deleteAfter deadline passed".to_owned(),
                 DeletionCause::Revoked { reason, .. } => {
@@ -341,16 +347,21 @@ pub async fn receive(
                 EventKind::CopyDeleted,
                 caller.participant_id.as_str(),
                 format!(
-                    "signed deletion receipt from the consumer: {} at {}, because {cause}",
+                    "signed deletion receipt from the consumer: {} at {}, because {cause}{}",
                     if receipt.held {
                         "copy deleted"
                     } else {
                         "no copy was held; none will be fetched"
                     },
-                    super::when(receipt.deleted_at)
+                    super::when(receipt.deleted_at),
+                    masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
                 ),
             );
-            commit(context, &[event], records).await
+            commit(context, &[event], records).await?;
+            if masked.is_some() {
+                revocation::remove_masked(context, &agreement.agreement_id).await?;
+            }
+            Ok(())
         }
         other => Err(UsageError::Invalid(format!(
             "message: payload type {other:?} is neither a usage notice nor a deletion receipt"

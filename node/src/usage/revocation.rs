@@ -21,6 +21,7 @@ use super::notice::{DeletionReceipt, random_id};
 use super::{UsageError, commit, quoted, when};
 use crate::audit::log::EventKind;
 use crate::contract::{Agreement, Role};
+use crate::desensitize::delivery;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{StorageError, Write};
@@ -163,23 +164,81 @@ pub async fn revoke(
             quoted(&earlier.reason)
         )));
     }
-    let event = agreement.event(
-        EventKind::Revocation,
-        agreement.consumer.as_str(),
-        format!(
-            "agreement revoked by the provider: {reason}; its transfers are refused, and the \
-             consumer's node deletes its copy and returns a signed deletion receipt"
-        ),
-    );
-    let records = vec![(
+    let mut records = vec![(
         REVOCATIONS,
         Write::Put(
             key(&record.consumer, &record.agreement_id),
             serde_json::to_vec(&record).expect("revocations serialize"),
         ),
     )];
+    let masked = masked_removal(context, &agreement, "the agreement was revoked")?;
+    records.extend(masked.clone().map(|m| m.write));
+    let event = agreement.event(
+        EventKind::Revocation,
+        agreement.consumer.as_str(),
+        format!(
+            "agreement revoked by the provider: {reason}; its transfers are refused{}, and \
+             the consumer's node deletes its copy and returns a signed deletion receipt",
+            masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
+        ),
+    );
     commit(context, &[event], records).await?;
+    if masked.is_some() {
+        remove_masked(context, &agreement.agreement_id).await?;
+    }
     Ok(record)
+}
+
+/// The removal of a masked delivery, to commit with the step that decides it.
+#[derive(Clone)]
+pub(super) struct MaskedRemoval {
+    pub write: (&'static str, Write),
+    /// What the step's audit entry adds about it ("; the masked delivery … is deleted").
+    pub detail: String,
+}
+
+/// Provider side: the removal of an agreement's masked delivery, when it has (or may
+/// get) one.
+pub(super) fn masked_removal(
+    context: &NodeContext,
+    agreement: &Agreement,
+    why: &str,
+) -> Result<Option<MaskedRemoval>, UsageError> {
+    let storage = context.storage.as_ref();
+    let Some(write) = delivery::removal(storage, agreement, why).map_err(desensitize_error)? else {
+        return Ok(None);
+    };
+    let what =
+        match delivery::delivered(storage, &agreement.agreement_id).map_err(desensitize_error)? {
+            Some(m) => format!(
+                "; the masked delivery made for it ({} bytes in {} chunks) is deleted",
+                m.size,
+                m.chunk_hashes.len()
+            ),
+            None => "; no masked delivery will be made for it".to_owned(),
+        };
+    Ok(Some(MaskedRemoval {
+        write,
+        detail: what,
+    }))
+}
+
+/// Provider side: deletes the chunks of a masked delivery whose removal was committed.
+pub(super) async fn remove_masked(
+    context: &NodeContext,
+    agreement_id: &str,
+) -> Result<(), UsageError> {
+    delivery::remove_chunks(context.storage.as_ref(), agreement_id)
+        .await
+        .map(|_| ())
+        .map_err(desensitize_error)
+}
+
+fn desensitize_error(e: crate::desensitize::DesensitizeError) -> UsageError {
+    match e {
+        crate::desensitize::DesensitizeError::Storage(s) => UsageError::Storage(s),
+        other => UsageError::DataLoss(other.to_string()),
+    }
 }
 
 /// The revocation of an agreement with `consumer`, if the provider revoked it.
