@@ -103,44 +103,63 @@ pub async fn delivery_for(
     product: &ProductVersion,
     duties: &[Duty],
 ) -> Result<Option<MaskedDelivery>, DesensitizeError> {
+    deliver(
+        &context.storage,
+        &context.catalog.products,
+        &agreement.agreement_id,
+        product,
+        duties,
+    )
+    .await
+}
+
+/// [`delivery_for`] on the node's storage and products.
+async fn deliver(
+    storage: &Arc<dyn Storage>,
+    products: &ProductStore,
+    agreement_id: &str,
+    product: &ProductVersion,
+    duties: &[Duty],
+) -> Result<Option<MaskedDelivery>, DesensitizeError> {
     let rules = mask_rules(duties);
     if rules.is_empty() {
         return Ok(None);
     }
+    // Publishing refuses such an offer; this holds for one published before that check
+    // or changed behind the node's back: opaque bytes are never delivered unmasked.
     if product.format == Format::Bytes {
         return Err(DesensitizeError::OpaqueBytes {
             product: product.product_id.clone(),
         });
     }
-    refuse_removed(context.storage.as_ref(), &agreement.agreement_id)?;
-    if let Some(done) = delivered(context.storage.as_ref(), &agreement.agreement_id)? {
+    refuse_removed(storage.as_ref(), agreement_id)?;
+    if let Some(done) = delivered(storage.as_ref(), agreement_id)? {
         return Ok(Some(done));
     }
-    let key = agreement_key(&context.storage, &agreement.agreement_id).await?;
-    let storage = context.storage.clone();
-    let products = context.catalog.products.clone();
-    let product = product.clone();
-    let agreement_id = agreement.agreement_id.clone();
-    let delivery = tokio::task::spawn_blocking(move || {
-        produce(&storage, &products, &product, &agreement_id, rules, &key)
-    })
-    .await
-    .map_err(|e| DesensitizeError::Write(format!("the masking task failed: {e}")))??;
+    let key = agreement_key(storage, agreement_id).await?;
+    let delivery = {
+        let (storage, products) = (storage.clone(), products.clone());
+        let (product, agreement_id) = (product.clone(), agreement_id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            produce(&storage, &products, &product, &agreement_id, rules, &key)
+        })
+        .await
+        .map_err(|e| DesensitizeError::Write(format!("the masking task failed: {e}")))??
+    };
     // The chunks are written; the record that names them is the commit point.
-    context
-        .storage
+    storage
         .put_durable(
             TREE,
-            &record_key(&agreement.agreement_id),
+            &record_key(agreement_id),
             &serde_json::to_vec(&delivery).expect("deliveries serialize"),
         )
         .await?;
     // A removal decided while the chunks were written did not see them: take them
     // away now (the removal is recorded before its chunks are deleted, so one of the
     // two sees the other).
-    if removed(context.storage.as_ref(), &agreement.agreement_id)?.is_some() {
-        remove_chunks(context.storage.as_ref(), &agreement.agreement_id).await?;
-        refuse_removed(context.storage.as_ref(), &agreement.agreement_id)?;
+    if removed(storage.as_ref(), agreement_id)?.is_some() {
+        remove_chunks(storage.as_ref(), agreement_id).await?;
+        refuse_removed(storage.as_ref(), agreement_id)?;
     }
     Ok(Some(delivery))
 }
@@ -483,6 +502,75 @@ mod tests {
         assert_eq!(chunk(storage.as_ref(), "agr-xy", 1).unwrap(), b"op");
         // Finished once; nothing left to do the next time.
         assert_eq!(finish_removals(storage.as_ref()).await.unwrap(), 0);
+    }
+
+    /// A product stored as `format`, and the duties of a policy that masks a column.
+    async fn product_and_mask_duties(
+        storage: &Arc<dyn Storage>,
+        format: crate::catalog::product::Format,
+        data: &[u8],
+    ) -> (ProductStore, ProductVersion, Vec<Duty>) {
+        let products = ProductStore::open(storage.clone()).unwrap();
+        let mut upload = products
+            .begin(crate::catalog::product::NewVersion {
+                product_id: None,
+                title: "Scans".into(),
+                description: String::new(),
+                owner: crate::identity::ParticipantId::parse("91110000600037341L").unwrap(),
+                classification: liutong_policy::Classification::General2,
+                format,
+                derived_from: vec![],
+                policy_odrl: None,
+            })
+            .unwrap();
+        upload.write(data).unwrap();
+        let product = upload.finish(1_800_000_000).await.unwrap();
+        let policy = liutong_policy::Policy::from_toml(
+            "uid = \"urn:liutong:policy:scans\"\ntype = \"set\"\n\
+             [[permission]]\naction = \"use\"\nduty = [{ action = \"mask\", rules = [\
+             { field = { name = \"name\" }, method = \"drop\" }] }]\n",
+        )
+        .unwrap();
+        let duties = policy.permissions[0].duties.clone();
+        assert!(!mask_rules(&duties).is_empty());
+        (products, product, duties)
+    }
+
+    #[tokio::test]
+    async fn mask_duties_on_opaque_bytes_are_refused_at_delivery_and_nothing_is_stored() {
+        let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
+        let (products, product, duties) =
+            product_and_mask_duties(&storage, Format::Bytes, b"name,x\nZhang San,1\n").await;
+        let err = deliver(&storage, &products, "agr-b", &product, &duties)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DesensitizeError::OpaqueBytes { product: p } if *p == product.product_id),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("opaque bytes")
+                && err.to_string().contains("it is not delivered"),
+            "{err}"
+        );
+        // Nothing produced, not even the node secret.
+        assert!(storage.scan_prefix(TREE, b"").unwrap().is_empty());
+        // Without mask duties the same product is delivered as it is.
+        assert!(
+            deliver(&storage, &products, "agr-b", &product, &[])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The same bytes as CSV are masked.
+        let (products, csv, duties) =
+            product_and_mask_duties(&storage, Format::Csv, b"name,x\nZhang San,1\n").await;
+        let masked = deliver(&storage, &products, "agr-c", &csv, &duties)
+            .await
+            .unwrap()
+            .expect("masked");
+        assert_eq!(chunk(storage.as_ref(), "agr-c", 0).unwrap(), b"x\n1\n");
+        assert_eq!(masked.size, 4);
     }
 
     #[test]
