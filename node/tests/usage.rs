@@ -1595,3 +1595,88 @@ async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
     );
     drop(s.space);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
+    let s = space().await;
+    let zhejiang_only = "uid = \"urn:liutong:policy:od\"\ntype = \"set\"\n\n[[permission]]\n\
+        action = \"use\"\nconstraint = [{ leftOperand = \"region\", operator = \"isPartOf\", \
+        rightOperand = \"330000\" }]\n";
+    let od = publish(
+        &s.provider,
+        CSV,
+        "OD matrix",
+        "important",
+        "csv",
+        zhejiang_only,
+    )
+    .await
+    .unwrap();
+    let pending = s
+        .consumer
+        .request_contract(&s.provider, &od.offer_id, "urbanPlanning")
+        .await
+        .unwrap();
+    assert_eq!(pending.state, "REQUESTED", "waits for a person's approval");
+
+    // While the request waits, the provider's operator narrows the regions permitted
+    // for important data to Beijing and restarts the node.
+    let mut stopped = s.provider.stop().await;
+    stopped.config.guardrails.important_regions = vec![RegionCode::parse("110000").unwrap()];
+    let provider = stopped.start().await;
+    refresh_all(&[&provider]).await;
+
+    // Approving it now makes no agreement: the offer itself breaks the new guardrails.
+    let err = provider
+        .admin(LocalRole::Admin)
+        .await
+        .approve_contract(liutong_proto::v1::ApproveContractRequest {
+            negotiation_id: pending.negotiation_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    let n = provider
+        .running
+        .context
+        .contracts
+        .get(&pending.negotiation_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.state.to_string(), "REQUESTED");
+    assert!(n.agreement.is_none() && n.agreement_id.is_none());
+    assert!(
+        provider
+            .audit_events()
+            .iter()
+            .all(|e| e["kind"] != "negotiation_state_changed"
+                || !e["detail"].as_str().unwrap().contains("AGREED")),
+        "nothing was agreed"
+    );
+
+    // The check made when an agreement is signed refuses it under the configuration
+    // the node now runs with, naming the guardrail, whatever the offer says.
+    let context = &provider.running.context;
+    let consumer = liutong_node::identity::ParticipantId::parse(ECOLOGY).unwrap();
+    let check = |class, approved_by| {
+        liutong_node::usage::guardrails::check_agreement(context, &consumer, class, approved_by)
+    };
+    use liutong_policy::Classification;
+    assert_eq!(
+        check(Classification::Important, Some("local admin")).unwrap_err(),
+        "the consumer's region 330100 is outside the regions permitted for important data \
+         (110000)"
+    );
+    assert!(
+        check(Classification::Important, None)
+            .unwrap_err()
+            .contains("needs a person's approval")
+    );
+    assert!(
+        check(Classification::Core, Some("local admin"))
+            .unwrap_err()
+            .contains("core data never leaves the node")
+    );
+    check(Classification::General2, None).expect("general data needs no approval");
+    drop(s.space);
+}
