@@ -1284,7 +1284,8 @@ async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
 async fn a_deletion_cut_short_is_finished_at_start() {
     let s = space().await;
     let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
-    // The state a crash leaves between the deletion record and the removal of the copy.
+    // The state a crash leaves between the deletion's commit (its record and its audit
+    // entry, made durable together) and the removal of the copy.
     let storage = s.consumer.running.context.storage.clone();
     let record = liutong_node::usage::Deletion {
         agreement_id: agreement.clone(),
@@ -1299,11 +1300,25 @@ async fn a_deletion_cut_short_is_finished_at_start() {
         deleted_at: unix_now(),
         revocation_id: None,
     };
-    storage
-        .put_durable(
-            "usage",
-            format!("d/{agreement}").as_bytes(),
-            &serde_json::to_vec(&record).unwrap(),
+    let mut entry = liutong_node::audit::log::Event::new(
+        liutong_node::audit::log::EventKind::CopyDeleted,
+        unix_now(),
+        record.explain(),
+    );
+    entry.agreement = Some(agreement.clone());
+    s.consumer
+        .running
+        .context
+        .audit
+        .append_with(
+            &[entry],
+            vec![(
+                "usage",
+                liutong_node::storage::Write::Put(
+                    format!("d/{agreement}").into_bytes(),
+                    serde_json::to_vec(&record).unwrap(),
+                ),
+            )],
         )
         .await
         .unwrap();
@@ -1330,5 +1345,338 @@ async fn a_deletion_cut_short_is_finished_at_start() {
             .unwrap()
             .is_none()
     );
+    // Finishing the removal logs no second entry.
+    assert_eq!(
+        count_kind(&audit_about(&consumer, &agreement), "copy_deleted", ""),
+        1
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
+    let s = space().await;
+    let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
+    let long = "原因".repeat(35_000); // 70,000 characters, 210,000 bytes
+
+    // The provider refuses a reason it could not log, and revokes nothing.
+    let err = revoke(&s.provider, LocalRole::Admin, &agreement, &long)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().starts_with("reason: 70000 characters"),
+        "{}",
+        err.message()
+    );
+    assert!(revocations(&s.provider).await.is_empty());
+    assert_eq!(
+        count_kind(&audit_about(&s.provider, &agreement), "revocation", ""),
+        0
+    );
+
+    // A notice whose purpose is longer than an entry holds is stored and logged
+    // together, the purpose cut in the entry; sent again, it is neither stored nor
+    // logged twice.
+    let notice = UsageNotice {
+        notice_id: "use-long".into(),
+        agreement_id: agreement.clone(),
+        consumer: ECOLOGY.into(),
+        provider: TRANSPORT.into(),
+        product_id: "prd-x".into(),
+        version: 1,
+        purpose: long.clone(),
+        use_number: 1,
+        used_at: unix_now(),
+    };
+    let signed = Envelope::sign_json(
+        USAGE_NOTICE_PAYLOAD_TYPE,
+        &notice,
+        &s.consumer.running.context.signing_key,
+    );
+    let mut client = UsageControlClient::new(s.consumer.channel_to(&s.provider).await);
+    for _ in 0..2 {
+        client
+            .notify(NotifyRequest {
+                message: Some(signed.clone().into()),
+            })
+            .await
+            .expect("the notice is taken");
+    }
+    let provider = s.provider.running.context.clone();
+    let stored = liutong_node::usage::notice::usage_notices(&provider, &agreement).unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].purpose, long, "stored whole, as signed");
+    assert_eq!(
+        count_kind(
+            &audit_about(&s.provider, &agreement),
+            "usage",
+            "(70000 characters in all)"
+        ),
+        1
+    );
+
+    // A revocation with such a reason (another provider's software may allow it) is
+    // applied: the copy is deleted, and both entries quote the reason cut.
+    let revocation = liutong_node::usage::revocation::Revocation {
+        revocation_id: "rev-long".into(),
+        agreement_id: agreement.clone(),
+        provider: TRANSPORT.into(),
+        consumer: ECOLOGY.into(),
+        reason: long.clone(),
+        revoked_at: unix_now(),
+    };
+    let signed = Envelope::sign_json(
+        liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
+        &revocation,
+        &provider.signing_key,
+    );
+    liutong_node::usage::revocation::apply(
+        &s.consumer.running.context,
+        &provider.membership,
+        signed,
+    )
+    .await
+    .expect("the revocation is applied");
+    let consumer_log = audit_about(&s.consumer, &agreement);
+    assert_eq!(
+        count_kind(&consumer_log, "revocation", "characters in all"),
+        1
+    );
+    assert_eq!(
+        count_kind(&consumer_log, "copy_deleted", "characters in all"),
+        1
+    );
+    let err = read(&s.consumer, &agreement, "urbanPlanning")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("(70000 characters in all)") && err.message().len() < 4_000,
+        "{}",
+        err.message()
+    );
+    assert!(
+        liutong_node::transfer::copy(s.consumer.running.context.storage.as_ref(), &agreement)
+            .unwrap()
+            .is_none()
+    );
+    // Its signed receipt, carrying the whole reason, reaches the provider and is logged.
+    assert!(
+        wait_until(SOON, || async {
+            count_kind(
+                &audit_about(&s.provider, &agreement),
+                "copy_deleted",
+                "(70000 characters in all)",
+            ) == 1
+        })
+        .await
+    );
+    let receipt: DeletionReceipt =
+        liutong_node::usage::notice::deletion_receipt(&provider, &agreement)
+            .unwrap()
+            .expect("stored")
+            .peek_json()
+            .unwrap();
+    assert!(
+        matches!(&receipt.cause, liutong_node::usage::DeletionCause::Revoked { reason, .. } if *reason == long)
+    );
+    drop(s.space);
+}
+
+/// Masks the district; with `expiring`, the copy is deleted 4 s after the agreement and
+/// the provider is notified (so it gets a deletion receipt).
+fn masked(expiring: bool) -> String {
+    format!(
+        r#"
+uid = "urn:liutong:policy:masked"
+type = "set"
+{}
+
+[[permission]]
+action = "use"
+duty = [
+  {}{{ action = "mask", rules = [{{ field = {{ name = "district" }}, method = "drop" }}] }},
+]
+"#,
+        if expiring {
+            r#"obligation = [{ action = "notify" }]"#
+        } else {
+            ""
+        },
+        if expiring {
+            r#"{ action = "deleteAfter", elapsed = "PT4S" }, "#
+        } else {
+            ""
+        }
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
+    let s = space().await;
+    let expiring = received(&s, CSV, &masked(true), "urbanPlanning").await;
+    let revoked = received(
+        &s,
+        b"district,cars\nXihu,9\n",
+        &masked(false),
+        "urbanPlanning",
+    )
+    .await;
+    let provider = s.provider.running.context.clone();
+    let masked_chunks = |agreement: &str| {
+        provider
+            .storage
+            .scan_prefix("desensitized", format!("c/{agreement}/").as_bytes())
+            .unwrap()
+            .len()
+    };
+    assert!(masked_chunks(&expiring) > 0 && masked_chunks(&revoked) > 0);
+    let mut direct = s.consumer.direct_transfer_client(&s.provider).await;
+    let pull = |agreement: &str| liutong_proto::v1::PullRequest {
+        agreement_id: agreement.to_owned(),
+        from_chunk: 0,
+    };
+
+    // Revoked: the masked bytes are gone when the revocation returns, and its entry
+    // says so.
+    revoke(&s.provider, LocalRole::Admin, &revoked, "consent withdrawn")
+        .await
+        .unwrap();
+    assert_eq!(masked_chunks(&revoked), 0);
+    let storage = provider.storage.as_ref();
+    let removal = liutong_node::desensitize::delivery::removed(storage, &revoked)
+        .unwrap()
+        .expect("the removal is recorded");
+    assert_eq!(removal.why, "the agreement was revoked");
+    assert_eq!(
+        count_kind(
+            &audit_about(&s.provider, &revoked),
+            "revocation",
+            "the masked delivery made for it (",
+        ),
+        1
+    );
+    // What was delivered stays on record (a late transfer receipt is checked against it).
+    assert!(
+        liutong_node::desensitize::delivery::delivered(storage, &revoked)
+            .unwrap()
+            .is_some()
+    );
+    let err = direct.pull(pull(&revoked)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(err.message().contains("revoked"), "{}", err.message());
+
+    // Deleted at the consumer's deadline: its signed deletion receipt reaches the
+    // provider, which deletes the masked bytes and logs it with the receipt.
+    assert!(
+        wait_until(SOON, || async { masked_chunks(&expiring) == 0 }).await,
+        "the masked delivery went with the consumer's copy"
+    );
+    assert!(
+        liutong_node::transfer::copy(s.consumer.running.context.storage.as_ref(), &expiring)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        count_kind(
+            &audit_about(&s.provider, &expiring),
+            "copy_deleted",
+            "the masked delivery made for it (",
+        ),
+        1
+    );
+    let err = direct.pull(pull(&expiring)).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains("deadline passed"),
+        "{}",
+        err.message()
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
+    let s = space().await;
+    let zhejiang_only = "uid = \"urn:liutong:policy:od\"\ntype = \"set\"\n\n[[permission]]\n\
+        action = \"use\"\nconstraint = [{ leftOperand = \"region\", operator = \"isPartOf\", \
+        rightOperand = \"330000\" }]\n";
+    let od = publish(
+        &s.provider,
+        CSV,
+        "OD matrix",
+        "important",
+        "csv",
+        zhejiang_only,
+    )
+    .await
+    .unwrap();
+    let pending = s
+        .consumer
+        .request_contract(&s.provider, &od.offer_id, "urbanPlanning")
+        .await
+        .unwrap();
+    assert_eq!(pending.state, "REQUESTED", "waits for a person's approval");
+
+    // While the request waits, the provider's operator narrows the regions permitted
+    // for important data to Beijing and restarts the node.
+    let mut stopped = s.provider.stop().await;
+    stopped.config.guardrails.important_regions = vec![RegionCode::parse("110000").unwrap()];
+    let provider = stopped.start().await;
+    refresh_all(&[&provider]).await;
+
+    // Approving it now makes no agreement: the offer itself breaks the new guardrails.
+    let err = provider
+        .admin(LocalRole::Admin)
+        .await
+        .approve_contract(liutong_proto::v1::ApproveContractRequest {
+            negotiation_id: pending.negotiation_id.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    let n = provider
+        .running
+        .context
+        .contracts
+        .get(&pending.negotiation_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(n.state.to_string(), "REQUESTED");
+    assert!(n.agreement.is_none() && n.agreement_id.is_none());
+    assert!(
+        provider
+            .audit_events()
+            .iter()
+            .all(|e| e["kind"] != "negotiation_state_changed"
+                || !e["detail"].as_str().unwrap().contains("AGREED")),
+        "nothing was agreed"
+    );
+
+    // The check made when an agreement is signed refuses it under the configuration
+    // the node now runs with, naming the guardrail, whatever the offer says.
+    let context = &provider.running.context;
+    let consumer = liutong_node::identity::ParticipantId::parse(ECOLOGY).unwrap();
+    let check = |class, approved_by| {
+        liutong_node::usage::guardrails::check_agreement(context, &consumer, class, approved_by)
+    };
+    use liutong_policy::Classification;
+    assert_eq!(
+        check(Classification::Important, Some("local admin")).unwrap_err(),
+        "the consumer's region 330100 is outside the regions permitted for important data \
+         (110000)"
+    );
+    assert!(
+        check(Classification::Important, None)
+            .unwrap_err()
+            .contains("needs a person's approval")
+    );
+    assert!(
+        check(Classification::Core, Some("local admin"))
+            .unwrap_err()
+            .contains("core data never leaves the node")
+    );
+    check(Classification::General2, None).expect("general data needs no approval");
     drop(s.space);
 }

@@ -142,8 +142,8 @@ struct Inner {
     metrics: Metrics,
     /// Absent without a webhook.
     webhook: Option<webhook::Sender>,
-    /// Per (rule, source): when the recent events happened, oldest first.
-    windows: Mutex<HashMap<(Rule, String), VecDeque<Instant>>>,
+    /// The windowed rules' recent events, per (rule, source).
+    windows: Mutex<Windows>,
     /// Per agreement (provider side): bytes delivered since start, and whether the
     /// volume alert was raised.
     volumes: Mutex<HashMap<String, (u64, bool)>>,
@@ -392,16 +392,43 @@ impl Alerts {
         if !self.enabled(rule) {
             return None;
         }
-        let now = Instant::now();
-        let mut windows = lock(&self.inner.windows);
-        // Forget sources that have been quiet for a whole window, so the map stays small.
-        let rules = &self.inner.rules;
-        windows.retain(|(r, _), events| {
-            events
-                .back()
-                .is_some_and(|last| now.duration_since(*last) < window_of(rules, *r))
-        });
-        let events = windows.entry((rule, source.to_owned())).or_default();
+        lock(&self.inner.windows).count(
+            &self.inner.rules,
+            (rule, source.to_owned()),
+            threshold,
+            window,
+            Instant::now(),
+        )
+    }
+}
+
+/// The recent events of the windowed rules, per (rule, source), oldest first.
+///
+/// An event prunes only its own source's window. Sources whose events have all left
+/// their window are dropped by a sweep over every source, made at most once per
+/// shortest window, so memory holds only the sources heard from lately while the cost
+/// per event does not grow with the number of sources (a scan of many addresses in
+/// failed authentications would otherwise make every further event slower).
+#[derive(Default)]
+struct Windows {
+    events: HashMap<(Rule, String), VecDeque<Instant>>,
+    /// When stale sources were last dropped.
+    swept_at: Option<Instant>,
+}
+
+impl Windows {
+    /// Adds an event at `now` to the window of `key`; returns the count when it reaches
+    /// `threshold`, and then forgets the source (its count starts again).
+    fn count(
+        &mut self,
+        rules: &AlertsSection,
+        key: (Rule, String),
+        threshold: u32,
+        window: Duration,
+        now: Instant,
+    ) -> Option<usize> {
+        self.sweep(rules, now);
+        let events = self.events.entry(key.clone()).or_default();
         while events
             .front()
             .is_some_and(|first| now.duration_since(*first) >= window)
@@ -411,11 +438,28 @@ impl Alerts {
         events.push_back(now);
         if events.len() >= threshold.max(1) as usize {
             let count = events.len();
-            events.clear();
+            self.events.remove(&key);
             Some(count)
         } else {
             None
         }
+    }
+
+    /// Drops the sources whose last event left its window, if the shortest window has
+    /// passed since the last sweep.
+    fn sweep(&mut self, rules: &AlertsSection, now: Instant) {
+        let every =
+            window_of(rules, Rule::PolicyDenials).min(window_of(rules, Rule::FailedAuthentication));
+        let swept_at = *self.swept_at.get_or_insert(now);
+        if now.duration_since(swept_at) < every {
+            return;
+        }
+        self.swept_at = Some(now);
+        self.events.retain(|(r, _), events| {
+            events
+                .back()
+                .is_some_and(|last| now.duration_since(*last) < window_of(rules, *r))
+        });
     }
 }
 
@@ -491,6 +535,82 @@ mod tests {
         alerts.policy_decision("transfer", &a, false, "y").await;
         assert_eq!(logged(&audit).len(), 2);
         assert_eq!(alerts.counts()[0], (Rule::PolicyDenials, 2));
+    }
+
+    #[test]
+    fn an_event_prunes_only_its_own_window_and_quiet_sources_are_dropped() {
+        let minute = Duration::from_secs(60);
+        let mut rules = AlertsSection::default();
+        rules.policy_denials.window = minute;
+        rules.failed_authentication.window = minute;
+        let address = |a: &str| (Rule::FailedAuthentication, a.to_owned());
+        let mut windows = Windows::default();
+        let t0 = Instant::now();
+        // A scan: one refusal from each of many addresses.
+        for i in 0..100 {
+            let key = address(&format!("10.0.0.{i}"));
+            assert_eq!(windows.count(&rules, key, 3, minute, t0), None);
+        }
+        assert_eq!(windows.events.len(), 100);
+
+        // Within the window, another address's refusal leaves the others as they are.
+        let t1 = t0 + Duration::from_secs(30);
+        assert_eq!(
+            windows.count(&rules, address("10.0.1.1"), 3, minute, t1),
+            None
+        );
+        assert_eq!(windows.events.len(), 101);
+        // An address heard again counts only its events still inside the window.
+        assert_eq!(
+            windows.count(&rules, address("10.0.0.7"), 3, minute, t1),
+            None
+        );
+        assert_eq!(windows.events[&address("10.0.0.7")].len(), 2);
+
+        // A window later, the addresses quiet since then are dropped: only those heard
+        // within the last minute remain.
+        let t2 = t0 + Duration::from_secs(61);
+        assert_eq!(
+            windows.count(&rules, address("10.0.1.2"), 3, minute, t2),
+            None
+        );
+        let mut left: Vec<&str> = windows.events.keys().map(|(_, a)| a.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["10.0.0.7", "10.0.1.1", "10.0.1.2"]);
+        // Heard again, it counts its events of the last minute only (t0 left).
+        assert_eq!(
+            windows.count(&rules, address("10.0.0.7"), 4, minute, t2),
+            None
+        );
+        assert_eq!(windows.events[&address("10.0.0.7")].len(), 2);
+
+        // A source whose alert fired is forgotten: its count starts again.
+        assert_eq!(
+            windows.count(&rules, address("10.0.1.2"), 3, minute, t2),
+            None
+        );
+        assert_eq!(
+            windows.count(&rules, address("10.0.1.2"), 3, minute, t2),
+            Some(3)
+        );
+        assert!(!windows.events.contains_key(&address("10.0.1.2")));
+        assert_eq!(windows.events.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_source_is_forgotten_once_its_alert_fired() {
+        let mut rules = AlertsSection::default();
+        rules.policy_denials.threshold = 2;
+        let (alerts, audit) = alerts(rules).await;
+        let a = ParticipantId::parse("11330100MA2TRA0011").unwrap();
+        alerts.policy_decision("negotiation", &a, false, "x").await;
+        assert_eq!(lock(&alerts.inner.windows).events.len(), 1);
+        alerts.policy_decision("negotiation", &a, false, "x").await;
+        assert_eq!(logged(&audit).len(), 1);
+        assert!(
+            lock(&alerts.inner.windows).events.is_empty(),
+            "no empty window is kept for the source"
+        );
     }
 
     #[tokio::test]

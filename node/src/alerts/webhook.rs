@@ -68,8 +68,12 @@ impl Sender {
 /// Where alerts go.
 struct Target {
     url: String,
+    /// The host to connect to: a name or an IP address (an IPv6 one without brackets).
     host: String,
     port: u16,
+    /// The request's `Host` header: the host as the URL writes it (an IPv6 address in
+    /// brackets), with the port unless it is the scheme's default.
+    authority: String,
     /// Path and query of the request line.
     path: String,
     /// For https.
@@ -96,7 +100,9 @@ impl Target {
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let default_port = if https { 443 } else { 80 };
+        let port = uri.port_u16().unwrap_or(default_port);
+        let authority = host_header(&host, port, default_port);
         let path = uri
             .path_and_query()
             .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
@@ -120,6 +126,7 @@ impl Target {
             url: url.to_owned(),
             host,
             port,
+            authority,
             path,
             tls,
         })
@@ -185,13 +192,8 @@ where
         .map_err(|e| format!("HTTP: {e}"))?;
     // Drives the connection; it ends when the exchange is over.
     tokio::spawn(connection);
-    let host = if matches!(target.port, 80 | 443) {
-        target.host.clone()
-    } else {
-        format!("{}:{}", target.host, target.port)
-    };
     let request = http::Request::post(target.path.as_str())
-        .header(http::header::HOST, host)
+        .header(http::header::HOST, target.authority.as_str())
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(
             http::header::USER_AGENT,
@@ -213,6 +215,21 @@ where
     }
 }
 
+/// The `Host` header for `host` (an IPv6 address is written in brackets, RFC 9110
+/// §7.2 and RFC 3986 §3.2.2) and `port` (left out when it is the scheme's default).
+fn host_header(host: &str, port: u16, default_port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    };
+    if port == default_port {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,11 +238,19 @@ mod tests {
     fn urls_are_checked_when_the_node_starts() {
         let t = Target::parse("http://127.0.0.1:9000/hooks/liutong?x=1", None).unwrap();
         assert_eq!((t.host.as_str(), t.port), ("127.0.0.1", 9000));
+        assert_eq!(t.authority, "127.0.0.1:9000");
         assert_eq!(t.path, "/hooks/liutong?x=1");
-        assert_eq!(
-            Target::parse("http://alerts.example", None).unwrap().port,
-            80
-        );
+        let t = Target::parse("http://alerts.example", None).unwrap();
+        assert_eq!((t.port, t.authority.as_str()), (80, "alerts.example"));
+        // IPv6: connect to the bare address, name it in brackets.
+        let t = Target::parse("http://[::1]:8080/a", None).unwrap();
+        assert_eq!((t.host.as_str(), t.port), ("::1", 8080));
+        assert_eq!(t.authority, "[::1]:8080");
+        let t = Target::parse("http://[fd00::5]/a", None).unwrap();
+        assert_eq!(t.authority, "[fd00::5]");
+        // Port 443 is not the default of http://, so it is named.
+        let t = Target::parse("http://alerts.example:443/", None).unwrap();
+        assert_eq!(t.authority, "alerts.example:443");
 
         let err = |url: &str| Target::parse(url, None).err().unwrap().to_string();
         assert!(
@@ -319,6 +344,38 @@ mod tests {
             .unwrap()
             .to_string();
         assert!(err.contains("webhook_ca"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn an_ipv6_webhook_gets_a_bracketed_host_header() {
+        use tokio::io::AsyncWriteExt as _;
+        let listener = match tokio::net::TcpListener::bind("[::1]:0").await {
+            Ok(l) => l,
+            Err(e) => {
+                // Only a machine without IPv6 loopback gets here.
+                eprintln!("skipped: cannot bind [::1]: {e}");
+                return;
+            }
+        };
+        let port = listener.local_addr().unwrap().port();
+        let sender = Sender::start(&format!("http://[::1]:{port}/v6"), None).unwrap();
+        sender.send(alert());
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let request = read_request(&mut socket).await;
+        socket
+            .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(request.starts_with("POST /v6 HTTP/1.1\r\n"), "{request}");
+        let host = request
+            .lines()
+            .find_map(|l| {
+                l.split_once(':')
+                    .filter(|(name, _)| name.eq_ignore_ascii_case("host"))
+                    .map(|(_, value)| value.trim().to_owned())
+            })
+            .expect("a Host header");
+        assert_eq!(host, format!("[::1]:{port}"), "{request}");
     }
 
     #[tokio::test]

@@ -7,6 +7,14 @@
 //! The masked form is also deterministic (same product, rules and key), so producing
 //! it again gives the same bytes.
 //!
+//! The masked bytes live only as long as the consumer may hold them: when the agreement
+//! is revoked, or the consumer's signed deletion receipt says its copy is gone, the
+//! provider records the removal ([`removal`], committed with that step's audit entry)
+//! and then deletes the chunks ([`remove_chunks`]). From then on the delivery is refused
+//! with the reason; a removal cut short by a crash is finished at the next start
+//! ([`finish_removals`]). The record of what was delivered (hashes, rules) stays, so a
+//! late transfer receipt is still checked against the masked bytes.
+//!
 //! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
 //! random secret of this node, created once and kept durably. Within one agreement a
 //! value always gets the same pseudonym; across agreements the pseudonyms cannot be
@@ -26,13 +34,23 @@ use super::stream::{self, AppliedRule};
 use crate::catalog::product::{Format, ProductStore, ProductVersion};
 use crate::contract::Agreement;
 use crate::runtime::NodeContext;
-use crate::storage::Storage;
+use crate::storage::{Storage, Write as StorageWrite};
 
 /// Storage tree of the node secret and the masked deliveries.
 const TREE: &str = "desensitized";
 const SECRET: &[u8] = b"node-secret";
 /// Domain separation of the per-agreement key derivation.
 const KEY_LABEL: &[u8] = b"liutong/desensitize/hash-key/v1\0";
+
+/// A masked delivery deleted (or never to be made): why and when.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Removal {
+    pub agreement_id: String,
+    /// Why, for a person ("the agreement was revoked").
+    pub why: String,
+    /// Unix seconds.
+    pub removed_at: i64,
+}
 
 /// What the signed manifest says about a desensitized delivery.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,38 +103,153 @@ pub async fn delivery_for(
     product: &ProductVersion,
     duties: &[Duty],
 ) -> Result<Option<MaskedDelivery>, DesensitizeError> {
+    deliver(
+        &context.storage,
+        &context.catalog.products,
+        &agreement.agreement_id,
+        product,
+        duties,
+    )
+    .await
+}
+
+/// [`delivery_for`] on the node's storage and products.
+async fn deliver(
+    storage: &Arc<dyn Storage>,
+    products: &ProductStore,
+    agreement_id: &str,
+    product: &ProductVersion,
+    duties: &[Duty],
+) -> Result<Option<MaskedDelivery>, DesensitizeError> {
     let rules = mask_rules(duties);
     if rules.is_empty() {
         return Ok(None);
     }
+    // Publishing refuses such an offer; this holds for one published before that check
+    // or changed behind the node's back: opaque bytes are never delivered unmasked.
     if product.format == Format::Bytes {
         return Err(DesensitizeError::OpaqueBytes {
             product: product.product_id.clone(),
         });
     }
-    if let Some(done) = delivered(context.storage.as_ref(), &agreement.agreement_id)? {
+    refuse_removed(storage.as_ref(), agreement_id)?;
+    if let Some(done) = delivered(storage.as_ref(), agreement_id)? {
         return Ok(Some(done));
     }
-    let key = agreement_key(&context.storage, &agreement.agreement_id).await?;
-    let storage = context.storage.clone();
-    let products = context.catalog.products.clone();
-    let product = product.clone();
-    let agreement_id = agreement.agreement_id.clone();
-    let delivery = tokio::task::spawn_blocking(move || {
-        produce(&storage, &products, &product, &agreement_id, rules, &key)
-    })
-    .await
-    .map_err(|e| DesensitizeError::Write(format!("the masking task failed: {e}")))??;
+    let key = agreement_key(storage, agreement_id).await?;
+    let delivery = {
+        let (storage, products) = (storage.clone(), products.clone());
+        let (product, agreement_id) = (product.clone(), agreement_id.to_owned());
+        tokio::task::spawn_blocking(move || {
+            produce(&storage, &products, &product, &agreement_id, rules, &key)
+        })
+        .await
+        .map_err(|e| DesensitizeError::Write(format!("the masking task failed: {e}")))??
+    };
     // The chunks are written; the record that names them is the commit point.
-    context
-        .storage
+    storage
         .put_durable(
             TREE,
-            &record_key(&agreement.agreement_id),
+            &record_key(agreement_id),
             &serde_json::to_vec(&delivery).expect("deliveries serialize"),
         )
         .await?;
+    // A removal decided while the chunks were written did not see them: take them
+    // away now (the removal is recorded before its chunks are deleted, so one of the
+    // two sees the other).
+    if removed(storage.as_ref(), agreement_id)?.is_some() {
+        remove_chunks(storage.as_ref(), agreement_id).await?;
+        refuse_removed(storage.as_ref(), agreement_id)?;
+    }
     Ok(Some(delivery))
+}
+
+/// The write that records the removal of an agreement's masked delivery, for the
+/// caller to commit with the audit entry of the step that decides it (a revocation, a
+/// consumer's deletion receipt); then [`remove_chunks`]. `None` when there is nothing
+/// to remove: the agreement's policy masks nothing, or the removal is already recorded.
+pub fn removal(
+    storage: &dyn Storage,
+    agreement: &Agreement,
+    why: &str,
+) -> Result<Option<(&'static str, StorageWrite)>, DesensitizeError> {
+    let id = &agreement.agreement_id;
+    if removed(storage, id)?.is_some() {
+        return Ok(None);
+    }
+    // Also when nothing was delivered yet: a delivery being produced meanwhile finds
+    // the removal when it is done.
+    let masks = liutong_policy::Policy::from_odrl_value(&agreement.policy)
+        .map(|p| super::policy_has_mask_duties(&p))
+        .unwrap_or(true);
+    if !masks && delivered(storage, id)?.is_none() {
+        return Ok(None);
+    }
+    let record = Removal {
+        agreement_id: id.clone(),
+        why: why.to_owned(),
+        removed_at: crate::runtime::now(),
+    };
+    Ok(Some((
+        TREE,
+        StorageWrite::Put(
+            removal_key(id),
+            serde_json::to_vec(&record).expect("removals serialize"),
+        ),
+    )))
+}
+
+/// The removal of an agreement's masked delivery, if one was recorded.
+pub fn removed(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<Option<Removal>, DesensitizeError> {
+    storage
+        .get(TREE, &removal_key(agreement_id))?
+        .map(|b| serde_json::from_slice(&b).map_err(|e| DesensitizeError::Damaged(e.to_string())))
+        .transpose()
+}
+
+/// Deletes the masked chunks of an agreement (durably); returns how many there were.
+pub async fn remove_chunks(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<usize, DesensitizeError> {
+    let prefix = format!("c/{agreement_id}/").into_bytes();
+    let chunks = storage.scan_prefix(TREE, &prefix)?;
+    for (key, _) in &chunks {
+        storage.delete(TREE, key)?;
+    }
+    if !chunks.is_empty() {
+        storage.flush().await?;
+    }
+    Ok(chunks.len())
+}
+
+/// At start: deletes the chunks of every recorded removal that a stop cut short.
+/// Returns how many deliveries it finished.
+pub async fn finish_removals(storage: &dyn Storage) -> Result<usize, DesensitizeError> {
+    let mut finished = 0;
+    for (_, value) in storage.scan_prefix(TREE, b"x/")? {
+        let r: Removal =
+            serde_json::from_slice(&value).map_err(|e| DesensitizeError::Damaged(e.to_string()))?;
+        if remove_chunks(storage, &r.agreement_id).await? > 0 {
+            finished += 1;
+        }
+    }
+    Ok(finished)
+}
+
+/// Refuses a delivery whose removal was recorded.
+fn refuse_removed(storage: &dyn Storage, agreement_id: &str) -> Result<(), DesensitizeError> {
+    match removed(storage, agreement_id)? {
+        Some(r) => Err(DesensitizeError::Removed(format!(
+            "the masked delivery of agreement {agreement_id} was deleted at {}: {}",
+            crate::tls::auth::format_unix(r.removed_at.max(0) as u64),
+            r.why
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// The stored masked delivery of an agreement, if one was produced.
@@ -136,13 +269,13 @@ pub fn chunk(
     agreement_id: &str,
     index: u32,
 ) -> Result<Vec<u8>, DesensitizeError> {
-    storage
-        .get(TREE, &chunk_key(agreement_id, index))?
-        .ok_or_else(|| {
-            DesensitizeError::Damaged(format!(
-                "chunk {index} of the masked delivery of {agreement_id} is missing"
-            ))
-        })
+    if let Some(chunk) = storage.get(TREE, &chunk_key(agreement_id, index))? {
+        return Ok(chunk);
+    }
+    refuse_removed(storage, agreement_id)?;
+    Err(DesensitizeError::Damaged(format!(
+        "chunk {index} of the masked delivery of {agreement_id} is missing"
+    )))
 }
 
 /// The plan of `rules` over a stored product (one detection pass).
@@ -190,6 +323,10 @@ pub async fn agreement_key(
 
 fn record_key(agreement_id: &str) -> Vec<u8> {
     format!("m/{agreement_id}").into_bytes()
+}
+
+fn removal_key(agreement_id: &str) -> Vec<u8> {
+    format!("x/{agreement_id}").into_bytes()
 }
 
 fn chunk_key(agreement_id: &str, index: u32) -> Vec<u8> {
@@ -315,6 +452,125 @@ mod tests {
         // Another node (another secret) gives another key for the same agreement ID.
         let other: Arc<dyn Storage> = SledStorage::temporary().unwrap();
         assert_ne!(h(&a1), h(&agreement_key(&other, "agr-1").await.unwrap()));
+    }
+
+    fn stored_chunks(storage: &dyn Storage, agreement_id: &str, data: &[u8]) {
+        let mut sink = ChunkSink {
+            storage,
+            agreement_id,
+            chunk_size: 4,
+            buffer: Vec::new(),
+            chunk_hashes: Vec::new(),
+            whole: Sha256::new(),
+            size: 0,
+        };
+        sink.write_all(data).unwrap();
+        sink.finish().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_removal_cut_short_is_finished_and_its_chunks_are_refused_with_the_reason() {
+        let storage = SledStorage::temporary().unwrap();
+        stored_chunks(storage.as_ref(), "agr-x", b"abcdefghij");
+        stored_chunks(storage.as_ref(), "agr-xy", b"klmnop");
+        // The state a stop leaves after the removal was committed, before its chunks
+        // were deleted.
+        let removal = Removal {
+            agreement_id: "agr-x".into(),
+            why: "the agreement was revoked".into(),
+            removed_at: 1_800_000_000,
+        };
+        storage
+            .put(
+                TREE,
+                &removal_key("agr-x"),
+                &serde_json::to_vec(&removal).unwrap(),
+            )
+            .unwrap();
+        assert_eq!(chunk(storage.as_ref(), "agr-x", 0).unwrap(), b"abcd");
+
+        assert_eq!(finish_removals(storage.as_ref()).await.unwrap(), 1);
+        assert!(storage.scan_prefix(TREE, b"c/agr-x/").unwrap().is_empty());
+        let err = chunk(storage.as_ref(), "agr-x", 0).unwrap_err();
+        assert!(matches!(err, DesensitizeError::Removed(_)), "{err}");
+        assert!(
+            err.to_string()
+                .contains("was deleted at 2027-01-15T08:00:00Z: the agreement was revoked"),
+            "{err}"
+        );
+        // Another agreement's chunks (its ID extends this one's) stay.
+        assert_eq!(chunk(storage.as_ref(), "agr-xy", 1).unwrap(), b"op");
+        // Finished once; nothing left to do the next time.
+        assert_eq!(finish_removals(storage.as_ref()).await.unwrap(), 0);
+    }
+
+    /// A product stored as `format`, and the duties of a policy that masks a column.
+    async fn product_and_mask_duties(
+        storage: &Arc<dyn Storage>,
+        format: crate::catalog::product::Format,
+        data: &[u8],
+    ) -> (ProductStore, ProductVersion, Vec<Duty>) {
+        let products = ProductStore::open(storage.clone()).unwrap();
+        let mut upload = products
+            .begin(crate::catalog::product::NewVersion {
+                product_id: None,
+                title: "Scans".into(),
+                description: String::new(),
+                owner: crate::identity::ParticipantId::parse("91110000600037341L").unwrap(),
+                classification: liutong_policy::Classification::General2,
+                format,
+                derived_from: vec![],
+                policy_odrl: None,
+            })
+            .unwrap();
+        upload.write(data).unwrap();
+        let product = upload.finish(1_800_000_000).await.unwrap();
+        let policy = liutong_policy::Policy::from_toml(
+            "uid = \"urn:liutong:policy:scans\"\ntype = \"set\"\n\
+             [[permission]]\naction = \"use\"\nduty = [{ action = \"mask\", rules = [\
+             { field = { name = \"name\" }, method = \"drop\" }] }]\n",
+        )
+        .unwrap();
+        let duties = policy.permissions[0].duties.clone();
+        assert!(!mask_rules(&duties).is_empty());
+        (products, product, duties)
+    }
+
+    #[tokio::test]
+    async fn mask_duties_on_opaque_bytes_are_refused_at_delivery_and_nothing_is_stored() {
+        let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
+        let (products, product, duties) =
+            product_and_mask_duties(&storage, Format::Bytes, b"name,x\nZhang San,1\n").await;
+        let err = deliver(&storage, &products, "agr-b", &product, &duties)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, DesensitizeError::OpaqueBytes { product: p } if *p == product.product_id),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("opaque bytes")
+                && err.to_string().contains("it is not delivered"),
+            "{err}"
+        );
+        // Nothing produced, not even the node secret.
+        assert!(storage.scan_prefix(TREE, b"").unwrap().is_empty());
+        // Without mask duties the same product is delivered as it is.
+        assert!(
+            deliver(&storage, &products, "agr-b", &product, &[])
+                .await
+                .unwrap()
+                .is_none()
+        );
+        // The same bytes as CSV are masked.
+        let (products, csv, duties) =
+            product_and_mask_duties(&storage, Format::Csv, b"name,x\nZhang San,1\n").await;
+        let masked = deliver(&storage, &products, "agr-c", &csv, &duties)
+            .await
+            .unwrap()
+            .expect("masked");
+        assert_eq!(chunk(storage.as_ref(), "agr-c", 0).unwrap(), b"x\n1\n");
+        assert_eq!(masked.size, 4);
     }
 
     #[test]

@@ -11,7 +11,8 @@
 //! - [`stream`] — masking a whole payload record by record, deterministically.
 //! - [`delivery`] — the node's side: the per-agreement hash key, and the masked
 //!   delivery of an agreement, produced once, stored in chunks with their hashes, so the
-//!   signed manifest covers exactly the bytes delivered and a cut transfer resumes.
+//!   signed manifest covers exactly the bytes delivered and a cut transfer resumes;
+//!   deleted when the agreement is revoked or the consumer's copy is deleted.
 //!
 //! Pure parts (`recognise`, `method`, `plan`, `stream`) do no I/O of their own.
 
@@ -53,6 +54,10 @@ pub enum DesensitizeError {
     Write(String),
     #[error("the stored masked delivery is damaged: {0}")]
     Damaged(String),
+    /// The masked delivery was deleted (the agreement revoked, or the consumer's copy
+    /// deleted).
+    #[error("{0}")]
+    Removed(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }

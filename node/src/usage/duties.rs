@@ -2,10 +2,10 @@
 //! (and when an agreement is revoked), and the background task that runs the duties,
 //! the outbox and the revocation checks.
 //!
-//! A deletion writes its record first (the decision), queues the signed deletion
-//! receipt when one is owed, then removes the copy and flushes. Reads check the record
-//! before anything else, so a copy whose deletion a crash interrupted is already
-//! unreadable, and [`recover`] removes it at the next start. [`recover`] also deletes
+//! A deletion commits its record (the decision), the signed deletion receipt when one
+//! is owed and its audit entry together, then removes the copy and flushes. Reads check
+//! the record before anything else, so a copy whose deletion a crash interrupted is
+//! already unreadable, and [`recover`] removes it at the next start. [`recover`] also deletes
 //! the copies whose deadline passed while the node was stopped, before the node serves
 //! anyone.
 
@@ -16,11 +16,11 @@ use liutong_policy::{DeleteAfter, Duty, Policy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use super::{USAGE, UsageError, log, notice, when};
-use crate::audit::log::EventKind;
+use super::{USAGE, UsageError, commit, notice, quoted, when};
+use crate::audit::log::{Event, EventKind};
 use crate::contract::Agreement;
 use crate::runtime::{NodeContext, now};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, Write};
 use crate::transfer;
 
 /// Why a copy was deleted.
@@ -71,9 +71,10 @@ impl Deletion {
             DeletionCause::Revoked {
                 reason, revoked_at, ..
             } => format!(
-                "agreement {} was revoked by its provider at {}: {reason}; its copy was deleted at {}",
+                "agreement {} was revoked by its provider at {}: {}; its copy was deleted at {}",
                 self.agreement_id,
                 when(*revoked_at),
+                quoted(reason),
                 when(self.deleted_at)
             ),
         }
@@ -161,6 +162,22 @@ pub async fn delete(
     agreement: &Agreement,
     cause: DeletionCause,
 ) -> Result<Deletion, UsageError> {
+    delete_logged(context, agreement, cause, Vec::new()).await
+}
+
+/// [`delete`], with `preceding` audit events (what led to the deletion, such as the
+/// revocation received) committed together with it.
+///
+/// The deletion record, the receipt owed and the audit entries are one commit (entries
+/// first, one flush), made before the copy's bytes are removed: a crash before it
+/// leaves the copy as it was, a crash after it leaves a logged decision whose removal
+/// the start-up [`recover`] finishes, without a second entry.
+pub(super) async fn delete_logged(
+    context: &NodeContext,
+    agreement: &Agreement,
+    cause: DeletionCause,
+    preceding: Vec<Event>,
+) -> Result<Deletion, UsageError> {
     let storage = context.storage.as_ref();
     let id = &agreement.agreement_id;
     // One deletion of a copy at a time (the background task and a read may both find
@@ -176,17 +193,31 @@ pub async fn delete(
         // revocation that arrives after a deletion at the deadline still gets its receipt.
         transfer::delete_copy(storage, id)?;
         if revocation_id.is_none() || earlier.revocation_id.is_some() {
-            storage.flush().await?;
+            if preceding.is_empty() {
+                storage.flush().await?;
+            } else {
+                commit(context, &preceding, Vec::new()).await?;
+            }
             return Ok(earlier);
         }
         earlier.revocation_id = revocation_id;
-        notice::queue_deletion_receipt(context, agreement, &earlier, &cause)?;
-        storage.put(
-            USAGE,
-            &deletion_key(id),
-            &serde_json::to_vec(&earlier).expect("deletions serialize"),
-        )?;
-        storage.flush().await?;
+        let records = vec![
+            deletion_write(&earlier),
+            notice::deletion_receipt_write(context, agreement, &earlier, &cause)?,
+        ];
+        let mut events = preceding;
+        if events.is_empty() {
+            events.push(agreement.event(
+                EventKind::Revocation,
+                agreement.provider.as_str(),
+                format!(
+                    "{}; a signed deletion receipt answering the revocation is on its way to the \
+                 provider",
+                    earlier.explain()
+                ),
+            ));
+        }
+        commit(context, &events, records).await?;
         context.usage.kick();
         return Ok(earlier);
     }
@@ -202,24 +233,18 @@ pub async fn delete(
         deleted_at: now(),
         revocation_id,
     };
-    // The record first: it is the decision, and reads refuse from here on.
-    storage.put(
-        USAGE,
-        &deletion_key(id),
-        &serde_json::to_vec(&record).expect("deletions serialize"),
-    )?;
+    // The record is the decision: reads refuse from the moment it is committed.
+    let mut records = vec![deletion_write(&record)];
     let receipt_owed = record.revocation_id.is_some() || notifies(agreement);
     if receipt_owed {
-        notice::queue_deletion_receipt(context, agreement, &record, &cause)?;
+        records.push(notice::deletion_receipt_write(
+            context, agreement, &record, &cause,
+        )?);
     }
-    storage.flush().await?;
-    // Logged before the bytes go: a crash after this leaves the durable record, and the
-    // start-up `recover` finishes the removal without a second entry.
-    log(
-        context,
+    let mut events = preceding;
+    events.push(agreement.event(
         EventKind::CopyDeleted,
         agreement.provider.as_str(),
-        agreement,
         format!(
             "{}{}",
             record.explain(),
@@ -229,14 +254,25 @@ pub async fn delete(
                 ""
             }
         ),
-    )
-    .await?;
+    ));
+    commit(context, &events, records).await?;
     transfer::delete_copy(storage, id)?;
     storage.flush().await?;
     if receipt_owed {
         context.usage.kick();
     }
     Ok(record)
+}
+
+/// The write that stores a deletion record.
+fn deletion_write(record: &Deletion) -> (&'static str, Write) {
+    (
+        USAGE,
+        Write::Put(
+            deletion_key(&record.agreement_id),
+            serde_json::to_vec(record).expect("deletions serialize"),
+        ),
+    )
 }
 
 /// Deletes every copy whose deleteAfter deadline has passed. Returns how many.
@@ -262,8 +298,9 @@ pub async fn sweep_expired(context: &NodeContext) -> Result<usize, UsageError> {
     Ok(deleted)
 }
 
-/// At start, before the node serves anyone: finishes deletions a crash interrupted and
-/// deletes the copies whose deadline passed while the node was stopped.
+/// At start, before the node serves anyone: finishes deletions a crash interrupted
+/// (copies, and on the provider masked deliveries) and deletes the copies whose
+/// deadline passed while the node was stopped.
 pub async fn recover(context: &NodeContext) -> Result<(), UsageError> {
     let storage = context.storage.as_ref();
     let mut finished = 0;
@@ -278,6 +315,19 @@ pub async fn recover(context: &NodeContext) -> Result<(), UsageError> {
         tracing::warn!(
             copies = finished,
             "finished deletions interrupted by a stop"
+        );
+    }
+    // Provider side: masked deliveries whose removal was committed but cut short.
+    let masked = crate::desensitize::delivery::finish_removals(storage)
+        .await
+        .map_err(|e| match e {
+            crate::desensitize::DesensitizeError::Storage(s) => UsageError::Storage(s),
+            other => UsageError::DataLoss(other.to_string()),
+        })?;
+    if masked > 0 {
+        tracing::warn!(
+            deliveries = masked,
+            "finished deleting masked deliveries interrupted by a stop"
         );
     }
     let expired = sweep_expired(context).await?;

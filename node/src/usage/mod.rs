@@ -29,9 +29,13 @@
 //!   agreement is signed: important data needs a person's approval and a recipient
 //!   inside the permitted regions.
 //!
+//! Every step that changes stored state (a use counted, a copy deleted, a revocation, a
+//! notice or receipt received) commits its records together with its audit entries
+//! (`commit`, one flush), so a crash never leaves a step in force but unlogged.
+//!
 //! Storage: tree `usage` holds the use counts (`u/<agreement>`) and the deletion records
-//! (`d/<agreement>`, written before the copy is removed, so a deletion interrupted by a
-//! crash is finished at the next start); tree `outbox` the messages waiting for a peer;
+//! (`d/<agreement>`, committed with their audit entry before the copy is removed, so a
+//! deletion interrupted by a crash is finished at the next start); tree `outbox` the messages waiting for a peer;
 //! on the provider, tree `revocations` (`<consumer>/<agreement>`) and tree
 //! `usage-notices` the consumers' signed notices and receipts.
 
@@ -47,10 +51,11 @@ use std::sync::{Arc, Mutex};
 
 use liutong_policy::{CompiledPolicy, Policy};
 
+use crate::audit::log::Event;
 use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement};
 use crate::identity::Envelope;
 use crate::runtime::NodeContext;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, Write};
 use crate::transfer::TransferError;
 
 pub use duties::{Deletion, DeletionCause, deletion};
@@ -145,6 +150,14 @@ impl UsageControl {
         locks.entry(agreement_id.to_owned()).or_default().clone()
     }
 
+    /// The provider's lock of one agreement: its revocation and the consumer's notices
+    /// and receipts about it are each checked and recorded under it, one at a time.
+    /// (Not [`lock_for`](Self::lock_for), which an aggregate query holds while it
+    /// computes.)
+    pub(crate) fn provider_lock(&self, agreement_id: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.lock_for(&format!("provider/{agreement_id}"))
+    }
+
     /// Asks the background task to run now (something waits in the outbox).
     pub fn kick(&self) {
         self.kick.notify_one();
@@ -207,7 +220,7 @@ pub fn uses(storage: &dyn Storage, agreement_id: &str) -> Result<UseRecord, Stor
         .unwrap_or_default())
 }
 
-/// Appends an audit event about an agreement.
+/// Appends an audit event about an agreement (a step that changes no stored state).
 async fn log(
     context: &NodeContext,
     kind: crate::audit::log::EventKind,
@@ -215,15 +228,66 @@ async fn log(
     agreement: &Agreement,
     detail: String,
 ) -> Result<(), UsageError> {
+    commit(
+        context,
+        &[agreement.event(kind, participant, detail)],
+        Vec::new(),
+    )
+    .await
+}
+
+/// Commits audit events together with the writes (tree, write) that they record: the
+/// entries first, then the writes, made durable by one flush (see
+/// [`AuditLog::append_with`](crate::audit::log::AuditLog::append_with)). So a crash
+/// leaves either both or neither, never a decision that is in force but not logged;
+/// and when the entry cannot be written, nothing is.
+async fn commit(
+    context: &NodeContext,
+    events: &[Event],
+    records: Vec<(&'static str, Write)>,
+) -> Result<(), UsageError> {
     context
         .audit
-        .append(&agreement.event(kind, participant, detail))
+        .append_with(events, records)
         .await
         .map(|_| ())
         .map_err(|e| UsageError::Audit(e.to_string()))
 }
 
+/// Most characters of a party's free text (a revocation's reason) that an audit entry
+/// or an error message quotes; the signed message keeps it whole.
+const QUOTED_CHARS: usize = 1_000;
+
+/// `text` as an entry or a message quotes it: cut at [`QUOTED_CHARS`] characters.
+fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTED_CHARS) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((end, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} characters in all)",
+            &text[..end],
+            text.chars().count()
+        )),
+    }
+}
+
 /// Unix seconds as a date a person reads.
 fn when(t: i64) -> String {
     crate::tls::auth::format_unix(t.max(0) as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoted_text_is_cut_at_a_character_boundary() {
+        assert_eq!(quoted("short"), "short");
+        let exact = "数".repeat(QUOTED_CHARS);
+        assert_eq!(quoted(&exact), exact);
+        let long = format!("{exact}据据");
+        assert_eq!(
+            quoted(&long),
+            format!("{exact}… ({} characters in all)", QUOTED_CHARS + 2)
+        );
+    }
 }

@@ -1,8 +1,8 @@
 //! Signed messages from the consumer to the provider — usage notices (the notify duty)
 //! and deletion receipts — and the outbox that delivers them.
 //!
-//! A message is signed and stored in the outbox in the same step as the use or the
-//! deletion it reports, so a crash cannot lose it. The background task sends what is
+//! A message is signed and stored in the outbox in the same commit as the use or the
+//! deletion it reports (and their audit entries), so a crash cannot lose it. The background task sends what is
 //! due; a message leaves the outbox only when the provider acknowledged it, and a
 //! failed attempt is retried after a delay that doubles each time (from
 //! `usage.check_interval` up to ten minutes). The provider stores each message
@@ -14,12 +14,12 @@ use serde::{Deserialize, Serialize};
 
 use super::duties::{Deletion, DeletionCause};
 use super::revocation;
-use super::{UsageError, log};
+use super::{UsageError, commit, quoted};
 use crate::audit::log::EventKind;
 use crate::contract::{Agreement, Role};
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, Write};
 use liutong_proto::v1::NotifyRequest;
 use liutong_proto::v1::usage_control_client::UsageControlClient;
 
@@ -97,14 +97,14 @@ pub(super) fn random_id(prefix: &str) -> String {
     format!("{prefix}-{}", hex::encode(bytes))
 }
 
-/// Stores a signed message for the agreement's provider in the outbox (not flushed:
-/// the caller flushes with the step it belongs to).
-fn queue_for_provider(
+/// The outbox write of a signed message for the agreement's provider, for the caller
+/// to commit with the step it belongs to.
+fn outbox_write(
     context: &NodeContext,
     agreement: &Agreement,
     what: String,
     message: Envelope,
-) -> Result<(), UsageError> {
+) -> Result<(&'static str, Write), UsageError> {
     let n = context
         .contracts
         .by_agreement(&agreement.agreement_id)
@@ -128,21 +128,22 @@ fn queue_for_provider(
         last_error: String::new(),
         created_at: now(),
     };
-    context.storage.put(
+    Ok((
         OUTBOX,
-        format!("o/{}", item.id).as_bytes(),
-        &serde_json::to_vec(&item).expect("outbox items serialize"),
-    )?;
-    Ok(())
+        Write::Put(
+            format!("o/{}", item.id).into_bytes(),
+            serde_json::to_vec(&item).expect("outbox items serialize"),
+        ),
+    ))
 }
 
-/// Signs a usage notice for one permitted use and queues it (not flushed).
-pub(super) fn queue_usage_notice(
+/// Signs a usage notice for one permitted use; returns its outbox write.
+pub(super) fn usage_notice_write(
     context: &NodeContext,
     agreement: &Agreement,
     purpose: &str,
     use_number: u64,
-) -> Result<(), UsageError> {
+) -> Result<(&'static str, Write), UsageError> {
     let notice = UsageNotice {
         notice_id: random_id("use"),
         agreement_id: agreement.agreement_id.clone(),
@@ -155,7 +156,7 @@ pub(super) fn queue_usage_notice(
         used_at: now(),
     };
     let envelope = Envelope::sign_json(USAGE_NOTICE_PAYLOAD_TYPE, &notice, &context.signing_key);
-    queue_for_provider(
+    outbox_write(
         context,
         agreement,
         format!("usage notice, use {use_number}"),
@@ -163,13 +164,13 @@ pub(super) fn queue_usage_notice(
     )
 }
 
-/// Signs a deletion receipt and queues it (not flushed).
-pub(super) fn queue_deletion_receipt(
+/// Signs a deletion receipt; returns its outbox write.
+pub(super) fn deletion_receipt_write(
     context: &NodeContext,
     agreement: &Agreement,
     deletion: &Deletion,
     cause: &DeletionCause,
-) -> Result<(), UsageError> {
+) -> Result<(&'static str, Write), UsageError> {
     let receipt = DeletionReceipt {
         receipt_id: random_id("del"),
         agreement_id: agreement.agreement_id.clone(),
@@ -187,7 +188,7 @@ pub(super) fn queue_deletion_receipt(
         &receipt,
         &context.signing_key,
     );
-    queue_for_provider(context, agreement, "deletion receipt".into(), envelope)
+    outbox_write(context, agreement, "deletion receipt".into(), envelope)
 }
 
 /// Everything in the outbox.
@@ -266,7 +267,8 @@ async fn send(context: &NodeContext, item: &OutboxItem) -> Result<(), UsageError
 
 /// The provider receives a signed notice or deletion receipt from `caller`: it must be
 /// signed by the caller, about an agreement this node made as the provider with the
-/// caller as consumer. Stored durably and logged once; a repeat is acknowledged again.
+/// caller as consumer. Stored together with its audit entry (one commit) and logged
+/// once; a repeat is acknowledged again.
 pub async fn receive(
     context: &NodeContext,
     caller: &Membership,
@@ -278,32 +280,41 @@ pub async fn receive(
             let agreement =
                 provider_agreement(context, caller, &notice.agreement_id, &notice.consumer)?;
             let key = format!("n/{}/{}", notice.agreement_id, notice.notice_id);
-            if context
-                .storage
-                .insert_new(NOTICES, key.as_bytes(), envelope.to_json().as_bytes())?
-            {
-                context.storage.flush().await?;
-                log(
-                    context,
-                    EventKind::Usage,
-                    caller.participant_id.as_str(),
-                    &agreement,
-                    format!(
-                        "usage notice from the consumer: use {} of the copy, purpose {}, at {}",
-                        notice.use_number,
-                        notice.purpose,
-                        super::when(notice.used_at)
-                    ),
-                )
-                .await?;
+            // Checked and recorded under the agreement's lock: a notice sent twice at
+            // once is logged once.
+            let lock = context.usage.provider_lock(&agreement.agreement_id);
+            let _one_at_a_time = lock.lock().await;
+            if context.storage.get(NOTICES, key.as_bytes())?.is_some() {
+                return Ok(());
             }
-            Ok(())
+            let event = agreement.event(
+                EventKind::Usage,
+                caller.participant_id.as_str(),
+                format!(
+                    "usage notice from the consumer: use {} of the copy, purpose {}, at {}",
+                    notice.use_number,
+                    quoted(&notice.purpose),
+                    super::when(notice.used_at)
+                ),
+            );
+            commit(
+                context,
+                &[event],
+                vec![(
+                    NOTICES,
+                    Write::Put(key.into_bytes(), envelope.to_json().into_bytes()),
+                )],
+            )
+            .await
         }
         DELETION_RECEIPT_PAYLOAD_TYPE => {
             let receipt: DeletionReceipt = open(caller, &envelope, DELETION_RECEIPT_PAYLOAD_TYPE)?;
             let agreement =
                 provider_agreement(context, caller, &receipt.agreement_id, &receipt.consumer)?;
             let key = format!("r/{}", receipt.agreement_id);
+            // The same lock as the revocation, whose record the receipt updates.
+            let lock = context.usage.provider_lock(&agreement.agreement_id);
+            let _one_at_a_time = lock.lock().await;
             let known = context
                 .storage
                 .get(NOTICES, key.as_bytes())?
@@ -312,35 +323,45 @@ pub async fn receive(
             if known {
                 return Ok(());
             }
-            context.storage.put(
+            let mut records = vec![(
                 NOTICES,
-                key.as_bytes(),
-                &serde_json::to_vec(&envelope).expect("envelopes serialize"),
+                Write::Put(
+                    key.into_bytes(),
+                    serde_json::to_vec(&envelope).expect("envelopes serialize"),
+                ),
+            )];
+            records.extend(revocation::receipt_write(context, &receipt, &envelope)?);
+            let masked = revocation::masked_removal(
+                context,
+                &agreement,
+                "the consumer deleted its copy (signed deletion receipt)",
             )?;
-            revocation::record_receipt(context, &receipt, &envelope)?;
-            context.storage.flush().await?;
+            records.extend(masked.clone().map(|m| m.write));
             let cause = match &receipt.cause {
                 DeletionCause::Expired { .. } => "its deleteAfter deadline passed".to_owned(),
                 DeletionCause::Revoked { reason, .. } => {
-                    format!("the agreement was revoked ({reason})")
+                    format!("the agreement was revoked ({})", quoted(reason))
                 }
             };
-            log(
-                context,
+            let event = agreement.event(
                 EventKind::CopyDeleted,
                 caller.participant_id.as_str(),
-                &agreement,
                 format!(
-                    "signed deletion receipt from the consumer: {} at {}, because {cause}",
+                    "signed deletion receipt from the consumer: {} at {}, because {cause}{}",
                     if receipt.held {
                         "copy deleted"
                     } else {
                         "no copy was held; none will be fetched"
                     },
-                    super::when(receipt.deleted_at)
+                    super::when(receipt.deleted_at),
+                    masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
                 ),
-            )
-            .await
+            );
+            commit(context, &[event], records).await?;
+            if masked.is_some() {
+                revocation::remove_masked(context, &agreement.agreement_id).await?;
+            }
+            Ok(())
         }
         other => Err(UsageError::Invalid(format!(
             "message: payload type {other:?} is neither a usage notice nor a deletion receipt"

@@ -3,10 +3,10 @@
 //! The read is decided by the copy's sticky policy at use scope, with this node as the
 //! recipient, the declared purpose, the time since the agreement and the uses so far.
 //! The declared purpose must also lie within the purpose the agreement was made for.
-//! Decision and use count are one step: under the copy's lock the node decides, raises
-//! the count and flushes it (with the usage notice, if the policy asks for one) before
-//! a byte is sent, so concurrent reads cannot exceed a count and a crash cannot lose a
-//! use. A refusal names the failed constraints and is logged as a policy decision; a
+//! Decision and use count are one step: under the copy's lock the node decides, then
+//! commits the raised count (with the usage notice, if the policy asks for one)
+//! together with the read's audit entry before a byte is sent, so concurrent reads
+//! cannot exceed a count and a crash can neither lose a use nor leave one unlogged. A refusal names the failed constraints and is logged as a policy decision; a
 //! permitted read is logged as a use.
 
 use std::sync::Arc;
@@ -16,11 +16,14 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::duties::{self, DeletionCause};
-use super::{USAGE, UsageError, UseRecord, log, notice, sticky_agreement, use_key, uses, when};
+use super::{
+    USAGE, UsageError, UseRecord, commit, log, notice, sticky_agreement, use_key, uses, when,
+};
 use crate::audit::log::EventKind;
 use crate::catalog::requester_of;
 use crate::contract::Agreement;
 use crate::runtime::{NodeContext, now};
+use crate::storage::Write;
 use crate::transfer::{self, Manifest, TransferState};
 use liutong_proto::v1::read_response::Part;
 use liutong_proto::v1::{ReadHeader, ReadResponse};
@@ -137,31 +140,34 @@ pub async fn authorize(
         return Err(UsageError::Denied(why));
     }
 
-    // Permitted: count the use and queue its notice, durably, before any data leaves.
+    // Permitted: the raised use count, its notice and the audit entry are one commit,
+    // durable before any data leaves.
     let used_at = now();
     record = UseRecord {
         uses: record.uses + 1,
         first_used_at: record.first_used_at.or(Some(used_at)),
         last_used_at: Some(used_at),
     };
-    storage.put(
+    let mut records = vec![(
         USAGE,
-        &use_key(agreement_id),
-        &serde_json::to_vec(&record).expect("use records serialize"),
-    )?;
+        Write::Put(
+            use_key(agreement_id),
+            serde_json::to_vec(&record).expect("use records serialize"),
+        ),
+    )];
     let notify = decision.duties.contains(&Duty::Notify);
     if notify {
-        notice::queue_usage_notice(context, &agreement, purpose, record.uses)?;
+        records.push(notice::usage_notice_write(
+            context,
+            &agreement,
+            purpose,
+            record.uses,
+        )?);
     }
-    storage.flush().await?;
-    drop(guard);
-
     let performed = performed_duties(&decision.duties, deadline);
-    log(
-        context,
+    let event = agreement.event(
         EventKind::Usage,
         agreement.provider.as_str(),
-        &agreement,
         format!(
             "read of the copy ({} v{}, {} bytes) for purpose {purpose}: use {}, permitted{}; duties: {}",
             agreement.product_id,
@@ -175,8 +181,9 @@ pub async fn authorize(
                 .unwrap_or_default(),
             performed.join("; ")
         ),
-    )
-    .await?;
+    );
+    commit(context, &[event], records).await?;
+    drop(guard);
     if notify {
         context.usage.kick();
     }

@@ -18,12 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use super::duties::{self, DeletionCause};
 use super::notice::{DeletionReceipt, random_id};
-use super::{UsageError, log, when};
+use super::{UsageError, commit, quoted, when};
 use crate::audit::log::EventKind;
 use crate::contract::{Agreement, Role};
+use crate::desensitize::delivery;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
-use crate::storage::StorageError;
+use crate::storage::{StorageError, Write};
 use crate::transfer;
 use liutong_proto::v1::RevocationsRequest;
 use liutong_proto::v1::usage_control_client::UsageControlClient;
@@ -33,6 +34,9 @@ pub const REVOCATION_PAYLOAD_TYPE: &str = "application/vnd.liutong.revocation+js
 
 /// Provider side: `<consumer>/<agreement>` → [`RevocationRecord`].
 const REVOCATIONS: &str = "revocations";
+/// Longest reason a revocation may give, in characters: both nodes quote it in their
+/// audit logs, whose entries are limited in size.
+pub const MAX_REASON_CHARS: usize = 1_000;
 
 /// What the provider signs to revoke an agreement.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,6 +102,13 @@ pub async fn revoke(
             "reason: say why; the consumer's node records it".into(),
         ));
     }
+    let length = reason.chars().count();
+    if length > MAX_REASON_CHARS {
+        return Err(UsageError::Invalid(format!(
+            "reason: {length} characters; say why in at most {MAX_REASON_CHARS} (both \
+             nodes log it)"
+        )));
+    }
     if id.trim().is_empty() {
         return Err(UsageError::Invalid(
             "agreement_id: name the agreement to revoke".into(),
@@ -137,38 +148,97 @@ pub async fn revoke(
         deletion_receipt: None,
         deleted_at: None,
     };
-    let k = key(&record.consumer, &record.agreement_id);
-    if !context.storage.insert_new(
-        REVOCATIONS,
-        &k,
-        &serde_json::to_vec(&record).expect("revocations serialize"),
+    // Checked and recorded under the agreement's lock, so it is revoked once; the
+    // record and its audit entry are one commit.
+    let lock = context.usage.provider_lock(&agreement.agreement_id);
+    let _one_at_a_time = lock.lock().await;
+    if let Some(earlier) = revocation_of(
+        context,
+        agreement.consumer.as_str(),
+        &agreement.agreement_id,
     )? {
-        let earlier = revocation_of(
-            context,
-            agreement.consumer.as_str(),
-            &agreement.agreement_id,
-        )?
-        .expect("insert_new found it");
         return Err(UsageError::WrongState(format!(
             "agreement {} was already revoked at {}: {}",
             agreement.agreement_id,
             when(earlier.revoked_at),
-            earlier.reason
+            quoted(&earlier.reason)
         )));
     }
-    context.storage.flush().await?;
-    log(
-        context,
+    let mut records = vec![(
+        REVOCATIONS,
+        Write::Put(
+            key(&record.consumer, &record.agreement_id),
+            serde_json::to_vec(&record).expect("revocations serialize"),
+        ),
+    )];
+    let masked = masked_removal(context, &agreement, "the agreement was revoked")?;
+    records.extend(masked.clone().map(|m| m.write));
+    let event = agreement.event(
         EventKind::Revocation,
         agreement.consumer.as_str(),
-        &agreement,
         format!(
-            "agreement revoked by the provider: {reason}; its transfers are refused, and the \
-             consumer's node deletes its copy and returns a signed deletion receipt"
+            "agreement revoked by the provider: {reason}; its transfers are refused{}, and \
+             the consumer's node deletes its copy and returns a signed deletion receipt",
+            masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
         ),
-    )
-    .await?;
+    );
+    commit(context, &[event], records).await?;
+    if masked.is_some() {
+        remove_masked(context, &agreement.agreement_id).await?;
+    }
     Ok(record)
+}
+
+/// The removal of a masked delivery, to commit with the step that decides it.
+#[derive(Clone)]
+pub(super) struct MaskedRemoval {
+    pub write: (&'static str, Write),
+    /// What the step's audit entry adds about it ("; the masked delivery … is deleted").
+    pub detail: String,
+}
+
+/// Provider side: the removal of an agreement's masked delivery, when it has (or may
+/// get) one.
+pub(super) fn masked_removal(
+    context: &NodeContext,
+    agreement: &Agreement,
+    why: &str,
+) -> Result<Option<MaskedRemoval>, UsageError> {
+    let storage = context.storage.as_ref();
+    let Some(write) = delivery::removal(storage, agreement, why).map_err(desensitize_error)? else {
+        return Ok(None);
+    };
+    let what =
+        match delivery::delivered(storage, &agreement.agreement_id).map_err(desensitize_error)? {
+            Some(m) => format!(
+                "; the masked delivery made for it ({} bytes in {} chunks) is deleted",
+                m.size,
+                m.chunk_hashes.len()
+            ),
+            None => "; no masked delivery will be made for it".to_owned(),
+        };
+    Ok(Some(MaskedRemoval {
+        write,
+        detail: what,
+    }))
+}
+
+/// Provider side: deletes the chunks of a masked delivery whose removal was committed.
+pub(super) async fn remove_masked(
+    context: &NodeContext,
+    agreement_id: &str,
+) -> Result<(), UsageError> {
+    delivery::remove_chunks(context.storage.as_ref(), agreement_id)
+        .await
+        .map(|_| ())
+        .map_err(desensitize_error)
+}
+
+fn desensitize_error(e: crate::desensitize::DesensitizeError) -> UsageError {
+    match e {
+        crate::desensitize::DesensitizeError::Storage(s) => UsageError::Storage(s),
+        other => UsageError::DataLoss(other.to_string()),
+    }
 }
 
 /// The revocation of an agreement with `consumer`, if the provider revoked it.
@@ -245,27 +315,29 @@ pub fn pending_for(
         .collect())
 }
 
-/// Attaches a consumer's deletion receipt to the revocation it answers, if the
-/// agreement was revoked (not flushed: the caller flushes).
-pub(super) fn record_receipt(
+/// The write that attaches a consumer's deletion receipt to the revocation it answers,
+/// if the agreement was revoked (for the caller to commit with the receipt).
+pub(super) fn receipt_write(
     context: &NodeContext,
     receipt: &DeletionReceipt,
     envelope: &Envelope,
-) -> Result<(), StorageError> {
+) -> Result<Option<(&'static str, Write)>, StorageError> {
     let Some(mut record) = revocation_of(context, &receipt.consumer, &receipt.agreement_id)? else {
-        return Ok(());
+        return Ok(None);
     };
     if !matches!(receipt.cause, DeletionCause::Revoked { .. }) && record.deletion_receipt.is_some()
     {
-        return Ok(());
+        return Ok(None);
     }
     record.deletion_receipt = Some(envelope.clone());
     record.deleted_at = Some(receipt.deleted_at);
-    context.storage.put(
+    Ok(Some((
         REVOCATIONS,
-        &key(&receipt.consumer, &receipt.agreement_id),
-        &serde_json::to_vec(&record).expect("revocations serialize"),
-    )
+        Write::Put(
+            key(&receipt.consumer, &receipt.agreement_id),
+            serde_json::to_vec(&record).expect("revocations serialize"),
+        ),
+    )))
 }
 
 // ---- consumer side ----------------------------------------------------------------
@@ -366,19 +438,17 @@ pub async fn apply(
     {
         return Ok(());
     }
-    log(
-        context,
+    let event = agreement.event(
         EventKind::Revocation,
         provider.participant_id.as_str(),
-        &agreement,
         format!(
             "agreement revoked by the provider at {}: {}; deleting the copy and returning a signed deletion receipt",
             when(r.revoked_at),
-            r.reason
+            quoted(&r.reason)
         ),
-    )
-    .await?;
-    duties::delete(
+    );
+    // The revocation's entry is committed with the deletion it causes.
+    duties::delete_logged(
         context,
         &agreement,
         DeletionCause::Revoked {
@@ -386,6 +456,7 @@ pub async fn apply(
             reason: r.reason,
             revoked_at: r.revoked_at,
         },
+        vec![event],
     )
     .await?;
     Ok(())
