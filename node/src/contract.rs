@@ -596,7 +596,7 @@ pub async fn receive_request(
     if request.expires_at <= t {
         return Err(ContractError::Expired(format!(
             "expired at {}",
-            crate::tls::auth::format_unix(request.expires_at.max(0) as u64)
+            crate::tls::auth::format_unix(request.expires_at)
         )));
     }
     if request.created_at > t + CLOCK_SKEW

@@ -224,7 +224,7 @@ impl Alerts {
                 node: self.inner.node.to_string(),
                 peer: peer.map(str::to_owned),
                 detail,
-                time: crate::tls::auth::format_unix(time.max(0) as u64),
+                time: crate::tls::auth::format_unix(time),
                 time_unix: time,
                 audit_index,
             });
@@ -345,7 +345,7 @@ impl Alerts {
             }
             *alerted = Some(status.sequence);
         }
-        let when = crate::tls::auth::format_unix(status.expires_at.max(0) as u64);
+        let when = crate::tls::auth::format_unix(status.expires_at);
         let detail = if left > 0 {
             format!(
                 "the trust list in force (sequence {}) expires in {} (at {when}); no newer \

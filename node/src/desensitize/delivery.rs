@@ -245,7 +245,7 @@ fn refuse_removed(storage: &dyn Storage, agreement_id: &str) -> Result<(), Desen
     match removed(storage, agreement_id)? {
         Some(r) => Err(DesensitizeError::Removed(format!(
             "the masked delivery of agreement {agreement_id} was deleted at {}: {}",
-            crate::tls::auth::format_unix(r.removed_at.max(0) as u64),
+            crate::tls::auth::format_unix(r.removed_at),
             r.why
         ))),
         None => Ok(()),

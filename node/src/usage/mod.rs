@@ -272,7 +272,7 @@ fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Unix seconds as a date a person reads.
 fn when(t: i64) -> String {
-    crate::tls::auth::format_unix(t.max(0) as u64)
+    crate::tls::auth::format_unix(t)
 }
 
 #[cfg(test)]
