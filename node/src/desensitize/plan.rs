@@ -115,11 +115,15 @@ pub fn detect_jsonl(data: impl Read) -> Result<Detection, DesensitizeError> {
     Ok(d)
 }
 
+/// A JSON Lines record, its keys in sorted order whatever serde_json's `preserve_order`
+/// feature (which another crate in a build may turn on) says.
+pub type JsonObject = std::collections::BTreeMap<String, serde_json::Value>;
+
 /// Calls `f` with each line that is a JSON object; returns the number of non-empty
 /// lines that are not.
 pub fn for_each_object(
     data: impl Read,
-    mut f: impl FnMut(&serde_json::Map<String, serde_json::Value>),
+    mut f: impl FnMut(&JsonObject),
 ) -> Result<u64, DesensitizeError> {
     let mut reader = BufReader::new(data);
     let mut line = Vec::new();
@@ -136,7 +140,7 @@ pub fn for_each_object(
             continue;
         }
         match serde_json::from_slice::<serde_json::Value>(&line) {
-            Ok(serde_json::Value::Object(object)) => f(&object),
+            Ok(serde_json::Value::Object(object)) => f(&object.into_iter().collect()),
             _ => others += 1,
         }
     }
