@@ -12,7 +12,7 @@
 //! on the project's machine costs more CPU than hashing them. Reads use the page cache.
 
 use std::fs::{self, File, OpenOptions};
-use std::io;
+use std::io::{self, Read, Seek};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -112,17 +112,12 @@ impl Blobs {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(e),
         };
-        let mut buf = vec![0u8; max];
-        let mut filled = 0;
-        while filled < max {
-            match file.read_at(&mut buf[filled..], offset + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        buf.truncate(filled);
+        // The file is this call's own, so its cursor is too. `File` reads into the
+        // vector's spare capacity without zeroing it first.
+        let mut buf = Vec::with_capacity(max);
+        let mut file = file;
+        file.seek(io::SeekFrom::Start(offset))?;
+        file.take(max as u64).read_to_end(&mut buf)?;
         Ok(Some(buf))
     }
 
