@@ -811,15 +811,45 @@ pub async fn approve(
         .trust
         .member(&n.peer, now())
         .map_err(|e| ContractError::Forbidden(e.to_string()))?;
-    let product = context
+    // The offer must still be there and its policy still valid under this node's
+    // guardrails (they may have been narrowed since the request came); a refusal is
+    // logged and the request keeps waiting, for a rejection with a reason.
+    let offered = context
         .catalog
         .offer(&n.offer_id, &caller, time::OffsetDateTime::now_utc())
-        .map_err(|_| ContractError::UnknownOffer(n.offer_id.clone()))?;
-    let policy = context
-        .catalog
-        .policy_of(&product)
-        .map_err(|e| ContractError::Policy(e.to_string()))?
-        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
+        .and_then(|product| {
+            context
+                .catalog
+                .policy_of(&product)?
+                .ok_or_else(|| crate::catalog::CatalogError::NotFound(n.offer_id.clone()))
+        });
+    let policy = match offered {
+        Ok(policy) => policy,
+        Err(e) => {
+            let refused = match e {
+                crate::catalog::CatalogError::NotFound(_) => {
+                    ContractError::UnknownOffer(n.offer_id.clone())
+                }
+                other => ContractError::Policy(format!(
+                    "offer {} cannot be agreed under this node's current guardrails: {other}; \
+                     reject the request with a reason",
+                    n.offer_id
+                )),
+            };
+            let mut decision = event(
+                EventKind::PolicyDecision,
+                &n,
+                format!("approval by {by} refused: {refused}"),
+            );
+            decision.participant = Some(n.peer.to_string());
+            context
+                .audit
+                .append(&decision)
+                .await
+                .map_err(|e| ContractError::Audit(e.to_string()))?;
+            return Err(refused);
+        }
+    };
     agree(context, &mut n, &policy, Some(by.to_owned()), Vec::new()).await?;
     Ok(n)
 }

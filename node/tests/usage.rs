@@ -1635,7 +1635,24 @@ async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
         })
         .await
         .unwrap_err();
-    assert_ne!(err.code(), Code::Ok);
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains("cannot be agreed under this node's current guardrails"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        provider
+            .audit_events()
+            .iter()
+            .any(|e| e["kind"] == "policy_decision"
+                && e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains("approval by local admin refused")),
+        "the refused approval is logged"
+    );
     let n = provider
         .running
         .context
