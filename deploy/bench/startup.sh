@@ -7,7 +7,7 @@
 # Each run sets a node up in a fresh directory from an admission bundle, starts
 # `liutong serve`, and measures:
 #   - the time from starting the process to its health endpoint answering SERVING
-#     (polled by `liutong health --wait`, every 5 ms), on the fresh directory (first
+#     (polled by `liutong health --wait --every 5ms`), on the fresh directory (first
 #     start: new database) and again on a restart (existing database);
 #   - the resident memory (VmRSS) of the serving node after IDLE_SECONDS of idling.
 # An authority runs beside it on loopback, as in a real data space, so the node's first
@@ -61,7 +61,7 @@ start_node() {
   "$bin" serve --config "$1/node.toml" --health-listen "127.0.0.1:$((port + 3))" \
     >>"$1/serve.log" 2>&1 &
   pid=$!
-  "$bin" health --addr "127.0.0.1:$((port + 3))" --wait 20s >/dev/null
+  "$bin" health --addr "127.0.0.1:$((port + 3))" --wait 20s --every 5ms >/dev/null
   t1="$(now_ns)"
   echo "$(( (t1 - t0) / 1000000 )) $pid"
 }

@@ -173,6 +173,10 @@ pub enum Command {
         /// Keep asking until SERVING or this much time has passed, e.g. 10s.
         #[arg(long, value_parser = humantime::parse_duration)]
         wait: Option<Duration>,
+        /// With --wait: ask at this fixed interval, e.g. 5ms to time a start-up
+        /// [default: from 50 ms, doubling up to 500 ms].
+        #[arg(long, value_parser = humantime::parse_duration, requires = "wait")]
+        every: Option<Duration>,
     },
     /// Compute-to-data: aggregates over a provider's rows, computed at the provider;
     /// only groups of at least k rows come back.
@@ -385,7 +389,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Backup { local, out } => ops::backup(&local, &out).await,
         Command::Restore { file, dir, force } => ops::restore(file, dir, force).await,
         Command::Key(cmd) => ops::key(cmd),
-        Command::Health { addr, config, wait } => ops::health(addr, config, wait).await,
+        Command::Health {
+            addr,
+            config,
+            wait,
+            every,
+        } => ops::health(addr, config, wait, every).await,
         Command::Trust(TrustCommand::Refresh { local }) => {
             let answer = local
                 .admin()

@@ -364,6 +364,7 @@ pub async fn health(
     addr: Option<SocketAddr>,
     config: Option<PathBuf>,
     wait: Option<Duration>,
+    every: Option<Duration>,
 ) -> anyhow::Result<()> {
     let addr = match addr {
         Some(a) => a,
@@ -371,7 +372,10 @@ pub async fn health(
     };
     let start = Instant::now();
     let deadline = start + wait.unwrap_or_default();
-    let mut pauses = health_poll_pauses();
+    let mut pauses: Box<dyn Iterator<Item = Duration> + Send> = match every {
+        Some(every) => Box::new(std::iter::repeat(every.max(Duration::from_millis(1)))),
+        None => Box::new(health_poll_pauses()),
+    };
     loop {
         let answer = crate::health::check(addr, Duration::from_secs(2)).await;
         match answer {
