@@ -34,9 +34,10 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::audit::log::{self as audit_log, AuditError};
 use crate::config::{self, NodeConfig};
 use crate::identity::membership::parse_credential;
-use crate::identity::{Membership, SigningKey};
+use crate::identity::{Membership, ParticipantId, SigningKey};
 use crate::storage::files;
 use crate::storage::{BoxFuture, Entries, SledStorage, Storage, StorageError, Write as Op};
 
@@ -79,6 +80,8 @@ pub enum BackupError {
     Damaged { path: PathBuf, reason: String },
     #[error("{0}")]
     Target(String),
+    #[error("cannot read the audit log's size for the backup header: {0}")]
+    AuditLog(#[from] AuditError),
 }
 
 /// What the node was when the backup was taken.
@@ -88,8 +91,25 @@ pub struct BackupHeader {
     /// Unix seconds.
     pub created_at: i64,
     pub software_version: String,
-    /// Entries in the audit log at the time of the copy.
+    /// Entries in the audit log at the time of the copy: the committed size that the
+    /// copied database holds (see [`BackupHeader::describe`]).
     pub audit_log_size: u64,
+}
+
+impl BackupHeader {
+    /// The header of a copy of `db` taken now: its audit log size is the one stored in
+    /// `db` as the commit point of the latest group ([`audit_log::committed_size`]),
+    /// not the running log's in-memory size, which advances only once a group's flush
+    /// is done. Read while writers are held back, it is exactly the size the copy
+    /// holds, a group written but still flushing included.
+    pub fn describe(participant: &ParticipantId, db: &dyn Storage) -> Result<Self, BackupError> {
+        Ok(Self {
+            participant: participant.to_string(),
+            created_at: crate::runtime::now(),
+            software_version: crate::service::VERSION.to_owned(),
+            audit_log_size: audit_log::committed_size(db)?,
+        })
+    }
 }
 
 /// What a backup holds.
@@ -145,24 +165,26 @@ impl GatedStorage {
         self.inner.size_on_disk()
     }
 
-    /// Writes a backup of the database and `node_files` to `out`, with writers held
-    /// back while the database's entries are copied (not while the payload files are,
-    /// which do not go through the gate). `header` is made once writers are held, so
-    /// what it reads of the database (the audit log size) is the state copied.
+    /// Writes a backup of `participant`'s database and `node_files` to `out`, with
+    /// writers held back while the database's entries are copied (not while the payload
+    /// files are, which do not go through the gate). The header is made once writers are
+    /// held, from the database itself, so the audit log size it announces is the one
+    /// the copy holds. Returns the header and what the backup holds.
     /// Blocking: call it from a blocking thread.
     pub fn write_backup<W: Write>(
         &self,
         out: W,
-        header: impl FnOnce() -> BackupHeader,
+        participant: &ParticipantId,
         node_files: &[BackupFile],
         key: &SigningKey,
-    ) -> Result<BackupSummary, BackupError> {
+    ) -> Result<(BackupHeader, BackupSummary), BackupError> {
         // A writer that panicked left no half-done state in the gate itself.
         let writers_held = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        let header = header();
-        write_backup(out, &header, node_files, &self.inner, key, move || {
+        let header = BackupHeader::describe(participant, self.inner.as_ref())?;
+        let summary = write_backup(out, &header, node_files, &self.inner, key, move || {
             drop(writers_held)
-        })
+        })?;
+        Ok((header, summary))
     }
 
     fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
@@ -374,15 +396,7 @@ pub async fn backup_offline(
             .join(crate::authority::bundle_files::SIGNING_KEY),
     )
     .map_err(|e| BackupError::Target(e.to_string()))?;
-    let audit_log_size = crate::audit::log::AuditLog::open(db.clone())
-        .map_err(|e| BackupError::Target(format!("cannot read the audit log: {e}")))?
-        .size();
-    let header = BackupHeader {
-        participant: config.node.participant.to_string(),
-        created_at: crate::runtime::now(),
-        software_version: crate::service::VERSION.to_owned(),
-        audit_log_size,
-    };
+    let header = BackupHeader::describe(&config.node.participant, db.as_ref())?;
     let node_files = node_files(config)?;
     let out = out.to_owned();
     let written = header.clone();
@@ -655,6 +669,9 @@ fn read_backup(
     let mut summary = None::<BackupSummary>;
     let mut config_text = None::<String>;
     let mut credential = None::<Vec<u8>>;
+    let mut tree = String::new();
+    // The audit log's committed size in the copy (none stored: an empty log).
+    let mut audit_log_size = 0u64;
     loop {
         let before_frame = r.hash.clone();
         let (tag, payload) = r.frame()?;
@@ -682,10 +699,14 @@ fn read_backup(
                 let name = String::from_utf8(payload)
                     .map_err(|_| damaged("a tree name is not text".into()))?;
                 counted.trees += 1;
+                tree.clone_from(&name);
                 visit(Record::Tree(name))?;
             }
             b'K' if summary.is_none() && counted.trees > 0 => {
                 let (k, v) = parse_entry(payload).map_err(&damaged)?;
+                if let Some(size) = audit_log::committed_size_record(&tree, &k, &v) {
+                    audit_log_size = size.map_err(|e| damaged(e.to_string()))?;
+                }
                 counted.entries += 1;
                 visit(Record::Entry(k, v))?;
             }
@@ -751,6 +772,16 @@ fn read_backup(
                     return Err(damaged(
                         "the seal's signature is not by the key of the node's credential".into(),
                     ));
+                }
+                // A header that counts fewer entries than the copy holds comes from
+                // versions that read the size before a flushing group was counted;
+                // one that counts more announces entries the copy lacks.
+                if header.audit_log_size > audit_log_size {
+                    return Err(damaged(format!(
+                        "its header announces an audit log of {} entries, but the copied \
+                         log holds {audit_log_size}",
+                        header.audit_log_size
+                    )));
                 }
                 return Ok(VerifiedBackup {
                     header,
@@ -951,6 +982,43 @@ mod tests {
         }
     }
 
+    fn participant() -> ParticipantId {
+        ParticipantId::parse(crate::setup::DEV_PARTICIPANT).unwrap()
+    }
+
+    /// A node directory made as `liutong` makes the development one (authority-signed
+    /// credential, keys, node.toml): its files, config and signing key.
+    fn dev_node(root: &Path) -> (NodeConfig, Vec<BackupFile>, SigningKey) {
+        let (config_path, _) = crate::setup::ensure_dev_setup(root).unwrap();
+        let config = NodeConfig::load(&config_path).unwrap();
+        let key = SigningKey::load(
+            &config
+                .identity_dir()
+                .join(crate::authority::bundle_files::SIGNING_KEY),
+        )
+        .unwrap();
+        let files = node_files(&config).unwrap();
+        (config, files, key)
+    }
+
+    /// The audit log's size as the backup at `path` holds it (its `m/size` record).
+    fn copied_log_size(path: &Path) -> u64 {
+        let (mut tree, mut size) = (String::new(), 0);
+        let _ = read_backup(path, &mut |r| {
+            match r {
+                Record::Tree(name) => tree = name,
+                Record::Entry(k, v) => {
+                    if let Some(s) = audit_log::committed_size_record(&tree, &k, &v) {
+                        size = s.unwrap();
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        size
+    }
+
     /// A writer applies ordered pairs (a, b) with the same value; every backup taken
     /// meanwhile must hold equal values, never a batch cut in half.
     #[test]
@@ -976,17 +1044,11 @@ mod tests {
                 i
             })
         };
-        let header = BackupHeader {
-            participant: "test".into(),
-            created_at: 0,
-            software_version: "test".into(),
-            audit_log_size: 0,
-        };
         let dir = tempfile::tempdir().unwrap();
         for round in 0..30 {
             let mut out = Vec::new();
             gated
-                .write_backup(&mut out, || header.clone(), &[], &key)
+                .write_backup(&mut out, &participant(), &[], &key)
                 .unwrap();
             let path = dir.path().join(format!("{round}.backup"));
             fs::write(&path, &out).unwrap();
@@ -1010,68 +1072,176 @@ mod tests {
         assert!(writer.join().unwrap() > 0);
     }
 
-    /// A writer keeps counting up in the database; what each backup's header reads of
-    /// the count (as the node reads its audit log size) is the count the backup holds.
-    #[test]
-    fn the_header_describes_the_state_the_backup_holds() {
+    /// A task keeps appending to a real audit log; the size each backup's header
+    /// announces is the size the copied log holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_header_describes_the_audit_log_the_backup_holds() {
+        use crate::audit::log::{AuditLog, Event, EventKind};
         use std::sync::atomic::{AtomicBool, Ordering};
         let gated = Arc::new(GatedStorage::new(SledStorage::temporary().unwrap()));
-        let key = SigningKey::generate().unwrap();
+        let log = AuditLog::open(gated.clone()).unwrap();
+        let key = Arc::new(SigningKey::generate().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (gated, stop) = (gated.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut i = 0u64;
+            let (log, stop) = (log.clone(), stop.clone());
+            tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
-                    i += 1;
-                    gated.put("count", b"n", &i.to_be_bytes()).unwrap();
+                    let event = Event::new(EventKind::BackupTaken, 0, "written meanwhile");
+                    log.append(&event).await.unwrap();
                 }
-                i
             })
         };
-        let count = |v: Option<Vec<u8>>| {
-            v.map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-        };
         let dir = tempfile::tempdir().unwrap();
+        let mut sizes = Vec::new();
         for round in 0..30 {
-            let mut out = Vec::new();
-            let mut announced = None;
-            gated
-                .write_backup(
-                    &mut out,
-                    || {
-                        let n = count(gated.get("count", b"n").unwrap());
-                        announced = Some(n);
-                        BackupHeader {
-                            participant: "test".into(),
-                            created_at: 0,
-                            software_version: "test".into(),
-                            audit_log_size: n,
-                        }
-                    },
-                    &[],
-                    &key,
-                )
-                .unwrap();
+            let (gated, key) = (gated.clone(), key.clone());
             let path = dir.path().join(format!("{round}.backup"));
-            fs::write(&path, &out).unwrap();
-            let mut held = None;
-            let _ = read_backup(&path, &mut |r| {
-                if let Record::Entry(k, v) = r
-                    && k == b"n"
-                {
-                    held = Some(v);
-                }
-                Ok(())
-            });
+            let file = path.clone();
+            let (header, _) = tokio::task::spawn_blocking(move || {
+                let out = File::create(&file).unwrap();
+                gated.write_backup(&out, &participant(), &[], &key).unwrap()
+            })
+            .await
+            .unwrap();
             assert_eq!(
-                announced,
-                Some(count(held)),
-                "round {round}: the header describes another state than the one copied"
+                header.audit_log_size,
+                copied_log_size(&path),
+                "round {round}: the header describes another log than the one copied"
             );
+            sizes.push(header.audit_log_size);
         }
         stop.store(true, Ordering::SeqCst);
-        assert!(writer.join().unwrap() > 0);
+        writer.await.unwrap();
+        assert!(
+            sizes.last() > sizes.first(),
+            "the log grew meanwhile: {sizes:?}"
+        );
+    }
+
+    /// The case the in-memory size got wrong, held still: a group is written (its
+    /// `m/size` stored) and its flush has not returned when the backup is taken. The
+    /// copy holds the group, so the header must count it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_header_counts_a_group_that_is_written_but_still_flushing() {
+        use crate::audit::log::{AuditLog, Event, EventKind};
+        let gated = Arc::new(GatedStorage::new(SledStorage::temporary().unwrap()));
+        let flush_held = Arc::new(tokio::sync::Semaphore::new(0));
+        let log = AuditLog::open(Arc::new(HeldFlush {
+            inner: gated.clone(),
+            released: flush_held.clone(),
+        }))
+        .unwrap();
+        let append = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.append(&Event::new(EventKind::BackupTaken, 0, "flushing"))
+                    .await
+            })
+        };
+        // Bounded wait for the group to be written; its flush waits on the semaphore.
+        let mut waited = 0;
+        while audit_log::committed_size(gated.as_ref()).unwrap() == 0 {
+            assert!(waited < 2000, "the group was never written");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(log.size(), 0, "the in-memory size waits for the flush");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flushing.backup");
+        let key = SigningKey::generate().unwrap();
+        let (header, _) = gated
+            .write_backup(File::create(&path).unwrap(), &participant(), &[], &key)
+            .unwrap();
+        assert_eq!(
+            copied_log_size(&path),
+            1,
+            "the copy holds the written group"
+        );
+        assert_eq!(header.audit_log_size, 1, "the header counts it");
+
+        flush_held.add_permits(1);
+        assert_eq!(append.await.unwrap().unwrap(), 0);
+        assert_eq!(log.size(), 1);
+    }
+
+    /// A signed backup whose header announces more audit entries than the copy holds is
+    /// refused; a sound one of the same node verifies.
+    #[test]
+    fn a_header_announcing_entries_the_copy_lacks_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (config, files, key) = dev_node(root.path());
+        let db = SledStorage::temporary().unwrap();
+        db.put("audit", b"m/size", &3u64.to_be_bytes()).unwrap();
+        let sound = root.path().join("sound.backup");
+        let mut header = BackupHeader::describe(&config.node.participant, db.as_ref()).unwrap();
+        assert_eq!(header.audit_log_size, 3);
+        write_backup(
+            File::create(&sound).unwrap(),
+            &header,
+            &files,
+            &db,
+            &key,
+            || {},
+        )
+        .unwrap();
+        assert_eq!(verify(&sound).unwrap().header.audit_log_size, 3);
+
+        header.audit_log_size = 4;
+        let overstated = root.path().join("overstated.backup");
+        write_backup(
+            File::create(&overstated).unwrap(),
+            &header,
+            &files,
+            &db,
+            &key,
+            || {},
+        )
+        .unwrap();
+        let err = verify(&overstated).unwrap_err();
+        assert!(matches!(err, BackupError::Damaged { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("announces an audit log of 4 entries, but the copied log holds 3"),
+            "{err}"
+        );
+    }
+
+    /// The node's storage with its flush held until a permit is released: the state
+    /// between a group's write and the end of its flush, held still for a test.
+    struct HeldFlush {
+        inner: Arc<GatedStorage>,
+        released: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Storage for HeldFlush {
+        fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(tree, key)
+        }
+        fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+            self.inner.put(tree, key, value)
+        }
+        fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
+            self.inner.delete(tree, key)
+        }
+        fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+            self.inner.insert_new(tree, key, value)
+        }
+        fn apply(&self, tree: &str, writes: Vec<Op>) -> Result<(), StorageError> {
+            self.inner.apply(tree, writes)
+        }
+        fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
+            self.inner.scan_prefix(tree, prefix)
+        }
+        fn blobs(&self) -> &crate::storage::blobs::Blobs {
+            self.inner.blobs()
+        }
+        fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+            Box::pin(async move {
+                let _permit = self.released.acquire().await.expect("never closed");
+                self.inner.flush().await
+            })
+        }
     }
 
     #[test]
