@@ -12,10 +12,14 @@
 //!
 //! **Damage is detected before anything is touched.** The file is a sequence of framed
 //! records, then a seal: the SHA-256 of every byte before it, and the node's Ed25519
-//! signature over that hash. [`verify`] reads the whole file first; a flipped byte, a
-//! truncated tail, a wrong frame or a signature that the node's own (authority-signed)
-//! credential does not vouch for is refused with the reason, and [`restore`] only then
-//! writes into a new directory beside the target, which it renames into place last.
+//! signature over that hash. [`verify`] hashes the whole file against its seal before
+//! it reads a single record, so a changed byte is reported as damage wherever it is (in
+//! a record's length too); a file without a seal at its end is walked record by record
+//! to tell one cut short (truncated) from one whose seal was changed (damaged). Then the
+//! records are read and checked, and the signature against the node's own
+//! (authority-signed) credential. Anything wrong is refused with the reason, and
+//! [`restore`] only then writes into a new directory beside the target, which it
+//! renames into place last.
 //!
 //! Layout: `LIUTONG-BACKUP/1\n`, then frames `tag (1 byte) ‖ length (u32, big-endian) ‖
 //! payload`: `H` header (JSON), `F` file (`u16 name length ‖ name ‖ u32 mode ‖ bytes`),
@@ -26,7 +30,7 @@
 //! A backup holds the node's private keys: keep it as a secret (the CLI writes it 0600).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -46,6 +50,9 @@ const SEAL_CONTEXT: &[u8] = b"liutong-backup/v1\n";
 /// No frame of a sound backup comes near this (chunks are about 1 MiB); a larger length
 /// is damage, refused before anything is allocated for it.
 const MAX_FRAME: u32 = 256 * 1024 * 1024;
+/// The seal record: tag, length, SHA-256, Ed25519 signature.
+const SEAL_RECORD: u64 = 1 + 4 + SEAL_LEN as u64;
+const SEAL_LEN: u32 = 32 + 64;
 /// Payload files travel in pieces of this size.
 const PAYLOAD_PIECE: usize = 4 << 20;
 /// The configuration's name inside a backup and in a restored directory.
@@ -558,7 +565,9 @@ fn write_restored(path: &Path, staging: &Path) -> Result<(), BackupError> {
     let db = SledStorage::open(&config::database_dir_in(staging))?;
     let mut tree = String::new();
     let mut payload: Option<(String, crate::storage::blobs::BlobWriter)> = None;
-    read_backup(path, &mut |record| {
+    // `restore` verified the whole file just before; this pass still checks the hash
+    // at the seal, and what it wrote is discarded if that fails.
+    read_records(path, &mut |record| {
         match record {
             Record::File(f) => {
                 let target = staging.join(&f.name);
@@ -637,10 +646,113 @@ enum Record {
     Payload(String, u64, Vec<u8>),
 }
 
+/// Checks the whole file against its seal ([`check_sealed_bytes`]), then reads every
+/// frame, handing files, trees and entries to `visit`, and checks them.
+fn read_backup(
+    path: &Path,
+    visit: &mut dyn FnMut(Record) -> Result<(), BackupError>,
+) -> Result<VerifiedBackup, BackupError> {
+    check_sealed_bytes(path)?;
+    read_records(path, visit)
+}
+
+/// Before any record is read: a file that ends in a seal record is hashed whole
+/// against it, so a changed byte anywhere is damage (a changed length field would
+/// otherwise send the reader past the end, as if the file were cut). A file that does
+/// not end in a seal is walked record by record: cut short, it runs out (truncated);
+/// with its seal record changed, the record after the summary is not a seal (damaged).
+fn check_sealed_bytes(path: &Path) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io {
+        what: "read",
+        path: path.to_owned(),
+        source,
+    };
+    let damaged = |reason: String| BackupError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    let truncated = |reason: &str| BackupError::Truncated {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len >= MAGIC.len() as u64 + SEAL_RECORD {
+        let mut seal = [0u8; SEAL_RECORD as usize];
+        file.seek(SeekFrom::Start(len - SEAL_RECORD))
+            .and_then(|_| file.read_exact(&mut seal))
+            .map_err(io)?;
+        if seal[0] == b'S' && seal[1..5] == SEAL_LEN.to_be_bytes() {
+            let mut hash = Sha256::new();
+            file.rewind().map_err(io)?;
+            io::copy(&mut (&mut file).take(len - SEAL_RECORD), &mut hash).map_err(io)?;
+            let digest: [u8; 32] = hash.finalize().into();
+            return if seal[5..37] == digest {
+                Ok(())
+            } else {
+                Err(damaged(
+                    "its SHA-256 does not match the one sealed in it (bytes were changed)".into(),
+                ))
+            };
+        }
+    }
+    // No seal at the end.
+    let mut start = vec![0u8; MAGIC.len().min(len as usize)];
+    file.rewind()
+        .and_then(|_| file.read_exact(&mut start))
+        .map_err(io)?;
+    if start != MAGIC {
+        return Err(if !start.is_empty() && MAGIC.starts_with(&start) {
+            truncated("it ends inside its first line")
+        } else {
+            BackupError::NotABackup(path.to_owned())
+        });
+    }
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut at = MAGIC.len() as u64;
+    let mut after_summary = false;
+    loop {
+        let left = len - at;
+        if left == 0 {
+            return Err(truncated("it ends after a whole record"));
+        }
+        if left < 5 {
+            return Err(truncated("it ends in the middle of a record"));
+        }
+        let mut head = [0u8; 5];
+        input.read_exact(&mut head).map_err(io)?;
+        let (tag, size) = (
+            head[0],
+            u32::from_be_bytes([head[1], head[2], head[3], head[4]]),
+        );
+        if after_summary && (tag != b'S' || size != SEAL_LEN) {
+            return Err(damaged(
+                "the record after the summary is not a sound seal (bytes were changed)".into(),
+            ));
+        }
+        if !b"HFTKPZS".contains(&tag) || size > MAX_FRAME {
+            return Err(damaged(format!(
+                "a record has type {tag:#04x} and {size} bytes, which no backup record has (bytes \
+                 were changed)"
+            )));
+        }
+        if u64::from(size) > left - 5 {
+            return Err(truncated("it ends in the middle of a record"));
+        }
+        if tag == b'S' {
+            // Not at the end, or the check above would have found it there.
+            return Err(damaged("bytes follow the seal".into()));
+        }
+        input.seek_relative(i64::from(size)).map_err(io)?;
+        at += 5 + u64::from(size);
+        after_summary = tag == b'Z';
+    }
+}
+
 /// Reads every frame, handing files, trees and entries to `visit`, and checks the
 /// whole file. `visit` sees records before the seal is checked: [`restore`] runs a full
 /// [`verify`] first.
-fn read_backup(
+fn read_records(
     path: &Path,
     visit: &mut dyn FnMut(Record) -> Result<(), BackupError>,
 ) -> Result<VerifiedBackup, BackupError> {
@@ -1205,6 +1317,91 @@ mod tests {
                 .contains("announces an audit log of 4 entries, but the copied log holds 3"),
             "{err}"
         );
+    }
+
+    /// A sound, signed backup of a development node with a few database entries and
+    /// a payload: its bytes, and where each record starts (tag, offset, length).
+    fn sound_backup(root: &Path) -> (Vec<u8>, Vec<(u8, usize, usize)>) {
+        let (config, files, key) = dev_node(root);
+        let db = SledStorage::temporary().unwrap();
+        db.put("audit", b"m/size", &0u64.to_be_bytes()).unwrap();
+        for i in 0..5u8 {
+            db.put("catalog", &[b'k', i], &[i; 40]).unwrap();
+        }
+        let mut writer = db.blobs().writer("p1", false).unwrap();
+        writer.write_at(0, b"payload bytes").unwrap();
+        writer.sync().unwrap();
+        let header = BackupHeader::describe(&config.node.participant, db.as_ref()).unwrap();
+        let mut bytes = Vec::new();
+        write_backup(&mut bytes, &header, &files, &db, &key, || {}).unwrap();
+        let mut records = Vec::new();
+        let mut at = MAGIC.len();
+        while at < bytes.len() {
+            let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+            records.push((bytes[at], at, len));
+            at += 5 + len;
+        }
+        assert_eq!(records.last().map(|r| r.0), Some(b'S'));
+        (bytes, records)
+    }
+
+    /// Whatever byte is flipped (a record's type or length, its contents, the first
+    /// line, the seal's hash or signature), the file is refused as damaged; cut short
+    /// anywhere, as truncated. (Positions are sampled: every record's head and the
+    /// seal in full, the contents at a stride.) (A flipped length was reported as truncated: the reader
+    /// ran past the end before it reached the seal.)
+    #[test]
+    fn any_flipped_byte_is_damage_and_any_cut_is_truncation() {
+        let root = tempfile::tempdir().unwrap();
+        let (sound, records) = sound_backup(root.path());
+        let path = root.path().join("checked.backup");
+        fs::write(&path, &sound).unwrap();
+        let verified = verify(&path).expect("the sound file verifies");
+        assert_eq!(verified.summary.payloads, 1);
+        assert!(verified.summary.entries >= 6);
+
+        // Every byte of the first line, of each record's type and length, of the
+        // seal, and of each record's first and last bytes; every 11th byte besides.
+        let mut positions: Vec<usize> = (0..MAGIC.len()).collect();
+        for &(_, at, len) in &records {
+            positions.extend(at..at + 5 + len.min(8));
+            positions.extend((at + 5 + len).saturating_sub(8)..at + 5 + len);
+        }
+        positions.extend((sound.len() - SEAL_RECORD as usize)..sound.len());
+        positions.extend((0..sound.len()).step_by(11));
+        positions.sort_unstable();
+        positions.dedup();
+        for i in positions {
+            for bit in [0x01, 0x80] {
+                let mut flipped = sound.clone();
+                flipped[i] ^= bit;
+                fs::write(&path, &flipped).unwrap();
+                match verify(&path) {
+                    Err(BackupError::Damaged { .. }) => {}
+                    other => panic!("byte {i} ^ {bit:#04x} of {}: {other:?}", sound.len()),
+                }
+            }
+        }
+        // Every cut near a record's start (the first line included) and in the seal;
+        // every 7th besides.
+        let mut cuts: Vec<usize> = (1..sound.len()).step_by(7).collect();
+        cuts.extend(1..MAGIC.len());
+        for &(_, at, _) in &records {
+            cuts.extend(at.saturating_sub(6)..at + 6);
+        }
+        cuts.extend(sound.len() - SEAL_RECORD as usize..sound.len());
+        cuts.retain(|c| (1..sound.len()).contains(c));
+        cuts.sort_unstable();
+        cuts.dedup();
+        for cut in cuts {
+            fs::write(&path, &sound[..cut]).unwrap();
+            match verify(&path) {
+                Err(BackupError::Truncated { .. }) => {}
+                other => panic!("cut to {cut} of {} bytes: {other:?}", sound.len()),
+            }
+        }
+        fs::write(&path, b"").unwrap();
+        assert!(matches!(verify(&path), Err(BackupError::NotABackup(_))));
     }
 
     /// The node's storage with its flush held until a permit is released: the state
