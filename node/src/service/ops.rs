@@ -12,6 +12,7 @@ use crate::audit::cosigning::latest_status;
 use crate::audit::log::{Event, EventKind};
 use crate::backup;
 use crate::contract::{NegotiationStatus, Role};
+use crate::identity::membership::open_credential;
 use crate::identity::rotation;
 use crate::local::LocalRole;
 use crate::runtime::{NodeContext, now};
@@ -37,11 +38,12 @@ pub fn status(context: &NodeContext, mut base: StatusResponse) -> Result<StatusR
         .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Requested)
         .count() as u32;
     let checkpoint = latest_status(context).map_err(|e| Status::internal(e.to_string()))?;
-    // Participants whose cosignature the latest checkpoint carries.
+    // Participants whose cosignature the latest checkpoint carries (their credentials
+    // were checked when the cosignatures were; opened the same way here).
     let witness_participants: Vec<String> = checkpoint
         .iter()
         .flat_map(|c| c.witnesses.iter())
-        .filter_map(|e| serde_json::from_slice::<crate::identity::Membership>(&e.payload).ok())
+        .filter_map(|e| open_credential(e, &context.config.authority.public_key).ok())
         .map(|m| m.participant_id.to_string())
         .collect();
     let peers = context
