@@ -61,7 +61,7 @@ pub const CONFIG_FILE: &str = "node.toml";
 /// database is open (sled 0.34 names it `db`).
 const SLED_LOCK_FILE: &str = "db";
 /// The directories of the data directory that a backup carries besides the database.
-const FILE_DIRS: [&str; 2] = ["identity", "local"];
+const FILE_DIRS: [&str; 2] = [config::IDENTITY_DIR, config::LOCAL_DIR];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -781,6 +781,11 @@ fn read_records(
     let mut summary = None::<BackupSummary>;
     let mut config_text = None::<String>;
     let mut credential = None::<Vec<u8>>;
+    let credential_file = format!(
+        "{}/{}",
+        config::IDENTITY_DIR,
+        crate::authority::bundle_files::CREDENTIAL
+    );
     let mut tree = String::new();
     // The audit log's committed size in the copy (none stored: an empty log).
     let mut audit_log_size = 0u64;
@@ -801,7 +806,7 @@ fn read_records(
                 let f = parse_file(&payload).map_err(&damaged)?;
                 if f.name == CONFIG_FILE {
                     config_text = Some(String::from_utf8_lossy(&f.contents).into_owned());
-                } else if f.name == "identity/credential.json" {
+                } else if f.name == credential_file {
                     credential = Some(f.contents.clone());
                 }
                 counted.files += 1;
@@ -918,7 +923,13 @@ fn seal_signer(config: Option<String>, credential: Option<Vec<u8>>) -> Result<Me
     let config = config.ok_or("it holds no node.toml")?;
     let config: NodeConfig =
         toml::from_str(&config).map_err(|e| format!("its node.toml is unreadable: {e}"))?;
-    let credential = credential.ok_or("it holds no identity/credential.json")?;
+    let credential = credential.ok_or_else(|| {
+        format!(
+            "it holds no {}/{}",
+            crate::config::IDENTITY_DIR,
+            crate::authority::bundle_files::CREDENTIAL
+        )
+    })?;
     parse_credential(&credential, &config.authority.public_key)
         .map(|(_, membership)| membership)
         .map_err(|e| format!("its credential {e}"))
@@ -959,7 +970,8 @@ fn check_file_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "it names a file {name:?} outside identity/ and local/"
+            "it names a file {name:?} outside {}/ and {}/",
+            FILE_DIRS[0], FILE_DIRS[1]
         ))
     }
 }
