@@ -12,10 +12,14 @@
 //!
 //! **Damage is detected before anything is touched.** The file is a sequence of framed
 //! records, then a seal: the SHA-256 of every byte before it, and the node's Ed25519
-//! signature over that hash. [`verify`] reads the whole file first; a flipped byte, a
-//! truncated tail, a wrong frame or a signature that the node's own (authority-signed)
-//! credential does not vouch for is refused with the reason, and [`restore`] only then
-//! writes into a new directory beside the target, which it renames into place last.
+//! signature over that hash. [`verify`] hashes the whole file against its seal before
+//! it reads a single record, so a changed byte is reported as damage wherever it is (in
+//! a record's length too); a file without a seal at its end is walked record by record
+//! to tell one cut short (truncated) from one whose seal was changed (damaged). Then the
+//! records are read and checked, and the signature against the node's own
+//! (authority-signed) credential. Anything wrong is refused with the reason, and
+//! [`restore`] only then writes into a new directory beside the target, which it
+//! renames into place last.
 //!
 //! Layout: `LIUTONG-BACKUP/1\n`, then frames `tag (1 byte) ‖ length (u32, big-endian) ‖
 //! payload`: `H` header (JSON), `F` file (`u16 name length ‖ name ‖ u32 mode ‖ bytes`),
@@ -26,7 +30,7 @@
 //! A backup holds the node's private keys: keep it as a secret (the CLI writes it 0600).
 
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -34,9 +38,10 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use crate::audit::log::{self as audit_log, AuditError};
 use crate::config::{self, NodeConfig};
 use crate::identity::membership::parse_credential;
-use crate::identity::{Membership, SigningKey};
+use crate::identity::{Membership, ParticipantId, SigningKey};
 use crate::storage::files;
 use crate::storage::{BoxFuture, Entries, SledStorage, Storage, StorageError, Write as Op};
 
@@ -45,6 +50,9 @@ const SEAL_CONTEXT: &[u8] = b"liutong-backup/v1\n";
 /// No frame of a sound backup comes near this (chunks are about 1 MiB); a larger length
 /// is damage, refused before anything is allocated for it.
 const MAX_FRAME: u32 = 256 * 1024 * 1024;
+/// The seal record: tag, length, SHA-256, Ed25519 signature.
+const SEAL_RECORD: u64 = 1 + 4 + SEAL_LEN as u64;
+const SEAL_LEN: u32 = 32 + 64;
 /// Payload files travel in pieces of this size.
 const PAYLOAD_PIECE: usize = 4 << 20;
 /// The configuration's name inside a backup and in a restored directory.
@@ -53,7 +61,7 @@ pub const CONFIG_FILE: &str = "node.toml";
 /// database is open (sled 0.34 names it `db`).
 const SLED_LOCK_FILE: &str = "db";
 /// The directories of the data directory that a backup carries besides the database.
-const FILE_DIRS: [&str; 2] = ["identity", "local"];
+const FILE_DIRS: [&str; 2] = [config::IDENTITY_DIR, config::LOCAL_DIR];
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -79,6 +87,8 @@ pub enum BackupError {
     Damaged { path: PathBuf, reason: String },
     #[error("{0}")]
     Target(String),
+    #[error("cannot read the audit log's size for the backup header: {0}")]
+    AuditLog(#[from] AuditError),
 }
 
 /// What the node was when the backup was taken.
@@ -88,8 +98,25 @@ pub struct BackupHeader {
     /// Unix seconds.
     pub created_at: i64,
     pub software_version: String,
-    /// Entries in the audit log at the time of the copy.
+    /// Entries in the audit log at the time of the copy: the committed size that the
+    /// copied database holds (see [`BackupHeader::describe`]).
     pub audit_log_size: u64,
+}
+
+impl BackupHeader {
+    /// The header of a copy of `db` taken now: its audit log size is the one stored in
+    /// `db` as the commit point of the latest group ([`audit_log::committed_size`]),
+    /// not the running log's in-memory size, which advances only once a group's flush
+    /// is done. Read while writers are held back, it is exactly the size the copy
+    /// holds, a group written but still flushing included.
+    pub fn describe(participant: &ParticipantId, db: &dyn Storage) -> Result<Self, BackupError> {
+        Ok(Self {
+            participant: participant.to_string(),
+            created_at: crate::runtime::now(),
+            software_version: crate::service::VERSION.to_owned(),
+            audit_log_size: audit_log::committed_size(db)?,
+        })
+    }
 }
 
 /// What a backup holds.
@@ -145,24 +172,26 @@ impl GatedStorage {
         self.inner.size_on_disk()
     }
 
-    /// Writes a backup of the database and `node_files` to `out`, with writers held
-    /// back while the database's entries are copied (not while the payload files are,
-    /// which do not go through the gate). `header` is made once writers are held, so
-    /// what it reads of the database (the audit log size) is the state copied.
+    /// Writes a backup of `participant`'s database and `node_files` to `out`, with
+    /// writers held back while the database's entries are copied (not while the payload
+    /// files are, which do not go through the gate). The header is made once writers are
+    /// held, from the database itself, so the audit log size it announces is the one
+    /// the copy holds. Returns the header and what the backup holds.
     /// Blocking: call it from a blocking thread.
     pub fn write_backup<W: Write>(
         &self,
         out: W,
-        header: impl FnOnce() -> BackupHeader,
+        participant: &ParticipantId,
         node_files: &[BackupFile],
         key: &SigningKey,
-    ) -> Result<BackupSummary, BackupError> {
+    ) -> Result<(BackupHeader, BackupSummary), BackupError> {
         // A writer that panicked left no half-done state in the gate itself.
         let writers_held = self.gate.write().unwrap_or_else(|p| p.into_inner());
-        let header = header();
-        write_backup(out, &header, node_files, &self.inner, key, move || {
+        let header = BackupHeader::describe(participant, self.inner.as_ref())?;
+        let summary = write_backup(out, &header, node_files, &self.inner, key, move || {
             drop(writers_held)
-        })
+        })?;
+        Ok((header, summary))
     }
 
     fn writing(&self) -> std::sync::RwLockReadGuard<'_, ()> {
@@ -374,15 +403,7 @@ pub async fn backup_offline(
             .join(crate::authority::bundle_files::SIGNING_KEY),
     )
     .map_err(|e| BackupError::Target(e.to_string()))?;
-    let audit_log_size = crate::audit::log::AuditLog::open(db.clone())
-        .map_err(|e| BackupError::Target(format!("cannot read the audit log: {e}")))?
-        .size();
-    let header = BackupHeader {
-        participant: config.node.participant.to_string(),
-        created_at: crate::runtime::now(),
-        software_version: crate::service::VERSION.to_owned(),
-        audit_log_size,
-    };
+    let header = BackupHeader::describe(&config.node.participant, db.as_ref())?;
     let node_files = node_files(config)?;
     let out = out.to_owned();
     let written = header.clone();
@@ -544,7 +565,9 @@ fn write_restored(path: &Path, staging: &Path) -> Result<(), BackupError> {
     let db = SledStorage::open(&config::database_dir_in(staging))?;
     let mut tree = String::new();
     let mut payload: Option<(String, crate::storage::blobs::BlobWriter)> = None;
-    read_backup(path, &mut |record| {
+    // `restore` verified the whole file just before; this pass still checks the hash
+    // at the seal, and what it wrote is discarded if that fails.
+    read_records(path, &mut |record| {
         match record {
             Record::File(f) => {
                 let target = staging.join(&f.name);
@@ -623,10 +646,113 @@ enum Record {
     Payload(String, u64, Vec<u8>),
 }
 
+/// Checks the whole file against its seal ([`check_sealed_bytes`]), then reads every
+/// frame, handing files, trees and entries to `visit`, and checks them.
+fn read_backup(
+    path: &Path,
+    visit: &mut dyn FnMut(Record) -> Result<(), BackupError>,
+) -> Result<VerifiedBackup, BackupError> {
+    check_sealed_bytes(path)?;
+    read_records(path, visit)
+}
+
+/// Before any record is read: a file that ends in a seal record is hashed whole
+/// against it, so a changed byte anywhere is damage (a changed length field would
+/// otherwise send the reader past the end, as if the file were cut). A file that does
+/// not end in a seal is walked record by record: cut short, it runs out (truncated);
+/// with its seal record changed, the record after the summary is not a seal (damaged).
+fn check_sealed_bytes(path: &Path) -> Result<(), BackupError> {
+    let io = |source| BackupError::Io {
+        what: "read",
+        path: path.to_owned(),
+        source,
+    };
+    let damaged = |reason: String| BackupError::Damaged {
+        path: path.to_owned(),
+        reason,
+    };
+    let truncated = |reason: &str| BackupError::Truncated {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let mut file = File::open(path).map_err(io)?;
+    let len = file.metadata().map_err(io)?.len();
+    if len >= MAGIC.len() as u64 + SEAL_RECORD {
+        let mut seal = [0u8; SEAL_RECORD as usize];
+        file.seek(SeekFrom::Start(len - SEAL_RECORD))
+            .and_then(|_| file.read_exact(&mut seal))
+            .map_err(io)?;
+        if seal[0] == b'S' && seal[1..5] == SEAL_LEN.to_be_bytes() {
+            let mut hash = Sha256::new();
+            file.rewind().map_err(io)?;
+            io::copy(&mut (&mut file).take(len - SEAL_RECORD), &mut hash).map_err(io)?;
+            let digest: [u8; 32] = hash.finalize().into();
+            return if seal[5..37] == digest {
+                Ok(())
+            } else {
+                Err(damaged(
+                    "its SHA-256 does not match the one sealed in it (bytes were changed)".into(),
+                ))
+            };
+        }
+    }
+    // No seal at the end.
+    let mut start = vec![0u8; MAGIC.len().min(len as usize)];
+    file.rewind()
+        .and_then(|_| file.read_exact(&mut start))
+        .map_err(io)?;
+    if start != MAGIC {
+        return Err(if !start.is_empty() && MAGIC.starts_with(&start) {
+            truncated("it ends inside its first line")
+        } else {
+            BackupError::NotABackup(path.to_owned())
+        });
+    }
+    let mut input = BufReader::with_capacity(1 << 16, file);
+    let mut at = MAGIC.len() as u64;
+    let mut after_summary = false;
+    loop {
+        let left = len - at;
+        if left == 0 {
+            return Err(truncated("it ends after a whole record"));
+        }
+        if left < 5 {
+            return Err(truncated("it ends in the middle of a record"));
+        }
+        let mut head = [0u8; 5];
+        input.read_exact(&mut head).map_err(io)?;
+        let (tag, size) = (
+            head[0],
+            u32::from_be_bytes([head[1], head[2], head[3], head[4]]),
+        );
+        if after_summary && (tag != b'S' || size != SEAL_LEN) {
+            return Err(damaged(
+                "the record after the summary is not a sound seal (bytes were changed)".into(),
+            ));
+        }
+        if !b"HFTKPZS".contains(&tag) || size > MAX_FRAME {
+            return Err(damaged(format!(
+                "a record has type {tag:#04x} and {size} bytes, which no backup record has (bytes \
+                 were changed)"
+            )));
+        }
+        if u64::from(size) > left - 5 {
+            return Err(truncated("it ends in the middle of a record"));
+        }
+        if tag == b'S' {
+            // Not at the end, or the check above would have found it there.
+            return Err(damaged("bytes follow the seal".into()));
+        }
+        input.seek_relative(i64::from(size)).map_err(io)?;
+        at += 5 + u64::from(size);
+        after_summary = tag == b'Z';
+    }
+}
+
 /// Reads every frame, handing files, trees and entries to `visit`, and checks the
 /// whole file. `visit` sees records before the seal is checked: [`restore`] runs a full
 /// [`verify`] first.
-fn read_backup(
+fn read_records(
     path: &Path,
     visit: &mut dyn FnMut(Record) -> Result<(), BackupError>,
 ) -> Result<VerifiedBackup, BackupError> {
@@ -655,6 +781,14 @@ fn read_backup(
     let mut summary = None::<BackupSummary>;
     let mut config_text = None::<String>;
     let mut credential = None::<Vec<u8>>;
+    let credential_file = format!(
+        "{}/{}",
+        config::IDENTITY_DIR,
+        crate::authority::bundle_files::CREDENTIAL
+    );
+    let mut tree = String::new();
+    // The audit log's committed size in the copy (none stored: an empty log).
+    let mut audit_log_size = 0u64;
     loop {
         let before_frame = r.hash.clone();
         let (tag, payload) = r.frame()?;
@@ -672,7 +806,7 @@ fn read_backup(
                 let f = parse_file(&payload).map_err(&damaged)?;
                 if f.name == CONFIG_FILE {
                     config_text = Some(String::from_utf8_lossy(&f.contents).into_owned());
-                } else if f.name == "identity/credential.json" {
+                } else if f.name == credential_file {
                     credential = Some(f.contents.clone());
                 }
                 counted.files += 1;
@@ -682,10 +816,14 @@ fn read_backup(
                 let name = String::from_utf8(payload)
                     .map_err(|_| damaged("a tree name is not text".into()))?;
                 counted.trees += 1;
+                tree.clone_from(&name);
                 visit(Record::Tree(name))?;
             }
             b'K' if summary.is_none() && counted.trees > 0 => {
                 let (k, v) = parse_entry(payload).map_err(&damaged)?;
+                if let Some(size) = audit_log::committed_size_record(&tree, &k, &v) {
+                    audit_log_size = size.map_err(|e| damaged(e.to_string()))?;
+                }
                 counted.entries += 1;
                 visit(Record::Entry(k, v))?;
             }
@@ -752,6 +890,16 @@ fn read_backup(
                         "the seal's signature is not by the key of the node's credential".into(),
                     ));
                 }
+                // A header that counts fewer entries than the copy holds comes from
+                // versions that read the size before a flushing group was counted;
+                // one that counts more announces entries the copy lacks.
+                if header.audit_log_size > audit_log_size {
+                    return Err(damaged(format!(
+                        "its header announces an audit log of {} entries, but the copied \
+                         log holds {audit_log_size}",
+                        header.audit_log_size
+                    )));
+                }
                 return Ok(VerifiedBackup {
                     header,
                     summary: summary.expect("checked above"),
@@ -775,7 +923,13 @@ fn seal_signer(config: Option<String>, credential: Option<Vec<u8>>) -> Result<Me
     let config = config.ok_or("it holds no node.toml")?;
     let config: NodeConfig =
         toml::from_str(&config).map_err(|e| format!("its node.toml is unreadable: {e}"))?;
-    let credential = credential.ok_or("it holds no identity/credential.json")?;
+    let credential = credential.ok_or_else(|| {
+        format!(
+            "it holds no {}/{}",
+            crate::config::IDENTITY_DIR,
+            crate::authority::bundle_files::CREDENTIAL
+        )
+    })?;
     parse_credential(&credential, &config.authority.public_key)
         .map(|(_, membership)| membership)
         .map_err(|e| format!("its credential {e}"))
@@ -816,7 +970,8 @@ fn check_file_name(name: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!(
-            "it names a file {name:?} outside identity/ and local/"
+            "it names a file {name:?} outside {}/ and {}/",
+            FILE_DIRS[0], FILE_DIRS[1]
         ))
     }
 }
@@ -951,6 +1106,43 @@ mod tests {
         }
     }
 
+    fn participant() -> ParticipantId {
+        ParticipantId::parse(crate::setup::DEV_PARTICIPANT).unwrap()
+    }
+
+    /// A node directory made as `liutong` makes the development one (authority-signed
+    /// credential, keys, node.toml): its files, config and signing key.
+    fn dev_node(root: &Path) -> (NodeConfig, Vec<BackupFile>, SigningKey) {
+        let (config_path, _) = crate::setup::ensure_dev_setup(root).unwrap();
+        let config = NodeConfig::load(&config_path).unwrap();
+        let key = SigningKey::load(
+            &config
+                .identity_dir()
+                .join(crate::authority::bundle_files::SIGNING_KEY),
+        )
+        .unwrap();
+        let files = node_files(&config).unwrap();
+        (config, files, key)
+    }
+
+    /// The audit log's size as the backup at `path` holds it (its `m/size` record).
+    fn copied_log_size(path: &Path) -> u64 {
+        let (mut tree, mut size) = (String::new(), 0);
+        let _ = read_backup(path, &mut |r| {
+            match r {
+                Record::Tree(name) => tree = name,
+                Record::Entry(k, v) => {
+                    if let Some(s) = audit_log::committed_size_record(&tree, &k, &v) {
+                        size = s.unwrap();
+                    }
+                }
+                _ => {}
+            }
+            Ok(())
+        });
+        size
+    }
+
     /// A writer applies ordered pairs (a, b) with the same value; every backup taken
     /// meanwhile must hold equal values, never a batch cut in half.
     #[test]
@@ -976,17 +1168,11 @@ mod tests {
                 i
             })
         };
-        let header = BackupHeader {
-            participant: "test".into(),
-            created_at: 0,
-            software_version: "test".into(),
-            audit_log_size: 0,
-        };
         let dir = tempfile::tempdir().unwrap();
         for round in 0..30 {
             let mut out = Vec::new();
             gated
-                .write_backup(&mut out, || header.clone(), &[], &key)
+                .write_backup(&mut out, &participant(), &[], &key)
                 .unwrap();
             let path = dir.path().join(format!("{round}.backup"));
             fs::write(&path, &out).unwrap();
@@ -1010,68 +1196,261 @@ mod tests {
         assert!(writer.join().unwrap() > 0);
     }
 
-    /// A writer keeps counting up in the database; what each backup's header reads of
-    /// the count (as the node reads its audit log size) is the count the backup holds.
-    #[test]
-    fn the_header_describes_the_state_the_backup_holds() {
+    /// A task keeps appending to a real audit log; the size each backup's header
+    /// announces is the size the copied log holds.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_header_describes_the_audit_log_the_backup_holds() {
+        use crate::audit::log::{AuditLog, Event, EventKind};
         use std::sync::atomic::{AtomicBool, Ordering};
         let gated = Arc::new(GatedStorage::new(SledStorage::temporary().unwrap()));
-        let key = SigningKey::generate().unwrap();
+        let log = AuditLog::open(gated.clone()).unwrap();
+        let key = Arc::new(SigningKey::generate().unwrap());
         let stop = Arc::new(AtomicBool::new(false));
         let writer = {
-            let (gated, stop) = (gated.clone(), stop.clone());
-            std::thread::spawn(move || {
-                let mut i = 0u64;
+            let (log, stop) = (log.clone(), stop.clone());
+            tokio::spawn(async move {
                 while !stop.load(Ordering::SeqCst) {
-                    i += 1;
-                    gated.put("count", b"n", &i.to_be_bytes()).unwrap();
+                    let event = Event::new(EventKind::BackupTaken, 0, "written meanwhile");
+                    log.append(&event).await.unwrap();
                 }
-                i
             })
         };
-        let count = |v: Option<Vec<u8>>| {
-            v.map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-        };
         let dir = tempfile::tempdir().unwrap();
+        let mut sizes = Vec::new();
         for round in 0..30 {
-            let mut out = Vec::new();
-            let mut announced = None;
-            gated
-                .write_backup(
-                    &mut out,
-                    || {
-                        let n = count(gated.get("count", b"n").unwrap());
-                        announced = Some(n);
-                        BackupHeader {
-                            participant: "test".into(),
-                            created_at: 0,
-                            software_version: "test".into(),
-                            audit_log_size: n,
-                        }
-                    },
-                    &[],
-                    &key,
-                )
-                .unwrap();
+            let (gated, key) = (gated.clone(), key.clone());
             let path = dir.path().join(format!("{round}.backup"));
-            fs::write(&path, &out).unwrap();
-            let mut held = None;
-            let _ = read_backup(&path, &mut |r| {
-                if let Record::Entry(k, v) = r
-                    && k == b"n"
-                {
-                    held = Some(v);
-                }
-                Ok(())
-            });
+            let file = path.clone();
+            let (header, _) = tokio::task::spawn_blocking(move || {
+                let out = File::create(&file).unwrap();
+                gated.write_backup(&out, &participant(), &[], &key).unwrap()
+            })
+            .await
+            .unwrap();
             assert_eq!(
-                announced,
-                Some(count(held)),
-                "round {round}: the header describes another state than the one copied"
+                header.audit_log_size,
+                copied_log_size(&path),
+                "round {round}: the header describes another log than the one copied"
             );
+            sizes.push(header.audit_log_size);
         }
         stop.store(true, Ordering::SeqCst);
-        assert!(writer.join().unwrap() > 0);
+        writer.await.unwrap();
+        assert!(
+            sizes.last() > sizes.first(),
+            "the log grew meanwhile: {sizes:?}"
+        );
+    }
+
+    /// The case the in-memory size got wrong, held still: a group is written (its
+    /// `m/size` stored) and its flush has not returned when the backup is taken. The
+    /// copy holds the group, so the header must count it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_header_counts_a_group_that_is_written_but_still_flushing() {
+        use crate::audit::log::{AuditLog, Event, EventKind};
+        let gated = Arc::new(GatedStorage::new(SledStorage::temporary().unwrap()));
+        let flush_held = Arc::new(tokio::sync::Semaphore::new(0));
+        let log = AuditLog::open(Arc::new(HeldFlush {
+            inner: gated.clone(),
+            released: flush_held.clone(),
+        }))
+        .unwrap();
+        let append = {
+            let log = log.clone();
+            tokio::spawn(async move {
+                log.append(&Event::new(EventKind::BackupTaken, 0, "flushing"))
+                    .await
+            })
+        };
+        // Bounded wait for the group to be written; its flush waits on the semaphore.
+        let mut waited = 0;
+        while audit_log::committed_size(gated.as_ref()).unwrap() == 0 {
+            assert!(waited < 2000, "the group was never written");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(log.size(), 0, "the in-memory size waits for the flush");
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flushing.backup");
+        let key = SigningKey::generate().unwrap();
+        let (header, _) = gated
+            .write_backup(File::create(&path).unwrap(), &participant(), &[], &key)
+            .unwrap();
+        assert_eq!(
+            copied_log_size(&path),
+            1,
+            "the copy holds the written group"
+        );
+        assert_eq!(header.audit_log_size, 1, "the header counts it");
+
+        flush_held.add_permits(1);
+        assert_eq!(append.await.unwrap().unwrap(), 0);
+        assert_eq!(log.size(), 1);
+    }
+
+    /// A signed backup whose header announces more audit entries than the copy holds is
+    /// refused; a sound one of the same node verifies.
+    #[test]
+    fn a_header_announcing_entries_the_copy_lacks_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let (config, files, key) = dev_node(root.path());
+        let db = SledStorage::temporary().unwrap();
+        db.put("audit", b"m/size", &3u64.to_be_bytes()).unwrap();
+        let sound = root.path().join("sound.backup");
+        let mut header = BackupHeader::describe(&config.node.participant, db.as_ref()).unwrap();
+        assert_eq!(header.audit_log_size, 3);
+        write_backup(
+            File::create(&sound).unwrap(),
+            &header,
+            &files,
+            &db,
+            &key,
+            || {},
+        )
+        .unwrap();
+        assert_eq!(verify(&sound).unwrap().header.audit_log_size, 3);
+
+        header.audit_log_size = 4;
+        let overstated = root.path().join("overstated.backup");
+        write_backup(
+            File::create(&overstated).unwrap(),
+            &header,
+            &files,
+            &db,
+            &key,
+            || {},
+        )
+        .unwrap();
+        let err = verify(&overstated).unwrap_err();
+        assert!(matches!(err, BackupError::Damaged { .. }), "{err}");
+        assert!(
+            err.to_string()
+                .contains("announces an audit log of 4 entries, but the copied log holds 3"),
+            "{err}"
+        );
+    }
+
+    /// A sound, signed backup of a development node with a few database entries and
+    /// a payload: its bytes, and where each record starts (tag, offset, length).
+    fn sound_backup(root: &Path) -> (Vec<u8>, Vec<(u8, usize, usize)>) {
+        let (config, files, key) = dev_node(root);
+        let db = SledStorage::temporary().unwrap();
+        db.put("audit", b"m/size", &0u64.to_be_bytes()).unwrap();
+        for i in 0..5u8 {
+            db.put("catalog", &[b'k', i], &[i; 40]).unwrap();
+        }
+        let mut writer = db.blobs().writer("p1", false).unwrap();
+        writer.write_at(0, b"payload bytes").unwrap();
+        writer.sync().unwrap();
+        let header = BackupHeader::describe(&config.node.participant, db.as_ref()).unwrap();
+        let mut bytes = Vec::new();
+        write_backup(&mut bytes, &header, &files, &db, &key, || {}).unwrap();
+        let mut records = Vec::new();
+        let mut at = MAGIC.len();
+        while at < bytes.len() {
+            let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+            records.push((bytes[at], at, len));
+            at += 5 + len;
+        }
+        assert_eq!(records.last().map(|r| r.0), Some(b'S'));
+        (bytes, records)
+    }
+
+    /// Whatever byte is flipped (a record's type or length, its contents, the first
+    /// line, the seal's hash or signature), the file is refused as damaged; cut short
+    /// anywhere, as truncated. (Positions are sampled: every record's head and the
+    /// seal in full, the contents at a stride.) (A flipped length was reported as truncated: the reader
+    /// ran past the end before it reached the seal.)
+    #[test]
+    fn any_flipped_byte_is_damage_and_any_cut_is_truncation() {
+        let root = tempfile::tempdir().unwrap();
+        let (sound, records) = sound_backup(root.path());
+        let path = root.path().join("checked.backup");
+        fs::write(&path, &sound).unwrap();
+        let verified = verify(&path).expect("the sound file verifies");
+        assert_eq!(verified.summary.payloads, 1);
+        assert!(verified.summary.entries >= 6);
+
+        // Every byte of the first line, of each record's type and length, of the
+        // seal, and of each record's first and last bytes; every 11th byte besides.
+        let mut positions: Vec<usize> = (0..MAGIC.len()).collect();
+        for &(_, at, len) in &records {
+            positions.extend(at..at + 5 + len.min(8));
+            positions.extend((at + 5 + len).saturating_sub(8)..at + 5 + len);
+        }
+        positions.extend((sound.len() - SEAL_RECORD as usize)..sound.len());
+        positions.extend((0..sound.len()).step_by(11));
+        positions.sort_unstable();
+        positions.dedup();
+        for i in positions {
+            for bit in [0x01, 0x80] {
+                let mut flipped = sound.clone();
+                flipped[i] ^= bit;
+                fs::write(&path, &flipped).unwrap();
+                match verify(&path) {
+                    Err(BackupError::Damaged { .. }) => {}
+                    other => panic!("byte {i} ^ {bit:#04x} of {}: {other:?}", sound.len()),
+                }
+            }
+        }
+        // Every cut near a record's start (the first line included) and in the seal;
+        // every 7th besides.
+        let mut cuts: Vec<usize> = (1..sound.len()).step_by(7).collect();
+        cuts.extend(1..MAGIC.len());
+        for &(_, at, _) in &records {
+            cuts.extend(at.saturating_sub(6)..at + 6);
+        }
+        cuts.extend(sound.len() - SEAL_RECORD as usize..sound.len());
+        cuts.retain(|c| (1..sound.len()).contains(c));
+        cuts.sort_unstable();
+        cuts.dedup();
+        for cut in cuts {
+            fs::write(&path, &sound[..cut]).unwrap();
+            match verify(&path) {
+                Err(BackupError::Truncated { .. }) => {}
+                other => panic!("cut to {cut} of {} bytes: {other:?}", sound.len()),
+            }
+        }
+        fs::write(&path, b"").unwrap();
+        assert!(matches!(verify(&path), Err(BackupError::NotABackup(_))));
+    }
+
+    /// The node's storage with its flush held until a permit is released: the state
+    /// between a group's write and the end of its flush, held still for a test.
+    struct HeldFlush {
+        inner: Arc<GatedStorage>,
+        released: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Storage for HeldFlush {
+        fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(tree, key)
+        }
+        fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+            self.inner.put(tree, key, value)
+        }
+        fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
+            self.inner.delete(tree, key)
+        }
+        fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+            self.inner.insert_new(tree, key, value)
+        }
+        fn apply(&self, tree: &str, writes: Vec<Op>) -> Result<(), StorageError> {
+            self.inner.apply(tree, writes)
+        }
+        fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
+            self.inner.scan_prefix(tree, prefix)
+        }
+        fn blobs(&self) -> &crate::storage::blobs::Blobs {
+            self.inner.blobs()
+        }
+        fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+            Box::pin(async move {
+                let _permit = self.released.acquire().await.expect("never closed");
+                self.inner.flush().await
+            })
+        }
     }
 
     #[test]

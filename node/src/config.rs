@@ -345,6 +345,12 @@ impl Default for Limits {
 
 /// The database's directory inside the data directory.
 pub const DATABASE_DIR: &str = "db";
+/// The node's identity (admission bundle: keys, certificate, credential) inside the
+/// data directory.
+pub const IDENTITY_DIR: &str = "identity";
+/// The local API's certificate authority and client certificates inside the data
+/// directory.
+pub const LOCAL_DIR: &str = "local";
 
 /// The database's directory in the data directory `data_dir` (a node's, or a restored
 /// one's before it has a configuration).
@@ -390,11 +396,11 @@ impl NodeConfig {
     }
 
     pub fn identity_dir(&self) -> PathBuf {
-        self.data_dir().join("identity")
+        self.data_dir().join(IDENTITY_DIR)
     }
 
     pub fn local_dir(&self) -> PathBuf {
-        self.data_dir().join("local")
+        self.data_dir().join(LOCAL_DIR)
     }
 
     pub fn database_dir(&self) -> PathBuf {

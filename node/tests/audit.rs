@@ -412,6 +412,22 @@ async fn witnesses_cosign_checkpoints_and_auditors_check_the_cosignatures() {
     // An auditor checks the cosignature against the witness's credential.
     let report = peer_auditor(&witness, &log).await.verify().await.unwrap();
     assert_eq!(report.checkpoint.cosigners, [ECOLOGY]);
+    // The node's status names the witness among its peers as having cosigned (its
+    // credential opened with the authority key).
+    let status = log
+        .admin(LocalRole::Admin)
+        .await
+        .status(liutong_proto::v1::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let peer = status
+        .peers
+        .iter()
+        .find(|p| p.participant_id == ECOLOGY)
+        .expect("the witness is a peer");
+    assert!(peer.witness, "{status:?}");
+    assert!(status.witness.is_some_and(|w| w.witnessed), "{status:?}");
 
     // The command prints the note exactly.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))

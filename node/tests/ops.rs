@@ -252,14 +252,41 @@ async fn backup_while_serving_and_writing_restores_a_working_node_and_damage_is_
     let target = space.dir.path().join("restored");
     std::fs::create_dir(&target).unwrap();
     std::fs::write(target.join("keep.txt"), b"the operator's file").unwrap();
-    let mut flipped = bytes.clone();
-    flipped[bytes.len() / 2] ^= 0x01;
-    let cut = bytes[..bytes.len() - 40].to_vec();
-    let cut_in_frame = bytes[..bytes.len() / 3].to_vec();
+    // Where each record starts: `tag ‖ length (u32, big-endian) ‖ payload`, after the
+    // first line. The damage below is placed, not left to where the middle byte falls.
+    let mut records = Vec::new();
+    let mut at = b"LIUTONG-BACKUP/1\n".len();
+    while at < bytes.len() {
+        let len = u32::from_be_bytes(bytes[at + 1..at + 5].try_into().unwrap()) as usize;
+        records.push((at, len));
+        at += 5 + len;
+    }
+    assert_eq!(at, bytes.len(), "the records end with the file");
+    let (middle, middle_len) = records[records.len() / 2];
+    let flip = |i: usize, bits: u8| {
+        let mut b = bytes.clone();
+        b[i] ^= bits;
+        b
+    };
     for (name, damaged, expected) in [
-        ("flipped", flipped, "is damaged"),
-        ("truncated", cut, "truncated"),
-        ("cut", cut_in_frame, "truncated"),
+        // The highest byte of the middle record's length, 128 MiB added: a reader that
+        // trusted the frames before the file's hash would run off the end of the file
+        // and call it truncated. The lowest byte: the records after it are misaligned.
+        ("length-flipped", flip(middle + 1, 0x08), "is damaged"),
+        ("length-low-flipped", flip(middle + 4, 0x01), "is damaged"),
+        (
+            "payload-flipped",
+            flip(middle + 5 + middle_len / 2, 0x01),
+            "is damaged",
+        ),
+        ("seal-flipped", flip(bytes.len() - 1, 0x01), "is damaged"),
+        ("truncated", bytes[..bytes.len() - 40].to_vec(), "truncated"),
+        (
+            "cut-in-record",
+            bytes[..middle + 5 + middle_len / 2].to_vec(),
+            "truncated",
+        ),
+        ("cut-between-records", bytes[..middle].to_vec(), "truncated"),
         (
             "other",
             b"not a backup at all".to_vec(),

@@ -24,7 +24,7 @@ use tonic::transport::Channel;
 use super::log::{Event, log_key_of, witness_key_of};
 use super::merkle::{self, Hash, MemoryTreeStore};
 use super::note::{self, Checkpoint, NoteError, SignedNote, VerifierKey};
-use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
+use crate::identity::membership;
 use crate::identity::{Envelope, Membership, PublicKey};
 
 /// Why an audit check failed. [`VerifyError::bad_entry`] names the entry, if one is to
@@ -114,18 +114,17 @@ pub struct VerifyReport {
     pub log_size: u64,
 }
 
-/// Opens a membership credential with the authority's key.
+/// Opens a membership credential with the authority's key
+/// ([`membership::open_credential`]), naming `whose` it is when it fails.
 pub fn open_credential(
     credential: &Envelope,
     authority_key: &PublicKey,
     whose: &str,
 ) -> Result<Membership, VerifyError> {
-    credential
-        .open_json(MEMBERSHIP_PAYLOAD_TYPE, authority_key)
-        .map_err(|e| VerifyError::Credential {
-            whose: whose.to_owned(),
-            reason: e.to_string(),
-        })
+    membership::open_credential(credential, authority_key).map_err(|e| VerifyError::Credential {
+        whose: whose.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// Checks a checkpoint note: the log's signature, then each listed witness's

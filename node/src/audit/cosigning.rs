@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use super::log::{AuditError, witness_key_of};
 use super::merkle::Hash;
 use super::note::{self, Checkpoint, SignedNote};
-use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
+use crate::identity::membership::open_credential;
 use crate::identity::{Envelope, Membership};
 use crate::runtime::NodeContext;
 
@@ -206,8 +206,7 @@ async fn ask_witness(
             .credential
             .ok_or("the answer carried no credential")?
             .into();
-        let membership: Membership = credential
-            .open_json(MEMBERSHIP_PAYLOAD_TYPE, &ctx.config.authority.public_key)
+        let membership = open_credential(&credential, &ctx.config.authority.public_key)
             .map_err(|e| format!("the witness's credential: {e}"))?;
         let key = witness_key_of(&membership).map_err(|e| e.to_string())?;
         let line = parse_line(&plain, &answer.cosignature)?;

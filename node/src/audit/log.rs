@@ -175,14 +175,7 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens the log in `storage` and starts its committer task (needs a Tokio runtime).
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, AuditError> {
-        let size = match storage.get(TREE, SIZE_KEY)? {
-            None => 0,
-            Some(bytes) => u64::from_be_bytes(
-                bytes
-                    .try_into()
-                    .map_err(|_| AuditError::Damaged("the stored size is not 8 bytes".into()))?,
-            ),
-        };
+        let size = committed_size(storage.as_ref())?;
         let appender = Appender::load(&StoredTree(storage.as_ref()), size).map_err(|e| {
             AuditError::Damaged(format!("cannot rebuild the tree of size {size}: {e}"))
         })?;
@@ -267,7 +260,8 @@ impl AuditLog {
         Ok(Queued(answer))
     }
 
-    /// The committed size.
+    /// The committed size: entries whose group is written and flushed. (The size
+    /// stored in `m/size` can be ahead while a group flushes: see [`committed_size`].)
     pub fn size(&self) -> u64 {
         self.appender().size()
     }
@@ -442,6 +436,36 @@ impl AuditLog {
         }
         Ok(())
     }
+}
+
+/// The size stored in `storage` as the commit point of the latest group (`m/size`).
+///
+/// A group's entries, tree nodes and size are written in one ordered batch before the
+/// flush that makes them durable, and [`AuditLog::size`] advances only after that
+/// flush. So this can be ahead of [`AuditLog::size`] by a group that is still flushing:
+/// it is the size that a copy of the storage holds, which is what describes a copy
+/// taken with writers held back (a backup).
+pub fn committed_size(storage: &dyn Storage) -> Result<u64, AuditError> {
+    storage
+        .get(TREE, SIZE_KEY)?
+        .map_or(Ok(0), |bytes| decode_size(&bytes))
+}
+
+/// The committed size that a copied record holds, if the record (`tree`, `key`) is the
+/// log's commit point (`m/size`): for checking a copy of the storage record by record.
+pub fn committed_size_record(
+    tree: &str,
+    key: &[u8],
+    value: &[u8],
+) -> Option<Result<u64, AuditError>> {
+    (tree == TREE && key == SIZE_KEY).then(|| decode_size(value))
+}
+
+fn decode_size(bytes: &[u8]) -> Result<u64, AuditError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| AuditError::Damaged("the stored size is not 8 bytes".into()))
 }
 
 /// The origin of a participant's log, e.g. `liutong.91110000600037341L/audit`.

@@ -10,8 +10,9 @@ use tonic::Status;
 
 use crate::audit::cosigning::latest_status;
 use crate::audit::log::{Event, EventKind};
-use crate::backup::{self, BackupHeader};
+use crate::backup;
 use crate::contract::{NegotiationStatus, Role};
+use crate::identity::membership::open_credential;
 use crate::identity::rotation;
 use crate::local::LocalRole;
 use crate::runtime::{NodeContext, now};
@@ -37,11 +38,12 @@ pub fn status(context: &NodeContext, mut base: StatusResponse) -> Result<StatusR
         .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Requested)
         .count() as u32;
     let checkpoint = latest_status(context).map_err(|e| Status::internal(e.to_string()))?;
-    // Participants whose cosignature the latest checkpoint carries.
+    // Participants whose cosignature the latest checkpoint carries (their credentials
+    // were checked when the cosignatures were; opened the same way here).
     let witness_participants: Vec<String> = checkpoint
         .iter()
         .flat_map(|c| c.witnesses.iter())
-        .filter_map(|e| serde_json::from_slice::<crate::identity::Membership>(&e.payload).ok())
+        .filter_map(|e| open_credential(e, &context.config.authority.public_key).ok())
         .map(|m| m.participant_id.to_string())
         .collect();
     let peers = context
@@ -121,26 +123,24 @@ pub async fn backup(
     let node_files =
         backup::node_files(&context.config).map_err(|e| Status::internal(e.to_string()))?;
     let ctx = context.clone();
-    let (file, summary) = tokio::task::spawn_blocking(move || {
+    let (file, header, summary) = tokio::task::spawn_blocking(move || {
         let file = tempfile::Builder::new()
             .prefix(".backup-")
             .suffix(".tmp")
             .tempfile_in(ctx.config.data_dir())
             .map_err(|e| format!("cannot create a temporary file in the data directory: {e}"))?;
-        // The header is made with writers held, so no entry reaches the copy after its
-        // audit log size is read. (That size advances once a group is flushed: a group
-        // still flushing when writers are held is in the copy but not yet counted.)
-        let header = || BackupHeader {
-            participant: ctx.membership.participant_id.to_string(),
-            created_at: now(),
-            software_version: crate::service::VERSION.to_owned(),
-            audit_log_size: ctx.audit.size(),
-        };
-        let summary = ctx
+        // The header's audit log size is read from the database with writers held, so
+        // it is the size the copy holds, a group still flushing included.
+        let (header, summary) = ctx
             .gated_storage
-            .write_backup(file.as_file(), header, &node_files, &ctx.signing_key)
+            .write_backup(
+                file.as_file(),
+                &ctx.membership.participant_id,
+                &node_files,
+                &ctx.signing_key,
+            )
             .map_err(|e| e.to_string())?;
-        Ok::<_, String>((file, summary))
+        Ok::<_, String>((file, header, summary))
     })
     .await
     .map_err(|e| Status::internal(format!("the backup task failed: {e}")))?
@@ -153,10 +153,7 @@ pub async fn backup(
             format!(
                 "backup taken: {} database entries in {} trees, {} files (keys included), \
                  audit log of {} entries",
-                summary.entries,
-                summary.trees,
-                summary.files,
-                context.audit.size()
+                summary.entries, summary.trees, summary.files, header.audit_log_size
             ),
         ))
         .await
