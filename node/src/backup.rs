@@ -57,9 +57,6 @@ const SEAL_LEN: u32 = 32 + 64;
 const PAYLOAD_PIECE: usize = 4 << 20;
 /// The configuration's name inside a backup and in a restored directory.
 pub const CONFIG_FILE: &str = "node.toml";
-/// The file of a database directory that sled holds an exclusive lock on while the
-/// database is open (sled 0.34 names it `db`).
-const SLED_LOCK_FILE: &str = "db";
 /// The directories of the data directory that a backup carries besides the database.
 const FILE_DIRS: [&str; 2] = [config::IDENTITY_DIR, config::LOCAL_DIR];
 
@@ -527,7 +524,7 @@ pub struct RestoreReport {
 
 /// Refuses a data directory whose database a running node holds.
 pub fn ensure_stopped(data_dir: &Path) -> Result<(), BackupError> {
-    let lock_file = config::database_dir_in(data_dir).join(SLED_LOCK_FILE);
+    let lock_file = config::database_dir_in(data_dir).join(crate::storage::SLED_LOCK_FILE);
     let Ok(file) = File::open(&lock_file) else {
         return Ok(()); // no database, so no node using it
     };

@@ -82,7 +82,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         path: opts.dir.clone(),
         source,
     })?;
-    let identity = opts.dir.join("identity");
+    let identity = opts.dir.join(crate::config::IDENTITY_DIR);
     files::create_private_dir(&identity).map_err(|source| SetupError::DataDir {
         path: identity.clone(),
         source,
@@ -98,7 +98,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         };
         written.map_err(|source| SetupError::Write { path: to, source })?;
     }
-    local::create_local_pki(&opts.dir.join("local"))?;
+    local::create_local_pki(&opts.dir.join(crate::config::LOCAL_DIR))?;
 
     let config = NodeConfig {
         node: NodeSection {

@@ -84,6 +84,10 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// The file in a sled 0.34 database directory that sled locks while the database is
+/// open (a running node holds it).
+pub const SLED_LOCK_FILE: &str = "db";
+
 /// [`Storage`] on sled 0.34.7.
 pub struct SledStorage {
     db: sled::Db,
