@@ -77,6 +77,29 @@ pub enum AgreedProductError {
     Changed,
 }
 
+/// Why no agreement is given for an agreement ID ([`Contracts::finalized`],
+/// [`consumer_agreement`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgreementError {
+    /// No FINALIZED negotiation on this node's side carries the agreement.
+    #[error("no finalized agreement {0}")]
+    Unknown(String),
+    /// The caller is not the agreement's consumer.
+    #[error("agreement {agreement_id} was made with {consumer}, not with {caller}")]
+    NotConsumer {
+        agreement_id: String,
+        consumer: ParticipantId,
+        caller: ParticipantId,
+    },
+    /// The stored negotiation or agreement is damaged, or not signed by this node.
+    #[error("{0}")]
+    Damaged(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
 /// The digital contract: what both parties sign.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -418,6 +441,17 @@ impl Contracts {
             .filter(|n| n.agreement_id.as_deref() == Some(agreement_id)))
     }
 
+    /// The FINALIZED negotiation of this node's `role` whose agreement has this ID.
+    pub fn finalized(&self, role: Role, agreement_id: &str) -> Result<Negotiation, AgreementError> {
+        self.by_agreement(agreement_id)
+            .map_err(|e| match e {
+                ContractError::Storage(s) => AgreementError::Storage(s),
+                other => AgreementError::Damaged(other.to_string()),
+            })?
+            .filter(|n| n.role == role && n.state == NegotiationStatus::Finalized)
+            .ok_or_else(|| AgreementError::Unknown(agreement_id.to_owned()))
+    }
+
     /// The writes that store `n`. The record that first carries the agreement (AGREED
     /// at the provider, VERIFIED at the consumer) is preceded by the agreement index.
     fn writes(n: &Negotiation) -> Vec<(&'static str, Write)> {
@@ -566,6 +600,51 @@ fn suffix(reason: &str) -> String {
 }
 
 // ---- provider side ----------------------------------------------------------------
+
+/// The finalized agreement this node made as the provider with `caller` as the
+/// consumer: opened with this node's own key (the current one or an earlier one, see
+/// [`rotation`](crate::identity::rotation)), so a stored agreement that was altered is
+/// refused. Transfers, queries, receipts and usage notices all ask this.
+pub fn consumer_agreement(
+    context: &NodeContext,
+    caller: &ParticipantId,
+    agreement_id: &str,
+) -> Result<Agreement, AgreementError> {
+    let n = context.contracts.finalized(Role::Provider, agreement_id)?;
+    let envelope = n.agreement.as_ref().ok_or_else(|| {
+        AgreementError::Damaged(format!(
+            "negotiation {} is FINALIZED but carries no agreement",
+            n.id
+        ))
+    })?;
+    let agreement: Agreement = open_own(context, envelope).map_err(|e| {
+        AgreementError::Damaged(format!("the stored agreement {agreement_id}: {e}"))
+    })?;
+    if agreement.consumer != *caller {
+        return Err(AgreementError::NotConsumer {
+            agreement_id: agreement_id.to_owned(),
+            consumer: agreement.consumer,
+            caller: caller.clone(),
+        });
+    }
+    Ok(agreement)
+}
+
+/// Opens an agreement this node signed, with its current key or, for an agreement
+/// signed before a key rotation, an earlier one.
+fn open_own(
+    context: &NodeContext,
+    envelope: &Envelope,
+) -> Result<Agreement, crate::identity::EnvelopeError> {
+    let current = envelope.open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key());
+    if current.is_ok() || context.previous_credentials.is_empty() {
+        return current;
+    }
+    crate::identity::rotation::previous_keys(&context.previous_credentials)
+        .iter()
+        .find_map(|key| envelope.open_json(AGREEMENT_PAYLOAD_TYPE, key).ok())
+        .map_or(current, Ok)
+}
 
 /// The provider receives a signed contract request from `caller`.
 pub async fn receive_request(

@@ -21,9 +21,7 @@ use tokio::sync::mpsc;
 
 use crate::audit::log::EventKind;
 use crate::catalog::requester_of;
-use crate::contract::{
-    AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, NegotiationStatus, Role,
-};
+use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
 use crate::storage::blobs::BlobWriter;
@@ -143,6 +141,17 @@ pub enum TransferError {
     Payload(#[from] std::io::Error),
 }
 
+impl From<AgreementError> for TransferError {
+    fn from(e: AgreementError) -> Self {
+        match e {
+            AgreementError::Unknown(id) => Self::UnknownAgreement(id),
+            AgreementError::NotConsumer { .. } => Self::Forbidden(e.to_string()),
+            AgreementError::Damaged(why) => Self::DataLoss(why),
+            AgreementError::Storage(s) => Self::Storage(s),
+        }
+    }
+}
+
 async fn log(
     context: &NodeContext,
     detail: String,
@@ -167,24 +176,7 @@ pub async fn start_delivery(
     agreement_id: &str,
     from_chunk: u32,
 ) -> Result<Delivery, TransferError> {
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| TransferError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| TransferError::UnknownAgreement(agreement_id.to_owned()))?;
-    let envelope = n
-        .agreement
-        .expect("finalized negotiations carry their agreement");
-    let agreement: Agreement = envelope
-        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
-        .map_err(|e| TransferError::DataLoss(format!("the stored agreement: {e}")))?;
-    if agreement.consumer != caller.participant_id {
-        return Err(TransferError::Forbidden(format!(
-            "agreement {agreement_id} was made with {}, not with {}",
-            agreement.consumer, caller.participant_id
-        )));
-    }
+    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
     // Revoked, or past the copy's deleteAfter deadline: nothing more is delivered.
     if let Err(why) = crate::usage::delivery_allowed(context, &agreement) {
         log(
@@ -422,21 +414,7 @@ pub async fn receive_receipt(
     let receipt: Receipt = envelope
         .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
         .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
-    let n = context
-        .contracts
-        .by_agreement(&receipt.agreement_id)
-        .map_err(|e| TransferError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| TransferError::UnknownAgreement(receipt.agreement_id.clone()))?;
-    let agreement: Agreement = n
-        .agreement_content()
-        .ok_or_else(|| TransferError::Invalid("the agreement is unreadable".into()))?;
-    if agreement.consumer != caller.participant_id {
-        return Err(TransferError::Forbidden(format!(
-            "agreement {} was made with {}, not with {}",
-            receipt.agreement_id, agreement.consumer, caller.participant_id
-        )));
-    }
+    let agreement = consumer_agreement(context, &caller.participant_id, &receipt.agreement_id)?;
     // A masked delivery's receipt names the masked bytes.
     let (sha256, size) = match crate::desensitize::delivery::delivered(
         context.storage.as_ref(),
@@ -598,12 +576,7 @@ pub async fn pull(
     max_chunks: u32,
     progress_tx: mpsc::Sender<TransferProgress>,
 ) -> Result<TransferProgress, TransferError> {
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| TransferError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| TransferError::UnknownAgreement(agreement_id.to_owned()))?;
+    let n = context.contracts.finalized(Role::Consumer, agreement_id)?;
     let agreement_envelope = n
         .agreement
         .clone()

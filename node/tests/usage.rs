@@ -766,7 +766,8 @@ async fn only_the_parties_speak_for_an_agreement() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
-        err.message().contains("only the consumer"),
+        err.message()
+            .contains(&format!("was made with {ECOLOGY}, not with {LOGISTICS}")),
         "{}",
         err.message()
     );

@@ -25,9 +25,7 @@ use liutong_policy::{
 use crate::audit::log::EventKind;
 use crate::catalog::product::Format;
 use crate::catalog::requester_of;
-use crate::contract::{
-    AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, NegotiationStatus, Role,
-};
+use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
 use crate::desensitize;
 use crate::identity::Membership;
 use crate::runtime::{NodeContext, now};
@@ -72,6 +70,17 @@ impl From<aggregate::QueryError> for QueryError {
             aggregate::QueryError::Invalid(m) => QueryError::Invalid(m),
             aggregate::QueryError::TooManyGroups => QueryError::TooLarge(e.to_string()),
             aggregate::QueryError::Read(m) => QueryError::DataLoss(m),
+        }
+    }
+}
+
+impl From<AgreementError> for QueryError {
+    fn from(e: AgreementError) -> Self {
+        match e {
+            AgreementError::Unknown(id) => Self::UnknownAgreement(id),
+            AgreementError::NotConsumer { .. } => Self::Forbidden(e.to_string()),
+            AgreementError::Damaged(why) => Self::DataLoss(why),
+            AgreementError::Storage(s) => Self::Storage(s),
         }
     }
 }
@@ -228,24 +237,7 @@ pub async fn answer(
     agreement_id: &str,
     query: Query,
 ) -> Result<Answered, QueryError> {
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| QueryError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?;
-    let agreement: Agreement = n
-        .agreement
-        .as_ref()
-        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?
-        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
-        .map_err(|e| QueryError::DataLoss(format!("the stored agreement: {e}")))?;
-    if agreement.consumer != caller.participant_id {
-        return Err(QueryError::Forbidden(format!(
-            "agreement {agreement_id} was made with {}, not with {}",
-            agreement.consumer, caller.participant_id
-        )));
-    }
+    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
     let policy_error = |e: liutong_policy::PolicyError| {
         QueryError::Invalid(format!("the agreement's policy: {e}"))
     };
@@ -421,12 +413,7 @@ pub async fn send(
     query: Option<&pb::AggregateQuery>,
 ) -> Result<pb::AggregateResponse, QueryError> {
     let parsed = query_from_proto(query)?;
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| QueryError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?;
+    let n = context.contracts.finalized(Role::Consumer, agreement_id)?;
     let agreement: Agreement = n
         .agreement_content()
         .ok_or_else(|| QueryError::Invalid("the agreement is unreadable".into()))?;

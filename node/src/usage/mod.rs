@@ -52,7 +52,7 @@ use std::sync::{Arc, Mutex};
 use liutong_policy::{CompiledPolicy, Policy};
 
 use crate::audit::log::Event;
-use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement};
+use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractError};
 use crate::identity::Envelope;
 use crate::runtime::NodeContext;
 use crate::storage::{Storage, StorageError, Write};
@@ -95,6 +95,27 @@ pub enum UsageError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
     Audit(String),
+}
+
+impl From<AgreementError> for UsageError {
+    fn from(e: AgreementError) -> Self {
+        match e {
+            AgreementError::Unknown(_) => Self::NotFound(e.to_string()),
+            AgreementError::NotConsumer { .. } => Self::Forbidden(e.to_string()),
+            AgreementError::Damaged(why) => Self::DataLoss(why),
+            AgreementError::Storage(s) => Self::Storage(s),
+        }
+    }
+}
+
+/// A negotiation that cannot be read: the store failed, or the record is damaged.
+impl From<ContractError> for UsageError {
+    fn from(e: ContractError) -> Self {
+        match e {
+            ContractError::Storage(s) => Self::Storage(s),
+            other => Self::DataLoss(other.to_string()),
+        }
+    }
 }
 
 impl From<TransferError> for UsageError {

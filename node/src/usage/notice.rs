@@ -16,7 +16,7 @@ use super::duties::{Deletion, DeletionCause};
 use super::revocation;
 use super::{UsageError, commit, quoted};
 use crate::audit::log::EventKind;
-use crate::contract::{Agreement, Role};
+use crate::contract::{Agreement, Role, consumer_agreement};
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{StorageError, Write};
@@ -107,8 +107,7 @@ fn outbox_write(
 ) -> Result<(&'static str, Write), UsageError> {
     let n = context
         .contracts
-        .by_agreement(&agreement.agreement_id)
-        .map_err(|e| UsageError::DataLoss(e.to_string()))?
+        .by_agreement(&agreement.agreement_id)?
         .filter(|n| n.role == Role::Consumer)
         .ok_or_else(|| {
             UsageError::NotFound(format!(
@@ -404,28 +403,19 @@ fn open<T: serde::de::DeserializeOwned>(
         .map_err(|e| UsageError::DataLoss(format!("the message is not signed by the caller: {e}")))
 }
 
-/// The agreement this node made as the provider with `caller` as the consumer.
+/// The agreement this node made as the provider with `caller` as the consumer, which
+/// the caller's message names as its consumer too.
 fn provider_agreement(
     context: &NodeContext,
     caller: &Membership,
     agreement_id: &str,
     named_consumer: &str,
 ) -> Result<Agreement, UsageError> {
-    let agreement = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| UsageError::DataLoss(e.to_string()))?
-        .filter(|n| n.role == Role::Provider)
-        .and_then(|n| n.agreement_content())
-        .ok_or_else(|| {
-            UsageError::NotFound(format!("no agreement {agreement_id} at this provider"))
-        })?;
-    if agreement.consumer != caller.participant_id
-        || named_consumer != caller.participant_id.as_str()
-    {
+    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
+    if named_consumer != caller.participant_id.as_str() {
         return Err(UsageError::Forbidden(format!(
-            "only the consumer of agreement {agreement_id} ({}) may send notices about it, not {}",
-            agreement.consumer, caller.participant_id
+            "the message names consumer {named_consumer}, but the caller is {}",
+            caller.participant_id
         )));
     }
     Ok(agreement)

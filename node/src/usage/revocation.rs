@@ -114,10 +114,9 @@ pub async fn revoke(
             "agreement_id: name the agreement to revoke".into(),
         ));
     }
-    let contract_err = |e: crate::contract::ContractError| UsageError::DataLoss(e.to_string());
-    let n = match context.contracts.by_agreement(id).map_err(contract_err)? {
+    let n = match context.contracts.by_agreement(id)? {
         Some(n) => Some(n),
-        None => context.contracts.get(id).map_err(contract_err)?,
+        None => context.contracts.get(id)?,
     }
     .filter(|n| n.role == Role::Provider)
     .ok_or_else(|| {
@@ -423,8 +422,7 @@ pub async fn apply(
     }
     let agreement = context
         .contracts
-        .by_agreement(&r.agreement_id)
-        .map_err(|e| UsageError::DataLoss(e.to_string()))?
+        .by_agreement(&r.agreement_id)?
         .filter(|n| n.role == Role::Consumer && n.peer == provider.participant_id)
         .and_then(|n| n.agreement_content())
         .ok_or_else(|| {
