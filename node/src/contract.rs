@@ -24,7 +24,7 @@ use liutong_policy::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::audit::log::{Event, EventKind};
+use crate::audit::log::{AuditError, Event, EventKind};
 use crate::catalog::requester_of;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
@@ -159,6 +159,31 @@ impl Agreement {
         event.agreement = Some(self.agreement_id.clone());
         event.product = Some(self.product_id.clone());
         event
+    }
+
+    /// The other party of this agreement, seen from this node (`me`).
+    pub fn other_party(&self, me: &ParticipantId) -> &ParticipantId {
+        if self.provider == *me {
+            &self.consumer
+        } else {
+            &self.provider
+        }
+    }
+
+    /// Logs an audit event of `kind` about this agreement, naming the other party
+    /// (for a step that changes no stored state); durable when this returns.
+    pub async fn log(
+        &self,
+        context: &NodeContext,
+        kind: EventKind,
+        detail: String,
+    ) -> Result<(), AuditError> {
+        let other = self.other_party(&context.membership.participant_id);
+        context
+            .audit
+            .append(&self.event(kind, other.as_str(), detail))
+            .await
+            .map(|_| ())
     }
 }
 

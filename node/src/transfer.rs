@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::audit::log::EventKind;
+use crate::audit::log::{AuditError, EventKind};
 use crate::catalog::requester_of;
 use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
 use crate::identity::{Envelope, Membership};
@@ -152,18 +152,10 @@ impl From<AgreementError> for TransferError {
     }
 }
 
-async fn log(
-    context: &NodeContext,
-    detail: String,
-    participant: &str,
-    agreement: &Agreement,
-) -> Result<(), TransferError> {
-    context
-        .audit
-        .append(&agreement.event(EventKind::Transfer, participant, detail))
-        .await
-        .map(|_| ())
-        .map_err(|e| TransferError::Audit(e.to_string()))
+impl From<AuditError> for TransferError {
+    fn from(e: AuditError) -> Self {
+        Self::Audit(e.to_string())
+    }
 }
 
 // ---- provider side ----------------------------------------------------------------
@@ -179,13 +171,13 @@ pub async fn start_delivery(
     let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
     // Revoked, or past the copy's deleteAfter deadline: nothing more is delivered.
     if let Err(why) = crate::usage::delivery_allowed(context, &agreement) {
-        log(
-            context,
-            format!("transfer refused: {why}"),
-            caller.participant_id.as_str(),
-            &agreement,
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Transfer,
+                format!("transfer refused: {why}"),
+            )
+            .await?;
         return Err(TransferError::Forbidden(why));
     }
     let policy_error = |e: liutong_policy::PolicyError| {
@@ -221,24 +213,24 @@ pub async fn start_delivery(
     if let Some(why) =
         crate::query::only_aggregates(&policy, &decision, &request, &state, agreement_id)
     {
-        log(
-            context,
-            format!("transfer refused: {why}"),
-            caller.participant_id.as_str(),
-            &agreement,
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Transfer,
+                format!("transfer refused: {why}"),
+            )
+            .await?;
         return Err(TransferError::AggregateOnly(why));
     }
     if !decision.is_permit() {
         let why = decision.explain();
-        log(
-            context,
-            format!("transfer refused at transfer scope: {why}"),
-            caller.participant_id.as_str(),
-            &agreement,
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Transfer,
+                format!("transfer refused at transfer scope: {why}"),
+            )
+            .await?;
         return Err(TransferError::Denied(why));
     }
     let product = agreement
@@ -278,27 +270,27 @@ pub async fn start_delivery(
             "from_chunk: the product has {chunks} chunks"
         )));
     }
-    log(
-        context,
-        format!(
-            "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
-            product.product_id,
-            product.version,
-            manifest.chunk_hashes.len(),
-            match &manifest.desensitized {
-                Some(d) => format!(
-                    ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
-                    d.rules.len(),
-                    d.applied.len(),
-                    manifest.sha256
-                ),
-                None => String::new(),
-            }
-        ),
-        caller.participant_id.as_str(),
-        &agreement,
-    )
-    .await?;
+    agreement
+        .log(
+            context,
+            EventKind::Transfer,
+            format!(
+                "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
+                product.product_id,
+                product.version,
+                manifest.chunk_hashes.len(),
+                match &manifest.desensitized {
+                    Some(d) => format!(
+                        ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
+                        d.rules.len(),
+                        d.applied.len(),
+                        manifest.sha256
+                    ),
+                    None => String::new(),
+                }
+            ),
+        )
+        .await?;
     Ok(Delivery {
         desensitized: manifest.desensitized.is_some(),
         manifest: Envelope::sign_json(MANIFEST_PAYLOAD_TYPE, &manifest, &context.signing_key),
@@ -438,16 +430,17 @@ pub async fn receive_receipt(
             envelope.to_json().as_bytes(),
         )
         .await?;
-    log(
-        context,
-        format!(
-            "transfer COMPLETED: receipt for {} bytes, sha256 {}",
-            receipt.size, receipt.sha256
-        ),
-        caller.participant_id.as_str(),
-        &agreement,
-    )
-    .await
+    agreement
+        .log(
+            context,
+            EventKind::Transfer,
+            format!(
+                "transfer COMPLETED: receipt for {} bytes, sha256 {}",
+                receipt.size, receipt.sha256
+            ),
+        )
+        .await?;
+    Ok(())
 }
 
 /// The consumer's receipt for a delivery, once received (provider side).
@@ -703,13 +696,13 @@ pub async fn pull(
                     record.updated_at = now();
                     save_copy(storage, &record)?;
                     context.storage.flush().await?;
-                    log(
-                        context,
-                        format!("transfer chunk {expected} refused: hash mismatch"),
-                        n.peer.as_str(),
-                        &agreement,
-                    )
-                    .await?;
+                    agreement
+                        .log(
+                            context,
+                            EventKind::Transfer,
+                            format!("transfer chunk {expected} refused: hash mismatch"),
+                        )
+                        .await?;
                     return Err(TransferError::DataLoss(record.reason.clone()));
                 }
             }
@@ -771,13 +764,13 @@ pub async fn pull(
     record.updated_at = now();
     save_copy(storage, &record)?;
     context.storage.flush().await?;
-    log(
-        context,
-        format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
-        n.peer.as_str(),
-        &agreement,
-    )
-    .await?;
+    agreement
+        .log(
+            context,
+            EventKind::Transfer,
+            format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
+        )
+        .await?;
     client
         .receipt(ReceiptRequest {
             receipt: Some(receipt.into()),

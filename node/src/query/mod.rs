@@ -22,7 +22,7 @@ use liutong_policy::{
     Action, CompiledPolicy, Decision, Denial, Duty, Policy, Request, Scope, State as PolicyState,
 };
 
-use crate::audit::log::EventKind;
+use crate::audit::log::{AuditError, EventKind};
 use crate::catalog::product::Format;
 use crate::catalog::requester_of;
 use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
@@ -62,6 +62,12 @@ pub enum QueryError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the query is refused: {0}")]
     Audit(String),
+}
+
+impl From<AuditError> for QueryError {
+    fn from(e: AuditError) -> Self {
+        Self::Audit(e.to_string())
+    }
 }
 
 impl From<aggregate::QueryError> for QueryError {
@@ -267,12 +273,13 @@ pub async fn answer(
     );
     if !decision.is_permit() {
         let why = decision.explain();
-        log(
-            context,
-            &agreement,
-            format!("aggregate query refused ({query}): {why}"),
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Query,
+                format!("aggregate query refused ({query}): {why}"),
+            )
+            .await?;
         return Err(QueryError::Denied(why));
     }
     let k = min_group_size(&decision.duties);
@@ -329,12 +336,13 @@ pub async fn answer(
     let answer = match computed {
         Ok(a) => a,
         Err(e) => {
-            log(
-                context,
-                &agreement,
-                format!("aggregate query not answered ({query}): {e}"),
-            )
-            .await?;
+            agreement
+                .log(
+                    context,
+                    EventKind::Query,
+                    format!("aggregate query not answered ({query}): {e}"),
+                )
+                .await?;
             return Err(e);
         }
     };
@@ -342,19 +350,20 @@ pub async fn answer(
         .storage
         .put_durable(QUERIES, agreement_id.as_bytes(), &(uses + 1).to_be_bytes())
         .await?;
-    log(
-        context,
-        &agreement,
-        format!(
-            "aggregate query answered ({query}): {} groups of at least k = {k} rows returned, \
+    agreement
+        .log(
+            context,
+            EventKind::Query,
+            format!(
+                "aggregate query answered ({query}): {} groups of at least k = {k} rows returned, \
              {} suppressed; {} of {} rows matched",
-            answer.groups.len(),
-            answer.suppressed_groups,
-            answer.rows_matched,
-            answer.rows_read
-        ),
-    )
-    .await?;
+                answer.groups.len(),
+                answer.suppressed_groups,
+                answer.rows_matched,
+                answer.rows_read
+            ),
+        )
+        .await?;
     Ok(Answered {
         agreement,
         k,
@@ -451,27 +460,8 @@ pub async fn send(
             s.message()
         ),
     };
-    log(context, &agreement, detail).await?;
+    agreement.log(context, EventKind::Query, detail).await?;
     result
         .map(tonic::Response::into_inner)
         .map_err(QueryError::Peer)
-}
-
-async fn log(
-    context: &NodeContext,
-    agreement: &Agreement,
-    detail: String,
-) -> Result<(), QueryError> {
-    let me = &context.membership.participant_id;
-    let other = if agreement.provider == *me {
-        &agreement.consumer
-    } else {
-        &agreement.provider
-    };
-    context
-        .audit
-        .append(&agreement.event(EventKind::Query, other.as_str(), detail))
-        .await
-        .map(|_| ())
-        .map_err(|e| QueryError::Audit(e.to_string()))
 }

@@ -241,22 +241,6 @@ pub fn uses(storage: &dyn Storage, agreement_id: &str) -> Result<UseRecord, Stor
         .unwrap_or_default())
 }
 
-/// Appends an audit event about an agreement (a step that changes no stored state).
-async fn log(
-    context: &NodeContext,
-    kind: crate::audit::log::EventKind,
-    participant: &str,
-    agreement: &Agreement,
-    detail: String,
-) -> Result<(), UsageError> {
-    commit(
-        context,
-        &[agreement.event(kind, participant, detail)],
-        Vec::new(),
-    )
-    .await
-}
-
 /// Commits audit events together with the writes (tree, write) that they record: the
 /// entries first, then the writes, made durable by one flush (see
 /// [`AuditLog::append_with`](crate::audit::log::AuditLog::append_with)). So a crash

@@ -16,9 +16,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::duties::{self, DeletionCause};
-use super::{
-    USAGE, UsageError, UseRecord, commit, log, notice, sticky_agreement, use_key, uses, when,
-};
+use super::{USAGE, UsageError, UseRecord, commit, notice, sticky_agreement, use_key, uses, when};
 use crate::audit::log::EventKind;
 use crate::catalog::requester_of;
 use crate::contract::Agreement;
@@ -297,14 +295,14 @@ async fn refuse(
     purpose: &str,
     why: &str,
 ) -> Result<(), UsageError> {
-    log(
-        context,
-        EventKind::PolicyDecision,
-        agreement.provider.as_str(),
-        agreement,
-        format!("use scope, read of the copy for purpose {purpose}: refused: {why}"),
-    )
-    .await
+    agreement
+        .log(
+            context,
+            EventKind::PolicyDecision,
+            format!("use scope, read of the copy for purpose {purpose}: refused: {why}"),
+        )
+        .await
+        .map_err(|e| UsageError::Audit(e.to_string()))
 }
 
 /// The duties carried out for a permitted read, in words.
