@@ -161,6 +161,30 @@ impl Agreement {
         event
     }
 
+    /// The policy request of `requester` to take `action` at `scope` under this
+    /// agreement, for the agreement's purpose.
+    pub fn request(&self, scope: Scope, action: Action, requester: &Membership) -> Request {
+        Request {
+            scope,
+            action,
+            requester: requester_of(requester),
+            purpose: Some(self.purpose.clone()),
+        }
+    }
+
+    /// The policy state of this agreement now, after `uses` uses: the time since it
+    /// was agreed, and the uses.
+    pub fn policy_state(&self, uses: u64) -> PolicyState {
+        let now = time::OffsetDateTime::now_utc();
+        PolicyState {
+            now,
+            elapsed: std::time::Duration::from_secs(
+                (now.unix_timestamp() - self.agreed_at).max(0) as u64
+            ),
+            uses,
+        }
+    }
+
     /// The other party of this agreement, seen from this node (`me`).
     pub fn other_party(&self, me: &ParticipantId) -> &ParticipantId {
         if self.provider == *me {

@@ -14,13 +14,12 @@
 
 use std::sync::Arc;
 
-use liutong_policy::{Action, Policy, Request, Scope, State as PolicyState};
+use liutong_policy::{Action, Policy, Scope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::audit::log::{AuditError, EventKind};
-use crate::catalog::requester_of;
 use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
@@ -188,18 +187,8 @@ pub async fn start_delivery(
         &context.catalog.compile_context(agreement.classification),
     )
     .map_err(policy_error)?;
-    let elapsed = std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64);
-    let request = Request {
-        scope: Scope::Transfer,
-        action: Action::Use,
-        requester: requester_of(caller),
-        purpose: Some(agreement.purpose.clone()),
-    };
-    let state = PolicyState {
-        now: time::OffsetDateTime::now_utc(),
-        elapsed,
-        uses: 0,
-    };
+    let request = agreement.request(Scope::Transfer, Action::Use, caller);
+    let state = agreement.policy_state(0);
     let decision = liutong_policy::evaluate(&policy, &request, &state);
     context
         .alerts

@@ -24,11 +24,10 @@ use liutong_policy::{
 
 use crate::audit::log::{AuditError, EventKind};
 use crate::catalog::product::Format;
-use crate::catalog::requester_of;
 use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
 use crate::desensitize;
 use crate::identity::Membership;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::StorageError;
 use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
 use liutong_proto::v1 as pb;
@@ -259,17 +258,8 @@ pub async fn answer(
     let uses = queries_so_far(context, agreement_id)?;
     let decision = liutong_policy::evaluate(
         &policy,
-        &Request {
-            scope: Scope::Use,
-            action: Action::Aggregate,
-            requester: requester_of(caller),
-            purpose: Some(agreement.purpose.clone()),
-        },
-        &PolicyState {
-            now: time::OffsetDateTime::now_utc(),
-            elapsed: std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64),
-            uses,
-        },
+        &agreement.request(Scope::Use, Action::Aggregate, caller),
+        &agreement.policy_state(uses),
     );
     if !decision.is_permit() {
         let why = decision.explain();

@@ -13,10 +13,9 @@
 
 use std::collections::HashSet;
 
-use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Request, Scope, State};
+use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Scope};
 
 use super::{UsageError, duties, sticky_agreement, uses};
-use crate::catalog::requester_of;
 use crate::contract::{Agreement, Role};
 use crate::runtime::{NodeContext, now};
 use crate::storage::StorageError;
@@ -196,20 +195,10 @@ fn check_distribute(
         sticky_agreement(context, &c.agreement)?;
     }
     let policy = context.usage.policy(agreement)?;
-    let t = time::OffsetDateTime::now_utc();
     let decision = liutong_policy::evaluate(
         &policy,
-        &Request {
-            scope: Scope::Use,
-            action: Action::Distribute,
-            requester: requester_of(&context.membership),
-            purpose: Some(agreement.purpose.clone()),
-        },
-        &State {
-            now: t,
-            elapsed: std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64),
-            uses: uses(storage, &agreement.agreement_id)?.uses,
-        },
+        &agreement.request(Scope::Use, Action::Distribute, &context.membership),
+        &agreement.policy_state(uses(storage, &agreement.agreement_id)?.uses),
     );
     if !decision.is_permit() {
         return Err(OnwardError::NotDistributable(format!(

@@ -11,14 +11,13 @@
 
 use std::sync::Arc;
 
-use liutong_policy::{Action, CompiledPolicy, Duty, Request, Scope, State as PolicyState};
+use liutong_policy::{Action, CompiledPolicy, Duty, Request, Scope};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::duties::{self, DeletionCause};
 use super::{USAGE, UsageError, UseRecord, commit, notice, sticky_agreement, use_key, uses, when};
 use crate::audit::log::EventKind;
-use crate::catalog::requester_of;
 use crate::contract::Agreement;
 use crate::runtime::{NodeContext, now};
 use crate::storage::Write;
@@ -94,22 +93,14 @@ pub async fn authorize(
         refuse(context, &agreement, purpose, &why).await?;
         return Err(UsageError::Denied(why));
     }
-    let t = time::OffsetDateTime::now_utc();
+    // The purpose declared for this read, within the agreement's (checked above).
     let decision = liutong_policy::evaluate(
         &policy,
         &Request {
-            scope: Scope::Use,
-            action: Action::Read,
-            requester: requester_of(&context.membership),
             purpose: Some(purpose.to_owned()),
+            ..agreement.request(Scope::Use, Action::Read, &context.membership)
         },
-        &PolicyState {
-            now: t,
-            elapsed: std::time::Duration::from_secs(
-                (t.unix_timestamp() - agreement.agreed_at).max(0) as u64,
-            ),
-            uses: record.uses,
-        },
+        &agreement.policy_state(record.uses),
     );
     if !decision.is_permit() {
         let why = format!(
