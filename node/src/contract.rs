@@ -185,6 +185,47 @@ impl Agreement {
         }
     }
 
+    /// This agreement's policy, compiled: by the provider under its own guardrails, as
+    /// it signed it; by the consumer as it checked it when it countersigned
+    /// ([`analysis_context`]). Compiled once per agreement and kept.
+    pub fn compiled_policy(
+        &self,
+        context: &NodeContext,
+    ) -> Result<Arc<CompiledPolicy>, Box<liutong_policy::PolicyError>> {
+        let cache = &context.contracts.policies;
+        {
+            let cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cached.get(&self.agreement_id)
+                && c.classification == self.classification
+                && c.source == self.policy
+            {
+                return Ok(c.compiled.clone());
+            }
+        }
+        let compile_context = if self.provider == context.membership.participant_id {
+            context.catalog.compile_context(self.classification)
+        } else {
+            analysis_context(self.classification)
+        };
+        let compiled = Arc::new(liutong_policy::compile(
+            Policy::from_odrl_value(&self.policy)?,
+            &compile_context,
+        )?);
+        let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.len() >= POLICIES_KEPT {
+            cached.clear();
+        }
+        cached.insert(
+            self.agreement_id.clone(),
+            CachedPolicy {
+                source: self.policy.clone(),
+                classification: self.classification,
+                compiled: compiled.clone(),
+            },
+        );
+        Ok(compiled)
+    }
+
     /// The other party of this agreement, seen from this node (`me`).
     pub fn other_party(&self, me: &ParticipantId) -> &ParticipantId {
         if self.provider == *me {
@@ -333,7 +374,22 @@ pub struct Contracts {
     /// checks the offer again when it gets the request, so a recent answer is reused
     /// rather than asked again for every request.
     offers: Arc<Mutex<HashMap<(String, String), SeenOffer>>>,
+    /// Agreement policies compiled once, by agreement ID (both sides): an agreement
+    /// never changes, and pulls, queries, reads and the duties' sweep all ask for it.
+    policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
 }
+
+/// A compiled agreement policy, with what it was compiled from.
+struct CachedPolicy {
+    /// The agreement's ODRL policy and classification: a different agreement under the
+    /// same ID (a provider reusing one) is compiled anew, not served this one.
+    source: serde_json::Value,
+    classification: Classification,
+    compiled: Arc<CompiledPolicy>,
+}
+
+/// How many compiled agreement policies are kept (all are dropped when more come).
+const POLICIES_KEPT: usize = 4096;
 
 /// An offer as the consumer fetched it.
 #[derive(Clone)]
@@ -371,6 +427,7 @@ impl Contracts {
             in_flight: Arc::default(),
             waiting: Arc::default(),
             offers: Arc::default(),
+            policies: Arc::default(),
         }
     }
 

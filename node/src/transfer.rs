@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use liutong_policy::{Action, Policy, Scope};
+use liutong_policy::{Action, Scope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
@@ -179,14 +179,9 @@ pub async fn start_delivery(
             .await?;
         return Err(TransferError::Forbidden(why));
     }
-    let policy_error = |e: liutong_policy::PolicyError| {
-        TransferError::Invalid(format!("the agreement's policy: {e}"))
-    };
-    let policy = liutong_policy::compile(
-        Policy::from_odrl_value(&agreement.policy).map_err(policy_error)?,
-        &context.catalog.compile_context(agreement.classification),
-    )
-    .map_err(policy_error)?;
+    let policy = agreement
+        .compiled_policy(context)
+        .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
     let request = agreement.request(Scope::Transfer, Action::Use, caller);
     let state = agreement.policy_state(0);
     let decision = liutong_policy::evaluate(&policy, &request, &state);

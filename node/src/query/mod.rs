@@ -19,7 +19,7 @@
 pub mod aggregate;
 
 use liutong_policy::{
-    Action, CompiledPolicy, Decision, Denial, Duty, Policy, Request, Scope, State as PolicyState,
+    Action, CompiledPolicy, Decision, Denial, Duty, Request, Scope, State as PolicyState,
 };
 
 use crate::audit::log::{AuditError, EventKind};
@@ -243,14 +243,9 @@ pub async fn answer(
     query: Query,
 ) -> Result<Answered, QueryError> {
     let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
-    let policy_error = |e: liutong_policy::PolicyError| {
-        QueryError::Invalid(format!("the agreement's policy: {e}"))
-    };
-    let policy = liutong_policy::compile(
-        Policy::from_odrl_value(&agreement.policy).map_err(policy_error)?,
-        &context.catalog.compile_context(agreement.classification),
-    )
-    .map_err(policy_error)?;
+    let policy = agreement
+        .compiled_policy(context)
+        .map_err(|e| QueryError::Invalid(format!("the agreement's policy: {e}")))?;
     // Decision, answer and the raised count are one step per agreement, so concurrent
     // queries cannot both be decided on the same count.
     let lock = context.usage.lock_for(agreement_id);

@@ -113,7 +113,7 @@ fn copies(context: &NodeContext) -> Result<Vec<CopyStatus>, usage::UsageError> {
             last_used_unix: record.last_used_at.unwrap_or_default(),
             delete_at_unix: agreement
                 .as_ref()
-                .and_then(duties::deadline)
+                .and_then(|a| duties::deadline(context, a))
                 .unwrap_or_default(),
             deleted_at_unix: 0,
             reason: c.reason.clone(),

@@ -49,7 +49,7 @@ pub mod revocation;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use liutong_policy::{CompiledPolicy, Policy};
+use liutong_policy::CompiledPolicy;
 
 use crate::audit::log::Event;
 use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractError};
@@ -151,14 +151,12 @@ impl UsageError {
     }
 }
 
-/// Usage control's in-memory state: per-copy locks and compiled sticky policies.
+/// Usage control's in-memory state: per-copy locks.
 #[derive(Default)]
 pub struct UsageControl {
     /// One lock per copy, held from the decision to the durable use count, so two
     /// concurrent reads cannot both take the last permitted use.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Agreement policies compiled once; an agreement never changes.
-    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
     /// Wakes the background task early (a notice is waiting in the outbox).
     kick: tokio::sync::Notify,
 }
@@ -183,29 +181,17 @@ impl UsageControl {
     pub fn kick(&self) {
         self.kick.notify_one();
     }
-
-    /// The agreement's policy, compiled (cached per agreement).
-    fn policy(&self, agreement: &Agreement) -> Result<Arc<CompiledPolicy>, UsageError> {
-        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = cache.get(&agreement.agreement_id) {
-            return Ok(c.clone());
-        }
-        let compiled = Arc::new(compile(agreement)?);
-        cache.insert(agreement.agreement_id.clone(), compiled.clone());
-        Ok(compiled)
-    }
 }
 
-/// Compiles an agreement's policy as the consumer checked it when it countersigned (the
-/// provider's guardrails already applied).
-fn compile(agreement: &Agreement) -> Result<CompiledPolicy, UsageError> {
-    let policy = Policy::from_odrl_value(&agreement.policy)
-        .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))?;
-    liutong_policy::compile(
-        policy,
-        &crate::contract::analysis_context(agreement.classification),
-    )
-    .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))
+/// The agreement's policy, compiled (kept per agreement, see
+/// [`Agreement::compiled_policy`]).
+fn policy_of(
+    context: &NodeContext,
+    agreement: &Agreement,
+) -> Result<Arc<CompiledPolicy>, UsageError> {
+    agreement
+        .compiled_policy(context)
+        .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))
 }
 
 /// The agreement a copy carries, checked: it is an agreement, and this node's own

@@ -194,7 +194,7 @@ fn check_distribute(
     {
         sticky_agreement(context, &c.agreement)?;
     }
-    let policy = context.usage.policy(agreement)?;
+    let policy = super::policy_of(context, agreement)?;
     let decision = liutong_policy::evaluate(
         &policy,
         &agreement.request(Scope::Use, Action::Distribute, &context.membership),

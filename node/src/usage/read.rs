@@ -16,7 +16,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::duties::{self, DeletionCause};
-use super::{USAGE, UsageError, UseRecord, commit, notice, sticky_agreement, use_key, uses, when};
+use super::{
+    USAGE, UsageError, UseRecord, commit, notice, policy_of, sticky_agreement, use_key, uses, when,
+};
 use crate::audit::log::EventKind;
 use crate::contract::Agreement;
 use crate::runtime::{NodeContext, now};
@@ -73,7 +75,7 @@ pub async fn authorize(
         .manifest
         .peek_json()
         .map_err(|e| UsageError::DataLoss(format!("the copy's manifest: {e}")))?;
-    let deadline = duties::deadline(&agreement);
+    let deadline = duties::deadline(context, &agreement);
     if let Some(deadline) = deadline
         && deadline <= now()
     {
@@ -81,7 +83,7 @@ pub async fn authorize(
         let d = duties::delete(context, &agreement, DeletionCause::Expired { deadline }).await?;
         return Err(UsageError::Gone(Box::new(d)));
     }
-    let policy = context.usage.policy(&agreement)?;
+    let policy = policy_of(context, &agreement)?;
 
     let lock = context.usage.lock_for(agreement_id);
     let guard = lock.lock().await;

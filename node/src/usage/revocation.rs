@@ -287,7 +287,7 @@ pub fn delivery_allowed(context: &NodeContext, agreement: &Agreement) -> Result<
             ));
         }
     }
-    if let Some(deadline) = duties::deadline(agreement)
+    if let Some(deadline) = duties::deadline(context, agreement)
         && deadline <= now()
     {
         return Err(format!(
