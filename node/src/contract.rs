@@ -25,6 +25,7 @@ use liutong_policy::{
 use serde::{Deserialize, Serialize};
 
 use crate::audit::log::{AuditError, Event, EventKind};
+use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
@@ -888,7 +889,16 @@ pub async fn receive_request(
         commit(context, &n, vec![decision_event, change]).await?;
         return Ok(n);
     }
-    if let Err(e) = agree(context, &mut n, &policy, None, vec![decision_event.clone()]).await {
+    if let Err(e) = agree(
+        context,
+        &mut n,
+        &product,
+        &policy,
+        None,
+        vec![decision_event.clone()],
+    )
+    .await
+    {
         // The decision stays on record even when no agreement could be made.
         if let Err(logged) = context.audit.append(&decision_event).await {
             tracing::error!(error = %logged, "cannot log the policy decision");
@@ -898,23 +908,17 @@ pub async fn receive_request(
     Ok(n)
 }
 
-/// Signs the agreement: the offer's policy, narrowed to this consumer. `events` (the
+/// Signs the agreement on `product` (the version `n`'s offer names, as the caller read
+/// it from the catalog): the offer's policy, narrowed to this consumer. `events` (the
 /// decision that led here) are committed with it.
 async fn agree(
     context: &NodeContext,
     n: &mut Negotiation,
+    product: &ProductVersion,
     offer: &CompiledPolicy,
     approved_by: Option<String>,
     mut events: Vec<Event>,
 ) -> Result<(), ContractError> {
-    let (product_id, version) = crate::catalog::product::parse_offer_id(&n.offer_id)
-        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
-    let product = context
-        .catalog
-        .products
-        .get(product_id, version)
-        .map_err(|e| ContractError::Invalid(e.to_string()))?
-        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
     crate::usage::guardrails::check_agreement(
         context,
         &n.peer,
@@ -1003,13 +1007,14 @@ pub async fn approve(
         .catalog
         .offer(&n.offer_id, &caller, time::OffsetDateTime::now_utc())
         .and_then(|product| {
-            context
+            let policy = context
                 .catalog
                 .policy_of(&product)?
-                .ok_or_else(|| crate::catalog::CatalogError::NotFound(n.offer_id.clone()))
+                .ok_or_else(|| crate::catalog::CatalogError::NotFound(n.offer_id.clone()))?;
+            Ok((product, policy))
         });
-    let policy = match offered {
-        Ok(policy) => policy,
+    let (product, policy) = match offered {
+        Ok(offered) => offered,
         Err(e) => {
             let refused = match e {
                 crate::catalog::CatalogError::NotFound(_) => {
@@ -1035,7 +1040,15 @@ pub async fn approve(
             return Err(refused);
         }
     };
-    agree(context, &mut n, &policy, Some(by.to_owned()), Vec::new()).await?;
+    agree(
+        context,
+        &mut n,
+        &product,
+        &policy,
+        Some(by.to_owned()),
+        Vec::new(),
+    )
+    .await?;
     Ok(n)
 }
 
