@@ -27,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use crate::audit::log::{AuditError, Event, EventKind};
 use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
+use crate::identity::random::{RandomError, random_bytes, random_id};
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{Storage, StorageError, Write};
@@ -357,6 +358,8 @@ pub enum ContractError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
     Audit(String),
+    #[error("cannot make a nonce or an ID: {0}")]
+    Random(#[from] RandomError),
 }
 
 /// The negotiations this node takes part in.
@@ -630,12 +633,6 @@ impl Negotiation {
             updated_at_unix: self.updated_at,
         }
     }
-}
-
-fn random_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    format!("{prefix}-{}", hex::encode(bytes))
 }
 
 fn event(kind: EventKind, n: &Negotiation, detail: String) -> Event {
@@ -926,7 +923,7 @@ async fn agree(
         approved_by.as_deref(),
     )
     .map_err(ContractError::Forbidden)?;
-    let agreement_id = random_id("agr");
+    let agreement_id = random_id("agr")?;
     let mut policy = offer.policy().clone();
     policy.policy_type = PolicyType::Agreement;
     policy.uid = format!("urn:liutong:agreement:{agreement_id}");
@@ -1187,15 +1184,13 @@ pub async fn request(
     let offer = context.contracts.offer(&channel, address, offer_id).await?;
     let provider = offer.owner;
     let t = now();
-    let mut nonce = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
     let request = ContractRequest {
-        negotiation_id: random_id("neg"),
+        negotiation_id: random_id("neg")?,
         consumer: context.membership.participant_id.clone(),
         provider: provider.clone(),
         offer_id: offer_id.to_owned(),
         purpose: purpose.trim().to_owned(),
-        nonce: hex::encode(nonce),
+        nonce: hex::encode(random_bytes::<16>()?),
         created_at: t,
         expires_at: t + 300,
     };

@@ -95,6 +95,8 @@ pub enum UsageError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
     Audit(String),
+    #[error("cannot make an ID: {0}")]
+    Random(#[from] crate::identity::random::RandomError),
 }
 
 impl From<AgreementError> for UsageError {
@@ -147,6 +149,7 @@ impl UsageError {
             Self::Unreachable(_) | Self::Storage(_) | Self::Audit(_) => {
                 tonic::Status::unavailable(message)
             }
+            Self::Random(_) => tonic::Status::internal(message),
         }
     }
 }

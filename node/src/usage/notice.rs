@@ -17,6 +17,7 @@ use super::revocation;
 use super::{UsageError, commit, quoted};
 use crate::audit::log::EventKind;
 use crate::contract::{Agreement, Role, consumer_agreement};
+use crate::identity::random::random_id;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{StorageError, Write};
@@ -91,12 +92,6 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-pub(super) fn random_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    format!("{prefix}-{}", hex::encode(bytes))
-}
-
 /// The outbox write of a signed message for the agreement's provider, for the caller
 /// to commit with the step it belongs to.
 fn outbox_write(
@@ -116,7 +111,7 @@ fn outbox_write(
             ))
         })?;
     let item = OutboxItem {
-        id: random_id("out"),
+        id: random_id("out")?,
         to: agreement.provider.to_string(),
         address: n.peer_address,
         agreement_id: agreement.agreement_id.clone(),
@@ -144,7 +139,7 @@ pub(super) fn usage_notice_write(
     use_number: u64,
 ) -> Result<(&'static str, Write), UsageError> {
     let notice = UsageNotice {
-        notice_id: random_id("use"),
+        notice_id: random_id("use")?,
         agreement_id: agreement.agreement_id.clone(),
         consumer: context.membership.participant_id.to_string(),
         provider: agreement.provider.to_string(),
@@ -171,7 +166,7 @@ pub(super) fn deletion_receipt_write(
     cause: &DeletionCause,
 ) -> Result<(&'static str, Write), UsageError> {
     let receipt = DeletionReceipt {
-        receipt_id: random_id("del"),
+        receipt_id: random_id("del")?,
         agreement_id: agreement.agreement_id.clone(),
         consumer: context.membership.participant_id.to_string(),
         provider: agreement.provider.to_string(),

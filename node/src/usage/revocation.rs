@@ -17,11 +17,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::duties::{self, DeletionCause};
-use super::notice::{DeletionReceipt, random_id};
+use super::notice::DeletionReceipt;
 use super::{UsageError, commit, quoted, when};
 use crate::audit::log::EventKind;
 use crate::contract::{Agreement, Role};
 use crate::desensitize::delivery;
+use crate::identity::random::random_id;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{StorageError, Write};
@@ -131,7 +132,7 @@ pub async fn revoke(
         ))
     })?;
     let revocation = Revocation {
-        revocation_id: random_id("rev"),
+        revocation_id: random_id("rev")?,
         agreement_id: agreement.agreement_id.clone(),
         provider: context.membership.participant_id.to_string(),
         consumer: agreement.consumer.to_string(),
