@@ -71,9 +71,15 @@ pub struct ContractRequest {
 /// Why [`Agreement::product`] has no product to offer.
 #[derive(Debug, thiserror::Error)]
 pub enum AgreedProductError {
-    /// The version is not in the store (or the store failed).
+    /// The agreed version is no longer in the store.
     #[error("{0}")]
-    Unavailable(String),
+    Gone(String),
+    /// The store could not be read.
+    #[error("the agreed product cannot be read: {0}")]
+    Unreadable(String),
+    /// The stored version's record is damaged.
+    #[error("the agreed product's stored record is damaged: {0}")]
+    Damaged(String),
     /// The stored bytes are not the ones agreed.
     #[error("the stored product no longer matches the agreement's hash")]
     Changed,
@@ -140,9 +146,14 @@ impl Agreement {
     ) -> Result<crate::catalog::product::ProductVersion, AgreedProductError> {
         let product = store
             .get(&self.product_id, self.version)
-            .map_err(|e| AgreedProductError::Unavailable(e.to_string()))?
+            .map_err(|e| match e {
+                crate::catalog::product::ProductError::Damaged(why) => {
+                    AgreedProductError::Damaged(why)
+                }
+                other => AgreedProductError::Unreadable(other.to_string()),
+            })?
             .ok_or_else(|| {
-                AgreedProductError::Unavailable(format!(
+                AgreedProductError::Gone(format!(
                     "product {} v{} is gone",
                     self.product_id, self.version
                 ))

@@ -20,7 +20,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::audit::log::{AuditError, EventKind};
+use crate::catalog::product::ProductError;
 use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
+use crate::desensitize::DesensitizeError;
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
 use crate::storage::blobs::BlobWriter;
@@ -124,10 +126,17 @@ pub enum TransferError {
     /// A pull that asks to start past the last chunk.
     #[error("{0}")]
     OutOfRange(String),
+    /// Damaged or mismatching data: a hash, a signature, a stored record.
     #[error("{0}")]
     DataLoss(String),
     #[error("{0}")]
     Invalid(String),
+    /// The agreed product version is no longer at the provider.
+    #[error("{0}")]
+    Gone(String),
+    /// A store or file of this node cannot be read right now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the provider: {0}")]
     Peer(tonic::Status),
     #[error("cannot reach the provider: {0}")]
@@ -148,6 +157,43 @@ impl From<AgreementError> for TransferError {
             AgreementError::Damaged(why) => Self::DataLoss(why),
             AgreementError::Storage(s) => Self::Storage(s),
         }
+    }
+}
+
+impl From<AgreedProductError> for TransferError {
+    fn from(e: AgreedProductError) -> Self {
+        match e {
+            AgreedProductError::Gone(why) => Self::Gone(why),
+            AgreedProductError::Unreadable(_) => Self::Unavailable(e.to_string()),
+            AgreedProductError::Damaged(_) | AgreedProductError::Changed => {
+                Self::DataLoss(e.to_string())
+            }
+        }
+    }
+}
+
+/// A masked delivery that cannot be made or read: deleted (with the agreement's
+/// revocation or the consumer's copy) is refused with the reason; damaged is data
+/// loss; a store failure is a store failure.
+impl From<DesensitizeError> for TransferError {
+    fn from(e: DesensitizeError) -> Self {
+        match e {
+            DesensitizeError::Removed(why) => Self::Forbidden(why),
+            DesensitizeError::Storage(s) => Self::Storage(s),
+            DesensitizeError::Damaged(_) => Self::DataLoss(e.to_string()),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// A stored product chunk that cannot be read: missing or damaged is data loss, a
+/// store or file failure is a store failure.
+fn product_read_error(e: ProductError) -> TransferError {
+    match e {
+        ProductError::Damaged(_) => TransferError::DataLoss(e.to_string()),
+        ProductError::NotFound(_) => TransferError::Gone(e.to_string()),
+        ProductError::Storage(s) => TransferError::Storage(s),
+        other => TransferError::Unavailable(other.to_string()),
     }
 }
 
@@ -217,12 +263,7 @@ pub async fn start_delivery(
             .await?;
         return Err(TransferError::Denied(why));
     }
-    let product = agreement
-        .product(&context.catalog.products)
-        .map_err(|e| match e {
-            AgreedProductError::Changed => TransferError::DataLoss(e.to_string()),
-            AgreedProductError::Unavailable(why) => TransferError::Invalid(why),
-        })?;
+    let product = agreement.product(&context.catalog.products)?;
     let mut manifest = Manifest {
         agreement_id: agreement_id.to_owned(),
         product_id: product.product_id.clone(),
@@ -235,12 +276,8 @@ pub async fn start_delivery(
         desensitized: None,
     };
     // Mask duties: the manifest covers the masked bytes, which are delivered instead.
-    let masked = crate::desensitize::delivery_for(context, &agreement, &product, &decision.duties)
-        .await
-        .map_err(|e| match e {
-            crate::desensitize::DesensitizeError::Storage(e) => TransferError::Storage(e),
-            other => TransferError::Invalid(other.to_string()),
-        })?;
+    let masked =
+        crate::desensitize::delivery_for(context, &agreement, &product, &decision.duties).await?;
     if let Some(m) = masked {
         manifest.size = m.size;
         manifest.sha256 = m.sha256;
@@ -296,11 +333,14 @@ pub struct Delivery {
 
 /// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
 /// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
+/// A chunk that cannot be read ends the stream with `to_status` of its error (the
+/// service's status mapping).
 pub fn spawn_delivery(
     context: Arc<NodeContext>,
     delivery: Delivery,
     from_chunk: u32,
     tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
+    to_status: fn(TransferError) -> tonic::Status,
 ) {
     let Delivery {
         manifest,
@@ -334,7 +374,7 @@ pub fn spawn_delivery(
             let data = match reading.await {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => {
-                    let _ = tx.send(Err(tonic::Status::data_loss(e.to_string()))).await;
+                    let _ = tx.send(Err(to_status(e))).await;
                     return;
                 }
                 Err(e) => {
@@ -370,14 +410,14 @@ fn delivery_chunk(
             index,
         )
         .map(Bytes::from)
-        .map_err(|e| TransferError::DataLoss(e.to_string()))
+        .map_err(TransferError::from)
     } else {
         context
             .catalog
             .products
             .chunk(&agreement.product_id, agreement.version, index)
             .map(Bytes::from)
-            .map_err(|e| TransferError::DataLoss(e.to_string()))
+            .map_err(product_read_error)
     }
 }
 
@@ -395,9 +435,7 @@ pub async fn receive_receipt(
     let (sha256, size) = match crate::desensitize::delivery::delivered(
         context.storage.as_ref(),
         &receipt.agreement_id,
-    )
-    .map_err(|e| TransferError::Invalid(e.to_string()))?
-    {
+    )? {
         Some(m) => (m.sha256, m.size),
         None => (agreement.product_sha256.clone(), agreement.size),
     };

@@ -691,6 +691,36 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         .iter()
         .any(|e| e.contains("from chunk 2"));
     assert!(resumed, "the resumed pull asked from chunk 2");
+
+    // The provider cannot read its payload: a chunk missing altogether is DATA_LOSS; a
+    // payload file that fails to read (an I/O error) is UNAVAILABLE, to try again.
+    let first_chunk_error = || async {
+        let mut stream = s
+            .ecology
+            .direct_transfer_client(&s.transport)
+            .await
+            .pull(liutong_proto::v1::PullRequest {
+                agreement_id: agreement.clone(),
+                from_chunk: 0,
+            })
+            .await
+            .expect("the delivery starts")
+            .into_inner();
+        let manifest = stream.message().await.unwrap().expect("the manifest");
+        assert!(matches!(
+            manifest.part,
+            Some(liutong_proto::v1::pull_response::Part::Manifest(_))
+        ));
+        stream.message().await.expect_err("the first chunk fails")
+    };
+    std::fs::remove_file(&payload_file).unwrap();
+    let err = first_chunk_error().await;
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(err.message().contains("is missing"), "{}", err.message());
+    std::fs::create_dir(&payload_file).unwrap();
+    let err = first_chunk_error().await;
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("payload file"), "{}", err.message());
 }
 
 /// The agreement fixes the product's chunk list: a provider that later delivers other

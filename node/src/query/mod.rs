@@ -53,6 +53,12 @@ pub enum QueryError {
     TooLarge(String),
     #[error("{0}")]
     DataLoss(String),
+    /// The agreed product version is no longer at the provider.
+    #[error("{0}")]
+    Gone(String),
+    /// A store of this node cannot be read right now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the provider: {0}")]
     Peer(tonic::Status),
     #[error("cannot reach the provider: {0}")]
@@ -61,6 +67,18 @@ pub enum QueryError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the query is refused: {0}")]
     Audit(String),
+}
+
+impl From<AgreedProductError> for QueryError {
+    fn from(e: AgreedProductError) -> Self {
+        match e {
+            AgreedProductError::Gone(why) => Self::Gone(why),
+            AgreedProductError::Unreadable(_) => Self::Unavailable(e.to_string()),
+            AgreedProductError::Damaged(_) | AgreedProductError::Changed => {
+                Self::DataLoss(e.to_string())
+            }
+        }
+    }
 }
 
 impl From<AuditError> for QueryError {
@@ -268,12 +286,7 @@ pub async fn answer(
         return Err(QueryError::Denied(why));
     }
     let k = min_group_size(&decision.duties);
-    let product = agreement
-        .product(&context.catalog.products)
-        .map_err(|e| match e {
-            AgreedProductError::Changed => QueryError::DataLoss(e.to_string()),
-            AgreedProductError::Unavailable(why) => QueryError::Invalid(why),
-        })?;
+    let product = agreement.product(&context.catalog.products)?;
     if product.format == Format::Bytes {
         return Err(QueryError::Unsupported(format!(
             "product {} is opaque bytes: aggregates need CSV or JSON Lines rows",

@@ -129,31 +129,6 @@ impl From<TransferError> for UsageError {
     }
 }
 
-impl UsageError {
-    /// The gRPC status a person (or an application) can act on.
-    pub fn to_status(&self) -> tonic::Status {
-        let message = self.to_string();
-        match self {
-            Self::Invalid(_) => tonic::Status::invalid_argument(message),
-            Self::NotFound(_) => tonic::Status::not_found(message),
-            Self::Gone(d) => match d.cause {
-                DeletionCause::Revoked { .. } => tonic::Status::permission_denied(message),
-                DeletionCause::Expired { .. } => tonic::Status::not_found(message),
-            },
-            Self::NotReady(_) | Self::WrongState(_) | Self::Policy(_) => {
-                tonic::Status::failed_precondition(message)
-            }
-            Self::Denied(_) | Self::Forbidden(_) => tonic::Status::permission_denied(message),
-            Self::DataLoss(_) => tonic::Status::data_loss(message),
-            Self::Peer(s) => tonic::Status::new(s.code(), message),
-            Self::Unreachable(_) | Self::Storage(_) | Self::Audit(_) => {
-                tonic::Status::unavailable(message)
-            }
-            Self::Random(_) => tonic::Status::internal(message),
-        }
-    }
-}
-
 /// Usage control's in-memory state: per-copy locks.
 #[derive(Default)]
 pub struct UsageControl {

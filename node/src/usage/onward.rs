@@ -49,20 +49,6 @@ impl From<UsageError> for OnwardError {
     }
 }
 
-impl OnwardError {
-    /// The gRPC status for the publisher.
-    pub fn to_status(&self) -> tonic::Status {
-        let message = self.to_string();
-        match self {
-            Self::UnknownSource(_) | Self::Classification(_) | Self::NextPolicy(_) => {
-                tonic::Status::invalid_argument(message)
-            }
-            Self::NotDistributable(_) => tonic::Status::permission_denied(message),
-            Self::Unavailable(_) => tonic::Status::unavailable(message),
-        }
-    }
-}
-
 /// Logs a publish refused by these rules as a policy decision.
 pub async fn log_refusal(context: &NodeContext, error: &OnwardError) {
     let event = crate::audit::log::Event::new(
