@@ -200,7 +200,7 @@ impl Agreement {
 
     /// This agreement's policy, compiled: by the provider under its own guardrails, as
     /// it signed it; by the consumer as it checked it when it countersigned
-    /// ([`analysis_context`]). Compiled once per agreement and kept.
+    /// (`analysis_context`). Compiled once per agreement and kept.
     pub fn compiled_policy(
         &self,
         context: &NodeContext,
