@@ -24,8 +24,10 @@ use liutong_policy::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::audit::log::{Event, EventKind};
+use crate::audit::log::{AuditError, Event, EventKind};
+use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
+use crate::identity::random::{RandomError, random_bytes, random_id};
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{Storage, StorageError, Write};
@@ -69,12 +71,41 @@ pub struct ContractRequest {
 /// Why [`Agreement::product`] has no product to offer.
 #[derive(Debug, thiserror::Error)]
 pub enum AgreedProductError {
-    /// The version is not in the store (or the store failed).
+    /// The agreed version is no longer in the store.
     #[error("{0}")]
-    Unavailable(String),
+    Gone(String),
+    /// The store could not be read.
+    #[error("the agreed product cannot be read: {0}")]
+    Unreadable(String),
+    /// The stored version's record is damaged.
+    #[error("the agreed product's stored record is damaged: {0}")]
+    Damaged(String),
     /// The stored bytes are not the ones agreed.
     #[error("the stored product no longer matches the agreement's hash")]
     Changed,
+}
+
+/// Why no agreement is given for an agreement ID ([`Contracts::finalized`],
+/// [`consumer_agreement`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgreementError {
+    /// No FINALIZED negotiation on this node's side carries the agreement.
+    #[error("no finalized agreement {0}")]
+    Unknown(String),
+    /// The caller is not the agreement's consumer.
+    #[error("agreement {agreement_id} was made with {consumer}, not with {caller}")]
+    NotConsumer {
+        agreement_id: String,
+        consumer: ParticipantId,
+        caller: ParticipantId,
+    },
+    /// The stored negotiation or agreement is damaged, or not signed by this node.
+    #[error("{0}")]
+    Damaged(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
 }
 
 /// The digital contract: what both parties sign.
@@ -115,9 +146,14 @@ impl Agreement {
     ) -> Result<crate::catalog::product::ProductVersion, AgreedProductError> {
         let product = store
             .get(&self.product_id, self.version)
-            .map_err(|e| AgreedProductError::Unavailable(e.to_string()))?
+            .map_err(|e| match e {
+                crate::catalog::product::ProductError::Damaged(why) => {
+                    AgreedProductError::Damaged(why)
+                }
+                other => AgreedProductError::Unreadable(other.to_string()),
+            })?
             .ok_or_else(|| {
-                AgreedProductError::Unavailable(format!(
+                AgreedProductError::Gone(format!(
                     "product {} v{} is gone",
                     self.product_id, self.version
                 ))
@@ -136,6 +172,96 @@ impl Agreement {
         event.agreement = Some(self.agreement_id.clone());
         event.product = Some(self.product_id.clone());
         event
+    }
+
+    /// The policy request of `requester` to take `action` at `scope` under this
+    /// agreement, for the agreement's purpose.
+    pub fn request(&self, scope: Scope, action: Action, requester: &Membership) -> Request {
+        Request {
+            scope,
+            action,
+            requester: requester_of(requester),
+            purpose: Some(self.purpose.clone()),
+        }
+    }
+
+    /// The policy state of this agreement now, after `uses` uses: the time since it
+    /// was agreed, and the uses.
+    pub fn policy_state(&self, uses: u64) -> PolicyState {
+        let now = time::OffsetDateTime::now_utc();
+        PolicyState {
+            now,
+            elapsed: std::time::Duration::from_secs(
+                (now.unix_timestamp() - self.agreed_at).max(0) as u64
+            ),
+            uses,
+        }
+    }
+
+    /// This agreement's policy, compiled: by the provider under its own guardrails, as
+    /// it signed it; by the consumer as it checked it when it countersigned
+    /// (`analysis_context`). Compiled once per agreement and kept.
+    pub fn compiled_policy(
+        &self,
+        context: &NodeContext,
+    ) -> Result<Arc<CompiledPolicy>, Box<liutong_policy::PolicyError>> {
+        let cache = &context.contracts.policies;
+        {
+            let cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cached.get(&self.agreement_id)
+                && c.classification == self.classification
+                && c.source == self.policy
+            {
+                return Ok(c.compiled.clone());
+            }
+        }
+        let compile_context = if self.provider == context.membership.participant_id {
+            context.catalog.compile_context(self.classification)
+        } else {
+            analysis_context(self.classification)
+        };
+        let compiled = Arc::new(liutong_policy::compile(
+            Policy::from_odrl_value(&self.policy)?,
+            &compile_context,
+        )?);
+        let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.len() >= POLICIES_KEPT {
+            cached.clear();
+        }
+        cached.insert(
+            self.agreement_id.clone(),
+            CachedPolicy {
+                source: self.policy.clone(),
+                classification: self.classification,
+                compiled: compiled.clone(),
+            },
+        );
+        Ok(compiled)
+    }
+
+    /// The other party of this agreement, seen from this node (`me`).
+    pub fn other_party(&self, me: &ParticipantId) -> &ParticipantId {
+        if self.provider == *me {
+            &self.consumer
+        } else {
+            &self.provider
+        }
+    }
+
+    /// Logs an audit event of `kind` about this agreement, naming the other party
+    /// (for a step that changes no stored state); durable when this returns.
+    pub async fn log(
+        &self,
+        context: &NodeContext,
+        kind: EventKind,
+        detail: String,
+    ) -> Result<(), AuditError> {
+        let other = self.other_party(&context.membership.participant_id);
+        context
+            .audit
+            .append(&self.event(kind, other.as_str(), detail))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -243,6 +369,8 @@ pub enum ContractError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
     Audit(String),
+    #[error("cannot make a nonce or an ID: {0}")]
+    Random(#[from] RandomError),
 }
 
 /// The negotiations this node takes part in.
@@ -261,7 +389,22 @@ pub struct Contracts {
     /// checks the offer again when it gets the request, so a recent answer is reused
     /// rather than asked again for every request.
     offers: Arc<Mutex<HashMap<(String, String), SeenOffer>>>,
+    /// Agreement policies compiled once, by agreement ID (both sides): an agreement
+    /// never changes, and pulls, queries, reads and the duties' sweep all ask for it.
+    policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
 }
+
+/// A compiled agreement policy, with what it was compiled from.
+struct CachedPolicy {
+    /// The agreement's ODRL policy and classification: a different agreement under the
+    /// same ID (a provider reusing one) is compiled anew, not served this one.
+    source: serde_json::Value,
+    classification: Classification,
+    compiled: Arc<CompiledPolicy>,
+}
+
+/// How many compiled agreement policies are kept (all are dropped when more come).
+const POLICIES_KEPT: usize = 4096;
 
 /// An offer as the consumer fetched it.
 #[derive(Clone)]
@@ -299,6 +442,7 @@ impl Contracts {
             in_flight: Arc::default(),
             waiting: Arc::default(),
             offers: Arc::default(),
+            policies: Arc::default(),
         }
     }
 
@@ -418,6 +562,17 @@ impl Contracts {
             .filter(|n| n.agreement_id.as_deref() == Some(agreement_id)))
     }
 
+    /// The FINALIZED negotiation of this node's `role` whose agreement has this ID.
+    pub fn finalized(&self, role: Role, agreement_id: &str) -> Result<Negotiation, AgreementError> {
+        self.by_agreement(agreement_id)
+            .map_err(|e| match e {
+                ContractError::Storage(s) => AgreementError::Storage(s),
+                other => AgreementError::Damaged(other.to_string()),
+            })?
+            .filter(|n| n.role == role && n.state == NegotiationStatus::Finalized)
+            .ok_or_else(|| AgreementError::Unknown(agreement_id.to_owned()))
+    }
+
     /// The writes that store `n`. The record that first carries the agreement (AGREED
     /// at the provider, VERIFIED at the consumer) is preceded by the agreement index.
     fn writes(n: &Negotiation) -> Vec<(&'static str, Write)> {
@@ -491,12 +646,6 @@ impl Negotiation {
     }
 }
 
-fn random_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    format!("{prefix}-{}", hex::encode(bytes))
-}
-
 fn event(kind: EventKind, n: &Negotiation, detail: String) -> Event {
     let mut event = Event::new(kind, now(), detail);
     event.participant = Some(n.peer.to_string());
@@ -566,6 +715,51 @@ fn suffix(reason: &str) -> String {
 }
 
 // ---- provider side ----------------------------------------------------------------
+
+/// The finalized agreement this node made as the provider with `caller` as the
+/// consumer: opened with this node's own key (the current one or an earlier one, see
+/// [`rotation`](crate::identity::rotation)), so a stored agreement that was altered is
+/// refused. Transfers, queries, receipts and usage notices all ask this.
+pub fn consumer_agreement(
+    context: &NodeContext,
+    caller: &ParticipantId,
+    agreement_id: &str,
+) -> Result<Agreement, AgreementError> {
+    let n = context.contracts.finalized(Role::Provider, agreement_id)?;
+    let envelope = n.agreement.as_ref().ok_or_else(|| {
+        AgreementError::Damaged(format!(
+            "negotiation {} is FINALIZED but carries no agreement",
+            n.id
+        ))
+    })?;
+    let agreement: Agreement = open_own(context, envelope).map_err(|e| {
+        AgreementError::Damaged(format!("the stored agreement {agreement_id}: {e}"))
+    })?;
+    if agreement.consumer != *caller {
+        return Err(AgreementError::NotConsumer {
+            agreement_id: agreement_id.to_owned(),
+            consumer: agreement.consumer,
+            caller: caller.clone(),
+        });
+    }
+    Ok(agreement)
+}
+
+/// Opens an agreement this node signed, with its current key or, for an agreement
+/// signed before a key rotation, an earlier one.
+fn open_own(
+    context: &NodeContext,
+    envelope: &Envelope,
+) -> Result<Agreement, crate::identity::EnvelopeError> {
+    let current = envelope.open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key());
+    if current.is_ok() || context.previous_credentials.is_empty() {
+        return current;
+    }
+    crate::identity::rotation::previous_keys(&context.previous_credentials)
+        .iter()
+        .find_map(|key| envelope.open_json(AGREEMENT_PAYLOAD_TYPE, key).ok())
+        .map_or(current, Ok)
+}
 
 /// The provider receives a signed contract request from `caller`.
 pub async fn receive_request(
@@ -703,7 +897,16 @@ pub async fn receive_request(
         commit(context, &n, vec![decision_event, change]).await?;
         return Ok(n);
     }
-    if let Err(e) = agree(context, &mut n, &policy, None, vec![decision_event.clone()]).await {
+    if let Err(e) = agree(
+        context,
+        &mut n,
+        &product,
+        &policy,
+        None,
+        vec![decision_event.clone()],
+    )
+    .await
+    {
         // The decision stays on record even when no agreement could be made.
         if let Err(logged) = context.audit.append(&decision_event).await {
             tracing::error!(error = %logged, "cannot log the policy decision");
@@ -713,23 +916,17 @@ pub async fn receive_request(
     Ok(n)
 }
 
-/// Signs the agreement: the offer's policy, narrowed to this consumer. `events` (the
+/// Signs the agreement on `product` (the version `n`'s offer names, as the caller read
+/// it from the catalog): the offer's policy, narrowed to this consumer. `events` (the
 /// decision that led here) are committed with it.
 async fn agree(
     context: &NodeContext,
     n: &mut Negotiation,
+    product: &ProductVersion,
     offer: &CompiledPolicy,
     approved_by: Option<String>,
     mut events: Vec<Event>,
 ) -> Result<(), ContractError> {
-    let (product_id, version) = crate::catalog::product::parse_offer_id(&n.offer_id)
-        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
-    let product = context
-        .catalog
-        .products
-        .get(product_id, version)
-        .map_err(|e| ContractError::Invalid(e.to_string()))?
-        .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
     crate::usage::guardrails::check_agreement(
         context,
         &n.peer,
@@ -737,7 +934,7 @@ async fn agree(
         approved_by.as_deref(),
     )
     .map_err(ContractError::Forbidden)?;
-    let agreement_id = random_id("agr");
+    let agreement_id = random_id("agr")?;
     let mut policy = offer.policy().clone();
     policy.policy_type = PolicyType::Agreement;
     policy.uid = format!("urn:liutong:agreement:{agreement_id}");
@@ -818,13 +1015,14 @@ pub async fn approve(
         .catalog
         .offer(&n.offer_id, &caller, time::OffsetDateTime::now_utc())
         .and_then(|product| {
-            context
+            let policy = context
                 .catalog
                 .policy_of(&product)?
-                .ok_or_else(|| crate::catalog::CatalogError::NotFound(n.offer_id.clone()))
+                .ok_or_else(|| crate::catalog::CatalogError::NotFound(n.offer_id.clone()))?;
+            Ok((product, policy))
         });
-    let policy = match offered {
-        Ok(policy) => policy,
+    let (product, policy) = match offered {
+        Ok(offered) => offered,
         Err(e) => {
             let refused = match e {
                 crate::catalog::CatalogError::NotFound(_) => {
@@ -850,7 +1048,15 @@ pub async fn approve(
             return Err(refused);
         }
     };
-    agree(context, &mut n, &policy, Some(by.to_owned()), Vec::new()).await?;
+    agree(
+        context,
+        &mut n,
+        &product,
+        &policy,
+        Some(by.to_owned()),
+        Vec::new(),
+    )
+    .await?;
     Ok(n)
 }
 
@@ -989,15 +1195,13 @@ pub async fn request(
     let offer = context.contracts.offer(&channel, address, offer_id).await?;
     let provider = offer.owner;
     let t = now();
-    let mut nonce = [0u8; 16];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
     let request = ContractRequest {
-        negotiation_id: random_id("neg"),
+        negotiation_id: random_id("neg")?,
         consumer: context.membership.participant_id.clone(),
         provider: provider.clone(),
         offer_id: offer_id.to_owned(),
         purpose: purpose.trim().to_owned(),
-        nonce: hex::encode(nonce),
+        nonce: hex::encode(random_bytes::<16>()?),
         created_at: t,
         expires_at: t + 300,
     };

@@ -14,16 +14,15 @@
 
 use std::sync::Arc;
 
-use liutong_policy::{Action, Policy, Request, Scope, State as PolicyState};
+use liutong_policy::{Action, Scope};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use crate::audit::log::EventKind;
-use crate::catalog::requester_of;
-use crate::contract::{
-    AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, NegotiationStatus, Role,
-};
+use crate::audit::log::{AuditError, EventKind};
+use crate::catalog::product::ProductError;
+use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
+use crate::desensitize::DesensitizeError;
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
 use crate::storage::blobs::BlobWriter;
@@ -127,10 +126,17 @@ pub enum TransferError {
     /// A pull that asks to start past the last chunk.
     #[error("{0}")]
     OutOfRange(String),
+    /// Damaged or mismatching data: a hash, a signature, a stored record.
     #[error("{0}")]
     DataLoss(String),
     #[error("{0}")]
     Invalid(String),
+    /// The agreed product version is no longer at the provider.
+    #[error("{0}")]
+    Gone(String),
+    /// A store or file of this node cannot be read right now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the provider: {0}")]
     Peer(tonic::Status),
     #[error("cannot reach the provider: {0}")]
@@ -143,18 +149,58 @@ pub enum TransferError {
     Payload(#[from] std::io::Error),
 }
 
-async fn log(
-    context: &NodeContext,
-    detail: String,
-    participant: &str,
-    agreement: &Agreement,
-) -> Result<(), TransferError> {
-    context
-        .audit
-        .append(&agreement.event(EventKind::Transfer, participant, detail))
-        .await
-        .map(|_| ())
-        .map_err(|e| TransferError::Audit(e.to_string()))
+impl From<AgreementError> for TransferError {
+    fn from(e: AgreementError) -> Self {
+        match e {
+            AgreementError::Unknown(id) => Self::UnknownAgreement(id),
+            AgreementError::NotConsumer { .. } => Self::Forbidden(e.to_string()),
+            AgreementError::Damaged(why) => Self::DataLoss(why),
+            AgreementError::Storage(s) => Self::Storage(s),
+        }
+    }
+}
+
+impl From<AgreedProductError> for TransferError {
+    fn from(e: AgreedProductError) -> Self {
+        match e {
+            AgreedProductError::Gone(why) => Self::Gone(why),
+            AgreedProductError::Unreadable(_) => Self::Unavailable(e.to_string()),
+            AgreedProductError::Damaged(_) | AgreedProductError::Changed => {
+                Self::DataLoss(e.to_string())
+            }
+        }
+    }
+}
+
+/// A masked delivery that cannot be made or read: deleted (with the agreement's
+/// revocation or the consumer's copy) is refused with the reason; damaged is data
+/// loss; a store failure is a store failure.
+impl From<DesensitizeError> for TransferError {
+    fn from(e: DesensitizeError) -> Self {
+        match e {
+            DesensitizeError::Removed(why) => Self::Forbidden(why),
+            DesensitizeError::Storage(s) => Self::Storage(s),
+            DesensitizeError::Damaged(_) => Self::DataLoss(e.to_string()),
+            other => Self::Invalid(other.to_string()),
+        }
+    }
+}
+
+/// A stored product chunk that cannot be read: missing or damaged is data loss, a
+/// store or file failure is a store failure.
+fn product_read_error(e: ProductError) -> TransferError {
+    match e {
+        ProductError::Damaged(_) => TransferError::DataLoss(e.to_string()),
+        ProductError::NotFound(_) => TransferError::Gone(e.to_string()),
+        ProductError::Storage(s) => TransferError::Storage(s),
+        other => TransferError::Unavailable(other.to_string()),
+    }
+}
+
+impl From<AuditError> for TransferError {
+    fn from(e: AuditError) -> Self {
+        Self::Audit(e.to_string())
+    }
 }
 
 // ---- provider side ----------------------------------------------------------------
@@ -167,55 +213,23 @@ pub async fn start_delivery(
     agreement_id: &str,
     from_chunk: u32,
 ) -> Result<Delivery, TransferError> {
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| TransferError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| TransferError::UnknownAgreement(agreement_id.to_owned()))?;
-    let envelope = n
-        .agreement
-        .expect("finalized negotiations carry their agreement");
-    let agreement: Agreement = envelope
-        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
-        .map_err(|e| TransferError::DataLoss(format!("the stored agreement: {e}")))?;
-    if agreement.consumer != caller.participant_id {
-        return Err(TransferError::Forbidden(format!(
-            "agreement {agreement_id} was made with {}, not with {}",
-            agreement.consumer, caller.participant_id
-        )));
-    }
+    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
     // Revoked, or past the copy's deleteAfter deadline: nothing more is delivered.
     if let Err(why) = crate::usage::delivery_allowed(context, &agreement) {
-        log(
-            context,
-            format!("transfer refused: {why}"),
-            caller.participant_id.as_str(),
-            &agreement,
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Transfer,
+                format!("transfer refused: {why}"),
+            )
+            .await?;
         return Err(TransferError::Forbidden(why));
     }
-    let policy_error = |e: liutong_policy::PolicyError| {
-        TransferError::Invalid(format!("the agreement's policy: {e}"))
-    };
-    let policy = liutong_policy::compile(
-        Policy::from_odrl_value(&agreement.policy).map_err(policy_error)?,
-        &context.catalog.compile_context(agreement.classification),
-    )
-    .map_err(policy_error)?;
-    let elapsed = std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64);
-    let request = Request {
-        scope: Scope::Transfer,
-        action: Action::Use,
-        requester: requester_of(caller),
-        purpose: Some(agreement.purpose.clone()),
-    };
-    let state = PolicyState {
-        now: time::OffsetDateTime::now_utc(),
-        elapsed,
-        uses: 0,
-    };
+    let policy = agreement
+        .compiled_policy(context)
+        .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
+    let request = agreement.request(Scope::Transfer, Action::Use, caller);
+    let state = agreement.policy_state(0);
     let decision = liutong_policy::evaluate(&policy, &request, &state);
     context
         .alerts
@@ -229,32 +243,27 @@ pub async fn start_delivery(
     if let Some(why) =
         crate::query::only_aggregates(&policy, &decision, &request, &state, agreement_id)
     {
-        log(
-            context,
-            format!("transfer refused: {why}"),
-            caller.participant_id.as_str(),
-            &agreement,
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Transfer,
+                format!("transfer refused: {why}"),
+            )
+            .await?;
         return Err(TransferError::AggregateOnly(why));
     }
     if !decision.is_permit() {
         let why = decision.explain();
-        log(
-            context,
-            format!("transfer refused at transfer scope: {why}"),
-            caller.participant_id.as_str(),
-            &agreement,
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Transfer,
+                format!("transfer refused at transfer scope: {why}"),
+            )
+            .await?;
         return Err(TransferError::Denied(why));
     }
-    let product = agreement
-        .product(&context.catalog.products)
-        .map_err(|e| match e {
-            AgreedProductError::Changed => TransferError::DataLoss(e.to_string()),
-            AgreedProductError::Unavailable(why) => TransferError::Invalid(why),
-        })?;
+    let product = agreement.product(&context.catalog.products)?;
     let mut manifest = Manifest {
         agreement_id: agreement_id.to_owned(),
         product_id: product.product_id.clone(),
@@ -267,12 +276,8 @@ pub async fn start_delivery(
         desensitized: None,
     };
     // Mask duties: the manifest covers the masked bytes, which are delivered instead.
-    let masked = crate::desensitize::delivery_for(context, &agreement, &product, &decision.duties)
-        .await
-        .map_err(|e| match e {
-            crate::desensitize::DesensitizeError::Storage(e) => TransferError::Storage(e),
-            other => TransferError::Invalid(other.to_string()),
-        })?;
+    let masked =
+        crate::desensitize::delivery_for(context, &agreement, &product, &decision.duties).await?;
     if let Some(m) = masked {
         manifest.size = m.size;
         manifest.sha256 = m.sha256;
@@ -286,27 +291,27 @@ pub async fn start_delivery(
             "from_chunk: the product has {chunks} chunks"
         )));
     }
-    log(
-        context,
-        format!(
-            "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
-            product.product_id,
-            product.version,
-            manifest.chunk_hashes.len(),
-            match &manifest.desensitized {
-                Some(d) => format!(
-                    ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
-                    d.rules.len(),
-                    d.applied.len(),
-                    manifest.sha256
-                ),
-                None => String::new(),
-            }
-        ),
-        caller.participant_id.as_str(),
-        &agreement,
-    )
-    .await?;
+    agreement
+        .log(
+            context,
+            EventKind::Transfer,
+            format!(
+                "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
+                product.product_id,
+                product.version,
+                manifest.chunk_hashes.len(),
+                match &manifest.desensitized {
+                    Some(d) => format!(
+                        ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
+                        d.rules.len(),
+                        d.applied.len(),
+                        manifest.sha256
+                    ),
+                    None => String::new(),
+                }
+            ),
+        )
+        .await?;
     Ok(Delivery {
         desensitized: manifest.desensitized.is_some(),
         manifest: Envelope::sign_json(MANIFEST_PAYLOAD_TYPE, &manifest, &context.signing_key),
@@ -328,11 +333,14 @@ pub struct Delivery {
 
 /// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
 /// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
+/// A chunk that cannot be read ends the stream with `to_status` of its error (the
+/// service's status mapping).
 pub fn spawn_delivery(
     context: Arc<NodeContext>,
     delivery: Delivery,
     from_chunk: u32,
     tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
+    to_status: fn(TransferError) -> tonic::Status,
 ) {
     let Delivery {
         manifest,
@@ -366,7 +374,7 @@ pub fn spawn_delivery(
             let data = match reading.await {
                 Ok(Ok(d)) => d,
                 Ok(Err(e)) => {
-                    let _ = tx.send(Err(tonic::Status::data_loss(e.to_string()))).await;
+                    let _ = tx.send(Err(to_status(e))).await;
                     return;
                 }
                 Err(e) => {
@@ -402,14 +410,14 @@ fn delivery_chunk(
             index,
         )
         .map(Bytes::from)
-        .map_err(|e| TransferError::DataLoss(e.to_string()))
+        .map_err(TransferError::from)
     } else {
         context
             .catalog
             .products
             .chunk(&agreement.product_id, agreement.version, index)
             .map(Bytes::from)
-            .map_err(|e| TransferError::DataLoss(e.to_string()))
+            .map_err(product_read_error)
     }
 }
 
@@ -422,28 +430,12 @@ pub async fn receive_receipt(
     let receipt: Receipt = envelope
         .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
         .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
-    let n = context
-        .contracts
-        .by_agreement(&receipt.agreement_id)
-        .map_err(|e| TransferError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| TransferError::UnknownAgreement(receipt.agreement_id.clone()))?;
-    let agreement: Agreement = n
-        .agreement_content()
-        .ok_or_else(|| TransferError::Invalid("the agreement is unreadable".into()))?;
-    if agreement.consumer != caller.participant_id {
-        return Err(TransferError::Forbidden(format!(
-            "agreement {} was made with {}, not with {}",
-            receipt.agreement_id, agreement.consumer, caller.participant_id
-        )));
-    }
+    let agreement = consumer_agreement(context, &caller.participant_id, &receipt.agreement_id)?;
     // A masked delivery's receipt names the masked bytes.
     let (sha256, size) = match crate::desensitize::delivery::delivered(
         context.storage.as_ref(),
         &receipt.agreement_id,
-    )
-    .map_err(|e| TransferError::Invalid(e.to_string()))?
-    {
+    )? {
         Some(m) => (m.sha256, m.size),
         None => (agreement.product_sha256.clone(), agreement.size),
     };
@@ -460,16 +452,17 @@ pub async fn receive_receipt(
             envelope.to_json().as_bytes(),
         )
         .await?;
-    log(
-        context,
-        format!(
-            "transfer COMPLETED: receipt for {} bytes, sha256 {}",
-            receipt.size, receipt.sha256
-        ),
-        caller.participant_id.as_str(),
-        &agreement,
-    )
-    .await
+    agreement
+        .log(
+            context,
+            EventKind::Transfer,
+            format!(
+                "transfer COMPLETED: receipt for {} bytes, sha256 {}",
+                receipt.size, receipt.sha256
+            ),
+        )
+        .await?;
+    Ok(())
 }
 
 /// The consumer's receipt for a delivery, once received (provider side).
@@ -598,12 +591,7 @@ pub async fn pull(
     max_chunks: u32,
     progress_tx: mpsc::Sender<TransferProgress>,
 ) -> Result<TransferProgress, TransferError> {
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| TransferError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| TransferError::UnknownAgreement(agreement_id.to_owned()))?;
+    let n = context.contracts.finalized(Role::Consumer, agreement_id)?;
     let agreement_envelope = n
         .agreement
         .clone()
@@ -730,13 +718,13 @@ pub async fn pull(
                     record.updated_at = now();
                     save_copy(storage, &record)?;
                     context.storage.flush().await?;
-                    log(
-                        context,
-                        format!("transfer chunk {expected} refused: hash mismatch"),
-                        n.peer.as_str(),
-                        &agreement,
-                    )
-                    .await?;
+                    agreement
+                        .log(
+                            context,
+                            EventKind::Transfer,
+                            format!("transfer chunk {expected} refused: hash mismatch"),
+                        )
+                        .await?;
                     return Err(TransferError::DataLoss(record.reason.clone()));
                 }
             }
@@ -798,13 +786,13 @@ pub async fn pull(
     record.updated_at = now();
     save_copy(storage, &record)?;
     context.storage.flush().await?;
-    log(
-        context,
-        format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
-        n.peer.as_str(),
-        &agreement,
-    )
-    .await?;
+    agreement
+        .log(
+            context,
+            EventKind::Transfer,
+            format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
+        )
+        .await?;
     client
         .receipt(ReceiptRequest {
             receipt: Some(receipt.into()),

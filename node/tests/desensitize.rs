@@ -624,3 +624,125 @@ async fn concurrent_queries_never_exceed_the_count() {
     }
     assert_eq!(answered, 3, "count lt 3 allows three queries");
 }
+
+const OPEN_POLICY: &str = r#"
+uid = "urn:liutong:policy:open"
+type = "set"
+
+[[permission]]
+action = "use"
+"#;
+
+/// An agreed product version that is gone from the provider's store (say, a restore
+/// from an older backup) is a wrong state, FAILED_PRECONDITION, for pulls and
+/// aggregate queries alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gone_product_version_is_failed_precondition_for_pulls_and_queries() {
+    let s = space().await;
+    let publish_speeds = |policy: &'static str| {
+        publish(
+            &s.transport,
+            SPEEDS.as_bytes(),
+            "Vehicle speeds",
+            "general-2",
+            "csv",
+            policy,
+        )
+    };
+    let aggregated = publish_speeds(AGGREGATE_POLICY).await.unwrap();
+    let raw = publish_speeds(OPEN_POLICY).await.unwrap();
+    let for_queries = agree(&s.ecology, &s.transport, &aggregated.offer_id).await;
+    let for_pulls = agree(&s.ecology, &s.transport, &raw.offer_id).await;
+    let storage = s.transport.running.context.storage.clone();
+    for product in [&aggregated, &raw] {
+        let mut key = product.product_id.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(&1u32.to_be_bytes());
+        assert!(storage.get("products", &key).unwrap().is_some());
+        storage.delete("products", &key).unwrap();
+    }
+
+    let count = AggregateQuery {
+        aggregations: vec![aggregation(AggregateFunction::Count, "")],
+        ..AggregateQuery::default()
+    };
+    let err = query(&s.ecology, &for_queries, count).await.unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("product {} v1 is gone", aggregated.product_id)),
+        "{}",
+        err.message()
+    );
+    let err = s
+        .ecology
+        .direct_transfer_client(&s.transport)
+        .await
+        .pull(liutong_proto::v1::PullRequest {
+            agreement_id: for_pulls.clone(),
+            from_chunk: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message()
+            .contains(&format!("product {} v1 is gone", raw.product_id)),
+        "{}",
+        err.message()
+    );
+}
+
+/// A masked delivery whose removal is recorded (by a revocation or the consumer's
+/// deletion receipt decided while the pull came in) is refused with PERMISSION_DENIED
+/// and the removal's reason, and nothing is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_masked_delivery_is_permission_denied_with_its_reason() {
+    let s = space().await;
+    let (data, _) = residents(200);
+    let product = publish(
+        &s.transport,
+        &data,
+        "Residents",
+        "general-2",
+        "csv",
+        MASKED_POLICY,
+    )
+    .await
+    .unwrap();
+    let agreement_id = agree(&s.ecology, &s.transport, &product.offer_id).await;
+    let context = &s.transport.running.context;
+    let agreement = context
+        .contracts
+        .by_agreement(&agreement_id)
+        .unwrap()
+        .and_then(|n| n.agreement_content())
+        .expect("the provider's agreement");
+    let storage = context.storage.as_ref();
+    let (tree, write) = liutong_node::desensitize::delivery::removal(
+        storage,
+        &agreement,
+        "the consumer deleted its copy (signed deletion receipt)",
+    )
+    .unwrap()
+    .expect("a removal to record");
+    storage.apply(tree, vec![write]).unwrap();
+
+    let err = s.ecology.pull(&agreement_id, 0).await.unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains(&format!(
+            "the masked delivery of agreement {agreement_id} was deleted at"
+        )) && err
+            .message()
+            .contains("the consumer deleted its copy (signed deletion receipt)"),
+        "{}",
+        err.message()
+    );
+    assert!(
+        liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement_id)
+            .unwrap()
+            .is_none_or(|c| c.chunks_received == 0),
+        "nothing was delivered"
+    );
+}

@@ -548,6 +548,41 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(err.message().contains("not with"), "{}", err.message());
+    // Nor send a receipt for it, even one it signed itself: refused naming both.
+    let forged = liutong_node::identity::Envelope::sign_json(
+        liutong_node::transfer::RECEIPT_PAYLOAD_TYPE,
+        &liutong_node::transfer::Receipt {
+            agreement_id: agreement.clone(),
+            product_id: product.product_id.clone(),
+            version: 1,
+            sha256: hex::encode(Sha256::digest(&payload)),
+            size: payload.len() as u64,
+            received_at: 0,
+        },
+        &s.logistics.running.context.signing_key,
+    );
+    let err = other
+        .receipt(liutong_proto::v1::ReceiptRequest {
+            receipt: Some(forged.into()),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message().contains(&format!(
+            "agreement {agreement} was made with {}, not with {}",
+            s.ecology.running.context.membership.participant_id,
+            s.logistics.running.context.membership.participant_id
+        )),
+        "{}",
+        err.message()
+    );
+    assert!(
+        liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
+            .unwrap()
+            .is_none(),
+        "no receipt is stored"
+    );
 
     // The consumer asking to start past the last chunk: OUT_OF_RANGE, and no delivery
     // is logged as started.
@@ -656,6 +691,36 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         .iter()
         .any(|e| e.contains("from chunk 2"));
     assert!(resumed, "the resumed pull asked from chunk 2");
+
+    // The provider cannot read its payload: a chunk missing altogether is DATA_LOSS; a
+    // payload file that fails to read (an I/O error) is UNAVAILABLE, to try again.
+    let first_chunk_error = || async {
+        let mut stream = s
+            .ecology
+            .direct_transfer_client(&s.transport)
+            .await
+            .pull(liutong_proto::v1::PullRequest {
+                agreement_id: agreement.clone(),
+                from_chunk: 0,
+            })
+            .await
+            .expect("the delivery starts")
+            .into_inner();
+        let manifest = stream.message().await.unwrap().expect("the manifest");
+        assert!(matches!(
+            manifest.part,
+            Some(liutong_proto::v1::pull_response::Part::Manifest(_))
+        ));
+        stream.message().await.expect_err("the first chunk fails")
+    };
+    std::fs::remove_file(&payload_file).unwrap();
+    let err = first_chunk_error().await;
+    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
+    assert!(err.message().contains("is missing"), "{}", err.message());
+    std::fs::create_dir(&payload_file).unwrap();
+    let err = first_chunk_error().await;
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("payload file"), "{}", err.message());
 }
 
 /// The agreement fixes the product's chunk list: a provider that later delivers other

@@ -766,7 +766,8 @@ async fn only_the_parties_speak_for_an_agreement() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
-        err.message().contains("only the consumer"),
+        err.message()
+            .contains(&format!("was made with {ECOLOGY}, not with {LOGISTICS}")),
         "{}",
         err.message()
     );
@@ -1696,4 +1697,43 @@ async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
     );
     check(Classification::General2, None).expect("general data needs no approval");
     drop(s.space);
+}
+
+/// An agreement's policy is compiled once per node and kept, on the provider and the
+/// consumer alike; another policy under the same agreement ID is compiled anew, never
+/// served the kept one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agreement_policies_are_compiled_once_and_kept_per_agreement() {
+    let s = space().await;
+    let agreement_id = received(&s, CSV, SURVEY, "research").await;
+    read(&s.consumer, &agreement_id, "research")
+        .await
+        .expect("a read under the agreement");
+    for node in [&s.provider, &s.consumer] {
+        let context = &node.running.context;
+        let agreement = context
+            .contracts
+            .by_agreement(&agreement_id)
+            .unwrap()
+            .and_then(|n| n.agreement_content())
+            .expect("the agreement");
+        let first = agreement.compiled_policy(context).unwrap();
+        let again = agreement.compiled_policy(context).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&first, &again), "compiled once");
+        assert_eq!(
+            first.policy().uid,
+            format!("urn:liutong:agreement:{agreement_id}")
+        );
+
+        let mut other = agreement.clone();
+        let mut policy = first.policy().clone();
+        policy.uid = "urn:liutong:agreement:another".into();
+        other.policy = policy.to_odrl();
+        let changed = other.compiled_policy(context).unwrap();
+        assert!(!std::sync::Arc::ptr_eq(&first, &changed));
+        assert_eq!(changed.policy().uid, "urn:liutong:agreement:another");
+        // A policy that does not compile is refused, not served from the cache.
+        other.policy = serde_json::json!({ "not": "a policy" });
+        assert!(other.compiled_policy(context).is_err());
+    }
 }

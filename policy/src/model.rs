@@ -31,6 +31,16 @@ pub struct Policy {
     pub obligations: Vec<Duty>,
 }
 
+impl Policy {
+    /// Every duty the policy names: those of its permissions, then its obligations.
+    pub fn duties(&self) -> impl Iterator<Item = &Duty> {
+        self.permissions
+            .iter()
+            .flat_map(|r| &r.duties)
+            .chain(&self.obligations)
+    }
+}
+
 /// The ODRL policy subclass.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PolicyType {

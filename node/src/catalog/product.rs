@@ -21,6 +21,7 @@ use sha2::{Digest, Sha256};
 
 use super::schema::{self, Profile};
 use crate::identity::ParticipantId;
+use crate::identity::random::{RandomError, random_bytes};
 use crate::storage::blobs::BlobWriter;
 use crate::storage::{Storage, StorageError, Write};
 
@@ -139,6 +140,8 @@ pub enum ProductError {
     Damaged(String),
     #[error("cannot write or read the payload file: {0}")]
     Payload(#[from] std::io::Error),
+    #[error("cannot make a product ID: {0}")]
+    Random(#[from] RandomError),
 }
 
 /// What the publisher says about a new product or version.
@@ -178,7 +181,7 @@ impl ProductStore {
                     .ok_or_else(|| ProductError::NotFound(id.clone()))?;
                 (id.clone(), latest.version + 1)
             }
-            None => (new_product_id(), 1),
+            None => (new_product_id()?, 1),
         };
         let unfinished = format!("{}{UNFINISHED}", payload_name(&product_id, version));
         // Publishing writes through the page cache, so a product just published is
@@ -555,12 +558,8 @@ fn chunk_key(product_id: &str, version: u32, index: u32) -> Vec<u8> {
     key
 }
 
-fn new_product_id() -> String {
-    let mut bytes = [0u8; 8];
-    // A failing system RNG leaves zeros; IDs would then collide and `begin` of the
-    // second product would add a version to the first, which the publisher sees.
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    format!("prd-{}", hex::encode(bytes))
+fn new_product_id() -> Result<String, RandomError> {
+    Ok(format!("prd-{}", hex::encode(random_bytes::<8>()?)))
 }
 
 #[cfg(test)]

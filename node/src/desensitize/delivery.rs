@@ -304,9 +304,8 @@ pub async fn agreement_key(
     let secret = match storage.get(TREE, SECRET)? {
         Some(s) => s,
         None => {
-            let mut fresh = [0u8; 32];
-            ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut fresh)
-                .map_err(|_| DesensitizeError::Write("the system RNG failed".into()))?;
+            let fresh = crate::identity::random::random_bytes::<32>()
+                .map_err(|e| DesensitizeError::Write(e.to_string()))?;
             // Two first uses at once: one secret wins, both read it back.
             storage.insert_new(TREE, SECRET, &fresh)?;
             storage.flush().await?;

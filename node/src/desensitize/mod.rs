@@ -32,10 +32,7 @@ use crate::storage::StorageError;
 /// bytes cannot be offered with one: publishing refuses it, and so would delivery).
 pub fn policy_has_mask_duties(policy: &liutong_policy::Policy) -> bool {
     policy
-        .permissions
-        .iter()
-        .flat_map(|r| &r.duties)
-        .chain(&policy.obligations)
+        .duties()
         .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
 }
 

@@ -19,18 +19,15 @@
 pub mod aggregate;
 
 use liutong_policy::{
-    Action, CompiledPolicy, Decision, Denial, Duty, Policy, Request, Scope, State as PolicyState,
+    Action, CompiledPolicy, Decision, Denial, Duty, Request, Scope, State as PolicyState,
 };
 
-use crate::audit::log::EventKind;
+use crate::audit::log::{AuditError, EventKind};
 use crate::catalog::product::Format;
-use crate::catalog::requester_of;
-use crate::contract::{
-    AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, NegotiationStatus, Role,
-};
+use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
 use crate::desensitize;
 use crate::identity::Membership;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::StorageError;
 use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
 use liutong_proto::v1 as pb;
@@ -56,6 +53,12 @@ pub enum QueryError {
     TooLarge(String),
     #[error("{0}")]
     DataLoss(String),
+    /// The agreed product version is no longer at the provider.
+    #[error("{0}")]
+    Gone(String),
+    /// A store of this node cannot be read right now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error("the provider: {0}")]
     Peer(tonic::Status),
     #[error("cannot reach the provider: {0}")]
@@ -66,12 +69,41 @@ pub enum QueryError {
     Audit(String),
 }
 
+impl From<AgreedProductError> for QueryError {
+    fn from(e: AgreedProductError) -> Self {
+        match e {
+            AgreedProductError::Gone(why) => Self::Gone(why),
+            AgreedProductError::Unreadable(_) => Self::Unavailable(e.to_string()),
+            AgreedProductError::Damaged(_) | AgreedProductError::Changed => {
+                Self::DataLoss(e.to_string())
+            }
+        }
+    }
+}
+
+impl From<AuditError> for QueryError {
+    fn from(e: AuditError) -> Self {
+        Self::Audit(e.to_string())
+    }
+}
+
 impl From<aggregate::QueryError> for QueryError {
     fn from(e: aggregate::QueryError) -> Self {
         match e {
             aggregate::QueryError::Invalid(m) => QueryError::Invalid(m),
             aggregate::QueryError::TooManyGroups => QueryError::TooLarge(e.to_string()),
             aggregate::QueryError::Read(m) => QueryError::DataLoss(m),
+        }
+    }
+}
+
+impl From<AgreementError> for QueryError {
+    fn from(e: AgreementError) -> Self {
+        match e {
+            AgreementError::Unknown(id) => Self::UnknownAgreement(id),
+            AgreementError::NotConsumer { .. } => Self::Forbidden(e.to_string()),
+            AgreementError::Damaged(why) => Self::DataLoss(why),
+            AgreementError::Storage(s) => Self::Storage(s),
         }
     }
 }
@@ -228,32 +260,10 @@ pub async fn answer(
     agreement_id: &str,
     query: Query,
 ) -> Result<Answered, QueryError> {
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| QueryError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Provider && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?;
-    let agreement: Agreement = n
-        .agreement
-        .as_ref()
-        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?
-        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
-        .map_err(|e| QueryError::DataLoss(format!("the stored agreement: {e}")))?;
-    if agreement.consumer != caller.participant_id {
-        return Err(QueryError::Forbidden(format!(
-            "agreement {agreement_id} was made with {}, not with {}",
-            agreement.consumer, caller.participant_id
-        )));
-    }
-    let policy_error = |e: liutong_policy::PolicyError| {
-        QueryError::Invalid(format!("the agreement's policy: {e}"))
-    };
-    let policy = liutong_policy::compile(
-        Policy::from_odrl_value(&agreement.policy).map_err(policy_error)?,
-        &context.catalog.compile_context(agreement.classification),
-    )
-    .map_err(policy_error)?;
+    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
+    let policy = agreement
+        .compiled_policy(context)
+        .map_err(|e| QueryError::Invalid(format!("the agreement's policy: {e}")))?;
     // Decision, answer and the raised count are one step per agreement, so concurrent
     // queries cannot both be decided on the same count.
     let lock = context.usage.lock_for(agreement_id);
@@ -261,35 +271,22 @@ pub async fn answer(
     let uses = queries_so_far(context, agreement_id)?;
     let decision = liutong_policy::evaluate(
         &policy,
-        &Request {
-            scope: Scope::Use,
-            action: Action::Aggregate,
-            requester: requester_of(caller),
-            purpose: Some(agreement.purpose.clone()),
-        },
-        &PolicyState {
-            now: time::OffsetDateTime::now_utc(),
-            elapsed: std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64),
-            uses,
-        },
+        &agreement.request(Scope::Use, Action::Aggregate, caller),
+        &agreement.policy_state(uses),
     );
     if !decision.is_permit() {
         let why = decision.explain();
-        log(
-            context,
-            &agreement,
-            format!("aggregate query refused ({query}): {why}"),
-        )
-        .await?;
+        agreement
+            .log(
+                context,
+                EventKind::Query,
+                format!("aggregate query refused ({query}): {why}"),
+            )
+            .await?;
         return Err(QueryError::Denied(why));
     }
     let k = min_group_size(&decision.duties);
-    let product = agreement
-        .product(&context.catalog.products)
-        .map_err(|e| match e {
-            AgreedProductError::Changed => QueryError::DataLoss(e.to_string()),
-            AgreedProductError::Unavailable(why) => QueryError::Invalid(why),
-        })?;
+    let product = agreement.product(&context.catalog.products)?;
     if product.format == Format::Bytes {
         return Err(QueryError::Unsupported(format!(
             "product {} is opaque bytes: aggregates need CSV or JSON Lines rows",
@@ -337,12 +334,13 @@ pub async fn answer(
     let answer = match computed {
         Ok(a) => a,
         Err(e) => {
-            log(
-                context,
-                &agreement,
-                format!("aggregate query not answered ({query}): {e}"),
-            )
-            .await?;
+            agreement
+                .log(
+                    context,
+                    EventKind::Query,
+                    format!("aggregate query not answered ({query}): {e}"),
+                )
+                .await?;
             return Err(e);
         }
     };
@@ -350,19 +348,20 @@ pub async fn answer(
         .storage
         .put_durable(QUERIES, agreement_id.as_bytes(), &(uses + 1).to_be_bytes())
         .await?;
-    log(
-        context,
-        &agreement,
-        format!(
-            "aggregate query answered ({query}): {} groups of at least k = {k} rows returned, \
+    agreement
+        .log(
+            context,
+            EventKind::Query,
+            format!(
+                "aggregate query answered ({query}): {} groups of at least k = {k} rows returned, \
              {} suppressed; {} of {} rows matched",
-            answer.groups.len(),
-            answer.suppressed_groups,
-            answer.rows_matched,
-            answer.rows_read
-        ),
-    )
-    .await?;
+                answer.groups.len(),
+                answer.suppressed_groups,
+                answer.rows_matched,
+                answer.rows_read
+            ),
+        )
+        .await?;
     Ok(Answered {
         agreement,
         k,
@@ -421,12 +420,7 @@ pub async fn send(
     query: Option<&pb::AggregateQuery>,
 ) -> Result<pb::AggregateResponse, QueryError> {
     let parsed = query_from_proto(query)?;
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| QueryError::Invalid(e.to_string()))?
-        .filter(|n| n.role == Role::Consumer && n.state == NegotiationStatus::Finalized)
-        .ok_or_else(|| QueryError::UnknownAgreement(agreement_id.to_owned()))?;
+    let n = context.contracts.finalized(Role::Consumer, agreement_id)?;
     let agreement: Agreement = n
         .agreement_content()
         .ok_or_else(|| QueryError::Invalid("the agreement is unreadable".into()))?;
@@ -464,27 +458,8 @@ pub async fn send(
             s.message()
         ),
     };
-    log(context, &agreement, detail).await?;
+    agreement.log(context, EventKind::Query, detail).await?;
     result
         .map(tonic::Response::into_inner)
         .map_err(QueryError::Peer)
-}
-
-async fn log(
-    context: &NodeContext,
-    agreement: &Agreement,
-    detail: String,
-) -> Result<(), QueryError> {
-    let me = &context.membership.participant_id;
-    let other = if agreement.provider == *me {
-        &agreement.consumer
-    } else {
-        &agreement.provider
-    };
-    context
-        .audit
-        .append(&agreement.event(EventKind::Query, other.as_str(), detail))
-        .await
-        .map(|_| ())
-        .map_err(|e| QueryError::Audit(e.to_string()))
 }

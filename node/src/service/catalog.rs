@@ -7,6 +7,7 @@ use liutong_policy::Classification;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::peer_caller;
+use super::usage::onward_status;
 use crate::audit::log::{Event, EventKind};
 use crate::catalog::product::{Format, NewVersion, ProductError};
 use crate::catalog::{self, CatalogError, PolicyFormat, product_proto};
@@ -114,7 +115,7 @@ pub(super) async fn publish(
         onward::check_derivation(context, &meta.derived_from, classification, offer.as_ref())
     {
         onward::log_refusal(context, &e).await;
-        return Err(e.to_status());
+        return Err(onward_status(e));
     }
     if let Some(compiled) = &offer {
         upload.set_policy_odrl(compiled.policy().to_odrl());
@@ -156,7 +157,7 @@ pub(super) async fn publish(
         Err(e) => {
             upload.abort();
             onward::log_refusal(context, &e).await;
-            let status = e.to_status();
+            let status = onward_status(e);
             return Err(Status::new(
                 status.code(),
                 format!(

@@ -34,6 +34,7 @@ pub(super) fn contract_status(e: ContractError) -> Status {
         ),
         ContractError::Unreachable(_) => Status::unavailable(message),
         ContractError::Storage(_) | ContractError::Audit(_) => Status::unavailable(message),
+        ContractError::Random(_) => Status::internal(message),
     }
 }
 

@@ -17,15 +17,16 @@ pub(super) fn query_status(e: QueryError) -> Status {
         QueryError::UnknownAgreement(_) => Status::not_found(message),
         QueryError::Forbidden(_) | QueryError::Denied(_) => Status::permission_denied(message),
         QueryError::Invalid(_) => Status::invalid_argument(message),
-        QueryError::Unsupported(_) => Status::failed_precondition(message),
+        QueryError::Unsupported(_) | QueryError::Gone(_) => Status::failed_precondition(message),
         QueryError::TooLarge(_) => Status::resource_exhausted(message),
         QueryError::DataLoss(_) => Status::data_loss(message),
         QueryError::Peer(s) => {
             Status::new(s.code(), format!("the provider answered: {}", s.message()))
         }
-        QueryError::Unreachable(_) | QueryError::Storage(_) | QueryError::Audit(_) => {
-            Status::unavailable(message)
-        }
+        QueryError::Unreachable(_)
+        | QueryError::Unavailable(_)
+        | QueryError::Storage(_)
+        | QueryError::Audit(_) => Status::unavailable(message),
     }
 }
 

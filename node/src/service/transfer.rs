@@ -26,15 +26,16 @@ pub(super) fn transfer_status(e: TransferError) -> Status {
         }
         TransferError::DataLoss(_) => Status::data_loss(message),
         TransferError::OutOfRange(_) => Status::out_of_range(message),
-        TransferError::Invalid(_) | TransferError::AggregateOnly(_) => {
+        TransferError::Invalid(_) | TransferError::AggregateOnly(_) | TransferError::Gone(_) => {
             Status::failed_precondition(message)
         }
         TransferError::Peer(s) => {
             Status::new(s.code(), format!("the provider answered: {}", s.message()))
         }
-        TransferError::Unreachable(_) | TransferError::Storage(_) | TransferError::Audit(_) => {
-            Status::unavailable(message)
-        }
+        TransferError::Unreachable(_)
+        | TransferError::Unavailable(_)
+        | TransferError::Storage(_)
+        | TransferError::Audit(_) => Status::unavailable(message),
         TransferError::Payload(_) => Status::internal(message),
     }
 }
@@ -60,7 +61,13 @@ impl Transfer for TransferService {
             .await
             .map_err(transfer_status)?;
         let (tx, rx) = mpsc::channel(4);
-        transfer::spawn_delivery(self.context.clone(), delivery, from_chunk, tx);
+        transfer::spawn_delivery(
+            self.context.clone(),
+            delivery,
+            from_chunk,
+            tx,
+            transfer_status,
+        );
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 

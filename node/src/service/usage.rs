@@ -18,7 +18,9 @@ use crate::contract::Agreement;
 use crate::local::LocalRole;
 use crate::runtime::NodeContext;
 use crate::transfer;
-use crate::usage::{self, duties, notice, read, revocation};
+use crate::usage::duties::DeletionCause;
+use crate::usage::onward::OnwardError;
+use crate::usage::{self, UsageError, duties, notice, read, revocation};
 use liutong_proto::v1::usage_control_server::UsageControl;
 use liutong_proto::v1::usage_server::Usage;
 use liutong_proto::v1::{
@@ -26,6 +28,41 @@ use liutong_proto::v1::{
     ListRevocationsResponse, NotifyRequest, NotifyResponse, ReadRequest, ReadResponse,
     RevocationStatus, RevocationsRequest, RevocationsResponse, RevokeRequest,
 };
+
+/// A usage-control error as the status a person (or an application) can act on.
+pub(super) fn usage_status(e: UsageError) -> Status {
+    let message = e.to_string();
+    match e {
+        UsageError::Invalid(_) => Status::invalid_argument(message),
+        UsageError::NotFound(_) => Status::not_found(message),
+        UsageError::Gone(d) => match d.cause {
+            DeletionCause::Revoked { .. } => Status::permission_denied(message),
+            DeletionCause::Expired { .. } => Status::not_found(message),
+        },
+        UsageError::NotReady(_) | UsageError::WrongState(_) | UsageError::Policy(_) => {
+            Status::failed_precondition(message)
+        }
+        UsageError::Denied(_) | UsageError::Forbidden(_) => Status::permission_denied(message),
+        UsageError::DataLoss(_) => Status::data_loss(message),
+        UsageError::Peer(s) => Status::new(s.code(), message),
+        UsageError::Unreachable(_) | UsageError::Storage(_) | UsageError::Audit(_) => {
+            Status::unavailable(message)
+        }
+        UsageError::Random(_) => Status::internal(message),
+    }
+}
+
+/// A publish refused by the onward-sharing rules, as the status for the publisher.
+pub(super) fn onward_status(e: OnwardError) -> Status {
+    let message = e.to_string();
+    match e {
+        OnwardError::UnknownSource(_)
+        | OnwardError::Classification(_)
+        | OnwardError::NextPolicy(_) => Status::invalid_argument(message),
+        OnwardError::NotDistributable(_) => Status::permission_denied(message),
+        OnwardError::Unavailable(_) => Status::unavailable(message),
+    }
+}
 
 /// The local API's usage control.
 pub struct UsageService {
@@ -44,7 +81,7 @@ impl Usage for UsageService {
         let r = request.into_inner();
         let grant = read::authorize(&self.context, &r.agreement_id, &r.purpose)
             .await
-            .map_err(|e| e.to_status())?;
+            .map_err(usage_status)?;
         let (tx, rx) = mpsc::channel(4);
         read::spawn_stream(self.context.clone(), grant, tx);
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -60,7 +97,7 @@ impl Usage for UsageService {
         )?;
         copies(&self.context)
             .map(|copies| Response::new(ListCopiesResponse { copies }))
-            .map_err(|e| e.to_status())
+            .map_err(usage_status)
     }
 
     async fn revoke(
@@ -72,7 +109,7 @@ impl Usage for UsageService {
         revocation::revoke(&self.context, r.agreement_id.trim(), &r.reason)
             .await
             .map(|record| Response::new(record.to_proto()))
-            .map_err(|e| e.to_status())
+            .map_err(usage_status)
     }
 
     async fn list_revocations(
@@ -113,7 +150,7 @@ fn copies(context: &NodeContext) -> Result<Vec<CopyStatus>, usage::UsageError> {
             last_used_unix: record.last_used_at.unwrap_or_default(),
             delete_at_unix: agreement
                 .as_ref()
-                .and_then(duties::deadline)
+                .and_then(|a| duties::deadline(context, a))
                 .unwrap_or_default(),
             deleted_at_unix: 0,
             reason: c.reason.clone(),
@@ -173,7 +210,7 @@ impl UsageControl for UsageControlService {
             .ok_or_else(|| Status::invalid_argument("message: the signed message is missing"))?;
         notice::receive(&self.context, &caller, message.into())
             .await
-            .map_err(|e| e.to_status())?;
+            .map_err(usage_status)?;
         Ok(Response::new(NotifyResponse {
             state: "RECORDED".into(),
         }))

@@ -112,25 +112,35 @@ pub fn deletions(storage: &dyn Storage) -> Result<Vec<Deletion>, StorageError> {
         .collect())
 }
 
-fn duties_of(policy: &Policy) -> impl Iterator<Item = &Duty> {
-    policy
-        .permissions
-        .iter()
-        .flat_map(|r| r.duties.iter())
-        .chain(policy.obligations.iter())
+/// `f` over the agreement's policy: the compiled one (kept per agreement), or, when it
+/// no longer compiles here, the policy parsed alone (its duties still hold). `None`
+/// when it does not even parse.
+fn with_policy<T>(
+    context: &NodeContext,
+    agreement: &Agreement,
+    f: impl FnOnce(&Policy) -> T,
+) -> Option<T> {
+    if let Ok(compiled) = agreement.compiled_policy(context) {
+        return Some(f(compiled.policy()));
+    }
+    match Policy::from_odrl_value(&agreement.policy) {
+        Ok(p) => Some(f(&p)),
+        Err(e) => {
+            tracing::warn!(agreement = %agreement.agreement_id, error = %e, "the agreement's policy does not parse");
+            None
+        }
+    }
 }
 
 /// The earliest deleteAfter deadline in an agreement's policy, Unix seconds: a time
 /// after the agreement, or a date.
-pub fn deadline(agreement: &Agreement) -> Option<i64> {
-    let policy = match Policy::from_odrl_value(&agreement.policy) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(agreement = %agreement.agreement_id, error = %e, "the agreement's policy does not parse");
-            return None;
-        }
-    };
-    duties_of(&policy)
+pub fn deadline(context: &NodeContext, agreement: &Agreement) -> Option<i64> {
+    with_policy(context, agreement, |policy| deadline_in(agreement, policy)).flatten()
+}
+
+fn deadline_in(agreement: &Agreement, policy: &Policy) -> Option<i64> {
+    policy
+        .duties()
         .filter_map(|d| match d {
             Duty::DeleteAfter {
                 when: DeleteAfter::Elapsed(e),
@@ -148,10 +158,11 @@ pub fn deadline(agreement: &Agreement) -> Option<i64> {
 }
 
 /// Whether the agreement's policy asks the consumer to notify the provider.
-pub fn notifies(agreement: &Agreement) -> bool {
-    Policy::from_odrl_value(&agreement.policy)
-        .map(|p| duties_of(&p).any(|d| matches!(d, Duty::Notify)))
-        .unwrap_or(false)
+pub fn notifies(context: &NodeContext, agreement: &Agreement) -> bool {
+    with_policy(context, agreement, |p| {
+        p.duties().any(|d| matches!(d, Duty::Notify))
+    })
+    .unwrap_or(false)
 }
 
 /// Deletes the copy of an agreement (consumer side), records why, logs it, and queues a
@@ -235,7 +246,7 @@ pub(super) async fn delete_logged(
     };
     // The record is the decision: reads refuse from the moment it is committed.
     let mut records = vec![deletion_write(&record)];
-    let receipt_owed = record.revocation_id.is_some() || notifies(agreement);
+    let receipt_owed = record.revocation_id.is_some() || notifies(context, agreement);
     if receipt_owed {
         records.push(notice::deletion_receipt_write(
             context, agreement, &record, &cause,
@@ -288,7 +299,7 @@ pub async fn sweep_expired(context: &NodeContext) -> Result<usize, UsageError> {
         let Ok(agreement) = c.agreement.peek_json::<Agreement>() else {
             continue;
         };
-        if let Some(deadline) = deadline(&agreement)
+        if let Some(deadline) = deadline(context, &agreement)
             && deadline <= t
         {
             delete(context, &agreement, DeletionCause::Expired { deadline }).await?;

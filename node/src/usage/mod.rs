@@ -49,10 +49,10 @@ pub mod revocation;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use liutong_policy::{CompiledPolicy, Policy};
+use liutong_policy::CompiledPolicy;
 
 use crate::audit::log::Event;
-use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement};
+use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractError};
 use crate::identity::Envelope;
 use crate::runtime::NodeContext;
 use crate::storage::{Storage, StorageError, Write};
@@ -95,6 +95,29 @@ pub enum UsageError {
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
     Audit(String),
+    #[error("cannot make an ID: {0}")]
+    Random(#[from] crate::identity::random::RandomError),
+}
+
+impl From<AgreementError> for UsageError {
+    fn from(e: AgreementError) -> Self {
+        match e {
+            AgreementError::Unknown(_) => Self::NotFound(e.to_string()),
+            AgreementError::NotConsumer { .. } => Self::Forbidden(e.to_string()),
+            AgreementError::Damaged(why) => Self::DataLoss(why),
+            AgreementError::Storage(s) => Self::Storage(s),
+        }
+    }
+}
+
+/// A negotiation that cannot be read: the store failed, or the record is damaged.
+impl From<ContractError> for UsageError {
+    fn from(e: ContractError) -> Self {
+        match e {
+            ContractError::Storage(s) => Self::Storage(s),
+            other => Self::DataLoss(other.to_string()),
+        }
+    }
 }
 
 impl From<TransferError> for UsageError {
@@ -106,38 +129,12 @@ impl From<TransferError> for UsageError {
     }
 }
 
-impl UsageError {
-    /// The gRPC status a person (or an application) can act on.
-    pub fn to_status(&self) -> tonic::Status {
-        let message = self.to_string();
-        match self {
-            Self::Invalid(_) => tonic::Status::invalid_argument(message),
-            Self::NotFound(_) => tonic::Status::not_found(message),
-            Self::Gone(d) => match d.cause {
-                DeletionCause::Revoked { .. } => tonic::Status::permission_denied(message),
-                DeletionCause::Expired { .. } => tonic::Status::not_found(message),
-            },
-            Self::NotReady(_) | Self::WrongState(_) | Self::Policy(_) => {
-                tonic::Status::failed_precondition(message)
-            }
-            Self::Denied(_) | Self::Forbidden(_) => tonic::Status::permission_denied(message),
-            Self::DataLoss(_) => tonic::Status::data_loss(message),
-            Self::Peer(s) => tonic::Status::new(s.code(), message),
-            Self::Unreachable(_) | Self::Storage(_) | Self::Audit(_) => {
-                tonic::Status::unavailable(message)
-            }
-        }
-    }
-}
-
-/// Usage control's in-memory state: per-copy locks and compiled sticky policies.
+/// Usage control's in-memory state: per-copy locks.
 #[derive(Default)]
 pub struct UsageControl {
     /// One lock per copy, held from the decision to the durable use count, so two
     /// concurrent reads cannot both take the last permitted use.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// Agreement policies compiled once; an agreement never changes.
-    compiled: Mutex<HashMap<String, Arc<CompiledPolicy>>>,
     /// Wakes the background task early (a notice is waiting in the outbox).
     kick: tokio::sync::Notify,
 }
@@ -162,29 +159,17 @@ impl UsageControl {
     pub fn kick(&self) {
         self.kick.notify_one();
     }
-
-    /// The agreement's policy, compiled (cached per agreement).
-    fn policy(&self, agreement: &Agreement) -> Result<Arc<CompiledPolicy>, UsageError> {
-        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(c) = cache.get(&agreement.agreement_id) {
-            return Ok(c.clone());
-        }
-        let compiled = Arc::new(compile(agreement)?);
-        cache.insert(agreement.agreement_id.clone(), compiled.clone());
-        Ok(compiled)
-    }
 }
 
-/// Compiles an agreement's policy as the consumer checked it when it countersigned (the
-/// provider's guardrails already applied).
-fn compile(agreement: &Agreement) -> Result<CompiledPolicy, UsageError> {
-    let policy = Policy::from_odrl_value(&agreement.policy)
-        .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))?;
-    liutong_policy::compile(
-        policy,
-        &crate::contract::analysis_context(agreement.classification),
-    )
-    .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))
+/// The agreement's policy, compiled (kept per agreement, see
+/// [`Agreement::compiled_policy`]).
+fn policy_of(
+    context: &NodeContext,
+    agreement: &Agreement,
+) -> Result<Arc<CompiledPolicy>, UsageError> {
+    agreement
+        .compiled_policy(context)
+        .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))
 }
 
 /// The agreement a copy carries, checked: it is an agreement, and this node's own
@@ -218,22 +203,6 @@ pub fn uses(storage: &dyn Storage, agreement_id: &str) -> Result<UseRecord, Stor
         .get(USAGE, &use_key(agreement_id))?
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default())
-}
-
-/// Appends an audit event about an agreement (a step that changes no stored state).
-async fn log(
-    context: &NodeContext,
-    kind: crate::audit::log::EventKind,
-    participant: &str,
-    agreement: &Agreement,
-    detail: String,
-) -> Result<(), UsageError> {
-    commit(
-        context,
-        &[agreement.event(kind, participant, detail)],
-        Vec::new(),
-    )
-    .await
 }
 
 /// Commits audit events together with the writes (tree, write) that they record: the

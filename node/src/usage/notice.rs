@@ -16,7 +16,8 @@ use super::duties::{Deletion, DeletionCause};
 use super::revocation;
 use super::{UsageError, commit, quoted};
 use crate::audit::log::EventKind;
-use crate::contract::{Agreement, Role};
+use crate::contract::{Agreement, Role, consumer_agreement};
+use crate::identity::random::random_id;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{StorageError, Write};
@@ -91,12 +92,6 @@ fn now_ms() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
-pub(super) fn random_id(prefix: &str) -> String {
-    let mut bytes = [0u8; 12];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes);
-    format!("{prefix}-{}", hex::encode(bytes))
-}
-
 /// The outbox write of a signed message for the agreement's provider, for the caller
 /// to commit with the step it belongs to.
 fn outbox_write(
@@ -107,8 +102,7 @@ fn outbox_write(
 ) -> Result<(&'static str, Write), UsageError> {
     let n = context
         .contracts
-        .by_agreement(&agreement.agreement_id)
-        .map_err(|e| UsageError::DataLoss(e.to_string()))?
+        .by_agreement(&agreement.agreement_id)?
         .filter(|n| n.role == Role::Consumer)
         .ok_or_else(|| {
             UsageError::NotFound(format!(
@@ -117,7 +111,7 @@ fn outbox_write(
             ))
         })?;
     let item = OutboxItem {
-        id: random_id("out"),
+        id: random_id("out")?,
         to: agreement.provider.to_string(),
         address: n.peer_address,
         agreement_id: agreement.agreement_id.clone(),
@@ -145,7 +139,7 @@ pub(super) fn usage_notice_write(
     use_number: u64,
 ) -> Result<(&'static str, Write), UsageError> {
     let notice = UsageNotice {
-        notice_id: random_id("use"),
+        notice_id: random_id("use")?,
         agreement_id: agreement.agreement_id.clone(),
         consumer: context.membership.participant_id.to_string(),
         provider: agreement.provider.to_string(),
@@ -172,7 +166,7 @@ pub(super) fn deletion_receipt_write(
     cause: &DeletionCause,
 ) -> Result<(&'static str, Write), UsageError> {
     let receipt = DeletionReceipt {
-        receipt_id: random_id("del"),
+        receipt_id: random_id("del")?,
         agreement_id: agreement.agreement_id.clone(),
         consumer: context.membership.participant_id.to_string(),
         provider: agreement.provider.to_string(),
@@ -404,28 +398,19 @@ fn open<T: serde::de::DeserializeOwned>(
         .map_err(|e| UsageError::DataLoss(format!("the message is not signed by the caller: {e}")))
 }
 
-/// The agreement this node made as the provider with `caller` as the consumer.
+/// The agreement this node made as the provider with `caller` as the consumer, which
+/// the caller's message names as its consumer too.
 fn provider_agreement(
     context: &NodeContext,
     caller: &Membership,
     agreement_id: &str,
     named_consumer: &str,
 ) -> Result<Agreement, UsageError> {
-    let agreement = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| UsageError::DataLoss(e.to_string()))?
-        .filter(|n| n.role == Role::Provider)
-        .and_then(|n| n.agreement_content())
-        .ok_or_else(|| {
-            UsageError::NotFound(format!("no agreement {agreement_id} at this provider"))
-        })?;
-    if agreement.consumer != caller.participant_id
-        || named_consumer != caller.participant_id.as_str()
-    {
+    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
+    if named_consumer != caller.participant_id.as_str() {
         return Err(UsageError::Forbidden(format!(
-            "only the consumer of agreement {agreement_id} ({}) may send notices about it, not {}",
-            agreement.consumer, caller.participant_id
+            "the message names consumer {named_consumer}, but the caller is {}",
+            caller.participant_id
         )));
     }
     Ok(agreement)

@@ -13,10 +13,9 @@
 
 use std::collections::HashSet;
 
-use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Request, Scope, State};
+use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Scope};
 
 use super::{UsageError, duties, sticky_agreement, uses};
-use crate::catalog::requester_of;
 use crate::contract::{Agreement, Role};
 use crate::runtime::{NodeContext, now};
 use crate::storage::StorageError;
@@ -47,20 +46,6 @@ impl From<StorageError> for OnwardError {
 impl From<UsageError> for OnwardError {
     fn from(e: UsageError) -> Self {
         Self::Unavailable(e.to_string())
-    }
-}
-
-impl OnwardError {
-    /// The gRPC status for the publisher.
-    pub fn to_status(&self) -> tonic::Status {
-        let message = self.to_string();
-        match self {
-            Self::UnknownSource(_) | Self::Classification(_) | Self::NextPolicy(_) => {
-                tonic::Status::invalid_argument(message)
-            }
-            Self::NotDistributable(_) => tonic::Status::permission_denied(message),
-            Self::Unavailable(_) => tonic::Status::unavailable(message),
-        }
     }
 }
 
@@ -195,21 +180,11 @@ fn check_distribute(
     {
         sticky_agreement(context, &c.agreement)?;
     }
-    let policy = context.usage.policy(agreement)?;
-    let t = time::OffsetDateTime::now_utc();
+    let policy = super::policy_of(context, agreement)?;
     let decision = liutong_policy::evaluate(
         &policy,
-        &Request {
-            scope: Scope::Use,
-            action: Action::Distribute,
-            requester: requester_of(&context.membership),
-            purpose: Some(agreement.purpose.clone()),
-        },
-        &State {
-            now: t,
-            elapsed: std::time::Duration::from_secs((now() - agreement.agreed_at).max(0) as u64),
-            uses: uses(storage, &agreement.agreement_id)?.uses,
-        },
+        &agreement.request(Scope::Use, Action::Distribute, &context.membership),
+        &agreement.policy_state(uses(storage, &agreement.agreement_id)?.uses),
     );
     if !decision.is_permit() {
         return Err(OnwardError::NotDistributable(format!(

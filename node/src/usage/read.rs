@@ -11,16 +11,15 @@
 
 use std::sync::Arc;
 
-use liutong_policy::{Action, CompiledPolicy, Duty, Request, Scope, State as PolicyState};
+use liutong_policy::{Action, CompiledPolicy, Duty, Request, Scope};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::duties::{self, DeletionCause};
 use super::{
-    USAGE, UsageError, UseRecord, commit, log, notice, sticky_agreement, use_key, uses, when,
+    USAGE, UsageError, UseRecord, commit, notice, policy_of, sticky_agreement, use_key, uses, when,
 };
 use crate::audit::log::EventKind;
-use crate::catalog::requester_of;
 use crate::contract::Agreement;
 use crate::runtime::{NodeContext, now};
 use crate::storage::Write;
@@ -76,7 +75,7 @@ pub async fn authorize(
         .manifest
         .peek_json()
         .map_err(|e| UsageError::DataLoss(format!("the copy's manifest: {e}")))?;
-    let deadline = duties::deadline(&agreement);
+    let deadline = duties::deadline(context, &agreement);
     if let Some(deadline) = deadline
         && deadline <= now()
     {
@@ -84,7 +83,7 @@ pub async fn authorize(
         let d = duties::delete(context, &agreement, DeletionCause::Expired { deadline }).await?;
         return Err(UsageError::Gone(Box::new(d)));
     }
-    let policy = context.usage.policy(&agreement)?;
+    let policy = policy_of(context, &agreement)?;
 
     let lock = context.usage.lock_for(agreement_id);
     let guard = lock.lock().await;
@@ -96,22 +95,14 @@ pub async fn authorize(
         refuse(context, &agreement, purpose, &why).await?;
         return Err(UsageError::Denied(why));
     }
-    let t = time::OffsetDateTime::now_utc();
+    // The purpose declared for this read, within the agreement's (checked above).
     let decision = liutong_policy::evaluate(
         &policy,
         &Request {
-            scope: Scope::Use,
-            action: Action::Read,
-            requester: requester_of(&context.membership),
             purpose: Some(purpose.to_owned()),
+            ..agreement.request(Scope::Use, Action::Read, &context.membership)
         },
-        &PolicyState {
-            now: t,
-            elapsed: std::time::Duration::from_secs(
-                (t.unix_timestamp() - agreement.agreed_at).max(0) as u64,
-            ),
-            uses: record.uses,
-        },
+        &agreement.policy_state(record.uses),
     );
     if !decision.is_permit() {
         let why = format!(
@@ -297,14 +288,14 @@ async fn refuse(
     purpose: &str,
     why: &str,
 ) -> Result<(), UsageError> {
-    log(
-        context,
-        EventKind::PolicyDecision,
-        agreement.provider.as_str(),
-        agreement,
-        format!("use scope, read of the copy for purpose {purpose}: refused: {why}"),
-    )
-    .await
+    agreement
+        .log(
+            context,
+            EventKind::PolicyDecision,
+            format!("use scope, read of the copy for purpose {purpose}: refused: {why}"),
+        )
+        .await
+        .map_err(|e| UsageError::Audit(e.to_string()))
 }
 
 /// The duties carried out for a permitted read, in words.

@@ -17,11 +17,12 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::duties::{self, DeletionCause};
-use super::notice::{DeletionReceipt, random_id};
+use super::notice::DeletionReceipt;
 use super::{UsageError, commit, quoted, when};
 use crate::audit::log::EventKind;
 use crate::contract::{Agreement, Role};
 use crate::desensitize::delivery;
+use crate::identity::random::random_id;
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{StorageError, Write};
@@ -114,10 +115,9 @@ pub async fn revoke(
             "agreement_id: name the agreement to revoke".into(),
         ));
     }
-    let contract_err = |e: crate::contract::ContractError| UsageError::DataLoss(e.to_string());
-    let n = match context.contracts.by_agreement(id).map_err(contract_err)? {
+    let n = match context.contracts.by_agreement(id)? {
         Some(n) => Some(n),
-        None => context.contracts.get(id).map_err(contract_err)?,
+        None => context.contracts.get(id)?,
     }
     .filter(|n| n.role == Role::Provider)
     .ok_or_else(|| {
@@ -132,7 +132,7 @@ pub async fn revoke(
         ))
     })?;
     let revocation = Revocation {
-        revocation_id: random_id("rev"),
+        revocation_id: random_id("rev")?,
         agreement_id: agreement.agreement_id.clone(),
         provider: context.membership.participant_id.to_string(),
         consumer: agreement.consumer.to_string(),
@@ -288,7 +288,7 @@ pub fn delivery_allowed(context: &NodeContext, agreement: &Agreement) -> Result<
             ));
         }
     }
-    if let Some(deadline) = duties::deadline(agreement)
+    if let Some(deadline) = duties::deadline(context, agreement)
         && deadline <= now()
     {
         return Err(format!(
@@ -423,8 +423,7 @@ pub async fn apply(
     }
     let agreement = context
         .contracts
-        .by_agreement(&r.agreement_id)
-        .map_err(|e| UsageError::DataLoss(e.to_string()))?
+        .by_agreement(&r.agreement_id)?
         .filter(|n| n.role == Role::Consumer && n.peer == provider.participant_id)
         .and_then(|n| n.agreement_content())
         .ok_or_else(|| {
