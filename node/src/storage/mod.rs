@@ -5,6 +5,12 @@
 //! Durability rule: a write is durable only after [`Storage::flush`] has completed.
 //! Nothing that must survive a crash (a trust list, a publish, an agreement, an audit
 //! entry) is acknowledged before that. [`Storage::put_durable`] does both.
+//!
+//! Caveat of the sled implementation: sled 0.34's flush writes its log with
+//! `sync_file_range` (see its `pagecache/iobuf.rs`), which waits for the data to reach
+//! the device but flushes neither the device's write cache nor the file's metadata.
+//! That survives a crash of the process, not necessarily a power cut. Payload files
+//! ([`blobs`]) use `fsync`.
 
 pub mod blobs;
 pub mod files;
