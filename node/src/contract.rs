@@ -12,8 +12,8 @@
 //! every state change and policy decision in the audit log. A step's record and its
 //! audit entries are committed together, entries first, by one flush (see
 //! [`AuditLog::append_with`](crate::audit::log::AuditLog::append_with)). The consumer
-//! writes its own step while its message to the provider is on the way, and waits for
-//! both before it goes on.
+//! logs its request with the state the provider's answer leads to, and has its
+//! countersignature on record (VERIFIED) before it sends it.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -1303,18 +1303,17 @@ async fn advance(
     n.agreement = Some(countersigned.clone());
     n.agreement_id = Some(agreement.agreement_id.clone());
     let channel = provider_channel(context, &n.peer_address).await?;
-    // VERIFIED is stored while the countersigned agreement travels; FINALIZED only
-    // after both.
+    // VERIFIED (with REQUESTED, when the answer came just now) is durable before the
+    // countersignature leaves: a crash never leaves a contract this node signed but
+    // has no record of. FINALIZED only after the provider's answer.
     unlogged.push(change(n, NegotiationStatus::Verified, "countersigned"));
-    let mut client = NegotiationClient::new(channel);
-    let (stored, done) = tokio::join!(
-        commit(context, n, unlogged),
-        client.verify(VerifyAgreementRequest {
+    commit(context, n, unlogged).await?;
+    let done = NegotiationClient::new(channel)
+        .verify(VerifyAgreementRequest {
             negotiation_id: n.id.clone(),
             agreement: Some(countersigned.into()),
         })
-    );
-    stored?;
+        .await;
     let done = done.map_err(ContractError::Peer)?.into_inner();
     if done.state != "FINALIZED" {
         return Err(ContractError::Invalid(format!(
