@@ -191,12 +191,7 @@ async fn publish_browse_and_negotiate() {
         .request_contract(&s.transport, &traffic.offer_id, "marketing")
         .await
         .unwrap_err();
-    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
-    assert!(
-        denied.message().contains("marketing"),
-        "{}",
-        denied.message()
-    );
+    assert_refused(&denied, Code::PermissionDenied, "marketing");
     let terminated = s.transport.running.context.contracts.list().unwrap();
     assert!(
         terminated
@@ -321,8 +316,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("replayed"), "{}", err.message());
+    assert_refused(&err, Code::FailedPrecondition, "replayed");
 
     // Modified after signing.
     let mut altered = stored.request.clone();
@@ -384,8 +378,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(err.message().contains("expired"), "{}", err.message());
+    assert_refused(&err, Code::FailedPrecondition, "expired");
 
     // A countersigned agreement that was changed: refused, nothing changes.
     let mut agreement = stored.agreement.clone().unwrap();
@@ -445,11 +438,10 @@ async fn publish_refuses_bad_input_and_stores_nothing() {
     let core = publish(&node, CSV, "Core data", "core", "csv", TRAFFIC_POLICY)
         .await
         .unwrap_err();
-    assert_eq!(core.code(), Code::InvalidArgument);
-    assert!(
-        core.message().contains("core data never leaves the node"),
-        "{}",
-        core.message()
+    assert_refused(
+        &core,
+        Code::InvalidArgument,
+        "core data never leaves the node",
     );
     let bad = publish(&node, CSV, "Bad", "secret", "csv", "")
         .await
@@ -546,8 +538,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("not with"), "{}", err.message());
+    assert_refused(&err, Code::PermissionDenied, "not with");
     // Nor send a receipt for it, even one it signed itself: refused naming both.
     let forged = liutong_node::identity::Envelope::sign_json(
         liutong_node::transfer::RECEIPT_PAYLOAD_TYPE,
@@ -567,15 +558,14 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains(&format!(
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        &format!(
             "agreement {agreement} was made with {}, not with {}",
             s.ecology.running.context.membership.participant_id,
             s.logistics.running.context.membership.participant_id
-        )),
-        "{}",
-        err.message()
+        ),
     );
     assert!(
         liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
@@ -596,12 +586,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::OutOfRange, "{err:?}");
-    assert!(
-        err.message().contains("the product has 4 chunks"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::OutOfRange, "the product has 4 chunks");
     assert!(
         (logged..audit.size()).all(
             |i| !String::from_utf8_lossy(&audit.entry(i).unwrap().unwrap())
@@ -637,8 +622,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     let tampered = 2 * (1 << 20) + 100;
     flip_byte(&payload_file, tampered);
     let err = s.ecology.pull(&agreement, 0).await.unwrap_err();
-    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
-    assert!(err.message().contains("chunk 2"), "{}", err.message());
+    assert_refused(&err, Code::DataLoss, "chunk 2");
     let copy = liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement)
         .unwrap()
         .unwrap();
@@ -715,12 +699,10 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     };
     std::fs::remove_file(&payload_file).unwrap();
     let err = first_chunk_error().await;
-    assert_eq!(err.code(), Code::DataLoss, "{err:?}");
-    assert!(err.message().contains("is missing"), "{}", err.message());
+    assert_refused(&err, Code::DataLoss, "is missing");
     std::fs::create_dir(&payload_file).unwrap();
     let err = first_chunk_error().await;
-    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
-    assert!(err.message().contains("payload file"), "{}", err.message());
+    assert_refused(&err, Code::Unavailable, "payload file");
 }
 
 /// The agreement fixes the product's chunk list: a provider that later delivers other

@@ -235,12 +235,7 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
     let err = read_as(&s.consumer, LocalRole::Admin, &agreement, "research")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains("local role app"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::PermissionDenied, "local role app");
     let err = read(&s.consumer, &agreement, " ").await.unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
     assert!(err.message().starts_with("purpose:"), "{}", err.message());
@@ -254,11 +249,10 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
     let err = read(&s.consumer, &agreement, "marketing")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains("outside the agreement's purpose"),
-        "{}",
-        err.message()
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        "outside the agreement's purpose",
     );
     let err = read(&s.consumer, &agreement, "academicResearch")
         .await
@@ -287,8 +281,7 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
     }
     // The fourth is past the count.
     let err = read(&s.consumer, &agreement, "research").await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("count lt 3"), "{}", err.message());
+    assert_refused(&err, Code::PermissionDenied, "count lt 3");
 
     // Every read is logged: three uses, three refusals by the policy.
     let log = audit_about(&s.consumer, &agreement);
@@ -380,12 +373,7 @@ constraint = [{ leftOperand = "elapsedTime", operator = "lt", rightOperand = "PT
     let refused = read(&s.consumer, &agreement, "research")
         .await
         .expect_err("the window has closed");
-    assert_eq!(refused.code(), Code::PermissionDenied, "{refused:?}");
-    assert!(
-        refused.message().contains("elapsedTime"),
-        "{}",
-        refused.message()
-    );
+    assert_refused(&refused, Code::PermissionDenied, "elapsedTime");
     assert_eq!(
         alerts(&s.consumer),
         1,
@@ -499,8 +487,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
         "the expired copy was deleted"
     );
     let err = read(&s.consumer, &soon, "urbanPlanning").await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    assert!(err.message().contains("deleteAfter"), "{}", err.message());
+    assert_refused(&err, Code::NotFound, "deleteAfter");
     assert_eq!(
         copy_status(&s.consumer, &soon).await.unwrap().state,
         "DELETED"
@@ -536,8 +523,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
     assert!(receipt.held);
     // The copy is not fetched again: the consumer refuses, and so would the provider.
     let err = s.consumer.pull_all(&soon).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("deleteAfter"), "{}", err.message());
+    assert_refused(&err, Code::PermissionDenied, "deleteAfter");
 
     // The second deadline passes while the node is stopped.
     drop(storage);
@@ -563,8 +549,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
         "the data itself is gone"
     );
     let err = read(&consumer, &later, "urbanPlanning").await.unwrap_err();
-    assert_eq!(err.code(), Code::NotFound, "{err:?}");
-    assert!(err.message().contains("deleteAfter"), "{}", err.message());
+    assert_refused(&err, Code::NotFound, "deleteAfter");
     assert_eq!(
         count_kind(
             &audit_about(&consumer, &later),
@@ -622,12 +607,7 @@ async fn revocation_reaches_online_and_offline_consumers() {
     let err = revoke(&s.provider, LocalRole::Admin, &online, "again")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
-    assert!(
-        err.message().contains("already revoked"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::FailedPrecondition, "already revoked");
     let provider = s.provider.running.context.clone();
     let receipt_for = |agreement: String| {
         let provider = provider.clone();
@@ -696,8 +676,7 @@ async fn revocation_reaches_online_and_offline_consumers() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("revoked"), "{}", err.message());
+    assert_refused(&err, Code::PermissionDenied, "revoked");
 
     // Offline: revoked while the consumer is stopped; it catches up when it is back.
     let stopped = s.consumer.stop().await;
@@ -716,12 +695,7 @@ async fn revocation_reaches_online_and_offline_consumers() {
     let err = read(&consumer, &offline, "urbanPlanning")
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains("consent withdrawn"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::PermissionDenied, "consent withdrawn");
     assert!(
         liutong_node::transfer::copy(consumer.running.context.storage.as_ref(), &offline)
             .unwrap()
@@ -872,12 +846,7 @@ async fn received_data_is_not_offered_onward() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains("does not permit distribute"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::PermissionDenied, "does not permit distribute");
     let logged = s
         .consumer
         .audit_texts()
@@ -888,12 +857,7 @@ async fn received_data_is_not_offered_onward() {
     let err = publish_derived(CSV, "general-2", onward_policy("urn:a"), vec![])
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains("byte-identical"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::PermissionDenied, "byte-identical");
     // Sources that are unknown, or graded higher than the product: refused.
     let err = publish_derived(
         summary,
@@ -968,12 +932,7 @@ duty = [{ action = "nextPolicy", policy = "urn:liutong:policy:onward" }]
     )
     .await
     .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(
-        err.message().contains("urn:liutong:policy:onward"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::InvalidArgument, "urn:liutong:policy:onward");
     let offered = publish_derived(
         summary,
         "general-2",
@@ -1005,11 +964,10 @@ async fn classification_guardrails_hold() {
     let err = publish(&s.provider, CSV, "Core registry", "core", "csv", OPEN)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(
-        err.message().contains("core data never leaves the node"),
-        "{}",
-        err.message()
+    assert_refused(
+        &err,
+        Code::InvalidArgument,
+        "core data never leaves the node",
     );
     let core = publish(&s.provider, CSV, "Core registry", "core", "csv", "")
         .await
@@ -1031,11 +989,10 @@ async fn classification_guardrails_hold() {
     let err = publish(&s.provider, CSV, "OD matrix", "important", "csv", OPEN)
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(
-        err.message().contains("must limit the recipient's region"),
-        "{}",
-        err.message()
+    assert_refused(
+        &err,
+        Code::InvalidArgument,
+        "must limit the recipient's region",
     );
     let err = publish(
         &s.provider,
@@ -1047,12 +1004,7 @@ async fn classification_guardrails_hold() {
     )
     .await
     .unwrap_err();
-    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
-    assert!(
-        err.message().contains("outside the regions permitted"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::InvalidArgument, "outside the regions permitted");
 
     // Inside the permitted region: every agreement waits for a person, and a recipient
     // outside the region gets none.
@@ -1565,8 +1517,7 @@ async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
             .is_some()
     );
     let err = direct.pull(pull(&revoked)).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(err.message().contains("revoked"), "{}", err.message());
+    assert_refused(&err, Code::PermissionDenied, "revoked");
 
     // Deleted at the consumer's deadline: its signed deletion receipt reaches the
     // provider, which deletes the masked bytes and logs it with the receipt.
@@ -1588,12 +1539,7 @@ async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
         1
     );
     let err = direct.pull(pull(&expiring)).await.unwrap_err();
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    assert!(
-        err.message().contains("deadline passed"),
-        "{}",
-        err.message()
-    );
+    assert_refused(&err, Code::PermissionDenied, "deadline passed");
     drop(s.space);
 }
 

@@ -193,6 +193,13 @@ pub async fn node_client(
     NodeClient::new(peer_channel(addr, identity, roots).await)
 }
 
+/// Asserts that `err` has gRPC status `code` and a message containing `expected`.
+#[track_caller]
+pub fn assert_refused(err: &Status, code: tonic::Code, expected: &str) {
+    assert_eq!(err.code(), code, "{err:?}");
+    assert!(err.message().contains(expected), "{}", err.message());
+}
+
 /// Polls `check` until it returns true or `limit` passes; no fixed sleeps in tests.
 pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
 where
