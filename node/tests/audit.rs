@@ -433,11 +433,7 @@ async fn witnesses_cosign_checkpoints_and_auditors_check_the_cosignatures() {
         .arg(log.config_path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(String::from_utf8(out.stdout).unwrap(), second.note);
 
     // After a restart the log no longer knows what the witness cosigned; the witness
@@ -612,11 +608,7 @@ async fn an_evidence_bundle_from_two_nodes_verifies_offline_and_tampering_is_nam
         .arg(provider.config_path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     let bundle: EvidenceBundle =
         serde_json::from_slice(&std::fs::read(&out_file).unwrap()).unwrap();
@@ -633,11 +625,7 @@ async fn an_evidence_bundle_from_two_nodes_verifies_offline_and_tampering_is_nam
         .arg(authority_key.to_base64())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
 
     // A changed entry in the bundle is named.
     let mut tampered = bundle.clone();

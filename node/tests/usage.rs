@@ -1073,11 +1073,7 @@ async fn the_command_reads_lists_and_revokes() {
         &consumer_config,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert_eq!(out.stdout, CSV);
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("use 1"),
@@ -1126,11 +1122,7 @@ async fn the_command_reads_lists_and_revokes() {
         &consumer_config,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0]["agreement_id"], agreement.as_str());
     assert_eq!(listed[0]["uses"], 1);
@@ -1147,11 +1139,7 @@ async fn the_command_reads_lists_and_revokes() {
         &provider_config,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
     let storage = s.consumer.running.context.storage.clone();
     assert!(
@@ -1170,11 +1158,7 @@ async fn the_command_reads_lists_and_revokes() {
         &provider_config,
     ]))
     .await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_succeeded(&out);
     let listed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0]["agreement_id"], agreement.as_str());
     assert_eq!(listed[0]["reason"], "survey withdrawn");

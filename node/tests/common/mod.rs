@@ -200,6 +200,16 @@ pub fn assert_refused(err: &Status, code: tonic::Code, expected: &str) {
     assert!(err.message().contains(expected), "{}", err.message());
 }
 
+/// Asserts that a command exited 0, showing its standard error otherwise.
+#[track_caller]
+pub fn assert_succeeded(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// Polls `check` until it returns true or `limit` passes; no fixed sleeps in tests.
 pub async fn wait_until<F, Fut>(limit: Duration, mut check: F) -> bool
 where
