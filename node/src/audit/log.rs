@@ -140,23 +140,12 @@ impl Event {
 }
 
 struct Pending {
-    entry: Vec<u8>,
-    /// Writes to other trees that this entry records, made after the entries.
+    /// One call's entries, committed together in the same group.
+    entries: Vec<Vec<u8>>,
+    /// Writes to other trees that these entries record, made after the entries.
     records: Vec<(&'static str, Write)>,
+    /// The index of the first entry, once the group is durable.
     reply: oneshot::Sender<Result<u64, String>>,
-}
-
-/// An entry in the committer's queue.
-struct Queued(oneshot::Receiver<Result<u64, String>>);
-
-impl Queued {
-    /// The entry's index, once it is durable.
-    async fn durable(self) -> Result<u64, AuditError> {
-        self.0
-            .await
-            .map_err(|_| AuditError::Closed)?
-            .map_err(|reason| AuditError::Storage(StorageError::Flush(reason)))
-    }
 }
 
 struct Shared {
@@ -211,53 +200,48 @@ impl AuditLog {
 
     /// Appends raw entry bytes; returns the index once they are durable.
     pub async fn append_bytes(&self, entry: Vec<u8>) -> Result<u64, AuditError> {
-        self.queue_entry(entry, Vec::new()).await?.durable().await
+        self.queue(vec![entry], Vec::new()).await
     }
 
     /// Appends events together with the writes (tree, write) that they record: the
-    /// entries are written first, then the writes, and one flush makes all durable.
-    /// Returns the index of the first entry once everything is durable.
+    /// entries are written first, then the writes, all in one group, and one flush
+    /// makes all durable. Returns the index of the first entry once everything is
+    /// durable.
     pub async fn append_with(
         &self,
         events: &[Event],
         records: Vec<(&'static str, Write)>,
     ) -> Result<u64, AuditError> {
-        let Some((last, rest)) = events.split_last() else {
+        if events.is_empty() {
             return Err(AuditError::Range("no event to append".into()));
-        };
-        let mut queued = Vec::with_capacity(events.len());
-        for event in rest {
-            queued.push(self.queue_entry(event.to_bytes(), Vec::new()).await?);
         }
-        // The records travel with the last entry: they are written after all entries.
-        queued.push(self.queue_entry(last.to_bytes(), records).await?);
-        let mut first = None;
-        for q in queued {
-            let index = q.durable().await?;
-            first.get_or_insert(index);
-        }
-        Ok(first.expect("at least one event"))
+        self.queue(events.iter().map(Event::to_bytes).collect(), records)
+            .await
     }
 
-    /// Queues an entry; the returned future resolves once it is durable.
-    async fn queue_entry(
+    /// Queues one call's entries and records for the committer; returns the first
+    /// entry's index once the group that holds them is durable.
+    async fn queue(
         &self,
-        entry: Vec<u8>,
+        entries: Vec<Vec<u8>>,
         records: Vec<(&'static str, Write)>,
-    ) -> Result<Queued, AuditError> {
-        if entry.len() > MAX_ENTRY_BYTES {
-            return Err(AuditError::TooLarge(entry.len()));
+    ) -> Result<u64, AuditError> {
+        if let Some(big) = entries.iter().find(|e| e.len() > MAX_ENTRY_BYTES) {
+            return Err(AuditError::TooLarge(big.len()));
         }
         let (reply, answer) = oneshot::channel();
         self.queue
             .send(Pending {
-                entry,
+                entries,
                 records,
                 reply,
             })
             .await
             .map_err(|_| AuditError::Closed)?;
-        Ok(Queued(answer))
+        answer
+            .await
+            .map_err(|_| AuditError::Closed)?
+            .map_err(|reason| AuditError::Storage(StorageError::Flush(reason)))
     }
 
     /// The committed size: entries whose group is written and flushed. (The size
@@ -542,16 +526,16 @@ async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        let result = commit(&shared, &batch).await;
+        let result = commit(&shared, &mut batch).await;
         if let Err(e) = &result {
-            tracing::error!(error = %e, entries = batch.len(), "audit log commit failed; refusing the operations");
+            tracing::error!(error = %e, calls = batch.len(), "audit log commit failed; refusing the operations");
         }
-        for (i, pending) in batch.into_iter().enumerate() {
-            let answer = result
-                .as_ref()
-                .map(|first| first + i as u64)
-                .map_err(ToString::to_string);
-            let _ = pending.reply.send(answer);
+        let mut first = result.map_err(|e| e.to_string());
+        for pending in batch {
+            let _ = pending.reply.send(first.clone());
+            if let Ok(index) = &mut first {
+                *index += pending.entries.len() as u64;
+            }
         }
     }
 }
@@ -560,7 +544,7 @@ async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
 /// crash before it leaves entries past the size, which the next group overwrites), then
 /// the records the entries carry, then flushes. The in-memory tree advances only after
 /// the flush succeeded.
-async fn commit(shared: &Shared, batch: &[Pending]) -> Result<u64, StorageError> {
+async fn commit(shared: &Shared, batch: &mut [Pending]) -> Result<u64, StorageError> {
     let mut next = shared
         .appender
         .lock()
@@ -568,9 +552,9 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<u64, StorageError>
         .clone();
     let first = next.size();
     let mut writes = Vec::with_capacity(batch.len() * 3 + 1);
-    for pending in batch {
-        writes.push(Write::Put(entry_key(next.size()), pending.entry.clone()));
-        for node in next.append(merkle::leaf_hash(&pending.entry)) {
+    for entry in batch.iter().flat_map(|p| &p.entries) {
+        writes.push(Write::Put(entry_key(next.size()), entry.clone()));
+        for node in next.append(merkle::leaf_hash(entry)) {
             writes.push(Write::Put(
                 node_key(node.level, node.index),
                 node.hash.to_vec(),
@@ -582,9 +566,9 @@ async fn commit(shared: &Shared, batch: &[Pending]) -> Result<u64, StorageError>
         next.size().to_be_bytes().to_vec(),
     ));
     shared.storage.apply(TREE, writes)?;
-    for pending in batch {
-        for (tree, write) in &pending.records {
-            shared.storage.apply(tree, vec![write.clone()])?;
+    for pending in batch.iter_mut() {
+        for (tree, write) in std::mem::take(&mut pending.records) {
+            shared.storage.apply(tree, vec![write])?;
         }
     }
     shared.storage.flush().await?;
@@ -635,6 +619,38 @@ mod tests {
             log.inclusion_proof(0, 401),
             Err(AuditError::Range(_))
         ));
+    }
+
+    /// One call's events stay together: consecutive indices, in order, whatever other
+    /// appends run at the same time.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_steps_events_get_consecutive_indices_among_concurrent_appends() {
+        let log = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        let mut tasks = Vec::new();
+        for t in 0..4 {
+            let log = log.clone();
+            tasks.push(tokio::spawn(async move {
+                for i in 0..20 {
+                    let step: Vec<Event> = (0..3)
+                        .map(|k| Event::new(EventKind::NodeStarted, 0, format!("{t}/{i}/{k}")))
+                        .collect();
+                    let first = log.append_with(&step, Vec::new()).await.unwrap();
+                    for (k, event) in step.iter().enumerate() {
+                        assert_eq!(
+                            log.entry(first + k as u64).unwrap().unwrap(),
+                            event.to_bytes()
+                        );
+                    }
+                    log.append(&Event::new(EventKind::NodeStarted, 0, format!("{t}/{i}")))
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(log.size(), 4 * 20 * 4);
     }
 
     #[tokio::test]
