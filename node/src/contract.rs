@@ -377,9 +377,6 @@ pub enum ContractError {
 #[derive(Clone)]
 pub struct Contracts {
     storage: Arc<dyn Storage>,
-    /// Negotiations this node is moving on right now (consumer side), so the poller
-    /// never advances one that a request is still carrying through.
-    in_flight: Arc<Mutex<HashSet<String>>>,
     /// The IDs of this node's requests that wait at their provider (consumer side,
     /// REQUESTED), which the poller asks about: read from storage once, then kept up
     /// to date by every commit. `None` until first read.
@@ -419,27 +416,10 @@ struct SeenOffer {
 const OFFER_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 const OFFERS_KEPT: usize = 1024;
 
-/// A negotiation taken for moving on; released when dropped.
-struct InFlight {
-    set: Arc<Mutex<HashSet<String>>>,
-    id: String,
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        // Poisoning cannot leave the set inconsistent (insert and remove only).
-        self.set
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.id);
-    }
-}
-
 impl Contracts {
     pub fn new(storage: Arc<dyn Storage>) -> Self {
         Self {
             storage,
-            in_flight: Arc::default(),
             waiting: Arc::default(),
             offers: Arc::default(),
             policies: Arc::default(),
@@ -515,15 +495,6 @@ impl Contracts {
                 ids.remove(&n.id);
             }
         }
-    }
-
-    /// Takes negotiation `id` for moving on; `None` if it is already taken.
-    fn take(&self, id: &str) -> Option<InFlight> {
-        let mut set = self.in_flight.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(id.to_owned()).then(|| InFlight {
-            set: self.in_flight.clone(),
-            id: id.to_owned(),
-        })
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Negotiation>, ContractError> {
@@ -1224,10 +1195,6 @@ pub async fn request(
         created_at: t,
         updated_at: t,
     };
-    let _moving = context
-        .contracts
-        .take(&n.id)
-        .expect("a new negotiation ID is not taken");
     // REQUESTED is logged with the first state the answer leads to, in one commit. (A
     // crash before it leaves at most a request at the provider that this node never
     // countersigns.)
@@ -1423,10 +1390,10 @@ pub async fn poll_pending(context: &NodeContext) {
         }
     };
     for id in pending {
-        // Not one that a request is carrying through right now; and as stored now.
-        let Some(_moving) = context.contracts.take(&id) else {
-            continue;
-        };
+        // As stored now. (A request that is still being answered is never in the
+        // waiting set: `request` stores REQUESTED only with the state its answer leads
+        // to, and is done with the negotiation then. This poller is the one other
+        // caller of `advance`, and it runs one pass at a time.)
         let mut n = match context.contracts.get(&id) {
             Ok(Some(n)) if n.waits() => n,
             Ok(Some(n)) => {
