@@ -89,6 +89,9 @@ impl Blobs {
                 .open(&path)
         };
         let buffered = open(0)?;
+        // The file's entry in its directory is made durable once, here, not at every
+        // sync: only creating the file changes it.
+        sync_dir(dir)?;
         // Some file systems (tmpfs before Linux 6.6, some FUSE) refuse O_DIRECT: fall
         // back to buffered writes there.
         let direct = if direct {
@@ -100,7 +103,6 @@ impl Blobs {
             buffered,
             direct,
             aligned: Vec::new(),
-            dir: dir.to_owned(),
         })
     }
 
@@ -119,11 +121,6 @@ impl Blobs {
         file.seek(io::SeekFrom::Start(offset))?;
         file.take(max as u64).read_to_end(&mut buf)?;
         Ok(Some(buf))
-    }
-
-    /// Whether payload `name` exists.
-    pub fn exists(&self, name: &str) -> io::Result<bool> {
-        Ok(self.path(name)?.exists())
     }
 
     /// Renames payload `from` to `to` atomically and makes the rename durable.
@@ -205,7 +202,6 @@ pub struct BlobWriter {
     /// An aligned copy of the bytes for `O_DIRECT` (its start is found inside the
     /// vector, so no unsafe allocation is needed).
     aligned: Vec<u8>,
-    dir: PathBuf,
 }
 
 impl BlobWriter {
@@ -234,11 +230,10 @@ impl BlobWriter {
         self.buffered.set_len(len)
     }
 
-    /// Makes everything written so far durable: the bytes, the length, and the file's
-    /// entry in its directory.
+    /// Makes everything written so far durable: the bytes and the length. (The file's
+    /// entry in its directory was made durable when the writer opened it.)
     pub fn sync(&self) -> io::Result<()> {
-        self.buffered.sync_all()?;
-        sync_dir(&self.dir)
+        self.buffered.sync_all()
     }
 }
 
