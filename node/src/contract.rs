@@ -826,32 +826,28 @@ pub async fn receive_request(
         },
         &PolicyState::initial(time::OffsetDateTime::now_utc()),
     );
-    let mut decision_event = Event::new(
+    let explanation = decision.explain();
+    let decision_event = event(
         EventKind::PolicyDecision,
-        t,
+        &n,
         format!(
-            "negotiation scope, offer {}, purpose {}: {}",
-            request.offer_id,
-            request.purpose,
-            decision.explain()
+            "negotiation scope, offer {}, purpose {}: {explanation}",
+            request.offer_id, request.purpose
         ),
     );
-    decision_event.participant = Some(caller.participant_id.to_string());
-    decision_event.product = Some(product.product_id.clone());
     context
         .alerts
         .policy_decision(
             "negotiation",
             &caller.participant_id,
             decision.is_permit(),
-            &decision.explain(),
+            &explanation,
         )
         .await;
 
     // The decision is logged in the same commit as the state it leads to.
     if !decision.is_permit() {
         n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
-        let explanation = decision.explain();
         let change = change(&mut n, NegotiationStatus::Terminated, &explanation);
         commit(context, &n, vec![decision_event, change]).await?;
         return Err(ContractError::Denied {
@@ -1005,12 +1001,11 @@ pub async fn approve(
                     n.offer_id
                 )),
             };
-            let mut decision = event(
+            let decision = event(
                 EventKind::PolicyDecision,
                 &n,
                 format!("approval by {by} refused: {refused}"),
             );
-            decision.participant = Some(n.peer.to_string());
             context
                 .audit
                 .append(&decision)
@@ -1280,8 +1275,9 @@ async fn advance(
             negotiation_id: n.id.clone(),
             agreement: Some(countersigned.into()),
         })
-        .await;
-    let done = done.map_err(ContractError::Peer)?.into_inner();
+        .await
+        .map_err(ContractError::Peer)?
+        .into_inner();
     if done.state != "FINALIZED" {
         return Err(ContractError::Invalid(format!(
             "the provider answered {} to the countersigned agreement",
