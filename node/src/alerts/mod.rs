@@ -299,11 +299,17 @@ impl Alerts {
     /// the size the agreement covers.
     pub async fn delivered(&self, agreement: &Agreement, bytes: u64) {
         self.inner.metrics.transfer_bytes(Direction::Sent, bytes);
+        if !self.enabled(Rule::TransferVolume) {
+            return;
+        }
         let rule = &self.inner.rules.transfer_volume;
         let limit = (agreement.size as f64 * rule.factor).max(0.0) as u64;
         let total = {
             let mut volumes = lock(&self.inner.volumes);
-            let entry = volumes.entry(agreement.agreement_id.clone()).or_default();
+            let entry = match volumes.get_mut(&agreement.agreement_id) {
+                Some(entry) => entry,
+                None => volumes.entry(agreement.agreement_id.clone()).or_default(),
+            };
             entry.0 += bytes;
             if entry.0 <= limit || entry.1 {
                 return;

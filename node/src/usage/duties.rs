@@ -329,12 +329,7 @@ pub async fn recover(context: &NodeContext) -> Result<(), UsageError> {
         );
     }
     // Provider side: masked deliveries whose removal was committed but cut short.
-    let masked = crate::desensitize::delivery::finish_removals(storage)
-        .await
-        .map_err(|e| match e {
-            crate::desensitize::DesensitizeError::Storage(s) => UsageError::Storage(s),
-            other => UsageError::DataLoss(other.to_string()),
-        })?;
+    let masked = crate::desensitize::delivery::finish_removals(storage).await?;
     if masked > 0 {
         tracing::warn!(
             deliveries = masked,

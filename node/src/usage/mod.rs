@@ -99,6 +99,16 @@ pub enum UsageError {
     Random(#[from] crate::identity::random::RandomError),
 }
 
+/// A masked delivery's store failed, or its records are damaged.
+impl From<crate::desensitize::DesensitizeError> for UsageError {
+    fn from(e: crate::desensitize::DesensitizeError) -> Self {
+        match e {
+            crate::desensitize::DesensitizeError::Storage(s) => Self::Storage(s),
+            other => Self::DataLoss(other.to_string()),
+        }
+    }
+}
+
 impl From<AgreementError> for UsageError {
     fn from(e: AgreementError) -> Self {
         match e {

@@ -205,18 +205,17 @@ pub(super) fn masked_removal(
     why: &str,
 ) -> Result<Option<MaskedRemoval>, UsageError> {
     let storage = context.storage.as_ref();
-    let Some(write) = delivery::removal(storage, agreement, why).map_err(desensitize_error)? else {
+    let Some(write) = delivery::removal(storage, agreement, why)? else {
         return Ok(None);
     };
-    let what =
-        match delivery::delivered(storage, &agreement.agreement_id).map_err(desensitize_error)? {
-            Some(m) => format!(
-                "; the masked delivery made for it ({} bytes in {} chunks) is deleted",
-                m.size,
-                m.chunk_hashes.len()
-            ),
-            None => "; no masked delivery will be made for it".to_owned(),
-        };
+    let what = match delivery::delivered(storage, &agreement.agreement_id)? {
+        Some(m) => format!(
+            "; the masked delivery made for it ({} bytes in {} chunks) is deleted",
+            m.size,
+            m.chunk_hashes.len()
+        ),
+        None => "; no masked delivery will be made for it".to_owned(),
+    };
     Ok(Some(MaskedRemoval {
         write,
         detail: what,
@@ -228,17 +227,8 @@ pub(super) async fn remove_masked(
     context: &NodeContext,
     agreement_id: &str,
 ) -> Result<(), UsageError> {
-    delivery::remove_chunks(context.storage.as_ref(), agreement_id)
-        .await
-        .map(|_| ())
-        .map_err(desensitize_error)
-}
-
-fn desensitize_error(e: crate::desensitize::DesensitizeError) -> UsageError {
-    match e {
-        crate::desensitize::DesensitizeError::Storage(s) => UsageError::Storage(s),
-        other => UsageError::DataLoss(other.to_string()),
-    }
+    delivery::remove_chunks(context.storage.as_ref(), agreement_id).await?;
+    Ok(())
 }
 
 /// The revocation of an agreement with `consumer`, if the provider revoked it.
