@@ -134,12 +134,6 @@ pub struct PeerChannels {
 pub const PEER_CHANNEL_MAX_AGE: Duration = Duration::from_secs(300);
 
 impl NodeContext {
-    /// A TLS client configuration for calling peers: the data-space CA, and the peer
-    /// must be a current member.
-    pub fn peer_client_config(&self) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-        self.member_client_config(None)
-    }
-
     /// The client configuration for a peer that must be a current member and, when
     /// `expected` is given, exactly that participant.
     fn member_client_config(

@@ -128,14 +128,14 @@ impl ChainVerifier {
     }
 }
 
-/// tonic refuses an over-size message with `OUT_OF_RANGE`; the data space answers limits
-/// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case.
 /// A certificate's notAfter in Unix seconds (`None`: unreadable, so not remembered).
 fn not_after(cert: &CertificateDer<'_>) -> Option<u64> {
     let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
     u64::try_from(parsed.validity().not_after.timestamp()).ok()
 }
 
+/// tonic refuses an over-size message with `OUT_OF_RANGE`; the data space answers limits
+/// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case.
 fn limit_status(
     mut response: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
