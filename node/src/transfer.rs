@@ -874,23 +874,22 @@ impl Sink {
     fn take(&mut self, index: u32, data: &[u8], sync: bool) -> std::io::Result<Taken> {
         let m = &self.manifest;
         let offset = index as u64 * m.chunk_size as u64;
-        // Every chunk is whole but the last, which ends the payload.
+        // Every chunk is whole but the last, which ends the payload; one of another
+        // length is refused before it is hashed or written.
         let expected_len = (m.size - offset).min(m.chunk_size as u64);
-        if data.len() as u64 != expected_len {
-            self.writer.set_len(offset)?;
-            self.writer.sync()?;
-            return Ok(Taken::Refused);
-        }
-        let (matches, written) = std::thread::scope(|scope| {
-            let check =
-                scope.spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
-            let written = self.writer.write_at(offset, data);
-            let matches = check
-                .join()
-                .map_err(|_| std::io::Error::other("the chunk hashing thread panicked"))?;
-            Ok::<_, std::io::Error>((matches, written))
-        })?;
-        written?;
+        let matches = data.len() as u64 == expected_len && {
+            let (matches, written) = std::thread::scope(|scope| {
+                let check = scope
+                    .spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
+                let written = self.writer.write_at(offset, data);
+                let matches = check
+                    .join()
+                    .map_err(|_| std::io::Error::other("the chunk hashing thread panicked"))?;
+                Ok::<_, std::io::Error>((matches, written))
+            })?;
+            written?;
+            matches
+        };
         if !matches {
             // Nothing of a bad chunk is kept; the chunks before it are made durable.
             self.writer.set_len(offset)?;
