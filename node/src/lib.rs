@@ -23,6 +23,7 @@
 //! - [`backup`] — backups of the whole node taken while it serves (writers held at a
 //!   gate while the database is copied), sealed with a SHA-256 and the node's signature,
 //!   and restores that refuse a damaged file before touching anything.
+//! - [`pause`] — named pause points that crash tests stop a node at.
 //! - [`health`] — the plain gRPC health endpoint for probes (`node.health_listen`).
 //! - [`identity::rotation`] — signing-key rotation with the authority, and the key
 //!   history that keeps old checkpoints verifiable.
@@ -61,6 +62,7 @@ pub mod desensitize;
 pub mod health;
 pub mod identity;
 pub mod local;
+pub mod pause;
 pub mod query;
 pub mod runtime;
 pub mod service;
