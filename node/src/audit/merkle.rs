@@ -677,7 +677,7 @@ mod tests {
             Some(dir) => PathBuf::from(dir),
             None => PathBuf::from(concat!(
                 env!("CARGO_MANIFEST_DIR"),
-                "/../../shared/testdata/rfc6962"
+                "/tests/data/rfc6962"
             )),
         }
     }
@@ -725,8 +725,8 @@ mod tests {
         let dir = testdata_dir().join(kind);
         assert!(
             dir.is_dir(),
-            "RFC 6962 vectors not found at {}; clone shared/ beside the repo or set \
-             LIUTONG_RFC6962_TESTDATA",
+            "RFC 6962 vectors not found at {} (they are part of the repository; \
+             LIUTONG_RFC6962_TESTDATA overrides the path)",
             dir.display()
         );
         let mut files = Vec::new();
