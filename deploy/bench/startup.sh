@@ -14,7 +14,7 @@
 # trust-list fetch is part of its start-up.
 #
 # Settings: LIUTONG_BIN [target/release/liutong], LIUTONG_BENCH_PORT [18900, uses 4 ports],
-# IDLE_SECONDS [3]. Targets (issue 7): start-up <= 200 ms, idle RSS <= 30 MB.
+# IDLE_SECONDS [3]. Targets: start-up <= 200 ms, idle RSS <= 30 MB.
 set -Eeuo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"

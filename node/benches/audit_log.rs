@@ -1,4 +1,4 @@
-//! Audit log benchmark (issue 5): durable appends per second with group commit, and
+//! Audit log benchmark: durable appends per second with group commit, and
 //! inclusion-proof generation at 1,000,000 entries, on a real sled database in a
 //! temporary directory. Run: `cargo bench -p liutong-node --bench audit_log`.
 //! Set `AUDIT_BENCH_ENTRIES` to change the size of the proof benchmark's log.

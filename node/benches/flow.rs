@@ -1,4 +1,4 @@
-//! Data circulation benchmarks (issue 4), on real in-process nodes over mutual TLS on
+//! Data circulation benchmarks, on real in-process nodes over mutual TLS on
 //! loopback with real sled databases in a temporary directory.
 //!
 //! (a) A 1 GiB product pulled from one node by another, with every verification on
