@@ -544,7 +544,12 @@ fn transfers_cut_by_a_crash_resume_and_deliver_their_receipt() {
     assert_receipt_once(&space, &agreement, point);
     // The consumer stops sending it once the provider confirms it: a later pull
     // answers COMPLETED and the receipt is still recorded once.
-    assert_eq!(pull_all(&space, &agreement)["state"], "COMPLETED");
+    let done = pull_all(&space, &agreement);
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(
+        done["reason"], "",
+        "{point}: the receipt was not refused: {done}"
+    );
     assert_receipt_once(&space, &agreement, point);
 }
 
