@@ -44,6 +44,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub usage: UsageSection,
     #[serde(default)]
+    pub recovery: RecoverySection,
+    #[serde(default)]
     pub telemetry: TelemetrySection,
     #[serde(default)]
     pub alerts: AlertsSection,
@@ -163,6 +165,41 @@ impl Default for UsageSection {
             check_interval: default_usage_interval(),
         }
     }
+}
+
+/// Unfinished negotiation and transfer steps (`[recovery]`): a step that has a next
+/// step (a request not answered yet, a countersignature or a receipt not confirmed by
+/// the provider, an agreement the consumer has not countersigned) is retried from its
+/// stored record in the background until it reaches a final state, or given up with a
+/// recorded reason once it is older than `expire_after`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySection {
+    /// The wait before the first retry of a step; each failed attempt doubles it, up to
+    /// 64 times this.
+    #[serde(with = "humantime_serde", default = "default_retry_interval")]
+    pub retry_interval: Duration,
+    /// How long an unfinished step is retried (or, at a provider, waited for) before it
+    /// is given up: the negotiation is TERMINATED, a receipt is no longer sent.
+    #[serde(with = "humantime_serde", default = "default_expire_after")]
+    pub expire_after: Duration,
+}
+
+impl Default for RecoverySection {
+    fn default() -> Self {
+        Self {
+            retry_interval: default_retry_interval(),
+            expire_after: default_expire_after(),
+        }
+    }
+}
+
+fn default_retry_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_expire_after() -> Duration {
+    Duration::from_secs(3600)
 }
 
 /// OpenTelemetry export (`[telemetry]`). Without an endpoint here or in the
@@ -519,6 +556,22 @@ impl NodeConfig {
             "check_interval = \"{}\"\n",
             humantime::format_duration(self.usage.check_interval)
         ));
+        out.push_str(
+            "\n[recovery]\n\
+             # Unfinished steps (a request not answered, a countersignature or a receipt not\n\
+             # confirmed, an agreement not countersigned) are retried from their stored\n\
+             # record, first after retry_interval, then with doubling waits (up to 64 times\n\
+             # it), until they finish or are older than expire_after; then the negotiation\n\
+             # is TERMINATED (or the receipt no longer sent) with the reason recorded.\n",
+        );
+        out.push_str(&format!(
+            "retry_interval = \"{}\"\n",
+            humantime::format_duration(self.recovery.retry_interval)
+        ));
+        out.push_str(&format!(
+            "expire_after = \"{}\"\n",
+            humantime::format_duration(self.recovery.expire_after)
+        ));
         self.write_telemetry(&mut out);
         self.write_alerts(&mut out);
         if let Some(dev) = &self.development {
@@ -664,6 +717,10 @@ mod tests {
                 ..AuditSection::default()
             },
             usage: UsageSection::default(),
+            recovery: RecoverySection {
+                retry_interval: Duration::from_millis(250),
+                expire_after: Duration::from_secs(600),
+            },
             telemetry: TelemetrySection::default(),
             alerts: AlertsSection::default(),
             development: Some(Development {
@@ -688,6 +745,8 @@ mod tests {
         assert_eq!(loaded.node.health_listen, config.node.health_listen);
         assert_eq!(loaded.audit.checkpoint_interval, Duration::from_secs(60));
         assert_eq!(loaded.usage.check_interval, Duration::from_secs(5));
+        assert_eq!(loaded.recovery.retry_interval, Duration::from_millis(250));
+        assert_eq!(loaded.recovery.expire_after, Duration::from_secs(600));
         assert_eq!(loaded.base_dir, dir.path());
         assert_eq!(loaded.telemetry.endpoint, None);
         assert_eq!(loaded.alerts.policy_denials.threshold, 5);

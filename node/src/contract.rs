@@ -12,8 +12,15 @@
 //! every state change and policy decision in the audit log. A step's record and its
 //! audit entries are committed together, entries first, by one flush (see
 //! [`AuditLog::append_with`](crate::audit::log::AuditLog::append_with)). The consumer
-//! logs its request with the state the provider's answer leads to, and has its
-//! countersignature on record (VERIFIED) before it sends it.
+//! has its request on record (REQUESTED) before it sends it, and its countersignature
+//! (VERIFIED) before it sends that.
+//!
+//! A step whose next step did not happen (the answer was lost, a node crashed) is taken
+//! up again from its record by [`poll_pending`]: the consumer asks how its request
+//! stands (and sends it again, byte for byte, if the provider never got it) and sends
+//! its countersignature again; both are answered idempotently. Only an explicit
+//! refusal, or `recovery.expire_after`, ends a negotiation that way: a provider's
+//! AGREED that is never countersigned is TERMINATED too, with the reason recorded.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -365,6 +372,9 @@ pub enum ContractError {
     Peer(tonic::Status),
     #[error("cannot reach the peer: {0}")]
     Unreachable(String),
+    /// Another step is changing this negotiation right now; asking again later works.
+    #[error("negotiation {0} is being changed by another step; try again")]
+    Busy(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
@@ -377,10 +387,12 @@ pub enum ContractError {
 #[derive(Clone)]
 pub struct Contracts {
     storage: Arc<dyn Storage>,
-    /// The IDs of this node's requests that wait at their provider (consumer side,
-    /// REQUESTED), which the poller asks about: read from storage once, then kept up
-    /// to date by every commit. `None` until first read.
+    /// The IDs of the negotiations with a step still to come from either side
+    /// ([`Negotiation::unfinished`]), which the poller takes up: read from storage
+    /// once, then kept up to date by every commit. `None` until first read.
     waiting: Arc<Mutex<Option<HashSet<String>>>>,
+    /// Negotiations a step is working on now (see [`Contracts::claim`]).
+    claims: Arc<Mutex<HashSet<String>>>,
     /// Offers fetched lately (consumer side), by provider address and offer ID. An
     /// offer ID names a product version, whose policy never changes, and the provider
     /// checks the offer again when it gets the request, so a recent answer is reused
@@ -421,6 +433,7 @@ impl Contracts {
         Self {
             storage,
             waiting: Arc::default(),
+            claims: Arc::default(),
             offers: Arc::default(),
             policies: Arc::default(),
         }
@@ -467,15 +480,15 @@ impl Contracts {
         Ok(seen)
     }
 
-    /// The IDs of this node's requests that wait at their provider (consumer side,
-    /// REQUESTED). The first call reads every stored negotiation; later ones do not.
+    /// The IDs of the unfinished negotiations ([`Negotiation::unfinished`]). The
+    /// first call reads every stored negotiation; later ones do not.
     pub fn waiting(&self) -> Result<Vec<String>, ContractError> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.is_none() {
             let all = self.list()?;
             *waiting = Some(
                 all.into_iter()
-                    .filter(Negotiation::waits)
+                    .filter(Negotiation::unfinished)
                     .map(|n| n.id)
                     .collect(),
             );
@@ -489,12 +502,24 @@ impl Contracts {
     fn stored(&self, n: &Negotiation) {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(ids) = waiting.as_mut() {
-            if n.waits() {
+            if n.unfinished() {
                 ids.insert(n.id.clone());
             } else {
                 ids.remove(&n.id);
             }
         }
+    }
+
+    /// Claims negotiation `id` for one step that reads, decides and commits it (a
+    /// request being answered, a countersignature, a retry, an expiry), so two such
+    /// steps never decide on the same record at once; `None` while another holds it.
+    /// Released when the claim is dropped.
+    pub(crate) fn claim(&self, id: &str) -> Option<Claim> {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        claims.insert(id.to_owned()).then(|| Claim {
+            claims: self.claims.clone(),
+            id: id.to_owned(),
+        })
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Negotiation>, ContractError> {
@@ -569,10 +594,84 @@ impl Contracts {
     }
 }
 
+/// A negotiation claimed by one step ([`Contracts::claim`]).
+pub(crate) struct Claim {
+    claims: Arc<Mutex<HashSet<String>>>,
+    id: String,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
+        claims.remove(&self.id);
+    }
+}
+
+/// The reason a consumer's REQUESTED carries until the provider has answered it.
+const SENT: &str = "sent to the provider";
+
+/// What the background work does next with a stored negotiation ([`recovery_step`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Consumer, REQUESTED: ask the provider how the request stands (and send it again
+    /// if the provider never got it).
+    Ask,
+    /// Consumer, VERIFIED: send the countersigned agreement again.
+    Countersign,
+    /// Provider, AGREED: the consumer's countersignature is awaited.
+    Wait,
+    /// Give the step up: TERMINATED with this reason.
+    Expire(String),
+}
+
+/// The next action for `n` at `now` (Unix seconds), or `None` when `n` has no step to
+/// come (final, or not this node's to take). A step is measured from when it was
+/// entered (`updated_at`). A request the provider has answered (it waits for a
+/// person's approval there) does not expire: it is waiting on a person, not on a
+/// message that may have been lost.
+pub(crate) fn recovery_step(
+    n: &Negotiation,
+    now: i64,
+    expire_after: std::time::Duration,
+) -> Option<Recovery> {
+    let expired = crate::recovery::expired(n.updated_at, now, expire_after);
+    let after = humantime::format_duration(expire_after);
+    match (n.role, n.state) {
+        (Role::Consumer, NegotiationStatus::Requested) => Some(if n.reason == SENT && expired {
+            Recovery::Expire(format!(
+                "expired: the provider did not answer the request within {after}"
+            ))
+        } else {
+            Recovery::Ask
+        }),
+        (Role::Consumer, NegotiationStatus::Verified) => Some(if expired {
+            Recovery::Expire(format!(
+                "expired: the provider did not confirm the countersigned agreement within {after}"
+            ))
+        } else {
+            Recovery::Countersign
+        }),
+        (Role::Provider, NegotiationStatus::Agreed) => Some(if expired {
+            Recovery::Expire(format!(
+                "expired: the consumer did not countersign the agreement within {after}"
+            ))
+        } else {
+            Recovery::Wait
+        }),
+        _ => None,
+    }
+}
+
 impl Negotiation {
-    /// A request of this node's that waits at its provider.
-    fn waits(&self) -> bool {
-        self.role == Role::Consumer && self.state == NegotiationStatus::Requested
+    /// A negotiation with a step still to come that this node retries or expires:
+    /// a consumer's REQUESTED or VERIFIED, a provider's AGREED.
+    fn unfinished(&self) -> bool {
+        matches!(
+            (self.role, self.state),
+            (Role::Consumer, NegotiationStatus::Requested)
+                | (Role::Consumer, NegotiationStatus::Verified)
+                | (Role::Provider, NegotiationStatus::Agreed)
+        )
     }
 
     /// The agreement's content, without checking signatures (for display and lookups).
@@ -880,6 +979,9 @@ pub async fn receive_request(
         }
         return Err(e);
     }
+    // Pause point `negotiation.provider.agreed`: AGREED (with the signed agreement) is
+    // durable, the consumer has not been answered.
+    crate::pause::at("negotiation.provider.agreed").await;
     Ok(n)
 }
 
@@ -1082,14 +1184,21 @@ pub async fn receive_countersigned(
     id: &str,
     envelope: Envelope,
 ) -> Result<Negotiation, ContractError> {
+    state_for(context, caller, id)?;
+    let _claim = context
+        .contracts
+        .claim(id)
+        .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+    // Read again under the claim: an expiry may have ended it in between.
     let mut n = state_for(context, caller, id)?;
     if n.state == NegotiationStatus::Finalized {
-        // A retry of a Verify that already went through must carry the same contract.
+        // A retry of a Verify that already went through (its answer was lost) is
+        // answered as the first one was, provided it carries the same contract.
         let ours = n
             .agreement
             .as_ref()
             .expect("FINALIZED negotiations carry their agreement");
-        if envelope.payload != ours.payload {
+        if envelope.payload_type != ours.payload_type || envelope.payload != ours.payload {
             return Err(ContractError::Signature(
                 "the agreement is not the one both parties signed (modified)".into(),
             ));
@@ -1132,6 +1241,9 @@ pub async fn receive_countersigned(
     let verified = change(&mut n, NegotiationStatus::Verified, "");
     let finalized = change(&mut n, NegotiationStatus::Finalized, "");
     commit(context, &n, vec![verified, finalized]).await?;
+    // Pause point `negotiation.provider.finalized`: FINALIZED is durable, the consumer
+    // has not been answered.
+    crate::pause::at("negotiation.provider.finalized").await;
     Ok(n)
 }
 
@@ -1190,30 +1302,53 @@ pub async fn request(
         created_at: t,
         updated_at: t,
     };
-    // REQUESTED is logged with the first state the answer leads to, in one commit. (A
-    // crash before it leaves at most a request at the provider that this node never
-    // countersigns.)
-    let requested = change(&mut n, NegotiationStatus::Requested, "sent to the provider");
+    let claim = context.contracts.claim(&n.id);
+    // REQUESTED is durable before the request leaves: after a crash or a lost answer
+    // the poller asks the provider about it (and sends it again if it never arrived),
+    // so an agreement the provider signs for it is never left without its consumer.
+    let requested = change(&mut n, NegotiationStatus::Requested, SENT);
+    commit(context, &n, vec![requested]).await?;
+    // Pause point `negotiation.consumer.requested`: REQUESTED is durable, the request
+    // not sent yet.
+    crate::pause::at("negotiation.consumer.requested").await;
     let answer = NegotiationClient::new(channel)
         .request(NegotiationRequest {
             request: Some(envelope.into()),
         })
         .await;
+    let taken = take_answer(context, &mut n, answer).await;
+    drop(claim);
+    taken.map(|()| n)
+}
+
+/// Takes the provider's answer to the request of `n` (sent now, or again): a state
+/// goes to [`advance`]; a refusal ends the negotiation; a call that did not get through
+/// keeps it REQUESTED, to be asked about again.
+async fn take_answer(
+    context: &NodeContext,
+    n: &mut Negotiation,
+    answer: Result<tonic::Response<NegotiationState>, tonic::Status>,
+) -> Result<(), ContractError> {
     match answer {
-        Ok(state) => {
-            advance(context, &mut n, state.into_inner(), vec![requested]).await?;
-            Ok(n)
+        Ok(state) => advance(context, n, state.into_inner(), Vec::new()).await,
+        Err(status) if crate::recovery::transient(&status) => {
+            Err(ContractError::Unreachable(format!(
+                "{}; the request is kept (REQUESTED) and the provider is asked again until \
+                 it answers (at most recovery.expire_after)",
+                status.message()
+            )))
         }
         Err(status) => {
             if status.code() == tonic::Code::PermissionDenied {
                 n.failed_constraints = vec![status.message().to_owned()];
             }
-            let terminated = change(
-                &mut n,
+            transition(
+                context,
+                n,
                 NegotiationStatus::Terminated,
                 &format!("the provider refused: {}", status.message()),
-            );
-            commit(context, &n, vec![requested, terminated]).await?;
+            )
+            .await?;
             Err(ContractError::Peer(status))
         }
     }
@@ -1262,26 +1397,75 @@ async fn advance(
             return Err(e);
         }
     };
-    n.agreement = Some(countersigned.clone());
+    n.agreement = Some(countersigned);
     n.agreement_id = Some(agreement.agreement_id.clone());
-    let channel = provider_channel(context, &n.peer_address).await?;
-    // VERIFIED (with REQUESTED, when the answer came just now) is durable before the
-    // countersignature leaves: a crash never leaves a contract this node signed but
-    // has no record of. FINALIZED only after the provider's answer.
+    // VERIFIED is durable before the countersignature leaves: a crash never leaves a
+    // contract this node signed but has no record of, and the poller sends it again
+    // from this record until the provider confirms it. FINALIZED only after the
+    // provider's answer.
     unlogged.push(change(n, NegotiationStatus::Verified, "countersigned"));
     commit(context, n, unlogged).await?;
-    let done = NegotiationClient::new(channel)
+    // Pause point `negotiation.consumer.verified`: VERIFIED (with the countersigned
+    // agreement) is durable, the countersignature not sent yet.
+    crate::pause::at("negotiation.consumer.verified").await;
+    send_countersigned(context, n).await
+}
+
+/// Sends the countersigned agreement of VERIFIED `n` to its provider (again, after a
+/// crash or a lost answer: the provider answers a repeat as it did the first). The
+/// provider's confirmation makes it FINALIZED; a refusal TERMINATED; a call that did
+/// not get through leaves it VERIFIED, to be sent again.
+async fn send_countersigned(
+    context: &NodeContext,
+    n: &mut Negotiation,
+) -> Result<(), ContractError> {
+    let countersigned = n
+        .agreement
+        .clone()
+        .expect("VERIFIED negotiations carry their agreement");
+    let kept = |why: &str| {
+        ContractError::Unreachable(format!(
+            "{why}; the countersigned agreement is kept (VERIFIED) and sent again until the \
+             provider confirms it (at most recovery.expire_after)"
+        ))
+    };
+    let channel = provider_channel(context, &n.peer_address)
+        .await
+        .map_err(|e| kept(&e.to_string()))?;
+    let answer = NegotiationClient::new(channel)
         .verify(VerifyAgreementRequest {
             negotiation_id: n.id.clone(),
-            agreement: Some(countersigned.into()),
+            agreement: Some(countersigned.clone().into()),
         })
-        .await
-        .map_err(ContractError::Peer)?
-        .into_inner();
-    if done.state != "FINALIZED" {
+        .await;
+    let done = match answer {
+        Ok(done) => done.into_inner(),
+        Err(status) if crate::recovery::transient(&status) => {
+            return Err(kept(status.message()));
+        }
+        Err(status) => {
+            transition(
+                context,
+                n,
+                NegotiationStatus::Terminated,
+                &format!(
+                    "the provider refused the countersigned agreement: {}",
+                    status.message()
+                ),
+            )
+            .await?;
+            return Err(ContractError::Peer(status));
+        }
+    };
+    let same = done
+        .agreement
+        .map(Envelope::from)
+        .is_some_and(|a| a.payload == countersigned.payload);
+    if done.state != "FINALIZED" || !same {
         return Err(ContractError::Invalid(format!(
-            "the provider answered {} to the countersigned agreement",
-            done.state
+            "the provider answered {} to the countersigned agreement{}",
+            done.state,
+            if same { "" } else { ", with another agreement" }
         )));
     }
     transition(context, n, NegotiationStatus::Finalized, "").await
@@ -1375,9 +1559,12 @@ pub(crate) fn analysis_context(classification: Classification) -> CompileContext
     })
 }
 
-/// Asks providers about requests that wait for approval (consumer side); runs on an
-/// interval in the node.
-pub async fn poll_pending(context: &NodeContext) {
+/// Takes up every unfinished negotiation ([`recovery_step`]): asks providers about this
+/// node's requests (sending one again that never arrived), sends countersignatures
+/// again, and expires steps older than `recovery.expire_after`. Runs in the node's
+/// background work, one pass at a time; `retries` holds the failed attempts, so a step
+/// that keeps failing is tried less often.
+pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::Retries) {
     let pending = match context.contracts.waiting() {
         Ok(ids) => ids,
         Err(e) => {
@@ -1385,38 +1572,191 @@ pub async fn poll_pending(context: &NodeContext) {
             return;
         }
     };
+    retries.retain(&pending);
+    let config = &context.config.recovery;
     for id in pending {
-        // As stored now. (A request that is still being answered is never in the
-        // waiting set: `request` stores REQUESTED only with the state its answer leads
-        // to, and is done with the negotiation then. This poller is the one other
-        // caller of `advance`, and it runs one pass at a time.)
+        if !retries.due(&id, std::time::Instant::now()) {
+            continue;
+        }
+        // A negotiation another step is working on (a request being answered, a
+        // countersignature arriving) is left to it.
+        let Some(_claim) = context.contracts.claim(&id) else {
+            continue;
+        };
+        // As stored now, under the claim.
         let mut n = match context.contracts.get(&id) {
-            Ok(Some(n)) if n.waits() => n,
-            Ok(Some(n)) => {
-                // Moved on while the list was first read: no longer asked about.
+            Ok(Some(n)) => n,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(negotiation = %id, error = %e, "cannot read the negotiation");
+                continue;
+            }
+        };
+        let result = match recovery_step(&n, now(), config.expire_after) {
+            None => {
+                // Moved on since the list was first read: no longer taken up.
                 context.contracts.stored(&n);
                 continue;
             }
-            _ => continue,
-        };
-        let answer = match provider_channel(context, &n.peer_address).await {
-            Ok(channel) => NegotiationClient::new(channel)
-                .get(GetNegotiationRequest {
-                    negotiation_id: n.id.clone(),
-                })
-                .await
-                .map(tonic::Response::into_inner),
-            Err(e) => {
-                tracing::debug!(negotiation = %n.id, error = %e, "provider not reachable");
-                continue;
+            Some(Recovery::Wait) => continue,
+            Some(Recovery::Expire(reason)) => {
+                tracing::info!(negotiation = %n.id, %reason, "negotiation given up");
+                transition(context, &mut n, NegotiationStatus::Terminated, &reason).await
+            }
+            Some(Recovery::Ask) => ask(context, &mut n).await,
+            Some(Recovery::Countersign) => {
+                tracing::info!(negotiation = %n.id, "sending the countersigned agreement again");
+                send_countersigned(context, &mut n).await
             }
         };
-        let result = match answer {
-            Ok(state) => advance(context, &mut n, state, Vec::new()).await,
-            Err(status) => Err(ContractError::Peer(status)),
-        };
-        if let Err(e) = result {
-            tracing::warn!(negotiation = %n.id, error = %e, "negotiation could not advance");
+        match result {
+            Ok(()) => retries.succeeded(&id),
+            Err(e) => {
+                retries.failed(&id, std::time::Instant::now(), config.retry_interval);
+                tracing::warn!(
+                    negotiation = %id,
+                    attempts = retries.failures(&id),
+                    error = %e,
+                    "negotiation could not advance; retried later"
+                );
+            }
+        }
+    }
+}
+
+/// Asks the provider how the request of REQUESTED `n` stands, and goes on from its
+/// answer. A provider that does not know it never got it (or lost it in a crash before
+/// it was stored): it is sent again, byte for byte. (A provider that kept its nonce
+/// but not the negotiation refuses it as a replay; both sides then hold no agreement.)
+async fn ask(context: &NodeContext, n: &mut Negotiation) -> Result<(), ContractError> {
+    let channel = provider_channel(context, &n.peer_address).await?;
+    let mut client = NegotiationClient::new(channel);
+    let answer = client
+        .get(GetNegotiationRequest {
+            negotiation_id: n.id.clone(),
+        })
+        .await;
+    match answer {
+        Ok(state) => advance(context, n, state.into_inner(), Vec::new()).await,
+        Err(status) if status.code() == tonic::Code::NotFound && n.reason == SENT => {
+            tracing::info!(negotiation = %n.id, "sending the request again");
+            let answer = client
+                .request(NegotiationRequest {
+                    request: Some(n.request.clone().into()),
+                })
+                .await;
+            take_answer(context, n, answer).await
+        }
+        // Kept REQUESTED; asked again later.
+        Err(status) => Err(ContractError::Peer(status)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn negotiation(role: Role, state: NegotiationStatus, reason: &str) -> Negotiation {
+        let key = crate::identity::SigningKey::generate().unwrap();
+        Negotiation {
+            id: "neg-1".into(),
+            role,
+            peer: ParticipantId::parse("91330100MA2L0G0013").unwrap(),
+            peer_address: "127.0.0.1:7700".into(),
+            offer_id: "offer".into(),
+            purpose: "statistics".into(),
+            state,
+            reason: reason.into(),
+            failed_constraints: Vec::new(),
+            request: Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &"request", &key),
+            offer_policy: None,
+            offer_classification: None,
+            agreement: None,
+            agreement_id: None,
+            created_at: 1_000,
+            updated_at: 1_000,
+        }
+    }
+
+    const LIMIT: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_request_not_answered_is_asked_about_until_it_expires() {
+        let n = negotiation(Role::Consumer, NegotiationStatus::Requested, SENT);
+        assert_eq!(recovery_step(&n, 1_059, LIMIT), Some(Recovery::Ask));
+        match recovery_step(&n, 1_060, LIMIT) {
+            Some(Recovery::Expire(why)) => {
+                assert_eq!(
+                    why,
+                    "expired: the provider did not answer the request within 1m"
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_request_waiting_for_a_person_is_asked_about_and_never_expires() {
+        let n = negotiation(
+            Role::Consumer,
+            NegotiationStatus::Requested,
+            "waiting for a person's approval at the provider (important data)",
+        );
+        assert_eq!(recovery_step(&n, 1_000_000, LIMIT), Some(Recovery::Ask));
+    }
+
+    #[test]
+    fn a_countersignature_is_sent_again_until_it_expires() {
+        let n = negotiation(Role::Consumer, NegotiationStatus::Verified, "countersigned");
+        assert_eq!(recovery_step(&n, 1_000, LIMIT), Some(Recovery::Countersign));
+        assert!(matches!(
+            recovery_step(&n, 1_060, LIMIT),
+            Some(Recovery::Expire(why)) if why.contains("did not confirm the countersigned agreement")
+        ));
+    }
+
+    #[test]
+    fn a_provider_waits_for_the_countersignature_until_it_expires() {
+        let n = negotiation(Role::Provider, NegotiationStatus::Agreed, "");
+        assert_eq!(recovery_step(&n, 1_059, LIMIT), Some(Recovery::Wait));
+        assert!(matches!(
+            recovery_step(&n, 1_060, LIMIT),
+            Some(Recovery::Expire(why)) if why.contains("did not countersign")
+        ));
+    }
+
+    #[test]
+    fn final_states_and_the_other_side_s_steps_have_nothing_to_retry() {
+        for (role, state) in [
+            (Role::Consumer, NegotiationStatus::Finalized),
+            (Role::Consumer, NegotiationStatus::Terminated),
+            (Role::Consumer, NegotiationStatus::Agreed),
+            (Role::Provider, NegotiationStatus::Finalized),
+            (Role::Provider, NegotiationStatus::Terminated),
+            (Role::Provider, NegotiationStatus::Requested),
+            (Role::Provider, NegotiationStatus::Verified),
+        ] {
+            let n = negotiation(role, state, "");
+            assert_eq!(
+                recovery_step(&n, 1_000_000, LIMIT),
+                None,
+                "{role:?} {state}"
+            );
+            assert!(
+                !n.unfinished(),
+                "{role:?} {state} is not in the poller's set"
+            );
+        }
+        for (role, state) in [
+            (Role::Consumer, NegotiationStatus::Requested),
+            (Role::Consumer, NegotiationStatus::Verified),
+            (Role::Provider, NegotiationStatus::Agreed),
+        ] {
+            assert!(
+                negotiation(role, state, "").unfinished(),
+                "{role:?} {state}"
+            );
         }
     }
 }

@@ -64,6 +64,7 @@ pub mod identity;
 pub mod local;
 pub mod pause;
 pub mod query;
+pub mod recovery;
 pub mod runtime;
 pub mod service;
 pub mod setup;

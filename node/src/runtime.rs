@@ -628,16 +628,29 @@ fn listen_err(
     }
 }
 
-/// How often a consumer asks providers about requests that wait for approval.
-const NEGOTIATION_POLL_INTERVAL: Duration = Duration::from_secs(1);
-
+/// The node's recovery work: every `recovery.retry_interval`, unfinished negotiations
+/// are taken up ([`poll_pending`](crate::contract::poll_pending): requests asked about
+/// or sent again, countersignatures sent again, stale steps expired) and receipts the
+/// providers have not confirmed are sent again
+/// ([`send_pending_receipts`](crate::transfer::send_pending_receipts)). A pass in
+/// progress is abandoned at shutdown; every step it takes is durable before it goes on.
 async fn negotiation_poll_loop(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
+    let every = context.config.recovery.retry_interval;
+    let mut negotiations = crate::recovery::Retries::default();
+    let mut receipts = crate::recovery::Retries::default();
     loop {
         tokio::select! {
-            () = tokio::time::sleep(NEGOTIATION_POLL_INTERVAL) => {}
+            () = tokio::time::sleep(every) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        crate::contract::poll_pending(&context).await;
+        let pass = async {
+            crate::contract::poll_pending(&context, &mut negotiations).await;
+            crate::transfer::send_pending_receipts(&context, &mut receipts).await;
+        };
+        tokio::select! {
+            () = pass => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
     }
 }
 

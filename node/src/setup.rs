@@ -120,6 +120,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         },
         audit: Default::default(),
         usage: Default::default(),
+        recovery: Default::default(),
         telemetry: Default::default(),
         alerts: Default::default(),
         development: opts.development.clone(),

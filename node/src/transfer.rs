@@ -10,6 +10,8 @@
 //! from the first missing chunk after a cut. Only when every chunk and the whole payload verified does
 //! the copy become usable (COMPLETED), together with its agreement and policy (the sticky
 //! policy); the consumer then returns a signed receipt and both sides record COMPLETED.
+//! The receipt is sent again (by the node's background work, and by a later pull) until
+//! the provider has it, which answers a repeat of the receipt it holds as the first.
 //! A chunk that does not match stops the transfer with `DATA_LOSS`; nothing of it is kept.
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use crate::desensitize::DesensitizeError;
 use crate::identity::{Envelope, Membership};
 use crate::runtime::{NodeContext, now};
 use crate::storage::blobs::BlobWriter;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, Write};
 use crate::telemetry::metrics::Direction::Received;
 use liutong_proto::v1::pull_response::Part;
 use liutong_proto::v1::transfer_client::TransferClient;
@@ -43,6 +45,9 @@ pub const RECEIPT_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-receipt
 const COPIES: &str = "copies";
 /// Provider side: deliveries and their receipts.
 const DELIVERIES: &str = "deliveries";
+/// Consumer side, in [`COPIES`]: `p/<agreement ID>` marks a COMPLETED copy whose receipt
+/// the provider has not confirmed yet; written with COMPLETED, removed on confirmation.
+const RECEIPT_PENDING: &[u8] = b"p/";
 /// Make received chunks durable and count them at least this often (chunks), so a
 /// crash loses little.
 const FLUSH_EVERY: u32 = 16;
@@ -444,24 +449,42 @@ pub async fn receive_receipt(
             "the receipt names another payload than the agreement".into(),
         ));
     }
+    // The consumer sends its receipt again until it learns that it arrived: the one
+    // already held is acknowledged as the first was; another one is refused.
+    if let Some(held) = delivery_receipt(context, &receipt.agreement_id)? {
+        if held == envelope {
+            return Ok(());
+        }
+        return Err(TransferError::Invalid(format!(
+            "another receipt for agreement {} is already recorded",
+            receipt.agreement_id
+        )));
+    }
+    // The receipt and its audit entry are committed together.
+    let event = agreement.event(
+        EventKind::Transfer,
+        caller.participant_id.as_str(),
+        format!(
+            "transfer COMPLETED: receipt for {} bytes, sha256 {}",
+            receipt.size, receipt.sha256
+        ),
+    );
     context
-        .storage
-        .put_durable(
-            DELIVERIES,
-            receipt.agreement_id.as_bytes(),
-            envelope.to_json().as_bytes(),
+        .audit
+        .append_with(
+            &[event],
+            vec![(
+                DELIVERIES,
+                Write::Put(
+                    receipt.agreement_id.as_bytes().to_vec(),
+                    envelope.to_json().into_bytes(),
+                ),
+            )],
         )
         .await?;
-    agreement
-        .log(
-            context,
-            EventKind::Transfer,
-            format!(
-                "transfer COMPLETED: receipt for {} bytes, sha256 {}",
-                receipt.size, receipt.sha256
-            ),
-        )
-        .await?;
+    // Pause point `transfer.provider.receipt`: the receipt is recorded (durable), the
+    // consumer has not been answered.
+    crate::pause::at("transfer.provider.receipt").await;
     Ok(())
 }
 
@@ -609,7 +632,13 @@ pub async fn pull(
     if let Some(c) = &existing
         && c.state == TransferState::Completed
     {
-        return Ok(progress(c));
+        // A receipt that has not reached the provider yet goes with this pull too; the
+        // copy is complete whatever becomes of it (a refusal is its recorded reason).
+        if let Err(e) = send_receipt(context, c, None).await {
+            tracing::warn!(agreement = %agreement_id, error = %e, "the receipt was not delivered");
+        }
+        let c = copy(storage, agreement_id)?.unwrap_or_else(|| c.clone());
+        return Ok(progress(&c));
     }
     let from_chunk = existing.as_ref().map_or(0, |c| c.chunks_received);
 
@@ -704,9 +733,16 @@ pub async fn pull(
                     record.chunks_received += 1;
                     record.reason.clear();
                     if durable {
-                        // The chunks are on disk: now the record may count them.
+                        // The chunks are on disk: now the record may count them, and
+                        // is made durable itself before more is fetched, so the resume
+                        // point after a crash is the synced prefix, never less.
                         record.updated_at = now();
                         save_copy(storage, &record)?;
+                        context.storage.flush().await?;
+                        // Pause point `transfer.consumer.synced`: the first synced
+                        // chunks and the count of them are durable, the rest not
+                        // fetched yet.
+                        crate::pause::at("transfer.consumer.synced").await;
                     }
                     let _ = progress_tx.send(progress_with(&record, &manifest)).await;
                 }
@@ -782,26 +818,200 @@ pub async fn pull(
         &context.signing_key,
     );
     record.state = TransferState::Completed;
-    record.receipt = Some(receipt.clone());
+    record.receipt = Some(receipt);
     record.updated_at = now();
-    save_copy(storage, &record)?;
-    context.storage.flush().await?;
-    agreement
-        .log(
-            context,
-            EventKind::Transfer,
-            format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
+    // COMPLETED, the receipt to send, the mark that it is not confirmed yet and the
+    // audit entry are one commit: the receipt is sent again from it until it arrives.
+    let event = agreement.event(
+        EventKind::Transfer,
+        n.peer.as_str(),
+        format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
+    );
+    context
+        .audit
+        .append_with(
+            &[event],
+            vec![(
+                COPIES,
+                Write::Put(
+                    copy_key(agreement_id),
+                    serde_json::to_vec(&record).expect("copies serialize"),
+                ),
+            )],
         )
         .await?;
-    client
+    context
+        .storage
+        .put(COPIES, &pending_key(agreement_id), b"")?;
+    context.storage.flush().await?;
+    // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
+    // sent yet.
+    crate::pause::at("transfer.consumer.completed").await;
+    send_receipt(context, &record, Some(client)).await?;
+    let done = progress(&record);
+    let _ = progress_tx.send(done.clone()).await;
+    Ok(done)
+}
+
+fn pending_key(agreement_id: &str) -> Vec<u8> {
+    [RECEIPT_PENDING, agreement_id.as_bytes()].concat()
+}
+
+/// Sends the receipt of COMPLETED copy `c` to its provider (on `client`, or on a new
+/// connection), unless the provider already confirmed it. Confirmed, the copy's mark is
+/// removed; a refusal removes it too and is recorded as the copy's reason; a call that
+/// does not get through keeps it, to be sent again, and is no error to the caller (the
+/// copy is complete either way).
+async fn send_receipt(
+    context: &NodeContext,
+    c: &Copy,
+    client: Option<TransferClient<crate::telemetry::PeerChannel>>,
+) -> Result<(), TransferError> {
+    let storage = context.storage.as_ref();
+    let key = pending_key(&c.agreement_id);
+    if storage.get(COPIES, &key)?.is_none() {
+        return Ok(());
+    }
+    let Some(receipt) = c.receipt.clone() else {
+        storage.delete(COPIES, &key)?;
+        return Ok(());
+    };
+    let client = match client {
+        Some(client) => client,
+        None => {
+            let n = context
+                .contracts
+                .finalized(Role::Consumer, &c.agreement_id)?;
+            match context.connect_member(&n.peer_address, &n.peer).await {
+                Ok(channel) => TransferClient::new(channel),
+                Err(e) => return Err(TransferError::Unreachable(e.to_string())),
+            }
+        }
+    };
+    let mut client = client;
+    match client
         .receipt(ReceiptRequest {
             receipt: Some(receipt.into()),
         })
         .await
-        .map_err(TransferError::Peer)?;
-    let done = progress(&record);
-    let _ = progress_tx.send(done.clone()).await;
-    Ok(done)
+    {
+        Ok(_) => {
+            storage.delete(COPIES, &key)?;
+            Ok(())
+        }
+        Err(status) if crate::recovery::transient(&status) => {
+            tracing::warn!(
+                agreement = %c.agreement_id,
+                error = %status.message(),
+                "the receipt did not reach the provider; it is sent again"
+            );
+            Ok(())
+        }
+        Err(status) => {
+            give_up_receipt(
+                context,
+                c,
+                &format!("the provider refused the receipt: {}", status.message()),
+            )
+            .await?;
+            Err(TransferError::Peer(status))
+        }
+    }
+}
+
+/// Stops sending the receipt of copy `c`, with `reason` recorded on the copy and in the
+/// audit log.
+async fn give_up_receipt(
+    context: &NodeContext,
+    c: &Copy,
+    reason: &str,
+) -> Result<(), TransferError> {
+    let mut c = c.clone();
+    c.reason = reason.to_owned();
+    c.updated_at = now();
+    let mut event = crate::audit::log::Event::new(
+        EventKind::Transfer,
+        now(),
+        format!("transfer receipt not delivered: {reason}"),
+    );
+    event.participant = Some(c.provider.clone());
+    event.agreement = Some(c.agreement_id.clone());
+    event.product = Some(manifest_of(&c).product_id);
+    context
+        .audit
+        .append_with(
+            &[event],
+            vec![
+                (
+                    COPIES,
+                    Write::Put(
+                        copy_key(&c.agreement_id),
+                        serde_json::to_vec(&c).expect("copies serialize"),
+                    ),
+                ),
+                (COPIES, Write::Delete(pending_key(&c.agreement_id))),
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Sends again every receipt the providers have not confirmed (consumer side), and
+/// gives up one whose copy completed more than `recovery.expire_after` ago. Runs in the
+/// node's background work; `retries` holds the failed attempts.
+pub async fn send_pending_receipts(context: &NodeContext, retries: &mut crate::recovery::Retries) {
+    let storage = context.storage.as_ref();
+    let pending: Vec<String> = match storage.scan_prefix(COPIES, RECEIPT_PENDING) {
+        Ok(entries) => entries
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(&k[RECEIPT_PENDING.len()..]).into_owned())
+            .collect(),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the receipts to send");
+            return;
+        }
+    };
+    retries.retain(&pending);
+    let config = &context.config.recovery;
+    for id in pending {
+        if !retries.due(&id, std::time::Instant::now()) {
+            continue;
+        }
+        let c = match copy(storage, &id) {
+            Ok(Some(c)) if c.state == TransferState::Completed => c,
+            Ok(_) => {
+                // The copy was deleted (usage control) or never completed.
+                let _ = storage.delete(COPIES, &pending_key(&id));
+                continue;
+            }
+            Err(e) => {
+                tracing::warn!(agreement = %id, error = %e, "cannot read the copy");
+                continue;
+            }
+        };
+        if crate::recovery::expired(c.updated_at, now(), config.expire_after) {
+            let reason = format!(
+                "expired: the provider did not confirm the receipt within {}",
+                humantime::format_duration(config.expire_after)
+            );
+            if let Err(e) = give_up_receipt(context, &c, &reason).await {
+                tracing::warn!(agreement = %id, error = %e, "cannot record the given-up receipt");
+            }
+            continue;
+        }
+        tracing::info!(agreement = %id, "sending the receipt again");
+        let sent = send_receipt(context, &c, None).await;
+        match (sent, storage.get(COPIES, &pending_key(&id))) {
+            (Ok(()), Ok(None)) => retries.succeeded(&id),
+            (Err(TransferError::Peer(_)), _) => retries.succeeded(&id),
+            (result, _) => {
+                retries.failed(&id, std::time::Instant::now(), config.retry_interval);
+                if let Err(e) = result {
+                    tracing::warn!(agreement = %id, error = %e, "the receipt could not be sent");
+                }
+            }
+        }
+    }
 }
 
 fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {

@@ -32,7 +32,7 @@ pub(super) fn contract_status(e: ContractError) -> Status {
             status.code(),
             format!("the provider answered: {}", status.message()),
         ),
-        ContractError::Unreachable(_) => Status::unavailable(message),
+        ContractError::Unreachable(_) | ContractError::Busy(_) => Status::unavailable(message),
         ContractError::Storage(_) | ContractError::Audit(_) => Status::unavailable(message),
         ContractError::Random(_) => Status::internal(message),
     }

@@ -1,0 +1,598 @@
+//! Crashes at every step boundary of a negotiation and of a transfer: real `liutong`
+//! processes, one of them started with `LIUTONG_PAUSE_AT=<point>`, killed with SIGKILL
+//! once it reports the pause, and started again. Both sides must then reach the same
+//! final state by themselves: FINALIZED with the same agreement bytes, the receipt at
+//! the provider, a pull resumed from the first chunk that was not durable.
+
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_liutong");
+const TRANSPORT: &str = "11330100MA2TRA0011";
+const LOGISTICS: &str = "91330100MA2L0G0013";
+/// Bound of every wait: generous, as the machine may be busy; each wait ends as soon as
+/// its condition holds.
+const LIMIT: Duration = Duration::from_secs(60);
+
+const OPEN_POLICY: &str = r#"
+uid = "urn:liutong:policy:open"
+type = "set"
+
+[[permission]]
+action = "use"
+"#;
+
+fn liutong(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env_remove("LIUTONG_CONFIG")
+        .env_remove("LIUTONG_DATA")
+        .env_remove("LIUTONG_PAUSE_AT")
+        .output()
+        .expect("run liutong")
+}
+
+fn ok(o: Output) -> String {
+    assert!(
+        o.status.success(),
+        "liutong failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Forwards a child's output lines to a channel, from a thread that keeps draining it.
+fn lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    rx
+}
+
+/// Waits until a line containing `needle` arrives, for at most [`LIMIT`].
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, what: &str) {
+    let deadline = Instant::now() + LIMIT;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return,
+            Ok(line) => seen.push(line),
+            Err(mpsc::RecvTimeoutError::Timeout) => break,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    panic!("{what}: no line with {needle:?}; saw:\n{}", seen.join("\n"));
+}
+
+/// Polls `check` every 50 ms until it gives a value, for at most [`LIMIT`].
+fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {LIMIT:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A `liutong serve` process and its node directory.
+struct Node {
+    config: PathBuf,
+    peer: String,
+    child: Option<Child>,
+    stderr: Option<mpsc::Receiver<String>>,
+}
+
+impl Node {
+    fn config(&self) -> &str {
+        self.config.to_str().unwrap()
+    }
+
+    /// Starts the node, pausing at `pause` if given, and waits until it serves.
+    fn start(&mut self, pause: Option<&str>) {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "--config", self.config()])
+            .env_remove("LIUTONG_CONFIG")
+            .env_remove("LIUTONG_PAUSE_AT")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(point) = pause {
+            cmd.env("LIUTONG_PAUSE_AT", point);
+        }
+        let mut child = cmd.spawn().expect("start liutong serve");
+        let stdout = lines(child.stdout.take().unwrap());
+        self.stderr = Some(lines(child.stderr.take().unwrap()));
+        wait_line(&stdout, "serving:", "liutong serve");
+        std::thread::spawn(move || for _ in stdout {});
+        self.child = Some(child);
+    }
+
+    /// Waits for the node to report the pause at `point`, then kills it (SIGKILL).
+    fn kill_when_paused(&mut self, point: &str) {
+        let rx = self.stderr.take().expect("started");
+        wait_line(&rx, &format!("liutong: paused at {point}"), point);
+        let mut child = self.child.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn contract(&self, id: &str) -> serde_json::Value {
+        self.try_contract(id)
+            .unwrap_or_else(|| panic!("no negotiation {id} at {}", self.config()))
+    }
+
+    /// Negotiation `id` as this node shows it, if it knows it.
+    fn try_contract(&self, id: &str) -> Option<serde_json::Value> {
+        let o = liutong(&["contract", "show", id, "--json", "--config", self.config()]);
+        o.status
+            .success()
+            .then(|| serde_json::from_slice(&o.stdout).unwrap())
+    }
+
+    fn contracts(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(&ok(liutong(&[
+            "contract",
+            "list",
+            "--json",
+            "--config",
+            self.config(),
+        ])))
+        .unwrap()
+    }
+
+    /// The audit entries about `agreement`, as text.
+    fn audit(&self, agreement: &str) -> String {
+        ok(liutong(&[
+            "audit",
+            "search",
+            "--agreement",
+            agreement,
+            "--config",
+            self.config(),
+        ]))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An authority, a provider (the transport bureau, with one product of 4 chunks) and
+/// a consumer (a logistics company), each a real process in its own directory.
+struct Space {
+    _dir: tempfile::TempDir,
+    authority: Child,
+    provider: Node,
+    consumer: Node,
+    offer: String,
+}
+
+impl Drop for Space {
+    fn drop(&mut self) {
+        let _ = self.authority.kill();
+        let _ = self.authority.wait();
+    }
+}
+
+impl Space {
+    fn new() -> Space {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let authority = root.join("authority");
+        let auth_port = free_port();
+        ok(liutong(&[
+            "authority",
+            "init",
+            "--dir",
+            authority.to_str().unwrap(),
+            "--name",
+            "Crash Test Data Space",
+        ]));
+        let mut authority_child = Command::new(BIN)
+            .args([
+                "authority",
+                "serve",
+                "--dir",
+                authority.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{auth_port}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = lines(authority_child.stdout.take().unwrap());
+        wait_line(&out, "serving its trust list", "authority serve");
+        std::thread::spawn(move || for _ in out {});
+        let member = |id: &str, name: &str, kind: &str, roles: &str| -> Node {
+            let bundle = root.join(format!("bundle-{id}"));
+            ok(liutong(&[
+                "authority",
+                "admit",
+                "--dir",
+                authority.to_str().unwrap(),
+                "--participant",
+                id,
+                "--name",
+                name,
+                "--kind",
+                kind,
+                "--sector",
+                "transport",
+                "--region",
+                "330100",
+                "--roles",
+                roles,
+                "--out",
+                bundle.to_str().unwrap(),
+            ]));
+            let node = root.join(id);
+            let peer = format!("127.0.0.1:{}", free_port());
+            ok(liutong(&[
+                "init",
+                "--dir",
+                node.to_str().unwrap(),
+                "--bundle",
+                bundle.to_str().unwrap(),
+                "--listen",
+                &peer,
+                "--admin-listen",
+                &format!("127.0.0.1:{}", free_port()),
+                "--authority",
+                &format!("127.0.0.1:{auth_port}"),
+            ]));
+            // Retries come quickly here, so the test waits little.
+            let config = node.join("node.toml");
+            let text = std::fs::read_to_string(&config).unwrap();
+            assert!(text.contains("retry_interval = \"1s\""), "{text}");
+            std::fs::write(
+                &config,
+                text.replace("retry_interval = \"1s\"", "retry_interval = \"100ms\""),
+            )
+            .unwrap();
+            Node {
+                config,
+                peer,
+                child: None,
+                stderr: None,
+            }
+        };
+        let mut provider = member(
+            TRANSPORT,
+            "Hangzhou Transport Bureau",
+            "government",
+            "provider,consumer",
+        );
+        let mut consumer = member(
+            LOGISTICS,
+            "Hangzhou Logistics Co.",
+            "enterprise",
+            "consumer",
+        );
+        provider.start(None);
+        consumer.start(None);
+        for node in [&provider, &consumer] {
+            ok(liutong(&["trust", "refresh", "--config", node.config()]));
+        }
+        // Four chunks: three whole ones and a short last one.
+        let csv = root.join("traffic.csv");
+        let mut rows = String::from("road,hour,vehicles\n");
+        let mut i = 0u64;
+        while rows.len() < (3 << 20) + 1000 {
+            rows.push_str(&format!("Road {i},{},{}\n", i % 24, i * 7 % 1999));
+            i += 1;
+        }
+        std::fs::write(&csv, rows).unwrap();
+        let policy = root.join("open.toml");
+        std::fs::write(&policy, OPEN_POLICY).unwrap();
+        let published: serde_json::Value = serde_json::from_str(&ok(liutong(&[
+            "product",
+            "publish",
+            csv.to_str().unwrap(),
+            "--title",
+            "Road traffic flow",
+            "--classification",
+            "general-2",
+            "--format",
+            "csv",
+            "--policy",
+            policy.to_str().unwrap(),
+            "--json",
+            "--config",
+            provider.config(),
+        ])))
+        .unwrap();
+        assert_eq!(published["chunks"], 4, "{published}");
+        let offer = published["offer_id"].as_str().unwrap().to_owned();
+        Space {
+            _dir: dir,
+            authority: authority_child,
+            provider,
+            consumer,
+            offer,
+        }
+    }
+
+    /// `liutong contract request` at the consumer, running while the test kills nodes.
+    fn request_in_background(&self) -> Child {
+        Command::new(BIN)
+            .args([
+                "contract",
+                "request",
+                "--peer",
+                &self.provider.peer,
+                "--offer",
+                &self.offer,
+                "--purpose",
+                "statistics",
+                "--json",
+                "--config",
+                self.consumer.config(),
+            ])
+            .env_remove("LIUTONG_PAUSE_AT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// A negotiation to completion, with no crash: its agreement ID.
+    fn agreement(&self) -> String {
+        let c: serde_json::Value = serde_json::from_str(&ok(liutong(&[
+            "contract",
+            "request",
+            "--peer",
+            &self.provider.peer,
+            "--offer",
+            &self.offer,
+            "--purpose",
+            "statistics",
+            "--json",
+            "--config",
+            self.consumer.config(),
+        ])))
+        .unwrap();
+        assert_eq!(c["state"], "FINALIZED", "{c}");
+        c["agreement_id"].as_str().unwrap().to_owned()
+    }
+
+    /// The consumer's negotiations not in `before`.
+    fn new_negotiation(&self, before: &[String]) -> String {
+        eventually("the new negotiation at the consumer", || {
+            self.consumer
+                .contracts()
+                .into_iter()
+                .filter_map(|c| c["negotiation_id"].as_str().map(str::to_owned))
+                .find(|id| !before.contains(id))
+        })
+    }
+
+    fn negotiation_ids(&self) -> Vec<String> {
+        self.consumer
+            .contracts()
+            .into_iter()
+            .filter_map(|c| c["negotiation_id"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Waits until both sides hold negotiation `id` FINALIZED, and checks they hold the
+    /// same agreement, signed by both.
+    fn assert_finalized_on_both_sides(&self, id: &str, point: &str) {
+        let (consumer, provider) = eventually(&format!("{point}: FINALIZED on both sides"), || {
+            let c = self.consumer.contract(id);
+            // The provider may not have got the request yet.
+            let p = self.provider.try_contract(id)?;
+            for side in [&c, &p] {
+                let state = side["state"].as_str().unwrap_or_default();
+                assert!(
+                    state != "TERMINATED",
+                    "{point}: a side ended the negotiation: {side}"
+                );
+            }
+            (c["state"] == "FINALIZED" && p["state"] == "FINALIZED").then_some((c, p))
+        });
+        assert_eq!(
+            consumer["agreement"], provider["agreement"],
+            "{point}: the same agreement bytes and signatures on both sides"
+        );
+        assert_eq!(
+            consumer["agreement"]["signatures"].as_array().map(Vec::len),
+            Some(2),
+            "{point}: {consumer}"
+        );
+        assert_eq!(consumer["agreement_id"], provider["agreement_id"]);
+    }
+}
+
+/// Kills the consumer right after REQUESTED is durable (the request not sent) and right
+/// after VERIFIED is durable (the countersignature not sent); after a restart it asks,
+/// sends what is missing, and both sides finish FINALIZED with the same agreement.
+#[test]
+fn a_consumer_killed_mid_negotiation_finishes_it_after_a_restart() {
+    let mut space = Space::new();
+    for point in [
+        "negotiation.consumer.requested",
+        "negotiation.consumer.verified",
+    ] {
+        space.consumer.stop();
+        space.consumer.start(Some(point));
+        let before = space.negotiation_ids();
+        let mut request = space.request_in_background();
+        space.consumer.kill_when_paused(point);
+        let _ = request.wait();
+        space.consumer.start(None);
+        let id = space.new_negotiation(&before);
+        space.assert_finalized_on_both_sides(&id, point);
+    }
+}
+
+/// Kills the provider right after AGREED is durable (the consumer not answered) and
+/// right after FINALIZED is durable (the consumer not answered): the consumer keeps its
+/// state (a provider that cannot be reached has refused nothing), asks again, and both
+/// sides finish FINALIZED with the same agreement.
+#[test]
+fn a_provider_killed_mid_negotiation_is_asked_again_and_both_sides_finish() {
+    let mut space = Space::new();
+    for point in [
+        "negotiation.provider.agreed",
+        "negotiation.provider.finalized",
+    ] {
+        space.provider.stop();
+        space.provider.start(Some(point));
+        let before = space.negotiation_ids();
+        let mut request = space.request_in_background();
+        space.provider.kill_when_paused(point);
+        let _ = request.wait();
+        let id = space.new_negotiation(&before);
+        let waiting = space.consumer.contract(&id);
+        assert_ne!(
+            waiting["state"], "TERMINATED",
+            "{point}: an unreachable provider is no refusal: {waiting}"
+        );
+        space.provider.start(None);
+        space.assert_finalized_on_both_sides(&id, point);
+    }
+}
+
+/// A pull cut by a crash of the consumer after its first chunks were synced resumes
+/// from the first chunk not synced; a consumer killed after COMPLETED (receipt not
+/// sent) and a provider killed after recording the receipt (consumer not answered)
+/// both end with the receipt at the provider, recorded once.
+#[test]
+fn transfers_cut_by_a_crash_resume_and_deliver_their_receipt() {
+    let mut space = Space::new();
+
+    // The consumer dies after chunks 0 and 1 and their count are durable.
+    let agreement = space.agreement();
+    let point = "transfer.consumer.synced";
+    space.consumer.stop();
+    space.consumer.start(Some(point));
+    let mut pull = Command::new(BIN)
+        .args([
+            "transfer",
+            "pull",
+            "--agreement",
+            &agreement,
+            "--max-chunks",
+            "2",
+            "--json",
+            "--config",
+            space.consumer.config(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    space.consumer.kill_when_paused(point);
+    let _ = pull.wait();
+    space.consumer.start(None);
+    let done = pull_all(&space, &agreement);
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    let log = space.provider.audit(&agreement);
+    assert!(
+        log.contains("4 chunks from chunk 0") && log.contains("4 chunks from chunk 2"),
+        "{point}: the second pull resumes from chunk 2, the first not synced:\n{log}"
+    );
+    assert_receipt_once(&space, &agreement, point);
+
+    // The consumer dies after COMPLETED is durable, before the receipt leaves.
+    let agreement = space.agreement();
+    let point = "transfer.consumer.completed";
+    space.consumer.stop();
+    space.consumer.start(Some(point));
+    let mut pull = background_pull(&space, &agreement);
+    space.consumer.kill_when_paused(point);
+    let _ = pull.wait();
+    space.consumer.start(None);
+    assert_receipt_once(&space, &agreement, point);
+
+    // The provider dies after recording the receipt, before answering.
+    let agreement = space.agreement();
+    let point = "transfer.provider.receipt";
+    space.provider.stop();
+    space.provider.start(Some(point));
+    let mut pull = background_pull(&space, &agreement);
+    space.provider.kill_when_paused(point);
+    let _ = pull.wait();
+    space.provider.start(None);
+    assert_receipt_once(&space, &agreement, point);
+    // The consumer stops sending it once the provider confirms it: a later pull
+    // answers COMPLETED and the receipt is still recorded once.
+    let done = pull_all(&space, &agreement);
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(
+        done["reason"], "",
+        "{point}: the receipt was not refused: {done}"
+    );
+    assert_receipt_once(&space, &agreement, point);
+}
+
+fn background_pull(space: &Space, agreement: &str) -> Child {
+    Command::new(BIN)
+        .args([
+            "transfer",
+            "pull",
+            "--agreement",
+            agreement,
+            "--json",
+            "--config",
+            space.consumer.config(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn pull_all(space: &Space, agreement: &str) -> serde_json::Value {
+    let out = ok(liutong(&[
+        "transfer",
+        "pull",
+        "--agreement",
+        agreement,
+        "--json",
+        "--config",
+        space.consumer.config(),
+    ]));
+    serde_json::from_str(&out).unwrap()
+}
+
+/// Waits until the provider's log holds the receipt for `agreement`, and checks it is
+/// recorded exactly once.
+fn assert_receipt_once(space: &Space, agreement: &str, point: &str) {
+    let log = eventually(&format!("{point}: the receipt at the provider"), || {
+        let log = space.provider.audit(agreement);
+        log.contains("receipt for").then_some(log)
+    });
+    assert_eq!(
+        log.matches("transfer COMPLETED: receipt for").count(),
+        1,
+        "{point}: the receipt is recorded once:\n{log}"
+    );
+}
