@@ -261,6 +261,8 @@ pub struct AlertsSection {
     pub witness_inconsistency: SwitchRule,
     #[serde(default)]
     pub trust_list_expiry: ExpiryRule,
+    #[serde(default)]
+    pub storage_failure: SwitchRule,
 }
 
 /// A rule that fires when `threshold` events from one source fall within `window`.
@@ -680,6 +682,12 @@ impl NodeConfig {
              [alerts.trust_list_expiry]\nenabled = {}\nbefore = \"{}\"\n",
             a.trust_list_expiry.enabled,
             humantime::format_duration(a.trust_list_expiry.before)
+        ));
+        out.push_str(&format!(
+            "\n# A flush or fsync of the node's storage failed: the node refuses writes\n\
+             # until it is restarted after the disk is checked.\n\
+             [alerts.storage_failure]\nenabled = {}\n",
+            a.storage_failure.enabled
         ));
     }
 }

@@ -294,6 +294,8 @@ pub struct RunningNode {
     checkpointer: JoinHandle<()>,
     /// Usage-control duties, outbox and revocation checks.
     usage: JoinHandle<()>,
+    /// Reports a failure of the storage (health, log, alert).
+    storage_watch: JoinHandle<()>,
     health_addr: Option<SocketAddr>,
 }
 
@@ -522,6 +524,11 @@ impl RunningNode {
                 crate::health::serve(listener, &health, stop.clone()),
             ));
         }
+        let storage_watch = tokio::spawn(report_storage_failure(
+            context.clone(),
+            health.clone(),
+            stop.clone(),
+        ));
         let checkpointer = tokio::spawn(cosigning::run_timer(context.clone(), stop));
         tracing::info!(
             participant = %context.membership.participant_id,
@@ -537,6 +544,7 @@ impl RunningNode {
             poller,
             checkpointer,
             usage,
+            storage_watch,
             health_addr,
         })
     }
@@ -571,6 +579,7 @@ impl RunningNode {
         let _ = self.poller.await;
         let _ = self.checkpointer.await;
         let _ = self.usage.await;
+        let _ = self.storage_watch.await;
         let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
         self.context.audit.append(&stopped).await?;
         self.context
@@ -584,6 +593,35 @@ impl RunningNode {
         tracing::info!("node stopped");
         first_error.map_or(Ok(()), Err)
     }
+}
+
+/// Waits for the storage to fail (a flush or fsync that did not succeed, see
+/// [`crate::storage::durability`]) and makes it known: the health status turns
+/// NOT_SERVING (probes and load balancers stop sending work; an orchestrator restarts
+/// the node), one ERROR line, and the storage-failure alert. The storage itself already
+/// refuses every write.
+async fn report_storage_failure(
+    context: Arc<NodeContext>,
+    health: NodeHealth,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut failures = context.storage.failures();
+    let reason = loop {
+        if let Some(reason) = failures.borrow_and_update().clone() {
+            break reason;
+        }
+        tokio::select! {
+            changed = failures.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|s| *s) => return,
+        }
+    };
+    tracing::error!(
+        reason = %reason,
+        "the node's storage failed: writes are refused and health reports NOT_SERVING \
+         until the node is restarted after the disk is checked"
+    );
+    health.set(tonic_health::ServingStatus::NotServing).await;
+    context.alerts.storage_failed(&reason).await;
 }
 
 /// Counts refused authentications towards the failed-authentication alert.

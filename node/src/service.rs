@@ -555,7 +555,17 @@ fn peer_connect_status(e: tls::TlsError) -> Status {
     }
 }
 
+/// `UNAVAILABLE` with the storage failure's own words when `e` is, or is caused by,
+/// storage in the failed state (see `storage::durability`), which refuses every write
+/// until the node is restarted; `None` for any other error.
+pub(crate) fn storage_failure_status(e: &(dyn std::error::Error + 'static)) -> Option<Status> {
+    crate::storage::durability::failure_in(e).map(|f| Status::unavailable(f.to_string()))
+}
+
 fn trust_error_status(e: TrustError) -> Status {
+    if let Some(status) = storage_failure_status(&e) {
+        return status;
+    }
     match e {
         TrustError::Fetch { .. } => Status::unavailable(e.to_string()),
         TrustError::Storage(_) => Status::internal(e.to_string()),

@@ -18,7 +18,10 @@
 //!   permits, raised by usage control through [`Alerts::raise`];
 //! - [`Rule::WitnessInconsistency`]: a peer's log signed two checkpoints that cannot
 //!   both be true;
-//! - [`Rule::TrustListExpiry`]: the trust list in force expires within `before`.
+//! - [`Rule::TrustListExpiry`]: the trust list in force expires within `before`;
+//! - [`Rule::StorageFailure`]: a flush or fsync of the node's storage failed, so the
+//!   node refuses writes ([`Alerts::storage_failed`]). Its audit entry is left out: the
+//!   storage that would hold it is the one that failed.
 //!
 //! Windowed counts and transfer volumes are kept in memory: a restart starts them anew.
 //! When a windowed rule fires, its count for that source starts again, so a sustained
@@ -52,17 +55,19 @@ pub enum Rule {
     ReadOutsideWindow,
     WitnessInconsistency,
     TrustListExpiry,
+    StorageFailure,
 }
 
 impl Rule {
     /// Every rule, in the order of the README.
-    pub const ALL: [Rule; 6] = [
+    pub const ALL: [Rule; 7] = [
         Rule::PolicyDenials,
         Rule::FailedAuthentication,
         Rule::TransferVolume,
         Rule::ReadOutsideWindow,
         Rule::WitnessInconsistency,
         Rule::TrustListExpiry,
+        Rule::StorageFailure,
     ];
 
     /// The rule's name, as in node.toml, the metric and the webhook JSON.
@@ -74,13 +79,17 @@ impl Rule {
             Self::ReadOutsideWindow => "read_outside_window",
             Self::WitnessInconsistency => "witness_inconsistency",
             Self::TrustListExpiry => "trust_list_expiry",
+            Self::StorageFailure => "storage_failure",
         }
     }
 
-    /// How urgent: a forked log or data leaving beyond its agreement is critical.
+    /// How urgent: a forked log, data leaving beyond its agreement or a node that can
+    /// no longer write is critical.
     pub fn severity(self) -> Severity {
         match self {
-            Self::WitnessInconsistency | Self::TransferVolume => Severity::Critical,
+            Self::WitnessInconsistency | Self::TransferVolume | Self::StorageFailure => {
+                Severity::Critical
+            }
             _ => Severity::Warning,
         }
     }
@@ -187,10 +196,29 @@ impl Alerts {
     /// description of the other side. Never fails: an alert that cannot be logged is
     /// reported on the log output.
     pub async fn raise(&self, rule: Rule, peer: Option<&str>, detail: impl Into<String>) {
+        self.raise_logged(rule, peer, detail.into(), true).await
+    }
+
+    /// Raises [`Rule::StorageFailure`]: metric, ERROR line, webhook, but no audit entry,
+    /// which the failed storage could not make durable (and whose failure would only
+    /// be reported again).
+    pub async fn storage_failed(&self, reason: &str) {
+        self.raise_logged(
+            Rule::StorageFailure,
+            None,
+            format!(
+                "the node's storage failed ({reason}); writes are refused until the node is \
+                 restarted after the disk is checked"
+            ),
+            false,
+        )
+        .await
+    }
+
+    async fn raise_logged(&self, rule: Rule, peer: Option<&str>, detail: String, audit: bool) {
         if !self.enabled(rule) {
             return;
         }
-        let detail = detail.into();
         let severity = rule.severity();
         let time = crate::runtime::now();
         self.inner.metrics.alert(rule.name(), severity.name());
@@ -210,12 +238,16 @@ impl Alerts {
         event.participant = peer
             .filter(|p| ParticipantId::parse(p).is_ok())
             .map(str::to_owned);
-        let audit_index = match self.inner.audit.append(&event).await {
-            Ok(index) => Some(index),
-            Err(e) => {
-                tracing::error!(error = %e, rule = rule.name(), "cannot log the alert in the audit log");
-                None
+        let audit_index = if audit {
+            match self.inner.audit.append(&event).await {
+                Ok(index) => Some(index),
+                Err(e) => {
+                    tracing::error!(error = %e, rule = rule.name(), "cannot log the alert in the audit log");
+                    None
+                }
             }
+        } else {
+            None
         };
         if let Some(webhook) = &self.inner.webhook {
             webhook.send(Alert {
@@ -389,6 +421,7 @@ impl Alerts {
             Rule::ReadOutsideWindow => r.read_outside_window.enabled,
             Rule::WitnessInconsistency => r.witness_inconsistency.enabled,
             Rule::TrustListExpiry => r.trust_list_expiry.enabled,
+            Rule::StorageFailure => r.storage_failure.enabled,
         }
     }
 

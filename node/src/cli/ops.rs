@@ -219,7 +219,10 @@ pub async fn backup(local: &LocalArgs, out: &Path) -> anyhow::Result<()> {
             let _ = std::fs::remove_file(&partial);
             anyhow!("the backup received does not check out: {e}")
         })?;
-    std::fs::rename(&partial, out).with_context(|| format!("cannot write {}", out.display()))?;
+    // Durable before the backup is reported written: a power cut must not leave the
+    // operator with a name that points at nothing.
+    crate::storage::files::rename(&partial, out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
     let h = &verified.header;
     println!(
         "backup of {} ({}) written to {}: {} bytes, {} database entries in {} trees, {} \

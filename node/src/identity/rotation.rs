@@ -132,7 +132,8 @@ pub fn install(config: &NodeConfig, credential: &Envelope) -> Result<Installed, 
         )?;
     }
     write_file(&credential_path, credential.to_json().as_bytes())?;
-    std::fs::rename(&next_path, dir.join(bundle_files::SIGNING_KEY)).map_err(|source| {
+    // Durable before `install` reports the new key in use.
+    files::rename(&next_path, &dir.join(bundle_files::SIGNING_KEY)).map_err(|source| {
         RotationError::Io {
             what: "install",
             path: next_path.clone(),

@@ -89,6 +89,9 @@ fn require_auditor(request: &Request<impl Sized>, what: &str) -> Result<(), Stat
 }
 
 pub fn audit_status(e: AuditError) -> Status {
+    if let Some(status) = super::storage_failure_status(&e) {
+        return status;
+    }
     match e {
         AuditError::Range(_) => Status::out_of_range(e.to_string()),
         AuditError::TooLarge(_) => Status::resource_exhausted(e.to_string()),

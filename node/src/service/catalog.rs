@@ -34,6 +34,13 @@ pub(super) fn catalog_status(e: CatalogError) -> Status {
 }
 
 pub(super) fn product_status(e: ProductError) -> Status {
+    let failure = match &e {
+        ProductError::Storage(s) => super::storage_failure_status(s),
+        other => super::storage_failure_status(other),
+    };
+    if let Some(status) = failure {
+        return status;
+    }
     match e {
         ProductError::NotFound(_) => Status::not_found(e.to_string()),
         ProductError::Profile { .. } => Status::invalid_argument(format!("data: {e}")),

@@ -15,6 +15,13 @@ use liutong_proto::v1::{
 
 /// A contract error as the status a person can act on.
 pub(super) fn contract_status(e: ContractError) -> Status {
+    let failure = match &e {
+        ContractError::Storage(s) => super::storage_failure_status(s),
+        other => super::storage_failure_status(other),
+    };
+    if let Some(status) = failure {
+        return status;
+    }
     let message = e.to_string();
     match e {
         ContractError::NotFound(_) | ContractError::UnknownOffer(_) => Status::not_found(message),

@@ -16,6 +16,7 @@ use crate::identity::membership::open_credential;
 use crate::identity::rotation;
 use crate::local::LocalRole;
 use crate::runtime::{NodeContext, now};
+use crate::storage::StorageError;
 use liutong_proto::v1::{BackupChunk, PeerStatus, StatusResponse, WitnessStatus};
 
 /// Size of the pieces a backup is streamed in.
@@ -81,7 +82,10 @@ pub fn status(context: &NodeContext, mut base: StatusResponse) -> Result<StatusR
     if conflicts > 0 {
         problems.push(format!("{conflicts} witnessed conflicts kept as evidence"));
     }
-    base.health = if problems.is_empty() {
+    let storage_failure = context.storage.failures().borrow().clone();
+    base.health = if let Some(reason) = storage_failure {
+        format!("NOT_SERVING: {}", StorageError::Failed(reason))
+    } else if problems.is_empty() {
         "SERVING".into()
     } else {
         format!("DEGRADED: {}", problems.join("; "))

@@ -12,6 +12,13 @@ use liutong_proto::v1::query_server::Query;
 use liutong_proto::v1::{AggregateRequest, AggregateResponse, QueryAggregateRequest};
 
 pub(super) fn query_status(e: QueryError) -> Status {
+    let failure = match &e {
+        QueryError::Storage(s) => super::storage_failure_status(s),
+        other => super::storage_failure_status(other),
+    };
+    if let Some(status) = failure {
+        return status;
+    }
     let message = e.to_string();
     match e {
         QueryError::UnknownAgreement(_) => Status::not_found(message),

@@ -18,6 +18,13 @@ use liutong_proto::v1::{
 };
 
 pub(super) fn transfer_status(e: TransferError) -> Status {
+    let failure = match &e {
+        TransferError::Storage(s) => super::storage_failure_status(s),
+        other => super::storage_failure_status(other),
+    };
+    if let Some(status) = failure {
+        return status;
+    }
     let message = e.to_string();
     match e {
         TransferError::UnknownAgreement(_) => Status::not_found(message),

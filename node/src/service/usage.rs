@@ -31,6 +31,13 @@ use liutong_proto::v1::{
 
 /// A usage-control error as the status a person (or an application) can act on.
 pub(super) fn usage_status(e: UsageError) -> Status {
+    let failure = match &e {
+        UsageError::Storage(s) => super::storage_failure_status(s),
+        other => super::storage_failure_status(other),
+    };
+    if let Some(status) = failure {
+        return status;
+    }
     let message = e.to_string();
     match e {
         UsageError::Invalid(_) => Status::invalid_argument(message),

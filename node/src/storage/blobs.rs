@@ -15,6 +15,10 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::durability::Durability;
+use super::fault;
 
 /// Alignment of `O_DIRECT` offsets, lengths and buffers (the largest common block size).
 const ALIGN: usize = 4096;
@@ -22,6 +26,8 @@ const ALIGN: usize = 4096;
 /// The payload files of one database.
 pub struct Blobs {
     root: PathBuf,
+    /// The fsyncs, shared with the database: a failed one refuses every later write.
+    durability: Arc<Durability>,
     /// Keeps a temporary directory alive as long as the store (tests).
     _temporary: Option<tempfile::TempDir>,
 }
@@ -29,20 +35,36 @@ pub struct Blobs {
 impl Blobs {
     /// Opens (or creates) the payload directory `root`, readable by the owner only.
     pub fn open(root: &Path) -> io::Result<Self> {
+        Self::open_with(root, Durability::new(fault::from_env()))
+    }
+
+    /// [`open`](Self::open), with the fsyncs of `durability`.
+    pub fn open_with(root: &Path, durability: Arc<Durability>) -> io::Result<Self> {
         super::files::create_private_dir(root)?;
         Ok(Self {
             root: root.to_owned(),
+            durability,
             _temporary: None,
         })
     }
 
     /// A store in a temporary directory, removed when the store is dropped.
     pub fn temporary() -> io::Result<Self> {
+        Self::temporary_with(Durability::new(None))
+    }
+
+    pub(super) fn temporary_with(durability: Arc<Durability>) -> io::Result<Self> {
         let dir = tempfile::tempdir()?;
         Ok(Self {
             root: dir.path().to_owned(),
+            durability,
             _temporary: Some(dir),
         })
+    }
+
+    /// The fsyncs of this store (shared with its database).
+    pub(super) fn durability(&self) -> &Arc<Durability> {
+        &self.durability
     }
 
     /// Where payload `name` lives. Names are `/`-separated segments of letters, digits,
@@ -75,9 +97,10 @@ impl Blobs {
     /// Opens payload `name` for writing, creating it (and its directory) if needed and
     /// keeping what it holds. `direct`: write through `O_DIRECT` where possible.
     pub fn writer(&self, name: &str, direct: bool) -> io::Result<BlobWriter> {
+        self.durability.check().map_err(io::Error::other)?;
         let path = self.path(name)?;
         let dir = path.parent().expect("payload paths have a directory");
-        fs::create_dir_all(dir)?;
+        self.create_dirs(dir)?;
         let open = |flags: i32| {
             OpenOptions::new()
                 .write(true)
@@ -91,7 +114,7 @@ impl Blobs {
         let buffered = open(0)?;
         // The file's entry in its directory is made durable once, here, not at every
         // sync: only creating the file changes it.
-        sync_dir(dir)?;
+        self.sync_dir(dir)?;
         // Some file systems (tmpfs before Linux 6.6, some FUSE) refuse O_DIRECT: fall
         // back to buffered writes there.
         let direct = if direct {
@@ -103,7 +126,39 @@ impl Blobs {
             buffered,
             direct,
             aligned: Vec::new(),
+            path,
+            durability: self.durability.clone(),
         })
+    }
+
+    /// Creates `dir` and its missing parents inside the payload directory, and makes
+    /// each new directory's entry durable (an fsync of every parent that got one, up
+    /// to the payload directory), so no payload file is left in a directory that a
+    /// power cut could take away.
+    fn create_dirs(&self, dir: &Path) -> io::Result<()> {
+        let mut missing = Vec::new();
+        let mut at = dir;
+        while at != self.root && !at.is_dir() {
+            missing.push(at);
+            match at.parent() {
+                Some(parent) => at = parent,
+                None => break,
+            }
+        }
+        for new in missing.iter().rev() {
+            match fs::create_dir(new) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        for new in &missing {
+            self.sync_dir(new.parent().expect("a created directory has a parent"))?;
+        }
+        Ok(())
+    }
+
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        self.durability.sync_dir(dir).map_err(io::Error::other)
     }
 
     /// Reads up to `max` bytes of payload `name` from `offset` (fewer at its end);
@@ -125,16 +180,30 @@ impl Blobs {
 
     /// Renames payload `from` to `to` atomically and makes the rename durable.
     pub fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        self.durability.check().map_err(io::Error::other)?;
         let (from, to) = (self.path(from)?, self.path(to)?);
+        let (from_dir, to_dir) = (
+            from.parent().expect("payload paths have a directory"),
+            to.parent().expect("payload paths have a directory"),
+        );
+        self.create_dirs(to_dir)?;
         fs::rename(&from, &to)?;
-        sync_dir(to.parent().expect("payload paths have a directory"))
+        self.sync_dir(to_dir)?;
+        if from_dir != to_dir {
+            self.sync_dir(from_dir)?;
+        }
+        Ok(())
     }
 
-    /// Removes payload `name`; a missing payload is not an error.
+    /// Removes payload `name` and makes the removal durable (a deletion that a power
+    /// cut could undo must not be reported done); a missing payload is not an error.
     pub fn remove(&self, name: &str) -> io::Result<()> {
-        match fs::remove_file(self.path(name)?) {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
-            _ => Ok(()),
+        self.durability.check().map_err(io::Error::other)?;
+        let path = self.path(name)?;
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+            Ok(()) => self.sync_dir(path.parent().expect("payload paths have a directory")),
         }
     }
 
@@ -202,6 +271,9 @@ pub struct BlobWriter {
     /// An aligned copy of the bytes for `O_DIRECT` (its start is found inside the
     /// vector, so no unsafe allocation is needed).
     aligned: Vec<u8>,
+    path: PathBuf,
+    /// The store's fsyncs: a failed one refuses every later write.
+    durability: Arc<Durability>,
 }
 
 impl BlobWriter {
@@ -209,6 +281,7 @@ impl BlobWriter {
     /// zeros to a whole block: call [`set_len`](Self::set_len) with the payload's size
     /// after the last write.
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
+        self.durability.check().map_err(io::Error::other)?;
         match &self.direct {
             Some(direct) if offset.is_multiple_of(ALIGN as u64) => {
                 let padded = data.len().div_ceil(ALIGN) * ALIGN;
@@ -233,12 +306,10 @@ impl BlobWriter {
     /// Makes everything written so far durable: the bytes and the length. (The file's
     /// entry in its directory was made durable when the writer opened it.)
     pub fn sync(&self) -> io::Result<()> {
-        self.buffered.sync_all()
+        self.durability
+            .sync_all(&self.buffered, &self.path)
+            .map_err(io::Error::other)
     }
-}
-
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
 }
 
 #[cfg(test)]
@@ -287,5 +358,29 @@ mod tests {
             assert_eq!(err.kind(), io::ErrorKind::InvalidInput, "{bad}");
         }
         assert!(blobs.path("products/prd-1a/v2").is_ok());
+    }
+
+    #[test]
+    fn every_new_directory_of_a_payload_is_made_durable() {
+        let synced = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let record = synced.clone();
+        let fault: fault::Fault = Arc::new(move |path: &Path| {
+            record.lock().unwrap().push(path.to_owned());
+            Ok(())
+        });
+        let blobs = Blobs::temporary_with(Durability::new(Some(fault))).unwrap();
+        let root = blobs.root.clone();
+        blobs.writer("a/b/c/x", false).unwrap().sync().unwrap();
+        let synced = std::mem::take(&mut *synced.lock().unwrap());
+        // The entry of each new directory lives in its parent; the file's in `a/b/c`.
+        for dir in [
+            &root,
+            &root.join("a"),
+            &root.join("a/b"),
+            &root.join("a/b/c"),
+        ] {
+            assert!(synced.contains(dir), "{dir:?} not synced: {synced:?}");
+        }
+        assert!(synced.contains(&root.join("a/b/c/x")));
     }
 }

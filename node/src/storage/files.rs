@@ -1,6 +1,8 @@
 //! Files the node and the authority keep beside the database: keys, certificates,
 //! configuration, the authority's state. Writes are atomic (temporary file, fsync,
 //! rename, fsync of the directory), so a crash leaves the old or the new file, never half.
+//! Directories are created durably too: a new directory's entry is fsynced in its
+//! parent, or a power cut could take it and every file in it away.
 
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
@@ -47,13 +49,54 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> io::Result<()> {
         f.sync_all()?;
     }
     fs::rename(&tmp, path)?;
-    fs::File::open(dir)?.sync_all()
+    sync_dir(dir)
 }
 
-/// Creates a directory (and its parents) that only the owner may enter (0700).
+/// Creates a directory (and its parents) that only the owner may enter (0700), and
+/// makes every directory it created durable (an fsync of each one's parent).
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path).filter(|p| !p.as_os_str().is_empty());
+    while let Some(dir) = at {
+        if dir.is_dir() {
+            break;
+        }
+        missing.push(dir);
+        at = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    }
     fs::create_dir_all(path)?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700))
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700))?;
+    for dir in missing {
+        sync_dir(
+            dir.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new(".")),
+        )?;
+    }
+    Ok(())
+}
+
+/// Renames `from` to `to` and makes the rename durable (an fsync of the directories
+/// involved), so what the new name stands for is not undone by a power cut.
+pub fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    fs::rename(from, to)?;
+    let dir_of = |p: &Path| {
+        p.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_owned()
+    };
+    let (from_dir, to_dir) = (dir_of(from), dir_of(to));
+    sync_dir(&to_dir)?;
+    if from_dir != to_dir {
+        sync_dir(&from_dir)?;
+    }
+    Ok(())
+}
+
+/// Makes the names in directory `dir` durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    fs::File::open(dir)?.sync_all()
 }
 
 /// Checks that a file exists and that neither group nor others can read or write it.
