@@ -615,18 +615,25 @@ fn crash_during(space: &mut Space, commands: Vec<Command>, enough: usize) -> Vec
         .into_iter()
         .map(|mut c| c.spawn().expect("run liutong"))
         .collect();
-    wait_for(COMMAND_LIMIT, || {
-        children
+    // Polled often: the point is to cut while the others are still in flight.
+    let deadline = Instant::now() + COMMAND_LIMIT;
+    while Instant::now() < deadline
+        && children
             .iter_mut()
             .filter_map(|c| c.try_wait().ok().flatten())
             .count()
-            >= enough
-    });
+            < enough
+    {
+        std::thread::sleep(Duration::from_millis(2));
+    }
     space.kill_all();
-    children
+    let outputs: Vec<Output> = children
         .into_iter()
         .map(|c| finish(c, COMMAND_LIMIT))
-        .collect()
+        .collect();
+    let answered = outputs.iter().filter(|o| o.status.success()).count();
+    eprintln!("cut with {answered} of {} commands answered", outputs.len());
+    outputs
 }
 
 // ---------------------------------------------------------------------------------
@@ -675,7 +682,9 @@ fn check(space: &Space, ack: &mut Acknowledged, problems: &mut Vec<String>) {
             .iter()
             .find(|t| t["agreement_id"] == agreement.as_str());
         match t {
-            Some(t) if revoked || t["state"] == "COMPLETED" => {}
+            // A revoked copy is deleted (checked below with the revocations).
+            _ if revoked => {}
+            Some(t) if t["state"] == "COMPLETED" => {}
             other => problem(format!(
                 "transfer under {agreement}: COMPLETED was acknowledged, now {other:?}"
             )),
@@ -736,7 +745,9 @@ fn check(space: &Space, ack: &mut Acknowledged, problems: &mut Vec<String>) {
             ));
         }
         if node.name == "transport" {
-            let retired = v["previous_signing_keys"].as_u64().unwrap_or(0);
+            let retired = v["previous_signing_keys"]
+                .as_array()
+                .map_or(0, |k| k.len() as u64);
             if retired < ack.rotations {
                 problem(format!(
                     "transport: {} signing key rotations were installed, now {retired}",
@@ -762,10 +773,13 @@ fn check(space: &Space, ack: &mut Acknowledged, problems: &mut Vec<String>) {
     }
     let listed = members.to_string();
     for id in &ack.admitted {
-        if !members["members"]
-            .as_array()
-            .is_some_and(|m| m.iter().any(|m| m["participant_id"] == id.as_str()))
-        {
+        // A member revoked since is listed among the revocations instead.
+        let listed_in = |key: &str| {
+            members[key]
+                .as_array()
+                .is_some_and(|m| m.iter().any(|m| m["participant_id"] == id.as_str()))
+        };
+        if !listed_in("members") && !listed_in("revocations") {
             problem(format!(
                 "the authority's admission of {id} is gone: {listed}"
             ));
@@ -981,14 +995,14 @@ fn acknowledged_writes_survive_power_loss() {
                 assert!(receipt, "no deletion receipt for {second}");
                 ack.revoked.push(second);
                 save_checkpoints(&space, &mut ack, round);
-                let mut commands: Vec<Command> = (0..4)
+                let mut commands: Vec<Command> = (0..6)
                     .map(|i| publish(&space, &format!("Hourly counts {i}")))
                     .collect();
-                commands.extend((0..3).map(|_| read(&space, &first)));
+                commands.extend((0..4).map(|_| read(&space, &first)));
                 let outputs = crash_during(&mut space, commands, 2);
                 for (i, o) in outputs.iter().enumerate() {
                     if o.status.success() {
-                        if i < 4 {
+                        if i < 6 {
                             let v = json(&String::from_utf8_lossy(&o.stdout));
                             ack.products
                                 .push(v["product_id"].as_str().unwrap().to_owned());
@@ -1036,7 +1050,7 @@ fn acknowledged_writes_survive_power_loss() {
                 ]);
                 ack.authority_sequence = authority_members(&space)["sequence"].as_u64().unwrap();
                 save_checkpoints(&space, &mut ack, round);
-                let commands = (0..3).map(|_| request(&space, &offers[0])).collect();
+                let commands = (0..4).map(|_| request(&space, &offers[0])).collect();
                 let outputs = crash_during(&mut space, commands, 1);
                 for o in outputs.iter().filter(|o| o.status.success()) {
                     let v = json(&String::from_utf8_lossy(&o.stdout));
@@ -1062,11 +1076,11 @@ fn acknowledged_writes_survive_power_loss() {
                 read_one(&space, &mut ack, &first);
                 backup(&space, &mut ack, round);
                 save_checkpoints(&space, &mut ack, round);
-                let mut commands: Vec<Command> = (0..2)
+                let mut commands: Vec<Command> = (0..3)
                     .map(|i| publish(&space, &format!("Bus lines {i}")))
                     .collect();
-                commands.extend((0..2).map(|_| request(&space, &offers[1])));
-                commands.extend((0..2).map(|_| read(&space, &first)));
+                commands.extend((0..3).map(|_| request(&space, &offers[1])));
+                commands.extend((0..3).map(|_| read(&space, &first)));
                 let outputs = crash_during(&mut space, commands, 1);
                 for (i, o) in outputs
                     .iter()
@@ -1075,19 +1089,33 @@ fn acknowledged_writes_survive_power_loss() {
                 {
                     let v: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
                     match i {
-                        0 | 1 => ack
+                        0..=2 => ack
                             .products
                             .push(v["product_id"].as_str().unwrap().to_owned()),
-                        2 | 3 if v["state"] == "FINALIZED" => ack
+                        3..=5 if v["state"] == "FINALIZED" => ack
                             .agreements
                             .push(v["agreement_id"].as_str().unwrap().to_owned()),
-                        2 | 3 => {}
+                        3..=5 => {}
                         _ => *ack.uses.get_mut(&first).unwrap() += 1,
                     }
                 }
             }
         }
         space.kill_all();
+        eprintln!(
+            "round {round}: acknowledged so far: {} products, {} agreements, {} transfers, \
+             uses {:?}, {} revoked, trust {:?}, authority sequence {}, {} rotations, {} \
+             backups; cut",
+            ack.products.len(),
+            ack.agreements.len(),
+            ack.transfers.len(),
+            ack.uses,
+            ack.revoked.len(),
+            ack.trust,
+            ack.authority_sequence,
+            ack.rotations,
+            ack.backups.len()
+        );
         space.lazyfs.power_cut();
         let mut round_problems = Vec::new();
         match space.start_all() {
