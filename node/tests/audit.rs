@@ -7,6 +7,8 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use common::*;
 use liutong_node::audit::auditor::{AuditorClient, VerifyError};
 use liutong_node::audit::bundle::{BUNDLE_VERSION, EvidenceBundle, verify_bundle};
@@ -296,6 +298,171 @@ async fn an_entry_changed_on_disk_is_named_by_verify() {
     assert!(!out.status.success());
     let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(answer["badEntry"], bad);
+    node.running.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_after_the_checkpoint_are_verified_up_to_the_head() {
+    let space = DataSpace::start().await;
+    // No checkpoint by the timer after its first round: the tail stays unsigned.
+    let node = space
+        .node_with(TRANSPORT, "transport", NO_AUDITOR, |c| {
+            c.audit.checkpoint_interval = Duration::from_secs(3600);
+        })
+        .await;
+    let audit = &node.running.context.audit;
+    for i in 0..12 {
+        audit
+            .append(&Event::new(
+                EventKind::Alert,
+                1_800_000_000 + i,
+                format!("signed {i}"),
+            ))
+            .await
+            .unwrap();
+    }
+    local_audit(&node, LocalRole::Admin)
+        .await
+        .new_checkpoint(NewCheckpointRequest {})
+        .await
+        .unwrap();
+    // The timer's first round may still sign what was appended before it ran; a second
+    // batch comes after that round.
+    let (mut checkpoint, mut last_batch) = (0, 0);
+    for batch in 0..2 {
+        last_batch = batch;
+        for i in 0..10 {
+            audit
+                .append(&Event::new(
+                    EventKind::Alert,
+                    1_800_000_100 + i,
+                    format!("tail {batch}-{i}"),
+                ))
+                .await
+                .unwrap();
+        }
+        checkpoint = local_audit(&node, LocalRole::Auditor)
+            .await
+            .get_checkpoint(GetCheckpointRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .size;
+        if checkpoint + 10 <= audit.size() {
+            break;
+        }
+    }
+    let head = audit.size();
+    assert!(
+        checkpoint + 10 <= head,
+        "checkpoint {checkpoint}, head {head}"
+    );
+
+    let report = local_auditor(&node)
+        .await
+        .verify()
+        .await
+        .expect("the log verifies");
+    assert_eq!(report.entries, head);
+    assert_eq!(report.log_size, head);
+    assert_eq!(report.checkpoint.checkpoint.size, checkpoint);
+    assert_eq!(report.unsigned(), head - checkpoint);
+    assert_eq!(report.head_root, audit.root_at(head).unwrap());
+
+    // The command names the checkpoint the unsigned tail is consistent with.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+        .args(["audit", "verify", "--config"])
+        .arg(node.config_path())
+        .env_remove("LIUTONG_CONFIG")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{head} entries recomputed; root {} matches the signed checkpoint of size {checkpoint}",
+            B64.encode(report.checkpoint.checkpoint.root)
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "head at size {head} (root {}): {} entries after the checkpoint, not signed yet, \
+             consistent with the checkpoint of size {checkpoint}",
+            B64.encode(report.head_root),
+            head - checkpoint
+        )),
+        "{stdout}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+        .args(["audit", "verify", "--json", "--config"])
+        .arg(node.config_path())
+        .env_remove("LIUTONG_CONFIG")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["entries"], head);
+    assert_eq!(answer["unsigned"], head - checkpoint);
+    assert_eq!(answer["consistentWith"]["size"], checkpoint);
+
+    // An unsigned entry changed in storage: no signature covers it, but the node's tree
+    // was built from the original bytes, so verify names it.
+    let storage = node.running.context.storage.clone();
+    let find = |text: &str| {
+        (checkpoint..head)
+            .find_map(|i| {
+                let e = String::from_utf8(storage.get("audit", &entry_key(i)).unwrap()?).unwrap();
+                e.contains(text).then_some((i, e))
+            })
+            .unwrap()
+    };
+    let (bad, original) = find(&format!("\"tail {last_batch}-4\""));
+    storage
+        .put(
+            "audit",
+            &entry_key(bad),
+            original.replace("\"tail ", "\"tale ").as_bytes(),
+        )
+        .unwrap();
+    let err = local_auditor(&node).await.verify().await.unwrap_err();
+    assert!(
+        matches!(err, VerifyError::BadTailEntry { index, checkpoint_size, .. }
+            if index == bad && checkpoint_size == checkpoint),
+        "{err}"
+    );
+    assert!(err.to_string().contains(&format!("entry {bad} ")), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+        .args(["audit", "verify", "--json", "--config"])
+        .arg(node.config_path())
+        .env_remove("LIUTONG_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let answer: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(answer["badEntry"], bad);
+
+    // Put back, then a later unsigned entry deleted: named as missing.
+    storage
+        .put("audit", &entry_key(bad), original.as_bytes())
+        .unwrap();
+    local_auditor(&node).await.verify().await.expect("restored");
+    let (gone, _) = find(&format!("\"tail {last_batch}-7\""));
+    storage.delete("audit", &entry_key(gone)).unwrap();
+    let err = local_auditor(&node).await.verify().await.unwrap_err();
+    assert!(
+        matches!(err, VerifyError::MissingTailEntry { index, .. } if index == gone),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&format!("entry {gone} is missing")),
+        "{err}"
+    );
     node.running.shutdown().await.unwrap();
 }
 

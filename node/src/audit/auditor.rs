@@ -6,11 +6,17 @@
 //!   agree.
 //! - The checkpoint's signature is checked with that key, and every cosignature with the
 //!   witness's own authority-signed credential.
-//! - [`AuditorClient::verify`] fetches every entry up to the checkpoint, recomputes the
-//!   tree, and compares roots. On a mismatch it finds the first entry that differs: for a
-//!   size `m`, the node's consistency proof from `m` to the checkpoint verifies against
-//!   the recomputed root of the first `m` entries exactly when those entries are the
-//!   signed ones, so a binary search over `m` names the first changed entry.
+//! - [`AuditorClient::verify`] fetches every entry up to the head of the log, recomputes
+//!   the tree, and compares its root at the checkpoint's size with the signed one. On a
+//!   mismatch it finds the first entry that differs: for a size `m`, the node's
+//!   consistency proof from `m` to the checkpoint verifies against the recomputed root
+//!   of the first `m` entries exactly when those entries are the signed ones, so a
+//!   binary search over `m` names the first changed entry.
+//! - The entries after the latest checkpoint (the unsigned tail) are checked against the
+//!   tree the node built when it appended them: its root at the head must be the
+//!   recomputed one (else the same binary search, against the head, names the changed
+//!   entry), and its consistency proof from the checkpoint to the head must verify, so
+//!   the head extends what the node signed.
 //!
 //! [`bundle`](super::bundle) uses the same checks offline.
 
@@ -53,8 +59,23 @@ pub enum VerifyError {
          not hold it (the log was truncated or the entry deleted)"
     )]
     MissingEntry { index: u64, size: u64 },
+    #[error(
+        "entry {index} is missing: the log's head is at size {size}, but the log does not \
+         hold it (the entry was deleted)"
+    )]
+    MissingTailEntry { index: u64, size: u64 },
     #[error("entry {index} does not match the signed checkpoint: {reason}")]
     BadEntry { index: u64, reason: String },
+    #[error(
+        "entry {index} does not match the tree the node built when it appended it \
+         (after the latest checkpoint, of size {checkpoint_size}, so no signature covers \
+         it yet): {reason}"
+    )]
+    BadTailEntry {
+        index: u64,
+        checkpoint_size: u64,
+        reason: String,
+    },
     #[error("the recomputed tree does not match the signed checkpoint: {0}")]
     RootMismatch(String),
     #[error("the node's {what} does not verify: {reason}")]
@@ -65,7 +86,10 @@ impl VerifyError {
     /// The index of the first bad entry, if the failure is one entry's.
     pub fn bad_entry(&self) -> Option<u64> {
         match self {
-            Self::MissingEntry { index, .. } | Self::BadEntry { index, .. } => Some(*index),
+            Self::MissingEntry { index, .. }
+            | Self::MissingTailEntry { index, .. }
+            | Self::BadEntry { index, .. }
+            | Self::BadTailEntry { index, .. } => Some(*index),
             _ => None,
         }
     }
@@ -106,12 +130,22 @@ pub struct VerifiedCheckpoint {
 pub struct VerifyReport {
     pub origin: String,
     pub checkpoint: VerifiedCheckpoint,
-    /// Entries recomputed (the checkpoint's size).
+    /// Entries recomputed: every entry up to the head.
     pub entries: u64,
     /// Entries that are not events this software can read (still covered by the tree).
     pub undecodable: Vec<u64>,
-    /// The node's log size when checked (may be ahead of the checkpoint).
+    /// The head: the node's log size when checked (may be ahead of the checkpoint).
     pub log_size: u64,
+    /// The recomputed root of the whole log, up to the head. The node's own root at
+    /// that size agrees, and is consistent with the checkpoint.
+    pub head_root: Hash,
+}
+
+impl VerifyReport {
+    /// Entries after the latest checkpoint, which no signature covers yet.
+    pub fn unsigned(&self) -> u64 {
+        self.log_size - self.checkpoint.checkpoint.size
+    }
 }
 
 /// Opens a membership credential with the authority's key
@@ -342,6 +376,14 @@ impl AuditorClient {
         &mut self,
         log: &TrustedLog,
     ) -> Result<VerifiedCheckpoint, VerifyError> {
+        Ok(self.checkpoint_and_head(log).await?.0)
+    }
+
+    /// The latest checkpoint, verified, and the log's size (its head) when it was read.
+    async fn checkpoint_and_head(
+        &mut self,
+        log: &TrustedLog,
+    ) -> Result<(VerifiedCheckpoint, u64), VerifyError> {
         let answer = self
             .client
             .get_checkpoint(GetCheckpointRequest {})
@@ -353,13 +395,14 @@ impl AuditorClient {
             .into_iter()
             .map(Into::into)
             .collect();
-        verify_checkpoint(
+        let checkpoint = verify_checkpoint(
             log,
             &answer.note,
             &credentials,
             &self.authority_key,
             answer.quorum,
-        )
+        )?;
+        Ok((checkpoint, answer.log_size))
     }
 
     /// Entries `from..to` (to excluded), in order; a missing one is an error naming it.
@@ -404,13 +447,27 @@ impl AuditorClient {
         Ok(out)
     }
 
-    /// Fetches the whole log up to the latest checkpoint and recomputes it; see the
-    /// module doc.
+    /// Fetches the whole log up to its head and recomputes it; see the module doc.
     pub async fn verify(&mut self) -> Result<VerifyReport, VerifyError> {
         let log = self.trusted_log().await?;
-        let checkpoint = self.checkpoint(&log).await?;
+        let (checkpoint, head) = self.checkpoint_and_head(&log).await?;
         let size = checkpoint.checkpoint.size;
-        let entries = self.entries(0, size).await?;
+        if head < size {
+            return Err(VerifyError::Proof {
+                what: "log".into(),
+                reason: format!(
+                    "the node signed a checkpoint of {size} entries, but says its log holds \
+                     only {head}: the log was cut back"
+                ),
+            });
+        }
+        let mut entries = self.entries(0, size).await?;
+        entries.extend(self.entries(size, head).await.map_err(|e| match e {
+            VerifyError::MissingEntry { index, size } => {
+                VerifyError::MissingTailEntry { index, size }
+            }
+            other => other,
+        })?);
         let mut tree = MemoryTreeStore::new();
         let mut undecodable = Vec::new();
         for (i, e) in entries.iter().enumerate() {
@@ -419,8 +476,12 @@ impl AuditorClient {
                 undecodable.push(i as u64);
             }
         }
-        if tree.current_root() != checkpoint.checkpoint.root {
-            let index = self.first_divergence(&tree, &checkpoint.checkpoint).await?;
+        let signed_prefix =
+            merkle::root(&tree, size).map_err(|e| VerifyError::RootMismatch(e.to_string()))?;
+        if signed_prefix != checkpoint.checkpoint.root {
+            let index = self
+                .first_divergence(&tree, 0, size, &checkpoint.checkpoint.root)
+                .await?;
             return Err(VerifyError::BadEntry {
                 index,
                 reason: "its bytes are not the ones the checkpoint's tree was built from \
@@ -428,27 +489,87 @@ impl AuditorClient {
                     .into(),
             });
         }
-        // The node's own proofs must verify too: spot-check first, middle, last.
+        let head_root = tree.current_root();
+        if head > size {
+            self.check_tail(&tree, &checkpoint.checkpoint, head, &head_root)
+                .await?;
+        }
+        // The node's own proofs must verify too: spot-check first, middle, last of the
+        // signed tree, and the head's last entry.
         if size > 0 {
             for index in [0, size / 2, size - 1] {
                 self.check_inclusion(index, &entries[index as usize], &checkpoint.checkpoint)
                     .await?;
             }
         }
-        let log_size = self
-            .client
-            .get_checkpoint(GetCheckpointRequest {})
-            .await
-            .map_err(rpc("reading the checkpoint"))?
-            .into_inner()
-            .log_size;
+        if head > size {
+            let at_head = Checkpoint {
+                origin: checkpoint.checkpoint.origin.clone(),
+                size: head,
+                root: head_root,
+            };
+            self.check_inclusion(head - 1, &entries[head as usize - 1], &at_head)
+                .await?;
+        }
         Ok(VerifyReport {
             origin: log.origin,
             checkpoint,
-            entries: size,
+            entries: head,
             undecodable,
-            log_size,
+            log_size: head,
+            head_root,
         })
+    }
+
+    /// Checks the entries after the checkpoint against the node's tree at `head`, and
+    /// that tree's consistency with the checkpoint.
+    async fn check_tail(
+        &mut self,
+        tree: &MemoryTreeStore,
+        checkpoint: &Checkpoint,
+        head: u64,
+        head_root: &Hash,
+    ) -> Result<(), VerifyError> {
+        let size = checkpoint.size;
+        let answer = self
+            .client
+            .prove_consistency(ProveConsistencyRequest {
+                size1: size,
+                size2: head,
+            })
+            .await
+            .map_err(rpc("proving consistency"))?
+            .into_inner();
+        let node_root: Hash =
+            answer
+                .root2
+                .as_slice()
+                .try_into()
+                .map_err(|_| VerifyError::Proof {
+                    what: format!("root at the head (size {head})"),
+                    reason: format!("{} bytes, not 32", answer.root2.len()),
+                })?;
+        if node_root != *head_root {
+            let index = self.first_divergence(tree, size, head, &node_root).await?;
+            return Err(VerifyError::BadTailEntry {
+                index,
+                checkpoint_size: size,
+                reason: "its bytes are not the ones whose hash the node stored (changed on \
+                         disk?)"
+                    .into(),
+            });
+        }
+        if size > 0 {
+            merkle::verify_consistency(size, head, &checkpoint.root, head_root, &answer.proof)
+                .map_err(|e| VerifyError::Proof {
+                    what: format!(
+                        "consistency proof from the checkpoint of size {size} to the head \
+                         (size {head})"
+                    ),
+                    reason: e.to_string(),
+                })?;
+        }
+        Ok(())
     }
 
     async fn check_inclusion(
@@ -479,18 +600,21 @@ impl AuditorClient {
         })
     }
 
-    /// The first entry whose bytes differ from the signed ones (see the module doc).
+    /// The first entry whose bytes differ from the ones the tree of `size` entries with
+    /// root `root` was built from, the first `known_good` being right (see the module
+    /// doc).
     async fn first_divergence(
         &mut self,
         tree: &MemoryTreeStore,
-        checkpoint: &Checkpoint,
+        known_good: u64,
+        size: u64,
+        root: &Hash,
     ) -> Result<u64, VerifyError> {
-        let size = checkpoint.size;
-        // The first `lo` entries are known good (0 trivially); the first `hi` are not.
-        let (mut lo, mut hi) = (0u64, size);
+        // The first `lo` entries are known good; the first `hi` are not.
+        let (mut lo, mut hi) = (known_good, size);
         while hi - lo > 1 {
             let mid = lo + (hi - lo) / 2;
-            if self.prefix_is_signed(tree, mid, checkpoint).await? {
+            if self.prefix_matches(tree, mid, size, root).await? {
                 lo = mid;
             } else {
                 hi = mid;
@@ -499,27 +623,27 @@ impl AuditorClient {
         Ok(hi - 1)
     }
 
-    async fn prefix_is_signed(
+    /// Whether the first `m` recomputed entries are the ones the tree of `size` entries
+    /// with root `root` was built from.
+    async fn prefix_matches(
         &mut self,
         tree: &MemoryTreeStore,
         m: u64,
-        checkpoint: &Checkpoint,
+        size: u64,
+        root: &Hash,
     ) -> Result<bool, VerifyError> {
-        let root: Hash =
+        let prefix: Hash =
             merkle::root(tree, m).map_err(|e| VerifyError::RootMismatch(e.to_string()))?;
         let proof = self
             .client
             .prove_consistency(ProveConsistencyRequest {
                 size1: m,
-                size2: checkpoint.size,
+                size2: size,
             })
             .await
             .map_err(rpc("proving consistency"))?
             .into_inner();
-        Ok(
-            merkle::verify_consistency(m, checkpoint.size, &root, &checkpoint.root, &proof.proof)
-                .is_ok(),
-        )
+        Ok(merkle::verify_consistency(m, size, &prefix, root, &proof.proof).is_ok())
     }
 }
 

@@ -80,9 +80,12 @@ pub enum AuditCommand {
         #[command(flatten)]
         filter: FilterArgs,
     },
-    /// Fetch the whole log and recompute it: tree, checkpoint signature, cosignatures,
-    /// proofs. Exits non-zero on any mismatch and names the first bad entry. With
-    /// --bundle, check an evidence bundle offline instead.
+    /// Fetch the whole log, up to its head, and recompute it: tree, checkpoint
+    /// signature, cosignatures, proofs. The latest signed checkpoint must match the tree
+    /// at its size, and the entries after it (not signed yet) must extend it: the head
+    /// is proven consistent with that checkpoint. Exits non-zero on any mismatch and
+    /// names the first bad entry. With --bundle, check an evidence bundle offline
+    /// instead.
     Verify {
         #[command(flatten)]
         target: Target,
@@ -545,6 +548,12 @@ async fn verify(
                     "root": B64.encode(cp.checkpoint.root),
                     "entries": r.entries,
                     "logSize": r.log_size,
+                    "headRoot": B64.encode(r.head_root),
+                    "unsigned": r.unsigned(),
+                    "consistentWith": {
+                        "size": cp.checkpoint.size,
+                        "root": B64.encode(cp.checkpoint.root),
+                    },
                     "cosigners": cp.cosigners,
                     "quorum": cp.quorum,
                     "witnessed": cp.cosigners.len() as u32 >= cp.quorum,
@@ -552,10 +561,11 @@ async fn verify(
                 }))
             } else {
                 println!(
-                    "OK  {}: {} entries recomputed; root {} matches the signed checkpoint",
+                    "OK  {}: {} entries recomputed; root {} matches the signed checkpoint of size {}",
                     r.origin,
                     r.entries,
-                    B64.encode(cp.checkpoint.root)
+                    B64.encode(cp.checkpoint.root),
+                    cp.checkpoint.size
                 );
                 println!(
                     "    cosigned by {} of quorum {}{}",
@@ -571,6 +581,21 @@ async fn verify(
                         " (NOT witnessed)"
                     }
                 );
+                if r.unsigned() == 0 {
+                    println!(
+                        "    head at size {}: the signed checkpoint covers every entry",
+                        r.log_size
+                    );
+                } else {
+                    println!(
+                        "    head at size {} (root {}): {} entries after the checkpoint, not signed yet, consistent with the checkpoint of size {} ({})",
+                        r.log_size,
+                        B64.encode(r.head_root),
+                        r.unsigned(),
+                        cp.checkpoint.size,
+                        B64.encode(cp.checkpoint.root)
+                    );
+                }
                 if !r.undecodable.is_empty() {
                     println!(
                         "    entries that are not events of this software: {:?}",
