@@ -675,10 +675,7 @@ mod tests {
     fn testdata_dir() -> PathBuf {
         match std::env::var_os("LIUTONG_RFC6962_TESTDATA") {
             Some(dir) => PathBuf::from(dir),
-            None => PathBuf::from(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/data/rfc6962"
-            )),
+            None => PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/rfc6962")),
         }
     }
 

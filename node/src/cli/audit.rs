@@ -469,7 +469,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 filter,
                 logs,
             };
-            std::fs::write(&out, serde_json::to_vec_pretty(&bundle)?)
+            crate::storage::files::write_public(&out, &serde_json::to_vec_pretty(&bundle)?)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             let entries: usize = bundle.logs.iter().map(|l| l.entries.len()).sum();
             if target.json {
