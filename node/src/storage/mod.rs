@@ -160,8 +160,12 @@ struct Barrier {
     /// sled's log (`<dir>/db`), opened once: an fsync covers the file's every dirty
     /// page, whichever handle wrote them.
     log: File,
-    /// sled's blob files already fsynced, so a flush syncs only new ones.
-    synced_blobs: Mutex<HashSet<OsString>>,
+    /// sled's blob files already fsynced, with the length each had just before its
+    /// fsync, so a flush syncs only new ones. sled writes a blob file while a writer
+    /// reserves its place in the log, which can overlap a flush: a file listed while
+    /// it is still being written is synced again once its length has changed (sled
+    /// never writes to a blob file after it is complete).
+    synced_blobs: Mutex<HashMap<OsString, u64>>,
     /// sled's snapshot files (`snap.*`) as of the last fsync of `dir`: sled renames a
     /// new snapshot into place and removes the old one without an fsync of the
     /// directory.
@@ -494,24 +498,31 @@ impl Barrier {
             let mut synced = self.synced_blobs.lock().unwrap_or_else(|p| p.into_inner());
             let mut new = 0;
             for name in &blobs {
-                if synced.contains(name) {
+                let path = blobs_dir.join(name);
+                // sled may remove a blob file (garbage collection) after the listing.
+                let gone = |e: &std::io::Error| e.kind() == std::io::ErrorKind::NotFound;
+                // The length before the fsync: every byte up to it is covered by it.
+                let len = match std::fs::metadata(&path) {
+                    Ok(meta) => meta.len(),
+                    Err(e) if gone(&e) => continue,
+                    Err(e) => return Err(d.fail(format!("cannot read {}: {e}", path.display()))),
+                };
+                if synced.get(name) == Some(&len) {
                     continue;
                 }
-                let path = blobs_dir.join(name);
                 match File::open(&path) {
                     Ok(file) => d.sync_all(&file, &path)?,
-                    // sled removed it (garbage collection) since the listing.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) if gone(&e) => continue,
                     Err(e) => return Err(d.fail(format!("cannot open {}: {e}", path.display()))),
                 }
-                synced.insert(name.clone());
+                synced.insert(name.clone(), len);
                 new += 1;
             }
             if new > 0 {
                 d.sync_dir(&blobs_dir)?;
             }
             let present: HashSet<&OsString> = blobs.iter().collect();
-            synced.retain(|n| present.contains(n));
+            synced.retain(|n, _| present.contains(n));
         }
         d.sync_data(&self.log, &self.dir.join(SLED_LOCK_FILE))?;
         let mut snapshots: Vec<OsString> = listing(&self.dir)?
@@ -624,7 +635,33 @@ mod tests {
 
         s.put_durable("t", b"small", b"w").await.unwrap();
         let second = std::mem::take(&mut *synced.lock().unwrap());
-        assert_eq!(second, vec![log], "a synced blob file is not synced again");
+        assert_eq!(
+            second,
+            vec![log.clone()],
+            "a synced blob file is not synced again"
+        );
+
+        // A blob file that was still being written when a flush synced it (sled writes
+        // blob files while a writer reserves log space, which can overlap a flush) is
+        // synced again once it has grown.
+        let blob = std::fs::read_dir(&blobs)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let mut partial = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&blob)
+            .unwrap();
+        std::io::Write::write_all(&mut partial, b"rest of the value").unwrap();
+        s.put_durable("t", b"small", b"x").await.unwrap();
+        let third = std::mem::take(&mut *synced.lock().unwrap());
+        assert!(
+            third.contains(&blob),
+            "a grown blob file is synced again: {third:?}"
+        );
+        assert!(third.contains(&log));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
