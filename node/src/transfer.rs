@@ -831,19 +831,20 @@ pub async fn pull(
         .audit
         .append_with(
             &[event],
-            vec![(
-                COPIES,
-                Write::Put(
-                    copy_key(agreement_id),
-                    serde_json::to_vec(&record).expect("copies serialize"),
+            // The mark before the copy record: a copy that is COMPLETED on disk always
+            // has its receipt on the way.
+            vec![
+                (COPIES, Write::Put(pending_key(agreement_id), Vec::new())),
+                (
+                    COPIES,
+                    Write::Put(
+                        copy_key(agreement_id),
+                        serde_json::to_vec(&record).expect("copies serialize"),
+                    ),
                 ),
-            )],
+            ],
         )
         .await?;
-    context
-        .storage
-        .put(COPIES, &pending_key(agreement_id), b"")?;
-    context.storage.flush().await?;
     // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
     // sent yet.
     crate::pause::at("transfer.consumer.completed").await;
