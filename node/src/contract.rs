@@ -17,10 +17,13 @@
 //!
 //! A step whose next step did not happen (the answer was lost, a node crashed) is taken
 //! up again from its record by [`poll_pending`]: the consumer asks how its request
-//! stands (and sends it again, byte for byte, if the provider never got it) and sends
-//! its countersignature again; both are answered idempotently. Only an explicit
-//! refusal, or `recovery.expire_after`, ends a negotiation that way: a provider's
-//! AGREED that is never countersigned is TERMINATED too, with the reason recorded.
+//! stands (and sends it again, byte for byte, if the provider never got it and it is
+//! still valid: 5 minutes from when it was made) and sends its countersignature again;
+//! both are answered idempotently. Only the provider's answer about the step, or
+//! `recovery.expire_after` once this process tried the step, ends a negotiation that
+//! way: a request (also one waiting for a person's approval) and a provider's AGREED
+//! that is never countersigned are TERMINATED, with the reason recorded. A
+//! countersigned agreement does not expire: the provider may hold it FINALIZED.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -5,9 +5,12 @@
 //! (see [`runtime`](crate::runtime)) until it reaches a final state. Each failed attempt
 //! doubles the wait before the next, up to [`MAX_BACKOFF_FACTOR`] times
 //! `recovery.retry_interval`; a step older than `recovery.expire_after` is given up with
-//! a recorded reason. The decisions are pure functions of the state and the time, so
-//! they are tested here; what a step does is in [`contract`](crate::contract) and
-//! [`transfer`](crate::transfer).
+//! a recorded reason, but only once this process has tried it, and a countersigned
+//! agreement never by time (see [`contract`](crate::contract)). Only the peer's answer
+//! about the step ends it otherwise ([`verdict`]); one step at a time works on a record
+//! ([`Claims`]). The decisions are pure functions of the state, the answer and the
+//! time, so they are tested here; what a step does is in [`contract`](crate::contract)
+//! and [`transfer`](crate::transfer).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
