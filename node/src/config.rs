@@ -171,7 +171,10 @@ impl Default for UsageSection {
 /// step (a request not answered yet, a countersignature or a receipt not confirmed by
 /// the provider, an agreement the consumer has not countersigned) is retried from its
 /// stored record in the background until it reaches a final state, or given up with a
-/// recorded reason once it is older than `expire_after`.
+/// recorded reason once it is older than `expire_after` and the running node has tried
+/// it. A countersigned agreement is not given up by time (the provider may hold it
+/// FINALIZED; only its answer ends it), and a request that never reached the provider
+/// is sent again only within its own validity (5 minutes from when it was made).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RecoverySection {
@@ -180,7 +183,9 @@ pub struct RecoverySection {
     #[serde(with = "humantime_serde", default = "default_retry_interval")]
     pub retry_interval: Duration,
     /// How long an unfinished step is retried (or, at a provider, waited for) before it
-    /// is given up: the negotiation is TERMINATED, a receipt is no longer sent.
+    /// is given up: the negotiation is TERMINATED, a receipt is no longer sent. A
+    /// request counts from when it was made, also while it waits for a person's
+    /// approval at the provider.
     #[serde(with = "humantime_serde", default = "default_expire_after")]
     pub expire_after: Duration,
 }
@@ -564,7 +569,8 @@ impl NodeConfig {
              # confirmed, an agreement not countersigned) are retried from their stored\n\
              # record, first after retry_interval, then with doubling waits (up to 64 times\n\
              # it), until they finish or are older than expire_after; then the negotiation\n\
-             # is TERMINATED (or the receipt no longer sent) with the reason recorded.\n",
+             # is TERMINATED (or the receipt no longer sent) with the reason recorded. A\n\
+             # countersigned agreement does not expire: only the provider's answer ends it.\n",
         );
         out.push_str(&format!(
             "retry_interval = \"{}\"\n",

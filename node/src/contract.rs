@@ -17,10 +17,13 @@
 //!
 //! A step whose next step did not happen (the answer was lost, a node crashed) is taken
 //! up again from its record by [`poll_pending`]: the consumer asks how its request
-//! stands (and sends it again, byte for byte, if the provider never got it) and sends
-//! its countersignature again; both are answered idempotently. Only an explicit
-//! refusal, or `recovery.expire_after`, ends a negotiation that way: a provider's
-//! AGREED that is never countersigned is TERMINATED too, with the reason recorded.
+//! stands (and sends it again, byte for byte, if the provider never got it and it is
+//! still valid: 5 minutes from when it was made) and sends its countersignature again;
+//! both are answered idempotently. Only the provider's answer about the step, or
+//! `recovery.expire_after` once this process tried the step, ends a negotiation that
+//! way: a request (also one waiting for a person's approval) and a provider's AGREED
+//! that is never countersigned are TERMINATED, with the reason recorded. A
+//! countersigned agreement does not expire: the provider may hold it FINALIZED.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -391,8 +394,9 @@ pub struct Contracts {
     /// ([`Negotiation::unfinished`]), which the poller takes up: read from storage
     /// once, then kept up to date by every commit. `None` until first read.
     waiting: Arc<Mutex<Option<HashSet<String>>>>,
-    /// Negotiations a step is working on now (see [`Contracts::claim`]).
-    claims: Arc<Mutex<HashSet<String>>>,
+    /// Negotiations (and, see [`transfer`](crate::transfer), receipts) a step is
+    /// working on now (see [`Contracts::claim`]).
+    claims: crate::recovery::Claims,
     /// Offers fetched lately (consumer side), by provider address and offer ID. An
     /// offer ID names a product version, whose policy never changes, and the provider
     /// checks the offer again when it gets the request, so a recent answer is reused
@@ -433,7 +437,7 @@ impl Contracts {
         Self {
             storage,
             waiting: Arc::default(),
-            claims: Arc::default(),
+            claims: Default::default(),
             offers: Arc::default(),
             policies: Arc::default(),
         }
@@ -515,11 +519,13 @@ impl Contracts {
     /// steps never decide on the same record at once; `None` while another holds it.
     /// Released when the claim is dropped.
     pub(crate) fn claim(&self, id: &str) -> Option<Claim> {
-        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        claims.insert(id.to_owned()).then(|| Claim {
-            claims: self.claims.clone(),
-            id: id.to_owned(),
-        })
+        self.claims.try_claim(id)
+    }
+
+    /// The claims of this node's steps, for keys other than negotiation IDs (a
+    /// transfer's receipt).
+    pub(crate) fn claims(&self) -> &crate::recovery::Claims {
+        &self.claims
     }
 
     pub fn get(&self, id: &str) -> Result<Option<Negotiation>, ContractError> {
@@ -595,16 +601,26 @@ impl Contracts {
 }
 
 /// A negotiation claimed by one step ([`Contracts::claim`]).
-pub(crate) struct Claim {
-    claims: Arc<Mutex<HashSet<String>>>,
-    id: String,
-}
+pub(crate) use crate::recovery::Claim;
 
-impl Drop for Claim {
-    fn drop(&mut self) {
-        let mut claims = self.claims.lock().unwrap_or_else(|p| p.into_inner());
-        claims.remove(&self.id);
+/// How long a countersignature waits for another step on its negotiation (an expiry
+/// being decided) before it is answered as busy.
+const COUNTERSIGN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The longest text of the provider's kept in a reason: a peer's words are recorded,
+/// not any amount of them.
+const PEER_TEXT: usize = 512;
+
+/// `text` from a peer, cut to [`PEER_TEXT`] bytes (at a character boundary).
+fn peer_text(text: &str) -> String {
+    if text.len() <= PEER_TEXT {
+        return text.to_owned();
     }
+    let mut end = PEER_TEXT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// The reason a consumer's REQUESTED carries until the provider has answered it.
@@ -625,39 +641,49 @@ pub(crate) enum Recovery {
 }
 
 /// The next action for `n` at `now` (Unix seconds), or `None` when `n` has no step to
-/// come (final, or not this node's to take). A step is measured from when it was
-/// entered (`updated_at`). A request the provider has answered (it waits for a
-/// person's approval there) does not expire: it is waiting on a person, not on a
-/// message that may have been lost.
+/// come (final, or not this node's to take). `tried`: this process has taken the step
+/// up before (for a provider's AGREED, for long enough that a consumer retrying at its
+/// longest backoff has come by); no step is given up before, so a node that was down
+/// longer than `expire_after` first tries what it can.
+///
+/// A request is measured from when it was made (`created_at`), whatever the provider
+/// said of it since: one waiting for a person's approval there expires too. A
+/// countersigned agreement never expires by time: the provider may hold it FINALIZED,
+/// so it ends only on the provider's answer ([`send_countersigned`]). A provider's
+/// AGREED is measured from when it was entered (`updated_at`).
 pub(crate) fn recovery_step(
     n: &Negotiation,
     now: i64,
     expire_after: std::time::Duration,
+    tried: bool,
 ) -> Option<Recovery> {
-    let expired = crate::recovery::expired(n.updated_at, now, expire_after);
     let after = humantime::format_duration(expire_after);
     match (n.role, n.state) {
-        (Role::Consumer, NegotiationStatus::Requested) => Some(if n.reason == SENT && expired {
-            Recovery::Expire(format!(
-                "expired: the provider did not answer the request within {after}"
-            ))
-        } else {
-            Recovery::Ask
-        }),
-        (Role::Consumer, NegotiationStatus::Verified) => Some(if expired {
-            Recovery::Expire(format!(
-                "expired: the provider did not confirm the countersigned agreement within {after}"
-            ))
-        } else {
-            Recovery::Countersign
-        }),
-        (Role::Provider, NegotiationStatus::Agreed) => Some(if expired {
-            Recovery::Expire(format!(
-                "expired: the consumer did not countersign the agreement within {after}"
-            ))
-        } else {
-            Recovery::Wait
-        }),
+        (Role::Consumer, NegotiationStatus::Requested) => Some(
+            if tried && crate::recovery::expired(n.created_at, now, expire_after) {
+                Recovery::Expire(if n.reason == SENT {
+                    format!("expired: the provider did not answer the request within {after}")
+                } else {
+                    format!(
+                        "expired: the provider did not decide on the request within {after} \
+                         (last told: {})",
+                        n.reason
+                    )
+                })
+            } else {
+                Recovery::Ask
+            },
+        ),
+        (Role::Consumer, NegotiationStatus::Verified) => Some(Recovery::Countersign),
+        (Role::Provider, NegotiationStatus::Agreed) => Some(
+            if tried && crate::recovery::expired(n.updated_at, now, expire_after) {
+                Recovery::Expire(format!(
+                    "expired: the consumer did not countersign the agreement within {after}"
+                ))
+            } else {
+                Recovery::Wait
+            },
+        ),
         _ => None,
     }
 }
@@ -1187,20 +1213,25 @@ pub async fn receive_countersigned(
     state_for(context, caller, id)?;
     let _claim = context
         .contracts
-        .claim(id)
+        .claims
+        .claim_within(id, COUNTERSIGN_WAIT)
+        .await
         .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
     // Read again under the claim: an expiry may have ended it in between.
     let mut n = state_for(context, caller, id)?;
     if n.state == NegotiationStatus::Finalized {
         // A retry of a Verify that already went through (its answer was lost) is
-        // answered as the first one was, provided it carries the same contract.
+        // answered as the first one was, provided it is the same countersigned
+        // agreement: the same payload and the same signatures.
         let ours = n
             .agreement
             .as_ref()
             .expect("FINALIZED negotiations carry their agreement");
-        if envelope.payload_type != ours.payload_type || envelope.payload != ours.payload {
+        if envelope != *ours {
             return Err(ContractError::Signature(
-                "the agreement is not the one both parties signed (modified)".into(),
+                "the countersigned agreement is not the one this provider finalized \
+                 (another payload or other signatures)"
+                    .into(),
             ));
         }
         return Ok(n);
@@ -1255,6 +1286,19 @@ async fn provider_channel(
 ) -> Result<crate::telemetry::PeerChannel, ContractError> {
     context
         .connect_peer(address)
+        .await
+        .map_err(|e| ContractError::Unreachable(e.to_string()))
+}
+
+/// A channel to the provider of `n` that only that participant can answer on: what
+/// is sent again (the signed request, the countersigned agreement) reaches no one else,
+/// whatever its stored address now leads to.
+async fn member_channel(
+    context: &NodeContext,
+    n: &Negotiation,
+) -> Result<crate::telemetry::PeerChannel, ContractError> {
+    context
+        .connect_member(&n.peer_address, &n.peer)
         .await
         .map_err(|e| ContractError::Unreachable(e.to_string()))
 }
@@ -1322,31 +1366,38 @@ pub async fn request(
 }
 
 /// Takes the provider's answer to the request of `n` (sent now, or again): a state
-/// goes to [`advance`]; a refusal ends the negotiation; a call that did not get through
-/// keeps it REQUESTED, to be asked about again.
+/// goes to [`advance`]; a refusal ends the negotiation; a call that did not get through,
+/// or that the provider answers as one it already holds, keeps it REQUESTED, to be
+/// asked about again.
 async fn take_answer(
     context: &NodeContext,
     n: &mut Negotiation,
     answer: Result<tonic::Response<NegotiationState>, tonic::Status>,
 ) -> Result<(), ContractError> {
-    match answer {
-        Ok(state) => advance(context, n, state.into_inner(), Vec::new()).await,
-        Err(status) if crate::recovery::transient(&status) => {
-            Err(ContractError::Unreachable(format!(
-                "{}; the request is kept (REQUESTED) and the provider is asked again until \
-                 it answers (at most recovery.expire_after)",
-                status.message()
-            )))
-        }
-        Err(status) => {
+    use crate::recovery::{Call, Verdict, verdict};
+    let status = match answer {
+        Ok(state) => return advance(context, n, state.into_inner(), Vec::new()).await,
+        Err(status) => status,
+    };
+    match verdict(Call::Request, &status) {
+        Verdict::Retry => Err(ContractError::Unreachable(format!(
+            "{}; the request is kept (REQUESTED) and the provider is asked again until \
+             it answers (at most recovery.expire_after)",
+            status.message()
+        ))),
+        Verdict::Held => Err(ContractError::Unreachable(format!(
+            "the provider already holds this request ({}); it is asked how it stands",
+            status.message()
+        ))),
+        Verdict::Refused => {
             if status.code() == tonic::Code::PermissionDenied {
-                n.failed_constraints = vec![status.message().to_owned()];
+                n.failed_constraints = vec![peer_text(status.message())];
             }
             transition(
                 context,
                 n,
                 NegotiationStatus::Terminated,
-                &format!("the provider refused: {}", status.message()),
+                &format!("the provider refused: {}", peer_text(status.message())),
             )
             .await?;
             Err(ContractError::Peer(status))
@@ -1366,13 +1417,31 @@ async fn advance(
     match answer.state.as_str() {
         "AGREED" | "FINALIZED" | "VERIFIED" => {}
         "TERMINATED" => {
-            n.failed_constraints = answer.failed_constraints;
-            unlogged.push(change(n, NegotiationStatus::Terminated, &answer.reason));
+            n.failed_constraints = answer
+                .failed_constraints
+                .iter()
+                .take(32)
+                .map(|c| peer_text(c))
+                .collect();
+            unlogged.push(change(
+                n,
+                NegotiationStatus::Terminated,
+                &peer_text(&answer.reason),
+            ));
             return commit(context, n, unlogged).await;
         }
         _ => {
-            if n.reason != answer.reason || !unlogged.is_empty() {
-                unlogged.push(change(n, NegotiationStatus::Requested, &answer.reason));
+            // Not decided yet. That the provider has the request is recorded once;
+            // what it says while it decides is its text, not a step of this node's, so
+            // a provider that changes it on every question writes nothing more here.
+            if n.reason == SENT || !unlogged.is_empty() {
+                let said = peer_text(answer.reason.trim());
+                let reason = if said.is_empty() || said == SENT {
+                    "received by the provider, not decided yet".to_owned()
+                } else {
+                    said
+                };
+                unlogged.push(change(n, NegotiationStatus::Requested, &reason));
                 commit(context, n, unlogged).await?;
             }
             return Ok(());
@@ -1413,12 +1482,16 @@ async fn advance(
 
 /// Sends the countersigned agreement of VERIFIED `n` to its provider (again, after a
 /// crash or a lost answer: the provider answers a repeat as it did the first). The
-/// provider's confirmation makes it FINALIZED; a refusal TERMINATED; a call that did
-/// not get through leaves it VERIFIED, to be sent again.
+/// provider's confirmation makes it FINALIZED; its answer that it does not hold the
+/// negotiation AGREED or FINALIZED with this agreement makes it TERMINATED; anything
+/// else (a call that did not get through, a provider that does not recognise this node
+/// yet) leaves it VERIFIED, to be sent again. It does not expire: the provider may
+/// already hold the contract FINALIZED, and only its answer tells.
 async fn send_countersigned(
     context: &NodeContext,
     n: &mut Negotiation,
 ) -> Result<(), ContractError> {
+    use crate::recovery::{Call, Verdict, verdict};
     let countersigned = n
         .agreement
         .clone()
@@ -1426,10 +1499,10 @@ async fn send_countersigned(
     let kept = |why: &str| {
         ContractError::Unreachable(format!(
             "{why}; the countersigned agreement is kept (VERIFIED) and sent again until the \
-             provider confirms it (at most recovery.expire_after)"
+             provider confirms or refuses it"
         ))
     };
-    let channel = provider_channel(context, &n.peer_address)
+    let channel = member_channel(context, n)
         .await
         .map_err(|e| kept(&e.to_string()))?;
     let answer = NegotiationClient::new(channel)
@@ -1440,7 +1513,7 @@ async fn send_countersigned(
         .await;
     let done = match answer {
         Ok(done) => done.into_inner(),
-        Err(status) if crate::recovery::transient(&status) => {
+        Err(status) if verdict(Call::Countersignature, &status) != Verdict::Refused => {
             return Err(kept(status.message()));
         }
         Err(status) => {
@@ -1450,7 +1523,7 @@ async fn send_countersigned(
                 NegotiationStatus::Terminated,
                 &format!(
                     "the provider refused the countersigned agreement: {}",
-                    status.message()
+                    peer_text(status.message())
                 ),
             )
             .await?;
@@ -1460,11 +1533,11 @@ async fn send_countersigned(
     let same = done
         .agreement
         .map(Envelope::from)
-        .is_some_and(|a| a.payload == countersigned.payload);
+        .is_some_and(|a| a == countersigned);
     if done.state != "FINALIZED" || !same {
         return Err(ContractError::Invalid(format!(
             "the provider answered {} to the countersigned agreement{}",
-            done.state,
+            peer_text(&done.state),
             if same { "" } else { ", with another agreement" }
         )));
     }
@@ -1561,9 +1634,9 @@ pub(crate) fn analysis_context(classification: Classification) -> CompileContext
 
 /// Takes up every unfinished negotiation ([`recovery_step`]): asks providers about this
 /// node's requests (sending one again that never arrived), sends countersignatures
-/// again, and expires steps older than `recovery.expire_after`. Runs in the node's
-/// background work, one pass at a time; `retries` holds the failed attempts, so a step
-/// that keeps failing is tried less often.
+/// again, and expires steps older than `recovery.expire_after` that this process has
+/// tried. Runs in the node's background work, one pass at a time; `retries` holds the
+/// attempts, so a step that keeps failing is tried less often.
 pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::Retries) {
     let pending = match context.contracts.waiting() {
         Ok(ids) => ids,
@@ -1572,11 +1645,42 @@ pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::
             return;
         }
     };
-    retries.retain(&pending);
     let config = &context.config.recovery;
-    for id in pending {
-        if !retries.due(&id, std::time::Instant::now()) {
-            continue;
+    // A provider waits on its consumer, who may be retrying at its longest backoff.
+    let provider_grace = config
+        .retry_interval
+        .saturating_mul(crate::recovery::MAX_BACKOFF_FACTOR);
+    let mut unreachable: HashSet<String> = HashSet::new();
+    for id in crate::recovery::due_now(retries, pending) {
+        let read = |id: &str| match context.contracts.get(id) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!(negotiation = %id, error = %e, "cannot read the negotiation");
+                None
+            }
+        };
+        // Decided from the record first: a step that only waits is not claimed, so
+        // it never holds up the step that ends the wait (a countersignature arriving).
+        let Some(n) = read(&id) else { continue };
+        let started = std::time::Instant::now();
+        let tried = retries.tried(&id, started).is_some_and(|t| match n.role {
+            Role::Provider => t >= provider_grace,
+            Role::Consumer => true,
+        });
+        retries.took_up(&id, started);
+        match recovery_step(&n, now(), config.expire_after, tried) {
+            None => {
+                // Moved on since the list was first read: no longer taken up.
+                context.contracts.stored(&n);
+                continue;
+            }
+            Some(Recovery::Wait) => continue,
+            Some(_) if n.role == Role::Consumer && unreachable.contains(&n.peer_address) => {
+                // Its provider did not answer this pass: its other steps wait for the
+                // next one rather than each wait for the same timeout.
+                continue;
+            }
+            Some(_) => {}
         }
         // A negotiation another step is working on (a request being answered, a
         // countersignature arriving) is left to it.
@@ -1584,17 +1688,9 @@ pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::
             continue;
         };
         // As stored now, under the claim.
-        let mut n = match context.contracts.get(&id) {
-            Ok(Some(n)) => n,
-            Ok(None) => continue,
-            Err(e) => {
-                tracing::warn!(negotiation = %id, error = %e, "cannot read the negotiation");
-                continue;
-            }
-        };
-        let result = match recovery_step(&n, now(), config.expire_after) {
+        let Some(mut n) = read(&id) else { continue };
+        let result = match recovery_step(&n, now(), config.expire_after, tried) {
             None => {
-                // Moved on since the list was first read: no longer taken up.
                 context.contracts.stored(&n);
                 continue;
             }
@@ -1612,6 +1708,14 @@ pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::
         match result {
             Ok(()) => retries.succeeded(&id),
             Err(e) => {
+                let not_through = match &e {
+                    ContractError::Unreachable(_) => true,
+                    ContractError::Peer(status) => crate::recovery::transient(status),
+                    _ => false,
+                };
+                if not_through {
+                    unreachable.insert(n.peer_address.clone());
+                }
                 retries.failed(&id, std::time::Instant::now(), config.retry_interval);
                 tracing::warn!(
                     negotiation = %id,
@@ -1625,31 +1729,61 @@ pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::
 }
 
 /// Asks the provider how the request of REQUESTED `n` stands, and goes on from its
-/// answer. A provider that does not know it never got it (or lost it in a crash before
-/// it was stored): it is sent again, byte for byte. (A provider that kept its nonce
-/// but not the negotiation refuses it as a replay; both sides then hold no agreement.)
+/// answer. A provider that does not know a request it never answered never got it (or
+/// lost it in a crash before it was stored): it is sent again, byte for byte, while it
+/// is valid (a request is valid for 5 minutes from when it was made); after that the
+/// negotiation ends, as the provider would refuse it. A provider that does not know a
+/// request it has answered before, or refuses the question, ends it too.
 async fn ask(context: &NodeContext, n: &mut Negotiation) -> Result<(), ContractError> {
-    let channel = provider_channel(context, &n.peer_address).await?;
+    use crate::recovery::{Call, Verdict, verdict};
+    let channel = member_channel(context, n).await?;
     let mut client = NegotiationClient::new(channel);
     let answer = client
         .get(GetNegotiationRequest {
             negotiation_id: n.id.clone(),
         })
         .await;
-    match answer {
-        Ok(state) => advance(context, n, state.into_inner(), Vec::new()).await,
-        Err(status) if status.code() == tonic::Code::NotFound && n.reason == SENT => {
-            tracing::info!(negotiation = %n.id, "sending the request again");
-            let answer = client
-                .request(NegotiationRequest {
-                    request: Some(n.request.clone().into()),
-                })
-                .await;
-            take_answer(context, n, answer).await
-        }
+    let status = match answer {
+        Ok(state) => return advance(context, n, state.into_inner(), Vec::new()).await,
+        Err(status) => status,
+    };
+    match verdict(Call::State, &status) {
         // Kept REQUESTED; asked again later.
-        Err(status) => Err(ContractError::Peer(status)),
+        Verdict::Retry | Verdict::Held => return Err(ContractError::Peer(status)),
+        Verdict::Refused if status.code() == tonic::Code::NotFound && n.reason == SENT => {}
+        Verdict::Refused => {
+            let reason = if status.code() == tonic::Code::NotFound {
+                "the provider no longer knows the request it had answered".to_owned()
+            } else {
+                format!(
+                    "the provider refused to say how the request stands: {}",
+                    peer_text(status.message())
+                )
+            };
+            return transition(context, n, NegotiationStatus::Terminated, &reason).await;
+        }
     }
+    let valid_until = n
+        .request
+        .peek_json::<ContractRequest>()
+        .map_or(0, |r| r.expires_at);
+    if valid_until <= now() {
+        return transition(
+            context,
+            n,
+            NegotiationStatus::Terminated,
+            "the request's validity passed before the provider received it; request the \
+             contract again",
+        )
+        .await;
+    }
+    tracing::info!(negotiation = %n.id, "sending the request again");
+    let answer = client
+        .request(NegotiationRequest {
+            request: Some(n.request.clone().into()),
+        })
+        .await;
+    take_answer(context, n, answer).await
 }
 
 #[cfg(test)]
@@ -1684,8 +1818,8 @@ mod tests {
     #[test]
     fn a_request_not_answered_is_asked_about_until_it_expires() {
         let n = negotiation(Role::Consumer, NegotiationStatus::Requested, SENT);
-        assert_eq!(recovery_step(&n, 1_059, LIMIT), Some(Recovery::Ask));
-        match recovery_step(&n, 1_060, LIMIT) {
+        assert_eq!(recovery_step(&n, 1_059, LIMIT, true), Some(Recovery::Ask));
+        match recovery_step(&n, 1_060, LIMIT, true) {
             Some(Recovery::Expire(why)) => {
                 assert_eq!(
                     why,
@@ -1697,33 +1831,71 @@ mod tests {
     }
 
     #[test]
-    fn a_request_waiting_for_a_person_is_asked_about_and_never_expires() {
-        let n = negotiation(
+    fn no_step_expires_before_this_process_tried_it() {
+        // After a downtime longer than the limit, each step is first tried once.
+        for (role, state) in [
+            (Role::Consumer, NegotiationStatus::Requested),
+            (Role::Consumer, NegotiationStatus::Verified),
+            (Role::Provider, NegotiationStatus::Agreed),
+        ] {
+            let n = negotiation(role, state, SENT);
+            assert!(
+                !matches!(
+                    recovery_step(&n, 1_000_000, LIMIT, false),
+                    Some(Recovery::Expire(_))
+                ),
+                "{role:?} {state}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_waiting_for_a_person_expires_from_when_it_was_made() {
+        let mut n = negotiation(
             Role::Consumer,
             NegotiationStatus::Requested,
             "waiting for a person's approval at the provider (important data)",
         );
-        assert_eq!(recovery_step(&n, 1_000_000, LIMIT), Some(Recovery::Ask));
+        // The provider's answer came later; the request's age still counts.
+        n.updated_at = 1_050;
+        assert_eq!(recovery_step(&n, 1_059, LIMIT, true), Some(Recovery::Ask));
+        assert!(matches!(
+            recovery_step(&n, 1_060, LIMIT, true),
+            Some(Recovery::Expire(why)) if why.contains("did not decide") && why.contains("approval")
+        ));
     }
 
     #[test]
-    fn a_countersignature_is_sent_again_until_it_expires() {
+    fn a_countersignature_is_sent_again_until_the_provider_answers() {
         let n = negotiation(Role::Consumer, NegotiationStatus::Verified, "countersigned");
-        assert_eq!(recovery_step(&n, 1_000, LIMIT), Some(Recovery::Countersign));
-        assert!(matches!(
-            recovery_step(&n, 1_060, LIMIT),
-            Some(Recovery::Expire(why)) if why.contains("did not confirm the countersigned agreement")
-        ));
+        assert_eq!(
+            recovery_step(&n, 1_000, LIMIT, true),
+            Some(Recovery::Countersign)
+        );
+        assert_eq!(
+            recovery_step(&n, 1_000_000, LIMIT, true),
+            Some(Recovery::Countersign),
+            "the provider may hold it FINALIZED: only its answer ends it"
+        );
     }
 
     #[test]
     fn a_provider_waits_for_the_countersignature_until_it_expires() {
         let n = negotiation(Role::Provider, NegotiationStatus::Agreed, "");
-        assert_eq!(recovery_step(&n, 1_059, LIMIT), Some(Recovery::Wait));
+        assert_eq!(recovery_step(&n, 1_059, LIMIT, true), Some(Recovery::Wait));
         assert!(matches!(
-            recovery_step(&n, 1_060, LIMIT),
+            recovery_step(&n, 1_060, LIMIT, true),
             Some(Recovery::Expire(why)) if why.contains("did not countersign")
         ));
+    }
+
+    #[test]
+    fn a_peer_s_text_is_kept_to_a_bounded_length() {
+        assert_eq!(peer_text("short"), "short");
+        let long = "流".repeat(400);
+        let kept = peer_text(&long);
+        assert!(kept.len() <= PEER_TEXT + '…'.len_utf8(), "{}", kept.len());
+        assert!(kept.ends_with('…'));
     }
 
     #[test]
@@ -1739,7 +1911,7 @@ mod tests {
         ] {
             let n = negotiation(role, state, "");
             assert_eq!(
-                recovery_step(&n, 1_000_000, LIMIT),
+                recovery_step(&n, 1_000_000, LIMIT, true),
                 None,
                 "{role:?} {state}"
             );

@@ -48,6 +48,9 @@ const DELIVERIES: &str = "deliveries";
 /// Consumer side, in [`COPIES`]: `p/<agreement ID>` marks a COMPLETED copy whose receipt
 /// the provider has not confirmed yet; written with COMPLETED, removed on confirmation.
 const RECEIPT_PENDING: &[u8] = b"p/";
+/// How long a receipt step (sending one, recording one) waits for another step on the
+/// same agreement's receipt to finish.
+const RECEIPT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Make received chunks durable and count them at least this often (chunks), so a
 /// crash loses little.
 const FLUSH_EVERY: u32 = 16;
@@ -449,6 +452,22 @@ pub async fn receive_receipt(
             "the receipt names another payload than the agreement".into(),
         ));
     }
+    // One receipt step per agreement at a time, so two arriving together are decided
+    // one after the other: the second sees the first.
+    let Some(_claim) = context
+        .contracts
+        .claims()
+        .claim_within(
+            &format!("receipt-in/{}", receipt.agreement_id),
+            RECEIPT_WAIT,
+        )
+        .await
+    else {
+        return Err(TransferError::Unavailable(format!(
+            "a receipt for agreement {} is being recorded; send it again",
+            receipt.agreement_id
+        )));
+    };
     // The consumer sends its receipt again until it learns that it arrived: the one
     // already held is acknowledged as the first was; another one is refused.
     if let Some(held) = delivery_receipt(context, &receipt.agreement_id)? {
@@ -634,7 +653,7 @@ pub async fn pull(
     {
         // A receipt that has not reached the provider yet goes with this pull too; the
         // copy is complete whatever becomes of it (a refusal is its recorded reason).
-        if let Err(e) = send_receipt(context, c, None).await {
+        if let Err(e) = send_receipt(context, agreement_id, None).await {
             tracing::warn!(agreement = %agreement_id, error = %e, "the receipt was not delivered");
         }
         let c = copy(storage, agreement_id)?.unwrap_or_else(|| c.clone());
@@ -831,23 +850,24 @@ pub async fn pull(
         .audit
         .append_with(
             &[event],
-            vec![(
-                COPIES,
-                Write::Put(
-                    copy_key(agreement_id),
-                    serde_json::to_vec(&record).expect("copies serialize"),
+            // The mark before the copy record: a copy that is COMPLETED on disk always
+            // has its receipt on the way.
+            vec![
+                (COPIES, Write::Put(pending_key(agreement_id), Vec::new())),
+                (
+                    COPIES,
+                    Write::Put(
+                        copy_key(agreement_id),
+                        serde_json::to_vec(&record).expect("copies serialize"),
+                    ),
                 ),
-            )],
+            ],
         )
         .await?;
-    context
-        .storage
-        .put(COPIES, &pending_key(agreement_id), b"")?;
-    context.storage.flush().await?;
     // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
     // sent yet.
     crate::pause::at("transfer.consumer.completed").await;
-    send_receipt(context, &record, Some(client)).await?;
+    send_receipt(context, agreement_id, Some(client)).await?;
     let done = progress(&record);
     let _ = progress_tx.send(done.clone()).await;
     Ok(done)
@@ -857,21 +877,46 @@ fn pending_key(agreement_id: &str) -> Vec<u8> {
     [RECEIPT_PENDING, agreement_id.as_bytes()].concat()
 }
 
-/// Sends the receipt of COMPLETED copy `c` to its provider (on `client`, or on a new
-/// connection), unless the provider already confirmed it. Confirmed, the copy's mark is
-/// removed; a refusal removes it too and is recorded as the copy's reason; a call that
-/// does not get through keeps it, to be sent again, and is no error to the caller (the
-/// copy is complete either way).
+/// The claim of the consumer's receipt step for `agreement_id`: one at a time sends it
+/// or gives it up (a pull's own, the background work's).
+async fn receipt_claim(
+    context: &NodeContext,
+    agreement_id: &str,
+) -> Option<crate::recovery::Claim> {
+    context
+        .contracts
+        .claims()
+        .claim_within(&format!("receipt-out/{agreement_id}"), RECEIPT_WAIT)
+        .await
+}
+
+/// Sends the receipt of COMPLETED copy `agreement_id` to its provider (on `client`, or
+/// on a new connection), unless the provider already confirmed it. Confirmed, the
+/// copy's mark is removed; a refusal removes it too and is recorded as the copy's
+/// reason; a call that does not get through keeps it, to be sent again, and is no
+/// error to the caller (the copy is complete either way).
 async fn send_receipt(
     context: &NodeContext,
-    c: &Copy,
+    agreement_id: &str,
     client: Option<TransferClient<crate::telemetry::PeerChannel>>,
 ) -> Result<(), TransferError> {
+    use crate::recovery::{Call, Verdict, verdict};
+    let Some(_claim) = receipt_claim(context, agreement_id).await else {
+        // Another step is sending it; the mark stays until the provider confirms it.
+        return Ok(());
+    };
+    // As stored now, under the claim: the other step may have delivered it meanwhile.
     let storage = context.storage.as_ref();
-    let key = pending_key(&c.agreement_id);
+    let key = pending_key(agreement_id);
     if storage.get(COPIES, &key)?.is_none() {
         return Ok(());
     }
+    let Some(c) = copy(storage, agreement_id)?.filter(|c| c.state == TransferState::Completed)
+    else {
+        // The copy was deleted (usage control) or never completed.
+        storage.delete(COPIES, &key)?;
+        return Ok(());
+    };
     let Some(receipt) = c.receipt.clone() else {
         storage.delete(COPIES, &key)?;
         return Ok(());
@@ -889,17 +934,30 @@ async fn send_receipt(
         }
     };
     let mut client = client;
-    match client
+    let answer = client
         .receipt(ReceiptRequest {
             receipt: Some(receipt.into()),
         })
-        .await
-    {
+        .await;
+    let status = match answer {
         Ok(_) => {
-            storage.delete(COPIES, &key)?;
-            Ok(())
+            // The confirmation and the end of the resending are one commit.
+            context
+                .audit
+                .append_with(
+                    &[copy_event(
+                        &c,
+                        "transfer receipt confirmed by the provider".into(),
+                    )],
+                    vec![(COPIES, Write::Delete(key))],
+                )
+                .await?;
+            return Ok(());
         }
-        Err(status) if crate::recovery::transient(&status) => {
+        Err(status) => status,
+    };
+    match verdict(Call::Receipt, &status) {
+        Verdict::Retry | Verdict::Held => {
             tracing::warn!(
                 agreement = %c.agreement_id,
                 error = %status.message(),
@@ -907,11 +965,12 @@ async fn send_receipt(
             );
             Ok(())
         }
-        Err(status) => {
+        Verdict::Refused => {
+            let reason: String = status.message().chars().take(512).collect();
             give_up_receipt(
                 context,
-                c,
-                &format!("the provider refused the receipt: {}", status.message()),
+                &c,
+                &format!("the provider refused the receipt: {reason}"),
             )
             .await?;
             Err(TransferError::Peer(status))
@@ -919,8 +978,17 @@ async fn send_receipt(
     }
 }
 
+/// An audit event about copy `c`, naming its provider.
+fn copy_event(c: &Copy, detail: String) -> crate::audit::log::Event {
+    let mut event = crate::audit::log::Event::new(EventKind::Transfer, now(), detail);
+    event.participant = Some(c.provider.clone());
+    event.agreement = Some(c.agreement_id.clone());
+    event.product = Some(manifest_of(c).product_id);
+    event
+}
+
 /// Stops sending the receipt of copy `c`, with `reason` recorded on the copy and in the
-/// audit log.
+/// audit log. The caller holds the receipt's claim ([`receipt_claim`]).
 async fn give_up_receipt(
     context: &NodeContext,
     c: &Copy,
@@ -929,14 +997,7 @@ async fn give_up_receipt(
     let mut c = c.clone();
     c.reason = reason.to_owned();
     c.updated_at = now();
-    let mut event = crate::audit::log::Event::new(
-        EventKind::Transfer,
-        now(),
-        format!("transfer receipt not delivered: {reason}"),
-    );
-    event.participant = Some(c.provider.clone());
-    event.agreement = Some(c.agreement_id.clone());
-    event.product = Some(manifest_of(&c).product_id);
+    let event = copy_event(&c, format!("transfer receipt not delivered: {reason}"));
     context
         .audit
         .append_with(
@@ -957,8 +1018,9 @@ async fn give_up_receipt(
 }
 
 /// Sends again every receipt the providers have not confirmed (consumer side), and
-/// gives up one whose copy completed more than `recovery.expire_after` ago. Runs in the
-/// node's background work; `retries` holds the failed attempts.
+/// gives up one whose copy completed more than `recovery.expire_after` ago once this
+/// process has tried it and failed. Runs in the node's background work; `retries`
+/// holds the attempts.
 pub async fn send_pending_receipts(context: &NodeContext, retries: &mut crate::recovery::Retries) {
     let storage = context.storage.as_ref();
     let pending: Vec<String> = match storage.scan_prefix(COPIES, RECEIPT_PENDING) {
@@ -971,12 +1033,9 @@ pub async fn send_pending_receipts(context: &NodeContext, retries: &mut crate::r
             return;
         }
     };
-    retries.retain(&pending);
     let config = &context.config.recovery;
-    for id in pending {
-        if !retries.due(&id, std::time::Instant::now()) {
-            continue;
-        }
+    let mut unreachable = std::collections::HashSet::new();
+    for id in crate::recovery::due_now(retries, pending) {
         let c = match copy(storage, &id) {
             Ok(Some(c)) if c.state == TransferState::Completed => c,
             Ok(_) => {
@@ -989,22 +1048,36 @@ pub async fn send_pending_receipts(context: &NodeContext, retries: &mut crate::r
                 continue;
             }
         };
-        if crate::recovery::expired(c.updated_at, now(), config.expire_after) {
+        if retries.failures(&id) > 0
+            && crate::recovery::expired(c.updated_at, now(), config.expire_after)
+        {
             let reason = format!(
                 "expired: the provider did not confirm the receipt within {}",
                 humantime::format_duration(config.expire_after)
             );
+            let Some(_claim) = receipt_claim(context, &id).await else {
+                continue;
+            };
+            if !matches!(storage.get(COPIES, &pending_key(&id)), Ok(Some(_))) {
+                continue;
+            }
             if let Err(e) = give_up_receipt(context, &c, &reason).await {
                 tracing::warn!(agreement = %id, error = %e, "cannot record the given-up receipt");
             }
             continue;
         }
+        // A provider that did not answer this pass is not called again in it.
+        if unreachable.contains(&c.provider) {
+            continue;
+        }
         tracing::info!(agreement = %id, "sending the receipt again");
-        let sent = send_receipt(context, &c, None).await;
+        retries.took_up(&id, std::time::Instant::now());
+        let sent = send_receipt(context, &id, None).await;
         match (sent, storage.get(COPIES, &pending_key(&id))) {
             (Ok(()), Ok(None)) => retries.succeeded(&id),
             (Err(TransferError::Peer(_)), _) => retries.succeeded(&id),
             (result, _) => {
+                unreachable.insert(c.provider.clone());
                 retries.failed(&id, std::time::Instant::now(), config.retry_interval);
                 if let Err(e) = result {
                     tracing::warn!(agreement = %id, error = %e, "the receipt could not be sent");

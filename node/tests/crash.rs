@@ -92,6 +92,20 @@ fn eventually<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// Waits for a command the test started to end, for at most [`LIMIT`]; kills it when
+/// the time is up (a command whose node was killed may wait on it).
+fn end(mut child: Child) {
+    let deadline = Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.wait();
+}
+
 /// A `liutong serve` process and its node directory.
 struct Node {
     config: PathBuf,
@@ -138,6 +152,21 @@ impl Node {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Sets `recovery.expire_after` in the node's configuration (read at its start).
+    fn expire_after(&self, limit: &str) {
+        let text = std::fs::read_to_string(&self.config).unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("expire_after ="))
+            .unwrap_or_else(|| panic!("no expire_after in {text}"))
+            .to_owned();
+        std::fs::write(
+            &self.config,
+            text.replace(&line, &format!("expire_after = \"{limit}\"")),
+        )
+        .unwrap();
     }
 
     fn contract(&self, id: &str) -> serde_json::Value {
@@ -443,9 +472,9 @@ fn a_consumer_killed_mid_negotiation_finishes_it_after_a_restart() {
         space.consumer.stop();
         space.consumer.start(Some(point));
         let before = space.negotiation_ids();
-        let mut request = space.request_in_background();
+        let request = space.request_in_background();
         space.consumer.kill_when_paused(point);
-        let _ = request.wait();
+        end(request);
         space.consumer.start(None);
         let id = space.new_negotiation(&before);
         space.assert_finalized_on_both_sides(&id, point);
@@ -466,9 +495,9 @@ fn a_provider_killed_mid_negotiation_is_asked_again_and_both_sides_finish() {
         space.provider.stop();
         space.provider.start(Some(point));
         let before = space.negotiation_ids();
-        let mut request = space.request_in_background();
+        let request = space.request_in_background();
         space.provider.kill_when_paused(point);
-        let _ = request.wait();
+        end(request);
         let id = space.new_negotiation(&before);
         let waiting = space.consumer.contract(&id);
         assert_ne!(
@@ -478,6 +507,39 @@ fn a_provider_killed_mid_negotiation_is_asked_again_and_both_sides_finish() {
         space.provider.start(None);
         space.assert_finalized_on_both_sides(&id, point);
     }
+}
+
+/// The provider finalized the contract but died before answering, and the consumer
+/// (VERIFIED) was down longer than `recovery.expire_after` too: after its restart the
+/// consumer asks before it gives anything up, learns the contract is FINALIZED there
+/// and finishes it, rather than ending a contract the provider holds as made.
+#[test]
+fn a_countersigned_contract_outlives_a_downtime_longer_than_the_expiry() {
+    let mut space = Space::new();
+    let point = "negotiation.provider.finalized";
+    space.provider.stop();
+    space.provider.start(Some(point));
+    let before = space.negotiation_ids();
+    let request = space.request_in_background();
+    space.provider.kill_when_paused(point);
+    end(request);
+    let id = space.new_negotiation(&before);
+    let verified = space.consumer.contract(&id);
+    assert_eq!(verified["state"], "VERIFIED", "{verified}");
+    let verified_at = verified["updated_at"].as_i64().unwrap();
+    space.consumer.stop();
+    space.consumer.expire_after("1s");
+    // The downtime: the countersignature's record gets older than the limit.
+    eventually("the countersignature older than the limit", || {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        (now > verified_at + 2).then_some(())
+    });
+    space.provider.start(None);
+    space.consumer.start(None);
+    space.assert_finalized_on_both_sides(&id, point);
 }
 
 /// A pull cut by a crash of the consumer after its first chunks were synced resumes
@@ -493,7 +555,7 @@ fn transfers_cut_by_a_crash_resume_and_deliver_their_receipt() {
     let point = "transfer.consumer.synced";
     space.consumer.stop();
     space.consumer.start(Some(point));
-    let mut pull = Command::new(BIN)
+    let pull = Command::new(BIN)
         .args([
             "transfer",
             "pull",
@@ -510,7 +572,7 @@ fn transfers_cut_by_a_crash_resume_and_deliver_their_receipt() {
         .spawn()
         .unwrap();
     space.consumer.kill_when_paused(point);
-    let _ = pull.wait();
+    end(pull);
     space.consumer.start(None);
     let done = pull_all(&space, &agreement);
     assert_eq!(done["state"], "COMPLETED", "{done}");
@@ -526,9 +588,9 @@ fn transfers_cut_by_a_crash_resume_and_deliver_their_receipt() {
     let point = "transfer.consumer.completed";
     space.consumer.stop();
     space.consumer.start(Some(point));
-    let mut pull = background_pull(&space, &agreement);
+    let pull = background_pull(&space, &agreement);
     space.consumer.kill_when_paused(point);
-    let _ = pull.wait();
+    end(pull);
     space.consumer.start(None);
     assert_receipt_once(&space, &agreement, point);
 
@@ -537,9 +599,9 @@ fn transfers_cut_by_a_crash_resume_and_deliver_their_receipt() {
     let point = "transfer.provider.receipt";
     space.provider.stop();
     space.provider.start(Some(point));
-    let mut pull = background_pull(&space, &agreement);
+    let pull = background_pull(&space, &agreement);
     space.provider.kill_when_paused(point);
-    let _ = pull.wait();
+    end(pull);
     space.provider.start(None);
     assert_receipt_once(&space, &agreement, point);
     // The consumer stops sending it once the provider confirms it: a later pull
@@ -583,13 +645,23 @@ fn pull_all(space: &Space, agreement: &str) -> serde_json::Value {
     serde_json::from_str(&out).unwrap()
 }
 
-/// Waits until the provider's log holds the receipt for `agreement`, and checks it is
-/// recorded exactly once.
+/// Waits until the consumer has the provider's confirmation of the receipt for
+/// `agreement` (it stops sending it then), and checks the provider recorded it exactly
+/// once and the consumer took the confirmation once.
 fn assert_receipt_once(space: &Space, agreement: &str, point: &str) {
-    let log = eventually(&format!("{point}: the receipt at the provider"), || {
-        let log = space.provider.audit(agreement);
-        log.contains("receipt for").then_some(log)
+    let confirmed = eventually(&format!("{point}: the receipt confirmed"), || {
+        let log = space.consumer.audit(agreement);
+        log.contains("receipt confirmed by the provider")
+            .then_some(log)
     });
+    assert_eq!(
+        confirmed
+            .matches("transfer receipt confirmed by the provider")
+            .count(),
+        1,
+        "{point}: the confirmation is taken once:\n{confirmed}"
+    );
+    let log = space.provider.audit(agreement);
     assert_eq!(
         log.matches("transfer COMPLETED: receipt for").count(),
         1,

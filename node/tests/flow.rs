@@ -781,3 +781,104 @@ async fn other_bytes_than_agreed_under_a_signed_manifest_are_refused() {
             .is_none()
     );
 }
+
+/// Receipts for one agreement that arrive together are decided one after the other:
+/// the same receipt sent many times at once is recorded once (one audit entry), and of
+/// different receipts sent at once exactly one is accepted, the others refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn receipts_arriving_together_are_recorded_once() {
+    use liutong_node::transfer::{RECEIPT_PAYLOAD_TYPE, Receipt};
+    use liutong_proto::v1::ReceiptRequest;
+    use sha2::{Digest, Sha256};
+    let s = space().await;
+    let payload = b"road,hour,vehicles\nRoad 1,8,120\n".to_vec();
+    let product = publish(
+        &s.transport,
+        &payload,
+        "Road counts",
+        "general-2",
+        "bytes",
+        TRAFFIC_POLICY,
+    )
+    .await
+    .unwrap();
+    let receipt = |agreement: &str, received_at: i64| {
+        Envelope::sign_json(
+            RECEIPT_PAYLOAD_TYPE,
+            &Receipt {
+                agreement_id: agreement.to_owned(),
+                product_id: product.product_id.clone(),
+                version: 1,
+                sha256: hex::encode(Sha256::digest(&payload)),
+                size: payload.len() as u64,
+                received_at,
+            },
+            &s.ecology.running.context.signing_key,
+        )
+    };
+    // Each on its own connection, all at once.
+    let send_all = |receipts: Vec<Envelope>| async {
+        let mut calls = Vec::new();
+        for r in receipts {
+            let mut client = s.ecology.direct_transfer_client(&s.transport).await;
+            calls.push(tokio::spawn(async move {
+                client
+                    .receipt(ReceiptRequest {
+                        receipt: Some(r.into()),
+                    })
+                    .await
+            }));
+        }
+        let mut answers = Vec::new();
+        for call in calls {
+            answers.push(call.await.unwrap());
+        }
+        answers
+    };
+    let recorded = |agreement: &str| {
+        s.transport
+            .audit_texts()
+            .iter()
+            .filter(|t| t.contains(agreement) && t.contains("transfer COMPLETED: receipt for"))
+            .count()
+    };
+
+    let agreement = s
+        .ecology
+        .request_contract(&s.transport, &product.offer_id, "urbanPlanning")
+        .await
+        .unwrap()
+        .agreement_id;
+    let same = receipt(&agreement, 1);
+    for answer in send_all(vec![same.clone(); 8]).await {
+        answer.expect("a repeat of the receipt held is acknowledged");
+    }
+    assert_eq!(recorded(&agreement), 1, "the same receipt is recorded once");
+
+    let agreement = s
+        .ecology
+        .request_contract(&s.transport, &product.offer_id, "urbanPlanning")
+        .await
+        .unwrap()
+        .agreement_id;
+    let different: Vec<Envelope> = (1..=8).map(|t| receipt(&agreement, t)).collect();
+    let answers = send_all(different.clone()).await;
+    let accepted: Vec<&Envelope> = answers
+        .iter()
+        .zip(&different)
+        .filter_map(|(a, r)| a.is_ok().then_some(r))
+        .collect();
+    assert_eq!(
+        accepted.len(),
+        1,
+        "exactly one of different receipts: {answers:?}"
+    );
+    for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
+        assert_refused(refused, Code::FailedPrecondition, "another receipt");
+    }
+    let held = liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&held, accepted[0], "the accepted receipt is the one held");
+    assert_eq!(recorded(&agreement), 1);
+}

@@ -145,7 +145,7 @@ struct Pending {
     /// Writes to other trees that these entries record, made after the entries.
     records: Vec<(&'static str, Write)>,
     /// The index of the first entry, once the group is durable.
-    reply: oneshot::Sender<Result<u64, String>>,
+    reply: oneshot::Sender<Result<u64, StorageError>>,
 }
 
 struct Shared {
@@ -241,7 +241,7 @@ impl AuditLog {
         answer
             .await
             .map_err(|_| AuditError::Closed)?
-            .map_err(|reason| AuditError::Storage(StorageError::Flush(reason)))
+            .map_err(AuditError::Storage)
     }
 
     /// The committed size: entries whose group is written and flushed. (The size
@@ -517,6 +517,23 @@ impl TreeStore for StoredTree<'_> {
     }
 }
 
+/// Another `StorageError` like `e` for each call of a failed group: every caller gets
+/// the variant itself (the failed state stays recognisable), not its text.
+fn same_error(e: &StorageError) -> StorageError {
+    match e {
+        StorageError::Open { path, reason } => StorageError::Open {
+            path: path.clone(),
+            reason: reason.clone(),
+        },
+        StorageError::Engine { tree, reason } => StorageError::Engine {
+            tree: tree.clone(),
+            reason: reason.clone(),
+        },
+        StorageError::Flush(reason) => StorageError::Flush(reason.clone()),
+        StorageError::Failed(reason) => StorageError::Failed(reason.clone()),
+    }
+}
+
 async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
@@ -530,9 +547,12 @@ async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
         if let Err(e) = &result {
             tracing::error!(error = %e, calls = batch.len(), "audit log commit failed; refusing the operations");
         }
-        let mut first = result.map_err(|e| e.to_string());
+        let mut first = result;
         for pending in batch {
-            let _ = pending.reply.send(first.clone());
+            let _ = pending.reply.send(match &first {
+                Ok(index) => Ok(*index),
+                Err(e) => Err(same_error(e)),
+            });
             if let Ok(index) = &mut first {
                 *index += pending.entries.len() as u64;
             }
@@ -580,6 +600,31 @@ async fn commit(shared: &Shared, batch: &mut [Pending]) -> Result<u64, StorageEr
 mod tests {
     use super::*;
     use crate::storage::SledStorage;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_flush_reaches_the_caller_as_the_storage_failure() {
+        use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+        let dir = tempfile::tempdir().unwrap();
+        let failing = Arc::new(AtomicBool::new(false));
+        let f = failing.clone();
+        let fault: crate::storage::fault::Fault = Arc::new(move |_: &std::path::Path| {
+            if f.load(SeqCst) {
+                Err(std::io::Error::from_raw_os_error(libc::EIO))
+            } else {
+                Ok(())
+            }
+        });
+        let log = AuditLog::open(SledStorage::open_with(dir.path(), Some(fault)).unwrap()).unwrap();
+        let event = Event::new(EventKind::NodeStarted, 0, "before");
+        log.append(&event).await.unwrap();
+        failing.store(true, SeqCst);
+        let err = log.append(&event).await.unwrap_err();
+        let failure = crate::storage::durability::failure_in(&err);
+        assert!(failure.is_some_and(StorageError::is_failed), "{err}");
+        let text = err.to_string();
+        assert_eq!(text.matches("storage failed").count(), 1, "{text}");
+        assert!(!text.contains("cannot flush"), "{text}");
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_get_distinct_indices_and_proofs_verify() {

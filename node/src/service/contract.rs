@@ -26,7 +26,17 @@ pub(super) fn contract_status(e: ContractError) -> Status {
     match e {
         ContractError::NotFound(_) | ContractError::UnknownOffer(_) => Status::not_found(message),
         ContractError::Exists(_) => Status::already_exists(message),
-        ContractError::Replay(_) | ContractError::Expired(_) | ContractError::WrongState { .. } => {
+        ContractError::Replay(_) => {
+            // Said in metadata too: a consumer sending its request again takes it as
+            // "already held", not as a refusal.
+            let mut status = Status::failed_precondition(message);
+            status.metadata_mut().insert(
+                crate::recovery::REFUSAL_KEY,
+                tonic::metadata::MetadataValue::from_static(crate::recovery::REPLAY),
+            );
+            status
+        }
+        ContractError::Expired(_) | ContractError::WrongState { .. } => {
             Status::failed_precondition(message)
         }
         ContractError::Signature(_) => Status::data_loss(message),
