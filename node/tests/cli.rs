@@ -612,3 +612,13 @@ fn sigterm_right_after_the_serving_line_stops_gracefully() {
     let status = wait_exit(&mut auth, Duration::from_secs(20));
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn serve_without_a_collector_logs_no_error() {
+    let node = set_up_node();
+    let err = serve_and_stop(&node.config, &[]);
+    assert!(err.contains("node serving"), "the log is captured: {err}");
+    assert!(!err.contains("InstrumentCreationFailed"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
