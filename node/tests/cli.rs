@@ -622,3 +622,11 @@ fn serve_without_a_collector_logs_no_error() {
     let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
     assert!(errors.is_empty(), "{errors:#?}");
 }
+
+#[test]
+fn log_lines_to_a_pipe_carry_no_colour_codes() {
+    let node = set_up_node();
+    let err = serve_and_stop(&node.config, &[]);
+    assert!(err.contains("node serving"), "the log is captured: {err}");
+    assert!(!err.contains('\x1b'), "escape codes in: {err:?}");
+}
