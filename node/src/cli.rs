@@ -157,6 +157,8 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
         /// Replace the stopped node in DIR; its contents are moved to DIR.replaced-<time>.
+        // The text is also `--help`, where `<time>` is a placeholder, not an HTML tag.
+        #[allow(rustdoc::invalid_html_tags)]
         #[arg(long)]
         force: bool,
     },
