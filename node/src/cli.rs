@@ -157,6 +157,8 @@ pub enum Command {
         #[arg(long)]
         dir: PathBuf,
         /// Replace the stopped node in DIR; its contents are moved to DIR.replaced-<time>.
+        // The text is also `--help`, where `<time>` is a placeholder, not an HTML tag.
+        #[allow(rustdoc::invalid_html_tags)]
         #[arg(long)]
         force: bool,
     },
@@ -505,6 +507,7 @@ async fn serve(
         None => None,
     };
     let node = RunningNode::start(config).await?;
+    let stop = StopSignals::catch()?;
     let m = &node.context.membership;
     println!(
         "liutong node for {} ({}) serving: peer API {} · local API {}",
@@ -514,7 +517,7 @@ async fn serve(
         node.admin_addr()
     );
     println!("stop with Ctrl-C (SIGINT) or SIGTERM");
-    wait_for_signal().await?;
+    stop.wait().await;
     println!("stopping: finishing in-flight calls and flushing storage");
     node.shutdown().await?;
     if let Some(a) = dev_authority {
@@ -549,14 +552,31 @@ fn print_dev_banner(root: &Path, config: &Path, created: bool) {
     println!("{line}");
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
-    tokio::select! {
-        r = tokio::signal::ctrl_c() => r.context("cannot listen for SIGINT")?,
-        _ = term.recv() => {}
+/// SIGINT and SIGTERM, caught from the moment this is made. Make it before announcing
+/// that the process serves: whoever waits for that line and then sends SIGTERM (a test,
+/// a supervisor script) gets a graceful stop, not the default action that ends the
+/// process on the spot.
+struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn catch() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+        })
     }
-    Ok(())
+
+    /// Waits for either signal.
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
+    }
 }
 
 async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
@@ -685,8 +705,9 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
                 format!("cannot listen on {listen}; another process may be using it")
             })?;
             let running = authority::serve(&dir, listener, validity).await?;
+            let stop = StopSignals::catch()?;
             println!("authority serving its trust list on {}", running.addr);
-            wait_for_signal().await?;
+            stop.wait().await;
             running.shutdown().await?;
             Ok(())
         }

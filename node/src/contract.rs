@@ -484,7 +484,7 @@ impl Contracts {
         Ok(seen)
     }
 
-    /// The IDs of the unfinished negotiations ([`Negotiation::unfinished`]). The
+    /// The IDs of the unfinished negotiations (`Negotiation::unfinished`). The
     /// first call reads every stored negotiation; later ones do not.
     pub fn waiting(&self) -> Result<Vec<String>, ContractError> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
@@ -1632,7 +1632,7 @@ pub(crate) fn analysis_context(classification: Classification) -> CompileContext
     })
 }
 
-/// Takes up every unfinished negotiation ([`recovery_step`]): asks providers about this
+/// Takes up every unfinished negotiation (`recovery_step`): asks providers about this
 /// node's requests (sending one again that never arrived), sends countersignatures
 /// again, and expires steps older than `recovery.expire_after` that this process has
 /// tried. Runs in the node's background work, one pass at a time; `retries` holds the

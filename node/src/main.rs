@@ -1,5 +1,6 @@
 //! The `liutong` binary: sets up logging and the TLS provider, then runs the command.
 
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         .with(
             tracing_subscriber::fmt::layer()
                 .with_writer(std::io::stderr)
+                .with_ansi(colour_on_stderr())
                 .with_filter(filter),
         )
         .with(liutong_node::telemetry::tracing_layer())
@@ -41,4 +43,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Colour codes only for a person at a terminal: a log file, a pipe or a journal would
+/// get them as literal bytes. A non-empty `NO_COLOR` turns colour off even there
+/// (<https://no-color.org>).
+fn colour_on_stderr() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }

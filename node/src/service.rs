@@ -25,9 +25,12 @@ mod usage;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
+use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
 use tonic::{Request, Response, Status};
+use tonic_health::pb::health_server::HealthServer;
+use tonic_health::server::HealthService;
 use tower::layer::util::{Identity, Stack};
 
 use crate::authority::participant_from_certificate;
@@ -88,7 +91,19 @@ impl Authenticate for PeerAuthenticator {
     }
 }
 
-fn reflection_services() -> Result<
+/// The names the reflection services answer to on every port (both are served).
+const REFLECTION: [&str; 2] = [
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
+/// Server reflection v1 and v1alpha for a port that serves `services` (besides
+/// reflection): they list those services and describe only the files that define them
+/// and what those files import, so a client exploring a port sees what it can call
+/// there and nothing of the other port's API.
+fn reflection_services(
+    services: &[&str],
+) -> Result<
     (
         tonic_reflection::server::v1::ServerReflectionServer<
             impl tonic_reflection::server::v1::ServerReflection,
@@ -99,13 +114,73 @@ fn reflection_services() -> Result<
     ),
     tonic_reflection::server::Error,
 > {
+    let liutong = defining(liutong_proto::FILE_DESCRIPTOR_SET, services)?;
+    let health = defining(tonic_health::pb::FILE_DESCRIPTOR_SET, services)?;
     let builder = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(liutong_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        let builder = tonic_reflection::server::Builder::configure()
+            .register_file_descriptor_set(liutong.clone())
+            .register_file_descriptor_set(health.clone())
+            // Both reflection versions are served on each port, so both are described.
+            .include_reflection_service(false)
+            .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            );
+        services
+            .iter()
+            .chain(&REFLECTION)
+            .fold(builder, |b, name| b.with_service_name(*name))
     };
     Ok((builder().build_v1()?, builder().build_v1alpha()?))
 }
+
+/// The files of the encoded descriptor set `encoded` that define any of `services`,
+/// with only those of their services, and every file they import.
+fn defining(
+    encoded: &[u8],
+    services: &[&str],
+) -> Result<prost_types::FileDescriptorSet, tonic_reflection::server::Error> {
+    use prost::Message as _;
+    let mut set = prost_types::FileDescriptorSet::decode(encoded)?;
+    let mut needed = std::collections::HashSet::new();
+    for file in &mut set.file {
+        let package = file.package().to_owned();
+        file.service
+            .retain(|s| services.contains(&format!("{package}.{}", s.name()).as_str()));
+        if !file.service.is_empty() {
+            needed.insert(file.name().to_owned());
+        }
+    }
+    // A set lists each file after those it imports: walking it backwards reaches every
+    // importer before the files it imports.
+    for file in set.file.iter().rev() {
+        if needed.contains(file.name()) {
+            needed.extend(file.dependency.iter().cloned());
+        }
+    }
+    set.file.retain(|f| needed.contains(f.name()));
+    Ok(set)
+}
+
+/// What [`peer_router`] serves besides reflection: all that its reflection lists.
+const PEER_SERVICES: &[&str] = &[
+    <HealthServer<HealthService> as NamedService>::NAME,
+    <NodeServer<PeerService> as NamedService>::NAME,
+    <CatalogServer<catalog::CatalogService> as NamedService>::NAME,
+    <NegotiationServer<contract::NegotiationService> as NamedService>::NAME,
+    <TransferServer<transfer::TransferService> as NamedService>::NAME,
+    <AuditServer<audit::AuditService> as NamedService>::NAME,
+    <WitnessServer<audit::WitnessService> as NamedService>::NAME,
+    <UsageControlServer<usage::UsageControlService> as NamedService>::NAME,
+    <QueryServer<query::QueryService> as NamedService>::NAME,
+];
+
+/// What [`admin_router`] serves besides reflection: all that its reflection lists.
+const LOCAL_SERVICES: &[&str] = &[
+    <AuditServer<audit::AuditService> as NamedService>::NAME,
+    <AdminServer<AdminService> as NamedService>::NAME,
+    <UsageServer<usage::UsageService> as NamedService>::NAME,
+];
 
 /// The peer API router: telemetry outermost (refusals are counted too), then
 /// authentication. Its health service answers from `health`.
@@ -117,7 +192,7 @@ pub fn peer_router(
 ) -> Router<Stack<AuthLayer<PeerAuthenticator>, Stack<RpcLayer, Identity>>> {
     // The descriptor sets are compiled into the binary; they always parse.
     let (reflection_v1, reflection_v1alpha) =
-        reflection_services().expect("embedded descriptor sets are valid");
+        reflection_services(PEER_SERVICES).expect("embedded descriptor sets are valid");
     let limit = context.config.limits.max_message_bytes;
     Server::builder()
         .layer(telemetry)
@@ -188,7 +263,7 @@ pub fn admin_router(
     auth: AuthLayer<LocalAuthenticator>,
 ) -> Router<Stack<AuthLayer<LocalAuthenticator>, Stack<RpcLayer, Identity>>> {
     let (reflection_v1, reflection_v1alpha) =
-        reflection_services().expect("embedded descriptor sets are valid");
+        reflection_services(LOCAL_SERVICES).expect("embedded descriptor sets are valid");
     let limit = context.config.limits.max_message_bytes;
     Server::builder()
         .layer(telemetry)

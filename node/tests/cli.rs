@@ -480,3 +480,153 @@ fn demo_runs_the_whole_flow_and_leaves_restartable_nodes() {
     sigterm(&serve);
     assert!(wait_exit(&mut serve, Duration::from_secs(20)).success());
 }
+
+/// A node set up as the README's manual set-up does, with its authority serving.
+struct SetUp {
+    _tmp: tempfile::TempDir,
+    config: std::path::PathBuf,
+    authority: Child,
+}
+
+impl Drop for SetUp {
+    fn drop(&mut self) {
+        let _ = self.authority.kill();
+        let _ = self.authority.wait();
+    }
+}
+
+fn set_up_node() -> SetUp {
+    let tmp = tempfile::tempdir().unwrap();
+    let authority = tmp.path().join("authority");
+    let bundle = tmp.path().join("bundle");
+    let node = tmp.path().join("node");
+    let o = liutong(&[
+        "authority",
+        "init",
+        "--dir",
+        authority.to_str().unwrap(),
+        "--name",
+        "Test Data Space",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = admit(&authority, TRANSPORT, &bundle);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let auth_port = free_port();
+    let o = liutong(&[
+        "init",
+        "--dir",
+        node.to_str().unwrap(),
+        "--bundle",
+        bundle.to_str().unwrap(),
+        "--listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--admin-listen",
+        &format!("127.0.0.1:{}", free_port()),
+        "--authority",
+        &format!("127.0.0.1:{auth_port}"),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut auth = Command::new(BIN)
+        .args([
+            "authority",
+            "serve",
+            "--dir",
+            authority.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{auth_port}"),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
+    SetUp {
+        config: node.join("node.toml"),
+        _tmp: tmp,
+        authority: auth,
+    }
+}
+
+/// Starts `liutong serve` with standard error to a pipe, waits until it serves, stops
+/// it with SIGTERM and returns everything it wrote on standard error.
+fn serve_and_stop(config: &Path, env: &[(&str, &str)]) -> String {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env_remove("LIUTONG_CONFIG")
+        .env_remove("LIUTONG_LOG")
+        .env_remove("NO_COLOR")
+        .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let mut serve = command.spawn().unwrap();
+    let mut err = serve.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = Vec::new();
+        std::io::Read::read_to_end(&mut err, &mut text).unwrap();
+        text
+    });
+    wait_for_line(&mut serve, "serving:", Duration::from_secs(30));
+    sigterm(&serve);
+    assert!(wait_exit(&mut serve, Duration::from_secs(20)).success());
+    String::from_utf8(reader.join().unwrap()).unwrap()
+}
+
+#[test]
+fn sigterm_right_after_the_serving_line_stops_gracefully() {
+    let node = set_up_node();
+    // serve_and_stop sends SIGTERM as soon as the line is out and wants exit status 0.
+    let err = serve_and_stop(&node.config, &[]);
+    assert!(err.contains("node stopped"), "{err}");
+
+    // The same for an authority.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("authority");
+    let o = liutong(&[
+        "authority",
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--name",
+        "DS",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut auth = Command::new(BIN)
+        .args([
+            "authority",
+            "serve",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
+    sigterm(&auth);
+    let status = wait_exit(&mut auth, Duration::from_secs(20));
+    assert!(status.success(), "{status:?}");
+}
+
+#[test]
+fn serve_without_a_collector_logs_no_error() {
+    let node = set_up_node();
+    let err = serve_and_stop(&node.config, &[]);
+    assert!(err.contains("node serving"), "the log is captured: {err}");
+    assert!(!err.contains("InstrumentCreationFailed"), "{err}");
+    let errors: Vec<&str> = err.lines().filter(|l| l.contains("ERROR")).collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+}
+
+#[test]
+fn log_lines_to_a_pipe_carry_no_colour_codes() {
+    let node = set_up_node();
+    let err = serve_and_stop(&node.config, &[]);
+    assert!(err.contains("node serving"), "the log is captured: {err}");
+    assert!(!err.contains('\x1b'), "escape codes in: {err:?}");
+}

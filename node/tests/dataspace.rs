@@ -167,6 +167,178 @@ async fn health_and_reflection_answer_members() {
     node.running.shutdown().await.unwrap();
 }
 
+/// What server reflection v1 and v1alpha on `channel` list, each sorted.
+async fn reflected_services(channel: tonic::transport::Channel) -> (Vec<String>, Vec<String>) {
+    use tokio_stream::StreamExt as _;
+    use tonic_reflection::pb::{v1, v1alpha};
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
+            String::new(),
+        )),
+    };
+    let mut answers = v1::server_reflection_client::ServerReflectionClient::new(channel.clone())
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    let answer = answers.next().await.expect("one answer").expect("ok");
+    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("unexpected reflection v1 answer: {answer:?}");
+    };
+    let mut listed_v1: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    listed_v1.sort();
+
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut answers = v1alpha::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1alpha")
+        .into_inner();
+    let answer = answers.next().await.expect("one answer").expect("ok");
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        answer.message_response
+    else {
+        panic!("unexpected reflection v1alpha answer: {answer:?}");
+    };
+    let mut listed_v1alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    listed_v1alpha.sort();
+    (listed_v1, listed_v1alpha)
+}
+
+/// The services defined in the files reflection v1 on `channel` returns for `symbol`,
+/// or the status it answered with.
+async fn services_in_file_of(
+    channel: tonic::transport::Channel,
+    symbol: &str,
+) -> Result<Vec<String>, tonic::Status> {
+    use prost::Message as _;
+    use tokio_stream::StreamExt as _;
+    use tonic_reflection::pb::v1;
+
+    let request = v1::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1::server_reflection_request::MessageRequest::FileContainingSymbol(symbol.into()),
+        ),
+    };
+    let mut answers = v1::server_reflection_client::ServerReflectionClient::new(channel)
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .expect("reflection v1")
+        .into_inner();
+    // tonic's reflection server answers an unknown symbol with an error status on the
+    // stream; the protocol's own ErrorResponse is accepted too.
+    let answer = answers.next().await.expect("one answer")?;
+    match answer.message_response {
+        Some(v1::server_reflection_response::MessageResponse::FileDescriptorResponse(files)) => {
+            let mut services = Vec::new();
+            for bytes in files.file_descriptor_proto {
+                let file = prost_types::FileDescriptorProto::decode(bytes.as_slice()).unwrap();
+                for s in &file.service {
+                    services.push(format!("{}.{}", file.package(), s.name()));
+                }
+            }
+            Ok(services)
+        }
+        Some(v1::server_reflection_response::MessageResponse::ErrorResponse(e)) => Err(
+            tonic::Status::new(Code::from(e.error_code), e.error_message),
+        ),
+        other => panic!("unexpected reflection answer: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_port_reflects_exactly_the_services_it_serves() {
+    let space = DataSpace::start().await;
+    let node = space.node(TRANSPORT, "transport", LONG).await;
+    let reflection = [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let sorted = |names: &[&str]| {
+        let mut names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        names.sort();
+        names
+    };
+    let peer = sorted(
+        &[
+            "grpc.health.v1.Health",
+            "liutong.v1.Node",
+            "liutong.v1.Catalog",
+            "liutong.v1.Negotiation",
+            "liutong.v1.Transfer",
+            "liutong.v1.Audit",
+            "liutong.v1.Witness",
+            "liutong.v1.UsageControl",
+            "liutong.v1.Query",
+        ]
+        .into_iter()
+        .chain(reflection)
+        .collect::<Vec<_>>(),
+    );
+    let local = sorted(
+        &["liutong.v1.Admin", "liutong.v1.Audit", "liutong.v1.Usage"]
+            .into_iter()
+            .chain(reflection)
+            .collect::<Vec<_>>(),
+    );
+
+    let peer_channel = node.channel_to(&node).await;
+    let (v1, v1alpha) = reflected_services(peer_channel.clone()).await;
+    assert_eq!(v1, peer, "peer API, reflection v1");
+    assert_eq!(v1alpha, peer, "peer API, reflection v1alpha");
+    let local_channel = liutong_node::local::connect(&node.config, LocalRole::Admin)
+        .await
+        .expect("local API");
+    let (v1, v1alpha) = reflected_services(local_channel.clone()).await;
+    assert_eq!(v1, local, "local API, reflection v1");
+    assert_eq!(v1alpha, local, "local API, reflection v1alpha");
+
+    // Each listed service can be described, and its file names no service of the
+    // other port: the peer port's usage.proto carries UsageControl without Usage.
+    for (channel, listed) in [(&peer_channel, &peer), (&local_channel, &local)] {
+        for name in listed.iter() {
+            let services = services_in_file_of(channel.clone(), name)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+            assert!(services.contains(name), "{name}: {services:?}");
+            for s in &services {
+                assert!(listed.contains(s), "{s} described beside {name}");
+            }
+        }
+    }
+    for symbol in [
+        "liutong.v1.Admin",
+        "liutong.v1.Authority",
+        "liutong.v1.Usage",
+    ] {
+        let status = services_in_file_of(peer_channel.clone(), symbol)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{symbol}: {status:?}");
+    }
+    for symbol in [
+        "liutong.v1.Node",
+        "liutong.v1.Authority",
+        "grpc.health.v1.Health",
+    ] {
+        let status = services_in_file_of(local_channel.clone(), symbol)
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::NotFound, "{symbol}: {status:?}");
+    }
+    node.running.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_from_another_authority_is_unauthenticated() {
     let space = DataSpace::start().await;

@@ -18,7 +18,7 @@
 //!
 //! Parsing turns the text into a typed [`Policy`] and fails on the first problem with a
 //! message naming the rule and the constraint. Semantic checks that need the
-//! classification and the purpose vocabulary run in [`crate::compile`].
+//! classification and the purpose vocabulary run in [`crate::compile()`].
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value as Json};

@@ -12,8 +12,8 @@
 //! | [`vocab`] | typed values: [`Classification`], [`RegionCode`], [`ParticipantCode`], [`PurposeVocabulary`], durations |
 //! | [`authoring`] | the TOML and JSON authoring forms ([`Policy::from_toml`], [`Policy::from_json`]) |
 //! | [`odrl`] | ODRL 2.2 JSON-LD import and export ([`Policy::from_odrl`], [`Policy::to_odrl`]) |
-//! | [`compile`] | load-time checks against a classification and the guardrails: [`compile()`] → [`CompiledPolicy`] |
-//! | [`evaluate`] | [`evaluate()`]: request + state → [`Decision`] with failed constraints and duties |
+//! | [`mod@compile`] | load-time checks against a classification and the guardrails: [`compile()`] → [`CompiledPolicy`] |
+//! | [`mod@evaluate`] | [`evaluate()`]: request + state → [`Decision`] with failed constraints and duties |
 //! | [`analysis`] | [`implies`] (an agreement only narrows its offer) and [`narrowing_gaps`] |
 //! | [`error`] | [`PolicyError`]: every load error names the rule and the constraint |
 //!

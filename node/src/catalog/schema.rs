@@ -3,9 +3,9 @@
 //! and the rows that do not match the inferred schema.
 //!
 //! Two passes over the stored chunks: the first infers each column's type (the most
-//! specific type at least [`TYPE_SHARE`] of its non-empty values fit), the second counts
-//! the rows that break the schema (a wrong number of fields, a value of another type, a
-//! line that is not a JSON object).
+//! specific type that at least 90% of its non-empty values fit, `TYPE_SHARE`), the
+//! second counts the rows that break the schema (a wrong number of fields, a value of
+//! another type, a line that is not a JSON object).
 
 use std::collections::BTreeMap;
 use std::io::Read;

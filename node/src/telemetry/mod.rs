@@ -25,6 +25,7 @@ pub mod rpc;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use opentelemetry::metrics::{MeterProvider as _, NoopMeterProvider};
 use opentelemetry::trace::{SpanBuilder, TracerProvider as _};
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
@@ -68,7 +69,6 @@ pub enum TelemetryError {
 pub struct Telemetry {
     /// Every instrument the node records into.
     pub metrics: Metrics,
-    meter_provider: SdkMeterProvider,
     /// Present when a collector is configured.
     export: Option<Export>,
 }
@@ -76,6 +76,7 @@ pub struct Telemetry {
 struct Export {
     endpoint: String,
     tracer_provider: SdkTracerProvider,
+    meter_provider: SdkMeterProvider,
     /// Carried in the OpenTelemetry context of this node's requests.
     node: NodeTrace,
 }
@@ -93,12 +94,16 @@ impl Telemetry {
             Ok(e) if !e.trim().is_empty() => (Some(e.trim().to_owned()), ENDPOINT_VARIABLE),
             _ => (config.telemetry.endpoint.clone(), "[telemetry] endpoint"),
         };
-        let resource = resource(config);
         let Some(endpoint) = endpoint else {
-            // No reader: instruments exist (the code records into them) but cost little.
-            let meter_provider = SdkMeterProvider::builder().with_resource(resource).build();
-            return Ok(Self::with_meter_provider(meter_provider, None));
+            // Nothing reads the metrics, so the instruments are no-ops. An SDK meter
+            // provider without a reader would aggregate for nobody, and it refuses
+            // observable gauges (no reader, no stream), logging an error for each.
+            return Ok(Self {
+                metrics: Metrics::new(&NoopMeterProvider::new().meter(SCOPE)),
+                export: None,
+            });
         };
+        let resource = resource(config);
         let exporter_err = |reason: String| TelemetryError::Exporter {
             endpoint: endpoint.clone(),
             source_of_endpoint,
@@ -130,24 +135,15 @@ impl Telemetry {
             .build();
         let node = NodeTrace(tracer_provider.tracer(SCOPE));
         tracing::info!(%endpoint, "exporting traces and metrics over OTLP/gRPC");
-        Ok(Self::with_meter_provider(
-            meter_provider,
-            Some(Export {
+        Ok(Self {
+            metrics: Metrics::new(&meter_provider.meter(SCOPE)),
+            export: Some(Export {
                 endpoint,
                 tracer_provider,
+                meter_provider,
                 node,
             }),
-        ))
-    }
-
-    fn with_meter_provider(meter_provider: SdkMeterProvider, export: Option<Export>) -> Self {
-        use opentelemetry::metrics::MeterProvider as _;
-        let metrics = Metrics::new(&meter_provider.meter(SCOPE));
-        Self {
-            metrics,
-            meter_provider,
-            export,
-        }
+        })
     }
 
     /// The collector this node exports to, if any.
@@ -163,14 +159,11 @@ impl Telemetry {
     /// Exports what is pending and stops the exporters. Blocks while exporting: call it
     /// from a blocking thread (`tokio::task::spawn_blocking`), never on a runtime worker.
     pub fn shutdown(&self) {
-        if let Some(export) = &self.export
-            && let Err(e) = export.tracer_provider.shutdown()
-        {
+        let Some(export) = &self.export else { return };
+        if let Err(e) = export.tracer_provider.shutdown() {
             tracing::warn!(error = %e, "traces not all exported at shutdown");
         }
-        if self.export.is_some()
-            && let Err(e) = self.meter_provider.shutdown()
-        {
+        if let Err(e) = export.meter_provider.shutdown() {
             tracing::warn!(error = %e, "metrics not all exported at shutdown");
         }
     }
