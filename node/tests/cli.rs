@@ -1,34 +1,17 @@
 //! The `liutong` binary as an operator uses it: the README's manual set-up, bad input
 //! answered with a message and a non-zero exit, and graceful shutdown on SIGTERM.
 
+mod process;
+
+use process::*;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_liutong");
-const TRANSPORT: &str = "11330100MA2TRA0011";
-
-fn liutong(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("LIUTONG_CONFIG")
-        .env_remove("LIUTONG_DATA")
-        .output()
-        .expect("run liutong")
-}
-
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn admit(authority: &Path, participant: &str, out: &Path) -> Output {

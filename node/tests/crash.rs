@@ -4,37 +4,18 @@
 //! final state by themselves: FINALIZED with the same agreement bytes, the receipt at
 //! the provider, a pull resumed from the first chunk that was not durable.
 
+mod process;
+
+use process::*;
 use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_liutong");
-const TRANSPORT: &str = "11330100MA2TRA0011";
-const LOGISTICS: &str = "91330100MA2L0G0013";
 /// Bound of every wait: generous, as the machine may be busy; each wait ends as soon as
 /// its condition holds.
 const LIMIT: Duration = Duration::from_secs(60);
-
-const OPEN_POLICY: &str = r#"
-uid = "urn:liutong:policy:open"
-type = "set"
-
-[[permission]]
-action = "use"
-"#;
-
-fn liutong(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("LIUTONG_CONFIG")
-        .env_remove("LIUTONG_DATA")
-        .env_remove("LIUTONG_PAUSE_AT")
-        .output()
-        .expect("run liutong")
-}
 
 fn ok(o: Output) -> String {
     assert!(
@@ -44,14 +25,6 @@ fn ok(o: Output) -> String {
         String::from_utf8_lossy(&o.stderr)
     );
     String::from_utf8(o.stdout).unwrap()
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Forwards a child's output lines to a channel, from a thread that keeps draining it.

@@ -4,40 +4,15 @@
 //! ERROR and raises the storage-failure alert; after a restart on a sound disk,
 //! everything acknowledged before is there and the node serves again.
 
+mod process;
+
+use process::*;
 use std::fs::File;
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_liutong");
-const TRANSPORT: &str = "11330100MA2TRA0011";
 const CSV: &[u8] = b"road,hour,vehicles\nYan'an Rd,8,1520\nTianmushan Rd,8,1210\n";
-
-fn liutong(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env_remove("LIUTONG_CONFIG")
-        .env_remove("LIUTONG_DATA")
-        .output()
-        .expect("run liutong")
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -13,10 +13,12 @@
 //! `LIUTONG_REQUIRE_LAZYFS=1` (set by CI). `LIUTONG_LAZYFS` names the built binary or
 //! the script; by default the build output beside the script is used.
 
+mod process;
+
+use process::*;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{Read, Write as _};
-use std::net::TcpListener;
 use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -24,20 +26,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_liutong");
-const TRANSPORT: &str = "11330100MA2TRA0011";
-const LOGISTICS: &str = "91330100MA2L0G0013";
-const ECOLOGY: &str = "11330000MA2ECE0015";
 /// Longest any one CLI command may take.
 const COMMAND_LIMIT: Duration = Duration::from_secs(60);
-
-const OPEN_POLICY: &str = r#"
-uid = "urn:liutong:policy:open"
-type = "set"
-
-[[permission]]
-action = "use"
-"#;
 
 const CSV: &str = "road,hour,vehicles\nYan'an Rd,8,1520\nTianmushan Rd,8,1210\n";
 
@@ -211,21 +201,10 @@ fn wait_for(limit: Duration, mut ok: impl FnMut() -> bool) -> bool {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn command(args: &[&str]) -> Command {
-    let mut c = Command::new(BIN);
-    c.args(args)
-        .env_remove("LIUTONG_CONFIG")
-        .env_remove("LIUTONG_DATA")
-        .env_remove("LIUTONG_PAUSE_AT")
-        .stdin(Stdio::null())
+/// A command whose output the test reads (see [`finish`]).
+fn piped(args: &[&str]) -> Command {
+    let mut c = command(args);
+    c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     c
@@ -263,15 +242,7 @@ fn finish(mut child: Child, limit: Duration) -> Output {
 
 /// Runs one command to its end (bounded).
 fn run(args: &[&str]) -> Output {
-    finish(command(args).spawn().expect("run liutong"), COMMAND_LIMIT)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    finish(piped(args).spawn().expect("run liutong"), COMMAND_LIMIT)
 }
 
 /// Runs a command that must succeed; returns its standard output.
@@ -453,7 +424,7 @@ struct Acknowledged {
 fn publish(space: &Space, title: &str) -> Command {
     let csv = space.work.join("traffic.csv");
     let policy = space.work.join("open.toml");
-    let mut c = command(&[
+    let mut c = piped(&[
         "product",
         "publish",
         p(&csv),
@@ -474,7 +445,7 @@ fn publish(space: &Space, title: &str) -> Command {
 }
 
 fn request(space: &Space, offer: &str) -> Command {
-    command(&[
+    piped(&[
         "contract",
         "request",
         "--peer",
@@ -493,7 +464,7 @@ fn read(space: &Space, agreement: &str) -> Command {
     static READS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let out = space.work.join(format!("read-{n}.csv"));
-    command(&[
+    piped(&[
         "data",
         "read",
         agreement,

@@ -1,0 +1,62 @@
+//! What the tests that drive real `liutong` processes share: the binary, the members
+//! they admit, and running a command with none of the caller's node settings.
+#![allow(dead_code)] // each test file uses a different part of this
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Command, Output};
+
+/// The `liutong` binary this test run built.
+pub const BIN: &str = env!("CARGO_BIN_EXE_liutong");
+
+pub const TRANSPORT: &str = "11330100MA2TRA0011";
+pub const LOGISTICS: &str = "91330100MA2L0G0013";
+pub const ECOLOGY: &str = "11330000MA2ECE0015";
+
+/// A policy that lets every member use the data.
+pub const OPEN_POLICY: &str = r#"
+uid = "urn:liutong:policy:open"
+type = "set"
+
+[[permission]]
+action = "use"
+"#;
+
+/// A `liutong` command that ignores the environment's node settings and pause point,
+/// so a test's command never reaches a node the test did not start, nor pauses.
+pub fn command(args: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args(args)
+        .env_remove("LIUTONG_CONFIG")
+        .env_remove("LIUTONG_DATA")
+        .env_remove("LIUTONG_PAUSE_AT");
+    c
+}
+
+/// Runs a `liutong` command to its end.
+pub fn liutong(args: &[&str]) -> Output {
+    command(args).output().expect("run liutong")
+}
+
+/// Standard output, then standard error.
+pub fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// A loopback port free at this moment.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A path as a command-line argument.
+pub fn arg(p: &Path) -> &str {
+    p.to_str().expect("test paths are UTF-8")
+}
