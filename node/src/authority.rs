@@ -20,12 +20,12 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
+use crate::base::files;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{
     Envelope, KeyError, MemberRole, Membership, ParticipantId, ParticipantKind, PublicKey,
     RegionCode, SigningKey,
 };
-use crate::storage::files;
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::certs::{self, AUTHORITY_SAN_URI, CertError, CertificateAuthority, LeafSpec};
 use crate::tls::{self, TlsError, TlsIdentity};
@@ -255,7 +255,7 @@ impl Authority {
             return Err(AuthorityError::Revoked {
                 participant: id.clone(),
                 reason: r.reason.clone(),
-                revoked_at: crate::tls::auth::format_unix(r.revoked_at),
+                revoked_at: crate::base::format::format_unix(r.revoked_at),
             });
         }
         let existing = self

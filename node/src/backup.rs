@@ -39,11 +39,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::log::{self as audit_log, AuditError};
+use crate::base::BoxFuture;
+use crate::base::files;
 use crate::config::{self, NodeConfig};
 use crate::identity::membership::parse_credential;
 use crate::identity::{Membership, ParticipantId, SigningKey};
-use crate::storage::files;
-use crate::storage::{BoxFuture, Entries, SledStorage, Storage, StorageError, Write as Op};
+use crate::storage::{Entries, SledStorage, Storage, StorageError, Write as Op};
 
 const MAGIC: &[u8] = b"LIUTONG-BACKUP/1\n";
 const SEAL_CONTEXT: &[u8] = b"liutong-backup/v1\n";
@@ -110,7 +111,7 @@ impl BackupHeader {
         Ok(Self {
             participant: participant.to_string(),
             created_at: crate::runtime::now(),
-            software_version: crate::service::VERSION.to_owned(),
+            software_version: crate::base::VERSION.to_owned(),
             audit_log_size: audit_log::committed_size(db)?,
         })
     }

@@ -21,12 +21,12 @@ use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
 use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS};
+use crate::base::format::format_unix;
 use crate::config::{self, NodeConfig};
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local::{self, LocalRole};
 use crate::runtime::RunningNode;
 use crate::setup::{self, InitOptions};
-use crate::tls::auth::format_unix;
 use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::{
     DescribePeerRequest, DescribeResponse, Participant, RefreshTrustListRequest, TrustListStatus,

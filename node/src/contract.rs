@@ -32,9 +32,9 @@ use liutong_policy::{
 use serde::{Deserialize, Serialize};
 
 use crate::audit::log::{AuditError, Event, EventKind};
+use crate::base::random::{RandomError, random_bytes, random_id};
 use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
-use crate::identity::random::{RandomError, random_bytes, random_id};
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::runtime::{NodeContext, now};
 use crate::storage::{Storage, StorageError, Write};
@@ -860,7 +860,7 @@ pub async fn receive_request(
     if request.expires_at <= t {
         return Err(ContractError::Expired(format!(
             "expired at {}",
-            crate::tls::auth::format_unix(request.expires_at)
+            crate::base::format::format_unix(request.expires_at)
         )));
     }
     if request.created_at > t + CLOCK_SKEW

@@ -53,6 +53,7 @@ pub mod alerts;
 pub mod audit;
 pub mod authority;
 pub mod backup;
+pub mod base;
 pub mod catalog;
 pub mod cli;
 pub mod config;

@@ -83,7 +83,7 @@ impl fmt::Display for LocalRole {
 /// Creates the local client CA, the admin server certificate and one client
 /// certificate per role in `local_dir`.
 pub fn create_local_pki(local_dir: &Path) -> Result<(), CertError> {
-    crate::storage::files::create_private_dir(local_dir).map_err(|source| CertError::Write {
+    crate::base::files::create_private_dir(local_dir).map_err(|source| CertError::Write {
         path: local_dir.to_owned(),
         source,
     })?;

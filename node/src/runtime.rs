@@ -438,7 +438,7 @@ impl RunningNode {
             .append(&Event::new(
                 EventKind::NodeStarted,
                 now(),
-                format!("node started, version {}", service::VERSION),
+                format!("node started, version {}", crate::base::VERSION),
             ))
             .await?;
         rotation::record_current_key(

@@ -31,6 +31,7 @@ use tonic::{Request, Response, Status};
 use tower::layer::util::{Identity, Stack};
 
 use crate::authority::participant_from_certificate;
+use crate::base::VERSION;
 use crate::health::NodeHealth;
 use crate::identity::Membership;
 use crate::local::{LocalAuthenticator, LocalRole};
@@ -58,9 +59,6 @@ use liutong_proto::v1::{
     PullTransferRequest, RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
     RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
 };
-
-/// The software version reported by `Describe` and `Status`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A verified peer: its certificate chains to the data-space CA and the trust list
 /// says it is a current member presenting its registered certificate.

@@ -10,12 +10,12 @@ use time::OffsetDateTime;
 use crate::authority::{
     Admission, Authority, AuthorityError, BundleManifest, DEFAULT_MEMBERSHIP_DAYS, bundle_files,
 };
+use crate::base::files;
 use crate::config::{
     self, AuthoritySection, Development, GuardrailsSection, Limits, NodeConfig, NodeSection,
 };
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local;
-use crate::storage::files;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -221,7 +221,7 @@ fn event_text(data: &[u8]) -> String {
         Some(e) => {
             let mut s = format!(
                 "{} {}",
-                crate::tls::auth::format_unix(e.time),
+                crate::base::format::format_unix(e.time),
                 serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -469,7 +469,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
                 filter,
                 logs,
             };
-            crate::storage::files::write_public(&out, &serde_json::to_vec_pretty(&bundle)?)
+            crate::base::files::write_public(&out, &serde_json::to_vec_pretty(&bundle)?)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             let entries: usize = bundle.logs.iter().map(|l| l.entries.len()).sum();
             if target.json {

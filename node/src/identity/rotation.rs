@@ -24,8 +24,9 @@ use super::membership::{IdentityMismatch, Membership, open_credential, parse_cre
 use super::{Envelope, ParticipantId};
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::authority::bundle_files;
+use crate::base::files;
 use crate::config::NodeConfig;
-use crate::storage::{Storage, StorageError, files};
+use crate::storage::{Storage, StorageError};
 
 /// The prepared next key, in `identity/`.
 pub const NEXT_KEY: &str = "signing.key.next";

@@ -16,7 +16,7 @@ use rcgen::{
 use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
 
-use crate::storage::files;
+use crate::base::files;
 
 /// SAN URI of the authority's trust-list server certificate.
 pub const AUTHORITY_SAN_URI: &str = "urn:liutong:authority";
