@@ -20,6 +20,7 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
+use crate::base::clock;
 use crate::base::files;
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{
@@ -179,7 +180,7 @@ impl Authority {
         ca.save(&dir.join("ca.crt"), &dir.join("ca.key"))?;
         let signing = SigningKey::generate()?;
         signing.save(&dir.join("signing.key"))?;
-        let now = OffsetDateTime::now_utc();
+        let now = clock::now_utc();
         let server = ca.issue(&LeafSpec {
             common_name: format!("{name} trust-list server"),
             san_uris: vec![AUTHORITY_SAN_URI.to_owned()],
@@ -594,7 +595,7 @@ impl AuthorityRpc for TrustListService {
             tracing::error!(error = %e, "cannot read the authority state");
             Status::internal(format!("the authority cannot read its state: {e}"))
         })?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = clock::now();
         let envelope = authority.trust_list(now, self.validity);
         Ok(Response::new(GetTrustListResponse {
             trust_list: Some(envelope.into()),

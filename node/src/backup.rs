@@ -110,7 +110,7 @@ impl BackupHeader {
     pub fn describe(participant: &ParticipantId, db: &dyn Storage) -> Result<Self, BackupError> {
         Ok(Self {
             participant: participant.to_string(),
-            created_at: crate::runtime::now(),
+            created_at: crate::base::clock::now(),
             software_version: crate::base::VERSION.to_owned(),
             audit_log_size: audit_log::committed_size(db)?,
         })
@@ -495,7 +495,7 @@ pub fn restore(path: &Path, dir: &Path, force: bool) -> Result<RestoreReport, Ba
     let mut replaced = None;
     if dir.exists() {
         if occupied {
-            let aside = parent.join(format!("{base}.replaced-{}", crate::runtime::now()));
+            let aside = parent.join(format!("{base}.replaced-{}", crate::base::clock::now()));
             fs::rename(dir, &aside).map_err(io("move aside", dir))?;
             replaced = Some(aside);
         } else {

@@ -32,11 +32,13 @@ use liutong_policy::{
 use serde::{Deserialize, Serialize};
 
 use crate::audit::log::{AuditError, Event, EventKind};
+use crate::base::clock;
+use crate::base::clock::now;
 use crate::base::random::{RandomError, random_bytes, random_id};
 use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
 use crate::identity::{Envelope, Membership, ParticipantId};
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::{Storage, StorageError, Write};
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
@@ -195,7 +197,7 @@ impl Agreement {
     /// The policy state of this agreement now, after `uses` uses: the time since it
     /// was agreed, and the uses.
     pub fn policy_state(&self, uses: u64) -> PolicyState {
-        let now = time::OffsetDateTime::now_utc();
+        let now = clock::now_utc();
         PolicyState {
             now,
             elapsed: std::time::Duration::from_secs(
@@ -889,7 +891,7 @@ pub async fn receive_request(
     }
     let product = context
         .catalog
-        .offer(&request.offer_id, caller, time::OffsetDateTime::now_utc())
+        .offer(&request.offer_id, caller, clock::now_utc())
         .map_err(|_| ContractError::UnknownOffer(request.offer_id.clone()))?;
     let policy = context
         .catalog
@@ -923,7 +925,7 @@ pub async fn receive_request(
             requester: requester_of(caller),
             purpose: Some(request.purpose.clone()),
         },
-        &PolicyState::initial(time::OffsetDateTime::now_utc()),
+        &PolicyState::initial(clock::now_utc()),
     );
     let explanation = decision.explain();
     let decision_event = event(
@@ -1082,7 +1084,7 @@ pub async fn approve(
     // logged and the request keeps waiting, for a rejection with a reason.
     let offered = context
         .catalog
-        .offer(&n.offer_id, &caller, time::OffsetDateTime::now_utc())
+        .offer(&n.offer_id, &caller, clock::now_utc())
         .and_then(|product| {
             let policy = context
                 .catalog

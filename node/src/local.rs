@@ -13,9 +13,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
-use time::OffsetDateTime;
 use tonic::Status;
 
+use crate::base::clock;
 use crate::config::NodeConfig;
 use crate::tls::auth::{Authenticate, ChainVerifier};
 use crate::tls::certs::{
@@ -89,7 +89,7 @@ pub fn create_local_pki(local_dir: &Path) -> Result<(), CertError> {
     })?;
     let ca = CertificateAuthority::create("Liutong local client CA", 10)?;
     ca.save(&local_dir.join("ca.crt"), &local_dir.join("ca.key"))?;
-    let now = OffsetDateTime::now_utc();
+    let now = clock::now_utc();
     let spec = |cn: &str, uri: String| LeafSpec {
         common_name: cn.to_owned(),
         san_uris: vec![uri],

@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::RootCertStore;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -19,6 +18,7 @@ use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
 use crate::audit::witnessing::WitnessStore;
 use crate::authority::{BundleManifest, bundle_files};
 use crate::backup::GatedStorage;
+use crate::base::clock::now;
 use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
@@ -274,11 +274,6 @@ impl NodeContext {
             .ok_or_else(|| fetch_err("the answer carried no trust list".into()))?;
         self.trust.apply(envelope.into(), now()).await
     }
-}
-
-/// Current time in Unix seconds.
-pub fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
 }
 
 /// A running node.

@@ -32,10 +32,11 @@ use tower::layer::util::{Identity, Stack};
 
 use crate::authority::participant_from_certificate;
 use crate::base::VERSION;
+use crate::base::clock::now;
 use crate::health::NodeHealth;
 use crate::identity::Membership;
 use crate::local::{LocalAuthenticator, LocalRole};
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::telemetry::RpcLayer;
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::{self, certs};

@@ -220,7 +220,7 @@ impl Alerts {
             return;
         }
         let severity = rule.severity();
-        let time = crate::runtime::now();
+        let time = crate::base::clock::now();
         self.inner.metrics.alert(rule.name(), severity.name());
         *lock(&self.inner.raised).entry(rule).or_default() += 1;
         let peer_text = peer.unwrap_or("-");

@@ -1,11 +1,12 @@
 //! The foundations every other part of the node stands on, importing nothing of the
-//! node: random identifiers, private and atomic files, date formatting, the software
-//! version and the boxed future used by object-safe async traits. (The pause points of
-//! crash tests, [`crate::pause`], belong to this layer too.)
+//! node: the one clock, random identifiers, private and atomic files, date formatting,
+//! the software version and the boxed future used by object-safe async traits. (The
+//! pause points of crash tests, [`crate::pause`], belong to this layer too.)
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub mod clock;
 pub mod files;
 pub mod format;
 pub mod random;

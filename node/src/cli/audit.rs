@@ -22,10 +22,10 @@ use super::{load_config, local_channel, print_json, status_error};
 use crate::audit::auditor::{AuditorClient, decode};
 use crate::audit::bundle::{BUNDLE_VERSION, EvidenceBundle, verify_bundle};
 use crate::audit::search::SearchFilter;
+use crate::base::clock;
 use crate::config::NodeConfig;
 use crate::identity::PublicKey;
 use crate::local::LocalRole;
-use crate::runtime;
 use crate::tls::{self, ExpectedServer, TlsIdentity};
 
 #[derive(Subcommand, Debug)]
@@ -465,7 +465,7 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             }
             let bundle = EvidenceBundle {
                 version: BUNDLE_VERSION,
-                created: runtime::now(),
+                created: clock::now(),
                 filter,
                 logs,
             };

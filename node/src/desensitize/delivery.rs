@@ -188,7 +188,7 @@ pub fn removal(
     let record = Removal {
         agreement_id: id.clone(),
         why: why.to_owned(),
-        removed_at: crate::runtime::now(),
+        removed_at: crate::base::clock::now(),
     };
     Ok(Some((
         TREE,

@@ -11,11 +11,12 @@ use tonic::Status;
 use crate::audit::cosigning::latest_status;
 use crate::audit::log::{Event, EventKind};
 use crate::backup;
+use crate::base::clock::now;
 use crate::contract::{NegotiationStatus, Role};
 use crate::identity::membership::open_credential;
 use crate::identity::rotation;
 use crate::local::LocalRole;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::StorageError;
 use liutong_proto::v1::{BackupChunk, PeerStatus, StatusResponse, WitnessStatus};
 
