@@ -22,6 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::base::clock;
 use crate::base::files;
+use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{
     Envelope, KeyError, MemberRole, Membership, ParticipantId, ParticipantKind, PublicKey,
@@ -130,27 +131,6 @@ impl std::fmt::Debug for AdmissionBundle {
             .field("membership", &self.membership)
             .finish_non_exhaustive()
     }
-}
-
-/// The bundle's manifest, `bundle.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleManifest {
-    pub participant_id: ParticipantId,
-    pub name: String,
-    pub authority_name: String,
-    pub authority_key: PublicKey,
-}
-
-/// File names inside an admission bundle (and a node's `identity/` directory).
-pub mod bundle_files {
-    pub const MANIFEST: &str = "bundle.json";
-    pub const CA: &str = "ca.crt";
-    pub const CERT: &str = "node.crt";
-    pub const KEY: &str = "node.key";
-    pub const SIGNING_KEY: &str = "signing.key";
-    pub const CREDENTIAL: &str = "credential.json";
-    pub const ALL: [&str; 6] = [MANIFEST, CA, CERT, KEY, SIGNING_KEY, CREDENTIAL];
 }
 
 /// An authority opened from its directory.

@@ -398,7 +398,7 @@ pub async fn backup_offline(
     let key = SigningKey::load(
         &config
             .identity_dir()
-            .join(crate::authority::bundle_files::SIGNING_KEY),
+            .join(crate::identity::bundle::files::SIGNING_KEY),
     )
     .map_err(|e| BackupError::Target(e.to_string()))?;
     let header = BackupHeader::describe(&config.node.participant, db.as_ref())?;
@@ -782,7 +782,7 @@ fn read_records(
     let credential_file = format!(
         "{}/{}",
         config::IDENTITY_DIR,
-        crate::authority::bundle_files::CREDENTIAL
+        crate::identity::bundle::files::CREDENTIAL
     );
     let mut tree = String::new();
     // The audit log's committed size in the copy (none stored: an empty log).
@@ -925,7 +925,7 @@ fn seal_signer(config: Option<String>, credential: Option<Vec<u8>>) -> Result<Me
         format!(
             "it holds no {}/{}",
             crate::config::IDENTITY_DIR,
-            crate::authority::bundle_files::CREDENTIAL
+            crate::identity::bundle::files::CREDENTIAL
         )
     })?;
     parse_credential(&credential, &config.authority.public_key)
@@ -1116,7 +1116,7 @@ mod tests {
         let key = SigningKey::load(
             &config
                 .identity_dir()
-                .join(crate::authority::bundle_files::SIGNING_KEY),
+                .join(crate::identity::bundle::files::SIGNING_KEY),
         )
         .unwrap();
         let files = node_files(&config).unwrap();

@@ -5,14 +5,13 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::authority::{
-    Admission, Authority, AuthorityError, BundleManifest, DEFAULT_MEMBERSHIP_DAYS, bundle_files,
-};
+use crate::authority::{Admission, Authority, AuthorityError, DEFAULT_MEMBERSHIP_DAYS};
 use crate::base::clock;
 use crate::base::files;
 use crate::config::{
     self, AuthoritySection, Development, GuardrailsSection, Limits, NodeConfig, NodeSection,
 };
+use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local;
 

@@ -5,7 +5,9 @@
 //! - [`keys`] holds the node's Ed25519 signing key (ring), stored owner-readable only.
 //! - [`envelope`] is the one signed-envelope type (DSSE) used for everything signed.
 //! - [`membership`] is the credential the authority signs for each admitted member.
+//! - [`bundle`] is the layout of the admission bundle and of the node's `identity/`.
 
+pub mod bundle;
 pub mod envelope;
 pub mod keys;
 pub mod membership;

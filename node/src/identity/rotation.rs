@@ -19,11 +19,11 @@
 
 use std::path::{Path, PathBuf};
 
+use super::bundle::files as bundle_files;
 use super::keys::{KeyError, PublicKey, SigningKey};
 use super::membership::{IdentityMismatch, Membership, open_credential, parse_credential};
 use super::{Envelope, ParticipantId};
 use crate::audit::log::{AuditLog, Event, EventKind};
-use crate::authority::bundle_files;
 use crate::base::files;
 use crate::config::NodeConfig;
 use crate::storage::{Storage, StorageError};
