@@ -790,7 +790,7 @@ fn suffix(reason: &str) -> String {
 
 /// The finalized agreement this node made as the provider with `caller` as the
 /// consumer: opened with this node's own key (the current one or an earlier one, see
-/// [`rotation`](crate::identity::rotation)), so a stored agreement that was altered is
+/// [`rotation`](crate::rotation)), so a stored agreement that was altered is
 /// refused. Transfers, queries, receipts and usage notices all ask this.
 pub fn consumer_agreement(
     context: &NodeContext,
@@ -827,7 +827,7 @@ fn open_own(
     if current.is_ok() || context.previous_credentials.is_empty() {
         return current;
     }
-    crate::identity::rotation::previous_keys(&context.previous_credentials)
+    crate::identity::membership::previous_keys(&context.previous_credentials)
         .iter()
         .find_map(|key| envelope.open_json(AGREEMENT_PAYLOAD_TYPE, key).ok())
         .map_or(current, Ok)

@@ -25,7 +25,7 @@
 //!   and restores that refuse a damaged file before touching anything.
 //! - [`pause`] — named pause points that crash tests stop a node at.
 //! - [`health`] — the plain gRPC health endpoint for probes (`node.health_listen`).
-//! - [`identity::rotation`] — signing-key rotation with the authority, and the key
+//! - [`rotation`] — signing-key rotation with the authority, and the key
 //!   history that keeps old checkpoints verifiable.
 //! - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
 //!   signed-note checkpoints and cosignatures, the log in sled, checkpoints witnessed by
@@ -66,6 +66,7 @@ pub mod local;
 pub mod pause;
 pub mod query;
 pub mod recovery;
+pub mod rotation;
 pub mod runtime;
 pub mod service;
 pub mod setup;

@@ -17,9 +17,9 @@ use crate::authority::Authority;
 use crate::backup;
 use crate::base::format::format_unix;
 use crate::config::NodeConfig;
-use crate::identity::rotation;
 use crate::identity::{Envelope, ParticipantId, PublicKey};
 use crate::local::LocalRole;
+use crate::rotation;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {

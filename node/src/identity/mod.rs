@@ -11,7 +11,6 @@ pub mod bundle;
 pub mod envelope;
 pub mod keys;
 pub mod membership;
-pub mod rotation;
 
 use std::fmt;
 use std::str::FromStr;
