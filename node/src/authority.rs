@@ -20,12 +20,14 @@ use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tonic::{Request, Response, Status};
 
+use crate::base::clock;
+use crate::base::files;
+use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
 use crate::identity::{
     Envelope, KeyError, MemberRole, Membership, ParticipantId, ParticipantKind, PublicKey,
     RegionCode, SigningKey,
 };
-use crate::storage::files;
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::certs::{self, AUTHORITY_SAN_URI, CertError, CertificateAuthority, LeafSpec};
 use crate::tls::{self, TlsError, TlsIdentity};
@@ -131,27 +133,6 @@ impl std::fmt::Debug for AdmissionBundle {
     }
 }
 
-/// The bundle's manifest, `bundle.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BundleManifest {
-    pub participant_id: ParticipantId,
-    pub name: String,
-    pub authority_name: String,
-    pub authority_key: PublicKey,
-}
-
-/// File names inside an admission bundle (and a node's `identity/` directory).
-pub mod bundle_files {
-    pub const MANIFEST: &str = "bundle.json";
-    pub const CA: &str = "ca.crt";
-    pub const CERT: &str = "node.crt";
-    pub const KEY: &str = "node.key";
-    pub const SIGNING_KEY: &str = "signing.key";
-    pub const CREDENTIAL: &str = "credential.json";
-    pub const ALL: [&str; 6] = [MANIFEST, CA, CERT, KEY, SIGNING_KEY, CREDENTIAL];
-}
-
 /// An authority opened from its directory.
 pub struct Authority {
     dir: PathBuf,
@@ -179,7 +160,7 @@ impl Authority {
         ca.save(&dir.join("ca.crt"), &dir.join("ca.key"))?;
         let signing = SigningKey::generate()?;
         signing.save(&dir.join("signing.key"))?;
-        let now = OffsetDateTime::now_utc();
+        let now = clock::now_utc();
         let server = ca.issue(&LeafSpec {
             common_name: format!("{name} trust-list server"),
             san_uris: vec![AUTHORITY_SAN_URI.to_owned()],
@@ -255,7 +236,7 @@ impl Authority {
             return Err(AuthorityError::Revoked {
                 participant: id.clone(),
                 reason: r.reason.clone(),
-                revoked_at: crate::tls::auth::format_unix(r.revoked_at),
+                revoked_at: crate::base::format::format_unix(r.revoked_at),
             });
         }
         let existing = self
@@ -594,7 +575,7 @@ impl AuthorityRpc for TrustListService {
             tracing::error!(error = %e, "cannot read the authority state");
             Status::internal(format!("the authority cannot read its state: {e}"))
         })?;
-        let now = OffsetDateTime::now_utc().unix_timestamp();
+        let now = clock::now();
         let envelope = authority.trust_list(now, self.validity);
         Ok(Response::new(GetTrustListResponse {
             trust_list: Some(envelope.into()),

@@ -39,11 +39,12 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::audit::log::{self as audit_log, AuditError};
+use crate::base::BoxFuture;
+use crate::base::files;
 use crate::config::{self, NodeConfig};
 use crate::identity::membership::parse_credential;
 use crate::identity::{Membership, ParticipantId, SigningKey};
-use crate::storage::files;
-use crate::storage::{BoxFuture, Entries, SledStorage, Storage, StorageError, Write as Op};
+use crate::storage::{Entries, SledStorage, Storage, StorageError, Write as Op};
 
 const MAGIC: &[u8] = b"LIUTONG-BACKUP/1\n";
 const SEAL_CONTEXT: &[u8] = b"liutong-backup/v1\n";
@@ -109,8 +110,8 @@ impl BackupHeader {
     pub fn describe(participant: &ParticipantId, db: &dyn Storage) -> Result<Self, BackupError> {
         Ok(Self {
             participant: participant.to_string(),
-            created_at: crate::runtime::now(),
-            software_version: crate::service::VERSION.to_owned(),
+            created_at: crate::base::clock::now(),
+            software_version: crate::base::VERSION.to_owned(),
             audit_log_size: audit_log::committed_size(db)?,
         })
     }
@@ -397,7 +398,7 @@ pub async fn backup_offline(
     let key = SigningKey::load(
         &config
             .identity_dir()
-            .join(crate::authority::bundle_files::SIGNING_KEY),
+            .join(crate::identity::bundle::files::SIGNING_KEY),
     )
     .map_err(|e| BackupError::Target(e.to_string()))?;
     let header = BackupHeader::describe(&config.node.participant, db.as_ref())?;
@@ -494,7 +495,7 @@ pub fn restore(path: &Path, dir: &Path, force: bool) -> Result<RestoreReport, Ba
     let mut replaced = None;
     if dir.exists() {
         if occupied {
-            let aside = parent.join(format!("{base}.replaced-{}", crate::runtime::now()));
+            let aside = parent.join(format!("{base}.replaced-{}", crate::base::clock::now()));
             fs::rename(dir, &aside).map_err(io("move aside", dir))?;
             replaced = Some(aside);
         } else {
@@ -781,7 +782,7 @@ fn read_records(
     let credential_file = format!(
         "{}/{}",
         config::IDENTITY_DIR,
-        crate::authority::bundle_files::CREDENTIAL
+        crate::identity::bundle::files::CREDENTIAL
     );
     let mut tree = String::new();
     // The audit log's committed size in the copy (none stored: an empty log).
@@ -924,7 +925,7 @@ fn seal_signer(config: Option<String>, credential: Option<Vec<u8>>) -> Result<Me
         format!(
             "it holds no {}/{}",
             crate::config::IDENTITY_DIR,
-            crate::authority::bundle_files::CREDENTIAL
+            crate::identity::bundle::files::CREDENTIAL
         )
     })?;
     parse_credential(&credential, &config.authority.public_key)
@@ -1115,7 +1116,7 @@ mod tests {
         let key = SigningKey::load(
             &config
                 .identity_dir()
-                .join(crate::authority::bundle_files::SIGNING_KEY),
+                .join(crate::identity::bundle::files::SIGNING_KEY),
         )
         .unwrap();
         let files = node_files(&config).unwrap();

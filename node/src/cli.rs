@@ -16,17 +16,17 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow};
 use clap::{Args, Parser, Subcommand};
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
 
 use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS};
+use crate::base::clock;
+use crate::base::format::format_unix;
 use crate::config::{self, NodeConfig};
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local::{self, LocalRole};
 use crate::runtime::RunningNode;
 use crate::setup::{self, InitOptions};
-use crate::tls::auth::format_unix;
 use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::{
     DescribePeerRequest, DescribeResponse, Participant, RefreshTrustListRequest, TrustListStatus,
@@ -615,7 +615,7 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
                 return Err(anyhow!("--days must be at least 1"));
             }
             let mut a = Authority::open(&dir)?;
-            let now = OffsetDateTime::now_utc();
+            let now = clock::now_utc();
             let bundle = a.admit(Admission {
                 participant,
                 name,
@@ -647,7 +647,7 @@ async fn authority_command(cmd: AuthorityCommand) -> anyhow::Result<()> {
         } => {
             let participant = ParticipantId::parse(&participant)?;
             let mut a = Authority::open(&dir)?;
-            let now = OffsetDateTime::now_utc().unix_timestamp();
+            let now = clock::now();
             a.revoke(&participant, &reason, now)?;
             println!(
                 "revoked {participant}; trust list sequence is now {}; nodes apply it at their \

@@ -35,11 +35,13 @@ use liutong_policy::{
 use serde::{Deserialize, Serialize};
 
 use crate::audit::log::{AuditError, Event, EventKind};
+use crate::base::clock;
+use crate::base::clock::now;
+use crate::base::random::{RandomError, random_bytes, random_id};
 use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
-use crate::identity::random::{RandomError, random_bytes, random_id};
 use crate::identity::{Envelope, Membership, ParticipantId};
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::{Storage, StorageError, Write};
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
@@ -198,7 +200,7 @@ impl Agreement {
     /// The policy state of this agreement now, after `uses` uses: the time since it
     /// was agreed, and the uses.
     pub fn policy_state(&self, uses: u64) -> PolicyState {
-        let now = time::OffsetDateTime::now_utc();
+        let now = clock::now_utc();
         PolicyState {
             now,
             elapsed: std::time::Duration::from_secs(
@@ -814,7 +816,7 @@ fn suffix(reason: &str) -> String {
 
 /// The finalized agreement this node made as the provider with `caller` as the
 /// consumer: opened with this node's own key (the current one or an earlier one, see
-/// [`rotation`](crate::identity::rotation)), so a stored agreement that was altered is
+/// [`rotation`](crate::rotation)), so a stored agreement that was altered is
 /// refused. Transfers, queries, receipts and usage notices all ask this.
 pub fn consumer_agreement(
     context: &NodeContext,
@@ -851,7 +853,7 @@ fn open_own(
     if current.is_ok() || context.previous_credentials.is_empty() {
         return current;
     }
-    crate::identity::rotation::previous_keys(&context.previous_credentials)
+    crate::identity::membership::previous_keys(&context.previous_credentials)
         .iter()
         .find_map(|key| envelope.open_json(AGREEMENT_PAYLOAD_TYPE, key).ok())
         .map_or(current, Ok)
@@ -886,7 +888,7 @@ pub async fn receive_request(
     if request.expires_at <= t {
         return Err(ContractError::Expired(format!(
             "expired at {}",
-            crate::tls::auth::format_unix(request.expires_at)
+            crate::base::format::format_unix(request.expires_at)
         )));
     }
     if request.created_at > t + CLOCK_SKEW
@@ -915,7 +917,7 @@ pub async fn receive_request(
     }
     let product = context
         .catalog
-        .offer(&request.offer_id, caller, time::OffsetDateTime::now_utc())
+        .offer(&request.offer_id, caller, clock::now_utc())
         .map_err(|_| ContractError::UnknownOffer(request.offer_id.clone()))?;
     let policy = context
         .catalog
@@ -949,7 +951,7 @@ pub async fn receive_request(
             requester: requester_of(caller),
             purpose: Some(request.purpose.clone()),
         },
-        &PolicyState::initial(time::OffsetDateTime::now_utc()),
+        &PolicyState::initial(clock::now_utc()),
     );
     let explanation = decision.explain();
     let decision_event = event(
@@ -1108,7 +1110,7 @@ pub async fn approve(
     // logged and the request keeps waiting, for a rejection with a reason.
     let offered = context
         .catalog
-        .offer(&n.offer_id, &caller, time::OffsetDateTime::now_utc())
+        .offer(&n.offer_id, &caller, clock::now_utc())
         .and_then(|product| {
             let policy = context
                 .catalog

@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio_stream::StreamExt as _;
 
 use crate::authority::{self, Admission, Authority};
+use crate::base::clock;
 use crate::config::NodeConfig;
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local::{self, LocalRole};
@@ -133,7 +133,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     ));
     let mut bundles = Vec::new();
     for m in &MEMBERS {
-        let now = OffsetDateTime::now_utc();
+        let now = clock::now_utc();
         let mut a = Authority::open(&authority_dir)?;
         let bundle = a.admit(Admission {
             participant: ParticipantId::parse(m.id)?,

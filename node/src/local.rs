@@ -13,9 +13,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use rustls::pki_types::CertificateDer;
-use time::OffsetDateTime;
 use tonic::Status;
 
+use crate::base::clock;
 use crate::config::NodeConfig;
 use crate::tls::auth::{Authenticate, ChainVerifier};
 use crate::tls::certs::{
@@ -83,13 +83,13 @@ impl fmt::Display for LocalRole {
 /// Creates the local client CA, the admin server certificate and one client
 /// certificate per role in `local_dir`.
 pub fn create_local_pki(local_dir: &Path) -> Result<(), CertError> {
-    crate::storage::files::create_private_dir(local_dir).map_err(|source| CertError::Write {
+    crate::base::files::create_private_dir(local_dir).map_err(|source| CertError::Write {
         path: local_dir.to_owned(),
         source,
     })?;
     let ca = CertificateAuthority::create("Liutong local client CA", 10)?;
     ca.save(&local_dir.join("ca.crt"), &local_dir.join("ca.key"))?;
-    let now = OffsetDateTime::now_utc();
+    let now = clock::now_utc();
     let spec = |cn: &str, uri: String| LeafSpec {
         common_name: cn.to_owned(),
         san_uris: vec![uri],

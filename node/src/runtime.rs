@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::RootCertStore;
-use time::OffsetDateTime;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -17,17 +16,18 @@ use crate::alerts::webhook::WebhookError;
 use crate::audit::cosigning::{self, Cosigning};
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
 use crate::audit::witnessing::WitnessStore;
-use crate::authority::{BundleManifest, bundle_files};
 use crate::backup::GatedStorage;
+use crate::base::clock::now;
 use crate::catalog::Catalog;
 use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
 use crate::contract::Contracts;
 use crate::health::NodeHealth;
+use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership;
-use crate::identity::rotation;
 use crate::identity::{Envelope, KeyError, Membership, ParticipantId, SigningKey};
 use crate::local::{self, LocalAuthenticator};
+use crate::rotation;
 use crate::service::{self, PeerAuthenticator};
 use crate::storage::{SledStorage, Storage, StorageError};
 use crate::telemetry::{PeerChannel, RpcLayer, Telemetry, TelemetryError};
@@ -276,11 +276,6 @@ impl NodeContext {
     }
 }
 
-/// Current time in Unix seconds.
-pub fn now() -> i64 {
-    OffsetDateTime::now_utc().unix_timestamp()
-}
-
 /// A running node.
 pub struct RunningNode {
     pub context: Arc<NodeContext>,
@@ -438,7 +433,7 @@ impl RunningNode {
             .append(&Event::new(
                 EventKind::NodeStarted,
                 now(),
-                format!("node started, version {}", service::VERSION),
+                format!("node started, version {}", crate::base::VERSION),
             ))
             .await?;
         rotation::record_current_key(

@@ -34,10 +34,12 @@ use tonic_health::server::HealthService;
 use tower::layer::util::{Identity, Stack};
 
 use crate::authority::participant_from_certificate;
+use crate::base::VERSION;
+use crate::base::clock::now;
 use crate::health::NodeHealth;
 use crate::identity::Membership;
 use crate::local::{LocalAuthenticator, LocalRole};
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::telemetry::RpcLayer;
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::{self, certs};
@@ -61,9 +63,6 @@ use liutong_proto::v1::{
     PullTransferRequest, RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
     RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
 };
-
-/// The software version reported by `Describe` and `Status`.
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// A verified peer: its certificate chains to the data-space CA and the trust list
 /// says it is a current member presenting its registered certificate.

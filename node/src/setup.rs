@@ -5,17 +5,15 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use time::OffsetDateTime;
-
-use crate::authority::{
-    Admission, Authority, AuthorityError, BundleManifest, DEFAULT_MEMBERSHIP_DAYS, bundle_files,
-};
+use crate::authority::{Admission, Authority, AuthorityError, DEFAULT_MEMBERSHIP_DAYS};
+use crate::base::clock;
+use crate::base::files;
 use crate::config::{
     self, AuthoritySection, Development, GuardrailsSection, Limits, NodeConfig, NodeSection,
 };
+use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local;
-use crate::storage::files;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -171,7 +169,7 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
         Err(AuthorityError::Missing(_)) => Authority::init(&authority_dir, DEV_AUTHORITY_NAME)?,
         Err(e) => return Err(e.into()),
     };
-    let now = OffsetDateTime::now_utc();
+    let now = clock::now_utc();
     let bundle = authority.admit(Admission {
         participant: ParticipantId::parse(DEV_PARTICIPANT).expect("constant is a valid USCC"),
         name: "Development node".into(),

@@ -22,11 +22,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::audit::log::{AuditError, EventKind};
+use crate::base::clock::now;
 use crate::catalog::product::ProductError;
 use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
 use crate::desensitize::DesensitizeError;
 use crate::identity::{Envelope, Membership};
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::blobs::BlobWriter;
 use crate::storage::{Storage, StorageError, Write};
 use crate::telemetry::metrics::Direction::Received;

@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use crate::base::format::format_unix;
 use crate::identity::{Envelope, EnvelopeError, Membership, ParticipantId, PublicKey};
 use crate::storage::{Storage, StorageError};
-use crate::tls::auth::format_unix;
 
 /// Payload type of a signed trust list.
 pub const TRUST_LIST_PAYLOAD_TYPE: &str = "application/vnd.liutong.trust-list+json";

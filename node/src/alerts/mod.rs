@@ -220,7 +220,7 @@ impl Alerts {
             return;
         }
         let severity = rule.severity();
-        let time = crate::runtime::now();
+        let time = crate::base::clock::now();
         self.inner.metrics.alert(rule.name(), severity.name());
         *lock(&self.inner.raised).entry(rule).or_default() += 1;
         let peer_text = peer.unwrap_or("-");
@@ -256,7 +256,7 @@ impl Alerts {
                 node: self.inner.node.to_string(),
                 peer: peer.map(str::to_owned),
                 detail,
-                time: crate::tls::auth::format_unix(time),
+                time: crate::base::format::format_unix(time),
                 time_unix: time,
                 audit_index,
             });
@@ -383,7 +383,7 @@ impl Alerts {
             }
             *alerted = Some(status.sequence);
         }
-        let when = crate::tls::auth::format_unix(status.expires_at);
+        let when = crate::base::format::format_unix(status.expires_at);
         let detail = if left > 0 {
             format!(
                 "the trust list in force (sequence {}) expires in {} (at {when}); no newer \

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::schema::{self, Profile};
+use crate::base::random::{RandomError, random_bytes};
 use crate::identity::ParticipantId;
-use crate::identity::random::{RandomError, random_bytes};
 use crate::storage::blobs::BlobWriter;
 use crate::storage::{Storage, StorageError, Write};
 

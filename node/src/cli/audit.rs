@@ -22,10 +22,10 @@ use super::{load_config, local_channel, print_json, status_error};
 use crate::audit::auditor::{AuditorClient, decode};
 use crate::audit::bundle::{BUNDLE_VERSION, EvidenceBundle, verify_bundle};
 use crate::audit::search::SearchFilter;
+use crate::base::clock;
 use crate::config::NodeConfig;
 use crate::identity::PublicKey;
 use crate::local::LocalRole;
-use crate::runtime;
 use crate::tls::{self, ExpectedServer, TlsIdentity};
 
 #[derive(Subcommand, Debug)]
@@ -221,7 +221,7 @@ fn event_text(data: &[u8]) -> String {
         Some(e) => {
             let mut s = format!(
                 "{} {}",
-                crate::tls::auth::format_unix(e.time),
+                crate::base::format::format_unix(e.time),
                 serde_json::to_value(e.kind)
                     .ok()
                     .and_then(|v| v.as_str().map(str::to_owned))
@@ -465,11 +465,11 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             }
             let bundle = EvidenceBundle {
                 version: BUNDLE_VERSION,
-                created: runtime::now(),
+                created: clock::now(),
                 filter,
                 logs,
             };
-            crate::storage::files::write_public(&out, &serde_json::to_vec_pretty(&bundle)?)
+            crate::base::files::write_public(&out, &serde_json::to_vec_pretty(&bundle)?)
                 .with_context(|| format!("cannot write {}", out.display()))?;
             let entries: usize = bundle.logs.iter().map(|l| l.entries.len()).sum();
             if target.json {

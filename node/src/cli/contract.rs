@@ -9,7 +9,7 @@ use liutong_proto::v1::{
 };
 
 use super::{LocalArgs, print_json, print_list, status_error};
-use crate::tls::auth::format_unix;
+use crate::base::format::format_unix;
 
 #[derive(Subcommand, Debug)]
 pub enum ContractCommand {

@@ -11,8 +11,8 @@ use std::io::Write as _;
 use tokio_stream::StreamExt as _;
 
 use super::{LocalArgs, print_list, status_error};
+use crate::base::format::format_unix;
 use crate::local::LocalRole;
-use crate::tls::auth::format_unix;
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {

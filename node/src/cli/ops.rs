@@ -15,11 +15,11 @@ use super::{
 };
 use crate::authority::Authority;
 use crate::backup;
+use crate::base::format::format_unix;
 use crate::config::NodeConfig;
-use crate::identity::rotation;
 use crate::identity::{Envelope, ParticipantId, PublicKey};
 use crate::local::LocalRole;
-use crate::tls::auth::format_unix;
+use crate::rotation;
 
 #[derive(Subcommand, Debug)]
 pub enum KeyCommand {
@@ -221,7 +221,7 @@ pub async fn backup(local: &LocalArgs, out: &Path) -> anyhow::Result<()> {
         })?;
     // Durable before the backup is reported written: a power cut must not leave the
     // operator with a name that points at nothing.
-    crate::storage::files::rename(&partial, out)
+    crate::base::files::rename(&partial, out)
         .with_context(|| format!("cannot write {}", out.display()))?;
     let h = &verified.header;
     println!(
@@ -349,7 +349,7 @@ pub fn authority_rekey(
         .map_err(|e| anyhow!("--signing-key: {e}; paste the key `liutong key rotate` printed"))?;
     let mut a = Authority::open(dir)?;
     let credential = a.rekey(&participant, key)?;
-    crate::storage::files::write_public(out, credential.to_json().as_bytes())
+    crate::base::files::write_public(out, credential.to_json().as_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
     println!(
         "credential for {participant} with signing key {} written to {}; trust list \

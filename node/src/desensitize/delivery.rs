@@ -188,7 +188,7 @@ pub fn removal(
     let record = Removal {
         agreement_id: id.clone(),
         why: why.to_owned(),
-        removed_at: crate::runtime::now(),
+        removed_at: crate::base::clock::now(),
     };
     Ok(Some((
         TREE,
@@ -245,7 +245,7 @@ fn refuse_removed(storage: &dyn Storage, agreement_id: &str) -> Result<(), Desen
     match removed(storage, agreement_id)? {
         Some(r) => Err(DesensitizeError::Removed(format!(
             "the masked delivery of agreement {agreement_id} was deleted at {}: {}",
-            crate::tls::auth::format_unix(r.removed_at),
+            crate::base::format::format_unix(r.removed_at),
             r.why
         ))),
         None => Ok(()),
@@ -304,7 +304,7 @@ pub async fn agreement_key(
     let secret = match storage.get(TREE, SECRET)? {
         Some(s) => s,
         None => {
-            let fresh = crate::identity::random::random_bytes::<32>()
+            let fresh = crate::base::random::random_bytes::<32>()
                 .map_err(|e| DesensitizeError::Write(e.to_string()))?;
             // Two first uses at once: one secret wins, both read it back.
             storage.insert_new(TREE, SECRET, &fresh)?;

@@ -262,6 +262,15 @@ impl fmt::Debug for RegionCode {
     }
 }
 
+/// The signing keys that earlier credentials (a node's key history) name, oldest first.
+pub fn previous_keys(history: &[Envelope]) -> Vec<PublicKey> {
+    history
+        .iter()
+        .filter_map(|e| serde_json::from_slice::<Membership>(&e.payload).ok())
+        .map(|m| m.signing_key)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

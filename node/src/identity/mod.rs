@@ -5,13 +5,12 @@
 //! - [`keys`] holds the node's Ed25519 signing key (ring), stored owner-readable only.
 //! - [`envelope`] is the one signed-envelope type (DSSE) used for everything signed.
 //! - [`membership`] is the credential the authority signs for each admitted member.
-//! - [`random`] makes nonces and IDs from the system's secure random source.
+//! - [`bundle`] is the layout of the admission bundle and of the node's `identity/`.
 
+pub mod bundle;
 pub mod envelope;
 pub mod keys;
 pub mod membership;
-pub mod random;
-pub mod rotation;
 
 use std::fmt;
 use std::str::FromStr;

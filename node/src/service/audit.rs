@@ -16,9 +16,10 @@ use crate::audit::merkle::{self, Hash};
 use crate::audit::search::{self, SearchFilter};
 use crate::audit::witness::WitnessError;
 use crate::audit::witnessing::{Offer, WitnessingError, raise_alert};
+use crate::base::clock::now;
 use crate::identity::{MemberRole, Membership, ParticipantId};
 use crate::local::LocalRole;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use liutong_proto::v1::audit_server::Audit;
 use liutong_proto::v1::witness_server::Witness;
 use liutong_proto::v1::{

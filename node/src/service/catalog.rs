@@ -9,10 +9,12 @@ use tonic::{Request, Response, Status, Streaming};
 use super::peer_caller;
 use super::usage::onward_status;
 use crate::audit::log::{Event, EventKind};
+use crate::base::clock;
+use crate::base::clock::now;
 use crate::catalog::product::{Format, NewVersion, ProductError};
 use crate::catalog::{self, CatalogError, PolicyFormat, product_proto};
 use crate::identity::Membership;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::usage::onward;
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::catalog_server::Catalog;
@@ -268,7 +270,7 @@ impl Catalog for CatalogService {
         let offers = self
             .context
             .catalog
-            .visible_offers(&caller, time::OffsetDateTime::now_utc())
+            .visible_offers(&caller, clock::now_utc())
             .map_err(catalog_status)?;
         let page: Vec<_> = offers
             .iter()
@@ -299,7 +301,7 @@ impl Catalog for CatalogService {
         let product = self
             .context
             .catalog
-            .offer(&offer_id, &caller, time::OffsetDateTime::now_utc())
+            .offer(&offer_id, &caller, clock::now_utc())
             .map_err(catalog_status)?;
         self.log_access(
             &caller,

@@ -11,11 +11,11 @@ use tonic::Status;
 use crate::audit::cosigning::latest_status;
 use crate::audit::log::{Event, EventKind};
 use crate::backup;
+use crate::base::clock::now;
 use crate::contract::{NegotiationStatus, Role};
 use crate::identity::membership::open_credential;
-use crate::identity::rotation;
 use crate::local::LocalRole;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::StorageError;
 use liutong_proto::v1::{BackupChunk, PeerStatus, StatusResponse, WitnessStatus};
 
@@ -109,10 +109,11 @@ pub fn status(context: &NodeContext, mut base: StatusResponse) -> Result<StatusR
     base.pending_approvals = pending_approvals;
     base.database_bytes = context.gated_storage.database_bytes().unwrap_or(0);
     base.uptime_seconds = (now - context.started_at).max(0);
-    base.previous_signing_keys = rotation::previous_keys(&context.previous_credentials)
-        .iter()
-        .map(ToString::to_string)
-        .collect();
+    base.previous_signing_keys =
+        crate::identity::membership::previous_keys(&context.previous_credentials)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
     Ok(base)
 }
 

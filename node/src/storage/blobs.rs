@@ -40,7 +40,7 @@ impl Blobs {
 
     /// [`open`](Self::open), with the fsyncs of `durability`.
     pub fn open_with(root: &Path, durability: Arc<Durability>) -> io::Result<Self> {
-        super::files::create_private_dir(root)?;
+        crate::base::files::create_private_dir(root)?;
         Ok(Self {
             root: root.to_owned(),
             durability,

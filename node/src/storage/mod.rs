@@ -21,20 +21,16 @@
 pub mod blobs;
 pub mod durability;
 pub mod fault;
-pub mod files;
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
-use std::future::Future;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
 use durability::Durability;
 
-/// A boxed future, so the trait stays usable as `Arc<dyn Storage>`.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::base::BoxFuture;
 
 /// Storage failures. The node refuses the operation rather than go on without them.
 #[derive(Debug, thiserror::Error)]

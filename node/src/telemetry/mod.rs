@@ -185,7 +185,7 @@ fn resource(config: &NodeConfig) -> Resource {
         .with_service_name(name)
         .with_attributes([
             KeyValue::new("service.instance.id", config.node.participant.to_string()),
-            KeyValue::new("service.version", crate::service::VERSION),
+            KeyValue::new("service.version", crate::base::VERSION),
             KeyValue::new("liutong.participant", config.node.participant.to_string()),
         ])
         .build()

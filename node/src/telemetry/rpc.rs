@@ -20,7 +20,7 @@ use tracing::Instrument as _;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use super::{Metrics, NodeTrace, Telemetry, propagator};
-use crate::storage::BoxFuture;
+use crate::base::BoxFuture;
 
 /// A tower layer for a node's router: one `rpc.server` span per request (continuing the
 /// caller's trace), and `liutong.rpc.server.*` metrics by RPC and status. It goes

@@ -18,7 +18,9 @@ use tonic::Status;
 use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
 
 use super::provider;
-use crate::storage::BoxFuture;
+use crate::base::BoxFuture;
+use crate::base::clock;
+use crate::base::format::format_unix;
 
 /// Decides who a caller is from its certificate chain (end entity first).
 pub trait Authenticate: Send + Sync + 'static {
@@ -63,7 +65,10 @@ impl ChainVerifier {
         let (end_entity, intermediates) = chain
             .split_first()
             .ok_or_else(|| "no client certificate was presented".to_owned())?;
-        let now = UnixTime::now();
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(
+            // Before 1970 only on a broken clock; the epoch then fails every chain.
+            u64::try_from(clock::now()).unwrap_or(0),
+        ));
         let digest = {
             use sha2::{Digest, Sha256};
             let mut h = Sha256::new();
@@ -155,24 +160,6 @@ fn limit_status(
         );
     }
     response
-}
-
-/// Formats Unix seconds as RFC 3339 (UTC), or as the bare number when no date fits.
-///
-/// Takes the seconds in the type the caller holds them: `i64` in the node's records and
-/// messages, `u64` in certificate times.
-pub fn format_unix<S>(secs: S) -> String
-where
-    S: TryInto<i64> + std::fmt::Display + Copy,
-{
-    secs.try_into()
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{secs} (Unix seconds)"))
 }
 
 /// A refused request, as the refusal hook sees it.
@@ -311,29 +298,5 @@ where
                 })
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::format_unix;
-
-    #[test]
-    fn unix_seconds_format_the_same_whatever_their_integer_type() {
-        assert_eq!(format_unix(0_i64), "1970-01-01T00:00:00Z");
-        assert_eq!(format_unix(1_767_225_600_i64), "2026-01-01T00:00:00Z");
-        assert_eq!(
-            format_unix(1_767_225_600_u64),
-            format_unix(1_767_225_600_i64)
-        );
-        // Past what a date can hold: the number, said to be one.
-        assert_eq!(
-            format_unix(i64::MAX),
-            format!("{} (Unix seconds)", i64::MAX)
-        );
-        assert_eq!(
-            format_unix(u64::MAX),
-            format!("{} (Unix seconds)", u64::MAX)
-        );
     }
 }

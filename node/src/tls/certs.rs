@@ -16,7 +16,8 @@ use rcgen::{
 use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
 
-use crate::storage::files;
+use crate::base::clock;
+use crate::base::files;
 
 /// SAN URI of the authority's trust-list server certificate.
 pub const AUTHORITY_SAN_URI: &str = "urn:liutong:authority";
@@ -87,7 +88,7 @@ impl CertificateAuthority {
             KeyUsagePurpose::CrlSign,
             KeyUsagePurpose::DigitalSignature,
         ];
-        let now = OffsetDateTime::now_utc();
+        let now = clock::now_utc();
         params.not_before = now - time::Duration::minutes(5);
         params.not_after = now + time::Duration::days(365 * years);
         params.serial_number = Some(random_serial());

@@ -18,8 +18,9 @@ use tokio::sync::watch;
 
 use super::{USAGE, UsageError, commit, notice, quoted, when};
 use crate::audit::log::{Event, EventKind};
+use crate::base::clock::now;
 use crate::contract::Agreement;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::{Storage, StorageError, Write};
 use crate::transfer;
 

@@ -8,8 +8,9 @@
 
 use liutong_policy::{Classification, RegionCode};
 
+use crate::base::clock::now;
 use crate::identity::ParticipantId;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 
 /// Whether the provider may sign an agreement on data of `classification` with
 /// `consumer`; the error says which guardrail refuses it.

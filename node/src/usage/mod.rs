@@ -96,7 +96,7 @@ pub enum UsageError {
     #[error("the audit log cannot be written, so the step is refused: {0}")]
     Audit(String),
     #[error("cannot make an ID: {0}")]
-    Random(#[from] crate::identity::random::RandomError),
+    Random(#[from] crate::base::random::RandomError),
 }
 
 /// A masked delivery's store failed, or its records are damaged.
@@ -251,7 +251,7 @@ fn quoted(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// Unix seconds as a date a person reads.
 fn when(t: i64) -> String {
-    crate::tls::auth::format_unix(t)
+    crate::base::format::format_unix(t)
 }
 
 #[cfg(test)]

@@ -16,10 +16,11 @@ use super::duties::{Deletion, DeletionCause};
 use super::revocation;
 use super::{UsageError, commit, quoted};
 use crate::audit::log::EventKind;
+use crate::base::clock::{now, now_ms};
+use crate::base::random::random_id;
 use crate::contract::{Agreement, Role, consumer_agreement};
-use crate::identity::random::random_id;
 use crate::identity::{Envelope, Membership, ParticipantId};
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::{StorageError, Write};
 use liutong_proto::v1::NotifyRequest;
 use liutong_proto::v1::usage_control_client::UsageControlClient;
@@ -86,10 +87,6 @@ pub struct OutboxItem {
     pub next_attempt_at: i64,
     pub last_error: String,
     pub created_at: i64,
-}
-
-fn now_ms() -> i64 {
-    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64
 }
 
 /// The outbox write of a signed message for the agreement's provider, for the caller

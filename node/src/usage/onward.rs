@@ -16,8 +16,9 @@ use std::collections::HashSet;
 use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Scope};
 
 use super::{UsageError, duties, sticky_agreement, uses};
+use crate::base::clock::now;
 use crate::contract::{Agreement, Role};
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::StorageError;
 use crate::transfer::{self, Manifest, TransferState};
 

@@ -20,8 +20,9 @@ use super::{
     USAGE, UsageError, UseRecord, commit, notice, policy_of, sticky_agreement, use_key, uses, when,
 };
 use crate::audit::log::EventKind;
+use crate::base::clock::now;
 use crate::contract::Agreement;
-use crate::runtime::{NodeContext, now};
+use crate::runtime::NodeContext;
 use crate::storage::Write;
 use crate::transfer::{self, Manifest, TransferState};
 use liutong_proto::v1::read_response::Part;

@@ -19,13 +19,14 @@
 
 use std::path::{Path, PathBuf};
 
-use super::keys::{KeyError, PublicKey, SigningKey};
-use super::membership::{IdentityMismatch, Membership, open_credential, parse_credential};
-use super::{Envelope, ParticipantId};
 use crate::audit::log::{AuditLog, Event, EventKind};
-use crate::authority::bundle_files;
+use crate::base::files;
 use crate::config::NodeConfig;
-use crate::storage::{Storage, StorageError, files};
+use crate::identity::bundle::files as bundle_files;
+use crate::identity::keys::{KeyError, PublicKey, SigningKey};
+use crate::identity::membership::{IdentityMismatch, open_credential, parse_credential};
+use crate::identity::{Envelope, ParticipantId};
+use crate::storage::{Storage, StorageError};
 
 /// The prepared next key, in `identity/`.
 pub const NEXT_KEY: &str = "signing.key.next";
@@ -168,15 +169,6 @@ pub fn load_history(
         }
     }
     Ok(history)
-}
-
-/// The signing keys that earlier credentials name, oldest first.
-pub fn previous_keys(history: &[Envelope]) -> Vec<PublicKey> {
-    history
-        .iter()
-        .filter_map(|e| serde_json::from_slice::<Membership>(&e.payload).ok())
-        .map(|m| m.signing_key)
-        .collect()
 }
 
 /// Remembers the key the node signs with; when it differs from the one of the last
