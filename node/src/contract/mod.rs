@@ -1339,13 +1339,9 @@ async fn advance(
     answer: NegotiationState,
     mut unlogged: Vec<Event>,
 ) -> Result<(), ContractError> {
-    // A state this node does not know is taken as not decided yet, like the states
-    // before AGREED.
-    match NegotiationStatus::parse(&answer.state) {
-        Ok(
-            NegotiationStatus::Agreed | NegotiationStatus::Finalized | NegotiationStatus::Verified,
-        ) => {}
-        Ok(NegotiationStatus::Terminated) => {
+    match state::answer_to_request(&answer.state) {
+        state::Answer::Agreement => {}
+        state::Answer::Terminated => {
             n.failed_constraints = answer
                 .failed_constraints
                 .iter()
@@ -1359,10 +1355,7 @@ async fn advance(
             )?);
             return commit(context, n, unlogged).await;
         }
-        Ok(
-            NegotiationStatus::Requested | NegotiationStatus::Offered | NegotiationStatus::Accepted,
-        )
-        | Err(UnknownState(_)) => {
+        state::Answer::Undecided => {
             // Not decided yet. That the provider has the request is recorded once;
             // what it says while it decides is its text, not a step of this node's, so
             // a provider that changes it on every question writes nothing more here.
@@ -1466,8 +1459,7 @@ async fn send_countersigned(
         .agreement
         .map(Envelope::from)
         .is_some_and(|a| a == countersigned);
-    let finalized = NegotiationStatus::parse(&done.state) == Ok(NegotiationStatus::Finalized);
-    if !finalized || !same {
+    if !state::confirms_countersignature(&done.state) || !same {
         return Err(ContractError::Invalid(format!(
             "the provider answered {} to the countersigned agreement{}",
             peer_text(&done.state),

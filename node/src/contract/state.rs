@@ -153,6 +153,35 @@ pub fn next(from: NegotiationStatus, event: Event) -> Result<NegotiationStatus, 
     Ok(to)
 }
 
+/// What a provider's answer to a request (or to the question how it stands) says,
+/// by the state it names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// AGREED, VERIFIED or FINALIZED: the answer carries the agreement to check.
+    Agreement,
+    /// TERMINATED: the provider ended the negotiation, with its reason.
+    Terminated,
+    /// Not decided yet: the states before AGREED, and a state this node does not
+    /// know (a provider's own word for waiting is not a step of this node's).
+    Undecided,
+}
+
+/// Reads the state a provider's answer to a request names (parsed once, here).
+pub(crate) fn answer_to_request(state: &str) -> Answer {
+    use NegotiationStatus as S;
+    match NegotiationStatus::parse(state) {
+        Ok(S::Agreed | S::Verified | S::Finalized) => Answer::Agreement,
+        Ok(S::Terminated) => Answer::Terminated,
+        Ok(S::Requested | S::Offered | S::Accepted) | Err(UnknownState(_)) => Answer::Undecided,
+    }
+}
+
+/// Whether a provider's answer to the countersigned agreement names FINALIZED, the
+/// only state that confirms it; any other, known or not, is an unexpected answer.
+pub(crate) fn confirms_countersignature(state: &str) -> bool {
+    NegotiationStatus::parse(state) == Ok(NegotiationStatus::Finalized)
+}
+
 /// What the background work does next with a stored negotiation ([`recovery_step`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) enum Recovery {
@@ -313,6 +342,40 @@ mod tests {
             );
         }
         assert_eq!(S::parse("FINALIZED"), Ok(S::Finalized));
+    }
+
+    #[test]
+    fn a_provider_s_answer_is_read_by_the_state_it_names() {
+        for state in ["AGREED", "VERIFIED", "FINALIZED"] {
+            assert_eq!(answer_to_request(state), Answer::Agreement, "{state}");
+        }
+        assert_eq!(answer_to_request("TERMINATED"), Answer::Terminated);
+        // What a provider says while it decides, in words this node knows or not, is
+        // not taken for an agreement or an end.
+        for state in [
+            "REQUESTED",
+            "OFFERED",
+            "ACCEPTED",
+            "",
+            "agreed",
+            " AGREED",
+            "TERMINATED ",
+            "terminated",
+            "PENDING",
+        ] {
+            assert_eq!(answer_to_request(state), Answer::Undecided, "{state:?}");
+        }
+        assert!(confirms_countersignature("FINALIZED"));
+        for state in [
+            "AGREED",
+            "VERIFIED",
+            "TERMINATED",
+            "finalized",
+            "FINALIZED ",
+            "",
+        ] {
+            assert!(!confirms_countersignature(state), "{state:?}");
+        }
     }
 
     #[test]
