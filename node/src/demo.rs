@@ -16,10 +16,12 @@ use tokio_stream::StreamExt as _;
 use crate::authority::{self, Admission, Authority};
 use crate::base::clock;
 use crate::config::NodeConfig;
+use crate::contract::NegotiationStatus;
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local::{self, LocalRole};
 use crate::runtime::RunningNode;
 use crate::setup::{self, InitOptions};
+use crate::transfer::TransferState;
 use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::{
     ApproveContractRequest, GetContractRequest, PeerCatalogRequest, Product, PublishMetadata,
@@ -333,7 +335,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             })
             .await?
             .into_inner();
-        if c.state == "FINALIZED" {
+        if NegotiationStatus::parse(&c.state) == Ok(NegotiationStatus::Finalized) {
             break c;
         }
         if std::time::Instant::now() > deadline {
@@ -361,7 +363,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     let mut last = None;
     while let Some(p) = stream.next().await {
         let p = p?;
-        if p.chunks_received > 0 && p.state != "COMPLETED" {
+        if p.chunks_received > 0 && TransferState::parse(&p.state) != Ok(TransferState::Completed) {
             say(&format!(
                 "  chunk {}/{} verified against the signed manifest",
                 p.chunks_received, p.chunks_total
@@ -370,7 +372,8 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         last = Some(p);
     }
     let done = last.ok_or_else(|| anyhow!("no transfer progress"))?;
-    if done.state != "COMPLETED" || done.sha256 != od.sha256 {
+    if TransferState::parse(&done.state) != Ok(TransferState::Completed) || done.sha256 != od.sha256
+    {
         bail!("the transfer did not complete: {done:?}");
     }
     say(&format!(

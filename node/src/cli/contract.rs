@@ -10,6 +10,7 @@ use liutong_proto::v1::{
 
 use super::{LocalArgs, print_json, print_list, status_error};
 use crate::base::format::format_unix;
+use crate::contract::NegotiationStatus;
 
 #[derive(Subcommand, Debug)]
 pub enum ContractCommand {
@@ -105,7 +106,7 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .map_err(status_error)?
                 .into_inner();
             print_contract(&c, json, false)?;
-            if c.state == "REQUESTED" && !json {
+            if NegotiationStatus::parse(&c.state) == Ok(NegotiationStatus::Requested) && !json {
                 println!(
                     "the provider must approve this request; this node finalizes it on its \
                      own once approved (see `liutong contract show {}`)",

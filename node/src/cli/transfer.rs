@@ -7,6 +7,7 @@ use liutong_proto::v1::{ListTransfersRequest, PullTransferRequest, TransferProgr
 use tokio_stream::StreamExt as _;
 
 use super::{LocalArgs, print_json, print_list, status_error};
+use crate::transfer::TransferState;
 
 #[derive(Subcommand, Debug)]
 pub enum TransferCommand {
@@ -86,7 +87,7 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             let p = last.ok_or_else(|| anyhow::anyhow!("the node reported no progress"))?;
             if json {
                 print_json(&progress_json(&p))?;
-            } else if p.state == "COMPLETED" {
+            } else if TransferState::parse(&p.state) == Ok(TransferState::Completed) {
                 println!(
                     "COMPLETED: {} v{}, {} bytes in {} chunks, every chunk verified, sha256 {}",
                     p.product_id, p.version, p.bytes_total, p.chunks_total, p.sha256

@@ -10,7 +10,7 @@ use tracing::Instrument as _;
 
 use super::peer_caller;
 use crate::runtime::NodeContext;
-use crate::transfer::{self, TransferError};
+use crate::transfer::{self, TransferError, TransferState};
 use liutong_proto::v1::transfer_server::Transfer;
 use liutong_proto::v1::{
     PullRequest, PullResponse, PullTransferRequest, ReceiptRequest, ReceiptResponse,
@@ -91,7 +91,7 @@ impl Transfer for TransferService {
             .await
             .map_err(transfer_status)?;
         Ok(Response::new(ReceiptResponse {
-            state: "COMPLETED".into(),
+            state: TransferState::Completed.as_str().into(),
         }))
     }
 }

@@ -36,6 +36,9 @@ use liutong_proto::v1::transfer_client::TransferClient;
 use liutong_proto::v1::{Chunk, PullRequest, PullResponse, ReceiptRequest, TransferProgress};
 use prost::bytes::Bytes;
 
+pub mod state;
+pub use state::TransferState;
+
 /// Payload type of a transfer manifest.
 pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-manifest+json";
 /// Payload type of a transfer receipt.
@@ -102,24 +105,6 @@ pub struct Copy {
     pub updated_at: i64,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum TransferState {
-    Started,
-    Completed,
-    Terminated,
-}
-
-impl std::fmt::Display for TransferState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Started => "STARTED",
-            Self::Completed => "COMPLETED",
-            Self::Terminated => "TERMINATED",
-        })
-    }
-}
-
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TransferError {
@@ -166,6 +151,14 @@ impl From<AgreementError> for TransferError {
             AgreementError::Damaged(why) => Self::DataLoss(why),
             AgreementError::Storage(s) => Self::Storage(s),
         }
+    }
+}
+
+/// A step the transfer state machine does not allow: a record that is not what the
+/// step expects.
+impl From<state::IllegalTransition> for TransferError {
+    fn from(e: state::IllegalTransition) -> Self {
+        Self::Invalid(e.to_string())
     }
 }
 
@@ -700,12 +693,13 @@ pub async fn pull(
         .map_err(|e| TransferError::DataLoss(format!("the manifest: {e}")))?;
     check_manifest(&manifest, &agreement)?;
     let mut record = match existing {
-        Some(c) => {
+        Some(mut c) => {
             if c.manifest.payload != manifest_envelope.payload {
                 return Err(TransferError::DataLoss(
                     "the provider's manifest changed since the transfer started".into(),
                 ));
             }
+            c.state = state::next(c.state, state::Event::Resumed)?;
             c
         }
         None => Copy {
@@ -753,6 +747,7 @@ pub async fn pull(
                     record.chunks_received += 1;
                     record.reason.clear();
                     if durable {
+                        record.state = state::next(record.state, state::Event::ChunksSynced)?;
                         // The chunks are on disk: now the record may count them, and
                         // is made durable itself before more is fetched, so the resume
                         // point after a crash is the synced prefix, never less.
@@ -767,6 +762,7 @@ pub async fn pull(
                     let _ = progress_tx.send(progress_with(&record, &manifest)).await;
                 }
                 Taken::Refused => {
+                    record.state = state::next(record.state, state::Event::ChunkRefused)?;
                     let expected = record.chunks_received;
                     record.reason = format!(
                         "chunk {expected} does not match its size or SHA-256 in the signed manifest; it was not kept"
@@ -818,6 +814,7 @@ pub async fn pull(
     drop(sink);
     context.storage.flush().await?;
     if record.chunks_received < total {
+        record.state = state::next(record.state, state::Event::Suspended)?;
         return Ok(progress_with(&record, &manifest));
     }
     drop(stream);
@@ -837,7 +834,7 @@ pub async fn pull(
         },
         &context.signing_key,
     );
-    record.state = TransferState::Completed;
+    record.state = state::next(record.state, state::Event::Completed)?;
     record.receipt = Some(receipt);
     record.updated_at = now();
     // COMPLETED, the receipt to send, the mark that it is not confirmed yet and the

@@ -50,6 +50,10 @@ use liutong_proto::v1::{
     VerifyAgreementRequest,
 };
 
+mod state;
+pub use state::{Event as NegotiationEvent, IllegalTransition, NegotiationStatus, UnknownState};
+pub(crate) use state::{Recovery, recovery_step};
+
 /// Payload type of a signed contract request.
 pub const REQUEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.contract-request+json";
 /// Payload type of a signed agreement.
@@ -274,33 +278,6 @@ impl Agreement {
             .append(&self.event(kind, other.as_str(), detail))
             .await
             .map(|_| ())
-    }
-}
-
-/// A negotiation's state (Dataspace Protocol names).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum NegotiationStatus {
-    Requested,
-    Offered,
-    Accepted,
-    Agreed,
-    Verified,
-    Finalized,
-    Terminated,
-}
-
-impl std::fmt::Display for NegotiationStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Requested => "REQUESTED",
-            Self::Offered => "OFFERED",
-            Self::Accepted => "ACCEPTED",
-            Self::Agreed => "AGREED",
-            Self::Verified => "VERIFIED",
-            Self::Finalized => "FINALIZED",
-            Self::Terminated => "TERMINATED",
-        })
     }
 }
 
@@ -628,68 +605,6 @@ fn peer_text(text: &str) -> String {
 /// The reason a consumer's REQUESTED carries until the provider has answered it.
 const SENT: &str = "sent to the provider";
 
-/// What the background work does next with a stored negotiation ([`recovery_step`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) enum Recovery {
-    /// Consumer, REQUESTED: ask the provider how the request stands (and send it again
-    /// if the provider never got it).
-    Ask,
-    /// Consumer, VERIFIED: send the countersigned agreement again.
-    Countersign,
-    /// Provider, AGREED: the consumer's countersignature is awaited.
-    Wait,
-    /// Give the step up: TERMINATED with this reason.
-    Expire(String),
-}
-
-/// The next action for `n` at `now` (Unix seconds), or `None` when `n` has no step to
-/// come (final, or not this node's to take). `tried`: this process has taken the step
-/// up before (for a provider's AGREED, for long enough that a consumer retrying at its
-/// longest backoff has come by); no step is given up before, so a node that was down
-/// longer than `expire_after` first tries what it can.
-///
-/// A request is measured from when it was made (`created_at`), whatever the provider
-/// said of it since: one waiting for a person's approval there expires too. A
-/// countersigned agreement never expires by time: the provider may hold it FINALIZED,
-/// so it ends only on the provider's answer ([`send_countersigned`]). A provider's
-/// AGREED is measured from when it was entered (`updated_at`).
-pub(crate) fn recovery_step(
-    n: &Negotiation,
-    now: i64,
-    expire_after: std::time::Duration,
-    tried: bool,
-) -> Option<Recovery> {
-    let after = humantime::format_duration(expire_after);
-    match (n.role, n.state) {
-        (Role::Consumer, NegotiationStatus::Requested) => Some(
-            if tried && crate::recovery::expired(n.created_at, now, expire_after) {
-                Recovery::Expire(if n.reason == SENT {
-                    format!("expired: the provider did not answer the request within {after}")
-                } else {
-                    format!(
-                        "expired: the provider did not decide on the request within {after} \
-                         (last told: {})",
-                        n.reason
-                    )
-                })
-            } else {
-                Recovery::Ask
-            },
-        ),
-        (Role::Consumer, NegotiationStatus::Verified) => Some(Recovery::Countersign),
-        (Role::Provider, NegotiationStatus::Agreed) => Some(
-            if tried && crate::recovery::expired(n.updated_at, now, expire_after) {
-                Recovery::Expire(format!(
-                    "expired: the consumer did not countersign the agreement within {after}"
-                ))
-            } else {
-                Recovery::Wait
-            },
-        ),
-        _ => None,
-    }
-}
-
 impl Negotiation {
     /// A negotiation with a step still to come that this node retries or expires:
     /// a consumer's REQUESTED or VERIFIED, a provider's AGREED.
@@ -752,15 +667,15 @@ fn event(kind: EventKind, n: &Negotiation, detail: String) -> Event {
     event
 }
 
-/// Moves a negotiation to a new state: stored and logged, durably, before anyone is
-/// told.
+/// Moves a negotiation to the state `step` leads to: stored and logged, durably,
+/// before anyone is told.
 async fn transition(
     context: &NodeContext,
     n: &mut Negotiation,
-    state: NegotiationStatus,
+    step: NegotiationEvent,
     reason: &str,
 ) -> Result<(), ContractError> {
-    let change = change(n, state, reason);
+    let change = change(n, step, reason)?;
     commit(context, n, vec![change]).await
 }
 
@@ -780,9 +695,19 @@ async fn commit(
     Ok(())
 }
 
-/// Sets a new state on `n` (not stored yet) and returns the audit event for it.
-fn change(n: &mut Negotiation, state: NegotiationStatus, reason: &str) -> Event {
+/// Sets the state `step` leads to on `n` (not stored yet) and returns the audit event
+/// for it; a step the state machine does not allow from `n`'s state changes nothing.
+fn change(
+    n: &mut Negotiation,
+    step: NegotiationEvent,
+    reason: &str,
+) -> Result<Event, ContractError> {
     let from = n.state;
+    let state = state::next(from, step).map_err(|e| ContractError::WrongState {
+        id: n.id.clone(),
+        state: from,
+        what: format!("{e}; the step is refused"),
+    })?;
     n.state = state;
     n.reason = reason.to_owned();
     n.updated_at = now();
@@ -801,7 +726,7 @@ fn change(n: &mut Negotiation, state: NegotiationStatus, reason: &str) -> Event 
             suffix(reason)
         )
     };
-    event(EventKind::NegotiationStateChanged, n, detail)
+    Ok(event(EventKind::NegotiationStateChanged, n, detail))
 }
 
 fn suffix(reason: &str) -> String {
@@ -975,7 +900,7 @@ pub async fn receive_request(
     // The decision is logged in the same commit as the state it leads to.
     if !decision.is_permit() {
         n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
-        let change = change(&mut n, NegotiationStatus::Terminated, &explanation);
+        let change = change(&mut n, NegotiationEvent::Rejected, &explanation)?;
         commit(context, &n, vec![decision_event, change]).await?;
         return Err(ContractError::Denied {
             explanation,
@@ -985,9 +910,9 @@ pub async fn receive_request(
     if decision.approval_required {
         let change = change(
             &mut n,
-            NegotiationStatus::Requested,
+            NegotiationEvent::Pending,
             "waiting for a person's approval at the provider (important data)",
-        );
+        )?;
         commit(context, &n, vec![decision_event, change]).await?;
         return Ok(n);
     }
@@ -1079,7 +1004,7 @@ async fn agree(
         &context.signing_key,
     ));
     n.agreement_id = Some(agreement_id);
-    events.push(change(n, NegotiationStatus::Agreed, ""));
+    events.push(change(n, NegotiationEvent::Agreed, "")?);
     commit(context, n, events).await
 }
 
@@ -1093,7 +1018,7 @@ pub async fn approve(
         .contracts
         .get(id)?
         .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
-    if n.role != Role::Provider || n.state != NegotiationStatus::Requested {
+    if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Agreed).is_err() {
         return Err(ContractError::WrongState {
             id: n.id,
             state: n.state,
@@ -1171,7 +1096,7 @@ pub async fn reject(
         .contracts
         .get(id)?
         .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
-    if n.role != Role::Provider || n.state != NegotiationStatus::Requested {
+    if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Rejected).is_err() {
         return Err(ContractError::WrongState {
             id: n.id,
             state: n.state,
@@ -1181,7 +1106,7 @@ pub async fn reject(
     transition(
         context,
         &mut n,
-        NegotiationStatus::Terminated,
+        NegotiationEvent::Rejected,
         &format!("rejected by the provider: {}", reason.trim()),
     )
     .await?;
@@ -1238,7 +1163,7 @@ pub async fn receive_countersigned(
         }
         return Ok(n);
     }
-    if n.state != NegotiationStatus::Agreed {
+    if state::next(n.state, NegotiationEvent::CountersignatureVerified).is_err() {
         return Err(ContractError::WrongState {
             id: n.id,
             state: n.state,
@@ -1271,8 +1196,8 @@ pub async fn receive_countersigned(
         .map_err(|e| ContractError::Signature(format!("the consumer's countersignature: {e}")))?;
     n.agreement = Some(envelope);
     // Both steps in one commit: the record is never left VERIFIED at the provider.
-    let verified = change(&mut n, NegotiationStatus::Verified, "");
-    let finalized = change(&mut n, NegotiationStatus::Finalized, "");
+    let verified = change(&mut n, NegotiationEvent::CountersignatureVerified, "")?;
+    let finalized = change(&mut n, NegotiationEvent::Finalized, "")?;
     commit(context, &n, vec![verified, finalized]).await?;
     // Pause point `negotiation.provider.finalized`: FINALIZED is durable, the consumer
     // has not been answered.
@@ -1352,7 +1277,7 @@ pub async fn request(
     // REQUESTED is durable before the request leaves: after a crash or a lost answer
     // the poller asks the provider about it (and sends it again if it never arrived),
     // so an agreement the provider signs for it is never left without its consumer.
-    let requested = change(&mut n, NegotiationStatus::Requested, SENT);
+    let requested = change(&mut n, NegotiationEvent::RequestSent, SENT)?;
     commit(context, &n, vec![requested]).await?;
     // Pause point `negotiation.consumer.requested`: REQUESTED is durable, the request
     // not sent yet.
@@ -1398,7 +1323,7 @@ async fn take_answer(
             transition(
                 context,
                 n,
-                NegotiationStatus::Terminated,
+                NegotiationEvent::Terminated,
                 &format!("the provider refused: {}", peer_text(status.message())),
             )
             .await?;
@@ -1416,9 +1341,9 @@ async fn advance(
     answer: NegotiationState,
     mut unlogged: Vec<Event>,
 ) -> Result<(), ContractError> {
-    match answer.state.as_str() {
-        "AGREED" | "FINALIZED" | "VERIFIED" => {}
-        "TERMINATED" => {
+    match state::answer_to_request(&answer.state) {
+        state::Answer::Agreement => {}
+        state::Answer::Terminated => {
             n.failed_constraints = answer
                 .failed_constraints
                 .iter()
@@ -1427,12 +1352,12 @@ async fn advance(
                 .collect();
             unlogged.push(change(
                 n,
-                NegotiationStatus::Terminated,
+                NegotiationEvent::Terminated,
                 &peer_text(&answer.reason),
-            ));
+            )?);
             return commit(context, n, unlogged).await;
         }
-        _ => {
+        state::Answer::Undecided => {
             // Not decided yet. That the provider has the request is recorded once;
             // what it says while it decides is its text, not a step of this node's, so
             // a provider that changes it on every question writes nothing more here.
@@ -1443,7 +1368,7 @@ async fn advance(
                 } else {
                     said
                 };
-                unlogged.push(change(n, NegotiationStatus::Requested, &reason));
+                unlogged.push(change(n, NegotiationEvent::Pending, &reason)?);
                 commit(context, n, unlogged).await?;
             }
             return Ok(());
@@ -1461,9 +1386,9 @@ async fn advance(
             // The consumer refuses an agreement that fails its checks.
             unlogged.push(change(
                 n,
-                NegotiationStatus::Terminated,
+                NegotiationEvent::Terminated,
                 &format!("the agreement was refused: {e}"),
-            ));
+            )?);
             commit(context, n, unlogged).await?;
             return Err(e);
         }
@@ -1474,7 +1399,7 @@ async fn advance(
     // contract this node signed but has no record of, and the poller sends it again
     // from this record until the provider confirms it. FINALIZED only after the
     // provider's answer.
-    unlogged.push(change(n, NegotiationStatus::Verified, "countersigned"));
+    unlogged.push(change(n, NegotiationEvent::Countersigned, "countersigned")?);
     commit(context, n, unlogged).await?;
     // Pause point `negotiation.consumer.verified`: VERIFIED (with the countersigned
     // agreement) is durable, the countersignature not sent yet.
@@ -1522,7 +1447,7 @@ async fn send_countersigned(
             transition(
                 context,
                 n,
-                NegotiationStatus::Terminated,
+                NegotiationEvent::Terminated,
                 &format!(
                     "the provider refused the countersigned agreement: {}",
                     peer_text(status.message())
@@ -1536,14 +1461,14 @@ async fn send_countersigned(
         .agreement
         .map(Envelope::from)
         .is_some_and(|a| a == countersigned);
-    if done.state != "FINALIZED" || !same {
+    if !state::confirms_countersignature(&done.state) || !same {
         return Err(ContractError::Invalid(format!(
             "the provider answered {} to the countersigned agreement{}",
             peer_text(&done.state),
             if same { "" } else { ", with another agreement" }
         )));
     }
-    transition(context, n, NegotiationStatus::Finalized, "").await
+    transition(context, n, NegotiationEvent::Finalized, "").await
 }
 
 /// Checks the provider's agreement for negotiation `n` and countersigns it (once).
@@ -1699,7 +1624,7 @@ pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::
             Some(Recovery::Wait) => continue,
             Some(Recovery::Expire(reason)) => {
                 tracing::info!(negotiation = %n.id, %reason, "negotiation given up");
-                transition(context, &mut n, NegotiationStatus::Terminated, &reason).await
+                transition(context, &mut n, NegotiationEvent::Expired, &reason).await
             }
             Some(Recovery::Ask) => ask(context, &mut n).await,
             Some(Recovery::Countersign) => {
@@ -1762,7 +1687,7 @@ async fn ask(context: &NodeContext, n: &mut Negotiation) -> Result<(), ContractE
                     peer_text(status.message())
                 )
             };
-            return transition(context, n, NegotiationStatus::Terminated, &reason).await;
+            return transition(context, n, NegotiationEvent::Terminated, &reason).await;
         }
     }
     let valid_until = n
@@ -1773,7 +1698,7 @@ async fn ask(context: &NodeContext, n: &mut Negotiation) -> Result<(), ContractE
         return transition(
             context,
             n,
-            NegotiationStatus::Terminated,
+            NegotiationEvent::Terminated,
             "the request's validity passed before the provider received it; request the \
              contract again",
         )
@@ -1791,105 +1716,6 @@ async fn ask(context: &NodeContext, n: &mut Negotiation) -> Result<(), ContractE
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
-
-    fn negotiation(role: Role, state: NegotiationStatus, reason: &str) -> Negotiation {
-        let key = crate::identity::SigningKey::generate().unwrap();
-        Negotiation {
-            id: "neg-1".into(),
-            role,
-            peer: ParticipantId::parse("91330100MA2L0G0013").unwrap(),
-            peer_address: "127.0.0.1:7700".into(),
-            offer_id: "offer".into(),
-            purpose: "statistics".into(),
-            state,
-            reason: reason.into(),
-            failed_constraints: Vec::new(),
-            request: Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &"request", &key),
-            offer_policy: None,
-            offer_classification: None,
-            agreement: None,
-            agreement_id: None,
-            created_at: 1_000,
-            updated_at: 1_000,
-        }
-    }
-
-    const LIMIT: Duration = Duration::from_secs(60);
-
-    #[test]
-    fn a_request_not_answered_is_asked_about_until_it_expires() {
-        let n = negotiation(Role::Consumer, NegotiationStatus::Requested, SENT);
-        assert_eq!(recovery_step(&n, 1_059, LIMIT, true), Some(Recovery::Ask));
-        match recovery_step(&n, 1_060, LIMIT, true) {
-            Some(Recovery::Expire(why)) => {
-                assert_eq!(
-                    why,
-                    "expired: the provider did not answer the request within 1m"
-                )
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn no_step_expires_before_this_process_tried_it() {
-        // After a downtime longer than the limit, each step is first tried once.
-        for (role, state) in [
-            (Role::Consumer, NegotiationStatus::Requested),
-            (Role::Consumer, NegotiationStatus::Verified),
-            (Role::Provider, NegotiationStatus::Agreed),
-        ] {
-            let n = negotiation(role, state, SENT);
-            assert!(
-                !matches!(
-                    recovery_step(&n, 1_000_000, LIMIT, false),
-                    Some(Recovery::Expire(_))
-                ),
-                "{role:?} {state}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_request_waiting_for_a_person_expires_from_when_it_was_made() {
-        let mut n = negotiation(
-            Role::Consumer,
-            NegotiationStatus::Requested,
-            "waiting for a person's approval at the provider (important data)",
-        );
-        // The provider's answer came later; the request's age still counts.
-        n.updated_at = 1_050;
-        assert_eq!(recovery_step(&n, 1_059, LIMIT, true), Some(Recovery::Ask));
-        assert!(matches!(
-            recovery_step(&n, 1_060, LIMIT, true),
-            Some(Recovery::Expire(why)) if why.contains("did not decide") && why.contains("approval")
-        ));
-    }
-
-    #[test]
-    fn a_countersignature_is_sent_again_until_the_provider_answers() {
-        let n = negotiation(Role::Consumer, NegotiationStatus::Verified, "countersigned");
-        assert_eq!(
-            recovery_step(&n, 1_000, LIMIT, true),
-            Some(Recovery::Countersign)
-        );
-        assert_eq!(
-            recovery_step(&n, 1_000_000, LIMIT, true),
-            Some(Recovery::Countersign),
-            "the provider may hold it FINALIZED: only its answer ends it"
-        );
-    }
-
-    #[test]
-    fn a_provider_waits_for_the_countersignature_until_it_expires() {
-        let n = negotiation(Role::Provider, NegotiationStatus::Agreed, "");
-        assert_eq!(recovery_step(&n, 1_059, LIMIT, true), Some(Recovery::Wait));
-        assert!(matches!(
-            recovery_step(&n, 1_060, LIMIT, true),
-            Some(Recovery::Expire(why)) if why.contains("did not countersign")
-        ));
-    }
 
     #[test]
     fn a_peer_s_text_is_kept_to_a_bounded_length() {
@@ -1898,39 +1724,5 @@ mod tests {
         let kept = peer_text(&long);
         assert!(kept.len() <= PEER_TEXT + '…'.len_utf8(), "{}", kept.len());
         assert!(kept.ends_with('…'));
-    }
-
-    #[test]
-    fn final_states_and_the_other_side_s_steps_have_nothing_to_retry() {
-        for (role, state) in [
-            (Role::Consumer, NegotiationStatus::Finalized),
-            (Role::Consumer, NegotiationStatus::Terminated),
-            (Role::Consumer, NegotiationStatus::Agreed),
-            (Role::Provider, NegotiationStatus::Finalized),
-            (Role::Provider, NegotiationStatus::Terminated),
-            (Role::Provider, NegotiationStatus::Requested),
-            (Role::Provider, NegotiationStatus::Verified),
-        ] {
-            let n = negotiation(role, state, "");
-            assert_eq!(
-                recovery_step(&n, 1_000_000, LIMIT, true),
-                None,
-                "{role:?} {state}"
-            );
-            assert!(
-                !n.unfinished(),
-                "{role:?} {state} is not in the poller's set"
-            );
-        }
-        for (role, state) in [
-            (Role::Consumer, NegotiationStatus::Requested),
-            (Role::Consumer, NegotiationStatus::Verified),
-            (Role::Provider, NegotiationStatus::Agreed),
-        ] {
-            assert!(
-                negotiation(role, state, "").unfinished(),
-                "{role:?} {state}"
-            );
-        }
     }
 }
