@@ -40,17 +40,27 @@ fn lines(out: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
 
 /// Waits until a line containing `needle` arrives, for at most [`LIMIT`].
 fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, what: &str) {
+    if let Err(e) = try_wait_line(rx, needle, what) {
+        panic!("{e}");
+    }
+}
+
+/// [`wait_line`], answering what was seen instead if the line does not come.
+fn try_wait_line(rx: &mpsc::Receiver<String>, needle: &str, what: &str) -> Result<(), String> {
     let deadline = Instant::now() + LIMIT;
     let mut seen = Vec::new();
     while let Some(left) = deadline.checked_duration_since(Instant::now()) {
         match rx.recv_timeout(left) {
-            Ok(line) if line.contains(needle) => return,
+            Ok(line) if line.contains(needle) => return Ok(()),
             Ok(line) => seen.push(line),
             Err(mpsc::RecvTimeoutError::Timeout) => break,
             Err(mpsc::RecvTimeoutError::Disconnected) => break,
         }
     }
-    panic!("{what}: no line with {needle:?}; saw:\n{}", seen.join("\n"));
+    Err(format!(
+        "{what}: no line with {needle:?}; saw:\n{}",
+        seen.join("\n")
+    ))
 }
 
 /// Polls `check` every 50 ms until it gives a value, for at most [`LIMIT`].
@@ -105,8 +115,15 @@ impl Node {
         }
         let mut child = cmd.spawn().expect("start liutong serve");
         let stdout = lines(child.stdout.take().unwrap());
-        self.stderr = Some(lines(child.stderr.take().unwrap()));
-        wait_line(&stdout, "serving:", "liutong serve");
+        let stderr = lines(child.stderr.take().unwrap());
+        if let Err(missing) = try_wait_line(&stdout, "serving:", "liutong serve") {
+            // A node that did not come up says why on its standard error.
+            let _ = child.kill();
+            let _ = child.wait();
+            let said: Vec<String> = stderr.try_iter().collect();
+            panic!("{missing}\nits standard error:\n{}", said.join("\n"));
+        }
+        self.stderr = Some(stderr);
         std::thread::spawn(move || for _ in stdout {});
         self.child = Some(child);
     }
