@@ -1,5 +1,5 @@
 //! Multi-node tests of the foundation: an authority and three nodes in-process on
-//! loopback, calling each other over mutual TLS; every refusal case of issue 2.
+//! loopback, calling each other over mutual TLS; every refusal case of the peer API.
 
 mod common;
 
