@@ -100,7 +100,7 @@ pub struct NodeContext {
     /// This node as a witness of other members' logs.
     pub witness: WitnessStore,
     /// Usage control of received copies: per-copy locks, compiled sticky policies.
-    pub usage: crate::usage::UsageControl,
+    pub usage: crate::usage::UsageLocks,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
     /// Metrics, and the trace and metric export when a collector is configured.

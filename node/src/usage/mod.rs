@@ -139,9 +139,9 @@ impl From<TransferError> for UsageError {
     }
 }
 
-/// Usage control's in-memory state: per-copy locks.
+/// Usage control's in-memory state: per-copy locks, and the wake-up of its background task.
 #[derive(Default)]
-pub struct UsageControl {
+pub struct UsageLocks {
     /// One lock per copy, held from the decision to the durable use count, so two
     /// concurrent reads cannot both take the last permitted use.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -149,7 +149,7 @@ pub struct UsageControl {
     kick: tokio::sync::Notify,
 }
 
-impl UsageControl {
+impl UsageLocks {
     /// The lock of one agreement: a consumer's reads and a provider's aggregate queries
     /// are each decided and counted under it.
     pub(crate) fn lock_for(&self, agreement_id: &str) -> Arc<tokio::sync::Mutex<()>> {
