@@ -92,7 +92,7 @@ pub struct Receipt {
 
 /// A received copy (consumer side). Usable only when `state` is COMPLETED.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Copy {
+pub struct ReceivedCopy {
     pub agreement_id: String,
     pub provider: String,
     pub manifest: Envelope,
@@ -544,14 +544,14 @@ pub(crate) fn read_copy_chunk(
 }
 
 /// A received copy's record.
-pub fn copy(storage: &dyn Storage, agreement_id: &str) -> Result<Option<Copy>, TransferError> {
+pub fn copy(storage: &dyn Storage, agreement_id: &str) -> Result<Option<ReceivedCopy>, TransferError> {
     Ok(storage
         .get(COPIES, &copy_key(agreement_id))?
         .and_then(|b| serde_json::from_slice(&b).ok()))
 }
 
 /// Every copy this node holds or is receiving.
-pub fn copies(storage: &dyn Storage) -> Result<Vec<Copy>, TransferError> {
+pub fn copies(storage: &dyn Storage) -> Result<Vec<ReceivedCopy>, TransferError> {
     Ok(storage
         .scan_prefix(COPIES, b"r/")?
         .iter()
@@ -587,19 +587,19 @@ pub fn delete_copy(storage: &dyn Storage, agreement_id: &str) -> Result<(), Tran
     Ok(())
 }
 
-fn manifest_of(c: &Copy) -> Manifest {
+fn manifest_of(c: &ReceivedCopy) -> Manifest {
     c.manifest
         .peek_json()
         .expect("stored manifests were checked when received")
 }
 
 /// Progress as the local API shows it.
-pub fn progress(c: &Copy) -> TransferProgress {
+pub fn progress(c: &ReceivedCopy) -> TransferProgress {
     progress_with(c, &manifest_of(c))
 }
 
 /// Progress of a copy whose manifest is already read.
-fn progress_with(c: &Copy, m: &Manifest) -> TransferProgress {
+fn progress_with(c: &ReceivedCopy, m: &Manifest) -> TransferProgress {
     let bytes = (c.chunks_received as u64 * m.chunk_size as u64).min(m.size);
     TransferProgress {
         agreement_id: c.agreement_id.clone(),
@@ -702,7 +702,7 @@ pub async fn pull(
             c.state = state::next(c.state, state::Event::Resumed)?;
             c
         }
-        None => Copy {
+        None => ReceivedCopy {
             agreement_id: agreement_id.to_owned(),
             provider: n.peer.to_string(),
             manifest: manifest_envelope,
@@ -977,7 +977,7 @@ async fn send_receipt(
 }
 
 /// An audit event about copy `c`, naming its provider.
-fn copy_event(c: &Copy, detail: String) -> crate::audit::log::Event {
+fn copy_event(c: &ReceivedCopy, detail: String) -> crate::audit::log::Event {
     let mut event = crate::audit::log::Event::new(EventKind::Transfer, now(), detail);
     event.participant = Some(c.provider.clone());
     event.agreement = Some(c.agreement_id.clone());
@@ -989,7 +989,7 @@ fn copy_event(c: &Copy, detail: String) -> crate::audit::log::Event {
 /// audit log. The caller holds the receipt's claim ([`receipt_claim`]).
 async fn give_up_receipt(
     context: &NodeContext,
-    c: &Copy,
+    c: &ReceivedCopy,
     reason: &str,
 ) -> Result<(), TransferError> {
     let mut c = c.clone();
@@ -1123,7 +1123,7 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
 
 /// Writes the copy record. It is the commit point of the chunks it counts, which are
 /// made durable before it; after a crash an uncounted chunk is simply fetched again.
-fn save_copy(storage: &dyn Storage, c: &Copy) -> Result<(), TransferError> {
+fn save_copy(storage: &dyn Storage, c: &ReceivedCopy) -> Result<(), TransferError> {
     storage.put(
         COPIES,
         &copy_key(&c.agreement_id),

@@ -2,7 +2,7 @@
 //! leaves the provider.
 //!
 //! A received copy keeps its agreement with both signatures (the sticky policy, see
-//! [`crate::transfer::Copy`]). From there:
+//! [`crate::transfer::ReceivedCopy`]). From there:
 //!
 //! - [`read`] — local applications (role `app`) read a copy only through
 //!   `Usage.Read(copy, purpose)`. Each read is decided by the agreement's policy at use
