@@ -32,7 +32,7 @@
 //! # Verification
 //!
 //! [`verify_inclusion`] and [`verify_consistency`] follow RFC 9162 §2.1.3.2 and §2.1.4.2
-//! and return a [`VerifyError`] naming what did not hold. They take hashes as byte slices
+//! and return a [`ProofError`] naming what did not hold. They take hashes as byte slices
 //! because the values come off the wire: a leaf hash or proof element that is not 32
 //! bytes is refused instead of being silently hashed. Two edge cases follow the
 //! transparency-dev/merkle test vectors: a leaf hash that is not 32 bytes is rejected, and
@@ -435,7 +435,7 @@ impl TreeStore for MemoryTreeStore {
 /// Why a proof did not verify.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum VerifyError {
+pub enum ProofError {
     /// The leaf hash is not a SHA-256 output.
     #[error("the leaf hash is {0} bytes, not 32; pass the hash of the entry, not the entry")]
     LeafHashLength(usize),
@@ -502,19 +502,19 @@ pub fn verify_inclusion<P: AsRef<[u8]>>(
     size: u64,
     proof: &[P],
     root: &[u8],
-) -> Result<(), VerifyError> {
+) -> Result<(), ProofError> {
     let leaf: Hash = leaf_hash
         .try_into()
-        .map_err(|_| VerifyError::LeafHashLength(leaf_hash.len()))?;
+        .map_err(|_| ProofError::LeafHashLength(leaf_hash.len()))?;
     if index >= size {
-        return Err(VerifyError::IndexOutOfRange { index, size });
+        return Err(ProofError::IndexOutOfRange { index, size });
     }
     let proof = parse_proof(proof)?;
     let (mut fn_, mut sn) = (index, size - 1);
     let mut r = leaf;
     for p in &proof {
         if sn == 0 {
-            return Err(VerifyError::ProofTooLong);
+            return Err(ProofError::ProofTooLong);
         }
         if fn_ & 1 == 1 || fn_ == sn {
             r = node_hash(p, &r);
@@ -532,10 +532,10 @@ pub fn verify_inclusion<P: AsRef<[u8]>>(
         sn >>= 1;
     }
     if sn != 0 {
-        return Err(VerifyError::ProofTooShort);
+        return Err(ProofError::ProofTooShort);
     }
     if r.as_slice() != root {
-        return Err(VerifyError::RootMismatch { which: "tree" });
+        return Err(ProofError::RootMismatch { which: "tree" });
     }
     Ok(())
 }
@@ -550,26 +550,26 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
     root1: &[u8],
     root2: &[u8],
     proof: &[P],
-) -> Result<(), VerifyError> {
+) -> Result<(), ProofError> {
     if size1 > size2 {
-        return Err(VerifyError::SizesOutOfOrder { size1, size2 });
+        return Err(ProofError::SizesOutOfOrder { size1, size2 });
     }
     if size1 == 0 {
-        return Err(VerifyError::EmptyOldTree);
+        return Err(ProofError::EmptyOldTree);
     }
     if size1 == size2 {
         if !proof.is_empty() {
-            return Err(VerifyError::ProofNotEmpty(proof.len()));
+            return Err(ProofError::ProofNotEmpty(proof.len()));
         }
         if root1 != root2 {
-            return Err(VerifyError::RootMismatch { which: "new" });
+            return Err(ProofError::RootMismatch { which: "new" });
         }
         return Ok(());
     }
     if proof.is_empty() {
-        return Err(VerifyError::EmptyProof);
+        return Err(ProofError::EmptyProof);
     }
-    let old: Hash = root1.try_into().map_err(|_| VerifyError::RootLength {
+    let old: Hash = root1.try_into().map_err(|_| ProofError::RootLength {
         which: "old",
         len: root1.len(),
     })?;
@@ -587,7 +587,7 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
     let mut sr = path[0];
     for c in &path[1..] {
         if sn == 0 {
-            return Err(VerifyError::ProofTooLong);
+            return Err(ProofError::ProofTooLong);
         }
         if fn_ & 1 == 1 || fn_ == sn {
             fr = node_hash(c, &fr);
@@ -605,25 +605,25 @@ pub fn verify_consistency<P: AsRef<[u8]>>(
         sn >>= 1;
     }
     if sn != 0 {
-        return Err(VerifyError::ProofTooShort);
+        return Err(ProofError::ProofTooShort);
     }
     if fr != old {
-        return Err(VerifyError::RootMismatch { which: "old" });
+        return Err(ProofError::RootMismatch { which: "old" });
     }
     if sr.as_slice() != root2 {
-        return Err(VerifyError::RootMismatch { which: "new" });
+        return Err(ProofError::RootMismatch { which: "new" });
     }
     Ok(())
 }
 
 /// Turn wire proof elements into hashes, refusing any that is not 32 bytes.
-fn parse_proof<P: AsRef<[u8]>>(proof: &[P]) -> Result<Vec<Hash>, VerifyError> {
+fn parse_proof<P: AsRef<[u8]>>(proof: &[P]) -> Result<Vec<Hash>, ProofError> {
     proof
         .iter()
         .enumerate()
         .map(|(position, p)| {
             let p = p.as_ref();
-            Hash::try_from(p).map_err(|_| VerifyError::ProofElementLength {
+            Hash::try_from(p).map_err(|_| ProofError::ProofElementLength {
                 position,
                 len: p.len(),
             })

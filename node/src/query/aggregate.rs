@@ -146,7 +146,7 @@ impl fmt::Display for Query {
 /// Why a query cannot be answered.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
-pub enum QueryError {
+pub enum AggregateError {
     /// The query is malformed; the message names the part.
     #[error("{0}")]
     Invalid(String),
@@ -178,8 +178,8 @@ impl Query {
 
     /// Checks the shape of the query and that every column exists in `columns` and is
     /// not dropped by the mask rules.
-    pub fn check(&self, columns: &[String], plan: Option<&Plan>) -> Result<(), QueryError> {
-        let invalid = |m: String| Err(QueryError::Invalid(m));
+    pub fn check(&self, columns: &[String], plan: Option<&Plan>) -> Result<(), AggregateError> {
+        let invalid = |m: String| Err(AggregateError::Invalid(m));
         if self.aggregations.is_empty() {
             return invalid(
                 "aggregations: ask for at least one (count, sum, avg, min, max)".into(),
@@ -252,8 +252,8 @@ pub fn run_csv(
     k: u32,
     masking: Masking<'_>,
     data: impl Read,
-) -> Result<Answer, QueryError> {
-    let read_err = |e: csv::Error| QueryError::Read(e.to_string());
+) -> Result<Answer, AggregateError> {
+    let read_err = |e: csv::Error| AggregateError::Read(e.to_string());
     let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
     let header: Vec<String> = reader
         .headers()
@@ -286,7 +286,7 @@ pub fn run_jsonl(
     k: u32,
     masking: Masking<'_>,
     data: impl Read,
-) -> Result<Answer, QueryError> {
+) -> Result<Answer, AggregateError> {
     let columns = query.columns();
     let mut acc = Accumulator::new(query, &columns);
     let mut failure = None;
@@ -304,7 +304,7 @@ pub fn run_jsonl(
             failure = Some(e);
         }
     })
-    .map_err(|e| QueryError::Read(e.to_string()))?;
+    .map_err(|e| AggregateError::Read(e.to_string()))?;
     if let Some(e) = failure {
         return Err(e);
     }
@@ -365,7 +365,7 @@ impl<'q> Accumulator<'q> {
         }
     }
 
-    fn add(&mut self, values: &[Option<String>]) -> Result<(), QueryError> {
+    fn add(&mut self, values: &[Option<String>]) -> Result<(), AggregateError> {
         self.rows_read += 1;
         let passes = self
             .query
@@ -383,7 +383,7 @@ impl<'q> Accumulator<'q> {
             .map(|i| values[*i].clone().unwrap_or_default())
             .collect();
         if !self.groups.contains_key(&key) && self.groups.len() == MAX_GROUPS {
-            return Err(QueryError::TooManyGroups);
+            return Err(AggregateError::TooManyGroups);
         }
         let (rows, stats) = self
             .groups
@@ -671,7 +671,7 @@ mod tests {
         };
         assert_eq!(
             run_csv(&q, 2, None, data.as_bytes()),
-            Err(QueryError::TooManyGroups)
+            Err(AggregateError::TooManyGroups)
         );
     }
 }

@@ -87,12 +87,12 @@ impl From<AuditError> for QueryError {
     }
 }
 
-impl From<aggregate::QueryError> for QueryError {
-    fn from(e: aggregate::QueryError) -> Self {
+impl From<aggregate::AggregateError> for QueryError {
+    fn from(e: aggregate::AggregateError) -> Self {
         match e {
-            aggregate::QueryError::Invalid(m) => QueryError::Invalid(m),
-            aggregate::QueryError::TooManyGroups => QueryError::TooLarge(e.to_string()),
-            aggregate::QueryError::Read(m) => QueryError::DataLoss(m),
+            aggregate::AggregateError::Invalid(m) => QueryError::Invalid(m),
+            aggregate::AggregateError::TooManyGroups => QueryError::TooLarge(e.to_string()),
+            aggregate::AggregateError::Read(m) => QueryError::DataLoss(m),
         }
     }
 }

@@ -544,7 +544,10 @@ pub(crate) fn read_copy_chunk(
 }
 
 /// A received copy's record.
-pub fn copy(storage: &dyn Storage, agreement_id: &str) -> Result<Option<ReceivedCopy>, TransferError> {
+pub fn copy(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<Option<ReceivedCopy>, TransferError> {
     Ok(storage
         .get(COPIES, &copy_key(agreement_id))?
         .and_then(|b| serde_json::from_slice(&b).ok()))
