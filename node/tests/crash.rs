@@ -449,6 +449,31 @@ impl Space {
     }
 }
 
+/// Restarts the node `which` picks paused at `point`, has the consumer request a
+/// contract, and kills that node (SIGKILL) once it has paused there; answers the
+/// consumer's negotiation IDs from before the request.
+fn request_cut_at(
+    space: &mut Space,
+    which: fn(&mut Space) -> &mut Node,
+    point: &str,
+) -> Vec<String> {
+    which(space).stop();
+    which(space).start(Some(point));
+    let before = space.negotiation_ids();
+    let request = space.request_in_background();
+    which(space).kill_when_paused(point);
+    end(request);
+    before
+}
+
+fn consumer(space: &mut Space) -> &mut Node {
+    &mut space.consumer
+}
+
+fn provider(space: &mut Space) -> &mut Node {
+    &mut space.provider
+}
+
 /// Kills the consumer right after REQUESTED is durable (the request not sent) and right
 /// after VERIFIED is durable (the countersignature not sent); after a restart it asks,
 /// sends what is missing, and both sides finish FINALIZED with the same agreement.
@@ -459,12 +484,7 @@ fn a_consumer_killed_mid_negotiation_finishes_it_after_a_restart() {
         "negotiation.consumer.requested",
         "negotiation.consumer.verified",
     ] {
-        space.consumer.stop();
-        space.consumer.start(Some(point));
-        let before = space.negotiation_ids();
-        let request = space.request_in_background();
-        space.consumer.kill_when_paused(point);
-        end(request);
+        let before = request_cut_at(&mut space, consumer, point);
         space.consumer.start(None);
         let id = space.new_negotiation(&before);
         space.assert_finalized_on_both_sides(&id, point);
@@ -482,12 +502,7 @@ fn a_provider_killed_mid_negotiation_is_asked_again_and_both_sides_finish() {
         "negotiation.provider.agreed",
         "negotiation.provider.finalized",
     ] {
-        space.provider.stop();
-        space.provider.start(Some(point));
-        let before = space.negotiation_ids();
-        let request = space.request_in_background();
-        space.provider.kill_when_paused(point);
-        end(request);
+        let before = request_cut_at(&mut space, provider, point);
         let id = space.new_negotiation(&before);
         let waiting = space.consumer.contract(&id);
         assert_ne!(
@@ -507,12 +522,7 @@ fn a_provider_killed_mid_negotiation_is_asked_again_and_both_sides_finish() {
 fn a_countersigned_contract_outlives_a_downtime_longer_than_the_expiry() {
     let mut space = Space::new();
     let point = "negotiation.provider.finalized";
-    space.provider.stop();
-    space.provider.start(Some(point));
-    let before = space.negotiation_ids();
-    let request = space.request_in_background();
-    space.provider.kill_when_paused(point);
-    end(request);
+    let before = request_cut_at(&mut space, provider, point);
     let id = space.new_negotiation(&before);
     let verified = space.consumer.contract(&id);
     assert_eq!(verified["state"], "VERIFIED", "{verified}");
