@@ -24,12 +24,10 @@ use std::time::{Duration, Instant};
 use liutong_node::authority::{self, Admission, Authority};
 use liutong_node::catalog::product::{Format, NewVersion};
 use liutong_node::config::NodeConfig;
-use liutong_node::contract;
 use liutong_node::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use liutong_node::runtime::RunningNode;
 use liutong_node::setup::{self, InitOptions};
 use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
-use liutong_node::transfer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -141,7 +139,7 @@ async fn data_space(consumers: usize) -> Bench {
         nodes.push((node, config));
     }
     for (node, _) in &nodes {
-        node.context.refresh_trust_list().await.unwrap();
+        node.node.refresh.refresh().await.unwrap();
     }
     Bench {
         _dir: dir,
@@ -152,7 +150,7 @@ async fn data_space(consumers: usize) -> Bench {
 
 /// Publishes `size` pseudo-random bytes at the provider (directly, not over the API).
 async fn publish(node: &RunningNode, size: u64) -> String {
-    let ctx = &node.context;
+    let ctx = &node.node;
     let mut upload = ctx
         .catalog
         .products
@@ -160,7 +158,7 @@ async fn publish(node: &RunningNode, size: u64) -> String {
             product_id: None,
             title: "bench payload".into(),
             description: String::new(),
-            owner: ctx.membership.participant_id.clone(),
+            owner: ctx.identity.participant_id().clone(),
             classification: liutong_policy::Classification::General2,
             format: Format::Bytes,
             derived_from: vec![],
@@ -225,7 +223,7 @@ impl Run {
 /// long is charged for the wait. Without it each consumer starts its next negotiation
 /// as soon as one ends (a closed loop: throughput at saturation).
 async fn negotiate(
-    contexts: &[Arc<liutong_node::runtime::NodeContext>],
+    contexts: &[Arc<liutong_node::runtime::Node>],
     address: &str,
     offer: &str,
     total: usize,
@@ -250,7 +248,9 @@ async fn negotiate(
                     }
                     None => Instant::now(),
                 };
-                let n = contract::request(&ctx, &address, &offer, "urbanPlanning")
+                let n = ctx
+                    .contracts
+                    .request(&address, &offer, "urbanPlanning")
                     .await
                     .expect("negotiation");
                 assert_eq!(n.state.to_string(), "FINALIZED");
@@ -280,21 +280,22 @@ async fn transfer_bench() {
     let (provider, _) = &b.nodes[0];
     let (consumer, consumer_config) = &b.nodes[1];
     let offer = publish(provider, size).await;
-    let n = contract::request(
-        &consumer.context,
-        &provider.peer_addr().to_string(),
-        &offer,
-        "urbanPlanning",
-    )
-    .await
-    .expect("negotiation");
+    let n = consumer
+        .node
+        .contracts
+        .request(&provider.peer_addr().to_string(), &offer, "urbanPlanning")
+        .await
+        .expect("negotiation");
     let agreement = n.agreement_id.clone().unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     eprintln!("(a) published {mib} MiB; transferring");
     let started = Instant::now();
     let cpu = cpu_seconds();
-    let done = transfer::pull(&consumer.context, &agreement, 0, tx)
+    let done = consumer
+        .node
+        .transfers
+        .pull(&agreement, 0, tx)
         .await
         .expect("transfer");
     let liutong_secs = started.elapsed().as_secs_f64();
@@ -310,7 +311,7 @@ async fn transfer_bench() {
     )
     .unwrap();
     let roots = tls::load_roots(&identity_dir.join("ca.crt")).unwrap();
-    let server_cfg = tls::server_config(&provider.context.tls_identity, &roots).unwrap();
+    let server_cfg = tls::server_config(&provider.node.tls_identity, &roots).unwrap();
     let client_cfg = tls::client_config(
         Some(&client_id),
         roots,
@@ -418,9 +419,7 @@ async fn run() {
     let provider = &b.nodes[0].0;
     let offer = publish(provider, 4096).await;
     let address = provider.peer_addr().to_string();
-    let contexts: Vec<_> = (1..=consumers)
-        .map(|c| b.nodes[c].0.context.clone())
-        .collect();
+    let contexts: Vec<_> = (1..=consumers).map(|c| b.nodes[c].0.node.clone()).collect();
     // Warm-up: each consumer's channel to the provider and the caches, not measured.
     negotiate(&contexts, &address, &offer, consumers, None).await;
 

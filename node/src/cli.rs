@@ -508,7 +508,7 @@ async fn serve(
     };
     let node = RunningNode::start(config).await?;
     let stop = StopSignals::catch()?;
-    let m = &node.context.membership;
+    let m = &node.node.identity.membership;
     println!(
         "liutong node for {} ({}) serving: peer API {} · local API {}",
         m.name,

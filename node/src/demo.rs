@@ -388,7 +388,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         say(&format!(
             "{:<42} {} entries",
             m.name,
-            node.context.audit.size()
+            node.node.audit.size()
         ));
     }
 

@@ -13,8 +13,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::base::shutdown::Shutdown;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tonic::transport::{Endpoint, Server};
 use tonic_health::ServingStatus;
@@ -57,20 +57,18 @@ impl NodeHealth {
     }
 }
 
-/// Serves health checks from `health` on `listener` until `stop` turns true.
+/// Serves health checks from `health` on `listener` until the shutdown signal.
 pub fn serve(
     listener: TcpListener,
     health: &NodeHealth,
-    mut stop: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> JoinHandle<Result<(), tonic::transport::Error>> {
     tokio::spawn(
         Server::builder()
             .add_service(health.service())
             .serve_with_incoming_shutdown(
                 tokio_stream::wrappers::TcpListenerStream::new(listener),
-                async move {
-                    let _ = stop.wait_for(|s| *s).await;
-                },
+                async move { shutdown.fired().await },
             ),
     )
 }
@@ -108,7 +106,7 @@ mod tests {
     #[tokio::test]
     async fn every_health_service_answers_from_the_one_status() {
         let health = NodeHealth::serving().await;
-        let (_stop_tx, stop) = watch::channel(false);
+        let (_stop_tx, stop) = crate::base::shutdown::channel();
         let mut addrs = Vec::new();
         for _ in 0..2 {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -14,13 +14,13 @@
 //! Both routers sit behind [`AuthLayer`], so nothing here answers an unauthenticated
 //! caller, health and reflection included.
 
-mod audit;
-mod catalog;
-mod contract;
-mod ops;
-mod query;
-mod transfer;
-mod usage;
+pub mod audit;
+pub mod catalog;
+pub mod contract;
+pub mod ops;
+pub mod query;
+pub mod transfer;
+pub mod usage;
 
 use std::sync::Arc;
 
@@ -33,17 +33,23 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
 use tower::layer::util::{Identity, Stack};
 
+use crate::audit::log::AuditLog;
 use crate::authority::participant_from_certificate;
 use crate::base::VERSION;
 use crate::base::clock::now;
+use crate::catalog::Catalog;
+use crate::contract::Contracts;
 use crate::health::NodeHealth;
-use crate::identity::Membership;
+use crate::identity::{Membership, NodeIdentity};
 use crate::local::{LocalAuthenticator, LocalRole};
-use crate::runtime::NodeContext;
-use crate::telemetry::RpcLayer;
+use crate::outbound::{Peers, TrustListRefresh};
+use crate::query::Queries;
+use crate::telemetry::{Metrics, RpcLayer};
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
 use crate::tls::{self, certs};
-use crate::trust::{TrustError, TrustStatus};
+use crate::transfer::Transfers;
+use crate::trust::{TrustError, TrustStatus, TrustStore};
+use crate::usage::Usage;
 use liutong_proto::v1::admin_server::{Admin, AdminServer};
 use liutong_proto::v1::audit_server::AuditServer;
 use liutong_proto::v1::catalog_server::CatalogServer;
@@ -181,10 +187,31 @@ const LOCAL_SERVICES: &[&str] = &[
     <UsageServer<usage::UsageService> as NamedService>::NAME,
 ];
 
+/// The services of the peer API, each holding only the components it needs.
+pub struct PeerServices {
+    pub node: PeerService,
+    pub catalog: catalog::CatalogService,
+    pub negotiation: contract::NegotiationService,
+    pub transfer: transfer::TransferService,
+    pub audit: audit::AuditService,
+    pub witness: audit::WitnessService,
+    pub usage_control: usage::UsageControlService,
+    pub query: query::QueryService,
+}
+
+/// The services of the local API.
+pub struct LocalServices {
+    pub audit: audit::AuditService,
+    pub admin: AdminService,
+    pub usage: usage::UsageService,
+}
+
 /// The peer API router: telemetry outermost (refusals are counted too), then
-/// authentication. Its health service answers from `health`.
+/// authentication. Its health service answers from `health`. `limit` is
+/// `limits.max_message_bytes`.
 pub fn peer_router(
-    context: Arc<NodeContext>,
+    services: PeerServices,
+    limit: usize,
     telemetry: RpcLayer,
     auth: AuthLayer<PeerAuthenticator>,
     health: &NodeHealth,
@@ -192,7 +219,6 @@ pub fn peer_router(
     // The descriptor sets are compiled into the binary; they always parse.
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(PEER_SERVICES).expect("embedded descriptor sets are valid");
-    let limit = context.config.limits.max_message_bytes;
     Server::builder()
         .layer(telemetry)
         .layer(auth)
@@ -200,56 +226,42 @@ pub fn peer_router(
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            NodeServer::new(PeerService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            NodeServer::new(services.node)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            CatalogServer::new(catalog::CatalogService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            CatalogServer::new(services.catalog)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            NegotiationServer::new(contract::NegotiationService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            NegotiationServer::new(services.negotiation)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            TransferServer::new(transfer::TransferService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            TransferServer::new(services.transfer)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            AuditServer::new(audit::AuditService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            AuditServer::new(services.audit)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            WitnessServer::new(audit::WitnessService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            WitnessServer::new(services.witness)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            UsageControlServer::new(usage::UsageControlService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            UsageControlServer::new(services.usage_control)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            QueryServer::new(query::QueryService { context })
+            QueryServer::new(services.query)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
@@ -257,41 +269,39 @@ pub fn peer_router(
 
 /// The local API router, layered like the peer API's.
 pub fn admin_router(
-    context: Arc<NodeContext>,
+    services: LocalServices,
+    limit: usize,
     telemetry: RpcLayer,
     auth: AuthLayer<LocalAuthenticator>,
 ) -> Router<Stack<AuthLayer<LocalAuthenticator>, Stack<RpcLayer, Identity>>> {
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(LOCAL_SERVICES).expect("embedded descriptor sets are valid");
-    let limit = context.config.limits.max_message_bytes;
     Server::builder()
         .layer(telemetry)
         .layer(auth)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(
-            AuditServer::new(audit::AuditService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            AuditServer::new(services.audit)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            AdminServer::new(AdminService {
-                context: context.clone(),
-            })
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit),
+            AdminServer::new(services.admin)
+                .max_decoding_message_size(limit)
+                .max_encoding_message_size(limit),
         )
         .add_service(
-            UsageServer::new(usage::UsageService { context })
+            UsageServer::new(services.usage)
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
 }
 
+/// `Node.Describe` on the peer API.
 pub struct PeerService {
-    context: Arc<NodeContext>,
+    pub identity: Arc<NodeIdentity>,
+    pub trust: Arc<TrustStore>,
 }
 
 fn peer_caller<T>(request: &Request<T>) -> Result<&Membership, Status> {
@@ -318,24 +328,45 @@ impl Node for PeerService {
     ) -> Result<Response<DescribeResponse>, Status> {
         let caller = peer_caller(&request)?;
         Ok(Response::new(describe_response(
-            &self.context,
+            &self.identity,
+            &self.trust,
             Some(caller),
         )))
     }
 }
 
-fn describe_response(context: &NodeContext, caller: Option<&Membership>) -> DescribeResponse {
+fn describe_response(
+    identity: &NodeIdentity,
+    trust: &TrustStore,
+    caller: Option<&Membership>,
+) -> DescribeResponse {
     DescribeResponse {
-        node: Some(context.membership.to_proto()),
-        node_credential: Some(context.credential.clone().into()),
+        node: Some(identity.membership.to_proto()),
+        node_credential: Some(identity.credential.clone().into()),
         caller: caller.map(Membership::to_proto),
-        trust_list_sequence: context.trust.status().sequence,
+        trust_list_sequence: trust.status().sequence,
         software_version: VERSION.to_owned(),
     }
 }
 
+/// `Admin` on the local API: the operator's calls, each handed to its component.
 pub struct AdminService {
-    context: Arc<NodeContext>,
+    pub identity: Arc<NodeIdentity>,
+    pub trust: Arc<TrustStore>,
+    pub refresh: Arc<TrustListRefresh>,
+    /// `authority.address`, shown with the trust list's status.
+    pub authority_address: String,
+    pub peers: Arc<Peers>,
+    pub audit: AuditLog,
+    pub catalog: Arc<Catalog>,
+    pub contracts: Arc<Contracts>,
+    pub transfers: Arc<Transfers>,
+    pub usage: Arc<Usage>,
+    pub queries: Arc<Queries>,
+    pub ops: Arc<ops::Ops>,
+    pub metrics: Metrics,
+    pub peer_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
 }
 
 fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
@@ -358,20 +389,19 @@ impl Admin for AdminService {
         request: Request<StatusRequest>,
     ) -> Result<Response<StatusResponse>, Status> {
         let role = local_role(&request)?;
-        let c = &self.context;
         let base = StatusResponse {
-            node: Some(c.membership.to_proto()),
+            node: Some(self.identity.membership.to_proto()),
             caller_role: role.to_string(),
-            peer_listen: c.peer_addr.to_string(),
-            admin_listen: c.admin_addr.to_string(),
+            peer_listen: self.peer_addr.to_string(),
+            admin_listen: self.admin_addr.to_string(),
             trust_list: Some(trust_status_proto(
-                c.trust.status(),
-                &c.config.authority.address,
+                self.trust.status(),
+                &self.authority_address,
             )),
             software_version: VERSION.to_owned(),
             ..StatusResponse::default()
         };
-        ops::status(c, base).map(Response::new)
+        self.ops.status(base).map(Response::new)
     }
 
     async fn refresh_trust_list(
@@ -379,16 +409,9 @@ impl Admin for AdminService {
         request: Request<RefreshTrustListRequest>,
     ) -> Result<Response<RefreshTrustListResponse>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "refreshing the trust list")?;
-        let status = self
-            .context
-            .refresh_trust_list()
-            .await
-            .map_err(trust_error_status)?;
+        let status = self.refresh.refresh().await.map_err(trust_error_status)?;
         Ok(Response::new(RefreshTrustListResponse {
-            trust_list: Some(trust_status_proto(
-                status,
-                &self.context.config.authority.address,
-            )),
+            trust_list: Some(trust_status_proto(status, &self.authority_address)),
         }))
     }
 
@@ -404,7 +427,7 @@ impl Admin for AdminService {
             ));
         }
         let channel = self
-            .context
+            .peers
             .connect_peer(&address)
             .await
             .map_err(peer_connect_status)?;
@@ -425,9 +448,15 @@ impl Admin for AdminService {
         request: Request<tonic::Streaming<PublishRequest>>,
     ) -> Result<Response<Product>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "publishing a product")?;
-        catalog::publish(&self.context, request.into_inner())
-            .await
-            .map(Response::new)
+        catalog::publish(
+            &self.catalog,
+            &self.usage,
+            &self.audit,
+            self.identity.participant_id(),
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
     }
 
     async fn list_products(
@@ -437,7 +466,6 @@ impl Admin for AdminService {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing products")?;
         let products = self
-            .context
             .catalog
             .products
             .list()
@@ -455,7 +483,6 @@ impl Admin for AdminService {
             .require(&[LocalRole::Admin, LocalRole::Auditor], "reading a product")?;
         let id = request.into_inner().product_id;
         let versions = self
-            .context
             .catalog
             .products
             .versions(&id)
@@ -473,7 +500,7 @@ impl Admin for AdminService {
         request: Request<PeerCatalogRequest>,
     ) -> Result<Response<ListOffersResponse>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "reading a peer's catalog")?;
-        catalog::peer_catalog(&self.context, request.into_inner())
+        catalog::peer_catalog(&self.peers, request.into_inner())
             .await
             .map(Response::new)
     }
@@ -490,7 +517,11 @@ impl Admin for AdminService {
         if request.agreement_id.trim().is_empty() {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
-        Ok(Response::new(transfer::pull(self.context.clone(), request)))
+        Ok(Response::new(transfer::pull(
+            self.transfers.clone(),
+            self.metrics.clone(),
+            request,
+        )))
     }
 
     async fn list_transfers(
@@ -499,8 +530,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ListTransfersResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing transfers")?;
-        let copies = crate::transfer::copies(self.context.storage.as_ref())
-            .map_err(transfer::transfer_status)?;
+        let copies = self.transfers.copies().map_err(transfer::transfer_status)?;
         Ok(Response::new(ListTransfersResponse {
             transfers: copies.iter().map(crate::transfer::progress).collect(),
         }))
@@ -513,9 +543,7 @@ impl Admin for AdminService {
         request: Request<BackupRequest>,
     ) -> Result<Response<Self::BackupStream>, Status> {
         let role = local_role(&request)?;
-        ops::backup(self.context.clone(), role)
-            .await
-            .map(Response::new)
+        self.ops.backup(role).await.map(Response::new)
     }
 
     async fn request_contract(
@@ -533,7 +561,9 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("offer_id: name the offer"));
         }
         let started = std::time::Instant::now();
-        let result = crate::contract::request(&self.context, &r.peer, &r.offer_id, &r.purpose)
+        let result = self
+            .contracts
+            .request(&r.peer, &r.offer_id, &r.purpose)
             .await
             .map_err(contract::contract_status);
         // The state reached, or the gRPC code of the failure (e.g. PermissionDenied).
@@ -541,9 +571,7 @@ impl Admin for AdminService {
             Ok(n) => n.state.to_string(),
             Err(status) => format!("{:?}", status.code()),
         };
-        self.context
-            .telemetry
-            .metrics
+        self.metrics
             .negotiation_finished(outcome, started.elapsed());
         result.map(|n| Response::new(n.to_proto()))
     }
@@ -554,11 +582,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ListContractsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing contracts")?;
-        let mut all = self
-            .context
-            .contracts
-            .list()
-            .map_err(contract::contract_status)?;
+        let mut all = self.contracts.list().map_err(contract::contract_status)?;
         all.sort_by_key(|n| n.created_at);
         Ok(Response::new(ListContractsResponse {
             contracts: all.iter().map(|n| n.to_proto()).collect(),
@@ -574,7 +598,7 @@ impl Admin for AdminService {
             "reading a contract",
         )?;
         let id = request.into_inner().negotiation_id;
-        let contracts = &self.context.contracts;
+        let contracts = &self.contracts;
         let n = match contracts.get(&id).map_err(contract::contract_status)? {
             Some(n) => Some(n),
             None => contracts
@@ -591,7 +615,8 @@ impl Admin for AdminService {
     ) -> Result<Response<Contract>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "approving a contract")?;
         let id = request.into_inner().negotiation_id;
-        crate::contract::approve(&self.context, &id, "local admin")
+        self.contracts
+            .approve(&id, "local admin")
             .await
             .map(|n| Response::new(n.to_proto()))
             .map_err(contract::contract_status)
@@ -603,7 +628,8 @@ impl Admin for AdminService {
     ) -> Result<Response<Contract>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "rejecting a contract")?;
         let r = request.into_inner();
-        crate::contract::reject(&self.context, &r.negotiation_id, &r.reason)
+        self.contracts
+            .reject(&r.negotiation_id, &r.reason)
             .await
             .map(|n| Response::new(n.to_proto()))
             .map_err(contract::contract_status)
@@ -614,7 +640,7 @@ impl Admin for AdminService {
         request: Request<liutong_proto::v1::QueryAggregateRequest>,
     ) -> Result<Response<liutong_proto::v1::AggregateResponse>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "sending an aggregate query")?;
-        query::send(&self.context, request.into_inner())
+        query::send(&self.queries, request.into_inner())
             .await
             .map(Response::new)
     }

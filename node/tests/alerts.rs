@@ -106,7 +106,7 @@ impl Webhook {
 
 /// The node's audit entries of kind `alert`, with their indices.
 fn alert_entries(node: &TestNode) -> Vec<(u64, Event)> {
-    let audit = &node.running.context.audit;
+    let audit = &node.running.node.audit;
     (0..audit.size())
         .filter_map(|i| {
             let event: Event = serde_json::from_slice(&audit.entry(i).unwrap()?).ok()?;
@@ -257,7 +257,7 @@ async fn repeated_denials_and_refused_authentications_reach_the_audit_log_and_th
     // Usage control's hook: a read outside the permitted window.
     transport
         .running
-        .context
+        .node
         .alerts
         .raise(
             Rule::ReadOutsideWindow,
@@ -276,7 +276,7 @@ async fn repeated_denials_and_refused_authentications_reach_the_audit_log_and_th
         })
         .await
     );
-    let counts = transport.running.context.alerts.counts();
+    let counts = transport.running.node.alerts.counts();
     assert!(counts.contains(&(Rule::PolicyDenials, 1)), "{counts:?}");
     assert!(
         counts.contains(&(Rule::FailedAuthentication, 1)),
@@ -372,7 +372,7 @@ async fn a_trust_list_close_to_expiry_is_alerted_once_per_list_and_rules_can_be_
             c.alerts.read_outside_window.enabled = false;
         })
         .await;
-    let sequence = node.running.context.trust.status().sequence;
+    let sequence = node.running.node.trust.status().sequence;
     let alerts = of_rule(&alert_entries(&node), Rule::TrustListExpiry);
     assert_eq!(alerts.len(), 1, "raised at the first fetch");
     assert!(
@@ -397,7 +397,7 @@ async fn a_trust_list_close_to_expiry_is_alerted_once_per_list_and_rules_can_be_
         ParticipantKind::Government,
     ));
     refresh_all(&[&node]).await;
-    assert!(node.running.context.trust.status().sequence > sequence);
+    assert!(node.running.node.trust.status().sequence > sequence);
     assert_eq!(
         of_rule(&alert_entries(&node), Rule::TrustListExpiry).len(),
         2
@@ -405,7 +405,7 @@ async fn a_trust_list_close_to_expiry_is_alerted_once_per_list_and_rules_can_be_
 
     // A rule turned off in node.toml raises nothing.
     node.running
-        .context
+        .node
         .alerts
         .raise(Rule::ReadOutsideWindow, Some(ECOLOGY), "ignored")
         .await;

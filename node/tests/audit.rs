@@ -134,7 +134,7 @@ async fn auditors_read_and_prove_while_other_callers_are_refused() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(cp.size, node.running.context.audit.size());
+    assert_eq!(cp.size, node.running.node.audit.size());
     assert!(
         cp.witnessed,
         "quorum 0: every checkpoint counts as witnessed"
@@ -231,7 +231,7 @@ async fn an_entry_changed_on_disk_is_named_by_verify() {
         .await;
     for i in 0..20 {
         node.running
-            .context
+            .node
             .audit
             .append(&Event::new(
                 EventKind::Alert,
@@ -310,7 +310,7 @@ async fn entries_after_the_checkpoint_are_verified_up_to_the_head() {
             c.audit.checkpoint_interval = Duration::from_secs(3600);
         })
         .await;
-    let audit = &node.running.context.audit;
+    let audit = &node.running.node.audit;
     for i in 0..12 {
         audit
             .append(&Event::new(
@@ -412,7 +412,7 @@ async fn entries_after_the_checkpoint_are_verified_up_to_the_head() {
 
     // An unsigned entry changed in storage: no signature covers it, but the node's tree
     // was built from the original bytes, so verify names it.
-    let storage = node.running.context.storage.clone();
+    let storage = node.running.node.storage.clone();
     let find = |text: &str| {
         (checkpoint..head)
             .find_map(|i| {
@@ -474,14 +474,14 @@ async fn a_truncated_log_is_named_by_verify_or_refused_at_start() {
         .await;
     for i in 0..10 {
         node.running
-            .context
+            .node
             .audit
             .append(&Event::new(EventKind::Alert, i, "x"))
             .await
             .unwrap();
     }
     // Shutdown signs a checkpoint covering everything.
-    let size = node.running.context.audit.size() + 1;
+    let size = node.running.node.audit.size() + 1;
     let (config, db) = stop_and_open_db(node).await;
 
     // The tail's entries removed, the size left: the node starts, verify names the gap.
@@ -555,7 +555,7 @@ async fn witnesses_cosign_checkpoints_and_auditors_check_the_cosignatures() {
     // The log grows; the next checkpoint is proven consistent with the cosigned one.
     for i in 0..5 {
         log.running
-            .context
+            .node
             .audit
             .append(&Event::new(EventKind::Alert, i, "grow"))
             .await
@@ -571,7 +571,7 @@ async fn witnesses_cosign_checkpoints_and_auditors_check_the_cosignatures() {
         "{}",
         second.note
     );
-    let state = witness.running.context.witness.state().unwrap();
+    let state = witness.running.node.witness.state().unwrap();
     assert_eq!(state.logs[&origin_for(&log.participant)].size, second.size);
 
     // An auditor checks the cosignature against the witness's credential.
@@ -622,15 +622,7 @@ async fn witnesses_cosign_checkpoints_and_auditors_check_the_cosignatures() {
         "{}",
         third.note
     );
-    assert!(
-        witness
-            .running
-            .context
-            .witness
-            .evidence()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(witness.running.node.witness.evidence().unwrap().is_empty());
 
     restarted.shutdown().await.unwrap();
     witness.running.shutdown().await.unwrap();
@@ -652,7 +644,7 @@ async fn a_log_showing_two_checkpoints_to_two_witnesses_is_caught() {
 
     // The liar signs two checkpoints of the same size with different roots.
     let origin = origin_for(&liar.participant);
-    let key = liar.running.context.signing_key.key_pair();
+    let key = liar.running.node.identity.signing_key.key_pair();
     let sign = |root: [u8; 32]| {
         note::sign_checkpoint(
             &Checkpoint {
@@ -699,29 +691,29 @@ async fn a_log_showing_two_checkpoints_to_two_witnesses_is_caught() {
     let again = to_w1.cosign(cosign(&forged)).await.unwrap_err();
     assert_eq!(again.code(), Code::DataLoss);
 
-    let evidence = w1.running.context.witness.evidence().unwrap();
+    let evidence = w1.running.node.witness.evidence().unwrap();
     assert_eq!(evidence.len(), 2);
     assert_eq!(evidence[0].cosigned_note, honest);
     assert_eq!(evidence[0].offered_note, forged);
     // W1 never went back or forward: it still holds the checkpoint it cosigned.
-    let state = w1.running.context.witness.state().unwrap();
+    let state = w1.running.node.witness.state().unwrap();
     assert_eq!(state.logs[&origin].note, honest);
 
     // And W1's own log holds the alert, findable by the liar's participant ID.
     let found = liutong_node::audit::search::scan(
-        &w1.running.context.audit,
+        &w1.running.node.audit,
         &SearchFilter {
             participant: Some(TRANSPORT.into()),
             ..SearchFilter::default()
         },
         0,
-        w1.running.context.audit.size(),
+        w1.running.node.audit.size(),
     )
     .unwrap();
     assert_eq!(found.indices.len(), 2);
     let alert: Event = serde_json::from_slice(
         &w1.running
-            .context
+            .node
             .audit
             .entry(found.indices[0])
             .unwrap()
@@ -762,7 +754,7 @@ async fn an_evidence_bundle_from_two_nodes_verifies_offline_and_tampering_is_nam
             e.participant = Some(other.into());
             e.product = Some("bus-gps".into());
             e.agreement = Some("agr-1".into());
-            node.running.context.audit.append(&e).await.unwrap();
+            node.running.node.audit.append(&e).await.unwrap();
         }
     }
     let out_file = space.dir.path().join("bundle.json");
@@ -842,12 +834,12 @@ async fn the_timer_signs_and_gets_witnessed_when_the_log_grows() {
     let mut client = local_audit(&log, LocalRole::Auditor).await;
     for round in 0..2 {
         log.running
-            .context
+            .node
             .audit
             .append(&Event::new(EventKind::Alert, round, "grow"))
             .await
             .unwrap();
-        let size = log.running.context.audit.size();
+        let size = log.running.node.audit.size();
         let signed = wait_until(Duration::from_secs(20), || {
             let mut client = client.clone();
             async move {

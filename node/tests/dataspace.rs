@@ -79,8 +79,8 @@ async fn three_nodes_describe_each_other_over_mutual_tls() {
 
     // A peer whose participant is known (the other party of an agreement) must be that
     // participant: another member at its address is refused, before any call is made.
-    let context = &transport.running.context;
-    let Err(refused) = context
+    let peers = &transport.running.node.peers;
+    let Err(refused) = peers
         .connect_member(&ecology.peer_addr().to_string(), &logistics.participant)
         .await
     else {
@@ -93,7 +93,7 @@ async fn three_nodes_describe_each_other_over_mutual_tls() {
         "{refused}"
     );
     assert!(
-        context
+        peers
             .connect_member(&ecology.peer_addr().to_string(), &ecology.participant)
             .await
             .is_ok(),
@@ -471,7 +471,7 @@ async fn revocation_takes_effect_at_the_next_refresh_without_restart() {
         status.message()
     );
     // The same node process: no restart happened.
-    assert_eq!(provider.running.context.trust.status().revocations, 1);
+    assert_eq!(provider.running.node.trust.status().revocations, 1);
     // The node logged its start and both trust lists it applied.
     let kinds: Vec<String> = provider
         .audit_events()

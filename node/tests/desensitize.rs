@@ -75,7 +75,7 @@ async fn agree(consumer: &TestNode, provider: &TestNode, offer: &str) -> String 
 
 /// The bytes of a completed copy.
 fn received(node: &TestNode, agreement: &str) -> Vec<u8> {
-    let storage = node.running.context.storage.as_ref();
+    let storage = node.running.node.storage.as_ref();
     let copy = liutong_node::transfer::copy(storage, agreement)
         .unwrap()
         .expect("a copy");
@@ -163,7 +163,7 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
 
     // The manifest, signed by the provider, covers the delivered bytes and lists the
     // rules applied, with the product's own hash.
-    let storage = s.ecology.running.context.storage.as_ref();
+    let storage = s.ecology.running.node.storage.as_ref();
     let copy = liutong_node::transfer::copy(storage, &agreement)
         .unwrap()
         .unwrap();
@@ -171,7 +171,7 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
         .manifest
         .open_json(
             MANIFEST_PAYLOAD_TYPE,
-            &s.transport.running.context.signing_key.public_key(),
+            &s.transport.running.node.identity.signing_key.public_key(),
         )
         .expect("the manifest verifies with the provider's key");
     assert_eq!(manifest.sha256, done.sha256);
@@ -250,10 +250,14 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
         .iter()
         .any(|e| e.contains("desensitized by 6 mask rule(s) over 6 field(s)"));
     assert!(logged, "the masked delivery is in the provider's log");
-    let receipt =
-        liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
-            .unwrap()
-            .expect("the receipt of the masked bytes is accepted");
+    let receipt = s
+        .transport
+        .running
+        .node
+        .transfers
+        .delivery_receipt(&agreement)
+        .unwrap()
+        .expect("the receipt of the masked bytes is accepted");
     let receipt: liutong_node::transfer::Receipt = receipt.peek_json().unwrap();
     assert_eq!(receipt.sha256, done.sha256);
 }
@@ -299,7 +303,7 @@ async fn keyed_hashes_are_stable_within_an_agreement_and_differ_across_agreement
     // Pulling the same agreement's delivery again gives the same bytes (the masked
     // delivery is kept per agreement, and it is deterministic anyway).
     let again = liutong_node::desensitize::delivery::delivered(
-        s.transport.running.context.storage.as_ref(),
+        s.transport.running.node.storage.as_ref(),
         &first,
     )
     .unwrap()
@@ -508,7 +512,7 @@ async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
         err.message()
     );
     assert!(
-        liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement)
+        liutong_node::transfer::copy(s.ecology.running.node.storage.as_ref(), &agreement)
             .unwrap()
             .is_none_or(|c| c.chunks_received == 0),
         "no row received"
@@ -639,7 +643,7 @@ async fn a_gone_product_version_is_failed_precondition_for_pulls_and_queries() {
     let raw = publish_speeds(OPEN_POLICY).await.unwrap();
     let for_queries = agree(&s.ecology, &s.transport, &aggregated.offer_id).await;
     let for_pulls = agree(&s.ecology, &s.transport, &raw.offer_id).await;
-    let storage = s.transport.running.context.storage.clone();
+    let storage = s.transport.running.node.storage.clone();
     for product in [&aggregated, &raw] {
         let mut key = product.product_id.as_bytes().to_vec();
         key.push(0);
@@ -697,7 +701,7 @@ async fn a_removed_masked_delivery_is_permission_denied_with_its_reason() {
     .await
     .unwrap();
     let agreement_id = agree(&s.ecology, &s.transport, &product.offer_id).await;
-    let context = &s.transport.running.context;
+    let context = &s.transport.running.node;
     let agreement = context
         .contracts
         .by_agreement(&agreement_id)
@@ -726,7 +730,7 @@ async fn a_removed_masked_delivery_is_permission_denied_with_its_reason() {
         err.message()
     );
     assert!(
-        liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement_id)
+        liutong_node::transfer::copy(s.ecology.running.node.storage.as_ref(), &agreement_id)
             .unwrap()
             .is_none_or(|c| c.chunks_received == 0),
         "nothing was delivered"

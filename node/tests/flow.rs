@@ -166,10 +166,10 @@ async fn publish_browse_and_negotiate() {
     let agreement: Envelope = serde_json::from_str(&granted.agreement_json).unwrap();
     assert_eq!(agreement.signatures.len(), 2);
     agreement
-        .verify(&s.transport.running.context.signing_key.public_key())
+        .verify(&s.transport.running.node.identity.signing_key.public_key())
         .unwrap();
     agreement
-        .verify(&s.ecology.running.context.signing_key.public_key())
+        .verify(&s.ecology.running.node.identity.signing_key.public_key())
         .unwrap();
     let at_provider = contract(&s.transport, &granted.negotiation_id).await;
     assert_eq!(
@@ -192,7 +192,7 @@ async fn publish_browse_and_negotiate() {
         .await
         .unwrap_err();
     assert_refused(&denied, Code::PermissionDenied, "marketing");
-    let terminated = s.transport.running.context.contracts.list().unwrap();
+    let terminated = s.transport.running.node.contracts.list().unwrap();
     assert!(
         terminated
             .iter()
@@ -269,7 +269,7 @@ async fn publish_browse_and_negotiate() {
     let bus_offer = s
         .transport
         .running
-        .context
+        .node
         .catalog
         .products
         .list()
@@ -302,7 +302,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
     let stored = s
         .ecology
         .running
-        .context
+        .node
         .contracts
         .get(&granted.negotiation_id)
         .unwrap()
@@ -351,7 +351,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
     let impostor = Envelope::sign_json(
         REQUEST_PAYLOAD_TYPE,
         &body,
-        &s.ecology.running.context.signing_key,
+        &s.ecology.running.node.identity.signing_key,
     );
     let err = client
         .request(NegotiationRequest {
@@ -370,7 +370,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
     let expired = Envelope::sign_json(
         REQUEST_PAYLOAD_TYPE,
         &old,
-        &s.ecology.running.context.signing_key,
+        &s.ecology.running.node.identity.signing_key,
     );
     let err = client
         .request(NegotiationRequest {
@@ -480,7 +480,7 @@ async fn publish_refuses_bad_input_and_stores_nothing() {
     assert!(bad.message().starts_with("data:"), "{}", bad.message());
     assert!(
         node.running
-            .context
+            .node
             .catalog
             .products
             .list()
@@ -550,7 +550,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
             size: payload.len() as u64,
             received_at: 0,
         },
-        &s.logistics.running.context.signing_key,
+        &s.logistics.running.node.identity.signing_key,
     );
     let err = other
         .receipt(liutong_proto::v1::ReceiptRequest {
@@ -563,12 +563,16 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         Code::PermissionDenied,
         &format!(
             "agreement {agreement} was made with {}, not with {}",
-            s.ecology.running.context.membership.participant_id,
-            s.logistics.running.context.membership.participant_id
+            s.ecology.running.node.identity.membership.participant_id,
+            s.logistics.running.node.identity.membership.participant_id
         ),
     );
     assert!(
-        liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
+        s.transport
+            .running
+            .node
+            .transfers
+            .delivery_receipt(&agreement)
             .unwrap()
             .is_none(),
         "no receipt is stored"
@@ -576,7 +580,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
 
     // The consumer asking to start past the last chunk: OUT_OF_RANGE, and no delivery
     // is logged as started.
-    let audit = &s.transport.running.context.audit;
+    let audit = &s.transport.running.node.audit;
     let logged = audit.size();
     let mut own = s.ecology.direct_transfer_client(&s.transport).await;
     let err = own
@@ -614,7 +618,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     let payload_file = s
         .transport
         .running
-        .context
+        .node
         .catalog
         .products
         .payload_path(&product.product_id, 1)
@@ -623,7 +627,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     flip_byte(&payload_file, tampered);
     let err = s.ecology.pull(&agreement, 0).await.unwrap_err();
     assert_refused(&err, Code::DataLoss, "chunk 2");
-    let copy = liutong_node::transfer::copy(s.ecology.running.context.storage.as_ref(), &agreement)
+    let copy = liutong_node::transfer::copy(s.ecology.running.node.storage.as_ref(), &agreement)
         .unwrap()
         .unwrap();
     assert_eq!(copy.chunks_received, 2, "the bad chunk was not kept");
@@ -637,7 +641,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         ("COMPLETED", 4)
     );
     assert_eq!(done.sha256, hex::encode(Sha256::digest(&payload)));
-    let storage = s.ecology.running.context.storage.as_ref();
+    let storage = s.ecology.running.node.storage.as_ref();
     let mut received = Vec::new();
     for i in 0..4 {
         received.extend(
@@ -654,12 +658,16 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     assert_eq!(copy.agreement.signatures.len(), 2);
 
     // The provider holds the consumer's signed receipt; both logged COMPLETED.
-    let receipt =
-        liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
-            .unwrap()
-            .expect("receipt stored");
+    let receipt = s
+        .transport
+        .running
+        .node
+        .transfers
+        .delivery_receipt(&agreement)
+        .unwrap()
+        .expect("receipt stored");
     receipt
-        .verify(&s.ecology.running.context.signing_key.public_key())
+        .verify(&s.ecology.running.node.identity.signing_key.public_key())
         .unwrap();
     for node in [&s.transport, &s.ecology] {
         let completed = node
@@ -735,7 +743,7 @@ async fn other_bytes_than_agreed_under_a_signed_manifest_are_refused() {
 
     // At the provider: the last chunk's bytes change, and the stored record lists the
     // new bytes' hash, so the signed manifest is consistent with what is sent.
-    let provider = &s.transport.running.context;
+    let provider = &s.transport.running.node;
     let payload_file = provider
         .catalog
         .products
@@ -768,7 +776,7 @@ async fn other_bytes_than_agreed_under_a_signed_manifest_are_refused() {
         "{}",
         err.message()
     );
-    let storage = s.ecology.running.context.storage.as_ref();
+    let storage = s.ecology.running.node.storage.as_ref();
     assert!(
         liutong_node::transfer::copy(storage, &agreement)
             .unwrap()
@@ -813,7 +821,7 @@ async fn receipts_arriving_together_are_recorded_once() {
                 size: payload.len() as u64,
                 received_at,
             },
-            &s.ecology.running.context.signing_key,
+            &s.ecology.running.node.identity.signing_key,
         )
     };
     // Each on its own connection, all at once.
@@ -876,7 +884,12 @@ async fn receipts_arriving_together_are_recorded_once() {
     for refused in answers.iter().filter_map(|a| a.as_ref().err()) {
         assert_refused(refused, Code::FailedPrecondition, "another receipt");
     }
-    let held = liutong_node::transfer::delivery_receipt(&s.transport.running.context, &agreement)
+    let held = s
+        .transport
+        .running
+        .node
+        .transfers
+        .delivery_receipt(&agreement)
         .unwrap()
         .unwrap();
     assert_eq!(&held, accepted[0], "the accepted receipt is the one held");

@@ -111,7 +111,7 @@ async fn status_json_reports_peers_trust_age_log_size_and_pending_approvals() {
         .expect("request");
     assert_eq!(pending.state, "REQUESTED");
 
-    let before = transport.running.context.audit.size();
+    let before = transport.running.node.audit.size();
     let out = liutong(&[
         "status",
         "--json",
@@ -120,7 +120,7 @@ async fn status_json_reports_peers_trust_age_log_size_and_pending_approvals() {
     ])
     .await;
     assert!(out.status.success(), "{}", text(&out));
-    let after = transport.running.context.audit.size();
+    let after = transport.running.node.audit.size();
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
 
     assert_eq!(s["node"]["participant_id"], TRANSPORT);
@@ -358,7 +358,7 @@ async fn backup_while_serving_and_writing_restores_a_working_node_and_damage_is_
         .products;
     assert!(products.iter().any(|p| p.product_id == traffic.product_id));
     // The bytes came along (payload files beside the database), not only the records.
-    let store = &restored.context.catalog.products;
+    let store = &restored.node.catalog.products;
     assert_eq!(
         store
             .chunk(&traffic.product_id, 1, 0)
@@ -390,7 +390,7 @@ async fn backup_while_serving_and_writing_restores_a_working_node_and_damage_is_
     );
     // The audit log: the same entries as the original, up to the backup's size, and the
     // whole log recomputes against the restored node's signed checkpoint.
-    let restored_size = restored.context.audit.size();
+    let restored_size = restored.node.audit.size();
     assert!(restored_size > backed_up_log, "{restored_size}");
     let first = backed_up_log - 1;
     let mut original_audit = liutong_proto::v1::audit_client::AuditClient::new(
@@ -583,7 +583,7 @@ async fn rotated_key_signs_new_checkpoints_old_ones_still_verify_and_peers_still
     .await
     .expect("the rotated node starts");
     assert_eq!(
-        restarted.context.signing_key.public_key().to_base64(),
+        restarted.node.identity.signing_key.public_key().to_base64(),
         new_key
     );
     refresh_all(&[&ecology, &logistics]).await;
@@ -647,7 +647,7 @@ async fn rotated_key_signs_new_checkpoints_old_ones_still_verify_and_peers_still
     let entries = admin_audit
         .get_entries(GetEntriesRequest {
             from: 0,
-            to: restarted.context.audit.size() - 1,
+            to: restarted.node.audit.size() - 1,
         })
         .await
         .unwrap()

@@ -246,7 +246,7 @@ async fn a_negotiation_and_a_transfer_are_each_one_trace_across_both_nodes() {
         .await;
     refresh_all(&[&transport, &ecology]).await;
     assert_eq!(
-        transport.running.context.telemetry.endpoint(),
+        transport.running.node.telemetry.endpoint(),
         Some(endpoint.as_str())
     );
 
@@ -273,7 +273,7 @@ async fn a_negotiation_and_a_transfer_are_each_one_trace_across_both_nodes() {
     // An alert is a metric too.
     transport
         .running
-        .context
+        .node
         .alerts
         .raise(
             liutong_node::alerts::Rule::ReadOutsideWindow,
@@ -530,12 +530,12 @@ async fn a_bad_collector_address_stops_the_start_and_a_dead_collector_stops_noth
     .await
     .expect("starts");
     let identity = liutong_node::tls::TlsIdentity::load(
-        &node.context.config.identity_dir().join("node.crt"),
-        &node.context.config.identity_dir().join("node.key"),
+        &node.node.config.identity_dir().join("node.crt"),
+        &node.node.config.identity_dir().join("node.key"),
     )
     .unwrap();
     let roots =
-        liutong_node::tls::load_roots(&node.context.config.identity_dir().join("ca.crt")).unwrap();
+        liutong_node::tls::load_roots(&node.node.config.identity_dir().join("ca.crt")).unwrap();
     let mut client = node_client(node.peer_addr(), Some(&identity), roots).await;
     client.describe(DescribeRequest {}).await.expect("served");
     node.shutdown().await.expect("clean shutdown");

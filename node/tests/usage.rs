@@ -293,18 +293,17 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
     );
 
     // The provider is notified of each use with a signed notice.
-    let provider = &s.provider.running.context;
+    let provider = &s.provider.running.node;
     assert!(
         wait_until(SOON, || async {
-            liutong_node::usage::notice::usage_notices(provider, &agreement)
-                .unwrap()
-                .len()
-                == 3
+            provider.usage.usage_notices(&agreement).unwrap().len() == 3
         })
         .await,
         "three usage notices reached the provider"
     );
-    let mut numbers: Vec<u64> = liutong_node::usage::notice::usage_notices(provider, &agreement)
+    let mut numbers: Vec<u64> = provider
+        .usage
+        .usage_notices(&agreement)
         .unwrap()
         .iter()
         .map(|n| n.use_number)
@@ -325,9 +324,7 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
     );
     assert!(
         wait_until(SOON, || async {
-            liutong_node::usage::notice::outbox(&s.consumer.running.context)
-                .unwrap()
-                .is_empty()
+            s.consumer.running.node.usage.outbox().unwrap().is_empty()
         })
         .await,
         "acknowledged notices leave the outbox"
@@ -368,7 +365,7 @@ constraint = [{ leftOperand = "elapsedTime", operator = "lt", rightOperand = "PT
             .count()
     };
     // Wait (bounded) until the window has closed, then read.
-    let since = agreed_at(&agreement, s.consumer.running.context.storage.as_ref());
+    let since = agreed_at(&agreement, s.consumer.running.node.storage.as_ref());
     assert!(wait_until(SOON, || async { unix_now() >= since + 3 }).await);
     let refused = read(&s.consumer, &agreement, "research")
         .await
@@ -407,7 +404,7 @@ async fn concurrent_reads_never_exceed_the_count() {
     numbers.sort();
     assert_eq!(numbers, [1, 2, 3]);
     assert_eq!(
-        liutong_node::usage::uses(consumer.running.context.storage.as_ref(), &agreement)
+        liutong_node::usage::uses(consumer.running.node.storage.as_ref(), &agreement)
             .unwrap()
             .uses,
         3
@@ -458,7 +455,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
         "urbanPlanning",
     )
     .await;
-    let storage = s.consumer.running.context.storage.clone();
+    let storage = s.consumer.running.node.storage.clone();
     let later_deadline = agreed_at(&later, storage.as_ref()) + 8;
     for agreement in [&soon, &later] {
         let (header, _) = read(&s.consumer, agreement, "urbanPlanning").await.unwrap();
@@ -501,23 +498,19 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
         1
     );
     // Its policy asks to notify: the provider gets a signed deletion receipt.
-    let provider = s.provider.running.context.clone();
+    let provider = s.provider.running.node.clone();
     assert!(
         wait_until(SOON, || async {
-            liutong_node::usage::notice::deletion_receipt(&provider, &soon)
-                .unwrap()
-                .is_some()
+            provider.usage.deletion_receipt(&soon).unwrap().is_some()
         })
         .await,
         "deletion receipt delivered"
     );
-    let receipt = liutong_node::usage::notice::deletion_receipt(&provider, &soon)
-        .unwrap()
-        .unwrap();
+    let receipt = provider.usage.deletion_receipt(&soon).unwrap().unwrap();
     let receipt: DeletionReceipt = receipt
         .open_json(
             DELETION_RECEIPT_PAYLOAD_TYPE,
-            &s.consumer.running.context.signing_key.public_key(),
+            &s.consumer.running.node.identity.signing_key.public_key(),
         )
         .expect("signed by the consumer");
     assert!(receipt.held);
@@ -536,7 +529,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
     );
     let consumer = stopped.start().await;
     // Deleted before the node served anyone: no waiting here.
-    let storage = consumer.running.context.storage.as_ref();
+    let storage = consumer.running.node.storage.as_ref();
     assert!(
         liutong_node::transfer::copy(storage, &later)
             .unwrap()
@@ -559,11 +552,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
         1
     );
     // No notify duty on this one: no receipt is sent.
-    assert!(
-        liutong_node::usage::notice::outbox(&consumer.running.context)
-            .unwrap()
-            .is_empty()
-    );
+    assert!(consumer.running.node.usage.outbox().unwrap().is_empty());
     drop(s.space);
 }
 
@@ -608,11 +597,13 @@ async fn revocation_reaches_online_and_offline_consumers() {
         .await
         .unwrap_err();
     assert_refused(&err, Code::FailedPrecondition, "already revoked");
-    let provider = s.provider.running.context.clone();
+    let provider = s.provider.running.node.clone();
     let receipt_for = |agreement: String| {
         let provider = provider.clone();
         async move {
-            liutong_node::usage::revocation::revocation_of(&provider, ECOLOGY, &agreement)
+            provider
+                .usage
+                .revocation_of(ECOLOGY, &agreement)
                 .unwrap()
                 .and_then(|r| r.deletion_receipt)
         }
@@ -629,7 +620,7 @@ async fn revocation_reaches_online_and_offline_consumers() {
         .unwrap()
         .open_json(
             DELETION_RECEIPT_PAYLOAD_TYPE,
-            &s.consumer.running.context.signing_key.public_key(),
+            &s.consumer.running.node.identity.signing_key.public_key(),
         )
         .expect("signed by the consumer");
     assert!(receipt.held);
@@ -697,7 +688,7 @@ async fn revocation_reaches_online_and_offline_consumers() {
         .unwrap_err();
     assert_refused(&err, Code::PermissionDenied, "consent withdrawn");
     assert!(
-        liutong_node::transfer::copy(consumer.running.context.storage.as_ref(), &offline)
+        liutong_node::transfer::copy(consumer.running.node.storage.as_ref(), &offline)
             .unwrap()
             .is_none()
     );
@@ -730,7 +721,7 @@ async fn only_the_parties_speak_for_an_agreement() {
     let signed = Envelope::sign_json(
         USAGE_NOTICE_PAYLOAD_TYPE,
         &notice,
-        &other.running.context.signing_key,
+        &other.running.node.identity.signing_key,
     );
     let err = client
         .notify(NotifyRequest {
@@ -749,7 +740,7 @@ async fn only_the_parties_speak_for_an_agreement() {
     let unsigned = Envelope::sign_json(
         USAGE_NOTICE_PAYLOAD_TYPE,
         &notice,
-        &s.consumer.running.context.signing_key,
+        &s.consumer.running.node.identity.signing_key,
     );
     let err = client
         .notify(NotifyRequest {
@@ -759,7 +750,11 @@ async fn only_the_parties_speak_for_an_agreement() {
         .unwrap_err();
     assert_eq!(err.code(), Code::DataLoss, "{err:?}");
     assert!(
-        liutong_node::usage::notice::usage_notices(&s.provider.running.context, &agreement)
+        s.provider
+            .running
+            .node
+            .usage
+            .usage_notices(&agreement)
             .unwrap()
             .is_empty()
     );
@@ -776,16 +771,17 @@ async fn only_the_parties_speak_for_an_agreement() {
     let forged = Envelope::sign_json(
         liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
         &forged,
-        &other.running.context.signing_key,
+        &other.running.node.identity.signing_key,
     );
-    let provider_membership = s.provider.running.context.membership.clone();
-    let err = liutong_node::usage::revocation::apply(
-        &s.consumer.running.context,
-        &provider_membership,
-        forged,
-    )
-    .await
-    .unwrap_err();
+    let provider_membership = s.provider.running.node.identity.membership.clone();
+    let err = s
+        .consumer
+        .running
+        .node
+        .usage
+        .apply_revocation(&provider_membership, forged)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("revocation"), "{err}");
     read(&s.consumer, &agreement, "urbanPlanning")
         .await
@@ -828,7 +824,7 @@ async fn received_data_is_not_offered_onward() {
     let products = || {
         s.consumer
             .running
-            .context
+            .node
             .catalog
             .products
             .list()
@@ -1032,7 +1028,7 @@ async fn classification_guardrails_hold() {
     assert!(
         s.provider
             .running
-            .context
+            .node
             .contracts
             .get(&pending.negotiation_id)
             .unwrap()
@@ -1141,7 +1137,7 @@ async fn the_command_reads_lists_and_revokes() {
     .await;
     assert_succeeded(&out);
     assert!(String::from_utf8_lossy(&out.stdout).contains("REVOKED"));
-    let storage = s.consumer.running.context.storage.clone();
+    let storage = s.consumer.running.node.storage.clone();
     assert!(
         wait_until(SOON, || async {
             liutong_node::transfer::copy(storage.as_ref(), &agreement)
@@ -1173,10 +1169,12 @@ async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
     // The read is permitted and counted; its notice cannot be delivered yet.
     let (header, _) = read(&s.consumer, &agreement, "statistics").await.unwrap();
     assert_eq!(header.use_number, 1);
-    let context = s.consumer.running.context.clone();
+    let context = s.consumer.running.node.clone();
     assert!(
         wait_until(SOON, || async {
-            liutong_node::usage::notice::outbox(&context)
+            context
+                .usage
+                .outbox()
                 .unwrap()
                 .iter()
                 .any(|item| item.attempts > 0 && !item.last_error.is_empty())
@@ -1187,18 +1185,15 @@ async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
     drop(context);
     // The outbox survives a restart of the consumer.
     let consumer = s.consumer.restart().await;
-    assert_eq!(
-        liutong_node::usage::notice::outbox(&consumer.running.context)
-            .unwrap()
-            .len(),
-        1
-    );
+    assert_eq!(consumer.running.node.usage.outbox().unwrap().len(), 1);
 
     let provider = provider.start().await;
-    let provider_context = provider.running.context.clone();
+    let provider_context = provider.running.node.clone();
     assert!(
         wait_until(Duration::from_secs(60), || async {
-            liutong_node::usage::notice::usage_notices(&provider_context, &agreement)
+            provider_context
+                .usage
+                .usage_notices(&agreement)
                 .unwrap()
                 .len()
                 == 1
@@ -1208,9 +1203,7 @@ async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
     );
     assert!(
         wait_until(SOON, || async {
-            liutong_node::usage::notice::outbox(&consumer.running.context)
-                .unwrap()
-                .is_empty()
+            consumer.running.node.usage.outbox().unwrap().is_empty()
         })
         .await
     );
@@ -1223,7 +1216,7 @@ async fn a_deletion_cut_short_is_finished_at_start() {
     let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
     // The state a crash leaves between the deletion's commit (its record and its audit
     // entry, made durable together) and the removal of the copy.
-    let storage = s.consumer.running.context.storage.clone();
+    let storage = s.consumer.running.node.storage.clone();
     let record = liutong_node::usage::Deletion {
         agreement_id: agreement.clone(),
         provider: TRANSPORT.into(),
@@ -1245,7 +1238,7 @@ async fn a_deletion_cut_short_is_finished_at_start() {
     entry.agreement = Some(agreement.clone());
     s.consumer
         .running
-        .context
+        .node
         .audit
         .append_with(
             &[entry],
@@ -1271,7 +1264,7 @@ async fn a_deletion_cut_short_is_finished_at_start() {
     );
     drop(storage);
     let consumer = s.consumer.restart().await;
-    let storage = consumer.running.context.storage.as_ref();
+    let storage = consumer.running.node.storage.as_ref();
     assert!(
         liutong_node::transfer::copy(storage, &agreement)
             .unwrap()
@@ -1329,7 +1322,7 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
     let signed = Envelope::sign_json(
         USAGE_NOTICE_PAYLOAD_TYPE,
         &notice,
-        &s.consumer.running.context.signing_key,
+        &s.consumer.running.node.identity.signing_key,
     );
     let mut client = UsageControlClient::new(s.consumer.channel_to(&s.provider).await);
     for _ in 0..2 {
@@ -1340,8 +1333,8 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
             .await
             .expect("the notice is taken");
     }
-    let provider = s.provider.running.context.clone();
-    let stored = liutong_node::usage::notice::usage_notices(&provider, &agreement).unwrap();
+    let provider = s.provider.running.node.clone();
+    let stored = provider.usage.usage_notices(&agreement).unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].purpose, long, "stored whole, as signed");
     assert_eq!(
@@ -1366,15 +1359,15 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
     let signed = Envelope::sign_json(
         liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
         &revocation,
-        &provider.signing_key,
+        &provider.identity.signing_key,
     );
-    liutong_node::usage::revocation::apply(
-        &s.consumer.running.context,
-        &provider.membership,
-        signed,
-    )
-    .await
-    .expect("the revocation is applied");
+    s.consumer
+        .running
+        .node
+        .usage
+        .apply_revocation(&provider.identity.membership, signed)
+        .await
+        .expect("the revocation is applied");
     let consumer_log = audit_about(&s.consumer, &agreement);
     assert_eq!(
         count_kind(&consumer_log, "revocation", "characters in all"),
@@ -1394,7 +1387,7 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
         err.message()
     );
     assert!(
-        liutong_node::transfer::copy(s.consumer.running.context.storage.as_ref(), &agreement)
+        liutong_node::transfer::copy(s.consumer.running.node.storage.as_ref(), &agreement)
             .unwrap()
             .is_none()
     );
@@ -1409,12 +1402,13 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
         })
         .await
     );
-    let receipt: DeletionReceipt =
-        liutong_node::usage::notice::deletion_receipt(&provider, &agreement)
-            .unwrap()
-            .expect("stored")
-            .peek_json()
-            .unwrap();
+    let receipt: DeletionReceipt = provider
+        .usage
+        .deletion_receipt(&agreement)
+        .unwrap()
+        .expect("stored")
+        .peek_json()
+        .unwrap();
     assert!(
         matches!(&receipt.cause, liutong_node::usage::DeletionCause::Revoked { reason, .. } if *reason == long)
     );
@@ -1460,7 +1454,7 @@ async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
         "urbanPlanning",
     )
     .await;
-    let provider = s.provider.running.context.clone();
+    let provider = s.provider.running.node.clone();
     let masked_chunks = |agreement: &str| {
         provider
             .storage
@@ -1510,7 +1504,7 @@ async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
         "the masked delivery went with the consumer's copy"
     );
     assert!(
-        liutong_node::transfer::copy(s.consumer.running.context.storage.as_ref(), &expiring)
+        liutong_node::transfer::copy(s.consumer.running.node.storage.as_ref(), &expiring)
             .unwrap()
             .is_none()
     );
@@ -1586,7 +1580,7 @@ async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
     );
     let n = provider
         .running
-        .context
+        .node
         .contracts
         .get(&pending.negotiation_id)
         .unwrap()
@@ -1604,10 +1598,12 @@ async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
 
     // The check made when an agreement is signed refuses it under the configuration
     // the node now runs with, naming the guardrail, whatever the offer says.
-    let context = &provider.running.context;
+    let context = &provider.running.node;
     let consumer = liutong_node::identity::ParticipantId::parse(ECOLOGY).unwrap();
     let check = |class, approved_by| {
-        liutong_node::usage::guardrails::check_agreement(context, &consumer, class, approved_by)
+        context
+            .contracts
+            .check_guardrails(&consumer, class, approved_by)
     };
     use liutong_policy::Classification;
     assert_eq!(
@@ -1640,15 +1636,15 @@ async fn agreement_policies_are_compiled_once_and_kept_per_agreement() {
         .await
         .expect("a read under the agreement");
     for node in [&s.provider, &s.consumer] {
-        let context = &node.running.context;
+        let context = &node.running.node;
         let agreement = context
             .contracts
             .by_agreement(&agreement_id)
             .unwrap()
             .and_then(|n| n.agreement_content())
             .expect("the agreement");
-        let first = agreement.compiled_policy(context).unwrap();
-        let again = agreement.compiled_policy(context).unwrap();
+        let first = context.contracts.compiled_policy(&agreement).unwrap();
+        let again = context.contracts.compiled_policy(&agreement).unwrap();
         assert!(std::sync::Arc::ptr_eq(&first, &again), "compiled once");
         assert_eq!(
             first.policy().uid,
@@ -1659,11 +1655,11 @@ async fn agreement_policies_are_compiled_once_and_kept_per_agreement() {
         let mut policy = first.policy().clone();
         policy.uid = "urn:liutong:agreement:another".into();
         other.policy = policy.to_odrl();
-        let changed = other.compiled_policy(context).unwrap();
+        let changed = context.contracts.compiled_policy(&other).unwrap();
         assert!(!std::sync::Arc::ptr_eq(&first, &changed));
         assert_eq!(changed.policy().uid, "urn:liutong:agreement:another");
         // A policy that does not compile is refused, not served from the cache.
         other.policy = serde_json::json!({ "not": "a policy" });
-        assert!(other.compiled_policy(context).is_err());
+        assert!(context.contracts.compiled_policy(&other).is_err());
     }
 }

@@ -25,8 +25,6 @@
 //!
 //! - [`log`]: the log in the node's storage: typed, versioned events, group commit
 //!   (durable before acknowledged, fail closed), proofs, the stored checkpoint.
-//! - [`cosigning`]: this node's checkpoints, on a timer and on demand, and asking the
-//!   configured witnesses to cosign them with a consistency proof; quorum.
 //! - [`witnessing`]: this node as a witness of other members' logs: the [`witness`]
 //!   decision with its state and evidence in storage, alerts on conflicts.
 //! - [`search`]: finding the entries about a product, an agreement or a participant.
@@ -42,7 +40,6 @@
 
 pub mod auditor;
 pub mod bundle;
-pub mod cosigning;
 pub mod log;
 pub mod merkle;
 pub mod note;

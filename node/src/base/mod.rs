@@ -1,7 +1,8 @@
 //! The foundations every other part of the node stands on, importing nothing of the
 //! node: the one clock, random identifiers, private and atomic files, date formatting,
-//! the software version and the boxed future used by object-safe async traits. (The
-//! pause points of crash tests, [`crate::pause`], belong to this layer too.)
+//! the software version, the one shutdown signal and the boxed future used by
+//! object-safe async traits. (The pause points of crash tests, [`crate::pause`], belong
+//! to this layer too.)
 
 use std::future::Future;
 use std::pin::Pin;
@@ -10,6 +11,7 @@ pub mod clock;
 pub mod files;
 pub mod format;
 pub mod random;
+pub mod shutdown;
 
 /// The software version reported by `Describe`, `Status`, telemetry and backups.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -16,7 +16,7 @@
 //! (VERIFIED) before it sends that.
 //!
 //! A step whose next step did not happen (the answer was lost, a node crashed) is taken
-//! up again from its record by [`poll_pending`]: the consumer asks how its request
+//! up again from its record by [`Contracts::poll_pending`]: the consumer asks how its request
 //! stands (and sends it again, byte for byte, if the provider never got it and it is
 //! still valid: 5 minutes from when it was made) and sends its countersignature again;
 //! both are answered idempotently. Only the provider's answer about the step, or
@@ -34,15 +34,18 @@ use liutong_policy::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::audit::log::{AuditError, Event, EventKind};
+use crate::alerts::Alerts;
+use crate::audit::log::{AuditError, AuditLog, Event, EventKind};
 use crate::base::clock;
 use crate::base::clock::now;
 use crate::base::random::{RandomError, random_bytes, random_id};
 use crate::catalog::product::ProductVersion;
-use crate::catalog::requester_of;
-use crate::identity::{Envelope, Membership, ParticipantId};
-use crate::runtime::NodeContext;
+use crate::catalog::{Catalog, requester_of};
+use crate::config::{GuardrailsSection, RecoverySection};
+use crate::identity::{Envelope, Membership, NodeIdentity, ParticipantId};
+use crate::outbound::Peers;
 use crate::storage::{Storage, StorageError, Write};
+use crate::trust::TrustStore;
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{
@@ -50,7 +53,10 @@ use liutong_proto::v1::{
     VerifyAgreementRequest,
 };
 
+pub mod guardrails;
+mod locks;
 mod state;
+pub use locks::AgreementLocks;
 pub use state::{Event as NegotiationEvent, IllegalTransition, NegotiationStatus, UnknownState};
 pub(crate) use state::{Recovery, recovery_step};
 
@@ -214,47 +220,6 @@ impl Agreement {
         }
     }
 
-    /// This agreement's policy, compiled: by the provider under its own guardrails, as
-    /// it signed it; by the consumer as it checked it when it countersigned
-    /// (`analysis_context`). Compiled once per agreement and kept.
-    pub fn compiled_policy(
-        &self,
-        context: &NodeContext,
-    ) -> Result<Arc<CompiledPolicy>, Box<liutong_policy::PolicyError>> {
-        let cache = &context.contracts.policies;
-        {
-            let cached = cache.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(c) = cached.get(&self.agreement_id)
-                && c.classification == self.classification
-                && c.source == self.policy
-            {
-                return Ok(c.compiled.clone());
-            }
-        }
-        let compile_context = if self.provider == context.membership.participant_id {
-            context.catalog.compile_context(self.classification)
-        } else {
-            analysis_context(self.classification)
-        };
-        let compiled = Arc::new(liutong_policy::compile(
-            Policy::from_odrl_value(&self.policy)?,
-            &compile_context,
-        )?);
-        let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cached.len() >= POLICIES_KEPT {
-            cached.clear();
-        }
-        cached.insert(
-            self.agreement_id.clone(),
-            CachedPolicy {
-                source: self.policy.clone(),
-                classification: self.classification,
-                compiled: compiled.clone(),
-            },
-        );
-        Ok(compiled)
-    }
-
     /// The other party of this agreement, seen from this node (`me`).
     pub fn other_party(&self, me: &ParticipantId) -> &ParticipantId {
         if self.provider == *me {
@@ -268,13 +233,13 @@ impl Agreement {
     /// (for a step that changes no stored state); durable when this returns.
     pub async fn log(
         &self,
-        context: &NodeContext,
+        audit: &AuditLog,
+        me: &ParticipantId,
         kind: EventKind,
         detail: String,
     ) -> Result<(), AuditError> {
-        let other = self.other_party(&context.membership.participant_id);
-        context
-            .audit
+        let other = self.other_party(me);
+        audit
             .append(&self.event(kind, other.as_str(), detail))
             .await
             .map(|_| ())
@@ -366,9 +331,20 @@ pub enum ContractError {
 }
 
 /// The negotiations this node takes part in.
-#[derive(Clone)]
 pub struct Contracts {
     storage: Arc<dyn Storage>,
+    audit: AuditLog,
+    identity: Arc<NodeIdentity>,
+    catalog: Arc<Catalog>,
+    peers: Arc<Peers>,
+    trust: Arc<TrustStore>,
+    alerts: Alerts,
+    /// `[guardrails]`, checked again when an agreement is signed.
+    guardrails: GuardrailsSection,
+    /// `[recovery]`: how often and how long unfinished steps are taken up.
+    recovery: RecoverySection,
+    /// Per-agreement locks (see [`AgreementLocks`]).
+    locks: AgreementLocks,
     /// The IDs of the negotiations with a step still to come from either side
     /// ([`Negotiation::unfinished`]), which the poller takes up: read from storage
     /// once, then kept up to date by every commit. `None` until first read.
@@ -412,14 +388,85 @@ const OFFER_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
 const OFFERS_KEPT: usize = 1024;
 
 impl Contracts {
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        audit: AuditLog,
+        identity: Arc<NodeIdentity>,
+        catalog: Arc<Catalog>,
+        peers: Arc<Peers>,
+        trust: Arc<TrustStore>,
+        alerts: Alerts,
+        guardrails: GuardrailsSection,
+        recovery: RecoverySection,
+    ) -> Self {
         Self {
             storage,
+            audit,
+            identity,
+            catalog,
+            peers,
+            trust,
+            alerts,
+            guardrails,
+            recovery,
+            locks: AgreementLocks::default(),
             waiting: Arc::default(),
             claims: Default::default(),
             offers: Arc::default(),
             policies: Arc::default(),
         }
+    }
+
+    /// This agreement's policy, compiled: by the provider under its own guardrails, as
+    /// it signed it; by the consumer as it checked it when it countersigned
+    /// (`analysis_context`). Compiled once per agreement and kept.
+    pub fn compiled_policy(
+        &self,
+        agreement: &Agreement,
+    ) -> Result<Arc<CompiledPolicy>, Box<liutong_policy::PolicyError>> {
+        let cache = &self.policies;
+        {
+            let cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cached.get(&agreement.agreement_id)
+                && c.classification == agreement.classification
+                && c.source == agreement.policy
+            {
+                return Ok(c.compiled.clone());
+            }
+        }
+        let compile_context = if agreement.provider == self.identity.membership.participant_id {
+            self.catalog.compile_context(agreement.classification)
+        } else {
+            analysis_context(agreement.classification)
+        };
+        let compiled = Arc::new(liutong_policy::compile(
+            Policy::from_odrl_value(&agreement.policy)?,
+            &compile_context,
+        )?);
+        let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.len() >= POLICIES_KEPT {
+            cached.clear();
+        }
+        cached.insert(
+            agreement.agreement_id.clone(),
+            CachedPolicy {
+                source: agreement.policy.clone(),
+                classification: agreement.classification,
+                compiled: compiled.clone(),
+            },
+        );
+        Ok(compiled)
+    }
+
+    /// The per-agreement locks.
+    pub fn locks(&self) -> &AgreementLocks {
+        &self.locks
+    }
+
+    /// This node's identity, as the agreements name it.
+    pub fn identity(&self) -> &NodeIdentity {
+        &self.identity
     }
 
     /// Offer `offer_id` at `address`, fetched within [`OFFER_REUSE`] or now.
@@ -667,32 +714,29 @@ fn event(kind: EventKind, n: &Negotiation, detail: String) -> Event {
     event
 }
 
-/// Moves a negotiation to the state `step` leads to: stored and logged, durably,
-/// before anyone is told.
-async fn transition(
-    context: &NodeContext,
-    n: &mut Negotiation,
-    step: NegotiationEvent,
-    reason: &str,
-) -> Result<(), ContractError> {
-    let change = change(n, step, reason)?;
-    commit(context, n, vec![change]).await
-}
+impl Contracts {
+    /// Moves a negotiation to the state `step` leads to: stored and logged, durably,
+    /// before anyone is told.
+    async fn transition(
+        &self,
+        n: &mut Negotiation,
+        step: NegotiationEvent,
+        reason: &str,
+    ) -> Result<(), ContractError> {
+        let change = change(n, step, reason)?;
+        self.commit(n, vec![change]).await
+    }
 
-/// Stores `n` together with the audit events that record how it got there (entries
-/// first), durable when this returns.
-async fn commit(
-    context: &NodeContext,
-    n: &Negotiation,
-    events: Vec<Event>,
-) -> Result<(), ContractError> {
-    context
-        .audit
-        .append_with(&events, Contracts::writes(n))
-        .await
-        .map_err(|e| ContractError::Audit(e.to_string()))?;
-    context.contracts.stored(n);
-    Ok(())
+    /// Stores `n` together with the audit events that record how it got there (entries
+    /// first), durable when this returns.
+    async fn commit(&self, n: &Negotiation, events: Vec<Event>) -> Result<(), ContractError> {
+        self.audit
+            .append_with(&events, Contracts::writes(n))
+            .await
+            .map_err(|e| ContractError::Audit(e.to_string()))?;
+        self.stored(n);
+        Ok(())
+    }
 }
 
 /// Sets the state `step` leads to on `n` (not stored yet) and returns the audit event
@@ -739,809 +783,779 @@ fn suffix(reason: &str) -> String {
 
 // ---- provider side ----------------------------------------------------------------
 
-/// The finalized agreement this node made as the provider with `caller` as the
-/// consumer: opened with this node's own key (the current one or an earlier one, see
-/// [`rotation`](crate::rotation)), so a stored agreement that was altered is
-/// refused. Transfers, queries, receipts and usage notices all ask this.
-pub fn consumer_agreement(
-    context: &NodeContext,
-    caller: &ParticipantId,
-    agreement_id: &str,
-) -> Result<Agreement, AgreementError> {
-    let n = context.contracts.finalized(Role::Provider, agreement_id)?;
-    let envelope = n.agreement.as_ref().ok_or_else(|| {
-        AgreementError::Damaged(format!(
-            "negotiation {} is FINALIZED but carries no agreement",
-            n.id
-        ))
-    })?;
-    let agreement: Agreement = open_own(context, envelope).map_err(|e| {
-        AgreementError::Damaged(format!("the stored agreement {agreement_id}: {e}"))
-    })?;
-    if agreement.consumer != *caller {
-        return Err(AgreementError::NotConsumer {
-            agreement_id: agreement_id.to_owned(),
-            consumer: agreement.consumer,
-            caller: caller.clone(),
-        });
-    }
-    Ok(agreement)
-}
-
-/// Opens an agreement this node signed, with its current key or, for an agreement
-/// signed before a key rotation, an earlier one.
-fn open_own(
-    context: &NodeContext,
-    envelope: &Envelope,
-) -> Result<Agreement, crate::identity::EnvelopeError> {
-    let current = envelope.open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key());
-    if current.is_ok() || context.previous_credentials.is_empty() {
-        return current;
-    }
-    crate::identity::membership::previous_keys(&context.previous_credentials)
-        .iter()
-        .find_map(|key| envelope.open_json(AGREEMENT_PAYLOAD_TYPE, key).ok())
-        .map_or(current, Ok)
-}
-
-/// The provider receives a signed contract request from `caller`.
-pub async fn receive_request(
-    context: &NodeContext,
-    caller: &Membership,
-    envelope: Envelope,
-) -> Result<Negotiation, ContractError> {
-    let request: ContractRequest = envelope
-        .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
-        .map_err(|e| {
-            ContractError::Signature(format!(
-                "the contract request is not signed by the caller: {e}"
+impl Contracts {
+    /// The finalized agreement this node made as the provider with `caller` as the
+    /// consumer: opened with this node's own key (the current one or an earlier one, see
+    /// [`rotation`](crate::rotation)), so a stored agreement that was altered is
+    /// refused. Transfers, queries, receipts and usage notices all ask this.
+    pub fn consumer_agreement(
+        &self,
+        caller: &ParticipantId,
+        agreement_id: &str,
+    ) -> Result<Agreement, AgreementError> {
+        let n = self.finalized(Role::Provider, agreement_id)?;
+        let envelope = n.agreement.as_ref().ok_or_else(|| {
+            AgreementError::Damaged(format!(
+                "negotiation {} is FINALIZED but carries no agreement",
+                n.id
             ))
         })?;
-    if request.consumer != caller.participant_id {
-        return Err(ContractError::Forbidden(format!(
-            "the request names consumer {}, but the caller is {}",
-            request.consumer, caller.participant_id
-        )));
+        let agreement: Agreement = self.open_own(envelope).map_err(|e| {
+            AgreementError::Damaged(format!("the stored agreement {agreement_id}: {e}"))
+        })?;
+        if agreement.consumer != *caller {
+            return Err(AgreementError::NotConsumer {
+                agreement_id: agreement_id.to_owned(),
+                consumer: agreement.consumer,
+                caller: caller.clone(),
+            });
+        }
+        Ok(agreement)
     }
-    if request.provider != context.membership.participant_id {
-        return Err(ContractError::Invalid(format!(
-            "provider: the request is addressed to {}, but this node is {}",
-            request.provider, context.membership.participant_id
-        )));
-    }
-    let t = now();
-    if request.expires_at <= t {
-        return Err(ContractError::Expired(format!(
-            "expired at {}",
-            crate::base::format::format_unix(request.expires_at)
-        )));
-    }
-    if request.created_at > t + CLOCK_SKEW
-        || request.expires_at - request.created_at > MAX_REQUEST_LIFETIME
-    {
-        return Err(ContractError::Expired(format!(
-            "has an invalid validity (created {}, expires {}); at most {MAX_REQUEST_LIFETIME} s",
-            request.created_at, request.expires_at
-        )));
-    }
-    if request.purpose.trim().is_empty() {
-        return Err(ContractError::Invalid("purpose: declare a purpose".into()));
-    }
-    // The nonce is kept at least until the request expires; a replay inside that time
-    // is refused here, after it by the expiry check above.
-    let nonce_key = format!("{}/{}", request.consumer, request.nonce);
-    if !context.storage.insert_new(
-        NONCES,
-        nonce_key.as_bytes(),
-        &request.expires_at.to_be_bytes(),
-    )? {
-        return Err(ContractError::Replay(request.nonce));
-    }
-    if context.contracts.get(&request.negotiation_id)?.is_some() {
-        return Err(ContractError::Exists(request.negotiation_id));
-    }
-    let product = context
-        .catalog
-        .offer(&request.offer_id, caller, clock::now_utc())
-        .map_err(|_| ContractError::UnknownOffer(request.offer_id.clone()))?;
-    let policy = context
-        .catalog
-        .policy_of(&product)
-        .map_err(|e| ContractError::Policy(e.to_string()))?
-        .ok_or_else(|| ContractError::UnknownOffer(request.offer_id.clone()))?;
 
-    let mut n = Negotiation {
-        id: request.negotiation_id.clone(),
-        role: Role::Provider,
-        peer: caller.participant_id.clone(),
-        peer_address: String::new(),
-        offer_id: request.offer_id.clone(),
-        purpose: request.purpose.clone(),
-        state: NegotiationStatus::Requested,
-        reason: String::new(),
-        failed_constraints: Vec::new(),
-        request: envelope,
-        offer_policy: None,
-        offer_classification: None,
-        agreement: None,
-        agreement_id: None,
-        created_at: t,
-        updated_at: t,
-    };
-    let decision = crate::catalog::evaluate_use_or_aggregate(
-        &policy,
-        &Request {
-            scope: Scope::Negotiation,
-            action: Action::Use,
-            requester: requester_of(caller),
-            purpose: Some(request.purpose.clone()),
-        },
-        &PolicyState::initial(clock::now_utc()),
-    );
-    let explanation = decision.explain();
-    let decision_event = event(
-        EventKind::PolicyDecision,
-        &n,
-        format!(
-            "negotiation scope, offer {}, purpose {}: {explanation}",
-            request.offer_id, request.purpose
-        ),
-    );
-    context
-        .alerts
-        .policy_decision(
-            "negotiation",
-            &caller.participant_id,
-            decision.is_permit(),
-            &explanation,
+    /// Opens an agreement this node signed, with its current key or, for an agreement
+    /// signed before a key rotation, an earlier one.
+    fn open_own(&self, envelope: &Envelope) -> Result<Agreement, crate::identity::EnvelopeError> {
+        let current = envelope.open_json(
+            AGREEMENT_PAYLOAD_TYPE,
+            &self.identity.signing_key.public_key(),
+        );
+        if current.is_ok() || self.identity.previous_credentials.is_empty() {
+            return current;
+        }
+        crate::identity::membership::previous_keys(&self.identity.previous_credentials)
+            .iter()
+            .find_map(|key| envelope.open_json(AGREEMENT_PAYLOAD_TYPE, key).ok())
+            .map_or(current, Ok)
+    }
+
+    /// The provider receives a signed contract request from `caller`.
+    pub async fn receive_request(
+        &self,
+        caller: &Membership,
+        envelope: Envelope,
+    ) -> Result<Negotiation, ContractError> {
+        let request: ContractRequest = envelope
+            .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
+            .map_err(|e| {
+                ContractError::Signature(format!(
+                    "the contract request is not signed by the caller: {e}"
+                ))
+            })?;
+        if request.consumer != caller.participant_id {
+            return Err(ContractError::Forbidden(format!(
+                "the request names consumer {}, but the caller is {}",
+                request.consumer, caller.participant_id
+            )));
+        }
+        if request.provider != self.identity.membership.participant_id {
+            return Err(ContractError::Invalid(format!(
+                "provider: the request is addressed to {}, but this node is {}",
+                request.provider, self.identity.membership.participant_id
+            )));
+        }
+        let t = now();
+        if request.expires_at <= t {
+            return Err(ContractError::Expired(format!(
+                "expired at {}",
+                crate::base::format::format_unix(request.expires_at)
+            )));
+        }
+        if request.created_at > t + CLOCK_SKEW
+            || request.expires_at - request.created_at > MAX_REQUEST_LIFETIME
+        {
+            return Err(ContractError::Expired(format!(
+                "has an invalid validity (created {}, expires {}); at most {MAX_REQUEST_LIFETIME} s",
+                request.created_at, request.expires_at
+            )));
+        }
+        if request.purpose.trim().is_empty() {
+            return Err(ContractError::Invalid("purpose: declare a purpose".into()));
+        }
+        // The nonce is kept at least until the request expires; a replay inside that time
+        // is refused here, after it by the expiry check above.
+        let nonce_key = format!("{}/{}", request.consumer, request.nonce);
+        if !self.storage.insert_new(
+            NONCES,
+            nonce_key.as_bytes(),
+            &request.expires_at.to_be_bytes(),
+        )? {
+            return Err(ContractError::Replay(request.nonce));
+        }
+        if self.get(&request.negotiation_id)?.is_some() {
+            return Err(ContractError::Exists(request.negotiation_id));
+        }
+        let product = self
+            .catalog
+            .offer(&request.offer_id, caller, clock::now_utc())
+            .map_err(|_| ContractError::UnknownOffer(request.offer_id.clone()))?;
+        let policy = self
+            .catalog
+            .policy_of(&product)
+            .map_err(|e| ContractError::Policy(e.to_string()))?
+            .ok_or_else(|| ContractError::UnknownOffer(request.offer_id.clone()))?;
+
+        let mut n = Negotiation {
+            id: request.negotiation_id.clone(),
+            role: Role::Provider,
+            peer: caller.participant_id.clone(),
+            peer_address: String::new(),
+            offer_id: request.offer_id.clone(),
+            purpose: request.purpose.clone(),
+            state: NegotiationStatus::Requested,
+            reason: String::new(),
+            failed_constraints: Vec::new(),
+            request: envelope,
+            offer_policy: None,
+            offer_classification: None,
+            agreement: None,
+            agreement_id: None,
+            created_at: t,
+            updated_at: t,
+        };
+        let decision = crate::catalog::evaluate_use_or_aggregate(
+            &policy,
+            &Request {
+                scope: Scope::Negotiation,
+                action: Action::Use,
+                requester: requester_of(caller),
+                purpose: Some(request.purpose.clone()),
+            },
+            &PolicyState::initial(clock::now_utc()),
+        );
+        let explanation = decision.explain();
+        let decision_event = event(
+            EventKind::PolicyDecision,
+            &n,
+            format!(
+                "negotiation scope, offer {}, purpose {}: {explanation}",
+                request.offer_id, request.purpose
+            ),
+        );
+        self.alerts
+            .policy_decision(
+                "negotiation",
+                &caller.participant_id,
+                decision.is_permit(),
+                &explanation,
+            )
+            .await;
+
+        // The decision is logged in the same commit as the state it leads to.
+        if !decision.is_permit() {
+            n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
+            let change = change(&mut n, NegotiationEvent::Rejected, &explanation)?;
+            self.commit(&n, vec![decision_event, change]).await?;
+            return Err(ContractError::Denied {
+                explanation,
+                failed: n.failed_constraints,
+            });
+        }
+        if decision.approval_required {
+            let change = change(
+                &mut n,
+                NegotiationEvent::Pending,
+                "waiting for a person's approval at the provider (important data)",
+            )?;
+            self.commit(&n, vec![decision_event, change]).await?;
+            return Ok(n);
+        }
+        if let Err(e) = self
+            .agree(
+                &mut n,
+                &product,
+                &policy,
+                None,
+                vec![decision_event.clone()],
+            )
+            .await
+        {
+            // The decision stays on record even when no agreement could be made.
+            if let Err(logged) = self.audit.append(&decision_event).await {
+                tracing::error!(error = %logged, "cannot log the policy decision");
+            }
+            return Err(e);
+        }
+        // Pause point `negotiation.provider.agreed`: AGREED (with the signed agreement) is
+        // durable, the consumer has not been answered.
+        crate::pause::at("negotiation.provider.agreed").await;
+        Ok(n)
+    }
+
+    /// Signs the agreement on `product` (the version `n`'s offer names, as the caller read
+    /// it from the catalog): the offer's policy, narrowed to this consumer. `events` (the
+    /// decision that led here) are committed with it.
+    async fn agree(
+        &self,
+        n: &mut Negotiation,
+        product: &ProductVersion,
+        offer: &CompiledPolicy,
+        approved_by: Option<String>,
+        mut events: Vec<Event>,
+    ) -> Result<(), ContractError> {
+        self.check_guardrails(&n.peer, product.classification, approved_by.as_deref())
+            .map_err(ContractError::Forbidden)?;
+        let agreement_id = random_id("agr")?;
+        let mut policy = offer.policy().clone();
+        policy.policy_type = PolicyType::Agreement;
+        policy.uid = format!("urn:liutong:agreement:{agreement_id}");
+        policy.assignee = Some(
+            n.peer
+                .as_str()
+                .parse()
+                .map_err(|e: String| ContractError::Invalid(e))?,
+        );
+        let compiled = liutong_policy::compile(
+            policy,
+            &self.catalog.compile_context(product.classification),
         )
-        .await;
-
-    // The decision is logged in the same commit as the state it leads to.
-    if !decision.is_permit() {
-        n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
-        let change = change(&mut n, NegotiationEvent::Rejected, &explanation)?;
-        commit(context, &n, vec![decision_event, change]).await?;
-        return Err(ContractError::Denied {
-            explanation,
-            failed: n.failed_constraints,
-        });
-    }
-    if decision.approval_required {
-        let change = change(
-            &mut n,
-            NegotiationEvent::Pending,
-            "waiting for a person's approval at the provider (important data)",
-        )?;
-        commit(context, &n, vec![decision_event, change]).await?;
-        return Ok(n);
-    }
-    if let Err(e) = agree(
-        context,
-        &mut n,
-        &product,
-        &policy,
-        None,
-        vec![decision_event.clone()],
-    )
-    .await
-    {
-        // The decision stays on record even when no agreement could be made.
-        if let Err(logged) = context.audit.append(&decision_event).await {
-            tracing::error!(error = %logged, "cannot log the policy decision");
+        .map_err(|e| ContractError::Policy(e.to_string()))?;
+        if !liutong_policy::implies(&compiled, offer) {
+            return Err(ContractError::Policy(format!(
+                "the agreement would not narrow its offer: {}",
+                liutong_policy::narrowing_gaps(&compiled, offer).join("; ")
+            )));
         }
-        return Err(e);
-    }
-    // Pause point `negotiation.provider.agreed`: AGREED (with the signed agreement) is
-    // durable, the consumer has not been answered.
-    crate::pause::at("negotiation.provider.agreed").await;
-    Ok(n)
-}
-
-/// Signs the agreement on `product` (the version `n`'s offer names, as the caller read
-/// it from the catalog): the offer's policy, narrowed to this consumer. `events` (the
-/// decision that led here) are committed with it.
-async fn agree(
-    context: &NodeContext,
-    n: &mut Negotiation,
-    product: &ProductVersion,
-    offer: &CompiledPolicy,
-    approved_by: Option<String>,
-    mut events: Vec<Event>,
-) -> Result<(), ContractError> {
-    crate::usage::guardrails::check_agreement(
-        context,
-        &n.peer,
-        product.classification,
-        approved_by.as_deref(),
-    )
-    .map_err(ContractError::Forbidden)?;
-    let agreement_id = random_id("agr")?;
-    let mut policy = offer.policy().clone();
-    policy.policy_type = PolicyType::Agreement;
-    policy.uid = format!("urn:liutong:agreement:{agreement_id}");
-    policy.assignee = Some(
-        n.peer
-            .as_str()
-            .parse()
-            .map_err(|e: String| ContractError::Invalid(e))?,
-    );
-    let compiled = liutong_policy::compile(
-        policy,
-        &context.catalog.compile_context(product.classification),
-    )
-    .map_err(|e| ContractError::Policy(e.to_string()))?;
-    if !liutong_policy::implies(&compiled, offer) {
-        return Err(ContractError::Policy(format!(
-            "the agreement would not narrow its offer: {}",
-            liutong_policy::narrowing_gaps(&compiled, offer).join("; ")
-        )));
-    }
-    let agreement = Agreement {
-        agreement_id: agreement_id.clone(),
-        negotiation_id: n.id.clone(),
-        provider: context.membership.participant_id.clone(),
-        consumer: n.peer.clone(),
-        offer_id: n.offer_id.clone(),
-        product_id: product.product_id.clone(),
-        version: product.version,
-        product_sha256: product.sha256.clone(),
-        size: product.size,
-        chunk_size: product.chunk_size,
-        chunks_sha256: crate::catalog::product::chunk_list_sha256(&product.chunk_hashes)
-            .ok_or_else(|| {
-                ContractError::Invalid(format!("product {} has a damaged chunk list", n.offer_id))
-            })?,
-        classification: product.classification,
-        purpose: n.purpose.clone(),
-        policy: compiled.policy().to_odrl(),
-        agreed_at: now(),
-        approved_by,
-    };
-    n.agreement = Some(Envelope::sign_json(
-        AGREEMENT_PAYLOAD_TYPE,
-        &agreement,
-        &context.signing_key,
-    ));
-    n.agreement_id = Some(agreement_id);
-    events.push(change(n, NegotiationEvent::Agreed, "")?);
-    commit(context, n, events).await
-}
-
-/// A person approves a request waiting for approval (provider side).
-pub async fn approve(
-    context: &NodeContext,
-    id: &str,
-    by: &str,
-) -> Result<Negotiation, ContractError> {
-    let mut n = context
-        .contracts
-        .get(id)?
-        .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
-    if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Agreed).is_err() {
-        return Err(ContractError::WrongState {
-            id: n.id,
-            state: n.state,
-            what: "only a request waiting at this provider can be approved".into(),
-        });
-    }
-    // The requester must still be a member, and the offer still there.
-    let caller = context
-        .trust
-        .member(&n.peer, now())
-        .map_err(|e| ContractError::Forbidden(e.to_string()))?;
-    // The offer must still be there and its policy still valid under this node's
-    // guardrails (they may have been narrowed since the request came); a refusal is
-    // logged and the request keeps waiting, for a rejection with a reason.
-    let offered = context
-        .catalog
-        .offer(&n.offer_id, &caller, clock::now_utc())
-        .and_then(|product| {
-            let policy = context
-                .catalog
-                .policy_of(&product)?
-                .ok_or_else(|| crate::catalog::CatalogError::NotFound(n.offer_id.clone()))?;
-            Ok((product, policy))
-        });
-    let (product, policy) = match offered {
-        Ok(offered) => offered,
-        Err(e) => {
-            let refused = match e {
-                crate::catalog::CatalogError::NotFound(_) => {
-                    ContractError::UnknownOffer(n.offer_id.clone())
-                }
-                other => ContractError::Policy(format!(
-                    "offer {} cannot be agreed under this node's current guardrails: {other}; \
-                     reject the request with a reason",
-                    n.offer_id
-                )),
-            };
-            let decision = event(
-                EventKind::PolicyDecision,
-                &n,
-                format!("approval by {by} refused: {refused}"),
-            );
-            context
-                .audit
-                .append(&decision)
-                .await
-                .map_err(|e| ContractError::Audit(e.to_string()))?;
-            return Err(refused);
-        }
-    };
-    agree(
-        context,
-        &mut n,
-        &product,
-        &policy,
-        Some(by.to_owned()),
-        Vec::new(),
-    )
-    .await?;
-    Ok(n)
-}
-
-/// A person rejects a request waiting for approval (provider side).
-pub async fn reject(
-    context: &NodeContext,
-    id: &str,
-    reason: &str,
-) -> Result<Negotiation, ContractError> {
-    if reason.trim().is_empty() {
-        return Err(ContractError::Invalid(
-            "reason: say why; the consumer reads it".into(),
+        let agreement = Agreement {
+            agreement_id: agreement_id.clone(),
+            negotiation_id: n.id.clone(),
+            provider: self.identity.membership.participant_id.clone(),
+            consumer: n.peer.clone(),
+            offer_id: n.offer_id.clone(),
+            product_id: product.product_id.clone(),
+            version: product.version,
+            product_sha256: product.sha256.clone(),
+            size: product.size,
+            chunk_size: product.chunk_size,
+            chunks_sha256: crate::catalog::product::chunk_list_sha256(&product.chunk_hashes)
+                .ok_or_else(|| {
+                    ContractError::Invalid(format!(
+                        "product {} has a damaged chunk list",
+                        n.offer_id
+                    ))
+                })?,
+            classification: product.classification,
+            purpose: n.purpose.clone(),
+            policy: compiled.policy().to_odrl(),
+            agreed_at: now(),
+            approved_by,
+        };
+        n.agreement = Some(Envelope::sign_json(
+            AGREEMENT_PAYLOAD_TYPE,
+            &agreement,
+            &self.identity.signing_key,
         ));
+        n.agreement_id = Some(agreement_id);
+        events.push(change(n, NegotiationEvent::Agreed, "")?);
+        self.commit(n, events).await
     }
-    let mut n = context
-        .contracts
-        .get(id)?
-        .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
-    if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Rejected).is_err() {
-        return Err(ContractError::WrongState {
-            id: n.id,
-            state: n.state,
-            what: "only a request waiting at this provider can be rejected".into(),
-        });
-    }
-    transition(
-        context,
-        &mut n,
-        NegotiationEvent::Rejected,
-        &format!("rejected by the provider: {}", reason.trim()),
-    )
-    .await?;
-    Ok(n)
-}
 
-/// The consumer asks how its negotiation stands.
-pub fn state_for(
-    context: &NodeContext,
-    caller: &Membership,
-    id: &str,
-) -> Result<Negotiation, ContractError> {
-    let n = context
-        .contracts
-        .get(id)?
-        .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
-    if n.role != Role::Provider || n.peer != caller.participant_id {
-        // Other participants' negotiations are not theirs to see.
-        return Err(ContractError::NotFound(id.to_owned()));
+    /// A person approves a request waiting for approval (provider side).
+    pub async fn approve(&self, id: &str, by: &str) -> Result<Negotiation, ContractError> {
+        let mut n = self
+            .get(id)?
+            .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+        if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Agreed).is_err() {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "only a request waiting at this provider can be approved".into(),
+            });
+        }
+        // The requester must still be a member, and the offer still there.
+        let caller = self
+            .trust
+            .member(&n.peer, now())
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
+        // The offer must still be there and its policy still valid under this node's
+        // guardrails (they may have been narrowed since the request came); a refusal is
+        // logged and the request keeps waiting, for a rejection with a reason.
+        let offered =
+            self.catalog
+                .offer(&n.offer_id, &caller, clock::now_utc())
+                .and_then(|product| {
+                    let policy = self.catalog.policy_of(&product)?.ok_or_else(|| {
+                        crate::catalog::CatalogError::NotFound(n.offer_id.clone())
+                    })?;
+                    Ok((product, policy))
+                });
+        let (product, policy) = match offered {
+            Ok(offered) => offered,
+            Err(e) => {
+                let refused = match e {
+                    crate::catalog::CatalogError::NotFound(_) => {
+                        ContractError::UnknownOffer(n.offer_id.clone())
+                    }
+                    other => ContractError::Policy(format!(
+                        "offer {} cannot be agreed under this node's current guardrails: {other}; \
+                     reject the request with a reason",
+                        n.offer_id
+                    )),
+                };
+                let decision = event(
+                    EventKind::PolicyDecision,
+                    &n,
+                    format!("approval by {by} refused: {refused}"),
+                );
+                self.audit
+                    .append(&decision)
+                    .await
+                    .map_err(|e| ContractError::Audit(e.to_string()))?;
+                return Err(refused);
+            }
+        };
+        self.agree(&mut n, &product, &policy, Some(by.to_owned()), Vec::new())
+            .await?;
+        Ok(n)
     }
-    Ok(n)
-}
 
-/// The consumer returns the agreement countersigned (provider side).
-pub async fn receive_countersigned(
-    context: &NodeContext,
-    caller: &Membership,
-    id: &str,
-    envelope: Envelope,
-) -> Result<Negotiation, ContractError> {
-    state_for(context, caller, id)?;
-    let _claim = context
-        .contracts
-        .claims
-        .claim_within(id, COUNTERSIGN_WAIT)
-        .await
-        .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
-    // Read again under the claim: an expiry may have ended it in between.
-    let mut n = state_for(context, caller, id)?;
-    if n.state == NegotiationStatus::Finalized {
-        // A retry of a Verify that already went through (its answer was lost) is
-        // answered as the first one was, provided it is the same countersigned
-        // agreement: the same payload and the same signatures.
+    /// A person rejects a request waiting for approval (provider side).
+    pub async fn reject(&self, id: &str, reason: &str) -> Result<Negotiation, ContractError> {
+        if reason.trim().is_empty() {
+            return Err(ContractError::Invalid(
+                "reason: say why; the consumer reads it".into(),
+            ));
+        }
+        let mut n = self
+            .get(id)?
+            .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+        if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Rejected).is_err() {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "only a request waiting at this provider can be rejected".into(),
+            });
+        }
+        self.transition(
+            &mut n,
+            NegotiationEvent::Rejected,
+            &format!("rejected by the provider: {}", reason.trim()),
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// The consumer asks how its negotiation stands.
+    pub fn state_for(&self, caller: &Membership, id: &str) -> Result<Negotiation, ContractError> {
+        let n = self
+            .get(id)?
+            .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+        if n.role != Role::Provider || n.peer != caller.participant_id {
+            // Other participants' negotiations are not theirs to see.
+            return Err(ContractError::NotFound(id.to_owned()));
+        }
+        Ok(n)
+    }
+
+    /// The consumer returns the agreement countersigned (provider side).
+    pub async fn receive_countersigned(
+        &self,
+        caller: &Membership,
+        id: &str,
+        envelope: Envelope,
+    ) -> Result<Negotiation, ContractError> {
+        self.state_for(caller, id)?;
+        let _claim = self
+            .claims
+            .claim_within(id, COUNTERSIGN_WAIT)
+            .await
+            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+        // Read again under the claim: an expiry may have ended it in between.
+        let mut n = self.state_for(caller, id)?;
+        if n.state == NegotiationStatus::Finalized {
+            // A retry of a Verify that already went through (its answer was lost) is
+            // answered as the first one was, provided it is the same countersigned
+            // agreement: the same payload and the same signatures.
+            let ours = n
+                .agreement
+                .as_ref()
+                .expect("FINALIZED negotiations carry their agreement");
+            if envelope != *ours {
+                return Err(ContractError::Signature(
+                    "the countersigned agreement is not the one this provider finalized \
+                 (another payload or other signatures)"
+                        .into(),
+                ));
+            }
+            return Ok(n);
+        }
+        if state::next(n.state, NegotiationEvent::CountersignatureVerified).is_err() {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "only an AGREED negotiation can be verified".into(),
+            });
+        }
         let ours = n
             .agreement
             .as_ref()
-            .expect("FINALIZED negotiations carry their agreement");
-        if envelope != *ours {
+            .expect("AGREED negotiations carry their agreement");
+        if envelope.payload_type != ours.payload_type || envelope.payload != ours.payload {
             return Err(ContractError::Signature(
-                "the countersigned agreement is not the one this provider finalized \
-                 (another payload or other signatures)"
+                "the countersigned agreement is not the agreement this provider signed (modified)"
                     .into(),
             ));
         }
-        return Ok(n);
+        // This node's own signature, as it made it (Ed25519 signatures are deterministic,
+        // and the payload is the one it signed), so no need to verify it again.
+        if !ours
+            .signatures
+            .iter()
+            .all(|s| envelope.signatures.contains(s))
+        {
+            return Err(ContractError::Signature(
+                "the provider's signature is missing from the countersigned agreement".into(),
+            ));
+        }
+        envelope.verify(&caller.signing_key).map_err(|e| {
+            ContractError::Signature(format!("the consumer's countersignature: {e}"))
+        })?;
+        n.agreement = Some(envelope);
+        // Both steps in one commit: the record is never left VERIFIED at the provider.
+        let verified = change(&mut n, NegotiationEvent::CountersignatureVerified, "")?;
+        let finalized = change(&mut n, NegotiationEvent::Finalized, "")?;
+        self.commit(&n, vec![verified, finalized]).await?;
+        // Pause point `negotiation.provider.finalized`: FINALIZED is durable, the consumer
+        // has not been answered.
+        crate::pause::at("negotiation.provider.finalized").await;
+        Ok(n)
     }
-    if state::next(n.state, NegotiationEvent::CountersignatureVerified).is_err() {
-        return Err(ContractError::WrongState {
-            id: n.id,
-            state: n.state,
-            what: "only an AGREED negotiation can be verified".into(),
-        });
-    }
-    let ours = n
-        .agreement
-        .as_ref()
-        .expect("AGREED negotiations carry their agreement");
-    if envelope.payload_type != ours.payload_type || envelope.payload != ours.payload {
-        return Err(ContractError::Signature(
-            "the countersigned agreement is not the agreement this provider signed (modified)"
-                .into(),
-        ));
-    }
-    // This node's own signature, as it made it (Ed25519 signatures are deterministic,
-    // and the payload is the one it signed), so no need to verify it again.
-    if !ours
-        .signatures
-        .iter()
-        .all(|s| envelope.signatures.contains(s))
-    {
-        return Err(ContractError::Signature(
-            "the provider's signature is missing from the countersigned agreement".into(),
-        ));
-    }
-    envelope
-        .verify(&caller.signing_key)
-        .map_err(|e| ContractError::Signature(format!("the consumer's countersignature: {e}")))?;
-    n.agreement = Some(envelope);
-    // Both steps in one commit: the record is never left VERIFIED at the provider.
-    let verified = change(&mut n, NegotiationEvent::CountersignatureVerified, "")?;
-    let finalized = change(&mut n, NegotiationEvent::Finalized, "")?;
-    commit(context, &n, vec![verified, finalized]).await?;
-    // Pause point `negotiation.provider.finalized`: FINALIZED is durable, the consumer
-    // has not been answered.
-    crate::pause::at("negotiation.provider.finalized").await;
-    Ok(n)
 }
 
 // ---- consumer side ----------------------------------------------------------------
 
-async fn provider_channel(
-    context: &NodeContext,
-    address: &str,
-) -> Result<crate::telemetry::PeerChannel, ContractError> {
-    context
-        .connect_peer(address)
-        .await
-        .map_err(|e| ContractError::Unreachable(e.to_string()))
-}
-
-/// A channel to the provider of `n` that only that participant can answer on: what
-/// is sent again (the signed request, the countersigned agreement) reaches no one else,
-/// whatever its stored address now leads to.
-async fn member_channel(
-    context: &NodeContext,
-    n: &Negotiation,
-) -> Result<crate::telemetry::PeerChannel, ContractError> {
-    context
-        .connect_member(&n.peer_address, &n.peer)
-        .await
-        .map_err(|e| ContractError::Unreachable(e.to_string()))
-}
-
-/// The consumer asks a provider for a contract.
-pub async fn request(
-    context: &NodeContext,
-    address: &str,
-    offer_id: &str,
-    purpose: &str,
-) -> Result<Negotiation, ContractError> {
-    if purpose.trim().is_empty() {
-        return Err(ContractError::Invalid("purpose: declare a purpose".into()));
+impl Contracts {
+    async fn provider_channel(
+        &self,
+        address: &str,
+    ) -> Result<crate::telemetry::PeerChannel, ContractError> {
+        self.peers
+            .connect_peer(address)
+            .await
+            .map_err(|e| ContractError::Unreachable(e.to_string()))
     }
-    let channel = provider_channel(context, address).await?;
-    let offer = context.contracts.offer(&channel, address, offer_id).await?;
-    let provider = offer.owner;
-    let t = now();
-    let request = ContractRequest {
-        negotiation_id: random_id("neg")?,
-        consumer: context.membership.participant_id.clone(),
-        provider: provider.clone(),
-        offer_id: offer_id.to_owned(),
-        purpose: purpose.trim().to_owned(),
-        nonce: hex::encode(random_bytes::<16>()?),
-        created_at: t,
-        expires_at: t + 300,
-    };
-    let envelope = Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &request, &context.signing_key);
-    let mut n = Negotiation {
-        id: request.negotiation_id.clone(),
-        role: Role::Consumer,
-        peer: provider,
-        peer_address: address.to_owned(),
-        offer_id: offer_id.to_owned(),
-        purpose: request.purpose.clone(),
-        state: NegotiationStatus::Requested,
-        reason: String::new(),
-        failed_constraints: Vec::new(),
-        request: envelope.clone(),
-        offer_policy: offer.policy,
-        offer_classification: offer.classification,
-        agreement: None,
-        agreement_id: None,
-        created_at: t,
-        updated_at: t,
-    };
-    let claim = context.contracts.claim(&n.id);
-    // REQUESTED is durable before the request leaves: after a crash or a lost answer
-    // the poller asks the provider about it (and sends it again if it never arrived),
-    // so an agreement the provider signs for it is never left without its consumer.
-    let requested = change(&mut n, NegotiationEvent::RequestSent, SENT)?;
-    commit(context, &n, vec![requested]).await?;
-    // Pause point `negotiation.consumer.requested`: REQUESTED is durable, the request
-    // not sent yet.
-    crate::pause::at("negotiation.consumer.requested").await;
-    let answer = NegotiationClient::new(channel)
-        .request(NegotiationRequest {
-            request: Some(envelope.into()),
-        })
-        .await;
-    let taken = take_answer(context, &mut n, answer).await;
-    drop(claim);
-    taken.map(|()| n)
-}
 
-/// Takes the provider's answer to the request of `n` (sent now, or again): a state
-/// goes to [`advance`]; a refusal ends the negotiation; a call that did not get through,
-/// or that the provider answers as one it already holds, keeps it REQUESTED, to be
-/// asked about again.
-async fn take_answer(
-    context: &NodeContext,
-    n: &mut Negotiation,
-    answer: Result<tonic::Response<NegotiationState>, tonic::Status>,
-) -> Result<(), ContractError> {
-    use crate::recovery::{Call, Verdict, verdict};
-    let status = match answer {
-        Ok(state) => return advance(context, n, state.into_inner(), Vec::new()).await,
-        Err(status) => status,
-    };
-    match verdict(Call::Request, &status) {
-        Verdict::Retry => Err(ContractError::Unreachable(format!(
-            "{}; the request is kept (REQUESTED) and the provider is asked again until \
+    /// A channel to the provider of `n` that only that participant can answer on: what
+    /// is sent again (the signed request, the countersigned agreement) reaches no one else,
+    /// whatever its stored address now leads to.
+    async fn member_channel(
+        &self,
+        n: &Negotiation,
+    ) -> Result<crate::telemetry::PeerChannel, ContractError> {
+        self.peers
+            .connect_member(&n.peer_address, &n.peer)
+            .await
+            .map_err(|e| ContractError::Unreachable(e.to_string()))
+    }
+
+    /// The consumer asks a provider for a contract.
+    pub async fn request(
+        &self,
+        address: &str,
+        offer_id: &str,
+        purpose: &str,
+    ) -> Result<Negotiation, ContractError> {
+        if purpose.trim().is_empty() {
+            return Err(ContractError::Invalid("purpose: declare a purpose".into()));
+        }
+        let channel = self.provider_channel(address).await?;
+        let offer = self.offer(&channel, address, offer_id).await?;
+        let provider = offer.owner;
+        let t = now();
+        let request = ContractRequest {
+            negotiation_id: random_id("neg")?,
+            consumer: self.identity.membership.participant_id.clone(),
+            provider: provider.clone(),
+            offer_id: offer_id.to_owned(),
+            purpose: purpose.trim().to_owned(),
+            nonce: hex::encode(random_bytes::<16>()?),
+            created_at: t,
+            expires_at: t + 300,
+        };
+        let envelope =
+            Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &request, &self.identity.signing_key);
+        let mut n = Negotiation {
+            id: request.negotiation_id.clone(),
+            role: Role::Consumer,
+            peer: provider,
+            peer_address: address.to_owned(),
+            offer_id: offer_id.to_owned(),
+            purpose: request.purpose.clone(),
+            state: NegotiationStatus::Requested,
+            reason: String::new(),
+            failed_constraints: Vec::new(),
+            request: envelope.clone(),
+            offer_policy: offer.policy,
+            offer_classification: offer.classification,
+            agreement: None,
+            agreement_id: None,
+            created_at: t,
+            updated_at: t,
+        };
+        let claim = self.claim(&n.id);
+        // REQUESTED is durable before the request leaves: after a crash or a lost answer
+        // the poller asks the provider about it (and sends it again if it never arrived),
+        // so an agreement the provider signs for it is never left without its consumer.
+        let requested = change(&mut n, NegotiationEvent::RequestSent, SENT)?;
+        self.commit(&n, vec![requested]).await?;
+        // Pause point `negotiation.consumer.requested`: REQUESTED is durable, the request
+        // not sent yet.
+        crate::pause::at("negotiation.consumer.requested").await;
+        let answer = NegotiationClient::new(channel)
+            .request(NegotiationRequest {
+                request: Some(envelope.into()),
+            })
+            .await;
+        let taken = self.take_answer(&mut n, answer).await;
+        drop(claim);
+        taken.map(|()| n)
+    }
+
+    /// Takes the provider's answer to the request of `n` (sent now, or again): a state
+    /// goes to [`advance`]; a refusal ends the negotiation; a call that did not get through,
+    /// or that the provider answers as one it already holds, keeps it REQUESTED, to be
+    /// asked about again.
+    async fn take_answer(
+        &self,
+        n: &mut Negotiation,
+        answer: Result<tonic::Response<NegotiationState>, tonic::Status>,
+    ) -> Result<(), ContractError> {
+        use crate::recovery::{Call, Verdict, verdict};
+        let status = match answer {
+            Ok(state) => return self.advance(n, state.into_inner(), Vec::new()).await,
+            Err(status) => status,
+        };
+        match verdict(Call::Request, &status) {
+            Verdict::Retry => Err(ContractError::Unreachable(format!(
+                "{}; the request is kept (REQUESTED) and the provider is asked again until \
              it answers (at most recovery.expire_after)",
-            status.message()
-        ))),
-        Verdict::Held => Err(ContractError::Unreachable(format!(
-            "the provider already holds this request ({}); it is asked how it stands",
-            status.message()
-        ))),
-        Verdict::Refused => {
-            if status.code() == tonic::Code::PermissionDenied {
-                n.failed_constraints = vec![peer_text(status.message())];
+                status.message()
+            ))),
+            Verdict::Held => Err(ContractError::Unreachable(format!(
+                "the provider already holds this request ({}); it is asked how it stands",
+                status.message()
+            ))),
+            Verdict::Refused => {
+                if status.code() == tonic::Code::PermissionDenied {
+                    n.failed_constraints = vec![peer_text(status.message())];
+                }
+                self.transition(
+                    n,
+                    NegotiationEvent::Terminated,
+                    &format!("the provider refused: {}", peer_text(status.message())),
+                )
+                .await?;
+                Err(ContractError::Peer(status))
             }
-            transition(
-                context,
-                n,
-                NegotiationEvent::Terminated,
-                &format!("the provider refused: {}", peer_text(status.message())),
-            )
-            .await?;
-            Err(ContractError::Peer(status))
         }
     }
-}
 
-/// Takes the provider's answer: when it is AGREED, checks and countersigns the
-/// agreement and sends it back. `unlogged`: events of this negotiation not committed
-/// yet, which go first into its next commit.
-async fn advance(
-    context: &NodeContext,
-    n: &mut Negotiation,
-    answer: NegotiationState,
-    mut unlogged: Vec<Event>,
-) -> Result<(), ContractError> {
-    match state::answer_to_request(&answer.state) {
-        state::Answer::Agreement => {}
-        state::Answer::Terminated => {
-            n.failed_constraints = answer
-                .failed_constraints
-                .iter()
-                .take(32)
-                .map(|c| peer_text(c))
-                .collect();
-            unlogged.push(change(
-                n,
-                NegotiationEvent::Terminated,
-                &peer_text(&answer.reason),
-            )?);
-            return commit(context, n, unlogged).await;
-        }
-        state::Answer::Undecided => {
-            // Not decided yet. That the provider has the request is recorded once;
-            // what it says while it decides is its text, not a step of this node's, so
-            // a provider that changes it on every question writes nothing more here.
-            if n.reason == SENT || !unlogged.is_empty() {
-                let said = peer_text(answer.reason.trim());
-                let reason = if said.is_empty() || said == SENT {
-                    "received by the provider, not decided yet".to_owned()
-                } else {
-                    said
-                };
-                unlogged.push(change(n, NegotiationEvent::Pending, &reason)?);
-                commit(context, n, unlogged).await?;
+    /// Takes the provider's answer: when it is AGREED, checks and countersigns the
+    /// agreement and sends it back. `unlogged`: events of this negotiation not committed
+    /// yet, which go first into its next commit.
+    async fn advance(
+        &self,
+        n: &mut Negotiation,
+        answer: NegotiationState,
+        mut unlogged: Vec<Event>,
+    ) -> Result<(), ContractError> {
+        match state::answer_to_request(&answer.state) {
+            state::Answer::Agreement => {}
+            state::Answer::Terminated => {
+                n.failed_constraints = answer
+                    .failed_constraints
+                    .iter()
+                    .take(32)
+                    .map(|c| peer_text(c))
+                    .collect();
+                unlogged.push(change(
+                    n,
+                    NegotiationEvent::Terminated,
+                    &peer_text(&answer.reason),
+                )?);
+                return self.commit(n, unlogged).await;
             }
-            return Ok(());
+            state::Answer::Undecided => {
+                // Not decided yet. That the provider has the request is recorded once;
+                // what it says while it decides is its text, not a step of this node's, so
+                // a provider that changes it on every question writes nothing more here.
+                if n.reason == SENT || !unlogged.is_empty() {
+                    let said = peer_text(answer.reason.trim());
+                    let reason = if said.is_empty() || said == SENT {
+                        "received by the provider, not decided yet".to_owned()
+                    } else {
+                        said
+                    };
+                    unlogged.push(change(n, NegotiationEvent::Pending, &reason)?);
+                    self.commit(n, unlogged).await?;
+                }
+                return Ok(());
+            }
         }
+        let agreement = match answer.agreement {
+            Some(envelope) => self.accept_agreement(n, envelope.into()),
+            None => Err(ContractError::Invalid(
+                "the provider answered AGREED without an agreement".into(),
+            )),
+        };
+        let (countersigned, agreement) = match agreement {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                // The consumer refuses an agreement that fails its checks.
+                unlogged.push(change(
+                    n,
+                    NegotiationEvent::Terminated,
+                    &format!("the agreement was refused: {e}"),
+                )?);
+                self.commit(n, unlogged).await?;
+                return Err(e);
+            }
+        };
+        n.agreement = Some(countersigned);
+        n.agreement_id = Some(agreement.agreement_id.clone());
+        // VERIFIED is durable before the countersignature leaves: a crash never leaves a
+        // contract this node signed but has no record of, and the poller sends it again
+        // from this record until the provider confirms it. FINALIZED only after the
+        // provider's answer.
+        unlogged.push(change(n, NegotiationEvent::Countersigned, "countersigned")?);
+        self.commit(n, unlogged).await?;
+        // Pause point `negotiation.consumer.verified`: VERIFIED (with the countersigned
+        // agreement) is durable, the countersignature not sent yet.
+        crate::pause::at("negotiation.consumer.verified").await;
+        self.send_countersigned(n).await
     }
-    let agreement = match answer.agreement {
-        Some(envelope) => accept_agreement(context, n, envelope.into()),
-        None => Err(ContractError::Invalid(
-            "the provider answered AGREED without an agreement".into(),
-        )),
-    };
-    let (countersigned, agreement) = match agreement {
-        Ok(accepted) => accepted,
-        Err(e) => {
-            // The consumer refuses an agreement that fails its checks.
-            unlogged.push(change(
-                n,
-                NegotiationEvent::Terminated,
-                &format!("the agreement was refused: {e}"),
-            )?);
-            commit(context, n, unlogged).await?;
-            return Err(e);
-        }
-    };
-    n.agreement = Some(countersigned);
-    n.agreement_id = Some(agreement.agreement_id.clone());
-    // VERIFIED is durable before the countersignature leaves: a crash never leaves a
-    // contract this node signed but has no record of, and the poller sends it again
-    // from this record until the provider confirms it. FINALIZED only after the
-    // provider's answer.
-    unlogged.push(change(n, NegotiationEvent::Countersigned, "countersigned")?);
-    commit(context, n, unlogged).await?;
-    // Pause point `negotiation.consumer.verified`: VERIFIED (with the countersigned
-    // agreement) is durable, the countersignature not sent yet.
-    crate::pause::at("negotiation.consumer.verified").await;
-    send_countersigned(context, n).await
-}
 
-/// Sends the countersigned agreement of VERIFIED `n` to its provider (again, after a
-/// crash or a lost answer: the provider answers a repeat as it did the first). The
-/// provider's confirmation makes it FINALIZED; its answer that it does not hold the
-/// negotiation AGREED or FINALIZED with this agreement makes it TERMINATED; anything
-/// else (a call that did not get through, a provider that does not recognise this node
-/// yet) leaves it VERIFIED, to be sent again. It does not expire: the provider may
-/// already hold the contract FINALIZED, and only its answer tells.
-async fn send_countersigned(
-    context: &NodeContext,
-    n: &mut Negotiation,
-) -> Result<(), ContractError> {
-    use crate::recovery::{Call, Verdict, verdict};
-    let countersigned = n
-        .agreement
-        .clone()
-        .expect("VERIFIED negotiations carry their agreement");
-    let kept = |why: &str| {
-        ContractError::Unreachable(format!(
-            "{why}; the countersigned agreement is kept (VERIFIED) and sent again until the \
+    /// Sends the countersigned agreement of VERIFIED `n` to its provider (again, after a
+    /// crash or a lost answer: the provider answers a repeat as it did the first). The
+    /// provider's confirmation makes it FINALIZED; its answer that it does not hold the
+    /// negotiation AGREED or FINALIZED with this agreement makes it TERMINATED; anything
+    /// else (a call that did not get through, a provider that does not recognise this node
+    /// yet) leaves it VERIFIED, to be sent again. It does not expire: the provider may
+    /// already hold the contract FINALIZED, and only its answer tells.
+    async fn send_countersigned(&self, n: &mut Negotiation) -> Result<(), ContractError> {
+        use crate::recovery::{Call, Verdict, verdict};
+        let countersigned = n
+            .agreement
+            .clone()
+            .expect("VERIFIED negotiations carry their agreement");
+        let kept = |why: &str| {
+            ContractError::Unreachable(format!(
+                "{why}; the countersigned agreement is kept (VERIFIED) and sent again until the \
              provider confirms or refuses it"
-        ))
-    };
-    let channel = member_channel(context, n)
-        .await
-        .map_err(|e| kept(&e.to_string()))?;
-    let answer = NegotiationClient::new(channel)
-        .verify(VerifyAgreementRequest {
-            negotiation_id: n.id.clone(),
-            agreement: Some(countersigned.clone().into()),
-        })
-        .await;
-    let done = match answer {
-        Ok(done) => done.into_inner(),
-        Err(status) if verdict(Call::Countersignature, &status) != Verdict::Refused => {
-            return Err(kept(status.message()));
+            ))
+        };
+        let channel = self
+            .member_channel(n)
+            .await
+            .map_err(|e| kept(&e.to_string()))?;
+        let answer = NegotiationClient::new(channel)
+            .verify(VerifyAgreementRequest {
+                negotiation_id: n.id.clone(),
+                agreement: Some(countersigned.clone().into()),
+            })
+            .await;
+        let done = match answer {
+            Ok(done) => done.into_inner(),
+            Err(status) if verdict(Call::Countersignature, &status) != Verdict::Refused => {
+                return Err(kept(status.message()));
+            }
+            Err(status) => {
+                self.transition(
+                    n,
+                    NegotiationEvent::Terminated,
+                    &format!(
+                        "the provider refused the countersigned agreement: {}",
+                        peer_text(status.message())
+                    ),
+                )
+                .await?;
+                return Err(ContractError::Peer(status));
+            }
+        };
+        let same = done
+            .agreement
+            .map(Envelope::from)
+            .is_some_and(|a| a == countersigned);
+        if !state::confirms_countersignature(&done.state) || !same {
+            return Err(ContractError::Invalid(format!(
+                "the provider answered {} to the countersigned agreement{}",
+                peer_text(&done.state),
+                if same { "" } else { ", with another agreement" }
+            )));
         }
-        Err(status) => {
-            transition(
-                context,
-                n,
-                NegotiationEvent::Terminated,
-                &format!(
-                    "the provider refused the countersigned agreement: {}",
-                    peer_text(status.message())
-                ),
-            )
-            .await?;
-            return Err(ContractError::Peer(status));
+        self.transition(n, NegotiationEvent::Finalized, "").await
+    }
+
+    /// Checks the provider's agreement for negotiation `n` and countersigns it (once).
+    fn accept_agreement(
+        &self,
+        n: &Negotiation,
+        envelope: Envelope,
+    ) -> Result<(Envelope, Agreement), ContractError> {
+        let provider = self
+            .trust
+            .member(&n.peer, now())
+            .map_err(|e| ContractError::Forbidden(format!("the provider: {e}")))?;
+        let agreement: Agreement = envelope
+            .open_json(AGREEMENT_PAYLOAD_TYPE, &provider.signing_key)
+            .map_err(|e| ContractError::Signature(format!("the provider's agreement: {e}")))?;
+        self.check_agreement(n, &agreement)?;
+        let mut countersigned = envelope;
+        if countersigned
+            .verify(&self.identity.signing_key.public_key())
+            .is_err()
+        {
+            countersigned.add_signature(&self.identity.signing_key);
         }
-    };
-    let same = done
-        .agreement
-        .map(Envelope::from)
-        .is_some_and(|a| a == countersigned);
-    if !state::confirms_countersignature(&done.state) || !same {
-        return Err(ContractError::Invalid(format!(
-            "the provider answered {} to the countersigned agreement{}",
-            peer_text(&done.state),
-            if same { "" } else { ", with another agreement" }
-        )));
+        Ok((countersigned, agreement))
     }
-    transition(context, n, NegotiationEvent::Finalized, "").await
-}
 
-/// Checks the provider's agreement for negotiation `n` and countersigns it (once).
-fn accept_agreement(
-    context: &NodeContext,
-    n: &Negotiation,
-    envelope: Envelope,
-) -> Result<(Envelope, Agreement), ContractError> {
-    let provider = context
-        .trust
-        .member(&n.peer, now())
-        .map_err(|e| ContractError::Forbidden(format!("the provider: {e}")))?;
-    let agreement: Agreement = envelope
-        .open_json(AGREEMENT_PAYLOAD_TYPE, &provider.signing_key)
-        .map_err(|e| ContractError::Signature(format!("the provider's agreement: {e}")))?;
-    check_agreement(context, n, &agreement)?;
-    let mut countersigned = envelope;
-    if countersigned
-        .verify(&context.signing_key.public_key())
-        .is_err()
-    {
-        countersigned.add_signature(&context.signing_key);
+    /// The consumer's checks of an agreement: it is for this request, and its policy only
+    /// narrows the offer the consumer saw.
+    fn check_agreement(&self, n: &Negotiation, a: &Agreement) -> Result<(), ContractError> {
+        let mismatch = |what: &str| {
+            ContractError::Invalid(format!(
+                "the agreement does not match the request: {what} differs"
+            ))
+        };
+        if a.negotiation_id != n.id {
+            return Err(mismatch("negotiation"));
+        }
+        if a.consumer != self.identity.membership.participant_id {
+            return Err(mismatch("consumer"));
+        }
+        if a.provider != n.peer {
+            return Err(mismatch("provider"));
+        }
+        if a.offer_id != n.offer_id {
+            return Err(mismatch("offer"));
+        }
+        if a.purpose != n.purpose {
+            return Err(mismatch("purpose"));
+        }
+        let (Some(offer_odrl), Some(classification)) = (&n.offer_policy, n.offer_classification)
+        else {
+            return Err(ContractError::Policy(
+                "the offer's policy was not recorded".into(),
+            ));
+        };
+        let context = analysis_context(classification);
+        let compile = |v: &serde_json::Value| -> Result<CompiledPolicy, ContractError> {
+            let policy =
+                Policy::from_odrl_value(v).map_err(|e| ContractError::Policy(e.to_string()))?;
+            liutong_policy::compile(policy, &context)
+                .map_err(|e| ContractError::Policy(e.to_string()))
+        };
+        let offer = compile(offer_odrl)?;
+        let agreement = compile(&a.policy)?;
+        if !liutong_policy::implies(&agreement, &offer) {
+            return Err(ContractError::Policy(format!(
+                "the agreement's policy grants more than the offer: {}",
+                liutong_policy::narrowing_gaps(&agreement, &offer).join("; ")
+            )));
+        }
+        Ok(())
     }
-    Ok((countersigned, agreement))
-}
-
-/// The consumer's checks of an agreement: it is for this request, and its policy only
-/// narrows the offer the consumer saw.
-fn check_agreement(
-    context: &NodeContext,
-    n: &Negotiation,
-    a: &Agreement,
-) -> Result<(), ContractError> {
-    let mismatch = |what: &str| {
-        ContractError::Invalid(format!(
-            "the agreement does not match the request: {what} differs"
-        ))
-    };
-    if a.negotiation_id != n.id {
-        return Err(mismatch("negotiation"));
-    }
-    if a.consumer != context.membership.participant_id {
-        return Err(mismatch("consumer"));
-    }
-    if a.provider != n.peer {
-        return Err(mismatch("provider"));
-    }
-    if a.offer_id != n.offer_id {
-        return Err(mismatch("offer"));
-    }
-    if a.purpose != n.purpose {
-        return Err(mismatch("purpose"));
-    }
-    let (Some(offer_odrl), Some(classification)) = (&n.offer_policy, n.offer_classification) else {
-        return Err(ContractError::Policy(
-            "the offer's policy was not recorded".into(),
-        ));
-    };
-    let context = analysis_context(classification);
-    let compile = |v: &serde_json::Value| -> Result<CompiledPolicy, ContractError> {
-        let policy =
-            Policy::from_odrl_value(v).map_err(|e| ContractError::Policy(e.to_string()))?;
-        liutong_policy::compile(policy, &context).map_err(|e| ContractError::Policy(e.to_string()))
-    };
-    let offer = compile(offer_odrl)?;
-    let agreement = compile(&a.policy)?;
-    if !liutong_policy::implies(&agreement, &offer) {
-        return Err(ContractError::Policy(format!(
-            "the agreement's policy grants more than the offer: {}",
-            liutong_policy::narrowing_gaps(&agreement, &offer).join("; ")
-        )));
-    }
-    Ok(())
 }
 
 /// A compile context for checking another node's policies: the provider's own
@@ -1559,158 +1573,163 @@ pub(crate) fn analysis_context(classification: Classification) -> CompileContext
     })
 }
 
-/// Takes up every unfinished negotiation (`recovery_step`): asks providers about this
-/// node's requests (sending one again that never arrived), sends countersignatures
-/// again, and expires steps older than `recovery.expire_after` that this process has
-/// tried. Runs in the node's background work, one pass at a time; `retries` holds the
-/// attempts, so a step that keeps failing is tried less often.
-pub async fn poll_pending(context: &NodeContext, retries: &mut crate::recovery::Retries) {
-    let pending = match context.contracts.waiting() {
-        Ok(ids) => ids,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list negotiations");
-            return;
-        }
-    };
-    let config = &context.config.recovery;
-    // A provider waits on its consumer, who may be retrying at its longest backoff.
-    let provider_grace = config
-        .retry_interval
-        .saturating_mul(crate::recovery::MAX_BACKOFF_FACTOR);
-    let mut unreachable: HashSet<String> = HashSet::new();
-    for id in crate::recovery::due_now(retries, pending) {
-        let read = |id: &str| match context.contracts.get(id) {
-            Ok(n) => n,
+impl Contracts {
+    /// Takes up every unfinished negotiation (`recovery_step`): asks providers about this
+    /// node's requests (sending one again that never arrived), sends countersignatures
+    /// again, and expires steps older than `recovery.expire_after` that this process has
+    /// tried. Runs in the node's background work, one pass at a time; `retries` holds the
+    /// attempts, so a step that keeps failing is tried less often.
+    pub async fn poll_pending(&self, retries: &mut crate::recovery::Retries) {
+        let pending = match self.waiting() {
+            Ok(ids) => ids,
             Err(e) => {
-                tracing::warn!(negotiation = %id, error = %e, "cannot read the negotiation");
-                None
+                tracing::warn!(error = %e, "cannot list negotiations");
+                return;
             }
         };
-        // Decided from the record first: a step that only waits is not claimed, so
-        // it never holds up the step that ends the wait (a countersignature arriving).
-        let Some(n) = read(&id) else { continue };
-        let started = std::time::Instant::now();
-        let tried = retries.tried(&id, started).is_some_and(|t| match n.role {
-            Role::Provider => t >= provider_grace,
-            Role::Consumer => true,
-        });
-        retries.took_up(&id, started);
-        match recovery_step(&n, now(), config.expire_after, tried) {
-            None => {
-                // Moved on since the list was first read: no longer taken up.
-                context.contracts.stored(&n);
-                continue;
-            }
-            Some(Recovery::Wait) => continue,
-            Some(_) if n.role == Role::Consumer && unreachable.contains(&n.peer_address) => {
-                // Its provider did not answer this pass: its other steps wait for the
-                // next one rather than each wait for the same timeout.
-                continue;
-            }
-            Some(_) => {}
-        }
-        // A negotiation another step is working on (a request being answered, a
-        // countersignature arriving) is left to it.
-        let Some(_claim) = context.contracts.claim(&id) else {
-            continue;
-        };
-        // As stored now, under the claim.
-        let Some(mut n) = read(&id) else { continue };
-        let result = match recovery_step(&n, now(), config.expire_after, tried) {
-            None => {
-                context.contracts.stored(&n);
-                continue;
-            }
-            Some(Recovery::Wait) => continue,
-            Some(Recovery::Expire(reason)) => {
-                tracing::info!(negotiation = %n.id, %reason, "negotiation given up");
-                transition(context, &mut n, NegotiationEvent::Expired, &reason).await
-            }
-            Some(Recovery::Ask) => ask(context, &mut n).await,
-            Some(Recovery::Countersign) => {
-                tracing::info!(negotiation = %n.id, "sending the countersigned agreement again");
-                send_countersigned(context, &mut n).await
-            }
-        };
-        match result {
-            Ok(()) => retries.succeeded(&id),
-            Err(e) => {
-                let not_through = match &e {
-                    ContractError::Unreachable(_) => true,
-                    ContractError::Peer(status) => crate::recovery::transient(status),
-                    _ => false,
-                };
-                if not_through {
-                    unreachable.insert(n.peer_address.clone());
+        let config = &self.recovery;
+        // A provider waits on its consumer, who may be retrying at its longest backoff.
+        let provider_grace = config
+            .retry_interval
+            .saturating_mul(crate::recovery::MAX_BACKOFF_FACTOR);
+        let mut unreachable: HashSet<String> = HashSet::new();
+        for id in crate::recovery::due_now(retries, pending) {
+            let read = |id: &str| match self.get(id) {
+                Ok(n) => n,
+                Err(e) => {
+                    tracing::warn!(negotiation = %id, error = %e, "cannot read the negotiation");
+                    None
                 }
-                retries.failed(&id, std::time::Instant::now(), config.retry_interval);
-                tracing::warn!(
-                    negotiation = %id,
-                    attempts = retries.failures(&id),
-                    error = %e,
-                    "negotiation could not advance; retried later"
-                );
+            };
+            // Decided from the record first: a step that only waits is not claimed, so
+            // it never holds up the step that ends the wait (a countersignature arriving).
+            let Some(n) = read(&id) else { continue };
+            let started = std::time::Instant::now();
+            let tried = retries.tried(&id, started).is_some_and(|t| match n.role {
+                Role::Provider => t >= provider_grace,
+                Role::Consumer => true,
+            });
+            retries.took_up(&id, started);
+            match recovery_step(&n, now(), config.expire_after, tried) {
+                None => {
+                    // Moved on since the list was first read: no longer taken up.
+                    self.stored(&n);
+                    continue;
+                }
+                Some(Recovery::Wait) => continue,
+                Some(_) if n.role == Role::Consumer && unreachable.contains(&n.peer_address) => {
+                    // Its provider did not answer this pass: its other steps wait for the
+                    // next one rather than each wait for the same timeout.
+                    continue;
+                }
+                Some(_) => {}
+            }
+            // A negotiation another step is working on (a request being answered, a
+            // countersignature arriving) is left to it.
+            let Some(_claim) = self.claim(&id) else {
+                continue;
+            };
+            // As stored now, under the claim.
+            let Some(mut n) = read(&id) else { continue };
+            let result = match recovery_step(&n, now(), config.expire_after, tried) {
+                None => {
+                    self.stored(&n);
+                    continue;
+                }
+                Some(Recovery::Wait) => continue,
+                Some(Recovery::Expire(reason)) => {
+                    tracing::info!(negotiation = %n.id, %reason, "negotiation given up");
+                    self.transition(&mut n, NegotiationEvent::Expired, &reason)
+                        .await
+                }
+                Some(Recovery::Ask) => self.ask(&mut n).await,
+                Some(Recovery::Countersign) => {
+                    tracing::info!(negotiation = %n.id, "sending the countersigned agreement again");
+                    self.send_countersigned(&mut n).await
+                }
+            };
+            match result {
+                Ok(()) => retries.succeeded(&id),
+                Err(e) => {
+                    let not_through = match &e {
+                        ContractError::Unreachable(_) => true,
+                        ContractError::Peer(status) => crate::recovery::transient(status),
+                        _ => false,
+                    };
+                    if not_through {
+                        unreachable.insert(n.peer_address.clone());
+                    }
+                    retries.failed(&id, std::time::Instant::now(), config.retry_interval);
+                    tracing::warn!(
+                        negotiation = %id,
+                        attempts = retries.failures(&id),
+                        error = %e,
+                        "negotiation could not advance; retried later"
+                    );
+                }
             }
         }
     }
-}
 
-/// Asks the provider how the request of REQUESTED `n` stands, and goes on from its
-/// answer. A provider that does not know a request it never answered never got it (or
-/// lost it in a crash before it was stored): it is sent again, byte for byte, while it
-/// is valid (a request is valid for 5 minutes from when it was made); after that the
-/// negotiation ends, as the provider would refuse it. A provider that does not know a
-/// request it has answered before, or refuses the question, ends it too.
-async fn ask(context: &NodeContext, n: &mut Negotiation) -> Result<(), ContractError> {
-    use crate::recovery::{Call, Verdict, verdict};
-    let channel = member_channel(context, n).await?;
-    let mut client = NegotiationClient::new(channel);
-    let answer = client
-        .get(GetNegotiationRequest {
-            negotiation_id: n.id.clone(),
-        })
-        .await;
-    let status = match answer {
-        Ok(state) => return advance(context, n, state.into_inner(), Vec::new()).await,
-        Err(status) => status,
-    };
-    match verdict(Call::State, &status) {
-        // Kept REQUESTED; asked again later.
-        Verdict::Retry | Verdict::Held => return Err(ContractError::Peer(status)),
-        Verdict::Refused if status.code() == tonic::Code::NotFound && n.reason == SENT => {}
-        Verdict::Refused => {
-            let reason = if status.code() == tonic::Code::NotFound {
-                "the provider no longer knows the request it had answered".to_owned()
-            } else {
-                format!(
-                    "the provider refused to say how the request stands: {}",
-                    peer_text(status.message())
-                )
-            };
-            return transition(context, n, NegotiationEvent::Terminated, &reason).await;
+    /// Asks the provider how the request of REQUESTED `n` stands, and goes on from its
+    /// answer. A provider that does not know a request it never answered never got it (or
+    /// lost it in a crash before it was stored): it is sent again, byte for byte, while it
+    /// is valid (a request is valid for 5 minutes from when it was made); after that the
+    /// negotiation ends, as the provider would refuse it. A provider that does not know a
+    /// request it has answered before, or refuses the question, ends it too.
+    async fn ask(&self, n: &mut Negotiation) -> Result<(), ContractError> {
+        use crate::recovery::{Call, Verdict, verdict};
+        let channel = self.member_channel(n).await?;
+        let mut client = NegotiationClient::new(channel);
+        let answer = client
+            .get(GetNegotiationRequest {
+                negotiation_id: n.id.clone(),
+            })
+            .await;
+        let status = match answer {
+            Ok(state) => return self.advance(n, state.into_inner(), Vec::new()).await,
+            Err(status) => status,
+        };
+        match verdict(Call::State, &status) {
+            // Kept REQUESTED; asked again later.
+            Verdict::Retry | Verdict::Held => return Err(ContractError::Peer(status)),
+            Verdict::Refused if status.code() == tonic::Code::NotFound && n.reason == SENT => {}
+            Verdict::Refused => {
+                let reason = if status.code() == tonic::Code::NotFound {
+                    "the provider no longer knows the request it had answered".to_owned()
+                } else {
+                    format!(
+                        "the provider refused to say how the request stands: {}",
+                        peer_text(status.message())
+                    )
+                };
+                return self
+                    .transition(n, NegotiationEvent::Terminated, &reason)
+                    .await;
+            }
         }
-    }
-    let valid_until = n
-        .request
-        .peek_json::<ContractRequest>()
-        .map_or(0, |r| r.expires_at);
-    if valid_until <= now() {
-        return transition(
-            context,
-            n,
-            NegotiationEvent::Terminated,
-            "the request's validity passed before the provider received it; request the \
+        let valid_until = n
+            .request
+            .peek_json::<ContractRequest>()
+            .map_or(0, |r| r.expires_at);
+        if valid_until <= now() {
+            return self
+                .transition(
+                    n,
+                    NegotiationEvent::Terminated,
+                    "the request's validity passed before the provider received it; request the \
              contract again",
-        )
-        .await;
+                )
+                .await;
+        }
+        tracing::info!(negotiation = %n.id, "sending the request again");
+        let answer = client
+            .request(NegotiationRequest {
+                request: Some(n.request.clone().into()),
+            })
+            .await;
+        self.take_answer(n, answer).await
     }
-    tracing::info!(negotiation = %n.id, "sending the request again");
-    let answer = client
-        .request(NegotiationRequest {
-            request: Some(n.request.clone().into()),
-        })
-        .await;
-    take_answer(context, n, answer).await
 }
 
 #[cfg(test)]

@@ -33,7 +33,6 @@ use super::plan::{self, Plan};
 use super::stream::{self, AppliedRule};
 use crate::catalog::product::{Format, ProductStore, ProductVersion};
 use crate::contract::Agreement;
-use crate::runtime::NodeContext;
 use crate::storage::{Storage, Write as StorageWrite};
 
 /// Storage tree of the node secret and the masked deliveries.
@@ -95,26 +94,10 @@ pub fn mask_rules(duties: &[Duty]) -> Vec<MaskRule> {
         .collect()
 }
 
-/// The delivery of `product` under `agreement` when `duties` include mask rules:
-/// produced on the first call, read back afterwards. `None` when nothing is masked.
+/// The delivery of `product` under agreement `agreement_id` when `duties` include mask
+/// rules: produced on the first call, read back afterwards. `None` when nothing is
+/// masked.
 pub async fn delivery_for(
-    context: &NodeContext,
-    agreement: &Agreement,
-    product: &ProductVersion,
-    duties: &[Duty],
-) -> Result<Option<MaskedDelivery>, DesensitizeError> {
-    deliver(
-        &context.storage,
-        &context.catalog.products,
-        &agreement.agreement_id,
-        product,
-        duties,
-    )
-    .await
-}
-
-/// [`delivery_for`] on the node's storage and products.
-async fn deliver(
     storage: &Arc<dyn Storage>,
     products: &ProductStore,
     agreement_id: &str,
@@ -540,7 +523,7 @@ mod tests {
         let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
         let (products, product, duties) =
             product_and_mask_duties(&storage, Format::Bytes, b"name,x\nZhang San,1\n").await;
-        let err = deliver(&storage, &products, "agr-b", &product, &duties)
+        let err = delivery_for(&storage, &products, "agr-b", &product, &duties)
             .await
             .unwrap_err();
         assert!(
@@ -556,7 +539,7 @@ mod tests {
         assert!(storage.scan_prefix(TREE, b"").unwrap().is_empty());
         // Without mask duties the same product is delivered as it is.
         assert!(
-            deliver(&storage, &products, "agr-b", &product, &[])
+            delivery_for(&storage, &products, "agr-b", &product, &[])
                 .await
                 .unwrap()
                 .is_none()
@@ -564,7 +547,7 @@ mod tests {
         // The same bytes as CSV are masked.
         let (products, csv, duties) =
             product_and_mask_duties(&storage, Format::Csv, b"name,x\nZhang San,1\n").await;
-        let masked = deliver(&storage, &products, "agr-c", &csv, &duties)
+        let masked = delivery_for(&storage, &products, "agr-c", &csv, &duties)
             .await
             .unwrap()
             .expect("masked");

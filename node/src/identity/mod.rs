@@ -11,6 +11,7 @@ pub mod bundle;
 pub mod envelope;
 pub mod keys;
 pub mod membership;
+pub mod own;
 
 use std::fmt;
 use std::str::FromStr;
@@ -20,6 +21,7 @@ use serde::{Deserialize, Serialize};
 pub use envelope::{Envelope, EnvelopeError};
 pub use keys::{KeyError, PublicKey, SigningKey};
 pub use membership::{MemberRole, Membership, ParticipantKind, RegionCode};
+pub use own::NodeIdentity;
 
 /// The 31 characters a USCC may use, each worth its index (no I, O, S, V, Z).
 const USCC_CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";

@@ -22,13 +22,17 @@ use liutong_policy::{
     Action, CompiledPolicy, Decision, Denial, Duty, Request, Scope, State as PolicyState,
 };
 
-use crate::audit::log::{AuditError, EventKind};
+use std::sync::Arc;
+
+use crate::audit::log::{AuditError, AuditLog, EventKind};
+use crate::catalog::Catalog;
 use crate::catalog::product::Format;
-use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
+use crate::config::Limits;
+use crate::contract::{AgreedProductError, Agreement, AgreementError, Contracts, Role};
 use crate::desensitize;
-use crate::identity::Membership;
-use crate::runtime::NodeContext;
-use crate::storage::StorageError;
+use crate::identity::{Membership, NodeIdentity};
+use crate::outbound::Peers;
+use crate::storage::{Storage, StorageError};
 use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
 use liutong_proto::v1 as pb;
 
@@ -245,6 +249,40 @@ pub fn only_aggregates(
     ))
 }
 
+/// Compute-to-data, both sides: the provider answers aggregate queries under its
+/// agreements; the consumer sends them.
+pub struct Queries {
+    storage: Arc<dyn Storage>,
+    audit: AuditLog,
+    identity: Arc<NodeIdentity>,
+    contracts: Arc<Contracts>,
+    catalog: Arc<Catalog>,
+    peers: Arc<Peers>,
+    limits: Limits,
+}
+
+impl Queries {
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        audit: AuditLog,
+        identity: Arc<NodeIdentity>,
+        contracts: Arc<Contracts>,
+        catalog: Arc<Catalog>,
+        peers: Arc<Peers>,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            storage,
+            audit,
+            identity,
+            contracts,
+            catalog,
+            peers,
+            limits,
+        }
+    }
+}
+
 /// What the provider answers, with the product it was computed over.
 pub struct Answered {
     pub agreement: Agreement,
@@ -253,104 +291,108 @@ pub struct Answered {
     pub answer: Answer,
 }
 
-/// Provider side: answers a query under an agreement (see the module doc).
-pub async fn answer(
-    context: &NodeContext,
-    caller: &Membership,
-    agreement_id: &str,
-    query: Query,
-) -> Result<Answered, QueryError> {
-    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
-    let policy = agreement
-        .compiled_policy(context)
-        .map_err(|e| QueryError::Invalid(format!("the agreement's policy: {e}")))?;
-    // Decision, answer and the raised count are one step per agreement, so concurrent
-    // queries cannot both be decided on the same count.
-    let lock = context.usage.lock_for(agreement_id);
-    let _counted = lock.lock().await;
-    let uses = queries_so_far(context, agreement_id)?;
-    let decision = liutong_policy::evaluate(
-        &policy,
-        &agreement.request(Scope::Use, Action::Aggregate, caller),
-        &agreement.policy_state(uses),
-    );
-    if !decision.is_permit() {
-        let why = decision.explain();
-        agreement
-            .log(
-                context,
-                EventKind::Query,
-                format!("aggregate query refused ({query}): {why}"),
-            )
-            .await?;
-        return Err(QueryError::Denied(why));
-    }
-    let k = min_group_size(&decision.duties);
-    let product = agreement.product(&context.catalog.products)?;
-    if product.format == Format::Bytes {
-        return Err(QueryError::Unsupported(format!(
-            "product {} is opaque bytes: aggregates need CSV or JSON Lines rows",
-            product.product_id
-        )));
-    }
-    let columns: Vec<String> = product
-        .profile
-        .as_ref()
-        .map(|p| p.columns.iter().map(|c| c.name.clone()).collect())
-        .unwrap_or_default();
-    let rules = desensitize::mask_rules(&decision.duties);
-    let key = if rules.is_empty() {
-        None
-    } else {
-        Some(
-            desensitize::delivery::agreement_key(&context.storage, agreement_id)
-                .await
-                .map_err(|e| QueryError::DataLoss(e.to_string()))?,
-        )
-    };
-    let products = context.catalog.products.clone();
-    let computed = {
-        let query = query.clone();
-        let product = product.clone();
-        tokio::task::spawn_blocking(move || -> Result<Answer, QueryError> {
-            let plan = match &key {
-                Some(_) => Some(
-                    desensitize::delivery::plan_for(&products, &product, rules)
-                        .map_err(|e| QueryError::DataLoss(e.to_string()))?,
-                ),
-                None => None,
-            };
-            query.check(&columns, plan.as_ref())?;
-            let masking = plan.as_ref().zip(key.as_ref());
-            let data = products.reader(&product);
-            Ok(match product.format {
-                Format::Csv => aggregate::run_csv(&query, k, masking, data)?,
-                _ => aggregate::run_jsonl(&query, k, masking, data)?,
-            })
-        })
-        .await
-        .map_err(|e| QueryError::DataLoss(format!("the query task failed: {e}")))?
-    };
-    let answer = match computed {
-        Ok(a) => a,
-        Err(e) => {
+impl Queries {
+    /// Provider side: answers a query under an agreement (see the module doc).
+    pub async fn answer(
+        &self,
+        caller: &Membership,
+        agreement_id: &str,
+        query: Query,
+    ) -> Result<Answered, QueryError> {
+        let agreement = self
+            .contracts
+            .consumer_agreement(&caller.participant_id, agreement_id)?;
+        let policy = self
+            .contracts
+            .compiled_policy(&agreement)
+            .map_err(|e| QueryError::Invalid(format!("the agreement's policy: {e}")))?;
+        // Decision, answer and the raised count are one step per agreement, so concurrent
+        // queries cannot both be decided on the same count.
+        let lock = self.contracts.locks().lock_for(agreement_id);
+        let _counted = lock.lock().await;
+        let uses = self.queries_so_far(agreement_id)?;
+        let decision = liutong_policy::evaluate(
+            &policy,
+            &agreement.request(Scope::Use, Action::Aggregate, caller),
+            &agreement.policy_state(uses),
+        );
+        if !decision.is_permit() {
+            let why = decision.explain();
             agreement
                 .log(
-                    context,
+                    &self.audit,
+                    self.identity.participant_id(),
                     EventKind::Query,
-                    format!("aggregate query not answered ({query}): {e}"),
+                    format!("aggregate query refused ({query}): {why}"),
                 )
                 .await?;
-            return Err(e);
+            return Err(QueryError::Denied(why));
         }
-    };
-    context
-        .storage
-        .put_durable(QUERIES, agreement_id.as_bytes(), &(uses + 1).to_be_bytes())
-        .await?;
-    agreement
-        .log(
-            context,
+        let k = min_group_size(&decision.duties);
+        let product = agreement.product(&self.catalog.products)?;
+        if product.format == Format::Bytes {
+            return Err(QueryError::Unsupported(format!(
+                "product {} is opaque bytes: aggregates need CSV or JSON Lines rows",
+                product.product_id
+            )));
+        }
+        let columns: Vec<String> = product
+            .profile
+            .as_ref()
+            .map(|p| p.columns.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        let rules = desensitize::mask_rules(&decision.duties);
+        let key = if rules.is_empty() {
+            None
+        } else {
+            Some(
+                desensitize::delivery::agreement_key(&self.storage, agreement_id)
+                    .await
+                    .map_err(|e| QueryError::DataLoss(e.to_string()))?,
+            )
+        };
+        let products = self.catalog.products.clone();
+        let computed = {
+            let query = query.clone();
+            let product = product.clone();
+            tokio::task::spawn_blocking(move || -> Result<Answer, QueryError> {
+                let plan = match &key {
+                    Some(_) => Some(
+                        desensitize::delivery::plan_for(&products, &product, rules)
+                            .map_err(|e| QueryError::DataLoss(e.to_string()))?,
+                    ),
+                    None => None,
+                };
+                query.check(&columns, plan.as_ref())?;
+                let masking = plan.as_ref().zip(key.as_ref());
+                let data = products.reader(&product);
+                Ok(match product.format {
+                    Format::Csv => aggregate::run_csv(&query, k, masking, data)?,
+                    _ => aggregate::run_jsonl(&query, k, masking, data)?,
+                })
+            })
+            .await
+            .map_err(|e| QueryError::DataLoss(format!("the query task failed: {e}")))?
+        };
+        let answer = match computed {
+            Ok(a) => a,
+            Err(e) => {
+                agreement
+                    .log(
+                        &self.audit,
+                        self.identity.participant_id(),
+                        EventKind::Query,
+                        format!("aggregate query not answered ({query}): {e}"),
+                    )
+                    .await?;
+                return Err(e);
+            }
+        };
+        self.storage
+            .put_durable(QUERIES, agreement_id.as_bytes(), &(uses + 1).to_be_bytes())
+            .await?;
+        agreement
+        .log(&self.audit, self.identity.participant_id(),
             EventKind::Query,
             format!(
                 "aggregate query answered ({query}): {} groups of at least k = {k} rows returned, \
@@ -362,20 +404,21 @@ pub async fn answer(
             ),
         )
         .await?;
-    Ok(Answered {
-        agreement,
-        k,
-        query,
-        answer,
-    })
-}
+        Ok(Answered {
+            agreement,
+            k,
+            query,
+            answer,
+        })
+    }
 
-fn queries_so_far(context: &NodeContext, agreement_id: &str) -> Result<u64, QueryError> {
-    Ok(context
-        .storage
-        .get(QUERIES, agreement_id.as_bytes())?
-        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-        .map_or(0, u64::from_be_bytes))
+    fn queries_so_far(&self, agreement_id: &str) -> Result<u64, QueryError> {
+        Ok(self
+            .storage
+            .get(QUERIES, agreement_id.as_bytes())?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
 }
 
 /// The answer as the peer API sends it.
@@ -410,56 +453,66 @@ pub fn answer_to_proto(a: &Answered) -> pb::AggregateResponse {
     }
 }
 
-/// Consumer side: sends a query under an agreement this node holds as consumer, to
-/// `peer` or the address the agreement was negotiated with, and logs it with the size
-/// of the answer.
-pub async fn send(
-    context: &NodeContext,
-    agreement_id: &str,
-    peer: &str,
-    query: Option<&pb::AggregateQuery>,
-) -> Result<pb::AggregateResponse, QueryError> {
-    let parsed = query_from_proto(query)?;
-    let n = context.contracts.finalized(Role::Consumer, agreement_id)?;
-    let agreement: Agreement = n
-        .agreement_content()
-        .ok_or_else(|| QueryError::Invalid("the agreement is unreadable".into()))?;
-    let address = if peer.trim().is_empty() {
-        n.peer_address.clone()
-    } else {
-        peer.to_owned()
-    };
-    let channel = context
-        .connect_member(&address, &agreement.provider)
-        .await
-        .map_err(|e| QueryError::Unreachable(e.to_string()))?;
-    let limit = context.config.limits.max_message_bytes;
-    let result = pb::query_client::QueryClient::new(channel)
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit)
-        .aggregate(pb::AggregateRequest {
-            agreement_id: agreement_id.to_owned(),
-            query: Some(query_to_proto(&parsed)),
-        })
-        .await;
-    let detail = match &result {
-        Ok(r) => {
-            let r = r.get_ref();
-            format!(
-                "aggregate query sent ({parsed}): {} groups of at least k = {} rows received, {} suppressed",
-                r.groups.len(),
-                r.k,
-                r.suppressed_groups
+impl Queries {
+    /// Consumer side: sends a query under an agreement this node holds as consumer, to
+    /// `peer` or the address the agreement was negotiated with, and logs it with the size
+    /// of the answer.
+    pub async fn send(
+        &self,
+        agreement_id: &str,
+        peer: &str,
+        query: Option<&pb::AggregateQuery>,
+    ) -> Result<pb::AggregateResponse, QueryError> {
+        let parsed = query_from_proto(query)?;
+        let n = self.contracts.finalized(Role::Consumer, agreement_id)?;
+        let agreement: Agreement = n
+            .agreement_content()
+            .ok_or_else(|| QueryError::Invalid("the agreement is unreadable".into()))?;
+        let address = if peer.trim().is_empty() {
+            n.peer_address.clone()
+        } else {
+            peer.to_owned()
+        };
+        let channel = self
+            .peers
+            .connect_member(&address, &agreement.provider)
+            .await
+            .map_err(|e| QueryError::Unreachable(e.to_string()))?;
+        let limit = self.limits.max_message_bytes;
+        let result = pb::query_client::QueryClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit)
+            .aggregate(pb::AggregateRequest {
+                agreement_id: agreement_id.to_owned(),
+                query: Some(query_to_proto(&parsed)),
+            })
+            .await;
+        let detail = match &result {
+            Ok(r) => {
+                let r = r.get_ref();
+                format!(
+                    "aggregate query sent ({parsed}): {} groups of at least k = {} rows received, {} suppressed",
+                    r.groups.len(),
+                    r.k,
+                    r.suppressed_groups
+                )
+            }
+            Err(s) => format!(
+                "aggregate query sent ({parsed}): refused, {:?}: {}",
+                s.code(),
+                s.message()
+            ),
+        };
+        agreement
+            .log(
+                &self.audit,
+                self.identity.participant_id(),
+                EventKind::Query,
+                detail,
             )
-        }
-        Err(s) => format!(
-            "aggregate query sent ({parsed}): refused, {:?}: {}",
-            s.code(),
-            s.message()
-        ),
-    };
-    agreement.log(context, EventKind::Query, detail).await?;
-    result
-        .map(tonic::Response::into_inner)
-        .map_err(QueryError::Peer)
+            .await?;
+        result
+            .map(tonic::Response::into_inner)
+            .map_err(QueryError::Peer)
+    }
 }

@@ -10,16 +10,19 @@ use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::audit::cosigning::{COSIGNED_SIZE_TRAILER, CheckpointStatus, latest_status};
-use crate::audit::log::{AuditError, log_key_of, origin_for, witness_key_of, witness_name_for};
+use crate::alerts::Alerts;
+use crate::audit::log::{
+    AuditError, AuditLog, log_key_of, origin_for, witness_key_of, witness_name_for,
+};
 use crate::audit::merkle::{self, Hash};
 use crate::audit::search::{self, SearchFilter};
 use crate::audit::witness::WitnessError;
-use crate::audit::witnessing::{Offer, WitnessingError, raise_alert};
+use crate::audit::witnessing::{Offer, WitnessStore, WitnessingError, raise_alert};
 use crate::base::clock::now;
-use crate::identity::{MemberRole, Membership, ParticipantId};
+use crate::cosigning::{COSIGNED_SIZE_TRAILER, CheckpointStatus, Cosigning};
+use crate::identity::{MemberRole, Membership, NodeIdentity, ParticipantId};
 use crate::local::LocalRole;
-use crate::runtime::NodeContext;
+use crate::trust::TrustStore;
 use liutong_proto::v1::audit_server::Audit;
 use liutong_proto::v1::witness_server::Witness;
 use liutong_proto::v1::{
@@ -37,12 +40,18 @@ const MAX_ENTRIES: usize = 1000;
 /// About the most entry bytes one answer carries (well under the message limit).
 const MAX_ENTRY_BYTES: usize = 2 * 1024 * 1024;
 
+/// The audit log's reads, proofs and checkpoints, on both APIs.
 pub struct AuditService {
-    pub context: Arc<NodeContext>,
+    pub cosigning: Arc<Cosigning>,
+    pub identity: Arc<NodeIdentity>,
 }
 
+/// This node as a witness of other members' logs (peer API).
 pub struct WitnessService {
-    pub context: Arc<NodeContext>,
+    pub witness: Arc<WitnessStore>,
+    pub identity: Arc<NodeIdentity>,
+    pub trust: Arc<TrustStore>,
+    pub alerts: Alerts,
 }
 
 /// Who is calling, on either API.
@@ -102,7 +111,7 @@ pub fn audit_status(e: AuditError) -> Status {
     }
 }
 
-fn checkpoint_response(ctx: &NodeContext, s: CheckpointStatus) -> CheckpointResponse {
+fn checkpoint_response(cosigning: &Cosigning, s: CheckpointStatus) -> CheckpointResponse {
     CheckpointResponse {
         cosignatures: s.cosignatures(),
         quorum: s.quorum,
@@ -111,34 +120,26 @@ fn checkpoint_response(ctx: &NodeContext, s: CheckpointStatus) -> CheckpointResp
         size: s.checkpoint.size,
         root: s.checkpoint.root.to_vec(),
         witness_credentials: s.witnesses.into_iter().map(Into::into).collect(),
-        log_size: ctx.audit.size(),
+        log_size: cosigning.log().size(),
     }
 }
 
 /// The latest checkpoint, signing one first if the log has grown past it (so that
 /// proofs can lead to a signed root).
-async fn covering_checkpoint(ctx: &NodeContext) -> Result<CheckpointStatus, Status> {
-    match latest_status(ctx).map_err(audit_status)? {
-        Some(s) if s.checkpoint.size == ctx.audit.size() => Ok(s),
-        _ => ctx
-            .cosigning
-            .checkpoint(ctx, true)
-            .await
-            .map_err(audit_status),
+async fn covering_checkpoint(cosigning: &Cosigning) -> Result<CheckpointStatus, Status> {
+    match cosigning.latest_status().map_err(audit_status)? {
+        Some(s) if s.checkpoint.size == cosigning.log().size() => Ok(s),
+        _ => cosigning.checkpoint(true).await.map_err(audit_status),
     }
 }
 
-fn inclusion(ctx: &NodeContext, index: u64, size: u64) -> Result<InclusionProof, Status> {
-    let data = ctx
-        .audit
+fn inclusion(log: &AuditLog, index: u64, size: u64) -> Result<InclusionProof, Status> {
+    let data = log
         .entry(index)
         .map_err(audit_status)?
         .ok_or_else(|| Status::data_loss(format!("entry {index} is missing from this log")))?;
-    let proof = ctx
-        .audit
-        .inclusion_proof(index, size)
-        .map_err(audit_status)?;
-    let root = ctx.audit.root_at(size).map_err(audit_status)?;
+    let proof = log.inclusion_proof(index, size).map_err(audit_status)?;
+    let root = log.root_at(size).map_err(audit_status)?;
     Ok(InclusionProof {
         leaf_index: index,
         tree_size: size,
@@ -156,10 +157,12 @@ impl Audit for AuditService {
         request: Request<GetCheckpointRequest>,
     ) -> Result<Response<CheckpointResponse>, Status> {
         require_any(&request, "reading the checkpoint")?;
-        let status = latest_status(&self.context)
+        let status = self
+            .cosigning
+            .latest_status()
             .map_err(audit_status)?
             .ok_or_else(|| Status::not_found("this node has not signed a checkpoint yet"))?;
-        Ok(Response::new(checkpoint_response(&self.context, status)))
+        Ok(Response::new(checkpoint_response(&self.cosigning, status)))
     }
 
     async fn get_verifier_key(
@@ -167,13 +170,13 @@ impl Audit for AuditService {
         request: Request<GetVerifierKeyRequest>,
     ) -> Result<Response<VerifierKeyResponse>, Status> {
         require_any(&request, "reading the verifier key")?;
-        let c = &self.context;
+        let c = &self.identity;
         let log_key = log_key_of(&c.membership).map_err(audit_status)?;
         let witness_key = witness_key_of(&c.membership).map_err(audit_status)?;
         Ok(Response::new(VerifierKeyResponse {
             log_key: log_key.to_string(),
             witness_key: witness_key.to_string(),
-            origin: c.audit_origin(),
+            origin: self.cosigning.origin(),
             credential: Some(c.credential.clone().into()),
             previous_credentials: c
                 .previous_credentials
@@ -196,7 +199,7 @@ impl Audit for AuditService {
                 r.to, r.from
             )));
         }
-        let log = &self.context.audit;
+        let log = self.cosigning.log();
         let size = log.size();
         if r.from >= size {
             return Err(Status::out_of_range(format!(
@@ -223,7 +226,7 @@ impl Audit for AuditService {
         require_auditor(&request, "proving inclusion")?;
         let r = request.into_inner();
         let size = if r.size == 0 {
-            covering_checkpoint(&self.context).await?.checkpoint.size
+            covering_checkpoint(&self.cosigning).await?.checkpoint.size
         } else {
             r.size
         };
@@ -233,7 +236,11 @@ impl Audit for AuditService {
                 r.index
             )));
         }
-        Ok(Response::new(inclusion(&self.context, r.index, size)?))
+        Ok(Response::new(inclusion(
+            self.cosigning.log(),
+            r.index,
+            size,
+        )?))
     }
 
     async fn prove_consistency(
@@ -243,7 +250,7 @@ impl Audit for AuditService {
         require_auditor(&request, "proving consistency")?;
         let r = request.into_inner();
         let size2 = if r.size2 == 0 {
-            covering_checkpoint(&self.context).await?.checkpoint.size
+            covering_checkpoint(&self.cosigning).await?.checkpoint.size
         } else {
             r.size2
         };
@@ -253,7 +260,7 @@ impl Audit for AuditService {
                 r.size1
             )));
         }
-        let log = &self.context.audit;
+        let log = self.cosigning.log();
         let proof: Vec<Hash> = if r.size1 == 0 {
             Vec::new()
         } else {
@@ -276,17 +283,17 @@ impl Audit for AuditService {
         require_auditor(&request, "searching the audit log")?;
         let r = request.into_inner();
         let filter = SearchFilter::from_request(&r).map_err(Status::invalid_argument)?;
-        let checkpoint = covering_checkpoint(&self.context).await?;
+        let checkpoint = covering_checkpoint(&self.cosigning).await?;
         let size = checkpoint.checkpoint.size;
         let found =
-            search::scan(&self.context.audit, &filter, r.from, size).map_err(audit_status)?;
+            search::scan(self.cosigning.log(), &filter, r.from, size).map_err(audit_status)?;
         let matches = found
             .indices
             .iter()
-            .map(|&i| inclusion(&self.context, i, size))
+            .map(|&i| inclusion(self.cosigning.log(), i, size))
             .collect::<Result<_, _>>()?;
         Ok(Response::new(SearchResponse {
-            checkpoint: Some(checkpoint_response(&self.context, checkpoint)),
+            checkpoint: Some(checkpoint_response(&self.cosigning, checkpoint)),
             matches,
             next_from: found.next_from.unwrap_or(0),
         }))
@@ -305,12 +312,11 @@ impl Audit for AuditService {
             Caller::Local(role) => role.require(&[LocalRole::Admin], "signing a checkpoint")?,
         }
         let status = self
-            .context
             .cosigning
-            .checkpoint(&self.context, true)
+            .checkpoint(true)
             .await
             .map_err(audit_status)?;
-        Ok(Response::new(checkpoint_response(&self.context, status)))
+        Ok(Response::new(checkpoint_response(&self.cosigning, status)))
     }
 }
 
@@ -331,13 +337,13 @@ fn proof_hashes(proof: &[Vec<u8>]) -> Result<Vec<Hash>, Status> {
 
 /// The witness's answer to a refusal, with the right code; conflicts raise an alert.
 async fn witnessing_status(
-    ctx: &NodeContext,
+    alerts: &Alerts,
     log_owner: &ParticipantId,
     e: WitnessingError,
 ) -> Status {
     match e {
         WitnessingError::Witness(WitnessError::Conflict(evidence)) => {
-            raise_alert(&ctx.alerts, log_owner.as_str(), &evidence).await;
+            raise_alert(alerts, log_owner.as_str(), &evidence).await;
             Status::data_loss(WitnessError::Conflict(evidence).to_string())
         }
         WitnessingError::Witness(WitnessError::OldSizeMismatch { cosigned, .. }) => {
@@ -368,15 +374,14 @@ impl Witness for WitnessService {
             .map(|c| c.0.clone())
             .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))?;
         let r = request.into_inner();
-        let ctx = &self.context;
         // A member asks for its own log only.
         let log_key = log_key_of(&caller).map_err(audit_status)?;
         let proof = proof_hashes(&r.proof)?;
-        let result = ctx
+        let result = self
             .witness
             .cosign(
-                &witness_name_for(&ctx.membership.participant_id),
-                ctx.signing_key.key_pair(),
+                &witness_name_for(self.identity.participant_id()),
+                self.identity.signing_key.key_pair(),
                 log_key,
                 Offer {
                     note: r.note.as_bytes(),
@@ -389,7 +394,7 @@ impl Witness for WitnessService {
         match result {
             Ok(line) => Ok(Response::new(CosignResponse {
                 cosignature: line.to_string(),
-                credential: Some(ctx.credential.clone().into()),
+                credential: Some(self.identity.credential.clone().into()),
             })),
             Err(WitnessingError::Witness(WitnessError::UnknownLog { origin })) => {
                 Err(Status::permission_denied(format!(
@@ -398,7 +403,7 @@ impl Witness for WitnessService {
                     origin_for(&caller.participant_id)
                 )))
             }
-            Err(e) => Err(witnessing_status(ctx, &caller.participant_id, e).await),
+            Err(e) => Err(witnessing_status(&self.alerts, &caller.participant_id, e).await),
         }
     }
 
@@ -410,7 +415,6 @@ impl Witness for WitnessService {
             return Err(Status::unauthenticated("the caller was not authenticated"));
         }
         let r = request.into_inner();
-        let ctx = &self.context;
         let origin = r
             .note
             .lines()
@@ -425,15 +429,15 @@ impl Witness for WitnessService {
                     "note: the origin {origin:?} is not a Liutong log (liutong.<participant>/audit)"
                 ))
             })?;
-        let member = ctx.trust.member(&owner, now()).map_err(Status::from)?;
+        let member = self.trust.member(&owner, now()).map_err(Status::from)?;
         let log_key = log_key_of(&member).map_err(audit_status)?;
-        match ctx
+        match self
             .witness
             .report(log_key, r.note.as_bytes(), now().max(0) as u64)
             .await
         {
             Ok(cosigned_size) => Ok(Response::new(ReportCheckpointResponse { cosigned_size })),
-            Err(e) => Err(witnessing_status(ctx, &owner, e).await),
+            Err(e) => Err(witnessing_status(&self.alerts, &owner, e).await),
         }
     }
 }

@@ -8,14 +8,14 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::peer_caller;
 use super::usage::onward_status;
-use crate::audit::log::{Event, EventKind};
+use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock;
 use crate::base::clock::now;
 use crate::catalog::product::{Format, NewVersion, ProductError};
 use crate::catalog::{self, CatalogError, PolicyFormat, product_proto};
-use crate::identity::Membership;
-use crate::runtime::NodeContext;
-use crate::usage::onward;
+use crate::identity::{Membership, ParticipantId};
+use crate::outbound::Peers;
+use crate::usage::Usage;
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::catalog_server::Catalog;
 use liutong_proto::v1::publish_request::Part;
@@ -53,7 +53,10 @@ pub(super) fn product_status(e: ProductError) -> Status {
 
 /// `Admin.PublishProduct`: metadata first, then the payload; all or nothing.
 pub(super) async fn publish(
-    context: &NodeContext,
+    catalog: &crate::catalog::Catalog,
+    usage: &Usage,
+    audit: &AuditLog,
+    owner: &ParticipantId,
     mut stream: Streaming<PublishRequest>,
 ) -> Result<Product, Status> {
     let first = stream.message().await?.ok_or_else(|| {
@@ -95,13 +98,13 @@ pub(super) async fn publish(
              as csv or jsonl, or offer it without mask duties",
         ));
     }
-    let products = &context.catalog.products;
+    let products = &catalog.products;
     let mut upload = products
         .begin(NewVersion {
             product_id: (!meta.product_id.is_empty()).then(|| meta.product_id.clone()),
             title: meta.title.trim().to_owned(),
             description: meta.description.trim().to_owned(),
-            owner: context.membership.participant_id.clone(),
+            owner: owner.clone(),
             classification,
             format,
             derived_from: meta.derived_from.clone(),
@@ -112,18 +115,15 @@ pub(super) async fn publish(
         // Refused here, before any byte is stored: the guardrails and the policy's own
         // consistency are checked when it is loaded.
         Some(policy) => Some(
-            context
-                .catalog
+            catalog
                 .offer_policy(policy, upload.product_id(), classification)
                 .map_err(catalog_status)?,
         ),
         None => None,
     };
     // No onward sharing: what it is derived from must allow it (and its grade).
-    if let Err(e) =
-        onward::check_derivation(context, &meta.derived_from, classification, offer.as_ref())
-    {
-        onward::log_refusal(context, &e).await;
+    if let Err(e) = usage.check_derivation(&meta.derived_from, classification, offer.as_ref()) {
+        usage.log_refusal(&e).await;
         return Err(onward_status(e));
     }
     if let Some(compiled) = &offer {
@@ -153,19 +153,21 @@ pub(super) async fn publish(
         }
     }
     // A payload byte-identical to a received copy is that copy, declared or not.
-    let same = onward::copies_with_payload(context, &upload.sha256()).and_then(|same| {
-        let undeclared: Vec<String> = same
-            .into_iter()
-            .filter(|a| !meta.derived_from.contains(a))
-            .collect();
-        onward::check_derivation(context, &undeclared, classification, offer.as_ref())?;
-        Ok(undeclared)
-    });
+    let same = usage
+        .copies_with_payload(&upload.sha256())
+        .and_then(|same| {
+            let undeclared: Vec<String> = same
+                .into_iter()
+                .filter(|a| !meta.derived_from.contains(a))
+                .collect();
+            usage.check_derivation(&undeclared, classification, offer.as_ref())?;
+            Ok(undeclared)
+        });
     match same {
         Ok(undeclared) => upload.add_derived_from(undeclared),
         Err(e) => {
             upload.abort();
-            onward::log_refusal(context, &e).await;
+            usage.log_refusal(&e).await;
             let status = onward_status(e);
             return Err(Status::new(
                 status.code(),
@@ -196,8 +198,7 @@ pub(super) async fn publish(
         ),
     );
     event.product = Some(product.product_id.clone());
-    context
-        .audit
+    audit
         .append(&event)
         .await
         .map_err(|e| Status::unavailable(e.to_string()))?;
@@ -206,10 +207,10 @@ pub(super) async fn publish(
 
 /// `Admin.PeerCatalog`: this node asks a peer for its catalog.
 pub(super) async fn peer_catalog(
-    context: &NodeContext,
+    peers: &Peers,
     request: PeerCatalogRequest,
 ) -> Result<ListOffersResponse, Status> {
-    let channel = context
+    let channel = peers
         .connect_peer(&request.address)
         .await
         .map_err(super::peer_connect_status)?;
@@ -230,7 +231,8 @@ pub(super) async fn peer_catalog(
 
 /// The peer API's catalog.
 pub struct CatalogService {
-    pub(super) context: Arc<NodeContext>,
+    pub catalog: Arc<crate::catalog::Catalog>,
+    pub audit: AuditLog,
 }
 
 impl CatalogService {
@@ -243,8 +245,7 @@ impl CatalogService {
         let mut event = Event::new(EventKind::CatalogAccessed, now(), detail);
         event.participant = Some(caller.participant_id.to_string());
         event.product = product;
-        self.context
-            .audit
+        self.audit
             .append(&event)
             .await
             .map(|_| ())
@@ -268,7 +269,6 @@ impl Catalog for CatalogService {
             n => n.min(MAX_PAGE),
         };
         let offers = self
-            .context
             .catalog
             .visible_offers(&caller, clock::now_utc())
             .map_err(catalog_status)?;
@@ -299,7 +299,6 @@ impl Catalog for CatalogService {
         let caller = peer_caller(&request)?.clone();
         let offer_id = request.into_inner().offer_id;
         let product = self
-            .context
             .catalog
             .offer(&offer_id, &caller, clock::now_utc())
             .map_err(catalog_status)?;

@@ -6,8 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::peer_caller;
-use crate::contract::{self, ContractError};
-use crate::runtime::NodeContext;
+use crate::contract::{ContractError, Contracts};
 use liutong_proto::v1::negotiation_server::Negotiation;
 use liutong_proto::v1::{
     GetNegotiationRequest, NegotiationRequest, NegotiationState, VerifyAgreementRequest,
@@ -56,7 +55,7 @@ pub(super) fn contract_status(e: ContractError) -> Status {
 }
 
 pub struct NegotiationService {
-    pub(super) context: Arc<NodeContext>,
+    pub contracts: Arc<Contracts>,
 }
 
 #[tonic::async_trait]
@@ -69,7 +68,8 @@ impl Negotiation for NegotiationService {
         let envelope = request.into_inner().request.ok_or_else(|| {
             Status::invalid_argument("request: the signed contract request is missing")
         })?;
-        contract::receive_request(&self.context, &caller, envelope.into())
+        self.contracts
+            .receive_request(&caller, envelope.into())
             .await
             .map(|n| Response::new(n.to_state_proto()))
             .map_err(contract_status)
@@ -81,7 +81,8 @@ impl Negotiation for NegotiationService {
     ) -> Result<Response<NegotiationState>, Status> {
         let caller = peer_caller(&request)?.clone();
         let id = request.into_inner().negotiation_id;
-        contract::state_for(&self.context, &caller, &id)
+        self.contracts
+            .state_for(&caller, &id)
             .map(|n| Response::new(n.to_state_proto()))
             .map_err(contract_status)
     }
@@ -98,7 +99,8 @@ impl Negotiation for NegotiationService {
         let envelope = agreement.ok_or_else(|| {
             Status::invalid_argument("agreement: the countersigned agreement is missing")
         })?;
-        contract::receive_countersigned(&self.context, &caller, &negotiation_id, envelope.into())
+        self.contracts
+            .receive_countersigned(&caller, &negotiation_id, envelope.into())
             .await
             .map(|n| Response::new(n.to_state_proto()))
             .map_err(contract_status)

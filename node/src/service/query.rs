@@ -6,8 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::peer_caller;
-use crate::query::{self, QueryError};
-use crate::runtime::NodeContext;
+use crate::query::{self, Queries, QueryError};
 use liutong_proto::v1::query_server::Query;
 use liutong_proto::v1::{AggregateRequest, AggregateResponse, QueryAggregateRequest};
 
@@ -38,7 +37,7 @@ pub(super) fn query_status(e: QueryError) -> Status {
 }
 
 pub struct QueryService {
-    pub(super) context: Arc<NodeContext>,
+    pub queries: Arc<Queries>,
 }
 
 #[tonic::async_trait]
@@ -56,7 +55,9 @@ impl Query for QueryService {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
         let parsed = query::query_from_proto(query.as_ref()).map_err(query_status)?;
-        let answered = query::answer(&self.context, &caller, &agreement_id, parsed)
+        let answered = self
+            .queries
+            .answer(&caller, &agreement_id, parsed)
             .await
             .map_err(query_status)?;
         Ok(Response::new(query::answer_to_proto(&answered)))
@@ -65,18 +66,14 @@ impl Query for QueryService {
 
 /// `Admin.QueryAggregate`.
 pub(super) async fn send(
-    context: &NodeContext,
+    queries: &Queries,
     request: QueryAggregateRequest,
 ) -> Result<AggregateResponse, Status> {
     if request.agreement_id.trim().is_empty() {
         return Err(Status::invalid_argument("agreement_id: name the agreement"));
     }
-    query::send(
-        context,
-        &request.agreement_id,
-        &request.peer,
-        request.query.as_ref(),
-    )
-    .await
-    .map_err(query_status)
+    queries
+        .send(&request.agreement_id, &request.peer, request.query.as_ref())
+        .await
+        .map_err(query_status)
 }

@@ -9,8 +9,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::peer_caller;
-use crate::runtime::NodeContext;
-use crate::transfer::{self, TransferError, TransferState};
+use crate::telemetry::Metrics;
+use crate::transfer::{TransferError, TransferState, Transfers};
 use liutong_proto::v1::transfer_server::Transfer;
 use liutong_proto::v1::{
     PullRequest, PullResponse, PullTransferRequest, ReceiptRequest, ReceiptResponse,
@@ -48,7 +48,7 @@ pub(super) fn transfer_status(e: TransferError) -> Status {
 }
 
 pub struct TransferService {
-    pub(super) context: Arc<NodeContext>,
+    pub transfers: Arc<Transfers>,
 }
 
 #[tonic::async_trait]
@@ -64,17 +64,15 @@ impl Transfer for TransferService {
             agreement_id,
             from_chunk,
         } = request.into_inner();
-        let delivery = transfer::start_delivery(&self.context, &caller, &agreement_id, from_chunk)
+        let delivery = self
+            .transfers
+            .start_delivery(&caller, &agreement_id, from_chunk)
             .await
             .map_err(transfer_status)?;
         let (tx, rx) = mpsc::channel(4);
-        transfer::spawn_delivery(
-            self.context.clone(),
-            delivery,
-            from_chunk,
-            tx,
-            transfer_status,
-        );
+        self.transfers
+            .clone()
+            .spawn_delivery(delivery, from_chunk, tx, transfer_status);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -87,7 +85,8 @@ impl Transfer for TransferService {
             .into_inner()
             .receipt
             .ok_or_else(|| Status::invalid_argument("receipt: the signed receipt is missing"))?;
-        transfer::receive_receipt(&self.context, &caller, receipt.into())
+        self.transfers
+            .receive_receipt(&caller, receipt.into())
             .await
             .map_err(transfer_status)?;
         Ok(Response::new(ReceiptResponse {
@@ -99,7 +98,8 @@ impl Transfer for TransferService {
 /// `Admin.PullTransfer`: runs the pull in its own task and streams its progress; the
 /// pull goes on to the end of its current step even if the caller goes away.
 pub(super) fn pull(
-    context: Arc<NodeContext>,
+    transfers: Arc<Transfers>,
+    metrics: Metrics,
     request: PullTransferRequest,
 ) -> ReceiverStream<Result<TransferProgress, Status>> {
     let (out, rx) = mpsc::channel(16);
@@ -115,23 +115,16 @@ pub(super) fn pull(
                 })
             };
             let started = std::time::Instant::now();
-            let result = transfer::pull(
-                &context,
-                &request.agreement_id,
-                request.max_chunks,
-                progress_tx,
-            )
-            .await
-            .map_err(transfer_status);
+            let result = transfers
+                .pull(&request.agreement_id, request.max_chunks, progress_tx)
+                .await
+                .map_err(transfer_status);
             // The state reached, or the gRPC code of the failure (e.g. DataLoss).
             let outcome = match &result {
                 Ok(p) => p.state.clone(),
                 Err(status) => format!("{:?}", status.code()),
             };
-            context
-                .telemetry
-                .metrics
-                .transfer_finished(outcome, started.elapsed());
+            metrics.transfer_finished(outcome, started.elapsed());
             let _ = forward.await;
             let _ = out.send(result).await;
         }

@@ -14,19 +14,16 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::{local_role, peer_caller};
-use crate::contract::Agreement;
 use crate::local::LocalRole;
-use crate::runtime::NodeContext;
-use crate::transfer;
 use crate::usage::duties::DeletionCause;
 use crate::usage::onward::OnwardError;
-use crate::usage::{self, UsageError, duties, notice, read, revocation};
+use crate::usage::{self, UsageError};
 use liutong_proto::v1::usage_control_server::UsageControl;
 use liutong_proto::v1::usage_server::Usage;
 use liutong_proto::v1::{
-    CopyStatus, ListCopiesRequest, ListCopiesResponse, ListRevocationsRequest,
-    ListRevocationsResponse, NotifyRequest, NotifyResponse, ReadRequest, ReadResponse,
-    RevocationStatus, RevocationsRequest, RevocationsResponse, RevokeRequest,
+    ListCopiesRequest, ListCopiesResponse, ListRevocationsRequest, ListRevocationsResponse,
+    NotifyRequest, NotifyResponse, ReadRequest, ReadResponse, RevocationStatus, RevocationsRequest,
+    RevocationsResponse, RevokeRequest,
 };
 
 /// A usage-control error as the status a person (or an application) can act on.
@@ -73,7 +70,7 @@ pub(super) fn onward_status(e: OnwardError) -> Status {
 
 /// The local API's usage control.
 pub struct UsageService {
-    pub(super) context: Arc<NodeContext>,
+    pub usage: Arc<usage::Usage>,
 }
 
 #[tonic::async_trait]
@@ -86,11 +83,13 @@ impl Usage for UsageService {
     ) -> Result<Response<Self::ReadStream>, Status> {
         local_role(&request)?.require(&[LocalRole::App], "reading received data")?;
         let r = request.into_inner();
-        let grant = read::authorize(&self.context, &r.agreement_id, &r.purpose)
+        let grant = self
+            .usage
+            .authorize_read(&r.agreement_id, &r.purpose)
             .await
             .map_err(usage_status)?;
         let (tx, rx) = mpsc::channel(4);
-        read::spawn_stream(self.context.clone(), grant, tx);
+        self.usage.clone().spawn_read_stream(grant, tx);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -102,7 +101,8 @@ impl Usage for UsageService {
             &[LocalRole::Admin, LocalRole::App, LocalRole::Auditor],
             "listing received copies",
         )?;
-        copies(&self.context)
+        self.usage
+            .copies()
             .map(|copies| Response::new(ListCopiesResponse { copies }))
             .map_err(usage_status)
     }
@@ -113,7 +113,8 @@ impl Usage for UsageService {
     ) -> Result<Response<RevocationStatus>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "revoking an agreement")?;
         let r = request.into_inner();
-        revocation::revoke(&self.context, r.agreement_id.trim(), &r.reason)
+        self.usage
+            .revoke(r.agreement_id.trim(), &r.reason)
             .await
             .map(|record| Response::new(record.to_proto()))
             .map_err(usage_status)
@@ -127,7 +128,9 @@ impl Usage for UsageService {
             &[LocalRole::Admin, LocalRole::Auditor],
             "listing revocations",
         )?;
-        let all = revocation::revocations(&self.context)
+        let all = self
+            .usage
+            .revocations()
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(ListRevocationsResponse {
             revocations: all.iter().map(|r| r.to_proto()).collect(),
@@ -135,73 +138,9 @@ impl Usage for UsageService {
     }
 }
 
-/// The received copies and the deleted ones, by agreement.
-fn copies(context: &NodeContext) -> Result<Vec<CopyStatus>, usage::UsageError> {
-    let storage = context.storage.as_ref();
-    let mut out = Vec::new();
-    for c in transfer::copies(storage)? {
-        let agreement: Option<Agreement> = c.agreement.peek_json().ok();
-        let progress = transfer::progress(&c);
-        let record = usage::uses(storage, &c.agreement_id)?;
-        out.push(CopyStatus {
-            agreement_id: c.agreement_id.clone(),
-            provider: c.provider.clone(),
-            product_id: progress.product_id,
-            version: progress.version,
-            purpose: agreement
-                .as_ref()
-                .map(|a| a.purpose.clone())
-                .unwrap_or_default(),
-            state: progress.state,
-            uses: record.uses,
-            last_used_unix: record.last_used_at.unwrap_or_default(),
-            delete_at_unix: agreement
-                .as_ref()
-                .and_then(|a| duties::deadline(context, a))
-                .unwrap_or_default(),
-            deleted_at_unix: 0,
-            reason: c.reason.clone(),
-            size: progress.bytes_total,
-        });
-    }
-    for d in duties::deletions(storage)? {
-        let record = usage::uses(storage, &d.agreement_id)?;
-        let entry = CopyStatus {
-            agreement_id: d.agreement_id.clone(),
-            provider: d.provider.clone(),
-            product_id: d.product_id.clone(),
-            version: d.version,
-            purpose: context
-                .contracts
-                .by_agreement(&d.agreement_id)
-                .ok()
-                .flatten()
-                .map(|n| n.purpose)
-                .unwrap_or_default(),
-            state: d.state().to_owned(),
-            uses: record.uses,
-            last_used_unix: record.last_used_at.unwrap_or_default(),
-            delete_at_unix: match d.cause {
-                duties::DeletionCause::Expired { deadline } => deadline,
-                duties::DeletionCause::Revoked { .. } => 0,
-            },
-            deleted_at_unix: d.deleted_at,
-            reason: d.explain(),
-            size: 0,
-        };
-        // A deletion record replaces the copy's own line (a crash may leave both).
-        match out.iter_mut().find(|c| c.agreement_id == d.agreement_id) {
-            Some(existing) => *existing = entry,
-            None => out.push(entry),
-        }
-    }
-    out.sort_by(|a, b| a.agreement_id.cmp(&b.agreement_id));
-    Ok(out)
-}
-
 /// The peer API's usage control.
 pub struct UsageControlService {
-    pub(super) context: Arc<NodeContext>,
+    pub usage: Arc<usage::Usage>,
 }
 
 #[tonic::async_trait]
@@ -215,7 +154,8 @@ impl UsageControl for UsageControlService {
             .into_inner()
             .message
             .ok_or_else(|| Status::invalid_argument("message: the signed message is missing"))?;
-        notice::receive(&self.context, &caller, message.into())
+        self.usage
+            .receive_notice(&caller, message.into())
             .await
             .map_err(usage_status)?;
         Ok(Response::new(NotifyResponse {
@@ -228,7 +168,9 @@ impl UsageControl for UsageControlService {
         request: Request<RevocationsRequest>,
     ) -> Result<Response<RevocationsResponse>, Status> {
         let caller = peer_caller(&request)?.clone();
-        let pending = revocation::pending_for(&self.context, &caller)
+        let pending = self
+            .usage
+            .pending_for(&caller)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(RevocationsResponse {
             revocations: pending.into_iter().map(Into::into).collect(),

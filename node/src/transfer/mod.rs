@@ -21,16 +21,22 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
+use crate::alerts::Alerts;
+use crate::audit::log::AuditLog;
 use crate::audit::log::{AuditError, EventKind};
 use crate::base::clock::now;
+use crate::catalog::Catalog;
 use crate::catalog::product::ProductError;
-use crate::contract::{AgreedProductError, Agreement, AgreementError, Role, consumer_agreement};
+use crate::config::{Limits, RecoverySection};
+use crate::contract::{AgreedProductError, Agreement, AgreementError, Contracts, Role};
 use crate::desensitize::DesensitizeError;
-use crate::identity::{Envelope, Membership};
-use crate::runtime::NodeContext;
+use crate::identity::{Envelope, Membership, NodeIdentity};
+use crate::outbound::Peers;
 use crate::storage::blobs::BlobWriter;
 use crate::storage::{Storage, StorageError, Write};
+use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Direction::Received;
+use crate::trust::TrustStore;
 use liutong_proto::v1::pull_response::Part;
 use liutong_proto::v1::transfer_client::TransferClient;
 use liutong_proto::v1::{Chunk, PullRequest, PullResponse, ReceiptRequest, TransferProgress};
@@ -38,6 +44,71 @@ use prost::bytes::Bytes;
 
 pub mod state;
 pub use state::TransferState;
+
+/// What usage control, above this module, says about delivering under an agreement.
+pub trait DeliveryGate: Send + Sync {
+    /// Whether the provider may still deliver under `agreement`; the error says why.
+    fn delivery_allowed(&self, agreement: &Agreement) -> Result<(), String>;
+    /// Why usage control deleted the consumer's copy under `agreement_id`, if it did:
+    /// such a copy is not fetched again.
+    fn deleted(&self, agreement_id: &str) -> Result<Option<String>, StorageError>;
+}
+
+/// Delivery of agreed products, both sides: the provider's checks, manifest and chunk
+/// stream and the receipts it keeps; the consumer's verified pull, its copies and the
+/// receipts it sends.
+pub struct Transfers {
+    storage: Arc<dyn Storage>,
+    audit: AuditLog,
+    identity: Arc<NodeIdentity>,
+    contracts: Arc<Contracts>,
+    catalog: Arc<Catalog>,
+    peers: Arc<Peers>,
+    trust: Arc<TrustStore>,
+    alerts: Alerts,
+    metrics: Metrics,
+    gate: Arc<dyn DeliveryGate>,
+    limits: Limits,
+    recovery: RecoverySection,
+}
+
+impl Transfers {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        audit: AuditLog,
+        identity: Arc<NodeIdentity>,
+        contracts: Arc<Contracts>,
+        catalog: Arc<Catalog>,
+        peers: Arc<Peers>,
+        trust: Arc<TrustStore>,
+        alerts: Alerts,
+        metrics: Metrics,
+        gate: Arc<dyn DeliveryGate>,
+        limits: Limits,
+        recovery: RecoverySection,
+    ) -> Self {
+        Self {
+            storage,
+            audit,
+            identity,
+            contracts,
+            catalog,
+            peers,
+            trust,
+            alerts,
+            metrics,
+            gate,
+            limits,
+            recovery,
+        }
+    }
+
+    /// The received copies (consumer side), by agreement.
+    pub fn copies(&self) -> Result<Vec<ReceivedCopy>, TransferError> {
+        copies(self.storage.as_ref())
+    }
+}
 
 /// Payload type of a transfer manifest.
 pub const MANIFEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.transfer-manifest+json";
@@ -207,119 +278,137 @@ impl From<AuditError> for TransferError {
 
 // ---- provider side ----------------------------------------------------------------
 
-/// The provider's checks before a delivery: a finalized agreement whose consumer is the
-/// caller, and the agreement's policy still permits it (transfer scope).
-pub async fn start_delivery(
-    context: &NodeContext,
-    caller: &Membership,
-    agreement_id: &str,
-    from_chunk: u32,
-) -> Result<Delivery, TransferError> {
-    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
-    // Revoked, or past the copy's deleteAfter deadline: nothing more is delivered.
-    if let Err(why) = crate::usage::delivery_allowed(context, &agreement) {
-        agreement
-            .log(
-                context,
-                EventKind::Transfer,
-                format!("transfer refused: {why}"),
+impl Transfers {
+    /// The provider's checks before a delivery: a finalized agreement whose consumer is the
+    /// caller, and the agreement's policy still permits it (transfer scope).
+    pub async fn start_delivery(
+        &self,
+        caller: &Membership,
+        agreement_id: &str,
+        from_chunk: u32,
+    ) -> Result<Delivery, TransferError> {
+        let agreement = self
+            .contracts
+            .consumer_agreement(&caller.participant_id, agreement_id)?;
+        // Revoked, or past the copy's deleteAfter deadline: nothing more is delivered.
+        if let Err(why) = self.gate.delivery_allowed(&agreement) {
+            agreement
+                .log(
+                    &self.audit,
+                    self.identity.participant_id(),
+                    EventKind::Transfer,
+                    format!("transfer refused: {why}"),
+                )
+                .await?;
+            return Err(TransferError::Forbidden(why));
+        }
+        let policy = self
+            .contracts
+            .compiled_policy(&agreement)
+            .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
+        let request = agreement.request(Scope::Transfer, Action::Use, caller);
+        let state = agreement.policy_state(0);
+        let decision = liutong_policy::evaluate(&policy, &request, &state);
+        self.alerts
+            .policy_decision(
+                "transfer",
+                &caller.participant_id,
+                decision.is_permit(),
+                &decision.explain(),
             )
-            .await?;
-        return Err(TransferError::Forbidden(why));
-    }
-    let policy = agreement
-        .compiled_policy(context)
-        .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
-    let request = agreement.request(Scope::Transfer, Action::Use, caller);
-    let state = agreement.policy_state(0);
-    let decision = liutong_policy::evaluate(&policy, &request, &state);
-    context
-        .alerts
-        .policy_decision(
-            "transfer",
-            &caller.participant_id,
-            decision.is_permit(),
-            &decision.explain(),
-        )
-        .await;
-    if let Some(why) =
-        crate::query::only_aggregates(&policy, &decision, &request, &state, agreement_id)
-    {
-        agreement
-            .log(
-                context,
-                EventKind::Transfer,
-                format!("transfer refused: {why}"),
-            )
-            .await?;
-        return Err(TransferError::AggregateOnly(why));
-    }
-    if !decision.is_permit() {
-        let why = decision.explain();
-        agreement
-            .log(
-                context,
-                EventKind::Transfer,
-                format!("transfer refused at transfer scope: {why}"),
-            )
-            .await?;
-        return Err(TransferError::Denied(why));
-    }
-    let product = agreement.product(&context.catalog.products)?;
-    let mut manifest = Manifest {
-        agreement_id: agreement_id.to_owned(),
-        product_id: product.product_id.clone(),
-        version: product.version,
-        size: product.size,
-        sha256: product.sha256.clone(),
-        chunk_size: product.chunk_size,
-        chunk_hashes: product.chunk_hashes.clone(),
-        format: product.format.to_string(),
-        desensitized: None,
-    };
-    // Mask duties: the manifest covers the masked bytes, which are delivered instead.
-    let masked =
-        crate::desensitize::delivery_for(context, &agreement, &product, &decision.duties).await?;
-    if let Some(m) = masked {
-        manifest.size = m.size;
-        manifest.sha256 = m.sha256;
-        manifest.chunk_size = m.chunk_size;
-        manifest.chunk_hashes = m.chunk_hashes;
-        manifest.desensitized = Some(m.desensitization);
-    }
-    let chunks = manifest.chunk_hashes.len() as u32;
-    if from_chunk > chunks {
-        return Err(TransferError::OutOfRange(format!(
-            "from_chunk: the product has {chunks} chunks"
-        )));
-    }
-    agreement
-        .log(
-            context,
-            EventKind::Transfer,
-            format!(
-                "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
-                product.product_id,
-                product.version,
-                manifest.chunk_hashes.len(),
-                match &manifest.desensitized {
-                    Some(d) => format!(
-                        ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
-                        d.rules.len(),
-                        d.applied.len(),
-                        manifest.sha256
-                    ),
-                    None => String::new(),
-                }
-            ),
+            .await;
+        if let Some(why) =
+            crate::query::only_aggregates(&policy, &decision, &request, &state, agreement_id)
+        {
+            agreement
+                .log(
+                    &self.audit,
+                    self.identity.participant_id(),
+                    EventKind::Transfer,
+                    format!("transfer refused: {why}"),
+                )
+                .await?;
+            return Err(TransferError::AggregateOnly(why));
+        }
+        if !decision.is_permit() {
+            let why = decision.explain();
+            agreement
+                .log(
+                    &self.audit,
+                    self.identity.participant_id(),
+                    EventKind::Transfer,
+                    format!("transfer refused at transfer scope: {why}"),
+                )
+                .await?;
+            return Err(TransferError::Denied(why));
+        }
+        let product = agreement.product(&self.catalog.products)?;
+        let mut manifest = Manifest {
+            agreement_id: agreement_id.to_owned(),
+            product_id: product.product_id.clone(),
+            version: product.version,
+            size: product.size,
+            sha256: product.sha256.clone(),
+            chunk_size: product.chunk_size,
+            chunk_hashes: product.chunk_hashes.clone(),
+            format: product.format.to_string(),
+            desensitized: None,
+        };
+        // Mask duties: the manifest covers the masked bytes, which are delivered instead.
+        let masked = crate::desensitize::delivery_for(
+            &self.storage,
+            &self.catalog.products,
+            &agreement.agreement_id,
+            &product,
+            &decision.duties,
         )
         .await?;
-    Ok(Delivery {
-        desensitized: manifest.desensitized.is_some(),
-        manifest: Envelope::sign_json(MANIFEST_PAYLOAD_TYPE, &manifest, &context.signing_key),
-        agreement,
-        chunks,
-    })
+        if let Some(m) = masked {
+            manifest.size = m.size;
+            manifest.sha256 = m.sha256;
+            manifest.chunk_size = m.chunk_size;
+            manifest.chunk_hashes = m.chunk_hashes;
+            manifest.desensitized = Some(m.desensitization);
+        }
+        let chunks = manifest.chunk_hashes.len() as u32;
+        if from_chunk > chunks {
+            return Err(TransferError::OutOfRange(format!(
+                "from_chunk: the product has {chunks} chunks"
+            )));
+        }
+        agreement
+            .log(
+                &self.audit,
+                self.identity.participant_id(),
+                EventKind::Transfer,
+                format!(
+                    "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
+                    product.product_id,
+                    product.version,
+                    manifest.chunk_hashes.len(),
+                    match &manifest.desensitized {
+                        Some(d) => format!(
+                            ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
+                            d.rules.len(),
+                            d.applied.len(),
+                            manifest.sha256
+                        ),
+                        None => String::new(),
+                    }
+                ),
+            )
+            .await?;
+        Ok(Delivery {
+            desensitized: manifest.desensitized.is_some(),
+            manifest: Envelope::sign_json(
+                MANIFEST_PAYLOAD_TYPE,
+                &manifest,
+                &self.identity.signing_key,
+            ),
+            agreement,
+            chunks,
+        })
+    }
 }
 
 /// A delivery the provider has decided to make: its signed manifest and what the
@@ -333,183 +422,182 @@ pub struct Delivery {
     pub desensitized: bool,
 }
 
-/// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
-/// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
-/// A chunk that cannot be read ends the stream with `to_status` of its error (the
-/// service's status mapping).
-pub fn spawn_delivery(
-    context: Arc<NodeContext>,
-    delivery: Delivery,
-    from_chunk: u32,
-    tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
-    to_status: fn(TransferError) -> tonic::Status,
-) {
-    let Delivery {
-        manifest,
-        agreement,
-        chunks,
-        desensitized,
-    } = delivery;
-    tokio::spawn(async move {
-        if tx
-            .send(Ok(PullResponse {
-                part: Some(Part::Manifest(manifest.into())),
-            }))
-            .await
-            .is_err()
-        {
-            return;
-        }
-        let agreement = Arc::new(agreement);
-        let read = |index: u32| {
-            let (context, agreement) = (context.clone(), agreement.clone());
-            tokio::task::spawn_blocking(move || {
-                delivery_chunk(&context, &agreement, desensitized, index)
-            })
-        };
-        let mut next = (from_chunk < chunks).then(|| read(from_chunk));
-        for index in from_chunk..chunks {
-            let Some(reading) = next.take() else { return };
-            if index + 1 < chunks {
-                next = Some(read(index + 1));
+impl Transfers {
+    /// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
+    /// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
+    /// A chunk that cannot be read ends the stream with `to_status` of its error (the
+    /// service's status mapping).
+    pub fn spawn_delivery(
+        self: Arc<Self>,
+        delivery: Delivery,
+        from_chunk: u32,
+        tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
+        to_status: fn(TransferError) -> tonic::Status,
+    ) {
+        let Delivery {
+            manifest,
+            agreement,
+            chunks,
+            desensitized,
+        } = delivery;
+        tokio::spawn(async move {
+            if tx
+                .send(Ok(PullResponse {
+                    part: Some(Part::Manifest(manifest.into())),
+                }))
+                .await
+                .is_err()
+            {
+                return;
             }
-            let data = match reading.await {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    let _ = tx.send(Err(to_status(e))).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
-                    return;
-                }
+            let agreement = Arc::new(agreement);
+            let read = |index: u32| {
+                let (this, agreement) = (self.clone(), agreement.clone());
+                tokio::task::spawn_blocking(move || {
+                    this.delivery_chunk(&agreement, desensitized, index)
+                })
             };
-            let sent = data.len() as u64;
-            let message = PullResponse {
-                part: Some(Part::Chunk(Chunk { index, data })),
-            };
-            if tx.send(Ok(message)).await.is_err() {
-                return; // the consumer went away; it resumes later
+            let mut next = (from_chunk < chunks).then(|| read(from_chunk));
+            for index in from_chunk..chunks {
+                let Some(reading) = next.take() else { return };
+                if index + 1 < chunks {
+                    next = Some(read(index + 1));
+                }
+                let data = match reading.await {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let sent = data.len() as u64;
+                let message = PullResponse {
+                    part: Some(Part::Chunk(Chunk { index, data })),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return; // the consumer went away; it resumes later
+                }
+                self.alerts.delivered(&agreement, sent).await;
             }
-            context.alerts.delivered(&agreement, sent).await;
-        }
-    });
-}
+        });
+    }
 
-/// The bytes the provider delivers as chunk `index` under an agreement: the stored
-/// chunk of the agreed product version, or of the agreement's masked delivery when the
-/// policy has mask duties. Blocking (reads a file or the database).
-fn delivery_chunk(
-    context: &NodeContext,
-    agreement: &Agreement,
-    desensitized: bool,
-    index: u32,
-) -> Result<Bytes, TransferError> {
-    if desensitized {
-        crate::desensitize::delivery::chunk(
-            context.storage.as_ref(),
-            &agreement.agreement_id,
-            index,
-        )
-        .map(Bytes::from)
-        .map_err(TransferError::from)
-    } else {
-        context
-            .catalog
-            .products
-            .chunk(&agreement.product_id, agreement.version, index)
+    /// The bytes the provider delivers as chunk `index` under an agreement: the stored
+    /// chunk of the agreed product version, or of the agreement's masked delivery when the
+    /// policy has mask duties. Blocking (reads a file or the database).
+    fn delivery_chunk(
+        &self,
+        agreement: &Agreement,
+        desensitized: bool,
+        index: u32,
+    ) -> Result<Bytes, TransferError> {
+        if desensitized {
+            crate::desensitize::delivery::chunk(
+                self.storage.as_ref(),
+                &agreement.agreement_id,
+                index,
+            )
             .map(Bytes::from)
-            .map_err(product_read_error)
-    }
-}
-
-/// The consumer's signed receipt (provider side).
-pub async fn receive_receipt(
-    context: &NodeContext,
-    caller: &Membership,
-    envelope: Envelope,
-) -> Result<(), TransferError> {
-    let receipt: Receipt = envelope
-        .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
-        .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
-    let agreement = consumer_agreement(context, &caller.participant_id, &receipt.agreement_id)?;
-    // A masked delivery's receipt names the masked bytes.
-    let (sha256, size) = match crate::desensitize::delivery::delivered(
-        context.storage.as_ref(),
-        &receipt.agreement_id,
-    )? {
-        Some(m) => (m.sha256, m.size),
-        None => (agreement.product_sha256.clone(), agreement.size),
-    };
-    if receipt.sha256 != sha256 || receipt.size != size {
-        return Err(TransferError::DataLoss(
-            "the receipt names another payload than the agreement".into(),
-        ));
-    }
-    // One receipt step per agreement at a time, so two arriving together are decided
-    // one after the other: the second sees the first.
-    let Some(_claim) = context
-        .contracts
-        .claims()
-        .claim_within(
-            &format!("receipt-in/{}", receipt.agreement_id),
-            RECEIPT_WAIT,
-        )
-        .await
-    else {
-        return Err(TransferError::Unavailable(format!(
-            "a receipt for agreement {} is being recorded; send it again",
-            receipt.agreement_id
-        )));
-    };
-    // The consumer sends its receipt again until it learns that it arrived: the one
-    // already held is acknowledged as the first was; another one is refused.
-    if let Some(held) = delivery_receipt(context, &receipt.agreement_id)? {
-        if held == envelope {
-            return Ok(());
+            .map_err(TransferError::from)
+        } else {
+            self.catalog
+                .products
+                .chunk(&agreement.product_id, agreement.version, index)
+                .map(Bytes::from)
+                .map_err(product_read_error)
         }
-        return Err(TransferError::Invalid(format!(
-            "another receipt for agreement {} is already recorded",
-            receipt.agreement_id
-        )));
     }
-    // The receipt and its audit entry are committed together.
-    let event = agreement.event(
-        EventKind::Transfer,
-        caller.participant_id.as_str(),
-        format!(
-            "transfer COMPLETED: receipt for {} bytes, sha256 {}",
-            receipt.size, receipt.sha256
-        ),
-    );
-    context
-        .audit
-        .append_with(
-            &[event],
-            vec![(
-                DELIVERIES,
-                Write::Put(
-                    receipt.agreement_id.as_bytes().to_vec(),
-                    envelope.to_json().into_bytes(),
-                ),
-            )],
-        )
-        .await?;
-    // Pause point `transfer.provider.receipt`: the receipt is recorded (durable), the
-    // consumer has not been answered.
-    crate::pause::at("transfer.provider.receipt").await;
-    Ok(())
-}
 
-/// The consumer's receipt for a delivery, once received (provider side).
-pub fn delivery_receipt(
-    context: &NodeContext,
-    agreement_id: &str,
-) -> Result<Option<Envelope>, TransferError> {
-    Ok(context
-        .storage
-        .get(DELIVERIES, agreement_id.as_bytes())?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
+    /// The consumer's signed receipt (provider side).
+    pub async fn receive_receipt(
+        &self,
+        caller: &Membership,
+        envelope: Envelope,
+    ) -> Result<(), TransferError> {
+        let receipt: Receipt = envelope
+            .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
+            .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
+        let agreement = self
+            .contracts
+            .consumer_agreement(&caller.participant_id, &receipt.agreement_id)?;
+        // A masked delivery's receipt names the masked bytes.
+        let (sha256, size) = match crate::desensitize::delivery::delivered(
+            self.storage.as_ref(),
+            &receipt.agreement_id,
+        )? {
+            Some(m) => (m.sha256, m.size),
+            None => (agreement.product_sha256.clone(), agreement.size),
+        };
+        if receipt.sha256 != sha256 || receipt.size != size {
+            return Err(TransferError::DataLoss(
+                "the receipt names another payload than the agreement".into(),
+            ));
+        }
+        // One receipt step per agreement at a time, so two arriving together are decided
+        // one after the other: the second sees the first.
+        let Some(_claim) = self
+            .contracts
+            .claims()
+            .claim_within(
+                &format!("receipt-in/{}", receipt.agreement_id),
+                RECEIPT_WAIT,
+            )
+            .await
+        else {
+            return Err(TransferError::Unavailable(format!(
+                "a receipt for agreement {} is being recorded; send it again",
+                receipt.agreement_id
+            )));
+        };
+        // The consumer sends its receipt again until it learns that it arrived: the one
+        // already held is acknowledged as the first was; another one is refused.
+        if let Some(held) = self.delivery_receipt(&receipt.agreement_id)? {
+            if held == envelope {
+                return Ok(());
+            }
+            return Err(TransferError::Invalid(format!(
+                "another receipt for agreement {} is already recorded",
+                receipt.agreement_id
+            )));
+        }
+        // The receipt and its audit entry are committed together.
+        let event = agreement.event(
+            EventKind::Transfer,
+            caller.participant_id.as_str(),
+            format!(
+                "transfer COMPLETED: receipt for {} bytes, sha256 {}",
+                receipt.size, receipt.sha256
+            ),
+        );
+        self.audit
+            .append_with(
+                &[event],
+                vec![(
+                    DELIVERIES,
+                    Write::Put(
+                        receipt.agreement_id.as_bytes().to_vec(),
+                        envelope.to_json().into_bytes(),
+                    ),
+                )],
+            )
+            .await?;
+        // Pause point `transfer.provider.receipt`: the receipt is recorded (durable), the
+        // consumer has not been answered.
+        crate::pause::at("transfer.provider.receipt").await;
+        Ok(())
+    }
+
+    /// The consumer's receipt for a delivery, once received (provider side).
+    pub fn delivery_receipt(&self, agreement_id: &str) -> Result<Option<Envelope>, TransferError> {
+        Ok(self
+            .storage
+            .get(DELIVERIES, agreement_id.as_bytes())?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
 }
 
 // ---- consumer side ----------------------------------------------------------------
@@ -622,359 +710,351 @@ fn progress_with(c: &ReceivedCopy, m: &Manifest) -> TransferProgress {
     }
 }
 
-/// Pulls (or resumes) the product of an agreement; reports progress on `progress_tx`.
-/// `max_chunks` (0: all) stops after that many chunks, to resume later.
-pub async fn pull(
-    context: &NodeContext,
-    agreement_id: &str,
-    max_chunks: u32,
-    progress_tx: mpsc::Sender<TransferProgress>,
-) -> Result<TransferProgress, TransferError> {
-    let n = context.contracts.finalized(Role::Consumer, agreement_id)?;
-    let agreement_envelope = n
-        .agreement
-        .clone()
-        .expect("finalized negotiations carry their agreement");
-    let agreement: Agreement = n
-        .agreement_content()
-        .ok_or_else(|| TransferError::Invalid("the agreement is unreadable".into()))?;
-    let storage = context.storage.as_ref();
-    // A copy deleted by usage control (deadline passed, agreement revoked) is not
-    // fetched again.
-    if let Some(gone) = crate::usage::deletion(storage, agreement_id)? {
-        return Err(TransferError::Forbidden(gone.explain()));
-    }
-    let existing = copy(storage, agreement_id)?;
-    if let Some(c) = &existing
-        && c.state == TransferState::Completed
-    {
-        // A receipt that has not reached the provider yet goes with this pull too; the
-        // copy is complete whatever becomes of it (a refusal is its recorded reason).
-        if let Err(e) = send_receipt(context, agreement_id, None).await {
-            tracing::warn!(agreement = %agreement_id, error = %e, "the receipt was not delivered");
+impl Transfers {
+    /// Pulls (or resumes) the product of an agreement; reports progress on `progress_tx`.
+    /// `max_chunks` (0: all) stops after that many chunks, to resume later.
+    pub async fn pull(
+        &self,
+        agreement_id: &str,
+        max_chunks: u32,
+        progress_tx: mpsc::Sender<TransferProgress>,
+    ) -> Result<TransferProgress, TransferError> {
+        let n = self.contracts.finalized(Role::Consumer, agreement_id)?;
+        let agreement_envelope = n
+            .agreement
+            .clone()
+            .expect("finalized negotiations carry their agreement");
+        let agreement: Agreement = n
+            .agreement_content()
+            .ok_or_else(|| TransferError::Invalid("the agreement is unreadable".into()))?;
+        let storage = self.storage.as_ref();
+        // A copy deleted by usage control (deadline passed, agreement revoked) is not
+        // fetched again.
+        if let Some(gone) = self.gate.deleted(agreement_id)? {
+            return Err(TransferError::Forbidden(gone));
         }
-        let c = copy(storage, agreement_id)?.unwrap_or_else(|| c.clone());
-        return Ok(progress(&c));
-    }
-    let from_chunk = existing.as_ref().map_or(0, |c| c.chunks_received);
-
-    let channel = context
-        .connect_member(&n.peer_address, &n.peer)
-        .await
-        .map_err(|e| TransferError::Unreachable(e.to_string()))?;
-    let limit = context.config.limits.max_message_bytes;
-    let mut client = TransferClient::new(channel)
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let mut stream = client
-        .pull(PullRequest {
-            agreement_id: agreement_id.to_owned(),
-            from_chunk,
-        })
-        .await
-        .map_err(TransferError::Peer)?
-        .into_inner();
-
-    // The manifest: signed by the provider, for this agreement's product version.
-    let first = stream
-        .message()
-        .await
-        .map_err(TransferError::Peer)?
-        .ok_or_else(|| TransferError::Invalid("the provider sent nothing".into()))?;
-    let Some(Part::Manifest(manifest_envelope)) = first.part else {
-        return Err(TransferError::Invalid(
-            "the provider did not start with a manifest".into(),
-        ));
-    };
-    let manifest_envelope: Envelope = manifest_envelope.into();
-    let provider = context
-        .trust
-        .member(&n.peer, now())
-        .map_err(|e| TransferError::Forbidden(format!("the provider: {e}")))?;
-    let manifest: Manifest = manifest_envelope
-        .open_json(MANIFEST_PAYLOAD_TYPE, &provider.signing_key)
-        .map_err(|e| TransferError::DataLoss(format!("the manifest: {e}")))?;
-    check_manifest(&manifest, &agreement)?;
-    let mut record = match existing {
-        Some(mut c) => {
-            if c.manifest.payload != manifest_envelope.payload {
-                return Err(TransferError::DataLoss(
-                    "the provider's manifest changed since the transfer started".into(),
-                ));
+        let existing = copy(storage, agreement_id)?;
+        if let Some(c) = &existing
+            && c.state == TransferState::Completed
+        {
+            // A receipt that has not reached the provider yet goes with this pull too; the
+            // copy is complete whatever becomes of it (a refusal is its recorded reason).
+            if let Err(e) = self.send_receipt(agreement_id, None).await {
+                tracing::warn!(agreement = %agreement_id, error = %e, "the receipt was not delivered");
             }
-            c.state = state::next(c.state, state::Event::Resumed)?;
-            c
+            let c = copy(storage, agreement_id)?.unwrap_or_else(|| c.clone());
+            return Ok(progress(&c));
         }
-        None => ReceivedCopy {
-            agreement_id: agreement_id.to_owned(),
-            provider: n.peer.to_string(),
-            manifest: manifest_envelope,
-            agreement: agreement_envelope,
-            chunks_received: 0,
-            state: TransferState::Started,
-            reason: String::new(),
-            receipt: None,
-            updated_at: now(),
-        },
-    };
-    save_copy(storage, &record)?;
-    context.storage.flush().await?;
-    let total = manifest.chunk_hashes.len() as u32;
-    let _ = progress_tx.send(progress_with(&record, &manifest)).await;
+        let from_chunk = existing.as_ref().map_or(0, |c| c.chunks_received);
 
-    // The chunks, each checked against the signed manifest (whose chunk list the
-    // agreement fixes) before it is kept.
-    let manifest = Arc::new(manifest);
-    let mut sink = Some(Sink {
-        writer: storage.blobs().writer(&copy_payload(agreement_id), true)?,
-        manifest: manifest.clone(),
-    });
-    // The chunk being checked and written on a blocking thread while the next arrives.
-    let mut in_flight: Option<tokio::task::JoinHandle<(Sink, std::io::Result<Taken>)>> = None;
-    let mut next = record.chunks_received;
-    let mut pulled = 0u32;
-    loop {
-        let more = next < total && (max_chunks == 0 || pulled < max_chunks);
-        let message = if more {
-            Some(stream.message().await.map_err(TransferError::Peer)?)
-        } else {
-            None
+        let channel = self
+            .peers
+            .connect_member(&n.peer_address, &n.peer)
+            .await
+            .map_err(|e| TransferError::Unreachable(e.to_string()))?;
+        let limit = self.limits.max_message_bytes;
+        let mut client = TransferClient::new(channel)
+            .max_decoding_message_size(limit)
+            .max_encoding_message_size(limit);
+        let mut stream = client
+            .pull(PullRequest {
+                agreement_id: agreement_id.to_owned(),
+                from_chunk,
+            })
+            .await
+            .map_err(TransferError::Peer)?
+            .into_inner();
+
+        // The manifest: signed by the provider, for this agreement's product version.
+        let first = stream
+            .message()
+            .await
+            .map_err(TransferError::Peer)?
+            .ok_or_else(|| TransferError::Invalid("the provider sent nothing".into()))?;
+        let Some(Part::Manifest(manifest_envelope)) = first.part else {
+            return Err(TransferError::Invalid(
+                "the provider did not start with a manifest".into(),
+            ));
         };
-        if let Some(job) = in_flight.take() {
-            let (back, taken) = job
-                .await
-                .map_err(|e| TransferError::Invalid(format!("the chunk writer failed: {e}")))?;
-            sink = Some(back);
-            match taken? {
-                Taken::Kept { durable } => {
-                    record.chunks_received += 1;
-                    record.reason.clear();
-                    if durable {
-                        record.state = state::next(record.state, state::Event::ChunksSynced)?;
-                        // The chunks are on disk: now the record may count them, and
-                        // is made durable itself before more is fetched, so the resume
-                        // point after a crash is the synced prefix, never less.
+        let manifest_envelope: Envelope = manifest_envelope.into();
+        let provider = self
+            .trust
+            .member(&n.peer, now())
+            .map_err(|e| TransferError::Forbidden(format!("the provider: {e}")))?;
+        let manifest: Manifest = manifest_envelope
+            .open_json(MANIFEST_PAYLOAD_TYPE, &provider.signing_key)
+            .map_err(|e| TransferError::DataLoss(format!("the manifest: {e}")))?;
+        check_manifest(&manifest, &agreement)?;
+        let mut record = match existing {
+            Some(mut c) => {
+                if c.manifest.payload != manifest_envelope.payload {
+                    return Err(TransferError::DataLoss(
+                        "the provider's manifest changed since the transfer started".into(),
+                    ));
+                }
+                c.state = state::next(c.state, state::Event::Resumed)?;
+                c
+            }
+            None => ReceivedCopy {
+                agreement_id: agreement_id.to_owned(),
+                provider: n.peer.to_string(),
+                manifest: manifest_envelope,
+                agreement: agreement_envelope,
+                chunks_received: 0,
+                state: TransferState::Started,
+                reason: String::new(),
+                receipt: None,
+                updated_at: now(),
+            },
+        };
+        save_copy(storage, &record)?;
+        self.storage.flush().await?;
+        let total = manifest.chunk_hashes.len() as u32;
+        let _ = progress_tx.send(progress_with(&record, &manifest)).await;
+
+        // The chunks, each checked against the signed manifest (whose chunk list the
+        // agreement fixes) before it is kept.
+        let manifest = Arc::new(manifest);
+        let mut sink = Some(Sink {
+            writer: storage.blobs().writer(&copy_payload(agreement_id), true)?,
+            manifest: manifest.clone(),
+        });
+        // The chunk being checked and written on a blocking thread while the next arrives.
+        let mut in_flight: Option<tokio::task::JoinHandle<(Sink, std::io::Result<Taken>)>> = None;
+        let mut next = record.chunks_received;
+        let mut pulled = 0u32;
+        loop {
+            let more = next < total && (max_chunks == 0 || pulled < max_chunks);
+            let message = if more {
+                Some(stream.message().await.map_err(TransferError::Peer)?)
+            } else {
+                None
+            };
+            if let Some(job) = in_flight.take() {
+                let (back, taken) = job
+                    .await
+                    .map_err(|e| TransferError::Invalid(format!("the chunk writer failed: {e}")))?;
+                sink = Some(back);
+                match taken? {
+                    Taken::Kept { durable } => {
+                        record.chunks_received += 1;
+                        record.reason.clear();
+                        if durable {
+                            record.state = state::next(record.state, state::Event::ChunksSynced)?;
+                            // The chunks are on disk: now the record may count them, and
+                            // is made durable itself before more is fetched, so the resume
+                            // point after a crash is the synced prefix, never less.
+                            record.updated_at = now();
+                            save_copy(storage, &record)?;
+                            self.storage.flush().await?;
+                            // Pause point `transfer.consumer.synced`: the first synced
+                            // chunks and the count of them are durable, the rest not
+                            // fetched yet.
+                            crate::pause::at("transfer.consumer.synced").await;
+                        }
+                        let _ = progress_tx.send(progress_with(&record, &manifest)).await;
+                    }
+                    Taken::Refused => {
+                        record.state = state::next(record.state, state::Event::ChunkRefused)?;
+                        let expected = record.chunks_received;
+                        record.reason = format!(
+                            "chunk {expected} does not match its size or SHA-256 in the signed manifest; it was not kept"
+                        );
                         record.updated_at = now();
                         save_copy(storage, &record)?;
-                        context.storage.flush().await?;
-                        // Pause point `transfer.consumer.synced`: the first synced
-                        // chunks and the count of them are durable, the rest not
-                        // fetched yet.
-                        crate::pause::at("transfer.consumer.synced").await;
+                        self.storage.flush().await?;
+                        agreement
+                            .log(
+                                &self.audit,
+                                self.identity.participant_id(),
+                                EventKind::Transfer,
+                                format!("transfer chunk {expected} refused: hash mismatch"),
+                            )
+                            .await?;
+                        return Err(TransferError::DataLoss(record.reason.clone()));
                     }
-                    let _ = progress_tx.send(progress_with(&record, &manifest)).await;
-                }
-                Taken::Refused => {
-                    record.state = state::next(record.state, state::Event::ChunkRefused)?;
-                    let expected = record.chunks_received;
-                    record.reason = format!(
-                        "chunk {expected} does not match its size or SHA-256 in the signed manifest; it was not kept"
-                    );
-                    record.updated_at = now();
-                    save_copy(storage, &record)?;
-                    context.storage.flush().await?;
-                    agreement
-                        .log(
-                            context,
-                            EventKind::Transfer,
-                            format!("transfer chunk {expected} refused: hash mismatch"),
-                        )
-                        .await?;
-                    return Err(TransferError::DataLoss(record.reason.clone()));
                 }
             }
+            let Some(message) = message else { break };
+            let Some(PullResponse {
+                part: Some(Part::Chunk(chunk)),
+            }) = message
+            else {
+                return Err(TransferError::Invalid(format!(
+                    "the provider's stream ended after chunk {} of {total}",
+                    record.chunks_received
+                )));
+            };
+            if chunk.index != next {
+                return Err(TransferError::Invalid(format!(
+                    "the provider sent chunk {} where chunk {next} was due",
+                    chunk.index
+                )));
+            }
+            self.metrics
+                .transfer_bytes(Received, chunk.data.len() as u64);
+            pulled += 1;
+            next += 1;
+            // Durable at every FLUSH_EVERY chunks and at the last one this pull takes.
+            let sync = next.is_multiple_of(FLUSH_EVERY) || next == total || pulled == max_chunks;
+            let mut job_sink = sink.take().expect("the sink is back before the next chunk");
+            in_flight = Some(tokio::task::spawn_blocking(move || {
+                let taken = job_sink.take(chunk.index, &chunk.data, sync);
+                (job_sink, taken)
+            }));
         }
-        let Some(message) = message else { break };
-        let Some(PullResponse {
-            part: Some(Part::Chunk(chunk)),
-        }) = message
-        else {
-            return Err(TransferError::Invalid(format!(
-                "the provider's stream ended after chunk {} of {total}",
-                record.chunks_received
-            )));
-        };
-        if chunk.index != next {
-            return Err(TransferError::Invalid(format!(
-                "the provider sent chunk {} where chunk {next} was due",
-                chunk.index
-            )));
+        drop(sink);
+        self.storage.flush().await?;
+        if record.chunks_received < total {
+            record.state = state::next(record.state, state::Event::Suspended)?;
+            return Ok(progress_with(&record, &manifest));
         }
-        context
-            .telemetry
-            .metrics
-            .transfer_bytes(Received, chunk.data.len() as u64);
-        pulled += 1;
-        next += 1;
-        // Durable at every FLUSH_EVERY chunks and at the last one this pull takes.
-        let sync = next.is_multiple_of(FLUSH_EVERY) || next == total || pulled == max_chunks;
-        let mut job_sink = sink.take().expect("the sink is back before the next chunk");
-        in_flight = Some(tokio::task::spawn_blocking(move || {
-            let taken = job_sink.take(chunk.index, &chunk.data, sync);
-            (job_sink, taken)
-        }));
-    }
-    drop(sink);
-    context.storage.flush().await?;
-    if record.chunks_received < total {
-        record.state = state::next(record.state, state::Event::Suspended)?;
-        return Ok(progress_with(&record, &manifest));
-    }
-    drop(stream);
+        drop(stream);
 
-    // Every chunk matched the manifest's list, which is the agreement's: the copy is
-    // the payload the manifest names.
-    let (sha256, size) = (manifest.sha256.clone(), manifest.size);
-    let receipt = Envelope::sign_json(
-        RECEIPT_PAYLOAD_TYPE,
-        &Receipt {
-            agreement_id: agreement_id.to_owned(),
-            product_id: manifest.product_id.clone(),
-            version: manifest.version,
-            sha256: sha256.clone(),
-            size,
-            received_at: now(),
-        },
-        &context.signing_key,
-    );
-    record.state = state::next(record.state, state::Event::Completed)?;
-    record.receipt = Some(receipt);
-    record.updated_at = now();
-    // COMPLETED, the receipt to send, the mark that it is not confirmed yet and the
-    // audit entry are one commit: the receipt is sent again from it until it arrives.
-    let event = agreement.event(
-        EventKind::Transfer,
-        n.peer.as_str(),
-        format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
-    );
-    context
-        .audit
-        .append_with(
-            &[event],
-            // The mark before the copy record: a copy that is COMPLETED on disk always
-            // has its receipt on the way.
-            vec![
-                (COPIES, Write::Put(pending_key(agreement_id), Vec::new())),
-                (
-                    COPIES,
-                    Write::Put(
-                        copy_key(agreement_id),
-                        serde_json::to_vec(&record).expect("copies serialize"),
+        // Every chunk matched the manifest's list, which is the agreement's: the copy is
+        // the payload the manifest names.
+        let (sha256, size) = (manifest.sha256.clone(), manifest.size);
+        let receipt = Envelope::sign_json(
+            RECEIPT_PAYLOAD_TYPE,
+            &Receipt {
+                agreement_id: agreement_id.to_owned(),
+                product_id: manifest.product_id.clone(),
+                version: manifest.version,
+                sha256: sha256.clone(),
+                size,
+                received_at: now(),
+            },
+            &self.identity.signing_key,
+        );
+        record.state = state::next(record.state, state::Event::Completed)?;
+        record.receipt = Some(receipt);
+        record.updated_at = now();
+        // COMPLETED, the receipt to send, the mark that it is not confirmed yet and the
+        // audit entry are one commit: the receipt is sent again from it until it arrives.
+        let event = agreement.event(
+            EventKind::Transfer,
+            n.peer.as_str(),
+            format!("transfer COMPLETED: {size} bytes verified, sha256 {sha256}"),
+        );
+        self.audit
+            .append_with(
+                &[event],
+                // The mark before the copy record: a copy that is COMPLETED on disk always
+                // has its receipt on the way.
+                vec![
+                    (COPIES, Write::Put(pending_key(agreement_id), Vec::new())),
+                    (
+                        COPIES,
+                        Write::Put(
+                            copy_key(agreement_id),
+                            serde_json::to_vec(&record).expect("copies serialize"),
+                        ),
                     ),
-                ),
-            ],
-        )
-        .await?;
-    // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
-    // sent yet.
-    crate::pause::at("transfer.consumer.completed").await;
-    send_receipt(context, agreement_id, Some(client)).await?;
-    let done = progress(&record);
-    let _ = progress_tx.send(done.clone()).await;
-    Ok(done)
+                ],
+            )
+            .await?;
+        // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
+        // sent yet.
+        crate::pause::at("transfer.consumer.completed").await;
+        self.send_receipt(agreement_id, Some(client)).await?;
+        let done = progress(&record);
+        let _ = progress_tx.send(done.clone()).await;
+        Ok(done)
+    }
 }
 
 fn pending_key(agreement_id: &str) -> Vec<u8> {
     [RECEIPT_PENDING, agreement_id.as_bytes()].concat()
 }
 
-/// The claim of the consumer's receipt step for `agreement_id`: one at a time sends it
-/// or gives it up (a pull's own, the background work's).
-async fn receipt_claim(
-    context: &NodeContext,
-    agreement_id: &str,
-) -> Option<crate::recovery::Claim> {
-    context
-        .contracts
-        .claims()
-        .claim_within(&format!("receipt-out/{agreement_id}"), RECEIPT_WAIT)
-        .await
-}
-
-/// Sends the receipt of COMPLETED copy `agreement_id` to its provider (on `client`, or
-/// on a new connection), unless the provider already confirmed it. Confirmed, the
-/// copy's mark is removed; a refusal removes it too and is recorded as the copy's
-/// reason; a call that does not get through keeps it, to be sent again, and is no
-/// error to the caller (the copy is complete either way).
-async fn send_receipt(
-    context: &NodeContext,
-    agreement_id: &str,
-    client: Option<TransferClient<crate::telemetry::PeerChannel>>,
-) -> Result<(), TransferError> {
-    use crate::recovery::{Call, Verdict, verdict};
-    let Some(_claim) = receipt_claim(context, agreement_id).await else {
-        // Another step is sending it; the mark stays until the provider confirms it.
-        return Ok(());
-    };
-    // As stored now, under the claim: the other step may have delivered it meanwhile.
-    let storage = context.storage.as_ref();
-    let key = pending_key(agreement_id);
-    if storage.get(COPIES, &key)?.is_none() {
-        return Ok(());
+impl Transfers {
+    /// The claim of the consumer's receipt step for `agreement_id`: one at a time sends it
+    /// or gives it up (a pull's own, the background work's).
+    async fn receipt_claim(&self, agreement_id: &str) -> Option<crate::recovery::Claim> {
+        self.contracts
+            .claims()
+            .claim_within(&format!("receipt-out/{agreement_id}"), RECEIPT_WAIT)
+            .await
     }
-    let Some(c) = copy(storage, agreement_id)?.filter(|c| c.state == TransferState::Completed)
-    else {
-        // The copy was deleted (usage control) or never completed.
-        storage.delete(COPIES, &key)?;
-        return Ok(());
-    };
-    let Some(receipt) = c.receipt.clone() else {
-        storage.delete(COPIES, &key)?;
-        return Ok(());
-    };
-    let client = match client {
-        Some(client) => client,
-        None => {
-            let n = context
-                .contracts
-                .finalized(Role::Consumer, &c.agreement_id)?;
-            match context.connect_member(&n.peer_address, &n.peer).await {
-                Ok(channel) => TransferClient::new(channel),
-                Err(e) => return Err(TransferError::Unreachable(e.to_string())),
-            }
-        }
-    };
-    let mut client = client;
-    let answer = client
-        .receipt(ReceiptRequest {
-            receipt: Some(receipt.into()),
-        })
-        .await;
-    let status = match answer {
-        Ok(_) => {
-            // The confirmation and the end of the resending are one commit.
-            context
-                .audit
-                .append_with(
-                    &[copy_event(
-                        &c,
-                        "transfer receipt confirmed by the provider".into(),
-                    )],
-                    vec![(COPIES, Write::Delete(key))],
-                )
-                .await?;
+
+    /// Sends the receipt of COMPLETED copy `agreement_id` to its provider (on `client`, or
+    /// on a new connection), unless the provider already confirmed it. Confirmed, the
+    /// copy's mark is removed; a refusal removes it too and is recorded as the copy's
+    /// reason; a call that does not get through keeps it, to be sent again, and is no
+    /// error to the caller (the copy is complete either way).
+    async fn send_receipt(
+        &self,
+        agreement_id: &str,
+        client: Option<TransferClient<crate::telemetry::PeerChannel>>,
+    ) -> Result<(), TransferError> {
+        use crate::recovery::{Call, Verdict, verdict};
+        let Some(_claim) = self.receipt_claim(agreement_id).await else {
+            // Another step is sending it; the mark stays until the provider confirms it.
+            return Ok(());
+        };
+        // As stored now, under the claim: the other step may have delivered it meanwhile.
+        let storage = self.storage.as_ref();
+        let key = pending_key(agreement_id);
+        if storage.get(COPIES, &key)?.is_none() {
             return Ok(());
         }
-        Err(status) => status,
-    };
-    match verdict(Call::Receipt, &status) {
-        Verdict::Retry | Verdict::Held => {
-            tracing::warn!(
-                agreement = %c.agreement_id,
-                error = %status.message(),
-                "the receipt did not reach the provider; it is sent again"
-            );
-            Ok(())
-        }
-        Verdict::Refused => {
-            let reason: String = status.message().chars().take(512).collect();
-            give_up_receipt(
-                context,
-                &c,
-                &format!("the provider refused the receipt: {reason}"),
-            )
-            .await?;
-            Err(TransferError::Peer(status))
+        let Some(c) = copy(storage, agreement_id)?.filter(|c| c.state == TransferState::Completed)
+        else {
+            // The copy was deleted (usage control) or never completed.
+            storage.delete(COPIES, &key)?;
+            return Ok(());
+        };
+        let Some(receipt) = c.receipt.clone() else {
+            storage.delete(COPIES, &key)?;
+            return Ok(());
+        };
+        let client = match client {
+            Some(client) => client,
+            None => {
+                let n = self.contracts.finalized(Role::Consumer, &c.agreement_id)?;
+                match self.peers.connect_member(&n.peer_address, &n.peer).await {
+                    Ok(channel) => TransferClient::new(channel),
+                    Err(e) => return Err(TransferError::Unreachable(e.to_string())),
+                }
+            }
+        };
+        let mut client = client;
+        let answer = client
+            .receipt(ReceiptRequest {
+                receipt: Some(receipt.into()),
+            })
+            .await;
+        let status = match answer {
+            Ok(_) => {
+                // The confirmation and the end of the resending are one commit.
+                self.audit
+                    .append_with(
+                        &[copy_event(
+                            &c,
+                            "transfer receipt confirmed by the provider".into(),
+                        )],
+                        vec![(COPIES, Write::Delete(key))],
+                    )
+                    .await?;
+                return Ok(());
+            }
+            Err(status) => status,
+        };
+        match verdict(Call::Receipt, &status) {
+            Verdict::Retry | Verdict::Held => {
+                tracing::warn!(
+                    agreement = %c.agreement_id,
+                    error = %status.message(),
+                    "the receipt did not reach the provider; it is sent again"
+                );
+                Ok(())
+            }
+            Verdict::Refused => {
+                let reason: String = status.message().chars().take(512).collect();
+                self.give_up_receipt(&c, &format!("the provider refused the receipt: {reason}"))
+                    .await?;
+                Err(TransferError::Peer(status))
+            }
         }
     }
 }
@@ -988,100 +1068,97 @@ fn copy_event(c: &ReceivedCopy, detail: String) -> crate::audit::log::Event {
     event
 }
 
-/// Stops sending the receipt of copy `c`, with `reason` recorded on the copy and in the
-/// audit log. The caller holds the receipt's claim ([`receipt_claim`]).
-async fn give_up_receipt(
-    context: &NodeContext,
-    c: &ReceivedCopy,
-    reason: &str,
-) -> Result<(), TransferError> {
-    let mut c = c.clone();
-    c.reason = reason.to_owned();
-    c.updated_at = now();
-    let event = copy_event(&c, format!("transfer receipt not delivered: {reason}"));
-    context
-        .audit
-        .append_with(
-            &[event],
-            vec![
-                (
-                    COPIES,
-                    Write::Put(
-                        copy_key(&c.agreement_id),
-                        serde_json::to_vec(&c).expect("copies serialize"),
+impl Transfers {
+    /// Stops sending the receipt of copy `c`, with `reason` recorded on the copy and in the
+    /// audit log. The caller holds the receipt's claim ([`receipt_claim`]).
+    async fn give_up_receipt(&self, c: &ReceivedCopy, reason: &str) -> Result<(), TransferError> {
+        let mut c = c.clone();
+        c.reason = reason.to_owned();
+        c.updated_at = now();
+        let event = copy_event(&c, format!("transfer receipt not delivered: {reason}"));
+        self.audit
+            .append_with(
+                &[event],
+                vec![
+                    (
+                        COPIES,
+                        Write::Put(
+                            copy_key(&c.agreement_id),
+                            serde_json::to_vec(&c).expect("copies serialize"),
+                        ),
                     ),
-                ),
-                (COPIES, Write::Delete(pending_key(&c.agreement_id))),
-            ],
-        )
-        .await?;
-    Ok(())
-}
+                    (COPIES, Write::Delete(pending_key(&c.agreement_id))),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
 
-/// Sends again every receipt the providers have not confirmed (consumer side), and
-/// gives up one whose copy completed more than `recovery.expire_after` ago once this
-/// process has tried it and failed. Runs in the node's background work; `retries`
-/// holds the attempts.
-pub async fn send_pending_receipts(context: &NodeContext, retries: &mut crate::recovery::Retries) {
-    let storage = context.storage.as_ref();
-    let pending: Vec<String> = match storage.scan_prefix(COPIES, RECEIPT_PENDING) {
-        Ok(entries) => entries
-            .iter()
-            .map(|(k, _)| String::from_utf8_lossy(&k[RECEIPT_PENDING.len()..]).into_owned())
-            .collect(),
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the receipts to send");
-            return;
-        }
-    };
-    let config = &context.config.recovery;
-    let mut unreachable = std::collections::HashSet::new();
-    for id in crate::recovery::due_now(retries, pending) {
-        let c = match copy(storage, &id) {
-            Ok(Some(c)) if c.state == TransferState::Completed => c,
-            Ok(_) => {
-                // The copy was deleted (usage control) or never completed.
-                let _ = storage.delete(COPIES, &pending_key(&id));
-                continue;
-            }
+    /// Sends again every receipt the providers have not confirmed (consumer side), and
+    /// gives up one whose copy completed more than `recovery.expire_after` ago once this
+    /// process has tried it and failed. Runs in the node's background work; `retries`
+    /// holds the attempts.
+    pub async fn send_pending_receipts(&self, retries: &mut crate::recovery::Retries) {
+        let storage = self.storage.as_ref();
+        let pending: Vec<String> = match storage.scan_prefix(COPIES, RECEIPT_PENDING) {
+            Ok(entries) => entries
+                .iter()
+                .map(|(k, _)| String::from_utf8_lossy(&k[RECEIPT_PENDING.len()..]).into_owned())
+                .collect(),
             Err(e) => {
-                tracing::warn!(agreement = %id, error = %e, "cannot read the copy");
-                continue;
+                tracing::warn!(error = %e, "cannot list the receipts to send");
+                return;
             }
         };
-        if retries.failures(&id) > 0
-            && crate::recovery::expired(c.updated_at, now(), config.expire_after)
-        {
-            let reason = format!(
-                "expired: the provider did not confirm the receipt within {}",
-                humantime::format_duration(config.expire_after)
-            );
-            let Some(_claim) = receipt_claim(context, &id).await else {
-                continue;
+        let config = &self.recovery;
+        let mut unreachable = std::collections::HashSet::new();
+        for id in crate::recovery::due_now(retries, pending) {
+            let c = match copy(storage, &id) {
+                Ok(Some(c)) if c.state == TransferState::Completed => c,
+                Ok(_) => {
+                    // The copy was deleted (usage control) or never completed.
+                    let _ = storage.delete(COPIES, &pending_key(&id));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(agreement = %id, error = %e, "cannot read the copy");
+                    continue;
+                }
             };
-            if !matches!(storage.get(COPIES, &pending_key(&id)), Ok(Some(_))) {
+            if retries.failures(&id) > 0
+                && crate::recovery::expired(c.updated_at, now(), config.expire_after)
+            {
+                let reason = format!(
+                    "expired: the provider did not confirm the receipt within {}",
+                    humantime::format_duration(config.expire_after)
+                );
+                let Some(_claim) = self.receipt_claim(&id).await else {
+                    continue;
+                };
+                if !matches!(storage.get(COPIES, &pending_key(&id)), Ok(Some(_))) {
+                    continue;
+                }
+                if let Err(e) = self.give_up_receipt(&c, &reason).await {
+                    tracing::warn!(agreement = %id, error = %e, "cannot record the given-up receipt");
+                }
                 continue;
             }
-            if let Err(e) = give_up_receipt(context, &c, &reason).await {
-                tracing::warn!(agreement = %id, error = %e, "cannot record the given-up receipt");
+            // A provider that did not answer this pass is not called again in it.
+            if unreachable.contains(&c.provider) {
+                continue;
             }
-            continue;
-        }
-        // A provider that did not answer this pass is not called again in it.
-        if unreachable.contains(&c.provider) {
-            continue;
-        }
-        tracing::info!(agreement = %id, "sending the receipt again");
-        retries.took_up(&id, std::time::Instant::now());
-        let sent = send_receipt(context, &id, None).await;
-        match (sent, storage.get(COPIES, &pending_key(&id))) {
-            (Ok(()), Ok(None)) => retries.succeeded(&id),
-            (Err(TransferError::Peer(_)), _) => retries.succeeded(&id),
-            (result, _) => {
-                unreachable.insert(c.provider.clone());
-                retries.failed(&id, std::time::Instant::now(), config.retry_interval);
-                if let Err(e) = result {
-                    tracing::warn!(agreement = %id, error = %e, "the receipt could not be sent");
+            tracing::info!(agreement = %id, "sending the receipt again");
+            retries.took_up(&id, std::time::Instant::now());
+            let sent = self.send_receipt(&id, None).await;
+            match (sent, storage.get(COPIES, &pending_key(&id))) {
+                (Ok(()), Ok(None)) => retries.succeeded(&id),
+                (Err(TransferError::Peer(_)), _) => retries.succeeded(&id),
+                (result, _) => {
+                    unreachable.insert(c.provider.clone());
+                    retries.failed(&id, std::time::Instant::now(), config.retry_interval);
+                    if let Err(e) = result {
+                        tracing::warn!(agreement = %id, error = %e, "the receipt could not be sent");
+                    }
                 }
             }
         }

@@ -5,7 +5,7 @@
 //! A deletion commits its record (the decision), the signed deletion receipt when one
 //! is owed and its audit entry together, then removes the copy and flushes. Reads check
 //! the record before anything else, so a copy whose deletion a crash interrupted is
-//! already unreadable, and [`recover`] removes it at the next start. [`recover`] also deletes
+//! already unreadable, and [`Usage::recover`] removes it at the next start. [`Usage::recover`] also deletes
 //! the copies whose deadline passed while the node was stopped, before the node serves
 //! anyone.
 
@@ -14,13 +14,12 @@ use std::time::Duration;
 
 use liutong_policy::{DeleteAfter, Duty, Policy};
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-use super::{USAGE, UsageError, commit, notice, quoted, when};
+use super::{USAGE, Usage, UsageError, quoted, when};
 use crate::audit::log::{Event, EventKind};
 use crate::base::clock::now;
+use crate::base::shutdown::Shutdown;
 use crate::contract::Agreement;
-use crate::runtime::NodeContext;
 use crate::storage::{Storage, StorageError, Write};
 use crate::transfer;
 
@@ -113,30 +112,29 @@ pub fn deletions(storage: &dyn Storage) -> Result<Vec<Deletion>, StorageError> {
         .collect())
 }
 
-/// `f` over the agreement's policy: the compiled one (kept per agreement), or, when it
-/// no longer compiles here, the policy parsed alone (its duties still hold). `None`
-/// when it does not even parse.
-fn with_policy<T>(
-    context: &NodeContext,
-    agreement: &Agreement,
-    f: impl FnOnce(&Policy) -> T,
-) -> Option<T> {
-    if let Ok(compiled) = agreement.compiled_policy(context) {
-        return Some(f(compiled.policy()));
-    }
-    match Policy::from_odrl_value(&agreement.policy) {
-        Ok(p) => Some(f(&p)),
-        Err(e) => {
-            tracing::warn!(agreement = %agreement.agreement_id, error = %e, "the agreement's policy does not parse");
-            None
+impl Usage {
+    /// `f` over the agreement's policy: the compiled one (kept per agreement), or, when it
+    /// no longer compiles here, the policy parsed alone (its duties still hold). `None`
+    /// when it does not even parse.
+    fn with_policy<T>(&self, agreement: &Agreement, f: impl FnOnce(&Policy) -> T) -> Option<T> {
+        if let Ok(compiled) = self.contracts.compiled_policy(agreement) {
+            return Some(f(compiled.policy()));
+        }
+        match Policy::from_odrl_value(&agreement.policy) {
+            Ok(p) => Some(f(&p)),
+            Err(e) => {
+                tracing::warn!(agreement = %agreement.agreement_id, error = %e, "the agreement's policy does not parse");
+                None
+            }
         }
     }
-}
 
-/// The earliest deleteAfter deadline in an agreement's policy, Unix seconds: a time
-/// after the agreement, or a date.
-pub fn deadline(context: &NodeContext, agreement: &Agreement) -> Option<i64> {
-    with_policy(context, agreement, |policy| deadline_in(agreement, policy)).flatten()
+    /// The earliest deleteAfter deadline in an agreement's policy, Unix seconds: a time
+    /// after the agreement, or a date.
+    pub fn deadline(&self, agreement: &Agreement) -> Option<i64> {
+        self.with_policy(agreement, |policy| deadline_in(agreement, policy))
+            .flatten()
+    }
 }
 
 fn deadline_in(agreement: &Agreement, policy: &Policy) -> Option<i64> {
@@ -158,68 +156,67 @@ fn deadline_in(agreement: &Agreement, policy: &Policy) -> Option<i64> {
         .min()
 }
 
-/// Whether the agreement's policy asks the consumer to notify the provider.
-pub fn notifies(context: &NodeContext, agreement: &Agreement) -> bool {
-    with_policy(context, agreement, |p| {
-        p.duties().any(|d| matches!(d, Duty::Notify))
-    })
-    .unwrap_or(false)
-}
+impl Usage {
+    /// Whether the agreement's policy asks the consumer to notify the provider.
+    pub fn notifies(&self, agreement: &Agreement) -> bool {
+        self.with_policy(agreement, |p| p.duties().any(|d| matches!(d, Duty::Notify)))
+            .unwrap_or(false)
+    }
 
-/// Deletes the copy of an agreement (consumer side), records why, logs it, and queues a
-/// signed deletion receipt for the provider when one is owed (always on revocation; on
-/// a deadline when the policy has a notify duty).
-pub async fn delete(
-    context: &NodeContext,
-    agreement: &Agreement,
-    cause: DeletionCause,
-) -> Result<Deletion, UsageError> {
-    delete_logged(context, agreement, cause, Vec::new()).await
-}
+    /// Deletes the copy of an agreement (consumer side), records why, logs it, and queues a
+    /// signed deletion receipt for the provider when one is owed (always on revocation; on
+    /// a deadline when the policy has a notify duty).
+    pub async fn delete(
+        &self,
+        agreement: &Agreement,
+        cause: DeletionCause,
+    ) -> Result<Deletion, UsageError> {
+        self.delete_logged(agreement, cause, Vec::new()).await
+    }
 
-/// [`delete`], with `preceding` audit events (what led to the deletion, such as the
-/// revocation received) committed together with it.
-///
-/// The deletion record, the receipt owed and the audit entries are one commit (entries
-/// first, one flush), made before the copy's bytes are removed: a crash before it
-/// leaves the copy as it was, a crash after it leaves a logged decision whose removal
-/// the start-up [`recover`] finishes, without a second entry.
-pub(super) async fn delete_logged(
-    context: &NodeContext,
-    agreement: &Agreement,
-    cause: DeletionCause,
-    preceding: Vec<Event>,
-) -> Result<Deletion, UsageError> {
-    let storage = context.storage.as_ref();
-    let id = &agreement.agreement_id;
-    // One deletion of a copy at a time (the background task and a read may both find
-    // the deadline passed): the second finds the first's record.
-    let lock = context.usage.lock_for(id);
-    let _one_at_a_time = lock.lock().await;
-    let revocation_id = match &cause {
-        DeletionCause::Revoked { revocation_id, .. } => Some(revocation_id.clone()),
-        DeletionCause::Expired { .. } => None,
-    };
-    if let Some(mut earlier) = deletion(storage, id)? {
-        // Already deleted. Finish the removal in case a crash interrupted it; a
-        // revocation that arrives after a deletion at the deadline still gets its receipt.
-        transfer::delete_copy(storage, id)?;
-        if revocation_id.is_none() || earlier.revocation_id.is_some() {
-            if preceding.is_empty() {
-                storage.flush().await?;
-            } else {
-                commit(context, &preceding, Vec::new()).await?;
+    /// [`delete`], with `preceding` audit events (what led to the deletion, such as the
+    /// revocation received) committed together with it.
+    ///
+    /// The deletion record, the receipt owed and the audit entries are one commit (entries
+    /// first, one flush), made before the copy's bytes are removed: a crash before it
+    /// leaves the copy as it was, a crash after it leaves a logged decision whose removal
+    /// the start-up [`Usage::recover`] finishes, without a second entry.
+    pub(super) async fn delete_logged(
+        &self,
+        agreement: &Agreement,
+        cause: DeletionCause,
+        preceding: Vec<Event>,
+    ) -> Result<Deletion, UsageError> {
+        let storage = self.storage.as_ref();
+        let id = &agreement.agreement_id;
+        // One deletion of a copy at a time (the background task and a read may both find
+        // the deadline passed): the second finds the first's record.
+        let lock = self.contracts.locks().lock_for(id);
+        let _one_at_a_time = lock.lock().await;
+        let revocation_id = match &cause {
+            DeletionCause::Revoked { revocation_id, .. } => Some(revocation_id.clone()),
+            DeletionCause::Expired { .. } => None,
+        };
+        if let Some(mut earlier) = deletion(storage, id)? {
+            // Already deleted. Finish the removal in case a crash interrupted it; a
+            // revocation that arrives after a deletion at the deadline still gets its receipt.
+            transfer::delete_copy(storage, id)?;
+            if revocation_id.is_none() || earlier.revocation_id.is_some() {
+                if preceding.is_empty() {
+                    storage.flush().await?;
+                } else {
+                    self.commit(&preceding, Vec::new()).await?;
+                }
+                return Ok(earlier);
             }
-            return Ok(earlier);
-        }
-        earlier.revocation_id = revocation_id;
-        let records = vec![
-            deletion_write(&earlier),
-            notice::deletion_receipt_write(context, agreement, &earlier, &cause)?,
-        ];
-        let mut events = preceding;
-        if events.is_empty() {
-            events.push(agreement.event(
+            earlier.revocation_id = revocation_id;
+            let records = vec![
+                deletion_write(&earlier),
+                self.deletion_receipt_write(agreement, &earlier, &cause)?,
+            ];
+            let mut events = preceding;
+            if events.is_empty() {
+                events.push(agreement.event(
                 EventKind::Revocation,
                 agreement.provider.as_str(),
                 format!(
@@ -228,52 +225,51 @@ pub(super) async fn delete_logged(
                     earlier.explain()
                 ),
             ));
-        }
-        commit(context, &events, records).await?;
-        context.usage.kick();
-        return Ok(earlier);
-    }
-    let held = transfer::copy(storage, id)?.is_some();
-    let record = Deletion {
-        agreement_id: id.clone(),
-        provider: agreement.provider.to_string(),
-        product_id: agreement.product_id.clone(),
-        version: agreement.version,
-        sha256: agreement.product_sha256.clone(),
-        held,
-        cause: cause.clone(),
-        deleted_at: now(),
-        revocation_id,
-    };
-    // The record is the decision: reads refuse from the moment it is committed.
-    let mut records = vec![deletion_write(&record)];
-    let receipt_owed = record.revocation_id.is_some() || notifies(context, agreement);
-    if receipt_owed {
-        records.push(notice::deletion_receipt_write(
-            context, agreement, &record, &cause,
-        )?);
-    }
-    let mut events = preceding;
-    events.push(agreement.event(
-        EventKind::CopyDeleted,
-        agreement.provider.as_str(),
-        format!(
-            "{}{}",
-            record.explain(),
-            if receipt_owed {
-                "; a signed deletion receipt is on its way to the provider"
-            } else {
-                ""
             }
-        ),
-    ));
-    commit(context, &events, records).await?;
-    transfer::delete_copy(storage, id)?;
-    storage.flush().await?;
-    if receipt_owed {
-        context.usage.kick();
+            self.commit(&events, records).await?;
+            self.kick();
+            return Ok(earlier);
+        }
+        let held = transfer::copy(storage, id)?.is_some();
+        let record = Deletion {
+            agreement_id: id.clone(),
+            provider: agreement.provider.to_string(),
+            product_id: agreement.product_id.clone(),
+            version: agreement.version,
+            sha256: agreement.product_sha256.clone(),
+            held,
+            cause: cause.clone(),
+            deleted_at: now(),
+            revocation_id,
+        };
+        // The record is the decision: reads refuse from the moment it is committed.
+        let mut records = vec![deletion_write(&record)];
+        let receipt_owed = record.revocation_id.is_some() || self.notifies(agreement);
+        if receipt_owed {
+            records.push(self.deletion_receipt_write(agreement, &record, &cause)?);
+        }
+        let mut events = preceding;
+        events.push(agreement.event(
+            EventKind::CopyDeleted,
+            agreement.provider.as_str(),
+            format!(
+                "{}{}",
+                record.explain(),
+                if receipt_owed {
+                    "; a signed deletion receipt is on its way to the provider"
+                } else {
+                    ""
+                }
+            ),
+        ));
+        self.commit(&events, records).await?;
+        transfer::delete_copy(storage, id)?;
+        storage.flush().await?;
+        if receipt_owed {
+            self.kick();
+        }
+        Ok(record)
     }
-    Ok(record)
 }
 
 /// The write that stores a deletion record.
@@ -287,100 +283,102 @@ fn deletion_write(record: &Deletion) -> (&'static str, Write) {
     )
 }
 
-/// Deletes every copy whose deleteAfter deadline has passed. Returns how many.
-pub async fn sweep_expired(context: &NodeContext) -> Result<usize, UsageError> {
-    let storage = context.storage.as_ref();
-    let t = now();
-    let mut deleted = 0;
-    for c in transfer::copies(storage)? {
-        if deletion(storage, &c.agreement_id)?.is_some() {
-            continue;
-        }
-        // Display-only decoding is enough here: deleting is the safe direction.
-        let Ok(agreement) = c.agreement.peek_json::<Agreement>() else {
-            continue;
-        };
-        if let Some(deadline) = deadline(context, &agreement)
-            && deadline <= t
-        {
-            delete(context, &agreement, DeletionCause::Expired { deadline }).await?;
-            deleted += 1;
-        }
-    }
-    Ok(deleted)
-}
-
-/// At start, before the node serves anyone: finishes deletions a crash interrupted
-/// (copies, and on the provider masked deliveries) and deletes the copies whose
-/// deadline passed while the node was stopped.
-pub async fn recover(context: &NodeContext) -> Result<(), UsageError> {
-    let storage = context.storage.as_ref();
-    let mut finished = 0;
-    for d in deletions(storage)? {
-        if transfer::copy(storage, &d.agreement_id)?.is_some() {
-            transfer::delete_copy(storage, &d.agreement_id)?;
-            finished += 1;
-        }
-    }
-    if finished > 0 {
-        storage.flush().await?;
-        tracing::warn!(
-            copies = finished,
-            "finished deletions interrupted by a stop"
-        );
-    }
-    // Provider side: masked deliveries whose removal was committed but cut short.
-    let masked = crate::desensitize::delivery::finish_removals(storage).await?;
-    if masked > 0 {
-        tracing::warn!(
-            deliveries = masked,
-            "finished deleting masked deliveries interrupted by a stop"
-        );
-    }
-    let expired = sweep_expired(context).await?;
-    if expired > 0 {
-        tracing::info!(
-            copies = expired,
-            "deleted copies whose deadline passed while the node was stopped"
-        );
-    }
-    Ok(())
-}
-
-/// The background task: every `usage.check_interval` (or sooner when woken), delete
-/// expired copies, send what waits in the outbox, and ask providers for revocations.
-pub async fn run(context: Arc<NodeContext>, mut stop: watch::Receiver<bool>) {
-    let every = context
-        .config
-        .usage
-        .check_interval
-        .max(Duration::from_millis(50));
-    let mut last_poll: Option<tokio::time::Instant> = None;
-    loop {
-        let poll_now = last_poll.is_none_or(|t| t.elapsed() >= every);
-        if poll_now {
-            last_poll = Some(tokio::time::Instant::now());
-        }
-        let work = async {
-            if let Err(e) = sweep_expired(&context).await {
-                tracing::warn!(error = %e, "cannot delete expired copies; retrying");
+impl Usage {
+    /// Deletes every copy whose deleteAfter deadline has passed. Returns how many.
+    pub async fn sweep_expired(&self) -> Result<usize, UsageError> {
+        let storage = self.storage.as_ref();
+        let t = now();
+        let mut deleted = 0;
+        for c in transfer::copies(storage)? {
+            if deletion(storage, &c.agreement_id)?.is_some() {
+                continue;
             }
-            notice::deliver_due(&context).await;
+            // Display-only decoding is enough here: deleting is the safe direction.
+            let Ok(agreement) = c.agreement.peek_json::<Agreement>() else {
+                continue;
+            };
+            if let Some(deadline) = self.deadline(&agreement)
+                && deadline <= t
+            {
+                self.delete(&agreement, DeletionCause::Expired { deadline })
+                    .await?;
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// At start, before the node serves anyone: finishes deletions a crash interrupted
+    /// (copies, and on the provider masked deliveries) and deletes the copies whose
+    /// deadline passed while the node was stopped.
+    pub async fn recover(&self) -> Result<(), UsageError> {
+        let storage = self.storage.as_ref();
+        let mut finished = 0;
+        for d in deletions(storage)? {
+            if transfer::copy(storage, &d.agreement_id)?.is_some() {
+                transfer::delete_copy(storage, &d.agreement_id)?;
+                finished += 1;
+            }
+        }
+        if finished > 0 {
+            storage.flush().await?;
+            tracing::warn!(
+                copies = finished,
+                "finished deletions interrupted by a stop"
+            );
+        }
+        // Provider side: masked deliveries whose removal was committed but cut short.
+        let masked = crate::desensitize::delivery::finish_removals(storage).await?;
+        if masked > 0 {
+            tracing::warn!(
+                deliveries = masked,
+                "finished deleting masked deliveries interrupted by a stop"
+            );
+        }
+        let expired = self.sweep_expired().await?;
+        if expired > 0 {
+            tracing::info!(
+                copies = expired,
+                "deleted copies whose deadline passed while the node was stopped"
+            );
+        }
+        Ok(())
+    }
+
+    /// The background task: every `usage.check_interval` (or sooner when woken), delete
+    /// expired copies, send what waits in the outbox, and ask providers for revocations.
+    pub async fn run(self: Arc<Self>, mut shutdown: Shutdown) {
+        let every = self.config.check_interval.max(Duration::from_millis(50));
+        let mut last_poll: Option<tokio::time::Instant> = None;
+        loop {
+            let poll_now = last_poll.is_none_or(|t| t.elapsed() >= every);
             if poll_now {
-                super::revocation::poll(&context).await;
+                last_poll = Some(tokio::time::Instant::now());
             }
-        };
-        // A stop does not wait for a slow peer. Every step is safe to cut short: a
-        // deletion's record is written first and finished at the next start, and an
-        // unacknowledged message stays in the outbox.
-        tokio::select! {
-            () = work => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
-        tokio::select! {
-            () = tokio::time::sleep(every) => {}
-            () = context.usage.kick.notified() => {}
-            _ = stop.wait_for(|s| *s) => return,
+            let work = async {
+                if let Err(e) = self.sweep_expired().await {
+                    tracing::warn!(error = %e, "cannot delete expired copies; retrying");
+                }
+                self.deliver_due().await;
+                if poll_now {
+                    self.poll_revocations().await;
+                }
+            };
+            // A stop does not wait for a slow peer. Every step is safe to cut short: a
+            // deletion's record is written first and finished at the next start, and an
+            // unacknowledged message stays in the outbox.
+            if shutdown.unless_fired(work).await.is_none() {
+                return;
+            }
+            let woken = shutdown.unless_fired(async {
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = self.kick.notified() => {}
+                }
+            });
+            if woken.await.is_none() {
+                return;
+            }
         }
     }
 }

@@ -25,9 +25,6 @@
 //!   from one, is offered only if the copy's policy permits `distribute`, and then only
 //!   with the policy its `nextPolicy` duty names; a derived product keeps at least its
 //!   sources' classification.
-//! - [`guardrails`] — the node-wide classification guardrails checked again when an
-//!   agreement is signed: important data needs a person's approval and a recipient
-//!   inside the permitted regions.
 //!
 //! Every step that changes stored state (a use counted, a copy deleted, a revocation, a
 //! notice or receipt received) commits its records together with its audit entries
@@ -40,26 +37,32 @@
 //! `usage-notices` the consumers' signed notices and receipts.
 
 pub mod duties;
-pub mod guardrails;
 pub mod notice;
 pub mod onward;
 pub mod read;
 pub mod revocation;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use liutong_policy::CompiledPolicy;
 
-use crate::audit::log::Event;
-use crate::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractError};
-use crate::identity::Envelope;
-use crate::runtime::NodeContext;
+use crate::alerts::Alerts;
+use crate::audit::log::{AuditLog, Event};
+use crate::catalog::Catalog;
+use crate::config::UsageSection;
+use crate::contract::{
+    AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractError, Contracts,
+};
+use crate::identity::{Envelope, NodeIdentity};
+use crate::outbound::Peers;
 use crate::storage::{Storage, StorageError, Write};
+use crate::transfer;
+use crate::transfer::DeliveryGate;
 use crate::transfer::TransferError;
+use crate::trust::TrustStore;
+use liutong_proto::v1::CopyStatus;
 
 pub use duties::{Deletion, DeletionCause, deletion};
-pub use revocation::delivery_allowed;
 
 /// Consumer side: use counts and deletion records.
 const USAGE: &str = "usage";
@@ -139,30 +142,48 @@ impl From<TransferError> for UsageError {
     }
 }
 
-/// Usage control's in-memory state: per-copy locks, and the wake-up of its background task.
-#[derive(Default)]
-pub struct UsageLocks {
-    /// One lock per copy, held from the decision to the durable use count, so two
-    /// concurrent reads cannot both take the last permitted use.
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+/// Usage control, both sides: reads of received copies, duties, notices and the
+/// outbox, revocations, no onward sharing. Its background task is [`Usage::run`].
+pub struct Usage {
+    storage: Arc<dyn Storage>,
+    audit: AuditLog,
+    identity: Arc<NodeIdentity>,
+    contracts: Arc<Contracts>,
+    catalog: Arc<Catalog>,
+    peers: Arc<Peers>,
+    trust: Arc<TrustStore>,
+    alerts: Alerts,
+    /// `[usage]`: how often the background task runs.
+    config: UsageSection,
     /// Wakes the background task early (a notice is waiting in the outbox).
     kick: tokio::sync::Notify,
 }
 
-impl UsageLocks {
-    /// The lock of one agreement: a consumer's reads and a provider's aggregate queries
-    /// are each decided and counted under it.
-    pub(crate) fn lock_for(&self, agreement_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        locks.entry(agreement_id.to_owned()).or_default().clone()
-    }
-
-    /// The provider's lock of one agreement: its revocation and the consumer's notices
-    /// and receipts about it are each checked and recorded under it, one at a time.
-    /// (Not [`lock_for`](Self::lock_for), which an aggregate query holds while it
-    /// computes.)
-    pub(crate) fn provider_lock(&self, agreement_id: &str) -> Arc<tokio::sync::Mutex<()>> {
-        self.lock_for(&format!("provider/{agreement_id}"))
+impl Usage {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        audit: AuditLog,
+        identity: Arc<NodeIdentity>,
+        contracts: Arc<Contracts>,
+        catalog: Arc<Catalog>,
+        peers: Arc<Peers>,
+        trust: Arc<TrustStore>,
+        alerts: Alerts,
+        config: UsageSection,
+    ) -> Self {
+        Self {
+            storage,
+            audit,
+            identity,
+            contracts,
+            catalog,
+            peers,
+            trust,
+            alerts,
+            config,
+            kick: tokio::sync::Notify::new(),
+        }
     }
 
     /// Asks the background task to run now (something waits in the outbox).
@@ -171,27 +192,104 @@ impl UsageLocks {
     }
 }
 
-/// The agreement's policy, compiled (kept per agreement, see
-/// [`Agreement::compiled_policy`]).
-fn policy_of(
-    context: &NodeContext,
-    agreement: &Agreement,
-) -> Result<Arc<CompiledPolicy>, UsageError> {
-    agreement
-        .compiled_policy(context)
-        .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))
+/// What the provider's transfers ask of usage control.
+impl DeliveryGate for Usage {
+    fn delivery_allowed(&self, agreement: &Agreement) -> Result<(), String> {
+        Usage::delivery_allowed(self, agreement)
+    }
+
+    fn deleted(&self, agreement_id: &str) -> Result<Option<String>, StorageError> {
+        Ok(deletion(self.storage.as_ref(), agreement_id)?.map(|d| d.explain()))
+    }
 }
 
-/// The agreement a copy carries, checked: it is an agreement, and this node's own
-/// countersignature covers exactly these bytes (so the stored copy was not altered).
-fn sticky_agreement(context: &NodeContext, envelope: &Envelope) -> Result<Agreement, UsageError> {
-    envelope
-        .open_json(AGREEMENT_PAYLOAD_TYPE, &context.signing_key.public_key())
-        .map_err(|e| {
-            UsageError::DataLoss(format!(
-                "the copy's agreement is not the one this node countersigned: {e}"
-            ))
-        })
+impl Usage {
+    /// The received copies and the deleted ones, by agreement (`Usage.ListCopies`).
+    pub fn copies(&self) -> Result<Vec<CopyStatus>, UsageError> {
+        let storage = self.storage.as_ref();
+        let mut out = Vec::new();
+        for c in transfer::copies(storage)? {
+            let agreement: Option<Agreement> = c.agreement.peek_json().ok();
+            let progress = transfer::progress(&c);
+            let record = uses(storage, &c.agreement_id)?;
+            out.push(CopyStatus {
+                agreement_id: c.agreement_id.clone(),
+                provider: c.provider.clone(),
+                product_id: progress.product_id,
+                version: progress.version,
+                purpose: agreement
+                    .as_ref()
+                    .map(|a| a.purpose.clone())
+                    .unwrap_or_default(),
+                state: progress.state,
+                uses: record.uses,
+                last_used_unix: record.last_used_at.unwrap_or_default(),
+                delete_at_unix: agreement
+                    .as_ref()
+                    .and_then(|a| self.deadline(a))
+                    .unwrap_or_default(),
+                deleted_at_unix: 0,
+                reason: c.reason.clone(),
+                size: progress.bytes_total,
+            });
+        }
+        for d in duties::deletions(storage)? {
+            let record = uses(storage, &d.agreement_id)?;
+            let entry = CopyStatus {
+                agreement_id: d.agreement_id.clone(),
+                provider: d.provider.clone(),
+                product_id: d.product_id.clone(),
+                version: d.version,
+                purpose: self
+                    .contracts
+                    .by_agreement(&d.agreement_id)
+                    .ok()
+                    .flatten()
+                    .map(|n| n.purpose)
+                    .unwrap_or_default(),
+                state: d.state().to_owned(),
+                uses: record.uses,
+                last_used_unix: record.last_used_at.unwrap_or_default(),
+                delete_at_unix: match d.cause {
+                    duties::DeletionCause::Expired { deadline } => deadline,
+                    duties::DeletionCause::Revoked { .. } => 0,
+                },
+                deleted_at_unix: d.deleted_at,
+                reason: d.explain(),
+                size: 0,
+            };
+            // A deletion record replaces the copy's own line (a crash may leave both).
+            match out.iter_mut().find(|c| c.agreement_id == d.agreement_id) {
+                Some(existing) => *existing = entry,
+                None => out.push(entry),
+            }
+        }
+        out.sort_by(|a, b| a.agreement_id.cmp(&b.agreement_id));
+        Ok(out)
+    }
+
+    /// The agreement's policy, compiled (kept per agreement, see
+    /// [`Agreement::compiled_policy`]).
+    fn policy_of(&self, agreement: &Agreement) -> Result<Arc<CompiledPolicy>, UsageError> {
+        self.contracts
+            .compiled_policy(agreement)
+            .map_err(|e| UsageError::Policy(format!("agreement {}: {e}", agreement.agreement_id)))
+    }
+
+    /// The agreement a copy carries, checked: it is an agreement, and this node's own
+    /// countersignature covers exactly these bytes (so the stored copy was not altered).
+    fn sticky_agreement(&self, envelope: &Envelope) -> Result<Agreement, UsageError> {
+        envelope
+            .open_json(
+                AGREEMENT_PAYLOAD_TYPE,
+                &self.identity.signing_key.public_key(),
+            )
+            .map_err(|e| {
+                UsageError::DataLoss(format!(
+                    "the copy's agreement is not the one this node countersigned: {e}"
+                ))
+            })
+    }
 }
 
 fn use_key(agreement_id: &str) -> Vec<u8> {
@@ -215,22 +313,23 @@ pub fn uses(storage: &dyn Storage, agreement_id: &str) -> Result<UseRecord, Stor
         .unwrap_or_default())
 }
 
-/// Commits audit events together with the writes (tree, write) that they record: the
-/// entries first, then the writes, made durable by one flush (see
-/// [`AuditLog::append_with`](crate::audit::log::AuditLog::append_with)). So a crash
-/// leaves either both or neither, never a decision that is in force but not logged;
-/// and when the entry cannot be written, nothing is.
-async fn commit(
-    context: &NodeContext,
-    events: &[Event],
-    records: Vec<(&'static str, Write)>,
-) -> Result<(), UsageError> {
-    context
-        .audit
-        .append_with(events, records)
-        .await
-        .map(|_| ())
-        .map_err(|e| UsageError::Audit(e.to_string()))
+impl Usage {
+    /// Commits audit events together with the writes (tree, write) that they record: the
+    /// entries first, then the writes, made durable by one flush (see
+    /// [`AuditLog::append_with`](crate::audit::log::AuditLog::append_with)). So a crash
+    /// leaves either both or neither, never a decision that is in force but not logged;
+    /// and when the entry cannot be written, nothing is.
+    async fn commit(
+        &self,
+        events: &[Event],
+        records: Vec<(&'static str, Write)>,
+    ) -> Result<(), UsageError> {
+        self.audit
+            .append_with(events, records)
+            .await
+            .map(|_| ())
+            .map_err(|e| UsageError::Audit(e.to_string()))
+    }
 }
 
 /// Most characters of a party's free text (a revocation's reason) that an audit entry

@@ -13,14 +13,12 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::duties::{Deletion, DeletionCause};
-use super::revocation;
-use super::{UsageError, commit, quoted};
+use super::{Usage, UsageError, quoted};
 use crate::audit::log::EventKind;
 use crate::base::clock::{now, now_ms};
 use crate::base::random::random_id;
-use crate::contract::{Agreement, Role, consumer_agreement};
+use crate::contract::{Agreement, Role};
 use crate::identity::{Envelope, Membership, ParticipantId};
-use crate::runtime::NodeContext;
 use crate::storage::{StorageError, Write};
 use liutong_proto::v1::NotifyRequest;
 use liutong_proto::v1::usage_control_client::UsageControlClient;
@@ -89,300 +87,303 @@ pub struct OutboxItem {
     pub created_at: i64,
 }
 
-/// The outbox write of a signed message for the agreement's provider, for the caller
-/// to commit with the step it belongs to.
-fn outbox_write(
-    context: &NodeContext,
-    agreement: &Agreement,
-    what: String,
-    message: Envelope,
-) -> Result<(&'static str, Write), UsageError> {
-    let n = context
-        .contracts
-        .by_agreement(&agreement.agreement_id)?
-        .filter(|n| n.role == Role::Consumer)
-        .ok_or_else(|| {
-            UsageError::NotFound(format!(
-                "this node holds no agreement {} as a consumer",
-                agreement.agreement_id
-            ))
-        })?;
-    let item = OutboxItem {
-        id: random_id("out")?,
-        to: agreement.provider.to_string(),
-        address: n.peer_address,
-        agreement_id: agreement.agreement_id.clone(),
-        what,
-        message,
-        attempts: 0,
-        next_attempt_at: 0,
-        last_error: String::new(),
-        created_at: now(),
-    };
-    Ok((
-        OUTBOX,
-        Write::Put(
-            format!("o/{}", item.id).into_bytes(),
-            serde_json::to_vec(&item).expect("outbox items serialize"),
-        ),
-    ))
-}
+impl Usage {
+    /// The outbox write of a signed message for the agreement's provider, for the caller
+    /// to commit with the step it belongs to.
+    fn outbox_write(
+        &self,
+        agreement: &Agreement,
+        what: String,
+        message: Envelope,
+    ) -> Result<(&'static str, Write), UsageError> {
+        let n = self
+            .contracts
+            .by_agreement(&agreement.agreement_id)?
+            .filter(|n| n.role == Role::Consumer)
+            .ok_or_else(|| {
+                UsageError::NotFound(format!(
+                    "this node holds no agreement {} as a consumer",
+                    agreement.agreement_id
+                ))
+            })?;
+        let item = OutboxItem {
+            id: random_id("out")?,
+            to: agreement.provider.to_string(),
+            address: n.peer_address,
+            agreement_id: agreement.agreement_id.clone(),
+            what,
+            message,
+            attempts: 0,
+            next_attempt_at: 0,
+            last_error: String::new(),
+            created_at: now(),
+        };
+        Ok((
+            OUTBOX,
+            Write::Put(
+                format!("o/{}", item.id).into_bytes(),
+                serde_json::to_vec(&item).expect("outbox items serialize"),
+            ),
+        ))
+    }
 
-/// Signs a usage notice for one permitted use; returns its outbox write.
-pub(super) fn usage_notice_write(
-    context: &NodeContext,
-    agreement: &Agreement,
-    purpose: &str,
-    use_number: u64,
-) -> Result<(&'static str, Write), UsageError> {
-    let notice = UsageNotice {
-        notice_id: random_id("use")?,
-        agreement_id: agreement.agreement_id.clone(),
-        consumer: context.membership.participant_id.to_string(),
-        provider: agreement.provider.to_string(),
-        product_id: agreement.product_id.clone(),
-        version: agreement.version,
-        purpose: purpose.to_owned(),
-        use_number,
-        used_at: now(),
-    };
-    let envelope = Envelope::sign_json(USAGE_NOTICE_PAYLOAD_TYPE, &notice, &context.signing_key);
-    outbox_write(
-        context,
-        agreement,
-        format!("usage notice, use {use_number}"),
-        envelope,
-    )
-}
+    /// Signs a usage notice for one permitted use; returns its outbox write.
+    pub(super) fn usage_notice_write(
+        &self,
+        agreement: &Agreement,
+        purpose: &str,
+        use_number: u64,
+    ) -> Result<(&'static str, Write), UsageError> {
+        let notice = UsageNotice {
+            notice_id: random_id("use")?,
+            agreement_id: agreement.agreement_id.clone(),
+            consumer: self.identity.membership.participant_id.to_string(),
+            provider: agreement.provider.to_string(),
+            product_id: agreement.product_id.clone(),
+            version: agreement.version,
+            purpose: purpose.to_owned(),
+            use_number,
+            used_at: now(),
+        };
+        let envelope = Envelope::sign_json(
+            USAGE_NOTICE_PAYLOAD_TYPE,
+            &notice,
+            &self.identity.signing_key,
+        );
+        self.outbox_write(
+            agreement,
+            format!("usage notice, use {use_number}"),
+            envelope,
+        )
+    }
 
-/// Signs a deletion receipt; returns its outbox write.
-pub(super) fn deletion_receipt_write(
-    context: &NodeContext,
-    agreement: &Agreement,
-    deletion: &Deletion,
-    cause: &DeletionCause,
-) -> Result<(&'static str, Write), UsageError> {
-    let receipt = DeletionReceipt {
-        receipt_id: random_id("del")?,
-        agreement_id: agreement.agreement_id.clone(),
-        consumer: context.membership.participant_id.to_string(),
-        provider: agreement.provider.to_string(),
-        product_id: agreement.product_id.clone(),
-        version: agreement.version,
-        sha256: deletion.sha256.clone(),
-        held: deletion.held,
-        cause: cause.clone(),
-        deleted_at: deletion.deleted_at,
-    };
-    let envelope = Envelope::sign_json(
-        DELETION_RECEIPT_PAYLOAD_TYPE,
-        &receipt,
-        &context.signing_key,
-    );
-    outbox_write(context, agreement, "deletion receipt".into(), envelope)
-}
+    /// Signs a deletion receipt; returns its outbox write.
+    pub(super) fn deletion_receipt_write(
+        &self,
+        agreement: &Agreement,
+        deletion: &Deletion,
+        cause: &DeletionCause,
+    ) -> Result<(&'static str, Write), UsageError> {
+        let receipt = DeletionReceipt {
+            receipt_id: random_id("del")?,
+            agreement_id: agreement.agreement_id.clone(),
+            consumer: self.identity.membership.participant_id.to_string(),
+            provider: agreement.provider.to_string(),
+            product_id: agreement.product_id.clone(),
+            version: agreement.version,
+            sha256: deletion.sha256.clone(),
+            held: deletion.held,
+            cause: cause.clone(),
+            deleted_at: deletion.deleted_at,
+        };
+        let envelope = Envelope::sign_json(
+            DELETION_RECEIPT_PAYLOAD_TYPE,
+            &receipt,
+            &self.identity.signing_key,
+        );
+        self.outbox_write(agreement, "deletion receipt".into(), envelope)
+    }
 
-/// Everything in the outbox.
-pub fn outbox(context: &NodeContext) -> Result<Vec<OutboxItem>, StorageError> {
-    Ok(context
-        .storage
-        .scan_prefix(OUTBOX, b"o/")?
-        .iter()
-        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-        .collect())
-}
+    /// Everything in the outbox.
+    pub fn outbox(&self) -> Result<Vec<OutboxItem>, StorageError> {
+        Ok(self
+            .storage
+            .scan_prefix(OUTBOX, b"o/")?
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+            .collect())
+    }
 
-/// Sends every outbox message that is due; acknowledged ones leave the outbox, the
-/// others wait longer each time.
-pub async fn deliver_due(context: &NodeContext) {
-    let items = match outbox(context) {
-        Ok(items) => items,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot read the outbox");
-            return;
-        }
-    };
-    let t = now_ms();
-    for mut item in items.into_iter().filter(|i| i.next_attempt_at <= t) {
-        let key = format!("o/{}", item.id);
-        match send(context, &item).await {
-            Ok(()) => {
-                if let Err(e) = context.storage.delete(OUTBOX, key.as_bytes()) {
-                    tracing::warn!(error = %e, "cannot remove a delivered message; it is sent again");
-                }
-            }
+    /// Sends every outbox message that is due; acknowledged ones leave the outbox, the
+    /// others wait longer each time.
+    pub async fn deliver_due(&self) {
+        let items = match self.outbox() {
+            Ok(items) => items,
             Err(e) => {
-                item.attempts += 1;
-                let base = context
-                    .config
-                    .usage
-                    .check_interval
-                    .max(Duration::from_millis(50));
-                let delay = base
-                    .saturating_mul(1u32 << item.attempts.min(16))
-                    .min(MAX_BACKOFF);
-                item.next_attempt_at = now_ms() + delay.as_millis() as i64;
-                item.last_error = e.to_string();
-                tracing::debug!(to = %item.to, what = %item.what, attempts = item.attempts, error = %e, "message not delivered; retrying later");
-                if let Err(e) = context.storage.put(
-                    OUTBOX,
-                    key.as_bytes(),
-                    &serde_json::to_vec(&item).expect("outbox items serialize"),
-                ) {
-                    tracing::warn!(error = %e, "cannot record a delivery attempt");
+                tracing::warn!(error = %e, "cannot read the outbox");
+                return;
+            }
+        };
+        let t = now_ms();
+        for mut item in items.into_iter().filter(|i| i.next_attempt_at <= t) {
+            let key = format!("o/{}", item.id);
+            match self.send_notice(&item).await {
+                Ok(()) => {
+                    if let Err(e) = self.storage.delete(OUTBOX, key.as_bytes()) {
+                        tracing::warn!(error = %e, "cannot remove a delivered message; it is sent again");
+                    }
+                }
+                Err(e) => {
+                    item.attempts += 1;
+                    let base = self.config.check_interval.max(Duration::from_millis(50));
+                    let delay = base
+                        .saturating_mul(1u32 << item.attempts.min(16))
+                        .min(MAX_BACKOFF);
+                    item.next_attempt_at = now_ms() + delay.as_millis() as i64;
+                    item.last_error = e.to_string();
+                    tracing::debug!(to = %item.to, what = %item.what, attempts = item.attempts, error = %e, "message not delivered; retrying later");
+                    if let Err(e) = self.storage.put(
+                        OUTBOX,
+                        key.as_bytes(),
+                        &serde_json::to_vec(&item).expect("outbox items serialize"),
+                    ) {
+                        tracing::warn!(error = %e, "cannot record a delivery attempt");
+                    }
                 }
             }
         }
     }
-}
 
-async fn send(context: &NodeContext, item: &OutboxItem) -> Result<(), UsageError> {
-    let to: ParticipantId = item
-        .to
-        .parse()
-        .map_err(|e| UsageError::Invalid(format!("outbox item {}: recipient: {e}", item.id)))?;
-    let channel = context
-        .connect_member(&item.address, &to)
-        .await
-        .map_err(|e| UsageError::Unreachable(e.to_string()))?;
-    UsageControlClient::new(channel)
-        .notify(NotifyRequest {
-            message: Some(item.message.clone().into()),
-        })
-        .await
-        .map_err(UsageError::Peer)?;
-    Ok(())
+    async fn send_notice(&self, item: &OutboxItem) -> Result<(), UsageError> {
+        let to: ParticipantId = item
+            .to
+            .parse()
+            .map_err(|e| UsageError::Invalid(format!("outbox item {}: recipient: {e}", item.id)))?;
+        let channel = self
+            .peers
+            .connect_member(&item.address, &to)
+            .await
+            .map_err(|e| UsageError::Unreachable(e.to_string()))?;
+        UsageControlClient::new(channel)
+            .notify(NotifyRequest {
+                message: Some(item.message.clone().into()),
+            })
+            .await
+            .map_err(UsageError::Peer)?;
+        Ok(())
+    }
 }
 
 // ---- provider side ----------------------------------------------------------------
 
-/// The provider receives a signed notice or deletion receipt from `caller`: it must be
-/// signed by the caller, about an agreement this node made as the provider with the
-/// caller as consumer. Stored together with its audit entry (one commit) and logged
-/// once; a repeat is acknowledged again.
-pub async fn receive(
-    context: &NodeContext,
-    caller: &Membership,
-    envelope: Envelope,
-) -> Result<(), UsageError> {
-    match envelope.payload_type.as_str() {
-        USAGE_NOTICE_PAYLOAD_TYPE => {
-            let notice: UsageNotice = open(caller, &envelope, USAGE_NOTICE_PAYLOAD_TYPE)?;
-            let agreement =
-                provider_agreement(context, caller, &notice.agreement_id, &notice.consumer)?;
-            let key = format!("n/{}/{}", notice.agreement_id, notice.notice_id);
-            // Checked and recorded under the agreement's lock: a notice sent twice at
-            // once is logged once.
-            let lock = context.usage.provider_lock(&agreement.agreement_id);
-            let _one_at_a_time = lock.lock().await;
-            if context.storage.get(NOTICES, key.as_bytes())?.is_some() {
-                return Ok(());
-            }
-            let event = agreement.event(
-                EventKind::Usage,
-                caller.participant_id.as_str(),
-                format!(
-                    "usage notice from the consumer: use {} of the copy, purpose {}, at {}",
-                    notice.use_number,
-                    quoted(&notice.purpose),
-                    super::when(notice.used_at)
-                ),
-            );
-            commit(
-                context,
-                &[event],
-                vec![(
-                    NOTICES,
-                    Write::Put(key.into_bytes(), envelope.to_json().into_bytes()),
-                )],
-            )
-            .await
-        }
-        DELETION_RECEIPT_PAYLOAD_TYPE => {
-            let receipt: DeletionReceipt = open(caller, &envelope, DELETION_RECEIPT_PAYLOAD_TYPE)?;
-            let agreement =
-                provider_agreement(context, caller, &receipt.agreement_id, &receipt.consumer)?;
-            let key = format!("r/{}", receipt.agreement_id);
-            // The same lock as the revocation, whose record the receipt updates.
-            let lock = context.usage.provider_lock(&agreement.agreement_id);
-            let _one_at_a_time = lock.lock().await;
-            let known = context
-                .storage
-                .get(NOTICES, key.as_bytes())?
-                .and_then(|b| serde_json::from_slice::<Envelope>(&b).ok())
-                .is_some_and(|e| e.payload == envelope.payload);
-            if known {
-                return Ok(());
-            }
-            let mut records = vec![(
-                NOTICES,
-                Write::Put(
-                    key.into_bytes(),
-                    serde_json::to_vec(&envelope).expect("envelopes serialize"),
-                ),
-            )];
-            records.extend(revocation::receipt_write(context, &receipt, &envelope)?);
-            let masked = revocation::masked_removal(
-                context,
-                &agreement,
-                "the consumer deleted its copy (signed deletion receipt)",
-            )?;
-            records.extend(masked.clone().map(|m| m.write));
-            let cause = match &receipt.cause {
-                DeletionCause::Expired { .. } => "its deleteAfter deadline passed".to_owned(),
-                DeletionCause::Revoked { reason, .. } => {
-                    format!("the agreement was revoked ({})", quoted(reason))
+impl Usage {
+    /// The provider receives a signed notice or deletion receipt from `caller`: it must be
+    /// signed by the caller, about an agreement this node made as the provider with the
+    /// caller as consumer. Stored together with its audit entry (one commit) and logged
+    /// once; a repeat is acknowledged again.
+    pub async fn receive_notice(
+        &self,
+        caller: &Membership,
+        envelope: Envelope,
+    ) -> Result<(), UsageError> {
+        match envelope.payload_type.as_str() {
+            USAGE_NOTICE_PAYLOAD_TYPE => {
+                let notice: UsageNotice = open(caller, &envelope, USAGE_NOTICE_PAYLOAD_TYPE)?;
+                let agreement =
+                    self.provider_agreement(caller, &notice.agreement_id, &notice.consumer)?;
+                let key = format!("n/{}/{}", notice.agreement_id, notice.notice_id);
+                // Checked and recorded under the agreement's lock: a notice sent twice at
+                // once is logged once.
+                let lock = self
+                    .contracts
+                    .locks()
+                    .provider_lock(&agreement.agreement_id);
+                let _one_at_a_time = lock.lock().await;
+                if self.storage.get(NOTICES, key.as_bytes())?.is_some() {
+                    return Ok(());
                 }
-            };
-            let event = agreement.event(
-                EventKind::CopyDeleted,
-                caller.participant_id.as_str(),
-                format!(
-                    "signed deletion receipt from the consumer: {} at {}, because {cause}{}",
-                    if receipt.held {
-                        "copy deleted"
-                    } else {
-                        "no copy was held; none will be fetched"
-                    },
-                    super::when(receipt.deleted_at),
-                    masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
-                ),
-            );
-            commit(context, &[event], records).await?;
-            if masked.is_some() {
-                revocation::remove_masked(context, &agreement.agreement_id).await?;
+                let event = agreement.event(
+                    EventKind::Usage,
+                    caller.participant_id.as_str(),
+                    format!(
+                        "usage notice from the consumer: use {} of the copy, purpose {}, at {}",
+                        notice.use_number,
+                        quoted(&notice.purpose),
+                        super::when(notice.used_at)
+                    ),
+                );
+                self.commit(
+                    &[event],
+                    vec![(
+                        NOTICES,
+                        Write::Put(key.into_bytes(), envelope.to_json().into_bytes()),
+                    )],
+                )
+                .await
             }
-            Ok(())
+            DELETION_RECEIPT_PAYLOAD_TYPE => {
+                let receipt: DeletionReceipt =
+                    open(caller, &envelope, DELETION_RECEIPT_PAYLOAD_TYPE)?;
+                let agreement =
+                    self.provider_agreement(caller, &receipt.agreement_id, &receipt.consumer)?;
+                let key = format!("r/{}", receipt.agreement_id);
+                // The same lock as the revocation, whose record the receipt updates.
+                let lock = self
+                    .contracts
+                    .locks()
+                    .provider_lock(&agreement.agreement_id);
+                let _one_at_a_time = lock.lock().await;
+                let known = self
+                    .storage
+                    .get(NOTICES, key.as_bytes())?
+                    .and_then(|b| serde_json::from_slice::<Envelope>(&b).ok())
+                    .is_some_and(|e| e.payload == envelope.payload);
+                if known {
+                    return Ok(());
+                }
+                let mut records = vec![(
+                    NOTICES,
+                    Write::Put(
+                        key.into_bytes(),
+                        serde_json::to_vec(&envelope).expect("envelopes serialize"),
+                    ),
+                )];
+                records.extend(self.receipt_write(&receipt, &envelope)?);
+                let masked = self.masked_removal(
+                    &agreement,
+                    "the consumer deleted its copy (signed deletion receipt)",
+                )?;
+                records.extend(masked.clone().map(|m| m.write));
+                let cause = match &receipt.cause {
+                    DeletionCause::Expired { .. } => "its deleteAfter deadline passed".to_owned(),
+                    DeletionCause::Revoked { reason, .. } => {
+                        format!("the agreement was revoked ({})", quoted(reason))
+                    }
+                };
+                let event = agreement.event(
+                    EventKind::CopyDeleted,
+                    caller.participant_id.as_str(),
+                    format!(
+                        "signed deletion receipt from the consumer: {} at {}, because {cause}{}",
+                        if receipt.held {
+                            "copy deleted"
+                        } else {
+                            "no copy was held; none will be fetched"
+                        },
+                        super::when(receipt.deleted_at),
+                        masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
+                    ),
+                );
+                self.commit(&[event], records).await?;
+                if masked.is_some() {
+                    self.remove_masked(&agreement.agreement_id).await?;
+                }
+                Ok(())
+            }
+            other => Err(UsageError::Invalid(format!(
+                "message: payload type {other:?} is neither a usage notice nor a deletion receipt"
+            ))),
         }
-        other => Err(UsageError::Invalid(format!(
-            "message: payload type {other:?} is neither a usage notice nor a deletion receipt"
-        ))),
     }
-}
 
-/// A consumer's deletion receipt for an agreement, as the provider stored it.
-pub fn deletion_receipt(
-    context: &NodeContext,
-    agreement_id: &str,
-) -> Result<Option<Envelope>, StorageError> {
-    Ok(context
-        .storage
-        .get(NOTICES, format!("r/{agreement_id}").as_bytes())?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
-}
+    /// A consumer's deletion receipt for an agreement, as the provider stored it.
+    pub fn deletion_receipt(&self, agreement_id: &str) -> Result<Option<Envelope>, StorageError> {
+        Ok(self
+            .storage
+            .get(NOTICES, format!("r/{agreement_id}").as_bytes())?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
 
-/// The consumers' usage notices for an agreement, as the provider stored them.
-pub fn usage_notices(
-    context: &NodeContext,
-    agreement_id: &str,
-) -> Result<Vec<UsageNotice>, StorageError> {
-    Ok(context
-        .storage
-        .scan_prefix(NOTICES, format!("n/{agreement_id}/").as_bytes())?
-        .iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<Envelope>(v).ok())
-        .filter_map(|e| e.peek_json().ok())
-        .collect())
+    /// The consumers' usage notices for an agreement, as the provider stored them.
+    pub fn usage_notices(&self, agreement_id: &str) -> Result<Vec<UsageNotice>, StorageError> {
+        Ok(self
+            .storage
+            .scan_prefix(NOTICES, format!("n/{agreement_id}/").as_bytes())?
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<Envelope>(v).ok())
+            .filter_map(|e| e.peek_json().ok())
+            .collect())
+    }
 }
 
 fn open<T: serde::de::DeserializeOwned>(
@@ -395,20 +396,24 @@ fn open<T: serde::de::DeserializeOwned>(
         .map_err(|e| UsageError::DataLoss(format!("the message is not signed by the caller: {e}")))
 }
 
-/// The agreement this node made as the provider with `caller` as the consumer, which
-/// the caller's message names as its consumer too.
-fn provider_agreement(
-    context: &NodeContext,
-    caller: &Membership,
-    agreement_id: &str,
-    named_consumer: &str,
-) -> Result<Agreement, UsageError> {
-    let agreement = consumer_agreement(context, &caller.participant_id, agreement_id)?;
-    if named_consumer != caller.participant_id.as_str() {
-        return Err(UsageError::Forbidden(format!(
-            "the message names consumer {named_consumer}, but the caller is {}",
-            caller.participant_id
-        )));
+impl Usage {
+    /// The agreement this node made as the provider with `caller` as the consumer, which
+    /// the caller's message names as its consumer too.
+    fn provider_agreement(
+        &self,
+        caller: &Membership,
+        agreement_id: &str,
+        named_consumer: &str,
+    ) -> Result<Agreement, UsageError> {
+        let agreement = self
+            .contracts
+            .consumer_agreement(&caller.participant_id, agreement_id)?;
+        if named_consumer != caller.participant_id.as_str() {
+            return Err(UsageError::Forbidden(format!(
+                "the message names consumer {named_consumer}, but the caller is {}",
+                caller.participant_id
+            )));
+        }
+        Ok(agreement)
     }
-    Ok(agreement)
 }

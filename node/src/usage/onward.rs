@@ -15,10 +15,9 @@ use std::collections::HashSet;
 
 use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Scope};
 
-use super::{UsageError, duties, sticky_agreement, uses};
+use super::{Usage, UsageError, duties, uses};
 use crate::base::clock::now;
 use crate::contract::{Agreement, Role};
-use crate::runtime::NodeContext;
 use crate::storage::StorageError;
 use crate::transfer::{self, Manifest, TransferState};
 
@@ -50,165 +49,161 @@ impl From<UsageError> for OnwardError {
     }
 }
 
-/// Logs a publish refused by these rules as a policy decision.
-pub async fn log_refusal(context: &NodeContext, error: &OnwardError) {
-    let event = crate::audit::log::Event::new(
-        crate::audit::log::EventKind::PolicyDecision,
-        now(),
-        format!("publish refused (no onward sharing): {error}"),
-    );
-    if let Err(e) = context.audit.append(&event).await {
-        tracing::error!(error = %e, "cannot log a refused publish");
-    }
-}
-
-/// Checks the sources of a product being published with `classification`, offered
-/// under `offer` (or not offered, `None`).
-pub fn check_derivation(
-    context: &NodeContext,
-    derived_from: &[String],
-    classification: Classification,
-    offer: Option<&CompiledPolicy>,
-) -> Result<(), OnwardError> {
-    let mut seen = HashSet::new();
-    // (source, how the publisher reached it), for messages.
-    let mut queue: Vec<(String, String)> = derived_from
-        .iter()
-        .map(|s| (s.trim().to_owned(), String::new()))
-        .collect();
-    while let Some((source, via)) = queue.pop() {
-        if source.is_empty() || !seen.insert(source.clone()) {
-            continue;
+impl Usage {
+    /// Logs a publish refused by these rules as a policy decision.
+    pub async fn log_refusal(&self, error: &OnwardError) {
+        let event = crate::audit::log::Event::new(
+            crate::audit::log::EventKind::PolicyDecision,
+            now(),
+            format!("publish refused (no onward sharing): {error}"),
+        );
+        if let Err(e) = self.audit.append(&event).await {
+            tracing::error!(error = %e, "cannot log a refused publish");
         }
-        let products = &context.catalog.products;
-        let product = products
-            .latest(&source)
-            .map_err(|e| OnwardError::Unavailable(e.to_string()))?;
-        if let Some(p) = product {
-            let path = format!("{via}product {source}");
-            if p.classification > classification {
+    }
+
+    /// Checks the sources of a product being published with `classification`, offered
+    /// under `offer` (or not offered, `None`).
+    pub fn check_derivation(
+        &self,
+        derived_from: &[String],
+        classification: Classification,
+        offer: Option<&CompiledPolicy>,
+    ) -> Result<(), OnwardError> {
+        let mut seen = HashSet::new();
+        // (source, how the publisher reached it), for messages.
+        let mut queue: Vec<(String, String)> = derived_from
+            .iter()
+            .map(|s| (s.trim().to_owned(), String::new()))
+            .collect();
+        while let Some((source, via)) = queue.pop() {
+            if source.is_empty() || !seen.insert(source.clone()) {
+                continue;
+            }
+            let products = &self.catalog.products;
+            let product = products
+                .latest(&source)
+                .map_err(|e| OnwardError::Unavailable(e.to_string()))?;
+            if let Some(p) = product {
+                let path = format!("{via}product {source}");
+                if p.classification > classification {
+                    return Err(OnwardError::Classification(format!(
+                        "{path} is {}, so a product derived from it cannot be graded lower ({classification})",
+                        p.classification
+                    )));
+                }
+                queue.extend(
+                    p.derived_from
+                        .iter()
+                        .map(|s| (s.clone(), format!("{path}, derived from "))),
+                );
+                continue;
+            }
+            let Some(agreement) = self.received_agreement(&source)? else {
+                return Err(OnwardError::UnknownSource(format!(
+                    "{via}{source} is neither a product of this node nor an agreement under which \
+                 this node received a copy"
+                )));
+            };
+            let path = format!("{via}the copy received under agreement {source}");
+            if agreement.classification > classification {
                 return Err(OnwardError::Classification(format!(
                     "{path} is {}, so a product derived from it cannot be graded lower ({classification})",
-                    p.classification
+                    agreement.classification
                 )));
             }
-            queue.extend(
-                p.derived_from
-                    .iter()
-                    .map(|s| (s.clone(), format!("{path}, derived from "))),
-            );
-            continue;
+            if let Some(offer) = offer {
+                self.check_distribute(&agreement, &path, offer)?;
+            }
         }
-        let Some(agreement) = received_agreement(context, &source)? else {
-            return Err(OnwardError::UnknownSource(format!(
-                "{via}{source} is neither a product of this node nor an agreement under which \
-                 this node received a copy"
-            )));
-        };
-        let path = format!("{via}the copy received under agreement {source}");
-        if agreement.classification > classification {
-            return Err(OnwardError::Classification(format!(
-                "{path} is {}, so a product derived from it cannot be graded lower ({classification})",
-                agreement.classification
-            )));
-        }
-        if let Some(offer) = offer {
-            check_distribute(context, &agreement, &path, offer)?;
-        }
+        Ok(())
     }
-    Ok(())
-}
 
-/// The received copies (held or deleted) whose payload has this SHA-256: publishing
-/// such a payload is publishing the copy.
-pub fn copies_with_payload(
-    context: &NodeContext,
-    sha256: &str,
-) -> Result<Vec<String>, OnwardError> {
-    let storage = context.storage.as_ref();
-    let mut out: Vec<String> = transfer::copies(storage)
-        .map_err(|e| OnwardError::Unavailable(e.to_string()))?
-        .into_iter()
-        .filter(|c| c.state == TransferState::Completed)
-        .filter(|c| {
-            c.manifest
-                .peek_json::<Manifest>()
-                .is_ok_and(|m| m.sha256 == sha256)
-        })
-        .map(|c| c.agreement_id)
-        .collect();
-    out.extend(
-        duties::deletions(storage)?
+    /// The received copies (held or deleted) whose payload has this SHA-256: publishing
+    /// such a payload is publishing the copy.
+    pub fn copies_with_payload(&self, sha256: &str) -> Result<Vec<String>, OnwardError> {
+        let storage = self.storage.as_ref();
+        let mut out: Vec<String> = transfer::copies(storage)
+            .map_err(|e| OnwardError::Unavailable(e.to_string()))?
             .into_iter()
-            .filter(|d| d.held && d.sha256 == sha256)
-            .map(|d| d.agreement_id),
-    );
-    out.sort();
-    out.dedup();
-    Ok(out)
-}
-
-/// The agreement under which this node (as the consumer) received, or could receive,
-/// a copy.
-fn received_agreement(
-    context: &NodeContext,
-    agreement_id: &str,
-) -> Result<Option<Agreement>, OnwardError> {
-    let n = context
-        .contracts
-        .by_agreement(agreement_id)
-        .map_err(|e| OnwardError::Unavailable(e.to_string()))?;
-    Ok(n.filter(|n| n.role == Role::Consumer)
-        .and_then(|n| n.agreement_content()))
-}
-
-fn check_distribute(
-    context: &NodeContext,
-    agreement: &Agreement,
-    path: &str,
-    offer: &CompiledPolicy,
-) -> Result<(), OnwardError> {
-    let storage = context.storage.as_ref();
-    if let Some(d) = duties::deletion(storage, &agreement.agreement_id)? {
-        return Err(OnwardError::NotDistributable(format!(
-            "{path} cannot be offered: {}",
-            d.explain()
-        )));
+            .filter(|c| c.state == TransferState::Completed)
+            .filter(|c| {
+                c.manifest
+                    .peek_json::<Manifest>()
+                    .is_ok_and(|m| m.sha256 == sha256)
+            })
+            .map(|c| c.agreement_id)
+            .collect();
+        out.extend(
+            duties::deletions(storage)?
+                .into_iter()
+                .filter(|d| d.held && d.sha256 == sha256)
+                .map(|d| d.agreement_id),
+        );
+        out.sort();
+        out.dedup();
+        Ok(out)
     }
-    // The copy's own sticky policy, checked against this node's countersignature.
-    if let Some(c) = transfer::copy(storage, &agreement.agreement_id)
-        .map_err(|e| OnwardError::Unavailable(e.to_string()))?
-    {
-        sticky_agreement(context, &c.agreement)?;
+
+    /// The agreement under which this node (as the consumer) received, or could receive,
+    /// a copy.
+    fn received_agreement(&self, agreement_id: &str) -> Result<Option<Agreement>, OnwardError> {
+        let n = self
+            .contracts
+            .by_agreement(agreement_id)
+            .map_err(|e| OnwardError::Unavailable(e.to_string()))?;
+        Ok(n.filter(|n| n.role == Role::Consumer)
+            .and_then(|n| n.agreement_content()))
     }
-    let policy = super::policy_of(context, agreement)?;
-    let decision = liutong_policy::evaluate(
-        &policy,
-        &agreement.request(Scope::Use, Action::Distribute, &context.membership),
-        &agreement.policy_state(uses(storage, &agreement.agreement_id)?.uses),
-    );
-    if !decision.is_permit() {
-        return Err(OnwardError::NotDistributable(format!(
-            "{path} is data from {}, and its policy does not permit distribute, so it cannot \
+
+    fn check_distribute(
+        &self,
+        agreement: &Agreement,
+        path: &str,
+        offer: &CompiledPolicy,
+    ) -> Result<(), OnwardError> {
+        let storage = self.storage.as_ref();
+        if let Some(d) = duties::deletion(storage, &agreement.agreement_id)? {
+            return Err(OnwardError::NotDistributable(format!(
+                "{path} cannot be offered: {}",
+                d.explain()
+            )));
+        }
+        // The copy's own sticky policy, checked against this node's countersignature.
+        if let Some(c) = transfer::copy(storage, &agreement.agreement_id)
+            .map_err(|e| OnwardError::Unavailable(e.to_string()))?
+        {
+            self.sticky_agreement(&c.agreement)?;
+        }
+        let policy = self.policy_of(agreement)?;
+        let decision = liutong_policy::evaluate(
+            &policy,
+            &agreement.request(Scope::Use, Action::Distribute, &self.identity.membership),
+            &agreement.policy_state(uses(storage, &agreement.agreement_id)?.uses),
+        );
+        if !decision.is_permit() {
+            return Err(OnwardError::NotDistributable(format!(
+                "{path} is data from {}, and its policy does not permit distribute, so it cannot \
              be offered to anyone: {}",
-            agreement.provider,
-            decision.explain()
-        )));
-    }
-    let next: Vec<&str> = decision
-        .duties
-        .iter()
-        .filter_map(|d| match d {
-            Duty::NextPolicy { policy } => Some(policy.as_str()),
-            _ => None,
-        })
-        .collect();
-    let uid = offer.policy().uid.as_str();
-    if let Some(wanted) = next.iter().find(|n| **n != uid) {
-        return Err(OnwardError::NextPolicy(format!(
-            "{path} may be distributed only under the next policy {wanted} (its nextPolicy \
+                agreement.provider,
+                decision.explain()
+            )));
+        }
+        let next: Vec<&str> = decision
+            .duties
+            .iter()
+            .filter_map(|d| match d {
+                Duty::NextPolicy { policy } => Some(policy.as_str()),
+                _ => None,
+            })
+            .collect();
+        let uid = offer.policy().uid.as_str();
+        if let Some(wanted) = next.iter().find(|n| **n != uid) {
+            return Err(OnwardError::NextPolicy(format!(
+                "{path} may be distributed only under the next policy {wanted} (its nextPolicy \
              duty); write the offer's policy with uid = \"{wanted}\" (this one is \"{uid}\")"
-        )));
+            )));
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -16,13 +16,10 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::duties::{self, DeletionCause};
-use super::{
-    USAGE, UsageError, UseRecord, commit, notice, policy_of, sticky_agreement, use_key, uses, when,
-};
+use super::{USAGE, Usage, UsageError, UseRecord, use_key, uses, when};
 use crate::audit::log::EventKind;
 use crate::base::clock::now;
 use crate::contract::Agreement;
-use crate::runtime::NodeContext;
 use crate::storage::Write;
 use crate::transfer::{self, Manifest, TransferState};
 use liutong_proto::v1::read_response::Part;
@@ -36,128 +33,125 @@ pub struct ReadGrant {
     manifest: Manifest,
 }
 
-/// Decides a read and, when permitted, counts it durably and logs it.
-pub async fn authorize(
-    context: &NodeContext,
-    agreement_id: &str,
-    purpose: &str,
-) -> Result<ReadGrant, UsageError> {
-    let agreement_id = agreement_id.trim();
-    let purpose = purpose.trim();
-    if agreement_id.is_empty() {
-        return Err(UsageError::Invalid(
-            "agreement_id: name the copy's agreement (see `liutong data list`)".into(),
-        ));
-    }
-    if purpose.is_empty() {
-        return Err(UsageError::Invalid(
-            "purpose: declare the purpose of this use".into(),
-        ));
-    }
-    let storage = context.storage.as_ref();
-    if let Some(d) = duties::deletion(storage, agreement_id)? {
-        return Err(UsageError::Gone(Box::new(d)));
-    }
-    let copy = transfer::copy(storage, agreement_id)?.ok_or_else(|| {
-        UsageError::NotFound(format!(
-            "this node holds no copy for agreement {agreement_id}"
-        ))
-    })?;
-    if copy.state != TransferState::Completed {
-        let p = transfer::progress(&copy);
-        return Err(UsageError::NotReady(format!(
-            "the copy of agreement {agreement_id} is {} ({} of {} chunks received); it can be \
-             read once its transfer is COMPLETED (liutong transfer pull --agreement {agreement_id})",
-            p.state, p.chunks_received, p.chunks_total
-        )));
-    }
-    let agreement = sticky_agreement(context, &copy.agreement)?;
-    let manifest: Manifest = copy
-        .manifest
-        .peek_json()
-        .map_err(|e| UsageError::DataLoss(format!("the copy's manifest: {e}")))?;
-    let deadline = duties::deadline(context, &agreement);
-    if let Some(deadline) = deadline
-        && deadline <= now()
-    {
-        // The background task had not come round to it yet.
-        let d = duties::delete(context, &agreement, DeletionCause::Expired { deadline }).await?;
-        return Err(UsageError::Gone(Box::new(d)));
-    }
-    let policy = policy_of(context, &agreement)?;
-
-    let lock = context.usage.lock_for(agreement_id);
-    let guard = lock.lock().await;
-    if let Some(d) = duties::deletion(storage, agreement_id)? {
-        return Err(UsageError::Gone(Box::new(d)));
-    }
-    let mut record = uses(storage, agreement_id)?;
-    if let Err(why) = purpose_within(&policy, purpose, &agreement) {
-        refuse(context, &agreement, purpose, &why).await?;
-        return Err(UsageError::Denied(why));
-    }
-    // The purpose declared for this read, within the agreement's (checked above).
-    let decision = liutong_policy::evaluate(
-        &policy,
-        &Request {
-            purpose: Some(purpose.to_owned()),
-            ..agreement.request(Scope::Use, Action::Read, &context.membership)
-        },
-        &agreement.policy_state(record.uses),
-    );
-    if !decision.is_permit() {
-        let why = format!(
-            "the agreement's policy refuses this read: {}",
-            decision.explain()
-        );
-        refuse(context, &agreement, purpose, &why).await?;
-        if outside_time_window(&decision) {
-            context
-                .alerts
-                .raise(
-                    crate::alerts::Rule::ReadOutsideWindow,
-                    Some(&agreement.provider.to_string()),
-                    format!("read of copy {agreement_id} outside its permitted time: {why}"),
-                )
-                .await;
+impl Usage {
+    /// Decides a read and, when permitted, counts it durably and logs it.
+    pub async fn authorize_read(
+        &self,
+        agreement_id: &str,
+        purpose: &str,
+    ) -> Result<ReadGrant, UsageError> {
+        let agreement_id = agreement_id.trim();
+        let purpose = purpose.trim();
+        if agreement_id.is_empty() {
+            return Err(UsageError::Invalid(
+                "agreement_id: name the copy's agreement (see `liutong data list`)".into(),
+            ));
         }
-        return Err(UsageError::Denied(why));
-    }
-    if let Some(k) = crate::query::aggregate_only(&decision.duties) {
-        let why = format!(
-            "the agreement's policy allows only aggregates over groups of at least {k} \
-             (aggregateOnly); a record-level read is refused"
-        );
-        refuse(context, &agreement, purpose, &why).await?;
-        return Err(UsageError::Denied(why));
-    }
+        if purpose.is_empty() {
+            return Err(UsageError::Invalid(
+                "purpose: declare the purpose of this use".into(),
+            ));
+        }
+        let storage = self.storage.as_ref();
+        if let Some(d) = duties::deletion(storage, agreement_id)? {
+            return Err(UsageError::Gone(Box::new(d)));
+        }
+        let copy = transfer::copy(storage, agreement_id)?.ok_or_else(|| {
+            UsageError::NotFound(format!(
+                "this node holds no copy for agreement {agreement_id}"
+            ))
+        })?;
+        if copy.state != TransferState::Completed {
+            let p = transfer::progress(&copy);
+            return Err(UsageError::NotReady(format!(
+                "the copy of agreement {agreement_id} is {} ({} of {} chunks received); it can be \
+             read once its transfer is COMPLETED (liutong transfer pull --agreement {agreement_id})",
+                p.state, p.chunks_received, p.chunks_total
+            )));
+        }
+        let agreement = self.sticky_agreement(&copy.agreement)?;
+        let manifest: Manifest = copy
+            .manifest
+            .peek_json()
+            .map_err(|e| UsageError::DataLoss(format!("the copy's manifest: {e}")))?;
+        let deadline = self.deadline(&agreement);
+        if let Some(deadline) = deadline
+            && deadline <= now()
+        {
+            // The background task had not come round to it yet.
+            let d = self
+                .delete(&agreement, DeletionCause::Expired { deadline })
+                .await?;
+            return Err(UsageError::Gone(Box::new(d)));
+        }
+        let policy = self.policy_of(&agreement)?;
 
-    // Permitted: the raised use count, its notice and the audit entry are one commit,
-    // durable before any data leaves.
-    let used_at = now();
-    record = UseRecord {
-        uses: record.uses + 1,
-        first_used_at: record.first_used_at.or(Some(used_at)),
-        last_used_at: Some(used_at),
-    };
-    let mut records = vec![(
-        USAGE,
-        Write::Put(
-            use_key(agreement_id),
-            serde_json::to_vec(&record).expect("use records serialize"),
-        ),
-    )];
-    let notify = decision.duties.contains(&Duty::Notify);
-    if notify {
-        records.push(notice::usage_notice_write(
-            context,
-            &agreement,
-            purpose,
-            record.uses,
-        )?);
-    }
-    let performed = performed_duties(&decision.duties, deadline);
-    let event = agreement.event(
+        let lock = self.contracts.locks().lock_for(agreement_id);
+        let guard = lock.lock().await;
+        if let Some(d) = duties::deletion(storage, agreement_id)? {
+            return Err(UsageError::Gone(Box::new(d)));
+        }
+        let mut record = uses(storage, agreement_id)?;
+        if let Err(why) = purpose_within(&policy, purpose, &agreement) {
+            self.refuse_read(&agreement, purpose, &why).await?;
+            return Err(UsageError::Denied(why));
+        }
+        // The purpose declared for this read, within the agreement's (checked above).
+        let decision = liutong_policy::evaluate(
+            &policy,
+            &Request {
+                purpose: Some(purpose.to_owned()),
+                ..agreement.request(Scope::Use, Action::Read, &self.identity.membership)
+            },
+            &agreement.policy_state(record.uses),
+        );
+        if !decision.is_permit() {
+            let why = format!(
+                "the agreement's policy refuses this read: {}",
+                decision.explain()
+            );
+            self.refuse_read(&agreement, purpose, &why).await?;
+            if outside_time_window(&decision) {
+                self.alerts
+                    .raise(
+                        crate::alerts::Rule::ReadOutsideWindow,
+                        Some(&agreement.provider.to_string()),
+                        format!("read of copy {agreement_id} outside its permitted time: {why}"),
+                    )
+                    .await;
+            }
+            return Err(UsageError::Denied(why));
+        }
+        if let Some(k) = crate::query::aggregate_only(&decision.duties) {
+            let why = format!(
+                "the agreement's policy allows only aggregates over groups of at least {k} \
+             (aggregateOnly); a record-level read is refused"
+            );
+            self.refuse_read(&agreement, purpose, &why).await?;
+            return Err(UsageError::Denied(why));
+        }
+
+        // Permitted: the raised use count, its notice and the audit entry are one commit,
+        // durable before any data leaves.
+        let used_at = now();
+        record = UseRecord {
+            uses: record.uses + 1,
+            first_used_at: record.first_used_at.or(Some(used_at)),
+            last_used_at: Some(used_at),
+        };
+        let mut records = vec![(
+            USAGE,
+            Write::Put(
+                use_key(agreement_id),
+                serde_json::to_vec(&record).expect("use records serialize"),
+            ),
+        )];
+        let notify = decision.duties.contains(&Duty::Notify);
+        if notify {
+            records.push(self.usage_notice_write(&agreement, purpose, record.uses)?);
+        }
+        let performed = performed_duties(&decision.duties, deadline);
+        let event = agreement.event(
         EventKind::Usage,
         agreement.provider.as_str(),
         format!(
@@ -174,86 +168,87 @@ pub async fn authorize(
             performed.join("; ")
         ),
     );
-    commit(context, &[event], records).await?;
-    drop(guard);
-    if notify {
-        context.usage.kick();
-    }
-    Ok(ReadGrant {
-        header: ReadHeader {
-            agreement_id: agreement_id.to_owned(),
-            product_id: manifest.product_id.clone(),
-            version: manifest.version,
-            format: manifest.format.clone(),
-            size: manifest.size,
-            sha256: manifest.sha256.clone(),
-            use_number: record.uses,
-            decision: decision.explain(),
-            duties: performed,
-        },
-        manifest,
-    })
-}
-
-/// Streams a permitted read: the header, then each chunk of the copy, checked against
-/// the signed manifest as it is read back (a copy changed on disk stops with
-/// `DATA_LOSS`; a copy deleted meanwhile, by a revocation, stops with `NOT_FOUND`).
-pub fn spawn_stream(
-    context: Arc<NodeContext>,
-    grant: ReadGrant,
-    tx: mpsc::Sender<Result<ReadResponse, tonic::Status>>,
-) {
-    tokio::spawn(async move {
-        let agreement_id = grant.header.agreement_id.clone();
-        let header = ReadResponse {
-            part: Some(Part::Header(grant.header)),
-        };
-        if tx.send(Ok(header)).await.is_err() {
-            return;
+        self.commit(&[event], records).await?;
+        drop(guard);
+        if notify {
+            self.kick();
         }
-        let manifest = &grant.manifest;
-        for (index, expected) in manifest.chunk_hashes.iter().enumerate() {
-            // Straight from the payload file: a copy deleted meanwhile has lost it first.
-            let chunk = transfer::read_copy_chunk(
-                context.storage.as_ref(),
-                &agreement_id,
-                manifest,
-                index as u32,
-            );
-            let data = match chunk {
-                Ok(Some(d)) if hex::encode(Sha256::digest(&d)) == *expected => d,
-                Ok(Some(_)) => {
-                    let _ = tx
+        Ok(ReadGrant {
+            header: ReadHeader {
+                agreement_id: agreement_id.to_owned(),
+                product_id: manifest.product_id.clone(),
+                version: manifest.version,
+                format: manifest.format.clone(),
+                size: manifest.size,
+                sha256: manifest.sha256.clone(),
+                use_number: record.uses,
+                decision: decision.explain(),
+                duties: performed,
+            },
+            manifest,
+        })
+    }
+
+    /// Streams a permitted read: the header, then each chunk of the copy, checked against
+    /// the signed manifest as it is read back (a copy changed on disk stops with
+    /// `DATA_LOSS`; a copy deleted meanwhile, by a revocation, stops with `NOT_FOUND`).
+    pub fn spawn_read_stream(
+        self: Arc<Self>,
+        grant: ReadGrant,
+        tx: mpsc::Sender<Result<ReadResponse, tonic::Status>>,
+    ) {
+        tokio::spawn(async move {
+            let agreement_id = grant.header.agreement_id.clone();
+            let header = ReadResponse {
+                part: Some(Part::Header(grant.header)),
+            };
+            if tx.send(Ok(header)).await.is_err() {
+                return;
+            }
+            let manifest = &grant.manifest;
+            for (index, expected) in manifest.chunk_hashes.iter().enumerate() {
+                // Straight from the payload file: a copy deleted meanwhile has lost it first.
+                let chunk = transfer::read_copy_chunk(
+                    self.storage.as_ref(),
+                    &agreement_id,
+                    manifest,
+                    index as u32,
+                );
+                let data = match chunk {
+                    Ok(Some(d)) if hex::encode(Sha256::digest(&d)) == *expected => d,
+                    Ok(Some(_)) => {
+                        let _ = tx
                         .send(Err(tonic::Status::data_loss(format!(
                             "chunk {index} of the copy of agreement {agreement_id} does not match \
                              the provider's signed manifest; the copy was altered on disk"
                         ))))
                         .await;
+                        return;
+                    }
+                    Ok(None) => {
+                        let _ = tx
+                            .send(Err(tonic::Status::not_found(format!(
+                                "the copy of agreement {agreement_id} was deleted during the read"
+                            ))))
+                            .await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Err(tonic::Status::unavailable(e.to_string())))
+                            .await;
+                        return;
+                    }
+                };
+                let message = ReadResponse {
+                    part: Some(Part::Data(data)),
+                };
+                if tx.send(Ok(message)).await.is_err() {
                     return;
                 }
-                Ok(None) => {
-                    let _ = tx
-                        .send(Err(tonic::Status::not_found(format!(
-                            "the copy of agreement {agreement_id} was deleted during the read"
-                        ))))
-                        .await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx
-                        .send(Err(tonic::Status::unavailable(e.to_string())))
-                        .await;
-                    return;
-                }
-            };
-            let message = ReadResponse {
-                part: Some(Part::Data(data)),
-            };
-            if tx.send(Ok(message)).await.is_err() {
-                return;
             }
-        }
-    });
+        });
+    }
 }
 
 /// The declared purpose must be the agreement's purpose or a narrower one.
@@ -282,21 +277,24 @@ fn purpose_within(
     }
 }
 
-/// Logs a refused read as a policy decision.
-async fn refuse(
-    context: &NodeContext,
-    agreement: &Agreement,
-    purpose: &str,
-    why: &str,
-) -> Result<(), UsageError> {
-    agreement
-        .log(
-            context,
-            EventKind::PolicyDecision,
-            format!("use scope, read of the copy for purpose {purpose}: refused: {why}"),
-        )
-        .await
-        .map_err(|e| UsageError::Audit(e.to_string()))
+impl Usage {
+    /// Logs a refused read as a policy decision.
+    async fn refuse_read(
+        &self,
+        agreement: &Agreement,
+        purpose: &str,
+        why: &str,
+    ) -> Result<(), UsageError> {
+        agreement
+            .log(
+                &self.audit,
+                self.identity.participant_id(),
+                EventKind::PolicyDecision,
+                format!("use scope, read of the copy for purpose {purpose}: refused: {why}"),
+            )
+            .await
+            .map_err(|e| UsageError::Audit(e.to_string()))
+    }
 }
 
 /// The duties carried out for a permitted read, in words.

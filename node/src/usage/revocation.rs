@@ -18,14 +18,13 @@ use serde::{Deserialize, Serialize};
 
 use super::duties::{self, DeletionCause};
 use super::notice::DeletionReceipt;
-use super::{UsageError, commit, quoted, when};
+use super::{Usage, UsageError, quoted, when};
 use crate::audit::log::EventKind;
 use crate::base::clock::now;
 use crate::base::random::random_id;
 use crate::contract::{Agreement, Role};
 use crate::desensitize::delivery;
 use crate::identity::{Envelope, Membership, ParticipantId};
-use crate::runtime::NodeContext;
 use crate::storage::{StorageError, Write};
 use crate::transfer;
 use liutong_proto::v1::RevocationsRequest;
@@ -91,103 +90,106 @@ fn key(consumer: &str, agreement_id: &str) -> Vec<u8> {
 
 // ---- provider side ----------------------------------------------------------------
 
-/// Revokes an agreement this node signed as the provider (by agreement or negotiation
-/// ID). Durable and logged before it returns.
-pub async fn revoke(
-    context: &NodeContext,
-    id: &str,
-    reason: &str,
-) -> Result<RevocationRecord, UsageError> {
-    let reason = reason.trim();
-    if reason.is_empty() {
-        return Err(UsageError::Invalid(
-            "reason: say why; the consumer's node records it".into(),
-        ));
-    }
-    let length = reason.chars().count();
-    if length > MAX_REASON_CHARS {
-        return Err(UsageError::Invalid(format!(
-            "reason: {length} characters; say why in at most {MAX_REASON_CHARS} (both \
+impl Usage {
+    /// Revokes an agreement this node signed as the provider (by agreement or negotiation
+    /// ID). Durable and logged before it returns.
+    pub async fn revoke(&self, id: &str, reason: &str) -> Result<RevocationRecord, UsageError> {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(UsageError::Invalid(
+                "reason: say why; the consumer's node records it".into(),
+            ));
+        }
+        let length = reason.chars().count();
+        if length > MAX_REASON_CHARS {
+            return Err(UsageError::Invalid(format!(
+                "reason: {length} characters; say why in at most {MAX_REASON_CHARS} (both \
              nodes log it)"
-        )));
-    }
-    if id.trim().is_empty() {
-        return Err(UsageError::Invalid(
-            "agreement_id: name the agreement to revoke".into(),
-        ));
-    }
-    let n = match context.contracts.by_agreement(id)? {
-        Some(n) => Some(n),
-        None => context.contracts.get(id)?,
-    }
-    .filter(|n| n.role == Role::Provider)
-    .ok_or_else(|| {
-        UsageError::NotFound(format!(
-            "no agreement {id} signed by this node as the provider"
-        ))
-    })?;
-    let agreement = n.agreement_content().ok_or_else(|| {
+            )));
+        }
+        if id.trim().is_empty() {
+            return Err(UsageError::Invalid(
+                "agreement_id: name the agreement to revoke".into(),
+            ));
+        }
+        let n = match self.contracts.by_agreement(id)? {
+            Some(n) => Some(n),
+            None => self.contracts.get(id)?,
+        }
+        .filter(|n| n.role == Role::Provider)
+        .ok_or_else(|| {
+            UsageError::NotFound(format!(
+                "no agreement {id} signed by this node as the provider"
+            ))
+        })?;
+        let agreement = n.agreement_content().ok_or_else(|| {
         UsageError::WrongState(format!(
             "negotiation {} is {} and has no agreement; reject a request instead of revoking it",
             n.id, n.state
         ))
     })?;
-    let revocation = Revocation {
-        revocation_id: random_id("rev")?,
-        agreement_id: agreement.agreement_id.clone(),
-        provider: context.membership.participant_id.to_string(),
-        consumer: agreement.consumer.to_string(),
-        reason: reason.to_owned(),
-        revoked_at: now(),
-    };
-    let record = RevocationRecord {
-        agreement_id: agreement.agreement_id.clone(),
-        consumer: agreement.consumer.to_string(),
-        reason: reason.to_owned(),
-        revoked_at: revocation.revoked_at,
-        revocation: Envelope::sign_json(REVOCATION_PAYLOAD_TYPE, &revocation, &context.signing_key),
-        deletion_receipt: None,
-        deleted_at: None,
-    };
-    // Checked and recorded under the agreement's lock, so it is revoked once; the
-    // record and its audit entry are one commit.
-    let lock = context.usage.provider_lock(&agreement.agreement_id);
-    let _one_at_a_time = lock.lock().await;
-    if let Some(earlier) = revocation_of(
-        context,
-        agreement.consumer.as_str(),
-        &agreement.agreement_id,
-    )? {
-        return Err(UsageError::WrongState(format!(
-            "agreement {} was already revoked at {}: {}",
-            agreement.agreement_id,
-            when(earlier.revoked_at),
-            quoted(&earlier.reason)
-        )));
-    }
-    let mut records = vec![(
-        REVOCATIONS,
-        Write::Put(
-            key(&record.consumer, &record.agreement_id),
-            serde_json::to_vec(&record).expect("revocations serialize"),
-        ),
-    )];
-    let masked = masked_removal(context, &agreement, "the agreement was revoked")?;
-    records.extend(masked.clone().map(|m| m.write));
-    let event = agreement.event(
-        EventKind::Revocation,
-        agreement.consumer.as_str(),
-        format!(
-            "agreement revoked by the provider: {reason}; its transfers are refused{}, and \
+        let revocation = Revocation {
+            revocation_id: random_id("rev")?,
+            agreement_id: agreement.agreement_id.clone(),
+            provider: self.identity.membership.participant_id.to_string(),
+            consumer: agreement.consumer.to_string(),
+            reason: reason.to_owned(),
+            revoked_at: now(),
+        };
+        let record = RevocationRecord {
+            agreement_id: agreement.agreement_id.clone(),
+            consumer: agreement.consumer.to_string(),
+            reason: reason.to_owned(),
+            revoked_at: revocation.revoked_at,
+            revocation: Envelope::sign_json(
+                REVOCATION_PAYLOAD_TYPE,
+                &revocation,
+                &self.identity.signing_key,
+            ),
+            deletion_receipt: None,
+            deleted_at: None,
+        };
+        // Checked and recorded under the agreement's lock, so it is revoked once; the
+        // record and its audit entry are one commit.
+        let lock = self
+            .contracts
+            .locks()
+            .provider_lock(&agreement.agreement_id);
+        let _one_at_a_time = lock.lock().await;
+        if let Some(earlier) =
+            self.revocation_of(agreement.consumer.as_str(), &agreement.agreement_id)?
+        {
+            return Err(UsageError::WrongState(format!(
+                "agreement {} was already revoked at {}: {}",
+                agreement.agreement_id,
+                when(earlier.revoked_at),
+                quoted(&earlier.reason)
+            )));
+        }
+        let mut records = vec![(
+            REVOCATIONS,
+            Write::Put(
+                key(&record.consumer, &record.agreement_id),
+                serde_json::to_vec(&record).expect("revocations serialize"),
+            ),
+        )];
+        let masked = self.masked_removal(&agreement, "the agreement was revoked")?;
+        records.extend(masked.clone().map(|m| m.write));
+        let event = agreement.event(
+            EventKind::Revocation,
+            agreement.consumer.as_str(),
+            format!(
+                "agreement revoked by the provider: {reason}; its transfers are refused{}, and \
              the consumer's node deletes its copy and returns a signed deletion receipt",
-            masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
-        ),
-    );
-    commit(context, &[event], records).await?;
-    if masked.is_some() {
-        remove_masked(context, &agreement.agreement_id).await?;
+                masked.as_ref().map(|m| m.detail.as_str()).unwrap_or("")
+            ),
+        );
+        self.commit(&[event], records).await?;
+        if masked.is_some() {
+            self.remove_masked(&agreement.agreement_id).await?;
+        }
+        Ok(record)
     }
-    Ok(record)
 }
 
 /// The removal of a masked delivery, to commit with the step that decides it.
@@ -198,237 +200,229 @@ pub(super) struct MaskedRemoval {
     pub detail: String,
 }
 
-/// Provider side: the removal of an agreement's masked delivery, when it has (or may
-/// get) one.
-pub(super) fn masked_removal(
-    context: &NodeContext,
-    agreement: &Agreement,
-    why: &str,
-) -> Result<Option<MaskedRemoval>, UsageError> {
-    let storage = context.storage.as_ref();
-    let Some(write) = delivery::removal(storage, agreement, why)? else {
-        return Ok(None);
-    };
-    let what = match delivery::delivered(storage, &agreement.agreement_id)? {
-        Some(m) => format!(
-            "; the masked delivery made for it ({} bytes in {} chunks) is deleted",
-            m.size,
-            m.chunk_hashes.len()
-        ),
-        None => "; no masked delivery will be made for it".to_owned(),
-    };
-    Ok(Some(MaskedRemoval {
-        write,
-        detail: what,
-    }))
-}
+impl Usage {
+    /// Provider side: the removal of an agreement's masked delivery, when it has (or may
+    /// get) one.
+    pub(super) fn masked_removal(
+        &self,
+        agreement: &Agreement,
+        why: &str,
+    ) -> Result<Option<MaskedRemoval>, UsageError> {
+        let storage = self.storage.as_ref();
+        let Some(write) = delivery::removal(storage, agreement, why)? else {
+            return Ok(None);
+        };
+        let what = match delivery::delivered(storage, &agreement.agreement_id)? {
+            Some(m) => format!(
+                "; the masked delivery made for it ({} bytes in {} chunks) is deleted",
+                m.size,
+                m.chunk_hashes.len()
+            ),
+            None => "; no masked delivery will be made for it".to_owned(),
+        };
+        Ok(Some(MaskedRemoval {
+            write,
+            detail: what,
+        }))
+    }
 
-/// Provider side: deletes the chunks of a masked delivery whose removal was committed.
-pub(super) async fn remove_masked(
-    context: &NodeContext,
-    agreement_id: &str,
-) -> Result<(), UsageError> {
-    delivery::remove_chunks(context.storage.as_ref(), agreement_id).await?;
-    Ok(())
-}
+    /// Provider side: deletes the chunks of a masked delivery whose removal was committed.
+    pub(super) async fn remove_masked(&self, agreement_id: &str) -> Result<(), UsageError> {
+        delivery::remove_chunks(self.storage.as_ref(), agreement_id).await?;
+        Ok(())
+    }
 
-/// The revocation of an agreement with `consumer`, if the provider revoked it.
-pub fn revocation_of(
-    context: &NodeContext,
-    consumer: &str,
-    agreement_id: &str,
-) -> Result<Option<RevocationRecord>, StorageError> {
-    Ok(context
-        .storage
-        .get(REVOCATIONS, &key(consumer, agreement_id))?
-        .and_then(|b| serde_json::from_slice(&b).ok()))
-}
+    /// The revocation of an agreement with `consumer`, if the provider revoked it.
+    pub fn revocation_of(
+        &self,
+        consumer: &str,
+        agreement_id: &str,
+    ) -> Result<Option<RevocationRecord>, StorageError> {
+        Ok(self
+            .storage
+            .get(REVOCATIONS, &key(consumer, agreement_id))?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
 
-/// Every revocation this node made as a provider, oldest first.
-pub fn revocations(context: &NodeContext) -> Result<Vec<RevocationRecord>, StorageError> {
-    let mut all: Vec<RevocationRecord> = context
-        .storage
-        .scan_prefix(REVOCATIONS, b"")?
-        .iter()
-        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-        .collect();
-    all.sort_by_key(|r| r.revoked_at);
-    Ok(all)
-}
+    /// Every revocation this node made as a provider, oldest first.
+    pub fn revocations(&self) -> Result<Vec<RevocationRecord>, StorageError> {
+        let mut all: Vec<RevocationRecord> = self
+            .storage
+            .scan_prefix(REVOCATIONS, b"")?
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+            .collect();
+        all.sort_by_key(|r| r.revoked_at);
+        Ok(all)
+    }
 
-/// Whether the provider may still deliver under an agreement: not revoked, and not
-/// past the deleteAfter deadline of the copy it would create. The error says why.
-pub fn delivery_allowed(context: &NodeContext, agreement: &Agreement) -> Result<(), String> {
-    match revocation_of(
-        context,
-        agreement.consumer.as_str(),
-        &agreement.agreement_id,
-    ) {
-        Ok(Some(r)) => {
+    /// Whether the provider may still deliver under an agreement: not revoked, and not
+    /// past the deleteAfter deadline of the copy it would create. The error says why.
+    pub fn delivery_allowed(&self, agreement: &Agreement) -> Result<(), String> {
+        match self.revocation_of(agreement.consumer.as_str(), &agreement.agreement_id) {
+            Ok(Some(r)) => {
+                return Err(format!(
+                    "agreement {} was revoked by the provider at {}: {}",
+                    agreement.agreement_id,
+                    when(r.revoked_at),
+                    r.reason
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot check whether the agreement was revoked: {e}"
+                ));
+            }
+        }
+        if let Some(deadline) = self.deadline(agreement)
+            && deadline <= now()
+        {
             return Err(format!(
-                "agreement {} was revoked by the provider at {}: {}",
-                agreement.agreement_id,
-                when(r.revoked_at),
-                r.reason
+                "the agreement's deleteAfter deadline passed at {}; a copy may no longer be held",
+                when(deadline)
             ));
         }
-        Ok(None) => {}
-        Err(e) => {
-            return Err(format!(
-                "cannot check whether the agreement was revoked: {e}"
-            ));
+        Ok(())
+    }
+
+    /// The revocations `caller` has not answered yet (`UsageControl.Revocations`).
+    pub fn pending_for(&self, caller: &Membership) -> Result<Vec<Envelope>, StorageError> {
+        let prefix = format!("{}/", caller.participant_id);
+        Ok(self
+            .storage
+            .scan_prefix(REVOCATIONS, prefix.as_bytes())?
+            .iter()
+            .filter_map(|(_, v)| serde_json::from_slice::<RevocationRecord>(v).ok())
+            .filter(|r| r.deletion_receipt.is_none())
+            .map(|r| r.revocation)
+            .collect())
+    }
+
+    /// The write that attaches a consumer's deletion receipt to the revocation it answers,
+    /// if the agreement was revoked (for the caller to commit with the receipt).
+    pub(super) fn receipt_write(
+        &self,
+        receipt: &DeletionReceipt,
+        envelope: &Envelope,
+    ) -> Result<Option<(&'static str, Write)>, StorageError> {
+        let Some(mut record) = self.revocation_of(&receipt.consumer, &receipt.agreement_id)? else {
+            return Ok(None);
+        };
+        if !matches!(receipt.cause, DeletionCause::Revoked { .. })
+            && record.deletion_receipt.is_some()
+        {
+            return Ok(None);
         }
+        record.deletion_receipt = Some(envelope.clone());
+        record.deleted_at = Some(receipt.deleted_at);
+        Ok(Some((
+            REVOCATIONS,
+            Write::Put(
+                key(&receipt.consumer, &receipt.agreement_id),
+                serde_json::to_vec(&record).expect("revocations serialize"),
+            ),
+        )))
     }
-    if let Some(deadline) = duties::deadline(context, agreement)
-        && deadline <= now()
-    {
-        return Err(format!(
-            "the agreement's deleteAfter deadline passed at {}; a copy may no longer be held",
-            when(deadline)
-        ));
-    }
-    Ok(())
-}
-
-/// The revocations `caller` has not answered yet (`UsageControl.Revocations`).
-pub fn pending_for(
-    context: &NodeContext,
-    caller: &Membership,
-) -> Result<Vec<Envelope>, StorageError> {
-    let prefix = format!("{}/", caller.participant_id);
-    Ok(context
-        .storage
-        .scan_prefix(REVOCATIONS, prefix.as_bytes())?
-        .iter()
-        .filter_map(|(_, v)| serde_json::from_slice::<RevocationRecord>(v).ok())
-        .filter(|r| r.deletion_receipt.is_none())
-        .map(|r| r.revocation)
-        .collect())
-}
-
-/// The write that attaches a consumer's deletion receipt to the revocation it answers,
-/// if the agreement was revoked (for the caller to commit with the receipt).
-pub(super) fn receipt_write(
-    context: &NodeContext,
-    receipt: &DeletionReceipt,
-    envelope: &Envelope,
-) -> Result<Option<(&'static str, Write)>, StorageError> {
-    let Some(mut record) = revocation_of(context, &receipt.consumer, &receipt.agreement_id)? else {
-        return Ok(None);
-    };
-    if !matches!(receipt.cause, DeletionCause::Revoked { .. }) && record.deletion_receipt.is_some()
-    {
-        return Ok(None);
-    }
-    record.deletion_receipt = Some(envelope.clone());
-    record.deleted_at = Some(receipt.deleted_at);
-    Ok(Some((
-        REVOCATIONS,
-        Write::Put(
-            key(&receipt.consumer, &receipt.agreement_id),
-            serde_json::to_vec(&record).expect("revocations serialize"),
-        ),
-    )))
 }
 
 // ---- consumer side ----------------------------------------------------------------
 
-/// Asks every provider this node holds copies from for revocations, and applies them.
-pub async fn poll(context: &NodeContext) {
-    let providers = match providers_of_copies(context) {
-        Ok(p) => p,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list the providers of received copies");
-            return;
-        }
-    };
-    for (address, provider) in providers {
-        let membership = match context.trust.member(&provider, now()) {
-            Ok(m) => m,
+impl Usage {
+    /// Asks every provider this node holds copies from for revocations, and applies them.
+    pub async fn poll_revocations(&self) {
+        let providers = match self.providers_of_copies() {
+            Ok(p) => p,
             Err(e) => {
-                tracing::debug!(%provider, error = %e, "provider not checked for revocations");
-                continue;
+                tracing::warn!(error = %e, "cannot list the providers of received copies");
+                return;
             }
         };
-        let answer = match context.connect_member(&address, &provider).await {
-            Ok(channel) => UsageControlClient::new(channel)
-                .revocations(RevocationsRequest {})
-                .await
-                .map(tonic::Response::into_inner),
-            Err(e) => {
-                tracing::debug!(%provider, error = %e, "provider not reachable");
-                continue;
-            }
-        };
-        let revocations = match answer {
-            Ok(a) => a.revocations,
-            Err(status) => {
-                tracing::debug!(%provider, error = %status.message(), "provider did not answer");
-                continue;
-            }
-        };
-        for envelope in revocations {
-            if let Err(e) = apply(context, &membership, envelope.into()).await {
-                tracing::warn!(%provider, error = %e, "a revocation could not be applied");
+        for (address, provider) in providers {
+            let membership = match self.trust.member(&provider, now()) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::debug!(%provider, error = %e, "provider not checked for revocations");
+                    continue;
+                }
+            };
+            let answer = match self.peers.connect_member(&address, &provider).await {
+                Ok(channel) => UsageControlClient::new(channel)
+                    .revocations(RevocationsRequest {})
+                    .await
+                    .map(tonic::Response::into_inner),
+                Err(e) => {
+                    tracing::debug!(%provider, error = %e, "provider not reachable");
+                    continue;
+                }
+            };
+            let revocations = match answer {
+                Ok(a) => a.revocations,
+                Err(status) => {
+                    tracing::debug!(%provider, error = %status.message(), "provider did not answer");
+                    continue;
+                }
+            };
+            for envelope in revocations {
+                if let Err(e) = self.apply_revocation(&membership, envelope.into()).await {
+                    tracing::warn!(%provider, error = %e, "a revocation could not be applied");
+                }
             }
         }
     }
-}
 
-/// The providers (address → participant) of the copies this node still holds.
-fn providers_of_copies(
-    context: &NodeContext,
-) -> Result<BTreeMap<String, ParticipantId>, UsageError> {
-    let storage = context.storage.as_ref();
-    let mut out = BTreeMap::new();
-    for c in transfer::copies(storage)? {
-        if duties::deletion(storage, &c.agreement_id)?.is_some() {
-            continue;
+    /// The providers (address → participant) of the copies this node still holds.
+    fn providers_of_copies(&self) -> Result<BTreeMap<String, ParticipantId>, UsageError> {
+        let storage = self.storage.as_ref();
+        let mut out = BTreeMap::new();
+        for c in transfer::copies(storage)? {
+            if duties::deletion(storage, &c.agreement_id)?.is_some() {
+                continue;
+            }
+            if let Ok(Some(n)) = self.contracts.by_agreement(&c.agreement_id)
+                && n.role == Role::Consumer
+            {
+                out.insert(n.peer_address, n.peer);
+            }
         }
-        if let Ok(Some(n)) = context.contracts.by_agreement(&c.agreement_id)
-            && n.role == Role::Consumer
+        Ok(out)
+    }
+
+    /// Applies one signed revocation from `provider`: deletes the copy, logs, and queues
+    /// the signed deletion receipt. Applying it again does nothing.
+    pub async fn apply_revocation(
+        &self,
+        provider: &Membership,
+        envelope: Envelope,
+    ) -> Result<(), UsageError> {
+        let r: Revocation = envelope
+            .open_json(REVOCATION_PAYLOAD_TYPE, &provider.signing_key)
+            .map_err(|e| UsageError::DataLoss(format!("the revocation: {e}")))?;
+        if r.provider != provider.participant_id.as_str()
+            || r.consumer != self.identity.membership.participant_id.as_str()
         {
-            out.insert(n.peer_address, n.peer);
+            return Err(UsageError::Forbidden(format!(
+                "the revocation of {} names provider {} and consumer {}",
+                r.agreement_id, r.provider, r.consumer
+            )));
         }
-    }
-    Ok(out)
-}
-
-/// Applies one signed revocation from `provider`: deletes the copy, logs, and queues
-/// the signed deletion receipt. Applying it again does nothing.
-pub async fn apply(
-    context: &NodeContext,
-    provider: &Membership,
-    envelope: Envelope,
-) -> Result<(), UsageError> {
-    let r: Revocation = envelope
-        .open_json(REVOCATION_PAYLOAD_TYPE, &provider.signing_key)
-        .map_err(|e| UsageError::DataLoss(format!("the revocation: {e}")))?;
-    if r.provider != provider.participant_id.as_str()
-        || r.consumer != context.membership.participant_id.as_str()
-    {
-        return Err(UsageError::Forbidden(format!(
-            "the revocation of {} names provider {} and consumer {}",
-            r.agreement_id, r.provider, r.consumer
-        )));
-    }
-    let agreement = context
-        .contracts
-        .by_agreement(&r.agreement_id)?
-        .filter(|n| n.role == Role::Consumer && n.peer == provider.participant_id)
-        .and_then(|n| n.agreement_content())
-        .ok_or_else(|| {
-            UsageError::NotFound(format!(
-                "this node holds no agreement {} with {}",
-                r.agreement_id, provider.participant_id
-            ))
-        })?;
-    if let Some(d) = duties::deletion(context.storage.as_ref(), &r.agreement_id)?
-        && d.revocation_id.as_deref() == Some(r.revocation_id.as_str())
-    {
-        return Ok(());
-    }
-    let event = agreement.event(
+        let agreement = self
+            .contracts
+            .by_agreement(&r.agreement_id)?
+            .filter(|n| n.role == Role::Consumer && n.peer == provider.participant_id)
+            .and_then(|n| n.agreement_content())
+            .ok_or_else(|| {
+                UsageError::NotFound(format!(
+                    "this node holds no agreement {} with {}",
+                    r.agreement_id, provider.participant_id
+                ))
+            })?;
+        if let Some(d) = duties::deletion(self.storage.as_ref(), &r.agreement_id)?
+            && d.revocation_id.as_deref() == Some(r.revocation_id.as_str())
+        {
+            return Ok(());
+        }
+        let event = agreement.event(
         EventKind::Revocation,
         provider.participant_id.as_str(),
         format!(
@@ -437,17 +431,17 @@ pub async fn apply(
             quoted(&r.reason)
         ),
     );
-    // The revocation's entry is committed with the deletion it causes.
-    duties::delete_logged(
-        context,
-        &agreement,
-        DeletionCause::Revoked {
-            revocation_id: r.revocation_id,
-            reason: r.reason,
-            revoked_at: r.revoked_at,
-        },
-        vec![event],
-    )
-    .await?;
-    Ok(())
+        // The revocation's entry is committed with the deletion it causes.
+        self.delete_logged(
+            &agreement,
+            DeletionCause::Revoked {
+                revocation_id: r.revocation_id,
+                reason: r.reason,
+                revoked_at: r.revoked_at,
+            },
+            vec![event],
+        )
+        .await?;
+        Ok(())
+    }
 }

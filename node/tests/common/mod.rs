@@ -497,7 +497,7 @@ impl TestNode {
 
     /// Every entry of the node's audit log, as text.
     pub fn audit_texts(&self) -> Vec<String> {
-        let audit = &self.running.context.audit;
+        let audit = &self.running.node.audit;
         (0..audit.size())
             .map(|i| {
                 let entry = audit
@@ -511,7 +511,7 @@ impl TestNode {
 
     /// Every entry of the node's audit log, as JSON.
     pub fn audit_events(&self) -> Vec<serde_json::Value> {
-        let audit = &self.running.context.audit;
+        let audit = &self.running.node.audit;
         (0..audit.size())
             .map(|i| {
                 let entry = audit

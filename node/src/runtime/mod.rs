@@ -1,0 +1,701 @@
+//! Starting and stopping a node: open storage, load the identity, fetch the trust list,
+//! serve the peer API and the local API, refresh the trust list on an interval, and
+//! shut down gracefully (stop accepting, finish in-flight calls, flush storage).
+//!
+//! [`RunningNode::start`] builds the components bottom-up ([`Node`]), each from the
+//! narrow handles it needs, hands each service its components, and runs the background
+//! loops through one runner ([`Workers`]) with one shutdown signal.
+
+mod workers;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::RootCertStore;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::alerts::Alerts;
+use crate::alerts::webhook::WebhookError;
+use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
+use crate::audit::witnessing::WitnessStore;
+use crate::backup::GatedStorage;
+use crate::base::clock::now;
+use crate::base::shutdown::{self, Shutdown, ShutdownSender};
+use crate::catalog::Catalog;
+use crate::catalog::product::{ProductError, ProductStore};
+use crate::config::NodeConfig;
+use crate::contract::Contracts;
+use crate::cosigning::Cosigning;
+use crate::health::NodeHealth;
+use crate::identity::bundle::{BundleManifest, files as bundle_files};
+use crate::identity::membership;
+use crate::identity::{KeyError, NodeIdentity, SigningKey};
+use crate::local::{self, LocalAuthenticator};
+use crate::outbound::{Peers, TrustListRefresh};
+use crate::query::Queries;
+use crate::rotation;
+use crate::service::ops::Ops;
+use crate::service::{
+    self, AdminService, LocalServices, PeerAuthenticator, PeerService, PeerServices,
+    audit::{AuditService, WitnessService},
+    catalog::CatalogService,
+    contract::NegotiationService,
+    query::QueryService,
+    transfer::TransferService,
+    usage::{UsageControlService, UsageService},
+};
+use crate::storage::{SledStorage, Storage, StorageError};
+use crate::telemetry::{RpcLayer, Telemetry, TelemetryError};
+use crate::tls::auth::{AuthLayer, ChainVerifier, RefusalHook};
+use crate::tls::{self, TlsError, TlsIdentity};
+use crate::transfer::Transfers;
+use crate::trust::{TrustError, TrustStore};
+use crate::usage::Usage;
+pub use workers::Workers;
+
+/// How long the first trust-list fetch may take before the node starts without it.
+const FIRST_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NodeError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Trust(#[from] TrustError),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
+    #[error(transparent)]
+    Product(#[from] ProductError),
+    #[error(transparent)]
+    Telemetry(#[from] TelemetryError),
+    #[error(transparent)]
+    Webhook(#[from] WebhookError),
+    #[error("the node's identity in {path} is not usable: {reason}")]
+    Identity { path: String, reason: String },
+    #[error(
+        "cannot listen on {addr} ({what}): {source}; another process may be using it \
+         (another `liutong serve`?), or change `{key}` in node.toml"
+    )]
+    Listen {
+        addr: SocketAddr,
+        what: &'static str,
+        key: &'static str,
+        source: std::io::Error,
+    },
+    #[error("the {what} server stopped with an error: {reason}")]
+    Serve { what: &'static str, reason: String },
+}
+
+/// The node's components, built bottom-up by [`RunningNode::start`], each from the
+/// narrow handles it needs. No component is handed this struct: it is how the runtime
+/// (and tests) reach them.
+pub struct Node {
+    pub config: NodeConfig,
+    /// This node as a member: membership, credential, signing key.
+    pub identity: Arc<NodeIdentity>,
+    pub tls_identity: Arc<TlsIdentity>,
+    /// The data-space CA, for peers' certificates.
+    pub data_space_roots: RootCertStore,
+    pub storage: Arc<dyn Storage>,
+    /// The same storage as `storage`, with the gate a backup closes (`crate::backup`).
+    pub gated_storage: Arc<GatedStorage>,
+    /// The tamper-evident log of this node's events.
+    pub audit: AuditLog,
+    /// Metrics, and the trace and metric export when a collector is configured.
+    pub telemetry: Arc<Telemetry>,
+    /// Security alerts (`[alerts]`).
+    pub alerts: Alerts,
+    pub trust: Arc<TrustStore>,
+    /// Connections to other members' peer APIs.
+    pub peers: Arc<Peers>,
+    /// Fetching the trust list from the authority.
+    pub refresh: Arc<TrustListRefresh>,
+    /// Signing checkpoints and collecting witnesses' cosignatures.
+    pub cosigning: Arc<Cosigning>,
+    /// This node as a witness of other members' logs.
+    pub witness: Arc<WitnessStore>,
+    /// Published products and the offers peers may see.
+    pub catalog: Arc<Catalog>,
+    /// Negotiations and agreements, both sides.
+    pub contracts: Arc<Contracts>,
+    /// Compute-to-data, both sides.
+    pub queries: Arc<Queries>,
+    /// Delivery of agreed products, both sides.
+    pub transfers: Arc<Transfers>,
+    /// Usage control of received copies and of agreements this node signed.
+    pub usage: Arc<Usage>,
+    /// Status and backups for the operator.
+    pub ops: Arc<Ops>,
+    pub peer_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+}
+
+impl Node {
+    /// The origin of this node's audit log, e.g. `liutong.<participant>/audit`.
+    pub fn audit_origin(&self) -> String {
+        origin_for(self.identity.participant_id())
+    }
+
+    /// The services of the peer API, each with its components.
+    fn peer_services(&self) -> PeerServices {
+        PeerServices {
+            node: PeerService {
+                identity: self.identity.clone(),
+                trust: self.trust.clone(),
+            },
+            catalog: CatalogService {
+                catalog: self.catalog.clone(),
+                audit: self.audit.clone(),
+            },
+            negotiation: NegotiationService {
+                contracts: self.contracts.clone(),
+            },
+            transfer: TransferService {
+                transfers: self.transfers.clone(),
+            },
+            audit: self.audit_service(),
+            witness: WitnessService {
+                witness: self.witness.clone(),
+                identity: self.identity.clone(),
+                trust: self.trust.clone(),
+                alerts: self.alerts.clone(),
+            },
+            usage_control: UsageControlService {
+                usage: self.usage.clone(),
+            },
+            query: QueryService {
+                queries: self.queries.clone(),
+            },
+        }
+    }
+
+    /// The services of the local API.
+    fn local_services(&self) -> LocalServices {
+        LocalServices {
+            audit: self.audit_service(),
+            admin: AdminService {
+                identity: self.identity.clone(),
+                trust: self.trust.clone(),
+                refresh: self.refresh.clone(),
+                authority_address: self.config.authority.address.clone(),
+                peers: self.peers.clone(),
+                audit: self.audit.clone(),
+                catalog: self.catalog.clone(),
+                contracts: self.contracts.clone(),
+                transfers: self.transfers.clone(),
+                usage: self.usage.clone(),
+                queries: self.queries.clone(),
+                ops: self.ops.clone(),
+                metrics: self.telemetry.metrics.clone(),
+                peer_addr: self.peer_addr,
+                admin_addr: self.admin_addr,
+            },
+            usage: UsageService {
+                usage: self.usage.clone(),
+            },
+        }
+    }
+
+    fn audit_service(&self) -> AuditService {
+        AuditService {
+            cosigning: self.cosigning.clone(),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+/// A running node.
+pub struct RunningNode {
+    pub node: Arc<Node>,
+    shutdown: ShutdownSender,
+    servers: Vec<(
+        &'static str,
+        JoinHandle<Result<(), tonic::transport::Error>>,
+    )>,
+    /// Trust-list refresh, recovery, usage duties, checkpoints, the storage watch.
+    workers: Workers,
+    health_addr: Option<SocketAddr>,
+}
+
+impl RunningNode {
+    /// Starts a node from its configuration. Binds both listeners before returning.
+    pub async fn start(config: NodeConfig) -> Result<Self, NodeError> {
+        let peer_listener = bind(config.node.listen, "peer API", "node.listen").await?;
+        let admin_listener =
+            bind(config.node.admin_listen, "local API", "node.admin_listen").await?;
+        Self::start_with_listeners(config, peer_listener, admin_listener).await
+    }
+
+    /// Starts a node on listeners the caller bound (tests bind port 0).
+    pub async fn start_with_listeners(
+        config: NodeConfig,
+        peer_listener: TcpListener,
+        admin_listener: TcpListener,
+    ) -> Result<Self, NodeError> {
+        let identity_dir = config.identity_dir();
+        let identity_err = |reason: String| NodeError::Identity {
+            path: identity_dir.display().to_string(),
+            reason,
+        };
+        let health_listener = match config.node.health_listen {
+            Some(addr) => Some(bind(addr, "health endpoint", "node.health_listen").await?),
+            None => None,
+        };
+        let gated_storage = Arc::new(GatedStorage::new(SledStorage::open(
+            &config.database_dir(),
+        )?));
+        let storage: Arc<dyn Storage> = gated_storage.clone();
+        let audit = AuditLog::open(storage.clone())?;
+        let telemetry = Arc::new(Telemetry::start(&config)?);
+        telemetry.metrics.observe_audit_log(&audit);
+        let alerts = Alerts::new(
+            config.alerts.clone(),
+            config
+                .alerts
+                .webhook_ca
+                .as_ref()
+                .map(|p| config.base_dir.join(p))
+                .as_deref(),
+            config.node.participant.clone(),
+            audit.clone(),
+            telemetry.metrics.clone(),
+        )?;
+        let products = ProductStore::open(storage.clone())?;
+        let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
+        let tls_identity = TlsIdentity::load(
+            &identity_dir.join(bundle_files::CERT),
+            &identity_dir.join(bundle_files::KEY),
+        )?;
+        let data_space_roots = tls::load_roots(&identity_dir.join(bundle_files::CA))?;
+        let (credential, membership) = membership::parse_credential(
+            &std::fs::read(identity_dir.join(bundle_files::CREDENTIAL))
+                .map_err(|e| identity_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?,
+            &config.authority.public_key,
+        )
+        .map_err(|e| identity_err(format!("{} {e}", bundle_files::CREDENTIAL)))?;
+        // The configuration, the credential, the signing key and the TLS certificate must
+        // all name the same participant.
+        membership
+            .check_own(
+                &config.node.participant,
+                &signing_key.public_key(),
+                &tls_identity,
+            )
+            .map_err(|e| identity_err(e.to_string()))?;
+        let previous_credentials = rotation::load_history(
+            &identity_dir,
+            &config.authority.public_key,
+            &membership.participant_id,
+        )
+        .map_err(|e| identity_err(e.to_string()))?;
+        let manifest: Option<BundleManifest> =
+            std::fs::read(identity_dir.join(bundle_files::MANIFEST))
+                .ok()
+                .and_then(|b| serde_json::from_slice(&b).ok());
+        if let Some(m) = manifest
+            && m.authority_key != config.authority.public_key
+        {
+            tracing::warn!("node.toml pins another authority key than the admission bundle");
+        }
+
+        let trust = Arc::new(TrustStore::open(
+            &config.authority.name,
+            config.authority.public_key,
+            storage.clone(),
+        )?);
+        let peer_addr = peer_listener
+            .local_addr()
+            .map_err(|source| listen_err(config.node.listen, "peer API", "node.listen", source))?;
+        let admin_addr = admin_listener.local_addr().map_err(|source| {
+            listen_err(
+                config.node.admin_listen,
+                "local API",
+                "node.admin_listen",
+                source,
+            )
+        })?;
+        let identity = Arc::new(NodeIdentity {
+            membership,
+            credential,
+            signing_key,
+            previous_credentials,
+        });
+        let tls_identity = Arc::new(tls_identity);
+        let peers = Arc::new(Peers::new(
+            tls_identity.clone(),
+            data_space_roots.clone(),
+            trust.clone(),
+            telemetry.clone(),
+        ));
+        let refresh = Arc::new(TrustListRefresh::new(
+            config.authority.address.clone(),
+            tls_identity.clone(),
+            data_space_roots.clone(),
+            trust.clone(),
+            audit.clone(),
+            alerts.clone(),
+        ));
+        let cosigning = Arc::new(Cosigning::new(
+            audit.clone(),
+            identity.clone(),
+            peers.clone(),
+            telemetry.metrics.clone(),
+            config.audit.clone(),
+            config.authority.public_key,
+        ));
+        let witness = Arc::new(WitnessStore::new(storage.clone()));
+        let catalog = Arc::new(
+            Catalog::new(
+                products,
+                identity.participant_id().clone(),
+                config.guardrails.to_policy(),
+            )
+            .with_metrics(telemetry.metrics.clone()),
+        );
+        let contracts = Arc::new(Contracts::new(
+            storage.clone(),
+            audit.clone(),
+            identity.clone(),
+            catalog.clone(),
+            peers.clone(),
+            trust.clone(),
+            alerts.clone(),
+            config.guardrails.clone(),
+            config.recovery.clone(),
+        ));
+        let queries = Arc::new(Queries::new(
+            storage.clone(),
+            audit.clone(),
+            identity.clone(),
+            contracts.clone(),
+            catalog.clone(),
+            peers.clone(),
+            config.limits.clone(),
+        ));
+        let usage = Arc::new(Usage::new(
+            storage.clone(),
+            audit.clone(),
+            identity.clone(),
+            contracts.clone(),
+            catalog.clone(),
+            peers.clone(),
+            trust.clone(),
+            alerts.clone(),
+            config.usage.clone(),
+        ));
+        let transfers = Arc::new(Transfers::new(
+            storage.clone(),
+            audit.clone(),
+            identity.clone(),
+            contracts.clone(),
+            catalog.clone(),
+            peers.clone(),
+            trust.clone(),
+            alerts.clone(),
+            telemetry.metrics.clone(),
+            usage.clone(),
+            config.limits.clone(),
+            config.recovery.clone(),
+        ));
+        let ops = Arc::new(Ops {
+            config: config.clone(),
+            identity: identity.clone(),
+            trust: trust.clone(),
+            storage: gated_storage.clone(),
+            contracts: contracts.clone(),
+            cosigning: cosigning.clone(),
+            witness: witness.clone(),
+            started_at: now(),
+        });
+        let node = Arc::new(Node {
+            config,
+            identity,
+            tls_identity,
+            data_space_roots,
+            storage,
+            gated_storage,
+            audit,
+            telemetry,
+            alerts,
+            trust,
+            peers,
+            refresh,
+            cosigning,
+            witness,
+            catalog,
+            contracts,
+            queries,
+            transfers,
+            usage,
+            ops,
+            peer_addr,
+            admin_addr,
+        });
+        if let Ok(Some(latest)) = node.cosigning.latest_status()
+            && latest.witnessed()
+        {
+            node.telemetry.metrics.witnessed(latest.checkpoint.size);
+        }
+        // Fail closed: a node that cannot record its events does not start.
+        node.audit
+            .append(&Event::new(
+                EventKind::NodeStarted,
+                now(),
+                format!("node started, version {}", crate::base::VERSION),
+            ))
+            .await?;
+        rotation::record_current_key(
+            node.storage.as_ref(),
+            &node.audit,
+            &node.identity.signing_key.public_key(),
+            now(),
+        )
+        .await
+        .map_err(|e| identity_err(format!("recording the signing key: {e}")))?;
+        node.audit
+            .record_configuration(&node.config.to_commented_toml(), now())
+            .await?;
+        node.audit
+            .checkpoint(&node.audit_origin(), &node.identity.signing_key)
+            .await?;
+
+        // Before anyone is served: finish interrupted deletions and delete the copies
+        // whose deleteAfter deadline passed while the node was stopped.
+        if let Err(e) = node.usage.recover().await {
+            tracing::warn!(error = %e, "usage control could not catch up at start; retrying in the background");
+        }
+
+        match tokio::time::timeout(FIRST_FETCH_TIMEOUT, node.refresh.refresh()).await {
+            Ok(Ok(status)) => tracing::info!(sequence = status.sequence, "trust list fetched"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "no fresh trust list at start; using the stored one if still valid, retrying")
+            }
+            Err(_) => {
+                tracing::warn!("the authority did not answer in time; retrying in the background")
+            }
+        }
+
+        let (shutdown, signal) = shutdown::channel();
+        let peer_auth = Arc::new(PeerAuthenticator {
+            chain: ChainVerifier::new(
+                node.data_space_roots.clone(),
+                "this data space's authority",
+            )?,
+            trust: node.trust.clone(),
+        });
+        let peer_tls = tls::server_config(&node.tls_identity, &node.data_space_roots)?;
+        let health = NodeHealth::serving().await;
+        let limit = node.config.limits.max_message_bytes;
+        let peer_router = service::peer_router(
+            node.peer_services(),
+            limit,
+            RpcLayer::new(node.telemetry.clone(), "peer"),
+            AuthLayer::new(peer_auth).with_refusal_hook(refusal_alert(&node.alerts, "peer API")),
+            &health,
+        );
+        let admin_auth = Arc::new(LocalAuthenticator::new(&node.config)?);
+        let admin_tls = local::server_config(&node.config)?;
+        let admin_router = service::admin_router(
+            node.local_services(),
+            limit,
+            RpcLayer::new(node.telemetry.clone(), "local"),
+            AuthLayer::new(admin_auth).with_refusal_hook(refusal_alert(&node.alerts, "local API")),
+        );
+
+        let mut stop_peer = signal.clone();
+        let peer =
+            tokio::spawn(peer_router.serve_with_incoming_shutdown(
+                tls::incoming(peer_listener, peer_tls),
+                async move { stop_peer.fired().await },
+            ));
+        let mut stop_admin = signal.clone();
+        let admin =
+            tokio::spawn(admin_router.serve_with_incoming_shutdown(
+                tls::incoming(admin_listener, admin_tls),
+                async move { stop_admin.fired().await },
+            ));
+        let mut servers = vec![("peer API", peer), ("local API", admin)];
+        let mut health_addr = None;
+        if let Some(listener) = health_listener {
+            health_addr = listener.local_addr().ok();
+            servers.push((
+                "health endpoint",
+                crate::health::serve(listener, &health, signal.clone()),
+            ));
+        }
+
+        let mut workers = Workers::new(signal);
+        let refresh = node.refresh.clone();
+        let every = node.config.authority.refresh_interval;
+        workers.spawn("trust-list refresh", |s| refresh.run(every, s));
+        let (contracts, transfers) = (node.contracts.clone(), node.transfers.clone());
+        let every = node.config.recovery.retry_interval;
+        workers.spawn("recovery", |s| {
+            recovery_loop(contracts, transfers, every, s)
+        });
+        workers.spawn("usage control", |s| node.usage.clone().run(s));
+        let storage = node.storage.clone();
+        let alerts = node.alerts.clone();
+        workers.spawn("storage watch", |s| {
+            report_storage_failure(storage, alerts, health.clone(), s)
+        });
+        workers.spawn("checkpoints", |s| node.cosigning.clone().run(s));
+        tracing::info!(
+            participant = %node.identity.participant_id(),
+            peer = %peer_addr,
+            admin = %admin_addr,
+            "node serving"
+        );
+        Ok(Self {
+            node,
+            shutdown,
+            servers,
+            workers,
+            health_addr,
+        })
+    }
+
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.node.peer_addr
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.node.admin_addr
+    }
+
+    /// The plain health endpoint's address, when `node.health_listen` is set.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health_addr
+    }
+
+    /// Stops accepting, lets in-flight calls finish, and flushes storage.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.shutdown.fire();
+        let mut first_error = None;
+        for (what, task) in self.servers {
+            let result = match task.await {
+                Ok(r) => r.map_err(|e| tls::error_chain(&e)),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(reason) = result {
+                first_error.get_or_insert(NodeError::Serve { what, reason });
+            }
+        }
+        self.workers.join().await;
+        let node = &self.node;
+        let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
+        node.audit.append(&stopped).await?;
+        node.audit
+            .checkpoint(&node.audit_origin(), &node.identity.signing_key)
+            .await?;
+        node.storage.flush().await?;
+        // Export what is left; the exporters block while they do.
+        let telemetry = node.telemetry.clone();
+        let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+        tracing::info!("node stopped");
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Waits for the storage to fail (a flush or fsync that did not succeed, see
+/// [`crate::storage::durability`]) and makes it known: the health status turns
+/// NOT_SERVING (probes and load balancers stop sending work; an orchestrator restarts
+/// the node), one ERROR line, and the storage-failure alert. The storage itself already
+/// refuses every write.
+async fn report_storage_failure(
+    storage: Arc<dyn Storage>,
+    alerts: Alerts,
+    health: NodeHealth,
+    mut shutdown: Shutdown,
+) {
+    let mut failures = storage.failures();
+    let reason = loop {
+        if let Some(reason) = failures.borrow_and_update().clone() {
+            break reason;
+        }
+        match shutdown.unless_fired(failures.changed()).await {
+            Some(Ok(())) => {}
+            Some(Err(_)) | None => return,
+        }
+    };
+    tracing::error!(
+        reason = %reason,
+        "the node's storage failed: writes are refused and health reports NOT_SERVING \
+         until the node is restarted after the disk is checked"
+    );
+    health.set(tonic_health::ServingStatus::NotServing).await;
+    alerts.storage_failed(&reason).await;
+}
+
+/// Counts refused authentications towards the failed-authentication alert.
+fn refusal_alert(alerts: &Alerts, api: &'static str) -> RefusalHook {
+    let alerts = alerts.clone();
+    Arc::new(move |refusal| {
+        let alerts = alerts.clone();
+        Box::pin(async move {
+            alerts
+                .authentication_failed(
+                    api,
+                    refusal.remote,
+                    &refusal.method,
+                    refusal.status.message(),
+                )
+                .await
+        })
+    })
+}
+
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+) -> Result<TcpListener, NodeError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| listen_err(addr, what, key, source))
+}
+
+fn listen_err(
+    addr: SocketAddr,
+    what: &'static str,
+    key: &'static str,
+    source: std::io::Error,
+) -> NodeError {
+    NodeError::Listen {
+        addr,
+        what,
+        key,
+        source,
+    }
+}
+
+/// The node's recovery work: every `recovery.retry_interval`, unfinished negotiations
+/// are taken up ([`Contracts::poll_pending`]: requests asked about or sent again,
+/// countersignatures sent again, stale steps expired) and receipts the providers have
+/// not confirmed are sent again ([`Transfers::send_pending_receipts`]). A pass in
+/// progress is abandoned at shutdown; every step it takes is durable before it goes on.
+async fn recovery_loop(
+    contracts: Arc<Contracts>,
+    transfers: Arc<Transfers>,
+    every: Duration,
+    mut shutdown: Shutdown,
+) {
+    let mut negotiations = crate::recovery::Retries::default();
+    let mut receipts = crate::recovery::Retries::default();
+    while shutdown.sleep(every).await {
+        let pass = async {
+            contracts.poll_pending(&mut negotiations).await;
+            transfers.send_pending_receipts(&mut receipts).await;
+        };
+        if shutdown.unless_fired(pass).await.is_none() {
+            return;
+        }
+    }
+}
