@@ -34,7 +34,16 @@ const LAYERS: &[(&str, &[&str])] = &[
     // endpoint, the authority; security alerts, which watch refusals and the trust list.
     (
         "trust",
-        &["tls", "trust", "local", "health", "authority", "alerts"],
+        &[
+            "tls",
+            "trust",
+            "local",
+            "health",
+            "authority",
+            "alerts",
+            "outbound",
+            "cosigning",
+        ],
     ),
     // The data space: products, agreements, delivery, queries, usage control.
     (
@@ -70,32 +79,9 @@ const STILL_UPWARD: &[(&str, &str, &str)] = &[
         "witnessing raises the witness-inconsistency alert itself; wants a sink in audit",
     ),
     (
-        "audit",
-        "runtime",
-        "cosigning takes the whole NodeContext instead of the log, key and peers",
-    ),
-    (
         "alerts",
         "contract",
         "the transfer-volume rule reads an Agreement for its ID and size",
-    ),
-    (
-        "contract",
-        "runtime",
-        "the agreement steps take &NodeContext",
-    ),
-    ("desensitize", "runtime", "delivery takes &NodeContext"),
-    ("query", "runtime", "answering a query takes &NodeContext"),
-    (
-        "transfer",
-        "runtime",
-        "the transfer steps take &NodeContext",
-    ),
-    ("usage", "runtime", "usage control takes &NodeContext"),
-    (
-        "service",
-        "runtime",
-        "the services hold and pass NodeContext",
     ),
 ];
 
@@ -162,6 +148,30 @@ fn no_module_imports_from_a_higher_layer() {
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));
+}
+
+/// Modules of one layer may import each other, but not in a loop: each layer is itself
+/// ordered, so every module can be read after the ones it uses. (The upward imports
+/// still listed in [`STILL_UPWARD`] are left out here: the other test keeps them.)
+#[test]
+fn the_node_s_modules_import_each_other_in_no_loop() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let modules = top_level_modules(&src);
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for import in imports(&src, &modules) {
+        let listed = STILL_UPWARD
+            .iter()
+            .any(|(from, to, _)| *from == import.from && *to == import.to);
+        if !listed {
+            graph.entry(import.from).or_default().insert(import.to);
+        }
+    }
+    if let Some(cycle) = find_cycle(&graph) {
+        panic!(
+            "the node's modules import each other in a loop: {}",
+            cycle.join(" → ")
+        );
+    }
 }
 
 /// Imports between `liutong-policy`'s files that close a loop today: (from, to, why).
