@@ -49,7 +49,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run the node: the peer API over mutual TLS and the local administration API.
+    /// Run the node: the peer API over mutual TLS and the local API.
     ///
     /// Without --config (and without $LIUTONG_CONFIG), starts the zero-configuration
     /// development node: on first start it creates a DEVELOPMENT authority and identity
@@ -75,7 +75,7 @@ pub enum Command {
         /// Address of the peer API.
         #[arg(long, default_value = config::DEFAULT_LISTEN)]
         listen: SocketAddr,
-        /// Address of the local administration API.
+        /// Address of the local API.
         #[arg(long, default_value = config::DEFAULT_ADMIN_LISTEN)]
         admin_listen: SocketAddr,
         /// host:port of the authority's trust-list service.
@@ -109,7 +109,7 @@ pub enum Command {
     /// Publish and inspect this node's data products.
     #[command(subcommand)]
     Product(product::ProductCommand),
-    /// Negotiate contracts (agreements) with providers; approve requests as a provider.
+    /// Negotiate agreements with providers; approve, reject and revoke them as a provider.
     #[command(subcommand)]
     Contract(contract::ContractCommand),
     /// Receive the products of agreements, verified chunk by chunk.
@@ -136,7 +136,7 @@ pub enum Command {
     /// Read and check the tamper-evident audit log (auditors; any member for checkpoints).
     #[command(subcommand)]
     Audit(audit::AuditCommand),
-    /// Received data under usage control: read a copy for a declared purpose, list copies.
+    /// Received copies under usage control: read one for a declared purpose, list them.
     #[command(subcommand)]
     Data(data::DataCommand),
     /// Write a consistent backup of the whole node (database, keys, local CA,
