@@ -6,7 +6,7 @@
 #![forbid(unsafe_code)]
 
 /// `liutong.v1`: envelopes, the authority's trust-list service, the peer API and the
-/// local administration API.
+/// local API.
 pub mod v1 {
     #![allow(clippy::doc_overindented_list_items, clippy::large_enum_variant)]
     tonic::include_proto!("liutong.v1");

@@ -14,7 +14,7 @@ use crate::contract::NegotiationStatus;
 
 #[derive(Subcommand, Debug)]
 pub enum ContractCommand {
-    /// Ask a provider for a contract on one of its offers, for a declared purpose.
+    /// Ask a provider for an agreement on one of its offers, for a declared purpose.
     Request {
         /// The provider's host:port.
         #[arg(long)]

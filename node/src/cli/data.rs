@@ -22,7 +22,7 @@ pub enum DataCommand {
     /// recipient), counts and logs it, and carries out its duties (a usage notice to
     /// the provider if the policy asks for one). A refused read names the failed
     /// constraints and exits 1. Uses the local `app` certificate: only applications
-    /// read received data, administrators do not.
+    /// read received copies, administrators do not.
     Read {
         /// The agreement under which the copy was received (`liutong data list`).
         agreement: String,

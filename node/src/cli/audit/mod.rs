@@ -6,9 +6,12 @@
 //! identity. Keys are never taken on the node's word: the log key comes from the node's
 //! credential, checked against the authority key pinned in node.toml.
 
+mod export;
+mod verify;
+
 use std::path::PathBuf;
 
-use anyhow::{Context as _, anyhow, bail};
+use anyhow::{anyhow, bail};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use clap::{Args, Subcommand};
@@ -20,11 +23,8 @@ use serde_json::json;
 
 use super::{load_config, local_channel, print_json, status_error};
 use crate::audit::auditor::{AuditorClient, decode};
-use crate::audit::bundle::{BUNDLE_VERSION, EvidenceBundle, verify_bundle};
 use crate::audit::search::SearchFilter;
-use crate::base::clock;
 use crate::config::NodeConfig;
-use crate::identity::PublicKey;
 use crate::local::LocalRole;
 use crate::tls::{self, ExpectedServer, TlsIdentity};
 
@@ -428,234 +428,18 @@ pub async fn run(cmd: AuditCommand) -> anyhow::Result<()> {
             target,
             checkpoint: Some(path),
             ..
-        } => verify_saved(target, &path).await,
+        } => verify::verify_saved(target, &path).await,
         AuditCommand::Verify {
             target,
             bundle,
             authority_key,
             checkpoint: None,
-        } => verify(target, bundle, authority_key).await,
+        } => verify::verify(target, bundle, authority_key).await,
         AuditCommand::Export {
             target,
             filter,
             peer,
             out,
-        } => {
-            let filter = filter.filter()?;
-            let mut logs = vec![
-                target
-                    .client(LocalRole::Auditor)
-                    .await?
-                    .collect_evidence(&filter)
-                    .await?,
-            ];
-            for address in &peer {
-                let peer_target = Target {
-                    config: target.config.clone(),
-                    node: Some(address.clone()),
-                    json: target.json,
-                };
-                let evidence = peer_target
-                    .client(LocalRole::Auditor)
-                    .await?
-                    .collect_evidence(&filter)
-                    .await
-                    .with_context(|| format!("collecting evidence from {address}"))?;
-                logs.push(evidence);
-            }
-            let bundle = EvidenceBundle {
-                version: BUNDLE_VERSION,
-                created: clock::now(),
-                filter,
-                logs,
-            };
-            crate::base::files::write_public(&out, &serde_json::to_vec_pretty(&bundle)?)
-                .with_context(|| format!("cannot write {}", out.display()))?;
-            let entries: usize = bundle.logs.iter().map(|l| l.entries.len()).sum();
-            if target.json {
-                print_json(&json!({
-                    "out": out.display().to_string(),
-                    "logs": bundle.logs.iter().map(|l| &l.origin).collect::<Vec<_>>(),
-                    "entries": entries,
-                }))
-            } else {
-                println!(
-                    "wrote {}: {} entries from {} logs; check it with: liutong audit verify --bundle {}",
-                    out.display(),
-                    entries,
-                    bundle.logs.len(),
-                    out.display()
-                );
-                Ok(())
-            }
-        }
+        } => export::export(target, filter, peer, out).await,
     }
-}
-
-async fn verify(
-    target: Target,
-    bundle: Option<PathBuf>,
-    authority_key: Option<String>,
-) -> anyhow::Result<()> {
-    if let Some(path) = bundle {
-        let authority_key = match authority_key {
-            Some(k) => PublicKey::from_base64(&k)?,
-            None => target.load()?.authority.public_key,
-        };
-        let bytes =
-            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let bundle: EvidenceBundle = serde_json::from_slice(&bytes)
-            .with_context(|| format!("{} is not an evidence bundle", path.display()))?;
-        return match verify_bundle(&bundle, &authority_key) {
-            Ok(report) => {
-                if target.json {
-                    print_json(&json!({
-                        "ok": true,
-                        "logs": report.logs.iter().map(|(origin, size, entries, cosigners)| json!({
-                            "origin": origin, "checkpointSize": size, "entries": entries, "cosigners": cosigners,
-                        })).collect::<Vec<_>>(),
-                    }))
-                } else {
-                    for (origin, size, entries, cosigners) in &report.logs {
-                        println!(
-                            "OK  {origin}: {entries} entries proven in the checkpoint of size {size}, cosigned by {}",
-                            if cosigners.is_empty() {
-                                "no witness".to_owned()
-                            } else {
-                                cosigners.join(", ")
-                            }
-                        );
-                    }
-                    println!("the bundle verifies");
-                    Ok(())
-                }
-            }
-            Err(e) => fail(target.json, &e),
-        };
-    }
-    if authority_key.is_some() {
-        bail!("--authority-key is for --bundle; a live check uses the key in node.toml");
-    }
-    let mut client = target.client(LocalRole::Auditor).await?;
-    match client.verify().await {
-        Ok(r) => {
-            let cp = &r.checkpoint;
-            if target.json {
-                print_json(&json!({
-                    "ok": true,
-                    "origin": r.origin,
-                    "checkpointSize": cp.checkpoint.size,
-                    "root": B64.encode(cp.checkpoint.root),
-                    "entries": r.entries,
-                    "logSize": r.log_size,
-                    "headRoot": B64.encode(r.head_root),
-                    "unsigned": r.unsigned(),
-                    "consistentWith": {
-                        "size": cp.checkpoint.size,
-                        "root": B64.encode(cp.checkpoint.root),
-                    },
-                    "cosigners": cp.cosigners,
-                    "quorum": cp.quorum,
-                    "witnessed": cp.cosigners.len() as u32 >= cp.quorum,
-                    "undecodable": r.undecodable,
-                }))
-            } else {
-                println!(
-                    "OK  {}: {} entries recomputed; root {} matches the signed checkpoint of size {}",
-                    r.origin,
-                    r.entries,
-                    B64.encode(cp.checkpoint.root),
-                    cp.checkpoint.size
-                );
-                println!(
-                    "    cosigned by {} of quorum {}{}",
-                    if cp.cosigners.is_empty() {
-                        "no witness".to_owned()
-                    } else {
-                        cp.cosigners.join(", ")
-                    },
-                    cp.quorum,
-                    if cp.cosigners.len() as u32 >= cp.quorum {
-                        ""
-                    } else {
-                        " (NOT witnessed)"
-                    }
-                );
-                if r.unsigned() == 0 {
-                    println!(
-                        "    head at size {}: the signed checkpoint covers every entry",
-                        r.log_size
-                    );
-                } else {
-                    println!(
-                        "    head at size {} (root {}): {} entries after the checkpoint, not signed yet, consistent with the checkpoint of size {} ({})",
-                        r.log_size,
-                        B64.encode(r.head_root),
-                        r.unsigned(),
-                        cp.checkpoint.size,
-                        B64.encode(cp.checkpoint.root)
-                    );
-                }
-                if !r.undecodable.is_empty() {
-                    println!(
-                        "    entries that are not events of this software: {:?}",
-                        r.undecodable
-                    );
-                }
-                Ok(())
-            }
-        }
-        Err(e) => fail(target.json, &e),
-    }
-}
-
-fn fail(json: bool, e: &crate::audit::auditor::VerifyError) -> anyhow::Result<()> {
-    if json {
-        print_json(&json!({
-            "ok": false,
-            "error": e.to_string(),
-            "badEntry": e.bad_entry(),
-        }))?;
-    }
-    Err(anyhow!("audit check FAILED: {e}"))
-}
-
-/// `liutong audit verify --checkpoint FILE`.
-async fn verify_saved(target: Target, path: &std::path::Path) -> anyhow::Result<()> {
-    let note = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read the checkpoint {}", path.display()))?;
-    let report = target
-        .client(LocalRole::Auditor)
-        .await?
-        .verify_saved(&note)
-        .await
-        .map_err(|e| anyhow!("audit check FAILED: {e}"))?;
-    let c = &report.checkpoint;
-    if target.json {
-        return print_json(&json!({
-            "ok": true,
-            "origin": c.origin,
-            "size": c.size,
-            "root": B64.encode(c.root),
-            "signedBy": report.signed_by.to_string(),
-            "byPreviousKey": report.by_previous_key,
-            "latestSize": report.latest.checkpoint.size,
-        }));
-    }
-    println!(
-        "OK  {}: the checkpoint of size {} is signed by {}{}",
-        c.origin,
-        c.size,
-        report.signed_by,
-        if report.by_previous_key {
-            " (an earlier key of this node, vouched for by the authority)"
-        } else {
-            ""
-        }
-    );
-    println!(
-        "    the log today (checkpoint of size {}) is consistent with it",
-        report.latest.checkpoint.size
-    );
-    Ok(())
 }

@@ -1,169 +1,26 @@
-//! Data products in storage: versioned, chunked (about 1 MiB a chunk) payloads with a
-//! SHA-256 per chunk and for the whole, and their metadata.
-//!
-//! The payload of a version is one file among the storage's payload files
-//! (`products/<product>/v<version>`, chunk `i` at offset `i × CHUNK_SIZE`); the records
-//! are in the database. Publishing streams: chunks are written to an unfinished file as
-//! they arrive; at the end the file is synced and renamed, and only then the product
-//! record is written and flushed. A publish that fails part-way removes its file, and
-//! files left by a crash (unfinished, or with no product record) are removed at start,
-//! so nothing is ever stored half-done. Earlier versions are kept.
-//!
-//! (Nodes before payload files kept chunks in the database's `chunks` tree; those are
-//! still read.)
+//! The product store: product records in the database, payloads among the storage's
+//! payload files, reads chunk by chunk, and the removal at open of what a crashed
+//! publish left behind.
 
 use std::io::Read;
 use std::sync::Arc;
 
-use liutong_policy::Classification;
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
-
-use super::schema::{self, Profile};
+use super::{CHUNK_SIZE, ProductError, ProductVersion};
 use crate::base::random::{RandomError, random_bytes};
-use crate::identity::ParticipantId;
-use crate::storage::blobs::BlobWriter;
-use crate::storage::{Storage, StorageError, Write};
+use crate::storage::{Storage, Write};
 
-/// Size of a chunk, in bytes.
-pub const CHUNK_SIZE: usize = 1 << 20;
-
-const PRODUCTS: &str = "products";
+pub(super) const PRODUCTS: &str = "products";
 /// Chunks as nodes before payload files kept them (read only).
 const CHUNKS: &str = "chunks";
 /// The directory of product payloads among the storage's payload files.
 const PAYLOADS: &str = "products";
-const UNFINISHED: &str = ".partial";
-
-/// The payload format.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Format {
-    Csv,
-    Jsonl,
-    Bytes,
-}
-
-impl std::str::FromStr for Format {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "csv" => Ok(Self::Csv),
-            "jsonl" => Ok(Self::Jsonl),
-            "bytes" => Ok(Self::Bytes),
-            other => Err(format!("unknown format {other:?}; use csv, jsonl or bytes")),
-        }
-    }
-}
-
-impl std::fmt::Display for Format {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Csv => "csv",
-            Self::Jsonl => "jsonl",
-            Self::Bytes => "bytes",
-        })
-    }
-}
-
-/// One version of a data product.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ProductVersion {
-    /// Stable across versions, e.g. `prd-3f9a…`.
-    pub product_id: String,
-    pub version: u32,
-    pub title: String,
-    pub description: String,
-    pub owner: ParticipantId,
-    pub classification: Classification,
-    pub format: Format,
-    pub size: u64,
-    /// SHA-256 of the whole payload, hex.
-    pub sha256: String,
-    pub chunk_size: u32,
-    /// SHA-256 of every chunk, hex, in order.
-    pub chunk_hashes: Vec<String>,
-    /// Columns and quality figures (CSV and JSON Lines).
-    pub profile: Option<Profile>,
-    /// Products this one was derived from.
-    #[serde(default)]
-    pub derived_from: Vec<String>,
-    /// The offer's policy, as ODRL JSON-LD; `None` when the product is not offered.
-    pub policy_odrl: Option<serde_json::Value>,
-    pub published_at: i64,
-}
-
-impl ProductVersion {
-    /// The offer of this version (there is one per offered version).
-    pub fn offer_id(&self) -> Option<String> {
-        self.policy_odrl
-            .as_ref()
-            .map(|_| format!("{}/v{}", self.product_id, self.version))
-    }
-
-    /// The product's URN, the target of its policies.
-    pub fn target(product_id: &str) -> String {
-        format!("urn:liutong:product:{product_id}")
-    }
-}
-
-/// SHA-256 over a payload's chunk hashes (each as its 32 bytes, in order), hex. With the
-/// chunk size it fixes every chunk's bytes, so an agreement that names it fixes the
-/// payload chunk by chunk: a consumer that checks each chunk as it arrives needs no
-/// second pass over the whole payload. `None` if a hash is not 64 hex digits.
-pub fn chunk_list_sha256(chunk_hashes: &[String]) -> Option<String> {
-    let mut list = Sha256::new();
-    for h in chunk_hashes {
-        let mut raw = [0u8; 32];
-        hex::decode_to_slice(h, &mut raw).ok()?;
-        list.update(raw);
-    }
-    Some(hex::encode(list.finalize()))
-}
-
-/// Splits an offer ID into product ID and version.
-pub fn parse_offer_id(offer_id: &str) -> Option<(&str, u32)> {
-    let (product, version) = offer_id.rsplit_once("/v")?;
-    Some((product, version.parse().ok()?))
-}
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ProductError {
-    #[error(transparent)]
-    Storage(#[from] StorageError),
-    #[error("product {0} does not exist")]
-    NotFound(String),
-    #[error("the {format} data does not parse: {reason}")]
-    Profile { format: Format, reason: String },
-    #[error("the stored product is damaged: {0}")]
-    Damaged(String),
-    #[error("cannot write or read the payload file: {0}")]
-    Payload(#[from] std::io::Error),
-    #[error("cannot make a product ID: {0}")]
-    Random(#[from] RandomError),
-}
-
-/// What the publisher says about a new product or version.
-#[derive(Clone, Debug)]
-pub struct NewVersion {
-    /// `None` for a new product, `Some(id)` for a new version of it.
-    pub product_id: Option<String>,
-    pub title: String,
-    pub description: String,
-    pub owner: ParticipantId,
-    pub classification: Classification,
-    pub format: Format,
-    pub derived_from: Vec<String>,
-    pub policy_odrl: Option<serde_json::Value>,
-}
+pub(super) const UNFINISHED: &str = ".partial";
 
 /// The node's data products.
 #[derive(Clone)]
 pub struct ProductStore {
-    storage: Arc<dyn Storage>,
+    pub(super) storage: Arc<dyn Storage>,
 }
-
 impl ProductStore {
     /// Opens the store and removes chunks that a crashed publish left behind.
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, ProductError> {
@@ -171,36 +28,6 @@ impl ProductStore {
         store.remove_orphan_chunks()?;
         Ok(store)
     }
-
-    /// Starts publishing a version; write the payload to the returned upload.
-    pub fn begin(&self, new: NewVersion) -> Result<Upload, ProductError> {
-        let (product_id, version) = match &new.product_id {
-            Some(id) => {
-                let latest = self
-                    .latest(id)?
-                    .ok_or_else(|| ProductError::NotFound(id.clone()))?;
-                (id.clone(), latest.version + 1)
-            }
-            None => (new_product_id()?, 1),
-        };
-        let unfinished = format!("{}{UNFINISHED}", payload_name(&product_id, version));
-        // Publishing writes through the page cache, so a product just published is
-        // delivered from memory.
-        let writer = self.storage.blobs().writer(&unfinished, false)?;
-        Ok(Upload {
-            store: self.clone(),
-            new,
-            product_id,
-            version,
-            writer,
-            unfinished,
-            buffer: Vec::with_capacity(CHUNK_SIZE),
-            chunk_hashes: Vec::new(),
-            whole: Sha256::new(),
-            size: 0,
-        })
-    }
-
     /// A given version.
     pub fn get(
         &self,
@@ -265,7 +92,11 @@ impl ProductStore {
         }
     }
 
-    fn read_chunk(&self, name: &str, index: u32) -> Result<Option<Vec<u8>>, ProductError> {
+    pub(super) fn read_chunk(
+        &self,
+        name: &str,
+        index: u32,
+    ) -> Result<Option<Vec<u8>>, ProductError> {
         Ok(self
             .storage
             .blobs()
@@ -348,160 +179,13 @@ impl ProductStore {
     }
 }
 
-/// A publish in progress.
-pub struct Upload {
-    store: ProductStore,
-    new: NewVersion,
-    product_id: String,
-    version: u32,
-    /// The unfinished payload file and its name; renamed when the publish completes.
-    writer: BlobWriter,
-    unfinished: String,
-    buffer: Vec<u8>,
-    chunk_hashes: Vec<String>,
-    whole: Sha256,
-    size: u64,
-}
-
-impl Upload {
-    pub fn product_id(&self) -> &str {
-        &self.product_id
-    }
-
-    pub fn version(&self) -> u32 {
-        self.version
-    }
-
-    /// SHA-256 (hex) of the payload written so far.
-    pub fn sha256(&self) -> String {
-        hex::encode(self.whole.clone().finalize())
-    }
-
-    /// Records more sources of this version before `finish`.
-    pub fn add_derived_from(&mut self, sources: impl IntoIterator<Item = String>) {
-        for s in sources {
-            if !self.new.derived_from.contains(&s) {
-                self.new.derived_from.push(s);
-            }
-        }
-    }
-
-    /// Sets the offer's policy (ODRL JSON-LD) before `finish`.
-    pub fn set_policy_odrl(&mut self, policy: serde_json::Value) {
-        self.new.policy_odrl = Some(policy);
-    }
-
-    /// Adds payload bytes; full chunks are written to storage as they fill.
-    pub fn write(&mut self, mut data: &[u8]) -> Result<(), ProductError> {
-        self.whole.update(data);
-        self.size += data.len() as u64;
-        while !data.is_empty() {
-            let room = CHUNK_SIZE - self.buffer.len();
-            let take = room.min(data.len());
-            self.buffer.extend_from_slice(&data[..take]);
-            data = &data[take..];
-            if self.buffer.len() == CHUNK_SIZE {
-                self.store_chunk()?;
-            }
-        }
-        Ok(())
-    }
-
-    fn store_chunk(&mut self) -> Result<(), ProductError> {
-        let index = self.chunk_hashes.len() as u32;
-        self.chunk_hashes
-            .push(hex::encode(Sha256::digest(&self.buffer)));
-        self.writer
-            .write_at(index as u64 * CHUNK_SIZE as u64, &self.buffer)?;
-        self.buffer.clear();
-        Ok(())
-    }
-
-    /// Stores the last chunk, profiles tabular data, makes the payload file durable
-    /// under its final name, then writes the product record and flushes. On any error
-    /// the payload written so far is removed.
-    pub async fn finish(mut self, now: i64) -> Result<ProductVersion, ProductError> {
-        let result = self.finish_inner(now).await;
-        if result.is_err() {
-            self.abort();
-        }
-        result
-    }
-
-    async fn finish_inner(&mut self, now: i64) -> Result<ProductVersion, ProductError> {
-        if !self.buffer.is_empty() || self.chunk_hashes.is_empty() {
-            self.store_chunk()?;
-        }
-        let mut product = ProductVersion {
-            product_id: self.product_id.clone(),
-            version: self.version,
-            title: self.new.title.clone(),
-            description: self.new.description.clone(),
-            owner: self.new.owner.clone(),
-            classification: self.new.classification,
-            format: self.new.format,
-            size: self.size,
-            sha256: hex::encode(self.whole.clone().finalize()),
-            chunk_size: CHUNK_SIZE as u32,
-            chunk_hashes: self.chunk_hashes.clone(),
-            profile: None,
-            derived_from: self.new.derived_from.clone(),
-            policy_odrl: self.new.policy_odrl.clone(),
-            published_at: now,
-        };
-        let open = || {
-            let mut reader = self.store.reader(&product);
-            reader.unfinished = Some(self.unfinished.clone());
-            reader
-        };
-        let profile = match product.format {
-            Format::Csv => Some(schema::profile_csv(open)),
-            Format::Jsonl => Some(schema::profile_jsonl(open)),
-            Format::Bytes => None,
-        };
-        product.profile = profile.transpose().map_err(|e| ProductError::Profile {
-            format: product.format,
-            reason: e.to_string(),
-        })?;
-        self.writer.set_len(self.size)?;
-        self.writer.sync()?;
-        self.store.storage.blobs().rename(
-            &self.unfinished,
-            &payload_name(&product.product_id, product.version),
-        )?;
-        let bytes = serde_json::to_vec(&product).expect("product records serialize");
-        self.store.storage.put(
-            PRODUCTS,
-            &product_key(&product.product_id, product.version),
-            &bytes,
-        )?;
-        self.store.storage.flush().await?;
-        Ok(product)
-    }
-
-    /// Removes the payload of this upload.
-    pub fn abort(&self) {
-        let blobs = self.store.storage.blobs();
-        let removed = blobs.remove(&self.unfinished).and_then(|()| {
-            // A publish that failed after the rename, before its record was written.
-            match self.store.get(&self.product_id, self.version) {
-                Ok(None) => blobs.remove(&payload_name(&self.product_id, self.version)),
-                _ => Ok(()),
-            }
-        });
-        if let Err(e) = removed {
-            tracing::error!(error = %e, "cannot remove the payload of a failed publish; it is removed at the next start");
-        }
-    }
-}
-
 /// Reads a stored payload chunk by chunk (never the whole payload at once).
 pub struct ChunkReader {
     store: ProductStore,
     product_id: String,
     version: u32,
     /// Reads an unfinished publish's file instead (profiling before it completes).
-    unfinished: Option<String>,
+    pub(super) unfinished: Option<String>,
     chunks: u32,
     next: u32,
     current: Vec<u8>,
@@ -534,12 +218,11 @@ impl Read for ChunkReader {
         Ok(n)
     }
 }
-
 fn decode(bytes: &[u8]) -> Result<ProductVersion, ProductError> {
     serde_json::from_slice(bytes).map_err(|e| ProductError::Damaged(e.to_string()))
 }
 
-fn product_key(product_id: &str, version: u32) -> Vec<u8> {
+pub(super) fn product_key(product_id: &str, version: u32) -> Vec<u8> {
     let mut key = product_id.as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&version.to_be_bytes());
@@ -547,7 +230,7 @@ fn product_key(product_id: &str, version: u32) -> Vec<u8> {
 }
 
 /// The payload file of a version among the storage's payload files.
-fn payload_name(product_id: &str, version: u32) -> String {
+pub(super) fn payload_name(product_id: &str, version: u32) -> String {
     format!("{PAYLOADS}/{product_id}/v{version}")
 }
 
@@ -558,13 +241,17 @@ fn chunk_key(product_id: &str, version: u32, index: u32) -> Vec<u8> {
     key
 }
 
-fn new_product_id() -> Result<String, RandomError> {
+pub(super) fn new_product_id() -> Result<String, RandomError> {
     Ok(format!("prd-{}", hex::encode(random_bytes::<8>()?)))
 }
-
 #[cfg(test)]
 mod tests {
+    use liutong_policy::Classification;
+    use sha2::{Digest, Sha256};
+
+    use super::super::{Format, NewVersion};
     use super::*;
+    use crate::identity::ParticipantId;
     use crate::storage::SledStorage;
 
     fn new_version(format: Format) -> NewVersion {
@@ -684,11 +371,5 @@ mod tests {
             store.chunk("prd-old", 1, 1),
             Err(ProductError::Damaged(_))
         ));
-    }
-
-    #[test]
-    fn offer_ids_split() {
-        assert_eq!(parse_offer_id("prd-ab/v12"), Some(("prd-ab", 12)));
-        assert_eq!(parse_offer_id("prd-ab"), None);
     }
 }

@@ -1,0 +1,184 @@
+//! The data-space authority: the operator that admits members, issues their
+//! certificates and membership credentials, revokes them, and signs the trust list.
+//!
+//! Its directory holds:
+//! - `ca.crt`, `ca.key` — the data-space CA (ECDSA P-256) that signs TLS certificates;
+//! - `signing.key` — the Ed25519 key that signs credentials and trust lists;
+//! - `server.crt`, `server.key` — the certificate of its trust-list server;
+//! - `authority.json` — members, revocations and the trust-list sequence.
+//!
+//! Changes (`admit`, `revoke`) take an exclusive lock on `.lock`, write
+//! `authority.json` atomically and bump the sequence; `serve` re-reads the state for
+//! every request, so a revocation reaches nodes at their next refresh, with no restart.
+//!
+//! The code is in three parts: `members` (admitting, revoking and re-keying members,
+//! the admission bundle), the store of `authority.json` (`store`), and `service` (the
+//! trust-list server).
+
+mod members;
+mod service;
+mod store;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::base::clock;
+use crate::base::files;
+use crate::identity::{Envelope, KeyError, Membership, ParticipantId, PublicKey, SigningKey};
+use crate::tls::TlsError;
+use crate::tls::certs::{AUTHORITY_SAN_URI, CertError, CertificateAuthority, LeafSpec};
+use crate::trust::{Revocation, TRUST_LIST_PAYLOAD_TYPE, TrustList};
+use store::{STATE_FILE, State, read_state};
+
+pub use members::{Admission, AdmissionBundle};
+pub use service::{RunningAuthority, participant_from_certificate, serve};
+
+/// How long a signed trust list stays valid (X-Road: 10 minutes).
+pub const DEFAULT_TRUST_LIST_VALIDITY: Duration = Duration::from_secs(600);
+/// Default validity of a membership and its certificate.
+pub const DEFAULT_MEMBERSHIP_DAYS: i64 = 365;
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuthorityError {
+    #[error("{0} already holds an authority; choose another directory or remove it deliberately")]
+    AlreadyExists(PathBuf),
+    #[error("{0} holds no authority (no authority.json); run `liutong authority init` first")]
+    Missing(PathBuf),
+    #[error("cannot use the authority directory {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path} is damaged: {reason}")]
+    State { path: PathBuf, reason: String },
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Cert(#[from] CertError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    #[error(
+        "participant {0} is already a member; pass --renew to issue it a new certificate and \
+         credential (the old certificate stops working)"
+    )]
+    AlreadyMember(ParticipantId),
+    #[error(
+        "participant {participant} was revoked at {revoked_at} ({reason}); a revoked \
+         participant cannot be admitted again under the same ID"
+    )]
+    Revoked {
+        participant: ParticipantId,
+        reason: String,
+        revoked_at: String,
+    },
+    #[error("participant {0} is not a member")]
+    NotMember(ParticipantId),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the output directory {0} exists and is not empty; choose a new one")]
+    OutputExists(PathBuf),
+    #[error("serving the trust list failed: {0}")]
+    Serve(String),
+}
+
+/// An authority opened from its directory.
+pub struct Authority {
+    dir: PathBuf,
+    ca: CertificateAuthority,
+    signing: SigningKey,
+    state: State,
+}
+
+impl Authority {
+    /// Creates a new authority in `dir` (which must not hold one).
+    pub fn init(dir: &Path, name: &str) -> Result<Self, AuthorityError> {
+        if name.trim().is_empty() {
+            return Err(AuthorityError::Invalid(
+                "the authority needs a --name".into(),
+            ));
+        }
+        if dir.join(STATE_FILE).exists() {
+            return Err(AuthorityError::AlreadyExists(dir.to_owned()));
+        }
+        files::create_private_dir(dir).map_err(|source| AuthorityError::Io {
+            path: dir.to_owned(),
+            source,
+        })?;
+        let ca = CertificateAuthority::create(&format!("{name} (data-space CA)"), 10)?;
+        ca.save(&dir.join("ca.crt"), &dir.join("ca.key"))?;
+        let signing = SigningKey::generate()?;
+        signing.save(&dir.join("signing.key"))?;
+        let now = clock::now_utc();
+        let server = ca.issue(&LeafSpec {
+            common_name: format!("{name} trust-list server"),
+            san_uris: vec![AUTHORITY_SAN_URI.to_owned()],
+            not_before: now - time::Duration::minutes(5),
+            not_after: now + time::Duration::days(365 * 10),
+        })?;
+        server.save(&dir.join("server.crt"), &dir.join("server.key"))?;
+        let authority = Self {
+            dir: dir.to_owned(),
+            ca,
+            signing,
+            state: State {
+                name: name.to_owned(),
+                sequence: 1,
+                ..State::default()
+            },
+        };
+        // Written last: its presence marks a complete authority directory.
+        authority.save_state()?;
+        Ok(authority)
+    }
+
+    /// Opens the authority in `dir`.
+    pub fn open(dir: &Path) -> Result<Self, AuthorityError> {
+        let state_path = dir.join(STATE_FILE);
+        if !state_path.exists() {
+            return Err(AuthorityError::Missing(dir.to_owned()));
+        }
+        let state = read_state(&state_path)?;
+        let ca = CertificateAuthority::load(&dir.join("ca.crt"), &dir.join("ca.key"))?;
+        let signing = SigningKey::load(&dir.join("signing.key"))?;
+        Ok(Self {
+            dir: dir.to_owned(),
+            ca,
+            signing,
+            state,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.state.name
+    }
+
+    pub fn public_key(&self) -> PublicKey {
+        self.signing.public_key()
+    }
+
+    pub fn members(&self) -> &[Membership] {
+        &self.state.members
+    }
+
+    pub fn revocations(&self) -> &[Revocation] {
+        &self.state.revocations
+    }
+
+    pub fn sequence(&self) -> u64 {
+        self.state.sequence
+    }
+
+    /// Signs the current trust list, valid from `now` for `validity`.
+    pub fn trust_list(&self, now: i64, validity: Duration) -> Envelope {
+        let list = TrustList {
+            authority: self.state.name.clone(),
+            sequence: self.state.sequence,
+            issued_at: now,
+            expires_at: now + validity.as_secs() as i64,
+            members: self.state.members.clone(),
+            revocations: self.state.revocations.clone(),
+        };
+        Envelope::sign_json(TRUST_LIST_PAYLOAD_TYPE, &list, &self.signing)
+    }
+}
