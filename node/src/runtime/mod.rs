@@ -6,19 +6,19 @@
 //! narrow handles it needs, hands each service its components, and runs the background
 //! loops through one runner ([`Workers`]) with one shutdown signal.
 
+mod node;
 mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::RootCertStore;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::alerts::Alerts;
 use crate::alerts::webhook::WebhookError;
-use crate::audit::log::{AuditError, AuditLog, Event, EventKind, origin_for};
+use crate::audit::log::{AuditError, AuditLog, Event, EventKind};
 use crate::audit::witnessing::WitnessStore;
 use crate::backup::GatedStorage;
 use crate::base::clock::now;
@@ -37,15 +37,7 @@ use crate::outbound::{Peers, TrustListRefresh};
 use crate::query::Queries;
 use crate::rotation;
 use crate::service::ops::Ops;
-use crate::service::{
-    self, AdminService, LocalServices, PeerAuthenticator, PeerService, PeerServices,
-    audit::{AuditService, WitnessService},
-    catalog::CatalogService,
-    contract::NegotiationService,
-    query::QueryService,
-    transfer::TransferService,
-    usage::{UsageControlService, UsageService},
-};
+use crate::service::{self, PeerAuthenticator};
 use crate::storage::{SledStorage, Storage, StorageError};
 use crate::telemetry::{RpcLayer, Telemetry, TelemetryError};
 use crate::tls::auth::{AuthLayer, ChainVerifier, RefusalHook};
@@ -53,6 +45,7 @@ use crate::tls::{self, TlsError, TlsIdentity};
 use crate::transfer::Transfers;
 use crate::trust::{TrustError, TrustStore};
 use crate::usage::Usage;
+pub use node::Node;
 pub use workers::Workers;
 
 /// How long the first trust-list fetch may take before the node starts without it.
@@ -91,124 +84,6 @@ pub enum NodeError {
     },
     #[error("the {what} server stopped with an error: {reason}")]
     Serve { what: &'static str, reason: String },
-}
-
-/// The node's components, built bottom-up by [`RunningNode::start`], each from the
-/// narrow handles it needs. No component is handed this struct: it is how the runtime
-/// (and tests) reach them.
-pub struct Node {
-    pub config: NodeConfig,
-    /// This node as a member: membership, credential, signing key.
-    pub identity: Arc<NodeIdentity>,
-    pub tls_identity: Arc<TlsIdentity>,
-    /// The data-space CA, for peers' certificates.
-    pub data_space_roots: RootCertStore,
-    pub storage: Arc<dyn Storage>,
-    /// The same storage as `storage`, with the gate a backup closes (`crate::backup`).
-    pub gated_storage: Arc<GatedStorage>,
-    /// The tamper-evident log of this node's events.
-    pub audit: AuditLog,
-    /// Metrics, and the trace and metric export when a collector is configured.
-    pub telemetry: Arc<Telemetry>,
-    /// Security alerts (`[alerts]`).
-    pub alerts: Alerts,
-    pub trust: Arc<TrustStore>,
-    /// Connections to other members' peer APIs.
-    pub peers: Arc<Peers>,
-    /// Fetching the trust list from the authority.
-    pub refresh: Arc<TrustListRefresh>,
-    /// Signing checkpoints and collecting witnesses' cosignatures.
-    pub cosigning: Arc<Cosigning>,
-    /// This node as a witness of other members' logs.
-    pub witness: Arc<WitnessStore>,
-    /// Published products and the offers peers may see.
-    pub catalog: Arc<Catalog>,
-    /// Negotiations and agreements, both sides.
-    pub contracts: Arc<Contracts>,
-    /// Compute-to-data, both sides.
-    pub queries: Arc<Queries>,
-    /// Delivery of agreed products, both sides.
-    pub transfers: Arc<Transfers>,
-    /// Usage control of received copies and of agreements this node signed.
-    pub usage: Arc<Usage>,
-    /// Status and backups for the operator.
-    pub ops: Arc<Ops>,
-    pub peer_addr: SocketAddr,
-    pub admin_addr: SocketAddr,
-}
-
-impl Node {
-    /// The origin of this node's audit log, e.g. `liutong.<participant>/audit`.
-    pub fn audit_origin(&self) -> String {
-        origin_for(self.identity.participant_id())
-    }
-
-    /// The services of the peer API, each with its components.
-    fn peer_services(&self) -> PeerServices {
-        PeerServices {
-            node: PeerService {
-                identity: self.identity.clone(),
-                trust: self.trust.clone(),
-            },
-            catalog: CatalogService {
-                catalog: self.catalog.clone(),
-                audit: self.audit.clone(),
-            },
-            negotiation: NegotiationService {
-                contracts: self.contracts.clone(),
-            },
-            transfer: TransferService {
-                transfers: self.transfers.clone(),
-            },
-            audit: self.audit_service(),
-            witness: WitnessService {
-                witness: self.witness.clone(),
-                identity: self.identity.clone(),
-                trust: self.trust.clone(),
-                alerts: self.alerts.clone(),
-            },
-            usage_control: UsageControlService {
-                usage: self.usage.clone(),
-            },
-            query: QueryService {
-                queries: self.queries.clone(),
-            },
-        }
-    }
-
-    /// The services of the local API.
-    fn local_services(&self) -> LocalServices {
-        LocalServices {
-            audit: self.audit_service(),
-            admin: AdminService {
-                identity: self.identity.clone(),
-                trust: self.trust.clone(),
-                refresh: self.refresh.clone(),
-                authority_address: self.config.authority.address.clone(),
-                peers: self.peers.clone(),
-                audit: self.audit.clone(),
-                catalog: self.catalog.clone(),
-                contracts: self.contracts.clone(),
-                transfers: self.transfers.clone(),
-                usage: self.usage.clone(),
-                queries: self.queries.clone(),
-                ops: self.ops.clone(),
-                metrics: self.telemetry.metrics.clone(),
-                peer_addr: self.peer_addr,
-                admin_addr: self.admin_addr,
-            },
-            usage: UsageService {
-                usage: self.usage.clone(),
-            },
-        }
-    }
-
-    fn audit_service(&self) -> AuditService {
-        AuditService {
-            cosigning: self.cosigning.clone(),
-            identity: self.identity.clone(),
-        }
-    }
 }
 
 /// A running node.
