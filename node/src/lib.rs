@@ -5,25 +5,31 @@
 //! commits to. This crate is the node and the `liutong` command.
 //!
 //! The map, in layers from the bottom up. A module imports only from its own layer and
-//! the layers below it; `tests/layers.rs` holds the same table, fails on an import that
-//! runs upward, and lists the few upward imports that remain, each with its reason.
+//! the layers below it, and modules of one layer do not import each other in a loop;
+//! `tests/layers.rs` holds the same table and fails on an import that runs upward or
+//! closes a loop (it lists the few upward imports that remain, each with its reason).
+//! The **components** (in bold) each own their state and are built by the runtime from
+//! the narrow handles they need; a service holds only its components.
 //!
 //! 0. **Foundations**
 //!    - [`base`] — the one clock ([`base::clock`], injectable in tests), random IDs,
-//!      private and atomic files, the version string, date formatting, `BoxFuture`.
+//!      private and atomic files, the version string, date formatting, the one shutdown
+//!      signal ([`base::shutdown`]), `BoxFuture`.
 //!    - [`pause`] — named pause points that crash tests stop a node at.
 //! 1. **Identity**
 //!    - [`identity`] — participant IDs (统一社会信用代码), Ed25519 signing keys, the
-//!      signed envelope (DSSE) used for everything signed, membership credentials, and
-//!      the admission-bundle layout.
+//!      signed envelope (DSSE) used for everything signed, membership credentials, the
+//!      admission-bundle layout, and **[`identity::NodeIdentity`]** (this node as a
+//!      member: membership, credential, signing key, earlier keys).
 //!    - [`config`] — `node.toml`.
 //! 2. **Store**
-//!    - [`storage`] — the node's storage trait and its sled implementation, payload
-//!      files; nothing is acknowledged before it is flushed.
+//!    - [`storage`] — the node's storage trait and its sled engine, payload files;
+//!      nothing is acknowledged before it is flushed.
 //! 3. **Audit** — what the node records about itself.
-//!    - [`audit`] — the tamper-evident audit log: RFC 9162 Merkle tree and proofs, C2SP
-//!      signed-note checkpoints and cosignatures, the log in sled, checkpoints witnessed
-//!      by peers, and the auditor's checks (verify, search, evidence bundles).
+//!    - [`audit`] — the tamper-evident audit log (**[`audit::log::AuditLog`]**): RFC 9162
+//!      Merkle tree and proofs, C2SP signed-note checkpoints and cosignatures, the
+//!      witness rules (**[`audit::witnessing::WitnessStore`]**), and the auditor's
+//!      checks (verify, search, evidence bundles).
 //!    - [`telemetry`] — `tracing` spans and OpenTelemetry metrics, exported over
 //!      OTLP/gRPC when a collector is configured; the W3C trace context crosses nodes in
 //!      gRPC metadata.
@@ -33,36 +39,48 @@
 //! 4. **Trust**
 //!    - [`tls`] — rustls (ring) configuration; identity by SAN URI, per-request
 //!      authentication ([`tls::auth::AuthLayer`]) that answers refusals with a reason.
-//!    - [`trust`] — the signed trust list and the node's store of it: sequence, expiry,
-//!      revocations applied without a restart.
-//!    - [`local`] — the local administration channel and its roles (admin, app,
+//!    - [`trust`] — the signed trust list and **[`trust::TrustStore`]**: sequence,
+//!      expiry, revocations applied without a restart.
+//!    - [`local`] — the local API's client certificates and their roles (admin, app,
 //!      auditor).
 //!    - [`health`] — the plain gRPC health endpoint for probes (`node.health_listen`).
 //!    - [`authority`] — the data-space authority: admits members (certificate,
 //!      credential, keys in an admission bundle), revokes them, signs and serves the
 //!      trust list.
-//!    - [`alerts`] — real-time security monitoring: alert rules, each alert an audit
-//!      entry, a metric, a log line and optionally a webhook POST.
-//! 5. **Data space**
-//!    - [`catalog`] — data products: what this node publishes and which offers a peer
-//!      may see.
-//!    - [`contract`] — agreements: negotiation between consumer and provider, the
-//!      agreement store and its compiled policies.
-//!    - [`transfer`] — delivering a product version under a finalized agreement.
-//!    - [`recovery`] — retrying unfinished steps of negotiations and transfers from
-//!      their stored records.
+//!    - [`alerts`] — **[`alerts::Alerts`]**, real-time security monitoring: alert
+//!      rules, each alert an audit entry, a metric, a log line and optionally a webhook
+//!      POST.
+//!    - [`outbound`] — the node's connections out, each checked against the trust list:
+//!      **[`outbound::Peers`]** (other members' peer APIs) and
+//!      **[`outbound::TrustListRefresh`]** (the trust list from the authority).
+//!    - [`cosigning`] — **[`cosigning::Cosigning`]**: this node's checkpoints, signed on
+//!      a timer and on demand, and cosigned by the configured witnesses.
+//! 5. **Data space**, in this order (each uses only the ones before it):
+//!    - [`catalog`] — **[`catalog::Catalog`]**: data products, what this node publishes
+//!      and which offers a peer may see.
+//!    - [`recovery`] — retry bookkeeping for unfinished steps (claims, backoff, verdicts
+//!      on a peer's answer).
+//!    - [`contract`] — **[`contract::Contracts`]**: negotiations between consumer and
+//!      provider, both sides, and the agreements they produce: the store, the compiled
+//!      policies, the per-agreement locks, the classification guardrails.
 //!    - [`desensitize`] — masking CSV and JSON Lines at delivery by the policy's mask
 //!      duties (ID numbers, mobiles, names, e-mails; keyed hashes per agreement).
-//!    - [`query`] — compute-to-data: aggregate queries answered at the provider, groups
-//!      smaller than the policy's k suppressed; raw rows never leave.
-//!    - [`usage`] — usage control after sharing: reads of received copies through their
-//!      sticky policy, duties (deleteAfter, notify, log), revocation with signed
-//!      deletion receipts, no onward sharing, and the classification guardrails on
-//!      agreements.
+//!    - [`query`] — **[`query::Queries`]**, compute-to-data: aggregate queries answered
+//!      at the provider, groups smaller than the policy's k suppressed; raw rows never
+//!      leave.
+//!    - [`transfer`] — **[`transfer::Transfers`]**: delivering a product version under a
+//!      finalized agreement, and the consumer's verified pull and received copies. It
+//!      asks usage control through [`transfer::DeliveryGate`].
+//!    - [`usage`] — **[`usage::Usage`]**, usage control after sharing: reads of received
+//!      copies through their sticky policy, duties (deleteAfter, notify, log),
+//!      revocation with signed deletion receipts, no onward sharing.
 //! 6. **Edges**
-//!    - [`service`] — the thin gRPC services (peer API and local API).
+//!    - [`service`] — the thin gRPC services of the peer API and the local API, and
+//!      **[`service::ops::Ops`]** (status and backups for the operator).
 //! 7. **Runtime**
-//!    - [`runtime`] — starting, refreshing and stopping a node.
+//!    - [`runtime`] — builds the components bottom-up ([`runtime::Node`]), serves both
+//!      APIs, runs the background loops through one runner ([`runtime::Workers`]) and
+//!      stops everything on one signal.
 //!    - [`rotation`] — signing-key rotation with the authority, and the key history
 //!      that keeps old checkpoints verifiable.
 //! 8. **Binary**

@@ -108,7 +108,7 @@ pub enum AgreedProductError {
 }
 
 /// Why no agreement is given for an agreement ID ([`Contracts::finalized`],
-/// [`consumer_agreement`]).
+/// [`Contracts::consumer_agreement`]).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum AgreementError {

@@ -35,7 +35,7 @@ use crate::transfer::Transfers;
 use crate::trust::TrustStore;
 use crate::usage::Usage;
 
-/// The node's components, built bottom-up by [`RunningNode::start`], each from the
+/// The node's components, built bottom-up by [`RunningNode::start`](super::RunningNode::start), each from the
 /// narrow handles it needs. No component is handed this struct: it is how the runtime
 /// (and tests) reach them.
 pub struct Node {
