@@ -406,7 +406,7 @@ impl RunningNode {
             tls_identity,
             data_space_roots,
             trust,
-            witness: WitnessStore::new(storage.clone()),
+            witness: WitnessStore::new(storage.clone(), Arc::new(alerts.clone())),
             storage,
             audit,
             catalog,

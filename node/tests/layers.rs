@@ -66,11 +66,6 @@ const STILL_UPWARD: &[(&str, &str, &str)] = &[
     ),
     (
         "audit",
-        "alerts",
-        "witnessing raises the witness-inconsistency alert itself; wants a sink in audit",
-    ),
-    (
-        "audit",
         "runtime",
         "cosigning takes the whole NodeContext instead of the log, key and peers",
     ),

@@ -37,6 +37,9 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::audit::log::{AuditLog, Event, EventKind};
+use crate::audit::witness::Evidence;
+use crate::audit::witnessing::WitnessReports;
+use crate::base::BoxFuture;
 use crate::config::AlertsSection;
 use crate::contract::Agreement;
 use crate::identity::ParticipantId;
@@ -441,6 +444,26 @@ impl Alerts {
     }
 }
 
+/// Witnessing reports a forked log here: [`Rule::WitnessInconsistency`], an ERROR line,
+/// an `alert` entry in this node's own audit log naming the participant whose log
+/// forked, and the webhook if one is configured.
+impl WitnessReports for Alerts {
+    fn conflict<'a>(&'a self, log_owner: &'a str, evidence: &'a Evidence) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.raise(
+                Rule::WitnessInconsistency,
+                Some(log_owner),
+                format!(
+                    "witness conflict: log {} signed two checkpoints that cannot both be true \
+                     ({:?}); both are kept as evidence",
+                    evidence.origin, evidence.kind
+                ),
+            )
+            .await;
+        })
+    }
+}
+
 /// The recent events of the windowed rules, per (rule, source), oldest first.
 ///
 /// An event prunes only its own source's window. Sources whose events have all left
@@ -650,6 +673,82 @@ mod tests {
             lock(&alerts.inner.windows).events.is_empty(),
             "no empty window is kept for the source"
         );
+    }
+
+    /// A witness store whose sink is the node's alerting: a log that signed two
+    /// checkpoints of one size with different roots is alerted, in this node's own log,
+    /// under the participant whose log forked.
+    #[tokio::test]
+    async fn a_conflict_the_witness_store_finds_is_alerted_under_the_log_owner() {
+        use crate::audit::log::origin_for;
+        use crate::audit::merkle::leaf_hash;
+        use crate::audit::note::{self, Checkpoint, KeyType, VerifierKey};
+        use crate::audit::witness::WitnessError;
+        use crate::audit::witnessing::{Offer, WitnessStore, WitnessingError};
+        use ring::rand::SystemRandom;
+        use ring::signature::Ed25519KeyPair;
+
+        let (alerts, audit) = alerts(AlertsSection::default()).await;
+        let witness =
+            WitnessStore::new(SledStorage::temporary().unwrap(), Arc::new(alerts.clone()));
+        let key_pair = |_| {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+        };
+        let (log_pair, witness_pair) = (key_pair(0), key_pair(1));
+        let owner = ParticipantId::parse("11330100MA2TRA0011").unwrap();
+        let origin = origin_for(&owner);
+        let log_key = || VerifierKey::from_key_pair(&origin, KeyType::Ed25519, &log_pair).unwrap();
+        let sign = |history: &[u8]| {
+            let checkpoint = Checkpoint {
+                origin: origin.clone(),
+                size: 3,
+                root: leaf_hash(history),
+            };
+            note::sign_checkpoint(&checkpoint, &origin, &log_pair)
+                .unwrap()
+                .to_string()
+        };
+        let (honest, forged) = (sign(b"one history"), sign(b"another history"));
+        let offer = Offer {
+            note: honest.as_bytes(),
+            old_size: 0,
+            proof: &[],
+        };
+        witness
+            .cosign(
+                "liutong.witness/witness",
+                &witness_pair,
+                log_key(),
+                offer,
+                10,
+            )
+            .await
+            .expect("the first checkpoint is cosigned");
+        assert!(logged(&audit).is_empty(), "nothing to alert yet");
+
+        let refused = witness.report(log_key(), forged.as_bytes(), 11).await;
+        assert!(
+            matches!(
+                refused,
+                Err(WitnessingError::Witness(WitnessError::Conflict(_)))
+            ),
+            "{:?}",
+            refused.err()
+        );
+        let events = logged(&audit);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Alert);
+        assert_eq!(events[0].participant.as_deref(), Some(owner.as_str()));
+        assert!(
+            events[0].detail.starts_with(&format!(
+                "witness_inconsistency: witness conflict: log {origin} signed two checkpoints"
+            )),
+            "{}",
+            events[0].detail
+        );
+        assert_eq!(witness.evidence().unwrap().len(), 1);
+        assert_eq!(alerts.counts()[4], (Rule::WitnessInconsistency, 1));
     }
 
     #[tokio::test]

@@ -15,7 +15,7 @@ use crate::audit::log::{AuditError, log_key_of, origin_for, witness_key_of, witn
 use crate::audit::merkle::{self, Hash};
 use crate::audit::search::{self, SearchFilter};
 use crate::audit::witness::WitnessError;
-use crate::audit::witnessing::{Offer, WitnessingError, raise_alert};
+use crate::audit::witnessing::{Offer, WitnessingError};
 use crate::base::clock::now;
 use crate::identity::{MemberRole, Membership, ParticipantId};
 use crate::local::LocalRole;
@@ -329,15 +329,11 @@ fn proof_hashes(proof: &[Vec<u8>]) -> Result<Vec<Hash>, Status> {
         .collect()
 }
 
-/// The witness's answer to a refusal, with the right code; conflicts raise an alert.
-async fn witnessing_status(
-    ctx: &NodeContext,
-    log_owner: &ParticipantId,
-    e: WitnessingError,
-) -> Status {
+/// The witness's answer to a refusal, with the right code (the witness store has
+/// already reported a conflict).
+fn witnessing_status(e: WitnessingError) -> Status {
     match e {
         WitnessingError::Witness(WitnessError::Conflict(evidence)) => {
-            raise_alert(&ctx.alerts, log_owner.as_str(), &evidence).await;
             Status::data_loss(WitnessError::Conflict(evidence).to_string())
         }
         WitnessingError::Witness(WitnessError::OldSizeMismatch { cosigned, .. }) => {
@@ -398,7 +394,7 @@ impl Witness for WitnessService {
                     origin_for(&caller.participant_id)
                 )))
             }
-            Err(e) => Err(witnessing_status(ctx, &caller.participant_id, e).await),
+            Err(e) => Err(witnessing_status(e)),
         }
     }
 
@@ -433,7 +429,7 @@ impl Witness for WitnessService {
             .await
         {
             Ok(cosigned_size) => Ok(Response::new(ReportCheckpointResponse { cosigned_size })),
-            Err(e) => Err(witnessing_status(ctx, &owner, e).await),
+            Err(e) => Err(witnessing_status(e)),
         }
     }
 }
