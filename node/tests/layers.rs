@@ -70,11 +70,6 @@ const STILL_UPWARD: &[(&str, &str, &str)] = &[
         "cosigning takes the whole NodeContext instead of the log, key and peers",
     ),
     (
-        "alerts",
-        "contract",
-        "the transfer-volume rule reads an Agreement for its ID and size",
-    ),
-    (
         "contract",
         "runtime",
         "the agreement steps take &NodeContext",

@@ -41,7 +41,6 @@ use crate::audit::witness::Evidence;
 use crate::audit::witnessing::WitnessReports;
 use crate::base::BoxFuture;
 use crate::config::AlertsSection;
-use crate::contract::Agreement;
 use crate::identity::ParticipantId;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Direction;
@@ -139,6 +138,19 @@ pub struct Alert {
     /// Index of the alert's entry in the node's audit log, when it was logged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_index: Option<u64>,
+}
+
+/// What the transfer-volume rule needs to know of an agreement under which this node
+/// delivers: plain values, so that alerting does not depend on the data space.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub agreement_id: &'a str,
+    /// Who receives the bytes.
+    pub consumer: &'a ParticipantId,
+    pub product_id: &'a str,
+    pub version: u32,
+    /// The bytes of the product version the agreement covers.
+    pub size: u64,
 }
 
 /// The node's alerting; cheap to clone.
@@ -329,10 +341,10 @@ impl Alerts {
         }
     }
 
-    /// Counts payload bytes this node delivered under `agreement` (provider side); raises
-    /// [`Rule::TransferVolume`] once per agreement when they exceed the rule's factor ×
-    /// the size the agreement covers.
-    pub async fn delivered(&self, agreement: &Agreement, bytes: u64) {
+    /// Counts payload bytes this node delivered under an agreement (provider side);
+    /// raises [`Rule::TransferVolume`] once per agreement when they exceed the rule's
+    /// factor × the size the agreement covers.
+    pub async fn delivered(&self, agreement: Delivery<'_>, bytes: u64) {
         self.inner.metrics.transfer_bytes(Direction::Sent, bytes);
         if !self.enabled(Rule::TransferVolume) {
             return;
@@ -341,9 +353,11 @@ impl Alerts {
         let limit = (agreement.size as f64 * rule.factor).max(0.0) as u64;
         let total = {
             let mut volumes = lock(&self.inner.volumes);
-            let entry = match volumes.get_mut(&agreement.agreement_id) {
+            let entry = match volumes.get_mut(agreement.agreement_id) {
                 Some(entry) => entry,
-                None => volumes.entry(agreement.agreement_id.clone()).or_default(),
+                None => volumes
+                    .entry(agreement.agreement_id.to_owned())
+                    .or_default(),
             };
             entry.0 += bytes;
             if entry.0 <= limit || entry.1 {

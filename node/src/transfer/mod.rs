@@ -391,7 +391,14 @@ pub fn spawn_delivery(
             if tx.send(Ok(message)).await.is_err() {
                 return; // the consumer went away; it resumes later
             }
-            context.alerts.delivered(&agreement, sent).await;
+            let delivery = crate::alerts::Delivery {
+                agreement_id: &agreement.agreement_id,
+                consumer: &agreement.consumer,
+                product_id: &agreement.product_id,
+                version: agreement.version,
+                size: agreement.size,
+            };
+            context.alerts.delivered(delivery, sent).await;
         }
     });
 }
