@@ -37,8 +37,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::audit::log::{AuditLog, Event, EventKind};
+use crate::audit::witness::Evidence;
+use crate::audit::witnessing::WitnessReports;
+use crate::base::BoxFuture;
 use crate::config::AlertsSection;
-use crate::contract::Agreement;
 use crate::identity::ParticipantId;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Direction;
@@ -136,6 +138,19 @@ pub struct Alert {
     /// Index of the alert's entry in the node's audit log, when it was logged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_index: Option<u64>,
+}
+
+/// What the transfer-volume rule needs to know of an agreement under which this node
+/// delivers: plain values, so that alerting does not depend on the data space.
+#[derive(Clone, Copy, Debug)]
+pub struct Delivery<'a> {
+    pub agreement_id: &'a str,
+    /// Who receives the bytes.
+    pub consumer: &'a ParticipantId,
+    pub product_id: &'a str,
+    pub version: u32,
+    /// The bytes of the product version the agreement covers.
+    pub size: u64,
 }
 
 /// The node's alerting; cheap to clone.
@@ -326,10 +341,10 @@ impl Alerts {
         }
     }
 
-    /// Counts payload bytes this node delivered under `agreement` (provider side); raises
-    /// [`Rule::TransferVolume`] once per agreement when they exceed the rule's factor ×
-    /// the size the agreement covers.
-    pub async fn delivered(&self, agreement: &Agreement, bytes: u64) {
+    /// Counts payload bytes this node delivered under an agreement (provider side);
+    /// raises [`Rule::TransferVolume`] once per agreement when they exceed the rule's
+    /// factor × the size the agreement covers.
+    pub async fn delivered(&self, agreement: Delivery<'_>, bytes: u64) {
         self.inner.metrics.transfer_bytes(Direction::Sent, bytes);
         if !self.enabled(Rule::TransferVolume) {
             return;
@@ -338,9 +353,11 @@ impl Alerts {
         let limit = (agreement.size as f64 * rule.factor).max(0.0) as u64;
         let total = {
             let mut volumes = lock(&self.inner.volumes);
-            let entry = match volumes.get_mut(&agreement.agreement_id) {
+            let entry = match volumes.get_mut(agreement.agreement_id) {
                 Some(entry) => entry,
-                None => volumes.entry(agreement.agreement_id.clone()).or_default(),
+                None => volumes
+                    .entry(agreement.agreement_id.to_owned())
+                    .or_default(),
             };
             entry.0 += bytes;
             if entry.0 <= limit || entry.1 {
@@ -438,6 +455,26 @@ impl Alerts {
             window,
             Instant::now(),
         )
+    }
+}
+
+/// Witnessing reports a forked log here: [`Rule::WitnessInconsistency`], an ERROR line,
+/// an `alert` entry in this node's own audit log naming the participant whose log
+/// forked, and the webhook if one is configured.
+impl WitnessReports for Alerts {
+    fn conflict<'a>(&'a self, log_owner: &'a str, evidence: &'a Evidence) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            self.raise(
+                Rule::WitnessInconsistency,
+                Some(log_owner),
+                format!(
+                    "witness conflict: log {} signed two checkpoints that cannot both be true \
+                     ({:?}); both are kept as evidence",
+                    evidence.origin, evidence.kind
+                ),
+            )
+            .await;
+        })
     }
 }
 
@@ -650,6 +687,82 @@ mod tests {
             lock(&alerts.inner.windows).events.is_empty(),
             "no empty window is kept for the source"
         );
+    }
+
+    /// A witness store whose sink is the node's alerting: a log that signed two
+    /// checkpoints of one size with different roots is alerted, in this node's own log,
+    /// under the participant whose log forked.
+    #[tokio::test]
+    async fn a_conflict_the_witness_store_finds_is_alerted_under_the_log_owner() {
+        use crate::audit::log::origin_for;
+        use crate::audit::merkle::leaf_hash;
+        use crate::audit::note::{self, Checkpoint, KeyType, VerifierKey};
+        use crate::audit::witness::WitnessError;
+        use crate::audit::witnessing::{Offer, WitnessStore, WitnessingError};
+        use ring::rand::SystemRandom;
+        use ring::signature::Ed25519KeyPair;
+
+        let (alerts, audit) = alerts(AlertsSection::default()).await;
+        let witness =
+            WitnessStore::new(SledStorage::temporary().unwrap(), Arc::new(alerts.clone()));
+        let key_pair = |_| {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+            Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+        };
+        let (log_pair, witness_pair) = (key_pair(0), key_pair(1));
+        let owner = ParticipantId::parse("11330100MA2TRA0011").unwrap();
+        let origin = origin_for(&owner);
+        let log_key = || VerifierKey::from_key_pair(&origin, KeyType::Ed25519, &log_pair).unwrap();
+        let sign = |history: &[u8]| {
+            let checkpoint = Checkpoint {
+                origin: origin.clone(),
+                size: 3,
+                root: leaf_hash(history),
+            };
+            note::sign_checkpoint(&checkpoint, &origin, &log_pair)
+                .unwrap()
+                .to_string()
+        };
+        let (honest, forged) = (sign(b"one history"), sign(b"another history"));
+        let offer = Offer {
+            note: honest.as_bytes(),
+            old_size: 0,
+            proof: &[],
+        };
+        witness
+            .cosign(
+                "liutong.witness/witness",
+                &witness_pair,
+                log_key(),
+                offer,
+                10,
+            )
+            .await
+            .expect("the first checkpoint is cosigned");
+        assert!(logged(&audit).is_empty(), "nothing to alert yet");
+
+        let refused = witness.report(log_key(), forged.as_bytes(), 11).await;
+        assert!(
+            matches!(
+                refused,
+                Err(WitnessingError::Witness(WitnessError::Conflict(_)))
+            ),
+            "{:?}",
+            refused.err()
+        );
+        let events = logged(&audit);
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].kind, EventKind::Alert);
+        assert_eq!(events[0].participant.as_deref(), Some(owner.as_str()));
+        assert!(
+            events[0].detail.starts_with(&format!(
+                "witness_inconsistency: witness conflict: log {origin} signed two checkpoints"
+            )),
+            "{}",
+            events[0].detail
+        );
+        assert_eq!(witness.evidence().unwrap().len(), 1);
+        assert_eq!(alerts.counts()[4], (Rule::WitnessInconsistency, 1));
     }
 
     #[tokio::test]

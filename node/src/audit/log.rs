@@ -457,6 +457,13 @@ pub fn origin_for(participant: &crate::identity::ParticipantId) -> String {
     format!("liutong.{participant}/audit")
 }
 
+/// The participant whose log has `origin` (the inverse of [`origin_for`]); `None` for
+/// an origin that is not a Liutong log's.
+pub fn owner_of(origin: &str) -> Option<crate::identity::ParticipantId> {
+    let id = origin.strip_prefix("liutong.")?.strip_suffix("/audit")?;
+    crate::identity::ParticipantId::parse(id).ok()
+}
+
 /// The key name a participant's node cosigns with as a witness, e.g.
 /// `liutong.91110000600037341L/witness`. Same Ed25519 key as its log, other key type.
 pub fn witness_name_for(participant: &crate::identity::ParticipantId) -> String {
@@ -624,6 +631,20 @@ mod tests {
         let text = err.to_string();
         assert_eq!(text.matches("storage failed").count(), 1, "{text}");
         assert!(!text.contains("cannot flush"), "{text}");
+    }
+
+    #[test]
+    fn owner_of_inverts_origin_for() {
+        let participant = crate::identity::ParticipantId::parse("91110000600037341L").unwrap();
+        assert_eq!(owner_of(&origin_for(&participant)), Some(participant));
+        for other in [
+            "liutong.91110000600037341L/witness",
+            "example.org/91110000600037341L/audit",
+            "liutong.not-an-id/audit",
+            "",
+        ] {
+            assert_eq!(owner_of(other), None, "{other}");
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

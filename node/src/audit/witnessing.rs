@@ -6,7 +6,8 @@
 //!   never make the witness go back.
 //! - Calls are serialized, so two requests cannot both start from the same old state.
 //! - Two signed checkpoints that cannot both be true are kept as [`Evidence`] (flushed),
-//!   and [`raise_alert`] raises an alert (an `alert` entry in this node's own audit log).
+//!   and then reported to the [`WitnessReports`] sink the node gave the store (the node's
+//!   alerting, which raises the witness-inconsistency alert).
 //!
 //! A log is known by its member's signing key from the trust list: origin
 //! `liutong.<participant>/audit`, key type Ed25519.
@@ -15,11 +16,12 @@ use std::sync::Arc;
 
 use ring::signature::Ed25519KeyPair;
 
+use super::log::owner_of;
 use super::note::{self, VerifierKey};
 use super::witness::{
     ConflictKind, CosignatureLine, Evidence, Witness, WitnessError, WitnessState,
 };
-use crate::alerts::{Alerts, Rule};
+use crate::base::BoxFuture;
 use crate::storage::{Storage, StorageError};
 
 const TREE: &str = "witness";
@@ -46,17 +48,30 @@ pub struct Offer<'a> {
     pub proof: &'a [super::merkle::Hash],
 }
 
+/// What witnessing reports to the rest of the node. The audit layer defines it so that
+/// the component that acts on a report (the node's alerting, a layer above) plugs in
+/// here instead of being imported.
+pub trait WitnessReports: Send + Sync {
+    /// The log of `log_owner` (a participant ID, or the log's origin when it names no
+    /// participant) signed two checkpoints that cannot both be true. `evidence` is
+    /// already durable when this is called.
+    fn conflict<'a>(&'a self, log_owner: &'a str, evidence: &'a Evidence) -> BoxFuture<'a, ()>;
+}
+
 /// The witness's storage: its state and the evidence it holds.
 pub struct WitnessStore {
     storage: Arc<dyn Storage>,
+    /// Told of every conflict, once its evidence is kept.
+    reports: Arc<dyn WitnessReports>,
     /// One witness decision at a time.
     lock: tokio::sync::Mutex<()>,
 }
 
 impl WitnessStore {
-    pub fn new(storage: Arc<dyn Storage>) -> Self {
+    pub fn new(storage: Arc<dyn Storage>, reports: Arc<dyn WitnessReports>) -> Self {
         Self {
             storage,
+            reports,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -84,8 +99,22 @@ impl WitnessStore {
 
     /// Decides on cosigning the offered checkpoint of the log checked by `log_key`; see
     /// [`Witness::witness`]. The new state is durable before the line is returned;
-    /// conflict evidence is durable before the error is.
+    /// conflict evidence is durable before the error is, and reported.
     pub async fn cosign(
+        &self,
+        name: &str,
+        key_pair: &Ed25519KeyPair,
+        log_key: VerifierKey,
+        offer: Offer<'_>,
+        now: u64,
+    ) -> Result<CosignatureLine, WitnessingError> {
+        let result = self
+            .cosign_locked(name, key_pair, log_key, offer, now)
+            .await;
+        self.report_conflict(result).await
+    }
+
+    async fn cosign_locked(
         &self,
         name: &str,
         key_pair: &Ed25519KeyPair,
@@ -113,9 +142,20 @@ impl WitnessStore {
 
     /// Compares a checkpoint someone shows this witness (e.g. one another witness
     /// cosigned) with the one it cosigned for the same log. Same size, another root:
-    /// the evidence is kept and [`WitnessError::Conflict`] returned. Otherwise returns
-    /// the size this witness last cosigned (0 if none); nothing is changed.
+    /// the evidence is kept, reported, and [`WitnessError::Conflict`] returned.
+    /// Otherwise returns the size this witness last cosigned (0 if none); nothing is
+    /// changed.
     pub async fn report(
+        &self,
+        log_key: VerifierKey,
+        checkpoint_note: &[u8],
+        now: u64,
+    ) -> Result<u64, WitnessingError> {
+        let result = self.report_locked(log_key, checkpoint_note, now).await;
+        self.report_conflict(result).await
+    }
+
+    async fn report_locked(
         &self,
         log_key: VerifierKey,
         checkpoint_note: &[u8],
@@ -143,6 +183,22 @@ impl WitnessStore {
         Ok(known.size)
     }
 
+    /// Tells the sink of a conflict in `result`, outside the lock: reporting writes to
+    /// the node's own audit log, which other witness decisions need not wait for.
+    async fn report_conflict<T>(
+        &self,
+        result: Result<T, WitnessingError>,
+    ) -> Result<T, WitnessingError> {
+        if let Err(WitnessingError::Witness(WitnessError::Conflict(evidence))) = &result {
+            let owner = owner_of(&evidence.origin);
+            let owner = owner
+                .as_ref()
+                .map_or(evidence.origin.as_str(), |p| p.as_str());
+            self.reports.conflict(owner, evidence).await;
+        }
+        result
+    }
+
     async fn keep_evidence(&self, evidence: &Evidence, now: u64) -> Result<(), StorageError> {
         let mut key = EVIDENCE_PREFIX.to_vec();
         key.extend_from_slice(&now.to_be_bytes());
@@ -152,21 +208,4 @@ impl WitnessStore {
         let bytes = serde_json::to_vec(evidence).expect("evidence serializes");
         self.storage.put_durable(TREE, &key, &bytes).await
     }
-}
-
-/// Raises the witness-inconsistency alert (see [`crate::alerts`]): an ERROR line, an
-/// `alert` entry in this node's own audit log naming the participant whose log forked,
-/// and the webhook if one is configured.
-pub async fn raise_alert(alerts: &Alerts, participant: &str, evidence: &Evidence) {
-    alerts
-        .raise(
-            Rule::WitnessInconsistency,
-            Some(participant),
-            format!(
-                "witness conflict: log {} signed two checkpoints that cannot both be true \
-                 ({:?}); both are kept as evidence",
-                evidence.origin, evidence.kind
-            ),
-        )
-        .await;
 }

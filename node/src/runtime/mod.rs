@@ -225,7 +225,7 @@ impl RunningNode {
             config.audit.clone(),
             config.authority.public_key,
         ));
-        let witness = Arc::new(WitnessStore::new(storage.clone()));
+        let witness = Arc::new(WitnessStore::new(storage.clone(), Arc::new(alerts.clone())));
         let catalog = Arc::new(
             Catalog::new(
                 products,

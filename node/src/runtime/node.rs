@@ -107,7 +107,6 @@ impl Node {
                 witness: self.witness.clone(),
                 identity: self.identity.clone(),
                 trust: self.trust.clone(),
-                alerts: self.alerts.clone(),
             },
             usage_control: UsageControlService {
                 usage: self.usage.clone(),

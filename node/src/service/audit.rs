@@ -10,14 +10,13 @@ use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::alerts::Alerts;
 use crate::audit::log::{
     AuditError, AuditLog, log_key_of, origin_for, witness_key_of, witness_name_for,
 };
 use crate::audit::merkle::{self, Hash};
 use crate::audit::search::{self, SearchFilter};
 use crate::audit::witness::WitnessError;
-use crate::audit::witnessing::{Offer, WitnessStore, WitnessingError, raise_alert};
+use crate::audit::witnessing::{Offer, WitnessStore, WitnessingError};
 use crate::base::clock::now;
 use crate::cosigning::{COSIGNED_SIZE_TRAILER, CheckpointStatus, Cosigning};
 use crate::identity::{MemberRole, Membership, NodeIdentity, ParticipantId};
@@ -51,7 +50,6 @@ pub struct WitnessService {
     pub witness: Arc<WitnessStore>,
     pub identity: Arc<NodeIdentity>,
     pub trust: Arc<TrustStore>,
-    pub alerts: Alerts,
 }
 
 /// Who is calling, on either API.
@@ -335,15 +333,11 @@ fn proof_hashes(proof: &[Vec<u8>]) -> Result<Vec<Hash>, Status> {
         .collect()
 }
 
-/// The witness's answer to a refusal, with the right code; conflicts raise an alert.
-async fn witnessing_status(
-    alerts: &Alerts,
-    log_owner: &ParticipantId,
-    e: WitnessingError,
-) -> Status {
+/// The witness's answer to a refusal, with the right code (the witness store has
+/// already reported a conflict).
+fn witnessing_status(e: WitnessingError) -> Status {
     match e {
         WitnessingError::Witness(WitnessError::Conflict(evidence)) => {
-            raise_alert(alerts, log_owner.as_str(), &evidence).await;
             Status::data_loss(WitnessError::Conflict(evidence).to_string())
         }
         WitnessingError::Witness(WitnessError::OldSizeMismatch { cosigned, .. }) => {
@@ -403,7 +397,7 @@ impl Witness for WitnessService {
                     origin_for(&caller.participant_id)
                 )))
             }
-            Err(e) => Err(witnessing_status(&self.alerts, &caller.participant_id, e).await),
+            Err(e) => Err(witnessing_status(e)),
         }
     }
 
@@ -437,7 +431,7 @@ impl Witness for WitnessService {
             .await
         {
             Ok(cosigned_size) => Ok(Response::new(ReportCheckpointResponse { cosigned_size })),
-            Err(e) => Err(witnessing_status(&self.alerts, &owner, e).await),
+            Err(e) => Err(witnessing_status(e)),
         }
     }
 }

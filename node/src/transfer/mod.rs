@@ -481,7 +481,14 @@ impl Transfers {
                 if tx.send(Ok(message)).await.is_err() {
                     return; // the consumer went away; it resumes later
                 }
-                self.alerts.delivered(&agreement, sent).await;
+                let delivery = crate::alerts::Delivery {
+                    agreement_id: &agreement.agreement_id,
+                    consumer: &agreement.consumer,
+                    product_id: &agreement.product_id,
+                    version: agreement.version,
+                    size: agreement.size,
+                };
+                self.alerts.delivered(delivery, sent).await;
             }
         });
     }
