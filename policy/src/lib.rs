@@ -79,6 +79,7 @@
 pub mod analysis;
 pub mod authoring;
 pub mod compile;
+mod compiled;
 pub mod error;
 pub mod evaluate;
 #[doc(hidden)]
