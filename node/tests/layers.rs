@@ -60,11 +60,6 @@ const LAYERS: &[(&str, &[&str])] = &[
 /// Upward imports that still exist: (from, to, why it is still there).
 const STILL_UPWARD: &[(&str, &str, &str)] = &[
     (
-        "identity",
-        "tls",
-        "a credential's check against the node's own certificate takes a TlsIdentity",
-    ),
-    (
         "audit",
         "alerts",
         "witnessing raises the witness-inconsistency alert itself; wants a sink in audit",

@@ -6,11 +6,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::keys::PublicKey;
 use super::{Envelope, EnvelopeError, ParticipantId};
-use crate::tls::TlsIdentity;
 
 /// Payload type of a signed membership credential.
 pub const MEMBERSHIP_PAYLOAD_TYPE: &str = "application/vnd.liutong.membership+json";
@@ -44,12 +44,12 @@ impl Membership {
 
     /// Checks that this is the node's own credential: issued to the participant of
     /// node.toml, naming the node's signing key and its TLS certificate (the first of
-    /// `tls`).
+    /// `chain`, the node's certificate chain).
     pub fn check_own(
         &self,
         participant: &ParticipantId,
         signing_key: &PublicKey,
-        tls: &TlsIdentity,
+        chain: &[CertificateDer<'_>],
     ) -> Result<(), IdentityMismatch> {
         if &self.participant_id != participant {
             return Err(IdentityMismatch::Participant {
@@ -63,8 +63,8 @@ impl Membership {
                 held: *signing_key,
             });
         }
-        let cert = tls.chain.first().ok_or(IdentityMismatch::NoCertificate)?;
-        if crate::tls::certs::fingerprint(cert) != self.certificate_sha256 {
+        let cert = chain.first().ok_or(IdentityMismatch::NoCertificate)?;
+        if certificate_fingerprint(cert) != self.certificate_sha256 {
             return Err(IdentityMismatch::Certificate);
         }
         Ok(())
@@ -82,6 +82,13 @@ impl Membership {
             valid_until_unix: self.valid_until,
         }
     }
+}
+
+/// SHA-256 of a DER certificate, lowercase hex: what a membership's
+/// `certificate_sha256` holds, and how a peer's certificate is matched to it.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(der))
 }
 
 /// Opens a signed membership credential: checks the payload type and the authority's
@@ -275,7 +282,6 @@ pub fn previous_keys(history: &[Envelope]) -> Vec<PublicKey> {
 mod tests {
     use super::*;
     use crate::identity::SigningKey;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     fn member(key: PublicKey, certificate: &CertificateDer<'_>) -> Membership {
         Membership {
@@ -288,7 +294,7 @@ mod tests {
             valid_from: 0,
             valid_until: 1,
             signing_key: key,
-            certificate_sha256: crate::tls::certs::fingerprint(certificate),
+            certificate_sha256: certificate_fingerprint(certificate),
             authority: "Test authority".into(),
         }
     }
@@ -322,37 +328,29 @@ mod tests {
         let node = SigningKey::generate().unwrap();
         let cert = CertificateDer::from(b"cert".to_vec());
         let m = member(node.public_key(), &cert);
-        let tls = |chain: Vec<CertificateDer<'static>>| TlsIdentity {
-            chain,
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(Vec::new())),
-        };
+        let own = std::slice::from_ref(&cert);
         let id = m.participant_id.clone();
-        assert_eq!(
-            m.check_own(&id, &node.public_key(), &tls(vec![cert.clone()])),
-            Ok(())
-        );
+        assert_eq!(m.check_own(&id, &node.public_key(), own), Ok(()));
         let other_id = ParticipantId::parse("91330100MA2L0G0013").unwrap();
-        let err = m
-            .check_own(&other_id, &node.public_key(), &tls(vec![cert.clone()]))
-            .unwrap_err();
+        let err = m.check_own(&other_id, &node.public_key(), own).unwrap_err();
         assert!(err.to_string().contains("issued to"), "{err}");
         let other_key = SigningKey::generate().unwrap().public_key();
         assert_eq!(
-            m.check_own(&id, &other_key, &tls(vec![cert.clone()])),
+            m.check_own(&id, &other_key, own),
             Err(IdentityMismatch::SigningKey {
                 named: node.public_key(),
                 held: other_key
             })
         );
         assert_eq!(
-            m.check_own(&id, &node.public_key(), &tls(Vec::new())),
+            m.check_own(&id, &node.public_key(), &[]),
             Err(IdentityMismatch::NoCertificate)
         );
         assert_eq!(
             m.check_own(
                 &id,
                 &node.public_key(),
-                &tls(vec![CertificateDer::from(b"other".to_vec())])
+                &[CertificateDer::from(b"other".to_vec())]
             ),
             Err(IdentityMismatch::Certificate)
         );
