@@ -100,6 +100,6 @@ pub use model::{
     Rule, RuleKind, Value, ValueType,
 };
 pub use vocab::{
-    Classification, ParticipantCode, PurposeVocabulary, RecipientKind, RegionCode, format_duration,
-    parse_duration,
+    Classification, ParticipantCode, PurposeVocabulary, RecipientKind, RegionCode, RegionCodeError,
+    UsccError, format_duration, parse_duration,
 };

@@ -14,6 +14,6 @@ mod region;
 pub use classification::Classification;
 pub(crate) use duration::describe_duration;
 pub use duration::{format_duration, parse_duration};
-pub use participant::{ParticipantCode, RecipientKind};
+pub use participant::{ParticipantCode, RecipientKind, UsccError};
 pub use purpose::PurposeVocabulary;
-pub use region::RegionCode;
+pub use region::{RegionCode, RegionCodeError};

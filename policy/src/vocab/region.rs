@@ -12,6 +12,22 @@ const PROVINCES: [u32; 34] = [
     53, 54, 61, 62, 63, 64, 65, 71, 81, 82,
 ];
 
+/// Why a text is not a region code ([`RegionCode::checked`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RegionCodeError {
+    /// Not six ASCII digits.
+    #[error("region `{0}` is not a 6-digit administrative division code such as 330106")]
+    NotSixDigits(String),
+    /// Six digits, but the first two name no province.
+    #[error(
+        "region `{code:06}` does not start with a province code (11 to 82, e.g. 33 for Zhejiang)"
+    )]
+    NoProvince {
+        /// The code as a number; its province prefix is `code / 10_000`.
+        code: u32,
+    },
+}
+
 /// A 6-digit administrative division code (GB/T 2260), e.g. `330106`.
 ///
 /// `330106` (a district) is part of `330100` (its prefecture), which is part of
@@ -23,24 +39,37 @@ pub struct RegionCode(u32);
 impl RegionCode {
     /// Parses a 6-digit code whose first two digits name a province.
     pub fn parse(s: &str) -> Result<Self, String> {
+        RegionCode::checked(s).map_err(|e| e.to_string())
+    }
+
+    /// Parses a 6-digit code whose first two digits name a province, saying which of
+    /// the two checks failed.
+    pub fn checked(s: &str) -> Result<Self, RegionCodeError> {
         if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "region `{s}` is not a 6-digit administrative division code such as 330106"
-            ));
+            return Err(RegionCodeError::NotSixDigits(s.to_owned()));
         }
         // Six ASCII digits always fit in a u32.
-        let code: u32 = s.parse().map_err(|e| format!("region `{s}`: {e}"))?;
-        RegionCode::from_u32(code)
+        let code: u32 = s
+            .parse()
+            .map_err(|_| RegionCodeError::NotSixDigits(s.to_owned()))?;
+        RegionCode::checked_u32(code)
     }
 
     /// Builds a code from its number (e.g. `330106`).
     pub fn from_u32(code: u32) -> Result<Self, String> {
+        RegionCode::checked_u32(code).map_err(|e| e.to_string())
+    }
+
+    fn checked_u32(code: u32) -> Result<Self, RegionCodeError> {
         if !(100_000..=999_999).contains(&code) || !PROVINCES.contains(&(code / 10_000)) {
-            return Err(format!(
-                "region `{code:06}` does not start with a province code (11 to 82, e.g. 33 for Zhejiang)"
-            ));
+            return Err(RegionCodeError::NoProvince { code });
         }
         Ok(RegionCode(code))
+    }
+
+    /// The province-level codes (`110000` Beijing to `820000` Macao), in order.
+    pub fn provinces() -> impl Iterator<Item = RegionCode> {
+        PROVINCES.iter().map(|p| RegionCode(p * 10_000))
     }
 
     /// The code as a number.
@@ -117,5 +146,30 @@ mod tests {
         assert!(RegionCode::parse("3301").is_err());
         assert!(RegionCode::parse("990000").is_err());
         assert!(RegionCode::parse("33010a").is_err());
+        assert_eq!(
+            RegionCode::checked("190000"),
+            Err(RegionCodeError::NoProvince { code: 190_000 })
+        );
+        assert_eq!(
+            RegionCode::checked("3301"),
+            Err(RegionCodeError::NotSixDigits("3301".into()))
+        );
+    }
+
+    #[test]
+    fn the_provinces_are_the_province_level_codes() {
+        let all: Vec<String> = RegionCode::provinces().map(|r| r.to_string()).collect();
+        assert_eq!(all.len(), 34);
+        assert_eq!(all.first().map(String::as_str), Some("110000"));
+        assert_eq!(all.last().map(String::as_str), Some("820000"));
+        assert!(all.contains(&"330000".to_owned()));
+        let zhejiang = RegionCode::parse("330000").unwrap();
+        assert!(RegionCode::provinces().all(|p| p.is_part_of(p)));
+        assert_eq!(
+            RegionCode::provinces()
+                .filter(|p| RegionCode::parse("330106").unwrap().is_part_of(*p))
+                .collect::<Vec<_>>(),
+            [zhejiang]
+        );
     }
 }
