@@ -21,6 +21,7 @@ pub const MEMBERSHIP_PAYLOAD_TYPE: &str = "application/vnd.liutong.membership+js
 pub struct Membership {
     pub participant_id: ParticipantId,
     pub name: String,
+    #[serde(with = "kind_by_member_name")]
     pub kind: ParticipantKind,
     pub sector: String,
     pub region: RegionCode,
@@ -74,7 +75,7 @@ impl Membership {
         liutong_proto::v1::Participant {
             participant_id: self.participant_id.to_string(),
             name: self.name.clone(),
-            kind: self.kind.to_string(),
+            kind: self.kind.member_name().to_owned(),
             sector: self.sector.clone(),
             region: self.region.to_string(),
             roles: self.roles.iter().map(ToString::to_string).collect(),
@@ -141,39 +142,30 @@ pub enum IdentityMismatch {
     Certificate,
 }
 
-/// What kind of organisation a participant is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParticipantKind {
-    /// A government department (政府部门).
-    Government,
-    /// An enterprise (企业).
-    Enterprise,
-    /// A public institution (事业单位).
-    Institution,
-}
+/// What kind of organisation a participant is: government department (政府部门),
+/// enterprise (企业) or public institution (事业单位). The policy language defines the
+/// kinds; a membership credential, the node's API and its command line name them by
+/// their [member name](ParticipantKind::member_name) (`government`, `enterprise`,
+/// `institution`), never by the policy's `Display` form.
+pub use liutong_policy::RecipientKind as ParticipantKind;
 
-impl FromStr for ParticipantKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "government" => Ok(Self::Government),
-            "enterprise" => Ok(Self::Enterprise),
-            "institution" => Ok(Self::Institution),
-            other => Err(format!(
-                "unknown participant kind {other:?}; use government, enterprise or institution"
-            )),
-        }
+/// Serde for [`Membership::kind`]: the kind's member name, as in every credential and
+/// trust list already signed.
+mod kind_by_member_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ParticipantKind;
+
+    pub fn serialize<S: Serializer>(kind: &ParticipantKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.member_name())
     }
-}
 
-impl fmt::Display for ParticipantKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Government => "government",
-            Self::Enterprise => "enterprise",
-            Self::Institution => "institution",
-        })
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ParticipantKind, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ParticipantKind::ALL
+            .into_iter()
+            .find(|k| k.member_name() == name)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, &ParticipantKind::MEMBER_NAMES))
     }
 }
 
@@ -211,25 +203,35 @@ impl fmt::Display for MemberRole {
 }
 
 /// A 6-digit administrative division code (行政区划代码), e.g. `330100` for Hangzhou.
+/// The rule (six digits, the first two a province) is the policy language's
+/// ([`liutong_policy::RegionCode`]); this keeps the text as written.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RegionCode(String);
 
 impl RegionCode {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "region {s:?} is not a 6-digit administrative division code such as 330100"
-            ));
-        }
-        // Province codes run from 11 (Beijing) to 82 (Macao).
-        let province: u32 = s[..2].parse().unwrap_or(0);
-        if !(11..=82).contains(&province) {
-            return Err(format!(
-                "region {s:?} starts with {province:02}, which is no province code (11 to 82)"
-            ));
-        }
-        Ok(Self(s.to_owned()))
+        Self::checked(s).map(|_| Self(s.to_owned()))
+    }
+
+    /// Checks `s` with the policy language's rule, in the node's words (operators read
+    /// them on the command line).
+    fn checked(s: &str) -> Result<liutong_policy::RegionCode, String> {
+        use liutong_policy::RegionCodeError;
+        liutong_policy::RegionCode::checked(s).map_err(|e| match e {
+            RegionCodeError::NotSixDigits(_) => {
+                format!("region {s:?} is not a 6-digit administrative division code such as 330100")
+            }
+            RegionCodeError::NoProvince { code } => format!(
+                "region {s:?} starts with {:02}, which is no province code (11 to 82)",
+                code / 10_000
+            ),
+        })
+    }
+
+    /// The code as the policy language holds it.
+    pub fn code(&self) -> liutong_policy::RegionCode {
+        Self::checked(&self.0).expect("a RegionCode holds only checked text")
     }
 
     pub fn as_str(&self) -> &str {
@@ -367,17 +369,56 @@ mod tests {
                 .unwrap_err()
                 .contains("province")
         );
+        // The node's own words for the policy language's checks.
+        assert_eq!(
+            RegionCode::parse("33010").unwrap_err(),
+            "region \"33010\" is not a 6-digit administrative division code such as 330100"
+        );
+        assert_eq!(
+            RegionCode::parse("990000").unwrap_err(),
+            "region \"990000\" starts with 99, which is no province code (11 to 82)"
+        );
+        // 19 lies between 11 and 82 but names no province.
+        assert!(RegionCode::parse("190000").is_err());
+        let r = RegionCode::parse("330106").unwrap();
+        assert_eq!(
+            r.code(),
+            liutong_policy::RegionCode::parse("330106").unwrap()
+        );
+        assert_eq!(serde_json::to_string(&r).unwrap(), "\"330106\"");
+        let err = serde_json::from_str::<RegionCode>("\"990000\"").unwrap_err();
+        assert!(err.to_string().contains("no province code"), "{err}");
+    }
+
+    #[test]
+    fn a_membership_names_its_kind_by_the_member_name() {
+        let mut m = member(
+            SigningKey::generate().unwrap().public_key(),
+            &CertificateDer::from(b"cert".to_vec()),
+        );
+        m.kind = ParticipantKind::PublicInstitution;
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["kind"], "institution");
+        assert_eq!(m.to_proto().kind, "institution");
+        assert_eq!(serde_json::from_value::<Membership>(json).unwrap(), m);
+        let mut json = serde_json::to_value(&m).unwrap();
+        json["kind"] = "publicInstitution".into();
+        let err = serde_json::from_value::<Membership>(json).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown variant `publicInstitution`, expected one of `government`, `enterprise`, \
+             `institution`"
+        );
     }
 
     #[test]
     fn kinds_and_roles_parse_with_helpful_errors() {
         assert_eq!(
-            "enterprise".parse::<ParticipantKind>().unwrap(),
+            ParticipantKind::from_member_name("enterprise").unwrap(),
             ParticipantKind::Enterprise
         );
         assert!(
-            "company"
-                .parse::<ParticipantKind>()
+            ParticipantKind::from_member_name("company")
                 .unwrap_err()
                 .contains("government, enterprise or institution")
         );
