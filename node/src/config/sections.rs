@@ -65,7 +65,7 @@ impl GuardrailsSection {
             important_regions: self
                 .important_regions
                 .iter()
-                .filter_map(|r| r.as_str().parse().ok())
+                .map(crate::identity::RegionCode::code)
                 .collect(),
             important_requires_approval: true,
         }

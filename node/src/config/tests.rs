@@ -170,3 +170,24 @@ fn missing_file_is_named() {
     let err = NodeConfig::load(Path::new("/nonexistent/node.toml")).unwrap_err();
     assert!(err.to_string().contains("/nonexistent/node.toml"), "{err}");
 }
+
+#[test]
+fn guardrail_regions_are_checked_when_loading() {
+    let good = sample().to_commented_toml();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let with = |regions: &str| good.replace("important_regions = []", regions);
+    std::fs::write(&path, with("important_regions = [\"330000\", \"110105\"]")).unwrap();
+    let loaded = NodeConfig::load(&path).unwrap();
+    let regions: Vec<String> = loaded
+        .guardrails
+        .to_policy()
+        .important_regions
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(regions, ["330000", "110105"]);
+    // 19 is no province: refused by name, not dropped from the guardrails.
+    let msg = load_text(&with("important_regions = [\"190000\"]"));
+    assert!(msg.contains("\"190000\" starts with 19"), "{msg}");
+}
