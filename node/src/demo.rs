@@ -157,7 +157,10 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         bundles.push(out);
         say(&format!(
             "admitted {} ({}, {}, region {})",
-            m.name, m.id, m.kind, m.region
+            m.name,
+            m.id,
+            m.kind.member_name(),
+            m.region
         ));
     }
     let mut nodes = Vec::new();

@@ -98,7 +98,7 @@ pub fn install(config: &NodeConfig, credential: &Envelope) -> Result<Installed, 
         crate::tls::TlsIdentity::load(&dir.join(bundle_files::CERT), &dir.join(bundle_files::KEY))
             .map_err(|e| RotationError::Refused(e.to_string()))?;
     membership
-        .check_own(&config.node.participant, &next.public_key(), &cert)
+        .check_own(&config.node.participant, &next.public_key(), &cert.chain)
         .map_err(|e| match e {
             IdentityMismatch::SigningKey { .. } => RotationError::Refused(format!(
                 "{e} (the key `liutong key rotate` prepared); ask the authority for a \

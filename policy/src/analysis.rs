@@ -18,7 +18,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::compile::{CAtom, CConstraint, CRule, CVals, CompiledPolicy};
+use crate::compiled::{CAtom, CConstraint, CRule, CVals, CompiledPolicy};
 use crate::error::{ConstraintRef, PolicyError};
 use crate::evaluate::Subject;
 use crate::model::{LeftOperand, LogicalOperator};

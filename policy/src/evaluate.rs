@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use crate::compile::{CAtom, CConstraint, CRule, CVals, CompiledPolicy};
+use crate::compiled::{CAtom, CConstraint, CRule, CVals, CompiledPolicy};
 use crate::error::{ConstraintRef, RuleRef};
 use crate::model::{Action, Duty, LeftOperand, LogicalOperator, Operator, format_datetime};
 use crate::vocab::{

@@ -79,6 +79,7 @@
 pub mod analysis;
 pub mod authoring;
 pub mod compile;
+mod compiled;
 pub mod error;
 pub mod evaluate;
 #[doc(hidden)]
@@ -99,6 +100,6 @@ pub use model::{
     Rule, RuleKind, Value, ValueType,
 };
 pub use vocab::{
-    Classification, ParticipantCode, PurposeVocabulary, RecipientKind, RegionCode, format_duration,
-    parse_duration,
+    Classification, ParticipantCode, PurposeVocabulary, RecipientKind, RegionCode, RegionCodeError,
+    UsccError, format_duration, parse_duration,
 };

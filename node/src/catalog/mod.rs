@@ -16,10 +16,10 @@ use std::sync::{Arc, Mutex};
 
 use liutong_policy::{
     Action, Classification, CompileContext, CompiledPolicy, Guardrails, Policy, PolicyError,
-    PolicyType, RecipientKind, Request, Requester, Scope, State,
+    PolicyType, Request, Requester, Scope, State,
 };
 
-use crate::identity::{Membership, ParticipantId, ParticipantKind};
+use crate::identity::{Membership, ParticipantId};
 use product::{ProductError, ProductStore, ProductVersion};
 
 #[derive(Debug, thiserror::Error)]
@@ -242,19 +242,10 @@ pub fn evaluate_use_or_aggregate(
 /// The policy engine's view of a member, from its authority-signed membership.
 pub fn requester_of(m: &Membership) -> Requester {
     Requester {
-        // Both sides check the same GB 32100-2015 rule, so a valid ID parses.
-        participant: m
-            .participant_id
-            .as_str()
-            .parse()
-            .expect("participant IDs are valid USCCs"),
-        kind: match m.kind {
-            ParticipantKind::Government => RecipientKind::Government,
-            ParticipantKind::Enterprise => RecipientKind::Enterprise,
-            ParticipantKind::Institution => RecipientKind::PublicInstitution,
-        },
+        participant: m.participant_id.code().clone(),
+        kind: m.kind,
         sector: Some(m.sector.clone()),
-        region: m.region.as_str().parse().ok(),
+        region: Some(m.region.code()),
         security_level: None,
         roles: m.roles.iter().map(ToString::to_string).collect(),
     }

@@ -132,7 +132,7 @@ pub async fn run(cmd: AuthorityCommand) -> anyhow::Result<()> {
             renew,
         } => {
             let participant = ParticipantId::parse(&participant)?;
-            let kind: ParticipantKind = kind.parse().map_err(|e: String| anyhow!(e))?;
+            let kind = ParticipantKind::from_member_name(&kind).map_err(|e| anyhow!(e))?;
             let region = RegionCode::parse(&region).map_err(|e| anyhow!(e))?;
             let roles = roles
                 .iter()
@@ -206,7 +206,7 @@ pub async fn run(cmd: AuthorityCommand) -> anyhow::Result<()> {
                         "  member   {}  {}  {} {} {}  roles {}  until {}",
                         m.participant_id,
                         m.name,
-                        m.kind,
+                        m.kind.member_name(),
                         m.sector,
                         m.region,
                         roles.join(","),

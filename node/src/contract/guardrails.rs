@@ -38,7 +38,7 @@ impl Contracts {
                     .member(consumer, now())
                     .map_err(|e| format!("the consumer: {e}"))?;
                 let permitted = self.guardrails.to_policy().important_regions;
-                let region: Option<RegionCode> = member.region.as_str().parse().ok();
+                let region: Option<RegionCode> = Some(member.region.code());
                 if region.is_some_and(|r| permitted.iter().any(|w| r.is_part_of(*w))) {
                     Ok(())
                 } else {

@@ -1561,14 +1561,8 @@ impl Contracts {
 /// A compile context for checking another node's policies: the provider's own
 /// guardrails already applied, so any province is accepted here.
 pub(crate) fn analysis_context(classification: Classification) -> CompileContext {
-    const PROVINCES: [&str; 34] = [
-        "110000", "120000", "130000", "140000", "150000", "210000", "220000", "230000", "310000",
-        "320000", "330000", "340000", "350000", "360000", "370000", "410000", "420000", "430000",
-        "440000", "450000", "460000", "500000", "510000", "520000", "530000", "540000", "610000",
-        "620000", "630000", "640000", "650000", "710000", "810000", "820000",
-    ];
     CompileContext::new(classification).with_guardrails(Guardrails {
-        important_regions: PROVINCES.iter().filter_map(|p| p.parse().ok()).collect(),
+        important_regions: liutong_policy::RegionCode::provinces().collect(),
         important_requires_approval: true,
     })
 }

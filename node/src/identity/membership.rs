@@ -6,11 +6,11 @@
 use std::fmt;
 use std::str::FromStr;
 
+use rustls::pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 
 use super::keys::PublicKey;
 use super::{Envelope, EnvelopeError, ParticipantId};
-use crate::tls::TlsIdentity;
 
 /// Payload type of a signed membership credential.
 pub const MEMBERSHIP_PAYLOAD_TYPE: &str = "application/vnd.liutong.membership+json";
@@ -21,6 +21,7 @@ pub const MEMBERSHIP_PAYLOAD_TYPE: &str = "application/vnd.liutong.membership+js
 pub struct Membership {
     pub participant_id: ParticipantId,
     pub name: String,
+    #[serde(with = "kind_by_member_name")]
     pub kind: ParticipantKind,
     pub sector: String,
     pub region: RegionCode,
@@ -44,12 +45,12 @@ impl Membership {
 
     /// Checks that this is the node's own credential: issued to the participant of
     /// node.toml, naming the node's signing key and its TLS certificate (the first of
-    /// `tls`).
+    /// `chain`, the node's certificate chain).
     pub fn check_own(
         &self,
         participant: &ParticipantId,
         signing_key: &PublicKey,
-        tls: &TlsIdentity,
+        chain: &[CertificateDer<'_>],
     ) -> Result<(), IdentityMismatch> {
         if &self.participant_id != participant {
             return Err(IdentityMismatch::Participant {
@@ -63,8 +64,8 @@ impl Membership {
                 held: *signing_key,
             });
         }
-        let cert = tls.chain.first().ok_or(IdentityMismatch::NoCertificate)?;
-        if crate::tls::certs::fingerprint(cert) != self.certificate_sha256 {
+        let cert = chain.first().ok_or(IdentityMismatch::NoCertificate)?;
+        if certificate_fingerprint(cert) != self.certificate_sha256 {
             return Err(IdentityMismatch::Certificate);
         }
         Ok(())
@@ -74,7 +75,7 @@ impl Membership {
         liutong_proto::v1::Participant {
             participant_id: self.participant_id.to_string(),
             name: self.name.clone(),
-            kind: self.kind.to_string(),
+            kind: self.kind.member_name().to_owned(),
             sector: self.sector.clone(),
             region: self.region.to_string(),
             roles: self.roles.iter().map(ToString::to_string).collect(),
@@ -82,6 +83,13 @@ impl Membership {
             valid_until_unix: self.valid_until,
         }
     }
+}
+
+/// SHA-256 of a DER certificate, lowercase hex: what a membership's
+/// `certificate_sha256` holds, and how a peer's certificate is matched to it.
+pub fn certificate_fingerprint(der: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(der))
 }
 
 /// Opens a signed membership credential: checks the payload type and the authority's
@@ -134,39 +142,30 @@ pub enum IdentityMismatch {
     Certificate,
 }
 
-/// What kind of organisation a participant is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ParticipantKind {
-    /// A government department (政府部门).
-    Government,
-    /// An enterprise (企业).
-    Enterprise,
-    /// A public institution (事业单位).
-    Institution,
-}
+/// What kind of organisation a participant is: government department (政府部门),
+/// enterprise (企业) or public institution (事业单位). The policy language defines the
+/// kinds; a membership credential, the node's API and its command line name them by
+/// their [member name](ParticipantKind::member_name) (`government`, `enterprise`,
+/// `institution`), never by the policy's `Display` form.
+pub use liutong_policy::RecipientKind as ParticipantKind;
 
-impl FromStr for ParticipantKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "government" => Ok(Self::Government),
-            "enterprise" => Ok(Self::Enterprise),
-            "institution" => Ok(Self::Institution),
-            other => Err(format!(
-                "unknown participant kind {other:?}; use government, enterprise or institution"
-            )),
-        }
+/// Serde for [`Membership::kind`]: the kind's member name, as in every credential and
+/// trust list already signed.
+mod kind_by_member_name {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::ParticipantKind;
+
+    pub fn serialize<S: Serializer>(kind: &ParticipantKind, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(kind.member_name())
     }
-}
 
-impl fmt::Display for ParticipantKind {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Government => "government",
-            Self::Enterprise => "enterprise",
-            Self::Institution => "institution",
-        })
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ParticipantKind, D::Error> {
+        let name = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        ParticipantKind::ALL
+            .into_iter()
+            .find(|k| k.member_name() == name)
+            .ok_or_else(|| serde::de::Error::unknown_variant(&name, &ParticipantKind::MEMBER_NAMES))
     }
 }
 
@@ -204,25 +203,35 @@ impl fmt::Display for MemberRole {
 }
 
 /// A 6-digit administrative division code (行政区划代码), e.g. `330100` for Hangzhou.
+/// The rule (six digits, the first two a province) is the policy language's
+/// ([`liutong_policy::RegionCode`]); this keeps the text as written.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct RegionCode(String);
 
 impl RegionCode {
     pub fn parse(s: &str) -> Result<Self, String> {
-        if s.len() != 6 || !s.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(format!(
-                "region {s:?} is not a 6-digit administrative division code such as 330100"
-            ));
-        }
-        // Province codes run from 11 (Beijing) to 82 (Macao).
-        let province: u32 = s[..2].parse().unwrap_or(0);
-        if !(11..=82).contains(&province) {
-            return Err(format!(
-                "region {s:?} starts with {province:02}, which is no province code (11 to 82)"
-            ));
-        }
-        Ok(Self(s.to_owned()))
+        Self::checked(s).map(|_| Self(s.to_owned()))
+    }
+
+    /// Checks `s` with the policy language's rule, in the node's words (operators read
+    /// them on the command line).
+    fn checked(s: &str) -> Result<liutong_policy::RegionCode, String> {
+        use liutong_policy::RegionCodeError;
+        liutong_policy::RegionCode::checked(s).map_err(|e| match e {
+            RegionCodeError::NotSixDigits(_) => {
+                format!("region {s:?} is not a 6-digit administrative division code such as 330100")
+            }
+            RegionCodeError::NoProvince { code } => format!(
+                "region {s:?} starts with {:02}, which is no province code (11 to 82)",
+                code / 10_000
+            ),
+        })
+    }
+
+    /// The code as the policy language holds it.
+    pub fn code(&self) -> liutong_policy::RegionCode {
+        Self::checked(&self.0).expect("a RegionCode holds only checked text")
     }
 
     pub fn as_str(&self) -> &str {
@@ -275,7 +284,6 @@ pub fn previous_keys(history: &[Envelope]) -> Vec<PublicKey> {
 mod tests {
     use super::*;
     use crate::identity::SigningKey;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 
     fn member(key: PublicKey, certificate: &CertificateDer<'_>) -> Membership {
         Membership {
@@ -288,7 +296,7 @@ mod tests {
             valid_from: 0,
             valid_until: 1,
             signing_key: key,
-            certificate_sha256: crate::tls::certs::fingerprint(certificate),
+            certificate_sha256: certificate_fingerprint(certificate),
             authority: "Test authority".into(),
         }
     }
@@ -322,37 +330,29 @@ mod tests {
         let node = SigningKey::generate().unwrap();
         let cert = CertificateDer::from(b"cert".to_vec());
         let m = member(node.public_key(), &cert);
-        let tls = |chain: Vec<CertificateDer<'static>>| TlsIdentity {
-            chain,
-            key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(Vec::new())),
-        };
+        let own = std::slice::from_ref(&cert);
         let id = m.participant_id.clone();
-        assert_eq!(
-            m.check_own(&id, &node.public_key(), &tls(vec![cert.clone()])),
-            Ok(())
-        );
+        assert_eq!(m.check_own(&id, &node.public_key(), own), Ok(()));
         let other_id = ParticipantId::parse("91330100MA2L0G0013").unwrap();
-        let err = m
-            .check_own(&other_id, &node.public_key(), &tls(vec![cert.clone()]))
-            .unwrap_err();
+        let err = m.check_own(&other_id, &node.public_key(), own).unwrap_err();
         assert!(err.to_string().contains("issued to"), "{err}");
         let other_key = SigningKey::generate().unwrap().public_key();
         assert_eq!(
-            m.check_own(&id, &other_key, &tls(vec![cert.clone()])),
+            m.check_own(&id, &other_key, own),
             Err(IdentityMismatch::SigningKey {
                 named: node.public_key(),
                 held: other_key
             })
         );
         assert_eq!(
-            m.check_own(&id, &node.public_key(), &tls(Vec::new())),
+            m.check_own(&id, &node.public_key(), &[]),
             Err(IdentityMismatch::NoCertificate)
         );
         assert_eq!(
             m.check_own(
                 &id,
                 &node.public_key(),
-                &tls(vec![CertificateDer::from(b"other".to_vec())])
+                &[CertificateDer::from(b"other".to_vec())]
             ),
             Err(IdentityMismatch::Certificate)
         );
@@ -369,17 +369,56 @@ mod tests {
                 .unwrap_err()
                 .contains("province")
         );
+        // The node's own words for the policy language's checks.
+        assert_eq!(
+            RegionCode::parse("33010").unwrap_err(),
+            "region \"33010\" is not a 6-digit administrative division code such as 330100"
+        );
+        assert_eq!(
+            RegionCode::parse("990000").unwrap_err(),
+            "region \"990000\" starts with 99, which is no province code (11 to 82)"
+        );
+        // 19 lies between 11 and 82 but names no province.
+        assert!(RegionCode::parse("190000").is_err());
+        let r = RegionCode::parse("330106").unwrap();
+        assert_eq!(
+            r.code(),
+            liutong_policy::RegionCode::parse("330106").unwrap()
+        );
+        assert_eq!(serde_json::to_string(&r).unwrap(), "\"330106\"");
+        let err = serde_json::from_str::<RegionCode>("\"990000\"").unwrap_err();
+        assert!(err.to_string().contains("no province code"), "{err}");
+    }
+
+    #[test]
+    fn a_membership_names_its_kind_by_the_member_name() {
+        let mut m = member(
+            SigningKey::generate().unwrap().public_key(),
+            &CertificateDer::from(b"cert".to_vec()),
+        );
+        m.kind = ParticipantKind::PublicInstitution;
+        let json = serde_json::to_value(&m).unwrap();
+        assert_eq!(json["kind"], "institution");
+        assert_eq!(m.to_proto().kind, "institution");
+        assert_eq!(serde_json::from_value::<Membership>(json).unwrap(), m);
+        let mut json = serde_json::to_value(&m).unwrap();
+        json["kind"] = "publicInstitution".into();
+        let err = serde_json::from_value::<Membership>(json).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "unknown variant `publicInstitution`, expected one of `government`, `enterprise`, \
+             `institution`"
+        );
     }
 
     #[test]
     fn kinds_and_roles_parse_with_helpful_errors() {
         assert_eq!(
-            "enterprise".parse::<ParticipantKind>().unwrap(),
+            ParticipantKind::from_member_name("enterprise").unwrap(),
             ParticipantKind::Enterprise
         );
         assert!(
-            "company"
-                .parse::<ParticipantKind>()
+            ParticipantKind::from_member_name("company")
                 .unwrap_err()
                 .contains("government, enterprise or institution")
         );

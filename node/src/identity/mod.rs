@@ -16,6 +16,7 @@ pub mod own;
 use std::fmt;
 use std::str::FromStr;
 
+use liutong_policy::{ParticipantCode, UsccError};
 use serde::{Deserialize, Serialize};
 
 pub use envelope::{Envelope, EnvelopeError};
@@ -23,19 +24,12 @@ pub use keys::{KeyError, PublicKey, SigningKey};
 pub use membership::{MemberRole, Membership, ParticipantKind, RegionCode};
 pub use own::NodeIdentity;
 
-/// The 31 characters a USCC may use, each worth its index (no I, O, S, V, Z).
-const USCC_CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
-/// Weights of the first 17 characters: 3^(i-1) mod 31.
-const USCC_WEIGHTS: [u32; 17] = [
-    1, 3, 9, 27, 19, 26, 16, 17, 20, 29, 25, 13, 8, 24, 10, 30, 28,
-];
-
 /// A participant of the data space, identified by its 统一社会信用代码 (Unified Social
 /// Credit Identifier). Parsing checks the length, the character set and the check
 /// character, so a value of this type is always a well-formed code.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
-pub struct ParticipantId(String);
+pub struct ParticipantId(ParticipantCode);
 
 /// Why a string is not a valid participant ID.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -65,61 +59,37 @@ pub enum ParticipantIdError {
 }
 
 impl ParticipantId {
-    /// Parses and checks a USCC.
+    /// Parses and checks a USCC. The rule is the policy language's
+    /// ([`ParticipantCode::checked`]), so both sides accept the same IDs.
     pub fn parse(s: &str) -> Result<Self, ParticipantIdError> {
-        let chars: Vec<char> = s.chars().collect();
-        if chars.len() != 18 {
-            return Err(ParticipantIdError::Length {
-                id: s.to_owned(),
-                len: chars.len(),
-            });
-        }
-        let mut values = [0u32; 18];
-        for (i, &ch) in chars.iter().enumerate() {
-            values[i] = char_value(ch).ok_or_else(|| ParticipantIdError::Character {
-                id: s.to_owned(),
-                position: i + 1,
-                ch,
-            })?;
-        }
-        let expected = check_character(&values[..17]);
-        if chars[17] != expected {
-            return Err(ParticipantIdError::CheckCharacter {
-                id: s.to_owned(),
-                found: chars[17],
-                expected,
-            });
-        }
-        Ok(Self(s.to_owned()))
+        ParticipantCode::checked(s)
+            .map(Self)
+            .map_err(ParticipantIdError::from)
     }
 
     /// Completes the first 17 characters of a USCC with its check character. Used to
     /// make identifiers for development and test set-ups.
     pub fn with_check_character(first17: &str) -> Result<Self, ParticipantIdError> {
-        let mut values = Vec::with_capacity(17);
-        for (i, ch) in first17.chars().enumerate() {
-            values.push(char_value(ch).ok_or_else(|| ParticipantIdError::Character {
-                id: first17.to_owned(),
-                position: i + 1,
-                ch,
-            })?);
-        }
-        if values.len() != 17 {
-            return Err(ParticipantIdError::Length {
-                id: first17.to_owned(),
-                len: values.len() + 1,
-            });
-        }
-        Self::parse(&format!("{first17}{}", check_character(&values)))
+        let check = ParticipantCode::check_character(first17).map_err(|e| match e {
+            // Counted as the whole ID would be, with its check character.
+            UsccError::Length { id, len } => ParticipantIdError::Length { id, len: len + 1 },
+            e => e.into(),
+        })?;
+        Self::parse(&format!("{first17}{check}"))
+    }
+
+    /// The ID as the policy language holds it.
+    pub fn code(&self) -> &ParticipantCode {
+        &self.0
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        self.0.as_str()
     }
 
     /// The URI this participant's certificates carry as subject alternative name.
     pub fn san_uri(&self) -> String {
-        format!("{SAN_URI_PREFIX}{}", self.0)
+        format!("{SAN_URI_PREFIX}{}", self.0.as_str())
     }
 
     /// Reads the participant from a certificate's SAN URI (`urn:uscc:<code>`).
@@ -131,15 +101,24 @@ impl ParticipantId {
 /// Prefix of the SAN URI naming a participant in its TLS certificate.
 pub const SAN_URI_PREFIX: &str = "urn:uscc:";
 
-fn char_value(ch: char) -> Option<u32> {
-    let b = u8::try_from(ch).ok()?;
-    USCC_CHARSET.iter().position(|&c| c == b).map(|p| p as u32)
-}
-
-fn check_character(values: &[u32]) -> char {
-    let sum: u32 = values.iter().zip(USCC_WEIGHTS).map(|(v, w)| v * w).sum();
-    let index = (31 - sum % 31) % 31;
-    USCC_CHARSET[index as usize] as char
+/// The node's words for the policy language's USCC checks; operators and scripts read
+/// these messages, so they stay the node's own.
+impl From<UsccError> for ParticipantIdError {
+    fn from(e: UsccError) -> Self {
+        match e {
+            UsccError::Length { id, len } => Self::Length { id, len },
+            UsccError::Character { id, position, ch } => Self::Character { id, position, ch },
+            UsccError::CheckCharacter {
+                id,
+                found,
+                expected,
+            } => Self::CheckCharacter {
+                id,
+                found,
+                expected,
+            },
+        }
+    }
 }
 
 impl FromStr for ParticipantId {
@@ -158,19 +137,19 @@ impl TryFrom<String> for ParticipantId {
 
 impl From<ParticipantId> for String {
     fn from(id: ParticipantId) -> String {
-        id.0
+        id.0.into()
     }
 }
 
 impl fmt::Display for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.as_str())
     }
 }
 
 impl fmt::Debug for ParticipantId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ParticipantId({})", self.0)
+        write!(f, "ParticipantId({})", self.0.as_str())
     }
 }
 

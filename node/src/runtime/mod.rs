@@ -161,7 +161,7 @@ impl RunningNode {
             .check_own(
                 &config.node.participant,
                 &signing_key.public_key(),
-                &tls_identity,
+                &tls_identity.chain,
             )
             .map_err(|e| identity_err(e.to_string()))?;
         let previous_credentials = rotation::load_history(

@@ -231,11 +231,9 @@ pub fn san_uris(der: &[u8]) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// SHA-256 of a DER certificate, lowercase hex.
-pub fn fingerprint(der: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(der))
-}
+/// SHA-256 of a DER certificate, lowercase hex. Defined beside the membership
+/// credential, which records it.
+pub use crate::identity::membership::certificate_fingerprint as fingerprint;
 
 #[cfg(test)]
 mod tests {

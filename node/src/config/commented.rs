@@ -1,0 +1,251 @@
+//! Writing `node.toml` with a comment on every setting, as `liutong init` does: the
+//! file an operator reads and edits, which [`NodeConfig::load`] reads back.
+
+use super::NodeConfig;
+
+impl NodeConfig {
+    /// The file text, with a comment on every setting.
+    pub fn to_commented_toml(&self) -> String {
+        let mut out = String::new();
+        out.push_str(
+            "# Liutong node configuration, written by `liutong init`.\n\
+             # Relative paths are taken from the directory of this file.\n\
+             # Start the node with: liutong serve --config <this file>\n\n",
+        );
+        out.push_str("[node]\n");
+        out.push_str(
+            "# The participant this node acts for (统一社会信用代码); it must match the\n\
+             # certificate in identity/node.crt.\n",
+        );
+        out.push_str(&format!("participant = \"{}\"\n", self.node.participant));
+        out.push_str(
+            "# Peer API: other members connect here over mutual TLS. Use 0.0.0.0:7700 to\n\
+             # accept connections from other hosts.\n",
+        );
+        out.push_str(&format!("listen = \"{}\"\n", self.node.listen));
+        out.push_str(
+            "# Local administration API for the `liutong` command and local applications.\n\
+             # Mutual TLS with the client certificates in local/ (roles admin, app, auditor).\n",
+        );
+        out.push_str(&format!("admin_listen = \"{}\"\n", self.node.admin_listen));
+        out.push_str("# Keys, certificates and the database (db/) live here.\n");
+        out.push_str(&format!(
+            "data_dir = {}\n",
+            toml_string(&self.node.data_dir.to_string_lossy())
+        ));
+        out.push_str(
+            "# Plain gRPC health endpoint (grpc.health.v1, no TLS, health checks only) for\n\
+             # probes that cannot do mutual TLS: Kubernetes, container HEALTHCHECK, `liutong\n\
+             # health`. Off unless set, e.g. \"0.0.0.0:7702\".\n",
+        );
+        match self.node.health_listen {
+            Some(addr) => out.push_str(&format!("health_listen = \"{addr}\"\n\n")),
+            None => out.push_str("# health_listen = \"127.0.0.1:7702\"\n\n"),
+        }
+        out.push_str("[authority]\n");
+        out.push_str("# The data-space authority's trust-list service (host:port).\n");
+        out.push_str(&format!(
+            "address = {}\n",
+            toml_string(&self.authority.address)
+        ));
+        out.push_str("# The authority's name and Ed25519 key, pinned from the admission bundle.\n");
+        out.push_str(&format!("name = {}\n", toml_string(&self.authority.name)));
+        out.push_str(&format!("public_key = \"{}\"\n", self.authority.public_key));
+        out.push_str(
+            "# How often to fetch the signed trust list (members and revocations). A list\n\
+             # expires after the validity the authority gives it (10 minutes by default).\n",
+        );
+        out.push_str(&format!(
+            "refresh_interval = \"{}\"\n\n",
+            humantime::format_duration(self.authority.refresh_interval)
+        ));
+        out.push_str("[limits]\n# Largest gRPC message accepted, in bytes.\n");
+        out.push_str(&format!(
+            "max_message_bytes = {}\n",
+            self.limits.max_message_bytes
+        ));
+        out.push_str(
+            "\n[guardrails]\n\
+             # Node-wide limits above every product policy. Core data (核心数据) is never\n\
+             # offered. Important data (重要数据) needs a person's approval for every\n\
+             # agreement and a recipient inside one of these regions (6-digit codes;\n\
+             # \"330000\" covers all of Zhejiang). Empty: important data is not offered.\n",
+        );
+        let regions: Vec<String> = self
+            .guardrails
+            .important_regions
+            .iter()
+            .map(|r| format!("\"{r}\""))
+            .collect();
+        out.push_str(&format!("important_regions = [{}]\n", regions.join(", ")));
+        out.push_str(
+            "\n[audit]\n\
+             # How often to sign a checkpoint of the audit log (only if it grew).\n",
+        );
+        out.push_str(&format!(
+            "checkpoint_interval = \"{}\"\n",
+            humantime::format_duration(self.audit.checkpoint_interval)
+        ));
+        out.push_str(
+            "# Peer API addresses (host:port) of the members asked to witness (cosign) each\n\
+             # checkpoint, e.g. [\"10.0.0.2:7700\"].\n",
+        );
+        let witnesses: Vec<String> = self
+            .audit
+            .witnesses
+            .iter()
+            .map(|w| toml_string(w))
+            .collect();
+        out.push_str(&format!("witnesses = [{}]\n", witnesses.join(", ")));
+        out.push_str("# How many cosignatures make a checkpoint witnessed.\n");
+        out.push_str(&format!("quorum = {}\n", self.audit.quorum));
+        out.push_str(
+            "\n[usage]\n\
+             # How often to carry out usage-control duties: delete received copies whose\n\
+             # deleteAfter deadline passed, send waiting notices and deletion receipts to\n\
+             # providers (retried with backoff until acknowledged), and ask providers for\n\
+             # revoked agreements.\n",
+        );
+        out.push_str(&format!(
+            "check_interval = \"{}\"\n",
+            humantime::format_duration(self.usage.check_interval)
+        ));
+        out.push_str(
+            "\n[recovery]\n\
+             # Unfinished steps (a request not answered, a countersignature or a receipt not\n\
+             # confirmed, an agreement not countersigned) are retried from their stored\n\
+             # record, first after retry_interval, then with doubling waits (up to 64 times\n\
+             # it), until they finish or are older than expire_after; then the negotiation\n\
+             # is TERMINATED (or the receipt no longer sent) with the reason recorded. A\n\
+             # countersigned agreement does not expire: only the provider's answer ends it.\n",
+        );
+        out.push_str(&format!(
+            "retry_interval = \"{}\"\n",
+            humantime::format_duration(self.recovery.retry_interval)
+        ));
+        out.push_str(&format!(
+            "expire_after = \"{}\"\n",
+            humantime::format_duration(self.recovery.expire_after)
+        ));
+        self.write_telemetry(&mut out);
+        self.write_alerts(&mut out);
+        if let Some(dev) = &self.development {
+            out.push_str(
+                "\n# DEVELOPMENT ONLY: run this development authority inside the node process.\n\
+                 # Remove this section for a node that belongs to a real data space.\n\
+                 [development]\n",
+            );
+            out.push_str(&format!(
+                "authority_dir = {}\n",
+                toml_string(&dev.authority_dir.to_string_lossy())
+            ));
+        }
+        out
+    }
+}
+
+impl NodeConfig {
+    fn write_telemetry(&self, out: &mut String) {
+        let t = &self.telemetry;
+        out.push_str(
+            "\n[telemetry]\n\
+             # OpenTelemetry export of traces and metrics over OTLP/gRPC. Nothing is exported\n\
+             # unless a collector is named here or in OTEL_EXPORTER_OTLP_ENDPOINT (which wins).\n",
+        );
+        match &t.endpoint {
+            Some(e) => out.push_str(&format!("endpoint = {}\n", toml_string(e))),
+            None => out.push_str("# endpoint = \"http://127.0.0.1:4317\"\n"),
+        }
+        out.push_str(
+            "# service.name reported to the collector (default: OTEL_SERVICE_NAME, else\n\
+             # liutong-node); service.instance.id is the participant ID.\n",
+        );
+        match &t.service_name {
+            Some(n) => out.push_str(&format!("service_name = {}\n", toml_string(n))),
+            None => out.push_str("# service_name = \"liutong-node\"\n"),
+        }
+        out.push_str("# How often metrics are exported.\n");
+        out.push_str(&format!(
+            "metrics_interval = \"{}\"\n",
+            humantime::format_duration(t.metrics_interval)
+        ));
+    }
+
+    fn write_alerts(&self, out: &mut String) {
+        let a = &self.alerts;
+        out.push_str(
+            "\n[alerts]\n\
+             # Security alerts (数据安全实时监测预警). Each alert is an audit entry, a metric\n\
+             # (liutong.alerts), a WARN or ERROR log line and, if set, a JSON POST to this URL.\n",
+        );
+        match &a.webhook {
+            Some(w) => out.push_str(&format!("webhook = {}\n", toml_string(w))),
+            None => out.push_str("# webhook = \"http://127.0.0.1:9000/liutong-alerts\"\n"),
+        }
+        out.push_str("# CA (PEM) of an https:// webhook's certificate.\n");
+        match &a.webhook_ca {
+            Some(p) => out.push_str(&format!(
+                "webhook_ca = {}\n",
+                toml_string(&p.to_string_lossy())
+            )),
+            None => out.push_str("# webhook_ca = \"webhook-ca.pem\"\n"),
+        }
+        let window = |out: &mut String, name: &str, what: &str, enabled, threshold, w| {
+            out.push_str(&format!(
+                "\n# {what}\n[alerts.{name}]\nenabled = {enabled}\nthreshold = {threshold}\nwindow = \"{}\"\n",
+                humantime::format_duration(w)
+            ));
+        };
+        let r = &a.policy_denials;
+        window(
+            out,
+            "policy_denials",
+            "Policy denials (negotiation and transfer scope) from one peer within the window.",
+            r.enabled,
+            r.threshold,
+            r.window,
+        );
+        let r = &a.failed_authentication;
+        window(
+            out,
+            "failed_authentication",
+            "Refused authentications (peer or local API) from one address within the window.",
+            r.enabled,
+            r.threshold,
+            r.window,
+        );
+        out.push_str(&format!(
+            "\n# Bytes delivered under one agreement above factor x the size it covers.\n\
+             [alerts.transfer_volume]\nenabled = {}\nfactor = {:?}\n",
+            a.transfer_volume.enabled, a.transfer_volume.factor
+        ));
+        out.push_str(&format!(
+            "\n# A read of received data outside the window its policy permits.\n\
+             [alerts.read_outside_window]\nenabled = {}\n",
+            a.read_outside_window.enabled
+        ));
+        out.push_str(&format!(
+            "\n# A peer's audit log signed two checkpoints that cannot both be true.\n\
+             [alerts.witness_inconsistency]\nenabled = {}\n",
+            a.witness_inconsistency.enabled
+        ));
+        out.push_str(&format!(
+            "\n# The trust list in force expires within this time (the authority is not\n\
+             # reachable, or serves a list about to lapse).\n\
+             [alerts.trust_list_expiry]\nenabled = {}\nbefore = \"{}\"\n",
+            a.trust_list_expiry.enabled,
+            humantime::format_duration(a.trust_list_expiry.before)
+        ));
+        out.push_str(&format!(
+            "\n# A flush or fsync of the node's storage failed: the node refuses writes\n\
+             # until it is restarted after the disk is checked.\n\
+             [alerts.storage_failure]\nenabled = {}\n",
+            a.storage_failure.enabled
+        ));
+    }
+}
+
+fn toml_string(s: &str) -> String {
+    // Basic TOML strings share JSON's escapes for the characters that matter here.
+    serde_json::to_string(s).expect("strings serialize")
+}

@@ -1,0 +1,225 @@
+//! The sections of `node.toml` other than `[alerts]`: what each setting means and its
+//! default when the file leaves it out.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::{ParticipantId, PublicKey};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The participant this node acts for.
+    pub participant: ParticipantId,
+    /// Peer API address.
+    pub listen: SocketAddr,
+    /// Local administration API address.
+    pub admin_listen: SocketAddr,
+    /// Data directory, relative to the configuration file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Plain (no TLS) gRPC health endpoint for probes; off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_listen: Option<SocketAddr>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthoritySection {
+    /// host:port of the authority's trust-list service.
+    pub address: String,
+    /// The authority's name, as in its signed trust lists.
+    pub name: String,
+    /// The authority's Ed25519 public key (base64), pinned from the admission bundle.
+    pub public_key: PublicKey,
+    /// How often the node fetches the trust list.
+    #[serde(with = "humantime_serde", default = "default_refresh")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    /// Largest gRPC message the node accepts, in bytes.
+    #[serde(default = "default_max_message")]
+    pub max_message_bytes: usize,
+}
+
+/// Node-wide limits above every product policy (classification and grading).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GuardrailsSection {
+    /// Regions where recipients of important data (重要数据) may be. Empty: important
+    /// data cannot be offered at all.
+    #[serde(default)]
+    pub important_regions: Vec<crate::identity::RegionCode>,
+}
+
+impl GuardrailsSection {
+    /// The policy engine's form of these guardrails.
+    pub fn to_policy(&self) -> liutong_policy::Guardrails {
+        liutong_policy::Guardrails {
+            important_regions: self
+                .important_regions
+                .iter()
+                .map(crate::identity::RegionCode::code)
+                .collect(),
+            important_requires_approval: true,
+        }
+    }
+}
+
+/// The audit log: checkpoints and witnessing (`[audit]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditSection {
+    /// How often to sign a checkpoint, if the log grew since the last one.
+    #[serde(with = "humantime_serde", default = "default_checkpoint_interval")]
+    pub checkpoint_interval: Duration,
+    /// Peer API addresses (host:port) of the members asked to cosign each checkpoint.
+    #[serde(default)]
+    pub witnesses: Vec<String>,
+    /// How many cosignatures make a checkpoint witnessed.
+    #[serde(default)]
+    pub quorum: u32,
+}
+
+impl Default for AuditSection {
+    fn default() -> Self {
+        Self {
+            checkpoint_interval: default_checkpoint_interval(),
+            witnesses: Vec::new(),
+            quorum: 0,
+        }
+    }
+}
+
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Usage control of received copies (`[usage]`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageSection {
+    /// How often the node carries out its usage-control duties: deleting copies whose
+    /// deleteAfter deadline passed, sending notices and deletion receipts that wait in
+    /// the outbox, and asking providers for revocations.
+    #[serde(with = "humantime_serde", default = "default_usage_interval")]
+    pub check_interval: Duration,
+}
+
+impl Default for UsageSection {
+    fn default() -> Self {
+        Self {
+            check_interval: default_usage_interval(),
+        }
+    }
+}
+
+/// Unfinished negotiation and transfer steps (`[recovery]`): a step that has a next
+/// step (a request not answered yet, a countersignature or a receipt not confirmed by
+/// the provider, an agreement the consumer has not countersigned) is retried from its
+/// stored record in the background until it reaches a final state, or given up with a
+/// recorded reason once it is older than `expire_after` and the running node has tried
+/// it. A countersigned agreement is not given up by time (the provider may hold it
+/// FINALIZED; only its answer ends it), and a request that never reached the provider
+/// is sent again only within its own validity (5 minutes from when it was made).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecoverySection {
+    /// The wait before the first retry of a step; each failed attempt doubles it, up to
+    /// 64 times this.
+    #[serde(with = "humantime_serde", default = "default_retry_interval")]
+    pub retry_interval: Duration,
+    /// How long an unfinished step is retried (or, at a provider, waited for) before it
+    /// is given up: the negotiation is TERMINATED, a receipt is no longer sent. A
+    /// request counts from when it was made, also while it waits for a person's
+    /// approval at the provider.
+    #[serde(with = "humantime_serde", default = "default_expire_after")]
+    pub expire_after: Duration,
+}
+
+impl Default for RecoverySection {
+    fn default() -> Self {
+        Self {
+            retry_interval: default_retry_interval(),
+            expire_after: default_expire_after(),
+        }
+    }
+}
+
+fn default_retry_interval() -> Duration {
+    Duration::from_secs(1)
+}
+
+fn default_expire_after() -> Duration {
+    Duration::from_secs(3600)
+}
+
+/// OpenTelemetry export (`[telemetry]`). Without an endpoint here or in the
+/// `OTEL_EXPORTER_OTLP_ENDPOINT` variable, nothing is exported.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySection {
+    /// OTLP/gRPC collector, e.g. `http://127.0.0.1:4317`. The environment variable
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` overrides it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+    /// The `service.name` the node reports; `OTEL_SERVICE_NAME` if unset, else
+    /// `liutong-node`. `service.instance.id` is always the participant ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
+    /// How often metrics are exported.
+    #[serde(with = "humantime_serde", default = "default_metrics_interval")]
+    pub metrics_interval: Duration,
+}
+
+impl Default for TelemetrySection {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: None,
+            metrics_interval: default_metrics_interval(),
+        }
+    }
+}
+
+fn default_usage_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_metrics_interval() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// Present only in the zero-configuration development set-up.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Development {
+    /// A development authority to run inside this node's process.
+    pub authority_dir: PathBuf,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: default_max_message(),
+        }
+    }
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from(".")
+}
+
+fn default_refresh() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_message() -> usize {
+    4 * 1024 * 1024
+}

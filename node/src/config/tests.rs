@@ -1,0 +1,193 @@
+//! Round trips of the commented file through [`NodeConfig::load`], and the load
+//! errors an operator sees.
+
+use std::time::Duration;
+
+use super::*;
+use crate::identity::{ParticipantId, SigningKey};
+
+fn sample() -> NodeConfig {
+    NodeConfig {
+        node: NodeSection {
+            participant: ParticipantId::parse("91110000600037341L").unwrap(),
+            listen: DEFAULT_LISTEN.parse().unwrap(),
+            admin_listen: DEFAULT_ADMIN_LISTEN.parse().unwrap(),
+            data_dir: PathBuf::from("."),
+            health_listen: Some("127.0.0.1:7702".parse().unwrap()),
+        },
+        authority: AuthoritySection {
+            address: DEFAULT_AUTHORITY.into(),
+            name: "Zhejiang \"Data\" Space".into(),
+            public_key: SigningKey::generate().unwrap().public_key(),
+            refresh_interval: Duration::from_secs(60),
+        },
+        limits: Limits::default(),
+        guardrails: GuardrailsSection::default(),
+        audit: AuditSection {
+            witnesses: vec!["127.0.0.1:7710".into()],
+            quorum: 1,
+            ..AuditSection::default()
+        },
+        usage: UsageSection::default(),
+        recovery: RecoverySection {
+            retry_interval: Duration::from_millis(250),
+            expire_after: Duration::from_secs(600),
+        },
+        telemetry: TelemetrySection::default(),
+        alerts: AlertsSection::default(),
+        development: Some(Development {
+            authority_dir: "../dev-authority".into(),
+        }),
+        base_dir: PathBuf::new(),
+    }
+}
+
+#[test]
+fn commented_file_loads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let config = sample();
+    std::fs::write(&path, config.to_commented_toml()).unwrap();
+    let loaded = NodeConfig::load(&path).unwrap();
+    assert_eq!(loaded.node.participant, config.node.participant);
+    assert_eq!(loaded.authority.name, config.authority.name);
+    assert_eq!(loaded.authority.refresh_interval, Duration::from_secs(60));
+    assert_eq!(loaded.audit.witnesses, ["127.0.0.1:7710"]);
+    assert_eq!(loaded.audit.quorum, 1);
+    assert_eq!(loaded.node.health_listen, config.node.health_listen);
+    assert_eq!(loaded.audit.checkpoint_interval, Duration::from_secs(60));
+    assert_eq!(loaded.usage.check_interval, Duration::from_secs(5));
+    assert_eq!(loaded.recovery.retry_interval, Duration::from_millis(250));
+    assert_eq!(loaded.recovery.expire_after, Duration::from_secs(600));
+    assert_eq!(loaded.base_dir, dir.path());
+    assert_eq!(loaded.telemetry.endpoint, None);
+    assert_eq!(loaded.alerts.policy_denials.threshold, 5);
+    assert_eq!(
+        loaded.alerts.failed_authentication.window,
+        Duration::from_secs(300)
+    );
+    assert_eq!(loaded.alerts.transfer_volume.factor, 2.0);
+    assert!(loaded.alerts.witness_inconsistency.enabled);
+    assert_eq!(
+        loaded.development_authority_dir().unwrap(),
+        dir.path().join("../dev-authority")
+    );
+}
+
+#[test]
+fn telemetry_and_alert_settings_load_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let mut config = sample();
+    config.telemetry.endpoint = Some("http://127.0.0.1:4317".into());
+    config.telemetry.service_name = Some("transport-bureau".into());
+    config.telemetry.metrics_interval = Duration::from_secs(15);
+    config.alerts.webhook = Some("https://alerts.example/hook".into());
+    config.alerts.webhook_ca = Some("webhook-ca.pem".into());
+    config.alerts.policy_denials.threshold = 2;
+    config.alerts.failed_authentication.enabled = false;
+    config.alerts.transfer_volume.factor = 1.25;
+    config.alerts.trust_list_expiry.before = Duration::from_secs(120);
+    std::fs::write(&path, config.to_commented_toml()).unwrap();
+    let loaded = NodeConfig::load(&path).unwrap();
+    assert_eq!(
+        loaded.telemetry.endpoint.as_deref(),
+        Some("http://127.0.0.1:4317")
+    );
+    assert_eq!(
+        loaded.telemetry.service_name.as_deref(),
+        Some("transport-bureau")
+    );
+    assert_eq!(loaded.telemetry.metrics_interval, Duration::from_secs(15));
+    assert_eq!(
+        loaded.alerts.webhook.as_deref(),
+        Some("https://alerts.example/hook")
+    );
+    assert_eq!(
+        loaded.alerts.webhook_ca,
+        Some(PathBuf::from("webhook-ca.pem"))
+    );
+    assert_eq!(loaded.alerts.policy_denials.threshold, 2);
+    assert_eq!(
+        loaded.alerts.policy_denials.window,
+        Duration::from_secs(600)
+    );
+    assert!(!loaded.alerts.failed_authentication.enabled);
+    assert_eq!(loaded.alerts.transfer_volume.factor, 1.25);
+    assert_eq!(
+        loaded.alerts.trust_list_expiry.before,
+        Duration::from_secs(120)
+    );
+
+    // Sections left out take the defaults; a misspelt rule setting is refused.
+    let good = sample().to_commented_toml();
+    let start = good.find("\n[telemetry]").unwrap();
+    std::fs::write(&path, &good[..start]).unwrap();
+    let loaded = NodeConfig::load(&path).unwrap();
+    assert_eq!(loaded.alerts.failed_authentication.threshold, 3);
+    assert!(loaded.alerts.trust_list_expiry.enabled);
+    let msg = load_text(&good.replace("threshold = 5", "treshold = 5"));
+    assert!(msg.contains("treshold"), "{msg}");
+    let msg = load_text(&good.replace("window = \"10m\"", "window = \"ten minutes\""));
+    assert!(msg.contains("window"), "{msg}");
+}
+
+fn load_text(text: &str) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    std::fs::write(&path, text).unwrap();
+    NodeConfig::load(&path).unwrap_err().to_string()
+}
+
+#[test]
+fn errors_name_the_key_and_line() {
+    let good = sample().to_commented_toml();
+
+    let bad_id = good.replace("91110000600037341L", "91110000600037341K");
+    let msg = load_text(&bad_id);
+    let line = bad_id
+        .lines()
+        .position(|l| l.starts_with("participant"))
+        .unwrap()
+        + 1;
+    assert!(msg.contains(&format!("line {line}")), "{msg}");
+    assert!(msg.contains("check character"), "{msg}");
+
+    let typo = good.replace("admin_listen", "admin_lisen");
+    let msg = load_text(&typo);
+    assert!(msg.contains("admin_lisen"), "{msg}");
+
+    let bad_addr = good.replace("127.0.0.1:7700", "127.0.0.1:port");
+    let msg = load_text(&bad_addr);
+    assert!(msg.contains("listen") && msg.contains("line"), "{msg}");
+
+    let msg = load_text("[node\nparticipant = 1");
+    assert!(msg.contains("line 1"), "{msg}");
+}
+
+#[test]
+fn missing_file_is_named() {
+    let err = NodeConfig::load(Path::new("/nonexistent/node.toml")).unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/node.toml"), "{err}");
+}
+
+#[test]
+fn guardrail_regions_are_checked_when_loading() {
+    let good = sample().to_commented_toml();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let with = |regions: &str| good.replace("important_regions = []", regions);
+    std::fs::write(&path, with("important_regions = [\"330000\", \"110105\"]")).unwrap();
+    let loaded = NodeConfig::load(&path).unwrap();
+    let regions: Vec<String> = loaded
+        .guardrails
+        .to_policy()
+        .important_regions
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(regions, ["330000", "110105"]);
+    // 19 is no province: refused by name, not dropped from the guardrails.
+    let msg = load_text(&with("important_regions = [\"190000\"]"));
+    assert!(msg.contains("\"190000\" starts with 19"), "{msg}");
+}
