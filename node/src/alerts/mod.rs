@@ -698,7 +698,7 @@ mod tests {
         use crate::audit::merkle::leaf_hash;
         use crate::audit::note::{self, Checkpoint, KeyType, VerifierKey};
         use crate::audit::witness::WitnessError;
-        use crate::audit::witnessing::{Offer, WitnessStore, WitnessingError};
+        use crate::audit::witnessing::{CheckpointOffer, WitnessStore, WitnessingError};
         use ring::rand::SystemRandom;
         use ring::signature::Ed25519KeyPair;
 
@@ -724,7 +724,7 @@ mod tests {
                 .to_string()
         };
         let (honest, forged) = (sign(b"one history"), sign(b"another history"));
-        let offer = Offer {
+        let offer = CheckpointOffer {
             note: honest.as_bytes(),
             old_size: 0,
             proof: &[],

@@ -42,7 +42,7 @@ pub enum WitnessingError {
 
 /// What a log offers a witness: its signed checkpoint note and a consistency proof from
 /// the size it believes the witness last cosigned.
-pub struct Offer<'a> {
+pub struct CheckpointOffer<'a> {
     pub note: &'a [u8],
     pub old_size: u64,
     pub proof: &'a [super::merkle::Hash],
@@ -105,7 +105,7 @@ impl WitnessStore {
         name: &str,
         key_pair: &Ed25519KeyPair,
         log_key: VerifierKey,
-        offer: Offer<'_>,
+        offer: CheckpointOffer<'_>,
         now: u64,
     ) -> Result<CosignatureLine, WitnessingError> {
         let result = self
@@ -119,7 +119,7 @@ impl WitnessStore {
         name: &str,
         key_pair: &Ed25519KeyPair,
         log_key: VerifierKey,
-        offer: Offer<'_>,
+        offer: CheckpointOffer<'_>,
         now: u64,
     ) -> Result<CosignatureLine, WitnessingError> {
         let _one_at_a_time = self.lock.lock().await;

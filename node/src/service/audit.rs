@@ -16,7 +16,7 @@ use crate::audit::log::{
 use crate::audit::merkle::{self, Hash};
 use crate::audit::search::{self, SearchFilter};
 use crate::audit::witness::WitnessError;
-use crate::audit::witnessing::{Offer, WitnessStore, WitnessingError};
+use crate::audit::witnessing::{CheckpointOffer, WitnessStore, WitnessingError};
 use crate::base::clock::now;
 use crate::cosigning::{COSIGNED_SIZE_TRAILER, CheckpointStatus, Cosigning};
 use crate::identity::{MemberRole, Membership, NodeIdentity, ParticipantId};
@@ -377,7 +377,7 @@ impl Witness for WitnessService {
                 &witness_name_for(self.identity.participant_id()),
                 self.identity.signing_key.key_pair(),
                 log_key,
-                Offer {
+                CheckpointOffer {
                     note: r.note.as_bytes(),
                     old_size: r.old_size,
                     proof: &proof,
