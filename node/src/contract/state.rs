@@ -12,7 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Negotiation, Role, SENT};
+use super::negotiation::SENT;
+use super::{Negotiation, Role};
 
 /// A negotiation's state (Dataspace Protocol names).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
