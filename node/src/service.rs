@@ -19,6 +19,7 @@ mod admin;
 pub mod audit;
 pub mod catalog;
 pub mod contract;
+pub mod errors;
 pub mod ops;
 pub mod query;
 pub mod transfer;
@@ -45,7 +46,7 @@ use crate::identity::{Membership, NodeIdentity};
 use crate::local::{LocalAuthenticator, LocalRole};
 use crate::telemetry::RpcLayer;
 use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
-use crate::tls::{self, certs};
+use crate::tls::certs;
 use crate::trust::TrustStore;
 use liutong_proto::v1::admin_server::AdminServer;
 use liutong_proto::v1::audit_server::AuditServer;
@@ -335,21 +336,5 @@ fn describe_response(
         caller: caller.map(Membership::to_proto),
         trust_list_sequence: trust.status().sequence,
         software_version: VERSION.to_owned(),
-    }
-}
-
-/// `UNAVAILABLE` with the storage failure's own words when `e` is, or is caused by,
-/// storage in the failed state (see `storage::durability`), which refuses every write
-/// until the node is restarted; `None` for any other error.
-pub(crate) fn storage_failure_status(e: &(dyn std::error::Error + 'static)) -> Option<Status> {
-    crate::storage::durability::failure_in(e).map(|f| Status::unavailable(f.to_string()))
-}
-
-/// A failure to reach a peer: `UNAVAILABLE`, or `INTERNAL` if this node's own TLS set-up
-/// is broken.
-fn peer_connect_status(e: tls::TlsError) -> Status {
-    match e {
-        tls::TlsError::Connect { .. } => Status::unavailable(e.to_string()),
-        other => Status::internal(other.to_string()),
     }
 }

@@ -7,6 +7,7 @@ use liutong_policy::{Classification, CompileContext, CompiledPolicy, Guardrails,
 
 use crate::audit::log::Event;
 use crate::base::clock::now;
+use crate::base::error::{ErrorKind, PeerRefusal};
 use crate::base::random::{random_bytes, random_id};
 use crate::identity::Envelope;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
@@ -115,31 +116,31 @@ impl Contracts {
         answer: Result<tonic::Response<NegotiationState>, tonic::Status>,
     ) -> Result<(), ContractError> {
         use crate::recovery::{Call, Verdict, verdict};
-        let status = match answer {
+        let refusal = match answer {
             Ok(state) => return self.advance(n, state.into_inner(), Vec::new()).await,
-            Err(status) => status,
+            Err(status) => PeerRefusal::from(status),
         };
-        match verdict(Call::Request, &status) {
+        match verdict(Call::Request, &refusal) {
             Verdict::Retry => Err(ContractError::Unreachable(format!(
                 "{}; the request is kept (REQUESTED) and the provider is asked again until \
              it answers (at most recovery.expire_after)",
-                status.message()
+                &refusal.message
             ))),
             Verdict::Held => Err(ContractError::Unreachable(format!(
                 "the provider already holds this request ({}); it is asked how it stands",
-                status.message()
+                &refusal.message
             ))),
             Verdict::Refused => {
-                if status.code() == tonic::Code::PermissionDenied {
-                    n.failed_constraints = vec![peer_text(status.message())];
+                if refusal.kind == ErrorKind::PermissionDenied {
+                    n.failed_constraints = vec![peer_text(&refusal.message)];
                 }
                 self.transition(
                     n,
                     NegotiationEvent::Terminated,
-                    &format!("the provider refused: {}", peer_text(status.message())),
+                    &format!("the provider refused: {}", peer_text(&refusal.message)),
                 )
                 .await?;
-                Err(ContractError::Peer(status))
+                Err(ContractError::Peer(refusal))
             }
         }
     }
@@ -251,22 +252,22 @@ impl Contracts {
                 agreement: Some(countersigned.clone().into()),
             })
             .await;
-        let done = match answer {
+        let done = match answer.map_err(PeerRefusal::from) {
             Ok(done) => done.into_inner(),
-            Err(status) if verdict(Call::Countersignature, &status) != Verdict::Refused => {
-                return Err(kept(status.message()));
+            Err(refusal) if verdict(Call::Countersignature, &refusal) != Verdict::Refused => {
+                return Err(kept(&refusal.message));
             }
-            Err(status) => {
+            Err(refusal) => {
                 self.transition(
                     n,
                     NegotiationEvent::Terminated,
                     &format!(
                         "the provider refused the countersigned agreement: {}",
-                        peer_text(status.message())
+                        peer_text(&refusal.message)
                     ),
                 )
                 .await?;
-                return Err(ContractError::Peer(status));
+                return Err(ContractError::Peer(refusal));
             }
         };
         let same = done

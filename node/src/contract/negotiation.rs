@@ -2,6 +2,7 @@
 //! ([`ContractError`]), and the pure parts of a step: the state change a step makes on
 //! a record and the audit event for it, and how much of a peer's text a reason keeps.
 
+use crate::base::error::{ErrorKind, ErrorKinded, PeerRefusal};
 use liutong_policy::Classification;
 use serde::{Deserialize, Serialize};
 
@@ -77,7 +78,7 @@ pub enum ContractError {
     #[error("the policy cannot be used: {0}")]
     Policy(String),
     #[error("the peer: {0}")]
-    Peer(tonic::Status),
+    Peer(PeerRefusal),
     #[error("cannot reach the peer: {0}")]
     Unreachable(String),
     /// Another step is changing this negotiation right now; asking again later works.
@@ -89,6 +90,55 @@ pub enum ContractError {
     Audit(String),
     #[error("cannot make a nonce or an ID: {0}")]
     Random(#[from] RandomError),
+}
+
+impl ErrorKinded for ContractError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ContractError::NotFound(_) | ContractError::UnknownOffer(_) => ErrorKind::NotFound,
+            ContractError::Exists(_) => ErrorKind::AlreadyExists,
+            ContractError::Replay(_)
+            | ContractError::Expired(_)
+            | ContractError::WrongState { .. }
+            | ContractError::Policy(_) => ErrorKind::FailedPrecondition,
+            ContractError::Signature(_) => ErrorKind::DataLoss,
+            ContractError::Invalid(_) => ErrorKind::InvalidArgument,
+            ContractError::Forbidden(_) | ContractError::Denied { .. } => {
+                ErrorKind::PermissionDenied
+            }
+            ContractError::Peer(refusal) => refusal.kind,
+            ContractError::Unreachable(_)
+            | ContractError::Busy(_)
+            | ContractError::Storage(_)
+            | ContractError::Audit(_) => ErrorKind::Unavailable,
+            ContractError::Random(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            ContractError::Peer(refusal) => {
+                format!("the provider answered: {}", refusal.message)
+            }
+            other => other.to_string(),
+        }
+    }
+
+    fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ContractError::Storage(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A replayed request is said in metadata too: a consumer sending its request again
+    /// takes it as "already held", not as a refusal.
+    fn refusal(&self) -> Option<&'static str> {
+        match self {
+            ContractError::Replay(_) => Some(crate::recovery::REPLAY),
+            _ => None,
+        }
+    }
 }
 
 /// The longest text of the provider's kept in a reason: a peer's words are recorded,

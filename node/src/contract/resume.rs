@@ -5,6 +5,7 @@
 use std::collections::HashSet;
 
 use crate::base::clock::now;
+use crate::base::error::{ErrorKind, PeerRefusal};
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{GetNegotiationRequest, NegotiationRequest};
 
@@ -92,7 +93,7 @@ impl Contracts {
                 Err(e) => {
                     let not_through = match &e {
                         ContractError::Unreachable(_) => true,
-                        ContractError::Peer(status) => crate::recovery::transient(status),
+                        ContractError::Peer(refusal) => crate::recovery::transient(refusal),
                         _ => false,
                     };
                     if not_through {
@@ -125,21 +126,21 @@ impl Contracts {
                 negotiation_id: n.id.clone(),
             })
             .await;
-        let status = match answer {
+        let refusal = match answer {
             Ok(state) => return self.advance(n, state.into_inner(), Vec::new()).await,
-            Err(status) => status,
+            Err(status) => PeerRefusal::from(status),
         };
-        match verdict(Call::State, &status) {
+        match verdict(Call::State, &refusal) {
             // Kept REQUESTED; asked again later.
-            Verdict::Retry | Verdict::Held => return Err(ContractError::Peer(status)),
-            Verdict::Refused if status.code() == tonic::Code::NotFound && n.reason == SENT => {}
+            Verdict::Retry | Verdict::Held => return Err(ContractError::Peer(refusal)),
+            Verdict::Refused if refusal.kind == ErrorKind::NotFound && n.reason == SENT => {}
             Verdict::Refused => {
-                let reason = if status.code() == tonic::Code::NotFound {
+                let reason = if refusal.kind == ErrorKind::NotFound {
                     "the provider no longer knows the request it had answered".to_owned()
                 } else {
                     format!(
                         "the provider refused to say how the request stands: {}",
-                        peer_text(status.message())
+                        peer_text(&refusal.message)
                     )
                 };
                 return self

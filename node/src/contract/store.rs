@@ -111,7 +111,7 @@ impl Contracts {
                 offer_id: offer_id.to_owned(),
             })
             .await
-            .map_err(ContractError::Peer)?
+            .map_err(|s| ContractError::Peer(s.into()))?
             .into_inner();
         let seen = SeenOffer {
             owner: ParticipantId::parse(&offer.owner)

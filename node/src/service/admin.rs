@@ -16,7 +16,7 @@ use crate::outbound::{Peers, TrustListRefresh};
 use crate::query::Queries;
 use crate::telemetry::Metrics;
 use crate::transfer::Transfers;
-use crate::trust::{TrustError, TrustStatus, TrustStore};
+use crate::trust::{TrustStatus, TrustStore};
 use crate::usage::Usage;
 use liutong_proto::v1::admin_server::Admin;
 use liutong_proto::v1::node_client::NodeClient;
@@ -29,10 +29,8 @@ use liutong_proto::v1::{
     RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
 };
 
-use super::{
-    catalog, contract, local_role, ops, peer_connect_status, query, storage_failure_status,
-    transfer,
-};
+use super::errors::into_status;
+use super::{catalog, local_role, ops, query, transfer};
 
 /// `Admin` on the local API: the operator's calls, each handed to its component.
 pub struct AdminService {
@@ -94,7 +92,7 @@ impl Admin for AdminService {
         request: Request<RefreshTrustListRequest>,
     ) -> Result<Response<RefreshTrustListResponse>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "refreshing the trust list")?;
-        let status = self.refresh.refresh().await.map_err(trust_error_status)?;
+        let status = self.refresh.refresh().await.map_err(into_status)?;
         Ok(Response::new(RefreshTrustListResponse {
             trust_list: Some(trust_status_proto(status, &self.authority_address)),
         }))
@@ -115,7 +113,7 @@ impl Admin for AdminService {
             .peers
             .connect_peer(&address)
             .await
-            .map_err(peer_connect_status)?;
+            .map_err(into_status)?;
         let answer = NodeClient::new(channel)
             .describe(DescribeRequest {})
             .await
@@ -150,11 +148,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ListProductsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing products")?;
-        let products = self
-            .catalog
-            .products
-            .list()
-            .map_err(catalog::product_status)?;
+        let products = self.catalog.products.list().map_err(into_status)?;
         Ok(Response::new(ListProductsResponse {
             products: products.iter().map(crate::catalog::product_proto).collect(),
         }))
@@ -167,11 +161,7 @@ impl Admin for AdminService {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "reading a product")?;
         let id = request.into_inner().product_id;
-        let versions = self
-            .catalog
-            .products
-            .versions(&id)
-            .map_err(catalog::product_status)?;
+        let versions = self.catalog.products.versions(&id).map_err(into_status)?;
         if versions.is_empty() {
             return Err(Status::not_found(format!("product {id} does not exist")));
         }
@@ -215,7 +205,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ListTransfersResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing transfers")?;
-        let copies = self.transfers.copies().map_err(transfer::transfer_status)?;
+        let copies = self.transfers.copies().map_err(into_status)?;
         Ok(Response::new(ListTransfersResponse {
             transfers: copies.iter().map(crate::transfer::progress).collect(),
         }))
@@ -250,7 +240,7 @@ impl Admin for AdminService {
             .contracts
             .request(&r.peer, &r.offer_id, &r.purpose)
             .await
-            .map_err(contract::contract_status);
+            .map_err(into_status);
         // The state reached, or the gRPC code of the failure (e.g. PermissionDenied).
         let outcome = match &result {
             Ok(n) => n.state.to_string(),
@@ -267,7 +257,7 @@ impl Admin for AdminService {
     ) -> Result<Response<ListContractsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing contracts")?;
-        let mut all = self.contracts.list().map_err(contract::contract_status)?;
+        let mut all = self.contracts.list().map_err(into_status)?;
         all.sort_by_key(|n| n.created_at);
         Ok(Response::new(ListContractsResponse {
             contracts: all.iter().map(|n| n.to_proto()).collect(),
@@ -284,11 +274,9 @@ impl Admin for AdminService {
         )?;
         let id = request.into_inner().negotiation_id;
         let contracts = &self.contracts;
-        let n = match contracts.get(&id).map_err(contract::contract_status)? {
+        let n = match contracts.get(&id).map_err(into_status)? {
             Some(n) => Some(n),
-            None => contracts
-                .by_agreement(&id)
-                .map_err(contract::contract_status)?,
+            None => contracts.by_agreement(&id).map_err(into_status)?,
         }
         .ok_or_else(|| Status::not_found(format!("no negotiation or agreement {id}")))?;
         Ok(Response::new(n.to_proto()))
@@ -304,7 +292,7 @@ impl Admin for AdminService {
             .approve(&id, "local admin")
             .await
             .map(|n| Response::new(n.to_proto()))
-            .map_err(contract::contract_status)
+            .map_err(into_status)
     }
 
     async fn reject_contract(
@@ -317,7 +305,7 @@ impl Admin for AdminService {
             .reject(&r.negotiation_id, &r.reason)
             .await
             .map(|n| Response::new(n.to_proto()))
-            .map_err(contract::contract_status)
+            .map_err(into_status)
     }
 
     async fn query_aggregate(
@@ -328,17 +316,5 @@ impl Admin for AdminService {
         query::send(&self.queries, request.into_inner())
             .await
             .map(Response::new)
-    }
-}
-
-fn trust_error_status(e: TrustError) -> Status {
-    if let Some(status) = storage_failure_status(&e) {
-        return status;
-    }
-    match e {
-        TrustError::Fetch { .. } => Status::unavailable(e.to_string()),
-        TrustError::Storage(_) => Status::internal(e.to_string()),
-        TrustError::Signature(_) => Status::data_loss(e.to_string()),
-        _ => Status::failed_precondition(e.to_string()),
     }
 }

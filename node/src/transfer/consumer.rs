@@ -83,14 +83,14 @@ impl Transfers {
                 from_chunk,
             })
             .await
-            .map_err(TransferError::Peer)?
+            .map_err(|s| TransferError::Peer(s.into()))?
             .into_inner();
 
         // The manifest: signed by the provider, for this agreement's product version.
         let first = stream
             .message()
             .await
-            .map_err(TransferError::Peer)?
+            .map_err(|s| TransferError::Peer(s.into()))?
             .ok_or_else(|| TransferError::Invalid("the provider sent nothing".into()))?;
         let Some(Part::Manifest(manifest_envelope)) = first.part else {
             return Err(TransferError::Invalid(
@@ -147,7 +147,12 @@ impl Transfers {
         loop {
             let more = next < total && (max_chunks == 0 || pulled < max_chunks);
             let message = if more {
-                Some(stream.message().await.map_err(TransferError::Peer)?)
+                Some(
+                    stream
+                        .message()
+                        .await
+                        .map_err(|s| TransferError::Peer(s.into()))?,
+                )
             } else {
                 None
             };

@@ -3,6 +3,7 @@
 //! machine) become transfer errors.
 
 use crate::audit::log::AuditError;
+use crate::base::error::{ErrorKind, ErrorKinded, PeerRefusal};
 use crate::catalog::product::ProductError;
 use crate::contract::{AgreedProductError, AgreementError};
 use crate::desensitize::DesensitizeError;
@@ -37,7 +38,7 @@ pub enum TransferError {
     #[error("{0}")]
     Unavailable(String),
     #[error("the provider: {0}")]
-    Peer(tonic::Status),
+    Peer(PeerRefusal),
     #[error("cannot reach the provider: {0}")]
     Unreachable(String),
     #[error(transparent)]
@@ -46,6 +47,42 @@ pub enum TransferError {
     Audit(String),
     #[error("cannot read or write the payload file: {0}")]
     Payload(#[from] std::io::Error),
+}
+
+impl ErrorKinded for TransferError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            TransferError::UnknownAgreement(_) => ErrorKind::NotFound,
+            TransferError::Forbidden(_) | TransferError::Denied(_) => ErrorKind::PermissionDenied,
+            TransferError::DataLoss(_) => ErrorKind::DataLoss,
+            TransferError::OutOfRange(_) => ErrorKind::OutOfRange,
+            TransferError::Invalid(_)
+            | TransferError::AggregateOnly(_)
+            | TransferError::Gone(_) => ErrorKind::FailedPrecondition,
+            TransferError::Peer(refusal) => refusal.kind,
+            TransferError::Unreachable(_)
+            | TransferError::Unavailable(_)
+            | TransferError::Storage(_)
+            | TransferError::Audit(_) => ErrorKind::Unavailable,
+            TransferError::Payload(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            TransferError::Peer(refusal) => {
+                format!("the provider answered: {}", refusal.message)
+            }
+            other => other.to_string(),
+        }
+    }
+
+    fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            TransferError::Storage(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl From<AgreementError> for TransferError {

@@ -4,6 +4,7 @@
 
 use crate::audit::log::EventKind;
 use crate::base::clock::now;
+use crate::base::error::PeerRefusal;
 use crate::contract::Role;
 use crate::storage::Write;
 use liutong_proto::v1::ReceiptRequest;
@@ -72,7 +73,7 @@ impl Transfers {
                 receipt: Some(receipt.into()),
             })
             .await;
-        let status = match answer {
+        let refusal = match answer {
             Ok(_) => {
                 // The confirmation and the end of the resending are one commit.
                 self.audit
@@ -86,22 +87,22 @@ impl Transfers {
                     .await?;
                 return Ok(());
             }
-            Err(status) => status,
+            Err(status) => PeerRefusal::from(status),
         };
-        match verdict(Call::Receipt, &status) {
+        match verdict(Call::Receipt, &refusal) {
             Verdict::Retry | Verdict::Held => {
                 tracing::warn!(
                     agreement = %c.agreement_id,
-                    error = %status.message(),
+                    error = %refusal.message,
                     "the receipt did not reach the provider; it is sent again"
                 );
                 Ok(())
             }
             Verdict::Refused => {
-                let reason: String = status.message().chars().take(512).collect();
+                let reason: String = refusal.message.chars().take(512).collect();
                 self.give_up_receipt(&c, &format!("the provider refused the receipt: {reason}"))
                     .await?;
-                Err(TransferError::Peer(status))
+                Err(TransferError::Peer(refusal))
             }
         }
     }
