@@ -16,6 +16,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::base::error::{ErrorKind, PeerRefusal};
+
 /// The longest wait between two attempts, as a multiple of the retry interval.
 pub const MAX_BACKOFF_FACTOR: u32 = 64;
 
@@ -34,25 +36,24 @@ pub fn expired(entered_at: i64, now: i64, expire_after: Duration) -> bool {
     now.saturating_sub(entered_at) >= limit
 }
 
-/// Whether a gRPC status from a peer says only that the call did not get through or
-/// the peer could not do it right now (so the step is kept and tried again), as
-/// opposed to a refusal, which ends the step.
-pub fn transient(status: &tonic::Status) -> bool {
-    use tonic::Code;
+/// Whether a peer's answer says only that the call did not get through or the peer
+/// could not do it right now (so the step is kept and tried again), as opposed to a
+/// refusal, which ends the step.
+pub fn transient(answer: &PeerRefusal) -> bool {
     matches!(
-        status.code(),
-        Code::Unavailable
-            | Code::DeadlineExceeded
-            | Code::Cancelled
-            | Code::Unknown
-            | Code::Aborted
-            | Code::Internal
+        answer.kind,
+        ErrorKind::Unavailable
+            | ErrorKind::DeadlineExceeded
+            | ErrorKind::Cancelled
+            | ErrorKind::Unknown
+            | ErrorKind::Aborted
+            | ErrorKind::Internal
     )
 }
 
 /// The metadata key by which a provider says why it refused a contract request, where
 /// the status code alone does not tell (see [`REPLAY`]).
-pub const REFUSAL_KEY: &str = "liutong-refusal";
+pub use crate::base::error::REFUSAL_KEY;
 /// [`REFUSAL_KEY`]'s value for a request whose nonce the provider already holds.
 pub const REPLAY: &str = "replay";
 
@@ -88,29 +89,26 @@ pub enum Verdict {
 /// `PERMISSION_DENIED` where the step's own call cannot be refused that way) says
 /// only that the peer does not recognise this node yet, and is retried until the
 /// step expires.
-pub fn verdict(call: Call, status: &tonic::Status) -> Verdict {
-    use tonic::Code;
-    if transient(status) || status.code() == Code::Unauthenticated {
+pub fn verdict(call: Call, answer: &PeerRefusal) -> Verdict {
+    if transient(answer) || answer.kind == ErrorKind::Unauthenticated {
         return Verdict::Retry;
     }
-    let replay = status
-        .metadata()
-        .get(REFUSAL_KEY)
-        .is_some_and(|v| v.as_bytes() == REPLAY.as_bytes());
-    match (call, status.code()) {
-        (Call::Request, Code::AlreadyExists) => Verdict::Held,
-        (Call::Request, Code::FailedPrecondition) if replay => Verdict::Held,
+    let replay = answer.refusal.as_deref() == Some(REPLAY);
+    match (call, answer.kind) {
+        (Call::Request, ErrorKind::AlreadyExists) => Verdict::Held,
+        (Call::Request, ErrorKind::FailedPrecondition) if replay => Verdict::Held,
         // A request's policy refusal is PERMISSION_DENIED; the other calls are only
         // refused that way by the authentication layer.
         (Call::Request, _) => Verdict::Refused,
-        (Call::State | Call::Countersignature | Call::Receipt, Code::PermissionDenied) => {
+        (Call::State | Call::Countersignature | Call::Receipt, ErrorKind::PermissionDenied) => {
             Verdict::Retry
         }
         // A countersignature ends only on an answer about the negotiation: it does
         // not exist there, is in another state, or the agreement is not the one signed.
-        (Call::Countersignature, Code::NotFound | Code::FailedPrecondition | Code::DataLoss) => {
-            Verdict::Refused
-        }
+        (
+            Call::Countersignature,
+            ErrorKind::NotFound | ErrorKind::FailedPrecondition | ErrorKind::DataLoss,
+        ) => Verdict::Refused,
         (Call::Countersignature, _) => Verdict::Retry,
         (Call::State | Call::Receipt, _) => Verdict::Refused,
     }
@@ -299,7 +297,10 @@ mod tests {
             Code::Aborted,
             Code::Internal,
         ] {
-            assert!(transient(&Status::new(code, "transport error")), "{code:?}");
+            assert!(
+                transient(&Status::new(code, "transport error").into()),
+                "{code:?}"
+            );
         }
         for code in [
             Code::PermissionDenied,
@@ -310,7 +311,7 @@ mod tests {
             Code::Unauthenticated,
             Code::AlreadyExists,
         ] {
-            assert!(!transient(&Status::new(code, "refused")), "{code:?}");
+            assert!(!transient(&Status::new(code, "refused").into()), "{code:?}");
         }
     }
 
@@ -340,7 +341,7 @@ mod tests {
     #[test]
     fn only_an_answer_about_the_step_ends_it() {
         use tonic::{Code, Status};
-        let status = |code| Status::new(code, "no");
+        let status = |code| PeerRefusal::from(Status::new(code, "no"));
         // The authentication layer of a provider whose trust list is behind.
         for call in [
             Call::Request,
@@ -371,12 +372,15 @@ mod tests {
             verdict(Call::Request, &status(Code::AlreadyExists)),
             Verdict::Held
         );
-        let mut replay = status(Code::FailedPrecondition);
+        let mut replay = Status::new(Code::FailedPrecondition, "no");
         replay.metadata_mut().insert(
             REFUSAL_KEY,
             tonic::metadata::MetadataValue::from_static(REPLAY),
         );
-        assert_eq!(verdict(Call::Request, &replay), Verdict::Held);
+        assert_eq!(
+            verdict(Call::Request, &PeerRefusal::from(replay)),
+            Verdict::Held
+        );
         assert_eq!(
             verdict(Call::Request, &status(Code::FailedPrecondition)),
             Verdict::Refused,

@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tonic::Status;
 
+use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::base::format::format_unix;
 use crate::identity::{Envelope, EnvelopeError, Membership, ParticipantId, PublicKey};
 use crate::storage::{Storage, StorageError};
@@ -68,6 +69,19 @@ pub enum TrustError {
     Storage(#[from] StorageError),
     #[error("trust list could not be fetched from {address}: {reason}")]
     Fetch { address: String, reason: String },
+}
+
+impl ErrorKinded for TrustError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            TrustError::Fetch { .. } => ErrorKind::Unavailable,
+            TrustError::Storage(_) => ErrorKind::Internal,
+            TrustError::Signature(_) => ErrorKind::DataLoss,
+            TrustError::Authority { .. }
+            | TrustError::Expired { .. }
+            | TrustError::OlderSequence { .. } => ErrorKind::FailedPrecondition,
+        }
+    }
 }
 
 /// Why a caller is not accepted as a member.

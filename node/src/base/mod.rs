@@ -8,6 +8,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 pub mod clock;
+pub mod error;
 pub mod files;
 pub mod format;
 pub mod random;

@@ -19,6 +19,7 @@ use liutong_policy::{
     PolicyType, Request, Requester, Scope, State,
 };
 
+use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::identity::{Membership, ParticipantId};
 use product::{ProductError, ProductStore, ProductVersion};
 
@@ -31,6 +32,32 @@ pub enum CatalogError {
     Policy(String),
     #[error("offer {0} does not exist")]
     NotFound(String),
+}
+
+impl ErrorKinded for CatalogError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            CatalogError::NotFound(_) => ErrorKind::NotFound,
+            CatalogError::Policy(_) => ErrorKind::InvalidArgument,
+            CatalogError::Product(p) => p.kind(),
+        }
+    }
+
+    /// A policy that is not valid is the publisher's `policy` field at fault.
+    fn message(&self) -> String {
+        match self {
+            CatalogError::Policy(_) => format!("policy: {self}"),
+            CatalogError::Product(p) => p.message(),
+            other => other.to_string(),
+        }
+    }
+
+    fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            CatalogError::Product(p) => p.inner().or(Some(p)),
+            _ => None,
+        }
+    }
 }
 
 /// How a policy file is written.

@@ -25,6 +25,7 @@ use liutong_policy::{
 use std::sync::Arc;
 
 use crate::audit::log::{AuditError, AuditLog, EventKind};
+use crate::base::error::{ErrorKind, ErrorKinded, PeerRefusal};
 use crate::catalog::Catalog;
 use crate::catalog::product::Format;
 use crate::config::Limits;
@@ -64,13 +65,45 @@ pub enum QueryError {
     #[error("{0}")]
     Unavailable(String),
     #[error("the provider: {0}")]
-    Peer(tonic::Status),
+    Peer(PeerRefusal),
     #[error("cannot reach the provider: {0}")]
     Unreachable(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the query is refused: {0}")]
     Audit(String),
+}
+
+impl ErrorKinded for QueryError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            QueryError::UnknownAgreement(_) => ErrorKind::NotFound,
+            QueryError::Forbidden(_) | QueryError::Denied(_) => ErrorKind::PermissionDenied,
+            QueryError::Invalid(_) => ErrorKind::InvalidArgument,
+            QueryError::Unsupported(_) | QueryError::Gone(_) => ErrorKind::FailedPrecondition,
+            QueryError::TooLarge(_) => ErrorKind::ResourceExhausted,
+            QueryError::DataLoss(_) => ErrorKind::DataLoss,
+            QueryError::Peer(refusal) => refusal.kind,
+            QueryError::Unreachable(_)
+            | QueryError::Unavailable(_)
+            | QueryError::Storage(_)
+            | QueryError::Audit(_) => ErrorKind::Unavailable,
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            QueryError::Peer(refusal) => format!("the provider answered: {}", refusal.message),
+            other => other.to_string(),
+        }
+    }
+
+    fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            QueryError::Storage(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 impl From<AgreedProductError> for QueryError {
@@ -513,6 +546,6 @@ impl Queries {
             .await?;
         result
             .map(tonic::Response::into_inner)
-            .map_err(QueryError::Peer)
+            .map_err(|s| QueryError::Peer(s.into()))
     }
 }

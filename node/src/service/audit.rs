@@ -10,9 +10,7 @@ use std::sync::Arc;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
-use crate::audit::log::{
-    AuditError, AuditLog, log_key_of, origin_for, witness_key_of, witness_name_for,
-};
+use crate::audit::log::{AuditLog, log_key_of, origin_for, witness_key_of, witness_name_for};
 use crate::audit::merkle::{self, Hash};
 use crate::audit::search::{self, SearchFilter};
 use crate::audit::witness::WitnessError;
@@ -33,6 +31,7 @@ use liutong_proto::v1::{
 };
 
 use super::PeerCaller;
+use super::errors::into_status;
 
 /// Most entries one GetEntries answer carries.
 const MAX_ENTRIES: usize = 1000;
@@ -96,19 +95,6 @@ fn require_auditor(request: &Request<impl Sized>, what: &str) -> Result<(), Stat
     }
 }
 
-pub fn audit_status(e: AuditError) -> Status {
-    if let Some(status) = super::storage_failure_status(&e) {
-        return status;
-    }
-    match e {
-        AuditError::Range(_) => Status::out_of_range(e.to_string()),
-        AuditError::TooLarge(_) => Status::resource_exhausted(e.to_string()),
-        AuditError::Damaged(_) => Status::data_loss(e.to_string()),
-        AuditError::Storage(_) | AuditError::Closed => Status::unavailable(e.to_string()),
-        _ => Status::internal(e.to_string()),
-    }
-}
-
 fn checkpoint_response(cosigning: &Cosigning, s: CheckpointStatus) -> CheckpointResponse {
     CheckpointResponse {
         cosignatures: s.cosignatures(),
@@ -125,19 +111,19 @@ fn checkpoint_response(cosigning: &Cosigning, s: CheckpointStatus) -> Checkpoint
 /// The latest checkpoint, signing one first if the log has grown past it (so that
 /// proofs can lead to a signed root).
 async fn covering_checkpoint(cosigning: &Cosigning) -> Result<CheckpointStatus, Status> {
-    match cosigning.latest_status().map_err(audit_status)? {
+    match cosigning.latest_status().map_err(into_status)? {
         Some(s) if s.checkpoint.size == cosigning.log().size() => Ok(s),
-        _ => cosigning.checkpoint(true).await.map_err(audit_status),
+        _ => cosigning.checkpoint(true).await.map_err(into_status),
     }
 }
 
 fn inclusion(log: &AuditLog, index: u64, size: u64) -> Result<InclusionProof, Status> {
     let data = log
         .entry(index)
-        .map_err(audit_status)?
+        .map_err(into_status)?
         .ok_or_else(|| Status::data_loss(format!("entry {index} is missing from this log")))?;
-    let proof = log.inclusion_proof(index, size).map_err(audit_status)?;
-    let root = log.root_at(size).map_err(audit_status)?;
+    let proof = log.inclusion_proof(index, size).map_err(into_status)?;
+    let root = log.root_at(size).map_err(into_status)?;
     Ok(InclusionProof {
         leaf_index: index,
         tree_size: size,
@@ -158,7 +144,7 @@ impl Audit for AuditService {
         let status = self
             .cosigning
             .latest_status()
-            .map_err(audit_status)?
+            .map_err(into_status)?
             .ok_or_else(|| Status::not_found("this node has not signed a checkpoint yet"))?;
         Ok(Response::new(checkpoint_response(&self.cosigning, status)))
     }
@@ -169,8 +155,8 @@ impl Audit for AuditService {
     ) -> Result<Response<VerifierKeyResponse>, Status> {
         require_any(&request, "reading the verifier key")?;
         let c = &self.identity;
-        let log_key = log_key_of(&c.membership).map_err(audit_status)?;
-        let witness_key = witness_key_of(&c.membership).map_err(audit_status)?;
+        let log_key = log_key_of(&c.membership).map_err(into_status)?;
+        let witness_key = witness_key_of(&c.membership).map_err(into_status)?;
         Ok(Response::new(VerifierKeyResponse {
             log_key: log_key.to_string(),
             witness_key: witness_key.to_string(),
@@ -207,7 +193,7 @@ impl Audit for AuditService {
         }
         let entries = log
             .entries(r.from, r.to, MAX_ENTRIES, MAX_ENTRY_BYTES)
-            .map_err(audit_status)?
+            .map_err(into_status)?
             .into_iter()
             .map(|(index, data)| AuditEntry { index, data })
             .collect();
@@ -262,14 +248,13 @@ impl Audit for AuditService {
         let proof: Vec<Hash> = if r.size1 == 0 {
             Vec::new()
         } else {
-            log.consistency_proof(r.size1, size2)
-                .map_err(audit_status)?
+            log.consistency_proof(r.size1, size2).map_err(into_status)?
         };
         Ok(Response::new(ConsistencyProof {
             size1: r.size1,
             size2,
-            root1: log.root_at(r.size1).map_err(audit_status)?.to_vec(),
-            root2: log.root_at(size2).map_err(audit_status)?.to_vec(),
+            root1: log.root_at(r.size1).map_err(into_status)?.to_vec(),
+            root2: log.root_at(size2).map_err(into_status)?.to_vec(),
             proof: proof.iter().map(|h| h.to_vec()).collect(),
         }))
     }
@@ -284,7 +269,7 @@ impl Audit for AuditService {
         let checkpoint = covering_checkpoint(&self.cosigning).await?;
         let size = checkpoint.checkpoint.size;
         let found =
-            search::scan(self.cosigning.log(), &filter, r.from, size).map_err(audit_status)?;
+            search::scan(self.cosigning.log(), &filter, r.from, size).map_err(into_status)?;
         let matches = found
             .indices
             .iter()
@@ -309,11 +294,7 @@ impl Audit for AuditService {
             }
             Caller::Local(role) => role.require(&[LocalRole::Admin], "signing a checkpoint")?,
         }
-        let status = self
-            .cosigning
-            .checkpoint(true)
-            .await
-            .map_err(audit_status)?;
+        let status = self.cosigning.checkpoint(true).await.map_err(into_status)?;
         Ok(Response::new(checkpoint_response(&self.cosigning, status)))
     }
 }
@@ -369,7 +350,7 @@ impl Witness for WitnessService {
             .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))?;
         let r = request.into_inner();
         // A member asks for its own log only.
-        let log_key = log_key_of(&caller).map_err(audit_status)?;
+        let log_key = log_key_of(&caller).map_err(into_status)?;
         let proof = proof_hashes(&r.proof)?;
         let result = self
             .witness
@@ -424,7 +405,7 @@ impl Witness for WitnessService {
                 ))
             })?;
         let member = self.trust.member(&owner, now()).map_err(Status::from)?;
-        let log_key = log_key_of(&member).map_err(audit_status)?;
+        let log_key = log_key_of(&member).map_err(into_status)?;
         match self
             .witness
             .report(log_key, r.note.as_bytes(), now().max(0) as u64)

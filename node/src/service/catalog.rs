@@ -6,13 +6,13 @@ use std::sync::Arc;
 use liutong_policy::Classification;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::errors::into_status;
 use super::peer_caller;
-use super::usage::onward_status;
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock;
 use crate::base::clock::now;
-use crate::catalog::product::{Format, NewVersion, ProductError};
-use crate::catalog::{self, CatalogError, PolicyFormat, product_proto};
+use crate::catalog::product::{Format, NewVersion};
+use crate::catalog::{self, PolicyFormat, product_proto};
 use crate::identity::{Membership, ParticipantId};
 use crate::outbound::Peers;
 use crate::usage::Usage;
@@ -26,30 +26,6 @@ use liutong_proto::v1::{
 
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
-
-pub(super) fn catalog_status(e: CatalogError) -> Status {
-    match e {
-        CatalogError::NotFound(_) => Status::not_found(e.to_string()),
-        CatalogError::Policy(_) => Status::invalid_argument(format!("policy: {e}")),
-        CatalogError::Product(p) => product_status(p),
-    }
-}
-
-pub(super) fn product_status(e: ProductError) -> Status {
-    let failure = match &e {
-        ProductError::Storage(s) => super::storage_failure_status(s),
-        other => super::storage_failure_status(other),
-    };
-    if let Some(status) = failure {
-        return status;
-    }
-    match e {
-        ProductError::NotFound(_) => Status::not_found(e.to_string()),
-        ProductError::Profile { .. } => Status::invalid_argument(format!("data: {e}")),
-        ProductError::Damaged(_) => Status::data_loss(e.to_string()),
-        other => Status::internal(other.to_string()),
-    }
-}
 
 /// `Admin.PublishProduct`: metadata first, then the payload; all or nothing.
 pub(super) async fn publish(
@@ -110,21 +86,21 @@ pub(super) async fn publish(
             derived_from: meta.derived_from.clone(),
             policy_odrl: None,
         })
-        .map_err(product_status)?;
+        .map_err(into_status)?;
     let offer = match policy {
         // Refused here, before any byte is stored: the guardrails and the policy's own
         // consistency are checked when it is loaded.
         Some(policy) => Some(
             catalog
                 .offer_policy(policy, upload.product_id(), classification)
-                .map_err(catalog_status)?,
+                .map_err(into_status)?,
         ),
         None => None,
     };
     // No onward sharing: what it is derived from must allow it (and its grade).
     if let Err(e) = usage.check_derivation(&meta.derived_from, classification, offer.as_ref()) {
         usage.log_refusal(&e).await;
-        return Err(onward_status(e));
+        return Err(into_status(e));
     }
     if let Some(compiled) = &offer {
         upload.set_policy_odrl(compiled.policy().to_odrl());
@@ -136,7 +112,7 @@ pub(super) async fn publish(
             })) => {
                 if let Err(e) = upload.write(&data) {
                     upload.abort();
-                    return Err(product_status(e));
+                    return Err(into_status(e));
                 }
             }
             Ok(Some(_)) => {
@@ -168,7 +144,7 @@ pub(super) async fn publish(
         Err(e) => {
             upload.abort();
             usage.log_refusal(&e).await;
-            let status = onward_status(e);
+            let status = into_status(e);
             return Err(Status::new(
                 status.code(),
                 format!(
@@ -178,7 +154,7 @@ pub(super) async fn publish(
             ));
         }
     }
-    let product = upload.finish(now()).await.map_err(product_status)?;
+    let product = upload.finish(now()).await.map_err(into_status)?;
     let mut event = Event::new(
         EventKind::ProductPublished,
         now(),
@@ -213,7 +189,7 @@ pub(super) async fn peer_catalog(
     let channel = peers
         .connect_peer(&request.address)
         .await
-        .map_err(super::peer_connect_status)?;
+        .map_err(into_status)?;
     CatalogClient::new(channel)
         .list(ListOffersRequest {
             page_size: request.page_size,
@@ -271,7 +247,7 @@ impl Catalog for CatalogService {
         let offers = self
             .catalog
             .visible_offers(&caller, clock::now_utc())
-            .map_err(catalog_status)?;
+            .map_err(into_status)?;
         let page: Vec<_> = offers
             .iter()
             .filter(|p| page_token.is_empty() || p.product_id.as_str() > page_token.as_str())
@@ -301,7 +277,7 @@ impl Catalog for CatalogService {
         let product = self
             .catalog
             .offer(&offer_id, &caller, clock::now_utc())
-            .map_err(catalog_status)?;
+            .map_err(into_status)?;
         self.log_access(
             &caller,
             format!("read offer {offer_id}"),

@@ -5,36 +5,11 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::errors::into_status;
 use super::peer_caller;
-use crate::query::{self, Queries, QueryError};
+use crate::query::{self, Queries};
 use liutong_proto::v1::query_server::Query;
 use liutong_proto::v1::{AggregateRequest, AggregateResponse, QueryAggregateRequest};
-
-pub(super) fn query_status(e: QueryError) -> Status {
-    let failure = match &e {
-        QueryError::Storage(s) => super::storage_failure_status(s),
-        other => super::storage_failure_status(other),
-    };
-    if let Some(status) = failure {
-        return status;
-    }
-    let message = e.to_string();
-    match e {
-        QueryError::UnknownAgreement(_) => Status::not_found(message),
-        QueryError::Forbidden(_) | QueryError::Denied(_) => Status::permission_denied(message),
-        QueryError::Invalid(_) => Status::invalid_argument(message),
-        QueryError::Unsupported(_) | QueryError::Gone(_) => Status::failed_precondition(message),
-        QueryError::TooLarge(_) => Status::resource_exhausted(message),
-        QueryError::DataLoss(_) => Status::data_loss(message),
-        QueryError::Peer(s) => {
-            Status::new(s.code(), format!("the provider answered: {}", s.message()))
-        }
-        QueryError::Unreachable(_)
-        | QueryError::Unavailable(_)
-        | QueryError::Storage(_)
-        | QueryError::Audit(_) => Status::unavailable(message),
-    }
-}
 
 pub struct QueryService {
     pub queries: Arc<Queries>,
@@ -54,12 +29,12 @@ impl Query for QueryService {
         if agreement_id.trim().is_empty() {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
-        let parsed = query::query_from_proto(query.as_ref()).map_err(query_status)?;
+        let parsed = query::query_from_proto(query.as_ref()).map_err(into_status)?;
         let answered = self
             .queries
             .answer(&caller, &agreement_id, parsed)
             .await
-            .map_err(query_status)?;
+            .map_err(into_status)?;
         Ok(Response::new(query::answer_to_proto(&answered)))
     }
 }
@@ -75,5 +50,5 @@ pub(super) async fn send(
     queries
         .send(&request.agreement_id, &request.peer, request.query.as_ref())
         .await
-        .map_err(query_status)
+        .map_err(into_status)
 }

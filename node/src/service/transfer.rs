@@ -8,44 +8,15 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use super::errors::into_status;
 use super::peer_caller;
 use crate::telemetry::Metrics;
-use crate::transfer::{TransferError, TransferState, Transfers};
+use crate::transfer::{TransferState, Transfers};
 use liutong_proto::v1::transfer_server::Transfer;
 use liutong_proto::v1::{
     PullRequest, PullResponse, PullTransferRequest, ReceiptRequest, ReceiptResponse,
     TransferProgress,
 };
-
-pub(super) fn transfer_status(e: TransferError) -> Status {
-    let failure = match &e {
-        TransferError::Storage(s) => super::storage_failure_status(s),
-        other => super::storage_failure_status(other),
-    };
-    if let Some(status) = failure {
-        return status;
-    }
-    let message = e.to_string();
-    match e {
-        TransferError::UnknownAgreement(_) => Status::not_found(message),
-        TransferError::Forbidden(_) | TransferError::Denied(_) => {
-            Status::permission_denied(message)
-        }
-        TransferError::DataLoss(_) => Status::data_loss(message),
-        TransferError::OutOfRange(_) => Status::out_of_range(message),
-        TransferError::Invalid(_) | TransferError::AggregateOnly(_) | TransferError::Gone(_) => {
-            Status::failed_precondition(message)
-        }
-        TransferError::Peer(s) => {
-            Status::new(s.code(), format!("the provider answered: {}", s.message()))
-        }
-        TransferError::Unreachable(_)
-        | TransferError::Unavailable(_)
-        | TransferError::Storage(_)
-        | TransferError::Audit(_) => Status::unavailable(message),
-        TransferError::Payload(_) => Status::internal(message),
-    }
-}
 
 pub struct TransferService {
     pub transfers: Arc<Transfers>,
@@ -68,11 +39,11 @@ impl Transfer for TransferService {
             .transfers
             .start_delivery(&caller, &agreement_id, from_chunk)
             .await
-            .map_err(transfer_status)?;
+            .map_err(into_status)?;
         let (tx, rx) = mpsc::channel(4);
         self.transfers
             .clone()
-            .spawn_delivery(delivery, from_chunk, tx, transfer_status);
+            .spawn_delivery(delivery, from_chunk, tx, into_status);
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -88,7 +59,7 @@ impl Transfer for TransferService {
         self.transfers
             .receive_receipt(&caller, receipt.into())
             .await
-            .map_err(transfer_status)?;
+            .map_err(into_status)?;
         Ok(Response::new(ReceiptResponse {
             state: TransferState::Completed.as_str().into(),
         }))
@@ -118,7 +89,7 @@ pub(super) fn pull(
             let result = transfers
                 .pull(&request.agreement_id, request.max_chunks, progress_tx)
                 .await
-                .map_err(transfer_status);
+                .map_err(into_status);
             // The state reached, or the gRPC code of the failure (e.g. DataLoss).
             let outcome = match &result {
                 Ok(p) => p.state.clone(),

@@ -13,11 +13,10 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::errors::into_status;
 use super::{local_role, peer_caller};
 use crate::local::LocalRole;
-use crate::usage::duties::DeletionCause;
-use crate::usage::onward::OnwardError;
-use crate::usage::{self, UsageError};
+use crate::usage::{self};
 use liutong_proto::v1::usage_control_server::UsageControl;
 use liutong_proto::v1::usage_server::Usage;
 use liutong_proto::v1::{
@@ -25,48 +24,6 @@ use liutong_proto::v1::{
     NotifyRequest, NotifyResponse, ReadRequest, ReadResponse, RevocationStatus, RevocationsRequest,
     RevocationsResponse, RevokeRequest,
 };
-
-/// A usage-control error as the status a person (or an application) can act on.
-pub(super) fn usage_status(e: UsageError) -> Status {
-    let failure = match &e {
-        UsageError::Storage(s) => super::storage_failure_status(s),
-        other => super::storage_failure_status(other),
-    };
-    if let Some(status) = failure {
-        return status;
-    }
-    let message = e.to_string();
-    match e {
-        UsageError::Invalid(_) => Status::invalid_argument(message),
-        UsageError::NotFound(_) => Status::not_found(message),
-        UsageError::Gone(d) => match d.cause {
-            DeletionCause::Revoked { .. } => Status::permission_denied(message),
-            DeletionCause::Expired { .. } => Status::not_found(message),
-        },
-        UsageError::NotReady(_) | UsageError::WrongState(_) | UsageError::Policy(_) => {
-            Status::failed_precondition(message)
-        }
-        UsageError::Denied(_) | UsageError::Forbidden(_) => Status::permission_denied(message),
-        UsageError::DataLoss(_) => Status::data_loss(message),
-        UsageError::Peer(s) => Status::new(s.code(), message),
-        UsageError::Unreachable(_) | UsageError::Storage(_) | UsageError::Audit(_) => {
-            Status::unavailable(message)
-        }
-        UsageError::Random(_) => Status::internal(message),
-    }
-}
-
-/// A publish refused by the onward-sharing rules, as the status for the publisher.
-pub(super) fn onward_status(e: OnwardError) -> Status {
-    let message = e.to_string();
-    match e {
-        OnwardError::UnknownSource(_)
-        | OnwardError::Classification(_)
-        | OnwardError::NextPolicy(_) => Status::invalid_argument(message),
-        OnwardError::NotDistributable(_) => Status::permission_denied(message),
-        OnwardError::Unavailable(_) => Status::unavailable(message),
-    }
-}
 
 /// The local API's usage control.
 pub struct UsageService {
@@ -87,7 +44,7 @@ impl Usage for UsageService {
             .usage
             .authorize_read(&r.agreement_id, &r.purpose)
             .await
-            .map_err(usage_status)?;
+            .map_err(into_status)?;
         let (tx, rx) = mpsc::channel(4);
         self.usage.clone().spawn_read_stream(grant, tx);
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -104,7 +61,7 @@ impl Usage for UsageService {
         self.usage
             .copies()
             .map(|copies| Response::new(ListCopiesResponse { copies }))
-            .map_err(usage_status)
+            .map_err(into_status)
     }
 
     async fn revoke(
@@ -117,7 +74,7 @@ impl Usage for UsageService {
             .revoke(r.agreement_id.trim(), &r.reason)
             .await
             .map(|record| Response::new(record.to_proto()))
-            .map_err(usage_status)
+            .map_err(into_status)
     }
 
     async fn list_revocations(
@@ -157,7 +114,7 @@ impl UsageControl for UsageControlService {
         self.usage
             .receive_notice(&caller, message.into())
             .await
-            .map_err(usage_status)?;
+            .map_err(into_status)?;
         Ok(Response::new(NotifyResponse {
             state: "RECORDED".into(),
         }))

@@ -32,6 +32,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::transport::{Channel, Endpoint};
 
+use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::identity::ParticipantId;
 
 /// How long a TLS handshake may take before the connection is dropped.
@@ -48,6 +49,17 @@ pub enum TlsError {
     Config(#[from] rustls::Error),
     #[error("cannot connect to {address}: {reason}")]
     Connect { address: String, reason: String },
+}
+
+/// Failing to reach a peer is `UNAVAILABLE`; anything else is this node's own TLS set-up
+/// being broken.
+impl ErrorKinded for TlsError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            TlsError::Connect { .. } => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
 }
 
 /// The ring crypto provider, chosen explicitly rather than by feature flags.

@@ -48,6 +48,7 @@ use liutong_policy::CompiledPolicy;
 
 use crate::alerts::Alerts;
 use crate::audit::log::{AuditLog, Event};
+use crate::base::error::{ErrorKind, ErrorKinded, PeerRefusal};
 use crate::catalog::Catalog;
 use crate::config::UsageSection;
 use crate::contract::{
@@ -90,8 +91,8 @@ pub enum UsageError {
     DataLoss(String),
     #[error("the policy cannot be used: {0}")]
     Policy(String),
-    #[error("the peer answered: {}", .0.message())]
-    Peer(tonic::Status),
+    #[error("the peer answered: {}", .0.message)]
+    Peer(PeerRefusal),
     #[error("cannot reach the peer: {0}")]
     Unreachable(String),
     #[error(transparent)]
@@ -100,6 +101,37 @@ pub enum UsageError {
     Audit(String),
     #[error("cannot make an ID: {0}")]
     Random(#[from] crate::base::random::RandomError),
+}
+
+impl ErrorKinded for UsageError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            UsageError::Invalid(_) => ErrorKind::InvalidArgument,
+            UsageError::NotFound(_) => ErrorKind::NotFound,
+            // A revoked agreement's copy is refused; one past its deadline is simply gone.
+            UsageError::Gone(d) => match d.cause {
+                DeletionCause::Revoked { .. } => ErrorKind::PermissionDenied,
+                DeletionCause::Expired { .. } => ErrorKind::NotFound,
+            },
+            UsageError::NotReady(_) | UsageError::WrongState(_) | UsageError::Policy(_) => {
+                ErrorKind::FailedPrecondition
+            }
+            UsageError::Denied(_) | UsageError::Forbidden(_) => ErrorKind::PermissionDenied,
+            UsageError::DataLoss(_) => ErrorKind::DataLoss,
+            UsageError::Peer(refusal) => refusal.kind,
+            UsageError::Unreachable(_) | UsageError::Storage(_) | UsageError::Audit(_) => {
+                ErrorKind::Unavailable
+            }
+            UsageError::Random(_) => ErrorKind::Internal,
+        }
+    }
+
+    fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            UsageError::Storage(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// A masked delivery's store failed, or its records are damaged.

@@ -249,7 +249,7 @@ impl Usage {
                 message: Some(item.message.clone().into()),
             })
             .await
-            .map_err(UsageError::Peer)?;
+            .map_err(|s| UsageError::Peer(s.into()))?;
         Ok(())
     }
 }

@@ -17,6 +17,7 @@ use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Scope};
 
 use super::{Usage, UsageError, duties, uses};
 use crate::base::clock::now;
+use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::contract::{Agreement, Role};
 use crate::storage::StorageError;
 use crate::transfer::{self, Manifest, TransferState};
@@ -35,6 +36,18 @@ pub enum OnwardError {
     NextPolicy(String),
     #[error("{0}")]
     Unavailable(String),
+}
+
+impl ErrorKinded for OnwardError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            OnwardError::UnknownSource(_)
+            | OnwardError::Classification(_)
+            | OnwardError::NextPolicy(_) => ErrorKind::InvalidArgument,
+            OnwardError::NotDistributable(_) => ErrorKind::PermissionDenied,
+            OnwardError::Unavailable(_) => ErrorKind::Unavailable,
+        }
+    }
 }
 
 impl From<StorageError> for OnwardError {

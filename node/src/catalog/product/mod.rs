@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::schema::Profile;
+use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::base::random::RandomError;
 use crate::identity::ParticipantId;
 use crate::storage::StorageError;
@@ -139,6 +140,34 @@ pub enum ProductError {
     Payload(#[from] std::io::Error),
     #[error("cannot make a product ID: {0}")]
     Random(#[from] RandomError),
+}
+
+impl ErrorKinded for ProductError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            ProductError::NotFound(_) => ErrorKind::NotFound,
+            ProductError::Profile { .. } => ErrorKind::InvalidArgument,
+            ProductError::Damaged(_) => ErrorKind::DataLoss,
+            ProductError::Storage(_) | ProductError::Payload(_) | ProductError::Random(_) => {
+                ErrorKind::Internal
+            }
+        }
+    }
+
+    /// Data that does not parse is the publisher's `data` field at fault.
+    fn message(&self) -> String {
+        match self {
+            ProductError::Profile { .. } => format!("data: {self}"),
+            other => other.to_string(),
+        }
+    }
+
+    fn inner(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ProductError::Storage(s) => Some(s),
+            _ => None,
+        }
+    }
 }
 
 /// What the publisher says about a new product or version.

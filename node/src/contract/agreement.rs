@@ -1,0 +1,201 @@
+//! The digital contract's parts as both nodes sign them: the consumer's
+//! [`ContractRequest`], the provider's [`Agreement`] (the product version, its hash, the
+//! policy, the parties, the purpose and the time) with what it is used for once signed
+//! (the product it covers, policy requests and state, audit events), the payload types
+//! of both, the errors of an agreement looked up or read, and [`Role`], the side a node
+//! takes.
+
+use liutong_policy::{Action, Classification, Request, Scope, State as PolicyState};
+use serde::{Deserialize, Serialize};
+
+use crate::audit::log::{AuditError, AuditLog, Event, EventKind};
+use crate::base::clock;
+use crate::base::clock::now;
+use crate::catalog::requester_of;
+use crate::identity::{Membership, ParticipantId};
+use crate::storage::StorageError;
+
+/// Payload type of a signed contract request.
+pub const REQUEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.contract-request+json";
+/// Payload type of a signed agreement.
+pub const AGREEMENT_PAYLOAD_TYPE: &str = "application/vnd.liutong.agreement+json";
+
+/// What the consumer signs to ask for a contract.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContractRequest {
+    pub negotiation_id: String,
+    pub consumer: ParticipantId,
+    pub provider: ParticipantId,
+    pub offer_id: String,
+    pub purpose: String,
+    /// Random, used once: a replayed request is refused.
+    pub nonce: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+}
+
+/// Why [`Agreement::product`] has no product to offer.
+#[derive(Debug, thiserror::Error)]
+pub enum AgreedProductError {
+    /// The agreed version is no longer in the store.
+    #[error("{0}")]
+    Gone(String),
+    /// The store could not be read.
+    #[error("the agreed product cannot be read: {0}")]
+    Unreadable(String),
+    /// The stored version's record is damaged.
+    #[error("the agreed product's stored record is damaged: {0}")]
+    Damaged(String),
+    /// The stored bytes are not the ones agreed.
+    #[error("the stored product no longer matches the agreement's hash")]
+    Changed,
+}
+
+/// Why no agreement is given for an agreement ID
+/// ([`Contracts::finalized`](super::Contracts::finalized),
+/// [`consumer_agreement`](super::Contracts::consumer_agreement)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgreementError {
+    /// No FINALIZED negotiation on this node's side carries the agreement.
+    #[error("no finalized agreement {0}")]
+    Unknown(String),
+    /// The caller is not the agreement's consumer.
+    #[error("agreement {agreement_id} was made with {consumer}, not with {caller}")]
+    NotConsumer {
+        agreement_id: String,
+        consumer: ParticipantId,
+        caller: ParticipantId,
+    },
+    /// The stored negotiation or agreement is damaged, or not signed by this node.
+    #[error("{0}")]
+    Damaged(String),
+    /// The store could not be read.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The digital contract: what both parties sign.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Agreement {
+    pub agreement_id: String,
+    pub negotiation_id: String,
+    pub provider: ParticipantId,
+    pub consumer: ParticipantId,
+    pub offer_id: String,
+    pub product_id: String,
+    pub version: u32,
+    /// SHA-256 of the product version's payload, hex.
+    pub product_sha256: String,
+    pub size: u64,
+    /// The size of the product version's chunks, and the SHA-256 over their hashes
+    /// ([`chunk_list_sha256`](crate::catalog::product::chunk_list_sha256)): they fix
+    /// every chunk of the agreed bytes, which the consumer checks as each arrives.
+    pub chunk_size: u32,
+    pub chunks_sha256: String,
+    pub classification: Classification,
+    pub purpose: String,
+    /// The agreement's policy, ODRL 2.2 JSON-LD; its offer implies it.
+    pub policy: serde_json::Value,
+    pub agreed_at: i64,
+    /// Who approved it, when the guardrails asked for a person's approval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approved_by: Option<String>,
+}
+
+impl Agreement {
+    /// The product version this agreement names, from the provider's store, checked
+    /// against the agreement's hash.
+    pub fn product(
+        &self,
+        store: &crate::catalog::product::ProductStore,
+    ) -> Result<crate::catalog::product::ProductVersion, AgreedProductError> {
+        let product = store
+            .get(&self.product_id, self.version)
+            .map_err(|e| match e {
+                crate::catalog::product::ProductError::Damaged(why) => {
+                    AgreedProductError::Damaged(why)
+                }
+                other => AgreedProductError::Unreadable(other.to_string()),
+            })?
+            .ok_or_else(|| {
+                AgreedProductError::Gone(format!(
+                    "product {} v{} is gone",
+                    self.product_id, self.version
+                ))
+            })?;
+        if product.sha256 != self.product_sha256 {
+            return Err(AgreedProductError::Changed);
+        }
+        Ok(product)
+    }
+
+    /// An audit event of `kind` about this agreement and its product, naming the other
+    /// `participant`.
+    pub fn event(&self, kind: EventKind, participant: &str, detail: String) -> Event {
+        let mut event = Event::new(kind, now(), detail);
+        event.participant = Some(participant.to_owned());
+        event.agreement = Some(self.agreement_id.clone());
+        event.product = Some(self.product_id.clone());
+        event
+    }
+
+    /// The policy request of `requester` to take `action` at `scope` under this
+    /// agreement, for the agreement's purpose.
+    pub fn request(&self, scope: Scope, action: Action, requester: &Membership) -> Request {
+        Request {
+            scope,
+            action,
+            requester: requester_of(requester),
+            purpose: Some(self.purpose.clone()),
+        }
+    }
+
+    /// The policy state of this agreement now, after `uses` uses: the time since it
+    /// was agreed, and the uses.
+    pub fn policy_state(&self, uses: u64) -> PolicyState {
+        let now = clock::now_utc();
+        PolicyState {
+            now,
+            elapsed: std::time::Duration::from_secs(
+                (now.unix_timestamp() - self.agreed_at).max(0) as u64
+            ),
+            uses,
+        }
+    }
+
+    /// The other party of this agreement, seen from this node (`me`).
+    pub fn other_party(&self, me: &ParticipantId) -> &ParticipantId {
+        if self.provider == *me {
+            &self.consumer
+        } else {
+            &self.provider
+        }
+    }
+
+    /// Logs an audit event of `kind` about this agreement, naming the other party
+    /// (for a step that changes no stored state); durable when this returns.
+    pub async fn log(
+        &self,
+        audit: &AuditLog,
+        me: &ParticipantId,
+        kind: EventKind,
+        detail: String,
+    ) -> Result<(), AuditError> {
+        let other = self.other_party(me);
+        audit
+            .append(&self.event(kind, other.as_str(), detail))
+            .await
+            .map(|_| ())
+    }
+}
+
+/// This node's side of a negotiation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Provider,
+    Consumer,
+}

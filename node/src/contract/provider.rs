@@ -1,0 +1,470 @@
+//! The provider's steps: receiving a signed contract request and checking it (signature,
+//! validity, nonce, offer, policy), agreeing or waiting for a person's approval,
+//! approval and rejection, answering how a request stands, and receiving the consumer's
+//! countersignature; also the finalized agreement other concerns look up as provider.
+
+use liutong_policy::{Action, CompiledPolicy, PolicyType, Request, Scope, State as PolicyState};
+
+use crate::audit::log::{Event, EventKind};
+use crate::base::clock;
+use crate::base::clock::now;
+use crate::base::random::random_id;
+use crate::catalog::product::ProductVersion;
+use crate::catalog::requester_of;
+use crate::identity::{Envelope, Membership, ParticipantId};
+
+use super::agreement::{
+    AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractRequest, REQUEST_PAYLOAD_TYPE, Role,
+};
+use super::negotiation::{ContractError, Negotiation, change, event};
+use super::store::NONCES;
+use super::{Contracts, NegotiationEvent, NegotiationStatus, state};
+
+/// Longest a contract request may be valid; a replay after that is refused by expiry,
+/// before it by its nonce.
+const MAX_REQUEST_LIFETIME: i64 = 600;
+/// Clock difference tolerated between nodes.
+const CLOCK_SKEW: i64 = 60;
+
+/// How long a countersignature waits for another step on its negotiation (an expiry
+/// being decided) before it is answered as busy.
+const COUNTERSIGN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Contracts {
+    /// The finalized agreement this node made as the provider with `caller` as the
+    /// consumer: opened with this node's own key (the current one or an earlier one, see
+    /// [`rotation`](crate::rotation)), so a stored agreement that was altered is
+    /// refused. Transfers, queries, receipts and usage notices all ask this.
+    pub fn consumer_agreement(
+        &self,
+        caller: &ParticipantId,
+        agreement_id: &str,
+    ) -> Result<Agreement, AgreementError> {
+        let n = self.finalized(Role::Provider, agreement_id)?;
+        let envelope = n.agreement.as_ref().ok_or_else(|| {
+            AgreementError::Damaged(format!(
+                "negotiation {} is FINALIZED but carries no agreement",
+                n.id
+            ))
+        })?;
+        let agreement: Agreement = self.open_own(envelope).map_err(|e| {
+            AgreementError::Damaged(format!("the stored agreement {agreement_id}: {e}"))
+        })?;
+        if agreement.consumer != *caller {
+            return Err(AgreementError::NotConsumer {
+                agreement_id: agreement_id.to_owned(),
+                consumer: agreement.consumer,
+                caller: caller.clone(),
+            });
+        }
+        Ok(agreement)
+    }
+
+    /// Opens an agreement this node signed, with its current key or, for an agreement
+    /// signed before a key rotation, an earlier one.
+    fn open_own(&self, envelope: &Envelope) -> Result<Agreement, crate::identity::EnvelopeError> {
+        let current = envelope.open_json(
+            AGREEMENT_PAYLOAD_TYPE,
+            &self.identity.signing_key.public_key(),
+        );
+        if current.is_ok() || self.identity.previous_credentials.is_empty() {
+            return current;
+        }
+        crate::identity::membership::previous_keys(&self.identity.previous_credentials)
+            .iter()
+            .find_map(|key| envelope.open_json(AGREEMENT_PAYLOAD_TYPE, key).ok())
+            .map_or(current, Ok)
+    }
+
+    /// The provider receives a signed contract request from `caller`.
+    pub async fn receive_request(
+        &self,
+        caller: &Membership,
+        envelope: Envelope,
+    ) -> Result<Negotiation, ContractError> {
+        let request: ContractRequest = envelope
+            .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
+            .map_err(|e| {
+                ContractError::Signature(format!(
+                    "the contract request is not signed by the caller: {e}"
+                ))
+            })?;
+        if request.consumer != caller.participant_id {
+            return Err(ContractError::Forbidden(format!(
+                "the request names consumer {}, but the caller is {}",
+                request.consumer, caller.participant_id
+            )));
+        }
+        if request.provider != self.identity.membership.participant_id {
+            return Err(ContractError::Invalid(format!(
+                "provider: the request is addressed to {}, but this node is {}",
+                request.provider, self.identity.membership.participant_id
+            )));
+        }
+        let t = now();
+        if request.expires_at <= t {
+            return Err(ContractError::Expired(format!(
+                "expired at {}",
+                crate::base::format::format_unix(request.expires_at)
+            )));
+        }
+        if request.created_at > t + CLOCK_SKEW
+            || request.expires_at - request.created_at > MAX_REQUEST_LIFETIME
+        {
+            return Err(ContractError::Expired(format!(
+                "has an invalid validity (created {}, expires {}); at most {MAX_REQUEST_LIFETIME} s",
+                request.created_at, request.expires_at
+            )));
+        }
+        if request.purpose.trim().is_empty() {
+            return Err(ContractError::Invalid("purpose: declare a purpose".into()));
+        }
+        // The nonce is kept at least until the request expires; a replay inside that time
+        // is refused here, after it by the expiry check above.
+        let nonce_key = format!("{}/{}", request.consumer, request.nonce);
+        if !self.storage.insert_new(
+            NONCES,
+            nonce_key.as_bytes(),
+            &request.expires_at.to_be_bytes(),
+        )? {
+            return Err(ContractError::Replay(request.nonce));
+        }
+        if self.get(&request.negotiation_id)?.is_some() {
+            return Err(ContractError::Exists(request.negotiation_id));
+        }
+        let product = self
+            .catalog
+            .offer(&request.offer_id, caller, clock::now_utc())
+            .map_err(|_| ContractError::UnknownOffer(request.offer_id.clone()))?;
+        let policy = self
+            .catalog
+            .policy_of(&product)
+            .map_err(|e| ContractError::Policy(e.to_string()))?
+            .ok_or_else(|| ContractError::UnknownOffer(request.offer_id.clone()))?;
+
+        let mut n = Negotiation {
+            id: request.negotiation_id.clone(),
+            role: Role::Provider,
+            peer: caller.participant_id.clone(),
+            peer_address: String::new(),
+            offer_id: request.offer_id.clone(),
+            purpose: request.purpose.clone(),
+            state: NegotiationStatus::Requested,
+            reason: String::new(),
+            failed_constraints: Vec::new(),
+            request: envelope,
+            offer_policy: None,
+            offer_classification: None,
+            agreement: None,
+            agreement_id: None,
+            created_at: t,
+            updated_at: t,
+        };
+        let decision = crate::catalog::evaluate_use_or_aggregate(
+            &policy,
+            &Request {
+                scope: Scope::Negotiation,
+                action: Action::Use,
+                requester: requester_of(caller),
+                purpose: Some(request.purpose.clone()),
+            },
+            &PolicyState::initial(clock::now_utc()),
+        );
+        let explanation = decision.explain();
+        let decision_event = event(
+            EventKind::PolicyDecision,
+            &n,
+            format!(
+                "negotiation scope, offer {}, purpose {}: {explanation}",
+                request.offer_id, request.purpose
+            ),
+        );
+        self.alerts
+            .policy_decision(
+                "negotiation",
+                &caller.participant_id,
+                decision.is_permit(),
+                &explanation,
+            )
+            .await;
+
+        // The decision is logged in the same commit as the state it leads to.
+        if !decision.is_permit() {
+            n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
+            let change = change(&mut n, NegotiationEvent::Rejected, &explanation)?;
+            self.commit(&n, vec![decision_event, change]).await?;
+            return Err(ContractError::Denied {
+                explanation,
+                failed: n.failed_constraints,
+            });
+        }
+        if decision.approval_required {
+            let change = change(
+                &mut n,
+                NegotiationEvent::Pending,
+                "waiting for a person's approval at the provider (important data)",
+            )?;
+            self.commit(&n, vec![decision_event, change]).await?;
+            return Ok(n);
+        }
+        if let Err(e) = self
+            .agree(
+                &mut n,
+                &product,
+                &policy,
+                None,
+                vec![decision_event.clone()],
+            )
+            .await
+        {
+            // The decision stays on record even when no agreement could be made.
+            if let Err(logged) = self.audit.append(&decision_event).await {
+                tracing::error!(error = %logged, "cannot log the policy decision");
+            }
+            return Err(e);
+        }
+        // Pause point `negotiation.provider.agreed`: AGREED (with the signed agreement) is
+        // durable, the consumer has not been answered.
+        crate::pause::at("negotiation.provider.agreed").await;
+        Ok(n)
+    }
+
+    /// Signs the agreement on `product` (the version `n`'s offer names, as the caller read
+    /// it from the catalog): the offer's policy, narrowed to this consumer. `events` (the
+    /// decision that led here) are committed with it.
+    async fn agree(
+        &self,
+        n: &mut Negotiation,
+        product: &ProductVersion,
+        offer: &CompiledPolicy,
+        approved_by: Option<String>,
+        mut events: Vec<Event>,
+    ) -> Result<(), ContractError> {
+        self.check_guardrails(&n.peer, product.classification, approved_by.as_deref())
+            .map_err(ContractError::Forbidden)?;
+        let agreement_id = random_id("agr")?;
+        let mut policy = offer.policy().clone();
+        policy.policy_type = PolicyType::Agreement;
+        policy.uid = format!("urn:liutong:agreement:{agreement_id}");
+        policy.assignee = Some(
+            n.peer
+                .as_str()
+                .parse()
+                .map_err(|e: String| ContractError::Invalid(e))?,
+        );
+        let compiled = liutong_policy::compile(
+            policy,
+            &self.catalog.compile_context(product.classification),
+        )
+        .map_err(|e| ContractError::Policy(e.to_string()))?;
+        if !liutong_policy::implies(&compiled, offer) {
+            return Err(ContractError::Policy(format!(
+                "the agreement would not narrow its offer: {}",
+                liutong_policy::narrowing_gaps(&compiled, offer).join("; ")
+            )));
+        }
+        let agreement = Agreement {
+            agreement_id: agreement_id.clone(),
+            negotiation_id: n.id.clone(),
+            provider: self.identity.membership.participant_id.clone(),
+            consumer: n.peer.clone(),
+            offer_id: n.offer_id.clone(),
+            product_id: product.product_id.clone(),
+            version: product.version,
+            product_sha256: product.sha256.clone(),
+            size: product.size,
+            chunk_size: product.chunk_size,
+            chunks_sha256: crate::catalog::product::chunk_list_sha256(&product.chunk_hashes)
+                .ok_or_else(|| {
+                    ContractError::Invalid(format!(
+                        "product {} has a damaged chunk list",
+                        n.offer_id
+                    ))
+                })?,
+            classification: product.classification,
+            purpose: n.purpose.clone(),
+            policy: compiled.policy().to_odrl(),
+            agreed_at: now(),
+            approved_by,
+        };
+        n.agreement = Some(Envelope::sign_json(
+            AGREEMENT_PAYLOAD_TYPE,
+            &agreement,
+            &self.identity.signing_key,
+        ));
+        n.agreement_id = Some(agreement_id);
+        events.push(change(n, NegotiationEvent::Agreed, "")?);
+        self.commit(n, events).await
+    }
+
+    /// A person approves a request waiting for approval (provider side).
+    pub async fn approve(&self, id: &str, by: &str) -> Result<Negotiation, ContractError> {
+        let mut n = self
+            .get(id)?
+            .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+        if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Agreed).is_err() {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "only a request waiting at this provider can be approved".into(),
+            });
+        }
+        // The requester must still be a member, and the offer still there.
+        let caller = self
+            .trust
+            .member(&n.peer, now())
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
+        // The offer must still be there and its policy still valid under this node's
+        // guardrails (they may have been narrowed since the request came); a refusal is
+        // logged and the request keeps waiting, for a rejection with a reason.
+        let offered =
+            self.catalog
+                .offer(&n.offer_id, &caller, clock::now_utc())
+                .and_then(|product| {
+                    let policy = self.catalog.policy_of(&product)?.ok_or_else(|| {
+                        crate::catalog::CatalogError::NotFound(n.offer_id.clone())
+                    })?;
+                    Ok((product, policy))
+                });
+        let (product, policy) = match offered {
+            Ok(offered) => offered,
+            Err(e) => {
+                let refused = match e {
+                    crate::catalog::CatalogError::NotFound(_) => {
+                        ContractError::UnknownOffer(n.offer_id.clone())
+                    }
+                    other => ContractError::Policy(format!(
+                        "offer {} cannot be agreed under this node's current guardrails: {other}; \
+                     reject the request with a reason",
+                        n.offer_id
+                    )),
+                };
+                let decision = event(
+                    EventKind::PolicyDecision,
+                    &n,
+                    format!("approval by {by} refused: {refused}"),
+                );
+                self.audit
+                    .append(&decision)
+                    .await
+                    .map_err(|e| ContractError::Audit(e.to_string()))?;
+                return Err(refused);
+            }
+        };
+        self.agree(&mut n, &product, &policy, Some(by.to_owned()), Vec::new())
+            .await?;
+        Ok(n)
+    }
+
+    /// A person rejects a request waiting for approval (provider side).
+    pub async fn reject(&self, id: &str, reason: &str) -> Result<Negotiation, ContractError> {
+        if reason.trim().is_empty() {
+            return Err(ContractError::Invalid(
+                "reason: say why; the consumer reads it".into(),
+            ));
+        }
+        let mut n = self
+            .get(id)?
+            .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+        if n.role != Role::Provider || state::next(n.state, NegotiationEvent::Rejected).is_err() {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "only a request waiting at this provider can be rejected".into(),
+            });
+        }
+        self.transition(
+            &mut n,
+            NegotiationEvent::Rejected,
+            &format!("rejected by the provider: {}", reason.trim()),
+        )
+        .await?;
+        Ok(n)
+    }
+
+    /// The consumer asks how its negotiation stands.
+    pub fn state_for(&self, caller: &Membership, id: &str) -> Result<Negotiation, ContractError> {
+        let n = self
+            .get(id)?
+            .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+        if n.role != Role::Provider || n.peer != caller.participant_id {
+            // Other participants' negotiations are not theirs to see.
+            return Err(ContractError::NotFound(id.to_owned()));
+        }
+        Ok(n)
+    }
+
+    /// The consumer returns the agreement countersigned (provider side).
+    pub async fn receive_countersigned(
+        &self,
+        caller: &Membership,
+        id: &str,
+        envelope: Envelope,
+    ) -> Result<Negotiation, ContractError> {
+        self.state_for(caller, id)?;
+        let _claim = self
+            .claims
+            .claim_within(id, COUNTERSIGN_WAIT)
+            .await
+            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+        // Read again under the claim: an expiry may have ended it in between.
+        let mut n = self.state_for(caller, id)?;
+        if n.state == NegotiationStatus::Finalized {
+            // A retry of a Verify that already went through (its answer was lost) is
+            // answered as the first one was, provided it is the same countersigned
+            // agreement: the same payload and the same signatures.
+            let ours = n
+                .agreement
+                .as_ref()
+                .expect("FINALIZED negotiations carry their agreement");
+            if envelope != *ours {
+                return Err(ContractError::Signature(
+                    "the countersigned agreement is not the one this provider finalized \
+                 (another payload or other signatures)"
+                        .into(),
+                ));
+            }
+            return Ok(n);
+        }
+        if state::next(n.state, NegotiationEvent::CountersignatureVerified).is_err() {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "only an AGREED negotiation can be verified".into(),
+            });
+        }
+        let ours = n
+            .agreement
+            .as_ref()
+            .expect("AGREED negotiations carry their agreement");
+        if envelope.payload_type != ours.payload_type || envelope.payload != ours.payload {
+            return Err(ContractError::Signature(
+                "the countersigned agreement is not the agreement this provider signed (modified)"
+                    .into(),
+            ));
+        }
+        // This node's own signature, as it made it (Ed25519 signatures are deterministic,
+        // and the payload is the one it signed), so no need to verify it again.
+        if !ours
+            .signatures
+            .iter()
+            .all(|s| envelope.signatures.contains(s))
+        {
+            return Err(ContractError::Signature(
+                "the provider's signature is missing from the countersigned agreement".into(),
+            ));
+        }
+        envelope.verify(&caller.signing_key).map_err(|e| {
+            ContractError::Signature(format!("the consumer's countersignature: {e}"))
+        })?;
+        n.agreement = Some(envelope);
+        // Both steps in one commit: the record is never left VERIFIED at the provider.
+        let verified = change(&mut n, NegotiationEvent::CountersignatureVerified, "")?;
+        let finalized = change(&mut n, NegotiationEvent::Finalized, "")?;
+        self.commit(&n, vec![verified, finalized]).await?;
+        // Pause point `negotiation.provider.finalized`: FINALIZED is durable, the consumer
+        // has not been answered.
+        crate::pause::at("negotiation.provider.finalized").await;
+        Ok(n)
+    }
+}

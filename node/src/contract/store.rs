@@ -1,0 +1,277 @@
+//! The stored side of [`Contracts`]: negotiations and the agreement index in storage,
+//! the set of unfinished negotiations the poller takes up, the claims that keep two
+//! steps off one record, the caches of compiled agreement policies and fetched offers,
+//! and the one commit that stores a record together with its audit entries.
+
+use std::sync::Arc;
+
+use liutong_policy::{Classification, CompiledPolicy, Policy};
+
+use crate::audit::log::Event;
+use crate::identity::ParticipantId;
+use crate::storage::Write;
+use liutong_proto::v1::GetOfferRequest;
+use liutong_proto::v1::catalog_client::CatalogClient;
+
+use super::agreement::{Agreement, AgreementError, Role};
+use super::consumer::analysis_context;
+use super::negotiation::{ContractError, Negotiation, change};
+use super::{Claim, Contracts, NegotiationEvent, NegotiationStatus};
+
+const NEGOTIATIONS: &str = "negotiations";
+pub(super) const NONCES: &str = "nonces";
+/// Agreement ID → negotiation ID, so transfers find their agreement without a scan.
+const AGREEMENTS: &str = "agreements";
+
+/// A compiled agreement policy, with what it was compiled from.
+pub(super) struct CachedPolicy {
+    /// The agreement's ODRL policy and classification: a different agreement under the
+    /// same ID (a provider reusing one) is compiled anew, not served this one.
+    source: serde_json::Value,
+    classification: Classification,
+    compiled: Arc<CompiledPolicy>,
+}
+
+/// How many compiled agreement policies are kept (all are dropped when more come).
+const POLICIES_KEPT: usize = 4096;
+
+/// An offer as the consumer fetched it.
+#[derive(Clone)]
+pub(super) struct SeenOffer {
+    pub(super) owner: ParticipantId,
+    pub(super) policy: Option<serde_json::Value>,
+    pub(super) classification: Option<Classification>,
+    fetched: std::time::Instant,
+}
+
+/// How long a fetched offer is reused, and how many are kept.
+const OFFER_REUSE: std::time::Duration = std::time::Duration::from_secs(60);
+const OFFERS_KEPT: usize = 1024;
+
+impl Contracts {
+    /// This agreement's policy, compiled: by the provider under its own guardrails, as
+    /// it signed it; by the consumer as it checked it when it countersigned
+    /// (`analysis_context`). Compiled once per agreement and kept.
+    pub fn compiled_policy(
+        &self,
+        agreement: &Agreement,
+    ) -> Result<Arc<CompiledPolicy>, Box<liutong_policy::PolicyError>> {
+        let cache = &self.policies;
+        {
+            let cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cached.get(&agreement.agreement_id)
+                && c.classification == agreement.classification
+                && c.source == agreement.policy
+            {
+                return Ok(c.compiled.clone());
+            }
+        }
+        let compile_context = if agreement.provider == self.identity.membership.participant_id {
+            self.catalog.compile_context(agreement.classification)
+        } else {
+            analysis_context(agreement.classification)
+        };
+        let compiled = Arc::new(liutong_policy::compile(
+            Policy::from_odrl_value(&agreement.policy)?,
+            &compile_context,
+        )?);
+        let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.len() >= POLICIES_KEPT {
+            cached.clear();
+        }
+        cached.insert(
+            agreement.agreement_id.clone(),
+            CachedPolicy {
+                source: agreement.policy.clone(),
+                classification: agreement.classification,
+                compiled: compiled.clone(),
+            },
+        );
+        Ok(compiled)
+    }
+
+    /// Offer `offer_id` at `address`, fetched within [`OFFER_REUSE`] or now.
+    pub(super) async fn offer(
+        &self,
+        channel: &crate::telemetry::PeerChannel,
+        address: &str,
+        offer_id: &str,
+    ) -> Result<SeenOffer, ContractError> {
+        let key = (address.to_owned(), offer_id.to_owned());
+        {
+            let offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(seen) = offers.get(&key)
+                && seen.fetched.elapsed() < OFFER_REUSE
+            {
+                return Ok(seen.clone());
+            }
+        }
+        let offer = CatalogClient::new(channel.clone())
+            .get(GetOfferRequest {
+                offer_id: offer_id.to_owned(),
+            })
+            .await
+            .map_err(|s| ContractError::Peer(s.into()))?
+            .into_inner();
+        let seen = SeenOffer {
+            owner: ParticipantId::parse(&offer.owner)
+                .map_err(|e| ContractError::Invalid(format!("the offer's owner: {e}")))?,
+            policy: serde_json::from_str(&offer.policy_odrl_json).ok(),
+            classification: offer.classification.parse().ok(),
+            fetched: std::time::Instant::now(),
+        };
+        let mut offers = self.offers.lock().unwrap_or_else(|p| p.into_inner());
+        if offers.len() >= OFFERS_KEPT {
+            offers.retain(|_, o| o.fetched.elapsed() < OFFER_REUSE);
+            if offers.len() >= OFFERS_KEPT {
+                offers.clear();
+            }
+        }
+        offers.insert(key, seen.clone());
+        Ok(seen)
+    }
+
+    /// The IDs of the unfinished negotiations (`Negotiation::unfinished`). The
+    /// first call reads every stored negotiation; later ones do not.
+    pub fn waiting(&self) -> Result<Vec<String>, ContractError> {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if waiting.is_none() {
+            let all = self.list()?;
+            *waiting = Some(
+                all.into_iter()
+                    .filter(Negotiation::unfinished)
+                    .map(|n| n.id)
+                    .collect(),
+            );
+        }
+        let mut ids: Vec<String> = waiting.iter().flatten().cloned().collect();
+        ids.sort();
+        Ok(ids)
+    }
+
+    /// Keeps [`waiting`](Self::waiting) up to date with `n` as just stored.
+    pub(super) fn stored(&self, n: &Negotiation) {
+        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(ids) = waiting.as_mut() {
+            if n.unfinished() {
+                ids.insert(n.id.clone());
+            } else {
+                ids.remove(&n.id);
+            }
+        }
+    }
+
+    /// Claims negotiation `id` for one step that reads, decides and commits it (a
+    /// request being answered, a countersignature, a retry, an expiry), so two such
+    /// steps never decide on the same record at once; `None` while another holds it.
+    /// Released when the claim is dropped.
+    pub(crate) fn claim(&self, id: &str) -> Option<Claim> {
+        self.claims.try_claim(id)
+    }
+
+    /// The claims of this node's steps, for keys other than negotiation IDs (a
+    /// transfer's receipt).
+    pub(crate) fn claims(&self) -> &crate::recovery::Claims {
+        &self.claims
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Negotiation>, ContractError> {
+        self.storage
+            .get(NEGOTIATIONS, id.as_bytes())?
+            .map(|b| {
+                serde_json::from_slice(&b).map_err(|e| {
+                    ContractError::Invalid(format!("stored negotiation {id} is damaged: {e}"))
+                })
+            })
+            .transpose()
+    }
+
+    pub fn list(&self) -> Result<Vec<Negotiation>, ContractError> {
+        self.storage
+            .scan_prefix(NEGOTIATIONS, b"")?
+            .iter()
+            .map(|(_, v)| {
+                serde_json::from_slice(v).map_err(|e| {
+                    ContractError::Invalid(format!("stored negotiation is damaged: {e}"))
+                })
+            })
+            .collect()
+    }
+
+    /// The negotiation whose agreement has this ID.
+    pub fn by_agreement(&self, agreement_id: &str) -> Result<Option<Negotiation>, ContractError> {
+        let Some(id) = self.storage.get(AGREEMENTS, agreement_id.as_bytes())? else {
+            return Ok(None);
+        };
+        let id = String::from_utf8_lossy(&id);
+        // The index is written before the record, so it may name a negotiation whose
+        // stored record does not carry the agreement yet (a crash in between).
+        Ok(self
+            .get(&id)?
+            .filter(|n| n.agreement_id.as_deref() == Some(agreement_id)))
+    }
+
+    /// The FINALIZED negotiation of this node's `role` whose agreement has this ID.
+    pub fn finalized(&self, role: Role, agreement_id: &str) -> Result<Negotiation, AgreementError> {
+        self.by_agreement(agreement_id)
+            .map_err(|e| match e {
+                ContractError::Storage(s) => AgreementError::Storage(s),
+                other => AgreementError::Damaged(other.to_string()),
+            })?
+            .filter(|n| n.role == role && n.state == NegotiationStatus::Finalized)
+            .ok_or_else(|| AgreementError::Unknown(agreement_id.to_owned()))
+    }
+
+    /// The writes that store `n`. The record that first carries the agreement (AGREED
+    /// at the provider, VERIFIED at the consumer) is preceded by the agreement index.
+    pub(super) fn writes(n: &Negotiation) -> Vec<(&'static str, Write)> {
+        let mut writes = Vec::with_capacity(2);
+        let first_with_agreement = match n.role {
+            Role::Provider => n.state == NegotiationStatus::Agreed,
+            Role::Consumer => n.state == NegotiationStatus::Verified,
+        };
+        if let Some(agreement_id) = n.agreement_id.as_ref().filter(|_| first_with_agreement) {
+            writes.push((
+                AGREEMENTS,
+                Write::Put(agreement_id.as_bytes().to_vec(), n.id.as_bytes().to_vec()),
+            ));
+        }
+        writes.push((
+            NEGOTIATIONS,
+            Write::Put(
+                n.id.as_bytes().to_vec(),
+                serde_json::to_vec(n).expect("negotiations serialize"),
+            ),
+        ));
+        writes
+    }
+}
+
+impl Contracts {
+    /// Moves a negotiation to the state `step` leads to: stored and logged, durably,
+    /// before anyone is told.
+    pub(super) async fn transition(
+        &self,
+        n: &mut Negotiation,
+        step: NegotiationEvent,
+        reason: &str,
+    ) -> Result<(), ContractError> {
+        let change = change(n, step, reason)?;
+        self.commit(n, vec![change]).await
+    }
+
+    /// Stores `n` together with the audit events that record how it got there (entries
+    /// first), durable when this returns.
+    pub(super) async fn commit(
+        &self,
+        n: &Negotiation,
+        events: Vec<Event>,
+    ) -> Result<(), ContractError> {
+        self.audit
+            .append_with(&events, Contracts::writes(n))
+            .await
+            .map_err(|e| ContractError::Audit(e.to_string()))?;
+        self.stored(n);
+        Ok(())
+    }
+}

@@ -1,0 +1,320 @@
+//! `liutong.v1.Admin` on the local API: the operator's calls (status, the trust list,
+//! products, contracts, transfers, backups, aggregate queries), each checked against the
+//! caller's local role and handed to its component.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::audit::log::AuditLog;
+use crate::base::VERSION;
+use crate::catalog::Catalog;
+use crate::contract::Contracts;
+use crate::identity::NodeIdentity;
+use crate::local::LocalRole;
+use crate::outbound::{Peers, TrustListRefresh};
+use crate::query::Queries;
+use crate::telemetry::Metrics;
+use crate::transfer::Transfers;
+use crate::trust::{TrustStatus, TrustStore};
+use crate::usage::Usage;
+use liutong_proto::v1::admin_server::Admin;
+use liutong_proto::v1::node_client::NodeClient;
+use liutong_proto::v1::{
+    ApproveContractRequest, BackupChunk, BackupRequest, Contract, DescribePeerRequest,
+    DescribeRequest, DescribeResponse, GetContractRequest, GetProductRequest, ListContractsRequest,
+    ListContractsResponse, ListOffersResponse, ListProductsRequest, ListProductsResponse,
+    ListTransfersRequest, ListTransfersResponse, PeerCatalogRequest, Product, PublishRequest,
+    PullTransferRequest, RefreshTrustListRequest, RefreshTrustListResponse, RejectContractRequest,
+    RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
+};
+
+use super::errors::into_status;
+use super::{catalog, local_role, ops, query, transfer};
+
+/// `Admin` on the local API: the operator's calls, each handed to its component.
+pub struct AdminService {
+    pub identity: Arc<NodeIdentity>,
+    pub trust: Arc<TrustStore>,
+    pub refresh: Arc<TrustListRefresh>,
+    /// `authority.address`, shown with the trust list's status.
+    pub authority_address: String,
+    pub peers: Arc<Peers>,
+    pub audit: AuditLog,
+    pub catalog: Arc<Catalog>,
+    pub contracts: Arc<Contracts>,
+    pub transfers: Arc<Transfers>,
+    pub usage: Arc<Usage>,
+    pub queries: Arc<Queries>,
+    pub ops: Arc<ops::Ops>,
+    pub metrics: Metrics,
+    pub peer_addr: std::net::SocketAddr,
+    pub admin_addr: std::net::SocketAddr,
+}
+
+fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
+    TrustListStatus {
+        sequence: status.sequence,
+        issued_at_unix: status.issued_at,
+        expires_at_unix: status.expires_at,
+        applied_at_unix: status.applied_at,
+        members: status.members,
+        revocations: status.revocations,
+        last_error: status.last_error.unwrap_or_default(),
+        authority_address: authority.to_owned(),
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn status(
+        &self,
+        request: Request<StatusRequest>,
+    ) -> Result<Response<StatusResponse>, Status> {
+        let role = local_role(&request)?;
+        let base = StatusResponse {
+            node: Some(self.identity.membership.to_proto()),
+            caller_role: role.to_string(),
+            peer_listen: self.peer_addr.to_string(),
+            admin_listen: self.admin_addr.to_string(),
+            trust_list: Some(trust_status_proto(
+                self.trust.status(),
+                &self.authority_address,
+            )),
+            software_version: VERSION.to_owned(),
+            ..StatusResponse::default()
+        };
+        self.ops.status(base).map(Response::new)
+    }
+
+    async fn refresh_trust_list(
+        &self,
+        request: Request<RefreshTrustListRequest>,
+    ) -> Result<Response<RefreshTrustListResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "refreshing the trust list")?;
+        let status = self.refresh.refresh().await.map_err(into_status)?;
+        Ok(Response::new(RefreshTrustListResponse {
+            trust_list: Some(trust_status_proto(status, &self.authority_address)),
+        }))
+    }
+
+    async fn describe_peer(
+        &self,
+        request: Request<DescribePeerRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "calling a peer")?;
+        let address = request.into_inner().address;
+        if address.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "address: give the peer's host:port",
+            ));
+        }
+        let channel = self
+            .peers
+            .connect_peer(&address)
+            .await
+            .map_err(into_status)?;
+        let answer = NodeClient::new(channel)
+            .describe(DescribeRequest {})
+            .await
+            .map_err(|s| {
+                Status::new(
+                    s.code(),
+                    format!("the peer at {address} answered: {}", s.message()),
+                )
+            })?;
+        Ok(answer)
+    }
+
+    async fn publish_product(
+        &self,
+        request: Request<tonic::Streaming<PublishRequest>>,
+    ) -> Result<Response<Product>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "publishing a product")?;
+        catalog::publish(
+            &self.catalog,
+            &self.usage,
+            &self.audit,
+            self.identity.participant_id(),
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
+    }
+
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "listing products")?;
+        let products = self.catalog.products.list().map_err(into_status)?;
+        Ok(Response::new(ListProductsResponse {
+            products: products.iter().map(crate::catalog::product_proto).collect(),
+        }))
+    }
+
+    async fn get_product(
+        &self,
+        request: Request<GetProductRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "reading a product")?;
+        let id = request.into_inner().product_id;
+        let versions = self.catalog.products.versions(&id).map_err(into_status)?;
+        if versions.is_empty() {
+            return Err(Status::not_found(format!("product {id} does not exist")));
+        }
+        Ok(Response::new(ListProductsResponse {
+            products: versions.iter().map(crate::catalog::product_proto).collect(),
+        }))
+    }
+
+    async fn peer_catalog(
+        &self,
+        request: Request<PeerCatalogRequest>,
+    ) -> Result<Response<ListOffersResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "reading a peer's catalog")?;
+        catalog::peer_catalog(&self.peers, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    type PullTransferStream =
+        tokio_stream::wrappers::ReceiverStream<Result<TransferProgress, Status>>;
+
+    async fn pull_transfer(
+        &self,
+        request: Request<PullTransferRequest>,
+    ) -> Result<Response<Self::PullTransferStream>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "pulling a transfer")?;
+        let request = request.into_inner();
+        if request.agreement_id.trim().is_empty() {
+            return Err(Status::invalid_argument("agreement_id: name the agreement"));
+        }
+        Ok(Response::new(transfer::pull(
+            self.transfers.clone(),
+            self.metrics.clone(),
+            request,
+        )))
+    }
+
+    async fn list_transfers(
+        &self,
+        request: Request<ListTransfersRequest>,
+    ) -> Result<Response<ListTransfersResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "listing transfers")?;
+        let copies = self.transfers.copies().map_err(into_status)?;
+        Ok(Response::new(ListTransfersResponse {
+            transfers: copies.iter().map(crate::transfer::progress).collect(),
+        }))
+    }
+
+    type BackupStream = tokio_stream::wrappers::ReceiverStream<Result<BackupChunk, Status>>;
+
+    async fn backup(
+        &self,
+        request: Request<BackupRequest>,
+    ) -> Result<Response<Self::BackupStream>, Status> {
+        let role = local_role(&request)?;
+        self.ops.backup(role).await.map(Response::new)
+    }
+
+    async fn request_contract(
+        &self,
+        request: Request<RequestContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "requesting a contract")?;
+        let r = request.into_inner();
+        if r.peer.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "peer: give the provider's host:port",
+            ));
+        }
+        if r.offer_id.trim().is_empty() {
+            return Err(Status::invalid_argument("offer_id: name the offer"));
+        }
+        let started = std::time::Instant::now();
+        let result = self
+            .contracts
+            .request(&r.peer, &r.offer_id, &r.purpose)
+            .await
+            .map_err(into_status);
+        // The state reached, or the gRPC code of the failure (e.g. PermissionDenied).
+        let outcome = match &result {
+            Ok(n) => n.state.to_string(),
+            Err(status) => format!("{:?}", status.code()),
+        };
+        self.metrics
+            .negotiation_finished(outcome, started.elapsed());
+        result.map(|n| Response::new(n.to_proto()))
+    }
+
+    async fn list_contracts(
+        &self,
+        request: Request<ListContractsRequest>,
+    ) -> Result<Response<ListContractsResponse>, Status> {
+        local_role(&request)?
+            .require(&[LocalRole::Admin, LocalRole::Auditor], "listing contracts")?;
+        let mut all = self.contracts.list().map_err(into_status)?;
+        all.sort_by_key(|n| n.created_at);
+        Ok(Response::new(ListContractsResponse {
+            contracts: all.iter().map(|n| n.to_proto()).collect(),
+        }))
+    }
+
+    async fn get_contract(
+        &self,
+        request: Request<GetContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(
+            &[LocalRole::Admin, LocalRole::Auditor],
+            "reading a contract",
+        )?;
+        let id = request.into_inner().negotiation_id;
+        let contracts = &self.contracts;
+        let n = match contracts.get(&id).map_err(into_status)? {
+            Some(n) => Some(n),
+            None => contracts.by_agreement(&id).map_err(into_status)?,
+        }
+        .ok_or_else(|| Status::not_found(format!("no negotiation or agreement {id}")))?;
+        Ok(Response::new(n.to_proto()))
+    }
+
+    async fn approve_contract(
+        &self,
+        request: Request<ApproveContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "approving a contract")?;
+        let id = request.into_inner().negotiation_id;
+        self.contracts
+            .approve(&id, "local admin")
+            .await
+            .map(|n| Response::new(n.to_proto()))
+            .map_err(into_status)
+    }
+
+    async fn reject_contract(
+        &self,
+        request: Request<RejectContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "rejecting a contract")?;
+        let r = request.into_inner();
+        self.contracts
+            .reject(&r.negotiation_id, &r.reason)
+            .await
+            .map(|n| Response::new(n.to_proto()))
+            .map_err(into_status)
+    }
+
+    async fn query_aggregate(
+        &self,
+        request: Request<liutong_proto::v1::QueryAggregateRequest>,
+    ) -> Result<Response<liutong_proto::v1::AggregateResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "sending an aggregate query")?;
+        query::send(&self.queries, request.into_inner())
+            .await
+            .map(Response::new)
+    }
+}

@@ -1,0 +1,355 @@
+//! The provider's side of a transfer: the checks before a delivery (a finalized agreement
+//! with the caller as consumer, its policy, usage control's gate), the signed manifest,
+//! the chunk stream, and the consumer's receipt as the provider receives and keeps it.
+
+use std::sync::Arc;
+
+use liutong_policy::{Action, Scope};
+use tokio::sync::mpsc;
+
+use crate::audit::log::EventKind;
+use crate::contract::Agreement;
+use crate::identity::{Envelope, Membership};
+use crate::storage::Write;
+use liutong_proto::v1::pull_response::Part;
+use liutong_proto::v1::{Chunk, PullResponse};
+use prost::bytes::Bytes;
+
+use super::error::{TransferError, product_read_error};
+use super::{
+    MANIFEST_PAYLOAD_TYPE, Manifest, RECEIPT_PAYLOAD_TYPE, RECEIPT_WAIT, Receipt, Transfers,
+};
+
+/// Provider side: deliveries and their receipts.
+const DELIVERIES: &str = "deliveries";
+
+// ---- provider side ----------------------------------------------------------------
+
+impl Transfers {
+    /// The provider's checks before a delivery: a finalized agreement whose consumer is the
+    /// caller, and the agreement's policy still permits it (transfer scope).
+    pub async fn start_delivery(
+        &self,
+        caller: &Membership,
+        agreement_id: &str,
+        from_chunk: u32,
+    ) -> Result<Delivery, TransferError> {
+        let agreement = self
+            .contracts
+            .consumer_agreement(&caller.participant_id, agreement_id)?;
+        // Revoked, or past the copy's deleteAfter deadline: nothing more is delivered.
+        if let Err(why) = self.gate.delivery_allowed(&agreement) {
+            agreement
+                .log(
+                    &self.audit,
+                    self.identity.participant_id(),
+                    EventKind::Transfer,
+                    format!("transfer refused: {why}"),
+                )
+                .await?;
+            return Err(TransferError::Forbidden(why));
+        }
+        let policy = self
+            .contracts
+            .compiled_policy(&agreement)
+            .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
+        let request = agreement.request(Scope::Transfer, Action::Use, caller);
+        let state = agreement.policy_state(0);
+        let decision = liutong_policy::evaluate(&policy, &request, &state);
+        self.alerts
+            .policy_decision(
+                "transfer",
+                &caller.participant_id,
+                decision.is_permit(),
+                &decision.explain(),
+            )
+            .await;
+        if let Some(why) =
+            crate::query::only_aggregates(&policy, &decision, &request, &state, agreement_id)
+        {
+            agreement
+                .log(
+                    &self.audit,
+                    self.identity.participant_id(),
+                    EventKind::Transfer,
+                    format!("transfer refused: {why}"),
+                )
+                .await?;
+            return Err(TransferError::AggregateOnly(why));
+        }
+        if !decision.is_permit() {
+            let why = decision.explain();
+            agreement
+                .log(
+                    &self.audit,
+                    self.identity.participant_id(),
+                    EventKind::Transfer,
+                    format!("transfer refused at transfer scope: {why}"),
+                )
+                .await?;
+            return Err(TransferError::Denied(why));
+        }
+        let product = agreement.product(&self.catalog.products)?;
+        let mut manifest = Manifest {
+            agreement_id: agreement_id.to_owned(),
+            product_id: product.product_id.clone(),
+            version: product.version,
+            size: product.size,
+            sha256: product.sha256.clone(),
+            chunk_size: product.chunk_size,
+            chunk_hashes: product.chunk_hashes.clone(),
+            format: product.format.to_string(),
+            desensitized: None,
+        };
+        // Mask duties: the manifest covers the masked bytes, which are delivered instead.
+        let masked = crate::desensitize::delivery_for(
+            &self.storage,
+            &self.catalog.products,
+            &agreement.agreement_id,
+            &product,
+            &decision.duties,
+        )
+        .await?;
+        if let Some(m) = masked {
+            manifest.size = m.size;
+            manifest.sha256 = m.sha256;
+            manifest.chunk_size = m.chunk_size;
+            manifest.chunk_hashes = m.chunk_hashes;
+            manifest.desensitized = Some(m.desensitization);
+        }
+        let chunks = manifest.chunk_hashes.len() as u32;
+        if from_chunk > chunks {
+            return Err(TransferError::OutOfRange(format!(
+                "from_chunk: the product has {chunks} chunks"
+            )));
+        }
+        agreement
+            .log(
+                &self.audit,
+                self.identity.participant_id(),
+                EventKind::Transfer,
+                format!(
+                    "transfer STARTED: {} v{}, {} chunks from chunk {from_chunk}{}",
+                    product.product_id,
+                    product.version,
+                    manifest.chunk_hashes.len(),
+                    match &manifest.desensitized {
+                        Some(d) => format!(
+                            ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
+                            d.rules.len(),
+                            d.applied.len(),
+                            manifest.sha256
+                        ),
+                        None => String::new(),
+                    }
+                ),
+            )
+            .await?;
+        Ok(Delivery {
+            desensitized: manifest.desensitized.is_some(),
+            manifest: Envelope::sign_json(
+                MANIFEST_PAYLOAD_TYPE,
+                &manifest,
+                &self.identity.signing_key,
+            ),
+            agreement,
+            chunks,
+        })
+    }
+}
+
+/// A delivery the provider has decided to make: its signed manifest and what the
+/// chunk stream needs.
+pub struct Delivery {
+    pub manifest: Envelope,
+    pub agreement: Agreement,
+    /// How many chunks the manifest lists.
+    pub chunks: u32,
+    /// The chunks are the agreement's masked bytes, not the product's own.
+    pub desensitized: bool,
+}
+
+impl Transfers {
+    /// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
+    /// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
+    /// A chunk that cannot be read ends the stream with `to_status` of its error (the
+    /// service's status mapping).
+    pub fn spawn_delivery(
+        self: Arc<Self>,
+        delivery: Delivery,
+        from_chunk: u32,
+        tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
+        to_status: fn(TransferError) -> tonic::Status,
+    ) {
+        let Delivery {
+            manifest,
+            agreement,
+            chunks,
+            desensitized,
+        } = delivery;
+        tokio::spawn(async move {
+            if tx
+                .send(Ok(PullResponse {
+                    part: Some(Part::Manifest(manifest.into())),
+                }))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            let agreement = Arc::new(agreement);
+            let read = |index: u32| {
+                let (this, agreement) = (self.clone(), agreement.clone());
+                tokio::task::spawn_blocking(move || {
+                    this.delivery_chunk(&agreement, desensitized, index)
+                })
+            };
+            let mut next = (from_chunk < chunks).then(|| read(from_chunk));
+            for index in from_chunk..chunks {
+                let Some(reading) = next.take() else { return };
+                if index + 1 < chunks {
+                    next = Some(read(index + 1));
+                }
+                let data = match reading.await {
+                    Ok(Ok(d)) => d,
+                    Ok(Err(e)) => {
+                        let _ = tx.send(Err(to_status(e))).await;
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        return;
+                    }
+                };
+                let sent = data.len() as u64;
+                let message = PullResponse {
+                    part: Some(Part::Chunk(Chunk { index, data })),
+                };
+                if tx.send(Ok(message)).await.is_err() {
+                    return; // the consumer went away; it resumes later
+                }
+                let delivery = crate::alerts::Delivery {
+                    agreement_id: &agreement.agreement_id,
+                    consumer: &agreement.consumer,
+                    product_id: &agreement.product_id,
+                    version: agreement.version,
+                    size: agreement.size,
+                };
+                self.alerts.delivered(delivery, sent).await;
+            }
+        });
+    }
+
+    /// The bytes the provider delivers as chunk `index` under an agreement: the stored
+    /// chunk of the agreed product version, or of the agreement's masked delivery when the
+    /// policy has mask duties. Blocking (reads a file or the database).
+    fn delivery_chunk(
+        &self,
+        agreement: &Agreement,
+        desensitized: bool,
+        index: u32,
+    ) -> Result<Bytes, TransferError> {
+        if desensitized {
+            crate::desensitize::delivery::chunk(
+                self.storage.as_ref(),
+                &agreement.agreement_id,
+                index,
+            )
+            .map(Bytes::from)
+            .map_err(TransferError::from)
+        } else {
+            self.catalog
+                .products
+                .chunk(&agreement.product_id, agreement.version, index)
+                .map(Bytes::from)
+                .map_err(product_read_error)
+        }
+    }
+
+    /// The consumer's signed receipt (provider side).
+    pub async fn receive_receipt(
+        &self,
+        caller: &Membership,
+        envelope: Envelope,
+    ) -> Result<(), TransferError> {
+        let receipt: Receipt = envelope
+            .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
+            .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
+        let agreement = self
+            .contracts
+            .consumer_agreement(&caller.participant_id, &receipt.agreement_id)?;
+        // A masked delivery's receipt names the masked bytes.
+        let (sha256, size) = match crate::desensitize::delivery::delivered(
+            self.storage.as_ref(),
+            &receipt.agreement_id,
+        )? {
+            Some(m) => (m.sha256, m.size),
+            None => (agreement.product_sha256.clone(), agreement.size),
+        };
+        if receipt.sha256 != sha256 || receipt.size != size {
+            return Err(TransferError::DataLoss(
+                "the receipt names another payload than the agreement".into(),
+            ));
+        }
+        // One receipt step per agreement at a time, so two arriving together are decided
+        // one after the other: the second sees the first.
+        let Some(_claim) = self
+            .contracts
+            .claims()
+            .claim_within(
+                &format!("receipt-in/{}", receipt.agreement_id),
+                RECEIPT_WAIT,
+            )
+            .await
+        else {
+            return Err(TransferError::Unavailable(format!(
+                "a receipt for agreement {} is being recorded; send it again",
+                receipt.agreement_id
+            )));
+        };
+        // The consumer sends its receipt again until it learns that it arrived: the one
+        // already held is acknowledged as the first was; another one is refused.
+        if let Some(held) = self.delivery_receipt(&receipt.agreement_id)? {
+            if held == envelope {
+                return Ok(());
+            }
+            return Err(TransferError::Invalid(format!(
+                "another receipt for agreement {} is already recorded",
+                receipt.agreement_id
+            )));
+        }
+        // The receipt and its audit entry are committed together.
+        let event = agreement.event(
+            EventKind::Transfer,
+            caller.participant_id.as_str(),
+            format!(
+                "transfer COMPLETED: receipt for {} bytes, sha256 {}",
+                receipt.size, receipt.sha256
+            ),
+        );
+        self.audit
+            .append_with(
+                &[event],
+                vec![(
+                    DELIVERIES,
+                    Write::Put(
+                        receipt.agreement_id.as_bytes().to_vec(),
+                        envelope.to_json().into_bytes(),
+                    ),
+                )],
+            )
+            .await?;
+        // Pause point `transfer.provider.receipt`: the receipt is recorded (durable), the
+        // consumer has not been answered.
+        crate::pause::at("transfer.provider.receipt").await;
+        Ok(())
+    }
+
+    /// The consumer's receipt for a delivery, once received (provider side).
+    pub fn delivery_receipt(&self, agreement_id: &str) -> Result<Option<Envelope>, TransferError> {
+        Ok(self
+            .storage
+            .get(DELIVERIES, agreement_id.as_bytes())?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+}

@@ -1,0 +1,158 @@
+//! The consumer's copy store: each received copy's record (its manifest, agreement,
+//! progress and receipt) and its payload file of chunks, read, listed, shown as progress
+//! and deleted; the record is the commit point of the chunks it counts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::identity::Envelope;
+use crate::storage::Storage;
+use liutong_proto::v1::TransferProgress;
+
+use super::error::TransferError;
+use super::{Manifest, TransferState};
+
+/// Consumer side: received copies and their progress. Their chunks are in a payload
+/// file each (see [`copy_payload`]), made durable before the record that counts them.
+pub(super) const COPIES: &str = "copies";
+
+/// Consumer side, in [`COPIES`]: `p/<agreement ID>` marks a COMPLETED copy whose receipt
+/// the provider has not confirmed yet; written with COMPLETED, removed on confirmation.
+pub(super) const RECEIPT_PENDING: &[u8] = b"p/";
+
+/// A received copy (consumer side). Usable only when `state` is COMPLETED.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ReceivedCopy {
+    pub agreement_id: String,
+    pub provider: String,
+    pub manifest: Envelope,
+    /// The agreement with both signatures: the sticky policy travels with the copy.
+    pub agreement: Envelope,
+    pub chunks_received: u32,
+    pub state: TransferState,
+    pub reason: String,
+    pub receipt: Option<Envelope>,
+    pub updated_at: i64,
+}
+
+pub(super) fn copy_key(agreement_id: &str) -> Vec<u8> {
+    format!("r/{agreement_id}").into_bytes()
+}
+
+/// Where a copy's chunks are kept: one payload file per agreement, chunk `i` at
+/// `i × chunk_size`.
+pub(super) fn copy_payload(agreement_id: &str) -> String {
+    format!("copies/{agreement_id}")
+}
+
+/// Reads chunk `index` of a copy from its payload file (`None` once the copy is
+/// deleted: [`delete_copy`] removes the file first).
+pub(crate) fn read_copy_chunk(
+    storage: &dyn Storage,
+    agreement_id: &str,
+    manifest: &Manifest,
+    index: u32,
+) -> Result<Option<Vec<u8>>, TransferError> {
+    let offset = index as u64 * manifest.chunk_size as u64;
+    if index as usize >= manifest.chunk_hashes.len() || offset > manifest.size {
+        return Ok(None);
+    }
+    let len = (manifest.size - offset).min(manifest.chunk_size as u64) as usize;
+    Ok(storage
+        .blobs()
+        .read_at(&copy_payload(agreement_id), offset, len)?
+        .filter(|d| d.len() == len))
+}
+
+/// A received copy's record.
+pub fn copy(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<Option<ReceivedCopy>, TransferError> {
+    Ok(storage
+        .get(COPIES, &copy_key(agreement_id))?
+        .and_then(|b| serde_json::from_slice(&b).ok()))
+}
+
+/// Every copy this node holds or is receiving.
+pub fn copies(storage: &dyn Storage) -> Result<Vec<ReceivedCopy>, TransferError> {
+    Ok(storage
+        .scan_prefix(COPIES, b"r/")?
+        .iter()
+        .filter_map(|(_, v)| serde_json::from_slice(v).ok())
+        .collect())
+}
+
+/// One chunk of a received copy (`None` for a chunk not received yet).
+pub fn copy_chunk(
+    storage: &dyn Storage,
+    agreement_id: &str,
+    index: u32,
+) -> Result<Option<Vec<u8>>, TransferError> {
+    let Some(c) = copy(storage, agreement_id)? else {
+        return Ok(None);
+    };
+    if index >= c.chunks_received {
+        return Ok(None);
+    }
+    read_copy_chunk(storage, agreement_id, &manifest_of(&c), index)
+}
+
+/// Deletes a received copy: its payload file, then its record (usage control deletes
+/// copies at their deleteAfter deadline and on revocation). Deleting a copy that is not
+/// there does nothing; a deletion cut short by a crash leaves the record, so running it
+/// again finishes it.
+pub fn delete_copy(storage: &dyn Storage, agreement_id: &str) -> Result<(), TransferError> {
+    if copy(storage, agreement_id)?.is_none() {
+        return Ok(());
+    }
+    storage.blobs().remove(&copy_payload(agreement_id))?;
+    storage.delete(COPIES, &copy_key(agreement_id))?;
+    Ok(())
+}
+
+pub(super) fn manifest_of(c: &ReceivedCopy) -> Manifest {
+    c.manifest
+        .peek_json()
+        .expect("stored manifests were checked when received")
+}
+
+/// Progress as the local API shows it.
+pub fn progress(c: &ReceivedCopy) -> TransferProgress {
+    progress_with(c, &manifest_of(c))
+}
+
+/// Progress of a copy whose manifest is already read.
+pub(super) fn progress_with(c: &ReceivedCopy, m: &Manifest) -> TransferProgress {
+    let bytes = (c.chunks_received as u64 * m.chunk_size as u64).min(m.size);
+    TransferProgress {
+        agreement_id: c.agreement_id.clone(),
+        state: c.state.to_string(),
+        chunks_received: c.chunks_received,
+        chunks_total: m.chunk_hashes.len() as u32,
+        bytes_received: bytes,
+        bytes_total: m.size,
+        product_id: m.product_id.clone(),
+        version: m.version,
+        sha256: if c.state == TransferState::Completed {
+            m.sha256.clone()
+        } else {
+            String::new()
+        },
+        reason: c.reason.clone(),
+    }
+}
+
+pub(super) fn pending_key(agreement_id: &str) -> Vec<u8> {
+    [RECEIPT_PENDING, agreement_id.as_bytes()].concat()
+}
+
+/// Writes the copy record. It is the commit point of the chunks it counts, which are
+/// made durable before it; after a crash an uncounted chunk is simply fetched again.
+pub(super) fn save_copy(storage: &dyn Storage, c: &ReceivedCopy) -> Result<(), TransferError> {
+    storage.put(
+        COPIES,
+        &copy_key(&c.agreement_id),
+        &serde_json::to_vec(c).expect("copies serialize"),
+    )?;
+    Ok(())
+}
