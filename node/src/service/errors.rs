@@ -5,6 +5,11 @@
 //! refuses every write until the node is restarted). The other direction, a peer's
 //! code as a kind, is [`ErrorKind::from_code`].
 
+use std::pin::Pin;
+
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::{Stream, StreamExt as _};
 use tonic::{Code, Status};
 
 use crate::base::error::{ErrorKind, ErrorKinded, REFUSAL_KEY};
@@ -51,6 +56,19 @@ pub fn status<E: ErrorKinded>(e: &E) -> Status {
 /// [`status`] of an owned error, for `map_err`.
 pub fn into_status<E: ErrorKinded>(e: E) -> Status {
     status(&e)
+}
+
+/// The messages of a data-space task's stream as gRPC messages, each error through the
+/// table above.
+pub type StatusStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// [`StatusStream`] over the receiving end of a task's channel.
+pub fn status_stream<T, E>(rx: mpsc::Receiver<Result<T, E>>) -> StatusStream<T>
+where
+    T: Send + 'static,
+    E: ErrorKinded + Send + 'static,
+{
+    Box::pin(ReceiverStream::new(rx).map(|r| r.map_err(into_status)))
 }
 
 /// The audit log's errors, by kind.

@@ -8,7 +8,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use super::errors::into_status;
+use super::errors::{StatusStream, into_status, status_stream};
 use super::peer_caller;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
@@ -24,7 +24,7 @@ pub struct TransferService {
 
 #[tonic::async_trait]
 impl Transfer for TransferService {
-    type PullStream = ReceiverStream<Result<PullResponse, Status>>;
+    type PullStream = StatusStream<PullResponse>;
 
     async fn pull(
         &self,
@@ -43,8 +43,8 @@ impl Transfer for TransferService {
         let (tx, rx) = mpsc::channel(4);
         self.transfers
             .clone()
-            .spawn_delivery(delivery, from_chunk, tx, into_status);
-        Ok(Response::new(ReceiverStream::new(rx)))
+            .spawn_delivery(delivery, from_chunk, tx);
+        Ok(Response::new(status_stream(rx)))
     }
 
     async fn receipt(

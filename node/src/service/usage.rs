@@ -10,10 +10,9 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::errors::into_status;
+use super::errors::{StatusStream, into_status, status_stream};
 use super::{local_role, peer_caller};
 use crate::local::LocalRole;
 use crate::usage::{self};
@@ -32,7 +31,7 @@ pub struct UsageService {
 
 #[tonic::async_trait]
 impl Usage for UsageService {
-    type ReadStream = ReceiverStream<Result<ReadResponse, Status>>;
+    type ReadStream = StatusStream<ReadResponse>;
 
     async fn read(
         &self,
@@ -47,7 +46,7 @@ impl Usage for UsageService {
             .map_err(into_status)?;
         let (tx, rx) = mpsc::channel(4);
         self.usage.clone().spawn_read_stream(grant, tx);
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(status_stream(rx)))
     }
 
     async fn list_copies(

@@ -47,6 +47,9 @@ pub enum TransferError {
     Audit(String),
     #[error("cannot read or write the payload file: {0}")]
     Payload(#[from] std::io::Error),
+    /// A task of the node's own failed (it panicked or was cancelled).
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl ErrorKinded for TransferError {
@@ -64,7 +67,7 @@ impl ErrorKinded for TransferError {
             | TransferError::Unavailable(_)
             | TransferError::Storage(_)
             | TransferError::Audit(_) => ErrorKind::Unavailable,
-            TransferError::Payload(_) => ErrorKind::Internal,
+            TransferError::Payload(_) | TransferError::Internal(_) => ErrorKind::Internal,
         }
     }
 

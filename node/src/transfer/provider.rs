@@ -172,14 +172,12 @@ pub struct Delivery {
 impl Transfers {
     /// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
     /// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
-    /// A chunk that cannot be read ends the stream with `to_status` of its error (the
-    /// service's status mapping).
+    /// A chunk that cannot be read ends the stream with its error.
     pub fn spawn_delivery(
         self: Arc<Self>,
         delivery: Delivery,
         from_chunk: u32,
-        tx: mpsc::Sender<Result<PullResponse, tonic::Status>>,
-        to_status: fn(TransferError) -> tonic::Status,
+        tx: mpsc::Sender<Result<PullResponse, TransferError>>,
     ) {
         let Delivery {
             manifest,
@@ -213,11 +211,11 @@ impl Transfers {
                 let data = match reading.await {
                     Ok(Ok(d)) => d,
                     Ok(Err(e)) => {
-                        let _ = tx.send(Err(to_status(e))).await;
+                        let _ = tx.send(Err(e)).await;
                         return;
                     }
                     Err(e) => {
-                        let _ = tx.send(Err(tonic::Status::internal(e.to_string()))).await;
+                        let _ = tx.send(Err(TransferError::Internal(e.to_string()))).await;
                         return;
                     }
                 };

@@ -95,6 +95,9 @@ pub enum UsageError {
     Peer(PeerRefusal),
     #[error("cannot reach the peer: {0}")]
     Unreachable(String),
+    /// This node's own storage or payload files cannot be read now.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
     #[error("the audit log cannot be written, so the step is refused: {0}")]
@@ -119,9 +122,10 @@ impl ErrorKinded for UsageError {
             UsageError::Denied(_) | UsageError::Forbidden(_) => ErrorKind::PermissionDenied,
             UsageError::DataLoss(_) => ErrorKind::DataLoss,
             UsageError::Peer(refusal) => refusal.kind,
-            UsageError::Unreachable(_) | UsageError::Storage(_) | UsageError::Audit(_) => {
-                ErrorKind::Unavailable
-            }
+            UsageError::Unreachable(_)
+            | UsageError::Unavailable(_)
+            | UsageError::Storage(_)
+            | UsageError::Audit(_) => ErrorKind::Unavailable,
             UsageError::Random(_) => ErrorKind::Internal,
         }
     }

@@ -195,7 +195,7 @@ impl Usage {
     pub fn spawn_read_stream(
         self: Arc<Self>,
         grant: ReadGrant,
-        tx: mpsc::Sender<Result<ReadResponse, tonic::Status>>,
+        tx: mpsc::Sender<Result<ReadResponse, UsageError>>,
     ) {
         tokio::spawn(async move {
             let agreement_id = grant.header.agreement_id.clone();
@@ -218,7 +218,7 @@ impl Usage {
                     Ok(Some(d)) if hex::encode(Sha256::digest(&d)) == *expected => d,
                     Ok(Some(_)) => {
                         let _ = tx
-                        .send(Err(tonic::Status::data_loss(format!(
+                        .send(Err(UsageError::DataLoss(format!(
                             "chunk {index} of the copy of agreement {agreement_id} does not match \
                              the provider's signed manifest; the copy was altered on disk"
                         ))))
@@ -227,16 +227,14 @@ impl Usage {
                     }
                     Ok(None) => {
                         let _ = tx
-                            .send(Err(tonic::Status::not_found(format!(
+                            .send(Err(UsageError::NotFound(format!(
                                 "the copy of agreement {agreement_id} was deleted during the read"
                             ))))
                             .await;
                         return;
                     }
                     Err(e) => {
-                        let _ = tx
-                            .send(Err(tonic::Status::unavailable(e.to_string())))
-                            .await;
+                        let _ = tx.send(Err(UsageError::Unavailable(e.to_string()))).await;
                         return;
                     }
                 };
