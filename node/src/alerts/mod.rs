@@ -26,15 +26,21 @@
 //! Windowed counts and transfer volumes are kept in memory: a restart starts them anew.
 //! When a windowed rule fires, its count for that source starts again, so a sustained
 //! attack raises one alert per `threshold` events, not one per event.
+//!
+//! The rules and the alert's shape are in `rule.rs` (re-exported here), the windowed
+//! counter in `windows.rs`, the delivery to a receiver in [`webhook`].
 
+mod rule;
 pub mod webhook;
+mod windows;
 
-use std::collections::{HashMap, VecDeque};
+pub use rule::{Alert, Rule, Severity};
+use windows::Windows;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-use serde::Serialize;
 
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::audit::witness::Evidence;
@@ -45,100 +51,6 @@ use crate::identity::ParticipantId;
 use crate::telemetry::Metrics;
 use crate::telemetry::metrics::Direction;
 use crate::trust::TrustStatus;
-
-/// What an alert is about.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum Rule {
-    PolicyDenials,
-    FailedAuthentication,
-    TransferVolume,
-    ReadOutsideWindow,
-    WitnessInconsistency,
-    TrustListExpiry,
-    StorageFailure,
-}
-
-impl Rule {
-    /// Every rule, in the order of the README.
-    pub const ALL: [Rule; 7] = [
-        Rule::PolicyDenials,
-        Rule::FailedAuthentication,
-        Rule::TransferVolume,
-        Rule::ReadOutsideWindow,
-        Rule::WitnessInconsistency,
-        Rule::TrustListExpiry,
-        Rule::StorageFailure,
-    ];
-
-    /// The rule's name, as in node.toml, the metric and the webhook JSON.
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::PolicyDenials => "policy_denials",
-            Self::FailedAuthentication => "failed_authentication",
-            Self::TransferVolume => "transfer_volume",
-            Self::ReadOutsideWindow => "read_outside_window",
-            Self::WitnessInconsistency => "witness_inconsistency",
-            Self::TrustListExpiry => "trust_list_expiry",
-            Self::StorageFailure => "storage_failure",
-        }
-    }
-
-    /// How urgent: a forked log, data leaving beyond its agreement or a node that can
-    /// no longer write is critical.
-    pub fn severity(self) -> Severity {
-        match self {
-            Self::WitnessInconsistency | Self::TransferVolume | Self::StorageFailure => {
-                Severity::Critical
-            }
-            _ => Severity::Warning,
-        }
-    }
-}
-
-impl std::fmt::Display for Rule {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// An alert's urgency: warnings log at WARN, critical alerts at ERROR.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Severity {
-    Warning,
-    Critical,
-}
-
-impl Severity {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Warning => "warning",
-            Self::Critical => "critical",
-        }
-    }
-}
-
-/// One alert, as the webhook receives it (JSON).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Alert {
-    pub rule: Rule,
-    pub severity: Severity,
-    /// The participant ID of the node that raised it.
-    pub node: String,
-    /// The other side: a participant ID, or `address <ip>` for a caller that did not
-    /// authenticate. Absent when no one else is involved.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub peer: Option<String>,
-    pub detail: String,
-    /// RFC 3339, UTC.
-    pub time: String,
-    pub time_unix: i64,
-    /// Index of the alert's entry in the node's audit log, when it was logged.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audit_index: Option<u64>,
-}
 
 /// What the transfer-volume rule needs to know of an agreement under which this node
 /// delivers: plain values, so that alerting does not depend on the data space.
@@ -478,76 +390,6 @@ impl WitnessReports for Alerts {
     }
 }
 
-/// The recent events of the windowed rules, per (rule, source), oldest first.
-///
-/// An event prunes only its own source's window. Sources whose events have all left
-/// their window are dropped by a sweep over every source, made at most once per
-/// shortest window, so memory holds only the sources heard from lately while the cost
-/// per event does not grow with the number of sources (a scan of many addresses in
-/// failed authentications would otherwise make every further event slower).
-#[derive(Default)]
-struct Windows {
-    events: HashMap<(Rule, String), VecDeque<Instant>>,
-    /// When stale sources were last dropped.
-    swept_at: Option<Instant>,
-}
-
-impl Windows {
-    /// Adds an event at `now` to the window of `key`; returns the count when it reaches
-    /// `threshold`, and then forgets the source (its count starts again).
-    fn count(
-        &mut self,
-        rules: &AlertsSection,
-        key: (Rule, String),
-        threshold: u32,
-        window: Duration,
-        now: Instant,
-    ) -> Option<usize> {
-        self.sweep(rules, now);
-        let events = self.events.entry(key.clone()).or_default();
-        while events
-            .front()
-            .is_some_and(|first| now.duration_since(*first) >= window)
-        {
-            events.pop_front();
-        }
-        events.push_back(now);
-        if events.len() >= threshold.max(1) as usize {
-            let count = events.len();
-            self.events.remove(&key);
-            Some(count)
-        } else {
-            None
-        }
-    }
-
-    /// Drops the sources whose last event left its window, if the shortest window has
-    /// passed since the last sweep.
-    fn sweep(&mut self, rules: &AlertsSection, now: Instant) {
-        let every =
-            window_of(rules, Rule::PolicyDenials).min(window_of(rules, Rule::FailedAuthentication));
-        let swept_at = *self.swept_at.get_or_insert(now);
-        if now.duration_since(swept_at) < every {
-            return;
-        }
-        self.swept_at = Some(now);
-        self.events.retain(|(r, _), events| {
-            events
-                .back()
-                .is_some_and(|last| now.duration_since(*last) < window_of(rules, *r))
-        });
-    }
-}
-
-/// The window of a windowed rule (zero for the others, which keep no window).
-fn window_of(rules: &AlertsSection, rule: Rule) -> Duration {
-    match rule {
-        Rule::PolicyDenials => rules.policy_denials.window,
-        Rule::FailedAuthentication => rules.failed_authentication.window,
-        _ => Duration::ZERO,
-    }
-}
-
 fn last_error(status: &TrustStatus) -> String {
     status
         .last_error
@@ -611,66 +453,6 @@ mod tests {
         alerts.policy_decision("transfer", &a, false, "y").await;
         assert_eq!(logged(&audit).len(), 2);
         assert_eq!(alerts.counts()[0], (Rule::PolicyDenials, 2));
-    }
-
-    #[test]
-    fn an_event_prunes_only_its_own_window_and_quiet_sources_are_dropped() {
-        let minute = Duration::from_secs(60);
-        let mut rules = AlertsSection::default();
-        rules.policy_denials.window = minute;
-        rules.failed_authentication.window = minute;
-        let address = |a: &str| (Rule::FailedAuthentication, a.to_owned());
-        let mut windows = Windows::default();
-        let t0 = Instant::now();
-        // A scan: one refusal from each of many addresses.
-        for i in 0..100 {
-            let key = address(&format!("10.0.0.{i}"));
-            assert_eq!(windows.count(&rules, key, 3, minute, t0), None);
-        }
-        assert_eq!(windows.events.len(), 100);
-
-        // Within the window, another address's refusal leaves the others as they are.
-        let t1 = t0 + Duration::from_secs(30);
-        assert_eq!(
-            windows.count(&rules, address("10.0.1.1"), 3, minute, t1),
-            None
-        );
-        assert_eq!(windows.events.len(), 101);
-        // An address heard again counts only its events still inside the window.
-        assert_eq!(
-            windows.count(&rules, address("10.0.0.7"), 3, minute, t1),
-            None
-        );
-        assert_eq!(windows.events[&address("10.0.0.7")].len(), 2);
-
-        // A window later, the addresses quiet since then are dropped: only those heard
-        // within the last minute remain.
-        let t2 = t0 + Duration::from_secs(61);
-        assert_eq!(
-            windows.count(&rules, address("10.0.1.2"), 3, minute, t2),
-            None
-        );
-        let mut left: Vec<&str> = windows.events.keys().map(|(_, a)| a.as_str()).collect();
-        left.sort();
-        assert_eq!(left, ["10.0.0.7", "10.0.1.1", "10.0.1.2"]);
-        // Heard again, it counts its events of the last minute only (t0 left).
-        assert_eq!(
-            windows.count(&rules, address("10.0.0.7"), 4, minute, t2),
-            None
-        );
-        assert_eq!(windows.events[&address("10.0.0.7")].len(), 2);
-
-        // A source whose alert fired is forgotten: its count starts again.
-        assert_eq!(
-            windows.count(&rules, address("10.0.1.2"), 3, minute, t2),
-            None
-        );
-        assert_eq!(
-            windows.count(&rules, address("10.0.1.2"), 3, minute, t2),
-            Some(3)
-        );
-        assert!(!windows.events.contains_key(&address("10.0.1.2")));
-        assert_eq!(windows.events.len(), 2);
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::Alert;
+use super::rule::Alert;
 
 /// Alerts waiting for the webhook; beyond this, new ones skip the webhook.
 const QUEUE: usize = 256;

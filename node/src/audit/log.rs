@@ -18,13 +18,17 @@
 //! committer writes those records after the group's entries and size, and the same
 //! flush makes both durable. So a step costs one flush, and a crash never leaves the
 //! record without its entry.
+//!
+//! The events themselves are in [`super::event`], the log and key names in
+//! [`super::names`]; both are re-exported here.
 
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub use super::event::{ENTRY_VERSION, Event, EventKind};
 use super::merkle::{self, Appender, Hash, TreeStore};
+pub use super::names::{origin_for, owner_of, witness_name_for};
 use super::note::{self, Checkpoint, KeyType, NoteError, VerifierKey};
 use crate::identity::{Envelope, SigningKey};
 use crate::storage::{Storage, StorageError, Write};
@@ -54,89 +58,6 @@ pub enum AuditError {
     Note(#[from] NoteError),
     #[error("{0}")]
     Range(String),
-}
-
-/// The version of the entry format written by this software.
-pub const ENTRY_VERSION: u32 = 1;
-
-/// One event, as written to the log: a versioned, typed record serialized as JSON with a
-/// fixed field order, so the same event always gives the same bytes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Event {
-    /// Entry format version.
-    pub v: u32,
-    /// Unix seconds.
-    pub time: i64,
-    pub kind: EventKind,
-    /// The other participant involved, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub participant: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub product: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agreement: Option<String>,
-    /// What happened, in words.
-    pub detail: String,
-}
-
-/// What kind of event an entry records.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[non_exhaustive]
-pub enum EventKind {
-    NodeStarted,
-    NodeStopped,
-    TrustListApplied,
-    TrustListRefused,
-    ProductPublished,
-    /// A peer listed the catalog or read an offer.
-    CatalogAccessed,
-    /// A policy decision (permit or deny) with its reasons.
-    PolicyDecision,
-    NegotiationStateChanged,
-    /// A transfer started, completed, or a chunk was refused.
-    Transfer,
-    /// Something an operator must look at, e.g. a peer's log signed two checkpoints that
-    /// cannot both be true.
-    Alert,
-    /// The node started with a configuration other than the one it ran with before.
-    ConfigurationChanged,
-    /// A use of a received copy (consumer side: a permitted read), or a consumer's
-    /// signed usage notice (provider side).
-    Usage,
-    /// A received copy deleted (deleteAfter, revocation), or a consumer's signed
-    /// deletion receipt (provider side).
-    CopyDeleted,
-    /// An agreement revoked by its provider (provider side), or a revocation received
-    /// (consumer side).
-    Revocation,
-    /// A backup of the whole node (keys included) was taken.
-    BackupTaken,
-    /// The node signs with a new key (its credential was renewed by the authority).
-    SigningKeyRotated,
-    /// A compute-to-data query: sent (consumer) or answered or refused (provider), with
-    /// the size of its answer.
-    Query,
-}
-
-impl Event {
-    pub fn new(kind: EventKind, time: i64, detail: impl Into<String>) -> Self {
-        Self {
-            v: ENTRY_VERSION,
-            time,
-            kind,
-            participant: None,
-            product: None,
-            agreement: None,
-            detail: detail.into(),
-        }
-    }
-
-    pub fn to_bytes(&self) -> Vec<u8> {
-        // Plain data always serializes.
-        serde_json::to_vec(self).expect("events serialize")
-    }
 }
 
 struct Pending {
@@ -452,24 +373,6 @@ fn decode_size(bytes: &[u8]) -> Result<u64, AuditError> {
         .map_err(|_| AuditError::Damaged("the stored size is not 8 bytes".into()))
 }
 
-/// The origin of a participant's log, e.g. `liutong.91110000600037341L/audit`.
-pub fn origin_for(participant: &crate::identity::ParticipantId) -> String {
-    format!("liutong.{participant}/audit")
-}
-
-/// The participant whose log has `origin` (the inverse of [`origin_for`]); `None` for
-/// an origin that is not a Liutong log's.
-pub fn owner_of(origin: &str) -> Option<crate::identity::ParticipantId> {
-    let id = origin.strip_prefix("liutong.")?.strip_suffix("/audit")?;
-    crate::identity::ParticipantId::parse(id).ok()
-}
-
-/// The key name a participant's node cosigns with as a witness, e.g.
-/// `liutong.91110000600037341L/witness`. Same Ed25519 key as its log, other key type.
-pub fn witness_name_for(participant: &crate::identity::ParticipantId) -> String {
-    format!("liutong.{participant}/witness")
-}
-
 /// The verifier key of `member`'s log, from the signing key in its membership.
 pub fn log_key_of(member: &crate::identity::Membership) -> Result<VerifierKey, AuditError> {
     Ok(VerifierKey::new(
@@ -633,20 +536,6 @@ mod tests {
         assert!(!text.contains("cannot flush"), "{text}");
     }
 
-    #[test]
-    fn owner_of_inverts_origin_for() {
-        let participant = crate::identity::ParticipantId::parse("91110000600037341L").unwrap();
-        assert_eq!(owner_of(&origin_for(&participant)), Some(participant));
-        for other in [
-            "liutong.91110000600037341L/witness",
-            "example.org/91110000600037341L/audit",
-            "liutong.not-an-id/audit",
-            "",
-        ] {
-            assert_eq!(owner_of(other), None, "{other}");
-        }
-    }
-
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_appends_get_distinct_indices_and_proofs_verify() {
         let log = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
@@ -782,17 +671,5 @@ mod tests {
             "{}",
             event.detail
         );
-    }
-
-    #[test]
-    fn events_are_canonical_json() {
-        let mut e = Event::new(EventKind::TrustListApplied, 1_800_000_000, "sequence 3");
-        e.participant = Some("91110000600037341L".into());
-        assert_eq!(
-            String::from_utf8(e.to_bytes()).unwrap(),
-            r#"{"v":1,"time":1800000000,"kind":"trust_list_applied","participant":"91110000600037341L","detail":"sequence 3"}"#
-        );
-        let back: Event = serde_json::from_slice(&e.to_bytes()).unwrap();
-        assert_eq!(back, e);
     }
 }

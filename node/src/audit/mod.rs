@@ -23,8 +23,10 @@
 //! Those three do no I/O, keep no time and spawn no tasks: callers pass `now`, the store
 //! and the keys, so every rule can be tested without a node. Around them:
 //!
-//! - [`log`]: the log in the node's storage: typed, versioned events, group commit
-//!   (durable before acknowledged, fail closed), proofs, the stored checkpoint.
+//! - [`log`]: the log in the node's storage: group commit (durable before acknowledged,
+//!   fail closed), proofs, the stored checkpoint.
+//! - [`event`]: the typed, versioned events the log records.
+//! - [`names`]: log origins and witness key names derived from participant IDs.
 //! - [`witnessing`]: this node as a witness of other members' logs: the [`witness`]
 //!   decision with its state and evidence in storage, alerts on conflicts.
 //! - [`search`]: finding the entries about a product, an agreement or a participant.
@@ -40,8 +42,10 @@
 
 pub mod auditor;
 pub mod bundle;
+pub mod event;
 pub mod log;
 pub mod merkle;
+pub mod names;
 pub mod note;
 pub mod search;
 pub mod witness;
