@@ -27,8 +27,8 @@
 //! file (`u16 name length ‖ name ‖ u64 offset ‖ bytes`), `Z` summary (JSON), and
 //! last `S` seal (`SHA-256 ‖ Ed25519 signature` over `liutong-backup/v1\n ‖ SHA-256`).
 //!
-//! The files: [`format`] (the records and the seal), [`gate`] (the write gate),
-//! [`creating`], [`checking`] and [`restoring`] a backup.
+//! The files: `format` (the records and the seal), `gate` (the write gate),
+//! `creating`, `checking` and `restoring` a backup.
 //!
 //! A backup holds the node's private keys: keep it as a secret (the CLI writes it 0600).
 

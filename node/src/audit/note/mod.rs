@@ -34,7 +34,7 @@
 //!   to set a limit of at least 16; Go's sumdb/note uses 100).
 //! - A known key whose signature fails rejects the whole note (the spec's SHOULD).
 //!
-//! The files: [`checkpoint`] (the body), [`key`] (verifier keys), [`cosignature`]
+//! The files: `checkpoint` (the body), `key` (verifier keys), `cosignature`
 //! (witness cosignatures); this one holds the signed-note format itself.
 
 mod checkpoint;
