@@ -30,6 +30,7 @@ pub use super::event::{ENTRY_VERSION, Event, EventKind};
 use super::merkle::{self, Appender, Hash, TreeStore};
 pub use super::names::{origin_for, owner_of, witness_name_for};
 use super::note::{self, Checkpoint, KeyType, NoteError, VerifierKey};
+use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::identity::{Envelope, SigningKey};
 use crate::storage::{Storage, StorageError, Write};
 
@@ -58,6 +59,19 @@ pub enum AuditError {
     Note(#[from] NoteError),
     #[error("{0}")]
     Range(String),
+}
+
+/// The audit log's errors, by kind.
+impl ErrorKinded for AuditError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            AuditError::Range(_) => ErrorKind::OutOfRange,
+            AuditError::TooLarge(_) => ErrorKind::ResourceExhausted,
+            AuditError::Damaged(_) => ErrorKind::DataLoss,
+            AuditError::Storage(_) | AuditError::Closed => ErrorKind::Unavailable,
+            _ => ErrorKind::Internal,
+        }
+    }
 }
 
 struct Pending {

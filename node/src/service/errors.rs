@@ -71,20 +71,6 @@ where
     Box::pin(ReceiverStream::new(rx).map(|r| r.map_err(into_status)))
 }
 
-/// The audit log's errors, by kind.
-impl ErrorKinded for crate::audit::log::AuditError {
-    fn kind(&self) -> ErrorKind {
-        use crate::audit::log::AuditError;
-        match self {
-            AuditError::Range(_) => ErrorKind::OutOfRange,
-            AuditError::TooLarge(_) => ErrorKind::ResourceExhausted,
-            AuditError::Damaged(_) => ErrorKind::DataLoss,
-            AuditError::Storage(_) | AuditError::Closed => ErrorKind::Unavailable,
-            _ => ErrorKind::Internal,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
