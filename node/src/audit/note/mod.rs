@@ -34,9 +34,9 @@
 //!   to set a limit of at least 16; Go's sumdb/note uses 100).
 //! - A known key whose signature fails rejects the whole note (the spec's SHOULD).
 //!
-//! The files: [`checkpoint`] (the body), [`key`] (verifier keys), [`cosignature`]
-//! (witness cosignatures), [`signed`] (the signed-note format itself), [`wire`] (the
-//! type bytes, sizes and signature lines they share) and [`error`]; this one only
+//! The files: `checkpoint` (the body), `key` (verifier keys), `cosignature`
+//! (witness cosignatures), `signed` (the signed-note format itself), `wire` (the
+//! type bytes, sizes and signature lines they share) and `error`; this one only
 //! declares them and names what the rest of the node uses.
 
 mod checkpoint;
