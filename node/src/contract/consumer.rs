@@ -16,8 +16,9 @@ use liutong_proto::v1::{NegotiationRequest, NegotiationState, VerifyAgreementReq
 use super::agreement::{
     AGREEMENT_PAYLOAD_TYPE, Agreement, ContractRequest, REQUEST_PAYLOAD_TYPE, Role,
 };
+use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, SENT, change, peer_text};
-use super::{Contracts, NegotiationEvent, NegotiationStatus, state};
+use super::state::{self, Event as NegotiationEvent, NegotiationStatus};
 
 impl Contracts {
     async fn provider_channel(

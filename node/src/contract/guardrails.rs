@@ -8,7 +8,7 @@
 
 use liutong_policy::{Classification, RegionCode};
 
-use super::Contracts;
+use super::contracts::Contracts;
 use crate::base::clock::now;
 use crate::identity::ParticipantId;
 

@@ -25,20 +25,10 @@
 //! that is never countersigned are TERMINATED, with the reason recorded. A
 //! countersigned agreement does not expire: the provider may hold it FINALIZED.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
-
-use crate::alerts::Alerts;
-use crate::audit::log::AuditLog;
-use crate::catalog::Catalog;
-use crate::config::{GuardrailsSection, RecoverySection};
-use crate::identity::NodeIdentity;
-use crate::outbound::Peers;
-use crate::storage::Storage;
-use crate::trust::TrustStore;
-
 mod agreement;
+mod cache;
 mod consumer;
+mod contracts;
 pub mod guardrails;
 mod locks;
 mod negotiation;
@@ -50,84 +40,7 @@ pub use agreement::{
     AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, AgreementError, ContractRequest,
     REQUEST_PAYLOAD_TYPE, Role,
 };
+pub use contracts::Contracts;
 pub use locks::AgreementLocks;
 pub use negotiation::{ContractError, Negotiation};
 pub use state::{Event as NegotiationEvent, IllegalTransition, NegotiationStatus, UnknownState};
-use store::{CachedPolicy, SeenOffer};
-
-/// The negotiations this node takes part in.
-pub struct Contracts {
-    storage: Arc<dyn Storage>,
-    audit: AuditLog,
-    identity: Arc<NodeIdentity>,
-    catalog: Arc<Catalog>,
-    peers: Arc<Peers>,
-    trust: Arc<TrustStore>,
-    alerts: Alerts,
-    /// `[guardrails]`, checked again when an agreement is signed.
-    guardrails: GuardrailsSection,
-    /// `[recovery]`: how often and how long unfinished steps are taken up.
-    recovery: RecoverySection,
-    /// Per-agreement locks (see [`AgreementLocks`]).
-    locks: AgreementLocks,
-    /// The IDs of the negotiations with a step still to come from either side
-    /// ([`Negotiation::unfinished`]), which the poller takes up: read from storage
-    /// once, then kept up to date by every commit. `None` until first read.
-    waiting: Arc<Mutex<Option<HashSet<String>>>>,
-    /// Negotiations (and, see [`transfer`](crate::transfer), receipts) a step is
-    /// working on now (see [`Contracts::claim`]).
-    claims: crate::recovery::Claims,
-    /// Offers fetched lately (consumer side), by provider address and offer ID. An
-    /// offer ID names a product version, whose policy never changes, and the provider
-    /// checks the offer again when it gets the request, so a recent answer is reused
-    /// rather than asked again for every request.
-    offers: Arc<Mutex<HashMap<(String, String), SeenOffer>>>,
-    /// Agreement policies compiled once, by agreement ID (both sides): an agreement
-    /// never changes, and pulls, queries, reads and the duties' sweep all ask for it.
-    policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
-}
-
-impl Contracts {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        storage: Arc<dyn Storage>,
-        audit: AuditLog,
-        identity: Arc<NodeIdentity>,
-        catalog: Arc<Catalog>,
-        peers: Arc<Peers>,
-        trust: Arc<TrustStore>,
-        alerts: Alerts,
-        guardrails: GuardrailsSection,
-        recovery: RecoverySection,
-    ) -> Self {
-        Self {
-            storage,
-            audit,
-            identity,
-            catalog,
-            peers,
-            trust,
-            alerts,
-            guardrails,
-            recovery,
-            locks: AgreementLocks::default(),
-            waiting: Arc::default(),
-            claims: Default::default(),
-            offers: Arc::default(),
-            policies: Arc::default(),
-        }
-    }
-
-    /// The per-agreement locks.
-    pub fn locks(&self) -> &AgreementLocks {
-        &self.locks
-    }
-
-    /// This node's identity, as the agreements name it.
-    pub fn identity(&self) -> &NodeIdentity {
-        &self.identity
-    }
-}
-
-/// A negotiation claimed by one step ([`Contracts::claim`]).
-pub(crate) use crate::recovery::Claim;

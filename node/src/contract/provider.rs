@@ -16,9 +16,10 @@ use crate::identity::{Envelope, Membership, ParticipantId};
 use super::agreement::{
     AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractRequest, REQUEST_PAYLOAD_TYPE, Role,
 };
+use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, change, event};
+use super::state::{self, Event as NegotiationEvent, NegotiationStatus};
 use super::store::NONCES;
-use super::{Contracts, NegotiationEvent, NegotiationStatus, state};
 
 /// Longest a contract request may be valid; a replay after that is refused by expiry,
 /// before it by its nonce.

@@ -10,8 +10,9 @@ use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{GetNegotiationRequest, NegotiationRequest};
 
 use super::agreement::{ContractRequest, Role};
+use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, SENT, peer_text};
-use super::{Contracts, NegotiationEvent, NegotiationStatus};
+use super::state::{Event as NegotiationEvent, NegotiationStatus};
 
 impl Contracts {
     /// Takes up every unfinished negotiation (`recovery_step`): asks providers about this

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use liutong_policy::{Classification, CompiledPolicy, Policy};
+use liutong_policy::{CompiledPolicy, Policy};
 
 use crate::audit::log::Event;
 use crate::identity::ParticipantId;
@@ -14,35 +14,20 @@ use liutong_proto::v1::GetOfferRequest;
 use liutong_proto::v1::catalog_client::CatalogClient;
 
 use super::agreement::{Agreement, AgreementError, Role};
+use super::cache::{CachedPolicy, SeenOffer};
 use super::consumer::analysis_context;
+use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, change};
-use super::{Claim, Contracts, NegotiationEvent, NegotiationStatus};
+use super::state::{Event as NegotiationEvent, NegotiationStatus};
+use crate::recovery::Claim;
 
 const NEGOTIATIONS: &str = "negotiations";
 pub(super) const NONCES: &str = "nonces";
 /// Agreement ID → negotiation ID, so transfers find their agreement without a scan.
 const AGREEMENTS: &str = "agreements";
 
-/// A compiled agreement policy, with what it was compiled from.
-pub(super) struct CachedPolicy {
-    /// The agreement's ODRL policy and classification: a different agreement under the
-    /// same ID (a provider reusing one) is compiled anew, not served this one.
-    source: serde_json::Value,
-    classification: Classification,
-    compiled: Arc<CompiledPolicy>,
-}
-
 /// How many compiled agreement policies are kept (all are dropped when more come).
 const POLICIES_KEPT: usize = 4096;
-
-/// An offer as the consumer fetched it.
-#[derive(Clone)]
-pub(super) struct SeenOffer {
-    pub(super) owner: ParticipantId,
-    pub(super) policy: Option<serde_json::Value>,
-    pub(super) classification: Option<Classification>,
-    fetched: std::time::Instant,
-}
 
 /// How long a fetched offer is reused, and how many are kept.
 const OFFER_REUSE: std::time::Duration = std::time::Duration::from_secs(60);

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::watch;
 
-use super::StorageError;
+use super::error::StorageError;
 use super::fault::Fault;
 
 /// The fsyncs of one storage, and whether one has failed.

@@ -20,39 +20,14 @@
 
 pub mod blobs;
 pub mod durability;
+mod error;
 pub mod fault;
 mod sled_engine;
 
+pub use error::StorageError;
 pub use sled_engine::{SLED_LOCK_FILE, SledStorage};
 
-use std::path::PathBuf;
-
 use crate::base::BoxFuture;
-
-/// Storage failures. The node refuses the operation rather than go on without them.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StorageError {
-    #[error("cannot open the database in {path}: {reason}")]
-    Open { path: PathBuf, reason: String },
-    #[error("database error in tree {tree:?}: {reason}")]
-    Engine { tree: String, reason: String },
-    #[error("cannot flush the database to disk: {0}")]
-    Flush(String),
-    /// A flush or fsync failed earlier in this process: nothing is written any more.
-    #[error(
-        "the node's storage failed ({0}); writes are refused until the node is restarted \
-         after the disk is checked"
-    )]
-    Failed(String),
-}
-
-impl StorageError {
-    /// Whether this is the failed state (see [`durability`]), which refuses every write.
-    pub fn is_failed(&self) -> bool {
-        matches!(self, Self::Failed(_))
-    }
-}
 
 /// Keys and values, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;

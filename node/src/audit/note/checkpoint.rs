@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
-use super::NoteError;
+use super::error::NoteError;
 use super::key::COSIGNATURE_HEADER;
 use crate::audit::merkle::Hash;
 

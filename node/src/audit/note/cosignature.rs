@@ -3,11 +3,13 @@
 
 use ring::signature::Ed25519KeyPair;
 
+use super::error::NoteError;
 use super::key::{
-    KeyType, MAX_TIMESTAMP, VerifierKey, check_key_name, compute_key_id, cosignature_message,
+    MAX_TIMESTAMP, VerifierKey, check_key_name, compute_key_id, cosignature_message,
     ed25519_public_key,
 };
-use super::{ED25519_SIGNATURE_LEN, NoteError, SignatureLine, SignedNote};
+use super::signed::SignedNote;
+use super::wire::{ED25519_SIGNATURE_LEN, KeyType, SignatureLine};
 
 /// A witness's tlog-cosignature line over a checkpoint body, stating time `timestamp`
 /// (Unix seconds), signed as `name` with `key_pair` (type 0x04).

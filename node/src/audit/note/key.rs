@@ -9,10 +9,8 @@ use base64::engine::general_purpose::STANDARD as B64;
 use ring::signature::{ED25519, Ed25519KeyPair, KeyPair as _, UnparsedPublicKey};
 use sha2::{Digest, Sha256};
 
-use super::{
-    ED25519_PUBLIC_KEY_LEN, ED25519_SIGNATURE_LEN, NoteError, SignatureLine, TYPE_COSIGNATURE_V1,
-    TYPE_ED25519,
-};
+use super::error::NoteError;
+use super::wire::{ED25519_PUBLIC_KEY_LEN, ED25519_SIGNATURE_LEN, KeyId, KeyType, SignatureLine};
 
 /// The first line of every Ed25519 cosignature message (domain separation).
 pub(super) const COSIGNATURE_HEADER: &str = "cosignature/v1";
@@ -23,37 +21,6 @@ pub(super) const MAX_TIMESTAMP: u64 = i64::MAX as u64;
 /// `cosignature/v1\ntime <t>\n` ‖ checkpoint body.
 pub(super) fn cosignature_message(body: &str, timestamp: u64) -> String {
     format!("{COSIGNATURE_HEADER}\ntime {timestamp}\n{body}")
-}
-
-/// The 4-byte key ID that opens every signature.
-pub type KeyId = [u8; 4];
-
-/// Which kind of signature a key makes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum KeyType {
-    /// Ed25519 over the note text: how a log signs its own checkpoints.
-    Ed25519,
-    /// Ed25519 tlog-cosignature v1: how a witness cosigns another log's checkpoint.
-    CosignatureV1,
-}
-
-impl KeyType {
-    /// The type byte used in key IDs and verifier keys.
-    pub fn type_byte(self) -> u8 {
-        match self {
-            KeyType::Ed25519 => TYPE_ED25519,
-            KeyType::CosignatureV1 => TYPE_COSIGNATURE_V1,
-        }
-    }
-
-    pub(super) fn from_type_byte(b: u8) -> Option<Self> {
-        match b {
-            TYPE_ED25519 => Some(KeyType::Ed25519),
-            TYPE_COSIGNATURE_V1 => Some(KeyType::CosignatureV1),
-            _ => None,
-        }
-    }
 }
 
 /// Key names: non-empty, no Unicode space, no `+`, no control character.

@@ -1,0 +1,26 @@
+//! What [`Contracts`](super::Contracts) keeps in memory between steps: compiled
+//! agreement policies and offers the consumer fetched lately.
+
+use std::sync::Arc;
+
+use liutong_policy::{Classification, CompiledPolicy};
+
+use crate::identity::ParticipantId;
+
+/// A compiled agreement policy, with what it was compiled from.
+pub(super) struct CachedPolicy {
+    /// The agreement's ODRL policy and classification: a different agreement under the
+    /// same ID (a provider reusing one) is compiled anew, not served this one.
+    pub(super) source: serde_json::Value,
+    pub(super) classification: Classification,
+    pub(super) compiled: Arc<CompiledPolicy>,
+}
+
+/// An offer as the consumer fetched it.
+#[derive(Clone)]
+pub(super) struct SeenOffer {
+    pub(super) owner: ParticipantId,
+    pub(super) policy: Option<serde_json::Value>,
+    pub(super) classification: Option<Classification>,
+    pub(super) fetched: std::time::Instant,
+}
