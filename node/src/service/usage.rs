@@ -13,8 +13,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
+use super::caller::{local_role, peer_caller};
 use super::errors::into_status;
-use super::{local_role, peer_caller};
 use crate::local::LocalRole;
 use crate::usage::{self};
 use liutong_proto::v1::usage_control_server::UsageControl;
