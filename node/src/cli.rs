@@ -2,15 +2,18 @@
 //! library. Errors reach `main` as `anyhow::Error` and are printed plainly; the exit
 //! code is 0 on success, 1 on failure, 2 for a usage error.
 //!
-//! This file holds the top-level arguments, how a command reaches its own node
-//! ([`LocalArgs`]), the dispatch, and the output helpers every command shares; each
-//! group of subcommands lives in its own file beside it.
+//! This file holds the top-level arguments and the dispatch; each group of
+//! subcommands lives in its own file beside it, how a command reaches its own node
+//! ([`LocalArgs`]) in `local_node`, and the output helpers every command shares in
+//! `output`.
 
 mod audit;
 mod authority;
 mod contract;
 mod data;
+mod local_node;
 mod ops;
+mod output;
 mod peer;
 mod product;
 mod query;
@@ -18,20 +21,18 @@ mod serve;
 mod transfer;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context as _, anyhow};
-use clap::{Args, Parser, Subcommand};
-use tonic::transport::Channel;
+use clap::{Parser, Subcommand};
 
-use crate::config::{self, NodeConfig};
+use crate::config;
 use crate::identity::RegionCode;
-use crate::local::{self, LocalRole};
 use crate::setup::{self, InitOptions};
-use liutong_proto::v1::admin_client::AdminClient;
 
 pub use authority::AuthorityCommand;
+pub use local_node::LocalArgs;
+pub use output::status_error;
 pub use peer::{PeerCommand, TrustCommand};
 
 /// Liutong (流通): a node of a trusted data space.
@@ -197,50 +198,6 @@ pub enum Command {
     Query(query::QueryArgs),
 }
 
-/// How a command reaches its own node.
-#[derive(Args, Debug)]
-pub struct LocalArgs {
-    /// The node's node.toml [default: $LIUTONG_DATA/node/node.toml or
-    /// ./liutong-data/node/node.toml, the development node].
-    #[arg(long, env = "LIUTONG_CONFIG")]
-    pub config: Option<PathBuf>,
-    /// Which local client certificate to use: admin, app or auditor.
-    #[arg(long, default_value = "admin")]
-    pub role: LocalRole,
-}
-
-impl LocalArgs {
-    fn load(&self) -> anyhow::Result<NodeConfig> {
-        load_config(self.config.as_deref())
-    }
-
-    /// The local API of the node in `--config`, with the certificate of `--role`.
-    async fn channel(&self) -> anyhow::Result<Channel> {
-        local_channel(&self.load()?, self.role).await
-    }
-
-    async fn admin(&self) -> anyhow::Result<AdminClient<Channel>> {
-        Ok(AdminClient::new(self.channel().await?))
-    }
-}
-
-/// The node's configuration from `path`, or the development node's
-/// ($LIUTONG_DATA/node/node.toml or ./liutong-data/node/node.toml).
-fn load_config(path: Option<&Path>) -> anyhow::Result<NodeConfig> {
-    let path = path.map_or_else(
-        || setup::dev_config_path(&setup::default_data_root()),
-        Path::to_path_buf,
-    );
-    Ok(NodeConfig::load(&path)?)
-}
-
-/// A channel to the node's local API with the client certificate of `role`.
-async fn local_channel(config: &NodeConfig, role: LocalRole) -> anyhow::Result<Channel> {
-    local::connect(config, role)
-        .await
-        .context("is the node running? start it with `liutong serve`")
-}
-
 /// Runs a parsed command.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
@@ -296,36 +253,4 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(args).await,
         Command::Peer(cmd) => peer::peer(cmd).await,
     }
-}
-
-/// A gRPC refusal as an error a person can read.
-pub fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{:?}: {}", s.code(), s.message())
-}
-
-/// Prints `value` as indented JSON: the `--json` output of every command.
-fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(value)?);
-    Ok(())
-}
-
-/// Prints a listing the way every `list` command does: with `--json`, one JSON array of
-/// `to_json(item)`; otherwise `line(item)` for each item, or the line `empty` when there
-/// is none.
-fn print_list<T>(
-    items: &[T],
-    json: bool,
-    empty: &str,
-    to_json: impl Fn(&T) -> serde_json::Value,
-    line: impl FnMut(&T),
-) -> anyhow::Result<()> {
-    if json {
-        let all: Vec<_> = items.iter().map(to_json).collect();
-        return print_json(&all);
-    }
-    if items.is_empty() {
-        println!("{empty}");
-    }
-    items.iter().for_each(line);
-    Ok(())
 }

@@ -10,13 +10,15 @@
 //!   receipts, revocations).
 //!
 //! The audit services live in `service/audit.rs`, the local API's `Admin` in
-//! `service/admin.rs`.
+//! `service/admin.rs`, and who is calling (the peer authenticator, the caller of a
+//! request) in `service/caller.rs`.
 //!
 //! Both routers sit behind [`AuthLayer`], so nothing here answers an unauthenticated
 //! caller, health and reflection included.
 
 mod admin;
 pub mod audit;
+mod caller;
 pub mod catalog;
 pub mod contract;
 pub mod errors;
@@ -26,10 +28,10 @@ pub mod transfer;
 pub mod usage;
 
 pub use admin::AdminService;
+pub use caller::{PeerAuthenticator, PeerCaller};
 
 use std::sync::Arc;
 
-use rustls::pki_types::CertificateDer;
 use tonic::server::NamedService;
 use tonic::transport::Server;
 use tonic::transport::server::Router;
@@ -38,16 +40,14 @@ use tonic_health::pb::health_server::HealthServer;
 use tonic_health::server::HealthService;
 use tower::layer::util::{Identity, Stack};
 
-use crate::authority::participant_from_certificate;
 use crate::base::VERSION;
-use crate::base::clock::now;
 use crate::health::NodeHealth;
 use crate::identity::{Membership, NodeIdentity};
-use crate::local::{LocalAuthenticator, LocalRole};
+use crate::local::LocalAuthenticator;
 use crate::telemetry::RpcLayer;
-use crate::tls::auth::{AuthLayer, Authenticate, ChainVerifier};
-use crate::tls::certs;
+use crate::tls::auth::AuthLayer;
 use crate::trust::TrustStore;
+use caller::peer_caller;
 use liutong_proto::v1::admin_server::AdminServer;
 use liutong_proto::v1::audit_server::AuditServer;
 use liutong_proto::v1::catalog_server::CatalogServer;
@@ -59,32 +59,6 @@ use liutong_proto::v1::usage_control_server::UsageControlServer;
 use liutong_proto::v1::usage_server::UsageServer;
 use liutong_proto::v1::witness_server::WitnessServer;
 use liutong_proto::v1::{DescribeRequest, DescribeResponse};
-
-/// A verified peer: its certificate chains to the data-space CA and the trust list
-/// says it is a current member presenting its registered certificate.
-#[derive(Clone, Debug)]
-pub struct PeerCaller(pub Membership);
-
-/// Authenticates peers: certificate chain, then membership in the trust list.
-pub struct PeerAuthenticator {
-    pub chain: ChainVerifier,
-    pub trust: Arc<crate::trust::TrustStore>,
-}
-
-impl Authenticate for PeerAuthenticator {
-    type Caller = PeerCaller;
-
-    fn authenticate(&self, chain: &[CertificateDer<'static>]) -> Result<PeerCaller, Status> {
-        self.chain.verify(chain).map_err(|reason| {
-            Status::unauthenticated(format!("client certificate refused: {reason}"))
-        })?;
-        let participant = participant_from_certificate(&chain[0])?;
-        let membership =
-            self.trust
-                .check_member(&participant, &certs::fingerprint(&chain[0]), now())?;
-        Ok(PeerCaller(membership))
-    }
-}
 
 /// The names the reflection services answer to on every port (both are served).
 const REFLECTION: [&str; 2] = [
@@ -292,22 +266,6 @@ pub fn admin_router(
 pub struct PeerService {
     pub identity: Arc<NodeIdentity>,
     pub trust: Arc<TrustStore>,
-}
-
-fn peer_caller<T>(request: &Request<T>) -> Result<&Membership, Status> {
-    request
-        .extensions()
-        .get::<PeerCaller>()
-        .map(|c| &c.0)
-        .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))
-}
-
-fn local_role<T>(request: &Request<T>) -> Result<LocalRole, Status> {
-    request
-        .extensions()
-        .get::<LocalRole>()
-        .copied()
-        .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))
 }
 
 #[tonic::async_trait]

@@ -11,10 +11,11 @@
 //! `authority.json` atomically and bump the sequence; `serve` re-reads the state for
 //! every request, so a revocation reaches nodes at their next refresh, with no restart.
 //!
-//! The code is in three parts: `members` (admitting, revoking and re-keying members,
-//! the admission bundle), the store of `authority.json` (`store`), and `service` (the
-//! trust-list server).
+//! The code is in four parts: `members` (admitting, revoking and re-keying members,
+//! the admission bundle), the store of `authority.json` (`store`), `service` (the
+//! trust-list server), and the errors of all three (`error`).
 
+mod error;
 mod members;
 mod service;
 mod store;
@@ -24,12 +25,12 @@ use std::time::Duration;
 
 use crate::base::clock;
 use crate::base::files;
-use crate::identity::{Envelope, KeyError, Membership, ParticipantId, PublicKey, SigningKey};
-use crate::tls::TlsError;
-use crate::tls::certs::{AUTHORITY_SAN_URI, CertError, CertificateAuthority, LeafSpec};
+use crate::identity::{Envelope, Membership, PublicKey, SigningKey};
+use crate::tls::certs::{AUTHORITY_SAN_URI, CertificateAuthority, LeafSpec};
 use crate::trust::{Revocation, TRUST_LIST_PAYLOAD_TYPE, TrustList};
-use store::{STATE_FILE, State, read_state};
+use store::{STATE_FILE, State, read_state, write_state};
 
+pub use error::AuthorityError;
 pub use members::{Admission, AdmissionBundle};
 pub use service::{RunningAuthority, participant_from_certificate, serve};
 
@@ -37,50 +38,6 @@ pub use service::{RunningAuthority, participant_from_certificate, serve};
 pub const DEFAULT_TRUST_LIST_VALIDITY: Duration = Duration::from_secs(600);
 /// Default validity of a membership and its certificate.
 pub const DEFAULT_MEMBERSHIP_DAYS: i64 = 365;
-
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AuthorityError {
-    #[error("{0} already holds an authority; choose another directory or remove it deliberately")]
-    AlreadyExists(PathBuf),
-    #[error("{0} holds no authority (no authority.json); run `liutong authority init` first")]
-    Missing(PathBuf),
-    #[error("cannot use the authority directory {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("{path} is damaged: {reason}")]
-    State { path: PathBuf, reason: String },
-    #[error(transparent)]
-    Key(#[from] KeyError),
-    #[error(transparent)]
-    Cert(#[from] CertError),
-    #[error(transparent)]
-    Tls(#[from] TlsError),
-    #[error(
-        "participant {0} is already a member; pass --renew to issue it a new certificate and \
-         credential (the old certificate stops working)"
-    )]
-    AlreadyMember(ParticipantId),
-    #[error(
-        "participant {participant} was revoked at {revoked_at} ({reason}); a revoked \
-         participant cannot be admitted again under the same ID"
-    )]
-    Revoked {
-        participant: ParticipantId,
-        reason: String,
-        revoked_at: String,
-    },
-    #[error("participant {0} is not a member")]
-    NotMember(ParticipantId),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("the output directory {0} exists and is not empty; choose a new one")]
-    OutputExists(PathBuf),
-    #[error("serving the trust list failed: {0}")]
-    Serve(String),
-}
 
 /// An authority opened from its directory.
 pub struct Authority {
@@ -180,5 +137,20 @@ impl Authority {
             revocations: self.state.revocations.clone(),
         };
         Envelope::sign_json(TRUST_LIST_PAYLOAD_TYPE, &list, &self.signing)
+    }
+
+    /// Re-reads the state written by other processes (`admit`, `revoke`).
+    fn reload(&mut self) -> Result<(), AuthorityError> {
+        self.state = read_state(&self.dir.join(STATE_FILE))?;
+        Ok(())
+    }
+
+    /// Takes the exclusive lock of the authority directory, held until dropped.
+    fn lock(&self) -> Result<std::fs::File, AuthorityError> {
+        store::lock(&self.dir)
+    }
+
+    fn save_state(&self) -> Result<(), AuthorityError> {
+        write_state(&self.dir.join(STATE_FILE), &self.state)
     }
 }

@@ -1,12 +1,15 @@
 //! The authority's own store: `authority.json` (members, revocations, the trust-list
 //! sequence), read afresh before each change and written atomically, under an
 //! exclusive lock on `.lock` so that two processes never change it at once.
+//!
+//! It works on the directory and the state, not on [`super::Authority`], so that the
+//! authority can use it without the store reaching back into the authority.
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Authority, AuthorityError};
+use super::error::AuthorityError;
 use crate::base::files;
 use crate::identity::Membership;
 use crate::trust::Revocation;
@@ -24,37 +27,6 @@ pub(super) struct State {
     pub(super) revocations: Vec<Revocation>,
 }
 
-impl Authority {
-    /// Re-reads the state written by other processes (`admit`, `revoke`).
-    pub(super) fn reload(&mut self) -> Result<(), AuthorityError> {
-        self.state = read_state(&self.dir.join(STATE_FILE))?;
-        Ok(())
-    }
-
-    pub(super) fn lock(&self) -> Result<std::fs::File, AuthorityError> {
-        let path = self.dir.join(".lock");
-        let io = |source| AuthorityError::Io {
-            path: path.clone(),
-            source,
-        };
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(io)?;
-        file.lock().map_err(io)?;
-        Ok(file)
-    }
-
-    pub(super) fn save_state(&self) -> Result<(), AuthorityError> {
-        let path = self.dir.join(STATE_FILE);
-        // Plain data always serializes.
-        let json = serde_json::to_vec_pretty(&self.state).expect("state serializes");
-        files::write_private(&path, &json).map_err(|source| AuthorityError::Io { path, source })
-    }
-}
-
 pub(super) fn read_state(path: &Path) -> Result<State, AuthorityError> {
     let bytes = std::fs::read(path).map_err(|source| AuthorityError::Io {
         path: path.to_owned(),
@@ -63,5 +35,32 @@ pub(super) fn read_state(path: &Path) -> Result<State, AuthorityError> {
     serde_json::from_slice(&bytes).map_err(|e| AuthorityError::State {
         path: path.to_owned(),
         reason: e.to_string(),
+    })
+}
+
+/// Takes the exclusive lock on `dir/.lock`; it is held until the file is dropped.
+pub(super) fn lock(dir: &Path) -> Result<std::fs::File, AuthorityError> {
+    let path = dir.join(".lock");
+    let io = |source| AuthorityError::Io {
+        path: path.clone(),
+        source,
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io)?;
+    file.lock().map_err(io)?;
+    Ok(file)
+}
+
+/// Writes `state` to `path` atomically, owner-only.
+pub(super) fn write_state(path: &Path, state: &State) -> Result<(), AuthorityError> {
+    // Plain data always serializes.
+    let json = serde_json::to_vec_pretty(state).expect("state serializes");
+    files::write_private(path, &json).map_err(|source| AuthorityError::Io {
+        path: path.to_owned(),
+        source,
     })
 }

@@ -11,7 +11,7 @@ use clap::Subcommand;
 use tokio::net::TcpListener;
 
 use super::ops;
-use super::print_json;
+use super::output::print_json;
 use super::serve::StopSignals;
 use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS};
 use crate::base::clock;

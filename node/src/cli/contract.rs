@@ -8,7 +8,8 @@ use liutong_proto::v1::{
     RevokeRequest,
 };
 
-use super::{LocalArgs, print_json, print_list, status_error};
+use super::local_node::LocalArgs;
+use super::output::{print_json, print_list, status_error};
 use crate::base::format::format_unix;
 use crate::contract::NegotiationStatus;
 

@@ -10,7 +10,8 @@ use liutong_proto::v1::{CopyStatus, ListCopiesRequest, ReadRequest};
 use std::io::Write as _;
 use tokio_stream::StreamExt as _;
 
-use super::{LocalArgs, print_list, status_error};
+use super::local_node::LocalArgs;
+use super::output::{print_list, status_error};
 use crate::base::format::format_unix;
 use crate::local::LocalRole;
 

@@ -10,8 +10,9 @@ use clap::Subcommand;
 use liutong_proto::v1::{BackupRequest, StatusRequest};
 use tokio::io::AsyncWriteExt as _;
 
+use super::local_node::{LocalArgs, load_config, local_channel};
+use super::output::{print_json, status_error};
 use super::peer::{participant_json, trust_json};
-use super::{LocalArgs, load_config, local_channel, print_json, status_error};
 use crate::authority::Authority;
 use crate::backup;
 use crate::base::format::format_unix;

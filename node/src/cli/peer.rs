@@ -7,7 +7,8 @@ use liutong_proto::v1::{
     DescribePeerRequest, DescribeResponse, Participant, RefreshTrustListRequest, TrustListStatus,
 };
 
-use super::{LocalArgs, print_json, status_error};
+use super::local_node::LocalArgs;
+use super::output::{print_json, status_error};
 use crate::base::format::format_unix;
 
 #[derive(Subcommand, Debug)]

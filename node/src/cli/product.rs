@@ -11,7 +11,8 @@ use liutong_proto::v1::{
     PublishRequest,
 };
 
-use super::{LocalArgs, print_json, print_list, status_error};
+use super::local_node::LocalArgs;
+use super::output::{print_json, print_list, status_error};
 
 use crate::catalog::UPLOAD_PIECE;
 

@@ -5,7 +5,8 @@ use anyhow::{anyhow, bail};
 use clap::Args;
 use liutong_proto::v1::{AggregateResponse, QueryAggregateRequest};
 
-use super::{LocalArgs, print_json, status_error};
+use super::local_node::LocalArgs;
+use super::output::{print_json, status_error};
 use crate::query::aggregate::{Aggregation, Filter, FilterOp, Function, Query};
 
 /// The flags of `liutong query` (its help is on the command in `cli.rs`).

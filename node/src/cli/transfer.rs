@@ -6,7 +6,8 @@ use clap::Subcommand;
 use liutong_proto::v1::{ListTransfersRequest, PullTransferRequest, TransferProgress};
 use tokio_stream::StreamExt as _;
 
-use super::{LocalArgs, print_json, print_list, status_error};
+use super::local_node::LocalArgs;
+use super::output::{print_json, print_list, status_error};
 use crate::transfer::TransferState;
 
 #[derive(Subcommand, Debug)]

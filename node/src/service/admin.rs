@@ -29,8 +29,9 @@ use liutong_proto::v1::{
     RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
 };
 
+use super::caller::local_role;
 use super::errors::into_status;
-use super::{catalog, local_role, ops, query, transfer};
+use super::{catalog, ops, query, transfer};
 
 /// `Admin` on the local API: the operator's calls, each handed to its component.
 pub struct AdminService {

@@ -30,7 +30,7 @@ use liutong_proto::v1::{
     VerifierKeyResponse,
 };
 
-use super::PeerCaller;
+use super::caller::PeerCaller;
 use super::errors::into_status;
 
 /// Most entries one GetEntries answer carries.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use liutong_policy::Classification;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::caller::peer_caller;
 use super::errors::into_status;
-use super::peer_caller;
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock;
 use crate::base::clock::now;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::caller::peer_caller;
 use super::errors::into_status;
-use super::peer_caller;
 use crate::contract::Contracts;
 use liutong_proto::v1::negotiation_server::Negotiation;
 use liutong_proto::v1::{

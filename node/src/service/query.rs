@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use super::caller::peer_caller;
 use super::errors::into_status;
-use super::peer_caller;
 use crate::query::{self, Queries};
 use liutong_proto::v1::query_server::Query;
 use liutong_proto::v1::{AggregateRequest, AggregateResponse, QueryAggregateRequest};

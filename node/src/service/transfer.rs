@@ -8,8 +8,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
+use super::caller::peer_caller;
 use super::errors::{StatusStream, into_status, status_stream};
-use super::peer_caller;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
 use liutong_proto::v1::transfer_server::Transfer;

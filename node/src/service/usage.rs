@@ -12,8 +12,8 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
+use super::caller::{local_role, peer_caller};
 use super::errors::{StatusStream, into_status, status_stream};
-use super::{local_role, peer_caller};
 use crate::local::LocalRole;
 use crate::usage::{self};
 use liutong_proto::v1::usage_control_server::UsageControl;

@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use anyhow::Context as _;
 use serde_json::json;
 
-use super::{FilterArgs, Target};
+use super::target::{FilterArgs, Target};
 use crate::audit::bundle::{BUNDLE_VERSION, EvidenceBundle};
 use crate::base::clock;
-use crate::cli::print_json;
+use crate::cli::output::print_json;
 use crate::local::LocalRole;
 
 /// Writes the evidence bundle of `filter` from this node and each of `peer` to `out`.

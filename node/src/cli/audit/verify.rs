@@ -8,9 +8,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::json;
 
-use super::Target;
+use super::target::Target;
 use crate::audit::bundle::{EvidenceBundle, verify_bundle};
-use crate::cli::print_json;
+use crate::cli::output::print_json;
 use crate::identity::PublicKey;
 use crate::local::LocalRole;
 

@@ -1,0 +1,36 @@
+//! The output every command shares: refusals as readable errors, `--json` output, and
+//! listings.
+
+use anyhow::anyhow;
+
+/// A gRPC refusal as an error a person can read.
+pub fn status_error(s: tonic::Status) -> anyhow::Error {
+    anyhow!("{:?}: {}", s.code(), s.message())
+}
+
+/// Prints `value` as indented JSON: the `--json` output of every command.
+pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+/// Prints a listing the way every `list` command does: with `--json`, one JSON array of
+/// `to_json(item)`; otherwise `line(item)` for each item, or the line `empty` when there
+/// is none.
+pub(super) fn print_list<T>(
+    items: &[T],
+    json: bool,
+    empty: &str,
+    to_json: impl Fn(&T) -> serde_json::Value,
+    line: impl FnMut(&T),
+) -> anyhow::Result<()> {
+    if json {
+        let all: Vec<_> = items.iter().map(to_json).collect();
+        return print_json(&all);
+    }
+    if items.is_empty() {
+        println!("{empty}");
+    }
+    items.iter().for_each(line);
+    Ok(())
+}
