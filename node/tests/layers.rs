@@ -161,7 +161,8 @@ fn the_node_s_modules_import_each_other_in_no_loop() {
 
 /// Nor do files import each other in a loop, inside a module or across modules (a
 /// module's files are ordered too). A file's `mod` and `pub use` of its own children are
-/// its table of contents, not imports, and are not counted.
+/// its table of contents, not imports, and are not counted; any other path into a child
+/// (`child::item`) is.
 #[test]
 fn the_node_s_files_import_each_other_in_no_loop() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
@@ -305,7 +306,7 @@ fn imports(src: &Path, modules: &BTreeSet<String>) -> Vec<Import> {
 
 /// Every import of one file of the crate at `src` by another: (from, to), as paths
 /// under `src`. A `crate::`, `super::` or `self::` path names the file of the longest
-/// module prefix it reaches.
+/// module prefix it reaches; a `child::` path in a file names that child's file.
 fn file_imports(src: &Path) -> Vec<(String, String)> {
     let mut files = Vec::new();
     rust_files(src, &mut files);
@@ -342,11 +343,39 @@ fn file_imports(src: &Path) -> Vec<(String, String)> {
         let here = module_of(file);
         let from = shown(file);
         let tokens = tokens(&fs::read_to_string(file).expect("readable source"));
+        // The child modules this file declares (`mod name;`).
+        let children: BTreeSet<&str> = tokens
+            .windows(3)
+            .filter(|w| w[0].1 == "mod" && w[2].1 == ";")
+            .map(|w| w[1].1.as_str())
+            .collect();
         let mut i = 0;
         while i < tokens.len() {
             let t = tokens[i].1.as_str();
             if t == "#" && is_cfg_test(&tokens, i) {
                 i = end_of_item(&tokens, i);
+                continue;
+            }
+            // `pub use child::…` is the module's table of contents, not an import.
+            let public_use = t == "pub"
+                && (tokens.get(i + 1).is_some_and(|(_, t)| t == "use")
+                    || tokens.get(i + 4).is_some_and(|(_, t)| t == "use"));
+            if public_use {
+                while tokens.get(i).is_some_and(|(_, t)| t != ";") {
+                    i += 1;
+                }
+                continue;
+            }
+            // A path into one of the file's own children: `child::item`.
+            if children.contains(t)
+                && tokens.get(i + 1).is_some_and(|(_, t)| t == "::")
+                && i.checked_sub(1).is_none_or(|p| tokens[p].1 != "::")
+            {
+                let child = [here.clone(), vec![t.to_owned()]].concat();
+                if let Some(to) = by_module.get(&child) {
+                    out.push((from.clone(), to.clone()));
+                }
+                i += 2;
                 continue;
             }
             let starts_path = matches!(t, "crate" | "super" | "self")
