@@ -18,7 +18,7 @@ use super::agreement::{
 };
 use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, SENT, change, peer_text};
-use super::state::{self, Event as NegotiationEvent, NegotiationStatus};
+use super::state::{self, NegotiationEvent, NegotiationStatus};
 
 impl Contracts {
     async fn provider_channel(

@@ -14,7 +14,7 @@ use crate::storage::StorageError;
 use liutong_proto::v1::NegotiationState;
 
 use super::agreement::{Agreement, Role};
-use super::state::{self, Event as NegotiationEvent, NegotiationStatus};
+use super::state::{self, NegotiationEvent, NegotiationStatus};
 
 /// A negotiation as this node keeps it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use super::agreement::{
 };
 use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, change, event};
-use super::state::{self, Event as NegotiationEvent, NegotiationStatus};
+use super::state::{self, NegotiationEvent, NegotiationStatus};
 use super::store::NONCES;
 
 /// Longest a contract request may be valid; a replay after that is refused by expiry,

@@ -12,7 +12,7 @@ use liutong_proto::v1::{GetNegotiationRequest, NegotiationRequest};
 use super::agreement::{ContractRequest, Role};
 use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, SENT, peer_text};
-use super::state::{Event as NegotiationEvent, NegotiationStatus};
+use super::state::{NegotiationEvent, NegotiationStatus};
 
 impl Contracts {
     /// Takes up every unfinished negotiation (`recovery_step`): asks providers about this

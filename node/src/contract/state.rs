@@ -78,7 +78,7 @@ pub struct UnknownState(pub String);
 
 /// What moves a negotiation: a message of either party, or a step of this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum NegotiationEvent {
     /// The consumer records its request before it sends it (again).
     RequestSent,
     /// The request waits for the provider's decision: a person's approval there, or
@@ -105,7 +105,7 @@ pub enum Event {
     Expired,
 }
 
-impl Event {
+impl NegotiationEvent {
     /// Every event.
     pub const ALL: [Self; 11] = [
         Self::RequestSent,
@@ -127,12 +127,15 @@ impl Event {
 #[error("{event:?} cannot follow {from}")]
 pub struct IllegalTransition {
     pub from: NegotiationStatus,
-    pub event: Event,
+    pub event: NegotiationEvent,
 }
 
 /// The state `event` leads to from `from`, or why it cannot follow it.
-pub fn next(from: NegotiationStatus, event: Event) -> Result<NegotiationStatus, IllegalTransition> {
-    use Event as E;
+pub fn next(
+    from: NegotiationStatus,
+    event: NegotiationEvent,
+) -> Result<NegotiationStatus, IllegalTransition> {
+    use NegotiationEvent as E;
     use NegotiationStatus as S;
     let to = match (from, event) {
         (S::Requested, E::RequestSent | E::Pending) => S::Requested,
@@ -186,20 +189,24 @@ mod tests {
     use NegotiationStatus as S;
 
     /// Every legal (state, event, next state), and nothing else.
-    const LEGAL: [(S, Event, S); 13] = [
-        (S::Requested, Event::RequestSent, S::Requested),
-        (S::Requested, Event::Pending, S::Requested),
-        (S::Requested, Event::Offered, S::Offered),
-        (S::Offered, Event::CounterRequested, S::Requested),
-        (S::Requested, Event::Agreed, S::Agreed),
-        (S::Requested, Event::Countersigned, S::Verified),
-        (S::Agreed, Event::CountersignatureVerified, S::Verified),
-        (S::Verified, Event::Finalized, S::Finalized),
-        (S::Requested, Event::Rejected, S::Terminated),
-        (S::Requested, Event::Expired, S::Terminated),
-        (S::Agreed, Event::Expired, S::Terminated),
-        (S::Requested, Event::Terminated, S::Terminated),
-        (S::Offered, Event::Terminated, S::Terminated),
+    const LEGAL: [(S, NegotiationEvent, S); 13] = [
+        (S::Requested, NegotiationEvent::RequestSent, S::Requested),
+        (S::Requested, NegotiationEvent::Pending, S::Requested),
+        (S::Requested, NegotiationEvent::Offered, S::Offered),
+        (S::Offered, NegotiationEvent::CounterRequested, S::Requested),
+        (S::Requested, NegotiationEvent::Agreed, S::Agreed),
+        (S::Requested, NegotiationEvent::Countersigned, S::Verified),
+        (
+            S::Agreed,
+            NegotiationEvent::CountersignatureVerified,
+            S::Verified,
+        ),
+        (S::Verified, NegotiationEvent::Finalized, S::Finalized),
+        (S::Requested, NegotiationEvent::Rejected, S::Terminated),
+        (S::Requested, NegotiationEvent::Expired, S::Terminated),
+        (S::Agreed, NegotiationEvent::Expired, S::Terminated),
+        (S::Requested, NegotiationEvent::Terminated, S::Terminated),
+        (S::Offered, NegotiationEvent::Terminated, S::Terminated),
     ];
 
     #[test]
@@ -208,7 +215,11 @@ mod tests {
             assert_eq!(next(from, event), Ok(to), "{from} {event:?}");
         }
         for from in [S::Accepted, S::Agreed, S::Verified] {
-            assert_eq!(next(from, Event::Terminated), Ok(S::Terminated), "{from}");
+            assert_eq!(
+                next(from, NegotiationEvent::Terminated),
+                Ok(S::Terminated),
+                "{from}"
+            );
         }
     }
 
@@ -216,9 +227,9 @@ mod tests {
     fn every_other_transition_is_refused() {
         let terminated_from = [S::Accepted, S::Agreed, S::Verified];
         for from in S::ALL {
-            for event in Event::ALL {
+            for event in NegotiationEvent::ALL {
                 let legal = LEGAL.iter().any(|&(f, e, _)| (f, e) == (from, event))
-                    || (event == Event::Terminated && terminated_from.contains(&from));
+                    || (event == NegotiationEvent::Terminated && terminated_from.contains(&from));
                 if !legal {
                     assert_eq!(
                         next(from, event),
@@ -233,7 +244,7 @@ mod tests {
     #[test]
     fn a_final_state_accepts_no_event() {
         for from in S::ALL.into_iter().filter(|s| s.is_final()) {
-            for event in Event::ALL {
+            for event in NegotiationEvent::ALL {
                 assert!(next(from, event).is_err(), "{from} {event:?}");
             }
         }
@@ -249,18 +260,18 @@ mod tests {
     #[test]
     fn no_step_goes_back_or_skips_the_countersignature() {
         for (from, event) in [
-            (S::Agreed, Event::RequestSent),
-            (S::Agreed, Event::Pending),
-            (S::Agreed, Event::Agreed),
-            (S::Agreed, Event::Finalized),
-            (S::Agreed, Event::Countersigned),
-            (S::Requested, Event::Finalized),
-            (S::Requested, Event::CountersignatureVerified),
-            (S::Verified, Event::Expired),
-            (S::Verified, Event::Rejected),
-            (S::Verified, Event::Agreed),
-            (S::Finalized, Event::Terminated),
-            (S::Terminated, Event::RequestSent),
+            (S::Agreed, NegotiationEvent::RequestSent),
+            (S::Agreed, NegotiationEvent::Pending),
+            (S::Agreed, NegotiationEvent::Agreed),
+            (S::Agreed, NegotiationEvent::Finalized),
+            (S::Agreed, NegotiationEvent::Countersigned),
+            (S::Requested, NegotiationEvent::Finalized),
+            (S::Requested, NegotiationEvent::CountersignatureVerified),
+            (S::Verified, NegotiationEvent::Expired),
+            (S::Verified, NegotiationEvent::Rejected),
+            (S::Verified, NegotiationEvent::Agreed),
+            (S::Finalized, NegotiationEvent::Terminated),
+            (S::Terminated, NegotiationEvent::RequestSent),
         ] {
             assert!(next(from, event).is_err(), "{from} {event:?}");
         }

@@ -18,7 +18,7 @@ use super::cache::{CachedPolicy, SeenOffer};
 use super::consumer::analysis_context;
 use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, change};
-use super::state::{Event as NegotiationEvent, NegotiationStatus};
+use super::state::{NegotiationEvent, NegotiationStatus};
 use crate::recovery::Claim;
 
 const NEGOTIATIONS: &str = "negotiations";

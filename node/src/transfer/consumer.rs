@@ -113,7 +113,7 @@ impl Transfers {
                         "the provider's manifest changed since the transfer started".into(),
                     ));
                 }
-                c.state = state::next(c.state, state::Event::Resumed)?;
+                c.state = state::next(c.state, state::TransferEvent::Resumed)?;
                 c
             }
             None => ReceivedCopy {
@@ -166,7 +166,8 @@ impl Transfers {
                         record.chunks_received += 1;
                         record.reason.clear();
                         if durable {
-                            record.state = state::next(record.state, state::Event::ChunksSynced)?;
+                            record.state =
+                                state::next(record.state, state::TransferEvent::ChunksSynced)?;
                             // The chunks are on disk: now the record may count them, and
                             // is made durable itself before more is fetched, so the resume
                             // point after a crash is the synced prefix, never less.
@@ -181,7 +182,8 @@ impl Transfers {
                         let _ = progress_tx.send(progress_with(&record, &manifest)).await;
                     }
                     Taken::Refused => {
-                        record.state = state::next(record.state, state::Event::ChunkRefused)?;
+                        record.state =
+                            state::next(record.state, state::TransferEvent::ChunkRefused)?;
                         let expected = record.chunks_received;
                         record.reason = format!(
                             "chunk {expected} does not match its size or SHA-256 in the signed manifest; it was not kept"
@@ -232,7 +234,7 @@ impl Transfers {
         drop(sink);
         self.storage.flush().await?;
         if record.chunks_received < total {
-            record.state = state::next(record.state, state::Event::Suspended)?;
+            record.state = state::next(record.state, state::TransferEvent::Suspended)?;
             return Ok(progress_with(&record, &manifest));
         }
         drop(stream);
@@ -252,7 +254,7 @@ impl Transfers {
             },
             &self.identity.signing_key,
         );
-        record.state = state::next(record.state, state::Event::Completed)?;
+        record.state = state::next(record.state, state::TransferEvent::Completed)?;
         record.receipt = Some(receipt);
         record.updated_at = now();
         // COMPLETED, the receipt to send, the mark that it is not confirmed yet and the

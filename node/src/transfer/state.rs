@@ -62,7 +62,7 @@ pub struct UnknownState(pub String);
 
 /// What moves a received copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Event {
+pub enum TransferEvent {
     /// A pull takes up a copy that was started before.
     Resumed,
     /// Chunks are durable on disk, and the record counts them.
@@ -77,7 +77,7 @@ pub enum Event {
     Terminated,
 }
 
-impl Event {
+impl TransferEvent {
     /// Every event.
     pub const ALL: [Self; 6] = [
         Self::Resumed,
@@ -94,12 +94,12 @@ impl Event {
 #[error("the transfer is {from}; {event:?} cannot follow it")]
 pub struct IllegalTransition {
     pub from: TransferState,
-    pub event: Event,
+    pub event: TransferEvent,
 }
 
 /// The state `event` leads to from `from`, or why it cannot follow it.
-pub fn next(from: TransferState, event: Event) -> Result<TransferState, IllegalTransition> {
-    use Event as E;
+pub fn next(from: TransferState, event: TransferEvent) -> Result<TransferState, IllegalTransition> {
+    use TransferEvent as E;
     use TransferState as S;
     match (from, event) {
         (S::Started, E::Resumed | E::ChunksSynced | E::ChunkRefused | E::Suspended) => {
@@ -116,13 +116,13 @@ mod tests {
     use super::*;
     use TransferState as S;
 
-    const LEGAL: [(S, Event, S); 6] = [
-        (S::Started, Event::Resumed, S::Started),
-        (S::Started, Event::ChunksSynced, S::Started),
-        (S::Started, Event::ChunkRefused, S::Started),
-        (S::Started, Event::Suspended, S::Started),
-        (S::Started, Event::Completed, S::Completed),
-        (S::Started, Event::Terminated, S::Terminated),
+    const LEGAL: [(S, TransferEvent, S); 6] = [
+        (S::Started, TransferEvent::Resumed, S::Started),
+        (S::Started, TransferEvent::ChunksSynced, S::Started),
+        (S::Started, TransferEvent::ChunkRefused, S::Started),
+        (S::Started, TransferEvent::Suspended, S::Started),
+        (S::Started, TransferEvent::Completed, S::Completed),
+        (S::Started, TransferEvent::Terminated, S::Terminated),
     ];
 
     #[test]
@@ -135,7 +135,7 @@ mod tests {
     #[test]
     fn every_other_transition_is_refused() {
         for from in S::ALL {
-            for event in Event::ALL {
+            for event in TransferEvent::ALL {
                 if !LEGAL.iter().any(|&(f, e, _)| (f, e) == (from, event)) {
                     assert_eq!(
                         next(from, event),
@@ -150,7 +150,7 @@ mod tests {
     #[test]
     fn a_final_state_accepts_no_event() {
         for from in S::ALL.into_iter().filter(|s| s.is_final()) {
-            for event in Event::ALL {
+            for event in TransferEvent::ALL {
                 assert!(next(from, event).is_err(), "{from} {event:?}");
             }
         }
@@ -162,8 +162,8 @@ mod tests {
             [S::Completed, S::Terminated]
         );
         // A completed copy is not pulled again, nor its chunks counted anew.
-        assert!(next(S::Completed, Event::Resumed).is_err());
-        assert!(next(S::Completed, Event::ChunksSynced).is_err());
+        assert!(next(S::Completed, TransferEvent::Resumed).is_err());
+        assert!(next(S::Completed, TransferEvent::ChunksSynced).is_err());
     }
 
     #[test]
