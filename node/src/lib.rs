@@ -14,7 +14,8 @@
 //! 0. **Foundations**
 //!    - [`base`] — the one clock ([`base::clock`], injectable in tests), random IDs,
 //!      private and atomic files, the version string, date formatting, the one shutdown
-//!      signal ([`base::shutdown`]), `BoxFuture`.
+//!      signal ([`base::shutdown`]), the kinds of failure every domain error names
+//!      ([`base::error`]), `BoxFuture`.
 //!    - [`pause`] — named pause points that crash tests stop a node at.
 //! 1. **Identity**
 //!    - [`identity`] — participant IDs (统一社会信用代码), Ed25519 signing keys, the
@@ -75,7 +76,8 @@
 //!      copies through their sticky policy, duties (deleteAfter, notify, log),
 //!      revocation with signed deletion receipts, no onward sharing.
 //! 6. **Edges**
-//!    - [`service`] — the thin gRPC services of the peer API and the local API, and
+//!    - [`service`] — the thin gRPC services of the peer API and the local API, the one
+//!      table from error kinds to gRPC codes ([`service::errors`]), and
 //!      **[`service::ops::Ops`]** (status and backups for the operator).
 //! 7. **Runtime**
 //!    - [`runtime`] — builds the components bottom-up ([`runtime::Node`]), serves both
