@@ -338,7 +338,7 @@ impl RunningNode {
             .record_configuration(&node.config.to_commented_toml(), now())
             .await?;
         node.audit
-            .checkpoint(&node.audit_origin(), &node.identity.signing_key)
+            .checkpoint(&node.cosigning.origin(), &node.identity.signing_key)
             .await?;
 
         // Before anyone is served: finish interrupted deletions and delete the copies
@@ -468,7 +468,7 @@ impl RunningNode {
         let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
         node.audit.append(&stopped).await?;
         node.audit
-            .checkpoint(&node.audit_origin(), &node.identity.signing_key)
+            .checkpoint(&node.cosigning.origin(), &node.identity.signing_key)
             .await?;
         node.storage.flush().await?;
         // Export what is left; the exporters block while they do.

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use rustls::RootCertStore;
 
 use crate::alerts::Alerts;
-use crate::audit::log::{AuditLog, origin_for};
+use crate::audit::log::AuditLog;
 use crate::audit::witnessing::WitnessStore;
 use crate::backup::GatedStorage;
 use crate::catalog::Catalog;
@@ -80,11 +80,6 @@ pub struct Node {
 }
 
 impl Node {
-    /// The origin of this node's audit log, e.g. `liutong.<participant>/audit`.
-    pub fn audit_origin(&self) -> String {
-        origin_for(self.identity.participant_id())
-    }
-
     /// The services of the peer API, each with its components.
     pub(super) fn peer_services(&self) -> PeerServices {
         PeerServices {
