@@ -6,7 +6,7 @@
 //! than this (see `liutong_policy::compile`); this check also covers guardrails that
 //! were narrowed after a product was published.
 
-use liutong_policy::{Classification, RegionCode};
+use liutong_policy::Classification;
 
 use super::contracts::Contracts;
 use crate::base::clock::now;
@@ -38,8 +38,8 @@ impl Contracts {
                     .member(consumer, now())
                     .map_err(|e| format!("the consumer: {e}"))?;
                 let permitted = self.guardrails.to_policy().important_regions;
-                let region: Option<RegionCode> = Some(member.region.code());
-                if region.is_some_and(|r| permitted.iter().any(|w| r.is_part_of(*w))) {
+                let region = member.region.code();
+                if permitted.iter().any(|w| region.is_part_of(*w)) {
                     Ok(())
                 } else {
                     let allowed: Vec<String> = permitted.iter().map(ToString::to_string).collect();
