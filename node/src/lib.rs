@@ -30,7 +30,7 @@
 //!    - [`audit`] — the tamper-evident audit log (**[`audit::log::AuditLog`]**): RFC 9162
 //!      Merkle tree and proofs, C2SP signed-note checkpoints and cosignatures, the
 //!      witness rules (**[`audit::witnessing::WitnessStore`]**), and the auditor's
-//!      checks (verify, search, evidence bundles).
+//!      offline checks (checkpoints, credentials, search, evidence bundles).
 //!    - [`telemetry`] — `tracing` spans and OpenTelemetry metrics, exported over
 //!      OTLP/gRPC when a collector is configured; the W3C trace context crosses nodes in
 //!      gRPC metadata.
@@ -79,6 +79,9 @@
 //!    - [`service`] — the thin gRPC services of the peer API and the local API, the one
 //!      table from error kinds to gRPC codes ([`service::errors`]), and
 //!      **[`service::ops::Ops`]** (status and backups for the operator).
+//!    - [`audit_client`] — **[`audit_client::AuditorClient`]**, the auditor's gRPC client
+//!      of a node's `liutong.v1.Audit`: fetches the log and checks it with the audit
+//!      layer's offline checks, and collects evidence bundles.
 //! 7. **Runtime**
 //!    - [`runtime`] — builds the components bottom-up ([`runtime::Node`]), serves both
 //!      APIs, runs the background loops through one runner ([`runtime::Workers`]) and
@@ -98,6 +101,7 @@
 
 pub mod alerts;
 pub mod audit;
+pub mod audit_client;
 pub mod authority;
 pub mod backup;
 pub mod base;

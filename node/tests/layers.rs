@@ -58,8 +58,8 @@ const LAYERS: &[(&str, &[&str])] = &[
             "recovery",
         ],
     ),
-    // The gRPC services.
-    ("edges", &["service"]),
+    // The gRPC services, and the auditor's gRPC client of a node's audit log.
+    ("edges", &["service", "audit_client"]),
     // Building and running a node; operations over a whole node.
     ("runtime", &["runtime", "rotation"]),
     // The `liutong` command.

@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use common::*;
-use liutong_node::audit::auditor::AuditorClient;
 use liutong_node::audit::note;
+use liutong_node::audit_client::AuditorClient;
 use liutong_node::config::NodeConfig;
 use liutong_node::identity::{MemberRole, ParticipantKind, RegionCode};
 use liutong_node::local::{self, LocalRole};

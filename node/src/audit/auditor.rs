@@ -8,16 +8,14 @@
 //!   witness's own authority-signed credential.
 //!
 //! This file holds those checks, which need no network, and what they report; the
-//! [`AuditorClient`] that fetches a log over gRPC and runs them is in `auditor/client.rs`.
+//! [`AuditorClient`](crate::audit_client::AuditorClient) that fetches a log over gRPC and
+//! runs them is in the edges layer, [`crate::audit_client`].
 //!
 //! [`bundle`](super::bundle) uses the same checks offline.
 
-mod client;
-
-pub use client::{AuditorClient, SavedCheckpointReport, VerifyReport};
-
 use super::log::{Event, witness_key_of};
 use super::note::{self, Checkpoint, NoteError, SignedNote, VerifierKey};
+use crate::base::error::ErrorKind;
 use crate::identity::membership;
 use crate::identity::{Envelope, Membership, PublicKey};
 
@@ -26,10 +24,12 @@ use crate::identity::{Envelope, Membership, PublicKey};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum VerifyError {
-    #[error("{what}: the node answered {code:?}: {message}")]
+    /// A call to the node failed; `kind` is the gRPC code's kind, so this layer needs no
+    /// wire types.
+    #[error("{what}: the node answered {kind:?}: {message}")]
     Rpc {
         what: &'static str,
-        code: tonic::Code,
+        kind: ErrorKind,
         message: String,
     },
     #[error("the membership credential of {whose} does not verify against the authority: {reason}")]

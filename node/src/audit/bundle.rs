@@ -2,13 +2,14 @@
 //! the logs of the nodes involved, each with its inclusion proof, the signed checkpoint
 //! it leads to, the cosignatures, and the credentials that vouch for every key. A bundle
 //! is one JSON file that [`verify_bundle`] checks offline with only the authority's key.
+//! Each node's part is collected over gRPC by
+//! [`AuditorClient::collect_evidence`](crate::audit_client::AuditorClient::collect_evidence).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use liutong_proto::v1::ProveInclusionRequest;
 use serde::{Deserialize, Serialize};
 
-use super::auditor::{AuditorClient, TrustedLog, VerifyError, open_credential, verify_checkpoint};
+use super::auditor::{TrustedLog, VerifyError, open_credential, verify_checkpoint};
 use super::log::{Event, log_key_of};
 use super::merkle;
 use super::search::SearchFilter;
@@ -60,78 +61,6 @@ pub struct ProvenEntry {
 #[derive(Clone, Debug)]
 pub struct BundleReport {
     pub logs: Vec<(String, u64, usize, Vec<String>)>,
-}
-
-impl AuditorClient {
-    /// This node's evidence for `filter`: every matching entry, proven against one
-    /// checkpoint.
-    pub async fn collect_evidence(
-        &mut self,
-        filter: &SearchFilter,
-    ) -> Result<LogEvidence, VerifyError> {
-        let log = self.trusted_log().await?;
-        let mut from = 0;
-        let mut matches = Vec::new();
-        let checkpoint = loop {
-            let answer = self
-                .raw()
-                .search(filter.to_request(from))
-                .await
-                .map_err(|s| VerifyError::Rpc {
-                    what: "searching",
-                    code: s.code(),
-                    message: s.message().to_owned(),
-                })?
-                .into_inner();
-            matches.extend(answer.matches);
-            if answer.next_from == 0 {
-                break answer.checkpoint;
-            }
-            from = answer.next_from;
-        };
-        let checkpoint = checkpoint.ok_or_else(|| {
-            VerifyError::RootMismatch("the search answer carried no checkpoint".into())
-        })?;
-        let mut entries = Vec::with_capacity(matches.len());
-        for m in matches {
-            // Pages searched before the log grew prove against an older size.
-            let proof = if m.tree_size == checkpoint.size {
-                m.proof
-            } else {
-                self.raw()
-                    .prove_inclusion(ProveInclusionRequest {
-                        index: m.leaf_index,
-                        size: checkpoint.size,
-                    })
-                    .await
-                    .map_err(|s| VerifyError::Rpc {
-                        what: "proving inclusion",
-                        code: s.code(),
-                        message: s.message().to_owned(),
-                    })?
-                    .into_inner()
-                    .proof
-            };
-            entries.push(ProvenEntry {
-                index: m.leaf_index,
-                event: serde_json::from_slice(&m.data).ok(),
-                data: B64.encode(&m.data),
-                proof: proof.iter().map(|h| B64.encode(h)).collect(),
-            });
-        }
-        Ok(LogEvidence {
-            origin: log.origin,
-            log_key: log.log_key.to_string(),
-            credential: log.credential,
-            checkpoint: checkpoint.note,
-            witness_credentials: checkpoint
-                .witness_credentials
-                .into_iter()
-                .map(Into::into)
-                .collect(),
-            entries,
-        })
-    }
 }
 
 /// Checks a bundle offline: each log's key against its authority-signed credential, the

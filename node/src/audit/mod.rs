@@ -30,9 +30,10 @@
 //! - [`witnessing`]: this node as a witness of other members' logs: the [`witness`]
 //!   decision with its state and evidence in storage, alerts on conflicts.
 //! - [`search`]: finding the entries about a product, an agreement or a participant.
-//! - [`auditor`]: the auditor's checks over `liutong.v1.Audit`: keys from authority-signed
-//!   credentials, signatures, cosignatures, the whole tree recomputed, the first bad
-//!   entry named.
+//! - [`auditor`]: the auditor's offline checks: keys from authority-signed credentials,
+//!   signatures, cosignatures, and what a check reports; the client that fetches a log
+//!   over `liutong.v1.Audit`, recomputes the whole tree and names the first bad entry is
+//!   [`crate::audit_client`], in the edges layer.
 //! - [`bundle`]: evidence bundles from several nodes, checked offline.
 //!
 //! A log's key is its node's signing key (origin `liutong.<participant>/audit`, type

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use anyhow::anyhow;
 use clap::Args;
 
-use crate::audit::auditor::AuditorClient;
 use crate::audit::search::SearchFilter;
+use crate::audit_client::AuditorClient;
 use crate::cli::local_node::{load_config, local_channel};
 use crate::config::NodeConfig;
 use crate::local::LocalRole;

@@ -1,6 +1,7 @@
 //! [`AuditorClient`]: the auditor's client of one node's `liutong.v1.Audit`, which fetches
-//! the node's key, checkpoint and entries and checks them with the pure checks of
-//! [`super`].
+//! the node's key, checkpoint and entries and checks them with the offline checks of
+//! [`crate::audit::auditor`]; it also collects a node's part of an evidence bundle
+//! ([`AuditorClient::collect_evidence`]).
 //!
 //! - [`AuditorClient::verify`] fetches every entry up to the head of the log, recomputes
 //!   the tree, and compares its root at the checkpoint's size with the signed one. On a
@@ -21,16 +22,21 @@ use liutong_proto::v1::{
 };
 use tonic::transport::Channel;
 
-use super::{TrustedLog, VerifiedCheckpoint, VerifyError, open_credential, verify_checkpoint};
+mod evidence;
+
+use crate::audit::auditor::{
+    TrustedLog, VerifiedCheckpoint, VerifyError, open_credential, verify_checkpoint,
+};
 use crate::audit::log::{Event, log_key_of};
 use crate::audit::merkle::{self, Hash, MemoryTreeStore};
 use crate::audit::note::{self, Checkpoint, NoteError, VerifierKey};
+use crate::base::error::ErrorKind;
 use crate::identity::{Envelope, PublicKey};
 
 fn rpc(what: &'static str) -> impl FnOnce(tonic::Status) -> VerifyError {
     move |s| VerifyError::Rpc {
         what,
-        code: s.code(),
+        kind: ErrorKind::from_code(s.code()),
         message: s.message().to_owned(),
     }
 }
