@@ -43,4 +43,4 @@ pub use agreement::{
 pub use contracts::Contracts;
 pub use locks::AgreementLocks;
 pub use negotiation::{ContractError, Negotiation};
-pub use state::{IllegalTransition, NegotiationEvent, NegotiationStatus, UnknownState};
+pub use state::{IllegalTransition, NegotiationEvent, NegotiationStatus, UnknownNegotiationState};

@@ -52,11 +52,11 @@ impl NegotiationStatus {
 
     /// The state a wire name names: exactly as [`as_str`](Self::as_str) writes it (a
     /// peer's lowercase or padded text names none).
-    pub fn parse(text: &str) -> Result<Self, UnknownState> {
+    pub fn parse(text: &str) -> Result<Self, UnknownNegotiationState> {
         Self::ALL
             .into_iter()
             .find(|s| s.as_str() == text)
-            .ok_or_else(|| UnknownState(text.to_owned()))
+            .ok_or_else(|| UnknownNegotiationState(text.to_owned()))
     }
 
     /// No step follows a final state.
@@ -74,7 +74,7 @@ impl std::fmt::Display for NegotiationStatus {
 /// A text that names no negotiation state.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a negotiation state")]
-pub struct UnknownState(pub String);
+pub struct UnknownNegotiationState(pub String);
 
 /// What moves a negotiation: a message of either party, or a step of this node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,7 +173,9 @@ pub(crate) fn answer_to_request(state: &str) -> Answer {
     match NegotiationStatus::parse(state) {
         Ok(S::Agreed | S::Verified | S::Finalized) => Answer::Agreement,
         Ok(S::Terminated) => Answer::Terminated,
-        Ok(S::Requested | S::Offered | S::Accepted) | Err(UnknownState(_)) => Answer::Undecided,
+        Ok(S::Requested | S::Offered | S::Accepted) | Err(UnknownNegotiationState(_)) => {
+            Answer::Undecided
+        }
     }
 }
 
@@ -339,7 +341,7 @@ mod tests {
         ] {
             assert_eq!(
                 S::parse(text),
-                Err(UnknownState(text.to_owned())),
+                Err(UnknownNegotiationState(text.to_owned())),
                 "{text:?}"
             );
         }

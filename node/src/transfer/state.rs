@@ -36,11 +36,11 @@ impl TransferState {
 
     /// The state a wire name names: exactly as [`as_str`](Self::as_str) writes it
     /// (lowercase or padded text names none).
-    pub fn parse(text: &str) -> Result<Self, UnknownState> {
+    pub fn parse(text: &str) -> Result<Self, UnknownTransferState> {
         Self::ALL
             .into_iter()
             .find(|s| s.as_str() == text)
-            .ok_or_else(|| UnknownState(text.to_owned()))
+            .ok_or_else(|| UnknownTransferState(text.to_owned()))
     }
 
     /// No step follows a final state.
@@ -58,7 +58,7 @@ impl std::fmt::Display for TransferState {
 /// A text that names no transfer state.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("{0:?} is not a transfer state")]
-pub struct UnknownState(pub String);
+pub struct UnknownTransferState(pub String);
 
 /// What moves a received copy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -191,7 +191,7 @@ mod tests {
         ] {
             assert_eq!(
                 S::parse(text),
-                Err(UnknownState(text.to_owned())),
+                Err(UnknownTransferState(text.to_owned())),
                 "{text:?}"
             );
         }
