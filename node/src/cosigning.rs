@@ -97,11 +97,6 @@ impl Cosigning {
         &self.audit
     }
 
-    /// `[audit] quorum`.
-    pub fn quorum(&self) -> u32 {
-        self.config.quorum
-    }
-
     /// Signs a new checkpoint if `sign_new` or the log grew since the latest one, then
     /// asks the witnesses that have not cosigned it yet. Witness failures are logged,
     /// not returned: the checkpoint stands, and is reported as not witnessed.

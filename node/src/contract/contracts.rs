@@ -83,9 +83,4 @@ impl Contracts {
     pub fn locks(&self) -> &AgreementLocks {
         &self.locks
     }
-
-    /// This node's identity, as the agreements name it.
-    pub fn identity(&self) -> &NodeIdentity {
-        &self.identity
-    }
 }
