@@ -5,11 +5,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use liutong_proto::v1::ProveInclusionRequest;
 
-use super::AuditorClient;
+use super::{AuditorClient, rpc};
 use crate::audit::auditor::VerifyError;
 use crate::audit::bundle::{LogEvidence, ProvenEntry};
 use crate::audit::search::SearchFilter;
-use crate::base::error::ErrorKind;
 
 impl AuditorClient {
     /// This node's evidence for `filter`: every matching entry, proven against one
@@ -26,11 +25,7 @@ impl AuditorClient {
                 .raw()
                 .search(filter.to_request(from))
                 .await
-                .map_err(|s| VerifyError::Rpc {
-                    what: "searching",
-                    kind: ErrorKind::from_code(s.code()),
-                    message: s.message().to_owned(),
-                })?
+                .map_err(rpc("searching"))?
                 .into_inner();
             matches.extend(answer.matches);
             if answer.next_from == 0 {
@@ -53,11 +48,7 @@ impl AuditorClient {
                         size: checkpoint.size,
                     })
                     .await
-                    .map_err(|s| VerifyError::Rpc {
-                        what: "proving inclusion",
-                        kind: ErrorKind::from_code(s.code()),
-                        message: s.message().to_owned(),
-                    })?
+                    .map_err(rpc("proving inclusion"))?
                     .into_inner()
                     .proof
             };
