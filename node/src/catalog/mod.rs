@@ -18,6 +18,7 @@ use liutong_policy::{
     Action, Classification, CompileContext, CompiledPolicy, Guardrails, Policy, PolicyError,
     PolicyType, Request, Requester, Scope, State,
 };
+use sha2::{Digest, Sha256};
 
 use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::identity::{Membership, ParticipantId};
@@ -281,8 +282,8 @@ pub fn requester_of(m: &Membership) -> Requester {
 /// Payload bytes per publish message: well under the 4 MiB default message limit.
 pub const UPLOAD_PIECE: usize = 1 << 20;
 
-/// The messages of `Admin.PublishProduct` for an in-memory payload: the metadata, then
-/// the payload in pieces of [`UPLOAD_PIECE`] bytes.
+/// The messages of `Admin.PublishProduct` for an in-memory payload: the metadata, the
+/// payload in pieces of [`UPLOAD_PIECE`] bytes, then the end naming its size and hash.
 pub fn publish_messages(
     metadata: liutong_proto::v1::PublishMetadata,
     data: &[u8],
@@ -295,7 +296,21 @@ pub fn publish_messages(
     .chain(data.chunks(UPLOAD_PIECE).map(|piece| PublishRequest {
         part: Some(Part::Data(piece.to_vec())),
     }))
+    .chain(std::iter::once(PublishRequest {
+        part: Some(Part::End(publish_end(
+            data.len() as u64,
+            Sha256::digest(data),
+        ))),
+    }))
     .collect()
+}
+
+/// The end message of a publish of `size` bytes hashing to `sha256`.
+pub fn publish_end(size: u64, sha256: impl AsRef<[u8]>) -> liutong_proto::v1::PublishEnd {
+    liutong_proto::v1::PublishEnd {
+        size,
+        sha256: hex::encode(sha256),
+    }
 }
 
 /// A product version as the API shows it.

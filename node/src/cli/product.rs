@@ -14,7 +14,8 @@ use liutong_proto::v1::{
 use super::local_node::LocalArgs;
 use super::output::{print_json, print_list, status_error};
 
-use crate::catalog::UPLOAD_PIECE;
+use crate::catalog::{UPLOAD_PIECE, publish_end};
+use sha2::{Digest, Sha256};
 
 #[derive(Subcommand, Debug)]
 pub enum ProductCommand {
@@ -108,13 +109,22 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
             tx.send(metadata)
                 .await
                 .map_err(|_| anyhow!("upload stopped"))?;
+            // The end message goes only after the whole file was read: a read that fails
+            // ends the stream without it, and the node stores nothing.
             let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
                 let mut buf = vec![0u8; UPLOAD_PIECE];
+                let (mut size, mut hash) = (0u64, Sha256::new());
                 loop {
                     let n = input.read(&mut buf)?;
                     if n == 0 {
+                        let end = PublishRequest {
+                            part: Some(Part::End(publish_end(size, hash.finalize()))),
+                        };
+                        let _ = tx.blocking_send(end);
                         return Ok(());
                     }
+                    size += n as u64;
+                    hash.update(&buf[..n]);
                     let piece = PublishRequest {
                         part: Some(Part::Data(buf[..n].to_vec())),
                     };
@@ -127,10 +137,12 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
                 .admin()
                 .await?
                 .publish_product(tokio_stream::wrappers::ReceiverStream::new(rx))
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            reader.await??;
+                .await;
+            // A failed read explains a refused upload better than the node can.
+            reader.await?.with_context(|| {
+                format!("cannot read {}; nothing was published", file.display())
+            })?;
+            let answer = answer.map_err(status_error)?.into_inner();
             if json {
                 print_json(&product_json(&answer))?;
             } else {

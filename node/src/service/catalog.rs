@@ -105,28 +105,48 @@ pub(super) async fn publish(
     if let Some(compiled) = &offer {
         upload.set_policy_odrl(compiled.policy().to_odrl());
     }
-    loop {
-        match stream.message().await {
-            Ok(Some(PublishRequest {
+    // Dropping `upload` on any early return removes what was written: a stream that
+    // stops before its end message (hyper reports a client's RST_STREAM NO_ERROR or
+    // CANCEL as a clean end) leaves no product and no payload file.
+    let end = loop {
+        match stream.message().await? {
+            Some(PublishRequest {
                 part: Some(Part::Data(data)),
-            })) => {
-                if let Err(e) = upload.write(&data) {
-                    upload.abort();
-                    return Err(into_status(e));
-                }
-            }
-            Ok(Some(_)) => {
-                upload.abort();
+            }) => upload.write(&data).map_err(into_status)?,
+            Some(PublishRequest {
+                part: Some(Part::End(end)),
+            }) => break end,
+            Some(_) => {
                 return Err(Status::invalid_argument(
                     "metadata: only the first message may carry metadata",
                 ));
             }
-            Ok(None) => break,
-            Err(status) => {
-                upload.abort();
-                return Err(status);
+            None => {
+                return Err(Status::invalid_argument(
+                    "end: the upload stopped before its end message; nothing was stored",
+                ));
             }
         }
+    };
+    if stream.message().await?.is_some() {
+        return Err(Status::invalid_argument(
+            "end: nothing may follow the end message; nothing was stored",
+        ));
+    }
+    if end.sha256.len() != 64 || !end.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Status::invalid_argument(
+            "end: sha256 must be the payload's SHA-256 in 64 hex digits; nothing was stored",
+        ));
+    }
+    if end.size != upload.size() || !end.sha256.eq_ignore_ascii_case(&upload.sha256()) {
+        return Err(Status::invalid_argument(format!(
+            "end: the client sent {} bytes with SHA-256 {}, but {} bytes with SHA-256 {} \
+             arrived; nothing was stored",
+            end.size,
+            end.sha256,
+            upload.size(),
+            upload.sha256()
+        )));
     }
     // A payload byte-identical to a received copy is that copy, declared or not.
     let same = usage
@@ -142,7 +162,7 @@ pub(super) async fn publish(
     match same {
         Ok(undeclared) => upload.add_derived_from(undeclared),
         Err(e) => {
-            upload.abort();
+            drop(upload);
             usage.log_refusal(&e).await;
             let status = into_status(e);
             return Err(Status::new(
@@ -154,30 +174,38 @@ pub(super) async fn publish(
             ));
         }
     }
-    let product = upload.finish(now()).await.map_err(into_status)?;
-    let mut event = Event::new(
-        EventKind::ProductPublished,
-        now(),
-        format!(
-            "published {} v{} \"{}\" ({} bytes, {}, {}){}",
-            product.product_id,
-            product.version,
-            product.title,
-            product.size,
-            product.format,
-            product.classification,
-            if product.offer_id().is_some() {
-                ", offered"
-            } else {
-                ", not offered"
-            }
-        ),
-    );
-    event.product = Some(product.product_id.clone());
-    audit
-        .append(&event)
-        .await
-        .map_err(|e| Status::unavailable(e.to_string()))?;
+    // Every byte arrived: the version is stored and logged by a task of its own, so a
+    // client that goes away now cannot leave a product without its audit entry.
+    let audit = audit.clone();
+    let product = tokio::spawn(async move {
+        let product = upload.finish(now()).await.map_err(into_status)?;
+        let mut event = Event::new(
+            EventKind::ProductPublished,
+            now(),
+            format!(
+                "published {} v{} \"{}\" ({} bytes, {}, {}){}",
+                product.product_id,
+                product.version,
+                product.title,
+                product.size,
+                product.format,
+                product.classification,
+                if product.offer_id().is_some() {
+                    ", offered"
+                } else {
+                    ", not offered"
+                }
+            ),
+        );
+        event.product = Some(product.product_id.clone());
+        audit
+            .append(&event)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok::<_, Status>(product)
+    })
+    .await
+    .map_err(|e| Status::internal(format!("the publish stopped: {e}")))??;
     Ok(product_proto(&product))
 }
 

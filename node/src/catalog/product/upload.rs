@@ -36,6 +36,7 @@ impl ProductStore {
             chunk_hashes: Vec::new(),
             whole: Sha256::new(),
             size: 0,
+            finished: false,
         })
     }
 }
@@ -53,6 +54,9 @@ pub struct Upload {
     chunk_hashes: Vec<String>,
     whole: Sha256,
     size: u64,
+    /// Set once the version is recorded; an upload dropped before that removes its
+    /// payload, so a publish that stops anywhere leaves nothing behind.
+    finished: bool,
 }
 
 impl Upload {
@@ -62,6 +66,11 @@ impl Upload {
 
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// Payload bytes written so far.
+    pub fn size(&self) -> u64 {
+        self.size
     }
 
     /// SHA-256 (hex) of the payload written so far.
@@ -111,13 +120,11 @@ impl Upload {
 
     /// Stores the last chunk, profiles tabular data, makes the payload file durable
     /// under its final name, then writes the product record and flushes. On any error
-    /// the payload written so far is removed.
+    /// the payload written so far is removed (when the upload is dropped).
     pub async fn finish(mut self, now: i64) -> Result<ProductVersion, ProductError> {
-        let result = self.finish_inner(now).await;
-        if result.is_err() {
-            self.abort();
-        }
-        result
+        let product = self.finish_inner(now).await?;
+        self.finished = true;
+        Ok(product)
     }
 
     async fn finish_inner(&mut self, now: i64) -> Result<ProductVersion, ProductError> {
@@ -172,7 +179,7 @@ impl Upload {
     }
 
     /// Removes the payload of this upload.
-    pub fn abort(&self) {
+    fn abort(&self) {
         let blobs = self.store.storage.blobs();
         let removed = blobs.remove(&self.unfinished).and_then(|()| {
             // A publish that failed after the rename, before its record was written.
@@ -183,6 +190,14 @@ impl Upload {
         });
         if let Err(e) = removed {
             tracing::error!(error = %e, "cannot remove the payload of a failed publish; it is removed at the next start");
+        }
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.abort();
         }
     }
 }
