@@ -12,6 +12,9 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 fn main() -> ExitCode {
     // ring is the crypto provider, chosen explicitly before anything uses TLS.
     liutong_node::tls::install_default_provider();
+    // Whatever a command creates (a node directory, a database, keys) is owner-only;
+    // files meant for others (bundles, exports) set their modes explicitly.
+    liutong_node::base::files::owner_only_from_now_on();
     let cli = Cli::parse();
     // Log lines go to stderr, filtered by LIUTONG_LOG; spans also go to OpenTelemetry
     // when the node is configured to export (see `telemetry`), whatever LIUTONG_LOG says.

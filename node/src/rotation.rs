@@ -218,7 +218,7 @@ fn read_history(identity_dir: &Path) -> Result<Vec<Envelope>, RotationError> {
 }
 
 fn write_file(path: &Path, contents: &[u8]) -> Result<(), RotationError> {
-    files::write_public(path, contents).map_err(|source| RotationError::Io {
+    files::write_private(path, contents).map_err(|source| RotationError::Io {
         what: "write",
         path: path.to_owned(),
         source,

@@ -88,13 +88,9 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
     for f in bundle_files::ALL {
         let bytes = std::fs::read(opts.bundle.join(f)).map_err(|e| bundle_err(e.to_string()))?;
         let to = identity.join(f);
-        let private = f == bundle_files::KEY || f == bundle_files::SIGNING_KEY;
-        let written = if private {
-            files::write_private(&to, &bytes)
-        } else {
-            files::write_public(&to, &bytes)
-        };
-        written.map_err(|source| SetupError::Write { path: to, source })?;
+        // Everything in the node's directory is owner-only, certificates included.
+        files::write_private(&to, &bytes)
+            .map_err(|source| SetupError::Write { path: to, source })?;
     }
     local::create_local_pki(&opts.dir.join(crate::config::LOCAL_DIR))?;
 
@@ -124,11 +120,16 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };
-    files::write_public(&config_path, config.to_commented_toml().as_bytes()).map_err(|source| {
-        SetupError::Write {
+    files::write_private(&config_path, config.to_commented_toml().as_bytes()).map_err(
+        |source| SetupError::Write {
             path: config_path.clone(),
             source,
-        }
+        },
+    )?;
+    // The local CA writes its certificates world-readable; in a node they are not.
+    files::make_owner_only(&opts.dir).map_err(|source| SetupError::Write {
+        path: opts.dir.clone(),
+        source,
     })?;
     Ok(config_path)
 }

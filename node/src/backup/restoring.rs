@@ -128,17 +128,8 @@ fn write_restored(path: &Path, staging: &Path) -> Result<(), BackupError> {
         match record {
             Record::File(f) => {
                 let target = staging.join(&f.name);
-                let mode = if f.name == CONFIG_FILE {
-                    0o644
-                } else {
-                    f.mode & 0o777
-                };
-                let written = if mode & 0o077 == 0 {
-                    files::write_private(&target, &f.contents)
-                } else {
-                    files::write_public(&target, &f.contents)
-                };
-                written.map_err(|source| BackupError::Io {
+                // Everything in a node's directory is owner-only, whatever the backup says.
+                files::write_private(&target, &f.contents).map_err(|source| BackupError::Io {
                     what: "write",
                     path: target,
                     source,

@@ -7,7 +7,7 @@
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write as _};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Why a private file was not accepted.
 #[derive(Debug)]
@@ -99,6 +99,38 @@ pub fn sync_dir(dir: &Path) -> io::Result<()> {
     fs::File::open(dir)?.sync_all()
 }
 
+/// Makes every file and directory this process creates from now on owner-only (umask
+/// 077). sled and the payload store create files and directories themselves; only the
+/// umask reaches all of them.
+pub fn owner_only_from_now_on() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
+}
+
+/// Removes every group and other permission from `dir` and everything under it (symbolic
+/// links are not followed), so directories end up 0700 and files 0600. Returns the paths
+/// it changed.
+pub fn make_owner_only(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut changed = Vec::new();
+    let mut pending = vec![dir.to_owned()];
+    while let Some(path) = pending.pop() {
+        let meta = fs::symlink_metadata(&path)?;
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o077 != 0 {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode & !0o077))?;
+            changed.push(path.clone());
+        }
+        if meta.is_dir() {
+            for entry in fs::read_dir(&path)? {
+                pending.push(entry?.path());
+            }
+        }
+    }
+    Ok(changed)
+}
+
 /// Checks that a file exists and that neither group nor others can read or write it.
 pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
     let meta = fs::metadata(path).map_err(PrivateFileError::Read)?;
@@ -112,6 +144,31 @@ pub fn check_private(path: &Path) -> Result<(), PrivateFileError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn owner_only_tree_removes_group_and_other_bits() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("db/payloads");
+        fs::create_dir_all(&sub).unwrap();
+        fs::write(sub.join("v1"), b"x").unwrap();
+        fs::set_permissions(dir.path().join("db"), fs::Permissions::from_mode(0o755)).unwrap();
+        fs::set_permissions(&sub, fs::Permissions::from_mode(0o750)).unwrap();
+        fs::set_permissions(sub.join("v1"), fs::Permissions::from_mode(0o644)).unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.path().join("link")).unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o700)).unwrap();
+
+        let mut changed = make_owner_only(dir.path()).unwrap();
+        changed.sort();
+        assert_eq!(
+            changed,
+            vec![dir.path().join("db"), sub.clone(), sub.join("v1")]
+        );
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path().join("db")), 0o700);
+        assert_eq!(mode(&sub), 0o700);
+        assert_eq!(mode(&sub.join("v1")), 0o600);
+        assert!(make_owner_only(dir.path()).unwrap().is_empty());
+    }
 
     #[test]
     fn atomic_private_write_replaces_and_sets_mode() {

@@ -84,6 +84,14 @@ pub enum NodeError {
     },
     #[error("the {what} server stopped with an error: {reason}")]
     Serve { what: &'static str, reason: String },
+    #[error(
+        "cannot make the data directory {path} owner-only: {source}; the node's user must \
+         own everything in it"
+    )]
+    Modes {
+        path: String,
+        source: std::io::Error,
+    },
 }
 
 /// A running node.
@@ -123,6 +131,22 @@ impl RunningNode {
             Some(addr) => Some(bind(addr, "health endpoint", "node.health_listen").await?),
             None => None,
         };
+        // Everything the node creates is owner-only, and so is what an earlier run, a
+        // restore or an operator left in the data directory.
+        crate::base::files::owner_only_from_now_on();
+        let data_dir = config.data_dir();
+        let loosened =
+            crate::base::files::make_owner_only(&data_dir).map_err(|source| NodeError::Modes {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+        if let Some(first) = loosened.first() {
+            tracing::warn!(
+                count = loosened.len(),
+                first = %first.display(),
+                "group or others could read files in the data directory; they are owner-only now"
+            );
+        }
         let gated_storage = Arc::new(GatedStorage::new(SledStorage::open(
             &config.database_dir(),
         )?));
