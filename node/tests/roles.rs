@@ -8,9 +8,10 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use liutong_node::authority::Authority;
 use liutong_node::catalog::product::{Format, NewVersion};
 use liutong_node::contract::{ContractRequest, REQUEST_PAYLOAD_TYPE};
-use liutong_node::identity::{Envelope, MemberRole};
+use liutong_node::identity::{Envelope, MemberRole, ParticipantKind};
 use liutong_node::local::LocalRole;
 use liutong_proto::v1::audit_client::AuditClient;
 use liutong_proto::v1::catalog_client::CatalogClient;
@@ -21,8 +22,8 @@ use liutong_proto::v1::usage_control_client::UsageControlClient;
 use liutong_proto::v1::{
     AggregateRequest, DescribeRequest, GetCheckpointRequest, GetEntriesRequest,
     GetNegotiationRequest, GetOfferRequest, ListOffersRequest, NegotiationRequest, NotifyRequest,
-    ProveConsistencyRequest, ProveInclusionRequest, PullRequest, ReceiptRequest,
-    RevocationsRequest, RevokeRequest, SearchRequest, VerifyAgreementRequest,
+    ProveConsistencyRequest, ProveInclusionRequest, PullRequest, QueryAggregateRequest,
+    ReceiptRequest, RevocationsRequest, RevokeRequest, SearchRequest, VerifyAgreementRequest,
 };
 use tonic::Code;
 
@@ -42,7 +43,7 @@ const CSV: &[u8] = b"road,hour,vehicles\nYan'an Rd,8,1520\nTianmushan Rd,8,1210\
 
 /// Four members, one per set of roles, that all know each other.
 struct Space {
-    _space: DataSpace,
+    space: DataSpace,
     /// Admitted as `provider` only.
     provider: TestNode,
     /// Admitted as `consumer` only.
@@ -79,7 +80,7 @@ impl Space {
             .await;
         refresh_all(&[&provider, &consumer, &both, &auditor]).await;
         Space {
-            _space: space,
+            space,
             provider,
             consumer,
             both,
@@ -87,10 +88,12 @@ impl Space {
         }
     }
 
+    /// Stops every node, then removes the data space's directory.
     async fn stop(self) {
         for n in [self.provider, self.consumer, self.both, self.auditor] {
             n.running.shutdown().await.unwrap();
         }
+        drop(self.space);
     }
 }
 
@@ -477,6 +480,27 @@ async fn a_provider_only_node_asks_for_no_contract_and_pulls_nothing() {
             .unwrap()
             .is_empty()
     );
+    let err = s
+        .provider
+        .admin(LocalRole::Admin)
+        .await
+        .query_aggregate(QueryAggregateRequest {
+            agreement_id: "agr-roles".into(),
+            peer: String::new(),
+            query: None,
+        })
+        .await
+        .unwrap_err();
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        &needs(
+            "sending an aggregate query",
+            "consumer",
+            &provider_id,
+            "provider",
+        ),
+    );
     s.stop().await;
 }
 
@@ -552,6 +576,68 @@ async fn a_node_without_the_provider_role_answers_no_contract_request() {
         )
         .is_empty()
     );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_provider_role_was_withdrawn_offers_nothing_more() {
+    let s = Space::start().await;
+    let both_id = s.both.participant.to_string();
+    let offer = publish(
+        &s.both,
+        CSV,
+        "Road traffic flow",
+        "general-2",
+        "csv",
+        POLICY,
+    )
+    .await
+    .expect("a provider publishes")
+    .offer_id;
+    // The authority re-admits the member as a consumer only; the node learns it from
+    // its next trust list, before anyone installs the new admission.
+    let mut withdrawn = DataSpace::admission(LOGISTICS, "both", ParticipantKind::Government);
+    withdrawn.roles = vec![MemberRole::Consumer];
+    withdrawn.renew = true;
+    Authority::open(&s.space.authority_dir)
+        .unwrap()
+        .admit(withdrawn)
+        .expect("re-admitted");
+    refresh_all(&[&s.both, &s.consumer]).await;
+
+    let err = publish(&s.both, CSV, "Air quality", "general-2", "csv", POLICY)
+        .await
+        .unwrap_err();
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        &needs("publishing a product", "provider", &both_id, "consumer"),
+    );
+    assert_eq!(
+        s.both.running.node.catalog.products.list().unwrap().len(),
+        1,
+        "nothing more was stored"
+    );
+    // A consumer that reaches it anyway (this channel does not check the server's
+    // certificate against the trust list) gets no contract.
+    let request = signed_request(&s.consumer, &s.both, &offer, "c");
+    let err = NegotiationClient::new(s.consumer.channel_to(&s.both).await)
+        .request(NegotiationRequest {
+            request: Some(request.into()),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        &needs(
+            "answering a contract request",
+            "provider",
+            &both_id,
+            "consumer",
+        ),
+    );
+    assert!(s.both.running.node.contracts.list().unwrap().is_empty());
     s.stop().await;
 }
 

@@ -51,9 +51,7 @@ impl Contracts {
         offer_id: &str,
         purpose: &str,
     ) -> Result<Negotiation, ContractError> {
-        self.trust
-            .own_membership(&self.identity.membership)
-            .require_role(MemberRole::Consumer, "requesting a contract")
+        self.require_own_role(MemberRole::Consumer, "requesting a contract")
             .map_err(|e| ContractError::Forbidden(e.to_string()))?;
         if purpose.trim().is_empty() {
             return Err(ContractError::Invalid("purpose: declare a purpose".into()));

@@ -8,7 +8,7 @@ use crate::alerts::Alerts;
 use crate::audit::log::AuditLog;
 use crate::catalog::Catalog;
 use crate::config::{GuardrailsSection, RecoverySection};
-use crate::identity::NodeIdentity;
+use crate::identity::{MemberRole, MissingRole, NodeIdentity, ParticipantId};
 use crate::outbound::Peers;
 use crate::storage::Storage;
 use crate::trust::TrustStore;
@@ -82,5 +82,28 @@ impl Contracts {
     /// The per-agreement locks.
     pub fn locks(&self) -> &AgreementLocks {
         &self.locks
+    }
+
+    /// Checks that this node, as the trust list states its membership now, holds `role`
+    /// for `what`.
+    pub fn require_own_role(&self, role: MemberRole, what: &str) -> Result<(), MissingRole> {
+        self.trust
+            .own_membership(&self.identity.membership)
+            .require_role(role, what)
+    }
+
+    /// Checks that `peer` is a current member holding `role` for `what`: asked of this
+    /// node before it sends the peer anything that needs the role. The error says why.
+    pub fn require_peer_role(
+        &self,
+        peer: &ParticipantId,
+        role: MemberRole,
+        what: &str,
+    ) -> Result<(), String> {
+        let member = self
+            .trust
+            .member(peer, crate::base::clock::now())
+            .map_err(|e| e.to_string())?;
+        member.require_role(role, what).map_err(|e| e.to_string())
     }
 }

@@ -85,9 +85,7 @@ impl Contracts {
     ) -> Result<Negotiation, ContractError> {
         // A node the authority no longer lets provide takes no new contract, whatever
         // its catalog still holds.
-        self.trust
-            .own_membership(&self.identity.membership)
-            .require_role(MemberRole::Provider, "answering a contract request")
+        self.require_own_role(MemberRole::Provider, "answering a contract request")
             .map_err(|e| ContractError::Forbidden(e.to_string()))?;
         let request: ContractRequest = envelope
             .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
