@@ -594,6 +594,12 @@ async fn a_node_whose_provider_role_was_withdrawn_offers_nothing_more() {
     .await
     .expect("a provider publishes")
     .offer_id;
+    let agreed = s
+        .consumer
+        .request_contract(&s.both, &offer, "publicService")
+        .await
+        .expect("agreed while it was a provider");
+    assert_eq!(agreed.state, "FINALIZED", "{agreed:?}");
     // The authority re-admits the member as a consumer only; the node learns it from
     // its next trust list, before anyone installs the new admission.
     let mut withdrawn = DataSpace::admission(LOGISTICS, "both", ParticipantKind::Government);
@@ -637,7 +643,28 @@ async fn a_node_whose_provider_role_was_withdrawn_offers_nothing_more() {
             "consumer",
         ),
     );
-    assert!(s.both.running.node.contracts.list().unwrap().is_empty());
+    assert_eq!(
+        s.both.running.node.contracts.list().unwrap().len(),
+        1,
+        "no negotiation besides the earlier one"
+    );
+
+    // Its consumer asks it for nothing more under the earlier agreement.
+    let err = s.consumer.pull_all(&agreed.agreement_id).await.unwrap_err();
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        &needs("delivering a product", "provider", &both_id, "consumer"),
+    );
+    assert!(
+        s.consumer
+            .running
+            .node
+            .transfers
+            .copies()
+            .unwrap()
+            .is_empty()
+    );
     s.stop().await;
 }
 

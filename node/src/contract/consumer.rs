@@ -61,10 +61,7 @@ impl Contracts {
         let provider = offer.owner;
         // The request goes only to a current member that may provide, and only on a
         // channel whose server is that member: the offer's owner is the peer's own word.
-        self.trust
-            .member(&provider, now())
-            .map_err(|e| ContractError::Forbidden(format!("the offer's owner: {e}")))?
-            .require_role(MemberRole::Provider, "offering a product")
+        self.require_peer_role(&provider, MemberRole::Provider, "offering a product")
             .map_err(|e| ContractError::Forbidden(e.to_string()))?;
         let channel = self
             .peers

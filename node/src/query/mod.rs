@@ -510,7 +510,7 @@ impl Queries {
                 MemberRole::Provider,
                 "answering a query",
             )
-            .map_err(QueryError::Forbidden)?;
+            .map_err(|e| QueryError::Forbidden(e.to_string()))?;
         let address = if peer.trim().is_empty() {
             n.peer_address.clone()
         } else {

@@ -40,17 +40,13 @@ impl Transfers {
         max_chunks: u32,
         progress_tx: mpsc::Sender<TransferProgress>,
     ) -> Result<TransferProgress, TransferError> {
-        self.trust
-            .own_membership(&self.identity.membership)
-            .require_role(MemberRole::Consumer, "pulling a transfer")
+        self.contracts
+            .require_own_role(MemberRole::Consumer, "pulling a transfer")
             .map_err(|e| TransferError::Forbidden(e.to_string()))?;
         let n = self.contracts.finalized(Role::Consumer, agreement_id)?;
-        // Asked only of a current member that may provide (checked before anything is
-        // sent or recorded for this pull).
-        self.trust
-            .member(&n.peer, now())
-            .map_err(|e| TransferError::Forbidden(format!("the provider: {e}")))?
-            .require_role(MemberRole::Provider, "delivering a product")
+        // Asked only of a member that may provide, before anything is sent or recorded.
+        self.contracts
+            .require_peer_role(&n.peer, MemberRole::Provider, "delivering a product")
             .map_err(|e| TransferError::Forbidden(e.to_string()))?;
         let agreement_envelope = n
             .agreement
