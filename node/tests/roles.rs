@@ -746,6 +746,44 @@ async fn each_role_does_what_it_was_admitted_for() {
     .await;
     assert!(deleted, "the consumer returned its deletion receipt");
 
+    // The same signed revocation, from a member the consumer's trust list did not list
+    // as a provider, is not applied.
+    let record = provider
+        .running
+        .node
+        .usage
+        .revocation_of(&consumer, &agreement)
+        .unwrap()
+        .expect("the revocation is on record");
+    let mut not_a_provider = s
+        .consumer
+        .running
+        .node
+        .trust
+        .member(
+            &provider.participant,
+            time::OffsetDateTime::now_utc().unix_timestamp(),
+        )
+        .unwrap();
+    not_a_provider.roles = vec![MemberRole::Consumer];
+    let err = s
+        .consumer
+        .running
+        .node
+        .usage
+        .apply_revocation(&not_a_provider, record.revocation)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        needs(
+            "revoking an agreement",
+            "provider",
+            provider.participant.as_str(),
+            "consumer"
+        )
+    );
+
     // An auditor-only member reads the provider's log.
     let entries = AuditClient::new(s.auditor.channel_to(&s.provider).await)
         .get_entries(GetEntriesRequest { from: 0, to: 10 })
