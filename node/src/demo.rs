@@ -35,6 +35,9 @@ struct Member {
     kind: ParticipantKind,
     sector: &'static str,
     region: &'static str,
+    /// Only what the member's part in the story needs: the bureau provides, the other
+    /// two consume, and none audits another's log.
+    roles: &'static [MemberRole],
 }
 
 const MEMBERS: [Member; 3] = [
@@ -45,6 +48,7 @@ const MEMBERS: [Member; 3] = [
         kind: ParticipantKind::Government,
         sector: "transport",
         region: "330100",
+        roles: &[MemberRole::Provider],
     },
     Member {
         dir_name: "ecology",
@@ -53,6 +57,7 @@ const MEMBERS: [Member; 3] = [
         kind: ParticipantKind::Government,
         sector: "ecology",
         region: "330100",
+        roles: &[MemberRole::Consumer],
     },
     Member {
         dir_name: "logistics",
@@ -61,6 +66,7 @@ const MEMBERS: [Member; 3] = [
         kind: ParticipantKind::Enterprise,
         sector: "logistics",
         region: "330106",
+        roles: &[MemberRole::Consumer],
     },
 ];
 
@@ -143,11 +149,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             kind: m.kind,
             sector: m.sector.into(),
             region: RegionCode::parse(m.region).map_err(|e| anyhow!(e))?,
-            roles: vec![
-                MemberRole::Provider,
-                MemberRole::Consumer,
-                MemberRole::Auditor,
-            ],
+            roles: m.roles.to_vec(),
             not_before: now - time::Duration::minutes(5),
             not_after: now + time::Duration::days(365),
             renew: false,
@@ -155,12 +157,14 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         let out = root.join(format!("bundle-{}", m.dir_name));
         bundle.write(&out)?;
         bundles.push(out);
+        let roles: Vec<_> = m.roles.iter().map(ToString::to_string).collect();
         say(&format!(
-            "admitted {} ({}, {}, region {})",
+            "admitted {} ({}, {}, region {}) as {}",
             m.name,
             m.id,
             m.kind.member_name(),
-            m.region
+            m.region,
+            roles.join(", ")
         ));
     }
     let mut nodes = Vec::new();

@@ -177,6 +177,9 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
         kind: ParticipantKind::Government,
         sector: "development".into(),
         region: RegionCode::parse("330100").expect("constant is a valid region"),
+        // The one member of its development authority, there to try every part of the
+        // node on its own (publish, ask itself for a contract, read its own log over the
+        // peer API): every role, and no other member to use them on.
         roles: vec![
             MemberRole::Provider,
             MemberRole::Consumer,

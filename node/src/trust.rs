@@ -326,6 +326,14 @@ impl TrustStore {
         Ok(member)
     }
 
+    /// This node's own membership as the trust list now states it, so that roles the
+    /// authority has changed since `own` (the node's credential) was issued count; `own`
+    /// itself while the list does not name the node as a current member.
+    pub fn own_membership(&self, own: &Membership) -> Membership {
+        self.member(&own.participant_id, crate::base::clock::now())
+            .unwrap_or_else(|_| own.clone())
+    }
+
     /// The current membership of `participant` (e.g. to learn its signing key), if it is
     /// a member now: listed, not revoked, not expired, in an unexpired trust list.
     pub fn member(&self, participant: &ParticipantId, now: i64) -> Result<Membership, MemberError> {

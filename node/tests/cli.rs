@@ -420,6 +420,39 @@ fn demo_runs_the_whole_flow_and_leaves_restartable_nodes() {
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
+    // Each member holds only the roles its part needs: no one reads another's log.
+    for line in [
+        "(11330100MA2TRA0011, government, region 330100) as provider",
+        "(11330000MA2ECE0015, government, region 330100) as consumer",
+        "(91330100MA2L0G0013, enterprise, region 330106) as consumer",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    let members = liutong(&[
+        "authority",
+        "members",
+        "--json",
+        "--dir",
+        dir.join("authority").to_str().unwrap(),
+    ]);
+    assert!(members.status.success(), "{}", stderr(&members));
+    let members: serde_json::Value = serde_json::from_slice(&members.stdout).unwrap();
+    let mut roles: Vec<String> = members["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| format!("{} {}", m["participant_id"], m["roles"]))
+        .collect();
+    roles.sort();
+    assert_eq!(
+        roles,
+        [
+            r#""11330000MA2ECE0015" ["consumer"]"#,
+            r#""11330100MA2TRA0011" ["provider"]"#,
+            r#""91330100MA2L0G0013" ["consumer"]"#,
+        ]
+    );
+
     // Refuses to overwrite a kept data space.
     let again = liutong(&["demo", "--dir", dir.to_str().unwrap()]);
     assert_eq!(again.status.code(), Some(1));

@@ -9,7 +9,7 @@ use crate::audit::log::Event;
 use crate::base::clock::now;
 use crate::base::error::{ErrorKind, PeerRefusal};
 use crate::base::random::{random_bytes, random_id};
-use crate::identity::Envelope;
+use crate::identity::{Envelope, MemberRole};
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{NegotiationRequest, NegotiationState, VerifyAgreementRequest};
 
@@ -51,12 +51,23 @@ impl Contracts {
         offer_id: &str,
         purpose: &str,
     ) -> Result<Negotiation, ContractError> {
+        self.require_own_role(MemberRole::Consumer, "requesting a contract")
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
         if purpose.trim().is_empty() {
             return Err(ContractError::Invalid("purpose: declare a purpose".into()));
         }
         let channel = self.provider_channel(address).await?;
         let offer = self.offer(&channel, address, offer_id).await?;
         let provider = offer.owner;
+        // The request goes only to a current member that may provide, and only on a
+        // channel whose server is that member: the offer's owner is the peer's own word.
+        self.require_peer_role(&provider, MemberRole::Provider, "offering a product")
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
+        let channel = self
+            .peers
+            .connect_member(address, &provider)
+            .await
+            .map_err(|e| ContractError::Unreachable(e.to_string()))?;
         let t = now();
         let request = ContractRequest {
             negotiation_id: random_id("neg")?,

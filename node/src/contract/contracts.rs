@@ -8,7 +8,7 @@ use crate::alerts::Alerts;
 use crate::audit::log::AuditLog;
 use crate::catalog::Catalog;
 use crate::config::{GuardrailsSection, RecoverySection};
-use crate::identity::NodeIdentity;
+use crate::identity::{MemberRole, MissingRole, NodeIdentity, ParticipantId};
 use crate::outbound::Peers;
 use crate::storage::Storage;
 use crate::trust::TrustStore;
@@ -82,5 +82,29 @@ impl Contracts {
     /// The per-agreement locks.
     pub fn locks(&self) -> &AgreementLocks {
         &self.locks
+    }
+
+    /// Checks that this node, as the trust list states its membership now, holds `role`
+    /// for `what`.
+    pub fn require_own_role(&self, role: MemberRole, what: &str) -> Result<(), MissingRole> {
+        self.trust
+            .own_membership(&self.identity.membership)
+            .require_role(role, what)
+    }
+
+    /// Checks that `peer` holds `role` for `what`, before this node sends it anything
+    /// that needs the role. A peer the trust list does not name as a current member
+    /// passes here: the connection to it checks its certificate against the same list,
+    /// and refuses it with the reason.
+    pub fn require_peer_role(
+        &self,
+        peer: &ParticipantId,
+        role: MemberRole,
+        what: &str,
+    ) -> Result<(), MissingRole> {
+        match self.trust.member(peer, crate::base::clock::now()) {
+            Ok(member) => member.require_role(role, what),
+            Err(_) => Ok(()),
+        }
     }
 }

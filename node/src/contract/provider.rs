@@ -11,7 +11,7 @@ use crate::base::clock::now;
 use crate::base::random::random_id;
 use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
-use crate::identity::{Envelope, Membership, ParticipantId};
+use crate::identity::{Envelope, MemberRole, Membership, ParticipantId};
 
 use super::agreement::{
     AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractRequest, REQUEST_PAYLOAD_TYPE, Role,
@@ -83,6 +83,10 @@ impl Contracts {
         caller: &Membership,
         envelope: Envelope,
     ) -> Result<Negotiation, ContractError> {
+        // A node the authority no longer lets provide takes no new contract, whatever
+        // its catalog still holds.
+        self.require_own_role(MemberRole::Provider, "answering a contract request")
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
         let request: ContractRequest = envelope
             .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
             .map_err(|e| {

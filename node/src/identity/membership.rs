@@ -43,6 +43,20 @@ impl Membership {
         self.roles.contains(&role)
     }
 
+    /// Checks that the member holds `role` for `what` (e.g. "requesting a contract"):
+    /// the one check, and the one message, for every step a role allows.
+    pub fn require_role(&self, role: MemberRole, what: &str) -> Result<(), MissingRole> {
+        if self.has_role(role) {
+            return Ok(());
+        }
+        Err(MissingRole {
+            what: what.to_owned(),
+            role,
+            participant: self.participant_id.clone(),
+            roles: self.roles.clone(),
+        })
+    }
+
     /// Checks that this is the node's own credential: issued to the participant of
     /// node.toml, naming the node's signing key and its TLS certificate (the first of
     /// `chain`, the node's certificate chain).
@@ -83,6 +97,32 @@ impl Membership {
             valid_until_unix: self.valid_until,
         }
     }
+}
+
+/// A member lacks the role a step needs ([`Membership::require_role`]). Its text is
+/// what a refused caller reads: "<what> needs the member role <role>; participant <id>
+/// has the roles <roles>".
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "{what} needs the member role {role}; participant {participant} has the roles {}",
+    roles_text(roles)
+)]
+pub struct MissingRole {
+    pub what: String,
+    pub role: MemberRole,
+    pub participant: ParticipantId,
+    pub roles: Vec<MemberRole>,
+}
+
+fn roles_text(roles: &[MemberRole]) -> String {
+    if roles.is_empty() {
+        return "(none)".to_owned();
+    }
+    roles
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// SHA-256 of a DER certificate, lowercase hex: what a membership's
@@ -299,6 +339,24 @@ mod tests {
             certificate_sha256: certificate_fingerprint(certificate),
             authority: "Test authority".into(),
         }
+    }
+
+    #[test]
+    fn a_missing_role_names_the_step_the_role_and_the_roles_held() {
+        let key = SigningKey::generate().unwrap().public_key();
+        let mut m = member(key, &CertificateDer::from(b"cert".to_vec()));
+        assert!(m.require_role(MemberRole::Provider, "offering").is_ok());
+        let err = m
+            .require_role(MemberRole::Consumer, "requesting a contract")
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "requesting a contract needs the member role consumer; participant \
+             91110000600037341L has the roles provider"
+        );
+        m.roles = vec![];
+        let err = m.require_role(MemberRole::Auditor, "reading").unwrap_err();
+        assert!(err.to_string().ends_with("has the roles (none)"), "{err}");
     }
 
     #[test]

@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 pub use envelope::{Envelope, EnvelopeError};
 pub use keys::{KeyError, PublicKey, SigningKey};
-pub use membership::{MemberRole, Membership, ParticipantKind, RegionCode};
+pub use membership::{MemberRole, Membership, MissingRole, ParticipantKind, RegionCode};
 pub use own::NodeIdentity;
 
 /// A participant of the data space, identified by its 统一社会信用代码 (Unified Social

@@ -31,7 +31,7 @@ use crate::catalog::product::Format;
 use crate::config::Limits;
 use crate::contract::{AgreedProductError, Agreement, AgreementError, Contracts, Role};
 use crate::desensitize;
-use crate::identity::{Membership, NodeIdentity};
+use crate::identity::{MemberRole, Membership, NodeIdentity};
 use crate::outbound::Peers;
 use crate::storage::{Storage, StorageError};
 use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
@@ -496,11 +496,21 @@ impl Queries {
         peer: &str,
         query: Option<&pb::AggregateQuery>,
     ) -> Result<pb::AggregateResponse, QueryError> {
+        self.contracts
+            .require_own_role(MemberRole::Consumer, "sending an aggregate query")
+            .map_err(|e| QueryError::Forbidden(e.to_string()))?;
         let parsed = query_from_proto(query)?;
         let n = self.contracts.finalized(Role::Consumer, agreement_id)?;
         let agreement: Agreement = n
             .agreement_content()
             .ok_or_else(|| QueryError::Invalid("the agreement is unreadable".into()))?;
+        self.contracts
+            .require_peer_role(
+                &agreement.provider,
+                MemberRole::Provider,
+                "answering a query",
+            )
+            .map_err(|e| QueryError::Forbidden(e.to_string()))?;
         let address = if peer.trim().is_empty() {
             n.peer_address.clone()
         } else {

@@ -10,7 +10,7 @@ use crate::audit::log::AuditLog;
 use crate::base::VERSION;
 use crate::catalog::Catalog;
 use crate::contract::Contracts;
-use crate::identity::NodeIdentity;
+use crate::identity::{MemberRole, NodeIdentity};
 use crate::local::LocalRole;
 use crate::outbound::{Peers, TrustListRefresh};
 use crate::query::Queries;
@@ -29,7 +29,7 @@ use liutong_proto::v1::{
     RequestContractRequest, StatusRequest, StatusResponse, TransferProgress, TrustListStatus,
 };
 
-use super::caller::local_role;
+use super::caller::{local_role, require_role};
 use super::errors::into_status;
 use super::{catalog, ops, query, transfer};
 
@@ -132,6 +132,11 @@ impl Admin for AdminService {
         request: Request<tonic::Streaming<PublishRequest>>,
     ) -> Result<Response<Product>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "publishing a product")?;
+        require_role(
+            &self.trust.own_membership(&self.identity.membership),
+            MemberRole::Provider,
+            "publishing a product",
+        )?;
         catalog::publish(
             &self.catalog,
             &self.usage,

@@ -30,7 +30,7 @@ use liutong_proto::v1::{
     VerifierKeyResponse,
 };
 
-use super::caller::PeerCaller;
+use super::caller::{PeerCaller, require_role};
 use super::errors::into_status;
 
 /// Most entries one GetEntries answer carries.
@@ -78,19 +78,7 @@ fn require_any(request: &Request<impl Sized>, what: &str) -> Result<(), Status> 
 /// Members with the auditor role, or local auditor/admin.
 fn require_auditor(request: &Request<impl Sized>, what: &str) -> Result<(), Status> {
     match caller(request)? {
-        Caller::Peer(m) if m.has_role(MemberRole::Auditor) => Ok(()),
-        Caller::Peer(m) => {
-            let roles: Vec<_> = m.roles.iter().map(ToString::to_string).collect();
-            Err(Status::permission_denied(format!(
-                "{what} needs the member role auditor; participant {} has the roles {}",
-                m.participant_id,
-                if roles.is_empty() {
-                    "(none)".to_owned()
-                } else {
-                    roles.join(", ")
-                }
-            )))
-        }
+        Caller::Peer(m) => require_role(m, MemberRole::Auditor, what),
         Caller::Local(role) => role.require(&[LocalRole::Auditor, LocalRole::Admin], what),
     }
 }

@@ -8,7 +8,7 @@ use tonic::{Request, Status};
 
 use crate::authority::participant_from_certificate;
 use crate::base::clock::now;
-use crate::identity::Membership;
+use crate::identity::{MemberRole, Membership};
 use crate::local::LocalRole;
 use crate::tls::auth::{Authenticate, ChainVerifier};
 use crate::tls::certs;
@@ -55,4 +55,28 @@ pub(super) fn local_role<T>(request: &Request<T>) -> Result<LocalRole, Status> {
         .get::<LocalRole>()
         .copied()
         .ok_or_else(|| Status::unauthenticated("the caller was not authenticated"))
+}
+
+/// Refuses `member` with PERMISSION_DENIED unless it holds `role`, which `what` (e.g.
+/// "requesting a contract") needs. Every peer entry point checks its caller with this
+/// before it reads or writes anything for it.
+pub(super) fn require_role(
+    member: &Membership,
+    role: MemberRole,
+    what: &str,
+) -> Result<(), Status> {
+    member
+        .require_role(role, what)
+        .map_err(|e| Status::permission_denied(e.to_string()))
+}
+
+/// The peer of this request, which must hold `role` for `what` ([`require_role`]).
+pub(super) fn peer_with_role<T>(
+    request: &Request<T>,
+    role: MemberRole,
+    what: &str,
+) -> Result<Membership, Status> {
+    let caller = peer_caller(request)?;
+    require_role(caller, role, what)?;
+    Ok(caller.clone())
 }

@@ -6,13 +6,14 @@ use std::sync::Arc;
 use liutong_policy::Classification;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::caller::peer_caller;
+use super::caller::peer_with_role;
 use super::errors::into_status;
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock;
 use crate::base::clock::now;
 use crate::catalog::product::{Format, NewVersion};
 use crate::catalog::{self, PolicyFormat, product_proto};
+use crate::identity::MemberRole;
 use crate::identity::{Membership, ParticipantId};
 use crate::outbound::Peers;
 use crate::usage::Usage;
@@ -263,7 +264,7 @@ impl Catalog for CatalogService {
         &self,
         request: Request<ListOffersRequest>,
     ) -> Result<Response<ListOffersResponse>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "listing the catalog")?;
         let ListOffersRequest {
             page_size,
             page_token,
@@ -300,7 +301,7 @@ impl Catalog for CatalogService {
     }
 
     async fn get(&self, request: Request<GetOfferRequest>) -> Result<Response<Product>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "reading an offer")?;
         let offer_id = request.into_inner().offer_id;
         let product = self
             .catalog

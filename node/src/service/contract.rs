@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::caller::peer_caller;
+use super::caller::peer_with_role;
 use super::errors::into_status;
 use crate::contract::Contracts;
+use crate::identity::MemberRole;
 use liutong_proto::v1::negotiation_server::Negotiation;
 use liutong_proto::v1::{
     GetNegotiationRequest, NegotiationRequest, NegotiationState, VerifyAgreementRequest,
@@ -23,7 +24,7 @@ impl Negotiation for NegotiationService {
         &self,
         request: Request<NegotiationRequest>,
     ) -> Result<Response<NegotiationState>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "requesting a contract")?;
         let envelope = request.into_inner().request.ok_or_else(|| {
             Status::invalid_argument("request: the signed contract request is missing")
         })?;
@@ -38,7 +39,7 @@ impl Negotiation for NegotiationService {
         &self,
         request: Request<GetNegotiationRequest>,
     ) -> Result<Response<NegotiationState>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "asking about a negotiation")?;
         let id = request.into_inner().negotiation_id;
         self.contracts
             .state_for(&caller, &id)
@@ -50,7 +51,11 @@ impl Negotiation for NegotiationService {
         &self,
         request: Request<VerifyAgreementRequest>,
     ) -> Result<Response<NegotiationState>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(
+            &request,
+            MemberRole::Consumer,
+            "countersigning an agreement",
+        )?;
         let VerifyAgreementRequest {
             negotiation_id,
             agreement,

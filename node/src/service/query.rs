@@ -5,8 +5,9 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::caller::peer_caller;
+use super::caller::peer_with_role;
 use super::errors::into_status;
+use crate::identity::MemberRole;
 use crate::query::{self, Queries};
 use liutong_proto::v1::query_server::Query;
 use liutong_proto::v1::{AggregateRequest, AggregateResponse, QueryAggregateRequest};
@@ -21,7 +22,7 @@ impl Query for QueryService {
         &self,
         request: Request<AggregateRequest>,
     ) -> Result<Response<AggregateResponse>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "sending an aggregate query")?;
         let AggregateRequest {
             agreement_id,
             query,

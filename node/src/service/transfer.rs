@@ -8,8 +8,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
-use super::caller::peer_caller;
+use super::caller::peer_with_role;
 use super::errors::{StatusStream, into_status, status_stream};
+use crate::identity::MemberRole;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
 use liutong_proto::v1::transfer_server::Transfer;
@@ -30,7 +31,7 @@ impl Transfer for TransferService {
         &self,
         request: Request<PullRequest>,
     ) -> Result<Response<Self::PullStream>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "pulling a transfer")?;
         let PullRequest {
             agreement_id,
             from_chunk,
@@ -51,7 +52,7 @@ impl Transfer for TransferService {
         &self,
         request: Request<ReceiptRequest>,
     ) -> Result<Response<ReceiptResponse>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "confirming a transfer")?;
         let receipt = request
             .into_inner()
             .receipt

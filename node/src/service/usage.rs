@@ -12,8 +12,9 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
-use super::caller::{local_role, peer_caller};
+use super::caller::{local_role, peer_with_role};
 use super::errors::{StatusStream, into_status, status_stream};
+use crate::identity::MemberRole;
 use crate::local::LocalRole;
 use crate::usage::{self};
 use liutong_proto::v1::usage_control_server::UsageControl;
@@ -105,7 +106,11 @@ impl UsageControl for UsageControlService {
         &self,
         request: Request<NotifyRequest>,
     ) -> Result<Response<NotifyResponse>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(
+            &request,
+            MemberRole::Consumer,
+            "sending a usage notice or deletion receipt",
+        )?;
         let message = request
             .into_inner()
             .message
@@ -123,7 +128,7 @@ impl UsageControl for UsageControlService {
         &self,
         request: Request<RevocationsRequest>,
     ) -> Result<Response<RevocationsResponse>, Status> {
-        let caller = peer_caller(&request)?.clone();
+        let caller = peer_with_role(&request, MemberRole::Consumer, "asking for revocations")?;
         let pending = self
             .usage
             .pending_for(&caller)

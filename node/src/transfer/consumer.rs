@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use crate::audit::log::EventKind;
 use crate::base::clock::now;
 use crate::contract::{Agreement, Role};
-use crate::identity::Envelope;
+use crate::identity::{Envelope, MemberRole};
 use crate::storage::Write;
 use crate::storage::blobs::BlobWriter;
 use crate::telemetry::metrics::Direction::Received;
@@ -40,7 +40,14 @@ impl Transfers {
         max_chunks: u32,
         progress_tx: mpsc::Sender<TransferProgress>,
     ) -> Result<TransferProgress, TransferError> {
+        self.contracts
+            .require_own_role(MemberRole::Consumer, "pulling a transfer")
+            .map_err(|e| TransferError::Forbidden(e.to_string()))?;
         let n = self.contracts.finalized(Role::Consumer, agreement_id)?;
+        // Asked only of a member that may provide, before anything is sent or recorded.
+        self.contracts
+            .require_peer_role(&n.peer, MemberRole::Provider, "delivering a product")
+            .map_err(|e| TransferError::Forbidden(e.to_string()))?;
         let agreement_envelope = n
             .agreement
             .clone()

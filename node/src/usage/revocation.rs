@@ -24,7 +24,7 @@ use crate::base::clock::now;
 use crate::base::random::random_id;
 use crate::contract::{Agreement, Role};
 use crate::desensitize::delivery;
-use crate::identity::{Envelope, Membership, ParticipantId};
+use crate::identity::{Envelope, MemberRole, Membership, ParticipantId};
 use crate::storage::{StorageError, Write};
 use crate::transfer;
 use liutong_proto::v1::RevocationsRequest;
@@ -395,6 +395,9 @@ impl Usage {
         provider: &Membership,
         envelope: Envelope,
     ) -> Result<(), UsageError> {
+        provider
+            .require_role(MemberRole::Provider, "revoking an agreement")
+            .map_err(|e| UsageError::Forbidden(e.to_string()))?;
         let r: Revocation = envelope
             .open_json(REVOCATION_PAYLOAD_TYPE, &provider.signing_key)
             .map_err(|e| UsageError::DataLoss(format!("the revocation: {e}")))?;
