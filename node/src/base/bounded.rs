@@ -13,7 +13,7 @@
 //!   participant's 18-character credit code), so nothing legitimate is refused; a path
 //!   separator, a space or a control character never gets into a key or a log line.
 //! - An offer ID ([`OfferId`]): a product ID, `/v`, and a version number (`prd-…/v3`).
-//! - Text ([`Text`]): a purpose, a reason, a name: 1 to a field's maximum of bytes,
+//! - Text ([`Text`]): a purpose, a reason: 1 to a field's maximum of characters,
 //!   no control characters (newline, NUL, ESC, …), no bidirectional overrides and no
 //!   line or paragraph separators, so it can neither forge a line nor reorder one.
 //! - A nonce ([`Nonce`]): exactly [`NONCE_LEN`] lowercase hex digits (16 random bytes,
@@ -28,10 +28,10 @@ use std::fmt;
 pub const ID_MAX: usize = 128;
 /// Length of a contract request's nonce: 16 random bytes in hex.
 pub const NONCE_LEN: usize = 32;
-/// Longest purpose, in bytes.
+/// Longest purpose, in characters.
 pub const PURPOSE_MAX: usize = 256;
-/// Longest reason (a rejection's, a revocation's), in bytes.
-pub const REASON_MAX: usize = 1024;
+/// Longest reason (a rejection's, a revocation's), in characters.
+pub const REASON_MAX: usize = 1000;
 /// Earliest time accepted: 2000-01-01T00:00:00Z.
 pub const TIME_MIN: i64 = 946_684_800;
 /// Latest time accepted: 9999-12-31T23:59:59Z.
@@ -53,6 +53,12 @@ impl FieldError {
             field,
             why: why.into(),
         }
+    }
+}
+
+impl crate::base::error::ErrorKinded for FieldError {
+    fn kind(&self) -> crate::base::error::ErrorKind {
+        crate::base::error::ErrorKind::InvalidArgument
     }
 }
 
@@ -215,19 +221,19 @@ pub fn offer_id(field: &'static str, value: &str) -> Result<String, FieldError> 
 pub struct Text(String);
 
 impl Text {
-    /// `value`, trimmed, as text of 1 to `max` bytes without control characters, bidi
-    /// overrides or line separators; a refusal names `field`.
+    /// `value` as text of 1 to `max` characters, not only spaces, without control characters,
+    /// bidi overrides or line separators; a refusal names `field`. (Not trimmed: a
+    /// signed value is kept as it was signed.)
     pub fn parse(field: &'static str, value: &str, max: usize) -> Result<Text, FieldError> {
-        let value = value.trim();
-        if value.is_empty() {
+        if value.trim().is_empty() {
             return Err(FieldError::new(field, "is empty"));
         }
-        if value.len() > max {
+        let length = value.chars().count();
+        if length > max {
             return Err(FieldError::new(
                 field,
                 format!(
-                    "is {} bytes long; at most {max} are accepted (got {})",
-                    value.len(),
+                    "{length} characters; at most {max} are accepted (got {})",
                     quote(value)
                 ),
             ));
@@ -260,14 +266,14 @@ impl fmt::Display for Text {
     }
 }
 
-/// `value` checked as a purpose (at most [`PURPOSE_MAX`] bytes), trimmed.
+/// `value` checked as a purpose (at most [`PURPOSE_MAX`] characters), trimmed.
 pub fn purpose(field: &'static str, value: &str) -> Result<String, FieldError> {
-    Text::parse(field, value, PURPOSE_MAX).map(Text::into_string)
+    Text::parse(field, value.trim(), PURPOSE_MAX).map(Text::into_string)
 }
 
-/// `value` checked as a reason (at most [`REASON_MAX`] bytes), trimmed.
+/// `value` checked as a reason (at most [`REASON_MAX`] characters), trimmed.
 pub fn reason(field: &'static str, value: &str) -> Result<String, FieldError> {
-    Text::parse(field, value, REASON_MAX).map(Text::into_string)
+    Text::parse(field, value.trim(), REASON_MAX).map(Text::into_string)
 }
 
 /// A contract request's nonce: exactly [`NONCE_LEN`] lowercase hex digits.
@@ -488,6 +494,8 @@ mod tests {
         assert!(purpose("purpose", &"p".repeat(PURPOSE_MAX + 1)).is_err());
         assert!(reason("reason", &"r".repeat(REASON_MAX)).is_ok());
         assert!(reason("reason", &"r".repeat(70_000)).is_err());
+        // A signed value is checked as it is: a newline at its end is not trimmed away.
+        assert!(Text::parse("purpose", "urbanPlanning\n", PURPOSE_MAX).is_err());
     }
 
     #[test]

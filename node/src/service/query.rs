@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::caller::peer_caller;
 use super::errors::into_status;
+use crate::base::bounded;
 use crate::query::{self, Queries};
 use liutong_proto::v1::query_server::Query;
 use liutong_proto::v1::{AggregateRequest, AggregateResponse, QueryAggregateRequest};
@@ -29,6 +30,7 @@ impl Query for QueryService {
         if agreement_id.trim().is_empty() {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
+        bounded::id("agreement_id", &agreement_id).map_err(into_status)?;
         let parsed = query::query_from_proto(query.as_ref()).map_err(into_status)?;
         let answered = self
             .queries
@@ -47,6 +49,7 @@ pub(super) async fn send(
     if request.agreement_id.trim().is_empty() {
         return Err(Status::invalid_argument("agreement_id: name the agreement"));
     }
+    bounded::id("agreement_id", &request.agreement_id).map_err(into_status)?;
     queries
         .send(&request.agreement_id, &request.peer, request.query.as_ref())
         .await

@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 
 use super::caller::peer_caller;
 use super::errors::{StatusStream, into_status, status_stream};
+use crate::base::bounded;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
 use liutong_proto::v1::transfer_server::Transfer;
@@ -35,6 +36,7 @@ impl Transfer for TransferService {
             agreement_id,
             from_chunk,
         } = request.into_inner();
+        bounded::id("agreement_id", &agreement_id).map_err(into_status)?;
         let delivery = self
             .transfers
             .start_delivery(&caller, &agreement_id, from_chunk)

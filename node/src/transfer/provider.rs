@@ -158,6 +158,15 @@ impl Transfers {
     }
 }
 
+/// Whether the consumer of `agreement_id` confirmed a complete delivery with its signed
+/// receipt (provider side): only then does it hold a copy to use.
+pub fn delivered(
+    storage: &dyn crate::storage::Storage,
+    agreement_id: &str,
+) -> Result<bool, crate::storage::StorageError> {
+    Ok(storage.get(DELIVERIES, agreement_id.as_bytes())?.is_some())
+}
+
 /// A delivery the provider has decided to make: its signed manifest and what the
 /// chunk stream needs.
 pub struct Delivery {
