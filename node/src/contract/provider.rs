@@ -231,11 +231,9 @@ impl Contracts {
     /// false if it is already held, i.e. the request is a replay.
     fn remember_nonce(&self, request: &ContractRequest) -> Result<bool, ContractError> {
         let key = format!("{}/{}", request.consumer, request.nonce);
-        Ok(self.storage.insert_new(
-            NONCES,
-            key.as_bytes(),
-            &request.expires_at.to_be_bytes(),
-        )?)
+        Ok(self
+            .storage
+            .insert_new(NONCES, key.as_bytes(), &request.expires_at.to_be_bytes())?)
     }
 
     /// Removes the nonces of requests that expired by `now`: a replay of one is refused
@@ -255,7 +253,10 @@ impl Contracts {
         if removed > 0 {
             self.storage.apply(
                 NONCES,
-                expired.into_iter().map(crate::storage::Write::Delete).collect(),
+                expired
+                    .into_iter()
+                    .map(crate::storage::Write::Delete)
+                    .collect(),
             )?;
         }
         Ok(removed)

@@ -162,7 +162,8 @@ impl Admin for AdminService {
     ) -> Result<Response<ListProductsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "reading a product")?;
-        let id = bounded::id("product_id", &request.into_inner().product_id).map_err(into_status)?;
+        let id =
+            bounded::id("product_id", &request.into_inner().product_id).map_err(into_status)?;
         let versions = self.catalog.products.versions(&id).map_err(into_status)?;
         if versions.is_empty() {
             return Err(Status::not_found(format!("product {id} does not exist")));
