@@ -282,6 +282,8 @@ impl Transfers {
         let receipt: Receipt = envelope
             .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
             .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
+        crate::base::bounded::Id::parse("agreement_id", &receipt.agreement_id)
+            .map_err(|e| TransferError::Invalid(e.to_string()))?;
         let agreement = self
             .contracts
             .consumer_agreement(&caller.participant_id, &receipt.agreement_id)?;
