@@ -56,12 +56,6 @@ impl FieldError {
     }
 }
 
-impl crate::base::error::ErrorKinded for FieldError {
-    fn kind(&self) -> crate::base::error::ErrorKind {
-        crate::base::error::ErrorKind::InvalidArgument
-    }
-}
-
 /// An ID from outside the node, checked against the ID grammar (see the module).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Id(String);

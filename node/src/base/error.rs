@@ -105,6 +105,13 @@ pub trait ErrorKinded: std::error::Error + 'static {
     }
 }
 
+/// A field outside its grammar is the caller's mistake.
+impl ErrorKinded for crate::base::bounded::FieldError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
+}
+
 /// The metadata key by which a node says why it refused a call, where the status code
 /// alone does not tell (a contract request's nonce already held: `replay`).
 pub const REFUSAL_KEY: &str = "liutong-refusal";
