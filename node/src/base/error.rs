@@ -105,6 +105,13 @@ pub trait ErrorKinded: std::error::Error + 'static {
     }
 }
 
+/// A field outside its grammar is the caller's mistake.
+impl ErrorKinded for crate::base::bounded::FieldError {
+    fn kind(&self) -> ErrorKind {
+        ErrorKind::InvalidArgument
+    }
+}
+
 /// The metadata key by which a node says why it refused a call, where the status code
 /// alone does not tell (a contract request's nonce already held: `replay`).
 pub const REFUSAL_KEY: &str = "liutong-refusal";
@@ -127,9 +134,26 @@ impl From<tonic::Status> for PeerRefusal {
                 .get(REFUSAL_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            message: status.message().to_owned(),
+            message: peer_words(status.message()),
         }
     }
+}
+
+/// The longest a peer's words are kept, in characters.
+const PEER_WORDS: usize = 1024;
+
+/// A peer's words as this node keeps and shows them: escaped (they reach logs, traces
+/// and terminals) and cut to [`PEER_WORDS`] characters.
+fn peer_words(message: &str) -> String {
+    let cut = match message.char_indices().nth(PEER_WORDS) {
+        Some((end, _)) => &message[..end],
+        None => message,
+    };
+    let mut words = crate::base::bounded::escape(cut).into_owned();
+    if cut.len() < message.len() {
+        words.push('…');
+    }
+    words
 }
 
 impl fmt::Display for PeerRefusal {
@@ -159,5 +183,14 @@ mod tests {
             PeerRefusal::from(tonic::Status::new(tonic::Code::Ok, "")).kind,
             ErrorKind::Unknown
         );
+    }
+
+    #[test]
+    fn a_peer_s_words_are_escaped_and_cut() {
+        let forged = PeerRefusal::from(tonic::Status::not_found("no\nalert: fake\u{1b}[31m"));
+        assert_eq!(forged.message, "no\\nalert: fake\\u{1b}[31m");
+        let long = PeerRefusal::from(tonic::Status::not_found("x".repeat(1 << 20)));
+        assert_eq!(long.message.chars().count(), PEER_WORDS + 1);
+        assert!(long.message.ends_with('…'));
     }
 }

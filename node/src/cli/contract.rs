@@ -9,7 +9,7 @@ use liutong_proto::v1::{
 };
 
 use super::local_node::LocalArgs;
-use super::output::{print_json, print_list, status_error};
+use super::output::{esc, print_json, print_list, status_error};
 use crate::base::format::format_unix;
 use crate::contract::NegotiationStatus;
 
@@ -111,7 +111,7 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 println!(
                     "the provider must approve this request; this node finalizes it on its \
                      own once approved (see `liutong contract show {}`)",
-                    c.negotiation_id
+                    esc(&c.negotiation_id)
                 );
             }
             Ok(())
@@ -128,16 +128,16 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
             print_list(&all, json, "no negotiations yet", contract_json, |c| {
                 println!(
                     "{}  {:<10} {:<8} peer {}  offer {}  purpose {}{}",
-                    c.negotiation_id,
-                    c.state,
-                    c.role,
-                    c.peer,
-                    c.offer_id,
-                    c.purpose,
+                    esc(&c.negotiation_id),
+                    esc(&c.state),
+                    esc(&c.role),
+                    esc(&c.peer),
+                    esc(&c.offer_id),
+                    esc(&c.purpose),
                     if c.agreement_id.is_empty() {
                         String::new()
                     } else {
-                        format!("  agreement {}", c.agreement_id)
+                        format!("  agreement {}", esc(&c.agreement_id))
                     }
                 );
             })
@@ -197,7 +197,9 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                     "agreement {} REVOKED: {}\n  transfers are refused; consumer {}'s node \
                      deletes its copy and returns a signed deletion receipt when it next \
                      asks (see `liutong contract revocations`)",
-                    r.agreement_id, r.reason, r.consumer
+                    esc(&r.agreement_id),
+                    esc(&r.reason),
+                    esc(&r.consumer)
                 );
             }
             Ok(())
@@ -213,10 +215,10 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
             print_list(&all, json, "no revoked agreements", revocation_json, |r| {
                 println!(
                     "{}  consumer {}  revoked {}: {}\n    {}",
-                    r.agreement_id,
-                    r.consumer,
+                    esc(&r.agreement_id),
+                    esc(&r.consumer),
                     format_unix(r.revoked_at_unix),
-                    r.reason,
+                    esc(&r.reason),
                     if r.deletion_receipt_json.is_empty() {
                         "waiting for the consumer's deletion receipt".to_owned()
                     } else {
@@ -251,20 +253,24 @@ fn print_contract(c: &Contract, json: bool, with_agreement: bool) -> anyhow::Res
     }
     println!(
         "negotiation {}  {}  ({} side)",
-        c.negotiation_id, c.state, c.role
+        esc(&c.negotiation_id),
+        esc(&c.state),
+        esc(&c.role)
     );
     println!(
         "  peer {}  offer {}  purpose {}",
-        c.peer, c.offer_id, c.purpose
+        esc(&c.peer),
+        esc(&c.offer_id),
+        esc(&c.purpose)
     );
     if !c.reason.is_empty() {
-        println!("  {}", c.reason);
+        println!("  {}", esc(&c.reason));
     }
     for f in &c.failed_constraints {
-        println!("  failed: {f}");
+        println!("  failed: {}", esc(f));
     }
     if !c.agreement_id.is_empty() {
-        println!("  agreement {}", c.agreement_id);
+        println!("  agreement {}", esc(&c.agreement_id));
     }
     if with_agreement
         && !c.agreement_json.is_empty()

@@ -11,7 +11,7 @@ use std::io::Write as _;
 use tokio_stream::StreamExt as _;
 
 use super::local_node::LocalArgs;
-use super::output::{print_list, status_error};
+use super::output::{esc, print_list, status_error};
 use crate::base::format::format_unix;
 use crate::local::LocalRole;
 
@@ -101,10 +101,15 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {
                         // Standard error, so standard output carries only the data.
                         eprintln!(
                             "reading {} v{} ({} bytes, {}) under agreement {}: use {}",
-                            h.product_id, h.version, h.size, h.format, h.agreement_id, h.use_number
+                            esc(&h.product_id),
+                            h.version,
+                            h.size,
+                            esc(&h.format),
+                            esc(&h.agreement_id),
+                            h.use_number
                         );
                         for d in &h.duties {
-                            eprintln!("  duty {d}");
+                            eprintln!("  duty {}", esc(d));
                         }
                     }
                     Some(Part::Data(data)) => {
@@ -131,15 +136,15 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {
             print_list(&all, json, "no received copies", copy_json, |c| {
                 println!(
                     "{}  {:<9} {} v{}  from {}  purpose {}  uses {}{}",
-                    c.agreement_id,
-                    c.state,
-                    c.product_id,
+                    esc(&c.agreement_id),
+                    esc(&c.state),
+                    esc(&c.product_id),
                     c.version,
-                    c.provider,
-                    c.purpose,
+                    esc(&c.provider),
+                    esc(&c.purpose),
                     c.uses,
                     if c.deleted_at_unix > 0 {
-                        format!("\n    {}", c.reason)
+                        format!("\n    {}", esc(&c.reason))
                     } else if c.delete_at_unix > 0 {
                         format!("  deleted at {}", format_unix(c.delete_at_unix))
                     } else {

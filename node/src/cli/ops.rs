@@ -11,7 +11,7 @@ use liutong_proto::v1::{BackupRequest, StatusRequest};
 use tokio::io::AsyncWriteExt as _;
 
 use super::local_node::{LocalArgs, load_config, local_channel};
-use super::output::{print_json, status_error};
+use super::output::{esc, print_json, status_error};
 use super::peer::{participant_json, trust_json};
 use crate::authority::Authority;
 use crate::backup;
@@ -120,14 +120,17 @@ pub async fn status(local: &LocalArgs, json: bool) -> anyhow::Result<()> {
         );
     }
     if !trust.last_error.is_empty() {
-        println!("            last refresh failed: {}", trust.last_error);
+        println!(
+            "            last refresh failed: {}",
+            esc(&trust.last_error)
+        );
     }
     println!("peers       {}", s.peers.len());
     for p in &s.peers {
         println!(
             "            {}  {}  {} negotiations{}",
-            p.participant_id,
-            p.name,
+            esc(&p.participant_id),
+            esc(&p.name),
             p.negotiations,
             if p.witness { "  (cosigned)" } else { "" }
         );

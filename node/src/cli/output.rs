@@ -1,11 +1,15 @@
-//! The output every command shares: refusals as readable errors, `--json` output, and
-//! listings.
+//! The output every command shares: refusals as readable errors, `--json` output,
+//! listings, and [`esc`], which every line printed for a person passes text through
+//! that came from others (a peer, a stored record, a node's answer).
 
 use anyhow::anyhow;
 
-/// A gRPC refusal as an error a person can read.
+pub(super) use crate::base::bounded::escape as esc;
+
+/// A gRPC refusal as an error a person can read; its words may quote a peer, so they
+/// are escaped.
 pub fn status_error(s: tonic::Status) -> anyhow::Error {
-    anyhow!("{:?}: {}", s.code(), s.message())
+    anyhow!("{:?}: {}", s.code(), esc(s.message()))
 }
 
 /// Prints `value` as indented JSON: the `--json` output of every command.

@@ -8,7 +8,7 @@ use liutong_proto::v1::{
 };
 
 use super::local_node::LocalArgs;
-use super::output::{print_json, status_error};
+use super::output::{esc, print_json, status_error};
 use crate::base::format::format_unix;
 
 #[derive(Subcommand, Debug)]
@@ -108,18 +108,27 @@ fn print_describe(d: &DescribeResponse, json: bool) -> anyhow::Result<()> {
             "software_version": d.software_version,
         }));
     }
-    println!("peer        {} ({})", node.name, node.participant_id);
+    println!(
+        "peer        {} ({})",
+        esc(&node.name),
+        esc(&node.participant_id)
+    );
     println!(
         "            {} · {} · region {} · roles {}",
-        node.kind,
-        node.sector,
-        node.region,
-        node.roles.join(",")
+        esc(&node.kind),
+        esc(&node.sector),
+        esc(&node.region),
+        esc(&node.roles.join(","))
     );
-    println!("sees us as  {} ({})", caller.name, caller.participant_id);
+    println!(
+        "sees us as  {} ({})",
+        esc(&caller.name),
+        esc(&caller.participant_id)
+    );
     println!(
         "its trust list sequence {} · version {}",
-        d.trust_list_sequence, d.software_version
+        d.trust_list_sequence,
+        esc(&d.software_version)
     );
     Ok(())
 }

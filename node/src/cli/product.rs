@@ -12,7 +12,7 @@ use liutong_proto::v1::{
 };
 
 use super::local_node::LocalArgs;
-use super::output::{print_json, print_list, status_error};
+use super::output::{esc, print_json, print_list, status_error};
 
 use crate::catalog::{UPLOAD_PIECE, publish_end};
 use sha2::{Digest, Sha256};
@@ -234,10 +234,15 @@ pub async fn catalog(peer: String, local: LocalArgs, json: bool) -> anyhow::Resu
 fn print_product(p: &Product) {
     println!(
         "{}  v{}  {:<10} {:<5} {:>12} bytes  {}",
-        p.product_id, p.version, p.classification, p.format, p.size, p.title
+        esc(&p.product_id),
+        p.version,
+        esc(&p.classification),
+        esc(&p.format),
+        p.size,
+        esc(&p.title)
     );
     if !p.offer_id.is_empty() {
-        println!("    offer {}  owner {}", p.offer_id, p.owner);
+        println!("    offer {}  owner {}", esc(&p.offer_id), esc(&p.owner));
     }
 }
 
@@ -254,8 +259,8 @@ fn print_profile(p: &Product) {
     for c in profile["columns"].as_array().into_iter().flatten() {
         println!(
             "    column {:<20} {:<8} empty {:.1}%",
-            c["name"].as_str().unwrap_or(""),
-            c["type"].as_str().unwrap_or(""),
+            esc(c["name"].as_str().unwrap_or("")),
+            esc(c["type"].as_str().unwrap_or("")),
             c["null_ratio"].as_f64().unwrap_or(0.0) * 100.0
         );
     }

@@ -6,7 +6,7 @@ use clap::Args;
 use liutong_proto::v1::{AggregateResponse, QueryAggregateRequest};
 
 use super::local_node::LocalArgs;
-use super::output::{print_json, status_error};
+use super::output::{esc, print_json, status_error};
 use crate::query::aggregate::{Aggregation, Filter, FilterOp, Function, Query};
 
 /// The flags of `liutong query` (its help is on the command in `cli.rs`).
@@ -153,21 +153,26 @@ fn number_text(v: Option<f64>) -> String {
 pub fn answer_table(a: &AggregateResponse) -> String {
     let mut out = format!(
         "{} v{} under agreement {}: groups of at least k = {} rows\n",
-        a.product_id, a.version, a.agreement_id, a.k
+        esc(&a.product_id),
+        a.version,
+        esc(&a.agreement_id),
+        a.k
     );
+    // Column names and group keys are the provider's data: escaped, one cell each.
+    let cell = |text: &String| esc(text).into_owned();
     let mut rows: Vec<Vec<String>> = vec![
         a.group_by
             .iter()
-            .cloned()
+            .map(cell)
             .chain(std::iter::once("rows".to_owned()))
-            .chain(a.aggregations.iter().cloned())
+            .chain(a.aggregations.iter().map(cell))
             .collect(),
     ];
     for g in &a.groups {
         rows.push(
             g.keys
                 .iter()
-                .cloned()
+                .map(cell)
                 .chain(std::iter::once(g.rows.to_string()))
                 .chain(g.values.iter().map(|v| number_text(v.value)))
                 .collect(),
@@ -273,5 +278,11 @@ mod tests {
              Xihu      3     40.5\n\
              2 group(s) of fewer than 3 rows suppressed\n"
         );
+        // A group key from the provider's data cannot add a line of its own.
+        let mut forged = a.clone();
+        forged.groups[0].keys = vec!["Xihu\n99 rows: fake\u{1b}[31m".into()];
+        let table = answer_table(&forged);
+        assert_eq!(table.lines().count(), 4, "{table}");
+        assert!(table.contains("Xihu\\n99 rows: fake\\u{1b}[31m"), "{table}");
     }
 }

@@ -7,7 +7,7 @@ use liutong_proto::v1::{ListTransfersRequest, PullTransferRequest, TransferProgr
 use tokio_stream::StreamExt as _;
 
 use super::local_node::LocalArgs;
-use super::output::{print_json, print_list, status_error};
+use super::output::{esc, print_json, print_list, status_error};
 use crate::transfer::TransferState;
 
 #[derive(Subcommand, Debug)]
@@ -91,12 +91,18 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             } else if TransferState::parse(&p.state) == Ok(TransferState::Completed) {
                 println!(
                     "COMPLETED: {} v{}, {} bytes in {} chunks, every chunk verified, sha256 {}",
-                    p.product_id, p.version, p.bytes_total, p.chunks_total, p.sha256
+                    esc(&p.product_id),
+                    p.version,
+                    p.bytes_total,
+                    p.chunks_total,
+                    esc(&p.sha256)
                 );
             } else {
                 println!(
                     "{}: {} of {} chunks received; run the same command to resume",
-                    p.state, p.chunks_received, p.chunks_total
+                    esc(&p.state),
+                    p.chunks_received,
+                    p.chunks_total
                 );
             }
             Ok(())
@@ -113,9 +119,9 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             print_list(&all, json, "no transfers yet", progress_json, |p| {
                 println!(
                     "{}  {:<10} {} v{}  {}/{} chunks  {} bytes{}",
-                    p.agreement_id,
-                    p.state,
-                    p.product_id,
+                    esc(&p.agreement_id),
+                    esc(&p.state),
+                    esc(&p.product_id),
                     p.version,
                     p.chunks_received,
                     p.chunks_total,

@@ -9,6 +9,7 @@ use liutong_policy::{Action, Classification, Request, Scope, State as PolicyStat
 use serde::{Deserialize, Serialize};
 
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind};
+use crate::base::bounded::{self, FieldError};
 use crate::base::clock;
 use crate::base::clock::now;
 use crate::catalog::requester_of;
@@ -33,6 +34,39 @@ pub struct ContractRequest {
     pub nonce: String,
     pub created_at: i64,
     pub expires_at: i64,
+}
+
+impl ContractRequest {
+    /// Checks every field a consumer chose against its grammar
+    /// ([`bounded`](crate::base::bounded)): the negotiation ID, the offer ID, the purpose,
+    /// the nonce and both times; the first that does not fit is named. The participants
+    /// are checked by their type when the request is read.
+    pub fn check_fields(&self) -> Result<RequestValidity, FieldError> {
+        bounded::Id::parse("negotiation_id", &self.negotiation_id)?;
+        bounded::OfferId::parse("offer_id", &self.offer_id)?;
+        bounded::Text::parse("purpose", &self.purpose, bounded::PURPOSE_MAX)?;
+        bounded::Nonce::parse("nonce", &self.nonce)?;
+        Ok(RequestValidity {
+            created_at: bounded::Time::parse("created_at", self.created_at)?,
+            expires_at: bounded::Time::parse("expires_at", self.expires_at)?,
+        })
+    }
+}
+
+/// A contract request's validity, both times within the accepted range, so that how long
+/// it lasts is computed without overflow.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestValidity {
+    pub created_at: bounded::Time,
+    pub expires_at: bounded::Time,
+}
+
+impl RequestValidity {
+    /// How long the request is valid, in seconds (negative if it expires before it was
+    /// made).
+    pub fn lifetime(&self) -> i64 {
+        self.expires_at.since(self.created_at)
+    }
 }
 
 /// Why [`Agreement::product`] has no product to offer.

@@ -141,6 +141,12 @@ impl ErrorKinded for ContractError {
     }
 }
 
+impl From<crate::base::bounded::FieldError> for ContractError {
+    fn from(e: crate::base::bounded::FieldError) -> Self {
+        ContractError::Invalid(e.to_string())
+    }
+}
+
 /// The longest text of the provider's kept in a reason: a peer's words are recorded,
 /// not any amount of them.
 const PEER_TEXT: usize = 512;

@@ -106,36 +106,23 @@ impl Contracts {
                 request.provider, self.identity.membership.participant_id
             )));
         }
+        // Every field is checked before anything is looked up or stored.
+        let validity = request.check_fields()?;
         let t = now();
-        if request.expires_at <= t {
+        if validity.expires_at.unix() <= t {
             return Err(ContractError::Expired(format!(
                 "expired at {}",
                 crate::base::format::format_unix(request.expires_at)
             )));
         }
-        if request.created_at > t + CLOCK_SKEW
-            || request.expires_at - request.created_at > MAX_REQUEST_LIFETIME
+        let lifetime = validity.lifetime();
+        if request.created_at > t.saturating_add(CLOCK_SKEW)
+            || !(0..=MAX_REQUEST_LIFETIME).contains(&lifetime)
         {
             return Err(ContractError::Expired(format!(
                 "has an invalid validity (created {}, expires {}); at most {MAX_REQUEST_LIFETIME} s",
                 request.created_at, request.expires_at
             )));
-        }
-        if request.purpose.trim().is_empty() {
-            return Err(ContractError::Invalid("purpose: declare a purpose".into()));
-        }
-        // The nonce is kept at least until the request expires; a replay inside that time
-        // is refused here, after it by the expiry check above.
-        let nonce_key = format!("{}/{}", request.consumer, request.nonce);
-        if !self.storage.insert_new(
-            NONCES,
-            nonce_key.as_bytes(),
-            &request.expires_at.to_be_bytes(),
-        )? {
-            return Err(ContractError::Replay(request.nonce));
-        }
-        if self.get(&request.negotiation_id)?.is_some() {
-            return Err(ContractError::Exists(request.negotiation_id));
         }
         let product = self
             .catalog
@@ -146,6 +133,16 @@ impl Contracts {
             .policy_of(&product)
             .map_err(|e| ContractError::Policy(e.to_string()))?
             .ok_or_else(|| ContractError::UnknownOffer(request.offer_id.clone()))?;
+        // The nonce is stored only now that the request passed every check that writes
+        // nothing, and before anything about it is stored: a refused request leaves no
+        // trace, and a replay of an accepted one is refused here until the request
+        // expires, after that by the expiry check above (and the sweep removes the nonce).
+        if !self.remember_nonce(&request)? {
+            return Err(ContractError::Replay(request.nonce));
+        }
+        if self.get(&request.negotiation_id)?.is_some() {
+            return Err(ContractError::Exists(request.negotiation_id));
+        }
 
         let mut n = Negotiation {
             id: request.negotiation_id.clone(),
@@ -232,6 +229,41 @@ impl Contracts {
         // durable, the consumer has not been answered.
         crate::pause::at("negotiation.provider.agreed").await;
         Ok(n)
+    }
+
+    /// Stores the nonce of `request` (checked: fixed length) until the request expires;
+    /// false if it is already held, i.e. the request is a replay.
+    fn remember_nonce(&self, request: &ContractRequest) -> Result<bool, ContractError> {
+        let key = format!("{}/{}", request.consumer, request.nonce);
+        Ok(self
+            .storage
+            .insert_new(NONCES, key.as_bytes(), &request.expires_at.to_be_bytes())?)
+    }
+
+    /// Removes the nonces of requests that expired by `now`: a replay of one is refused
+    /// by its expiry, so its nonce is no longer needed. Returns how many were removed.
+    pub fn sweep_nonces(&self, now: i64) -> Result<usize, ContractError> {
+        let expired: Vec<Vec<u8>> = self
+            .storage
+            .scan_prefix(NONCES, b"")?
+            .into_iter()
+            .filter(|(_, v)| {
+                // A value that is not a time is no use to the replay check either.
+                <[u8; 8]>::try_from(v.as_slice()).map_or(true, |b| i64::from_be_bytes(b) <= now)
+            })
+            .map(|(k, _)| k)
+            .collect();
+        let removed = expired.len();
+        if removed > 0 {
+            self.storage.apply(
+                NONCES,
+                expired
+                    .into_iter()
+                    .map(crate::storage::Write::Delete)
+                    .collect(),
+            )?;
+        }
+        Ok(removed)
     }
 
     /// Signs the agreement on `product` (the version `n`'s offer names, as the caller read

@@ -1,6 +1,7 @@
 //! Taking up unfinished negotiations: the poller that asks providers how this node's
 //! requests stand (sending one again that never arrived), sends countersignatures again,
-//! and expires steps the peer never answered once `recovery.expire_after` has passed.
+//! and expires steps the peer never answered once `recovery.expire_after` has passed;
+//! each pass also removes the nonces of contract requests that have expired.
 
 use std::collections::HashSet;
 
@@ -21,6 +22,10 @@ impl Contracts {
     /// tried. Runs in the node's background work, one pass at a time; `retries` holds the
     /// attempts, so a step that keeps failing is tried less often.
     pub async fn poll_pending(&self, retries: &mut crate::recovery::Retries) {
+        // Replay records last only as long as the requests they guard.
+        if let Err(e) = self.sweep_nonces(now()) {
+            tracing::warn!(error = %e, "cannot remove expired contract request nonces");
+        }
         let pending = match self.waiting() {
             Ok(ids) => ids,
             Err(e) => {

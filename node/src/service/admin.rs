@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::audit::log::AuditLog;
 use crate::base::VERSION;
+use crate::base::bounded;
 use crate::catalog::Catalog;
 use crate::contract::Contracts;
 use crate::identity::{MemberRole, NodeIdentity};
@@ -166,7 +167,8 @@ impl Admin for AdminService {
     ) -> Result<Response<ListProductsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "reading a product")?;
-        let id = request.into_inner().product_id;
+        let id =
+            bounded::id("product_id", &request.into_inner().product_id).map_err(into_status)?;
         let versions = self.catalog.products.versions(&id).map_err(into_status)?;
         if versions.is_empty() {
             return Err(Status::not_found(format!("product {id} does not exist")));
@@ -198,6 +200,7 @@ impl Admin for AdminService {
         if request.agreement_id.trim().is_empty() {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
+        bounded::id("agreement_id", &request.agreement_id).map_err(into_status)?;
         Ok(Response::new(transfer::pull(
             self.transfers.clone(),
             self.metrics.clone(),
@@ -241,6 +244,8 @@ impl Admin for AdminService {
         if r.offer_id.trim().is_empty() {
             return Err(Status::invalid_argument("offer_id: name the offer"));
         }
+        bounded::offer_id("offer_id", &r.offer_id).map_err(into_status)?;
+        bounded::purpose("purpose", &r.purpose).map_err(into_status)?;
         let started = std::time::Instant::now();
         let result = self
             .contracts
@@ -278,7 +283,8 @@ impl Admin for AdminService {
             &[LocalRole::Admin, LocalRole::Auditor],
             "reading a contract",
         )?;
-        let id = request.into_inner().negotiation_id;
+        let id = bounded::id("negotiation_id", &request.into_inner().negotiation_id)
+            .map_err(into_status)?;
         let contracts = &self.contracts;
         let n = match contracts.get(&id).map_err(into_status)? {
             Some(n) => Some(n),
@@ -293,7 +299,8 @@ impl Admin for AdminService {
         request: Request<ApproveContractRequest>,
     ) -> Result<Response<Contract>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "approving a contract")?;
-        let id = request.into_inner().negotiation_id;
+        let id = bounded::id("negotiation_id", &request.into_inner().negotiation_id)
+            .map_err(into_status)?;
         self.contracts
             .approve(&id, "local admin")
             .await
@@ -307,6 +314,10 @@ impl Admin for AdminService {
     ) -> Result<Response<Contract>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "rejecting a contract")?;
         let r = request.into_inner();
+        bounded::id("negotiation_id", &r.negotiation_id).map_err(into_status)?;
+        if !r.reason.trim().is_empty() {
+            bounded::reason("reason", &r.reason).map_err(into_status)?;
+        }
         self.contracts
             .reject(&r.negotiation_id, &r.reason)
             .await

@@ -15,6 +15,7 @@ use crate::audit::merkle::{self, Hash};
 use crate::audit::search::{self, SearchFilter};
 use crate::audit::witness::WitnessError;
 use crate::audit::witnessing::{CheckpointOffer, WitnessStore, WitnessingError};
+use crate::base::bounded;
 use crate::base::clock::now;
 use crate::cosigning::{COSIGNED_SIZE_TRAILER, CheckpointStatus, Cosigning};
 use crate::identity::{MemberRole, Membership, NodeIdentity, ParticipantId};
@@ -253,6 +254,9 @@ impl Audit for AuditService {
     ) -> Result<Response<SearchResponse>, Status> {
         require_auditor(&request, "searching the audit log")?;
         let r = request.into_inner();
+        bounded::optional_id("product", r.product.trim()).map_err(into_status)?;
+        bounded::optional_id("agreement", r.agreement.trim()).map_err(into_status)?;
+        bounded::optional_id("participant", r.participant.trim()).map_err(into_status)?;
         let filter = SearchFilter::from_request(&r).map_err(Status::invalid_argument)?;
         let checkpoint = covering_checkpoint(&self.cosigning).await?;
         let size = checkpoint.checkpoint.size;

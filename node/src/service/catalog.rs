@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::caller::peer_with_role;
 use super::errors::into_status;
 use crate::audit::log::{AuditLog, Event, EventKind};
+use crate::base::bounded;
 use crate::base::clock;
 use crate::base::clock::now;
 use crate::catalog::product::{Format, NewVersion};
@@ -46,6 +47,12 @@ pub(super) async fn publish(
     };
     if meta.title.trim().is_empty() {
         return Err(Status::invalid_argument("title: give the product a title"));
+    }
+    // The title reaches other members' catalogs; the description may span lines.
+    bounded::Text::parse("title", meta.title.trim(), bounded::PURPOSE_MAX).map_err(into_status)?;
+    bounded::optional_id("product_id", &meta.product_id).map_err(into_status)?;
+    for source in &meta.derived_from {
+        bounded::id("derived_from", source).map_err(into_status)?;
     }
     let classification: Classification = meta.classification.parse().map_err(|e| {
         Status::invalid_argument(format!(
@@ -269,6 +276,7 @@ impl Catalog for CatalogService {
             page_size,
             page_token,
         } = request.into_inner();
+        bounded::optional_id("page_token", &page_token).map_err(into_status)?;
         let size = match page_size as usize {
             0 => DEFAULT_PAGE,
             n => n.min(MAX_PAGE),
@@ -302,7 +310,8 @@ impl Catalog for CatalogService {
 
     async fn get(&self, request: Request<GetOfferRequest>) -> Result<Response<Product>, Status> {
         let caller = peer_with_role(&request, MemberRole::Consumer, "reading an offer")?;
-        let offer_id = request.into_inner().offer_id;
+        let offer_id =
+            bounded::offer_id("offer_id", &request.into_inner().offer_id).map_err(into_status)?;
         let product = self
             .catalog
             .offer(&offer_id, &caller, clock::now_utc())

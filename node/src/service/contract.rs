@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::caller::peer_with_role;
 use super::errors::into_status;
+use crate::base::bounded;
 use crate::contract::Contracts;
 use crate::identity::MemberRole;
 use liutong_proto::v1::negotiation_server::Negotiation;
@@ -40,7 +41,8 @@ impl Negotiation for NegotiationService {
         request: Request<GetNegotiationRequest>,
     ) -> Result<Response<NegotiationState>, Status> {
         let caller = peer_with_role(&request, MemberRole::Consumer, "asking about a negotiation")?;
-        let id = request.into_inner().negotiation_id;
+        let id = bounded::id("negotiation_id", &request.into_inner().negotiation_id)
+            .map_err(into_status)?;
         self.contracts
             .state_for(&caller, &id)
             .map(|n| Response::new(n.to_state_proto()))
@@ -60,6 +62,7 @@ impl Negotiation for NegotiationService {
             negotiation_id,
             agreement,
         } = request.into_inner();
+        bounded::id("negotiation_id", &negotiation_id).map_err(into_status)?;
         let envelope = agreement.ok_or_else(|| {
             Status::invalid_argument("agreement: the countersigned agreement is missing")
         })?;

@@ -7,6 +7,7 @@ use tonic::{Request, Response, Status};
 
 use super::caller::peer_with_role;
 use super::errors::into_status;
+use crate::base::bounded;
 use crate::identity::MemberRole;
 use crate::query::{self, Queries};
 use liutong_proto::v1::query_server::Query;
@@ -30,6 +31,8 @@ impl Query for QueryService {
         if agreement_id.trim().is_empty() {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
+        bounded::id("agreement_id", &agreement_id).map_err(into_status)?;
+        check_query_text(query.as_ref()).map_err(into_status)?;
         let parsed = query::query_from_proto(query.as_ref()).map_err(into_status)?;
         let answered = self
             .queries
@@ -48,8 +51,36 @@ pub(super) async fn send(
     if request.agreement_id.trim().is_empty() {
         return Err(Status::invalid_argument("agreement_id: name the agreement"));
     }
+    bounded::id("agreement_id", &request.agreement_id).map_err(into_status)?;
+    check_query_text(request.query.as_ref()).map_err(into_status)?;
     queries
         .send(&request.agreement_id, &request.peer, request.query.as_ref())
         .await
         .map_err(into_status)
+}
+
+/// Column names and filter values are text like a purpose: bounded, and without
+/// control characters, since they are quoted in refusals and audit entries. (An empty
+/// column is left to the query's own checks.)
+fn check_query_text(
+    query: Option<&liutong_proto::v1::AggregateQuery>,
+) -> Result<(), bounded::FieldError> {
+    let Some(q) = query else { return Ok(()) };
+    let text = |field, value: &str| {
+        if value.is_empty() {
+            return Ok(());
+        }
+        bounded::Text::parse(field, value, bounded::PURPOSE_MAX).map(drop)
+    };
+    for a in &q.aggregations {
+        text("aggregations.column", &a.column)?;
+    }
+    for g in &q.group_by {
+        text("group_by", g)?;
+    }
+    for f in &q.filters {
+        text("filters.column", &f.column)?;
+        text("filters.value", &f.value)?;
+    }
+    Ok(())
 }

@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 
 use super::caller::peer_with_role;
 use super::errors::{StatusStream, into_status, status_stream};
+use crate::base::bounded;
 use crate::identity::MemberRole;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
@@ -36,6 +37,7 @@ impl Transfer for TransferService {
             agreement_id,
             from_chunk,
         } = request.into_inner();
+        bounded::id("agreement_id", &agreement_id).map_err(into_status)?;
         let delivery = self
             .transfers
             .start_delivery(&caller, &agreement_id, from_chunk)

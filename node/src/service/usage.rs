@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::caller::{local_role, peer_with_role};
 use super::errors::{StatusStream, into_status, status_stream};
+use crate::base::bounded;
 use crate::identity::MemberRole;
 use crate::local::LocalRole;
 use crate::usage::{self};
@@ -40,6 +41,8 @@ impl Usage for UsageService {
     ) -> Result<Response<Self::ReadStream>, Status> {
         local_role(&request)?.require(&[LocalRole::App], "reading received data")?;
         let r = request.into_inner();
+        bounded::id("agreement_id", &r.agreement_id).map_err(into_status)?;
+        bounded::purpose("purpose", &r.purpose).map_err(into_status)?;
         let grant = self
             .usage
             .authorize_read(&r.agreement_id, &r.purpose)
@@ -70,6 +73,12 @@ impl Usage for UsageService {
     ) -> Result<Response<RevocationStatus>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "revoking an agreement")?;
         let r = request.into_inner();
+        if !r.agreement_id.trim().is_empty() {
+            bounded::id("agreement_id", r.agreement_id.trim()).map_err(into_status)?;
+        }
+        if !r.reason.trim().is_empty() {
+            bounded::reason("reason", &r.reason).map_err(into_status)?;
+        }
         self.usage
             .revoke(r.agreement_id.trim(), &r.reason)
             .await

@@ -158,6 +158,15 @@ impl Transfers {
     }
 }
 
+/// Whether the consumer of `agreement_id` confirmed a complete delivery with its signed
+/// receipt (provider side): only then does it hold a copy to use.
+pub fn delivered(
+    storage: &dyn crate::storage::Storage,
+    agreement_id: &str,
+) -> Result<bool, crate::storage::StorageError> {
+    Ok(storage.get(DELIVERIES, agreement_id.as_bytes())?.is_some())
+}
+
 /// A delivery the provider has decided to make: its signed manifest and what the
 /// chunk stream needs.
 pub struct Delivery {
@@ -273,6 +282,8 @@ impl Transfers {
         let receipt: Receipt = envelope
             .open_json(RECEIPT_PAYLOAD_TYPE, &caller.signing_key)
             .map_err(|e| TransferError::DataLoss(format!("the receipt: {e}")))?;
+        crate::base::bounded::Id::parse("agreement_id", &receipt.agreement_id)
+            .map_err(|e| TransferError::Invalid(e.to_string()))?;
         let agreement = self
             .contracts
             .consumer_agreement(&caller.participant_id, &receipt.agreement_id)?;

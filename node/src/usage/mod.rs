@@ -105,6 +105,12 @@ pub enum UsageError {
     Random(#[from] crate::base::random::RandomError),
 }
 
+impl From<crate::base::bounded::FieldError> for UsageError {
+    fn from(e: crate::base::bounded::FieldError) -> Self {
+        UsageError::Invalid(e.to_string())
+    }
+}
+
 impl ErrorKinded for UsageError {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::duties::{Deletion, DeletionCause};
 use super::{Usage, UsageError, quoted};
 use crate::audit::log::EventKind;
+use crate::base::bounded;
 use crate::base::clock::{now, now_ms};
 use crate::base::random::random_id;
 use crate::contract::{Agreement, Role};
@@ -269,8 +270,23 @@ impl Usage {
         match envelope.payload_type.as_str() {
             USAGE_NOTICE_PAYLOAD_TYPE => {
                 let notice: UsageNotice = open(caller, &envelope, USAGE_NOTICE_PAYLOAD_TYPE)?;
+                notice.check_fields()?;
                 let agreement =
                     self.provider_agreement(caller, &notice.agreement_id, &notice.consumer)?;
+                self.names_the_agreement(
+                    &agreement,
+                    &notice.provider,
+                    &notice.product_id,
+                    notice.version,
+                )?;
+                // A use is of a copy the consumer holds: one it confirmed receiving.
+                if !crate::transfer::delivered(self.storage.as_ref(), &agreement.agreement_id)? {
+                    return Err(UsageError::WrongState(format!(
+                        "no copy was delivered to you under agreement {}, so there is no use \
+                         of it to notify",
+                        agreement.agreement_id
+                    )));
+                }
                 let key = format!("n/{}/{}", notice.agreement_id, notice.notice_id);
                 // Checked and recorded under the agreement's lock: a notice sent twice at
                 // once is logged once.
@@ -304,8 +320,15 @@ impl Usage {
             DELETION_RECEIPT_PAYLOAD_TYPE => {
                 let receipt: DeletionReceipt =
                     open(caller, &envelope, DELETION_RECEIPT_PAYLOAD_TYPE)?;
+                receipt.check_fields()?;
                 let agreement =
                     self.provider_agreement(caller, &receipt.agreement_id, &receipt.consumer)?;
+                self.names_the_agreement(
+                    &agreement,
+                    &receipt.provider,
+                    &receipt.product_id,
+                    receipt.version,
+                )?;
                 let key = format!("r/{}", receipt.agreement_id);
                 // The same lock as the revocation, whose record the receipt updates.
                 let lock = self
@@ -386,6 +409,37 @@ impl Usage {
     }
 }
 
+impl UsageNotice {
+    /// Checks the fields the consumer chose against their grammar
+    /// ([`bounded`](crate::base::bounded)); the first that does not fit is named.
+    fn check_fields(&self) -> Result<(), UsageError> {
+        bounded::Id::parse("notice_id", &self.notice_id)?;
+        bounded::Id::parse("agreement_id", &self.agreement_id)?;
+        bounded::Id::parse("product_id", &self.product_id)?;
+        bounded::Text::parse("purpose", &self.purpose, bounded::PURPOSE_MAX)?;
+        bounded::Time::parse("used_at", self.used_at)?;
+        Ok(())
+    }
+}
+
+impl DeletionReceipt {
+    /// Checks the fields the consumer chose against their grammar
+    /// ([`bounded`](crate::base::bounded)); the first that does not fit is named.
+    fn check_fields(&self) -> Result<(), UsageError> {
+        bounded::Id::parse("receipt_id", &self.receipt_id)?;
+        bounded::Id::parse("agreement_id", &self.agreement_id)?;
+        bounded::Id::parse("product_id", &self.product_id)?;
+        bounded::Time::parse("deleted_at", self.deleted_at)?;
+        if self.sha256.len() != 64 || !self.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(UsageError::Invalid(format!(
+                "sha256: a SHA-256 is 64 hex digits (got {})",
+                bounded::quote(&self.sha256)
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn open<T: serde::de::DeserializeOwned>(
     caller: &Membership,
     envelope: &Envelope,
@@ -397,6 +451,35 @@ fn open<T: serde::de::DeserializeOwned>(
 }
 
 impl Usage {
+    /// Checks that a consumer's message is about `agreement` as this node made it: sent to
+    /// this provider, about the agreed product and version.
+    fn names_the_agreement(
+        &self,
+        agreement: &Agreement,
+        provider: &str,
+        product_id: &str,
+        version: u32,
+    ) -> Result<(), UsageError> {
+        if provider != agreement.provider.as_str() {
+            return Err(UsageError::Invalid(format!(
+                "provider: the message is addressed to {}, but agreement {} was made by {}",
+                bounded::quote(provider),
+                agreement.agreement_id,
+                agreement.provider
+            )));
+        }
+        if product_id != agreement.product_id || version != agreement.version {
+            return Err(UsageError::Invalid(format!(
+                "product_id: the message names {} v{version}, but agreement {} covers {} v{}",
+                bounded::quote(product_id),
+                agreement.agreement_id,
+                agreement.product_id,
+                agreement.version
+            )));
+        }
+        Ok(())
+    }
+
     /// The agreement this node made as the provider with `caller` as the consumer, which
     /// the caller's message names as its consumer too.
     fn provider_agreement(

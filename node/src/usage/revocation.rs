@@ -401,12 +401,19 @@ impl Usage {
         let r: Revocation = envelope
             .open_json(REVOCATION_PAYLOAD_TYPE, &provider.signing_key)
             .map_err(|e| UsageError::DataLoss(format!("the revocation: {e}")))?;
+        // The reason is kept whatever its length (it is cut where logged and escaped
+        // where printed): a revocation is applied, not argued with.
+        crate::base::bounded::Id::parse("revocation_id", &r.revocation_id)?;
+        crate::base::bounded::Id::parse("agreement_id", &r.agreement_id)?;
+        crate::base::bounded::Time::parse("revoked_at", r.revoked_at)?;
         if r.provider != provider.participant_id.as_str()
             || r.consumer != self.identity.membership.participant_id.as_str()
         {
             return Err(UsageError::Forbidden(format!(
                 "the revocation of {} names provider {} and consumer {}",
-                r.agreement_id, r.provider, r.consumer
+                r.agreement_id,
+                crate::base::bounded::quote(&r.provider),
+                crate::base::bounded::quote(&r.consumer)
             )));
         }
         let agreement = self

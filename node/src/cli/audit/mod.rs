@@ -146,7 +146,8 @@ fn event_text(data: &[u8]) -> String {
                 }
             }
             s.push_str(&format!(": {}", e.detail));
-            s
+            // One line, whatever a peer put into the fields it quotes.
+            crate::base::bounded::escape(&s).into_owned()
         }
         None => "(not an event of this software)".into(),
     }
