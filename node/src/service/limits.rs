@@ -508,7 +508,7 @@ where
         };
         let call = inner.call(request);
         Box::pin(async move {
-            let mut response = call.await?;
+            let mut response = crate::tls::auth::limit_status(call.await?);
             let refusals = shared.refusals.clone();
             if let Some(status) = capped_status(response.headers_mut()) {
                 // A trailers-only answer: recorded before the caller hears it.

@@ -140,8 +140,9 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<u64> {
 }
 
 /// tonic refuses an over-size message with `OUT_OF_RANGE`; the data space answers limits
-/// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case.
-fn limit_status(
+/// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case. Layers inside
+/// this one that look at the status apply it first, to see what the caller will get.
+pub fn limit_status(
     mut response: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
