@@ -11,7 +11,7 @@
 //!   the `member_limits` alert once per caller and `limits.refusal_window`;
 //! - records every refusal (any response whose gRPC status is not OK: a trailers-only
 //!   answer or the trailers that end a stream) in the audit log through [`RefusalLog`];
-//! - caps the status message a caller gets to [`TEXT_CAP`] characters, so an echoed
+//! - caps the status message a caller gets to [`MESSAGE_CAP`] characters, so an echoed
 //!   oversized input cannot come back whole.
 //!
 //! The tables are keyed by authenticated callers only (members of the trust list, local
@@ -46,11 +46,17 @@ use crate::config::Limits;
 use crate::local::LocalRole;
 
 /// The most characters of a caller's text (a method, a message, a certificate subject)
-/// that an audit entry or a status message carries.
+/// that an audit entry carries.
 pub const TEXT_CAP: usize = 256;
 
+/// The most characters of a status message a caller is answered with: room for the
+/// domain's own explanations (which quote a caller's text cut already), while an echoed
+/// oversized input can no longer exceed what an HTTP/2 client accepts in its trailers.
+pub const MESSAGE_CAP: usize = 2048;
+
 /// Most callers whose refusals are counted separately; past that, the refusals of
-/// further unauthenticated addresses share one count.
+/// further unauthenticated addresses share one count (members and roles are always
+/// counted on their own).
 const MAX_TRACKED: usize = 1024;
 
 /// Most methods a refusal summary names; the rest are counted together.
@@ -221,7 +227,10 @@ impl RefusalLog {
         let (own, summary) = {
             let mut callers = lock(&self.callers);
             let mut key = caller.key();
-            if !callers.contains_key(&key) && callers.len() >= MAX_TRACKED {
+            // Members and roles are few (the trust list, three roles); only addresses
+            // that did not authenticate can be many, so only they are ever pooled.
+            let unauthenticated = matches!(caller, Caller::Unauthenticated { .. });
+            if unauthenticated && !callers.contains_key(&key) && callers.len() >= MAX_TRACKED {
                 self.sweep(&mut callers, Instant::now());
                 if callers.len() >= MAX_TRACKED {
                     key = "untracked callers".to_owned();
@@ -532,13 +541,14 @@ where
     }
 }
 
-/// The status in `headers` if it is not OK, its message capped to [`TEXT_CAP`] in place.
+/// The status in `headers` if it is not OK, its message capped to [`MESSAGE_CAP`] in
+/// place.
 fn capped_status(headers: &mut HeaderMap) -> Option<Status> {
     let status = Status::from_header_map(headers)?;
     if status.code() == Code::Ok {
         return None;
     }
-    let message = clean(status.message(), TEXT_CAP);
+    let message = clean(status.message(), MESSAGE_CAP);
     if message != status.message() {
         let capped = Status::new(status.code(), message.clone());
         headers.remove("grpc-message");
@@ -613,6 +623,61 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SledStorage;
+
+    fn logged(audit: &AuditLog) -> Vec<Event> {
+        (0..audit.size())
+            .map(|i| serde_json::from_slice(&audit.entry(i).unwrap().unwrap()).unwrap())
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_scan_of_many_addresses_is_pooled_but_members_are_not() {
+        let audit = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        let limits = Limits {
+            refusals_recorded_per_window: 1,
+            refusal_window: Duration::from_secs(3600),
+            ..Limits::default()
+        };
+        let log = RefusalLog::new(audit.clone(), &limits);
+        let from = |i: usize| Caller::Unauthenticated {
+            remote: Some(SocketAddr::from((
+                [10, (i >> 16) as u8, (i >> 8) as u8, i as u8],
+                443,
+            ))),
+            subject: None,
+        };
+        // A scan: each address refused twice, far more addresses than are tracked.
+        for i in 0..MAX_TRACKED + 100 {
+            for _ in 0..2 {
+                log.record(&from(i), "/x", Code::Unauthenticated, "no")
+                    .await;
+            }
+        }
+        let member = Caller::Member("11330100MA2TRA0011".into());
+        log.record(&member, "/y", Code::NotFound, "none").await;
+        // The tracked addresses, the pool, and the member.
+        assert_eq!(lock(&log.callers).len(), MAX_TRACKED + 2);
+        let entries = logged(&audit);
+        // One entry per tracked address, one for the pooled rest, one for the member.
+        assert_eq!(entries.len(), MAX_TRACKED + 2, "{}", entries.len());
+        assert_eq!(
+            entries.last().unwrap().participant.as_deref(),
+            Some("11330100MA2TRA0011")
+        );
+        log.flush(true).await;
+        let summaries: Vec<Event> = logged(&audit).split_off(MAX_TRACKED + 2);
+        // Each tracked address's second refusal, and the pool's further ones.
+        assert_eq!(summaries.len(), MAX_TRACKED + 1, "{}", summaries.len());
+        let pooled: Vec<&Event> = summaries
+            .iter()
+            .filter(|e| {
+                e.detail
+                    .starts_with("199 more refusals of an unauthenticated caller ")
+            })
+            .collect();
+        assert_eq!(pooled.len(), 1, "{:?}", &summaries[..3]);
+    }
 
     #[test]
     fn clean_escapes_and_caps() {
