@@ -524,3 +524,66 @@ async fn a_mebibyte_of_bad_input_gives_a_capped_entry_and_message() {
         n.running.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_past_the_first_are_summarised_when_the_window_ends() {
+    let space = DataSpace::start().await;
+    let transport = space
+        .node_with(TRANSPORT, "transport", BOTH, |c| {
+            c.limits.refusals_recorded_per_window = 1;
+            c.limits.refusal_window = Duration::from_secs(1);
+        })
+        .await;
+    let logistics = space.node_with(LOGISTICS, "logistics", BOTH, |_| {}).await;
+    refresh_all(&[&transport, &logistics]).await;
+    let before = transport.audit_events().len();
+
+    let mut catalog = CatalogClient::new(logistics.channel_to(&transport).await);
+    for i in 0..3 {
+        let err = catalog
+            .get(GetOfferRequest {
+                offer_id: format!("od-missing-{i}"),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    }
+    // The window ends while the node runs: the summary is written without another
+    // refusal or a shutdown to prompt it.
+    let summarised = wait_until(Duration::from_secs(20), || {
+        let entries = entries_from(&transport, before);
+        async move {
+            refusals(&entries).iter().any(|e| {
+                e["detail"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("more refusals of member {LOGISTICS} within 1s"))
+            })
+        }
+    })
+    .await;
+    let entries = entries_from(&transport, before);
+    assert!(summarised, "{:#?}", refusals(&entries));
+    let refused = refusals(&entries);
+    // One entry of its own and one summary of the other two, unless the window ended
+    // between the calls (then a refusal opened a new window with an entry of its own).
+    let own = refused
+        .iter()
+        .filter(|e| e["detail"].as_str().unwrap().starts_with("refused member"))
+        .count();
+    let counted: u64 = refused
+        .iter()
+        .filter_map(|e| {
+            let d = e["detail"].as_str().unwrap();
+            d.split_once(" more refusals of ")
+                .map(|(n, _)| n.parse::<u64>().unwrap())
+        })
+        .sum();
+    assert_eq!(own as u64 + counted, 3, "{refused:#?}");
+    for e in &refused {
+        assert_eq!(e["participant"], LOGISTICS);
+    }
+    for n in [transport, logistics] {
+        n.running.shutdown().await.unwrap();
+    }
+}
