@@ -587,3 +587,31 @@ async fn refusals_past_the_first_are_summarised_when_the_window_ends() {
         n.running.shutdown().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_error_that_ends_a_stream_is_on_record() {
+    let space = DataSpace::start().await;
+    let ecology = space.node_with(ECOLOGY, "ecology", BOTH, |_| {}).await;
+    let before = ecology.audit_events().len();
+
+    // The pull answers with a stream at once; the unknown agreement ends it with an error.
+    let err = ecology.pull("agr-nowhere", 0).await.unwrap_err();
+    assert_ne!(err.code(), Code::Ok);
+    let why = format!("{:?}", err.code());
+    let on_record = wait_until(Duration::from_secs(20), || {
+        let entries = entries_from(&ecology, before);
+        let why = why.clone();
+        async move {
+            refusals(&entries).iter().any(|e| {
+                let d = e["detail"].as_str().unwrap();
+                d.starts_with(&format!(
+                    "refused the local role admin calling /liutong.v1.Admin/PullTransfer: {why}: "
+                )) && d.contains("agr-nowhere")
+            })
+        }
+    })
+    .await;
+    let entries = entries_from(&ecology, before);
+    assert!(on_record, "{err:?} {:#?}", refusals(&entries));
+    ecology.running.shutdown().await.unwrap();
+}
