@@ -22,6 +22,7 @@ mod caller;
 pub mod catalog;
 pub mod contract;
 pub mod errors;
+pub mod limits;
 pub mod ops;
 pub mod query;
 pub mod transfer;
@@ -48,6 +49,7 @@ use crate::telemetry::RpcLayer;
 use crate::tls::auth::AuthLayer;
 use crate::trust::TrustStore;
 use caller::peer_caller;
+use limits::LimitsLayer;
 use liutong_proto::v1::admin_server::AdminServer;
 use liutong_proto::v1::audit_server::AuditServer;
 use liutong_proto::v1::catalog_server::CatalogServer;
@@ -170,22 +172,33 @@ pub struct LocalServices {
     pub usage: usage::UsageService,
 }
 
+/// The layers of the peer API router, outermost last.
+pub type PeerLayers =
+    Stack<LimitsLayer, Stack<AuthLayer<PeerAuthenticator>, Stack<RpcLayer, Identity>>>;
+
+/// The layers of the local API router, outermost last.
+pub type LocalLayers =
+    Stack<LimitsLayer, Stack<AuthLayer<LocalAuthenticator>, Stack<RpcLayer, Identity>>>;
+
 /// The peer API router: telemetry outermost (refusals are counted too), then
-/// authentication. Its health service answers from `health`. `limit` is
+/// authentication, then the per-member limits and the record of refusals (which need
+/// the authenticated caller). Its health service answers from `health`. `limit` is
 /// `limits.max_message_bytes`.
 pub fn peer_router(
     services: PeerServices,
     limit: usize,
     telemetry: RpcLayer,
     auth: AuthLayer<PeerAuthenticator>,
+    limits: LimitsLayer,
     health: &NodeHealth,
-) -> Router<Stack<AuthLayer<PeerAuthenticator>, Stack<RpcLayer, Identity>>> {
+) -> Router<PeerLayers> {
     // The descriptor sets are compiled into the binary; they always parse.
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(PEER_SERVICES).expect("embedded descriptor sets are valid");
     Server::builder()
         .layer(telemetry)
         .layer(auth)
+        .layer(limits)
         .add_service(health.service())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -237,12 +250,14 @@ pub fn admin_router(
     limit: usize,
     telemetry: RpcLayer,
     auth: AuthLayer<LocalAuthenticator>,
-) -> Router<Stack<AuthLayer<LocalAuthenticator>, Stack<RpcLayer, Identity>>> {
+    limits: LimitsLayer,
+) -> Router<LocalLayers> {
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(LOCAL_SERVICES).expect("embedded descriptor sets are valid");
     Server::builder()
         .layer(telemetry)
         .layer(auth)
+        .layer(limits)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(

@@ -711,7 +711,28 @@ async fn a_log_showing_two_checkpoints_to_two_witnesses_is_caught() {
         w1.running.node.audit.size(),
     )
     .unwrap();
-    assert_eq!(found.indices.len(), 2);
+    // Two alerts (the fork reported, then offered again by the liar itself), and the
+    // record of the liar's refused cosign request.
+    let kinds: Vec<EventKind> = found
+        .indices
+        .iter()
+        .map(|i| {
+            serde_json::from_slice::<Event>(&w1.running.node.audit.entry(*i).unwrap().unwrap())
+                .unwrap()
+                .kind
+        })
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::Alert).count(),
+        2,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == EventKind::Refusal).count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(found.indices.len(), 3, "{kinds:?}");
     let alert: Event = serde_json::from_slice(
         &w1.running
             .node

@@ -472,17 +472,31 @@ async fn revocation_takes_effect_at_the_next_refresh_without_restart() {
     );
     // The same node process: no restart happened.
     assert_eq!(provider.running.node.trust.status().revocations, 1);
-    // The node logged its start and both trust lists it applied.
-    let kinds: Vec<String> = provider
-        .audit_events()
+    // The node logged its start and both trust lists it applied, and the two calls it
+    // refused the revoked member.
+    let events = provider.audit_events();
+    let kinds: Vec<String> = events
         .iter()
         .map(|entry| entry["kind"].as_str().unwrap().to_owned())
+        .filter(|kind| kind != "refusal")
         .collect();
     // Refreshes that bring no new sequence are not logged.
     assert_eq!(
         kinds,
         ["node_started", "trust_list_applied", "trust_list_applied"],
         "{kinds:?}"
+    );
+    let refusals: Vec<&str> = events
+        .iter()
+        .filter(|entry| entry["kind"] == "refusal")
+        .map(|entry| entry["detail"].as_str().unwrap())
+        .collect();
+    assert_eq!(refusals.len(), 2, "{refusals:?}");
+    assert!(
+        refusals
+            .iter()
+            .all(|r| r.contains("PermissionDenied") && r.contains("revoked")),
+        "{refusals:?}"
     );
     provider.running.shutdown().await.unwrap();
     consumer.running.shutdown().await.unwrap();

@@ -529,7 +529,12 @@ async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
         })
         .await
         .unwrap_err();
-    assert_refused(&err, Code::PermissionDenied, "not with");
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        &format!("{LOGISTICS} is not a party to agreement {agreement}"),
+    );
+    assert!(!err.message().contains(ECOLOGY), "{}", err.message());
 
     // The policy allows fewer than three queries: two were answered, a third is, the
     // fourth is refused with the failed constraint.

@@ -538,8 +538,14 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         })
         .await
         .unwrap_err();
-    assert_refused(&err, Code::PermissionDenied, "not with");
-    // Nor send a receipt for it, even one it signed itself: refused naming both.
+    assert_refused(
+        &err,
+        Code::PermissionDenied,
+        &format!("{LOGISTICS} is not a party to agreement {agreement}"),
+    );
+    assert!(!err.message().contains(ECOLOGY), "{}", err.message());
+    // Nor send a receipt for it, even one it signed itself: refused naming only the
+    // caller, never the agreement's consumer.
     let forged = liutong_node::identity::Envelope::sign_json(
         liutong_node::transfer::RECEIPT_PAYLOAD_TYPE,
         &liutong_node::transfer::Receipt {
@@ -562,10 +568,22 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         &err,
         Code::PermissionDenied,
         &format!(
-            "agreement {agreement} was made with {}, not with {}",
-            s.ecology.running.node.identity.membership.participant_id,
+            "{} is not a party to agreement {agreement}",
             s.logistics.running.node.identity.membership.participant_id
         ),
+    );
+    assert!(
+        !err.message().contains(
+            s.ecology
+                .running
+                .node
+                .identity
+                .membership
+                .participant_id
+                .as_str()
+        ),
+        "{}",
+        err.message()
     );
     assert!(
         s.transport

@@ -732,10 +732,11 @@ async fn only_the_parties_speak_for_an_agreement() {
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(
         err.message()
-            .contains(&format!("was made with {ECOLOGY}, not with {LOGISTICS}")),
+            .contains(&format!("{LOGISTICS} is not a party to agreement")),
         "{}",
         err.message()
     );
+    assert!(!err.message().contains(ECOLOGY), "{}", err.message());
     // A message not signed by the caller.
     let unsigned = Envelope::sign_json(
         USAGE_NOTICE_PAYLOAD_TYPE,

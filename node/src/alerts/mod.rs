@@ -22,6 +22,8 @@
 //! - [`Rule::StorageFailure`]: a flush or fsync of the node's storage failed, so the
 //!   node refuses writes ([`Alerts::storage_failed`]). Its audit entry is left out: the
 //!   storage that would hold it is the one that failed.
+//! - [`Rule::MemberLimits`]: a caller went over its request rate or its calls in
+//!   progress (`[limits]`), raised by the API's limits layer once per caller and window.
 //!
 //! Windowed counts and transfer volumes are kept in memory: a restart starts them anew.
 //! When a windowed rule fires, its count for that source starts again, so a sustained
@@ -351,6 +353,7 @@ impl Alerts {
             Rule::WitnessInconsistency => r.witness_inconsistency.enabled,
             Rule::TrustListExpiry => r.trust_list_expiry.enabled,
             Rule::StorageFailure => r.storage_failure.enabled,
+            Rule::MemberLimits => r.member_limits.enabled,
         }
     }
 

@@ -16,11 +16,12 @@ pub enum Rule {
     WitnessInconsistency,
     TrustListExpiry,
     StorageFailure,
+    MemberLimits,
 }
 
 impl Rule {
     /// Every rule, in the order of the README.
-    pub const ALL: [Rule; 7] = [
+    pub const ALL: [Rule; 8] = [
         Rule::PolicyDenials,
         Rule::FailedAuthentication,
         Rule::TransferVolume,
@@ -28,6 +29,7 @@ impl Rule {
         Rule::WitnessInconsistency,
         Rule::TrustListExpiry,
         Rule::StorageFailure,
+        Rule::MemberLimits,
     ];
 
     /// The rule's name, as in node.toml, the metric and the webhook JSON.
@@ -40,6 +42,7 @@ impl Rule {
             Self::WitnessInconsistency => "witness_inconsistency",
             Self::TrustListExpiry => "trust_list_expiry",
             Self::StorageFailure => "storage_failure",
+            Self::MemberLimits => "member_limits",
         }
     }
 

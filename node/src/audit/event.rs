@@ -67,6 +67,10 @@ pub enum EventKind {
     /// A compute-to-data query: sent (consumer) or answered or refused (provider), with
     /// the size of its answer.
     Query,
+    /// A request refused at the peer or local API: who called, what (the method) and
+    /// why (the code and message); or the count of one caller's further refusals for a
+    /// method within a window.
+    Refusal,
 }
 
 impl Event {

@@ -31,6 +31,8 @@ pub struct AlertsSection {
     pub trust_list_expiry: ExpiryRule,
     #[serde(default)]
     pub storage_failure: SwitchRule,
+    #[serde(default)]
+    pub member_limits: SwitchRule,
 }
 
 /// A rule that fires when `threshold` events from one source fall within `window`.

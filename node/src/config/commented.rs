@@ -64,6 +64,25 @@ impl NodeConfig {
             "max_message_bytes = {}\n",
             self.limits.max_message_bytes
         ));
+        let l = &self.limits;
+        out.push_str(&format!(
+            "# Requests per second one caller (a member on the peer API, a role on the\n\
+             # local API) may make on average, and at once above that; 0: no limit.\n\
+             requests_per_second_per_member = {}\n\
+             request_burst_per_member = {}\n\
+             # Calls one caller may have in progress at once (a stream counts until it\n\
+             # ends); 0: no limit.\n\
+             streams_per_member = {}\n\
+             # Refusals of one caller for one method recorded one by one per window; the\n\
+             # rest are counted in one audit entry at the end of the window.\n\
+             refusals_recorded_per_window = {}\n\
+             refusal_window = \"{}\"\n",
+            l.requests_per_second_per_member,
+            l.request_burst_per_member,
+            l.streams_per_member,
+            l.refusals_recorded_per_window,
+            humantime::format_duration(l.refusal_window)
+        ));
         out.push_str(
             "\n[guardrails]\n\
              # Node-wide limits above every product policy. Core data (核心数据) is never\n\
@@ -241,6 +260,12 @@ impl NodeConfig {
              # until it is restarted after the disk is checked.\n\
              [alerts.storage_failure]\nenabled = {}\n",
             a.storage_failure.enabled
+        ));
+        out.push_str(&format!(
+            "\n# A caller went over its request rate or its calls in progress (see\n\
+             # [limits]); once per caller and refusal window.\n\
+             [alerts.member_limits]\nenabled = {}\n",
+            a.member_limits.enabled
         ));
     }
 }

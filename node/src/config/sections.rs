@@ -46,6 +46,25 @@ pub struct Limits {
     /// Largest gRPC message the node accepts, in bytes.
     #[serde(default = "default_max_message")]
     pub max_message_bytes: usize,
+    /// Requests per second one caller (a member on the peer API, a role on the local
+    /// API) may make on average; more are refused with `RESOURCE_EXHAUSTED`. 0: no limit.
+    #[serde(default = "default_requests_per_second")]
+    pub requests_per_second_per_member: u32,
+    /// Requests one caller may make at once above that rate (its token bucket's size).
+    #[serde(default = "default_request_burst")]
+    pub request_burst_per_member: u32,
+    /// Calls one caller may have in progress at once, a call counting until its
+    /// response (a stream included) ends. 0: no limit.
+    #[serde(default = "default_streams_per_member")]
+    pub streams_per_member: u32,
+    /// Refusals of one caller for one method recorded one by one per `refusal_window`;
+    /// the rest are counted in one entry at the end of the window.
+    #[serde(default = "default_refusals_per_window")]
+    pub refusals_recorded_per_window: u32,
+    /// The window of `refusals_recorded_per_window`, and how often a caller over its
+    /// limits raises the `member_limits` alert at most.
+    #[serde(with = "humantime_serde", default = "default_refusal_window")]
+    pub refusal_window: Duration,
 }
 
 /// Node-wide limits above every product policy (classification and grading).
@@ -208,6 +227,11 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_message_bytes: default_max_message(),
+            requests_per_second_per_member: default_requests_per_second(),
+            request_burst_per_member: default_request_burst(),
+            streams_per_member: default_streams_per_member(),
+            refusals_recorded_per_window: default_refusals_per_window(),
+            refusal_window: default_refusal_window(),
         }
     }
 }
@@ -222,4 +246,24 @@ fn default_refresh() -> Duration {
 
 fn default_max_message() -> usize {
     4 * 1024 * 1024
+}
+
+fn default_requests_per_second() -> u32 {
+    100
+}
+
+fn default_request_burst() -> u32 {
+    400
+}
+
+fn default_streams_per_member() -> u32 {
+    32
+}
+
+fn default_refusals_per_window() -> u32 {
+    10
+}
+
+fn default_refusal_window() -> Duration {
+    Duration::from_secs(60)
 }

@@ -95,11 +95,11 @@ pub enum AgreementError {
     /// No FINALIZED negotiation on this node's side carries the agreement.
     #[error("no finalized agreement {0}")]
     Unknown(String),
-    /// The caller is not the agreement's consumer.
-    #[error("agreement {agreement_id} was made with {consumer}, not with {caller}")]
+    /// The caller is not the agreement's consumer. The message names only the caller:
+    /// who the consumer is stays between the parties.
+    #[error("{caller} is not a party to agreement {agreement_id}")]
     NotConsumer {
         agreement_id: String,
-        consumer: ParticipantId,
         caller: ParticipantId,
     },
     /// The stored negotiation or agreement is damaged, or not signed by this node.

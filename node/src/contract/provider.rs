@@ -54,7 +54,6 @@ impl Contracts {
         if agreement.consumer != *caller {
             return Err(AgreementError::NotConsumer {
                 agreement_id: agreement_id.to_owned(),
-                consumer: agreement.consumer,
                 caller: caller.clone(),
             });
         }

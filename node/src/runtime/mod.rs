@@ -36,6 +36,7 @@ use crate::local::{self, LocalAuthenticator};
 use crate::outbound::{Peers, TrustListRefresh};
 use crate::query::Queries;
 use crate::rotation;
+use crate::service::limits::{Caller, LimitsLayer, RefusalLog};
 use crate::service::ops::Ops;
 use crate::service::{self, PeerAuthenticator};
 use crate::storage::{SledStorage, Storage, StorageError};
@@ -104,6 +105,8 @@ pub struct RunningNode {
     )>,
     /// Trust-list refresh, recovery, usage duties, checkpoints, the storage watch.
     workers: Workers,
+    /// The record of refused requests, whose open windows are summarised at shutdown.
+    refusals: Arc<RefusalLog>,
     health_addr: Option<SocketAddr>,
 }
 
@@ -392,11 +395,18 @@ impl RunningNode {
         let peer_tls = tls::server_config(&node.tls_identity, &node.data_space_roots)?;
         let health = NodeHealth::serving().await;
         let limit = node.config.limits.max_message_bytes;
+        let refusals = Arc::new(RefusalLog::new(node.audit.clone(), &node.config.limits));
+        let limits = LimitsLayer::new(&node.config.limits, refusals.clone(), node.alerts.clone());
         let peer_router = service::peer_router(
             node.peer_services(),
             limit,
             RpcLayer::new(node.telemetry.clone(), "peer"),
-            AuthLayer::new(peer_auth).with_refusal_hook(refusal_alert(&node.alerts, "peer API")),
+            AuthLayer::new(peer_auth).with_refusal_hook(refusal_hook(
+                &node.alerts,
+                &refusals,
+                "peer API",
+            )),
+            limits.clone(),
             &health,
         );
         let admin_auth = Arc::new(LocalAuthenticator::new(&node.config)?);
@@ -405,7 +415,12 @@ impl RunningNode {
             node.local_services(),
             limit,
             RpcLayer::new(node.telemetry.clone(), "local"),
-            AuthLayer::new(admin_auth).with_refusal_hook(refusal_alert(&node.alerts, "local API")),
+            AuthLayer::new(admin_auth).with_refusal_hook(refusal_hook(
+                &node.alerts,
+                &refusals,
+                "local API",
+            )),
+            limits,
         );
 
         let mut stop_peer = signal.clone();
@@ -446,6 +461,7 @@ impl RunningNode {
             report_storage_failure(storage, alerts, health.clone(), s)
         });
         workers.spawn("checkpoints", |s| node.cosigning.clone().run(s));
+        workers.spawn("refusal summaries", |s| refusals.clone().run(s));
         tracing::info!(
             participant = %node.identity.participant_id(),
             peer = %peer_addr,
@@ -457,6 +473,7 @@ impl RunningNode {
             shutdown,
             servers,
             workers,
+            refusals,
             health_addr,
         })
     }
@@ -488,6 +505,8 @@ impl RunningNode {
             }
         }
         self.workers.join().await;
+        // The refusals counted in windows that have not ended yet.
+        self.refusals.flush(true).await;
         let node = &self.node;
         let stopped = Event::new(EventKind::NodeStopped, now(), "node stopped");
         node.audit.append(&stopped).await?;
@@ -533,12 +552,27 @@ async fn report_storage_failure(
     alerts.storage_failed(&reason).await;
 }
 
-/// Counts refused authentications towards the failed-authentication alert.
-fn refusal_alert(alerts: &Alerts, api: &'static str) -> RefusalHook {
+/// Records a refused authentication in the audit log (who: the address and the
+/// certificate's subject) and counts it towards the failed-authentication alert.
+fn refusal_hook(alerts: &Alerts, refusals: &Arc<RefusalLog>, api: &'static str) -> RefusalHook {
     let alerts = alerts.clone();
+    let refusals = refusals.clone();
     Arc::new(move |refusal| {
         let alerts = alerts.clone();
+        let refusals = refusals.clone();
         Box::pin(async move {
+            let caller = Caller::Unauthenticated {
+                remote: refusal.remote,
+                subject: refusal.subject.clone(),
+            };
+            refusals
+                .record(
+                    &caller,
+                    &refusal.method,
+                    refusal.status.code(),
+                    refusal.status.message(),
+                )
+                .await;
             alerts
                 .authentication_failed(
                     api,

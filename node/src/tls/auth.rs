@@ -140,8 +140,9 @@ fn not_after(cert: &CertificateDer<'_>) -> Option<u64> {
 }
 
 /// tonic refuses an over-size message with `OUT_OF_RANGE`; the data space answers limits
-/// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case.
-fn limit_status(
+/// with `RESOURCE_EXHAUSTED` (DESIGN.md), so this rewrites that one case. Layers inside
+/// this one that look at the status apply it first, to see what the caller will get.
+pub fn limit_status(
     mut response: http::Response<tonic::body::Body>,
 ) -> http::Response<tonic::body::Body> {
     let headers = response.headers_mut();
@@ -166,13 +167,22 @@ fn limit_status(
 #[derive(Clone, Debug)]
 pub struct Refusal {
     pub remote: Option<SocketAddr>,
+    /// The subject of the client certificate presented, if any could be read: the
+    /// caller's own words, so only to be shown escaped and capped.
+    pub subject: Option<String>,
     /// The gRPC path called, e.g. `/liutong.v1.Node/Describe`.
     pub method: String,
     pub status: Status,
 }
 
-/// Runs for every refused request, before the refusal is answered (the node raises its
-/// failed-authentication alert here).
+/// The subject of a certificate, as text (`None`: not a readable certificate).
+fn subject_of(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.as_ref()).ok()?;
+    Some(parsed.subject().to_string())
+}
+
+/// Runs for every refused request, before the refusal is answered (the node records the
+/// refusal in its audit log and counts it towards the failed-authentication alert here).
 pub type RefusalHook = Arc<dyn Fn(Refusal) -> BoxFuture<'static, ()> + Send + Sync>;
 
 /// A tower layer that authenticates every request; see the module doc.
@@ -286,6 +296,10 @@ where
                 let hook = self.on_refusal.as_ref().map(|hook| {
                     hook(Refusal {
                         remote,
+                        subject: chain
+                            .as_deref()
+                            .and_then(|c| c.first())
+                            .and_then(subject_of),
                         method: request.uri().path().to_owned(),
                         status: status.clone(),
                     })
