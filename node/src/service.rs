@@ -23,6 +23,7 @@ pub mod catalog;
 pub mod contract;
 pub mod errors;
 pub mod ops;
+pub mod paging;
 pub mod query;
 pub mod transfer;
 pub mod usage;

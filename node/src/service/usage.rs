@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::caller::{local_role, peer_caller};
 use super::errors::{StatusStream, into_status, status_stream};
+use super::paging::{PageRequest, next_page_token};
 use crate::local::LocalRole;
 use crate::usage::{self};
 use liutong_proto::v1::usage_control_server::UsageControl;
@@ -57,10 +58,17 @@ impl Usage for UsageService {
             &[LocalRole::Admin, LocalRole::App, LocalRole::Auditor],
             "listing received copies",
         )?;
-        self.usage
-            .copies()
-            .map(|copies| Response::new(ListCopiesResponse { copies }))
-            .map_err(into_status)
+        let r = request.into_inner();
+        let page = PageRequest::parse("copies", r.page_size, &r.page_token)?;
+        let after = page.after().map(String::from_utf8_lossy);
+        let (copies, next) = self
+            .usage
+            .copies_page(after.as_deref(), page.size)
+            .map_err(into_status)?;
+        Ok(Response::new(ListCopiesResponse {
+            copies,
+            next_page_token: next_page_token("copies", next.as_deref().map(str::as_bytes)),
+        }))
     }
 
     async fn revoke(
@@ -84,12 +92,15 @@ impl Usage for UsageService {
             &[LocalRole::Admin, LocalRole::Auditor],
             "listing revocations",
         )?;
-        let all = self
+        let r = request.into_inner();
+        let page = PageRequest::parse("revocations", r.page_size, &r.page_token)?;
+        let found = self
             .usage
-            .revocations()
+            .revocations_page(page.after(), page.size)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(ListRevocationsResponse {
-            revocations: all.iter().map(|r| r.to_proto()).collect(),
+            next_page_token: next_page_token("revocations", found.next.as_deref()),
+            revocations: found.items.iter().map(|r| r.to_proto()).collect(),
         }))
     }
 }
@@ -124,12 +135,15 @@ impl UsageControl for UsageControlService {
         request: Request<RevocationsRequest>,
     ) -> Result<Response<RevocationsResponse>, Status> {
         let caller = peer_caller(&request)?.clone();
+        let r = request.into_inner();
+        let page = PageRequest::parse("pending revocations", r.page_size, &r.page_token)?;
         let pending = self
             .usage
-            .pending_for(&caller)
+            .pending_for(&caller, page.after(), page.size)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(RevocationsResponse {
-            revocations: pending.into_iter().map(Into::into).collect(),
+            next_page_token: next_page_token("pending revocations", pending.next.as_deref()),
+            revocations: pending.items.into_iter().map(Into::into).collect(),
         }))
     }
 }
