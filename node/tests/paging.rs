@@ -138,7 +138,7 @@ async fn provider_and_consumer() -> (DataSpace, TestNode, TestNode) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_list_pages_with_checked_tokens() {
-    let (_space, provider, consumer) = provider_and_consumer().await;
+    let (space, provider, consumer) = provider_and_consumer().await;
     // Three offered products, the first in two versions, and three agreements with
     // their copies pulled; two of them revoked.
     let mut offers = Vec::new();
@@ -335,7 +335,7 @@ async fn every_list_pages_with_checked_tokens() {
 
     // The peer API: the consumer's pending revocations, asked of the provider directly.
     let channel = consumer.channel_to(&provider).await;
-    check_list(
+    let pending_token = check_list(
         "pending revocations",
         2,
         |e: &liutong_proto::v1::Envelope| e.payload.clone(),
@@ -355,6 +355,18 @@ async fn every_list_pages_with_checked_tokens() {
         },
     )
     .await;
+    // Another member cannot page through them with the consumer's token.
+    let logistics = space.node_with(LOGISTICS, "logistics", ROLES, |_| {}).await;
+    refresh_all(&[&provider, &consumer, &logistics]).await;
+    let e = UsageControlClient::new(logistics.channel_to(&provider).await)
+        .revocations(RevocationsRequest {
+            page_size: 1,
+            page_token: pending_token,
+        })
+        .await
+        .expect_err("another member's page token");
+    assert_refused(&e, Code::InvalidArgument, "page_token");
+
     check_list(
         "the provider's catalog, asked directly",
         3,

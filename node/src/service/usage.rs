@@ -136,13 +136,15 @@ impl UsageControl for UsageControlService {
     ) -> Result<Response<RevocationsResponse>, Status> {
         let caller = peer_caller(&request)?.clone();
         let r = request.into_inner();
-        let page = PageRequest::parse("pending revocations", r.page_size, &r.page_token)?;
+        // A token names the member it pages for: another member's is refused.
+        let list = format!("pending revocations of {}", caller.participant_id);
+        let page = PageRequest::parse(&list, r.page_size, &r.page_token)?;
         let pending = self
             .usage
             .pending_for(&caller, page.after(), page.size)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(RevocationsResponse {
-            next_page_token: next_page_token("pending revocations", pending.next.as_deref()),
+            next_page_token: next_page_token(&list, pending.next.as_deref()),
             revocations: pending.items.into_iter().map(Into::into).collect(),
         }))
     }
