@@ -583,3 +583,68 @@ async fn contract_list_shows_a_hundred_thousand_negotiations() {
     assert_eq!(page.contracts.len(), 1000);
     assert!(!page.next_page_token.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_takes_up_revocations_longer_than_a_page() {
+    const AGREEMENTS: usize = 101; // one more than a page of the default size
+    let (_space, provider, consumer) = provider_and_consumer().await;
+    let p = publish(&provider, CSV, "Road traffic", "general-2", "csv", OPEN)
+        .await
+        .expect("publish");
+    let mut agreements = Vec::new();
+    for _ in 0..AGREEMENTS {
+        let c = consumer
+            .request_contract(&provider, &p.offer_id, "urbanPlanning")
+            .await
+            .expect("agreement");
+        agreements.push(c.agreement_id);
+    }
+    // A copy of one, so the consumer asks this provider for revocations.
+    consumer.pull_all(&agreements[0]).await.expect("pull");
+    let usage = provider.usage(LocalRole::Admin).await;
+    for a in &agreements {
+        usage
+            .clone()
+            .revoke(RevokeRequest {
+                agreement_id: a.clone(),
+                reason: "survey withdrawn".into(),
+            })
+            .await
+            .expect("revoke");
+    }
+    // The consumer asks once, when it starts (its next poll is an hour away): that
+    // one poll must take up every page.
+    let consumer = consumer.restart().await;
+    let copies = consumer.usage(LocalRole::Auditor).await;
+    let revoked = || {
+        let copies = copies.clone();
+        async move {
+            let all = walk(100, 10, |page_size, page_token| {
+                let mut copies = copies.clone();
+                async move {
+                    let a = copies
+                        .list_copies(ListCopiesRequest {
+                            page_size,
+                            page_token,
+                        })
+                        .await?
+                        .into_inner();
+                    Ok((a.copies, a.next_page_token))
+                }
+            })
+            .await;
+            all.iter().filter(|c| c.state == "REVOKED").count()
+        }
+    };
+    // Bounded wait for the condition: the deletions are committed one by one.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let mut seen = revoked().await;
+    while seen < AGREEMENTS && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        seen = revoked().await;
+    }
+    assert_eq!(
+        seen, AGREEMENTS,
+        "revocations taken up by the one poll at the start"
+    );
+}
