@@ -250,16 +250,23 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
 
     step(3, "Browsing catalogs");
     for (i, who) in [(1, "the ecology bureau"), (2, "the logistics enterprise")] {
-        let offers = admin(i)
-            .await?
-            .peer_catalog(PeerCatalogRequest {
-                address: transport_addr.clone(),
-                page_size: 0,
-                page_token: String::new(),
-            })
-            .await?
-            .into_inner()
-            .offers;
+        let mut client = admin(i).await?;
+        let (mut offers, mut page_token) = (Vec::new(), String::new());
+        loop {
+            let page = client
+                .peer_catalog(PeerCatalogRequest {
+                    address: transport_addr.clone(),
+                    page_size: 0,
+                    page_token,
+                })
+                .await?
+                .into_inner();
+            offers.extend(page.offers);
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            page_token = page.next_page_token;
+        }
         let titles: Vec<_> = offers.iter().map(|o| o.title.as_str()).collect();
         say(&format!(
             "{who} sees {} offers: {}",

@@ -24,6 +24,7 @@ pub mod contract;
 pub mod errors;
 pub mod limits;
 pub mod ops;
+pub mod paging;
 pub mod query;
 pub mod transfer;
 pub mod usage;

@@ -332,7 +332,7 @@ async fn mask_duties_on_opaque_bytes_are_refused_at_publish() {
         .transport
         .admin(LocalRole::Admin)
         .await
-        .list_products(liutong_proto::v1::ListProductsRequest {})
+        .list_products(liutong_proto::v1::ListProductsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -351,7 +351,7 @@ async fn backup_while_serving_and_writing_restores_a_working_node_and_damage_is_
         local::connect(&config, LocalRole::Admin).await.unwrap(),
     );
     let products = admin
-        .list_products(ListProductsRequest {})
+        .list_products(ListProductsRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -377,7 +377,7 @@ async fn backup_while_serving_and_writing_restores_a_working_node_and_damage_is_
         "{copied} of {written_during} products written during the backup"
     );
     let contracts = admin
-        .list_contracts(ListContractsRequest {})
+        .list_contracts(ListContractsRequest::default())
         .await
         .unwrap()
         .into_inner()

@@ -163,7 +163,7 @@ async fn read(
 async fn copy_status(node: &TestNode, agreement: &str) -> Option<CopyStatus> {
     node.usage(LocalRole::Auditor)
         .await
-        .list_copies(ListCopiesRequest {})
+        .list_copies(ListCopiesRequest::default())
         .await
         .expect("list copies")
         .into_inner()
@@ -175,7 +175,7 @@ async fn copy_status(node: &TestNode, agreement: &str) -> Option<CopyStatus> {
 async fn revocations(node: &TestNode) -> Vec<RevocationStatus> {
     node.usage(LocalRole::Admin)
         .await
-        .list_revocations(ListRevocationsRequest {})
+        .list_revocations(ListRevocationsRequest::default())
         .await
         .expect("list revocations")
         .into_inner()

@@ -31,6 +31,17 @@ impl AuditorClient {
             if answer.next_from == 0 {
                 break answer.checkpoint;
             }
+            // Each page must move forward, or a node could keep the auditor asking.
+            if answer.next_from <= from {
+                return Err(VerifyError::Proof {
+                    what: "search answer".into(),
+                    reason: format!(
+                        "asked from entry {from}, it names the next page at {}, which is \
+                         not after it",
+                        answer.next_from
+                    ),
+                });
+            }
             from = answer.next_from;
         };
         let checkpoint = checkpoint.ok_or_else(|| {

@@ -87,6 +87,16 @@ impl Storage for GatedStorage {
         self.inner.scan_prefix(tree, prefix)
     }
 
+    fn scan_page(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        self.inner.scan_page(tree, prefix, after, limit)
+    }
+
     fn blobs(&self) -> &crate::storage::blobs::Blobs {
         self.inner.blobs()
     }

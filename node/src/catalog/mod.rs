@@ -205,6 +205,36 @@ impl Catalog {
         Ok(out)
     }
 
+    /// [`visible_offers`](Self::visible_offers), one page: at most `limit` (at least
+    /// one) whose product ID comes after `after`, and whether more follow. Products are
+    /// read a batch at a time, so a page costs the products up to it, not all of them.
+    pub fn visible_offers_page(
+        &self,
+        caller: &Membership,
+        now: time::OffsetDateTime,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ProductVersion>, bool), CatalogError> {
+        let limit = limit.max(1);
+        let mut out = Vec::new();
+        let mut cursor = after.map(str::to_owned);
+        loop {
+            let (batch, more) = self.products.list_page(cursor.as_deref(), 256)?;
+            for p in batch {
+                cursor = Some(p.product_id.clone());
+                if self.visible(&p, caller, now)? {
+                    if out.len() == limit {
+                        return Ok((out, true));
+                    }
+                    out.push(p);
+                }
+            }
+            if !more {
+                return Ok((out, false));
+            }
+        }
+    }
+
     /// One offer, if it exists and `caller` may see it; otherwise `NotFound`.
     pub fn offer(
         &self,

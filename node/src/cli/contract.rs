@@ -9,7 +9,7 @@ use liutong_proto::v1::{
 };
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_json, print_list, status_error};
+use super::output::{esc, print_json, print_pages, status_error};
 use crate::base::format::format_unix;
 use crate::contract::NegotiationStatus;
 
@@ -117,30 +117,44 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ContractCommand::List { local, json } => {
-            let all = local
-                .admin()
-                .await?
-                .list_contracts(ListContractsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .contracts;
-            print_list(&all, json, "no negotiations yet", contract_json, |c| {
-                println!(
-                    "{}  {:<10} {:<8} peer {}  offer {}  purpose {}{}",
-                    esc(&c.negotiation_id),
-                    esc(&c.state),
-                    esc(&c.role),
-                    esc(&c.peer),
-                    esc(&c.offer_id),
-                    esc(&c.purpose),
-                    if c.agreement_id.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  agreement {}", esc(&c.agreement_id))
-                    }
-                );
-            })
+            let admin = local.admin().await?;
+            let fetch = |page_token| {
+                let mut admin = admin.clone();
+                async move {
+                    let page = admin
+                        .list_contracts(ListContractsRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    Ok((page.contracts, page.next_page_token))
+                }
+            };
+            print_pages(
+                json,
+                "no negotiations yet",
+                contract_json,
+                |c: &Contract| {
+                    println!(
+                        "{}  {:<10} {:<8} peer {}  offer {}  purpose {}{}",
+                        esc(&c.negotiation_id),
+                        esc(&c.state),
+                        esc(&c.role),
+                        esc(&c.peer),
+                        esc(&c.offer_id),
+                        esc(&c.purpose),
+                        if c.agreement_id.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  agreement {}", esc(&c.agreement_id))
+                        }
+                    );
+                },
+                fetch,
+            )
+            .await
         }
         ContractCommand::Show { id, local, json } => {
             let c = local
@@ -205,14 +219,22 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ContractCommand::Revocations { local, json } => {
-            let all = super::data::usage_client(&local)
-                .await?
-                .list_revocations(ListRevocationsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .revocations;
-            print_list(&all, json, "no revoked agreements", revocation_json, |r| {
+            let usage = super::data::usage_client(&local).await?;
+            let fetch = |page_token| {
+                let mut usage = usage.clone();
+                async move {
+                    let page = usage
+                        .list_revocations(ListRevocationsRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    Ok((page.revocations, page.next_page_token))
+                }
+            };
+            let line = |r: &RevocationStatus| {
                 println!(
                     "{}  consumer {}  revoked {}: {}\n    {}",
                     esc(&r.agreement_id),
@@ -228,7 +250,8 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                         )
                     }
                 );
-            })
+            };
+            print_pages(json, "no revoked agreements", revocation_json, line, fetch).await
         }
     }
 }

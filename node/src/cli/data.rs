@@ -11,7 +11,7 @@ use std::io::Write as _;
 use tokio_stream::StreamExt as _;
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_list, status_error};
+use super::output::{esc, print_pages, status_error};
 use crate::base::format::format_unix;
 use crate::local::LocalRole;
 
@@ -126,32 +126,47 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {
             Ok(())
         }
         DataCommand::List { local, json } => {
-            let all = usage_client(&local)
-                .await?
-                .list_copies(ListCopiesRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .copies;
-            print_list(&all, json, "no received copies", copy_json, |c| {
-                println!(
-                    "{}  {:<9} {} v{}  from {}  purpose {}  uses {}{}",
-                    esc(&c.agreement_id),
-                    esc(&c.state),
-                    esc(&c.product_id),
-                    c.version,
-                    esc(&c.provider),
-                    esc(&c.purpose),
-                    c.uses,
-                    if c.deleted_at_unix > 0 {
-                        format!("\n    {}", esc(&c.reason))
-                    } else if c.delete_at_unix > 0 {
-                        format!("  deleted at {}", format_unix(c.delete_at_unix))
-                    } else {
-                        String::new()
-                    }
-                );
-            })
+            let usage = usage_client(&local).await?;
+            let fetch = |page_token| {
+                let mut usage = usage.clone();
+                async move {
+                    let page = usage
+                        .list_copies(ListCopiesRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    Ok((page.copies, page.next_page_token))
+                }
+            };
+            print_pages(
+                json,
+                "no received copies",
+                copy_json,
+                |c: &CopyStatus| {
+                    println!(
+                        "{}  {:<9} {} v{}  from {}  purpose {}  uses {}{}",
+                        esc(&c.agreement_id),
+                        esc(&c.state),
+                        esc(&c.product_id),
+                        c.version,
+                        esc(&c.provider),
+                        esc(&c.purpose),
+                        c.uses,
+                        if c.deleted_at_unix > 0 {
+                            format!("\n    {}", esc(&c.reason))
+                        } else if c.delete_at_unix > 0 {
+                            format!("  deleted at {}", format_unix(c.delete_at_unix))
+                        } else {
+                            String::new()
+                        }
+                    );
+                },
+                fetch,
+            )
+            .await
         }
     }
 }

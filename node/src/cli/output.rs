@@ -2,7 +2,11 @@
 //! listings, and [`esc`], which every line printed for a person passes text through
 //! that came from others (a peer, a stored record, a node's answer).
 
-use anyhow::anyhow;
+use std::future::Future;
+use std::io::Write as _;
+
+use anyhow::{anyhow, bail};
+use serde::ser::{SerializeSeq as _, Serializer as _};
 
 pub(super) use crate::base::bounded::escape as esc;
 
@@ -18,23 +22,55 @@ pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Prints a listing the way every `list` command does: with `--json`, one JSON array of
-/// `to_json(item)`; otherwise `line(item)` for each item, or the line `empty` when there
-/// is none.
-pub(super) fn print_list<T>(
-    items: &[T],
+/// Prints a listing the way every `list` command does, page by page as they arrive:
+/// `fetch(page_token)` asks for one page and gives its items and its `next_page_token`;
+/// pages are asked for until that is empty. With `--json`, one JSON array of
+/// `to_json(item)`, written as the pages come; otherwise `line(item)` for each item, or
+/// the line `empty` when there is none.
+pub(super) async fn print_pages<T, Fut>(
     json: bool,
     empty: &str,
     to_json: impl Fn(&T) -> serde_json::Value,
-    line: impl FnMut(&T),
-) -> anyhow::Result<()> {
-    if json {
-        let all: Vec<_> = items.iter().map(to_json).collect();
-        return print_json(&all);
+    mut line: impl FnMut(&T),
+    mut fetch: impl FnMut(String) -> Fut,
+) -> anyhow::Result<()>
+where
+    Fut: Future<Output = anyhow::Result<(Vec<T>, String)>>,
+{
+    let mut writer = std::io::BufWriter::new(std::io::stdout());
+    let mut ser = serde_json::Serializer::pretty(&mut writer);
+    let mut array = if json {
+        Some((&mut ser).serialize_seq(None)?)
+    } else {
+        None
+    };
+    let mut token = String::new();
+    let mut printed = 0usize;
+    loop {
+        let (items, next) = fetch(token.clone()).await?;
+        for item in &items {
+            match array.as_mut() {
+                Some(array) => array.serialize_element(&to_json(item))?,
+                None => line(item),
+            }
+        }
+        printed += items.len();
+        if next.is_empty() {
+            break;
+        }
+        if next == token {
+            bail!("the node answered the same page again; the listing is incomplete");
+        }
+        token = next;
     }
-    if items.is_empty() {
-        println!("{empty}");
+    match array {
+        Some(array) => {
+            array.end()?;
+            writeln!(writer)?;
+        }
+        None if printed == 0 => println!("{empty}"),
+        None => {}
     }
-    items.iter().for_each(line);
+    writer.flush()?;
     Ok(())
 }

@@ -12,7 +12,7 @@ use liutong_proto::v1::{
 };
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_json, print_list, status_error};
+use super::output::{esc, print_json, print_pages, status_error};
 
 use crate::catalog::{UPLOAD_PIECE, publish_end};
 use sha2::{Digest, Sha256};
@@ -160,75 +160,98 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
             Ok(())
         }
         ProductCommand::List { local, json } => {
-            let products = local
-                .admin()
-                .await?
-                .list_products(ListProductsRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .products;
-            print_list(
-                &products,
+            let admin = local.admin().await?;
+            print_pages(
                 json,
                 "no products published yet",
                 product_json,
                 print_product,
+                |page_token| {
+                    let mut admin = admin.clone();
+                    async move {
+                        let page = admin
+                            .list_products(ListProductsRequest {
+                                page_size: 0,
+                                page_token,
+                            })
+                            .await
+                            .map_err(status_error)?
+                            .into_inner();
+                        Ok((page.products, page.next_page_token))
+                    }
+                },
             )
+            .await
         }
         ProductCommand::Show {
             product,
             local,
             json,
         } => {
-            let versions = local
-                .admin()
-                .await?
-                .get_product(GetProductRequest {
-                    product_id: product,
-                })
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .products;
-            print_list(&versions, json, "no versions", product_json, |p| {
+            let admin = local.admin().await?;
+            let show = |p: &Product| {
                 print_product(p);
                 print_profile(p);
                 println!();
+            };
+            print_pages(json, "no versions", product_json, show, |page_token| {
+                let (mut admin, product_id) = (admin.clone(), product.clone());
+                async move {
+                    let page = admin
+                        .get_product(GetProductRequest {
+                            product_id,
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    Ok((page.products, page.next_page_token))
+                }
             })
+            .await
         }
     }
 }
 
+/// Pages of a peer's catalog `liutong catalog --peer` reads at most (of 500 offers).
+const MAX_PEER_CATALOG_PAGES: usize = 10_000;
+
 /// `liutong catalog --peer ADDR`.
 pub async fn catalog(peer: String, local: LocalArgs, json: bool) -> anyhow::Result<()> {
-    let mut admin = local.admin().await?;
-    let mut offers = Vec::new();
-    let mut page_token = String::new();
-    // Bounded: at most 200 pages of 500.
-    for _ in 0..200 {
-        let page = admin
-            .peer_catalog(PeerCatalogRequest {
-                address: peer.clone(),
-                page_size: 500,
-                page_token: page_token.clone(),
-            })
-            .await
-            .map_err(status_error)?
-            .into_inner();
-        offers.extend(page.offers);
-        if page.next_page_token.is_empty() {
-            break;
-        }
-        page_token = page.next_page_token;
-    }
-    print_list(
-        &offers,
+    let admin = local.admin().await?;
+    let mut pages = 0usize;
+    print_pages(
         json,
         &format!("the peer at {peer} shows this node no offers"),
         product_json,
         print_product,
+        |page_token| {
+            pages += 1;
+            let (mut admin, address, pages) = (admin.clone(), peer.clone(), pages);
+            async move {
+                // The peer decides how many pages there are; a bound keeps one that
+                // never ends them from holding the command.
+                if pages > MAX_PEER_CATALOG_PAGES {
+                    anyhow::bail!(
+                        "the peer at {address} sent more than {MAX_PEER_CATALOG_PAGES} pages \
+                         of offers; the listing stopped there"
+                    );
+                }
+                let page = admin
+                    .peer_catalog(PeerCatalogRequest {
+                        address,
+                        page_size: 500,
+                        page_token,
+                    })
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                Ok((page.offers, page.next_page_token))
+            }
+        },
     )
+    .await
 }
 
 fn print_product(p: &Product) {

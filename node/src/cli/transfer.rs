@@ -7,7 +7,7 @@ use liutong_proto::v1::{ListTransfersRequest, PullTransferRequest, TransferProgr
 use tokio_stream::StreamExt as _;
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_json, print_list, status_error};
+use super::output::{esc, print_json, print_pages, status_error};
 use crate::transfer::TransferState;
 
 #[derive(Subcommand, Debug)]
@@ -108,31 +108,45 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             Ok(())
         }
         TransferCommand::List { local, json } => {
-            let all = local
-                .admin()
-                .await?
-                .list_transfers(ListTransfersRequest {})
-                .await
-                .map_err(status_error)?
-                .into_inner()
-                .transfers;
-            print_list(&all, json, "no transfers yet", progress_json, |p| {
-                println!(
-                    "{}  {:<10} {} v{}  {}/{} chunks  {} bytes{}",
-                    esc(&p.agreement_id),
-                    esc(&p.state),
-                    esc(&p.product_id),
-                    p.version,
-                    p.chunks_received,
-                    p.chunks_total,
-                    p.bytes_total,
-                    if p.reason.is_empty() {
-                        String::new()
-                    } else {
-                        format!("  ({})", p.reason)
-                    }
-                );
-            })
+            let admin = local.admin().await?;
+            let fetch = |page_token| {
+                let mut admin = admin.clone();
+                async move {
+                    let page = admin
+                        .list_transfers(ListTransfersRequest {
+                            page_size: 0,
+                            page_token,
+                        })
+                        .await
+                        .map_err(status_error)?
+                        .into_inner();
+                    Ok((page.transfers, page.next_page_token))
+                }
+            };
+            print_pages(
+                json,
+                "no transfers yet",
+                progress_json,
+                |p: &TransferProgress| {
+                    println!(
+                        "{}  {:<10} {} v{}  {}/{} chunks  {} bytes{}",
+                        esc(&p.agreement_id),
+                        esc(&p.state),
+                        esc(&p.product_id),
+                        p.version,
+                        p.chunks_received,
+                        p.chunks_total,
+                        p.bytes_total,
+                        if p.reason.is_empty() {
+                            String::new()
+                        } else {
+                            format!("  ({})", esc(&p.reason))
+                        }
+                    );
+                },
+                fetch,
+            )
+            .await
         }
     }
 }

@@ -46,6 +46,9 @@ pub struct Contracts {
     /// Agreement policies compiled once, by agreement ID (both sides): an agreement
     /// never changes, and pulls, queries, reads and the duties' sweep all ask for it.
     pub(super) policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
+    /// Whether the listing index by creation time is known to be complete (see
+    /// `Contracts::page`); the lock keeps two first listings from building it at once.
+    pub(super) creation_index: Arc<tokio::sync::Mutex<bool>>,
 }
 
 impl Contracts {
@@ -76,6 +79,7 @@ impl Contracts {
             claims: Default::default(),
             offers: Arc::default(),
             policies: Arc::default(),
+            creation_index: Arc::default(),
         }
     }
 

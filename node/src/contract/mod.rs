@@ -44,3 +44,4 @@ pub use contracts::Contracts;
 pub use locks::AgreementLocks;
 pub use negotiation::{ContractError, Negotiation};
 pub use state::{IllegalTransition, NegotiationEvent, NegotiationStatus, UnknownNegotiationState};
+pub use store::NegotiationPage;

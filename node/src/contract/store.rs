@@ -25,6 +25,13 @@ const NEGOTIATIONS: &str = "negotiations";
 pub(super) const NONCES: &str = "nonces";
 /// Agreement ID → negotiation ID, so transfers find their agreement without a scan.
 const AGREEMENTS: &str = "agreements";
+/// Creation time (8 bytes, big-endian, sign bit flipped) then negotiation ID → the
+/// ID: the order negotiations are listed in, read page by page.
+const BY_CREATION: &str = "negotiations_by_creation";
+/// Which indexes over the negotiations are complete ([`BY_CREATION_BUILT`]); a node
+/// whose database predates an index builds it on the first listing.
+const INDEXES: &str = "negotiation_indexes";
+const BY_CREATION_BUILT: &[u8] = b"by_creation";
 
 /// How many compiled agreement policies are kept (all are dropped when more come).
 const POLICIES_KEPT: usize = 4096;
@@ -183,6 +190,60 @@ impl Contracts {
             .collect()
     }
 
+    /// One page of the negotiations, oldest first (by creation time, then ID): at
+    /// most `limit` of those after the position `after` (from an earlier page's
+    /// `next`), and the position of the last one when more follow.
+    pub async fn page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<NegotiationPage, ContractError> {
+        self.index_creation_times().await?;
+        let limit = limit.max(1);
+        let entries = self.storage.scan_page(BY_CREATION, b"", after, limit + 1)?;
+        let next = (entries.len() > limit).then(|| entries[limit - 1].0.clone());
+        let mut negotiations = Vec::with_capacity(limit);
+        for (_, id) in entries.iter().take(limit) {
+            // The index is written before the record: an entry whose record a crash
+            // kept from being stored names nothing yet.
+            if let Some(n) = self.get(&String::from_utf8_lossy(id))? {
+                negotiations.push(n);
+            }
+        }
+        Ok(NegotiationPage { negotiations, next })
+    }
+
+    /// Fills [`BY_CREATION`] from the stored negotiations, once, for a database written
+    /// before it existed. Every later commit writes its own entry.
+    async fn index_creation_times(&self) -> Result<(), ContractError> {
+        let mut built = self.creation_index.lock().await;
+        if *built {
+            return Ok(());
+        }
+        if self.storage.get(INDEXES, BY_CREATION_BUILT)?.is_none() {
+            let writes = self
+                .list()?
+                .iter()
+                .map(|n| Write::Put(creation_key(n), n.id.as_bytes().to_vec()))
+                .collect();
+            self.storage.apply(BY_CREATION, writes)?;
+            // The entries are durable before the mark that says they are complete.
+            self.storage.flush().await?;
+            self.storage
+                .put_durable(INDEXES, BY_CREATION_BUILT, b"1")
+                .await?;
+        }
+        *built = true;
+        Ok(())
+    }
+
+    /// The writes that store `n` as [`Contracts`] commits them, for filling a stopped
+    /// node's storage in bulk (tests of large listings); `Storage::apply` each to its
+    /// tree, in order, then flush.
+    pub fn record_writes(n: &Negotiation) -> Vec<(&'static str, Write)> {
+        Self::writes(n)
+    }
+
     /// The negotiation whose agreement has this ID.
     pub fn by_agreement(&self, agreement_id: &str) -> Result<Option<Negotiation>, ContractError> {
         let Some(id) = self.storage.get(AGREEMENTS, agreement_id.as_bytes())? else {
@@ -222,6 +283,10 @@ impl Contracts {
             ));
         }
         writes.push((
+            BY_CREATION,
+            Write::Put(creation_key(n), n.id.as_bytes().to_vec()),
+        ));
+        writes.push((
             NEGOTIATIONS,
             Write::Put(
                 n.id.as_bytes().to_vec(),
@@ -230,6 +295,20 @@ impl Contracts {
         ));
         writes
     }
+}
+
+/// One page of [`Contracts::page`].
+pub struct NegotiationPage {
+    pub negotiations: Vec<Negotiation>,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Vec<u8>>,
+}
+
+/// `n`'s key in [`BY_CREATION`]: its creation time, ordered as unsigned bytes, then its ID.
+fn creation_key(n: &Negotiation) -> Vec<u8> {
+    let mut key = ((n.created_at as u64) ^ (1 << 63)).to_be_bytes().to_vec();
+    key.extend_from_slice(n.id.as_bytes());
+    key
 }
 
 impl Contracts {

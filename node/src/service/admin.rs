@@ -32,6 +32,7 @@ use liutong_proto::v1::{
 
 use super::caller::{local_role, require_role};
 use super::errors::into_status;
+use super::paging::{PageRequest, next_page_token};
 use super::{catalog, ops, query, transfer};
 
 /// `Admin` on the local API: the operator's calls, each handed to its component.
@@ -155,8 +156,19 @@ impl Admin for AdminService {
     ) -> Result<Response<ListProductsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing products")?;
-        let products = self.catalog.products.list().map_err(into_status)?;
+        let r = request.into_inner();
+        let page = PageRequest::parse("products", r.page_size, &r.page_token)?;
+        let after = page.after().map(String::from_utf8_lossy);
+        let (products, more) = self
+            .catalog
+            .products
+            .list_page(after.as_deref(), page.size)
+            .map_err(into_status)?;
+        let next = more
+            .then(|| products.last().map(|p| p.product_id.as_bytes()))
+            .flatten();
         Ok(Response::new(ListProductsResponse {
+            next_page_token: next_page_token("products", next),
             products: products.iter().map(crate::catalog::product_proto).collect(),
         }))
     }
@@ -167,14 +179,26 @@ impl Admin for AdminService {
     ) -> Result<Response<ListProductsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "reading a product")?;
-        let id =
-            bounded::id("product_id", &request.into_inner().product_id).map_err(into_status)?;
-        let versions = self.catalog.products.versions(&id).map_err(into_status)?;
-        if versions.is_empty() {
+        let r = request.into_inner();
+        let id = bounded::id("product_id", &r.product_id).map_err(into_status)?;
+        // A token names the product it pages through.
+        let list = format!("versions of {id}");
+        let page = PageRequest::parse(&list, r.page_size, &r.page_token)?;
+        let versions = self
+            .catalog
+            .products
+            .versions_page(&id, page.after(), page.size)
+            .map_err(into_status)?;
+        if versions.items.is_empty() && page.after.is_none() {
             return Err(Status::not_found(format!("product {id} does not exist")));
         }
         Ok(Response::new(ListProductsResponse {
-            products: versions.iter().map(crate::catalog::product_proto).collect(),
+            next_page_token: next_page_token(&list, versions.next.as_deref()),
+            products: versions
+                .items
+                .iter()
+                .map(crate::catalog::product_proto)
+                .collect(),
         }))
     }
 
@@ -214,9 +238,20 @@ impl Admin for AdminService {
     ) -> Result<Response<ListTransfersResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing transfers")?;
-        let copies = self.transfers.copies().map_err(into_status)?;
+        let r = request.into_inner();
+        let page = PageRequest::parse("transfers", r.page_size, &r.page_token)?;
+        let after = page.after().map(String::from_utf8_lossy);
+        let copies = self
+            .transfers
+            .copies_page(after.as_deref(), page.size)
+            .map_err(into_status)?;
+        let next = copies
+            .next
+            .as_deref()
+            .and_then(crate::transfer::copy_key_agreement);
         Ok(Response::new(ListTransfersResponse {
-            transfers: copies.iter().map(crate::transfer::progress).collect(),
+            next_page_token: next_page_token("transfers", next.map(str::as_bytes)),
+            transfers: copies.items.iter().map(crate::transfer::progress).collect(),
         }))
     }
 
@@ -268,10 +303,16 @@ impl Admin for AdminService {
     ) -> Result<Response<ListContractsResponse>, Status> {
         local_role(&request)?
             .require(&[LocalRole::Admin, LocalRole::Auditor], "listing contracts")?;
-        let mut all = self.contracts.list().map_err(into_status)?;
-        all.sort_by_key(|n| n.created_at);
+        let r = request.into_inner();
+        let page = PageRequest::parse("contracts", r.page_size, &r.page_token)?;
+        let found = self
+            .contracts
+            .page(page.after(), page.size)
+            .await
+            .map_err(into_status)?;
         Ok(Response::new(ListContractsResponse {
-            contracts: all.iter().map(|n| n.to_proto()).collect(),
+            next_page_token: next_page_token("contracts", found.next.as_deref()),
+            contracts: found.negotiations.iter().map(|n| n.to_proto()).collect(),
         }))
     }
 

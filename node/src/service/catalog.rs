@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::caller::peer_with_role;
 use super::errors::into_status;
+use super::paging::{PageRequest, next_page_token};
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::bounded;
 use crate::base::clock;
@@ -276,26 +277,18 @@ impl Catalog for CatalogService {
             page_size,
             page_token,
         } = request.into_inner();
-        bounded::optional_id("page_token", &page_token).map_err(into_status)?;
-        let size = match page_size as usize {
-            0 => DEFAULT_PAGE,
-            n => n.min(MAX_PAGE),
-        };
-        let offers = self
+        let page =
+            PageRequest::parse_with("offers", page_size, &page_token, DEFAULT_PAGE, MAX_PAGE)?;
+        let after = page.after().map(String::from_utf8_lossy);
+        let (shown, more) = self
             .catalog
-            .visible_offers(&caller, clock::now_utc())
+            .visible_offers_page(&caller, clock::now_utc(), after.as_deref(), page.size)
             .map_err(into_status)?;
-        let page: Vec<_> = offers
-            .iter()
-            .filter(|p| page_token.is_empty() || p.product_id.as_str() > page_token.as_str())
-            .take(size + 1)
-            .collect();
-        let next_page_token = if page.len() > size {
-            page[size - 1].product_id.clone()
-        } else {
-            String::new()
-        };
-        let offers: Vec<Product> = page.into_iter().take(size).map(product_proto).collect();
+        let next = more
+            .then(|| shown.last().map(|p| p.product_id.as_bytes()))
+            .flatten();
+        let next_page_token = next_page_token("offers", next);
+        let offers: Vec<Product> = shown.iter().map(product_proto).collect();
         self.log_access(
             &caller,
             format!("listed the catalog: {} offers shown", offers.len()),

@@ -14,6 +14,7 @@ use tonic::{Request, Response, Status};
 
 use super::caller::{local_role, peer_with_role};
 use super::errors::{StatusStream, into_status, status_stream};
+use super::paging::{PageRequest, next_page_token};
 use crate::base::bounded;
 use crate::identity::MemberRole;
 use crate::local::LocalRole;
@@ -61,10 +62,17 @@ impl Usage for UsageService {
             &[LocalRole::Admin, LocalRole::App, LocalRole::Auditor],
             "listing received copies",
         )?;
-        self.usage
-            .copies()
-            .map(|copies| Response::new(ListCopiesResponse { copies }))
-            .map_err(into_status)
+        let r = request.into_inner();
+        let page = PageRequest::parse("copies", r.page_size, &r.page_token)?;
+        let after = page.after().map(String::from_utf8_lossy);
+        let (copies, next) = self
+            .usage
+            .copies_page(after.as_deref(), page.size)
+            .map_err(into_status)?;
+        Ok(Response::new(ListCopiesResponse {
+            copies,
+            next_page_token: next_page_token("copies", next.as_deref().map(str::as_bytes)),
+        }))
     }
 
     async fn revoke(
@@ -94,12 +102,15 @@ impl Usage for UsageService {
             &[LocalRole::Admin, LocalRole::Auditor],
             "listing revocations",
         )?;
-        let all = self
+        let r = request.into_inner();
+        let page = PageRequest::parse("revocations", r.page_size, &r.page_token)?;
+        let found = self
             .usage
-            .revocations()
+            .revocations_page(page.after(), page.size)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(ListRevocationsResponse {
-            revocations: all.iter().map(|r| r.to_proto()).collect(),
+            next_page_token: next_page_token("revocations", found.next.as_deref()),
+            revocations: found.items.iter().map(|r| r.to_proto()).collect(),
         }))
     }
 }
@@ -138,12 +149,17 @@ impl UsageControl for UsageControlService {
         request: Request<RevocationsRequest>,
     ) -> Result<Response<RevocationsResponse>, Status> {
         let caller = peer_with_role(&request, MemberRole::Consumer, "asking for revocations")?;
+        let r = request.into_inner();
+        // A token names the member it pages for: another member's is refused.
+        let list = format!("pending revocations of {}", caller.participant_id);
+        let page = PageRequest::parse(&list, r.page_size, &r.page_token)?;
         let pending = self
             .usage
-            .pending_for(&caller)
+            .pending_for(&caller, page.after(), page.size)
             .map_err(|e| Status::unavailable(e.to_string()))?;
         Ok(Response::new(RevocationsResponse {
-            revocations: pending.into_iter().map(Into::into).collect(),
+            next_page_token: next_page_token(&list, pending.next.as_deref()),
+            revocations: pending.items.into_iter().map(Into::into).collect(),
         }))
     }
 }

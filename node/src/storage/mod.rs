@@ -32,6 +32,53 @@ use crate::base::BoxFuture;
 /// Keys and values, in key order.
 pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
+/// One page of a listing: its items, and the storage key the next page starts after
+/// (`None` on the last page).
+#[derive(Debug)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next: Option<Vec<u8>>,
+}
+
+/// One page of the items `keep` makes of the entries whose key starts with `prefix`,
+/// after `after`, in key order: at most `limit` items (at least one), read in batches
+/// so that entries `keep` passes over (`None`) do not shorten the page.
+pub fn page_where<T, E: From<StorageError>>(
+    storage: &dyn Storage,
+    tree: &str,
+    prefix: &[u8],
+    after: Option<&[u8]>,
+    limit: usize,
+    mut keep: impl FnMut(&[u8], &[u8]) -> Result<Option<T>, E>,
+) -> Result<Page<T>, E> {
+    let limit = limit.max(1);
+    let batch = (limit + 1).clamp(64, 1024);
+    let mut items = Vec::new();
+    let mut last_kept: Option<Vec<u8>> = None;
+    let mut position = after.map(<[u8]>::to_vec);
+    loop {
+        let entries = storage.scan_page(tree, prefix, position.as_deref(), batch)?;
+        let full = entries.len() == batch;
+        for (key, value) in entries {
+            if let Some(item) = keep(&key, &value)? {
+                if items.len() == limit {
+                    // One more beyond the page: the next page starts after the last kept.
+                    return Ok(Page {
+                        items,
+                        next: last_kept,
+                    });
+                }
+                items.push(item);
+                last_kept = Some(key.clone());
+            }
+            position = Some(key);
+        }
+        if !full {
+            return Ok(Page { items, next: None });
+        }
+    }
+}
+
 /// One write of an ordered batch (see [`Storage::apply`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Write {
@@ -63,6 +110,27 @@ pub trait Storage: Send + Sync + 'static {
     /// Every key and value whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError>;
 
+    /// At most `limit` of the entries whose key starts with `prefix` and comes after
+    /// `after` (from the first one when `None`), in key order: one page of a listing,
+    /// read without reading the rest of the tree.
+    ///
+    /// The default reads the whole prefix and slices it; engines that can seek
+    /// override it.
+    fn scan_page(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        Ok(self
+            .scan_prefix(tree, prefix)?
+            .into_iter()
+            .filter(|(k, _)| after.is_none_or(|a| k.as_slice() > a))
+            .take(limit)
+            .collect())
+    }
+
     /// The payload files beside the database (chunks of products and copies).
     fn blobs(&self) -> &blobs::Blobs;
 
@@ -86,5 +154,47 @@ pub trait Storage: Send + Sync + 'static {
             self.put(tree, key, value)?;
             self.flush().await
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(entries: &Entries) -> Vec<&[u8]> {
+        entries.iter().map(|(k, _)| k.as_slice()).collect()
+    }
+
+    #[test]
+    fn pages_stay_inside_their_prefix_and_start_after_the_position() {
+        let s = SledStorage::temporary().unwrap();
+        for k in ["a/1", "b/1", "b/2", "b/3", "c/1"] {
+            s.put("t", k.as_bytes(), b"v").unwrap();
+        }
+        let page = |after: Option<&[u8]>, limit| s.scan_page("t", b"b/", after, limit).unwrap();
+        assert_eq!(keys(&page(None, 2)), [b"b/1", b"b/2"]);
+        assert_eq!(keys(&page(Some(b"b/2"), 5)), [b"b/3"]);
+        assert_eq!(keys(&page(Some(b"a/1"), 5)), [b"b/1", b"b/2", b"b/3"]);
+        assert!(page(Some(b"b/3"), 5).is_empty());
+        assert!(page(Some(b"z"), 5).is_empty());
+    }
+
+    #[test]
+    fn a_filtered_page_is_full_and_names_where_the_next_starts() {
+        let s = SledStorage::temporary().unwrap();
+        for i in 0..300u32 {
+            s.put("t", format!("k{i:04}").as_bytes(), &i.to_be_bytes())
+                .unwrap();
+        }
+        let even = |_: &[u8], v: &[u8]| {
+            let i = u32::from_be_bytes(v.try_into().unwrap());
+            Ok::<_, StorageError>((i % 2 == 0).then_some(i))
+        };
+        let first = page_where(s.as_ref(), "t", b"k", None, 100, even).unwrap();
+        assert_eq!(first.items, (0..200).step_by(2).collect::<Vec<_>>());
+        assert_eq!(first.next.as_deref(), Some(&b"k0198"[..]));
+        let second = page_where(s.as_ref(), "t", b"k", first.next.as_deref(), 100, even).unwrap();
+        assert_eq!(second.items, (200..300).step_by(2).collect::<Vec<_>>());
+        assert_eq!(second.next, None, "the last page names no next one");
     }
 }

@@ -260,6 +260,36 @@ impl Storage for SledStorage {
             .collect()
     }
 
+    fn scan_page(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        use std::ops::Bound;
+        let t = self.tree(tree)?;
+        let entries = match after {
+            // Seek to just past `after`; the prefix check ends the page at the prefix's end.
+            Some(after) if after >= prefix => {
+                t.range::<&[u8], _>((Bound::Excluded(after), Bound::Unbounded))
+            }
+            _ => t.scan_prefix(prefix),
+        };
+        let mut out = Vec::new();
+        for item in entries {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item.map_err(|e| engine_error(tree, e))?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k.to_vec(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     fn blobs(&self) -> &blobs::Blobs {
         &self.blobs
     }

@@ -39,7 +39,9 @@ pub use error::TransferError;
 pub use provider::{Delivery, delivered};
 pub use state::TransferState;
 pub(crate) use store::read_copy_chunk;
-pub use store::{ReceivedCopy, copies, copy, copy_chunk, delete_copy, progress};
+pub use store::{
+    ReceivedCopy, copies, copies_page, copy, copy_chunk, copy_key_agreement, delete_copy, progress,
+};
 
 /// What usage control, above this module, says about delivering under an agreement.
 pub trait DeliveryGate: Send + Sync {
@@ -103,6 +105,15 @@ impl Transfers {
     /// The received copies (consumer side), by agreement.
     pub fn copies(&self) -> Result<Vec<ReceivedCopy>, TransferError> {
         copies(self.storage.as_ref())
+    }
+
+    /// The received copies whose agreement ID comes after `after`, one page.
+    pub fn copies_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<crate::storage::Page<ReceivedCopy>, TransferError> {
+        copies_page(self.storage.as_ref(), after, limit)
     }
 }
 

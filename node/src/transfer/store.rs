@@ -82,6 +82,23 @@ pub fn copies(storage: &dyn Storage) -> Result<Vec<ReceivedCopy>, TransferError>
         .collect())
 }
 
+/// The copies whose agreement ID comes after `after`, by agreement ID, one page.
+pub fn copies_page(
+    storage: &dyn Storage,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<crate::storage::Page<ReceivedCopy>, TransferError> {
+    let after = after.map(copy_key);
+    crate::storage::page_where(storage, COPIES, b"r/", after.as_deref(), limit, |_, v| {
+        Ok::<_, TransferError>(serde_json::from_slice(v).ok())
+    })
+}
+
+/// The agreement ID of a copy's storage key (as in [`copies_page`]'s `next`).
+pub fn copy_key_agreement(key: &[u8]) -> Option<&str> {
+    std::str::from_utf8(key.strip_prefix(b"r/")?).ok()
+}
+
 /// One chunk of a received copy (`None` for a chunk not received yet).
 pub fn copy_chunk(
     storage: &dyn Storage,

@@ -112,6 +112,19 @@ pub fn deletions(storage: &dyn Storage) -> Result<Vec<Deletion>, StorageError> {
         .collect())
 }
 
+/// The deletion records whose agreement ID comes after `after`, by agreement ID, one
+/// page.
+pub fn deletions_page(
+    storage: &dyn Storage,
+    after: Option<&str>,
+    limit: usize,
+) -> Result<crate::storage::Page<Deletion>, StorageError> {
+    let after = after.map(deletion_key);
+    crate::storage::page_where(storage, USAGE, b"d/", after.as_deref(), limit, |_, v| {
+        Ok::<_, StorageError>(serde_json::from_slice(v).ok())
+    })
+}
+
 impl Usage {
     /// `f` over the agreement's policy: the compiled one (kept per agreement), or, when it
     /// no longer compiles here, the policy parsed alone (its duties still hold). `None`

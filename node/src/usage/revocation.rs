@@ -244,16 +244,21 @@ impl Usage {
             .and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
-    /// Every revocation this node made as a provider, oldest first.
-    pub fn revocations(&self) -> Result<Vec<RevocationRecord>, StorageError> {
-        let mut all: Vec<RevocationRecord> = self
-            .storage
-            .scan_prefix(REVOCATIONS, b"")?
-            .iter()
-            .filter_map(|(_, v)| serde_json::from_slice(v).ok())
-            .collect();
-        all.sort_by_key(|r| r.revoked_at);
-        Ok(all)
+    /// The revocations this node made as a provider, by consumer then agreement ID,
+    /// one page after the storage key `after`.
+    pub fn revocations_page(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<crate::storage::Page<RevocationRecord>, StorageError> {
+        crate::storage::page_where(
+            self.storage.as_ref(),
+            REVOCATIONS,
+            b"",
+            after,
+            limit,
+            |_, v| Ok::<_, StorageError>(serde_json::from_slice(v).ok()),
+        )
     }
 
     /// Whether the provider may still deliver under an agreement: not revoked, and not
@@ -286,17 +291,37 @@ impl Usage {
         Ok(())
     }
 
-    /// The revocations `caller` has not answered yet (`UsageControl.Revocations`).
-    pub fn pending_for(&self, caller: &Membership) -> Result<Vec<Envelope>, StorageError> {
+    /// The revocations `caller` has not answered yet (`UsageControl.Revocations`), one
+    /// page after the storage key `after`. A key outside the caller's own revocations
+    /// gives an empty page: one member's position never shows another's.
+    pub fn pending_for(
+        &self,
+        caller: &Membership,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<crate::storage::Page<Envelope>, StorageError> {
         let prefix = format!("{}/", caller.participant_id);
-        Ok(self
-            .storage
-            .scan_prefix(REVOCATIONS, prefix.as_bytes())?
-            .iter()
-            .filter_map(|(_, v)| serde_json::from_slice::<RevocationRecord>(v).ok())
-            .filter(|r| r.deletion_receipt.is_none())
-            .map(|r| r.revocation)
-            .collect())
+        if after.is_some_and(|a| !a.starts_with(prefix.as_bytes())) {
+            return Ok(crate::storage::Page {
+                items: Vec::new(),
+                next: None,
+            });
+        }
+        crate::storage::page_where(
+            self.storage.as_ref(),
+            REVOCATIONS,
+            prefix.as_bytes(),
+            after,
+            limit,
+            |_, v| {
+                Ok::<_, StorageError>(
+                    serde_json::from_slice::<RevocationRecord>(v)
+                        .ok()
+                        .filter(|r| r.deletion_receipt.is_none())
+                        .map(|r| r.revocation),
+                )
+            },
+        )
     }
 
     /// The write that attaches a consumer's deletion receipt to the revocation it answers,
@@ -328,6 +353,9 @@ impl Usage {
 
 // ---- consumer side ----------------------------------------------------------------
 
+/// Pages of revocations asked of one provider in one poll.
+const MAX_REVOCATION_PAGES: usize = 100;
+
 impl Usage {
     /// Asks every provider this node holds copies from for revocations, and applies them.
     pub async fn poll_revocations(&self) {
@@ -346,27 +374,41 @@ impl Usage {
                     continue;
                 }
             };
-            let answer = match self.peers.connect_member(&address, &provider).await {
-                Ok(channel) => UsageControlClient::new(channel)
-                    .revocations(RevocationsRequest {})
-                    .await
-                    .map(tonic::Response::into_inner),
+            let channel = match self.peers.connect_member(&address, &provider).await {
+                Ok(channel) => channel,
                 Err(e) => {
                     tracing::debug!(%provider, error = %e, "provider not reachable");
                     continue;
                 }
             };
-            let revocations = match answer {
-                Ok(a) => a.revocations,
-                Err(status) => {
-                    tracing::debug!(%provider, error = %status.message(), "provider did not answer");
-                    continue;
+            let mut client = UsageControlClient::new(channel);
+            let mut page_token = String::new();
+            // Bounded, so a provider that keeps answering with a next page cannot hold
+            // the poller; what is left is asked for at the next poll.
+            for _ in 0..MAX_REVOCATION_PAGES {
+                let answer = client
+                    .revocations(RevocationsRequest {
+                        page_size: 0,
+                        page_token: std::mem::take(&mut page_token),
+                    })
+                    .await
+                    .map(tonic::Response::into_inner);
+                let answer = match answer {
+                    Ok(a) => a,
+                    Err(status) => {
+                        tracing::debug!(%provider, error = %status.message(), "provider did not answer");
+                        break;
+                    }
+                };
+                for envelope in answer.revocations {
+                    if let Err(e) = self.apply_revocation(&membership, envelope.into()).await {
+                        tracing::warn!(%provider, error = %e, "a revocation could not be applied");
+                    }
                 }
-            };
-            for envelope in revocations {
-                if let Err(e) = self.apply_revocation(&membership, envelope.into()).await {
-                    tracing::warn!(%provider, error = %e, "a revocation could not be applied");
+                if answer.next_page_token.is_empty() {
+                    break;
                 }
+                page_token = answer.next_page_token;
             }
         }
     }

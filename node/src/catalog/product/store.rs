@@ -56,6 +56,60 @@ impl ProductStore {
             .collect()
     }
 
+    /// The versions of a product after the storage key `after`, oldest first, one page.
+    pub fn versions_page(
+        &self,
+        product_id: &str,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<crate::storage::Page<ProductVersion>, ProductError> {
+        let mut prefix = product_id.as_bytes().to_vec();
+        prefix.push(0);
+        crate::storage::page_where(
+            self.storage.as_ref(),
+            PRODUCTS,
+            &prefix,
+            after,
+            limit,
+            |_, v| decode(v).map(Some),
+        )
+    }
+
+    /// The latest version of at most `limit` products (at least one) whose ID comes
+    /// after `after`, by product ID, and whether more products follow.
+    pub fn list_page(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<ProductVersion>, bool), ProductError> {
+        const BATCH: usize = 256;
+        let limit = limit.max(1);
+        let mut out: Vec<ProductVersion> = Vec::new();
+        // Past every version of the product `after`.
+        let mut position = after.map(|id| product_key(id, u32::MAX));
+        loop {
+            let entries = self
+                .storage
+                .scan_page(PRODUCTS, b"", position.as_deref(), BATCH)?;
+            let full = entries.len() == BATCH;
+            for (key, value) in entries {
+                let p = decode(&value)?;
+                let same = out.last().is_some_and(|l| l.product_id == p.product_id);
+                if same {
+                    *out.last_mut().expect("checked") = p;
+                } else if out.len() == limit {
+                    return Ok((out, true));
+                } else {
+                    out.push(p);
+                }
+                position = Some(key);
+            }
+            if !full {
+                return Ok((out, false));
+            }
+        }
+    }
+
     /// The latest version of every product, ordered by product ID.
     pub fn list(&self) -> Result<Vec<ProductVersion>, ProductError> {
         let mut out: Vec<ProductVersion> = Vec::new();
