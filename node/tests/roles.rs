@@ -276,7 +276,7 @@ async fn every_peer_entry_point_needs_the_caller_s_member_role() {
             "provider",
             done(
                 UsageControlClient::new(as_provider.clone())
-                    .revocations(RevocationsRequest {})
+                    .revocations(RevocationsRequest::default())
                     .await,
             ),
         ),
