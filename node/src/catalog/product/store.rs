@@ -379,8 +379,8 @@ mod tests {
         let mut up = store.begin(new_version(Format::Bytes)).unwrap();
         let dir = format!("{PAYLOADS}/{}", up.product_id());
         up.write(&vec![1u8; CHUNK_SIZE * 2]).unwrap();
-        // A crash: no finish, no abort.
-        drop(up);
+        // A crash: no finish, and the process gone before the upload is dropped.
+        std::mem::forget(up);
         // And a crash after the rename, before the record: a payload nothing names.
         let orphan = store.begin(new_version(Format::Bytes)).unwrap();
         let orphan_dir = format!("{PAYLOADS}/{}", orphan.product_id());
@@ -388,7 +388,7 @@ mod tests {
             .blobs()
             .rename(&orphan.unfinished, &format!("{orphan_dir}/v1"))
             .unwrap();
-        drop(orphan);
+        std::mem::forget(orphan);
         // And chunks a node before payload files left in the database.
         storage
             .put(CHUNKS, &chunk_key("prd-old", 1, 0), b"x")
