@@ -10,6 +10,7 @@ use tracing::Instrument as _;
 
 use super::caller::peer_caller;
 use super::errors::{StatusStream, into_status, status_stream};
+use super::peer_envelope;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
 use liutong_proto::v1::transfer_server::Transfer;
@@ -20,6 +21,8 @@ use liutong_proto::v1::{
 
 pub struct TransferService {
     pub transfers: Arc<Transfers>,
+    /// `limits.max_envelope_signatures`.
+    pub max_signatures: usize,
 }
 
 #[tonic::async_trait]
@@ -56,8 +59,9 @@ impl Transfer for TransferService {
             .into_inner()
             .receipt
             .ok_or_else(|| Status::invalid_argument("receipt: the signed receipt is missing"))?;
+        let receipt = peer_envelope(receipt, "receipt", self.max_signatures)?;
         self.transfers
-            .receive_receipt(&caller, receipt.into())
+            .receive_receipt(&caller, receipt)
             .await
             .map_err(into_status)?;
         Ok(Response::new(ReceiptResponse {
