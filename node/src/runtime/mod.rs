@@ -41,7 +41,7 @@ use crate::service::{self, PeerAuthenticator};
 use crate::storage::{SledStorage, Storage, StorageError};
 use crate::telemetry::{RpcLayer, Telemetry, TelemetryError};
 use crate::tls::auth::{AuthLayer, ChainVerifier, RefusalHook};
-use crate::tls::{self, TlsError, TlsIdentity};
+use crate::tls::{self, ConnectionLimits, TlsError, TlsIdentity};
 use crate::transfer::Transfers;
 use crate::trust::{TrustError, TrustStore};
 use crate::usage::Usage;
@@ -385,17 +385,23 @@ impl RunningNode {
         );
 
         let mut stop_peer = signal.clone();
-        let peer =
-            tokio::spawn(peer_router.serve_with_incoming_shutdown(
-                tls::incoming(peer_listener, peer_tls),
-                async move { stop_peer.fired().await },
-            ));
+        let peer = tokio::spawn(peer_router.serve_with_incoming_shutdown(
+            tls::incoming(
+                peer_listener,
+                peer_tls,
+                ConnectionLimits::of(&node.config.limits),
+            ),
+            async move { stop_peer.fired().await },
+        ));
         let mut stop_admin = signal.clone();
-        let admin =
-            tokio::spawn(admin_router.serve_with_incoming_shutdown(
-                tls::incoming(admin_listener, admin_tls),
-                async move { stop_admin.fired().await },
-            ));
+        let admin = tokio::spawn(admin_router.serve_with_incoming_shutdown(
+            tls::incoming(
+                admin_listener,
+                admin_tls,
+                ConnectionLimits::of(&node.config.limits),
+            ),
+            async move { stop_admin.fired().await },
+        ));
         let mut servers = vec![("peer API", peer), ("local API", admin)];
         let mut health_addr = None;
         if let Some(listener) = health_listener {
