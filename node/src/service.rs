@@ -41,6 +41,7 @@ use tonic_health::server::HealthService;
 use tower::layer::util::{Identity, Stack};
 
 use crate::base::VERSION;
+use crate::config::Limits;
 use crate::health::NodeHealth;
 use crate::identity::{Membership, NodeIdentity};
 use crate::local::LocalAuthenticator;
@@ -131,6 +132,20 @@ fn defining(
     Ok(set)
 }
 
+/// A gRPC server with the HTTP/2 limits of `[limits]`: at most `max_concurrent_streams`
+/// calls per connection (a client opening more waits), `stream_window_bytes` of
+/// flow-control window per call and twice that per connection (what a client may send
+/// before the node reads it), and keepalive pings that close a connection whose peer
+/// no longer answers. Messages larger than `max_message_bytes` are refused per service.
+fn server(limits: &Limits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.stream_window_bytes.saturating_mul(2))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_interval))
+}
+
 /// What [`peer_router`] serves besides reflection: all that its reflection lists.
 const PEER_SERVICES: &[&str] = &[
     <HealthServer<HealthService> as NamedService>::NAME,
@@ -171,11 +186,10 @@ pub struct LocalServices {
 }
 
 /// The peer API router: telemetry outermost (refusals are counted too), then
-/// authentication. Its health service answers from `health`. `limit` is
-/// `limits.max_message_bytes`.
+/// authentication. Its health service answers from `health`.
 pub fn peer_router(
     services: PeerServices,
-    limit: usize,
+    limits: &Limits,
     telemetry: RpcLayer,
     auth: AuthLayer<PeerAuthenticator>,
     health: &NodeHealth,
@@ -183,7 +197,8 @@ pub fn peer_router(
     // The descriptor sets are compiled into the binary; they always parse.
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(PEER_SERVICES).expect("embedded descriptor sets are valid");
-    Server::builder()
+    let limit = limits.max_message_bytes;
+    server(limits)
         .layer(telemetry)
         .layer(auth)
         .add_service(health.service())
@@ -234,13 +249,14 @@ pub fn peer_router(
 /// The local API router, layered like the peer API's.
 pub fn admin_router(
     services: LocalServices,
-    limit: usize,
+    limits: &Limits,
     telemetry: RpcLayer,
     auth: AuthLayer<LocalAuthenticator>,
 ) -> Router<Stack<AuthLayer<LocalAuthenticator>, Stack<RpcLayer, Identity>>> {
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(LOCAL_SERVICES).expect("embedded descriptor sets are valid");
-    Server::builder()
+    let limit = limits.max_message_bytes;
+    server(limits)
         .layer(telemetry)
         .layer(auth)
         .add_service(reflection_v1)

@@ -1,11 +1,16 @@
-//! Transport limits against a hostile member: envelopes padded with signatures and TLS
-//! connections that never present a certificate, each driving real nodes over loopback.
+//! Transport limits against a hostile member: envelopes padded with signatures, TLS
+//! connections that never present a certificate, and transfer streams that are never
+//! read. Each test drives real nodes over loopback; the last one measures a real
+//! `liutong serve` process's resident memory.
 
 mod common;
+mod process;
 
+use std::io::BufRead as _;
+use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::*;
 use liutong_node::config::NodeConfig;
@@ -14,9 +19,11 @@ use liutong_node::identity::envelope::Signature;
 use liutong_node::identity::{Envelope, MemberRole};
 use liutong_node::tls::{self, ExpectedServer};
 use liutong_proto::v1::negotiation_client::NegotiationClient;
-use liutong_proto::v1::{DescribeRequest, GetNegotiationRequest, NegotiationRequest};
+use liutong_proto::v1::transfer_client::TransferClient;
+use liutong_proto::v1::{DescribeRequest, GetNegotiationRequest, NegotiationRequest, PullRequest};
 use tokio::io::AsyncReadExt as _;
 use tokio::net::TcpStream;
+use tokio_stream::StreamExt as _;
 use tonic::Code;
 
 const ROLES: &[MemberRole] = &[MemberRole::Provider, MemberRole::Consumer];
@@ -223,4 +230,202 @@ async fn connections_without_a_certificate_are_closed() {
         1,
         "the member's connection was closed"
     );
+}
+
+/// A `liutong serve` process, killed when dropped.
+struct Serving(Child);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Serving {
+    /// Starts `liutong serve` on `config` and waits until it says it serves, starting it
+    /// again while the ports or the database of the node stopped before are not free.
+    fn start(config: &std::path::Path) -> Self {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            match Self::try_start(config, deadline) {
+                Ok(serving) => return serving,
+                Err(said) if Instant::now() < deadline => {
+                    eprintln!("liutong serve did not start yet: {said}");
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(said) => panic!("liutong serve did not start serving:\n{said}"),
+            }
+        }
+    }
+
+    fn try_start(config: &std::path::Path, deadline: Instant) -> Result<Self, String> {
+        let mut child = process::command(&["serve", "--config", process::arg(config)])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start liutong serve");
+        let stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                let _ = tx.send(line);
+            }
+        });
+        let mut serving = Self(child);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if line.contains("serving:") => break,
+                Ok(_) => {}
+                Err(_) => {
+                    let _ = serving.0.kill();
+                    let _ = serving.0.wait();
+                    let mut said = String::new();
+                    let _ = std::io::Read::read_to_string(&mut stderr, &mut said);
+                    return Err(said);
+                }
+            }
+        }
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in rx {});
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        Ok(serving)
+    }
+
+    /// Resident memory of the process, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status");
+        kib * 1024
+    }
+
+    /// Resident memory once it stops changing by more than 1 MiB between samples
+    /// (or after a bounded number of samples).
+    async fn settled_rss(&self) -> u64 {
+        let mut last = self.rss();
+        for _ in 0..50 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let now = self.rss();
+            if now.abs_diff(last) < (1 << 20) {
+                return now;
+            }
+            last = now;
+        }
+        last
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_streams_that_are_never_read_keep_memory_bounded() {
+    const STREAMS: usize = 200;
+    const PER_CONNECTION: u32 = 32;
+    let space = DataSpace::start().await;
+    let (provider, consumer) = provider_and_consumer(&space, |c| {
+        c.limits.max_concurrent_streams = PER_CONNECTION;
+    })
+    .await;
+    // 16 chunks of 1 MiB: far more than a stream may hold.
+    let product = publish(
+        &provider,
+        &csv_of((16 << 20) - 4096),
+        "Trips",
+        "general-2",
+        "csv",
+        OPEN_POLICY,
+    )
+    .await
+    .expect("publish");
+    let contract = consumer
+        .request_contract(&provider, &product.offer_id, "research")
+        .await
+        .expect("agreement");
+    assert_eq!(contract.state, "FINALIZED");
+    let agreement = contract.agreement_id;
+
+    // The provider again, as its own `liutong serve` process.
+    let addr = provider.peer_addr();
+    let config_path = provider.config_path();
+    let _stopped = provider.stop().await;
+    let serving = Serving::start(&config_path);
+
+    let channel = peer_channel(addr, Some(&consumer.identity), consumer.roots()).await;
+    let mut client = TransferClient::new(channel.clone());
+    // One pull read to its end, so what a delivery allocates once is in the baseline.
+    let mut whole = client
+        .pull(PullRequest {
+            agreement_id: agreement.clone(),
+            from_chunk: 0,
+        })
+        .await
+        .expect("pull")
+        .into_inner();
+    let mut parts = 0;
+    while let Some(part) = whole.next().await {
+        part.expect("a part of the delivery");
+        parts += 1;
+    }
+    assert_eq!(parts, 17, "the manifest and 16 chunks");
+    let before = serving.settled_rss().await;
+
+    // STREAMS pulls on one connection, none of them read.
+    let started = Arc::new(AtomicUsize::new(0));
+    let mut held = Vec::new();
+    for _ in 0..STREAMS {
+        let mut client = TransferClient::new(channel.clone());
+        let (agreement, started) = (agreement.clone(), started.clone());
+        held.push(tokio::spawn(async move {
+            // A pull that fails never counts as started.
+            let Ok(stream) = client
+                .pull(PullRequest {
+                    agreement_id: agreement,
+                    from_chunk: 0,
+                })
+                .await
+            else {
+                return;
+            };
+            started.fetch_add(1, Ordering::SeqCst);
+            // Held open, never read, until the test ends.
+            std::future::pending::<()>().await;
+            drop(stream);
+        }));
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), || {
+            let started = started.clone();
+            async move { started.load(Ordering::SeqCst) >= PER_CONNECTION as usize }
+        })
+        .await,
+        "the first {PER_CONNECTION} pulls did not start"
+    );
+    let after = serving.settled_rss().await;
+
+    // Unbounded, each stream held about 8 MiB of chunks queued for the consumer;
+    // bounded, about two chunks (the one being sent and the next), plus what the
+    // allocator keeps.
+    let growth = after.saturating_sub(before);
+    eprintln!(
+        "provider resident memory: {} MiB before, {} MiB with {STREAMS} unread pulls",
+        before >> 20,
+        after >> 20
+    );
+    let bound = u64::from(PER_CONNECTION) * (6 << 20);
+    assert!(
+        growth < bound,
+        "the provider grew by {} MiB for {STREAMS} unread pulls, more than {} MiB",
+        growth >> 20,
+        bound >> 20
+    );
+    // Streams over the per-connection limit wait for one to end, as HTTP/2 does.
+    assert_eq!(started.load(Ordering::SeqCst), PER_CONNECTION as usize);
+    for task in held {
+        task.abort();
+    }
 }

@@ -367,10 +367,10 @@ impl RunningNode {
         });
         let peer_tls = tls::server_config(&node.tls_identity, &node.data_space_roots)?;
         let health = NodeHealth::serving().await;
-        let limit = node.config.limits.max_message_bytes;
+        let limits = &node.config.limits;
         let peer_router = service::peer_router(
             node.peer_services(),
-            limit,
+            limits,
             RpcLayer::new(node.telemetry.clone(), "peer"),
             AuthLayer::new(peer_auth).with_refusal_hook(refusal_alert(&node.alerts, "peer API")),
             &health,
@@ -379,27 +379,19 @@ impl RunningNode {
         let admin_tls = local::server_config(&node.config)?;
         let admin_router = service::admin_router(
             node.local_services(),
-            limit,
+            limits,
             RpcLayer::new(node.telemetry.clone(), "local"),
             AuthLayer::new(admin_auth).with_refusal_hook(refusal_alert(&node.alerts, "local API")),
         );
 
         let mut stop_peer = signal.clone();
         let peer = tokio::spawn(peer_router.serve_with_incoming_shutdown(
-            tls::incoming(
-                peer_listener,
-                peer_tls,
-                ConnectionLimits::of(&node.config.limits),
-            ),
+            tls::incoming(peer_listener, peer_tls, ConnectionLimits::of(limits)),
             async move { stop_peer.fired().await },
         ));
         let mut stop_admin = signal.clone();
         let admin = tokio::spawn(admin_router.serve_with_incoming_shutdown(
-            tls::incoming(
-                admin_listener,
-                admin_tls,
-                ConnectionLimits::of(&node.config.limits),
-            ),
+            tls::incoming(admin_listener, admin_tls, ConnectionLimits::of(limits)),
             async move { stop_admin.fired().await },
         ));
         let mut servers = vec![("peer API", peer), ("local API", admin)];

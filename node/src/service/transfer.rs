@@ -4,12 +4,13 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::caller::peer_caller;
-use super::errors::{StatusStream, into_status, status_stream};
+use super::errors::{StatusStream, into_status};
 use super::peer_envelope;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
@@ -43,11 +44,10 @@ impl Transfer for TransferService {
             .start_delivery(&caller, &agreement_id, from_chunk)
             .await
             .map_err(into_status)?;
-        let (tx, rx) = mpsc::channel(4);
-        self.transfers
-            .clone()
-            .spawn_delivery(delivery, from_chunk, tx);
-        Ok(Response::new(status_stream(rx)))
+        let chunks = self.transfers.clone().delivery_stream(delivery, from_chunk);
+        Ok(Response::new(Box::pin(
+            chunks.map(|item| item.map_err(into_status)),
+        )))
     }
 
     async fn receipt(

@@ -36,7 +36,7 @@ mod receipts;
 pub mod state;
 mod store;
 pub use error::TransferError;
-pub use provider::Delivery;
+pub use provider::{Delivery, DeliveryStream};
 pub use state::TransferState;
 pub(crate) use store::read_copy_chunk;
 pub use store::{ReceivedCopy, copies, copy, copy_chunk, delete_copy, progress};
