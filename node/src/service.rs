@@ -21,6 +21,7 @@ pub mod audit;
 mod caller;
 pub mod catalog;
 pub mod contract;
+mod envelopes;
 pub mod errors;
 pub mod ops;
 pub mod query;
@@ -276,21 +277,6 @@ pub fn admin_router(
                 .max_decoding_message_size(limit)
                 .max_encoding_message_size(limit),
         )
-}
-
-/// A signed envelope a peer sent in the message field `field`, refused with
-/// `INVALID_ARGUMENT` when it carries more than `limit` signatures
-/// (`limits.max_envelope_signatures`), before any of them is verified.
-fn peer_envelope(
-    envelope: liutong_proto::v1::Envelope,
-    field: &str,
-    limit: usize,
-) -> Result<crate::identity::Envelope, Status> {
-    let envelope = crate::identity::Envelope::from(envelope);
-    envelope
-        .check_signature_count(field, limit)
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
-    Ok(envelope)
 }
 
 /// `Node.Describe` on the peer API.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::caller::peer_caller;
+use super::envelopes::peer_envelope;
 use super::errors::into_status;
-use super::peer_envelope;
 use crate::contract::Contracts;
 use liutong_proto::v1::negotiation_server::Negotiation;
 use liutong_proto::v1::{

@@ -10,8 +10,8 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::caller::peer_caller;
+use super::envelopes::peer_envelope;
 use super::errors::{StatusStream, into_status};
-use super::peer_envelope;
 use crate::telemetry::Metrics;
 use crate::transfer::{TransferState, Transfers};
 use liutong_proto::v1::transfer_server::Transfer;

@@ -112,7 +112,7 @@ impl UsageControl for UsageControlService {
             .into_inner()
             .message
             .ok_or_else(|| Status::invalid_argument("message: the signed message is missing"))?;
-        let message = super::peer_envelope(message, "message", self.max_signatures)?;
+        let message = super::envelopes::peer_envelope(message, "message", self.max_signatures)?;
         self.usage
             .receive_notice(&caller, message)
             .await
