@@ -226,10 +226,10 @@ impl Transfers {
 /// chunk that cannot be read ends it with its error.
 ///
 /// Nothing is read ahead into a queue: the next chunk is read when the HTTP/2 layer
-/// polls for it, which it does once it has taken the previous one (and, under flow
-/// control, only once the consumer has opened its window). A consumer that stops
-/// reading therefore holds about two chunks of the provider's memory per stream (the
-/// one being sent and the next), however large the product.
+/// polls for it, which it does once it has handed the previous one to the connection,
+/// and that waits for the consumer's flow-control window. A consumer that stops reading
+/// therefore holds about two chunks of the provider's memory per stream (the one being
+/// sent and the next), however large the product.
 pub struct DeliveryStream {
     transfers: Arc<Transfers>,
     agreement: Arc<Agreement>,
