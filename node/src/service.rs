@@ -21,6 +21,7 @@ pub mod audit;
 mod caller;
 pub mod catalog;
 pub mod contract;
+mod envelopes;
 pub mod errors;
 pub mod limits;
 pub mod ops;
@@ -43,6 +44,7 @@ use tonic_health::server::HealthService;
 use tower::layer::util::{Identity, Stack};
 
 use crate::base::VERSION;
+use crate::config::Limits;
 use crate::health::NodeHealth;
 use crate::identity::{Membership, NodeIdentity};
 use crate::local::LocalAuthenticator;
@@ -134,6 +136,20 @@ fn defining(
     Ok(set)
 }
 
+/// A gRPC server with the HTTP/2 limits of `[limits]`: at most `max_concurrent_streams`
+/// calls per connection (a client opening more waits), `stream_window_bytes` of
+/// flow-control window per call and twice that per connection (what a client may send
+/// before the node reads it), and keepalive pings that close a connection whose peer
+/// no longer answers. Messages larger than `max_message_bytes` are refused per service.
+fn server(limits: &Limits) -> Server {
+    Server::builder()
+        .max_concurrent_streams(limits.max_concurrent_streams)
+        .initial_stream_window_size(limits.stream_window_bytes)
+        .initial_connection_window_size(limits.stream_window_bytes.saturating_mul(2))
+        .http2_keepalive_interval(Some(limits.keepalive_interval))
+        .http2_keepalive_timeout(Some(limits.keepalive_interval))
+}
+
 /// What [`peer_router`] serves besides reflection: all that its reflection lists.
 const PEER_SERVICES: &[&str] = &[
     <HealthServer<HealthService> as NamedService>::NAME,
@@ -187,19 +203,20 @@ pub type LocalLayers =
 /// `limits.max_message_bytes`.
 pub fn peer_router(
     services: PeerServices,
-    limit: usize,
+    limits: &Limits,
     telemetry: RpcLayer,
     auth: AuthLayer<PeerAuthenticator>,
-    limits: LimitsLayer,
+    member_limits: LimitsLayer,
     health: &NodeHealth,
 ) -> Router<PeerLayers> {
     // The descriptor sets are compiled into the binary; they always parse.
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(PEER_SERVICES).expect("embedded descriptor sets are valid");
-    Server::builder()
+    let limit = limits.max_message_bytes;
+    server(limits)
         .layer(telemetry)
         .layer(auth)
-        .layer(limits)
+        .layer(member_limits)
         .add_service(health.service())
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -248,17 +265,18 @@ pub fn peer_router(
 /// The local API router, layered like the peer API's.
 pub fn admin_router(
     services: LocalServices,
-    limit: usize,
+    limits: &Limits,
     telemetry: RpcLayer,
     auth: AuthLayer<LocalAuthenticator>,
-    limits: LimitsLayer,
+    member_limits: LimitsLayer,
 ) -> Router<LocalLayers> {
     let (reflection_v1, reflection_v1alpha) =
         reflection_services(LOCAL_SERVICES).expect("embedded descriptor sets are valid");
-    Server::builder()
+    let limit = limits.max_message_bytes;
+    server(limits)
         .layer(telemetry)
         .layer(auth)
-        .layer(limits)
+        .layer(member_limits)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(

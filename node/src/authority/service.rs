@@ -59,7 +59,7 @@ pub async fn serve(
         validity,
     };
     let (shutdown, mut stop) = tokio::sync::watch::channel(false);
-    let incoming = tls::incoming(listener, server_config);
+    let incoming = tls::incoming(listener, server_config, tls::ConnectionLimits::default());
     let task = tokio::spawn(
         tonic::transport::Server::builder()
             .layer(AuthLayer::new(auth))

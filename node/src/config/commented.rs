@@ -83,6 +83,7 @@ impl NodeConfig {
             l.refusals_recorded_per_window,
             humantime::format_duration(l.refusal_window)
         ));
+        self.write_transport_limits(&mut out);
         out.push_str(
             "\n[guardrails]\n\
              # Node-wide limits above every product policy. Core data (核心数据) is never\n\
@@ -164,6 +165,55 @@ impl NodeConfig {
 }
 
 impl NodeConfig {
+    fn write_transport_limits(&self, out: &mut String) {
+        let l = &self.limits;
+        out.push_str(
+            "# Signatures one signed message from a peer may carry; more are refused\n\
+             # (INVALID_ARGUMENT) before any is checked.\n",
+        );
+        out.push_str(&format!(
+            "max_envelope_signatures = {}\n",
+            l.max_envelope_signatures
+        ));
+        out.push_str(
+            "# Concurrent calls (HTTP/2 streams) per connection; a client opening more\n\
+             # waits until one ends.\n",
+        );
+        out.push_str(&format!(
+            "max_concurrent_streams = {}\n",
+            l.max_concurrent_streams
+        ));
+        out.push_str(
+            "# HTTP/2 flow-control window per call, in bytes: what a peer may send before\n\
+             # the node reads it, and about what the node holds for a peer that stops reading.\n",
+        );
+        out.push_str(&format!(
+            "stream_window_bytes = {}\n",
+            l.stream_window_bytes
+        ));
+        out.push_str("# A TLS handshake not finished within this time is dropped.\n");
+        out.push_str(&format!(
+            "handshake_timeout = \"{}\"\n",
+            humantime::format_duration(l.handshake_timeout)
+        ));
+        out.push_str(
+            "# A connection without a client certificate is closed after this time (its\n\
+             # calls are all refused with UNAUTHENTICATED).\n",
+        );
+        out.push_str(&format!(
+            "no_certificate_timeout = \"{}\"\n",
+            humantime::format_duration(l.no_certificate_timeout)
+        ));
+        out.push_str(
+            "# HTTP/2 keepalive: an idle connection is pinged at this interval and closed\n\
+             # if the peer does not answer within the same time.\n",
+        );
+        out.push_str(&format!(
+            "keepalive_interval = \"{}\"\n",
+            humantime::format_duration(l.keepalive_interval)
+        ));
+    }
+
     fn write_telemetry(&self, out: &mut String) {
         let t = &self.telemetry;
         out.push_str(

@@ -94,6 +94,13 @@ impl NodeConfig {
             path: path.to_owned(),
             message: e.to_string(),
         })?;
+        config
+            .limits
+            .check_transport()
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
         let base = path.parent().unwrap_or(Path::new("."));
         config.base_dir = if base.as_os_str().is_empty() {
             PathBuf::from(".")

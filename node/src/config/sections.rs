@@ -65,6 +65,31 @@ pub struct Limits {
     /// limits raises the `member_limits` alert at most.
     #[serde(with = "humantime_serde", default = "default_refusal_window")]
     pub refusal_window: Duration,
+    // Transport limits: what one connection or one signed message may cost the node.
+    /// Signatures one envelope from a peer may carry. More are refused before any is
+    /// verified, so a message padded with signatures cannot buy CPU time.
+    #[serde(default = "default_max_envelope_signatures")]
+    pub max_envelope_signatures: usize,
+    /// Concurrent HTTP/2 streams (calls) per connection; a client opening more waits
+    /// until one ends.
+    #[serde(default = "default_max_concurrent_streams")]
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 flow-control window of each stream, in bytes: how much a peer may send
+    /// the node on one call before the node reads it, and the largest part of a
+    /// response held for a peer that does not read.
+    #[serde(default = "default_stream_window")]
+    pub stream_window_bytes: u32,
+    /// How long a TLS handshake may take before the connection is closed.
+    #[serde(with = "humantime_serde", default = "default_handshake_timeout")]
+    pub handshake_timeout: Duration,
+    /// How long a connection that presented no client certificate is kept open: long
+    /// enough to be told why every call is refused, not long enough to hold a socket.
+    #[serde(with = "humantime_serde", default = "default_no_certificate_timeout")]
+    pub no_certificate_timeout: Duration,
+    /// Interval of HTTP/2 keepalive pings on an idle connection; a peer that does not
+    /// answer one within the same time is disconnected.
+    #[serde(with = "humantime_serde", default = "default_keepalive_interval")]
+    pub keepalive_interval: Duration,
 }
 
 /// Node-wide limits above every product policy (classification and grading).
@@ -223,6 +248,41 @@ pub struct Development {
     pub authority_dir: PathBuf,
 }
 
+/// The HTTP/2 bounds of a flow-control window (RFC 9113, 6.9.2).
+const WINDOW_RANGE: std::ops::RangeInclusive<u32> = 65_535..=(1 << 31) - 1;
+
+impl Limits {
+    /// Refuses transport limits that would stop the node from working at all.
+    pub fn check_transport(&self) -> Result<(), String> {
+        let most = crate::identity::envelope::MAX_SIGNATURES;
+        if !(1..=most).contains(&self.max_envelope_signatures) {
+            return Err(format!(
+                "limits.max_envelope_signatures must be between 1 and {most}"
+            ));
+        }
+        if self.max_concurrent_streams == 0 {
+            return Err("limits.max_concurrent_streams must be at least 1".into());
+        }
+        if !WINDOW_RANGE.contains(&self.stream_window_bytes) {
+            return Err(format!(
+                "limits.stream_window_bytes must be between {} and {}",
+                WINDOW_RANGE.start(),
+                WINDOW_RANGE.end()
+            ));
+        }
+        for (key, d) in [
+            ("handshake_timeout", self.handshake_timeout),
+            ("no_certificate_timeout", self.no_certificate_timeout),
+            ("keepalive_interval", self.keepalive_interval),
+        ] {
+            if d.is_zero() {
+                return Err(format!("limits.{key} must be longer than 0s"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {
@@ -232,6 +292,12 @@ impl Default for Limits {
             streams_per_member: default_streams_per_member(),
             refusals_recorded_per_window: default_refusals_per_window(),
             refusal_window: default_refusal_window(),
+            max_envelope_signatures: default_max_envelope_signatures(),
+            max_concurrent_streams: default_max_concurrent_streams(),
+            stream_window_bytes: default_stream_window(),
+            handshake_timeout: default_handshake_timeout(),
+            no_certificate_timeout: default_no_certificate_timeout(),
+            keepalive_interval: default_keepalive_interval(),
         }
     }
 }
@@ -265,5 +331,29 @@ fn default_refusals_per_window() -> u32 {
 }
 
 fn default_refusal_window() -> Duration {
+    Duration::from_secs(60)
+}
+
+fn default_max_envelope_signatures() -> usize {
+    4
+}
+
+fn default_max_concurrent_streams() -> u32 {
+    32
+}
+
+fn default_stream_window() -> u32 {
+    1 << 20
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_no_certificate_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_keepalive_interval() -> Duration {
     Duration::from_secs(60)
 }

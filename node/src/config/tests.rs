@@ -191,3 +191,56 @@ fn guardrail_regions_are_checked_when_loading() {
     let msg = load_text(&with("important_regions = [\"190000\"]"));
     assert!(msg.contains("\"190000\" starts with 19"), "{msg}");
 }
+
+#[test]
+fn transport_limits_load_back_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let mut config = sample();
+    config.limits.max_envelope_signatures = 2;
+    config.limits.max_concurrent_streams = 8;
+    config.limits.stream_window_bytes = 262_144;
+    config.limits.handshake_timeout = Duration::from_secs(3);
+    config.limits.no_certificate_timeout = Duration::from_millis(1500);
+    config.limits.keepalive_interval = Duration::from_secs(20);
+    std::fs::write(&path, config.to_commented_toml()).unwrap();
+    let loaded = NodeConfig::load(&path).unwrap();
+    assert_eq!(loaded.limits.max_envelope_signatures, 2);
+    assert_eq!(loaded.limits.max_concurrent_streams, 8);
+    assert_eq!(loaded.limits.stream_window_bytes, 262_144);
+    assert_eq!(loaded.limits.handshake_timeout, Duration::from_secs(3));
+    assert_eq!(
+        loaded.limits.no_certificate_timeout,
+        Duration::from_millis(1500)
+    );
+    assert_eq!(loaded.limits.keepalive_interval, Duration::from_secs(20));
+
+    // Limits that would stop the node from working are refused by name.
+    let good = sample().to_commented_toml();
+    for (from, to, named) in [
+        (
+            "max_envelope_signatures = 4",
+            "max_envelope_signatures = 0",
+            "limits.max_envelope_signatures must be between 1 and 16",
+        ),
+        (
+            "max_concurrent_streams = 32",
+            "max_concurrent_streams = 0",
+            "limits.max_concurrent_streams must be at least 1",
+        ),
+        (
+            "stream_window_bytes = 1048576",
+            "stream_window_bytes = 1000",
+            "limits.stream_window_bytes must be between 65535 and 2147483647",
+        ),
+        (
+            "no_certificate_timeout = \"10s\"",
+            "no_certificate_timeout = \"0s\"",
+            "limits.no_certificate_timeout must be longer than 0s",
+        ),
+    ] {
+        assert!(good.contains(from), "{from} not in the default file");
+        let msg = load_text(&good.replace(from, to));
+        assert!(msg.contains(named), "{msg}");
+    }
+}

@@ -28,6 +28,11 @@ pub struct Signature {
     pub sig: Vec<u8>,
 }
 
+/// The most signatures [`Envelope::verify`] considers: an envelope carrying more is
+/// refused unchecked, so verifying one costs at most this many signature checks however
+/// it was padded. `limits.max_envelope_signatures` refuses smaller counts at the edge.
+pub const MAX_SIGNATURES: usize = 16;
+
 /// Why an envelope was not accepted.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -38,6 +43,13 @@ pub enum EnvelopeError {
         "envelope carries no valid signature by key {key_id}: it was altered or signed by another key"
     )]
     BadSignature { key_id: String },
+    #[error("{field}.signatures: {found} signatures, at most {limit} are accepted")]
+    TooManySignatures {
+        /// The message field that carried the envelope.
+        field: String,
+        found: usize,
+        limit: usize,
+    },
     #[error("envelope payload is not a valid {payload_type}: {reason}")]
     Payload {
         payload_type: String,
@@ -73,8 +85,24 @@ impl Envelope {
         });
     }
 
-    /// Checks that `key` signed this envelope. Signatures by other keys are ignored.
+    /// Refuses an envelope, received in the message field `field`, that carries more than
+    /// `limit` signatures. Call it on what a peer sent before anything is verified.
+    pub fn check_signature_count(&self, field: &str, limit: usize) -> Result<(), EnvelopeError> {
+        let found = self.signatures.len();
+        if found > limit {
+            return Err(EnvelopeError::TooManySignatures {
+                field: field.to_owned(),
+                found,
+                limit,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks that `key` signed this envelope. Signatures by other keys are ignored; an
+    /// envelope with more than [`MAX_SIGNATURES`] is refused before any is checked.
     pub fn verify(&self, key: &PublicKey) -> Result<(), EnvelopeError> {
+        self.check_signature_count("envelope", MAX_SIGNATURES)?;
         let message = pae(&self.payload_type, &self.payload);
         let key_id = key.key_id();
         let ok = self
@@ -219,6 +247,31 @@ mod tests {
 
         let other = SigningKey::generate().unwrap();
         assert!(env.verify(&other.public_key()).is_err());
+    }
+
+    #[test]
+    fn padded_envelope_is_refused_before_verification() {
+        let key = SigningKey::generate().unwrap();
+        let mut env = Envelope::sign("t", b"x".to_vec(), &key);
+        let bogus = Signature {
+            keyid: key.public_key().key_id(),
+            sig: vec![0; 64],
+        };
+        // The valid signature last: checking every one would find it.
+        env.signatures
+            .splice(0..0, std::iter::repeat_n(bogus, MAX_SIGNATURES));
+        assert!(matches!(
+            env.verify(&key.public_key()),
+            Err(EnvelopeError::TooManySignatures { found, limit: MAX_SIGNATURES, .. })
+                if found == MAX_SIGNATURES + 1
+        ));
+        let err = env.check_signature_count("request", 4).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "request.signatures: 17 signatures, at most 4 are accepted"
+        );
+        env.signatures.drain(..MAX_SIGNATURES - 1);
+        env.verify(&key.public_key()).unwrap();
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::service::{self, PeerAuthenticator};
 use crate::storage::{SledStorage, Storage, StorageError};
 use crate::telemetry::{RpcLayer, Telemetry, TelemetryError};
 use crate::tls::auth::{AuthLayer, ChainVerifier, RefusalHook};
-use crate::tls::{self, TlsError, TlsIdentity};
+use crate::tls::{self, ConnectionLimits, TlsError, TlsIdentity};
 use crate::transfer::Transfers;
 use crate::trust::{TrustError, TrustStore};
 use crate::usage::Usage;
@@ -394,47 +394,45 @@ impl RunningNode {
         });
         let peer_tls = tls::server_config(&node.tls_identity, &node.data_space_roots)?;
         let health = NodeHealth::serving().await;
-        let limit = node.config.limits.max_message_bytes;
-        let refusals = Arc::new(RefusalLog::new(node.audit.clone(), &node.config.limits));
-        let limits = LimitsLayer::new(&node.config.limits, refusals.clone(), node.alerts.clone());
+        let limits = &node.config.limits;
+        let refusals = Arc::new(RefusalLog::new(node.audit.clone(), limits));
+        let member_limits = LimitsLayer::new(limits, refusals.clone(), node.alerts.clone());
         let peer_router = service::peer_router(
             node.peer_services(),
-            limit,
+            limits,
             RpcLayer::new(node.telemetry.clone(), "peer"),
             AuthLayer::new(peer_auth).with_refusal_hook(refusal_hook(
                 &node.alerts,
                 &refusals,
                 "peer API",
             )),
-            limits.clone(),
+            member_limits.clone(),
             &health,
         );
         let admin_auth = Arc::new(LocalAuthenticator::new(&node.config)?);
         let admin_tls = local::server_config(&node.config)?;
         let admin_router = service::admin_router(
             node.local_services(),
-            limit,
+            limits,
             RpcLayer::new(node.telemetry.clone(), "local"),
             AuthLayer::new(admin_auth).with_refusal_hook(refusal_hook(
                 &node.alerts,
                 &refusals,
                 "local API",
             )),
-            limits,
+            member_limits,
         );
 
         let mut stop_peer = signal.clone();
-        let peer =
-            tokio::spawn(peer_router.serve_with_incoming_shutdown(
-                tls::incoming(peer_listener, peer_tls),
-                async move { stop_peer.fired().await },
-            ));
+        let peer = tokio::spawn(peer_router.serve_with_incoming_shutdown(
+            tls::incoming(peer_listener, peer_tls, ConnectionLimits::of(limits)),
+            async move { stop_peer.fired().await },
+        ));
         let mut stop_admin = signal.clone();
-        let admin =
-            tokio::spawn(admin_router.serve_with_incoming_shutdown(
-                tls::incoming(admin_listener, admin_tls),
-                async move { stop_admin.fired().await },
-            ));
+        let admin = tokio::spawn(admin_router.serve_with_incoming_shutdown(
+            tls::incoming(admin_listener, admin_tls, ConnectionLimits::of(limits)),
+            async move { stop_admin.fired().await },
+        ));
         let mut servers = vec![("peer API", peer), ("local API", admin)];
         let mut health_addr = None;
         if let Some(listener) = health_listener {

@@ -93,9 +93,11 @@ impl Node {
             },
             negotiation: NegotiationService {
                 contracts: self.contracts.clone(),
+                max_signatures: self.config.limits.max_envelope_signatures,
             },
             transfer: TransferService {
                 transfers: self.transfers.clone(),
+                max_signatures: self.config.limits.max_envelope_signatures,
             },
             audit: self.audit_service(),
             witness: WitnessService {
@@ -105,6 +107,7 @@ impl Node {
             },
             usage_control: UsageControlService {
                 usage: self.usage.clone(),
+                max_signatures: self.config.limits.max_envelope_signatures,
             },
             query: QueryService {
                 queries: self.queries.clone(),

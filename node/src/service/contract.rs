@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::caller::peer_with_role;
+use super::envelopes::peer_envelope;
 use super::errors::into_status;
 use crate::base::bounded;
 use crate::contract::Contracts;
@@ -17,6 +18,8 @@ use liutong_proto::v1::{
 
 pub struct NegotiationService {
     pub contracts: Arc<Contracts>,
+    /// `limits.max_envelope_signatures`.
+    pub max_signatures: usize,
 }
 
 #[tonic::async_trait]
@@ -29,8 +32,9 @@ impl Negotiation for NegotiationService {
         let envelope = request.into_inner().request.ok_or_else(|| {
             Status::invalid_argument("request: the signed contract request is missing")
         })?;
+        let envelope = peer_envelope(envelope, "request", self.max_signatures)?;
         self.contracts
-            .receive_request(&caller, envelope.into())
+            .receive_request(&caller, envelope)
             .await
             .map(|n| Response::new(n.to_state_proto()))
             .map_err(into_status)
@@ -66,8 +70,9 @@ impl Negotiation for NegotiationService {
         let envelope = agreement.ok_or_else(|| {
             Status::invalid_argument("agreement: the countersigned agreement is missing")
         })?;
+        let envelope = peer_envelope(envelope, "agreement", self.max_signatures)?;
         self.contracts
-            .receive_countersigned(&caller, &negotiation_id, envelope.into())
+            .receive_countersigned(&caller, &negotiation_id, envelope)
             .await
             .map(|n| Response::new(n.to_state_proto()))
             .map_err(into_status)

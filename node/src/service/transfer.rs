@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use tracing::Instrument as _;
 
 use super::caller::peer_with_role;
-use super::errors::{StatusStream, into_status, status_stream};
+use super::envelopes::peer_envelope;
+use super::errors::{StatusStream, into_status};
 use crate::base::bounded;
 use crate::identity::MemberRole;
 use crate::telemetry::Metrics;
@@ -22,6 +24,8 @@ use liutong_proto::v1::{
 
 pub struct TransferService {
     pub transfers: Arc<Transfers>,
+    /// `limits.max_envelope_signatures`.
+    pub max_signatures: usize,
 }
 
 #[tonic::async_trait]
@@ -43,11 +47,10 @@ impl Transfer for TransferService {
             .start_delivery(&caller, &agreement_id, from_chunk)
             .await
             .map_err(into_status)?;
-        let (tx, rx) = mpsc::channel(4);
-        self.transfers
-            .clone()
-            .spawn_delivery(delivery, from_chunk, tx);
-        Ok(Response::new(status_stream(rx)))
+        let chunks = self.transfers.clone().delivery_stream(delivery, from_chunk);
+        Ok(Response::new(Box::pin(
+            chunks.map(|item| item.map_err(into_status)),
+        )))
     }
 
     async fn receipt(
@@ -59,8 +62,9 @@ impl Transfer for TransferService {
             .into_inner()
             .receipt
             .ok_or_else(|| Status::invalid_argument("receipt: the signed receipt is missing"))?;
+        let receipt = peer_envelope(receipt, "receipt", self.max_signatures)?;
         self.transfers
-            .receive_receipt(&caller, receipt.into())
+            .receive_receipt(&caller, receipt)
             .await
             .map_err(into_status)?;
         Ok(Response::new(ReceiptResponse {

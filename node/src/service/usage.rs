@@ -118,6 +118,8 @@ impl Usage for UsageService {
 /// The peer API's usage control.
 pub struct UsageControlService {
     pub usage: Arc<usage::Usage>,
+    /// `limits.max_envelope_signatures`.
+    pub max_signatures: usize,
 }
 
 #[tonic::async_trait]
@@ -135,8 +137,9 @@ impl UsageControl for UsageControlService {
             .into_inner()
             .message
             .ok_or_else(|| Status::invalid_argument("message: the signed message is missing"))?;
+        let message = super::envelopes::peer_envelope(message, "message", self.max_signatures)?;
         self.usage
-            .receive_notice(&caller, message.into())
+            .receive_notice(&caller, message)
             .await
             .map_err(into_status)?;
         Ok(Response::new(NotifyResponse {

@@ -18,9 +18,12 @@
 pub mod auth;
 pub mod certs;
 
+use std::future::Future as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -28,6 +31,7 @@ use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{DigitallySignedStruct, DistinguishedName, RootCertStore, SignatureScheme};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 use tonic::transport::{Channel, Endpoint};
@@ -35,8 +39,31 @@ use tonic::transport::{Channel, Endpoint};
 use crate::base::error::{ErrorKind, ErrorKinded};
 use crate::identity::ParticipantId;
 
-/// How long a TLS handshake may take before the connection is dropped.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What a connection may cost the server before it has shown who it is.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// A TLS handshake not finished within this time is dropped.
+    pub handshake_timeout: Duration,
+    /// A connection that presented no client certificate is closed after this time:
+    /// every call on it is refused, so it has nothing to wait for.
+    pub no_certificate_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    /// The limits of the node's `[limits]` section.
+    pub fn of(limits: &crate::config::Limits) -> Self {
+        Self {
+            handshake_timeout: limits.handshake_timeout,
+            no_certificate_timeout: limits.no_certificate_timeout,
+        }
+    }
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        Self::of(&crate::config::Limits::default())
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -265,14 +292,15 @@ pub async fn connect(
 }
 
 /// Accepts TCP connections and completes TLS handshakes concurrently, yielding the
-/// established streams for `tonic`'s `serve_with_incoming`. Failed handshakes are
-/// logged with the remote address and dropped. The stream ends when the server stops
-/// reading it.
+/// established streams for `tonic`'s `serve_with_incoming`. Failed or slow handshakes
+/// (`limits.handshake_timeout`) are logged with the remote address and dropped; a
+/// connection without a client certificate is closed after
+/// `limits.no_certificate_timeout`. The stream ends when the server stops reading it.
 pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
-) -> impl tokio_stream::Stream<Item = Result<tokio_rustls::server::TlsStream<TcpStream>, std::io::Error>>
-{
+    limits: ConnectionLimits,
+) -> impl tokio_stream::Stream<Item = Result<ServerStream, std::io::Error>> {
     let acceptor = TlsAcceptor::from(config);
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move {
@@ -294,8 +322,9 @@ pub fn incoming(
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(stream)) => {
+                        let stream = ServerStream::new(stream, limits.no_certificate_timeout);
                         let _ = tx.send(Ok(stream)).await;
                     }
                     Ok(Err(e)) => log_handshake_failure(remote, &e.to_string()),
@@ -305,6 +334,95 @@ pub fn incoming(
         }
     });
     tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// An accepted TLS connection. One whose client presented no certificate fails every
+/// read and write once its time is up, which makes the HTTP/2 server close it: such a
+/// client is refused on every call, and must not hold a socket for as long as it likes.
+pub struct ServerStream {
+    inner: tokio_rustls::server::TlsStream<TcpStream>,
+    /// When a connection without a client certificate is closed.
+    close_at: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl ServerStream {
+    fn new(inner: tokio_rustls::server::TlsStream<TcpStream>, no_certificate: Duration) -> Self {
+        let anonymous = inner
+            .get_ref()
+            .1
+            .peer_certificates()
+            .is_none_or(|c| c.is_empty());
+        Self {
+            inner,
+            close_at: anonymous.then(|| Box::pin(tokio::time::sleep(no_certificate))),
+        }
+    }
+
+    /// Whether the connection's time is up; otherwise the caller is woken when it is.
+    fn expired(&mut self, cx: &mut Context<'_>) -> std::io::Result<()> {
+        let Some(at) = &mut self.close_at else {
+            return Ok(());
+        };
+        if at.as_mut().poll(cx).is_pending() {
+            return Ok(());
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "closed: the client presented no certificate (limits.no_certificate_timeout)",
+        ))
+    }
+}
+
+impl tonic::transport::server::Connected for ServerStream {
+    type ConnectInfo =
+        <tokio_rustls::server::TlsStream<TcpStream> as tonic::transport::server::Connected>::ConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.inner.connect_info()
+    }
+}
+
+impl AsyncRead for ServerStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.expired(cx)?;
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for ServerStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.expired(cx)?;
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.expired(cx)?;
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 fn log_handshake_failure(remote: SocketAddr, reason: &str) {

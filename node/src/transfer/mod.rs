@@ -36,7 +36,7 @@ mod receipts;
 pub mod state;
 mod store;
 pub use error::TransferError;
-pub use provider::{Delivery, delivered};
+pub use provider::{Delivery, DeliveryStream, delivered};
 pub use state::TransferState;
 pub(crate) use store::read_copy_chunk;
 pub use store::{

@@ -2,10 +2,13 @@
 //! with the caller as consumer, its policy, usage control's gate), the signed manifest,
 //! the chunk stream, and the consumer's receipt as the provider receives and keeps it.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll, ready};
 
 use liutong_policy::{Action, Scope};
-use tokio::sync::mpsc;
+use tokio_stream::Stream;
 
 use crate::audit::log::EventKind;
 use crate::contract::Agreement;
@@ -179,74 +182,117 @@ pub struct Delivery {
 }
 
 impl Transfers {
-    /// Streams the manifest and the chunks from `from_chunk` into `tx`, reading the next
-    /// chunk on a blocking thread while one is sent (the channel's bound keeps memory flat).
-    /// A chunk that cannot be read ends the stream with its error.
-    pub fn spawn_delivery(
-        self: Arc<Self>,
-        delivery: Delivery,
-        from_chunk: u32,
-        tx: mpsc::Sender<Result<PullResponse, TransferError>>,
-    ) {
+    /// The manifest, then the chunks from `from_chunk`, each read only when the stream is
+    /// polled for it (see [`DeliveryStream`]).
+    pub fn delivery_stream(self: Arc<Self>, delivery: Delivery, from_chunk: u32) -> DeliveryStream {
         let Delivery {
             manifest,
             agreement,
             chunks,
             desensitized,
         } = delivery;
-        tokio::spawn(async move {
-            if tx
-                .send(Ok(PullResponse {
-                    part: Some(Part::Manifest(manifest.into())),
-                }))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            let agreement = Arc::new(agreement);
-            let read = |index: u32| {
-                let (this, agreement) = (self.clone(), agreement.clone());
-                tokio::task::spawn_blocking(move || {
-                    this.delivery_chunk(&agreement, desensitized, index)
-                })
-            };
-            let mut next = (from_chunk < chunks).then(|| read(from_chunk));
-            for index in from_chunk..chunks {
-                let Some(reading) = next.take() else { return };
-                if index + 1 < chunks {
-                    next = Some(read(index + 1));
-                }
-                let data = match reading.await {
-                    Ok(Ok(d)) => d,
-                    Ok(Err(e)) => {
-                        let _ = tx.send(Err(e)).await;
-                        return;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(TransferError::Internal(e.to_string()))).await;
-                        return;
-                    }
-                };
-                let sent = data.len() as u64;
-                let message = PullResponse {
-                    part: Some(Part::Chunk(Chunk { index, data })),
-                };
-                if tx.send(Ok(message)).await.is_err() {
-                    return; // the consumer went away; it resumes later
-                }
-                let delivery = crate::alerts::Delivery {
-                    agreement_id: &agreement.agreement_id,
-                    consumer: &agreement.consumer,
-                    product_id: &agreement.product_id,
-                    version: agreement.version,
-                    size: agreement.size,
-                };
-                self.alerts.delivered(delivery, sent).await;
-            }
-        });
+        DeliveryStream {
+            transfers: self,
+            agreement: Arc::new(agreement),
+            desensitized,
+            manifest: Some(manifest),
+            next: from_chunk,
+            chunks,
+            step: None,
+            ended: false,
+        }
     }
 
+    /// Reads chunk `index` on a blocking thread and counts it as delivered.
+    async fn delivery_step(
+        self: Arc<Self>,
+        agreement: Arc<Agreement>,
+        desensitized: bool,
+        index: u32,
+    ) -> Result<PullResponse, TransferError> {
+        let this = self.clone();
+        let read = agreement.clone();
+        let data =
+            tokio::task::spawn_blocking(move || this.delivery_chunk(&read, desensitized, index))
+                .await
+                .map_err(|e| TransferError::Internal(e.to_string()))??;
+        let sent = data.len() as u64;
+        let delivery = crate::alerts::Delivery {
+            agreement_id: &agreement.agreement_id,
+            consumer: &agreement.consumer,
+            product_id: &agreement.product_id,
+            version: agreement.version,
+            size: agreement.size,
+        };
+        self.alerts.delivered(delivery, sent).await;
+        Ok(PullResponse {
+            part: Some(Part::Chunk(Chunk { index, data })),
+        })
+    }
+}
+
+/// The response stream of a delivery: the signed manifest, then the chunks in order; a
+/// chunk that cannot be read ends it with its error.
+///
+/// Nothing is read ahead into a queue: the next chunk is read when the HTTP/2 layer
+/// polls for it, which it does once it has handed the previous one to the connection,
+/// and that waits for the consumer's flow-control window. A consumer that stops reading
+/// therefore holds about two chunks of the provider's memory per stream (the one being
+/// sent and the next), however large the product.
+pub struct DeliveryStream {
+    transfers: Arc<Transfers>,
+    agreement: Arc<Agreement>,
+    desensitized: bool,
+    manifest: Option<Envelope>,
+    /// The next chunk to read.
+    next: u32,
+    chunks: u32,
+    /// The chunk being read.
+    step: Option<ChunkRead>,
+    ended: bool,
+}
+
+/// Reading one chunk of a delivery.
+type ChunkRead = Pin<Box<dyn Future<Output = Result<PullResponse, TransferError>> + Send>>;
+
+impl Stream for DeliveryStream {
+    type Item = Result<PullResponse, TransferError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if let Some(manifest) = this.manifest.take() {
+            return Poll::Ready(Some(Ok(PullResponse {
+                part: Some(Part::Manifest(manifest.into())),
+            })));
+        }
+        if this.ended {
+            return Poll::Ready(None);
+        }
+        let step = match &mut this.step {
+            Some(step) => step,
+            None if this.next >= this.chunks => {
+                this.ended = true;
+                return Poll::Ready(None);
+            }
+            None => this
+                .step
+                .insert(Box::pin(this.transfers.clone().delivery_step(
+                    this.agreement.clone(),
+                    this.desensitized,
+                    this.next,
+                ))),
+        };
+        let result = ready!(step.as_mut().poll(cx));
+        this.step = None;
+        match result {
+            Ok(_) => this.next += 1,
+            Err(_) => this.ended = true,
+        }
+        Poll::Ready(Some(result))
+    }
+}
+
+impl Transfers {
     /// The bytes the provider delivers as chunk `index` under an agreement: the stored
     /// chunk of the agreed product version, or of the agreement's masked delivery when the
     /// policy has mask duties. Blocking (reads a file or the database).
