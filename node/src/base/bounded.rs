@@ -362,7 +362,7 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// At most the first [`QUOTED`] characters of `value`, escaped and in quotes, with `…`
+/// At most the first `QUOTED` characters of `value`, escaped and in quotes, with `…`
 /// when there was more: how an error message shows a refused value.
 pub fn quote(value: &str) -> String {
     let mut chars = value.char_indices();

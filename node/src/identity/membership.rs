@@ -100,8 +100,8 @@ impl Membership {
 }
 
 /// A member lacks the role a step needs ([`Membership::require_role`]). Its text is
-/// what a refused caller reads: "<what> needs the member role <role>; participant <id>
-/// has the roles <roles>".
+/// what a refused caller reads: "`<what>` needs the member role `<role>`; participant
+/// `<id>` has the roles `<roles>`".
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
     "{what} needs the member role {role}; participant {participant} has the roles {}",
