@@ -189,7 +189,7 @@ pub enum Command {
     /// For an agreement whose policy permits `aggregate` (可用不可见). The provider
     /// computes the aggregates on its own node and answers only groups of at least k
     /// rows, k being the policy's minimum group size (aggregateOnly); smaller groups are
-    /// suppressed and only counted. Raw rows never leave the provider. Both nodes log
+    /// withheld, and how many is never said. Raw rows never leave the provider. Both nodes log
     /// the query and the size of its answer.
     ///
     /// Example, the average speed by district in 2025 at 10 km/h or more: `liutong query

@@ -149,7 +149,7 @@ fn number_text(v: Option<f64>) -> String {
     }
 }
 
-/// The answer as an aligned table, with the suppressed groups said plainly.
+/// The answer as an aligned table, saying plainly when groups may have been withheld.
 pub fn answer_table(a: &AggregateResponse) -> String {
     let mut out = format!(
         "{} v{} under agreement {}: groups of at least k = {} rows\n",
@@ -198,10 +198,10 @@ pub fn answer_table(a: &AggregateResponse) -> String {
     if a.groups.is_empty() {
         out.push_str("(no group has enough rows to be shown)\n");
     }
-    if a.suppressed_groups > 0 {
+    if a.groups_may_be_withheld {
         out.push_str(&format!(
-            "{} group(s) of fewer than {} rows suppressed\n",
-            a.suppressed_groups, a.k
+            "groups of fewer than {} rows, if any, are withheld (how many is not said)\n",
+            a.k
         ));
     }
     out
@@ -220,7 +220,7 @@ fn answer_json(a: &AggregateResponse) -> serde_json::Value {
             "rows": g.rows,
             "values": g.values.iter().map(|v| v.value).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
-        "suppressed_groups": a.suppressed_groups,
+        "groups_may_be_withheld": a.groups_may_be_withheld,
     })
 }
 
@@ -255,7 +255,7 @@ mod tests {
     }
 
     #[test]
-    fn the_table_says_what_was_suppressed() {
+    fn the_table_says_when_groups_may_be_withheld() {
         use liutong_proto::v1::{AggregateGroup, AggregateValue};
         let a = AggregateResponse {
             agreement_id: "agr-1".into(),
@@ -269,14 +269,14 @@ mod tests {
                 rows: 3,
                 values: vec![AggregateValue { value: Some(40.5) }],
             }],
-            suppressed_groups: 2,
+            groups_may_be_withheld: true,
         };
         assert_eq!(
             answer_table(&a),
             "prd-1 v1 under agreement agr-1: groups of at least k = 3 rows\n\
              district  rows  avg(speed)\n\
              Xihu      3     40.5\n\
-             2 group(s) of fewer than 3 rows suppressed\n"
+             groups of fewer than 3 rows, if any, are withheld (how many is not said)\n"
         );
         // A group key from the provider's data cannot add a line of its own.
         let mut forged = a.clone();

@@ -6,8 +6,10 @@
 //! a query; the provider checks that the caller is the agreement's consumer, evaluates
 //! the agreement's policy again (scope `use`, action `aggregate`, the queries so far as
 //! the use count), computes the query over the product's rows on its own node
-//! ([`aggregate`]), and answers only the groups of at least k rows, with the number of
-//! groups it suppressed. Mask duties of the same policy apply to the values first.
+//! ([`aggregate`]), and answers only the groups of at least k rows, saying only that
+//! smaller groups may have been withheld (never how many, nor how many rows matched:
+//! either would tell a filter that matched one person from one that matched nobody).
+//! Mask duties of the same policy apply to the values first.
 //! Both nodes log each query and the size of its answer.
 //!
 //! A raw `Transfer.Pull` of such an agreement is refused ([`only_aggregates`]).
@@ -428,11 +430,10 @@ impl Queries {
         .log(&self.audit, self.identity.participant_id(),
             EventKind::Query,
             format!(
-                "aggregate query answered ({query}): {} groups of at least k = {k} rows returned, \
-             {} suppressed; {} of {} rows matched",
+                "aggregate query answered ({query}): {} groups of at least k = {k} rows returned{}; \
+                 {} rows read",
                 answer.groups.len(),
-                answer.suppressed_groups,
-                answer.rows_matched,
+                withheld_text(answer.may_be_withheld),
                 answer.rows_read
             ),
         )
@@ -482,7 +483,16 @@ pub fn answer_to_proto(a: &Answered) -> pb::AggregateResponse {
                     .collect(),
             })
             .collect(),
-        suppressed_groups: a.answer.suppressed_groups,
+        groups_may_be_withheld: a.answer.may_be_withheld,
+    }
+}
+
+/// How the logs say whether groups may have been withheld.
+fn withheld_text(may_be: bool) -> &'static str {
+    if may_be {
+        ", smaller groups may be withheld"
+    } else {
+        ""
     }
 }
 
@@ -534,10 +544,10 @@ impl Queries {
             Ok(r) => {
                 let r = r.get_ref();
                 format!(
-                    "aggregate query sent ({parsed}): {} groups of at least k = {} rows received, {} suppressed",
+                    "aggregate query sent ({parsed}): {} groups of at least k = {} rows received{}",
                     r.groups.len(),
                     r.k,
-                    r.suppressed_groups
+                    withheld_text(r.groups_may_be_withheld)
                 )
             }
             Err(s) => format!(

@@ -1,8 +1,19 @@
 //! The aggregate engine: one pass over the rows, each value masked first when the
 //! agreement carries mask rules, then filtered, grouped and aggregated; groups smaller
-//! than k are suppressed and only counted.
+//! than k are withheld.
+//!
+//! What an answer must not say, because each was used to read one person's values:
+//! - how many groups were withheld: with a filter on a name, 0 withheld groups means
+//!   "no such row" and 1 means "one row", so every filtered or grouped query says only
+//!   that groups may have been withheld, whatever the rows were;
+//! - how many rows passed the filters (the same signal), so it is not kept at all;
+//! - an extreme value: with k > 1, `min` is the mean of the k lowest values and `max`
+//!   the mean of the k highest, and only for groups of at least 3k rows. Below 3k, the
+//!   sum less the k lowest and the k highest would leave fewer than k values, down to
+//!   one person's. A smaller group shows no min or max.
 
-use std::collections::BTreeMap;
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::io::Read;
 
 use ring::hmac;
@@ -21,15 +32,20 @@ pub struct Group {
     pub values: Vec<Option<f64>>,
 }
 
-/// The answer: groups of at least k rows, and how many smaller ones were suppressed.
+/// The answer: groups of at least k rows, and whether smaller ones may have been
+/// withheld (never how many; see the module doc).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Answer {
     pub groups: Vec<Group>,
-    pub suppressed_groups: u32,
-    /// Rows read, and rows that passed the filters (for the provider's own log only).
+    /// True for every query with a filter or a group-by, and for an unfiltered total
+    /// that was withheld: it does not tell whether a filter matched 0 rows or 1.
+    pub may_be_withheld: bool,
+    /// Rows read (all rows of the product, whatever the query).
     pub rows_read: u64,
-    pub rows_matched: u64,
 }
+
+/// The smallest group, relative to k, whose trimmed `min` and `max` are shown.
+pub const EXTREMES_AT: u32 = 3;
 
 /// Masking applied to values before the query sees them.
 pub type Masking<'a> = Option<(&'a Plan, &'a hmac::Key)>;
@@ -54,7 +70,7 @@ pub fn run_csv(
         .iter()
         .map(|c| (0..header.len()).find(|i| csv_field_name(&header, *i) == *c))
         .collect();
-    let mut acc = Accumulator::new(query, &columns);
+    let mut acc = Accumulator::new(query, &columns, k);
     let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
     for record in reader.records() {
         let record = record.map_err(read_err)?;
@@ -76,7 +92,7 @@ pub fn run_jsonl(
     data: impl Read,
 ) -> Result<Answer, AggregateError> {
     let columns = query.columns();
-    let mut acc = Accumulator::new(query, &columns);
+    let mut acc = Accumulator::new(query, &columns, k);
     let mut failure = None;
     let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
     for_each_object(data, |object| {
@@ -115,8 +131,69 @@ fn masked(masking: Masking<'_>, column: &str, value: &str) -> String {
 struct Stat {
     n: u64,
     sum: f64,
-    min: Option<f64>,
-    max: Option<f64>,
+    /// The k lowest values seen (a max-heap, so its top is the one to drop) and the k
+    /// highest (a min-heap); kept only for `min` and `max` aggregations.
+    lowest: BinaryHeap<Ordered>,
+    highest: BinaryHeap<Reverse<Ordered>>,
+}
+
+/// A finite number with a total order, for the heaps.
+#[derive(Clone, Copy, PartialEq)]
+struct Ordered(f64);
+
+impl Eq for Ordered {}
+
+impl PartialOrd for Ordered {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Ordered {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&other.0)
+    }
+}
+
+impl Stat {
+    fn add(&mut self, x: f64, function: Function, keep: usize) {
+        self.n += 1;
+        self.sum += x;
+        match function {
+            Function::Min => {
+                self.lowest.push(Ordered(x));
+                if self.lowest.len() > keep {
+                    self.lowest.pop();
+                }
+            }
+            Function::Max => {
+                self.highest.push(Reverse(Ordered(x)));
+                if self.highest.len() > keep {
+                    self.highest.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// The mean of the kept extreme values, when the group is large enough to show it.
+    fn extreme(&self, function: Function, k: u32) -> Option<f64> {
+        let k = k.max(1);
+        if k > 1 && self.n < u64::from(k) * u64::from(EXTREMES_AT) {
+            return None;
+        }
+        let (sum, n) = match function {
+            Function::Min => (
+                self.lowest.iter().map(|x| x.0).sum::<f64>(),
+                self.lowest.len(),
+            ),
+            _ => (
+                self.highest.iter().map(|x| x.0.0).sum::<f64>(),
+                self.highest.len(),
+            ),
+        };
+        (n > 0).then(|| sum / n as f64)
+    }
 }
 
 struct Accumulator<'q> {
@@ -127,11 +204,12 @@ struct Accumulator<'q> {
     filter_at: Vec<usize>,
     groups: BTreeMap<Vec<String>, (u64, Vec<Stat>)>,
     rows_read: u64,
-    rows_matched: u64,
+    /// How many extreme values each `min`/`max` keeps: k.
+    keep: usize,
 }
 
 impl<'q> Accumulator<'q> {
-    fn new(query: &'q Query, columns: &[&str]) -> Self {
+    fn new(query: &'q Query, columns: &[&str], k: u32) -> Self {
         let at = |c: &str| {
             columns
                 .iter()
@@ -149,7 +227,7 @@ impl<'q> Accumulator<'q> {
             filter_at: query.filters.iter().map(|f| at(&f.column)).collect(),
             groups: BTreeMap::new(),
             rows_read: 0,
-            rows_matched: 0,
+            keep: usize::try_from(k.max(1)).unwrap_or(usize::MAX),
         }
     }
 
@@ -164,7 +242,6 @@ impl<'q> Accumulator<'q> {
         if !passes {
             return Ok(());
         }
-        self.rows_matched += 1;
         let key: Vec<String> = self
             .group_at
             .iter()
@@ -178,28 +255,23 @@ impl<'q> Accumulator<'q> {
             .entry(key)
             .or_insert_with(|| (0, vec![Stat::default(); self.agg_at.len()]));
         *rows += 1;
-        for (stat, at) in stats.iter_mut().zip(&self.agg_at) {
+        for ((stat, at), a) in stats
+            .iter_mut()
+            .zip(&self.agg_at)
+            .zip(&self.query.aggregations)
+        {
             let Some(x) = at.and_then(|i| values[i].as_deref()).and_then(number) else {
                 continue;
             };
-            stat.n += 1;
-            stat.sum += x;
-            stat.min = Some(stat.min.map_or(x, |m| m.min(x)));
-            stat.max = Some(stat.max.map_or(x, |m| m.max(x)));
+            stat.add(x, a.function, self.keep);
         }
         Ok(())
     }
 
     fn finish(self, k: u32) -> Answer {
         let mut groups = Vec::new();
-        let mut suppressed = 0u32;
-        if self.groups.is_empty() && self.query.group_by.is_empty() {
-            // The one group of "all matching rows" is empty: smaller than any k.
-            suppressed = 1;
-        }
         for (keys, (rows, stats)) in self.groups {
             if rows < u64::from(k.max(1)) {
-                suppressed += 1;
                 continue;
             }
             let values = self
@@ -212,17 +284,18 @@ impl<'q> Accumulator<'q> {
                     _ if s.n == 0 => None,
                     Function::Sum => Some(s.sum),
                     Function::Avg => Some(s.sum / s.n as f64),
-                    Function::Min => s.min,
-                    Function::Max => s.max,
+                    Function::Min | Function::Max => s.extreme(a.function, k),
                 })
                 .collect();
             groups.push(Group { keys, rows, values });
         }
+        // Without a filter or a group-by the one group is every row: whether it is shown
+        // depends on the product's size alone, so saying so tells nothing about a person.
+        let unfiltered = self.query.filters.is_empty() && self.query.group_by.is_empty();
         Answer {
+            may_be_withheld: !unfiltered || groups.is_empty(),
             groups,
-            suppressed_groups: suppressed,
             rows_read: self.rows_read,
-            rows_matched: self.rows_matched,
         }
     }
 }

@@ -262,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn groups_below_k_are_suppressed_and_only_counted() {
+    fn groups_below_k_are_withheld_without_a_count() {
         let q = Query {
             aggregations: vec![
                 agg(Function::Count, None),
@@ -276,28 +276,107 @@ mod tests {
         };
         q.check(&columns(), None).unwrap();
         let a = run_csv(&q, 3, None, SPEEDS.as_bytes()).unwrap();
-        // Binjiang has one row in 2025: below k = 3, suppressed.
-        assert_eq!(a.suppressed_groups, 1);
+        // Binjiang has one row in 2025: below k = 3, withheld, and only "may be" said.
+        assert!(a.may_be_withheld);
         assert_eq!(
             a.groups,
             vec![
                 Group {
                     keys: vec!["Shangcheng".into()],
                     rows: 3,
-                    // Only 60 reads as a number.
-                    values: vec![Some(3.0), Some(60.0), Some(60.0), Some(60.0), Some(60.0)],
+                    // Only 60 reads as a number; min and max need 3k = 9 rows.
+                    values: vec![Some(3.0), Some(60.0), None, None, Some(60.0)],
                 },
                 Group {
                     keys: vec!["Xihu".into()],
                     rows: 3,
-                    values: vec![Some(3.0), Some(40.0), Some(30.0), Some(50.0), Some(120.0)],
+                    values: vec![Some(3.0), Some(40.0), None, None, Some(120.0)],
                 },
             ]
         );
-        assert_eq!((a.rows_read, a.rows_matched), (8, 7));
+        assert_eq!(a.rows_read, 8);
         assert_eq!(
             q.to_string(),
             "count, avg(speed), min(speed), max(speed), sum(speed) by district where year = 2025"
+        );
+    }
+
+    #[test]
+    fn a_filter_matching_no_row_and_one_row_answer_alike() {
+        // The oracle: with a group-by, 0 withheld groups meant "no such row" and 1 meant
+        // "exactly one", so a binary search on a filter read one person's value.
+        for group_by in [vec![], vec!["district".to_owned()]] {
+            let answer = |value: &str| {
+                let q = Query {
+                    aggregations: vec![agg(Function::Count, None)],
+                    group_by: group_by.clone(),
+                    filters: vec![
+                        filter("plate", FilterOp::Eq, "A2"),
+                        filter("speed", FilterOp::Gteq, value),
+                    ],
+                };
+                run_csv(&q, 3, None, SPEEDS.as_bytes()).unwrap()
+            };
+            // A2 drives at 40: `speed >= 40` matches its row, `speed >= 41` none.
+            assert_eq!(answer("40"), answer("41"), "group by {group_by:?}");
+            assert!(answer("40").may_be_withheld && answer("40").groups.is_empty());
+        }
+    }
+
+    #[test]
+    fn min_and_max_are_means_of_k_extremes_in_groups_of_at_least_3k() {
+        let mut data = String::from("g,v\n");
+        for v in 1..=6 {
+            data.push_str(&format!("six,{v}\n"));
+        }
+        for v in 1..=5 {
+            data.push_str(&format!("five,{}\n", v * 10));
+        }
+        let q = Query {
+            aggregations: vec![
+                agg(Function::Min, Some("v")),
+                agg(Function::Max, Some("v")),
+                agg(Function::Sum, Some("v")),
+            ],
+            group_by: vec!["g".into()],
+            filters: vec![],
+        };
+        let a = run_csv(&q, 2, None, data.as_bytes()).unwrap();
+        let got: Vec<(&str, &[Option<f64>])> = a
+            .groups
+            .iter()
+            .map(|g| (g.keys[0].as_str(), g.values.as_slice()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                // 5 < 3k = 6 rows: the sum less two lowest and two highest would be one
+                // row's value, so no min or max.
+                ("five", &[None, None, Some(150.0)][..]),
+                ("six", &[Some(1.5), Some(5.5), Some(21.0)][..]),
+            ]
+        );
+        // Without a minimum group size, min and max are the values themselves.
+        let a = run_csv(&q, 1, None, data.as_bytes()).unwrap();
+        assert_eq!(
+            a.groups[0].values,
+            vec![Some(10.0), Some(50.0), Some(150.0)]
+        );
+        assert!(a.may_be_withheld, "a group-by may always withhold");
+        // An unfiltered total says whether it was withheld: that depends on no one row.
+        let total = Query {
+            group_by: vec![],
+            ..q
+        };
+        assert!(
+            !run_csv(&total, 2, None, data.as_bytes())
+                .unwrap()
+                .may_be_withheld
+        );
+        assert!(
+            run_csv(&total, 20, None, data.as_bytes())
+                .unwrap()
+                .may_be_withheld
         );
     }
 
@@ -324,14 +403,14 @@ mod tests {
         };
         let a = run_csv(&q, 2, None, SPEEDS.as_bytes()).unwrap();
         assert!(a.groups.is_empty());
-        assert_eq!(a.suppressed_groups, 1);
-        // No row at all: still one suppressed group, nothing else said.
+        assert!(a.may_be_withheld);
+        // No row at all: the same answer, nothing else said.
         let q = Query {
             filters: vec![filter("plate", FilterOp::Eq, "none")],
             ..q
         };
-        let a = run_csv(&q, 2, None, SPEEDS.as_bytes()).unwrap();
-        assert_eq!((a.groups.len(), a.suppressed_groups), (0, 1));
+        let b = run_csv(&q, 2, None, SPEEDS.as_bytes()).unwrap();
+        assert_eq!(a, b);
     }
 
     #[test]
