@@ -112,7 +112,8 @@ async fn setup() -> Setup {
 
 /// The attack on the withheld-groups signal: filter on one name and `income >= t`,
 /// grouped by district, and binary-search t on whether the answer differs from the
-/// answer to a filter that can match nobody. Any difference at all is used.
+/// answer to a filter that can match nobody. Any difference at all is used. The name
+/// filtered on must not be kept in either node's audit log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_name_filter_and_a_binary_search_do_not_recover_an_income() {
     let s = setup().await;
@@ -145,6 +146,23 @@ async fn a_name_filter_and_a_binary_search_do_not_recover_an_income() {
     let matching = query(&s.consumer, &s.agreement, probe(income)).await;
     assert_eq!(matching, nobody);
     assert!(matching.groups.is_empty(), "{matching:?}");
+
+    // Neither append-only audit log keeps the name filtered on, nor an income probed.
+    for (side, node) in [("provider", &s.provider), ("consumer", &s.consumer)] {
+        let queries: Vec<String> = node
+            .audit_texts()
+            .into_iter()
+            .filter(|e| e.contains("aggregate query"))
+            .collect();
+        assert!(queries.len() > 17, "{side}: every query is logged");
+        for e in &queries {
+            assert!(!e.contains(&name), "{side} logged the name: {e}");
+            assert!(
+                e.contains("where name = hmac:") && e.contains("and income >= hmac:"),
+                "{side} logged a filter value: {e}"
+            );
+        }
+    }
 }
 
 /// Min and max over a group of k to 3k rows gave one resident's income; over larger

@@ -10,7 +10,8 @@
 //! smaller groups may have been withheld (never how many, nor how many rows matched:
 //! either would tell a filter that matched one person from one that matched nobody).
 //! Mask duties of the same policy apply to the values first.
-//! Both nodes log each query and the size of its answer.
+//! Both nodes log each query and the size of its answer, each filter value only as a
+//! keyed hash ([`aggregate::Query::logged`]).
 //!
 //! A raw `Transfer.Pull` of such an agreement is refused ([`only_aggregates`]).
 //!
@@ -41,6 +42,9 @@ use liutong_proto::v1 as pb;
 
 /// Provider side: how many queries each agreement has had (its use count).
 const QUERIES: &str = "queries";
+/// Separates the key of logged filter values from the agreement's masking key, so that
+/// a logged hash never equals a masked value delivered to the consumer.
+const LOG_KEY_LABEL: &[u8] = b"liutong query log filter values v1";
 
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -346,6 +350,7 @@ impl Queries {
         let lock = self.contracts.locks().lock_for(agreement_id);
         let _counted = lock.lock().await;
         let uses = self.queries_so_far(agreement_id)?;
+        let shown = self.logged(agreement_id, &query).await?;
         let decision = liutong_policy::evaluate(
             &policy,
             &agreement.request(Scope::Use, Action::Aggregate, caller),
@@ -358,7 +363,7 @@ impl Queries {
                     &self.audit,
                     self.identity.participant_id(),
                     EventKind::Query,
-                    format!("aggregate query refused ({query}): {why}"),
+                    format!("aggregate query refused ({shown}): {why}"),
                 )
                 .await?;
             return Err(QueryError::Denied(why));
@@ -417,7 +422,7 @@ impl Queries {
                         &self.audit,
                         self.identity.participant_id(),
                         EventKind::Query,
-                        format!("aggregate query not answered ({query}): {e}"),
+                        format!("aggregate query not answered ({shown}): {e}"),
                     )
                     .await?;
                 return Err(e);
@@ -430,7 +435,7 @@ impl Queries {
         .log(&self.audit, self.identity.participant_id(),
             EventKind::Query,
             format!(
-                "aggregate query answered ({query}): {} groups of at least k = {k} rows returned{}; \
+                "aggregate query answered ({shown}): {} groups of at least k = {k} rows returned{}; \
                  {} rows read",
                 answer.groups.len(),
                 withheld_text(answer.may_be_withheld),
@@ -444,6 +449,19 @@ impl Queries {
             query,
             answer,
         })
+    }
+
+    /// The query as this node's audit log keeps it ([`Query::logged`]), under a key
+    /// derived from the node secret for this agreement alone.
+    async fn logged(&self, agreement_id: &str, query: &Query) -> Result<String, QueryError> {
+        let agreement_key = desensitize::delivery::agreement_key(&self.storage, agreement_id)
+            .await
+            .map_err(|e| QueryError::Unavailable(format!("the node secret: {e}")))?;
+        let derived = ring::hmac::sign(&agreement_key, LOG_KEY_LABEL);
+        Ok(query.logged(&ring::hmac::Key::new(
+            ring::hmac::HMAC_SHA256,
+            derived.as_ref(),
+        )))
     }
 
     fn queries_so_far(&self, agreement_id: &str) -> Result<u64, QueryError> {
@@ -510,6 +528,7 @@ impl Queries {
             .require_own_role(MemberRole::Consumer, "sending an aggregate query")
             .map_err(|e| QueryError::Forbidden(e.to_string()))?;
         let parsed = query_from_proto(query)?;
+        let shown = self.logged(agreement_id, &parsed).await?;
         let n = self.contracts.finalized(Role::Consumer, agreement_id)?;
         let agreement: Agreement = n
             .agreement_content()
@@ -544,14 +563,14 @@ impl Queries {
             Ok(r) => {
                 let r = r.get_ref();
                 format!(
-                    "aggregate query sent ({parsed}): {} groups of at least k = {} rows received{}",
+                    "aggregate query sent ({shown}): {} groups of at least k = {} rows received{}",
                     r.groups.len(),
                     r.k,
                     withheld_text(r.groups_may_be_withheld)
                 )
             }
             Err(s) => format!(
-                "aggregate query sent ({parsed}): refused, {:?}: {}",
+                "aggregate query sent ({shown}): refused, {:?}: {}",
                 s.code(),
                 s.message()
             ),

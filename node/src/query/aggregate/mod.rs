@@ -144,6 +144,34 @@ impl fmt::Display for Query {
     }
 }
 
+impl Query {
+    /// The query as the audit logs keep it: each filter value as a keyed hash
+    /// (HMAC-SHA-256, first 16 hex digits), never the value. An audit log is append-only
+    /// and cannot be erased, and a filter value is often a person's name or ID number;
+    /// whoever holds the key can still check whether a given value was queried.
+    pub fn logged(&self, key: &ring::hmac::Key) -> String {
+        let hidden = Query {
+            filters: self
+                .filters
+                .iter()
+                .map(|f| {
+                    let tag = ring::hmac::sign(key, f.value.as_bytes());
+                    let hex: String = tag.as_ref()[..8]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    Filter {
+                        value: format!("hmac:{hex}"),
+                        ..f.clone()
+                    }
+                })
+                .collect(),
+            ..self.clone()
+        };
+        hidden.to_string()
+    }
+}
+
 /// Why a query cannot be answered.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -299,6 +327,29 @@ mod tests {
             q.to_string(),
             "count, avg(speed), min(speed), max(speed), sum(speed) by district where year = 2025"
         );
+    }
+
+    #[test]
+    fn logged_queries_carry_keyed_hashes_of_filter_values() {
+        let q = Query {
+            aggregations: vec![agg(Function::Count, None)],
+            group_by: vec!["district".into()],
+            filters: vec![
+                filter("plate", FilterOp::Eq, "A2"),
+                filter("speed", FilterOp::Gteq, "40"),
+            ],
+        };
+        let key = hmac::Key::new(hmac::HMAC_SHA256, b"node key");
+        let logged = q.logged(&key);
+        assert!(
+            logged.starts_with("count by district where plate = hmac:")
+                && logged.contains(" and speed >= hmac:"),
+            "{logged}"
+        );
+        assert!(!logged.contains("A2") && !logged.contains("40"), "{logged}");
+        assert_eq!(logged, q.logged(&key), "the same value, the same hash");
+        let other = hmac::Key::new(hmac::HMAC_SHA256, b"another key");
+        assert_ne!(logged, q.logged(&other), "a hash needs the key to check");
     }
 
     #[test]
