@@ -164,6 +164,29 @@ impl Catalog {
         }
         policy.target = Some(target);
         policy.policy_type = PolicyType::Offer;
+        // An offer no consumer could ever use would be stored as offered and listed
+        // nowhere; the publisher learns it now instead.
+        if !policy
+            .permissions
+            .iter()
+            .any(|p| CONSUMER_ACTIONS.contains(&p.action))
+        {
+            let granted: Vec<&str> = policy
+                .permissions
+                .iter()
+                .map(|p| p.action.as_str())
+                .collect();
+            return Err(CatalogError::Policy(format!(
+                "no consumer could ever use this offer: its permissions grant {}, but a \
+                 consumer needs a permission on `use`, `read` or `aggregate` (`transfer`, \
+                 `distribute`, `derive` and `delete` only add to one of those)",
+                if granted.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    granted.join(", ")
+                }
+            )));
+        }
         liutong_policy::compile(policy, &self.compile_context(classification))
             .map_err(|e| CatalogError::Policy(e.to_string()))
     }
@@ -278,23 +301,37 @@ impl Catalog {
     }
 }
 
+/// The actions a consumer can exercise on an offer, broadest first: `use` (which
+/// includes the others), `read` of the delivered copy (enforced on each read), and
+/// `aggregate` at the provider (compute-to-data). An offer is for a consumer when a
+/// permission covers one of them.
+pub const CONSUMER_ACTIONS: [Action; 3] = [Action::Use, Action::Read, Action::Aggregate];
+
 /// Decides whether a consumer may have an offer (catalog and negotiation scopes): any
-/// use (`request.action`, normally `use`), or, when no permission covers that, only
-/// aggregates computed at the provider (compute-to-data).
+/// use (`request.action`, normally `use`), or, when no permission covers that, a
+/// narrower consumer action ([`CONSUMER_ACTIONS`]: reads of the copy only, or only
+/// aggregates computed at the provider). The first decision that is not "no
+/// permission" is the answer, so a failed constraint is reported as such.
 pub fn evaluate_use_or_aggregate(
     policy: &CompiledPolicy,
     request: &Request,
     state: &State,
 ) -> liutong_policy::Decision {
-    let decision = liutong_policy::evaluate(policy, request, state);
-    if decision.denial != Some(liutong_policy::Denial::NoPermission) {
-        return decision;
+    let mut decision = liutong_policy::evaluate(policy, request, state);
+    for action in CONSUMER_ACTIONS {
+        if decision.denial != Some(liutong_policy::Denial::NoPermission) {
+            break;
+        }
+        if action == request.action {
+            continue;
+        }
+        let narrower = Request {
+            action,
+            ..request.clone()
+        };
+        decision = liutong_policy::evaluate(policy, &narrower, state);
     }
-    let aggregate = Request {
-        action: Action::Aggregate,
-        ..request.clone()
-    };
-    liutong_policy::evaluate(policy, &aggregate, state)
+    decision
 }
 
 /// The policy engine's view of a member, from its authority-signed membership.

@@ -1,8 +1,9 @@
 //! The provider's masked delivery of one agreement.
 //!
 //! When the agreement's policy carries mask duties, the provider masks the product
-//! once per agreement, stores the masked bytes in chunks of the product's chunk size
-//! together with their SHA-256 and the rules applied, and delivers those: the signed
+//! once per agreement, stores the masked bytes in a payload file of their own (cut into
+//! chunks of the product's chunk size), records their SHA-256 and the rules applied in
+//! the database, and delivers those: the signed
 //! manifest covers the delivered bytes, and a resumed pull reads the same chunks.
 //! The masked form is also deterministic (same product, rules and key), so producing
 //! it again gives the same bytes.
@@ -10,10 +11,14 @@
 //! The masked bytes live only as long as the consumer may hold them: when the agreement
 //! is revoked, or the consumer's signed deletion receipt says its copy is gone, the
 //! provider records the removal ([`removal`], committed with that step's audit entry)
-//! and then deletes the chunks ([`remove_chunks`]). From then on the delivery is refused
+//! and then deletes the payload file ([`remove_chunks`]). From then on the delivery is refused
 //! with the reason; a removal cut short by a crash is finished at the next start
 //! ([`finish_removals`]). The record of what was delivered (hashes, rules) stays, so a
 //! late transfer receipt is still checked against the masked bytes.
+//!
+//! Why a payload file and not database values: sled keeps a deleted value's bytes in
+//! its log segments until it happens to rewrite them, so masked personal data would
+//! outlive its revocation on the provider's disk. Removing the file takes them away.
 //!
 //! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
 //! random secret of this node, created once and kept durably. Within one agreement a
@@ -35,7 +40,7 @@ use crate::catalog::product::{Format, ProductStore, ProductVersion};
 use crate::contract::Agreement;
 use crate::storage::{Storage, Write as StorageWrite};
 
-/// Storage tree of the node secret and the masked deliveries.
+/// Storage tree of the node secret and the masked deliveries' records.
 const TREE: &str = "desensitized";
 const SECRET: &[u8] = b"node-secret";
 /// Domain separation of the per-agreement key derivation.
@@ -193,11 +198,20 @@ pub fn removed(
         .transpose()
 }
 
-/// Deletes the masked chunks of an agreement (durably); returns how many there were.
+/// Deletes the masked bytes of an agreement (durably); returns how many stores held
+/// them (0 when they were already gone).
 pub async fn remove_chunks(
     storage: &dyn Storage,
     agreement_id: &str,
 ) -> Result<usize, DesensitizeError> {
+    let name = payload_name(agreement_id);
+    let blobs = storage.blobs();
+    let mut removed = 0;
+    if blobs.path(&name).map_err(write_error)?.exists() {
+        blobs.remove(&name).map_err(write_error)?;
+        removed += 1;
+    }
+    // Chunks that a node kept in the database before masked deliveries were files.
     let prefix = format!("c/{agreement_id}/").into_bytes();
     let chunks = storage.scan_prefix(TREE, &prefix)?;
     for (key, _) in &chunks {
@@ -205,8 +219,18 @@ pub async fn remove_chunks(
     }
     if !chunks.is_empty() {
         storage.flush().await?;
+        removed += 1;
     }
-    Ok(chunks.len())
+    Ok(removed)
+}
+
+fn write_error(e: std::io::Error) -> DesensitizeError {
+    DesensitizeError::Write(e.to_string())
+}
+
+/// The payload file of an agreement's masked bytes.
+pub fn payload_name(agreement_id: &str) -> String {
+    format!("masked/{agreement_id}")
 }
 
 /// At start: deletes the chunks of every recorded removal that a stop cut short.
@@ -252,6 +276,22 @@ pub fn chunk(
     agreement_id: &str,
     index: u32,
 ) -> Result<Vec<u8>, DesensitizeError> {
+    if let Some(d) = delivered(storage, agreement_id)?
+        && index < d.chunk_hashes.len() as u32
+    {
+        let size = u64::from(d.chunk_size.max(1));
+        let read = storage
+            .blobs()
+            .read_at(
+                &payload_name(agreement_id),
+                u64::from(index) * size,
+                size as usize,
+            )
+            .map_err(write_error)?;
+        if let Some(chunk) = read {
+            return Ok(chunk);
+        }
+    }
     if let Some(chunk) = storage.get(TREE, &chunk_key(agreement_id, index))? {
         return Ok(chunk);
     }
@@ -328,8 +368,10 @@ fn produce(
 ) -> Result<MaskedDelivery, DesensitizeError> {
     let plan = plan_for(products, product, rules)?;
     let mut sink = ChunkSink {
-        storage: storage.as_ref(),
-        agreement_id,
+        writer: storage
+            .blobs()
+            .writer(&payload_name(agreement_id), false)
+            .map_err(write_error)?,
         chunk_size: product.chunk_size.max(1) as usize,
         buffer: Vec::new(),
         chunk_hashes: Vec::new(),
@@ -364,10 +406,9 @@ fn produce(
     })
 }
 
-/// Cuts the masked output into chunks, stores and hashes each.
-struct ChunkSink<'a> {
-    storage: &'a dyn Storage,
-    agreement_id: &'a str,
+/// Cuts the masked output into chunks, writes each to the payload file and hashes it.
+struct ChunkSink {
+    writer: crate::storage::blobs::BlobWriter,
     chunk_size: usize,
     buffer: Vec<u8>,
     chunk_hashes: Vec<String>,
@@ -375,28 +416,29 @@ struct ChunkSink<'a> {
     size: u64,
 }
 
-impl ChunkSink<'_> {
+impl ChunkSink {
     fn store(&mut self) -> std::io::Result<()> {
-        let index = self.chunk_hashes.len() as u32;
+        let offset = self.chunk_hashes.len() as u64 * self.chunk_size as u64;
         self.chunk_hashes
             .push(hex::encode(Sha256::digest(&self.buffer)));
-        self.storage
-            .put(TREE, &chunk_key(self.agreement_id, index), &self.buffer)
-            .map_err(std::io::Error::other)?;
+        self.writer.write_at(offset, &self.buffer)?;
         self.buffer.clear();
         Ok(())
     }
 
-    /// Stores the last chunk (an empty payload is one empty chunk, like a product's).
+    /// Stores the last chunk (an empty payload is one empty chunk, like a product's),
+    /// cuts off what an earlier, interrupted run may have left beyond the end, and
+    /// makes the file durable before its record is written.
     fn finish(&mut self) -> std::io::Result<()> {
         if !self.buffer.is_empty() || self.chunk_hashes.is_empty() {
             self.store()?;
         }
-        Ok(())
+        self.writer.set_len(self.size)?;
+        self.writer.sync()
     }
 }
 
-impl Write for ChunkSink<'_> {
+impl Write for ChunkSink {
     fn write(&mut self, mut data: &[u8]) -> std::io::Result<usize> {
         let n = data.len();
         self.whole.update(data);
@@ -436,18 +478,48 @@ mod tests {
         assert_ne!(h(&a1), h(&agreement_key(&other, "agr-1").await.unwrap()));
     }
 
-    fn stored_chunks(storage: &dyn Storage, agreement_id: &str, data: &[u8]) {
-        let mut sink = ChunkSink {
-            storage,
-            agreement_id,
+    fn sink(storage: &dyn Storage, agreement_id: &str) -> ChunkSink {
+        ChunkSink {
+            writer: storage
+                .blobs()
+                .writer(&payload_name(agreement_id), false)
+                .unwrap(),
             chunk_size: 4,
             buffer: Vec::new(),
             chunk_hashes: Vec::new(),
             whole: Sha256::new(),
             size: 0,
-        };
+        }
+    }
+
+    /// Writes `data` as a masked delivery in chunks of 4 bytes, with its record.
+    fn stored_chunks(storage: &dyn Storage, agreement_id: &str, data: &[u8]) -> ChunkSink {
+        let mut sink = sink(storage, agreement_id);
         sink.write_all(data).unwrap();
         sink.finish().unwrap();
+        let record = MaskedDelivery {
+            sha256: hex::encode(sink.whole.clone().finalize()),
+            size: sink.size,
+            chunk_size: 4,
+            chunk_hashes: sink.chunk_hashes.clone(),
+            desensitization: Desensitization {
+                source_sha256: String::new(),
+                source_size: 0,
+                rules: vec![],
+                applied: vec![],
+                unmatched_rules: vec![],
+                records: 0,
+                withheld_records: 0,
+            },
+        };
+        storage
+            .put(
+                TREE,
+                &record_key(agreement_id),
+                &serde_json::to_vec(&record).unwrap(),
+            )
+            .unwrap();
+        sink
     }
 
     #[tokio::test]
@@ -472,7 +544,13 @@ mod tests {
         assert_eq!(chunk(storage.as_ref(), "agr-x", 0).unwrap(), b"abcd");
 
         assert_eq!(finish_removals(storage.as_ref()).await.unwrap(), 1);
-        assert!(storage.scan_prefix(TREE, b"c/agr-x/").unwrap().is_empty());
+        assert!(
+            !storage
+                .blobs()
+                .path(&payload_name("agr-x"))
+                .unwrap()
+                .exists()
+        );
         let err = chunk(storage.as_ref(), "agr-x", 0).unwrap_err();
         assert!(matches!(err, DesensitizeError::Removed(_)), "{err}");
         assert!(
@@ -558,17 +636,7 @@ mod tests {
     #[test]
     fn chunks_are_cut_at_the_chunk_size() {
         let storage = SledStorage::temporary().unwrap();
-        let mut sink = ChunkSink {
-            storage: storage.as_ref(),
-            agreement_id: "agr-x",
-            chunk_size: 4,
-            buffer: Vec::new(),
-            chunk_hashes: Vec::new(),
-            whole: Sha256::new(),
-            size: 0,
-        };
-        sink.write_all(b"abcdefghij").unwrap();
-        sink.finish().unwrap();
+        let sink = stored_chunks(storage.as_ref(), "agr-x", b"abcdefghij");
         assert_eq!(sink.chunk_hashes.len(), 3);
         assert_eq!(sink.size, 10);
         assert_eq!(chunk(storage.as_ref(), "agr-x", 2).unwrap(), b"ij");

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use liutong_policy::{Action, Scope};
+use liutong_policy::{Action, Request, Scope};
 use tokio_stream::Stream;
 
 use crate::audit::log::EventKind;
@@ -58,7 +58,23 @@ impl Transfers {
             .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
         let request = agreement.request(Scope::Transfer, Action::Use, caller);
         let state = agreement.policy_state(0);
-        let decision = liutong_policy::evaluate(&policy, &request, &state);
+        let mut decision = liutong_policy::evaluate(&policy, &request, &state);
+        // A permission on `read` alone is delivered too: each read of the copy is then
+        // decided on the consumer's node. Without one, the `use` decision stands (it
+        // tells a compute-to-data agreement apart).
+        if decision.denial == Some(liutong_policy::Denial::NoPermission) {
+            let read = liutong_policy::evaluate(
+                &policy,
+                &Request {
+                    action: Action::Read,
+                    ..request.clone()
+                },
+                &state,
+            );
+            if read.denial != Some(liutong_policy::Denial::NoPermission) {
+                decision = read;
+            }
+        }
         self.alerts
             .policy_decision(
                 "transfer",
