@@ -223,3 +223,78 @@ async fn changed_copies_of_received_data_are_not_offered_onward() {
     assert!(!own.offer_id.is_empty());
     assert!(own.derived_from.is_empty(), "{:?}", own.derived_from);
 }
+
+/// Kept one second, then deleted by the consumer's node.
+const SHORT_LIVED: &str = r#"
+uid = "urn:liutong:policy:residents-short-lived"
+type = "set"
+
+[[permission]]
+action = "use"
+duty = [{ action = "deleteAfter", elapsed = "PT1S" }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_deleted_copy_are_still_recognised() {
+    let space = DataSpace::start().await;
+    let quick = |c: &mut liutong_node::config::NodeConfig| {
+        c.usage.check_interval = Duration::from_millis(200)
+    };
+    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
+    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
+    refresh_all(&[&provider, &consumer]).await;
+    let people = residents(3, 1_000);
+    let product = publish(
+        &provider,
+        &csv(&HEADER, &people),
+        "Residents",
+        "general-2",
+        "csv",
+        SHORT_LIVED,
+    )
+    .await
+    .expect("publish");
+    let contract = consumer
+        .request_contract(&provider, &product.offer_id, "urbanPlanning")
+        .await
+        .expect("agreement");
+    consumer
+        .pull_all(&contract.agreement_id)
+        .await
+        .expect("pull");
+    let storage = consumer.running.node.storage.clone();
+    let id = contract.agreement_id.clone();
+    let deleted = wait_until(Duration::from_secs(30), || {
+        let storage = storage.clone();
+        let id = id.clone();
+        async move {
+            liutong_node::usage::deletion(storage.as_ref(), &id)
+                .unwrap()
+                .is_some()
+        }
+    })
+    .await;
+    assert!(deleted, "the copy is deleted at its deadline");
+
+    // The rows were kept aside before the deletion: republishing them is refused.
+    let mut reordered = without_column(&people, 0);
+    reordered.reverse();
+    let err = publish(
+        &consumer,
+        &csv(&header_without(0), &reordered),
+        "Residents, kept",
+        "general-2",
+        "csv",
+        PERMISSIVE,
+    )
+    .await
+    .expect_err("rows of a deleted copy");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("the payload holds rows of a copy this node received")
+            && err.message().contains(&contract.agreement_id),
+        "{}",
+        err.message()
+    );
+}
