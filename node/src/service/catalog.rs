@@ -114,6 +114,8 @@ pub(super) async fn publish(
     if let Some(compiled) = &offer {
         upload.set_policy_odrl(compiled.policy().to_odrl());
     }
+    // Rows of a received copy count as the copy however the bytes were changed.
+    let mut rows = usage.payload_check().map_err(into_status)?;
     // Dropping `upload` on any early return removes what was written: a stream that
     // stops before its end message (hyper reports a client's RST_STREAM NO_ERROR or
     // CANCEL as a clean end) leaves no product and no payload file.
@@ -121,7 +123,10 @@ pub(super) async fn publish(
         match stream.message().await? {
             Some(PublishRequest {
                 part: Some(Part::Data(data)),
-            }) => upload.write(&data).map_err(into_status)?,
+            }) => {
+                upload.write(&data).map_err(into_status)?;
+                rows.feed(&data);
+            }
             Some(PublishRequest {
                 part: Some(Part::End(end)),
             }) => break end,
@@ -169,7 +174,38 @@ pub(super) async fn publish(
             Ok(undeclared)
         });
     match same {
-        Ok(undeclared) => upload.add_derived_from(undeclared),
+        Ok(undeclared) => {
+            let identical = undeclared.clone();
+            upload.add_derived_from(undeclared);
+            let matches: Vec<_> = rows
+                .finish()
+                .into_iter()
+                .filter(|m| {
+                    !meta.derived_from.contains(&m.agreement_id)
+                        && !identical.contains(&m.agreement_id)
+                })
+                .collect();
+            for m in &matches {
+                if let Err(e) = usage.check_derivation(
+                    std::slice::from_ref(&m.agreement_id),
+                    classification,
+                    offer.as_ref(),
+                ) {
+                    drop(upload);
+                    usage.log_refusal(&e).await;
+                    let status = into_status(e);
+                    return Err(Status::new(
+                        status.code(),
+                        format!(
+                            "the payload holds rows of a copy this node received ({}): {}",
+                            m.describe(),
+                            status.message()
+                        ),
+                    ));
+                }
+            }
+            upload.add_derived_from(matches.into_iter().map(|m| m.agreement_id));
+        }
         Err(e) => {
             drop(upload);
             usage.log_refusal(&e).await;

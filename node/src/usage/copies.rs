@@ -1,11 +1,17 @@
 //! The copies this node received and the ones it deleted, listed together
-//! (`Usage.ListCopies`).
+//! (`Usage.ListCopies`), and the content fingerprints each copy leaves behind (see
+//! [`super::rows`]): made from a completed copy before anything else may need them
+//! and kept after the copy is deleted, so its rows are recognised when they come back
+//! in a product this node publishes.
 
 use std::collections::BTreeMap;
 
 use liutong_proto::v1::CopyStatus;
 
-use super::{Usage, UsageError, duties, uses};
+use ring::hmac;
+
+use super::rows::{RowReader, Sketch};
+use super::{USAGE, Usage, UsageError, duties, uses};
 use crate::contract::Agreement;
 use crate::transfer;
 
@@ -93,5 +99,87 @@ impl Usage {
             reason: d.explain(),
             size: 0,
         })
+    }
+}
+
+/// In tree `usage`: the node-local key of the content fingerprints.
+const FINGERPRINT_KEY: &[u8] = b"fk";
+
+fn sketch_key(agreement_id: &str) -> Vec<u8> {
+    format!("f/{agreement_id}").into_bytes()
+}
+
+impl Usage {
+    /// The key the content fingerprints are made with: random, made once per node.
+    pub(super) fn fingerprint_key(&self) -> Result<hmac::Key, UsageError> {
+        let storage = self.storage.as_ref();
+        if storage.get(USAGE, FINGERPRINT_KEY)?.is_none() {
+            let fresh = crate::base::random::random_bytes::<32>()?;
+            // Two first uses at once: the one stored first is the key.
+            storage.insert_new(USAGE, FINGERPRINT_KEY, &fresh)?;
+        }
+        let key = storage
+            .get(USAGE, FINGERPRINT_KEY)?
+            .filter(|k| k.len() == 32)
+            .ok_or_else(|| {
+                UsageError::DataLoss("the content fingerprint key is damaged".to_owned())
+            })?;
+        Ok(hmac::Key::new(hmac::HMAC_SHA256, &key))
+    }
+
+    /// Makes and stores the fingerprints of a completed copy that has none yet; the
+    /// stored ones are kept. Nothing happens for a copy not completed or not held.
+    pub fn remember_copy(&self, agreement_id: &str) -> Result<(), UsageError> {
+        let storage = self.storage.as_ref();
+        if storage.get(USAGE, &sketch_key(agreement_id))?.is_some() {
+            return Ok(());
+        }
+        let Some(c) = transfer::copy(storage, agreement_id)? else {
+            return Ok(());
+        };
+        if c.state != transfer::TransferState::Completed {
+            return Ok(());
+        }
+        let key = self.fingerprint_key()?;
+        let mut sketch = Sketch::default();
+        let mut reader = RowReader::default();
+        let mut index = 0;
+        while let Some(chunk) = transfer::copy_chunk(storage, agreement_id, index)? {
+            reader.feed(&chunk, &mut |row| sketch.add_row(&key, &row));
+            index += 1;
+        }
+        reader.finish(&mut |row| sketch.add_row(&key, &row));
+        storage.put(USAGE, &sketch_key(agreement_id), &sketch.to_bytes())?;
+        Ok(())
+    }
+
+    /// The fingerprints of every copy this node received, held or deleted, by
+    /// agreement ID; completed copies without any are fingerprinted first.
+    pub fn copy_sketches(&self) -> Result<Vec<(String, Sketch)>, UsageError> {
+        let storage = self.storage.as_ref();
+        for c in transfer::copies(storage)? {
+            if c.state == transfer::TransferState::Completed
+                && storage.get(USAGE, &sketch_key(&c.agreement_id))?.is_none()
+            {
+                self.remember_copy(&c.agreement_id)?;
+            }
+        }
+        let mut out = Vec::new();
+        for (k, v) in storage.scan_prefix(USAGE, b"f/")?.iter() {
+            let Some(id) = k
+                .strip_prefix(b"f/")
+                .and_then(|k| std::str::from_utf8(k).ok())
+            else {
+                continue;
+            };
+            let sketch = Sketch::from_bytes(v).ok_or_else(|| {
+                UsageError::DataLoss(format!(
+                    "the content fingerprints of the copy received under agreement {id} are \
+                     damaged"
+                ))
+            })?;
+            out.push((id.to_owned(), sketch));
+        }
+        Ok(out)
     }
 }

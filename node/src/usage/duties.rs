@@ -244,6 +244,11 @@ impl Usage {
             return Ok(earlier);
         }
         let held = transfer::copy(storage, id)?.is_some();
+        // The copy's content fingerprints outlive it: its rows published later by this
+        // node are still recognised. A copy that cannot be read is deleted all the same.
+        if let Err(e) = self.remember_copy(id) {
+            tracing::warn!(agreement = %id, error = %e, "cannot fingerprint a copy before deleting it");
+        }
         let record = Deletion {
             agreement_id: id.clone(),
             provider: agreement.provider.to_string(),

@@ -42,6 +42,7 @@ pub mod notice;
 pub mod onward;
 pub mod read;
 pub mod revocation;
+pub mod rows;
 
 use std::sync::Arc;
 

@@ -2,8 +2,11 @@
 //!
 //! A product may declare (`--derived-from`) products of this node and received copies
 //! (by their agreement ID); a payload byte-identical to a received copy counts as
-//! derived from it even when nothing is declared. For every source, followed through
-//! the products it names in turn:
+//! derived from it even when nothing is declared, and so does one that holds a
+//! significant share of a copy's rows ([`PayloadCheck`]: at least
+//! [`SIGNIFICANT`](super::rows::SIGNIFICANT) of the copy's identifying values, or of
+//! the payload's rows carrying one), however its bytes were changed. For every source,
+//! followed through the products it names in turn:
 //!
 //! - the new product keeps at least the source's classification;
 //! - if the new product is offered, each received copy among the sources must be
@@ -15,6 +18,7 @@ use std::collections::HashSet;
 
 use liutong_policy::{Action, Classification, CompiledPolicy, Duty, Scope};
 
+use super::rows::{Overlap, RowReader, Sketch, cell_hash};
 use super::{Usage, UsageError, duties, uses};
 use crate::base::clock::now;
 use crate::base::error::{ErrorKind, ErrorKinded};
@@ -62,7 +66,105 @@ impl From<UsageError> for OnwardError {
     }
 }
 
+/// A received copy whose rows a payload holds.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ContentMatch {
+    pub agreement_id: String,
+    /// Share of the copy's identifying values found in the payload.
+    pub of_copy: f64,
+    /// Estimated share of the payload's rows that carry one of them.
+    pub of_rows: f64,
+}
+
+impl ContentMatch {
+    /// How much of the copy the payload holds, for a message.
+    pub fn describe(&self) -> String {
+        format!(
+            "it holds {:.0} % of the identifying values of the copy received under agreement \
+             {}, in {:.0} % of its rows",
+            self.of_copy * 100.0,
+            self.agreement_id,
+            self.of_rows * 100.0
+        )
+    }
+}
+
+/// A payload being published, compared row by row with the received copies as it
+/// arrives (memory: the copies' sketches, not the payload).
+pub struct PayloadCheck {
+    key: Option<ring::hmac::Key>,
+    copies: Vec<(String, Sketch, Overlap)>,
+    reader: RowReader,
+    rows: u64,
+}
+
+impl PayloadCheck {
+    /// Reads more of the payload.
+    pub fn feed(&mut self, data: &[u8]) {
+        let Some(key) = &self.key else { return };
+        let (copies, rows) = (&mut self.copies, &mut self.rows);
+        self.reader
+            .feed(data, &mut |row| Self::row(key, copies, rows, &row));
+    }
+
+    fn row(
+        key: &ring::hmac::Key,
+        copies: &mut [(String, Sketch, Overlap)],
+        rows: &mut u64,
+        row: &super::rows::Row,
+    ) {
+        *rows += 1;
+        let hashes: Vec<u64> = row.iter().filter_map(|(_, v)| cell_hash(key, v)).collect();
+        for (_, sketch, overlap) in copies.iter_mut() {
+            overlap.add_row(sketch, &hashes);
+        }
+    }
+
+    /// The copies whose rows the whole payload holds a significant share of.
+    pub fn finish(mut self) -> Vec<ContentMatch> {
+        let Some(key) = self.key.take() else {
+            return Vec::new();
+        };
+        let (copies, rows) = (&mut self.copies, &mut self.rows);
+        self.reader
+            .finish(&mut |row| Self::row(&key, copies, rows, &row));
+        self.copies
+            .iter()
+            .filter_map(|(id, sketch, overlap)| {
+                let (of_copy, of_rows) = overlap.significant(sketch, self.rows)?;
+                Some(ContentMatch {
+                    agreement_id: id.clone(),
+                    of_copy,
+                    of_rows,
+                })
+            })
+            .collect()
+    }
+}
+
 impl Usage {
+    /// Starts comparing a payload with the rows of the copies this node received
+    /// (under agreements it still knows as the consumer).
+    pub fn payload_check(&self) -> Result<PayloadCheck, OnwardError> {
+        let mut copies = Vec::new();
+        for (id, sketch) in self.copy_sketches()? {
+            if !sketch.hashes.is_empty() && self.received_agreement(&id)?.is_some() {
+                copies.push((id, sketch, Overlap::default()));
+            }
+        }
+        let key = if copies.is_empty() {
+            None
+        } else {
+            Some(self.fingerprint_key()?)
+        };
+        Ok(PayloadCheck {
+            key,
+            copies,
+            reader: RowReader::default(),
+            rows: 0,
+        })
+    }
+
     /// Logs a publish refused by these rules as a policy decision.
     pub async fn log_refusal(&self, error: &OnwardError) {
         let event = crate::audit::log::Event::new(
