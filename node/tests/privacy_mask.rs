@@ -223,3 +223,156 @@ async fn a_saved_masked_copy_is_not_offered_again_after_its_revocation() {
     assert!(err.message().contains(&agreement), "{}", err.message());
     drop(s.space);
 }
+
+const PERSONAL_DATA_MASKED: &str = r#"
+uid = "urn:liutong:policy:personal-data-masked"
+type = "set"
+
+[[permission]]
+action = "use"
+duty = [{ action = "mask", rules = [
+  { field = { type = "idcard" } },
+  { field = { type = "mobile" } },
+  { field = { type = "email" }, method = "hash" },
+  { field = { type = "name" } },
+] }]
+"#;
+
+/// A distinct synthetic person: Chinese name, English name, mobile, e-mail, ID number.
+fn person(i: u32) -> [String; 5] {
+    let surnames = ["张", "王", "李", "赵", "陈", "刘", "杨", "黄", "周", "吴"];
+    let given = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "勇", "艳", "杰"];
+    let latin = [
+        "Wei", "Fang", "Na", "Min", "Jing", "Lei", "Yang", "Yong", "Yan", "Jie",
+    ];
+    let (a, b, c) = (
+        i as usize % 10,
+        (i as usize / 10) % 10,
+        (i as usize / 100) % 10,
+    );
+    [
+        format!("{}{}{}", surnames[a], given[b], given[c]),
+        format!("Zhou {}{}", latin[b], latin[c].to_lowercase()),
+        format!("139{:08}", 10_000_000 + i * 7919),
+        format!("p{i}@example.cn"),
+        idcard(
+            "330106",
+            &format!("{}{:02}{:02}", 1950 + i % 50, 1 + i % 12, 1 + i % 28),
+            &format!("{:03}", i % 1000),
+        ),
+    ]
+}
+
+/// How many of `values` appear anywhere in `text`.
+fn leaked<'a>(text: &str, values: impl Iterator<Item = &'a String>) -> Vec<String> {
+    values
+        .filter(|v| text.contains(v.as_str()))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn personal_data_in_contact_columns_free_text_and_nested_objects_is_masked() {
+    let s = space().await;
+    let people: Vec<[String; 5]> = (0..300).map(person).collect();
+
+    // CSV: the contact's name under a header that is no usual name column, and remarks
+    // in free text carrying names, mobiles, e-mails and ID numbers.
+    let mut csv = String::from("district,emergency_contact,remarks\n");
+    for (i, [name, latin, mobile, email, id]) in people.iter().enumerate() {
+        let remark = match i % 3 {
+            0 => format!("回访：联系人{name}，电话{mobile}，身份证{id}"),
+            1 => format!("\"call contact {latin} at {mobile} or {email}\""),
+            _ => format!(
+                "家属{name}（{}-{}-{}）",
+                &mobile[..3],
+                &mobile[3..7],
+                &mobile[7..]
+            ),
+        };
+        csv.push_str(&format!("Xihu,{name},{remark}\n"));
+    }
+    let (_, agreement) = delivered(&s, csv.as_bytes(), PERSONAL_DATA_MASKED).await;
+    let (bytes, manifest) = copy_of(&s.consumer, &agreement);
+    let text = String::from_utf8(bytes).unwrap();
+    let all = |k: usize| people.iter().map(move |p| &p[k]);
+    for (what, k) in [
+        ("names", 0),
+        ("English names", 1),
+        ("mobiles", 2),
+        ("e-mails", 3),
+        ("ID numbers", 4),
+    ] {
+        let out = leaked(&text, all(k));
+        assert!(
+            out.is_empty(),
+            "{} {what} leaked, e.g. {:?}",
+            out.len(),
+            &out[..out.len().min(3)]
+        );
+    }
+    assert!(
+        text.lines().nth(1).unwrap().starts_with("Xihu,"),
+        "{text:.200}"
+    );
+    // The manifest says what was masked inside the remarks.
+    let applied = manifest["desensitized"]["applied"].as_array().unwrap();
+    let inside: Vec<(&str, u64)> = applied
+        .iter()
+        .filter(|a| a["selected_by"] == "content")
+        .map(|a| (a["field"].as_str().unwrap(), a["values"].as_u64().unwrap()))
+        .collect();
+    assert!(
+        inside.iter().any(|(f, n)| *f == "remarks" && *n > 0),
+        "{applied:?}"
+    );
+
+    // JSON Lines: the contact as a nested object.
+    let mut jsonl = String::new();
+    for [name, _, mobile, email, _] in &people {
+        jsonl.push_str(
+            &serde_json::json!({
+                "district": "Xihu",
+                "contact": { "name": name, "mobile": mobile, "note": format!("mail {email}") },
+            })
+            .to_string(),
+        );
+        jsonl.push('\n');
+    }
+    let product = publish(
+        &s.provider,
+        jsonl.as_bytes(),
+        "Contacts",
+        "general-2",
+        "jsonl",
+        PERSONAL_DATA_MASKED,
+    )
+    .await
+    .expect("publish");
+    let contract = s
+        .consumer
+        .request_contract(&s.provider, &product.offer_id, "urbanPlanning")
+        .await
+        .expect("agreement");
+    let done = s.consumer.pull_all(&contract.agreement_id).await.unwrap();
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    let (bytes, _) = copy_of(&s.consumer, &contract.agreement_id);
+    let text = String::from_utf8(bytes).unwrap();
+    for (what, k) in [("names", 0), ("mobiles", 2), ("e-mails", 3)] {
+        let out = leaked(&text, all(k));
+        assert!(
+            out.is_empty(),
+            "{} {what} leaked, e.g. {:?}",
+            out.len(),
+            &out[..out.len().min(3)]
+        );
+    }
+    // Still nested objects, the district untouched.
+    let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(first["district"], "Xihu");
+    assert!(
+        first["contact"]["mobile"].as_str().unwrap().contains('*'),
+        "{first}"
+    );
+    drop(s.space);
+}
