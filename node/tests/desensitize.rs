@@ -162,7 +162,7 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
     assert_ne!(done.sha256, product.sha256, "masked bytes, not the product");
 
     // The manifest, signed by the provider, covers the delivered bytes and lists the
-    // rules applied, with the product's own hash.
+    // rules applied, naming the product version masked.
     let storage = s.ecology.running.node.storage.as_ref();
     let copy = liutong_node::transfer::copy(storage, &agreement)
         .unwrap()
@@ -181,8 +181,12 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
     }
     let d = manifest.desensitized.expect("the manifest lists the rules");
     assert_eq!(
-        (d.source_sha256.as_str(), d.source_size),
-        (product.sha256.as_str(), product.size)
+        (
+            d.source_product_id.as_str(),
+            d.source_version,
+            d.source_size
+        ),
+        (product.product_id.as_str(), product.version, product.size)
     );
     assert_eq!(d.rules.len(), 6);
     let applied: Vec<(&str, &str)> = d

@@ -1224,6 +1224,7 @@ async fn a_deletion_cut_short_is_finished_at_start() {
         product_id: "prd-x".into(),
         version: 1,
         sha256: String::new(),
+        delivered_sha256: None,
         held: true,
         cause: liutong_node::usage::DeletionCause::Expired {
             deadline: unix_now(),

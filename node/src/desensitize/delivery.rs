@@ -60,10 +60,20 @@ pub struct Removal {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Desensitization {
-    /// SHA-256 of the product version as published (the agreement's), hex.
-    pub source_sha256: String,
-    /// Its size in bytes.
+    /// The product version masked (the agreement's), named by its identifier. Never a
+    /// hash of its content: an unsalted hash of the unmasked bytes lets the consumer
+    /// confirm guesses of every masked value offline (for a small product, a few dozen
+    /// guesses of an ID number suffice).
+    #[serde(default)]
+    pub source_product_id: String,
+    #[serde(default)]
+    pub source_version: u32,
+    /// Its size in bytes (the agreement's).
     pub source_size: u64,
+    /// Deliveries stored by earlier versions named the source by its hash: read, never
+    /// written again.
+    #[serde(default, rename = "source_sha256", skip_serializing)]
+    pub legacy_source_sha256: Option<String>,
     /// The mask rules of the agreement's policy, in written order.
     pub rules: Vec<MaskRule>,
     /// What the rules did, field by field.
@@ -121,7 +131,12 @@ pub async fn delivery_for(
         });
     }
     refuse_removed(storage.as_ref(), agreement_id)?;
-    if let Some(done) = delivered(storage.as_ref(), agreement_id)? {
+    if let Some(mut done) = delivered(storage.as_ref(), agreement_id)? {
+        if done.desensitization.source_product_id.is_empty() {
+            // Stored by an earlier version, which named the source by its hash.
+            done.desensitization.source_product_id = product.product_id.clone();
+            done.desensitization.source_version = product.version;
+        }
         return Ok(Some(done));
     }
     let key = agreement_key(storage, agreement_id).await?;
@@ -391,8 +406,10 @@ fn produce(
         chunk_size: product.chunk_size,
         chunk_hashes: sink.chunk_hashes,
         desensitization: Desensitization {
-            source_sha256: product.sha256.clone(),
+            source_product_id: product.product_id.clone(),
+            source_version: product.version,
             source_size: product.size,
+            legacy_source_sha256: None,
             unmatched_rules: plan
                 .unmatched_rules()
                 .into_iter()

@@ -29,6 +29,9 @@ pub struct Detection {
     pub fields: Vec<String>,
     /// For each field, the built-in types at least one of its values was recognised as.
     pub value_types: HashMap<String, BTreeSet<FieldTypeKey>>,
+    /// JSON Lines fields holding objects: their members are fields of their own, named
+    /// by their path (`contact.name`), and masked there.
+    pub objects: std::collections::HashSet<String>,
 }
 
 /// [`FieldType`] in an ordered set.
@@ -104,15 +107,44 @@ pub fn detect_csv(data: impl Read) -> Result<Detection, DesensitizeError> {
 /// masking pass withholds them).
 pub fn detect_jsonl(data: impl Read) -> Result<Detection, DesensitizeError> {
     let mut d = Detection::default();
-    for_each_object(data, |object| {
-        for (k, v) in object {
-            d.note_field(k);
-            if let Some(text) = json_text(v) {
-                d.note_value(k, &text);
+    for_each_object(data, |object| note_members(&mut d, "", object.iter()))?;
+    Ok(d)
+}
+
+/// Notes the members of an object at `path` (nested objects as `outer.inner`, to a
+/// bounded depth; deeper ones are masked as a whole where a rule selects them).
+fn note_members<'a>(
+    d: &mut Detection,
+    path: &str,
+    members: impl Iterator<Item = (&'a String, &'a serde_json::Value)>,
+) {
+    for (k, v) in members {
+        let name = member_path(path, k);
+        d.note_field(&name);
+        match v {
+            serde_json::Value::Object(inner) if path.matches('.').count() < MAX_DEPTH => {
+                d.objects.insert(name.clone());
+                note_members(d, &name, inner.iter());
+            }
+            _ => {
+                if let Some(text) = json_text(v) {
+                    d.note_value(&name, &text);
+                }
             }
         }
-    })?;
-    Ok(d)
+    }
+}
+
+/// How deep nested objects are followed.
+pub const MAX_DEPTH: usize = 8;
+
+/// The field name of member `key` of the object at `path` (`""` for the record).
+pub fn member_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// A JSON Lines record, its keys in sorted order whatever serde_json's `preserve_order`
@@ -169,6 +201,9 @@ pub enum SelectedBy {
     Header,
     /// A rule on a type that at least one of the field's values was recognised as.
     Values,
+    /// A rule on a type, for values of it found inside the field's text (the field
+    /// itself selected by no rule).
+    Content,
 }
 
 /// The rule that masks one field.
@@ -196,6 +231,18 @@ pub struct Plan {
     /// The masked fields, in field order.
     pub actions: Vec<FieldAction>,
     by_field: HashMap<String, usize>,
+    /// For each built-in type a rule selects, the first such rule: it also masks values
+    /// of that type found inside the text of fields no rule selects.
+    pub content: Vec<ContentRule>,
+}
+
+/// The rule for one built-in type, applied to values of it found inside a text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContentRule {
+    pub kind: FieldType,
+    /// Index of the rule in the policy's mask rules (0-based).
+    pub rule: usize,
+    pub method: MaskMethod,
 }
 
 impl Plan {
@@ -207,6 +254,11 @@ impl Plan {
                 let by = match &r.field {
                     FieldSelector::Name(n) if n == field => Some(SelectedBy::Name),
                     FieldSelector::Name(_) => None,
+                    // An object under a name header (`contact`) holds a person's
+                    // details: its members are planned one by one.
+                    FieldSelector::Type(FieldType::Name) if detection.objects.contains(field) => {
+                        None
+                    }
                     FieldSelector::Type(t) if recognise::header_is(*t, field) => {
                         Some(SelectedBy::Header)
                     }
@@ -229,11 +281,30 @@ impl Plan {
             .enumerate()
             .map(|(i, a)| (a.field.clone(), i))
             .collect();
+        let content = FieldType::ALL
+            .iter()
+            .filter_map(|t| {
+                rules
+                    .iter()
+                    .position(|r| r.field == FieldSelector::Type(*t))
+                    .map(|i| ContentRule {
+                        kind: *t,
+                        rule: i,
+                        method: rules[i].method,
+                    })
+            })
+            .collect();
         Plan {
             rules,
             actions,
             by_field,
+            content,
         }
+    }
+
+    /// The rule that masks personal data of type `kind` found inside other fields' text.
+    pub fn content_rule(&self, kind: FieldType) -> Option<&ContentRule> {
+        self.content.iter().find(|c| c.kind == kind)
     }
 
     /// The action on a field, if a rule selects it.
@@ -246,6 +317,39 @@ impl Plan {
         (0..self.rules.len())
             .filter(|i| !self.actions.iter().any(|a| a.rule == *i))
             .collect()
+    }
+
+    /// `text` with the personal data found inside it masked by the content rules, and
+    /// the rules used (0-based, once per value masked); `None` when nothing was found.
+    pub fn mask_in_text(&self, text: &str, key: &hmac::Key) -> Option<(String, Vec<usize>)> {
+        if self.content.is_empty() {
+            return None;
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut used = Vec::new();
+        let mut at = 0;
+        for f in recognise::find_in_text(text) {
+            let Some(c) = self.content_rule(f.kind) else {
+                continue;
+            };
+            let piece = &text[f.start..f.end];
+            // Inside a text, a piece is replaced, never removed or generalised.
+            let masked = match method::apply(&c.method, piece, key) {
+                Masked::Value(v) if v != piece => v,
+                Masked::Value(_) | Masked::Dropped | Masked::Unreadable(_) => {
+                    method::mask_all(piece)
+                }
+            };
+            out.push_str(&text[at..f.start]);
+            out.push_str(&masked);
+            at = f.end;
+            used.push(c.rule);
+        }
+        if used.is_empty() {
+            return None;
+        }
+        out.push_str(&text[at..]);
+        Some((out, used))
     }
 }
 

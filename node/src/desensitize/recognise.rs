@@ -190,7 +190,259 @@ pub fn header_is(t: FieldType, header: &str) -> bool {
     let last = words.last().copied().unwrap_or("");
     header_names(t).iter().any(|name| {
         joined == *name || last == *name || (!name.is_ascii() && joined.ends_with(name))
-    })
+    }) || (t == FieldType::Name && names_a_person(&words, &joined, header))
+}
+
+/// Words of a header that say its values are people (`emergency_contact`,
+/// `name_of_guardian`), wherever they stand in it; `filename` is no such word.
+const PERSON_WORDS: &[&str] = &["name", "contact", "contacts", "guardian"];
+/// The same in Chinese, found anywhere in a header (`紧急联系人`).
+const PERSON_PARTS: &[&str] = &["姓名", "联系人", "监护人", "家属", "负责人", "收件人"];
+
+/// A header naming people, unless it names another type (`contact_phone` is a mobile
+/// number, `contact_email` an address).
+fn names_a_person(words: &[&str], joined: &str, header: &str) -> bool {
+    (words.iter().any(|w| PERSON_WORDS.contains(w))
+        || PERSON_PARTS.iter().any(|p| joined.contains(p)))
+        && ![FieldType::Idcard, FieldType::Mobile, FieldType::Email]
+            .into_iter()
+            .any(|t| header_is(t, header))
+}
+
+/// A piece of personal data found inside a longer text: its byte range and type.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Found {
+    pub start: usize,
+    pub end: usize,
+    pub kind: FieldType,
+}
+
+/// Words after which a text usually gives a person's name (`联系人：王芳`,
+/// `contact Zhang Wei`), longest first so `联系人` is taken before `联系`.
+const NAME_LABELS: &[&str] = &[
+    "紧急联系人",
+    "联系人",
+    "监护人",
+    "负责人",
+    "收件人",
+    "姓名",
+    "联系",
+    "家属",
+    "户主",
+    "name",
+    "contact",
+];
+
+/// What follows a name label but is no name (`联系电话`, `联系方式`).
+const NOT_NAMES: &[&str] = &[
+    "电话", "手机", "方式", "地址", "邮箱", "号码", "先生", "女士", "人", "我", "的",
+];
+
+/// The personal data inside a free text: ID numbers with a valid check character,
+/// mobile numbers (also written in groups, or after +86), e-mail addresses, and names
+/// after a name label. Ranges do not overlap and are in order.
+pub fn find_in_text(text: &str) -> Vec<Found> {
+    let mut found = Vec::new();
+    find_emails(text, &mut found);
+    find_numbers(text, &mut found);
+    find_labelled_names(text, &mut found);
+    found.sort_by_key(|f| (f.start, std::cmp::Reverse(f.end)));
+    let mut out: Vec<Found> = Vec::with_capacity(found.len());
+    for f in found {
+        if out.last().is_none_or(|last| f.start >= last.end) {
+            out.push(f);
+        }
+    }
+    out
+}
+
+fn find_emails(text: &str, found: &mut Vec<Found>) {
+    let b = text.as_bytes();
+    let local = |c: u8| c.is_ascii_alphanumeric() || b"._%+-".contains(&c);
+    let domain = |c: u8| c.is_ascii_alphanumeric() || b".-".contains(&c);
+    for (at, _) in text.match_indices('@') {
+        let mut start = at;
+        while start > 0 && local(b[start - 1]) {
+            start -= 1;
+        }
+        let mut end = at + 1;
+        while end < b.len() && domain(b[end]) {
+            end += 1;
+        }
+        while end > at + 1 && matches!(b[end - 1], b'.' | b'-') {
+            end -= 1;
+        }
+        if start < at && is_email(&text[start..end]) {
+            found.push(Found {
+                start,
+                end,
+                kind: FieldType::Email,
+            });
+        }
+    }
+}
+
+/// Runs of digits, possibly in groups joined by one space or hyphen (`138 1234 5678`),
+/// possibly ending in an ID number's `X`.
+fn find_numbers(text: &str, found: &mut Vec<Found>) {
+    let b = text.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if !b[i].is_ascii_digit() || (i > 0 && b[i - 1].is_ascii_digit()) {
+            i += 1;
+            continue;
+        }
+        // Groups of digits: (start, end) byte ranges.
+        let mut groups = Vec::new();
+        let mut j = i;
+        loop {
+            let g = j;
+            while j < b.len() && b[j].is_ascii_digit() {
+                j += 1;
+            }
+            groups.push((g, j));
+            if j + 1 < b.len() && matches!(b[j], b' ' | b'-') && b[j + 1].is_ascii_digit() {
+                j += 1;
+            } else {
+                break;
+            }
+        }
+        // An ID number's check character.
+        let x_after = |end: usize| {
+            end < b.len()
+                && matches!(b[end], b'X' | b'x')
+                && !b.get(end + 1).is_some_and(u8::is_ascii_alphanumeric)
+        };
+        let (first, last) = (groups[0].0, groups[groups.len() - 1].1);
+        let plus = first > 0 && b[first - 1] == b'+';
+        let mut whole_end = last;
+        if x_after(last) {
+            whole_end += 1;
+        }
+        if let Some(kind) = number_kind(&text[first..whole_end]) {
+            let start = if plus && kind == FieldType::Mobile {
+                first - 1
+            } else {
+                first
+            };
+            found.push(Found {
+                start,
+                end: whole_end,
+                kind,
+            });
+        } else if groups.len() > 1 {
+            // Several numbers side by side: each on its own.
+            for &(g0, g1) in &groups {
+                let end = if x_after(g1) { g1 + 1 } else { g1 };
+                if let Some(kind) = number_kind(&text[g0..end]) {
+                    found.push(Found {
+                        start: g0,
+                        end,
+                        kind,
+                    });
+                }
+            }
+        }
+        i = j.max(i + 1);
+    }
+}
+
+/// An ID number or a mobile number, written with or without separators.
+fn number_kind(written: &str) -> Option<FieldType> {
+    let compact: String = written
+        .chars()
+        .filter(|c| !matches!(c, ' ' | '-'))
+        .collect();
+    if validate_idcard(&compact).is_ok() {
+        return Some(FieldType::Idcard);
+    }
+    let mobile = match compact.len() {
+        11 => is_mobile(&compact),
+        13 => compact.starts_with("86") && is_mobile(&compact[2..]),
+        _ => false,
+    };
+    mobile.then_some(FieldType::Mobile)
+}
+
+fn is_cjk(c: char) -> bool {
+    ('\u{4e00}'..='\u{9fff}').contains(&c)
+}
+
+fn find_labelled_names(text: &str, found: &mut Vec<Found>) {
+    let lower = text.to_ascii_lowercase();
+    for label in NAME_LABELS {
+        for (at, _) in lower.match_indices(label) {
+            let after = at + label.len();
+            if label.is_ascii() {
+                let before = text[..at].chars().next_back();
+                let next = text[after..].chars().next();
+                if before.is_some_and(|c| c.is_ascii_alphanumeric())
+                    || next.is_some_and(|c| c.is_ascii_alphanumeric())
+                {
+                    continue;
+                }
+            }
+            if let Some((start, end)) = name_after(text, after) {
+                found.push(Found {
+                    start,
+                    end,
+                    kind: FieldType::Name,
+                });
+            }
+        }
+    }
+}
+
+/// The name right after a label: past separators (`：`, `:`, `是`, spaces), two or
+/// three Chinese characters, or up to three capitalised Latin words.
+fn name_after(text: &str, from: usize) -> Option<(usize, usize)> {
+    let rest = &text[from..];
+    let skipped = rest
+        .char_indices()
+        .find(|(_, c)| !matches!(c, ':' | '：' | ' ' | '=' | '是' | '为' | '\u{3000}'))
+        .map(|(i, _)| i)?;
+    let start = from + skipped;
+    let tail = &text[start..];
+    if NOT_NAMES.iter().any(|w| tail.starts_with(w)) {
+        return None;
+    }
+    let first = tail.chars().next()?;
+    if is_cjk(first) {
+        let mut end = start;
+        for (n, (i, c)) in tail.char_indices().enumerate() {
+            if n >= 3
+                || !is_cjk(c)
+                || (n >= 2 && NOT_NAMES.iter().any(|w| tail[i..].starts_with(w)))
+            {
+                break;
+            }
+            end = start + i + c.len_utf8();
+        }
+        return (end - start >= 2 * '王'.len_utf8()).then_some((start, end));
+    }
+    if first.is_ascii_uppercase() {
+        let mut end = start;
+        let mut words = 0;
+        let mut pos = start;
+        while words < 3 {
+            let w = &text[pos..];
+            if !w.starts_with(|c: char| c.is_ascii_uppercase()) {
+                break;
+            }
+            let len = w
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(w.len());
+            end = pos + len;
+            words += 1;
+            if text[end..].starts_with(' ') {
+                pos = end + 1;
+            } else {
+                break;
+            }
+        }
+        return Some((start, end));
+    }
+    None
 }
 
 #[cfg(test)]
@@ -258,6 +510,69 @@ mod tests {
             !value_is(FieldType::Name, "张三"),
             "names come from headers"
         );
+    }
+
+    fn found_in(text: &str) -> Vec<(&str, FieldType)> {
+        find_in_text(text)
+            .into_iter()
+            .map(|f| (&text[f.start..f.end], f.kind))
+            .collect()
+    }
+
+    #[test]
+    fn personal_data_is_found_inside_free_text() {
+        use FieldType::*;
+        assert_eq!(
+            found_in("回访：联系人王芳，电话13812345678，邮箱wf@example.cn。"),
+            [
+                ("王芳", Name),
+                ("13812345678", Mobile),
+                ("wf@example.cn", Email)
+            ]
+        );
+        assert_eq!(
+            found_in("call contact Zhang Wei at +86 139-1234-5678 or 138 0000 1111 today"),
+            [
+                ("Zhang Wei", Name),
+                ("+86 139-1234-5678", Mobile),
+                ("138 0000 1111", Mobile)
+            ]
+        );
+        assert_eq!(
+            found_in("身份证11010519491231002X已核验;姓名：李娜"),
+            [("11010519491231002X", Idcard), ("李娜", Name)]
+        );
+        assert_eq!(
+            found_in("13812345678 13912345678"),
+            [("13812345678", Mobile), ("13912345678", Mobile)]
+        );
+    }
+
+    #[test]
+    fn numbers_and_words_that_are_not_personal_data_stay() {
+        // A wrong check character, a number too long to be a mobile, an order number,
+        // a label with no name after it.
+        assert_eq!(found_in("110105194912310021 138123456789 NO.2024001"), []);
+        assert_eq!(
+            found_in("联系电话见附件; contact details below; filename"),
+            []
+        );
+    }
+
+    #[test]
+    fn headers_naming_people_anywhere_in_them() {
+        for h in [
+            "emergency_contact",
+            "name_of_guardian",
+            "紧急联系人",
+            "contact",
+            "家属姓名",
+        ] {
+            assert!(header_is(FieldType::Name, h), "{h}");
+        }
+        for h in ["contact_phone", "contact_email", "filename", "district"] {
+            assert!(!header_is(FieldType::Name, h), "{h}");
+        }
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub struct Outcome {
 struct Counters {
     values: Vec<u64>,
     unreadable: Vec<u64>,
+    /// Values masked inside the text of fields no rule selects, by field and rule.
+    content: std::collections::BTreeMap<(String, usize), u64>,
 }
 
 impl Counters {
@@ -64,6 +66,13 @@ impl Counters {
         Counters {
             values: vec![0; plan.actions.len()],
             unreadable: vec![0; plan.actions.len()],
+            content: Default::default(),
+        }
+    }
+
+    fn count_content(&mut self, field: &str, rules: &[usize]) {
+        for rule in rules {
+            *self.content.entry((field.to_owned(), *rule)).or_default() += 1;
         }
     }
 
@@ -84,6 +93,21 @@ impl Counters {
                 values: self.values[i],
                 unreadable: self.unreadable[i],
             })
+            .chain(
+                self.content
+                    .into_iter()
+                    .map(|((field, rule), values)| AppliedRule {
+                        field,
+                        rule: format!("rule {}: {}", rule + 1, describe_rule(&plan.rules[rule])),
+                        selected_by: SelectedBy::Content,
+                        method: format!(
+                            "{}, inside the text",
+                            describe_method(&plan.rules[rule].method)
+                        ),
+                        values,
+                        unreadable: 0,
+                    }),
+            )
             .collect();
         Outcome {
             applied,
@@ -147,7 +171,13 @@ pub fn mask_csv(
         row.clear();
         for (i, value) in record.iter().enumerate() {
             match position_action(i) {
-                None => row.push(value.to_owned()),
+                None => match plan.mask_in_text(value, key) {
+                    Some((masked, used)) => {
+                        counters.count_content(&plan::csv_field_name(&header, i), &used);
+                        row.push(masked);
+                    }
+                    None => row.push(value.to_owned()),
+                },
                 Some((slot, action)) => match action.apply(value, key) {
                     Masked::Dropped => counters.values[slot] += 1,
                     Masked::Value(v) => {
@@ -187,29 +217,10 @@ pub fn mask_jsonl(
         if failure.is_some() {
             return;
         }
-        let mut object = object.clone();
-        for (slot, action) in plan.actions.iter().enumerate() {
-            let Some(value) = object.get(&action.field) else {
-                continue;
-            };
-            let masked = mask_json_value(action, value, key);
-            match masked {
-                None => {}
-                Some(Masked::Dropped) => {
-                    object.remove(&action.field);
-                    counters.values[slot] += 1;
-                }
-                Some(Masked::Value(v)) => {
-                    counters.values[slot] += 1;
-                    object.insert(action.field.clone(), serde_json::Value::String(v));
-                }
-                Some(Masked::Unreadable(v)) => {
-                    counters.values[slot] += 1;
-                    counters.unreadable[slot] += 1;
-                    object.insert(action.field.clone(), serde_json::Value::String(v));
-                }
-            }
-        }
+        let object: plan::JsonObject =
+            mask_members(plan, key, "", object.clone().into_iter(), &mut counters)
+                .into_iter()
+                .collect();
         let written = serde_json::to_writer(&mut out, &object)
             .map_err(|e| DesensitizeError::Write(e.to_string()))
             .and_then(|()| {
@@ -227,6 +238,57 @@ pub fn mask_jsonl(
     out.flush()
         .map_err(|e| DesensitizeError::Write(e.to_string()))?;
     Ok(counters.finish(plan, records, withheld))
+}
+
+/// The members of the object at `path` (`""` for the record), masked: each by the
+/// rule that selects it, a nested object member by member, and any other value by the
+/// content rules for what is found inside its text.
+fn mask_members(
+    plan: &Plan,
+    key: &hmac::Key,
+    path: &str,
+    members: impl Iterator<Item = (String, serde_json::Value)>,
+    counters: &mut Counters,
+) -> Vec<(String, serde_json::Value)> {
+    let mut out = Vec::new();
+    for (k, value) in members {
+        let name = plan::member_path(path, &k);
+        if let Some(action) = plan.action(&name) {
+            let slot = index_of(plan, action);
+            match mask_json_value(action, &value, key) {
+                None => out.push((k, value)),
+                Some(Masked::Dropped) => counters.values[slot] += 1,
+                Some(Masked::Value(v)) => {
+                    counters.values[slot] += 1;
+                    out.push((k, serde_json::Value::String(v)));
+                }
+                Some(Masked::Unreadable(v)) => {
+                    counters.values[slot] += 1;
+                    counters.unreadable[slot] += 1;
+                    out.push((k, serde_json::Value::String(v)));
+                }
+            }
+            continue;
+        }
+        let masked = match value {
+            serde_json::Value::Object(inner) if path.matches('.').count() < plan::MAX_DEPTH => {
+                serde_json::Value::Object(
+                    mask_members(plan, key, &name, inner.into_iter(), counters)
+                        .into_iter()
+                        .collect(),
+                )
+            }
+            other => match plan::json_text(&other).and_then(|t| plan.mask_in_text(&t, key)) {
+                Some((text, used)) => {
+                    counters.count_content(&name, &used);
+                    serde_json::Value::String(text)
+                }
+                None => other,
+            },
+        };
+        out.push((k, masked));
+    }
+    out
 }
 
 /// The masked form of one JSON value; `None` when it stays as it is (null, or an empty

@@ -308,13 +308,22 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
     if m.product_id != a.product_id || m.version != a.version {
         return Err(mismatch("product version"));
     }
-    // A desensitized delivery names the product's own hash beside the masked bytes'.
-    let (source_sha256, source_size) = match &m.desensitized {
-        Some(d) => (&d.source_sha256, d.source_size),
-        None => (&m.sha256, m.size),
-    };
-    if *source_sha256 != a.product_sha256 || source_size != a.size {
-        return Err(mismatch("payload hash or size"));
+    // A desensitized delivery names the product version it masked (by identifier, not
+    // by a hash of the unmasked bytes); the provider's signature binds the masked bytes.
+    match &m.desensitized {
+        Some(d) => {
+            if d.source_product_id != a.product_id || d.source_version != a.version {
+                return Err(mismatch("masked product version"));
+            }
+            if d.source_size != a.size {
+                return Err(mismatch("payload size"));
+            }
+        }
+        None => {
+            if m.sha256 != a.product_sha256 || m.size != a.size {
+                return Err(mismatch("payload hash or size"));
+            }
+        }
     }
     let expected_chunks = m.size.div_ceil(m.chunk_size.max(1) as u64).max(1);
     if m.chunk_size == 0 || m.chunk_hashes.len() as u64 != expected_chunks {

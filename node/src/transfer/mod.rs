@@ -140,7 +140,7 @@ pub struct Manifest {
     pub format: String,
     /// Set when the delivered bytes are the product masked by the policy's mask duties:
     /// `size`, `sha256` and the chunk hashes are then those of the masked bytes, and
-    /// this names the product's own hash and the rules applied.
+    /// this names the product version masked (by identifier) and the rules applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desensitized: Option<crate::desensitize::Desensitization>,
 }

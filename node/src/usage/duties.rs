@@ -48,6 +48,10 @@ pub struct Deletion {
     pub version: u32,
     /// SHA-256 of the deleted payload, so publishing the same bytes again is recognised.
     pub sha256: String,
+    /// SHA-256 of the bytes delivered when they were not the product's own (a masked
+    /// delivery): a saved masked copy published again is recognised too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_sha256: Option<String>,
     /// Whether the node held data for the agreement when it deleted it.
     pub held: bool,
     pub cause: DeletionCause,
@@ -243,7 +247,13 @@ impl Usage {
             self.kick();
             return Ok(earlier);
         }
-        let held = transfer::copy(storage, id)?.is_some();
+        let copy = transfer::copy(storage, id)?;
+        let held = copy.is_some();
+        // Display-only decoding is enough: the hash only widens what is recognised.
+        let delivered_sha256 = copy
+            .and_then(|c| c.manifest.peek_json::<transfer::Manifest>().ok())
+            .filter(|m| m.desensitized.is_some())
+            .map(|m| m.sha256);
         // The copy's content fingerprints outlive it: its rows published later by this
         // node are still recognised. A copy that cannot be read is deleted all the same.
         if let Err(e) = self.remember_copy(id) {
@@ -255,6 +265,7 @@ impl Usage {
             product_id: agreement.product_id.clone(),
             version: agreement.version,
             sha256: agreement.product_sha256.clone(),
+            delivered_sha256,
             held,
             cause: cause.clone(),
             deleted_at: now(),

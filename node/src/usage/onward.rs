@@ -252,7 +252,9 @@ impl Usage {
         out.extend(
             duties::deletions(storage)?
                 .into_iter()
-                .filter(|d| d.held && d.sha256 == sha256)
+                .filter(|d| {
+                    d.held && (d.sha256 == sha256 || d.delivered_sha256.as_deref() == Some(sha256))
+                })
                 .map(|d| d.agreement_id),
         );
         out.sort();
