@@ -520,8 +520,10 @@ mod tests {
             chunk_size: 4,
             chunk_hashes: sink.chunk_hashes.clone(),
             desensitization: Desensitization {
-                source_sha256: String::new(),
+                source_product_id: String::new(),
+                source_version: 0,
                 source_size: 0,
+                legacy_source_sha256: None,
                 rules: vec![],
                 applied: vec![],
                 unmatched_rules: vec![],
