@@ -3,9 +3,13 @@
 //!
 //! For an agreement whose policy permits `aggregate` (typically an `aggregate`
 //! permission with an `aggregateOnly` duty of minimum group size k), the consumer sends
-//! a query; the provider checks that the caller is the agreement's consumer, evaluates
-//! the agreement's policy again (scope `use`, action `aggregate`, the queries so far as
-//! the use count), computes the query over the product's rows on its own node
+//! a query for a purpose; the provider checks that the caller is the agreement's
+//! consumer, asks usage control's gate ([`UsageGate`]: not revoked, the copy not
+//! deleted, its deleteAfter deadline not passed — the check a pull gets), checks the
+//! purpose lies within the agreement's, evaluates the agreement's policy again (scope
+//! `use`, action `aggregate`, the declared purpose, and as the use count the queries it
+//! answered plus the reads the consumer's usage notices reported), computes the query
+//! over the product's rows on its own node
 //! ([`aggregate`]), and answers only the groups of at least k rows, with the number of
 //! groups it suppressed. Mask duties of the same policy apply to the values first.
 //! Both nodes log each query and the size of its answer.
@@ -14,7 +18,14 @@
 //!
 //! Known limit: a threshold on group size does not stop differencing (two queries
 //! whose groups differ by one row); policies can bound the number of queries with a
-//! `count` constraint, which counts this agreement's queries.
+//! `count` constraint.
+//!
+//! One count per agreement: a query and a read of the copy each spend one use (a pull
+//! spends none: it delivers the copy, whose reads are the uses). The consumer's node
+//! checks a query before it sends it, with its reads and its answered queries as the
+//! count, and counts each answer it receives; its reads count those answers too. The
+//! provider counts the queries it answered and the reads reported to it, so a policy
+//! that must hold against a consumer bypassing its own node asks for `notify`.
 
 pub mod aggregate;
 
@@ -29,7 +40,9 @@ use crate::base::error::{ErrorKind, ErrorKinded, PeerRefusal};
 use crate::catalog::Catalog;
 use crate::catalog::product::Format;
 use crate::config::Limits;
-use crate::contract::{AgreedProductError, Agreement, AgreementError, Contracts, Role};
+use crate::contract::{
+    AgreedProductError, Agreement, AgreementError, Contracts, Role, UsageGate, purpose_within,
+};
 use crate::desensitize;
 use crate::identity::{MemberRole, Membership, NodeIdentity};
 use crate::outbound::Peers;
@@ -37,8 +50,18 @@ use crate::storage::{Storage, StorageError};
 use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
 use liutong_proto::v1 as pb;
 
-/// Provider side: how many queries each agreement has had (its use count).
+/// How many queries each agreement has had answered: on the provider the ones it
+/// answered, on the consumer the answers it received. With the copy's reads they make
+/// the agreement's one use count.
 const QUERIES: &str = "queries";
+
+/// The queries answered under `agreement_id` that this node counted.
+pub fn queries_so_far(storage: &dyn Storage, agreement_id: &str) -> Result<u64, StorageError> {
+    Ok(storage
+        .get(QUERIES, agreement_id.as_bytes())?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
 
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -291,10 +314,12 @@ pub struct Queries {
     contracts: Arc<Contracts>,
     catalog: Arc<Catalog>,
     peers: Arc<Peers>,
+    gate: Arc<dyn UsageGate>,
     limits: Limits,
 }
 
 impl Queries {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         storage: Arc<dyn Storage>,
         audit: AuditLog,
@@ -302,6 +327,7 @@ impl Queries {
         contracts: Arc<Contracts>,
         catalog: Arc<Catalog>,
         peers: Arc<Peers>,
+        gate: Arc<dyn UsageGate>,
         limits: Limits,
     ) -> Self {
         Self {
@@ -311,6 +337,7 @@ impl Queries {
             contracts,
             catalog,
             peers,
+            gate,
             limits,
         }
     }
@@ -325,11 +352,13 @@ pub struct Answered {
 }
 
 impl Queries {
-    /// Provider side: answers a query under an agreement (see the module doc).
+    /// Provider side: answers a query under an agreement, for `purpose` (`None`: the
+    /// agreement's own), see the module doc.
     pub async fn answer(
         &self,
         caller: &Membership,
         agreement_id: &str,
+        purpose: Option<&str>,
         query: Query,
     ) -> Result<Answered, QueryError> {
         let agreement = self
@@ -343,22 +372,29 @@ impl Queries {
         // queries cannot both be decided on the same count.
         let lock = self.contracts.locks().lock_for(agreement_id);
         let _counted = lock.lock().await;
-        let uses = self.queries_so_far(agreement_id)?;
+        // The same gate as a pull's: revoked, copy deleted, or past its deadline.
+        if let Err(why) = self.gate.delivery_allowed(&agreement) {
+            self.refuse(&agreement, &query, &why).await?;
+            return Err(QueryError::Forbidden(why));
+        }
+        let purpose = purpose.unwrap_or(&agreement.purpose).to_owned();
+        if let Err(why) = purpose_within(&policy, &purpose, &agreement) {
+            self.refuse(&agreement, &query, &why).await?;
+            return Err(QueryError::Denied(why));
+        }
+        let queries = queries_so_far(self.storage.as_ref(), agreement_id)?;
+        let uses = queries + self.gate.reads(agreement_id)?;
         let decision = liutong_policy::evaluate(
             &policy,
-            &agreement.request(Scope::Use, Action::Aggregate, caller),
+            &Request {
+                purpose: Some(purpose.clone()),
+                ..agreement.request(Scope::Use, Action::Aggregate, caller)
+            },
             &agreement.policy_state(uses),
         );
         if !decision.is_permit() {
             let why = decision.explain();
-            agreement
-                .log(
-                    &self.audit,
-                    self.identity.participant_id(),
-                    EventKind::Query,
-                    format!("aggregate query refused ({query}): {why}"),
-                )
-                .await?;
+            self.refuse(&agreement, &query, &why).await?;
             return Err(QueryError::Denied(why));
         }
         let k = min_group_size(&decision.duties);
@@ -422,7 +458,11 @@ impl Queries {
             }
         };
         self.storage
-            .put_durable(QUERIES, agreement_id.as_bytes(), &(uses + 1).to_be_bytes())
+            .put_durable(
+                QUERIES,
+                agreement_id.as_bytes(),
+                &(queries + 1).to_be_bytes(),
+            )
             .await?;
         agreement
         .log(&self.audit, self.identity.participant_id(),
@@ -445,12 +485,22 @@ impl Queries {
         })
     }
 
-    fn queries_so_far(&self, agreement_id: &str) -> Result<u64, QueryError> {
-        Ok(self
-            .storage
-            .get(QUERIES, agreement_id.as_bytes())?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes))
+    /// Logs a query refused before it was computed.
+    async fn refuse(
+        &self,
+        agreement: &Agreement,
+        query: &Query,
+        why: &str,
+    ) -> Result<(), QueryError> {
+        agreement
+            .log(
+                &self.audit,
+                self.identity.participant_id(),
+                EventKind::Query,
+                format!("aggregate query refused ({query}): {why}"),
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -494,6 +544,7 @@ impl Queries {
         &self,
         agreement_id: &str,
         peer: &str,
+        purpose: Option<&str>,
         query: Option<&pb::AggregateQuery>,
     ) -> Result<pb::AggregateResponse, QueryError> {
         self.contracts
@@ -511,6 +562,17 @@ impl Queries {
                 "answering a query",
             )
             .map_err(|e| QueryError::Forbidden(e.to_string()))?;
+        // This node holds the agreement's other uses (the copy's reads) and knows of its
+        // copy's deletion, so it checks the use before it asks; the provider checks again
+        // with what it knows. Decision, query and count are one step per agreement, as a
+        // read's are.
+        let lock = self.contracts.locks().lock_for(agreement_id);
+        let _counted = lock.lock().await;
+        let purpose = purpose.unwrap_or(&agreement.purpose).to_owned();
+        if let Err(why) = self.use_allowed(&agreement, &purpose) {
+            self.refuse(&agreement, &parsed, &why).await?;
+            return Err(QueryError::Forbidden(why));
+        }
         let address = if peer.trim().is_empty() {
             n.peer_address.clone()
         } else {
@@ -528,8 +590,19 @@ impl Queries {
             .aggregate(pb::AggregateRequest {
                 agreement_id: agreement_id.to_owned(),
                 query: Some(query_to_proto(&parsed)),
+                purpose: purpose.clone(),
             })
             .await;
+        if result.is_ok() {
+            let queries = queries_so_far(self.storage.as_ref(), agreement_id)?;
+            self.storage
+                .put_durable(
+                    QUERIES,
+                    agreement_id.as_bytes(),
+                    &(queries + 1).to_be_bytes(),
+                )
+                .await?;
+        }
         let detail = match &result {
             Ok(r) => {
                 let r = r.get_ref();
@@ -557,5 +630,42 @@ impl Queries {
         result
             .map(tonic::Response::into_inner)
             .map_err(|s| QueryError::Peer(s.into()))
+    }
+}
+
+impl Queries {
+    /// Consumer side: whether this node may use `agreement` for a query for `purpose`,
+    /// with what it knows: its copy not deleted by usage control, the purpose within the
+    /// agreement's, and the policy at use scope with its reads and answered queries as
+    /// the use count. The error says why.
+    fn use_allowed(&self, agreement: &Agreement, purpose: &str) -> Result<(), String> {
+        let id = agreement.agreement_id.as_str();
+        let unreadable = |e: StorageError| format!("cannot check the agreement's uses: {e}");
+        if let Some(gone) = self.gate.deleted(id).map_err(unreadable)? {
+            return Err(gone);
+        }
+        let policy = self
+            .contracts
+            .compiled_policy(agreement)
+            .map_err(|e| format!("the agreement's policy: {e}"))?;
+        purpose_within(&policy, purpose, agreement)?;
+        let uses = queries_so_far(self.storage.as_ref(), id).map_err(unreadable)?
+            + self.gate.reads(id).map_err(unreadable)?;
+        let decision = liutong_policy::evaluate(
+            &policy,
+            &Request {
+                purpose: Some(purpose.to_owned()),
+                ..agreement.request(Scope::Use, Action::Aggregate, &self.identity.membership)
+            },
+            &agreement.policy_state(uses),
+        );
+        if decision.is_permit() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the agreement's policy refuses this query: {}",
+                decision.explain()
+            ))
+        }
     }
 }
