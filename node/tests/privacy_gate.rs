@@ -471,7 +471,7 @@ async fn outside_the_window_queries_pulls_and_reads_are_refused() {
             "query",
             &["refused", "elapsedTime"]
         ),
-        1
+        2,
     );
     assert_eq!(
         entries(
@@ -507,7 +507,7 @@ async fn a_purpose_outside_the_agreement_is_refused_for_queries_and_reads() {
     );
     assert_eq!(
         entries(&s.provider, &agreement, "query", &["refused", "marketing"]),
-        1
+        2,
     );
     assert_eq!(
         entries(&s.consumer, &agreement, "query", &["refused", "marketing"]),
@@ -529,3 +529,4 @@ async fn a_purpose_outside_the_agreement_is_refused_for_queries_and_reads() {
         .expect("a narrower purpose");
     drop(s.space);
 }
+

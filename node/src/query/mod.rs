@@ -22,8 +22,9 @@
 //!
 //! One count per agreement: a query and a read of the copy each spend one use (a pull
 //! spends none: it delivers the copy, whose reads are the uses). The consumer's node
-//! checks a query before it sends it, with its reads and its answered queries as the
-//! count, and counts each answer it receives; its reads count those answers too. The
+//! checks a query before it sends it when it knows more than the provider (its copy
+//! was deleted, or read), with its reads and its answered queries as the count, and
+//! counts each answer it receives; its reads count those answers too. The
 //! provider counts the queries it answered and the reads reported to it, so a policy
 //! that must hold against a consumer bypassing its own node asks for `notify`.
 
@@ -635,22 +636,26 @@ impl Queries {
 
 impl Queries {
     /// Consumer side: whether this node may use `agreement` for a query for `purpose`,
-    /// with what it knows: its copy not deleted by usage control, the purpose within the
-    /// agreement's, and the policy at use scope with its reads and answered queries as
-    /// the use count. The error says why.
+    /// with what only it may know: its copy not deleted by usage control, and, once the
+    /// copy was read, the purpose within the agreement's and the policy at use scope
+    /// with its reads and answered queries as the use count. The error says why.
     fn use_allowed(&self, agreement: &Agreement, purpose: &str) -> Result<(), String> {
         let id = agreement.agreement_id.as_str();
         let unreadable = |e: StorageError| format!("cannot check the agreement's uses: {e}");
         if let Some(gone) = self.gate.deleted(id).map_err(unreadable)? {
             return Err(gone);
         }
+        // Without reads the provider knows every use, and decides (and logs) alone.
+        let reads = self.gate.reads(id).map_err(unreadable)?;
+        if reads == 0 {
+            return Ok(());
+        }
         let policy = self
             .contracts
             .compiled_policy(agreement)
             .map_err(|e| format!("the agreement's policy: {e}"))?;
         purpose_within(&policy, purpose, agreement)?;
-        let uses = queries_so_far(self.storage.as_ref(), id).map_err(unreadable)?
-            + self.gate.reads(id).map_err(unreadable)?;
+        let uses = queries_so_far(self.storage.as_ref(), id).map_err(unreadable)? + reads;
         let decision = liutong_policy::evaluate(
             &policy,
             &Request {
