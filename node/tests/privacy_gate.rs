@@ -530,3 +530,54 @@ async fn a_purpose_outside_the_agreement_is_refused_for_queries_and_reads() {
     drop(s.space);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_agreement_does_not_reset_a_spent_count() {
+    let s = space().await;
+    let product = publish(
+        &s.provider,
+        PEOPLE.as_bytes(),
+        "Residents",
+        "general-2",
+        "csv",
+        TWO_USES,
+    )
+    .await
+    .expect("publish");
+    let first = s
+        .consumer
+        .request_contract(&s.provider, &product.offer_id, "research")
+        .await
+        .expect("agreement");
+    assert_eq!(first.state, "FINALIZED");
+    query(&s, &first.agreement_id, "").await.expect("first use");
+    query(&s, &first.agreement_id, "")
+        .await
+        .expect("second use");
+    assert_query_refused(
+        query(&s, &first.agreement_id, "").await,
+        Code::PermissionDenied,
+        "count",
+    );
+    // Agreeing again on the same offer would give a fresh count at once: refused while
+    // the spent agreement is in force.
+    let again = s
+        .consumer
+        .request_contract(&s.provider, &product.offer_id, "research")
+        .await
+        .expect_err("a fresh count is refused");
+    assert_refused(&again, Code::PermissionDenied, "has spent its use count");
+    assert_eq!(
+        s.provider
+            .audit_events()
+            .iter()
+            .filter(|e| e["kind"] == "policy_decision"
+                && e["detail"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("has spent its use count"))
+            .count(),
+        1,
+        "the provider logs the refusal"
+    );
+    drop(s.space);
+}

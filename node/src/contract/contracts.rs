@@ -49,6 +49,9 @@ pub struct Contracts {
     /// Whether the listing index by creation time is known to be complete (see
     /// `Contracts::page`); the lock keeps two first listings from building it at once.
     pub(super) creation_index: Arc<tokio::sync::Mutex<bool>>,
+    /// Usage control's gate, set once usage control is built above this module; the
+    /// provider asks it for the use counts of earlier agreements.
+    pub(super) gate: std::sync::OnceLock<Arc<dyn super::UsageGate>>,
 }
 
 impl Contracts {
@@ -80,7 +83,13 @@ impl Contracts {
             offers: Arc::default(),
             policies: Arc::default(),
             creation_index: Arc::default(),
+            gate: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands usage control's gate to the negotiations (once, when the node is built).
+    pub fn set_gate(&self, gate: Arc<dyn super::UsageGate>) {
+        let _ = self.gate.set(gate);
     }
 
     /// The per-agreement locks.

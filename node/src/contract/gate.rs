@@ -22,6 +22,9 @@ pub trait UsageGate: Send + Sync {
     /// consumer, the reads it made; on the provider, the highest read number the
     /// consumer's usage notices reported (0 when its policy asks for none).
     fn reads(&self, agreement_id: &str) -> Result<u64, StorageError>;
+    /// Provider side: every use of the agreement this node knows of (the queries it
+    /// answered and the reads reported to it): the agreement's use count.
+    fn uses(&self, agreement_id: &str) -> Result<u64, StorageError>;
 }
 
 /// Whether `purpose`, declared for one use, lies within the purpose `agreement` was made

@@ -283,6 +283,7 @@ impl RunningNode {
             alerts.clone(),
             config.usage.clone(),
         ));
+        contracts.set_gate(usage.clone());
         let queries = Arc::new(Queries::new(
             storage.clone(),
             audit.clone(),

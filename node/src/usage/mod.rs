@@ -252,6 +252,11 @@ impl UsageGate for Usage {
             .unwrap_or(0);
         Ok(own.max(reported))
     }
+
+    fn uses(&self, agreement_id: &str) -> Result<u64, StorageError> {
+        Ok(self.reads(agreement_id)?
+            + crate::query::queries_so_far(self.storage.as_ref(), agreement_id)?)
+    }
 }
 
 impl Usage {
