@@ -50,8 +50,10 @@ pub struct Contracts {
     /// `Contracts::page`); the lock keeps two first listings from building it at once.
     pub(super) creation_index: Arc<tokio::sync::Mutex<bool>>,
     /// Usage control's gate, set once usage control is built above this module; the
-    /// provider asks it for the use counts of earlier agreements.
-    pub(super) gate: std::sync::OnceLock<Arc<dyn super::UsageGate>>,
+    /// provider asks it for the use counts of earlier agreements. Weak, since usage
+    /// control holds these contracts: a strong handle would keep both (and the
+    /// database) alive after the node stops.
+    pub(super) gate: std::sync::OnceLock<std::sync::Weak<dyn super::UsageGate>>,
 }
 
 impl Contracts {
@@ -89,7 +91,7 @@ impl Contracts {
 
     /// Hands usage control's gate to the negotiations (once, when the node is built).
     pub fn set_gate(&self, gate: Arc<dyn super::UsageGate>) {
-        let _ = self.gate.set(gate);
+        let _ = self.gate.set(Arc::downgrade(&gate));
     }
 
     /// The per-agreement locks.

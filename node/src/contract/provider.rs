@@ -534,7 +534,7 @@ impl Contracts {
         caller: &Membership,
         offer_id: &str,
     ) -> Result<Option<String>, ContractError> {
-        let Some(gate) = self.gate.get() else {
+        let Some(gate) = self.gate.get().and_then(std::sync::Weak::upgrade) else {
             return Ok(None);
         };
         for n in self.list()? {
