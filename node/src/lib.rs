@@ -71,7 +71,7 @@
 //!      leave.
 //!    - [`transfer`] — **[`transfer::Transfers`]**: delivering a product version under a
 //!      finalized agreement, and the consumer's verified pull and received copies. It
-//!      asks usage control through [`transfer::DeliveryGate`].
+//!      asks usage control through [`contract::UsageGate`], as `query` does.
 //!    - [`usage`] — **[`usage::Usage`]**, usage control after sharing: reads of received
 //!      copies through their sticky policy, duties (deleteAfter, notify, log),
 //!      revocation with signed deletion receipts, no onward sharing.

@@ -373,6 +373,7 @@ async fn query(
             agreement_id: agreement.into(),
             peer: String::new(),
             query: Some(q),
+            purpose: String::new(),
         })
         .await
         .map(tonic::Response::into_inner)
@@ -527,6 +528,7 @@ async fn aggregate_queries_suppress_small_groups_and_raw_pulls_are_refused() {
         .aggregate(liutong_proto::v1::AggregateRequest {
             agreement_id: agreement.clone(),
             query: Some(by_district.clone()),
+            purpose: String::new(),
         })
         .await
         .unwrap_err();
@@ -607,6 +609,7 @@ async fn concurrent_queries_never_exceed_the_count() {
             agreement_id: agreement.clone(),
             peer: String::new(),
             query: Some(count.clone()),
+            purpose: String::new(),
         };
         tasks.push(tokio::spawn(
             async move { admin.query_aggregate(request).await },

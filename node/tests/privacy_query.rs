@@ -71,6 +71,7 @@ async fn query(node: &TestNode, agreement: &str, q: AggregateQuery) -> Aggregate
             agreement_id: agreement.into(),
             peer: String::new(),
             query: Some(q),
+            purpose: String::new(),
         })
         .await
         .expect("the query is answered")

@@ -254,6 +254,7 @@ async fn use_n_times_allows_exactly_n_reads() {
             agreement_id: agreement.clone(),
             peer: String::new(),
             query: Some(count_query()),
+            purpose: String::new(),
         })
         .await
         .unwrap_err();
@@ -499,6 +500,7 @@ async fn aggregate_only_example_answers_queries_and_keeps_its_rows() {
             agreement_id: agreement.clone(),
             peer: String::new(),
             query: Some(count_query()),
+            purpose: String::new(),
         })
         .await
         .unwrap()

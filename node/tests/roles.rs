@@ -254,6 +254,7 @@ async fn every_peer_entry_point_needs_the_caller_s_member_role() {
                     .aggregate(AggregateRequest {
                         agreement_id: "agr-roles".into(),
                         query: None,
+                        purpose: String::new(),
                     })
                     .await,
             ),
@@ -488,6 +489,7 @@ async fn a_provider_only_node_asks_for_no_contract_and_pulls_nothing() {
             agreement_id: "agr-roles".into(),
             peer: String::new(),
             query: None,
+            purpose: String::new(),
         })
         .await
         .unwrap_err();

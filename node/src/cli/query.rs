@@ -19,6 +19,11 @@ pub struct QueryArgs {
     /// with].
     #[arg(long)]
     pub peer: Option<String>,
+    /// The purpose of this query, within the agreement's purpose (checked by the
+    /// provider against the agreement's purpose constraint) [default: the purpose the
+    /// agreement was made for].
+    #[arg(long)]
+    pub purpose: Option<String>,
     /// An aggregate: count, or FUNCTION:COLUMN with FUNCTION one of sum, avg, min, max
     /// (e.g. avg:speed). Repeat it, or separate with commas.
     #[arg(long = "aggregate", value_delimiter = ',', required = true)]
@@ -48,6 +53,7 @@ pub async fn run(args: QueryArgs) -> anyhow::Result<()> {
             agreement_id: args.agreement.clone(),
             peer: args.peer.clone().unwrap_or_default(),
             query: Some(crate::query::query_to_proto(&query)),
+            purpose: args.purpose.clone().unwrap_or_default(),
         })
         .await
         .map_err(status_error)?

@@ -49,6 +49,11 @@ pub struct Contracts {
     /// Whether the listing index by creation time is known to be complete (see
     /// `Contracts::page`); the lock keeps two first listings from building it at once.
     pub(super) creation_index: Arc<tokio::sync::Mutex<bool>>,
+    /// Usage control's gate, set once usage control is built above this module; the
+    /// provider asks it for the use counts of earlier agreements. Weak, since usage
+    /// control holds these contracts: a strong handle would keep both (and the
+    /// database) alive after the node stops.
+    pub(super) gate: std::sync::OnceLock<std::sync::Weak<dyn super::UsageGate>>,
 }
 
 impl Contracts {
@@ -80,7 +85,13 @@ impl Contracts {
             offers: Arc::default(),
             policies: Arc::default(),
             creation_index: Arc::default(),
+            gate: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands usage control's gate to the negotiations (once, when the node is built).
+    pub fn set_gate(&self, gate: Arc<dyn super::UsageGate>) {
+        let _ = self.gate.set(Arc::downgrade(&gate));
     }
 
     /// The per-agreement locks.

@@ -29,6 +29,7 @@ mod agreement;
 mod cache;
 mod consumer;
 mod contracts;
+mod gate;
 pub mod guardrails;
 mod locks;
 mod negotiation;
@@ -41,6 +42,7 @@ pub use agreement::{
     REQUEST_PAYLOAD_TYPE, Role,
 };
 pub use contracts::Contracts;
+pub use gate::{UsageGate, purpose_within};
 pub use locks::AgreementLocks;
 pub use negotiation::{ContractError, Negotiation};
 pub use state::{IllegalTransition, NegotiationEvent, NegotiationStatus, UnknownNegotiationState};

@@ -190,6 +190,25 @@ impl Contracts {
             .await;
 
         // The decision is logged in the same commit as the state it leads to.
+        if decision.is_permit()
+            && let Some(why) = self.spent_agreement(caller, &request.offer_id)?
+        {
+            n.failed_constraints = vec![why.clone()];
+            let refused = event(
+                EventKind::PolicyDecision,
+                &n,
+                format!(
+                    "negotiation scope, offer {}, purpose {}: refused: {why}",
+                    request.offer_id, request.purpose
+                ),
+            );
+            let change = change(&mut n, NegotiationEvent::Rejected, &why)?;
+            self.commit(&n, vec![refused, change]).await?;
+            return Err(ContractError::Denied {
+                explanation: why,
+                failed: n.failed_constraints,
+            });
+        }
         if !decision.is_permit() {
             n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
             let change = change(&mut n, NegotiationEvent::Rejected, &explanation)?;
@@ -502,5 +521,61 @@ impl Contracts {
         // has not been answered.
         crate::pause::at("negotiation.provider.finalized").await;
         Ok(n)
+    }
+}
+
+impl Contracts {
+    /// Provider side: an earlier agreement of `caller` on `offer_id` whose use count is
+    /// spent while its other constraints (window, purpose) still hold, described. A new
+    /// agreement on the same offer would start a fresh count at once and so undo the
+    /// earlier one's limit; it is refused until the earlier agreement ends.
+    fn spent_agreement(
+        &self,
+        caller: &Membership,
+        offer_id: &str,
+    ) -> Result<Option<String>, ContractError> {
+        let Some(gate) = self.gate.get().and_then(std::sync::Weak::upgrade) else {
+            return Ok(None);
+        };
+        for n in self.list()? {
+            if n.role != Role::Provider
+                || n.offer_id != offer_id
+                || n.peer != caller.participant_id
+                || n.state != NegotiationStatus::Finalized
+            {
+                continue;
+            }
+            let Some(agreement) = n.agreement_content() else {
+                continue;
+            };
+            if gate.delivery_allowed(&agreement).is_err() {
+                continue;
+            }
+            let Ok(policy) = self.compiled_policy(&agreement) else {
+                continue;
+            };
+            let uses = gate.uses(&agreement.agreement_id)?;
+            let request = agreement.request(Scope::Use, Action::Use, caller);
+            let now = crate::catalog::evaluate_use_or_aggregate(
+                &policy,
+                &request,
+                &agreement.policy_state(uses),
+            );
+            let fresh = crate::catalog::evaluate_use_or_aggregate(
+                &policy,
+                &request,
+                &agreement.policy_state(0),
+            );
+            if fresh.is_permit() && !now.is_permit() {
+                return Ok(Some(format!(
+                    "agreement {} on offer {offer_id} has spent its use count ({uses} uses: {}) \
+                     and is otherwise still in force; a new agreement on the same offer is \
+                     refused until it ends, so that its count holds",
+                    agreement.agreement_id,
+                    now.explain()
+                )));
+            }
+        }
+        Ok(None)
     }
 }

@@ -3,21 +3,32 @@
 //!
 //! For an agreement whose policy permits `aggregate` (typically an `aggregate`
 //! permission with an `aggregateOnly` duty of minimum group size k), the consumer sends
-//! a query; the provider checks that the caller is the agreement's consumer, evaluates
-//! the agreement's policy again (scope `use`, action `aggregate`, the queries so far as
-//! the use count), computes the query over the product's rows on its own node
-//! ([`aggregate`]), and answers only the groups of at least k rows, saying only that
-//! smaller groups may have been withheld (never how many, nor how many rows matched:
-//! either would tell a filter that matched one person from one that matched nobody).
-//! Mask duties of the same policy apply to the values first.
-//! Both nodes log each query and the size of its answer, each filter value only as a
-//! keyed hash ([`aggregate::Query::logged`]).
+//! a query for a purpose; the provider checks that the caller is the agreement's
+//! consumer, asks usage control's gate ([`UsageGate`]: not revoked, the copy not
+//! deleted, its deleteAfter deadline not passed — the check a pull gets), checks the
+//! purpose lies within the agreement's, evaluates the agreement's policy again (scope
+//! `use`, action `aggregate`, the declared purpose, and as the use count the queries it
+//! answered plus the reads the consumer's usage notices reported), computes the query
+//! over the product's rows on its own node ([`aggregate`]), and answers only the groups
+//! of at least k rows, saying only that smaller groups may have been withheld (never how
+//! many, nor how many rows matched: either would tell a filter that matched one person
+//! from one that matched nobody). Mask duties of the same policy apply to the values
+//! first. Both nodes log each query and the size of its answer, each filter value only
+//! as a keyed hash ([`aggregate::Query::logged`]).
 //!
 //! A raw `Transfer.Pull` of such an agreement is refused ([`only_aggregates`]).
 //!
 //! Known limit: a threshold on group size does not stop differencing (two queries
 //! whose groups differ by one row); policies can bound the number of queries with a
-//! `count` constraint, which counts this agreement's queries.
+//! `count` constraint.
+//!
+//! One count per agreement: a query and a read of the copy each spend one use (a pull
+//! spends none: it delivers the copy, whose reads are the uses). The consumer's node
+//! checks a query before it sends it when it knows more than the provider (its copy
+//! was deleted, or read), with its reads and its answered queries as the count, and
+//! counts each answer it receives; its reads count those answers too. The
+//! provider counts the queries it answered and the reads reported to it, so a policy
+//! that must hold against a consumer bypassing its own node asks for `notify`.
 
 pub mod aggregate;
 
@@ -32,7 +43,9 @@ use crate::base::error::{ErrorKind, ErrorKinded, PeerRefusal};
 use crate::catalog::Catalog;
 use crate::catalog::product::Format;
 use crate::config::Limits;
-use crate::contract::{AgreedProductError, Agreement, AgreementError, Contracts, Role};
+use crate::contract::{
+    AgreedProductError, Agreement, AgreementError, Contracts, Role, UsageGate, purpose_within,
+};
 use crate::desensitize;
 use crate::identity::{MemberRole, Membership, NodeIdentity};
 use crate::outbound::Peers;
@@ -40,11 +53,21 @@ use crate::storage::{Storage, StorageError};
 use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
 use liutong_proto::v1 as pb;
 
-/// Provider side: how many queries each agreement has had (its use count).
+/// How many queries each agreement has had answered: on the provider the ones it
+/// answered, on the consumer the answers it received. With the copy's reads they make
+/// the agreement's one use count.
 const QUERIES: &str = "queries";
 /// Separates the key of logged filter values from the agreement's masking key, so that
 /// a logged hash never equals a masked value delivered to the consumer.
 const LOG_KEY_LABEL: &[u8] = b"liutong query log filter values v1";
+
+/// The queries answered under `agreement_id` that this node counted.
+pub fn queries_so_far(storage: &dyn Storage, agreement_id: &str) -> Result<u64, StorageError> {
+    Ok(storage
+        .get(QUERIES, agreement_id.as_bytes())?
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes))
+}
 
 /// Why a query was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -297,10 +320,12 @@ pub struct Queries {
     contracts: Arc<Contracts>,
     catalog: Arc<Catalog>,
     peers: Arc<Peers>,
+    gate: Arc<dyn UsageGate>,
     limits: Limits,
 }
 
 impl Queries {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         storage: Arc<dyn Storage>,
         audit: AuditLog,
@@ -308,6 +333,7 @@ impl Queries {
         contracts: Arc<Contracts>,
         catalog: Arc<Catalog>,
         peers: Arc<Peers>,
+        gate: Arc<dyn UsageGate>,
         limits: Limits,
     ) -> Self {
         Self {
@@ -317,6 +343,7 @@ impl Queries {
             contracts,
             catalog,
             peers,
+            gate,
             limits,
         }
     }
@@ -331,11 +358,13 @@ pub struct Answered {
 }
 
 impl Queries {
-    /// Provider side: answers a query under an agreement (see the module doc).
+    /// Provider side: answers a query under an agreement, for `purpose` (`None`: the
+    /// agreement's own), see the module doc.
     pub async fn answer(
         &self,
         caller: &Membership,
         agreement_id: &str,
+        purpose: Option<&str>,
         query: Query,
     ) -> Result<Answered, QueryError> {
         let agreement = self
@@ -349,23 +378,30 @@ impl Queries {
         // queries cannot both be decided on the same count.
         let lock = self.contracts.locks().lock_for(agreement_id);
         let _counted = lock.lock().await;
-        let uses = self.queries_so_far(agreement_id)?;
         let shown = self.logged(agreement_id, &query).await?;
+        // The same gate as a pull's: revoked, copy deleted, or past its deadline.
+        if let Err(why) = self.gate.delivery_allowed(&agreement) {
+            self.refuse(&agreement, &shown, &why).await?;
+            return Err(QueryError::Forbidden(why));
+        }
+        let purpose = purpose.unwrap_or(&agreement.purpose).to_owned();
+        if let Err(why) = purpose_within(&policy, &purpose, &agreement) {
+            self.refuse(&agreement, &shown, &why).await?;
+            return Err(QueryError::Denied(why));
+        }
+        let queries = queries_so_far(self.storage.as_ref(), agreement_id)?;
+        let uses = queries + self.gate.reads(agreement_id)?;
         let decision = liutong_policy::evaluate(
             &policy,
-            &agreement.request(Scope::Use, Action::Aggregate, caller),
+            &Request {
+                purpose: Some(purpose.clone()),
+                ..agreement.request(Scope::Use, Action::Aggregate, caller)
+            },
             &agreement.policy_state(uses),
         );
         if !decision.is_permit() {
             let why = decision.explain();
-            agreement
-                .log(
-                    &self.audit,
-                    self.identity.participant_id(),
-                    EventKind::Query,
-                    format!("aggregate query refused ({shown}): {why}"),
-                )
-                .await?;
+            self.refuse(&agreement, &shown, &why).await?;
             return Err(QueryError::Denied(why));
         }
         let k = min_group_size(&decision.duties);
@@ -429,7 +465,11 @@ impl Queries {
             }
         };
         self.storage
-            .put_durable(QUERIES, agreement_id.as_bytes(), &(uses + 1).to_be_bytes())
+            .put_durable(
+                QUERIES,
+                agreement_id.as_bytes(),
+                &(queries + 1).to_be_bytes(),
+            )
             .await?;
         agreement
         .log(&self.audit, self.identity.participant_id(),
@@ -464,12 +504,23 @@ impl Queries {
         )))
     }
 
-    fn queries_so_far(&self, agreement_id: &str) -> Result<u64, QueryError> {
-        Ok(self
-            .storage
-            .get(QUERIES, agreement_id.as_bytes())?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
-            .map_or(0, u64::from_be_bytes))
+    /// Logs a query refused before it was computed; `shown` is the query as the log
+    /// keeps it.
+    async fn refuse(
+        &self,
+        agreement: &Agreement,
+        shown: &str,
+        why: &str,
+    ) -> Result<(), QueryError> {
+        agreement
+            .log(
+                &self.audit,
+                self.identity.participant_id(),
+                EventKind::Query,
+                format!("aggregate query refused ({shown}): {why}"),
+            )
+            .await?;
+        Ok(())
     }
 }
 
@@ -522,6 +573,7 @@ impl Queries {
         &self,
         agreement_id: &str,
         peer: &str,
+        purpose: Option<&str>,
         query: Option<&pb::AggregateQuery>,
     ) -> Result<pb::AggregateResponse, QueryError> {
         self.contracts
@@ -540,6 +592,17 @@ impl Queries {
                 "answering a query",
             )
             .map_err(|e| QueryError::Forbidden(e.to_string()))?;
+        // This node holds the agreement's other uses (the copy's reads) and knows of its
+        // copy's deletion, so it checks the use before it asks; the provider checks again
+        // with what it knows. Decision, query and count are one step per agreement, as a
+        // read's are.
+        let lock = self.contracts.locks().lock_for(agreement_id);
+        let _counted = lock.lock().await;
+        let purpose = purpose.unwrap_or(&agreement.purpose).to_owned();
+        if let Err(why) = self.use_allowed(&agreement, &purpose) {
+            self.refuse(&agreement, &shown, &why).await?;
+            return Err(QueryError::Forbidden(why));
+        }
         let address = if peer.trim().is_empty() {
             n.peer_address.clone()
         } else {
@@ -557,8 +620,19 @@ impl Queries {
             .aggregate(pb::AggregateRequest {
                 agreement_id: agreement_id.to_owned(),
                 query: Some(query_to_proto(&parsed)),
+                purpose: purpose.clone(),
             })
             .await;
+        if result.is_ok() {
+            let queries = queries_so_far(self.storage.as_ref(), agreement_id)?;
+            self.storage
+                .put_durable(
+                    QUERIES,
+                    agreement_id.as_bytes(),
+                    &(queries + 1).to_be_bytes(),
+                )
+                .await?;
+        }
         let detail = match &result {
             Ok(r) => {
                 let r = r.get_ref();
@@ -586,5 +660,46 @@ impl Queries {
         result
             .map(tonic::Response::into_inner)
             .map_err(|s| QueryError::Peer(s.into()))
+    }
+}
+
+impl Queries {
+    /// Consumer side: whether this node may use `agreement` for a query for `purpose`,
+    /// with what only it may know: its copy not deleted by usage control, and, once the
+    /// copy was read, the purpose within the agreement's and the policy at use scope
+    /// with its reads and answered queries as the use count. The error says why.
+    fn use_allowed(&self, agreement: &Agreement, purpose: &str) -> Result<(), String> {
+        let id = agreement.agreement_id.as_str();
+        let unreadable = |e: StorageError| format!("cannot check the agreement's uses: {e}");
+        if let Some(gone) = self.gate.deleted(id).map_err(unreadable)? {
+            return Err(gone);
+        }
+        // Without reads the provider knows every use, and decides (and logs) alone.
+        let reads = self.gate.reads(id).map_err(unreadable)?;
+        if reads == 0 {
+            return Ok(());
+        }
+        let policy = self
+            .contracts
+            .compiled_policy(agreement)
+            .map_err(|e| format!("the agreement's policy: {e}"))?;
+        purpose_within(&policy, purpose, agreement)?;
+        let uses = queries_so_far(self.storage.as_ref(), id).map_err(unreadable)? + reads;
+        let decision = liutong_policy::evaluate(
+            &policy,
+            &Request {
+                purpose: Some(purpose.to_owned()),
+                ..agreement.request(Scope::Use, Action::Aggregate, &self.identity.membership)
+            },
+            &agreement.policy_state(uses),
+        );
+        if decision.is_permit() {
+            Ok(())
+        } else {
+            Err(format!(
+                "the agreement's policy refuses this query: {}",
+                decision.explain()
+            ))
+        }
     }
 }

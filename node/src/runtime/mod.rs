@@ -272,15 +272,6 @@ impl RunningNode {
             config.guardrails.clone(),
             config.recovery.clone(),
         ));
-        let queries = Arc::new(Queries::new(
-            storage.clone(),
-            audit.clone(),
-            identity.clone(),
-            contracts.clone(),
-            catalog.clone(),
-            peers.clone(),
-            config.limits.clone(),
-        ));
         let usage = Arc::new(Usage::new(
             storage.clone(),
             audit.clone(),
@@ -291,6 +282,17 @@ impl RunningNode {
             trust.clone(),
             alerts.clone(),
             config.usage.clone(),
+        ));
+        contracts.set_gate(usage.clone());
+        let queries = Arc::new(Queries::new(
+            storage.clone(),
+            audit.clone(),
+            identity.clone(),
+            contracts.clone(),
+            catalog.clone(),
+            peers.clone(),
+            usage.clone(),
+            config.limits.clone(),
         ));
         let transfers = Arc::new(Transfers::new(
             storage.clone(),

@@ -27,16 +27,18 @@ impl Query for QueryService {
         let AggregateRequest {
             agreement_id,
             query,
+            purpose,
         } = request.into_inner();
         if agreement_id.trim().is_empty() {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
         bounded::id("agreement_id", &agreement_id).map_err(into_status)?;
         check_query_text(query.as_ref()).map_err(into_status)?;
+        let purpose = checked_purpose(&purpose).map_err(into_status)?;
         let parsed = query::query_from_proto(query.as_ref()).map_err(into_status)?;
         let answered = self
             .queries
-            .answer(&caller, &agreement_id, parsed)
+            .answer(&caller, &agreement_id, purpose, parsed)
             .await
             .map_err(into_status)?;
         Ok(Response::new(query::answer_to_proto(&answered)))
@@ -53,10 +55,27 @@ pub(super) async fn send(
     }
     bounded::id("agreement_id", &request.agreement_id).map_err(into_status)?;
     check_query_text(request.query.as_ref()).map_err(into_status)?;
+    let purpose = checked_purpose(&request.purpose).map_err(into_status)?;
     queries
-        .send(&request.agreement_id, &request.peer, request.query.as_ref())
+        .send(
+            &request.agreement_id,
+            &request.peer,
+            purpose,
+            request.query.as_ref(),
+        )
         .await
         .map_err(into_status)
+}
+
+/// A declared purpose, bounded like every purpose; `None` when empty (the agreement's
+/// own purpose applies).
+fn checked_purpose(purpose: &str) -> Result<Option<&str>, bounded::FieldError> {
+    let purpose = purpose.trim();
+    if purpose.is_empty() {
+        return Ok(None);
+    }
+    bounded::Text::parse("purpose", purpose, bounded::PURPOSE_MAX)?;
+    Ok(Some(purpose))
 }
 
 /// Column names and filter values are text like a purpose: bounded, and without

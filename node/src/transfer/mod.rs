@@ -22,10 +22,10 @@ use crate::alerts::Alerts;
 use crate::audit::log::AuditLog;
 use crate::catalog::Catalog;
 use crate::config::{Limits, RecoverySection};
-use crate::contract::{Agreement, Contracts};
+use crate::contract::{Contracts, UsageGate};
 use crate::identity::NodeIdentity;
 use crate::outbound::Peers;
-use crate::storage::{Storage, StorageError};
+use crate::storage::Storage;
 use crate::telemetry::Metrics;
 use crate::trust::TrustStore;
 
@@ -43,15 +43,6 @@ pub use store::{
     ReceivedCopy, copies, copies_page, copy, copy_chunk, copy_key_agreement, delete_copy, progress,
 };
 
-/// What usage control, above this module, says about delivering under an agreement.
-pub trait DeliveryGate: Send + Sync {
-    /// Whether the provider may still deliver under `agreement`; the error says why.
-    fn delivery_allowed(&self, agreement: &Agreement) -> Result<(), String>;
-    /// Why usage control deleted the consumer's copy under `agreement_id`, if it did:
-    /// such a copy is not fetched again.
-    fn deleted(&self, agreement_id: &str) -> Result<Option<String>, StorageError>;
-}
-
 /// Delivery of agreed products, both sides: the provider's checks, manifest and chunk
 /// stream and the receipts it keeps; the consumer's verified pull, its copies and the
 /// receipts it sends.
@@ -65,7 +56,7 @@ pub struct Transfers {
     trust: Arc<TrustStore>,
     alerts: Alerts,
     metrics: Metrics,
-    gate: Arc<dyn DeliveryGate>,
+    gate: Arc<dyn UsageGate>,
     limits: Limits,
     recovery: RecoverySection,
 }
@@ -82,7 +73,7 @@ impl Transfers {
         trust: Arc<TrustStore>,
         alerts: Alerts,
         metrics: Metrics,
-        gate: Arc<dyn DeliveryGate>,
+        gate: Arc<dyn UsageGate>,
         limits: Limits,
         recovery: RecoverySection,
     ) -> Self {

@@ -54,12 +54,11 @@ use crate::base::error::{ErrorKind, ErrorKinded, PeerRefusal};
 use crate::catalog::Catalog;
 use crate::config::UsageSection;
 use crate::contract::{
-    AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractError, Contracts,
+    AGREEMENT_PAYLOAD_TYPE, Agreement, AgreementError, ContractError, Contracts, UsageGate,
 };
 use crate::identity::{Envelope, NodeIdentity};
 use crate::outbound::Peers;
 use crate::storage::{Storage, StorageError, Write};
-use crate::transfer::DeliveryGate;
 use crate::transfer::TransferError;
 use crate::trust::TrustStore;
 
@@ -234,14 +233,30 @@ impl Usage {
     }
 }
 
-/// What the provider's transfers ask of usage control.
-impl DeliveryGate for Usage {
+/// What transfers and queries ask of usage control: one gate for every way data leaves.
+impl UsageGate for Usage {
     fn delivery_allowed(&self, agreement: &Agreement) -> Result<(), String> {
         Usage::delivery_allowed(self, agreement)
     }
 
     fn deleted(&self, agreement_id: &str) -> Result<Option<String>, StorageError> {
         Ok(deletion(self.storage.as_ref(), agreement_id)?.map(|d| d.explain()))
+    }
+
+    fn reads(&self, agreement_id: &str) -> Result<u64, StorageError> {
+        let own = uses(self.storage.as_ref(), agreement_id)?.uses;
+        let reported = self
+            .usage_notices(agreement_id)?
+            .iter()
+            .map(|n| n.use_number)
+            .max()
+            .unwrap_or(0);
+        Ok(own.max(reported))
+    }
+
+    fn uses(&self, agreement_id: &str) -> Result<u64, StorageError> {
+        Ok(self.reads(agreement_id)?
+            + crate::query::queries_so_far(self.storage.as_ref(), agreement_id)?)
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use liutong_policy::{Action, CompiledPolicy, Duty, Request, Scope};
+use liutong_policy::{Action, Duty, Request, Scope};
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
@@ -19,7 +19,7 @@ use super::duties::{self, DeletionCause};
 use super::{USAGE, Usage, UsageError, UseRecord, use_key, uses, when};
 use crate::audit::log::EventKind;
 use crate::base::clock::now;
-use crate::contract::Agreement;
+use crate::contract::{Agreement, purpose_within};
 use crate::storage::Write;
 use crate::transfer::{self, Manifest, TransferState};
 use liutong_proto::v1::read_response::Part;
@@ -103,7 +103,10 @@ impl Usage {
                 purpose: Some(purpose.to_owned()),
                 ..agreement.request(Scope::Use, Action::Read, &self.identity.membership)
             },
-            &agreement.policy_state(record.uses),
+            // One count per agreement: the copy's reads and the aggregate queries
+            // answered under it.
+            &agreement
+                .policy_state(record.uses + crate::query::queries_so_far(storage, agreement_id)?),
         );
         if !decision.is_permit() {
             let why = format!(
@@ -246,32 +249,6 @@ impl Usage {
                 }
             }
         });
-    }
-}
-
-/// The declared purpose must be the agreement's purpose or a narrower one.
-fn purpose_within(
-    policy: &CompiledPolicy,
-    purpose: &str,
-    agreement: &Agreement,
-) -> Result<(), String> {
-    let agreed = agreement.purpose.as_str();
-    if purpose == agreed {
-        return Ok(());
-    }
-    let vocabulary = policy.vocabulary();
-    let Some(declared) = vocabulary.id(purpose) else {
-        return Err(format!(
-            "purpose {purpose} is not a term of the purpose vocabulary"
-        ));
-    };
-    match vocabulary.id(agreed) {
-        Some(a) if vocabulary.is_a(declared, a) => Ok(()),
-        _ => Err(format!(
-            "the declared purpose {purpose} is outside the agreement's purpose: agreement {} \
-             was made for {agreed} (or a narrower purpose)",
-            agreement.agreement_id
-        )),
     }
 }
 

@@ -261,8 +261,10 @@ impl Usage {
         )
     }
 
-    /// Whether the provider may still deliver under an agreement: not revoked, and not
-    /// past the deleteAfter deadline of the copy it would create. The error says why.
+    /// Whether the provider may still let data leave under an agreement (a delivery or
+    /// an aggregate answer): not revoked, the consumer has not returned a deletion
+    /// receipt for its copy, and not past the copy's deleteAfter deadline. The error
+    /// says why.
     pub fn delivery_allowed(&self, agreement: &Agreement) -> Result<(), String> {
         match self.revocation_of(agreement.consumer.as_str(), &agreement.agreement_id) {
             Ok(Some(r)) => {
@@ -277,6 +279,21 @@ impl Usage {
             Err(e) => {
                 return Err(format!(
                     "cannot check whether the agreement was revoked: {e}"
+                ));
+            }
+        }
+        match self.deletion_receipt(&agreement.agreement_id) {
+            Ok(Some(_)) => {
+                return Err(format!(
+                    "the consumer deleted its copy under agreement {} and returned a signed \
+                     deletion receipt; nothing more leaves under it",
+                    agreement.agreement_id
+                ));
+            }
+            Ok(None) => {}
+            Err(e) => {
+                return Err(format!(
+                    "cannot check whether the consumer deleted its copy: {e}"
                 ));
             }
         }
