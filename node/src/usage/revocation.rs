@@ -282,6 +282,15 @@ impl Usage {
                 ));
             }
         }
+        // A passed deadline is the first reason, the receipt a later consequence of it.
+        if let Some(deadline) = self.deadline(agreement)
+            && deadline <= now()
+        {
+            return Err(format!(
+                "the agreement's deleteAfter deadline passed at {}; a copy may no longer be held",
+                when(deadline)
+            ));
+        }
         match self.deletion_receipt(&agreement.agreement_id) {
             Ok(Some(_)) => {
                 return Err(format!(
@@ -296,14 +305,6 @@ impl Usage {
                     "cannot check whether the consumer deleted its copy: {e}"
                 ));
             }
-        }
-        if let Some(deadline) = self.deadline(agreement)
-            && deadline <= now()
-        {
-            return Err(format!(
-                "the agreement's deleteAfter deadline passed at {}; a copy may no longer be held",
-                when(deadline)
-            ));
         }
         Ok(())
     }
