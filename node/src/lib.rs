@@ -67,7 +67,7 @@
 //!    - [`desensitize`] — masking CSV and JSON Lines at delivery by the policy's mask
 //!      duties (ID numbers, mobiles, names, e-mails; keyed hashes per agreement).
 //!    - [`query`] — **[`query::Queries`]**, compute-to-data: aggregate queries answered
-//!      at the provider, groups smaller than the policy's k suppressed; raw rows never
+//!      at the provider, groups smaller than the policy's k withheld; raw rows never
 //!      leave.
 //!    - [`transfer`] — **[`transfer::Transfers`]**: delivering a product version under a
 //!      finalized agreement, and the consumer's verified pull and received copies. It
