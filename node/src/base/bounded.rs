@@ -335,8 +335,8 @@ pub fn unsafe_char(c: char) -> bool {
     c.is_control()
         || matches!(
             c,
-            '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}'
-                | '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{feff}'
+            '\u{200b}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}'
+                | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}' | '\u{061c}' | '\u{feff}'
         )
 }
 
@@ -360,6 +360,19 @@ pub fn escape(text: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// `text` as a record or a message keeps someone else's words: [`escape`]d, and cut to
+/// `cap` characters with a note of how many were left out, so the text can neither forge
+/// a line nor grow a record.
+pub fn shown(text: &str, cap: usize) -> String {
+    match text.char_indices().nth(cap) {
+        None => escape(text).into_owned(),
+        Some((end, _)) => {
+            let left = text[end..].chars().count();
+            format!("{}… ({left} more characters)", escape(&text[..end]))
+        }
+    }
 }
 
 /// At most the first `QUOTED` characters of `value`, escaped and in quotes, with `…`
@@ -524,7 +537,18 @@ mod tests {
         assert_eq!(escape("\u{1b}[31mred"), "\\u{1b}[31mred");
         assert_eq!(escape("x\0y\r\t"), "x\\0y\\r\\t");
         assert_eq!(escape("rtl\u{202e}"), "rtl\\u{202e}");
+        assert_eq!(escape("zero\u{200b}width"), "zero\\u{200b}width");
         assert_eq!(escape("back\\nslash"), "back\\\\nslash");
         assert_eq!(quote(&"é".repeat(40)), format!("\"{}\"…", "é".repeat(32)));
+    }
+
+    #[test]
+    fn shown_text_is_escaped_and_cut_with_a_count() {
+        assert_eq!(shown("plain", 10), "plain");
+        assert_eq!(shown("a\nb\u{202e}c", 10), "a\\nb\\u{202e}c");
+        let long = "x".repeat(1000);
+        let c = shown(&long, 256);
+        assert!(c.starts_with(&"x".repeat(256)));
+        assert!(c.ends_with("… (744 more characters)"), "{c}");
     }
 }

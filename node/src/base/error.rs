@@ -134,27 +134,13 @@ impl From<tonic::Status> for PeerRefusal {
                 .get(REFUSAL_KEY)
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
-            message: peer_words(status.message()),
+            message: crate::base::bounded::shown(status.message(), PEER_WORDS),
         }
     }
 }
 
 /// The longest a peer's words are kept, in characters.
 const PEER_WORDS: usize = 1024;
-
-/// A peer's words as this node keeps and shows them: escaped (they reach logs, traces
-/// and terminals) and cut to [`PEER_WORDS`] characters.
-fn peer_words(message: &str) -> String {
-    let cut = match message.char_indices().nth(PEER_WORDS) {
-        Some((end, _)) => &message[..end],
-        None => message,
-    };
-    let mut words = crate::base::bounded::escape(cut).into_owned();
-    if cut.len() < message.len() {
-        words.push('…');
-    }
-    words
-}
 
 impl fmt::Display for PeerRefusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -190,7 +176,11 @@ mod tests {
         let forged = PeerRefusal::from(tonic::Status::not_found("no\nalert: fake\u{1b}[31m"));
         assert_eq!(forged.message, "no\\nalert: fake\\u{1b}[31m");
         let long = PeerRefusal::from(tonic::Status::not_found("x".repeat(1 << 20)));
-        assert_eq!(long.message.chars().count(), PEER_WORDS + 1);
-        assert!(long.message.ends_with('…'));
+        assert!(long.message.starts_with(&"x".repeat(PEER_WORDS)));
+        assert!(
+            long.message[PEER_WORDS..].starts_with("… ("),
+            "{}",
+            &long.message[PEER_WORDS..]
+        );
     }
 }

@@ -40,6 +40,7 @@ use super::caller::PeerCaller;
 use crate::alerts::{Alerts, Rule};
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::BoxFuture;
+use crate::base::bounded::shown;
 use crate::base::clock::now;
 use crate::base::shutdown::Shutdown;
 use crate::config::Limits;
@@ -61,32 +62,6 @@ const MAX_TRACKED: usize = 1024;
 
 /// Most methods a refusal summary names; the rest are counted together.
 const SUMMARY_METHODS: usize = 8;
-
-/// `text` for an audit entry or a message: control and invisible formatting characters
-/// escaped (`\n`, `\u{202e}`), and cut to `cap` characters with a note of how many were
-/// left out, so a caller's text can neither forge a line nor grow a record.
-pub fn clean(text: &str, cap: usize) -> String {
-    let mut out = String::new();
-    for (shown, (i, c)) in text.char_indices().enumerate() {
-        if shown >= cap {
-            let left = text[i..].chars().count();
-            out.push_str(&format!("… ({left} more characters)"));
-            break;
-        }
-        if c.is_control() || is_invisible(c) {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-/// Formatting characters that change how text reads without being seen (bidirectional
-/// overrides, zero-width characters, the byte-order mark).
-fn is_invisible(c: char) -> bool {
-    matches!(c, '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{feff}')
-}
 
 /// Who a refusal was given to.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -148,7 +123,7 @@ impl std::fmt::Display for Caller {
                     Some(s) => write!(
                         f,
                         " presenting a certificate for \"{}\"",
-                        clean(s, TEXT_CAP)
+                        shown(s, TEXT_CAP)
                     ),
                     None => Ok(()),
                 }
@@ -221,8 +196,8 @@ impl RefusalLog {
     /// output (the audit log refusing writes already fails every operation that changes
     /// state).
     pub async fn record(&self, caller: &Caller, method: &str, code: Code, message: &str) {
-        let method = clean(method, TEXT_CAP);
-        let message = clean(message, TEXT_CAP);
+        let method = shown(method, TEXT_CAP);
+        let message = shown(message, TEXT_CAP);
         let detail = format!("refused {caller} calling {method}: {code:?}: {message}");
         let (own, summary) = {
             let mut callers = lock(&self.callers);
@@ -441,7 +416,7 @@ impl Shared {
                 format!(
                     "{caller} went over its limits calling {}: {} (further refusals within {} \
                      raise no alert)",
-                    clean(method, TEXT_CAP),
+                    shown(method, TEXT_CAP),
                     status.message(),
                     humantime::format_duration(self.window)
                 ),
@@ -548,7 +523,7 @@ fn capped_status(headers: &mut HeaderMap) -> Option<Status> {
     if status.code() == Code::Ok {
         return None;
     }
-    let message = clean(status.message(), MESSAGE_CAP);
+    let message = shown(status.message(), MESSAGE_CAP);
     if message != status.message() {
         let capped = Status::new(status.code(), message.clone());
         headers.remove("grpc-message");
@@ -677,15 +652,5 @@ mod tests {
             })
             .collect();
         assert_eq!(pooled.len(), 1, "{:?}", &summaries[..3]);
-    }
-
-    #[test]
-    fn clean_escapes_and_caps() {
-        assert_eq!(clean("plain", 10), "plain");
-        assert_eq!(clean("a\nb\u{202e}c", 10), "a\\nb\\u{202e}c");
-        let long = "x".repeat(1000);
-        let c = clean(&long, TEXT_CAP);
-        assert!(c.starts_with(&"x".repeat(TEXT_CAP)));
-        assert!(c.ends_with("… (744 more characters)"), "{c}");
     }
 }
