@@ -9,7 +9,7 @@ use liutong_proto::v1::{
 };
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_json, print_pages, status_error};
+use super::output::{esc, pages_from, print_json, print_pages, status_error};
 use crate::base::format::format_unix;
 use crate::contract::NegotiationStatus;
 
@@ -118,20 +118,18 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
         }
         ContractCommand::List { local, json } => {
             let admin = local.admin().await?;
-            let fetch = |page_token| {
-                let mut admin = admin.clone();
-                async move {
-                    let page = admin
+            let fetch = pages_from(
+                &admin,
+                |mut admin, page_token| async move {
+                    admin
                         .list_contracts(ListContractsRequest {
                             page_size: 0,
                             page_token,
                         })
                         .await
-                        .map_err(status_error)?
-                        .into_inner();
-                    Ok((page.contracts, page.next_page_token))
-                }
-            };
+                },
+                |page| (page.contracts, page.next_page_token),
+            );
             print_pages(
                 json,
                 "no negotiations yet",
@@ -220,20 +218,18 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
         }
         ContractCommand::Revocations { local, json } => {
             let usage = super::data::usage_client(&local).await?;
-            let fetch = |page_token| {
-                let mut usage = usage.clone();
-                async move {
-                    let page = usage
+            let fetch = pages_from(
+                &usage,
+                |mut usage, page_token| async move {
+                    usage
                         .list_revocations(ListRevocationsRequest {
                             page_size: 0,
                             page_token,
                         })
                         .await
-                        .map_err(status_error)?
-                        .into_inner();
-                    Ok((page.revocations, page.next_page_token))
-                }
-            };
+                },
+                |page| (page.revocations, page.next_page_token),
+            );
             let line = |r: &RevocationStatus| {
                 println!(
                     "{}  consumer {}  revoked {}: {}\n    {}",

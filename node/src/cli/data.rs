@@ -11,7 +11,7 @@ use std::io::Write as _;
 use tokio_stream::StreamExt as _;
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_pages, status_error};
+use super::output::{esc, pages_from, print_pages, status_error};
 use crate::base::format::format_unix;
 use crate::local::LocalRole;
 
@@ -127,20 +127,18 @@ pub async fn run(cmd: DataCommand) -> anyhow::Result<()> {
         }
         DataCommand::List { local, json } => {
             let usage = usage_client(&local).await?;
-            let fetch = |page_token| {
-                let mut usage = usage.clone();
-                async move {
-                    let page = usage
+            let fetch = pages_from(
+                &usage,
+                |mut usage, page_token| async move {
+                    usage
                         .list_copies(ListCopiesRequest {
                             page_size: 0,
                             page_token,
                         })
                         .await
-                        .map_err(status_error)?
-                        .into_inner();
-                    Ok((page.copies, page.next_page_token))
-                }
-            };
+                },
+                |page| (page.copies, page.next_page_token),
+            );
             print_pages(
                 json,
                 "no received copies",

@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io::Write as _;
+use std::pin::Pin;
 
 use anyhow::{anyhow, bail};
 use serde::ser::{SerializeSeq as _, Serializer as _};
@@ -20,6 +21,27 @@ pub fn status_error(s: tonic::Status) -> anyhow::Error {
 pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+/// The `fetch` of [`print_pages`] for a listing call: `call(client, page_token)` asks for
+/// one page on its own clone of `client`, and `split(page)` gives the page's items and its
+/// `next_page_token`.
+pub(super) fn pages_from<C, P, T, Fut>(
+    client: &C,
+    call: impl Fn(C, String) -> Fut,
+    split: impl Fn(P) -> (Vec<T>, String) + Copy + 'static,
+) -> impl FnMut(String) -> Pin<Box<dyn Future<Output = anyhow::Result<(Vec<T>, String)>>>>
+where
+    C: Clone,
+    Fut: Future<Output = Result<tonic::Response<P>, tonic::Status>> + 'static,
+    P: 'static,
+    T: 'static,
+{
+    let client = client.clone();
+    move |page_token| {
+        let page = call(client.clone(), page_token);
+        Box::pin(async move { Ok(split(page.await.map_err(status_error)?.into_inner())) })
+    }
 }
 
 /// Prints a listing the way every `list` command does, page by page as they arrive:

@@ -12,7 +12,7 @@ use liutong_proto::v1::{
 };
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_json, print_pages, status_error};
+use super::output::{esc, pages_from, print_json, print_pages, status_error};
 
 use crate::catalog::{UPLOAD_PIECE, publish_end};
 use sha2::{Digest, Sha256};
@@ -166,20 +166,18 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
                 "no products published yet",
                 product_json,
                 print_product,
-                |page_token| {
-                    let mut admin = admin.clone();
-                    async move {
-                        let page = admin
+                pages_from(
+                    &admin,
+                    |mut admin, page_token| async move {
+                        admin
                             .list_products(ListProductsRequest {
                                 page_size: 0,
                                 page_token,
                             })
                             .await
-                            .map_err(status_error)?
-                            .into_inner();
-                        Ok((page.products, page.next_page_token))
-                    }
-                },
+                    },
+                    |page| (page.products, page.next_page_token),
+                ),
             )
             .await
         }
@@ -194,22 +192,22 @@ pub async fn run(cmd: ProductCommand) -> anyhow::Result<()> {
                 print_profile(p);
                 println!();
             };
-            print_pages(json, "no versions", product_json, show, |page_token| {
-                let (mut admin, product_id) = (admin.clone(), product.clone());
-                async move {
-                    let page = admin
-                        .get_product(GetProductRequest {
+            let fetch = pages_from(
+                &admin,
+                move |mut admin, page_token| {
+                    let product_id = product.clone();
+                    async move {
+                        let request = GetProductRequest {
                             product_id,
                             page_size: 0,
                             page_token,
-                        })
-                        .await
-                        .map_err(status_error)?
-                        .into_inner();
-                    Ok((page.products, page.next_page_token))
-                }
-            })
-            .await
+                        };
+                        admin.get_product(request).await
+                    }
+                },
+                |page| (page.products, page.next_page_token),
+            );
+            print_pages(json, "no versions", product_json, show, fetch).await
         }
     }
 }

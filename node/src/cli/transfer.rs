@@ -7,7 +7,7 @@ use liutong_proto::v1::{ListTransfersRequest, PullTransferRequest, TransferProgr
 use tokio_stream::StreamExt as _;
 
 use super::local_node::LocalArgs;
-use super::output::{esc, print_json, print_pages, status_error};
+use super::output::{esc, pages_from, print_json, print_pages, status_error};
 use crate::transfer::TransferState;
 
 #[derive(Subcommand, Debug)]
@@ -109,20 +109,18 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
         }
         TransferCommand::List { local, json } => {
             let admin = local.admin().await?;
-            let fetch = |page_token| {
-                let mut admin = admin.clone();
-                async move {
-                    let page = admin
+            let fetch = pages_from(
+                &admin,
+                |mut admin, page_token| async move {
+                    admin
                         .list_transfers(ListTransfersRequest {
                             page_size: 0,
                             page_token,
                         })
                         .await
-                        .map_err(status_error)?
-                        .into_inner();
-                    Ok((page.transfers, page.next_page_token))
-                }
-            };
+                },
+                |page| (page.transfers, page.next_page_token),
+            );
             print_pages(
                 json,
                 "no transfers yet",
