@@ -11,7 +11,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use liutong_node::identity::MemberRole;
 use liutong_node::local::LocalRole;
 use liutong_proto::v1::query_client::QueryClient;
 use liutong_proto::v1::read_response::Part;
@@ -22,7 +21,6 @@ use liutong_proto::v1::{
 use tokio_stream::StreamExt as _;
 use tonic::{Code, Status};
 
-const ROLES: &[MemberRole] = &[MemberRole::Provider, MemberRole::Consumer];
 /// Generous bound for what the background tasks do every 200 ms.
 const SOON: Duration = Duration::from_secs(30);
 
@@ -86,29 +84,8 @@ action = "use"
 duty = [{ action = "deleteAfter", elapsed = "PT3S" }]
 "#;
 
-struct Space {
-    space: DataSpace,
-    provider: TestNode,
-    consumer: TestNode,
-}
-
-async fn space() -> Space {
-    let space = DataSpace::start().await;
-    let quick = |c: &mut liutong_node::config::NodeConfig| {
-        c.usage.check_interval = Duration::from_millis(200)
-    };
-    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
-    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
-    refresh_all(&[&provider, &consumer]).await;
-    Space {
-        space,
-        provider,
-        consumer,
-    }
-}
-
 /// Publishes the people under `policy`, agrees for `purpose` and pulls the copy.
-async fn agreed(s: &Space, policy: &str, purpose: &str) -> String {
+async fn agreed(s: &TwoMembers, policy: &str, purpose: &str) -> String {
     let product = publish(
         &s.provider,
         PEOPLE.as_bytes(),
@@ -148,7 +125,11 @@ fn one_group_per_person() -> AggregateQuery {
 
 /// `liutong query --group-by person_id,name,id_number --purpose P` through the
 /// consumer's own node.
-async fn query(s: &Space, agreement: &str, purpose: &str) -> Result<AggregateResponse, Status> {
+async fn query(
+    s: &TwoMembers,
+    agreement: &str,
+    purpose: &str,
+) -> Result<AggregateResponse, Status> {
     s.consumer
         .admin(LocalRole::Admin)
         .await
@@ -165,7 +146,7 @@ async fn query(s: &Space, agreement: &str, purpose: &str) -> Result<AggregateRes
 /// The same query sent straight to the provider, as a consumer that bypasses its own
 /// node's checks would.
 async fn query_direct(
-    s: &Space,
+    s: &TwoMembers,
     agreement: &str,
     purpose: &str,
 ) -> Result<AggregateResponse, Status> {
@@ -180,7 +161,7 @@ async fn query_direct(
 }
 
 /// A raw pull straight from the provider; the bytes it delivered.
-async fn pull_direct(s: &Space, agreement: &str) -> Result<Vec<u8>, Status> {
+async fn pull_direct(s: &TwoMembers, agreement: &str) -> Result<Vec<u8>, Status> {
     let mut stream = s
         .consumer
         .direct_transfer_client(&s.provider)
@@ -201,7 +182,7 @@ async fn pull_direct(s: &Space, agreement: &str) -> Result<Vec<u8>, Status> {
 }
 
 /// A read of the copy at the consumer, as a local application makes it.
-async fn read(s: &Space, agreement: &str, purpose: &str) -> Result<Vec<u8>, Status> {
+async fn read(s: &TwoMembers, agreement: &str, purpose: &str) -> Result<Vec<u8>, Status> {
     let mut stream = s
         .consumer
         .usage(LocalRole::App)
@@ -253,7 +234,7 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-fn agreed_at(s: &Space, agreement: &str) -> i64 {
+fn agreed_at(s: &TwoMembers, agreement: &str) -> i64 {
     let copy = liutong_node::transfer::copy(s.consumer.running.node.storage.as_ref(), agreement)
         .unwrap()
         .expect("copy");
@@ -263,7 +244,7 @@ fn agreed_at(s: &Space, agreement: &str) -> i64 {
 }
 
 /// Whether the consumer still holds a readable copy (not DELETED or REVOKED).
-async fn copy_held(s: &Space, agreement: &str) -> bool {
+async fn copy_held(s: &TwoMembers, agreement: &str) -> bool {
     s.consumer
         .usage(LocalRole::Auditor)
         .await
@@ -278,7 +259,7 @@ async fn copy_held(s: &Space, agreement: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_revocation_queries_pulls_and_reads_are_refused() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = agreed(&s, RESEARCH, "research").await;
     s.provider
         .usage(LocalRole::Admin)
@@ -333,7 +314,7 @@ async fn after_a_revocation_queries_pulls_and_reads_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_the_delete_after_deadline_queries_pulls_and_reads_are_refused() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = agreed(&s, DELETE_AFTER, "research").await;
     let since = agreed_at(&s, &agreement);
     assert!(wait_until(SOON, || async { unix_now() >= since + 4 }).await);
@@ -380,7 +361,7 @@ async fn after_the_delete_after_deadline_queries_pulls_and_reads_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_the_reads_spent_the_count_queries_are_refused() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = agreed(&s, TWO_USES, "research").await;
     for _ in 0..2 {
         read(&s, &agreement, "research")
@@ -426,7 +407,7 @@ async fn once_the_reads_spent_the_count_queries_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queries_spend_the_same_count_as_reads() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = agreed(&s, TWO_USES, "research").await;
     query(&s, &agreement, "").await.expect("first use");
     query(&s, &agreement, "").await.expect("second use");
@@ -449,7 +430,7 @@ async fn queries_spend_the_same_count_as_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outside_the_window_queries_pulls_and_reads_are_refused() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = agreed(&s, THREE_SECONDS, "research").await;
     let since = agreed_at(&s, &agreement);
     assert!(wait_until(SOON, || async { unix_now() >= since + 4 }).await);
@@ -493,7 +474,7 @@ async fn outside_the_window_queries_pulls_and_reads_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_purpose_outside_the_agreement_is_refused_for_queries_and_reads() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = agreed(&s, RESEARCH, "research").await;
     assert_query_refused(
         query(&s, &agreement, "marketing").await,
@@ -532,7 +513,7 @@ async fn a_purpose_outside_the_agreement_is_refused_for_queries_and_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_agreement_does_not_reset_a_spent_count() {
-    let s = space().await;
+    let s = two_members().await;
     let product = publish(
         &s.provider,
         PEOPLE.as_bytes(),

@@ -15,37 +15,16 @@ use liutong_proto::v1::RevokeRequest;
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
-const ROLES: &[liutong_node::identity::MemberRole] = &[
-    liutong_node::identity::MemberRole::Provider,
-    liutong_node::identity::MemberRole::Consumer,
-];
 /// Generous bound for what the background task does every 200 ms.
 const SOON: Duration = Duration::from_secs(30);
 
-struct Space {
-    space: DataSpace,
-    provider: TestNode,
-    consumer: TestNode,
-}
-
-async fn space() -> Space {
-    let space = DataSpace::start().await;
-    let quick = |c: &mut liutong_node::config::NodeConfig| {
-        c.usage.check_interval = Duration::from_millis(200)
-    };
-    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
-    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
-    refresh_all(&[&provider, &consumer]).await;
-    Space {
-        space,
-        provider,
-        consumer,
-    }
-}
-
 /// Publishes `data` (CSV) under `policy`, agrees and pulls it; returns the product and
 /// the agreement ID.
-async fn delivered(s: &Space, data: &[u8], policy: &str) -> (liutong_proto::v1::Product, String) {
+async fn delivered(
+    s: &TwoMembers,
+    data: &[u8],
+    policy: &str,
+) -> (liutong_proto::v1::Product, String) {
     let product = publish(&s.provider, data, "Residents", "general-2", "csv", policy)
         .await
         .expect("publish");
@@ -131,7 +110,7 @@ duty = [{ action = "mask", rules = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_masked_manifest_confirms_no_guess_of_the_unmasked_product() {
-    let s = space().await;
+    let s = two_members().await;
     let id = idcard("330106", "19880517", "013");
     let data = format!("id_number,visits\n{id},3\n");
     let (product, agreement) = delivered(&s, data.as_bytes(), ID_MASKED).await;
@@ -172,7 +151,7 @@ duty = [{ action = "mask", rules = [{ field = { name = "name" }, method = "drop"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_saved_masked_copy_is_not_offered_again_after_its_revocation() {
-    let s = space().await;
+    let s = two_members().await;
     let (_, agreement) = delivered(
         &s,
         b"name,district,cars\nZhang Wei,Xihu,9\nLi Na,Shangcheng,4\n",
@@ -273,7 +252,7 @@ fn leaked<'a>(text: &str, values: impl Iterator<Item = &'a String>) -> Vec<Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn personal_data_in_contact_columns_free_text_and_nested_objects_is_masked() {
-    let s = space().await;
+    let s = two_members().await;
     let people: Vec<[String; 5]> = (0..300).map(person).collect();
 
     // CSV: the contact's name under a header that is no usual name column, and remarks

@@ -8,7 +8,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use liutong_node::identity::{MemberRole, ParticipantKind};
+use liutong_node::identity::ParticipantKind;
 use liutong_node::local::LocalRole;
 use liutong_proto::v1::read_response::Part;
 use liutong_proto::v1::{
@@ -18,7 +18,6 @@ use liutong_proto::v1::{
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 
-const ROLES: &[MemberRole] = &[MemberRole::Provider, MemberRole::Consumer];
 const SOON: Duration = Duration::from_secs(30);
 /// The assigner the README's examples name; on a node the node itself is the assigner.
 const README_ASSIGNER: &str = "91110000600037341L";
@@ -66,27 +65,6 @@ fn as_published(example: &str) -> String {
         .filter(|l| !l.starts_with("target = "))
         .map(|l| format!("{l}\n"))
         .collect()
-}
-
-struct Space {
-    space: DataSpace,
-    provider: TestNode,
-    consumer: TestNode,
-}
-
-async fn space() -> Space {
-    let space = DataSpace::start().await;
-    let quick = |c: &mut liutong_node::config::NodeConfig| {
-        c.usage.check_interval = Duration::from_millis(200)
-    };
-    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
-    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
-    refresh_all(&[&provider, &consumer]).await;
-    Space {
-        space,
-        provider,
-        consumer,
-    }
 }
 
 async fn offers_seen_by(consumer: &TestNode, provider: &TestNode) -> Vec<String> {
@@ -226,7 +204,7 @@ fn example(name: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_n_times_allows_exactly_n_reads() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(
         &s.provider,
         &s.consumer,
@@ -264,7 +242,7 @@ async fn use_n_times_allows_exactly_n_reads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offer_no_consumer_could_use_is_refused_at_publish() {
-    let s = space().await;
+    let s = two_members().await;
     for action in ["transfer", "distribute", "derive", "delete"] {
         let policy = format!(
             "uid = \"urn:liutong:policy:{action}-only\"\ntype = \"set\"\n\n\
@@ -302,7 +280,7 @@ fn count_query() -> AggregateQuery {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_purpose_and_time_examples_work_as_written() {
-    let s = space().await;
+    let s = two_members().await;
     let (p, c) = (&s.provider, &s.consumer);
 
     let open = received(p, c, &example("provide-access"), CSV, "statistics").await;
@@ -351,7 +329,7 @@ async fn access_purpose_and_time_examples_work_as_written() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duty_examples_are_carried_out() {
-    let s = space().await;
+    let s = two_members().await;
     let (p, c) = (&s.provider, &s.consumer);
 
     // Delete after 30 days: the copy carries its deadline.
@@ -407,7 +385,7 @@ async fn duty_examples_are_carried_out() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restrict_recipient_lists_the_offer_to_the_named_partner_only() {
-    let s = space().await;
+    let s = two_members().await;
     let partner = s
         .space
         .node_as(
@@ -441,7 +419,7 @@ async fn restrict_recipient_lists_the_offer_to_the_named_partner_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mask_example_delivers_no_personal_value() {
-    let s = space().await;
+    let s = two_members().await;
     let id = id_number("33010619900517123");
     let csv = format!(
         "name,id_number,mobile,email,address,birth_date,district\n\
@@ -476,7 +454,7 @@ async fn mask_example_delivers_no_personal_value() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregate_only_example_answers_queries_and_keeps_its_rows() {
-    let s = space().await;
+    let s = two_members().await;
     let mut rows = String::from("district,age\n");
     for i in 0..25 {
         rows.push_str(&format!("Xihu,{}\n", 20 + i));
@@ -513,7 +491,7 @@ async fn aggregate_only_example_answers_queries_and_keeps_its_rows() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn important_data_example_is_approved_and_used_in_2026() {
-    let s = space().await;
+    let s = two_members().await;
     let (p, c) = (&s.provider, &s.consumer);
     let product = publish(
         p,

@@ -74,32 +74,9 @@ duty = [{{ action = "deleteAfter", elapsed = "{duration}" }}]
     )
 }
 
-struct Space {
-    space: DataSpace,
-    provider: TestNode,
-    consumer: TestNode,
-}
-
-/// The transport bureau provides, the ecology bureau consumes; both run their
-/// usage-control duties every 200 ms.
-async fn space() -> Space {
-    let space = DataSpace::start().await;
-    let quick = |c: &mut liutong_node::config::NodeConfig| {
-        c.usage.check_interval = Duration::from_millis(200)
-    };
-    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
-    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
-    refresh_all(&[&provider, &consumer]).await;
-    Space {
-        space,
-        provider,
-        consumer,
-    }
-}
-
 /// Publishes `policy` at the provider, negotiates for `purpose` and pulls the copy;
 /// returns the agreement ID.
-async fn received(s: &Space, data: &[u8], policy: &str, purpose: &str) -> String {
+async fn received(s: &TwoMembers, data: &[u8], policy: &str, purpose: &str) -> String {
     let product = publish(
         &s.provider,
         data,
@@ -228,7 +205,7 @@ fn unix_now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_follow_the_sticky_policy_and_every_use_counts() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(&s, CSV, SURVEY, "research").await;
 
     // Only local applications read received data; bad input is named.
@@ -342,7 +319,7 @@ async fn reads_follow_the_sticky_policy_and_every_use_counts() {
 /// audit entry of kind `alert`), while a refusal for another reason is not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_outside_the_permitted_window_is_refused_and_alerted() {
-    let s = space().await;
+    let s = two_members().await;
     let policy = r#"
 uid = "urn:liutong:policy:two-seconds"
 type = "set"
@@ -386,7 +363,7 @@ constraint = [{ leftOperand = "elapsedTime", operator = "lt", rightOperand = "PT
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_reads_never_exceed_the_count() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(&s, CSV, SURVEY, "statistics").await;
     let consumer = &s.consumer;
     let reads = (0..8).map(|_| read(consumer, &agreement, "statistics"));
@@ -445,7 +422,7 @@ where
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
-    let s = space().await;
+    let s = two_members().await;
     // Both deadlines leave room for negotiating and pulling on a busy machine.
     let soon = received(&s, CSV, &delete_after("PT4S", true), "urbanPlanning").await;
     let later = received(
@@ -558,7 +535,7 @@ async fn delete_after_runs_while_running_and_catches_up_after_a_stop() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_reaches_online_and_offline_consumers() {
-    let s = space().await;
+    let s = two_members().await;
     let online = received(&s, CSV, OPEN, "urbanPlanning").await;
     let offline = received(&s, b"x,y\n1,2\n", OPEN, "urbanPlanning").await;
     read(&s.consumer, &online, "urbanPlanning").await.unwrap();
@@ -697,7 +674,7 @@ async fn revocation_reaches_online_and_offline_consumers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_parties_speak_for_an_agreement() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
     let other = s
         .space
@@ -791,7 +768,7 @@ async fn only_the_parties_speak_for_an_agreement() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn received_data_is_not_offered_onward() {
-    let s = space().await;
+    let s = two_members().await;
     let kept = received(&s, CSV, OPEN, "urbanPlanning").await;
     let onward_policy = |uid: &str| {
         format!("uid = \"{uid}\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n")
@@ -944,7 +921,7 @@ duty = [{ action = "nextPolicy", policy = "urn:liutong:policy:onward" }]
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn classification_guardrails_hold() {
-    let s = space().await;
+    let s = two_members().await;
     let mut beijing =
         DataSpace::admission(ROGUE, "Beijing Survey Co.", ParticipantKind::Enterprise);
     beijing.region = RegionCode::parse("110105").unwrap();
@@ -1053,7 +1030,7 @@ async fn liutong(args: Vec<String>) -> std::process::Output {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_command_reads_lists_and_revokes() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(&s, CSV, SURVEY, "statistics").await;
     let consumer_config = s.consumer.config_path().display().to_string();
     let provider_config = s.provider.config_path().display().to_string();
@@ -1163,7 +1140,7 @@ async fn the_command_reads_lists_and_revokes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(&s, CSV, SURVEY, "statistics").await;
     let provider = s.provider.stop().await;
 
@@ -1213,7 +1190,7 @@ async fn notices_wait_in_the_outbox_until_the_provider_is_back() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deletion_cut_short_is_finished_at_start() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
     // The state a crash leaves between the deletion's commit (its record and its audit
     // entry, made durable together) and the removal of the copy.
@@ -1287,7 +1264,7 @@ async fn a_deletion_cut_short_is_finished_at_start() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement = received(&s, CSV, OPEN, "urbanPlanning").await;
     let long = "原因".repeat(35_000); // 70,000 characters, 210,000 bytes
 
@@ -1452,7 +1429,7 @@ duty = [
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
-    let s = space().await;
+    let s = two_members().await;
     let expiring = received(&s, CSV, &masked(true), "urbanPlanning").await;
     let revoked = received(
         &s,
@@ -1530,7 +1507,7 @@ async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
-    let s = space().await;
+    let s = two_members().await;
     let zhejiang_only = "uid = \"urn:liutong:policy:od\"\ntype = \"set\"\n\n[[permission]]\n\
         action = \"use\"\nconstraint = [{ leftOperand = \"region\", operator = \"isPartOf\", \
         rightOperand = \"330000\" }]\n";
@@ -1637,7 +1614,7 @@ async fn guardrails_narrowed_after_publish_refuse_the_agreement() {
 /// served the kept one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn agreement_policies_are_compiled_once_and_kept_per_agreement() {
-    let s = space().await;
+    let s = two_members().await;
     let agreement_id = received(&s, CSV, SURVEY, "research").await;
     read(&s.consumer, &agreement_id, "research")
         .await

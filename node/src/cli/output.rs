@@ -23,6 +23,9 @@ pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One page's items and its `next_page_token`, as [`pages_from`] fetches them.
+pub(super) type PageFuture<T> = Pin<Box<dyn Future<Output = anyhow::Result<(Vec<T>, String)>>>>;
+
 /// The `fetch` of [`print_pages`] for a listing call: `call(client, page_token)` asks for
 /// one page on its own clone of `client`, and `split(page)` gives the page's items and its
 /// `next_page_token`.
@@ -30,7 +33,7 @@ pub(super) fn pages_from<C, P, T, Fut>(
     client: &C,
     call: impl Fn(C, String) -> Fut,
     split: impl Fn(P) -> (Vec<T>, String) + Copy + 'static,
-) -> impl FnMut(String) -> Pin<Box<dyn Future<Output = anyhow::Result<(Vec<T>, String)>>>>
+) -> impl FnMut(String) -> PageFuture<T>
 where
     C: Clone,
     Fut: Future<Output = Result<tonic::Response<P>, tonic::Status>> + 'static,

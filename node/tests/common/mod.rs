@@ -523,3 +523,26 @@ impl TestNode {
             .collect()
     }
 }
+
+/// A data space of two members that both provide and consume: the transport bureau as
+/// provider and the ecology bureau as consumer, each running its usage-control duties
+/// every 200 ms.
+pub struct TwoMembers {
+    pub space: DataSpace,
+    pub provider: TestNode,
+    pub consumer: TestNode,
+}
+
+pub async fn two_members() -> TwoMembers {
+    const ROLES: &[MemberRole] = &[MemberRole::Provider, MemberRole::Consumer];
+    let space = DataSpace::start().await;
+    let quick = |c: &mut NodeConfig| c.usage.check_interval = Duration::from_millis(200);
+    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
+    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
+    refresh_all(&[&provider, &consumer]).await;
+    TwoMembers {
+        space,
+        provider,
+        consumer,
+    }
+}
