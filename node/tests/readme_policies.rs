@@ -152,11 +152,28 @@ async fn read(node: &TestNode, agreement: &str, purpose: &str) -> Result<Vec<u8>
     Ok(data)
 }
 
-fn in_2026() -> bool {
+/// The year now in Beijing time.
+fn this_year() -> i32 {
     time::OffsetDateTime::now_utc()
         .to_offset(time::macros::offset!(+8))
         .year()
-        == 2026
+}
+
+/// An example written for 2026 moved to `year`: its interval then starts on 1 January of
+/// `year` and ends a year later.
+fn in_year(example: &str, year: i32) -> String {
+    let from = "rightOperand = 2026-01-01T00:00:00+08:00";
+    let to = "rightOperand = 2027-01-01T00:00:00+08:00";
+    assert!(
+        example.contains(from) && example.contains(to),
+        "the example's interval is no longer 2026: {example}"
+    );
+    example
+        .replace(from, &format!("rightOperand = {year}-01-01T00:00:00+08:00"))
+        .replace(
+            to,
+            &format!("rightOperand = {}-01-01T00:00:00+08:00", year + 1),
+        )
 }
 
 /// A GB 11643 ID number: 17 digits and their check character.
@@ -306,21 +323,22 @@ async fn access_purpose_and_time_examples_work_as_written() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
 
-    // Only in 2026 (Beijing time): usable now exactly when now is in 2026.
+    // Usable during its year. In any other the offer is outside its catalog scope: not
+    // listed, and asking for it answers NOT_FOUND.
     let interval = example("use-during-interval");
-    if in_2026() {
-        let a = received(p, c, &interval, CSV, "statistics").await;
-        assert_eq!(read(c, &a, "statistics").await.unwrap(), CSV);
-    } else {
-        let product = publish(p, CSV, "Census", "general-2", "csv", &interval)
-            .await
-            .unwrap();
-        let err = c
-            .request_contract(p, &product.offer_id, "statistics")
-            .await
-            .unwrap_err();
-        assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
-    }
+    let now = in_year(&interval, this_year());
+    let a = received(p, c, &now, CSV, "statistics").await;
+    assert_eq!(read(c, &a, "statistics").await.unwrap(), CSV);
+    let past = in_year(&interval, this_year() - 2);
+    let product = publish(p, CSV, "Census", "general-2", "csv", &past)
+        .await
+        .unwrap();
+    assert!(!offers_seen_by(c, p).await.contains(&product.offer_id));
+    let err = c
+        .request_contract(p, &product.offer_id, "statistics")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
     let until = received(p, c, &example("use-until"), CSV, "statistics").await;
     assert_eq!(read(c, &until, "statistics").await.unwrap(), CSV);
@@ -490,16 +508,33 @@ async fn aggregate_only_example_answers_queries_and_keeps_its_rows() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn important_data_example_is_approved_and_used_in_2026() {
+async fn important_data_example_is_approved_and_used_during_its_year() {
     let s = two_members().await;
     let (p, c) = (&s.provider, &s.consumer);
+    let important = example("important-data");
+    let past = publish(
+        p,
+        CSV,
+        "OD matrix 2",
+        "important",
+        "csv",
+        &in_year(&important, this_year() - 2),
+    )
+    .await
+    .expect("the example moved to another year publishes");
+    assert!(!offers_seen_by(c, p).await.contains(&past.offer_id));
+    let err = c
+        .request_contract(p, &past.offer_id, "scientificResearch")
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
     let product = publish(
         p,
         CSV,
         "OD matrix",
         "important",
         "csv",
-        &example("important-data"),
+        &in_year(&important, this_year()),
     )
     .await
     .expect("the README's example publishes");
@@ -507,11 +542,6 @@ async fn important_data_example_is_approved_and_used_in_2026() {
     let asked = c
         .request_contract(p, &product.offer_id, "scientificResearch")
         .await;
-    if !in_2026() {
-        assert_eq!(asked.unwrap_err().code(), Code::PermissionDenied);
-        drop(s.space);
-        return;
-    }
     let pending = asked.expect("requested");
     assert_eq!(
         pending.state, "REQUESTED",
