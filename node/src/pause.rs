@@ -6,6 +6,9 @@
 //! `kill -9` the process at exactly that step and check what a restart recovers. Without
 //! the variable every point is a no-op (one comparison against a value read once).
 //!
+//! Only debug builds, which the tests run, read the variable: a release build never
+//! pauses, whatever its environment says.
+//!
 //! Points are named `<concern>.<side>.<step>`, for example
 //! `negotiation.consumer.verified`; each is documented where it is placed.
 
@@ -16,6 +19,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 pub const PAUSE_AT: &str = "LIUTONG_PAUSE_AT";
 
 fn wanted() -> Option<&'static str> {
+    if !cfg!(debug_assertions) {
+        return None;
+    }
     static WANTED: OnceLock<Option<String>> = OnceLock::new();
     WANTED
         .get_or_init(|| std::env::var(PAUSE_AT).ok().filter(|v| !v.is_empty()))
