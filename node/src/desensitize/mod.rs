@@ -28,12 +28,16 @@ pub use stream::AppliedRule;
 
 use crate::storage::StorageError;
 
-/// Whether any rule or obligation of a policy carries a mask duty (a product in opaque
-/// bytes cannot be offered with one: publishing refuses it, and so would delivery).
+/// Whether any rule or obligation of a policy carries a mask or a `kAnonymity` duty
+/// (a product in opaque bytes cannot be offered with one: publishing refuses it, and so
+/// would delivery).
 pub fn policy_has_mask_duties(policy: &liutong_policy::Policy) -> bool {
-    policy
-        .duties()
-        .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+    policy.duties().any(|d| {
+        matches!(
+            d,
+            liutong_policy::Duty::Mask { .. } | liutong_policy::Duty::KAnonymity { .. }
+        )
+    })
 }
 
 /// Why a payload cannot be desensitized.

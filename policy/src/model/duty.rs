@@ -34,6 +34,12 @@ pub enum Duty {
         /// Minimum group size (at least 2).
         k: u32,
     },
+    /// Deliver records only where their released quasi-identifiers are shared by at
+    /// least `k` records: a masked delivery withholds the records of smaller groups.
+    KAnonymity {
+        /// Minimum group size (at least 2).
+        k: u32,
+    },
     /// Onward sharing must carry the named policy.
     NextPolicy {
         /// The UID of the policy to carry.
@@ -50,6 +56,7 @@ impl Duty {
             Duty::Notify => "notify",
             Duty::Mask { .. } => "mask",
             Duty::AggregateOnly { .. } => "aggregateOnly",
+            Duty::KAnonymity { .. } => "kAnonymity",
             Duty::NextPolicy { .. } => "nextPolicy",
         }
     }
@@ -74,6 +81,10 @@ impl fmt::Display for Duty {
             Duty::AggregateOnly { k } => {
                 write!(f, "release only aggregates over groups of at least {k}")
             }
+            Duty::KAnonymity { k } => write!(
+                f,
+                "deliver only records whose quasi-identifiers at least {k} records share"
+            ),
             Duty::NextPolicy { policy } => write!(f, "onward sharing must carry policy {policy}"),
         }
     }
