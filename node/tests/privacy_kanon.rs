@@ -1,10 +1,11 @@
 //! k-anonymity of masked deliveries against a curious consumer, across real nodes: the
-//! manifest states the exact k of what was released, and a `kAnonymity` duty withholds
-//! the records of smaller groups.
+//! manifest states the exact k of what was released, a `kAnonymity` duty withholds the
+//! records of smaller groups, and the default rule for ID numbers leaves every person
+//! among hundreds of candidates even when everything else about them is known.
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use common::*;
@@ -264,4 +265,75 @@ async fn a_k_anonymity_duty_withholds_every_record_of_a_smaller_group() {
         .iter()
         .any(|e| e.contains(&format!("(required 4; {small} record(s) withheld)")));
     assert!(logged, "the provider's log states what was withheld");
+}
+
+const DEFAULT_RULES: &str = r#"
+uid = "urn:liutong:policy:residents-default-masks"
+type = "set"
+
+[[permission]]
+action = "use"
+duty = [{ action = "mask", rules = [
+  { field = { type = "idcard" } },
+  { field = { type = "mobile" } },
+  { field = { type = "name" } },
+] }]
+"#;
+
+/// Every valid ID number of a person born on `birth` (`YYYY-MM-DD`) in `district`,
+/// of `gender`, that shows as `masked` (a `*` hides one character).
+fn candidates(masked: &str, district: &str, birth: &str, gender: &str) -> Vec<String> {
+    let birth = birth.replace('-', "");
+    (0..1000)
+        .filter(|seq| (seq % 2 == 1) == (gender == "M"))
+        .map(|seq| idcard(district, &birth, seq))
+        .filter(|id| {
+            id.chars().count() == masked.chars().count()
+                && id
+                    .chars()
+                    .zip(masked.chars())
+                    .all(|(c, m)| m == '*' || c == m)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_id_masks_leave_every_person_among_hundreds_of_candidates() {
+    let s = space().await;
+    let people = residents(3_000);
+    let (text, manifest) = delivered(&s, csv_of(&people).as_bytes(), DEFAULT_RULES).await;
+    let d = manifest.desensitized.expect("a masked delivery");
+    assert_eq!(d.records, 3_000);
+    assert!(
+        d.quasi_identifiers.contains(&"id_number".to_owned()),
+        "the visible part of a masked ID number is a quasi-identifier: {:?}",
+        d.quasi_identifiers
+    );
+    // The consumer knows each person's district, birth date and gender from the clear
+    // columns, and enumerates the valid ID numbers the masked one still allows.
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let col = |name: &str| header.iter().position(|h| *h == name).unwrap();
+    let (id, district, birth, gender) = (
+        col("id_number"),
+        col("district"),
+        col("birth_date"),
+        col("gender"),
+    );
+    let mut fewest = usize::MAX;
+    let mut allowed: HashSet<String> = HashSet::new();
+    for line in lines {
+        let c: Vec<&str> = line.split(',').collect();
+        assert!(c[id].contains('*'), "an ID number in the clear: {line}");
+        let found = candidates(c[id], c[district], c[birth], c[gender]);
+        fewest = fewest.min(found.len());
+        allowed.extend(found);
+    }
+    // The attack is the right one: every true ID number is among the candidates.
+    let missed = people.iter().filter(|p| !allowed.contains(&p.id)).count();
+    assert_eq!(missed, 0, "the enumeration covers every person");
+    assert!(
+        fewest >= 500,
+        "a person's masked ID number narrows to {fewest} candidates"
+    );
 }

@@ -769,7 +769,7 @@ duty = [{ action = "mask", rules = [
         assert_eq!(
             methods,
             vec![
-                MaskMethod::Keep { first: 1, last: 2 },
+                MaskMethod::Keep { first: 1, last: 0 },
                 MaskMethod::Keep { first: 3, last: 4 },
                 MaskMethod::Keep { first: 1, last: 0 },
                 MaskMethod::Hash,

@@ -148,13 +148,20 @@ impl FieldType {
     }
 
     /// The method a mask rule on this type gets when it names none: ID card numbers
-    /// keep their first character and last two (GB/T 35273 style; write
-    /// `keep = { first = 6, last = 4 }` to keep the region and the tail), mobile numbers
+    /// keep their first character only (its region's first digit), mobile numbers
     /// keep 3 and 4, names their first character, and e-mail addresses become a keyed
     /// hash (pseudonymous, so they can still be joined within one agreement).
+    ///
+    /// An ID number shows no more by default because its hidden digits are mostly
+    /// known elsewhere: with the district and the birth date in other columns, only
+    /// the 3-digit sequence number is unknown, and a visible tail gives its last digit
+    /// and the check character (a function of all 17 digits), which leaves about 9
+    /// valid candidates. Keeping the first character leaves every sequence number of
+    /// the person's sex: 500 candidates. Write `keep = { first = 6, last = 4 }` to
+    /// show more, knowingly.
     pub fn default_method(self) -> MaskMethod {
         match self {
-            FieldType::Idcard => MaskMethod::Keep { first: 1, last: 2 },
+            FieldType::Idcard => MaskMethod::Keep { first: 1, last: 0 },
             FieldType::Mobile => MaskMethod::Keep { first: 3, last: 4 },
             FieldType::Name => MaskMethod::Keep { first: 1, last: 0 },
             FieldType::Email => MaskMethod::Hash,
