@@ -23,7 +23,10 @@
 //! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
 //! random secret of this node, created once and kept durably. Within one agreement a
 //! value always gets the same pseudonym; across agreements the pseudonyms cannot be
-//! linked without the node's secret.
+//! linked without the node's secret. The same key orders the delivered records and
+//! gives identifier columns without a rule their pseudonyms (see [`super::plan`]), so
+//! two agreements' deliveries of one product do not line up by position or by
+//! identifier.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -448,10 +451,10 @@ fn produce(
     min_k: Option<u32>,
     key: &hmac::Key,
 ) -> Result<MaskedDelivery, DesensitizeError> {
-    let plan = Plan::new(rules, &detect(products, product)?);
+    let plan = Plan::for_delivery(rules, &detect(products, product)?);
     let options = stream::Options {
         min_k,
-        order: stream::Order::Input,
+        order: stream::Order::Keyed,
     };
     let open = || products.reader(product);
     let mut sink = ChunkSink {
