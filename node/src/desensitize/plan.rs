@@ -57,19 +57,22 @@ pub struct Detection {
 /// values alone.
 pub const MIN_RECORDS_FOR_DISTINCT: u64 = 10;
 
-/// The values of one field seen so far, as 128-bit digests; `None` once one repeats or
-/// is no token (see [`recognise::value_is_token`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-struct Distinct {
-    digests: Option<HashSet<u128>>,
-}
+/// Distinct values after which a field that repeated none is an identifier without
+/// looking further (its digests are let go, so memory stays bounded: 16 MiB of
+/// digests per field at most).
+pub const DISTINCT_SETTLED: usize = 1 << 20;
 
-impl Default for Distinct {
-    fn default() -> Self {
-        Distinct {
-            digests: Some(HashSet::new()),
-        }
-    }
+/// The values of one field seen so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Distinct {
+    /// All tokens, none repeated: their 128-bit digests.
+    Tracking(HashSet<u128>),
+    /// [`DISTINCT_SETTLED`] tokens and none repeated: an identifier, as long as its
+    /// further values are tokens.
+    Settled,
+    /// A value repeated or was no token (see [`recognise::value_is_token`]).
+    #[default]
+    No,
 }
 
 /// A 128-bit digest of a value (SHA-256, cut): collisions are out of reach, so two
@@ -112,22 +115,37 @@ impl Detection {
                 seen.insert(t.into());
             }
         }
-        let distinct = self.distinct.entry(name.to_owned()).or_default();
-        if let Some(digests) = &mut distinct.digests
-            && (!recognise::value_is_token(value)
-                || !digests.insert(digest128(&[value.as_bytes()])))
-        {
-            distinct.digests = None;
+        let distinct = self
+            .distinct
+            .entry(name.to_owned())
+            .or_insert_with(|| Distinct::Tracking(HashSet::new()));
+        let next = match distinct {
+            Distinct::No => None,
+            _ if !recognise::value_is_token(value) => Some(Distinct::No),
+            Distinct::Settled => None,
+            Distinct::Tracking(digests) => {
+                if !digests.insert(digest128(&[value.as_bytes()])) {
+                    Some(Distinct::No)
+                } else if digests.len() >= DISTINCT_SETTLED {
+                    Some(Distinct::Settled)
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(next) = next {
+            *distinct = next;
         }
     }
 
     /// Whether every value of a field is a token, different from all others, over at
     /// least [`MIN_RECORDS_FOR_DISTINCT`] records.
     fn values_are_distinct_tokens(&self, name: &str) -> bool {
-        self.distinct
-            .get(name)
-            .and_then(|d| d.digests.as_ref())
-            .is_some_and(|d| d.len() as u64 >= MIN_RECORDS_FOR_DISTINCT)
+        match self.distinct.get(name) {
+            Some(Distinct::Tracking(d)) => d.len() as u64 >= MIN_RECORDS_FOR_DISTINCT,
+            Some(Distinct::Settled) => true,
+            Some(Distinct::No) | None => false,
+        }
     }
 
     /// Whether a field identifies records: its header names an identifier, or its

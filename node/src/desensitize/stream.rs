@@ -865,6 +865,38 @@ mod tests {
     }
 
     #[test]
+    fn jsonl_quasi_identifiers_and_identifiers_are_found_by_path() {
+        let mut data = String::new();
+        for i in 0..12 {
+            data.push_str(&format!(
+                "{{\"uid\":\"u{i}\",\"home\":{{\"district\":\"33010{}\"}},\"gender\":\"{}\",\"n\":{}}}\n",
+                i % 2,
+                if i < 11 { "M" } else { "F" },
+                i % 3
+            ));
+        }
+        let plan = Plan::for_delivery(vec![], &detect_jsonl(data.as_bytes()).unwrap());
+        assert_eq!(plan.quasi_identifiers, ["gender", "home.district"]);
+        let options = Options {
+            min_k: Some(2),
+            order: Order::Keyed,
+        };
+        let mut out = Vec::new();
+        let outcome = mask_jsonl(&plan, &key(), options, || data.as_bytes(), &mut out).unwrap();
+        // Groups: 330100/M has 6, 330101/M 5, 330101/F (u11) 1, withheld.
+        assert_eq!(
+            (outcome.records, outcome.withheld_for_k, outcome.k_anonymity),
+            (11, 1, Some(5))
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("\"u3\""), "{text}");
+        assert!(text.contains(&method::keyed_hash(&key(), "u3")), "{text}");
+        assert!(!text.contains(&method::keyed_hash(&key(), "u11")), "{text}");
+        assert_eq!(outcome.applied[0].selected_by, SelectedBy::Identifier);
+        assert_eq!(outcome.applied[0].values, 11);
+    }
+
+    #[test]
     fn keyed_order_is_stable_for_one_key_and_differs_for_another() {
         let keyed = Options {
             min_k: None,
