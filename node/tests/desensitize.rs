@@ -234,7 +234,16 @@ async fn masked_transfer_delivers_masked_bytes_under_a_manifest_that_lists_the_r
             );
         }
     }
-    let first: Vec<&str> = lines.next().unwrap().split(',').collect();
+    // Records come in an order of the agreement's key: the first resident's record is
+    // the one with its masked ID number and mobile.
+    let (id0, mobile0) = (&originals[0][0], &originals[0][1]);
+    let first: Vec<&str> = lines
+        .map(|l| l.split(',').collect::<Vec<&str>>())
+        .find(|c| {
+            c[1] == format!("330106********{}", &id0[14..])
+                && c[2] == format!("{}****{}", &mobile0[..3], &mobile0[7..])
+        })
+        .expect("the first resident's record");
     assert_eq!(first[0], "张**");
     assert_eq!(
         first[1],
@@ -286,11 +295,18 @@ async fn keyed_hashes_are_stable_within_an_agreement_and_differ_across_agreement
     for (node, agreement) in [(&s.ecology, &first), (&s.logistics, &second)] {
         assert_eq!(node.pull(agreement, 0).await.unwrap().state, "COMPLETED");
         let text = String::from_utf8(received(node, agreement)).unwrap();
-        let hashes: Vec<String> = text
+        // Records come in an order of the agreement's key: put them back in the
+        // product's order by their visits (1, 2, 3).
+        let mut rows: Vec<(String, String)> = text
             .lines()
             .skip(1)
-            .map(|l| l.split(',').next().unwrap().to_owned())
+            .map(|l| {
+                let (email, visits) = l.split_once(',').unwrap();
+                (visits.to_owned(), email.to_owned())
+            })
             .collect();
+        rows.sort();
+        let hashes: Vec<String> = rows.into_iter().map(|(_, email)| email).collect();
         assert_eq!(hashes.len(), 3);
         assert!(hashes.iter().all(|h| h.len() == 64), "{hashes:?}");
         assert_eq!(

@@ -645,12 +645,15 @@ pub(crate) fn duty_from_json(rule: &str, index: usize, json: Json) -> Result<Dut
     };
     let duty: Duty = serde_json::from_value(with_default_mask_methods(untoml(json))).map_err(|e| {
         err(format!(
-            "{e}; a duty is one of deleteAfter (elapsed or at), log, notify, mask (rules), aggregateOnly (k), nextPolicy (policy)"
+            "{e}; a duty is one of deleteAfter (elapsed or at), log, notify, mask (rules), aggregateOnly (k), kAnonymity (k), nextPolicy (policy)"
         ))
     })?;
     match &duty {
         Duty::AggregateOnly { k } if *k < 2 => Err(err(format!(
             "aggregateOnly needs a group size k of at least 2, not {k}"
+        ))),
+        Duty::KAnonymity { k } if *k < 2 => Err(err(format!(
+            "kAnonymity needs a group size k of at least 2, not {k}"
         ))),
         Duty::Mask { rules } if rules.is_empty() => {
             Err(err("mask needs at least one field rule".into()))
@@ -766,7 +769,7 @@ duty = [{ action = "mask", rules = [
         assert_eq!(
             methods,
             vec![
-                MaskMethod::Keep { first: 1, last: 2 },
+                MaskMethod::Keep { first: 1, last: 0 },
                 MaskMethod::Keep { first: 3, last: 4 },
                 MaskMethod::Keep { first: 1, last: 0 },
                 MaskMethod::Hash,
@@ -798,6 +801,15 @@ duty = [{ action = "mask", rules = [
         ))
         .unwrap_err();
         assert!(e.to_string().contains("at least 2"), "{e}");
+        let e = Policy::from_toml(&policy_with(
+            "[[permission]]\naction = \"use\"\nduty = [{ action = \"kAnonymity\", k = 1 }]",
+        ))
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("kAnonymity needs a group size k of at least 2"),
+            "{e}"
+        );
         let e = Policy::from_toml(&policy_with(
             "[[prohibition]]\naction = \"use\"\nduty = [{ action = \"log\" }]",
         ))

@@ -260,6 +260,7 @@ fn duty_to_odrl(d: &Duty) -> Json {
             "lt:maskRules": serde_json::to_value(rules).expect("mask rules serialise"),
         }),
         Duty::AggregateOnly { k } => json!({ "action": "aggregate", "lt:minimumGroupSize": k }),
+        Duty::KAnonymity { k } => json!({ "action": "lt:kAnonymity", "lt:minimumGroupSize": k }),
         Duty::NextPolicy { policy } => json!({ "action": "nextPolicy", "target": policy }),
     }
 }
@@ -556,6 +557,17 @@ fn duty_from_odrl(
                 .ok_or_else(|| err("aggregate needs lt:minimumGroupSize".into()))?;
             Duty::AggregateOnly { k }
         }
+        "kAnonymity" => {
+            let k = m
+                .get("minimumGroupSize")
+                .and_then(|k| {
+                    k.as_u64()
+                        .or_else(|| names.text(k).and_then(|s| s.parse().ok()))
+                })
+                .and_then(|k| u32::try_from(k).ok())
+                .ok_or_else(|| err("lt:kAnonymity needs lt:minimumGroupSize".into()))?;
+            Duty::KAnonymity { k }
+        }
         "anonymize" => {
             let rules: Vec<MaskRule> = m
                 .get("maskRules")
@@ -713,6 +725,7 @@ duty = [
   { action = "deleteAfter", at = "2026-05-01T00:00:00+08:00" },
   { action = "mask", rules = [{ field = { type = "idcard" }, method = { generalize = { to = "prefecture" } } }] },
   { action = "aggregateOnly", k = 5 },
+  { action = "kAnonymity", k = 5 },
   { action = "nextPolicy", policy = "urn:next" },
   { action = "log" },
 ]

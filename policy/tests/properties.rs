@@ -214,6 +214,7 @@ fn duty() -> impl Strategy<Value = Duty> {
             when: DeleteAfter::At(at(h))
         }),
         (2u32..50).prop_map(|k| Duty::AggregateOnly { k }),
+        (2u32..50).prop_map(|k| Duty::KAnonymity { k }),
         Just(Duty::NextPolicy {
             policy: "urn:liutong:policy:next".into()
         }),

@@ -23,7 +23,10 @@
 //! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
 //! random secret of this node, created once and kept durably. Within one agreement a
 //! value always gets the same pseudonym; across agreements the pseudonyms cannot be
-//! linked without the node's secret.
+//! linked without the node's secret. The same key orders the delivered records and
+//! gives identifier columns without a rule their pseudonyms (see [`super::plan`]), so
+//! two agreements' deliveries of one product do not line up by position or by
+//! identifier.
 
 use std::io::Write;
 use std::sync::Arc;
@@ -85,6 +88,44 @@ pub struct Desensitization {
     pub records: u64,
     /// Records that could not be masked and were left out.
     pub withheld_records: u64,
+    /// The released fields counted as quasi-identifiers, over which `k_anonymity` is
+    /// measured.
+    #[serde(default)]
+    pub quasi_identifiers: Vec<String>,
+    /// The size of the smallest group of delivered records sharing all their
+    /// quasi-identifiers (`None` when no record is delivered).
+    #[serde(default)]
+    pub k_anonymity: Option<u64>,
+    /// The minimum k the policy's `kAnonymity` duty asks for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_k: Option<u32>,
+    /// Records withheld because fewer than `required_k` records shared their
+    /// quasi-identifiers.
+    #[serde(default)]
+    pub withheld_for_k: u64,
+}
+
+impl Desensitization {
+    /// The k-anonymity in words, for the audit log: "k-anonymity 5 over district,
+    /// birth_date (required 5; 3 record(s) withheld)".
+    pub fn k_anonymity_note(&self) -> String {
+        let k = match self.k_anonymity {
+            Some(k) => format!("k-anonymity {k}"),
+            None => "k-anonymity n/a (no record delivered)".to_owned(),
+        };
+        let over = if self.quasi_identifiers.is_empty() {
+            "no quasi-identifier".to_owned()
+        } else {
+            self.quasi_identifiers.join(", ")
+        };
+        match self.required_k {
+            Some(r) => format!(
+                "{k} over {over} (required {r}; {} record(s) withheld)",
+                self.withheld_for_k
+            ),
+            None => format!("{k} over {over}"),
+        }
+    }
 }
 
 /// A masked delivery, as stored: the delivered bytes' figures and the rules applied.
@@ -109,9 +150,20 @@ pub fn mask_rules(duties: &[Duty]) -> Vec<MaskRule> {
         .collect()
 }
 
+/// The minimum k of the `kAnonymity` duties among a decision's duties (the largest).
+pub fn required_k(duties: &[Duty]) -> Option<u32> {
+    duties
+        .iter()
+        .filter_map(|d| match d {
+            Duty::KAnonymity { k } => Some(*k),
+            _ => None,
+        })
+        .max()
+}
+
 /// The delivery of `product` under agreement `agreement_id` when `duties` include mask
-/// rules: produced on the first call, read back afterwards. `None` when nothing is
-/// masked.
+/// rules or a `kAnonymity` duty: produced on the first call, read back afterwards.
+/// `None` when nothing is masked.
 pub async fn delivery_for(
     storage: &Arc<dyn Storage>,
     products: &ProductStore,
@@ -120,7 +172,8 @@ pub async fn delivery_for(
     duties: &[Duty],
 ) -> Result<Option<MaskedDelivery>, DesensitizeError> {
     let rules = mask_rules(duties);
-    if rules.is_empty() {
+    let min_k = required_k(duties);
+    if rules.is_empty() && min_k.is_none() {
         return Ok(None);
     }
     // Publishing refuses such an offer; this holds for one published before that check
@@ -144,7 +197,15 @@ pub async fn delivery_for(
         let (storage, products) = (storage.clone(), products.clone());
         let (product, agreement_id) = (product.clone(), agreement_id.to_owned());
         tokio::task::spawn_blocking(move || {
-            produce(&storage, &products, &product, &agreement_id, rules, &key)
+            produce(
+                &storage,
+                &products,
+                &product,
+                &agreement_id,
+                rules,
+                min_k,
+                &key,
+            )
         })
         .await
         .map_err(|e| DesensitizeError::Write(format!("the masking task failed: {e}")))??
@@ -316,13 +377,22 @@ pub fn chunk(
     )))
 }
 
-/// The plan of `rules` over a stored product (one detection pass).
+/// The plan of `rules` over a stored product (one detection pass), for computing on
+/// masked values.
 pub fn plan_for(
     products: &ProductStore,
     product: &ProductVersion,
     rules: Vec<MaskRule>,
 ) -> Result<Plan, DesensitizeError> {
-    let detection = match product.format {
+    Ok(Plan::new(rules, &detect(products, product)?))
+}
+
+/// One detection pass over a stored product.
+fn detect(
+    products: &ProductStore,
+    product: &ProductVersion,
+) -> Result<plan::Detection, DesensitizeError> {
+    Ok(match product.format {
         Format::Csv => plan::detect_csv(products.reader(product))?,
         Format::Jsonl => plan::detect_jsonl(products.reader(product))?,
         Format::Bytes => {
@@ -330,8 +400,7 @@ pub fn plan_for(
                 product: product.product_id.clone(),
             });
         }
-    };
-    Ok(Plan::new(rules, &detection))
+    })
 }
 
 /// The keyed-hash key of an agreement (creates the node secret on first use).
@@ -379,9 +448,15 @@ fn produce(
     product: &ProductVersion,
     agreement_id: &str,
     rules: Vec<MaskRule>,
+    min_k: Option<u32>,
     key: &hmac::Key,
 ) -> Result<MaskedDelivery, DesensitizeError> {
-    let plan = plan_for(products, product, rules)?;
+    let plan = Plan::for_delivery(rules, &detect(products, product)?);
+    let options = stream::Options {
+        min_k,
+        order: stream::Order::Keyed,
+    };
+    let open = || products.reader(product);
     let mut sink = ChunkSink {
         writer: storage
             .blobs()
@@ -394,9 +469,9 @@ fn produce(
         size: 0,
     };
     let outcome = match product.format {
-        Format::Csv => stream::mask_csv(&plan, key, products.reader(product), &mut sink)?,
-        Format::Jsonl => stream::mask_jsonl(&plan, key, products.reader(product), &mut sink)?,
-        Format::Bytes => unreachable!("plan_for refuses opaque bytes"),
+        Format::Csv => stream::mask_csv(&plan, key, options, open, &mut sink)?,
+        Format::Jsonl => stream::mask_jsonl(&plan, key, options, open, &mut sink)?,
+        Format::Bytes => unreachable!("detect refuses opaque bytes"),
     };
     sink.finish()
         .map_err(|e| DesensitizeError::Write(e.to_string()))?;
@@ -419,6 +494,10 @@ fn produce(
             applied: outcome.applied,
             records: outcome.records,
             withheld_records: outcome.withheld,
+            quasi_identifiers: outcome.quasi_identifiers,
+            k_anonymity: outcome.k_anonymity,
+            required_k: min_k,
+            withheld_for_k: outcome.withheld_for_k,
         },
     })
 }
@@ -529,6 +608,10 @@ mod tests {
                 unmatched_rules: vec![],
                 records: 0,
                 withheld_records: 0,
+                quasi_identifiers: vec![],
+                k_anonymity: None,
+                required_k: None,
+                withheld_for_k: 0,
             },
         };
         storage

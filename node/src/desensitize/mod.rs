@@ -7,8 +7,11 @@
 //! - [`method`] — one method on one value: keep first n / last m, mask all, keyed hash
 //!   (HMAC-SHA256), drop, generalise (a date to its year, a code to its prefecture).
 //! - [`plan`] — which rule masks which field (first selecting rule wins), from one
-//!   detection pass over the data.
-//! - [`stream`] — masking a whole payload record by record, deterministically.
+//!   detection pass over the data; which fields identify records (pseudonymised in a
+//!   delivery) and which are quasi-identifiers.
+//! - [`stream`] — masking a whole payload record by record, deterministically: the
+//!   k-anonymity of the released quasi-identifiers (and the records withheld under a
+//!   minimum k), and the records in an order of the agreement's key.
 //! - [`delivery`] — the node's side: the per-agreement hash key, and the masked
 //!   delivery of an agreement, produced once, stored in chunks with their hashes, so the
 //!   signed manifest covers exactly the bytes delivered and a cut transfer resumes;
@@ -28,12 +31,16 @@ pub use stream::AppliedRule;
 
 use crate::storage::StorageError;
 
-/// Whether any rule or obligation of a policy carries a mask duty (a product in opaque
-/// bytes cannot be offered with one: publishing refuses it, and so would delivery).
+/// Whether any rule or obligation of a policy carries a mask or a `kAnonymity` duty
+/// (a product in opaque bytes cannot be offered with one: publishing refuses it, and so
+/// would delivery).
 pub fn policy_has_mask_duties(policy: &liutong_policy::Policy) -> bool {
-    policy
-        .duties()
-        .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+    policy.duties().any(|d| {
+        matches!(
+            d,
+            liutong_policy::Duty::Mask { .. } | liutong_policy::Duty::KAnonymity { .. }
+        )
+    })
 }
 
 /// Why a payload cannot be desensitized.

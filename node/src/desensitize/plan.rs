@@ -6,13 +6,29 @@
 //! field whose header names that type or any of whose values is recognised as it (see
 //! [`super::recognise`]). Recognising by values needs one pass over the data before
 //! masking ([`detect_csv`], [`detect_jsonl`]).
+//!
+//! Two more kinds of field are planned without a rule:
+//! - in a masked delivery ([`Plan::for_delivery`]), an identifier of a record — a
+//!   header naming one (`id`, `person_id`, `编号`), or a column of single-token values
+//!   (codes, numbers, time stamps) that differ on every one of at least
+//!   [`MIN_RECORDS_FOR_DISTINCT`] records — gets a pseudonym of the agreement (the
+//!   keyed hash): it still joins rows within one agreement, never across two;
+//! - the quasi-identifiers ([`Plan::quasi_identifiers`]) are the released fields whose
+//!   combination can single a person out, over which the delivery's k-anonymity is
+//!   measured: fields whose header names one (district, birth date, gender, age,
+//!   postcode, …) and personal data of a built-in type released with any visible part
+//!   (the kept characters of an ID number, a mobile, a name, an e-mail). A pseudonym (a
+//!   keyed hash of a personal value or an identifier) is not one: it is unique per
+//!   person by design, and unlinkable across agreements. Other columns are taken as
+//!   the data's attributes.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read};
 
 use liutong_policy::{FieldSelector, FieldType, MaskMethod, MaskRule};
 use ring::hmac;
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use super::DesensitizeError;
 use super::method::{self, Masked};
@@ -32,6 +48,43 @@ pub struct Detection {
     /// JSON Lines fields holding objects: their members are fields of their own, named
     /// by their path (`contact.name`), and masked there.
     pub objects: std::collections::HashSet<String>,
+    /// For each field, its distinct values while every one is a token and none repeats.
+    distinct: HashMap<String, Distinct>,
+}
+
+/// Fewer records than this with a value in a field say little by being all different
+/// (a handful of visit counts often are), so such a field is no identifier by its
+/// values alone.
+pub const MIN_RECORDS_FOR_DISTINCT: u64 = 10;
+
+/// Distinct values after which a field that repeated none is an identifier without
+/// looking further (its digests are let go, so memory stays bounded: 16 MiB of
+/// digests per field at most).
+pub const DISTINCT_SETTLED: usize = 1 << 20;
+
+/// The values of one field seen so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+enum Distinct {
+    /// All tokens, none repeated: their 128-bit digests.
+    Tracking(HashSet<u128>),
+    /// [`DISTINCT_SETTLED`] tokens and none repeated: an identifier, as long as its
+    /// further values are tokens.
+    Settled,
+    /// A value repeated or was no token (see [`recognise::value_is_token`]).
+    #[default]
+    No,
+}
+
+/// A 128-bit digest of a value (SHA-256, cut): collisions are out of reach, so two
+/// values share one only when they are equal.
+pub fn digest128(parts: &[&[u8]]) -> u128 {
+    let mut h = Sha256::new();
+    for p in parts {
+        h.update((p.len() as u64).to_be_bytes());
+        h.update(p);
+    }
+    let d = h.finalize();
+    u128::from_be_bytes(d[..16].try_into().expect("32 bytes"))
 }
 
 /// [`FieldType`] in an ordered set.
@@ -62,6 +115,46 @@ impl Detection {
                 seen.insert(t.into());
             }
         }
+        let distinct = self
+            .distinct
+            .entry(name.to_owned())
+            .or_insert_with(|| Distinct::Tracking(HashSet::new()));
+        let next = match distinct {
+            Distinct::No => None,
+            _ if !recognise::value_is_token(value) => Some(Distinct::No),
+            Distinct::Settled => None,
+            Distinct::Tracking(digests) => {
+                if !digests.insert(digest128(&[value.as_bytes()])) {
+                    Some(Distinct::No)
+                } else if digests.len() >= DISTINCT_SETTLED {
+                    Some(Distinct::Settled)
+                } else {
+                    None
+                }
+            }
+        };
+        if let Some(next) = next {
+            *distinct = next;
+        }
+    }
+
+    /// Whether every value of a field is a token, different from all others, over at
+    /// least [`MIN_RECORDS_FOR_DISTINCT`] records.
+    fn values_are_distinct_tokens(&self, name: &str) -> bool {
+        match self.distinct.get(name) {
+            Some(Distinct::Tracking(d)) => d.len() as u64 >= MIN_RECORDS_FOR_DISTINCT,
+            Some(Distinct::Settled) => true,
+            Some(Distinct::No) | None => false,
+        }
+    }
+
+    /// Whether a field identifies records: its header names an identifier, or its
+    /// values are distinct tokens; a quasi-identifier (a birth date, a district code)
+    /// and an object holding other fields are none.
+    pub fn is_identifier(&self, name: &str) -> bool {
+        !self.objects.contains(name)
+            && !recognise::header_is_quasi_identifier(name)
+            && (recognise::header_is_identifier(name) || self.values_are_distinct_tokens(name))
     }
 
     fn values_are(&self, name: &str, t: FieldType) -> bool {
@@ -204,13 +297,19 @@ pub enum SelectedBy {
     /// A rule on a type, for values of it found inside the field's text (the field
     /// itself selected by no rule).
     Content,
+    /// No rule: the field identifies records, so it gets a pseudonym of the agreement.
+    Identifier,
 }
+
+/// The `rule` of a [`FieldAction`] that no rule of the policy made: an identifier's
+/// pseudonym.
+pub const IDENTIFIER_RULE: usize = usize::MAX;
 
 /// The rule that masks one field.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FieldAction {
     pub field: String,
-    /// Index of the rule in the policy's mask rules (0-based).
+    /// Index of the rule in the policy's mask rules (0-based), or [`IDENTIFIER_RULE`].
     pub rule: usize,
     pub method: MaskMethod,
     pub selected_by: SelectedBy,
@@ -234,6 +333,9 @@ pub struct Plan {
     /// For each built-in type a rule selects, the first such rule: it also masks values
     /// of that type found inside the text of fields no rule selects.
     pub content: Vec<ContentRule>,
+    /// The released fields that are quasi-identifiers, in field order (see the module
+    /// documentation).
+    pub quasi_identifiers: Vec<String>,
 }
 
 /// The rule for one built-in type, applied to values of it found inside a text.
@@ -246,8 +348,19 @@ pub struct ContentRule {
 }
 
 impl Plan {
-    /// Matches `rules` against the detected fields.
+    /// Matches `rules` against the detected fields (for computing on the masked
+    /// values: identifiers keep their values, which aggregates never release).
     pub fn new(rules: Vec<MaskRule>, detection: &Detection) -> Plan {
+        Plan::build(rules, detection, false)
+    }
+
+    /// Matches `rules` against the detected fields for a masked delivery: identifiers
+    /// without a rule get a pseudonym of the agreement.
+    pub fn for_delivery(rules: Vec<MaskRule>, detection: &Detection) -> Plan {
+        Plan::build(rules, detection, true)
+    }
+
+    fn build(rules: Vec<MaskRule>, detection: &Detection, pseudonyms: bool) -> Plan {
         let mut actions = Vec::new();
         for field in &detection.fields {
             let chosen = rules.iter().enumerate().find_map(|(i, r)| {
@@ -274,9 +387,17 @@ impl Plan {
                     selected_by,
                 })
             });
+            let chosen = chosen.or_else(|| {
+                (pseudonyms && detection.is_identifier(field)).then(|| FieldAction {
+                    field: field.clone(),
+                    rule: IDENTIFIER_RULE,
+                    method: MaskMethod::Hash,
+                    selected_by: SelectedBy::Identifier,
+                })
+            });
             actions.extend(chosen);
         }
-        let by_field = actions
+        let by_field: HashMap<String, usize> = actions
             .iter()
             .enumerate()
             .map(|(i, a)| (a.field.clone(), i))
@@ -294,11 +415,31 @@ impl Plan {
                     })
             })
             .collect();
+        let quasi_identifiers = detection
+            .fields
+            .iter()
+            .filter(|f| !detection.objects.contains(*f))
+            .filter(|f| {
+                let method = by_field.get(*f).map(|i| actions[*i].method);
+                let personal = FieldType::ALL
+                    .iter()
+                    .any(|t| recognise::header_is(*t, f) || detection.values_are(f, *t));
+                match method {
+                    Some(MaskMethod::Drop) => false,
+                    // A keyed hash keeps equal values equal: a hashed district still
+                    // groups people as the clear one does.
+                    Some(MaskMethod::Hash) => recognise::header_is_quasi_identifier(f),
+                    _ => personal || recognise::header_is_quasi_identifier(f),
+                }
+            })
+            .cloned()
+            .collect();
         Plan {
             rules,
             actions,
             by_field,
             content,
+            quasi_identifiers,
         }
     }
 
@@ -314,6 +455,7 @@ impl Plan {
 
     /// Rules that select no field of this product (0-based indexes).
     pub fn unmatched_rules(&self) -> Vec<usize> {
+        // (Pseudonyms of identifiers carry IDENTIFIER_RULE, which is no rule's index.)
         (0..self.rules.len())
             .filter(|i| !self.actions.iter().any(|a| a.rule == *i))
             .collect()
@@ -436,6 +578,42 @@ mod tests {
         );
         assert!(plan.action("note").is_none());
         assert_eq!(plan.unmatched_rules(), vec![4]);
+    }
+
+    #[test]
+    fn identifiers_get_pseudonyms_in_deliveries_only() {
+        let mut csv = String::from("person_id,member,income,remarks,district,birth_date,visits\n");
+        for i in 0..12 {
+            csv.push_str(&format!(
+                "{i},M{:05},{}.50,see you {i},33010{},1990-01-{:02},{}\n",
+                i * 7919,
+                1000 + i * 13,
+                i % 2,
+                i + 1,
+                i % 3
+            ));
+        }
+        let d = detect_csv(csv.as_bytes()).unwrap();
+        let pseudonyms = |plan: &Plan| -> Vec<String> {
+            plan.actions
+                .iter()
+                .filter(|a| a.selected_by == SelectedBy::Identifier)
+                .map(|a| {
+                    assert_eq!((a.rule, a.method), (IDENTIFIER_RULE, MaskMethod::Hash));
+                    a.field.clone()
+                })
+                .collect()
+        };
+        let plan = Plan::for_delivery(vec![], &d);
+        // By header, by distinct tokens (a code, an amount); not free text, not a
+        // repeating column, not a quasi-identifier (a birth date, distinct here too).
+        assert_eq!(pseudonyms(&plan), ["person_id", "member", "income"]);
+        assert_eq!(plan.quasi_identifiers, ["district", "birth_date"]);
+        assert!(pseudonyms(&Plan::new(vec![], &d)).is_empty());
+        // Fewer than ten records say little by being all different.
+        let few: String = csv.lines().take(10).map(|l| format!("{l}\n")).collect();
+        let plan = Plan::for_delivery(vec![], &detect_csv(few.as_bytes()).unwrap());
+        assert_eq!(pseudonyms(&plan), ["person_id"]);
     }
 
     #[test]

@@ -209,6 +209,136 @@ fn names_a_person(words: &[&str], joined: &str, header: &str) -> bool {
             .any(|t| header_is(t, header))
 }
 
+/// Words of a header naming a quasi-identifier: an attribute that does not name a
+/// person but, combined with others, can single one out (where, when born, gender,
+/// age, postcode, origin).
+const QUASI_WORDS: &[&str] = &[
+    "district",
+    "region",
+    "county",
+    "city",
+    "province",
+    "area",
+    "address",
+    "street",
+    "residence",
+    "birth",
+    "birthday",
+    "birthdate",
+    "birthyear",
+    "dob",
+    "born",
+    "gender",
+    "sex",
+    "age",
+    "postcode",
+    "postal",
+    "zip",
+    "zipcode",
+    "nationality",
+    "ethnicity",
+    "hukou",
+];
+/// The same in Chinese, found anywhere in a header (`出生日期`, `所在区县`).
+const QUASI_PARTS: &[&str] = &[
+    "地区",
+    "区域",
+    "区县",
+    "行政区",
+    "辖区",
+    "城市",
+    "省份",
+    "住址",
+    "地址",
+    "户籍",
+    "籍贯",
+    "出生",
+    "生日",
+    "性别",
+    "年龄",
+    "邮编",
+    "邮政编码",
+    "民族",
+    "所在地",
+];
+/// Whole Chinese headers naming a quasi-identifier that are too short to look for
+/// inside longer ones (`区` is also part of `社区活动`).
+const QUASI_WHOLE: &[&str] = &["区", "县", "市", "省"];
+
+/// Whether a column header names a quasi-identifier (`district`, `birth_date`,
+/// `gender`, `age`, `postcode`, `出生日期`).
+pub fn header_is_quasi_identifier(header: &str) -> bool {
+    let lower = header.trim().to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let joined = words.concat();
+    words.iter().any(|w| QUASI_WORDS.contains(w))
+        || [
+            "dateofbirth",
+            "birthdate",
+            "birthday",
+            "zipcode",
+            "postcode",
+        ]
+        .iter()
+        .any(|n| joined.contains(n))
+        || QUASI_PARTS.iter().any(|p| joined.contains(p))
+        || QUASI_WHOLE.contains(&joined.as_str())
+}
+
+/// Last words of a header naming an identifier of a record (`person_id`, `uid`,
+/// `patient_no`).
+const IDENTIFIER_WORDS: &[&str] = &["id", "uid", "uuid", "guid", "no"];
+/// Endings of a Chinese header naming one (`人员编号`, `会员卡号`).
+const IDENTIFIER_ENDINGS: &[&str] = &[
+    "编号",
+    "卡号",
+    "账号",
+    "帐号",
+    "学号",
+    "工号",
+    "病案号",
+    "病历号",
+    "档案号",
+    "会员号",
+    "用户名",
+];
+
+/// Whether a column header names a record identifier (`id`, `person_id`, `personId`,
+/// `UID`, `编号`).
+pub fn header_is_identifier(header: &str) -> bool {
+    let trimmed = header.trim();
+    let lower = trimmed.to_lowercase();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let last = words.last().copied().unwrap_or("");
+    // `personId`, `PersonID`: an identifier suffix in camel case (`VALID` is none).
+    let camel = (trimmed.ends_with("Id") || trimmed.ends_with("ID"))
+        && trimmed.len() > 2
+        && trimmed[..trimmed.len() - 2]
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_lowercase() || c.is_ascii_digit());
+    IDENTIFIER_WORDS.contains(&last)
+        || camel
+        || IDENTIFIER_ENDINGS
+            .iter()
+            .any(|e| words.concat().ends_with(e))
+}
+
+/// Whether a value is one token that could identify a record (`P000123`, `1001`,
+/// `8341.50`, `2024-05-17T08:00:01`): at most 64 characters and no white space. A
+/// column of such values that all differ links its rows wherever they are released,
+/// whatever the values mean; free text is not taken as one.
+pub fn value_is_token(value: &str) -> bool {
+    let v = value.trim();
+    !v.is_empty() && v.chars().count() <= 64 && !v.chars().any(char::is_whitespace)
+}
+
 /// A piece of personal data found inside a longer text: its byte range and type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Found {
@@ -448,6 +578,53 @@ fn name_after(text: &str, from: usize) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn quasi_identifier_and_identifier_headers_and_tokens() {
+        for h in [
+            "district",
+            "birth_date",
+            "dateOfBirth",
+            "Gender",
+            "age",
+            "postcode",
+            "出生日期",
+            "所在区县",
+            "性别",
+            "区",
+        ] {
+            assert!(header_is_quasi_identifier(h), "{h}");
+        }
+        for h in ["income", "page", "usage", "社区活动", "note", "visits"] {
+            assert!(!header_is_quasi_identifier(h), "{h}");
+        }
+        for h in [
+            "id",
+            "person_id",
+            "personId",
+            "PersonID",
+            "UID",
+            "patient_no",
+            "人员编号",
+        ] {
+            assert!(header_is_identifier(h), "{h}");
+        }
+        for h in ["idea", "paid", "valid", "income", "district", "VALID"] {
+            assert!(!header_is_identifier(h), "{h}");
+        }
+        for v in [
+            "P000123",
+            "1001",
+            "a7f3-09",
+            "8341.50",
+            "2024-05-17T08:00:01",
+        ] {
+            assert!(value_is_token(v), "{v}");
+        }
+        for v in ["", "call me", "回访 联系人", &"x".repeat(65)] {
+            assert!(!value_is_token(v), "{v}");
+        }
+    }
 
     #[test]
     fn idcard_check_character_follows_gb_11643() {

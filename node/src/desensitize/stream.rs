@@ -1,8 +1,8 @@
 //! Masking a whole CSV or JSON Lines payload, record by record, from a reader to a
-//! writer (memory stays flat whatever the payload's size).
+//! writer.
 //!
-//! The output is deterministic: the same payload, plan and key always give the same
-//! bytes, so a delivery can be produced again byte for byte.
+//! The output is deterministic: the same payload, plan, key and options always give
+//! the same bytes, so a delivery can be produced again byte for byte.
 //! - CSV is written back with `\n` line ends and quotes only where needed; dropped
 //!   columns leave the header and every row.
 //! - JSON Lines are written back one compact object per line (keys in sorted order);
@@ -10,7 +10,18 @@
 //!   string; an object or array is hashed as its JSON text or masked entirely. Lines that
 //!   are not JSON objects cannot be masked and are withheld (counted). Blank lines are
 //!   left out.
+//!
+//! The payload is read more than once: a first pass counts the records sharing each
+//! combination of released quasi-identifiers (their equivalence classes), so the
+//! k-anonymity of what is released is known and, under a minimum k, the records of
+//! smaller classes are withheld; then the records are written. In [`Order::Keyed`] they
+//! are written in an order drawn from the agreement's key (a keyed hash of each
+//! record's position, sorted), so two agreements' deliveries of one product do not
+//! line up row by row. Memory holds one digest and count per class, and at most
+//! [`ORDER_BUFFER`] bytes of masked records: a larger payload is written in several
+//! passes, each taking the records whose keyed positions fall in its share.
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 
 use ring::hmac;
@@ -18,7 +29,9 @@ use serde::{Deserialize, Serialize};
 
 use super::DesensitizeError;
 use super::method::{self, Masked};
-use super::plan::{self, FieldAction, Plan, SelectedBy, describe_method, describe_rule};
+use super::plan::{
+    self, FieldAction, IDENTIFIER_RULE, Plan, SelectedBy, describe_method, describe_rule, digest128,
+};
 
 /// What the masking did to one field: listed in the signed manifest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +56,38 @@ fn is_zero(n: &u64) -> bool {
     *n == 0
 }
 
+/// The order records are written in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// As they are read.
+    Input,
+    /// Sorted by a keyed hash of each record's position under the agreement's key.
+    Keyed,
+}
+
+/// How a payload is masked beyond its plan.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Options {
+    /// Withhold the records of equivalence classes smaller than this.
+    pub min_k: Option<u32>,
+    pub order: Order,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            min_k: None,
+            order: Order::Input,
+        }
+    }
+}
+
+/// Masked records held in memory at once when writing them in keyed order.
+pub const ORDER_BUFFER: u64 = 32 << 20;
+
+/// Domain separation of the keyed record order.
+const ORDER_LABEL: &[u8] = b"liutong/desensitize/record-order/v1\0";
+
 /// The result of masking a payload.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -52,6 +97,36 @@ pub struct Outcome {
     /// Records that could not be masked and were left out (JSON Lines lines that are not
     /// objects).
     pub withheld: u64,
+    /// The quasi-identifiers the k-anonymity is measured over.
+    pub quasi_identifiers: Vec<String>,
+    /// The size of the smallest equivalence class among the records written (`None`
+    /// when none is written).
+    pub k_anonymity: Option<u64>,
+    /// Records left out because fewer than the minimum k records shared their
+    /// quasi-identifiers.
+    pub withheld_for_k: u64,
+}
+
+/// What masking one record did, added to the counters only if it is written.
+#[derive(Default)]
+struct Tally {
+    values: Vec<usize>,
+    unreadable: Vec<usize>,
+    content: Vec<(String, usize)>,
+}
+
+impl Tally {
+    fn clear(&mut self) {
+        self.values.clear();
+        self.unreadable.clear();
+        self.content.clear();
+    }
+
+    fn content(&mut self, field: &str, rules: &[usize]) {
+        for rule in rules {
+            self.content.push((field.to_owned(), *rule));
+        }
+    }
 }
 
 struct Counters {
@@ -70,24 +145,33 @@ impl Counters {
         }
     }
 
-    fn count_content(&mut self, field: &str, rules: &[usize]) {
-        for rule in rules {
-            *self.content.entry((field.to_owned(), *rule)).or_default() += 1;
+    fn add(&mut self, tally: &Tally) {
+        for i in &tally.values {
+            self.values[*i] += 1;
+        }
+        for i in &tally.unreadable {
+            self.unreadable[*i] += 1;
+        }
+        for (field, rule) in &tally.content {
+            *self.content.entry((field.clone(), *rule)).or_default() += 1;
         }
     }
 
-    fn finish(self, plan: &Plan, records: u64, withheld: u64) -> Outcome {
-        let applied = plan
-            .actions
+    fn finish(self, plan: &Plan) -> Vec<AppliedRule> {
+        plan.actions
             .iter()
             .enumerate()
             .map(|(i, a)| AppliedRule {
                 field: a.field.clone(),
-                rule: format!(
-                    "rule {}: {}",
-                    a.rule + 1,
-                    describe_rule(&plan.rules[a.rule])
-                ),
+                rule: if a.rule == IDENTIFIER_RULE {
+                    "no rule: an identifier gets a pseudonym of this agreement".to_owned()
+                } else {
+                    format!(
+                        "rule {}: {}",
+                        a.rule + 1,
+                        describe_rule(&plan.rules[a.rule])
+                    )
+                },
                 selected_by: a.selected_by,
                 method: describe_method(&a.method),
                 values: self.values[i],
@@ -108,12 +192,7 @@ impl Counters {
                         unreadable: 0,
                     }),
             )
-            .collect();
-        Outcome {
-            applied,
-            records,
-            withheld,
-        }
+            .collect()
     }
 }
 
@@ -124,120 +203,380 @@ fn index_of(plan: &Plan, action: &FieldAction) -> usize {
         .expect("actions come from the plan")
 }
 
-/// Masks CSV data (header row first) into `out`.
-pub fn mask_csv(
+/// One masked record: its bytes as written, and the digest of its released
+/// quasi-identifiers (its equivalence class).
+struct MaskedRecord {
+    bytes: Vec<u8>,
+    class: u128,
+}
+
+/// The digest of a record's released quasi-identifiers; `None` for a field the record
+/// lacks (distinct from an empty value).
+fn class_of<'a>(values: impl Iterator<Item = Option<&'a str>>) -> u128 {
+    let parts: Vec<Vec<u8>> = values
+        .map(|v| match v {
+            Some(v) => [b"=".as_slice(), v.as_bytes()].concat(),
+            None => b"-".to_vec(),
+        })
+        .collect();
+    let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    digest128(&refs)
+}
+
+/// A format's record-by-record masking, read from the start by each pass.
+trait Masker {
+    /// The bytes written before the records (the CSV header).
+    fn preamble(&mut self) -> Result<Vec<u8>, DesensitizeError>;
+    /// Calls `f` with each record masked, in input order; returns the number of input
+    /// records that cannot be masked and are withheld.
+    fn each(
+        &mut self,
+        data: &mut dyn Read,
+        f: &mut dyn FnMut(MaskedRecord, &Tally) -> Result<(), DesensitizeError>,
+    ) -> Result<u64, DesensitizeError>;
+}
+
+/// Masks with `masker` over the payload `open` gives (once per pass) into `out`.
+fn run<R: Read>(
     plan: &Plan,
     key: &hmac::Key,
-    data: impl Read,
+    options: Options,
+    masker: &mut dyn Masker,
+    open: impl Fn() -> R,
+    mut out: impl Write,
+) -> Result<Outcome, DesensitizeError> {
+    let write_err = |e: std::io::Error| DesensitizeError::Write(e.to_string());
+    // Pass 1: the equivalence classes and the size of what is written.
+    let mut classes: HashMap<u128, u64> = HashMap::new();
+    let mut masked_bytes = 0u64;
+    let withheld = masker.each(&mut open(), &mut |r, _| {
+        *classes.entry(r.class).or_default() += 1;
+        masked_bytes += r.bytes.len() as u64;
+        Ok(())
+    })?;
+    let min_k = u64::from(options.min_k.unwrap_or(0));
+    let released = |class: &u128| classes.get(class).is_some_and(|n| *n >= min_k);
+    let k_anonymity = classes.values().filter(|n| **n >= min_k).min().copied();
+    let withheld_for_k = classes.values().filter(|n| **n < min_k).sum();
+
+    out.write_all(&masker.preamble()?).map_err(write_err)?;
+    let mut counters = Counters::new(plan);
+    let mut records = 0u64;
+    match options.order {
+        Order::Input => {
+            masker.each(&mut open(), &mut |r, tally| {
+                if released(&r.class) {
+                    counters.add(tally);
+                    records += 1;
+                    out.write_all(&r.bytes).map_err(write_err)?;
+                }
+                Ok(())
+            })?;
+        }
+        Order::Keyed => {
+            // Each pass takes the records whose keyed position falls in its share of
+            // the 64-bit range, so at most about ORDER_BUFFER bytes are held.
+            let passes = masked_bytes / ORDER_BUFFER + 1;
+            for pass in 0..passes {
+                let mut held: Vec<(u64, u64, Vec<u8>)> = Vec::new();
+                let mut position = 0u64;
+                masker.each(&mut open(), &mut |r, tally| {
+                    let at = position;
+                    position += 1;
+                    let tag = order_tag(key, at);
+                    let share = ((u128::from(tag) * u128::from(passes)) >> 64) as u64;
+                    if share == pass && released(&r.class) {
+                        counters.add(tally);
+                        held.push((tag, at, r.bytes));
+                    }
+                    Ok(())
+                })?;
+                held.sort_unstable_by_key(|(tag, at, _)| (*tag, *at));
+                records += held.len() as u64;
+                for (_, _, bytes) in held {
+                    out.write_all(&bytes).map_err(write_err)?;
+                }
+            }
+        }
+    }
+    out.flush().map_err(write_err)?;
+    Ok(Outcome {
+        applied: counters.finish(plan),
+        records,
+        withheld,
+        quasi_identifiers: plan.quasi_identifiers.clone(),
+        k_anonymity,
+        withheld_for_k,
+    })
+}
+
+/// The keyed position of record `at` (0-based, in input order).
+fn order_tag(key: &hmac::Key, at: u64) -> u64 {
+    let mut ctx = hmac::Context::with_key(key);
+    ctx.update(ORDER_LABEL);
+    ctx.update(&at.to_be_bytes());
+    let tag = ctx.sign();
+    u64::from_be_bytes(tag.as_ref()[..8].try_into().expect("32 bytes"))
+}
+
+/// Masks CSV data (header row first) into `out`; `open` gives the data from its start
+/// (it is read more than once).
+pub fn mask_csv<R: Read>(
+    plan: &Plan,
+    key: &hmac::Key,
+    options: Options,
+    open: impl Fn() -> R,
     out: impl Write,
 ) -> Result<Outcome, DesensitizeError> {
-    let read_err = |e: csv::Error| DesensitizeError::Read(e.to_string());
-    let write_err = |e: csv::Error| DesensitizeError::Write(e.to_string());
-    let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
-    let mut writer = csv::WriterBuilder::new()
+    let header: Vec<String> = csv::ReaderBuilder::new()
         .flexible(true)
-        .terminator(csv::Terminator::Any(b'\n'))
-        .from_writer(out);
-    let header: Vec<String> = reader
+        .from_reader(open())
         .headers()
-        .map_err(read_err)?
+        .map_err(|e| DesensitizeError::Read(e.to_string()))?
         .iter()
         .map(str::to_owned)
         .collect();
-    let mut counters = Counters::new(plan);
-    // The action on each column position, found once (rows longer than the header get
-    // theirs when first seen).
-    let mut by_position: Vec<Option<(usize, FieldAction)>> = Vec::new();
-    let mut position_action = |i: usize| -> Option<(usize, FieldAction)> {
-        while by_position.len() <= i {
-            let name = plan::csv_field_name(&header, by_position.len());
-            by_position.push(plan.action(&name).map(|a| (index_of(plan, a), a.clone())));
-        }
-        by_position[i].clone()
+    let mut masker = CsvMasker {
+        plan,
+        key,
+        header,
+        by_position: Vec::new(),
     };
-    let kept_header: Vec<&str> = header
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| {
-            !matches!(position_action(*i), Some((_, a)) if a.method == liutong_policy::MaskMethod::Drop)
-        })
-        .map(|(_, h)| h.as_str())
-        .collect();
-    writer.write_record(&kept_header).map_err(write_err)?;
-    let mut records = 0;
-    let mut row: Vec<String> = Vec::new();
-    for record in reader.records() {
-        let record = record.map_err(read_err)?;
-        row.clear();
-        for (i, value) in record.iter().enumerate() {
-            match position_action(i) {
-                None => match plan.mask_in_text(value, key) {
-                    Some((masked, used)) => {
-                        counters.count_content(&plan::csv_field_name(&header, i), &used);
-                        row.push(masked);
-                    }
-                    None => row.push(value.to_owned()),
-                },
-                Some((slot, action)) => match action.apply(value, key) {
-                    Masked::Dropped => counters.values[slot] += 1,
-                    Masked::Value(v) => {
-                        if v != value {
-                            counters.values[slot] += 1;
-                        }
-                        row.push(v);
-                    }
-                    Masked::Unreadable(v) => {
-                        counters.values[slot] += 1;
-                        counters.unreadable[slot] += 1;
-                        row.push(v);
-                    }
-                },
-            }
-        }
-        writer.write_record(&row).map_err(write_err)?;
-        records += 1;
-    }
-    writer
-        .flush()
-        .map_err(|e| DesensitizeError::Write(e.to_string()))?;
-    Ok(counters.finish(plan, records, 0))
+    run(plan, key, options, &mut masker, open, out)
 }
 
-/// Masks JSON Lines data into `out`.
-pub fn mask_jsonl(
+/// Where the CSV writer puts one row, for it to be taken out.
+#[derive(Clone, Default)]
+struct RowBuffer(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl Write for RowBuffer {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(data);
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+struct CsvMasker<'a> {
+    plan: &'a Plan,
+    key: &'a hmac::Key,
+    header: Vec<String>,
+    /// The action on each column position, found once (rows longer than the header
+    /// get theirs when first seen), and whether it is a quasi-identifier.
+    by_position: Vec<(Option<(usize, FieldAction)>, bool)>,
+}
+
+impl CsvMasker<'_> {
+    fn position(&mut self, i: usize) -> &(Option<(usize, FieldAction)>, bool) {
+        while self.by_position.len() <= i {
+            let name = plan::csv_field_name(&self.header, self.by_position.len());
+            let action = self
+                .plan
+                .action(&name)
+                .map(|a| (index_of(self.plan, a), a.clone()));
+            let quasi = self.plan.quasi_identifiers.contains(&name);
+            self.by_position.push((action, quasi));
+        }
+        &self.by_position[i]
+    }
+
+    fn writer() -> (csv::Writer<RowBuffer>, RowBuffer) {
+        let buffer = RowBuffer::default();
+        let writer = csv::WriterBuilder::new()
+            .flexible(true)
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_writer(buffer.clone());
+        (writer, buffer)
+    }
+
+    /// The bytes of one row as the CSV writer writes it.
+    fn written(
+        (writer, buffer): &mut (csv::Writer<RowBuffer>, RowBuffer),
+        row: &[String],
+    ) -> Result<Vec<u8>, DesensitizeError> {
+        writer
+            .write_record(row)
+            .map_err(|e| DesensitizeError::Write(e.to_string()))?;
+        writer
+            .flush()
+            .map_err(|e| DesensitizeError::Write(e.to_string()))?;
+        Ok(std::mem::take(&mut *buffer.0.borrow_mut()))
+    }
+}
+
+impl Masker for CsvMasker<'_> {
+    fn preamble(&mut self) -> Result<Vec<u8>, DesensitizeError> {
+        let header = self.header.clone();
+        let kept: Vec<String> = header
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| {
+                !matches!(&self.position(*i).0, Some((_, a)) if a.method == liutong_policy::MaskMethod::Drop)
+            })
+            .map(|(_, h)| h.clone())
+            .collect();
+        Self::written(&mut Self::writer(), &kept)
+    }
+
+    fn each(
+        &mut self,
+        data: &mut dyn Read,
+        f: &mut dyn FnMut(MaskedRecord, &Tally) -> Result<(), DesensitizeError>,
+    ) -> Result<u64, DesensitizeError> {
+        let read_err = |e: csv::Error| DesensitizeError::Read(e.to_string());
+        let mut reader = csv::ReaderBuilder::new().flexible(true).from_reader(data);
+        let mut writer = Self::writer();
+        // Quasi-identifier positions of the header that a short row may lack.
+        let quasi_count = (0..self.header.len())
+            .filter(|i| self.position(*i).1)
+            .count();
+        let mut tally = Tally::default();
+        let mut row: Vec<String> = Vec::new();
+        let mut quasi: Vec<String> = Vec::new();
+        for record in reader.records() {
+            let record = record.map_err(read_err)?;
+            row.clear();
+            quasi.clear();
+            tally.clear();
+            for (i, value) in record.iter().enumerate() {
+                let (action, is_quasi) = self.position(i).clone();
+                let released = match action {
+                    None => match self.plan.mask_in_text(value, self.key) {
+                        Some((masked, used)) => {
+                            tally.content(&plan::csv_field_name(&self.header, i), &used);
+                            Some(masked)
+                        }
+                        None => Some(value.to_owned()),
+                    },
+                    Some((slot, action)) => match action.apply(value, self.key) {
+                        Masked::Dropped => {
+                            tally.values.push(slot);
+                            None
+                        }
+                        Masked::Value(v) => {
+                            if v != value {
+                                tally.values.push(slot);
+                            }
+                            Some(v)
+                        }
+                        Masked::Unreadable(v) => {
+                            tally.values.push(slot);
+                            tally.unreadable.push(slot);
+                            Some(v)
+                        }
+                    },
+                };
+                if let Some(v) = released {
+                    if is_quasi {
+                        quasi.push(v.clone());
+                    }
+                    row.push(v);
+                }
+            }
+            let missing = quasi_count.saturating_sub(quasi.len());
+            let class = class_of(
+                quasi
+                    .iter()
+                    .map(|v| Some(v.as_str()))
+                    .chain(std::iter::repeat_n(None, missing)),
+            );
+            let bytes = Self::written(&mut writer, &row)?;
+            f(MaskedRecord { bytes, class }, &tally)?;
+        }
+        Ok(0)
+    }
+}
+
+/// Masks JSON Lines data into `out`; `open` gives the data from its start (it is read
+/// more than once).
+pub fn mask_jsonl<R: Read>(
     plan: &Plan,
     key: &hmac::Key,
-    data: impl Read,
-    mut out: impl Write,
+    options: Options,
+    open: impl Fn() -> R,
+    out: impl Write,
 ) -> Result<Outcome, DesensitizeError> {
-    let mut counters = Counters::new(plan);
-    let mut records = 0;
-    let mut failure: Option<DesensitizeError> = None;
-    let withheld = plan::for_each_object(data, |object| {
-        if failure.is_some() {
-            return;
-        }
-        let object: plan::JsonObject =
-            mask_members(plan, key, "", object.clone().into_iter(), &mut counters)
-                .into_iter()
-                .collect();
-        let written = serde_json::to_writer(&mut out, &object)
-            .map_err(|e| DesensitizeError::Write(e.to_string()))
-            .and_then(|()| {
-                out.write_all(b"\n")
-                    .map_err(|e| DesensitizeError::Write(e.to_string()))
-            });
-        match written {
-            Ok(()) => records += 1,
-            Err(e) => failure = Some(e),
-        }
-    })?;
-    if let Some(e) = failure {
-        return Err(e);
+    run(
+        plan,
+        key,
+        options,
+        &mut JsonlMasker { plan, key },
+        open,
+        out,
+    )
+}
+
+struct JsonlMasker<'a> {
+    plan: &'a Plan,
+    key: &'a hmac::Key,
+}
+
+impl Masker for JsonlMasker<'_> {
+    fn preamble(&mut self) -> Result<Vec<u8>, DesensitizeError> {
+        Ok(Vec::new())
     }
-    out.flush()
-        .map_err(|e| DesensitizeError::Write(e.to_string()))?;
-    Ok(counters.finish(plan, records, withheld))
+
+    fn each(
+        &mut self,
+        data: &mut dyn Read,
+        f: &mut dyn FnMut(MaskedRecord, &Tally) -> Result<(), DesensitizeError>,
+    ) -> Result<u64, DesensitizeError> {
+        let mut failure: Option<DesensitizeError> = None;
+        let mut tally = Tally::default();
+        let withheld = plan::for_each_object(data, |object| {
+            if failure.is_some() {
+                return;
+            }
+            tally.clear();
+            let object: plan::JsonObject = mask_members(
+                self.plan,
+                self.key,
+                "",
+                object.clone().into_iter(),
+                &mut tally,
+            )
+            .into_iter()
+            .collect();
+            let texts: Vec<Option<String>> = self
+                .plan
+                .quasi_identifiers
+                .iter()
+                .map(|path| {
+                    member_at(&object, path)
+                        .and_then(|v| plan::json_text(v).map(|t| t.into_owned()))
+                })
+                .collect();
+            let class = class_of(texts.iter().map(|t| t.as_deref()));
+            let mut bytes = match serde_json::to_vec(&object) {
+                Ok(b) => b,
+                Err(e) => {
+                    failure = Some(DesensitizeError::Write(e.to_string()));
+                    return;
+                }
+            };
+            bytes.push(b'\n');
+            if let Err(e) = f(MaskedRecord { bytes, class }, &tally) {
+                failure = Some(e);
+            }
+        })?;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(withheld),
+        }
+    }
+}
+
+/// The value at a field path (`contact.district`) of a masked record.
+fn member_at<'a>(object: &'a plan::JsonObject, path: &str) -> Option<&'a serde_json::Value> {
+    let mut parts = path.split('.');
+    let mut value = object.get(parts.next()?)?;
+    for part in parts {
+        value = value.as_object()?.get(part)?;
+    }
+    Some(value)
 }
 
 /// The members of the object at `path` (`""` for the record), masked: each by the
@@ -248,7 +587,7 @@ fn mask_members(
     key: &hmac::Key,
     path: &str,
     members: impl Iterator<Item = (String, serde_json::Value)>,
-    counters: &mut Counters,
+    tally: &mut Tally,
 ) -> Vec<(String, serde_json::Value)> {
     let mut out = Vec::new();
     for (k, value) in members {
@@ -257,14 +596,14 @@ fn mask_members(
             let slot = index_of(plan, action);
             match mask_json_value(action, &value, key) {
                 None => out.push((k, value)),
-                Some(Masked::Dropped) => counters.values[slot] += 1,
+                Some(Masked::Dropped) => tally.values.push(slot),
                 Some(Masked::Value(v)) => {
-                    counters.values[slot] += 1;
+                    tally.values.push(slot);
                     out.push((k, serde_json::Value::String(v)));
                 }
                 Some(Masked::Unreadable(v)) => {
-                    counters.values[slot] += 1;
-                    counters.unreadable[slot] += 1;
+                    tally.values.push(slot);
+                    tally.unreadable.push(slot);
                     out.push((k, serde_json::Value::String(v)));
                 }
             }
@@ -273,14 +612,14 @@ fn mask_members(
         let masked = match value {
             serde_json::Value::Object(inner) if path.matches('.').count() < plan::MAX_DEPTH => {
                 serde_json::Value::Object(
-                    mask_members(plan, key, &name, inner.into_iter(), counters)
+                    mask_members(plan, key, &name, inner.into_iter(), tally)
                         .into_iter()
                         .collect(),
                 )
             }
             other => match plan::json_text(&other).and_then(|t| plan.mask_in_text(&t, key)) {
                 Some((text, used)) => {
-                    counters.count_content(&name, &used);
+                    tally.content(&name, &used);
                     serde_json::Value::String(text)
                 }
                 None => other,
@@ -365,7 +704,14 @@ mod tests {
                     李四,,,,,unknown,5\n";
         let plan = Plan::new(rules(), &detect_csv(data.as_bytes()).unwrap());
         let mut out = Vec::new();
-        let outcome = mask_csv(&plan, &key(), data.as_bytes(), &mut out).unwrap();
+        let outcome = mask_csv(
+            &plan,
+            &key(),
+            Options::default(),
+            || data.as_bytes(),
+            &mut out,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let hash = method::keyed_hash(&key(), "zs@example.com");
         assert_eq!(
@@ -406,7 +752,14 @@ mod tests {
                     {\"name\":null,\"email\":{\"a\":1}}\n";
         let plan = Plan::new(rules(), &detect_jsonl(data.as_bytes()).unwrap());
         let mut out = Vec::new();
-        let outcome = mask_jsonl(&plan, &key(), data.as_bytes(), &mut out).unwrap();
+        let outcome = mask_jsonl(
+            &plan,
+            &key(),
+            Options::default(),
+            || data.as_bytes(),
+            &mut out,
+        )
+        .unwrap();
         let text = String::from_utf8(out).unwrap();
         let hash = method::keyed_hash(&key(), "{\"a\":1}");
         assert_eq!(
@@ -425,12 +778,154 @@ mod tests {
         let plan = Plan::new(rules(), &detect_csv(data.as_bytes()).unwrap());
         let run = |k: &hmac::Key| {
             let mut out = Vec::new();
-            mask_csv(&plan, k, data.as_bytes(), &mut out).unwrap();
+            mask_csv(&plan, k, Options::default(), || data.as_bytes(), &mut out).unwrap();
             out
         };
         assert_eq!(run(&key()), run(&key()));
         let other = hmac::Key::new(hmac::HMAC_SHA256, b"another agreement");
         assert_ne!(run(&key()), run(&other));
+    }
+
+    /// People in three groups by district, birth year and gender: 3, 2 and 1 records.
+    const GROUPS: &str = "name,district,birth_date,gender,income\n\
+                          张三,330106,1990-01-02,M,100\n\
+                          李四,330106,1990-07-09,M,200\n\
+                          王五,330106,1990-03-03,M,100\n\
+                          赵六,330102,1985-01-01,F,200\n\
+                          钱七,330102,1985-02-02,F,100\n\
+                          孙八,330102,1986-02-02,F,200\n";
+
+    fn group_rules() -> Vec<MaskRule> {
+        vec![
+            MaskRule {
+                field: FieldSelector::Type(FieldType::Name),
+                method: MaskMethod::Drop,
+            },
+            MaskRule {
+                field: FieldSelector::Name("birth_date".into()),
+                method: MaskMethod::Generalize {
+                    to: Generalization::Year,
+                },
+            },
+        ]
+    }
+
+    fn masked_groups(options: Options, k: &hmac::Key) -> (String, Outcome) {
+        let plan = Plan::for_delivery(group_rules(), &detect_csv(GROUPS.as_bytes()).unwrap());
+        let mut out = Vec::new();
+        let outcome = mask_csv(&plan, k, options, || GROUPS.as_bytes(), &mut out).unwrap();
+        (String::from_utf8(out).unwrap(), outcome)
+    }
+
+    #[test]
+    fn k_anonymity_is_the_smallest_group_sharing_the_released_quasi_identifiers() {
+        let (text, outcome) = masked_groups(Options::default(), &key());
+        assert_eq!(
+            outcome.quasi_identifiers,
+            ["district", "birth_date", "gender"],
+            "the dropped name is released as nothing; income is an attribute"
+        );
+        assert_eq!(
+            outcome.k_anonymity,
+            Some(1),
+            "孙八 is alone in 330102/1986/F"
+        );
+        assert_eq!((outcome.records, outcome.withheld_for_k), (6, 0));
+        assert!(text.contains("330102,1986,F,200\n"), "{text}");
+    }
+
+    #[test]
+    fn a_minimum_k_withholds_the_records_of_smaller_groups() {
+        for (min_k, records, withheld, k) in
+            [(2, 5, 1, Some(2)), (3, 3, 3, Some(3)), (4, 0, 6, None)]
+        {
+            let options = Options {
+                min_k: Some(min_k),
+                order: Order::Input,
+            };
+            let (text, outcome) = masked_groups(options, &key());
+            assert_eq!(
+                (outcome.records, outcome.withheld_for_k, outcome.k_anonymity),
+                (records, withheld, k),
+                "min k {min_k}: {text}"
+            );
+            assert_eq!(text.lines().count() as u64, records + 1, "{text}");
+            assert_eq!(
+                text.lines().next(),
+                Some("district,birth_date,gender,income")
+            );
+            // No released combination is shared by fewer than the minimum.
+            let mut groups: std::collections::HashMap<String, u32> = Default::default();
+            for line in text.lines().skip(1) {
+                let qi: Vec<&str> = line.split(',').take(3).collect();
+                *groups.entry(qi.join(",")).or_default() += 1;
+            }
+            assert!(groups.values().all(|n| *n >= min_k), "{groups:?}");
+        }
+    }
+
+    #[test]
+    fn jsonl_quasi_identifiers_and_identifiers_are_found_by_path() {
+        let mut data = String::new();
+        for i in 0..12 {
+            data.push_str(&format!(
+                "{{\"uid\":\"u{i}\",\"home\":{{\"district\":\"33010{}\"}},\"gender\":\"{}\",\"n\":{}}}\n",
+                i % 2,
+                if i < 11 { "M" } else { "F" },
+                i % 3
+            ));
+        }
+        let plan = Plan::for_delivery(vec![], &detect_jsonl(data.as_bytes()).unwrap());
+        assert_eq!(plan.quasi_identifiers, ["gender", "home.district"]);
+        let options = Options {
+            min_k: Some(2),
+            order: Order::Keyed,
+        };
+        let mut out = Vec::new();
+        let outcome = mask_jsonl(&plan, &key(), options, || data.as_bytes(), &mut out).unwrap();
+        // Groups: 330100/M has 6, 330101/M 5, 330101/F (u11) 1, withheld.
+        assert_eq!(
+            (outcome.records, outcome.withheld_for_k, outcome.k_anonymity),
+            (11, 1, Some(5))
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("\"u3\""), "{text}");
+        assert!(text.contains(&method::keyed_hash(&key(), "u3")), "{text}");
+        assert!(!text.contains(&method::keyed_hash(&key(), "u11")), "{text}");
+        assert_eq!(outcome.applied[0].selected_by, SelectedBy::Identifier);
+        assert_eq!(outcome.applied[0].values, 11);
+    }
+
+    #[test]
+    fn keyed_order_is_stable_for_one_key_and_differs_for_another() {
+        let keyed = Options {
+            min_k: None,
+            order: Order::Keyed,
+        };
+        let (input, _) = masked_groups(Options::default(), &key());
+        let (once, outcome) = masked_groups(keyed, &key());
+        let (again, _) = masked_groups(keyed, &key());
+        assert_eq!(once, again, "the same key gives the same bytes");
+        assert_eq!(outcome.records, 6);
+        let sorted = |t: &str| {
+            let mut l: Vec<String> = t.lines().map(str::to_owned).collect();
+            l.sort();
+            l
+        };
+        assert_eq!(sorted(&once), sorted(&input), "the same records");
+        assert_eq!(
+            once.lines().next(),
+            input.lines().next(),
+            "the header first"
+        );
+        // Over 20 keys, the orders are not all one: the key decides.
+        let orders: std::collections::HashSet<String> = (0..20)
+            .map(|i| {
+                let k = hmac::Key::new(hmac::HMAC_SHA256, format!("agreement {i}").as_bytes());
+                masked_groups(keyed, &k).0
+            })
+            .collect();
+        assert!(orders.len() > 5, "{orders:?}");
     }
 
     mod property {
@@ -554,7 +1049,7 @@ mod tests {
                 }
                 let plan = Plan::new(rules, &detect_csv(data.as_bytes()).unwrap());
                 let mut out = Vec::new();
-                let outcome = mask_csv(&plan, &key(), data.as_bytes(), &mut out).unwrap();
+                let outcome = mask_csv(&plan, &key(), Options::default(), || data.as_bytes(), &mut out).unwrap();
                 prop_assert_eq!(outcome.records, rows.len() as u64);
                 assert_hidden(&String::from_utf8(out).unwrap(), &rows, true)?;
             }
@@ -576,7 +1071,7 @@ mod tests {
                 }
                 let plan = Plan::new(rules, &detect_jsonl(data.as_bytes()).unwrap());
                 let mut out = Vec::new();
-                let outcome = mask_jsonl(&plan, &key(), data.as_bytes(), &mut out).unwrap();
+                let outcome = mask_jsonl(&plan, &key(), Options::default(), || data.as_bytes(), &mut out).unwrap();
                 prop_assert_eq!((outcome.records, outcome.withheld), (rows.len() as u64, 0));
                 assert_hidden(&String::from_utf8(out).unwrap(), &rows, false)?;
             }

@@ -154,10 +154,11 @@ impl Transfers {
                     manifest.chunk_hashes.len(),
                     match &manifest.desensitized {
                         Some(d) => format!(
-                            ", desensitized by {} mask rule(s) over {} field(s), sha256 {}",
+                            ", desensitized by {} mask rule(s) over {} field(s), sha256 {}, {}",
                             d.rules.len(),
                             d.applied.len(),
-                            manifest.sha256
+                            manifest.sha256,
+                            d.k_anonymity_note()
                         ),
                         None => String::new(),
                     }

@@ -288,6 +288,10 @@ fn performed_duties(duties: &[Duty], deadline: Option<i64>) -> Vec<String> {
             Duty::Mask { .. } => {
                 out.push("mask: applied by the provider before delivery".to_owned())
             }
+            Duty::KAnonymity { k } => out.push(format!(
+                "kAnonymity: the provider delivered only records whose quasi-identifiers \
+                 at least {k} records share"
+            )),
             Duty::NextPolicy { policy } => out.push(format!(
                 "nextPolicy: onward sharing must carry the policy {policy}"
             )),

@@ -34,6 +34,12 @@ pub enum Duty {
         /// Minimum group size (at least 2).
         k: u32,
     },
+    /// Deliver records only where their released quasi-identifiers are shared by at
+    /// least `k` records: a masked delivery withholds the records of smaller groups.
+    KAnonymity {
+        /// Minimum group size (at least 2).
+        k: u32,
+    },
     /// Onward sharing must carry the named policy.
     NextPolicy {
         /// The UID of the policy to carry.
@@ -50,6 +56,7 @@ impl Duty {
             Duty::Notify => "notify",
             Duty::Mask { .. } => "mask",
             Duty::AggregateOnly { .. } => "aggregateOnly",
+            Duty::KAnonymity { .. } => "kAnonymity",
             Duty::NextPolicy { .. } => "nextPolicy",
         }
     }
@@ -74,6 +81,10 @@ impl fmt::Display for Duty {
             Duty::AggregateOnly { k } => {
                 write!(f, "release only aggregates over groups of at least {k}")
             }
+            Duty::KAnonymity { k } => write!(
+                f,
+                "deliver only records whose quasi-identifiers at least {k} records share"
+            ),
             Duty::NextPolicy { policy } => write!(f, "onward sharing must carry policy {policy}"),
         }
     }
@@ -137,13 +148,20 @@ impl FieldType {
     }
 
     /// The method a mask rule on this type gets when it names none: ID card numbers
-    /// keep their first character and last two (GB/T 35273 style; write
-    /// `keep = { first = 6, last = 4 }` to keep the region and the tail), mobile numbers
+    /// keep their first character only (its region's first digit), mobile numbers
     /// keep 3 and 4, names their first character, and e-mail addresses become a keyed
     /// hash (pseudonymous, so they can still be joined within one agreement).
+    ///
+    /// An ID number shows no more by default because its hidden digits are mostly
+    /// known elsewhere: with the district and the birth date in other columns, only
+    /// the 3-digit sequence number is unknown, and a visible tail gives its last digit
+    /// and the check character (a function of all 17 digits), which leaves about 9
+    /// valid candidates. Keeping the first character leaves every sequence number of
+    /// the person's sex: 500 candidates. Write `keep = { first = 6, last = 4 }` to
+    /// show more, knowingly.
     pub fn default_method(self) -> MaskMethod {
         match self {
-            FieldType::Idcard => MaskMethod::Keep { first: 1, last: 2 },
+            FieldType::Idcard => MaskMethod::Keep { first: 1, last: 0 },
             FieldType::Mobile => MaskMethod::Keep { first: 3, last: 4 },
             FieldType::Name => MaskMethod::Keep { first: 1, last: 0 },
             FieldType::Email => MaskMethod::Hash,
