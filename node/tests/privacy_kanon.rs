@@ -6,41 +6,14 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use common::*;
 use liutong_node::desensitize::recognise::idcard_check_character;
 use liutong_node::transfer::Manifest;
 
-const ROLES: &[liutong_node::identity::MemberRole] = &[
-    liutong_node::identity::MemberRole::Provider,
-    liutong_node::identity::MemberRole::Consumer,
-];
-
-struct Space {
-    _space: DataSpace,
-    provider: TestNode,
-    consumer: TestNode,
-}
-
-async fn space() -> Space {
-    let space = DataSpace::start().await;
-    let quick = |c: &mut liutong_node::config::NodeConfig| {
-        c.usage.check_interval = Duration::from_millis(200)
-    };
-    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
-    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
-    refresh_all(&[&provider, &consumer]).await;
-    Space {
-        _space: space,
-        provider,
-        consumer,
-    }
-}
-
 /// Publishes `data` (CSV) under `policy`, agrees and pulls it; returns the delivered
 /// text and the manifest.
-async fn delivered(s: &Space, data: &[u8], policy: &str) -> (String, Manifest) {
+async fn delivered(s: &TwoMembers, data: &[u8], policy: &str) -> (String, Manifest) {
     let product = publish(&s.provider, data, "Residents", "general-2", "csv", policy)
         .await
         .expect("publish");
@@ -193,7 +166,7 @@ fn delivered_groups(text: &str, quasi: &[String]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_masked_delivery_states_its_exact_k_anonymity_and_logs_it() {
-    let s = space().await;
+    let s = two_members().await;
     let people = residents(60);
     let expected: Vec<String> = people.iter().map(released_quasi_identifiers).collect();
     let sizes = group_sizes(expected.iter().map(String::as_str));
@@ -228,7 +201,7 @@ async fn a_masked_delivery_states_its_exact_k_anonymity_and_logs_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_k_anonymity_duty_withholds_every_record_of_a_smaller_group() {
-    let s = space().await;
+    let s = two_members().await;
     let people = residents(60);
     let expected: Vec<String> = people.iter().map(released_quasi_identifiers).collect();
     let sizes = group_sizes(expected.iter().map(String::as_str));
@@ -299,7 +272,7 @@ fn candidates(masked: &str, district: &str, birth: &str, gender: &str) -> Vec<St
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_id_masks_leave_every_person_among_hundreds_of_candidates() {
-    let s = space().await;
+    let s = two_members().await;
     let people = residents(3_000);
     let (text, manifest) = delivered(&s, csv_of(&people).as_bytes(), DEFAULT_RULES).await;
     let d = manifest.desensitized.expect("a masked delivery");
