@@ -204,7 +204,12 @@ pub fn answer_table(a: &AggregateResponse) -> String {
     if a.groups.is_empty() {
         out.push_str("(no group has enough rows to be shown)\n");
     }
-    if a.groups_may_be_withheld {
+    if a.groups_may_be_withheld && a.differential_privacy.is_some() {
+        out.push_str(
+            "groups whose noisy count falls below the threshold, if any, are withheld \
+             (how many is not said)\n",
+        );
+    } else if a.groups_may_be_withheld {
         out.push_str(&format!(
             "groups of fewer than {} rows, if any, are withheld (how many is not said)\n",
             a.k
@@ -324,6 +329,7 @@ mod tests {
             version: 1,
             k: 1,
             aggregations: vec!["sum(income)".into()],
+            groups_may_be_withheld: true,
             differential_privacy: Some(DifferentialPrivacy {
                 epsilon: 0.5,
                 epsilon_spent: 1.5,
@@ -336,7 +342,9 @@ mod tests {
         let table = answer_table(&a);
         assert!(
             table.ends_with(
-                "differential privacy: every number carries random noise; this query spent \
+                "groups whose noisy count falls below the threshold, if any, are withheld \
+                 (how many is not said)\n\
+                 differential privacy: every number carries random noise; this query spent \
                  ε = 0.5 (δ = 1e-7); the agreement has spent 1.5 of 5, 3.5 left\n"
             ),
             "{table}"

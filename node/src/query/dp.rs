@@ -216,9 +216,22 @@ impl Plan {
         if self.grouped { DELTA } else { 0.0 }
     }
 
+    /// The query the engine runs: each `avg` as its clamped sum, which the release
+    /// divides by the noisy count.
+    pub fn engine_query(query: &Query) -> Query {
+        let mut q = query.clone();
+        for a in &mut q.aggregations {
+            if a.function == Function::Avg {
+                a.function = Function::Sum;
+            }
+        }
+        q
+    }
+
     /// Replaces the exact answer's numbers with noisy ones, and withholds groups whose
-    /// noisy count is below the threshold. `exact` must be computed with k = 1 and the
-    /// clamps of [`Plan::clamps`], so that it holds every group and clamped sums.
+    /// noisy count is below the threshold. `exact` must be the answer to
+    /// [`Plan::engine_query`] computed with k = 1 and the clamps of [`Plan::clamps`], so
+    /// that it holds every group and clamped sums.
     pub fn release(&self, query: &Query, exact: Answer) -> Result<Answer, DpError> {
         let counts: Vec<i64> = exact
             .groups
@@ -250,20 +263,26 @@ impl Plan {
             .zip(noisy_counts)
             .filter_map(|(g, c)| c.map(|c| (g, c)))
             .collect();
-        // Each summed aggregation's noise: one vector per aggregation, over the shown
-        // groups (one person changes one group's sum by at most Δ: L1 sensitivity Δ).
-        let mut noisy_sums: Vec<Option<Vec<f64>>> = Vec::with_capacity(self.sums.len());
-        for (i, plan) in self.sums.iter().enumerate() {
-            noisy_sums.push(match plan {
-                Some(p) => {
-                    let exact: Vec<f64> = shown
-                        .iter()
-                        .map(|(g, _)| g.values.get(i).copied().flatten().unwrap_or(0.0))
-                        .collect();
-                    Some(noisy_vector(&exact, p, self.share)?)
-                }
-                None => None,
-            });
+        // One noisy vector per summed column, over the shown groups, shared by that
+        // column's sum and avg: the ε split counted one release per column (one person
+        // changes one group's sum by at most Δ: L1 sensitivity Δ).
+        let mut drawn: Vec<(&str, Vec<f64>)> = Vec::new();
+        let mut sum_of: Vec<Option<usize>> = Vec::with_capacity(self.sums.len());
+        for (i, (a, plan)) in query.aggregations.iter().zip(&self.sums).enumerate() {
+            let (Some(p), Some(c)) = (plan, a.column.as_deref()) else {
+                sum_of.push(None);
+                continue;
+            };
+            if let Some(j) = drawn.iter().position(|(d, _)| *d == c) {
+                sum_of.push(Some(j));
+                continue;
+            }
+            let exact: Vec<f64> = shown
+                .iter()
+                .map(|(g, _)| g.values.get(i).copied().flatten().unwrap_or(0.0))
+                .collect();
+            drawn.push((c, noisy_vector(&exact, p, self.share)?));
+            sum_of.push(Some(drawn.len() - 1));
         }
         for (n, (g, count)) in shown.into_iter().enumerate() {
             let rows = u64::try_from(count.max(0)).unwrap_or(0);
@@ -271,9 +290,9 @@ impl Plan {
                 .aggregations
                 .iter()
                 .zip(&self.sums)
-                .zip(&noisy_sums)
-                .map(|((a, plan), sums)| {
-                    let sum = sums.as_ref().map(|s| s[n]);
+                .zip(&sum_of)
+                .map(|((a, plan), at)| {
+                    let sum = at.map(|j| drawn[j].1[n]);
                     match (a.function, plan, sum) {
                         (Function::Count, _, _) => Some(count.max(0) as f64),
                         (Function::Sum, _, Some(s)) => Some(s),
@@ -592,15 +611,19 @@ mod tests {
             }],
         };
         let p = Plan::for_query(&q, &terms(10_000), 1).unwrap();
-        let exact = run_csv_clamped(&q, 1, None, &p.clamps(), data.as_bytes()).unwrap();
-        // b's income counts as the upper bound.
+        let engine = Plan::engine_query(&q);
+        let exact = run_csv_clamped(&engine, 1, None, &p.clamps(), data.as_bytes()).unwrap();
+        // b's income counts as the upper bound; avg is computed as the sum.
         assert_eq!(exact.groups[0].values[1], Some(10_012.0));
+        assert_eq!(exact.groups[0].values[2], Some(10_012.0));
         let noisy = p.release(&q, exact.clone()).unwrap();
         let g = &noisy.groups[0];
         assert_ne!(g.values[1], Some(10_012.0), "the sum carries noise");
         assert_eq!(g.values[0], Some(g.rows as f64), "count is the noisy rows");
-        let avg = g.values[2].unwrap();
-        assert!((-100.0..=10_000.0).contains(&avg), "{avg}");
+        // One noisy sum per column: avg is that sum over the noisy count, so the
+        // column's ε is spent once.
+        let (sum, count) = (g.values[1].unwrap(), g.rows.max(1) as f64);
+        assert_eq!(g.values[2], Some((sum / count).clamp(-100.0, 10_000.0)));
         assert!(noisy.may_be_withheld);
         // A filter matching no row still answers a noisy total.
         let none = Query {
@@ -611,7 +634,14 @@ mod tests {
             }],
             ..q.clone()
         };
-        let exact = run_csv_clamped(&none, 1, None, &p.clamps(), data.as_bytes()).unwrap();
+        let exact = run_csv_clamped(
+            &Plan::engine_query(&none),
+            1,
+            None,
+            &p.clamps(),
+            data.as_bytes(),
+        )
+        .unwrap();
         assert!(exact.groups.is_empty());
         let noisy = p.release(&none, exact).unwrap();
         assert_eq!(noisy.groups.len(), 1, "the same shape as a match");

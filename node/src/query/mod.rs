@@ -492,9 +492,10 @@ impl Queries {
                 };
                 // Every group, with clamped sums; the noise decides what is shown.
                 let clamps = noise.clamps();
+                let engine = dp::Plan::engine_query(&query);
                 let exact = match product.format {
-                    Format::Csv => aggregate::run_csv_clamped(&query, 1, masking, &clamps, data)?,
-                    _ => aggregate::run_jsonl_clamped(&query, 1, masking, &clamps, data)?,
+                    Format::Csv => aggregate::run_csv_clamped(&engine, 1, masking, &clamps, data)?,
+                    _ => aggregate::run_jsonl_clamped(&engine, 1, masking, &clamps, data)?,
                 };
                 noise
                     .release(&query, exact)
