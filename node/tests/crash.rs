@@ -668,3 +668,108 @@ fn assert_receipt_once(space: &Space, agreement: &str, point: &str) {
         "{point}: the receipt is recorded once:\n{log}"
     );
 }
+
+/// A differentially private query whose budget the provider spent and logged before it
+/// was killed (the answer not yet sent): after the restart that ε stays spent, so the
+/// crash gave the consumer no free answer, and the budget runs out one query sooner.
+#[test]
+fn a_provider_killed_after_spending_privacy_gives_no_free_answer() {
+    let mut space = Space::new();
+    let dir = space._dir.path();
+    let csv = dir.join("incomes.csv");
+    let mut rows = String::from("name,district,income\n");
+    for i in 0..40u64 {
+        rows.push_str(&format!("Resident{i:02},Xihu,{}\n", 3_000 + i * 517));
+    }
+    std::fs::write(&csv, rows).unwrap();
+    let policy = dir.join("dp.toml");
+    std::fs::write(
+        &policy,
+        r#"uid = "urn:liutong:policy:incomes-dp"
+type = "set"
+
+[[permission]]
+action = "aggregate"
+duty = [{ action = "differentialPrivacy", epsilon = 1, budget = 2, bounds = [
+  { column = "income", lower = 0, upper = 50000 },
+] }]
+"#,
+    )
+    .unwrap();
+    let published: serde_json::Value = serde_json::from_str(&ok(liutong(&[
+        "product",
+        "publish",
+        arg(&csv),
+        "--title",
+        "Resident incomes",
+        "--classification",
+        "general-2",
+        "--format",
+        "csv",
+        "--policy",
+        arg(&policy),
+        "--json",
+        "--config",
+        space.provider.config(),
+    ])))
+    .unwrap();
+    let c: serde_json::Value = serde_json::from_str(&ok(liutong(&[
+        "contract",
+        "request",
+        "--peer",
+        &space.provider.peer,
+        "--offer",
+        published["offer_id"].as_str().unwrap(),
+        "--purpose",
+        "statistics",
+        "--json",
+        "--config",
+        space.consumer.config(),
+    ])))
+    .unwrap();
+    assert_eq!(c["state"], "FINALIZED", "{c}");
+    let agreement = c["agreement_id"].as_str().unwrap().to_owned();
+    let query = |config: &str| {
+        command(&[
+            "query",
+            "--agreement",
+            &agreement,
+            "--aggregate",
+            "sum:income",
+            "--json",
+            "--config",
+            config,
+        ])
+    };
+
+    let point = "query-budget-spent";
+    space.provider.stop();
+    space.provider.start(Some(point));
+    let cut = query(space.consumer.config())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    space.provider.kill_when_paused(point);
+    end(cut);
+    space.provider.start(None);
+
+    let answer: serde_json::Value =
+        serde_json::from_str(&ok(query(space.consumer.config()).output().unwrap())).unwrap();
+    let p = &answer["differential_privacy"];
+    assert_eq!(
+        (p["epsilon_spent"].as_f64(), p["epsilon_left"].as_f64()),
+        (Some(2.0), Some(0.0)),
+        "{point}: the ε of the cut query stays spent: {answer}"
+    );
+    let refused = query(space.consumer.config()).output().unwrap();
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("privacy budget is spent"), "{said}");
+    let log = space.provider.audit(&agreement);
+    assert_eq!(
+        log.matches("differential privacy: ε = 1 spent").count(),
+        2,
+        "{point}: both answers that spent are on record:\n{log}"
+    );
+}

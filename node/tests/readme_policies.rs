@@ -205,6 +205,7 @@ fn the_readme_has_the_examples_this_test_covers() {
             "restrict-recipient",
             "mask",
             "aggregate-only",
+            "differential-privacy",
             "important-data",
         ],
         "a new README example needs its scenario here"
@@ -504,6 +505,67 @@ async fn aggregate_only_example_answers_queries_and_keeps_its_rows() {
     assert_eq!(answer.k, 20);
     assert_eq!(answer.groups.len(), 1);
     assert_eq!(answer.groups[0].rows, 25);
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn differential_privacy_example_answers_with_noise_within_its_budget() {
+    let s = two_members().await;
+    let mut rows = String::from("district,income\n");
+    for i in 0..60 {
+        rows.push_str(&format!("Xihu,{}\n", 4_000 + i * 250));
+    }
+    let (_, agreement) = agreed(
+        &s.provider,
+        &s.consumer,
+        &example("differential-privacy"),
+        rows.as_bytes(),
+        "general-2",
+        "statistics",
+    )
+    .await;
+    let err = s.consumer.pull_all(&agreement).await.unwrap_err();
+    assert_refused(&err, Code::FailedPrecondition, "differentially private");
+    let query = AggregateQuery {
+        aggregations: vec![Aggregation {
+            function: AggregateFunction::Sum as i32,
+            column: "income".into(),
+        }],
+        ..count_query()
+    };
+    let mut left = Vec::new();
+    for _ in 0..20 {
+        let answer = s
+            .consumer
+            .admin(LocalRole::Admin)
+            .await
+            .query_aggregate(QueryAggregateRequest {
+                agreement_id: agreement.clone(),
+                peer: String::new(),
+                query: Some(query.clone()),
+                purpose: String::new(),
+            })
+            .await
+            .expect("within the budget")
+            .into_inner();
+        assert_eq!(answer.groups.len(), 1, "{answer:?}");
+        left.push(answer.differential_privacy.expect("spent").epsilon_left);
+    }
+    assert_eq!(left.first(), Some(&9.5));
+    assert_eq!(left.last(), Some(&0.0));
+    let err = s
+        .consumer
+        .admin(LocalRole::Admin)
+        .await
+        .query_aggregate(QueryAggregateRequest {
+            agreement_id: agreement.clone(),
+            peer: String::new(),
+            query: Some(query),
+            purpose: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::ResourceExhausted, "privacy budget is spent");
     drop(s.space);
 }
 

@@ -26,8 +26,8 @@ use time::OffsetDateTime;
 
 use crate::error::{ConstraintRef, PolicyError, RuleRef};
 use crate::model::{
-    Action, Atomic, Constraint, Duty, LeftOperand, LogicalOperator, MaskMethod, Operator, Policy,
-    PolicyType, RightOperand, Rule, RuleKind, Value, ValueType, format_datetime,
+    Action, Atomic, Constraint, Duty, Epsilon, LeftOperand, LogicalOperator, MaskMethod, Operator,
+    Policy, PolicyType, RightOperand, Rule, RuleKind, Value, ValueType, format_datetime,
 };
 use crate::vocab::{Classification, ParticipantCode, RecipientKind, RegionCode, parse_duration};
 
@@ -645,7 +645,7 @@ pub(crate) fn duty_from_json(rule: &str, index: usize, json: Json) -> Result<Dut
     };
     let duty: Duty = serde_json::from_value(with_default_mask_methods(untoml(json))).map_err(|e| {
         err(format!(
-            "{e}; a duty is one of deleteAfter (elapsed or at), log, notify, mask (rules), aggregateOnly (k), kAnonymity (k), nextPolicy (policy)"
+            "{e}; a duty is one of deleteAfter (elapsed or at), log, notify, mask (rules), aggregateOnly (k), kAnonymity (k), differentialPrivacy (epsilon, budget, bounds), nextPolicy (policy)"
         ))
     })?;
     match &duty {
@@ -676,8 +676,75 @@ pub(crate) fn duty_from_json(rule: &str, index: usize, json: Json) -> Result<Dut
         Duty::NextPolicy { policy } if policy.trim().is_empty() => {
             Err(err("nextPolicy needs the UID of the policy to carry".into()))
         }
+        Duty::DifferentialPrivacy {
+            epsilon,
+            budget,
+            bounds,
+        } => {
+            check_differential_privacy(*epsilon, *budget, bounds).map_err(err)?;
+            Ok(duty)
+        }
         _ => Ok(duty),
     }
+}
+
+/// The largest ε one query may spend: beyond it the noise hides little (e^10 ≈ 22 000
+/// times more likely either way).
+pub const MAX_QUERY_EPSILON: Epsilon = Epsilon::from_millis(10_000);
+/// The largest total ε an agreement may spend.
+pub const MAX_EPSILON_BUDGET: Epsilon = Epsilon::from_millis(100_000);
+/// The largest magnitude of a clamping bound: sums stay exact in a double up to 2^53,
+/// and a bound this large would drown any answer in noise anyway.
+pub const MAX_BOUND: i64 = 1 << 40;
+
+/// Checks a differentialPrivacy duty: ε per query from 0.001 to
+/// [`MAX_QUERY_EPSILON`], a budget of at least one query's ε and at most
+/// [`MAX_EPSILON_BUDGET`], and bounds with lower < upper, within ±[`MAX_BOUND`], one
+/// per column.
+pub(crate) fn check_differential_privacy(
+    epsilon: Epsilon,
+    budget: Epsilon,
+    bounds: &[crate::model::ColumnBounds],
+) -> Result<(), String> {
+    if epsilon < Epsilon::STEP || epsilon > MAX_QUERY_EPSILON {
+        return Err(format!(
+            "differentialPrivacy needs an epsilon per query from {} to {MAX_QUERY_EPSILON}, not {epsilon}",
+            Epsilon::STEP
+        ));
+    }
+    if budget < epsilon || budget > MAX_EPSILON_BUDGET {
+        return Err(format!(
+            "differentialPrivacy needs a budget of at least one query's epsilon ({epsilon}) \
+             and at most {MAX_EPSILON_BUDGET}, not {budget}"
+        ));
+    }
+    for (i, b) in bounds.iter().enumerate() {
+        if b.column.trim().is_empty() {
+            return Err(format!(
+                "differentialPrivacy bounds[{}] names no column",
+                i + 1
+            ));
+        }
+        if bounds[..i].iter().any(|o| o.column == b.column) {
+            return Err(format!(
+                "differentialPrivacy bounds column {:?} twice",
+                b.column
+            ));
+        }
+        if b.lower >= b.upper {
+            return Err(format!(
+                "differentialPrivacy bounds of {:?}: lower ({}) must be below upper ({})",
+                b.column, b.lower, b.upper
+            ));
+        }
+        if b.lower < -MAX_BOUND || b.upper > MAX_BOUND {
+            return Err(format!(
+                "differentialPrivacy bounds of {:?} must lie within ±{MAX_BOUND}",
+                b.column
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -820,5 +887,116 @@ duty = [{ action = "mask", rules = [
         ))
         .unwrap_err();
         assert!(matches!(e, PolicyError::InvalidDuty { .. }), "{e}");
+    }
+
+    #[test]
+    fn differential_privacy_duties_are_read_and_bounded() {
+        use crate::model::ColumnBounds;
+        let p = Policy::from_toml(&policy_with(
+            r#"[[permission]]
+action = "aggregate"
+duty = [{ action = "differentialPrivacy", epsilon = 0.1, budget = 2, bounds = [
+  { column = "income", lower = 0, upper = 500000 },
+  { column = "age", lower = 0, upper = 120 },
+] }]"#,
+        ))
+        .unwrap();
+        let Duty::DifferentialPrivacy {
+            epsilon,
+            budget,
+            bounds,
+        } = &p.permissions[0].duties[0]
+        else {
+            panic!("a differentialPrivacy duty");
+        };
+        assert_eq!((epsilon.millis(), budget.millis()), (100, 2000));
+        assert_eq!(
+            bounds[0],
+            ColumnBounds {
+                column: "income".into(),
+                lower: 0,
+                upper: 500_000
+            }
+        );
+        assert_eq!(bounds[0].sensitivity(), 500_000);
+        assert_eq!(
+            p.permissions[0].duties[0].to_string(),
+            "answer aggregates with differential privacy, ε = 0.1 a query, 2 in all"
+        );
+        assert_eq!(Policy::from_toml(&p.to_toml()).unwrap(), p);
+        assert_eq!(Policy::from_json(&p.to_json()).unwrap(), p);
+        assert_eq!(Policy::from_odrl(&p.to_odrl().to_string()).unwrap(), p);
+
+        let refused = |duty: &str| {
+            Policy::from_toml(&policy_with(&format!(
+                "[[permission]]\naction = \"aggregate\"\nduty = [{duty}]"
+            )))
+            .unwrap_err()
+            .to_string()
+        };
+        for (duty, says) in [
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 0, budget = 1 }"#,
+                "epsilon per query from 0.001 to 10, not 0",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 11, budget = 20 }"#,
+                "not 11",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = -1, budget = 1 }"#,
+                "positive number",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 0.0001, budget = 1 }"#,
+                "steps of 0.001",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1, budget = 0.5 }"#,
+                "budget of at least one query's epsilon (1) and at most 100, not 0.5",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1, budget = 101 }"#,
+                "not 101",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", budget = 1 }"#,
+                "epsilon",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1 }"#,
+                "budget",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1, budget = 1, bounds = [{ column = "x", lower = 5, upper = 5 }] }"#,
+                "lower (5) must be below upper (5)",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1, budget = 1, bounds = [{ column = "x", lower = 0, upper = 2 }, { column = "x", lower = 0, upper = 3 }] }"#,
+                "column \"x\" twice",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1, budget = 1, bounds = [{ column = " ", lower = 0, upper = 2 }] }"#,
+                "names no column",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1, budget = 1, bounds = [{ column = "x", lower = 0, upper = 9999999999999 }] }"#,
+                "within ±",
+            ),
+            (
+                r#"{ action = "differentialPrivacy", epsilon = 1, budget = 1, bounds = [{ column = "x", min = 0, upper = 2 }] }"#,
+                "min",
+            ),
+        ] {
+            let e = refused(duty);
+            assert!(e.contains(says), "{duty}: {e}");
+        }
+        // The ODRL reader applies the same checks.
+        let mut odrl = p.to_odrl();
+        odrl["permission"][0]["duty"][0]["lt:budget"] = serde_json::json!(0.01);
+        let e = Policy::from_odrl(&odrl.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("budget of at least one query's epsilon"), "{e}");
     }
 }

@@ -95,9 +95,9 @@ pub use evaluate::{
     Decision, Denial, FailedConstraint, Outcome, Request, Requester, Scope, State, evaluate,
 };
 pub use model::{
-    Action, Atomic, Constraint, DeleteAfter, Duty, FieldSelector, FieldType, Generalization,
-    LeftOperand, LogicalOperator, MaskMethod, MaskRule, Operator, Policy, PolicyType, RightOperand,
-    Rule, RuleKind, Value, ValueType,
+    Action, Atomic, ColumnBounds, Constraint, DeleteAfter, Duty, Epsilon, FieldSelector, FieldType,
+    Generalization, LeftOperand, LogicalOperator, MaskMethod, MaskRule, Operator, Policy,
+    PolicyType, RightOperand, Rule, RuleKind, Value, ValueType,
 };
 pub use vocab::{
     Classification, ParticipantCode, PurposeVocabulary, RecipientKind, RegionCode, RegionCodeError,

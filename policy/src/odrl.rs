@@ -10,7 +10,9 @@
 //! Profile mapping: the left operands `recipientKind`, `sector`, `region`,
 //! `classification`, `securityLevel` and `role` and the duty `log` are `lt:` terms;
 //! `notify` is `odrl:inform`, `mask` is `odrl:anonymize` with `lt:maskRules`,
-//! `aggregateOnly` is `odrl:aggregate` with `lt:minimumGroupSize`, `deleteAfter` is
+//! `aggregateOnly` is `odrl:aggregate` with `lt:minimumGroupSize`,
+//! `differentialPrivacy` is `lt:differentialPrivacy` with `lt:epsilon`, `lt:budget` and
+//! `lt:bounds`, `deleteAfter` is
 //! `odrl:delete` with an `elapsedTime` or `dateTime` constraint, `nextPolicy` is
 //! `odrl:nextPolicy` with the policy as its target.
 
@@ -21,8 +23,8 @@ use serde_json::{Map, Value as Json, json};
 use crate::authoring::{atomic_from_parts, parse_datetime, rule_ref, value_to_json};
 use crate::error::{ConstraintRef, PolicyError, RuleRef};
 use crate::model::{
-    Action, Constraint, DeleteAfter, Duty, LeftOperand, LogicalOperator, MaskRule, Operator,
-    Policy, PolicyType, RightOperand, Rule, RuleKind, Value, format_datetime,
+    Action, ColumnBounds, Constraint, DeleteAfter, Duty, Epsilon, LeftOperand, LogicalOperator,
+    MaskRule, Operator, Policy, PolicyType, RightOperand, Rule, RuleKind, Value, format_datetime,
 };
 use crate::vocab::{ParticipantCode, format_duration, parse_duration};
 
@@ -261,6 +263,17 @@ fn duty_to_odrl(d: &Duty) -> Json {
         }),
         Duty::AggregateOnly { k } => json!({ "action": "aggregate", "lt:minimumGroupSize": k }),
         Duty::KAnonymity { k } => json!({ "action": "lt:kAnonymity", "lt:minimumGroupSize": k }),
+        Duty::DifferentialPrivacy {
+            epsilon,
+            budget,
+            bounds,
+        } => json!({
+            "action": "lt:differentialPrivacy",
+            "lt:epsilon": epsilon.value(),
+            "lt:budget": budget.value(),
+            // ColumnBounds serialises to plain JSON maps.
+            "lt:bounds": serde_json::to_value(bounds).expect("bounds serialise"),
+        }),
         Duty::NextPolicy { policy } => json!({ "action": "nextPolicy", "target": policy }),
     }
 }
@@ -568,6 +581,32 @@ fn duty_from_odrl(
                 .ok_or_else(|| err("lt:kAnonymity needs lt:minimumGroupSize".into()))?;
             Duty::KAnonymity { k }
         }
+        "differentialPrivacy" => {
+            let epsilon = |name: &str| {
+                let v = m
+                    .get(name)
+                    .ok_or_else(|| err(format!("differentialPrivacy needs lt:{name}")))?;
+                let x = v
+                    .as_f64()
+                    .or_else(|| names.text(v).and_then(|s| s.parse().ok()))
+                    .ok_or_else(|| err(format!("lt:{name} must be a number")))?;
+                Epsilon::from_value(x).map_err(|e| err(format!("lt:{name}: {e}")))
+            };
+            let (epsilon, budget) = (epsilon("epsilon")?, epsilon("budget")?);
+            let bounds: Vec<ColumnBounds> = m
+                .get("bounds")
+                .cloned()
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| err(format!("lt:bounds: {e}")))?
+                .unwrap_or_default();
+            crate::authoring::check_differential_privacy(epsilon, budget, &bounds).map_err(err)?;
+            Duty::DifferentialPrivacy {
+                epsilon,
+                budget,
+                bounds,
+            }
+        }
         "anonymize" => {
             let rules: Vec<MaskRule> = m
                 .get("maskRules")
@@ -726,6 +765,8 @@ duty = [
   { action = "mask", rules = [{ field = { type = "idcard" }, method = { generalize = { to = "prefecture" } } }] },
   { action = "aggregateOnly", k = 5 },
   { action = "kAnonymity", k = 5 },
+  { action = "differentialPrivacy", epsilon = 0.25, budget = 3, bounds = [{ column = "income", lower = 0, upper = 200000 }] },
+  { action = "differentialPrivacy", epsilon = 1, budget = 1 },
   { action = "nextPolicy", policy = "urn:next" },
   { action = "log" },
 ]

@@ -7,7 +7,7 @@ use liutong_policy::*;
 use time::OffsetDateTime;
 use time::macros::datetime;
 
-const EXAMPLES: [&str; 12] = [
+const EXAMPLES: [&str; 13] = [
     "provide-access",
     "restrict-purpose",
     "use-during-interval",
@@ -19,6 +19,7 @@ const EXAMPLES: [&str; 12] = [
     "restrict-recipient",
     "mask",
     "aggregate-only",
+    "differential-privacy",
     "important-data",
 ];
 
@@ -204,6 +205,31 @@ fn aggregate_only() {
     r.action = Action::Aggregate;
     let d = permit(&p, &r, &state(0, 0));
     assert_eq!(&*d.duties, &[Duty::AggregateOnly { k: 20 }]);
+    r.action = Action::Read;
+    deny(&p, &r, &state(0, 0));
+}
+
+#[test]
+fn differential_privacy() {
+    let p = load("differential-privacy");
+    let mut r = request();
+    r.action = Action::Aggregate;
+    let d = permit(&p, &r, &state(0, 0));
+    let [
+        Duty::DifferentialPrivacy {
+            epsilon,
+            budget,
+            bounds,
+        },
+    ] = &*d.duties
+    else {
+        panic!("one differentialPrivacy duty: {:?}", d.duties);
+    };
+    assert_eq!((epsilon.value(), budget.value()), (0.5, 10.0));
+    assert_eq!(
+        (bounds[0].column.as_str(), bounds[0].sensitivity()),
+        ("income", 50_000)
+    );
     r.action = Action::Read;
     deny(&p, &r, &state(0, 0));
 }

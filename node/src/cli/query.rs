@@ -204,10 +204,30 @@ pub fn answer_table(a: &AggregateResponse) -> String {
     if a.groups.is_empty() {
         out.push_str("(no group has enough rows to be shown)\n");
     }
-    if a.groups_may_be_withheld {
+    if a.groups_may_be_withheld && a.differential_privacy.is_some() {
+        out.push_str(
+            "groups whose noisy count falls below the threshold, if any, are withheld \
+             (how many is not said)\n",
+        );
+    } else if a.groups_may_be_withheld {
         out.push_str(&format!(
             "groups of fewer than {} rows, if any, are withheld (how many is not said)\n",
             a.k
+        ));
+    }
+    if let Some(p) = &a.differential_privacy {
+        out.push_str(&format!(
+            "differential privacy: every number carries random noise; this query spent ε = {}{}; \
+             the agreement has spent {} of {}, {} left\n",
+            p.epsilon,
+            if p.delta > 0.0 {
+                format!(" (δ = {:e})", p.delta)
+            } else {
+                String::new()
+            },
+            p.epsilon_spent,
+            p.budget,
+            p.epsilon_left
         ));
     }
     out
@@ -227,6 +247,13 @@ fn answer_json(a: &AggregateResponse) -> serde_json::Value {
             "values": g.values.iter().map(|v| v.value).collect::<Vec<_>>(),
         })).collect::<Vec<_>>(),
         "groups_may_be_withheld": a.groups_may_be_withheld,
+        "differential_privacy": a.differential_privacy.as_ref().map(|p| serde_json::json!({
+            "epsilon": p.epsilon,
+            "epsilon_spent": p.epsilon_spent,
+            "epsilon_left": p.epsilon_left,
+            "budget": p.budget,
+            "delta": p.delta,
+        })),
     })
 }
 
@@ -276,6 +303,7 @@ mod tests {
                 values: vec![AggregateValue { value: Some(40.5) }],
             }],
             groups_may_be_withheld: true,
+            differential_privacy: None,
         };
         assert_eq!(
             answer_table(&a),
@@ -290,5 +318,37 @@ mod tests {
         let table = answer_table(&forged);
         assert_eq!(table.lines().count(), 4, "{table}");
         assert!(table.contains("Xihu\\n99 rows: fake\\u{1b}[31m"), "{table}");
+    }
+
+    #[test]
+    fn the_table_says_what_privacy_was_spent() {
+        use liutong_proto::v1::DifferentialPrivacy;
+        let a = AggregateResponse {
+            agreement_id: "agr-1".into(),
+            product_id: "prd-1".into(),
+            version: 1,
+            k: 1,
+            aggregations: vec!["sum(income)".into()],
+            groups_may_be_withheld: true,
+            differential_privacy: Some(DifferentialPrivacy {
+                epsilon: 0.5,
+                epsilon_spent: 1.5,
+                epsilon_left: 3.5,
+                budget: 5.0,
+                delta: 1e-7,
+            }),
+            ..AggregateResponse::default()
+        };
+        let table = answer_table(&a);
+        assert!(
+            table.ends_with(
+                "groups whose noisy count falls below the threshold, if any, are withheld \
+                 (how many is not said)\n\
+                 differential privacy: every number carries random noise; this query spent \
+                 ε = 0.5 (δ = 1e-7); the agreement has spent 1.5 of 5, 3.5 left\n"
+            ),
+            "{table}"
+        );
+        assert_eq!(answer_json(&a)["differential_privacy"]["epsilon_left"], 3.5);
     }
 }

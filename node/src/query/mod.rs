@@ -18,9 +18,12 @@
 //!
 //! A raw `Transfer.Pull` of such an agreement is refused ([`only_aggregates`]).
 //!
-//! Known limit: a threshold on group size does not stop differencing (two queries
-//! whose groups differ by one row); policies can bound the number of queries with a
-//! `count` constraint.
+//! A threshold on group size does not stop differencing (two queries whose groups
+//! differ by one row). Agreements whose policy carries a `differentialPrivacy` duty
+//! get noisy answers instead ([`dp`]), each query spending ε of the agreement's budget
+//! ([`budget`]) durably before its answer leaves; a query beyond the budget is refused.
+//! Without that duty, policies can bound the number of queries with a `count`
+//! constraint.
 //!
 //! One count per agreement: a query and a read of the copy each spend one use (a pull
 //! spends none: it delivers the copy, whose reads are the uses). The consumer's node
@@ -31,6 +34,8 @@
 //! that must hold against a consumer bypassing its own node asks for `notify`.
 
 pub mod aggregate;
+pub mod budget;
+pub mod dp;
 
 use liutong_policy::{
     Action, CompiledPolicy, Decision, Denial, Duty, Request, Scope, State as PolicyState,
@@ -49,6 +54,7 @@ use crate::contract::{
 use crate::desensitize;
 use crate::identity::{MemberRole, Membership, NodeIdentity};
 use crate::outbound::Peers;
+use crate::pause;
 use crate::storage::{Storage, StorageError};
 use aggregate::{Aggregation, Answer, Filter, FilterOp, Function, Query};
 use liutong_proto::v1 as pb;
@@ -85,6 +91,9 @@ pub enum QueryError {
     Unsupported(String),
     #[error("{0}")]
     TooLarge(String),
+    /// The agreement's privacy budget cannot pay for the query.
+    #[error("{0}")]
+    BudgetSpent(String),
     #[error("{0}")]
     DataLoss(String),
     /// The agreed product version is no longer at the provider.
@@ -110,7 +119,7 @@ impl ErrorKinded for QueryError {
             QueryError::Forbidden(_) | QueryError::Denied(_) => ErrorKind::PermissionDenied,
             QueryError::Invalid(_) => ErrorKind::InvalidArgument,
             QueryError::Unsupported(_) | QueryError::Gone(_) => ErrorKind::FailedPrecondition,
-            QueryError::TooLarge(_) => ErrorKind::ResourceExhausted,
+            QueryError::TooLarge(_) | QueryError::BudgetSpent(_) => ErrorKind::ResourceExhausted,
             QueryError::DataLoss(_) => ErrorKind::DataLoss,
             QueryError::Peer(refusal) => refusal.kind,
             QueryError::Unreachable(_)
@@ -285,8 +294,12 @@ pub fn only_aggregates(
     state: &PolicyState,
     agreement_id: &str,
 ) -> Option<String> {
-    let k = if transfer.is_permit() {
-        aggregate_only(&transfer.duties)?
+    let duties = if transfer.is_permit() {
+        // Noise on answers would mean nothing if the rows themselves could be pulled.
+        if aggregate_only(&transfer.duties).is_none() && dp::terms(&transfer.duties).is_none() {
+            return None;
+        }
+        transfer.duties.clone()
     } else if transfer.denial == Some(Denial::NoPermission) {
         let aggregate = liutong_policy::evaluate(
             policy,
@@ -300,12 +313,16 @@ pub fn only_aggregates(
         if !aggregate.is_permit() {
             return None;
         }
-        min_group_size(&aggregate.duties)
+        aggregate.duties
     } else {
         return None;
     };
+    let what = match (aggregate_only(&duties), dp::terms(&duties)) {
+        (_, Some(_)) => "differentially private aggregates".to_owned(),
+        (k, None) => format!("aggregates over groups of at least {} rows", k.unwrap_or(1)),
+    };
     Some(format!(
-        "agreement {agreement_id} permits only aggregates over groups of at least {k} rows \
+        "agreement {agreement_id} permits only {what} \
          (compute-to-data): its rows never leave the provider; send an aggregate query \
          instead (liutong query --agreement {agreement_id} …)"
     ))
@@ -355,6 +372,8 @@ pub struct Answered {
     pub k: u32,
     pub query: Query,
     pub answer: Answer,
+    /// What a differentially private answer spent, with its δ.
+    pub privacy: Option<(budget::Spending, f64)>,
 }
 
 impl Queries {
@@ -405,6 +424,28 @@ impl Queries {
             return Err(QueryError::Denied(why));
         }
         let k = min_group_size(&decision.duties);
+        // Under differential privacy: what the noise is and whether the budget pays for
+        // it, both decided before anything is read.
+        let private = match dp::terms(&decision.duties) {
+            None => None,
+            Some(terms) => {
+                let plan = match dp::Plan::for_query(&query, &terms, k) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.refuse(&agreement, &shown, &e.to_string()).await?;
+                        return Err(QueryError::Unsupported(e.to_string()));
+                    }
+                };
+                let spent = budget::spent(self.storage.as_ref(), agreement_id)?;
+                match budget::next(spent, terms.epsilon, terms.budget) {
+                    Ok(spending) => Some((plan, spending)),
+                    Err(why) => {
+                        self.refuse(&agreement, &shown, &why).await?;
+                        return Err(QueryError::BudgetSpent(why));
+                    }
+                }
+            }
+        };
         let product = agreement.product(&self.catalog.products)?;
         if product.format == Format::Bytes {
             return Err(QueryError::Unsupported(format!(
@@ -431,6 +472,7 @@ impl Queries {
         let computed = {
             let query = query.clone();
             let product = product.clone();
+            let plan_dp = private.as_ref().map(|(plan, _)| plan.clone());
             tokio::task::spawn_blocking(move || -> Result<Answer, QueryError> {
                 let plan = match &key {
                     Some(_) => Some(
@@ -442,10 +484,22 @@ impl Queries {
                 query.check(&columns, plan.as_ref())?;
                 let masking = plan.as_ref().zip(key.as_ref());
                 let data = products.reader(&product);
-                Ok(match product.format {
-                    Format::Csv => aggregate::run_csv(&query, k, masking, data)?,
-                    _ => aggregate::run_jsonl(&query, k, masking, data)?,
-                })
+                let Some(noise) = plan_dp else {
+                    return Ok(match product.format {
+                        Format::Csv => aggregate::run_csv(&query, k, masking, data)?,
+                        _ => aggregate::run_jsonl(&query, k, masking, data)?,
+                    });
+                };
+                // Every group, with clamped sums; the noise decides what is shown.
+                let clamps = noise.clamps();
+                let engine = dp::Plan::engine_query(&query);
+                let exact = match product.format {
+                    Format::Csv => aggregate::run_csv_clamped(&engine, 1, masking, &clamps, data)?,
+                    _ => aggregate::run_jsonl_clamped(&engine, 1, masking, &clamps, data)?,
+                };
+                noise
+                    .release(&query, exact)
+                    .map_err(|e| QueryError::Unavailable(e.to_string()))
             })
             .await
             .map_err(|e| QueryError::DataLoss(format!("the query task failed: {e}")))?
@@ -471,23 +525,53 @@ impl Queries {
                 &(queries + 1).to_be_bytes(),
             )
             .await?;
-        agreement
-        .log(&self.audit, self.identity.participant_id(),
-            EventKind::Query,
-            format!(
-                "aggregate query answered ({shown}): {} groups of at least k = {k} rows returned{}; \
-                 {} rows read",
-                answer.groups.len(),
-                withheld_text(answer.may_be_withheld),
-                answer.rows_read
-            ),
-        )
-        .await?;
+        let answered = format!(
+            "aggregate query answered ({shown}): {} groups of at least k = {k} rows returned{}; \
+             {} rows read",
+            answer.groups.len(),
+            withheld_text(answer.may_be_withheld),
+            answer.rows_read
+        );
+        let privacy = match private {
+            None => {
+                agreement
+                    .log(
+                        &self.audit,
+                        self.identity.participant_id(),
+                        EventKind::Query,
+                        answered,
+                    )
+                    .await?;
+                None
+            }
+            Some((plan, spending)) => {
+                // The entry and the spent budget are one durable group: once the answer
+                // can leave, both are on disk.
+                let event = agreement.event(
+                    EventKind::Query,
+                    agreement
+                        .other_party(self.identity.participant_id())
+                        .as_str(),
+                    format!("{answered}; {}", privacy_text(&spending, plan.delta())),
+                );
+                self.audit
+                    .append_with(
+                        &[event],
+                        vec![budget::spend_record(agreement_id, &spending)],
+                    )
+                    .await?;
+                // Pause point `query-budget-spent`: the budget of a differentially
+                // private answer is spent and logged, the answer not yet sent.
+                pause::at("query-budget-spent").await;
+                Some((spending, plan.delta()))
+            }
+        };
         Ok(Answered {
             agreement,
             k,
             query,
             answer,
+            privacy,
         })
     }
 
@@ -553,7 +637,30 @@ pub fn answer_to_proto(a: &Answered) -> pb::AggregateResponse {
             })
             .collect(),
         groups_may_be_withheld: a.answer.may_be_withheld,
+        differential_privacy: a.privacy.map(|(s, delta)| pb::DifferentialPrivacy {
+            epsilon: budget::value(s.epsilon),
+            epsilon_spent: budget::value(s.spent),
+            epsilon_left: budget::value(s.left()),
+            budget: budget::value(s.budget),
+            delta,
+        }),
     }
+}
+
+/// How the logs say what a differentially private answer spent.
+fn privacy_text(s: &budget::Spending, delta: f64) -> String {
+    let delta = if delta > 0.0 {
+        format!(", δ = {delta:e}")
+    } else {
+        String::new()
+    };
+    format!(
+        "differential privacy: ε = {} spent{delta}, {} of {} spent in all, {} left",
+        budget::text(s.epsilon),
+        budget::text(s.spent),
+        budget::text(s.budget),
+        budget::text(s.left())
+    )
 }
 
 /// How the logs say whether groups may have been withheld.
@@ -636,8 +743,14 @@ impl Queries {
         let detail = match &result {
             Ok(r) => {
                 let r = r.get_ref();
+                let privacy = r.differential_privacy.as_ref().map_or(String::new(), |p| {
+                    format!(
+                        "; differential privacy: ε = {} spent, {} of {} spent in all, {} left",
+                        p.epsilon, p.epsilon_spent, p.budget, p.epsilon_left
+                    )
+                });
                 format!(
-                    "aggregate query sent ({shown}): {} groups of at least k = {} rows received{}",
+                    "aggregate query sent ({shown}): {} groups of at least k = {} rows received{}{privacy}",
                     r.groups.len(),
                     r.k,
                     withheld_text(r.groups_may_be_withheld)

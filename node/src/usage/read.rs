@@ -295,7 +295,7 @@ fn performed_duties(duties: &[Duty], deadline: Option<i64>) -> Vec<String> {
             Duty::NextPolicy { policy } => out.push(format!(
                 "nextPolicy: onward sharing must carry the policy {policy}"
             )),
-            Duty::Log | Duty::AggregateOnly { .. } => {}
+            Duty::Log | Duty::AggregateOnly { .. } | Duty::DifferentialPrivacy { .. } => {}
         }
     }
     out.dedup();

@@ -40,6 +40,20 @@ pub enum Duty {
         /// Minimum group size (at least 2).
         k: u32,
     },
+    /// Answer aggregate queries only with differentially private noise: each query
+    /// spends `epsilon` of the agreement's total `budget`, and is refused once the
+    /// budget is spent.
+    DifferentialPrivacy {
+        /// The privacy loss ε of one query.
+        epsilon: Epsilon,
+        /// The total ε the agreement may spend over all its queries.
+        budget: Epsilon,
+        /// The range each summed or averaged column is clamped to: one person can move
+        /// a sum by at most the larger magnitude of its bounds. A column without bounds
+        /// cannot be summed or averaged.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        bounds: Vec<ColumnBounds>,
+    },
     /// Onward sharing must carry the named policy.
     NextPolicy {
         /// The UID of the policy to carry.
@@ -57,6 +71,7 @@ impl Duty {
             Duty::Mask { .. } => "mask",
             Duty::AggregateOnly { .. } => "aggregateOnly",
             Duty::KAnonymity { .. } => "kAnonymity",
+            Duty::DifferentialPrivacy { .. } => "differentialPrivacy",
             Duty::NextPolicy { .. } => "nextPolicy",
         }
     }
@@ -85,8 +100,91 @@ impl fmt::Display for Duty {
                 f,
                 "deliver only records whose quasi-identifiers at least {k} records share"
             ),
+            Duty::DifferentialPrivacy {
+                epsilon, budget, ..
+            } => write!(
+                f,
+                "answer aggregates with differential privacy, ε = {epsilon} a query, {budget} in all"
+            ),
             Duty::NextPolicy { policy } => write!(f, "onward sharing must carry policy {policy}"),
         }
+    }
+}
+
+/// A privacy loss ε, held in thousandths so that budgets add up exactly (no rounding
+/// drift over many queries) and duties stay comparable. Written as a number (`0.5`);
+/// finer than 0.001 is an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Epsilon(u32);
+
+impl Epsilon {
+    /// The smallest ε a duty may name.
+    pub const STEP: Epsilon = Epsilon(1);
+
+    /// ε from thousandths.
+    pub const fn from_millis(millis: u32) -> Self {
+        Epsilon(millis)
+    }
+
+    /// ε in thousandths.
+    pub const fn millis(self) -> u32 {
+        self.0
+    }
+
+    /// ε as a number.
+    pub fn value(self) -> f64 {
+        f64::from(self.0) / 1000.0
+    }
+
+    /// Reads ε from a number: finite, not negative, in steps of 0.001.
+    pub fn from_value(x: f64) -> Result<Self, String> {
+        if !x.is_finite() || x < 0.0 {
+            return Err(format!("ε must be a positive number, not {x}"));
+        }
+        let millis = (x * 1000.0).round();
+        if (x * 1000.0 - millis).abs() > 1e-6 || millis > f64::from(u32::MAX) {
+            return Err(format!("ε is written in steps of 0.001, not {x}"));
+        }
+        // In range and integral: checked just above.
+        Ok(Epsilon(millis as u32))
+    }
+}
+
+impl fmt::Display for Epsilon {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.value())
+    }
+}
+
+impl serde::Serialize for Epsilon {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.value())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Epsilon {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let x = f64::deserialize(d)?;
+        Epsilon::from_value(x).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The range a column's values are clamped to before they are summed.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ColumnBounds {
+    /// The column (CSV header or JSON key).
+    pub column: String,
+    /// The lowest value counted; smaller values count as this.
+    pub lower: i64,
+    /// The highest value counted; larger values count as this.
+    pub upper: i64,
+}
+
+impl ColumnBounds {
+    /// How far one row can move a sum: the larger magnitude of the two bounds.
+    pub fn sensitivity(&self) -> u64 {
+        self.lower.unsigned_abs().max(self.upper.unsigned_abs())
     }
 }
 

@@ -14,5 +14,8 @@ pub(crate) use constraint::format_datetime;
 pub use constraint::{
     Atomic, Constraint, LeftOperand, LogicalOperator, Operator, RightOperand, Value, ValueType,
 };
-pub use duty::{DeleteAfter, Duty, FieldSelector, FieldType, Generalization, MaskMethod, MaskRule};
+pub use duty::{
+    ColumnBounds, DeleteAfter, Duty, Epsilon, FieldSelector, FieldType, Generalization, MaskMethod,
+    MaskRule,
+};
 pub use policy::{Action, Policy, PolicyType, Rule, RuleKind};

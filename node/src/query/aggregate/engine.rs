@@ -50,11 +50,26 @@ pub const EXTREMES_AT: u32 = 3;
 /// Masking applied to values before the query sees them.
 pub type Masking<'a> = Option<(&'a Plan, &'a hmac::Key)>;
 
+/// Per aggregation, the range its values are clamped to before they are added up
+/// (`None`: not clamped); empty: none is.
+pub type Clamps<'a> = &'a [Option<(f64, f64)>];
+
 /// Runs a checked query over CSV data.
 pub fn run_csv(
     query: &Query,
     k: u32,
     masking: Masking<'_>,
+    data: impl Read,
+) -> Result<Answer, AggregateError> {
+    run_csv_clamped(query, k, masking, &[], data)
+}
+
+/// Runs a checked query over CSV data, clamping values first.
+pub fn run_csv_clamped(
+    query: &Query,
+    k: u32,
+    masking: Masking<'_>,
+    clamps: Clamps<'_>,
     data: impl Read,
 ) -> Result<Answer, AggregateError> {
     let read_err = |e: csv::Error| AggregateError::Read(e.to_string());
@@ -70,7 +85,7 @@ pub fn run_csv(
         .iter()
         .map(|c| (0..header.len()).find(|i| csv_field_name(&header, *i) == *c))
         .collect();
-    let mut acc = Accumulator::new(query, &columns, k);
+    let mut acc = Accumulator::new(query, &columns, k, clamps);
     let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
     for record in reader.records() {
         let record = record.map_err(read_err)?;
@@ -91,8 +106,19 @@ pub fn run_jsonl(
     masking: Masking<'_>,
     data: impl Read,
 ) -> Result<Answer, AggregateError> {
+    run_jsonl_clamped(query, k, masking, &[], data)
+}
+
+/// Runs a checked query over JSON Lines data, clamping values first.
+pub fn run_jsonl_clamped(
+    query: &Query,
+    k: u32,
+    masking: Masking<'_>,
+    clamps: Clamps<'_>,
+    data: impl Read,
+) -> Result<Answer, AggregateError> {
     let columns = query.columns();
-    let mut acc = Accumulator::new(query, &columns, k);
+    let mut acc = Accumulator::new(query, &columns, k, clamps);
     let mut failure = None;
     let mut values: Vec<Option<String>> = Vec::with_capacity(columns.len());
     for_each_object(data, |object| {
@@ -206,10 +232,11 @@ struct Accumulator<'q> {
     rows_read: u64,
     /// How many extreme values each `min`/`max` keeps: k.
     keep: usize,
+    clamps: Vec<Option<(f64, f64)>>,
 }
 
 impl<'q> Accumulator<'q> {
-    fn new(query: &'q Query, columns: &[&str], k: u32) -> Self {
+    fn new(query: &'q Query, columns: &[&str], k: u32, clamps: Clamps<'_>) -> Self {
         let at = |c: &str| {
             columns
                 .iter()
@@ -228,6 +255,9 @@ impl<'q> Accumulator<'q> {
             groups: BTreeMap::new(),
             rows_read: 0,
             keep: usize::try_from(k.max(1)).unwrap_or(usize::MAX),
+            clamps: (0..query.aggregations.len())
+                .map(|i| clamps.get(i).copied().flatten())
+                .collect(),
         }
     }
 
@@ -255,14 +285,16 @@ impl<'q> Accumulator<'q> {
             .entry(key)
             .or_insert_with(|| (0, vec![Stat::default(); self.agg_at.len()]));
         *rows += 1;
-        for ((stat, at), a) in stats
+        for (((stat, at), a), clamp) in stats
             .iter_mut()
             .zip(&self.agg_at)
             .zip(&self.query.aggregations)
+            .zip(&self.clamps)
         {
             let Some(x) = at.and_then(|i| values[i].as_deref()).and_then(number) else {
                 continue;
             };
+            let x = clamp.map_or(x, |(lower, upper)| x.clamp(lower, upper));
             stat.add(x, a.function, self.keep);
         }
         Ok(())

@@ -14,7 +14,9 @@ use std::fmt;
 
 use crate::desensitize::Plan;
 
-pub use engine::{Answer, Group, Masking, run_csv, run_jsonl};
+pub use engine::{
+    Answer, Clamps, Group, Masking, run_csv, run_csv_clamped, run_jsonl, run_jsonl_clamped,
+};
 
 /// Most group-by columns.
 pub const MAX_GROUP_BY: usize = 3;
