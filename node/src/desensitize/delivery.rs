@@ -20,8 +20,9 @@
 //! its log segments until it happens to rewrite them, so masked personal data would
 //! outlive its revocation on the provider's disk. Removing the file takes them away.
 //!
-//! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
-//! random secret of this node, created once and kept durably. Within one agreement a
+//! Keyed hashes use a key of the agreement ([`crate::contract::agreement_key`]):
+//! HMAC-SHA256 over the agreement ID under a random secret of this node, created once
+//! and kept durably. Within one agreement a
 //! value always gets the same pseudonym; across agreements the pseudonyms cannot be
 //! linked without the node's secret.
 
@@ -40,11 +41,9 @@ use crate::catalog::product::{Format, ProductStore, ProductVersion};
 use crate::contract::Agreement;
 use crate::storage::{Storage, Write as StorageWrite};
 
-/// Storage tree of the node secret and the masked deliveries' records.
+/// Storage tree of the masked deliveries' records (and of the node secret, see
+/// [`crate::contract::agreement_key`]).
 const TREE: &str = "desensitized";
-const SECRET: &[u8] = b"node-secret";
-/// Domain separation of the per-agreement key derivation.
-const KEY_LABEL: &[u8] = b"liutong/desensitize/hash-key/v1\0";
 
 /// A masked delivery deleted (or never to be made): why and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -334,28 +333,18 @@ pub fn plan_for(
     Ok(Plan::new(rules, &detection))
 }
 
-/// The keyed-hash key of an agreement (creates the node secret on first use).
+/// The keyed-hash key of an agreement (creates the node secret on first use); see
+/// [`crate::contract::agreement_key`].
 pub async fn agreement_key(
     storage: &Arc<dyn Storage>,
     agreement_id: &str,
 ) -> Result<hmac::Key, DesensitizeError> {
-    let secret = match storage.get(TREE, SECRET)? {
-        Some(s) => s,
-        None => {
-            let fresh = crate::base::random::random_bytes::<32>()
-                .map_err(|e| DesensitizeError::Write(e.to_string()))?;
-            // Two first uses at once: one secret wins, both read it back.
-            storage.insert_new(TREE, SECRET, &fresh)?;
-            storage.flush().await?;
-            storage
-                .get(TREE, SECRET)?
-                .ok_or_else(|| DesensitizeError::Damaged("the node secret vanished".into()))?
-        }
-    };
-    let mut label = KEY_LABEL.to_vec();
-    label.extend_from_slice(agreement_id.as_bytes());
-    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), &label);
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+    crate::contract::agreement_key(storage, agreement_id)
+        .await
+        .map_err(|e| match e {
+            crate::contract::KeyError::Storage(e) => DesensitizeError::Storage(e),
+            other => DesensitizeError::Write(other.to_string()),
+        })
 }
 
 fn record_key(agreement_id: &str) -> Vec<u8> {

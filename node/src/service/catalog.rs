@@ -324,7 +324,7 @@ impl Catalog for CatalogService {
             .then(|| shown.last().map(|p| p.product_id.as_bytes()))
             .flatten();
         let next_page_token = next_page_token("offers", next);
-        let offers: Vec<Product> = shown.iter().map(product_proto).collect();
+        let offers: Vec<Product> = shown.iter().map(catalog::offer_proto).collect();
         self.log_access(
             &caller,
             format!("listed the catalog: {} offers shown", offers.len()),
@@ -351,6 +351,6 @@ impl Catalog for CatalogService {
             Some(product.product_id.clone()),
         )
         .await?;
-        Ok(Response::new(product_proto(&product)))
+        Ok(Response::new(catalog::offer_proto(&product)))
     }
 }
