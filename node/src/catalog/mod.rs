@@ -393,16 +393,19 @@ pub fn offer_proto(p: &ProductVersion) -> liutong_proto::v1::Product {
     shown
 }
 
-/// Whether deliveries of a product version may be derived per agreement: its offer
-/// carries mask duties (a policy that cannot be read counts as one that does).
+/// Whether deliveries of a product version may be derived per agreement: it is
+/// tabular (its deliveries may carry a watermark, which its hash would help to strip),
+/// or its offer carries mask duties (a policy that cannot be read counts as one that
+/// does).
 pub fn delivery_is_derived(p: &ProductVersion) -> bool {
-    p.policy_odrl.as_ref().is_some_and(|odrl| {
-        Policy::from_odrl_value(odrl).map_or(true, |policy| {
-            policy
-                .duties()
-                .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+    p.format != product::Format::Bytes
+        || p.policy_odrl.as_ref().is_some_and(|odrl| {
+            Policy::from_odrl_value(odrl).map_or(true, |policy| {
+                policy
+                    .duties()
+                    .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+            })
         })
-    })
 }
 
 /// A product version as the API shows it.

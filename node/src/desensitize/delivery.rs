@@ -37,6 +37,7 @@ use sha2::{Digest, Sha256};
 use super::DesensitizeError;
 use super::plan::{self, Plan};
 use super::stream::{self, AppliedRule};
+use super::watermark;
 use crate::catalog::product::{Format, ProductStore, ProductVersion};
 use crate::contract::Agreement;
 use crate::storage::{Storage, Write as StorageWrite};
@@ -84,6 +85,10 @@ pub struct Desensitization {
     pub records: u64,
     /// Records that could not be masked and were left out.
     pub withheld_records: u64,
+    /// The watermark embedded in the delivered bytes (see
+    /// [`watermark`](super::watermark)); absent from deliveries made before marks were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<super::watermark::WatermarkSummary>,
 }
 
 /// A masked delivery, as stored: the delivered bytes' figures and the rules applied.
@@ -109,17 +114,22 @@ pub fn mask_rules(duties: &[Duty]) -> Vec<MaskRule> {
 }
 
 /// The delivery of `product` under agreement `agreement_id` when `duties` include mask
-/// rules: produced on the first call, read back afterwards. `None` when nothing is
-/// masked.
+/// rules or the agreement's delivery is `derived` (then watermarked, after masking):
+/// produced on the first call, read back afterwards. `None` when the product's own
+/// bytes are delivered.
 pub async fn delivery_for(
     storage: &Arc<dyn Storage>,
     products: &ProductStore,
     agreement_id: &str,
     product: &ProductVersion,
     duties: &[Duty],
+    derived: bool,
 ) -> Result<Option<MaskedDelivery>, DesensitizeError> {
     let rules = mask_rules(duties);
-    if rules.is_empty() {
+    // Only an agreement whose hashes are keyed may get marked bytes: a plain one's
+    // consumer checks the product's own.
+    let watermark = derived && product.format != Format::Bytes;
+    if rules.is_empty() && !watermark {
         return Ok(None);
     }
     // Publishing refuses such an offer; this holds for one published before that check
@@ -143,7 +153,15 @@ pub async fn delivery_for(
         let (storage, products) = (storage.clone(), products.clone());
         let (product, agreement_id) = (product.clone(), agreement_id.to_owned());
         tokio::task::spawn_blocking(move || {
-            produce(&storage, &products, &product, &agreement_id, rules, &key)
+            produce(
+                &storage,
+                &products,
+                &product,
+                &agreement_id,
+                rules,
+                watermark,
+                &key,
+            )
         })
         .await
         .map_err(|e| DesensitizeError::Write(format!("the masking task failed: {e}")))??
@@ -184,7 +202,7 @@ pub fn removal(
     let masks = liutong_policy::Policy::from_odrl_value(&agreement.policy)
         .map(|p| super::policy_has_mask_duties(&p))
         .unwrap_or(true);
-    if !masks && delivered(storage, id)?.is_none() {
+    if !masks && !agreement.derived && delivered(storage, id)?.is_none() {
         return Ok(None);
     }
     let record = Removal {
@@ -361,16 +379,17 @@ fn chunk_key(agreement_id: &str, index: u32) -> Vec<u8> {
     key
 }
 
-/// Detects, plans and masks the whole product into stored chunks (blocking).
+/// Detects, plans and masks the whole product, then marks it when `watermark`, into
+/// stored chunks (blocking).
 fn produce(
     storage: &Arc<dyn Storage>,
     products: &ProductStore,
     product: &ProductVersion,
     agreement_id: &str,
     rules: Vec<MaskRule>,
+    watermark: bool,
     key: &hmac::Key,
 ) -> Result<MaskedDelivery, DesensitizeError> {
-    let plan = plan_for(products, product, rules)?;
     let mut sink = ChunkSink {
         writer: storage
             .blobs()
@@ -382,13 +401,74 @@ fn produce(
         whole: Sha256::new(),
         size: 0,
     };
-    let outcome = match product.format {
-        Format::Csv => stream::mask_csv(&plan, key, products.reader(product), &mut sink)?,
-        Format::Jsonl => stream::mask_jsonl(&plan, key, products.reader(product), &mut sink)?,
-        Format::Bytes => unreachable!("plan_for refuses opaque bytes"),
+    let masking = if rules.is_empty() {
+        None
+    } else {
+        Some(plan_for(products, product, rules)?)
     };
+    let mut outcome = stream::Outcome::default();
+    let mut summary = None;
+    match (&masking, watermark) {
+        (Some(plan), false) => outcome = mask(plan, key, products, product, &mut sink)?,
+        (None, false) => unreachable!("delivery_for delivers the product's own bytes"),
+        (masking, true) => {
+            // The masked bytes go to an unnamed file beside the deliveries (gone when
+            // it is closed, also after a crash), which the marking passes read.
+            let masked = match masking {
+                Some(plan) => {
+                    let dir = storage
+                        .blobs()
+                        .path(&payload_name(agreement_id))
+                        .map_err(write_error)?;
+                    let dir = dir.parent().expect("payload files live in a directory");
+                    let mut file = tempfile::tempfile_in(dir).map_err(write_error)?;
+                    outcome = mask(plan, key, products, product, &mut file)?;
+                    Some(file)
+                }
+                None => None,
+            };
+            let reader = || -> Result<Box<dyn std::io::Read>, DesensitizeError> {
+                Ok(match &masked {
+                    Some(file) => {
+                        use std::io::Seek;
+                        let mut file = file.try_clone().map_err(write_error)?;
+                        file.rewind().map_err(write_error)?;
+                        Box::new(std::io::BufReader::new(file))
+                    }
+                    None => Box::new(products.reader(product)),
+                })
+            };
+            let marks = match product.format {
+                Format::Csv => watermark::plan_csv(reader()?)?,
+                Format::Jsonl => watermark::plan_jsonl(reader()?)?,
+                Format::Bytes => unreachable!("delivery_for marks no opaque bytes"),
+            };
+            let marked = match product.format {
+                Format::Csv => watermark::mark_csv(&marks, key, reader()?, &mut sink)?,
+                _ => watermark::mark_jsonl(&marks, key, reader()?, &mut sink)?,
+            };
+            if masking.is_none() {
+                outcome.records = marked.records;
+            }
+            summary = Some(watermark::WatermarkSummary {
+                embedded: marked.cells > 0,
+                cells: marked.cells,
+                fields: marks.fields,
+            });
+        }
+    }
     sink.finish()
         .map_err(|e| DesensitizeError::Write(e.to_string()))?;
+    let (rules, unmatched_rules) = match masking {
+        Some(plan) => (
+            plan.rules.clone(),
+            plan.unmatched_rules()
+                .into_iter()
+                .map(|i| format!("rule {}: {}", i + 1, plan::describe_rule(&plan.rules[i])))
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     Ok(MaskedDelivery {
         sha256: hex::encode(sink.whole.finalize()),
         size: sink.size,
@@ -399,17 +479,29 @@ fn produce(
             source_version: product.version,
             source_size: product.size,
             legacy_source_sha256: None,
-            unmatched_rules: plan
-                .unmatched_rules()
-                .into_iter()
-                .map(|i| format!("rule {}: {}", i + 1, plan::describe_rule(&plan.rules[i])))
-                .collect(),
-            rules: plan.rules,
+            unmatched_rules,
+            rules,
             applied: outcome.applied,
             records: outcome.records,
             withheld_records: outcome.withheld,
+            watermark: summary,
         },
     })
+}
+
+/// Masks the product by `plan` into `out`.
+fn mask(
+    plan: &Plan,
+    key: &hmac::Key,
+    products: &ProductStore,
+    product: &ProductVersion,
+    out: impl Write,
+) -> Result<stream::Outcome, DesensitizeError> {
+    match product.format {
+        Format::Csv => stream::mask_csv(plan, key, products.reader(product), out),
+        Format::Jsonl => stream::mask_jsonl(plan, key, products.reader(product), out),
+        Format::Bytes => unreachable!("plan_for refuses opaque bytes"),
+    }
 }
 
 /// Cuts the masked output into chunks, writes each to the payload file and hashes it.
@@ -465,6 +557,73 @@ impl Write for ChunkSink {
     }
 }
 
+/// One agreement scored against a found copy.
+#[derive(Clone, Debug)]
+pub struct TraceCandidate {
+    pub agreement: Agreement,
+    pub score: watermark::Score,
+}
+
+/// What [`trace`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// Every derived agreement compared, best score first.
+    pub candidates: Vec<TraceCandidate>,
+    /// The distinct markable values read in the copy.
+    pub cells: u64,
+}
+
+impl Trace {
+    /// The agreement the copy was delivered under: the best candidate, when it reaches
+    /// the threshold.
+    pub fn source(&self) -> Option<&TraceCandidate> {
+        self.candidates.first().filter(|c| c.score.traced())
+    }
+}
+
+/// Scores a found copy (CSV with its header row, or JSON Lines) against the watermark
+/// of every agreement this node made as provider whose delivery is derived (of
+/// `product_id` only, when given), blocking. Revoked and ended agreements count too: a
+/// copy may surface long after its agreement ended.
+pub fn trace(
+    storage: &dyn Storage,
+    contracts: &crate::contract::Contracts,
+    data: &[u8],
+    product_id: Option<&str>,
+) -> Result<Trace, DesensitizeError> {
+    let agreements: Vec<Agreement> = contracts
+        .list()
+        .map_err(|e| DesensitizeError::Damaged(e.to_string()))?
+        .into_iter()
+        .filter(|n| n.role == crate::contract::Role::Provider)
+        .filter_map(|n| n.agreement?.peek_json::<Agreement>().ok())
+        .filter(|a| a.derived && product_id.is_none_or(|p| a.product_id == p))
+        .collect();
+    let mut keys = Vec::with_capacity(agreements.len());
+    for a in &agreements {
+        keys.push(
+            crate::contract::stored_agreement_key(storage, &a.agreement_id)?.ok_or_else(|| {
+                DesensitizeError::Damaged(
+                    "the node secret that keys the agreements is missing".into(),
+                )
+            })?,
+        );
+    }
+    let scores = if watermark::looks_like_jsonl(data) {
+        watermark::score_jsonl(data, &keys)?
+    } else {
+        watermark::score_csv(data, &keys)?
+    };
+    let cells = scores.first().map_or(0, |s| s.cells);
+    let mut candidates: Vec<TraceCandidate> = agreements
+        .into_iter()
+        .zip(scores)
+        .map(|(agreement, score)| TraceCandidate { agreement, score })
+        .collect();
+    candidates.sort_by(|a, b| b.score.z().total_cmp(&a.score.z()));
+    Ok(Trace { candidates, cells })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,6 +677,7 @@ mod tests {
                 unmatched_rules: vec![],
                 records: 0,
                 withheld_records: 0,
+                watermark: None,
             },
         };
         storage
@@ -609,7 +769,7 @@ mod tests {
         let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
         let (products, product, duties) =
             product_and_mask_duties(&storage, Format::Bytes, b"name,x\nZhang San,1\n").await;
-        let err = delivery_for(&storage, &products, "agr-b", &product, &duties)
+        let err = delivery_for(&storage, &products, "agr-b", &product, &duties, false)
             .await
             .unwrap_err();
         assert!(
@@ -625,7 +785,7 @@ mod tests {
         assert!(storage.scan_prefix(TREE, b"").unwrap().is_empty());
         // Without mask duties the same product is delivered as it is.
         assert!(
-            delivery_for(&storage, &products, "agr-b", &product, &[])
+            delivery_for(&storage, &products, "agr-b", &product, &[], true)
                 .await
                 .unwrap()
                 .is_none()
@@ -633,7 +793,7 @@ mod tests {
         // The same bytes as CSV are masked.
         let (products, csv, duties) =
             product_and_mask_duties(&storage, Format::Csv, b"name,x\nZhang San,1\n").await;
-        let masked = delivery_for(&storage, &products, "agr-c", &csv, &duties)
+        let masked = delivery_for(&storage, &products, "agr-c", &csv, &duties, false)
             .await
             .unwrap()
             .expect("masked");

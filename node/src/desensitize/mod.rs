@@ -9,18 +9,23 @@
 //! - [`plan`] — which rule masks which field (first selecting rule wins), from one
 //!   detection pass over the data.
 //! - [`stream`] — masking a whole payload record by record, deterministically.
-//! - [`delivery`] — the node's side: the per-agreement hash key, and the masked
-//!   delivery of an agreement, produced once, stored in chunks with their hashes, so the
-//!   signed manifest covers exactly the bytes delivered and a cut transfer resumes;
-//!   deleted when the agreement is revoked or the consumer's copy is deleted.
+//! - [`watermark`] — the per-agreement marks in a tabular delivery's measure values,
+//!   and scoring a found copy against an agreement.
+//! - [`delivery`] — the node's side: the per-agreement hash key, and the derived
+//!   delivery of an agreement (masked, watermarked, or both), produced once, stored in
+//!   chunks with their hashes, so the signed manifest covers exactly the bytes delivered
+//!   and a cut transfer resumes; deleted when the agreement is revoked or the consumer's
+//!   copy is deleted.
 //!
-//! Pure parts (`recognise`, `method`, `plan`, `stream`) do no I/O of their own.
+//! Pure parts (`recognise`, `method`, `plan`, `stream`, `watermark`) do no I/O of their
+//! own.
 
 pub mod delivery;
 pub mod method;
 pub mod plan;
 pub mod recognise;
 pub mod stream;
+pub mod watermark;
 
 pub use delivery::{Desensitization, MaskedDelivery, delivery_for, mask_rules};
 pub use plan::Plan;
@@ -34,6 +39,34 @@ pub fn policy_has_mask_duties(policy: &liutong_policy::Policy) -> bool {
     policy
         .duties()
         .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+}
+
+/// The node's answer to which agreements get a derived delivery
+/// ([`DeliveryForm`](crate::contract::DeliveryForm)): those whose policy masks, and
+/// those of a tabular product with values to carry a watermark.
+pub struct DeliveryForms {
+    pub products: crate::catalog::product::ProductStore,
+}
+
+impl crate::contract::DeliveryForm for DeliveryForms {
+    fn derived(
+        &self,
+        product: &crate::catalog::product::ProductVersion,
+        policy: &liutong_policy::Policy,
+    ) -> bool {
+        use crate::catalog::product::Format;
+        if policy_has_mask_duties(policy) {
+            return true;
+        }
+        let plan = match product.format {
+            Format::Csv => watermark::plan_csv(self.products.reader(product)),
+            Format::Jsonl => watermark::plan_jsonl(self.products.reader(product)),
+            Format::Bytes => return false,
+        };
+        // A product that cannot be read now cannot be delivered either; the delivery
+        // says why.
+        plan.is_ok_and(|p| p.cells > 0)
+    }
 }
 
 /// Why a payload cannot be desensitized.
