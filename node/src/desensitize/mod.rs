@@ -27,7 +27,7 @@ pub mod recognise;
 pub mod stream;
 pub mod watermark;
 
-pub use delivery::{Desensitization, MaskedDelivery, delivery_for, mask_rules};
+pub use delivery::{DeliveryForms, Desensitization, MaskedDelivery, delivery_for, mask_rules};
 pub use plan::Plan;
 pub use stream::AppliedRule;
 
@@ -39,34 +39,6 @@ pub fn policy_has_mask_duties(policy: &liutong_policy::Policy) -> bool {
     policy
         .duties()
         .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
-}
-
-/// The node's answer to which agreements get a derived delivery
-/// ([`DeliveryForm`](crate::contract::DeliveryForm)): those whose policy masks, and
-/// those of a tabular product with values to carry a watermark.
-pub struct DeliveryForms {
-    pub products: crate::catalog::product::ProductStore,
-}
-
-impl crate::contract::DeliveryForm for DeliveryForms {
-    fn derived(
-        &self,
-        product: &crate::catalog::product::ProductVersion,
-        policy: &liutong_policy::Policy,
-    ) -> bool {
-        use crate::catalog::product::Format;
-        if policy_has_mask_duties(policy) {
-            return true;
-        }
-        let plan = match product.format {
-            Format::Csv => watermark::plan_csv(self.products.reader(product)),
-            Format::Jsonl => watermark::plan_jsonl(self.products.reader(product)),
-            Format::Bytes => return false,
-        };
-        // A product that cannot be read now cannot be delivered either; the delivery
-        // says why.
-        plan.is_ok_and(|p| p.cells > 0)
-    }
 }
 
 /// Why a payload cannot be desensitized.
