@@ -259,11 +259,16 @@ async fn a_saved_masked_copy_is_not_offered_again_after_its_revocation() {
         .await
         .expect("revoke");
     let consumer_storage = s.consumer.running.node.storage.clone();
+    // The deletion record is committed before the copy's bytes are removed: wait for
+    // both.
     assert!(
         wait_until(SOON, || async {
             liutong_node::usage::duties::deletion(consumer_storage.as_ref(), &agreement)
                 .unwrap()
                 .is_some()
+                && liutong_node::transfer::copy(consumer_storage.as_ref(), &agreement)
+                    .unwrap()
+                    .is_none()
         })
         .await,
         "the revocation reached the consumer"
