@@ -127,6 +127,18 @@ fn copy_of(node: &TestNode, agreement: &str) -> (String, Manifest) {
     (String::from_utf8(bytes).unwrap(), manifest)
 }
 
+/// Runs the `liutong` binary (off the runtime's worker threads).
+async fn liutong(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+            .args(args)
+            .output()
+            .expect("the binary runs")
+    })
+    .await
+    .unwrap()
+}
+
 async fn trace(provider: &TestNode, data: &[u8], product: &str) -> TraceCopyResponse {
     provider
         .admin(LocalRole::Admin)
@@ -234,6 +246,30 @@ async fn a_shuffled_cut_copy_is_traced_to_its_consumer_and_not_the_other() {
     // Across every product too.
     let anywhere = trace(&s.provider, leaked.as_bytes(), "").await;
     assert_eq!(anywhere.candidates[0].agreement_id, agreement_b);
+
+    // The provider's command, on the copy as a file.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("found.csv");
+    std::fs::write(&file, &leaked).unwrap();
+    let out = liutong(vec![
+        "trace".into(),
+        file.display().to_string(),
+        "--product".into(),
+        product.product_id.clone(),
+        "--config".into(),
+        s.provider.config_path().display().to_string(),
+    ])
+    .await;
+    assert_succeeded(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let first = text.lines().next().unwrap_or_default();
+    assert!(
+        first.starts_with(&format!("the copy came from agreement {agreement_b}"))
+            && first.contains(LOGISTICS)
+            && first.contains("runner-up score"),
+        "{text}"
+    );
+    assert!(text.contains("threshold 6.0"), "{text}");
 
     // Neither an unrelated file of the same shape nor the unmarked product itself
     // matches any agreement.

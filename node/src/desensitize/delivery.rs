@@ -86,7 +86,7 @@ pub struct Desensitization {
     /// Records that could not be masked and were left out.
     pub withheld_records: u64,
     /// The watermark embedded in the delivered bytes (see
-    /// [`watermark`](super::watermark)); absent from deliveries made before marks were.
+    /// [`watermark`]); absent from deliveries made before marks were.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub watermark: Option<super::watermark::WatermarkSummary>,
 }
