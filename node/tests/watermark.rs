@@ -374,3 +374,72 @@ async fn a_watermarked_delivery_keeps_the_product_hash_from_the_consumer_and_end
     );
     drop(s.space);
 }
+
+const MASKED: &str = r#"
+uid = "urn:liutong:policy:residents-masked"
+type = "set"
+
+[[permission]]
+action = "use"
+duty = [{ action = "mask", rules = [
+  { field = { name = "name" }, method = "drop" },
+  { field = { type = "idcard" } },
+  { field = { type = "mobile" } },
+] }]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_masked_delivery_is_marked_after_masking_and_traced() {
+    let s = space().await;
+    let original = residents(120, 11);
+    let product = publish(
+        &s.provider,
+        original.as_bytes(),
+        "Residents",
+        "general-2",
+        "csv",
+        MASKED,
+    )
+    .await
+    .expect("publish");
+    let agreement_a = agree_and_pull(&s.a, &s.provider, &product.offer_id).await;
+    let agreement_b = agree_and_pull(&s.b, &s.provider, &product.offer_id).await;
+    let (copy, manifest) = copy_of(&s.a, &agreement_a);
+    let d = manifest.desensitized.as_ref().expect("masked");
+    assert_eq!(d.rules.len(), 3);
+    assert_eq!(d.records, 120);
+    let w = d.watermark.as_ref().expect("marked too");
+    assert!(w.embedded && w.cells > 200, "{w:?}");
+    // Masked: no name column, no ID number or mobile in the clear.
+    let (before, after) = (rows(&original), rows(&copy));
+    assert_eq!(
+        after[0],
+        vec![
+            "id_number",
+            "mobile",
+            "email",
+            "district",
+            "birth_date",
+            "income",
+            "savings"
+        ]
+    );
+    for (b, a) in before.iter().zip(&after).skip(1) {
+        assert!(!copy.contains(b[1]) && !copy.contains(b[2]), "{a:?}");
+        assert_eq!(
+            b[3..6],
+            a[2..5],
+            "e-mail, district and birth date untouched"
+        );
+        for (x, y) in [(b[6], a[5]), (b[7], a[6])] {
+            let (x, y): (f64, f64) = (x.parse().unwrap(), y.parse().unwrap());
+            assert!((x - y).abs() <= 1.0 + 1e-9, "{x} → {y}");
+        }
+    }
+    let found = trace(&s.provider, copy.as_bytes(), &product.product_id).await;
+    assert!(found.traced, "{found:?}");
+    assert_eq!(found.candidates[0].agreement_id, agreement_a);
+    assert_eq!(found.candidates[1].agreement_id, agreement_b);
+    assert!(found.candidates[1].score < found.threshold, "{found:?}");
+    drop(s.space);
+}
