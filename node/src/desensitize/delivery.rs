@@ -564,6 +564,10 @@ pub struct DeliveryForms {
     pub products: crate::catalog::product::ProductStore,
 }
 
+/// How much of a product is read when an agreement on it is signed, to tell whether
+/// its deliveries carry a watermark.
+const AGREE_SCAN: u64 = 4 << 20;
+
 impl crate::contract::DeliveryForm for DeliveryForms {
     fn derived(
         &self,
@@ -574,9 +578,14 @@ impl crate::contract::DeliveryForm for DeliveryForms {
         if super::policy_has_mask_duties(policy) {
             return true;
         }
+        // The start of the product decides, so a large one does not hold up the
+        // agreement. Either answer is safe: a derived agreement whose delivery finds
+        // nothing to mark says so in its manifest (and its consumer gets the product's
+        // own bytes); an agreement that is not derived is never marked.
+        let head = std::io::Read::take(self.products.reader(product), AGREE_SCAN);
         let plan = match product.format {
-            Format::Csv => watermark::plan_csv(self.products.reader(product)),
-            Format::Jsonl => watermark::plan_jsonl(self.products.reader(product)),
+            Format::Csv => watermark::plan_csv(head),
+            Format::Jsonl => watermark::plan_jsonl(head),
             Format::Bytes => return false,
         };
         // A product that cannot be read now cannot be delivered either; the delivery
