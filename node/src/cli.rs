@@ -18,6 +18,7 @@ mod peer;
 mod product;
 mod query;
 mod serve;
+mod trace;
 mod transfer;
 
 use std::net::SocketAddr;
@@ -196,6 +197,19 @@ pub enum Command {
     /// --agreement agr-… --aggregate count --aggregate avg:speed --group-by district
     /// --where year=2025 --where 'speed>=10'`
     Query(query::QueryArgs),
+    /// Provider side: name the agreement a found copy of a tabular product came from,
+    /// by its watermark.
+    ///
+    /// Every tabular delivery with measure values (numbers of five significant digits
+    /// or more, not identifiers, codes, phone numbers or dates) carries marks keyed to
+    /// its agreement. The copy (CSV with its header row, or JSON Lines) is scored
+    /// against every such agreement of the product(s); rows reordered or dropped and
+    /// columns dropped leave the remaining marks readable. The best agreement is named
+    /// when its score reaches the threshold (6.0), with the runner-up's score; a copy
+    /// not from an agreement reaches it with probability below 1.6e-8 per agreement.
+    ///
+    /// Example: `liutong trace found.csv --product prd-…`
+    Trace(trace::TraceArgs),
 }
 
 /// Runs a parsed command.
@@ -251,6 +265,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(cmd) => audit::run(cmd).await,
         Command::Data(cmd) => data::run(cmd).await,
         Command::Query(args) => query::run(args).await,
+        Command::Trace(args) => trace::run(args).await,
         Command::Peer(cmd) => peer::peer(cmd).await,
     }
 }

@@ -74,8 +74,9 @@ fn idcard(prefix: &str, birth: &str, sequence: &str) -> String {
 }
 
 /// The curious consumer's offline guessing: every birth date 1930–2010 put into the
-/// masked ID number, the row rebuilt, hashed, and compared with the hashes it holds.
-/// Returns the ID numbers confirmed.
+/// masked ID number, the row rebuilt, hashed (as the payload's SHA-256 and as the hash
+/// of its chunk list), and compared with the hashes it holds. Returns the ID numbers
+/// confirmed.
 fn guess_masked_ids(masked_text: &str, known: &HashSet<String>) -> Vec<String> {
     let masked_id = masked_text
         .split(['\n', ','])
@@ -88,7 +89,12 @@ fn guess_masked_ids(masked_text: &str, known: &HashSet<String>) -> Vec<String> {
             for day in 1..=31 {
                 let guess = format!("{prefix}{year:04}{month:02}{day:02}{last4}");
                 let candidate = masked_text.replace(masked_id, &guess);
-                if known.contains(&hex::encode(Sha256::digest(candidate.as_bytes()))) {
+                let sha256 = hex::encode(Sha256::digest(candidate.as_bytes()));
+                let chunks = liutong_node::catalog::product::chunk_list_sha256(
+                    std::slice::from_ref(&sha256),
+                )
+                .expect("one chunk");
+                if known.contains(&sha256) || known.contains(&chunks) {
                     confirmed.push(guess);
                 }
             }
@@ -109,30 +115,91 @@ duty = [{ action = "mask", rules = [
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_masked_manifest_confirms_no_guess_of_the_unmasked_product() {
+async fn no_hash_the_consumer_holds_confirms_a_guess_of_the_unmasked_product() {
     let s = two_members().await;
     let id = idcard("330106", "19880517", "013");
     let data = format!("id_number,visits\n{id},3\n");
-    let (product, agreement) = delivered(&s, data.as_bytes(), ID_MASKED).await;
+    let product = publish(
+        &s.provider,
+        data.as_bytes(),
+        "Residents",
+        "general-2",
+        "csv",
+        ID_MASKED,
+    )
+    .await
+    .expect("publish");
+    // What the consumer sees of the offer before it asks: the peer catalog's listing
+    // and the offer itself.
+    let mut catalog = s.consumer.admin(LocalRole::Admin).await;
+    let listed = catalog
+        .peer_catalog(liutong_proto::v1::PeerCatalogRequest {
+            address: s.provider.peer_addr().to_string(),
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .offers;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let contract = s
+        .consumer
+        .request_contract(&s.provider, &product.offer_id, "urbanPlanning")
+        .await
+        .expect("agreement");
+    assert_eq!(contract.state, "FINALIZED", "{contract:?}");
+    let done = s.consumer.pull_all(&contract.agreement_id).await.unwrap();
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    let agreement = contract.agreement_id;
     let (bytes, manifest) = copy_of(&s.consumer, &agreement);
     let text = String::from_utf8(bytes).unwrap();
     assert!(!text.contains(&id), "the ID number itself was delivered");
 
-    let mut known = HashSet::new();
-    hashes_in(&manifest, &mut known);
+    // Every hash the consumer holds: the manifest's, the signed agreement's (as both
+    // its contract record and its copy's record keep it), and the catalog's.
+    let mut from_manifest = HashSet::new();
+    hashes_in(&manifest, &mut from_manifest);
     assert!(
-        !known.is_empty(),
+        !from_manifest.is_empty(),
         "the manifest carries the masked bytes' hashes"
     );
+    let envelope: liutong_node::identity::Envelope =
+        serde_json::from_str(&contract.agreement_json).unwrap();
+    let signed: serde_json::Value = serde_json::from_slice(&envelope.payload).unwrap();
+    let mut from_agreement = HashSet::new();
+    hashes_in(&signed, &mut from_agreement);
+    assert!(
+        !from_agreement.is_empty(),
+        "the agreement still binds the provider to its source by hash"
+    );
+    let mut from_catalog = HashSet::new();
+    for offer in &listed {
+        from_catalog.insert(offer.sha256.to_lowercase());
+    }
+    from_catalog.insert(done.sha256.to_lowercase());
+
     // The attack works: given the unmasked product's hash it finds the ID number.
     let with_source: HashSet<String> = [product.sha256.clone()].into();
     assert_eq!(guess_masked_ids(&text, &with_source), vec![id.clone()]);
-    // What the consumer holds from the delivery confirms no guess.
-    assert_eq!(
-        guess_masked_ids(&text, &known),
-        Vec::<String>::new(),
-        "the manifest confirms a guess of the masked ID number"
-    );
+    // None of what the consumer holds confirms a guess.
+    for (what, known) in [
+        ("manifest", &from_manifest),
+        ("agreement", &from_agreement),
+        ("catalog or transfer progress", &from_catalog),
+    ] {
+        assert_eq!(
+            guess_masked_ids(&text, known),
+            Vec::<String>::new(),
+            "the {what} confirms a guess of the masked ID number"
+        );
+        assert!(
+            !known.contains(&product.sha256),
+            "the {what} carries the unmasked product's hash"
+        );
+    }
+    assert_eq!(signed["derived"], true, "{signed}");
+    assert!(listed[0].sha256.is_empty(), "{:?}", listed[0]);
     // It names the product version it masked by identifier.
     let d = &manifest["desensitized"];
     assert_eq!(d["source_product_id"], product.product_id.as_str());
@@ -177,11 +244,16 @@ async fn a_saved_masked_copy_is_not_offered_again_after_its_revocation() {
         .await
         .expect("revoke");
     let consumer_storage = s.consumer.running.node.storage.clone();
+    // The deletion record is committed before the copy's bytes are removed: wait for
+    // both.
     assert!(
         wait_until(SOON, || async {
             liutong_node::usage::duties::deletion(consumer_storage.as_ref(), &agreement)
                 .unwrap()
                 .is_some()
+                && liutong_node::transfer::copy(consumer_storage.as_ref(), &agreement)
+                    .unwrap()
+                    .is_none()
         })
         .await,
         "the revocation reached the consumer"

@@ -380,6 +380,34 @@ pub fn publish_end(size: u64, sha256: impl AsRef<[u8]>) -> liutong_proto::v1::Pu
     }
 }
 
+/// A product version as another member's catalog shows it: as [`product_proto`], but
+/// without the product's hash when its deliveries are made for each agreement (see
+/// [`delivery_is_derived`]). The consumer never holds those bytes, and a plain hash of
+/// them would let it confirm guesses of masked values offline; what it receives is
+/// checked against the provider's signed manifest instead.
+pub fn offer_proto(p: &ProductVersion) -> liutong_proto::v1::Product {
+    let mut shown = product_proto(p);
+    if delivery_is_derived(p) {
+        shown.sha256.clear();
+    }
+    shown
+}
+
+/// Whether deliveries of a product version may be derived per agreement: it is
+/// tabular (its deliveries may carry a watermark, which its hash would help to strip),
+/// or its offer carries mask duties (a policy that cannot be read counts as one that
+/// does).
+pub fn delivery_is_derived(p: &ProductVersion) -> bool {
+    p.format != product::Format::Bytes
+        || p.policy_odrl.as_ref().is_some_and(|odrl| {
+            Policy::from_odrl_value(odrl).map_or(true, |policy| {
+                policy
+                    .duties()
+                    .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+            })
+        })
+}
+
 /// A product version as the API shows it.
 pub fn product_proto(p: &ProductVersion) -> liutong_proto::v1::Product {
     liutong_proto::v1::Product {

@@ -4,8 +4,16 @@
 //! (the product it covers, policy requests and state, audit events), the payload types
 //! of both, the errors of an agreement looked up or read, and [`Role`], the side a node
 //! takes.
+//!
+//! Also the per-agreement key ([`agreement_key`]): HMAC-SHA256 over the agreement ID
+//! under a random secret of this node, created once and kept durably. It keys the
+//! source hashes of an agreement whose delivery is derived (see
+//! [`Agreement::derived`]), the pseudonyms of its masked delivery and its watermark.
+
+use std::sync::Arc;
 
 use liutong_policy::{Action, Classification, Request, Scope, State as PolicyState};
+use ring::hmac;
 use serde::{Deserialize, Serialize};
 
 use crate::audit::log::{AuditError, AuditLog, Event, EventKind};
@@ -14,7 +22,7 @@ use crate::base::clock;
 use crate::base::clock::now;
 use crate::catalog::requester_of;
 use crate::identity::{Membership, ParticipantId};
-use crate::storage::StorageError;
+use crate::storage::{Storage, StorageError};
 
 /// Payload type of a signed contract request.
 pub const REQUEST_PAYLOAD_TYPE: &str = "application/vnd.liutong.contract-request+json";
@@ -121,14 +129,25 @@ pub struct Agreement {
     pub offer_id: String,
     pub product_id: String,
     pub version: u32,
-    /// SHA-256 of the product version's payload, hex.
+    /// SHA-256 of the product version's payload, hex; keyed when [`derived`](Self::derived).
     pub product_sha256: String,
     pub size: u64,
     /// The size of the product version's chunks, and the SHA-256 over their hashes
     /// ([`chunk_list_sha256`](crate::catalog::product::chunk_list_sha256)): they fix
-    /// every chunk of the agreed bytes, which the consumer checks as each arrives.
+    /// every chunk of the agreed bytes, which the consumer checks as each arrives;
+    /// keyed when [`derived`](Self::derived).
     pub chunk_size: u32,
     pub chunks_sha256: String,
+    /// The delivery is made for this agreement alone (masked by the policy's mask
+    /// duties, watermarked, or both), so the consumer never holds the product's own
+    /// bytes. `product_sha256` and `chunks_sha256` are then HMAC-SHA256 under the
+    /// agreement's key ([`source_hashes`]) rather than plain hashes: a plain hash of
+    /// the unmasked bytes would let the consumer confirm guesses of masked values
+    /// offline, and strip a watermark by trying which cells were marked. They still
+    /// bind the provider to the source version (it checks them before every delivery);
+    /// the consumer checks the delivered bytes against the signed manifest.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub derived: bool,
     pub classification: Classification,
     pub purpose: String,
     /// The agreement's policy, ODRL 2.2 JSON-LD; its offer implies it.
@@ -160,7 +179,19 @@ impl Agreement {
                     self.product_id, self.version
                 ))
             })?;
-        if product.sha256 != self.product_sha256 {
+        let expected = if self.derived {
+            let key = stored_agreement_key(store.storage().as_ref(), &self.agreement_id)
+                .map_err(|e| AgreedProductError::Unreadable(e.to_string()))?
+                .ok_or_else(|| {
+                    AgreedProductError::Damaged(
+                        "the node secret that keys the agreement's hashes is missing".into(),
+                    )
+                })?;
+            source_hashes(&key, &product.sha256, "").0
+        } else {
+            product.sha256.clone()
+        };
+        if expected != self.product_sha256 {
             return Err(AgreedProductError::Changed);
         }
         Ok(product)
@@ -232,4 +263,70 @@ impl Agreement {
 pub enum Role {
     Provider,
     Consumer,
+}
+
+/// Storage tree of the node secret (shared with the masked deliveries' records, whose
+/// pseudonyms it keys).
+const KEY_TREE: &str = "desensitized";
+const SECRET: &[u8] = b"node-secret";
+/// Domain separation of the per-agreement key derivation.
+const KEY_LABEL: &[u8] = b"liutong/desensitize/hash-key/v1\0";
+/// Domain separation of the keyed source hashes of a derived agreement.
+const SOURCE_LABEL: &[u8] = b"liutong/agreement/source-sha256/v1\0";
+const CHUNKS_LABEL: &[u8] = b"liutong/agreement/source-chunks/v1\0";
+
+/// Why the per-agreement key is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("the node secret cannot be created: {0}")]
+    Random(String),
+    #[error("the node secret vanished after it was written")]
+    Vanished,
+}
+
+/// The key of an agreement (creates the node secret on first use, durably).
+pub async fn agreement_key(
+    storage: &Arc<dyn Storage>,
+    agreement_id: &str,
+) -> Result<hmac::Key, KeyError> {
+    if let Some(key) = stored_agreement_key(storage.as_ref(), agreement_id)? {
+        return Ok(key);
+    }
+    let fresh =
+        crate::base::random::random_bytes::<32>().map_err(|e| KeyError::Random(e.to_string()))?;
+    // Two first uses at once: one secret wins, both read it back.
+    storage.insert_new(KEY_TREE, SECRET, &fresh)?;
+    storage.flush().await?;
+    stored_agreement_key(storage.as_ref(), agreement_id)?.ok_or(KeyError::Vanished)
+}
+
+/// The key of an agreement, if the node secret exists.
+pub fn stored_agreement_key(
+    storage: &dyn Storage,
+    agreement_id: &str,
+) -> Result<Option<hmac::Key>, StorageError> {
+    let Some(secret) = storage.get(KEY_TREE, SECRET)? else {
+        return Ok(None);
+    };
+    let mut label = KEY_LABEL.to_vec();
+    label.extend_from_slice(agreement_id.as_bytes());
+    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), &label);
+    Ok(Some(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())))
+}
+
+/// The keyed forms of a product's SHA-256 and chunk-list hash that a derived agreement
+/// carries (hex).
+pub fn source_hashes(key: &hmac::Key, sha256: &str, chunks_sha256: &str) -> (String, String) {
+    let keyed = |label: &[u8], value: &str| {
+        let mut ctx = hmac::Context::with_key(key);
+        ctx.update(label);
+        ctx.update(value.as_bytes());
+        hex::encode(ctx.sign())
+    };
+    (
+        keyed(SOURCE_LABEL, sha256),
+        keyed(CHUNKS_LABEL, chunks_sha256),
+    )
 }

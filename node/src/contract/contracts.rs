@@ -54,6 +54,9 @@ pub struct Contracts {
     /// control holds these contracts: a strong handle would keep both (and the
     /// database) alive after the node stops.
     pub(super) gate: std::sync::OnceLock<std::sync::Weak<dyn super::UsageGate>>,
+    /// Tells which agreements get a delivery of their own (set once, when the node is
+    /// built; until then only mask duties make one).
+    pub(super) delivery_form: std::sync::OnceLock<Arc<dyn super::DeliveryForm>>,
 }
 
 impl Contracts {
@@ -86,7 +89,13 @@ impl Contracts {
             policies: Arc::default(),
             creation_index: Arc::default(),
             gate: std::sync::OnceLock::new(),
+            delivery_form: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands the delivery form to the negotiations (once, when the node is built).
+    pub fn set_delivery_form(&self, form: Arc<dyn super::DeliveryForm>) {
+        let _ = self.delivery_form.set(form);
     }
 
     /// Hands usage control's gate to the negotiations (once, when the node is built).

@@ -39,11 +39,12 @@ mod state;
 mod store;
 pub use agreement::{
     AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, AgreementError, ContractRequest,
-    REQUEST_PAYLOAD_TYPE, Role,
+    KeyError, REQUEST_PAYLOAD_TYPE, Role, agreement_key, source_hashes, stored_agreement_key,
 };
 pub use contracts::Contracts;
 pub use gate::{UsageGate, purpose_within};
 pub use locks::AgreementLocks;
 pub use negotiation::{ContractError, Negotiation};
+pub use provider::DeliveryForm;
 pub use state::{IllegalTransition, NegotiationEvent, NegotiationStatus, UnknownNegotiationState};
 pub use store::NegotiationPage;

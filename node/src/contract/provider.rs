@@ -27,6 +27,24 @@ const MAX_REQUEST_LIFETIME: i64 = 600;
 /// Clock difference tolerated between nodes.
 const CLOCK_SKEW: i64 = 60;
 
+/// Which agreements get a delivery made for them alone (a derived delivery: masked,
+/// watermarked or both), decided when the agreement is signed, since the agreement
+/// then carries keyed source hashes rather than plain ones (see
+/// [`Agreement::derived`]). The delivery side implements it; the contract side only
+/// asks.
+pub trait DeliveryForm: Send + Sync {
+    /// Whether deliveries of `product` under `policy` are derived. Blocking: it may
+    /// read the product.
+    fn derived(&self, product: &ProductVersion, policy: &liutong_policy::Policy) -> bool;
+}
+
+/// Whether a policy carries mask duties.
+fn masks(policy: &liutong_policy::Policy) -> bool {
+    policy
+        .duties()
+        .any(|d| matches!(d, liutong_policy::Duty::Mask { .. }))
+}
+
 /// How long a countersignature waits for another step on its negotiation (an expiry
 /// being decided) before it is answered as busy.
 const COUNTERSIGN_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -318,6 +336,22 @@ impl Contracts {
                 liutong_policy::narrowing_gaps(&compiled, offer).join("; ")
             )));
         }
+        let chunks_sha256 = crate::catalog::product::chunk_list_sha256(&product.chunk_hashes)
+            .ok_or_else(|| {
+                ContractError::Invalid(format!("product {} has a damaged chunk list", n.offer_id))
+            })?;
+        let derived = self.derived(product, compiled.policy()).await?;
+        let (product_sha256, chunks_sha256) = if derived {
+            let key = super::agreement::agreement_key(&self.storage, &agreement_id)
+                .await
+                .map_err(|e| match e {
+                    super::agreement::KeyError::Storage(e) => ContractError::Storage(e),
+                    other => ContractError::Invalid(other.to_string()),
+                })?;
+            super::agreement::source_hashes(&key, &product.sha256, &chunks_sha256)
+        } else {
+            (product.sha256.clone(), chunks_sha256)
+        };
         let agreement = Agreement {
             agreement_id: agreement_id.clone(),
             negotiation_id: n.id.clone(),
@@ -326,16 +360,11 @@ impl Contracts {
             offer_id: n.offer_id.clone(),
             product_id: product.product_id.clone(),
             version: product.version,
-            product_sha256: product.sha256.clone(),
+            product_sha256,
             size: product.size,
             chunk_size: product.chunk_size,
-            chunks_sha256: crate::catalog::product::chunk_list_sha256(&product.chunk_hashes)
-                .ok_or_else(|| {
-                    ContractError::Invalid(format!(
-                        "product {} has a damaged chunk list",
-                        n.offer_id
-                    ))
-                })?,
+            chunks_sha256,
+            derived,
             classification: product.classification,
             purpose: n.purpose.clone(),
             policy: compiled.policy().to_odrl(),
@@ -350,6 +379,21 @@ impl Contracts {
         n.agreement_id = Some(agreement_id);
         events.push(change(n, NegotiationEvent::Agreed, "")?);
         self.commit(n, events).await
+    }
+
+    /// Whether the deliveries of `product` under `policy` are derived ([`DeliveryForm`]).
+    async fn derived(
+        &self,
+        product: &ProductVersion,
+        policy: &liutong_policy::Policy,
+    ) -> Result<bool, ContractError> {
+        let Some(form) = self.delivery_form.get().cloned() else {
+            return Ok(masks(policy));
+        };
+        let (product, policy) = (product.clone(), policy.clone());
+        tokio::task::spawn_blocking(move || form.derived(&product, &policy))
+            .await
+            .map_err(|e| ContractError::Invalid(format!("the delivery form task failed: {e}")))
     }
 
     /// A person approves a request waiting for approval (provider side).

@@ -20,8 +20,9 @@
 //! its log segments until it happens to rewrite them, so masked personal data would
 //! outlive its revocation on the provider's disk. Removing the file takes them away.
 //!
-//! Keyed hashes use a key of the agreement: HMAC-SHA256 over the agreement ID under a
-//! random secret of this node, created once and kept durably. Within one agreement a
+//! Keyed hashes use a key of the agreement ([`crate::contract::agreement_key`]):
+//! HMAC-SHA256 over the agreement ID under a random secret of this node, created once
+//! and kept durably. Within one agreement a
 //! value always gets the same pseudonym; across agreements the pseudonyms cannot be
 //! linked without the node's secret. The same key orders the delivered records and
 //! gives identifier columns without a rule their pseudonyms (see [`super::plan`]), so
@@ -39,15 +40,14 @@ use sha2::{Digest, Sha256};
 use super::DesensitizeError;
 use super::plan::{self, Plan};
 use super::stream::{self, AppliedRule};
+use super::watermark;
 use crate::catalog::product::{Format, ProductStore, ProductVersion};
 use crate::contract::Agreement;
 use crate::storage::{Storage, Write as StorageWrite};
 
-/// Storage tree of the node secret and the masked deliveries' records.
+/// Storage tree of the masked deliveries' records (and of the node secret, see
+/// [`crate::contract::agreement_key`]).
 const TREE: &str = "desensitized";
-const SECRET: &[u8] = b"node-secret";
-/// Domain separation of the per-agreement key derivation.
-const KEY_LABEL: &[u8] = b"liutong/desensitize/hash-key/v1\0";
 
 /// A masked delivery deleted (or never to be made): why and when.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +103,10 @@ pub struct Desensitization {
     /// quasi-identifiers.
     #[serde(default)]
     pub withheld_for_k: u64,
+    /// The watermark embedded in the delivered bytes (see
+    /// [`watermark`]); absent from deliveries made before marks were.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<super::watermark::WatermarkSummary>,
 }
 
 impl Desensitization {
@@ -162,18 +166,23 @@ pub fn required_k(duties: &[Duty]) -> Option<u32> {
 }
 
 /// The delivery of `product` under agreement `agreement_id` when `duties` include mask
-/// rules or a `kAnonymity` duty: produced on the first call, read back afterwards.
-/// `None` when nothing is masked.
+/// rules or a `kAnonymity` duty, or the agreement's delivery is `derived` (then
+/// watermarked, after masking): produced on the first call, read back afterwards.
+/// `None` when the product's own bytes are delivered.
 pub async fn delivery_for(
     storage: &Arc<dyn Storage>,
     products: &ProductStore,
     agreement_id: &str,
     product: &ProductVersion,
     duties: &[Duty],
+    derived: bool,
 ) -> Result<Option<MaskedDelivery>, DesensitizeError> {
     let rules = mask_rules(duties);
     let min_k = required_k(duties);
-    if rules.is_empty() && min_k.is_none() {
+    // Only an agreement whose hashes are keyed may get marked bytes: a plain one's
+    // consumer checks the product's own.
+    let watermark = derived && product.format != Format::Bytes;
+    if rules.is_empty() && min_k.is_none() && !watermark {
         return Ok(None);
     }
     // Publishing refuses such an offer; this holds for one published before that check
@@ -202,8 +211,11 @@ pub async fn delivery_for(
                 &products,
                 &product,
                 &agreement_id,
-                rules,
-                min_k,
+                Form {
+                    rules,
+                    min_k,
+                    watermark,
+                },
                 &key,
             )
         })
@@ -246,7 +258,7 @@ pub fn removal(
     let masks = liutong_policy::Policy::from_odrl_value(&agreement.policy)
         .map(|p| super::policy_has_mask_duties(&p))
         .unwrap_or(true);
-    if !masks && delivered(storage, id)?.is_none() {
+    if !masks && !agreement.derived && delivered(storage, id)?.is_none() {
         return Ok(None);
     }
     let record = Removal {
@@ -403,28 +415,18 @@ fn detect(
     })
 }
 
-/// The keyed-hash key of an agreement (creates the node secret on first use).
+/// The keyed-hash key of an agreement (creates the node secret on first use); see
+/// [`crate::contract::agreement_key`].
 pub async fn agreement_key(
     storage: &Arc<dyn Storage>,
     agreement_id: &str,
 ) -> Result<hmac::Key, DesensitizeError> {
-    let secret = match storage.get(TREE, SECRET)? {
-        Some(s) => s,
-        None => {
-            let fresh = crate::base::random::random_bytes::<32>()
-                .map_err(|e| DesensitizeError::Write(e.to_string()))?;
-            // Two first uses at once: one secret wins, both read it back.
-            storage.insert_new(TREE, SECRET, &fresh)?;
-            storage.flush().await?;
-            storage
-                .get(TREE, SECRET)?
-                .ok_or_else(|| DesensitizeError::Damaged("the node secret vanished".into()))?
-        }
-    };
-    let mut label = KEY_LABEL.to_vec();
-    label.extend_from_slice(agreement_id.as_bytes());
-    let derived = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, &secret), &label);
-    Ok(hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref()))
+    crate::contract::agreement_key(storage, agreement_id)
+        .await
+        .map_err(|e| match e {
+            crate::contract::KeyError::Storage(e) => DesensitizeError::Storage(e),
+            other => DesensitizeError::Write(other.to_string()),
+        })
 }
 
 fn record_key(agreement_id: &str) -> Vec<u8> {
@@ -441,22 +443,31 @@ fn chunk_key(agreement_id: &str, index: u32) -> Vec<u8> {
     key
 }
 
-/// Detects, plans and masks the whole product into stored chunks (blocking).
+/// Detects, plans and masks the whole product, then marks it when `watermark`, into
+/// stored chunks (blocking).
+/// What a derived delivery does to the product's bytes.
+struct Form {
+    /// The mask rules, in written order.
+    rules: Vec<MaskRule>,
+    /// The minimum k of a `kAnonymity` duty.
+    min_k: Option<u32>,
+    /// Whether a watermark is embedded (after masking).
+    watermark: bool,
+}
+
 fn produce(
     storage: &Arc<dyn Storage>,
     products: &ProductStore,
     product: &ProductVersion,
     agreement_id: &str,
-    rules: Vec<MaskRule>,
-    min_k: Option<u32>,
+    form: Form,
     key: &hmac::Key,
 ) -> Result<MaskedDelivery, DesensitizeError> {
-    let plan = Plan::for_delivery(rules, &detect(products, product)?);
-    let options = stream::Options {
+    let Form {
+        rules,
         min_k,
-        order: stream::Order::Keyed,
-    };
-    let open = || products.reader(product);
+        watermark,
+    } = form;
     let mut sink = ChunkSink {
         writer: storage
             .blobs()
@@ -468,13 +479,74 @@ fn produce(
         whole: Sha256::new(),
         size: 0,
     };
-    let outcome = match product.format {
-        Format::Csv => stream::mask_csv(&plan, key, options, open, &mut sink)?,
-        Format::Jsonl => stream::mask_jsonl(&plan, key, options, open, &mut sink)?,
-        Format::Bytes => unreachable!("detect refuses opaque bytes"),
+    let masking = if rules.is_empty() && min_k.is_none() {
+        None
+    } else {
+        Some(Plan::for_delivery(rules, &detect(products, product)?))
     };
+    let mut outcome = stream::Outcome::default();
+    let mut summary = None;
+    match (&masking, watermark) {
+        (Some(plan), false) => outcome = mask(plan, key, min_k, products, product, &mut sink)?,
+        (None, false) => unreachable!("delivery_for delivers the product's own bytes"),
+        (masking, true) => {
+            // The masked bytes go to an unnamed file beside the deliveries (gone when
+            // it is closed, also after a crash), which the marking passes read.
+            let masked = match masking {
+                Some(plan) => {
+                    let dir = storage
+                        .blobs()
+                        .path(&payload_name(agreement_id))
+                        .map_err(write_error)?;
+                    let dir = dir.parent().expect("payload files live in a directory");
+                    let mut file = tempfile::tempfile_in(dir).map_err(write_error)?;
+                    outcome = mask(plan, key, min_k, products, product, &mut file)?;
+                    Some(file)
+                }
+                None => None,
+            };
+            let reader = || -> Result<Box<dyn std::io::Read>, DesensitizeError> {
+                Ok(match &masked {
+                    Some(file) => {
+                        use std::io::Seek;
+                        let mut file = file.try_clone().map_err(write_error)?;
+                        file.rewind().map_err(write_error)?;
+                        Box::new(std::io::BufReader::new(file))
+                    }
+                    None => Box::new(products.reader(product)),
+                })
+            };
+            let marks = match product.format {
+                Format::Csv => watermark::plan_csv(reader()?)?,
+                Format::Jsonl => watermark::plan_jsonl(reader()?)?,
+                Format::Bytes => unreachable!("delivery_for marks no opaque bytes"),
+            };
+            let marked = match product.format {
+                Format::Csv => watermark::mark_csv(&marks, key, reader()?, &mut sink)?,
+                _ => watermark::mark_jsonl(&marks, key, reader()?, &mut sink)?,
+            };
+            if masking.is_none() {
+                outcome.records = marked.records;
+            }
+            summary = Some(watermark::WatermarkSummary {
+                embedded: marked.cells > 0,
+                cells: marked.cells,
+                fields: marks.fields,
+            });
+        }
+    }
     sink.finish()
         .map_err(|e| DesensitizeError::Write(e.to_string()))?;
+    let (rules, unmatched_rules) = match masking {
+        Some(plan) => (
+            plan.rules.clone(),
+            plan.unmatched_rules()
+                .into_iter()
+                .map(|i| format!("rule {}: {}", i + 1, plan::describe_rule(&plan.rules[i])))
+                .collect(),
+        ),
+        None => (Vec::new(), Vec::new()),
+    };
     Ok(MaskedDelivery {
         sha256: hex::encode(sink.whole.finalize()),
         size: sink.size,
@@ -485,12 +557,8 @@ fn produce(
             source_version: product.version,
             source_size: product.size,
             legacy_source_sha256: None,
-            unmatched_rules: plan
-                .unmatched_rules()
-                .into_iter()
-                .map(|i| format!("rule {}: {}", i + 1, plan::describe_rule(&plan.rules[i])))
-                .collect(),
-            rules: plan.rules,
+            unmatched_rules,
+            rules,
             applied: outcome.applied,
             records: outcome.records,
             withheld_records: outcome.withheld,
@@ -498,8 +566,31 @@ fn produce(
             k_anonymity: outcome.k_anonymity,
             required_k: min_k,
             withheld_for_k: outcome.withheld_for_k,
+            watermark: summary,
         },
     })
+}
+
+/// Masks the product by `plan` into `out`: records of groups smaller than `min_k`
+/// withheld, the rest in the order of the agreement's key.
+fn mask(
+    plan: &Plan,
+    key: &hmac::Key,
+    min_k: Option<u32>,
+    products: &ProductStore,
+    product: &ProductVersion,
+    out: impl Write,
+) -> Result<stream::Outcome, DesensitizeError> {
+    let options = stream::Options {
+        min_k,
+        order: stream::Order::Keyed,
+    };
+    let open = || products.reader(product);
+    match product.format {
+        Format::Csv => stream::mask_csv(plan, key, options, open, out),
+        Format::Jsonl => stream::mask_jsonl(plan, key, options, open, out),
+        Format::Bytes => unreachable!("detect refuses opaque bytes"),
+    }
 }
 
 /// Cuts the masked output into chunks, writes each to the payload file and hashes it.
@@ -553,6 +644,110 @@ impl Write for ChunkSink {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// The node's answer to which agreements get a derived delivery
+/// ([`DeliveryForm`](crate::contract::DeliveryForm)): those whose policy masks, and
+/// those of a tabular product with values to carry a watermark.
+pub struct DeliveryForms {
+    pub products: crate::catalog::product::ProductStore,
+}
+
+/// How much of a product is read when an agreement on it is signed, to tell whether
+/// its deliveries carry a watermark.
+const AGREE_SCAN: u64 = 4 << 20;
+
+impl crate::contract::DeliveryForm for DeliveryForms {
+    fn derived(
+        &self,
+        product: &crate::catalog::product::ProductVersion,
+        policy: &liutong_policy::Policy,
+    ) -> bool {
+        use crate::catalog::product::Format;
+        if super::policy_has_mask_duties(policy) {
+            return true;
+        }
+        // The start of the product decides, so a large one does not hold up the
+        // agreement. Either answer is safe: a derived agreement whose delivery finds
+        // nothing to mark says so in its manifest (and its consumer gets the product's
+        // own bytes); an agreement that is not derived is never marked.
+        let head = std::io::Read::take(self.products.reader(product), AGREE_SCAN);
+        let plan = match product.format {
+            Format::Csv => watermark::plan_csv(head),
+            Format::Jsonl => watermark::plan_jsonl(head),
+            Format::Bytes => return false,
+        };
+        // A product that cannot be read now cannot be delivered either; the delivery
+        // says why.
+        plan.is_ok_and(|p| p.cells > 0)
+    }
+}
+
+/// One agreement scored against a found copy.
+#[derive(Clone, Debug)]
+pub struct TraceCandidate {
+    pub agreement: Agreement,
+    pub score: watermark::Score,
+}
+
+/// What [`trace`] found.
+#[derive(Clone, Debug, Default)]
+pub struct Trace {
+    /// Every derived agreement compared, best score first.
+    pub candidates: Vec<TraceCandidate>,
+    /// The distinct markable values read in the copy.
+    pub cells: u64,
+}
+
+impl Trace {
+    /// The agreement the copy was delivered under: the best candidate, when it reaches
+    /// the threshold.
+    pub fn source(&self) -> Option<&TraceCandidate> {
+        self.candidates.first().filter(|c| c.score.traced())
+    }
+}
+
+/// Scores a found copy (CSV with its header row, or JSON Lines) against the watermark
+/// of every agreement this node made as provider whose delivery is derived (of
+/// `product_id` only, when given), blocking. Revoked and ended agreements count too: a
+/// copy may surface long after its agreement ended.
+pub fn trace(
+    storage: &dyn Storage,
+    contracts: &crate::contract::Contracts,
+    data: &[u8],
+    product_id: Option<&str>,
+) -> Result<Trace, DesensitizeError> {
+    let agreements: Vec<Agreement> = contracts
+        .list()
+        .map_err(|e| DesensitizeError::Damaged(e.to_string()))?
+        .into_iter()
+        .filter(|n| n.role == crate::contract::Role::Provider)
+        .filter_map(|n| n.agreement?.peek_json::<Agreement>().ok())
+        .filter(|a| a.derived && product_id.is_none_or(|p| a.product_id == p))
+        .collect();
+    let mut keys = Vec::with_capacity(agreements.len());
+    for a in &agreements {
+        keys.push(
+            crate::contract::stored_agreement_key(storage, &a.agreement_id)?.ok_or_else(|| {
+                DesensitizeError::Damaged(
+                    "the node secret that keys the agreements is missing".into(),
+                )
+            })?,
+        );
+    }
+    let scores = if watermark::looks_like_jsonl(data) {
+        watermark::score_jsonl(data, &keys)?
+    } else {
+        watermark::score_csv(data, &keys)?
+    };
+    let cells = scores.first().map_or(0, |s| s.cells);
+    let mut candidates: Vec<TraceCandidate> = agreements
+        .into_iter()
+        .zip(scores)
+        .map(|(agreement, score)| TraceCandidate { agreement, score })
+        .collect();
+    candidates.sort_by(|a, b| b.score.z().total_cmp(&a.score.z()));
+    Ok(Trace { candidates, cells })
 }
 
 #[cfg(test)]
@@ -612,6 +807,7 @@ mod tests {
                 k_anonymity: None,
                 required_k: None,
                 withheld_for_k: 0,
+                watermark: None,
             },
         };
         storage
@@ -703,7 +899,7 @@ mod tests {
         let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
         let (products, product, duties) =
             product_and_mask_duties(&storage, Format::Bytes, b"name,x\nZhang San,1\n").await;
-        let err = delivery_for(&storage, &products, "agr-b", &product, &duties)
+        let err = delivery_for(&storage, &products, "agr-b", &product, &duties, false)
             .await
             .unwrap_err();
         assert!(
@@ -719,7 +915,7 @@ mod tests {
         assert!(storage.scan_prefix(TREE, b"").unwrap().is_empty());
         // Without mask duties the same product is delivered as it is.
         assert!(
-            delivery_for(&storage, &products, "agr-b", &product, &[])
+            delivery_for(&storage, &products, "agr-b", &product, &[], true)
                 .await
                 .unwrap()
                 .is_none()
@@ -727,7 +923,7 @@ mod tests {
         // The same bytes as CSV are masked.
         let (products, csv, duties) =
             product_and_mask_duties(&storage, Format::Csv, b"name,x\nZhang San,1\n").await;
-        let masked = delivery_for(&storage, &products, "agr-c", &csv, &duties)
+        let masked = delivery_for(&storage, &products, "agr-c", &csv, &duties, false)
             .await
             .unwrap()
             .expect("masked");

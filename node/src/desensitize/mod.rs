@@ -12,20 +12,25 @@
 //! - [`stream`] — masking a whole payload record by record, deterministically: the
 //!   k-anonymity of the released quasi-identifiers (and the records withheld under a
 //!   minimum k), and the records in an order of the agreement's key.
-//! - [`delivery`] — the node's side: the per-agreement hash key, and the masked
-//!   delivery of an agreement, produced once, stored in chunks with their hashes, so the
-//!   signed manifest covers exactly the bytes delivered and a cut transfer resumes;
-//!   deleted when the agreement is revoked or the consumer's copy is deleted.
+//! - [`watermark`] — the per-agreement marks in a tabular delivery's measure values,
+//!   and scoring a found copy against an agreement.
+//! - [`delivery`] — the node's side: the per-agreement hash key, and the derived
+//!   delivery of an agreement (masked, watermarked, or both), produced once, stored in
+//!   chunks with their hashes, so the signed manifest covers exactly the bytes delivered
+//!   and a cut transfer resumes; deleted when the agreement is revoked or the consumer's
+//!   copy is deleted.
 //!
-//! Pure parts (`recognise`, `method`, `plan`, `stream`) do no I/O of their own.
+//! Pure parts (`recognise`, `method`, `plan`, `stream`, `watermark`) do no I/O of their
+//! own.
 
 pub mod delivery;
 pub mod method;
 pub mod plan;
 pub mod recognise;
 pub mod stream;
+pub mod watermark;
 
-pub use delivery::{Desensitization, MaskedDelivery, delivery_for, mask_rules};
+pub use delivery::{DeliveryForms, Desensitization, MaskedDelivery, delivery_for, mask_rules};
 pub use plan::Plan;
 pub use stream::AppliedRule;
 

@@ -284,6 +284,9 @@ impl RunningNode {
             config.usage.clone(),
         ));
         contracts.set_gate(usage.clone());
+        contracts.set_delivery_form(Arc::new(crate::desensitize::DeliveryForms {
+            products: catalog.products.clone(),
+        }));
         let queries = Arc::new(Queries::new(
             storage.clone(),
             audit.clone(),

@@ -366,6 +366,21 @@ impl Admin for AdminService {
             .map_err(into_status)
     }
 
+    async fn trace_copy(
+        &self,
+        request: Request<liutong_proto::v1::TraceCopyRequest>,
+    ) -> Result<Response<liutong_proto::v1::TraceCopyResponse>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "tracing a copy")?;
+        super::catalog::trace_copy(
+            &self.catalog,
+            &self.contracts,
+            &self.audit,
+            request.into_inner(),
+        )
+        .await
+        .map(Response::new)
+    }
+
     async fn query_aggregate(
         &self,
         request: Request<liutong_proto::v1::QueryAggregateRequest>,

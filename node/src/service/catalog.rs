@@ -27,8 +27,117 @@ use liutong_proto::v1::{
     PublishRequest,
 };
 
+/// The most of a found copy `Admin.TraceCopy` reads (the CLI sends no more).
+pub const TRACE_MAX: usize = 3 << 20;
+
 const DEFAULT_PAGE: usize = 50;
 const MAX_PAGE: usize = 500;
+
+/// `Admin.TraceCopy`: scores a found copy against the watermark of every derived
+/// agreement this node made as provider, and names the one it came from, if any.
+/// The finding is logged.
+pub(super) async fn trace_copy(
+    catalog: &crate::catalog::Catalog,
+    contracts: &Arc<crate::contract::Contracts>,
+    audit: &AuditLog,
+    request: liutong_proto::v1::TraceCopyRequest,
+) -> Result<liutong_proto::v1::TraceCopyResponse, Status> {
+    use crate::desensitize::watermark::{MIN_SIGNIFICANT, TRACE_Z};
+    use liutong_proto::v1::{TraceCandidate, TraceCopyResponse};
+    let product = if request.product_id.is_empty() {
+        None
+    } else {
+        Some(bounded::id("product_id", &request.product_id).map_err(into_status)?)
+    };
+    if request.data.len() > TRACE_MAX {
+        return Err(Status::invalid_argument(format!(
+            "data: at most {TRACE_MAX} bytes of a copy are read; send its first part, cut \
+             at a line end"
+        )));
+    }
+    let storage = catalog.products.storage().clone();
+    let contracts = contracts.clone();
+    let for_product = product.clone();
+    let trace = tokio::task::spawn_blocking(move || {
+        crate::desensitize::delivery::trace(
+            storage.as_ref(),
+            &contracts,
+            &request.data,
+            for_product.as_deref(),
+        )
+    })
+    .await
+    .map_err(|e| Status::internal(format!("the tracing task failed: {e}")))?
+    .map_err(|e| match e {
+        crate::desensitize::DesensitizeError::Read(why) => Status::invalid_argument(format!(
+            "data: the copy cannot be read as CSV (header row first) or JSON Lines: {why}"
+        )),
+        other => Status::internal(other.to_string()),
+    })?;
+    let agreements = trace.candidates.len() as u32;
+    let verdict = match (trace.source(), trace.candidates.get(1)) {
+        _ if agreements == 0 => format!(
+            "no agreement{} has a watermarked delivery to compare the copy with",
+            product
+                .as_deref()
+                .map(|p| format!(" for product {p}"))
+                .unwrap_or_default()
+        ),
+        (Some(best), runner_up) => format!(
+            "the copy came from agreement {} (consumer {}): score {:.1}, {} of {} values \
+             carry its marks; runner-up score {:.1}",
+            best.agreement.agreement_id,
+            best.agreement.consumer,
+            best.score.z(),
+            best.score.matches,
+            best.score.cells,
+            runner_up.map_or(0.0, |r| r.score.z())
+        ),
+        (None, _) if trace.cells < (TRACE_Z * TRACE_Z) as u64 => format!(
+            "no agreement matches: the copy has {} distinct measure values of {MIN_SIGNIFICANT} \
+             or more significant digits, fewer than the {} a trace needs",
+            trace.cells,
+            (TRACE_Z * TRACE_Z) as u64
+        ),
+        (None, _) => format!(
+            "no agreement matches: the best score is {:.1}, below the threshold {TRACE_Z:.1}, \
+             over {} agreement(s)",
+            trace.candidates.first().map_or(0.0, |c| c.score.z()),
+            agreements
+        ),
+    };
+    let mut event = Event::new(EventKind::Usage, now(), format!("copy traced: {verdict}"));
+    if let Some(best) = trace.source() {
+        event.agreement = Some(best.agreement.agreement_id.clone());
+        event.participant = Some(best.agreement.consumer.to_string());
+        event.product = Some(best.agreement.product_id.clone());
+    }
+    audit
+        .append(&event)
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    Ok(TraceCopyResponse {
+        traced: trace.source().is_some(),
+        threshold: TRACE_Z,
+        agreements,
+        cells: trace.cells,
+        verdict,
+        candidates: trace
+            .candidates
+            .iter()
+            .take(3)
+            .map(|c| TraceCandidate {
+                agreement_id: c.agreement.agreement_id.clone(),
+                consumer: c.agreement.consumer.to_string(),
+                product_id: c.agreement.product_id.clone(),
+                version: c.agreement.version,
+                cells: c.score.cells,
+                matches: c.score.matches,
+                score: c.score.z(),
+            })
+            .collect(),
+    })
+}
 
 /// `Admin.PublishProduct`: metadata first, then the payload; all or nothing.
 pub(super) async fn publish(
@@ -324,7 +433,7 @@ impl Catalog for CatalogService {
             .then(|| shown.last().map(|p| p.product_id.as_bytes()))
             .flatten();
         let next_page_token = next_page_token("offers", next);
-        let offers: Vec<Product> = shown.iter().map(product_proto).collect();
+        let offers: Vec<Product> = shown.iter().map(catalog::offer_proto).collect();
         self.log_access(
             &caller,
             format!("listed the catalog: {} offers shown", offers.len()),
@@ -351,6 +460,6 @@ impl Catalog for CatalogService {
             Some(product.product_id.clone()),
         )
         .await?;
-        Ok(Response::new(product_proto(&product)))
+        Ok(Response::new(catalog::offer_proto(&product)))
     }
 }

@@ -308,6 +308,13 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
     if m.product_id != a.product_id || m.version != a.version {
         return Err(mismatch("product version"));
     }
+    // A derived agreement carries only keyed hashes of the source: its delivery must
+    // be the derived one, checked against the signed manifest.
+    if a.derived && m.desensitized.is_none() {
+        return Err(mismatch(
+            "the agreement's delivery is derived, the manifest names the product's own bytes",
+        ));
+    }
     // A desensitized delivery names the product version it masked (by identifier, not
     // by a hash of the unmasked bytes); the provider's signature binds the masked bytes.
     match &m.desensitized {

@@ -120,13 +120,15 @@ impl Transfers {
             format: product.format.to_string(),
             desensitized: None,
         };
-        // Mask duties: the manifest covers the masked bytes, which are delivered instead.
+        // Mask duties or a watermark: the manifest covers the derived bytes, which are
+        // delivered instead.
         let masked = crate::desensitize::delivery_for(
             &self.storage,
             &self.catalog.products,
             &agreement.agreement_id,
             &product,
             &decision.duties,
+            agreement.derived,
         )
         .await?;
         if let Some(m) = masked {
@@ -154,11 +156,19 @@ impl Transfers {
                     manifest.chunk_hashes.len(),
                     match &manifest.desensitized {
                         Some(d) => format!(
-                            ", desensitized by {} mask rule(s) over {} field(s), sha256 {}, {}",
+                            ", desensitized by {} mask rule(s) over {} field(s){}, sha256 {}{}",
                             d.rules.len(),
                             d.applied.len(),
+                            match &d.watermark {
+                                Some(w) => format!(", watermarked in {} cell(s)", w.cells),
+                                None => String::new(),
+                            },
                             manifest.sha256,
-                            d.k_anonymity_note()
+                            if d.rules.is_empty() && d.required_k.is_none() {
+                                String::new()
+                            } else {
+                                format!(", {}", d.k_anonymity_note())
+                            }
                         ),
                         None => String::new(),
                     }

@@ -170,6 +170,11 @@ impl ProductStore {
     }
 
     /// A reader over a stored version's payload, chunk by chunk.
+    /// The storage the products are kept in.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
     pub fn reader(&self, p: &ProductVersion) -> ChunkReader {
         ChunkReader {
             store: self.clone(),
