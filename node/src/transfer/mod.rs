@@ -33,10 +33,12 @@ mod consumer;
 mod error;
 mod provider;
 mod receipts;
+mod seal;
 pub mod state;
 mod store;
 pub use error::TransferError;
 pub use provider::{Delivery, DeliveryStream, delivered};
+pub use seal::CopySeal;
 pub use state::TransferState;
 pub(crate) use store::read_copy_chunk;
 pub use store::{

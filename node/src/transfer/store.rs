@@ -9,6 +9,7 @@ use crate::storage::Storage;
 use liutong_proto::v1::TransferProgress;
 
 use super::error::TransferError;
+use super::seal::{CopyCipher, CopySeal, ENTRY_LEN};
 use super::{Manifest, TransferState};
 
 /// Consumer side: received copies and their progress. Their chunks are in a payload
@@ -32,6 +33,10 @@ pub struct ReceivedCopy {
     pub reason: String,
     pub receipt: Option<Envelope>,
     pub updated_at: i64,
+    /// How the payload file is sealed (see [`super::seal`]); `None` for a copy kept in
+    /// plain form by an earlier version of the node, read as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<CopySeal>,
 }
 
 pub(super) fn copy_key(agreement_id: &str) -> Vec<u8> {
@@ -44,11 +49,12 @@ pub(super) fn copy_payload(agreement_id: &str) -> String {
     format!("copies/{agreement_id}")
 }
 
-/// Reads chunk `index` of a copy from its payload file (`None` once the copy is
-/// deleted: [`delete_copy`] removes the file first).
+/// Reads chunk `index` of a copy from its payload file, opened if the copy is sealed
+/// (`None` once the copy is deleted: [`delete_copy`] removes the file first). A sealed
+/// chunk that does not open is `DataLoss`, never wrong bytes.
 pub(crate) fn read_copy_chunk(
     storage: &dyn Storage,
-    agreement_id: &str,
+    c: &ReceivedCopy,
     manifest: &Manifest,
     index: u32,
 ) -> Result<Option<Vec<u8>>, TransferError> {
@@ -57,10 +63,30 @@ pub(crate) fn read_copy_chunk(
         return Ok(None);
     }
     let len = (manifest.size - offset).min(manifest.chunk_size as u64) as usize;
-    Ok(storage
-        .blobs()
-        .read_at(&copy_payload(agreement_id), offset, len)?
-        .filter(|d| d.len() == len))
+    let name = copy_payload(&c.agreement_id);
+    let blobs = storage.blobs();
+    let Some(mut data) = blobs.read_at(&name, offset, len)? else {
+        return Ok(None);
+    };
+    let Some(seal) = &c.seal else {
+        return Ok(Some(data).filter(|d| d.len() == len));
+    };
+    let cipher = CopyCipher::new(storage, &c.agreement_id, seal, manifest)?;
+    let entry = blobs
+        .read_at(&name, cipher.entry_offset(index), ENTRY_LEN)?
+        .unwrap_or_default();
+    if data.len() != len {
+        data.clear();
+    }
+    cipher.open(index, &mut data, &entry)?;
+    if data.len() != len {
+        return Err(TransferError::DataLoss(format!(
+            "chunk {index} of the copy of agreement {} fails its integrity check; the copy \
+             was altered on disk and none of that chunk is given out",
+            c.agreement_id
+        )));
+    }
+    Ok(Some(data))
 }
 
 /// A received copy's record.
@@ -111,7 +137,7 @@ pub fn copy_chunk(
     if index >= c.chunks_received {
         return Ok(None);
     }
-    read_copy_chunk(storage, agreement_id, &manifest_of(&c), index)
+    read_copy_chunk(storage, &c, &manifest_of(&c), index)
 }
 
 /// Deletes a received copy: its payload file, then its record (usage control deletes

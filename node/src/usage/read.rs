@@ -31,6 +31,8 @@ pub struct ReadGrant {
     pub header: ReadHeader,
     /// The copy's signed manifest: where each chunk lies and its SHA-256.
     manifest: Manifest,
+    /// The copy's record: how its payload file is sealed.
+    copy: transfer::ReceivedCopy,
 }
 
 impl Usage {
@@ -189,6 +191,7 @@ impl Usage {
                 duties: performed,
             },
             manifest,
+            copy,
         })
     }
 
@@ -213,7 +216,7 @@ impl Usage {
                 // Straight from the payload file: a copy deleted meanwhile has lost it first.
                 let chunk = transfer::read_copy_chunk(
                     self.storage.as_ref(),
-                    &agreement_id,
+                    &grant.copy,
                     manifest,
                     index as u32,
                 );
@@ -234,6 +237,10 @@ impl Usage {
                                 "the copy of agreement {agreement_id} was deleted during the read"
                             ))))
                             .await;
+                        return;
+                    }
+                    Err(transfer::TransferError::DataLoss(why)) => {
+                        let _ = tx.send(Err(UsageError::DataLoss(why))).await;
                         return;
                     }
                     Err(e) => {
