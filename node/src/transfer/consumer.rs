@@ -114,6 +114,7 @@ impl Transfers {
             .open_json(MANIFEST_PAYLOAD_TYPE, &provider.signing_key)
             .map_err(|e| TransferError::DataLoss(format!("the manifest: {e}")))?;
         check_manifest(&manifest, &agreement)?;
+        self.gate.delivery_began(agreement_id);
         // Copies are sealed at rest under the node copy key, stored (and made durable
         // with the record below) before any chunk is sealed with it.
         ensure_node_key(storage)?;

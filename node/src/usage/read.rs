@@ -87,6 +87,16 @@ impl Usage {
             return Err(UsageError::Gone(Box::new(d)));
         }
         let policy = self.policy_of(&agreement)?;
+        // A revocation the provider made a moment ago reaches the copy before this read
+        // (applied, it deletes the copy: the check under the lock below then refuses).
+        let revocation = match self.confirm_not_revoked(&agreement).await {
+            Ok(said) => said,
+            Err(e) => {
+                self.refuse_read(&agreement, purpose, &e.to_string())
+                    .await?;
+                return Err(e);
+            }
+        };
 
         let lock = self.contracts.locks().lock_for(agreement_id);
         let guard = lock.lock().await;
@@ -160,7 +170,7 @@ impl Usage {
         EventKind::Usage,
         agreement.provider.as_str(),
         format!(
-            "read of the copy ({} v{}, {} bytes) for purpose {purpose}: use {}, permitted{}; duties: {}",
+            "read of the copy ({} v{}, {} bytes) for purpose {purpose}: use {}, permitted{}; duties: {}; revocation: {revocation}",
             agreement.product_id,
             agreement.version,
             manifest.size,
