@@ -11,6 +11,7 @@ use std::time::Duration;
 use common::*;
 use liutong_node::identity::MemberRole;
 use liutong_node::local::LocalRole;
+use liutong_node::storage::Write;
 use liutong_proto::v1::read_response::Part;
 use liutong_proto::v1::{PullRequest, ReadRequest};
 use tokio_stream::StreamExt as _;
@@ -36,7 +37,8 @@ obligation = [{ action = "notify" }]
 
 [[permission]]
 action = "use"
-constraint = [{ leftOperand = "count", operator = "lt", rightOperand = 2 }]
+constraint = [{ leftOperand = "count", operator[permission]]
+action = "use"
 "#;
 
 struct Space {
@@ -173,5 +175,74 @@ async fn a_pull_sent_straight_to_the_provider_is_refused_once_the_count_is_spent
         })
         .count();
     assert_eq!(logged, 1, "the refusal is in the provider's audit log");
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spent_count_is_found_through_the_index_also_when_it_is_built_late() {
+    let s = space().await;
+    let offer = offered(&s, TWO_USES).await;
+    let agreement = agreed(&s, &offer).await;
+    spend_the_count(&s, &agreement).await;
+
+    // The provider keeps the member's negotiations on the offer in an index, written
+    // with each negotiation.
+    let storage = s.provider.running.node.storage.clone();
+    let entries = storage
+        .scan_prefix("negotiations_by_peer_offer", b"p\0")
+        .unwrap();
+    let negotiation = s
+        .provider
+        .running
+        .node
+        .contracts
+        .by_agreement(&agreement)
+        .unwrap()
+        .expect("the provider's negotiation");
+    let ours: Vec<Vec<u8>> = entries
+        .iter()
+        .map(|(k, _)| k.to_vec())
+        .filter(|k| k.ends_with(negotiation.id.as_bytes()))
+        .collect();
+    assert_eq!(
+        ours.len(),
+        1,
+        "the negotiation is indexed by consumer and offer"
+    );
+    let refused = s
+        .consumer
+        .request_contract(&s.provider, &offer, "research")
+        .await
+        .expect_err("a fresh count is refused");
+    assert_refused(&refused, Code::PermissionDenied, "has spent its use count");
+    assert!(refused.message().contains(&agreement), "{refused:?}");
+
+    // A database written before the index: it is built from the negotiations on the
+    // next check, and the spent count still holds.
+    let mut writes: Vec<Write> = entries
+        .iter()
+        .map(|(k, _)| Write::Delete(k.to_vec()))
+        .collect();
+    writes.push(Write::Delete(ours[0].clone()));
+    storage.apply("negotiations_by_peer_offer", writes).unwrap();
+    storage
+        .apply(
+            "negotiation_indexes",
+            vec![Write::Delete(b"by_peer_offer".to_vec())],
+        )
+        .unwrap();
+    let again = s
+        .consumer
+        .request_contract(&s.provider, &offer, "research")
+        .await
+        .expect_err("still refused");
+    assert_refused(&again, Code::PermissionDenied, "has spent its use count");
+    assert!(
+        !storage
+            .scan_prefix("negotiations_by_peer_offer", b"p\0")
+            .unwrap()
+            .is_empty(),
+        "the index was built again"
+    );
     drop(s.space);
 }
