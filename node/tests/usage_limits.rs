@@ -37,7 +37,15 @@ obligation = [{ action = "notify" }]
 
 [[permission]]
 action = "use"
-constraint = [{ leftOperand = "count", operator[permission]]
+constraint = [{ leftOperand = "count", operator = "lt", rightOperand = 2 }]
+"#;
+
+/// Use only: distribute is not permitted.
+const USE_ONLY: &str = r#"
+uid = "urn:liutong:policy:people-use-only"
+type = "set"
+
+[[permission]]
 action = "use"
 "#;
 
@@ -243,6 +251,47 @@ async fn a_spent_count_is_found_through_the_index_also_when_it_is_built_late() {
             .unwrap()
             .is_empty(),
         "the index was built again"
+    );
+    drop(s.space);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_of_a_verified_copy_are_recognised_after_its_file_is_gone() {
+    let s = space().await;
+    let offer = offered(&s, USE_ONLY).await;
+    let agreement = agreed(&s, &offer).await;
+    // One permitted read gives the rows to the consumer; then the copy's file goes.
+    let rows = read(&s, &agreement).await.expect("a permitted read");
+    let file = s
+        .consumer
+        .config
+        .data_dir()
+        .join("db/payloads/copies")
+        .join(&agreement);
+    std::fs::remove_file(&file).expect("the copy's payload file");
+
+    // The rows, reordered, published as the consumer's own.
+    let text = String::from_utf8(rows).unwrap();
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines[1..].reverse();
+    let republished = format!("{}\n", lines.join("\n"));
+    let err = publish(
+        &s.consumer,
+        republished.as_bytes(),
+        "Residents, cleaned",
+        "general-2",
+        "csv",
+        USE_ONLY,
+    )
+    .await
+    .expect_err("the received rows are not offered onward");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert!(
+        err.message()
+            .contains("the payload holds rows of a copy this node received")
+            && err.message().contains(&agreement),
+        "{}",
+        err.message()
     );
     drop(s.space);
 }

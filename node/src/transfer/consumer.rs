@@ -271,7 +271,11 @@ impl Transfers {
         drop(stream);
 
         // Every chunk matched the manifest's list, which is the agreement's: the copy is
-        // the payload the manifest names.
+        // the payload the manifest names. Its content fingerprints are made before it is
+        // usable (a failure leaves it uncompleted; the next pull finishes it).
+        self.gate
+            .copy_verified(agreement_id)
+            .map_err(TransferError::Unavailable)?;
         let (sha256, size) = (manifest.sha256.clone(), manifest.size);
         let receipt = Envelope::sign_json(
             RECEIPT_PAYLOAD_TYPE,

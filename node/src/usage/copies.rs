@@ -140,16 +140,51 @@ impl Usage {
         if c.state != transfer::TransferState::Completed {
             return Ok(());
         }
+        self.fingerprint(&c)
+    }
+
+    /// Consumer side, as a transfer finishes: every chunk of the copy is in and
+    /// verified, and its fingerprints are made now, before the copy is usable, so its
+    /// rows are recognised in whatever this node publishes from then on, also when
+    /// the payload file is gone by then.
+    pub(crate) fn remember_verified(&self, agreement_id: &str) -> Result<(), UsageError> {
+        let storage = self.storage.as_ref();
+        if storage.get(USAGE, &sketch_key(agreement_id))?.is_some() {
+            return Ok(());
+        }
+        let c = transfer::copy(storage, agreement_id)?.ok_or_else(|| {
+            UsageError::NotFound(format!(
+                "this node holds no copy for agreement {agreement_id}"
+            ))
+        })?;
+        self.fingerprint(&c)
+    }
+
+    /// Makes and stores the fingerprints of the copy `c`, every chunk of which must be
+    /// in its payload file: a missing chunk is an error, never a fingerprint of less.
+    fn fingerprint(&self, c: &transfer::ReceivedCopy) -> Result<(), UsageError> {
+        let storage = self.storage.as_ref();
+        let manifest: transfer::Manifest = c
+            .manifest
+            .peek_json()
+            .map_err(|e| UsageError::DataLoss(format!("the copy's manifest: {e}")))?;
         let key = self.fingerprint_key()?;
         let mut sketch = Sketch::default();
         let mut reader = RowReader::default();
-        let mut index = 0;
-        while let Some(chunk) = transfer::copy_chunk(storage, agreement_id, index)? {
+        for index in 0..manifest.chunk_hashes.len() as u32 {
+            let chunk = transfer::read_copy_chunk(storage, c, &manifest, index)?
+                .filter(|_| index < c.chunks_received)
+                .ok_or_else(|| {
+                    UsageError::DataLoss(format!(
+                        "chunk {index} of the copy of agreement {} is missing, so its content \
+                         fingerprints cannot be made",
+                        c.agreement_id
+                    ))
+                })?;
             reader.feed(&chunk, &mut |row| sketch.add_row(&key, &row));
-            index += 1;
         }
         reader.finish(&mut |row| sketch.add_row(&key, &row));
-        storage.put(USAGE, &sketch_key(agreement_id), &sketch.to_bytes())?;
+        storage.put(USAGE, &sketch_key(&c.agreement_id), &sketch.to_bytes())?;
         Ok(())
     }
 

@@ -268,6 +268,11 @@ impl UsageGate for Usage {
     fn delivery_began(&self, agreement_id: &str) {
         self.delivery_confirmed(agreement_id);
     }
+
+    fn copy_verified(&self, agreement_id: &str) -> Result<(), String> {
+        self.remember_verified(agreement_id)
+            .map_err(|e| e.to_string())
+    }
 }
 
 impl Usage {
