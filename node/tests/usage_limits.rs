@@ -260,6 +260,17 @@ async fn rows_of_a_verified_copy_are_recognised_after_its_file_is_gone() {
     let s = space().await;
     let offer = offered(&s, USE_ONLY).await;
     let agreement = agreed(&s, &offer).await;
+    // The fingerprints are made in the background once the copy is verified.
+    let storage = s.consumer.running.node.storage.clone();
+    let key = format!("f/{agreement}");
+    assert!(
+        wait_until(SOON, || async {
+            storage.get("usage", key.as_bytes()).unwrap().is_some()
+        })
+        .await,
+        "the verified copy was fingerprinted without a publish"
+    );
+    drop(storage);
     // One permitted read gives the rows to the consumer; then the copy's file goes.
     let rows = read(&s, &agreement).await.expect("a permitted read");
     let file = s

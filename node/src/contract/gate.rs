@@ -28,9 +28,9 @@ pub trait UsageGate: Send + Sync {
     /// Consumer side: the provider began a delivery under `agreement_id` (its signed
     /// manifest arrived), which it does only while the agreement is not revoked.
     fn delivery_began(&self, agreement_id: &str);
-    /// Consumer side: every chunk of the copy under `agreement_id` is in and verified,
-    /// and it is not usable yet. Its content fingerprints are made now, so no completed
-    /// copy is without them (its rows are recognised when this node publishes them).
+    /// Consumer side: the copy under `agreement_id` was verified and is COMPLETED. Its
+    /// content fingerprints are made now, in the background, so its rows are
+    /// recognised when this node publishes them, also once the copy's file is gone.
     fn copy_verified(&self, agreement_id: &str) -> Result<(), String>;
 }
 

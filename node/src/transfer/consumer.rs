@@ -271,11 +271,7 @@ impl Transfers {
         drop(stream);
 
         // Every chunk matched the manifest's list, which is the agreement's: the copy is
-        // the payload the manifest names. Its content fingerprints are made before it is
-        // usable (a failure leaves it uncompleted; the next pull finishes it).
-        self.gate
-            .copy_verified(agreement_id)
-            .map_err(TransferError::Unavailable)?;
+        // the payload the manifest names.
         let (sha256, size) = (manifest.sha256.clone(), manifest.size);
         let receipt = Envelope::sign_json(
             RECEIPT_PAYLOAD_TYPE,
@@ -316,6 +312,11 @@ impl Transfers {
                 ],
             )
             .await?;
+        // Its content fingerprints are made from here on; a publish that comes first
+        // makes them itself.
+        if let Err(e) = self.gate.copy_verified(agreement_id) {
+            tracing::warn!(agreement = %agreement_id, error = %e, "cannot fingerprint a received copy");
+        }
         // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
         // sent yet.
         crate::pause::at("transfer.consumer.completed").await;
