@@ -325,3 +325,58 @@ async fn chunks_moved_within_or_between_copies_do_not_open() {
     assert_integrity_error(read(&p.consumer, &first).await, &data, 0);
     drop(p.space);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_kept_in_plain_form_by_an_earlier_version_is_sealed_at_start() {
+    let p = pair().await;
+    let data = residents();
+    let agreement = received(&p, &data).await;
+
+    // As an earlier version kept it: the plain bytes, and a record naming no sealing.
+    let storage = p.consumer.running.node.storage.clone();
+    let key = format!("r/{agreement}");
+    let mut record: serde_json::Value =
+        serde_json::from_slice(&storage.get("copies", key.as_bytes()).unwrap().unwrap()).unwrap();
+    assert!(record["seal"].is_object(), "a new copy is sealed: {record}");
+    record.as_object_mut().unwrap().remove("seal");
+    storage
+        .put(
+            "copies",
+            key.as_bytes(),
+            &serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+    std::fs::write(payload_file(&p.consumer, &agreement), &data).unwrap();
+    drop(storage);
+    let (_, back, end) = read(&p.consumer, &agreement).await;
+    end.expect("a plain copy reads as it is");
+    assert!(back == data);
+    let data_dir = p.consumer.config.data_dir();
+    let values = known_values(&data);
+    assert!(!files_containing(&data_dir, &values[0]).is_empty());
+
+    let Pair {
+        space,
+        provider,
+        consumer,
+    } = p;
+    let consumer = consumer.restart().await;
+    for value in &values {
+        let found = files_containing(&data_dir, value);
+        assert!(
+            found.is_empty(),
+            "{:?} is still readable on the consumer's disk in {found:?}",
+            String::from_utf8_lossy(value)
+        );
+    }
+    let p = Pair {
+        space,
+        provider,
+        consumer,
+    };
+    let (header, back, end) = read(&p.consumer, &agreement).await;
+    end.expect("the sealed copy reads");
+    assert_eq!(header.unwrap().use_number, 2);
+    assert!(back == data, "sealing kept every byte");
+    drop(p.space);
+}

@@ -38,7 +38,7 @@ pub mod state;
 mod store;
 pub use error::TransferError;
 pub use provider::{Delivery, DeliveryStream, delivered};
-pub use seal::CopySeal;
+pub use seal::{CopySeal, seal_plain_copies};
 pub use state::TransferState;
 pub(crate) use store::read_copy_chunk;
 pub use store::{

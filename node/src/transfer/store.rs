@@ -149,6 +149,9 @@ pub fn delete_copy(storage: &dyn Storage, agreement_id: &str) -> Result<(), Tran
         return Ok(());
     }
     storage.blobs().remove(&copy_payload(agreement_id))?;
+    storage
+        .blobs()
+        .remove(&super::seal::sealing_payload(agreement_id))?;
     storage.delete(COPIES, &copy_key(agreement_id))?;
     Ok(())
 }
