@@ -11,24 +11,25 @@
 //! Layout of a sealed payload file: chunk `i`'s ciphertext at `i × chunk_size` (the
 //! same offsets as the plain bytes, so large copies keep streaming through aligned
 //! writes), and its 12-byte nonce and 16-byte tag in a tail that starts at the payload
-//! size rounded up to 4 KiB, at `tail + i × 28`. Every seal takes a fresh random nonce
-//! (a chunk fetched again after a crash is sealed anew), so no nonce repeats under a
-//! data key. The associated data binds the copy ID, the agreement, the chunk's index and
-//! the chunk count: a chunk moved to another place or another copy fails to open.
+//! size rounded up to 4 KiB, at `tail + i × 28`. Every seal takes a fresh random 96-bit
+//! nonce (a chunk fetched again after a crash is sealed anew, never with the nonce it
+//! had), and a copy is sealed in far fewer than 2^32 seals, so a nonce does not repeat
+//! under a data key. The associated data binds the copy ID, the agreement, the chunk's
+//! index and the chunk count: a chunk moved to another place or another copy fails to
+//! open.
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, Tag, UnboundKey};
 use ring::hkdf;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
 use crate::storage::Storage;
 
+use super::Manifest;
 use super::error::TransferError;
-use super::store::{COPIES, copies, copy_payload, manifest_of, read_copy_chunk, save_copy};
-use super::{Manifest, TransferState};
 
-/// In [`COPIES`]: the node copy key.
-const NODE_KEY: &[u8] = b"k";
+/// Consumer side: the node copy key, under [`NODE_KEY`].
+const KEYS: &str = "copy_keys";
+const NODE_KEY: &[u8] = b"node";
 
 /// The length of a chunk's entry in the tail: its nonce and its tag.
 pub(super) const ENTRY_LEN: usize = NONCE_LEN + 16;
@@ -71,14 +72,14 @@ pub(crate) struct CopyCipher {
 
 /// The node copy key; made (and stored) on first use when `create`.
 fn node_key(storage: &dyn Storage, create: bool) -> Result<Vec<u8>, TransferError> {
-    if create && storage.get(COPIES, NODE_KEY)?.is_none() {
+    if create && storage.get(KEYS, NODE_KEY)?.is_none() {
         let fresh = crate::base::random::random_bytes::<32>()
             .map_err(|e| TransferError::Unavailable(format!("cannot make the copy key: {e}")))?;
         // Two first uses at once: the one stored first is the key.
-        storage.insert_new(COPIES, NODE_KEY, &fresh)?;
+        storage.insert_new(KEYS, NODE_KEY, &fresh)?;
     }
     storage
-        .get(COPIES, NODE_KEY)?
+        .get(KEYS, NODE_KEY)?
         .filter(|k| k.len() == 32)
         .ok_or_else(|| {
             TransferError::DataLoss(
@@ -197,80 +198,4 @@ impl CopyCipher {
         data.truncate(plain_len);
         Ok(())
     }
-}
-
-/// Where a plain copy is sealed before the sealed file takes its place.
-pub(super) fn sealing_payload(agreement_id: &str) -> String {
-    format!("{}.sealing", copy_payload(agreement_id))
-}
-
-/// At start, before the node serves anyone: seals the completed copies an earlier
-/// version of the node kept in plain form. Each is sealed into a file of its own and
-/// made durable; then its record names the sealing (the commit point), and only then
-/// does the sealed file replace the plain one. A start after a crash in between
-/// finishes the replacement (the record is sealed) or begins again (it is not).
-/// Returns how many copies were sealed.
-pub async fn seal_plain_copies(storage: &dyn Storage) -> Result<usize, TransferError> {
-    let blobs = storage.blobs();
-    let mut sealed = 0;
-    for mut c in copies(storage)? {
-        let sealing = sealing_payload(&c.agreement_id);
-        if c.seal.is_some() {
-            // Sealed and committed, and the replacement cut short.
-            if blobs.read_at(&sealing, 0, 0)?.is_some() {
-                blobs.rename(&sealing, &copy_payload(&c.agreement_id))?;
-            }
-            continue;
-        }
-        if c.state != TransferState::Completed {
-            // An unfinished plain copy is fetched again, sealed, by its next pull.
-            continue;
-        }
-        blobs.remove(&sealing)?;
-        let manifest = manifest_of(&c);
-        let seal = CopySeal::fresh()?;
-        ensure_node_key(storage)?;
-        let cipher = CopyCipher::new(storage, &c.agreement_id, &seal, &manifest)?;
-        let mut writer = blobs.writer(&sealing, true)?;
-        let mut entries = blobs.writer(&sealing, false)?;
-        for index in 0..manifest.chunk_hashes.len() as u32 {
-            let plain = read_copy_chunk(storage, &c, &manifest, index)?
-                .filter(|d| hex::encode(Sha256::digest(d)) == manifest.chunk_hashes[index as usize])
-                .ok_or_else(|| {
-                    TransferError::DataLoss(format!(
-                        "chunk {index} of the plain copy of agreement {} is missing or does not \
-                         match the provider's signed manifest; it is left as it is",
-                        c.agreement_id
-                    ))
-                });
-            let mut data = match plain {
-                Ok(d) => d,
-                Err(e) => {
-                    tracing::warn!(agreement = %c.agreement_id, error = %e, "a plain copy was not sealed");
-                    blobs.remove(&sealing)?;
-                    break;
-                }
-            };
-            let entry = cipher.seal(index, &mut data)?;
-            writer.write_at(index as u64 * manifest.chunk_size as u64, &data)?;
-            entries.write_at(cipher.entry_offset(index), &entry)?;
-            if index as usize + 1 == manifest.chunk_hashes.len() {
-                writer.sync()?;
-                entries.sync()?;
-                c.seal = Some(seal.clone());
-            }
-        }
-        drop((writer, entries));
-        if c.seal.is_none() {
-            continue;
-        }
-        save_copy(storage, &c)?;
-        storage.flush().await?;
-        // Pause point `transfer.copies.sealed`: a plain copy's sealed file is durable and
-        // its record names the sealing; the plain file has not been replaced yet.
-        crate::pause::at("transfer.copies.sealed").await;
-        blobs.rename(&sealing, &copy_payload(&c.agreement_id))?;
-        sealed += 1;
-    }
-    Ok(sealed)
 }

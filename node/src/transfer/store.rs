@@ -3,13 +3,14 @@
 //! and deleted; the record is the commit point of the chunks it counts.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::identity::Envelope;
 use crate::storage::Storage;
 use liutong_proto::v1::TransferProgress;
 
 use super::error::TransferError;
-use super::seal::{CopyCipher, CopySeal, ENTRY_LEN};
+use super::seal::{CopyCipher, CopySeal, ENTRY_LEN, ensure_node_key};
 use super::{Manifest, TransferState};
 
 /// Consumer side: received copies and their progress. Their chunks are in a payload
@@ -149,9 +150,7 @@ pub fn delete_copy(storage: &dyn Storage, agreement_id: &str) -> Result<(), Tran
         return Ok(());
     }
     storage.blobs().remove(&copy_payload(agreement_id))?;
-    storage
-        .blobs()
-        .remove(&super::seal::sealing_payload(agreement_id))?;
+    storage.blobs().remove(&sealing_payload(agreement_id))?;
     storage.delete(COPIES, &copy_key(agreement_id))?;
     Ok(())
 }
@@ -201,4 +200,80 @@ pub(super) fn save_copy(storage: &dyn Storage, c: &ReceivedCopy) -> Result<(), T
         &serde_json::to_vec(c).expect("copies serialize"),
     )?;
     Ok(())
+}
+
+/// Where a plain copy is sealed before the sealed file takes its place.
+pub(super) fn sealing_payload(agreement_id: &str) -> String {
+    format!("{}.sealing", copy_payload(agreement_id))
+}
+
+/// At start, before the node serves anyone: seals the completed copies an earlier
+/// version of the node kept in plain form. Each is sealed into a file of its own and
+/// made durable; then its record names the sealing (the commit point), and only then
+/// does the sealed file replace the plain one. A start after a crash in between
+/// finishes the replacement (the record is sealed) or begins again (it is not).
+/// Returns how many copies were sealed.
+pub async fn seal_plain_copies(storage: &dyn Storage) -> Result<usize, TransferError> {
+    let blobs = storage.blobs();
+    let mut sealed = 0;
+    for mut c in copies(storage)? {
+        let sealing = sealing_payload(&c.agreement_id);
+        if c.seal.is_some() {
+            // Sealed and committed, and the replacement cut short.
+            if blobs.read_at(&sealing, 0, 0)?.is_some() {
+                blobs.rename(&sealing, &copy_payload(&c.agreement_id))?;
+            }
+            continue;
+        }
+        if c.state != TransferState::Completed {
+            // An unfinished plain copy is fetched again, sealed, by its next pull.
+            continue;
+        }
+        blobs.remove(&sealing)?;
+        let manifest = manifest_of(&c);
+        let seal = CopySeal::fresh()?;
+        ensure_node_key(storage)?;
+        let cipher = CopyCipher::new(storage, &c.agreement_id, &seal, &manifest)?;
+        let mut writer = blobs.writer(&sealing, true)?;
+        let mut entries = blobs.writer(&sealing, false)?;
+        for index in 0..manifest.chunk_hashes.len() as u32 {
+            let plain = read_copy_chunk(storage, &c, &manifest, index)?
+                .filter(|d| hex::encode(Sha256::digest(d)) == manifest.chunk_hashes[index as usize])
+                .ok_or_else(|| {
+                    TransferError::DataLoss(format!(
+                        "chunk {index} of the plain copy of agreement {} is missing or does not \
+                         match the provider's signed manifest; it is left as it is",
+                        c.agreement_id
+                    ))
+                });
+            let mut data = match plain {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(agreement = %c.agreement_id, error = %e, "a plain copy was not sealed");
+                    blobs.remove(&sealing)?;
+                    break;
+                }
+            };
+            let entry = cipher.seal(index, &mut data)?;
+            writer.write_at(index as u64 * manifest.chunk_size as u64, &data)?;
+            entries.write_at(cipher.entry_offset(index), &entry)?;
+            if index as usize + 1 == manifest.chunk_hashes.len() {
+                writer.sync()?;
+                entries.sync()?;
+                c.seal = Some(seal.clone());
+            }
+        }
+        drop((writer, entries));
+        if c.seal.is_none() {
+            continue;
+        }
+        save_copy(storage, &c)?;
+        storage.flush().await?;
+        // Pause point `transfer.copies.sealed`: a plain copy's sealed file is durable and
+        // its record names the sealing; the plain file has not been replaced yet.
+        crate::pause::at("transfer.copies.sealed").await;
+        blobs.rename(&sealing, &copy_payload(&c.agreement_id))?;
+        sealed += 1;
+    }
+    Ok(sealed)
 }
