@@ -7,6 +7,7 @@
 mod process;
 
 use process::*;
+use sha2::Digest as _;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -580,6 +581,22 @@ fn transfers_cut_by_a_crash_resume_and_deliver_their_receipt() {
     assert!(
         log.contains("4 chunks from chunk 0") && log.contains("4 chunks from chunk 2"),
         "{point}: the second pull resumes from chunk 2, the first not synced:\n{log}"
+    );
+    // The chunks sealed before the crash and those sealed after it read as one copy.
+    let read = liutong(&[
+        "data",
+        "read",
+        &agreement,
+        "--purpose",
+        "statistics",
+        "--config",
+        space.consumer.config(),
+    ]);
+    assert!(read.status.success(), "{point}: {}", text(&read));
+    assert_eq!(
+        hex::encode(sha2::Sha256::digest(&read.stdout)),
+        done["sha256"].as_str().unwrap(),
+        "{point}: the copy read back is the product"
     );
     assert_receipt_once(&space, &agreement, point);
 

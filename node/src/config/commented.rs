@@ -131,6 +131,15 @@ impl NodeConfig {
             humantime::format_duration(self.usage.check_interval)
         ));
         out.push_str(
+            "# Before a read of a received copy, the provider is asked whether the agreement\n\
+             # was revoked. If it cannot be reached, the read is permitted only when the last\n\
+             # successful check with it is younger than this (\"0s\": refuse such reads).\n",
+        );
+        out.push_str(&format!(
+            "revocation_grace = \"{}\"\n",
+            humantime::format_duration(self.usage.revocation_grace)
+        ));
+        out.push_str(
             "\n[recovery]\n\
              # Unfinished steps (a request not answered, a countersignature or a receipt not\n\
              # confirmed, an agreement not countersigned) are retried from their stored\n\

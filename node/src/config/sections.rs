@@ -154,14 +154,25 @@ pub struct UsageSection {
     /// the outbox, and asking providers for revocations.
     #[serde(with = "humantime_serde", default = "default_usage_interval")]
     pub check_interval: Duration,
+    /// Before a read of a received copy is permitted, the node asks the copy's provider
+    /// whether the agreement was revoked. When the provider cannot be reached, the read
+    /// is permitted only if the last successful check with that provider is younger
+    /// than this; `0s` refuses every read the provider cannot confirm (fail closed).
+    #[serde(with = "humantime_serde", default = "default_revocation_grace")]
+    pub revocation_grace: Duration,
 }
 
 impl Default for UsageSection {
     fn default() -> Self {
         Self {
             check_interval: default_usage_interval(),
+            revocation_grace: default_revocation_grace(),
         }
     }
+}
+
+fn default_revocation_grace() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// Unfinished negotiation and transfer steps (`[recovery]`): a step that has a next

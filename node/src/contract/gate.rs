@@ -25,6 +25,13 @@ pub trait UsageGate: Send + Sync {
     /// Provider side: every use of the agreement this node knows of (the queries it
     /// answered and the reads reported to it): the agreement's use count.
     fn uses(&self, agreement_id: &str) -> Result<u64, StorageError>;
+    /// Consumer side: the provider began a delivery under `agreement_id` (its signed
+    /// manifest arrived), which it does only while the agreement is not revoked.
+    fn delivery_began(&self, agreement_id: &str);
+    /// Consumer side: the copy under `agreement_id` was verified and is COMPLETED. Its
+    /// content fingerprints are made now, in the background, so its rows are
+    /// recognised when this node publishes them, also once the copy's file is gone.
+    fn copy_verified(&self, agreement_id: &str) -> Result<(), String>;
 }
 
 /// Whether `purpose`, declared for one use, lies within the purpose `agreement` was made

@@ -209,7 +209,7 @@ impl Contracts {
 
         // The decision is logged in the same commit as the state it leads to.
         if decision.is_permit()
-            && let Some(why) = self.spent_agreement(caller, &request.offer_id)?
+            && let Some(why) = self.spent_agreement(caller, &request.offer_id).await?
         {
             n.failed_constraints = vec![why.clone()];
             let refused = event(
@@ -573,7 +573,7 @@ impl Contracts {
     /// spent while its other constraints (window, purpose) still hold, described. A new
     /// agreement on the same offer would start a fresh count at once and so undo the
     /// earlier one's limit; it is refused until the earlier agreement ends.
-    fn spent_agreement(
+    async fn spent_agreement(
         &self,
         caller: &Membership,
         offer_id: &str,
@@ -581,12 +581,11 @@ impl Contracts {
         let Some(gate) = self.gate.get().and_then(std::sync::Weak::upgrade) else {
             return Ok(None);
         };
-        for n in self.list()? {
-            if n.role != Role::Provider
-                || n.offer_id != offer_id
-                || n.peer != caller.participant_id
-                || n.state != NegotiationStatus::Finalized
-            {
+        let earlier = self
+            .with_peer_on_offer(Role::Provider, &caller.participant_id, offer_id)
+            .await?;
+        for n in earlier {
+            if n.state != NegotiationStatus::Finalized {
                 continue;
             }
             let Some(agreement) = n.agreement_content() else {

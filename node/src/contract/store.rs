@@ -32,6 +32,12 @@ const BY_CREATION: &str = "negotiations_by_creation";
 /// whose database predates an index builds it on the first listing.
 const INDEXES: &str = "negotiation_indexes";
 const BY_CREATION_BUILT: &[u8] = b"by_creation";
+/// Role, peer, offer ID and negotiation ID (see [`peer_offer_key`]) → nothing: one
+/// member's negotiations on one offer, found without reading every negotiation (the
+/// spent-count check before each new agreement). Written in the same commit as the
+/// negotiation record.
+const BY_PEER_OFFER: &str = "negotiations_by_peer_offer";
+const BY_PEER_OFFER_BUILT: &[u8] = b"by_peer_offer";
 
 /// How many compiled agreement policies are kept (all are dropped when more come).
 const POLICIES_KEPT: usize = 4096;
@@ -286,6 +292,7 @@ impl Contracts {
             BY_CREATION,
             Write::Put(creation_key(n), n.id.as_bytes().to_vec()),
         ));
+        writes.push((BY_PEER_OFFER, Write::Put(peer_offer_key(n), Vec::new())));
         writes.push((
             NEGOTIATIONS,
             Write::Put(
@@ -302,6 +309,81 @@ pub struct NegotiationPage {
     pub negotiations: Vec<Negotiation>,
     /// Where the next page starts; `None` on the last page.
     pub next: Option<Vec<u8>>,
+}
+
+/// The start of the keys in [`BY_PEER_OFFER`] of `role`'s negotiations with `peer` on
+/// `offer_id`. The parts are NUL-separated: no ID holds a NUL, so no prefix of one
+/// member's or offer's keys is another's.
+fn peer_offer_prefix(role: Role, peer: &str, offer_id: &str) -> Vec<u8> {
+    let role: &[u8] = match role {
+        Role::Provider => b"p",
+        Role::Consumer => b"c",
+    };
+    [
+        role,
+        b"\0",
+        peer.as_bytes(),
+        b"\0",
+        offer_id.as_bytes(),
+        b"\0",
+    ]
+    .concat()
+}
+
+/// `n`'s key in [`BY_PEER_OFFER`].
+fn peer_offer_key(n: &Negotiation) -> Vec<u8> {
+    let mut key = peer_offer_prefix(n.role, n.peer.as_str(), &n.offer_id);
+    key.extend_from_slice(n.id.as_bytes());
+    key
+}
+
+impl Contracts {
+    /// The negotiations this node holds as `role` with `peer` on `offer_id`, through
+    /// the [`BY_PEER_OFFER`] index (filled first from the stored negotiations, for a
+    /// database written before it existed).
+    pub(super) async fn with_peer_on_offer(
+        &self,
+        role: Role,
+        peer: &ParticipantId,
+        offer_id: &str,
+    ) -> Result<Vec<Negotiation>, ContractError> {
+        self.index_peer_offers().await?;
+        let prefix = peer_offer_prefix(role, peer.as_str(), offer_id);
+        let mut out = Vec::new();
+        for (key, _) in self.storage.scan_prefix(BY_PEER_OFFER, &prefix)?.iter() {
+            let id = String::from_utf8_lossy(&key[prefix.len()..]);
+            // The entry is written with the record: one names a stored negotiation,
+            // checked again all the same.
+            if let Some(n) = self.get(&id)?
+                && n.role == role
+                && n.peer == *peer
+                && n.offer_id == offer_id
+            {
+                out.push(n);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fills [`BY_PEER_OFFER`] from the stored negotiations, once per database. Two
+    /// fills at once write the same entries.
+    async fn index_peer_offers(&self) -> Result<(), ContractError> {
+        if self.storage.get(INDEXES, BY_PEER_OFFER_BUILT)?.is_some() {
+            return Ok(());
+        }
+        let writes = self
+            .list()?
+            .iter()
+            .map(|n| Write::Put(peer_offer_key(n), Vec::new()))
+            .collect();
+        self.storage.apply(BY_PEER_OFFER, writes)?;
+        // The entries are durable before the mark that says they are complete.
+        self.storage.flush().await?;
+        self.storage
+            .put_durable(INDEXES, BY_PEER_OFFER_BUILT, b"1")
+            .await?;
+        Ok(())
+    }
 }
 
 /// `n`'s key in [`BY_CREATION`]: its creation time, ordered as unsigned bytes, then its ID.

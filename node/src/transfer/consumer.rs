@@ -19,6 +19,7 @@ use liutong_proto::v1::transfer_client::TransferClient;
 use liutong_proto::v1::{PullRequest, PullResponse, TransferProgress};
 
 use super::error::TransferError;
+use super::seal::{CopyCipher, CopySeal, ensure_node_key};
 use super::store::{
     COPIES, ReceivedCopy, copy, copy_key, copy_payload, pending_key, progress, progress_with,
     save_copy,
@@ -113,6 +114,11 @@ impl Transfers {
             .open_json(MANIFEST_PAYLOAD_TYPE, &provider.signing_key)
             .map_err(|e| TransferError::DataLoss(format!("the manifest: {e}")))?;
         check_manifest(&manifest, &agreement)?;
+        self.gate.delivery_began(agreement_id);
+        // Copies are sealed at rest under the node copy key, stored (and made durable
+        // with the record below) before any chunk is sealed with it.
+        ensure_node_key(storage)?;
+        let mut unsealed_prefix = false;
         let mut record = match existing {
             Some(mut c) => {
                 if c.manifest.payload != manifest_envelope.payload {
@@ -121,6 +127,13 @@ impl Transfers {
                     ));
                 }
                 c.state = state::next(c.state, state::TransferEvent::Resumed)?;
+                if c.seal.is_none() {
+                    // Begun in plain form by an earlier version: fetched again, sealed,
+                    // from the first chunk.
+                    c.seal = Some(CopySeal::fresh()?);
+                    c.chunks_received = 0;
+                    unsealed_prefix = true;
+                }
                 c
             }
             None => ReceivedCopy {
@@ -133,18 +146,29 @@ impl Transfers {
                 reason: String::new(),
                 receipt: None,
                 updated_at: now(),
+                seal: Some(CopySeal::fresh()?),
             },
         };
         save_copy(storage, &record)?;
         self.storage.flush().await?;
+        if unsealed_prefix {
+            // The record no longer counts the plain chunks; now they go.
+            storage.blobs().remove(&copy_payload(agreement_id))?;
+        }
         let total = manifest.chunk_hashes.len() as u32;
         let _ = progress_tx.send(progress_with(&record, &manifest)).await;
 
         // The chunks, each checked against the signed manifest (whose chunk list the
         // agreement fixes) before it is kept.
         let manifest = Arc::new(manifest);
+        let seal = record
+            .seal
+            .as_ref()
+            .expect("new and resumed copies are sealed");
         let mut sink = Some(Sink {
             writer: storage.blobs().writer(&copy_payload(agreement_id), true)?,
+            entries: storage.blobs().writer(&copy_payload(agreement_id), false)?,
+            cipher: CopyCipher::new(storage, agreement_id, seal, &manifest)?,
             manifest: manifest.clone(),
         });
         // The chunk being checked and written on a blocking thread while the next arrives.
@@ -288,6 +312,11 @@ impl Transfers {
                 ],
             )
             .await?;
+        // Its content fingerprints are made from here on; a publish that comes first
+        // makes them itself.
+        if let Err(e) = self.gate.copy_verified(agreement_id) {
+            tracing::warn!(agreement = %agreement_id, error = %e, "cannot fingerprint a received copy");
+        }
         // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
         // sent yet.
         crate::pause::at("transfer.consumer.completed").await;
@@ -351,9 +380,14 @@ fn check_manifest(m: &Manifest, a: &Agreement) -> Result<(), TransferError> {
 }
 
 /// The consumer's chunk stage, run on a blocking thread: checks a chunk against the
-/// signed manifest and writes it to the copy's payload file.
+/// signed manifest, seals it and writes it to the copy's payload file.
 struct Sink {
+    /// The sealed chunks, at their offsets (aligned writes where possible).
     writer: BlobWriter,
+    /// The same file, written without `O_DIRECT`: the chunks' nonces and tags in its
+    /// tail, whose small writes must not be padded over one another.
+    entries: BlobWriter,
+    cipher: CopyCipher,
     manifest: Arc<Manifest>,
 }
 
@@ -367,41 +401,49 @@ enum Taken {
 }
 
 impl Sink {
-    /// The chunk's hash and the write run side by side (one core hashes while the disk
-    /// writes); a chunk that does not match is cut off the file again before anything
-    /// counts it.
+    /// The chunk's hash and its sealing run side by side (one core hashes while the
+    /// other seals a copy of it); only a chunk that matches is written.
     fn take(&mut self, index: u32, data: &[u8], sync: bool) -> std::io::Result<Taken> {
         let m = &self.manifest;
         let offset = index as u64 * m.chunk_size as u64;
         // Every chunk is whole but the last, which ends the payload; one of another
-        // length is refused before it is hashed or written.
+        // length is refused before it is hashed or sealed.
         let expected_len = (m.size - offset).min(m.chunk_size as u64);
-        let matches = data.len() as u64 == expected_len && {
-            let (matches, written) = std::thread::scope(|scope| {
-                let check = scope
-                    .spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
-                let written = self.writer.write_at(offset, data);
-                let matches = check
-                    .join()
-                    .map_err(|_| std::io::Error::other("the chunk hashing thread panicked"))?;
-                Ok::<_, std::io::Error>((matches, written))
-            })?;
-            written?;
-            matches
-        };
+        if data.len() as u64 != expected_len {
+            return self.refuse();
+        }
+        let cipher = &self.cipher;
+        let (matches, sealed) = std::thread::scope(|scope| {
+            let check =
+                scope.spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
+            let mut sealed = data.to_vec();
+            let entry = cipher.seal(index, &mut sealed);
+            let matches = check
+                .join()
+                .map_err(|_| std::io::Error::other("the chunk hashing thread panicked"))?;
+            Ok::<_, std::io::Error>((matches, entry.map(|e| (sealed, e))))
+        })?;
         if !matches {
-            // Nothing of a bad chunk is kept; the chunks before it are made durable.
-            self.writer.set_len(offset)?;
-            self.writer.sync()?;
-            return Ok(Taken::Refused);
+            return self.refuse();
         }
-        if index as usize + 1 == m.chunk_hashes.len() {
-            // The last chunk's direct write was padded to a whole block.
-            self.writer.set_len(m.size)?;
-        }
+        let (sealed, entry) = sealed?;
+        // The direct write of the last chunk is padded up to the tail's start at most
+        // (the tail is aligned), so it never covers an entry.
+        self.writer.write_at(offset, &sealed)?;
+        self.entries
+            .write_at(self.cipher.entry_offset(index), &entry)?;
         if sync {
+            // Both descriptors: the bytes and the entries that open them.
             self.writer.sync()?;
+            self.entries.sync()?;
         }
         Ok(Taken::Kept { durable: sync })
+    }
+
+    /// Nothing of a bad chunk was written; the chunks before it are made durable.
+    fn refuse(&self) -> std::io::Result<Taken> {
+        self.writer.sync()?;
+        self.entries.sync()?;
+        Ok(Taken::Refused)
     }
 }

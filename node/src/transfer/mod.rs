@@ -33,14 +33,17 @@ mod consumer;
 mod error;
 mod provider;
 mod receipts;
+mod seal;
 pub mod state;
 mod store;
 pub use error::TransferError;
 pub use provider::{Delivery, DeliveryStream, delivered};
+pub use seal::CopySeal;
 pub use state::TransferState;
 pub(crate) use store::read_copy_chunk;
 pub use store::{
     ReceivedCopy, copies, copies_page, copy, copy_chunk, copy_key_agreement, delete_copy, progress,
+    seal_plain_copies,
 };
 
 /// Delivery of agreed products, both sides: the provider's checks, manifest and chunk

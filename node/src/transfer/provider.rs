@@ -57,7 +57,11 @@ impl Transfers {
             .compiled_policy(&agreement)
             .map_err(|e| TransferError::Invalid(format!("the agreement's policy: {e}")))?;
         let request = agreement.request(Scope::Transfer, Action::Use, caller);
-        let state = agreement.policy_state(0);
+        // Every use of the agreement the provider knows of (the queries it answered, the
+        // reads reported to it): a count that is spent delivers nothing more, whatever
+        // the consumer's own node would say.
+        let uses = self.gate.uses(agreement_id)?;
+        let state = agreement.policy_state(uses);
         let mut decision = liutong_policy::evaluate(&policy, &request, &state);
         // A permission on `read` alone is delivered too: each read of the copy is then
         // decided on the consumer's node. Without one, the `use` decision stands (it
@@ -97,7 +101,16 @@ impl Transfers {
             return Err(TransferError::AggregateOnly(why));
         }
         if !decision.is_permit() {
-            let why = decision.explain();
+            let mut why = decision.explain();
+            if uses > 0
+                && liutong_policy::evaluate(&policy, &request, &agreement.policy_state(0))
+                    .is_permit()
+            {
+                why = format!(
+                    "the agreement's use count is spent ({uses} uses so far: {why}); nothing \
+                     more is delivered under it"
+                );
+            }
             agreement
                 .log(
                     &self.audit,

@@ -3,12 +3,14 @@
 //! and deleted; the record is the commit point of the chunks it counts.
 
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 
 use crate::identity::Envelope;
 use crate::storage::Storage;
 use liutong_proto::v1::TransferProgress;
 
 use super::error::TransferError;
+use super::seal::{CopyCipher, CopySeal, ENTRY_LEN, ensure_node_key};
 use super::{Manifest, TransferState};
 
 /// Consumer side: received copies and their progress. Their chunks are in a payload
@@ -32,6 +34,10 @@ pub struct ReceivedCopy {
     pub reason: String,
     pub receipt: Option<Envelope>,
     pub updated_at: i64,
+    /// How the payload file is sealed (see [`super::seal`]); `None` for a copy kept in
+    /// plain form by an earlier version of the node, read as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seal: Option<CopySeal>,
 }
 
 pub(super) fn copy_key(agreement_id: &str) -> Vec<u8> {
@@ -44,11 +50,12 @@ pub(super) fn copy_payload(agreement_id: &str) -> String {
     format!("copies/{agreement_id}")
 }
 
-/// Reads chunk `index` of a copy from its payload file (`None` once the copy is
-/// deleted: [`delete_copy`] removes the file first).
+/// Reads chunk `index` of a copy from its payload file, opened if the copy is sealed
+/// (`None` once the copy is deleted: [`delete_copy`] removes the file first). A sealed
+/// chunk that does not open is `DataLoss`, never wrong bytes.
 pub(crate) fn read_copy_chunk(
     storage: &dyn Storage,
-    agreement_id: &str,
+    c: &ReceivedCopy,
     manifest: &Manifest,
     index: u32,
 ) -> Result<Option<Vec<u8>>, TransferError> {
@@ -57,10 +64,30 @@ pub(crate) fn read_copy_chunk(
         return Ok(None);
     }
     let len = (manifest.size - offset).min(manifest.chunk_size as u64) as usize;
-    Ok(storage
-        .blobs()
-        .read_at(&copy_payload(agreement_id), offset, len)?
-        .filter(|d| d.len() == len))
+    let name = copy_payload(&c.agreement_id);
+    let blobs = storage.blobs();
+    let Some(mut data) = blobs.read_at(&name, offset, len)? else {
+        return Ok(None);
+    };
+    let Some(seal) = &c.seal else {
+        return Ok(Some(data).filter(|d| d.len() == len));
+    };
+    let cipher = CopyCipher::new(storage, &c.agreement_id, seal, manifest)?;
+    let entry = blobs
+        .read_at(&name, cipher.entry_offset(index), ENTRY_LEN)?
+        .unwrap_or_default();
+    if data.len() != len {
+        data.clear();
+    }
+    cipher.open(index, &mut data, &entry)?;
+    if data.len() != len {
+        return Err(TransferError::DataLoss(format!(
+            "chunk {index} of the copy of agreement {} fails its integrity check; the copy \
+             was altered on disk and none of that chunk is given out",
+            c.agreement_id
+        )));
+    }
+    Ok(Some(data))
 }
 
 /// A received copy's record.
@@ -111,7 +138,7 @@ pub fn copy_chunk(
     if index >= c.chunks_received {
         return Ok(None);
     }
-    read_copy_chunk(storage, agreement_id, &manifest_of(&c), index)
+    read_copy_chunk(storage, &c, &manifest_of(&c), index)
 }
 
 /// Deletes a received copy: its payload file, then its record (usage control deletes
@@ -123,6 +150,7 @@ pub fn delete_copy(storage: &dyn Storage, agreement_id: &str) -> Result<(), Tran
         return Ok(());
     }
     storage.blobs().remove(&copy_payload(agreement_id))?;
+    storage.blobs().remove(&sealing_payload(agreement_id))?;
     storage.delete(COPIES, &copy_key(agreement_id))?;
     Ok(())
 }
@@ -172,4 +200,80 @@ pub(super) fn save_copy(storage: &dyn Storage, c: &ReceivedCopy) -> Result<(), T
         &serde_json::to_vec(c).expect("copies serialize"),
     )?;
     Ok(())
+}
+
+/// Where a plain copy is sealed before the sealed file takes its place.
+pub(super) fn sealing_payload(agreement_id: &str) -> String {
+    format!("{}.sealing", copy_payload(agreement_id))
+}
+
+/// At start, before the node serves anyone: seals the completed copies an earlier
+/// version of the node kept in plain form. Each is sealed into a file of its own and
+/// made durable; then its record names the sealing (the commit point), and only then
+/// does the sealed file replace the plain one. A start after a crash in between
+/// finishes the replacement (the record is sealed) or begins again (it is not).
+/// Returns how many copies were sealed.
+pub async fn seal_plain_copies(storage: &dyn Storage) -> Result<usize, TransferError> {
+    let blobs = storage.blobs();
+    let mut sealed = 0;
+    for mut c in copies(storage)? {
+        let sealing = sealing_payload(&c.agreement_id);
+        if c.seal.is_some() {
+            // Sealed and committed, and the replacement cut short.
+            if blobs.read_at(&sealing, 0, 0)?.is_some() {
+                blobs.rename(&sealing, &copy_payload(&c.agreement_id))?;
+            }
+            continue;
+        }
+        if c.state != TransferState::Completed {
+            // An unfinished plain copy is fetched again, sealed, by its next pull.
+            continue;
+        }
+        blobs.remove(&sealing)?;
+        let manifest = manifest_of(&c);
+        let seal = CopySeal::fresh()?;
+        ensure_node_key(storage)?;
+        let cipher = CopyCipher::new(storage, &c.agreement_id, &seal, &manifest)?;
+        let mut writer = blobs.writer(&sealing, true)?;
+        let mut entries = blobs.writer(&sealing, false)?;
+        for index in 0..manifest.chunk_hashes.len() as u32 {
+            let plain = read_copy_chunk(storage, &c, &manifest, index)?
+                .filter(|d| hex::encode(Sha256::digest(d)) == manifest.chunk_hashes[index as usize])
+                .ok_or_else(|| {
+                    TransferError::DataLoss(format!(
+                        "chunk {index} of the plain copy of agreement {} is missing or does not \
+                         match the provider's signed manifest; it is left as it is",
+                        c.agreement_id
+                    ))
+                });
+            let mut data = match plain {
+                Ok(d) => d,
+                Err(e) => {
+                    tracing::warn!(agreement = %c.agreement_id, error = %e, "a plain copy was not sealed");
+                    blobs.remove(&sealing)?;
+                    break;
+                }
+            };
+            let entry = cipher.seal(index, &mut data)?;
+            writer.write_at(index as u64 * manifest.chunk_size as u64, &data)?;
+            entries.write_at(cipher.entry_offset(index), &entry)?;
+            if index as usize + 1 == manifest.chunk_hashes.len() {
+                writer.sync()?;
+                entries.sync()?;
+                c.seal = Some(seal.clone());
+            }
+        }
+        drop((writer, entries));
+        if c.seal.is_none() {
+            continue;
+        }
+        save_copy(storage, &c)?;
+        storage.flush().await?;
+        // Pause point `transfer.copies.sealed`: a plain copy's sealed file is durable and
+        // its record names the sealing; the plain file has not been replaced yet.
+        crate::pause::at("transfer.copies.sealed").await;
+        blobs.rename(&sealing, &copy_payload(&c.agreement_id))?;
+        sealed += 1;
+    }
+    Ok(sealed)
 }

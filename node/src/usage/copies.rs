@@ -140,19 +140,67 @@ impl Usage {
         if c.state != transfer::TransferState::Completed {
             return Ok(());
         }
-        let key = self.fingerprint_key()?;
-        let mut sketch = Sketch::default();
-        let mut reader = RowReader::default();
-        let mut index = 0;
-        while let Some(chunk) = transfer::copy_chunk(storage, agreement_id, index)? {
-            reader.feed(&chunk, &mut |row| sketch.add_row(&key, &row));
-            index += 1;
-        }
-        reader.finish(&mut |row| sketch.add_row(&key, &row));
-        storage.put(USAGE, &sketch_key(agreement_id), &sketch.to_bytes())?;
-        Ok(())
+        fingerprint(storage, &self.fingerprint_key()?, &c)
     }
 
+    /// Consumer side, as a transfer finishes: every chunk of the copy is in and
+    /// verified, and its fingerprints are made now, on a blocking thread of their own
+    /// (they take a pass over the whole copy), so its rows are recognised in whatever
+    /// this node publishes from then on, also once the payload file is gone. A publish
+    /// that comes first makes them itself (see [`Usage::copy_sketches`]).
+    pub(crate) fn remember_verified(&self, agreement_id: &str) -> Result<(), UsageError> {
+        let storage = self.storage.clone();
+        let key = self.fingerprint_key()?;
+        let id = agreement_id.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let made = (|| {
+                if storage.get(USAGE, &sketch_key(&id))?.is_some() {
+                    return Ok(());
+                }
+                match transfer::copy(storage.as_ref(), &id)? {
+                    Some(c) => fingerprint(storage.as_ref(), &key, &c),
+                    None => Ok(()),
+                }
+            })();
+            if let Err(e) = made {
+                tracing::warn!(agreement = %id, error = %e, "cannot fingerprint a received copy");
+            }
+        });
+        Ok(())
+    }
+}
+
+/// Makes and stores the fingerprints of the copy `c`, every chunk of which must be in
+/// its payload file: a missing chunk is an error, never a fingerprint of less.
+fn fingerprint(
+    storage: &dyn crate::storage::Storage,
+    key: &hmac::Key,
+    c: &transfer::ReceivedCopy,
+) -> Result<(), UsageError> {
+    let manifest: transfer::Manifest = c
+        .manifest
+        .peek_json()
+        .map_err(|e| UsageError::DataLoss(format!("the copy's manifest: {e}")))?;
+    let mut sketch = Sketch::default();
+    let mut reader = RowReader::default();
+    for index in 0..manifest.chunk_hashes.len() as u32 {
+        let chunk = transfer::read_copy_chunk(storage, c, &manifest, index)?
+            .filter(|_| index < c.chunks_received)
+            .ok_or_else(|| {
+                UsageError::DataLoss(format!(
+                    "chunk {index} of the copy of agreement {} is missing, so its content \
+                     fingerprints cannot be made",
+                    c.agreement_id
+                ))
+            })?;
+        reader.feed(&chunk, &mut |row| sketch.add_row(key, &row));
+    }
+    reader.finish(&mut |row| sketch.add_row(key, &row));
+    storage.put(USAGE, &sketch_key(&c.agreement_id), &sketch.to_bytes())?;
+    Ok(())
+}
+
+impl Usage {
     /// The fingerprints of every copy this node received, held or deleted, by
     /// agreement ID; completed copies without any are fingerprinted first.
     pub fn copy_sketches(&self) -> Result<Vec<(String, Sketch)>, UsageError> {

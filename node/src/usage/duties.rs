@@ -371,6 +371,14 @@ impl Usage {
                 "deleted copies whose deadline passed while the node was stopped"
             );
         }
+        // Copies an earlier version kept in plain form are sealed like new ones.
+        let sealed = transfer::seal_plain_copies(storage).await?;
+        if sealed > 0 {
+            tracing::info!(
+                copies = sealed,
+                "sealed received copies kept in plain form by an earlier version"
+            );
+        }
         Ok(())
     }
 

@@ -198,6 +198,11 @@ pub struct Usage {
     config: UsageSection,
     /// Wakes the background task early (a notice is waiting in the outbox).
     kick: tokio::sync::Notify,
+    /// When the revocation state was last confirmed, by provider (it answered this
+    /// node's question for revocations) and by agreement (the provider began a delivery
+    /// under it); see [`revocation`]. Kept in memory only: after a start, a provider
+    /// that cannot be reached permits no read until it answered once.
+    revocations_checked: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
 }
 
 impl Usage {
@@ -224,6 +229,7 @@ impl Usage {
             alerts,
             config,
             kick: tokio::sync::Notify::new(),
+            revocations_checked: Default::default(),
         }
     }
 
@@ -257,6 +263,15 @@ impl UsageGate for Usage {
     fn uses(&self, agreement_id: &str) -> Result<u64, StorageError> {
         Ok(self.reads(agreement_id)?
             + crate::query::queries_so_far(self.storage.as_ref(), agreement_id)?)
+    }
+
+    fn delivery_began(&self, agreement_id: &str) {
+        self.delivery_confirmed(agreement_id);
+    }
+
+    fn copy_verified(&self, agreement_id: &str) -> Result<(), String> {
+        self.remember_verified(agreement_id)
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -31,6 +31,8 @@ pub struct ReadGrant {
     pub header: ReadHeader,
     /// The copy's signed manifest: where each chunk lies and its SHA-256.
     manifest: Manifest,
+    /// The copy's record: how its payload file is sealed.
+    copy: transfer::ReceivedCopy,
 }
 
 impl Usage {
@@ -85,6 +87,16 @@ impl Usage {
             return Err(UsageError::Gone(Box::new(d)));
         }
         let policy = self.policy_of(&agreement)?;
+        // A revocation the provider made a moment ago reaches the copy before this read
+        // (applied, it deletes the copy: the check under the lock below then refuses).
+        let revocation = match self.confirm_not_revoked(&agreement).await {
+            Ok(said) => said,
+            Err(e) => {
+                self.refuse_read(&agreement, purpose, &e.to_string())
+                    .await?;
+                return Err(e);
+            }
+        };
 
         let lock = self.contracts.locks().lock_for(agreement_id);
         let guard = lock.lock().await;
@@ -158,7 +170,7 @@ impl Usage {
         EventKind::Usage,
         agreement.provider.as_str(),
         format!(
-            "read of the copy ({} v{}, {} bytes) for purpose {purpose}: use {}, permitted{}; duties: {}",
+            "read of the copy ({} v{}, {} bytes) for purpose {purpose}: use {}, permitted{}; duties: {}; revocation: {revocation}",
             agreement.product_id,
             agreement.version,
             manifest.size,
@@ -189,6 +201,7 @@ impl Usage {
                 duties: performed,
             },
             manifest,
+            copy,
         })
     }
 
@@ -213,7 +226,7 @@ impl Usage {
                 // Straight from the payload file: a copy deleted meanwhile has lost it first.
                 let chunk = transfer::read_copy_chunk(
                     self.storage.as_ref(),
-                    &agreement_id,
+                    &grant.copy,
                     manifest,
                     index as u32,
                 );
@@ -234,6 +247,10 @@ impl Usage {
                                 "the copy of agreement {agreement_id} was deleted during the read"
                             ))))
                             .await;
+                        return;
+                    }
+                    Err(transfer::TransferError::DataLoss(why)) => {
+                        let _ = tx.send(Err(UsageError::DataLoss(why))).await;
                         return;
                     }
                     Err(e) => {

@@ -374,6 +374,35 @@ impl Usage {
 /// Pages of revocations asked of one provider in one poll.
 const MAX_REVOCATION_PAGES: usize = 100;
 
+/// In [`Usage::revocations_checked`]: a provider's answer covers all its agreements.
+fn provider_key(provider: &str) -> String {
+    format!("p/{provider}")
+}
+
+/// In [`Usage::revocations_checked`]: a delivery the provider began covers its agreement.
+fn agreement_key(agreement_id: &str) -> String {
+    format!("a/{agreement_id}")
+}
+
+impl Usage {
+    /// Notes that the revocation state under `key` was confirmed just now.
+    fn confirmed_now(&self, key: String) {
+        self.revocations_checked
+            .lock()
+            .expect("the check times are never left poisoned")
+            .insert(key, std::time::Instant::now());
+    }
+
+    /// The provider began a delivery under `agreement_id`, which it does only while the
+    /// agreement is not revoked: as good as an answer that it is not.
+    pub(super) fn delivery_confirmed(&self, agreement_id: &str) {
+        self.confirmed_now(agreement_key(agreement_id));
+    }
+}
+
+/// How long a use waits for its provider's answer about revocations.
+pub const REVOCATION_CHECK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl Usage {
     /// Asks every provider this node holds copies from for revocations, and applies them.
     pub async fn poll_revocations(&self) {
@@ -385,48 +414,142 @@ impl Usage {
             }
         };
         for (address, provider) in providers {
-            let membership = match self.trust.member(&provider, now()) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::debug!(%provider, error = %e, "provider not checked for revocations");
-                    continue;
-                }
-            };
-            let channel = match self.peers.connect_member(&address, &provider).await {
-                Ok(channel) => channel,
-                Err(e) => {
-                    tracing::debug!(%provider, error = %e, "provider not reachable");
-                    continue;
-                }
-            };
-            let mut client = UsageControlClient::new(channel);
-            let mut page_token = String::new();
-            // Bounded, so a provider that keeps answering with a next page cannot hold
-            // the poller; what is left is asked for at the next poll.
-            for _ in 0..MAX_REVOCATION_PAGES {
-                let answer = client
-                    .revocations(RevocationsRequest {
-                        page_size: 0,
-                        page_token: std::mem::take(&mut page_token),
-                    })
-                    .await
-                    .map(tonic::Response::into_inner);
-                let answer = match answer {
-                    Ok(a) => a,
-                    Err(status) => {
-                        tracing::debug!(%provider, error = %status.message(), "provider did not answer");
-                        break;
+            if let Err(e) = self.ask_for_revocations(&address, &provider, None).await {
+                tracing::debug!(%provider, error = %e, "provider not checked for revocations");
+            }
+        }
+    }
+
+    /// Asks `provider` (at `address`) for the revocations this node has not answered and
+    /// applies them; on an answer, notes the time of this successful check. Fails when
+    /// the provider cannot be reached or does not answer, or when the revocation of
+    /// `agreement_id` (if given) was among them and could not be applied.
+    async fn ask_for_revocations(
+        &self,
+        address: &str,
+        provider: &ParticipantId,
+        agreement_id: Option<&str>,
+    ) -> Result<(), String> {
+        let membership = self
+            .trust
+            .member(provider, now())
+            .map_err(|e| e.to_string())?;
+        let channel = self
+            .peers
+            .connect_member(address, provider)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut client = UsageControlClient::new(channel);
+        let mut page_token = String::new();
+        // Bounded, so a provider that keeps answering with a next page cannot hold
+        // the poller; what is left is asked for at the next poll.
+        for _ in 0..MAX_REVOCATION_PAGES {
+            let answer = client
+                .revocations(RevocationsRequest {
+                    page_size: 0,
+                    page_token: std::mem::take(&mut page_token),
+                })
+                .await
+                .map(tonic::Response::into_inner)
+                .map_err(|status| format!("the provider did not answer: {}", status.message()))?;
+            for envelope in answer.revocations {
+                let envelope: Envelope = envelope.into();
+                let about = envelope
+                    .peek_json::<Revocation>()
+                    .ok()
+                    .map(|r| r.agreement_id);
+                if let Err(e) = self.apply_revocation(&membership, envelope).await {
+                    tracing::warn!(%provider, error = %e, "a revocation could not be applied");
+                    if about.is_some() && about.as_deref() == agreement_id {
+                        return Err(format!(
+                            "the provider revoked the agreement, and the revocation could not \
+                             be applied: {e}"
+                        ));
                     }
+                }
+            }
+            if answer.next_page_token.is_empty() {
+                self.confirmed_now(provider_key(provider.as_str()));
+                return Ok(());
+            }
+            page_token = answer.next_page_token;
+        }
+        Err(format!(
+            "the provider's list of revocations did not end within {MAX_REVOCATION_PAGES} pages"
+        ))
+    }
+
+    /// Before a use of the copy under `agreement`: asks its provider for revocations
+    /// (one exchange, at most [`REVOCATION_CHECK_TIMEOUT`]), so a revocation reaches the
+    /// copy before the use rather than at the next poll. When the provider cannot
+    /// answer, the use may go on only if the last successful check with it is younger
+    /// than `usage.revocation_grace`. Returns what the use's audit entry says about it.
+    pub(super) async fn confirm_not_revoked(
+        &self,
+        agreement: &Agreement,
+    ) -> Result<String, UsageError> {
+        let provider = &agreement.provider;
+        let address = self
+            .contracts
+            .by_agreement(&agreement.agreement_id)?
+            .filter(|n| n.role == Role::Consumer)
+            .map(|n| n.peer_address)
+            .ok_or_else(|| {
+                UsageError::NotFound(format!(
+                    "this node holds no agreement {}",
+                    agreement.agreement_id
+                ))
+            })?;
+        let asked = tokio::time::timeout(
+            REVOCATION_CHECK_TIMEOUT,
+            self.ask_for_revocations(&address, provider, Some(&agreement.agreement_id)),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "no answer within {} s",
+                REVOCATION_CHECK_TIMEOUT.as_secs()
+            ))
+        });
+        let why = match asked {
+            Ok(()) => return Ok("the provider confirmed it is not revoked".to_owned()),
+            Err(why) => why,
+        };
+        let grace = self.config.revocation_grace;
+        let last = {
+            let checked = self
+                .revocations_checked
+                .lock()
+                .expect("the check times are never left poisoned");
+            [
+                checked.get(&provider_key(provider.as_str())),
+                checked.get(&agreement_key(&agreement.agreement_id)),
+            ]
+            .into_iter()
+            .flatten()
+            .max()
+            .map(std::time::Instant::elapsed)
+        };
+        match last {
+            Some(age) if age < grace => Ok(format!(
+                "the provider could not be asked whether it is revoked ({why}); permitted \
+                 because the last check with it, {} s ago, is within usage.revocation_grace \
+                 ({} s)",
+                age.as_secs(),
+                grace.as_secs()
+            )),
+            _ => {
+                let last = match last {
+                    Some(age) => format!("the last check with it was {} s ago", age.as_secs()),
+                    None => "it has not answered since this node started".to_owned(),
                 };
-                for envelope in answer.revocations {
-                    if let Err(e) = self.apply_revocation(&membership, envelope.into()).await {
-                        tracing::warn!(%provider, error = %e, "a revocation could not be applied");
-                    }
-                }
-                if answer.next_page_token.is_empty() {
-                    break;
-                }
-                page_token = answer.next_page_token;
+                Err(UsageError::Unavailable(format!(
+                    "cannot confirm with the provider {provider} that agreement {} is not \
+                     revoked ({why}); {last}, and usage.revocation_grace is {} s, so the use \
+                     is refused; try again once the provider can be reached",
+                    agreement.agreement_id,
+                    grace.as_secs()
+                )))
             }
         }
     }
