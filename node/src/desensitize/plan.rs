@@ -121,7 +121,9 @@ impl Detection {
             .or_insert_with(|| Distinct::Tracking(HashSet::new()));
         let next = match distinct {
             Distinct::No => None,
-            _ if !recognise::value_is_token(value) => Some(Distinct::No),
+            _ if !recognise::value_is_token(value) || recognise::value_is_amount(value) => {
+                Some(Distinct::No)
+            }
             Distinct::Settled => None,
             Distinct::Tracking(digests) => {
                 if !digests.insert(digest128(&[value.as_bytes()])) {
@@ -605,9 +607,10 @@ mod tests {
                 .collect()
         };
         let plan = Plan::for_delivery(vec![], &d);
-        // By header, by distinct tokens (a code, an amount); not free text, not a
-        // repeating column, not a quasi-identifier (a birth date, distinct here too).
-        assert_eq!(pseudonyms(&plan), ["person_id", "member", "income"]);
+        // By header, by distinct tokens (a code); not an amount (distinct here too),
+        // not free text, not a repeating column, not a quasi-identifier (a birth date,
+        // distinct here too).
+        assert_eq!(pseudonyms(&plan), ["person_id", "member"]);
         assert_eq!(plan.quasi_identifiers, ["district", "birth_date"]);
         assert!(pseudonyms(&Plan::new(vec![], &d)).is_empty());
         // Fewer than ten records say little by being all different.

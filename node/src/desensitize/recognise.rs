@@ -330,6 +330,25 @@ pub fn header_is_identifier(header: &str) -> bool {
             .any(|e| words.concat().ends_with(e))
 }
 
+/// Whether `value` reads as a measured amount rather than a code: a decimal number with
+/// a fraction (`52341.50`), or a whole number of at most seven digits without a leading
+/// zero (`52341`). Amounts that differ from record to record are the data a delivery
+/// is for, so being all different does not make them identifiers; longer numbers and
+/// those with a leading zero are codes.
+pub fn value_is_amount(value: &str) -> bool {
+    let v = value.trim();
+    let v = v.strip_prefix('-').unwrap_or(v);
+    let (whole, fraction) = match v.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (v, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    match fraction {
+        Some(f) => digits(whole) && digits(f),
+        None => digits(whole) && whole.len() <= 7 && (whole == "0" || !whole.starts_with('0')),
+    }
+}
+
 /// Whether a value is one token that could identify a record (`P000123`, `1001`,
 /// `8341.50`, `2024-05-17T08:00:01`): at most 64 characters and no white space. A
 /// column of such values that all differ links its rows wherever they are released,
@@ -578,6 +597,25 @@ fn name_after(text: &str, from: usize) -> Option<(usize, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn amounts_are_told_from_codes() {
+        for amount in ["52341", "52341.50", "-12.5", "0", "0.75", "1234567"] {
+            assert!(value_is_amount(amount), "{amount}");
+        }
+        for code in [
+            "12345678",
+            "007",
+            "P00012",
+            "3301061990",
+            "1.2.3",
+            "",
+            "-",
+            "1e5",
+        ] {
+            assert!(!value_is_amount(code), "{code}");
+        }
+    }
 
     #[test]
     fn quasi_identifier_and_identifier_headers_and_tokens() {
