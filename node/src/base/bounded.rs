@@ -344,13 +344,20 @@ pub fn unsafe_char(c: char) -> bool {
 /// `\r`, `\0`, otherwise `\u{1b}`), and a backslash as `\\` so an escape in the text
 /// cannot pass for one made here. Text without any of these is returned as it is.
 pub fn escape(text: &str) -> Cow<'_, str> {
-    if !text.chars().any(|c| c == '\\' || unsafe_char(c)) {
+    escaped(text, true)
+}
+
+fn escaped(text: &str, backslashes: bool) -> Cow<'_, str> {
+    if !text
+        .chars()
+        .any(|c| (backslashes && c == '\\') || unsafe_char(c))
+    {
         return Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 8);
     for c in text.chars() {
         match c {
-            '\\' => out.push_str("\\\\"),
+            '\\' if backslashes => out.push_str("\\\\"),
             '\n' => out.push_str("\\n"),
             '\r' => out.push_str("\\r"),
             '\t' => out.push_str("\\t"),
@@ -362,15 +369,17 @@ pub fn escape(text: &str) -> Cow<'_, str> {
     Cow::Owned(out)
 }
 
-/// `text` as a record or a message keeps someone else's words: [`escape`]d, and cut to
-/// `cap` characters with a note of how many were left out, so the text can neither forge
-/// a line nor grow a record.
+/// `text` as a record or a message keeps words that may be someone else's: every
+/// [`unsafe_char`] escaped as [`escape`] does, and cut to `cap` characters with a note
+/// of how many were left out, so the text can neither forge a line nor grow a record.
+/// Backslashes stay as they are: a message that quotes a value escaped it already, and
+/// is not escaped twice.
 pub fn shown(text: &str, cap: usize) -> String {
     match text.char_indices().nth(cap) {
-        None => escape(text).into_owned(),
+        None => escaped(text, false).into_owned(),
         Some((end, _)) => {
             let left = text[end..].chars().count();
-            format!("{}… ({left} more characters)", escape(&text[..end]))
+            format!("{}… ({left} more characters)", escaped(&text[..end], false))
         }
     }
 }
@@ -546,6 +555,7 @@ mod tests {
     fn shown_text_is_escaped_and_cut_with_a_count() {
         assert_eq!(shown("plain", 10), "plain");
         assert_eq!(shown("a\nb\u{202e}c", 10), "a\\nb\\u{202e}c");
+        assert_eq!(shown("quoted \\n", 10), "quoted \\n");
         let long = "x".repeat(1000);
         let c = shown(&long, 256);
         assert!(c.starts_with(&"x".repeat(256)));
