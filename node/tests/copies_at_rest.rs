@@ -42,7 +42,8 @@ fn citizen_id(region: &str, birth: &str, serial: u32) -> String {
 }
 
 /// Synthetic residents (name, ID number, mobile, e-mail, district, birth date,
-/// income), enough rows for the payload to span three chunks.
+/// income), enough rows for the payload to span three chunks. Incomes are round
+/// figures, which carry no watermark, so the copy holds the product's own bytes.
 fn residents() -> Vec<u8> {
     const SURNAMES: [&str; 8] = ["王", "李", "张", "刘", "陈", "杨", "赵", "黄"];
     const GIVEN: [&str; 8] = ["伟", "芳", "娜", "敏", "静", "磊", "洋", "艳"];
@@ -72,7 +73,7 @@ fn residents() -> Vec<u8> {
             &birth[..4],
             &birth[4..6],
             &birth[6..],
-            30_000 + (i * 37) % 170_000,
+            (30_000 + (i * 37) % 170_000) / 100 * 100,
         ));
         i += 1;
     }
