@@ -9,7 +9,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use liutong_node::identity::MemberRole;
 use liutong_node::local::LocalRole;
 use liutong_node::storage::Write;
 use liutong_proto::v1::read_response::Part;
@@ -17,7 +16,6 @@ use liutong_proto::v1::{PullRequest, ReadRequest};
 use tokio_stream::StreamExt as _;
 use tonic::Code;
 
-const ROLES: &[MemberRole] = &[MemberRole::Provider, MemberRole::Consumer];
 /// Generous bound for what the background tasks do every 200 ms.
 const SOON: Duration = Duration::from_secs(30);
 
@@ -49,29 +47,7 @@ type = "set"
 action = "use"
 "#;
 
-struct Space {
-    space: DataSpace,
-    provider: TestNode,
-    consumer: TestNode,
-}
-
-async fn space() -> Space {
-    let space = DataSpace::start().await;
-    let quick = |c: &mut liutong_node::config::NodeConfig| {
-        c.usage.check_interval = Duration::from_millis(200)
-    };
-    let provider = space.node_with(TRANSPORT, "transport", ROLES, quick).await;
-    let consumer = space.node_with(ECOLOGY, "ecology", ROLES, quick).await;
-    refresh_all(&[&provider, &consumer]).await;
-    Space {
-        space,
-        provider,
-        consumer,
-    }
-}
-
-/// Publishes the people under `policy`; the offer ID.
-async fn offered(s: &Space, policy: &str) -> String {
+async fn offered(s: &TwoMembers, policy: &str) -> String {
     publish(
         &s.provider,
         PEOPLE.as_bytes(),
@@ -86,7 +62,7 @@ async fn offered(s: &Space, policy: &str) -> String {
 }
 
 /// Agrees on `offer` for research and pulls the copy; the agreement ID.
-async fn agreed(s: &Space, offer: &str) -> String {
+async fn agreed(s: &TwoMembers, offer: &str) -> String {
     let contract = s
         .consumer
         .request_contract(&s.provider, offer, "research")
@@ -102,7 +78,7 @@ async fn agreed(s: &Space, offer: &str) -> String {
     contract.agreement_id
 }
 
-async fn read(s: &Space, agreement: &str) -> Result<Vec<u8>, tonic::Status> {
+async fn read(s: &TwoMembers, agreement: &str) -> Result<Vec<u8>, tonic::Status> {
     let mut stream = s
         .consumer
         .usage(LocalRole::App)
@@ -123,7 +99,7 @@ async fn read(s: &Space, agreement: &str) -> Result<Vec<u8>, tonic::Status> {
 }
 
 /// Reads twice (the whole count) and waits until the provider has both notices.
-async fn spend_the_count(s: &Space, agreement: &str) {
+async fn spend_the_count(s: &TwoMembers, agreement: &str) {
     for _ in 0..2 {
         read(s, agreement).await.expect("within the count");
     }
@@ -139,7 +115,7 @@ async fn spend_the_count(s: &Space, agreement: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pull_sent_straight_to_the_provider_is_refused_once_the_count_is_spent() {
-    let s = space().await;
+    let s = two_members().await;
     let offer = offered(&s, TWO_USES).await;
     let agreement = agreed(&s, &offer).await;
     spend_the_count(&s, &agreement).await;
@@ -188,7 +164,7 @@ async fn a_pull_sent_straight_to_the_provider_is_refused_once_the_count_is_spent
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_spent_count_is_found_through_the_index_also_when_it_is_built_late() {
-    let s = space().await;
+    let s = two_members().await;
     let offer = offered(&s, TWO_USES).await;
     let agreement = agreed(&s, &offer).await;
     spend_the_count(&s, &agreement).await;
@@ -257,7 +233,7 @@ async fn a_spent_count_is_found_through_the_index_also_when_it_is_built_late() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rows_of_a_verified_copy_are_recognised_after_its_file_is_gone() {
-    let s = space().await;
+    let s = two_members().await;
     let offer = offered(&s, USE_ONLY).await;
     let agreement = agreed(&s, &offer).await;
     // The fingerprints are made in the background once the copy is verified.
