@@ -34,7 +34,7 @@ pub struct ReceivedCopy {
     pub reason: String,
     pub receipt: Option<Envelope>,
     pub updated_at: i64,
-    /// How the payload file is sealed (see [`super::seal`]); `None` for a copy kept in
+    /// How the payload file is sealed (see the `transfer::seal` module); `None` for a copy kept in
     /// plain form by an earlier version of the node, read as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub seal: Option<CopySeal>,
