@@ -96,19 +96,9 @@ async fn agreed(s: &TwoMembers, policy: &str, purpose: &str) -> String {
     )
     .await
     .expect("publish");
-    let contract = s
-        .consumer
-        .request_contract(&s.provider, &product.offer_id, purpose)
+    s.consumer
+        .agree_and_pull(&s.provider, &product.offer_id, purpose)
         .await
-        .expect("agreement");
-    assert_eq!(contract.state, "FINALIZED");
-    let done = s
-        .consumer
-        .pull_all(&contract.agreement_id)
-        .await
-        .expect("pull");
-    assert_eq!(done.state, "COMPLETED");
-    contract.agreement_id
 }
 
 /// The differencing-free way to every row: one group per person.

@@ -17,22 +17,18 @@ async fn delivered(s: &TwoMembers, data: &[u8], policy: &str) -> (String, Manife
     let product = publish(&s.provider, data, "Residents", "general-2", "csv", policy)
         .await
         .expect("publish");
-    let contract = s
+    let agreement = s
         .consumer
-        .request_contract(&s.provider, &product.offer_id, "urbanPlanning")
-        .await
-        .expect("agreement");
-    assert_eq!(contract.state, "FINALIZED", "{contract:?}");
-    let done = s.consumer.pull_all(&contract.agreement_id).await.unwrap();
-    assert_eq!(done.state, "COMPLETED", "{done:?}");
+        .agree_and_pull(&s.provider, &product.offer_id, "urbanPlanning")
+        .await;
     let storage = s.consumer.running.node.storage.as_ref();
-    let copy = liutong_node::transfer::copy(storage, &contract.agreement_id)
+    let copy = liutong_node::transfer::copy(storage, &agreement)
         .unwrap()
         .expect("a copy");
     let manifest = copy.manifest.peek_json::<Manifest>().unwrap();
     let bytes: Vec<u8> = (0..manifest.chunk_hashes.len() as u32)
         .flat_map(|i| {
-            liutong_node::transfer::copy_chunk(storage, &contract.agreement_id, i)
+            liutong_node::transfer::copy_chunk(storage, &agreement, i)
                 .unwrap()
                 .expect("every chunk received")
         })

@@ -127,14 +127,10 @@ async fn two_masked_deliveries_of_one_product_do_not_link_by_column_or_position(
     .expect("publish");
     let mut agreements = Vec::new();
     for consumer in [&first, &second] {
-        let contract = consumer
-            .request_contract(&provider, &product.offer_id, "urbanPlanning")
-            .await
-            .expect("agreement");
-        assert_eq!(contract.state, "FINALIZED", "{contract:?}");
-        let done = consumer.pull_all(&contract.agreement_id).await.unwrap();
-        assert_eq!(done.state, "COMPLETED", "{done:?}");
-        agreements.push(contract.agreement_id);
+        let agreement = consumer
+            .agree_and_pull(&provider, &product.offer_id, "urbanPlanning")
+            .await;
+        agreements.push(agreement);
     }
     let (header, a) = copy_of(&first, &agreements[0]);
     let (header_b, b) = copy_of(&second, &agreements[1]);

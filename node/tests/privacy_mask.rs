@@ -28,15 +28,11 @@ async fn delivered(
     let product = publish(&s.provider, data, "Residents", "general-2", "csv", policy)
         .await
         .expect("publish");
-    let contract = s
+    let agreement = s
         .consumer
-        .request_contract(&s.provider, &product.offer_id, "urbanPlanning")
-        .await
-        .expect("agreement");
-    assert_eq!(contract.state, "FINALIZED", "{contract:?}");
-    let done = s.consumer.pull_all(&contract.agreement_id).await.unwrap();
-    assert_eq!(done.state, "COMPLETED", "{done:?}");
-    (product, contract.agreement_id)
+        .agree_and_pull(&s.provider, &product.offer_id, "urbanPlanning")
+        .await;
+    (product, agreement)
 }
 
 /// The bytes of the consumer's copy and its manifest as JSON.

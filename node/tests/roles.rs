@@ -693,21 +693,12 @@ async fn each_role_does_what_it_was_admitted_for() {
         .into_inner()
         .offers;
     assert_eq!(offers.len(), 1);
-    let contract = s
+    let agreement = s
         .consumer
-        .request_contract(&s.provider, &offer, "publicService")
-        .await
-        .expect("a consumer asks a provider");
-    assert_eq!(contract.state, "FINALIZED", "{contract:?}");
-    let done = s
-        .consumer
-        .pull_all(&contract.agreement_id)
-        .await
-        .expect("a consumer pulls");
-    assert_eq!(done.state, "COMPLETED");
+        .agree_and_pull(&s.provider, &offer, "publicService")
+        .await;
     // The consumer's receipt reaches the provider (Transfer.Receipt needs `consumer`).
     let provider = &s.provider;
-    let agreement = contract.agreement_id.clone();
     let confirmed = wait_until(Duration::from_secs(15), || {
         let agreement = agreement.clone();
         async move {

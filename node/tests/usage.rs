@@ -87,19 +87,9 @@ async fn received(s: &TwoMembers, data: &[u8], policy: &str, purpose: &str) -> S
     )
     .await
     .expect("publish");
-    let contract = s
-        .consumer
-        .request_contract(&s.provider, &product.offer_id, purpose)
+    s.consumer
+        .agree_and_pull(&s.provider, &product.offer_id, purpose)
         .await
-        .expect("agreement");
-    assert_eq!(contract.state, "FINALIZED");
-    let done = s
-        .consumer
-        .pull_all(&contract.agreement_id)
-        .await
-        .expect("pull");
-    assert_eq!(done.state, "COMPLETED");
-    contract.agreement_id
 }
 
 async fn read_as(

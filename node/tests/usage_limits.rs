@@ -63,19 +63,9 @@ async fn offered(s: &TwoMembers, policy: &str) -> String {
 
 /// Agrees on `offer` for research and pulls the copy; the agreement ID.
 async fn agreed(s: &TwoMembers, offer: &str) -> String {
-    let contract = s
-        .consumer
-        .request_contract(&s.provider, offer, "research")
+    s.consumer
+        .agree_and_pull(&s.provider, offer, "research")
         .await
-        .expect("agreement");
-    assert_eq!(contract.state, "FINALIZED");
-    let done = s
-        .consumer
-        .pull_all(&contract.agreement_id)
-        .await
-        .expect("pull");
-    assert_eq!(done.state, "COMPLETED");
-    contract.agreement_id
 }
 
 async fn read(s: &TwoMembers, agreement: &str) -> Result<Vec<u8>, tonic::Status> {

@@ -100,14 +100,9 @@ fn residents(rows: usize, seed: u64) -> String {
 
 /// Agrees on `offer` as `consumer` and pulls the copy; returns the agreement ID.
 async fn agree_and_pull(consumer: &TestNode, provider: &TestNode, offer: &str) -> String {
-    let contract = consumer
-        .request_contract(provider, offer, "urbanPlanning")
+    consumer
+        .agree_and_pull(provider, offer, "urbanPlanning")
         .await
-        .expect("agreement");
-    assert_eq!(contract.state, "FINALIZED", "{contract:?}");
-    let done = consumer.pull_all(&contract.agreement_id).await.unwrap();
-    assert_eq!(done.state, "COMPLETED", "{done:?}");
-    contract.agreement_id
 }
 
 /// The bytes of a consumer's copy and its manifest.

@@ -490,6 +490,24 @@ impl TestNode {
         last.ok_or_else(|| Status::internal("no progress"))
     }
 
+    /// Asks `provider` for `offer_id` for `purpose`, sees the agreement FINALIZED and
+    /// pulls the whole copy; returns the agreement ID.
+    pub async fn agree_and_pull(
+        &self,
+        provider: &TestNode,
+        offer_id: &str,
+        purpose: &str,
+    ) -> String {
+        let contract = self
+            .request_contract(provider, offer_id, purpose)
+            .await
+            .expect("the contract is agreed");
+        assert_eq!(contract.state, "FINALIZED", "{contract:?}");
+        let done = self.pull_all(&contract.agreement_id).await.expect("pull");
+        assert_eq!(done.state, "COMPLETED", "{done:?}");
+        contract.agreement_id
+    }
+
     /// Pulls the whole transfer of `agreement`; returns the last progress reported.
     pub async fn pull_all(&self, agreement: &str) -> Result<TransferProgress, Status> {
         self.pull(agreement, 0).await
