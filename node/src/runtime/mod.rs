@@ -134,6 +134,14 @@ impl RunningNode {
             Some(addr) => Some(bind(addr, "health endpoint", "node.health_listen").await?),
             None => None,
         };
+        // The private keys are read before the data directory is made owner-only: a key
+        // file that others could read may have been copied, which its owner must learn
+        // (the load refuses it) rather than have hidden by a silent chmod.
+        let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
+        let tls_identity = TlsIdentity::load(
+            &identity_dir.join(bundle_files::CERT),
+            &identity_dir.join(bundle_files::KEY),
+        )?;
         // Everything the node creates is owner-only, and so is what an earlier run, a
         // restore or an operator left in the data directory.
         crate::base::files::owner_only_from_now_on();
@@ -170,11 +178,6 @@ impl RunningNode {
             telemetry.metrics.clone(),
         )?;
         let products = ProductStore::open(storage.clone())?;
-        let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
-        let tls_identity = TlsIdentity::load(
-            &identity_dir.join(bundle_files::CERT),
-            &identity_dir.join(bundle_files::KEY),
-        )?;
         let data_space_roots = tls::load_roots(&identity_dir.join(bundle_files::CA))?;
         let (credential, membership) = membership::parse_credential(
             &std::fs::read(identity_dir.join(bundle_files::CREDENTIAL))
