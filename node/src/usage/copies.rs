@@ -5,6 +5,7 @@
 //! in a product this node publishes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use liutong_proto::v1::CopyStatus;
 
@@ -140,7 +141,7 @@ impl Usage {
         if c.state != transfer::TransferState::Completed {
             return Ok(());
         }
-        fingerprint(storage, &self.fingerprint_key()?, &c)
+        fingerprint(&|| Some(self.storage.clone()), &self.fingerprint_key()?, &c)
     }
 
     /// Consumer side, as a transfer finishes: every chunk of the copy is in and
@@ -149,16 +150,26 @@ impl Usage {
     /// this node publishes from then on, also once the payload file is gone. A publish
     /// that comes first makes them itself (see [`Usage::copy_sketches`]).
     pub(crate) fn remember_verified(&self, agreement_id: &str) -> Result<(), UsageError> {
-        let storage = self.storage.clone();
+        // The pass holds the node's storage only while it reads or writes, so a node
+        // that stops meanwhile is not kept open by it (the storage is closed where the
+        // node is, not on this thread); the pass then ends, and a later publish makes
+        // the fingerprints.
+        let storage = Arc::downgrade(&self.storage);
         let key = self.fingerprint_key()?;
         let id = agreement_id.to_owned();
         tokio::task::spawn_blocking(move || {
             let made = (|| {
-                if storage.get(USAGE, &sketch_key(&id))?.is_some() {
-                    return Ok(());
-                }
-                match transfer::copy(storage.as_ref(), &id)? {
-                    Some(c) => fingerprint(storage.as_ref(), &key, &c),
+                let copy = {
+                    let Some(storage) = storage.upgrade() else {
+                        return Ok(());
+                    };
+                    if storage.get(USAGE, &sketch_key(&id))?.is_some() {
+                        return Ok(());
+                    }
+                    transfer::copy(storage.as_ref(), &id)?
+                };
+                match copy {
+                    Some(c) => fingerprint(&|| storage.upgrade(), &key, &c),
                     None => Ok(()),
                 }
             })();
@@ -172,8 +183,10 @@ impl Usage {
 
 /// Makes and stores the fingerprints of the copy `c`, every chunk of which must be in
 /// its payload file: a missing chunk is an error, never a fingerprint of less.
+/// `storage()` gives the node's storage for each step, or `None` once the node has
+/// stopped: then nothing is stored and the pass ends.
 fn fingerprint(
-    storage: &dyn crate::storage::Storage,
+    storage: &dyn Fn() -> Option<Arc<dyn crate::storage::Storage>>,
     key: &hmac::Key,
     c: &transfer::ReceivedCopy,
 ) -> Result<(), UsageError> {
@@ -184,7 +197,10 @@ fn fingerprint(
     let mut sketch = Sketch::default();
     let mut reader = RowReader::default();
     for index in 0..manifest.chunk_hashes.len() as u32 {
-        let chunk = transfer::read_copy_chunk(storage, c, &manifest, index)?
+        let Some(held) = storage() else {
+            return Ok(());
+        };
+        let chunk = transfer::read_copy_chunk(held.as_ref(), c, &manifest, index)?
             .filter(|_| index < c.chunks_received)
             .ok_or_else(|| {
                 UsageError::DataLoss(format!(
@@ -196,7 +212,9 @@ fn fingerprint(
         reader.feed(&chunk, &mut |row| sketch.add_row(key, &row));
     }
     reader.finish(&mut |row| sketch.add_row(key, &row));
-    storage.put(USAGE, &sketch_key(&c.agreement_id), &sketch.to_bytes())?;
+    if let Some(held) = storage() {
+        held.put(USAGE, &sketch_key(&c.agreement_id), &sketch.to_bytes())?;
+    }
     Ok(())
 }
 
