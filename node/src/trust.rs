@@ -560,7 +560,18 @@ mod tests {
                 .await
                 .unwrap();
         }
-        let storage = SledStorage::open(dir.path()).unwrap();
+        // sled's own threads may hold the closed database's lock for a moment.
+        let mut reopened = None;
+        for _ in 0..200 {
+            match SledStorage::open(dir.path()) {
+                Ok(s) => {
+                    reopened = Some(s);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        }
+        let storage = reopened.expect("the closed database is released");
         let store = TrustStore::open("Test Authority", key.public_key(), storage).unwrap();
         assert_eq!(store.status().sequence, 3);
         assert!(
