@@ -294,10 +294,10 @@ pub async fn agreement_key(
     if let Some(key) = stored_agreement_key(storage.as_ref(), agreement_id)? {
         return Ok(key);
     }
-    let fresh =
-        crate::base::random::random_bytes::<32>().map_err(|e| KeyError::Random(e.to_string()))?;
-    // Two first uses at once: one secret wins, both read it back.
-    storage.insert_new(KEY_TREE, SECRET, &fresh)?;
+    crate::storage::node_secret(storage.as_ref(), KEY_TREE, SECRET).map_err(|e| match e {
+        crate::storage::SecretError::Storage(e) => KeyError::Storage(e),
+        crate::storage::SecretError::Random(e) => KeyError::Random(e.to_string()),
+    })?;
     storage.flush().await?;
     stored_agreement_key(storage.as_ref(), agreement_id)?.ok_or(KeyError::Vanished)
 }

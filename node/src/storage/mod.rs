@@ -157,6 +157,30 @@ pub trait Storage: Send + Sync + 'static {
     }
 }
 
+/// Why a node secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot make a random secret: {0}")]
+    Random(#[from] crate::base::random::RandomError),
+}
+
+/// The random 32-byte secret of this node stored at `tree`/`name`, made and stored now
+/// if there is none. When two first uses race, the one stored first is the secret and
+/// both get it. `None` when the stored value is not 32 bytes long (damaged).
+pub fn node_secret(
+    storage: &dyn Storage,
+    tree: &str,
+    name: &[u8],
+) -> Result<Option<Vec<u8>>, SecretError> {
+    if storage.get(tree, name)?.is_none() {
+        let fresh = crate::base::random::random_bytes::<32>()?;
+        storage.insert_new(tree, name, &fresh)?;
+    }
+    Ok(storage.get(tree, name)?.filter(|s| s.len() == 32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -72,22 +72,23 @@ pub(crate) struct CopyCipher {
 
 /// The node copy key; made (and stored) on first use when `create`.
 fn node_key(storage: &dyn Storage, create: bool) -> Result<Vec<u8>, TransferError> {
-    if create && storage.get(KEYS, NODE_KEY)?.is_none() {
-        let fresh = crate::base::random::random_bytes::<32>()
-            .map_err(|e| TransferError::Unavailable(format!("cannot make the copy key: {e}")))?;
-        // Two first uses at once: the one stored first is the key.
-        storage.insert_new(KEYS, NODE_KEY, &fresh)?;
-    }
-    storage
-        .get(KEYS, NODE_KEY)?
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| {
-            TransferError::DataLoss(
-                "this node's copy key is missing or damaged, so its received copies cannot be \
+    let key = if create {
+        crate::storage::node_secret(storage, KEYS, NODE_KEY).map_err(|e| match e {
+            crate::storage::SecretError::Storage(e) => TransferError::Storage(e),
+            crate::storage::SecretError::Random(e) => {
+                TransferError::Unavailable(format!("cannot make the copy key: {e}"))
+            }
+        })?
+    } else {
+        storage.get(KEYS, NODE_KEY)?.filter(|k| k.len() == 32)
+    };
+    key.ok_or_else(|| {
+        TransferError::DataLoss(
+            "this node's copy key is missing or damaged, so its received copies cannot be \
                  opened; restore the node's database from a backup"
-                    .into(),
-            )
-        })
+                .into(),
+        )
+    })
 }
 
 /// The key that seals new copies, made now if this node has none yet. It is stored

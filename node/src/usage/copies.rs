@@ -113,15 +113,11 @@ fn sketch_key(agreement_id: &str) -> Vec<u8> {
 impl Usage {
     /// The key the content fingerprints are made with: random, made once per node.
     pub(super) fn fingerprint_key(&self) -> Result<hmac::Key, UsageError> {
-        let storage = self.storage.as_ref();
-        if storage.get(USAGE, FINGERPRINT_KEY)?.is_none() {
-            let fresh = crate::base::random::random_bytes::<32>()?;
-            // Two first uses at once: the one stored first is the key.
-            storage.insert_new(USAGE, FINGERPRINT_KEY, &fresh)?;
-        }
-        let key = storage
-            .get(USAGE, FINGERPRINT_KEY)?
-            .filter(|k| k.len() == 32)
+        let key = crate::storage::node_secret(self.storage.as_ref(), USAGE, FINGERPRINT_KEY)
+            .map_err(|e| match e {
+                crate::storage::SecretError::Storage(e) => UsageError::Storage(e),
+                crate::storage::SecretError::Random(e) => UsageError::Random(e),
+            })?
             .ok_or_else(|| {
                 UsageError::DataLoss("the content fingerprint key is damaged".to_owned())
             })?;
