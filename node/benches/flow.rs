@@ -97,21 +97,31 @@ async fn data_space(consumers: usize) -> Bench {
         );
     }
     let mut bundles = Vec::new();
-    for id in &ids {
+    for (i, id) in ids.iter().enumerate() {
+        let joined = setup::join(&setup::JoinOptions {
+            dir: dir.path().join(format!("node-{i}")),
+            participant: ParticipantId::parse(id).unwrap(),
+            dns: vec!["localhost".into()],
+            ips: vec![],
+        })
+        .unwrap();
         let now = time::OffsetDateTime::now_utc();
         let mut a = Authority::open(&adir).unwrap();
         let b = a
-            .admit(Admission {
-                participant: ParticipantId::parse(id).unwrap(),
-                name: format!("member {id}"),
-                kind: ParticipantKind::Government,
-                sector: "bench".into(),
-                region: RegionCode::parse("330100").unwrap(),
-                roles: vec![MemberRole::Provider, MemberRole::Consumer],
-                not_before: now - time::Duration::minutes(5),
-                not_after: now + time::Duration::days(1),
-                renew: false,
-            })
+            .admit(
+                Admission {
+                    participant: ParticipantId::parse(id).unwrap(),
+                    name: format!("member {id}"),
+                    kind: ParticipantKind::Government,
+                    sector: "bench".into(),
+                    region: RegionCode::parse("330100").unwrap(),
+                    roles: vec![MemberRole::Provider, MemberRole::Consumer],
+                    not_before: now - time::Duration::minutes(5),
+                    not_after: now + time::Duration::days(1),
+                    renew: false,
+                },
+                &joined.request,
+            )
             .unwrap();
         let out = dir.path().join(format!("bundle-{id}"));
         b.write(&out).unwrap();

@@ -21,15 +21,15 @@ mod serve;
 mod trace;
 mod transfer;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use crate::config;
-use crate::identity::RegionCode;
-use crate::setup::{self, InitOptions};
+use crate::identity::{ParticipantId, RegionCode};
+use crate::setup::{self, InitOptions, JoinOptions, RenewOptions};
 
 pub use authority::AuthorityCommand;
 pub use local_node::LocalArgs;
@@ -39,9 +39,11 @@ pub use peer::{PeerCommand, TrustCommand};
 /// Liutong (流通): a node of a trusted data space.
 ///
 /// Run `liutong serve` with no arguments to start a development node on embedded
-/// defaults (data in ./liutong-data or $LIUTONG_DATA). For a real data space, an
-/// authority admits each member (`liutong authority ...`) and each member sets up its
-/// node from the admission bundle (`liutong init`).
+/// defaults (data in ./liutong-data or $LIUTONG_DATA). For a real data space, each
+/// member's node makes its own keys and an admission request (`liutong join`), the
+/// authority admits it from that request (`liutong authority admit --request`), and the
+/// member installs the bundle it gets back (`liutong init`). No private key leaves the
+/// member's node.
 #[derive(Parser, Debug)]
 #[command(name = "liutong", version, max_term_width = 100)]
 pub struct Cli {
@@ -66,9 +68,46 @@ pub enum Command {
         #[arg(long, env = "LIUTONG_HEALTH_LISTEN")]
         health_listen: Option<SocketAddr>,
     },
-    /// Set up a node directory from an admission bundle and write a commented node.toml.
-    Init {
+    /// Make this node's keys and its admission request: the first step of joining.
+    ///
+    /// The TLS key (ECDSA P-256) and the signing key (Ed25519) are made in DIR/identity/
+    /// and never leave it. The request (DIR/identity/admission-request.json, not secret)
+    /// holds a certificate signing request for the TLS key with the names asked for, and
+    /// the signing key's public half, signed with that key. Send it to the authority,
+    /// which answers with an admission bundle; install that with `liutong init`.
+    ///
+    /// With --renew on a set-up node: a new TLS key (kept beside the current one until
+    /// the bundle is installed) and a request for its certificate, signed with the
+    /// node's current signing key. Use it to renew the certificate, change its names or
+    /// replace the TLS key.
+    Join {
         /// The node's directory (created owner-only).
+        #[arg(long)]
+        dir: PathBuf,
+        /// The member's 统一社会信用代码 (18 characters, GB 32100-2015).
+        #[arg(long, required_unless_present = "renew")]
+        participant: Option<String>,
+        /// Host names the certificate should carry, so that standard clients can check the
+        /// node by name (comma-separated or repeated), e.g. node.hz.gov.cn.
+        #[arg(long, value_delimiter = ',')]
+        dns: Vec<String>,
+        /// IP addresses the certificate should carry (comma-separated or repeated).
+        #[arg(long, value_delimiter = ',')]
+        ip: Vec<IpAddr>,
+        /// Renew a set-up node's certificate with a new TLS key.
+        #[arg(long, conflicts_with = "participant")]
+        renew: bool,
+    },
+    /// Install the admission bundle beside the keys `liutong join` made, and write a
+    /// commented node.toml.
+    ///
+    /// The bundle must answer this node's request: its certificate must be for the
+    /// node's TLS key and its credential must name the node's signing key; any other
+    /// bundle is refused and nothing is written. On a node prepared with
+    /// `liutong join --renew` (and stopped), installs the renewed certificate and the
+    /// new TLS key, leaving node.toml as it is.
+    Init {
+        /// The node's directory, where `liutong join` made the keys.
         #[arg(long)]
         dir: PathBuf,
         /// The admission bundle the authority issued (`liutong authority admit --out`).
@@ -87,7 +126,7 @@ pub enum Command {
         /// may be; without it, important data cannot be offered.
         #[arg(long, value_delimiter = ',')]
         important_regions: Vec<RegionCode>,
-        /// Overwrite an existing node.toml and identity.
+        /// Overwrite an existing node.toml (the node's keys stay).
         #[arg(long)]
         force: bool,
     },
@@ -219,6 +258,46 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             config,
             health_listen,
         } => serve::serve(config, health_listen).await,
+        Command::Join {
+            dir,
+            participant,
+            dns,
+            ip,
+            renew,
+        } => {
+            let joined = match participant {
+                Some(participant) => setup::join(&JoinOptions {
+                    dir,
+                    participant: ParticipantId::parse(&participant)?,
+                    dns,
+                    ips: ip,
+                })?,
+                None if renew => setup::renew(&RenewOptions { dir, dns, ips: ip })?,
+                None => anyhow::bail!("--participant is needed (or --renew on a set-up node)"),
+            };
+            let names = joined.request.names();
+            println!(
+                "{} for {}; names asked for: {}",
+                if joined.new_keys {
+                    "made new keys"
+                } else {
+                    "kept the keys made earlier"
+                },
+                joined.request.participant_id,
+                if names.is_empty() {
+                    "none".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            );
+            println!("signing key: {}", joined.request.signing_key);
+            println!(
+                "admission request written to {} (not secret): send it to the authority, \
+                 then install the bundle it returns with `liutong init --bundle DIR`",
+                joined.request_path.display()
+            );
+            Ok(())
+        }
         Command::Init {
             dir,
             bundle,
@@ -228,6 +307,24 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             important_regions,
             force,
         } => {
+            if setup::is_pending_renewal(&dir) && !force {
+                setup::init_node(&InitOptions {
+                    dir: dir.clone(),
+                    bundle,
+                    listen,
+                    admin_listen,
+                    authority,
+                    force,
+                    important_regions,
+                    development: None,
+                })?;
+                println!(
+                    "installed the renewed certificate and the new TLS key in {}; start the \
+                     node again",
+                    dir.display()
+                );
+                return Ok(());
+            }
             let path = setup::init_node(&InitOptions {
                 dir,
                 bundle,

@@ -20,7 +20,7 @@ use crate::contract::NegotiationStatus;
 use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use crate::local::{self, LocalRole};
 use crate::runtime::RunningNode;
-use crate::setup::{self, InitOptions};
+use crate::setup::{self, InitOptions, JoinOptions};
 use crate::transfer::TransferState;
 use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::{
@@ -141,25 +141,36 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
     ));
     let mut bundles = Vec::new();
     for m in &MEMBERS {
+        // Each member's node makes its own keys and asks; the authority's bundle
+        // holds none.
+        let joined = setup::join(&JoinOptions {
+            dir: root.join(m.dir_name),
+            participant: ParticipantId::parse(m.id)?,
+            dns: vec!["localhost".into()],
+            ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+        })?;
         let now = clock::now_utc();
         let mut a = Authority::open(&authority_dir)?;
-        let bundle = a.admit(Admission {
-            participant: ParticipantId::parse(m.id)?,
-            name: m.name.into(),
-            kind: m.kind,
-            sector: m.sector.into(),
-            region: RegionCode::parse(m.region).map_err(|e| anyhow!(e))?,
-            roles: m.roles.to_vec(),
-            not_before: now - time::Duration::minutes(5),
-            not_after: now + time::Duration::days(365),
-            renew: false,
-        })?;
+        let bundle = a.admit(
+            Admission {
+                participant: ParticipantId::parse(m.id)?,
+                name: m.name.into(),
+                kind: m.kind,
+                sector: m.sector.into(),
+                region: RegionCode::parse(m.region).map_err(|e| anyhow!(e))?,
+                roles: m.roles.to_vec(),
+                not_before: now - time::Duration::minutes(5),
+                not_after: now + time::Duration::days(365),
+                renew: false,
+            },
+            &joined.request,
+        )?;
         let out = root.join(format!("bundle-{}", m.dir_name));
         bundle.write(&out)?;
         bundles.push(out);
         let roles: Vec<_> = m.roles.iter().map(ToString::to_string).collect();
         say(&format!(
-            "admitted {} ({}, {}, region {}) as {}",
+            "admitted {} ({}, {}, region {}) as {}, from the admission request its node made",
             m.name,
             m.id,
             m.kind.member_name(),

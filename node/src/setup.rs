@@ -1,7 +1,10 @@
-//! Setting a node up: `liutong init` from an admission bundle, and the zero-configuration
-//! development set-up that `liutong serve` makes on first start.
+//! Setting a node up: `liutong join` makes the node's keys and its admission request,
+//! `liutong init` installs the authority's admission bundle beside those keys, and the
+//! zero-configuration development set-up that `liutong serve` makes on first start goes
+//! through the same two steps. The node's private keys are made here and never leave
+//! its directory.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -12,8 +15,13 @@ use crate::config::{
     self, AuthoritySection, Development, GuardrailsSection, Limits, NodeConfig, NodeSection,
 };
 use crate::identity::bundle::{BundleManifest, files as bundle_files};
-use crate::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
+use crate::identity::membership::{MEMBERSHIP_PAYLOAD_TYPE, Membership};
+use crate::identity::request::{self, AdmissionRequest, HostName};
+use crate::identity::{
+    Envelope, MemberRole, ParticipantId, ParticipantKind, RegionCode, SigningKey,
+};
 use crate::local;
+use crate::tls::certs::{self, HostNames};
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -30,6 +38,18 @@ pub enum SetupError {
     Exists(PathBuf),
     #[error("the admission bundle {path} is incomplete or unreadable: {reason}")]
     Bundle { path: PathBuf, reason: String },
+    #[error("the admission bundle {path} does not fit this node: {reason}")]
+    Mismatch { path: PathBuf, reason: String },
+    #[error(
+        "{0} holds no keys of its own yet; run `liutong join --dir {0} --participant ID` \
+         first, send the request it writes to the authority, then install the bundle you \
+         get back"
+    )]
+    NoKeys(PathBuf),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Key(#[from] crate::identity::KeyError),
     #[error(transparent)]
     Authority(#[from] AuthorityError),
     #[error(transparent)]
@@ -39,6 +59,262 @@ pub enum SetupError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// Options of `liutong join`.
+pub struct JoinOptions {
+    /// The node's directory; its keys go into `identity/` there.
+    pub dir: PathBuf,
+    pub participant: ParticipantId,
+    /// Host names the node asks to be named by in its certificate.
+    pub dns: Vec<String>,
+    /// Addresses the node asks to be named by in its certificate.
+    pub ips: Vec<IpAddr>,
+}
+
+/// What `join` made.
+pub struct Joined {
+    /// The admission request to send to the authority (not secret).
+    pub request_path: PathBuf,
+    pub request: AdmissionRequest,
+    /// Whether the node's keys were made now (false: an earlier `join` made them).
+    pub new_keys: bool,
+}
+
+/// Makes the node's TLS key and signing key in `dir/identity/` (owner-only), unless an
+/// earlier `join` made them, and writes the signed admission request beside them.
+/// A node that is already set up (has `node.toml`) renews instead: see [`renew`].
+pub fn join(opts: &JoinOptions) -> Result<Joined, SetupError> {
+    if opts.dir.join("node.toml").exists() {
+        return Err(SetupError::Invalid(format!(
+            "{} is already a member's node; to renew its certificate or replace its TLS key \
+             run `liutong join --renew --dir {}`",
+            opts.dir.display(),
+            opts.dir.display()
+        )));
+    }
+    let (dns, ips) = host_names(&opts.dns, &opts.ips)?;
+    let identity = make_identity_dir(&opts.dir)?;
+    let key_path = identity.join(bundle_files::KEY);
+    let signing_path = identity.join(bundle_files::SIGNING_KEY);
+    let new_keys = !(key_path.exists() && signing_path.exists());
+    let names = HostNames {
+        dns: dns.iter().map(ToString::to_string).collect(),
+        ips: ips.clone(),
+    };
+    let common_name = format!("Liutong node {}", opts.participant);
+    let san = opts.participant.san_uri();
+    let (csr_pem, signing) = if new_keys {
+        let tls = certs::tls_key_request(&common_name, &san, &names)?;
+        let signing = SigningKey::generate()?;
+        write_private(&key_path, tls.key_pem.as_bytes())?;
+        signing.save(&signing_path)?;
+        (tls.csr_pem, signing)
+    } else {
+        let key_pem = certs::read_private_text(&key_path)?;
+        (
+            certs::csr_for_key(&key_pem, &common_name, &san, &names)?,
+            SigningKey::load(&signing_path)?,
+        )
+    };
+    let request = AdmissionRequest {
+        participant_id: opts.participant.clone(),
+        csr_pem,
+        signing_key: signing.public_key(),
+        dns_names: dns,
+        ip_addresses: ips,
+        created_at: clock::now(),
+    };
+    let request_path = identity.join(bundle_files::REQUEST);
+    write_public(&request_path, request.sign(&signing).to_json().as_bytes())?;
+    Ok(Joined {
+        request_path,
+        request,
+        new_keys,
+    })
+}
+
+/// Options of `liutong join --renew`.
+pub struct RenewOptions {
+    pub dir: PathBuf,
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+/// Prepares a set-up node's renewal: a new TLS key beside the current one
+/// (`identity/node.key.next`, reused if an earlier renewal made it) and an admission
+/// request for it, signed with the node's current signing key. The node keeps serving
+/// with its current certificate until the new bundle is installed with `liutong init`.
+pub fn renew(opts: &RenewOptions) -> Result<Joined, SetupError> {
+    let config = NodeConfig::load(&opts.dir.join("node.toml"))
+        .map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let identity = config.identity_dir();
+    let (dns, ips) = host_names(&opts.dns, &opts.ips)?;
+    let names = HostNames {
+        dns: dns.iter().map(ToString::to_string).collect(),
+        ips: ips.clone(),
+    };
+    let participant = config.node.participant.clone();
+    let common_name = format!("Liutong node {participant}");
+    let san = participant.san_uri();
+    let next = identity.join(bundle_files::NEXT_KEY);
+    let csr_pem = if next.exists() {
+        certs::csr_for_key(
+            &certs::read_private_text(&next)?,
+            &common_name,
+            &san,
+            &names,
+        )?
+    } else {
+        let tls = certs::tls_key_request(&common_name, &san, &names)?;
+        write_private(&next, tls.key_pem.as_bytes())?;
+        tls.csr_pem
+    };
+    let signing = SigningKey::load(&identity.join(bundle_files::SIGNING_KEY))?;
+    let request = AdmissionRequest {
+        participant_id: participant,
+        csr_pem,
+        signing_key: signing.public_key(),
+        dns_names: dns,
+        ip_addresses: ips,
+        created_at: clock::now(),
+    };
+    let request_path = identity.join(bundle_files::REQUEST);
+    write_public(&request_path, request.sign(&signing).to_json().as_bytes())?;
+    Ok(Joined {
+        request_path,
+        request,
+        new_keys: true,
+    })
+}
+
+fn host_names(dns: &[String], ips: &[IpAddr]) -> Result<(Vec<HostName>, Vec<IpAddr>), SetupError> {
+    let dns = dns
+        .iter()
+        .map(|d| HostName::parse(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(SetupError::Invalid)?;
+    request::check_name_counts(&dns, ips).map_err(SetupError::Invalid)?;
+    Ok((dns, ips.to_vec()))
+}
+
+fn make_identity_dir(dir: &Path) -> Result<PathBuf, SetupError> {
+    files::create_private_dir(dir).map_err(|source| SetupError::DataDir {
+        path: dir.to_owned(),
+        source,
+    })?;
+    let identity = dir.join(crate::config::IDENTITY_DIR);
+    files::create_private_dir(&identity).map_err(|source| SetupError::DataDir {
+        path: identity.clone(),
+        source,
+    })?;
+    Ok(identity)
+}
+
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
+    files::write_private(path, bytes).map_err(|source| SetupError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+fn write_public(path: &Path, bytes: &[u8]) -> Result<(), SetupError> {
+    files::write_public(path, bytes).map_err(|source| SetupError::Write {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// A bundle read and checked against the keys in a node's `identity/` directory.
+struct CheckedBundle {
+    manifest: BundleManifest,
+    /// The bundle's files, by name.
+    files: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// Reads the bundle in `dir` and checks it against the node's keys: the certificate must
+/// certify `tls_key`, the credential (signed by the authority the manifest names) must
+/// name the node's signing key, that certificate and the manifest's participant.
+fn check_bundle(
+    dir: &Path,
+    tls_key: &Path,
+    signing_key: &Path,
+) -> Result<CheckedBundle, SetupError> {
+    let bundle_err = |reason: String| SetupError::Bundle {
+        path: dir.to_owned(),
+        reason,
+    };
+    let mismatch = |reason: String| SetupError::Mismatch {
+        path: dir.to_owned(),
+        reason,
+    };
+    for f in [bundle_files::KEY, bundle_files::SIGNING_KEY] {
+        if dir.join(f).exists() {
+            return Err(bundle_err(format!(
+                "it holds a private key ({f}): the authority made this member's keys, so its \
+                 signatures would prove nothing about the member; make the keys on the node \
+                 with `liutong join` and ask for admission with the request it writes"
+            )));
+        }
+    }
+    let mut read = Vec::new();
+    for f in bundle_files::ALL {
+        let path = dir.join(f);
+        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => bundle_err(format!("{f} is missing")),
+            _ => bundle_err(format!("{f}: {e}")),
+        })?;
+        read.push((f, bytes));
+    }
+    let file = |name: &str| &read.iter().find(|(f, _)| *f == name).expect("read above").1;
+    let manifest: BundleManifest = serde_json::from_slice(file(bundle_files::MANIFEST))
+        .map_err(|e| bundle_err(format!("{}: {e}", bundle_files::MANIFEST)))?;
+    let credential: Envelope = serde_json::from_slice(file(bundle_files::CREDENTIAL))
+        .map_err(|e| bundle_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?;
+    let membership: Membership = credential
+        .open_json(MEMBERSHIP_PAYLOAD_TYPE, &manifest.authority_key)
+        .map_err(|e| {
+            bundle_err(format!(
+                "{} is not signed by the authority the manifest names: {e}",
+                bundle_files::CREDENTIAL
+            ))
+        })?;
+    let cert_pem = String::from_utf8_lossy(file(bundle_files::CERT)).into_owned();
+    let cert_der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+        .next()
+        .and_then(Result::ok)
+        .ok_or_else(|| bundle_err(format!("{} holds no certificate", bundle_files::CERT)))?;
+    let key_pem = certs::read_private_text(tls_key)?;
+    if !certs::key_matches_certificate(&key_pem, &cert_der).map_err(bundle_err)? {
+        return Err(mismatch(format!(
+            "its certificate is for another TLS key than {}; it was issued for another \
+             node's request",
+            tls_key.display()
+        )));
+    }
+    let signing = SigningKey::load(signing_key)?.public_key();
+    if membership.signing_key != signing {
+        return Err(mismatch(format!(
+            "its credential names the signing key {}, but this node's key ({}) is {signing}",
+            membership.signing_key,
+            signing_key.display()
+        )));
+    }
+    if membership.participant_id != manifest.participant_id {
+        return Err(mismatch(format!(
+            "its credential is for {}, its manifest for {}",
+            membership.participant_id, manifest.participant_id
+        )));
+    }
+    if membership.certificate_sha256 != certs::fingerprint(&cert_der) {
+        return Err(mismatch(
+            "its credential names another certificate than the one it holds".into(),
+        ));
+    }
+    Ok(CheckedBundle {
+        manifest,
+        files: read,
+    })
 }
 
 /// Options of `liutong init`.
@@ -58,39 +334,27 @@ pub struct InitOptions {
 /// `node.toml`. Returns the path of `node.toml`.
 pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
     let config_path = opts.dir.join("node.toml");
+    let identity = opts.dir.join(crate::config::IDENTITY_DIR);
+    if is_pending_renewal(&opts.dir) && !opts.force {
+        install_renewal(&config_path, &opts.bundle)?;
+        return Ok(config_path);
+    }
     if config_path.exists() && !opts.force {
         return Err(SetupError::Exists(config_path));
     }
-    let bundle_err = |reason: String| SetupError::Bundle {
-        path: opts.bundle.clone(),
-        reason,
-    };
-    for f in bundle_files::ALL {
-        if !opts.bundle.join(f).is_file() {
-            return Err(bundle_err(format!("{f} is missing")));
-        }
+    let (key, signing) = (
+        identity.join(bundle_files::KEY),
+        identity.join(bundle_files::SIGNING_KEY),
+    );
+    if !key.exists() || !signing.exists() {
+        return Err(SetupError::NoKeys(opts.dir.clone()));
     }
-    let manifest: BundleManifest = serde_json::from_slice(
-        &std::fs::read(opts.bundle.join(bundle_files::MANIFEST))
-            .map_err(|e| bundle_err(e.to_string()))?,
-    )
-    .map_err(|e| bundle_err(format!("{}: {e}", bundle_files::MANIFEST)))?;
-
-    files::create_private_dir(&opts.dir).map_err(|source| SetupError::DataDir {
-        path: opts.dir.clone(),
-        source,
-    })?;
-    let identity = opts.dir.join(crate::config::IDENTITY_DIR);
-    files::create_private_dir(&identity).map_err(|source| SetupError::DataDir {
-        path: identity.clone(),
-        source,
-    })?;
-    for f in bundle_files::ALL {
-        let bytes = std::fs::read(opts.bundle.join(f)).map_err(|e| bundle_err(e.to_string()))?;
+    let bundle = check_bundle(&opts.bundle, &key, &signing)?;
+    let manifest = bundle.manifest.clone();
+    for (f, bytes) in &bundle.files {
         let to = identity.join(f);
         // Everything in the node's directory is owner-only, certificates included.
-        files::write_private(&to, &bytes)
-            .map_err(|source| SetupError::Write { path: to, source })?;
+        write_private(&to, bytes)?;
     }
     local::create_local_pki(&opts.dir.join(crate::config::LOCAL_DIR))?;
 
@@ -134,6 +398,43 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
     Ok(config_path)
 }
 
+/// Whether `dir` is a set-up node waiting for the bundle of its renewal request.
+pub fn is_pending_renewal(dir: &Path) -> bool {
+    dir.join("node.toml").exists()
+        && dir
+            .join(crate::config::IDENTITY_DIR)
+            .join(bundle_files::NEXT_KEY)
+            .exists()
+}
+
+/// Installs the bundle answering a renewal request (`liutong join --renew`) in a stopped
+/// node: the certificate and credential from the bundle, and the new TLS key in place of
+/// the old. The bundle's files are written first and the key renamed last; if that is cut
+/// short, running the same `liutong init` again finishes it.
+fn install_renewal(config_path: &Path, bundle_dir: &Path) -> Result<(), SetupError> {
+    let config = NodeConfig::load(config_path).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    crate::backup::ensure_stopped(&config.data_dir())
+        .map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let identity = config.identity_dir();
+    let next = identity.join(bundle_files::NEXT_KEY);
+    let bundle = check_bundle(bundle_dir, &next, &identity.join(bundle_files::SIGNING_KEY))?;
+    if bundle.manifest.participant_id != config.node.participant {
+        return Err(SetupError::Mismatch {
+            path: bundle_dir.to_owned(),
+            reason: format!(
+                "it admits {}, but this node is {}",
+                bundle.manifest.participant_id, config.node.participant
+            ),
+        });
+    }
+    for (f, bytes) in &bundle.files {
+        write_private(&identity.join(f), bytes)?;
+    }
+    let key = identity.join(bundle_files::KEY);
+    files::rename(&next, &key).map_err(|source| SetupError::Write { path: key, source })?;
+    Ok(())
+}
+
 /// The participant ID of the development node (a made-up, well-formed USCC).
 pub const DEV_PARTICIPANT: &str = "91330100MA2DEP0010";
 /// Name of the development authority; it says what it is wherever it appears.
@@ -170,25 +471,41 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
         Err(AuthorityError::Missing(_)) => Authority::init(&authority_dir, DEV_AUTHORITY_NAME)?,
         Err(e) => return Err(e.into()),
     };
-    let now = clock::now_utc();
-    let bundle = authority.admit(Admission {
-        participant: ParticipantId::parse(DEV_PARTICIPANT).expect("constant is a valid USCC"),
-        name: "Development node".into(),
-        kind: ParticipantKind::Government,
-        sector: "development".into(),
-        region: RegionCode::parse("330100").expect("constant is a valid region"),
-        // The one member of its development authority, there to try every part of the
-        // node on its own (publish, ask itself for a contract, read its own log over the
-        // peer API): every role, and no other member to use them on.
-        roles: vec![
-            MemberRole::Provider,
-            MemberRole::Consumer,
-            MemberRole::Auditor,
+    let node_dir = root.join("node");
+    let participant = ParticipantId::parse(DEV_PARTICIPANT).expect("constant is a valid USCC");
+    // The same two steps as for any member: the node makes its keys and asks, the
+    // authority answers with a bundle that holds no key.
+    let joined = join(&JoinOptions {
+        dir: node_dir.clone(),
+        participant: participant.clone(),
+        dns: vec!["localhost".into()],
+        ips: vec![
+            IpAddr::from([127, 0, 0, 1]),
+            IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
         ],
-        not_before: now - time::Duration::minutes(5),
-        not_after: now + time::Duration::days(DEFAULT_MEMBERSHIP_DAYS),
-        renew: true,
     })?;
+    let now = clock::now_utc();
+    let bundle = authority.admit(
+        Admission {
+            participant,
+            name: "Development node".into(),
+            kind: ParticipantKind::Government,
+            sector: "development".into(),
+            region: RegionCode::parse("330100").expect("constant is a valid region"),
+            // The one member of its development authority, there to try every part of the
+            // node on its own (publish, ask itself for a contract, read its own log over
+            // the peer API): every role, and no other member to use them on.
+            roles: vec![
+                MemberRole::Provider,
+                MemberRole::Consumer,
+                MemberRole::Auditor,
+            ],
+            not_before: now - time::Duration::minutes(5),
+            not_after: now + time::Duration::days(DEFAULT_MEMBERSHIP_DAYS),
+            renew: true,
+        },
+        &joined.request,
+    )?;
     let bundle_dir = root.join("dev-bundle");
     if bundle_dir.exists() {
         std::fs::remove_dir_all(&bundle_dir).map_err(|source| SetupError::Write {
@@ -198,7 +515,7 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
     }
     bundle.write(&bundle_dir)?;
     let config_path = init_node(&InitOptions {
-        dir: root.join("node"),
+        dir: node_dir,
         bundle: bundle_dir.clone(),
         listen: config::DEFAULT_LISTEN.parse().expect("constant address"),
         admin_listen: config::DEFAULT_ADMIN_LISTEN
@@ -211,7 +528,7 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
             authority_dir: PathBuf::from("../dev-authority"),
         }),
     })?;
-    // The node has its own copy; the bundle held private keys.
+    // The node has its own copy.
     let _ = std::fs::remove_dir_all(&bundle_dir);
     Ok((config_path, true))
 }

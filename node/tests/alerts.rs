@@ -12,7 +12,6 @@ use liutong_node::alerts::Rule;
 use liutong_node::audit::log::{Event, EventKind};
 use liutong_node::authority::Authority;
 use liutong_node::identity::{MemberRole, ParticipantKind};
-use liutong_node::tls::TlsIdentity;
 use liutong_proto::v1::{DescribeRequest, PullRequest};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
@@ -207,15 +206,10 @@ async fn repeated_denials_and_refused_authentications_reach_the_audit_log_and_th
     // Refused authentications: a certificate from another data space, three times.
     let other_dir = space.dir.path().join("other-authority");
     let mut other = Authority::init(&other_dir, "Other Data Space").unwrap();
-    let bundle = other
-        .admit(DataSpace::admission(
-            ROGUE,
-            "Rogue Ltd",
-            ParticipantKind::Enterprise,
-        ))
-        .unwrap();
-    let rogue =
-        TlsIdentity::from_pem(&bundle.certificate.cert_pem, &bundle.certificate.key_pem).unwrap();
+    let rogue = space.identity_from(
+        &mut other,
+        DataSpace::admission(ROGUE, "Rogue Ltd", ParticipantKind::Enterprise),
+    );
     let mut client = node_client(transport.peer_addr(), Some(&rogue), transport.roots()).await;
     for attempt in 1..=3 {
         let refused = client.describe(DescribeRequest {}).await.unwrap_err();

@@ -14,12 +14,41 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn admit(authority: &Path, participant: &str, out: &Path) -> Output {
+/// The member's node makes its keys and admission request, by the name `localhost`.
+fn join(node: &Path, participant: &str) -> Output {
+    liutong(&[
+        "join",
+        "--dir",
+        node.to_str().unwrap(),
+        "--participant",
+        participant,
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+    ])
+}
+
+/// `node` joins as `participant` and the authority admits it from its request.
+fn admit(authority: &Path, participant: &str, node: &Path, out: &Path) -> Output {
+    let o = join(node, participant);
+    assert!(o.status.success(), "{}", stderr(&o));
+    admit_request(
+        authority,
+        participant,
+        &node.join("identity/admission-request.json"),
+        out,
+    )
+}
+
+fn admit_request(authority: &Path, participant: &str, request: &Path, out: &Path) -> Output {
     liutong(&[
         "authority",
         "admit",
         "--dir",
         authority.to_str().unwrap(),
+        "--request",
+        request.to_str().unwrap(),
         "--participant",
         participant,
         "--name",
@@ -104,7 +133,7 @@ fn manual_set_up_serve_status_and_sigterm() {
         "Test Data Space",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = admit(&authority, TRANSPORT, &bundle);
+    let o = admit(&authority, TRANSPORT, &node, &bundle);
     assert!(o.status.success(), "{}", stderr(&o));
 
     let (auth_port, peer_port, admin_port) = (free_port(), free_port(), free_port());
@@ -204,7 +233,11 @@ fn a_listen_address_in_use_is_named() {
         .status
         .success()
     );
-    assert!(admit(&authority, TRANSPORT, &bundle).status.success());
+    assert!(
+        admit(&authority, TRANSPORT, &node, &bundle)
+            .status
+            .success()
+    );
     let busy = TcpListener::bind("127.0.0.1:0").unwrap();
     let busy_addr = busy.local_addr().unwrap().to_string();
     let o = liutong(&[
@@ -249,6 +282,9 @@ fn an_invalid_participant_id_at_admit_is_refused_and_nothing_is_written() {
         .status
         .success()
     );
+    let node = tmp.path().join("node");
+    assert!(join(&node, TRANSPORT).status.success());
+    let request = node.join("identity/admission-request.json");
     let before = std::fs::read(authority.join("authority.json")).unwrap();
     for (id, expect) in [
         (
@@ -259,7 +295,7 @@ fn an_invalid_participant_id_at_admit_is_refused_and_nothing_is_written() {
         ("1133010", "has 7 characters"),
     ] {
         let out = tmp.path().join(format!("bundle-{id}"));
-        let o = admit(&authority, id, &out);
+        let o = admit_request(&authority, id, &request, &out);
         assert_eq!(o.status.code(), Some(1), "{id}");
         assert!(stderr(&o).contains(expect), "{id}: {}", stderr(&o));
         assert!(!out.exists(), "no bundle for a refused admission");
@@ -525,7 +561,7 @@ fn set_up_node() -> SetUp {
         "Test Data Space",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let o = admit(&authority, TRANSPORT, &bundle);
+    let o = admit(&authority, TRANSPORT, &node, &bundle);
     assert!(o.status.success(), "{}", stderr(&o));
     let auth_port = free_port();
     let o = liutong(&[

@@ -252,11 +252,22 @@ impl Space {
         std::thread::spawn(move || for _ in out {});
         let member = |id: &str, name: &str, kind: &str, roles: &str| -> Node {
             let bundle = root.join(format!("bundle-{id}"));
+            let node = root.join(id);
+            ok(liutong(&[
+                "join",
+                "--dir",
+                node.to_str().unwrap(),
+                "--participant",
+                id,
+            ]));
+            let request = node.join("identity/admission-request.json");
             ok(liutong(&[
                 "authority",
                 "admit",
                 "--dir",
                 authority.to_str().unwrap(),
+                "--request",
+                request.to_str().unwrap(),
                 "--participant",
                 id,
                 "--name",
@@ -272,7 +283,7 @@ impl Space {
                 "--out",
                 bundle.to_str().unwrap(),
             ]));
-            let node = root.join(id);
+            assert_no_private_key(&bundle);
             let peer = format!("127.0.0.1:{}", free_port());
             ok(liutong(&[
                 "init",

@@ -347,15 +347,10 @@ async fn a_certificate_from_another_authority_is_unauthenticated() {
     // A second data space admits a participant with the same kind of certificate.
     let other_dir = space.dir.path().join("other-authority");
     let mut other = Authority::init(&other_dir, "Other Data Space").unwrap();
-    let bundle = other
-        .admit(DataSpace::admission(
-            ROGUE,
-            "Rogue Ltd",
-            ParticipantKind::Enterprise,
-        ))
-        .unwrap();
-    let identity =
-        TlsIdentity::from_pem(&bundle.certificate.cert_pem, &bundle.certificate.key_pem).unwrap();
+    let identity = space.identity_from(
+        &mut other,
+        DataSpace::admission(ROGUE, "Rogue Ltd", ParticipantKind::Enterprise),
+    );
 
     let mut client = node_client(node.peer_addr(), Some(&identity), node.roots()).await;
     let status = client.describe(DescribeRequest {}).await.unwrap_err();
@@ -379,8 +374,10 @@ async fn an_expired_certificate_is_unauthenticated() {
     expired.not_before = now - time::Duration::days(10);
     expired.not_after = now - time::Duration::days(1);
     let bundle_dir = space.admit(expired);
-    let identity =
-        TlsIdentity::load(&bundle_dir.join("node.crt"), &bundle_dir.join("node.key")).unwrap();
+    let key = space
+        .member_dir(&liutong_node::identity::ParticipantId::parse(LOGISTICS).unwrap())
+        .join("identity/node.key");
+    let identity = TlsIdentity::load(&bundle_dir.join("node.crt"), &key).unwrap();
 
     let mut client = node_client(node.peer_addr(), Some(&identity), node.roots()).await;
     let status = client.describe(DescribeRequest {}).await.unwrap_err();

@@ -113,11 +113,16 @@ fn a_failed_fsync_stops_acknowledgements_until_a_restart() {
         "Test Data Space",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    let o = liutong(&["join", "--dir", s(&node), "--participant", TRANSPORT]);
+    assert!(o.status.success(), "{}", text(&o));
+    let request = node.join("identity/admission-request.json");
     let o = liutong(&[
         "authority",
         "admit",
         "--dir",
         s(&authority),
+        "--request",
+        s(&request),
         "--participant",
         TRANSPORT,
         "--name",
@@ -134,6 +139,7 @@ fn a_failed_fsync_stops_acknowledgements_until_a_restart() {
         s(&bundle),
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    assert_no_private_key(&bundle);
     let (auth_port, peer_port, admin_port, health_port) =
         (free_port(), free_port(), free_port(), free_port());
     let o = liutong(&[

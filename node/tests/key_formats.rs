@@ -96,7 +96,7 @@ async fn openssl_reads_every_key_file_and_finds_the_credentials_keys() {
                 .to_string()
         })
         .collect();
-    // The authority's CA, signing and server keys, the member bundle's and the node's
+    // The authority's CA, signing and server keys, the member node's
     // TLS and signing keys, the node's local API keys.
     for expected in [
         "authority/ca.key",

@@ -4,14 +4,13 @@
 //! `liutong serve` process's resident memory.
 
 mod common;
-mod process;
-
 use std::io::BufRead as _;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use common::process;
 use common::*;
 use liutong_node::config::NodeConfig;
 use liutong_node::contract::{ContractRequest, REQUEST_PAYLOAD_TYPE};

@@ -540,12 +540,23 @@ fn authority_members(space: &Space) -> Value {
     ]))
 }
 
-fn admit(space: &Space, ack: &mut Acknowledged, participant: &str, name: &str, out: &Path) {
+/// The member's node in `node_dir` makes its keys and request; the authority admits it.
+fn admit(
+    space: &Space,
+    ack: &mut Acknowledged,
+    (participant, node_dir): (&str, &Path),
+    name: &str,
+    out: &Path,
+) {
+    ok(&["join", "--dir", p(node_dir), "--participant", participant]);
+    let request = node_dir.join("identity/admission-request.json");
     ok(&[
         "authority",
         "admit",
         "--dir",
         p(&space.authority),
+        "--request",
+        p(&request),
         "--participant",
         participant,
         "--name",
@@ -565,6 +576,7 @@ fn admit(space: &Space, ack: &mut Acknowledged, participant: &str, name: &str, o
         "--out",
         p(out),
     ]);
+    assert_no_private_key(out);
     ack.admitted.push(participant.to_owned());
     ack.authority_sequence = authority_members(space)["sequence"].as_u64().unwrap();
 }
@@ -909,14 +921,14 @@ fn acknowledged_writes_survive_power_loss() {
     admit(
         &space,
         &mut ack,
-        TRANSPORT,
+        (TRANSPORT, &space.transport.dir),
         "Hangzhou Transport Bureau",
         &transport_bundle,
     );
     admit(
         &space,
         &mut ack,
-        LOGISTICS,
+        (LOGISTICS, &space.logistics.dir),
         "Hangzhou Logistics Co.",
         &logistics_bundle,
     );
@@ -949,7 +961,7 @@ fn acknowledged_writes_survive_power_loss() {
                 admit(
                     &space,
                     &mut ack,
-                    ECOLOGY,
+                    (ECOLOGY, &space.work.join("member-ecology")),
                     "Hangzhou Ecology Bureau",
                     &space.work.join("bundle-ecology"),
                 );

@@ -10,7 +10,6 @@ use liutong_node::authority::Authority;
 use liutong_node::contract::{ContractRequest, REQUEST_PAYLOAD_TYPE};
 use liutong_node::identity::{Envelope, MemberRole, ParticipantKind, SigningKey};
 use liutong_node::local::LocalRole;
-use liutong_node::tls::TlsIdentity;
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{
@@ -391,15 +390,10 @@ async fn every_kind_of_refusal_is_on_record_with_who_what_and_why() {
     // A certificate from another data space.
     let other_dir = space.dir.path().join("other-authority");
     let mut other = Authority::init(&other_dir, "Other Data Space").unwrap();
-    let bundle = other
-        .admit(DataSpace::admission(
-            ROGUE,
-            "Rogue Ltd",
-            ParticipantKind::Enterprise,
-        ))
-        .unwrap();
-    let rogue =
-        TlsIdentity::from_pem(&bundle.certificate.cert_pem, &bundle.certificate.key_pem).unwrap();
+    let rogue = space.identity_from(
+        &mut other,
+        DataSpace::admission(ROGUE, "Rogue Ltd", ParticipantKind::Enterprise),
+    );
     let err = node_client(transport.peer_addr(), Some(&rogue), transport.roots())
         .await
         .describe(DescribeRequest {})

@@ -8,7 +8,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use liutong_node::authority::Authority;
 use liutong_node::catalog::product::{Format, NewVersion};
 use liutong_node::contract::{ContractRequest, REQUEST_PAYLOAD_TYPE};
 use liutong_node::identity::{Envelope, MemberRole, ParticipantKind};
@@ -607,10 +606,7 @@ async fn a_node_whose_provider_role_was_withdrawn_offers_nothing_more() {
     let mut withdrawn = DataSpace::admission(LOGISTICS, "both", ParticipantKind::Government);
     withdrawn.roles = vec![MemberRole::Consumer];
     withdrawn.renew = true;
-    Authority::open(&s.space.authority_dir)
-        .unwrap()
-        .admit(withdrawn)
-        .expect("re-admitted");
+    s.space.admit(withdrawn);
     refresh_all(&[&s.both, &s.consumer]).await;
 
     let err = publish(&s.both, CSV, "Air quality", "general-2", "csv", POLICY)

@@ -13,7 +13,7 @@ use common::*;
 use liutong_node::config::NodeConfig;
 use liutong_node::identity::MemberRole;
 use liutong_node::runtime::RunningNode;
-use liutong_node::setup::{self, InitOptions};
+use liutong_node::setup::InitOptions;
 use liutong_proto::v1::DescribeRequest;
 use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
     MetricsService, MetricsServiceServer,
@@ -489,17 +489,19 @@ async fn start_with(
     ));
     let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let path = setup::init_node(&InitOptions {
-        dir: space.dir.path().join(format!("node-{name}")),
-        bundle,
-        listen: peer.local_addr().unwrap(),
-        admin_listen: admin.local_addr().unwrap(),
-        authority: space.authority.addr.to_string(),
-        force: false,
-        important_regions: vec![],
-        development: None,
-    })
-    .unwrap();
+    let path = space.init_from_bundle(
+        &bundle,
+        InitOptions {
+            dir: space.dir.path().join(format!("node-{name}")),
+            bundle: bundle.clone(),
+            listen: peer.local_addr().unwrap(),
+            admin_listen: admin.local_addr().unwrap(),
+            authority: space.authority.addr.to_string(),
+            force: false,
+            important_regions: vec![],
+            development: None,
+        },
+    );
     let mut config = NodeConfig::load(&path).unwrap();
     edit(&mut config);
     RunningNode::start_with_listeners(config, peer, admin).await

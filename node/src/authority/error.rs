@@ -44,6 +44,10 @@ pub enum AuthorityError {
     NotMember(ParticipantId),
     #[error("{0}")]
     Invalid(String),
+    #[error("admission refused: {0}")]
+    Refused(String),
+    #[error(transparent)]
+    Request(#[from] crate::identity::request::RequestError),
     #[error("the output directory {0} exists and is not empty; choose a new one")]
     OutputExists(PathBuf),
     #[error("serving the trust list failed: {0}")]

@@ -1,21 +1,24 @@
-//! Admitting, revoking and re-keying members: each change issues what the member
-//! needs (keys, a certificate, a signed credential, written out as an admission bundle)
-//! and bumps the trust-list sequence, so nodes see it at their next refresh.
+//! Admitting, revoking and re-keying members. A member's node makes its own keys and
+//! sends an admission request; the authority checks it and issues a certificate for the
+//! requested TLS key and a signed credential naming the requested signing key, written
+//! out as an admission bundle that holds no private key. Each change bumps the
+//! trust-list sequence, so nodes see it at their next refresh.
 
 use std::path::{Path, PathBuf};
 
 use time::OffsetDateTime;
 
+use super::names::NameRules;
 use super::store::{STATE_FILE, read_state};
 use super::{Authority, AuthorityError};
 use crate::base::files;
 use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership::MEMBERSHIP_PAYLOAD_TYPE;
+use crate::identity::request::AdmissionRequest;
 use crate::identity::{
     Envelope, MemberRole, Membership, ParticipantId, ParticipantKind, PublicKey, RegionCode,
-    SigningKey,
 };
-use crate::tls::certs::{self, LeafSpec};
+use crate::tls::certs::{self, HostNames, LeafSpec};
 use crate::trust::Revocation;
 
 /// What the operator supplies to admit a member.
@@ -29,25 +32,26 @@ pub struct Admission {
     pub roles: Vec<MemberRole>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
-    /// Replace an existing membership (new keys and certificate).
+    /// Replace an existing membership (the request's keys and a new certificate).
     pub renew: bool,
 }
 
-/// An admitted member's keys, certificate and signed credential, to hand over to the
-/// member's IT staff. It contains private keys: transfer it as a secret.
+/// An admitted member's certificate and signed credential, with the CA and the
+/// authority's key, to hand to the member's IT staff. It holds no private key: the
+/// member's node made its keys and keeps them.
 pub struct AdmissionBundle {
     pub membership: Membership,
     pub credential: Envelope,
-    pub certificate: certs::IssuedCertificate,
-    pub signing_key: SigningKey,
+    pub certificate: certs::SignedCertificate,
     pub ca_pem: String,
     pub authority_name: String,
     pub authority_key: PublicKey,
+    /// The DNS names and addresses the certificate carries.
+    pub host_names: Vec<String>,
 }
 
 impl std::fmt::Debug for AdmissionBundle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // No key material in debug output.
         f.debug_struct("AdmissionBundle")
             .field("membership", &self.membership)
             .finish_non_exhaustive()
@@ -55,13 +59,26 @@ impl std::fmt::Debug for AdmissionBundle {
 }
 
 impl Authority {
-    /// Admits a member: new keys, a TLS certificate naming `urn:uscc:<id>`, and a signed
-    /// membership credential. The state is saved before the bundle is returned.
-    pub fn admit(&mut self, admission: Admission) -> Result<AdmissionBundle, AuthorityError> {
+    /// Admits a member from its node's admission request (already opened, so its proof of
+    /// possession holds): a TLS certificate for the requested key naming `urn:uscc:<id>`
+    /// and the allowed host names, and a membership credential naming the requested
+    /// signing key. The state is saved before the bundle is returned.
+    pub fn admit(
+        &mut self,
+        admission: Admission,
+        request: &AdmissionRequest,
+    ) -> Result<AdmissionBundle, AuthorityError> {
+        let id = &admission.participant;
+        if &request.participant_id != id {
+            return Err(AuthorityError::Refused(format!(
+                "the admission request was made for participant {}, not {id}; admit each \
+                 member only with the request its own node made",
+                request.participant_id
+            )));
+        }
         let _lock = self.lock()?;
         // Another process may have changed the state since this one opened it.
         self.state = read_state(&self.dir.join(STATE_FILE))?;
-        let id = &admission.participant;
         if let Some(r) = self
             .state
             .revocations
@@ -101,13 +118,32 @@ impl Authority {
                 "the membership must end after it starts".into(),
             ));
         }
-        let certificate = self.ca.issue(&LeafSpec {
-            common_name: format!("{} ({})", admission.name, id),
-            san_uris: vec![id.san_uri()],
-            not_before: admission.not_before,
-            not_after: admission.not_after,
-        })?;
-        let signing_key = SigningKey::generate()?;
+        if let Some(other) = self
+            .state
+            .members
+            .iter()
+            .find(|m| &m.participant_id != id && m.signing_key == request.signing_key)
+        {
+            return Err(AuthorityError::Refused(format!(
+                "the request's signing key is already {}'s; every member needs its own keys",
+                other.participant_id
+            )));
+        }
+        let host_names = self.check_names(id, request)?;
+        let names = HostNames {
+            dns: request.dns_names.iter().map(ToString::to_string).collect(),
+            ips: request.ip_addresses.clone(),
+        };
+        let certificate = self.ca.issue_for_request(
+            &request.csr_pem,
+            &LeafSpec {
+                common_name: format!("{} ({})", admission.name, id),
+                san_uris: vec![id.san_uri()],
+                not_before: admission.not_before,
+                not_after: admission.not_after,
+            },
+            &names,
+        )?;
         let mut roles = admission.roles.clone();
         roles.sort();
         roles.dedup();
@@ -120,7 +156,7 @@ impl Authority {
             roles,
             valid_from: admission.not_before.unix_timestamp(),
             valid_until: admission.not_after.unix_timestamp(),
-            signing_key: signing_key.public_key(),
+            signing_key: request.signing_key,
             certificate_sha256: certs::fingerprint(&certificate.cert_der),
             authority: self.state.name.clone(),
         };
@@ -129,17 +165,82 @@ impl Authority {
             Some(i) => self.state.members[i] = membership.clone(),
             None => self.state.members.push(membership.clone()),
         }
+        self.state.host_names.insert(id.clone(), host_names.clone());
         self.state.sequence += 1;
         self.save_state()?;
         Ok(AdmissionBundle {
             membership,
             credential,
             certificate,
-            signing_key,
             ca_pem: self.ca.cert_pem().to_owned(),
             authority_name: self.state.name.clone(),
             authority_key: self.signing.public_key(),
+            host_names,
         })
+    }
+
+    /// The rules for names in members' certificates.
+    pub fn name_rules(&self) -> &NameRules {
+        &self.state.names
+    }
+
+    /// Replaces the rules for names in members' certificates. Certificates already
+    /// issued keep their names until they are renewed.
+    pub fn set_name_rules(&mut self, rules: NameRules) -> Result<(), AuthorityError> {
+        let _lock = self.lock()?;
+        self.state = read_state(&self.dir.join(STATE_FILE))?;
+        self.state.names = rules;
+        self.save_state()
+    }
+
+    /// The member with this ID, if any.
+    pub fn member(&self, id: &ParticipantId) -> Option<&Membership> {
+        self.state.members.iter().find(|m| &m.participant_id == id)
+    }
+
+    /// Refuses names outside the rules and names certified for another member; returns
+    /// the request's names as text.
+    fn check_names(
+        &self,
+        id: &ParticipantId,
+        request: &AdmissionRequest,
+    ) -> Result<Vec<String>, AuthorityError> {
+        let rules = &self.state.names;
+        let not_allowed: Vec<String> = request
+            .dns_names
+            .iter()
+            .filter(|d| !rules.allows_dns(d))
+            .map(ToString::to_string)
+            .chain(
+                request
+                    .ip_addresses
+                    .iter()
+                    .filter(|ip| !rules.allows_ip(**ip))
+                    .map(ToString::to_string),
+            )
+            .collect();
+        if !not_allowed.is_empty() {
+            return Err(AuthorityError::Refused(format!(
+                "the request asks for names this authority does not certify: {}; allowed are \
+                 {} (change them with `liutong authority names`, or ask the member for a new \
+                 request without them)",
+                not_allowed.join(", "),
+                rules.describe()
+            )));
+        }
+        let wanted = request.names();
+        for (holder, held) in &self.state.host_names {
+            if holder == id {
+                continue;
+            }
+            // Loopback names are every machine's own and certify nothing about a host.
+            if let Some(name) = wanted.iter().find(|n| held.contains(n) && !is_loopback(n)) {
+                return Err(AuthorityError::Refused(format!(
+                    "{name} is already certified for {holder}; one name cannot name two members"
+                )));
+            }
+        }
+        Ok(wanted)
     }
 
     /// Revokes a member. Nodes refuse it from their next trust-list refresh on.
@@ -163,6 +264,7 @@ impl Authority {
             .position(|m| &m.participant_id == participant)
             .ok_or_else(|| AuthorityError::NotMember(participant.clone()))?;
         let member = self.state.members.remove(index);
+        self.state.host_names.remove(participant);
         let revocation = Revocation {
             participant_id: participant.clone(),
             reason: reason.trim().to_owned(),
@@ -205,6 +307,14 @@ impl Authority {
     }
 }
 
+/// Whether a certificate name means "this machine" wherever it is used.
+fn is_loopback(name: &str) -> bool {
+    name == "localhost"
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 impl AdmissionBundle {
     /// Writes the bundle into `out` (created owner-only; must be new or empty).
     pub fn write(&self, out: &Path) -> Result<(), AuthorityError> {
@@ -234,10 +344,7 @@ impl AdmissionBundle {
         .map_err(io(p.clone()))?;
         let p = out.join(bundle_files::CA);
         files::write_public(&p, self.ca_pem.as_bytes()).map_err(io(p.clone()))?;
-        self.certificate
-            .save(&out.join(bundle_files::CERT), &out.join(bundle_files::KEY))?;
-        self.signing_key
-            .save(&out.join(bundle_files::SIGNING_KEY))?;
+        self.certificate.save(&out.join(bundle_files::CERT))?;
         let p = out.join(bundle_files::CREDENTIAL);
         files::write_public(&p, self.credential.to_json().as_bytes()).map_err(io(p.clone()))?;
         Ok(())
@@ -249,6 +356,8 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+    use crate::identity::SigningKey;
+    use crate::identity::request::HostName;
     use crate::trust::{TRUST_LIST_PAYLOAD_TYPE, TrustList};
 
     fn admission(id: &str) -> Admission {
@@ -266,6 +375,27 @@ mod tests {
         }
     }
 
+    /// A member node's request, as `liutong join` makes it.
+    fn request(id: &str, dns: &[&str], ips: &[&str]) -> AdmissionRequest {
+        let participant = ParticipantId::parse(id).unwrap();
+        let names = HostNames {
+            dns: dns.iter().map(|d| d.to_string()).collect(),
+            ips: ips.iter().map(|i| i.parse().unwrap()).collect(),
+        };
+        let tls = certs::tls_key_request("node", &participant.san_uri(), &names).unwrap();
+        AdmissionRequest {
+            participant_id: participant,
+            csr_pem: tls.csr_pem,
+            signing_key: SigningKey::generate().unwrap().public_key(),
+            dns_names: dns.iter().map(|d| HostName::parse(d).unwrap()).collect(),
+            ip_addresses: names.ips,
+            created_at: 0,
+        }
+    }
+
+    const ID: &str = "91110000600037341L";
+    const OTHER: &str = "91330100MA2L0G0013";
+
     #[test]
     fn admits_writes_bundle_and_revokes() {
         let dir = tempfile::tempdir().unwrap();
@@ -275,39 +405,52 @@ mod tests {
             Authority::init(&adir, "again"),
             Err(AuthorityError::AlreadyExists(_))
         ));
-        let bundle = a.admit(admission("91110000600037341L")).unwrap();
+        let req = request(ID, &["localhost"], &["127.0.0.1", "::1"]);
+        let bundle = a.admit(admission(ID), &req).unwrap();
         assert_eq!(a.sequence(), 2);
         let out = dir.path().join("bundle");
         bundle.write(&out).unwrap();
-        for f in bundle_files::ALL {
-            assert!(out.join(f).exists(), "{f} missing");
-        }
-        files::check_private(&out.join(bundle_files::KEY)).unwrap();
-        files::check_private(&out.join(bundle_files::SIGNING_KEY)).unwrap();
+        let mut written: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        written.sort();
+        let mut expected = bundle_files::ALL.map(str::to_owned).to_vec();
+        expected.sort();
+        assert_eq!(written, expected, "a bundle holds exactly its public files");
         assert!(matches!(
             bundle.write(&out),
             Err(AuthorityError::OutputExists(_))
         ));
 
-        // The credential is signed by the authority and matches the certificate.
+        // The credential is signed by the authority, names the requested signing key and
+        // the certificate, which certifies the requested names.
         let cred: Membership = bundle
             .credential
             .open_json(MEMBERSHIP_PAYLOAD_TYPE, &a.public_key())
             .unwrap();
+        assert_eq!(cred.signing_key, req.signing_key);
         assert_eq!(
             cred.certificate_sha256,
             certs::fingerprint(&bundle.certificate.cert_der)
         );
+        let names = certs::host_names(&bundle.certificate.cert_der).unwrap();
+        assert_eq!(names.dns, vec!["localhost".to_owned()]);
+        assert_eq!(names.ips.len(), 2);
+        assert_eq!(
+            certs::san_uris(&bundle.certificate.cert_der).unwrap(),
+            vec![ParticipantId::parse(ID).unwrap().san_uri()]
+        );
 
         assert!(matches!(
-            a.admit(admission("91110000600037341L")),
+            a.admit(admission(ID), &req),
             Err(AuthorityError::AlreadyMember(_))
         ));
-        let id = ParticipantId::parse("91110000600037341L").unwrap();
+        let id = ParticipantId::parse(ID).unwrap();
         a.revoke(&id, "left the data space", 1).unwrap();
         assert!(a.members().is_empty());
         assert!(matches!(
-            a.admit(admission("91110000600037341L")),
+            a.admit(admission(ID), &req),
             Err(AuthorityError::Revoked { .. })
         ));
 
@@ -323,20 +466,87 @@ mod tests {
     }
 
     #[test]
-    fn refuses_incomplete_admissions() {
+    fn refuses_requests_it_should_not_certify() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Authority::init(dir.path(), "DS").unwrap();
-        let mut no_roles = admission("91110000600037341L");
+        let unchanged = |a: &Authority| (a.sequence(), a.members().len());
+        let before = unchanged(&a);
+
+        // Another participant's request.
+        let err = a
+            .admit(admission(ID), &request(OTHER, &[], &[]))
+            .unwrap_err();
+        assert!(err.to_string().contains(OTHER), "{err}");
+
+        // Names outside the rules (loopback by default).
+        let err = a
+            .admit(
+                admission(ID),
+                &request(ID, &["node.example.cn"], &["10.0.0.1"]),
+            )
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("node.example.cn")
+                && text.contains("10.0.0.1")
+                && text.contains("localhost"),
+            "{text}"
+        );
+
+        // A CSR asking for other names than the request states.
+        let mut req = request(ID, &["localhost"], &[]);
+        req.dns_names.clear();
+        let err = a.admit(admission(ID), &req).unwrap_err();
+        assert!(err.to_string().contains("DNS:localhost"), "{err}");
+
+        // A CSR whose signature does not hold.
+        let mut req = request(ID, &[], &[]);
+        let der = crate::identity::keys::pem_decode(&req.csr_pem, "CERTIFICATE REQUEST").unwrap();
+        let mut bad = der.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        req.csr_pem = crate::identity::keys::pem_encode("CERTIFICATE REQUEST", &bad);
+        let err = a.admit(admission(ID), &req).unwrap_err();
+        assert!(err.to_string().contains("signature"), "{err}");
+
+        let mut no_roles = admission(ID);
         no_roles.roles.clear();
         assert!(
-            a.admit(no_roles)
+            a.admit(no_roles, &request(ID, &[], &[]))
                 .unwrap_err()
                 .to_string()
                 .contains("--roles")
         );
+        assert_eq!(unchanged(&a), before, "nothing was admitted");
+        assert_eq!(unchanged(&Authority::open(dir.path()).unwrap()), before);
         assert!(matches!(
             Authority::open(&dir.path().join("nothing")),
             Err(AuthorityError::Missing(_))
         ));
+    }
+
+    #[test]
+    fn one_name_one_member_and_one_key_one_member() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut a = Authority::init(dir.path(), "DS").unwrap();
+        a.set_name_rules(NameRules::parse(&[".hz.gov.cn".into()], &[]).unwrap())
+            .unwrap();
+        let first = request(ID, &["data.hz.gov.cn"], &[]);
+        a.admit(admission(ID), &first).unwrap();
+        let err = a
+            .admit(admission(OTHER), &request(OTHER, &["data.hz.gov.cn"], &[]))
+            .unwrap_err();
+        assert!(err.to_string().contains("already certified for"), "{err}");
+        let mut same_key = request(OTHER, &["other.hz.gov.cn"], &[]);
+        same_key.signing_key = first.signing_key;
+        let err = a.admit(admission(OTHER), &same_key).unwrap_err();
+        assert!(err.to_string().contains("own keys"), "{err}");
+        a.admit(admission(OTHER), &request(OTHER, &["other.hz.gov.cn"], &[]))
+            .unwrap();
+        // A renewal may keep its own names.
+        let mut renew = admission(ID);
+        renew.renew = true;
+        a.admit(renew, &request(ID, &["data.hz.gov.cn"], &[]))
+            .unwrap();
     }
 }

@@ -5,7 +5,8 @@
 //! - `ca.crt`, `ca.key` — the data-space CA (ECDSA P-256) that signs TLS certificates;
 //! - `signing.key` — the Ed25519 key that signs credentials and trust lists;
 //! - `server.crt`, `server.key` — the certificate of its trust-list server;
-//! - `authority.json` — members, revocations and the trust-list sequence.
+//! - `authority.json` — members, revocations, the trust-list sequence, and which host
+//!   names members may have certified.
 //!
 //! Changes (`admit`, `revoke`) take an exclusive lock on `.lock`, write
 //! `authority.json` atomically and bump the sequence; `serve` re-reads the state for
@@ -17,6 +18,7 @@
 
 mod error;
 mod members;
+mod names;
 mod service;
 mod store;
 
@@ -32,6 +34,7 @@ use store::{STATE_FILE, State, read_state, write_state};
 
 pub use error::AuthorityError;
 pub use members::{Admission, AdmissionBundle};
+pub use names::NameRules;
 pub use service::{RunningAuthority, participant_from_certificate, serve};
 
 /// How long a signed trust list stays valid (X-Road: 10 minutes).

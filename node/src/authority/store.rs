@@ -5,13 +5,15 @@
 //! It works on the directory and the state, not on [`super::Authority`], so that the
 //! authority can use it without the store reaching back into the authority.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 use super::error::AuthorityError;
+use super::names::NameRules;
 use crate::base::files;
-use crate::identity::Membership;
+use crate::identity::{Membership, ParticipantId};
 use crate::trust::Revocation;
 
 pub(super) const STATE_FILE: &str = "authority.json";
@@ -25,6 +27,13 @@ pub(super) struct State {
     pub(super) sequence: u64,
     pub(super) members: Vec<Membership>,
     pub(super) revocations: Vec<Revocation>,
+    /// Which host names and addresses members may have certified.
+    #[serde(default)]
+    pub(super) names: NameRules,
+    /// The host names and addresses certified for each member, so that no name is
+    /// certified for two members.
+    #[serde(default)]
+    pub(super) host_names: BTreeMap<ParticipantId, Vec<String>>,
 }
 
 pub(super) fn read_state(path: &Path) -> Result<State, AuthorityError> {

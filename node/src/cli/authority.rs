@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 use super::ops;
 use super::output::print_json;
 use super::serve::StopSignals;
-use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS};
+use crate::authority::{self, Admission, Authority, DEFAULT_MEMBERSHIP_DAYS, NameRules};
 use crate::base::clock;
 use crate::base::format::format_unix;
 use crate::config;
@@ -28,29 +28,38 @@ pub enum AuthorityCommand {
         /// The authority's name, e.g. "Zhejiang Public Data Space".
         #[arg(long)]
         name: String,
+        #[command(flatten)]
+        names: NameRuleArgs,
     },
-    /// Admit a member: issue its TLS certificate, membership credential and keys, and
-    /// write them as an admission bundle (a secret: hand it over securely).
+    /// Admit a member from the admission request its node made (`liutong join`): check
+    /// the request's proof of possession and names, issue a certificate for its TLS key
+    /// and a membership credential naming its signing key, and write them as an
+    /// admission bundle. The bundle holds no private key.
     Admit {
         #[arg(long)]
         dir: PathBuf,
-        /// The member's 统一社会信用代码 (18 characters, GB 32100-2015).
+        /// The member node's admission request (identity/admission-request.json).
+        #[arg(long)]
+        request: PathBuf,
+        /// The member's 统一社会信用代码, as checked in its documents; the request must
+        /// be for this participant.
         #[arg(long)]
         participant: String,
-        /// The member's name.
-        #[arg(long)]
-        name: String,
-        /// government, enterprise or institution.
-        #[arg(long)]
-        kind: String,
-        /// Sector, e.g. transport, ecology, logistics.
-        #[arg(long)]
-        sector: String,
-        /// 6-digit administrative division code, e.g. 330100.
-        #[arg(long)]
-        region: String,
-        /// Comma-separated: provider, consumer, auditor.
-        #[arg(long, value_delimiter = ',')]
+        /// The member's name (with --renew: kept if not given).
+        #[arg(long, required_unless_present = "renew")]
+        name: Option<String>,
+        /// government, enterprise or institution (with --renew: kept if not given).
+        #[arg(long, required_unless_present = "renew")]
+        kind: Option<String>,
+        /// Sector, e.g. transport, ecology, logistics (with --renew: kept if not given).
+        #[arg(long, required_unless_present = "renew")]
+        sector: Option<String>,
+        /// 6-digit administrative division code, e.g. 330100 (with --renew: kept if not
+        /// given).
+        #[arg(long, required_unless_present = "renew")]
+        region: Option<String>,
+        /// Comma-separated: provider, consumer, auditor (with --renew: kept if not given).
+        #[arg(long, value_delimiter = ',', required_unless_present = "renew")]
         roles: Vec<String>,
         /// Where to write the admission bundle (a new directory).
         #[arg(long)]
@@ -58,9 +67,18 @@ pub enum AuthorityCommand {
         /// Validity of the membership and certificate, in days.
         #[arg(long, default_value_t = DEFAULT_MEMBERSHIP_DAYS)]
         days: i64,
-        /// Re-admit an existing member with new keys (its old certificate stops working).
+        /// Renew an existing member from its renewal request (`liutong join --renew`): a
+        /// new certificate and credential; its old certificate stops working.
         #[arg(long)]
         renew: bool,
+    },
+    /// Show or replace which host names and addresses members may have in their
+    /// certificates. Without --allow-dns or --allow-ip, prints the current rules.
+    Names {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        names: NameRuleArgs,
     },
     /// Revoke a member. Nodes refuse it from their next trust-list refresh on.
     Revoke {
@@ -106,21 +124,65 @@ pub enum AuthorityCommand {
     },
 }
 
+/// The names an authority certifies in members' certificates.
+#[derive(clap::Args, Debug)]
+pub struct NameRuleArgs {
+    /// DNS names members may have certified: an exact name, or `.domain` for every name
+    /// below it (comma-separated or repeated). Default: localhost.
+    #[arg(long, value_delimiter = ',')]
+    allow_dns: Vec<String>,
+    /// IP networks members may have certified, in CIDR notation (comma-separated or
+    /// repeated). Default: 127.0.0.0/8 and ::1/128.
+    #[arg(long, value_delimiter = ',')]
+    allow_ip: Vec<String>,
+}
+
+impl NameRuleArgs {
+    fn rules(&self) -> anyhow::Result<Option<NameRules>> {
+        if self.allow_dns.is_empty() && self.allow_ip.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(
+            NameRules::parse(&self.allow_dns, &self.allow_ip).map_err(|e| anyhow!(e))?,
+        ))
+    }
+}
+
 /// Runs `liutong authority …`.
 pub async fn run(cmd: AuthorityCommand) -> anyhow::Result<()> {
     match cmd {
-        AuthorityCommand::Init { dir, name } => {
-            let a = Authority::init(&dir, &name)?;
+        AuthorityCommand::Init { dir, name, names } => {
+            let rules = names.rules()?;
+            let mut a = Authority::init(&dir, &name)?;
+            if let Some(rules) = rules {
+                a.set_name_rules(rules)?;
+            }
             println!("authority {:?} created in {}", a.name(), dir.display());
             println!("signing key: {}", a.public_key());
             println!(
-                "next: liutong authority admit --dir {} ... --out BUNDLE_DIR",
+                "names members may have certified: {}",
+                a.name_rules().describe()
+            );
+            println!(
+                "next: liutong authority admit --dir {} --request REQUEST ... --out BUNDLE_DIR",
                 dir.display()
+            );
+            Ok(())
+        }
+        AuthorityCommand::Names { dir, names } => {
+            let mut a = Authority::open(&dir)?;
+            if let Some(rules) = names.rules()? {
+                a.set_name_rules(rules)?;
+            }
+            println!(
+                "names members may have certified: {}",
+                a.name_rules().describe()
             );
             Ok(())
         }
         AuthorityCommand::Admit {
             dir,
+            request,
             participant,
             name,
             kind,
@@ -132,38 +194,78 @@ pub async fn run(cmd: AuthorityCommand) -> anyhow::Result<()> {
             renew,
         } => {
             let participant = ParticipantId::parse(&participant)?;
-            let kind = ParticipantKind::from_member_name(&kind).map_err(|e| anyhow!(e))?;
-            let region = RegionCode::parse(&region).map_err(|e| anyhow!(e))?;
-            let roles = roles
-                .iter()
-                .map(|r| r.trim().parse::<MemberRole>())
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| anyhow!(e))?;
             if days <= 0 {
                 return Err(anyhow!("--days must be at least 1"));
             }
+            let text = read_request(&request)?;
+            let request = crate::identity::request::open(&text)
+                .with_context(|| format!("{} is refused", request.display()))?;
             let mut a = Authority::open(&dir)?;
+            let current = a.member(&participant).cloned();
+            let kept = |what: &str| {
+                anyhow!(
+                    "--{what} is needed: {participant} is not a member yet, so there is \
+                     nothing to keep"
+                )
+            };
+            let name = match (name, &current) {
+                (Some(n), _) => n,
+                (None, Some(m)) => m.name.clone(),
+                (None, None) => return Err(kept("name")),
+            };
+            let kind = match (kind, &current) {
+                (Some(k), _) => ParticipantKind::from_member_name(&k).map_err(|e| anyhow!(e))?,
+                (None, Some(m)) => m.kind,
+                (None, None) => return Err(kept("kind")),
+            };
+            let sector = match (sector, &current) {
+                (Some(s), _) => s,
+                (None, Some(m)) => m.sector.clone(),
+                (None, None) => return Err(kept("sector")),
+            };
+            let region = match (region, &current) {
+                (Some(r), _) => RegionCode::parse(&r).map_err(|e| anyhow!(e))?,
+                (None, Some(m)) => m.region.clone(),
+                (None, None) => return Err(kept("region")),
+            };
+            let roles = match (roles.is_empty(), &current) {
+                (false, _) => roles
+                    .iter()
+                    .map(|r| r.trim().parse::<MemberRole>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| anyhow!(e))?,
+                (true, Some(m)) => m.roles.clone(),
+                (true, None) => return Err(kept("roles")),
+            };
             let now = clock::now_utc();
-            let bundle = a.admit(Admission {
-                participant,
-                name,
-                kind,
-                sector,
-                region,
-                roles,
-                not_before: now - time::Duration::minutes(5),
-                not_after: now + time::Duration::days(days),
-                renew,
-            })?;
+            let bundle = a.admit(
+                Admission {
+                    participant,
+                    name,
+                    kind,
+                    sector,
+                    region,
+                    roles,
+                    not_before: now - time::Duration::minutes(5),
+                    not_after: now + time::Duration::days(days),
+                    renew,
+                },
+                &request,
+            )?;
             bundle.write(&out)?;
             println!(
-                "admitted {} ({}); trust list sequence is now {}",
+                "{} {} ({}); trust list sequence is now {}",
+                if renew { "renewed" } else { "admitted" },
                 bundle.membership.name,
                 bundle.membership.participant_id,
                 a.sequence()
             );
+            if !bundle.host_names.is_empty() {
+                println!("its certificate names: {}", bundle.host_names.join(", "));
+            }
             println!(
-                "admission bundle written to {} — it holds private keys: hand it over securely",
+                "admission bundle written to {} (no private key in it): give it to the \
+                 member, who installs it with `liutong init --bundle`",
                 out.display()
             );
             Ok(())
@@ -246,4 +348,24 @@ pub async fn run(cmd: AuthorityCommand) -> anyhow::Result<()> {
             out,
         } => ops::authority_rekey(&dir, &participant, &signing_key, &out),
     }
+}
+
+/// Reads a request file, refusing one larger than any request can be before reading it.
+fn read_request(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read as _;
+    let limit = crate::identity::request::MAX_REQUEST_BYTES as u64;
+    let file = std::fs::File::open(path)
+        .with_context(|| format!("cannot read the admission request {}", path.display()))?;
+    let mut text = String::new();
+    file.take(limit + 1)
+        .read_to_string(&mut text)
+        .with_context(|| format!("{} is not a text file", path.display()))?;
+    if text.len() as u64 > limit {
+        return Err(anyhow!(
+            "{} is larger than any admission request ({limit} bytes at most); is it the \
+             right file?",
+            path.display()
+        ));
+    }
+    Ok(text)
 }

@@ -5,6 +5,7 @@
 //! - [`keys`] holds the node's Ed25519 signing key (ring), stored owner-readable only.
 //! - [`envelope`] is the one signed-envelope type (DSSE) used for everything signed.
 //! - [`membership`] is the credential the authority signs for each admitted member.
+//! - [`request`] is the admission request a member's node sends the authority.
 //! - [`bundle`] is the layout of the admission bundle and of the node's `identity/`.
 
 pub mod bundle;
@@ -12,6 +13,7 @@ pub mod envelope;
 pub mod keys;
 pub mod membership;
 pub mod own;
+pub mod request;
 
 use std::fmt;
 use std::str::FromStr;

@@ -7,11 +7,14 @@
 //! [`AUTHORITY_SAN_URI`], a node's local API is [`LOCAL_NODE_SAN_URI`], and local
 //! clients are `urn:liutong:local-role:<role>`.
 
+use std::collections::BTreeSet;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
+    DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, PublicKeyData as _,
+    SanType, SerialNumber,
 };
 use ring::rand::{SecureRandom as _, SystemRandom};
 use time::OffsetDateTime;
@@ -43,6 +46,8 @@ pub enum CertError {
     },
     #[error("{path} can be read by other users (mode {mode:o}); run `chmod 600 {path}`")]
     Permissions { path: PathBuf, mode: u32 },
+    #[error("the certificate signing request is refused: {0}")]
+    Request(String),
     #[error("{path} is not a valid PEM {what}: {reason}")]
     Format {
         path: PathBuf,
@@ -71,6 +76,86 @@ pub struct LeafSpec {
     pub san_uris: Vec<String>,
     pub not_before: OffsetDateTime,
     pub not_after: OffsetDateTime,
+}
+
+/// A certificate the authority issued for a key it never saw (from a CSR).
+pub struct SignedCertificate {
+    pub cert_pem: String,
+    /// The DER certificate, for fingerprints.
+    pub cert_der: Vec<u8>,
+}
+
+/// The names a member's certificate carries besides its identity URI.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostNames {
+    pub dns: Vec<String>,
+    pub ips: Vec<IpAddr>,
+}
+
+/// A node's new TLS key and the PKCS#10 request for its certificate, both PEM. The key
+/// is ECDSA P-256 (PKCS#8), the only TLS key type the authority certifies.
+pub struct TlsKeyRequest {
+    pub key_pem: String,
+    pub csr_pem: String,
+}
+
+/// Makes a TLS key and a CSR naming `san_uri` and `names`.
+pub fn tls_key_request(
+    common_name: &str,
+    san_uri: &str,
+    names: &HostNames,
+) -> Result<TlsKeyRequest, CertError> {
+    let key = KeyPair::generate()?;
+    let csr = leaf_params(common_name, san_uri, names)?.serialize_request(&key)?;
+    Ok(TlsKeyRequest {
+        key_pem: key.serialize_pem(),
+        csr_pem: csr.pem()?,
+    })
+}
+
+/// Makes the CSR for an existing key (`key_pem`), e.g. to renew its certificate.
+pub fn csr_for_key(
+    key_pem: &str,
+    common_name: &str,
+    san_uri: &str,
+    names: &HostNames,
+) -> Result<String, CertError> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| CertError::Request(e.to_string()))?;
+    Ok(leaf_params(common_name, san_uri, names)?
+        .serialize_request(&key)?
+        .pem()?)
+}
+
+fn leaf_params(
+    common_name: &str,
+    san_uri: &str,
+    names: &HostNames,
+) -> Result<CertificateParams, CertError> {
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params
+        .subject_alt_names
+        .push(SanType::URI(san_uri.try_into()?));
+    for dns in &names.dns {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(dns.as_str().try_into()?));
+    }
+    for ip in &names.ips {
+        params.subject_alt_names.push(SanType::IpAddress(*ip));
+    }
+    Ok(params)
+}
+
+/// Whether the private key `key_pem` is the key certified by the DER certificate.
+pub fn key_matches_certificate(key_pem: &str, cert_der: &[u8]) -> Result<bool, String> {
+    let key = KeyPair::from_pem(key_pem).map_err(|e| format!("the key cannot be read: {e}"))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    Ok(cert.tbs_certificate.subject_pki.raw == key.subject_public_key_info().as_slice())
 }
 
 impl CertificateAuthority {
@@ -160,6 +245,94 @@ impl CertificateAuthority {
     }
 }
 
+impl CertificateAuthority {
+    /// Issues a member's certificate for the key in `csr_pem`. The CSR's signature must
+    /// hold (the member has the key), its key must be ECDSA P-256, and it must ask for
+    /// exactly `spec`'s identity URI and `names`: the authority certifies what it decided,
+    /// and a CSR asking for something else is refused rather than silently trimmed.
+    pub fn issue_for_request(
+        &self,
+        csr_pem: &str,
+        spec: &LeafSpec,
+        names: &HostNames,
+    ) -> Result<SignedCertificate, CertError> {
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            CertError::Request(match e {
+                rcgen::Error::InvalidCertificationRequestSignature => {
+                    "its signature does not verify: it was altered, or made without the key                      it names"
+                        .to_owned()
+                }
+                other => format!("it cannot be read ({other})"),
+            })
+        })?;
+        if csr.public_key.algorithm() != &rcgen::PKCS_ECDSA_P256_SHA256 {
+            return Err(CertError::Request(
+                "its key is not ECDSA P-256; make the request with `liutong join`".into(),
+            ));
+        }
+        let asked: BTreeSet<String> = csr.params.subject_alt_names.iter().map(san_text).collect();
+        let decided: BTreeSet<String> = spec
+            .san_uris
+            .iter()
+            .map(|u| format!("URI:{u}"))
+            .chain(names.dns.iter().map(|d| format!("DNS:{d}")))
+            .chain(names.ips.iter().map(|i| format!("IP:{i}")))
+            .collect();
+        if asked != decided {
+            let list = |set: &BTreeSet<String>| set.iter().cloned().collect::<Vec<_>>().join(", ");
+            return Err(CertError::Request(format!(
+                "it asks for the names [{}], but the request names [{}]",
+                list(&asked),
+                list(&decided)
+            )));
+        }
+        let mut params = leaf_params(
+            &spec.common_name,
+            spec.san_uris
+                .first()
+                .map(String::as_str)
+                .unwrap_or_default(),
+            names,
+        )?;
+        for uri in spec.san_uris.iter().skip(1) {
+            params
+                .subject_alt_names
+                .push(SanType::URI(uri.as_str().try_into()?));
+        }
+        params.is_ca = IsCa::ExplicitNoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        params.not_before = spec.not_before;
+        params.not_after = spec.not_after;
+        params.serial_number = Some(random_serial());
+        params.use_authority_key_identifier_extension = true;
+        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        Ok(SignedCertificate {
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+        })
+    }
+}
+
+fn san_text(san: &SanType) -> String {
+    match san {
+        SanType::URI(u) => format!("URI:{}", u.as_str()),
+        SanType::DnsName(d) => format!("DNS:{}", d.as_str()),
+        SanType::IpAddress(ip) => format!("IP:{ip}"),
+        SanType::Rfc822Name(m) => format!("email:{}", m.as_str()),
+        other => format!("{other:?}"),
+    }
+}
+
+impl SignedCertificate {
+    pub fn save(&self, cert_path: &Path) -> Result<(), CertError> {
+        write(cert_path, self.cert_pem.as_bytes(), false)
+    }
+}
+
 impl IssuedCertificate {
     pub fn save(&self, cert_path: &Path, key_path: &Path) -> Result<(), CertError> {
         write(cert_path, self.cert_pem.as_bytes(), false)?;
@@ -225,6 +398,29 @@ pub fn san_uris(der: &[u8]) -> Result<Vec<String>, String> {
         for name in &san.value.general_names {
             if let x509_parser::extensions::GeneralName::URI(uri) = name {
                 out.push((*uri).to_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The DNS names and IP addresses of a DER certificate.
+pub fn host_names(der: &[u8]) -> Result<HostNames, String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der)
+        .map_err(|e| format!("the certificate cannot be parsed: {e}"))?;
+    let mut out = HostNames::default();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for name in &san.value.general_names {
+            match name {
+                x509_parser::extensions::GeneralName::DNSName(d) => out.dns.push((*d).to_owned()),
+                x509_parser::extensions::GeneralName::IPAddress(b) => {
+                    if let Ok(a) = <[u8; 4]>::try_from(*b) {
+                        out.ips.push(IpAddr::from(a));
+                    } else if let Ok(a) = <[u8; 16]>::try_from(*b) {
+                        out.ips.push(IpAddr::from(a));
+                    }
+                }
+                _ => {}
             }
         }
     }

@@ -3,6 +3,11 @@
 //! and sled databases, each on loopback ports chosen by the OS.
 #![allow(dead_code)] // each test file uses a different part of this harness
 
+#[path = "../process/mod.rs"]
+pub mod process;
+
+pub use process::assert_no_private_key;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -13,7 +18,7 @@ use liutong_node::config::NodeConfig;
 use liutong_node::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use liutong_node::local::{self, LocalRole};
 use liutong_node::runtime::RunningNode;
-use liutong_node::setup::{self, InitOptions};
+use liutong_node::setup::{self, InitOptions, JoinOptions};
 use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
 use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::node_client::NodeClient;
@@ -82,18 +87,81 @@ impl DataSpace {
         }
     }
 
-    /// Admits a member and writes its bundle; returns the bundle directory.
+    /// Where the member's node made its keys and its admission request.
+    pub fn member_dir(&self, participant: &ParticipantId) -> PathBuf {
+        self.dir.path().join(format!("member-{participant}"))
+    }
+
+    /// The member's node makes its keys and request (`liutong join`, by the names
+    /// `localhost`, 127.0.0.1 and ::1); the authority admits it from that request and
+    /// writes its bundle. Returns the bundle directory, checked to hold no private key.
     pub fn admit(&self, admission: Admission) -> PathBuf {
-        let out = self
+        let mut out = self
             .dir
             .path()
             .join(format!("bundle-{}", admission.participant));
+        // A renewal's bundle goes beside the first.
+        for n in 2.. {
+            if !out.exists() {
+                break;
+            }
+            out = self
+                .dir
+                .path()
+                .join(format!("bundle-{}-{n}", admission.participant));
+        }
+        let joined = setup::join(&JoinOptions {
+            dir: self.member_dir(&admission.participant),
+            participant: admission.participant.clone(),
+            dns: vec!["localhost".into()],
+            ips: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+        })
+        .expect("join");
         let mut a = Authority::open(&self.authority_dir).expect("open authority");
-        a.admit(admission)
+        a.admit(admission, &joined.request)
             .expect("admit")
             .write(&out)
             .expect("write bundle");
+        assert_no_private_key(&out);
         out
+    }
+
+    /// A member of `other` (another authority): its node's TLS identity, made through
+    /// the same request as any member's.
+    pub fn identity_from(&self, other: &mut Authority, admission: Admission) -> TlsIdentity {
+        let dir = self
+            .dir
+            .path()
+            .join(format!("foreign-{}", admission.participant));
+        let joined = setup::join(&JoinOptions {
+            dir: dir.clone(),
+            participant: admission.participant.clone(),
+            dns: vec![],
+            ips: vec![],
+        })
+        .expect("join");
+        let bundle = other.admit(admission, &joined.request).expect("admit");
+        let key = std::fs::read_to_string(dir.join("identity/node.key")).unwrap();
+        TlsIdentity::from_pem(&bundle.certificate.cert_pem, &key).unwrap()
+    }
+
+    /// Sets `dir` up as a node from `bundle`, with the keys its member's node made.
+    pub fn init_from_bundle(&self, bundle: &std::path::Path, mut opts: InitOptions) -> PathBuf {
+        let manifest: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(bundle.join("bundle.json")).expect("bundle manifest"),
+        )
+        .unwrap();
+        let participant =
+            ParticipantId::parse(manifest["participant_id"].as_str().unwrap()).unwrap();
+        // The test's node directory stands for the member's machine: its keys move there.
+        let from = self.member_dir(&participant).join("identity");
+        let to = opts.dir.join("identity");
+        std::fs::create_dir_all(&to).unwrap();
+        for f in ["node.key", "signing.key"] {
+            std::fs::copy(from.join(f), to.join(f)).expect("copy member key");
+        }
+        opts.bundle = bundle.to_owned();
+        setup::init_node(&opts).expect("init node")
     }
 
     pub fn revoke(&self, id: &str, reason: &str) {
@@ -121,17 +189,19 @@ impl DataSpace {
         let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let dir = self.dir.path().join(format!("node-{name}"));
-        let config_path = setup::init_node(&InitOptions {
-            dir,
-            bundle: bundle.to_owned(),
-            listen: peer.local_addr().unwrap(),
-            admin_listen: admin.local_addr().unwrap(),
-            authority: self.authority.addr.to_string(),
-            force: false,
-            important_regions: vec![RegionCode::parse("330000").unwrap()],
-            development: None,
-        })
-        .expect("init node");
+        let config_path = self.init_from_bundle(
+            bundle,
+            InitOptions {
+                dir,
+                bundle: bundle.to_owned(),
+                listen: peer.local_addr().unwrap(),
+                admin_listen: admin.local_addr().unwrap(),
+                authority: self.authority.addr.to_string(),
+                force: false,
+                important_regions: vec![RegionCode::parse("330000").unwrap()],
+                development: None,
+            },
+        );
         let mut config = NodeConfig::load(&config_path).expect("load config");
         config.authority.refresh_interval = refresh;
         let identity = TlsIdentity::load(
@@ -292,17 +362,19 @@ impl DataSpace {
         let bundle = self.admit(admission);
         let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config_path = setup::init_node(&InitOptions {
-            dir: self.dir.path().join(format!("node-{name}")),
-            bundle,
-            listen: peer.local_addr().unwrap(),
-            admin_listen: admin.local_addr().unwrap(),
-            authority: self.authority.addr.to_string(),
-            force: false,
-            important_regions: vec![RegionCode::parse("330000").unwrap()],
-            development: None,
-        })
-        .expect("init node");
+        let config_path = self.init_from_bundle(
+            &bundle,
+            InitOptions {
+                dir: self.dir.path().join(format!("node-{name}")),
+                bundle: bundle.clone(),
+                listen: peer.local_addr().unwrap(),
+                admin_listen: admin.local_addr().unwrap(),
+                authority: self.authority.addr.to_string(),
+                force: false,
+                important_regions: vec![RegionCode::parse("330000").unwrap()],
+                development: None,
+            },
+        );
         let mut config = NodeConfig::load(&config_path).expect("load config");
         config.authority.refresh_interval = Duration::from_secs(3600);
         edit(&mut config);

@@ -60,3 +60,20 @@ pub fn free_port() -> u16 {
 pub fn arg(p: &Path) -> &str {
     p.to_str().expect("test paths are UTF-8")
 }
+
+/// Fails if any file under `dir` holds a private key: admission bundles never do.
+pub fn assert_no_private_key(dir: &Path) {
+    for entry in std::fs::read_dir(dir).expect("read bundle") {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            assert_no_private_key(&path);
+            continue;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(
+            !bytes.windows(11).any(|w| w == b"PRIVATE KEY"),
+            "{} holds a private key",
+            path.display()
+        );
+    }
+}
