@@ -1,25 +1,30 @@
 #!/bin/sh
-# One-shot set-up for compose.yaml: an authority that admits three members, and each
-# member's node directory from its admission bundle. Runs once; later runs change nothing.
+# One-shot set-up for compose.yaml: an authority, and three members whose nodes make their
+# own keys and admission requests, are admitted from those requests, and install the
+# bundles they get back. Runs once; later runs change nothing.
 set -eu
 space=/space
 if [ -f "$space/authority/authority.json" ]; then
   echo "already set up"
   exit 0
 fi
-liutong authority init --dir "$space/authority" --name "Compose Data Space"
+# Each node is reached by its compose service name.
+liutong authority init --dir "$space/authority" --name "Compose Data Space" \
+  --allow-dns transport,ecology,logistics
 admit() { # name participant args...
-  name=$1; shift
-  liutong authority admit --dir "$space/authority" --out "/tmp/bundle-$name" "$@"
+  name=$1; participant=$2; shift 2
+  liutong join --dir "$space/$name/node" --participant "$participant" --dns "$name"
+  liutong authority admit --dir "$space/authority" --participant "$participant" \
+    --request "$space/$name/node/identity/admission-request.json" --out "/tmp/bundle-$name" "$@"
   liutong init --dir "$space/$name/node" --bundle "/tmp/bundle-$name" \
     --listen 0.0.0.0:7700 --admin-listen 127.0.0.1:7701 --authority authority:7800 \
     --important-regions 330000
 }
-admit transport --participant 11330100MA2TRA0011 --name "Hangzhou Transport Bureau" \
+admit transport 11330100MA2TRA0011 --name "Hangzhou Transport Bureau" \
   --kind government --sector transport --region 330100 --roles provider,consumer
-admit ecology --participant 11330000MA2ECE0015 --name "Hangzhou Ecology Bureau" \
+admit ecology 11330000MA2ECE0015 --name "Hangzhou Ecology Bureau" \
   --kind government --sector ecology --region 330100 --roles provider,consumer,auditor
-admit logistics --participant 91330100MA2L0G0013 --name "Hangzhou Logistics Co." \
+admit logistics 91330100MA2L0G0013 --name "Hangzhou Logistics Co." \
   --kind enterprise --sector logistics --region 330106 --roles consumer
 # The transport bureau's audit log is witnessed by the ecology bureau.
 sed -i 's|^witnesses = \[\]|witnesses = ["ecology:7700"]|; s|^quorum = 0|quorum = 1|' \

@@ -44,9 +44,7 @@ cleanup() {
 trap cleanup EXIT
 
 "$bin" authority init --dir "$work/authority" --name "Bench Data Space" >/dev/null
-"$bin" authority admit --dir "$work/authority" --participant 11330100MA2TRA0011 \
-  --name "Hangzhou Transport Bureau" --kind government --sector transport --region 330100 \
-  --roles provider,consumer --out "$work/bundle" >/dev/null
+admitted_args="--name Transport --kind government --sector transport --region 330100 --roles provider,consumer"
 "$bin" authority serve --dir "$work/authority" --listen "127.0.0.1:$port" \
   >"$work/authority.log" 2>&1 &
 pids+=($!)
@@ -80,6 +78,12 @@ printf '%-4s %18s %18s %14s\n' run "fresh start (ms)" "restart (ms)" "idle RSS (
 fresh_all=() restart_all=() rss_all=()
 for run in $(seq "$runs"); do
   dir="$work/node-$run"
+  # Each run is a fresh node: its own keys, request and bundle.
+  "$bin" join --dir "$dir" --participant 11330100MA2TRA0011 >/dev/null
+  rm -rf "$work/bundle"
+  "$bin" authority admit --dir "$work/authority" --participant 11330100MA2TRA0011 \
+    --request "$dir/identity/admission-request.json" $admitted_args --out "$work/bundle" >/dev/null
+  admitted_args="--renew"
   "$bin" init --dir "$dir" --bundle "$work/bundle" --listen "127.0.0.1:$((port + 1))" \
     --admin-listen "127.0.0.1:$((port + 2))" --authority "127.0.0.1:$port" >/dev/null
   read -r fresh pid < <(start_node "$dir")

@@ -120,7 +120,11 @@ up() {
   "$bin" authority init --dir "$space/authority" --name "Local Data Space" >/dev/null
   local n
   for n in "${nodes[@]}"; do
+    # Each node makes its own keys and asks; the bundle it gets back holds no key.
+    "$bin" join --dir "$space/$n" --participant "${participant[$n]}" \
+      --dns localhost --ip 127.0.0.1 >/dev/null
     eval "\"$bin\" authority admit --dir \"$space/authority\" --participant ${participant[$n]} \
+      --request \"$space/$n/identity/admission-request.json\" \
       ${member_args[$n]} --out \"$space/bundle-$n\"" >/dev/null
     "$bin" init --dir "$space/$n" --bundle "$space/bundle-$n" \
       --listen "127.0.0.1:$(port_of "$n" peer)" --admin-listen "127.0.0.1:$(port_of "$n" admin)" \
