@@ -310,28 +310,43 @@ pub const CONSUMER_ACTIONS: [Action; 3] = [Action::Use, Action::Read, Action::Ag
 /// Decides whether a consumer may have an offer (catalog and negotiation scopes): any
 /// use (`request.action`, normally `use`), or, when no permission covers that, a
 /// narrower consumer action ([`CONSUMER_ACTIONS`]: reads of the copy only, or only
-/// aggregates computed at the provider). The first decision that is not "no
-/// permission" is the answer, so a failed constraint is reported as such.
+/// aggregates computed at the provider).
 pub fn evaluate_use_or_aggregate(
     policy: &CompiledPolicy,
     request: &Request,
     state: &State,
 ) -> liutong_policy::Decision {
-    let mut decision = liutong_policy::evaluate(policy, request, state);
-    for action in CONSUMER_ACTIONS {
-        if decision.denial != Some(liutong_policy::Denial::NoPermission) {
-            break;
-        }
-        if action == request.action {
-            continue;
-        }
-        let narrower = Request {
-            action,
-            ..request.clone()
-        };
-        decision = liutong_policy::evaluate(policy, &narrower, state);
+    evaluate_first_covered(policy, request, state, &CONSUMER_ACTIONS)
+}
+
+/// Decides `request`, or, when no permission covers its action, the first of `narrower`
+/// that a permission covers. The first decision that is not "no permission" is the
+/// answer, so a failed constraint is reported as such; when none is covered, the
+/// decision on `request` itself stands.
+pub fn evaluate_first_covered(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &State,
+    narrower: &[Action],
+) -> liutong_policy::Decision {
+    let first = liutong_policy::evaluate(policy, request, state);
+    if first.denial != Some(liutong_policy::Denial::NoPermission) {
+        return first;
     }
-    decision
+    for &action in narrower.iter().filter(|a| **a != request.action) {
+        let decision = liutong_policy::evaluate(
+            policy,
+            &Request {
+                action,
+                ..request.clone()
+            },
+            state,
+        );
+        if decision.denial != Some(liutong_policy::Denial::NoPermission) {
+            return decision;
+        }
+    }
+    first
 }
 
 /// The policy engine's view of a member, from its authority-signed membership.

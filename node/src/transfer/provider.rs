@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
-use liutong_policy::{Action, Request, Scope};
+use liutong_policy::{Action, Scope};
 use tokio_stream::Stream;
 
 use crate::audit::log::EventKind;
@@ -62,23 +62,11 @@ impl Transfers {
         // the consumer's own node would say.
         let uses = self.gate.uses(agreement_id)?;
         let state = agreement.policy_state(uses);
-        let mut decision = liutong_policy::evaluate(&policy, &request, &state);
         // A permission on `read` alone is delivered too: each read of the copy is then
         // decided on the consumer's node. Without one, the `use` decision stands (it
-        // tells a compute-to-data agreement apart).
-        if decision.denial == Some(liutong_policy::Denial::NoPermission) {
-            let read = liutong_policy::evaluate(
-                &policy,
-                &Request {
-                    action: Action::Read,
-                    ..request.clone()
-                },
-                &state,
-            );
-            if read.denial != Some(liutong_policy::Denial::NoPermission) {
-                decision = read;
-            }
-        }
+        // tells a compute-to-data agreement apart); `aggregate` never delivers a copy.
+        let decision =
+            crate::catalog::evaluate_first_covered(&policy, &request, &state, &[Action::Read]);
         self.alerts
             .policy_decision(
                 "transfer",
