@@ -159,27 +159,31 @@ fn manual_set_up_serve_status_and_sigterm() {
         "node.toml is commented"
     );
 
-    let mut auth = Command::new(BIN)
-        .args([
-            "authority",
-            "serve",
-            "--dir",
-            authority.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{auth_port}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut auth = Guard(
+        Command::new(BIN)
+            .args([
+                "authority",
+                "serve",
+                "--dir",
+                authority.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{auth_port}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
-    let mut serve = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env_remove("LIUTONG_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = Guard(
+        Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env_remove("LIUTONG_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_line(&mut serve, "serving:", Duration::from_secs(20));
 
     let o = liutong(&["status", "--config", config.to_str().unwrap(), "--json"]);
@@ -391,6 +395,7 @@ fn zero_config_serve_survives_kill_9_and_restarts() {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
+            .map(Guard)
             .unwrap()
     };
     let mut first = start();
@@ -496,13 +501,15 @@ fn demo_runs_the_whole_flow_and_leaves_restartable_nodes() {
 
     // Each node starts again from its directory and can be inspected.
     let config = dir.join("ecology").join("node.toml");
-    let mut serve = Command::new(BIN)
-        .args(["serve", "--config", config.to_str().unwrap()])
-        .env_remove("LIUTONG_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut serve = Guard(
+        Command::new(BIN)
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env_remove("LIUTONG_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_line(&mut serve, "serving:", Duration::from_secs(30));
     let o = liutong(&[
         "contract",
@@ -537,14 +544,8 @@ fn demo_runs_the_whole_flow_and_leaves_restartable_nodes() {
 struct SetUp {
     _tmp: tempfile::TempDir,
     config: std::path::PathBuf,
-    authority: Child,
-}
-
-impl Drop for SetUp {
-    fn drop(&mut self) {
-        let _ = self.authority.kill();
-        let _ = self.authority.wait();
-    }
+    /// Stopped when the set-up is dropped.
+    _authority: Guard,
 }
 
 fn set_up_node() -> SetUp {
@@ -578,24 +579,26 @@ fn set_up_node() -> SetUp {
         &format!("127.0.0.1:{auth_port}"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut auth = Command::new(BIN)
-        .args([
-            "authority",
-            "serve",
-            "--dir",
-            authority.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{auth_port}"),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut auth = Guard(
+        Command::new(BIN)
+            .args([
+                "authority",
+                "serve",
+                "--dir",
+                authority.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{auth_port}"),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
     SetUp {
         config: node.join("node.toml"),
         _tmp: tmp,
-        authority: auth,
+        _authority: auth,
     }
 }
 
@@ -614,7 +617,7 @@ fn serve_and_stop(config: &Path, env: &[(&str, &str)]) -> String {
     for (k, v) in env {
         command.env(k, v);
     }
-    let mut serve = command.spawn().unwrap();
+    let mut serve = Guard(command.spawn().unwrap());
     let mut err = serve.stderr.take().unwrap();
     let reader = std::thread::spawn(move || {
         let mut text = Vec::new();
@@ -646,19 +649,21 @@ fn sigterm_right_after_the_serving_line_stops_gracefully() {
         "DS",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut auth = Command::new(BIN)
-        .args([
-            "authority",
-            "serve",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut auth = Guard(
+        Command::new(BIN)
+            .args([
+                "authority",
+                "serve",
+                "--dir",
+                dir.to_str().unwrap(),
+                "--listen",
+                &format!("127.0.0.1:{}", free_port()),
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
     sigterm(&auth);
     let status = wait_exit(&mut auth, Duration::from_secs(20));

@@ -77,3 +77,27 @@ pub fn assert_no_private_key(dir: &Path) {
         );
     }
 }
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves no
+/// process behind.
+pub struct Guard(pub std::process::Child);
+
+impl std::ops::Deref for Guard {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
