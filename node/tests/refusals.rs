@@ -357,7 +357,8 @@ async fn every_kind_of_refusal_is_on_record_with_who_what_and_why() {
         REQUEST_PAYLOAD_TYPE,
         &body,
         &SigningKey::generate().unwrap(),
-    );
+    )
+    .unwrap();
     let err = negotiation
         .request(NegotiationRequest {
             request: Some(forged.into()),
@@ -370,7 +371,8 @@ async fn every_kind_of_refusal_is_on_record_with_who_what_and_why() {
         REQUEST_PAYLOAD_TYPE,
         &body,
         &ecology.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let err = negotiation
         .request(NegotiationRequest {
             request: Some(duplicate.into()),

@@ -127,7 +127,7 @@ impl Authority {
     }
 
     /// Signs the current trust list, valid from `now` for `validity`.
-    pub fn trust_list(&self, now: i64, validity: Duration) -> Envelope {
+    pub fn trust_list(&self, now: i64, validity: Duration) -> Result<Envelope, AuthorityError> {
         let list = TrustList {
             authority: self.state.name.clone(),
             sequence: self.state.sequence,
@@ -136,7 +136,11 @@ impl Authority {
             members: self.state.members.clone(),
             revocations: self.state.revocations.clone(),
         };
-        Envelope::sign_json(TRUST_LIST_PAYLOAD_TYPE, &list, &self.signing)
+        Ok(Envelope::sign_json(
+            TRUST_LIST_PAYLOAD_TYPE,
+            &list,
+            &self.signing,
+        )?)
     }
 
     /// Re-reads the state written by other processes (`admit`, `revoke`).

@@ -162,7 +162,7 @@ pub fn write_backup<W: Write>(
     )
     .map_err(io_err)?;
     let digest: [u8; 32] = w.hash.clone().finalize().into();
-    let signature = key.sign(&seal_message(&digest));
+    let signature = key.sign(&seal_message(&digest))?;
     w.frame(b'S', &[&digest, &signature]).map_err(io_err)?;
     w.out.flush().map_err(io_err)?;
     Ok(summary)
