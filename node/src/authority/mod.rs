@@ -4,6 +4,8 @@
 //! Its directory holds:
 //! - `ca.crt`, `ca.key` — the data-space CA (ECDSA P-256) that signs TLS certificates;
 //! - `signing.key` — the Ed25519 key that signs credentials and trust lists;
+//! - or, instead of both key files, `hsm.toml` — the PKCS#11 token that holds both keys
+//!   (`liutong authority init --hsm-…`), which then sign inside the token;
 //! - `server.crt`, `server.key` — the certificate of its trust-list server;
 //! - `authority.json` — members, revocations and the trust-list sequence.
 //!
@@ -16,6 +18,7 @@
 //! trust-list server), and the errors of all three (`error`).
 
 mod error;
+mod hsm;
 mod members;
 mod service;
 mod store;
@@ -26,11 +29,13 @@ use std::time::Duration;
 use crate::base::clock;
 use crate::base::files;
 use crate::identity::{Envelope, Membership, PublicKey, SigningKey};
+use crate::tls::ca_key::CaKey;
 use crate::tls::certs::{AUTHORITY_SAN_URI, CertificateAuthority, LeafSpec};
 use crate::trust::{Revocation, TRUST_LIST_PAYLOAD_TYPE, TrustList};
 use store::{STATE_FILE, State, read_state, write_state};
 
 pub use error::AuthorityError;
+pub use hsm::{AuthorityToken, HSM_FILE};
 pub use members::{Admission, AdmissionBundle};
 pub use service::{RunningAuthority, participant_from_certificate, serve};
 
@@ -50,6 +55,17 @@ pub struct Authority {
 impl Authority {
     /// Creates a new authority in `dir` (which must not hold one).
     pub fn init(dir: &Path, name: &str) -> Result<Self, AuthorityError> {
+        Self::init_with(dir, name, None)
+    }
+
+    /// Creates a new authority in `dir` whose CA and signing keys are, with `token`, the
+    /// keys in a PKCS#11 token (nothing of them is written to the directory), or else
+    /// new keys in `ca.key` and `signing.key`.
+    pub fn init_with(
+        dir: &Path,
+        name: &str,
+        token: Option<&AuthorityToken>,
+    ) -> Result<Self, AuthorityError> {
         if name.trim().is_empty() {
             return Err(AuthorityError::Invalid(
                 "the authority needs a --name".into(),
@@ -58,14 +74,31 @@ impl Authority {
         if dir.join(STATE_FILE).exists() {
             return Err(AuthorityError::AlreadyExists(dir.to_owned()));
         }
+        // The token is opened before the directory is made, so a wrong module, PIN or
+        // label leaves nothing behind.
+        let (ca_key, signing) = match token {
+            Some(t) => {
+                let keys = t.open()?;
+                (keys.ca, keys.signing)
+            }
+            None => (
+                CaKey::Memory(
+                    rcgen::KeyPair::generate().map_err(crate::tls::certs::CertError::from)?,
+                ),
+                SigningKey::generate()?,
+            ),
+        };
         files::create_private_dir(dir).map_err(|source| AuthorityError::Io {
             path: dir.to_owned(),
             source,
         })?;
-        let ca = CertificateAuthority::create(&format!("{name} (data-space CA)"), 10)?;
+        let ca =
+            CertificateAuthority::create_with_key(&format!("{name} (data-space CA)"), 10, ca_key)?;
         ca.save(&dir.join("ca.crt"), &dir.join("ca.key"))?;
-        let signing = SigningKey::generate()?;
-        signing.save(&dir.join("signing.key"))?;
+        match token {
+            Some(t) => t.save(dir, ca.public_key(), signing.public_key())?,
+            None => signing.save(&dir.join("signing.key"))?,
+        }
         let now = clock::now_utc();
         let server = ca.issue(&LeafSpec {
             common_name: format!("{name} trust-list server"),
@@ -96,8 +129,16 @@ impl Authority {
             return Err(AuthorityError::Missing(dir.to_owned()));
         }
         let state = read_state(&state_path)?;
-        let ca = CertificateAuthority::load(&dir.join("ca.crt"), &dir.join("ca.key"))?;
-        let signing = SigningKey::load(&dir.join("signing.key"))?;
+        let (ca, signing) = match AuthorityToken::load(dir)? {
+            Some(keys) => (
+                CertificateAuthority::load_with_key(&dir.join("ca.crt"), keys.ca)?,
+                keys.signing,
+            ),
+            None => (
+                CertificateAuthority::load(&dir.join("ca.crt"), &dir.join("ca.key"))?,
+                SigningKey::load(&dir.join("signing.key"))?,
+            ),
+        };
         Ok(Self {
             dir: dir.to_owned(),
             ca,

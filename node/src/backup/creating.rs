@@ -175,12 +175,8 @@ pub async fn backup_offline(
 ) -> Result<(BackupHeader, BackupSummary), BackupError> {
     ensure_stopped(&config.data_dir())?;
     let db = SledStorage::open(&config.database_dir())?;
-    let key = SigningKey::load(
-        &config
-            .identity_dir()
-            .join(crate::identity::bundle::files::SIGNING_KEY),
-    )
-    .map_err(|e| BackupError::Target(e.to_string()))?;
+    let key = crate::runtime::load_signing_key(config, &config.identity_dir())
+        .map_err(|e| BackupError::Target(e.to_string()))?;
     let header = BackupHeader::describe(&config.node.participant, db.as_ref())?;
     let node_files = node_files(config)?;
     let out = out.to_owned();

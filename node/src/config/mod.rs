@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use alerts::{AlertsSection, ExpiryRule, SwitchRule, VolumeRule, WindowRule};
 pub use sections::{
-    AuditSection, AuthoritySection, Development, GuardrailsSection, Limits, NodeSection,
-    RecoverySection, TelemetrySection, UsageSection,
+    AuditSection, AuthoritySection, Development, GuardrailsSection, HsmSection, Limits,
+    NodeSection, RecoverySection, TelemetrySection, UsageSection,
 };
 
 /// Default address of the peer API.
@@ -61,6 +61,9 @@ pub struct NodeConfig {
     pub telemetry: TelemetrySection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// The node's signing key in a PKCS#11 token; absent: `identity/signing.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<HsmSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
@@ -101,6 +104,12 @@ impl NodeConfig {
                 path: path.to_owned(),
                 message,
             })?;
+        if let Some(hsm) = &config.hsm {
+            hsm.check().map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         config.base_dir = if base.as_os_str().is_empty() {
             PathBuf::from(".")

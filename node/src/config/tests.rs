@@ -35,6 +35,7 @@ fn sample() -> NodeConfig {
         },
         telemetry: TelemetrySection::default(),
         alerts: AlertsSection::default(),
+        hsm: None,
         development: Some(Development {
             authority_dir: "../dev-authority".into(),
         }),
