@@ -49,6 +49,8 @@ const AUTHORITY_SIGNING: &str = "authority-signing";
 /// Logged into by nobody in this process: a wrong PIN must meet a token this process is
 /// not already logged in to, which would accept it without asking.
 const PIN_TOKEN: &str = "wrong-pin";
+/// Logged out of behind the key's back by a_lost_session_is_opened_again alone.
+const SESSION_TOKEN: &str = "session";
 
 /// The SoftHSM2 configuration and token directory of this test binary.
 struct SoftHsm {
@@ -91,6 +93,7 @@ fn softhsm() -> &'static SoftHsm {
             ],
         );
         soft.token(PIN_TOKEN, &[(NODE_KEY, "EC:edwards25519")]);
+        soft.token(SESSION_TOKEN, &[(NODE_KEY, "EC:edwards25519")]);
         soft
     })
 }
@@ -141,7 +144,10 @@ impl SoftHsm {
     }
 }
 
+/// The token `token` as this process opens it.
 fn spec(token: &str) -> TokenSpec {
+    // The tokens, and SOFTHSM2_CONF, exist before the module is loaded.
+    softhsm();
     TokenSpec {
         module: MODULE.into(),
         token: token.into(),
@@ -150,6 +156,7 @@ fn spec(token: &str) -> TokenSpec {
 }
 
 fn hsm_section(token: &str, key: &str) -> HsmSection {
+    softhsm();
     HsmSection {
         module: MODULE.into(),
         token: token.into(),
@@ -342,6 +349,33 @@ async fn authority_keys_in_the_token() {
             )
             .is_ok()
     );
+}
+
+#[test]
+fn a_lost_session_is_opened_again() {
+    let key = SigningKey::open_token(&spec(SESSION_TOKEN), NODE_KEY).unwrap();
+    let before = key.sign(b"before").unwrap();
+    assert!(key.public_key().verify(b"before", &before));
+
+    // Log this process out of the token, as a token pulled out and put back leaves it:
+    // the key's session can no longer reach the private key.
+    let pkcs11 = cryptoki::context::Pkcs11::new(MODULE).unwrap();
+    // Already initialised by the key above; the module stays initialised.
+    let _ = pkcs11.initialize(cryptoki::context::CInitializeArgs::new(
+        cryptoki::context::CInitializeFlags::OS_LOCKING_OK,
+    ));
+    let slot = pkcs11
+        .get_slots_with_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| pkcs11.get_token_info(*s).unwrap().label().trim_end() == SESSION_TOKEN)
+        .unwrap();
+    pkcs11.open_ro_session(slot).unwrap().logout().unwrap();
+
+    let after = key
+        .sign(b"after")
+        .expect("the key opens a new session, logs in again and signs");
+    assert!(key.public_key().verify(b"after", &after));
 }
 
 /// A member admitted to a new data space, its node directory made but not started.
