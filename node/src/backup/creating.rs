@@ -175,7 +175,8 @@ pub async fn backup_offline(
 ) -> Result<(BackupHeader, BackupSummary), BackupError> {
     ensure_stopped(&config.data_dir())?;
     let db = SledStorage::open(&config.database_dir())?;
-    let key = crate::runtime::load_signing_key(config, &config.identity_dir())
+    let key = config
+        .load_signing_key()
         .map_err(|e| BackupError::Target(e.to_string()))?;
     let header = BackupHeader::describe(&config.node.participant, db.as_ref())?;
     let node_files = node_files(config)?;

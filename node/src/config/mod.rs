@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hsm::HsmError;
+use crate::identity::bundle::files as bundle_files;
+use crate::identity::{KeyError, SigningKey};
+
 pub use alerts::{AlertsSection, ExpiryRule, SwitchRule, VolumeRule, WindowRule};
 pub use sections::{
     AuditSection, AuthoritySection, Development, GuardrailsSection, HsmSection, Limits,
@@ -134,6 +138,20 @@ impl NodeConfig {
 
     pub fn database_dir(&self) -> PathBuf {
         database_dir_in(&self.data_dir())
+    }
+
+    /// The node's signing key: the key `[hsm]` names in its token, or else
+    /// `identity/signing.key`.
+    pub fn load_signing_key(&self) -> Result<SigningKey, KeyError> {
+        match &self.hsm {
+            None => SigningKey::load(&self.identity_dir().join(bundle_files::SIGNING_KEY)),
+            Some(hsm) => {
+                let spec = hsm
+                    .token_spec(&self.base_dir)
+                    .map_err(|reason| KeyError::Token(HsmError::Pin(reason)))?;
+                SigningKey::open_token(&spec, &hsm.signing_key)
+            }
+        }
     }
 
     pub fn development_authority_dir(&self) -> Option<PathBuf> {

@@ -10,7 +10,6 @@ mod node;
 mod workers;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +31,7 @@ use crate::cosigning::Cosigning;
 use crate::health::NodeHealth;
 use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership;
-use crate::identity::{KeyError, NodeIdentity, SigningKey};
+use crate::identity::{KeyError, NodeIdentity};
 use crate::local::{self, LocalAuthenticator};
 use crate::outbound::{Peers, TrustListRefresh};
 use crate::query::Queries;
@@ -138,7 +137,15 @@ impl RunningNode {
         // The private keys are read before the data directory is made owner-only: a key
         // file that others could read may have been copied, which its owner must learn
         // (the load refuses it) rather than have hidden by a silent chmod.
-        let signing_key = load_signing_key(&config, &identity_dir)?;
+        let signing_key = config.load_signing_key()?;
+        if let Some(hsm) = &config.hsm {
+            tracing::info!(
+                token = %hsm.token,
+                key = %hsm.signing_key,
+                key_id = %signing_key.public_key().key_id(),
+                "the node signs with a key in a PKCS#11 token"
+            );
+        }
         let tls_identity = TlsIdentity::load(
             &identity_dir.join(bundle_files::CERT),
             &identity_dir.join(bundle_files::KEY),
@@ -656,27 +663,4 @@ async fn recovery_loop(
             return;
         }
     }
-}
-
-/// The node's signing key: in the token `[hsm]` names, or else `identity/signing.key`.
-pub fn load_signing_key(config: &NodeConfig, identity_dir: &Path) -> Result<SigningKey, NodeError> {
-    let Some(hsm) = &config.hsm else {
-        return Ok(SigningKey::load(
-            &identity_dir.join(bundle_files::SIGNING_KEY),
-        )?);
-    };
-    let spec = hsm
-        .token_spec(&config.base_dir)
-        .map_err(|reason| NodeError::Identity {
-            path: config.base_dir.join("node.toml").display().to_string(),
-            reason,
-        })?;
-    let key = SigningKey::open_token(&spec, &hsm.signing_key)?;
-    tracing::info!(
-        token = %hsm.token,
-        key = %hsm.signing_key,
-        key_id = %key.public_key().key_id(),
-        "the node signs with a key in a PKCS#11 token"
-    );
-    Ok(key)
 }
