@@ -201,7 +201,7 @@ impl Cosigning {
         let plain = note::sign_checkpoint(
             &status.checkpoint,
             &self.origin(),
-            self.identity.signing_key.key_pair(),
+            &self.identity.signing_key,
         )
         .map_err(|e| e.to_string())?
         .to_string();

@@ -22,6 +22,8 @@
 //!      signed envelope (DSSE) used for everything signed, membership credentials, the
 //!      admission-bundle layout, and **[`identity::NodeIdentity`]** (this node as a
 //!      member: membership, credential, signing key, earlier keys).
+//!    - [`hsm`] — keys held in a PKCS#11 token (HSM): the node's signing key, the
+//!      authority's CA and signing keys; the token signs, the key never leaves it.
 //!    - [`config`] — `node.toml`.
 //! 2. **Store**
 //!    - [`storage`] — the node's storage trait and its sled engine, payload files;
@@ -113,6 +115,7 @@ pub mod cosigning;
 pub mod demo;
 pub mod desensitize;
 pub mod health;
+pub mod hsm;
 pub mod identity;
 pub mod local;
 pub mod outbound;

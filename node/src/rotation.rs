@@ -52,6 +52,23 @@ pub enum RotationError {
     Refused(String),
 }
 
+/// Rotation through files does not apply to a key held in a token: the new key pair is
+/// made in the token, and `[hsm] signing_key` names it once the authority has re-keyed
+/// the member.
+pub fn refuse_token(config: &NodeConfig) -> Result<(), RotationError> {
+    match &config.hsm {
+        None => Ok(()),
+        Some(hsm) => Err(RotationError::Refused(format!(
+            "the signing key is the key {:?} in token {:?} ([hsm] in node.toml), which \
+             `liutong key rotate` does not manage: make a new Ed25519 key pair in the token, \
+             have the authority re-key the member with its public key (`liutong authority \
+             rekey`), then set [hsm] signing_key to its label and write the new credential \
+             to identity/credential.json",
+            hsm.signing_key, hsm.token
+        ))),
+    }
+}
+
 /// The prepared key, created on the first call and returned again on later ones.
 pub fn prepare(identity_dir: &Path) -> Result<(PublicKey, bool), RotationError> {
     let path = identity_dir.join(NEXT_KEY);
@@ -76,6 +93,7 @@ pub struct Installed {
 /// stopped). Refuses, changing nothing, a credential the pinned authority did not sign,
 /// or one for another participant, key or certificate.
 pub fn install(config: &NodeConfig, credential: &Envelope) -> Result<Installed, RotationError> {
+    refuse_token(config)?;
     crate::backup::ensure_stopped(&config.data_dir())
         .map_err(|e| RotationError::Refused(e.to_string()))?;
     let dir = config.identity_dir();

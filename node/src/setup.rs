@@ -126,7 +126,7 @@ pub fn join(opts: &JoinOptions) -> Result<Joined, SetupError> {
         created_at: clock::now(),
     };
     let request_path = identity.join(bundle_files::REQUEST);
-    write_public(&request_path, request.sign(&signing).to_json().as_bytes())?;
+    write_public(&request_path, request.sign(&signing)?.to_json().as_bytes())?;
     Ok(Joined {
         request_path,
         request,
@@ -180,7 +180,7 @@ pub fn renew(opts: &RenewOptions) -> Result<Joined, SetupError> {
         created_at: clock::now(),
     };
     let request_path = identity.join(bundle_files::REQUEST);
-    write_public(&request_path, request.sign(&signing).to_json().as_bytes())?;
+    write_public(&request_path, request.sign(&signing)?.to_json().as_bytes())?;
     Ok(Joined {
         request_path,
         request,
@@ -381,6 +381,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         recovery: Default::default(),
         telemetry: Default::default(),
         alerts: Default::default(),
+        hsm: None,
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };

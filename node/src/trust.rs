@@ -431,7 +431,7 @@ mod tests {
     }
 
     fn signed(key: &SigningKey, l: &TrustList) -> Envelope {
-        Envelope::sign_json(TRUST_LIST_PAYLOAD_TYPE, l, key)
+        Envelope::sign_json(TRUST_LIST_PAYLOAD_TYPE, l, key).unwrap()
     }
 
     #[tokio::test]

@@ -645,7 +645,7 @@ async fn a_log_showing_two_checkpoints_to_two_witnesses_is_caught() {
 
     // The liar signs two checkpoints of the same size with different roots.
     let origin = origin_for(&liar.participant);
-    let key = liar.running.node.identity.signing_key.key_pair();
+    let key = &liar.running.node.identity.signing_key;
     let sign = |root: [u8; 32]| {
         note::sign_checkpoint(
             &Checkpoint {

@@ -336,7 +336,7 @@ async fn refuses_replayed_forged_and_modified_messages() {
     let forger = SigningKey::generate().unwrap();
     body.nonce = "11".repeat(16);
     body.negotiation_id = "neg-forged".into();
-    let forged = Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &body, &forger);
+    let forged = Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &body, &forger).unwrap();
     let err = client
         .request(NegotiationRequest {
             request: Some(forged.into()),
@@ -352,7 +352,8 @@ async fn refuses_replayed_forged_and_modified_messages() {
         REQUEST_PAYLOAD_TYPE,
         &body,
         &s.ecology.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let err = client
         .request(NegotiationRequest {
             request: Some(impostor.into()),
@@ -371,7 +372,8 @@ async fn refuses_replayed_forged_and_modified_messages() {
         REQUEST_PAYLOAD_TYPE,
         &old,
         &s.ecology.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let err = client
         .request(NegotiationRequest {
             request: Some(expired.into()),
@@ -557,7 +559,8 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
             received_at: 0,
         },
         &s.logistics.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let err = other
         .receipt(liutong_proto::v1::ReceiptRequest {
             receipt: Some(forged.into()),
@@ -841,6 +844,7 @@ async fn receipts_arriving_together_are_recorded_once() {
             },
             &s.ecology.running.node.identity.signing_key,
         )
+        .unwrap()
     };
     // Each on its own connection, all at once.
     let send_all = |receipts: Vec<Envelope>| async {

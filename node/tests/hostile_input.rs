@@ -85,7 +85,8 @@ impl Space {
             REQUEST_PAYLOAD_TYPE,
             request,
             &self.consumer.running.node.identity.signing_key,
-        );
+        )
+        .unwrap();
         NegotiationClient::new(self.consumer.channel_to(&self.provider).await)
             .request(NegotiationRequest {
                 request: Some(signed.into()),
@@ -336,6 +337,7 @@ async fn a_usage_notice_must_name_a_delivered_copy_of_the_agreed_product() {
             &notice,
             &s.consumer.running.node.identity.signing_key,
         )
+        .unwrap()
     };
     let mut client = UsageControlClient::new(s.consumer.channel_to(&s.provider).await);
     let mut notify = async |message: Envelope| {
@@ -409,7 +411,8 @@ async fn the_cli_prints_a_peer_s_text_escaped() {
         liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
         &revocation,
         &provider.identity.signing_key,
-    );
+    )
+    .unwrap();
     s.consumer
         .running
         .node

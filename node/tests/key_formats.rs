@@ -209,7 +209,12 @@ async fn an_old_v2_key_still_signs_and_rotation_writes_v1() {
         .await
         .expect("the node starts on its v2 key");
     assert_eq!(running.node.identity.signing_key.public_key(), public);
-    let signature = running.node.identity.signing_key.sign(b"checkpoint");
+    let signature = running
+        .node
+        .identity
+        .signing_key
+        .sign(b"checkpoint")
+        .unwrap();
     assert!(public.verify(b"checkpoint", &signature));
     running.shutdown().await.unwrap();
     assert_eq!(std::fs::read_to_string(&path).unwrap(), old_text);

@@ -23,8 +23,8 @@ const LAYERS: &[(&str, &[&str])] = &[
     // BoxFuture; the pause points of crash tests.
     ("foundations", &["base", "pause"]),
     // Keys, envelopes, membership credentials, the admission-bundle layout; node.toml,
-    // which names the participant and the authority's key.
-    ("identity", &["identity", "config"]),
+    // which names the participant and the authority's key; keys held in a PKCS#11 token.
+    ("identity", &["identity", "config", "hsm"]),
     // The storage trait, the sled engine, payload files.
     ("store", &["storage"]),
     // What the node records about itself: the audit log and its checks; metrics and

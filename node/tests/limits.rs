@@ -82,7 +82,7 @@ async fn envelope_padded_with_signatures_is_refused_before_verification() {
         expires_at: now + 300,
     };
     let key = &consumer.running.node.identity.signing_key;
-    let signed = Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &body, key);
+    let signed = Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &body, key).unwrap();
 
     // 30,000 bogus signatures under the caller's own key ID, the valid one last: a
     // verifier that tried each would spend seconds and then accept it.

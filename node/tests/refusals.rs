@@ -356,7 +356,8 @@ async fn every_kind_of_refusal_is_on_record_with_who_what_and_why() {
         REQUEST_PAYLOAD_TYPE,
         &body,
         &SigningKey::generate().unwrap(),
-    );
+    )
+    .unwrap();
     let err = negotiation
         .request(NegotiationRequest {
             request: Some(forged.into()),
@@ -369,7 +370,8 @@ async fn every_kind_of_refusal_is_on_record_with_who_what_and_why() {
         REQUEST_PAYLOAD_TYPE,
         &body,
         &ecology.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let err = negotiation
         .request(NegotiationRequest {
             request: Some(duplicate.into()),

@@ -128,6 +128,7 @@ fn signed_request(consumer: &TestNode, provider: &TestNode, offer: &str, nonce: 
         &body,
         &consumer.running.node.identity.signing_key,
     )
+    .unwrap()
 }
 
 /// The outcome of one call, for the table: Ok, or its status.

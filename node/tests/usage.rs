@@ -689,7 +689,8 @@ async fn only_the_parties_speak_for_an_agreement() {
         USAGE_NOTICE_PAYLOAD_TYPE,
         &notice,
         &other.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let err = client
         .notify(NotifyRequest {
             message: Some(signed.into()),
@@ -709,7 +710,8 @@ async fn only_the_parties_speak_for_an_agreement() {
         USAGE_NOTICE_PAYLOAD_TYPE,
         &notice,
         &s.consumer.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let err = client
         .notify(NotifyRequest {
             message: Some(unsigned.into()),
@@ -740,7 +742,8 @@ async fn only_the_parties_speak_for_an_agreement() {
         liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
         &forged,
         &other.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let provider_membership = s.provider.running.node.identity.membership.clone();
     let err = s
         .consumer
@@ -1302,7 +1305,8 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
         USAGE_NOTICE_PAYLOAD_TYPE,
         &notice,
         &s.consumer.running.node.identity.signing_key,
-    );
+    )
+    .unwrap();
     let mut client = UsageControlClient::new(s.consumer.channel_to(&s.provider).await);
     for _ in 0..2 {
         let err = client
@@ -1334,7 +1338,8 @@ async fn long_texts_never_leave_a_step_recorded_but_unlogged() {
         liutong_node::usage::revocation::REVOCATION_PAYLOAD_TYPE,
         &revocation,
         &provider.identity.signing_key,
-    );
+    )
+    .unwrap();
     s.consumer
         .running
         .node

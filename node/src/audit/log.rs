@@ -229,7 +229,7 @@ impl AuditLog {
             size: appender.size(),
             root: appender.root(),
         };
-        let text = note::sign_checkpoint(&checkpoint, origin, key.key_pair())?.to_string();
+        let text = note::sign_checkpoint(&checkpoint, origin, key)?.to_string();
         self.shared.storage.apply(
             TREE,
             vec![
@@ -335,11 +335,7 @@ impl AuditLog {
 
     /// The verifier key line (`name+hex(key_id)+base64(0x01 ‖ key)`) of `origin`.
     pub fn verifier_key(origin: &str, key: &SigningKey) -> Result<VerifierKey, AuditError> {
-        Ok(VerifierKey::from_key_pair(
-            origin,
-            KeyType::Ed25519,
-            key.key_pair(),
-        )?)
+        Ok(VerifierKey::from_key_pair(origin, KeyType::Ed25519, key)?)
     }
 
     fn store(&self) -> StoredTree<'_> {

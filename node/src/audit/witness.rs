@@ -27,14 +27,12 @@
 //! it *before* sending the cosignature: a witness that cosigned and then forgot could be
 //! led to cosign a fork after a restart. On any error the state is unchanged.
 
-use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
-use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 
 use super::merkle::{self, Hash};
-use super::note::{self, KeyType, NoteError, SignatureLine, VerifierKey};
+use super::note::{self, KeyType, NoteError, NoteSigner, SignatureLine, VerifierKey};
 
 /// The witness's answer: one `— <witness name> base64(key_id ‖ time ‖ signature)` line.
 pub type CosignatureLine = SignatureLine;
@@ -149,8 +147,8 @@ pub enum WitnessError {
 
 /// A witness: its own cosigning key, the logs it watches and their keys, and its state.
 ///
-/// `K` is anything that lends an [`Ed25519KeyPair`]: the key pair itself, a reference, or
-/// an `Arc` shared with the node's identity.
+/// `K` is any [`NoteSigner`]: a ring key pair, the node's signing key (which may be in a
+/// token), a reference to either or an `Arc`.
 pub struct Witness<K> {
     /// The witness's key name, e.g. `liutong.example/91110000600037341L/witness`.
     name: String,
@@ -160,7 +158,7 @@ pub struct Witness<K> {
     state: WitnessState,
 }
 
-impl<K: Borrow<Ed25519KeyPair>> Witness<K> {
+impl<K: NoteSigner> Witness<K> {
     /// A witness named `name`, signing with `key_pair`, watching `logs` (origin → the
     /// log's verifier keys), starting from the stored `state`.
     pub fn new(
@@ -170,7 +168,7 @@ impl<K: Borrow<Ed25519KeyPair>> Witness<K> {
         state: WitnessState,
     ) -> Result<Self, WitnessError> {
         // Validates the name early, so witness() cannot fail on it later.
-        VerifierKey::from_key_pair(name, KeyType::CosignatureV1, key_pair.borrow())?;
+        VerifierKey::from_key_pair(name, KeyType::CosignatureV1, &key_pair)?;
         let logs: BTreeMap<_, _> = logs.into_iter().collect();
         for (origin, keys) in &logs {
             if let Some(k) = keys.iter().find(|k| k.key_type() != KeyType::Ed25519) {
@@ -191,7 +189,7 @@ impl<K: Borrow<Ed25519KeyPair>> Witness<K> {
     /// The key that checks this witness's cosignatures (type 0x04), to give to peers.
     pub fn verifier_key(&self) -> VerifierKey {
         // `new` already built this key from the same name and key pair.
-        VerifierKey::from_key_pair(&self.name, KeyType::CosignatureV1, self.key_pair.borrow())
+        VerifierKey::from_key_pair(&self.name, KeyType::CosignatureV1, &self.key_pair)
             .expect("the witness name was validated in Witness::new")
     }
 
@@ -293,7 +291,7 @@ impl<K: Borrow<Ed25519KeyPair>> Witness<K> {
             }
         }
 
-        let line = note::cosign(signed.text(), &self.name, self.key_pair.borrow(), now)?;
+        let line = note::cosign(signed.text(), &self.name, &self.key_pair, now)?;
         let unchanged = self
             .state
             .logs
@@ -365,6 +363,7 @@ mod tests {
     use super::*;
     use base64::Engine as _;
     use ring::rand::SystemRandom;
+    use ring::signature::Ed25519KeyPair;
 
     fn new_key_pair() -> Ed25519KeyPair {
         key_pair_twice().0

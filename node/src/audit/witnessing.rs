@@ -14,10 +14,8 @@
 
 use std::sync::Arc;
 
-use ring::signature::Ed25519KeyPair;
-
 use super::log::owner_of;
-use super::note::{self, VerifierKey};
+use super::note::{self, NoteSigner, VerifierKey};
 use super::witness::{
     ConflictKind, CosignatureLine, Evidence, Witness, WitnessError, WitnessState,
 };
@@ -103,7 +101,7 @@ impl WitnessStore {
     pub async fn cosign(
         &self,
         name: &str,
-        key_pair: &Ed25519KeyPair,
+        key_pair: &(impl NoteSigner + ?Sized),
         log_key: VerifierKey,
         offer: CheckpointOffer<'_>,
         now: u64,
@@ -117,7 +115,7 @@ impl WitnessStore {
     async fn cosign_locked(
         &self,
         name: &str,
-        key_pair: &Ed25519KeyPair,
+        key_pair: &(impl NoteSigner + ?Sized),
         log_key: VerifierKey,
         offer: CheckpointOffer<'_>,
         now: u64,

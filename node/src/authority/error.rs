@@ -25,6 +25,8 @@ pub enum AuthorityError {
     #[error(transparent)]
     Cert(#[from] CertError),
     #[error(transparent)]
+    Token(#[from] crate::hsm::HsmError),
+    #[error(transparent)]
     Tls(#[from] TlsError),
     #[error(
         "participant {0} is already a member; pass --renew to issue it a new certificate and \

@@ -160,7 +160,7 @@ impl Authority {
             certificate_sha256: certs::fingerprint(&certificate.cert_der),
             authority: self.state.name.clone(),
         };
-        let credential = Envelope::sign_json(MEMBERSHIP_PAYLOAD_TYPE, &membership, &self.signing);
+        let credential = Envelope::sign_json(MEMBERSHIP_PAYLOAD_TYPE, &membership, &self.signing)?;
         match existing {
             Some(i) => self.state.members[i] = membership.clone(),
             None => self.state.members.push(membership.clone()),
@@ -300,7 +300,7 @@ impl Authority {
             )));
         }
         member.signing_key = signing_key;
-        let credential = Envelope::sign_json(MEMBERSHIP_PAYLOAD_TYPE, &*member, &self.signing);
+        let credential = Envelope::sign_json(MEMBERSHIP_PAYLOAD_TYPE, &*member, &self.signing)?;
         self.state.sequence += 1;
         self.save_state()?;
         Ok(credential)
@@ -460,6 +460,7 @@ mod tests {
         assert_eq!(again.revocations().len(), 1);
         let list: TrustList = again
             .trust_list(100, Duration::from_secs(600))
+            .unwrap()
             .open_json(TRUST_LIST_PAYLOAD_TYPE, &again.public_key())
             .unwrap();
         assert_eq!((list.sequence, list.expires_at), (3, 700));

@@ -4,6 +4,8 @@
 //! Its directory holds:
 //! - `ca.crt`, `ca.key` — the data-space CA (ECDSA P-256) that signs TLS certificates;
 //! - `signing.key` — the Ed25519 key that signs credentials and trust lists;
+//! - or, instead of both key files, `hsm.toml` — the PKCS#11 token that holds both keys
+//!   (`liutong authority init --hsm-…`), which then sign inside the token;
 //! - `server.crt`, `server.key` — the certificate of its trust-list server;
 //! - `authority.json` — members, revocations, the trust-list sequence, and which host
 //!   names members may have certified.
@@ -17,6 +19,7 @@
 //! trust-list server), and the errors of all three (`error`).
 
 mod error;
+mod hsm;
 mod members;
 mod names;
 mod service;
@@ -28,11 +31,13 @@ use std::time::Duration;
 use crate::base::clock;
 use crate::base::files;
 use crate::identity::{Envelope, Membership, PublicKey, SigningKey};
+use crate::tls::ca_key::CaKey;
 use crate::tls::certs::{AUTHORITY_SAN_URI, CertificateAuthority, LeafSpec};
 use crate::trust::{Revocation, TRUST_LIST_PAYLOAD_TYPE, TrustList};
 use store::{STATE_FILE, State, read_state, write_state};
 
 pub use error::AuthorityError;
+pub use hsm::{AuthorityToken, HSM_FILE};
 pub use members::{Admission, AdmissionBundle};
 pub use names::NameRules;
 pub use service::{RunningAuthority, participant_from_certificate, serve};
@@ -53,6 +58,17 @@ pub struct Authority {
 impl Authority {
     /// Creates a new authority in `dir` (which must not hold one).
     pub fn init(dir: &Path, name: &str) -> Result<Self, AuthorityError> {
+        Self::init_with(dir, name, None)
+    }
+
+    /// Creates a new authority in `dir` whose CA and signing keys are, with `token`, the
+    /// keys in a PKCS#11 token (nothing of them is written to the directory), or else
+    /// new keys in `ca.key` and `signing.key`.
+    pub fn init_with(
+        dir: &Path,
+        name: &str,
+        token: Option<&AuthorityToken>,
+    ) -> Result<Self, AuthorityError> {
         if name.trim().is_empty() {
             return Err(AuthorityError::Invalid(
                 "the authority needs a --name".into(),
@@ -61,14 +77,31 @@ impl Authority {
         if dir.join(STATE_FILE).exists() {
             return Err(AuthorityError::AlreadyExists(dir.to_owned()));
         }
+        // The token is opened before the directory is made, so a wrong module, PIN or
+        // label leaves nothing behind.
+        let (ca_key, signing) = match token {
+            Some(t) => {
+                let keys = t.open()?;
+                (keys.ca, keys.signing)
+            }
+            None => (
+                CaKey::Memory(
+                    rcgen::KeyPair::generate().map_err(crate::tls::certs::CertError::from)?,
+                ),
+                SigningKey::generate()?,
+            ),
+        };
         files::create_private_dir(dir).map_err(|source| AuthorityError::Io {
             path: dir.to_owned(),
             source,
         })?;
-        let ca = CertificateAuthority::create(&format!("{name} (data-space CA)"), 10)?;
+        let ca =
+            CertificateAuthority::create_with_key(&format!("{name} (data-space CA)"), 10, ca_key)?;
         ca.save(&dir.join("ca.crt"), &dir.join("ca.key"))?;
-        let signing = SigningKey::generate()?;
-        signing.save(&dir.join("signing.key"))?;
+        match token {
+            Some(t) => t.save(dir, ca.public_key(), signing.public_key())?,
+            None => signing.save(&dir.join("signing.key"))?,
+        }
         let now = clock::now_utc();
         let server = ca.issue(&LeafSpec {
             common_name: format!("{name} trust-list server"),
@@ -99,8 +132,16 @@ impl Authority {
             return Err(AuthorityError::Missing(dir.to_owned()));
         }
         let state = read_state(&state_path)?;
-        let ca = CertificateAuthority::load(&dir.join("ca.crt"), &dir.join("ca.key"))?;
-        let signing = SigningKey::load(&dir.join("signing.key"))?;
+        let (ca, signing) = match AuthorityToken::load(dir)? {
+            Some(keys) => (
+                CertificateAuthority::load_with_key(&dir.join("ca.crt"), keys.ca)?,
+                keys.signing,
+            ),
+            None => (
+                CertificateAuthority::load(&dir.join("ca.crt"), &dir.join("ca.key"))?,
+                SigningKey::load(&dir.join("signing.key"))?,
+            ),
+        };
         Ok(Self {
             dir: dir.to_owned(),
             ca,
@@ -130,7 +171,7 @@ impl Authority {
     }
 
     /// Signs the current trust list, valid from `now` for `validity`.
-    pub fn trust_list(&self, now: i64, validity: Duration) -> Envelope {
+    pub fn trust_list(&self, now: i64, validity: Duration) -> Result<Envelope, AuthorityError> {
         let list = TrustList {
             authority: self.state.name.clone(),
             sequence: self.state.sequence,
@@ -139,7 +180,11 @@ impl Authority {
             members: self.state.members.clone(),
             revocations: self.state.revocations.clone(),
         };
-        Envelope::sign_json(TRUST_LIST_PAYLOAD_TYPE, &list, &self.signing)
+        Ok(Envelope::sign_json(
+            TRUST_LIST_PAYLOAD_TYPE,
+            &list,
+            &self.signing,
+        )?)
     }
 
     /// Re-reads the state written by other processes (`admit`, `revoke`).

@@ -132,7 +132,10 @@ impl AuthorityRpc for TrustListService {
             Status::internal(format!("the authority cannot read its state: {e}"))
         })?;
         let now = clock::now();
-        let envelope = authority.trust_list(now, self.validity);
+        let envelope = authority.trust_list(now, self.validity).map_err(|e| {
+            tracing::error!(error = %e, "cannot sign the trust list");
+            Status::unavailable(format!("the authority cannot sign the trust list: {e}"))
+        })?;
         Ok(Response::new(GetTrustListResponse {
             trust_list: Some(envelope.into()),
         }))

@@ -162,7 +162,7 @@ pub fn write_backup<W: Write>(
     )
     .map_err(io_err)?;
     let digest: [u8; 32] = w.hash.clone().finalize().into();
-    let signature = key.sign(&seal_message(&digest));
+    let signature = key.sign(&seal_message(&digest))?;
     w.frame(b'S', &[&digest, &signature]).map_err(io_err)?;
     w.out.flush().map_err(io_err)?;
     Ok(summary)
@@ -175,12 +175,9 @@ pub async fn backup_offline(
 ) -> Result<(BackupHeader, BackupSummary), BackupError> {
     ensure_stopped(&config.data_dir())?;
     let db = SledStorage::open(&config.database_dir())?;
-    let key = SigningKey::load(
-        &config
-            .identity_dir()
-            .join(crate::identity::bundle::files::SIGNING_KEY),
-    )
-    .map_err(|e| BackupError::Target(e.to_string()))?;
+    let key = config
+        .load_signing_key()
+        .map_err(|e| BackupError::Target(e.to_string()))?;
     let header = BackupHeader::describe(&config.node.participant, db.as_ref())?;
     let node_files = node_files(config)?;
     let out = out.to_owned();

@@ -85,6 +85,9 @@ pub enum BackupError {
     Target(String),
     #[error("cannot read the audit log's size for the backup header: {0}")]
     AuditLog(#[from] AuditError),
+    /// The node's key could not seal the backup (a key in a token that cannot be reached).
+    #[error("the node's signing key cannot seal the backup: {0}")]
+    Signing(#[from] crate::identity::KeyError),
 }
 
 /// What the node was when the backup was taken.

@@ -30,6 +30,8 @@ pub enum AuthorityCommand {
         name: String,
         #[command(flatten)]
         names: NameRuleArgs,
+        #[command(flatten)]
+        hsm: HsmArgs,
     },
     /// Admit a member from the admission request its node made (`liutong join`): check
     /// the request's proof of possession and names, issue a certificate for its TLS key
@@ -148,16 +150,88 @@ impl NameRuleArgs {
     }
 }
 
+/// The authority's keys in a PKCS#11 token instead of `ca.key` and `signing.key`.
+#[derive(clap::Args, Debug)]
+pub struct HsmArgs {
+    /// The token's PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+    #[arg(long, requires_all = ["hsm_token", "hsm_ca_key", "hsm_signing_key"])]
+    hsm_module: Option<PathBuf>,
+    /// The token's label.
+    #[arg(long, requires = "hsm_module")]
+    hsm_token: Option<String>,
+    /// Label of the ECDSA P-256 key pair in the token that signs TLS certificates.
+    #[arg(long, requires = "hsm_module")]
+    hsm_ca_key: Option<String>,
+    /// Label of the Ed25519 key pair in the token that signs credentials and trust lists.
+    #[arg(long, requires = "hsm_module")]
+    hsm_signing_key: Option<String>,
+    /// The environment variable holding the token's PIN (also when the authority runs).
+    #[arg(long, requires = "hsm_module", conflicts_with = "hsm_pin_file")]
+    hsm_pin_env: Option<String>,
+    /// A file, readable by its owner only, holding the token's PIN.
+    #[arg(long, requires = "hsm_module")]
+    hsm_pin_file: Option<PathBuf>,
+}
+
+impl HsmArgs {
+    fn token(self) -> anyhow::Result<Option<authority::AuthorityToken>> {
+        let (Some(module), Some(token), Some(ca_key), Some(signing_key)) = (
+            self.hsm_module,
+            self.hsm_token,
+            self.hsm_ca_key,
+            self.hsm_signing_key,
+        ) else {
+            return Ok(None);
+        };
+        // Recorded in hsm.toml and used by later commands run from anywhere.
+        let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+        let pin = crate::hsm::PinSource::from_pair(
+            self.hsm_pin_env.as_deref(),
+            self.hsm_pin_file.as_deref(),
+            "--hsm-module",
+        )
+        .map_err(|_| anyhow!("--hsm-module needs the token's PIN: pass --hsm-pin-env VARIABLE or --hsm-pin-file FILE"))?;
+        let pin = match pin {
+            crate::hsm::PinSource::File(p) => crate::hsm::PinSource::File(absolute(p)),
+            env => env,
+        };
+        Ok(Some(authority::AuthorityToken {
+            token: crate::hsm::TokenSpec {
+                module: absolute(module),
+                token,
+                pin,
+            },
+            ca_key,
+            signing_key,
+        }))
+    }
+}
+
 /// Runs `liutong authority …`.
 pub async fn run(cmd: AuthorityCommand) -> anyhow::Result<()> {
     match cmd {
-        AuthorityCommand::Init { dir, name, names } => {
+        AuthorityCommand::Init {
+            dir,
+            name,
+            names,
+            hsm,
+        } => {
             let rules = names.rules()?;
-            let mut a = Authority::init(&dir, &name)?;
+            let token = hsm.token()?;
+            let mut a = Authority::init_with(&dir, &name, token.as_ref())?;
             if let Some(rules) = rules {
                 a.set_name_rules(rules)?;
             }
             println!("authority {:?} created in {}", a.name(), dir.display());
+            if let Some(t) = &token {
+                println!(
+                    "keys in token {:?}: CA key {:?}, signing key {:?} (recorded in {})",
+                    t.token.token,
+                    t.ca_key,
+                    t.signing_key,
+                    dir.join(authority::HSM_FILE).display()
+                );
+            }
             println!("signing key: {}", a.public_key());
             println!(
                 "names members may have certified: {}",

@@ -291,6 +291,7 @@ pub async fn restore(file: PathBuf, dir: PathBuf, force: bool) -> anyhow::Result
 pub fn key(cmd: KeyCommand) -> anyhow::Result<()> {
     let KeyCommand::Rotate { config, credential } = cmd;
     let config = load_config(config.as_deref())?;
+    rotation::refuse_token(&config)?;
     match credential {
         None => {
             let (key, created) = rotation::prepare(&config.identity_dir())?;

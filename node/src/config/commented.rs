@@ -59,6 +59,7 @@ impl NodeConfig {
             "refresh_interval = \"{}\"\n\n",
             humantime::format_duration(self.authority.refresh_interval)
         ));
+        self.write_hsm(&mut out);
         out.push_str("[limits]\n# Largest gRPC message accepted, in bytes.\n");
         out.push_str(&format!(
             "max_message_bytes = {}\n",
@@ -221,6 +222,46 @@ impl NodeConfig {
             "keepalive_interval = \"{}\"\n",
             humantime::format_duration(l.keepalive_interval)
         ));
+    }
+
+    fn write_hsm(&self, out: &mut String) {
+        out.push_str(
+            "# The node's signing key in a PKCS#11 token (HSM) instead of\n\
+             # identity/signing.key: the token signs agreements, receipts and checkpoints,\n\
+             # and the key never leaves it. The key pair's public key must be the one in\n\
+             # the node's membership credential (identity/credential.json). The PIN is\n\
+             # never written here: pin_env names an environment variable holding it,\n\
+             # pin_file a file only its owner can read.\n",
+        );
+        match &self.hsm {
+            Some(h) => {
+                out.push_str("[hsm]\n");
+                out.push_str(&format!(
+                    "module = {}\n",
+                    toml_string(&h.module.to_string_lossy())
+                ));
+                out.push_str(&format!("token = {}\n", toml_string(&h.token)));
+                out.push_str(&format!("signing_key = {}\n", toml_string(&h.signing_key)));
+                if let Some(var) = &h.pin_env {
+                    out.push_str(&format!("pin_env = {}\n", toml_string(var)));
+                }
+                if let Some(file) = &h.pin_file {
+                    out.push_str(&format!(
+                        "pin_file = {}\n",
+                        toml_string(&file.to_string_lossy())
+                    ));
+                }
+                out.push('\n');
+            }
+            None => out.push_str(
+                "# [hsm]\n\
+                 # module = \"/usr/lib/softhsm/libsofthsm2.so\"\n\
+                 # token = \"liutong\"\n\
+                 # signing_key = \"node-signing\"\n\
+                 # pin_env = \"LIUTONG_HSM_PIN\"\n\
+                 # pin_file = \"/run/secrets/hsm-pin\"\n\n",
+            ),
+        }
     }
 
     fn write_telemetry(&self, out: &mut String) {

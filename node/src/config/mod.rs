@@ -18,10 +18,14 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::hsm::HsmError;
+use crate::identity::bundle::files as bundle_files;
+use crate::identity::{KeyError, SigningKey};
+
 pub use alerts::{AlertsSection, ExpiryRule, SwitchRule, VolumeRule, WindowRule};
 pub use sections::{
-    AuditSection, AuthoritySection, Development, GuardrailsSection, Limits, NodeSection,
-    RecoverySection, TelemetrySection, UsageSection,
+    AuditSection, AuthoritySection, Development, GuardrailsSection, HsmSection, Limits,
+    NodeSection, RecoverySection, TelemetrySection, UsageSection,
 };
 
 /// Default address of the peer API.
@@ -61,6 +65,9 @@ pub struct NodeConfig {
     pub telemetry: TelemetrySection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// The node's signing key in a PKCS#11 token; absent: `identity/signing.key`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<HsmSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
@@ -101,6 +108,12 @@ impl NodeConfig {
                 path: path.to_owned(),
                 message,
             })?;
+        if let Some(hsm) = &config.hsm {
+            hsm.check().map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         config.base_dir = if base.as_os_str().is_empty() {
             PathBuf::from(".")
@@ -125,6 +138,20 @@ impl NodeConfig {
 
     pub fn database_dir(&self) -> PathBuf {
         database_dir_in(&self.data_dir())
+    }
+
+    /// The node's signing key: the key `[hsm]` names in its token, or else
+    /// `identity/signing.key`.
+    pub fn load_signing_key(&self) -> Result<SigningKey, KeyError> {
+        match &self.hsm {
+            None => SigningKey::load(&self.identity_dir().join(bundle_files::SIGNING_KEY)),
+            Some(hsm) => {
+                let spec = hsm
+                    .token_spec(&self.base_dir)
+                    .map_err(|reason| KeyError::Token(HsmError::Pin(reason)))?;
+                SigningKey::open_token(&spec, &hsm.signing_key)
+            }
+        }
     }
 
     pub fn development_authority_dir(&self) -> Option<PathBuf> {

@@ -2,11 +2,12 @@
 //! default when the file leaves it out.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::hsm::{PinSource, TokenSpec};
 use crate::identity::{ParticipantId, PublicKey};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -24,6 +25,62 @@ pub struct NodeSection {
     /// Plain (no TLS) gRPC health endpoint for probes; off when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_listen: Option<SocketAddr>,
+}
+
+/// `[hsm]`: the node's signing key is in a PKCS#11 token instead of
+/// `identity/signing.key`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmSection {
+    /// The token's PKCS#11 module (shared library), relative to the configuration file
+    /// if not absolute.
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// The label (CKA_LABEL) of the node's Ed25519 key pair in the token.
+    pub signing_key: String,
+    /// The environment variable holding the token's user PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_env: Option<String>,
+    /// A file, readable by its owner only, holding the PIN; relative to the
+    /// configuration file if not absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_file: Option<PathBuf>,
+    /// Only present to refuse it with a message: the PIN is never written here.
+    #[serde(default, skip_serializing)]
+    pub pin: Option<toml::Value>,
+}
+
+impl HsmSection {
+    /// Refuses a PIN written in the file, and asks for exactly one of `pin_env` and
+    /// `pin_file`.
+    pub fn check(&self) -> Result<(), String> {
+        if self.pin.is_some() {
+            return Err(
+                "[hsm] pin: the token's PIN is never written in node.toml, where \
+                 backups and copies of the configuration would carry it; remove the line \
+                 and set pin_env = \"VARIABLE\" (an environment variable holding the PIN) \
+                 or pin_file = \"/path\" (a file only its owner can read)"
+                    .into(),
+            );
+        }
+        PinSource::from_pair(self.pin_env.as_deref(), self.pin_file.as_deref(), "[hsm]").map(|_| ())
+    }
+
+    /// The token, with relative paths taken from `base_dir`.
+    pub fn token_spec(&self, base_dir: &Path) -> Result<TokenSpec, String> {
+        let pin =
+            match PinSource::from_pair(self.pin_env.as_deref(), self.pin_file.as_deref(), "[hsm]")?
+            {
+                PinSource::File(p) => PinSource::File(base_dir.join(p)),
+                env => env,
+            };
+        Ok(TokenSpec {
+            module: base_dir.join(&self.module),
+            token: self.token.clone(),
+            pin,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -35,6 +35,7 @@ fn sample() -> NodeConfig {
         },
         telemetry: TelemetrySection::default(),
         alerts: AlertsSection::default(),
+        hsm: None,
         development: Some(Development {
             authority_dir: "../dev-authority".into(),
         }),
@@ -163,6 +164,51 @@ fn errors_name_the_key_and_line() {
 
     let msg = load_text("[node\nparticipant = 1");
     assert!(msg.contains("line 1"), "{msg}");
+}
+
+#[test]
+fn hsm_section_loads_back_and_never_takes_a_pin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let mut config = sample();
+    config.hsm = Some(super::HsmSection {
+        module: "/usr/lib/softhsm/libsofthsm2.so".into(),
+        token: "liutong".into(),
+        signing_key: "node-signing".into(),
+        pin_env: None,
+        pin_file: Some("/run/secrets/hsm-pin".into()),
+        pin: None,
+    });
+    std::fs::write(&path, config.to_commented_toml()).unwrap();
+    let back = NodeConfig::load(&path)
+        .unwrap()
+        .hsm
+        .expect("[hsm] loads back");
+    assert_eq!(back.token, "liutong");
+    assert_eq!(back.signing_key, "node-signing");
+    assert_eq!(
+        back.pin_file.as_deref(),
+        Some(Path::new("/run/secrets/hsm-pin"))
+    );
+
+    // Without a section, the file shows a commented example.
+    assert!(sample().to_commented_toml().contains("# [hsm]\n"));
+
+    let good = config.to_commented_toml();
+    let with_pin = good.replace(
+        "pin_file = \"/run/secrets/hsm-pin\"",
+        "pin = \"123456\"\npin_file = \"/run/secrets/hsm-pin\"",
+    );
+    let msg = load_text(&with_pin);
+    assert!(
+        msg.contains("never written in node.toml")
+            && msg.contains("pin_env")
+            && msg.contains("pin_file"),
+        "{msg}"
+    );
+    let no_pin = good.replace("pin_file = \"/run/secrets/hsm-pin\"\n", "");
+    let msg = load_text(&no_pin);
+    assert!(msg.contains("PIN is missing"), "{msg}");
 }
 
 #[test]

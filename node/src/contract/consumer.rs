@@ -80,7 +80,7 @@ impl Contracts {
             expires_at: t + 300,
         };
         let envelope =
-            Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &request, &self.identity.signing_key);
+            Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &request, &self.identity.signing_key)?;
         let mut n = Negotiation {
             id: request.negotiation_id.clone(),
             role: Role::Consumer,
@@ -315,7 +315,7 @@ impl Contracts {
             .verify(&self.identity.signing_key.public_key())
             .is_err()
         {
-            countersigned.add_signature(&self.identity.signing_key);
+            countersigned.add_signature(&self.identity.signing_key)?;
         }
         Ok((countersigned, agreement))
     }

@@ -90,6 +90,9 @@ pub enum ContractError {
     Audit(String),
     #[error("cannot make a nonce or an ID: {0}")]
     Random(#[from] RandomError),
+    /// The node's signing key could not sign (a key in a token that cannot be reached).
+    #[error("the node's signing key cannot sign: {0}")]
+    Signing(#[from] crate::identity::KeyError),
 }
 
 impl ErrorKinded for ContractError {
@@ -110,7 +113,8 @@ impl ErrorKinded for ContractError {
             ContractError::Unreachable(_)
             | ContractError::Busy(_)
             | ContractError::Storage(_)
-            | ContractError::Audit(_) => ErrorKind::Unavailable,
+            | ContractError::Audit(_)
+            | ContractError::Signing(_) => ErrorKind::Unavailable,
             ContractError::Random(_) => ErrorKind::Internal,
         }
     }

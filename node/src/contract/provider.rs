@@ -375,7 +375,7 @@ impl Contracts {
             AGREEMENT_PAYLOAD_TYPE,
             &agreement,
             &self.identity.signing_key,
-        ));
+        )?);
         n.agreement_id = Some(agreement_id);
         events.push(change(n, NegotiationEvent::Agreed, "")?);
         self.commit(n, events).await

@@ -259,7 +259,7 @@ mod recovery_tests {
             state,
             reason: reason.into(),
             failed_constraints: Vec::new(),
-            request: Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &"request", &key),
+            request: Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &"request", &key).unwrap(),
             offer_policy: None,
             offer_classification: None,
             agreement: None,

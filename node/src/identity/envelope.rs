@@ -9,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{PublicKey, SigningKey};
+use super::keys::{KeyError, PublicKey, SigningKey};
 
 /// A DSSE envelope. Its JSON form is the one of the DSSE specification.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,31 +58,38 @@ pub enum EnvelopeError {
 }
 
 impl Envelope {
-    /// Signs `payload` as `payload_type` with `key`.
-    pub fn sign(payload_type: &str, payload: Vec<u8>, key: &SigningKey) -> Self {
+    /// Signs `payload` as `payload_type` with `key`. Fails only when `key` is in a token
+    /// that cannot sign now.
+    pub fn sign(payload_type: &str, payload: Vec<u8>, key: &SigningKey) -> Result<Self, KeyError> {
         let mut env = Self {
             payload_type: payload_type.to_owned(),
             payload,
             signatures: Vec::new(),
         };
-        env.add_signature(key);
-        env
+        env.add_signature(key)?;
+        Ok(env)
     }
 
     /// Serializes `value` as JSON and signs it.
-    pub fn sign_json<T: Serialize>(payload_type: &str, value: &T, key: &SigningKey) -> Self {
+    pub fn sign_json<T: Serialize>(
+        payload_type: &str,
+        value: &T,
+        key: &SigningKey,
+    ) -> Result<Self, KeyError> {
         // Serializing our own plain data types to JSON cannot fail.
         let payload = serde_json::to_vec(value).expect("payload types serialize to JSON");
         Self::sign(payload_type, payload, key)
     }
 
-    /// Adds a signature (a countersignature, for example) over the same PAE.
-    pub fn add_signature(&mut self, key: &SigningKey) {
-        let sig = key.sign(&pae(&self.payload_type, &self.payload));
+    /// Adds a signature (a countersignature, for example) over the same PAE; on failure
+    /// the envelope is left as it was.
+    pub fn add_signature(&mut self, key: &SigningKey) -> Result<(), KeyError> {
+        let sig = key.sign(&pae(&self.payload_type, &self.payload))?;
         self.signatures.push(Signature {
             keyid: key.public_key().key_id(),
             sig: sig.to_vec(),
         });
+        Ok(())
     }
 
     /// Refuses an envelope, received in the message field `field`, that carries more than
@@ -230,7 +237,7 @@ mod tests {
     #[test]
     fn verifies_the_signer_and_refuses_changes() {
         let key = SigningKey::generate().unwrap();
-        let env = Envelope::sign("application/x-test", b"payload".to_vec(), &key);
+        let env = Envelope::sign("application/x-test", b"payload".to_vec(), &key).unwrap();
         env.verify(&key.public_key()).unwrap();
 
         let mut altered = env.clone();
@@ -252,7 +259,7 @@ mod tests {
     #[test]
     fn padded_envelope_is_refused_before_verification() {
         let key = SigningKey::generate().unwrap();
-        let mut env = Envelope::sign("t", b"x".to_vec(), &key);
+        let mut env = Envelope::sign("t", b"x".to_vec(), &key).unwrap();
         let bogus = Signature {
             keyid: key.public_key().key_id(),
             sig: vec![0; 64],
@@ -278,8 +285,8 @@ mod tests {
     fn countersignature_keeps_both() {
         let a = SigningKey::generate().unwrap();
         let b = SigningKey::generate().unwrap();
-        let mut env = Envelope::sign("t", b"x".to_vec(), &a);
-        env.add_signature(&b);
+        let mut env = Envelope::sign("t", b"x".to_vec(), &a).unwrap();
+        env.add_signature(&b).unwrap();
         env.verify(&a.public_key()).unwrap();
         env.verify(&b.public_key()).unwrap();
     }
@@ -287,7 +294,7 @@ mod tests {
     #[test]
     fn json_form_round_trips_and_checks_type() {
         let key = SigningKey::generate().unwrap();
-        let env = Envelope::sign_json("application/x-n", &42u32, &key);
+        let env = Envelope::sign_json("application/x-n", &42u32, &key).unwrap();
         let back: Envelope = serde_json::from_str(&env.to_json()).unwrap();
         assert_eq!(back, env);
         assert_eq!(

@@ -9,6 +9,10 @@
 //! The file is one that only the owner may read.
 //! Loading refuses a key file that group or others can read, as ssh does, because a
 //! leaked node key lets anyone sign agreements in the node's name.
+//!
+//! A key may instead live in a PKCS#11 token ([`crate::hsm`]): the same [`SigningKey`]
+//! then asks the token to sign, and signing can fail (a token removed, a session lost),
+//! which is why [`SigningKey::sign`] returns a `Result`.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -21,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::base::files;
+use crate::hsm::{HsmError, KeyKind, TokenKey, TokenSpec};
 
 const PEM_LABEL: &str = "PRIVATE KEY";
 
@@ -62,13 +67,32 @@ pub enum KeyError {
     Generate,
     #[error("public key is not a 32-byte Ed25519 key: {0}")]
     PublicKey(String),
+    #[error(transparent)]
+    Token(#[from] HsmError),
+    #[error(
+        "the key {label:?} is held in token {token:?} and cannot be written to a file; \
+         keys in a token stay there"
+    )]
+    InToken { token: String, label: String },
 }
 
-/// An Ed25519 key pair that signs.
+/// An Ed25519 key that signs: a key in memory, read from a file, or a key in a PKCS#11
+/// token.
 pub struct SigningKey {
-    pair: Ed25519KeyPair,
-    /// Kept to write the key back to disk; ring does not export it again.
-    seed: [u8; 32],
+    inner: Inner,
+}
+
+enum Inner {
+    File {
+        pair: Ed25519KeyPair,
+        /// Kept to write the key back to disk; ring does not export it again.
+        seed: [u8; 32],
+    },
+    Token {
+        key: TokenKey,
+        /// Read from the token once, when the key was opened.
+        public: PublicKey,
+    },
 }
 
 impl SigningKey {
@@ -79,7 +103,28 @@ impl SigningKey {
             .fill(&mut seed)
             .map_err(|_| KeyError::Generate)?;
         let pair = Ed25519KeyPair::from_seed_unchecked(&seed).map_err(|_| KeyError::Generate)?;
-        Ok(Self { pair, seed })
+        Ok(Self::in_memory(pair, seed))
+    }
+
+    fn in_memory(pair: Ed25519KeyPair, seed: [u8; 32]) -> Self {
+        Self {
+            inner: Inner::File { pair, seed },
+        }
+    }
+
+    /// The Ed25519 key labelled `label` in the token `spec` names: logs in, finds the
+    /// private key and reads its public key. Signing then happens in the token.
+    pub fn open_token(spec: &TokenSpec, label: &str) -> Result<Self, KeyError> {
+        let key = TokenKey::open(spec, label, KeyKind::Ed25519)?;
+        let public = PublicKey::from_slice(key.public_key())?;
+        Ok(Self {
+            inner: Inner::Token { key, public },
+        })
+    }
+
+    /// Whether the key is held in a token rather than in memory.
+    pub fn in_token(&self) -> bool {
+        matches!(self.inner, Inner::Token { .. })
     }
 
     /// Reads a PKCS#8 Ed25519 key: v1 (RFC 8410, as OpenSSL and [`SigningKey::save`]
@@ -95,15 +140,23 @@ impl SigningKey {
         if again.public_key().as_ref() != pair.public_key().as_ref() {
             return Err("the private key is not in the layout of RFC 8410".into());
         }
-        Ok(Self { pair, seed })
+        Ok(Self::in_memory(pair, seed))
     }
 
-    /// The key as a PKCS#8 v1 DER document (RFC 8410).
-    pub fn to_pkcs8_v1(&self) -> Vec<u8> {
-        let mut der = Vec::with_capacity(48);
-        der.extend_from_slice(&ED25519_V1_PREFIX);
-        der.extend_from_slice(&self.seed);
-        der
+    /// The key as a PKCS#8 v1 DER document (RFC 8410); a key in a token has none.
+    pub fn to_pkcs8_v1(&self) -> Result<Vec<u8>, KeyError> {
+        match &self.inner {
+            Inner::File { seed, .. } => {
+                let mut der = Vec::with_capacity(48);
+                der.extend_from_slice(&ED25519_V1_PREFIX);
+                der.extend_from_slice(seed);
+                Ok(der)
+            }
+            Inner::Token { key, .. } => Err(KeyError::InToken {
+                token: key.token().to_owned(),
+                label: key.label().to_owned(),
+            }),
+        }
     }
 
     /// Loads a key written by [`SigningKey::save`] (or an earlier version of it),
@@ -135,7 +188,7 @@ impl SigningKey {
 
     /// Writes the key as PKCS#8 v1 PEM, readable by the owner only, atomically.
     pub fn save(&self, path: &Path) -> Result<(), KeyError> {
-        files::write_private(path, pem_encode(PEM_LABEL, &self.to_pkcs8_v1()).as_bytes()).map_err(
+        files::write_private(path, pem_encode(PEM_LABEL, &self.to_pkcs8_v1()?).as_bytes()).map_err(
             |source| KeyError::Write {
                 path: path.to_owned(),
                 source,
@@ -144,20 +197,27 @@ impl SigningKey {
     }
 
     pub fn public_key(&self) -> PublicKey {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(self.pair.public_key().as_ref());
-        PublicKey(key)
+        match &self.inner {
+            Inner::File { pair, .. } => {
+                let mut key = [0u8; 32];
+                key.copy_from_slice(pair.public_key().as_ref());
+                PublicKey(key)
+            }
+            Inner::Token { public, .. } => *public,
+        }
     }
 
-    /// The ring key pair, for formats that sign on their own terms (C2SP notes).
-    pub fn key_pair(&self) -> &Ed25519KeyPair {
-        &self.pair
-    }
-
-    pub fn sign(&self, message: &[u8]) -> [u8; 64] {
-        let mut sig = [0u8; 64];
-        sig.copy_from_slice(self.pair.sign(message).as_ref());
-        sig
+    /// An Ed25519 signature over `message`. A key in memory always signs; a key in a
+    /// token fails when the token cannot be reached.
+    pub fn sign(&self, message: &[u8]) -> Result<[u8; 64], KeyError> {
+        match &self.inner {
+            Inner::File { pair, .. } => {
+                let mut sig = [0u8; 64];
+                sig.copy_from_slice(pair.sign(message).as_ref());
+                Ok(sig)
+            }
+            Inner::Token { key, .. } => Ok(key.sign_ed25519(message)?),
+        }
     }
 }
 
@@ -283,7 +343,7 @@ mod tests {
     #[test]
     fn signs_and_verifies() {
         let key = SigningKey::generate().unwrap();
-        let sig = key.sign(b"hello");
+        let sig = key.sign(b"hello").unwrap();
         assert!(key.public_key().verify(b"hello", &sig));
         assert!(!key.public_key().verify(b"hellO", &sig));
         let other = SigningKey::generate().unwrap();
@@ -378,7 +438,7 @@ mod tests {
         let before = std::fs::read(&path).unwrap();
         let key = SigningKey::load(&path).unwrap();
         assert_eq!(key.public_key(), public);
-        assert!(public.verify(b"hello", &key.sign(b"hello")));
+        assert!(public.verify(b"hello", &key.sign(b"hello").unwrap()));
         assert_eq!(std::fs::read(&path).unwrap(), before);
         // Written again, it is v1 with the same key.
         let v1 = dir.path().join("v1.key");

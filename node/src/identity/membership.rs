@@ -366,6 +366,7 @@ mod tests {
         let node = SigningKey::generate().unwrap();
         let m = member(node.public_key(), &CertificateDer::from(b"cert".to_vec()));
         let bytes = Envelope::sign_json(MEMBERSHIP_PAYLOAD_TYPE, &m, &authority)
+            .unwrap()
             .to_json()
             .into_bytes();
         let (envelope, opened) = parse_credential(&bytes, &authority.public_key()).unwrap();

@@ -62,7 +62,7 @@ pub enum RequestError {
 
 impl AdmissionRequest {
     /// Signs the request with the node's signing key (which it must name).
-    pub fn sign(&self, key: &SigningKey) -> Envelope {
+    pub fn sign(&self, key: &SigningKey) -> Result<Envelope, super::KeyError> {
         debug_assert_eq!(self.signing_key, key.public_key());
         Envelope::sign_json(ADMISSION_REQUEST_PAYLOAD_TYPE, self, key)
     }
@@ -224,19 +224,19 @@ mod tests {
     fn opens_a_signed_request_and_refuses_an_altered_one() {
         let key = SigningKey::generate().unwrap();
         let req = request(&key);
-        let text = req.sign(&key).to_json();
+        let text = req.sign(&key).unwrap().to_json();
         assert_eq!(open(&text).unwrap(), req);
 
         // The same payload signed by a key it does not name.
         let other = SigningKey::generate().unwrap();
-        let forged = Envelope::sign_json(ADMISSION_REQUEST_PAYLOAD_TYPE, &req, &other);
+        let forged = Envelope::sign_json(ADMISSION_REQUEST_PAYLOAD_TYPE, &req, &other).unwrap();
         assert!(matches!(
             open(&forged.to_json()),
             Err(RequestError::ProofOfPossession(_))
         ));
 
         // A name added after signing.
-        let mut envelope = req.sign(&key);
+        let mut envelope = req.sign(&key).unwrap();
         let mut altered = req.clone();
         altered
             .dns_names

@@ -31,7 +31,7 @@ use crate::cosigning::Cosigning;
 use crate::health::NodeHealth;
 use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership;
-use crate::identity::{KeyError, NodeIdentity, SigningKey};
+use crate::identity::{KeyError, NodeIdentity};
 use crate::local::{self, LocalAuthenticator};
 use crate::outbound::{Peers, TrustListRefresh};
 use crate::query::Queries;
@@ -137,11 +137,43 @@ impl RunningNode {
         // The private keys are read before the data directory is made owner-only: a key
         // file that others could read may have been copied, which its owner must learn
         // (the load refuses it) rather than have hidden by a silent chmod.
-        let signing_key = SigningKey::load(&identity_dir.join(bundle_files::SIGNING_KEY))?;
+        let signing_key = config.load_signing_key()?;
+        if let Some(hsm) = &config.hsm {
+            tracing::info!(
+                token = %hsm.token,
+                key = %hsm.signing_key,
+                key_id = %signing_key.public_key().key_id(),
+                "the node signs with a key in a PKCS#11 token"
+            );
+        }
         let tls_identity = TlsIdentity::load(
             &identity_dir.join(bundle_files::CERT),
             &identity_dir.join(bundle_files::KEY),
         )?;
+        let (credential, membership) = membership::parse_credential(
+            &std::fs::read(identity_dir.join(bundle_files::CREDENTIAL))
+                .map_err(|e| identity_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?,
+            &config.authority.public_key,
+        )
+        .map_err(|e| identity_err(format!("{} {e}", bundle_files::CREDENTIAL)))?;
+        // A key in a token is checked against the credential before anything is opened
+        // or written, with words that point at the token rather than at a key file.
+        if let Some(hsm) = &config.hsm
+            && membership.signing_key != signing_key.public_key()
+        {
+            return Err(identity_err(format!(
+                "the key {:?} in token {:?} is {} ({}), but {} names the signing key {} \
+                 ({}); have the authority issue a credential for the token's key \
+                 (`liutong authority rekey`) or correct [hsm] signing_key in node.toml",
+                hsm.signing_key,
+                hsm.token,
+                signing_key.public_key(),
+                signing_key.public_key().key_id(),
+                bundle_files::CREDENTIAL,
+                membership.signing_key,
+                membership.signing_key.key_id(),
+            )));
+        }
         // Everything the node creates is owner-only, and so is what an earlier run, a
         // restore or an operator left in the data directory.
         crate::base::files::owner_only_from_now_on();
@@ -179,12 +211,6 @@ impl RunningNode {
         )?;
         let products = ProductStore::open(storage.clone())?;
         let data_space_roots = tls::load_roots(&identity_dir.join(bundle_files::CA))?;
-        let (credential, membership) = membership::parse_credential(
-            &std::fs::read(identity_dir.join(bundle_files::CREDENTIAL))
-                .map_err(|e| identity_err(format!("{}: {e}", bundle_files::CREDENTIAL)))?,
-            &config.authority.public_key,
-        )
-        .map_err(|e| identity_err(format!("{} {e}", bundle_files::CREDENTIAL)))?;
         // The configuration, the credential, the signing key and the TLS certificate must
         // all name the same participant.
         membership

@@ -348,7 +348,7 @@ impl Witness for WitnessService {
             .witness
             .cosign(
                 &witness_name_for(self.identity.participant_id()),
-                self.identity.signing_key.key_pair(),
+                &self.identity.signing_key,
                 log_key,
                 CheckpointOffer {
                     note: r.note.as_bytes(),

@@ -21,6 +21,7 @@ use time::OffsetDateTime;
 
 use crate::base::clock;
 use crate::base::files;
+use crate::tls::ca_key::CaKey;
 
 /// SAN URI of the authority's trust-list server certificate.
 pub const AUTHORITY_SAN_URI: &str = "urn:liutong:authority";
@@ -54,11 +55,21 @@ pub enum CertError {
         what: &'static str,
         reason: String,
     },
+    #[error(
+        "the CA certificate {path} certifies the public key {certified}, but the CA key \
+         is {key}: the key is not this CA's; use the key the certificate was made with"
+    )]
+    KeyMismatch {
+        path: PathBuf,
+        certified: String,
+        key: String,
+    },
 }
 
-/// A certificate authority that can issue certificates.
+/// A certificate authority that can issue certificates; its key is in memory or in a
+/// PKCS#11 token ([`CaKey`]).
 pub struct CertificateAuthority {
-    issuer: Issuer<'static, KeyPair>,
+    issuer: Issuer<'static, CaKey>,
     cert_pem: String,
 }
 
@@ -161,7 +172,11 @@ pub fn key_matches_certificate(key_pem: &str, cert_der: &[u8]) -> Result<bool, S
 impl CertificateAuthority {
     /// Creates a new self-signed CA valid for `years`.
     pub fn create(common_name: &str, years: i64) -> Result<Self, CertError> {
-        let key = KeyPair::generate()?;
+        Self::create_with_key(common_name, years, CaKey::Memory(KeyPair::generate()?))
+    }
+
+    /// Creates a new self-signed CA valid for `years` whose key is `key`.
+    pub fn create_with_key(common_name: &str, years: i64, key: CaKey) -> Result<Self, CertError> {
         let mut params = CertificateParams::default();
         params.distinguished_name = DistinguishedName::new();
         params
@@ -186,29 +201,60 @@ impl CertificateAuthority {
 
     /// Loads a CA saved by [`CertificateAuthority::save`].
     pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, CertError> {
-        let cert_pem = read_text(cert_path)?;
         let key_pem = read_private_text(key_path)?;
         let key = KeyPair::from_pem(&key_pem).map_err(|e| CertError::Format {
             path: key_path.to_owned(),
             what: "private key",
             reason: e.to_string(),
         })?;
-        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| CertError::Format {
+        Self::load_with_key(cert_path, CaKey::Memory(key))
+    }
+
+    /// Loads the CA certificate at `cert_path`, whose key is `key` (a key in a token).
+    /// The certificate must be `key`'s: a CA whose key signs certificates its own
+    /// certificate does not verify would issue certificates no member accepts.
+    pub fn load_with_key(cert_path: &Path, key: CaKey) -> Result<Self, CertError> {
+        let cert_pem = read_text(cert_path)?;
+        let format = |reason: String| CertError::Format {
             path: cert_path.to_owned(),
             what: "CA certificate",
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let der = rustls_pemfile::certs(&mut cert_pem.as_bytes())
+            .next()
+            .ok_or_else(|| format("no CERTIFICATE block".into()))?
+            .map_err(|e| format(e.to_string()))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format(format!("the certificate cannot be parsed: {e}")))?;
+        let certified = cert.public_key().subject_public_key.data.to_vec();
+        if certified != key.der_bytes() {
+            return Err(CertError::KeyMismatch {
+                path: cert_path.to_owned(),
+                certified: hex::encode(&certified),
+                key: hex::encode(key.der_bytes()),
+            });
+        }
+        let issuer = Issuer::from_ca_cert_pem(&cert_pem, key).map_err(|e| format(e.to_string()))?;
         Ok(Self { issuer, cert_pem })
     }
 
-    /// Writes the certificate (world-readable) and the key (owner only).
+    /// Writes the certificate (world-readable) and, for a key in memory, the key (owner
+    /// only); a key in a token stays there and `key_path` is not written.
     pub fn save(&self, cert_path: &Path, key_path: &Path) -> Result<(), CertError> {
         write(cert_path, self.cert_pem.as_bytes(), false)?;
-        write(key_path, self.issuer.key().serialize_pem().as_bytes(), true)
+        match self.issuer.key().to_pem() {
+            Some(pem) => write(key_path, pem.as_bytes(), true),
+            None => Ok(()),
+        }
     }
 
     pub fn cert_pem(&self) -> &str {
         &self.cert_pem
+    }
+
+    /// The CA's public key: the uncompressed P-256 point.
+    pub fn public_key(&self) -> &[u8] {
+        self.issuer.key().der_bytes()
     }
 
     /// Issues a leaf certificate usable for both TLS server and client authentication.

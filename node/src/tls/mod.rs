@@ -16,6 +16,7 @@
 //! participant ID, wherever it runs.
 
 pub mod auth;
+pub mod ca_key;
 pub mod certs;
 
 use std::future::Future as _;

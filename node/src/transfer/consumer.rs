@@ -284,7 +284,7 @@ impl Transfers {
                 received_at: now(),
             },
             &self.identity.signing_key,
-        );
+        )?;
         record.state = state::next(record.state, state::TransferEvent::Completed)?;
         record.receipt = Some(receipt);
         record.updated_at = now();

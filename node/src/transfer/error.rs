@@ -50,6 +50,9 @@ pub enum TransferError {
     /// A task of the node's own failed (it panicked or was cancelled).
     #[error("{0}")]
     Internal(String),
+    /// The node's signing key could not sign (a key in a token that cannot be reached).
+    #[error("the node's signing key cannot sign: {0}")]
+    Signing(#[from] crate::identity::KeyError),
 }
 
 impl ErrorKinded for TransferError {
@@ -66,7 +69,8 @@ impl ErrorKinded for TransferError {
             TransferError::Unreachable(_)
             | TransferError::Unavailable(_)
             | TransferError::Storage(_)
-            | TransferError::Audit(_) => ErrorKind::Unavailable,
+            | TransferError::Audit(_)
+            | TransferError::Signing(_) => ErrorKind::Unavailable,
             TransferError::Payload(_) | TransferError::Internal(_) => ErrorKind::Internal,
         }
     }

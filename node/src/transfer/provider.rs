@@ -145,6 +145,10 @@ impl Transfers {
                 "from_chunk: the product has {chunks} chunks"
             )));
         }
+        // Signed before the start is logged: a key in a token that cannot sign refuses
+        // the transfer before the log says it started.
+        let signed_manifest =
+            Envelope::sign_json(MANIFEST_PAYLOAD_TYPE, &manifest, &self.identity.signing_key)?;
         agreement
             .log(
                 &self.audit,
@@ -178,11 +182,7 @@ impl Transfers {
             .await?;
         Ok(Delivery {
             desensitized: manifest.desensitized.is_some(),
-            manifest: Envelope::sign_json(
-                MANIFEST_PAYLOAD_TYPE,
-                &manifest,
-                &self.identity.signing_key,
-            ),
+            manifest: signed_manifest,
             agreement,
             chunks,
         })

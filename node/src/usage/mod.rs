@@ -103,6 +103,9 @@ pub enum UsageError {
     Audit(String),
     #[error("cannot make an ID: {0}")]
     Random(#[from] crate::base::random::RandomError),
+    /// The node's signing key could not sign (a key in a token that cannot be reached).
+    #[error("the node's signing key cannot sign: {0}")]
+    Signing(#[from] crate::identity::KeyError),
 }
 
 impl From<crate::base::bounded::FieldError> for UsageError {
@@ -130,7 +133,8 @@ impl ErrorKinded for UsageError {
             UsageError::Unreachable(_)
             | UsageError::Unavailable(_)
             | UsageError::Storage(_)
-            | UsageError::Audit(_) => ErrorKind::Unavailable,
+            | UsageError::Audit(_)
+            | UsageError::Signing(_) => ErrorKind::Unavailable,
             UsageError::Random(_) => ErrorKind::Internal,
         }
     }

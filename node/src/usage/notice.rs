@@ -150,7 +150,7 @@ impl Usage {
             USAGE_NOTICE_PAYLOAD_TYPE,
             &notice,
             &self.identity.signing_key,
-        );
+        )?;
         self.outbox_write(
             agreement,
             format!("usage notice, use {use_number}"),
@@ -181,7 +181,7 @@ impl Usage {
             DELETION_RECEIPT_PAYLOAD_TYPE,
             &receipt,
             &self.identity.signing_key,
-        );
+        )?;
         self.outbox_write(agreement, "deletion receipt".into(), envelope)
     }
 

@@ -145,7 +145,7 @@ impl Usage {
                 REVOCATION_PAYLOAD_TYPE,
                 &revocation,
                 &self.identity.signing_key,
-            ),
+            )?,
             deletion_receipt: None,
             deleted_at: None,
         };

@@ -1,12 +1,9 @@
 //! C2SP tlog-cosignatures (Ed25519 form, type 0x04): a witness's signature over
 //! `cosignature/v1\ntime <t>\n` ‖ checkpoint body, made, checked and added to a note.
 
-use ring::signature::Ed25519KeyPair;
-
 use super::error::NoteError;
 use super::key::{
-    MAX_TIMESTAMP, VerifierKey, check_key_name, compute_key_id, cosignature_message,
-    ed25519_public_key,
+    MAX_TIMESTAMP, NoteSigner, VerifierKey, check_key_name, compute_key_id, cosignature_message,
 };
 use super::signed::SignedNote;
 use super::wire::{ED25519_SIGNATURE_LEN, KeyType, SignatureLine};
@@ -16,15 +13,15 @@ use super::wire::{ED25519_SIGNATURE_LEN, KeyType, SignatureLine};
 pub fn cosign(
     checkpoint_body: &str,
     name: &str,
-    key_pair: &Ed25519KeyPair,
+    key_pair: &(impl NoteSigner + ?Sized),
     timestamp: u64,
 ) -> Result<SignatureLine, NoteError> {
     check_key_name(name)?;
     if timestamp > MAX_TIMESTAMP {
         return Err(NoteError::TimestampTooLarge(timestamp));
     }
-    let key_id = compute_key_id(name, KeyType::CosignatureV1, &ed25519_public_key(key_pair));
-    let sig = key_pair.sign(cosignature_message(checkpoint_body, timestamp).as_bytes());
+    let key_id = compute_key_id(name, KeyType::CosignatureV1, &key_pair.note_public_key());
+    let sig = key_pair.note_sign(cosignature_message(checkpoint_body, timestamp).as_bytes())?;
     let mut signature = Vec::with_capacity(8 + ED25519_SIGNATURE_LEN);
     signature.extend_from_slice(&timestamp.to_be_bytes());
     signature.extend_from_slice(sig.as_ref());

@@ -123,6 +123,9 @@ pub enum NoteError {
     /// A cosignature time is beyond 2^63 - 1.
     #[error("cosignature time {0} exceeds 2^63 - 1")]
     TimestampTooLarge(u64),
+    /// The key could not sign (a key in a token that cannot be reached).
+    #[error("the note could not be signed: {0}")]
+    Signing(String),
     /// No signature from a known key was found.
     #[error(
         "no signature line is from a known key (known: {known}); check the configured verifier keys"

@@ -11,6 +11,62 @@ use sha2::{Digest, Sha256};
 
 use super::error::NoteError;
 use super::wire::{ED25519_PUBLIC_KEY_LEN, ED25519_SIGNATURE_LEN, KeyId, KeyType, SignatureLine};
+use crate::identity::SigningKey;
+
+/// An Ed25519 key that signs notes: a ring key pair in memory, or the node's
+/// [`SigningKey`], which may be held in a token and so may fail to sign.
+pub trait NoteSigner {
+    /// The raw 32-byte public key.
+    fn note_public_key(&self) -> [u8; ED25519_PUBLIC_KEY_LEN];
+    /// An Ed25519 signature over `message`.
+    fn note_sign(&self, message: &[u8]) -> Result<[u8; ED25519_SIGNATURE_LEN], NoteError>;
+}
+
+impl NoteSigner for Ed25519KeyPair {
+    fn note_public_key(&self) -> [u8; ED25519_PUBLIC_KEY_LEN] {
+        let mut pk = [0u8; ED25519_PUBLIC_KEY_LEN];
+        // ring's Ed25519 public keys are always 32 bytes.
+        pk.copy_from_slice(self.public_key().as_ref());
+        pk
+    }
+
+    fn note_sign(&self, message: &[u8]) -> Result<[u8; ED25519_SIGNATURE_LEN], NoteError> {
+        let mut sig = [0u8; ED25519_SIGNATURE_LEN];
+        sig.copy_from_slice(self.sign(message).as_ref());
+        Ok(sig)
+    }
+}
+
+impl NoteSigner for SigningKey {
+    fn note_public_key(&self) -> [u8; ED25519_PUBLIC_KEY_LEN] {
+        self.public_key().0
+    }
+
+    fn note_sign(&self, message: &[u8]) -> Result<[u8; ED25519_SIGNATURE_LEN], NoteError> {
+        self.sign(message)
+            .map_err(|e| NoteError::Signing(e.to_string()))
+    }
+}
+
+impl<T: NoteSigner + ?Sized> NoteSigner for &T {
+    fn note_public_key(&self) -> [u8; ED25519_PUBLIC_KEY_LEN] {
+        (**self).note_public_key()
+    }
+
+    fn note_sign(&self, message: &[u8]) -> Result<[u8; ED25519_SIGNATURE_LEN], NoteError> {
+        (**self).note_sign(message)
+    }
+}
+
+impl<T: NoteSigner + ?Sized> NoteSigner for std::sync::Arc<T> {
+    fn note_public_key(&self) -> [u8; ED25519_PUBLIC_KEY_LEN] {
+        (**self).note_public_key()
+    }
+
+    fn note_sign(&self, message: &[u8]) -> Result<[u8; ED25519_SIGNATURE_LEN], NoteError> {
+        (**self).note_sign(message)
+    }
+}
 
 /// The first line of every Ed25519 cosignature message (domain separation).
 pub(super) const COSIGNATURE_HEADER: &str = "cosignature/v1";
@@ -81,9 +137,9 @@ impl VerifierKey {
     pub fn from_key_pair(
         name: &str,
         key_type: KeyType,
-        key_pair: &Ed25519KeyPair,
+        key_pair: &(impl NoteSigner + ?Sized),
     ) -> Result<Self, NoteError> {
-        Self::new(name, key_type, ed25519_public_key(key_pair))
+        Self::new(name, key_type, key_pair.note_public_key())
     }
 
     /// The key name.
@@ -212,13 +268,6 @@ impl FromStr for VerifierKey {
         }
         Ok(parsed)
     }
-}
-
-pub(super) fn ed25519_public_key(key_pair: &Ed25519KeyPair) -> [u8; ED25519_PUBLIC_KEY_LEN] {
-    let mut pk = [0u8; ED25519_PUBLIC_KEY_LEN];
-    // ring's Ed25519 public keys are always 32 bytes.
-    pk.copy_from_slice(key_pair.public_key().as_ref());
-    pk
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ mod wire;
 pub use checkpoint::Checkpoint;
 pub use cosignature::{add_cosignatures, cosign, verify_cosignature};
 pub use error::NoteError;
-pub use key::VerifierKey;
+pub use key::{NoteSigner, VerifierKey};
 pub use signed::{
     MAX_SIGNATURES, SignedNote, VerifiedSignature, open_checkpoint, sign_checkpoint, sign_text,
 };

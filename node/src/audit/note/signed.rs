@@ -6,11 +6,10 @@ use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use ring::signature::Ed25519KeyPair;
 
 use super::checkpoint::{Checkpoint, check_origin};
 use super::error::NoteError;
-use super::key::{VerifierKey, check_key_name, compute_key_id, ed25519_public_key};
+use super::key::{NoteSigner, VerifierKey, check_key_name, compute_key_id};
 use super::wire::{KeyId, KeyType, SIGNATURE_PREFIX, SignatureLine};
 
 /// The most signature lines a note may carry.
@@ -185,7 +184,7 @@ pub(super) fn parse_signature_line(line: usize, text: &str) -> Result<SignatureL
 pub fn sign_checkpoint(
     checkpoint: &Checkpoint,
     name: &str,
-    key_pair: &Ed25519KeyPair,
+    key_pair: &(impl NoteSigner + ?Sized),
 ) -> Result<SignedNote, NoteError> {
     check_origin(&checkpoint.origin)?;
     let mut note = SignedNote::unsigned(checkpoint.to_text());
@@ -198,14 +197,14 @@ pub fn sign_checkpoint(
 pub fn sign_text(
     text: &str,
     name: &str,
-    key_pair: &Ed25519KeyPair,
+    key_pair: &(impl NoteSigner + ?Sized),
 ) -> Result<SignatureLine, NoteError> {
     check_key_name(name)?;
-    let key_id = compute_key_id(name, KeyType::Ed25519, &ed25519_public_key(key_pair));
+    let key_id = compute_key_id(name, KeyType::Ed25519, &key_pair.note_public_key());
     Ok(SignatureLine {
         name: name.to_owned(),
         key_id,
-        signature: key_pair.sign(text.as_bytes()).as_ref().to_vec(),
+        signature: key_pair.note_sign(text.as_bytes())?.to_vec(),
     })
 }
 
