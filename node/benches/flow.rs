@@ -103,6 +103,7 @@ async fn data_space(consumers: usize) -> Bench {
             participant: ParticipantId::parse(id).unwrap(),
             dns: vec!["localhost".into()],
             ips: vec![],
+            hsm: None,
         })
         .unwrap();
         let now = time::OffsetDateTime::now_utc();

@@ -97,6 +97,23 @@ pub enum Command {
         /// Renew a set-up node's certificate with a new TLS key.
         #[arg(long, conflicts_with = "participant")]
         renew: bool,
+        /// Keep the signing key in a PKCS#11 token (HSM): the token's module, e.g.
+        /// /usr/lib/softhsm/libsofthsm2.so. No signing.key is written; `liutong init`
+        /// writes the token into node.toml as [hsm].
+        #[arg(long, requires_all = ["hsm_token", "hsm_key"], conflicts_with = "renew")]
+        hsm_module: Option<PathBuf>,
+        /// The token's label.
+        #[arg(long, requires = "hsm_module")]
+        hsm_token: Option<String>,
+        /// Label (CKA_LABEL) of the Ed25519 key pair in the token.
+        #[arg(long, requires = "hsm_module")]
+        hsm_key: Option<String>,
+        /// The environment variable holding the token's PIN (also when the node runs).
+        #[arg(long, requires = "hsm_module", conflicts_with = "hsm_pin_file")]
+        hsm_pin_env: Option<String>,
+        /// A file, readable by its owner only, holding the token's PIN.
+        #[arg(long, requires = "hsm_module")]
+        hsm_pin_file: Option<PathBuf>,
     },
     /// Install the admission bundle beside the keys `liutong join` made, and write a
     /// commented node.toml.
@@ -264,13 +281,32 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             dns,
             ip,
             renew,
+            hsm_module,
+            hsm_token,
+            hsm_key,
+            hsm_pin_env,
+            hsm_pin_file,
         } => {
+            // Paths are recorded absolute: node.toml reads them relative to its own place.
+            let absolute = |p: PathBuf| std::path::absolute(&p).unwrap_or(p);
+            let hsm = match (hsm_module, hsm_token, hsm_key) {
+                (Some(module), Some(token), Some(signing_key)) => Some(config::HsmSection {
+                    module: absolute(module),
+                    token,
+                    signing_key,
+                    pin_env: hsm_pin_env,
+                    pin_file: hsm_pin_file.map(absolute),
+                    pin: None,
+                }),
+                _ => None,
+            };
             let joined = match participant {
                 Some(participant) => setup::join(&JoinOptions {
                     dir,
                     participant: ParticipantId::parse(&participant)?,
                     dns,
                     ips: ip,
+                    hsm,
                 })?,
                 None if renew => setup::renew(&RenewOptions { dir, dns, ips: ip })?,
                 None => anyhow::bail!("--participant is needed (or --renew on a set-up node)"),

@@ -148,6 +148,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             participant: ParticipantId::parse(m.id)?,
             dns: vec!["localhost".into()],
             ips: vec![std::net::IpAddr::from([127, 0, 0, 1])],
+            hsm: None,
         })?;
         let now = clock::now_utc();
         let mut a = Authority::open(&authority_dir)?;

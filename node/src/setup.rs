@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::authority::{Admission, Authority, AuthorityError, DEFAULT_MEMBERSHIP_DAYS};
 use crate::base::clock;
 use crate::base::files;
+use crate::config::HsmSection;
 use crate::config::{
     self, AuthoritySection, Development, GuardrailsSection, Limits, NodeConfig, NodeSection,
 };
@@ -18,7 +19,7 @@ use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership::{MEMBERSHIP_PAYLOAD_TYPE, Membership};
 use crate::identity::request::{self, AdmissionRequest, HostName};
 use crate::identity::{
-    Envelope, MemberRole, ParticipantId, ParticipantKind, RegionCode, SigningKey,
+    Envelope, MemberRole, ParticipantId, ParticipantKind, PublicKey, RegionCode, SigningKey,
 };
 use crate::local;
 use crate::tls::certs::{self, HostNames};
@@ -70,7 +71,14 @@ pub struct JoinOptions {
     pub dns: Vec<String>,
     /// Addresses the node asks to be named by in its certificate.
     pub ips: Vec<IpAddr>,
+    /// The signing key is this key in a PKCS#11 token instead of a new key file;
+    /// recorded in `identity/hsm.toml` for `liutong init` to put in `node.toml`.
+    pub hsm: Option<HsmSection>,
 }
+
+/// Where `join` records the token that holds the signing key, until `init` writes it
+/// into `node.toml` as `[hsm]`.
+pub const JOIN_HSM_FILE: &str = "hsm.toml";
 
 /// What `join` made.
 pub struct Joined {
@@ -97,19 +105,40 @@ pub fn join(opts: &JoinOptions) -> Result<Joined, SetupError> {
     let identity = make_identity_dir(&opts.dir)?;
     let key_path = identity.join(bundle_files::KEY);
     let signing_path = identity.join(bundle_files::SIGNING_KEY);
-    let new_keys = !(key_path.exists() && signing_path.exists());
+    let new_keys = !(key_path.exists() && (signing_path.exists() || opts.hsm.is_some()));
     let names = HostNames {
         dns: dns.iter().map(ToString::to_string).collect(),
         ips: ips.clone(),
     };
     let common_name = format!("Liutong node {}", opts.participant);
     let san = opts.participant.san_uri();
+    // A token key is opened (and the PIN checked) before anything is written.
+    let token_key = match &opts.hsm {
+        Some(hsm) => Some(open_token_key(hsm, &opts.dir)?),
+        None => None,
+    };
     let (csr_pem, signing) = if new_keys {
         let tls = certs::tls_key_request(&common_name, &san, &names)?;
-        let signing = SigningKey::generate()?;
+        let signing = match token_key {
+            Some(key) => key,
+            None => {
+                let key = SigningKey::generate()?;
+                key.save(&signing_path)?;
+                key
+            }
+        };
         write_private(&key_path, tls.key_pem.as_bytes())?;
-        signing.save(&signing_path)?;
+        if let Some(hsm) = &opts.hsm {
+            let text = toml::to_string(hsm).map_err(|e| SetupError::Invalid(e.to_string()))?;
+            write_private(&identity.join(JOIN_HSM_FILE), text.as_bytes())?;
+        }
         (tls.csr_pem, signing)
+    } else if let Some(key) = token_key {
+        let key_pem = certs::read_private_text(&key_path)?;
+        (
+            certs::csr_for_key(&key_pem, &common_name, &san, &names)?,
+            key,
+        )
     } else {
         let key_pem = certs::read_private_text(&key_path)?;
         (
@@ -170,7 +199,7 @@ pub fn renew(opts: &RenewOptions) -> Result<Joined, SetupError> {
         write_private(&next, tls.key_pem.as_bytes())?;
         tls.csr_pem
     };
-    let signing = SigningKey::load(&identity.join(bundle_files::SIGNING_KEY))?;
+    let signing = config.load_signing_key()?;
     let request = AdmissionRequest {
         participant_id: participant,
         csr_pem,
@@ -186,6 +215,24 @@ pub fn renew(opts: &RenewOptions) -> Result<Joined, SetupError> {
         request,
         new_keys: true,
     })
+}
+
+fn open_token_key(hsm: &HsmSection, base_dir: &Path) -> Result<SigningKey, SetupError> {
+    hsm.check().map_err(SetupError::Invalid)?;
+    let spec = hsm.token_spec(base_dir).map_err(SetupError::Invalid)?;
+    Ok(SigningKey::open_token(&spec, &hsm.signing_key)?)
+}
+
+/// The token `join` recorded for this node's signing key, if it recorded one.
+fn joined_hsm(identity: &Path) -> Result<Option<HsmSection>, SetupError> {
+    let path = identity.join(JOIN_HSM_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .map_err(|e| SetupError::Invalid(format!("{}: {e}", path.display()))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(SetupError::Write { path, source }),
+    }
 }
 
 fn host_names(dns: &[String], ips: &[IpAddr]) -> Result<(Vec<HostName>, Vec<IpAddr>), SetupError> {
@@ -238,7 +285,7 @@ struct CheckedBundle {
 fn check_bundle(
     dir: &Path,
     tls_key: &Path,
-    signing_key: &Path,
+    signing: (PublicKey, &str),
 ) -> Result<CheckedBundle, SetupError> {
     let bundle_err = |reason: String| SetupError::Bundle {
         path: dir.to_owned(),
@@ -292,12 +339,12 @@ fn check_bundle(
             tls_key.display()
         )));
     }
-    let signing = SigningKey::load(signing_key)?.public_key();
+    let (signing, where_) = signing;
     if membership.signing_key != signing {
         return Err(mismatch(format!(
-            "its credential names the signing key {}, but this node's key ({}) is {signing}",
+            "its credential names the signing key {}, but this node's key ({where_}) is \
+             {signing}",
             membership.signing_key,
-            signing_key.display()
         )));
     }
     if membership.participant_id != manifest.participant_id {
@@ -346,10 +393,21 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         identity.join(bundle_files::KEY),
         identity.join(bundle_files::SIGNING_KEY),
     );
-    if !key.exists() || !signing.exists() {
+    let hsm = joined_hsm(&identity)?;
+    if !key.exists() || !(signing.exists() || hsm.is_some()) {
         return Err(SetupError::NoKeys(opts.dir.clone()));
     }
-    let bundle = check_bundle(&opts.bundle, &key, &signing)?;
+    let signing_public = match &hsm {
+        Some(hsm) => (
+            open_token_key(hsm, &opts.dir)?.public_key(),
+            format!("key {:?} in token {:?}", hsm.signing_key, hsm.token),
+        ),
+        None => (
+            SigningKey::load(&signing)?.public_key(),
+            signing.display().to_string(),
+        ),
+    };
+    let bundle = check_bundle(&opts.bundle, &key, (signing_public.0, &signing_public.1))?;
     let manifest = bundle.manifest.clone();
     for (f, bytes) in &bundle.files {
         let to = identity.join(f);
@@ -381,7 +439,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         recovery: Default::default(),
         telemetry: Default::default(),
         alerts: Default::default(),
-        hsm: None,
+        hsm,
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };
@@ -418,7 +476,8 @@ fn install_renewal(config_path: &Path, bundle_dir: &Path) -> Result<(), SetupErr
         .map_err(|e| SetupError::Invalid(e.to_string()))?;
     let identity = config.identity_dir();
     let next = identity.join(bundle_files::NEXT_KEY);
-    let bundle = check_bundle(bundle_dir, &next, &identity.join(bundle_files::SIGNING_KEY))?;
+    let signing = config.load_signing_key()?.public_key();
+    let bundle = check_bundle(bundle_dir, &next, (signing, "the key it signs with"))?;
     if bundle.manifest.participant_id != config.node.participant {
         return Err(SetupError::Mismatch {
             path: bundle_dir.to_owned(),
@@ -484,6 +543,7 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
             IpAddr::from([127, 0, 0, 1]),
             IpAddr::from([0u16, 0, 0, 0, 0, 0, 0, 1]),
         ],
+        hsm: None,
     })?;
     let now = clock::now_utc();
     let bundle = authority.admit(

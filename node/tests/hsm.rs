@@ -51,6 +51,8 @@ const AUTHORITY_SIGNING: &str = "authority-signing";
 const PIN_TOKEN: &str = "wrong-pin";
 /// Logged out of behind the key's back by a_lost_session_is_opened_again alone.
 const SESSION_TOKEN: &str = "session";
+/// a_member_joins_with_its_signing_key_in_a_token
+const JOIN_TOKEN: &str = "joined";
 
 /// The SoftHSM2 configuration and token directory of this test binary.
 struct SoftHsm {
@@ -94,6 +96,7 @@ fn softhsm() -> &'static SoftHsm {
         );
         soft.token(PIN_TOKEN, &[(NODE_KEY, "EC:edwards25519")]);
         soft.token(SESSION_TOKEN, &[(NODE_KEY, "EC:edwards25519")]);
+        soft.token(JOIN_TOKEN, &[(NODE_KEY, "EC:edwards25519")]);
         soft
     })
 }
@@ -577,4 +580,132 @@ fn authority_init_with_a_bad_token_writes_nothing() {
         assert!(stderr.contains(expected), "{what}: {stderr}");
         assert!(!authority_dir.exists(), "{what}: the directory was made");
     }
+}
+
+/// Runs the `liutong` binary with this process's token settings (SOFTHSM2_CONF, the PIN
+/// variable) and `env` on top.
+fn liutong_cli(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    softhsm();
+    let mut c = Command::new(env!("CARGO_BIN_EXE_liutong"));
+    c.args(args)
+        .env_remove("LIUTONG_CONFIG")
+        .env_remove("LIUTONG_DATA");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("run liutong")
+}
+
+#[test]
+fn a_member_joins_with_its_signing_key_in_a_token() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (authority, node, bundle) = (
+        tmp.path().join("authority"),
+        tmp.path().join("node"),
+        tmp.path().join("bundle"),
+    );
+    let path = |p: &PathBuf| p.to_str().unwrap().to_owned();
+    let ok = |o: std::process::Output| {
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+    };
+    ok(liutong_cli(
+        &[
+            "authority",
+            "init",
+            "--dir",
+            &path(&authority),
+            "--name",
+            "DS",
+        ],
+        &[],
+    ));
+    let join = |dir: &PathBuf, env: &[(&str, &str)]| {
+        liutong_cli(
+            &[
+                "join",
+                "--dir",
+                &path(dir),
+                "--participant",
+                TRANSPORT,
+                "--dns",
+                "localhost",
+                "--hsm-module",
+                MODULE,
+                "--hsm-token",
+                JOIN_TOKEN,
+                "--hsm-key",
+                NODE_KEY,
+                "--hsm-pin-env",
+                PIN_ENV,
+            ],
+            env,
+        )
+    };
+
+    // A wrong PIN: refused before anything is written.
+    let refused_dir = tmp.path().join("refused");
+    let o = join(&refused_dir, &[(PIN_ENV, "0000-wrong")]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("PIN"), "{err}");
+    assert!(
+        !refused_dir.join("identity/node.key").exists(),
+        "nothing written"
+    );
+
+    ok(join(&node, &[]));
+    let identity = node.join("identity");
+    assert!(
+        !identity.join("signing.key").exists(),
+        "no key file for a token key"
+    );
+    let token_key = token_public_key(JOIN_TOKEN, NODE_KEY);
+    let request = liutong_node::identity::request::open(
+        &std::fs::read_to_string(identity.join("admission-request.json")).unwrap(),
+    )
+    .expect("the request's proof of possession, signed in the token, holds");
+    assert_eq!(request.signing_key, token_key);
+
+    ok(liutong_cli(
+        &[
+            "authority",
+            "admit",
+            "--dir",
+            &path(&authority),
+            "--request",
+            &path(&identity.join("admission-request.json")),
+            "--participant",
+            TRANSPORT,
+            "--name",
+            "Transport",
+            "--kind",
+            "government",
+            "--sector",
+            "transport",
+            "--region",
+            "330100",
+            "--roles",
+            "provider,consumer",
+            "--out",
+            &path(&bundle),
+        ],
+        &[],
+    ));
+    assert_no_private_key(&bundle);
+    ok(liutong_cli(
+        &["init", "--dir", &path(&node), "--bundle", &path(&bundle)],
+        &[],
+    ));
+    let config = NodeConfig::load(&node.join("node.toml")).unwrap();
+    let hsm = config.hsm.clone().expect("init writes [hsm]");
+    assert_eq!(
+        (hsm.token.as_str(), hsm.signing_key.as_str()),
+        (JOIN_TOKEN, NODE_KEY)
+    );
+    assert_eq!(config.load_signing_key().unwrap().public_key(), token_key);
 }

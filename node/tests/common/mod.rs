@@ -115,6 +115,7 @@ impl DataSpace {
             participant: admission.participant.clone(),
             dns: vec!["localhost".into()],
             ips: vec!["127.0.0.1".parse().unwrap(), "::1".parse().unwrap()],
+            hsm: None,
         })
         .expect("join");
         let mut a = Authority::open(&self.authority_dir).expect("open authority");
@@ -138,6 +139,7 @@ impl DataSpace {
             participant: admission.participant.clone(),
             dns: vec![],
             ips: vec![],
+            hsm: None,
         })
         .expect("join");
         let bundle = other.admit(admission, &joined.request).expect("admit");
