@@ -117,6 +117,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         recovery: Default::default(),
         telemetry: Default::default(),
         alerts: Default::default(),
+        dsp: None,
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };

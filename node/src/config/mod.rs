@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 pub use alerts::{AlertsSection, ExpiryRule, SwitchRule, VolumeRule, WindowRule};
 pub use sections::{
-    AuditSection, AuthoritySection, Development, GuardrailsSection, Limits, NodeSection,
-    RecoverySection, TelemetrySection, UsageSection,
+    AuditSection, AuthoritySection, Development, DspSection, GuardrailsSection, Limits,
+    NodeSection, RecoverySection, TelemetrySection, UsageSection,
 };
 
 /// Default address of the peer API.
@@ -62,6 +62,8 @@ pub struct NodeConfig {
     #[serde(default)]
     pub alerts: AlertsSection,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsp: Option<DspSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
     #[serde(skip)]
@@ -101,6 +103,12 @@ impl NodeConfig {
                 path: path.to_owned(),
                 message,
             })?;
+        if let Some(dsp) = &config.dsp {
+            dsp.check().map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
+        }
         let base = path.parent().unwrap_or(Path::new("."));
         config.base_dir = if base.as_os_str().is_empty() {
             PathBuf::from(".")
