@@ -18,6 +18,10 @@ use tokio_rustls::TlsConnector;
 
 /// The DSP 2025-1 context every message names.
 pub const CONTEXT: &str = "https://w3id.org/dspace/2025/1/context.jsonld";
+/// How long a request may go unanswered before the client gives up, so that a test
+/// against a node that stopped answering ends by itself.
+pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Where the schemas' `$id`s live.
 const BASE: &str = "https://w3id.org/dspace/2025/1/";
 
@@ -171,11 +175,20 @@ pub fn catalog_request() -> Json {
 }
 
 /// An HTTP answer.
-#[derive(Debug)]
 pub struct Answer {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
+}
+
+impl std::fmt::Debug for Answer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Answer")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &String::from_utf8_lossy(&self.body))
+            .finish()
+    }
 }
 
 impl Answer {
@@ -250,8 +263,19 @@ impl Client {
     }
 
     /// Sends one request on a connection of its own; the error is the TLS or HTTP
-    /// failure, in words.
+    /// failure, in words, or no answer within [`ANSWER_WITHIN`].
     pub async fn send(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, String> {
+        tokio::time::timeout(ANSWER_WITHIN, self.exchange(method, path_and_query, body))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
+    }
+
+    async fn exchange(
         &self,
         method: &str,
         path_and_query: &str,
