@@ -694,3 +694,58 @@ async fn the_listener_is_off_unless_configured_and_stops_with_the_node() {
         "the DSP listener still accepts connections after the node stopped"
     );
 }
+
+#[tokio::test]
+async fn a_member_over_its_request_rate_is_answered_429_and_recorded() {
+    let f = Fixture::start(|c| {
+        c.limits.requests_per_second_per_member = 1;
+        c.limits.request_burst_per_member = 2;
+    })
+    .await;
+    let client = f.client(Some(&f.consumer));
+    let before = f.provider.audit_events().len();
+    // Far more calls than the burst; they could only all be served if they took
+    // longer than 20 seconds together.
+    const CALLS: usize = 20;
+    let mut limited = None;
+    for _ in 0..CALLS {
+        let answer = client.post("/catalog/request", &catalog_request()).await;
+        match answer.status {
+            200 => {}
+            429 => {
+                limited = Some(answer);
+                break;
+            }
+            other => panic!("unexpected status {other}: {answer:?}"),
+        }
+    }
+    let answer = limited.expect("the member is limited within its burst and rate");
+    let error = answer.message();
+    assert_eq!(error["@type"], "CatalogError");
+    assert!(
+        error["reason"][0]
+            .as_str()
+            .unwrap()
+            .contains("requests_per_second_per_member"),
+        "{error}"
+    );
+    let entries = entries_since(&f.provider, before);
+    let refusals: Vec<&str> = of_kind(&entries, "refusal")
+        .iter()
+        .map(|e| e["detail"].as_str().unwrap())
+        .collect();
+    assert!(
+        refusals.iter().any(|r| r.starts_with(&format!(
+            "refused member {ECOLOGY} calling POST /catalog/request: ResourceExhausted"
+        ))),
+        "{refusals:?}"
+    );
+    let alerts = of_kind(&entries, "alert");
+    assert!(
+        alerts.iter().any(|a| a["detail"]
+            .as_str()
+            .unwrap()
+            .contains("went over its limits")),
+        "{alerts:?}"
+    );
+}

@@ -33,7 +33,8 @@ pub struct PeerConnection {
 /// Lets a request through only from a current member, leaving its [`PeerCaller`] in
 /// the request's extensions. A refused authentication is answered 401 or 403 with the
 /// area's DSP error and recorded as the peer API records it (audit entry, the
-/// failed-authentication alert); a member's request the handler refuses (a
+/// failed-authentication alert). A member over the peer API's per-member limits is
+/// answered 429 (recorded by the limits). A member's request the handler refuses (a
 /// [`Refused`] response) is recorded on the audit log under the member.
 pub async fn members_only(
     State(state): State<DspState>,
@@ -76,6 +77,14 @@ pub async fn members_only(
         }
     };
     let member = Caller::Member(caller.0.participant_id.to_string());
+    // Held until the answer is ready: the call counts as in progress until then.
+    let _admitted = match state.limits.admit(&member, &method).await {
+        Ok(admitted) => admitted,
+        Err(status) => {
+            tracing::warn!(caller = %member, method = %method, reason = status.message(), "DSP request refused");
+            return DspError::new(status_of(status.code()), area, status.message()).into_response();
+        }
+    };
     request.extensions_mut().insert::<PeerCaller>(caller);
     let response = next.run(request).await;
     if let Some(refused) = response.extensions().get::<Refused>() {

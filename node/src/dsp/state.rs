@@ -7,7 +7,7 @@ use crate::audit::log::AuditLog;
 use crate::catalog::Catalog;
 use crate::identity::ParticipantId;
 use crate::service::PeerAuthenticator;
-use crate::service::limits::RefusalLog;
+use crate::service::limits::{LimitsLayer, RefusalLog};
 use crate::tls::auth::RefusalHook;
 
 /// The state of the DSP router.
@@ -26,6 +26,9 @@ pub struct DspState {
     pub authenticator: Arc<PeerAuthenticator>,
     /// Records refusals of authenticated members, as on the peer API.
     pub refusals: Arc<RefusalLog>,
+    /// The per-member request rate and calls in progress of the peer API, shared with
+    /// it.
+    pub limits: LimitsLayer,
     /// Records refused authentications and counts them towards the alert, as on the
     /// peer API.
     pub on_refusal: RefusalHook,

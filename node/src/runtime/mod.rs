@@ -427,6 +427,7 @@ impl RunningNode {
             member_limits.clone(),
             &health,
         );
+        let dsp_limits = member_limits.clone();
         let admin_auth = Arc::new(LocalAuthenticator::new(&node.config)?);
         let admin_tls = local::server_config(&node.config)?;
         let admin_router = service::admin_router(
@@ -480,6 +481,7 @@ impl RunningNode {
                     max_body: limits.max_message_bytes,
                     authenticator: peer_auth.clone(),
                     refusals: refusals.clone(),
+                    limits: dsp_limits,
                     on_refusal: refusal_hook(&node.alerts, &refusals, "DSP API"),
                 };
                 let tls = dsp::tls_config(&node.tls_identity, &node.data_space_roots)?;
