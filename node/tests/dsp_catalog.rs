@@ -289,6 +289,19 @@ async fn non_members_and_members_without_the_consumer_role_are_refused() {
     let reason = answer.message()["reason"][0].as_str().unwrap().to_owned();
     assert!(reason.contains("consumer"), "{reason}");
 
+    // A certificate of another data space does not get past the TLS handshake.
+    let elsewhere = DataSpace::start().await;
+    let stranger = member(&elsewhere, ECOLOGY, ROLES);
+    let refused = f
+        .client(Some(&stranger))
+        .send(
+            "POST",
+            "/catalog/request",
+            Some(serde_json::to_vec(&catalog_request()).unwrap()),
+        )
+        .await;
+    assert!(refused.is_err(), "{refused:?}");
+
     let entries = entries_since(&f.provider, before);
     let refusals: Vec<String> = of_kind(&entries, "refusal")
         .iter()
