@@ -33,7 +33,7 @@ const DRAIN: Duration = Duration::from_secs(10);
 /// The TLS configuration of the listener: the node's certificate; a client certificate
 /// is asked for, naming the data-space CA, and checked against it when presented, but
 /// not required (the version endpoint answers anyone). Whether the holder is a current
-/// member is decided per request ([`members_only`]).
+/// member is decided per request, by the same check as the peer API's.
 pub fn tls_config(
     identity: &TlsIdentity,
     data_space_roots: &RootCertStore,
@@ -70,7 +70,7 @@ pub fn router(state: DspState) -> Router {
 }
 
 /// Serves `router` on `listener` until `shutdown` fires; then stops accepting and lets
-/// the connections in progress finish (for at most [`DRAIN`]). Handshakes and
+/// the connections in progress finish (for at most ten seconds). Handshakes and
 /// connections without a client certificate are bounded as on the peer API.
 pub fn serve(
     listener: TcpListener,
