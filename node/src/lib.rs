@@ -81,6 +81,9 @@
 //!    - [`service`] — the thin gRPC services of the peer API and the local API, the one
 //!      table from error kinds to gRPC codes ([`service::errors`]), and
 //!      **[`service::ops::Ops`]** (status and backups for the operator).
+//!    - [`dsp`] — the Dataspace Protocol 2025-1 HTTPS binding (`[dsp] listen`): version
+//!      discovery, and for members the catalog from the same catalog component, checked
+//!      by the same member authentication as the peer API.
 //!    - [`audit_client`] — **[`audit_client::AuditorClient`]**, the auditor's gRPC client
 //!      of a node's `liutong.v1.Audit`: fetches the log and checks it with the audit
 //!      layer's offline checks, and collects evidence bundles.
@@ -114,6 +117,7 @@ pub mod contract;
 pub mod cosigning;
 pub mod demo;
 pub mod desensitize;
+pub mod dsp;
 pub mod health;
 pub mod hsm;
 pub mod identity;

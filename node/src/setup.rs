@@ -440,6 +440,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         telemetry: Default::default(),
         alerts: Default::default(),
         hsm,
+        dsp: None,
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };

@@ -9,7 +9,7 @@ use common::*;
 use liutong_node::authority::Authority;
 use liutong_node::identity::ParticipantKind;
 use liutong_node::local::LocalRole;
-use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
+use liutong_node::tls::{self, ExpectedServer};
 use liutong_proto::v1::{
     DescribePeerRequest, DescribeRequest, RefreshTrustListRequest, StatusRequest,
 };
@@ -374,10 +374,7 @@ async fn an_expired_certificate_is_unauthenticated() {
     expired.not_before = now - time::Duration::days(10);
     expired.not_after = now - time::Duration::days(1);
     let bundle_dir = space.admit(expired);
-    let key = space
-        .member_dir(&liutong_node::identity::ParticipantId::parse(LOGISTICS).unwrap())
-        .join("identity/node.key");
-    let identity = TlsIdentity::load(&bundle_dir.join("node.crt"), &key).unwrap();
+    let identity = space.identity_of(&bundle_dir);
 
     let mut client = node_client(node.peer_addr(), Some(&identity), node.roots()).await;
     let status = client.describe(DescribeRequest {}).await.unwrap_err();

@@ -58,8 +58,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "recovery",
         ],
     ),
-    // The gRPC services, and the auditor's gRPC client of a node's audit log.
-    ("edges", &["service", "audit_client"]),
+    // The gRPC services, the Dataspace Protocol's HTTPS binding, and the auditor's gRPC
+    // client of a node's audit log.
+    ("edges", &["service", "dsp", "audit_client"]),
     // Building and running a node; operations over a whole node.
     ("runtime", &["runtime", "rotation"]),
     // The `liutong` command.

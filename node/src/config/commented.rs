@@ -158,6 +158,7 @@ impl NodeConfig {
             humantime::format_duration(self.recovery.expire_after)
         ));
         self.write_telemetry(&mut out);
+        self.write_dsp(&mut out);
         self.write_alerts(&mut out);
         if let Some(dev) = &self.development {
             out.push_str(
@@ -260,6 +261,31 @@ impl NodeConfig {
                  # signing_key = \"node-signing\"\n\
                  # pin_env = \"LIUTONG_HSM_PIN\"\n\
                  # pin_file = \"/run/secrets/hsm-pin\"\n\n",
+            ),
+        }
+    }
+
+    fn write_dsp(&self, out: &mut String) {
+        out.push_str(
+            "\n# Dataspace Protocol 2025-1 over HTTPS, for connectors that speak DSP (Eclipse\n\
+             # EDC and those built on it). /.well-known/dspace-version answers anyone; every\n\
+             # other endpoint needs a current member's certificate (mutual TLS with the\n\
+             # data-space CA, checked against the trust list like the peer API). Off unless\n\
+             # this section is set. `url` is the base URL other connectors reach it at, named\n\
+             # in catalogs (default: https:// and the listen address).\n",
+        );
+        match &self.dsp {
+            Some(dsp) => {
+                out.push_str(&format!("[dsp]\nlisten = \"{}\"\n", dsp.listen));
+                match &dsp.url {
+                    Some(url) => out.push_str(&format!("url = {}\n", toml_string(url))),
+                    None => out.push_str("# url = \"https://node.example:7703\"\n"),
+                }
+            }
+            None => out.push_str(
+                "# [dsp]\n\
+                 # listen = \"127.0.0.1:7703\"\n\
+                 # url = \"https://node.example:7703\"\n",
             ),
         }
     }

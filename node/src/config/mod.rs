@@ -24,7 +24,7 @@ use crate::identity::{KeyError, SigningKey};
 
 pub use alerts::{AlertsSection, ExpiryRule, SwitchRule, VolumeRule, WindowRule};
 pub use sections::{
-    AuditSection, AuthoritySection, Development, GuardrailsSection, HsmSection, Limits,
+    AuditSection, AuthoritySection, Development, DspSection, GuardrailsSection, HsmSection, Limits,
     NodeSection, RecoverySection, TelemetrySection, UsageSection,
 };
 
@@ -69,6 +69,8 @@ pub struct NodeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsm: Option<HsmSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dsp: Option<DspSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
     #[serde(skip)]
@@ -110,6 +112,12 @@ impl NodeConfig {
             })?;
         if let Some(hsm) = &config.hsm {
             hsm.check().map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
+        }
+        if let Some(dsp) = &config.dsp {
+            dsp.check().map_err(|message| ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             })?;

@@ -83,6 +83,39 @@ impl HsmSection {
     }
 }
 
+/// The Dataspace Protocol 2025-1 HTTPS listener (`[dsp]`), for connectors that speak
+/// DSP rather than the peer API; off when the section is absent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DspSection {
+    /// Address of the HTTPS listener.
+    pub listen: SocketAddr,
+    /// The base URL other connectors reach the listener at (`https://host:port`), named
+    /// in catalogs as the data service's endpoint; when absent, the listen address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+}
+
+impl DspSection {
+    /// The advertised base URL must be HTTPS, without a trailing slash, query or
+    /// fragment: it is joined with the binding's paths.
+    pub fn check(&self) -> Result<(), String> {
+        let Some(url) = &self.url else {
+            return Ok(());
+        };
+        let rest = url.strip_prefix("https://").ok_or_else(|| {
+            format!("dsp.url = {url:?}: the Dataspace Protocol endpoint must be an https:// URL")
+        })?;
+        if rest.is_empty() || rest.ends_with('/') || rest.contains(['?', '#', ' ']) {
+            return Err(format!(
+                "dsp.url = {url:?}: give the base URL only, e.g. \"https://node.example:7703\" \
+                 (no trailing slash, query or fragment)"
+            ));
+        }
+        Ok(())
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthoritySection {

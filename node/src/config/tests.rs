@@ -36,6 +36,7 @@ fn sample() -> NodeConfig {
         telemetry: TelemetrySection::default(),
         alerts: AlertsSection::default(),
         hsm: None,
+        dsp: None,
         development: Some(Development {
             authority_dir: "../dev-authority".into(),
         }),
@@ -288,5 +289,46 @@ fn transport_limits_load_back_and_are_checked() {
         assert!(good.contains(from), "{from} not in the default file");
         let msg = load_text(&good.replace(from, to));
         assert!(msg.contains(named), "{msg}");
+    }
+}
+
+#[test]
+fn the_dsp_listener_is_off_unless_configured_and_loads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let mut config = sample();
+    std::fs::write(&path, config.to_commented_toml()).unwrap();
+    assert!(NodeConfig::load(&path).unwrap().dsp.is_none());
+
+    config.dsp = Some(DspSection {
+        listen: "127.0.0.1:7703".parse().unwrap(),
+        url: Some("https://node.example:7703".into()),
+    });
+    std::fs::write(&path, config.to_commented_toml()).unwrap();
+    let dsp = NodeConfig::load(&path)
+        .unwrap()
+        .dsp
+        .expect("[dsp] loads back");
+    assert_eq!(dsp.listen, "127.0.0.1:7703".parse().unwrap());
+    assert_eq!(dsp.url.as_deref(), Some("https://node.example:7703"));
+}
+
+#[test]
+fn a_dsp_url_that_is_not_a_plain_https_base_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    for (url, expected) in [
+        ("http://node.example:7703", "must be an https:// URL"),
+        ("https://node.example:7703/", "no trailing slash"),
+        ("https://node.example/?x=1", "no trailing slash, query"),
+    ] {
+        let mut config = sample();
+        config.dsp = Some(DspSection {
+            listen: "127.0.0.1:7703".parse().unwrap(),
+            url: Some(url.into()),
+        });
+        std::fs::write(&path, config.to_commented_toml()).unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains(expected), "{url}: {e}");
     }
 }

@@ -28,6 +28,7 @@ use crate::catalog::product::{ProductError, ProductStore};
 use crate::config::NodeConfig;
 use crate::contract::Contracts;
 use crate::cosigning::Cosigning;
+use crate::dsp;
 use crate::health::NodeHealth;
 use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership;
@@ -108,6 +109,8 @@ pub struct RunningNode {
     /// The record of refused requests, whose open windows are summarised at shutdown.
     refusals: Arc<RefusalLog>,
     health_addr: Option<SocketAddr>,
+    /// The Dataspace Protocol listener, when `dsp.listen` is set: its address and task.
+    dsp: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl RunningNode {
@@ -132,6 +135,13 @@ impl RunningNode {
         };
         let health_listener = match config.node.health_listen {
             Some(addr) => Some(bind(addr, "health endpoint", "node.health_listen").await?),
+            None => None,
+        };
+        let dsp_listener = match &config.dsp {
+            Some(d) => Some((
+                d.listen,
+                bind(d.listen, "Dataspace Protocol listener", "dsp.listen").await?,
+            )),
             None => None,
         };
         // The private keys are read before the data directory is made owner-only: a key
@@ -435,7 +445,7 @@ impl RunningNode {
             node.peer_services(),
             limits,
             RpcLayer::new(node.telemetry.clone(), "peer"),
-            AuthLayer::new(peer_auth).with_refusal_hook(refusal_hook(
+            AuthLayer::new(peer_auth.clone()).with_refusal_hook(refusal_hook(
                 &node.alerts,
                 &refusals,
                 "peer API",
@@ -443,6 +453,7 @@ impl RunningNode {
             member_limits.clone(),
             &health,
         );
+        let dsp_limits = member_limits.clone();
         let admin_auth = Arc::new(LocalAuthenticator::new(&node.config)?);
         let admin_tls = local::server_config(&node.config)?;
         let admin_router = service::admin_router(
@@ -477,6 +488,36 @@ impl RunningNode {
             ));
         }
 
+        let dsp = match dsp_listener {
+            Some((configured, listener)) => {
+                let addr = listener.local_addr().map_err(|source| {
+                    listen_err(
+                        configured,
+                        "Dataspace Protocol listener",
+                        "dsp.listen",
+                        source,
+                    )
+                })?;
+                let url = node.config.dsp.as_ref().and_then(|d| d.url.clone());
+                let state = dsp::DspState {
+                    catalog: node.catalog.clone(),
+                    audit: node.audit.clone(),
+                    participant: node.identity.participant_id().clone(),
+                    base_url: url.unwrap_or_else(|| format!("https://{addr}")),
+                    max_body: limits.max_message_bytes,
+                    authenticator: peer_auth.clone(),
+                    refusals: refusals.clone(),
+                    limits: dsp_limits,
+                    on_refusal: refusal_hook(&node.alerts, &refusals, "DSP API"),
+                };
+                let tls = dsp::tls_config(&node.tls_identity, &node.data_space_roots)?;
+                let task = dsp::serve(listener, tls, limits, dsp::router(state), signal.clone());
+                tracing::info!(dsp = %addr, "Dataspace Protocol listener serving");
+                Some((addr, task))
+            }
+            None => None,
+        };
+
         let mut workers = Workers::new(signal);
         let refresh = node.refresh.clone();
         let every = node.config.authority.refresh_interval;
@@ -507,6 +548,7 @@ impl RunningNode {
             workers,
             refusals,
             health_addr,
+            dsp,
         })
     }
 
@@ -516,6 +558,11 @@ impl RunningNode {
 
     pub fn admin_addr(&self) -> SocketAddr {
         self.node.admin_addr
+    }
+
+    /// The Dataspace Protocol listener's address, when `dsp.listen` is set.
+    pub fn dsp_addr(&self) -> Option<SocketAddr> {
+        self.dsp.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The plain health endpoint's address, when `node.health_listen` is set.
@@ -535,6 +582,14 @@ impl RunningNode {
             if let Err(reason) = result {
                 first_error.get_or_insert(NodeError::Serve { what, reason });
             }
+        }
+        if let Some((_, task)) = self.dsp
+            && let Err(e) = task.await
+        {
+            first_error.get_or_insert(NodeError::Serve {
+                what: "Dataspace Protocol listener",
+                reason: e.to_string(),
+            });
         }
         self.workers.join().await;
         // The refusals counted in windows that have not ended yet.

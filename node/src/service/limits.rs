@@ -428,6 +428,35 @@ impl Shared {
 /// One call in progress: counted until this is dropped, with the response body.
 struct InFlight(Arc<CallerState>);
 
+/// A call admitted by [`LimitsLayer::admit`], counted as in progress until dropped.
+pub struct Admitted {
+    _in_flight: InFlight,
+}
+
+impl LimitsLayer {
+    /// Admits one call of an authenticated `caller` to `method` that does not pass
+    /// through a gRPC router (the Dataspace Protocol binding), under the same limits
+    /// and the same counts as its gRPC calls: a member cannot double its rate by
+    /// using both. A refusal raises the alert and is recorded as the layer does.
+    pub async fn admit(&self, caller: &Caller, method: &str) -> Result<Admitted, Status> {
+        let shared = &self.shared;
+        let state = shared.state(caller);
+        match shared.admit(caller, &state) {
+            Ok(in_flight) => Ok(Admitted {
+                _in_flight: in_flight,
+            }),
+            Err(status) => {
+                shared.alert(caller, &state, method, &status).await;
+                shared
+                    .refusals
+                    .record(caller, method, status.code(), status.message())
+                    .await;
+                Err(status)
+            }
+        }
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);

@@ -50,6 +50,15 @@ pub struct TestNode {
     pub participant: ParticipantId,
 }
 
+/// The participant a bundle admits, from its manifest.
+fn bundle_participant(bundle: &std::path::Path) -> ParticipantId {
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(bundle.join("bundle.json")).expect("bundle manifest"),
+    )
+    .unwrap();
+    ParticipantId::parse(manifest["participant_id"].as_str().unwrap()).unwrap()
+}
+
 impl DataSpace {
     /// An authority named "Test Data Space", serving on a loopback port.
     pub async fn start() -> Self {
@@ -147,16 +156,21 @@ impl DataSpace {
         TlsIdentity::from_pem(&bundle.certificate.cert_pem, &key).unwrap()
     }
 
+    /// The TLS identity a bundle's member presents: the bundle's certificate and the
+    /// key its node made.
+    pub fn identity_of(&self, bundle: &std::path::Path) -> TlsIdentity {
+        let key = self
+            .member_dir(&bundle_participant(bundle))
+            .join("identity/node.key");
+        TlsIdentity::load(&bundle.join("node.crt"), &key).expect("member identity")
+    }
+
     /// Sets `dir` up as a node from `bundle`, with the keys its member's node made.
     pub fn init_from_bundle(&self, bundle: &std::path::Path, mut opts: InitOptions) -> PathBuf {
-        let manifest: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(bundle.join("bundle.json")).expect("bundle manifest"),
-        )
-        .unwrap();
-        let participant =
-            ParticipantId::parse(manifest["participant_id"].as_str().unwrap()).unwrap();
         // The test's node directory stands for the member's machine: its keys move there.
-        let from = self.member_dir(&participant).join("identity");
+        let from = self
+            .member_dir(&bundle_participant(bundle))
+            .join("identity");
         let to = opts.dir.join("identity");
         std::fs::create_dir_all(&to).unwrap();
         for f in ["node.key", "signing.key"] {

@@ -1,0 +1,31 @@
+//! The Dataspace Protocol 2025-1 HTTPS binding, so that connectors speaking DSP (Eclipse
+//! EDC and those built on it) can use this node beside the Liutong peer API.
+//!
+//! One HTTPS listener (`[dsp] listen`), off unless configured. Its TLS asks every client
+//! for a certificate but does not require one: version discovery
+//! (`/.well-known/dspace-version`) answers anyone, as the protocol requires; every other
+//! endpoint takes only a current member, judged exactly as the peer API judges a caller,
+//! and is answered 401 or 403 with the protocol's error message otherwise.
+//!
+//! - `message` — the envelope every message shares (`@context`, `@type`) and the error
+//!   messages of refusals;
+//! - `state` — what the handlers share;
+//! - `auth` — the caller's certificate, the member check, the record of refusals;
+//! - `version` — version discovery;
+//! - `catalog` — the catalog protocol (`/catalog/…`), from the catalog component;
+//! - `server` — TLS, HTTP and the router.
+//!
+//! Messages are compacted JSON-LD read as plain JSON, which the protocol allows; the
+//! Liutong ODRL profile appears in offers under the `lt:` prefix.
+
+mod auth;
+pub mod catalog;
+pub mod message;
+mod server;
+mod state;
+pub mod version;
+
+pub use auth::PeerConnection;
+pub use message::{CONTEXT, PROTOCOL_VERSION};
+pub use server::{router, serve, tls_config};
+pub use state::DspState;

@@ -1,0 +1,52 @@
+//! What the DSP handlers share: the components they call and how the node is named to
+//! other connectors.
+
+use std::sync::Arc;
+
+use crate::audit::log::AuditLog;
+use crate::catalog::Catalog;
+use crate::identity::ParticipantId;
+use crate::service::PeerAuthenticator;
+use crate::service::limits::{LimitsLayer, RefusalLog};
+use crate::tls::auth::RefusalHook;
+
+/// The state of the DSP router.
+#[derive(Clone)]
+pub struct DspState {
+    /// The catalog component the gRPC `Catalog` service also serves from.
+    pub catalog: Arc<Catalog>,
+    pub audit: AuditLog,
+    /// This node's participant.
+    pub participant: ParticipantId,
+    /// The base URL other connectors reach this listener at (no trailing slash).
+    pub base_url: String,
+    /// Largest request body read, in bytes (`limits.max_message_bytes`).
+    pub max_body: usize,
+    /// The peer API's authenticator: chain, then membership in the trust list.
+    pub authenticator: Arc<PeerAuthenticator>,
+    /// Records refusals of authenticated members, as on the peer API.
+    pub refusals: Arc<RefusalLog>,
+    /// The per-member request rate and calls in progress of the peer API, shared with
+    /// it.
+    pub limits: LimitsLayer,
+    /// Records refused authentications and counts them towards the alert, as on the
+    /// peer API.
+    pub on_refusal: RefusalHook,
+}
+
+impl DspState {
+    /// The identifier of this node's DSP data service, named in catalogs and in the
+    /// version metadata.
+    pub fn service_id(&self) -> String {
+        format!("urn:liutong:dsp:{}", self.participant)
+    }
+
+    /// The data service as a DCAT `DataService`.
+    pub fn data_service(&self) -> serde_json::Value {
+        serde_json::json!({
+            "@id": self.service_id(),
+            "@type": "DataService",
+            "endpointURL": self.base_url,
+        })
+    }
+}
