@@ -99,7 +99,7 @@ pub enum Command {
         renew: bool,
         /// Keep the signing key in a PKCS#11 token (HSM): the token's module, e.g.
         /// /usr/lib/softhsm/libsofthsm2.so. No signing.key is written; `liutong init`
-        /// writes the token into node.toml as [hsm].
+        /// writes the token into node.toml as `[hsm]`.
         #[arg(long, requires_all = ["hsm_token", "hsm_key"], conflicts_with = "renew")]
         hsm_module: Option<PathBuf>,
         /// The token's label.
