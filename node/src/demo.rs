@@ -194,12 +194,19 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             development: None,
         })?;
         std::fs::remove_dir_all(bundle)?;
-        let config = NodeConfig::load(&config_path)?;
+        // Each node also speaks the Dataspace Protocol, on a port of its own.
+        let mut config = NodeConfig::load(&config_path)?;
+        config.dsp = Some(crate::config::DspSection {
+            listen: "127.0.0.1:0".parse().expect("constant address"),
+            url: None,
+        });
+        crate::base::files::write_private(&config_path, config.to_commented_toml().as_bytes())?;
         let node = RunningNode::start_with_listeners(config.clone(), peer, admin).await?;
         say(&format!(
-            "{} runs its node: peer API {}",
+            "{} runs its node: peer API {}, Dataspace Protocol https://{}",
             m.name,
-            node.peer_addr()
+            node.peer_addr(),
+            node.dsp_addr().expect("DSP is on")
         ));
         nodes.push((node, config));
     }

@@ -11,10 +11,10 @@ use std::time::Duration;
 use crate::authority::{Admission, Authority, AuthorityError, DEFAULT_MEMBERSHIP_DAYS};
 use crate::base::clock;
 use crate::base::files;
-use crate::config::HsmSection;
 use crate::config::{
     self, AuthoritySection, Development, GuardrailsSection, Limits, NodeConfig, NodeSection,
 };
+use crate::config::{DspSection, HsmSection};
 use crate::identity::bundle::{BundleManifest, files as bundle_files};
 use crate::identity::membership::{MEMBERSHIP_PAYLOAD_TYPE, Membership};
 use crate::identity::request::{self, AdmissionRequest, HostName};
@@ -592,5 +592,15 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
     })?;
     // The node has its own copy.
     let _ = std::fs::remove_dir_all(&bundle_dir);
+    // The development node speaks the Dataspace Protocol too, by the name its
+    // certificate carries.
+    let mut config =
+        NodeConfig::load(&config_path).map_err(|e| SetupError::Invalid(e.to_string()))?;
+    let listen: SocketAddr = config::DEV_DSP_LISTEN.parse().expect("constant address");
+    config.dsp = Some(DspSection {
+        listen,
+        url: Some(format!("https://localhost:{}", listen.port())),
+    });
+    write_private(&config_path, config.to_commented_toml().as_bytes())?;
     Ok((config_path, true))
 }

@@ -381,8 +381,8 @@ fn help_explains_the_commands() {
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
 }
 
-/// The README's first command. It uses the fixed development ports 7700, 7701 and 7800,
-/// so this test needs them free.
+/// The README's first command. It uses the fixed development ports 7700, 7701, 7703 and
+/// 7800, so this test needs them free.
 #[test]
 fn zero_config_serve_survives_kill_9_and_restarts() {
     let tmp = tempfile::tempdir().unwrap();
@@ -423,6 +423,37 @@ fn zero_config_serve_survives_kill_9_and_restarts() {
     let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(json["caller_role"], "auditor");
     assert!(json["trust_list"]["sequence"].as_u64().unwrap() >= 2);
+
+    // The README's curl commands: the node's Dataspace Protocol listener, verified by the
+    // name localhost, anonymous for version discovery and with the node's own member
+    // certificate for the catalog.
+    let identity = data.join("node/identity");
+    let file = |name: &str| identity.join(name).to_str().unwrap().to_owned();
+    let curl = |args: &[&str]| {
+        let o = Command::new("curl")
+            .args(["--silent", "--show-error", "--max-time", "20", "--cacert"])
+            .arg(file("ca.crt"))
+            .args(args)
+            .output()
+            .expect("curl runs (.ci/run installs it)");
+        assert!(o.status.success(), "curl {args:?}: {}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let version = curl(&["https://localhost:7703/.well-known/dspace-version"]);
+    assert_eq!(
+        version["protocolVersions"][0]["version"], "2025-1",
+        "{version}"
+    );
+    let catalog = curl(&[
+        "--cert",
+        &file("node.crt"),
+        "--key",
+        &file("node.key"),
+        "--json",
+        r#"{"@context": ["https://w3id.org/dspace/2025/1/context.jsonld"], "@type": "CatalogRequestMessage"}"#,
+        "https://localhost:7703/catalog/request",
+    ]);
+    assert_eq!(catalog["@type"], "Catalog", "{catalog}");
 
     // A crash: no chance to flush or clean up.
     first.kill().unwrap();

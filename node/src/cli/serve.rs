@@ -55,8 +55,12 @@ pub async fn serve(
     let node = RunningNode::start(config).await?;
     let stop = StopSignals::catch()?;
     let m = &node.node.identity.membership;
+    let dsp = node
+        .dsp_addr()
+        .map(|a| format!(" · DSP https://{a}"))
+        .unwrap_or_default();
     println!(
-        "liutong node for {} ({}) serving: peer API {} · local API {}",
+        "liutong node for {} ({}) serving: peer API {} · local API {}{dsp}",
         m.name,
         m.participant_id,
         node.peer_addr(),

@@ -34,6 +34,8 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7700";
 pub const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:7701";
 /// Default address of the authority's trust-list service.
 pub const DEFAULT_AUTHORITY: &str = "127.0.0.1:7800";
+/// Address of the development node's Dataspace Protocol listener.
+pub const DEV_DSP_LISTEN: &str = "127.0.0.1:7703";
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
