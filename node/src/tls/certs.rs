@@ -117,7 +117,7 @@ pub fn tls_key_request(
     names: &HostNames,
 ) -> Result<TlsKeyRequest, CertError> {
     let key = KeyPair::generate()?;
-    let csr = leaf_params(common_name, san_uri, names)?.serialize_request(&key)?;
+    let csr = subject_params(common_name, &[san_uri.to_owned()], names)?.serialize_request(&key)?;
     Ok(TlsKeyRequest {
         key_pem: key.serialize_pem(),
         csr_pem: csr.pem()?,
@@ -132,24 +132,30 @@ pub fn csr_for_key(
     names: &HostNames,
 ) -> Result<String, CertError> {
     let key = KeyPair::from_pem(key_pem).map_err(|e| CertError::Request(e.to_string()))?;
-    Ok(leaf_params(common_name, san_uri, names)?
+    Ok(subject_params(common_name, &[san_uri.to_owned()], names)?
         .serialize_request(&key)?
         .pem()?)
 }
 
-fn leaf_params(
+/// The subject of a leaf: its common name and its names (identity URIs, DNS names,
+/// addresses), as a CSR asks for them and a certificate carries them.
+fn subject_params(
     common_name: &str,
-    san_uri: &str,
+    san_uris: &[String],
     names: &HostNames,
 ) -> Result<CertificateParams, CertError> {
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
+    // A CN different from the CA's: some TLS stacks take a leaf whose subject equals its
+    // issuer's for self-signed.
     params
         .distinguished_name
         .push(DnType::CommonName, common_name);
-    params
-        .subject_alt_names
-        .push(SanType::URI(san_uri.try_into()?));
+    for uri in san_uris {
+        params
+            .subject_alt_names
+            .push(SanType::URI(uri.as_str().try_into()?));
+    }
     for dns in &names.dns {
         params
             .subject_alt_names
@@ -158,6 +164,25 @@ fn leaf_params(
     for ip in &names.ips {
         params.subject_alt_names.push(SanType::IpAddress(*ip));
     }
+    Ok(params)
+}
+
+/// A leaf certificate usable for both TLS server and client authentication.
+fn leaf_certificate_params(
+    spec: &LeafSpec,
+    names: &HostNames,
+) -> Result<CertificateParams, CertError> {
+    let mut params = subject_params(&spec.common_name, &spec.san_uris, names)?;
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.not_before = spec.not_before;
+    params.not_after = spec.not_after;
+    params.serial_number = Some(random_serial());
+    params.use_authority_key_identifier_extension = true;
     Ok(params)
 }
 
@@ -260,29 +285,8 @@ impl CertificateAuthority {
     /// Issues a leaf certificate usable for both TLS server and client authentication.
     pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCertificate, CertError> {
         let key = KeyPair::generate()?;
-        let mut params = CertificateParams::default();
-        params.distinguished_name = DistinguishedName::new();
-        // A CN different from the CA's: some TLS stacks take a leaf whose subject equals
-        // its issuer's for self-signed.
-        params
-            .distinguished_name
-            .push(DnType::CommonName, &spec.common_name);
-        for uri in &spec.san_uris {
-            params
-                .subject_alt_names
-                .push(SanType::URI(uri.as_str().try_into()?));
-        }
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = spec.not_before;
-        params.not_after = spec.not_after;
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer)?;
+        let cert =
+            leaf_certificate_params(spec, &HostNames::default())?.signed_by(&key, &self.issuer)?;
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
@@ -332,30 +336,8 @@ impl CertificateAuthority {
                 list(&decided)
             )));
         }
-        let mut params = leaf_params(
-            &spec.common_name,
-            spec.san_uris
-                .first()
-                .map(String::as_str)
-                .unwrap_or_default(),
-            names,
-        )?;
-        for uri in spec.san_uris.iter().skip(1) {
-            params
-                .subject_alt_names
-                .push(SanType::URI(uri.as_str().try_into()?));
-        }
-        params.is_ca = IsCa::ExplicitNoCa;
-        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        params.not_before = spec.not_before;
-        params.not_after = spec.not_after;
-        params.serial_number = Some(random_serial());
-        params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&csr.public_key, &self.issuer)?;
+        let cert =
+            leaf_certificate_params(spec, names)?.signed_by(&csr.public_key, &self.issuer)?;
         Ok(SignedCertificate {
             cert_pem: cert.pem(),
             cert_der: cert.der().to_vec(),
