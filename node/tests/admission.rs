@@ -60,30 +60,7 @@ fn admit(
     out: &Path,
     extra: &[&str],
 ) -> std::process::Output {
-    let mut args = vec![
-        "authority",
-        "admit",
-        "--dir",
-        arg(&s.authority),
-        "--request",
-        arg(request),
-        "--participant",
-        participant,
-        "--name",
-        "Hangzhou Transport Bureau",
-        "--kind",
-        "government",
-        "--sector",
-        "transport",
-        "--region",
-        "330100",
-        "--roles",
-        "provider,consumer",
-        "--out",
-        arg(out),
-    ];
-    args.extend_from_slice(extra);
-    liutong(&args)
+    admit_request(&s.authority, participant, request, out, extra)
 }
 
 fn init(node: &Path, bundle: &Path) -> std::process::Output {

@@ -116,28 +116,7 @@ fn a_failed_fsync_stops_acknowledgements_until_a_restart() {
     let o = liutong(&["join", "--dir", s(&node), "--participant", TRANSPORT]);
     assert!(o.status.success(), "{}", text(&o));
     let request = node.join("identity/admission-request.json");
-    let o = liutong(&[
-        "authority",
-        "admit",
-        "--dir",
-        s(&authority),
-        "--request",
-        s(&request),
-        "--participant",
-        TRANSPORT,
-        "--name",
-        "Hangzhou Transport Bureau",
-        "--kind",
-        "government",
-        "--sector",
-        "transport",
-        "--region",
-        "330100",
-        "--roles",
-        "provider,consumer",
-        "--out",
-        s(&bundle),
-    ]);
+    let o = admit_request(&authority, TRANSPORT, &request, &bundle, &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert_no_private_key(&bundle);
     let (auth_port, peer_port, admin_port, health_port) =

@@ -101,3 +101,38 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// `liutong authority admit` of the node request `request` as the transport bureau's
+/// attributes (government, transport, 330100, provider and consumer), `extra` appended.
+pub fn admit_request(
+    authority: &Path,
+    participant: &str,
+    request: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> Output {
+    let mut args = vec![
+        "authority",
+        "admit",
+        "--dir",
+        arg(authority),
+        "--request",
+        arg(request),
+        "--participant",
+        participant,
+        "--name",
+        "Hangzhou Transport Bureau",
+        "--kind",
+        "government",
+        "--sector",
+        "transport",
+        "--region",
+        "330100",
+        "--roles",
+        "provider,consumer",
+        "--out",
+        arg(out),
+    ];
+    args.extend_from_slice(extra);
+    liutong(&args)
+}
