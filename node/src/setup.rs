@@ -154,8 +154,18 @@ pub fn join(opts: &JoinOptions) -> Result<Joined, SetupError> {
         ip_addresses: ips,
         created_at: clock::now(),
     };
+    write_request(&identity, request, &signing, new_keys)
+}
+
+/// Signs `request` and writes it as `identity/admission-request.json` (not secret).
+fn write_request(
+    identity: &Path,
+    request: AdmissionRequest,
+    signing: &SigningKey,
+    new_keys: bool,
+) -> Result<Joined, SetupError> {
     let request_path = identity.join(bundle_files::REQUEST);
-    write_public(&request_path, request.sign(&signing)?.to_json().as_bytes())?;
+    write_public(&request_path, request.sign(signing)?.to_json().as_bytes())?;
     Ok(Joined {
         request_path,
         request,
@@ -208,13 +218,7 @@ pub fn renew(opts: &RenewOptions) -> Result<Joined, SetupError> {
         ip_addresses: ips,
         created_at: clock::now(),
     };
-    let request_path = identity.join(bundle_files::REQUEST);
-    write_public(&request_path, request.sign(&signing)?.to_json().as_bytes())?;
-    Ok(Joined {
-        request_path,
-        request,
-        new_keys: true,
-    })
+    write_request(&identity, request, &signing, true)
 }
 
 fn open_token_key(hsm: &HsmSection, base_dir: &Path) -> Result<SigningKey, SetupError> {

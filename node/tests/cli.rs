@@ -139,21 +139,7 @@ fn manual_set_up_serve_status_and_sigterm() {
         "node.toml is commented"
     );
 
-    let mut auth = Guard(
-        Command::new(BIN)
-            .args([
-                "authority",
-                "serve",
-                "--dir",
-                authority.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{auth_port}"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut auth = spawn_authority(&authority, &format!("127.0.0.1:{auth_port}"));
     wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
     let mut serve = Guard(
         Command::new(BIN)
@@ -590,21 +576,7 @@ fn set_up_node() -> SetUp {
         &format!("127.0.0.1:{auth_port}"),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut auth = Guard(
-        Command::new(BIN)
-            .args([
-                "authority",
-                "serve",
-                "--dir",
-                authority.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{auth_port}"),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut auth = spawn_authority(&authority, &format!("127.0.0.1:{auth_port}"));
     wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
     SetUp {
         config: node.join("node.toml"),
@@ -660,21 +632,7 @@ fn sigterm_right_after_the_serving_line_stops_gracefully() {
         "DS",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
-    let mut auth = Guard(
-        Command::new(BIN)
-            .args([
-                "authority",
-                "serve",
-                "--dir",
-                dir.to_str().unwrap(),
-                "--listen",
-                &format!("127.0.0.1:{}", free_port()),
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut auth = spawn_authority(&dir, &format!("127.0.0.1:{}", free_port()));
     wait_for_line(&mut auth, "serving its trust list", Duration::from_secs(20));
     sigterm(&auth);
     let status = wait_exit(&mut auth, Duration::from_secs(20));

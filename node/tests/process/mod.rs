@@ -136,3 +136,15 @@ pub fn admit_request(
     args.extend_from_slice(extra);
     liutong(&args)
 }
+
+/// `liutong authority serve` for `dir` on `listen`, its standard output piped (for the
+/// "serving its trust list" line) and killed when dropped.
+pub fn spawn_authority(dir: &Path, listen: &str) -> Guard {
+    Guard(
+        command(&["authority", "serve", "--dir", arg(dir), "--listen", listen])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start liutong authority serve"),
+    )
+}
