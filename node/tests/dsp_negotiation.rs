@@ -10,6 +10,7 @@ mod common;
 mod dsp;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -191,6 +192,9 @@ fn verification(provider_pid: &str, consumer_pid: &str) -> Json {
 struct Callbacks {
     addr: SocketAddr,
     got: Arc<Mutex<Vec<(String, Json)>>>,
+    /// Whether messages are taken (otherwise answered 503), and how many came.
+    accepting: Arc<AtomicBool>,
+    attempts: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -210,6 +214,9 @@ impl Callbacks {
         let addr = listener.local_addr().unwrap();
         let got: Arc<Mutex<Vec<(String, Json)>>> = Arc::default();
         let kept = got.clone();
+        let accepting = Arc::new(AtomicBool::new(true));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (open, counted) = (accepting.clone(), attempts.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
@@ -218,6 +225,7 @@ impl Callbacks {
                 let acceptor = acceptor.clone();
                 let kept = kept.clone();
                 let caller = caller.clone();
+                let (open, counted) = (open.clone(), counted.clone());
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else {
                         return;
@@ -233,13 +241,20 @@ impl Callbacks {
                     let service = hyper::service::service_fn(
                         move |request: http::Request<hyper::body::Incoming>| {
                             let kept = kept.clone();
+                            let (open, counted) = (open.clone(), counted.clone());
                             async move {
                                 let path = request.uri().path().to_owned();
                                 let body = request.into_body().collect().await.unwrap().to_bytes();
                                 let json: Json =
                                     serde_json::from_slice(&body).unwrap_or(Json::Null);
-                                let status = if presented { 200 } else { 401 };
-                                if presented {
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                let taken = open.load(Ordering::SeqCst);
+                                let status = match (presented, taken) {
+                                    (false, _) => 401,
+                                    (true, false) => 503,
+                                    (true, true) => 200,
+                                };
+                                if status == 200 {
                                     kept.lock().unwrap().push((path, json));
                                 }
                                 Ok::<_, std::convert::Infallible>(
@@ -257,7 +272,13 @@ impl Callbacks {
                 });
             }
         });
-        Self { addr, got, task }
+        Self {
+            addr,
+            got,
+            accepting,
+            attempts,
+            task,
+        }
     }
 
     fn url(&self) -> String {
@@ -889,4 +910,46 @@ async fn important_data_takes_only_a_signed_request_and_waits_for_approval() {
     assert_eq!(n.agreement.as_ref().unwrap().signatures.len(), 2);
     let content = n.agreement_content().unwrap();
     assert_eq!(content.approved_by.as_deref(), Some("local admin"));
+}
+
+#[tokio::test]
+async fn news_not_yet_told_survives_a_restart_and_is_told_after_it() {
+    let f = Fixture::start().await;
+    let callbacks = Callbacks::start(
+        &f.consumer,
+        &f.provider.roots(),
+        f.provider.participant.san_uri(),
+    )
+    .await;
+    // The consumer's server is up but not taking messages yet.
+    callbacks.accepting.store(false, Ordering::SeqCst);
+    let cpid = "urn:uuid:told-after-restart";
+    let ppid = start_negotiation(
+        &f.client(&f.consumer),
+        &request_message(cpid, &f.open_offer, &callbacks.url(), "urbanPlanning"),
+    )
+    .await;
+    let tried = wait_until(CALLBACK_WITHIN, || async {
+        callbacks.attempts.load(Ordering::SeqCst) > 0
+    })
+    .await;
+    assert!(tried, "the provider calls back");
+    let Fixture {
+        space: _space,
+        provider,
+        consumer,
+        ..
+    } = f;
+    let provider = provider.restart().await;
+    callbacks.accepting.store(true, Ordering::SeqCst);
+    let agreed = callbacks
+        .wait_for(&format!("/callback/negotiations/{cpid}/agreement"))
+        .await;
+    assert_eq!(agreed["providerPid"], ppid.as_str());
+    let client = Client::new(
+        provider.running.dsp_addr().unwrap(),
+        Some(&consumer),
+        provider.roots(),
+    );
+    assert_eq!(state_of(&client, &ppid).await, "AGREED");
 }
