@@ -953,3 +953,29 @@ async fn news_not_yet_told_survives_a_restart_and_is_told_after_it() {
     );
     assert_eq!(state_of(&client, &ppid).await, "AGREED");
 }
+
+#[tokio::test]
+async fn a_member_without_the_consumer_role_cannot_negotiate() {
+    let f = Fixture::start().await;
+    let mut admission = DataSpace::admission(LOGISTICS, LOGISTICS, ParticipantKind::Government);
+    admission.roles = vec![MemberRole::Provider];
+    let provider_only = f.space.identity_of(&f.space.admit(admission));
+    refresh_all(&[&f.provider]).await;
+    let message = request_message(
+        "urn:uuid:no-role",
+        &f.open_offer,
+        "https://localhost:9/cb",
+        "urbanPlanning",
+    );
+    let answer = f
+        .client(&provider_only)
+        .post("/negotiations/request", &message)
+        .await;
+    assert_error(&answer, 403, "consumer");
+    let answer = f
+        .client(&provider_only)
+        .get("/negotiations/neg-000000000000000000000000")
+        .await;
+    assert_error(&answer, 403, "consumer");
+    assert!(f.provider.running.node.contracts.list().unwrap().is_empty());
+}

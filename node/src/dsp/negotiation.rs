@@ -145,6 +145,14 @@ fn contract_error(e: ContractError) -> DspError {
     DspError::new(refusal(&e), Area::Negotiation, e.message())
 }
 
+/// Refuses a member without the consumer role, as the gRPC negotiation service does,
+/// before anything is read for it.
+fn consumer(member: &Membership, what: &str) -> Result<(), DspError> {
+    member
+        .require_role(crate::identity::MemberRole::Consumer, what)
+        .map_err(|e| DspError::new(StatusCode::FORBIDDEN, Area::Negotiation, e.to_string()))
+}
+
 fn bad(reason: impl Into<String>) -> DspError {
     DspError::bad_request(Area::Negotiation, reason)
 }
@@ -285,6 +293,7 @@ pub async fn get(
     Extension(PeerCaller(member)): Extension<PeerCaller>,
     Path(pid): Path<String>,
 ) -> Result<Response, DspError> {
+    consumer(&member, "asking about a negotiation")?;
     let record = own_record(&state, &member, &pid)?;
     let n = contract_state(&state, &member, &record)?;
     Ok(axum::Json(negotiation_body(&record, n.state)).into_response())
@@ -298,6 +307,7 @@ pub async fn request(
     Extension(PeerCaller(member)): Extension<PeerCaller>,
     body: Body,
 ) -> Result<Response, DspError> {
+    consumer(&member, "requesting a contract")?;
     let message = read(&state, body, "ContractRequestMessage").await?;
     let consumer_pid = pid("consumerPid", text(&message, "consumerPid")?)?;
     let refuse = |e: DspError| e.with_pids("", &consumer_pid);
@@ -460,6 +470,7 @@ pub async fn counter_request(
     Path(path_pid): Path<String>,
     body: Body,
 ) -> Result<Response, DspError> {
+    consumer(&member, "requesting a contract")?;
     let message = read(&state, body, "ContractRequestMessage").await?;
     let record = own_record(&state, &member, &path_pid)?;
     let refuse = |e: DspError| e.with_pids(&record.provider_pid, &record.consumer_pid);
@@ -482,6 +493,7 @@ pub async fn event(
     Path(path_pid): Path<String>,
     body: Body,
 ) -> Result<Response, DspError> {
+    consumer(&member, "sending a negotiation event")?;
     let message = read(&state, body, "ContractNegotiationEventMessage").await?;
     let record = own_record(&state, &member, &path_pid)?;
     let refuse = |e: DspError| e.with_pids(&record.provider_pid, &record.consumer_pid);
@@ -512,6 +524,7 @@ pub async fn verification(
     Path(path_pid): Path<String>,
     body: Body,
 ) -> Result<Response, DspError> {
+    consumer(&member, "verifying an agreement")?;
     let message = read(&state, body, "ContractAgreementVerificationMessage").await?;
     let record = own_record(&state, &member, &path_pid)?;
     let refuse = |e: DspError| e.with_pids(&record.provider_pid, &record.consumer_pid);
@@ -548,6 +561,7 @@ pub async fn termination(
     Path(path_pid): Path<String>,
     body: Body,
 ) -> Result<Response, DspError> {
+    consumer(&member, "ending a negotiation")?;
     let message = read(&state, body, "ContractNegotiationTerminationMessage").await?;
     let mut record = own_record(&state, &member, &path_pid)?;
     let refuse = |e: DspError| e.with_pids(&record.provider_pid, &record.consumer_pid);
