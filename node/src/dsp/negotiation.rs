@@ -334,7 +334,7 @@ pub async fn request(
             })?,
         ),
     };
-    let (provider_pid, request) = match &signed {
+    let (provider_pid, form) = match signed {
         Some(envelope) => {
             // Read unchecked only to name the negotiation and compare the offer; the
             // contract component checks the signature.
@@ -347,7 +347,10 @@ pub async fn request(
                     request.offer_id
                 ))));
             }
-            (request.negotiation_id.clone(), None)
+            // The ID names a stored record and a path: checked before anything is stored.
+            let id = crate::base::bounded::id("negotiation_id", &request.negotiation_id)
+                .map_err(|e| refuse(bad(format!("{SIGNED_REQUEST}: {e}"))))?;
+            (id, Form::Signed(envelope))
         }
         None => {
             let id = random_id("neg").map_err(|e| refuse(unavailable(e.to_string())))?;
@@ -364,7 +367,7 @@ pub async fn request(
                 created_at: now,
                 expires_at: now + UNSIGNED_LIFETIME,
             };
-            (id, Some(request))
+            (id, Form::Unsigned(request))
         }
     };
     let record = DspNegotiation {
@@ -392,15 +395,14 @@ pub async fn request(
         }
         Err(e) => return Err(refuse(unavailable(e.to_string()))),
     }
-    let decided = match (signed, request) {
-        (Some(envelope), _) => state.contracts.receive_request(&member, envelope).await,
-        (None, Some(request)) => {
+    let decided = match form {
+        Form::Signed(envelope) => state.contracts.receive_request(&member, envelope).await,
+        Form::Unsigned(request) => {
             state
                 .contracts
                 .receive_unsigned_request(&member, request)
                 .await
         }
-        (None, None) => unreachable!("an unsigned request is made above"),
     };
     match decided {
         // A refusal by the policy is on record (TERMINATED, with the failed
@@ -424,6 +426,12 @@ pub async fn request(
         axum::Json(negotiation_body(&record, NegotiationStatus::Requested)),
     )
         .into_response())
+}
+
+/// How a request came: signed by the consumer (`lt:request`), or not.
+enum Form {
+    Signed(Envelope),
+    Unsigned(ContractRequest),
 }
 
 /// The node's offer ID a request's `offer` names (`@id`, as the catalog gives it).
