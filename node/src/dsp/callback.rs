@@ -133,6 +133,9 @@ async fn take_up(state: &DspState, pid: &str) -> Result<(), String> {
     };
     let (path, body, told) = message(state, &record, &n, &news);
     let consumer = ParticipantId::parse(&record.consumer).map_err(|e| e.to_string())?;
+    // Pause point `dsp.provider.callback`: the outcome and the binding's record are
+    // durable (the consumer was answered 201), the consumer has not been told yet.
+    crate::pause::at("dsp.provider.callback").await;
     match call(state, &record.callback, &consumer, &path, &body).await {
         Ok(()) => {
             record.told = Some(told);
