@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
 use super::message::CONTEXT;
-use super::negotiation::{DspNegotiation, OUTBOX, SIGNED_AGREEMENT};
+use super::negotiation::{DspNegotiation, OUTBOX, SIGNED_AGREEMENT, record_claim};
 use super::state::DspState;
 use crate::audit::log::{Event, EventKind};
 use crate::base::clock::now;
@@ -111,6 +111,10 @@ fn news(record: &DspNegotiation, n: &Negotiation) -> (Option<News>, bool) {
 }
 
 async fn take_up(state: &DspState, pid: &str) -> Result<(), String> {
+    // A consumer's termination being recorded now is taken up next round.
+    let Some(_claim) = state.contracts.claims().try_claim(&record_claim(pid)) else {
+        return Ok(());
+    };
     let Some(mut record) = DspNegotiation::load(state, pid)? else {
         return state
             .storage

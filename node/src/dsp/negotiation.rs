@@ -58,6 +58,8 @@ pub const NO_PURPOSE: &str = "unstated";
 
 /// How long an unsigned request is taken as valid (it is decided at once).
 const UNSIGNED_LIFETIME: i64 = 300;
+/// How long a termination waits for a callback in progress on its negotiation.
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
 /// The longest consumer process ID taken.
 const MAX_PID: usize = 256;
 
@@ -113,6 +115,12 @@ impl DspNegotiation {
         }
         state.storage.flush().await.map_err(|e| e.to_string())
     }
+}
+
+/// The claim that keeps the callback worker and a handler from rewriting one record
+/// at once.
+pub(super) fn record_claim(pid: &str) -> String {
+    format!("dsp-record/{pid}")
 }
 
 /// The `ContractNegotiation` a consumer is answered with.
@@ -571,10 +579,25 @@ pub async fn termination(
 ) -> Result<Response, DspError> {
     consumer(&member, "ending a negotiation")?;
     let message = read(&state, body, "ContractNegotiationTerminationMessage").await?;
-    let mut record = own_record(&state, &member, &path_pid)?;
-    let refuse = |e: DspError| e.with_pids(&record.provider_pid, &record.consumer_pid);
+    let record = own_record(&state, &member, &path_pid)?;
+    let pids = (record.provider_pid.clone(), record.consumer_pid.clone());
+    let refuse = |e: DspError| e.with_pids(&pids.0, &pids.1);
     names(&message, &record).map_err(refuse)?;
     let reason = reason_of(&message);
+    // Held while the record is rewritten, so that a callback in flight does not
+    // overwrite what the consumer was told (an agreement sent as it terminated).
+    let _claim = state
+        .contracts
+        .claims()
+        .claim_within(&record_claim(&path_pid), RECORD_WAIT)
+        .await
+        .ok_or_else(|| {
+            refuse(unavailable(
+                "a message to your callback address is in progress; send the termination again",
+            ))
+        })?;
+    // Read again under the claim: the worker may have changed it meanwhile.
+    let mut record = own_record(&state, &member, &path_pid)?;
     state
         .contracts
         .terminate_by_consumer(&member, &record.provider_pid, &reason)
