@@ -4,6 +4,7 @@
 //! final state by themselves: FINALIZED with the same agreement bytes, the receipt at
 //! the provider, a pull resumed from the first chunk that was not durable.
 
+mod dsp;
 mod process;
 
 use process::*;
@@ -800,4 +801,67 @@ duty = [{ action = "differentialPrivacy", epsilon = 1, budget = 2, bounds = [
         2,
         "{point}: both answers that spent are on record:\n{log}"
     );
+}
+
+/// Kills the provider after it answered a Dataspace Protocol contract request (the
+/// decision and the consumer's callback address durable, 201 sent) but before it told
+/// the consumer the outcome at its callback address: after a restart it tells it.
+#[test]
+fn a_provider_killed_before_its_dsp_callback_tells_the_consumer_after_a_restart() {
+    use liutong_node::identity::ParticipantId;
+    use liutong_node::tls::{self, TlsIdentity};
+
+    let mut space = Space::new();
+    let root = space._dir.path().to_path_buf();
+    let dsp_port = free_port();
+    space.provider.stop();
+    let mut text = std::fs::read_to_string(&space.provider.config).unwrap();
+    text.push_str(&format!("\n[dsp]\nlisten = \"127.0.0.1:{dsp_port}\"\n"));
+    std::fs::write(&space.provider.config, text).unwrap();
+    let point = "dsp.provider.callback";
+    space.provider.start(Some(point));
+
+    let consumer = TlsIdentity::load(
+        &root.join(format!("bundle-{LOGISTICS}/node.crt")),
+        &root.join(format!("{LOGISTICS}/identity/node.key")),
+    )
+    .unwrap();
+    let roots = tls::load_roots(&root.join(format!("bundle-{LOGISTICS}/ca.crt"))).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let provider_uri = ParticipantId::parse(TRANSPORT).unwrap().san_uri();
+    let callbacks = runtime.block_on(dsp::Callbacks::start(&consumer, &roots, provider_uri));
+    let cpid = "urn:uuid:crash-before-callback";
+    let message = serde_json::json!({
+        "@context": [dsp::CONTEXT],
+        "@type": "ContractRequestMessage",
+        "consumerPid": cpid,
+        "offer": {
+            "@type": "Offer",
+            "@id": format!("urn:liutong:offer:{}", space.offer),
+            "permission": [{"action": "use"}],
+        },
+        "callbackAddress": callbacks.url(),
+        "lt:purpose": "statistics",
+    });
+    dsp::assert_valid(&message);
+    let client = dsp::Client::new(
+        format!("127.0.0.1:{dsp_port}").parse().unwrap(),
+        Some(&consumer),
+        roots,
+    );
+    let answer = runtime.block_on(client.post("/negotiations/request", &message));
+    assert_eq!(answer.status, 201, "{answer:?}");
+    let ppid = answer.message()["providerPid"].as_str().unwrap().to_owned();
+    space.provider.kill_when_paused(point);
+    assert!(
+        callbacks.received().is_empty(),
+        "{:?}",
+        callbacks.received()
+    );
+
+    space.provider.start(None);
+    let agreed =
+        runtime.block_on(callbacks.wait_for(&format!("/callback/negotiations/{cpid}/agreement")));
+    assert_eq!(agreed["providerPid"], ppid.as_str());
+    assert_eq!(space.provider.contract(&ppid)["state"], "AGREED");
 }

@@ -182,6 +182,12 @@ impl Negotiation {
         )
     }
 
+    /// Whether the peer signed its request (a plain Dataspace Protocol consumer does
+    /// not; its agreement then carries the provider's signature only).
+    pub fn signed_by_peer(&self) -> bool {
+        !self.request.signatures.is_empty()
+    }
+
     /// The agreement's content, without checking signatures (for display and lookups).
     pub fn agreement_content(&self) -> Option<Agreement> {
         self.agreement.as_ref().and_then(|e| e.peek_json().ok())

@@ -111,6 +111,38 @@ impl Contracts {
                     "the contract request is not signed by the caller: {e}"
                 ))
             })?;
+        self.decide(caller, request, envelope, true).await
+    }
+
+    /// The provider receives a contract request that `caller` did not sign: a plain
+    /// Dataspace Protocol consumer's. It is decided exactly as a signed one, kept in an
+    /// envelope without signatures so that the record shows the request was not signed
+    /// by the peer; an offer of important data takes only a signed request, since its
+    /// agreement must carry the consumer's signature too.
+    pub async fn receive_unsigned_request(
+        &self,
+        caller: &Membership,
+        request: ContractRequest,
+    ) -> Result<Negotiation, ContractError> {
+        self.require_own_role(MemberRole::Provider, "answering a contract request")
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
+        let envelope = Envelope {
+            payload_type: REQUEST_PAYLOAD_TYPE.to_owned(),
+            payload: serde_json::to_vec(&request).expect("contract requests serialize"),
+            signatures: Vec::new(),
+        };
+        self.decide(caller, request, envelope, false).await
+    }
+
+    /// Checks a request (`signed`: its signature by `caller` was verified) and decides
+    /// it: refused, waiting for a person's approval, or agreed.
+    async fn decide(
+        &self,
+        caller: &Membership,
+        request: ContractRequest,
+        envelope: Envelope,
+        signed: bool,
+    ) -> Result<Negotiation, ContractError> {
         if request.consumer != caller.participant_id {
             return Err(ContractError::Forbidden(format!(
                 "the request names consumer {}, but the caller is {}",
@@ -150,6 +182,14 @@ impl Contracts {
             .policy_of(&product)
             .map_err(|e| ContractError::Policy(e.to_string()))?
             .ok_or_else(|| ContractError::UnknownOffer(request.offer_id.clone()))?;
+        if !signed && product.classification >= liutong_policy::Classification::Important {
+            return Err(ContractError::Forbidden(format!(
+                "offer {} is of {} data: its agreement must be signed by both parties, so \
+                 the request must be signed too; send it as a Liutong contract request \
+                 envelope signed with your node's key",
+                request.offer_id, product.classification
+            )));
+        }
         // The nonce is stored only now that the request passed every check that writes
         // nothing, and before anything about it is stored: a refused request leaves no
         // trace, and a replay of an accepted one is refused here until the request
@@ -564,6 +604,102 @@ impl Contracts {
         // Pause point `negotiation.provider.finalized`: FINALIZED is durable, the consumer
         // has not been answered.
         crate::pause::at("negotiation.provider.finalized").await;
+        Ok(n)
+    }
+}
+
+impl Contracts {
+    /// A consumer that does not sign (a plain Dataspace Protocol consumer) confirms the
+    /// provider's agreement: AGREED becomes FINALIZED, the agreement carrying the
+    /// provider's signature only, and the record says so. A negotiation whose request
+    /// was signed takes only the countersigned agreement
+    /// ([`receive_countersigned`](Self::receive_countersigned)). A repeated
+    /// confirmation of a FINALIZED negotiation is answered as the first.
+    pub async fn receive_unsigned_verification(
+        &self,
+        caller: &Membership,
+        id: &str,
+    ) -> Result<Negotiation, ContractError> {
+        self.state_for(caller, id)?;
+        let _claim = self
+            .claims
+            .claim_within(id, COUNTERSIGN_WAIT)
+            .await
+            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+        let mut n = self.state_for(caller, id)?;
+        if n.signed_by_peer() {
+            return Err(ContractError::Signature(format!(
+                "negotiation {id} began with a signed request, so its agreement must come \
+                 back countersigned with the same key"
+            )));
+        }
+        if n.state == NegotiationStatus::Finalized {
+            return Ok(n);
+        }
+        if state::next(n.state, NegotiationEvent::CountersignatureVerified).is_err() {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "only an AGREED negotiation can be verified".into(),
+            });
+        }
+        let verified = change(
+            &mut n,
+            NegotiationEvent::CountersignatureVerified,
+            "confirmed by a consumer that does not sign: the agreement carries the \
+             provider's signature only",
+        )?;
+        let finalized = change(
+            &mut n,
+            NegotiationEvent::Finalized,
+            "not signed by the consumer",
+        )?;
+        self.commit(&n, vec![verified, finalized]).await?;
+        Ok(n)
+    }
+
+    /// The consumer ends its negotiation with this provider, with its reason, in any
+    /// state that is not final.
+    pub async fn terminate_by_consumer(
+        &self,
+        caller: &Membership,
+        id: &str,
+        reason: &str,
+    ) -> Result<Negotiation, ContractError> {
+        self.state_for(caller, id)?;
+        let _claim = self
+            .claims
+            .claim_within(id, COUNTERSIGN_WAIT)
+            .await
+            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+        let mut n = self.state_for(caller, id)?;
+        let reason = format!(
+            "terminated by the consumer: {}",
+            super::negotiation::peer_text(reason)
+        );
+        self.transition(&mut n, NegotiationEvent::Terminated, &reason)
+            .await?;
+        Ok(n)
+    }
+
+    /// This provider ends negotiation `id`, with `reason`, in any state that is not
+    /// final (a consumer that cannot be told of its outcome safely, for one).
+    pub async fn terminate_as_provider(
+        &self,
+        id: &str,
+        reason: &str,
+    ) -> Result<Negotiation, ContractError> {
+        let _claim = self
+            .claims
+            .claim_within(id, COUNTERSIGN_WAIT)
+            .await
+            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+        let mut n = self
+            .get(id)?
+            .filter(|n| n.role == Role::Provider)
+            .ok_or_else(|| ContractError::NotFound(id.to_owned()))?;
+        self.transition(&mut n, NegotiationEvent::Terminated, reason)
+            .await?;
         Ok(n)
     }
 }

@@ -404,7 +404,7 @@ pub fn offer(p: &ProductVersion) -> Option<Json> {
 }
 
 /// `{"@list": [...]}` as a plain array, everywhere in `value`.
-fn plain_lists(value: Json) -> Json {
+pub(super) fn plain_lists(value: Json) -> Json {
     match value {
         Json::Object(mut m) if m.len() == 1 && m.contains_key("@list") => {
             plain_lists(m.remove("@list").expect("checked"))

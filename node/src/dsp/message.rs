@@ -1,7 +1,6 @@
 //! The JSON-LD envelope every Dataspace Protocol message shares: the `@context` that must
 //! name the DSP 2025-1 context, the `@type`, a bounded size; and the error bodies the
-//! binding answers refusals with (`CatalogError`, and later the negotiation's and the
-//! transfer's).
+//! binding answers refusals with (`CatalogError`, `ContractNegotiationError`).
 //!
 //! Messages are read as compacted JSON-LD, as the specification allows: the node checks
 //! the context it requires and reads the terms by their compact names.
@@ -20,18 +19,24 @@ pub const PROTOCOL_VERSION: &str = "2025-1";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Area {
     Catalog,
+    Negotiation,
 }
 
 impl Area {
     /// The area of a request path (the binding's endpoints start with it).
-    pub fn of_path(_path: &str) -> Self {
-        Area::Catalog
+    pub fn of_path(path: &str) -> Self {
+        if path.starts_with("/negotiations") {
+            Area::Negotiation
+        } else {
+            Area::Catalog
+        }
     }
 
     /// The `@type` of this area's error message.
     pub fn error_type(self) -> &'static str {
         match self {
             Area::Catalog => "CatalogError",
+            Area::Negotiation => "ContractNegotiationError",
         }
     }
 }
@@ -43,6 +48,9 @@ pub struct DspError {
     pub status: StatusCode,
     pub area: Area,
     pub reason: String,
+    /// The negotiation's (or transfer's) provider and consumer process IDs, as far as
+    /// they are known; their error messages always carry both.
+    pub pids: Option<(String, String)>,
 }
 
 /// Left on a refusal's response so that the layer that authenticated the caller can
@@ -59,7 +67,14 @@ impl DspError {
             status,
             area,
             reason: reason.into(),
+            pids: None,
         }
+    }
+
+    /// The same refusal, naming the process IDs (provider's, consumer's).
+    pub fn with_pids(mut self, provider_pid: &str, consumer_pid: &str) -> Self {
+        self.pids = Some((provider_pid.to_owned(), consumer_pid.to_owned()));
+        self
     }
 
     pub fn bad_request(area: Area, reason: impl Into<String>) -> Self {
@@ -72,12 +87,20 @@ impl DspError {
 
     /// The error message's body.
     pub fn body(&self) -> Json {
-        json!({
+        let mut body = json!({
             "@context": [CONTEXT],
             "@type": self.area.error_type(),
             "code": self.status.as_u16().to_string(),
             "reason": [self.reason],
-        })
+        });
+        if self.area == Area::Negotiation {
+            // The schema requires both IDs; one not known (a message that could not be
+            // read) is sent empty.
+            let (provider, consumer) = self.pids.clone().unwrap_or_default();
+            body["providerPid"] = provider.into();
+            body["consumerPid"] = consumer.into();
+        }
+        body
     }
 }
 

@@ -13,14 +13,19 @@
 //! - `auth` — the caller's certificate, the member check, the record of refusals;
 //! - `version` — version discovery;
 //! - `catalog` — the catalog protocol (`/catalog/…`), from the catalog component;
+//! - `negotiation` — the contract negotiation protocol, provider role
+//!   (`/negotiations/…`), from the contract component;
+//! - `callback` — telling consumers the outcome at their callback addresses;
 //! - `server` — TLS, HTTP and the router.
 //!
 //! Messages are compacted JSON-LD read as plain JSON, which the protocol allows; the
 //! Liutong ODRL profile appears in offers under the `lt:` prefix.
 
 mod auth;
+pub mod callback;
 pub mod catalog;
 pub mod message;
+pub mod negotiation;
 mod server;
 mod state;
 pub mod version;

@@ -21,6 +21,7 @@ use tower::ServiceExt as _;
 
 use super::auth::{PeerConnection, members_only};
 use super::catalog;
+use super::negotiation;
 use super::state::DspState;
 use super::version;
 use crate::base::shutdown::Shutdown;
@@ -59,6 +60,21 @@ pub fn router(state: DspState) -> Router {
     let members = Router::new()
         .route("/catalog/request", post(catalog::request))
         .route("/catalog/datasets/{id}", get(catalog::dataset_by_id))
+        .route("/negotiations/request", post(negotiation::request))
+        .route("/negotiations/{pid}", get(negotiation::get))
+        .route(
+            "/negotiations/{pid}/request",
+            post(negotiation::counter_request),
+        )
+        .route("/negotiations/{pid}/events", post(negotiation::event))
+        .route(
+            "/negotiations/{pid}/agreement/verification",
+            post(negotiation::verification),
+        )
+        .route(
+            "/negotiations/{pid}/termination",
+            post(negotiation::termination),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             members_only,

@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use crate::audit::log::AuditLog;
 use crate::catalog::Catalog;
+use crate::contract::Contracts;
 use crate::identity::ParticipantId;
 use crate::service::PeerAuthenticator;
 use crate::service::limits::{LimitsLayer, RefusalLog};
+use crate::storage::Storage;
+use crate::tls::TlsIdentity;
 use crate::tls::auth::RefusalHook;
 
 /// The state of the DSP router.
@@ -32,6 +35,18 @@ pub struct DspState {
     /// Records refused authentications and counts them towards the alert, as on the
     /// peer API.
     pub on_refusal: RefusalHook,
+    /// The contract component the gRPC negotiation service also uses: one agreement
+    /// component, two bindings.
+    pub contracts: Arc<Contracts>,
+    /// Where the binding keeps its own part of a negotiation (the consumer's process
+    /// ID and callback address, what the consumer was told).
+    pub storage: Arc<dyn Storage>,
+    /// The node's certificate and the data-space CA, for calls to consumers'
+    /// callback addresses.
+    pub tls_identity: Arc<TlsIdentity>,
+    pub data_space_roots: rustls::RootCertStore,
+    /// Wakes the callback worker when a negotiation has news for its consumer.
+    pub wake: Arc<tokio::sync::Notify>,
 }
 
 impl DspState {

@@ -509,16 +509,31 @@ impl RunningNode {
                     refusals: refusals.clone(),
                     limits: dsp_limits,
                     on_refusal: refusal_hook(&node.alerts, &refusals, "DSP API"),
+                    contracts: node.contracts.clone(),
+                    storage: node.storage.clone(),
+                    tls_identity: node.tls_identity.clone(),
+                    data_space_roots: node.data_space_roots.clone(),
+                    wake: Arc::default(),
                 };
                 let tls = dsp::tls_config(&node.tls_identity, &node.data_space_roots)?;
-                let task = dsp::serve(listener, tls, limits, dsp::router(state), signal.clone());
+                let task = dsp::serve(
+                    listener,
+                    tls,
+                    limits,
+                    dsp::router(state.clone()),
+                    signal.clone(),
+                );
                 tracing::info!(dsp = %addr, "Dataspace Protocol listener serving");
-                Some((addr, task))
+                Some((addr, task, state))
             }
             None => None,
         };
 
         let mut workers = Workers::new(signal);
+        let dsp = dsp.map(|(addr, task, state)| {
+            workers.spawn("DSP callbacks", |s| dsp::callback::run(state, s));
+            (addr, task)
+        });
         let refresh = node.refresh.clone();
         let every = node.config.authority.refresh_interval;
         workers.spawn("trust-list refresh", |s| refresh.run(every, s));

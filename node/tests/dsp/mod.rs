@@ -8,19 +8,24 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
 use http_body_util::{BodyExt as _, Full};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
 use rustls::pki_types::ServerName;
 use serde_json::Value as Json;
-use tokio::net::TcpStream;
-use tokio_rustls::TlsConnector;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 /// The DSP 2025-1 context every message names.
 pub const CONTEXT: &str = "https://w3id.org/dspace/2025/1/context.jsonld";
 /// How long a request may go unanswered before the client gives up, so that a test
 /// against a node that stopped answering ends by itself.
 pub const ANSWER_WITHIN: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a callback may take to arrive.
+pub const CALLBACK_WITHIN: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// Where the schemas' `$id`s live.
 const BASE: &str = "https://w3id.org/dspace/2025/1/";
@@ -339,4 +344,147 @@ impl Client {
         let at = rest.find('/').expect("a path");
         rest[at..].to_owned()
     }
+}
+
+/// A callback server: HTTPS with a member's certificate, answering 200 to every POST
+/// and keeping what it got (path, body, whether the caller presented a certificate of
+/// the provider).
+pub struct Callbacks {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<(String, Json)>>>,
+    /// Whether messages are taken (otherwise answered 503), and how many came.
+    pub accepting: Arc<AtomicBool>,
+    pub attempts: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Callbacks {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Callbacks {
+    pub async fn start(
+        identity: &TlsIdentity,
+        roots: &rustls::RootCertStore,
+        caller: String,
+    ) -> Self {
+        let tls = liutong_node::dsp::tls_config(identity, roots).unwrap();
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let got: Arc<Mutex<Vec<(String, Json)>>> = Arc::default();
+        let kept = got.clone();
+        let accepting = Arc::new(AtomicBool::new(true));
+        let attempts = Arc::new(AtomicUsize::new(0));
+        let (open, counted) = (accepting.clone(), attempts.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let kept = kept.clone();
+                let caller = caller.clone();
+                let (open, counted) = (open.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    // Only the provider's node, presenting its own certificate, calls.
+                    let presented = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|c| c.first())
+                        .map(|c| names_participant(c.as_ref(), &caller))
+                        .unwrap_or(false);
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let kept = kept.clone();
+                            let (open, counted) = (open.clone(), counted.clone());
+                            async move {
+                                let path = request.uri().path().to_owned();
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                let json: Json =
+                                    serde_json::from_slice(&body).unwrap_or(Json::Null);
+                                counted.fetch_add(1, Ordering::SeqCst);
+                                let taken = open.load(Ordering::SeqCst);
+                                let status = match (presented, taken) {
+                                    (false, _) => 401,
+                                    (true, false) => 503,
+                                    (true, true) => 200,
+                                };
+                                if status == 200 {
+                                    kept.lock().unwrap().push((path, json));
+                                }
+                                Ok::<_, std::convert::Infallible>(
+                                    http::Response::builder()
+                                        .status(status)
+                                        .body(Full::new(bytes::Bytes::new()))
+                                        .unwrap(),
+                                )
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self {
+            addr,
+            got,
+            accepting,
+            attempts,
+            task,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/callback", self.addr.port())
+    }
+
+    pub fn received(&self) -> Vec<(String, Json)> {
+        self.got.lock().unwrap().clone()
+    }
+
+    /// The message received at `path`, waiting for it (bounded).
+    pub async fn wait_for(&self, path: &str) -> Json {
+        let deadline = tokio::time::Instant::now() + CALLBACK_WITHIN;
+        let got = loop {
+            if self.received().iter().any(|(p, _)| p == path) {
+                break true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                break false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        assert!(got, "no callback at {path}; got {:?}", self.received());
+        let message = self
+            .received()
+            .into_iter()
+            .find(|(p, _)| p == path)
+            .unwrap()
+            .1;
+        assert_valid(&message);
+        message
+    }
+}
+
+/// Whether a DER certificate's URI SAN names `participant` (`urn:uscc:…`).
+fn names_participant(der: &[u8], participant: &str) -> bool {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    san.value
+        .general_names
+        .iter()
+        .any(|n| matches!(n, x509_parser::extensions::GeneralName::URI(u) if *u == participant))
 }
