@@ -7,8 +7,8 @@
 //! of the negotiation against what the binding's record says the consumer was told.
 //! So nothing is announced before it is durable, and news not yet told survives a
 //! restart. A worker takes up the negotiations in the outbox when woken and at least
-//! every [`TICK`]; a consumer that cannot be reached is tried again after 1, 2, 4 … s
-//! (at most [`MAX_BACKOFF`]), [`MAX_ATTEMPTS`] times in all, then given up on
+//! every second; a consumer that cannot be reached is tried again after 1, 2, 4 … s
+//! (at most 30 s), [`MAX_ATTEMPTS`] times in all, then given up on
 //! (recorded; the negotiation keeps its state and the consumer can ask for it).
 //!
 //! A callback goes only to a server that presents a certificate of this data space
