@@ -533,6 +533,23 @@ impl Contracts {
         Ok(n)
     }
 
+    /// Claims `caller`'s negotiation `id` on this provider, waiting a while for a step
+    /// already at work on it, and reads it again under the claim: an expiry may have
+    /// ended it in between.
+    async fn claim_callers(
+        &self,
+        caller: &Membership,
+        id: &str,
+    ) -> Result<(crate::recovery::Claim, Negotiation), ContractError> {
+        self.state_for(caller, id)?;
+        let claim = self
+            .claims
+            .claim_within(id, COUNTERSIGN_WAIT)
+            .await
+            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+        Ok((claim, self.state_for(caller, id)?))
+    }
+
     /// The consumer returns the agreement countersigned (provider side).
     pub async fn receive_countersigned(
         &self,
@@ -540,14 +557,7 @@ impl Contracts {
         id: &str,
         envelope: Envelope,
     ) -> Result<Negotiation, ContractError> {
-        self.state_for(caller, id)?;
-        let _claim = self
-            .claims
-            .claim_within(id, COUNTERSIGN_WAIT)
-            .await
-            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
-        // Read again under the claim: an expiry may have ended it in between.
-        let mut n = self.state_for(caller, id)?;
+        let (_claim, mut n) = self.claim_callers(caller, id).await?;
         if n.state == NegotiationStatus::Finalized {
             // A retry of a Verify that already went through (its answer was lost) is
             // answered as the first one was, provided it is the same countersigned
@@ -620,13 +630,7 @@ impl Contracts {
         caller: &Membership,
         id: &str,
     ) -> Result<Negotiation, ContractError> {
-        self.state_for(caller, id)?;
-        let _claim = self
-            .claims
-            .claim_within(id, COUNTERSIGN_WAIT)
-            .await
-            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
-        let mut n = self.state_for(caller, id)?;
+        let (_claim, mut n) = self.claim_callers(caller, id).await?;
         if n.signed_by_peer() {
             return Err(ContractError::Signature(format!(
                 "negotiation {id} began with a signed request, so its agreement must come \
@@ -666,13 +670,7 @@ impl Contracts {
         id: &str,
         reason: &str,
     ) -> Result<Negotiation, ContractError> {
-        self.state_for(caller, id)?;
-        let _claim = self
-            .claims
-            .claim_within(id, COUNTERSIGN_WAIT)
-            .await
-            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
-        let mut n = self.state_for(caller, id)?;
+        let (_claim, mut n) = self.claim_callers(caller, id).await?;
         let reason = format!(
             "terminated by the consumer: {}",
             super::negotiation::peer_text(reason)
