@@ -102,50 +102,46 @@ pub fn join(opts: &JoinOptions) -> Result<Joined, SetupError> {
         )));
     }
     let (dns, ips) = host_names(&opts.dns, &opts.ips)?;
+    // A token key is opened (and the PIN checked) before anything is written.
+    let token_key = match &opts.hsm {
+        Some(hsm) => Some(open_token_key(hsm, &opts.dir)?),
+        None => None,
+    };
     let identity = make_identity_dir(&opts.dir)?;
     let key_path = identity.join(bundle_files::KEY);
     let signing_path = identity.join(bundle_files::SIGNING_KEY);
-    let new_keys = !(key_path.exists() && (signing_path.exists() || opts.hsm.is_some()));
+    let new_keys = !(key_path.exists() && (signing_path.exists() || token_key.is_some()));
     let names = HostNames {
         dns: dns.iter().map(ToString::to_string).collect(),
         ips: ips.clone(),
     };
     let common_name = format!("Liutong node {}", opts.participant);
     let san = opts.participant.san_uri();
-    // A token key is opened (and the PIN checked) before anything is written.
-    let token_key = match &opts.hsm {
-        Some(hsm) => Some(open_token_key(hsm, &opts.dir)?),
-        None => None,
-    };
-    let (csr_pem, signing) = if new_keys {
-        let tls = certs::tls_key_request(&common_name, &san, &names)?;
-        let signing = match token_key {
-            Some(key) => key,
-            None => {
-                let key = SigningKey::generate()?;
-                key.save(&signing_path)?;
-                key
-            }
-        };
-        write_private(&key_path, tls.key_pem.as_bytes())?;
-        if let Some(hsm) = &opts.hsm {
-            let text = toml::to_string(hsm).map_err(|e| SetupError::Invalid(e.to_string()))?;
-            write_private(&identity.join(JOIN_HSM_FILE), text.as_bytes())?;
+    let signing = match token_key {
+        Some(key) => key,
+        None if new_keys => {
+            let key = SigningKey::generate()?;
+            key.save(&signing_path)?;
+            key
         }
-        (tls.csr_pem, signing)
-    } else if let Some(key) = token_key {
-        let key_pem = certs::read_private_text(&key_path)?;
-        (
-            certs::csr_for_key(&key_pem, &common_name, &san, &names)?,
-            key,
-        )
-    } else {
-        let key_pem = certs::read_private_text(&key_path)?;
-        (
-            certs::csr_for_key(&key_pem, &common_name, &san, &names)?,
-            SigningKey::load(&signing_path)?,
-        )
+        None => SigningKey::load(&signing_path)?,
     };
+    let csr_pem = if new_keys {
+        let tls = certs::tls_key_request(&common_name, &san, &names)?;
+        write_private(&key_path, tls.key_pem.as_bytes())?;
+        tls.csr_pem
+    } else {
+        certs::csr_for_key(
+            &certs::read_private_text(&key_path)?,
+            &common_name,
+            &san,
+            &names,
+        )?
+    };
+    if let Some(hsm) = opts.hsm.as_ref().filter(|_| new_keys) {
+        let text = toml::to_string(hsm).map_err(|e| SetupError::Invalid(e.to_string()))?;
+        write_private(&identity.join(JOIN_HSM_FILE), text.as_bytes())?;
+    }
     let request = AdmissionRequest {
         participant_id: opts.participant.clone(),
         csr_pem,
