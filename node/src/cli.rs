@@ -343,24 +343,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             important_regions,
             force,
         } => {
-            if setup::is_pending_renewal(&dir) && !force {
-                setup::init_node(&InitOptions {
-                    dir: dir.clone(),
-                    bundle,
-                    listen,
-                    admin_listen,
-                    authority,
-                    force,
-                    important_regions,
-                    development: None,
-                })?;
-                println!(
-                    "installed the renewed certificate and the new TLS key in {}; start the \
-                     node again",
-                    dir.display()
-                );
-                return Ok(());
-            }
+            let renewal = setup::is_pending_renewal(&dir) && !force;
+            let shown = dir.display().to_string();
             let path = setup::init_node(&InitOptions {
                 dir,
                 bundle,
@@ -371,6 +355,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 important_regions,
                 development: None,
             })?;
+            if renewal {
+                println!(
+                    "installed the renewed certificate and the new TLS key in {shown}; start \
+                     the node again"
+                );
+                return Ok(());
+            }
             println!("wrote {}", path.display());
             println!(
                 "start the node with: liutong serve --config {}",
