@@ -165,7 +165,7 @@ fn manual_set_up_serve_status_and_sigterm() {
     let err = stderr(&o);
     assert!(
         err.contains(&format!("cannot listen on 127.0.0.1:{peer_port}"))
-            || err.contains("locked by another process"),
+            || err.contains(&format!("locked by process {}", serve.0.id())),
         "{err}"
     );
 

@@ -67,31 +67,38 @@ struct Barrier {
 impl SledStorage {
     /// Opens (or creates) the database in `path`.
     ///
-    /// sled releases its file lock from a background thread shortly after the last
-    /// handle of a database is dropped, so a database closed a moment ago may still be
-    /// locked: a lock held by someone else is retried for up to one second before it is
-    /// reported (then another process, e.g. a running node, really holds it).
+    /// sled releases its file lock from a background thread some time after the last
+    /// handle of a database is dropped, so a database this process closed a moment ago
+    /// may still be locked. A lock held by this process is waited for (up to 30 s, a
+    /// loaded machine can take that long); one held by another process, e.g. a running
+    /// node, is reported after a second, naming that process.
     pub fn open(path: &Path) -> Result<Arc<Self>, StorageError> {
         Self::open_with(path, fault::from_env())
     }
 
     /// [`open`](Self::open), with `fault` asked before every fsync (tests).
     pub fn open_with(path: &Path, fault: Option<fault::Fault>) -> Result<Arc<Self>, StorageError> {
+        const OWN_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
+        const OTHER_LOCK: std::time::Duration = std::time::Duration::from_secs(1);
         let open = || sled::Config::new().path(path).open();
-        let locked = |e: &sled::Error| matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock);
+        let started = std::time::Instant::now();
         let mut attempt = open();
-        for _ in 0..40 {
-            match &attempt {
-                Err(e) if locked(e) => {
-                    std::thread::sleep(std::time::Duration::from_millis(25));
-                    attempt = open();
-                }
-                _ => break,
+        let mut holder = None;
+        while attempt.as_ref().is_err_and(is_locked) {
+            holder = lock_holder(&path.join(SLED_LOCK_FILE));
+            let patience = match holder {
+                Some(pid) if pid == std::process::id() => OWN_LOCK,
+                _ => OTHER_LOCK,
+            };
+            if started.elapsed() >= patience {
+                break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(25));
+            attempt = open();
         }
         let db = attempt.map_err(|e| StorageError::Open {
             path: path.to_owned(),
-            reason: explain_open_error(&e),
+            reason: explain_open_error(&e, holder),
         })?;
         let durability = Durability::new(fault);
         let blobs =
@@ -192,15 +199,49 @@ fn engine_error(tree: &str, e: sled::Error) -> StorageError {
     }
 }
 
-fn explain_open_error(e: &sled::Error) -> String {
-    match e {
-        sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-            "the database is locked by another process; is another `liutong serve` running \
-             with this data directory?"
-                .to_owned()
-        }
-        other => other.to_string(),
+/// Whether sled refused to open because its lock file is locked (sled 0.34 reports
+/// that as an `Other` I/O error with this text, not as `WouldBlock`).
+fn is_locked(e: &sled::Error) -> bool {
+    matches!(e, sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock
+        || io.to_string().starts_with("could not acquire lock"))
+}
+
+fn explain_open_error(e: &sled::Error, holder: Option<u32>) -> String {
+    if !is_locked(e) {
+        return e.to_string();
     }
+    match holder {
+        Some(pid) if pid == std::process::id() => {
+            "the database is still locked by this process 30 s after it was closed".to_owned()
+        }
+        Some(pid) => format!(
+            "the database is locked by process {pid}; is another `liutong serve` running \
+             with this data directory?"
+        ),
+        None => "the database is locked by another process; is another `liutong serve` \
+                 running with this data directory?"
+            .to_owned(),
+    }
+}
+
+/// The process holding the `flock` on `file`, from Linux's `/proc/locks`; `None` when
+/// it cannot be told (another system, no such file, no lock).
+fn lock_holder(file: &Path) -> Option<u32> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(file).ok()?;
+    let dev = meta.dev();
+    let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+    let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+    let wanted = format!("{major:02x}:{minor:02x}:{}", meta.ino());
+    // "1: FLOCK  ADVISORY  WRITE 4242 fd:01:1234567 0 EOF"
+    let locks = std::fs::read_to_string("/proc/locks").ok()?;
+    locks.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        match fields.as_slice() {
+            [_, "FLOCK", _, _, pid, id, ..] if *id == wanted => pid.parse().ok(),
+            _ => None,
+        }
+    })
 }
 
 impl Storage for SledStorage {
@@ -584,6 +625,37 @@ mod tests {
             "a grown blob file is synced again: {third:?}"
         );
         assert!(third.contains(&log));
+    }
+
+    #[test]
+    fn a_database_locked_by_another_process_names_that_process() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(SledStorage::open(dir.path()).unwrap());
+        let lock = dir.path().join(SLED_LOCK_FILE);
+        // util-linux `flock` takes the same kind of lock sled takes.
+        let mut holder = std::process::Command::new("flock")
+            .args(["--exclusive", "--no-fork"])
+            .arg(&lock)
+            .args(["sleep", "30"])
+            .spawn()
+            .expect("util-linux flock");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while lock_holder(&lock) != Some(holder.id()) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "flock never took the lock"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let err = SledStorage::open(dir.path()).err().unwrap().to_string();
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        assert!(
+            err.contains(&format!("locked by process {}", holder.id())),
+            "{err}"
+        );
+        // Once the holder is gone the database opens with its data.
+        SledStorage::open(dir.path()).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
