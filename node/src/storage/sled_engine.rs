@@ -70,8 +70,10 @@ impl SledStorage {
     /// sled releases its file lock from a background thread some time after the last
     /// handle of a database is dropped, so a database this process closed a moment ago
     /// may still be locked. A lock held by this process is waited for (up to 30 s, a
-    /// loaded machine can take that long); one held by another process, e.g. a running
-    /// node, is reported after a second, naming that process.
+    /// loaded machine can take that long), except on a single-threaded runtime, where
+    /// the handles may belong to tasks that cannot end while this waits; one held by
+    /// another process, e.g. a running node, is reported after a second, naming that
+    /// process.
     pub fn open(path: &Path) -> Result<Arc<Self>, StorageError> {
         Self::open_with(path, fault::from_env())
     }
@@ -80,22 +82,39 @@ impl SledStorage {
     pub fn open_with(path: &Path, fault: Option<fault::Fault>) -> Result<Arc<Self>, StorageError> {
         const OWN_LOCK: std::time::Duration = std::time::Duration::from_secs(30);
         const OTHER_LOCK: std::time::Duration = std::time::Duration::from_secs(1);
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        // The handles keeping a closed database locked may belong to tasks of the
+        // caller's own runtime: on a single-threaded runtime waiting here would stop
+        // them from ever ending, so the caller is told at once and retries itself.
+        let own_patience = match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::CurrentThread) => std::time::Duration::ZERO,
+            _ => OWN_LOCK,
+        };
         let open = || sled::Config::new().path(path).open();
-        let started = std::time::Instant::now();
-        let mut attempt = open();
-        let mut holder = None;
-        while attempt.as_ref().is_err_and(is_locked) {
-            holder = lock_holder(&path.join(SLED_LOCK_FILE));
-            let patience = match holder {
-                Some(pid) if pid == std::process::id() => OWN_LOCK,
-                _ => OTHER_LOCK,
-            };
-            if started.elapsed() >= patience {
-                break;
+        let wait_for_lock = || {
+            let started = std::time::Instant::now();
+            let mut attempt = open();
+            let mut holder = None;
+            while attempt.as_ref().is_err_and(is_locked) {
+                holder = lock_holder(&path.join(SLED_LOCK_FILE));
+                let patience = match holder {
+                    Some(pid) if pid == std::process::id() => own_patience,
+                    _ => OTHER_LOCK,
+                };
+                if started.elapsed() >= patience {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(25));
+                attempt = open();
             }
-            std::thread::sleep(std::time::Duration::from_millis(25));
-            attempt = open();
-        }
+            (attempt, holder)
+        };
+        // On a multi-threaded runtime the worker's other tasks move to another thread
+        // while this one waits.
+        let (attempt, holder) = match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(wait_for_lock),
+            _ => wait_for_lock(),
+        };
         let db = attempt.map_err(|e| StorageError::Open {
             path: path.to_owned(),
             reason: explain_open_error(&e, holder),
@@ -212,7 +231,8 @@ fn explain_open_error(e: &sled::Error, holder: Option<u32>) -> String {
     }
     match holder {
         Some(pid) if pid == std::process::id() => {
-            "the database is still locked by this process 30 s after it was closed".to_owned()
+            "the database is still held open by this process (a node stopped a moment ago)"
+                .to_owned()
         }
         Some(pid) => format!(
             "the database is locked by process {pid}; is another `liutong serve` running \
