@@ -28,6 +28,7 @@
 mod agreement;
 mod cache;
 mod consumer;
+mod consumer_binding;
 mod contracts;
 mod gate;
 pub mod guardrails;
@@ -41,6 +42,7 @@ pub use agreement::{
     AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, AgreementError, ContractRequest,
     KeyError, REQUEST_PAYLOAD_TYPE, Role, agreement_key, source_hashes, stored_agreement_key,
 };
+pub use consumer_binding::{BoundOffer, ConsumerBinding, over_binding};
 pub use contracts::Contracts;
 pub use gate::{UsageGate, purpose_within};
 pub use locks::AgreementLocks;

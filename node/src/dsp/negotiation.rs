@@ -149,7 +149,7 @@ fn refusal(e: &ContractError) -> StatusCode {
     }
 }
 
-fn contract_error(e: ContractError) -> DspError {
+pub(super) fn contract_error(e: ContractError) -> DspError {
     DspError::new(refusal(&e), Area::Negotiation, e.message())
 }
 
@@ -161,11 +161,11 @@ fn consumer(member: &Membership, what: &str) -> Result<(), DspError> {
         .map_err(|e| DspError::new(StatusCode::FORBIDDEN, Area::Negotiation, e.to_string()))
 }
 
-fn bad(reason: impl Into<String>) -> DspError {
+pub(super) fn bad(reason: impl Into<String>) -> DspError {
     DspError::bad_request(Area::Negotiation, reason)
 }
 
-fn unavailable(reason: impl Into<String>) -> DspError {
+pub(super) fn unavailable(reason: impl Into<String>) -> DspError {
     DspError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         Area::Negotiation,
@@ -174,7 +174,11 @@ fn unavailable(reason: impl Into<String>) -> DspError {
 }
 
 /// Reads a message of type `expected` from a body, at most the node's message size.
-async fn read(state: &DspState, body: Body, expected: &str) -> Result<Map<String, Json>, DspError> {
+pub(super) async fn read(
+    state: &DspState,
+    body: Body,
+    expected: &str,
+) -> Result<Map<String, Json>, DspError> {
     let body = axum::body::to_bytes(body, state.max_body)
         .await
         .map_err(|_| {
@@ -189,7 +193,10 @@ async fn read(state: &DspState, body: Body, expected: &str) -> Result<Map<String
 
 /// A string property `key` of `message`, if present (an error if present but not a
 /// string).
-fn text<'a>(message: &'a Map<String, Json>, key: &str) -> Result<Option<&'a str>, DspError> {
+pub(super) fn text<'a>(
+    message: &'a Map<String, Json>,
+    key: &str,
+) -> Result<Option<&'a str>, DspError> {
     match message.get(key) {
         None => Ok(None),
         Some(Json::String(s)) => Ok(Some(s)),
@@ -612,7 +619,7 @@ pub async fn termination(
 }
 
 /// The reason a termination message gives (its `code` and `reason` entries), as text.
-fn reason_of(message: &Map<String, Json>) -> String {
+pub(super) fn reason_of(message: &Map<String, Json>) -> String {
     let mut parts = Vec::new();
     if let Some(Json::String(code)) = message.get("code") {
         parts.push(format!("code {code}"));

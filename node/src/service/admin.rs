@@ -207,7 +207,19 @@ impl Admin for AdminService {
         request: Request<PeerCatalogRequest>,
     ) -> Result<Response<ListOffersResponse>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "reading a peer's catalog")?;
-        catalog::peer_catalog(&self.peers, request.into_inner())
+        let r = request.into_inner();
+        if crate::contract::over_binding(&r.address) {
+            let (offers, next_page_token) = self
+                .contracts
+                .catalog_over_binding(&r.address, r.page_size, &r.page_token)
+                .await
+                .map_err(into_status)?;
+            return Ok(Response::new(liutong_proto::v1::ListOffersResponse {
+                offers,
+                next_page_token,
+            }));
+        }
+        catalog::peer_catalog(&self.peers, r)
             .await
             .map(Response::new)
     }
@@ -361,6 +373,26 @@ impl Admin for AdminService {
         }
         self.contracts
             .reject(&r.negotiation_id, &r.reason)
+            .await
+            .map(|n| Response::new(n.to_proto()))
+            .map_err(into_status)
+    }
+
+    async fn terminate_contract(
+        &self,
+        request: Request<liutong_proto::v1::TerminateContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "terminating a contract")?;
+        let r = request.into_inner();
+        bounded::id("negotiation_id", &r.negotiation_id).map_err(into_status)?;
+        if r.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: say why; the provider records it",
+            ));
+        }
+        bounded::reason("reason", &r.reason).map_err(into_status)?;
+        self.contracts
+            .terminate_as_consumer(&r.negotiation_id, r.reason.trim())
             .await
             .map(|n| Response::new(n.to_proto()))
             .map_err(into_status)
