@@ -333,6 +333,39 @@ async fn either_side_terminates_a_negotiation_over_dsp() {
 }
 
 #[tokio::test]
+async fn a_counter_offer_is_taken_and_agreed_between_two_nodes() {
+    let p = Pair::start().await;
+    // A version the provider does not hold, of a product it shows the consumer: the
+    // provider answers with the product's current offer, which the consumer takes.
+    let (product, _) = p.open_offer.split_once("/v").unwrap();
+    let stale = format!("{product}/v9");
+    let c = p.request(&stale, "urbanPlanning").await.expect("agreed");
+    assert_eq!(c.state, "FINALIZED", "{c:?}");
+    assert_eq!(
+        c.offer_id, p.open_offer,
+        "the agreement is for the counter-offer"
+    );
+    let theirs = p
+        .provider
+        .running
+        .node
+        .contracts
+        .get(&c.negotiation_id)
+        .unwrap()
+        .unwrap();
+    assert_eq!(theirs.state.as_str(), "FINALIZED");
+    assert_eq!(theirs.offer_id, p.open_offer);
+    let agreement = theirs.agreement_content().unwrap();
+    assert_eq!(agreement.offer_id, p.open_offer);
+    assert_eq!(theirs.agreement.unwrap().signatures.len(), 2);
+    let audit = p.provider.audit_texts().join("\n");
+    assert!(audit.contains("REQUESTED → OFFERED"), "{audit}");
+    assert!(audit.contains("OFFERED → REQUESTED"), "{audit}");
+    let audit = p.consumer.audit_texts().join("\n");
+    assert!(audit.contains("OFFERED → REQUESTED"), "{audit}");
+}
+
+#[tokio::test]
 async fn a_node_without_its_dsp_listener_refuses_an_https_peer_clearly() {
     let p = Pair::start().await;
     let plain = p
@@ -739,21 +772,12 @@ async fn cn_c_03_invalid_provider_messages_are_400_and_change_nothing() {
     // negotiation (the consumer refuses an agreement that fails its checks).
     // (Checked after the other shapes: it is final.)
 
-    // A counter-offer is not taken by this consumer.
-    let mut offer = f.message("ContractOfferMessage");
-    offer["offer"] = json!({
-        "@id": "urn:liutong:offer:prd-raw/v2",
-        "@type": "Offer",
-        "target": "urn:liutong:product:prd-raw",
-        "permission": [{"action": "use"}],
-    });
-    assert_valid(&offer);
-    let answer = client
-        .post(&format!("/negotiations/{n}/offers"), &offer)
-        .await;
-    assert_error(&answer, 400, "counter-offer");
-    // A provider's initial offer is not taken either.
-    let mut initial = offer.clone();
+    // A provider's initial offer is not taken: this node negotiates from its requests.
+    let mut initial = counter_offer(&f, "prd-raw/v2");
+    initial["offer"]
+        .as_object_mut()
+        .unwrap()
+        .remove("lt:classification");
     initial.as_object_mut().unwrap().remove("consumerPid");
     initial["callbackAddress"] = f.raw.url().into();
     assert_valid(&initial);
@@ -782,6 +806,85 @@ async fn cn_c_03_invalid_provider_messages_are_400_and_change_nothing() {
         .await;
     assert_error(&answer, 400, "consumerPid");
     assert_eq!(f.state(), "REQUESTED", "nothing changed");
+}
+
+/// A counter-offer of the raw provider for `offer_id` (a product it shows).
+fn counter_offer(f: &RawFixture, offer_id: &str) -> Json {
+    let mut offer = f.message("ContractOfferMessage");
+    offer["offer"] = json!({
+        "@id": format!("urn:liutong:offer:{offer_id}"),
+        "@type": "Offer",
+        "target": "urn:liutong:product:prd-raw",
+        "assigner": LOGISTICS,
+        "permission": [{"action": "use"}],
+        "lt:classification": "general-2",
+    });
+    assert_valid(&offer);
+    offer
+}
+
+#[tokio::test]
+async fn cn_c_01_02_a_counter_offer_is_taken_by_a_new_signed_request() {
+    let f = RawFixture::start().await;
+    let client = f.client(&f.raw_identity);
+    let n = &f.negotiation;
+    let answer = client
+        .post(
+            &format!("/negotiations/{n}/offers"),
+            &counter_offer(&f, "prd-raw/v2"),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let path = format!("/negotiations/{RAW_PID}/request");
+    let arrived = wait_until(WAIT, || async {
+        f.raw.received().iter().any(|(p, _)| *p == path)
+    })
+    .await;
+    assert!(arrived, "{:?}", f.raw.received());
+    let got = f.raw.received();
+    let (_, request) = got.iter().find(|(p, _)| *p == path).unwrap();
+    assert_valid(request);
+    assert_eq!(request["providerPid"], RAW_PID);
+    assert_eq!(request["consumerPid"], n.as_str());
+    assert_eq!(request["offer"]["@id"], "urn:liutong:offer:prd-raw/v2");
+    let envelope: liutong_node::identity::Envelope =
+        serde_json::from_value(request["lt:request"].clone()).unwrap();
+    let signed: liutong_node::contract::ContractRequest = envelope.peek_json().unwrap();
+    assert_eq!(signed.offer_id, "prd-raw/v2");
+    assert_eq!(&signed.negotiation_id, n);
+    assert_eq!(envelope.signatures.len(), 1);
+    let kept = f.consumer.running.node.contracts.get(n).unwrap().unwrap();
+    assert_eq!(kept.state.as_str(), "REQUESTED");
+    assert_eq!(kept.offer_id, "prd-raw/v2");
+    // The provider then ends it (CN_C:01-02).
+    let mut end = f.message("ContractNegotiationTerminationMessage");
+    end["code"] = "provider.declined".into();
+    assert_valid(&end);
+    let answer = client
+        .post(&format!("/negotiations/{n}/termination"), &end)
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(f.state(), "TERMINATED");
+}
+
+#[tokio::test]
+async fn a_counter_offer_the_consumer_cannot_satisfy_ends_the_negotiation() {
+    let f = RawFixture::start().await;
+    let client = f.client(&f.raw_identity);
+    let n = &f.negotiation;
+    let mut other_product = counter_offer(&f, "prd-other/v1");
+    other_product["offer"]["target"] = "urn:liutong:product:prd-other".into();
+    let answer = client
+        .post(&format!("/negotiations/{n}/offers"), &other_product)
+        .await;
+    assert_error(&answer, 400, "not for the product");
+    assert_eq!(f.state(), "TERMINATED");
+    let got = f.raw.received();
+    let (_, end) = got
+        .iter()
+        .find(|(p, _)| *p == format!("/negotiations/{RAW_PID}/termination"))
+        .expect("the provider is told");
+    assert_valid(end);
 }
 
 #[tokio::test]

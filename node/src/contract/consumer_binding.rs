@@ -57,6 +57,8 @@ pub trait ConsumerBinding: Send + Sync {
     async fn send_verification(&self, n: &Negotiation) -> Result<(), ContractError>;
     /// Tells the provider this node ended `n`, with `reason`.
     async fn send_termination(&self, n: &Negotiation, reason: &str) -> Result<(), ContractError>;
+    /// Sends the new request of `n` that takes the provider's counter-offer.
+    async fn send_counter_request(&self, n: &Negotiation) -> Result<(), ContractError>;
     /// One page of the provider's catalog at `address`, as the peer API lists offers,
     /// and the token of the next page (empty on the last).
     async fn catalog(
@@ -66,6 +68,10 @@ pub trait ConsumerBinding: Send + Sync {
         page_token: &str,
     ) -> Result<(Vec<liutong_proto::v1::Product>, String), ContractError>;
 }
+
+/// The reason a consumer's REQUESTED carries once it took the provider's counter-offer
+/// and until the provider answers the new request.
+const COUNTER_SENT: &str = "counter-offer taken: the new request was sent to the provider";
 
 /// Whether a provider address is reached over the Dataspace Protocol binding.
 pub fn over_binding(address: &str) -> bool {
@@ -344,6 +350,112 @@ impl Contracts {
         binding.send_verification(&n).await
     }
 
+    /// The provider's counter-offer arrives (`offer` as the provider shows it, its
+    /// classification, its offer ID). This consumer takes one it can satisfy: for the
+    /// same product, with a policy that compiles for its classification. It records the
+    /// counter-offer (OFFERED) and, in the same commit, its new signed request for it
+    /// (REQUESTED again), which then goes to the provider with
+    /// [`send_bound_counter_request`](Self::send_bound_counter_request). One it cannot
+    /// satisfy ends the negotiation, and the provider is told.
+    pub async fn receive_bound_offer(
+        &self,
+        provider: &ParticipantId,
+        id: &str,
+        offer_id: &str,
+        policy: serde_json::Value,
+        classification: Option<Classification>,
+    ) -> Result<Negotiation, ContractError> {
+        let (_claim, mut n) = self.claim_bound(provider, id).await?;
+        if n.state == NegotiationStatus::Requested
+            && n.reason == COUNTER_SENT
+            && n.offer_id == offer_id
+        {
+            // The same counter-offer again: already taken.
+            return Ok(n);
+        }
+        if n.state != NegotiationStatus::Requested {
+            return Err(ContractError::WrongState {
+                id: n.id.clone(),
+                state: n.state,
+                what: "a counter-offer answers a request (REQUESTED)".into(),
+            });
+        }
+        let product_of =
+            |o: &str| crate::catalog::product::parse_offer_id(o).map(|(p, _)| p.to_owned());
+        let unsatisfiable = if product_of(offer_id).is_none()
+            || product_of(offer_id) != product_of(&n.offer_id)
+        {
+            Some(format!(
+                "counter-offer {offer_id} is not for the product of offer {}",
+                n.offer_id
+            ))
+        } else {
+            match classification {
+                None => Some(format!("counter-offer {offer_id} names no classification")),
+                Some(c) => liutong_policy::Policy::from_odrl_value(&policy)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| {
+                        liutong_policy::compile(p, &super::consumer::analysis_context(c))
+                            .map_err(|e| e.to_string())
+                    })
+                    .err()
+                    .map(|e| format!("counter-offer {offer_id}: its policy cannot be used: {e}")),
+            }
+        };
+        if let Some(why) = unsatisfiable {
+            self.transition(&mut n, NegotiationEvent::Terminated, &why)
+                .await?;
+            if let Some(binding) = self.binding.get()
+                && let Err(e) = binding.send_termination(&n, &why).await
+            {
+                tracing::warn!(negotiation = %n.id, error = %e, "the provider was not told");
+            }
+            return Err(ContractError::Policy(why));
+        }
+        let offered = change(
+            &mut n,
+            NegotiationEvent::Offered,
+            &format!("counter-offer {offer_id} from the provider"),
+        )?;
+        let t = now();
+        let request = ContractRequest {
+            negotiation_id: n.id.clone(),
+            consumer: self.identity.membership.participant_id.clone(),
+            provider: n.peer.clone(),
+            offer_id: offer_id.to_owned(),
+            purpose: n.purpose.clone(),
+            nonce: hex::encode(random_bytes::<16>()?),
+            created_at: t,
+            expires_at: t + 300,
+        };
+        n.request =
+            Envelope::sign_json(REQUEST_PAYLOAD_TYPE, &request, &self.identity.signing_key)?;
+        n.offer_id = offer_id.to_owned();
+        n.offer_policy = Some(policy);
+        n.offer_classification = classification;
+        let requested = change(&mut n, NegotiationEvent::CounterRequested, COUNTER_SENT)?;
+        self.commit(&n, vec![offered, requested]).await?;
+        Ok(n)
+    }
+
+    /// Sends the new request of `id` that takes the provider's counter-offer (again,
+    /// when the poller finds the provider still OFFERED).
+    pub async fn send_bound_counter_request(&self, id: &str) -> Result<(), ContractError> {
+        let binding = self.binding()?.clone();
+        let _claim = self
+            .claims
+            .claim_within(id, CALLBACK_WAIT)
+            .await
+            .ok_or_else(|| ContractError::Busy(id.to_owned()))?;
+        let Some(n) = self.get(id)? else {
+            return Err(ContractError::NotFound(id.to_owned()));
+        };
+        if n.state != NegotiationStatus::Requested || n.reason != COUNTER_SENT {
+            return Ok(());
+        }
+        binding.send_counter_request(&n).await
+    }
+
     /// The provider's FINALIZED event: only a VERIFIED negotiation takes it (again:
     /// answered as the first time).
     pub async fn receive_bound_finalized(
@@ -496,6 +608,10 @@ impl Contracts {
                     "received by the provider, not decided yet",
                 )
                 .await
+            }
+            (S::Requested, Some(S::Offered)) if n.reason == COUNTER_SENT => {
+                tracing::info!(negotiation = %n.id, "sending the request for the counter-offer again");
+                binding.send_counter_request(n).await
             }
             (S::Verified, Some(S::Agreed)) => {
                 tracing::info!(negotiation = %n.id, "sending the countersigned agreement again");

@@ -24,8 +24,9 @@
 //! other goes to the provider role (which answers 404 for one that is not the
 //! caller's).
 //!
-//! This consumer does not take counter-offers or a provider's initial offer: such a
-//! message is refused (400), and the negotiation keeps its state.
+//! A counter-offer it can satisfy is taken by requesting it (signed again, the same
+//! negotiation); a provider's initial offer is refused (400): this node negotiates
+//! only from its own requests.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -323,11 +324,19 @@ impl ConsumerBinding for DspConsumer {
             ))
         })?;
         let iri = super::catalog::offer_iri(offer_id);
-        let offer = dataset
+        let Some(offer) = dataset
             .get("hasPolicy")
             .and_then(Json::as_array)
             .and_then(|offers| offers.iter().find(|o| o["@id"] == iri.as_str()))
-            .ok_or_else(|| ContractError::UnknownOffer(offer_id.to_owned()))?;
+        else {
+            // Another offer of a product the provider shows this node: requested as
+            // asked for; the provider may answer with its current offer instead.
+            return Ok(BoundOffer {
+                provider,
+                policy: None,
+                classification: None,
+            });
+        };
         let mut policy = offer.clone();
         if let (Some(o), Some(target)) = (policy.as_object_mut(), dataset.get("@id")) {
             // In a catalog the dataset is the offer's target.
@@ -345,16 +354,11 @@ impl ConsumerBinding for DspConsumer {
     }
 
     async fn send_request(&self, n: &Negotiation) -> Result<(), ContractError> {
-        let mut offer = n.offer_policy.clone().unwrap_or_else(|| json!({}));
-        if let Some(o) = offer.as_object_mut() {
-            o.insert("@type".into(), "Offer".into());
-            o.insert("@id".into(), super::catalog::offer_iri(&n.offer_id).into());
-        }
         let body = json!({
             "@context": [CONTEXT],
             "@type": "ContractRequestMessage",
             "consumerPid": n.id,
-            "offer": offer,
+            "offer": request_offer(n),
             "callbackAddress": self.callback,
             provider_role::PURPOSE: n.purpose,
             SIGNED_REQUEST: n.request,
@@ -389,6 +393,16 @@ impl ConsumerBinding for DspConsumer {
             .put(PROVIDER_PIDS, n.id.as_bytes(), provider_pid.as_bytes())?;
         self.storage.flush().await?;
         Ok(())
+    }
+
+    async fn send_counter_request(&self, n: &Negotiation) -> Result<(), ContractError> {
+        let pid = self.provider_pid(n);
+        let mut body = Self::message("ContractRequestMessage", &pid, &n.id);
+        body["offer"] = request_offer(n);
+        body[provider_role::PURPOSE] = n.purpose.clone().into();
+        body[SIGNED_REQUEST] = serde_json::to_value(&n.request).expect("envelopes serialize");
+        self.post_message(n, &format!("/negotiations/{pid}/request"), &body)
+            .await
     }
 
     async fn state(&self, n: &Negotiation) -> Result<Option<NegotiationStatus>, ContractError> {
@@ -480,6 +494,23 @@ impl ConsumerBinding for DspConsumer {
         self.post_message(n, &format!("/negotiations/{pid}/termination"), &body)
             .await
     }
+}
+
+/// The offer a request of `n` names: the offer as the provider showed it, or (one it
+/// did not show) its `@id` and target with the use this node asks for.
+fn request_offer(n: &Negotiation) -> Json {
+    let mut offer = n.offer_policy.clone().unwrap_or_else(|| json!({}));
+    if let Some(o) = offer.as_object_mut() {
+        o.insert("@type".into(), "Offer".into());
+        o.insert("@id".into(), super::catalog::offer_iri(&n.offer_id).into());
+        if let Some((product, _)) = crate::catalog::product::parse_offer_id(&n.offer_id) {
+            o.insert("target".into(), super::catalog::dataset_id(product).into());
+        }
+        if !o.contains_key("permission") && !o.contains_key("prohibition") {
+            o.insert("permission".into(), json!([{"action": "use"}]));
+        }
+    }
+    offer
 }
 
 /// A catalog's dataset as the peer API lists a product with its offer; `None`: not a
@@ -689,9 +720,10 @@ pub async fn termination(
     Ok(StatusCode::OK.into_response())
 }
 
-/// `POST /negotiations/:consumerPid/offers`: a provider's counter-offer. This consumer
-/// does not take counter-offers: refused (400) for a negotiation of the caller's, 404
-/// for any other.
+/// `POST /negotiations/:consumerPid/offers`: the provider's counter-offer. This node
+/// takes one it can satisfy (the same product, a policy it can read) by requesting it:
+/// 200 once the counter-offer and the new signed request are on record; the request
+/// follows. One it cannot satisfy ends the negotiation (400, the provider told).
 pub async fn offer(
     State(state): State<DspState>,
     Extension(PeerCaller(member)): Extension<PeerCaller>,
@@ -699,14 +731,43 @@ pub async fn offer(
     body: Body,
 ) -> Result<Response, DspError> {
     let message = read(&state, body, "ContractOfferMessage").await?;
-    let n = bound(&state, &member.participant_id, &pid)?;
+    let provider = member.participant_id.clone();
+    let n = bound(&state, &provider, &pid)?;
     let ppid = names(&state, &message, &n).map_err(|e| e.with_pids("", &pid))?;
-    Err(bad(format!(
-        "negotiation {pid} is {}; this consumer takes the offer as published or none, so a \
-         counter-offer is not taken: send an agreement or a termination",
-        n.state
-    ))
-    .with_pids(&ppid, &pid))
+    let refuse = |e: DspError| e.with_pids(&ppid, &pid);
+    let Some(Json::Object(offer)) = message.get("offer") else {
+        return Err(refuse(bad("offer is missing or not an object")));
+    };
+    let prefix = super::catalog::offer_iri("");
+    let offer_id = offer
+        .get("@id")
+        .and_then(Json::as_str)
+        .and_then(|id| id.strip_prefix(&prefix))
+        .ok_or_else(|| refuse(bad(format!("offer: its @id must be {prefix}<offer ID>"))))?
+        .to_owned();
+    let mut policy = offer.clone();
+    let classification = policy
+        .remove(super::catalog::CLASSIFICATION)
+        .and_then(|c| c.as_str().and_then(|c| c.parse().ok()));
+    state
+        .contracts
+        .receive_bound_offer(
+            &provider,
+            &pid,
+            &offer_id,
+            Json::Object(policy),
+            classification,
+        )
+        .await
+        .map_err(|e| refuse(contract_error(e)))?;
+    let contracts = state.contracts.clone();
+    tokio::spawn(async move {
+        if let Err(e) = contracts.send_bound_counter_request(&pid).await {
+            // The poller sends it again.
+            tracing::warn!(negotiation = %pid, error = %e, "the request for the counter-offer was not delivered");
+        }
+    });
+    Ok(StatusCode::OK.into_response())
 }
 
 /// `POST /negotiations/offers`: a provider's initial offer. This node negotiates only
