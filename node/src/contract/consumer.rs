@@ -56,9 +56,6 @@ impl Contracts {
         if purpose.trim().is_empty() {
             return Err(ContractError::Invalid("purpose: declare a purpose".into()));
         }
-        if super::consumer_binding::over_binding(address) {
-            return self.request_over_binding(address, offer_id, purpose).await;
-        }
         let channel = self.provider_channel(address).await?;
         let offer = self.offer(&channel, address, offer_id).await?;
         let provider = offer.owner;

@@ -114,12 +114,17 @@ impl Contracts {
     /// this node's callback address. Answers once the negotiation is final, or once
     /// the provider says it waits (for a person's approval), or after
     /// [`OUTCOME_WAIT`] with the negotiation as it stands.
-    pub(super) async fn request_over_binding(
+    pub async fn request_over_binding(
         &self,
         address: &str,
         offer_id: &str,
         purpose: &str,
     ) -> Result<Negotiation, ContractError> {
+        self.require_own_role(MemberRole::Consumer, "requesting a contract")
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
+        if purpose.trim().is_empty() {
+            return Err(ContractError::Invalid("purpose: declare a purpose".into()));
+        }
         let binding = self.binding()?.clone();
         let offer = binding.offer(address, offer_id).await?;
         let provider = offer.provider;

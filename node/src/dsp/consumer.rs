@@ -449,7 +449,11 @@ impl ConsumerBinding for DspConsumer {
         page_size: u32,
         page_token: &str,
     ) -> Result<(Vec<liutong_proto::v1::Product>, String), ContractError> {
-        let mut path = format!("/catalog/request?pageSize={}", page_size.clamp(1, 500));
+        // 0 asks for the provider's default page, as over the peer API.
+        let mut path = match page_size {
+            0 => "/catalog/request?".to_owned(),
+            n => format!("/catalog/request?pageSize={}&", n.min(500)),
+        };
         if !page_token.is_empty() {
             // The token is the provider's own, as its Link header gave it.
             if !page_token
@@ -460,14 +464,15 @@ impl ConsumerBinding for DspConsumer {
                     "page_token: not a token this listing gave".into(),
                 ));
             }
-            path.push_str(&format!("&continuationToken={page_token}"));
+            path.push_str(&format!("continuationToken={page_token}"));
         }
         let body = json!({
             "@context": [CONTEXT],
             "@type": "CatalogRequestMessage",
             "filter": [],
         });
-        let (answer, provider) = self.call(address, "POST", &path, Some(&body), None).await?;
+        let path = path.trim_end_matches(['?', '&']);
+        let (answer, provider) = self.call(address, "POST", path, Some(&body), None).await?;
         if !answer.status.is_success() {
             return Err(Self::refusal(address, &answer));
         }

@@ -294,11 +294,16 @@ impl Admin for AdminService {
         bounded::offer_id("offer_id", &r.offer_id).map_err(into_status)?;
         bounded::purpose("purpose", &r.purpose).map_err(into_status)?;
         let started = std::time::Instant::now();
-        let result = self
-            .contracts
-            .request(&r.peer, &r.offer_id, &r.purpose)
-            .await
-            .map_err(into_status);
+        let result = if crate::contract::over_binding(&r.peer) {
+            self.contracts
+                .request_over_binding(&r.peer, &r.offer_id, &r.purpose)
+                .await
+        } else {
+            self.contracts
+                .request(&r.peer, &r.offer_id, &r.purpose)
+                .await
+        }
+        .map_err(into_status);
         // The state reached, or the gRPC code of the failure (e.g. PermissionDenied).
         let outcome = match &result {
             Ok(n) => n.state.to_string(),
