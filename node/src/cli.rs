@@ -183,7 +183,8 @@ pub enum Command {
     },
     /// Browse a peer's catalog: the offers it shows this node.
     Catalog {
-        /// The peer's host:port.
+        /// The peer: its peer API's host:port, or its Dataspace Protocol endpoint
+        /// (https://host:port), which needs this node's own [dsp] listener on.
         #[arg(long)]
         peer: String,
         #[command(flatten)]

@@ -865,3 +865,64 @@ fn a_provider_killed_before_its_dsp_callback_tells_the_consumer_after_a_restart(
     assert_eq!(agreed["providerPid"], ppid.as_str());
     assert_eq!(space.provider.contract(&ppid)["state"], "AGREED");
 }
+
+/// Gives `node` a Dataspace Protocol listener on a free loopback port (read at its
+/// next start) and answers its base URL.
+fn with_dsp_listener(node: &mut Node) -> String {
+    let port = free_port();
+    node.stop();
+    let mut text = std::fs::read_to_string(&node.config).unwrap();
+    text.push_str(&format!("\n[dsp]\nlisten = \"127.0.0.1:{port}\"\n"));
+    std::fs::write(&node.config, text).unwrap();
+    format!("https://127.0.0.1:{port}")
+}
+
+/// Kills a consumer negotiating over the Dataspace Protocol right after REQUESTED is
+/// durable (the request not sent) and right after VERIFIED is durable (the
+/// verification not sent); after a restart it asks the provider, sends what is
+/// missing, and both sides finish FINALIZED with the same dual-signed agreement.
+#[test]
+fn a_dsp_consumer_killed_mid_negotiation_finishes_it_after_a_restart() {
+    let mut space = Space::new();
+    let provider_url = with_dsp_listener(&mut space.provider);
+    with_dsp_listener(&mut space.consumer);
+    space.provider.start(None);
+    for point in [
+        "negotiation.consumer.requested",
+        "negotiation.consumer.verified",
+    ] {
+        space.consumer.stop();
+        space.consumer.start(Some(point));
+        let before = space.negotiation_ids();
+        let request = Command::new(BIN)
+            .args([
+                "contract",
+                "request",
+                "--peer",
+                &provider_url,
+                "--offer",
+                &space.offer,
+                "--purpose",
+                "statistics",
+                "--json",
+                "--config",
+                space.consumer.config(),
+            ])
+            .env_remove("LIUTONG_PAUSE_AT")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        space.consumer.kill_when_paused(point);
+        end(request);
+        space.consumer.start(None);
+        let id = space.new_negotiation(&before);
+        space.assert_finalized_on_both_sides(&id, point);
+        let consumer = space.consumer.contract(&id);
+        assert_eq!(
+            consumer["peer_address"],
+            provider_url.as_str(),
+            "{consumer}"
+        );
+    }
+}

@@ -837,3 +837,61 @@ async fn a_member_without_the_consumer_role_cannot_negotiate() {
     assert_error(&answer, 403, "consumer");
     assert!(f.provider.running.node.contracts.list().unwrap().is_empty());
 }
+
+/// The counter-offer rule: a request for an offer the catalog does not hold, of a
+/// product the consumer may see, is answered with the product's current offer at the
+/// callback address (OFFERED); a request for exactly that offer at
+/// `/negotiations/:providerPid/request` is then decided as a first request is.
+#[tokio::test]
+async fn a_request_for_an_offer_not_held_is_answered_with_a_counter_offer() {
+    let f = Fixture::start().await;
+    let callbacks = Callbacks::start(
+        &f.consumer,
+        &f.provider.roots(),
+        f.provider.participant.san_uri(),
+    )
+    .await;
+    let client = f.client(&f.consumer);
+    let cpid = "urn:uuid:counter-offer-1";
+    let (product, _) = f.open_offer.split_once("/v").unwrap();
+    let stale = format!("{product}/v9");
+    let mut message = request_message(cpid, &stale, &callbacks.url(), "urbanPlanning");
+    message["offer"]["target"] = product
+        .replace("urn:liutong:offer:", "urn:liutong:product:")
+        .into();
+    assert_valid(&message);
+    let ppid = start_negotiation(&client, &message).await;
+    let offered = callbacks
+        .wait_for(&format!("/callback/negotiations/{cpid}/offers"))
+        .await;
+    assert_eq!(offered["@type"], "ContractOfferMessage");
+    assert_eq!(offered["providerPid"], ppid.as_str());
+    assert_eq!(offered["offer"]["@id"], f.open_offer.as_str());
+    assert_eq!(state_of(&client, &ppid).await, "OFFERED");
+
+    // A request for another offer does not answer it.
+    let mut counter = request_message(cpid, &stale, &callbacks.url(), "urbanPlanning");
+    counter.as_object_mut().unwrap().remove("callbackAddress");
+    counter["providerPid"] = ppid.clone().into();
+    assert_valid(&counter);
+    let path = format!("/negotiations/{ppid}/request");
+    assert_error(&client.post(&path, &counter).await, 400, "counter-offer");
+    counter["offer"]["@id"] = f.open_offer.clone().into();
+    assert_valid(&counter);
+    let answer = client.post(&path, &counter).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(answer.message()["state"], "REQUESTED");
+    let agreed = callbacks
+        .wait_for(&format!("/callback/negotiations/{cpid}/agreement"))
+        .await;
+    assert_eq!(agreed["providerPid"], ppid.as_str());
+    let n = f.negotiation(&ppid).unwrap();
+    assert_eq!(n.state.as_str(), "AGREED");
+    assert_eq!(
+        format!("urn:liutong:offer:{}", n.offer_id),
+        f.open_offer,
+        "agreed on the counter-offer"
+    );
+    // Once answered, the counter-offer takes no second request.
+    assert_error(&client.post(&path, &counter).await, 400, "OFFERED");
+}

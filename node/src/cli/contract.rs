@@ -17,7 +17,9 @@ use crate::contract::NegotiationStatus;
 pub enum ContractCommand {
     /// Ask a provider for an agreement on one of its offers, for a declared purpose.
     Request {
-        /// The provider's host:port.
+        /// The provider: its peer API's host:port, or its Dataspace Protocol endpoint
+        /// (https://host:port), which needs this node's own [dsp] listener on (the
+        /// provider answers there).
         #[arg(long)]
         peer: String,
         /// The offer ID from `liutong catalog --peer`.
@@ -56,6 +58,19 @@ pub enum ContractCommand {
     /// Reject a request that waits for a person. Provider side.
     Reject {
         id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        local: LocalArgs,
+    },
+    /// End a negotiation with a Dataspace Protocol provider in any state that is not
+    /// final, and tell the provider. Consumer side.
+    ///
+    /// Only negotiations requested with `--peer https://…`: the Liutong peer API has no
+    /// termination message (a provider ends a request there with `reject`).
+    Terminate {
+        id: String,
+        /// Why; the provider records it.
         #[arg(long)]
         reason: String,
         #[command(flatten)]
@@ -179,6 +194,19 @@ pub async fn run(cmd: ContractCommand) -> anyhow::Result<()> {
                 .admin()
                 .await?
                 .reject_contract(RejectContractRequest {
+                    negotiation_id: id,
+                    reason,
+                })
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            print_contract(&c, false, false)
+        }
+        ContractCommand::Terminate { id, reason, local } => {
+            let c = local
+                .admin()
+                .await?
+                .terminate_contract(liutong_proto::v1::TerminateContractRequest {
                     negotiation_id: id,
                     reason,
                 })

@@ -297,7 +297,7 @@ impl Contracts {
     }
 
     /// Checks the provider's agreement for negotiation `n` and countersigns it (once).
-    fn accept_agreement(
+    pub(super) fn accept_agreement(
         &self,
         n: &Negotiation,
         envelope: Envelope,

@@ -57,6 +57,9 @@ pub struct Contracts {
     /// Tells which agreements get a delivery of their own (set once, when the node is
     /// built; until then only mask duties make one).
     pub(super) delivery_form: std::sync::OnceLock<Arc<dyn super::DeliveryForm>>,
+    /// The Dataspace Protocol binding of the consumer's steps (set once, when the node
+    /// is built with its `[dsp]` listener on).
+    pub(super) binding: std::sync::OnceLock<Arc<dyn super::ConsumerBinding>>,
 }
 
 impl Contracts {
@@ -90,6 +93,7 @@ impl Contracts {
             creation_index: Arc::default(),
             gate: std::sync::OnceLock::new(),
             delivery_form: std::sync::OnceLock::new(),
+            binding: std::sync::OnceLock::new(),
         }
     }
 

@@ -5,8 +5,11 @@
 //! policy, the parties, the purpose and the time.
 //!
 //! States follow the Dataspace Protocol: REQUESTED → AGREED → VERIFIED → FINALIZED, or
-//! TERMINATED with a reason. (OFFERED and ACCEPTED, for counter-offers, are named but
-//! not used yet: a provider answers with the offer as published or not at all.)
+//! TERMINATED with a reason. Over the Dataspace Protocol a provider may answer a request
+//! for an offer its catalog does not hold (another version of a product the consumer
+//! may see) with the product's current offer: OFFERED, and the consumer's new request
+//! for it makes the negotiation REQUESTED again. (ACCEPTED is named but not used: a
+//! counter-offer is taken by a new request, signed again.)
 //!
 //! Both sides keep each negotiation in storage, durable before they answer, and log
 //! every state change and policy decision in the audit log. A step's record and its
@@ -28,6 +31,7 @@
 mod agreement;
 mod cache;
 mod consumer;
+mod consumer_binding;
 mod contracts;
 mod gate;
 pub mod guardrails;
@@ -41,6 +45,7 @@ pub use agreement::{
     AGREEMENT_PAYLOAD_TYPE, AgreedProductError, Agreement, AgreementError, ContractRequest,
     KeyError, REQUEST_PAYLOAD_TYPE, Role, agreement_key, source_hashes, stored_agreement_key,
 };
+pub use consumer_binding::{BoundOffer, ConsumerBinding, over_binding};
 pub use contracts::Contracts;
 pub use gate::{UsageGate, purpose_within};
 pub use locks::AgreementLocks;

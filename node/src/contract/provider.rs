@@ -111,7 +111,35 @@ impl Contracts {
                     "the contract request is not signed by the caller: {e}"
                 ))
             })?;
-        self.decide(caller, request, envelope, true).await
+        self.decide(caller, request, envelope, true, false).await
+    }
+
+    /// [`receive_request`](Self::receive_request) for a binding that can carry a
+    /// counter-offer (the Dataspace Protocol): a request naming an offer this catalog
+    /// does not hold, for a product whose current offer `caller` may see, is answered
+    /// with that offer (OFFERED) instead of being refused.
+    pub async fn receive_request_countering(
+        &self,
+        caller: &Membership,
+        envelope: Envelope,
+        signed: bool,
+    ) -> Result<Negotiation, ContractError> {
+        self.require_own_role(MemberRole::Provider, "answering a contract request")
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
+        let request: ContractRequest = if signed {
+            envelope
+                .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
+                .map_err(|e| {
+                    ContractError::Signature(format!(
+                        "the contract request is not signed by the caller: {e}"
+                    ))
+                })?
+        } else {
+            envelope
+                .peek_json()
+                .map_err(|e| ContractError::Invalid(format!("the contract request: {e}")))?
+        };
+        self.decide(caller, request, envelope, signed, true).await
     }
 
     /// The provider receives a contract request that `caller` did not sign: a plain
@@ -131,7 +159,7 @@ impl Contracts {
             payload: serde_json::to_vec(&request).expect("contract requests serialize"),
             signatures: Vec::new(),
         };
-        self.decide(caller, request, envelope, false).await
+        self.decide(caller, request, envelope, false, false).await
     }
 
     /// Checks a request (`signed`: its signature by `caller` was verified) and decides
@@ -142,6 +170,7 @@ impl Contracts {
         request: ContractRequest,
         envelope: Envelope,
         signed: bool,
+        counter: bool,
     ) -> Result<Negotiation, ContractError> {
         if request.consumer != caller.participant_id {
             return Err(ContractError::Forbidden(format!(
@@ -173,10 +202,19 @@ impl Contracts {
                 request.created_at, request.expires_at
             )));
         }
-        let product = self
+        let product = match self
             .catalog
             .offer(&request.offer_id, caller, clock::now_utc())
-            .map_err(|_| ContractError::UnknownOffer(request.offer_id.clone()))?;
+        {
+            Ok(product) => product,
+            Err(_) if counter => {
+                let current = self
+                    .current_offer(&request.offer_id, caller)
+                    .ok_or_else(|| ContractError::UnknownOffer(request.offer_id.clone()))?;
+                return self.offer_instead(caller, request, envelope, current).await;
+            }
+            Err(_) => return Err(ContractError::UnknownOffer(request.offer_id.clone())),
+        };
         let policy = self
             .catalog
             .policy_of(&product)
@@ -201,7 +239,7 @@ impl Contracts {
             return Err(ContractError::Exists(request.negotiation_id));
         }
 
-        let mut n = Negotiation {
+        let n = Negotiation {
             id: request.negotiation_id.clone(),
             role: Role::Provider,
             peer: caller.participant_id.clone(),
@@ -219,8 +257,29 @@ impl Contracts {
             created_at: t,
             updated_at: t,
         };
+        self.evaluate(caller, n, &request, &product, &policy, Vec::new())
+            .await
+    }
+
+    /// Decides the request of `n` (REQUESTED, not stored yet or stored with an earlier
+    /// state): refused, waiting for a person's approval, or agreed. `earlier`: events of
+    /// `n` not committed yet, which go first into its commit.
+    async fn evaluate(
+        &self,
+        caller: &Membership,
+        mut n: Negotiation,
+        request: &ContractRequest,
+        product: &ProductVersion,
+        policy: &CompiledPolicy,
+        earlier: Vec<Event>,
+    ) -> Result<Negotiation, ContractError> {
+        let with_earlier = |events: Vec<Event>| {
+            let mut all = earlier.clone();
+            all.extend(events);
+            all
+        };
         let decision = crate::catalog::evaluate_use_or_aggregate(
-            &policy,
+            policy,
             &Request {
                 scope: Scope::Negotiation,
                 action: Action::Use,
@@ -261,7 +320,7 @@ impl Contracts {
                 ),
             );
             let change = change(&mut n, NegotiationEvent::Rejected, &why)?;
-            self.commit(&n, vec![refused, change]).await?;
+            self.commit(&n, with_earlier(vec![refused, change])).await?;
             return Err(ContractError::Denied {
                 explanation: why,
                 failed: n.failed_constraints,
@@ -270,7 +329,8 @@ impl Contracts {
         if !decision.is_permit() {
             n.failed_constraints = decision.failed.iter().map(|f| f.reason.clone()).collect();
             let change = change(&mut n, NegotiationEvent::Rejected, &explanation)?;
-            self.commit(&n, vec![decision_event, change]).await?;
+            self.commit(&n, with_earlier(vec![decision_event, change]))
+                .await?;
             return Err(ContractError::Denied {
                 explanation,
                 failed: n.failed_constraints,
@@ -282,16 +342,17 @@ impl Contracts {
                 NegotiationEvent::Pending,
                 "waiting for a person's approval at the provider (important data)",
             )?;
-            self.commit(&n, vec![decision_event, change]).await?;
+            self.commit(&n, with_earlier(vec![decision_event, change]))
+                .await?;
             return Ok(n);
         }
         if let Err(e) = self
             .agree(
                 &mut n,
-                &product,
-                &policy,
+                product,
+                policy,
                 None,
-                vec![decision_event.clone()],
+                with_earlier(vec![decision_event.clone()]),
             )
             .await
         {
@@ -754,5 +815,169 @@ impl Contracts {
             }
         }
         Ok(None)
+    }
+}
+
+impl Contracts {
+    /// The counter-offer for a request naming `offer_id`: the current offer of the same
+    /// product, when `offer_id` is not it and `caller` may see it.
+    fn current_offer(&self, offer_id: &str, caller: &Membership) -> Option<String> {
+        let (product, _) = crate::catalog::product::parse_offer_id(offer_id)?;
+        let latest = self.catalog.products.latest(product).ok()??;
+        let current = latest.offer_id()?;
+        if current == offer_id {
+            return None;
+        }
+        self.catalog
+            .offer(&current, caller, clock::now_utc())
+            .ok()
+            .map(|_| current)
+    }
+
+    /// Answers `request` with the counter-offer `current` (OFFERED, on record): the
+    /// consumer may answer it with a new request for it.
+    async fn offer_instead(
+        &self,
+        caller: &Membership,
+        request: ContractRequest,
+        envelope: Envelope,
+        current: String,
+    ) -> Result<Negotiation, ContractError> {
+        if !self.remember_nonce(&request)? {
+            return Err(ContractError::Replay(request.nonce));
+        }
+        if self.get(&request.negotiation_id)?.is_some() {
+            return Err(ContractError::Exists(request.negotiation_id));
+        }
+        let t = now();
+        let mut n = Negotiation {
+            id: request.negotiation_id.clone(),
+            role: Role::Provider,
+            peer: caller.participant_id.clone(),
+            peer_address: String::new(),
+            offer_id: current.clone(),
+            purpose: request.purpose.clone(),
+            state: NegotiationStatus::Requested,
+            reason: String::new(),
+            failed_constraints: Vec::new(),
+            request: envelope,
+            offer_policy: None,
+            offer_classification: None,
+            agreement: None,
+            agreement_id: None,
+            created_at: t,
+            updated_at: t,
+        };
+        let offered = change(
+            &mut n,
+            NegotiationEvent::Offered,
+            &format!(
+                "counter-offer {current}: the request named offer {}, which this catalog \
+                 does not hold; {current} is the product's current offer",
+                request.offer_id
+            ),
+        )?;
+        self.commit(&n, vec![offered]).await?;
+        Ok(n)
+    }
+
+    /// The consumer answers this provider's counter-offer with a new request for it
+    /// (`signed`: its envelope signed by `caller`; otherwise a plain DSP consumer's,
+    /// kept without signatures). Decided as a first request is.
+    pub async fn receive_counter_request(
+        &self,
+        caller: &Membership,
+        id: &str,
+        envelope: Envelope,
+        signed: bool,
+    ) -> Result<Negotiation, ContractError> {
+        self.require_own_role(MemberRole::Provider, "answering a contract request")
+            .map_err(|e| ContractError::Forbidden(e.to_string()))?;
+        let (_claim, mut n) = self.claim_callers(caller, id).await?;
+        if n.state != NegotiationStatus::Offered {
+            return Err(ContractError::WrongState {
+                id: n.id,
+                state: n.state,
+                what: "a request answering a counter-offer needs it OFFERED".into(),
+            });
+        }
+        if signed != n.signed_by_peer() {
+            return Err(ContractError::Signature(format!(
+                "negotiation {id} began with a{} request; its answer to the counter-offer \
+                 must be {} too",
+                if n.signed_by_peer() {
+                    " signed"
+                } else {
+                    "n unsigned"
+                },
+                if n.signed_by_peer() {
+                    "signed"
+                } else {
+                    "unsigned"
+                }
+            )));
+        }
+        let request: ContractRequest = if signed {
+            envelope
+                .open_json(REQUEST_PAYLOAD_TYPE, &caller.signing_key)
+                .map_err(|e| {
+                    ContractError::Signature(format!(
+                        "the contract request is not signed by the caller: {e}"
+                    ))
+                })?
+        } else {
+            envelope
+                .peek_json()
+                .map_err(|e| ContractError::Invalid(format!("the contract request: {e}")))?
+        };
+        request.check_fields()?;
+        if request.negotiation_id != n.id
+            || request.consumer != caller.participant_id
+            || request.provider != self.identity.membership.participant_id
+        {
+            return Err(ContractError::Invalid(format!(
+                "the request must name negotiation {id}, consumer {} and provider {}",
+                caller.participant_id, self.identity.membership.participant_id
+            )));
+        }
+        if request.offer_id != n.offer_id {
+            return Err(ContractError::Invalid(format!(
+                "the request names offer {}, but the counter-offer is {}",
+                request.offer_id, n.offer_id
+            )));
+        }
+        if request.expires_at <= now() {
+            return Err(ContractError::Expired(format!(
+                "expired at {}",
+                crate::base::format::format_unix(request.expires_at)
+            )));
+        }
+        let product = self
+            .catalog
+            .offer(&n.offer_id, caller, clock::now_utc())
+            .map_err(|_| ContractError::UnknownOffer(n.offer_id.clone()))?;
+        let policy = self
+            .catalog
+            .policy_of(&product)
+            .map_err(|e| ContractError::Policy(e.to_string()))?
+            .ok_or_else(|| ContractError::UnknownOffer(n.offer_id.clone()))?;
+        if !signed && product.classification >= liutong_policy::Classification::Important {
+            return Err(ContractError::Forbidden(format!(
+                "offer {} is of {} data: the request must be signed",
+                n.offer_id, product.classification
+            )));
+        }
+        if !self.remember_nonce(&request)? {
+            return Err(ContractError::Replay(request.nonce));
+        }
+        n.request = envelope;
+        n.purpose = request.purpose.clone();
+        let accepted = change(
+            &mut n,
+            NegotiationEvent::CounterRequested,
+            "the consumer requested the counter-offer",
+        )?;
+        self.evaluate(caller, n, &request, &product, &policy, vec![accepted])
+            .await
     }
 }

@@ -88,6 +88,11 @@ impl Contracts {
                     self.transition(&mut n, NegotiationEvent::Expired, &reason)
                         .await
                 }
+                Some(Recovery::Ask | Recovery::Countersign)
+                    if super::consumer_binding::over_binding(&n.peer_address) =>
+                {
+                    self.recover_over_binding(&mut n).await
+                }
                 Some(Recovery::Ask) => self.ask(&mut n).await,
                 Some(Recovery::Countersign) => {
                     tracing::info!(negotiation = %n.id, "sending the countersigned agreement again");

@@ -1,5 +1,6 @@
 //! Telling consumers the outcome of their negotiations at their callback addresses:
-//! the agreement (`…/negotiations/:consumerPid/agreement`), the end
+//! a counter-offer (`…/negotiations/:consumerPid/offers`), the agreement
+//! (`…/negotiations/:consumerPid/agreement`), the end
 //! (`…/termination`, with the reason and the failed constraints) and, once the
 //! agreement is verified, the FINALIZED event (`…/events`).
 //!
@@ -48,6 +49,8 @@ const CALL_WITHIN: Duration = Duration::from_secs(10);
 
 /// What a consumer is to be told next.
 enum News {
+    /// The provider's counter-offer.
+    Offered,
     Agreed,
     Finalized,
     Terminated,
@@ -103,8 +106,10 @@ fn news(record: &DspNegotiation, n: &Negotiation) -> (Option<News>, bool) {
     match (n.state, record.told) {
         (_, Some(S::Terminated | S::Finalized)) => (None, false),
         (S::Terminated, _) => (Some(News::Terminated), false),
-        (S::Agreed | S::Verified, None) => (Some(News::Agreed), true),
-        (S::Finalized, None) => (Some(News::Agreed), true),
+        (S::Offered, None) => (Some(News::Offered), true),
+        (S::Agreed | S::Verified | S::Finalized, None | Some(S::Offered)) => {
+            (Some(News::Agreed), true)
+        }
         (S::Finalized, Some(S::Agreed)) => (Some(News::Finalized), false),
         _ => (None, true),
     }
@@ -221,6 +226,17 @@ fn message(
 ) -> (String, Json, NegotiationStatus) {
     let consumer_pid = &record.consumer_pid;
     match news {
+        News::Offered => (
+            format!("/negotiations/{consumer_pid}/offers"),
+            json!({
+                "@context": [CONTEXT],
+                "@type": "ContractOfferMessage",
+                "providerPid": record.provider_pid,
+                "consumerPid": consumer_pid,
+                "offer": counter_offer(state, &n.offer_id),
+            }),
+            NegotiationStatus::Offered,
+        ),
         News::Agreed => {
             let mut body = json!({
                 "@context": [CONTEXT],
@@ -273,6 +289,27 @@ fn message(
             )
         }
     }
+}
+
+/// The counter-offer `offer_id` as the catalog shows it, with its dataset as target
+/// (the protocol's offer message names it).
+fn counter_offer(state: &DspState, offer_id: &str) -> Json {
+    let product = crate::catalog::product::parse_offer_id(offer_id)
+        .and_then(|(p, v)| state.catalog.products.get(p, v).ok().flatten());
+    let mut offer = product
+        .as_ref()
+        .and_then(super::catalog::offer)
+        .unwrap_or_else(|| {
+            json!({
+                "@id": super::catalog::offer_iri(offer_id),
+                "@type": "Offer",
+                "permission": [{"action": "use"}],
+            })
+        });
+    if let Some((product, _)) = crate::catalog::product::parse_offer_id(offer_id) {
+        offer["target"] = super::catalog::dataset_id(product).into();
+    }
+    offer
 }
 
 /// The agreement as an ODRL `Agreement` of the protocol: the signed agreement's policy,

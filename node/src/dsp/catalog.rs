@@ -45,6 +45,10 @@ const LIST: &str = "dsp-catalog";
 /// The distribution format of every dataset: the consumer pulls over HTTPS.
 pub const PULL_FORMAT: &str = "HttpData-PULL";
 
+/// The offer property naming the product's classification (a consumer checks the
+/// agreement's policy against the offer compiled for it).
+pub const CLASSIFICATION: &str = "lt:classification";
+
 /// The dataset `@id` of a product: its URN, the target of its policies.
 pub fn dataset_id(product_id: &str) -> String {
     ProductVersion::target(product_id)
@@ -375,6 +379,8 @@ pub fn dataset(p: &ProductVersion, service: &Json) -> Result<Json, String> {
     if !p.description.is_empty() {
         dataset["dct:description"] = p.description.clone().into();
     }
+    dataset["dct:format"] = p.format.to_string().into();
+    dataset["dcat:byteSize"] = p.size.into();
     Ok(dataset)
 }
 
@@ -400,6 +406,7 @@ pub fn offer(p: &ProductVersion) -> Option<Json> {
     offer.insert("@type".into(), "Offer".into());
     policy.remove("@type");
     offer.extend(policy);
+    offer.insert(CLASSIFICATION.into(), p.classification.to_string().into());
     Some(Json::Object(offer))
 }
 

@@ -15,6 +15,8 @@
 //! - `catalog` — the catalog protocol (`/catalog/…`), from the catalog component;
 //! - `negotiation` — the contract negotiation protocol, provider role
 //!   (`/negotiations/…`), from the contract component;
+//! - `consumer` — the contract negotiation protocol, consumer role: requests to
+//!   providers and their messages at this node's callback address;
 //! - `callback` — telling consumers the outcome at their callback addresses;
 //! - `server` — TLS, HTTP and the router.
 //!
@@ -24,6 +26,7 @@
 mod auth;
 pub mod callback;
 pub mod catalog;
+pub mod consumer;
 pub mod message;
 pub mod negotiation;
 mod server;

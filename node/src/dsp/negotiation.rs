@@ -149,7 +149,7 @@ fn refusal(e: &ContractError) -> StatusCode {
     }
 }
 
-fn contract_error(e: ContractError) -> DspError {
+pub(super) fn contract_error(e: ContractError) -> DspError {
     DspError::new(refusal(&e), Area::Negotiation, e.message())
 }
 
@@ -161,11 +161,11 @@ fn consumer(member: &Membership, what: &str) -> Result<(), DspError> {
         .map_err(|e| DspError::new(StatusCode::FORBIDDEN, Area::Negotiation, e.to_string()))
 }
 
-fn bad(reason: impl Into<String>) -> DspError {
+pub(super) fn bad(reason: impl Into<String>) -> DspError {
     DspError::bad_request(Area::Negotiation, reason)
 }
 
-fn unavailable(reason: impl Into<String>) -> DspError {
+pub(super) fn unavailable(reason: impl Into<String>) -> DspError {
     DspError::new(
         StatusCode::SERVICE_UNAVAILABLE,
         Area::Negotiation,
@@ -174,7 +174,11 @@ fn unavailable(reason: impl Into<String>) -> DspError {
 }
 
 /// Reads a message of type `expected` from a body, at most the node's message size.
-async fn read(state: &DspState, body: Body, expected: &str) -> Result<Map<String, Json>, DspError> {
+pub(super) async fn read(
+    state: &DspState,
+    body: Body,
+    expected: &str,
+) -> Result<Map<String, Json>, DspError> {
     let body = axum::body::to_bytes(body, state.max_body)
         .await
         .map_err(|_| {
@@ -189,7 +193,10 @@ async fn read(state: &DspState, body: Body, expected: &str) -> Result<Map<String
 
 /// A string property `key` of `message`, if present (an error if present but not a
 /// string).
-fn text<'a>(message: &'a Map<String, Json>, key: &str) -> Result<Option<&'a str>, DspError> {
+pub(super) fn text<'a>(
+    message: &'a Map<String, Json>,
+    key: &str,
+) -> Result<Option<&'a str>, DspError> {
     match message.get(key) {
         None => Ok(None),
         Some(Json::String(s)) => Ok(Some(s)),
@@ -403,12 +410,19 @@ pub async fn request(
         }
         Err(e) => return Err(refuse(unavailable(e.to_string()))),
     }
+    // A request for an offer this catalog no longer holds, for a product the caller
+    // may see, is answered with the product's current offer (see `counter_request`).
     let decided = match form {
-        Form::Signed(envelope) => state.contracts.receive_request(&member, envelope).await,
+        Form::Signed(envelope) => {
+            state
+                .contracts
+                .receive_request_countering(&member, envelope, true)
+                .await
+        }
         Form::Unsigned(request) => {
             state
                 .contracts
-                .receive_unsigned_request(&member, request)
+                .receive_request_countering(&member, unsigned_envelope(&request), false)
                 .await
         }
     };
@@ -434,6 +448,15 @@ pub async fn request(
         axum::Json(negotiation_body(&record, NegotiationStatus::Requested)),
     )
         .into_response())
+}
+
+/// A plain DSP consumer's request, kept in an envelope without signatures.
+fn unsigned_envelope(request: &ContractRequest) -> Envelope {
+    Envelope {
+        payload_type: crate::contract::REQUEST_PAYLOAD_TYPE.to_owned(),
+        payload: serde_json::to_vec(request).expect("contract requests serialize"),
+        signatures: Vec::new(),
+    }
 }
 
 /// How a request came: signed by the consumer (`lt:request`), or not.
@@ -477,9 +500,14 @@ fn offer_of(message: &Map<String, Json>) -> Result<String, DspError> {
     Ok(offer_id.to_owned())
 }
 
-/// `POST /negotiations/:providerPid/request`: a request answering an offer. This
-/// provider answers requests with an agreement or a termination, never with an
-/// offer, so no negotiation here is ever in a state that takes one.
+/// `POST /negotiations/:providerPid/request`: a request answering this provider's
+/// counter-offer. The counter-offer rule: a new request naming an offer this catalog
+/// does not hold (another version of a product), for a product whose current offer the
+/// consumer may see, is answered with that current offer (OFFERED, sent to the callback
+/// address) rather than refused. The consumer takes it by requesting exactly that offer
+/// here (between Liutong nodes signed again, in `lt:request`, with the same negotiation
+/// ID); it is then decided as a first request is. 200 with the negotiation REQUESTED;
+/// the decision follows at the callback address.
 pub async fn counter_request(
     State(state): State<DspState>,
     Extension(PeerCaller(member)): Extension<PeerCaller>,
@@ -498,7 +526,52 @@ pub async fn counter_request(
             record.provider_pid, n.state
         ))));
     }
-    Err(refuse(bad("this provider does not make counter-offers")))
+    let offer_id = offer_of(&message).map_err(refuse)?;
+    if offer_id != n.offer_id {
+        return Err(refuse(bad(format!(
+            "the request names offer {offer_id}, but the counter-offer is {}",
+            n.offer_id
+        ))));
+    }
+    let (envelope, signed) = match message.get(SIGNED_REQUEST) {
+        Some(value) => (
+            serde_json::from_value::<Envelope>(value.clone()).map_err(|e| {
+                refuse(bad(format!(
+                    "{SIGNED_REQUEST} is not a signed contract request envelope: {e}"
+                )))
+            })?,
+            true,
+        ),
+        None => {
+            let now = crate::base::clock::now();
+            let purpose = text(&message, PURPOSE)
+                .map_err(refuse)?
+                .map_or_else(|| n.purpose.clone(), str::to_owned);
+            let request = ContractRequest {
+                negotiation_id: n.id.clone(),
+                consumer: member.participant_id.clone(),
+                provider: state.participant.clone(),
+                offer_id,
+                purpose,
+                nonce: hex::encode(
+                    random_bytes::<16>().map_err(|e| refuse(unavailable(e.to_string())))?,
+                ),
+                created_at: now,
+                expires_at: now + UNSIGNED_LIFETIME,
+            };
+            (unsigned_envelope(&request), false)
+        }
+    };
+    match state
+        .contracts
+        .receive_counter_request(&member, &record.provider_pid, envelope, signed)
+        .await
+    {
+        Ok(_) | Err(ContractError::Denied { .. }) => {}
+        Err(e) => return Err(refuse(contract_error(e))),
+    }
+    state.wake.notify_one();
+    Ok(axum::Json(negotiation_body(&record, NegotiationStatus::Requested)).into_response())
 }
 
 /// `POST /negotiations/:providerPid/events`: the consumer's ACCEPTED, which only
@@ -517,9 +590,9 @@ pub async fn event(
     let n = contract_state(&state, &member, &record)?;
     let why = match text(&message, "eventType").map_err(refuse)? {
         Some("ACCEPTED") => format!(
-            "negotiation {} is {}; ACCEPTED answers an offer (OFFERED), and this provider \
-             made none",
-            record.provider_pid, n.state
+            "negotiation {} is {}; this provider takes its counter-offer only as a new \
+             ContractRequestMessage for it to /negotiations/{}/request",
+            record.provider_pid, n.state, record.provider_pid
         ),
         Some("FINALIZED") => format!(
             "negotiation {} is {}; FINALIZED is the provider's to send, after it verified \
@@ -612,7 +685,7 @@ pub async fn termination(
 }
 
 /// The reason a termination message gives (its `code` and `reason` entries), as text.
-fn reason_of(message: &Map<String, Json>) -> String {
+pub(super) fn reason_of(message: &Map<String, Json>) -> String {
     let mut parts = Vec::new();
     if let Some(Json::String(code)) = message.get("code") {
         parts.push(format!("code {code}"));

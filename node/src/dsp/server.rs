@@ -21,6 +21,7 @@ use tower::ServiceExt as _;
 
 use super::auth::{PeerConnection, members_only};
 use super::catalog;
+use super::consumer;
 use super::negotiation;
 use super::state::DspState;
 use super::version;
@@ -66,14 +67,19 @@ pub fn router(state: DspState) -> Router {
             "/negotiations/{pid}/request",
             post(negotiation::counter_request),
         )
-        .route("/negotiations/{pid}/events", post(negotiation::event))
+        .route("/negotiations/offers", post(consumer::initial_offer))
+        // Shared by both roles: the consumer's callback, or the provider's endpoint for
+        // a negotiation it provides to the caller.
+        .route("/negotiations/{pid}/events", post(consumer::event))
+        .route("/negotiations/{pid}/offers", post(consumer::offer))
+        .route("/negotiations/{pid}/agreement", post(consumer::agreement))
         .route(
             "/negotiations/{pid}/agreement/verification",
             post(negotiation::verification),
         )
         .route(
             "/negotiations/{pid}/termination",
-            post(negotiation::termination),
+            post(consumer::termination),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

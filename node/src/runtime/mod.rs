@@ -515,6 +515,11 @@ impl RunningNode {
                     data_space_roots: node.data_space_roots.clone(),
                     wake: Arc::default(),
                 };
+                node.contracts
+                    .set_consumer_binding(Arc::new(dsp::consumer::DspConsumer::new(
+                        &state,
+                        node.trust.clone(),
+                    )));
                 let tls = dsp::tls_config(&node.tls_identity, &node.data_space_roots)?;
                 let task = dsp::serve(
                     listener,

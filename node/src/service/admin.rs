@@ -207,7 +207,19 @@ impl Admin for AdminService {
         request: Request<PeerCatalogRequest>,
     ) -> Result<Response<ListOffersResponse>, Status> {
         local_role(&request)?.require(&[LocalRole::Admin], "reading a peer's catalog")?;
-        catalog::peer_catalog(&self.peers, request.into_inner())
+        let r = request.into_inner();
+        if crate::contract::over_binding(&r.address) {
+            let (offers, next_page_token) = self
+                .contracts
+                .catalog_over_binding(&r.address, r.page_size, &r.page_token)
+                .await
+                .map_err(into_status)?;
+            return Ok(Response::new(liutong_proto::v1::ListOffersResponse {
+                offers,
+                next_page_token,
+            }));
+        }
+        catalog::peer_catalog(&self.peers, r)
             .await
             .map(Response::new)
     }
@@ -282,11 +294,16 @@ impl Admin for AdminService {
         bounded::offer_id("offer_id", &r.offer_id).map_err(into_status)?;
         bounded::purpose("purpose", &r.purpose).map_err(into_status)?;
         let started = std::time::Instant::now();
-        let result = self
-            .contracts
-            .request(&r.peer, &r.offer_id, &r.purpose)
-            .await
-            .map_err(into_status);
+        let result = if crate::contract::over_binding(&r.peer) {
+            self.contracts
+                .request_over_binding(&r.peer, &r.offer_id, &r.purpose)
+                .await
+        } else {
+            self.contracts
+                .request(&r.peer, &r.offer_id, &r.purpose)
+                .await
+        }
+        .map_err(into_status);
         // The state reached, or the gRPC code of the failure (e.g. PermissionDenied).
         let outcome = match &result {
             Ok(n) => n.state.to_string(),
@@ -361,6 +378,26 @@ impl Admin for AdminService {
         }
         self.contracts
             .reject(&r.negotiation_id, &r.reason)
+            .await
+            .map(|n| Response::new(n.to_proto()))
+            .map_err(into_status)
+    }
+
+    async fn terminate_contract(
+        &self,
+        request: Request<liutong_proto::v1::TerminateContractRequest>,
+    ) -> Result<Response<Contract>, Status> {
+        local_role(&request)?.require(&[LocalRole::Admin], "terminating a contract")?;
+        let r = request.into_inner();
+        bounded::id("negotiation_id", &r.negotiation_id).map_err(into_status)?;
+        if r.reason.trim().is_empty() {
+            return Err(Status::invalid_argument(
+                "reason: say why; the provider records it",
+            ));
+        }
+        bounded::reason("reason", &r.reason).map_err(into_status)?;
+        self.contracts
+            .terminate_as_consumer(&r.negotiation_id, r.reason.trim())
             .await
             .map(|n| Response::new(n.to_proto()))
             .map_err(into_status)
