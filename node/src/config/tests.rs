@@ -35,6 +35,7 @@ fn sample() -> NodeConfig {
         },
         telemetry: TelemetrySection::default(),
         alerts: AlertsSection::default(),
+        storage: Default::default(),
         hsm: None,
         dsp: None,
         development: Some(Development {
