@@ -103,7 +103,6 @@ async fn data_space(consumers: usize) -> Bench {
             participant: ParticipantId::parse(id).unwrap(),
             dns: vec!["localhost".into()],
             ips: vec![],
-            storage: Default::default(),
             hsm: None,
         })
         .unwrap();

@@ -329,6 +329,34 @@ impl PostgresStorage {
         }))
     }
 
+    /// Whether the database holds no record and no payload.
+    pub fn is_empty(&self) -> Result<bool, StorageError> {
+        self.run("*", |pool| async move {
+            let conn = pool.get().await?;
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM liutong_kv) + \
+                            (SELECT count(*) FROM liutong_blob_files)",
+                    &[],
+                )
+                .await?;
+            Ok(row.get::<_, i64>(0) == 0)
+        })
+    }
+
+    /// The number of records in every tree.
+    pub fn count_records(&self) -> Result<u64, StorageError> {
+        self.run("*", |pool| async move {
+            let conn = pool.get().await?;
+            let row = conn
+                .client
+                .query_one("SELECT count(*) FROM liutong_kv", &[])
+                .await?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
     fn engine_err(tree: &str) -> impl Fn(String) -> StorageError + '_ {
         move |reason| StorageError::Engine {
             tree: tree.to_owned(),
