@@ -402,7 +402,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 pub enum StorageCommand {
     /// Copy a stopped node's sled database into PostgreSQL, and check the copy.
     ///
-    /// Set [storage] engine = "postgres" and its url (and password_env or password_file)
+    /// Set `[storage]` engine = "postgres" and its url (and password_env or password_file)
     /// in node.toml first: that database, which must be empty, receives the copy of the
     /// sled database in the data directory's db/. Every record and payload is read back,
     /// and the audit log is recomputed from the copied entries and checked against the
@@ -411,7 +411,7 @@ pub enum StorageCommand {
         /// The engine to move to.
         #[arg(long, value_enum)]
         to: StorageTarget,
-        /// The node's node.toml, with the target in [storage].
+        /// The node's node.toml, with the target in `[storage]`.
         #[arg(long, env = "LIUTONG_CONFIG")]
         config: PathBuf,
     },
