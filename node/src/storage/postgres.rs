@@ -68,6 +68,9 @@ const POOL_SIZE: usize = 16;
 /// How long to wait for a connection to the server.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long sent data may go unacknowledged before the connection counts as lost.
+const UNANSWERED_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Where and how to reach the database.
 #[derive(Clone)]
 pub struct PgTarget {
@@ -93,7 +96,20 @@ impl PgTarget {
         if let Some(password) = password {
             config.password(password);
         }
-        config.connect_timeout(CONNECT_TIMEOUT);
+        // A server that stops answering (a partition, a dead machine) must turn into an
+        // error within seconds, not hang the node's writes for TCP's default hours;
+        // settings the URL gives itself are kept.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(UNANSWERED_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(10));
+            config.keepalives_interval(Duration::from_secs(5));
+            config.keepalives_retries(3);
+        }
         config.application_name("liutong");
         let hosts: Vec<String> = config
             .get_hosts()
