@@ -424,9 +424,9 @@ pub enum StorageTarget {
 
 fn migrate_storage(_to: StorageTarget, config_path: &std::path::Path) -> anyhow::Result<()> {
     let config = config::NodeConfig::load(config_path)?;
-    let target = config
+    let settings = config
         .storage
-        .postgres_target(&config.base_dir)
+        .postgres(&config.base_dir)
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| {
             anyhow::anyhow!(
@@ -435,8 +435,10 @@ fn migrate_storage(_to: StorageTarget, config_path: &std::path::Path) -> anyhow:
                 config_path.display()
             )
         })?;
+    let target = crate::storage::PgTarget::new(&settings.url, settings.password.as_deref())
+        .map_err(|e| anyhow::anyhow!("[storage] url: {e}"))?;
     let place = target.place().to_owned();
-    let m = crate::storage::migrate::sled_to_postgres(&config.database_dir(), target)?;
+    let m = crate::backup::migrate::sled_to_postgres(&config.database_dir(), target)?;
     println!(
         "copied {} records in {} trees and {} payloads ({} bytes) to PostgreSQL at {place}",
         m.records, m.trees, m.payloads, m.payload_bytes

@@ -150,18 +150,13 @@ impl StorageSection {
                     "[storage]: engine = \"postgres\" needs url = \
                      \"postgresql://user@host:port/database\"",
                 )?;
-                crate::storage::PgTarget::new(url, None)
-                    .map(drop)
-                    .map_err(|e| format!("[storage] url: {e}"))
+                check_postgres_url(url).map_err(|e| format!("[storage] url: {e}"))
             }
         }
     }
 
     /// The PostgreSQL database to use, with its password read now; `None` for sled.
-    pub fn postgres_target(
-        &self,
-        base_dir: &Path,
-    ) -> Result<Option<crate::storage::PgTarget>, String> {
+    pub fn postgres(&self, base_dir: &Path) -> Result<Option<PostgresSettings>, String> {
         if self.engine != StorageEngine::Postgres {
             return Ok(None);
         }
@@ -197,10 +192,41 @@ impl StorageSection {
             }
             (None, None) => None,
         };
-        crate::storage::PgTarget::new(url, password.as_deref())
-            .map(Some)
-            .map_err(|e| format!("[storage] url: {e}"))
+        Ok(Some(PostgresSettings {
+            url: url.to_owned(),
+            password,
+        }))
     }
+}
+
+/// The PostgreSQL database of `[storage]`, its password read.
+pub struct PostgresSettings {
+    /// The connection URL, without a password.
+    pub url: String,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a PostgreSQL connection URL: valid, and without a password.
+fn check_postgres_url(url: &str) -> Result<(), String> {
+    let parsed: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
+    if parsed.get_password().is_some() {
+        return Err(
+            "the PostgreSQL URL holds a password: remove it, and give the password \
+                    in password_env or password_file instead"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// The Dataspace Protocol 2025-1 HTTPS listener (`[dsp]`), for connectors that speak

@@ -274,11 +274,12 @@ fn storage_section_loads_back_and_never_takes_a_password() {
     std::fs::write(&file, "s3cret\n").unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let err = back.storage.postgres_target(dir.path()).err().unwrap();
+    let err = back.storage.postgres(dir.path()).err().unwrap();
     assert!(err.contains("can be read by other users"), "{err}");
     std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let target = back.storage.postgres_target(dir.path()).unwrap().unwrap();
-    assert_eq!(target.place(), "db.example:5432/liutong as liutong");
+    let db = back.storage.postgres(dir.path()).unwrap().unwrap();
+    assert_eq!(db.url, "postgresql://liutong@db.example:5432/liutong");
+    assert_eq!(db.password.as_deref(), Some("s3cret"));
 }
 
 #[test]

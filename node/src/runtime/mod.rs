@@ -40,7 +40,7 @@ use crate::rotation;
 use crate::service::limits::{Caller, LimitsLayer, RefusalLog};
 use crate::service::ops::Ops;
 use crate::service::{self, PeerAuthenticator};
-use crate::storage::{PostgresStorage, SledStorage, Storage, StorageError};
+use crate::storage::{PgTarget, PostgresStorage, SledStorage, Storage, StorageError};
 use crate::telemetry::{RpcLayer, Telemetry, TelemetryError};
 use crate::tls::auth::{AuthLayer, ChainVerifier, RefusalHook};
 use crate::tls::{self, ConnectionLimits, TlsError, TlsIdentity};
@@ -206,10 +206,13 @@ impl RunningNode {
         let gated_storage = Arc::new(
             match config
                 .storage
-                .postgres_target(&config.base_dir)
+                .postgres(&config.base_dir)
                 .map_err(NodeError::Config)?
             {
-                Some(target) => GatedStorage::other(PostgresStorage::open(target)?),
+                Some(db) => GatedStorage::other(PostgresStorage::open(
+                    PgTarget::new(&db.url, db.password.as_deref())
+                        .map_err(|e| NodeError::Config(format!("[storage] url: {e}")))?,
+                )?),
                 None => GatedStorage::new(SledStorage::open(&config.database_dir())?),
             },
         );

@@ -23,7 +23,6 @@ pub mod blobs;
 pub mod durability;
 mod error;
 pub mod fault;
-pub mod migrate;
 pub mod postgres;
 mod sled_engine;
 

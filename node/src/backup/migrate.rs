@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::blobs::rows::CHUNK;
-use super::{PgTarget, PostgresStorage, SledStorage, Storage, StorageError, Write};
 use crate::audit::log::AuditLog;
 use crate::audit::merkle::{self, MemoryTreeStore};
 use crate::audit::note::{Checkpoint, SignedNote};
+use crate::storage::blobs::rows::CHUNK;
+use crate::storage::{PgTarget, PostgresStorage, SledStorage, Storage, StorageError, Write};
 
 /// Writes per transaction while copying.
 const BATCH: usize = 500;
@@ -45,7 +45,7 @@ fn fail(reason: impl std::fmt::Display) -> MigrateError {
 /// Copies the sled database in `sled_dir` into `target` and checks the copy. Needs a
 /// Tokio runtime (the audit log's reader starts a task).
 pub fn sled_to_postgres(sled_dir: &Path, target: PgTarget) -> Result<Migrated, MigrateError> {
-    if !sled_dir.join(super::SLED_LOCK_FILE).exists() {
+    if !sled_dir.join(crate::storage::SLED_LOCK_FILE).exists() {
         return Err(fail(format!(
             "there is no sled database in {}: nothing to copy",
             sled_dir.display()
