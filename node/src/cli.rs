@@ -226,6 +226,9 @@ pub enum Command {
     /// The node's signing key.
     #[command(subcommand)]
     Key(ops::KeyCommand),
+    /// The node's database.
+    #[command(subcommand)]
+    Storage(StorageCommand),
     /// Ask the node's plain health endpoint (node.health_listen); exit 0 when SERVING.
     Health {
         /// host:port of the health endpoint [default: node.health_listen from --config].
@@ -392,5 +395,64 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query(args) => query::run(args).await,
         Command::Trace(args) => trace::run(args).await,
         Command::Peer(cmd) => peer::peer(cmd).await,
+        Command::Storage(StorageCommand::Migrate { to, config }) => migrate_storage(to, &config),
     }
+}
+
+#[derive(Subcommand, Debug)]
+pub enum StorageCommand {
+    /// Copy a stopped node's sled database into PostgreSQL, and check the copy.
+    ///
+    /// Set `[storage]` engine = "postgres" and its url (and password_env or password_file)
+    /// in node.toml first: that database, which must be empty, receives the copy of the
+    /// sled database in the data directory's db/. Every record and payload is read back,
+    /// and the audit log is recomputed from the copied entries and checked against the
+    /// sled log and the node's signed checkpoint. The sled database is left as it was.
+    Migrate {
+        /// The engine to move to.
+        #[arg(long, value_enum)]
+        to: StorageTarget,
+        /// The node's node.toml, with the target in `[storage]`.
+        #[arg(long, env = "LIUTONG_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum StorageTarget {
+    Postgres,
+}
+
+fn migrate_storage(_to: StorageTarget, config_path: &std::path::Path) -> anyhow::Result<()> {
+    let config = config::NodeConfig::load(config_path)?;
+    let settings = config
+        .storage
+        .postgres(&config.base_dir)
+        .map_err(anyhow::Error::msg)?
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "{} keeps the node in sled: set [storage] engine = \"postgres\" and url (with \
+                 password_env or password_file) first, then run this again",
+                config_path.display()
+            )
+        })?;
+    let target = crate::storage::PgTarget::new(&settings.url, settings.password.as_deref())
+        .map_err(|e| anyhow::anyhow!("[storage] url: {e}"))?;
+    let place = target.place().to_owned();
+    let m = crate::backup::migrate::sled_to_postgres(&config.database_dir(), target)?;
+    println!(
+        "copied {} records in {} trees and {} payloads ({} bytes) to PostgreSQL at {place}",
+        m.records, m.trees, m.payloads, m.payload_bytes
+    );
+    println!(
+        "audit log verified in PostgreSQL: {} entries, root {}",
+        m.audit_entries, m.audit_root
+    );
+    println!(
+        "start the node with: liutong serve --config {} (the sled database in {} is left as \
+         it was)",
+        config_path.display(),
+        config.database_dir().display()
+    );
+    Ok(())
 }

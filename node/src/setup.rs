@@ -439,6 +439,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         recovery: Default::default(),
         telemetry: Default::default(),
         alerts: Default::default(),
+        storage: Default::default(),
         hsm,
         dsp: None,
         development: opts.development.clone(),

@@ -493,16 +493,14 @@ async fn publish_refuses_bad_input_and_stores_nothing() {
 }
 
 /// Flips one byte of a stored product's payload file, at `offset`.
-fn flip_byte(path: &std::path::Path, offset: u64) {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(path)
-        .unwrap();
-    let mut byte = [0u8];
-    file.read_exact_at(&mut byte, offset).unwrap();
-    file.write_all_at(&[byte[0] ^ 0xff], offset).unwrap();
+/// Flips one byte of a stored payload, through the node's own payload store (files on
+/// sled, rows on PostgreSQL).
+fn flip_byte(node: &TestNode, payload: &str, offset: u64) {
+    let blobs = node.running.node.storage.blobs();
+    let byte = blobs.read_at(payload, offset, 1).unwrap().unwrap()[0];
+    let mut writer = blobs.writer(payload, false).unwrap();
+    writer.write_at(offset, &[byte ^ 0xff]).unwrap();
+    writer.sync().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -642,10 +640,9 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         .node
         .catalog
         .products
-        .payload_path(&product.product_id, 1)
-        .unwrap();
+        .payload_of(&product.product_id, 1);
     let tampered = 2 * (1 << 20) + 100;
-    flip_byte(&payload_file, tampered);
+    flip_byte(&s.transport, &payload_file, tampered);
     let err = s.ecology.pull(&agreement, 0).await.unwrap_err();
     assert_refused(&err, Code::DataLoss, "chunk 2");
     let copy = liutong_node::transfer::copy(s.ecology.running.node.storage.as_ref(), &agreement)
@@ -655,7 +652,7 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
     assert_ne!(copy.state, liutong_node::transfer::TransferState::Completed);
 
     // Repaired: the pull resumes from the first missing chunk and completes.
-    flip_byte(&payload_file, tampered);
+    flip_byte(&s.transport, &payload_file, tampered);
     let done = s.ecology.pull(&agreement, 0).await.unwrap();
     assert_eq!(
         (done.state.as_str(), done.chunks_received),
@@ -726,12 +723,18 @@ async fn verified_transfer_with_tampering_cut_resume_and_receipt() {
         ));
         stream.message().await.expect_err("the first chunk fails")
     };
-    std::fs::remove_file(&payload_file).unwrap();
+    let blobs = s.transport.running.node.storage.blobs();
+    let on_disk = blobs.path(&payload_file).ok();
+    blobs.remove(&payload_file).unwrap();
     let err = first_chunk_error().await;
     assert_refused(&err, Code::DataLoss, "is missing");
-    std::fs::create_dir(&payload_file).unwrap();
-    let err = first_chunk_error().await;
-    assert_refused(&err, Code::Unavailable, "payload file");
+    // A directory where the file should be makes its read fail; payloads kept as rows
+    // (PostgreSQL) have no such place.
+    if let Some(path) = on_disk {
+        std::fs::create_dir(&path).unwrap();
+        let err = first_chunk_error().await;
+        assert_refused(&err, Code::Unavailable, "payload file");
+    }
 }
 
 /// The agreement fixes the product's chunk list: a provider that later delivers other
@@ -765,13 +768,9 @@ async fn other_bytes_than_agreed_under_a_signed_manifest_are_refused() {
     // At the provider: the last chunk's bytes change, and the stored record lists the
     // new bytes' hash, so the signed manifest is consistent with what is sent.
     let provider = &s.transport.running.node;
-    let payload_file = provider
-        .catalog
-        .products
-        .payload_path(&product.product_id, 1)
-        .unwrap();
+    let payload_file = provider.catalog.products.payload_of(&product.product_id, 1);
     let changed = 2 * (1 << 20) + 10;
-    flip_byte(&payload_file, changed);
+    flip_byte(&s.transport, &payload_file, changed);
     let mut last = payload[2 << 20..].to_vec();
     last[10] ^= 0xff;
     let mut prefix = product.product_id.as_bytes().to_vec();

@@ -1437,9 +1437,7 @@ async fn masked_deliveries_go_with_a_revocation_or_the_consumers_copy() {
     // The masked bytes' payload file (its size: 0 once it is gone).
     let masked_chunks = |agreement: &str| {
         let name = liutong_node::desensitize::delivery::payload_name(agreement);
-        std::fs::metadata(provider.storage.blobs().path(&name).unwrap())
-            .map(|m| m.len())
-            .unwrap_or(0)
+        provider.storage.blobs().len(&name).unwrap().unwrap_or(0)
     };
     assert!(masked_chunks(&expiring) > 0 && masked_chunks(&revoked) > 0);
     let mut direct = s.consumer.direct_transfer_client(&s.provider).await;

@@ -347,13 +347,8 @@ async fn a_watermarked_delivery_keeps_the_product_hash_from_the_consumer_and_end
 
     // The marked bytes live in a payload file of their own, removed on revocation.
     let provider_storage = s.provider.running.node.storage.clone();
-    let payload = provider_storage
-        .blobs()
-        .path(&liutong_node::desensitize::delivery::payload_name(
-            &contract.agreement_id,
-        ))
-        .unwrap();
-    assert!(payload.exists());
+    let payload = liutong_node::desensitize::delivery::payload_name(&contract.agreement_id);
+    assert!(provider_storage.blobs().len(&payload).unwrap().is_some());
     s.provider
         .usage(LocalRole::Admin)
         .await
@@ -364,7 +359,10 @@ async fn a_watermarked_delivery_keeps_the_product_hash_from_the_consumer_and_end
         .await
         .expect("revoke");
     assert!(
-        wait_until(SOON, || async { !payload.exists() }).await,
+        wait_until(SOON, || async {
+            provider_storage.blobs().len(&payload).unwrap().is_none()
+        })
+        .await,
         "the marked delivery is deleted"
     );
     drop(s.space);

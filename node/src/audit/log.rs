@@ -449,6 +449,10 @@ fn same_error(e: &StorageError) -> StorageError {
             tree: tree.clone(),
             reason: reason.clone(),
         },
+        StorageError::Database { place, reason } => StorageError::Database {
+            place: place.clone(),
+            reason: reason.clone(),
+        },
         StorageError::Flush(reason) => StorageError::Flush(reason.clone()),
         StorageError::Failed(reason) => StorageError::Failed(reason.clone()),
     }

@@ -14,21 +14,48 @@ use crate::storage::{Entries, SledStorage, Storage, StorageError, Write as Op};
 /// The node's [`Storage`], with a gate that a backup closes to hold writers back while
 /// it copies the database (see the module doc).
 pub struct GatedStorage {
-    inner: Arc<SledStorage>,
+    inner: Arc<dyn Storage>,
+    /// The same storage when it is sled, whose files a backup copies; a PostgreSQL
+    /// database is backed up with the database's own tools.
+    sled: Option<Arc<SledStorage>>,
     gate: RwLock<()>,
 }
 
 impl GatedStorage {
     pub fn new(inner: Arc<SledStorage>) -> Self {
         Self {
-            inner,
+            inner: inner.clone(),
+            sled: Some(inner),
             gate: RwLock::new(()),
         }
     }
 
+    /// Another engine's storage, which this node does not back up itself.
+    pub fn other(inner: Arc<dyn Storage>) -> Self {
+        Self {
+            inner,
+            sled: None,
+            gate: RwLock::new(()),
+        }
+    }
+
+    fn sled(&self) -> Result<&Arc<SledStorage>, BackupError> {
+        self.sled.as_ref().ok_or_else(|| {
+            BackupError::Target(
+                "this node's database is in PostgreSQL: back it up with the database's own \
+                 tools (pg_dump, or the server's base backups and WAL archive)"
+                    .into(),
+            )
+        })
+    }
+
     /// Bytes the database takes on disk.
+    /// (0 for a database that is not on this node's disk.)
     pub fn database_bytes(&self) -> Result<u64, StorageError> {
-        self.inner.size_on_disk()
+        match &self.sled {
+            Some(sled) => sled.size_on_disk(),
+            None => Ok(0),
+        }
     }
 
     /// Writes a backup of `participant`'s database and `node_files` to `out`, with
@@ -44,10 +71,11 @@ impl GatedStorage {
         node_files: &[BackupFile],
         key: &SigningKey,
     ) -> Result<(BackupHeader, BackupSummary), BackupError> {
+        let sled = self.sled()?;
         // A writer that panicked left no half-done state in the gate itself.
         let writers_held = self.gate.write().unwrap_or_else(|p| p.into_inner());
         let header = BackupHeader::describe(participant, self.inner.as_ref())?;
-        let summary = write_backup(out, &header, node_files, &self.inner, key, move || {
+        let summary = write_backup(out, &header, node_files, sled, key, move || {
             drop(writers_held)
         })?;
         Ok((header, summary))

@@ -36,6 +36,7 @@ mod checking;
 mod creating;
 mod format;
 mod gate;
+pub mod migrate;
 mod restoring;
 
 pub use checking::verify;

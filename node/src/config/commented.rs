@@ -1,7 +1,7 @@
 //! Writing `node.toml` with a comment on every setting, as `liutong init` does: the
 //! file an operator reads and edits, which [`NodeConfig::load`] reads back.
 
-use super::NodeConfig;
+use super::{NodeConfig, StorageEngine};
 
 impl NodeConfig {
     /// The file text, with a comment on every setting.
@@ -60,6 +60,7 @@ impl NodeConfig {
             humantime::format_duration(self.authority.refresh_interval)
         ));
         self.write_hsm(&mut out);
+        self.write_storage(&mut out);
         out.push_str("[limits]\n# Largest gRPC message accepted, in bytes.\n");
         out.push_str(&format!(
             "max_message_bytes = {}\n",
@@ -223,6 +224,46 @@ impl NodeConfig {
             "keepalive_interval = \"{}\"\n",
             humantime::format_duration(l.keepalive_interval)
         ));
+    }
+
+    fn write_storage(&self, out: &mut String) {
+        out.push_str(
+            "# Where the node keeps its database: engine = \"sled\" (the default, in the\n\
+             # data directory's db/) or \"postgres\" (one PostgreSQL database holds every\n\
+             # record and payload). The password is never written here: password_env\n\
+             # names an environment variable holding it, password_file a file only its\n\
+             # owner can read.\n",
+        );
+        let s = &self.storage;
+        if s.engine == StorageEngine::Sled && s.url.is_none() {
+            out.push_str(
+                "# [storage]\n\
+                 # engine = \"postgres\"\n\
+                 # url = \"postgresql://liutong@db.example:5432/liutong\"\n\
+                 # password_env = \"LIUTONG_DB_PASSWORD\"\n\
+                 # password_file = \"/run/secrets/db-password\"\n\n",
+            );
+            return;
+        }
+        out.push_str("[storage]\n");
+        let engine = match s.engine {
+            StorageEngine::Sled => "sled",
+            StorageEngine::Postgres => "postgres",
+        };
+        out.push_str(&format!("engine = {}\n", toml_string(engine)));
+        if let Some(url) = &s.url {
+            out.push_str(&format!("url = {}\n", toml_string(url)));
+        }
+        if let Some(var) = &s.password_env {
+            out.push_str(&format!("password_env = {}\n", toml_string(var)));
+        }
+        if let Some(file) = &s.password_file {
+            out.push_str(&format!(
+                "password_file = {}\n",
+                toml_string(&file.to_string_lossy())
+            ));
+        }
+        out.push('\n');
     }
 
     fn write_hsm(&self, out: &mut String) {

@@ -25,7 +25,7 @@ use crate::identity::{KeyError, SigningKey};
 pub use alerts::{AlertsSection, ExpiryRule, SwitchRule, VolumeRule, WindowRule};
 pub use sections::{
     AuditSection, AuthoritySection, Development, DspSection, GuardrailsSection, HsmSection, Limits,
-    NodeSection, RecoverySection, TelemetrySection, UsageSection,
+    NodeSection, RecoverySection, StorageEngine, StorageSection, TelemetrySection, UsageSection,
 };
 
 /// Default address of the peer API.
@@ -67,6 +67,9 @@ pub struct NodeConfig {
     pub telemetry: TelemetrySection,
     #[serde(default)]
     pub alerts: AlertsSection,
+    /// Where the database is; absent: sled in the data directory.
+    #[serde(default)]
+    pub storage: StorageSection,
     /// The node's signing key in a PKCS#11 token; absent: `identity/signing.key`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hsm: Option<HsmSection>,
@@ -108,6 +111,13 @@ impl NodeConfig {
         config
             .limits
             .check_transport()
+            .map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
+        config
+            .storage
+            .check()
             .map_err(|message| ConfigError::Parse {
                 path: path.to_owned(),
                 message,

@@ -83,6 +83,152 @@ impl HsmSection {
     }
 }
 
+/// Which engine holds the node's database.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageEngine {
+    /// sled, embedded, in the data directory's `db/`.
+    #[default]
+    Sled,
+    /// A PostgreSQL (or PostgreSQL-compatible) database that holds the whole node.
+    Postgres,
+}
+
+/// `[storage]`: where the node keeps its database. Absent: sled in the data directory.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    #[serde(default)]
+    pub engine: StorageEngine,
+    /// The PostgreSQL connection URL (`postgresql://user@host:port/database`), without
+    /// a password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// The environment variable holding the database password.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_env: Option<String>,
+    /// A file, readable by its owner only, holding the database password; relative to
+    /// the configuration file if not absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// Only present to refuse it with a message: the password is never written here.
+    #[serde(default, skip_serializing)]
+    pub password: Option<toml::Value>,
+}
+
+impl StorageSection {
+    /// Refuses a password written in the file or in the URL, and settings that do not
+    /// fit the engine.
+    pub fn check(&self) -> Result<(), String> {
+        if self.password.is_some() {
+            return Err(
+                "[storage] password: the database password is never written in \
+                 node.toml, where backups and copies of the configuration would carry it; \
+                 remove the line and set password_env = \"VARIABLE\" (an environment \
+                 variable holding it) or password_file = \"/path\" (a file only its owner \
+                 can read)"
+                    .into(),
+            );
+        }
+        if self.password_env.is_some() && self.password_file.is_some() {
+            return Err("[storage]: set either password_env or password_file, not both".into());
+        }
+        match self.engine {
+            StorageEngine::Sled => {
+                if self.url.is_some() || self.password_env.is_some() || self.password_file.is_some()
+                {
+                    return Err(
+                        "[storage]: url, password_env and password_file are settings \
+                         of engine = \"postgres\"; the sled engine takes none"
+                            .into(),
+                    );
+                }
+                Ok(())
+            }
+            StorageEngine::Postgres => {
+                let url = self.url.as_deref().ok_or(
+                    "[storage]: engine = \"postgres\" needs url = \
+                     \"postgresql://user@host:port/database\"",
+                )?;
+                check_postgres_url(url).map_err(|e| format!("[storage] url: {e}"))
+            }
+        }
+    }
+
+    /// The PostgreSQL database to use, with its password read now; `None` for sled.
+    pub fn postgres(&self, base_dir: &Path) -> Result<Option<PostgresSettings>, String> {
+        if self.engine != StorageEngine::Postgres {
+            return Ok(None);
+        }
+        self.check()?;
+        let url = self.url.as_deref().unwrap_or_default();
+        let password = match (&self.password_env, &self.password_file) {
+            (Some(var), _) => Some(std::env::var(var).map_err(|_| {
+                format!(
+                    "[storage]: the environment variable {var} that should hold the database \
+                     password is not set (or not UTF-8); export it before starting"
+                )
+            })?),
+            (None, Some(file)) => {
+                let path = base_dir.join(file);
+                crate::base::files::check_private(&path).map_err(|e| match e {
+                    crate::base::files::PrivateFileError::Read(source) => format!(
+                        "[storage]: cannot read the password file {}: {source}",
+                        path.display()
+                    ),
+                    crate::base::files::PrivateFileError::Mode(mode) => format!(
+                        "[storage]: the password file {} can be read by other users (mode \
+                         {mode:o}); run chmod 600 on it",
+                        path.display()
+                    ),
+                })?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    format!(
+                        "[storage]: cannot read the password file {}: {e}",
+                        path.display()
+                    )
+                })?;
+                Some(text.strip_suffix('\n').unwrap_or(&text).to_owned())
+            }
+            (None, None) => None,
+        };
+        Ok(Some(PostgresSettings {
+            url: url.to_owned(),
+            password,
+        }))
+    }
+}
+
+/// The PostgreSQL database of `[storage]`, its password read.
+pub struct PostgresSettings {
+    /// The connection URL, without a password.
+    pub url: String,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for PostgresSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresSettings")
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Checks a PostgreSQL connection URL: valid, and without a password.
+fn check_postgres_url(url: &str) -> Result<(), String> {
+    let parsed: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
+    if parsed.get_password().is_some() {
+        return Err(
+            "the PostgreSQL URL holds a password: remove it, and give the password \
+                    in password_env or password_file instead"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
 /// The Dataspace Protocol 2025-1 HTTPS listener (`[dsp]`), for connectors that speak
 /// DSP rather than the peer API; off when the section is absent.
 #[derive(Clone, Debug, Serialize, Deserialize)]

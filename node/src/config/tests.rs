@@ -35,6 +35,7 @@ fn sample() -> NodeConfig {
         },
         telemetry: TelemetrySection::default(),
         alerts: AlertsSection::default(),
+        storage: Default::default(),
         hsm: None,
         dsp: None,
         development: Some(Development {
@@ -210,6 +211,75 @@ fn hsm_section_loads_back_and_never_takes_a_pin() {
     let no_pin = good.replace("pin_file = \"/run/secrets/hsm-pin\"\n", "");
     let msg = load_text(&no_pin);
     assert!(msg.contains("PIN is missing"), "{msg}");
+}
+
+#[test]
+fn storage_section_loads_back_and_never_takes_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    // Without a section: sled, and the file shows a commented example.
+    let text = sample().to_commented_toml();
+    assert!(text.contains("# [storage]\n"), "{text}");
+    std::fs::write(&path, &text).unwrap();
+    assert_eq!(
+        NodeConfig::load(&path).unwrap().storage.engine,
+        StorageEngine::Sled
+    );
+
+    let mut config = sample();
+    config.storage = StorageSection {
+        engine: StorageEngine::Postgres,
+        url: Some("postgresql://liutong@db.example:5432/liutong".into()),
+        password_env: None,
+        password_file: Some("db-password".into()),
+        password: None,
+    };
+    let good = config.to_commented_toml();
+    std::fs::write(&path, &good).unwrap();
+    let back = NodeConfig::load(&path).unwrap();
+    assert_eq!(back.storage.engine, StorageEngine::Postgres);
+    assert_eq!(
+        back.storage.url.as_deref(),
+        Some("postgresql://liutong@db.example:5432/liutong")
+    );
+    assert_eq!(
+        back.storage.password_file.as_deref(),
+        Some(Path::new("db-password"))
+    );
+
+    let msg = load_text(&good.replace(
+        "password_file = \"db-password\"",
+        "password = \"s3cret\"\npassword_file = \"db-password\"",
+    ));
+    assert!(
+        msg.contains("never written in node.toml")
+            && msg.contains("password_env")
+            && msg.contains("password_file"),
+        "{msg}"
+    );
+    assert!(!msg.contains("s3cret"), "{msg}");
+    let msg = load_text(&good.replace("liutong@db.example", "liutong:s3cret@db.example"));
+    assert!(msg.contains("URL holds a password"), "{msg}");
+    assert!(!msg.contains("s3cret"), "{msg}");
+    let msg = load_text(&good.replace(
+        "url = \"postgresql://liutong@db.example:5432/liutong\"\n",
+        "",
+    ));
+    assert!(msg.contains("needs url"), "{msg}");
+    let msg = load_text(&good.replace("engine = \"postgres\"", "engine = \"sled\""));
+    assert!(msg.contains("the sled engine takes none"), "{msg}");
+
+    // The password file is read when the node starts: it must be the owner's only.
+    let file = dir.path().join("db-password");
+    std::fs::write(&file, "s3cret\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = back.storage.postgres(dir.path()).err().unwrap();
+    assert!(err.contains("can be read by other users"), "{err}");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let db = back.storage.postgres(dir.path()).unwrap().unwrap();
+    assert_eq!(db.url, "postgresql://liutong@db.example:5432/liutong");
+    assert_eq!(db.password.as_deref(), Some("s3cret"));
 }
 
 #[test]

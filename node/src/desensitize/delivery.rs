@@ -295,7 +295,7 @@ pub async fn remove_chunks(
     let name = payload_name(agreement_id);
     let blobs = storage.blobs();
     let mut removed = 0;
-    if blobs.path(&name).map_err(write_error)?.exists() {
+    if blobs.len(&name).map_err(write_error)?.is_some() {
         blobs.remove(&name).map_err(write_error)?;
         removed += 1;
     }
@@ -494,12 +494,10 @@ fn produce(
             // it is closed, also after a crash), which the marking passes read.
             let masked = match masking {
                 Some(plan) => {
-                    let dir = storage
+                    let mut file = storage
                         .blobs()
-                        .path(&payload_name(agreement_id))
+                        .scratch_file(&payload_name(agreement_id))
                         .map_err(write_error)?;
-                    let dir = dir.parent().expect("payload files live in a directory");
-                    let mut file = tempfile::tempfile_in(dir).map_err(write_error)?;
                     outcome = mask(plan, key, min_k, products, product, &mut file)?;
                     Some(file)
                 }

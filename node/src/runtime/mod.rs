@@ -40,7 +40,7 @@ use crate::rotation;
 use crate::service::limits::{Caller, LimitsLayer, RefusalLog};
 use crate::service::ops::Ops;
 use crate::service::{self, PeerAuthenticator};
-use crate::storage::{SledStorage, Storage, StorageError};
+use crate::storage::{PgTarget, PostgresStorage, SledStorage, Storage, StorageError};
 use crate::telemetry::{RpcLayer, Telemetry, TelemetryError};
 use crate::tls::auth::{AuthLayer, ChainVerifier, RefusalHook};
 use crate::tls::{self, ConnectionLimits, TlsError, TlsIdentity};
@@ -72,6 +72,9 @@ pub enum NodeError {
     Telemetry(#[from] TelemetryError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    /// A setting that can only be checked when the node starts (e.g. a password file).
+    #[error("{0}")]
+    Config(String),
     #[error("the node's identity in {path} is not usable: {reason}")]
     Identity { path: String, reason: String },
     #[error(
@@ -200,9 +203,19 @@ impl RunningNode {
                 "group or others could read files in the data directory; they are owner-only now"
             );
         }
-        let gated_storage = Arc::new(GatedStorage::new(SledStorage::open(
-            &config.database_dir(),
-        )?));
+        let gated_storage = Arc::new(
+            match config
+                .storage
+                .postgres(&config.base_dir)
+                .map_err(NodeError::Config)?
+            {
+                Some(db) => GatedStorage::other(PostgresStorage::open(
+                    PgTarget::new(&db.url, db.password.as_deref())
+                        .map_err(|e| NodeError::Config(format!("[storage] url: {e}")))?,
+                )?),
+                None => GatedStorage::new(SledStorage::open(&config.database_dir())?),
+            },
+        );
         let storage: Arc<dyn Storage> = gated_storage.clone();
         let audit = AuditLog::open(storage.clone())?;
         let telemetry = Arc::new(Telemetry::start(&config)?);

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 pub enum StorageError {
     #[error("cannot open the database in {path}: {reason}")]
     Open { path: PathBuf, reason: String },
+    #[error("cannot use the PostgreSQL database {place}: {reason}")]
+    Database { place: String, reason: String },
     #[error("database error in tree {tree:?}: {reason}")]
     Engine { tree: String, reason: String },
     #[error("cannot flush the database to disk: {0}")]

@@ -1,6 +1,7 @@
-//! The node's storage seam: a small trait of the node's own ([`Storage`]) with sled
-//! 0.34 as its implementation ([`SledStorage`]), so the engine can be swapped without
-//! touching the rest of the node.
+//! The node's storage seam: a small trait of the node's own ([`Storage`]) with two
+//! engines, sled 0.34 ([`SledStorage`], the default, embedded) and PostgreSQL
+//! ([`PostgresStorage`], one database that can outlive a machine), so the engine can be
+//! swapped without touching the rest of the node.
 //!
 //! Durability rule: a write is durable only after [`Storage::flush`] has completed.
 //! Nothing that must survive a crash or a power cut (a trust list, a publish, an
@@ -22,9 +23,11 @@ pub mod blobs;
 pub mod durability;
 mod error;
 pub mod fault;
+pub mod postgres;
 mod sled_engine;
 
 pub use error::StorageError;
+pub use postgres::{PgTarget, PostgresStorage};
 pub use sled_engine::{SLED_LOCK_FILE, SledStorage};
 
 use crate::base::BoxFuture;
@@ -131,7 +134,7 @@ pub trait Storage: Send + Sync + 'static {
             .collect())
     }
 
-    /// The payload files beside the database (chunks of products and copies).
+    /// The payloads (the bytes of products and copies) the database's records count.
     fn blobs(&self) -> &blobs::Blobs;
 
     /// Makes every write so far durable. Await it before acknowledging. Once a flush

@@ -6,6 +6,9 @@
 #[path = "../process/mod.rs"]
 pub mod process;
 
+#[path = "../postgres/mod.rs"]
+pub mod postgres;
+
 pub use process::assert_no_private_key;
 
 use std::net::SocketAddr;
@@ -35,6 +38,17 @@ pub const TRANSPORT: &str = "11330100MA2TRA0011";
 pub const ECOLOGY: &str = "11330000MA2ECE0015";
 pub const LOGISTICS: &str = "91330100MA2L0G0013";
 pub const ROGUE: &str = "91330100MA2R0GE01F";
+
+/// Whether the suite's provider (the transport bureau's node) keeps its database in
+/// PostgreSQL: `LIUTONG_TEST_STORAGE=postgres`, in a throwaway cluster of this test
+/// binary, one database per node. Otherwise every node is on sled.
+pub fn provider_on_postgres() -> bool {
+    match std::env::var("LIUTONG_TEST_STORAGE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sled") | Err(_) => false,
+        Ok(other) => panic!("LIUTONG_TEST_STORAGE={other:?}: use sled or postgres"),
+    }
+}
 
 pub struct DataSpace {
     pub dir: TempDir,
@@ -177,7 +191,21 @@ impl DataSpace {
             std::fs::copy(from.join(f), to.join(f)).expect("copy member key");
         }
         opts.bundle = bundle.to_owned();
-        setup::init_node(&opts).expect("init node")
+        let config_path = setup::init_node(&opts).expect("init node");
+        if bundle_participant(bundle).as_str() == TRANSPORT && provider_on_postgres() {
+            let mut config = NodeConfig::load(&config_path).expect("load config");
+            let cluster = postgres::shared();
+            let db = cluster.database();
+            config.storage = liutong_node::config::StorageSection {
+                engine: liutong_node::config::StorageEngine::Postgres,
+                url: Some(db.url),
+                password_env: None,
+                password_file: Some(cluster.password_file(&opts.dir)),
+                password: None,
+            };
+            std::fs::write(&config_path, config.to_commented_toml()).expect("write node.toml");
+        }
+        config_path
     }
 
     pub fn revoke(&self, id: &str, reason: &str) {

@@ -157,16 +157,10 @@ impl ProductStore {
             .read_at(name, index as u64 * CHUNK_SIZE as u64, CHUNK_SIZE)?)
     }
 
-    /// The payload file of a version, for tests that damage it on purpose.
-    pub fn payload_path(
-        &self,
-        product_id: &str,
-        version: u32,
-    ) -> Result<std::path::PathBuf, ProductError> {
-        Ok(self
-            .storage
-            .blobs()
-            .path(&payload_name(product_id, version))?)
+    /// The payload name of a version in the storage's blobs, for tests that damage it
+    /// on purpose.
+    pub fn payload_of(&self, product_id: &str, version: u32) -> String {
+        payload_name(product_id, version)
     }
 
     /// A reader over a stored version's payload, chunk by chunk.

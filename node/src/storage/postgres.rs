@@ -1,0 +1,594 @@
+//! The PostgreSQL engine behind [`Storage`]: one database holds the whole node, every
+//! tree as rows of `liutong_kv (tree, key, value)` and the payloads as rows of at most
+//! 1 MiB in `liutong_blob_chunks` ([`super::blobs::rows`]).
+//!
+//! Durability: every write commits at once, in a session with `synchronous_commit = on`,
+//! so a write call returns only after PostgreSQL has made it durable (on the primary and
+//! on whatever synchronous standbys the server is configured to wait for), and
+//! [`Storage::flush`] has nothing left to do. A write whose commit is not confirmed (the
+//! connection is lost on the way) returns an error: the caller never acknowledges it,
+//! although the database may hold it (the next attempt of an idempotent write finds it).
+//!
+//! Sync calls and the async client: the trait's reads and writes are sync and are called
+//! both from plain threads and from tasks of the node's runtime (as the sled engine's
+//! are), and some tests drive them from a current-thread runtime, where
+//! `block_in_place` is not allowed. So the engine owns a small runtime of its own that
+//! runs the client and its connections; a sync call hands its work to that runtime and
+//! waits for the answer on a plain channel. The waiting thread blocks like a sled call
+//! that reads the disk does; the engine's runtime never waits on a caller, so it cannot
+//! deadlock against it.
+//!
+//! SQL used (kept to what PostgreSQL-compatible databases accept, no extensions):
+//! `CREATE TABLE IF NOT EXISTS`, `bytea`, `text`, `bigint`, `integer`, composite primary
+//! keys, `INSERT … ON CONFLICT … DO NOTHING / DO UPDATE`, `SELECT … FOR UPDATE`,
+//! `LOCK TABLE … IN ACCESS EXCLUSIVE MODE`, `substr`, `length`, `ORDER BY`, `LIMIT`,
+//! transactions at READ COMMITTED and REPEATABLE READ, `SET synchronous_commit = on`.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use tokio_postgres::{Client, NoTls, Statement};
+
+use super::blobs::{Blobs, RowBlobs};
+use super::durability::Durability;
+use super::{Entries, Storage, StorageError, Write};
+use crate::base::BoxFuture;
+
+/// The schema versions this binary knows, in order: migration `i` takes the database
+/// from version `i` to `i + 1`. Only ever append.
+const MIGRATIONS: &[&str] = &[
+    // 1: the trees and the payloads.
+    "CREATE TABLE liutong_kv (
+         tree text NOT NULL,
+         key bytea NOT NULL,
+         value bytea NOT NULL,
+         PRIMARY KEY (tree, key)
+     );
+     CREATE TABLE liutong_blob_files (
+         name text PRIMARY KEY,
+         len bigint NOT NULL
+     );
+     CREATE TABLE liutong_blob_chunks (
+         name text NOT NULL,
+         chunk_index bigint NOT NULL,
+         data bytea NOT NULL,
+         PRIMARY KEY (name, chunk_index)
+     );",
+];
+
+/// The schema version this binary writes.
+pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+
+/// Connections open at once, at most.
+const POOL_SIZE: usize = 16;
+
+/// How long to wait for a connection to the server.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long sent data may go unacknowledged before the connection counts as lost.
+const UNANSWERED_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where and how to reach the database.
+#[derive(Clone)]
+pub struct PgTarget {
+    config: tokio_postgres::Config,
+    /// `host:port/database as user`, for messages (never the password).
+    place: String,
+}
+
+impl PgTarget {
+    /// From a connection URL (`postgresql://user@host:port/database`, or the key=value
+    /// form) that holds no password, and the password from elsewhere.
+    pub fn new(url: &str, password: Option<&str>) -> Result<Self, String> {
+        let mut config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| format!("the PostgreSQL URL is not valid: {e}"))?;
+        if config.get_password().is_some() {
+            return Err(
+                "the PostgreSQL URL holds a password: remove it, and give the password in \
+                 password_env or password_file instead"
+                    .into(),
+            );
+        }
+        if let Some(password) = password {
+            config.password(password);
+        }
+        // A server that stops answering (a partition, a dead machine) must turn into an
+        // error within seconds, not hang the node's writes for TCP's default hours;
+        // settings the URL gives itself are kept.
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(CONNECT_TIMEOUT);
+        }
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(UNANSWERED_TIMEOUT);
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(10));
+            config.keepalives_interval(Duration::from_secs(5));
+            config.keepalives_retries(3);
+        }
+        config.application_name("liutong");
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .zip(config.get_ports().iter().chain(std::iter::repeat(&5432)))
+            .map(|(h, port)| match h {
+                tokio_postgres::config::Host::Tcp(h) => format!("{h}:{port}"),
+                tokio_postgres::config::Host::Unix(p) => format!("{}:{port}", p.display()),
+            })
+            .collect();
+        let place = format!(
+            "{}/{} as {}",
+            if hosts.is_empty() {
+                "localhost".to_owned()
+            } else {
+                hosts.join(",")
+            },
+            config.get_dbname().unwrap_or("(default database)"),
+            config.get_user().unwrap_or("(default user)"),
+        );
+        Ok(Self { config, place })
+    }
+
+    /// Where the database is, for messages.
+    pub fn place(&self) -> &str {
+        &self.place
+    }
+}
+
+/// One connection and its prepared statements.
+pub(crate) struct Conn {
+    pub(crate) client: Client,
+    statements: HashMap<String, Statement>,
+}
+
+impl Conn {
+    /// The prepared statement for `sql` on this connection.
+    pub(crate) async fn statement(
+        &mut self,
+        sql: &str,
+    ) -> Result<Statement, tokio_postgres::Error> {
+        if let Some(s) = self.statements.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).await?;
+        self.statements.insert(sql.to_owned(), s.clone());
+        Ok(s)
+    }
+}
+
+/// A connection taken from the pool, given back when dropped (unless it broke).
+pub(crate) struct Pooled {
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl std::ops::Deref for Pooled {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
+        self.conn.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Pooled {
+    fn deref_mut(&mut self) -> &mut Conn {
+        self.conn.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && !conn.client.is_closed()
+        {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(conn);
+        }
+    }
+}
+
+/// The connections, opened on demand up to [`POOL_SIZE`].
+pub(crate) struct Pool {
+    target: PgTarget,
+    idle: Mutex<Vec<Conn>>,
+    permits: Arc<Semaphore>,
+}
+
+impl Pool {
+    pub(crate) async fn get(self: &Arc<Self>) -> Result<Pooled, tokio_postgres::Error> {
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the pool's semaphore is never closed");
+        let idle = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|c| !c.client.is_closed());
+            idle.pop()
+        };
+        let conn = match idle {
+            Some(conn) => conn,
+            None => {
+                let (client, connection) = self.target.config.connect(NoTls).await?;
+                tokio::spawn(async move {
+                    // Its end is seen by the client as closed; the error, if any, is
+                    // returned to the call that was using it.
+                    let _ = connection.await;
+                });
+                client.batch_execute("SET synchronous_commit = on").await?;
+                Conn {
+                    client,
+                    statements: HashMap::new(),
+                }
+            }
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            pool: self.clone(),
+            _permit: permit,
+        })
+    }
+}
+
+/// The engine's own runtime and connection pool, shared by the trees and the payloads.
+pub(crate) struct Pg {
+    runtime: Option<tokio::runtime::Runtime>,
+    handle: tokio::runtime::Handle,
+    pub(crate) pool: Arc<Pool>,
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks, which panics inside another runtime's task;
+        // shutting it down in the background does not.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl Pg {
+    /// Runs `work` on the engine's runtime and waits for its answer. Errors are
+    /// described with where the database is and, for a lost connection, that a write
+    /// in flight is not acknowledged.
+    pub(crate) fn block<T, F>(&self, work: F) -> Result<T, String>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let _ = tx.send(work.await);
+        });
+        match rx.recv() {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(self.describe(&e)),
+            Err(_) => Err(format!(
+                "the PostgreSQL engine for {} has stopped",
+                self.pool.target.place
+            )),
+        }
+    }
+
+    pub(crate) fn describe(&self, e: &tokio_postgres::Error) -> String {
+        let place = &self.pool.target.place;
+        if let Some(db) = e.as_db_error() {
+            format!(
+                "PostgreSQL at {place} refused: {} (SQLSTATE {})",
+                db.message(),
+                db.code().code()
+            )
+        } else if e.is_closed() || e.code().is_none() {
+            format!(
+                "lost the connection to PostgreSQL at {place} ({e}); a write in flight was \
+                 not acknowledged and may or may not have been committed"
+            )
+        } else {
+            format!("PostgreSQL at {place}: {e}")
+        }
+    }
+}
+
+/// [`Storage`] on a PostgreSQL database.
+pub struct PostgresStorage {
+    pg: Arc<Pg>,
+    blobs: Blobs,
+}
+
+impl PostgresStorage {
+    /// Connects to the database, creates or migrates its schema, and checks that the
+    /// schema is not newer than this binary knows.
+    pub fn open(target: PgTarget) -> Result<Arc<Self>, StorageError> {
+        let open_err = |reason: String| StorageError::Database {
+            place: target.place.clone(),
+            reason,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("liutong-postgres")
+            .enable_all()
+            .build()
+            .map_err(|e| open_err(format!("cannot start the engine's threads: {e}")))?;
+        let pool = Arc::new(Pool {
+            target: target.clone(),
+            idle: Mutex::new(Vec::new()),
+            permits: Arc::new(Semaphore::new(POOL_SIZE)),
+        });
+        let pg = Arc::new(Pg {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            pool,
+        });
+        let p = pg.pool.clone();
+        let found = pg
+            .block(async move { migrate(&p).await })
+            .map_err(open_err)?;
+        if found > SCHEMA_VERSION {
+            return Err(open_err(format!(
+                "its liutong schema is version {found}, newer than this liutong knows \
+                 ({SCHEMA_VERSION}): run the newer liutong that wrote it, or point [storage] \
+                 url at another database"
+            )));
+        }
+        let durability = Durability::new(None);
+        Ok(Arc::new(Self {
+            blobs: Blobs::Rows(RowBlobs::new(pg.clone(), durability)),
+            pg,
+        }))
+    }
+
+    /// Whether the database holds no record and no payload.
+    pub fn is_empty(&self) -> Result<bool, StorageError> {
+        self.run("*", |pool| async move {
+            let conn = pool.get().await?;
+            let row = conn
+                .client
+                .query_one(
+                    "SELECT (SELECT count(*) FROM liutong_kv) + \
+                            (SELECT count(*) FROM liutong_blob_files)",
+                    &[],
+                )
+                .await?;
+            Ok(row.get::<_, i64>(0) == 0)
+        })
+    }
+
+    /// The number of records in every tree.
+    pub fn count_records(&self) -> Result<u64, StorageError> {
+        self.run("*", |pool| async move {
+            let conn = pool.get().await?;
+            let row = conn
+                .client
+                .query_one("SELECT count(*) FROM liutong_kv", &[])
+                .await?;
+            Ok(row.get::<_, i64>(0) as u64)
+        })
+    }
+
+    fn engine_err(tree: &str) -> impl Fn(String) -> StorageError + '_ {
+        move |reason| StorageError::Engine {
+            tree: tree.to_owned(),
+            reason,
+        }
+    }
+
+    fn run<T, F, Fut>(&self, tree: &str, work: F) -> Result<T, StorageError>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Pool>) -> Fut,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
+        self.pg
+            .block(work(self.pg.pool.clone()))
+            .map_err(Self::engine_err(tree))
+    }
+}
+
+/// Creates the schema's version table if needed, then, holding an exclusive lock on it
+/// (so replicas starting together migrate once), applies the migrations the database
+/// lacks. Returns the version found before, which may be newer than this binary's (then
+/// nothing is changed).
+async fn migrate(pool: &Arc<Pool>) -> Result<i32, tokio_postgres::Error> {
+    let mut conn = pool.get().await?;
+    let create = "CREATE TABLE IF NOT EXISTS liutong_schema (version integer PRIMARY KEY)";
+    if let Err(e) = conn.client.batch_execute(create).await {
+        // Two first starts racing on CREATE TABLE IF NOT EXISTS: one of them fails on
+        // the catalog's unique index; the table is there now.
+        if e.code() != Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) {
+            return Err(e);
+        }
+    }
+    let tx = conn.client.transaction().await?;
+    tx.batch_execute("LOCK TABLE liutong_schema IN ACCESS EXCLUSIVE MODE")
+        .await?;
+    let found: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM liutong_schema", &[])
+        .await?
+        .get(0);
+    if found >= SCHEMA_VERSION {
+        tx.rollback().await?;
+        return Ok(found);
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO liutong_schema (version) VALUES ($1)",
+            &[&(i as i32 + 1)],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(found)
+}
+
+const PUT: &str = "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
+                   ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
+const DELETE: &str = "DELETE FROM liutong_kv WHERE tree = $1 AND key = $2";
+
+/// The first key after every key that starts with `prefix`; `None` when there is none
+/// (the prefix is empty or all 0xff).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// Keys and values of `tree` that start with `prefix`, after `after`, at most `limit`.
+async fn scan(
+    pool: Arc<Pool>,
+    tree: String,
+    prefix: Vec<u8>,
+    after: Option<Vec<u8>>,
+    limit: Option<i64>,
+) -> Result<Entries, tokio_postgres::Error> {
+    let end = prefix_end(&prefix);
+    let mut sql = String::from("SELECT key, value FROM liutong_kv WHERE tree = $1 AND key >= $2");
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tree, &prefix];
+    if let Some(after) = &after {
+        params.push(after);
+        sql.push_str(&format!(" AND key > ${}", params.len()));
+    }
+    if let Some(end) = &end {
+        params.push(end);
+        sql.push_str(&format!(" AND key < ${}", params.len()));
+    }
+    sql.push_str(" ORDER BY key");
+    if let Some(limit) = &limit {
+        params.push(limit);
+        sql.push_str(&format!(" LIMIT ${}", params.len()));
+    }
+    let mut conn = pool.get().await?;
+    let statement = conn.statement(&sql).await?;
+    let rows = conn.client.query(&statement, &params).await?;
+    Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+impl Storage for PostgresStorage {
+    fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let (t, k) = (tree.to_owned(), key.to_vec());
+        self.run(tree, |pool| async move {
+            let mut conn = pool.get().await?;
+            let s = conn
+                .statement("SELECT value FROM liutong_kv WHERE tree = $1 AND key = $2")
+                .await?;
+            Ok(conn
+                .client
+                .query_opt(&s, &[&t, &k])
+                .await?
+                .map(|r| r.get(0)))
+        })
+    }
+
+    fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
+        self.run(tree, |pool| async move {
+            let mut conn = pool.get().await?;
+            let s = conn.statement(PUT).await?;
+            conn.client.execute(&s, &[&t, &k, &v]).await.map(drop)
+        })
+    }
+
+    fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
+        let (t, k) = (tree.to_owned(), key.to_vec());
+        self.run(tree, |pool| async move {
+            let mut conn = pool.get().await?;
+            let s = conn.statement(DELETE).await?;
+            conn.client.execute(&s, &[&t, &k]).await.map(drop)
+        })
+    }
+
+    fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
+        self.run(tree, |pool| async move {
+            let mut conn = pool.get().await?;
+            let s = conn
+                .statement(
+                    "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
+                     ON CONFLICT (tree, key) DO NOTHING",
+                )
+                .await?;
+            Ok(conn.client.execute(&s, &[&t, &k, &v]).await? == 1)
+        })
+    }
+
+    /// Here the whole batch is one transaction: all of it or none.
+    fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError> {
+        let t = tree.to_owned();
+        self.run(tree, |pool| async move {
+            let mut conn = pool.get().await?;
+            let put = conn.statement(PUT).await?;
+            let delete = conn.statement(DELETE).await?;
+            let tx = conn.client.transaction().await?;
+            for write in &writes {
+                match write {
+                    Write::Put(k, v) => tx.execute(&put, &[&t, k, v]).await?,
+                    Write::Delete(k) => tx.execute(&delete, &[&t, k]).await?,
+                };
+            }
+            tx.commit().await
+        })
+    }
+
+    fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
+        let (t, p) = (tree.to_owned(), prefix.to_vec());
+        self.run(tree, |pool| scan(pool, t, p, None, None))
+    }
+
+    fn scan_page(
+        &self,
+        tree: &str,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Entries, StorageError> {
+        let (t, p, a) = (tree.to_owned(), prefix.to_vec(), after.map(<[u8]>::to_vec));
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.run(tree, |pool| scan(pool, t, p, a, Some(limit)))
+    }
+
+    fn blobs(&self) -> &Blobs {
+        &self.blobs
+    }
+
+    /// Every write committed durably before it returned: nothing is left to flush.
+    fn flush(&self) -> BoxFuture<'_, Result<(), StorageError>> {
+        Box::pin(async move { self.blobs.durability().check() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_end_of_a_prefix_is_the_first_key_after_it() {
+        assert_eq!(prefix_end(b"ab"), Some(b"ac".to_vec()));
+        assert_eq!(prefix_end(&[b'a', 0xff]), Some(b"b".to_vec()));
+        assert_eq!(prefix_end(&[0xff, 0xff]), None);
+        assert_eq!(prefix_end(b""), None);
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_refused_and_never_shown() {
+        let err = PgTarget::new("postgresql://liutong:s3cret@db:5433/node", None)
+            .err()
+            .unwrap();
+        assert!(err.contains("holds a password"), "{err}");
+        assert!(!err.contains("s3cret"), "{err}");
+        let target = PgTarget::new("postgresql://liutong@db:5433/node", Some("s3cret")).unwrap();
+        assert_eq!(target.place(), "db:5433/node as liutong");
+    }
+}
