@@ -54,7 +54,7 @@ enum News {
 }
 
 /// Why a callback failed.
-enum Failure {
+pub(super) enum Failure {
     /// The server did not prove to be the consumer: nothing was sent.
     NotTheConsumer(String),
     /// Not reached, or not accepted; worth trying again.
@@ -66,6 +66,9 @@ pub async fn run(state: DspState, mut shutdown: Shutdown) {
     loop {
         if let Err(e) = round(&state, &mut shutdown).await {
             tracing::warn!(error = %e, "the DSP callback outbox cannot be read");
+        }
+        if let Err(e) = super::transfer::round(&state, &mut shutdown).await {
+            tracing::warn!(error = %e, "the DSP transfer outbox cannot be read");
         }
         tokio::select! {
             () = shutdown.fired() => return,
@@ -323,7 +326,7 @@ fn agreement(state: &DspState, n: &Negotiation) -> Json {
 
 /// POSTs `body` to `callback` + `path` over HTTPS, presenting this node's certificate
 /// and accepting only a server whose certificate names `consumer`.
-async fn call(
+pub(super) async fn call(
     state: &DspState,
     callback: &str,
     consumer: &ParticipantId,

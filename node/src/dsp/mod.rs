@@ -15,6 +15,8 @@
 //! - `catalog` — the catalog protocol (`/catalog/…`), from the catalog component;
 //! - `negotiation` — the contract negotiation protocol, provider role
 //!   (`/negotiations/…`), from the contract component;
+//! - `transfer` — the transfer process protocol, provider role (`/transfers/…`), and
+//!   the `HttpData-PULL` data endpoint (`/data/…`), from the transfer component;
 //! - `callback` — telling consumers the outcome at their callback addresses;
 //! - `server` — TLS, HTTP and the router.
 //!
@@ -28,6 +30,7 @@ pub mod message;
 pub mod negotiation;
 mod server;
 mod state;
+pub mod transfer;
 pub mod version;
 
 pub use auth::PeerConnection;

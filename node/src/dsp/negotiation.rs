@@ -189,7 +189,10 @@ async fn read(state: &DspState, body: Body, expected: &str) -> Result<Map<String
 
 /// A string property `key` of `message`, if present (an error if present but not a
 /// string).
-fn text<'a>(message: &'a Map<String, Json>, key: &str) -> Result<Option<&'a str>, DspError> {
+pub(super) fn text<'a>(
+    message: &'a Map<String, Json>,
+    key: &str,
+) -> Result<Option<&'a str>, DspError> {
     match message.get(key) {
         None => Ok(None),
         Some(Json::String(s)) => Ok(Some(s)),
@@ -199,7 +202,7 @@ fn text<'a>(message: &'a Map<String, Json>, key: &str) -> Result<Option<&'a str>
 
 /// A process ID: 1 to 256 characters of `A-Z a-z 0-9 : . _ ~ -`, so that it can stand
 /// in a callback URL's path as it is.
-fn pid(key: &str, value: Option<&str>) -> Result<String, DspError> {
+pub(super) fn pid(key: &str, value: Option<&str>) -> Result<String, DspError> {
     let value = value.ok_or_else(|| bad(format!("{key} is missing")))?;
     let ok = !value.is_empty()
         && value.len() <= MAX_PID

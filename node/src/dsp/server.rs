@@ -23,6 +23,7 @@ use super::auth::{PeerConnection, members_only};
 use super::catalog;
 use super::negotiation;
 use super::state::DspState;
+use super::transfer;
 use super::version;
 use crate::base::shutdown::Shutdown;
 use crate::config::Limits;
@@ -75,6 +76,13 @@ pub fn router(state: DspState) -> Router {
             "/negotiations/{pid}/termination",
             post(negotiation::termination),
         )
+        .route("/transfers/request", post(transfer::request))
+        .route("/transfers/{pid}", get(transfer::get))
+        .route("/transfers/{pid}/start", post(transfer::start))
+        .route("/transfers/{pid}/completion", post(transfer::completion))
+        .route("/transfers/{pid}/suspension", post(transfer::suspension))
+        .route("/transfers/{pid}/termination", post(transfer::termination))
+        .route("/data/{pid}", get(transfer::data))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             members_only,

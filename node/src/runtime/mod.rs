@@ -513,6 +513,7 @@ impl RunningNode {
                     storage: node.storage.clone(),
                     tls_identity: node.tls_identity.clone(),
                     data_space_roots: node.data_space_roots.clone(),
+                    transfers: node.transfers.clone(),
                     wake: Arc::default(),
                 };
                 let tls = dsp::tls_config(&node.tls_identity, &node.data_space_roots)?;

@@ -1,0 +1,766 @@
+//! The Dataspace Protocol 2025-1 transfer process against real nodes over real TLS on
+//! loopback. Provider role: a raw HTTP test consumer (with a callback server presenting
+//! its certificate) drives the scenario shapes of the protocol's compatibility kit
+//! (TP:01 request → start → pull → completion; TP:02 suspension, restart and
+//! terminations; TP:03 invalid transitions, answered 4xx other than 404), the data
+//! endpoint's bearer token and `Range`. Every message sent and received is validated
+//! against the protocol's JSON Schemas.
+
+mod common;
+mod dsp;
+
+use base64::Engine as _;
+use common::*;
+use dsp::{CALLBACK_WITHIN, Callbacks, Client, assert_valid};
+use liutong_node::config::{DspSection, NodeConfig};
+use liutong_node::identity::{MemberRole, ParticipantKind};
+use liutong_node::tls::TlsIdentity;
+use serde_json::{Value as Json, json};
+use sha2::{Digest, Sha256};
+
+const ROLES: &[MemberRole] = &[MemberRole::Provider, MemberRole::Consumer];
+const CONTEXT: &str = dsp::CONTEXT;
+
+/// Use for public service only.
+const PUBLIC_SERVICE: &str = r#"
+uid = "urn:liutong:policy:households"
+type = "set"
+
+[[permission]]
+action = "use"
+constraint = [{ leftOperand = "purpose", operator = "isA", rightOperand = "publicService" }]
+"#;
+
+fn with_dsp(config: &mut NodeConfig) {
+    config.dsp = Some(DspSection {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        url: None,
+    });
+}
+
+/// A CSV of a little more than two and a half chunks (chunks are 1 MiB).
+fn payload() -> Vec<u8> {
+    let mut csv = b"district,households\n".to_vec();
+    let mut i = 0u64;
+    while csv.len() < (5 << 20) / 2 {
+        csv.extend_from_slice(format!("district-{i},{}\n", 1000 + i * 7 % 9973).as_bytes());
+        i += 1;
+    }
+    csv
+}
+
+fn member(space: &DataSpace, id: &str) -> TlsIdentity {
+    let mut admission = DataSpace::admission(id, id, ParticipantKind::Government);
+    admission.roles = ROLES.to_vec();
+    let bundle = space.admit(admission);
+    space.identity_of(&bundle)
+}
+
+/// A provider serving DSP with one offer; a consumer member (certificate and callback
+/// server) holding a FINALIZED agreement for it, negotiated over DSP.
+struct Fixture {
+    space: DataSpace,
+    provider: TestNode,
+    consumer: TlsIdentity,
+    callbacks: Callbacks,
+    data: Vec<u8>,
+    /// The agreement's `@id`, as the agreement message gave it.
+    agreement: String,
+}
+
+impl Fixture {
+    async fn start() -> Self {
+        let space = DataSpace::start().await;
+        let provider = space
+            .node_with(TRANSPORT, "transport", ROLES, with_dsp)
+            .await;
+        let consumer = member(&space, ECOLOGY);
+        refresh_all(&[&provider]).await;
+        let data = payload();
+        let product = publish(
+            &provider,
+            &data,
+            "Households",
+            "general-2",
+            "csv",
+            PUBLIC_SERVICE,
+        )
+        .await
+        .unwrap();
+        let callbacks =
+            Callbacks::start(&consumer, &provider.roots(), provider.participant.san_uri()).await;
+        let mut f = Self {
+            space,
+            provider,
+            consumer,
+            callbacks,
+            data,
+            agreement: String::new(),
+        };
+        f.agreement = f
+            .negotiate(&format!("urn:liutong:offer:{}", product.offer_id))
+            .await;
+        f
+    }
+
+    fn client(&self, identity: &TlsIdentity) -> Client {
+        let addr = self
+            .provider
+            .running
+            .dsp_addr()
+            .expect("the DSP listener is on");
+        Client::new(addr, Some(identity), self.provider.roots())
+    }
+
+    /// A plain DSP negotiation to FINALIZED; the agreement's `@id`.
+    async fn negotiate(&self, offer: &str) -> String {
+        let client = self.client(&self.consumer);
+        let cpid = "urn:uuid:negotiation-for-transfer";
+        let message = json!({
+            "@context": [CONTEXT],
+            "@type": "ContractRequestMessage",
+            "consumerPid": cpid,
+            "offer": {"@type": "Offer", "@id": offer, "permission": [{"action": "use"}]},
+            "callbackAddress": self.callbacks.url(),
+            "lt:purpose": "publicService",
+        });
+        assert_valid(&message);
+        let answer = client.post("/negotiations/request", &message).await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let ppid = answer.message()["providerPid"].as_str().unwrap().to_owned();
+        let agreed = self
+            .callbacks
+            .wait_for(&format!("/callback/negotiations/{cpid}/agreement"))
+            .await;
+        let verification = json!({
+            "@context": [CONTEXT],
+            "@type": "ContractAgreementVerificationMessage",
+            "providerPid": ppid,
+            "consumerPid": cpid,
+        });
+        assert_valid(&verification);
+        let answer = client
+            .post(
+                &format!("/negotiations/{ppid}/agreement/verification"),
+                &verification,
+            )
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        self.callbacks
+            .wait_for(&format!("/callback/negotiations/{cpid}/events"))
+            .await;
+        agreed["agreement"]["@id"].as_str().unwrap().to_owned()
+    }
+
+    /// The start messages received for consumer process `cpid`, in order.
+    fn starts(&self, cpid: &str) -> Vec<Json> {
+        let path = format!("/callback/transfers/{cpid}/start");
+        self.callbacks
+            .received()
+            .into_iter()
+            .filter(|(p, _)| *p == path)
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// Waits for the `n`th start message for `cpid` (1-based); returns it, validated.
+    async fn start_message(&self, cpid: &str, n: usize) -> Json {
+        let arrived = wait_until(CALLBACK_WITHIN, || async { self.starts(cpid).len() >= n }).await;
+        assert!(
+            arrived,
+            "no start message {n} for {cpid}: {:?}",
+            self.callbacks.received()
+        );
+        let message = self.starts(cpid)[n - 1].clone();
+        assert_valid(&message);
+        message
+    }
+
+    /// Requests a transfer for consumer process `cpid`; the provider's process ID.
+    async fn request(&self, cpid: &str) -> String {
+        let answer = self
+            .client(&self.consumer)
+            .post(
+                "/transfers/request",
+                &request_message(cpid, &self.agreement, &self.callbacks.url()),
+            )
+            .await;
+        assert_eq!(answer.status, 201, "{answer:?}");
+        let body = answer.message();
+        assert_eq!(body["@type"], "TransferProcess");
+        assert_eq!(body["state"], "REQUESTED");
+        assert_eq!(body["consumerPid"], cpid);
+        body["providerPid"].as_str().unwrap().to_owned()
+    }
+
+    async fn state_of(&self, ppid: &str) -> String {
+        let answer = self
+            .client(&self.consumer)
+            .get(&format!("/transfers/{ppid}"))
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+        answer.message()["state"].as_str().unwrap().to_owned()
+    }
+}
+
+fn request_message(cpid: &str, agreement: &str, callback: &str) -> Json {
+    let message = json!({
+        "@context": [CONTEXT],
+        "@type": "TransferRequestMessage",
+        "consumerPid": cpid,
+        "agreementId": agreement,
+        "format": "HttpData-PULL",
+        "callbackAddress": callback,
+    });
+    assert_valid(&message);
+    message
+}
+
+fn pids(ty: &str, ppid: &str, cpid: &str) -> Json {
+    let mut m = json!({
+        "@context": [CONTEXT],
+        "@type": ty,
+        "providerPid": ppid,
+        "consumerPid": cpid,
+    });
+    if ty != "TransferCompletionMessage" && ty != "TransferStartMessage" {
+        m["code"] = "consumer.pause".into();
+        m["reason"] = json!(["the consumer asked"]);
+    }
+    assert_valid(&m);
+    m
+}
+
+/// The data address of a start message: its endpoint's path and its token.
+fn data_address(start: &Json) -> (String, String) {
+    let address = &start["dataAddress"];
+    assert_eq!(address["endpointType"], "https://w3id.org/idsa/v4.1/HTTP");
+    let endpoint = address["endpoint"].as_str().unwrap();
+    let property = |name: &str| {
+        address["endpointProperties"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["value"].as_str())
+            .map(str::to_owned)
+    };
+    assert_eq!(property("authType").as_deref(), Some("bearer"));
+    (
+        Client::path_of(endpoint),
+        property("authorization").expect("a token"),
+    )
+}
+
+/// A refusal: the status and a valid `TransferError` whose reason contains `words`.
+#[track_caller]
+fn assert_error(answer: &dsp::Answer, status: u16, words: &str) -> Json {
+    assert_eq!(answer.status, status, "{answer:?}");
+    let error = answer.message();
+    assert_eq!(error["@type"], "TransferError", "{error}");
+    let reason = error["reason"].to_string();
+    assert!(reason.contains(words), "{words:?} not in {reason}");
+    error
+}
+
+/// The provider's signed manifest a data answer carries, checked against the provider's
+/// signature is left to the consumer node; here its payload, as JSON.
+fn manifest_of(answer: &dsp::Answer) -> Json {
+    let manifest = base64::engine::general_purpose::STANDARD
+        .decode(answer.headers["liutong-manifest"].as_bytes())
+        .unwrap();
+    let manifest: liutong_node::identity::Envelope = serde_json::from_slice(&manifest).unwrap();
+    serde_json::from_slice(&manifest.payload).unwrap()
+}
+
+/// The body of a whole data answer, after checking it chunk by chunk and whole against
+/// the manifest that came with it.
+#[track_caller]
+fn verified(answer: &dsp::Answer) -> Vec<u8> {
+    let manifest = manifest_of(answer);
+    let chunk = manifest["chunk_size"].as_u64().unwrap() as usize;
+    let hashes = manifest["chunk_hashes"].as_array().unwrap();
+    assert_eq!(answer.body.len() as u64, manifest["size"].as_u64().unwrap());
+    for (i, piece) in answer.body.chunks(chunk).enumerate() {
+        assert_eq!(
+            hashes[i],
+            hex::encode(Sha256::digest(piece)).as_str(),
+            "chunk {i}"
+        );
+    }
+    assert_eq!(
+        manifest["sha256"],
+        hex::encode(Sha256::digest(&answer.body)).as_str()
+    );
+    answer.body.clone()
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+#[tokio::test]
+async fn tp_01_a_request_is_started_pulled_with_the_token_and_completed() {
+    let f = Fixture::start().await;
+    let client = f.client(&f.consumer);
+    let cpid = "urn:uuid:tp-01";
+    let ppid = f.request(cpid).await;
+    let start = f.start_message(cpid, 1).await;
+    assert_eq!(start["@type"], "TransferStartMessage");
+    assert_eq!(start["providerPid"], ppid.as_str());
+    assert_eq!(start["consumerPid"], cpid);
+    assert_eq!(f.state_of(&ppid).await, "STARTED");
+    let (path, token) = data_address(&start);
+    assert_eq!(path, format!("/data/{ppid}"));
+
+    let auth = bearer(&token);
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &auth)], None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "status {}", answer.status);
+    assert_eq!(answer.headers["accept-ranges"], "bytes");
+    let manifest = manifest_of(&answer);
+    assert_eq!(manifest["chunk_hashes"].as_array().unwrap().len(), 3);
+    // Delivered as the gRPC pull delivers this agreement: a CSV is watermarked for
+    // its consumer, and the signed manifest covers the watermarked bytes.
+    assert_eq!(
+        manifest["desensitized"]["source_size"],
+        f.data.len() as u64,
+        "{manifest}"
+    );
+    assert!(
+        manifest["desensitized"]["watermark"]["embedded"] == true,
+        "{manifest}"
+    );
+    let body = verified(&answer);
+    assert_eq!(body.len(), f.data.len());
+    assert!(body != f.data, "the watermark is in the delivered bytes");
+
+    let answer = client
+        .post(
+            &format!("/transfers/{ppid}/completion"),
+            &pids("TransferCompletionMessage", &ppid, cpid),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(f.state_of(&ppid).await, "COMPLETED");
+
+    // The token opens nothing once the transfer is complete.
+    let replay = client
+        .send_with("GET", &path, &[("authorization", &auth)], None)
+        .await
+        .unwrap();
+    assert_error(&replay, 403, "COMPLETED");
+
+    let audit = f.provider.audit_texts().join("\n");
+    assert!(
+        audit.contains(&format!("DSP transfer {ppid} REQUESTED")),
+        "{audit}"
+    );
+    assert!(audit.contains("transfer STARTED: "), "{audit}");
+    assert!(
+        audit.contains(&format!("DSP transfer {ppid} COMPLETED")),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn tp_02_a_suspended_transfer_stops_serving_and_a_restart_brings_a_new_token() {
+    let f = Fixture::start().await;
+    let client = f.client(&f.consumer);
+    let cpid = "urn:uuid:tp-02";
+    let ppid = f.request(cpid).await;
+    let (path, first) = data_address(&f.start_message(cpid, 1).await);
+
+    let answer = client
+        .post(
+            &format!("/transfers/{ppid}/suspension"),
+            &pids("TransferSuspensionMessage", &ppid, cpid),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(f.state_of(&ppid).await, "SUSPENDED");
+    let auth = bearer(&first);
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &auth)], None)
+        .await
+        .unwrap();
+    assert_error(&answer, 403, "SUSPENDED");
+
+    let answer = client
+        .post(
+            &format!("/transfers/{ppid}/start"),
+            &pids("TransferStartMessage", &ppid, cpid),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let (_, second) = data_address(&f.start_message(cpid, 2).await);
+    assert_ne!(first, second, "a restart brings a new token");
+    assert_eq!(f.state_of(&ppid).await, "STARTED");
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &auth)], None)
+        .await
+        .unwrap();
+    assert_error(&answer, 401, "not this transfer's current token");
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &bearer(&second))], None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    verified(&answer);
+
+    // The consumer terminates it: nothing more is served.
+    let answer = client
+        .post(
+            &format!("/transfers/{ppid}/termination"),
+            &pids("TransferTerminationMessage", &ppid, cpid),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(f.state_of(&ppid).await, "TERMINATED");
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &bearer(&second))], None)
+        .await
+        .unwrap();
+    assert_error(&answer, 403, "TERMINATED");
+
+    // A suspended transfer can be terminated too.
+    let cpid = "urn:uuid:tp-02-b";
+    let ppid = f.request(cpid).await;
+    f.start_message(cpid, 1).await;
+    for ty in ["TransferSuspensionMessage", "TransferTerminationMessage"] {
+        let kind = if ty.contains("Suspension") {
+            "suspension"
+        } else {
+            "termination"
+        };
+        let answer = client
+            .post(&format!("/transfers/{ppid}/{kind}"), &pids(ty, &ppid, cpid))
+            .await;
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    assert_eq!(f.state_of(&ppid).await, "TERMINATED");
+    let audit = f.provider.audit_texts().join("\n");
+    assert!(
+        audit.contains(&format!("DSP transfer {ppid} SUSPENDED by the consumer")),
+        "{audit}"
+    );
+    assert!(
+        audit.contains(&format!("DSP transfer {ppid} TERMINATED by the consumer")),
+        "{audit}"
+    );
+}
+
+#[tokio::test]
+async fn tp_03_invalid_transitions_are_400_with_a_transfer_error_not_404() {
+    let f = Fixture::start().await;
+    let client = f.client(&f.consumer);
+    let cpid = "urn:uuid:tp-03";
+    let ppid = f.request(cpid).await;
+    f.start_message(cpid, 1).await;
+    let post = |kind: &'static str, ty: &'static str| {
+        let client = client.clone();
+        let (ppid, cpid) = (ppid.clone(), cpid.to_owned());
+        async move {
+            client
+                .post(
+                    &format!("/transfers/{ppid}/{kind}"),
+                    &pids(ty, &ppid, &cpid),
+                )
+                .await
+        }
+    };
+    // STARTED: a restart is not a step from it.
+    let answer = post("start", "TransferStartMessage").await;
+    let error = assert_error(&answer, 400, "is STARTED; a restart needs it SUSPENDED");
+    assert_eq!(error["providerPid"], ppid.as_str());
+    assert_eq!(error["consumerPid"], cpid);
+    // A message naming another consumer process.
+    let answer = client
+        .post(
+            &format!("/transfers/{ppid}/suspension"),
+            &pids("TransferSuspensionMessage", &ppid, "urn:uuid:another"),
+        )
+        .await;
+    assert_error(&answer, 400, "consumerPid must be");
+    // A message of the wrong type at an endpoint.
+    let answer = client
+        .post(
+            &format!("/transfers/{ppid}/suspension"),
+            &pids("TransferCompletionMessage", &ppid, cpid),
+        )
+        .await;
+    assert_error(&answer, 400, "takes a TransferSuspensionMessage");
+    // COMPLETED is final.
+    let answer = post("completion", "TransferCompletionMessage").await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    for (kind, ty, words) in [
+        (
+            "completion",
+            "TransferCompletionMessage",
+            "a completion needs it STARTED",
+        ),
+        (
+            "suspension",
+            "TransferSuspensionMessage",
+            "a suspension needs it STARTED",
+        ),
+        (
+            "termination",
+            "TransferTerminationMessage",
+            "a termination needs it",
+        ),
+        (
+            "start",
+            "TransferStartMessage",
+            "a restart needs it SUSPENDED",
+        ),
+    ] {
+        let answer = post(kind, ty).await;
+        assert_error(&answer, 400, words);
+    }
+    assert_eq!(f.state_of(&ppid).await, "COMPLETED");
+}
+
+#[tokio::test]
+async fn an_unknown_or_another_participants_transfer_is_404_and_bad_requests_400() {
+    let f = Fixture::start().await;
+    let stranger = member(&f.space, LOGISTICS);
+    refresh_all(&[&f.provider]).await;
+    let cpid = "urn:uuid:foreign";
+    let ppid = f.request(cpid).await;
+    f.start_message(cpid, 1).await;
+    let other = f.client(&stranger);
+    assert_error(
+        &other.get(&format!("/transfers/{ppid}")).await,
+        404,
+        "no transfer process",
+    );
+    assert_error(
+        &other
+            .post(
+                &format!("/transfers/{ppid}/termination"),
+                &pids("TransferTerminationMessage", &ppid, cpid),
+            )
+            .await,
+        404,
+        "no transfer process",
+    );
+    assert_error(
+        &f.client(&f.consumer)
+            .get("/transfers/tp-000000000000000000000000")
+            .await,
+        404,
+        "no transfer process",
+    );
+    assert_eq!(f.state_of(&ppid).await, "STARTED");
+
+    // Another member cannot transfer under this consumer's agreement.
+    let answer = other
+        .post(
+            "/transfers/request",
+            &request_message("urn:uuid:x", &f.agreement, &f.callbacks.url()),
+        )
+        .await;
+    assert_error(&answer, 400, "names no finalized agreement between you");
+    let client = f.client(&f.consumer);
+    let mut push = request_message("urn:uuid:y", &f.agreement, &f.callbacks.url());
+    push["format"] = "HttpData-PUSH".into();
+    assert_error(
+        &client.post("/transfers/request", &push).await,
+        400,
+        "is not offered",
+    );
+    let mut plain = request_message("urn:uuid:z", &f.agreement, &f.callbacks.url());
+    plain["callbackAddress"] = "http://localhost:1/callback".into();
+    assert_error(
+        &client.post("/transfers/request", &plain).await,
+        400,
+        "not an https:// URL",
+    );
+    let unknown = request_message(
+        "urn:uuid:w",
+        "urn:liutong:agreement:agr-none",
+        &f.callbacks.url(),
+    );
+    assert_error(
+        &client.post("/transfers/request", &unknown).await,
+        400,
+        "names no finalized agreement",
+    );
+    let mut no_context = request_message("urn:uuid:v", &f.agreement, &f.callbacks.url());
+    no_context.as_object_mut().unwrap().remove("@context");
+    assert_error(
+        &client.post("/transfers/request", &no_context).await,
+        400,
+        "@context is missing",
+    );
+    let answer = client
+        .send("POST", "/transfers/request", Some(b"{not json".to_vec()))
+        .await
+        .unwrap();
+    assert_error(&answer, 400, "not JSON");
+}
+
+#[tokio::test]
+async fn the_data_endpoint_takes_only_the_transfers_current_token_from_its_consumer() {
+    let f = Fixture::start().await;
+    let stranger = member(&f.space, LOGISTICS);
+    refresh_all(&[&f.provider]).await;
+    let client = f.client(&f.consumer);
+    let (a, b) = ("urn:uuid:token-a", "urn:uuid:token-b");
+    let ppid_a = f.request(a).await;
+    let ppid_b = f.request(b).await;
+    let (path_a, token_a) = data_address(&f.start_message(a, 1).await);
+    let (_, token_b) = data_address(&f.start_message(b, 1).await);
+    let get = |client: Client, path: String, auth: Option<String>| async move {
+        let headers: Vec<(&str, &str)> = match &auth {
+            Some(v) => vec![("authorization", v.as_str())],
+            None => vec![],
+        };
+        client
+            .send_with("GET", &path, &headers, None)
+            .await
+            .unwrap()
+    };
+
+    let missing = get(client.clone(), path_a.clone(), None).await;
+    assert_error(&missing, 401, "no token");
+    assert!(missing.headers.contains_key("www-authenticate"));
+    assert!(missing.body.len() < 2048, "nothing served");
+    assert_error(
+        &get(client.clone(), path_a.clone(), Some(bearer("not-a-token"))).await,
+        401,
+        "not this transfer's current token",
+    );
+    // Transfer B's token does not open transfer A.
+    assert_error(
+        &get(client.clone(), path_a.clone(), Some(bearer(&token_b))).await,
+        401,
+        "not this transfer's current token",
+    );
+    // The right token from another member's certificate.
+    assert_error(
+        &get(f.client(&stranger), path_a.clone(), Some(bearer(&token_a))).await,
+        403,
+        "of another participant",
+    );
+    // The token as the data address gives it, without its scheme, is taken too.
+    let answer = get(client.clone(), path_a.clone(), Some(token_a.clone())).await;
+    assert_eq!(answer.status, 200);
+    verified(&answer);
+
+    // An expired token: its expiry is set in the past on the provider's store.
+    let storage = &f.provider.running.node.storage;
+    let key = ppid_a.as_bytes();
+    let mut record: Json = serde_json::from_slice(
+        &storage
+            .get(liutong_node::dsp::transfer::RECORDS, key)
+            .unwrap()
+            .unwrap(),
+    )
+    .unwrap();
+    record["token_expires"] = (liutong_node::base::clock::now() - 1).into();
+    storage
+        .put(
+            liutong_node::dsp::transfer::RECORDS,
+            key,
+            &serde_json::to_vec(&record).unwrap(),
+        )
+        .unwrap();
+    assert_error(
+        &get(client.clone(), path_a.clone(), Some(bearer(&token_a))).await,
+        401,
+        "the token expired",
+    );
+    assert_eq!(f.state_of(&ppid_b).await, "STARTED");
+
+    // Every refusal is on the provider's audit log, under the caller.
+    let audit = f.provider.audit_texts().join("\n");
+    assert!(audit.contains("no token"), "{audit}");
+    assert!(audit.contains("the token expired"), "{audit}");
+    assert!(audit.contains("of another participant"), "{audit}");
+}
+
+#[tokio::test]
+async fn a_cut_download_resumes_with_range() {
+    let f = Fixture::start().await;
+    let client = f.client(&f.consumer);
+    let cpid = "urn:uuid:range";
+    f.request(cpid).await;
+    let (path, token) = data_address(&f.start_message(cpid, 1).await);
+    let auth = bearer(&token);
+    let whole = client
+        .send_with("GET", &path, &[("authorization", &auth)], None)
+        .await
+        .unwrap();
+    let expected = verified(&whole);
+
+    // The download is cut off after a little more than a chunk.
+    let cut = client
+        .get_cut(&path, &[("authorization", &auth)], (1 << 20) + 4096)
+        .await;
+    assert_eq!(cut.status, 200);
+    let mut got = cut.body;
+    assert!(got.len() < expected.len(), "cut before the end");
+    assert!(got[..] == expected[..got.len()]);
+
+    // Resumed from the first byte missing.
+    let from = format!("bytes={}-", got.len());
+    let rest = client
+        .send_with(
+            "GET",
+            &path,
+            &[("authorization", &auth), ("range", &from)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(rest.status, 206);
+    assert_eq!(
+        rest.headers["content-range"],
+        format!(
+            "bytes {}-{}/{}",
+            got.len(),
+            expected.len() - 1,
+            expected.len()
+        )
+        .as_str()
+    );
+    got.extend_from_slice(&rest.body);
+    assert!(got == expected, "the resumed copy is the payload");
+
+    // A span inside one chunk, and one across a chunk boundary.
+    for (a, b) in [(10usize, 99usize), ((1 << 20) - 5, (1 << 20) + 5)] {
+        let range = format!("bytes={a}-{b}");
+        let part = client
+            .send_with(
+                "GET",
+                &path,
+                &[("authorization", &auth), ("range", &range)],
+                None,
+            )
+            .await
+            .unwrap();
+        assert_eq!(part.status, 206);
+        assert!(part.body == expected[a..=b], "{range}");
+    }
+
+    // A range past the end is 416, naming the size.
+    let past = format!("bytes={}-", expected.len());
+    let answer = client
+        .send_with(
+            "GET",
+            &path,
+            &[("authorization", &auth), ("range", &past)],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_error(&answer, 416, "the payload has");
+    assert_eq!(
+        answer.headers["content-range"],
+        format!("bytes */{}", expected.len()).as_str()
+    );
+}
