@@ -764,3 +764,348 @@ async fn a_cut_download_resumes_with_range() {
         format!("bytes */{}", expected.len()).as_str()
     );
 }
+
+// ---- consumer role --------------------------------------------------------------
+
+/// Two Liutong nodes with DSP listeners: a provider with the payload published, and a
+/// consumer holding a FINALIZED agreement for it, negotiated over the peer API (the
+/// same dual-signed agreement).
+struct TwoNodes {
+    space: DataSpace,
+    provider: TestNode,
+    consumer: TestNode,
+    agreement: String,
+}
+
+impl TwoNodes {
+    async fn start() -> Self {
+        let space = DataSpace::start().await;
+        let provider = space
+            .node_with(TRANSPORT, "transport", ROLES, with_dsp)
+            .await;
+        let consumer = space.node_with(ECOLOGY, "ecology", ROLES, with_dsp).await;
+        refresh_all(&[&provider, &consumer]).await;
+        let product = publish(
+            &provider,
+            &payload(),
+            "Households",
+            "general-2",
+            "csv",
+            PUBLIC_SERVICE,
+        )
+        .await
+        .unwrap();
+        let contract = consumer
+            .request_contract(&provider, &product.offer_id, "publicService")
+            .await
+            .unwrap();
+        assert_eq!(contract.state, "FINALIZED", "{contract:?}");
+        Self {
+            space,
+            provider,
+            consumer,
+            agreement: contract.agreement_id,
+        }
+    }
+
+    fn provider_url(&self) -> String {
+        format!("https://{}", self.provider.running.dsp_addr().unwrap())
+    }
+
+    /// Pulls over DSP through the consumer's admin API.
+    async fn pull(&self, max_chunks: u32) -> Result<liutong_proto::v1::TransferProgress, String> {
+        use tokio_stream::StreamExt as _;
+        let mut stream = self
+            .consumer
+            .admin(liutong_node::local::LocalRole::Admin)
+            .await
+            .pull_transfer(liutong_proto::v1::PullTransferRequest {
+                agreement_id: self.agreement.clone(),
+                max_chunks,
+                peer: self.provider_url(),
+            })
+            .await
+            .map_err(|s| s.message().to_owned())?
+            .into_inner();
+        let mut last = None;
+        while let Some(item) = stream.next().await {
+            last = Some(item.map_err(|s| s.message().to_owned())?);
+        }
+        last.ok_or_else(|| "no progress".to_owned())
+    }
+
+    /// The consumer's DSP transfers.
+    fn consumer_transfers(&self) -> Vec<liutong_node::dsp::pull::ConsumerTransfer> {
+        liutong_node::dsp::pull::consumer_transfers(self.consumer.running.node.storage.as_ref())
+            .unwrap()
+    }
+
+    /// The provider's record of transfer `ppid`, as stored.
+    fn provider_record(&self, ppid: &str) -> Json {
+        let bytes = self
+            .provider
+            .running
+            .node
+            .storage
+            .get(liutong_node::dsp::transfer::RECORDS, ppid.as_bytes())
+            .unwrap()
+            .expect("the provider keeps the transfer");
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    /// A raw client of the consumer's DSP listener presenting `identity`.
+    fn consumer_client(&self, identity: &TlsIdentity) -> Client {
+        Client::new(
+            self.consumer.running.dsp_addr().unwrap(),
+            Some(identity),
+            self.consumer.roots(),
+        )
+    }
+}
+
+/// Runs the `liutong` command on a blocking thread, so that the nodes of this test
+/// keep serving it.
+async fn liutong(args: Vec<String>) -> std::process::Output {
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+            .args(args)
+            .env_remove("LIUTONG_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_pull_over_dsp_resume_after_a_stop_and_record_the_receipt() {
+    let t = TwoNodes::start().await;
+
+    // A pull that stops after one chunk suspends the transfer at the provider.
+    let first = t.pull(1).await.expect("a partial pull");
+    assert_eq!(first.state, "STARTED", "{first:?}");
+    assert_eq!(first.chunks_received, 1);
+    assert_eq!(first.chunks_total, 3);
+    let records = t.consumer_transfers();
+    assert_eq!(records.len(), 1, "{records:?}");
+    let ppid = records[0].provider_pid.clone().unwrap();
+    assert_eq!(records[0].state.as_str(), "SUSPENDED");
+    assert_eq!(t.provider_record(&ppid)["state"], "SUSPENDED");
+
+    // The CLI resumes it over DSP: restarted (a new token), downloaded with Range from
+    // the first chunk missing, every chunk checked, the receipt carried in the
+    // completion.
+    let out = liutong(vec![
+        "transfer".into(),
+        "pull".into(),
+        "--agreement".into(),
+        t.agreement.clone(),
+        "--peer".into(),
+        (t.provider_url()).to_string(),
+        "--json".into(),
+        "--config".into(),
+        (t.consumer.config_path()).to_string_lossy().into_owned(),
+    ])
+    .await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let done: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["chunks_received"], 3, "{done}");
+    let records = t.consumer_transfers();
+    assert_eq!(
+        records.len(),
+        1,
+        "the same transfer, restarted: {records:?}"
+    );
+    assert_eq!(records[0].state.as_str(), "COMPLETED");
+    assert_eq!(t.provider_record(&ppid)["state"], "COMPLETED");
+
+    let provider_log = t.provider.audit_texts().join("\n");
+    assert!(
+        provider_log.contains("3 chunks from chunk 0"),
+        "{provider_log}"
+    );
+    assert!(
+        provider_log.contains("3 chunks from chunk 1"),
+        "{provider_log}"
+    );
+    assert!(
+        provider_log.contains(&format!("DSP transfer {ppid} restarted")),
+        "{provider_log}"
+    );
+    // The provider records the consumer's signed receipt as over gRPC.
+    let receipt = t
+        .provider
+        .running
+        .node
+        .transfers
+        .delivery_receipt(&t.agreement)
+        .unwrap()
+        .expect("the receipt is recorded at the provider");
+    let receipt: Json = serde_json::from_slice(&receipt.payload).unwrap();
+    assert_eq!(receipt["sha256"], done["sha256"], "{receipt}");
+    assert!(
+        provider_log.contains("transfer COMPLETED: receipt for"),
+        "{provider_log}"
+    );
+    let consumer_log = t.consumer.audit_texts().join("\n");
+    assert!(
+        consumer_log.contains("transfer receipt confirmed by the provider"),
+        "{consumer_log}"
+    );
+    let copies = t.consumer.running.node.transfers.copies().unwrap();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].state.as_str(), "COMPLETED");
+
+    // The same words as a pull over the peer API.
+    let out = liutong(vec![
+        "transfer".into(),
+        "pull".into(),
+        "--agreement".into(),
+        t.agreement.clone(),
+        "--peer".into(),
+        (t.provider_url()).to_string(),
+        "--config".into(),
+        (t.consumer.config_path()).to_string_lossy().into_owned(),
+    ])
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with("COMPLETED: ") && stdout.contains("every chunk verified"),
+        "{stdout}"
+    );
+
+    // A URL that is not https:// is refused before anything is sent.
+    let out = liutong(vec![
+        "transfer".into(),
+        "pull".into(),
+        "--agreement".into(),
+        t.agreement.clone(),
+        "--peer".into(),
+        (format!("http://{}", t.provider.running.dsp_addr().unwrap())).to_string(),
+        "--config".into(),
+        (t.consumer.config_path()).to_string_lossy().into_owned(),
+    ])
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("https:// URL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test]
+async fn tp_c_the_consumers_callbacks_take_only_its_transfers_provider() {
+    let t = TwoNodes::start().await;
+    t.pull(1).await.expect("a partial pull");
+    let record = t.consumer_transfers().remove(0);
+    let (cpid, ppid) = (
+        record.consumer_pid.clone(),
+        record.provider_pid.clone().unwrap(),
+    );
+    let provider_identity = t.provider.running.node.tls_identity.clone();
+    let from_provider = t.consumer_client(&provider_identity);
+    let stranger = member(&t.space, LOGISTICS);
+    refresh_all(&[&t.consumer]).await;
+    let from_stranger = t.consumer_client(&stranger);
+    let message = |ty: &str, cpid: &str| pids(ty, &ppid, cpid);
+
+    // Another member, and an unknown transfer: 404.
+    assert_error(
+        &from_stranger
+            .post(
+                &format!("/callback/transfers/{cpid}/termination"),
+                &message("TransferTerminationMessage", &cpid),
+            )
+            .await,
+        404,
+        "no transfer process",
+    );
+    assert_error(
+        &from_provider
+            .post(
+                "/callback/transfers/urn:uuid:unknown/termination",
+                &message("TransferTerminationMessage", "urn:uuid:unknown"),
+            )
+            .await,
+        404,
+        "no transfer process",
+    );
+    // Invalid transitions and bad messages from the provider: 400.
+    assert_error(
+        &from_provider
+            .post(
+                &format!("/callback/transfers/{cpid}/completion"),
+                &message("TransferCompletionMessage", &cpid),
+            )
+            .await,
+        400,
+        "cannot make it COMPLETED",
+    );
+    let mut start = message("TransferStartMessage", &cpid);
+    start["dataAddress"] = json!({
+        "@type": "DataAddress",
+        "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+        "endpoint": "http://127.0.0.1:1/data/x",
+        "endpointProperties": [{"@type": "EndpointProperty", "name": "authorization", "value": "t"}],
+    });
+    assert_valid(&start);
+    assert_error(
+        &from_provider
+            .post(&format!("/callback/transfers/{cpid}/start"), &start)
+            .await,
+        400,
+        "https:// URL",
+    );
+    assert_error(
+        &from_provider
+            .post(
+                &format!("/callback/transfers/{cpid}/suspension"),
+                &message("TransferSuspensionMessage", "urn:uuid:another"),
+            )
+            .await,
+        400,
+        "consumerPid must be",
+    );
+    assert_eq!(t.consumer_transfers()[0].state.as_str(), "SUSPENDED");
+
+    // The provider terminates it.
+    let answer = from_provider
+        .post(
+            &format!("/callback/transfers/{cpid}/termination"),
+            &message("TransferTerminationMessage", &cpid),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert_eq!(t.consumer_transfers()[0].state.as_str(), "TERMINATED");
+    assert_error(
+        &from_provider
+            .post(
+                &format!("/callback/transfers/{cpid}/termination"),
+                &message("TransferTerminationMessage", &cpid),
+            )
+            .await,
+        400,
+        "is TERMINATED",
+    );
+
+    // The next pull asks for a new transfer and resumes the copy from its durable
+    // chunks.
+    let done = t.pull(0).await.expect("the pull");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    let records = t.consumer_transfers();
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(
+        records
+            .iter()
+            .any(|r| r.state.as_str() == "COMPLETED" && r.consumer_pid != cpid),
+        "{records:?}"
+    );
+}

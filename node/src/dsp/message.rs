@@ -29,7 +29,10 @@ impl Area {
     pub fn of_path(path: &str) -> Self {
         if path.starts_with("/negotiations") {
             Area::Negotiation
-        } else if path.starts_with("/transfers") || path.starts_with("/data/") {
+        } else if path.starts_with("/transfers")
+            || path.starts_with("/data/")
+            || path.starts_with("/callback/transfers")
+        {
             Area::Transfer
         } else {
             Area::Catalog

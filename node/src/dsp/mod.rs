@@ -17,6 +17,8 @@
 //!   (`/negotiations/…`), from the contract component;
 //! - `transfer` — the transfer process protocol, provider role (`/transfers/…`), and
 //!   the `HttpData-PULL` data endpoint (`/data/…`), from the transfer component;
+//! - `pull` — the transfer process protocol, consumer role: this node pulls from a
+//!   provider's DSP endpoint, and takes its messages at `/callback/transfers/…`;
 //! - `callback` — telling consumers the outcome at their callback addresses;
 //! - `server` — TLS, HTTP and the router.
 //!
@@ -28,6 +30,7 @@ pub mod callback;
 pub mod catalog;
 pub mod message;
 pub mod negotiation;
+pub mod pull;
 mod server;
 mod state;
 pub mod transfer;

@@ -22,6 +22,7 @@ use tower::ServiceExt as _;
 use super::auth::{PeerConnection, members_only};
 use super::catalog;
 use super::negotiation;
+use super::pull;
 use super::state::DspState;
 use super::transfer;
 use super::version;
@@ -83,6 +84,19 @@ pub fn router(state: DspState) -> Router {
         .route("/transfers/{pid}/suspension", post(transfer::suspension))
         .route("/transfers/{pid}/termination", post(transfer::termination))
         .route("/data/{pid}", get(transfer::data))
+        .route("/callback/transfers/{pid}/start", post(pull::on_start))
+        .route(
+            "/callback/transfers/{pid}/completion",
+            post(pull::on_completion),
+        )
+        .route(
+            "/callback/transfers/{pid}/suspension",
+            post(pull::on_suspension),
+        )
+        .route(
+            "/callback/transfers/{pid}/termination",
+            post(pull::on_termination),
+        )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             members_only,

@@ -199,7 +199,7 @@ fn unavailable(reason: impl Into<String>) -> DspError {
 }
 
 /// The negotiation binding's helpers answer in its area; here they answer in this one.
-fn in_area(mut e: DspError) -> DspError {
+pub(super) fn in_area(mut e: DspError) -> DspError {
     e.area = Area::Transfer;
     e
 }
@@ -780,11 +780,22 @@ pub async fn data(
             ),
         ));
     }
-    // Which chunks the range needs is known only from the manifest, which the delivery
-    // makes; a whole delivery is decided first, then cut to the range.
+    // The delivery is decided (and logged) from the chunk the range begins in, by the
+    // agreement's chunk size; the manifest it makes then cuts the bytes exactly.
+    let from_chunk = match (
+        range(&headers, u64::MAX),
+        state
+            .contracts
+            .consumer_agreement(&member.participant_id, &record.agreement_id),
+    ) {
+        (Ok(Some(span)), Ok(agreement)) => {
+            u32::try_from(span.start / agreement.chunk_size.max(1) as u64).unwrap_or(u32::MAX)
+        }
+        _ => 0,
+    };
     let delivery = state
         .transfers
-        .start_delivery(&member, &record.agreement_id, 0)
+        .start_delivery(&member, &record.agreement_id, from_chunk)
         .await
         .map_err(|e| pids(transfer_error(e)))?;
     let manifest: Manifest = delivery

@@ -36,6 +36,7 @@ mod receipts;
 mod seal;
 pub mod state;
 mod store;
+pub use consumer::{DeliveryParts, OpenDelivery};
 pub use error::TransferError;
 pub use provider::{Delivery, DeliveryStream, delivered};
 pub use seal::CopySeal;
