@@ -191,7 +191,11 @@ impl std::fmt::Debug for Answer {
         f.debug_struct("Answer")
             .field("status", &self.status)
             .field("headers", &self.headers)
-            .field("body", &String::from_utf8_lossy(&self.body))
+            // A payload is shown by its start only.
+            .field(
+                "body",
+                &String::from_utf8_lossy(&self.body[..self.body.len().min(2048)]),
+            )
             .finish()
     }
 }
