@@ -731,6 +731,19 @@ async fn a_cut_download_resumes_with_range() {
     got.extend_from_slice(&rest.body);
     assert!(got == expected, "the resumed copy is the payload");
 
+    // The last bytes.
+    let tail = client
+        .send_with(
+            "GET",
+            &path,
+            &[("authorization", &auth), ("range", "bytes=-5")],
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(tail.status, 206, "{tail:?}");
+    assert!(tail.body == expected[expected.len() - 5..]);
+
     // A span inside one chunk, and one across a chunk boundary.
     for (a, b) in [(10usize, 99usize), ((1 << 20) - 5, (1 << 20) + 5)] {
         let range = format!("bytes={a}-{b}");

@@ -308,7 +308,7 @@ async fn open(
             && r.token.is_some()
             && (r.token_expires == 0 || r.token_expires > now() + TOKEN_MARGIN)
     };
-    let mut record = match active {
+    let record = match active {
         Some(r) if usable(&r) => r,
         Some(mut r) => {
             if r.state == S::Started {
@@ -343,7 +343,7 @@ async fn open(
         }
         None => request(consumer, peer_url, agreement_id, provider).await?,
     };
-    let parts = download(consumer, &mut record, provider, offset).await?;
+    let parts = download(consumer, &record, provider, offset).await?;
     Ok((record.consumer_pid, parts))
 }
 
@@ -477,7 +477,7 @@ async fn wait_for_start(
 /// the manifest (from its header), then the chunks cut from the bytes.
 async fn download(
     consumer: &DspConsumer,
-    record: &mut ConsumerTransfer,
+    record: &ConsumerTransfer,
     provider: &ParticipantId,
     offset: u64,
 ) -> Result<DeliveryParts, TransferError> {
@@ -589,7 +589,6 @@ async fn download(
             }
         }
     });
-    record.state = S::Started;
     Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
 }
 

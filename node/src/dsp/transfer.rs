@@ -782,13 +782,18 @@ pub async fn data(
     }
     // The delivery is decided (and logged) from the chunk the range begins in, by the
     // agreement's chunk size; the manifest it makes then cuts the bytes exactly.
+    // A suffix range (`bytes=-n`) names no start until the size is known: from 0.
+    let suffix = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().starts_with("bytes=-"));
     let from_chunk = match (
         range(&headers, u64::MAX),
         state
             .contracts
             .consumer_agreement(&member.participant_id, &record.agreement_id),
     ) {
-        (Ok(Some(span)), Ok(agreement)) => {
+        (Ok(Some(span)), Ok(agreement)) if !suffix => {
             u32::try_from(span.start / agreement.chunk_size.max(1) as u64).unwrap_or(u32::MAX)
         }
         _ => 0,
@@ -848,7 +853,11 @@ pub async fn data(
             Err(e) => Some(Err(std::io::Error::other(e.to_string()))),
         })
         // Stops after the range's last chunk: the stream reads a chunk only when asked.
-        .take(((end - 1) / chunk_size - first as u64 + 1) as usize);
+        .take(if end > start {
+            ((end - 1) / chunk_size - first as u64 + 1) as usize
+        } else {
+            0
+        });
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
     h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
