@@ -67,9 +67,6 @@ pub async fn run(state: DspState, mut shutdown: Shutdown) {
         if let Err(e) = round(&state, &mut shutdown).await {
             tracing::warn!(error = %e, "the DSP callback outbox cannot be read");
         }
-        if let Err(e) = super::transfer::round(&state, &mut shutdown).await {
-            tracing::warn!(error = %e, "the DSP transfer outbox cannot be read");
-        }
         tokio::select! {
             () = shutdown.fired() => return,
             () = state.wake.notified() => {}

@@ -130,6 +130,18 @@ fn stored(e: String) -> TransferError {
     TransferError::Internal(e)
 }
 
+impl crate::transfer::RemotePull for DspConsumer {
+    fn pull(
+        self: Arc<Self>,
+        peer: String,
+        agreement_id: String,
+        max_chunks: u32,
+        progress_tx: mpsc::Sender<TransferProgress>,
+    ) -> crate::base::BoxFuture<'static, Result<TransferProgress, TransferError>> {
+        Box::pin(async move { pull(self, &peer, &agreement_id, max_chunks, progress_tx).await })
+    }
+}
+
 /// Pulls (or resumes) the product of `agreement_id` from the provider's DSP endpoint at
 /// `peer_url`; reports progress on `progress_tx`, as the peer API's pull does.
 pub async fn pull(

@@ -48,6 +48,8 @@ pub struct DspState {
     /// The transfer component the gRPC transfer service also uses: one delivery, two
     /// bindings.
     pub transfers: Arc<crate::transfer::Transfers>,
+    /// Wakes the worker that sends transfers' start messages.
+    pub transfer_wake: Arc<tokio::sync::Notify>,
     /// Wakes the callback worker when a negotiation has news for its consumer.
     pub wake: Arc<tokio::sync::Notify>,
 }

@@ -381,7 +381,7 @@ pub async fn request(
         ),
     )
     .await;
-    state.wake.notify_one();
+    state.transfer_wake.notify_one();
     Ok((StatusCode::CREATED, axum::Json(record.body())).into_response())
 }
 
@@ -414,7 +414,7 @@ async fn step(
         .await
         .map_err(|e| refuse(unavailable(e)))?;
     if owed {
-        state.wake.notify_one();
+        state.transfer_wake.notify_one();
     }
     Ok(record)
 }
@@ -889,9 +889,27 @@ fn ring_eq(a: &str, b: &str) -> bool {
 
 // ---- the start message outbox -----------------------------------------------------
 
+/// The longest the start worker sleeps between looks at its outbox.
+const TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Sends the start messages owed, when woken and at least every second, until
+/// `shutdown` fires.
+pub async fn run(state: DspState, mut shutdown: Shutdown) {
+    loop {
+        if let Err(e) = round(&state, &mut shutdown).await {
+            tracing::warn!(error = %e, "the DSP transfer outbox cannot be read");
+        }
+        tokio::select! {
+            () = shutdown.fired() => return,
+            () = state.transfer_wake.notified() => {}
+            () = tokio::time::sleep(TICK) => {}
+        }
+    }
+}
+
 /// One look at every transfer owed a start message: a new token is made and its hash
 /// and the STARTED state are durable before the message carrying it is sent.
-pub(super) async fn round(state: &DspState, shutdown: &mut Shutdown) -> Result<(), String> {
+async fn round(state: &DspState, shutdown: &mut Shutdown) -> Result<(), String> {
     let pending = state
         .storage
         .scan_prefix(OUTBOX, b"")

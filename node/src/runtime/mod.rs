@@ -524,6 +524,7 @@ impl RunningNode {
                     tls_identity: node.tls_identity.clone(),
                     data_space_roots: node.data_space_roots.clone(),
                     transfers: node.transfers.clone(),
+                    transfer_wake: Arc::default(),
                     wake: Arc::default(),
                 };
                 let tls = dsp::tls_config(&node.tls_identity, &node.data_space_roots)?;
@@ -542,7 +543,9 @@ impl RunningNode {
 
         let mut workers = Workers::new(signal);
         let dsp = dsp.map(|(addr, task, state)| {
+            let starts = state.clone();
             workers.spawn("DSP callbacks", |s| dsp::callback::run(state, s));
+            workers.spawn("DSP transfer starts", |s| dsp::transfer::run(starts, s));
             (addr, task)
         });
         let refresh = node.refresh.clone();

@@ -137,16 +137,19 @@ impl Node {
                 metrics: self.telemetry.metrics.clone(),
                 peer_addr: self.peer_addr,
                 admin_addr: self.admin_addr,
-                dsp: self.dsp_url.as_ref().map(|url| {
-                    Arc::new(crate::dsp::pull::DspConsumer {
-                        base_url: url.clone(),
-                        tls_identity: self.tls_identity.clone(),
-                        roots: self.data_space_roots.clone(),
-                        storage: self.storage.clone(),
-                        contracts: self.contracts.clone(),
-                        transfers: self.transfers.clone(),
-                    })
-                }),
+                dsp: self
+                    .dsp_url
+                    .as_ref()
+                    .map(|url| -> Arc<dyn crate::transfer::RemotePull> {
+                        Arc::new(crate::dsp::pull::DspConsumer {
+                            base_url: url.clone(),
+                            tls_identity: self.tls_identity.clone(),
+                            roots: self.data_space_roots.clone(),
+                            storage: self.storage.clone(),
+                            contracts: self.contracts.clone(),
+                            transfers: self.transfers.clone(),
+                        })
+                    }),
             },
             usage: UsageService {
                 usage: self.usage.clone(),

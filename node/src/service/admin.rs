@@ -54,7 +54,7 @@ pub struct AdminService {
     pub peer_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
     /// The DSP consumer role, when the DSP listener is on (its callbacks arrive there).
-    pub dsp: Option<Arc<crate::dsp::pull::DspConsumer>>,
+    pub dsp: Option<Arc<dyn crate::transfer::RemotePull>>,
 }
 
 fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {

@@ -76,7 +76,7 @@ impl Transfer for TransferService {
 /// `Admin.PullTransfer`: runs the pull in its own task and streams its progress; the
 /// pull goes on to the end of its current step even if the caller goes away.
 pub(super) fn pull(
-    dsp: Option<(Arc<crate::dsp::pull::DspConsumer>, String)>,
+    dsp: Option<(Arc<dyn crate::transfer::RemotePull>, String)>,
     transfers: Arc<Transfers>,
     metrics: Metrics,
     request: PullTransferRequest,
@@ -100,15 +100,15 @@ pub(super) fn pull(
                         .pull(&request.agreement_id, request.max_chunks, progress_tx)
                         .await
                 }
-                Some((consumer, peer)) => {
-                    crate::dsp::pull::pull(
-                        consumer,
-                        &peer,
-                        &request.agreement_id,
-                        request.max_chunks,
-                        progress_tx,
-                    )
-                    .await
+                Some((remote, peer)) => {
+                    remote
+                        .pull(
+                            peer,
+                            request.agreement_id.clone(),
+                            request.max_chunks,
+                            progress_tx,
+                        )
+                        .await
                 }
             }
             .map_err(into_status);
