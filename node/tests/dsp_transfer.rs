@@ -1122,3 +1122,71 @@ async fn tp_c_the_consumers_callbacks_take_only_its_transfers_provider() {
         "{records:?}"
     );
 }
+
+#[tokio::test]
+async fn the_consumers_request_is_a_valid_message_and_a_refusal_ends_its_transfer() {
+    let t = TwoNodes::start().await;
+    // A server presenting the provider's certificate that takes every message with 200
+    // (not the 201 a request needs): the consumer's request is recorded there.
+    let provider_identity = t.provider.running.node.tls_identity.clone();
+    let recorder = Callbacks::start(
+        &provider_identity,
+        &t.consumer.roots(),
+        t.consumer.participant.san_uri(),
+    )
+    .await;
+    let mut admin = t
+        .consumer
+        .admin(liutong_node::local::LocalRole::Admin)
+        .await;
+    let answer = admin
+        .pull_transfer(liutong_proto::v1::PullTransferRequest {
+            agreement_id: t.agreement.clone(),
+            max_chunks: 0,
+            peer: recorder.url(),
+        })
+        .await;
+    let refused = match answer {
+        Err(status) => status.message().to_owned(),
+        Ok(stream) => {
+            use tokio_stream::StreamExt as _;
+            let mut stream = stream.into_inner();
+            let mut last = String::new();
+            while let Some(item) = stream.next().await {
+                if let Err(status) = item {
+                    last = status.message().to_owned();
+                }
+            }
+            last
+        }
+    };
+    assert!(
+        refused.contains("requesting the transfer") && refused.contains("200"),
+        "{refused}"
+    );
+    let request = recorder.wait_for("/callback/transfers/request").await;
+    assert_eq!(request["@type"], "TransferRequestMessage");
+    assert_eq!(request["format"], "HttpData-PULL");
+    assert_eq!(
+        request["agreementId"],
+        format!("urn:liutong:agreement:{}", t.agreement).as_str()
+    );
+    let callback = request["callbackAddress"].as_str().unwrap();
+    assert_eq!(
+        callback,
+        format!(
+            "https://{}/callback",
+            t.consumer.running.dsp_addr().unwrap()
+        )
+    );
+    let records = t.consumer_transfers();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].state.as_str(), "TERMINATED");
+    assert_eq!(
+        records[0].consumer_pid,
+        request["consumerPid"].as_str().unwrap()
+    );
+    // Nothing of the product was kept.
+    let copies = t.consumer.running.node.transfers.copies().unwrap();
+    assert!(copies.is_empty(), "{copies:?}");
+}
