@@ -390,6 +390,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         .pull_transfer(PullTransferRequest {
             agreement_id: approved.agreement_id.clone(),
             max_chunks: 0,
+            peer: String::new(),
         })
         .await?
         .into_inner();

@@ -20,6 +20,11 @@ pub enum TransferCommand {
         /// Pull at most this many chunks now (0: all); pull again to resume.
         #[arg(long, default_value_t = 0)]
         max_chunks: u32,
+        /// Pull from the provider's Dataspace Protocol endpoint at this https:// base
+        /// URL (this node's DSP listener must be on); without it, over the Liutong
+        /// peer API at the agreement's peer address.
+        #[arg(long)]
+        peer: Option<String>,
         #[command(flatten)]
         local: LocalArgs,
         #[arg(long)]
@@ -39,6 +44,7 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
         TransferCommand::Pull {
             agreement,
             max_chunks,
+            peer,
             local,
             json,
         } => {
@@ -48,6 +54,7 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
                 .pull_transfer(PullTransferRequest {
                     agreement_id: agreement,
                     max_chunks,
+                    peer: peer.unwrap_or_default(),
                 })
                 .await
                 .map_err(status_error)?

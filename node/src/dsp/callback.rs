@@ -57,7 +57,7 @@ enum News {
 }
 
 /// Why a callback failed.
-enum Failure {
+pub(super) enum Failure {
     /// The server did not prove to be the consumer: nothing was sent.
     NotTheConsumer(String),
     /// Not reached, or not accepted; worth trying again.
@@ -360,7 +360,7 @@ fn agreement(state: &DspState, n: &Negotiation) -> Json {
 
 /// POSTs `body` to `callback` + `path` over HTTPS, presenting this node's certificate
 /// and accepting only a server whose certificate names `consumer`.
-async fn call(
+pub(super) async fn call(
     state: &DspState,
     callback: &str,
     consumer: &ParticipantId,

@@ -1,6 +1,7 @@
 //! The JSON-LD envelope every Dataspace Protocol message shares: the `@context` that must
 //! name the DSP 2025-1 context, the `@type`, a bounded size; and the error bodies the
-//! binding answers refusals with (`CatalogError`, `ContractNegotiationError`).
+//! binding answers refusals with (`CatalogError`, `ContractNegotiationError`,
+//! `TransferError`).
 //!
 //! Messages are read as compacted JSON-LD, as the specification allows: the node checks
 //! the context it requires and reads the terms by their compact names.
@@ -20,6 +21,7 @@ pub const PROTOCOL_VERSION: &str = "2025-1";
 pub enum Area {
     Catalog,
     Negotiation,
+    Transfer,
 }
 
 impl Area {
@@ -27,6 +29,11 @@ impl Area {
     pub fn of_path(path: &str) -> Self {
         if path.starts_with("/negotiations") {
             Area::Negotiation
+        } else if path.starts_with("/transfers")
+            || path.starts_with("/data/")
+            || path.starts_with("/callback/transfers")
+        {
+            Area::Transfer
         } else {
             Area::Catalog
         }
@@ -37,6 +44,7 @@ impl Area {
         match self {
             Area::Catalog => "CatalogError",
             Area::Negotiation => "ContractNegotiationError",
+            Area::Transfer => "TransferError",
         }
     }
 }
@@ -93,7 +101,7 @@ impl DspError {
             "code": self.status.as_u16().to_string(),
             "reason": [self.reason],
         });
-        if self.area == Area::Negotiation {
+        if matches!(self.area, Area::Negotiation | Area::Transfer) {
             // The schema requires both IDs; one not known (a message that could not be
             // read) is sent empty.
             let (provider, consumer) = self.pids.clone().unwrap_or_default();

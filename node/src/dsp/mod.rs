@@ -17,6 +17,10 @@
 //!   (`/negotiations/…`), from the contract component;
 //! - `consumer` — the contract negotiation protocol, consumer role: requests to
 //!   providers and their messages at this node's callback address;
+//! - `transfer` — the transfer process protocol, provider role (`/transfers/…`), and
+//!   the `HttpData-PULL` data endpoint (`/data/…`), from the transfer component;
+//! - `pull` — the transfer process protocol, consumer role: this node pulls from a
+//!   provider's DSP endpoint, and takes its messages at `/callback/transfers/…`;
 //! - `callback` — telling consumers the outcome at their callback addresses;
 //! - `server` — TLS, HTTP and the router.
 //!
@@ -29,8 +33,10 @@ pub mod catalog;
 pub mod consumer;
 pub mod message;
 pub mod negotiation;
+pub mod pull;
 mod server;
 mod state;
+pub mod transfer;
 pub mod version;
 
 pub use auth::PeerConnection;

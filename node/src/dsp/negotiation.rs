@@ -206,7 +206,7 @@ pub(super) fn text<'a>(
 
 /// A process ID: 1 to 256 characters of `A-Z a-z 0-9 : . _ ~ -`, so that it can stand
 /// in a callback URL's path as it is.
-fn pid(key: &str, value: Option<&str>) -> Result<String, DspError> {
+pub(super) fn pid(key: &str, value: Option<&str>) -> Result<String, DspError> {
     let value = value.ok_or_else(|| bad(format!("{key} is missing")))?;
     let ok = !value.is_empty()
         && value.len() <= MAX_PID

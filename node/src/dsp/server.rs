@@ -23,7 +23,9 @@ use super::auth::{PeerConnection, members_only};
 use super::catalog;
 use super::consumer;
 use super::negotiation;
+use super::pull;
 use super::state::DspState;
+use super::transfer;
 use super::version;
 use crate::base::shutdown::Shutdown;
 use crate::config::Limits;
@@ -80,6 +82,26 @@ pub fn router(state: DspState) -> Router {
         .route(
             "/negotiations/{pid}/termination",
             post(consumer::termination),
+        )
+        .route("/transfers/request", post(transfer::request))
+        .route("/transfers/{pid}", get(transfer::get))
+        .route("/transfers/{pid}/start", post(transfer::start))
+        .route("/transfers/{pid}/completion", post(transfer::completion))
+        .route("/transfers/{pid}/suspension", post(transfer::suspension))
+        .route("/transfers/{pid}/termination", post(transfer::termination))
+        .route("/data/{pid}", get(transfer::data))
+        .route("/callback/transfers/{pid}/start", post(pull::on_start))
+        .route(
+            "/callback/transfers/{pid}/completion",
+            post(pull::on_completion),
+        )
+        .route(
+            "/callback/transfers/{pid}/suspension",
+            post(pull::on_suspension),
+        )
+        .route(
+            "/callback/transfers/{pid}/termination",
+            post(pull::on_termination),
         )
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

@@ -45,6 +45,11 @@ pub struct DspState {
     /// callback addresses.
     pub tls_identity: Arc<TlsIdentity>,
     pub data_space_roots: rustls::RootCertStore,
+    /// The transfer component the gRPC transfer service also uses: one delivery, two
+    /// bindings.
+    pub transfers: Arc<crate::transfer::Transfers>,
+    /// Wakes the worker that sends transfers' start messages.
+    pub transfer_wake: Arc<tokio::sync::Notify>,
     /// Wakes the callback worker when a negotiation has news for its consumer.
     pub wake: Arc<tokio::sync::Notify>,
 }

@@ -264,6 +264,13 @@ impl RunningNode {
             config.authority.public_key,
             storage.clone(),
         )?);
+        let dsp_url = match (&dsp_listener, &config.dsp) {
+            (Some((_, listener)), Some(d)) => match &d.url {
+                Some(url) => Some(url.clone()),
+                None => listener.local_addr().ok().map(|a| format!("https://{a}")),
+            },
+            _ => None,
+        };
         let peer_addr = peer_listener
             .local_addr()
             .map_err(|source| listen_err(config.node.listen, "peer API", "node.listen", source))?;
@@ -396,6 +403,7 @@ impl RunningNode {
             ops,
             peer_addr,
             admin_addr,
+            dsp_url,
         });
         if let Ok(Some(latest)) = node.cosigning.latest_status()
             && latest.witnessed()
@@ -511,12 +519,14 @@ impl RunningNode {
                         source,
                     )
                 })?;
-                let url = node.config.dsp.as_ref().and_then(|d| d.url.clone());
                 let state = dsp::DspState {
                     catalog: node.catalog.clone(),
                     audit: node.audit.clone(),
                     participant: node.identity.participant_id().clone(),
-                    base_url: url.unwrap_or_else(|| format!("https://{addr}")),
+                    base_url: node
+                        .dsp_url
+                        .clone()
+                        .unwrap_or_else(|| format!("https://{addr}")),
                     max_body: limits.max_message_bytes,
                     authenticator: peer_auth.clone(),
                     refusals: refusals.clone(),
@@ -526,6 +536,8 @@ impl RunningNode {
                     storage: node.storage.clone(),
                     tls_identity: node.tls_identity.clone(),
                     data_space_roots: node.data_space_roots.clone(),
+                    transfers: node.transfers.clone(),
+                    transfer_wake: Arc::default(),
                     wake: Arc::default(),
                 };
                 node.contracts
@@ -549,7 +561,9 @@ impl RunningNode {
 
         let mut workers = Workers::new(signal);
         let dsp = dsp.map(|(addr, task, state)| {
+            let starts = state.clone();
             workers.spawn("DSP callbacks", |s| dsp::callback::run(state, s));
+            workers.spawn("DSP transfer starts", |s| dsp::transfer::run(starts, s));
             (addr, task)
         });
         let refresh = node.refresh.clone();

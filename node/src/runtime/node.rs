@@ -77,6 +77,8 @@ pub struct Node {
     pub ops: Arc<Ops>,
     pub peer_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The base URL other connectors reach the DSP listener at, when it is on.
+    pub dsp_url: Option<String>,
 }
 
 impl Node {
@@ -135,6 +137,19 @@ impl Node {
                 metrics: self.telemetry.metrics.clone(),
                 peer_addr: self.peer_addr,
                 admin_addr: self.admin_addr,
+                dsp: self
+                    .dsp_url
+                    .as_ref()
+                    .map(|url| -> Arc<dyn crate::transfer::RemotePull> {
+                        Arc::new(crate::dsp::pull::DspConsumer {
+                            base_url: url.clone(),
+                            tls_identity: self.tls_identity.clone(),
+                            roots: self.data_space_roots.clone(),
+                            storage: self.storage.clone(),
+                            contracts: self.contracts.clone(),
+                            transfers: self.transfers.clone(),
+                        })
+                    }),
             },
             usage: UsageService {
                 usage: self.usage.clone(),

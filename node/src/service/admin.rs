@@ -53,6 +53,8 @@ pub struct AdminService {
     pub metrics: Metrics,
     pub peer_addr: std::net::SocketAddr,
     pub admin_addr: std::net::SocketAddr,
+    /// The DSP consumer role, when the DSP listener is on (its callbacks arrive there).
+    pub dsp: Option<Arc<dyn crate::transfer::RemotePull>>,
 }
 
 fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
@@ -237,7 +239,24 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
         bounded::id("agreement_id", &request.agreement_id).map_err(into_status)?;
+        let dsp = if request.peer.is_empty() {
+            None
+        } else if request.peer.starts_with("https://") {
+            let Some(dsp) = &self.dsp else {
+                return Err(Status::failed_precondition(
+                    "pulling from a DSP peer needs this node's DSP listener (the provider \
+                     sends the data address to it): set [dsp] listen in node.toml",
+                ));
+            };
+            Some((dsp.clone(), request.peer.clone()))
+        } else {
+            return Err(Status::invalid_argument(
+                "peer: a DSP peer is an https:// URL; leave it empty to pull over the \
+                 agreement's own peer address",
+            ));
+        };
         Ok(Response::new(transfer::pull(
+            dsp,
             self.transfers.clone(),
             self.metrics.clone(),
             request,

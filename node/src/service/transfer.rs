@@ -76,6 +76,7 @@ impl Transfer for TransferService {
 /// `Admin.PullTransfer`: runs the pull in its own task and streams its progress; the
 /// pull goes on to the end of its current step even if the caller goes away.
 pub(super) fn pull(
+    dsp: Option<(Arc<dyn crate::transfer::RemotePull>, String)>,
     transfers: Arc<Transfers>,
     metrics: Metrics,
     request: PullTransferRequest,
@@ -93,10 +94,24 @@ pub(super) fn pull(
                 })
             };
             let started = std::time::Instant::now();
-            let result = transfers
-                .pull(&request.agreement_id, request.max_chunks, progress_tx)
-                .await
-                .map_err(into_status);
+            let result = match dsp {
+                None => {
+                    transfers
+                        .pull(&request.agreement_id, request.max_chunks, progress_tx)
+                        .await
+                }
+                Some((remote, peer)) => {
+                    remote
+                        .pull(
+                            peer,
+                            request.agreement_id.clone(),
+                            request.max_chunks,
+                            progress_tx,
+                        )
+                        .await
+                }
+            }
+            .map_err(into_status);
             // The state reached, or the gRPC code of the failure (e.g. DataLoss).
             let outcome = match &result {
                 Ok(p) => p.state.clone(),

@@ -41,6 +41,23 @@ impl Transfers {
         max_chunks: u32,
         progress_tx: mpsc::Sender<TransferProgress>,
     ) -> Result<TransferProgress, TransferError> {
+        self.pull_from(agreement_id, max_chunks, progress_tx, None)
+            .await
+    }
+
+    /// [`pull`](Self::pull) from the provider's Liutong peer API (`open` is `None`) or
+    /// from another binding: `open` is called with the resume point (the first chunk
+    /// missing, and its byte offset) and gives the provider's delivery in the peer API's
+    /// form, the signed manifest first, then the chunks from there. Every check, the
+    /// copy, its record and the receipt are the same whichever binding delivers; a
+    /// receipt is sent here only over the peer API (the other binding carries it).
+    pub async fn pull_from(
+        &self,
+        agreement_id: &str,
+        max_chunks: u32,
+        progress_tx: mpsc::Sender<TransferProgress>,
+        open: Option<OpenDelivery>,
+    ) -> Result<TransferProgress, TransferError> {
         self.contracts
             .require_own_role(MemberRole::Consumer, "pulling a transfer")
             .map_err(|e| TransferError::Forbidden(e.to_string()))?;
@@ -76,29 +93,45 @@ impl Transfers {
         }
         let from_chunk = existing.as_ref().map_or(0, |c| c.chunks_received);
 
-        let channel = self
-            .peers
-            .connect_member(&n.peer_address, &n.peer)
-            .await
-            .map_err(|e| TransferError::Unreachable(e.to_string()))?;
-        let limit = self.limits.max_message_bytes;
-        let mut client = TransferClient::new(channel)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit);
-        let mut stream = client
-            .pull(PullRequest {
-                agreement_id: agreement_id.to_owned(),
-                from_chunk,
-            })
-            .await
-            .map_err(|s| TransferError::Peer(s.into()))?
-            .into_inner();
+        let (mut client, mut stream) = match open {
+            None => {
+                let channel = self
+                    .peers
+                    .connect_member(&n.peer_address, &n.peer)
+                    .await
+                    .map_err(|e| TransferError::Unreachable(e.to_string()))?;
+                let limit = self.limits.max_message_bytes;
+                let mut client = TransferClient::new(channel)
+                    .max_decoding_message_size(limit)
+                    .max_encoding_message_size(limit);
+                let stream = client
+                    .pull(PullRequest {
+                        agreement_id: agreement_id.to_owned(),
+                        from_chunk,
+                    })
+                    .await
+                    .map_err(|s| TransferError::Peer(s.into()))?
+                    .into_inner();
+                (Some(client), Source::Grpc(Box::new(stream)))
+            }
+            Some(open) => {
+                let offset = match &existing {
+                    Some(c) => {
+                        let m: Manifest = c.manifest.peek_json().map_err(|e| {
+                            TransferError::DataLoss(format!("the stored manifest: {e}"))
+                        })?;
+                        from_chunk as u64 * m.chunk_size as u64
+                    }
+                    None => 0,
+                };
+                (None, Source::Other(open(from_chunk, offset).await?))
+            }
+        };
 
         // The manifest: signed by the provider, for this agreement's product version.
         let first = stream
             .message()
-            .await
-            .map_err(|s| TransferError::Peer(s.into()))?
+            .await?
             .ok_or_else(|| TransferError::Invalid("the provider sent nothing".into()))?;
         let Some(Part::Manifest(manifest_envelope)) = first.part else {
             return Err(TransferError::Invalid(
@@ -178,12 +211,7 @@ impl Transfers {
         loop {
             let more = next < total && (max_chunks == 0 || pulled < max_chunks);
             let message = if more {
-                Some(
-                    stream
-                        .message()
-                        .await
-                        .map_err(|s| TransferError::Peer(s.into()))?,
-                )
+                Some(stream.message().await?)
             } else {
                 None
             };
@@ -320,10 +348,45 @@ impl Transfers {
         // Pause point `transfer.consumer.completed`: COMPLETED is durable, the receipt not
         // sent yet.
         crate::pause::at("transfer.consumer.completed").await;
-        self.send_receipt(agreement_id, Some(client)).await?;
+        if let Some(client) = client.take() {
+            self.send_receipt(agreement_id, Some(client)).await?;
+        }
         let done = progress(&record);
         let _ = progress_tx.send(done.clone()).await;
         Ok(done)
+    }
+}
+
+/// Opens a delivery from another binding than the peer API: called with the first chunk
+/// missing and its byte offset.
+pub type OpenDelivery = Box<
+    dyn FnOnce(
+            u32,
+            u64,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<DeliveryParts, TransferError>> + Send>,
+        > + Send,
+>;
+
+/// A delivery in the peer API's form: the signed manifest, then the chunks in order.
+pub type DeliveryParts =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<PullResponse, TransferError>> + Send>>;
+
+/// Where a pull's delivery comes from.
+enum Source {
+    Grpc(Box<tonic::Streaming<PullResponse>>),
+    Other(DeliveryParts),
+}
+
+impl Source {
+    async fn message(&mut self) -> Result<Option<PullResponse>, TransferError> {
+        match self {
+            Source::Grpc(stream) => stream
+                .message()
+                .await
+                .map_err(|s| TransferError::Peer(s.into())),
+            Source::Other(stream) => tokio_stream::StreamExt::next(stream).await.transpose(),
+        }
     }
 }
 

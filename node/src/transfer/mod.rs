@@ -36,6 +36,7 @@ mod receipts;
 mod seal;
 pub mod state;
 mod store;
+pub use consumer::{DeliveryParts, OpenDelivery};
 pub use error::TransferError;
 pub use provider::{Delivery, DeliveryStream, delivered};
 pub use seal::CopySeal;
@@ -109,6 +110,19 @@ impl Transfers {
     ) -> Result<crate::storage::Page<ReceivedCopy>, TransferError> {
         copies_page(self.storage.as_ref(), after, limit)
     }
+}
+
+/// A pull over another binding than the Liutong peer API (the Dataspace Protocol's
+/// consumer role), for the local API: `peer` is the provider's endpoint there. The
+/// binding feeds the delivery to [`Transfers::pull_from`], so every check is the same.
+pub trait RemotePull: Send + Sync {
+    fn pull(
+        self: Arc<Self>,
+        peer: String,
+        agreement_id: String,
+        max_chunks: u32,
+        progress_tx: tokio::sync::mpsc::Sender<liutong_proto::v1::TransferProgress>,
+    ) -> crate::base::BoxFuture<'static, Result<liutong_proto::v1::TransferProgress, TransferError>>;
 }
 
 /// Payload type of a transfer manifest.

@@ -108,6 +108,36 @@ impl Transfers {
     }
 }
 
+impl Transfers {
+    /// The provider confirmed the receipt of COMPLETED copy `agreement_id` over another
+    /// binding (it carried the receipt): it is not sent again.
+    pub async fn receipt_confirmed(&self, agreement_id: &str) -> Result<(), TransferError> {
+        let Some(_claim) = self.receipt_claim(agreement_id).await else {
+            return Err(TransferError::Unavailable(format!(
+                "the receipt of agreement {agreement_id} is being sent; it is confirmed then"
+            )));
+        };
+        let storage = self.storage.as_ref();
+        let key = pending_key(agreement_id);
+        if storage.get(COPIES, &key)?.is_none() {
+            return Ok(());
+        }
+        let Some(c) = copy(storage, agreement_id)? else {
+            return Ok(());
+        };
+        self.audit
+            .append_with(
+                &[copy_event(
+                    &c,
+                    "transfer receipt confirmed by the provider".into(),
+                )],
+                vec![(COPIES, Write::Delete(key))],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
 /// An audit event about copy `c`, naming its provider.
 fn copy_event(c: &ReceivedCopy, detail: String) -> crate::audit::log::Event {
     let mut event = crate::audit::log::Event::new(EventKind::Transfer, now(), detail);

@@ -596,6 +596,7 @@ impl TestNode {
             .pull_transfer(PullTransferRequest {
                 agreement_id: agreement.into(),
                 max_chunks,
+                peer: String::new(),
             })
             .await?
             .into_inner();

@@ -191,7 +191,11 @@ impl std::fmt::Debug for Answer {
         f.debug_struct("Answer")
             .field("status", &self.status)
             .field("headers", &self.headers)
-            .field("body", &String::from_utf8_lossy(&self.body))
+            // A payload is shown by its start only.
+            .field(
+                "body",
+                &String::from_utf8_lossy(&self.body[..self.body.len().min(2048)]),
+            )
             .finish()
     }
 }
@@ -275,16 +279,44 @@ impl Client {
         path_and_query: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Answer, String> {
-        tokio::time::timeout(ANSWER_WITHIN, self.exchange(method, path_and_query, body))
-            .await
-            .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
+        self.send_with(method, path_and_query, &[], body).await
+    }
+
+    /// [`send`](Self::send) with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Result<Answer, String> {
+        tokio::time::timeout(
+            ANSWER_WITHIN,
+            self.exchange(method, path_and_query, headers, body, usize::MAX),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
+    }
+
+    /// A GET whose answer is cut off by the client once at least `keep` bytes of its
+    /// body arrived (the connection is dropped): the body holds what arrived by then.
+    pub async fn get_cut(&self, path: &str, headers: &[(&str, &str)], keep: usize) -> Answer {
+        tokio::time::timeout(
+            ANSWER_WITHIN,
+            self.exchange("GET", path, headers, None, keep),
+        )
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {ANSWER_WITHIN:?}")))
+        .expect("an answer")
     }
 
     async fn exchange(
         &self,
         method: &str,
         path_and_query: &str,
+        headers: &[(&str, &str)],
         body: Option<Vec<u8>>,
+        keep: usize,
     ) -> Result<Answer, String> {
         let tcp = TcpStream::connect(self.addr)
             .await
@@ -297,13 +329,16 @@ impl Client {
         let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
             .await
             .map_err(|e| format!("HTTP: {e}"))?;
-        tokio::spawn(connection);
+        let connection = tokio::spawn(connection);
         let mut request = http::Request::builder()
             .method(method)
             .uri(path_and_query)
             .header(http::header::HOST, self.addr.to_string());
         if body.is_some() {
             request = request.header(http::header::CONTENT_TYPE, "application/json");
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
         }
         let request = request
             .body(Full::new(bytes::Bytes::from(body.unwrap_or_default())))
@@ -314,13 +349,23 @@ impl Client {
             .map_err(|e| format!("HTTP: {e}"))?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| format!("HTTP body: {e}"))?
-            .to_bytes()
-            .to_vec();
+        let mut incoming = response.into_body();
+        let mut body = Vec::new();
+        while body.len() < keep {
+            match incoming.frame().await {
+                None => break,
+                Some(frame) => {
+                    let frame = frame.map_err(|e| format!("HTTP body: {e}"))?;
+                    if let Ok(data) = frame.into_data() {
+                        body.extend_from_slice(&data);
+                    }
+                }
+            }
+        }
+        if keep != usize::MAX {
+            // The cut: the connection goes, whatever was still coming.
+            connection.abort();
+        }
         Ok(Answer {
             status,
             headers,

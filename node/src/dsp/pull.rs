@@ -1,0 +1,928 @@
+//! The transfer process protocol, consumer role: this node pulls the product of an
+//! agreement it holds as consumer from a provider's DSP endpoint (`HttpData-PULL`).
+//!
+//! It sends a `TransferRequestMessage` whose callback address is this node's own DSP
+//! listener (`<base>/callback`), takes the provider's start message there
+//! (`/callback/transfers/:consumerPid/start|completion|suspension|termination`, only
+//! from that transfer's provider: anyone else is answered 404), downloads the data
+//! address with its bearer token, and hands the bytes to the transfer component as the
+//! peer API's delivery: the same check of the signed manifest against the agreement and
+//! of every chunk against it, the same sealed copy, record and receipt. A pull that
+//! stops early suspends the transfer; the next restarts it (a new token) and resumes
+//! with `Range` from the first chunk not yet durable. The copy's signed receipt goes to
+//! the provider in the completion message (`lt:receipt`).
+//!
+//! Calls go only to a server presenting the agreement's provider's own certificate;
+//! this node presents its own.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::ServerName;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value as Json, json};
+use tokio::net::TcpStream;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsConnector;
+
+use super::message::{self, Area, CONTEXT, DspError};
+use super::negotiation::text;
+use super::state::DspState;
+use super::transfer::{FORMAT, MANIFEST_HEADER, RECEIPT, TransferProcessState as S, in_area};
+use crate::base::clock::now;
+use crate::base::random::random_id;
+use crate::contract::{Contracts, Role};
+use crate::identity::{Envelope, Membership, ParticipantId};
+use crate::service::PeerCaller;
+use crate::storage::Storage;
+use crate::tls::{self, ExpectedServer, TlsIdentity};
+use crate::transfer::{DeliveryParts, Manifest, TransferError, TransferState, Transfers};
+use liutong_proto::v1::pull_response::Part;
+use liutong_proto::v1::{Chunk, PullResponse, TransferProgress};
+
+/// This node's transfers as DSP consumer, by consumer process ID.
+const RECORDS: &str = "dsp_consumer_transfers";
+/// How long a pull waits for the provider's start message.
+const START_WITHIN: Duration = Duration::from_secs(30);
+/// How long connecting and one answer's head may take.
+const CALL_WITHIN: Duration = Duration::from_secs(30);
+/// A token this close to its expiry is not used for a new download.
+const TOKEN_MARGIN: i64 = 30;
+/// The largest answer body to a protocol message read.
+const MAX_ANSWER: usize = 1 << 20;
+
+/// What the consumer role needs: this node's listener (for callbacks), its certificate
+/// and the data-space CA (for calls), and the components the pull goes through.
+pub struct DspConsumer {
+    /// This node's DSP base URL (no trailing slash).
+    pub base_url: String,
+    pub tls_identity: Arc<TlsIdentity>,
+    pub roots: rustls::RootCertStore,
+    pub storage: Arc<dyn Storage>,
+    pub contracts: Arc<Contracts>,
+    pub transfers: Arc<Transfers>,
+}
+
+/// What the consumer keeps of a transfer process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConsumerTransfer {
+    pub consumer_pid: String,
+    pub provider_pid: Option<String>,
+    /// The provider's participant: the only caller of this transfer's callbacks.
+    pub provider: String,
+    pub agreement_id: String,
+    /// The provider's DSP base URL.
+    pub peer_url: String,
+    pub state: S,
+    /// The data address of the latest start message, and its token's expiry (Unix s,
+    /// 0: not given).
+    pub endpoint: Option<String>,
+    pub token: Option<String>,
+    pub token_expires: i64,
+    pub reason: String,
+}
+
+impl ConsumerTransfer {
+    fn load(storage: &dyn Storage, pid: &str) -> Result<Option<Self>, String> {
+        match storage
+            .get(RECORDS, pid.as_bytes())
+            .map_err(|e| e.to_string())?
+        {
+            None => Ok(None),
+            Some(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| format!("the stored DSP transfer {pid} is damaged: {e}")),
+        }
+    }
+
+    async fn store(&self, storage: &dyn Storage) -> Result<(), String> {
+        let bytes = serde_json::to_vec(self).expect("records serialize");
+        storage
+            .put(RECORDS, self.consumer_pid.as_bytes(), &bytes)
+            .map_err(|e| e.to_string())?;
+        storage.flush().await.map_err(|e| e.to_string())
+    }
+}
+
+/// This node's DSP transfers as consumer (for operators and tests).
+pub fn consumer_transfers(storage: &dyn Storage) -> Result<Vec<ConsumerTransfer>, String> {
+    storage
+        .scan_prefix(RECORDS, b"")
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| e.to_string()))
+        .collect()
+}
+
+fn unreachable(e: impl std::fmt::Display) -> TransferError {
+    TransferError::Unreachable(e.to_string())
+}
+
+fn stored(e: String) -> TransferError {
+    TransferError::Internal(e)
+}
+
+impl crate::transfer::RemotePull for DspConsumer {
+    fn pull(
+        self: Arc<Self>,
+        peer: String,
+        agreement_id: String,
+        max_chunks: u32,
+        progress_tx: mpsc::Sender<TransferProgress>,
+    ) -> crate::base::BoxFuture<'static, Result<TransferProgress, TransferError>> {
+        Box::pin(async move { pull(self, &peer, &agreement_id, max_chunks, progress_tx).await })
+    }
+}
+
+/// Pulls (or resumes) the product of `agreement_id` from the provider's DSP endpoint at
+/// `peer_url`; reports progress on `progress_tx`, as the peer API's pull does.
+pub async fn pull(
+    consumer: Arc<DspConsumer>,
+    peer_url: &str,
+    agreement_id: &str,
+    max_chunks: u32,
+    progress_tx: mpsc::Sender<TransferProgress>,
+) -> Result<TransferProgress, TransferError> {
+    let peer_url = peer_base(peer_url).map_err(TransferError::Invalid)?;
+    let n = consumer.contracts.finalized(Role::Consumer, agreement_id)?;
+    let provider = n.peer.clone();
+    let opened: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let open = {
+        let (consumer, peer_url, agreement_id) =
+            (consumer.clone(), peer_url.clone(), agreement_id.to_owned());
+        let (provider, opened) = (provider.clone(), opened.clone());
+        Box::new(move |_from_chunk: u32, offset: u64| {
+            Box::pin(async move {
+                let (pid, parts) =
+                    open(&consumer, &peer_url, &agreement_id, &provider, offset).await?;
+                *opened.lock().unwrap_or_else(|p| p.into_inner()) = Some(pid);
+                Ok(parts)
+            }) as std::pin::Pin<Box<dyn std::future::Future<Output = _> + Send>>
+        }) as crate::transfer::OpenDelivery
+    };
+    let result = consumer
+        .transfers
+        .pull_from(agreement_id, max_chunks, progress_tx, Some(open))
+        .await;
+    let pid = opened.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let Some(pid) = pid else {
+        return result;
+    };
+    let done = result?;
+    let mut record = ConsumerTransfer::load(consumer.storage.as_ref(), &pid)
+        .map_err(stored)?
+        .ok_or_else(|| TransferError::Internal(format!("transfer {pid} is not on record")))?;
+    if done.state == TransferState::Completed.as_str() {
+        complete(&consumer, &mut record, &provider).await?;
+    } else {
+        // Stopped early: the provider stops serving until the next pull restarts it.
+        if let Err(e) = message_to_provider(&consumer, &mut record, &provider, "suspension").await {
+            tracing::warn!(transfer = %pid, error = %e, "cannot suspend the DSP transfer");
+        }
+    }
+    Ok(done)
+}
+
+/// The provider's base URL: `https://…` with a host, no trailing slash.
+fn peer_base(url: &str) -> Result<String, String> {
+    super::negotiation::callback_address(Some(url)).map_err(|_| {
+        format!(
+            "--peer {}: a DSP peer is an https:// URL with a host (its DSP base URL)",
+            crate::base::bounded::shown(url, 128)
+        )
+    })
+}
+
+/// Tells the provider the copy verified, with its signed receipt; confirmed, the
+/// receipt is not sent again.
+async fn complete(
+    consumer: &DspConsumer,
+    record: &mut ConsumerTransfer,
+    provider: &ParticipantId,
+) -> Result<(), TransferError> {
+    let receipt = crate::transfer::copy(consumer.storage.as_ref(), &record.agreement_id)?
+        .and_then(|c| c.receipt);
+    let ppid = record.provider_pid.clone().unwrap_or_default();
+    let mut body = json!({
+        "@context": [CONTEXT],
+        "@type": "TransferCompletionMessage",
+        "providerPid": ppid,
+        "consumerPid": record.consumer_pid,
+    });
+    if let Some(r) = &receipt {
+        body[RECEIPT] = serde_json::to_value(r).expect("envelopes serialize");
+    }
+    let (status, answer) = post(
+        consumer,
+        &record.peer_url,
+        provider,
+        &format!("/transfers/{ppid}/completion"),
+        &body,
+    )
+    .await
+    .map_err(unreachable)?;
+    if !status.is_success() {
+        // The copy is complete; the receipt stays to be sent again by the background
+        // work over the peer API.
+        return Err(TransferError::Peer(crate::base::error::PeerRefusal {
+            kind: crate::base::error::ErrorKind::FailedPrecondition,
+            message: format!(
+                "the provider refused the completion ({status}): {}",
+                reason(&answer)
+            ),
+            refusal: None,
+        }));
+    }
+    if receipt.is_some() {
+        consumer
+            .transfers
+            .receipt_confirmed(&record.agreement_id)
+            .await?;
+    }
+    record.state = S::Completed;
+    record.token = None;
+    record
+        .store(consumer.storage.as_ref())
+        .await
+        .map_err(stored)
+}
+
+/// Sends a suspension or termination of `record` to its provider.
+async fn message_to_provider(
+    consumer: &DspConsumer,
+    record: &mut ConsumerTransfer,
+    provider: &ParticipantId,
+    kind: &str,
+) -> Result<(), String> {
+    let ppid = record.provider_pid.clone().unwrap_or_default();
+    let (ty, next) = match kind {
+        "suspension" => ("TransferSuspensionMessage", S::Suspended),
+        _ => ("TransferTerminationMessage", S::Terminated),
+    };
+    let body = json!({
+        "@context": [CONTEXT],
+        "@type": ty,
+        "providerPid": ppid,
+        "consumerPid": record.consumer_pid,
+        "code": "consumer.stopped",
+        "reason": ["the consumer's pull stopped before the end; it resumes later"],
+    });
+    let (status, answer) = post(
+        consumer,
+        &record.peer_url,
+        provider,
+        &format!("/transfers/{ppid}/{kind}"),
+        &body,
+    )
+    .await?;
+    if !status.is_success() {
+        return Err(format!(
+            "the provider answered {status}: {}",
+            reason(&answer)
+        ));
+    }
+    record.state = next;
+    record.token = None;
+    record.store(consumer.storage.as_ref()).await
+}
+
+/// The process to pull through for `agreement_id`: a STARTED one whose token still
+/// holds is used as it is, a SUSPENDED one (or one whose token ran out) is restarted,
+/// otherwise a new one is requested. Then the data address is downloaded from
+/// `offset`. Returns the consumer process ID and the delivery.
+async fn open(
+    consumer: &Arc<DspConsumer>,
+    peer_url: &str,
+    agreement_id: &str,
+    provider: &ParticipantId,
+    offset: u64,
+) -> Result<(String, DeliveryParts), TransferError> {
+    let storage = consumer.storage.as_ref();
+    let active = consumer_transfers(storage)
+        .map_err(stored)?
+        .into_iter()
+        .find(|r| {
+            r.agreement_id == agreement_id
+                && r.peer_url == peer_url
+                && r.provider_pid.is_some()
+                && matches!(r.state, S::Started | S::Suspended)
+        });
+    let usable = |r: &ConsumerTransfer| {
+        r.state == S::Started
+            && r.token.is_some()
+            && (r.token_expires == 0 || r.token_expires > now() + TOKEN_MARGIN)
+    };
+    let record = match active {
+        Some(r) if usable(&r) => r,
+        Some(mut r) => {
+            if r.state == S::Started {
+                message_to_provider(consumer, &mut r, provider, "suspension")
+                    .await
+                    .map_err(unreachable)?;
+            }
+            // The start message that answers the restart brings the new token.
+            r.endpoint = None;
+            r.token = None;
+            r.store(storage).await.map_err(stored)?;
+            let ppid = r.provider_pid.clone().unwrap_or_default();
+            let body = json!({
+                "@context": [CONTEXT],
+                "@type": "TransferStartMessage",
+                "providerPid": ppid,
+                "consumerPid": r.consumer_pid,
+            });
+            let (status, answer) = post(
+                consumer,
+                peer_url,
+                provider,
+                &format!("/transfers/{ppid}/start"),
+                &body,
+            )
+            .await
+            .map_err(unreachable)?;
+            if !status.is_success() {
+                return Err(refused("restarting the transfer", status, &answer));
+            }
+            wait_for_start(storage, &r.consumer_pid).await?
+        }
+        None => request(consumer, peer_url, agreement_id, provider).await?,
+    };
+    let parts = download(consumer, &record, provider, offset).await?;
+    Ok((record.consumer_pid, parts))
+}
+
+fn refused(what: &str, status: http::StatusCode, answer: &[u8]) -> TransferError {
+    let message = format!("{what}: the provider answered {status}: {}", reason(answer));
+    TransferError::Peer(crate::base::error::PeerRefusal {
+        kind: match status.as_u16() {
+            401 => crate::base::error::ErrorKind::Unauthenticated,
+            403 => crate::base::error::ErrorKind::PermissionDenied,
+            404 => crate::base::error::ErrorKind::NotFound,
+            416 => crate::base::error::ErrorKind::OutOfRange,
+            s if s >= 500 => crate::base::error::ErrorKind::Unavailable,
+            _ => crate::base::error::ErrorKind::FailedPrecondition,
+        },
+        message,
+        refusal: None,
+    })
+}
+
+/// The reason of a DSP error body, or the body as text.
+fn reason(answer: &[u8]) -> String {
+    let text = serde_json::from_slice::<Json>(answer)
+        .ok()
+        .and_then(|j| j.get("reason").cloned())
+        .map(|r| match r {
+            Json::Array(items) => items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                .collect::<Vec<_>>()
+                .join("; "),
+            other => other.to_string(),
+        })
+        .unwrap_or_else(|| String::from_utf8_lossy(answer).into_owned());
+    crate::base::bounded::shown(&text, 512).to_string()
+}
+
+/// A new transfer process: on record first, then requested; the start message awaited.
+async fn request(
+    consumer: &DspConsumer,
+    peer_url: &str,
+    agreement_id: &str,
+    provider: &ParticipantId,
+) -> Result<ConsumerTransfer, TransferError> {
+    let storage = consumer.storage.as_ref();
+    let consumer_pid = format!(
+        "urn:liutong:transfer:{}",
+        random_id("ctp").map_err(|e| TransferError::Internal(e.to_string()))?
+    );
+    let mut record = ConsumerTransfer {
+        consumer_pid: consumer_pid.clone(),
+        provider_pid: None,
+        provider: provider.to_string(),
+        agreement_id: agreement_id.to_owned(),
+        peer_url: peer_url.to_owned(),
+        state: S::Requested,
+        endpoint: None,
+        token: None,
+        token_expires: 0,
+        reason: String::new(),
+    };
+    record.store(storage).await.map_err(stored)?;
+    let body = json!({
+        "@context": [CONTEXT],
+        "@type": "TransferRequestMessage",
+        "consumerPid": consumer_pid,
+        "agreementId": format!("urn:liutong:agreement:{agreement_id}"),
+        "format": FORMAT,
+        "callbackAddress": format!("{}/callback", consumer.base_url),
+    });
+    let (status, answer) = post(consumer, peer_url, provider, "/transfers/request", &body)
+        .await
+        .map_err(unreachable)?;
+    if status != http::StatusCode::CREATED {
+        record.state = S::Terminated;
+        record.reason = reason(&answer);
+        record.store(storage).await.map_err(stored)?;
+        return Err(refused("requesting the transfer", status, &answer));
+    }
+    let process: Json = serde_json::from_slice(&answer)
+        .map_err(|e| TransferError::Invalid(format!("the provider's answer: {e}")))?;
+    let provider_pid = process["providerPid"]
+        .as_str()
+        .filter(|p| super::negotiation::pid("providerPid", Some(p)).is_ok())
+        .ok_or_else(|| {
+            TransferError::Invalid("the provider's answer names no usable providerPid".into())
+        })?
+        .to_owned();
+    // Read again: the start message may already have arrived and been recorded.
+    let mut current = ConsumerTransfer::load(storage, &consumer_pid)
+        .map_err(stored)?
+        .unwrap_or(record);
+    current.provider_pid = Some(provider_pid);
+    current.store(storage).await.map_err(stored)?;
+    wait_for_start(storage, &consumer_pid).await
+}
+
+/// Waits (bounded) for the start message of `pid` to be on record.
+async fn wait_for_start(
+    storage: &dyn Storage,
+    pid: &str,
+) -> Result<ConsumerTransfer, TransferError> {
+    let deadline = tokio::time::Instant::now() + START_WITHIN;
+    loop {
+        let record = ConsumerTransfer::load(storage, pid)
+            .map_err(stored)?
+            .ok_or_else(|| TransferError::Internal(format!("transfer {pid} is not on record")))?;
+        match record.state {
+            S::Started if record.token.is_some() && record.provider_pid.is_some() => {
+                return Ok(record);
+            }
+            S::Terminated | S::Completed => {
+                return Err(TransferError::Forbidden(format!(
+                    "the provider ended transfer {pid}: {}",
+                    record.reason
+                )));
+            }
+            _ => {}
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(TransferError::Unreachable(format!(
+                "the provider sent no start message for transfer {pid} within {}; can it \
+                 reach this node's DSP listener (dsp.url)?",
+                humantime::format_duration(START_WITHIN)
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Downloads the data address of `record` from `offset`, as the peer API's delivery:
+/// the manifest (from its header), then the chunks cut from the bytes.
+async fn download(
+    consumer: &DspConsumer,
+    record: &ConsumerTransfer,
+    provider: &ParticipantId,
+    offset: u64,
+) -> Result<DeliveryParts, TransferError> {
+    let endpoint = record
+        .endpoint
+        .clone()
+        .ok_or_else(|| TransferError::Invalid("the start message named no endpoint".into()))?;
+    let token = record.token.clone().unwrap_or_default();
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| TransferError::Invalid(format!("the data address {endpoint}: {e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(TransferError::Invalid(format!(
+            "the data address {endpoint} is not https://"
+        )));
+    }
+    let mut headers = vec![(http::header::AUTHORIZATION, format!("Bearer {token}"))];
+    if offset > 0 {
+        headers.push((http::header::RANGE, format!("bytes={offset}-")));
+    }
+    let response = call(consumer, &uri, provider, "GET", headers, Vec::new())
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    let expected = if offset > 0 {
+        http::StatusCode::PARTIAL_CONTENT
+    } else {
+        http::StatusCode::OK
+    };
+    if status != expected {
+        let body = read_bounded(response.into_body()).await;
+        return Err(refused("downloading the data", status, &body));
+    }
+    let manifest = response
+        .headers()
+        .get(MANIFEST_HEADER)
+        .and_then(|v| {
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_bytes())
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice::<Envelope>(&b).ok())
+        .ok_or_else(|| {
+            TransferError::Invalid(format!(
+                "the provider sent no signed manifest ({MANIFEST_HEADER} header): it is not \
+                 a Liutong node, and its data cannot be checked against the agreement"
+            ))
+        })?;
+    // Read unchecked only to cut the bytes into chunks; the transfer component checks
+    // the signature and the agreement.
+    let m: Manifest = manifest
+        .peek_json()
+        .map_err(|e| TransferError::DataLoss(format!("the manifest: {e}")))?;
+    let chunk_size = m.chunk_size.max(1) as u64;
+    if !offset.is_multiple_of(chunk_size) {
+        return Err(TransferError::Invalid(
+            "a download resumes at a chunk boundary".into(),
+        ));
+    }
+    let (tx, rx) = mpsc::channel::<Result<PullResponse, TransferError>>(2);
+    let _ = tx
+        .send(Ok(PullResponse {
+            part: Some(Part::Manifest(manifest.into())),
+        }))
+        .await;
+    let mut body = response.into_body();
+    let size = m.size;
+    tokio::spawn(async move {
+        let mut index = (offset / chunk_size) as u32;
+        let mut at = offset;
+        let mut buffer: Vec<u8> = Vec::new();
+        loop {
+            if at >= size {
+                return;
+            }
+            let want = (size - at).min(chunk_size) as usize;
+            if buffer.len() >= want {
+                let rest = buffer.split_off(want);
+                let data = std::mem::replace(&mut buffer, rest);
+                at += want as u64;
+                let chunk = PullResponse {
+                    part: Some(Part::Chunk(Chunk {
+                        index,
+                        data: data.into(),
+                    })),
+                };
+                index += 1;
+                if tx.send(Ok(chunk)).await.is_err() {
+                    return;
+                }
+                continue;
+            }
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        buffer.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(e)) => {
+                    let _ = tx
+                        .send(Err(TransferError::Unreachable(format!(
+                            "the download was cut off after {at} bytes: {e}"
+                        ))))
+                        .await;
+                    return;
+                }
+                // The stream ends: the chunk stage reports what is missing.
+                None => return,
+            }
+        }
+    });
+    Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
+}
+
+async fn read_bounded(body: hyper::body::Incoming) -> Vec<u8> {
+    match tokio::time::timeout(
+        CALL_WITHIN,
+        http_body_util::Limited::new(body, MAX_ANSWER).collect(),
+    )
+    .await
+    {
+        Ok(Ok(collected)) => collected.to_bytes().to_vec(),
+        _ => Vec::new(),
+    }
+}
+
+/// POSTs a protocol message to `base` + `path`; the status and the answer's body.
+async fn post(
+    consumer: &DspConsumer,
+    base: &str,
+    provider: &ParticipantId,
+    path: &str,
+    body: &Json,
+) -> Result<(http::StatusCode, Vec<u8>), String> {
+    let uri: http::Uri = format!("{base}{path}")
+        .parse()
+        .map_err(|e| format!("{base}{path}: {e}"))?;
+    let response = call(
+        consumer,
+        &uri,
+        provider,
+        "POST",
+        vec![(http::header::CONTENT_TYPE, "application/json".to_owned())],
+        serde_json::to_vec(body).expect("messages serialize"),
+    )
+    .await?;
+    let status = response.status();
+    Ok((status, read_bounded(response.into_body()).await))
+}
+
+/// One HTTPS request to `uri`, presenting this node's certificate and accepting only a
+/// server whose certificate names `provider`; the answer's head (its body to read).
+async fn call(
+    consumer: &DspConsumer,
+    uri: &http::Uri,
+    provider: &ParticipantId,
+    method: &str,
+    headers: Vec<(http::header::HeaderName, String)>,
+    body: Vec<u8>,
+) -> Result<http::Response<hyper::body::Incoming>, String> {
+    tokio::time::timeout(CALL_WITHIN, async {
+        let host = uri.host().unwrap_or_default();
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(443);
+        let config = tls::client_config(
+            Some(&consumer.tls_identity),
+            consumer.roots.clone(),
+            ExpectedServer::Uri(provider.san_uri()),
+        )
+        .map_err(|e| format!("TLS configuration: {e}"))?;
+        let mut config = (*config).clone();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let tcp = TcpStream::connect((host.as_str(), port))
+            .await
+            .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
+        let name = ServerName::try_from(host.clone()).map_err(|e| format!("{host}: {e}"))?;
+        let tls = TlsConnector::from(Arc::new(config))
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS with {host}:{port} (must be {provider}): {e}"))?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(|e| format!("HTTP: {e}"))?;
+        tokio::spawn(connection);
+        let authority = uri
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(http::header::HOST, authority);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        let request = request
+            .body(Full::new(bytes::Bytes::from(body)))
+            .map_err(|e| format!("the request: {e}"))?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|e| format!("HTTP: {e}"))
+    })
+    .await
+    .unwrap_or_else(|_| {
+        Err(format!(
+            "no answer within {}",
+            humantime::format_duration(CALL_WITHIN)
+        ))
+    })
+}
+
+// ---- callbacks --------------------------------------------------------------------
+
+fn bad(reason: impl Into<String>) -> DspError {
+    DspError::bad_request(Area::Transfer, reason)
+}
+
+/// The transfer `pid` of this node whose provider is the caller: 404 otherwise.
+fn from_provider(
+    state: &DspState,
+    member: &Membership,
+    pid: &str,
+) -> Result<ConsumerTransfer, DspError> {
+    match ConsumerTransfer::load(state.storage.as_ref(), pid)
+        .map_err(|e| DspError::new(StatusCode::SERVICE_UNAVAILABLE, Area::Transfer, e))?
+    {
+        Some(r) if r.provider == member.participant_id.as_str() => Ok(r),
+        _ => Err(DspError::not_found(
+            Area::Transfer,
+            format!(
+                "no transfer process {} of this consumer with you as provider",
+                crate::base::bounded::shown(pid, 128)
+            ),
+        )),
+    }
+}
+
+async fn callback_message(
+    state: &DspState,
+    member: &Membership,
+    pid: &str,
+    body: Body,
+    expected: &str,
+) -> Result<(ConsumerTransfer, Map<String, Json>), DspError> {
+    let body = axum::body::to_bytes(body, state.max_body)
+        .await
+        .map_err(|_| bad("the message is larger than this node accepts or was cut off"))?;
+    let message = message::parse(&body, expected).map_err(bad)?;
+    let record = from_provider(state, member, pid)?;
+    let pids = |e: DspError| {
+        e.with_pids(
+            record.provider_pid.as_deref().unwrap_or_default(),
+            &record.consumer_pid,
+        )
+    };
+    let consumer = text(&message, "consumerPid").map_err(|e| pids(in_area(e)))?;
+    if consumer != Some(record.consumer_pid.as_str()) {
+        return Err(pids(bad(format!(
+            "consumerPid must be {}, the transfer this path names",
+            record.consumer_pid
+        ))));
+    }
+    let provider = text(&message, "providerPid").map_err(|e| pids(in_area(e)))?;
+    // The start message may come before the answer to the request is read.
+    if let (Some(known), Some(named)) = (&record.provider_pid, provider)
+        && known != named
+    {
+        return Err(pids(bad(format!("providerPid must be {known}"))));
+    }
+    Ok((record, message))
+}
+
+/// `POST /callback/transfers/:consumerPid/start`: the data address.
+pub async fn on_start(
+    State(state): State<DspState>,
+    Extension(PeerCaller(member)): Extension<PeerCaller>,
+    Path(pid): Path<String>,
+    body: Body,
+) -> Result<Response, DspError> {
+    let (mut record, message) =
+        callback_message(&state, &member, &pid, body, "TransferStartMessage").await?;
+    let pids = (
+        record.provider_pid.clone().unwrap_or_default(),
+        record.consumer_pid.clone(),
+    );
+    let refuse = |e: DspError| e.with_pids(&pids.0, &pids.1);
+    if record.state.is_final() {
+        return Err(refuse(bad(format!(
+            "transfer {pid} is {}; a start needs it REQUESTED, STARTED or SUSPENDED",
+            record.state
+        ))));
+    }
+    let address = message
+        .get("dataAddress")
+        .and_then(Json::as_object)
+        .ok_or_else(|| refuse(bad(format!("dataAddress is missing; {FORMAT} needs one"))))?;
+    let endpoint = address
+        .get("endpoint")
+        .and_then(Json::as_str)
+        .filter(|e| e.starts_with("https://"))
+        .ok_or_else(|| refuse(bad("dataAddress.endpoint must be an https:// URL")))?;
+    let property = |name: &str| {
+        address
+            .get("endpointProperties")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .find(|p| p.get("name").and_then(Json::as_str) == Some(name))
+            .and_then(|p| p.get("value").and_then(Json::as_str))
+    };
+    let token = property("authorization")
+        .ok_or_else(|| refuse(bad("dataAddress: the authorization property is missing")))?;
+    let expires = property("expiresAt")
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map_or(0, |t| t.unix_timestamp());
+    if let Some(named) = text(&message, "providerPid").map_err(|e| refuse(in_area(e)))? {
+        record.provider_pid.get_or_insert_with(|| named.to_owned());
+    }
+    record.state = S::Started;
+    record.endpoint = Some(endpoint.to_owned());
+    record.token = Some(token.to_owned());
+    record.token_expires = expires;
+    record.store(state.storage.as_ref()).await.map_err(|e| {
+        refuse(DspError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Area::Transfer,
+            e,
+        ))
+    })?;
+    Ok(StatusCode::OK.into_response())
+}
+
+async fn provider_step(
+    state: DspState,
+    member: Membership,
+    pid: String,
+    body: Body,
+    expected: &str,
+    to: S,
+) -> Result<Response, DspError> {
+    let (mut record, message) = callback_message(&state, &member, &pid, body, expected).await?;
+    let refuse = |e: DspError| {
+        e.with_pids(
+            record.provider_pid.as_deref().unwrap_or_default(),
+            &record.consumer_pid,
+        )
+    };
+    let allowed = match to {
+        S::Completed | S::Suspended => record.state == S::Started,
+        _ => !record.state.is_final(),
+    };
+    if !allowed {
+        return Err(refuse(bad(format!(
+            "transfer {pid} is {}; the provider cannot make it {to}",
+            record.state
+        ))));
+    }
+    record.state = to;
+    record.token = None;
+    if let Some(Json::Array(reasons)) = message.get("reason") {
+        record.reason = reasons
+            .iter()
+            .take(8)
+            .map(|r| r.as_str().map_or_else(|| r.to_string(), str::to_owned))
+            .collect::<Vec<_>>()
+            .join("; ");
+    }
+    record.store(state.storage.as_ref()).await.map_err(|e| {
+        refuse(DspError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Area::Transfer,
+            e,
+        ))
+    })?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// `POST /callback/transfers/:consumerPid/completion`.
+pub async fn on_completion(
+    State(state): State<DspState>,
+    Extension(PeerCaller(member)): Extension<PeerCaller>,
+    Path(pid): Path<String>,
+    body: Body,
+) -> Result<Response, DspError> {
+    provider_step(
+        state,
+        member,
+        pid,
+        body,
+        "TransferCompletionMessage",
+        S::Completed,
+    )
+    .await
+}
+
+/// `POST /callback/transfers/:consumerPid/suspension`.
+pub async fn on_suspension(
+    State(state): State<DspState>,
+    Extension(PeerCaller(member)): Extension<PeerCaller>,
+    Path(pid): Path<String>,
+    body: Body,
+) -> Result<Response, DspError> {
+    provider_step(
+        state,
+        member,
+        pid,
+        body,
+        "TransferSuspensionMessage",
+        S::Suspended,
+    )
+    .await
+}
+
+/// `POST /callback/transfers/:consumerPid/termination`.
+pub async fn on_termination(
+    State(state): State<DspState>,
+    Extension(PeerCaller(member)): Extension<PeerCaller>,
+    Path(pid): Path<String>,
+    body: Body,
+) -> Result<Response, DspError> {
+    provider_step(
+        state,
+        member,
+        pid,
+        body,
+        "TransferTerminationMessage",
+        S::Terminated,
+    )
+    .await
+}
