@@ -194,10 +194,13 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             development: None,
         })?;
         std::fs::remove_dir_all(bundle)?;
-        // Each node also speaks the Dataspace Protocol, on a port of its own.
+        // Each node also speaks the Dataspace Protocol, on a port of its own, written
+        // into node.toml so that the node serves DSP at the same address when it is
+        // started again (the port was free a moment ago; the node binds it at once).
+        let dsp = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
         let mut config = NodeConfig::load(&config_path)?;
         config.dsp = Some(crate::config::DspSection {
-            listen: "127.0.0.1:0".parse().expect("constant address"),
+            listen: dsp,
             url: None,
         });
         crate::base::files::write_private(&config_path, config.to_commented_toml().as_bytes())?;

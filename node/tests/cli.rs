@@ -6,6 +6,7 @@ mod process;
 use process::*;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt as _;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -345,6 +346,62 @@ fn help_explains_the_commands() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("统一社会信用代码"));
     let o = liutong(&["bogus"]);
     assert_eq!(o.status.code(), Some(2), "usage errors exit 2");
+}
+
+/// The README's DSP negotiation with curl against the demo, run as written: a plain DSP
+/// consumer's request is agreed, verified and finalized, and recorded as not signed by
+/// the consumer.
+#[test]
+fn the_readme_dsp_negotiation_against_the_demo_runs_as_written() {
+    let readme = include_str!("../../README.md");
+    let from = readme
+        .find("A negotiation with `curl` against the demo")
+        .expect("the README shows a DSP negotiation against the demo");
+    let block = &readme[from..];
+    let start = block.find("```sh\n").unwrap() + "```sh\n".len();
+    let script = &block[start..start + block[start..].find("```").unwrap()];
+    let tmp = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    // Its own process group, so the authority and the node it starts in the background
+    // are stopped with it; its output goes to files, which those keep open.
+    let (out_file, err_file) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let mut child = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(tmp.path())
+        .env("PATH", path)
+        .env_remove("LIUTONG_CONFIG")
+        .env_remove("LIUTONG_DATA")
+        .process_group(0)
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .expect("bash runs");
+    let group = child.id();
+    let stop_group = || {
+        let _ = Command::new("kill")
+            .args(["-TERM", "--", &format!("-{group}")])
+            .status();
+    };
+    let deadline = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            stop_group();
+            panic!("the README's DSP negotiation did not end within 180 s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop_group();
+    let out = std::fs::read_to_string(&out_file).unwrap();
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    assert!(status.success(), "{out}\n{err}");
+    let agreed = out.find(r#""state":"AGREED""#).expect(&out);
+    let finalized = out.find(r#""state":"FINALIZED""#).expect(&out);
+    assert!(agreed < finalized, "{out}");
+    assert!(out.contains("not signed by the consumer"), "{out}");
 }
 
 /// The README's first command. It uses the fixed development ports 7700, 7701, 7703 and
