@@ -895,3 +895,55 @@ async fn a_request_for_an_offer_not_held_is_answered_with_a_counter_offer() {
     // Once answered, the counter-offer takes no second request.
     assert_error(&client.post(&path, &counter).await, 400, "OFFERED");
 }
+
+/// A plain DSP consumer may take a counter-offer with an ACCEPTED event instead of a
+/// new request: the provider then decides the counter-offer as a first request and the
+/// agreement follows at the callback address; a second ACCEPTED finds it no longer
+/// OFFERED.
+#[tokio::test]
+async fn a_counter_offer_is_taken_by_an_accepted_event() {
+    let f = Fixture::start().await;
+    let callbacks = Callbacks::start(
+        &f.consumer,
+        &f.provider.roots(),
+        f.provider.participant.san_uri(),
+    )
+    .await;
+    let client = f.client(&f.consumer);
+    let cpid = "urn:uuid:counter-offer-accepted";
+    let (product, _) = f.open_offer.split_once("/v").unwrap();
+    let mut message = request_message(
+        cpid,
+        &format!("{product}/v9"),
+        &callbacks.url(),
+        "urbanPlanning",
+    );
+    message["offer"]["target"] = product
+        .replace("urn:liutong:offer:", "urn:liutong:product:")
+        .into();
+    let ppid = start_negotiation(&client, &message).await;
+    callbacks
+        .wait_for(&format!("/callback/negotiations/{cpid}/offers"))
+        .await;
+    assert_eq!(state_of(&client, &ppid).await, "OFFERED");
+
+    let accepted = event(&ppid, cpid, "ACCEPTED");
+    assert_valid(&accepted);
+    let path = format!("/negotiations/{ppid}/events");
+    let answer = client.post(&path, &accepted).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let agreed = callbacks
+        .wait_for(&format!("/callback/negotiations/{cpid}/agreement"))
+        .await;
+    assert_valid(&agreed);
+    assert_eq!(agreed["providerPid"], ppid.as_str());
+    let n = f.negotiation(&ppid).unwrap();
+    assert_eq!(n.state.as_str(), "AGREED");
+    assert_eq!(
+        format!("urn:liutong:offer:{}", n.offer_id),
+        f.open_offer,
+        "agreed on the counter-offer"
+    );
+    assert_eq!(n.purpose, "urbanPlanning", "the first request's purpose");
+    assert_error(&client.post(&path, &accepted).await, 400, "OFFERED");
+}

@@ -543,23 +543,13 @@ pub async fn counter_request(
             true,
         ),
         None => {
-            let now = crate::base::clock::now();
             let purpose = text(&message, PURPOSE)
                 .map_err(refuse)?
                 .map_or_else(|| n.purpose.clone(), str::to_owned);
-            let request = ContractRequest {
-                negotiation_id: n.id.clone(),
-                consumer: member.participant_id.clone(),
-                provider: state.participant.clone(),
-                offer_id,
-                purpose,
-                nonce: hex::encode(
-                    random_bytes::<16>().map_err(|e| refuse(unavailable(e.to_string())))?,
-                ),
-                created_at: now,
-                expires_at: now + UNSIGNED_LIFETIME,
-            };
-            (unsigned_envelope(&request), false)
+            (
+                unsigned_counter_request(&state, &member, &n, offer_id, purpose).map_err(refuse)?,
+                false,
+            )
         }
     };
     match state
@@ -574,8 +564,34 @@ pub async fn counter_request(
     Ok(axum::Json(negotiation_body(&record, NegotiationStatus::Requested)).into_response())
 }
 
-/// `POST /negotiations/:providerPid/events`: the consumer's ACCEPTED, which only
-/// answers an offer (this provider makes none); FINALIZED is the provider's to send.
+/// A plain DSP consumer's request for the counter-offer of negotiation `n`, kept
+/// unsigned as a first plain request is.
+fn unsigned_counter_request(
+    state: &DspState,
+    member: &Membership,
+    n: &Negotiation,
+    offer_id: String,
+    purpose: String,
+) -> Result<Envelope, DspError> {
+    let now = crate::base::clock::now();
+    let request = ContractRequest {
+        negotiation_id: n.id.clone(),
+        consumer: member.participant_id.clone(),
+        provider: state.participant.clone(),
+        offer_id,
+        purpose,
+        nonce: hex::encode(random_bytes::<16>().map_err(|e| unavailable(e.to_string()))?),
+        created_at: now,
+        expires_at: now + UNSIGNED_LIFETIME,
+    };
+    Ok(unsigned_envelope(&request))
+}
+
+/// `POST /negotiations/:providerPid/events`: the consumer's ACCEPTED of a counter-offer
+/// (OFFERED), taken as a plain DSP consumer's unsigned request for exactly that offer
+/// and decided as a first request is (the agreement follows at the callback address);
+/// a Liutong consumer answers with a signed request instead (`counter_request`).
+/// FINALIZED is the provider's to send.
 pub async fn event(
     State(state): State<DspState>,
     Extension(PeerCaller(member)): Extension<PeerCaller>,
@@ -589,10 +605,29 @@ pub async fn event(
     names(&message, &record).map_err(refuse)?;
     let n = contract_state(&state, &member, &record)?;
     let why = match text(&message, "eventType").map_err(refuse)? {
+        Some("ACCEPTED") if n.state == NegotiationStatus::Offered => {
+            let envelope = unsigned_counter_request(
+                &state,
+                &member,
+                &n,
+                n.offer_id.clone(),
+                n.purpose.clone(),
+            )
+            .map_err(refuse)?;
+            match state
+                .contracts
+                .receive_counter_request(&member, &record.provider_pid, envelope, false)
+                .await
+            {
+                Ok(_) | Err(ContractError::Denied { .. }) => {}
+                Err(e) => return Err(refuse(contract_error(e))),
+            }
+            state.wake.notify_one();
+            return Ok(StatusCode::OK.into_response());
+        }
         Some("ACCEPTED") => format!(
-            "negotiation {} is {}; this provider takes its counter-offer only as a new \
-             ContractRequestMessage for it to /negotiations/{}/request",
-            record.provider_pid, n.state, record.provider_pid
+            "negotiation {} is {}; ACCEPTED answers a counter-offer, which needs it OFFERED",
+            record.provider_pid, n.state
         ),
         Some("FINALIZED") => format!(
             "negotiation {} is {}; FINALIZED is the provider's to send, after it verified \
