@@ -184,7 +184,7 @@ pub enum Command {
     /// Browse a peer's catalog: the offers it shows this node.
     Catalog {
         /// The peer: its peer API's host:port, or its Dataspace Protocol endpoint
-        /// (https://host:port), which needs this node's own [dsp] listener on.
+        /// (https://host:port), which needs this node's own `[dsp]` listener on.
         #[arg(long)]
         peer: String,
         #[command(flatten)]

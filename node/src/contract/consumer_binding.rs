@@ -113,7 +113,7 @@ impl Contracts {
     /// the request is signed and on record before it is sent; the outcome arrives at
     /// this node's callback address. Answers once the negotiation is final, or once
     /// the provider says it waits (for a person's approval), or after
-    /// [`OUTCOME_WAIT`] with the negotiation as it stands.
+    /// `OUTCOME_WAIT` with the negotiation as it stands.
     pub async fn request_over_binding(
         &self,
         address: &str,
