@@ -224,14 +224,15 @@ async fn changed_copies_of_received_data_are_not_offered_onward() {
     assert!(own.derived_from.is_empty(), "{:?}", own.derived_from);
 }
 
-/// Kept one second, then deleted by the consumer's node.
+/// Kept ten seconds after the agreement (long enough for the pull to finish on a loaded
+/// machine), then deleted by the consumer's node.
 const SHORT_LIVED: &str = r#"
 uid = "urn:liutong:policy:residents-short-lived"
 type = "set"
 
 [[permission]]
 action = "use"
-duty = [{ action = "deleteAfter", elapsed = "PT1S" }]
+duty = [{ action = "deleteAfter", elapsed = "PT10S" }]
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -264,7 +265,7 @@ async fn rows_of_a_deleted_copy_are_still_recognised() {
         .expect("pull");
     let storage = consumer.running.node.storage.clone();
     let id = contract.agreement_id.clone();
-    let deleted = wait_until(Duration::from_secs(30), || {
+    let deleted = wait_until(Duration::from_secs(60), || {
         let storage = storage.clone();
         let id = id.clone();
         async move {
