@@ -150,9 +150,13 @@ impl Node {
                             transfers: self.transfers.clone(),
                         })
                     }),
+                storage: self.storage.clone(),
             },
             usage: UsageService {
                 usage: self.usage.clone(),
+                storage: self.storage.clone(),
+                contracts: self.contracts.clone(),
+                audit: self.audit.clone(),
             },
         }
     }

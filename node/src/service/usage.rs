@@ -30,6 +30,11 @@ use liutong_proto::v1::{
 /// The local API's usage control.
 pub struct UsageService {
     pub usage: Arc<usage::Usage>,
+    /// What a revocation needs to end the agreement's Dataspace Protocol transfers:
+    /// where the binding keeps them, the contract component (their claims), the log.
+    pub storage: Arc<dyn crate::storage::Storage>,
+    pub contracts: Arc<crate::contract::Contracts>,
+    pub audit: crate::audit::log::AuditLog,
 }
 
 #[tonic::async_trait]
@@ -87,11 +92,26 @@ impl Usage for UsageService {
         if !r.reason.trim().is_empty() {
             bounded::reason("reason", &r.reason).map_err(into_status)?;
         }
-        self.usage
+        let record = self
+            .usage
             .revoke(r.agreement_id.trim(), &r.reason)
             .await
-            .map(|record| Response::new(record.to_proto()))
-            .map_err(into_status)
+            .map_err(into_status)?;
+        // The revocation is durable and already refuses every delivery; ending the
+        // agreement's DSP transfers tells their consumers. One that cannot be ended now
+        // is still refused, so the revocation stands.
+        if let Err(e) = crate::dsp::transfer::terminate_for_agreement(
+            self.storage.as_ref(),
+            &self.contracts,
+            &self.audit,
+            &record.agreement_id,
+            &format!("the agreement was revoked: {}", record.reason),
+        )
+        .await
+        {
+            tracing::warn!(agreement = %record.agreement_id, error = %e, "cannot end the agreement's DSP transfers");
+        }
+        Ok(Response::new(record.to_proto()))
     }
 
     async fn list_revocations(
