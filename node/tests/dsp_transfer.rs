@@ -827,6 +827,15 @@ impl TwoNodes {
 
     /// Pulls over DSP through the consumer's admin API.
     async fn pull(&self, max_chunks: u32) -> Result<liutong_proto::v1::TransferProgress, String> {
+        self.pull_from(&self.provider_url(), max_chunks).await
+    }
+
+    /// Pulls over DSP from `peer` through the consumer's admin API.
+    async fn pull_from(
+        &self,
+        peer: &str,
+        max_chunks: u32,
+    ) -> Result<liutong_proto::v1::TransferProgress, String> {
         use tokio_stream::StreamExt as _;
         let mut stream = self
             .consumer
@@ -835,7 +844,7 @@ impl TwoNodes {
             .pull_transfer(liutong_proto::v1::PullTransferRequest {
                 agreement_id: self.agreement.clone(),
                 max_chunks,
-                peer: self.provider_url(),
+                peer: peer.to_owned(),
             })
             .await
             .map_err(|s| s.message().to_owned())?
@@ -1442,4 +1451,46 @@ async fn revoking_the_agreement_terminates_its_dsp_transfer_at_the_consumer() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("TERMINATED"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_the_consumer_node_sends_is_a_valid_dsp_message() {
+    let t = TwoNodes::start().await;
+    let relay = dsp::Relay::start(
+        &t.provider.running.node.tls_identity,
+        t.provider.running.dsp_addr().unwrap(),
+        &t.consumer.running.node.tls_identity,
+        t.provider.roots(),
+    )
+    .await;
+    // A pull stopped early (request, suspension), then one that restarts and
+    // completes (start, completion with the signed receipt).
+    t.pull_from(&relay.url(), 1).await.expect("a partial pull");
+    let done = t.pull_from(&relay.url(), 0).await.expect("the rest");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    let sent = relay.received();
+    let types: Vec<&str> = sent
+        .iter()
+        .map(|(_, m)| m["@type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "TransferRequestMessage",
+            "TransferSuspensionMessage",
+            "TransferStartMessage",
+            "TransferCompletionMessage"
+        ],
+        "{sent:?}"
+    );
+    for (path, message) in &sent {
+        assert!(path.starts_with("/transfers/"), "{path}");
+        assert_valid(message);
+    }
+    let completion = &sent[3].1;
+    assert!(
+        completion["lt:receipt"]["payload"].is_string(),
+        "the completion carries the signed receipt: {completion}"
+    );
+    assert_eq!(t.consumer_transfers()[0].state.as_str(), "COMPLETED");
 }
