@@ -25,6 +25,12 @@
 //!
 //! The consumer's completion may carry its signed receipt in `lt:receipt`; the provider
 //! records it as the gRPC binding does.
+//!
+//! This node's operator suspends, restarts or terminates a transfer itself
+//! ([`provider_action`]; revoking the agreement terminates its transfers): the new
+//! state is durable first, so the data endpoint refuses at once, then the consumer is
+//! told from the same outbox (a suspension or termination message, or a start message
+//! with a new token). A transfer this node suspended is restarted only by this node.
 
 use axum::Extension;
 use axum::body::Body;
