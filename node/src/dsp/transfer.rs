@@ -601,23 +601,56 @@ pub async fn completion(
     Ok(StatusCode::OK.into_response())
 }
 
-/// What this node, as provider, does to one of its transfers (an operator's command).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProviderAction {
-    Suspend,
-    Restart,
-    Terminate,
+pub use crate::transfer::{ControlError as ActionError, ProviderAction};
+
+/// The provider's commands, for the local API.
+pub struct Control {
+    pub storage: std::sync::Arc<dyn Storage>,
+    pub contracts: std::sync::Arc<crate::contract::Contracts>,
+    pub audit: AuditLog,
 }
 
-/// Why a provider's action was refused.
-#[derive(Debug, thiserror::Error)]
-pub enum ActionError {
-    #[error("no DSP transfer process {0} at this node")]
-    Unknown(String),
-    #[error("{0}")]
-    Invalid(String),
-    #[error("{0}")]
-    Unavailable(String),
+impl crate::transfer::ProviderControl for Control {
+    fn control(
+        &self,
+        pid: String,
+        action: ProviderAction,
+        reason: String,
+    ) -> crate::base::BoxFuture<'static, Result<crate::transfer::ControlledTransfer, ActionError>>
+    {
+        let (storage, contracts, log) = (
+            self.storage.clone(),
+            self.contracts.clone(),
+            self.audit.clone(),
+        );
+        Box::pin(async move {
+            let r =
+                provider_action(storage.as_ref(), &contracts, &log, &pid, action, &reason).await?;
+            Ok(crate::transfer::ControlledTransfer {
+                provider_pid: r.provider_pid,
+                consumer_pid: r.consumer_pid,
+                consumer: r.consumer,
+                agreement_id: r.agreement_id,
+                state: r.state.as_str().to_owned(),
+            })
+        })
+    }
+
+    fn end_for_agreement(
+        &self,
+        agreement_id: String,
+        reason: String,
+    ) -> crate::base::BoxFuture<'static, Result<usize, ActionError>> {
+        let (storage, contracts, log) = (
+            self.storage.clone(),
+            self.contracts.clone(),
+            self.audit.clone(),
+        );
+        Box::pin(async move {
+            terminate_for_agreement(storage.as_ref(), &contracts, &log, &agreement_id, &reason)
+                .await
+        })
+    }
 }
 
 /// This node, as provider, suspends, restarts or terminates its transfer `pid`. The new

@@ -55,8 +55,8 @@ pub struct AdminService {
     pub admin_addr: std::net::SocketAddr,
     /// The DSP consumer role, when the DSP listener is on (its callbacks arrive there).
     pub dsp: Option<Arc<dyn crate::transfer::RemotePull>>,
-    /// Where the DSP binding keeps its transfers (provider role).
-    pub storage: Arc<dyn crate::storage::Storage>,
+    /// The DSP binding's provider commands on its transfers.
+    pub dsp_control: Arc<dyn crate::transfer::ProviderControl>,
 }
 
 fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
@@ -428,7 +428,7 @@ impl Admin for AdminService {
         &self,
         request: Request<liutong_proto::v1::ControlDspTransferRequest>,
     ) -> Result<Response<liutong_proto::v1::DspTransferState>, Status> {
-        use crate::dsp::transfer::{ActionError, ProviderAction, provider_action};
+        use crate::transfer::{ControlError as ActionError, ProviderAction};
         local_role(&request)?.require(&[LocalRole::Admin], "controlling a DSP transfer")?;
         let r = request.into_inner();
         bounded::id("provider_pid", &r.provider_pid).map_err(into_status)?;
@@ -452,26 +452,21 @@ impl Admin for AdminService {
             }
             bounded::reason("reason", reason).map_err(into_status)?;
         }
-        let record = provider_action(
-            self.storage.as_ref(),
-            &self.contracts,
-            &self.audit,
-            &r.provider_pid,
-            action,
-            reason,
-        )
-        .await
-        .map_err(|e| match e {
-            ActionError::Unknown(_) => Status::not_found(e.to_string()),
-            ActionError::Invalid(_) => Status::failed_precondition(e.to_string()),
-            ActionError::Unavailable(_) => Status::unavailable(e.to_string()),
-        })?;
+        let record = self
+            .dsp_control
+            .control(r.provider_pid.clone(), action, reason.to_owned())
+            .await
+            .map_err(|e| match e {
+                ActionError::Unknown(_) => Status::not_found(e.to_string()),
+                ActionError::Invalid(_) => Status::failed_precondition(e.to_string()),
+                ActionError::Unavailable(_) => Status::unavailable(e.to_string()),
+            })?;
         Ok(Response::new(liutong_proto::v1::DspTransferState {
             provider_pid: record.provider_pid,
             consumer_pid: record.consumer_pid,
             consumer: record.consumer,
             agreement_id: record.agreement_id,
-            state: record.state.as_str().to_owned(),
+            state: record.state,
         }))
     }
 

@@ -30,11 +30,8 @@ use liutong_proto::v1::{
 /// The local API's usage control.
 pub struct UsageService {
     pub usage: Arc<usage::Usage>,
-    /// What a revocation needs to end the agreement's Dataspace Protocol transfers:
-    /// where the binding keeps them, the contract component (their claims), the log.
-    pub storage: Arc<dyn crate::storage::Storage>,
-    pub contracts: Arc<crate::contract::Contracts>,
-    pub audit: crate::audit::log::AuditLog,
+    /// Ends a revoked agreement's Dataspace Protocol transfers.
+    pub dsp_control: Arc<dyn crate::transfer::ProviderControl>,
 }
 
 #[tonic::async_trait]
@@ -100,14 +97,13 @@ impl Usage for UsageService {
         // The revocation is durable and already refuses every delivery; ending the
         // agreement's DSP transfers tells their consumers. One that cannot be ended now
         // is still refused, so the revocation stands.
-        if let Err(e) = crate::dsp::transfer::terminate_for_agreement(
-            self.storage.as_ref(),
-            &self.contracts,
-            &self.audit,
-            &record.agreement_id,
-            &format!("the agreement was revoked: {}", record.reason),
-        )
-        .await
+        if let Err(e) = self
+            .dsp_control
+            .end_for_agreement(
+                record.agreement_id.clone(),
+                format!("the agreement was revoked: {}", record.reason),
+            )
+            .await
         {
             tracing::warn!(agreement = %record.agreement_id, error = %e, "cannot end the agreement's DSP transfers");
         }
