@@ -827,6 +827,15 @@ impl TwoNodes {
 
     /// Pulls over DSP through the consumer's admin API.
     async fn pull(&self, max_chunks: u32) -> Result<liutong_proto::v1::TransferProgress, String> {
+        self.pull_from(&self.provider_url(), max_chunks).await
+    }
+
+    /// Pulls over DSP from `peer` through the consumer's admin API.
+    async fn pull_from(
+        &self,
+        peer: &str,
+        max_chunks: u32,
+    ) -> Result<liutong_proto::v1::TransferProgress, String> {
         use tokio_stream::StreamExt as _;
         let mut stream = self
             .consumer
@@ -835,7 +844,7 @@ impl TwoNodes {
             .pull_transfer(liutong_proto::v1::PullTransferRequest {
                 agreement_id: self.agreement.clone(),
                 max_chunks,
-                peer: self.provider_url(),
+                peer: peer.to_owned(),
             })
             .await
             .map_err(|s| s.message().to_owned())?
@@ -1189,4 +1198,299 @@ async fn the_consumers_request_is_a_valid_message_and_a_refusal_ends_its_transfe
     // Nothing of the product was kept.
     let copies = t.consumer.running.node.transfers.copies().unwrap();
     assert!(copies.is_empty(), "{copies:?}");
+}
+
+// ---- the provider ends or suspends a transfer ---------------------------------------
+
+/// The provider's operator command on a DSP transfer, over its admin API.
+async fn control(
+    node: &TestNode,
+    ppid: &str,
+    action: &str,
+    reason: &str,
+) -> Result<liutong_proto::v1::DspTransferState, tonic::Status> {
+    node.admin(liutong_node::local::LocalRole::Admin)
+        .await
+        .control_dsp_transfer(liutong_proto::v1::ControlDspTransferRequest {
+            provider_pid: ppid.to_owned(),
+            action: action.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn the_provider_suspends_restarts_and_terminates_and_the_consumer_is_told() {
+    let f = Fixture::start().await;
+    let client = f.client(&f.consumer);
+    let cpid = "urn:uuid:provider-steps";
+    let ppid = f.request(cpid).await;
+    let (path, first) = data_address(&f.start_message(cpid, 1).await);
+
+    let state = control(&f.provider, &ppid, "suspend", "scheduled maintenance")
+        .await
+        .unwrap();
+    assert_eq!(state.state, "SUSPENDED");
+    // The data endpoint stops serving at once.
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &bearer(&first))], None)
+        .await
+        .unwrap();
+    assert_error(&answer, 403, "SUSPENDED");
+    assert_eq!(f.state_of(&ppid).await, "SUSPENDED");
+    let told = f
+        .callbacks
+        .wait_for(&format!("/callback/transfers/{cpid}/suspension"))
+        .await;
+    assert_eq!(told["@type"], "TransferSuspensionMessage");
+    assert_eq!(told["providerPid"], ppid.as_str());
+    assert_eq!(told["reason"][0], "scheduled maintenance");
+
+    // Only the provider restarts what it suspended.
+    let answer = client
+        .post(
+            &format!("/transfers/{ppid}/start"),
+            &pids("TransferStartMessage", &ppid, cpid),
+        )
+        .await;
+    assert_error(&answer, 400, "suspended by the provider");
+    let refused = control(&f.provider, &ppid, "suspend", "again")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(refused.message().contains("SUSPENDED"), "{refused:?}");
+
+    let state = control(&f.provider, &ppid, "restart", "").await.unwrap();
+    assert_eq!(state.state, "STARTED");
+    let (_, second) = data_address(&f.start_message(cpid, 2).await);
+    assert_ne!(first, second, "a restart brings a new token");
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &bearer(&first))], None)
+        .await
+        .unwrap();
+    assert_error(&answer, 401, "not this transfer's current token");
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &bearer(&second))], None)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200);
+    verified(&answer);
+
+    let state = control(&f.provider, &ppid, "terminate", "the product is withdrawn")
+        .await
+        .unwrap();
+    assert_eq!(state.state, "TERMINATED");
+    let answer = client
+        .send_with("GET", &path, &[("authorization", &bearer(&second))], None)
+        .await
+        .unwrap();
+    assert_error(&answer, 403, "TERMINATED");
+    let told = f
+        .callbacks
+        .wait_for(&format!("/callback/transfers/{cpid}/termination"))
+        .await;
+    assert_eq!(told["@type"], "TransferTerminationMessage");
+    assert_eq!(told["reason"][0], "the product is withdrawn");
+    let refused = control(&f.provider, &ppid, "restart", "")
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    let refused = control(&f.provider, "tp-none", "terminate", "x")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::NotFound, "{refused:?}");
+    let refused = control(&f.provider, &ppid, "terminate", " ")
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{refused:?}");
+
+    let audit = f.provider.audit_texts().join("\n");
+    for words in [
+        format!("DSP transfer {ppid} SUSPENDED by the provider: scheduled maintenance"),
+        format!("DSP transfer {ppid} restarted by the provider"),
+        format!("DSP transfer {ppid} TERMINATED by the provider: the product is withdrawn"),
+    ] {
+        assert!(audit.contains(&words), "{words}: {audit}");
+    }
+}
+
+/// Runs `liutong transfer <action>` against the provider's node.
+async fn provider_cli(t: &TwoNodes, args: &[&str]) -> String {
+    let mut all: Vec<String> = vec!["transfer".into()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    all.push("--config".into());
+    all.push(t.provider.config_path().to_string_lossy().into_owned());
+    let out = liutong(all).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl TwoNodes {
+    /// Waits until the consumer records its transfer in `state`; returns the record.
+    async fn consumer_in(&self, state: &str) -> liutong_node::dsp::pull::ConsumerTransfer {
+        let reached = wait_until(CALLBACK_WITHIN, || async {
+            self.consumer_transfers()
+                .first()
+                .is_some_and(|r| r.state.as_str() == state)
+        })
+        .await;
+        let records = self.consumer_transfers();
+        assert!(
+            reached,
+            "the consumer's transfer is not {state}: {records:?}"
+        );
+        records[0].clone()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_the_provider_suspended_resumes_after_its_restart() {
+    let t = TwoNodes::start().await;
+    let first = t.pull(1).await.expect("a partial pull");
+    assert_eq!(first.chunks_received, 1);
+    let ppid = t.consumer_transfers()[0].provider_pid.clone().unwrap();
+
+    // The provider restarts the transfer the consumer's pull left suspended, then
+    // suspends it itself: the consumer records each step.
+    let out = provider_cli(&t, &["restart", "--id", &ppid]).await;
+    assert!(out.starts_with("STARTED: DSP transfer"), "{out}");
+    let record = t.consumer_in("STARTED").await;
+    assert!(record.token.is_some(), "{record:?}");
+    let out = provider_cli(
+        &t,
+        &["suspend", "--id", &ppid, "--reason", "a disk is replaced"],
+    )
+    .await;
+    assert!(out.starts_with("SUSPENDED: "), "{out}");
+    let record = t.consumer_in("SUSPENDED").await;
+    assert_eq!(record.reason, "a disk is replaced");
+    assert_eq!(record.token, None);
+
+    // The consumer cannot lift the provider's suspension.
+    let refused = t.pull(0).await.unwrap_err();
+    assert!(refused.contains("suspended by the provider"), "{refused}");
+
+    // Restarted by the provider, the next pull resumes with Range and completes.
+    provider_cli(&t, &["restart", "--id", &ppid]).await;
+    t.consumer_in("STARTED").await;
+    let out = liutong(vec![
+        "transfer".into(),
+        "pull".into(),
+        "--agreement".into(),
+        t.agreement.clone(),
+        "--peer".into(),
+        t.provider_url(),
+        "--json".into(),
+        "--config".into(),
+        t.consumer.config_path().to_string_lossy().into_owned(),
+    ])
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(done["state"], "COMPLETED", "{done}");
+    assert_eq!(done["chunks_received"], 3, "{done}");
+    let copies = t.consumer.running.node.transfers.copies().unwrap();
+    assert_eq!(copies.len(), 1);
+    assert_eq!(copies[0].state.as_str(), "COMPLETED");
+    assert_eq!(t.consumer_transfers()[0].state.as_str(), "COMPLETED");
+    assert_eq!(t.provider_record(&ppid)["state"], "COMPLETED");
+    let provider_log = t.provider.audit_texts().join("\n");
+    assert!(
+        provider_log.contains("3 chunks from chunk 1"),
+        "{provider_log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoking_the_agreement_terminates_its_dsp_transfer_at_the_consumer() {
+    let t = TwoNodes::start().await;
+    t.pull(1).await.expect("a partial pull");
+    let ppid = t.consumer_transfers()[0].provider_pid.clone().unwrap();
+    t.provider
+        .usage(liutong_node::local::LocalRole::Admin)
+        .await
+        .revoke(liutong_proto::v1::RevokeRequest {
+            agreement_id: t.agreement.clone(),
+            reason: "the consumer left the project".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(t.provider_record(&ppid)["state"], "TERMINATED");
+    let record = t.consumer_in("TERMINATED").await;
+    assert!(
+        record.reason.contains("the consumer left the project"),
+        "{record:?}"
+    );
+    // Ended for good: the operator's command is refused with the reason.
+    let out = liutong(vec![
+        "transfer".into(),
+        "restart".into(),
+        "--id".into(),
+        ppid.clone(),
+        "--config".into(),
+        t.provider.config_path().to_string_lossy().into_owned(),
+    ])
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("TERMINATED"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_message_the_consumer_node_sends_is_a_valid_dsp_message() {
+    let t = TwoNodes::start().await;
+    let relay = dsp::Relay::start(
+        &t.provider.running.node.tls_identity,
+        t.provider.running.dsp_addr().unwrap(),
+        &t.consumer.running.node.tls_identity,
+        t.provider.roots(),
+    )
+    .await;
+    // A pull stopped early (request, suspension), then one that restarts and
+    // completes (start, completion with the signed receipt).
+    t.pull_from(&relay.url(), 1).await.expect("a partial pull");
+    let done = t.pull_from(&relay.url(), 0).await.expect("the rest");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    let sent = relay.received();
+    let types: Vec<&str> = sent
+        .iter()
+        .map(|(_, m)| m["@type"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "TransferRequestMessage",
+            "TransferSuspensionMessage",
+            "TransferStartMessage",
+            "TransferCompletionMessage"
+        ],
+        "{sent:?}"
+    );
+    for (path, message) in &sent {
+        assert!(path.starts_with("/transfers/"), "{path}");
+        assert_valid(message);
+    }
+    let completion = &sent[3].1;
+    assert!(
+        completion["lt:receipt"]["payload"].is_string(),
+        "the completion carries the signed receipt: {completion}"
+    );
+    assert_eq!(t.consumer_transfers()[0].state.as_str(), "COMPLETED");
 }

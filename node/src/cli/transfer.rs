@@ -30,6 +30,41 @@ pub enum TransferCommand {
         #[arg(long)]
         json: bool,
     },
+    /// As provider, suspend a Dataspace Protocol transfer: its data endpoint stops
+    /// serving at once and the consumer is told, with the reason.
+    Suspend {
+        /// The transfer's provider process ID (its providerPid).
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// As provider, restart a suspended Dataspace Protocol transfer: the consumer is
+    /// sent a start message with a new token (the old one opens nothing).
+    Restart {
+        #[arg(long)]
+        id: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// As provider, end a Dataspace Protocol transfer for good: its data endpoint
+    /// stops serving at once and the consumer is told, with the reason.
+    Terminate {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        local: LocalArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// List received and partly received copies.
     List {
         #[command(flatten)]
@@ -39,8 +74,62 @@ pub enum TransferCommand {
     },
 }
 
+/// Sends a provider's command on a DSP transfer and prints the state it left.
+async fn control(
+    local: LocalArgs,
+    id: String,
+    action: &str,
+    reason: String,
+    json: bool,
+) -> anyhow::Result<()> {
+    let state = local
+        .admin()
+        .await?
+        .control_dsp_transfer(liutong_proto::v1::ControlDspTransferRequest {
+            provider_pid: id,
+            action: action.to_owned(),
+            reason,
+        })
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    if json {
+        print_json(&serde_json::json!({
+            "provider_pid": state.provider_pid,
+            "consumer_pid": state.consumer_pid,
+            "consumer": state.consumer,
+            "agreement_id": state.agreement_id,
+            "state": state.state,
+        }))?;
+    } else {
+        println!(
+            "{}: DSP transfer {} of {} (agreement {}); the consumer is told",
+            esc(&state.state),
+            esc(&state.provider_pid),
+            esc(&state.consumer),
+            esc(&state.agreement_id)
+        );
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
     match cmd {
+        TransferCommand::Suspend {
+            id,
+            reason,
+            local,
+            json,
+        } => control(local, id, "suspend", reason, json).await,
+        TransferCommand::Restart { id, local, json } => {
+            control(local, id, "restart", String::new(), json).await
+        }
+        TransferCommand::Terminate {
+            id,
+            reason,
+            local,
+            json,
+        } => control(local, id, "terminate", reason, json).await,
         TransferCommand::Pull {
             agreement,
             max_chunks,

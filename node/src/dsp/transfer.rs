@@ -25,6 +25,12 @@
 //!
 //! The consumer's completion may carry its signed receipt in `lt:receipt`; the provider
 //! records it as the gRPC binding does.
+//!
+//! This node's operator suspends, restarts or terminates a transfer itself
+//! ([`provider_action`]; revoking the agreement terminates its transfers): the new
+//! state is durable first, so the data endpoint refuses at once, then the consumer is
+//! told from the same outbox (a suspension or termination message, or a start message
+//! with a new token). A transfer this node suspended is restarted only by this node.
 
 use axum::Extension;
 use axum::body::Body;
@@ -41,12 +47,13 @@ use super::callback::{Failure, MAX_ATTEMPTS, call};
 use super::message::{self, Area, CONTEXT, DspError};
 use super::negotiation::{callback_address, pid, text};
 use super::state::DspState;
-use crate::audit::log::{Event, EventKind};
+use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock::now;
 use crate::base::random::{random_bytes, random_id};
 use crate::base::shutdown::Shutdown;
 use crate::identity::{Envelope, MemberRole, Membership, ParticipantId};
 use crate::service::PeerCaller;
+use crate::storage::Storage;
 use crate::transfer::{Manifest, TransferError};
 use liutong_proto::v1::pull_response::Part;
 
@@ -137,6 +144,13 @@ pub struct DspTransfer {
     /// Failed attempts at sending the start message, and when to try next (Unix s).
     pub attempts: u32,
     pub next_attempt: i64,
+    /// The reason owed to the consumer for a suspension or termination this node made
+    /// (sent from the outbox, then cleared).
+    #[serde(default)]
+    pub notice: Option<String>,
+    /// Suspended by this node: only this node restarts it.
+    #[serde(default)]
+    pub by_provider: bool,
 }
 
 impl DspTransfer {
@@ -155,19 +169,22 @@ impl DspTransfer {
 
     /// Stores the record (and whether a start message is owed), durably.
     async fn store(&self, state: &DspState, owed: bool) -> Result<(), String> {
+        self.store_in(state.storage.as_ref(), owed).await
+    }
+
+    async fn store_in(&self, storage: &dyn Storage, owed: bool) -> Result<(), String> {
         let bytes = serde_json::to_vec(self).expect("records serialize");
-        state
-            .storage
+        storage
             .put(RECORDS, self.provider_pid.as_bytes(), &bytes)
             .map_err(|e| e.to_string())?;
         let key = self.provider_pid.as_bytes();
         if owed {
-            state.storage.put(OUTBOX, key, b"")
+            storage.put(OUTBOX, key, b"")
         } else {
-            state.storage.delete(OUTBOX, key)
+            storage.delete(OUTBOX, key)
         }
         .map_err(|e| e.to_string())?;
-        state.storage.flush().await.map_err(|e| e.to_string())
+        storage.flush().await.map_err(|e| e.to_string())
     }
 
     fn body(&self) -> Json {
@@ -262,10 +279,14 @@ fn names(message: &Map<String, Json>, record: &DspTransfer) -> Result<(), DspErr
 
 /// Records a step of a DSP transfer on the audit log, under its agreement.
 async fn audit(state: &DspState, record: &DspTransfer, detail: String) {
+    audit_in(&state.audit, record, detail).await;
+}
+
+async fn audit_in(log: &AuditLog, record: &DspTransfer, detail: String) {
     let mut event = Event::new(EventKind::Transfer, now(), detail);
     event.participant = Some(record.consumer.clone());
     event.agreement = Some(record.agreement_id.clone());
-    if let Err(e) = state.audit.append(&event).await {
+    if let Err(e) = log.append(&event).await {
         tracing::error!(error = %e, "cannot record a DSP transfer step");
     }
 }
@@ -354,6 +375,8 @@ pub async fn request(
         token_expires: 0,
         attempts: 0,
         next_attempt: 0,
+        notice: None,
+        by_provider: false,
     };
     let refuse = |e: DspError| e.with_pids(&provider_pid, &consumer_pid);
     let bytes = serde_json::to_vec(&record).expect("records serialize");
@@ -438,6 +461,13 @@ pub async fn start(
     let record = step(&state, &member, &pid, &message, |r| {
         if r.state != TransferProcessState::Suspended {
             return Err(invalid(r, "a restart", "SUSPENDED"));
+        }
+        if r.by_provider {
+            return Err(format!(
+                "transfer {} was suspended by the provider; only the provider restarts it \
+                 (its start message will follow at your callback address)",
+                r.provider_pid
+            ));
         }
         r.state = TransferProcessState::Started;
         r.attempts = 0;
@@ -569,6 +599,168 @@ pub async fn completion(
     .await?;
     audit(&state, &record, format!("DSP transfer {pid} COMPLETED")).await;
     Ok(StatusCode::OK.into_response())
+}
+
+pub use crate::transfer::{ControlError as ActionError, ProviderAction};
+
+/// The provider's commands, for the local API.
+pub struct Control {
+    pub storage: std::sync::Arc<dyn Storage>,
+    pub contracts: std::sync::Arc<crate::contract::Contracts>,
+    pub audit: AuditLog,
+}
+
+impl crate::transfer::ProviderControl for Control {
+    fn control(
+        &self,
+        pid: String,
+        action: ProviderAction,
+        reason: String,
+    ) -> crate::base::BoxFuture<'static, Result<crate::transfer::ControlledTransfer, ActionError>>
+    {
+        let (storage, contracts, log) = (
+            self.storage.clone(),
+            self.contracts.clone(),
+            self.audit.clone(),
+        );
+        Box::pin(async move {
+            let r =
+                provider_action(storage.as_ref(), &contracts, &log, &pid, action, &reason).await?;
+            Ok(crate::transfer::ControlledTransfer {
+                provider_pid: r.provider_pid,
+                consumer_pid: r.consumer_pid,
+                consumer: r.consumer,
+                agreement_id: r.agreement_id,
+                state: r.state.as_str().to_owned(),
+            })
+        })
+    }
+
+    fn end_for_agreement(
+        &self,
+        agreement_id: String,
+        reason: String,
+    ) -> crate::base::BoxFuture<'static, Result<usize, ActionError>> {
+        let (storage, contracts, log) = (
+            self.storage.clone(),
+            self.contracts.clone(),
+            self.audit.clone(),
+        );
+        Box::pin(async move {
+            terminate_for_agreement(storage.as_ref(), &contracts, &log, &agreement_id, &reason)
+                .await
+        })
+    }
+}
+
+/// This node, as provider, suspends, restarts or terminates its transfer `pid`. The new
+/// state is durable before anything else: the data endpoint stops serving a suspended
+/// or terminated transfer at once; the consumer is then told from the outbox (a
+/// suspension or termination message with `reason`, or, on a restart, a start message
+/// with a new token).
+pub async fn provider_action(
+    storage: &dyn Storage,
+    contracts: &crate::contract::Contracts,
+    log: &AuditLog,
+    pid: &str,
+    action: ProviderAction,
+    reason: &str,
+) -> Result<DspTransfer, ActionError> {
+    let load = || -> Result<DspTransfer, ActionError> {
+        let bytes = storage
+            .get(RECORDS, pid.as_bytes())
+            .map_err(|e| ActionError::Unavailable(e.to_string()))?
+            .ok_or_else(|| ActionError::Unknown(crate::base::bounded::shown(pid, 128)))?;
+        serde_json::from_slice(&bytes).map_err(|e| {
+            ActionError::Unavailable(format!(
+                "the stored DSP record of transfer {pid} is damaged: {e}"
+            ))
+        })
+    };
+    load()?;
+    let _claim = contracts
+        .claims()
+        .claim_within(&claim_key(pid), RECORD_WAIT)
+        .await
+        .ok_or_else(|| {
+            ActionError::Unavailable(format!(
+                "a message about transfer {pid} is in progress; try again"
+            ))
+        })?;
+    let mut record = load()?;
+    let refuse = |r: &DspTransfer, what: &str, needs: &str| {
+        Err(ActionError::Invalid(invalid(r, what, needs)))
+    };
+    let detail = match action {
+        ProviderAction::Suspend => {
+            if record.state != TransferProcessState::Started {
+                return refuse(&record, "a suspension", "STARTED");
+            }
+            record.state = TransferProcessState::Suspended;
+            record.by_provider = true;
+            record.notice = Some(reason.to_owned());
+            format!("DSP transfer {pid} SUSPENDED by the provider: {reason}")
+        }
+        ProviderAction::Restart => {
+            if record.state != TransferProcessState::Suspended {
+                return refuse(&record, "a restart", "SUSPENDED");
+            }
+            record.state = TransferProcessState::Started;
+            record.by_provider = false;
+            record.notice = None;
+            format!("DSP transfer {pid} restarted by the provider")
+        }
+        ProviderAction::Terminate => {
+            if record.state.is_final() {
+                return refuse(&record, "a termination", "REQUESTED, STARTED or SUSPENDED");
+            }
+            record.state = TransferProcessState::Terminated;
+            record.notice = Some(reason.to_owned());
+            format!("DSP transfer {pid} TERMINATED by the provider: {reason}")
+        }
+    };
+    record.token_sha256 = None;
+    record.attempts = 0;
+    record.next_attempt = 0;
+    record
+        .store_in(storage, true)
+        .await
+        .map_err(ActionError::Unavailable)?;
+    audit_in(log, &record, detail).await;
+    Ok(record)
+}
+
+/// Terminates every transfer of agreement `agreement_id` that is not final (its
+/// agreement was revoked or ended); returns how many.
+pub async fn terminate_for_agreement(
+    storage: &dyn Storage,
+    contracts: &crate::contract::Contracts,
+    log: &AuditLog,
+    agreement_id: &str,
+    reason: &str,
+) -> Result<usize, ActionError> {
+    let records = storage
+        .scan_prefix(RECORDS, b"")
+        .map_err(|e| ActionError::Unavailable(e.to_string()))?;
+    let mut ended = 0;
+    for (_, bytes) in records {
+        let Ok(r) = serde_json::from_slice::<DspTransfer>(&bytes) else {
+            continue;
+        };
+        if r.agreement_id == agreement_id && !r.state.is_final() {
+            provider_action(
+                storage,
+                contracts,
+                log,
+                &r.provider_pid,
+                ProviderAction::Terminate,
+                reason,
+            )
+            .await?;
+            ended += 1;
+        }
+    }
+    Ok(ended)
 }
 
 /// The reason a suspension or termination message gives, as text.
@@ -937,14 +1129,22 @@ async fn take_up(state: &DspState, pid: &str) -> Result<(), String> {
             .delete(OUTBOX, pid.as_bytes())
             .map_err(|e| e.to_string());
     };
+    if record.next_attempt > now() {
+        return Ok(());
+    }
+    if let Some(reason) = record.notice.clone()
+        && matches!(
+            record.state,
+            TransferProcessState::Suspended | TransferProcessState::Terminated
+        )
+    {
+        return tell_end(state, record, &reason).await;
+    }
     if !matches!(
         record.state,
         TransferProcessState::Requested | TransferProcessState::Started
     ) {
         return record.store(state, false).await;
-    }
-    if record.next_attempt > now() {
-        return Ok(());
     }
     let token = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(random_bytes::<32>().map_err(|e| e.to_string())?);
@@ -1025,6 +1225,87 @@ async fn take_up(state: &DspState, pid: &str) -> Result<(), String> {
                     format!(
                         "DSP transfer {pid} TERMINATED: the start message to {} was given up \
                          after {} attempts: {why}",
+                        record.callback, record.attempts
+                    ),
+                )
+                .await;
+                return Ok(());
+            }
+            let backoff = (1i64 << (record.attempts - 1).min(5)).min(MAX_BACKOFF);
+            record.next_attempt = now() + backoff;
+            record.store(state, true).await?;
+            Err(why)
+        }
+    }
+}
+
+/// Tells the consumer of this node's suspension or termination of `record`.
+async fn tell_end(state: &DspState, mut record: DspTransfer, reason: &str) -> Result<(), String> {
+    let (ty, kind, code) = if record.state == TransferProcessState::Suspended {
+        (
+            "TransferSuspensionMessage",
+            "suspension",
+            "provider.suspended",
+        )
+    } else {
+        (
+            "TransferTerminationMessage",
+            "termination",
+            "provider.terminated",
+        )
+    };
+    let body = json!({
+        "@context": [CONTEXT],
+        "@type": ty,
+        "providerPid": record.provider_pid,
+        "consumerPid": record.consumer_pid,
+        "code": code,
+        "reason": [reason],
+    });
+    let consumer = ParticipantId::parse(&record.consumer).map_err(|e| e.to_string())?;
+    let path = format!("/transfers/{}/{kind}", record.consumer_pid);
+    let pid = record.provider_pid.clone();
+    match call(state, &record.callback, &consumer, &path, &body).await {
+        Ok(()) => {
+            record.notice = None;
+            record.attempts = 0;
+            record.next_attempt = 0;
+            record.store(state, false).await?;
+            audit(
+                state,
+                &record,
+                format!("DSP transfer {pid}: the {kind} was sent to the consumer"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(Failure::NotTheConsumer(why)) => {
+            record.notice = None;
+            record.state = TransferProcessState::Terminated;
+            record.store(state, false).await?;
+            audit(
+                state,
+                &record,
+                format!(
+                    "DSP transfer {pid} TERMINATED: the server at callback address {} is not \
+                     the consumer {}: {why}; nothing was sent to it",
+                    record.callback, record.consumer
+                ),
+            )
+            .await;
+            Ok(())
+        }
+        Err(Failure::Retry(why)) => {
+            record.attempts += 1;
+            if record.attempts >= MAX_ATTEMPTS {
+                record.notice = None;
+                record.store(state, false).await?;
+                audit(
+                    state,
+                    &record,
+                    format!(
+                        "DSP transfer {pid}: the {kind} message to {} was given up after {} \
+                         attempts: {why}; the consumer can ask for the transfer's state",
                         record.callback, record.attempts
                     ),
                 )

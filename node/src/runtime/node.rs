@@ -150,9 +150,19 @@ impl Node {
                             transfers: self.transfers.clone(),
                         })
                     }),
+                dsp_control: Arc::new(crate::dsp::transfer::Control {
+                    storage: self.storage.clone(),
+                    contracts: self.contracts.clone(),
+                    audit: self.audit.clone(),
+                }),
             },
             usage: UsageService {
                 usage: self.usage.clone(),
+                dsp_control: Arc::new(crate::dsp::transfer::Control {
+                    storage: self.storage.clone(),
+                    contracts: self.contracts.clone(),
+                    audit: self.audit.clone(),
+                }),
             },
         }
     }

@@ -55,6 +55,8 @@ pub struct AdminService {
     pub admin_addr: std::net::SocketAddr,
     /// The DSP consumer role, when the DSP listener is on (its callbacks arrive there).
     pub dsp: Option<Arc<dyn crate::transfer::RemotePull>>,
+    /// The DSP binding's provider commands on its transfers.
+    pub dsp_control: Arc<dyn crate::transfer::ProviderControl>,
 }
 
 fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
@@ -420,6 +422,52 @@ impl Admin for AdminService {
             .await
             .map(|n| Response::new(n.to_proto()))
             .map_err(into_status)
+    }
+
+    async fn control_dsp_transfer(
+        &self,
+        request: Request<liutong_proto::v1::ControlDspTransferRequest>,
+    ) -> Result<Response<liutong_proto::v1::DspTransferState>, Status> {
+        use crate::transfer::{ControlError as ActionError, ProviderAction};
+        local_role(&request)?.require(&[LocalRole::Admin], "controlling a DSP transfer")?;
+        let r = request.into_inner();
+        bounded::id("provider_pid", &r.provider_pid).map_err(into_status)?;
+        let action = match r.action.as_str() {
+            "suspend" => ProviderAction::Suspend,
+            "restart" => ProviderAction::Restart,
+            "terminate" => ProviderAction::Terminate,
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "action {}: expected suspend, restart or terminate",
+                    bounded::shown(other, 32)
+                )));
+            }
+        };
+        let reason = r.reason.trim();
+        if action != ProviderAction::Restart {
+            if reason.is_empty() {
+                return Err(Status::invalid_argument(
+                    "reason: say why; the consumer is told",
+                ));
+            }
+            bounded::reason("reason", reason).map_err(into_status)?;
+        }
+        let record = self
+            .dsp_control
+            .control(r.provider_pid.clone(), action, reason.to_owned())
+            .await
+            .map_err(|e| match e {
+                ActionError::Unknown(_) => Status::not_found(e.to_string()),
+                ActionError::Invalid(_) => Status::failed_precondition(e.to_string()),
+                ActionError::Unavailable(_) => Status::unavailable(e.to_string()),
+            })?;
+        Ok(Response::new(liutong_proto::v1::DspTransferState {
+            provider_pid: record.provider_pid,
+            consumer_pid: record.consumer_pid,
+            consumer: record.consumer,
+            agreement_id: record.agreement_id,
+            state: record.state,
+        }))
     }
 
     async fn trace_copy(

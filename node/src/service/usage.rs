@@ -30,6 +30,8 @@ use liutong_proto::v1::{
 /// The local API's usage control.
 pub struct UsageService {
     pub usage: Arc<usage::Usage>,
+    /// Ends a revoked agreement's Dataspace Protocol transfers.
+    pub dsp_control: Arc<dyn crate::transfer::ProviderControl>,
 }
 
 #[tonic::async_trait]
@@ -87,11 +89,25 @@ impl Usage for UsageService {
         if !r.reason.trim().is_empty() {
             bounded::reason("reason", &r.reason).map_err(into_status)?;
         }
-        self.usage
+        let record = self
+            .usage
             .revoke(r.agreement_id.trim(), &r.reason)
             .await
-            .map(|record| Response::new(record.to_proto()))
-            .map_err(into_status)
+            .map_err(into_status)?;
+        // The revocation is durable and already refuses every delivery; ending the
+        // agreement's DSP transfers tells their consumers. One that cannot be ended now
+        // is still refused, so the revocation stands.
+        if let Err(e) = self
+            .dsp_control
+            .end_for_agreement(
+                record.agreement_id.clone(),
+                format!("the agreement was revoked: {}", record.reason),
+            )
+            .await
+        {
+            tracing::warn!(agreement = %record.agreement_id, error = %e, "cannot end the agreement's DSP transfers");
+        }
+        Ok(Response::new(record.to_proto()))
     }
 
     async fn list_revocations(

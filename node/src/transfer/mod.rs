@@ -164,3 +164,50 @@ pub struct Receipt {
     pub size: u64,
     pub received_at: i64,
 }
+
+/// The DSP binding's provider commands on its transfers, for the local API (which sits
+/// beside the binding and reaches it through this).
+pub trait ProviderControl: Send + Sync {
+    /// Suspends, restarts or terminates the binding's transfer `pid`.
+    fn control(
+        &self,
+        pid: String,
+        action: ProviderAction,
+        reason: String,
+    ) -> crate::base::BoxFuture<'static, Result<ControlledTransfer, ControlError>>;
+    /// Terminates every transfer of `agreement_id` that is not final.
+    fn end_for_agreement(
+        &self,
+        agreement_id: String,
+        reason: String,
+    ) -> crate::base::BoxFuture<'static, Result<usize, ControlError>>;
+}
+
+/// What a provider does to one of its DSP transfers (an operator's command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderAction {
+    Suspend,
+    Restart,
+    Terminate,
+}
+
+/// A DSP transfer as a provider's command left it.
+#[derive(Clone, Debug)]
+pub struct ControlledTransfer {
+    pub provider_pid: String,
+    pub consumer_pid: String,
+    pub consumer: String,
+    pub agreement_id: String,
+    pub state: String,
+}
+
+/// Why a provider's command was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error("no DSP transfer process {0} at this node")]
+    Unknown(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+}

@@ -533,3 +533,99 @@ fn names_participant(der: &[u8], participant: &str) -> bool {
         .iter()
         .any(|n| matches!(n, x509_parser::extensions::GeneralName::URI(u) if *u == participant))
 }
+
+/// A recording relay in front of a provider's DSP listener: it presents the provider's
+/// certificate (so a consumer node calls it as it would the provider), keeps every JSON
+/// message it is sent (path, body), and passes each request on to the provider with
+/// the consumer's certificate, answering what the provider answered.
+pub struct Relay {
+    pub addr: SocketAddr,
+    got: Arc<Mutex<Vec<(String, Json)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Relay {
+    pub async fn start(
+        provider_identity: &TlsIdentity,
+        provider: SocketAddr,
+        consumer_identity: &TlsIdentity,
+        roots: rustls::RootCertStore,
+    ) -> Self {
+        let tls = liutong_node::dsp::tls_config(provider_identity, &roots).unwrap();
+        let mut tls = (*tls).clone();
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let acceptor = TlsAcceptor::from(Arc::new(tls));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = Client::new(provider, Some(consumer_identity), roots);
+        let got: Arc<Mutex<Vec<(String, Json)>>> = Arc::default();
+        let kept = got.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, kept, client) = (acceptor.clone(), kept.clone(), client.clone());
+                tokio::spawn(async move {
+                    let Ok(stream) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let (kept, client) = (kept.clone(), client.clone());
+                            async move {
+                                let method = request.method().as_str().to_owned();
+                                let path = request
+                                    .uri()
+                                    .path_and_query()
+                                    .map(|p| p.as_str().to_owned())
+                                    .unwrap_or_default();
+                                let body = request.into_body().collect().await.unwrap().to_bytes();
+                                if let Ok(json) = serde_json::from_slice::<Json>(&body) {
+                                    kept.lock().unwrap().push((path.clone(), json));
+                                }
+                                let answer = client
+                                    .send_with(
+                                        &method,
+                                        &path,
+                                        &[],
+                                        (!body.is_empty()).then(|| body.to_vec()),
+                                    )
+                                    .await;
+                                let response = match answer {
+                                    Ok(a) => http::Response::builder()
+                                        .status(a.status)
+                                        .header("content-type", "application/json")
+                                        .body(Full::new(bytes::Bytes::from(a.body))),
+                                    Err(e) => http::Response::builder()
+                                        .status(502)
+                                        .body(Full::new(bytes::Bytes::from(e))),
+                                };
+                                Ok::<_, std::convert::Infallible>(response.unwrap())
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, got, task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}", self.addr.port())
+    }
+
+    /// The messages passed on, in order.
+    pub fn received(&self) -> Vec<(String, Json)> {
+        self.got.lock().unwrap().clone()
+    }
+}
