@@ -126,6 +126,7 @@ pub mod outbound;
 pub mod pause;
 pub mod query;
 pub mod recovery;
+pub mod replica;
 pub mod rotation;
 pub mod runtime;
 pub mod service;

@@ -233,6 +233,7 @@ fn storage_section_loads_back_and_never_takes_a_password() {
         password_env: None,
         password_file: Some("db-password".into()),
         password: None,
+        ..Default::default()
     };
     let good = config.to_commented_toml();
     std::fs::write(&path, &good).unwrap();
