@@ -195,6 +195,7 @@ struct Replica {
     config: PathBuf,
     health: String,
     child: Option<Child>,
+    stderr: Option<mpsc::Receiver<String>>,
 }
 
 impl Replica {
@@ -213,11 +214,38 @@ impl Replica {
             .spawn()
             .expect("start liutong serve");
         let stdout = lines(child.stdout.take().unwrap());
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || std::io::copy(&mut { stderr }, &mut std::io::sink()));
+        self.stderr = Some(lines(child.stderr.take().unwrap()));
         self.child = Some(child);
         wait_line(&stdout, until, "liutong serve");
         std::thread::spawn(move || for _ in stdout {});
+    }
+
+    /// Sends `signal` (e.g. `STOP`, `CONT`) to the process.
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("started").id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal} {pid}");
+    }
+
+    /// Waits for the process to exit by itself; its status and standard error.
+    fn exited(&mut self) -> (std::process::ExitStatus, String) {
+        let mut child = self.child.take().expect("started");
+        let deadline = Instant::now() + LIMIT;
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                panic!("the replica did not exit within {LIMIT:?}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let said: Vec<String> = self.stderr.take().unwrap().iter().collect();
+        (status, said.join("\n"))
     }
 
     fn kill(&mut self) {
@@ -308,11 +336,12 @@ fn request(consumer: &str, peer: &str, offer: &str) -> Command {
 /// against the leader; the leader is killed (SIGKILL) with a negotiation and a pull in
 /// flight; the standby takes the lease and serves; every acknowledged negotiation,
 /// receipt and audit entry is there, the audit log verifies across the failover, the
-/// new leader negotiates, and the killed replica comes back as a standby.
+/// new leader negotiates, and the killed replica comes back as a standby. Then that
+/// leader is paused past its lease: the standby takes over, and the paused one, resumed,
+/// stops itself (exit status 75) instead of serving alongside.
 ///
-/// The replicas share the peer and local API addresses (only the leader listens on
-/// them, as a Service's address would be shared) and have health endpoints of their
-/// own (standbys answer there).
+/// The replicas listen on addresses of their own; the consumer addresses the one that
+/// leads (a Service or a load balancer would do that in a deployment).
 #[test]
 fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_lost() {
     let cluster = postgres::shared();
@@ -360,12 +389,12 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
         replicas: true,
         ..Default::default()
     };
-    let peer = config.node.listen.to_string();
+    let peer_a = config.node.listen.to_string();
     let health_a = format!("127.0.0.1:{}", free_port());
     config.node.health_listen = Some(health_a.parse().unwrap());
     std::fs::write(&provider, config.to_commented_toml()).unwrap();
     // The second replica: the same identity and configuration in its own directory,
-    // with a health endpoint of its own.
+    // with addresses of its own.
     let dir_b = root.join("replica-b");
     let cp = Command::new("cp")
         .arg("-a")
@@ -376,17 +405,22 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     assert!(cp.success());
     let health_b = format!("127.0.0.1:{}", free_port());
     config.node.health_listen = Some(health_b.parse().unwrap());
+    config.node.listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    config.node.admin_listen = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let peer_b = config.node.listen.to_string();
     std::fs::write(dir_b.join("node.toml"), config.to_commented_toml()).unwrap();
 
     let mut a = Replica {
         config: provider.clone(),
         health: health_a,
         child: None,
+        stderr: None,
     };
     let mut b = Replica {
         config: dir_b.join("node.toml"),
         health: health_b,
         child: None,
+        stderr: None,
     };
     a.start("serving:");
     b.start("waiting for the leadership lease");
@@ -398,6 +432,7 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
         config: consumer.clone(),
         health: String::new(),
         child: None,
+        stderr: None,
     };
     consumer_node.start("serving:");
     for config in [a.config(), consumer_node.config()] {
@@ -435,7 +470,7 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     let mut agreements = Vec::new();
     for _ in 0..2 {
         let done: serde_json::Value =
-            serde_json::from_str(&ok(request(&c, &peer, &offer).output().unwrap())).unwrap();
+            serde_json::from_str(&ok(request(&c, &peer_a, &offer).output().unwrap())).unwrap();
         assert_eq!(done["state"], "FINALIZED", "{done}");
         agreements.push(done["agreement_id"].as_str().unwrap().to_owned());
     }
@@ -454,7 +489,7 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
 
     // In the middle of a negotiation and a pull, the leader dies.
     let mut in_flight = vec![
-        request(&c, &peer, &offer).spawn().unwrap(),
+        request(&c, &peer_a, &offer).spawn().unwrap(),
         command(&[
             "transfer",
             "pull",
@@ -523,7 +558,7 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
 
     // The new leader negotiates and delivers.
     let done: serde_json::Value =
-        serde_json::from_str(&ok(request(&c, &peer, &offer).output().unwrap())).unwrap();
+        serde_json::from_str(&ok(request(&c, &peer_b, &offer).output().unwrap())).unwrap();
     assert_eq!(done["state"], "FINALIZED", "{done}");
     let pulled: serde_json::Value = serde_json::from_str(&ok(liutong(&[
         "transfer",
@@ -543,4 +578,17 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     let said = health(&a.health, "0s").expect_err("the restarted replica does not serve");
     assert!(said.contains("answers NotServing"), "{said}");
     health(&b.health, "0s").expect("the leader still serves");
+
+    // The leader is paused past its lease (as a partition would hold it): the standby
+    // takes over, and the old leader, resumed, finds its lease gone and stops itself.
+    b.signal("STOP");
+    health(&a.health, "60s").expect("the standby takes over from a paused leader");
+    b.signal("CONT");
+    let (status, said) = b.exited();
+    assert_eq!(status.code(), Some(75), "{said}");
+    assert!(said.contains("lost the leadership"), "{said}");
+    let done: serde_json::Value =
+        serde_json::from_str(&ok(request(&c, &peer_a, &offer).output().unwrap())).unwrap();
+    assert_eq!(done["state"], "FINALIZED", "{done}");
+    ok(liutong(&["audit", "verify", "--config", a.config()]));
 }
