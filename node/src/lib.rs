@@ -93,6 +93,9 @@
 //!      stops everything on one signal.
 //!    - [`rotation`] — signing-key rotation with the authority, and the key history
 //!      that keeps old checkpoints verifiable.
+//!    - [`replica`] — active/standby replicas on one PostgreSQL database: a standby
+//!      waits for the leadership lease, then the node starts; a leader that loses the
+//!      lease stops.
 //! 8. **Binary**
 //!    - [`cli`] — the `liutong` command.
 //!    - [`setup`] — `liutong init` and the zero-configuration development set-up.
@@ -126,6 +129,7 @@ pub mod outbound;
 pub mod pause;
 pub mod query;
 pub mod recovery;
+pub mod replica;
 pub mod rotation;
 pub mod runtime;
 pub mod service;

@@ -68,6 +68,7 @@ async fn a_sled_node_moves_into_postgres_with_its_audit_log_verified() {
         password_env: None,
         password_file: Some(cluster.password_file(&config.base_dir)),
         password: None,
+        ..Default::default()
     };
     std::fs::write(&config_path, config.to_commented_toml()).unwrap();
 

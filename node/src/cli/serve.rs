@@ -30,6 +30,12 @@ pub async fn serve(
     if health_listen.is_some() {
         config.node.health_listen = health_listen;
     }
+    // Replicas wait as standbys until this one holds the leadership lease.
+    let mut leadership = if config.storage.replicas {
+        Some(crate::replica::stand_by(&config).await?)
+    } else {
+        None
+    };
     let dev_authority = match config.development_authority_dir() {
         Some(dir) => {
             let listener = TcpListener::bind(&config.authority.address)
@@ -52,7 +58,10 @@ pub async fn serve(
         }
         None => None,
     };
-    let node = RunningNode::start(config).await?;
+    let node = match &leadership {
+        Some(l) => RunningNode::start_on(config, l.storage.clone()).await?,
+        None => RunningNode::start(config).await?,
+    };
     let stop = StopSignals::catch()?;
     let m = &node.node.identity.membership;
     let dsp = node
@@ -67,9 +76,30 @@ pub async fn serve(
         node.admin_addr()
     );
     println!("stop with Ctrl-C (SIGINT) or SIGTERM");
-    stop.wait().await;
+    let lost = async {
+        match &mut leadership {
+            Some(l) => l.lost().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        () = stop.wait() => {}
+        reason = lost => {
+            // Fail-stop: nothing more is answered or written by this process; the
+            // database already refuses its writes. Its supervisor starts it again as a
+            // standby.
+            eprintln!(
+                "liutong: this replica lost the leadership ({reason}); it stops serving \
+                 now and exits, to be started again as a standby"
+            );
+            std::process::exit(crate::replica::LOST_LEADERSHIP_EXIT);
+        }
+    }
     println!("stopping: finishing in-flight calls and flushing storage");
     node.shutdown().await?;
+    if let Some(l) = leadership {
+        l.release().await?;
+    }
     if let Some(a) = dev_authority {
         a.shutdown().await?;
     }

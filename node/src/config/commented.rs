@@ -241,7 +241,10 @@ impl NodeConfig {
                  # engine = \"postgres\"\n\
                  # url = \"postgresql://liutong@db.example:5432/liutong\"\n\
                  # password_env = \"LIUTONG_DB_PASSWORD\"\n\
-                 # password_file = \"/run/secrets/db-password\"\n\n",
+                 # password_file = \"/run/secrets/db-password\"\n\
+                 # replicas = true      # several `liutong serve` share the database\n\
+                 # lease = \"3s\"         # a standby takes over this long after the leader dies\n\
+                 # renew_interval = \"1s\"\n\n",
             );
             return;
         }
@@ -262,6 +265,25 @@ impl NodeConfig {
                 "password_file = {}\n",
                 toml_string(&file.to_string_lossy())
             ));
+        }
+        if s.replicas {
+            out.push_str(
+                "# Replicas sharing this database: each starts as a standby (health\n\
+                 # NOT_SERVING) and serves only while it holds the leadership lease.\n\
+                 replicas = true\n",
+            );
+            if let Some(lease) = s.lease {
+                out.push_str(&format!(
+                    "lease = \"{}\"\n",
+                    humantime::format_duration(lease)
+                ));
+            }
+            if let Some(every) = s.renew_interval {
+                out.push_str(&format!(
+                    "renew_interval = \"{}\"\n",
+                    humantime::format_duration(every)
+                ));
+            }
         }
         out.push('\n');
     }

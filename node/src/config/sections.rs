@@ -114,7 +114,31 @@ pub struct StorageSection {
     /// Only present to refuse it with a message: the password is never written here.
     #[serde(default, skip_serializing)]
     pub password: Option<toml::Value>,
+    /// Several `liutong serve` replicas share the PostgreSQL database: each starts as a
+    /// standby and serves only while it holds the leadership lease.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replicas: bool,
+    /// How long a leadership lease lasts unless renewed (default 3 s): a standby takes
+    /// over at most this long after the leader dies.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub lease: Option<Duration>,
+    /// How often the leader renews its lease (default 1 s); shorter than `lease`.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub renew_interval: Option<Duration>,
 }
+
+/// The leadership lease's length when `[storage] lease` is not set.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(3);
+/// How often the lease is renewed when `[storage] renew_interval` is not set.
+pub const DEFAULT_RENEW_INTERVAL: Duration = Duration::from_secs(1);
 
 impl StorageSection {
     /// Refuses a password written in the file or in the URL, and settings that do not
@@ -132,6 +156,29 @@ impl StorageSection {
         }
         if self.password_env.is_some() && self.password_file.is_some() {
             return Err("[storage]: set either password_env or password_file, not both".into());
+        }
+        if (self.lease.is_some() || self.renew_interval.is_some()) && !self.replicas {
+            return Err(
+                "[storage]: lease and renew_interval are settings of replicas = true".into(),
+            );
+        }
+        if self.replicas {
+            if self.engine != StorageEngine::Postgres {
+                return Err(
+                    "[storage]: replicas = true needs engine = \"postgres\": replicas share \
+                     one PostgreSQL database, and a sled database belongs to one process"
+                        .into(),
+                );
+            }
+            let (lease, renew) = (self.lease(), self.renew_interval());
+            if renew.is_zero() || renew >= lease {
+                return Err(format!(
+                    "[storage]: renew_interval ({}) must be more than zero and shorter than \
+                     lease ({}), or the leader loses its lease between two renewals",
+                    humantime::format_duration(renew),
+                    humantime::format_duration(lease)
+                ));
+            }
         }
         match self.engine {
             StorageEngine::Sled => {
@@ -153,6 +200,16 @@ impl StorageSection {
                 check_postgres_url(url).map_err(|e| format!("[storage] url: {e}"))
             }
         }
+    }
+
+    /// The leadership lease's length.
+    pub fn lease(&self) -> Duration {
+        self.lease.unwrap_or(DEFAULT_LEASE)
+    }
+
+    /// How often the leader renews its lease.
+    pub fn renew_interval(&self) -> Duration {
+        self.renew_interval.unwrap_or(DEFAULT_RENEW_INTERVAL)
     }
 
     /// The PostgreSQL database to use, with its password read now; `None` for sled.

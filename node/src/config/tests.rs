@@ -233,6 +233,7 @@ fn storage_section_loads_back_and_never_takes_a_password() {
         password_env: None,
         password_file: Some("db-password".into()),
         password: None,
+        ..Default::default()
     };
     let good = config.to_commented_toml();
     std::fs::write(&path, &good).unwrap();
@@ -401,4 +402,39 @@ fn a_dsp_url_that_is_not_a_plain_https_base_is_refused() {
         let e = NodeConfig::load(&path).unwrap_err().to_string();
         assert!(e.contains(expected), "{url}: {e}");
     }
+}
+
+#[test]
+fn replicas_settings_round_trip_and_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let mut config = sample();
+    config.storage = StorageSection {
+        engine: StorageEngine::Postgres,
+        url: Some("postgresql://liutong@db.example:5432/liutong".into()),
+        password_env: Some("LIUTONG_DB_PASSWORD".into()),
+        replicas: true,
+        lease: Some(Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let good = config.to_commented_toml();
+    std::fs::write(&path, &good).unwrap();
+    let back = NodeConfig::load(&path).unwrap();
+    assert!(back.storage.replicas);
+    assert_eq!(back.storage.lease(), Duration::from_secs(5));
+    assert_eq!(back.storage.renew_interval(), Duration::from_secs(1));
+
+    let msg = load_text(&good.replace("lease = \"5s\"", "lease = \"5s\"\nrenew_interval = \"5s\""));
+    assert!(msg.contains("shorter than lease"), "{msg}");
+    let msg = load_text(&good.replace("replicas = true\n", ""));
+    assert!(msg.contains("settings of replicas = true"), "{msg}");
+    let sled = good
+        .replace("engine = \"postgres\"\n", "")
+        .replace(
+            "url = \"postgresql://liutong@db.example:5432/liutong\"\n",
+            "",
+        )
+        .replace("password_env = \"LIUTONG_DB_PASSWORD\"\n", "");
+    let msg = load_text(&sled);
+    assert!(msg.contains("replicas = true needs engine"), "{msg}");
 }

@@ -125,11 +125,32 @@ impl RunningNode {
         Self::start_with_listeners(config, peer_listener, admin_listener).await
     }
 
+    /// Starts a node on a PostgreSQL database already open: the leader of replicas,
+    /// whose storage is fenced by the leadership lease it holds.
+    pub async fn start_on(
+        config: NodeConfig,
+        storage: Arc<PostgresStorage>,
+    ) -> Result<Self, NodeError> {
+        let peer_listener = bind(config.node.listen, "peer API", "node.listen").await?;
+        let admin_listener =
+            bind(config.node.admin_listen, "local API", "node.admin_listen").await?;
+        Self::launch(config, peer_listener, admin_listener, Some(storage)).await
+    }
+
     /// Starts a node on listeners the caller bound (tests bind port 0).
     pub async fn start_with_listeners(
         config: NodeConfig,
         peer_listener: TcpListener,
         admin_listener: TcpListener,
+    ) -> Result<Self, NodeError> {
+        Self::launch(config, peer_listener, admin_listener, None).await
+    }
+
+    async fn launch(
+        config: NodeConfig,
+        peer_listener: TcpListener,
+        admin_listener: TcpListener,
+        opened: Option<Arc<PostgresStorage>>,
     ) -> Result<Self, NodeError> {
         let identity_dir = config.identity_dir();
         let identity_err = |reason: String| NodeError::Identity {
@@ -209,6 +230,7 @@ impl RunningNode {
                 .postgres(&config.base_dir)
                 .map_err(NodeError::Config)?
             {
+                Some(_) if let Some(storage) = opened => GatedStorage::other(storage),
                 Some(db) => GatedStorage::other(PostgresStorage::open(
                     PgTarget::new(&db.url, db.password.as_deref())
                         .map_err(|e| NodeError::Config(format!("[storage] url: {e}")))?,

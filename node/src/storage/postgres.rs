@@ -22,15 +22,25 @@
 //! `CREATE TABLE IF NOT EXISTS`, `bytea`, `text`, `bigint`, `integer`, composite primary
 //! keys, `INSERT … ON CONFLICT … DO NOTHING / DO UPDATE`, `SELECT … FOR UPDATE`,
 //! `LOCK TABLE … IN ACCESS EXCLUSIVE MODE`, `substr`, `length`, `ORDER BY`, `LIMIT`,
-//! transactions at READ COMMITTED and REPEATABLE READ, `SET synchronous_commit = on`.
+//! transactions at READ COMMITTED and REPEATABLE READ, `SET synchronous_commit = on`,
+//! `SELECT … FOR SHARE`, `UPDATE … RETURNING`, `now()`, `timestamptz`, `interval`.
+//!
+//! Leadership and fencing: replicas sharing one database take turns through the lease
+//! row of `liutong_lease` ([`PostgresStorage::acquire_lease`]). Once an engine holds the
+//! lease, every write transaction first checks, inside itself, that the lease row still
+//! carries this engine's token and has not expired by the database's clock, and locks
+//! the row `FOR SHARE` until it commits: a replica taking the lease over waits for the
+//! writes in flight, and a write that starts after the lease was lost is refused. So a
+//! deposed leader's write never commits, whatever its own clock says. An engine that
+//! never took the lease (a single node, `storage migrate`, tests) writes unfenced.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
-use tokio_postgres::{Client, NoTls, Statement};
+use tokio::sync::{Semaphore, watch};
+use tokio_postgres::{Client, NoTls, Statement, Transaction};
 
 use super::blobs::{Blobs, RowBlobs};
 use super::durability::Durability;
@@ -57,7 +67,36 @@ const MIGRATIONS: &[&str] = &[
          data bytea NOT NULL,
          PRIMARY KEY (name, chunk_index)
      );",
+    // 2: the leadership lease of replicas sharing the database; free at first (it
+    // expired long ago).
+    "CREATE TABLE liutong_lease (
+         id integer PRIMARY KEY,
+         holder text NOT NULL,
+         token bigint NOT NULL,
+         expires_at timestamptz NOT NULL
+     );
+     INSERT INTO liutong_lease (id, holder, token, expires_at)
+         VALUES (1, '', 0, timestamptz '2000-01-01 00:00:00+00');",
 ];
+
+/// Checks, inside a write transaction, that this engine still holds the lease (see the
+/// module's documentation); no row: it does not.
+const FENCE: &str = "SELECT 1 FROM liutong_lease \
+                     WHERE id = 1 AND token = $1 AND expires_at > now() FOR SHARE";
+
+/// An error of the engine's work: the database's, or a write refused because this
+/// replica no longer holds the lease.
+#[derive(Debug)]
+pub(crate) enum PgError {
+    Db(tokio_postgres::Error),
+    NotLeader,
+}
+
+impl From<tokio_postgres::Error> for PgError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Db(e)
+    }
+}
 
 /// The schema version this binary writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -199,9 +238,57 @@ pub(crate) struct Pool {
     target: PgTarget,
     idle: Mutex<Vec<Conn>>,
     permits: Arc<Semaphore>,
+    /// The lease token every write is fenced with, once this engine took the lease.
+    token: Mutex<Option<i64>>,
+    /// `Some(reason)` once a write was refused because the lease was lost.
+    lost: watch::Sender<Option<String>>,
 }
 
 impl Pool {
+    fn token(&self) -> Option<i64> {
+        *self.token.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a write transaction on `conn`, fenced by the lease when this engine
+    /// holds one: refused with [`PgError::NotLeader`] when the lease is no longer ours.
+    pub(crate) async fn begin_write<'a>(
+        &self,
+        conn: &'a mut Conn,
+    ) -> Result<Transaction<'a>, PgError> {
+        let Some(token) = self.token() else {
+            return Ok(conn.client.transaction().await?);
+        };
+        let fence = conn.statement(FENCE).await?;
+        let tx = conn.client.transaction().await?;
+        if tx.query_opt(&fence, &[&token]).await?.is_none() {
+            drop(tx);
+            self.lost.send_replace(Some(format!(
+                "a write was refused: the lease (token {token}) expired or another replica \
+                 took it"
+            )));
+            return Err(PgError::NotLeader);
+        }
+        Ok(tx)
+    }
+
+    /// Runs one statement that writes and commits it: on its own when unfenced, else in
+    /// a fenced transaction. Returns the rows it changed.
+    pub(crate) async fn write_one(
+        &self,
+        conn: &mut Conn,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<u64, PgError> {
+        let statement = conn.statement(sql).await?;
+        if self.token().is_none() {
+            return Ok(conn.client.execute(&statement, params).await?);
+        }
+        let tx = self.begin_write(conn).await?;
+        let n = tx.execute(&statement, params).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
     pub(crate) async fn get(self: &Arc<Self>) -> Result<Pooled, tokio_postgres::Error> {
         let permit = self
             .permits
@@ -262,7 +349,7 @@ impl Pg {
     pub(crate) fn block<T, F>(&self, work: F) -> Result<T, String>
     where
         T: Send + 'static,
-        F: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+        F: Future<Output = Result<T, PgError>> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         self.handle.spawn(async move {
@@ -278,8 +365,18 @@ impl Pg {
         }
     }
 
-    pub(crate) fn describe(&self, e: &tokio_postgres::Error) -> String {
+    pub(crate) fn describe(&self, e: &PgError) -> String {
         let place = &self.pool.target.place;
+        let e = match e {
+            PgError::Db(e) => e,
+            PgError::NotLeader => {
+                return format!(
+                    "this replica is no longer the leader: its lease on the database at \
+                     {place} expired or another replica took it over, so it may not write \
+                     any more; it stops, and its supervisor starts it again as a standby"
+                );
+            }
+        };
         if let Some(db) = e.as_db_error() {
             format!(
                 "PostgreSQL at {place} refused: {} (SQLSTATE {})",
@@ -321,6 +418,8 @@ impl PostgresStorage {
             target: target.clone(),
             idle: Mutex::new(Vec::new()),
             permits: Arc::new(Semaphore::new(POOL_SIZE)),
+            token: Mutex::new(None),
+            lost: watch::channel(None).0,
         });
         let pg = Arc::new(Pg {
             handle: runtime.handle().clone(),
@@ -329,7 +428,7 @@ impl PostgresStorage {
         });
         let p = pg.pool.clone();
         let found = pg
-            .block(async move { migrate(&p).await })
+            .block(async move { Ok(migrate(&p).await?) })
             .map_err(open_err)?;
         if found > SCHEMA_VERSION {
             return Err(open_err(format!(
@@ -373,6 +472,81 @@ impl PostgresStorage {
         })
     }
 
+    /// Takes the leadership lease for `lease` when it is free or expired (by the
+    /// database's clock), in one statement, and from then on fences every write with it.
+    /// Returns the lease's new token, or `None` when another replica holds it.
+    pub fn acquire_lease(
+        &self,
+        holder: &str,
+        lease: Duration,
+    ) -> Result<Option<i64>, StorageError> {
+        let (h, ms) = (holder.to_owned(), millis(lease));
+        let token = self.run("liutong_lease", |pool| async move {
+            let conn = pool.get().await?;
+            let row = conn
+                .client
+                .query_opt(
+                    "UPDATE liutong_lease \
+                     SET token = token + 1, holder = $1, \
+                         expires_at = now() + $2::bigint * interval '1 millisecond' \
+                     WHERE id = 1 AND expires_at <= now() RETURNING token",
+                    &[&h, &ms],
+                )
+                .await?;
+            Ok(row.map(|r| r.get::<_, i64>(0)))
+        })?;
+        if let Some(token) = token {
+            *self.pg.pool.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
+        }
+        Ok(token)
+    }
+
+    /// Extends the lease this engine holds by `lease` from now (the database's clock);
+    /// `false` when it is no longer held (expired, or taken by another replica).
+    pub fn renew_lease(&self, lease: Duration) -> Result<bool, StorageError> {
+        let Some(token) = self.pg.pool.token() else {
+            return Ok(false);
+        };
+        let ms = millis(lease);
+        self.run("liutong_lease", |pool| async move {
+            let conn = pool.get().await?;
+            let n = conn
+                .client
+                .execute(
+                    "UPDATE liutong_lease \
+                     SET expires_at = now() + $2::bigint * interval '1 millisecond' \
+                     WHERE id = 1 AND token = $1 AND expires_at > now()",
+                    &[&token, &ms],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    /// Gives the lease up (after a graceful stop), so a standby need not wait for it to
+    /// expire. Writes refused from here on.
+    pub fn release_lease(&self) -> Result<(), StorageError> {
+        let Some(token) = self.pg.pool.token() else {
+            return Ok(());
+        };
+        self.run("liutong_lease", |pool| async move {
+            let conn = pool.get().await?;
+            conn.client
+                .execute(
+                    "UPDATE liutong_lease SET expires_at = now() WHERE id = 1 AND token = $1",
+                    &[&token],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// A receiver that holds `Some(reason)` once a write was refused because this
+    /// engine's lease was lost.
+    pub fn lease_lost(&self) -> watch::Receiver<Option<String>> {
+        self.pg.pool.lost.subscribe()
+    }
+
     fn engine_err(tree: &str) -> impl Fn(String) -> StorageError + '_ {
         move |reason| StorageError::Engine {
             tree: tree.to_owned(),
@@ -384,12 +558,16 @@ impl PostgresStorage {
     where
         T: Send + 'static,
         F: FnOnce(Arc<Pool>) -> Fut,
-        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+        Fut: Future<Output = Result<T, PgError>> + Send + 'static,
     {
         self.pg
             .block(work(self.pg.pool.clone()))
             .map_err(Self::engine_err(tree))
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 /// Creates the schema's version table if needed, then, holding an exclusive lock on it
@@ -453,7 +631,7 @@ async fn scan(
     prefix: Vec<u8>,
     after: Option<Vec<u8>>,
     limit: Option<i64>,
-) -> Result<Entries, tokio_postgres::Error> {
+) -> Result<Entries, PgError> {
     let end = prefix_end(&prefix);
     let mut sql = String::from("SELECT key, value FROM liutong_kv WHERE tree = $1 AND key >= $2");
     let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&tree, &prefix];
@@ -496,8 +674,9 @@ impl Storage for PostgresStorage {
         let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
         self.run(tree, |pool| async move {
             let mut conn = pool.get().await?;
-            let s = conn.statement(PUT).await?;
-            conn.client.execute(&s, &[&t, &k, &v]).await.map(drop)
+            pool.write_one(&mut conn, PUT, &[&t, &k, &v])
+                .await
+                .map(drop)
         })
     }
 
@@ -505,8 +684,7 @@ impl Storage for PostgresStorage {
         let (t, k) = (tree.to_owned(), key.to_vec());
         self.run(tree, |pool| async move {
             let mut conn = pool.get().await?;
-            let s = conn.statement(DELETE).await?;
-            conn.client.execute(&s, &[&t, &k]).await.map(drop)
+            pool.write_one(&mut conn, DELETE, &[&t, &k]).await.map(drop)
         })
     }
 
@@ -514,13 +692,9 @@ impl Storage for PostgresStorage {
         let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
         self.run(tree, |pool| async move {
             let mut conn = pool.get().await?;
-            let s = conn
-                .statement(
-                    "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
-                     ON CONFLICT (tree, key) DO NOTHING",
-                )
-                .await?;
-            Ok(conn.client.execute(&s, &[&t, &k, &v]).await? == 1)
+            let sql = "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
+                       ON CONFLICT (tree, key) DO NOTHING";
+            Ok(pool.write_one(&mut conn, sql, &[&t, &k, &v]).await? == 1)
         })
     }
 
@@ -531,14 +705,14 @@ impl Storage for PostgresStorage {
             let mut conn = pool.get().await?;
             let put = conn.statement(PUT).await?;
             let delete = conn.statement(DELETE).await?;
-            let tx = conn.client.transaction().await?;
+            let tx = pool.begin_write(&mut conn).await?;
             for write in &writes {
                 match write {
                     Write::Put(k, v) => tx.execute(&put, &[&t, k, v]).await?,
                     Write::Delete(k) => tx.execute(&delete, &[&t, k]).await?,
                 };
             }
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 

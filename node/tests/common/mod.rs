@@ -202,6 +202,7 @@ impl DataSpace {
                 password_env: None,
                 password_file: Some(cluster.password_file(&opts.dir)),
                 password: None,
+                ..Default::default()
             };
             std::fs::write(&config_path, config.to_commented_toml()).expect("write node.toml");
         }

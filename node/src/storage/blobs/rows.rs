@@ -11,7 +11,7 @@ use std::sync::Arc;
 use tokio_postgres::IsolationLevel;
 
 use crate::storage::durability::Durability;
-use crate::storage::postgres::{Pg, Pool};
+use crate::storage::postgres::{Pg, PgError, Pool};
 
 /// The largest chunk row.
 pub const CHUNK: u64 = 1 << 20;
@@ -44,7 +44,7 @@ impl RowBlobs {
 
     fn block<T: Send + 'static>(
         &self,
-        work: impl std::future::Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+        work: impl std::future::Future<Output = Result<T, PgError>> + Send + 'static,
     ) -> io::Result<T> {
         self.pg.block(work).map_err(other)
     }
@@ -59,13 +59,9 @@ impl RowBlobs {
         let (pool, n) = (self.pool(), name.to_owned());
         self.block(async move {
             let mut conn = pool.get().await?;
-            let s = conn
-                .statement(
-                    "INSERT INTO liutong_blob_files (name, len) VALUES ($1, 0) \
-                     ON CONFLICT (name) DO NOTHING",
-                )
-                .await?;
-            conn.client.execute(&s, &[&n]).await.map(drop)
+            let sql = "INSERT INTO liutong_blob_files (name, len) VALUES ($1, 0) \
+                       ON CONFLICT (name) DO NOTHING";
+            pool.write_one(&mut conn, sql, &[&n]).await.map(drop)
         })?;
         Ok(RowBlobWriter {
             pg: self.pg.clone(),
@@ -144,7 +140,7 @@ impl RowBlobs {
         let (pool, f, t) = (self.pool(), from.to_owned(), to.to_owned());
         let found = self.block(async move {
             let mut conn = pool.get().await?;
-            let tx = conn.client.transaction().await?;
+            let tx = pool.begin_write(&mut conn).await?;
             let found = tx
                 .query_opt(
                     "SELECT len FROM liutong_blob_files WHERE name = $1 FOR UPDATE",
@@ -180,12 +176,12 @@ impl RowBlobs {
         let (pool, n) = (self.pool(), name.to_owned());
         self.block(async move {
             let mut conn = pool.get().await?;
-            let tx = conn.client.transaction().await?;
+            let tx = pool.begin_write(&mut conn).await?;
             tx.execute("DELETE FROM liutong_blob_chunks WHERE name = $1", &[&n])
                 .await?;
             tx.execute("DELETE FROM liutong_blob_files WHERE name = $1", &[&n])
                 .await?;
-            tx.commit().await
+            Ok(tx.commit().await?)
         })
     }
 
@@ -254,7 +250,7 @@ impl RowBlobWriter {
                      ON CONFLICT (name, chunk_index) DO UPDATE SET data = EXCLUDED.data",
                 )
                 .await?;
-            let tx = conn.client.transaction().await?;
+            let tx = pool.begin_write(&mut conn).await?;
             let Some(row) = tx
                 .query_opt(
                     "SELECT len FROM liutong_blob_files WHERE name = $1 FOR UPDATE",
@@ -319,7 +315,7 @@ impl RowBlobWriter {
         let (pool, n) = (self.pg.pool.clone(), self.name.clone());
         let found = self.pg.block(async move {
             let mut conn = pool.get().await?;
-            let tx = conn.client.transaction().await?;
+            let tx = pool.begin_write(&mut conn).await?;
             if tx
                 .query_opt(
                     "SELECT len FROM liutong_blob_files WHERE name = $1 FOR UPDATE",
