@@ -273,18 +273,32 @@ fn own_record(
 
 /// Checks that a message about `record` names it by both process IDs.
 fn names(message: &Map<String, Json>, record: &DspNegotiation) -> Result<(), DspError> {
+    names_process(
+        message,
+        &record.provider_pid,
+        &record.consumer_pid,
+        "negotiation",
+    )
+}
+
+/// Checks that a message names the process (`what`: negotiation, transfer) its path
+/// names by both process IDs. Errors are in the negotiation area.
+pub(super) fn names_process(
+    message: &Map<String, Json>,
+    provider_pid: &str,
+    consumer_pid: &str,
+    what: &str,
+) -> Result<(), DspError> {
     let provider = text(message, "providerPid")?;
     let consumer = text(message, "consumerPid")?;
-    if provider != Some(record.provider_pid.as_str()) {
+    if provider != Some(provider_pid) {
         return Err(bad(format!(
-            "providerPid must be {}, the negotiation this path names",
-            record.provider_pid
+            "providerPid must be {provider_pid}, the {what} this path names"
         )));
     }
-    if consumer != Some(record.consumer_pid.as_str()) {
+    if consumer != Some(consumer_pid) {
         return Err(bad(format!(
-            "consumerPid must be {}, as in your request",
-            record.consumer_pid
+            "consumerPid must be {consumer_pid}, as in your request"
         )));
     }
     Ok(())

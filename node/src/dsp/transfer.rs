@@ -44,7 +44,7 @@ use sha2::{Digest, Sha256};
 use tokio_stream::StreamExt as _;
 
 use super::callback::{Failure, MAX_ATTEMPTS, call};
-use super::message::{self, Area, CONTEXT, DspError};
+use super::message::{Area, CONTEXT, DspError};
 use super::negotiation::{callback_address, pid, text};
 use super::state::DspState;
 use crate::audit::log::{AuditLog, Event, EventKind};
@@ -227,17 +227,11 @@ fn consumer_role(member: &Membership, what: &str) -> Result<(), DspError> {
         .map_err(|e| DspError::new(StatusCode::FORBIDDEN, Area::Transfer, e.to_string()))
 }
 
+/// The negotiation binding's reading of a message, answering in this area.
 async fn read(state: &DspState, body: Body, expected: &str) -> Result<Map<String, Json>, DspError> {
-    let body = axum::body::to_bytes(body, state.max_body)
+    super::negotiation::read(state, body, expected)
         .await
-        .map_err(|_| {
-            bad(format!(
-                "the message is larger than this node accepts ({} bytes, \
-                 limits.max_message_bytes) or was cut off",
-                state.max_body
-            ))
-        })?;
-    message::parse(&body, expected).map_err(bad)
+        .map_err(in_area)
 }
 
 /// The caller's transfer `pid`: 404 when there is none, or it is another participant's
@@ -260,21 +254,13 @@ fn own(state: &DspState, member: &Membership, pid: &str) -> Result<DspTransfer, 
 
 /// Checks that a message about `record` names it by both process IDs.
 fn names(message: &Map<String, Json>, record: &DspTransfer) -> Result<(), DspError> {
-    let provider = text(message, "providerPid").map_err(in_area)?;
-    let consumer = text(message, "consumerPid").map_err(in_area)?;
-    if provider != Some(record.provider_pid.as_str()) {
-        return Err(bad(format!(
-            "providerPid must be {}, the transfer this path names",
-            record.provider_pid
-        )));
-    }
-    if consumer != Some(record.consumer_pid.as_str()) {
-        return Err(bad(format!(
-            "consumerPid must be {}, as in your request",
-            record.consumer_pid
-        )));
-    }
-    Ok(())
+    super::negotiation::names_process(
+        message,
+        &record.provider_pid,
+        &record.consumer_pid,
+        "transfer",
+    )
+    .map_err(in_area)
 }
 
 /// Records a step of a DSP transfer on the audit log, under its agreement.

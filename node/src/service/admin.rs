@@ -243,7 +243,7 @@ impl Admin for AdminService {
         bounded::id("agreement_id", &request.agreement_id).map_err(into_status)?;
         let dsp = if request.peer.is_empty() {
             None
-        } else if request.peer.starts_with("https://") {
+        } else if crate::contract::over_binding(&request.peer) {
             let Some(dsp) = &self.dsp else {
                 return Err(Status::failed_precondition(
                     "pulling from a DSP peer needs this node's DSP listener (the provider \
