@@ -10,7 +10,6 @@ use std::sync::Arc;
 
 use crate::audit::log::AuditLog;
 use crate::audit::merkle::{self, MemoryTreeStore};
-use crate::audit::note::{Checkpoint, SignedNote};
 use crate::storage::blobs::rows::CHUNK;
 use crate::storage::{PgTarget, PostgresStorage, SledStorage, Storage, StorageError, Write};
 
@@ -108,10 +107,10 @@ pub fn sled_to_postgres(sled_dir: &Path, target: PgTarget) -> Result<Migrated, M
 
     // The check: every record and payload read back from PostgreSQL.
     let records: u64 = counts.values().sum();
-    if pg.count_records()? != records {
+    let copied = pg.count_records()?;
+    if copied != records {
         return Err(fail(format!(
-            "PostgreSQL holds {} records after the copy, sled {records}",
-            pg.count_records()?
+            "PostgreSQL holds {copied} records after the copy, sled {records}"
         )));
     }
     sled.for_each_entry(|tree, key, value| -> Result<(), MigrateError> {
@@ -171,8 +170,7 @@ pub fn sled_to_postgres(sled_dir: &Path, target: PgTarget) -> Result<Migrated, M
         ));
     }
     if let Some(note) = pg_log.latest_checkpoint().map_err(fail)? {
-        let signed = SignedNote::parse(note.as_bytes())
-            .and_then(|n| Checkpoint::parse(n.text()))
+        let signed = crate::audit::auditor::peek_checkpoint(&note)
             .map_err(|e| fail(format!("the stored checkpoint: {e}")))?;
         let at = merkle::root(&tree, signed.size).map_err(|e| fail(e.to_string()))?;
         if at != signed.root {

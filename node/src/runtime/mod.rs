@@ -224,20 +224,22 @@ impl RunningNode {
                 "group or others could read files in the data directory; they are owner-only now"
             );
         }
-        let gated_storage = Arc::new(
-            match config
+        // A replica that took the lead hands over the database it opened (and checked
+        // the settings of) while it stood by.
+        let gated_storage = Arc::new(match opened {
+            Some(storage) => GatedStorage::other(storage),
+            None => match config
                 .storage
                 .postgres(&config.base_dir)
                 .map_err(NodeError::Config)?
             {
-                Some(_) if let Some(storage) = opened => GatedStorage::other(storage),
                 Some(db) => GatedStorage::other(PostgresStorage::open(
                     PgTarget::new(&db.url, db.password.as_deref())
                         .map_err(|e| NodeError::Config(format!("[storage] url: {e}")))?,
                 )?),
                 None => GatedStorage::new(SledStorage::open(&config.database_dir())?),
             },
-        );
+        });
         let storage: Arc<dyn Storage> = gated_storage.clone();
         let audit = AuditLog::open(storage.clone())?;
         let telemetry = Arc::new(Telemetry::start(&config)?);
