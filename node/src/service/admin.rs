@@ -57,6 +57,8 @@ pub struct AdminService {
     pub dsp: Option<Arc<dyn crate::transfer::RemotePull>>,
     /// The DSP binding's provider commands on its transfers.
     pub dsp_control: Arc<dyn crate::transfer::ProviderControl>,
+    /// The web console, when `console.listen` is set.
+    pub console: Option<Arc<crate::local::ConsoleDoor>>,
 }
 
 fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
@@ -483,6 +485,51 @@ impl Admin for AdminService {
         )
         .await
         .map(Response::new)
+    }
+
+    async fn create_console_link(
+        &self,
+        request: Request<liutong_proto::v1::CreateConsoleLinkRequest>,
+    ) -> Result<Response<liutong_proto::v1::ConsoleLink>, Status> {
+        let caller = local_role(&request)?;
+        let wanted = match request.get_ref().role.as_str() {
+            "" => caller,
+            role => role.parse().map_err(Status::invalid_argument)?,
+        };
+        match wanted {
+            LocalRole::Admin => caller.require(&[LocalRole::Admin], "an admin console link")?,
+            LocalRole::Auditor => caller.require(
+                &[LocalRole::Admin, LocalRole::Auditor],
+                "an auditor console link",
+            )?,
+            LocalRole::App => {
+                return Err(Status::invalid_argument(
+                    "the console has no app role; ask for an admin or auditor link",
+                ));
+            }
+        }
+        let console = self.console.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "the web console is off: set [console] listen in node.toml and restart the node",
+            )
+        })?;
+        self.audit
+            .append(&crate::audit::event::Event::new(
+                crate::audit::event::EventKind::ConsoleSignIn,
+                crate::base::clock::now(),
+                format!("console: a sign-in link for the {wanted} role was made"),
+            ))
+            .await
+            .map_err(|e| Status::unavailable(format!("the audit log cannot be written: {e}")))?;
+        let token = console
+            .links
+            .mint(wanted)
+            .map_err(|_| Status::internal("the system's random number generator failed"))?;
+        Ok(Response::new(liutong_proto::v1::ConsoleLink {
+            url: format!("{}/login?token={token}", console.url),
+            role: wanted.to_string(),
+            expires_in_seconds: console.links.lifetime().as_secs(),
+        }))
     }
 
     async fn query_aggregate(
