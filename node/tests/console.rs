@@ -39,6 +39,15 @@ constraint = [
 duty = [{ action = "log" }]
 "#;
 
+const PUBLIC_POLICY: &str = r#"
+uid = "urn:liutong:policy:bus-stops"
+type = "set"
+
+[[permission]]
+action = "use"
+constraint = [{ leftOperand = "purpose", operator = "isA", rightOperand = "publicService" }]
+"#;
+
 const CHROMIUM: &str = "/usr/bin/chromium";
 
 fn scripts_dir() -> PathBuf {
@@ -212,6 +221,11 @@ async fn the_console_works_in_a_real_browser() {
         .unwrap()
         .to_string();
 
+    let bad_policy = IMPORTANT_POLICY.replace("isPartOf", "isNear");
+    let bad_policy_message = format!(
+        "policy: {}",
+        liutong_node::catalog::parse_policy(&bad_policy, None).unwrap_err()
+    );
     let console = transport.running.console_addr().expect("the console is on");
     let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
     let plan = serde_json::json!({
@@ -223,6 +237,10 @@ async fn the_console_works_in_a_real_browser() {
         "verifier_key": key.log_key,
         "other_key": other_key,
         "waiting": waiting.negotiation_id,
+        "bad_policy": bad_policy,
+        "bad_policy_message": bad_policy_message,
+        "good_policy": PUBLIC_POLICY,
+        "product_csv": "stop,district,shelters\nWulin Sq,330103,4\nHuanglong,330106,2\n",
         "out_dir": out_dir,
     });
     let plan_path = space.dir.path().join("console-plan.json");
@@ -283,6 +301,9 @@ async fn the_console_works_in_a_real_browser() {
         "audit-english",
         "overview-admin",
         "contracts-admin",
+        "publish-bad-policy",
+        "product",
+        "products",
         "contracts-approved",
     ] {
         assert!(
@@ -290,6 +311,24 @@ async fn the_console_works_in_a_real_browser() {
             "a screenshot of {page}"
         );
     }
+
+    // The product published through the form is in the catalog, with its policy.
+    let products = transport
+        .admin(LocalRole::Admin)
+        .await
+        .list_products(liutong_proto::v1::ListProductsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    let stops = products
+        .iter()
+        .find(|p| p.title == "Bus stops")
+        .expect("the product published in the browser");
+    assert_eq!(Some(stops.product_id.as_str()), seen["published"].as_str());
+    assert_eq!(stops.classification, "general-2");
+    assert!(stops.policy_odrl_json.contains("publicService"));
+    assert_eq!(products.len(), 2, "the refused form published nothing");
 
     // The approval reached the consumer.
     let finalized = wait_until(Duration::from_secs(15), || {
@@ -316,6 +355,7 @@ async fn the_console_works_in_a_real_browser() {
         "a browser signed in with the auditor role",
         "a browser signed in with the admin role",
         "a sign-in link was refused",
+        "publishing a product refused for the admin session: InvalidArgument policy:",
         "approving a contract refused for the auditor session: PermissionDenied",
         "the form's token or origin is not this console's",
     ] {

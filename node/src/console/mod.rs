@@ -49,7 +49,11 @@ use crate::tls::{TlsError, TlsIdentity};
 pub const LINK_LIFETIME: std::time::Duration = std::time::Duration::from_secs(10 * 60);
 
 /// Largest form the console accepts.
-const MAX_FORM: usize = 16 * 1024;
+const MAX_FORM: usize = 64 * 1024;
+
+/// Largest upload of the publish form; larger products are published with
+/// `liutong product publish`, which streams.
+pub const MAX_UPLOAD: usize = 16 * 1024 * 1024;
 
 /// What the console's handlers share.
 pub struct Console {
@@ -71,6 +75,15 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/login", get(login))
         .route("/logout", post(logout))
         .route("/lang/{lang}", get(switch_language))
+        .route(
+            "/products",
+            get(products)
+                .post(publish)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD + MAX_FORM)),
+        )
+        .route("/products/new", get(publish_form))
+        .route("/products/policy-check", post(policy_check))
+        .route("/products/{id}", get(product))
         .route("/contracts", get(contracts))
         .route("/contracts/{id}/approve", post(approve))
         .route("/contracts/{id}/reject", post(reject))
@@ -594,6 +607,195 @@ async fn proof_json(
             .into_response()
         }
         Err(status) => refused_page(lang_of(&headers), &status),
+    }
+}
+
+async fn products(
+    State(console): Shared,
+    headers: HeaderMap,
+    Query(q): Query<PageQuery>,
+) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    let request = liutong_proto::v1::ListProductsRequest {
+        page_size: 50,
+        page_token: q.page,
+    };
+    match console
+        .admin
+        .list_products(as_role(&session, request))
+        .await
+    {
+        Ok(list) => pages::products(lang, &session, &list.into_inner()),
+        Err(status) => refused_page(lang, &status),
+    }
+}
+
+async fn product(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    let request = liutong_proto::v1::GetProductRequest {
+        product_id: id,
+        page_size: 50,
+        page_token: String::new(),
+    };
+    match console.admin.get_product(as_role(&session, request)).await {
+        Ok(list) => pages::product(lang, &session, &list.into_inner().products),
+        Err(status) => refused_page(lang, &status),
+    }
+}
+
+async fn publish_form(State(console): Shared, headers: HeaderMap) -> Response {
+    match signed_in(&console, &headers) {
+        Ok(session) => pages::publish_form(lang_of(&headers), &session),
+        Err(page) => *page,
+    }
+}
+
+#[derive(Deserialize)]
+struct PolicyCheckForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    policy: String,
+    #[serde(default)]
+    classification: String,
+}
+
+/// Reads a policy as publishing would: the policy crate's reader, then this node's
+/// guardrails for the classification. Answers `{"ok": bool, "message": "…"}` with the
+/// policy crate's own words.
+async fn policy_check(
+    State(console): Shared,
+    headers: HeaderMap,
+    Form(form): Form<PolicyCheckForm>,
+) -> Response {
+    if let Err(refused) = console
+        .check_form(&headers, "checking a policy", &form.csrf)
+        .await
+    {
+        return *refused;
+    }
+    let outcome = (|| {
+        let classification: liutong_policy::Classification = form
+            .classification
+            .parse()
+            .map_err(|e| format!("classification: {e}"))?;
+        let policy =
+            crate::catalog::parse_policy(&form.policy, None).map_err(|e| format!("policy: {e}"))?;
+        console
+            .admin
+            .catalog
+            .offer_policy(policy, "prd-policy-check", classification)
+            .map_err(|e| e.to_string())?;
+        Ok::<(), String>(())
+    })();
+    axum::Json(match outcome {
+        Ok(()) => serde_json::json!({ "ok": true, "message": "" }),
+        Err(message) => serde_json::json!({ "ok": false, "message": message }),
+    })
+    .into_response()
+}
+
+/// The publish form's upload: the same checks and steps as `Admin.PublishProduct`.
+async fn publish(
+    State(console): Shared,
+    headers: HeaderMap,
+    mut form: axum::extract::Multipart,
+) -> Response {
+    let lang = lang_of(&headers);
+    let mut fields = std::collections::HashMap::new();
+    let mut data = Vec::new();
+    loop {
+        let field = match form.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(e) => {
+                return pages::message(
+                    lang,
+                    StatusCode::BAD_REQUEST,
+                    lang.words().failed,
+                    &e.body_text(),
+                );
+            }
+        };
+        let name = field.name().unwrap_or_default().to_owned();
+        let bytes = match field.bytes().await {
+            Ok(b) => b,
+            Err(e) => {
+                return pages::message(
+                    lang,
+                    StatusCode::BAD_REQUEST,
+                    lang.words().failed,
+                    &e.body_text(),
+                );
+            }
+        };
+        if name == "file" {
+            data = bytes.to_vec();
+        } else if [
+            "csrf",
+            "title",
+            "description",
+            "classification",
+            "format",
+            "policy",
+        ]
+        .contains(&name.as_str())
+        {
+            fields.insert(name, String::from_utf8_lossy(&bytes).into_owned());
+        }
+    }
+    let field = |name: &str| fields.get(name).cloned().unwrap_or_default();
+    let session = match console
+        .check_form(&headers, "publishing a product", &field("csrf"))
+        .await
+    {
+        Ok(s) => s,
+        Err(refused) => return *refused,
+    };
+    let messages = crate::catalog::publish_messages(
+        liutong_proto::v1::PublishMetadata {
+            product_id: String::new(),
+            title: field("title"),
+            description: field("description"),
+            classification: field("classification"),
+            format: field("format"),
+            policy: field("policy"),
+            policy_format: String::new(),
+            derived_from: Vec::new(),
+        },
+        &data,
+    );
+    let outcome = console
+        .admin
+        .publish_as(
+            session.role,
+            tokio_stream::iter(messages.into_iter().map(Ok)),
+        )
+        .await;
+    match outcome {
+        Ok(product) => Redirect::to(&format!("/products/{}", product.product_id)).into_response(),
+        Err(status) => {
+            console
+                .record(
+                    EventKind::Refusal,
+                    format!(
+                        "console: publishing a product refused for the {} session: {:?} {}",
+                        session.role,
+                        status.code(),
+                        status.message()
+                    ),
+                )
+                .await;
+            refused_page(lang, &status)
+        }
     }
 }
 

@@ -3,7 +3,8 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use liutong_proto::v1::{
-    CheckpointResponse, Contract, GetEntriesResponse, ListContractsResponse, StatusResponse,
+    CheckpointResponse, Contract, GetEntriesResponse, ListContractsResponse, ListProductsResponse,
+    Product, StatusResponse,
 };
 use maud::{DOCTYPE, Markup, html};
 
@@ -35,6 +36,7 @@ fn frame(lang: Lang, session: Option<&Session>, here: &str, title: &str, body: M
                     @if let Some(session) = session {
                         nav {
                             a href="/" aria-current=[(here == "/").then_some("page")] { (w.overview) }
+                            a href="/products" aria-current=[(here == "/products").then_some("page")] { (w.products) }
                             a href="/contracts" aria-current=[(here == "/contracts").then_some("page")] { (w.contracts) }
                             a href="/audit" aria-current=[(here == "/audit").then_some("page")] { (w.audit_log) }
                         }
@@ -255,4 +257,107 @@ pub fn audit(
             data-root-mismatch=(w.root_mismatch) {}
     };
     page(frame(lang, Some(session), "/audit", w.audit_log, body))
+}
+
+pub fn products(lang: Lang, session: &Session, list: &ListProductsResponse) -> Response {
+    let w = lang.words();
+    let body = html! {
+        @if session.role == LocalRole::Admin {
+            p { a #publish-link href="/products/new" { (w.publish) } }
+        }
+        @if list.products.is_empty() {
+            p { (w.no_products) }
+        } @else {
+            table #products {
+                thead { tr {
+                    th { (w.title_label) } th { (w.version_label) } th { (w.classification) }
+                    th { (w.format) } th { (w.size) } th { (w.offer) } th { (w.published) }
+                } }
+                tbody {
+                    @for p in &list.products {
+                        tr data-product=(p.product_id) {
+                            td { a href={ "/products/" (p.product_id) } { (p.title) } }
+                            td { (p.version) }
+                            td { (p.classification) }
+                            td { (p.format) }
+                            td { (p.size) }
+                            td { code { (p.offer_id) } }
+                            td { (format_unix(p.published_at_unix)) }
+                        }
+                    }
+                }
+            }
+            @if !list.next_page_token.is_empty() {
+                p { a href={ "/products?page=" (list.next_page_token) } { (w.older) " →" } }
+            }
+        }
+    };
+    page(frame(lang, Some(session), "/products", w.products, body))
+}
+
+/// A JSON document, indented for reading.
+fn pretty(json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(json)
+        .and_then(|v| serde_json::to_string_pretty(&v))
+        .unwrap_or_else(|_| json.to_owned())
+}
+
+pub fn product(lang: Lang, session: &Session, versions: &[Product]) -> Response {
+    let w = lang.words();
+    let Some(latest) = versions.last() else {
+        return message(lang, StatusCode::NOT_FOUND, w.failed, w.no_products);
+    };
+    let body = html! {
+        dl.figures {
+            dt { (w.description) } dd { (latest.description) }
+            dt { (w.classification) } dd #classification { (latest.classification) }
+            dt { (w.format) } dd { (latest.format) }
+            dt { (w.size) } dd { (latest.size) " B, " (latest.chunks) " × " (latest.chunk_size) " B" }
+            dt { "SHA-256" } dd { code { (latest.sha256) } }
+            dt { (w.offer) } dd { code { (latest.offer_id) } }
+            dt { (w.published) } dd { (format_unix(latest.published_at_unix)) }
+        }
+        h2 { (w.profile) }
+        pre #profile { (pretty(&latest.profile_json)) }
+        h2 { (w.policy) }
+        pre #policy { (pretty(&latest.policy_odrl_json)) }
+        @if versions.len() > 1 {
+            h2 { (w.version_label) }
+            ul { @for v in versions { li { "v" (v.version) " · " (format_unix(v.published_at_unix)) } } }
+        }
+    };
+    page(frame(lang, Some(session), "/products", &latest.title, body))
+}
+
+/// The publish form. The policy is checked as it is typed, by the node's own policy
+/// reader and guardrails (`/products/policy-check`).
+pub fn publish_form(lang: Lang, session: &Session) -> Response {
+    let w = lang.words();
+    let body = html! {
+        form #publish method="post" action="/products" enctype="multipart/form-data" {
+            input type="hidden" name="csrf" value=(session.csrf);
+            p { label { (w.title_label) br; input name="title" type="text" required maxlength="200" size="60"; } }
+            p { label { (w.description) br; textarea name="description" rows="2" cols="60" {} } }
+            p { label { (w.classification) br;
+                select name="classification" {
+                    @for c in ["general-1", "general-2", "general-3", "important", "core"] {
+                        option value=(c) { (c) }
+                    }
+                }
+            } }
+            p { label { (w.format) br;
+                select name="format" {
+                    @for f in ["csv", "jsonl", "bytes"] { option value=(f) { (f) } }
+                }
+            } }
+            p { label { (w.policy) br;
+                textarea #policy-text name="policy" rows="14" cols="80" spellcheck="false" {}
+            } }
+            p { output #policy-check data-state="pending" aria-live="polite" {} }
+            p { label { (w.file) br; input name="file" type="file" required; } }
+            p { button #publish-button type="submit" { (w.publish) } }
+        }
+        template #policy-words data-ok=(w.policy_ok) {}
+    };
+    page(frame(lang, Some(session), "/products", w.publish, body))
 }

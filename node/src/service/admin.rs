@@ -74,6 +74,30 @@ fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
     }
 }
 
+impl AdminService {
+    /// Publishes a product for a local caller with `role`: `Admin.PublishProduct`, and the
+    /// web console's upload form.
+    pub async fn publish_as<S>(&self, role: LocalRole, messages: S) -> Result<Product, Status>
+    where
+        S: tokio_stream::Stream<Item = Result<PublishRequest, Status>> + Unpin,
+    {
+        role.require(&[LocalRole::Admin], "publishing a product")?;
+        require_role(
+            &self.trust.own_membership(&self.identity.membership),
+            MemberRole::Provider,
+            "publishing a product",
+        )?;
+        catalog::publish(
+            &self.catalog,
+            &self.usage,
+            &self.audit,
+            self.identity.participant_id(),
+            messages,
+        )
+        .await
+    }
+}
+
 #[tonic::async_trait]
 impl Admin for AdminService {
     async fn status(
@@ -139,21 +163,10 @@ impl Admin for AdminService {
         &self,
         request: Request<tonic::Streaming<PublishRequest>>,
     ) -> Result<Response<Product>, Status> {
-        local_role(&request)?.require(&[LocalRole::Admin], "publishing a product")?;
-        require_role(
-            &self.trust.own_membership(&self.identity.membership),
-            MemberRole::Provider,
-            "publishing a product",
-        )?;
-        catalog::publish(
-            &self.catalog,
-            &self.usage,
-            &self.audit,
-            self.identity.participant_id(),
-            request.into_inner(),
-        )
-        .await
-        .map(Response::new)
+        let role = local_role(&request)?;
+        self.publish_as(role, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_products(

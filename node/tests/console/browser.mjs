@@ -166,7 +166,48 @@ try {
   seen.keyboard_contracts = await tabReachesEverything(p, "the contracts page");
   await shot(p, "contracts-admin");
 
+  // Publish through the form: a bad policy is refused as it is typed and when posted,
+  // with the policy crate's own message; a good one publishes.
+  await p.goto(plan.origin + "/products/new");
+  await p.fill('input[name="title"]', "Bus stops");
+  await p.selectOption('select[name="classification"]', "general-2");
+  await p.selectOption('select[name="format"]', "csv");
+  await p.locator("#policy-text").pressSequentially(plan.bad_policy.slice(0, 40));
+  await p.fill("#policy-text", plan.bad_policy);
+  await p.waitForFunction(() => document.querySelector("#policy-check").dataset.state === "failed");
+  seen.policy_as_typed = await text(p, "#policy-check");
+  expect(seen.policy_as_typed === plan.bad_policy_message,
+    "the policy crate's message as the policy is typed: " + seen.policy_as_typed);
+  await p.setInputFiles('input[name="file"]', {
+    name: "stops.csv", mimeType: "text/csv", buffer: Buffer.from(plan.product_csv),
+  });
+  await shot(p, "publish-bad-policy");
+  const [refusedPost] = await Promise.all([
+    p.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname === "/products"),
+    p.click("#publish-button"),
+  ]);
+  expect(refusedPost.status() === 400, "the bad policy refused with 400, got " + refusedPost.status());
+  expect((await text(p, "#message")) === plan.bad_policy_message, "the refusal to give the policy crate's message");
+  await p.goBack();
+  await p.fill('input[name="title"]', "Bus stops");
+  await p.selectOption('select[name="classification"]', "general-2");
+  await p.selectOption('select[name="format"]', "csv");
+  await p.fill("#policy-text", plan.good_policy);
+  await p.waitForFunction(() => document.querySelector("#policy-check").dataset.state === "verified");
+  await p.setInputFiles('input[name="file"]', {
+    name: "stops.csv", mimeType: "text/csv", buffer: Buffer.from(plan.product_csv),
+  });
+  seen.keyboard_publish = await tabReachesEverything(p, "the publish form");
+  await Promise.all([p.waitForURL(/\/products\/prd-/), p.click("#publish-button")]);
+  seen.published = new URL(p.url()).pathname.split("/").pop();
+  expect((await text(p, "#classification")) === "general-2", "the published product's page");
+  await shot(p, "product");
+  await p.goto(plan.origin + "/products");
+  seen.keyboard_products = await tabReachesEverything(p, "the products page");
+  await shot(p, "products");
+
   // Approve with the keyboard: Tab to the row's approve button, press Enter.
+  await p.goto(plan.origin + "/contracts");
   const approveButton = waiting.locator("button.approve");
   await approveButton.evaluate((el) => el.setAttribute("data-target", "yes"));
   await p.locator("body").focus();

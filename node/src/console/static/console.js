@@ -175,3 +175,36 @@ document.addEventListener("DOMContentLoaded", () => {
     button.addEventListener("click", onVerifyInclusion);
   }
 });
+
+// The publish form: the policy is read by the node as it is typed (after a pause), with
+// the same reader and guardrails publishing uses, and its message shown under it.
+document.addEventListener("DOMContentLoaded", () => {
+  const form = document.getElementById("publish");
+  if (!form) return;
+  const text = document.getElementById("policy-text");
+  const out = document.getElementById("policy-check");
+  const ok = document.getElementById("policy-words").dataset.ok;
+  let timer = null;
+  let asked = 0;
+  async function check() {
+    const ticket = ++asked;
+    if (!text.value.trim()) {
+      out.dataset.state = "pending";
+      out.textContent = "";
+      return;
+    }
+    const body = new URLSearchParams({
+      csrf: form.elements.csrf.value,
+      policy: text.value,
+      classification: form.elements.classification.value,
+    });
+    const answer = await fetch("/products/policy-check", { method: "POST", body });
+    if (ticket !== asked) return; // a later check is on its way
+    const result = answer.ok ? await answer.json() : { ok: false, message: "HTTP " + answer.status };
+    out.dataset.state = result.ok ? "verified" : "failed";
+    out.textContent = result.ok ? ok : result.message;
+  }
+  const soon = () => { clearTimeout(timer); timer = setTimeout(check, 300); };
+  text.addEventListener("input", soon);
+  form.elements.classification.addEventListener("change", soon);
+});
