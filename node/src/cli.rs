@@ -9,6 +9,7 @@
 
 mod audit;
 mod authority;
+mod console;
 mod contract;
 mod data;
 mod local_node;
@@ -270,6 +271,9 @@ pub enum Command {
     ///
     /// Example: `liutong trace found.csv --product prd-…`
     Trace(trace::TraceArgs),
+    /// The web console (`[console] listen` in node.toml): sign in with a one-time link.
+    #[command(subcommand)]
+    Console(console::ConsoleCommand),
 }
 
 /// Runs a parsed command.
@@ -394,6 +398,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Data(cmd) => data::run(cmd).await,
         Command::Query(args) => query::run(args).await,
         Command::Trace(args) => trace::run(args).await,
+        Command::Console(command) => console::run(command).await,
         Command::Peer(cmd) => peer::peer(cmd).await,
         Command::Storage(StorageCommand::Migrate { to, config }) => migrate_storage(to, &config),
     }

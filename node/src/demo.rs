@@ -203,13 +203,20 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
             listen: dsp,
             url: None,
         });
+        // And its web console, likewise on a port of its own.
+        let console = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
+        config.console = Some(crate::config::ConsoleSection {
+            listen: console,
+            ..Default::default()
+        });
         crate::base::files::write_private(&config_path, config.to_commented_toml().as_bytes())?;
         let node = RunningNode::start_with_listeners(config.clone(), peer, admin).await?;
         say(&format!(
-            "{} runs its node: peer API {}, Dataspace Protocol https://{}",
+            "{} runs its node: peer API {}, Dataspace Protocol https://{}, console {}",
             m.name,
             node.peer_addr(),
-            node.dsp_addr().expect("DSP is on")
+            node.dsp_addr().expect("DSP is on"),
+            crate::console::origin_of(node.console_addr().expect("the console is on"))
         ));
         nodes.push((node, config));
     }

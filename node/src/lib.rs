@@ -84,6 +84,9 @@
 //!    - [`dsp`] — the Dataspace Protocol 2025-1 HTTPS binding (`[dsp] listen`): version
 //!      discovery, and for members the catalog from the same catalog component, checked
 //!      by the same member authentication as the peer API.
+//!    - [`console`] — the web console (`[console] listen`): one-time sign-in links,
+//!      sessions bound to a local role, pages that call the local API's own services,
+//!      and audit proofs the browser verifies itself.
 //!    - [`audit_client`] — **[`audit_client::AuditorClient`]**, the auditor's gRPC client
 //!      of a node's `liutong.v1.Audit`: fetches the log and checks it with the audit
 //!      layer's offline checks, and collects evidence bundles.
@@ -116,6 +119,7 @@ pub mod base;
 pub mod catalog;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod contract;
 pub mod cosigning;
 pub mod demo;

@@ -170,3 +170,116 @@ pub fn server_config(config: &NodeConfig) -> Result<Arc<rustls::ServerConfig>, T
     let roots = tls::load_roots(&dir.join("ca.crt"))?;
     tls::server_config(&identity, &roots)
 }
+
+/// The web console as the local API sees it: where it is and its pending sign-in links.
+pub struct ConsoleDoor {
+    /// The console's base URL (`https://127.0.0.1:7704`).
+    pub url: String,
+    pub links: Arc<SignInLinks>,
+}
+
+/// One-time sign-in links to the web console, minted through the local API (so only a
+/// holder of a local role certificate can mint one) and redeemed by the console.
+///
+/// A link carries 256 random bits; only their SHA-256 is kept, in memory: a restarted
+/// node forgets its unused links, which is what a one-time link should do. At most
+/// [`SignInLinks::MAX_PENDING`] links wait at once; the oldest gives way.
+pub struct SignInLinks {
+    pending: std::sync::Mutex<Vec<PendingLink>>,
+    lifetime: std::time::Duration,
+}
+
+struct PendingLink {
+    digest: [u8; 32],
+    role: LocalRole,
+    expires: std::time::Instant,
+}
+
+impl SignInLinks {
+    /// How many unused links may wait at once.
+    pub const MAX_PENDING: usize = 32;
+
+    pub fn new(lifetime: std::time::Duration) -> Self {
+        Self {
+            pending: std::sync::Mutex::new(Vec::new()),
+            lifetime,
+        }
+    }
+
+    /// How long a minted link may wait before it is used.
+    pub fn lifetime(&self) -> std::time::Duration {
+        self.lifetime
+    }
+
+    /// A new link's secret (base64url, unpadded) for `role`.
+    pub fn mint(&self, role: LocalRole) -> Result<String, crate::base::random::RandomError> {
+        use base64::Engine as _;
+        let secret = crate::base::random::random_bytes::<32>()?;
+        let now = std::time::Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        pending.retain(|link| link.expires > now);
+        if pending.len() >= Self::MAX_PENDING {
+            pending.remove(0);
+        }
+        pending.push(PendingLink {
+            digest: digest(&secret),
+            role,
+            expires: now + self.lifetime,
+        });
+        Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret))
+    }
+
+    /// The role of the link whose secret is `token`, once: the link is gone afterwards.
+    /// `None` for a link that is unknown, used or expired.
+    pub fn redeem(&self, token: &str) -> Option<LocalRole> {
+        use base64::Engine as _;
+        let secret: [u8; 32] = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.as_bytes())
+            .ok()?
+            .try_into()
+            .ok()?;
+        let wanted = digest(&secret);
+        let now = std::time::Instant::now();
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        // Digests of secrets are compared: equal prefixes say nothing of the secret.
+        let at = pending.iter().position(|link| link.digest == wanted)?;
+        let link = pending.remove(at);
+        (link.expires > now).then_some(link.role)
+    }
+}
+
+fn digest(secret: &[u8; 32]) -> [u8; 32] {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret).into()
+}
+
+#[cfg(test)]
+mod sign_in_tests {
+    use super::*;
+
+    #[test]
+    fn a_link_signs_in_once_with_its_role() {
+        let links = SignInLinks::new(std::time::Duration::from_secs(60));
+        let token = links.mint(LocalRole::Auditor).unwrap();
+        assert_eq!(links.redeem(&token), Some(LocalRole::Auditor));
+        assert_eq!(links.redeem(&token), None, "a second use is refused");
+        assert_eq!(links.redeem("not-a-link"), None);
+    }
+
+    #[test]
+    fn an_expired_link_is_refused() {
+        let links = SignInLinks::new(std::time::Duration::ZERO);
+        let token = links.mint(LocalRole::Admin).unwrap();
+        assert_eq!(links.redeem(&token), None);
+    }
+
+    #[test]
+    fn pending_links_are_bounded() {
+        let links = SignInLinks::new(std::time::Duration::from_secs(60));
+        let first = links.mint(LocalRole::Admin).unwrap();
+        for _ in 0..SignInLinks::MAX_PENDING {
+            links.mint(LocalRole::Auditor).unwrap();
+        }
+        assert_eq!(links.redeem(&first), None, "the oldest link gave way");
+    }
+}

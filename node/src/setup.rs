@@ -442,6 +442,7 @@ pub fn init_node(opts: &InitOptions) -> Result<PathBuf, SetupError> {
         storage: Default::default(),
         hsm,
         dsp: None,
+        console: None,
         development: opts.development.clone(),
         base_dir: opts.dir.clone(),
     };
@@ -602,6 +603,8 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
         listen,
         url: Some(format!("https://localhost:{}", listen.port())),
     });
+    // And serves its web console on loopback.
+    config.console = Some(config::ConsoleSection::default());
     write_private(&config_path, config.to_commented_toml().as_bytes())?;
     Ok((config_path, true))
 }

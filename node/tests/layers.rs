@@ -60,7 +60,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ),
     // The gRPC services, the Dataspace Protocol's HTTPS binding, and the auditor's gRPC
     // client of a node's audit log.
-    ("edges", &["service", "dsp", "audit_client"]),
+    ("edges", &["service", "dsp", "console", "audit_client"]),
     // Building and running a node; operations over a whole node; the leadership of
     // replicas, which starts a node once it holds the lease.
     ("runtime", &["runtime", "rotation", "replica"]),

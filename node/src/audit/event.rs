@@ -71,6 +71,9 @@ pub enum EventKind {
     /// why (the code and message); or the count of one caller's further refusals for a
     /// method within a window.
     Refusal,
+    /// A sign-in link to the web console was made, or a browser signed in with one
+    /// (with the role it gives).
+    ConsoleSignIn,
 }
 
 impl Event {

@@ -68,8 +68,17 @@ pub async fn serve(
         .dsp_addr()
         .map(|a| format!(" · DSP https://{a}"))
         .unwrap_or_default();
+    let console = node
+        .console_addr()
+        .map(|a| {
+            format!(
+                " · console {} (sign in: liutong console login)",
+                crate::console::origin_of(a)
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "liutong node for {} ({}) serving: peer API {} · local API {}{dsp}",
+        "liutong node for {} ({}) serving: peer API {} · local API {}{dsp}{console}",
         m.name,
         m.participant_id,
         node.peer_addr(),

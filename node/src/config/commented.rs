@@ -160,6 +160,7 @@ impl NodeConfig {
         ));
         self.write_telemetry(&mut out);
         self.write_dsp(&mut out);
+        self.write_console(&mut out);
         self.write_alerts(&mut out);
         if let Some(dev) = &self.development {
             out.push_str(
@@ -349,6 +350,27 @@ impl NodeConfig {
                 "# [dsp]\n\
                  # listen = \"127.0.0.1:7703\"\n\
                  # url = \"https://node.example:7703\"\n",
+            ),
+        }
+    }
+
+    fn write_console(&self, out: &mut String) {
+        out.push_str(
+            "\n# The web console for department IT and auditors, over HTTPS with a certificate\n\
+             # from this node's local CA (local/ca.crt, to trust in the browser). Sign in with\n\
+             # the one-time link `liutong console login [--role admin|auditor]` prints. Off\n\
+             # unless this section is set; `listen` defaults to 127.0.0.1:7704.\n",
+        );
+        match &self.console {
+            Some(console) => out.push_str(&format!(
+                "[console]\nlisten = \"{}\"\nsession_lifetime = \"{}\"\n",
+                console.listen,
+                humantime::format_duration(console.session_lifetime)
+            )),
+            None => out.push_str(
+                "# [console]\n\
+                 # listen = \"127.0.0.1:7704\"\n\
+                 # session_lifetime = \"8h\"\n",
             ),
         }
     }

@@ -24,8 +24,9 @@ use crate::identity::{KeyError, SigningKey};
 
 pub use alerts::{AlertsSection, ExpiryRule, SwitchRule, VolumeRule, WindowRule};
 pub use sections::{
-    AuditSection, AuthoritySection, Development, DspSection, GuardrailsSection, HsmSection, Limits,
-    NodeSection, RecoverySection, StorageEngine, StorageSection, TelemetrySection, UsageSection,
+    AuditSection, AuthoritySection, ConsoleSection, Development, DspSection, GuardrailsSection,
+    HsmSection, Limits, NodeSection, RecoverySection, StorageEngine, StorageSection,
+    TelemetrySection, UsageSection,
 };
 
 /// Default address of the peer API.
@@ -75,6 +76,8 @@ pub struct NodeConfig {
     pub hsm: Option<HsmSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dsp: Option<DspSection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console: Option<ConsoleSection>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub development: Option<Development>,
     /// Directory of the configuration file; relative paths are taken from here.
@@ -130,6 +133,12 @@ impl NodeConfig {
         }
         if let Some(dsp) = &config.dsp {
             dsp.check().map_err(|message| ConfigError::Parse {
+                path: path.to_owned(),
+                message,
+            })?;
+        }
+        if let Some(console) = &config.console {
+            console.check().map_err(|message| ConfigError::Parse {
                 path: path.to_owned(),
                 message,
             })?;

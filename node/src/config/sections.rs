@@ -319,6 +319,51 @@ impl DspSection {
     }
 }
 
+/// The web console (`[console]`): pages for department IT and auditors, served over
+/// HTTPS with a certificate from the node's local CA; off when the section is absent.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Address of the console's HTTPS listener; loopback unless the operator means
+    /// otherwise.
+    #[serde(default = "ConsoleSection::default_listen")]
+    pub listen: SocketAddr,
+    /// How long a signed-in browser stays signed in.
+    #[serde(default = "ConsoleSection::default_session", with = "humantime_serde")]
+    pub session_lifetime: std::time::Duration,
+}
+
+impl ConsoleSection {
+    pub fn default_listen() -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], 7704))
+    }
+
+    fn default_session() -> std::time::Duration {
+        std::time::Duration::from_secs(8 * 3600)
+    }
+
+    /// A session must last at least a minute and at most a week.
+    pub fn check(&self) -> Result<(), String> {
+        let lifetime = self.session_lifetime.as_secs();
+        if !(60..=7 * 24 * 3600).contains(&lifetime) {
+            return Err(format!(
+                "console.session_lifetime = {:?}: give between 1m and 7d",
+                humantime::format_duration(self.session_lifetime).to_string()
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for ConsoleSection {
+    fn default() -> Self {
+        Self {
+            listen: Self::default_listen(),
+            session_lifetime: Self::default_session(),
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthoritySection {

@@ -38,6 +38,7 @@ fn sample() -> NodeConfig {
         storage: Default::default(),
         hsm: None,
         dsp: None,
+        console: None,
         development: Some(Development {
             authority_dir: "../dev-authority".into(),
         }),

@@ -72,6 +72,8 @@ pub enum NodeError {
     Telemetry(#[from] TelemetryError),
     #[error(transparent)]
     Webhook(#[from] WebhookError),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
     /// A setting that can only be checked when the node starts (e.g. a password file).
     #[error("{0}")]
     Config(String),
@@ -114,6 +116,8 @@ pub struct RunningNode {
     health_addr: Option<SocketAddr>,
     /// The Dataspace Protocol listener, when `dsp.listen` is set: its address and task.
     dsp: Option<(SocketAddr, JoinHandle<()>)>,
+    /// The web console, when `console.listen` is set: its address and task.
+    console: Option<(SocketAddr, JoinHandle<()>)>,
 }
 
 impl RunningNode {
@@ -165,6 +169,13 @@ impl RunningNode {
             Some(d) => Some((
                 d.listen,
                 bind(d.listen, "Dataspace Protocol listener", "dsp.listen").await?,
+            )),
+            None => None,
+        };
+        let console_listener = match &config.console {
+            Some(c) => Some((
+                c.listen,
+                bind(c.listen, "web console", "console.listen").await?,
             )),
             None => None,
         };
@@ -294,6 +305,18 @@ impl RunningNode {
                 None => listener.local_addr().ok().map(|a| format!("https://{a}")),
             },
             _ => None,
+        };
+        let console_door = match &console_listener {
+            Some((configured, listener)) => {
+                let addr = listener.local_addr().map_err(|source| {
+                    listen_err(*configured, "web console", "console.listen", source)
+                })?;
+                Some(Arc::new(local::ConsoleDoor {
+                    url: crate::console::origin_of(addr),
+                    links: Arc::new(local::SignInLinks::new(crate::console::LINK_LIFETIME)),
+                }))
+            }
+            None => None,
         };
         let peer_addr = peer_listener
             .local_addr()
@@ -428,6 +451,7 @@ impl RunningNode {
             peer_addr,
             admin_addr,
             dsp_url,
+            console: console_door,
         });
         if let Ok(Some(latest)) = node.cosigning.latest_status()
             && latest.witnessed()
@@ -583,6 +607,49 @@ impl RunningNode {
             None => None,
         };
 
+        let console = match (console_listener, &node.console) {
+            (Some((_, listener)), Some(door)) => {
+                let listen = listener.local_addr().map_err(|source| {
+                    listen_err(
+                        node.config
+                            .console
+                            .as_ref()
+                            .map(|c| c.listen)
+                            .unwrap_or(crate::config::ConsoleSection::default_listen()),
+                        "web console",
+                        "console.listen",
+                        source,
+                    )
+                })?;
+                let tls = crate::console::tls_config(&node.config, listen)?;
+                let services = node.local_services();
+                let lifetime = node
+                    .config
+                    .console
+                    .as_ref()
+                    .map(|c| c.session_lifetime)
+                    .unwrap_or_default();
+                let state = Arc::new(crate::console::Console {
+                    admin: services.admin,
+                    audit: services.audit,
+                    log: node.audit.clone(),
+                    links: door.links.clone(),
+                    sessions: crate::console::session::Sessions::new(lifetime),
+                    origin: door.url.clone(),
+                });
+                let task = dsp::serve(
+                    listener,
+                    tls,
+                    limits,
+                    crate::console::router(state),
+                    signal.clone(),
+                );
+                tracing::info!(console = %door.url, "web console serving");
+                Some((listen, task))
+            }
+            _ => None,
+        };
+
         let mut workers = Workers::new(signal);
         let dsp = dsp.map(|(addr, task, state)| {
             let starts = state.clone();
@@ -620,6 +687,7 @@ impl RunningNode {
             refusals,
             health_addr,
             dsp,
+            console,
         })
     }
 
@@ -634,6 +702,11 @@ impl RunningNode {
     /// The Dataspace Protocol listener's address, when `dsp.listen` is set.
     pub fn dsp_addr(&self) -> Option<SocketAddr> {
         self.dsp.as_ref().map(|(addr, _)| *addr)
+    }
+
+    /// The web console's address, when `console.listen` is set.
+    pub fn console_addr(&self) -> Option<SocketAddr> {
+        self.console.as_ref().map(|(addr, _)| *addr)
     }
 
     /// The plain health endpoint's address, when `node.health_listen` is set.
@@ -659,6 +732,14 @@ impl RunningNode {
         {
             first_error.get_or_insert(NodeError::Serve {
                 what: "Dataspace Protocol listener",
+                reason: e.to_string(),
+            });
+        }
+        if let Some((_, task)) = self.console
+            && let Err(e) = task.await
+        {
+            first_error.get_or_insert(NodeError::Serve {
+                what: "web console",
                 reason: e.to_string(),
             });
         }

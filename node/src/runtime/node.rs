@@ -79,6 +79,8 @@ pub struct Node {
     pub admin_addr: SocketAddr,
     /// The base URL other connectors reach the DSP listener at, when it is on.
     pub dsp_url: Option<String>,
+    /// The web console's address and sign-in links, when it is on.
+    pub console: Option<Arc<crate::local::ConsoleDoor>>,
 }
 
 impl Node {
@@ -155,6 +157,7 @@ impl Node {
                     contracts: self.contracts.clone(),
                     audit: self.audit.clone(),
                 }),
+                console: self.console.clone(),
             },
             usage: UsageService {
                 usage: self.usage.clone(),

@@ -57,6 +57,8 @@ pub struct AdminService {
     pub dsp: Option<Arc<dyn crate::transfer::RemotePull>>,
     /// The DSP binding's provider commands on its transfers.
     pub dsp_control: Arc<dyn crate::transfer::ProviderControl>,
+    /// The web console, when `console.listen` is set.
+    pub console: Option<Arc<crate::local::ConsoleDoor>>,
 }
 
 fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
@@ -69,6 +71,30 @@ fn trust_status_proto(status: TrustStatus, authority: &str) -> TrustListStatus {
         revocations: status.revocations,
         last_error: status.last_error.unwrap_or_default(),
         authority_address: authority.to_owned(),
+    }
+}
+
+impl AdminService {
+    /// Publishes a product for a local caller with `role`: `Admin.PublishProduct`, and the
+    /// web console's upload form.
+    pub async fn publish_as<S>(&self, role: LocalRole, messages: S) -> Result<Product, Status>
+    where
+        S: tokio_stream::Stream<Item = Result<PublishRequest, Status>> + Unpin,
+    {
+        role.require(&[LocalRole::Admin], "publishing a product")?;
+        require_role(
+            &self.trust.own_membership(&self.identity.membership),
+            MemberRole::Provider,
+            "publishing a product",
+        )?;
+        catalog::publish(
+            &self.catalog,
+            &self.usage,
+            &self.audit,
+            self.identity.participant_id(),
+            messages,
+        )
+        .await
     }
 }
 
@@ -137,21 +163,10 @@ impl Admin for AdminService {
         &self,
         request: Request<tonic::Streaming<PublishRequest>>,
     ) -> Result<Response<Product>, Status> {
-        local_role(&request)?.require(&[LocalRole::Admin], "publishing a product")?;
-        require_role(
-            &self.trust.own_membership(&self.identity.membership),
-            MemberRole::Provider,
-            "publishing a product",
-        )?;
-        catalog::publish(
-            &self.catalog,
-            &self.usage,
-            &self.audit,
-            self.identity.participant_id(),
-            request.into_inner(),
-        )
-        .await
-        .map(Response::new)
+        let role = local_role(&request)?;
+        self.publish_as(role, request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn list_products(
@@ -483,6 +498,51 @@ impl Admin for AdminService {
         )
         .await
         .map(Response::new)
+    }
+
+    async fn create_console_link(
+        &self,
+        request: Request<liutong_proto::v1::CreateConsoleLinkRequest>,
+    ) -> Result<Response<liutong_proto::v1::ConsoleLink>, Status> {
+        let caller = local_role(&request)?;
+        let wanted = match request.get_ref().role.as_str() {
+            "" => caller,
+            role => role.parse().map_err(Status::invalid_argument)?,
+        };
+        match wanted {
+            LocalRole::Admin => caller.require(&[LocalRole::Admin], "an admin console link")?,
+            LocalRole::Auditor => caller.require(
+                &[LocalRole::Admin, LocalRole::Auditor],
+                "an auditor console link",
+            )?,
+            LocalRole::App => {
+                return Err(Status::invalid_argument(
+                    "the console has no app role; ask for an admin or auditor link",
+                ));
+            }
+        }
+        let console = self.console.as_ref().ok_or_else(|| {
+            Status::failed_precondition(
+                "the web console is off: set [console] listen in node.toml and restart the node",
+            )
+        })?;
+        self.audit
+            .append(&crate::audit::event::Event::new(
+                crate::audit::event::EventKind::ConsoleSignIn,
+                crate::base::clock::now(),
+                format!("console: a sign-in link for the {wanted} role was made"),
+            ))
+            .await
+            .map_err(|e| Status::unavailable(format!("the audit log cannot be written: {e}")))?;
+        let token = console
+            .links
+            .mint(wanted)
+            .map_err(|_| Status::internal("the system's random number generator failed"))?;
+        Ok(Response::new(liutong_proto::v1::ConsoleLink {
+            url: format!("{}/login?token={token}", console.url),
+            role: wanted.to_string(),
+            expires_in_seconds: console.links.lifetime().as_secs(),
+        }))
     }
 
     async fn query_aggregate(

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use liutong_policy::Classification;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Response, Status};
 
 use super::caller::peer_with_role;
 use super::errors::into_status;
@@ -139,15 +139,20 @@ pub(super) async fn trace_copy(
     })
 }
 
-/// `Admin.PublishProduct`: metadata first, then the payload; all or nothing.
-pub(super) async fn publish(
+/// `Admin.PublishProduct`: metadata first, then the payload; all or nothing. The
+/// messages come from the local API's stream, or from the web console's upload.
+pub(super) async fn publish<S>(
     catalog: &crate::catalog::Catalog,
     usage: &Usage,
     audit: &AuditLog,
     owner: &ParticipantId,
-    mut stream: Streaming<PublishRequest>,
-) -> Result<Product, Status> {
-    let first = stream.message().await?.ok_or_else(|| {
+    mut stream: S,
+) -> Result<Product, Status>
+where
+    S: tokio_stream::Stream<Item = Result<PublishRequest, Status>> + Unpin,
+{
+    use tokio_stream::StreamExt as _;
+    let first = stream.next().await.transpose()?.ok_or_else(|| {
         Status::invalid_argument("metadata: the first message must carry the product's metadata")
     })?;
     let Some(Part::Metadata(meta)) = first.part else {
@@ -229,7 +234,7 @@ pub(super) async fn publish(
     // stops before its end message (hyper reports a client's RST_STREAM NO_ERROR or
     // CANCEL as a clean end) leaves no product and no payload file.
     let end = loop {
-        match stream.message().await? {
+        match stream.next().await.transpose()? {
             Some(PublishRequest {
                 part: Some(Part::Data(data)),
             }) => {
@@ -251,7 +256,7 @@ pub(super) async fn publish(
             }
         }
     };
-    if stream.message().await?.is_some() {
+    if stream.next().await.transpose()?.is_some() {
         return Err(Status::invalid_argument(
             "end: nothing may follow the end message; nothing was stored",
         ));

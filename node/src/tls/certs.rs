@@ -284,9 +284,18 @@ impl CertificateAuthority {
 
     /// Issues a leaf certificate usable for both TLS server and client authentication.
     pub fn issue(&self, spec: &LeafSpec) -> Result<IssuedCertificate, CertError> {
+        self.issue_for_hosts(spec, &HostNames::default())
+    }
+
+    /// Issues a leaf certificate that also names `names` (DNS names and IP addresses),
+    /// for a server browsers reach by host name or address.
+    pub fn issue_for_hosts(
+        &self,
+        spec: &LeafSpec,
+        names: &HostNames,
+    ) -> Result<IssuedCertificate, CertError> {
         let key = KeyPair::generate()?;
-        let cert =
-            leaf_certificate_params(spec, &HostNames::default())?.signed_by(&key, &self.issuer)?;
+        let cert = leaf_certificate_params(spec, names)?.signed_by(&key, &self.issuer)?;
         Ok(IssuedCertificate {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),

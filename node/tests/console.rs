@@ -1,0 +1,364 @@
+//! The web console in a real browser: Debian's Chromium driven by playwright-core
+//! (`tests/console/browser.mjs`) against a node serving its console, with a consumer
+//! whose request for important data waits for a person's approval.
+//!
+//! Needs `chromium`, Node.js and `npm ci` in `tests/console` (`.ci/run` installs them).
+//! Without them the browser test says so and passes, unless `LIUTONG_REQUIRE_BROWSER=1`
+//! (set by CI), which makes their absence a failure.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use base64::Engine as _;
+use common::*;
+use liutong_node::audit::log::AuditLog;
+use liutong_node::config::ConsoleSection;
+use liutong_node::identity::{MemberRole, SigningKey};
+use liutong_node::local::{self, LocalRole};
+use liutong_proto::v1::admin_client::AdminClient;
+use liutong_proto::v1::audit_client::AuditClient;
+use liutong_proto::v1::{
+    CreateConsoleLinkRequest, GetContractRequest, GetVerifierKeyRequest, NewCheckpointRequest,
+};
+use sha2::Digest as _;
+use tonic::Code;
+
+const IMPORTANT_POLICY: &str = r#"
+uid = "urn:liutong:policy:od-matrix"
+type = "set"
+
+[[permission]]
+action = "use"
+constraint = [
+  { leftOperand = "purpose", operator = "isA", rightOperand = "research" },
+  { leftOperand = "region", operator = "isPartOf", rightOperand = "330000" },
+]
+duty = [{ action = "log" }]
+"#;
+
+const PUBLIC_POLICY: &str = r#"
+uid = "urn:liutong:policy:bus-stops"
+type = "set"
+
+[[permission]]
+action = "use"
+constraint = [{ leftOperand = "purpose", operator = "isA", rightOperand = "publicService" }]
+"#;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+fn scripts_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console")
+}
+
+/// Whether the browser and its driver are here; a failure when CI requires them.
+fn browser_available() -> bool {
+    let missing: Vec<&str> = [
+        (!Path::new(CHROMIUM).exists()).then_some("chromium (apt-get install chromium)"),
+        (std::process::Command::new("node")
+            .arg("--version")
+            .stdout(Stdio::null())
+            .status()
+            .map(|s| !s.success())
+            .unwrap_or(true))
+        .then_some("Node.js"),
+        (!scripts_dir().join("node_modules/playwright-core").exists())
+            .then_some("playwright-core (npm ci in node/tests/console)"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if missing.is_empty() {
+        return true;
+    }
+    assert!(
+        std::env::var_os("LIUTONG_REQUIRE_BROWSER").is_none(),
+        "LIUTONG_REQUIRE_BROWSER is set but these are missing: {}",
+        missing.join(", ")
+    );
+    eprintln!("skipping the browser test: missing {}", missing.join(", "));
+    false
+}
+
+/// base64(SHA-256(SubjectPublicKeyInfo)) of the console's certificate, for Chromium's
+/// `--ignore-certificate-errors-spki-list`.
+fn spki_pin(cert: &Path) -> String {
+    let pem = std::fs::read(cert).expect("the console's certificate");
+    let der = rustls_pemfile::certs(&mut pem.as_slice())
+        .next()
+        .expect("one certificate")
+        .expect("PEM");
+    let (_, parsed) = x509_parser::parse_x509_certificate(&der).expect("DER");
+    base64::engine::general_purpose::STANDARD
+        .encode(sha2::Sha256::digest(parsed.tbs_certificate.subject_pki.raw))
+}
+
+async fn link(node: &TestNode, cert_role: LocalRole, role: &str) -> Result<String, tonic::Status> {
+    AdminClient::new(local::connect(&node.config, cert_role).await.unwrap())
+        .create_console_link(CreateConsoleLinkRequest { role: role.into() })
+        .await
+        .map(|r| r.into_inner().url)
+}
+
+fn console_on(config: &mut liutong_node::config::NodeConfig) {
+    config.console = Some(ConsoleSection {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn links_are_given_by_role_and_only_where_the_console_is_on() {
+    let space = DataSpace::start().await;
+    let transport = space
+        .node_with(
+            TRANSPORT,
+            "transport",
+            &[MemberRole::Provider, MemberRole::Consumer],
+            console_on,
+        )
+        .await;
+    let ecology = space
+        .node(ECOLOGY, "ecology", Duration::from_secs(3600))
+        .await;
+
+    let url = link(&transport, LocalRole::Admin, "auditor").await.unwrap();
+    let origin = format!(
+        "https://127.0.0.1:{}",
+        transport.running.console_addr().unwrap().port()
+    );
+    assert!(url.starts_with(&format!("{origin}/login?token=")), "{url}");
+    // An auditor may not make an admin link; the app role has no console.
+    let err = link(&transport, LocalRole::Auditor, "admin")
+        .await
+        .unwrap_err();
+    assert_refused(&err, Code::PermissionDenied, "an admin console link");
+    let err = link(&transport, LocalRole::App, "").await.unwrap_err();
+    assert_refused(&err, Code::InvalidArgument, "no app role");
+    // A node without [console].
+    let err = link(&ecology, LocalRole::Admin, "admin").await.unwrap_err();
+    assert_refused(&err, Code::FailedPrecondition, "[console] listen");
+    // Each link made is on the record.
+    let made = transport
+        .audit_texts()
+        .iter()
+        .filter(|t| {
+            t.contains("console_sign_in") && t.contains("sign-in link for the auditor role")
+        })
+        .count();
+    assert_eq!(made, 1);
+
+    // The CLI prints a link for the role of the certificate it uses.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+        .args(["console", "login", "--role", "auditor", "--config"])
+        .arg(transport.config_path())
+        .output()
+        .unwrap();
+    assert_succeeded(&out);
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed
+            .trim()
+            .starts_with(&format!("{origin}/login?token=")),
+        "{printed}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("as auditor"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_works_in_a_real_browser() {
+    if !browser_available() {
+        return;
+    }
+    let space = DataSpace::start().await;
+    let transport = space
+        .node_with(
+            TRANSPORT,
+            "transport",
+            &[MemberRole::Provider, MemberRole::Consumer],
+            console_on,
+        )
+        .await;
+    let ecology = space
+        .node(ECOLOGY, "ecology", Duration::from_secs(3600))
+        .await;
+    refresh_all(&[&transport, &ecology]).await;
+
+    // A request for important data, waiting for a person at the provider.
+    let od = publish(
+        &transport,
+        b"origin,destination,trips\n330102,330106,5210\n",
+        "OD matrix",
+        "important",
+        "csv",
+        IMPORTANT_POLICY,
+    )
+    .await
+    .expect("publish");
+    let waiting = ecology
+        .request_contract(&transport, &od.offer_id, "scientificResearch")
+        .await
+        .expect("request");
+    assert_eq!(waiting.state, "REQUESTED");
+
+    // A signed checkpoint for the audit page, and the log's verifier key, which the
+    // auditor would have from the authority.
+    let mut audit = AuditClient::new(
+        local::connect(&transport.config, LocalRole::Admin)
+            .await
+            .unwrap(),
+    );
+    audit.new_checkpoint(NewCheckpointRequest {}).await.unwrap();
+    let key = audit
+        .get_verifier_key(GetVerifierKeyRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let other_key = AuditLog::verifier_key(&key.origin, &SigningKey::generate().unwrap())
+        .unwrap()
+        .to_string();
+
+    let bad_policy = IMPORTANT_POLICY.replace("isPartOf", "isNear");
+    let bad_policy_message = format!(
+        "policy: {}",
+        liutong_node::catalog::parse_policy(&bad_policy, None).unwrap_err()
+    );
+    let console = transport.running.console_addr().expect("the console is on");
+    let out_dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots");
+    let plan = serde_json::json!({
+        "chromium": CHROMIUM,
+        "origin": format!("https://127.0.0.1:{}", console.port()),
+        "spki": spki_pin(&transport.config.local_dir().join("console.crt")),
+        "auditor_link": link(&transport, LocalRole::Auditor, "auditor").await.unwrap(),
+        "admin_link": link(&transport, LocalRole::Admin, "admin").await.unwrap(),
+        "verifier_key": key.log_key,
+        "other_key": other_key,
+        "waiting": waiting.negotiation_id,
+        "bad_policy": bad_policy,
+        "bad_policy_message": bad_policy_message,
+        "good_policy": PUBLIC_POLICY,
+        "product_csv": "stop,district,shelters\nWulin Sq,330103,4\nHuanglong,330106,2\n",
+        "out_dir": out_dir,
+    });
+    let plan_path = space.dir.path().join("console-plan.json");
+    std::fs::write(&plan_path, plan.to_string()).unwrap();
+
+    let (out_path, err_path) = (
+        space.dir.path().join("browser.out"),
+        space.dir.path().join("browser.err"),
+    );
+    let mut child = std::process::Command::new("node")
+        .arg(scripts_dir().join("browser.mjs"))
+        .env("LIUTONG_CONSOLE_PLAN", &plan_path)
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("node runs");
+    // Bounded: the run ends by itself well within four minutes, or is killed.
+    let mut status = None;
+    for _ in 0..2400 {
+        if let Some(s) = child.try_wait().unwrap() {
+            status = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let Some(status) = status else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("the browser run did not end within 4 minutes");
+    };
+    let out = std::fs::read_to_string(&out_path).unwrap();
+    let err = std::fs::read_to_string(&err_path).unwrap();
+    let seen: serde_json::Value = out
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no result from the browser run; stderr:\n{err}"));
+    assert!(
+        status.success() && seen["ok"] == true,
+        "the browser run failed: {}\n{err}",
+        seen["error"]
+    );
+    assert_eq!(seen["auditor_post"], 403);
+    assert_eq!(seen["forged_post"], 403);
+    assert!(
+        seen["wrong_key"]
+            .as_str()
+            .unwrap()
+            .contains("没有此验证密钥的签名"),
+        "{seen}"
+    );
+    for page in [
+        "overview-auditor",
+        "link-used-twice",
+        "contracts-auditor",
+        "audit-verified",
+        "audit-altered-proof",
+        "audit-english",
+        "overview-admin",
+        "contracts-admin",
+        "publish-bad-policy",
+        "product",
+        "products",
+        "contracts-approved",
+    ] {
+        assert!(
+            out_dir.join(format!("{page}.png")).exists(),
+            "a screenshot of {page}"
+        );
+    }
+
+    // The product published through the form is in the catalog, with its policy.
+    let products = transport
+        .admin(LocalRole::Admin)
+        .await
+        .list_products(liutong_proto::v1::ListProductsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .products;
+    let stops = products
+        .iter()
+        .find(|p| p.title == "Bus stops")
+        .expect("the product published in the browser");
+    assert_eq!(Some(stops.product_id.as_str()), seen["published"].as_str());
+    assert_eq!(stops.classification, "general-2");
+    assert!(stops.policy_odrl_json.contains("publicService"));
+    assert_eq!(products.len(), 2, "the refused form published nothing");
+
+    // The approval reached the consumer.
+    let finalized = wait_until(Duration::from_secs(15), || {
+        let ecology = &ecology;
+        let id = waiting.negotiation_id.clone();
+        async move {
+            ecology
+                .admin(LocalRole::Admin)
+                .await
+                .get_contract(GetContractRequest { negotiation_id: id })
+                .await
+                .is_ok_and(|c| c.into_inner().state == "FINALIZED")
+        }
+    })
+    .await;
+    assert!(
+        finalized,
+        "the consumer's agreement FINALIZED after the approval in the browser"
+    );
+
+    // Sign-ins and refusals are on the provider's record.
+    let log = transport.audit_texts().join("\n");
+    for expected in [
+        "a browser signed in with the auditor role",
+        "a browser signed in with the admin role",
+        "a sign-in link was refused",
+        "publishing a product refused for the admin session: InvalidArgument policy:",
+        "approving a contract refused for the auditor session: PermissionDenied",
+        "the form's token or origin is not this console's",
+    ] {
+        assert!(log.contains(expected), "the audit log records: {expected}");
+    }
+}

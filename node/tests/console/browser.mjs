@@ -1,0 +1,247 @@
+// Drives Debian's Chromium through a node's web console, as node/tests/console.rs plans
+// it: sign-in links, roles, CSRF, an approval by keyboard, the audit log's proofs
+// checked in the browser (and an altered proof failing), the language switch, and a
+// screenshot of each page. Prints one JSON line of what it saw; exits 1 on the first
+// expectation that fails, saying which.
+import { readFileSync, mkdirSync } from "node:fs";
+import { chromium } from "playwright-core";
+
+const plan = JSON.parse(readFileSync(process.env.LIUTONG_CONSOLE_PLAN, "utf8"));
+mkdirSync(plan.out_dir, { recursive: true });
+
+function expect(condition, what) {
+  if (!condition) throw new Error("expected " + what);
+}
+
+const browser = await chromium.launch({
+  executablePath: plan.chromium,
+  args: [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    // Trust exactly the console's certificate, by its public key.
+    "--ignore-certificate-errors-spki-list=" + plan.spki,
+  ],
+});
+const seen = {};
+
+async function shot(page, name) {
+  await page.screenshot({ path: `${plan.out_dir}/${name}.png`, fullPage: true });
+}
+
+async function text(page, selector) {
+  return (await page.locator(selector).first().textContent()).trim();
+}
+
+// Every link, button and visible field on the page is reached with Tab alone.
+async function tabReachesEverything(page, name) {
+  const wanted = await page.evaluate(() => {
+    const all = document.querySelectorAll("a[href], button, input:not([type=hidden]), select, textarea");
+    all.forEach((el, i) => el.setAttribute("data-tab-id", String(i)));
+    return all.length;
+  });
+  const reached = new Set();
+  await page.locator("body").focus();
+  for (let i = 0; i < wanted * 2 + 5 && reached.size < wanted; i++) {
+    await page.keyboard.press("Tab");
+    const id = await page.evaluate(() => document.activeElement?.getAttribute("data-tab-id"));
+    if (id !== null && id !== undefined) reached.add(id);
+  }
+  expect(reached.size === wanted, `Tab to reach all ${wanted} actions on ${name}, reached ${reached.size}`);
+  return wanted;
+}
+
+try {
+  // --- an auditor -------------------------------------------------------------
+  const auditor = await browser.newContext();
+  const a = await auditor.newPage();
+  let answer = await a.goto(plan.auditor_link);
+  expect(answer.ok() && new URL(a.url()).pathname === "/", "the auditor link to sign in and land on the overview");
+  expect((await text(a, "#role")) === "审计员", "the auditor role, in Chinese by default");
+  expect((await text(a, "main h1")) === "概览", "the overview titled in Chinese");
+  await shot(a, "overview-auditor");
+  seen.keyboard_overview = await tabReachesEverything(a, "the overview");
+
+  // The same link a second time, in another browser: refused.
+  const other = await browser.newContext();
+  const o = await other.newPage();
+  answer = await o.goto(plan.auditor_link);
+  expect(answer.status() === 403, "a second use of the link to be refused with 403, got " + answer.status());
+  expect((await text(o, "#message")).includes("已使用或已过期"), "the refusal to say the link was used or expired");
+  await shot(o, "link-used-twice");
+  await other.close();
+
+  // Contracts: the waiting request is listed, without an approve button.
+  await a.goto(plan.origin + "/contracts");
+  const row = a.locator(`tr[data-negotiation="${plan.waiting}"]`);
+  expect((await row.count()) === 1, "the waiting request in the auditor's contract list");
+  expect((await a.locator("button.approve").count()) === 0, "no approve button for an auditor");
+  await shot(a, "contracts-auditor");
+  // Posting the form anyway, with the session's own token: the server refuses it.
+  seen.auditor_post = await a.evaluate(async (id) => {
+    const csrf = document.querySelector("input[name=csrf]").value;
+    const r = await fetch(`/contracts/${id}/approve`, { method: "POST", body: new URLSearchParams({ csrf }) });
+    return r.status;
+  }, plan.waiting);
+  expect(seen.auditor_post === 403, "the auditor's approval to be refused with 403, got " + seen.auditor_post);
+
+  // The audit log: the checkpoint's signature and an inclusion proof, checked here.
+  await a.goto(plan.origin + "/audit");
+  await a.fill("#verifier-key", plan.verifier_key);
+  await a.click("#pin-key");
+  await a.click("#verify-checkpoint");
+  await a.waitForSelector('#checkpoint-result:not([data-state="pending"])');
+  expect((await a.getAttribute("#checkpoint-result", "data-state")) === "verified",
+    "the checkpoint verified, but: " + (await text(a, "#checkpoint-result")));
+  expect((await text(a, "#checkpoint-result")).includes("已在本浏览器中验证"), "the words 'verified in this browser'");
+  const first = a.locator("button.verify-inclusion").first();
+  const index = await first.getAttribute("data-index");
+  await first.click();
+  await a.waitForSelector(`#proof-${index}:not([data-state="pending"])`);
+  expect((await a.getAttribute(`#proof-${index}`, "data-state")) === "verified",
+    "the inclusion proof verified, but: " + (await text(a, `#proof-${index}`)));
+  seen.inclusion_verified = Number(index);
+  seen.keyboard_audit = await tabReachesEverything(a, "the audit page");
+  await shot(a, "audit-verified");
+
+  // The pinned key stays in this browser.
+  await a.reload();
+  expect((await a.inputValue("#verifier-key")) === plan.verifier_key, "the pinned key kept across a reload");
+
+  // A proof altered on its way (one byte of the entry): the browser says it failed.
+  const again = a.locator("button.verify-inclusion").first();
+  const altered = await again.getAttribute("data-index");
+  const size = await a.getAttribute("#checkpoint", "data-size");
+  const genuine = await a.evaluate(async (path) => (await fetch(path)).json(), `/audit/proof/${altered}?size=${size}`);
+  const entry = Buffer.from(genuine.entry, "base64");
+  entry[0] ^= 1;
+  const forged = { ...genuine, entry: entry.toString("base64") };
+  await auditor.route("**/audit/proof/**", (route) => route.fulfill({ json: forged }));
+  await again.click();
+  await a.waitForSelector(`#proof-${altered}:not([data-state="pending"])`);
+  expect((await a.getAttribute(`#proof-${altered}`, "data-state")) === "failed", "the altered proof to fail");
+  seen.altered_proof = await text(a, `#proof-${altered}`);
+  expect(seen.altered_proof.includes("根哈希"), "the failure to name the root: " + seen.altered_proof);
+  await shot(a, "audit-altered-proof");
+  await auditor.unroute("**/audit/proof/**");
+
+  // A key other than the log's: no signature by it.
+  await a.fill("#verifier-key", plan.other_key);
+  await a.click("#verify-checkpoint");
+  await a.waitForFunction(() => document.querySelector("#checkpoint-result").dataset.state === "failed");
+  seen.wrong_key = await text(a, "#checkpoint-result");
+
+  // English.
+  await a.click("#lang-switch");
+  expect((await text(a, "main h1")) === "Audit log", "the audit page in English after the switch");
+  await a.fill("#verifier-key", plan.verifier_key);
+  await a.click("#verify-checkpoint");
+  await a.waitForFunction(() => document.querySelector("#checkpoint-result").dataset.state === "verified");
+  expect((await text(a, "#checkpoint-result")).includes("verified in this browser"), "the English words");
+  await shot(a, "audit-english");
+  await auditor.close();
+
+  // --- an admin ---------------------------------------------------------------
+  const admin = await browser.newContext();
+  const p = await admin.newPage();
+  answer = await p.goto(plan.admin_link);
+  expect(answer.ok() && (await text(p, "#role")) === "管理员", "the admin link to sign in as admin");
+  expect((await text(p, "#pending")) === "1", "one request waiting for approval on the overview");
+  await shot(p, "overview-admin");
+
+  // A form without the session's token: refused, nothing approved.
+  await p.goto(plan.origin + "/contracts");
+  seen.forged_post = await p.evaluate(async (id) => {
+    const r = await fetch(`/contracts/${id}/approve`, { method: "POST", body: new URLSearchParams({ csrf: "forged" }) });
+    return r.status;
+  }, plan.waiting);
+  expect(seen.forged_post === 403, "a form without the token to be refused with 403, got " + seen.forged_post);
+  await p.reload();
+  const waiting = p.locator(`tr[data-negotiation="${plan.waiting}"]`);
+  expect((await text(waiting, "td.state")) === "REQUESTED", "the request still waiting after the forged form");
+  seen.keyboard_contracts = await tabReachesEverything(p, "the contracts page");
+  await shot(p, "contracts-admin");
+
+  // Publish through the form: a bad policy is refused as it is typed and when posted,
+  // with the policy crate's own message; a good one publishes.
+  await p.goto(plan.origin + "/products/new");
+  await p.fill('input[name="title"]', "Bus stops");
+  await p.selectOption('select[name="classification"]', "general-2");
+  await p.selectOption('select[name="format"]', "csv");
+  await p.locator("#policy-text").pressSequentially(plan.bad_policy.slice(0, 40));
+  await p.fill("#policy-text", plan.bad_policy);
+  await p.waitForFunction(() => document.querySelector("#policy-check").dataset.state === "failed");
+  seen.policy_as_typed = await text(p, "#policy-check");
+  expect(seen.policy_as_typed === plan.bad_policy_message,
+    "the policy crate's message as the policy is typed: " + seen.policy_as_typed);
+  await p.setInputFiles('input[name="file"]', {
+    name: "stops.csv", mimeType: "text/csv", buffer: Buffer.from(plan.product_csv),
+  });
+  await shot(p, "publish-bad-policy");
+  const [refusedPost] = await Promise.all([
+    p.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname === "/products"),
+    p.click("#publish-button"),
+  ]);
+  expect(refusedPost.status() === 400, "the bad policy refused with 400, got " + refusedPost.status());
+  expect((await text(p, "#message")) === plan.bad_policy_message, "the refusal to give the policy crate's message");
+  await p.goBack();
+  await p.fill('input[name="title"]', "Bus stops");
+  await p.selectOption('select[name="classification"]', "general-2");
+  await p.selectOption('select[name="format"]', "csv");
+  await p.fill("#policy-text", plan.good_policy);
+  await p.waitForFunction(() => document.querySelector("#policy-check").dataset.state === "verified");
+  await p.setInputFiles('input[name="file"]', {
+    name: "stops.csv", mimeType: "text/csv", buffer: Buffer.from(plan.product_csv),
+  });
+  seen.keyboard_publish = await tabReachesEverything(p, "the publish form");
+  await Promise.all([p.waitForURL(/\/products\/prd-/), p.click("#publish-button")]);
+  seen.published = new URL(p.url()).pathname.split("/").pop();
+  expect((await text(p, "#classification")) === "general-2", "the published product's page");
+  await shot(p, "product");
+  await p.goto(plan.origin + "/products");
+  seen.keyboard_products = await tabReachesEverything(p, "the products page");
+  await shot(p, "products");
+
+  // Approve with the keyboard: Tab to the row's approve button, press Enter.
+  await p.goto(plan.origin + "/contracts");
+  const approveButton = waiting.locator("button.approve");
+  await approveButton.evaluate((el) => el.setAttribute("data-target", "yes"));
+  await p.locator("body").focus();
+  let onIt = false;
+  for (let i = 0; i < 100 && !onIt; i++) {
+    await p.keyboard.press("Tab");
+    onIt = await p.evaluate(() => document.activeElement?.getAttribute("data-target") === "yes");
+  }
+  expect(onIt, "Tab to reach the approve button");
+  const [posted] = await Promise.all([
+    p.waitForResponse((r) => r.request().method() === "POST" && r.url().endsWith("/approve")),
+    p.waitForResponse((r) => r.request().method() === "GET" && new URL(r.url()).pathname === "/contracts"),
+    p.keyboard.press("Enter"),
+  ]);
+  expect(posted.status() === 303, "the approval answered with a redirect, got " + posted.status());
+  await p.waitForLoadState("load");
+  const state = await text(p.locator(`tr[data-negotiation="${plan.waiting}"]`), "td.state");
+  expect(state !== "REQUESTED", "the request no longer waiting after the approval, still " + state);
+  seen.after_approval = state;
+  await shot(p, "contracts-approved");
+  await admin.close();
+
+  console.log(JSON.stringify({ ok: true, ...seen }));
+} catch (e) {
+  console.error(String(e && e.stack ? e.stack : e));
+  // Where each open page was, and a picture of it.
+  for (const [i, context] of browser.contexts().entries()) {
+    for (const [j, page] of context.pages().entries()) {
+      console.error(`open page ${i}.${j}: ${page.url()}`);
+      await shot(page, `failed-${i}-${j}`).catch(() => {});
+    }
+  }
+  console.log(JSON.stringify({ ok: false, error: String(e.message || e), ...seen }));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+}
