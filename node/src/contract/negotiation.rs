@@ -188,6 +188,15 @@ impl Negotiation {
         !self.request.signatures.is_empty()
     }
 
+    /// Whether the peer signed the agreement on record: the consumer of a plain
+    /// Dataspace Protocol provider keeps its agreement without signatures (the
+    /// provider signed none), while a Liutong agreement always carries the provider's.
+    pub fn agreement_signed_by_peer(&self) -> bool {
+        self.agreement
+            .as_ref()
+            .is_some_and(|a| !a.signatures.is_empty())
+    }
+
     /// The agreement's content, without checking signatures (for display and lookups).
     pub fn agreement_content(&self) -> Option<Agreement> {
         self.agreement.as_ref().and_then(|e| e.peek_json().ok())
