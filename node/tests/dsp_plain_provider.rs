@@ -370,7 +370,11 @@ async fn cn_c_01_01_a_plain_agreement_is_recorded_as_not_signed_by_the_provider(
     assert!(!c.agreement_id.is_empty(), "{c:?}");
     let envelope: liutong_node::identity::Envelope =
         serde_json::from_str(&c.agreement_json).unwrap();
-    assert!(envelope.signatures.is_empty(), "{envelope:?}");
+    // The consumer's own signature only.
+    assert_eq!(envelope.signatures.len(), 1, "{envelope:?}");
+    envelope
+        .verify(&f.consumer.running.node.identity.signing_key.public_key())
+        .expect("signed by the consumer");
     let agreement: liutong_node::contract::Agreement = envelope.peek_json().unwrap();
     assert_eq!(agreement.policy["@id"], PLAIN_AGREEMENT);
     assert_eq!(agreement.classification.as_str(), "general-2");

@@ -648,7 +648,7 @@ const UNCLASSIFIED_AS: Classification = Classification::General3;
 
 /// The reason FINALIZED carries: the unsigned agreement's note stays on record.
 fn finalized_reason(n: &Negotiation) -> &'static str {
-    if n.agreement.is_some() && !n.agreement_signed_by_peer() {
+    if n.agreement.is_some() && !n.agreement_signed_by_provider() {
         UNSIGNED_AGREEMENT
     } else {
         ""
@@ -679,7 +679,7 @@ impl Contracts {
         if matches!(
             n.state,
             NegotiationStatus::Verified | NegotiationStatus::Finalized
-        ) && !n.agreement_signed_by_peer()
+        ) && !n.agreement_signed_by_provider()
             && n.agreement_content()
                 .is_some_and(|a| a.policy.get("@id").and_then(|v| v.as_str()) == dsp_id)
         {
@@ -709,12 +709,13 @@ impl Contracts {
             }
         };
         n.agreement_id = Some(unsigned.agreement_id.clone());
-        n.agreement = Some(Envelope {
-            payload_type: super::agreement::AGREEMENT_PAYLOAD_TYPE.to_owned(),
-            payload: serde_json::to_vec(&unsigned).expect("agreements serialize"),
-            // No signature: the record itself shows the provider did not sign it.
-            signatures: Vec::new(),
-        });
+        // This node's signature only: the record shows the provider did not sign it,
+        // and the copy's sticky policy is still the one this node accepted.
+        n.agreement = Some(Envelope::sign_json(
+            super::agreement::AGREEMENT_PAYLOAD_TYPE,
+            &unsigned,
+            &self.identity.signing_key,
+        )?);
         self.transition(&mut n, NegotiationEvent::Countersigned, UNSIGNED_AGREEMENT)
             .await?;
         Ok(n)

@@ -446,7 +446,7 @@ impl ConsumerBinding for DspConsumer {
         if let Some(agreement) = n
             .agreement
             .as_ref()
-            .filter(|_| n.agreement_signed_by_peer())
+            .filter(|_| n.agreement_signed_by_provider())
         {
             body[SIGNED_AGREEMENT] = serde_json::to_value(agreement).expect("envelopes serialize");
         }
