@@ -18,7 +18,9 @@ use liutong_node::config::{DspSection, NodeConfig};
 use liutong_node::identity::{MemberRole, ParticipantKind};
 use liutong_node::local::LocalRole;
 use liutong_node::tls::TlsIdentity;
-use liutong_proto::v1::{GetContractRequest, RequestContractRequest};
+use liutong_proto::v1::{
+    GetContractRequest, PullTransferRequest, RequestContractRequest, TransferProgress,
+};
 use serde_json::{Value as Json, json};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -38,12 +40,57 @@ const OPEN: &str = "prd-open";
 const IMPORTANT: &str = "prd-important";
 const UNCLASSIFIED: &str = "prd-unclassified";
 
-/// A plain DSP provider: raw HTTP over TLS with a member's certificate. It shows its
-/// datasets, answers a contract request 201 (REQUESTED) and tells the state it was
-/// told to; every other POST is answered 200. It keeps every message it gets.
+/// The plain provider's transfer process ID, its data path and its token.
+const PLAIN_TP: &str = "urn:uuid:plain-transfer-1";
+const DATA_PATH: &str = "/data/tp-1";
+const TOKEN: &str = "tok-plain-7f3a";
+
+/// How the plain provider serves its transfer.
+#[derive(Clone, Default)]
+struct Serving {
+    payload: Vec<u8>,
+    /// The endpoint its start message names (`None`: its own data path on the host
+    /// the consumer reached it at).
+    endpoint: Option<String>,
+    /// The first download from the start is cut after this many bytes.
+    cut_after: Option<usize>,
+    /// The size its answer states (`None`: the payload's).
+    stated: Option<u64>,
+    /// Its data endpoint answers 503.
+    failing: bool,
+}
+
+type Body = http_body_util::combinators::BoxBody<bytes::Bytes, std::io::Error>;
+
+fn full(bytes: impl Into<bytes::Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+/// What the plain provider shares between its connections.
+#[derive(Default)]
+struct Shared {
+    /// Every message it got (path, body).
+    got: Mutex<Vec<(String, Json)>>,
+    serving: Mutex<Serving>,
+    /// A client of the consumer's DSP listener with the provider's certificate, to
+    /// send its start messages.
+    caller: Mutex<Option<Client>>,
+    /// The `Range` header of each data download (`None`: no range).
+    downloads: Mutex<Vec<Option<String>>>,
+    /// The consumer's answers to its start messages (status).
+    start_answers: Mutex<Vec<u16>>,
+}
+
+/// A plain DSP provider: raw HTTP over TLS with a member's certificate, answering from
+/// its own tables. It shows its datasets, answers a contract request 201 (REQUESTED),
+/// a transfer request 201 followed by a start message with an EDC-style data address,
+/// serves its data with a bearer token and `Range`, and answers every other POST 200.
+/// It keeps every message it gets.
 struct PlainProvider {
     addr: std::net::SocketAddr,
-    got: Arc<Mutex<Vec<(String, Json)>>>,
+    shared: Arc<Shared>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -61,38 +108,24 @@ impl PlainProvider {
         let acceptor = TlsAcceptor::from(Arc::new(tls));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let got: Arc<Mutex<Vec<(String, Json)>>> = Arc::default();
-        let kept = got.clone();
+        let shared: Arc<Shared> = Arc::default();
+        let kept = shared.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
-                let (acceptor, kept) = (acceptor.clone(), kept.clone());
+                let (acceptor, shared) = (acceptor.clone(), kept.clone());
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else {
                         return;
                     };
                     let service = hyper::service::service_fn(
                         move |request: http::Request<hyper::body::Incoming>| {
-                            let kept = kept.clone();
+                            let shared = shared.clone();
                             async move {
-                                let path = request.uri().path().to_owned();
-                                let body = request.into_body().collect().await.unwrap().to_bytes();
-                                let json: Json =
-                                    serde_json::from_slice(&body).unwrap_or(Json::Null);
-                                if !json.is_null() {
-                                    kept.lock().unwrap().push((path.clone(), json.clone()));
-                                }
-                                let (status, answer) = Self::answer(&path, &json);
                                 Ok::<_, std::convert::Infallible>(
-                                    http::Response::builder()
-                                        .status(status)
-                                        .header("content-type", "application/json")
-                                        .body(Full::new(bytes::Bytes::from(
-                                            serde_json::to_vec(&answer).unwrap(),
-                                        )))
-                                        .unwrap(),
+                                    Self::serve(&shared, addr.port(), request).await,
                                 )
                             }
                         },
@@ -103,7 +136,157 @@ impl PlainProvider {
                 });
             }
         });
-        Self { addr, got, task }
+        Self { addr, shared, task }
+    }
+
+    async fn serve(
+        shared: &Arc<Shared>,
+        port: u16,
+        request: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<Body> {
+        let path = request.uri().path().to_owned();
+        if request.method() == http::Method::GET && path == DATA_PATH {
+            return Self::data(shared, &request);
+        }
+        let body = request.into_body().collect().await.unwrap().to_bytes();
+        let json: Json = serde_json::from_slice(&body).unwrap_or(Json::Null);
+        if !json.is_null() {
+            shared
+                .got
+                .lock()
+                .unwrap()
+                .push((path.clone(), json.clone()));
+        }
+        let (status, answer) = Self::answer(&path, &json);
+        let starts = path == "/transfers/request" || path == format!("/transfers/{PLAIN_TP}/start");
+        if starts {
+            let consumer_pid = json["consumerPid"].as_str().unwrap_or_default().to_owned();
+            let shared = shared.clone();
+            tokio::spawn(async move { Self::send_start(&shared, port, &consumer_pid).await });
+        }
+        http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(full(serde_json::to_vec(&answer).unwrap()))
+            .unwrap()
+    }
+
+    /// Its start message, with an EDC-style data address, to the consumer's callback.
+    async fn send_start(shared: &Arc<Shared>, port: u16, consumer_pid: &str) {
+        let endpoint = shared
+            .serving
+            .lock()
+            .unwrap()
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| format!("https://localhost:{port}{DATA_PATH}"));
+        let property = |name: &str, value: &str| {
+            json!({
+                "@type": "EndpointProperty",
+                "name": format!("https://w3id.org/edc/v0.0.1/ns/{name}"),
+                "value": value,
+            })
+        };
+        let start = json!({
+            "@context": [CONTEXT],
+            "@type": "TransferStartMessage",
+            "providerPid": PLAIN_TP,
+            "consumerPid": consumer_pid,
+            "dataAddress": {
+                "@type": "DataAddress",
+                "endpointType": "https://w3id.org/idsa/v4.1/HTTP",
+                "endpoint": endpoint,
+                "endpointProperties": [
+                    property("authorization", TOKEN),
+                    property("authType", "bearer"),
+                ],
+            },
+        });
+        assert_valid(&start);
+        let caller = shared.caller.lock().unwrap().clone().expect("a caller");
+        let answer = caller
+            .post(&format!("/callback/transfers/{consumer_pid}/start"), &start)
+            .await;
+        shared.start_answers.lock().unwrap().push(answer.status);
+    }
+
+    /// Its data: the bearer token required, `Range` honoured, the first download cut
+    /// when it is told to.
+    fn data(
+        shared: &Arc<Shared>,
+        request: &http::Request<hyper::body::Incoming>,
+    ) -> http::Response<Body> {
+        let header = |name: http::header::HeaderName| {
+            request
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let range = header(http::header::RANGE);
+        shared.downloads.lock().unwrap().push(range.clone());
+        let mut serving = shared.serving.lock().unwrap();
+        let refuse = |status: u16| {
+            http::Response::builder()
+                .status(status)
+                .body(full(bytes::Bytes::new()))
+                .unwrap()
+        };
+        if header(http::header::AUTHORIZATION).as_deref() != Some(&format!("Bearer {TOKEN}")) {
+            return refuse(401);
+        }
+        if serving.failing {
+            return refuse(503);
+        }
+        let payload = serving.payload.clone();
+        let total = serving.stated.unwrap_or(payload.len() as u64);
+        let from = range
+            .as_deref()
+            .and_then(|r| r.strip_prefix("bytes="))
+            .and_then(|r| r.strip_suffix('-'))
+            .map(|r| r.parse::<usize>().unwrap());
+        let mut response = http::Response::builder();
+        let body = match from {
+            None => {
+                response = response
+                    .status(200)
+                    .header(http::header::CONTENT_LENGTH, total.to_string());
+                payload
+            }
+            Some(from) => {
+                response = response
+                    .status(206)
+                    .header(
+                        http::header::CONTENT_LENGTH,
+                        (total - from as u64).to_string(),
+                    )
+                    .header(
+                        http::header::CONTENT_RANGE,
+                        format!("bytes {from}-{}/{total}", total - 1),
+                    );
+                payload[from..].to_vec()
+            }
+        };
+        // A cut: the bytes up to the cut, then the connection fails.
+        let cut = if from.is_none() {
+            serving.cut_after.take()
+        } else {
+            None
+        };
+        let keep = cut.unwrap_or(body.len()).min(body.len());
+        let mut frames = vec![Ok(hyper::body::Frame::data(bytes::Bytes::from(
+            body[..keep].to_vec(),
+        )))];
+        if cut.is_some() {
+            frames.push(Err(std::io::Error::other("cut")));
+        }
+        // Stating more than it has, it sends what it has and then nothing: the answer
+        // stays open until the consumer hangs up.
+        let stream =
+            tokio_stream::StreamExt::chain(tokio_stream::iter(frames), tokio_stream::pending());
+        response
+            .body(http_body_util::StreamBody::new(stream).boxed())
+            .unwrap()
     }
 
     /// A dataset of this provider's catalog: one offer, to use for research, with its
@@ -166,6 +349,17 @@ impl PlainProvider {
             (201, negotiation(&message["consumerPid"], "REQUESTED"))
         } else if path == format!("/negotiations/{PLAIN_PID}") {
             (200, negotiation(&json!("urn:uuid:unknown"), "REQUESTED"))
+        } else if path == "/transfers/request" {
+            (
+                201,
+                json!({
+                    "@context": [CONTEXT],
+                    "@type": "TransferProcess",
+                    "providerPid": PLAIN_TP,
+                    "consumerPid": message["consumerPid"],
+                    "state": "REQUESTED",
+                }),
+            )
         } else {
             (200, json!({}))
         };
@@ -179,9 +373,21 @@ impl PlainProvider {
         format!("https://localhost:{}", self.addr.port())
     }
 
+    fn serve_with(&self, change: impl FnOnce(&mut Serving)) {
+        change(&mut self.shared.serving.lock().unwrap());
+    }
+
+    fn downloads(&self) -> Vec<Option<String>> {
+        self.shared.downloads.lock().unwrap().clone()
+    }
+
+    fn start_answers(&self) -> Vec<u16> {
+        self.shared.start_answers.lock().unwrap().clone()
+    }
+
     /// Every message the consumer sent, each valid against the 2025-1 schemas.
     fn received(&self) -> Vec<(String, Json)> {
-        let got = self.got.lock().unwrap().clone();
+        let got = self.shared.got.lock().unwrap().clone();
         for (_, message) in &got {
             assert_valid(message);
         }
@@ -236,6 +442,11 @@ impl Fixture {
         let plain_identity = member(&space, LOGISTICS);
         refresh_all(&[&consumer]).await;
         let plain = PlainProvider::start(&plain_identity, &consumer.roots()).await;
+        *plain.shared.caller.lock().unwrap() = Some(Client::new(
+            consumer.running.dsp_addr().unwrap(),
+            Some(&plain_identity),
+            consumer.roots(),
+        ));
         let c = consumer
             .admin(LocalRole::Admin)
             .await
@@ -347,6 +558,74 @@ impl Fixture {
         assert_eq!(answer.status, 200, "{answer:?}");
         self.wait_for_state("FINALIZED").await
     }
+}
+
+impl Fixture {
+    /// Pulls the agreement's copy from the plain provider through the consumer's admin
+    /// API, at most `max_chunks` chunks (0: all); the last progress, or the refusal.
+    async fn pull(&self, agreement: &str, max_chunks: u32) -> Result<TransferProgress, String> {
+        use tokio_stream::StreamExt as _;
+        let mut stream = self
+            .consumer
+            .admin(LocalRole::Admin)
+            .await
+            .pull_transfer(PullTransferRequest {
+                agreement_id: agreement.to_owned(),
+                max_chunks,
+                peer: self.plain.url(),
+            })
+            .await
+            .map_err(|s| s.message().to_owned())?
+            .into_inner();
+        let mut last = None;
+        while let Some(item) = stream.next().await {
+            last = Some(item.map_err(|s| s.message().to_owned())?);
+        }
+        last.ok_or_else(|| "no progress".to_owned())
+    }
+
+    fn storage(&self) -> &dyn liutong_node::storage::Storage {
+        self.consumer.running.node.storage.as_ref()
+    }
+
+    fn transfers(&self) -> Vec<liutong_node::dsp::pull::ConsumerTransfer> {
+        liutong_node::dsp::pull::consumer_transfers(self.storage()).unwrap()
+    }
+
+    /// The bytes of the agreement's copy, read back (opened) chunk by chunk.
+    fn copy_bytes(&self, agreement: &str) -> Vec<u8> {
+        let copy = liutong_node::transfer::copy(self.storage(), agreement)
+            .unwrap()
+            .expect("a copy");
+        let mut bytes = Vec::new();
+        for i in 0..copy.chunks_received {
+            bytes.extend(
+                liutong_node::transfer::copy_chunk(self.storage(), agreement, i)
+                    .unwrap()
+                    .expect("the chunk"),
+            );
+        }
+        bytes
+    }
+}
+
+/// A payload of `len` bytes, rows of text.
+fn payload(len: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(len + 64);
+    let mut row = 0u64;
+    while bytes.len() < len {
+        bytes.extend_from_slice(
+            format!("{row},station-{},{}\n", row % 97, row * 31 % 1000).as_bytes(),
+        );
+        row += 1;
+    }
+    bytes.truncate(len);
+    bytes
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(bytes))
 }
 
 #[track_caller]
@@ -535,4 +814,200 @@ async fn cn_c_02_01_the_plain_provider_terminates_after_its_agreement() {
     let c = f.contract().await;
     assert_eq!(c.state, "TERMINATED", "{c:?}");
     assert!(c.reason.contains("withdrawn"), "{c:?}");
+}
+
+// ---- TP_C: transfers from a plain provider ----
+
+const MIB: usize = 1 << 20;
+
+/// TP_C:01-01 (request, start, pull, completion) with a cut and a resume: the copy of
+/// an agreement the provider did not sign is hashed whole as it arrives, sealed, and
+/// recorded as unverified; the cut pull resumes with `Range` from the first chunk not
+/// on record; the completion carries the consumer's signed receipt of the SHA-256.
+#[tokio::test]
+async fn tp_c_01_01_a_cut_pull_resumes_with_range_and_the_copy_is_unverified() {
+    let f = Fixture::start(OPEN).await;
+    let c = f.agree().await;
+    let bytes = payload(2 * MIB + MIB / 2);
+    f.plain.serve_with(|s| {
+        s.payload = bytes.clone();
+        s.cut_after = Some(MIB + MIB / 2);
+    });
+    let cut = f.pull(&c.agreement_id, 0).await;
+    assert!(cut.is_err(), "{cut:?}");
+    let request = f.plain.wait_for("/transfers/request").await;
+    assert_eq!(request["@type"], "TransferRequestMessage");
+    assert_eq!(
+        request["agreementId"], PLAIN_AGREEMENT,
+        "the provider's own agreement ID"
+    );
+    assert_eq!(request["format"], "HttpData-PULL");
+    let kept = liutong_node::transfer::copy(f.storage(), &c.agreement_id)
+        .unwrap()
+        .expect("the first chunk is on record");
+    assert_eq!(kept.chunks_received, 1, "{kept:?}");
+
+    let done = f.pull(&c.agreement_id, 0).await.expect("resumed");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    assert_eq!(done.bytes_total, bytes.len() as u64);
+    assert_eq!(done.sha256, sha256_hex(&bytes));
+    assert!(
+        done.reason
+            .contains("unverified: the provider signed no chunk list"),
+        "{done:?}"
+    );
+    assert_eq!(
+        f.plain.downloads(),
+        vec![None, Some(format!("bytes={MIB}-"))],
+        "the resume asked for the bytes after the first chunk"
+    );
+    assert_eq!(f.copy_bytes(&c.agreement_id), bytes);
+
+    let completion = f
+        .plain
+        .wait_for(&format!("/transfers/{PLAIN_TP}/completion"))
+        .await;
+    assert_eq!(completion["@type"], "TransferCompletionMessage");
+    let receipt: liutong_node::identity::Envelope =
+        serde_json::from_value(completion["lt:receipt"].clone()).unwrap();
+    receipt
+        .verify(&f.consumer.running.node.identity.signing_key.public_key())
+        .expect("the consumer's signed receipt");
+    let signed: Json = receipt.peek_json().unwrap();
+    assert_eq!(signed["sha256"], sha256_hex(&bytes));
+    assert_eq!(signed["size"], bytes.len());
+    assert_eq!(f.transfers()[0].state.as_str(), "COMPLETED");
+
+    let audit = f.consumer.audit_texts().join("\n");
+    assert!(
+        audit.contains(&format!(
+            "transfer COMPLETED, unverified: the provider signed no chunk list: {} bytes received, sha256 {}",
+            bytes.len(),
+            sha256_hex(&bytes)
+        )),
+        "{audit}"
+    );
+}
+
+/// TP_C:02 shapes: the provider suspends, then terminates, a transfer the consumer
+/// holds STARTED; each reaches the consumer's record with its reason.
+#[tokio::test]
+async fn tp_c_02_the_plain_provider_suspends_then_terminates_a_transfer() {
+    let f = Fixture::start(OPEN).await;
+    let c = f.agree().await;
+    f.plain.serve_with(|s| {
+        s.payload = payload(1000);
+        s.failing = true;
+    });
+    let refused = f.pull(&c.agreement_id, 0).await.unwrap_err();
+    assert!(refused.contains("503"), "{refused}");
+    let t = &f.transfers()[0];
+    assert_eq!(t.state.as_str(), "STARTED", "{t:?}");
+    let cpid = t.consumer_pid.clone();
+    let client = f.client();
+    let message = |ty: &str, reason: &str| {
+        let m = json!({
+            "@context": [CONTEXT],
+            "@type": ty,
+            "providerPid": PLAIN_TP,
+            "consumerPid": cpid,
+            "code": "provider.maintenance",
+            "reason": [reason],
+        });
+        assert_valid(&m);
+        m
+    };
+    let answer = client
+        .post(
+            &format!("/callback/transfers/{cpid}/suspension"),
+            &message("TransferSuspensionMessage", "storage maintenance"),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let t = &f.transfers()[0];
+    assert_eq!(t.state.as_str(), "SUSPENDED", "{t:?}");
+    assert!(t.reason.contains("maintenance"), "{t:?}");
+    let answer = client
+        .post(
+            &format!("/callback/transfers/{cpid}/termination"),
+            &message("TransferTerminationMessage", "dataset withdrawn"),
+        )
+        .await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let t = &f.transfers()[0];
+    assert_eq!(t.state.as_str(), "TERMINATED", "{t:?}");
+    assert!(t.reason.contains("withdrawn"), "{t:?}");
+}
+
+/// TP_C:01 with a hostile data address: one on another host, or plain `http://`, is
+/// refused (400 to the start message), the transfer ended and recorded with the
+/// reason, in the audit log, and nothing fetched or written.
+#[tokio::test]
+async fn tp_c_a_data_address_on_another_host_or_plain_http_is_refused() {
+    for (endpoint, words) in [
+        (
+            "https://127.0.0.1:{port}/data/tp-1",
+            "names host 127.0.0.1, not localhost",
+        ),
+        (
+            "http://localhost:{port}/data/tp-1",
+            "is not an https:// URL",
+        ),
+    ] {
+        let f = Fixture::start(OPEN).await;
+        let c = f.agree().await;
+        let endpoint = endpoint.replace("{port}", &f.plain.addr.port().to_string());
+        f.plain.serve_with(|s| {
+            s.payload = payload(1000);
+            s.endpoint = Some(endpoint.clone());
+        });
+        let refused = f.pull(&c.agreement_id, 0).await.unwrap_err();
+        assert!(refused.contains(words), "{refused}");
+        let answered = wait_until(WAIT, || async { !f.plain.start_answers().is_empty() }).await;
+        assert!(answered);
+        assert_eq!(f.plain.start_answers(), vec![400]);
+        let t = &f.transfers()[0];
+        assert_eq!(t.state.as_str(), "TERMINATED", "{t:?}");
+        assert!(t.reason.contains(words), "{t:?}");
+        assert!(t.endpoint.is_none() && t.token.is_none(), "{t:?}");
+        assert!(f.plain.downloads().is_empty(), "nothing was fetched");
+        assert!(
+            liutong_node::transfer::copy(f.storage(), &c.agreement_id)
+                .unwrap()
+                .is_none(),
+            "nothing was written"
+        );
+        let audit = f.consumer.audit_texts().join("\n");
+        assert!(
+            audit.contains(&format!("transfer {} TERMINATED", t.consumer_pid))
+                && audit.contains(words),
+            "{audit}"
+        );
+    }
+}
+
+/// A payload larger than the node takes from a provider that signed no chunk list is
+/// refused from the size the provider states, before any byte is kept.
+#[tokio::test]
+async fn tp_c_an_oversized_payload_is_refused_before_anything_is_kept() {
+    let f = Fixture::start(OPEN).await;
+    let c = f.agree().await;
+    f.plain.serve_with(|s| {
+        s.payload = payload(1000);
+        s.stated = Some(liutong_node::transfer::MAX_UNVERIFIED_BYTES + 1);
+    });
+    let refused = f.pull(&c.agreement_id, 0).await.unwrap_err();
+    assert!(
+        refused.contains(&format!(
+            "this node takes at most {} bytes",
+            liutong_node::transfer::MAX_UNVERIFIED_BYTES
+        )),
+        "{refused}"
+    );
+    assert!(
+        liutong_node::transfer::copy(f.storage(), &c.agreement_id)
+            .unwrap()
+            .is_none(),
+        "nothing was written"
+    );
 }
