@@ -609,6 +609,29 @@ impl Fixture {
     }
 }
 
+/// Runs the `liutong` CLI with `config`: whether it succeeded, its stdout and stderr.
+async fn liutong(args: &[&str], config: &std::path::Path) -> (bool, String, String) {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let config = config.to_owned();
+    // Off the runtime: the node the command talks to runs on it.
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_liutong"))
+            .args(&args)
+            .arg("--config")
+            .arg(&config)
+            .env_remove("LIUTONG_CONFIG")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A payload of `len` bytes, rows of text.
 fn payload(len: usize) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(len + 64);
@@ -877,6 +900,30 @@ async fn tp_c_01_01_a_cut_pull_resumes_with_range_and_the_copy_is_unverified() {
     assert_eq!(signed["sha256"], sha256_hex(&bytes));
     assert_eq!(signed["size"], bytes.len());
     assert_eq!(f.transfers()[0].state.as_str(), "COMPLETED");
+
+    // The CLI says what the copy and its agreement are.
+    let config = f.consumer.config_path();
+    let (ok, out, err) = liutong(
+        &[
+            "transfer",
+            "pull",
+            "--agreement",
+            &c.agreement_id,
+            "--peer",
+            &f.plain.url(),
+        ],
+        &config,
+    )
+    .await;
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("unverified: the provider signed no chunk list")
+            && !out.contains("every chunk verified"),
+        "{out}"
+    );
+    let (ok, out, err) = liutong(&["contract", "show", &c.agreement_id], &config).await;
+    assert!(ok, "{err}");
+    assert!(out.contains("not signed by the provider"), "{out}");
 
     let audit = f.consumer.audit_texts().join("\n");
     assert!(
