@@ -609,6 +609,29 @@ impl Fixture {
     }
 }
 
+/// Reads the agreement's copy through the consumer's usage API for `purpose`.
+async fn read(f: &Fixture, agreement: &str, purpose: &str) -> Result<Vec<u8>, tonic::Status> {
+    use liutong_proto::v1::read_response::Part;
+    use tokio_stream::StreamExt as _;
+    let mut stream = f
+        .consumer
+        .usage(LocalRole::App)
+        .await
+        .read(liutong_proto::v1::ReadRequest {
+            agreement_id: agreement.into(),
+            purpose: purpose.into(),
+        })
+        .await?
+        .into_inner();
+    let mut data = Vec::new();
+    while let Some(item) = stream.next().await {
+        if let Some(Part::Data(d)) = item?.part {
+            data.extend(d);
+        }
+    }
+    Ok(data)
+}
+
 /// Runs the `liutong` CLI with `config`: whether it succeeded, its stdout and stderr.
 async fn liutong(args: &[&str], config: &std::path::Path) -> (bool, String, String) {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
@@ -900,6 +923,14 @@ async fn tp_c_01_01_a_cut_pull_resumes_with_range_and_the_copy_is_unverified() {
     assert_eq!(signed["sha256"], sha256_hex(&bytes));
     assert_eq!(signed["size"], bytes.len());
     assert_eq!(f.transfers()[0].state.as_str(), "COMPLETED");
+
+    // The copy is used under the plain agreement's policy, as any copy is.
+    let used = read(&f, &c.agreement_id, "research")
+        .await
+        .expect("read for research");
+    assert!(used == bytes, "the copy reads back as it arrived");
+    let refused = read(&f, &c.agreement_id, "marketing").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
 
     // The CLI says what the copy and its agreement are.
     let config = f.consumer.config_path();

@@ -14,6 +14,10 @@
 //!
 //! Calls go only to a server presenting the agreement's provider's own certificate;
 //! this node presents its own.
+//!
+//! Under an agreement its provider did not sign (a plain DSP provider's), there is no
+//! signed manifest: the bytes go to the transfer component's unverified pull, and the
+//! data address is taken only on the provider's own host (see the last section).
 
 use std::sync::Arc;
 use std::time::Duration;
