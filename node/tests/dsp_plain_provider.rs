@@ -967,6 +967,43 @@ async fn tp_c_01_01_a_cut_pull_resumes_with_range_and_the_copy_is_unverified() {
     );
 }
 
+/// TP_C:02 shapes from the consumer's side: a pull stopped after a chunk suspends the
+/// transfer at the provider; the next pull restarts it (the provider's new start
+/// message) and resumes with `Range` from the first chunk not on record.
+#[tokio::test]
+async fn tp_c_02_a_stopped_pull_suspends_and_the_next_restarts_and_resumes() {
+    let f = Fixture::start(OPEN).await;
+    let c = f.agree().await;
+    let bytes = payload(2 * MIB + 10);
+    f.plain.serve_with(|s| s.payload = bytes.clone());
+    let first = f.pull(&c.agreement_id, 1).await.expect("one chunk");
+    assert_eq!(
+        (first.chunks_received, first.chunks_total),
+        (1, 3),
+        "{first:?}"
+    );
+    let suspension = f
+        .plain
+        .wait_for(&format!("/transfers/{PLAIN_TP}/suspension"))
+        .await;
+    assert_eq!(suspension["@type"], "TransferSuspensionMessage");
+    assert_eq!(f.transfers()[0].state.as_str(), "SUSPENDED");
+
+    let done = f.pull(&c.agreement_id, 0).await.expect("resumed");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    assert_eq!(done.sha256, sha256_hex(&bytes));
+    let restart = f
+        .plain
+        .wait_for(&format!("/transfers/{PLAIN_TP}/start"))
+        .await;
+    assert_eq!(restart["@type"], "TransferStartMessage");
+    assert_eq!(
+        f.plain.downloads(),
+        vec![None, Some(format!("bytes={MIB}-"))]
+    );
+    assert_eq!(f.copy_bytes(&c.agreement_id), bytes);
+}
+
 /// TP_C:02 shapes: the provider suspends, then terminates, a transfer the consumer
 /// holds STARTED; each reaches the consumer's record with its reason.
 #[tokio::test]
