@@ -751,8 +751,10 @@ async fn cn_c_03_invalid_provider_messages_are_400_and_change_nothing() {
         .await;
     assert_error(&answer, 400, "REQUESTED");
 
-    // An agreement that is not the provider's signed envelope.
+    // An agreement whose lt:agreement is not the provider's signed envelope (one
+    // without lt:agreement is a plain provider's: see dsp_plain_provider.rs).
     let mut agreement = f.message("ContractAgreementMessage");
+    agreement["lt:agreement"] = json!({"payload": "not an envelope"});
     agreement["agreement"] = json!({
         "@id": "urn:uuid:agreement-1",
         "@type": "Agreement",

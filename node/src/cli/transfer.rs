@@ -184,6 +184,18 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             let p = last.ok_or_else(|| anyhow::anyhow!("the node reported no progress"))?;
             if json {
                 print_json(&progress_json(&p))?;
+            } else if TransferState::parse(&p.state) == Ok(TransferState::Completed)
+                && p.reason.starts_with(crate::transfer::UNVERIFIED)
+            {
+                // A plain provider's copy: no chunk list to verify against.
+                println!(
+                    "COMPLETED: {} v{}, {} bytes in {} chunks, {}",
+                    esc(&p.product_id),
+                    p.version,
+                    p.bytes_total,
+                    p.chunks_total,
+                    esc(&p.reason)
+                );
             } else if TransferState::parse(&p.state) == Ok(TransferState::Completed) {
                 println!(
                     "COMPLETED: {} v{}, {} bytes in {} chunks, every chunk verified, sha256 {}",

@@ -472,7 +472,8 @@ impl Contracts {
         match n.state {
             NegotiationStatus::Finalized => Ok(n),
             NegotiationStatus::Verified => {
-                self.transition(&mut n, NegotiationEvent::Finalized, "")
+                let reason = finalized_reason(&n);
+                self.transition(&mut n, NegotiationEvent::Finalized, reason)
                     .await?;
                 Ok(n)
             }
@@ -623,10 +624,226 @@ impl Contracts {
                 binding.send_verification(n).await
             }
             (S::Verified, Some(S::Finalized)) => {
-                self.transition(n, NegotiationEvent::Finalized, "").await
+                let reason = finalized_reason(n);
+                self.transition(n, NegotiationEvent::Finalized, reason)
+                    .await
             }
             // The rest waits for the provider's message at the callback address.
             _ => Ok(()),
         }
     }
+}
+
+/// The reason a consumer's negotiation keeps once its agreement is on record without
+/// the provider's signature (VERIFIED, then FINALIZED): shown by `liutong contract
+/// show` and written in the audit entry of each step.
+pub const UNSIGNED_AGREEMENT: &str = "not signed by the provider: a plain Dataspace Protocol \
+     agreement; its ODRL policy is the usage policy, and its copy cannot be checked against \
+     a chunk list the provider signed";
+
+/// The classification taken for a dataset whose provider's catalog does not classify
+/// it: the most sensitive general level, the highest an agreement the provider did not
+/// sign may cover.
+const UNCLASSIFIED_AS: Classification = Classification::General3;
+
+/// The reason FINALIZED carries: the unsigned agreement's note stays on record.
+fn finalized_reason(n: &Negotiation) -> &'static str {
+    if n.agreement.is_some() && !n.agreement_signed_by_provider() {
+        UNSIGNED_AGREEMENT
+    } else {
+        ""
+    }
+}
+
+/// The longest agreement `@id` of a plain provider's kept.
+const MAX_DSP_AGREEMENT_ID: usize = 256;
+
+impl Contracts {
+    /// A plain Dataspace Protocol provider's agreement arrives: its ODRL `agreement`
+    /// object, not signed by the provider (no Liutong envelope). It is taken only for
+    /// data below important, whose offer this node saw in the provider's catalog, for
+    /// this request's parties and dataset, with a policy this node can read, compile and
+    /// enforce that only narrows the offer. Taken: recorded VERIFIED as not signed by the
+    /// provider (the verification then goes with
+    /// [`send_bound_verification`](Self::send_bound_verification)). Otherwise the
+    /// negotiation ends, with the reason on record, and the provider is told: this node
+    /// holds no data under a policy it cannot enforce.
+    pub async fn receive_unsigned_agreement(
+        &self,
+        provider: &ParticipantId,
+        id: &str,
+        agreement: &serde_json::Value,
+    ) -> Result<Negotiation, ContractError> {
+        let (_claim, mut n) = self.claim_bound(provider, id).await?;
+        let dsp_id = agreement.get("@id").and_then(serde_json::Value::as_str);
+        if matches!(
+            n.state,
+            NegotiationStatus::Verified | NegotiationStatus::Finalized
+        ) && !n.agreement_signed_by_provider()
+            && n.agreement_content()
+                .is_some_and(|a| a.policy.get("@id").and_then(|v| v.as_str()) == dsp_id)
+        {
+            // The same agreement again: answered as the first time.
+            return Ok(n);
+        }
+        if n.state != NegotiationStatus::Requested {
+            return Err(ContractError::WrongState {
+                id: n.id.clone(),
+                state: n.state,
+                what: "an agreement answers a request (REQUESTED)".into(),
+            });
+        }
+        let unsigned = match self.unsigned_agreement(&n, agreement) {
+            Ok(a) => a,
+            Err(why) => {
+                let why = format!("the agreement not signed by the provider was refused: {why}");
+                self.transition(&mut n, NegotiationEvent::Terminated, &why)
+                    .await?;
+                if let Some(binding) = self.binding.get()
+                    && let Err(e) = binding.send_termination(&n, &why).await
+                {
+                    // The negotiation is ended here whatever the provider hears.
+                    tracing::warn!(negotiation = %n.id, error = %e, "the provider was not told");
+                }
+                return Err(ContractError::Policy(why));
+            }
+        };
+        n.agreement_id = Some(unsigned.agreement_id.clone());
+        // This node's signature only: the record shows the provider did not sign it,
+        // and the copy's sticky policy is still the one this node accepted.
+        n.agreement = Some(Envelope::sign_json(
+            super::agreement::AGREEMENT_PAYLOAD_TYPE,
+            &unsigned,
+            &self.identity.signing_key,
+        )?);
+        self.transition(&mut n, NegotiationEvent::Countersigned, UNSIGNED_AGREEMENT)
+            .await?;
+        Ok(n)
+    }
+
+    /// Checks a plain provider's agreement object for `n` and makes it this node's
+    /// record; `Err`: why it is refused.
+    fn unsigned_agreement(
+        &self,
+        n: &Negotiation,
+        agreement: &serde_json::Value,
+    ) -> Result<super::agreement::Agreement, String> {
+        let classification = n.offer_classification.unwrap_or(UNCLASSIFIED_AS);
+        if classification >= Classification::Important {
+            return Err(format!(
+                "offer {} is of {classification} data: {classification} data is taken only \
+                 under an agreement signed by the provider (a Liutong provider's lt:agreement \
+                 envelope), since the copy must be checked against the chunk list it signs",
+                n.offer_id
+            ));
+        }
+        let Some(offer_policy) = &n.offer_policy else {
+            return Err(format!(
+                "offer {} was not in the provider's catalog, so nothing shows that the \
+                 agreement only narrows what was offered",
+                n.offer_id
+            ));
+        };
+        let dsp_id = agreement
+            .get("@id")
+            .and_then(serde_json::Value::as_str)
+            .filter(|i| {
+                !i.is_empty()
+                    && i.len() <= MAX_DSP_AGREEMENT_ID
+                    && !i.chars().any(|c| c.is_control() || c.is_whitespace())
+            })
+            .ok_or_else(|| {
+                format!(
+                    "its @id must be an IRI of at most {MAX_DSP_AGREEMENT_ID} characters \
+                     without spaces"
+                )
+            })?;
+        let text = |key: &str| agreement.get(key).and_then(serde_json::Value::as_str);
+        let me = &self.identity.membership.participant_id;
+        if text("assigner") != Some(n.peer.san_uri().as_str()) {
+            return Err(format!(
+                "its assigner must be the provider, {}",
+                n.peer.san_uri()
+            ));
+        }
+        if text("assignee") != Some(me.san_uri().as_str()) {
+            return Err(format!(
+                "its assignee must be this consumer, {}",
+                me.san_uri()
+            ));
+        }
+        let (product_id, version) = crate::catalog::product::parse_offer_id(&n.offer_id)
+            .ok_or_else(|| format!("offer {} names no product version", n.offer_id))?;
+        let dataset = crate::catalog::product::ProductVersion::target(product_id);
+        if text("target") != Some(dataset.as_str()) {
+            return Err(format!(
+                "its target must be {dataset}, the dataset this consumer requested"
+            ));
+        }
+        let context = super::consumer::analysis_context(classification);
+        let compile = |what: &str, v: &serde_json::Value| {
+            liutong_policy::Policy::from_odrl_value(v)
+                .map_err(|e| e.to_string())
+                .and_then(|p| liutong_policy::compile(p, &context).map_err(|e| e.to_string()))
+                .map_err(|e| {
+                    format!("{what} cannot be read or enforced by this node's policy engine: {e}")
+                })
+        };
+        // Parties are named here by their participant IDs, in the protocol by their
+        // URIs (checked above). A catalog's offer may leave its assigner implicit: the
+        // provider showing it.
+        let mut offer_policy = offer_policy.clone();
+        if let Some(o) = offer_policy.as_object_mut() {
+            o.insert("assigner".into(), n.peer.as_str().into());
+        }
+        let mut policy = agreement.clone();
+        if let Some(p) = policy.as_object_mut() {
+            p.insert("assigner".into(), n.peer.as_str().into());
+            p.insert("assignee".into(), me.as_str().into());
+        }
+        let offer = compile("the offer's policy", &offer_policy)?;
+        let agreed = compile("its policy", &policy)?;
+        if !liutong_policy::implies(&agreed, &offer) {
+            return Err(format!(
+                "its policy grants more than the offer: {}",
+                liutong_policy::narrowing_gaps(&agreed, &offer).join("; ")
+            ));
+        }
+        let agreed_at = text("timestamp")
+            .and_then(|t| {
+                time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+            })
+            .map_or_else(now, |t| t.unix_timestamp());
+        Ok(super::agreement::Agreement {
+            agreement_id: local_agreement_id(&n.peer, dsp_id),
+            negotiation_id: n.id.clone(),
+            provider: n.peer.clone(),
+            consumer: me.clone(),
+            offer_id: n.offer_id.clone(),
+            product_id: product_id.to_owned(),
+            version,
+            // No signed hash or chunk list: the copy is recorded as unverified.
+            product_sha256: String::new(),
+            size: 0,
+            chunk_size: 0,
+            chunks_sha256: String::new(),
+            derived: false,
+            classification,
+            purpose: n.purpose.clone(),
+            // As the provider sent it but for the parties' form: its `@id` names the
+            // agreement to the provider.
+            policy,
+            agreed_at,
+            approved_by: None,
+        })
+    }
+}
+
+/// This node's ID of a plain provider's agreement: the provider's `@id` is any IRI,
+/// while an agreement ID here names files and keys, so it is derived from the provider
+/// and that `@id` (the `@id` itself stays in the agreement's policy).
+fn local_agreement_id(provider: &ParticipantId, dsp_id: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{provider}\0{dsp_id}").as_bytes());
+    format!("agr-dsp-{}", &hex::encode(digest)[..32])
 }

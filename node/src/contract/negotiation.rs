@@ -188,6 +188,17 @@ impl Negotiation {
         !self.request.signatures.is_empty()
     }
 
+    /// Whether the provider signed the agreement on record, on the consumer's side: a
+    /// Liutong provider's agreement carries its signature and this node's
+    /// countersignature; a plain Dataspace Protocol provider's, which it did not sign,
+    /// carries this node's signature only (so that the copy's sticky policy is still
+    /// the one this node accepted).
+    pub fn agreement_signed_by_provider(&self) -> bool {
+        self.agreement
+            .as_ref()
+            .is_some_and(|a| a.signatures.len() >= 2)
+    }
+
     /// The agreement's content, without checking signatures (for display and lookups).
     pub fn agreement_content(&self) -> Option<Agreement> {
         self.agreement.as_ref().and_then(|e| e.peek_json().ok())

@@ -24,6 +24,15 @@
 //! other goes to the provider role (which answers 404 for one that is not the
 //! caller's).
 //!
+//! A plain DSP provider (not a Liutong node) signs no envelope: its agreement message
+//! carries only its ODRL `agreement`. That is taken as *not signed by the provider*
+//! (recorded so, shown by `liutong contract show` and in the audit entries) for data
+//! below important whose offer this node saw, when the policy engine can read and
+//! enforce its policy and it only narrows the offer; the verification then carries no
+//! envelope. Otherwise the negotiation ends and the provider is told why: important
+//! data requires the signed form, and no data is held under a policy this node cannot
+//! enforce.
+//!
 //! A counter-offer it can satisfy is taken by requesting it (signed again, the same
 //! negotiation); a provider's initial offer is refused (400): this node negotiates
 //! only from its own requests.
@@ -432,7 +441,13 @@ impl ConsumerBinding for DspConsumer {
     async fn send_verification(&self, n: &Negotiation) -> Result<(), ContractError> {
         let pid = self.provider_pid(n);
         let mut body = Self::message("ContractAgreementVerificationMessage", &pid, &n.id);
-        if let Some(agreement) = &n.agreement {
+        // A plain provider's agreement is confirmed by the message alone: it signed no
+        // envelope to return countersigned.
+        if let Some(agreement) = n
+            .agreement
+            .as_ref()
+            .filter(|_| n.agreement_signed_by_provider())
+        {
             body[SIGNED_AGREEMENT] = serde_json::to_value(agreement).expect("envelopes serialize");
         }
         self.post_message(
@@ -620,8 +635,9 @@ fn consumed_from(state: &DspState, caller: &ParticipantId, pid: &str) -> bool {
 }
 
 /// `POST /negotiations/:consumerPid/agreement`: the provider's agreement, its signed
-/// envelope in `lt:agreement`. 200 once it is countersigned and VERIFIED on record; the
-/// verification follows.
+/// envelope in `lt:agreement` (a plain provider's: none). 200 once it is countersigned
+/// (or taken as not signed by the provider) and VERIFIED on record; the verification
+/// follows.
 pub async fn agreement(
     State(state): State<DspState>,
     Extension(PeerCaller(member)): Extension<PeerCaller>,
@@ -634,10 +650,9 @@ pub async fn agreement(
     let ppid = names(&state, &message, &n).map_err(|e| e.with_pids("", &pid))?;
     let refuse = |e: DspError| e.with_pids(&ppid, &pid);
     let Some(value) = message.get(SIGNED_AGREEMENT) else {
-        return Err(refuse(bad(format!(
-            "{SIGNED_AGREEMENT} is missing: this consumer sent a signed request and takes only \
-             the provider's signed agreement envelope"
-        ))));
+        return unsigned_agreement(state, &provider, pid.clone(), &message)
+            .await
+            .map_err(refuse);
     };
     let envelope: Envelope = serde_json::from_value(value.clone()).map_err(|e| {
         refuse(bad(format!(
@@ -649,6 +664,34 @@ pub async fn agreement(
         .receive_bound_agreement(&provider, &pid, envelope)
         .await
         .map_err(|e| refuse(contract_error(e)))?;
+    let contracts = state.contracts.clone();
+    tokio::spawn(async move {
+        if let Err(e) = contracts.send_bound_verification(&pid).await {
+            // The poller sends it again.
+            tracing::warn!(negotiation = %pid, error = %e, "the verification was not delivered");
+        }
+    });
+    Ok(StatusCode::OK.into_response())
+}
+
+/// A plain provider's agreement (no `lt:agreement`): its `agreement` object, taken by
+/// the contract component as not signed by the provider, or refused with the
+/// negotiation ended and the provider told why. 200 once it is VERIFIED on record; the
+/// verification follows.
+async fn unsigned_agreement(
+    state: DspState,
+    provider: &ParticipantId,
+    pid: String,
+    message: &Map<String, Json>,
+) -> Result<Response, DspError> {
+    let Some(agreement) = message.get("agreement").filter(|a| a.is_object()) else {
+        return Err(bad("agreement is missing or not an object"));
+    };
+    state
+        .contracts
+        .receive_unsigned_agreement(provider, &pid, agreement)
+        .await
+        .map_err(contract_error)?;
     let contracts = state.contracts.clone();
     tokio::spawn(async move {
         if let Err(e) = contracts.send_bound_verification(&pid).await {

@@ -14,6 +14,10 @@
 //!
 //! Calls go only to a server presenting the agreement's provider's own certificate;
 //! this node presents its own.
+//!
+//! Under an agreement its provider did not sign (a plain DSP provider's), there is no
+//! signed manifest: the bytes go to the transfer component's unverified pull, and the
+//! data address is taken only on the provider's own host (see the last section).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -153,6 +157,9 @@ pub async fn pull(
 ) -> Result<TransferProgress, TransferError> {
     let peer_url = peer_base(peer_url).map_err(TransferError::Invalid)?;
     let n = consumer.contracts.finalized(Role::Consumer, agreement_id)?;
+    if !n.agreement_signed_by_provider() {
+        return pull_unsigned(consumer, &peer_url, agreement_id, max_chunks, progress_tx).await;
+    }
     let provider = n.peer.clone();
     let opened: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
     let open = {
@@ -294,10 +301,8 @@ async fn message_to_provider(
     record.store(consumer.storage.as_ref()).await
 }
 
-/// The process to pull through for `agreement_id`: a STARTED one whose token still
-/// holds is used as it is, a SUSPENDED one (or one whose token ran out) is restarted,
-/// otherwise a new one is requested. Then the data address is downloaded from
-/// `offset`. Returns the consumer process ID and the delivery.
+/// The process to pull through for `agreement_id` (see [`process`]), its data address
+/// downloaded from `offset`. Returns the consumer process ID and the delivery.
 async fn open(
     consumer: &Arc<DspConsumer>,
     peer_url: &str,
@@ -305,6 +310,20 @@ async fn open(
     provider: &ParticipantId,
     offset: u64,
 ) -> Result<(String, DeliveryParts), TransferError> {
+    let record = process(consumer, peer_url, agreement_id, provider).await?;
+    let parts = download(consumer, &record, provider, offset).await?;
+    Ok((record.consumer_pid, parts))
+}
+
+/// The process to pull through for `agreement_id`: a STARTED one whose token still
+/// holds is used as it is, a SUSPENDED one (or one whose token ran out) is restarted,
+/// otherwise a new one is requested.
+async fn process(
+    consumer: &Arc<DspConsumer>,
+    peer_url: &str,
+    agreement_id: &str,
+    provider: &ParticipantId,
+) -> Result<ConsumerTransfer, TransferError> {
     let storage = consumer.storage.as_ref();
     let active = consumer_transfers(storage)
         .map_err(stored)?
@@ -355,8 +374,7 @@ async fn open(
         }
         None => request(consumer, peer_url, agreement_id, provider).await?,
     };
-    let parts = download(consumer, &record, provider, offset).await?;
-    Ok((record.consumer_pid, parts))
+    Ok(record)
 }
 
 fn refused(what: &str, status: http::StatusCode, answer: &[u8]) -> TransferError {
@@ -421,7 +439,7 @@ async fn request(
         "@context": [CONTEXT],
         "@type": "TransferRequestMessage",
         "consumerPid": consumer_pid,
-        "agreementId": format!("urn:liutong:agreement:{agreement_id}"),
+        "agreementId": agreement_iri(consumer, agreement_id),
         "format": FORMAT,
         "callbackAddress": format!("{}/callback", consumer.base_url),
     });
@@ -790,6 +808,11 @@ pub async fn on_start(
         .get("dataAddress")
         .and_then(Json::as_object)
         .ok_or_else(|| refuse(bad(format!("dataAddress is missing; {FORMAT} needs one"))))?;
+    if of_unsigned_agreement(&state, &record) {
+        return plain_start(&state, record, &message, address)
+            .await
+            .map_err(refuse);
+    }
     let endpoint = address
         .get("endpoint")
         .and_then(Json::as_str)
@@ -925,4 +948,373 @@ pub async fn on_termination(
         S::Terminated,
     )
     .await
+}
+
+// ---- a plain provider: an agreement it did not sign ---------------------------------
+//
+// A plain DSP provider signs no manifest and no chunk list, so its bytes go to the
+// transfer component's unverified pull (`Transfers::pull_unverified`): sealed and
+// resumable like any copy, hashed whole as they arrive, recorded as unverified. Its
+// data address is the only thing that aims this node at a server, so it is read into
+// bounded values and taken only as an `https://` URL on the provider's own host (the
+// host of the DSP URL this node reached it at, any port, no user info); the server
+// there must still present the provider's certificate, as for every call. A start
+// message aiming elsewhere ends the transfer, recorded, before anything is fetched.
+
+/// The longest endpoint URL, and property value, of a plain provider's data address.
+const MAX_ENDPOINT: usize = 2048;
+const MAX_PROPERTY: usize = 4096;
+
+/// The `agreementId` a transfer request names: this node's agreement IRI for a Liutong
+/// provider, the plain provider's own agreement `@id` for an agreement it did not sign.
+fn agreement_iri(consumer: &DspConsumer, agreement_id: &str) -> String {
+    consumer
+        .contracts
+        .finalized(Role::Consumer, agreement_id)
+        .ok()
+        .filter(|n| !n.agreement_signed_by_provider())
+        .and_then(|n| n.agreement_content())
+        .and_then(|a| {
+            a.policy
+                .get("@id")
+                .and_then(Json::as_str)
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| format!("urn:liutong:agreement:{agreement_id}"))
+}
+
+/// Whether `record` is a transfer under an agreement its provider did not sign.
+fn of_unsigned_agreement(state: &DspState, record: &ConsumerTransfer) -> bool {
+    state
+        .contracts
+        .finalized(Role::Consumer, &record.agreement_id)
+        .is_ok_and(|n| !n.agreement_signed_by_provider())
+}
+
+/// [`pull`] under an agreement the provider did not sign: the same processes and
+/// messages, the bytes taken by the unverified pull.
+async fn pull_unsigned(
+    consumer: Arc<DspConsumer>,
+    peer_url: &str,
+    agreement_id: &str,
+    max_chunks: u32,
+    progress_tx: mpsc::Sender<TransferProgress>,
+) -> Result<TransferProgress, TransferError> {
+    let n = consumer.contracts.finalized(Role::Consumer, agreement_id)?;
+    let provider = n.peer.clone();
+    let opened: Arc<std::sync::Mutex<Option<String>>> = Arc::default();
+    let open = {
+        let (consumer, peer_url, agreement_id) = (
+            consumer.clone(),
+            peer_url.to_owned(),
+            agreement_id.to_owned(),
+        );
+        let (provider, opened) = (provider.clone(), opened.clone());
+        Box::new(move |offset: u64| {
+            Box::pin(async move {
+                let record = process(&consumer, &peer_url, &agreement_id, &provider).await?;
+                *opened.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(record.consumer_pid.clone());
+                download_plain(&consumer, &record, &provider, offset).await
+            }) as crate::base::BoxFuture<'static, _>
+        }) as crate::transfer::OpenBytes
+    };
+    let result = consumer
+        .transfers
+        .pull_unverified(agreement_id, max_chunks, progress_tx, open)
+        .await;
+    let pid = opened.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let done = result?;
+    let storage = consumer.storage.as_ref();
+    let record = match &pid {
+        Some(pid) => ConsumerTransfer::load(storage, pid).map_err(stored)?,
+        // Completed by an earlier pull whose completion message did not get through:
+        // it is sent again.
+        None => consumer_transfers(storage)
+            .map_err(stored)?
+            .into_iter()
+            .find(|r| {
+                r.agreement_id == agreement_id
+                    && r.peer_url == peer_url
+                    && r.provider_pid.is_some()
+                    && matches!(r.state, S::Started | S::Suspended)
+            }),
+    };
+    let Some(mut record) = record else {
+        return Ok(done);
+    };
+    if done.state == TransferState::Completed.as_str() {
+        complete(&consumer, &mut record, &provider).await?;
+    } else if pid.is_some()
+        && let Err(e) = message_to_provider(&consumer, &mut record, &provider, "suspension").await
+    {
+        tracing::warn!(transfer = %record.consumer_pid, error = %e, "cannot suspend the DSP transfer");
+    }
+    Ok(done)
+}
+
+/// Checks a plain provider's data endpoint: `https://`, no user info, on the host of
+/// `peer_url` (the provider's DSP URL).
+fn check_endpoint(uri: &http::Uri, peer_url: &str) -> Result<(), String> {
+    let shown = crate::base::bounded::shown(&uri.to_string(), 128).to_string();
+    if uri.scheme_str() != Some("https") {
+        return Err(format!(
+            "dataAddress.endpoint {shown} is not an https:// URL: a provider's data is \
+             fetched only over TLS"
+        ));
+    }
+    let Some(authority) = uri.authority() else {
+        return Err(format!("dataAddress.endpoint {shown} names no host"));
+    };
+    if authority.as_str().contains('@') {
+        return Err(format!("dataAddress.endpoint {shown} carries user info"));
+    }
+    let own = peer_url
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_ascii_lowercase))
+        .unwrap_or_default();
+    let named = authority.host().to_ascii_lowercase();
+    if named != own {
+        return Err(format!(
+            "dataAddress.endpoint names host {}, not {}, the provider's own host (its DSP \
+             URL): this node fetches a provider's data from that host only",
+            crate::base::bounded::shown(&named, 128),
+            crate::base::bounded::shown(&own, 128)
+        ));
+    }
+    Ok(())
+}
+
+/// A plain provider's data address, read into bounded values.
+#[derive(Debug)]
+struct PlainDataAddress {
+    endpoint: String,
+    /// The `Authorization` header value to send (empty: none).
+    authorization: String,
+    /// The token's expiry (Unix s; 0: not given).
+    expires: i64,
+}
+
+/// Reads the `dataAddress` of a plain provider's start message as plain DSP and EDC
+/// connectors write it: `endpoint`, `endpointType`, and `endpointProperties` whose
+/// names may be full IRIs (`https://w3id.org/edc/v0.0.1/ns/authorization`) or plain
+/// (`authorization`). `authType` `bearer` (or none given with a value that already
+/// reads `Bearer …`) sends the token as a bearer token; without `authType` the
+/// `authorization` value is sent as the header's value, as EDC's data planes take it;
+/// any other `authType` is refused.
+fn plain_data_address(
+    address: &Map<String, Json>,
+    peer_url: &str,
+) -> Result<PlainDataAddress, String> {
+    let endpoint = address
+        .get("endpoint")
+        .and_then(Json::as_str)
+        .ok_or("dataAddress.endpoint is missing or not a string")?;
+    if endpoint.len() > MAX_ENDPOINT {
+        return Err(format!(
+            "dataAddress.endpoint is longer than {MAX_ENDPOINT} characters"
+        ));
+    }
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| format!("dataAddress.endpoint is not a URL: {e}"))?;
+    check_endpoint(&uri, peer_url)?;
+    if let Some(t) = address.get("endpointType")
+        && t.as_str().is_none_or(|t| t.len() > MAX_ENDPOINT)
+    {
+        return Err("dataAddress.endpointType must be an IRI".into());
+    }
+    let mut properties = std::collections::BTreeMap::new();
+    for p in address
+        .get("endpointProperties")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .take(64)
+    {
+        let (Some(name), Some(value)) = (
+            p.get("name").and_then(Json::as_str),
+            p.get("value").and_then(Json::as_str),
+        ) else {
+            return Err(
+                "dataAddress.endpointProperties: each needs a name and a string value".into(),
+            );
+        };
+        let local = name.rsplit(['/', '#', ':']).next().unwrap_or(name);
+        if value.len() > MAX_PROPERTY || !value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(format!(
+                "dataAddress property {}: its value must be at most {MAX_PROPERTY} printable \
+                 ASCII characters",
+                crate::base::bounded::shown(local, 64)
+            ));
+        }
+        properties.insert(local.to_owned(), value.to_owned());
+    }
+    let token = properties.get("authorization").cloned().unwrap_or_default();
+    let authorization = match properties.get("authType").map(|t| t.to_ascii_lowercase()) {
+        None => token,
+        Some(t) if t == "bearer" => {
+            if token.is_empty() || token.to_ascii_lowercase().starts_with("bearer ") {
+                token
+            } else {
+                format!("Bearer {token}")
+            }
+        }
+        Some(other) => {
+            return Err(format!(
+                "dataAddress authType {}: this node sends only a bearer token",
+                crate::base::bounded::shown(&other, 64)
+            ));
+        }
+    };
+    let expires = properties
+        .get("expiresAt")
+        .and_then(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339).ok()
+        })
+        .map_or(0, |t| t.unix_timestamp());
+    Ok(PlainDataAddress {
+        endpoint: endpoint.to_owned(),
+        authorization,
+        expires,
+    })
+}
+
+/// The start message of a plain provider: its data address taken (STARTED), or
+/// refused with the transfer ended and the refusal on record and in the audit log.
+async fn plain_start(
+    state: &DspState,
+    mut record: ConsumerTransfer,
+    message: &Map<String, Json>,
+    address: &Map<String, Json>,
+) -> Result<Response, DspError> {
+    let unavailable = |e: String| DspError::new(StatusCode::SERVICE_UNAVAILABLE, Area::Transfer, e);
+    if let Some(named) = text(message, "providerPid").map_err(in_area)? {
+        record.provider_pid.get_or_insert_with(|| named.to_owned());
+    }
+    let address = match plain_data_address(address, &record.peer_url) {
+        Ok(a) => a,
+        Err(why) => {
+            record.state = S::Terminated;
+            record.endpoint = None;
+            record.token = None;
+            record.reason = format!("the provider's data address was refused: {why}");
+            record
+                .store(state.storage.as_ref())
+                .await
+                .map_err(unavailable)?;
+            let mut event = crate::audit::log::Event::new(
+                crate::audit::log::EventKind::Transfer,
+                now(),
+                format!(
+                    "transfer {} TERMINATED: {}",
+                    record.consumer_pid, record.reason
+                ),
+            );
+            event.participant = Some(record.provider.clone());
+            event.agreement = Some(record.agreement_id.clone());
+            state
+                .audit
+                .append(&event)
+                .await
+                .map_err(|e| unavailable(e.to_string()))?;
+            return Err(bad(record.reason));
+        }
+    };
+    record.state = S::Started;
+    record.endpoint = Some(address.endpoint);
+    record.token = Some(address.authorization);
+    record.token_expires = address.expires;
+    record
+        .store(state.storage.as_ref())
+        .await
+        .map_err(unavailable)?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// Downloads a plain provider's data address of `record` from `offset` (with `Range`
+/// past 0): the payload's size as its answer states it (`Content-Length`, or the total
+/// of `Content-Range`), bounded, and its bytes.
+async fn download_plain(
+    consumer: &DspConsumer,
+    record: &ConsumerTransfer,
+    provider: &ParticipantId,
+    offset: u64,
+) -> Result<(u64, crate::transfer::ByteStream), TransferError> {
+    let endpoint = record
+        .endpoint
+        .clone()
+        .ok_or_else(|| TransferError::Invalid("the start message named no endpoint".into()))?;
+    let uri: http::Uri = endpoint
+        .parse()
+        .map_err(|e| TransferError::Invalid(format!("the data address {endpoint}: {e}")))?;
+    // Checked when the start message came; again, since the record names the server.
+    check_endpoint(&uri, &record.peer_url).map_err(TransferError::Invalid)?;
+    let mut headers = Vec::new();
+    if let Some(value) = record.token.as_ref().filter(|t| !t.is_empty()) {
+        headers.push((http::header::AUTHORIZATION, value.clone()));
+    }
+    if offset > 0 {
+        headers.push((http::header::RANGE, format!("bytes={offset}-")));
+    }
+    let response = call(consumer, &uri, provider, "GET", headers, Vec::new())
+        .await
+        .map_err(unreachable)?;
+    let status = response.status();
+    let header = |name: http::header::HeaderName| {
+        response
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let size = match status {
+        http::StatusCode::OK if offset == 0 => header(http::header::CONTENT_LENGTH)
+            .and_then(|l| l.trim().parse::<u64>().ok())
+            .ok_or_else(|| {
+                TransferError::Invalid(
+                    "the provider's data answer states no Content-Length; a payload no \
+                     provider signed is taken only with its size stated"
+                        .into(),
+                )
+            })?,
+        http::StatusCode::PARTIAL_CONTENT if offset > 0 => {
+            let range = header(http::header::CONTENT_RANGE).unwrap_or_default();
+            content_range_total(&range, offset).ok_or_else(|| {
+                TransferError::Invalid(format!(
+                    "the provider answered Range bytes={offset}- with Content-Range {}",
+                    crate::base::bounded::shown(&range, 64)
+                ))
+            })?
+        }
+        _ => {
+            let body = read_bounded(response.into_body()).await;
+            return Err(refused("downloading the data", status, &body));
+        }
+    };
+    crate::transfer::check_unverified_size(size)?;
+    let bytes = tokio_stream::StreamExt::filter_map(
+        http_body_util::BodyStream::new(response.into_body()),
+        |frame| match frame {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(e) => Some(Err(TransferError::Unreachable(format!(
+                "the download was cut off: {e}"
+            )))),
+        },
+    );
+    Ok((size, Box::pin(bytes)))
+}
+
+/// The total of a `Content-Range: bytes <offset>-<end>/<total>` answering a range from
+/// `offset`.
+fn content_range_total(range: &str, offset: u64) -> Option<u64> {
+    let (span, total) = range.strip_prefix("bytes ")?.split_once('/')?;
+    let (start, end) = span.split_once('-')?;
+    let (start, end, total) = (
+        start.trim().parse::<u64>().ok()?,
+        end.trim().parse::<u64>().ok()?,
+        total.trim().parse::<u64>().ok()?,
+    );
+    (start == offset && end >= start && end < total).then_some(total)
 }

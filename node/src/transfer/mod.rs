@@ -36,6 +36,7 @@ mod receipts;
 mod seal;
 pub mod state;
 mod store;
+mod unverified;
 pub use consumer::{DeliveryParts, OpenDelivery};
 pub use error::TransferError;
 pub use provider::{Delivery, DeliveryStream, delivered};
@@ -45,6 +46,10 @@ pub(crate) use store::read_copy_chunk;
 pub use store::{
     ReceivedCopy, copies, copies_page, copy, copy_chunk, copy_key_agreement, delete_copy, progress,
     seal_plain_copies,
+};
+pub use unverified::{
+    ByteStream, MAX_UNVERIFIED_BYTES, OpenBytes, UNVERIFIED, UNVERIFIED_CHUNK,
+    check_unverified_size,
 };
 
 /// Delivery of agreed products, both sides: the provider's checks, manifest and chunk
