@@ -61,6 +61,9 @@ use liutong_proto::v1::pull_response::Part;
 pub const RECORDS: &str = "dsp_transfers";
 /// The provider process IDs of transfers whose consumer is owed a start message.
 const OUTBOX: &str = "dsp_transfer_outbox";
+/// The payload bytes the data endpoint sent, by provider process ID (8 bytes, big
+/// endian).
+const SERVED: &str = "dsp_transfer_served";
 
 /// The only format this node offers: the consumer pulls over HTTPS.
 pub const FORMAT: &str = "HttpData-PULL";
@@ -151,6 +154,9 @@ pub struct DspTransfer {
     /// Suspended by this node: only this node restarts it.
     #[serde(default)]
     pub by_provider: bool,
+    /// When the record last changed (Unix s; 0: before this was kept).
+    #[serde(default)]
+    pub updated_at: i64,
 }
 
 impl DspTransfer {
@@ -173,7 +179,9 @@ impl DspTransfer {
     }
 
     async fn store_in(&self, storage: &dyn Storage, owed: bool) -> Result<(), String> {
-        let bytes = serde_json::to_vec(self).expect("records serialize");
+        let mut stamped = self.clone();
+        stamped.updated_at = now();
+        let bytes = serde_json::to_vec(&stamped).expect("records serialize");
         storage
             .put(RECORDS, self.provider_pid.as_bytes(), &bytes)
             .map_err(|e| e.to_string())?;
@@ -363,6 +371,7 @@ pub async fn request(
         next_attempt: 0,
         notice: None,
         by_provider: false,
+        updated_at: now(),
     };
     let refuse = |e: DspError| e.with_pids(&provider_pid, &consumer_pid);
     let bytes = serde_json::to_vec(&record).expect("records serialize");
@@ -610,16 +619,54 @@ impl crate::transfer::ProviderControl for Control {
             self.audit.clone(),
         );
         Box::pin(async move {
+            // The ID names this node's transfer as provider (its providerPid) or as
+            // consumer (its consumerPid); the two are drawn apart, so never both.
+            let provides = storage
+                .get(RECORDS, pid.as_bytes())
+                .map_err(|e| ActionError::Unavailable(e.to_string()))?
+                .is_some();
+            if !provides {
+                let consumed = super::pull::consumer_action(
+                    storage.as_ref(),
+                    &contracts,
+                    &log,
+                    &pid,
+                    action,
+                    &reason,
+                )
+                .await?;
+                let r = consumed
+                    .ok_or_else(|| ActionError::Unknown(crate::base::bounded::shown(&pid, 128)))?;
+                return Ok(crate::transfer::ControlledTransfer {
+                    role: crate::contract::Role::Consumer,
+                    provider_pid: r.provider_pid.unwrap_or_default(),
+                    consumer_pid: r.consumer_pid,
+                    consumer: String::new(),
+                    provider: r.provider,
+                    agreement_id: r.agreement_id,
+                    state: r.state.as_str().to_owned(),
+                });
+            }
             let r =
                 provider_action(storage.as_ref(), &contracts, &log, &pid, action, &reason).await?;
             Ok(crate::transfer::ControlledTransfer {
+                role: crate::contract::Role::Provider,
                 provider_pid: r.provider_pid,
                 consumer_pid: r.consumer_pid,
                 consumer: r.consumer,
+                provider: String::new(),
                 agreement_id: r.agreement_id,
                 state: r.state.as_str().to_owned(),
             })
         })
+    }
+
+    fn list(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<crate::storage::Page<crate::transfer::DspTransferEntry>, ActionError> {
+        list(self.storage.as_ref(), after, limit)
     }
 
     fn end_for_agreement(
@@ -636,6 +683,140 @@ impl crate::transfer::ProviderControl for Control {
             terminate_for_agreement(storage.as_ref(), &contracts, &log, &agreement_id, &reason)
                 .await
         })
+    }
+}
+
+/// The listing's position prefixes: this node's transfers as provider, then as
+/// consumer.
+const PROVIDED: &[u8] = b"p/";
+const PULLED: &[u8] = b"c/";
+
+/// One page of this node's DSP transfers, provided ones first (by providerPid), then
+/// pulled ones (by consumerPid), after position `after` (a page's `next`).
+pub fn list(
+    storage: &dyn Storage,
+    after: Option<Vec<u8>>,
+    limit: usize,
+) -> Result<crate::storage::Page<crate::transfer::DspTransferEntry>, ActionError> {
+    use crate::contract::Role;
+    use crate::storage::{Page, page_where};
+    let limit = limit.max(1);
+    let failed = |e: crate::storage::StorageError| ActionError::Unavailable(e.to_string());
+    let pulled_after = match after.as_deref() {
+        Some(a) if a.starts_with(PULLED) => Some(a[PULLED.len()..].to_vec()),
+        _ => None,
+    };
+    let mut items = Vec::new();
+    if !after.as_deref().is_some_and(|a| a.starts_with(PULLED)) {
+        let from = after
+            .as_deref()
+            .and_then(|a| a.strip_prefix(PROVIDED))
+            .map(<[u8]>::to_vec);
+        let page = page_where(storage, RECORDS, b"", from.as_deref(), limit, |k, v| {
+            let Ok(r) = serde_json::from_slice::<DspTransfer>(v) else {
+                return Ok::<_, crate::storage::StorageError>(None);
+            };
+            Ok(Some(crate::transfer::DspTransferEntry {
+                role: Role::Provider,
+                bytes_served: served(storage, &String::from_utf8_lossy(k)),
+                reason: r.notice.clone().unwrap_or_default(),
+                provider_pid: r.provider_pid,
+                consumer_pid: r.consumer_pid,
+                peer: r.consumer,
+                agreement_id: r.agreement_id,
+                state: r.state.as_str().to_owned(),
+                updated_at: r.updated_at,
+            }))
+        })
+        .map_err(failed)?;
+        items = page.items;
+        if let Some(next) = page.next {
+            return Ok(Page {
+                items,
+                next: Some([PROVIDED, &next].concat()),
+            });
+        }
+    }
+    let room = limit - items.len();
+    if room == 0 {
+        // Full with the last provided one: the next page is the pulled ones, if any.
+        let any = !storage
+            .scan_page(super::pull::RECORDS, b"", None, 1)
+            .map_err(failed)?
+            .is_empty();
+        return Ok(Page {
+            items,
+            next: any.then(|| PULLED.to_vec()),
+        });
+    }
+    let page = page_where(
+        storage,
+        super::pull::RECORDS,
+        b"",
+        pulled_after.as_deref().filter(|a| !a.is_empty()),
+        room,
+        |_, v| {
+            let Ok(r) = serde_json::from_slice::<super::pull::ConsumerTransfer>(v) else {
+                return Ok::<_, crate::storage::StorageError>(None);
+            };
+            Ok(Some(crate::transfer::DspTransferEntry {
+                role: Role::Consumer,
+                provider_pid: r.provider_pid.unwrap_or_default(),
+                consumer_pid: r.consumer_pid,
+                peer: r.provider,
+                agreement_id: r.agreement_id,
+                state: r.state.as_str().to_owned(),
+                bytes_served: 0,
+                updated_at: r.updated_at,
+                reason: r.reason,
+            }))
+        },
+    )
+    .map_err(failed)?;
+    items.extend(page.items);
+    Ok(Page {
+        items,
+        next: page.next.map(|n| [PULLED, &n].concat()),
+    })
+}
+
+/// Whether transfer `pid` is still STARTED with the token whose hash is `token_sha256`.
+fn still_serving(storage: &dyn Storage, pid: &str, token_sha256: &str) -> Result<(), String> {
+    let record = storage
+        .get(RECORDS, pid.as_bytes())
+        .map_err(|e| e.to_string())?
+        .and_then(|b| serde_json::from_slice::<DspTransfer>(&b).ok())
+        .ok_or_else(|| format!("transfer {pid} is not on record"))?;
+    if record.state != TransferProcessState::Started {
+        return Err(format!(
+            "transfer {pid} is {}; the download stops",
+            record.state
+        ));
+    }
+    match record.token_sha256.as_deref() {
+        Some(h) if ring_eq(h, token_sha256) => Ok(()),
+        _ => Err(format!(
+            "the token of transfer {pid} was replaced; the download stops"
+        )),
+    }
+}
+
+/// The payload bytes the data endpoint has sent for transfer `pid`.
+fn served(storage: &dyn Storage, pid: &str) -> u64 {
+    storage
+        .get(SERVED, pid.as_bytes())
+        .ok()
+        .flatten()
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
+
+/// Counts `n` more bytes sent for transfer `pid`. A statistic for the operator: kept
+/// with the next flush, not flushed for itself.
+fn count_served(storage: &dyn Storage, pid: &str, n: u64) {
+    let total = served(storage, pid).saturating_add(n);
+    if let Err(e) = storage.put(SERVED, pid.as_bytes(), &total.to_be_bytes()) {
+        tracing::warn!(transfer = %pid, error = %e, "cannot count the bytes served");
     }
 }
 
@@ -1010,6 +1191,8 @@ pub async fn data(
     let first = (start / chunk_size) as u32;
     let manifest_header =
         base64::engine::general_purpose::STANDARD.encode(delivery.manifest.to_json().as_bytes());
+    let (counter, counted) = (state.storage.clone(), record.provider_pid.clone());
+    let token_sha256 = token_hash(token);
     let stream = state
         .transfers
         .clone()
@@ -1025,6 +1208,12 @@ pub async fn data(
                 }
                 let from = start.saturating_sub(at).min(len) as usize;
                 let to = (end - at).min(len) as usize;
+                // A suspension, termination or new token stops a download in progress
+                // too, at its next chunk.
+                if let Err(why) = still_serving(counter.as_ref(), &counted, &token_sha256) {
+                    return Some(Err(std::io::Error::other(why)));
+                }
+                count_served(counter.as_ref(), &counted, (to - from) as u64);
                 Some(Ok(chunk.data.slice(from..to)))
             }
             Ok(_) => None,

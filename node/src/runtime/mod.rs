@@ -564,6 +564,8 @@ impl RunningNode {
                     transfer_wake: Arc::default(),
                     wake: Arc::default(),
                 };
+                node.transfers
+                    .set_receipt_binding(Arc::new(dsp::pull::DspConsumer::from_state(&state)));
                 node.contracts
                     .set_consumer_binding(Arc::new(dsp::consumer::DspConsumer::new(
                         &state,
@@ -586,8 +588,12 @@ impl RunningNode {
         let mut workers = Workers::new(signal);
         let dsp = dsp.map(|(addr, task, state)| {
             let starts = state.clone();
+            let notices = Arc::new(dsp::pull::DspConsumer::from_state(&state));
             workers.spawn("DSP callbacks", |s| dsp::callback::run(state, s));
             workers.spawn("DSP transfer starts", |s| dsp::transfer::run(starts, s));
+            workers.spawn("DSP transfer notices", |s| {
+                dsp::pull::run_notices(notices, s)
+            });
             (addr, task)
         });
         let refresh = node.refresh.clone();
