@@ -599,8 +599,8 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
         NodeConfig::load(&config_path).map_err(|e| SetupError::Invalid(e.to_string()))?;
     let listen: SocketAddr = config::DEV_DSP_LISTEN.parse().expect("constant address");
     config.dsp = Some(DspSection {
-        listen,
         url: Some(format!("https://localhost:{}", listen.port())),
+        ..DspSection::on(listen)
     });
     write_private(&config_path, config.to_commented_toml().as_bytes())?;
     Ok((config_path, true))

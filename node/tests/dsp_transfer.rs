@@ -32,10 +32,7 @@ constraint = [{ leftOperand = "purpose", operator = "isA", rightOperand = "publi
 "#;
 
 fn with_dsp(config: &mut NodeConfig) {
-    config.dsp = Some(DspSection {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        url: None,
-    });
+    config.dsp = Some(DspSection::on("127.0.0.1:0".parse().unwrap()));
 }
 
 /// A CSV of a little more than two and a half chunks (chunks are 1 MiB).
@@ -70,10 +67,14 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
+        Self::start_with(with_dsp).await
+    }
+
+    /// [`start`](Self::start) with the provider configured by `edit` (which must turn
+    /// its DSP listener on).
+    async fn start_with(edit: impl FnOnce(&mut NodeConfig)) -> Self {
         let space = DataSpace::start().await;
-        let provider = space
-            .node_with(TRANSPORT, "transport", ROLES, with_dsp)
-            .await;
+        let provider = space.node_with(TRANSPORT, "transport", ROLES, edit).await;
         let consumer = member(&space, ECOLOGY);
         refresh_all(&[&provider]).await;
         let data = payload();
@@ -1969,4 +1970,45 @@ async fn a_complete_copy_pulled_again_carries_its_receipt_over_dsp() {
         1,
         "{provider_log}"
     );
+}
+
+#[tokio::test]
+async fn the_data_address_token_lives_as_long_as_configured() {
+    let lifetime = 90i64;
+    let f = Fixture::start_with(|c| {
+        with_dsp(c);
+        c.dsp.as_mut().unwrap().token_lifetime = std::time::Duration::from_secs(90);
+    })
+    .await;
+    let cpid = "urn:uuid:short-token";
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ppid = f.request(cpid).await;
+    let start = f.start_message(cpid, 1).await;
+    let after = time::OffsetDateTime::now_utc().unix_timestamp();
+    let expires = start["dataAddress"]["endpointProperties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "expiresAt")
+        .and_then(|p| p["value"].as_str())
+        .map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp()
+        })
+        .expect("the start message says when the token expires");
+    assert!(
+        (before + lifetime..=after + lifetime).contains(&expires),
+        "expires {expires}, issued between {before} and {after}"
+    );
+    let kept = f
+        .provider
+        .running
+        .node
+        .storage
+        .get(liutong_node::dsp::transfer::RECORDS, ppid.as_bytes())
+        .unwrap()
+        .unwrap();
+    let kept: Json = serde_json::from_slice(&kept).unwrap();
+    assert_eq!(kept["token_expires"], expires, "{kept}");
 }

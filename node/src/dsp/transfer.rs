@@ -10,7 +10,7 @@
 //! address, sent from an outbox as negotiation news is (the same rule: only to a server
 //! presenting the consumer's own certificate). Its `dataAddress` names this listener's
 //! data endpoint and a bearer token bound to that transfer and its agreement: random,
-//! kept only as its SHA-256, valid for [`TOKEN_LIFETIME`]. A start message sent again
+//! kept only as its SHA-256, valid for `[dsp] token_lifetime` (10 minutes unless set). A start message sent again
 //! (after a failed try, or a restart after suspension) carries a new token, which
 //! replaces the old one.
 //!
@@ -73,10 +73,6 @@ pub const ENDPOINT_TYPE: &str = "https://w3id.org/idsa/v4.1/HTTP";
 pub const RECEIPT: &str = "lt:receipt";
 /// The response header carrying the provider's signed manifest (base64 of its JSON).
 pub const MANIFEST_HEADER: &str = "liutong-manifest";
-/// How long a data address's token opens the data endpoint: long enough to begin a
-/// download, short enough that a leaked one is soon worthless. A restart after
-/// suspension issues a new one.
-pub const TOKEN_LIFETIME: i64 = 600;
 /// The agreement `@id` prefix of the negotiation binding's agreements.
 const AGREEMENT_PREFIX: &str = "urn:liutong:agreement:";
 /// How long a handler waits for the outbox's step on the same transfer.
@@ -1325,7 +1321,7 @@ async fn take_up(state: &DspState, pid: &str) -> Result<(), String> {
         .encode(random_bytes::<32>().map_err(|e| e.to_string())?);
     record.state = TransferProcessState::Started;
     record.token_sha256 = Some(token_hash(&token));
-    record.token_expires = now() + TOKEN_LIFETIME;
+    record.token_expires = now() + state.token_lifetime.as_secs() as i64;
     record.store(state, true).await?;
     let expires = time::OffsetDateTime::from_unix_timestamp(record.token_expires)
         .ok()

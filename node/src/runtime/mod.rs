@@ -561,6 +561,11 @@ impl RunningNode {
                     tls_identity: node.tls_identity.clone(),
                     data_space_roots: node.data_space_roots.clone(),
                     transfers: node.transfers.clone(),
+                    token_lifetime: node
+                        .config
+                        .dsp
+                        .as_ref()
+                        .map_or(std::time::Duration::from_secs(600), |d| d.token_lifetime),
                     transfer_wake: Arc::default(),
                     wake: Arc::default(),
                 };
