@@ -1522,6 +1522,62 @@ mod tests {
     }
 
     #[test]
+    fn the_listing_pages_through_both_roles_once_each() {
+        let storage = crate::storage::SledStorage::temporary().unwrap();
+        for pid in ["tp-a", "tp-b", "tp-c"] {
+            let record = json!({
+                "provider_pid": pid, "consumer_pid": format!("urn:c:{pid}"),
+                "consumer": "11330000MA2ECE0015", "agreement_id": "agr-1",
+                "callback": "https://c.example/callback", "state": "STARTED",
+                "token_sha256": null, "token_expires": 0, "attempts": 0, "next_attempt": 0,
+            });
+            storage
+                .put(RECORDS, pid.as_bytes(), record.to_string().as_bytes())
+                .unwrap();
+        }
+        count_served(storage.as_ref(), "tp-b", 10);
+        count_served(storage.as_ref(), "tp-b", 5);
+        for pid in ["urn:x:1", "urn:x:2"] {
+            let record = json!({
+                "consumer_pid": pid, "provider_pid": "tp-z", "provider": "11330100MA2TRA0011",
+                "agreement_id": "agr-2", "peer_url": "https://p.example", "state": "SUSPENDED",
+                "endpoint": null, "token": null, "token_expires": 0, "reason": "",
+            });
+            storage
+                .put(
+                    super::super::pull::RECORDS,
+                    pid.as_bytes(),
+                    record.to_string().as_bytes(),
+                )
+                .unwrap();
+        }
+        let expected = ["tp-a", "tp-b", "tp-c", "urn:x:1", "urn:x:2"];
+        for limit in 1..=6 {
+            let mut seen = Vec::new();
+            let mut after = None;
+            for _ in 0..10 {
+                let page = list(storage.as_ref(), after.take(), limit).unwrap();
+                assert!(page.items.len() <= limit);
+                for t in &page.items {
+                    let id = match t.role {
+                        crate::contract::Role::Provider => t.provider_pid.clone(),
+                        crate::contract::Role::Consumer => t.consumer_pid.clone(),
+                    };
+                    if id == "tp-b" {
+                        assert_eq!(t.bytes_served, 15);
+                    }
+                    seen.push(id);
+                }
+                match page.next {
+                    Some(next) => after = Some(next),
+                    None => break,
+                }
+            }
+            assert_eq!(seen, expected, "pages of {limit}");
+        }
+    }
+
+    #[test]
     fn a_token_is_read_with_or_without_its_scheme() {
         let mut h = HeaderMap::new();
         assert_eq!(presented_token(&h), None);
