@@ -10,7 +10,14 @@
 //! of every chunk against it, the same sealed copy, record and receipt. A pull that
 //! stops early suspends the transfer; the next restarts it (a new token) and resumes
 //! with `Range` from the first chunk not yet durable. The copy's signed receipt goes to
-//! the provider in the completion message (`lt:receipt`).
+//! the provider in the completion message (`lt:receipt`); for an agreement negotiated
+//! only over DSP, receipts sent again go the same way ([`crate::transfer::ReceiptBinding`]).
+//!
+//! This node's operator suspends or terminates its own transfer ([`consumer_action`]):
+//! the new state and the message owed to the provider are durable together, a download
+//! in progress stops at its next chunk, and the notice worker ([`run_notices`]) tells
+//! the provider. A suspended transfer restarts with the next pull; one terminated here
+//! is never pulled again.
 //!
 //! Calls go only to a server presenting the agreement's provider's own certificate;
 //! this node presents its own.
@@ -1115,13 +1122,30 @@ fn answered(what: &str, status: http::StatusCode, answer: &[u8]) -> PeerRefusal 
     }
 }
 
-impl crate::transfer::ReceiptBinding for DspConsumer {
+/// The consumer role as the transfer component's [`crate::transfer::ReceiptBinding`]:
+/// a weak handle, since the consumer role holds the transfer component and the two must
+/// not keep each other (and the storage) alive once the node stops.
+pub struct Receipts(std::sync::Weak<DspConsumer>);
+
+impl Receipts {
+    pub fn of(consumer: &Arc<DspConsumer>) -> Self {
+        Self(Arc::downgrade(consumer))
+    }
+}
+
+impl crate::transfer::ReceiptBinding for Receipts {
     fn send_receipt(
         self: Arc<Self>,
         agreement_id: String,
         receipt: Envelope,
     ) -> crate::base::BoxFuture<'static, Result<(), PeerRefusal>> {
-        Box::pin(async move { carry_receipt(&self, &agreement_id, receipt).await })
+        Box::pin(async move {
+            let consumer = self
+                .0
+                .upgrade()
+                .ok_or_else(|| not_reached("the node's DSP binding has stopped"))?;
+            carry_receipt(&consumer, &agreement_id, receipt).await
+        })
     }
 }
 

@@ -31,6 +31,8 @@
 //! state is durable first, so the data endpoint refuses at once, then the consumer is
 //! told from the same outbox (a suspension or termination message, or a start message
 //! with a new token). A transfer this node suspended is restarted only by this node.
+//! [`list`] gives the operator this node's transfers of both roles, with the bytes the
+//! data endpoint sent for each.
 
 use axum::Extension;
 use axum::body::Body;

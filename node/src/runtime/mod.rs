@@ -569,8 +569,11 @@ impl RunningNode {
                     transfer_wake: Arc::default(),
                     wake: Arc::default(),
                 };
+                // Held by the notice worker; the transfer component keeps only a weak
+                // handle to it (the consumer role holds the component).
+                let pulls = Arc::new(dsp::pull::DspConsumer::from_state(&state));
                 node.transfers
-                    .set_receipt_binding(Arc::new(dsp::pull::DspConsumer::from_state(&state)));
+                    .set_receipt_binding(Arc::new(dsp::pull::Receipts::of(&pulls)));
                 node.contracts
                     .set_consumer_binding(Arc::new(dsp::consumer::DspConsumer::new(
                         &state,
@@ -585,15 +588,14 @@ impl RunningNode {
                     signal.clone(),
                 );
                 tracing::info!(dsp = %addr, "Dataspace Protocol listener serving");
-                Some((addr, task, state))
+                Some((addr, task, state, pulls))
             }
             None => None,
         };
 
         let mut workers = Workers::new(signal);
-        let dsp = dsp.map(|(addr, task, state)| {
+        let dsp = dsp.map(|(addr, task, state, notices)| {
             let starts = state.clone();
-            let notices = Arc::new(dsp::pull::DspConsumer::from_state(&state));
             workers.spawn("DSP callbacks", |s| dsp::callback::run(state, s));
             workers.spawn("DSP transfer starts", |s| dsp::transfer::run(starts, s));
             workers.spawn("DSP transfer notices", |s| {
