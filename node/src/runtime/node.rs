@@ -150,7 +150,7 @@ impl Node {
                             transfers: self.transfers.clone(),
                         })
                     }),
-                dsp_control: Arc::new(crate::dsp::transfer::Control {
+                dsp_control: Arc::new(crate::dsp::control::Control {
                     storage: self.storage.clone(),
                     contracts: self.contracts.clone(),
                     audit: self.audit.clone(),
@@ -158,7 +158,7 @@ impl Node {
             },
             usage: UsageService {
                 usage: self.usage.clone(),
-                dsp_control: Arc::new(crate::dsp::transfer::Control {
+                dsp_control: Arc::new(crate::dsp::control::Control {
                     storage: self.storage.clone(),
                     contracts: self.contracts.clone(),
                     audit: self.audit.clone(),
