@@ -299,7 +299,7 @@ pub struct DspSection {
     pub url: Option<String>,
     /// How long the bearer token of a transfer's data address opens the data endpoint:
     /// long enough to begin a download, short enough that a leaked one is soon
-    /// worthless. Between 1 s and [`MAX_TOKEN_LIFETIME`].
+    /// worthless. Between 1 s and 1 h.
     #[serde(with = "humantime_serde", default = "default_token_lifetime")]
     pub token_lifetime: Duration,
 }
