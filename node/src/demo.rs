@@ -199,10 +199,7 @@ pub async fn run(dir: Option<PathBuf>) -> anyhow::Result<()> {
         // started again (the port was free a moment ago; the node binds it at once).
         let dsp = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
         let mut config = NodeConfig::load(&config_path)?;
-        config.dsp = Some(crate::config::DspSection {
-            listen: dsp,
-            url: None,
-        });
+        config.dsp = Some(crate::config::DspSection::on(dsp));
         // And its web console, likewise on a port of its own.
         let console = TcpListener::bind("127.0.0.1:0").await?.local_addr()?;
         config.console = Some(crate::config::ConsoleSection {

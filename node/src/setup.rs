@@ -600,8 +600,8 @@ pub fn ensure_dev_setup(root: &Path) -> Result<(PathBuf, bool), SetupError> {
         NodeConfig::load(&config_path).map_err(|e| SetupError::Invalid(e.to_string()))?;
     let listen: SocketAddr = config::DEV_DSP_LISTEN.parse().expect("constant address");
     config.dsp = Some(DspSection {
-        listen,
         url: Some(format!("https://localhost:{}", listen.port())),
+        ..DspSection::on(listen)
     });
     // And serves its web console on loopback.
     config.console = Some(config::ConsoleSection::default());

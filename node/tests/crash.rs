@@ -926,3 +926,102 @@ fn a_dsp_consumer_killed_mid_negotiation_finishes_it_after_a_restart() {
         );
     }
 }
+
+/// The DSP transfers `node` lists (`liutong transfer list --dsp --json`).
+fn dsp_transfers(node: &Node) -> Vec<serde_json::Value> {
+    serde_json::from_str(&ok(liutong(&[
+        "transfer",
+        "list",
+        "--dsp",
+        "--json",
+        "--config",
+        node.config(),
+    ])))
+    .unwrap()
+}
+
+/// Kills a DSP consumer right after its operator's termination of a transfer is
+/// durable, before the provider is told: after a restart the consumer tells it, and
+/// the provider records the transfer TERMINATED.
+#[test]
+fn a_dsp_consumer_killed_before_telling_its_termination_tells_it_after_a_restart() {
+    let mut space = Space::new();
+    let provider_url = with_dsp_listener(&mut space.provider);
+    with_dsp_listener(&mut space.consumer);
+    space.provider.start(None);
+    space.consumer.start(None);
+    let contract: serde_json::Value = serde_json::from_str(&ok(liutong(&[
+        "contract",
+        "request",
+        "--peer",
+        &provider_url,
+        "--offer",
+        &space.offer,
+        "--purpose",
+        "statistics",
+        "--json",
+        "--config",
+        space.consumer.config(),
+    ])))
+    .unwrap();
+    assert_eq!(contract["state"], "FINALIZED", "{contract}");
+    let agreement = contract["agreement_id"].as_str().unwrap().to_owned();
+    // A pull stopped after one chunk: the transfer is SUSPENDED on both sides.
+    ok(liutong(&[
+        "transfer",
+        "pull",
+        "--agreement",
+        &agreement,
+        "--peer",
+        &provider_url,
+        "--max-chunks",
+        "1",
+        "--config",
+        space.consumer.config(),
+    ]));
+    let mine = dsp_transfers(&space.consumer);
+    assert_eq!(mine.len(), 1, "{mine:?}");
+    let cpid = mine[0]["consumer_pid"].as_str().unwrap().to_owned();
+    let ppid = mine[0]["provider_pid"].as_str().unwrap().to_owned();
+    let provider_state = |space: &Space| {
+        dsp_transfers(&space.provider)
+            .into_iter()
+            .find(|t| t["provider_pid"] == ppid.as_str())
+            .map(|t| t["state"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(provider_state(&space).as_deref(), Some("SUSPENDED"));
+
+    let point = "dsp.consumer.transfer_notice";
+    space.consumer.stop();
+    space.consumer.start(Some(point));
+    let out = ok(liutong(&[
+        "transfer",
+        "terminate",
+        "--id",
+        &cpid,
+        "--reason",
+        "the study was cancelled",
+        "--config",
+        space.consumer.config(),
+    ]));
+    assert!(out.starts_with("TERMINATED: "), "{out}");
+    space.consumer.kill_when_paused(point);
+    assert_eq!(
+        provider_state(&space).as_deref(),
+        Some("SUSPENDED"),
+        "the provider was not told before the crash"
+    );
+
+    space.consumer.start(None);
+    eventually("the provider records the termination", || {
+        (provider_state(&space).as_deref() == Some("TERMINATED")).then_some(())
+    });
+    let mine = dsp_transfers(&space.consumer);
+    assert_eq!(mine[0]["state"], "TERMINATED", "{mine:?}");
+    let log = space.provider.audit(&agreement);
+    assert!(
+        log.contains(&format!("DSP transfer {ppid} TERMINATED by the consumer"))
+            && log.contains("the study was cancelled"),
+        "{log}"
+    );
+}

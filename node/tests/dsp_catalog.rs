@@ -52,10 +52,7 @@ constraint = [{ leftOperand = "sector", operator = "eq", rightOperand = "ecology
 
 /// Turns the DSP listener on at a loopback port the OS picks.
 fn with_dsp(config: &mut NodeConfig) {
-    config.dsp = Some(DspSection {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        url: None,
-    });
+    config.dsp = Some(DspSection::on("127.0.0.1:0".parse().unwrap()));
 }
 
 /// A provider serving DSP, and the certificates of members to call it with.

@@ -58,10 +58,7 @@ duty = [{ action = "log" }]
 "#;
 
 fn with_dsp(config: &mut NodeConfig) {
-    config.dsp = Some(DspSection {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        url: None,
-    });
+    config.dsp = Some(DspSection::on("127.0.0.1:0".parse().unwrap()));
 }
 
 fn dsp_url(node: &TestNode) -> String {

@@ -50,10 +50,7 @@ duty = [{ action = "log" }]
 "#;
 
 fn with_dsp(config: &mut NodeConfig) {
-    config.dsp = Some(DspSection {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        url: None,
-    });
+    config.dsp = Some(DspSection::on("127.0.0.1:0".parse().unwrap()));
 }
 
 /// A provider serving DSP with two offers, and a consumer member's certificate.

@@ -32,10 +32,7 @@ constraint = [{ leftOperand = "purpose", operator = "isA", rightOperand = "publi
 "#;
 
 fn with_dsp(config: &mut NodeConfig) {
-    config.dsp = Some(DspSection {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        url: None,
-    });
+    config.dsp = Some(DspSection::on("127.0.0.1:0".parse().unwrap()));
 }
 
 /// A CSV of a little more than two and a half chunks (chunks are 1 MiB).
@@ -70,10 +67,14 @@ struct Fixture {
 
 impl Fixture {
     async fn start() -> Self {
+        Self::start_with(with_dsp).await
+    }
+
+    /// [`start`](Self::start) with the provider configured by `edit` (which must turn
+    /// its DSP listener on).
+    async fn start_with(edit: impl FnOnce(&mut NodeConfig)) -> Self {
         let space = DataSpace::start().await;
-        let provider = space
-            .node_with(TRANSPORT, "transport", ROLES, with_dsp)
-            .await;
+        let provider = space.node_with(TRANSPORT, "transport", ROLES, edit).await;
         let consumer = member(&space, ECOLOGY);
         refresh_all(&[&provider]).await;
         let data = payload();
@@ -1493,4 +1494,521 @@ async fn every_message_the_consumer_node_sends_is_a_valid_dsp_message() {
         "the completion carries the signed receipt: {completion}"
     );
     assert_eq!(t.consumer_transfers()[0].state.as_str(), "COMPLETED");
+}
+
+// ---- the consumer suspends or terminates its own transfer ---------------------------
+
+/// Runs `liutong transfer <args>` against `node`, successful or not.
+async fn transfer_cli(node: &TestNode, args: &[&str]) -> std::process::Output {
+    let mut all: Vec<String> = vec!["transfer".into()];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    all.push("--config".into());
+    all.push(node.config_path().to_string_lossy().into_owned());
+    liutong(all).await
+}
+
+impl TwoNodes {
+    /// A relay in front of the provider's DSP listener, recording what the consumer
+    /// node sends there.
+    async fn relay(&self) -> dsp::Relay {
+        dsp::Relay::start(
+            &self.provider.running.node.tls_identity,
+            self.provider.running.dsp_addr().unwrap(),
+            &self.consumer.running.node.tls_identity,
+            self.provider.roots(),
+        )
+        .await
+    }
+
+    /// A raw client of the provider's DSP listener with the consumer node's certificate.
+    fn as_consumer(&self) -> Client {
+        Client::new(
+            self.provider.running.dsp_addr().unwrap(),
+            Some(&self.consumer.running.node.tls_identity),
+            self.provider.roots(),
+        )
+    }
+
+    /// Waits until the provider records transfer `ppid` in `state`.
+    async fn provider_in(&self, ppid: &str, state: &str) {
+        let reached = wait_until(CALLBACK_WITHIN, || async {
+            self.provider_record(ppid)["state"] == state
+        })
+        .await;
+        assert!(
+            reached,
+            "the provider's transfer is not {state}: {}",
+            self.provider_record(ppid)
+        );
+    }
+}
+
+/// The messages of `relay` sent to a path ending with `end`, each validated.
+fn sent_to(relay: &dsp::Relay, end: &str) -> Vec<Json> {
+    relay
+        .received()
+        .into_iter()
+        .filter(|(p, _)| p.ends_with(end))
+        .map(|(_, m)| {
+            assert_valid(&m);
+            m
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_suspends_its_transfer_and_a_later_pull_restarts_it() {
+    let t = TwoNodes::start().await;
+    let relay = t.relay().await;
+    t.pull_from(&relay.url(), 1).await.expect("a partial pull");
+    let first = t.consumer_transfers()[0].clone();
+    let (cpid, ppid) = (
+        first.consumer_pid.clone(),
+        first.provider_pid.clone().unwrap(),
+    );
+    // The provider restarts it: the consumer holds a current token, and is not pulling.
+    provider_cli(&t, &["restart", "--id", &ppid]).await;
+    let started = t.consumer_in("STARTED").await;
+    let token = started.token.clone().unwrap();
+    let path = Client::path_of(started.endpoint.as_deref().unwrap());
+
+    // The consumer's operator suspends it by its consumer process ID.
+    let out = transfer_cli(
+        &t.consumer,
+        &[
+            "suspend",
+            "--id",
+            &cpid,
+            "--reason",
+            "the line is needed for an upload",
+            "--json",
+        ],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown["role"], "consumer", "{shown}");
+    assert_eq!(shown["state"], "SUSPENDED", "{shown}");
+    assert_eq!(shown["provider_pid"], ppid.as_str(), "{shown}");
+    let record = t.consumer_transfers()[0].clone();
+    assert_eq!(record.state.as_str(), "SUSPENDED");
+    assert_eq!(record.token, None);
+
+    // The provider is told, records it, and its data endpoint refuses the old token.
+    t.provider_in(&ppid, "SUSPENDED").await;
+    let told = sent_to(&relay, &format!("/transfers/{ppid}/suspension"));
+    let told = told.last().expect("the suspension was sent");
+    assert_eq!(told["consumerPid"], cpid.as_str());
+    assert_eq!(told["reason"][0], "the line is needed for an upload");
+    let answer = t
+        .as_consumer()
+        .send_with("GET", &path, &[("authorization", &bearer(&token))], None)
+        .await
+        .unwrap();
+    assert_error(&answer, 403, "SUSPENDED");
+    let provider_log = t.provider.audit_texts().join("\n");
+    assert!(
+        provider_log.contains(&format!(
+            "DSP transfer {ppid} SUSPENDED by the consumer: code consumer.suspended; the line \
+             is needed for an upload"
+        )),
+        "{provider_log}"
+    );
+    let consumer_log = t.consumer.audit_texts().join("\n");
+    assert!(
+        consumer_log.contains(&format!("DSP transfer {cpid} SUSPENDED by this node")),
+        "{consumer_log}"
+    );
+    // Suspended already: a second suspension is refused, naming the state.
+    let out = transfer_cli(&t.consumer, &["suspend", "--id", &cpid, "--reason", "x"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("SUSPENDED"), "{stderr}");
+
+    // A later pull restarts it (a start message from the consumer, a new token) and
+    // resumes with Range from the first chunk missing; the copy verifies.
+    let done = t.pull_from(&relay.url(), 0).await.expect("the rest");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    assert_eq!(done.chunks_received, 3, "{done:?}");
+    assert_eq!(
+        t.consumer_transfers().len(),
+        1,
+        "the same transfer, restarted"
+    );
+    let restart = sent_to(&relay, &format!("/transfers/{ppid}/start"));
+    assert_eq!(restart.len(), 1, "{restart:?}");
+    assert_eq!(t.provider_record(&ppid)["state"], "COMPLETED");
+    let provider_log = t.provider.audit_texts().join("\n");
+    assert!(
+        provider_log.contains(&format!("DSP transfer {ppid} restarted by the consumer")),
+        "{provider_log}"
+    );
+    assert!(
+        provider_log.contains("3 chunks from chunk 1"),
+        "{provider_log}"
+    );
+    let copies = t.consumer.running.node.transfers.copies().unwrap();
+    assert_eq!(copies[0].state.as_str(), "COMPLETED");
+    assert_eq!(copies[0].chunks_received, 3);
+    for (_, message) in relay.received() {
+        assert_valid(&message);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_consumer_terminates_its_transfer_and_no_later_pull_restarts_it() {
+    let t = TwoNodes::start().await;
+    let relay = t.relay().await;
+    t.pull_from(&relay.url(), 1).await.expect("a partial pull");
+    let first = t.consumer_transfers()[0].clone();
+    let (cpid, ppid) = (
+        first.consumer_pid.clone(),
+        first.provider_pid.clone().unwrap(),
+    );
+
+    let out = transfer_cli(
+        &t.consumer,
+        &[
+            "terminate",
+            "--id",
+            &cpid,
+            "--reason",
+            "the study was cancelled",
+        ],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.starts_with(&format!("TERMINATED: DSP transfer {cpid} from ")),
+        "{stdout}"
+    );
+    t.provider_in(&ppid, "TERMINATED").await;
+    let told = sent_to(&relay, &format!("/transfers/{ppid}/termination"));
+    assert_eq!(told.len(), 1, "{told:?}");
+    assert_eq!(told[0]["@type"], "TransferTerminationMessage");
+    assert_eq!(told[0]["reason"][0], "the study was cancelled");
+    let provider_log = t.provider.audit_texts().join("\n");
+    assert!(
+        provider_log.contains(&format!("DSP transfer {ppid} TERMINATED by the consumer")),
+        "{provider_log}"
+    );
+
+    // A terminated transfer is not pulled again: refused, nothing new requested.
+    let refused = t.pull_from(&relay.url(), 0).await.unwrap_err();
+    assert!(
+        refused.contains(&format!("transfer {cpid}"))
+            && refused.contains("was terminated at this node")
+            && refused.contains("the study was cancelled"),
+        "{refused}"
+    );
+    assert!(sent_to(&relay, "/transfers/request").len() == 1);
+    assert_eq!(t.consumer_transfers().len(), 1);
+
+    // The consumer restarts by pulling, not by command; an ID at neither role is named.
+    let out = transfer_cli(&t.consumer, &["restart", "--id", &cpid]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("pull again"), "{stderr}");
+    let out = transfer_cli(
+        &t.consumer,
+        &["terminate", "--id", "urn:uuid:nobody", "--reason", "x"],
+    )
+    .await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no DSP transfer process urn:uuid:nobody at this node")
+            && stderr.contains("neither as provider"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_list_their_dsp_transfers_with_bytes_served() {
+    let t = TwoNodes::start().await;
+    let done = t.pull(0).await.expect("a pull");
+    assert_eq!(done.state, "COMPLETED");
+    let record = t.consumer_transfers()[0].clone();
+    let (cpid, ppid) = (record.consumer_pid.clone(), record.provider_pid.unwrap());
+
+    let out = transfer_cli(&t.provider, &["list", "--dsp", "--json"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Json = serde_json::from_slice(&out.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let entry = &listed[0];
+    assert_eq!(entry["role"], "provider");
+    assert_eq!(entry["provider_pid"], ppid.as_str());
+    assert_eq!(entry["consumer_pid"], cpid.as_str());
+    assert_eq!(entry["peer"], t.consumer.participant.to_string().as_str());
+    assert_eq!(entry["agreement_id"], t.agreement.as_str());
+    assert_eq!(entry["state"], "COMPLETED");
+    assert_eq!(entry["bytes_served"], payload().len() as u64, "{entry}");
+    assert!(entry["updated_at"].as_i64().unwrap() > 0, "{entry}");
+
+    let out = transfer_cli(&t.provider, &["list", "--dsp"]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&ppid)
+            && text.contains("provider")
+            && text.contains("COMPLETED")
+            && text.contains(&format!("{} bytes served", payload().len())),
+        "{text}"
+    );
+
+    let out = transfer_cli(&t.consumer, &["list", "--dsp", "--json"]).await;
+    let listed: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed[0]["role"], "consumer");
+    assert_eq!(listed[0]["consumer_pid"], cpid.as_str());
+    assert_eq!(
+        listed[0]["peer"],
+        t.provider.participant.to_string().as_str()
+    );
+    assert_eq!(listed[0]["state"], "COMPLETED");
+
+    // The auditor may list too; the copies' listing is unchanged without --dsp.
+    let page = t
+        .provider
+        .admin(liutong_node::local::LocalRole::Auditor)
+        .await
+        .list_dsp_transfers(liutong_proto::v1::ListDspTransfersRequest {
+            page_size: 0,
+            page_token: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.transfers.len(), 1);
+    assert!(page.next_page_token.is_empty());
+    let out = transfer_cli(&t.consumer, &["list", "--json"]).await;
+    let copies: Json = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(copies[0]["agreement_id"], t.agreement.as_str(), "{copies}");
+}
+
+#[tokio::test]
+async fn the_dsp_listing_is_paged() {
+    let f = Fixture::start().await;
+    let mut ppids = Vec::new();
+    for i in 0..3 {
+        ppids.push(f.request(&format!("urn:uuid:listed-{i}")).await);
+    }
+    ppids.sort();
+    let mut admin = f
+        .provider
+        .admin(liutong_node::local::LocalRole::Admin)
+        .await;
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let page = admin
+            .list_dsp_transfers(liutong_proto::v1::ListDspTransfersRequest {
+                page_size: 1,
+                page_token: token.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(page.transfers.len(), 1, "{page:?}");
+        seen.push(page.transfers[0].provider_pid.clone());
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ppids);
+    let refused = admin
+        .list_dsp_transfers(liutong_proto::v1::ListDspTransfersRequest {
+            page_size: 1,
+            page_token: "not-a-token".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+}
+
+// ---- receipts of an agreement negotiated only over DSP ------------------------------
+
+impl TwoNodes {
+    /// Two nodes whose agreement was negotiated over DSP only: the consumer knows the
+    /// provider by its DSP URL and by no peer API address. `edit` configures the
+    /// consumer.
+    async fn start_over_dsp(edit: impl FnOnce(&mut NodeConfig)) -> Self {
+        let space = DataSpace::start().await;
+        let provider = space
+            .node_with(TRANSPORT, "transport", ROLES, with_dsp)
+            .await;
+        let consumer = space
+            .node_with(ECOLOGY, "ecology", ROLES, |c| {
+                with_dsp(c);
+                edit(c);
+            })
+            .await;
+        refresh_all(&[&provider, &consumer]).await;
+        let product = publish(
+            &provider,
+            &payload(),
+            "Households",
+            "general-2",
+            "csv",
+            PUBLIC_SERVICE,
+        )
+        .await
+        .unwrap();
+        let provider_url = format!("https://{}", provider.running.dsp_addr().unwrap());
+        let contract = consumer
+            .admin(liutong_node::local::LocalRole::Admin)
+            .await
+            .request_contract(liutong_proto::v1::RequestContractRequest {
+                peer: provider_url.clone(),
+                offer_id: product.offer_id.clone(),
+                purpose: "publicService".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(contract.state, "FINALIZED", "{contract:?}");
+        assert_eq!(
+            contract.peer_address, provider_url,
+            "only the DSP URL is known"
+        );
+        Self {
+            space,
+            provider,
+            consumer,
+            agreement: contract.agreement_id,
+        }
+    }
+
+    /// Whether the provider has recorded the consumer's signed receipt.
+    fn provider_has_receipt(&self) -> bool {
+        self.provider
+            .running
+            .node
+            .transfers
+            .delivery_receipt(&self.agreement)
+            .unwrap()
+            .is_some()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dsp_only_agreements_receipt_is_sent_again_over_dsp() {
+    let t = TwoNodes::start_over_dsp(|c| {
+        c.recovery.retry_interval = std::time::Duration::from_millis(200);
+    })
+    .await;
+    let relay = t.relay().await;
+    // The provider cannot take the completion now: the copy completes all the same.
+    relay.hold(Some("/completion"));
+    let done = t.pull_from(&relay.url(), 0).await.expect("the pull");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    assert!(!t.provider_has_receipt());
+    let ppid = t.consumer_transfers()[0].provider_pid.clone().unwrap();
+    assert_eq!(t.provider_record(&ppid)["state"], "STARTED");
+
+    // The background work sends it again, over DSP: the provider records it.
+    relay.hold(None);
+    let delivered = wait_until(CALLBACK_WITHIN, || async { t.provider_has_receipt() }).await;
+    assert!(delivered, "the receipt never reached the provider");
+    let completions = sent_to(&relay, &format!("/transfers/{ppid}/completion"));
+    assert!(completions.len() >= 2, "{completions:?}");
+    let last = completions.last().unwrap();
+    assert!(last["lt:receipt"]["payload"].is_string(), "{last}");
+    t.provider_in(&ppid, "COMPLETED").await;
+    let confirmed = wait_until(CALLBACK_WITHIN, || async {
+        t.consumer
+            .audit_texts()
+            .join("\n")
+            .contains("transfer receipt confirmed by the provider")
+    })
+    .await;
+    assert!(confirmed, "{}", t.consumer.audit_texts().join("\n"));
+    assert_eq!(t.consumer_transfers()[0].state.as_str(), "COMPLETED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_complete_copy_pulled_again_carries_its_receipt_over_dsp() {
+    // No background resend during the test: only the second pull can deliver it.
+    let t = TwoNodes::start_over_dsp(|c| {
+        c.recovery.retry_interval = std::time::Duration::from_secs(3600);
+    })
+    .await;
+    let relay = t.relay().await;
+    relay.hold(Some("/completion"));
+    let done = t.pull_from(&relay.url(), 0).await.expect("the pull");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    assert!(!t.provider_has_receipt());
+
+    relay.hold(None);
+    let again = t.pull_from(&relay.url(), 0).await.expect("the second pull");
+    assert_eq!(again.state, "COMPLETED", "{again:?}");
+    assert!(
+        t.provider_has_receipt(),
+        "the second pull carried the receipt"
+    );
+    let ppid = t.consumer_transfers()[0].provider_pid.clone().unwrap();
+    assert_eq!(t.provider_record(&ppid)["state"], "COMPLETED");
+    // Nothing was requested or downloaded again.
+    assert_eq!(sent_to(&relay, "/transfers/request").len(), 1);
+    let provider_log = t.provider.audit_texts().join("\n");
+    assert_eq!(
+        provider_log.matches("3 chunks from chunk 0").count(),
+        1,
+        "{provider_log}"
+    );
+}
+
+#[tokio::test]
+async fn the_data_address_token_lives_as_long_as_configured() {
+    let lifetime = 90i64;
+    let f = Fixture::start_with(|c| {
+        with_dsp(c);
+        c.dsp.as_mut().unwrap().token_lifetime = std::time::Duration::from_secs(90);
+    })
+    .await;
+    let cpid = "urn:uuid:short-token";
+    let before = time::OffsetDateTime::now_utc().unix_timestamp();
+    let ppid = f.request(cpid).await;
+    let start = f.start_message(cpid, 1).await;
+    let after = time::OffsetDateTime::now_utc().unix_timestamp();
+    let expires = start["dataAddress"]["endpointProperties"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "expiresAt")
+        .and_then(|p| p["value"].as_str())
+        .map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .unwrap()
+                .unix_timestamp()
+        })
+        .expect("the start message says when the token expires");
+    assert!(
+        (before + lifetime..=after + lifetime).contains(&expires),
+        "expires {expires}, issued between {before} and {after}"
+    );
+    let kept = f
+        .provider
+        .running
+        .node
+        .storage
+        .get(liutong_node::dsp::transfer::RECORDS, ppid.as_bytes())
+        .unwrap()
+        .unwrap();
+    let kept: Json = serde_json::from_slice(&kept).unwrap();
+    assert_eq!(kept["token_expires"], expires, "{kept}");
 }

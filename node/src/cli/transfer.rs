@@ -30,10 +30,12 @@ pub enum TransferCommand {
         #[arg(long)]
         json: bool,
     },
-    /// As provider, suspend a Dataspace Protocol transfer: its data endpoint stops
-    /// serving at once and the consumer is told, with the reason.
+    /// Suspend a Dataspace Protocol transfer, as provider (its data endpoint stops
+    /// serving at once) or as consumer (its pull stops; pull again to restart it); the
+    /// other side is told, with the reason.
     Suspend {
-        /// The transfer's provider process ID (its providerPid).
+        /// The transfer's process ID here: its providerPid on the provider's node, its
+        /// consumerPid on the consumer's (see `liutong transfer list --dsp`).
         #[arg(long)]
         id: String,
         #[arg(long)]
@@ -53,9 +55,12 @@ pub enum TransferCommand {
         #[arg(long)]
         json: bool,
     },
-    /// As provider, end a Dataspace Protocol transfer for good: its data endpoint
-    /// stops serving at once and the consumer is told, with the reason.
+    /// End a Dataspace Protocol transfer for good, as provider (its data endpoint
+    /// stops serving at once) or as consumer (its pull stops and is not made again);
+    /// the other side is told, with the reason.
     Terminate {
+        /// The transfer's providerPid on the provider's node, its consumerPid on the
+        /// consumer's.
         #[arg(long)]
         id: String,
         #[arg(long)]
@@ -65,8 +70,13 @@ pub enum TransferCommand {
         #[arg(long)]
         json: bool,
     },
-    /// List received and partly received copies.
+    /// List received and partly received copies; with --dsp, the Dataspace Protocol
+    /// transfers this node provides and pulls.
     List {
+        /// List the Dataspace Protocol transfers instead: role, process IDs, the other
+        /// side, agreement, state, bytes served and last change.
+        #[arg(long)]
+        dsp: bool,
         #[command(flatten)]
         local: LocalArgs,
         #[arg(long)]
@@ -95,12 +105,22 @@ async fn control(
         .into_inner();
     if json {
         print_json(&serde_json::json!({
+            "role": state.role,
             "provider_pid": state.provider_pid,
             "consumer_pid": state.consumer_pid,
             "consumer": state.consumer,
+            "provider": state.provider,
             "agreement_id": state.agreement_id,
             "state": state.state,
         }))?;
+    } else if state.role == "consumer" {
+        println!(
+            "{}: DSP transfer {} from {} (agreement {}); the provider is told",
+            esc(&state.state),
+            esc(&state.consumer_pid),
+            esc(&state.provider),
+            esc(&state.agreement_id)
+        );
     } else {
         println!(
             "{}: DSP transfer {} of {} (agreement {}); the consumer is told",
@@ -215,7 +235,12 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        TransferCommand::List { local, json } => {
+        TransferCommand::List {
+            dsp: true,
+            local,
+            json,
+        } => list_dsp(local, json).await,
+        TransferCommand::List { local, json, .. } => {
             let admin = local.admin().await?;
             let fetch = pages_from(
                 &admin,
@@ -255,6 +280,74 @@ pub async fn run(cmd: TransferCommand) -> anyhow::Result<()> {
             .await
         }
     }
+}
+
+/// `liutong transfer list --dsp`: the DSP transfers, page by page.
+async fn list_dsp(local: LocalArgs, json: bool) -> anyhow::Result<()> {
+    use liutong_proto::v1::{DspTransferEntry, ListDspTransfersRequest};
+    let admin = local.admin().await?;
+    let fetch = pages_from(
+        &admin,
+        |mut admin, page_token| async move {
+            admin
+                .list_dsp_transfers(ListDspTransfersRequest {
+                    page_size: 0,
+                    page_token,
+                })
+                .await
+        },
+        |page| (page.transfers, page.next_page_token),
+    );
+    print_pages(
+        json,
+        "no Dataspace Protocol transfers yet",
+        |t: &DspTransferEntry| {
+            serde_json::json!({
+                "role": t.role,
+                "provider_pid": t.provider_pid,
+                "consumer_pid": t.consumer_pid,
+                "peer": t.peer,
+                "agreement_id": t.agreement_id,
+                "state": t.state,
+                "bytes_served": t.bytes_served,
+                "updated_at": t.updated_at,
+                "reason": t.reason,
+            })
+        },
+        |t: &DspTransferEntry| {
+            let changed = time::OffsetDateTime::from_unix_timestamp(t.updated_at)
+                .ok()
+                .filter(|_| t.updated_at > 0)
+                .and_then(|at| {
+                    at.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_else(|| "-".to_owned());
+            // The process ID this node names the transfer by comes first.
+            let (id, other) = if t.role == "provider" {
+                (&t.provider_pid, format!("consumer {}", esc(&t.peer)))
+            } else {
+                (&t.consumer_pid, format!("provider {}", esc(&t.peer)))
+            };
+            println!(
+                "{}  {:<8} {:<10} {}  agreement {}  {} bytes served  changed {}{}",
+                esc(id),
+                esc(&t.role),
+                esc(&t.state),
+                other,
+                esc(&t.agreement_id),
+                t.bytes_served,
+                changed,
+                if t.reason.is_empty() {
+                    String::new()
+                } else {
+                    format!("  ({})", esc(&t.reason))
+                }
+            );
+        },
+        fetch,
+    )
+    .await
 }
 
 fn progress_json(p: &TransferProgress) -> serde_json::Value {

@@ -336,7 +336,9 @@ impl NodeConfig {
              # other endpoint needs a current member's certificate (mutual TLS with the\n\
              # data-space CA, checked against the trust list like the peer API). Off unless\n\
              # this section is set. `url` is the base URL other connectors reach it at, named\n\
-             # in catalogs (default: https:// and the listen address).\n",
+             # in catalogs (default: https:// and the listen address). `token_lifetime` is\n\
+             # how long a transfer's data address token opens the data endpoint (1s to 1h;\n\
+             # a restart after suspension issues a new one).\n",
         );
         match &self.dsp {
             Some(dsp) => {
@@ -345,11 +347,16 @@ impl NodeConfig {
                     Some(url) => out.push_str(&format!("url = {}\n", toml_string(url))),
                     None => out.push_str("# url = \"https://node.example:7703\"\n"),
                 }
+                out.push_str(&format!(
+                    "token_lifetime = \"{}\"\n",
+                    humantime::format_duration(dsp.token_lifetime)
+                ));
             }
             None => out.push_str(
                 "# [dsp]\n\
                  # listen = \"127.0.0.1:7703\"\n\
-                 # url = \"https://node.example:7703\"\n",
+                 # url = \"https://node.example:7703\"\n\
+                 # token_lifetime = \"10m\"\n",
             ),
         }
     }

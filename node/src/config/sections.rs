@@ -297,12 +297,43 @@ pub struct DspSection {
     /// in catalogs as the data service's endpoint; when absent, the listen address.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// How long the bearer token of a transfer's data address opens the data endpoint:
+    /// long enough to begin a download, short enough that a leaked one is soon
+    /// worthless. Between 1 s and 1 h.
+    #[serde(with = "humantime_serde", default = "default_token_lifetime")]
+    pub token_lifetime: Duration,
+}
+
+/// The longest `[dsp] token_lifetime` taken: a token is a bearer credential.
+pub const MAX_TOKEN_LIFETIME: Duration = Duration::from_secs(3600);
+
+fn default_token_lifetime() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl DspSection {
-    /// The advertised base URL must be HTTPS, without a trailing slash, query or
-    /// fragment: it is joined with the binding's paths.
+    /// A listener on `listen`, named by that address, with the default token lifetime.
+    pub fn on(listen: SocketAddr) -> Self {
+        Self {
+            listen,
+            url: None,
+            token_lifetime: default_token_lifetime(),
+        }
+    }
+
+    /// The token lifetime must be whole seconds between 1 s and an hour; the advertised
+    /// base URL must be HTTPS, without a trailing slash, query or fragment: it is joined
+    /// with the binding's paths.
     pub fn check(&self) -> Result<(), String> {
+        let lifetime = self.token_lifetime;
+        if lifetime < Duration::from_secs(1) || lifetime > MAX_TOKEN_LIFETIME {
+            return Err(format!(
+                "dsp.token_lifetime = \"{}\": a data address's token must open the data \
+                 endpoint for at least 1s and at most {} (e.g. \"10m\")",
+                humantime::format_duration(lifetime),
+                humantime::format_duration(MAX_TOKEN_LIFETIME)
+            ));
+        }
         let Some(url) = &self.url else {
             return Ok(());
         };

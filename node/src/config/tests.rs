@@ -373,8 +373,9 @@ fn the_dsp_listener_is_off_unless_configured_and_loads_back() {
     assert!(NodeConfig::load(&path).unwrap().dsp.is_none());
 
     config.dsp = Some(DspSection {
-        listen: "127.0.0.1:7703".parse().unwrap(),
         url: Some("https://node.example:7703".into()),
+        token_lifetime: Duration::from_secs(90),
+        ..DspSection::on("127.0.0.1:7703".parse().unwrap())
     });
     std::fs::write(&path, config.to_commented_toml()).unwrap();
     let dsp = NodeConfig::load(&path)
@@ -383,6 +384,45 @@ fn the_dsp_listener_is_off_unless_configured_and_loads_back() {
         .expect("[dsp] loads back");
     assert_eq!(dsp.listen, "127.0.0.1:7703".parse().unwrap());
     assert_eq!(dsp.url.as_deref(), Some("https://node.example:7703"));
+    assert_eq!(dsp.token_lifetime, Duration::from_secs(90));
+}
+
+#[test]
+fn a_dsp_token_lifetime_out_of_bounds_is_refused_and_absent_is_ten_minutes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("node.toml");
+    let mut config = sample();
+    config.dsp = Some(DspSection::on("127.0.0.1:7703".parse().unwrap()));
+    let good = config.to_commented_toml();
+    assert!(good.contains("token_lifetime = \"10m\""), "{good}");
+    // Absent: the default.
+    std::fs::write(&path, good.replace("token_lifetime = \"10m\"\n", "")).unwrap();
+    let dsp = NodeConfig::load(&path).unwrap().dsp.unwrap();
+    assert_eq!(dsp.token_lifetime, Duration::from_secs(600));
+    for (value, expected) in [
+        ("0s", "at least 1s and at most 1h"),
+        ("2h", "at least 1s and at most 1h"),
+        ("500ms", "at least 1s"),
+        ("soon", "token_lifetime"),
+    ] {
+        std::fs::write(
+            &path,
+            good.replace(
+                "token_lifetime = \"10m\"",
+                &format!("token_lifetime = \"{value}\""),
+            ),
+        )
+        .unwrap();
+        let e = NodeConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains(expected), "{value}: {e}");
+    }
+    std::fs::write(
+        &path,
+        good.replace("token_lifetime = \"10m\"", "token_lifetime = \"1h\""),
+    )
+    .unwrap();
+    let dsp = NodeConfig::load(&path).unwrap().dsp.unwrap();
+    assert_eq!(dsp.token_lifetime, Duration::from_secs(3600));
 }
 
 #[test]
@@ -396,8 +436,8 @@ fn a_dsp_url_that_is_not_a_plain_https_base_is_refused() {
     ] {
         let mut config = sample();
         config.dsp = Some(DspSection {
-            listen: "127.0.0.1:7703".parse().unwrap(),
             url: Some(url.into()),
+            ..DspSection::on("127.0.0.1:7703".parse().unwrap())
         });
         std::fs::write(&path, config.to_commented_toml()).unwrap();
         let e = NodeConfig::load(&path).unwrap_err().to_string();

@@ -21,6 +21,7 @@
 //!   the `HttpData-PULL` data endpoint (`/data/…`), from the transfer component;
 //! - `pull` — the transfer process protocol, consumer role: this node pulls from a
 //!   provider's DSP endpoint, and takes its messages at `/callback/transfers/…`;
+//! - `control` — the operator's commands on transfers of either role, and their listing;
 //! - `callback` — telling consumers the outcome at their callback addresses;
 //! - `server` — TLS, HTTP and the router.
 //!
@@ -31,6 +32,7 @@ mod auth;
 pub mod callback;
 pub mod catalog;
 pub mod consumer;
+pub mod control;
 pub mod message;
 pub mod negotiation;
 pub mod pull;

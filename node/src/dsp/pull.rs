@@ -10,7 +10,14 @@
 //! of every chunk against it, the same sealed copy, record and receipt. A pull that
 //! stops early suspends the transfer; the next restarts it (a new token) and resumes
 //! with `Range` from the first chunk not yet durable. The copy's signed receipt goes to
-//! the provider in the completion message (`lt:receipt`).
+//! the provider in the completion message (`lt:receipt`); for an agreement negotiated
+//! only over DSP, receipts sent again go the same way ([`crate::transfer::ReceiptBinding`]).
+//!
+//! This node's operator suspends or terminates its own transfer ([`consumer_action`]):
+//! the new state and the message owed to the provider are durable together, a download
+//! in progress stops at its next chunk, and the notice worker ([`run_notices`]) tells
+//! the provider. A suspended transfer restarts with the next pull; one terminated here
+//! is never pulled again.
 //!
 //! Calls go only to a server presenting the agreement's provider's own certificate;
 //! this node presents its own.
@@ -41,19 +48,24 @@ use super::message::{self, Area, CONTEXT, DspError};
 use super::negotiation::text;
 use super::state::DspState;
 use super::transfer::{FORMAT, MANIFEST_HEADER, RECEIPT, TransferProcessState as S, in_area};
+use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock::now;
+use crate::base::error::PeerRefusal;
 use crate::base::random::random_id;
+use crate::base::shutdown::Shutdown;
 use crate::contract::{Contracts, Role};
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::service::PeerCaller;
 use crate::storage::Storage;
 use crate::tls::{self, ExpectedServer, TlsIdentity};
-use crate::transfer::{DeliveryParts, Manifest, TransferError, TransferState, Transfers};
+use crate::transfer::{
+    ControlError, DeliveryParts, Manifest, ProviderAction, TransferError, TransferState, Transfers,
+};
 use liutong_proto::v1::pull_response::Part;
 use liutong_proto::v1::{Chunk, PullResponse, TransferProgress};
 
 /// This node's transfers as DSP consumer, by consumer process ID.
-const RECORDS: &str = "dsp_consumer_transfers";
+pub(super) const RECORDS: &str = "dsp_consumer_transfers";
 /// How long a pull waits for the provider's start message.
 const START_WITHIN: Duration = Duration::from_secs(30);
 /// How long connecting and one answer's head may take.
@@ -92,6 +104,12 @@ pub struct ConsumerTransfer {
     pub token: Option<String>,
     pub token_expires: i64,
     pub reason: String,
+    /// Terminated by this node's operator: no later pull restarts it.
+    #[serde(default)]
+    pub ended_here: bool,
+    /// When the record last changed (Unix s; 0: before this was kept).
+    #[serde(default)]
+    pub updated_at: i64,
 }
 
 impl ConsumerTransfer {
@@ -108,7 +126,9 @@ impl ConsumerTransfer {
     }
 
     async fn store(&self, storage: &dyn Storage) -> Result<(), String> {
-        let bytes = serde_json::to_vec(self).expect("records serialize");
+        let mut stamped = self.clone();
+        stamped.updated_at = now();
+        let bytes = serde_json::to_vec(&stamped).expect("records serialize");
         storage
             .put(RECORDS, self.consumer_pid.as_bytes(), &bytes)
             .map_err(|e| e.to_string())?;
@@ -227,18 +247,29 @@ async fn complete(
     if let Some(r) = &receipt {
         body[RECEIPT] = serde_json::to_value(r).expect("envelopes serialize");
     }
-    let (status, answer) = post(
+    let sent = post(
         consumer,
         &record.peer_url,
         provider,
         &format!("/transfers/{ppid}/completion"),
         &body,
     )
-    .await
-    .map_err(unreachable)?;
+    .await;
+    // The copy is complete either way; a receipt that did not get through stays to be
+    // sent again by the background work (over the peer API, or over DSP for an
+    // agreement negotiated only there).
+    let (status, answer) = match sent {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!(transfer = %record.consumer_pid, error = %e, "the completion did not reach the provider; it is sent again");
+            return Ok(());
+        }
+    };
+    if status.is_server_error() {
+        tracing::warn!(transfer = %record.consumer_pid, %status, "the provider did not take the completion now; it is sent again");
+        return Ok(());
+    }
     if !status.is_success() {
-        // The copy is complete; the receipt stays to be sent again by the background
-        // work over the peer API.
         return Err(TransferError::Peer(crate::base::error::PeerRefusal {
             kind: crate::base::error::ErrorKind::FailedPrecondition,
             message: format!(
@@ -339,9 +370,14 @@ async fn process(
             && r.token.is_some()
             && (r.token_expires == 0 || r.token_expires > now() + TOKEN_MARGIN)
     };
+    if active.is_none() {
+        refuse_ended_here(storage, agreement_id, peer_url)?;
+    }
     let record = match active {
         Some(r) if usable(&r) => r,
         Some(mut r) => {
+            // This node's own suspension reaches the provider before the restart does.
+            deliver_notice_now(consumer, &r.consumer_pid).await?;
             if r.state == S::Started {
                 message_to_provider(consumer, &mut r, provider, "suspension")
                     .await
@@ -433,6 +469,8 @@ async fn request(
         token: None,
         token_expires: 0,
         reason: String::new(),
+        ended_here: false,
+        updated_at: 0,
     };
     record.store(storage).await.map_err(stored)?;
     let body = json!({
@@ -575,6 +613,7 @@ async fn download(
         .await;
     let mut body = response.into_body();
     let size = m.size;
+    let (storage, pid) = (consumer.storage.clone(), record.consumer_pid.clone());
     tokio::spawn(async move {
         let mut index = (offset / chunk_size) as u32;
         let mut at = offset;
@@ -595,6 +634,10 @@ async fn download(
                     })),
                 };
                 index += 1;
+                if let Err(e) = still_started(storage.as_ref(), &pid) {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
                 if tx.send(Ok(chunk)).await.is_err() {
                     return;
                 }
@@ -721,6 +764,514 @@ async fn call(
             humantime::format_duration(CALL_WITHIN)
         ))
     })
+}
+
+// ---- this node's operator suspends or terminates its own pull ---------------------
+
+/// The consumer process IDs of transfers whose provider is owed a suspension or
+/// termination message from this node, with what is owed ([`Notice`]).
+const NOTICES: &str = "dsp_consumer_transfer_outbox";
+/// The longest the notice worker sleeps between looks at its outbox.
+const NOTICE_TICK: Duration = Duration::from_secs(1);
+/// How many times a notice is tried before it is given up (recorded on the transfer).
+const NOTICE_ATTEMPTS: u32 = 8;
+/// The longest wait between two tries of a notice (s).
+const NOTICE_BACKOFF: i64 = 30;
+/// How long an operator's command waits for another step on the same transfer.
+const CONTROL_WAIT: Duration = Duration::from_secs(15);
+
+/// A suspension or termination owed to the provider: the operator's reason, and the
+/// tries so far. What it is follows from the transfer's state.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct Notice {
+    reason: String,
+    attempts: u32,
+    next_attempt: i64,
+}
+
+fn notice_claim(pid: &str) -> String {
+    format!("dsp-consumer-transfer/{pid}")
+}
+
+fn load_notice(storage: &dyn Storage, pid: &str) -> Result<Option<Notice>, String> {
+    match storage
+        .get(NOTICES, pid.as_bytes())
+        .map_err(|e| e.to_string())?
+    {
+        None => Ok(None),
+        Some(bytes) => Ok(Some(serde_json::from_slice(&bytes).unwrap_or_default())),
+    }
+}
+
+/// This node, as consumer, suspends or terminates its DSP transfer `pid` (its consumer
+/// process ID); `None` when no such transfer is on record here. The new state and the
+/// message owed to the provider are durable together before anything is sent, so a
+/// pull in progress stops at its next chunk and a crash before the send still sends
+/// it (the notice worker, [`run_notices`]). A suspended transfer is restarted by
+/// pulling again; a terminated one is never pulled again.
+pub async fn consumer_action(
+    storage: &dyn Storage,
+    contracts: &Contracts,
+    log: &AuditLog,
+    pid: &str,
+    action: ProviderAction,
+    reason: &str,
+) -> Result<Option<ConsumerTransfer>, ControlError> {
+    let load = || ConsumerTransfer::load(storage, pid).map_err(ControlError::Unavailable);
+    if load()?.is_none() {
+        return Ok(None);
+    }
+    let _claim = contracts
+        .claims()
+        .claim_within(&notice_claim(pid), CONTROL_WAIT)
+        .await
+        .ok_or_else(|| {
+            ControlError::Unavailable(format!(
+                "a message about transfer {pid} is being sent; try again"
+            ))
+        })?;
+    let Some(mut record) = load()? else {
+        return Ok(None);
+    };
+    let invalid = |r: &ConsumerTransfer, what: &str, needs: &str| {
+        ControlError::Invalid(format!(
+            "transfer {} is {}; {what} needs it {needs}",
+            r.consumer_pid, r.state
+        ))
+    };
+    let detail = match action {
+        ProviderAction::Suspend => {
+            if record.state != S::Started {
+                return Err(invalid(&record, "a suspension", "STARTED"));
+            }
+            record.state = S::Suspended;
+            format!(
+                "DSP transfer {pid} SUSPENDED by this node as consumer: {reason}; the \
+                 provider is told"
+            )
+        }
+        ProviderAction::Restart => {
+            return Err(ControlError::Invalid(format!(
+                "this node is the consumer of transfer {pid}: pull again to restart it \
+                 (liutong transfer pull --agreement {} --peer {})",
+                record.agreement_id, record.peer_url
+            )));
+        }
+        ProviderAction::Terminate => {
+            if record.state.is_final() {
+                return Err(invalid(
+                    &record,
+                    "a termination",
+                    "REQUESTED, STARTED or SUSPENDED",
+                ));
+            }
+            record.state = S::Terminated;
+            record.ended_here = true;
+            format!(
+                "DSP transfer {pid} TERMINATED by this node as consumer: {reason}; the \
+                 provider is told"
+            )
+        }
+    };
+    record.token = None;
+    record.endpoint = None;
+    record.reason = reason.to_owned();
+    // Without the provider's process ID (its answer to the request never came) there
+    // is no address to tell it at; its token, if any, is never used.
+    if record.provider_pid.is_some() {
+        let notice = Notice {
+            reason: reason.to_owned(),
+            ..Notice::default()
+        };
+        storage
+            .put(
+                NOTICES,
+                pid.as_bytes(),
+                &serde_json::to_vec(&notice).expect("notices serialize"),
+            )
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+    }
+    record
+        .store(storage)
+        .await
+        .map_err(ControlError::Unavailable)?;
+    let mut event = Event::new(EventKind::Transfer, now(), detail);
+    event.participant = Some(record.provider.clone());
+    event.agreement = Some(record.agreement_id.clone());
+    if let Err(e) = log.append(&event).await {
+        tracing::error!(error = %e, "cannot record a DSP transfer step");
+    }
+    Ok(Some(record))
+}
+
+/// A pull refuses an agreement whose transfer this node's operator terminated (and
+/// that has no other transfer in progress with that provider).
+fn refuse_ended_here(
+    storage: &dyn Storage,
+    agreement_id: &str,
+    peer_url: &str,
+) -> Result<(), TransferError> {
+    let ended = consumer_transfers(storage)
+        .map_err(stored)?
+        .into_iter()
+        .find(|r| r.agreement_id == agreement_id && r.peer_url == peer_url && r.ended_here);
+    match ended {
+        Some(r) => Err(TransferError::Forbidden(format!(
+            "transfer {} of agreement {agreement_id} was terminated at this node ({}); a \
+             terminated transfer is not pulled again",
+            r.consumer_pid, r.reason
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// The check a download makes before each chunk: the transfer is still STARTED here
+/// (this node's operator did not suspend or terminate it meanwhile).
+fn still_started(storage: &dyn Storage, pid: &str) -> Result<(), TransferError> {
+    match ConsumerTransfer::load(storage, pid).map_err(stored)? {
+        Some(r) if r.state == S::Started => Ok(()),
+        Some(r) => Err(TransferError::Forbidden(format!(
+            "transfer {pid} was made {} at this node ({}); the pull stopped{}",
+            r.state,
+            r.reason,
+            if r.state == S::Suspended {
+                "; pull again to restart it"
+            } else {
+                ""
+            }
+        ))),
+        None => Err(TransferError::Internal(format!(
+            "transfer {pid} is not on record"
+        ))),
+    }
+}
+
+/// Sends the notice owed for `pid` now, whatever its backoff: a restart must not reach
+/// the provider before this node's suspension has.
+async fn deliver_notice_now(consumer: &DspConsumer, pid: &str) -> Result<(), TransferError> {
+    let storage = consumer.storage.as_ref();
+    if load_notice(storage, pid).map_err(stored)?.is_none() {
+        return Ok(());
+    }
+    send_notice(consumer, pid, true)
+        .await
+        .map_err(|e| TransferError::Unreachable(format!("telling the provider first: {e}")))?;
+    match load_notice(storage, pid).map_err(stored)? {
+        None => Ok(()),
+        Some(_) => Err(TransferError::Unreachable(format!(
+            "this node's suspension of transfer {pid} has not reached the provider yet; \
+             pull again later"
+        ))),
+    }
+}
+
+/// Sends the suspension or termination owed for transfer `pid` (unless its next try is
+/// not due and `now` is false). Told, the notice is removed; a provider that refuses it
+/// (4xx) is not asked again, and that is recorded on the transfer; a call that does
+/// not get through is tried again after 1, 2, 4 … s, [`NOTICE_ATTEMPTS`] times.
+async fn send_notice(consumer: &DspConsumer, pid: &str, due_now: bool) -> Result<(), String> {
+    let storage = consumer.storage.as_ref();
+    let Some(_claim) = consumer.contracts.claims().try_claim(&notice_claim(pid)) else {
+        return Ok(());
+    };
+    let Some(mut notice) = load_notice(storage, pid)? else {
+        return Ok(());
+    };
+    let Some(mut record) = ConsumerTransfer::load(storage, pid)? else {
+        storage
+            .delete(NOTICES, pid.as_bytes())
+            .map_err(|e| e.to_string())?;
+        return Ok(());
+    };
+    let (ty, kind, code) = match record.state {
+        S::Suspended => (
+            "TransferSuspensionMessage",
+            "suspension",
+            "consumer.suspended",
+        ),
+        S::Terminated => (
+            "TransferTerminationMessage",
+            "termination",
+            "consumer.terminated",
+        ),
+        _ => {
+            // Restarted meanwhile: the suspension is no longer news.
+            storage
+                .delete(NOTICES, pid.as_bytes())
+                .map_err(|e| e.to_string())?;
+            return storage.flush().await.map_err(|e| e.to_string());
+        }
+    };
+    if !due_now && notice.next_attempt > now() {
+        return Ok(());
+    }
+    let provider = ParticipantId::parse(&record.provider).map_err(|e| e.to_string())?;
+    let ppid = record.provider_pid.clone().unwrap_or_default();
+    let body = json!({
+        "@context": [CONTEXT],
+        "@type": ty,
+        "providerPid": ppid,
+        "consumerPid": record.consumer_pid,
+        "code": code,
+        "reason": [notice.reason],
+    });
+    // Pause point `dsp.consumer.transfer_notice`: this node's suspension or
+    // termination of its transfer is durable, the provider has not been told yet.
+    crate::pause::at("dsp.consumer.transfer_notice").await;
+    let sent = post(
+        consumer,
+        &record.peer_url,
+        &provider,
+        &format!("/transfers/{ppid}/{kind}"),
+        &body,
+    )
+    .await;
+    let done = |storage: &dyn Storage| {
+        storage
+            .delete(NOTICES, pid.as_bytes())
+            .map_err(|e| e.to_string())
+    };
+    let why = match sent {
+        Ok((status, _)) if status.is_success() => {
+            done(storage)?;
+            return storage.flush().await.map_err(|e| e.to_string());
+        }
+        Ok((status, answer)) if status.is_client_error() => {
+            // The provider will not take it (it ended the transfer itself, say): asking
+            // again changes nothing.
+            record.reason = format!(
+                "{}; the provider refused the {kind} ({status}): {}",
+                record.reason,
+                reason(&answer)
+            );
+            done(storage)?;
+            return record.store(storage).await;
+        }
+        Ok((status, answer)) => format!("the provider answered {status}: {}", reason(&answer)),
+        Err(e) => e,
+    };
+    notice.attempts += 1;
+    if notice.attempts >= NOTICE_ATTEMPTS {
+        record.reason = format!(
+            "{}; the {kind} message was given up after {} attempts: {why}",
+            record.reason, notice.attempts
+        );
+        done(storage)?;
+        record.store(storage).await?;
+        return Err(why);
+    }
+    notice.next_attempt = now() + (1i64 << (notice.attempts - 1).min(5)).min(NOTICE_BACKOFF);
+    storage
+        .put(
+            NOTICES,
+            pid.as_bytes(),
+            &serde_json::to_vec(&notice).expect("notices serialize"),
+        )
+        .map_err(|e| e.to_string())?;
+    storage.flush().await.map_err(|e| e.to_string())?;
+    Err(why)
+}
+
+/// Sends the suspensions and terminations this node owes providers, at least every
+/// second, until `shutdown` fires.
+pub async fn run_notices(consumer: Arc<DspConsumer>, mut shutdown: Shutdown) {
+    loop {
+        match consumer.storage.scan_prefix(NOTICES, b"") {
+            Ok(owed) => {
+                for (key, _) in owed {
+                    let pid = String::from_utf8_lossy(&key).into_owned();
+                    match shutdown
+                        .unless_fired(send_notice(&consumer, &pid, false))
+                        .await
+                    {
+                        None => return,
+                        Some(Err(e)) => {
+                            tracing::warn!(transfer = %pid, error = %e, "cannot tell the DSP provider");
+                        }
+                        Some(Ok(())) => {}
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "the DSP consumer's outbox cannot be read"),
+        }
+        tokio::select! {
+            () = shutdown.fired() => return,
+            () = tokio::time::sleep(NOTICE_TICK) => {}
+        }
+    }
+}
+
+impl DspConsumer {
+    /// The consumer role as the DSP listener's state names this node.
+    pub fn from_state(state: &DspState) -> Self {
+        Self {
+            base_url: state.base_url.clone(),
+            tls_identity: state.tls_identity.clone(),
+            roots: state.data_space_roots.clone(),
+            storage: state.storage.clone(),
+            contracts: state.contracts.clone(),
+            transfers: state.transfers.clone(),
+        }
+    }
+}
+
+// ---- receipts of agreements reached only over DSP ---------------------------------
+
+fn refusal(kind: crate::base::error::ErrorKind, message: String) -> PeerRefusal {
+    PeerRefusal {
+        kind,
+        message,
+        refusal: None,
+    }
+}
+
+fn not_reached(e: impl std::fmt::Display) -> PeerRefusal {
+    refusal(crate::base::error::ErrorKind::Unavailable, e.to_string())
+}
+
+/// A provider's answer that is not a success, as a refusal: 5xx is worth another try,
+/// 4xx is an answer about the transfer itself.
+fn answered(what: &str, status: http::StatusCode, answer: &[u8]) -> PeerRefusal {
+    let message = format!("{what}: the provider answered {status}: {}", reason(answer));
+    if status.is_server_error() {
+        not_reached(message)
+    } else {
+        refusal(crate::base::error::ErrorKind::FailedPrecondition, message)
+    }
+}
+
+/// The consumer role as the transfer component's [`crate::transfer::ReceiptBinding`]:
+/// a weak handle, since the consumer role holds the transfer component and the two must
+/// not keep each other (and the storage) alive once the node stops.
+pub struct Receipts(std::sync::Weak<DspConsumer>);
+
+impl Receipts {
+    pub fn of(consumer: &Arc<DspConsumer>) -> Self {
+        Self(Arc::downgrade(consumer))
+    }
+}
+
+impl crate::transfer::ReceiptBinding for Receipts {
+    fn send_receipt(
+        self: Arc<Self>,
+        agreement_id: String,
+        receipt: Envelope,
+    ) -> crate::base::BoxFuture<'static, Result<(), PeerRefusal>> {
+        Box::pin(async move {
+            let consumer = self
+                .0
+                .upgrade()
+                .ok_or_else(|| not_reached("the node's DSP binding has stopped"))?;
+            carry_receipt(&consumer, &agreement_id, receipt).await
+        })
+    }
+}
+
+/// Carries the signed receipt of `agreement_id` to its provider in the completion
+/// message of the agreement's latest DSP transfer. A provider that shows that transfer
+/// COMPLETED already has it (its completion was taken with the receipt); a transfer
+/// suspended is restarted first, as the completion needs it STARTED.
+async fn carry_receipt(
+    consumer: &DspConsumer,
+    agreement_id: &str,
+    receipt: Envelope,
+) -> Result<(), PeerRefusal> {
+    let storage = consumer.storage.as_ref();
+    let mut record = consumer_transfers(storage)
+        .map_err(not_reached)?
+        .into_iter()
+        .filter(|r| r.agreement_id == agreement_id && r.provider_pid.is_some())
+        .max_by_key(|r| r.updated_at)
+        .ok_or_else(|| {
+            refusal(
+                crate::base::error::ErrorKind::FailedPrecondition,
+                format!(
+                    "no DSP transfer of agreement {agreement_id} is on record to carry its \
+                     receipt"
+                ),
+            )
+        })?;
+    let provider = ParticipantId::parse(&record.provider).map_err(not_reached)?;
+    let ppid = record.provider_pid.clone().unwrap_or_default();
+    let uri: http::Uri = format!("{}/transfers/{ppid}", record.peer_url)
+        .parse()
+        .map_err(not_reached)?;
+    let response = call(consumer, &uri, &provider, "GET", Vec::new(), Vec::new())
+        .await
+        .map_err(not_reached)?;
+    let status = response.status();
+    let answer = read_bounded(response.into_body()).await;
+    if !status.is_success() {
+        return Err(answered("asking the transfer's state", status, &answer));
+    }
+    let theirs = serde_json::from_slice::<Json>(&answer)
+        .ok()
+        .and_then(|j| j["state"].as_str().and_then(S::parse))
+        .ok_or_else(|| not_reached("the provider's transfer process names no state"))?;
+    match theirs {
+        S::Completed => {}
+        S::Started | S::Suspended => {
+            if theirs == S::Suspended {
+                let body = json!({
+                    "@context": [CONTEXT],
+                    "@type": "TransferStartMessage",
+                    "providerPid": ppid,
+                    "consumerPid": record.consumer_pid,
+                });
+                let (status, answer) = post(
+                    consumer,
+                    &record.peer_url,
+                    &provider,
+                    &format!("/transfers/{ppid}/start"),
+                    &body,
+                )
+                .await
+                .map_err(not_reached)?;
+                if !status.is_success() {
+                    // Suspended by the provider: the receipt waits for its restart.
+                    return Err(not_reached(format!(
+                        "restarting the transfer to complete it: the provider answered \
+                         {status}: {}",
+                        reason(&answer)
+                    )));
+                }
+            }
+            let body = json!({
+                "@context": [CONTEXT],
+                "@type": "TransferCompletionMessage",
+                "providerPid": ppid,
+                "consumerPid": record.consumer_pid,
+                RECEIPT: serde_json::to_value(&receipt).expect("envelopes serialize"),
+            });
+            let (status, answer) = post(
+                consumer,
+                &record.peer_url,
+                &provider,
+                &format!("/transfers/{ppid}/completion"),
+                &body,
+            )
+            .await
+            .map_err(not_reached)?;
+            if !status.is_success() {
+                return Err(answered("the completion", status, &answer));
+            }
+        }
+        other => {
+            return Err(refusal(
+                crate::base::error::ErrorKind::FailedPrecondition,
+                format!(
+                    "the provider's transfer {ppid} is {other}; a completion carrying the \
+                     receipt needs it STARTED"
+                ),
+            ));
+        }
+    }
+    if record.state != S::Completed {
+        record.state = S::Completed;
+        record.token = None;
+        record.store(storage).await.map_err(not_reached)?;
+    }
+    Ok(())
 }
 
 // ---- callbacks --------------------------------------------------------------------

@@ -48,6 +48,9 @@ pub struct DspState {
     /// The transfer component the gRPC transfer service also uses: one delivery, two
     /// bindings.
     pub transfers: Arc<crate::transfer::Transfers>,
+    /// How long a data address's token opens the data endpoint (`[dsp]
+    /// token_lifetime`).
+    pub token_lifetime: std::time::Duration,
     /// Wakes the worker that sends transfers' start messages.
     pub transfer_wake: Arc<tokio::sync::Notify>,
     /// Wakes the callback worker when a negotiation has news for its consumer.

@@ -10,7 +10,7 @@
 //! address, sent from an outbox as negotiation news is (the same rule: only to a server
 //! presenting the consumer's own certificate). Its `dataAddress` names this listener's
 //! data endpoint and a bearer token bound to that transfer and its agreement: random,
-//! kept only as its SHA-256, valid for [`TOKEN_LIFETIME`]. A start message sent again
+//! kept only as its SHA-256, valid for `[dsp] token_lifetime` (10 minutes unless set). A start message sent again
 //! (after a failed try, or a restart after suspension) carries a new token, which
 //! replaces the old one.
 //!
@@ -31,6 +31,8 @@
 //! state is durable first, so the data endpoint refuses at once, then the consumer is
 //! told from the same outbox (a suspension or termination message, or a start message
 //! with a new token). A transfer this node suspended is restarted only by this node.
+//! The operator's listing ([`super::control`]) shows the bytes the data endpoint sent
+//! for each transfer.
 
 use axum::Extension;
 use axum::body::Body;
@@ -61,6 +63,9 @@ use liutong_proto::v1::pull_response::Part;
 pub const RECORDS: &str = "dsp_transfers";
 /// The provider process IDs of transfers whose consumer is owed a start message.
 const OUTBOX: &str = "dsp_transfer_outbox";
+/// The payload bytes the data endpoint sent, by provider process ID (8 bytes, big
+/// endian).
+const SERVED: &str = "dsp_transfer_served";
 
 /// The only format this node offers: the consumer pulls over HTTPS.
 pub const FORMAT: &str = "HttpData-PULL";
@@ -70,10 +75,6 @@ pub const ENDPOINT_TYPE: &str = "https://w3id.org/idsa/v4.1/HTTP";
 pub const RECEIPT: &str = "lt:receipt";
 /// The response header carrying the provider's signed manifest (base64 of its JSON).
 pub const MANIFEST_HEADER: &str = "liutong-manifest";
-/// How long a data address's token opens the data endpoint: long enough to begin a
-/// download, short enough that a leaked one is soon worthless. A restart after
-/// suspension issues a new one.
-pub const TOKEN_LIFETIME: i64 = 600;
 /// The agreement `@id` prefix of the negotiation binding's agreements.
 const AGREEMENT_PREFIX: &str = "urn:liutong:agreement:";
 /// How long a handler waits for the outbox's step on the same transfer.
@@ -151,6 +152,9 @@ pub struct DspTransfer {
     /// Suspended by this node: only this node restarts it.
     #[serde(default)]
     pub by_provider: bool,
+    /// When the record last changed (Unix s; 0: before this was kept).
+    #[serde(default)]
+    pub updated_at: i64,
 }
 
 impl DspTransfer {
@@ -173,7 +177,9 @@ impl DspTransfer {
     }
 
     async fn store_in(&self, storage: &dyn Storage, owed: bool) -> Result<(), String> {
-        let bytes = serde_json::to_vec(self).expect("records serialize");
+        let mut stamped = self.clone();
+        stamped.updated_at = now();
+        let bytes = serde_json::to_vec(&stamped).expect("records serialize");
         storage
             .put(RECORDS, self.provider_pid.as_bytes(), &bytes)
             .map_err(|e| e.to_string())?;
@@ -363,6 +369,7 @@ pub async fn request(
         next_attempt: 0,
         notice: None,
         by_provider: false,
+        updated_at: now(),
     };
     let refuse = |e: DspError| e.with_pids(&provider_pid, &consumer_pid);
     let bytes = serde_json::to_vec(&record).expect("records serialize");
@@ -589,53 +596,43 @@ pub async fn completion(
 
 pub use crate::transfer::{ControlError as ActionError, ProviderAction};
 
-/// The provider's commands, for the local API.
-pub struct Control {
-    pub storage: std::sync::Arc<dyn Storage>,
-    pub contracts: std::sync::Arc<crate::contract::Contracts>,
-    pub audit: AuditLog,
+/// Whether transfer `pid` is still STARTED with the token whose hash is `token_sha256`.
+fn still_serving(storage: &dyn Storage, pid: &str, token_sha256: &str) -> Result<(), String> {
+    let record = storage
+        .get(RECORDS, pid.as_bytes())
+        .map_err(|e| e.to_string())?
+        .and_then(|b| serde_json::from_slice::<DspTransfer>(&b).ok())
+        .ok_or_else(|| format!("transfer {pid} is not on record"))?;
+    if record.state != TransferProcessState::Started {
+        return Err(format!(
+            "transfer {pid} is {}; the download stops",
+            record.state
+        ));
+    }
+    match record.token_sha256.as_deref() {
+        Some(h) if ring_eq(h, token_sha256) => Ok(()),
+        _ => Err(format!(
+            "the token of transfer {pid} was replaced; the download stops"
+        )),
+    }
 }
 
-impl crate::transfer::ProviderControl for Control {
-    fn control(
-        &self,
-        pid: String,
-        action: ProviderAction,
-        reason: String,
-    ) -> crate::base::BoxFuture<'static, Result<crate::transfer::ControlledTransfer, ActionError>>
-    {
-        let (storage, contracts, log) = (
-            self.storage.clone(),
-            self.contracts.clone(),
-            self.audit.clone(),
-        );
-        Box::pin(async move {
-            let r =
-                provider_action(storage.as_ref(), &contracts, &log, &pid, action, &reason).await?;
-            Ok(crate::transfer::ControlledTransfer {
-                provider_pid: r.provider_pid,
-                consumer_pid: r.consumer_pid,
-                consumer: r.consumer,
-                agreement_id: r.agreement_id,
-                state: r.state.as_str().to_owned(),
-            })
-        })
-    }
+/// The payload bytes the data endpoint has sent for transfer `pid`.
+pub(super) fn served(storage: &dyn Storage, pid: &str) -> u64 {
+    storage
+        .get(SERVED, pid.as_bytes())
+        .ok()
+        .flatten()
+        .and_then(|b| <[u8; 8]>::try_from(b.as_slice()).ok())
+        .map_or(0, u64::from_be_bytes)
+}
 
-    fn end_for_agreement(
-        &self,
-        agreement_id: String,
-        reason: String,
-    ) -> crate::base::BoxFuture<'static, Result<usize, ActionError>> {
-        let (storage, contracts, log) = (
-            self.storage.clone(),
-            self.contracts.clone(),
-            self.audit.clone(),
-        );
-        Box::pin(async move {
-            terminate_for_agreement(storage.as_ref(), &contracts, &log, &agreement_id, &reason)
-                .await
-        })
+/// Counts `n` more bytes sent for transfer `pid`. A statistic for the operator: kept
+/// with the next flush, not flushed for itself.
+pub(super) fn count_served(storage: &dyn Storage, pid: &str, n: u64) {
+    let total = served(storage, pid).saturating_add(n);
+    if let Err(e) = storage.put(SERVED, pid.as_bytes(), &total.to_be_bytes()) {
+        tracing::warn!(transfer = %pid, error = %e, "cannot count the bytes served");
     }
 }
 
@@ -1010,6 +1007,8 @@ pub async fn data(
     let first = (start / chunk_size) as u32;
     let manifest_header =
         base64::engine::general_purpose::STANDARD.encode(delivery.manifest.to_json().as_bytes());
+    let (counter, counted) = (state.storage.clone(), record.provider_pid.clone());
+    let token_sha256 = token_hash(token);
     let stream = state
         .transfers
         .clone()
@@ -1025,6 +1024,12 @@ pub async fn data(
                 }
                 let from = start.saturating_sub(at).min(len) as usize;
                 let to = (end - at).min(len) as usize;
+                // A suspension, termination or new token stops a download in progress
+                // too, at its next chunk.
+                if let Err(why) = still_serving(counter.as_ref(), &counted, &token_sha256) {
+                    return Some(Err(std::io::Error::other(why)));
+                }
+                count_served(counter.as_ref(), &counted, (to - from) as u64);
                 Some(Ok(chunk.data.slice(from..to)))
             }
             Ok(_) => None,
@@ -1136,7 +1141,7 @@ async fn take_up(state: &DspState, pid: &str) -> Result<(), String> {
         .encode(random_bytes::<32>().map_err(|e| e.to_string())?);
     record.state = TransferProcessState::Started;
     record.token_sha256 = Some(token_hash(&token));
-    record.token_expires = now() + TOKEN_LIFETIME;
+    record.token_expires = now() + state.token_lifetime.as_secs() as i64;
     record.store(state, true).await?;
     let expires = time::OffsetDateTime::from_unix_timestamp(record.token_expires)
         .ok()

@@ -585,9 +585,19 @@ impl RunningNode {
                     tls_identity: node.tls_identity.clone(),
                     data_space_roots: node.data_space_roots.clone(),
                     transfers: node.transfers.clone(),
+                    token_lifetime: node
+                        .config
+                        .dsp
+                        .as_ref()
+                        .map_or(std::time::Duration::from_secs(600), |d| d.token_lifetime),
                     transfer_wake: Arc::default(),
                     wake: Arc::default(),
                 };
+                // Held by the notice worker; the transfer component keeps only a weak
+                // handle to it (the consumer role holds the component).
+                let pulls = Arc::new(dsp::pull::DspConsumer::from_state(&state));
+                node.transfers
+                    .set_receipt_binding(Arc::new(dsp::pull::Receipts::of(&pulls)));
                 node.contracts
                     .set_consumer_binding(Arc::new(dsp::consumer::DspConsumer::new(
                         &state,
@@ -602,7 +612,7 @@ impl RunningNode {
                     signal.clone(),
                 );
                 tracing::info!(dsp = %addr, "Dataspace Protocol listener serving");
-                Some((addr, task, state))
+                Some((addr, task, state, pulls))
             }
             None => None,
         };
@@ -651,10 +661,13 @@ impl RunningNode {
         };
 
         let mut workers = Workers::new(signal);
-        let dsp = dsp.map(|(addr, task, state)| {
+        let dsp = dsp.map(|(addr, task, state, notices)| {
             let starts = state.clone();
             workers.spawn("DSP callbacks", |s| dsp::callback::run(state, s));
             workers.spawn("DSP transfer starts", |s| dsp::transfer::run(starts, s));
+            workers.spawn("DSP transfer notices", |s| {
+                dsp::pull::run_notices(notices, s)
+            });
             (addr, task)
         });
         let refresh = node.refresh.clone();

@@ -152,7 +152,7 @@ impl Node {
                             transfers: self.transfers.clone(),
                         })
                     }),
-                dsp_control: Arc::new(crate::dsp::transfer::Control {
+                dsp_control: Arc::new(crate::dsp::control::Control {
                     storage: self.storage.clone(),
                     contracts: self.contracts.clone(),
                     audit: self.audit.clone(),
@@ -161,7 +161,7 @@ impl Node {
             },
             usage: UsageService {
                 usage: self.usage.clone(),
-                dsp_control: Arc::new(crate::dsp::transfer::Control {
+                dsp_control: Arc::new(crate::dsp::control::Control {
                     storage: self.storage.clone(),
                     contracts: self.contracts.clone(),
                     audit: self.audit.clone(),

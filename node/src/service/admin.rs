@@ -482,6 +482,42 @@ impl Admin for AdminService {
             consumer: record.consumer,
             agreement_id: record.agreement_id,
             state: record.state,
+            role: role_name(record.role).to_owned(),
+            provider: record.provider,
+        }))
+    }
+
+    async fn list_dsp_transfers(
+        &self,
+        request: Request<liutong_proto::v1::ListDspTransfersRequest>,
+    ) -> Result<Response<liutong_proto::v1::ListDspTransfersResponse>, Status> {
+        local_role(&request)?.require(
+            &[LocalRole::Admin, LocalRole::Auditor],
+            "listing DSP transfers",
+        )?;
+        let r = request.into_inner();
+        let page = PageRequest::parse("dsp-transfers", r.page_size, &r.page_token)?;
+        let found = self
+            .dsp_control
+            .list(page.after.clone(), page.size)
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(liutong_proto::v1::ListDspTransfersResponse {
+            next_page_token: next_page_token("dsp-transfers", found.next.as_deref()),
+            transfers: found
+                .items
+                .into_iter()
+                .map(|t| liutong_proto::v1::DspTransferEntry {
+                    role: role_name(t.role).to_owned(),
+                    provider_pid: t.provider_pid,
+                    consumer_pid: t.consumer_pid,
+                    peer: t.peer,
+                    agreement_id: t.agreement_id,
+                    state: t.state,
+                    bytes_served: t.bytes_served,
+                    updated_at: t.updated_at,
+                    reason: t.reason,
+                })
+                .collect(),
         }))
     }
 
@@ -553,5 +589,13 @@ impl Admin for AdminService {
         query::send(&self.queries, request.into_inner())
             .await
             .map(Response::new)
+    }
+}
+
+/// A role as the local API names it.
+fn role_name(role: crate::contract::Role) -> &'static str {
+    match role {
+        crate::contract::Role::Provider => "provider",
+        crate::contract::Role::Consumer => "consumer",
     }
 }

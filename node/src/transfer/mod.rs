@@ -68,6 +68,9 @@ pub struct Transfers {
     gate: Arc<dyn UsageGate>,
     limits: Limits,
     recovery: RecoverySection,
+    /// Carries receipts of agreements negotiated over the Dataspace Protocol, whose
+    /// provider has no peer API address here.
+    receipt_binding: std::sync::OnceLock<Arc<dyn ReceiptBinding>>,
 }
 
 impl Transfers {
@@ -99,7 +102,14 @@ impl Transfers {
             gate,
             limits,
             recovery,
+            receipt_binding: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Hands the Dataspace Protocol binding the receipts of its agreements (once, when
+    /// the node's DSP listener is on).
+    pub fn set_receipt_binding(&self, binding: Arc<dyn ReceiptBinding>) {
+        let _ = self.receipt_binding.set(binding);
     }
 
     /// The received copies (consumer side), by agreement.
@@ -128,6 +138,17 @@ pub trait RemotePull: Send + Sync {
         max_chunks: u32,
         progress_tx: tokio::sync::mpsc::Sender<liutong_proto::v1::TransferProgress>,
     ) -> crate::base::BoxFuture<'static, Result<liutong_proto::v1::TransferProgress, TransferError>>;
+}
+
+/// Carries a consumer's signed receipt to the provider over another binding than the
+/// peer API (the Dataspace Protocol's completion message), for an agreement whose
+/// provider is reached only there. `Ok` once the provider has it.
+pub trait ReceiptBinding: Send + Sync {
+    fn send_receipt(
+        self: Arc<Self>,
+        agreement_id: String,
+        receipt: crate::identity::Envelope,
+    ) -> crate::base::BoxFuture<'static, Result<(), crate::base::error::PeerRefusal>>;
 }
 
 /// Payload type of a transfer manifest.
@@ -173,13 +194,21 @@ pub struct Receipt {
 /// The DSP binding's provider commands on its transfers, for the local API (which sits
 /// beside the binding and reaches it through this).
 pub trait ProviderControl: Send + Sync {
-    /// Suspends, restarts or terminates the binding's transfer `pid`.
+    /// Suspends, restarts or terminates the binding's transfer `pid`: this node's
+    /// transfer as provider (`pid` its providerPid) or as consumer (its consumerPid).
     fn control(
         &self,
         pid: String,
         action: ProviderAction,
         reason: String,
     ) -> crate::base::BoxFuture<'static, Result<ControlledTransfer, ControlError>>;
+    /// One page of the binding's transfers: those this node provides, then those it
+    /// pulls, after position `after` (as a page's `next` gave it).
+    fn list(
+        &self,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<crate::storage::Page<DspTransferEntry>, ControlError>;
     /// Terminates every transfer of `agreement_id` that is not final.
     fn end_for_agreement(
         &self,
@@ -196,20 +225,44 @@ pub enum ProviderAction {
     Terminate,
 }
 
-/// A DSP transfer as a provider's command left it.
+/// A DSP transfer as an operator's command left it.
 #[derive(Clone, Debug)]
 pub struct ControlledTransfer {
+    /// This node's role in the transfer.
+    pub role: crate::contract::Role,
     pub provider_pid: String,
     pub consumer_pid: String,
+    /// The other side: the consumer when this node provides, the provider otherwise.
     pub consumer: String,
+    pub provider: String,
     pub agreement_id: String,
     pub state: String,
+}
+
+/// A DSP transfer in the listing, from either role.
+#[derive(Clone, Debug)]
+pub struct DspTransferEntry {
+    pub role: crate::contract::Role,
+    pub provider_pid: String,
+    pub consumer_pid: String,
+    /// The other side's participant.
+    pub peer: String,
+    pub agreement_id: String,
+    pub state: String,
+    /// Provider role: payload bytes the data endpoint sent for it.
+    pub bytes_served: u64,
+    /// When it last changed (Unix s; 0: not known).
+    pub updated_at: i64,
+    pub reason: String,
 }
 
 /// Why a provider's command was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum ControlError {
-    #[error("no DSP transfer process {0} at this node")]
+    #[error(
+        "no DSP transfer process {0} at this node, neither as provider (a providerPid) nor \
+         as consumer (a consumerPid)"
+    )]
     Unknown(String),
     #[error("{0}")]
     Invalid(String),

@@ -57,22 +57,47 @@ impl Transfers {
             storage.delete(COPIES, &key)?;
             return Ok(());
         };
-        let client = match client {
-            Some(client) => client,
+        let answer = match client {
+            Some(mut client) => client
+                .receipt(ReceiptRequest {
+                    receipt: Some(receipt.into()),
+                })
+                .await
+                .map(|_| ())
+                .map_err(PeerRefusal::from),
             None => {
                 let n = self.contracts.finalized(Role::Consumer, &c.agreement_id)?;
-                match self.peers.connect_member(&n.peer_address, &n.peer).await {
-                    Ok(channel) => TransferClient::new(channel),
-                    Err(e) => return Err(TransferError::Unreachable(e.to_string())),
+                // An agreement negotiated over the Dataspace Protocol names the
+                // provider's DSP endpoint, not a peer API address: the receipt goes
+                // there, in a completion message.
+                if crate::contract::over_binding(&n.peer_address) {
+                    let Some(binding) = self.receipt_binding.get() else {
+                        return Err(TransferError::Unreachable(format!(
+                            "the provider of agreement {agreement_id} is reached over the \
+                             Dataspace Protocol, and this node's DSP listener is off \
+                             ([dsp] listen in node.toml)"
+                        )));
+                    };
+                    binding
+                        .clone()
+                        .send_receipt(c.agreement_id.clone(), receipt)
+                        .await
+                } else {
+                    let mut client = match self.peers.connect_member(&n.peer_address, &n.peer).await
+                    {
+                        Ok(channel) => TransferClient::new(channel),
+                        Err(e) => return Err(TransferError::Unreachable(e.to_string())),
+                    };
+                    client
+                        .receipt(ReceiptRequest {
+                            receipt: Some(receipt.into()),
+                        })
+                        .await
+                        .map(|_| ())
+                        .map_err(PeerRefusal::from)
                 }
             }
         };
-        let mut client = client;
-        let answer = client
-            .receipt(ReceiptRequest {
-                receipt: Some(receipt.into()),
-            })
-            .await;
         let refusal = match answer {
             Ok(_) => {
                 // The confirmation and the end of the resending are one commit.
@@ -87,7 +112,7 @@ impl Transfers {
                     .await?;
                 return Ok(());
             }
-            Err(status) => PeerRefusal::from(status),
+            Err(refusal) => refusal,
         };
         match verdict(Call::Receipt, &refusal) {
             Verdict::Retry | Verdict::Held => {

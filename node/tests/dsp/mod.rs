@@ -541,6 +541,9 @@ fn names_participant(der: &[u8], participant: &str) -> bool {
 pub struct Relay {
     pub addr: SocketAddr,
     got: Arc<Mutex<Vec<(String, Json)>>>,
+    /// Requests whose path ends with this are kept but answered 503 by the relay, not
+    /// passed on (a provider that cannot take them now).
+    holding: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -566,12 +569,15 @@ impl Relay {
         let client = Client::new(provider, Some(consumer_identity), roots);
         let got: Arc<Mutex<Vec<(String, Json)>>> = Arc::default();
         let kept = got.clone();
+        let holding: Arc<Mutex<Option<String>>> = Arc::default();
+        let held = holding.clone();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let (acceptor, kept, client) = (acceptor.clone(), kept.clone(), client.clone());
+                let held = held.clone();
                 tokio::spawn(async move {
                     let Ok(stream) = acceptor.accept(tcp).await else {
                         return;
@@ -579,6 +585,7 @@ impl Relay {
                     let service = hyper::service::service_fn(
                         move |request: http::Request<hyper::body::Incoming>| {
                             let (kept, client) = (kept.clone(), client.clone());
+                            let held = held.lock().unwrap().clone();
                             async move {
                                 let method = request.method().as_str().to_owned();
                                 let path = request
@@ -589,6 +596,14 @@ impl Relay {
                                 let body = request.into_body().collect().await.unwrap().to_bytes();
                                 if let Ok(json) = serde_json::from_slice::<Json>(&body) {
                                     kept.lock().unwrap().push((path.clone(), json));
+                                }
+                                if held.is_some_and(|end| path.ends_with(&end)) {
+                                    return Ok(http::Response::builder()
+                                        .status(503)
+                                        .body(Full::new(bytes::Bytes::from_static(
+                                            b"held by the test relay",
+                                        )))
+                                        .unwrap());
                                 }
                                 let answer = client
                                     .send_with(
@@ -617,14 +632,25 @@ impl Relay {
                 });
             }
         });
-        Self { addr, got, task }
+        Self {
+            addr,
+            got,
+            holding,
+            task,
+        }
+    }
+
+    /// Answers requests whose path ends with `end` 503 from now on (`None`: passes
+    /// every request on again).
+    pub fn hold(&self, end: Option<&str>) {
+        *self.holding.lock().unwrap() = end.map(str::to_owned);
     }
 
     pub fn url(&self) -> String {
         format!("https://localhost:{}", self.addr.port())
     }
 
-    /// The messages passed on, in order.
+    /// The messages it was sent, in order.
     pub fn received(&self) -> Vec<(String, Json)> {
         self.got.lock().unwrap().clone()
     }
