@@ -410,10 +410,7 @@ impl PlainProvider {
 }
 
 fn with_dsp(config: &mut NodeConfig) {
-    config.dsp = Some(DspSection {
-        listen: "127.0.0.1:0".parse().unwrap(),
-        url: None,
-    });
+    config.dsp = Some(DspSection::on("127.0.0.1:0".parse().unwrap()));
 }
 
 /// A member's certificate (a member of the data space, not running a node).
