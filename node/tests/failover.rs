@@ -190,6 +190,15 @@ fn health(addr: &str, wait: &str) -> Result<(), String> {
     }
 }
 
+/// Asserts that nothing listens on `addr`: a connection is refused.
+fn refused(addr: &str, what: &str) {
+    match std::net::TcpStream::connect(addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        Err(e) => panic!("{what} at {addr}: not refused but {e}"),
+        Ok(_) => panic!("{what} at {addr} accepts connections"),
+    }
+}
+
 /// One `liutong serve` replica of the provider.
 struct Replica {
     config: PathBuf,
@@ -332,7 +341,9 @@ fn request(consumer: &str, peer: &str, offer: &str) -> Command {
     c
 }
 
-/// Two replicas of a provider on one database. The consumer negotiates and pulls
+/// Two replicas of a provider on one database. A standby answers NOT_SERVING on its
+/// health endpoint and binds neither its peer nor its local port, so a load balancer's
+/// check of the peer port finds it down. The consumer negotiates and pulls
 /// against the leader; the leader is killed (SIGKILL) with a negotiation and a pull in
 /// flight; the standby takes the lease and serves; every acknowledged negotiation,
 /// receipt and audit entry is there, the audit log verifies across the failover, the
@@ -427,6 +438,12 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     health(&a.health, "10s").expect("the leader serves");
     let said = health(&b.health, "0s").expect_err("a standby does not serve");
     assert!(said.contains("answers NotServing"), "{said}");
+    // A load balancer in front of the peer port (a TCP check, or any check on that
+    // port) must see the standby as down: its peer and local ports are not bound.
+    let admin_b = config.node.admin_listen.to_string();
+    for (what, addr) in [("peer API", &peer_b), ("local API", &admin_b)] {
+        refused(addr, &format!("the standby's {what}"));
+    }
 
     let mut consumer_node = Replica {
         config: consumer.clone(),
@@ -507,6 +524,8 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     std::thread::sleep(Duration::from_millis(100));
     a.kill();
     health(&b.health, "60s").expect("the standby takes over and serves");
+    std::net::TcpStream::connect(&peer_b).expect("the new leader's peer port is bound");
+    refused(&peer_a, "the killed leader's peer API");
     for mut child in in_flight.drain(..) {
         let deadline = Instant::now() + LIMIT;
         while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -577,6 +596,7 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     a.start("waiting for the leadership lease");
     let said = health(&a.health, "0s").expect_err("the restarted replica does not serve");
     assert!(said.contains("answers NotServing"), "{said}");
+    refused(&peer_a, "the restarted standby's peer API");
     health(&b.health, "0s").expect("the leader still serves");
 
     // The leader is paused past its lease (as a partition would hold it): the standby
