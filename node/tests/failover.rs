@@ -190,6 +190,15 @@ fn health(addr: &str, wait: &str) -> Result<(), String> {
     }
 }
 
+/// Asserts that nothing listens on `addr`: a connection is refused.
+fn refused(addr: &str, what: &str) {
+    match std::net::TcpStream::connect(addr) {
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+        Err(e) => panic!("{what} at {addr}: not refused but {e}"),
+        Ok(_) => panic!("{what} at {addr} accepts connections"),
+    }
+}
+
 /// One `liutong serve` replica of the provider.
 struct Replica {
     config: PathBuf,
@@ -332,7 +341,9 @@ fn request(consumer: &str, peer: &str, offer: &str) -> Command {
     c
 }
 
-/// Two replicas of a provider on one database. The consumer negotiates and pulls
+/// Two replicas of a provider on one database. A standby answers NOT_SERVING on its
+/// health endpoint and binds neither its peer nor its local port, so a load balancer's
+/// check of the peer port finds it down. The consumer negotiates and pulls
 /// against the leader; the leader is killed (SIGKILL) with a negotiation and a pull in
 /// flight; the standby takes the lease and serves; every acknowledged negotiation,
 /// receipt and audit entry is there, the audit log verifies across the failover, the
@@ -427,6 +438,12 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     health(&a.health, "10s").expect("the leader serves");
     let said = health(&b.health, "0s").expect_err("a standby does not serve");
     assert!(said.contains("answers NotServing"), "{said}");
+    // A load balancer in front of the peer port (a TCP check, or any check on that
+    // port) must see the standby as down: its peer and local ports are not bound.
+    let admin_b = config.node.admin_listen.to_string();
+    for (what, addr) in [("peer API", &peer_b), ("local API", &admin_b)] {
+        refused(addr, &format!("the standby's {what}"));
+    }
 
     let mut consumer_node = Replica {
         config: consumer.clone(),
@@ -507,6 +524,8 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     std::thread::sleep(Duration::from_millis(100));
     a.kill();
     health(&b.health, "60s").expect("the standby takes over and serves");
+    std::net::TcpStream::connect(&peer_b).expect("the new leader's peer port is bound");
+    refused(&peer_a, "the killed leader's peer API");
     for mut child in in_flight.drain(..) {
         let deadline = Instant::now() + LIMIT;
         while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
@@ -577,6 +596,7 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
     a.start("waiting for the leadership lease");
     let said = health(&a.health, "0s").expect_err("the restarted replica does not serve");
     assert!(said.contains("answers NotServing"), "{said}");
+    refused(&peer_a, "the restarted standby's peer API");
     health(&b.health, "0s").expect("the leader still serves");
 
     // The leader is paused past its lease (as a partition would hold it): the standby
@@ -591,4 +611,100 @@ fn the_standby_takes_over_when_the_leader_is_killed_and_nothing_acknowledged_is_
         serde_json::from_str(&ok(request(&c, &peer_a, &offer).output().unwrap())).unwrap();
     assert_eq!(done["state"], "FINALIZED", "{done}");
     ok(liutong(&["audit", "verify", "--config", a.config()]));
+}
+
+/// The README's walk-through of two replicas by hand, run as written against a database
+/// of the test cluster: the demo's provider is migrated, run as two replicas, the
+/// leader is killed and the standby serves everything it wrote, then hands the lease
+/// back on SIGTERM. It uses the fixed ports 7802 and 7812, so they must be free.
+#[test]
+fn the_readme_replicas_by_hand_run_as_written() {
+    use std::os::unix::process::CommandExt as _;
+    let readme = include_str!("../../README.md");
+    let from = readme
+        .find("**Two replicas by hand.**")
+        .expect("the README shows two replicas by hand");
+    let block = &readme[from..];
+    let start = block.find("```sh\n").unwrap() + "```sh\n".len();
+    let script = &block[start..start + block[start..].find("```").unwrap()];
+    let cluster = postgres::shared();
+    let db = cluster.database();
+    let tmp = tempfile::tempdir().unwrap();
+    let bin_dir = Path::new(BIN).parent().unwrap();
+    let path = format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap());
+    // Its own process group, so the replicas it starts in the background are stopped
+    // with it; its output goes to files, which those keep open.
+    let (out_file, err_file) = (tmp.path().join("stdout"), tmp.path().join("stderr"));
+    let mut child = Command::new("bash")
+        .args(["-euo", "pipefail", "-c", script])
+        .current_dir(tmp.path())
+        .env("PATH", path)
+        .env("DB_URL", &db.url)
+        .env("LIUTONG_DB_PASSWORD", &db.password)
+        .env_remove("LIUTONG_CONFIG")
+        .env_remove("LIUTONG_DATA")
+        .env_remove("LIUTONG_PAUSE_AT")
+        .process_group(0)
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::fs::File::create(&err_file).unwrap())
+        .spawn()
+        .expect("bash runs");
+    let group = child.id();
+    let stop_group = || {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{group}")])
+            .stderr(Stdio::null())
+            .status();
+    };
+    let limit = Duration::from_secs(300);
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            stop_group();
+            let out = std::fs::read_to_string(&out_file).unwrap();
+            panic!("the README's replicas by hand did not end within {limit:?}:\n{out}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    stop_group();
+    let out = std::fs::read_to_string(&out_file).unwrap();
+    let err = std::fs::read_to_string(&err_file).unwrap();
+    let log = |name: &str| std::fs::read_to_string(tmp.path().join(name)).unwrap_or_default();
+    assert!(
+        status.success(),
+        "{out}\n{err}\na.log:\n{}\nb.log:\n{}",
+        log("a.log"),
+        log("b.log")
+    );
+    let said = |what: &str| {
+        out.find(what)
+            .unwrap_or_else(|| panic!("no {what:?} in:\n{out}\n{err}"))
+    };
+    let migrated = said("audit log verified in PostgreSQL");
+    let a_leads = said("SERVING (127.0.0.1:7802");
+    let b_stands_by = said("b stands by");
+    let b_leads = said("SERVING (127.0.0.1:7812");
+    let verified = said("OK  ");
+    assert!(migrated < a_leads && a_leads < b_stands_by, "{out}");
+    assert!(b_stands_by < b_leads && b_leads < verified, "{out}");
+    assert!(
+        out[b_leads..].contains("Road traffic flow (hourly)"),
+        "the products:\n{out}"
+    );
+    assert!(
+        out[verified..].contains("SERVING (127.0.0.1:7802"),
+        "a leads again:\n{out}"
+    );
+    let b_said = log("b.log");
+    assert!(b_said.contains("took the leadership lease"), "{b_said}");
+    // The second run of a: it stood by, then took the lease b gave up.
+    let a_said = log("a.log");
+    let stood_by = a_said
+        .find("waiting for the leadership lease")
+        .expect(&a_said);
+    let took = a_said.find("took the leadership lease").expect(&a_said);
+    assert!(stood_by < took, "{a_said}");
 }

@@ -262,17 +262,19 @@ impl Pool {
         let tx = conn.client.transaction().await?;
         if tx.query_opt(&fence, &[&token]).await?.is_none() {
             drop(tx);
-            self.lost.send_replace(Some(format!(
-                "a write was refused: the lease (token {token}) expired or another replica \
-                 took it"
-            )));
-            return Err(PgError::NotLeader);
+            return Err(self.refused(token));
         }
         Ok(tx)
     }
 
     /// Runs one statement that writes and commits it: on its own when unfenced, else in
     /// a fenced transaction. Returns the rows it changed.
+    ///
+    /// The fenced transaction takes two round trips, not four: BEGIN, the fence and the
+    /// write are sent together (the client pipelines requests in the order they are
+    /// first polled, and the server runs them in that order), then COMMIT only when
+    /// the fence found the lease ours, else ROLLBACK. The write runs after the fence
+    /// inside the same transaction, so it is never committed without the lease.
     pub(crate) async fn write_one(
         &self,
         conn: &mut Conn,
@@ -280,13 +282,45 @@ impl Pool {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<u64, PgError> {
         let statement = conn.statement(sql).await?;
-        if self.token().is_none() {
+        let Some(token) = self.token() else {
             return Ok(conn.client.execute(&statement, params).await?);
+        };
+        let fence = conn.statement(FENCE).await?;
+        let client = &conn.client;
+        let fence_params: [&(dyn tokio_postgres::types::ToSql + Sync); 1] = [&token];
+        let (begun, fenced, written) = tokio::join!(
+            client.batch_execute("BEGIN"),
+            client.query_opt(&fence, &fence_params),
+            client.execute(&statement, params),
+        );
+        let outcome = begun
+            .and(fenced)
+            .and_then(|f| written.map(|n| (f.is_some(), n)));
+        match outcome {
+            Ok((true, n)) => {
+                client.batch_execute("COMMIT").await?;
+                Ok(n)
+            }
+            Ok((false, _)) => {
+                client.batch_execute("ROLLBACK").await?;
+                Err(self.refused(token))
+            }
+            Err(e) => {
+                // The transaction is aborted (or the connection gone): end it before
+                // the connection goes back to the pool.
+                let _ = client.batch_execute("ROLLBACK").await;
+                Err(e.into())
+            }
         }
-        let tx = self.begin_write(conn).await?;
-        let n = tx.execute(&statement, params).await?;
-        tx.commit().await?;
-        Ok(n)
+    }
+
+    /// Records that a write was refused because the lease is no longer this engine's.
+    fn refused(&self, token: i64) -> PgError {
+        self.lost.send_replace(Some(format!(
+            "a write was refused: the lease (token {token}) expired or another replica \
+             took it"
+        )));
+        PgError::NotLeader
     }
 
     pub(crate) async fn get(self: &Arc<Self>) -> Result<Pooled, tokio_postgres::Error> {
