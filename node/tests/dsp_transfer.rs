@@ -1941,6 +1941,14 @@ async fn a_dsp_only_agreements_receipt_is_sent_again_over_dsp() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agreement_made_over_dsp_is_pulled_without_naming_its_peer() {
+    let t = TwoNodes::start_over_dsp(|_| {}).await;
+    let done = t.pull_from("", 0).await.expect("the pull");
+    assert_eq!(done.state, "COMPLETED", "{done:?}");
+    assert_eq!(t.consumer_transfers()[0].state.as_str(), "COMPLETED");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_complete_copy_pulled_again_carries_its_receipt_over_dsp() {
     // No background resend during the test: only the second pull can deliver it.
     let t = TwoNodes::start_over_dsp(|c| {

@@ -256,16 +256,28 @@ impl Admin for AdminService {
             return Err(Status::invalid_argument("agreement_id: name the agreement"));
         }
         bounded::id("agreement_id", &request.agreement_id).map_err(into_status)?;
-        let dsp = if request.peer.is_empty() {
+        // Without a peer, the agreement's own: an agreement negotiated over DSP names
+        // the provider's https:// endpoint, and is pulled over DSP too.
+        let peer = if request.peer.is_empty() {
+            self.contracts
+                .by_agreement(&request.agreement_id)
+                .map_err(into_status)?
+                .map(|n| n.peer_address)
+                .filter(|address| crate::contract::over_binding(address))
+                .unwrap_or_default()
+        } else {
+            request.peer.clone()
+        };
+        let dsp = if peer.is_empty() {
             None
-        } else if crate::contract::over_binding(&request.peer) {
+        } else if crate::contract::over_binding(&peer) {
             let Some(dsp) = &self.dsp else {
                 return Err(Status::failed_precondition(
                     "pulling from a DSP peer needs this node's DSP listener (the provider \
                      sends the data address to it): set [dsp] listen in node.toml",
                 ));
             };
-            Some((dsp.clone(), request.peer.clone()))
+            Some((dsp.clone(), peer))
         } else {
             return Err(Status::invalid_argument(
                 "peer: a DSP peer is an https:// URL; leave it empty to pull over the \
