@@ -108,6 +108,8 @@ fn console_on(config: &mut liutong_node::config::NodeConfig) {
         listen: "127.0.0.1:0".parse().unwrap(),
         ..Default::default()
     });
+    // New checkpoints while the browser works, for the consistency check.
+    config.audit.checkpoint_interval = Duration::from_millis(300);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -284,6 +286,13 @@ async fn the_console_works_in_a_real_browser() {
         seen["error"]
     );
     assert_eq!(seen["auditor_post"], 403);
+    assert!(
+        seen["altered_consistency"]
+            .as_str()
+            .unwrap()
+            .contains("一致性证明不成立"),
+        "{seen}"
+    );
     assert_eq!(seen["forged_post"], 403);
     assert!(
         seen["wrong_key"]
@@ -298,6 +307,8 @@ async fn the_console_works_in_a_real_browser() {
         "contracts-auditor",
         "audit-verified",
         "audit-altered-proof",
+        "audit-altered-consistency",
+        "audit-consistent",
         "audit-english",
         "overview-admin",
         "contracts-admin",

@@ -90,6 +90,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/audit", get(audit))
         .route("/audit/checkpoint", get(checkpoint_json))
         .route("/audit/proof/{index}", get(proof_json))
+        .route("/audit/consistency", get(consistency_json))
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
         .layer(DefaultBodyLimit::max(MAX_FORM))
@@ -602,6 +603,47 @@ async fn proof_json(
                 "index": p.leaf_index,
                 "size": p.tree_size,
                 "entry": b64.encode(&p.data),
+                "proof": p.proof.iter().map(|h| b64.encode(h)).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Err(status) => refused_page(lang_of(&headers), &status),
+    }
+}
+
+#[derive(Deserialize)]
+struct ConsistencyQuery {
+    from: u64,
+    to: u64,
+}
+
+/// An RFC 9162 consistency proof between two tree sizes, for the browser to check
+/// against checkpoints it verified itself.
+async fn consistency_json(
+    State(console): Shared,
+    headers: HeaderMap,
+    Query(q): Query<ConsistencyQuery>,
+) -> Response {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let request = liutong_proto::v1::ProveConsistencyRequest {
+        size1: q.from,
+        size2: q.to,
+    };
+    match console
+        .audit
+        .prove_consistency(as_role(&session, request))
+        .await
+    {
+        Ok(p) => {
+            let p = p.into_inner();
+            axum::Json(serde_json::json!({
+                "from": p.size1,
+                "to": p.size2,
                 "proof": p.proof.iter().map(|h| b64.encode(h)).collect::<Vec<_>>(),
             }))
             .into_response()

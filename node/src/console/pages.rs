@@ -214,6 +214,7 @@ pub fn audit(
             button #pin-key type="button" { (w.pin_key) }
             button #verify-checkpoint type="button" { (w.verify_checkpoint) }
             output #checkpoint-result data-state="pending" { (w.not_verified_yet) }
+            p { output #consistency-result data-state="pending" {} }
         }
         section #entries {
             h2 { (w.entries) " " (from) "–" (from + entries.entries.len() as u64) " / " (size) }
@@ -254,7 +255,11 @@ pub fn audit(
             data-signature-invalid=(w.signature_invalid)
             data-checkpoint-malformed=(w.checkpoint_malformed)
             data-proof-malformed=(w.proof_malformed)
-            data-root-mismatch=(w.root_mismatch) {}
+            data-root-mismatch=(w.root_mismatch)
+            data-consistent-with=(w.consistent_with)
+            data-first-checkpoint=(w.first_checkpoint)
+            data-not-consistent=(w.not_consistent)
+            data-log-shrank=(w.log_shrank) {}
     };
     page(frame(lang, Some(session), "/audit", w.audit_log, body))
 }

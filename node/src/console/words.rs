@@ -130,6 +130,10 @@ pub struct Words {
     pub policy_ok: &'static str,
     pub no_products: &'static str,
     pub version_label: &'static str,
+    pub consistent_with: &'static str,
+    pub first_checkpoint: &'static str,
+    pub not_consistent: &'static str,
+    pub log_shrank: &'static str,
 }
 
 pub static ZH: Words = Words {
@@ -213,6 +217,10 @@ pub static ZH: Words = Words {
     policy_ok: "策略有效",
     no_products: "暂无数据产品",
     version_label: "版本",
+    consistent_with: "与本浏览器此前验证的检查点一致，其大小为",
+    first_checkpoint: "本浏览器首次验证此日志的检查点",
+    not_consistent: "验证失败：一致性证明不成立，日志与此前验证的检查点不一致",
+    log_shrank: "验证失败：日志比本浏览器此前验证的检查点更短",
 };
 
 pub static EN: Words = Words {
@@ -296,4 +304,8 @@ pub static EN: Words = Words {
     policy_ok: "the policy is valid",
     no_products: "No data products yet",
     version_label: "Version",
+    consistent_with: "consistent with the checkpoint this browser verified before, of size",
+    first_checkpoint: "the first checkpoint of this log this browser has verified",
+    not_consistent: "failed: the consistency proof does not hold; the log is not an extension of the checkpoint verified before",
+    log_shrank: "failed: the log is shorter than a checkpoint this browser verified before",
 };

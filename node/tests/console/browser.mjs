@@ -98,6 +98,9 @@ try {
   expect((await a.getAttribute("#checkpoint-result", "data-state")) === "verified",
     "the checkpoint verified, but: " + (await text(a, "#checkpoint-result")));
   expect((await text(a, "#checkpoint-result")).includes("已在本浏览器中验证"), "the words 'verified in this browser'");
+  expect((await a.getAttribute("#consistency-result", "data-state")) === "verified",
+    "the first checkpoint kept: " + (await text(a, "#consistency-result")));
+  seen.first_checkpoint_size = await a.getAttribute("#checkpoint", "data-size");
   const first = a.locator("button.verify-inclusion").first();
   const index = await first.getAttribute("data-index");
   await first.click();
@@ -134,6 +137,43 @@ try {
   await a.click("#verify-checkpoint");
   await a.waitForFunction(() => document.querySelector("#checkpoint-result").dataset.state === "failed");
   seen.wrong_key = await text(a, "#checkpoint-result");
+
+  // The first checkpoint this browser verified is kept; once the log has grown (the
+  // sign-ins and refusals above are entries) and a new checkpoint is signed, the new
+  // one must be shown consistent with it by an RFC 9162 proof checked here.
+  await a.fill("#verifier-key", plan.verifier_key);
+  await a.click("#pin-key");
+  const firstSize = Number(seen.first_checkpoint_size);
+  let grown = false;
+  for (let i = 0; i < 50 && !grown; i++) {
+    await a.reload();
+    grown = Number(await a.getAttribute("#checkpoint", "data-size")) > firstSize;
+    if (!grown) await a.waitForTimeout(200);
+  }
+  expect(grown, "a newer checkpoint than " + firstSize);
+  const genuineSize = await a.getAttribute("#checkpoint", "data-size");
+  const realProof = await a.evaluate(async (q) => (await fetch("/audit/consistency?" + q)).json(),
+    `from=${firstSize}&to=${genuineSize}`);
+  const badProof = { ...realProof, proof: realProof.proof.length ? realProof.proof.slice() : [""] };
+  const firstHash = Buffer.from(badProof.proof[0] || "", "base64");
+  const flipped = firstHash.length === 32 ? firstHash : Buffer.alloc(32);
+  flipped[0] ^= 1;
+  badProof.proof[0] = flipped.toString("base64");
+  await auditor.route("**/audit/consistency**", (route) => route.fulfill({ json: badProof }));
+  await a.click("#verify-checkpoint");
+  await a.waitForFunction(() => document.querySelector("#consistency-result").dataset.state !== "pending");
+  expect((await a.getAttribute("#consistency-result", "data-state")) === "failed",
+    "an altered consistency proof to fail: " + (await text(a, "#consistency-result")));
+  seen.altered_consistency = await text(a, "#consistency-result");
+  await shot(a, "audit-altered-consistency");
+  await auditor.unroute("**/audit/consistency**");
+  await a.reload();
+  await a.click("#verify-checkpoint");
+  await a.waitForFunction(() => document.querySelector("#consistency-result").dataset.state !== "pending");
+  expect((await a.getAttribute("#consistency-result", "data-state")) === "verified",
+    "the newer checkpoint consistent with the first: " + (await text(a, "#consistency-result")));
+  seen.consistency = await text(a, "#consistency-result");
+  await shot(a, "audit-consistent");
 
   // English.
   await a.click("#lang-switch");

@@ -5,8 +5,10 @@
 //   SHA-256(name || 0x0A || 0x01 || key)[:4].
 // - An inclusion proof is checked as RFC 9162 section 2.1.3.2 says, with
 //   leaf = SHA-256(0x00 || entry) and node = SHA-256(0x01 || left || right), against the
-//   root of the checkpoint whose signature verified. Nothing the server says about a
-//   proof is taken on trust.
+//   root of the checkpoint whose signature verified.
+// - A verified checkpoint is checked against the one this browser verified before for
+//   the same log, with an RFC 9162 consistency proof (section 2.1.4.2): the log may
+//   only grow. Nothing the server says about a proof is taken on trust.
 "use strict";
 
 const KEY_STORE = "liutong-verifier-key";
@@ -81,7 +83,7 @@ async function verifyCheckpoint(note, keyText, w) {
     found = true;
     const pub = await crypto.subtle.importKey("raw", key.key, { name: "Ed25519" }, false, ["verify"]);
     if (await crypto.subtle.verify({ name: "Ed25519" }, pub, sig.slice(4), enc.encode(text))) {
-      return { size: Number(lines[1]), root };
+      return { origin: lines[0], size: Number(lines[1]), root };
     }
   }
   throw new Failure(found ? w.signatureInvalid : w.noSignature);
@@ -112,6 +114,83 @@ async function rootFromInclusion(index, size, entry, proof, w) {
   return r;
 }
 
+// RFC 9162 2.1.4.2: whether `proof` shows the tree of size `first` with root `firstRoot`
+// to be a prefix of the tree of size `second` with root `secondRoot`.
+async function consistent(first, firstRoot, second, secondRoot, proof) {
+  if (first === second) return proof.length === 0 && equal(firstRoot, secondRoot);
+  if (first === 0 || first > second || proof.some((p) => p.length !== 32)) return false;
+  let path = proof.slice();
+  // A first tree that is a whole subtree is its own first node.
+  let n = first;
+  while (n % 2 === 0) n /= 2;
+  if (n === 1) path = [firstRoot, ...path];
+  if (path.length === 0) return false;
+  let fn = first - 1;
+  let sn = second - 1;
+  while (fn % 2 === 1) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+  let fr = path[0];
+  let sr = path[0];
+  for (const c of path.slice(1)) {
+    if (sn === 0) return false;
+    if (fn % 2 === 1 || fn === sn) {
+      fr = await sha256(concat(new Uint8Array([1]), c, fr));
+      sr = await sha256(concat(new Uint8Array([1]), c, sr));
+      while (fn % 2 === 0 && fn !== 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      sr = await sha256(concat(new Uint8Array([1]), sr, c));
+    }
+    fn = Math.floor(fn / 2);
+    sn = Math.floor(sn / 2);
+  }
+  return sn === 0 && equal(fr, firstRoot) && equal(sr, secondRoot);
+}
+
+const SEEN_STORE = "liutong-verified-checkpoint";
+
+function b64encode(bytes) {
+  return btoa(String.fromCharCode(...bytes));
+}
+
+// The checkpoint just verified against the one this browser verified before for the
+// same log (kept in this browser): the log may only have grown. The kept one moves on
+// only when the new one is shown consistent with it.
+async function checkConsistency(c, w) {
+  const out = document.getElementById("consistency-result");
+  const key = SEEN_STORE + ":" + c.origin;
+  const kept = JSON.parse(localStorage.getItem(key) || "null");
+  const keep = () => localStorage.setItem(key, JSON.stringify({ size: c.size, root: b64encode(c.root) }));
+  if (!kept) {
+    keep();
+    show(out, true, w.firstCheckpoint + " (" + c.size + ")");
+    return;
+  }
+  if (kept.size > c.size) {
+    show(out, false, w.logShrank + " (" + kept.size + " > " + c.size + ")");
+    return;
+  }
+  let ok = false;
+  try {
+    let proof = [];
+    if (kept.size !== c.size) {
+      const answer = await fetch("/audit/consistency?from=" + kept.size + "&to=" + c.size);
+      const p = answer.ok ? await answer.json() : null;
+      if (!p || p.from !== kept.size || p.to !== c.size || !Array.isArray(p.proof)) {
+        throw new Failure(w.notConsistent);
+      }
+      proof = p.proof.map(b64decode);
+    }
+    ok = await consistent(kept.size, b64decode(kept.root), c.size, c.root, proof);
+  } catch {
+    ok = false;
+  }
+  if (!ok) {
+    show(out, false, w.notConsistent + " (" + kept.size + " → " + c.size + ")");
+    return;
+  }
+  keep();
+  show(out, true, w.consistentWith + " " + kept.size);
+}
+
 function show(output, ok, text) {
   output.dataset.state = ok ? "verified" : "failed";
   output.textContent = text;
@@ -133,6 +212,7 @@ async function onVerifyCheckpoint() {
   try {
     const c = await checkpointNow(w);
     show(out, true, w.verified + " (" + c.size + ")");
+    await checkConsistency(c, w);
   } catch (e) {
     show(out, false, e instanceof Failure ? e.message : String(e));
   }
