@@ -351,13 +351,7 @@ struct BackQuery {
 
 async fn switch_language(Path(lang): Path<String>, Query(q): Query<BackQuery>) -> Response {
     let lang = if lang == "en" { Lang::En } else { Lang::Zh };
-    // Only a path on this console: never an address elsewhere.
-    let back = if q.back.starts_with('/') && !q.back.starts_with("//") && !q.back.contains('\\') {
-        q.back
-    } else {
-        "/".to_owned()
-    };
-    let mut response = Redirect::to(&back).into_response();
+    let mut response = Redirect::to(local_path(&q.back)).into_response();
     let cookie = format!(
         "{}={}; Path=/; Secure; SameSite=Strict; Max-Age=31536000",
         Lang::COOKIE,
@@ -367,6 +361,16 @@ async fn switch_language(Path(lang): Path<String>, Query(q): Query<BackQuery>) -
         response.headers_mut().insert(header::SET_COOKIE, value);
     }
     response
+}
+
+/// `path` when it is a path on this console, else `/`: never an address elsewhere. Only
+/// visible ASCII is taken, since browsers drop tabs and line breaks from a `Location`
+/// (`/<tab>/host` would become `//host`, another site).
+fn local_path(path: &str) -> &str {
+    let local = path.starts_with('/')
+        && !path.starts_with("//")
+        && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    if local { path } else { "/" }
 }
 
 // ---- pages -------------------------------------------------------------------------
@@ -752,8 +756,12 @@ async fn publish(
     mut form: axum::extract::Multipart,
 ) -> Response {
     let lang = lang_of(&headers);
+    // Nothing of the upload is read for a browser that is not signed in.
+    if let Err(page) = signed_in(&console, &headers) {
+        return *page;
+    }
     let mut fields = std::collections::HashMap::new();
-    let mut data = Vec::new();
+    let mut data = bytes::Bytes::new();
     loop {
         let field = match form.next_field().await {
             Ok(Some(field)) => field,
@@ -780,7 +788,7 @@ async fn publish(
             }
         };
         if name == "file" {
-            data = bytes.to_vec();
+            data = bytes;
         } else if [
             "csrf",
             "title",
@@ -881,4 +889,26 @@ async fn security_headers(mut response: Response) -> Response {
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::local_path;
+
+    #[test]
+    fn the_language_switch_goes_back_only_to_a_path_here() {
+        assert_eq!(local_path("/audit?from=20"), "/audit?from=20");
+        for elsewhere in [
+            "https://evil.example/",
+            "//evil.example/",
+            "/\t/evil.example",
+            "/\\evil.example",
+            "/\n/evil.example",
+            "/ /x",
+            "",
+            "audit",
+        ] {
+            assert_eq!(local_path(elsewhere), "/", "{elsewhere:?}");
+        }
+    }
 }

@@ -1845,10 +1845,16 @@ async fn download_plain(
         }
     };
     crate::transfer::check_unverified_size(size)?;
+    // A transfer suspended or terminated at this node while it downloads stops at the
+    // next piece, as a verified pull stops at its next chunk.
+    let (storage, pid) = (consumer.storage.clone(), record.consumer_pid.clone());
     let bytes = tokio_stream::StreamExt::filter_map(
         http_body_util::BodyStream::new(response.into_body()),
-        |frame| match frame {
-            Ok(frame) => frame.into_data().ok().map(Ok),
+        move |frame| match frame {
+            Ok(frame) => frame.into_data().ok().map(|data| {
+                still_started(storage.as_ref(), &pid)?;
+                Ok(data)
+            }),
             Err(e) => Some(Err(TransferError::Unreachable(format!(
                 "the download was cut off: {e}"
             )))),
