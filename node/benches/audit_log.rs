@@ -5,9 +5,12 @@
 
 use std::time::Instant;
 
-use liutong_node::audit::log::{AuditLog, Event, EventKind};
+use liutong_node::audit::log::AuditLog;
 use liutong_node::audit::merkle;
 use liutong_node::storage::SledStorage;
+
+mod common;
+use common::event;
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -16,16 +19,6 @@ fn main() {
         .build()
         .expect("runtime");
     runtime.block_on(run());
-}
-
-fn event(i: u64) -> Event {
-    let mut e = Event::new(
-        EventKind::TrustListApplied,
-        1_800_000_000 + i as i64,
-        format!("benchmark entry {i}"),
-    );
-    e.participant = Some("91110000600037341L".into());
-    e
 }
 
 async fn run() {

@@ -31,34 +31,11 @@ use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod common;
+use common::{cpu_seconds, env_u64, only};
+
 const OPEN_POLICY: &str =
     "uid = \"urn:liutong:policy:bench\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-/// CPU time (user + system, all threads) this process has used so far, in seconds, from
-/// `/proc/self/stat`; on a shared machine it shows what a stage costs even when other
-/// processes take turns on the cores.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime is the 12th, stime
-    // the 13th, in clock ticks (100 per second on Linux).
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn main() {
     tls::install_default_provider();
@@ -201,11 +178,6 @@ async fn publish(node: &RunningNode, size: u64) -> String {
     }
     let p = upload.finish(0).await.unwrap();
     p.offer_id().unwrap()
-}
-
-/// Whether part `part` ("a" or "b") runs: `BENCH_ONLY` names one part, unset runs both.
-fn only(part: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |v| v == part)
 }
 
 /// What one negotiation run measured.

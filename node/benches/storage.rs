@@ -26,7 +26,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use liutong_node::audit::log::{AuditLog, Event, EventKind};
+use liutong_node::audit::log::AuditLog;
 use liutong_node::authority::{self, Admission, Authority};
 use liutong_node::catalog::product::{Format, NewVersion};
 use liutong_node::config::{NodeConfig, StorageEngine, StorageSection};
@@ -37,6 +37,9 @@ use liutong_node::storage::{PostgresStorage, SledStorage, Storage};
 use liutong_node::tls;
 use tokio::net::TcpListener;
 
+mod common;
+use common::{cpu_seconds, env_u64, event, only};
+
 const OPEN_POLICY: &str =
     "uid = \"urn:liutong:policy:bench\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n";
 
@@ -45,33 +48,6 @@ const BENCH_LEASE: Duration = Duration::from_secs(3600);
 
 /// Bound of every wait for a process or an answer.
 const LIMIT: Duration = Duration::from_secs(60);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn only(part: &str) -> bool {
-    std::env::var("BENCH_ONLY").map_or(true, |v| v == part)
-}
-
-/// CPU time (user + system) this process has used so far, in seconds. The PostgreSQL
-/// server's own CPU time is not in it.
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or(vec![], |(_, rest)| rest.split_whitespace().collect());
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|v| v.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    (ticks(11) + ticks(12)) / 100.0
-}
 
 fn main() {
     tls::install_default_provider();
@@ -378,16 +354,6 @@ async fn negotiations() {
         node.shutdown().await.unwrap();
     }
     drop(space);
-}
-
-fn event(i: u64) -> Event {
-    let mut e = Event::new(
-        EventKind::TrustListApplied,
-        1_800_000_000 + i as i64,
-        format!("benchmark entry {i}"),
-    );
-    e.participant = Some("91110000600037341L".into());
-    e
 }
 
 /// Durable appends per second with `writers` concurrent writers.
