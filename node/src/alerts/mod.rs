@@ -39,7 +39,7 @@ mod windows;
 pub use rule::{Alert, Rule, Severity};
 use windows::Windows;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -89,7 +89,18 @@ struct Inner {
     trust_alerted: Mutex<Option<u64>>,
     /// Alerts raised since start, by rule.
     raised: Mutex<HashMap<Rule, u64>>,
+    /// The latest alerts raised, oldest first, at most [`RECENT_ALERTS`].
+    recent: Mutex<VecDeque<Alert>>,
 }
+
+/// Alerts [`Alerts::recent`] keeps for the console's overview.
+///
+/// A small ring in memory, rather than a scan of the audit log for `alert` entries:
+/// showing it costs nothing however long the log grows (a scan would read every entry
+/// since the last alert, without bound), and it also holds the storage-failure alerts
+/// the audit log cannot. It starts empty at each start; the audit log keeps every
+/// alert for good.
+pub const RECENT_ALERTS: usize = 20;
 
 impl Alerts {
     /// Alerting for the node `node`, logging into `audit`. Starts the webhook sender if
@@ -116,6 +127,7 @@ impl Alerts {
                 volumes: Mutex::default(),
                 trust_alerted: Mutex::default(),
                 raised: Mutex::default(),
+                recent: Mutex::default(),
             }),
         })
     }
@@ -178,18 +190,34 @@ impl Alerts {
         } else {
             None
         };
+        let alert = Alert {
+            rule,
+            severity,
+            node: self.inner.node.to_string(),
+            peer: peer.map(str::to_owned),
+            detail,
+            time: crate::base::format::format_unix(time),
+            time_unix: time,
+            audit_index,
+        };
+        self.keep_recent(alert.clone());
         if let Some(webhook) = &self.inner.webhook {
-            webhook.send(Alert {
-                rule,
-                severity,
-                node: self.inner.node.to_string(),
-                peer: peer.map(str::to_owned),
-                detail,
-                time: crate::base::format::format_unix(time),
-                time_unix: time,
-                audit_index,
-            });
+            webhook.send(alert);
         }
+    }
+
+    fn keep_recent(&self, alert: Alert) {
+        let mut recent = lock(&self.inner.recent);
+        if recent.len() == RECENT_ALERTS {
+            recent.pop_front();
+        }
+        recent.push_back(alert);
+    }
+
+    /// The latest alerts raised since the node started, newest first, at most
+    /// [`RECENT_ALERTS`].
+    pub fn recent(&self) -> Vec<Alert> {
+        lock(&self.inner.recent).iter().rev().cloned().collect()
     }
 
     /// Counts a policy decision (the `liutong.policy.decisions` metric) and, for a
@@ -456,6 +484,30 @@ mod tests {
         alerts.policy_decision("transfer", &a, false, "y").await;
         assert_eq!(logged(&audit).len(), 2);
         assert_eq!(alerts.counts()[0], (Rule::PolicyDenials, 2));
+    }
+
+    #[tokio::test]
+    async fn the_latest_alerts_are_kept_newest_first_and_bounded() {
+        let mut rules = AlertsSection::default();
+        rules.policy_denials.threshold = 1;
+        let (alerts, _audit) = alerts(rules).await;
+        let a = ParticipantId::parse("11330100MA2TRA0011").unwrap();
+        for i in 0..RECENT_ALERTS + 5 {
+            alerts
+                .policy_decision("negotiation", &a, false, &format!("denial {i}"))
+                .await;
+        }
+        let recent = alerts.recent();
+        assert_eq!(recent.len(), RECENT_ALERTS);
+        let last = RECENT_ALERTS + 4;
+        assert!(recent[0].detail.ends_with(&format!("denial {last}")));
+        assert!(recent[RECENT_ALERTS - 1].detail.ends_with("denial 5"));
+        assert_eq!(recent[0].rule, Rule::PolicyDenials);
+        assert_eq!(recent[0].peer.as_deref(), Some(a.as_str()));
+        assert!(
+            recent[0].audit_index.is_some(),
+            "the alert is on the audit log too"
+        );
     }
 
     #[tokio::test]
