@@ -16,6 +16,7 @@
 //!   signature against a verifier key the auditor pins, and the proofs with SHA-256,
 //!   both through WebCrypto. Nothing the page says about a proof has to be trusted.
 
+mod flows;
 mod pages;
 pub mod session;
 mod state;
@@ -78,6 +79,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/audit/checkpoint", get(checkpoint_json))
         .route("/audit/proof/{index}", get(proof_json))
         .route("/audit/consistency", get(consistency_json))
+        .merge(flows::routes())
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
         .layer(DefaultBodyLimit::max(MAX_FORM))
@@ -271,7 +273,12 @@ async fn overview(State(console): Shared, headers: HeaderMap) -> Response {
         .status(as_role(&session, liutong_proto::v1::StatusRequest {}))
         .await
     {
-        Ok(status) => pages::overview(lang, &session, &status.into_inner()),
+        Ok(status) => pages::overview(
+            lang,
+            &session,
+            &status.into_inner(),
+            flows::recent_alerts(lang, &console.alerts.recent()),
+        ),
         Err(status) => refused_page(lang, &status),
     }
 }

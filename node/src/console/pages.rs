@@ -17,7 +17,13 @@ use crate::local::LocalRole;
 pub const ENTRIES_PER_PAGE: u64 = 20;
 
 /// The frame of every page: language, navigation, role, sign-out.
-fn frame(lang: Lang, session: Option<&Session>, here: &str, title: &str, body: Markup) -> Markup {
+pub(super) fn frame(
+    lang: Lang,
+    session: Option<&Session>,
+    here: &str,
+    title: &str,
+    body: Markup,
+) -> Markup {
     let w = lang.words();
     let other = lang.other();
     html! {
@@ -39,6 +45,9 @@ fn frame(lang: Lang, session: Option<&Session>, here: &str, title: &str, body: M
                             a href="/products" aria-current=[(here == "/products").then_some("page")] { (w.products) }
                             a href="/contracts" aria-current=[(here == "/contracts").then_some("page")] { (w.contracts) }
                             a href="/audit" aria-current=[(here == "/audit").then_some("page")] { (w.audit_log) }
+                            a href="/peers" aria-current=[(here == "/peers").then_some("page")] { (w.peer_catalogs) }
+                            a href="/transfers" aria-current=[(here == "/transfers").then_some("page")] { (w.transfers) }
+                            a href="/copies" aria-current=[(here == "/copies").then_some("page")] { (w.received_copies) }
                         }
                         span.role { (w.signed_in_as) ": " span #role { (role_word(w, session.role)) } }
                         form.inline method="post" action="/logout" {
@@ -64,7 +73,7 @@ fn role_word(w: &Words, role: LocalRole) -> &'static str {
     }
 }
 
-fn page(markup: Markup) -> Response {
+pub(super) fn page(markup: Markup) -> Response {
     markup.into_response()
 }
 
@@ -74,11 +83,11 @@ pub fn message(lang: Lang, status: StatusCode, title: &str, text: &str) -> Respo
     (status, frame(lang, None, "/", title, body)).into_response()
 }
 
-fn age(seconds: i64) -> String {
+pub(super) fn age(seconds: i64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(seconds.max(0) as u64)).to_string()
 }
 
-pub fn overview(lang: Lang, session: &Session, s: &StatusResponse) -> Response {
+pub fn overview(lang: Lang, session: &Session, s: &StatusResponse, alerts: Markup) -> Response {
     let w = lang.words();
     let node = s.node.clone().unwrap_or_default();
     let trust = s.trust_list.clone().unwrap_or_default();
@@ -112,6 +121,7 @@ pub fn overview(lang: Lang, session: &Session, s: &StatusResponse) -> Response {
                 }
             }
         }
+        (alerts)
     };
     page(frame(lang, Some(session), "/", w.overview, body))
 }

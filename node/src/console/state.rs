@@ -1,7 +1,7 @@
 //! What the console's handlers share: the node's services and the console's sessions
 //! ([`Console`]), and the steps every request takes: the signed-in session, a local API
-//! request with its role, a refusal as a page, and a form's CSRF check. The pages are
-//! built on it.
+//! request with its role, a refusal as a page, and a form's CSRF check. The pages live
+//! in their own files (`mod.rs`, `flows.rs`) on top of this one.
 
 use std::sync::Arc;
 
@@ -12,17 +12,23 @@ use tonic::Status;
 use super::pages;
 use super::session::{COOKIE, Session, Sessions, csrf_matches};
 use super::words::Lang;
+use crate::alerts::Alerts;
 use crate::audit::event::{Event, EventKind};
 use crate::audit::log::AuditLog;
 use crate::base::clock::now;
 use crate::local::SignInLinks;
 use crate::service::AdminService;
 use crate::service::audit::AuditService;
+use crate::service::usage::UsageService;
 
 /// What the console's handlers share.
 pub struct Console {
     pub admin: AdminService,
     pub audit: AuditService,
+    /// `Usage` on the local API: the received copies.
+    pub usage: UsageService,
+    /// The node's alerting, whose latest alerts the overview shows.
+    pub alerts: Alerts,
     pub log: AuditLog,
     pub links: Arc<SignInLinks>,
     pub sessions: Sessions,

@@ -642,6 +642,8 @@ impl RunningNode {
                 let state = Arc::new(crate::console::Console {
                     admin: services.admin,
                     audit: services.audit,
+                    usage: services.usage,
+                    alerts: node.alerts.clone(),
                     log: node.audit.clone(),
                     links: door.links.clone(),
                     sessions: crate::console::session::Sessions::new(lifetime),
