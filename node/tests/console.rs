@@ -22,8 +22,10 @@ use liutong_proto::v1::admin_client::AdminClient;
 use liutong_proto::v1::audit_client::AuditClient;
 use liutong_proto::v1::{
     CreateConsoleLinkRequest, GetContractRequest, GetVerifierKeyRequest, NewCheckpointRequest,
+    ReadRequest,
 };
 use sha2::Digest as _;
+use tokio_stream::StreamExt as _;
 use tonic::Code;
 
 const IMPORTANT_POLICY: &str = r#"
@@ -181,7 +183,11 @@ async fn the_console_works_in_a_real_browser() {
             TRANSPORT,
             "transport",
             &[MemberRole::Provider, MemberRole::Consumer],
-            console_on,
+            |config| {
+                console_on(config);
+                // One denial is an alert, for the overview's latest alerts.
+                config.alerts.policy_denials.threshold = 1;
+            },
         )
         .await;
     let ecology = space
@@ -205,6 +211,57 @@ async fn the_console_works_in_a_real_browser() {
         .await
         .expect("request");
     assert_eq!(waiting.state, "REQUESTED");
+
+    // ---- flows: peers' catalogs, transfers, received copies, alerts -----------------
+    // The ecology node offers a product; the console's node agrees on it, pulls it and
+    // reads it once, so that its console has a completed transfer and a copy with a use.
+    let air = publish(
+        &ecology,
+        b"station,pm25\nWest Lake,31\nXixi,28\n",
+        "Air quality",
+        "general-2",
+        "csv",
+        PUBLIC_POLICY,
+    )
+    .await
+    .expect("publish at the ecology node");
+    let air_agreement = transport
+        .agree_and_pull(&ecology, &air.offer_id, "publicService")
+        .await;
+    let mut read = transport
+        .usage(LocalRole::App)
+        .await
+        .read(ReadRequest {
+            agreement_id: air_agreement.clone(),
+            purpose: "publicService".into(),
+        })
+        .await
+        .expect("the copy is readable")
+        .into_inner();
+    while let Some(part) = read.next().await {
+        part.expect("the read goes through");
+    }
+    // A request the provider's policy denies (the OD matrix is for research): with a
+    // threshold of one denial, an alert at the console's node.
+    let denied = ecology
+        .request_contract(&transport, &od.offer_id, "publicService")
+        .await;
+    assert!(
+        denied.as_ref().map_or(true, |c| c.state == "TERMINATED"),
+        "{denied:?}"
+    );
+    let alerted = wait_until(Duration::from_secs(10), || {
+        let transport = &transport;
+        async move {
+            transport
+                .audit_texts()
+                .iter()
+                .any(|t| t.contains("policy_denials:"))
+        }
+    })
+    .await;
+    assert!(alerted, "the denial raised an alert");
+    // ---- end of flows -----------------------------------------------------------------
 
     // A signed checkpoint for the audit page, and the log's verifier key, which the
     // auditor would have from the authority.
@@ -244,6 +301,13 @@ async fn the_console_works_in_a_real_browser() {
         "good_policy": PUBLIC_POLICY,
         "product_csv": "stop,district,shelters\nWulin Sq,330103,4\nHuanglong,330106,2\n",
         "out_dir": out_dir,
+        "flows_admin_link": link(&transport, LocalRole::Admin, "admin").await.unwrap(),
+        "flows_auditor_link": link(&transport, LocalRole::Auditor, "auditor").await.unwrap(),
+        "flows_peer": ecology.peer_addr().to_string(),
+        "flows_offer": air.offer_id,
+        "flows_agreement": air_agreement,
+        // Port 1 on loopback: nothing listens there.
+        "flows_unreachable": "127.0.0.1:1",
     });
     let plan_path = space.dir.path().join("console-plan.json");
     std::fs::write(&plan_path, plan.to_string()).unwrap();
@@ -316,6 +380,15 @@ async fn the_console_works_in_a_real_browser() {
         "product",
         "products",
         "contracts-approved",
+        "overview-alert",
+        "peers-auditor",
+        "transfers-auditor",
+        "copies-auditor",
+        "copy-uses",
+        "peers-unreachable",
+        "peers-admin",
+        "transfers-admin",
+        "copies-admin",
     ] {
         assert!(
             out_dir.join(format!("{page}.png")).exists(),
@@ -360,6 +433,25 @@ async fn the_console_works_in_a_real_browser() {
         "the consumer's agreement FINALIZED after the approval in the browser"
     );
 
+    // The auditor's request-a-contract form, posted anyway, was refused; the admin's
+    // reached the ecology node and was agreed.
+    assert_eq!(seen["flows_auditor_request_post"], 403, "{seen}");
+    let requested = ecology
+        .admin(LocalRole::Admin)
+        .await
+        .list_contracts(liutong_proto::v1::ListContractsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .contracts
+        .into_iter()
+        .filter(|c| c.role == "provider" && c.offer_id == air.offer_id)
+        .count();
+    assert_eq!(
+        requested, 2,
+        "the pull's agreement and the one requested in the browser"
+    );
+
     // Sign-ins and refusals are on the provider's record.
     let log = transport.audit_texts().join("\n");
     for expected in [
@@ -369,6 +461,7 @@ async fn the_console_works_in_a_real_browser() {
         "publishing a product refused for the admin session: InvalidArgument policy:",
         "approving a contract refused for the auditor session: PermissionDenied",
         "the form's token or origin is not this console's",
+        "requesting a contract refused for the auditor session: PermissionDenied",
     ] {
         assert!(log.contains(expected), "the audit log records: {expected}");
     }

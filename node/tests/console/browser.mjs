@@ -270,6 +270,109 @@ try {
   await shot(p, "contracts-approved");
   await admin.close();
 
+  // --- flows: peers' catalogs, transfers, received copies, alerts --------------
+  // An auditor: the alert on the overview; the trust list's members but no catalog and
+  // no request button (and the form refused when posted anyway); the completed pull at
+  // 100 %; the received copy with its one use, and that use from the audit log.
+  const flowsAuditor = await browser.newContext();
+  const fa = await flowsAuditor.newPage();
+  answer = await fa.goto(plan.flows_auditor_link);
+  expect(answer.ok() && (await text(fa, "#role")) === "审计员", "the second auditor link to sign in");
+  const alertRow = fa.locator('#alerts tr[data-rule="policy_denials"]');
+  expect((await alertRow.count()) >= 1, "the policy-denial alert among the latest alerts on the overview");
+  expect((await fa.getAttribute('#alerts tr[data-rule="policy_denials"] td.severity', "data-severity")) === "warning",
+    "the alert's severity");
+  seen.flows_alert = await text(alertRow, "td.detail");
+  expect(seen.flows_alert.includes("policy denials"), "the alert's detail: " + seen.flows_alert);
+  await shot(fa, "overview-alert");
+
+  await fa.goto(plan.origin + "/peers");
+  expect((await fa.locator("#members tbody tr").count()) >= 1, "the trust list's members on the peers page");
+  await fa.fill("#peer-address", plan.flows_peer);
+  await Promise.all([fa.waitForURL(/\/peers\?peer=/), fa.click("#browse")]);
+  expect((await fa.locator("#catalog-refused").count()) === 1, "the auditor refused a peer's catalog, in words");
+  expect((await fa.locator("button.request-contract").count()) === 0, "no request-a-contract button for an auditor");
+  seen.flows_auditor_catalog = await text(fa, "#catalog-refused");
+  await shot(fa, "peers-auditor");
+  seen.flows_auditor_request_post = await fa.evaluate(async ({ peer, offer }) => {
+    const csrf = document.querySelector("input[name=csrf]").value;
+    const body = new URLSearchParams({ csrf, peer, offer_id: offer, purpose: "publicService" });
+    return (await fetch("/peers/request", { method: "POST", body })).status;
+  }, { peer: plan.flows_peer, offer: plan.flows_offer });
+  expect(seen.flows_auditor_request_post === 403,
+    "the auditor's contract request refused with 403, got " + seen.flows_auditor_request_post);
+
+  await fa.goto(plan.origin + "/transfers");
+  const pulled = fa.locator(`#transfers tr[data-agreement="${plan.flows_agreement}"]`);
+  expect((await pulled.count()) === 1, "the pull listed among the transfers");
+  expect((await text(pulled, "td.state")) === "COMPLETED", "the pull completed");
+  expect((await text(pulled, "span.percent")) === "100 %", "the pull at 100 %: " + (await text(pulled, "span.percent")));
+  const bar = pulled.locator("progress");
+  expect((await bar.getAttribute("value")) === (await bar.getAttribute("max")), "the progress bar full");
+  await shot(fa, "transfers-auditor");
+
+  await fa.goto(plan.origin + "/copies");
+  const copy = fa.locator(`#copies tr[data-agreement="${plan.flows_agreement}"]`);
+  expect((await copy.count()) === 1, "the received copy listed");
+  expect((await text(copy, "td.uses")) === "1", "one use of the copy after one read, got " + (await text(copy, "td.uses")));
+  seen.keyboard_copies = await tabReachesEverything(fa, "the received copies");
+  await shot(fa, "copies-auditor");
+  await Promise.all([fa.waitForURL(/\/copies\/agr-/), copy.locator("td.uses a").click()]);
+  const uses = fa.locator("#uses tbody tr");
+  expect((await uses.count()) === 1, "the copy's one use from the audit log, got " + (await uses.count()));
+  expect((await text(uses, "td.detail")).includes("read of the copy"), "the use's audit entry");
+  await shot(fa, "copy-uses");
+  await flowsAuditor.close();
+
+  // An admin: a peer that cannot be reached and a mistyped address, said plainly; the
+  // peer's catalog with the offer and its policy; a contract requested by keyboard;
+  // transfers and copies reached by keyboard.
+  const flowsAdmin = await browser.newContext();
+  const fp = await flowsAdmin.newPage();
+  answer = await fp.goto(plan.flows_admin_link);
+  expect(answer.ok() && (await text(fp, "#role")) === "管理员", "the second admin link to sign in");
+  answer = await fp.goto(plan.origin + "/peers?peer=" + encodeURIComponent(plan.flows_unreachable));
+  expect(answer.status() === 502, "an unreachable peer answered with 502, got " + answer.status());
+  seen.flows_unreachable = await text(fp, "#catalog-refused");
+  expect(seen.flows_unreachable.startsWith("无法连接该对端"), "an unreachable peer said so: " + seen.flows_unreachable);
+  await shot(fp, "peers-unreachable");
+  answer = await fp.goto(plan.origin + "/peers?peer=" + encodeURIComponent("not an address"));
+  expect(answer.status() === 400, "a malformed address refused with 400, got " + answer.status());
+  expect((await text(fp, "#catalog-refused")).includes("host:port"), "the refusal says what to type");
+
+  await fp.goto(plan.origin + "/peers");
+  await fp.fill("#peer-address", plan.flows_peer);
+  await Promise.all([fp.waitForURL(/\/peers\?peer=/), fp.click("#browse")]);
+  const offer = fp.locator(`#offers tr[data-offer="${plan.flows_offer}"]`);
+  expect((await offer.count()) === 1, "the peer's offer in its catalog");
+  expect((await text(offer, "td.title")) === "Air quality", "the offer's title");
+  seen.flows_policy = await text(offer, "ul.policy");
+  expect(seen.flows_policy.includes("publicService"), "the offer's policy summarised: " + seen.flows_policy);
+  seen.keyboard_peers = await tabReachesEverything(fp, "the peers' catalogs");
+  await shot(fp, "peers-admin");
+  await offer.locator('input[name="purpose"]').fill("publicService");
+  const [requested] = await Promise.all([
+    fp.waitForResponse((r) => r.request().method() === "POST" && new URL(r.url()).pathname === "/peers/request"),
+    fp.waitForURL(/\/contracts$/),
+    offer.locator("button.request-contract").press("Enter"),
+  ]);
+  expect(requested.status() === 303, "the request answered with a redirect, got " + requested.status());
+  seen.flows_requested = await fp.evaluate((id) =>
+    Array.from(document.querySelectorAll("#contracts code")).filter((c) => c.textContent === id).length,
+    plan.flows_offer);
+  expect(seen.flows_requested === 2, "both contracts for the offer listed, got " + seen.flows_requested);
+
+  await fp.goto(plan.origin + "/transfers");
+  expect((await text(fp.locator(`#transfers tr[data-agreement="${plan.flows_agreement}"]`), "span.percent")) === "100 %",
+    "the pull at 100 % for the admin too");
+  seen.keyboard_transfers = await tabReachesEverything(fp, "the transfers");
+  await shot(fp, "transfers-admin");
+  await fp.goto(plan.origin + "/copies");
+  seen.keyboard_copies_admin = await tabReachesEverything(fp, "the received copies");
+  await shot(fp, "copies-admin");
+  await flowsAdmin.close();
+  // --- end of flows -----------------------------------------------------------
+
   console.log(JSON.stringify({ ok: true, ...seen }));
 } catch (e) {
   console.error(String(e && e.stack ? e.stack : e));
