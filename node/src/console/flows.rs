@@ -71,11 +71,17 @@ pub(super) fn routes() -> Router<Arc<Console>> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerAddress(String);
 
-/// Why a peer address was refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Why a peer address was refused (shown in the page's language by [`Self::words`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum AddressError {
+    #[error("give the peer's address (host:port)")]
     Empty,
+    #[error("the peer address is too long; give host:port or https://host:port")]
     TooLong,
+    #[error(
+        "the peer address is malformed: give host:port (e.g. 10.0.0.5:7700) or https://host:port"
+    )]
     Malformed,
 }
 
@@ -275,7 +281,7 @@ fn catalog_refusal(w: &Words, status: &Status) -> (StatusCode, String) {
             StatusCode::FORBIDDEN,
             format!("{} ({})", w.forbidden, status.message()),
         ),
-        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown => (
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => (
             StatusCode::BAD_GATEWAY,
             format!("{} ({})", w.peer_unreachable, status.message()),
         ),
