@@ -1530,6 +1530,17 @@ impl TwoNodes {
     }
 
     /// Waits until the provider records transfer `ppid` in `state`.
+    /// The provider's audit log once it holds `text`. A message the consumer's outbox
+    /// sends is answered after the provider's state changed and its entry was appended,
+    /// but the test sees the state first: the entry may follow a moment later.
+    async fn provider_logged(&self, text: &str) -> String {
+        wait_until(CALLBACK_WITHIN, || async {
+            self.provider.audit_texts().iter().any(|e| e.contains(text))
+        })
+        .await;
+        self.provider.audit_texts().join("\n")
+    }
+
     async fn provider_in(&self, ppid: &str, state: &str) {
         let reached = wait_until(CALLBACK_WITHIN, || async {
             self.provider_record(ppid)["state"] == state
@@ -1610,14 +1621,12 @@ async fn the_consumer_suspends_its_transfer_and_a_later_pull_restarts_it() {
         .await
         .unwrap();
     assert_error(&answer, 403, "SUSPENDED");
-    let provider_log = t.provider.audit_texts().join("\n");
-    assert!(
-        provider_log.contains(&format!(
-            "DSP transfer {ppid} SUSPENDED by the consumer: code consumer.suspended; the line \
-             is needed for an upload"
-        )),
-        "{provider_log}"
+    let suspended = format!(
+        "DSP transfer {ppid} SUSPENDED by the consumer: code consumer.suspended; the line is \
+         needed for an upload"
     );
+    let provider_log = t.provider_logged(&suspended).await;
+    assert!(provider_log.contains(&suspended), "{provider_log}");
     let consumer_log = t.consumer.audit_texts().join("\n");
     assert!(
         consumer_log.contains(&format!("DSP transfer {cpid} SUSPENDED by this node")),
@@ -1696,11 +1705,9 @@ async fn the_consumer_terminates_its_transfer_and_no_later_pull_restarts_it() {
     assert_eq!(told.len(), 1, "{told:?}");
     assert_eq!(told[0]["@type"], "TransferTerminationMessage");
     assert_eq!(told[0]["reason"][0], "the study was cancelled");
-    let provider_log = t.provider.audit_texts().join("\n");
-    assert!(
-        provider_log.contains(&format!("DSP transfer {ppid} TERMINATED by the consumer")),
-        "{provider_log}"
-    );
+    let terminated = format!("DSP transfer {ppid} TERMINATED by the consumer");
+    let provider_log = t.provider_logged(&terminated).await;
+    assert!(provider_log.contains(&terminated), "{provider_log}");
 
     // A terminated transfer is not pulled again: refused, nothing new requested.
     let refused = t.pull_from(&relay.url(), 0).await.unwrap_err();
