@@ -16,6 +16,7 @@
 //!   signature against a verifier key the auditor pins, and the proofs with SHA-256,
 //!   both through WebCrypto. Nothing the page says about a proof has to be trusted.
 
+mod evidence;
 mod pages;
 pub mod session;
 pub mod words;
@@ -64,6 +65,8 @@ pub struct Console {
     pub sessions: Sessions,
     /// `https://host:port`, the only origin forms are accepted from.
     pub origin: String,
+    /// The policy decisions counted so far for the charts (counting resumes from here).
+    pub tally: crate::audit::tally::DecisionTally,
 }
 
 type Shared = State<Arc<Console>>;
@@ -91,6 +94,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/audit/checkpoint", get(checkpoint_json))
         .route("/audit/proof/{index}", get(proof_json))
         .route("/audit/consistency", get(consistency_json))
+        .route("/audit/search", get(search))
+        .route("/audit/checkpoints", get(checkpoints))
+        .route("/audit/charts", get(charts))
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
         .layer(DefaultBodyLimit::max(MAX_FORM))
@@ -653,6 +659,97 @@ async fn consistency_json(
             .into_response()
         }
         Err(status) => refused_page(lang_of(&headers), &status),
+    }
+}
+
+// ---- evidence: search, kept checkpoints, charts (pages in `evidence`) ----------------
+
+async fn search(
+    State(console): Shared,
+    headers: HeaderMap,
+    Query(form): Query<evidence::SearchForm>,
+) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    if form.is_empty() {
+        return evidence::search_page(lang, &session, &form, Ok(None));
+    }
+    let request = match form.request() {
+        Ok(r) => r,
+        Err(message) => return evidence::search_page(lang, &session, &form, Err(message)),
+    };
+    match console.audit.search(as_role(&session, request)).await {
+        Ok(found) => evidence::search_page(lang, &session, &form, Ok(Some(found.into_inner()))),
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            evidence::search_page(lang, &session, &form, Err(status.message().to_owned()))
+        }
+        Err(status) => refused_page(lang, &status),
+    }
+}
+
+#[derive(Deserialize)]
+struct CheckpointsQuery {
+    /// List the checkpoints of sizes below this one (the next page).
+    #[serde(default)]
+    older_than: Option<u64>,
+}
+
+async fn checkpoints(
+    State(console): Shared,
+    headers: HeaderMap,
+    Query(q): Query<CheckpointsQuery>,
+) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    // Reading the latest checkpoint is the role check, and says the quorum.
+    let request = liutong_proto::v1::GetCheckpointRequest {};
+    let quorum = match console
+        .audit
+        .get_checkpoint(as_role(&session, request))
+        .await
+    {
+        Ok(c) => c.into_inner().quorum,
+        Err(status) if status.code() == tonic::Code::NotFound => 0,
+        Err(status) => return refused_page(lang, &status),
+    };
+    match console
+        .log
+        .kept_checkpoints(q.older_than, evidence::CHECKPOINTS_PER_PAGE)
+    {
+        Ok(page) => evidence::checkpoints_page(lang, &session, &page, quorum),
+        Err(e) => refused_page(lang, &crate::service::errors::into_status(e)),
+    }
+}
+
+async fn charts(State(console): Shared, headers: HeaderMap) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    // A bounded number of storage reads, off the async workers.
+    let work = console.clone();
+    let figures = tokio::task::spawn_blocking(move || {
+        let admin = &work.admin;
+        evidence::chart_figures(
+            &work.log,
+            &work.tally,
+            &admin.transfers,
+            admin.dsp_control.as_ref(),
+            now(),
+        )
+    })
+    .await;
+    match figures {
+        Ok(Ok(figures)) => evidence::charts_page(lang, &session, &figures),
+        Ok(Err(message)) => refused_page(lang, &Status::unavailable(message)),
+        Err(e) => refused_page(lang, &Status::internal(e.to_string())),
     }
 }
 
