@@ -393,3 +393,133 @@ pub static EN: Words = Words {
     bytes_per_agreement_help: "Bytes this node delivered as provider: whole deliveries on the peer API confirmed by a receipt, plus the bytes the DSP data endpoint sent; the top 20 agreements.",
     no_deliveries: "No deliveries yet",
 };
+
+#[cfg(test)]
+mod tests {
+    use super::{EN, Words, ZH};
+
+    /// A label of the console, read from either language's words.
+    type Label = fn(&Words) -> &'static str;
+
+    /// The console's words for each glossary term, as (glossary word, the English form
+    /// its labels hold, the labels that name it).
+    fn labels_naming_terms() -> Vec<(&'static str, &'static str, Vec<Label>)> {
+        vec![
+            ("participant", "participant", vec![|w| w.participant]),
+            ("member", "member", vec![|w| w.members]),
+            ("side", "side", vec![|w| w.side]),
+            (
+                "trust list",
+                "trust list",
+                vec![|w| w.trust_list, |w| w.trust_list_age],
+            ),
+            (
+                "data product (product)",
+                "product",
+                vec![|w| w.products, |w| w.product, |w| w.publish, |w| {
+                    w.no_products
+                }],
+            ),
+            ("offer", "offer", vec![|w| w.offer]),
+            (
+                "negotiation",
+                "negotiation",
+                vec![|w| w.negotiation, |w| w.negotiations],
+            ),
+            (
+                "agreement",
+                "agreement",
+                vec![|w| w.agreement, |w| w.bytes_per_agreement],
+            ),
+            (
+                "approval",
+                "approval",
+                vec![|w| w.pending_approvals, |w| w.waiting_for_approval],
+            ),
+            ("audit entry", "entr", vec![|w| w.entries, |w| w.entry]),
+            (
+                "checkpoint",
+                "checkpoint",
+                vec![
+                    |w| w.latest_checkpoint,
+                    |w| w.no_checkpoint,
+                    |w| w.verify_checkpoint,
+                    |w| w.checkpoint_size,
+                    |w| w.kept_checkpoints,
+                    |w| w.verify_checkpoints,
+                ],
+            ),
+            (
+                "witness",
+                "witness",
+                vec![|w| w.witness, |w| w.witnessed, |w| w.witness_key],
+            ),
+            (
+                "cosignature",
+                "cosignature",
+                vec![|w| w.cosignatures, |w| w.no_cosignature, |w| {
+                    w.cosignature_invalid
+                }],
+            ),
+        ]
+    }
+
+    /// The README glossary's rows: (word, the console's Chinese word).
+    fn glossary() -> Vec<(String, String)> {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("## Glossary")
+            .expect("the README has a glossary");
+        assert!(
+            readme[start..].contains("| word | 控制台用词 |"),
+            "the glossary's second column is the console's Chinese word (控制台用词)"
+        );
+        readme[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with("| word |"))
+            .skip(2)
+            .take_while(|l| l.starts_with("| "))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                (cells[0][2..].to_owned(), cells[1].to_owned())
+            })
+            .collect()
+    }
+
+    /// A label that names a glossary term uses the glossary's word for it, in both
+    /// languages, so the README and the console cannot drift apart.
+    #[test]
+    fn the_console_says_what_the_glossary_says() {
+        let glossary = glossary();
+        assert!(glossary.len() > 30, "{glossary:?}");
+        for (term, english, labels) in labels_naming_terms() {
+            let (_, chinese) = glossary
+                .iter()
+                .find(|(word, _)| word == term)
+                .unwrap_or_else(|| panic!("the glossary has no row for {term:?}"));
+            assert!(
+                !chinese.is_empty() && chinese != "—",
+                "the glossary gives no console word for {term:?}"
+            );
+            for label in labels {
+                let (zh, en) = (label(&ZH), label(&EN));
+                assert!(
+                    zh.contains(chinese.as_str()),
+                    "{term}: {zh:?} does not say {chinese:?}"
+                );
+                assert!(
+                    en.to_lowercase().contains(english),
+                    "{term}: {en:?} does not say {english:?}"
+                );
+            }
+        }
+        // Every Chinese word the glossary gives is one the console uses.
+        let mapped: Vec<&str> = labels_naming_terms().iter().map(|t| t.0).collect();
+        for (term, chinese) in &glossary {
+            assert!(
+                chinese == "—" || mapped.contains(&term.as_str()),
+                "the glossary gives {chinese:?} for {term:?}, which no console label is checked for"
+            );
+        }
+    }
+}
