@@ -63,7 +63,8 @@ pub const KEPT_CHECKPOINTS: u64 = 10_000;
 pub struct KeptCheckpoint {
     /// The tree size the checkpoint states.
     pub size: u64,
-    /// When this node signed it (Unix seconds).
+    /// When this node signed it (Unix seconds); 0 when not known (a checkpoint signed
+    /// before checkpoints were kept).
     pub signed_at: i64,
     /// The signed note, with the cosignatures collected so far.
     pub note: String,
@@ -172,7 +173,35 @@ impl AuditLog {
         });
         let (queue, rx) = mpsc::channel(MAX_BATCH);
         tokio::spawn(committer(shared.clone(), rx));
-        Ok(Self { shared, queue })
+        let log = Self { shared, queue };
+        log.keep_latest_if_none_kept()?;
+        Ok(log)
+    }
+
+    /// A log from before checkpoints were kept: its latest checkpoint starts the
+    /// history (when it was signed is not known). Made durable by the next flush; if
+    /// lost before, the next start does it again.
+    fn keep_latest_if_none_kept(&self) -> Result<(), AuditError> {
+        let storage = self.shared.storage.as_ref();
+        if storage.get(TREE, HISTORY_COUNT_KEY)?.is_some() {
+            return Ok(());
+        }
+        let Some(note_text) = self.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let size = note::SignedNote::parse(note_text.as_bytes())
+            .and_then(|n| Checkpoint::parse(n.text()))?
+            .size;
+        let kept = KeptCheckpoint {
+            size,
+            signed_at: 0,
+            note: note_text,
+            witnesses: self.checkpoint_witnesses()?,
+        };
+        let _history = self.history_lock();
+        let writes = self.keep_writes(&kept)?;
+        storage.apply(TREE, writes)?;
+        Ok(())
     }
 
     /// Appends an event; returns its index once it is durable.
@@ -896,6 +925,38 @@ mod tests {
         let (checkpoint, _) = note::open_checkpoint(twelve.note.as_bytes(), &[vkey]).unwrap();
         assert_eq!(checkpoint.root, log.root_at(12).unwrap());
         assert_eq!(log.kept_checkpoint(5).unwrap(), None);
+    }
+
+    /// A log whose latest checkpoint was signed before checkpoints were kept starts its
+    /// history with it at the next start.
+    #[tokio::test]
+    async fn the_latest_checkpoint_of_an_older_log_starts_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let origin = "liutong.91110000600037341L/audit";
+        let note_text = {
+            let storage = SledStorage::open(dir.path()).unwrap();
+            let log = AuditLog::open(storage.clone()).unwrap();
+            grow(&log, 4).await;
+            let note_text = log.checkpoint(origin, &key).await.unwrap();
+            // What an older node wrote: the latest checkpoint only.
+            for prefix in [HISTORY_PREFIX, HISTORY_ORDER_PREFIX, HISTORY_COUNT_KEY] {
+                for (k, _) in storage.scan_prefix(TREE, prefix).unwrap() {
+                    storage.delete(TREE, &k).unwrap();
+                }
+            }
+            storage.flush().await.unwrap();
+            note_text
+        };
+        tokio::task::yield_now().await;
+        let log = AuditLog::open(SledStorage::open(dir.path()).unwrap()).unwrap();
+        let kept = log.kept_checkpoints(None, 10).unwrap().checkpoints;
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].size, kept[0].signed_at), (4, 0));
+        assert_eq!(kept[0].note, note_text);
+        grow(&log, 1).await;
+        log.checkpoint(origin, &key).await.unwrap();
+        assert_eq!(sizes(&log.kept_checkpoints(None, 10).unwrap()), [5, 4]);
     }
 
     /// Past the bound, the oldest kept checkpoint goes, and the count stays right across

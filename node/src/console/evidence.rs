@@ -274,7 +274,7 @@ fn kept_checkpoint(w: &Words, kept: &KeptCheckpoint, older: Option<u64>, quorum:
         section.kept data-size=(kept.size) data-older=[older] {
             h2 { (w.checkpoint_size) " " (kept.size) }
             dl.figures {
-                dt { (w.signed_at) } dd { (format_unix(kept.signed_at)) }
+                dt { (w.signed_at) } dd { @if kept.signed_at > 0 { (format_unix(kept.signed_at)) } @else { "—" } }
                 dt { (w.cosignatures) } dd.cosignature-count { (kept.witnesses.len()) "/" (quorum) }
             }
             pre.kept-note { (kept.note) }
