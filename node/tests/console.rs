@@ -178,6 +178,11 @@ async fn the_console_works_in_a_real_browser() {
         return;
     }
     let space = DataSpace::start().await;
+    // Ecology witnesses the console node's log, so its checkpoints carry a cosignature.
+    let ecology = space
+        .node(ECOLOGY, "ecology", Duration::from_secs(3600))
+        .await;
+    let witness_addr = ecology.peer_addr().to_string();
     let transport = space
         .node_with(
             TRANSPORT,
@@ -187,13 +192,43 @@ async fn the_console_works_in_a_real_browser() {
                 console_on(config);
                 // One denial is an alert, for the overview's latest alerts.
                 config.alerts.policy_denials.threshold = 1;
+                config.audit.witnesses = vec![witness_addr];
+                config.audit.quorum = 1;
             },
         )
         .await;
-    let ecology = space
-        .node(ECOLOGY, "ecology", Duration::from_secs(3600))
-        .await;
     refresh_all(&[&transport, &ecology]).await;
+
+    // ---- evidence: an agreement delivered, and a request denied, for the search and
+    // the charts ------------------------------------------------------------------------
+    let public_csv = "stop,district\nWulin Sq,330103\n";
+    let public = publish(
+        &transport,
+        public_csv.as_bytes(),
+        "Bus stop names",
+        "general-1",
+        "csv",
+        PUBLIC_POLICY,
+    )
+    .await
+    .expect("publish");
+    let agreement = ecology
+        .agree_and_pull(&transport, &public.offer_id, "publicService")
+        .await;
+    ecology
+        .request_contract(&transport, &public.offer_id, "marketing")
+        .await
+        .expect_err("a purpose the policy does not permit");
+    let receipt_kept = wait_until(Duration::from_secs(15), || {
+        let done = transport
+            .audit_texts()
+            .iter()
+            .any(|t| t.contains("transfer COMPLETED: receipt for"));
+        async move { done }
+    })
+    .await;
+    assert!(receipt_kept, "the provider keeps the consumer's receipt");
+    // ---- end of evidence setup -----------------------------------------------------------
 
     // A request for important data, waiting for a person at the provider.
     let od = publish(
@@ -280,6 +315,32 @@ async fn the_console_works_in_a_real_browser() {
         .unwrap()
         .to_string();
 
+    // ---- evidence: a cosigned checkpoint, and the decisions the charts should show ---
+    let cosigned = wait_until(Duration::from_secs(15), || {
+        let log = transport.running.node.audit.clone();
+        async move {
+            log.kept_checkpoints(None, 10)
+                .is_ok_and(|p| p.checkpoints.iter().any(|k| !k.witnesses.is_empty()))
+        }
+    })
+    .await;
+    assert!(cosigned, "a kept checkpoint cosigned by the witness");
+    let decisions: Vec<String> = transport
+        .audit_events()
+        .iter()
+        .filter(|e| e["kind"] == "policy_decision")
+        .map(|e| e["detail"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    let permits = decisions
+        .iter()
+        .filter(|d| d.contains("permitted") && !d.contains("refused"))
+        .count();
+    assert!(permits >= 2 && decisions.len() > permits, "{decisions:?}");
+    let participant_refusal = liutong_node::base::bounded::id("participant", "not an ID!")
+        .unwrap_err()
+        .to_string();
+    // ---- end of evidence --------------------------------------------------------------
+
     let bad_policy = IMPORTANT_POLICY.replace("isPartOf", "isNear");
     let bad_policy_message = format!(
         "policy: {}",
@@ -308,6 +369,11 @@ async fn the_console_works_in_a_real_browser() {
         "flows_agreement": air_agreement,
         // Port 1 on loopback: nothing listens there.
         "flows_unreachable": "127.0.0.1:1",
+        "agreement": agreement,
+        "delivered_bytes": public_csv.len(),
+        "permits": permits,
+        "denials": decisions.len() - permits,
+        "participant_refusal": participant_refusal,
     });
     let plan_path = space.dir.path().join("console-plan.json");
     std::fs::write(&plan_path, plan.to_string()).unwrap();
@@ -358,6 +424,27 @@ async fn the_console_works_in_a_real_browser() {
         "{seen}"
     );
     assert_eq!(seen["forged_post"], 403);
+    // The evidence views, as the browser saw them.
+    assert!(seen["search_matches"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(
+        seen["altered_search_proof"]
+            .as_str()
+            .unwrap()
+            .contains("根哈希"),
+        "{seen}"
+    );
+    assert!(seen["kept_verified"].as_u64().unwrap() >= 2, "{seen}");
+    assert!(
+        seen["cosignatures_verified"].as_u64().unwrap() >= 1,
+        "{seen}"
+    );
+    assert!(
+        seen["search_until_before_since"]
+            .as_str()
+            .unwrap()
+            .contains("is before since"),
+        "{seen}"
+    );
     assert!(
         seen["wrong_key"]
             .as_str()
@@ -389,6 +476,11 @@ async fn the_console_works_in_a_real_browser() {
         "peers-admin",
         "transfers-admin",
         "copies-admin",
+        "search-verified",
+        "search-altered-proof",
+        "search-refused",
+        "checkpoints-verified",
+        "charts",
     ] {
         assert!(
             out_dir.join(format!("{page}.png")).exists(),
@@ -412,7 +504,11 @@ async fn the_console_works_in_a_real_browser() {
     assert_eq!(Some(stops.product_id.as_str()), seen["published"].as_str());
     assert_eq!(stops.classification, "general-2");
     assert!(stops.policy_odrl_json.contains("publicService"));
-    assert_eq!(products.len(), 2, "the refused form published nothing");
+    assert_eq!(
+        products.len(),
+        3,
+        "the refused form published nothing (the bus stop names were published above)"
+    );
 
     // The approval reached the consumer.
     let finalized = wait_until(Duration::from_secs(15), || {

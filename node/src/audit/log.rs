@@ -6,7 +6,10 @@
 //! - `n` + level (1 byte) + index (8 bytes) → hash of a perfect subtree (see [`merkle`]);
 //! - `m/size` → the committed tree size (8 bytes, big-endian);
 //! - `c/latest` → the latest signed checkpoint note, with the cosignatures collected;
-//! - `c/witnesses` → the membership credentials (JSON) of the witnesses that cosigned it.
+//! - `c/witnesses` → the membership credentials (JSON) of the witnesses that cosigned it;
+//! - `c/h/` + (`u64::MAX` − size) → a kept checkpoint ([`KeptCheckpoint`], JSON), so a
+//!   plain forward scan lists the newest first; `c/o/` + size → nothing, the same
+//!   checkpoints oldest first, for letting the oldest go; `c/count` → how many are kept.
 //!
 //! Group commit: appends go to one committer task, which takes every append waiting,
 //! hashes them into the tree, writes entries, nodes and then the new size, and
@@ -43,6 +46,39 @@ const SIZE_KEY: &[u8] = b"m/size";
 const CHECKPOINT_KEY: &[u8] = b"c/latest";
 const WITNESSES_KEY: &[u8] = b"c/witnesses";
 const CONFIG_KEY: &[u8] = b"m/config-sha256";
+const HISTORY_PREFIX: &[u8] = b"c/h/";
+const HISTORY_ORDER_PREFIX: &[u8] = b"c/o/";
+const HISTORY_COUNT_KEY: &[u8] = b"c/count";
+
+/// How many signed checkpoints the log keeps for auditors to list. A kept checkpoint is
+/// a few hundred bytes plus the credentials of its witnesses (about 2 KiB with three),
+/// and one is signed at most once per `[audit] checkpoint_interval` (one minute by
+/// default) and only when the log grew, so this is a week or more of history in at
+/// most about 20 MiB. Older ones add nothing an auditor cannot get otherwise: any
+/// checkpoint they kept is checked against the latest with a consistency proof.
+pub const KEPT_CHECKPOINTS: u64 = 10_000;
+
+/// A signed checkpoint the log keeps, with what is known about its witnessing.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeptCheckpoint {
+    /// The tree size the checkpoint states.
+    pub size: u64,
+    /// When this node signed it (Unix seconds); 0 when not known (a checkpoint signed
+    /// before checkpoints were kept).
+    pub signed_at: i64,
+    /// The signed note, with the cosignatures collected so far.
+    pub note: String,
+    /// The membership credentials of the witnesses whose cosignatures the note carries.
+    pub witnesses: Vec<Envelope>,
+}
+
+/// One page of kept checkpoints, newest first.
+#[derive(Debug, Default)]
+pub struct CheckpointPage {
+    pub checkpoints: Vec<KeptCheckpoint>,
+    /// The size to list before for the next (older) page, if there are more.
+    pub older_than: Option<u64>,
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -87,6 +123,11 @@ struct Shared {
     storage: Arc<dyn Storage>,
     /// The committed tree. Only the committer task changes it.
     appender: Mutex<Appender>,
+    /// Held while the kept checkpoints and their count are read and rewritten, so two
+    /// checkpoints signed at once do not count the same place twice.
+    history: Mutex<()>,
+    /// How many signed checkpoints are kept ([`KEPT_CHECKPOINTS`]).
+    keep: u64,
 }
 
 /// The node's audit log.
@@ -99,6 +140,11 @@ pub struct AuditLog {
 impl AuditLog {
     /// Opens the log in `storage` and starts its committer task (needs a Tokio runtime).
     pub fn open(storage: Arc<dyn Storage>) -> Result<Self, AuditError> {
+        Self::open_keeping(storage, KEPT_CHECKPOINTS)
+    }
+
+    /// [`AuditLog::open`], keeping the latest `keep` signed checkpoints (at least one).
+    pub fn open_keeping(storage: Arc<dyn Storage>, keep: u64) -> Result<Self, AuditError> {
         let size = committed_size(storage.as_ref())?;
         let appender = Appender::load(&StoredTree(storage.as_ref()), size).map_err(|e| {
             AuditError::Damaged(format!("cannot rebuild the tree of size {size}: {e}"))
@@ -122,10 +168,40 @@ impl AuditLog {
         let shared = Arc::new(Shared {
             storage,
             appender: Mutex::new(appender),
+            history: Mutex::new(()),
+            keep: keep.max(1),
         });
         let (queue, rx) = mpsc::channel(MAX_BATCH);
         tokio::spawn(committer(shared.clone(), rx));
-        Ok(Self { shared, queue })
+        let log = Self { shared, queue };
+        log.keep_latest_if_none_kept()?;
+        Ok(log)
+    }
+
+    /// A log from before checkpoints were kept: its latest checkpoint starts the
+    /// history (when it was signed is not known). Made durable by the next flush; if
+    /// lost before, the next start does it again.
+    fn keep_latest_if_none_kept(&self) -> Result<(), AuditError> {
+        let storage = self.shared.storage.as_ref();
+        if storage.get(TREE, HISTORY_COUNT_KEY)?.is_some() {
+            return Ok(());
+        }
+        let Some(note_text) = self.latest_checkpoint()? else {
+            return Ok(());
+        };
+        let size = note::SignedNote::parse(note_text.as_bytes())
+            .and_then(|n| Checkpoint::parse(n.text()))?
+            .size;
+        let kept = KeptCheckpoint {
+            size,
+            signed_at: 0,
+            note: note_text,
+            witnesses: self.checkpoint_witnesses()?,
+        };
+        let _history = self.history_lock();
+        let writes = self.keep_writes(&kept)?;
+        storage.apply(TREE, writes)?;
+        Ok(())
     }
 
     /// Appends an event; returns its index once it is durable.
@@ -230,15 +306,98 @@ impl AuditLog {
             root: appender.root(),
         };
         let text = note::sign_checkpoint(&checkpoint, origin, key)?.to_string();
-        self.shared.storage.apply(
-            TREE,
-            vec![
-                Write::Delete(WITNESSES_KEY.to_vec()),
-                Write::Put(CHECKPOINT_KEY.to_vec(), text.clone().into_bytes()),
-            ],
-        )?;
+        {
+            let _history = self.history_lock();
+            let kept = KeptCheckpoint {
+                size: checkpoint.size,
+                signed_at: crate::base::clock::now(),
+                note: text.clone(),
+                witnesses: Vec::new(),
+            };
+            let mut writes = self.keep_writes(&kept)?;
+            writes.push(Write::Delete(WITNESSES_KEY.to_vec()));
+            writes.push(Write::Put(
+                CHECKPOINT_KEY.to_vec(),
+                text.clone().into_bytes(),
+            ));
+            self.shared.storage.apply(TREE, writes)?;
+        }
         self.shared.storage.flush().await?;
         Ok(text)
+    }
+
+    /// The writes that keep `kept`: its record and its place in the order, and, when
+    /// that makes more than the log keeps, the removal of the oldest; then the count.
+    /// A checkpoint of a size already kept replaces it and counts once.
+    fn keep_writes(&self, kept: &KeptCheckpoint) -> Result<Vec<Write>, AuditError> {
+        let storage = self.shared.storage.as_ref();
+        let mut count = match storage.get(TREE, HISTORY_COUNT_KEY)? {
+            Some(bytes) => decode_size(&bytes)?,
+            None => 0,
+        };
+        let mut writes = vec![Write::Put(history_key(kept.size), kept_bytes(kept))];
+        if storage.get(TREE, &history_key(kept.size))?.is_some() {
+            return Ok(writes);
+        }
+        writes.push(Write::Put(history_order_key(kept.size), Vec::new()));
+        count += 1;
+        if count > self.shared.keep
+            && let Some((key, _)) = storage
+                .scan_page(TREE, HISTORY_ORDER_PREFIX, None, 1)?
+                .into_iter()
+                .next()
+        {
+            let oldest = decode_size(&key[HISTORY_ORDER_PREFIX.len()..])?;
+            writes.push(Write::Delete(history_key(oldest)));
+            writes.push(Write::Delete(key));
+            count -= 1;
+        }
+        writes.push(Write::Put(
+            HISTORY_COUNT_KEY.to_vec(),
+            count.to_be_bytes().to_vec(),
+        ));
+        Ok(writes)
+    }
+
+    fn history_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.shared
+            .history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The kept checkpoints of sizes below `older_than` (all when `None`), newest first,
+    /// at most `limit` (at least one).
+    pub fn kept_checkpoints(
+        &self,
+        older_than: Option<u64>,
+        limit: usize,
+    ) -> Result<CheckpointPage, AuditError> {
+        let after = older_than.map(history_key);
+        let page = crate::storage::page_where(
+            self.shared.storage.as_ref(),
+            TREE,
+            HISTORY_PREFIX,
+            after.as_deref(),
+            limit,
+            |_, value| parse_kept(value).map(Some),
+        )?;
+        let older_than = page
+            .next
+            .and_then(|_| page.items.last().map(|kept| kept.size));
+        Ok(CheckpointPage {
+            older_than,
+            checkpoints: page.items,
+        })
+    }
+
+    /// The kept checkpoint of tree size `size`, if there is one.
+    pub fn kept_checkpoint(&self, size: u64) -> Result<Option<KeptCheckpoint>, AuditError> {
+        self.shared
+            .storage
+            .get(TREE, &history_key(size))?
+            .map(|bytes| parse_kept(&bytes))
+            .transpose()
     }
 
     /// Replaces the stored checkpoint note with the same checkpoint carrying
@@ -250,13 +409,26 @@ impl AuditLog {
     ) -> Result<(), AuditError> {
         // Plain data always serializes.
         let credentials = serde_json::to_vec(witnesses).expect("envelopes serialize");
-        self.shared.storage.apply(
-            TREE,
-            vec![
-                Write::Put(WITNESSES_KEY.to_vec(), credentials),
-                Write::Put(CHECKPOINT_KEY.to_vec(), note_text.as_bytes().to_vec()),
-            ],
-        )?;
+        let size = note::SignedNote::parse(note_text.as_bytes())
+            .and_then(|n| Checkpoint::parse(n.text()))?
+            .size;
+        {
+            let _history = self.history_lock();
+            let mut writes = Vec::new();
+            // The kept record of this size takes the cosignatures; one let go already
+            // stays gone.
+            if let Some(mut kept) = self.kept_checkpoint(size)? {
+                kept.note = note_text.to_owned();
+                kept.witnesses = witnesses.to_vec();
+                writes.push(Write::Put(history_key(size), kept_bytes(&kept)));
+            }
+            writes.push(Write::Put(WITNESSES_KEY.to_vec(), credentials));
+            writes.push(Write::Put(
+                CHECKPOINT_KEY.to_vec(),
+                note_text.as_bytes().to_vec(),
+            ));
+            self.shared.storage.apply(TREE, writes)?;
+        }
         self.shared.storage.flush().await?;
         Ok(())
     }
@@ -406,6 +578,25 @@ fn tree_error<E: std::error::Error>(e: merkle::TreeError<E>) -> AuditError {
         merkle::TreeError::MissingNode { .. } => AuditError::Damaged(e.to_string()),
         other => AuditError::Range(other.to_string()),
     }
+}
+
+/// Newest first in key order: the size is stored as its distance below `u64::MAX`.
+fn history_key(size: u64) -> Vec<u8> {
+    [HISTORY_PREFIX, &(u64::MAX - size).to_be_bytes()].concat()
+}
+
+fn history_order_key(size: u64) -> Vec<u8> {
+    [HISTORY_ORDER_PREFIX, &size.to_be_bytes()].concat()
+}
+
+fn kept_bytes(kept: &KeptCheckpoint) -> Vec<u8> {
+    // Plain data always serializes.
+    serde_json::to_vec(kept).expect("kept checkpoints serialize")
+}
+
+fn parse_kept(bytes: &[u8]) -> Result<KeptCheckpoint, AuditError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| AuditError::Damaged(format!("a kept checkpoint: {e}")))
 }
 
 fn entry_key(index: u64) -> Vec<u8> {
@@ -668,6 +859,127 @@ mod tests {
                 .unwrap(),
             37
         );
+    }
+
+    async fn grow(log: &AuditLog, by: u64) {
+        for _ in 0..by {
+            log.append(&Event::new(EventKind::NodeStarted, 0, "x"))
+                .await
+                .unwrap();
+        }
+    }
+
+    fn sizes(page: &CheckpointPage) -> Vec<u64> {
+        page.checkpoints.iter().map(|k| k.size).collect()
+    }
+
+    /// Signed checkpoints are kept newest first, in pages, across a reopen; a cosigned
+    /// version replaces its own size's record, not another's.
+    #[tokio::test]
+    async fn signed_checkpoints_are_kept_newest_first_and_survive_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let witness = SigningKey::generate().unwrap();
+        let origin = "liutong.91110000600037341L/audit";
+        let credential = Envelope {
+            payload_type: "application/vnd.liutong.membership+json".into(),
+            payload: b"{}".to_vec(),
+            signatures: Vec::new(),
+        };
+        let cosigned = {
+            let log = AuditLog::open(SledStorage::open(dir.path()).unwrap()).unwrap();
+            let mut notes = Vec::new();
+            for _ in 0..4 {
+                grow(&log, 3).await;
+                notes.push(log.checkpoint(origin, &key).await.unwrap());
+            }
+            // Signing again at the same size replaces the record and counts it once.
+            log.checkpoint(origin, &key).await.unwrap();
+            let mut note = note::SignedNote::parse(notes[2].as_bytes()).unwrap();
+            let line =
+                note::cosign(note.text(), "witness.example", &witness, 1_800_000_000).unwrap();
+            note::add_cosignatures(&mut note, [line]).unwrap();
+            log.store_cosigned(&note.to_string(), std::slice::from_ref(&credential))
+                .await
+                .unwrap();
+            note.to_string()
+        };
+        tokio::task::yield_now().await;
+        let log = AuditLog::open(SledStorage::open(dir.path()).unwrap()).unwrap();
+        let first = log.kept_checkpoints(None, 3).unwrap();
+        assert_eq!(sizes(&first), [12, 9, 6]);
+        assert_eq!(first.older_than, Some(6));
+        let rest = log.kept_checkpoints(first.older_than, 3).unwrap();
+        assert_eq!((sizes(&rest), rest.older_than), (vec![3], None));
+
+        let nine = log.kept_checkpoint(9).unwrap().unwrap();
+        assert_eq!(
+            (nine.note.as_str(), nine.witnesses.len()),
+            (cosigned.as_str(), 1)
+        );
+        assert_eq!(nine.witnesses[0], credential);
+        let twelve = &first.checkpoints[0];
+        assert!(twelve.witnesses.is_empty());
+        assert!(twelve.signed_at > 0);
+        let vkey = AuditLog::verifier_key(origin, &key).unwrap();
+        let (checkpoint, _) = note::open_checkpoint(twelve.note.as_bytes(), &[vkey]).unwrap();
+        assert_eq!(checkpoint.root, log.root_at(12).unwrap());
+        assert_eq!(log.kept_checkpoint(5).unwrap(), None);
+    }
+
+    /// A log whose latest checkpoint was signed before checkpoints were kept starts its
+    /// history with it at the next start.
+    #[tokio::test]
+    async fn the_latest_checkpoint_of_an_older_log_starts_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let origin = "liutong.91110000600037341L/audit";
+        let note_text = {
+            let storage = SledStorage::open(dir.path()).unwrap();
+            let log = AuditLog::open(storage.clone()).unwrap();
+            grow(&log, 4).await;
+            let note_text = log.checkpoint(origin, &key).await.unwrap();
+            // What an older node wrote: the latest checkpoint only.
+            for prefix in [HISTORY_PREFIX, HISTORY_ORDER_PREFIX, HISTORY_COUNT_KEY] {
+                for (k, _) in storage.scan_prefix(TREE, prefix).unwrap() {
+                    storage.delete(TREE, &k).unwrap();
+                }
+            }
+            storage.flush().await.unwrap();
+            note_text
+        };
+        tokio::task::yield_now().await;
+        let log = AuditLog::open(SledStorage::open(dir.path()).unwrap()).unwrap();
+        let kept = log.kept_checkpoints(None, 10).unwrap().checkpoints;
+        assert_eq!(kept.len(), 1);
+        assert_eq!((kept[0].size, kept[0].signed_at), (4, 0));
+        assert_eq!(kept[0].note, note_text);
+        grow(&log, 1).await;
+        log.checkpoint(origin, &key).await.unwrap();
+        assert_eq!(sizes(&log.kept_checkpoints(None, 10).unwrap()), [5, 4]);
+    }
+
+    /// Past the bound, the oldest kept checkpoint goes, and the count stays right across
+    /// a reopen.
+    #[tokio::test]
+    async fn only_the_latest_checkpoints_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::generate().unwrap();
+        let origin = "liutong.91110000600037341L/audit";
+        {
+            let log = AuditLog::open_keeping(SledStorage::open(dir.path()).unwrap(), 3).unwrap();
+            for _ in 0..5 {
+                grow(&log, 1).await;
+                log.checkpoint(origin, &key).await.unwrap();
+            }
+            assert_eq!(sizes(&log.kept_checkpoints(None, 10).unwrap()), [5, 4, 3]);
+        }
+        tokio::task::yield_now().await;
+        let log = AuditLog::open_keeping(SledStorage::open(dir.path()).unwrap(), 3).unwrap();
+        grow(&log, 1).await;
+        log.checkpoint(origin, &key).await.unwrap();
+        assert_eq!(sizes(&log.kept_checkpoints(None, 10).unwrap()), [6, 5, 4]);
+        assert_eq!(log.kept_checkpoint(3).unwrap(), None);
     }
 
     #[tokio::test]

@@ -30,6 +30,7 @@
 //! - [`witnessing`]: this node as a witness of other members' logs: the [`witness`]
 //!   decision with its state and evidence in storage, alerts on conflicts.
 //! - [`search`]: finding the entries about a product, an agreement or a participant.
+//! - [`tally`]: entries and policy decisions per day, at a cost bounded for any size.
 //! - [`auditor`]: the auditor's offline checks: keys from authority-signed credentials,
 //!   signatures, cosignatures, and what a check reports; the client that fetches a log
 //!   over `liutong.v1.Audit`, recomputes the whole tree and names the first bad entry is
@@ -49,5 +50,6 @@ pub mod merkle;
 pub mod names;
 pub mod note;
 pub mod search;
+pub mod tally;
 pub mod witness;
 pub mod witnessing;

@@ -16,6 +16,7 @@
 //!   signature against a verifier key the auditor pins, and the proofs with SHA-256,
 //!   both through WebCrypto. Nothing the page says about a proof has to be trusted.
 
+mod evidence;
 mod flows;
 mod pages;
 pub mod session;
@@ -35,11 +36,13 @@ use axum::routing::{get, post};
 use liutong_proto::v1::admin_server::Admin as _;
 use liutong_proto::v1::audit_server::Audit as _;
 use serde::Deserialize;
+use tonic::Status;
 
 use self::session::COOKIE;
 use self::state::{as_role, cookie, lang_of, refused_page, signed_in};
 use self::words::Lang;
 use crate::audit::event::EventKind;
+use crate::base::clock::now;
 use crate::config::NodeConfig;
 use crate::tls::certs::{CertError, CertificateAuthority, HostNames, LeafSpec};
 use crate::tls::{TlsError, TlsIdentity};
@@ -79,6 +82,9 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/audit/checkpoint", get(checkpoint_json))
         .route("/audit/proof/{index}", get(proof_json))
         .route("/audit/consistency", get(consistency_json))
+        .route("/audit/search", get(search))
+        .route("/audit/checkpoints", get(checkpoints))
+        .route("/audit/charts", get(charts))
         .merge(flows::routes())
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
@@ -517,6 +523,97 @@ async fn consistency_json(
             .into_response()
         }
         Err(status) => refused_page(lang_of(&headers), &status),
+    }
+}
+
+// ---- evidence: search, kept checkpoints, charts (pages in `evidence`) ----------------
+
+async fn search(
+    State(console): Shared,
+    headers: HeaderMap,
+    Query(form): Query<evidence::SearchForm>,
+) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    if form.is_empty() {
+        return evidence::search_page(lang, &session, &form, Ok(None));
+    }
+    let request = match form.request() {
+        Ok(r) => r,
+        Err(message) => return evidence::search_page(lang, &session, &form, Err(message)),
+    };
+    match console.audit.search(as_role(&session, request)).await {
+        Ok(found) => evidence::search_page(lang, &session, &form, Ok(Some(found.into_inner()))),
+        Err(status) if status.code() == tonic::Code::InvalidArgument => {
+            evidence::search_page(lang, &session, &form, Err(status.message().to_owned()))
+        }
+        Err(status) => refused_page(lang, &status),
+    }
+}
+
+#[derive(Deserialize)]
+struct CheckpointsQuery {
+    /// List the checkpoints of sizes below this one (the next page).
+    #[serde(default)]
+    older_than: Option<u64>,
+}
+
+async fn checkpoints(
+    State(console): Shared,
+    headers: HeaderMap,
+    Query(q): Query<CheckpointsQuery>,
+) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    // Reading the latest checkpoint is the role check, and says the quorum.
+    let request = liutong_proto::v1::GetCheckpointRequest {};
+    let quorum = match console
+        .audit
+        .get_checkpoint(as_role(&session, request))
+        .await
+    {
+        Ok(c) => c.into_inner().quorum,
+        Err(status) if status.code() == tonic::Code::NotFound => 0,
+        Err(status) => return refused_page(lang, &status),
+    };
+    match console
+        .log
+        .kept_checkpoints(q.older_than, evidence::CHECKPOINTS_PER_PAGE)
+    {
+        Ok(page) => evidence::checkpoints_page(lang, &session, &page, quorum),
+        Err(e) => refused_page(lang, &crate::service::errors::into_status(e)),
+    }
+}
+
+async fn charts(State(console): Shared, headers: HeaderMap) -> Response {
+    let session = match signed_in(&console, &headers) {
+        Ok(s) => s,
+        Err(page) => return *page,
+    };
+    let lang = lang_of(&headers);
+    // A bounded number of storage reads, off the async workers.
+    let work = console.clone();
+    let figures = tokio::task::spawn_blocking(move || {
+        let admin = &work.admin;
+        evidence::chart_figures(
+            &work.log,
+            &work.tally,
+            &admin.transfers,
+            admin.dsp_control.as_ref(),
+            now(),
+        )
+    })
+    .await;
+    match figures {
+        Ok(Ok(figures)) => evidence::charts_page(lang, &session, &figures),
+        Ok(Err(message)) => refused_page(lang, &Status::unavailable(message)),
+        Err(e) => refused_page(lang, &Status::internal(e.to_string())),
     }
 }
 

@@ -186,7 +186,7 @@ pub fn contracts(lang: Lang, session: &Session, list: &ListContractsResponse) ->
 }
 
 /// The `detail` and `kind` of an entry, when it is an event the node wrote.
-fn summary(data: &[u8]) -> (String, String, String) {
+pub(super) fn summary(data: &[u8]) -> (String, String, String) {
     match serde_json::from_slice::<serde_json::Value>(data) {
         Ok(v) => (
             v["time"].as_i64().map(format_unix).unwrap_or_default(),
@@ -212,6 +212,7 @@ pub fn audit(
     let w = lang.words();
     let verified_size = checkpoint.map(|c| c.size).unwrap_or(0);
     let body = html! {
+        (evidence_links(w))
         section #checkpoint data-size=(verified_size) {
             h2 { (w.latest_checkpoint) }
             @match checkpoint {
@@ -308,6 +309,17 @@ pub fn products(lang: Lang, session: &Session, list: &ListProductsResponse) -> R
         }
     };
     page(frame(lang, Some(session), "/products", w.products, body))
+}
+
+/// The links from the audit page to the evidence views.
+pub fn evidence_links(w: &Words) -> Markup {
+    html! {
+        nav.evidence {
+            a #search-link href="/audit/search" { (w.search_log) }
+            a #checkpoints-link href="/audit/checkpoints" { (w.kept_checkpoints) }
+            a #charts-link href="/audit/charts" { (w.charts) }
+        }
+    }
 }
 
 /// A JSON document, indented for reading.

@@ -34,6 +34,8 @@ pub struct Console {
     pub sessions: Sessions,
     /// `https://host:port`, the only origin forms are accepted from.
     pub origin: String,
+    /// The policy decisions counted so far for the charts (counting resumes from here).
+    pub tally: crate::audit::tally::DecisionTally,
 }
 
 /// A request's cookies, by name.

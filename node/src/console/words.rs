@@ -172,6 +172,33 @@ pub struct Words {
     pub detail: &'static str,
     pub warning: &'static str,
     pub critical: &'static str,
+    pub search_log: &'static str,
+    pub search_help: &'static str,
+    pub product: &'static str,
+    pub since: &'static str,
+    pub until: &'static str,
+    pub matches: &'static str,
+    pub no_matches: &'static str,
+    pub more_matches: &'static str,
+    pub kept_checkpoints: &'static str,
+    pub kept_checkpoints_help: &'static str,
+    pub verify_checkpoints: &'static str,
+    pub signed_at: &'static str,
+    pub witness_key: &'static str,
+    pub key_from_node: &'static str,
+    pub credential_unreadable: &'static str,
+    pub consistent_with_older: &'static str,
+    pub no_cosignature: &'static str,
+    pub cosignature_invalid: &'static str,
+    pub charts: &'static str,
+    pub decisions_per_day: &'static str,
+    pub decisions_counted: &'static str,
+    pub counting_goes_on: &'static str,
+    pub permit: &'static str,
+    pub deny: &'static str,
+    pub bytes_per_agreement: &'static str,
+    pub bytes_per_agreement_help: &'static str,
+    pub no_deliveries: &'static str,
 }
 
 pub static ZH: Words = Words {
@@ -278,7 +305,7 @@ pub static ZH: Words = Words {
     page_token_too_long: "翻页标记过长；请从第一页重新打开。",
     received_transfers: "本节点接收的传输",
     dsp_transfers: "数据空间协议传输",
-    agreement: "数字合约",
+    agreement: "协议",
     progress: "进度",
     chunks: "数据块",
     bytes_served: "已发送字节",
@@ -297,6 +324,33 @@ pub static ZH: Words = Words {
     detail: "详情",
     warning: "警告",
     critical: "严重",
+    search_log: "搜索审计日志",
+    search_help: "按数据产品、协议或参与方（至少填一项）搜索；日期按 UTC 计。每条结果的包含证明在本浏览器中验证。",
+    product: "数据产品",
+    since: "起始日期",
+    until: "截止日期",
+    matches: "匹配条目",
+    no_matches: "没有匹配的条目",
+    more_matches: "继续搜索",
+    kept_checkpoints: "检查点历史",
+    kept_checkpoints_help: "本节点保存的已签名检查点，最新在前。浏览器用在审计日志页固定的验证密钥验证每个签名，并验证相邻检查点之间的一致性。",
+    verify_checkpoints: "在本浏览器中验证所列检查点",
+    signed_at: "签名时间",
+    witness_key: "见证密钥",
+    key_from_node: "此密钥来自本节点保存的成员凭证，并非您独立固定的密钥",
+    credential_unreadable: "无法读取此见证的成员凭证",
+    consistent_with_older: "与下方较早的检查点一致，其大小为",
+    no_cosignature: "验证失败：检查点中没有此见证密钥的联署",
+    cosignature_invalid: "验证失败：联署签名无效",
+    charts: "审计图表",
+    decisions_per_day: "每日策略决策",
+    decisions_counted: "已统计的条目",
+    counting_goes_on: "尚未统计完，刷新本页继续统计",
+    permit: "允许",
+    deny: "拒绝",
+    bytes_per_agreement: "各协议交付字节数",
+    bytes_per_agreement_help: "本节点作为提供方交付的字节数：对端 API 上已由接收回执确认的完整交付，加上 DSP 数据端点发送的字节；取前 20 个协议。",
+    no_deliveries: "尚无交付",
 };
 
 pub static EN: Words = Words {
@@ -422,4 +476,161 @@ pub static EN: Words = Words {
     detail: "Detail",
     warning: "warning",
     critical: "critical",
+    search_log: "Search the audit log",
+    search_help: "Search by data product, agreement or participant (at least one); days are UTC. Each match's inclusion proof is checked in this browser.",
+    product: "Data product",
+    since: "From day",
+    until: "To day",
+    matches: "Matching entries",
+    no_matches: "No entry matches",
+    more_matches: "Search on",
+    kept_checkpoints: "Checkpoint history",
+    kept_checkpoints_help: "The signed checkpoints this node kept, newest first. This browser checks each signature with the verifier key pinned on the audit log page, and the consistency between neighbouring checkpoints.",
+    verify_checkpoints: "Verify the checkpoints shown in this browser",
+    signed_at: "Signed",
+    witness_key: "Witness key",
+    key_from_node: "this key comes from the membership credential this node keeps, not from a key you pinned",
+    credential_unreadable: "this witness's membership credential cannot be read",
+    consistent_with_older: "consistent with the older checkpoint below, of size",
+    no_cosignature: "failed: the checkpoint carries no cosignature by this witness key",
+    cosignature_invalid: "failed: the cosignature does not verify",
+    charts: "Audit charts",
+    decisions_per_day: "Policy decisions per day",
+    decisions_counted: "Entries counted",
+    counting_goes_on: "not all counted yet; reload this page to count on",
+    permit: "permit",
+    deny: "deny",
+    bytes_per_agreement: "Bytes delivered per agreement",
+    bytes_per_agreement_help: "Bytes this node delivered as provider: whole deliveries on the peer API confirmed by a receipt, plus the bytes the DSP data endpoint sent; the top 20 agreements.",
+    no_deliveries: "No deliveries yet",
 };
+
+#[cfg(test)]
+mod tests {
+    use super::{EN, Words, ZH};
+
+    /// A label of the console, read from either language's words.
+    type Label = fn(&Words) -> &'static str;
+
+    /// The console's words for each glossary term, as (glossary word, the English form
+    /// its labels hold, the labels that name it).
+    fn labels_naming_terms() -> Vec<(&'static str, &'static str, Vec<Label>)> {
+        vec![
+            ("participant", "participant", vec![|w| w.participant]),
+            ("member", "member", vec![|w| w.members]),
+            ("side", "side", vec![|w| w.side]),
+            (
+                "trust list",
+                "trust list",
+                vec![|w| w.trust_list, |w| w.trust_list_age],
+            ),
+            (
+                "data product (product)",
+                "product",
+                vec![|w| w.products, |w| w.product, |w| w.publish, |w| {
+                    w.no_products
+                }],
+            ),
+            ("offer", "offer", vec![|w| w.offer]),
+            (
+                "negotiation",
+                "negotiation",
+                vec![|w| w.negotiation, |w| w.negotiations],
+            ),
+            (
+                "agreement",
+                "agreement",
+                vec![|w| w.agreement, |w| w.bytes_per_agreement],
+            ),
+            (
+                "approval",
+                "approval",
+                vec![|w| w.pending_approvals, |w| w.waiting_for_approval],
+            ),
+            ("audit entry", "entr", vec![|w| w.entries, |w| w.entry]),
+            (
+                "checkpoint",
+                "checkpoint",
+                vec![
+                    |w| w.latest_checkpoint,
+                    |w| w.no_checkpoint,
+                    |w| w.verify_checkpoint,
+                    |w| w.checkpoint_size,
+                    |w| w.kept_checkpoints,
+                    |w| w.verify_checkpoints,
+                ],
+            ),
+            (
+                "witness",
+                "witness",
+                vec![|w| w.witness, |w| w.witnessed, |w| w.witness_key],
+            ),
+            (
+                "cosignature",
+                "cosignature",
+                vec![|w| w.cosignatures, |w| w.no_cosignature, |w| {
+                    w.cosignature_invalid
+                }],
+            ),
+        ]
+    }
+
+    /// The README glossary's rows: (word, the console's Chinese word).
+    fn glossary() -> Vec<(String, String)> {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("## Glossary")
+            .expect("the README has a glossary");
+        assert!(
+            readme[start..].contains("| word | 控制台用词 |"),
+            "the glossary's second column is the console's Chinese word (控制台用词)"
+        );
+        readme[start..]
+            .lines()
+            .skip_while(|l| !l.starts_with("| word |"))
+            .skip(2)
+            .take_while(|l| l.starts_with("| "))
+            .map(|l| {
+                let cells: Vec<&str> = l.split(" | ").collect();
+                (cells[0][2..].to_owned(), cells[1].to_owned())
+            })
+            .collect()
+    }
+
+    /// A label that names a glossary term uses the glossary's word for it, in both
+    /// languages, so the README and the console cannot drift apart.
+    #[test]
+    fn the_console_says_what_the_glossary_says() {
+        let glossary = glossary();
+        assert!(glossary.len() > 30, "{glossary:?}");
+        for (term, english, labels) in labels_naming_terms() {
+            let (_, chinese) = glossary
+                .iter()
+                .find(|(word, _)| word == term)
+                .unwrap_or_else(|| panic!("the glossary has no row for {term:?}"));
+            assert!(
+                !chinese.is_empty() && chinese != "—",
+                "the glossary gives no console word for {term:?}"
+            );
+            for label in labels {
+                let (zh, en) = (label(&ZH), label(&EN));
+                assert!(
+                    zh.contains(chinese.as_str()),
+                    "{term}: {zh:?} does not say {chinese:?}"
+                );
+                assert!(
+                    en.to_lowercase().contains(english),
+                    "{term}: {en:?} does not say {english:?}"
+                );
+            }
+        }
+        // Every Chinese word the glossary gives is one the console uses.
+        let mapped: Vec<&str> = labels_naming_terms().iter().map(|t| t.0).collect();
+        for (term, chinese) in &glossary {
+            assert!(
+                chinese == "—" || mapped.contains(&term.as_str()),
+                "the glossary gives {chinese:?} for {term:?}, which no console label is checked for"
+            );
+        }
+    }
+}

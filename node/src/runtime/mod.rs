@@ -648,6 +648,7 @@ impl RunningNode {
                     links: door.links.clone(),
                     sessions: crate::console::session::Sessions::new(lifetime),
                     origin: door.url.clone(),
+                    tally: Default::default(),
                 });
                 let task = dsp::serve(
                     listener,

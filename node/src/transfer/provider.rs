@@ -435,4 +435,30 @@ impl Transfers {
             .get(DELIVERIES, agreement_id.as_bytes())?
             .and_then(|b| serde_json::from_slice(&b).ok()))
     }
+
+    /// The bytes each agreement's delivery was confirmed to have carried, by the
+    /// receipts this node holds as provider: one page (agreement, bytes), in agreement
+    /// order, after the page position `after`. A receipt is kept once a whole delivery
+    /// verified at the consumer, so a delivery cut short counts nothing here.
+    pub fn delivered_bytes(
+        &self,
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<crate::storage::Page<(String, u64)>, TransferError> {
+        Ok(crate::storage::page_where(
+            self.storage.as_ref(),
+            DELIVERIES,
+            b"",
+            after,
+            limit,
+            |key, value| {
+                let receipt = serde_json::from_slice::<Envelope>(value)
+                    .ok()
+                    .and_then(|e| serde_json::from_slice::<Receipt>(&e.payload).ok());
+                Ok::<_, crate::storage::StorageError>(
+                    receipt.map(|r| (String::from_utf8_lossy(key).into_owned(), r.size)),
+                )
+            },
+        )?)
+    }
 }

@@ -175,6 +175,100 @@ try {
   seen.consistency = await text(a, "#consistency-result");
   await shot(a, "audit-consistent");
 
+  // ---- evidence: search, kept checkpoints, cosignatures, charts ----------------------
+  // Search by the agreement: each match's proof, from the search answer, checked here
+  // against the checkpoint it came with.
+  await a.click("#search-link");
+  await a.fill('input[name="agreement"]', plan.agreement);
+  await Promise.all([a.waitForURL(/\/audit\/search\?/), a.click("#search-button")]);
+  const matchButtons = a.locator("button.verify-match");
+  seen.search_matches = await matchButtons.count();
+  expect(seen.search_matches >= 2, "the agreement's entries found, got " + seen.search_matches);
+  for (let i = 0; i < seen.search_matches; i++) {
+    const button = matchButtons.nth(i);
+    const at = await button.getAttribute("data-index");
+    await button.click();
+    await a.waitForSelector(`#match-${at}:not([data-state="pending"])`);
+    expect((await a.getAttribute(`#match-${at}`, "data-state")) === "verified",
+      `match ${at} verified, but: ` + (await text(a, `#match-${at}`)));
+  }
+  seen.keyboard_search = await tabReachesEverything(a, "the search results");
+  await shot(a, "search-verified");
+
+  // The same search answer with one byte of a matched entry altered on its way.
+  const searchUrl = a.url();
+  const genuinePage = await a.evaluate(async (url) => (await fetch(url)).text(), searchUrl);
+  const alteredPage = genuinePage.replace(/data-entry="(.)/, (_, c) => 'data-entry="' + (c === "A" ? "B" : "A"));
+  expect(alteredPage !== genuinePage, "an entry to alter in the search answer");
+  await auditor.route("**/audit/search?**", (route) =>
+    route.fulfill({ contentType: "text/html; charset=utf-8", body: alteredPage }));
+  await a.goto(searchUrl);
+  const alteredMatch = a.locator("button.verify-match").first();
+  const alteredAt = await alteredMatch.getAttribute("data-index");
+  await alteredMatch.click();
+  await a.waitForSelector(`#match-${alteredAt}:not([data-state="pending"])`);
+  expect((await a.getAttribute(`#match-${alteredAt}`, "data-state")) === "failed", "the altered search proof to fail");
+  seen.altered_search_proof = await text(a, `#match-${alteredAt}`);
+  await shot(a, "search-altered-proof");
+  await auditor.unroute("**/audit/search?**");
+
+  // Bad input: the service's own message on the page, with 400.
+  answer = await a.goto(plan.origin + "/audit/search?participant=" + encodeURIComponent("not an ID!"));
+  expect(answer.status() === 400, "a malformed participant refused with 400, got " + answer.status());
+  expect((await text(a, "#search-error")).includes(plan.participant_refusal),
+    "the service's message for a malformed participant: " + (await text(a, "#search-error")));
+  answer = await a.goto(plan.origin + "/audit/search?agreement=" + plan.agreement + "&since=2026-03-02&until=2026-03-01");
+  expect(answer.status() === 400, "until before since refused with 400, got " + answer.status());
+  seen.search_until_before_since = await text(a, "#search-error");
+  await shot(a, "search-refused");
+
+  // The kept checkpoints: each signature, each cosignature and the consistency between
+  // neighbours checked here.
+  await a.goto(plan.origin + "/audit");
+  await a.click("#checkpoints-link");
+  await a.click("#verify-checkpoints");
+  await a.waitForFunction(() => [...document.querySelectorAll("section.kept output")]
+    .every((o) => o.dataset.state !== "pending"));
+  const states = await a.evaluate(() => Object.fromEntries(
+    ["kept-result", "kept-consistency", "cosignature-result"].map((c) => [c,
+      [...document.querySelectorAll("output." + c)].map((o) => o.dataset.state + ": " + o.textContent)])));
+  const verifiedOf = (c) => states[c].filter((t) => t.startsWith("verified")).length;
+  expect(states["kept-result"].length >= 2 && verifiedOf("kept-result") === states["kept-result"].length,
+    "every kept checkpoint shown verified: " + JSON.stringify(states["kept-result"]));
+  expect(states["kept-consistency"].length >= 1 && verifiedOf("kept-consistency") === states["kept-consistency"].length,
+    "every neighbour consistent: " + JSON.stringify(states["kept-consistency"]));
+  expect(verifiedOf("cosignature-result") >= 1 && verifiedOf("cosignature-result") === states["cosignature-result"].length,
+    "the witness's cosignatures verified: " + JSON.stringify(states["cosignature-result"]));
+  seen.kept_verified = verifiedOf("kept-result");
+  seen.cosignatures_verified = verifiedOf("cosignature-result");
+  seen.keyboard_checkpoints = await tabReachesEverything(a, "the checkpoint history");
+  await shot(a, "checkpoints-verified");
+
+  // The charts: a bar per day, the decisions the test made, the bytes delivered.
+  await a.goto(plan.origin + "/audit");
+  await a.click("#charts-link");
+  const chart = async (id, cls) => a.evaluate(([id, cls]) => {
+    const values = [...document.querySelectorAll(`svg#${id} rect.${cls}`)].map((r) => Number(r.dataset.value));
+    return { bars: document.querySelectorAll(`svg#${id} g.bar`).length, rects: values.length, sum: values.reduce((x, y) => x + y, 0) };
+  }, [id, cls]);
+  const growth = await chart("log-growth", "entries");
+  expect(growth.bars === 30 && growth.rects === 30, "30 days of log growth: " + JSON.stringify(growth));
+  const logSize = Number(await a.getAttribute("#decisions-counted", "data-size"));
+  expect(growth.sum === logSize, `the days' entries to add up to the log's ${logSize}: ` + JSON.stringify(growth));
+  expect((await a.getAttribute("#decisions-counted", "data-complete")) === "true", "every decision counted");
+  const permits = await chart("decisions", "permit");
+  const denials = await chart("decisions", "deny");
+  expect(permits.bars === 30 && permits.rects === 30 && denials.rects === 30, "30 days of decisions");
+  expect(permits.sum === plan.permits && denials.sum === plan.denials,
+    `${plan.permits} permits and ${plan.denials} denials, got ${permits.sum} and ${denials.sum}`);
+  const bytes = await chart("bytes", "bytes");
+  expect(bytes.bars === 1 && bytes.sum === plan.delivered_bytes, "one agreement's delivered bytes: " + JSON.stringify(bytes));
+  expect((await a.locator("#bytes-table tbody th").first().textContent()) === plan.agreement, "the agreement named in the table");
+  seen.keyboard_charts = await tabReachesEverything(a, "the charts");
+  await shot(a, "charts");
+  await a.goto(plan.origin + "/audit");
+  // ---- end of evidence ---------------------------------------------------------------
+
   // English.
   await a.click("#lang-switch");
   expect((await text(a, "main h1")) === "Audit log", "the audit page in English after the switch");

@@ -46,15 +46,16 @@ function equal(a, b) {
 
 class Failure extends Error {}
 
-// name+hex(key id)+base64(0x01 || 32-byte Ed25519 key)
-async function parseVerifierKey(text, w) {
+// name+hex(key id)+base64(type || 32-byte Ed25519 key); type 0x01 for a log's key,
+// 0x04 for a witness's cosignature key.
+async function parseVerifierKey(text, w, type = 0x01) {
   // The base64 part may itself hold "+": split at the first two only.
   const m = /^([^+\s]+)\+([0-9a-f]{8})\+([A-Za-z0-9+/=]+)$/.exec(text.trim());
   if (!m) throw new Failure(w.keyMalformed);
   const parts = [m[1], m[2], m[3]];
   let raw;
   try { raw = b64decode(parts[2]); } catch { throw new Failure(w.keyMalformed); }
-  if (raw.length !== 33 || raw[0] !== 0x01) throw new Failure(w.keyMalformed);
+  if (raw.length !== 33 || raw[0] !== type) throw new Failure(w.keyMalformed);
   const id = (await sha256(concat(enc.encode(parts[0] + "\n"), raw))).slice(0, 4);
   const hex = Array.from(id, (b) => b.toString(16).padStart(2, "0")).join("");
   if (hex !== parts[1]) throw new Failure(w.keyMalformed);
@@ -287,4 +288,118 @@ document.addEventListener("DOMContentLoaded", () => {
   const soon = () => { clearTimeout(timer); timer = setTimeout(check, 300); };
   text.addEventListener("input", soon);
   form.elements.classification.addEventListener("change", soon);
+});
+
+// ---- evidence: search matches, kept checkpoints, cosignatures ------------------------
+
+// A search match: its entry and proof came with the search answer; the root they lead
+// to must be the root of the checkpoint shown with them, verified here.
+async function onVerifyMatch(event) {
+  const w = words();
+  const data = event.currentTarget.dataset;
+  const index = Number(data.index);
+  const out = document.getElementById("match-" + index);
+  try {
+    const c = await checkpointNow(w);
+    if (Number(data.size) !== c.size) throw new Failure(w.proofMalformed);
+    let entry, proof;
+    try {
+      entry = b64decode(data.entry);
+      proof = data.proof.split(" ").filter((p) => p.length > 0).map(b64decode);
+    } catch { throw new Failure(w.proofMalformed); }
+    const root = await rootFromInclusion(index, c.size, entry, proof, w);
+    if (!equal(root, c.root)) throw new Failure(w.rootMismatch);
+    show(out, true, w.verified);
+  } catch (e) {
+    show(out, false, e instanceof Failure ? e.message : String(e));
+  }
+}
+
+// C2SP tlog-cosignature/v1: the line's signature is key ID (4 bytes) || time (8 bytes,
+// big-endian) || Ed25519 signature over "cosignature/v1\ntime <t>\n" || checkpoint body.
+async function verifyCosignature(note, keyText, w) {
+  const key = await parseVerifierKey(keyText, w, 0x04);
+  const split = note.indexOf("\n\n");
+  if (split < 0) throw new Failure(w.checkpointMalformed);
+  const body = note.slice(0, split + 1);
+  const prefix = "\u2014 " + key.name + " ";
+  let found = false;
+  for (const line of note.slice(split + 2).split("\n")) {
+    if (!line.startsWith(prefix)) continue;
+    let sig;
+    try { sig = b64decode(line.slice(prefix.length)); } catch { continue; }
+    if (sig.length !== 76 || !equal(sig.slice(0, 4), key.id)) continue;
+    found = true;
+    const time = new DataView(sig.buffer, sig.byteOffset + 4, 8).getBigUint64(0);
+    const message = enc.encode("cosignature/v1\ntime " + time.toString() + "\n" + body);
+    const pub = await crypto.subtle.importKey("raw", key.key, { name: "Ed25519" }, false, ["verify"]);
+    if (await crypto.subtle.verify({ name: "Ed25519" }, pub, sig.slice(12), message)) return time;
+  }
+  throw new Failure(found ? w.cosignatureInvalid : w.noCosignature);
+}
+
+// Every kept checkpoint shown: its signature by the pinned key, each cosignature by the
+// key its witness's credential gives, and consistency with the next older one shown.
+async function onVerifyKept() {
+  const w = words();
+  const keyText = localStorage.getItem(KEY_STORE) || "";
+  const keyOut = document.getElementById("checkpoints-key");
+  if (!keyText.trim()) {
+    show(keyOut, false, w.noKey);
+    return;
+  }
+  keyOut.dataset.state = "verified";
+  keyOut.textContent = keyText.split("+")[0];
+  const verified = new Map();
+  for (const section of document.querySelectorAll("section.kept")) {
+    const note = section.querySelector("pre.kept-note").textContent;
+    const out = section.querySelector("output.kept-result");
+    try {
+      const c = await verifyCheckpoint(note, keyText, w);
+      if (c.size !== Number(section.dataset.size)) throw new Failure(w.checkpointMalformed);
+      verified.set(c.size, c);
+      show(out, true, w.verified + " (" + c.size + ")");
+    } catch (e) {
+      show(out, false, e instanceof Failure ? e.message : String(e));
+    }
+    for (const cosig of section.querySelectorAll("output.cosignature-result")) {
+      try {
+        await verifyCosignature(note, cosig.dataset.key, w);
+        show(cosig, true, w.verified);
+      } catch (e) {
+        show(cosig, false, e instanceof Failure ? e.message : String(e));
+      }
+    }
+  }
+  for (const out of document.querySelectorAll("output.kept-consistency")) {
+    const newer = verified.get(Number(out.closest("section.kept").dataset.size));
+    const older = verified.get(Number(out.dataset.older));
+    let ok = false;
+    if (newer && older) {
+      try {
+        let proof = [];
+        if (older.size !== newer.size) {
+          const answer = await fetch("/audit/consistency?from=" + older.size + "&to=" + newer.size);
+          const p = answer.ok ? await answer.json() : null;
+          if (!p || p.from !== older.size || p.to !== newer.size || !Array.isArray(p.proof)) {
+            throw new Failure(w.notConsistent);
+          }
+          proof = p.proof.map(b64decode);
+        }
+        ok = await consistent(older.size, older.root, newer.size, newer.root, proof);
+      } catch {
+        ok = false;
+      }
+    }
+    if (ok) show(out, true, w.consistentWithOlder + " " + older.size);
+    else show(out, false, w.notConsistent + " (" + out.dataset.older + " → " + out.closest("section.kept").dataset.size + ")");
+  }
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  for (const button of document.querySelectorAll("button.verify-match")) {
+    button.addEventListener("click", onVerifyMatch);
+  }
+  const kept = document.getElementById("verify-checkpoints");
+  if (kept) kept.addEventListener("click", onVerifyKept);
 });
