@@ -479,9 +479,14 @@ struct Bar {
 const CHART_HEIGHT: u64 = 160;
 const BAR_WIDTH: usize = 18;
 const BAR_GAP: usize = 4;
+/// Room left of the bars for the scale, and below them for the first and last label.
+const AXIS_LEFT: usize = 64;
+const AXIS_BELOW: u64 = 22;
 
 /// A bar chart as inline SVG (presentation attributes only: the console's CSP allows
-/// no inline style), hidden from screen readers, which read the table beside it.
+/// no inline style), hidden from screen readers, which read the table beside it. The
+/// scale shows 0 and the tallest bar's value; below the bars, the first and the last
+/// label (days run oldest to newest); a legend names stacked parts.
 fn bar_chart(id: &str, title: &str, columns: &[&str], bars: &[Bar]) -> Markup {
     let top = bars
         .iter()
@@ -489,20 +494,42 @@ fn bar_chart(id: &str, title: &str, columns: &[&str], bars: &[Bar]) -> Markup {
         .max()
         .unwrap_or(0)
         .max(1);
-    let width = bars.len().max(1) * (BAR_WIDTH + BAR_GAP);
+    let plot = bars.len().max(1) * (BAR_WIDTH + BAR_GAP);
+    let width = AXIS_LEFT + plot;
+    let height = CHART_HEIGHT + AXIS_BELOW;
     let scaled = |v: u64| v.saturating_mul(CHART_HEIGHT) / top;
+    let first = bars.first().map(|b| b.label.as_str()).unwrap_or_default();
+    let last = bars.last().map(|b| b.label.as_str()).unwrap_or_default();
+    let parts: Vec<&str> = bars
+        .first()
+        .map(|b| b.parts.iter().map(|p| p.0).collect())
+        .unwrap_or_default();
     html! {
         figure.chart {
-            svg id=(id) xmlns="http://www.w3.org/2000/svg" width=(width) height=(CHART_HEIGHT)
-                viewBox={ "0 0 " (width) " " (CHART_HEIGHT) } aria-hidden="true" focusable="false" {
+            svg id=(id) xmlns="http://www.w3.org/2000/svg" width=(width) height=(height)
+                viewBox={ "0 0 " (width) " " (height) } aria-hidden="true" focusable="false" {
+                text.scale x=(AXIS_LEFT - 6) y="12" text-anchor="end" font-size="11" { (top) }
+                text.scale x=(AXIS_LEFT - 6) y=(CHART_HEIGHT) text-anchor="end" font-size="11" { "0" }
+                line.axis x1=(AXIS_LEFT) y1=(CHART_HEIGHT) x2=(width) y2=(CHART_HEIGHT) stroke="#5b6570" {}
                 @for (i, bar) in bars.iter().enumerate() {
                     g.bar data-label=(bar.label) {
-                        @let x = i * (BAR_WIDTH + BAR_GAP);
+                        @let x = AXIS_LEFT + i * (BAR_WIDTH + BAR_GAP);
                         @for (class, value, y, height) in stacked(bar, &scaled) {
                             rect class=(class) x=(x) y=(y) width=(BAR_WIDTH) height=(height) data-value=(value) {
                                 title { (bar.label) ": " (value) }
                             }
                         }
+                    }
+                }
+                text.scale x=(AXIS_LEFT) y=(height - 4) font-size="11" { (first) }
+                @if bars.len() > 1 {
+                    text.scale x=(width) y=(height - 4) text-anchor="end" font-size="11" { (last) }
+                }
+            }
+            @if parts.len() > 1 {
+                figcaption.legend aria-hidden="true" {
+                    @for (class, name) in parts.iter().zip(columns) {
+                        span class={ "key " (class) } { (name) }
                     }
                 }
             }
