@@ -64,6 +64,7 @@ macro_rules! for_both_engines {
 for_both_engines!(
     every_operation_reads_back_what_it_wrote,
     a_batch_applies_its_writes_in_order,
+    a_batch_across_trees_applies_its_writes_in_order,
     keys_come_back_in_bytewise_order_page_by_page,
     exactly_one_of_racing_insert_new_calls_wins,
     concurrent_writers_lose_nothing,
@@ -137,6 +138,42 @@ fn a_batch_applies_its_writes_in_order(engine: Engine) {
         ]
     );
     s.apply("t", Vec::new()).unwrap();
+}
+
+fn a_batch_across_trees_applies_its_writes_in_order(engine: Engine) {
+    let place = Place::new(engine);
+    let s = place.open();
+    s.put("u", b"gone", b"x").unwrap();
+    // Read first, so that an engine that keeps what it read must replace it.
+    assert_eq!(s.get("t", b"a").unwrap(), None);
+    assert_eq!(s.get("u", b"gone").unwrap(), Some(b"x".to_vec()));
+    s.apply_trees(vec![
+        ("t", Write::Put(b"a".to_vec(), b"1".to_vec())),
+        ("u", Write::Put(b"a".to_vec(), b"other tree".to_vec())),
+        ("t", Write::Put(b"a".to_vec(), b"2".to_vec())),
+        ("u", Write::Delete(b"gone".to_vec())),
+        ("t", Write::Put(b"b".to_vec(), b"3".to_vec())),
+        ("t", Write::Delete(b"b".to_vec())),
+        ("u", Write::Put(b"c".to_vec(), b"4".to_vec())),
+    ])
+    .unwrap();
+    let check = |s: &dyn Storage| {
+        assert_eq!(s.get("t", b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(s.get("t", b"b").unwrap(), None);
+        assert_eq!(s.get("u", b"gone").unwrap(), None);
+        assert_eq!(
+            s.scan_prefix("u", b"").unwrap(),
+            vec![
+                (b"a".to_vec(), b"other tree".to_vec()),
+                (b"c".to_vec(), b"4".to_vec())
+            ]
+        );
+    };
+    check(s.as_ref());
+    rt().block_on(s.flush()).unwrap();
+    drop(s);
+    // What the database holds, not what the engine kept.
+    check(place.open().as_ref());
 }
 
 fn keys_come_back_in_bytewise_order_page_by_page(engine: Engine) {
