@@ -5,9 +5,18 @@
 //! Durability: every write commits at once, in a session with `synchronous_commit = on`,
 //! so a write call returns only after PostgreSQL has made it durable (on the primary and
 //! on whatever synchronous standbys the server is configured to wait for), and
-//! [`Storage::flush`] has nothing left to do. A write whose commit is not confirmed (the
-//! connection is lost on the way) returns an error: the caller never acknowledges it,
-//! although the database may hold it (the next attempt of an idempotent write finds it).
+//! [`Storage::flush`] has nothing left to do (it costs no round trip, so `put_durable` is
+//! one). A write whose commit is not confirmed (the connection is lost on the way)
+//! returns an error: the caller never acknowledges it, although the database may hold
+//! it (the next attempt of an idempotent write finds it).
+//!
+//! One statement per write: a put, a delete, a batch ([`Storage::apply`], and
+//! [`Storage::apply_trees`] across trees, as the audit log writes a group of entries
+//! with the records they carry) is a single statement that commits by itself, so it
+//! costs one round trip and one commit, fenced or not. Each record is written once,
+//! with what the batch's last write to it leaves; the deletes and the upserts run as
+//! data-modifying `WITH` clauses over `unnest`ed arrays, after the lease check (see
+//! below) in the same statement.
 //!
 //! Sync calls and the async client: the trait's reads and writes are sync and are called
 //! both from plain threads and from tasks of the node's runtime (as the sled engine's
@@ -21,15 +30,17 @@
 //! SQL used (kept to what PostgreSQL-compatible databases accept, no extensions):
 //! `CREATE TABLE IF NOT EXISTS`, `bytea`, `text`, `bigint`, `integer`, composite primary
 //! keys, `INSERT … ON CONFLICT … DO NOTHING / DO UPDATE`, `SELECT … FOR UPDATE`,
+//! data-modifying `WITH` clauses (`DELETE`/`INSERT … RETURNING`), `unnest` of arrays,
 //! `LOCK TABLE … IN ACCESS EXCLUSIVE MODE`, `substr`, `length`, `ORDER BY`, `LIMIT`,
 //! transactions at READ COMMITTED and REPEATABLE READ, `SET synchronous_commit = on`,
 //! `SELECT … FOR SHARE`, `UPDATE … RETURNING`, `now()`, `timestamptz`, `interval`.
 //!
 //! Leadership and fencing: replicas sharing one database take turns through the lease
 //! row of `liutong_lease` ([`PostgresStorage::acquire_lease`]). Once an engine holds the
-//! lease, every write transaction first checks, inside itself, that the lease row still
-//! carries this engine's token and has not expired by the database's clock, and locks
-//! the row `FOR SHARE` until it commits: a replica taking the lease over waits for the
+//! lease, every write transaction first checks, inside itself (for records, in the
+//! writing statement's first `WITH` clause), that the lease row still carries this
+//! engine's token and has not expired by the database's clock, and locks the row
+//! `FOR SHARE` until it commits: a replica taking the lease over waits for the
 //! writes in flight, and a write that starts after the lease was lost is refused. So a
 //! deposed leader's write never commits, whatever its own clock says. An engine that
 //! never took the lease (a single node, `storage migrate`, tests) writes unfenced.
@@ -641,9 +652,151 @@ async fn migrate(pool: &Arc<Pool>) -> Result<i32, tokio_postgres::Error> {
     Ok(found)
 }
 
-const PUT: &str = "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
-                   ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
-const DELETE: &str = "DELETE FROM liutong_kv WHERE tree = $1 AND key = $2";
+/// One statement that writes a batch, each record once (its last write), and commits
+/// by itself: one round trip. `fence` yields a row only while this engine may write;
+/// without one, nothing is written and the answer's first column is 0. Deletes and
+/// puts name different records, so their order inside the statement does not matter.
+macro_rules! batch_sql {
+    ($($fence:tt)*) => {
+        concat!(
+            "WITH fence AS (",
+            $($fence)*,
+            "), gone AS (DELETE FROM liutong_kv WHERE EXISTS (SELECT 1 FROM fence) \
+               AND (tree, key) IN (SELECT * FROM unnest($2::text[], $3::bytea[])) RETURNING 1), \
+             put AS (INSERT INTO liutong_kv (tree, key, value) \
+               SELECT * FROM unnest($4::text[], $5::bytea[], $6::bytea[]) \
+               WHERE EXISTS (SELECT 1 FROM fence) \
+               ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value RETURNING 1) \
+             SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM gone)"
+        )
+    };
+}
+
+/// Inserts one record only if its key is absent, in one statement (see [`batch_sql`]);
+/// the answer's second column counts the rows inserted.
+macro_rules! insert_new_sql {
+    ($($fence:tt)*) => {
+        concat!(
+            "WITH fence AS (",
+            $($fence)*,
+            "), put AS (INSERT INTO liutong_kv (tree, key, value) \
+               SELECT $2::text, $3::bytea, $4::bytea WHERE EXISTS (SELECT 1 FROM fence) \
+               ON CONFLICT (tree, key) DO NOTHING RETURNING 1) \
+             SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM put)"
+        )
+    };
+}
+
+/// The fence of an engine that holds the lease, inside the writing statement: the
+/// lease row, locked `FOR SHARE` until the statement commits (see the module's
+/// documentation).
+macro_rules! fenced {
+    () => {
+        "SELECT 1 FROM liutong_lease WHERE id = 1 AND token = $1 AND expires_at > now() FOR SHARE"
+    };
+}
+
+const BATCH: &str = batch_sql!("SELECT $1::bigint");
+const BATCH_FENCED: &str = batch_sql!(fenced!());
+const INSERT_NEW: &str = insert_new_sql!("SELECT $1::bigint");
+const INSERT_NEW_FENCED: &str = insert_new_sql!(fenced!());
+
+/// A record a batch writes: its tree, its key, and what the batch leaves in it
+/// (`None`: deleted).
+type Outcome = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// Each record `writes` touch, once, with what the last write to it leaves, in the order
+/// each was first written.
+fn outcomes(writes: Vec<(String, Write)>) -> Vec<Outcome> {
+    use std::collections::hash_map::Entry;
+    let mut at: HashMap<(String, Vec<u8>), usize> = HashMap::new();
+    let mut out: Vec<Outcome> = Vec::with_capacity(writes.len());
+    for (tree, write) in writes {
+        let (key, value) = match write {
+            Write::Put(k, v) => (k, Some(v)),
+            Write::Delete(k) => (k, None),
+        };
+        match at.entry((tree.clone(), key.clone())) {
+            Entry::Occupied(e) => out[*e.get()].2 = value,
+            Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push((tree, key, value));
+            }
+        }
+    }
+    out
+}
+
+impl Pool {
+    /// Writes `records` in one statement, fenced when this engine holds the lease.
+    async fn write_batch(self: Arc<Self>, records: Vec<Outcome>) -> Result<(), PgError> {
+        let (mut gone_trees, mut gone_keys) = (Vec::new(), Vec::new());
+        let (mut put_trees, mut put_keys, mut put_values) = (Vec::new(), Vec::new(), Vec::new());
+        for (tree, key, value) in records {
+            match value {
+                Some(value) => {
+                    put_trees.push(tree);
+                    put_keys.push(key);
+                    put_values.push(value);
+                }
+                None => {
+                    gone_trees.push(tree);
+                    gone_keys.push(key);
+                }
+            }
+        }
+        let token = self.token();
+        let mut conn = self.get().await?;
+        let statement = conn
+            .statement(if token.is_some() { BATCH_FENCED } else { BATCH })
+            .await?;
+        let row = conn
+            .client
+            .query_one(
+                &statement,
+                &[
+                    &token.unwrap_or(0),
+                    &gone_trees,
+                    &gone_keys,
+                    &put_trees,
+                    &put_keys,
+                    &put_values,
+                ],
+            )
+            .await?;
+        match token {
+            Some(token) if row.get::<_, i64>(0) == 0 => Err(self.refused(token)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Inserts `tree`/`key` = `value` in one statement if the key is absent; whether it
+    /// did.
+    async fn insert_new(
+        self: Arc<Self>,
+        tree: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<bool, PgError> {
+        let token = self.token();
+        let mut conn = self.get().await?;
+        let statement = conn
+            .statement(if token.is_some() {
+                INSERT_NEW_FENCED
+            } else {
+                INSERT_NEW
+            })
+            .await?;
+        let row = conn
+            .client
+            .query_one(&statement, &[&token.unwrap_or(0), &tree, &key, &value])
+            .await?;
+        match token {
+            Some(token) if row.get::<_, i64>(0) == 0 => Err(self.refused(token)),
+            _ => Ok(row.get::<_, i64>(1) == 1),
+        }
+    }
+}
 
 /// The first key after every key that starts with `prefix`; `None` when there is none
 /// (the prefix is empty or all 0xff).
@@ -688,6 +841,14 @@ async fn scan(
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+impl PostgresStorage {
+    /// Writes `writes` in one statement (one transaction).
+    fn write(&self, tree: &str, writes: Vec<(String, Write)>) -> Result<(), StorageError> {
+        let records = outcomes(writes);
+        self.run(tree, |pool| pool.write_batch(records))
+    }
+}
+
 impl Storage for PostgresStorage {
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let (t, k) = (tree.to_owned(), key.to_vec());
@@ -705,49 +866,29 @@ impl Storage for PostgresStorage {
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            pool.write_one(&mut conn, PUT, &[&t, &k, &v])
-                .await
-                .map(drop)
-        })
+        let write = Write::Put(key.to_vec(), value.to_vec());
+        self.write(tree, vec![(tree.to_owned(), write)])
     }
 
     fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
-        let (t, k) = (tree.to_owned(), key.to_vec());
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            pool.write_one(&mut conn, DELETE, &[&t, &k]).await.map(drop)
-        })
+        self.write(tree, vec![(tree.to_owned(), Write::Delete(key.to_vec()))])
     }
 
     fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
         let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            let sql = "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
-                       ON CONFLICT (tree, key) DO NOTHING";
-            Ok(pool.write_one(&mut conn, sql, &[&t, &k, &v]).await? == 1)
-        })
+        self.run(tree, |pool| pool.insert_new(t, k, v))
     }
 
-    /// Here the whole batch is one transaction: all of it or none.
+    /// Here the whole batch is one statement: all of it or none.
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError> {
-        let t = tree.to_owned();
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            let put = conn.statement(PUT).await?;
-            let delete = conn.statement(DELETE).await?;
-            let tx = pool.begin_write(&mut conn).await?;
-            for write in &writes {
-                match write {
-                    Write::Put(k, v) => tx.execute(&put, &[&t, k, v]).await?,
-                    Write::Delete(k) => tx.execute(&delete, &[&t, k]).await?,
-                };
-            }
-            Ok(tx.commit().await?)
-        })
+        let writes = writes.into_iter().map(|w| (tree.to_owned(), w)).collect();
+        self.write(tree, writes)
+    }
+
+    /// Here the whole batch is one statement: all of it or none.
+    fn apply_trees(&self, writes: Vec<(&str, Write)>) -> Result<(), StorageError> {
+        let writes = writes.into_iter().map(|(t, w)| (t.to_owned(), w)).collect();
+        self.write("*", writes)
     }
 
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
