@@ -638,7 +638,11 @@ fn on_postgres_a_lost_connection_is_a_clear_error_and_heals() {
     let db = cluster.database();
     let s = PostgresStorage::open(db.target()).unwrap();
     s.put("t", b"before", b"1").unwrap();
+    assert_eq!(s.get("t", b"before").unwrap(), Some(b"1".to_vec()));
     cluster.stop(true);
+    // A write that failed leaves nothing of itself to read, even where the engine
+    // keeps what it read and wrote.
+    assert!(s.put("t", b"before", b"lost").is_err());
     let err = s.put("t", b"during", b"2").unwrap_err().to_string();
     assert!(
         err.contains("PostgreSQL") && err.contains(&format!("127.0.0.1:{}", cluster.port)),
@@ -653,6 +657,7 @@ fn on_postgres_a_lost_connection_is_a_clear_error_and_heals() {
         .to_string();
     assert!(err.contains("PostgreSQL"), "{err}");
     cluster.launch().unwrap();
+    assert_eq!(s.get("t", b"during").unwrap(), None);
     s.put("t", b"after", b"3").unwrap();
     assert_eq!(s.get("t", b"before").unwrap(), Some(b"1".to_vec()));
     assert_eq!(s.get("t", b"after").unwrap(), Some(b"3".to_vec()));
@@ -666,4 +671,68 @@ fn on_postgres_a_wrong_password_is_a_clear_error_at_open() {
     assert!(err.contains("cannot use the PostgreSQL database"), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
+}
+
+/// A lease no test waits out.
+const LONG_LEASE: Duration = Duration::from_secs(3600);
+
+/// Takes the lease for `s`, waiting (up to a minute) for the holder's to expire.
+fn take_lease(s: &PostgresStorage, holder: &str, lease: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.acquire_lease(holder, lease).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{holder} never got the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn on_postgres_a_retaken_lease_sees_what_another_replica_wrote_meanwhile() {
+    let db = postgres::shared().database();
+    let (a, b) = (
+        PostgresStorage::open(db.target()).unwrap(),
+        PostgresStorage::open(db.target()).unwrap(),
+    );
+    take_lease(&a, "a", LONG_LEASE);
+    a.put("t", b"k", b"a's").unwrap();
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"a's".to_vec()));
+    assert_eq!(a.get("t", b"absent").unwrap(), None);
+    a.release_lease().unwrap();
+
+    take_lease(&b, "b", LONG_LEASE);
+    b.put("t", b"k", b"b's").unwrap();
+    b.put("t", b"absent", b"written by b").unwrap();
+    b.release_lease().unwrap();
+
+    take_lease(&a, "a", LONG_LEASE);
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    assert_eq!(
+        a.get("t", b"absent").unwrap(),
+        Some(b"written by b".to_vec())
+    );
+}
+
+#[test]
+fn on_postgres_a_deposed_leader_reads_what_its_successor_wrote_not_its_refused_write() {
+    let db = postgres::shared().database();
+    let (a, b) = (
+        PostgresStorage::open(db.target()).unwrap(),
+        PostgresStorage::open(db.target()).unwrap(),
+    );
+    // A short lease that `a` never renews: it is deposed once `b` takes over.
+    take_lease(&a, "a", Duration::from_millis(300));
+    a.put("t", b"k", b"a's").unwrap();
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"a's".to_vec()));
+
+    take_lease(&b, "b", LONG_LEASE);
+    b.put("t", b"k", b"b's").unwrap();
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    let refused = a.put("t", b"k", b"refused").unwrap_err().to_string();
+    assert!(refused.contains("no longer the leader"), "{refused}");
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    b.release_lease().unwrap();
+
+    take_lease(&a, "a", LONG_LEASE);
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    a.put("t", b"k", b"a's again").unwrap();
+    assert_eq!(b.get("t", b"k").unwrap(), Some(b"a's again".to_vec()));
 }

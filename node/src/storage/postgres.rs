@@ -18,6 +18,33 @@
 //! data-modifying `WITH` clauses over `unnest`ed arrays, after the lease check (see
 //! below) in the same statement.
 //!
+//! Read cache: only one engine writes to a database at a time. A single node
+//! (`replicas = false`) is the only node on its database, and replicas write only while
+//! they hold the lease, fenced. So the engine that writes keeps what it read and wrote
+//! in memory ([`cache`]; 64 MiB by default, the least recently used out first) and
+//! answers reads from there without a round trip. It is write-through: a record leaves
+//! the cache while a write of it is in flight and comes back with its new value only
+//! once the commit is confirmed; a write whose outcome is unknown (any error) leaves it
+//! out, so the next read asks the database; keys found absent are kept as absent; a
+//! batch and `insert_new` keep it exact record by record; scans always ask the database.
+//! For an engine that holds the lease, the cache answers only while the lease is surely
+//! still its own:
+//!
+//! - Taking the lease clears the cache, every time: while this engine did not lead,
+//!   another replica may have written anything. That covers a deposed leader that takes
+//!   the lease back: what it cached before it lost the lease is dropped, and a read or
+//!   write that was in flight across the takeover puts nothing in (a new epoch).
+//! - The cache answers only until `lease` after the last successful take or renewal was
+//!   *sent*, by this machine's monotonic clock. The database sets the expiry `lease`
+//!   after it ran the statement, which is later, and no other replica can take the lease
+//!   (let alone write) before it expires; so the cache stops answering before anyone
+//!   else can write. This assumes only that the two clocks run at the same rate, not
+//!   that they agree. Past that instant reads go to the database; a later successful
+//!   renewal of the same token proves nobody took the lease in between, so the cache
+//!   answers again.
+//! - A write refused by the fence, and giving the lease up, stop the cache answering at
+//!   once.
+//!
 //! Sync calls and the async client: the trait's reads and writes are sync and are called
 //! both from plain threads and from tasks of the node's runtime (as the sled engine's
 //! are), and some tests drive them from a current-thread runtime, where
@@ -48,7 +75,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
@@ -57,6 +84,9 @@ use super::blobs::{Blobs, RowBlobs};
 use super::durability::Durability;
 use super::{Entries, Storage, StorageError, Write};
 use crate::base::BoxFuture;
+
+mod cache;
+use cache::{Cache, DEFAULT_CACHE_BYTES, Lookup};
 
 /// The schema versions this binary knows, in order: migration `i` takes the database
 /// from version `i` to `i + 1`. Only ever append.
@@ -253,6 +283,9 @@ pub(crate) struct Pool {
     token: Mutex<Option<i64>>,
     /// `Some(reason)` once a write was refused because the lease was lost.
     lost: watch::Sender<Option<String>>,
+    /// The records read and written, so that reads need no round trip (see the
+    /// module's documentation for when it may answer).
+    cache: Cache,
 }
 
 impl Pool {
@@ -327,6 +360,7 @@ impl Pool {
 
     /// Records that a write was refused because the lease is no longer this engine's.
     fn refused(&self, token: i64) -> PgError {
+        self.cache.suspend();
         self.lost.send_replace(Some(format!(
             "a write was refused: the lease (token {token}) expired or another replica \
              took it"
@@ -465,6 +499,7 @@ impl PostgresStorage {
             permits: Arc::new(Semaphore::new(POOL_SIZE)),
             token: Mutex::new(None),
             lost: watch::channel(None).0,
+            cache: Cache::new(DEFAULT_CACHE_BYTES),
         });
         let pg = Arc::new(Pg {
             handle: runtime.handle().clone(),
@@ -526,6 +561,9 @@ impl PostgresStorage {
         lease: Duration,
     ) -> Result<Option<i64>, StorageError> {
         let (h, ms) = (holder.to_owned(), millis(lease));
+        // Held until `lease` after the request left, by any clock: the database's
+        // expiry is `lease` after it ran the update, which is later.
+        let sent = Instant::now();
         let token = self.run("liutong_lease", |pool| async move {
             let conn = pool.get().await?;
             let row = conn
@@ -541,6 +579,9 @@ impl PostgresStorage {
             Ok(row.map(|r| r.get::<_, i64>(0)))
         })?;
         if let Some(token) = token {
+            // Another replica may have written while this one did not lead.
+            self.pg.pool.cache.clear();
+            self.pg.pool.cache.valid_until(sent + lease);
             *self.pg.pool.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
         }
         Ok(token)
@@ -553,7 +594,8 @@ impl PostgresStorage {
             return Ok(false);
         };
         let ms = millis(lease);
-        self.run("liutong_lease", |pool| async move {
+        let sent = Instant::now();
+        let renewed = self.run("liutong_lease", |pool| async move {
             let conn = pool.get().await?;
             let n = conn
                 .client
@@ -565,7 +607,11 @@ impl PostgresStorage {
                 )
                 .await?;
             Ok(n == 1)
-        })
+        })?;
+        if renewed {
+            self.pg.pool.cache.valid_until(sent + lease);
+        }
+        Ok(renewed)
     }
 
     /// Gives the lease up (after a graceful stop), so a standby need not wait for it to
@@ -574,6 +620,7 @@ impl PostgresStorage {
         let Some(token) = self.pg.pool.token() else {
             return Ok(());
         };
+        self.pg.pool.cache.suspend();
         self.run("liutong_lease", |pool| async move {
             let conn = pool.get().await?;
             conn.client
@@ -842,17 +889,32 @@ async fn scan(
 }
 
 impl PostgresStorage {
-    /// Writes `writes` in one statement (one transaction).
+    /// Writes `writes` in one statement (one transaction), keeping the cache exact: the
+    /// records leave it while the statement is in flight and come back with their new
+    /// values only once the commit is confirmed.
     fn write(&self, tree: &str, writes: Vec<(String, Write)>) -> Result<(), StorageError> {
         let records = outcomes(writes);
-        self.run(tree, |pool| pool.write_batch(records))
+        let flight = self
+            .pg
+            .pool
+            .cache
+            .writing(records.iter().map(|(t, k, _)| cache::slot(t, k)).collect());
+        let values = records.iter().map(|(_, _, v)| v.clone()).collect();
+        self.run(tree, |pool| pool.write_batch(records))?;
+        flight.committed(values);
+        Ok(())
     }
 }
 
 impl Storage for PostgresStorage {
+    /// From the cache when it knows the record, else from the database.
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let fill = match self.pg.pool.cache.lookup(tree, key) {
+            Lookup::Hit(value) => return Ok(value),
+            Lookup::Miss(fill) => fill,
+        };
         let (t, k) = (tree.to_owned(), key.to_vec());
-        self.run(tree, |pool| async move {
+        let value = self.run(tree, |pool| async move {
             let mut conn = pool.get().await?;
             let s = conn
                 .statement("SELECT value FROM liutong_kv WHERE tree = $1 AND key = $2")
@@ -862,7 +924,9 @@ impl Storage for PostgresStorage {
                 .query_opt(&s, &[&t, &k])
                 .await?
                 .map(|r| r.get(0)))
-        })
+        })?;
+        fill.complete(value.as_deref());
+        Ok(value)
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
@@ -875,8 +939,15 @@ impl Storage for PostgresStorage {
     }
 
     fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        let flight = self.pg.pool.cache.writing(vec![cache::slot(tree, key)]);
         let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
-        self.run(tree, |pool| pool.insert_new(t, k, v))
+        let inserted = self.run(tree, |pool| pool.insert_new(t, k, v))?;
+        if inserted {
+            flight.committed(vec![Some(value.to_vec())]);
+        }
+        // Not inserted: the key holds a value this call did not read; the next read
+        // asks the database.
+        Ok(inserted)
     }
 
     /// Here the whole batch is one statement: all of it or none.
