@@ -65,6 +65,7 @@ for_both_engines!(
     every_operation_reads_back_what_it_wrote,
     a_batch_applies_its_writes_in_order,
     a_batch_across_trees_applies_its_writes_in_order,
+    a_scan_sees_every_write_under_its_prefix,
     keys_come_back_in_bytewise_order_page_by_page,
     exactly_one_of_racing_insert_new_calls_wins,
     concurrent_writers_lose_nothing,
@@ -174,6 +175,36 @@ fn a_batch_across_trees_applies_its_writes_in_order(engine: Engine) {
     drop(s);
     // What the database holds, not what the engine kept.
     check(place.open().as_ref());
+}
+
+fn a_scan_sees_every_write_under_its_prefix(engine: Engine) {
+    let place = Place::new(engine);
+    let s = place.open();
+    s.put("t", b"n/1", b"1").unwrap();
+    s.put("t", b"o/1", b"1").unwrap();
+    let scan = |prefix: &[u8]| s.scan_prefix("t", prefix).unwrap();
+    assert_eq!(scan(b"n/"), vec![(b"n/1".to_vec(), b"1".to_vec())]);
+    assert_eq!(scan(b"").len(), 2);
+    s.put("t", b"n/2", b"2").unwrap();
+    s.put("t", b"n/1", b"changed").unwrap();
+    assert_eq!(
+        scan(b"n/"),
+        vec![
+            (b"n/1".to_vec(), b"changed".to_vec()),
+            (b"n/2".to_vec(), b"2".to_vec())
+        ]
+    );
+    s.delete("t", b"n/2").unwrap();
+    assert!(s.insert_new("t", b"n/3", b"3").unwrap());
+    s.apply("t", vec![Write::Delete(b"o/1".to_vec())]).unwrap();
+    s.apply_trees(vec![("t", Write::Put(b"p".to_vec(), b"4".to_vec()))])
+        .unwrap();
+    assert_eq!(keys(&scan(b"n/")), [b"n/1".to_vec(), b"n/3".to_vec()]);
+    assert_eq!(
+        keys(&scan(b"")),
+        [b"n/1".to_vec(), b"n/3".to_vec(), b"p".to_vec()]
+    );
+    assert_eq!(scan(b"o/"), Vec::new());
 }
 
 fn keys_come_back_in_bytewise_order_page_by_page(engine: Engine) {
@@ -696,6 +727,7 @@ fn on_postgres_a_retaken_lease_sees_what_another_replica_wrote_meanwhile() {
     a.put("t", b"k", b"a's").unwrap();
     assert_eq!(a.get("t", b"k").unwrap(), Some(b"a's".to_vec()));
     assert_eq!(a.get("t", b"absent").unwrap(), None);
+    assert_eq!(keys(&a.scan_prefix("t", b"").unwrap()), [b"k".to_vec()]);
     a.release_lease().unwrap();
 
     take_lease(&b, "b", LONG_LEASE);
@@ -708,6 +740,10 @@ fn on_postgres_a_retaken_lease_sees_what_another_replica_wrote_meanwhile() {
     assert_eq!(
         a.get("t", b"absent").unwrap(),
         Some(b"written by b".to_vec())
+    );
+    assert_eq!(
+        keys(&a.scan_prefix("t", b"").unwrap()),
+        [b"absent".to_vec(), b"k".to_vec()]
     );
 }
 

@@ -26,7 +26,9 @@
 //! the cache while a write of it is in flight and comes back with its new value only
 //! once the commit is confirmed; a write whose outcome is unknown (any error) leaves it
 //! out, so the next read asks the database; keys found absent are kept as absent; a
-//! batch and `insert_new` keep it exact record by record; scans always ask the database.
+//! batch and `insert_new` keep it exact record by record. Whole scans by prefix
+//! (`scan_prefix`) are kept too, dropped by any write of a key under their prefix;
+//! pages (`scan_page`) always ask the database.
 //! For an engine that holds the lease, the cache answers only while the lease is surely
 //! still its own:
 //!
@@ -86,7 +88,7 @@ use super::{Entries, Storage, StorageError, Write};
 use crate::base::BoxFuture;
 
 mod cache;
-use cache::{Cache, DEFAULT_CACHE_BYTES, Lookup};
+use cache::{Cache, DEFAULT_CACHE_BYTES, Known, Lookup};
 
 /// The schema versions this binary knows, in order: migration `i` takes the database
 /// from version `i` to `i + 1`. Only ever append.
@@ -910,7 +912,8 @@ impl Storage for PostgresStorage {
     /// From the cache when it knows the record, else from the database.
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         let fill = match self.pg.pool.cache.lookup(tree, key) {
-            Lookup::Hit(value) => return Ok(value),
+            Lookup::Hit(Known::Record(value)) => return Ok(value),
+            Lookup::Hit(Known::Scan(_)) => unreachable!("a record's place holds a record"),
             Lookup::Miss(fill) => fill,
         };
         let (t, k) = (tree.to_owned(), key.to_vec());
@@ -925,7 +928,7 @@ impl Storage for PostgresStorage {
                 .await?
                 .map(|r| r.get(0)))
         })?;
-        fill.complete(value.as_deref());
+        fill.complete(Known::Record(value.clone()));
         Ok(value)
     }
 
@@ -962,9 +965,17 @@ impl Storage for PostgresStorage {
         self.write("*", writes)
     }
 
+    /// From the cache when it holds this scan, else from the database.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
+        let fill = match self.pg.pool.cache.lookup_scan(tree, prefix) {
+            Lookup::Hit(Known::Scan(entries)) => return Ok(entries),
+            Lookup::Hit(Known::Record(_)) => unreachable!("a scan's place holds a scan"),
+            Lookup::Miss(fill) => fill,
+        };
         let (t, p) = (tree.to_owned(), prefix.to_vec());
-        self.run(tree, |pool| scan(pool, t, p, None, None))
+        let entries = self.run(tree, |pool| scan(pool, t, p, None, None))?;
+        fill.complete(Known::Scan(entries.clone()));
+        Ok(entries)
     }
 
     fn scan_page(

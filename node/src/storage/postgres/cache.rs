@@ -16,8 +16,13 @@
 //! - [`Cache::clear`] starts a new epoch: nothing read or written before it is put in
 //!   after it.
 //!
-//! Bounded by bytes: least recently used records are dropped first, and a record too
-//! large for a sixteenth of the bound is not kept at all.
+//! Scans by prefix are kept the same way, and are exact by the same rules: a write of
+//! any key that starts with a kept scan's prefix drops that scan (a key has one prefix
+//! per length, so a write looks up each), and a scan that missed is put in only if no
+//! write of a key under its prefix started or was in flight since it started.
+//!
+//! Bounded by bytes: least recently used records and scans are dropped first, and one
+//! too large for a sixteenth of the bound is not kept at all.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -26,19 +31,60 @@ use std::time::Instant;
 /// The cache's default bound: 64 MiB of records (keys, values and bookkeeping).
 pub(crate) const DEFAULT_CACHE_BYTES: usize = 64 << 20;
 
-/// What a record costs beyond its bytes: its place in the two maps and the order.
+/// What a record or a scan costs beyond its bytes: its place in the two maps and the
+/// order.
 const ENTRY_OVERHEAD: usize = 96;
 
-/// A record's place: its tree and key, as one byte string (the tree's length first, so
-/// no two places share an encoding).
+/// What one entry of a kept scan costs beyond its bytes.
+const SCAN_ENTRY_OVERHEAD: usize = 48;
+
+/// A record's or a scan's place, as one byte string: `r` (a record) or `s` (a scan by
+/// prefix), the tree's length, the tree, then the key or the prefix. So the places of
+/// the scans that see a key are its record place's prefixes, with `s` first.
 type Slot = Vec<u8>;
 
-pub(crate) fn slot(tree: &str, key: &[u8]) -> Slot {
-    let mut s = Vec::with_capacity(4 + tree.len() + key.len());
+const RECORD: u8 = b'r';
+const SCAN: u8 = b's';
+
+fn place(kind: u8, tree: &str, key: &[u8]) -> Slot {
+    let mut s = Vec::with_capacity(5 + tree.len() + key.len());
+    s.push(kind);
     s.extend_from_slice(&(tree.len() as u32).to_be_bytes());
     s.extend_from_slice(tree.as_bytes());
     s.extend_from_slice(key);
     s
+}
+
+/// The place of the record at `tree`/`key`.
+pub(crate) fn slot(tree: &str, key: &[u8]) -> Slot {
+    place(RECORD, tree, key)
+}
+
+/// Where the key starts in a place.
+fn key_start(slot: &[u8]) -> usize {
+    let tree_len = u32::from_be_bytes(slot[1..5].try_into().expect("four bytes")) as usize;
+    5 + tree_len
+}
+
+/// What the cache holds at a place.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Known {
+    /// A record (`None`: the database holds no such key).
+    Record(Option<Vec<u8>>),
+    /// Every entry whose key starts with the place's prefix, in key order.
+    Scan(Vec<(Vec<u8>, Vec<u8>)>),
+}
+
+impl Known {
+    fn bytes(&self) -> usize {
+        match self {
+            Known::Record(value) => value.as_ref().map_or(0, Vec::len),
+            Known::Scan(entries) => entries
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + SCAN_ENTRY_OVERHEAD)
+                .sum(),
+        }
+    }
 }
 
 /// When the cache may answer.
@@ -73,9 +119,9 @@ struct Inner {
     validity: Validity,
 }
 
-/// One record in the cache; `None`: the database holds no such key.
+/// One record or scan in the cache.
 struct Record {
-    value: Option<Vec<u8>>,
+    value: Known,
     used: u64,
     cost: usize,
 }
@@ -88,8 +134,8 @@ struct InFlight {
 
 /// What a read finds in the cache.
 pub(crate) enum Lookup<'a> {
-    /// The record as the database holds it (`None`: absent).
-    Hit(Option<Vec<u8>>),
+    /// The record or scan as the database holds it.
+    Hit(Known),
     /// Not known here: read the database, then [`Fill::complete`].
     Miss(Fill<'a>),
 }
@@ -133,7 +179,15 @@ impl Cache {
 
     /// The record at `tree`/`key` if the cache knows it and may answer now.
     pub(crate) fn lookup(&self, tree: &str, key: &[u8]) -> Lookup<'_> {
-        let slot = slot(tree, key);
+        self.lookup_at(slot(tree, key))
+    }
+
+    /// The entries of `tree` under `prefix` if the cache knows them and may answer now.
+    pub(crate) fn lookup_scan(&self, tree: &str, prefix: &[u8]) -> Lookup<'_> {
+        self.lookup_at(place(SCAN, tree, prefix))
+    }
+
+    fn lookup_at(&self, slot: Slot) -> Lookup<'_> {
         let mut inner = self.lock();
         if !inner.answers() {
             return Lookup::Miss(Fill {
@@ -160,8 +214,7 @@ impl Cache {
     pub(crate) fn writing(&self, slots: Vec<Slot>) -> Writes<'_> {
         let mut inner = self.lock();
         for slot in &slots {
-            inner.remove(slot);
-            inner.fills.remove(slot);
+            inner.forget(slot);
             let flight = inner.writing.entry(slot.clone()).or_insert(InFlight {
                 writes: 0,
                 overlapped: false,
@@ -203,10 +256,10 @@ impl Cache {
         self.lock().bytes
     }
 
-    /// Puts a record in, dropping the least recently used ones to make room.
-    fn admit(&self, inner: &mut Inner, slot: Slot, value: Option<Vec<u8>>) {
+    /// Puts a record or scan in, dropping the least recently used ones to make room.
+    fn admit(&self, inner: &mut Inner, slot: Slot, value: Known) {
         inner.remove(&slot);
-        let cost = 2 * slot.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD;
+        let cost = 2 * slot.len() + value.bytes() + ENTRY_OVERHEAD;
         if cost > self.capacity / 16 {
             return;
         }
@@ -238,8 +291,8 @@ impl Inner {
         self.counter
     }
 
-    /// The record's value, now the most recently used; `None` if not cached.
-    fn touch(&mut self, slot: &[u8]) -> Option<Option<Vec<u8>>> {
+    /// What is kept at `slot`, now the most recently used; `None` if nothing.
+    fn touch(&mut self, slot: &[u8]) -> Option<Known> {
         let used = self.next();
         let record = self.records.get_mut(slot)?;
         self.by_use.remove(&record.used);
@@ -254,12 +307,36 @@ impl Inner {
             self.bytes -= r.cost;
         }
     }
+
+    /// Drops the record at `slot` (a record's place) and every scan that sees it, and
+    /// takes back the tickets of reads of them in flight.
+    fn forget(&mut self, slot: &[u8]) {
+        self.remove(slot);
+        self.fills.remove(slot);
+        let mut scan = slot.to_vec();
+        scan[0] = SCAN;
+        for end in key_start(slot)..=scan.len() {
+            self.remove(&scan[..end]);
+            self.fills.remove(&scan[..end]);
+        }
+    }
+
+    /// Whether a write in flight touches what `slot` holds: the record, or a record
+    /// under the scan's prefix.
+    fn written(&self, slot: &[u8]) -> bool {
+        if slot[0] == RECORD {
+            return self.writing.contains_key(slot);
+        }
+        let mut record = slot.to_vec();
+        record[0] = RECORD;
+        self.writing.keys().any(|w| w.starts_with(&record))
+    }
 }
 
 impl Fill<'_> {
-    /// Puts what the database answered in, unless a write of the record or a clear
-    /// came in between.
-    pub(crate) fn complete(mut self, value: Option<&[u8]>) {
+    /// Puts what the database answered in, unless a write of the record (of a record
+    /// under the prefix) or a clear came in between.
+    pub(crate) fn complete(mut self, value: Known) {
         let Some((epoch, ticket)) = self.ticket.take() else {
             return;
         };
@@ -268,10 +345,9 @@ impl Fill<'_> {
             return;
         }
         inner.fills.remove(&self.slot);
-        if inner.epoch == epoch && inner.answers() && !inner.writing.contains_key(&self.slot) {
+        if inner.epoch == epoch && inner.answers() && !inner.written(&self.slot) {
             let slot = std::mem::take(&mut self.slot);
-            self.cache
-                .admit(&mut inner, slot, value.map(<[u8]>::to_vec));
+            self.cache.admit(&mut inner, slot, value);
         }
     }
 }
@@ -296,11 +372,9 @@ impl Writes<'_> {
         let slots = std::mem::take(&mut self.slots);
         for (slot, value) in slots.into_iter().zip(values) {
             let alone = inner.end(&slot);
-            inner.fills.remove(&slot);
+            inner.forget(&slot);
             if alone && inner.epoch == self.epoch && inner.answers() {
-                self.cache.admit(&mut inner, slot, value);
-            } else {
-                inner.remove(&slot);
+                self.cache.admit(&mut inner, slot, Known::Record(value));
             }
         }
     }
@@ -331,8 +405,7 @@ impl Drop for Writes<'_> {
         let mut inner = self.cache.lock();
         for slot in std::mem::take(&mut self.slots) {
             inner.end(&slot);
-            inner.fills.remove(&slot);
-            inner.remove(&slot);
+            inner.forget(&slot);
         }
     }
 }
@@ -343,15 +416,27 @@ mod tests {
 
     fn hit(cache: &Cache, key: &[u8]) -> Option<Option<Vec<u8>>> {
         match cache.lookup("t", key) {
-            Lookup::Hit(v) => Some(v),
+            Lookup::Hit(Known::Record(v)) => Some(v),
+            Lookup::Hit(other) => panic!("{other:?} for a record"),
             Lookup::Miss(_) => None,
         }
     }
 
     fn read(cache: &Cache, key: &[u8], value: Option<&[u8]>) {
         match cache.lookup("t", key) {
-            Lookup::Miss(fill) => fill.complete(value),
+            Lookup::Miss(fill) => fill.complete(Known::Record(value.map(<[u8]>::to_vec))),
             Lookup::Hit(_) => panic!("{key:?} was cached already"),
+        }
+    }
+
+    fn scanned(cache: &Cache, prefix: &[u8]) -> bool {
+        matches!(cache.lookup_scan("t", prefix), Lookup::Hit(Known::Scan(_)))
+    }
+
+    fn scan(cache: &Cache, prefix: &[u8]) {
+        match cache.lookup_scan("t", prefix) {
+            Lookup::Miss(fill) => fill.complete(Known::Scan(Vec::new())),
+            Lookup::Hit(_) => panic!("{prefix:?} was cached already"),
         }
     }
 
@@ -410,7 +495,7 @@ mod tests {
         let write = cache.writing(vec![slot("t", b"k")]);
         write.committed(vec![Some(b"new".to_vec())]);
         // The read saw the database before the write committed.
-        fill.complete(Some(b"old"));
+        fill.complete(Known::Record(Some(b"old".to_vec())));
         assert_eq!(hit(&cache, b"k"), Some(Some(b"new".to_vec())));
     }
 
@@ -442,7 +527,7 @@ mod tests {
         };
         let write = cache.writing(vec![slot("t", b"c")]);
         cache.clear();
-        fill.complete(Some(b"2"));
+        fill.complete(Known::Record(Some(b"2".to_vec())));
         write.committed(vec![Some(b"3".to_vec())]);
         for k in [b"a", b"b", b"c"] {
             assert!(hit(&cache, k).is_none(), "{k:?}");
@@ -458,5 +543,49 @@ mod tests {
         assert!(hit(&cache, b"k").is_none());
         cache.valid_until(Instant::now() + std::time::Duration::from_secs(3600));
         assert_eq!(hit(&cache, b"k"), Some(Some(b"v".to_vec())));
+    }
+
+    #[test]
+    fn a_write_drops_every_scan_whose_prefix_its_key_starts_with() {
+        let cache = Cache::new(DEFAULT_CACHE_BYTES);
+        for prefix in [&b""[..], b"n/", b"n/a", b"n/a/1", b"n/b", b"m"] {
+            scan(&cache, prefix);
+        }
+        drop(cache.writing(vec![slot("t", b"n/a/1")]));
+        for gone in [&b""[..], b"n/", b"n/a", b"n/a/1"] {
+            assert!(!scanned(&cache, gone), "{gone:?} sees the write");
+        }
+        for kept in [&b"n/b"[..], b"m"] {
+            assert!(scanned(&cache, kept), "{kept:?} does not");
+        }
+        // Another tree's scans are apart.
+        let Lookup::Miss(fill) = cache.lookup_scan("u", b"n/") else {
+            panic!("empty")
+        };
+        fill.complete(Known::Scan(Vec::new()));
+        drop(cache.writing(vec![slot("t", b"n/x")]));
+        assert!(matches!(cache.lookup_scan("u", b"n/"), Lookup::Hit(_)));
+    }
+
+    #[test]
+    fn a_scan_that_raced_a_write_under_its_prefix_does_not_install_what_it_read() {
+        let cache = Cache::new(DEFAULT_CACHE_BYTES);
+        let Lookup::Miss(before) = cache.lookup_scan("t", b"n/") else {
+            panic!("empty")
+        };
+        let write = cache.writing(vec![slot("t", b"n/1")]);
+        let Lookup::Miss(during) = cache.lookup_scan("t", b"n/") else {
+            panic!("dropped")
+        };
+        during.complete(Known::Scan(Vec::new()));
+        assert!(
+            !scanned(&cache, b"n/"),
+            "read while the write was in flight"
+        );
+        write.committed(vec![Some(b"v".to_vec())]);
+        before.complete(Known::Scan(Vec::new()));
+        assert!(!scanned(&cache, b"n/"), "started before the write");
+        scan(&cache, b"n/");
+        assert!(scanned(&cache, b"n/"));
     }
 }
