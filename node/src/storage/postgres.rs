@@ -52,9 +52,11 @@
 //! are), and some tests drive them from a current-thread runtime, where
 //! `block_in_place` is not allowed. So the engine owns a small runtime of its own that
 //! runs the client and its connections; a sync call hands its work to that runtime and
-//! waits for the answer on a plain channel. The waiting thread blocks like a sled call
-//! that reads the disk does; the engine's runtime never waits on a caller, so it cannot
-//! deadlock against it.
+//! waits for the answer on a plain channel. On a worker of a multi-thread runtime the
+//! wait first hands the worker's other tasks to another thread (`block_in_place`), so
+//! a round trip does not stall them; elsewhere the waiting thread blocks like a sled
+//! call that reads the disk does. The engine's runtime never waits on a caller, so it
+//! cannot deadlock against it.
 //!
 //! SQL used (kept to what PostgreSQL-compatible databases accept, no extensions):
 //! `CREATE TABLE IF NOT EXISTS`, `bytea`, `text`, `bigint`, `integer`, composite primary
@@ -436,7 +438,7 @@ impl Pg {
         self.handle.spawn(async move {
             let _ = tx.send(work.await);
         });
-        match rx.recv() {
+        match wait_for(rx) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.describe(&e)),
             Err(_) => Err(format!(
@@ -472,6 +474,20 @@ impl Pg {
         } else {
             format!("PostgreSQL at {place}: {e}")
         }
+    }
+}
+
+/// Waits for the engine's answer. On a worker of a multi-thread runtime the wait hands
+/// the worker's other tasks to another thread first (`block_in_place`), so a round
+/// trip to the database does not stall them; elsewhere (a plain thread, a blocking
+/// task, a current-thread runtime, where that is not allowed) it simply blocks.
+fn wait_for<T>(rx: std::sync::mpsc::Receiver<T>) -> Result<T, std::sync::mpsc::RecvError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| rx.recv())
+        }
+        _ => rx.recv(),
     }
 }
 
