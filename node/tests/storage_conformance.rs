@@ -64,6 +64,8 @@ macro_rules! for_both_engines {
 for_both_engines!(
     every_operation_reads_back_what_it_wrote,
     a_batch_applies_its_writes_in_order,
+    a_batch_across_trees_applies_its_writes_in_order,
+    a_scan_sees_every_write_under_its_prefix,
     keys_come_back_in_bytewise_order_page_by_page,
     exactly_one_of_racing_insert_new_calls_wins,
     concurrent_writers_lose_nothing,
@@ -137,6 +139,72 @@ fn a_batch_applies_its_writes_in_order(engine: Engine) {
         ]
     );
     s.apply("t", Vec::new()).unwrap();
+}
+
+fn a_batch_across_trees_applies_its_writes_in_order(engine: Engine) {
+    let place = Place::new(engine);
+    let s = place.open();
+    s.put("u", b"gone", b"x").unwrap();
+    // Read first, so that an engine that keeps what it read must replace it.
+    assert_eq!(s.get("t", b"a").unwrap(), None);
+    assert_eq!(s.get("u", b"gone").unwrap(), Some(b"x".to_vec()));
+    s.apply_trees(vec![
+        ("t", Write::Put(b"a".to_vec(), b"1".to_vec())),
+        ("u", Write::Put(b"a".to_vec(), b"other tree".to_vec())),
+        ("t", Write::Put(b"a".to_vec(), b"2".to_vec())),
+        ("u", Write::Delete(b"gone".to_vec())),
+        ("t", Write::Put(b"b".to_vec(), b"3".to_vec())),
+        ("t", Write::Delete(b"b".to_vec())),
+        ("u", Write::Put(b"c".to_vec(), b"4".to_vec())),
+    ])
+    .unwrap();
+    let check = |s: &dyn Storage| {
+        assert_eq!(s.get("t", b"a").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(s.get("t", b"b").unwrap(), None);
+        assert_eq!(s.get("u", b"gone").unwrap(), None);
+        assert_eq!(
+            s.scan_prefix("u", b"").unwrap(),
+            vec![
+                (b"a".to_vec(), b"other tree".to_vec()),
+                (b"c".to_vec(), b"4".to_vec())
+            ]
+        );
+    };
+    check(s.as_ref());
+    rt().block_on(s.flush()).unwrap();
+    drop(s);
+    // What the database holds, not what the engine kept.
+    check(place.open().as_ref());
+}
+
+fn a_scan_sees_every_write_under_its_prefix(engine: Engine) {
+    let place = Place::new(engine);
+    let s = place.open();
+    s.put("t", b"n/1", b"1").unwrap();
+    s.put("t", b"o/1", b"1").unwrap();
+    let scan = |prefix: &[u8]| s.scan_prefix("t", prefix).unwrap();
+    assert_eq!(scan(b"n/"), vec![(b"n/1".to_vec(), b"1".to_vec())]);
+    assert_eq!(scan(b"").len(), 2);
+    s.put("t", b"n/2", b"2").unwrap();
+    s.put("t", b"n/1", b"changed").unwrap();
+    assert_eq!(
+        scan(b"n/"),
+        vec![
+            (b"n/1".to_vec(), b"changed".to_vec()),
+            (b"n/2".to_vec(), b"2".to_vec())
+        ]
+    );
+    s.delete("t", b"n/2").unwrap();
+    assert!(s.insert_new("t", b"n/3", b"3").unwrap());
+    s.apply("t", vec![Write::Delete(b"o/1".to_vec())]).unwrap();
+    s.apply_trees(vec![("t", Write::Put(b"p".to_vec(), b"4".to_vec()))])
+        .unwrap();
+    assert_eq!(keys(&scan(b"n/")), [b"n/1".to_vec(), b"n/3".to_vec()]);
+    assert_eq!(
+        keys(&scan(b"")),
+        [b"n/1".to_vec(), b"n/3".to_vec(), b"p".to_vec()]
+    );
+    assert_eq!(scan(b"o/"), Vec::new());
 }
 
 fn keys_come_back_in_bytewise_order_page_by_page(engine: Engine) {
@@ -601,7 +669,11 @@ fn on_postgres_a_lost_connection_is_a_clear_error_and_heals() {
     let db = cluster.database();
     let s = PostgresStorage::open(db.target()).unwrap();
     s.put("t", b"before", b"1").unwrap();
+    assert_eq!(s.get("t", b"before").unwrap(), Some(b"1".to_vec()));
     cluster.stop(true);
+    // A write that failed leaves nothing of itself to read, even where the engine
+    // keeps what it read and wrote.
+    assert!(s.put("t", b"before", b"lost").is_err());
     let err = s.put("t", b"during", b"2").unwrap_err().to_string();
     assert!(
         err.contains("PostgreSQL") && err.contains(&format!("127.0.0.1:{}", cluster.port)),
@@ -616,6 +688,7 @@ fn on_postgres_a_lost_connection_is_a_clear_error_and_heals() {
         .to_string();
     assert!(err.contains("PostgreSQL"), "{err}");
     cluster.launch().unwrap();
+    assert_eq!(s.get("t", b"during").unwrap(), None);
     s.put("t", b"after", b"3").unwrap();
     assert_eq!(s.get("t", b"before").unwrap(), Some(b"1".to_vec()));
     assert_eq!(s.get("t", b"after").unwrap(), Some(b"3".to_vec()));
@@ -629,4 +702,73 @@ fn on_postgres_a_wrong_password_is_a_clear_error_at_open() {
     assert!(err.contains("cannot use the PostgreSQL database"), "{err}");
     assert!(err.contains("password authentication failed"), "{err}");
     assert!(!err.contains("not-the-password"), "{err}");
+}
+
+/// A lease no test waits out.
+const LONG_LEASE: Duration = Duration::from_secs(3600);
+
+/// Takes the lease for `s`, waiting (up to a minute) for the holder's to expire.
+fn take_lease(s: &PostgresStorage, holder: &str, lease: Duration) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while s.acquire_lease(holder, lease).unwrap().is_none() {
+        assert!(Instant::now() < deadline, "{holder} never got the lease");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn on_postgres_a_retaken_lease_sees_what_another_replica_wrote_meanwhile() {
+    let db = postgres::shared().database();
+    let (a, b) = (
+        PostgresStorage::open(db.target()).unwrap(),
+        PostgresStorage::open(db.target()).unwrap(),
+    );
+    take_lease(&a, "a", LONG_LEASE);
+    a.put("t", b"k", b"a's").unwrap();
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"a's".to_vec()));
+    assert_eq!(a.get("t", b"absent").unwrap(), None);
+    assert_eq!(keys(&a.scan_prefix("t", b"").unwrap()), [b"k".to_vec()]);
+    a.release_lease().unwrap();
+
+    take_lease(&b, "b", LONG_LEASE);
+    b.put("t", b"k", b"b's").unwrap();
+    b.put("t", b"absent", b"written by b").unwrap();
+    b.release_lease().unwrap();
+
+    take_lease(&a, "a", LONG_LEASE);
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    assert_eq!(
+        a.get("t", b"absent").unwrap(),
+        Some(b"written by b".to_vec())
+    );
+    assert_eq!(
+        keys(&a.scan_prefix("t", b"").unwrap()),
+        [b"absent".to_vec(), b"k".to_vec()]
+    );
+}
+
+#[test]
+fn on_postgres_a_deposed_leader_reads_what_its_successor_wrote_not_its_refused_write() {
+    let db = postgres::shared().database();
+    let (a, b) = (
+        PostgresStorage::open(db.target()).unwrap(),
+        PostgresStorage::open(db.target()).unwrap(),
+    );
+    // A short lease that `a` never renews: it is deposed once `b` takes over.
+    take_lease(&a, "a", Duration::from_millis(300));
+    a.put("t", b"k", b"a's").unwrap();
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"a's".to_vec()));
+
+    take_lease(&b, "b", LONG_LEASE);
+    b.put("t", b"k", b"b's").unwrap();
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    let refused = a.put("t", b"k", b"refused").unwrap_err().to_string();
+    assert!(refused.contains("no longer the leader"), "{refused}");
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    b.release_lease().unwrap();
+
+    take_lease(&a, "a", LONG_LEASE);
+    assert_eq!(a.get("t", b"k").unwrap(), Some(b"b's".to_vec()));
+    a.put("t", b"k", b"a's again").unwrap();
+    assert_eq!(b.get("t", b"k").unwrap(), Some(b"a's again".to_vec()));
 }

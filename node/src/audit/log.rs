@@ -677,8 +677,10 @@ async fn committer(shared: Arc<Shared>, mut queue: mpsc::Receiver<Pending>) {
 
 /// Writes one group: entries and new tree nodes, then the size that commits them (a
 /// crash before it leaves entries past the size, which the next group overwrites), then
-/// the records the entries carry, then flushes. The in-memory tree advances only after
-/// the flush succeeded.
+/// the records the entries carry, then flushes. All of it is one ordered batch
+/// ([`Storage::apply_trees`]): on PostgreSQL one transaction for the whole group, on
+/// sled the same writes in the same order as one by one. The in-memory tree advances
+/// only after the flush succeeded.
 async fn commit(shared: &Shared, batch: &mut [Pending]) -> Result<u64, StorageError> {
     let mut next = shared
         .appender
@@ -700,12 +702,11 @@ async fn commit(shared: &Shared, batch: &mut [Pending]) -> Result<u64, StorageEr
         SIZE_KEY.to_vec(),
         next.size().to_be_bytes().to_vec(),
     ));
-    shared.storage.apply(TREE, writes)?;
+    let mut writes: Vec<(&str, Write)> = writes.into_iter().map(|w| (TREE, w)).collect();
     for pending in batch.iter_mut() {
-        for (tree, write) in std::mem::take(&mut pending.records) {
-            shared.storage.apply(tree, vec![write])?;
-        }
+        writes.extend(std::mem::take(&mut pending.records));
     }
+    shared.storage.apply_trees(writes)?;
     shared.storage.flush().await?;
     *shared.appender.lock().unwrap_or_else(|p| p.into_inner()) = next;
     Ok(first)

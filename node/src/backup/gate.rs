@@ -111,6 +111,11 @@ impl Storage for GatedStorage {
         self.inner.apply(tree, writes)
     }
 
+    fn apply_trees(&self, writes: Vec<(&str, Op)>) -> Result<(), StorageError> {
+        let _gate = self.writing();
+        self.inner.apply_trees(writes)
+    }
+
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
         self.inner.scan_prefix(tree, prefix)
     }

@@ -110,6 +110,24 @@ pub trait Storage: Send + Sync + 'static {
     /// 16 concurrent negotiations — so the sled implementation does not use them.)
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError>;
 
+    /// Applies writes to several trees in order, under [`Storage::apply`]'s contract:
+    /// each write atomic, a crash can leave any prefix of the sequence, so the write
+    /// that commits the others goes last. An engine may do better: PostgreSQL commits
+    /// the whole sequence or none of it, in one round trip.
+    ///
+    /// The default applies each run of writes to one tree with [`Storage::apply`].
+    fn apply_trees(&self, writes: Vec<(&str, Write)>) -> Result<(), StorageError> {
+        let mut writes = writes.into_iter().peekable();
+        while let Some((tree, first)) = writes.next() {
+            let mut run = vec![first];
+            while let Some((_, next)) = writes.next_if(|(t, _)| *t == tree) {
+                run.push(next);
+            }
+            self.apply(tree, run)?;
+        }
+        Ok(())
+    }
+
     /// Every key and value whose key starts with `prefix`, in key order.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError>;
 

@@ -5,31 +5,73 @@
 //! Durability: every write commits at once, in a session with `synchronous_commit = on`,
 //! so a write call returns only after PostgreSQL has made it durable (on the primary and
 //! on whatever synchronous standbys the server is configured to wait for), and
-//! [`Storage::flush`] has nothing left to do. A write whose commit is not confirmed (the
-//! connection is lost on the way) returns an error: the caller never acknowledges it,
-//! although the database may hold it (the next attempt of an idempotent write finds it).
+//! [`Storage::flush`] has nothing left to do (it costs no round trip, so `put_durable` is
+//! one). A write whose commit is not confirmed (the connection is lost on the way)
+//! returns an error: the caller never acknowledges it, although the database may hold
+//! it (the next attempt of an idempotent write finds it).
+//!
+//! One statement per write: a put, a delete, a batch ([`Storage::apply`], and
+//! [`Storage::apply_trees`] across trees, as the audit log writes a group of entries
+//! with the records they carry) is a single statement that commits by itself, so it
+//! costs one round trip and one commit, fenced or not. Each record is written once,
+//! with what the batch's last write to it leaves; the deletes and the upserts run as
+//! data-modifying `WITH` clauses over `unnest`ed arrays, after the lease check (see
+//! below) in the same statement.
+//!
+//! Read cache: only one engine writes to a database at a time. A single node
+//! (`replicas = false`) is the only node on its database, and replicas write only while
+//! they hold the lease, fenced. So the engine that writes keeps what it read and wrote
+//! in memory ([`cache`]; 64 MiB by default, the least recently used out first) and
+//! answers reads from there without a round trip. It is write-through: a record leaves
+//! the cache while a write of it is in flight and comes back with its new value only
+//! once the commit is confirmed; a write whose outcome is unknown (any error) leaves it
+//! out, so the next read asks the database; keys found absent are kept as absent; a
+//! batch and `insert_new` keep it exact record by record. Whole scans by prefix
+//! (`scan_prefix`) are kept too, dropped by any write of a key under their prefix;
+//! pages (`scan_page`) always ask the database.
+//! For an engine that holds the lease, the cache answers only while the lease is surely
+//! still its own:
+//!
+//! - Taking the lease clears the cache, every time: while this engine did not lead,
+//!   another replica may have written anything. That covers a deposed leader that takes
+//!   the lease back: what it cached before it lost the lease is dropped, and a read or
+//!   write that was in flight across the takeover puts nothing in (a new epoch).
+//! - The cache answers only until `lease` after the last successful take or renewal was
+//!   *sent*, by this machine's monotonic clock. The database sets the expiry `lease`
+//!   after it ran the statement, which is later, and no other replica can take the lease
+//!   (let alone write) before it expires; so the cache stops answering before anyone
+//!   else can write. This assumes only that the two clocks run at the same rate, not
+//!   that they agree. Past that instant reads go to the database; a later successful
+//!   renewal of the same token proves nobody took the lease in between, so the cache
+//!   answers again.
+//! - A write refused by the fence, and giving the lease up, stop the cache answering at
+//!   once.
 //!
 //! Sync calls and the async client: the trait's reads and writes are sync and are called
 //! both from plain threads and from tasks of the node's runtime (as the sled engine's
 //! are), and some tests drive them from a current-thread runtime, where
 //! `block_in_place` is not allowed. So the engine owns a small runtime of its own that
 //! runs the client and its connections; a sync call hands its work to that runtime and
-//! waits for the answer on a plain channel. The waiting thread blocks like a sled call
-//! that reads the disk does; the engine's runtime never waits on a caller, so it cannot
-//! deadlock against it.
+//! waits for the answer on a plain channel. On a worker of a multi-thread runtime the
+//! wait first hands the worker's other tasks to another thread (`block_in_place`), so
+//! a round trip does not stall them; elsewhere the waiting thread blocks like a sled
+//! call that reads the disk does. The engine's runtime never waits on a caller, so it
+//! cannot deadlock against it.
 //!
 //! SQL used (kept to what PostgreSQL-compatible databases accept, no extensions):
 //! `CREATE TABLE IF NOT EXISTS`, `bytea`, `text`, `bigint`, `integer`, composite primary
 //! keys, `INSERT … ON CONFLICT … DO NOTHING / DO UPDATE`, `SELECT … FOR UPDATE`,
+//! data-modifying `WITH` clauses (`DELETE`/`INSERT … RETURNING`), `unnest` of arrays,
 //! `LOCK TABLE … IN ACCESS EXCLUSIVE MODE`, `substr`, `length`, `ORDER BY`, `LIMIT`,
 //! transactions at READ COMMITTED and REPEATABLE READ, `SET synchronous_commit = on`,
 //! `SELECT … FOR SHARE`, `UPDATE … RETURNING`, `now()`, `timestamptz`, `interval`.
 //!
 //! Leadership and fencing: replicas sharing one database take turns through the lease
 //! row of `liutong_lease` ([`PostgresStorage::acquire_lease`]). Once an engine holds the
-//! lease, every write transaction first checks, inside itself, that the lease row still
-//! carries this engine's token and has not expired by the database's clock, and locks
-//! the row `FOR SHARE` until it commits: a replica taking the lease over waits for the
+//! lease, every write transaction first checks, inside itself (for records, in the
+//! writing statement's first `WITH` clause), that the lease row still carries this
+//! engine's token and has not expired by the database's clock, and locks the row
+//! `FOR SHARE` until it commits: a replica taking the lease over waits for the
 //! writes in flight, and a write that starts after the lease was lost is refused. So a
 //! deposed leader's write never commits, whatever its own clock says. An engine that
 //! never took the lease (a single node, `storage migrate`, tests) writes unfenced.
@@ -37,7 +79,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::{Semaphore, watch};
 use tokio_postgres::{Client, NoTls, Statement, Transaction};
@@ -46,6 +88,9 @@ use super::blobs::{Blobs, RowBlobs};
 use super::durability::Durability;
 use super::{Entries, Storage, StorageError, Write};
 use crate::base::BoxFuture;
+
+mod cache;
+use cache::{Cache, DEFAULT_CACHE_BYTES, Known, Lookup};
 
 /// The schema versions this binary knows, in order: migration `i` takes the database
 /// from version `i` to `i + 1`. Only ever append.
@@ -242,6 +287,9 @@ pub(crate) struct Pool {
     token: Mutex<Option<i64>>,
     /// `Some(reason)` once a write was refused because the lease was lost.
     lost: watch::Sender<Option<String>>,
+    /// The records read and written, so that reads need no round trip (see the
+    /// module's documentation for when it may answer).
+    cache: Cache,
 }
 
 impl Pool {
@@ -316,6 +364,7 @@ impl Pool {
 
     /// Records that a write was refused because the lease is no longer this engine's.
     fn refused(&self, token: i64) -> PgError {
+        self.cache.suspend();
         self.lost.send_replace(Some(format!(
             "a write was refused: the lease (token {token}) expired or another replica \
              took it"
@@ -389,7 +438,7 @@ impl Pg {
         self.handle.spawn(async move {
             let _ = tx.send(work.await);
         });
-        match rx.recv() {
+        match wait_for(rx) {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => Err(self.describe(&e)),
             Err(_) => Err(format!(
@@ -428,6 +477,20 @@ impl Pg {
     }
 }
 
+/// Waits for the engine's answer. On a worker of a multi-thread runtime the wait hands
+/// the worker's other tasks to another thread first (`block_in_place`), so a round
+/// trip to the database does not stall them; elsewhere (a plain thread, a blocking
+/// task, a current-thread runtime, where that is not allowed) it simply blocks.
+fn wait_for<T>(rx: std::sync::mpsc::Receiver<T>) -> Result<T, std::sync::mpsc::RecvError> {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(|| rx.recv())
+        }
+        _ => rx.recv(),
+    }
+}
+
 /// [`Storage`] on a PostgreSQL database.
 pub struct PostgresStorage {
     pg: Arc<Pg>,
@@ -454,6 +517,7 @@ impl PostgresStorage {
             permits: Arc::new(Semaphore::new(POOL_SIZE)),
             token: Mutex::new(None),
             lost: watch::channel(None).0,
+            cache: Cache::new(DEFAULT_CACHE_BYTES),
         });
         let pg = Arc::new(Pg {
             handle: runtime.handle().clone(),
@@ -515,6 +579,9 @@ impl PostgresStorage {
         lease: Duration,
     ) -> Result<Option<i64>, StorageError> {
         let (h, ms) = (holder.to_owned(), millis(lease));
+        // Held until `lease` after the request left, by any clock: the database's
+        // expiry is `lease` after it ran the update, which is later.
+        let sent = Instant::now();
         let token = self.run("liutong_lease", |pool| async move {
             let conn = pool.get().await?;
             let row = conn
@@ -530,6 +597,9 @@ impl PostgresStorage {
             Ok(row.map(|r| r.get::<_, i64>(0)))
         })?;
         if let Some(token) = token {
+            // Another replica may have written while this one did not lead.
+            self.pg.pool.cache.clear();
+            self.pg.pool.cache.valid_until(sent + lease);
             *self.pg.pool.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(token);
         }
         Ok(token)
@@ -542,7 +612,8 @@ impl PostgresStorage {
             return Ok(false);
         };
         let ms = millis(lease);
-        self.run("liutong_lease", |pool| async move {
+        let sent = Instant::now();
+        let renewed = self.run("liutong_lease", |pool| async move {
             let conn = pool.get().await?;
             let n = conn
                 .client
@@ -554,7 +625,11 @@ impl PostgresStorage {
                 )
                 .await?;
             Ok(n == 1)
-        })
+        })?;
+        if renewed {
+            self.pg.pool.cache.valid_until(sent + lease);
+        }
+        Ok(renewed)
     }
 
     /// Gives the lease up (after a graceful stop), so a standby need not wait for it to
@@ -563,6 +638,7 @@ impl PostgresStorage {
         let Some(token) = self.pg.pool.token() else {
             return Ok(());
         };
+        self.pg.pool.cache.suspend();
         self.run("liutong_lease", |pool| async move {
             let conn = pool.get().await?;
             conn.client
@@ -641,9 +717,151 @@ async fn migrate(pool: &Arc<Pool>) -> Result<i32, tokio_postgres::Error> {
     Ok(found)
 }
 
-const PUT: &str = "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
-                   ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value";
-const DELETE: &str = "DELETE FROM liutong_kv WHERE tree = $1 AND key = $2";
+/// One statement that writes a batch, each record once (its last write), and commits
+/// by itself: one round trip. `fence` yields a row only while this engine may write;
+/// without one, nothing is written and the answer's first column is 0. Deletes and
+/// puts name different records, so their order inside the statement does not matter.
+macro_rules! batch_sql {
+    ($($fence:tt)*) => {
+        concat!(
+            "WITH fence AS (",
+            $($fence)*,
+            "), gone AS (DELETE FROM liutong_kv WHERE EXISTS (SELECT 1 FROM fence) \
+               AND (tree, key) IN (SELECT * FROM unnest($2::text[], $3::bytea[])) RETURNING 1), \
+             put AS (INSERT INTO liutong_kv (tree, key, value) \
+               SELECT * FROM unnest($4::text[], $5::bytea[], $6::bytea[]) \
+               WHERE EXISTS (SELECT 1 FROM fence) \
+               ON CONFLICT (tree, key) DO UPDATE SET value = EXCLUDED.value RETURNING 1) \
+             SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM gone)"
+        )
+    };
+}
+
+/// Inserts one record only if its key is absent, in one statement (see [`batch_sql`]);
+/// the answer's second column counts the rows inserted.
+macro_rules! insert_new_sql {
+    ($($fence:tt)*) => {
+        concat!(
+            "WITH fence AS (",
+            $($fence)*,
+            "), put AS (INSERT INTO liutong_kv (tree, key, value) \
+               SELECT $2::text, $3::bytea, $4::bytea WHERE EXISTS (SELECT 1 FROM fence) \
+               ON CONFLICT (tree, key) DO NOTHING RETURNING 1) \
+             SELECT (SELECT count(*) FROM fence), (SELECT count(*) FROM put)"
+        )
+    };
+}
+
+/// The fence of an engine that holds the lease, inside the writing statement: the
+/// lease row, locked `FOR SHARE` until the statement commits (see the module's
+/// documentation).
+macro_rules! fenced {
+    () => {
+        "SELECT 1 FROM liutong_lease WHERE id = 1 AND token = $1 AND expires_at > now() FOR SHARE"
+    };
+}
+
+const BATCH: &str = batch_sql!("SELECT $1::bigint");
+const BATCH_FENCED: &str = batch_sql!(fenced!());
+const INSERT_NEW: &str = insert_new_sql!("SELECT $1::bigint");
+const INSERT_NEW_FENCED: &str = insert_new_sql!(fenced!());
+
+/// A record a batch writes: its tree, its key, and what the batch leaves in it
+/// (`None`: deleted).
+type Outcome = (String, Vec<u8>, Option<Vec<u8>>);
+
+/// Each record `writes` touch, once, with what the last write to it leaves, in the order
+/// each was first written.
+fn outcomes(writes: Vec<(String, Write)>) -> Vec<Outcome> {
+    use std::collections::hash_map::Entry;
+    let mut at: HashMap<(String, Vec<u8>), usize> = HashMap::new();
+    let mut out: Vec<Outcome> = Vec::with_capacity(writes.len());
+    for (tree, write) in writes {
+        let (key, value) = match write {
+            Write::Put(k, v) => (k, Some(v)),
+            Write::Delete(k) => (k, None),
+        };
+        match at.entry((tree.clone(), key.clone())) {
+            Entry::Occupied(e) => out[*e.get()].2 = value,
+            Entry::Vacant(e) => {
+                e.insert(out.len());
+                out.push((tree, key, value));
+            }
+        }
+    }
+    out
+}
+
+impl Pool {
+    /// Writes `records` in one statement, fenced when this engine holds the lease.
+    async fn write_batch(self: Arc<Self>, records: Vec<Outcome>) -> Result<(), PgError> {
+        let (mut gone_trees, mut gone_keys) = (Vec::new(), Vec::new());
+        let (mut put_trees, mut put_keys, mut put_values) = (Vec::new(), Vec::new(), Vec::new());
+        for (tree, key, value) in records {
+            match value {
+                Some(value) => {
+                    put_trees.push(tree);
+                    put_keys.push(key);
+                    put_values.push(value);
+                }
+                None => {
+                    gone_trees.push(tree);
+                    gone_keys.push(key);
+                }
+            }
+        }
+        let token = self.token();
+        let mut conn = self.get().await?;
+        let statement = conn
+            .statement(if token.is_some() { BATCH_FENCED } else { BATCH })
+            .await?;
+        let row = conn
+            .client
+            .query_one(
+                &statement,
+                &[
+                    &token.unwrap_or(0),
+                    &gone_trees,
+                    &gone_keys,
+                    &put_trees,
+                    &put_keys,
+                    &put_values,
+                ],
+            )
+            .await?;
+        match token {
+            Some(token) if row.get::<_, i64>(0) == 0 => Err(self.refused(token)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Inserts `tree`/`key` = `value` in one statement if the key is absent; whether it
+    /// did.
+    async fn insert_new(
+        self: Arc<Self>,
+        tree: String,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    ) -> Result<bool, PgError> {
+        let token = self.token();
+        let mut conn = self.get().await?;
+        let statement = conn
+            .statement(if token.is_some() {
+                INSERT_NEW_FENCED
+            } else {
+                INSERT_NEW
+            })
+            .await?;
+        let row = conn
+            .client
+            .query_one(&statement, &[&token.unwrap_or(0), &tree, &key, &value])
+            .await?;
+        match token {
+            Some(token) if row.get::<_, i64>(0) == 0 => Err(self.refused(token)),
+            _ => Ok(row.get::<_, i64>(1) == 1),
+        }
+    }
+}
 
 /// The first key after every key that starts with `prefix`; `None` when there is none
 /// (the prefix is empty or all 0xff).
@@ -688,10 +906,34 @@ async fn scan(
     Ok(rows.into_iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
+impl PostgresStorage {
+    /// Writes `writes` in one statement (one transaction), keeping the cache exact: the
+    /// records leave it while the statement is in flight and come back with their new
+    /// values only once the commit is confirmed.
+    fn write(&self, tree: &str, writes: Vec<(String, Write)>) -> Result<(), StorageError> {
+        let records = outcomes(writes);
+        let flight = self
+            .pg
+            .pool
+            .cache
+            .writing(records.iter().map(|(t, k, _)| cache::slot(t, k)).collect());
+        let values = records.iter().map(|(_, _, v)| v.clone()).collect();
+        self.run(tree, |pool| pool.write_batch(records))?;
+        flight.committed(values);
+        Ok(())
+    }
+}
+
 impl Storage for PostgresStorage {
+    /// From the cache when it knows the record, else from the database.
     fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+        let fill = match self.pg.pool.cache.lookup(tree, key) {
+            Lookup::Hit(Known::Record(value)) => return Ok(value),
+            Lookup::Hit(Known::Scan(_)) => unreachable!("a record's place holds a record"),
+            Lookup::Miss(fill) => fill,
+        };
         let (t, k) = (tree.to_owned(), key.to_vec());
-        self.run(tree, |pool| async move {
+        let value = self.run(tree, |pool| async move {
             let mut conn = pool.get().await?;
             let s = conn
                 .statement("SELECT value FROM liutong_kv WHERE tree = $1 AND key = $2")
@@ -701,58 +943,55 @@ impl Storage for PostgresStorage {
                 .query_opt(&s, &[&t, &k])
                 .await?
                 .map(|r| r.get(0)))
-        })
+        })?;
+        fill.complete(Known::Record(value.clone()));
+        Ok(value)
     }
 
     fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            pool.write_one(&mut conn, PUT, &[&t, &k, &v])
-                .await
-                .map(drop)
-        })
+        let write = Write::Put(key.to_vec(), value.to_vec());
+        self.write(tree, vec![(tree.to_owned(), write)])
     }
 
     fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
-        let (t, k) = (tree.to_owned(), key.to_vec());
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            pool.write_one(&mut conn, DELETE, &[&t, &k]).await.map(drop)
-        })
+        self.write(tree, vec![(tree.to_owned(), Write::Delete(key.to_vec()))])
     }
 
     fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+        let flight = self.pg.pool.cache.writing(vec![cache::slot(tree, key)]);
         let (t, k, v) = (tree.to_owned(), key.to_vec(), value.to_vec());
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            let sql = "INSERT INTO liutong_kv (tree, key, value) VALUES ($1, $2, $3) \
-                       ON CONFLICT (tree, key) DO NOTHING";
-            Ok(pool.write_one(&mut conn, sql, &[&t, &k, &v]).await? == 1)
-        })
+        let inserted = self.run(tree, |pool| pool.insert_new(t, k, v))?;
+        if inserted {
+            flight.committed(vec![Some(value.to_vec())]);
+        }
+        // Not inserted: the key holds a value this call did not read; the next read
+        // asks the database.
+        Ok(inserted)
     }
 
-    /// Here the whole batch is one transaction: all of it or none.
+    /// Here the whole batch is one statement: all of it or none.
     fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError> {
-        let t = tree.to_owned();
-        self.run(tree, |pool| async move {
-            let mut conn = pool.get().await?;
-            let put = conn.statement(PUT).await?;
-            let delete = conn.statement(DELETE).await?;
-            let tx = pool.begin_write(&mut conn).await?;
-            for write in &writes {
-                match write {
-                    Write::Put(k, v) => tx.execute(&put, &[&t, k, v]).await?,
-                    Write::Delete(k) => tx.execute(&delete, &[&t, k]).await?,
-                };
-            }
-            Ok(tx.commit().await?)
-        })
+        let writes = writes.into_iter().map(|w| (tree.to_owned(), w)).collect();
+        self.write(tree, writes)
     }
 
+    /// Here the whole batch is one statement: all of it or none.
+    fn apply_trees(&self, writes: Vec<(&str, Write)>) -> Result<(), StorageError> {
+        let writes = writes.into_iter().map(|(t, w)| (t.to_owned(), w)).collect();
+        self.write("*", writes)
+    }
+
+    /// From the cache when it holds this scan, else from the database.
     fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
+        let fill = match self.pg.pool.cache.lookup_scan(tree, prefix) {
+            Lookup::Hit(Known::Scan(entries)) => return Ok(entries),
+            Lookup::Hit(Known::Record(_)) => unreachable!("a scan's place holds a scan"),
+            Lookup::Miss(fill) => fill,
+        };
         let (t, p) = (tree.to_owned(), prefix.to_vec());
-        self.run(tree, |pool| scan(pool, t, p, None, None))
+        let entries = self.run(tree, |pool| scan(pool, t, p, None, None))?;
+        fill.complete(Known::Scan(entries.clone()));
+        Ok(entries)
     }
 
     fn scan_page(
