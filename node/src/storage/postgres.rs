@@ -21,7 +21,7 @@
 //! Read cache: only one engine writes to a database at a time. A single node
 //! (`replicas = false`) is the only node on its database, and replicas write only while
 //! they hold the lease, fenced. So the engine that writes keeps what it read and wrote
-//! in memory ([`cache`]; 64 MiB by default, the least recently used out first) and
+//! in memory (`cache.rs`; 64 MiB by default, the least recently used out first) and
 //! answers reads from there without a round trip. It is write-through: a record leaves
 //! the cache while a write of it is in flight and comes back with its new value only
 //! once the commit is confirmed; a write whose outcome is unknown (any error) leaves it
