@@ -553,12 +553,21 @@ async fn the_console_works_in_a_real_browser() {
     for expected in [
         "a browser signed in with the auditor role",
         "a browser signed in with the admin role",
-        "a sign-in link was refused",
-        "publishing a product refused for the admin session: InvalidArgument policy:",
-        "approving a contract refused for the auditor session: PermissionDenied",
+        "calling console GET /login: PermissionDenied: a sign-in link was refused",
+        "refused the local role admin calling console POST /products: InvalidArgument: policy:",
+        "refused the local role auditor calling console POST /contracts/",
+        "/approve: PermissionDenied",
         "the form's token or origin is not this console's",
-        "requesting a contract refused for the auditor session: PermissionDenied",
+        "refused the local role auditor calling console POST /peers/request: PermissionDenied",
+        "refused the local role auditor calling console GET /peers: PermissionDenied",
     ] {
-        assert!(log.contains(expected), "the audit log records: {expected}");
+        assert!(
+            log.contains(expected),
+            "the audit log records: {expected}\n{}",
+            log.lines()
+                .filter(|l| l.contains("refus"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
     }
 }

@@ -28,7 +28,7 @@ use tonic::Status;
 
 use super::pages::{frame, page};
 use super::session::Session;
-use super::state::{Console, as_role, lang_of, refused_page, signed_in};
+use super::state::{Console, as_role, lang_of, refused_page, refusing, signed_in};
 use super::words::{Lang, Words};
 use crate::alerts::{Alert, Severity};
 use crate::base::format::format_unix;
@@ -245,11 +245,20 @@ async fn peers(
             Ok(address) => catalog_of(&console, &session, lang, address, token).await,
         }
     };
-    let code = match &view {
-        CatalogView::Refused(code, _) => *code,
-        _ => StatusCode::OK,
-    };
-    (code, peers_page(lang, &session, &members, &q.peer, &view)).into_response()
+    let response = peers_page(lang, &session, &members, &q.peer, &view);
+    match &view {
+        CatalogView::Refused(code, text) if code.is_client_error() => refusing(
+            (*code, response).into_response(),
+            if *code == StatusCode::FORBIDDEN {
+                tonic::Code::PermissionDenied
+            } else {
+                tonic::Code::InvalidArgument
+            },
+            text,
+        ),
+        CatalogView::Refused(code, _) => (*code, response).into_response(),
+        _ => response.into_response(),
+    }
 }
 
 async fn catalog_of(
@@ -469,9 +478,7 @@ async fn request_contract(
         .admin
         .request_contract(as_role(&session, request))
         .await;
-    console
-        .after_action(&headers, &session, "requesting a contract", outcome)
-        .await
+    console.after_action(&headers, outcome)
 }
 
 // ---- transfers -----------------------------------------------------------------------

@@ -39,11 +39,12 @@ use serde::Deserialize;
 use tonic::Status;
 
 use self::session::COOKIE;
-use self::state::{as_role, cookie, lang_of, refused_page, signed_in};
+use self::state::{Refused, as_role, cookie, lang_of, refused_page, refusing, signed_in};
 use self::words::Lang;
 use crate::audit::event::EventKind;
 use crate::base::clock::now;
 use crate::config::NodeConfig;
+use crate::service::limits::Caller;
 use crate::tls::certs::{CertError, CertificateAuthority, HostNames, LeafSpec};
 use crate::tls::{TlsError, TlsIdentity};
 
@@ -88,7 +89,14 @@ pub fn router(console: Arc<Console>) -> Router {
         .merge(flows::routes())
         .route("/static/console.js", get(script))
         .route("/static/console.css", get(style))
+        // Browsers ask for it on every page; the console has none, and says so without
+        // a refusal on record.
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .layer(DefaultBodyLimit::max(MAX_FORM))
+        .layer(axum::middleware::from_fn_with_state(
+            console.clone(),
+            record_refusals,
+        ))
         .layer(axum::middleware::map_response(security_headers))
         .with_state(console)
 }
@@ -169,14 +177,12 @@ async fn login(
 ) -> Response {
     let lang = lang_of(&headers);
     let Some(role) = console.links.redeem(&q.token) else {
-        console
-            .record(
-                EventKind::Refusal,
-                "console: a sign-in link was refused (unknown, already used or expired)".into(),
-            )
-            .await;
         let w = lang.words();
-        return pages::message(lang, StatusCode::FORBIDDEN, w.failed, w.link_refused);
+        return refusing(
+            pages::message(lang, StatusCode::FORBIDDEN, w.failed, w.link_refused),
+            tonic::Code::PermissionDenied,
+            "a sign-in link was refused (unknown, already used or expired)",
+        );
     };
     let id = match console.sessions.open(role) {
         Ok(id) => id,
@@ -337,9 +343,7 @@ async fn approve(
         .admin
         .approve_contract(as_role(&session, request))
         .await;
-    console
-        .after_action(&headers, &session, "approving a contract", outcome)
-        .await
+    console.after_action(&headers, outcome)
 }
 
 #[derive(Deserialize)]
@@ -371,9 +375,7 @@ async fn reject(
         .admin
         .reject_contract(as_role(&session, request))
         .await;
-    console
-        .after_action(&headers, &session, "rejecting a contract", outcome)
-        .await
+    console.after_action(&headers, outcome)
 }
 
 #[derive(Deserialize)]
@@ -793,21 +795,69 @@ async fn publish(
         .await;
     match outcome {
         Ok(product) => Redirect::to(&format!("/products/{}", product.product_id)).into_response(),
-        Err(status) => {
-            console
-                .record(
-                    EventKind::Refusal,
-                    format!(
-                        "console: publishing a product refused for the {} session: {:?} {}",
-                        session.role,
-                        status.code(),
-                        status.message()
-                    ),
-                )
-                .await;
-            refused_page(lang, &status)
-        }
+        Err(status) => refused_page(lang, &status),
     }
+}
+
+/// Puts every refused request on record, in one place: what a handler refused (it
+/// leaves [`state::Refused`] on its answer), and what the router refused on its own (no
+/// such page, a method a page does not take, a body over the limit). The caller is the
+/// session's role, or the browser's address when it has no session; the record names
+/// the method and path, never the query (a sign-in link's token is in it). It goes
+/// through the node's [`RefusalLog`](crate::service::limits::RefusalLog), so a flood
+/// adds a bounded number of entries per caller and window.
+async fn record_refusals(
+    State(console): Shared,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = format!("console {} {}", request.method(), request.uri().path());
+    let role = cookie(request.headers(), COOKIE)
+        .and_then(|id| console.sessions.find(id))
+        .map(|s| s.role);
+    let remote = request
+        .extensions()
+        .get::<crate::dsp::PeerConnection>()
+        .and_then(|c| c.remote);
+    let response = next.run(request).await;
+    let refused = response.extensions().get::<Refused>().cloned().or_else(|| {
+        let (code, message) = match response.status() {
+            StatusCode::NOT_FOUND => (tonic::Code::NotFound, "no such page"),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                tonic::Code::InvalidArgument,
+                "a method this page does not take",
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE => (
+                tonic::Code::ResourceExhausted,
+                "a body over the console's limit",
+            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE | StatusCode::UNPROCESSABLE_ENTITY => {
+                (tonic::Code::InvalidArgument, "a form the page cannot read")
+            }
+            StatusCode::BAD_REQUEST => (tonic::Code::InvalidArgument, "a request the page refused"),
+            StatusCode::UNAUTHORIZED => (tonic::Code::Unauthenticated, "no signed-in session"),
+            StatusCode::FORBIDDEN => (tonic::Code::PermissionDenied, "a request the page refused"),
+            _ => return None,
+        };
+        Some(Refused {
+            code,
+            message: message.to_owned(),
+        })
+    });
+    if let Some(refused) = refused {
+        let caller = match role {
+            Some(role) => Caller::Local(role),
+            None => Caller::Unauthenticated {
+                remote,
+                subject: None,
+            },
+        };
+        console
+            .refusals
+            .record(&caller, &method, refused.code, &refused.message)
+            .await;
+    }
+    response
 }
 
 async fn script() -> Response {

@@ -19,6 +19,7 @@ use crate::base::clock::now;
 use crate::local::SignInLinks;
 use crate::service::AdminService;
 use crate::service::audit::AuditService;
+use crate::service::limits::RefusalLog;
 use crate::service::usage::UsageService;
 
 /// What the console's handlers share.
@@ -36,6 +37,26 @@ pub struct Console {
     pub origin: String,
     /// The policy decisions counted so far for the charts (counting resumes from here).
     pub tally: crate::audit::tally::DecisionTally,
+    /// Where refusals go on record: the local and peer APIs' own log, which gives each
+    /// caller a bounded number of entries per window and counts the rest.
+    pub refusals: Arc<RefusalLog>,
+}
+
+/// Why an answer refused its request, left on the response for the layer that puts
+/// every refusal on record ([`super::record_refusals`]).
+#[derive(Clone, Debug)]
+pub(super) struct Refused {
+    pub code: tonic::Code,
+    pub message: String,
+}
+
+/// `response`, marked as a refusal for the record.
+pub(super) fn refusing(mut response: Response, code: tonic::Code, message: &str) -> Response {
+    response.extensions_mut().insert(Refused {
+        code,
+        message: message.to_owned(),
+    });
+    response
 }
 
 /// A request's cookies, by name.
@@ -61,11 +82,15 @@ pub(super) fn signed_in(console: &Console, headers: &HeaderMap) -> Result<Sessio
         .ok_or_else(|| {
             let lang = lang_of(headers);
             let w = lang.words();
-            Box::new(pages::message(
-                lang,
-                StatusCode::UNAUTHORIZED,
-                w.sign_in_needed,
-                w.sign_in_help,
+            Box::new(refusing(
+                pages::message(
+                    lang,
+                    StatusCode::UNAUTHORIZED,
+                    w.sign_in_needed,
+                    w.sign_in_help,
+                ),
+                tonic::Code::Unauthenticated,
+                "no signed-in session",
             ))
         })
 }
@@ -91,12 +116,17 @@ pub(super) fn refused_page(lang: Lang, status: &Status) -> Response {
         tonic::Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
-    pages::message(lang, code, lang.words().failed, status.message())
+    refusing(
+        pages::message(lang, code, lang.words().failed, status.message()),
+        status.code(),
+        status.message(),
+    )
 }
 
 impl Console {
-    /// Puts a sign-in or a refusal on the audit log. A log that cannot be written is
-    /// reported, and the caller's answer stays what it was.
+    /// Puts a sign-in on the audit log. A log that cannot be written is reported, and
+    /// the caller's answer stays what it was. (Refusals are recorded by the router's
+    /// layer, from the answer.)
     pub(super) async fn record(&self, kind: EventKind, detail: String) {
         if let Err(e) = self.log.append(&Event::new(kind, now(), detail)).await {
             tracing::error!(error = %e, "the console could not write the audit log");
@@ -118,50 +148,26 @@ impl Console {
         if origin_ok && csrf_matches(&session, token) {
             return Ok(session);
         }
-        self.record(
-            EventKind::Refusal,
-            format!(
-                "console: {what} refused for the {} session: the form's token or origin is \
-                 not this console's",
-                session.role
-            ),
-        )
-        .await;
         let lang = lang_of(headers);
         let w = lang.words();
-        Err(Box::new(pages::message(
-            lang,
-            StatusCode::FORBIDDEN,
-            w.failed,
-            w.form_expired,
+        Err(Box::new(refusing(
+            pages::message(lang, StatusCode::FORBIDDEN, w.failed, w.form_expired),
+            tonic::Code::PermissionDenied,
+            &format!("{what}: the form's token or origin is not this console's"),
         )))
     }
 }
 
 impl Console {
     /// Back to the contracts after an action, or the refusal (recorded) as a page.
-    pub(super) async fn after_action<T>(
+    pub(super) fn after_action<T>(
         &self,
         headers: &HeaderMap,
-        session: &Session,
-        what: &str,
         outcome: Result<tonic::Response<T>, Status>,
     ) -> Response {
         match outcome {
             Ok(_) => Redirect::to("/contracts").into_response(),
-            Err(status) => {
-                self.record(
-                    EventKind::Refusal,
-                    format!(
-                        "console: {what} refused for the {} session: {:?} {}",
-                        session.role,
-                        status.code(),
-                        status.message()
-                    ),
-                )
-                .await;
-                refused_page(lang_of(headers), &status)
-            }
+            Err(status) => refused_page(lang_of(headers), &status),
         }
     }
 }

@@ -649,6 +649,7 @@ impl RunningNode {
                     sessions: crate::console::session::Sessions::new(lifetime),
                     origin: door.url.clone(),
                     tally: Default::default(),
+                    refusals: refusals.clone(),
                 });
                 let task = dsp::serve(
                     listener,

@@ -138,12 +138,16 @@ try {
   await a.waitForFunction(() => document.querySelector("#checkpoint-result").dataset.state === "failed");
   seen.wrong_key = await text(a, "#checkpoint-result");
 
-  // The first checkpoint this browser verified is kept; once the log has grown (the
-  // sign-ins and refusals above are entries) and a new checkpoint is signed, the new
-  // one must be shown consistent with it by an RFC 9162 proof checked here.
+  // The first checkpoint this browser verified is kept; once the log has grown and a
+  // new checkpoint is signed, the new one must be shown consistent with it by an RFC
+  // 9162 proof checked here. A refused sign-in link, from a browser without a session,
+  // is an entry: the log grows after the checkpoint seen.
   await a.fill("#verifier-key", plan.verifier_key);
   await a.click("#pin-key");
   const firstSize = Number(seen.first_checkpoint_size);
+  const bogusLink = await a.evaluate(async () =>
+    (await fetch("/login?token=not-a-link", { credentials: "omit", redirect: "manual" })).status);
+  expect(bogusLink === 403, "a made-up sign-in link refused: " + bogusLink);
   let grown = false;
   for (let i = 0; i < 50 && !grown; i++) {
     await a.reload();
