@@ -28,7 +28,7 @@ use tonic::Status;
 
 use super::pages::{frame, page};
 use super::session::Session;
-use super::state::{Console, as_role, lang_of, refused_page, refusing, signed_in};
+use super::state::{Console, SignedIn, as_role, lang_of, refused_page, refusing};
 use super::words::{Lang, Words};
 use crate::alerts::{Alert, Severity};
 use crate::base::format::format_unix;
@@ -217,13 +217,10 @@ enum CatalogView {
 
 async fn peers(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<PeersQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     let token = match page_token(lang, q.page) {
         Ok(t) => t,
@@ -493,13 +490,10 @@ struct TransfersQuery {
 
 async fn transfers(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<TransfersQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     let (pull_page, dsp_page) = match (page_token(lang, q.page), page_token(lang, q.dsp_page)) {
         (Ok(a), Ok(b)) => (a, b),
@@ -621,13 +615,10 @@ struct CopiesQuery {
 
 async fn copies(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<CopiesQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     let token = match page_token(lang, q.page) {
         Ok(t) => t,
@@ -698,14 +689,11 @@ struct UsesQuery {
 /// to go on).
 async fn copy_uses(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Path(agreement): Path<String>,
     Query(q): Query<UsesQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     let request = SearchRequest {
         agreement: agreement.clone(),

@@ -39,7 +39,7 @@ use serde::Deserialize;
 use tonic::Status;
 
 use self::session::COOKIE;
-use self::state::{Refused, as_role, cookie, lang_of, refused_page, refusing, signed_in};
+use self::state::{Refused, SignedIn, as_role, cookie, lang_of, refused_page, refusing, signed_in};
 use self::words::Lang;
 use crate::audit::event::EventKind;
 use crate::base::clock::now;
@@ -274,11 +274,11 @@ fn local_path(path: &str) -> &str {
 
 // ---- pages -------------------------------------------------------------------------
 
-async fn overview(State(console): Shared, headers: HeaderMap) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
+async fn overview(
+    State(console): Shared,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+) -> Response {
     let lang = lang_of(&headers);
     match console
         .admin
@@ -303,13 +303,10 @@ struct PageQuery {
 
 async fn contracts(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     let request = liutong_proto::v1::ListContractsRequest {
         page_size: 50,
@@ -386,13 +383,10 @@ struct EntriesQuery {
 
 async fn audit(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<EntriesQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     let checkpoint = match console
         .audit
@@ -426,11 +420,11 @@ async fn audit(
     pages::audit(lang, &session, checkpoint.as_ref(), &entries, from, size)
 }
 
-async fn checkpoint_json(State(console): Shared, headers: HeaderMap) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
+async fn checkpoint_json(
+    State(console): Shared,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+) -> Response {
     match console
         .audit
         .get_checkpoint(as_role(
@@ -454,16 +448,13 @@ struct ProofQuery {
 
 async fn proof_json(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Path(index): Path<u64>,
     Query(q): Query<ProofQuery>,
 ) -> Response {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let request = liutong_proto::v1::ProveInclusionRequest {
         index,
         size: q.size,
@@ -497,15 +488,12 @@ struct ConsistencyQuery {
 /// against checkpoints it verified itself.
 async fn consistency_json(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<ConsistencyQuery>,
 ) -> Response {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD;
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let request = liutong_proto::v1::ProveConsistencyRequest {
         size1: q.from,
         size2: q.to,
@@ -532,13 +520,10 @@ async fn consistency_json(
 
 async fn search(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(form): Query<evidence::SearchForm>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     if form.is_empty() {
         return evidence::search_page(lang, &session, &form, Ok(None));
@@ -565,13 +550,10 @@ struct CheckpointsQuery {
 
 async fn checkpoints(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<CheckpointsQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     // Reading the latest checkpoint is the role check, and says the quorum.
     let request = liutong_proto::v1::GetCheckpointRequest {};
@@ -593,11 +575,11 @@ async fn checkpoints(
     }
 }
 
-async fn charts(State(console): Shared, headers: HeaderMap) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
+async fn charts(
+    State(console): Shared,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+) -> Response {
     let lang = lang_of(&headers);
     // A bounded number of storage reads, off the async workers.
     let work = console.clone();
@@ -621,13 +603,10 @@ async fn charts(State(console): Shared, headers: HeaderMap) -> Response {
 
 async fn products(
     State(console): Shared,
+    SignedIn(session): SignedIn,
     headers: HeaderMap,
     Query(q): Query<PageQuery>,
 ) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
     let lang = lang_of(&headers);
     let request = liutong_proto::v1::ListProductsRequest {
         page_size: 50,
@@ -643,11 +622,12 @@ async fn products(
     }
 }
 
-async fn product(State(console): Shared, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let session = match signed_in(&console, &headers) {
-        Ok(s) => s,
-        Err(page) => return *page,
-    };
+async fn product(
+    State(console): Shared,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
     let lang = lang_of(&headers);
     let request = liutong_proto::v1::GetProductRequest {
         product_id: id,
@@ -660,11 +640,8 @@ async fn product(State(console): Shared, headers: HeaderMap, Path(id): Path<Stri
     }
 }
 
-async fn publish_form(State(console): Shared, headers: HeaderMap) -> Response {
-    match signed_in(&console, &headers) {
-        Ok(session) => pages::publish_form(lang_of(&headers), &session),
-        Err(page) => *page,
-    }
+async fn publish_form(SignedIn(session): SignedIn, headers: HeaderMap) -> Response {
+    pages::publish_form(lang_of(&headers), &session)
 }
 
 #[derive(Deserialize)]

@@ -95,6 +95,23 @@ pub(super) fn signed_in(console: &Console, headers: &HeaderMap) -> Result<Sessio
         })
 }
 
+/// The signed-in session, as an extractor: a handler that takes it runs only for a
+/// browser that is signed in; any other gets the page that says how to sign in.
+pub(super) struct SignedIn(pub Session);
+
+impl axum::extract::FromRequestParts<Arc<Console>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Response> {
+        signed_in(console, &parts.headers)
+            .map(SignedIn)
+            .map_err(|page| *page)
+    }
+}
+
 /// A local API request made with the session's role.
 pub(super) fn as_role<T>(session: &Session, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
