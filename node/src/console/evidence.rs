@@ -16,7 +16,7 @@ use liutong_proto::v1::{CheckpointResponse, InclusionProof, SearchRequest, Searc
 use maud::{Markup, html};
 use serde::Deserialize;
 
-use super::pages::{evidence_links as links, frame, summary};
+use super::pages::{evidence_links as links, frame, summary, verifier_words};
 use super::session::Session;
 use super::words::{Lang, Words};
 use crate::audit::log::{
@@ -213,28 +213,6 @@ fn matches(w: &Words, found: &SearchResponse) -> Markup {
                 }
             }
         }
-    }
-}
-
-/// The words the browser's checks answer with.
-fn verifier_words(w: &Words) -> Markup {
-    html! {
-        template #words
-            data-verified=(w.verified_in_browser)
-            data-no-key=(w.no_key)
-            data-key-malformed=(w.key_malformed)
-            data-no-signature=(w.no_signature_for_key)
-            data-signature-invalid=(w.signature_invalid)
-            data-checkpoint-malformed=(w.checkpoint_malformed)
-            data-proof-malformed=(w.proof_malformed)
-            data-root-mismatch=(w.root_mismatch)
-            data-consistent-with=(w.consistent_with)
-            data-first-checkpoint=(w.first_checkpoint)
-            data-not-consistent=(w.not_consistent)
-            data-log-shrank=(w.log_shrank)
-            data-consistent-with-older=(w.consistent_with_older)
-            data-no-cosignature=(w.no_cosignature)
-            data-cosignature-invalid=(w.cosignature_invalid) {}
     }
 }
 

@@ -258,19 +258,7 @@ pub fn audit(
                 }
             }
         }
-        template #words
-            data-verified=(w.verified_in_browser)
-            data-no-key=(w.no_key)
-            data-key-malformed=(w.key_malformed)
-            data-no-signature=(w.no_signature_for_key)
-            data-signature-invalid=(w.signature_invalid)
-            data-checkpoint-malformed=(w.checkpoint_malformed)
-            data-proof-malformed=(w.proof_malformed)
-            data-root-mismatch=(w.root_mismatch)
-            data-consistent-with=(w.consistent_with)
-            data-first-checkpoint=(w.first_checkpoint)
-            data-not-consistent=(w.not_consistent)
-            data-log-shrank=(w.log_shrank) {}
+        (verifier_words(w))
     };
     page(frame(lang, Some(session), "/audit", w.audit_log, body))
 }
@@ -387,4 +375,26 @@ pub fn publish_form(lang: Lang, session: &Session) -> Response {
         template #policy-words data-ok=(w.policy_ok) {}
     };
     page(frame(lang, Some(session), "/products", w.publish, body))
+}
+
+/// The words the browser's checks answer with, on every page that checks proofs.
+pub(super) fn verifier_words(w: &Words) -> Markup {
+    html! {
+        template #words
+            data-verified=(w.verified_in_browser)
+            data-no-key=(w.no_key)
+            data-key-malformed=(w.key_malformed)
+            data-no-signature=(w.no_signature_for_key)
+            data-signature-invalid=(w.signature_invalid)
+            data-checkpoint-malformed=(w.checkpoint_malformed)
+            data-proof-malformed=(w.proof_malformed)
+            data-root-mismatch=(w.root_mismatch)
+            data-consistent-with=(w.consistent_with)
+            data-first-checkpoint=(w.first_checkpoint)
+            data-not-consistent=(w.not_consistent)
+            data-log-shrank=(w.log_shrank)
+            data-consistent-with-older=(w.consistent_with_older)
+            data-no-cosignature=(w.no_cosignature)
+            data-cosignature-invalid=(w.cosignature_invalid) {}
+    }
 }
