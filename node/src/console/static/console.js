@@ -115,6 +115,18 @@ async function rootFromInclusion(index, size, entry, proof, w) {
   return r;
 }
 
+// The node's RFC 9162 consistency proof from tree size `from` to `to` (none between
+// equal sizes), refused unless it answers for exactly those sizes.
+async function consistencyProof(from, to, w) {
+  if (from === to) return [];
+  const answer = await fetch("/audit/consistency?from=" + from + "&to=" + to);
+  const p = answer.ok ? await answer.json() : null;
+  if (!p || p.from !== from || p.to !== to || !Array.isArray(p.proof)) {
+    throw new Failure(w.notConsistent);
+  }
+  return p.proof.map(b64decode);
+}
+
 // RFC 9162 2.1.4.2: whether `proof` shows the tree of size `first` with root `firstRoot`
 // to be a prefix of the tree of size `second` with root `secondRoot`.
 async function consistent(first, firstRoot, second, secondRoot, proof) {
@@ -171,15 +183,7 @@ async function checkConsistency(c, w) {
   }
   let ok = false;
   try {
-    let proof = [];
-    if (kept.size !== c.size) {
-      const answer = await fetch("/audit/consistency?from=" + kept.size + "&to=" + c.size);
-      const p = answer.ok ? await answer.json() : null;
-      if (!p || p.from !== kept.size || p.to !== c.size || !Array.isArray(p.proof)) {
-        throw new Failure(w.notConsistent);
-      }
-      proof = p.proof.map(b64decode);
-    }
+    const proof = await consistencyProof(kept.size, c.size, w);
     ok = await consistent(kept.size, b64decode(kept.root), c.size, c.root, proof);
   } catch {
     ok = false;
@@ -377,15 +381,7 @@ async function onVerifyKept() {
     let ok = false;
     if (newer && older) {
       try {
-        let proof = [];
-        if (older.size !== newer.size) {
-          const answer = await fetch("/audit/consistency?from=" + older.size + "&to=" + newer.size);
-          const p = answer.ok ? await answer.json() : null;
-          if (!p || p.from !== older.size || p.to !== newer.size || !Array.isArray(p.proof)) {
-            throw new Failure(w.notConsistent);
-          }
-          proof = p.proof.map(b64decode);
-        }
+        const proof = await consistencyProof(older.size, newer.size, w);
         ok = await consistent(older.size, older.root, newer.size, newer.root, proof);
       } catch {
         ok = false;
