@@ -6,7 +6,6 @@
 use std::time::Instant;
 
 use liutong_node::audit::log::AuditLog;
-use liutong_node::audit::merkle;
 use liutong_node::storage::SledStorage;
 
 mod common;
@@ -80,28 +79,7 @@ async fn run() {
         fill.elapsed().as_secs_f64()
     );
     let size = log.size();
-    let root = log.root();
-    let mut timings = Vec::new();
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    for _ in 0..20_000 {
-        // xorshift: spread the indices over the whole log.
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        let index = x % size;
-        let t = Instant::now();
-        let proof = log.inclusion_proof(index, size).expect("proof");
-        timings.push(t.elapsed());
-        std::hint::black_box(&proof);
-    }
-    timings.sort();
-    let median = timings[timings.len() / 2];
-    let p99 = timings[timings.len() * 99 / 100];
-    // Check one proof, so the benchmark measures real, valid proofs.
-    let entry = log.entry(size / 2).expect("read").expect("entry");
-    let proof = log.inclusion_proof(size / 2, size).expect("proof");
-    merkle::verify_inclusion(&merkle::leaf_hash(&entry), size / 2, size, &proof, &root)
-        .expect("proof verifies");
+    let (median, p99) = common::proof_timings(&log, 20_000);
     println!(
         "inclusion proof at {size} entries: median {:.1} µs, p99 {:.1} µs (target median <= 50 µs)",
         median.as_secs_f64() * 1e6,

@@ -1,8 +1,15 @@
 //! Helpers the benchmarks share: settings from the environment, the process's CPU time,
-//! and a typical audit entry.
+//! a typical audit entry and the timing of inclusion proofs; a data space of real
+//! nodes ([`space`]) and bulk filling of a node's storage ([`seed`]).
 #![allow(dead_code)] // each bench uses a different part
 
-use liutong_node::audit::log::{Event, EventKind};
+pub mod seed;
+pub mod space;
+
+use std::time::{Duration, Instant};
+
+use liutong_node::audit::log::{AuditLog, Event, EventKind};
+use liutong_node::audit::merkle;
 
 /// `name` from the environment as a number, or `default`.
 pub fn env_u64(name: &str, default: u64) -> u64 {
@@ -45,4 +52,40 @@ pub fn event(i: u64) -> Event {
     );
     e.participant = Some("91110000600037341L".into());
     e
+}
+
+/// The median and 99th percentile of `count` inclusion proofs for indices spread over
+/// the whole of `log`; one proof is checked against the root, so the figures are those
+/// of real, valid proofs.
+pub fn proof_timings(log: &AuditLog, count: usize) -> (Duration, Duration) {
+    let size = log.size();
+    let root = log.root();
+    let mut timings = Vec::with_capacity(count);
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..count {
+        // xorshift: spread the indices over the whole log.
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let index = x % size;
+        let t = Instant::now();
+        let proof = log.inclusion_proof(index, size).expect("proof");
+        timings.push(t.elapsed());
+        std::hint::black_box(&proof);
+    }
+    timings.sort();
+    let entry = log.entry(size / 2).expect("read").expect("entry");
+    let proof = log.inclusion_proof(size / 2, size).expect("proof");
+    merkle::verify_inclusion(&merkle::leaf_hash(&entry), size / 2, size, &proof, &root)
+        .expect("proof verifies");
+    (
+        timings[timings.len() / 2],
+        timings[timings.len() * 99 / 100],
+    )
+}
+
+/// `figure` against `target` (both the same unit, lower is better): " (not met)" when
+/// it misses.
+pub fn verdict(figure: f64, target: f64) -> &'static str {
+    if figure <= target { "" } else { " (not met)" }
 }

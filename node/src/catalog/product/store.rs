@@ -123,6 +123,18 @@ impl ProductStore {
         Ok(out)
     }
 
+    /// The write that records `p` when its publish finishes: the tree and the write.
+    /// Public so that a stopped node's storage can be filled in bulk with records as
+    /// the store keeps them (benchmarks of large catalogs); `Storage::apply` the writes
+    /// to the tree, then flush.
+    pub fn record_write(p: &ProductVersion) -> (&'static str, Write) {
+        let bytes = serde_json::to_vec(p).expect("product records serialize");
+        (
+            PRODUCTS,
+            Write::Put(product_key(&p.product_id, p.version), bytes),
+        )
+    }
+
     /// One stored chunk.
     pub fn chunk(
         &self,

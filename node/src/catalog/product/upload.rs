@@ -5,7 +5,7 @@
 use sha2::{Digest, Sha256};
 
 use super::super::schema;
-use super::store::{PRODUCTS, UNFINISHED, new_product_id, payload_name, product_key};
+use super::store::{UNFINISHED, new_product_id, payload_name};
 use super::{CHUNK_SIZE, Format, NewVersion, ProductError, ProductStore, ProductVersion};
 use crate::storage::blobs::BlobWriter;
 
@@ -168,12 +168,8 @@ impl Upload {
             &self.unfinished,
             &payload_name(&product.product_id, product.version),
         )?;
-        let bytes = serde_json::to_vec(&product).expect("product records serialize");
-        self.store.storage.put(
-            PRODUCTS,
-            &product_key(&product.product_id, product.version),
-            &bytes,
-        )?;
+        let (tree, record) = ProductStore::record_write(&product);
+        self.store.storage.apply(tree, vec![record])?;
         self.store.storage.flush().await?;
         Ok(product)
     }
