@@ -105,6 +105,12 @@ pub fn parse_policy(text: &str, format: Option<PolicyFormat>) -> Result<Policy, 
     }
 }
 
+/// The fewest and the most products a catalog page reads at a time: a page whose
+/// products the caller may mostly not see reads on in batches of at least the first,
+/// and no batch holds more than the second in memory.
+const MIN_READ: usize = 16;
+const MAX_READ: usize = 256;
+
 /// The node's offers and the rules for showing them.
 pub struct Catalog {
     pub products: ProductStore,
@@ -230,7 +236,9 @@ impl Catalog {
 
     /// [`visible_offers`](Self::visible_offers), one page: at most `limit` (at least
     /// one) whose product ID comes after `after`, and whether more follow. Products are
-    /// read a batch at a time, so a page costs the products up to it, not all of them.
+    /// read a batch at a time, each batch as large as what the page still lacks (one
+    /// beyond it tells whether more follow), so a page costs about the products it
+    /// shows and those the caller may not see among them, not all of them.
     pub fn visible_offers_page(
         &self,
         caller: &Membership,
@@ -242,7 +250,8 @@ impl Catalog {
         let mut out = Vec::new();
         let mut cursor = after.map(str::to_owned);
         loop {
-            let (batch, more) = self.products.list_page(cursor.as_deref(), 256)?;
+            let wanted = (limit + 1 - out.len()).clamp(MIN_READ, MAX_READ);
+            let (batch, more) = self.products.list_page(cursor.as_deref(), wanted)?;
             for p in batch {
                 cursor = Some(p.product_id.clone());
                 if self.visible(&p, caller, now)? {
@@ -450,5 +459,135 @@ pub fn product_proto(p: &ProductVersion) -> liutong_proto::v1::Product {
             .unwrap_or_default(),
         published_at_unix: p.published_at,
         derived_from: p.derived_from.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::{MemberRole, ParticipantKind, PublicKey, RegionCode};
+    use crate::storage::{SledStorage, Storage};
+
+    const PROVIDER: &str = "91110000600037341L";
+
+    fn consumer() -> Membership {
+        Membership {
+            participant_id: ParticipantId::parse("11330100MA2TRA0011").unwrap(),
+            name: "Consumer".into(),
+            kind: ParticipantKind::Government,
+            sector: "transport".into(),
+            region: RegionCode::parse("330100").unwrap(),
+            roles: vec![MemberRole::Consumer],
+            valid_from: 0,
+            valid_until: i64::MAX,
+            signing_key: PublicKey([7; 32]),
+            certificate_sha256: String::new(),
+            authority: "Test authority".into(),
+        }
+    }
+
+    /// A catalog with `count` open offers, `prd-0000` on, recorded as a publish
+    /// records them.
+    fn catalog_of(storage: Arc<dyn Storage>, count: usize) -> Catalog {
+        let catalog = Catalog::new(
+            ProductStore::open(storage.clone()).unwrap(),
+            ParticipantId::parse(PROVIDER).unwrap(),
+            Guardrails::default(),
+        );
+        let open = parse_policy(
+            "uid = \"urn:liutong:policy:open\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n",
+            None,
+        )
+        .unwrap();
+        for i in 0..count {
+            let product_id = format!("prd-{i:04}");
+            let policy = catalog
+                .offer_policy(open.clone(), &product_id, Classification::General2)
+                .unwrap();
+            let product = ProductVersion {
+                product_id,
+                version: 1,
+                title: "Air quality".into(),
+                description: String::new(),
+                owner: ParticipantId::parse(PROVIDER).unwrap(),
+                classification: Classification::General2,
+                format: product::Format::Bytes,
+                size: 0,
+                sha256: String::new(),
+                chunk_size: product::CHUNK_SIZE as u32,
+                chunk_hashes: vec![],
+                profile: None,
+                derived_from: vec![],
+                policy_odrl: Some(policy.policy().to_odrl()),
+                published_at: 0,
+            };
+            let (tree, write) = ProductStore::record_write(&product);
+            storage.apply(tree, vec![write]).unwrap();
+        }
+        catalog
+    }
+
+    #[test]
+    fn a_page_reads_the_products_it_shows_not_a_fixed_batch() {
+        let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
+        let catalog = catalog_of(storage.clone(), 100);
+        // A record far beyond the first page that cannot be read: a page that read
+        // past what it shows would fail on it.
+        let mut key = b"prd-0090".to_vec();
+        key.push(0);
+        key.extend_from_slice(&1u32.to_be_bytes());
+        storage.put("products", &key, b"not a product").unwrap();
+        let now = time::OffsetDateTime::now_utc();
+
+        let (page, more) = catalog
+            .visible_offers_page(&consumer(), now, None, 50)
+            .unwrap();
+        assert!(more);
+        let ids: Vec<&str> = page.iter().map(|p| p.product_id.as_str()).collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("prd-{i:04}")).collect();
+        assert_eq!(ids, expected);
+        let (page, more) = catalog
+            .visible_offers_page(&consumer(), now, Some("prd-0049"), 20)
+            .unwrap();
+        assert!(more);
+        assert_eq!(page.first().unwrap().product_id, "prd-0050");
+        assert_eq!(page.last().unwrap().product_id, "prd-0069");
+        // The page that reaches it reports it.
+        let err = catalog
+            .visible_offers_page(&consumer(), now, Some("prd-0069"), 50)
+            .unwrap_err();
+        assert!(
+            matches!(err, CatalogError::Product(ProductError::Damaged(_))),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_page_shows_the_latest_version_of_each_product_and_knows_the_end() {
+        let storage: Arc<dyn Storage> = SledStorage::temporary().unwrap();
+        let catalog = catalog_of(storage.clone(), 3);
+        let mut v2 = catalog.products.get("prd-0001", 1).unwrap().unwrap();
+        v2.version = 2;
+        v2.title = "Air quality, hourly".into();
+        let (tree, write) = ProductStore::record_write(&v2);
+        storage.apply(tree, vec![write]).unwrap();
+        let now = time::OffsetDateTime::now_utc();
+
+        let (page, more) = catalog
+            .visible_offers_page(&consumer(), now, None, 2)
+            .unwrap();
+        assert!(more, "prd-0002 follows");
+        assert_eq!(page[1].version, 2);
+        assert_eq!(page[1].title, "Air quality, hourly");
+        let (page, more) = catalog
+            .visible_offers_page(&consumer(), now, Some("prd-0001"), 2)
+            .unwrap();
+        assert!(!more);
+        assert_eq!(page.len(), 1);
+        let (page, more) = catalog
+            .visible_offers_page(&consumer(), now, None, 3)
+            .unwrap();
+        assert!(!more, "exactly a page: nothing follows");
+        assert_eq!(page.len(), 3);
     }
 }

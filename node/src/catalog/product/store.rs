@@ -77,34 +77,50 @@ impl ProductStore {
 
     /// The latest version of at most `limit` products (at least one) whose ID comes
     /// after `after`, by product ID, and whether more products follow.
+    ///
+    /// A page reads about as many records as it shows, in batches a little larger
+    /// than the page, and decodes only the latest version of each product it shows:
+    /// its cost does not depend on how many products follow it.
     pub fn list_page(
         &self,
         after: Option<&str>,
         limit: usize,
     ) -> Result<(Vec<ProductVersion>, bool), ProductError> {
-        const BATCH: usize = 256;
         let limit = limit.max(1);
+        let batch = (limit + 1).clamp(16, 256);
         let mut out: Vec<ProductVersion> = Vec::new();
+        // The latest record seen of the product being read; decoded once the next
+        // product's first record shows that no later version follows.
+        let mut latest: Option<(Vec<u8>, Vec<u8>)> = None;
         // Past every version of the product `after`.
         let mut position = after.map(|id| product_key(id, u32::MAX));
         loop {
             let entries = self
                 .storage
-                .scan_page(PRODUCTS, b"", position.as_deref(), BATCH)?;
-            let full = entries.len() == BATCH;
+                .scan_page(PRODUCTS, b"", position.as_deref(), batch)?;
+            let full = entries.len() == batch;
             for (key, value) in entries {
-                let p = decode(&value)?;
-                let same = out.last().is_some_and(|l| l.product_id == p.product_id);
-                if same {
-                    *out.last_mut().expect("checked") = p;
-                } else if out.len() == limit {
-                    return Ok((out, true));
-                } else {
-                    out.push(p);
+                position = Some(key.clone());
+                if let Some((previous, record)) = latest.take() {
+                    if same_product(&previous, &key) {
+                        latest = Some((key, value));
+                        continue;
+                    }
+                    if out.len() == limit {
+                        return Ok((out, true));
+                    }
+                    out.push(decode(&record)?);
                 }
-                position = Some(key);
+                latest = Some((key, value));
             }
             if !full {
+                let Some((_, record)) = latest else {
+                    return Ok((out, false));
+                };
+                if out.len() == limit {
+                    return Ok((out, true));
+                }
+                out.push(decode(&record)?);
                 return Ok((out, false));
             }
         }
@@ -286,6 +302,15 @@ impl Read for ChunkReader {
 fn decode(bytes: &[u8]) -> Result<ProductVersion, ProductError> {
     serde_json::from_slice(bytes).map_err(|e| ProductError::Damaged(e.to_string()))
 }
+
+/// Whether two product record keys ([`product_key`]) are versions of one product.
+fn same_product(a: &[u8], b: &[u8]) -> bool {
+    let id = |k: &[u8]| k.len().checked_sub(VERSION_SUFFIX).map(|n| k[..n].to_vec());
+    id(a).is_some() && id(a) == id(b)
+}
+
+/// The bytes a product record key has after the product ID: a zero and the version.
+const VERSION_SUFFIX: usize = 5;
 
 pub(super) fn product_key(product_id: &str, version: u32) -> Vec<u8> {
     let mut key = product_id.as_bytes().to_vec();
