@@ -167,6 +167,17 @@ pub(super) fn peer_text(text: &str) -> String {
     format!("{}…", &text[..end])
 }
 
+/// Whether a negotiation of `role` in `state` has a step still to come
+/// ([`Negotiation::unfinished`]).
+pub(super) fn unfinished(role: Role, state: NegotiationStatus) -> bool {
+    matches!(
+        (role, state),
+        (Role::Consumer, NegotiationStatus::Requested)
+            | (Role::Consumer, NegotiationStatus::Verified)
+            | (Role::Provider, NegotiationStatus::Agreed)
+    )
+}
+
 /// The reason a consumer's REQUESTED carries until the provider has answered it.
 pub(super) const SENT: &str = "sent to the provider";
 
@@ -174,12 +185,7 @@ impl Negotiation {
     /// A negotiation with a step still to come that this node retries or expires:
     /// a consumer's REQUESTED or VERIFIED, a provider's AGREED.
     pub(super) fn unfinished(&self) -> bool {
-        matches!(
-            (self.role, self.state),
-            (Role::Consumer, NegotiationStatus::Requested)
-                | (Role::Consumer, NegotiationStatus::Verified)
-                | (Role::Provider, NegotiationStatus::Agreed)
-        )
+        unfinished(self.role, self.state)
     }
 
     /// Whether the peer signed its request (a plain Dataspace Protocol consumer does

@@ -3,6 +3,7 @@
 //! steps off one record, the caches of compiled agreement policies and fetched offers,
 //! and the one commit that stores a record together with its audit entries.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use liutong_policy::{CompiledPolicy, Policy};
@@ -130,17 +131,11 @@ impl Contracts {
     }
 
     /// The IDs of the unfinished negotiations (`Negotiation::unfinished`). The
-    /// first call reads every stored negotiation; later ones do not.
+    /// first call reads every stored negotiation's state; later ones do not.
     pub fn waiting(&self) -> Result<Vec<String>, ContractError> {
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.is_none() {
-            let all = self.list()?;
-            *waiting = Some(
-                all.into_iter()
-                    .filter(Negotiation::unfinished)
-                    .map(|n| n.id)
-                    .collect(),
-            );
+            *waiting = Some(unfinished_in(self.storage.as_ref())?);
         }
         let mut ids: Vec<String> = waiting.iter().flatten().cloned().collect();
         ids.sort();
@@ -304,6 +299,39 @@ impl Contracts {
     }
 }
 
+/// How many stored negotiations [`unfinished_in`] reads at a time.
+const STATE_PAGE: usize = 1024;
+
+/// The IDs of the unfinished negotiations in `storage`. The records are read a page at a
+/// time and each only for its role and state, so a node holding a million negotiations
+/// keeps one page of them in memory, not all of them decoded.
+fn unfinished_in(storage: &dyn crate::storage::Storage) -> Result<HashSet<String>, ContractError> {
+    /// The part of a stored negotiation that tells whether it is unfinished.
+    #[derive(serde::Deserialize)]
+    struct Progress {
+        role: Role,
+        state: NegotiationStatus,
+    }
+    let mut ids = HashSet::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = storage.scan_page(NEGOTIATIONS, b"", after.as_deref(), STATE_PAGE)?;
+        for (key, value) in &page {
+            let id = String::from_utf8_lossy(key);
+            let p: Progress = serde_json::from_slice(value).map_err(|e| {
+                ContractError::Invalid(format!("stored negotiation {id} is damaged: {e}"))
+            })?;
+            if super::negotiation::unfinished(p.role, p.state) {
+                ids.insert(id.into_owned());
+            }
+        }
+        if page.len() < STATE_PAGE {
+            return Ok(ids);
+        }
+        after = page.last().map(|(key, _)| key.clone());
+    }
+}
+
 /// One page of [`Contracts::page`].
 pub struct NegotiationPage {
     pub negotiations: Vec<Negotiation>,
@@ -419,5 +447,117 @@ impl Contracts {
             .map_err(|e| ContractError::Audit(e.to_string()))?;
         self.stored(n);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+    use super::*;
+    use crate::identity::Envelope;
+    use crate::storage::{Entries, SledStorage, Storage, StorageError, blobs};
+
+    /// The node's sled storage, remembering the most entries one read returned.
+    struct Widest {
+        inner: Arc<SledStorage>,
+        widest: AtomicUsize,
+    }
+
+    impl Widest {
+        fn saw(&self, entries: Entries) -> Entries {
+            self.widest.fetch_max(entries.len(), SeqCst);
+            entries
+        }
+    }
+
+    impl Storage for Widest {
+        fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            self.inner.get(tree, key)
+        }
+        fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+            self.inner.put(tree, key, value)
+        }
+        fn delete(&self, tree: &str, key: &[u8]) -> Result<(), StorageError> {
+            self.inner.delete(tree, key)
+        }
+        fn insert_new(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<bool, StorageError> {
+            self.inner.insert_new(tree, key, value)
+        }
+        fn apply(&self, tree: &str, writes: Vec<Write>) -> Result<(), StorageError> {
+            self.inner.apply(tree, writes)
+        }
+        fn scan_prefix(&self, tree: &str, prefix: &[u8]) -> Result<Entries, StorageError> {
+            Ok(self.saw(self.inner.scan_prefix(tree, prefix)?))
+        }
+        fn scan_page(
+            &self,
+            tree: &str,
+            prefix: &[u8],
+            after: Option<&[u8]>,
+            limit: usize,
+        ) -> Result<Entries, StorageError> {
+            Ok(self.saw(self.inner.scan_page(tree, prefix, after, limit)?))
+        }
+        fn blobs(&self) -> &blobs::Blobs {
+            self.inner.blobs()
+        }
+        fn flush(&self) -> crate::base::BoxFuture<'_, Result<(), StorageError>> {
+            self.inner.flush()
+        }
+    }
+
+    fn negotiation(i: usize, role: Role, state: NegotiationStatus) -> Negotiation {
+        Negotiation {
+            id: format!("neg-{i:05}"),
+            role,
+            peer: ParticipantId::parse("91110000600037341L").unwrap(),
+            peer_address: "127.0.0.1:1".into(),
+            offer_id: "prd-a/v1".into(),
+            purpose: "urbanPlanning".into(),
+            state,
+            reason: String::new(),
+            failed_constraints: vec![],
+            request: Envelope {
+                payload_type: "application/vnd.liutong.contract-request+json".into(),
+                payload: vec![b'x'; 512],
+                signatures: vec![],
+            },
+            offer_policy: None,
+            offer_classification: None,
+            agreement: None,
+            agreement_id: None,
+            created_at: i as i64,
+            updated_at: i as i64,
+        }
+    }
+
+    /// The first pass after a start finds every unfinished negotiation among thousands
+    /// while holding one page of records at a time.
+    #[test]
+    fn unfinished_negotiations_are_found_a_page_at_a_time() {
+        let storage = Widest {
+            inner: SledStorage::temporary().unwrap(),
+            widest: AtomicUsize::new(0),
+        };
+        let mut unfinished = HashSet::new();
+        for i in 0..3 * STATE_PAGE + 7 {
+            let (role, state) = match i % 5 {
+                0 => (Role::Provider, NegotiationStatus::Agreed),
+                1 => (Role::Consumer, NegotiationStatus::Requested),
+                2 => (Role::Consumer, NegotiationStatus::Verified),
+                3 => (Role::Provider, NegotiationStatus::Finalized),
+                _ => (Role::Consumer, NegotiationStatus::Terminated),
+            };
+            let n = negotiation(i, role, state);
+            if n.unfinished() {
+                unfinished.insert(n.id.clone());
+            }
+            for (tree, write) in Contracts::writes(&n) {
+                storage.apply(tree, vec![write]).unwrap();
+            }
+        }
+        assert_eq!(unfinished_in(&storage).unwrap(), unfinished);
+        assert_eq!(storage.widest.load(SeqCst), STATE_PAGE);
     }
 }
