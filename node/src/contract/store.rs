@@ -340,9 +340,19 @@ fn counted_key(n: &Negotiation) -> Vec<u8> {
 fn counts_uses(n: &Negotiation) -> bool {
     n.role == Role::Provider
         && n.state == NegotiationStatus::Finalized
+        && n.agreement
+            .as_ref()
+            .is_some_and(|e| mentions_count(&e.payload))
         && n.agreement_content()
             .and_then(|a| Policy::from_odrl_value(&a.policy).ok())
             .is_some_and(|p| policy_counts_uses(&p))
+}
+
+/// Whether an agreement's payload holds the word `count`, which every spelling of the
+/// use-count operand does: one that does not is not parsed to find out. The payload is
+/// this provider's own JSON, which writes letters as they are, never escaped.
+fn mentions_count(payload: &[u8]) -> bool {
+    payload.windows(5).any(|w| w == b"count")
 }
 
 /// Whether a rule of `policy` compares the number of uses: the only fact of an
