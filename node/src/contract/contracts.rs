@@ -46,6 +46,9 @@ pub struct Contracts {
     /// Agreement policies compiled once, by agreement ID (both sides): an agreement
     /// never changes, and pulls, queries, reads and the duties' sweep all ask for it.
     pub(super) policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
+    /// Offer policies compiled once, by offer ID (consumer side): every agreement on an
+    /// offer is checked against its policy.
+    pub(super) offer_policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
     /// Whether the listing index by creation time is known to be complete (see
     /// `Contracts::page`); the lock keeps two first listings from building it at once.
     pub(super) creation_index: Arc<tokio::sync::Mutex<bool>>,
@@ -93,6 +96,7 @@ impl Contracts {
             claims: Default::default(),
             offers: Arc::default(),
             policies: Arc::default(),
+            offer_policies: Arc::default(),
             creation_index: Arc::default(),
             counted_index: Arc::default(),
             gate: std::sync::OnceLock::new(),
