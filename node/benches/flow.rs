@@ -16,7 +16,8 @@
 //!     `BENCH_AGREEMENTS` (default 1,000,000) more finalized agreements, stored as it
 //!     stores its own (a quarter of them between the benchmark's consumers and its
 //!     offer, the rest with other members on other offers, some of those counting
-//!     uses): how the rate of negotiations grows with the agreements held.
+//!     uses; stored while the provider is stopped, which then starts again): how the
+//!     rate of negotiations grows with the agreements held.
 //!
 //! Run: `cargo bench -p liutong-node --bench flow`. `BENCH_ONLY=a`, `b` or `c` runs one
 //! part. Scale with `BENCH_TRANSFER_MIB` (default 1024), `BENCH_NEGOTIATIONS` (default
@@ -29,10 +30,12 @@ use std::time::{Duration, Instant};
 use liutong_node::authority::{self, Admission, Authority};
 use liutong_node::catalog::product::{Format, NewVersion};
 use liutong_node::config::NodeConfig;
+use liutong_node::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, Contracts, Negotiation};
+use liutong_node::identity::Envelope;
 use liutong_node::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use liutong_node::runtime::RunningNode;
 use liutong_node::setup::{self, InitOptions};
-use liutong_node::storage::Write;
+use liutong_node::storage::{SledStorage, Storage, Write};
 use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -484,7 +487,7 @@ async fn scale_bench() {
     let total = env_u64("BENCH_NEGOTIATIONS", 2000) as usize;
     let consumers = env_u64("BENCH_CONSUMERS", 16).max(1) as usize;
     let agreements = env_u64("BENCH_AGREEMENTS", 1_000_000) as usize;
-    let (b, contexts, address, offer) = negotiation_space(consumers).await;
+    let (mut b, contexts, address, offer) = negotiation_space(consumers).await;
 
     eprintln!("(c) negotiating, closed loop, fresh provider");
     let fresh = negotiate(&contexts, &address, &offer, total, None).await;
@@ -496,13 +499,48 @@ async fn scale_bench() {
         fresh.cpu_per_negotiation_ms()
     );
 
+    // The provider stops, its storage takes the agreements, and it starts again on the
+    // same address: a provider that came to hold them over time, now running.
+    let (plain, counted) = templates(&b.nodes[0].0, &contexts, &address, &offer).await;
+    let (provider, config) = b.nodes.remove(0);
+    provider.shutdown().await.unwrap();
     eprintln!("(c) storing {agreements} agreements at the provider");
     let started = Instant::now();
-    seed_agreements(&b.nodes[0].0, &contexts, &address, &offer, agreements).await;
+    let storage = stopped_storage(&config).await;
+    let members: Vec<ParticipantId> = contexts
+        .iter()
+        .map(|c| c.identity.membership.participant_id.clone())
+        .collect();
+    seed_agreements(storage, &plain, &counted, &members, &offer, agreements).await;
     eprintln!(
-        "(c) stored {agreements} agreements in {:.1} s",
+        "(c) stored {agreements} agreements in {:.1} s; starting the provider again",
         started.elapsed().as_secs_f64()
     );
+    let provider = RunningNode::start_with_listeners(
+        config.clone(),
+        TcpListener::bind(&address).await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    )
+    .await
+    .unwrap();
+    provider.node.refresh.refresh().await.unwrap();
+    // What the recovery poller reads first after a start: every stored negotiation, to
+    // find the unfinished ones. Done here, timed, rather than during the measurement.
+    let ctx = provider.node.clone();
+    let started = Instant::now();
+    let cpu = cpu_seconds();
+    tokio::task::spawn_blocking(move || ctx.contracts.waiting().map(|w| w.len()))
+        .await
+        .unwrap()
+        .unwrap();
+    eprintln!(
+        "(c) the provider found its unfinished negotiations in {:.1} s, {:.1} s of CPU",
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu
+    );
+    b.nodes.insert(0, (provider, config));
+    settle().await;
+    reconnect(&contexts, &address, &offer).await;
 
     eprintln!("(c) negotiating, closed loop, provider holding {agreements} agreements");
     let held = negotiate(&contexts, &address, &offer, total, None).await;
@@ -549,24 +587,15 @@ fn seeded_id(prefix: &str, i: u64) -> String {
     format!("{prefix}-{:016x}{:08x}", mix(i), mix(!i) as u32)
 }
 
-/// Stores `count` finalized agreements at the provider, written exactly as the provider
-/// commits its own (each one's records from [`Contracts::record_writes`] of its AGREED
-/// and FINALIZED states), in large batches straight into its storage. They are copies
-/// of a real negotiation of the first consumer, with their own IDs, creation times,
-/// consumers and offers: a quarter between the benchmark's consumers and its offer, the
-/// rest among 10,000 other members and 1,000 other offers, one in eight of those with
-/// a policy that counts uses (re-signed by the provider and the consumer).
-async fn seed_agreements(
+/// Templates for the stored agreements, from the running provider: its record of a
+/// real negotiation with the first consumer, and the same with a policy that counts
+/// uses (signed again by the provider and the consumer).
+async fn templates(
     provider: &RunningNode,
     consumers: &[Arc<liutong_node::runtime::Node>],
     address: &str,
     offer: &str,
-    count: usize,
-) {
-    use liutong_node::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, Contracts};
-    use liutong_node::identity::Envelope;
-    const BATCH: usize = 20_000;
-
+) -> (Negotiation, Negotiation) {
     let first = consumers[0]
         .contracts
         .request(address, offer, "urbanPlanning")
@@ -591,7 +620,69 @@ async fn seed_agreements(
         .add_signature(&consumers[0].identity.signing_key)
         .unwrap();
     counted.agreement = Some(envelope);
+    (plain, counted)
+}
 
+/// The storage of a stopped node, once the node has let go of it.
+async fn stopped_storage(config: &NodeConfig) -> Arc<dyn Storage> {
+    for _ in 0..300 {
+        if let Ok(storage) = SledStorage::open(&config.database_dir()) {
+            return storage;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the stopped provider's database was not released");
+}
+
+/// Waits until the nodes are done with what they do once at start (reading what they
+/// hold), so that the rate measured after it is that of negotiations alone: until the
+/// process uses less than a tenth of a core over half a second. Prints how long it took.
+async fn settle() {
+    let started = Instant::now();
+    let cpu = cpu_seconds();
+    for _ in 0..600 {
+        let before = cpu_seconds();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if cpu_seconds() - before < 0.05 {
+            break;
+        }
+    }
+    eprintln!(
+        "(c) the nodes settled after the restart in {:.1} s, {:.1} s of CPU",
+        started.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu
+    );
+}
+
+/// Each consumer's channel to a provider that started again, opened by a negotiation
+/// (asked again while the old connection is found closed), not measured.
+async fn reconnect(contexts: &[Arc<liutong_node::runtime::Node>], address: &str, offer: &str) {
+    for ctx in contexts {
+        let mut tries = 0;
+        while let Err(e) = ctx.contracts.request(address, offer, "urbanPlanning").await {
+            tries += 1;
+            assert!(tries < 50, "the provider is not reachable again: {e}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Stores `count` finalized agreements in a stopped provider's `storage`, written
+/// exactly as the provider commits its own (each one's records from
+/// [`Contracts::record_writes`] of its AGREED and FINALIZED states), in large batches.
+/// They are copies of `plain` (or, for some, `counted`) with their own IDs, creation
+/// times, consumers and offers: a quarter between the benchmark's consumers (`members`)
+/// and its offer, the rest among 10,000 other members and 1,000 other offers, one in
+/// eight of those counting uses.
+async fn seed_agreements(
+    storage: Arc<dyn Storage>,
+    plain: &Negotiation,
+    counted: &Negotiation,
+    bench_members: &[ParticipantId],
+    offer: &str,
+    count: usize,
+) {
+    const BATCH: usize = 20_000;
     // An AGREED record without its envelopes and policy, for the index entry alone.
     let mut light = plain.clone();
     light.state = liutong_node::contract::NegotiationStatus::Agreed;
@@ -599,24 +690,18 @@ async fn seed_agreements(
     light.request.signatures.clear();
     light.agreement = None;
     light.offer_policy = None;
-
     let members: Vec<ParticipantId> = (0..10_000)
         .map(|m| ParticipantId::with_check_character(&format!("91440300MA5{m:05}0")).unwrap())
         .collect();
     let offers: Vec<String> = (0..1_000u64)
         .map(|o| format!("{}/v1", seeded_id("prd", o)))
         .collect();
-    let bench_members: Vec<ParticipantId> = consumers
-        .iter()
-        .map(|c| c.identity.membership.participant_id.clone())
-        .collect();
-    let storage = provider.node.storage.clone();
     let mut i = 0usize;
     while i < count {
         let end = (i + BATCH).min(count);
         let mut trees: std::collections::BTreeMap<&'static str, Vec<Write>> = Default::default();
         for k in i..end {
-            let mine = k % 4 == 0;
+            let mine = k.is_multiple_of(4);
             let mut n = if !mine && k % 32 == 1 {
                 counted.clone()
             } else {
@@ -654,7 +739,7 @@ async fn seed_agreements(
         })
         .await
         .unwrap();
-        if end % 100_000 == 0 {
+        if end.is_multiple_of(100_000) {
             eprintln!("(c) {end} stored");
         }
         i = end;
