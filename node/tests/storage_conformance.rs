@@ -11,8 +11,15 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
+use liutong_node::catalog::parse_policy;
+use liutong_node::contract::{
+    AGREEMENT_PAYLOAD_TYPE, Agreement, Contracts, Negotiation, NegotiationStatus,
+    REQUEST_PAYLOAD_TYPE, Role,
+};
+use liutong_node::identity::{Envelope, ParticipantId, SigningKey};
 use liutong_node::storage::blobs::rows::CHUNK;
 use liutong_node::storage::{PgTarget, PostgresStorage, SledStorage, Storage, Write};
+use liutong_policy::Classification;
 
 /// Where one test's database lives, so that it can be opened again.
 enum Place {
@@ -73,6 +80,8 @@ for_both_engines!(
     payloads_are_renamed_removed_and_listed,
     acknowledged_writes_are_there_after_reopening,
     acknowledged_writes_survive_a_killed_writer,
+    agreements_that_count_uses_are_indexed_with_their_record,
+    the_index_of_counted_agreements_is_built_for_older_data,
 );
 
 fn rt() -> tokio::runtime::Runtime {
@@ -529,6 +538,259 @@ fn acknowledged_writes_are_there_after_reopening(engine: Engine) {
             .read_at("copies/c", 0, 2 * CHUNK as usize)
             .unwrap(),
         Some(pattern(CHUNK as usize + 1, 9))
+    );
+}
+
+/// A use count of two.
+const COUNTED_POLICY: &str = "uid = \"urn:liutong:policy:two-uses\"\ntype = \"set\"\n\n\
+    [[permission]]\naction = \"use\"\n\
+    constraint = [{ leftOperand = \"count\", operator = \"lt\", rightOperand = 2 }]\n";
+/// No use count.
+const UNLIMITED_POLICY: &str =
+    "uid = \"urn:liutong:policy:any-use\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n";
+
+fn member(n: u32) -> ParticipantId {
+    ParticipantId::with_check_character(&format!("91330100MA2C{n:04}0")).unwrap()
+}
+
+/// A negotiation on `offer` with `peer` as a node stores it, in `state`, with a signed
+/// agreement under `policy` from AGREED on.
+fn negotiation(
+    id: &str,
+    role: Role,
+    peer: &ParticipantId,
+    offer: &str,
+    policy: &str,
+    state: NegotiationStatus,
+) -> Negotiation {
+    let key = SigningKey::generate().unwrap();
+    let request = Envelope::sign(REQUEST_PAYLOAD_TYPE, b"{}".to_vec(), &key).unwrap();
+    let agreed = !matches!(
+        state,
+        NegotiationStatus::Requested | NegotiationStatus::Terminated
+    );
+    let agreement_id = format!("agr-{id}");
+    let agreement = agreed.then(|| {
+        let a = Agreement {
+            agreement_id: agreement_id.clone(),
+            negotiation_id: id.to_owned(),
+            provider: member(9999),
+            consumer: peer.clone(),
+            offer_id: offer.to_owned(),
+            product_id: "prd".into(),
+            version: 1,
+            product_sha256: "00".repeat(32),
+            size: 1,
+            chunk_size: 1 << 20,
+            chunks_sha256: "00".repeat(32),
+            derived: false,
+            classification: Classification::General2,
+            purpose: "research".into(),
+            policy: parse_policy(policy, None).unwrap().to_odrl(),
+            agreed_at: 0,
+            approved_by: None,
+        };
+        Envelope::sign_json(AGREEMENT_PAYLOAD_TYPE, &a, &key).unwrap()
+    });
+    Negotiation {
+        id: id.to_owned(),
+        role,
+        peer: peer.clone(),
+        peer_address: String::new(),
+        offer_id: offer.to_owned(),
+        purpose: "research".into(),
+        state,
+        reason: String::new(),
+        failed_constraints: Vec::new(),
+        request,
+        offer_policy: None,
+        offer_classification: None,
+        agreement,
+        agreement_id: agreed.then_some(agreement_id),
+        created_at: 0,
+        updated_at: 0,
+    }
+}
+
+/// Stores `n` as the node commits it (every tree, in order).
+fn store(s: &dyn Storage, n: &Negotiation) {
+    s.apply_trees(Contracts::record_writes(n)).unwrap();
+}
+
+fn agreements_that_count_uses_are_indexed_with_their_record(engine: Engine) {
+    use NegotiationStatus::{Agreed, Finalized};
+    let place = Place::new(engine);
+    let s = place.open();
+    let (alice, bob) = (member(1), member(2));
+    let (offer, other) = ("off-a", "off-b");
+    let stored = [
+        (
+            "neg-1",
+            Role::Provider,
+            &alice,
+            offer,
+            COUNTED_POLICY,
+            Finalized,
+        ),
+        (
+            "neg-2",
+            Role::Provider,
+            &alice,
+            offer,
+            UNLIMITED_POLICY,
+            Finalized,
+        ),
+        (
+            "neg-3",
+            Role::Provider,
+            &alice,
+            offer,
+            COUNTED_POLICY,
+            Agreed,
+        ),
+        (
+            "neg-4",
+            Role::Provider,
+            &alice,
+            offer,
+            COUNTED_POLICY,
+            Finalized,
+        ),
+        (
+            "neg-5",
+            Role::Provider,
+            &bob,
+            offer,
+            COUNTED_POLICY,
+            Finalized,
+        ),
+        (
+            "neg-6",
+            Role::Provider,
+            &alice,
+            other,
+            COUNTED_POLICY,
+            Finalized,
+        ),
+        (
+            "neg-7",
+            Role::Consumer,
+            &alice,
+            offer,
+            COUNTED_POLICY,
+            Finalized,
+        ),
+    ];
+    for (id, role, peer, offer, policy, state) in stored {
+        store(
+            s.as_ref(),
+            &negotiation(id, role, peer, offer, policy, state),
+        );
+    }
+    // AGREED then FINALIZED: the commit that finalizes it indexes it.
+    for state in [Agreed, Finalized] {
+        let n = negotiation(
+            "neg-8",
+            Role::Provider,
+            &alice,
+            offer,
+            COUNTED_POLICY,
+            state,
+        );
+        store(s.as_ref(), &n);
+        let indexed = Contracts::counted_agreements(s.as_ref(), &alice, offer).unwrap();
+        assert_eq!(indexed.contains(&n.id), state == Finalized, "{state}");
+    }
+    let counted = |peer: &ParticipantId, offer: &str| {
+        Contracts::counted_agreements(s.as_ref(), peer, offer).unwrap()
+    };
+    assert_eq!(
+        counted(&alice, offer),
+        ["neg-1", "neg-4", "neg-8"],
+        "the provider's FINALIZED agreements with the member on the offer whose policy \
+         counts uses, and no others"
+    );
+    assert_eq!(counted(&bob, offer), ["neg-5"]);
+    assert_eq!(counted(&alice, other), ["neg-6"]);
+    assert!(counted(&member(3), offer).is_empty());
+    // Nothing to build: a database the node wrote from the start is complete.
+    s.apply(
+        "negotiation_indexes",
+        vec![Write::Put(b"counted".to_vec(), b"1".to_vec())],
+    )
+    .unwrap();
+    assert!(
+        !rt()
+            .block_on(Contracts::index_counted_agreements(s.as_ref()))
+            .unwrap()
+    );
+}
+
+fn the_index_of_counted_agreements_is_built_for_older_data(engine: Engine) {
+    let place = Place::new(engine);
+    let alice = member(1);
+    let offer = "off-a";
+    // More negotiations than one batch of the build reads, stored as a node did before
+    // the index existed: the record alone.
+    let total = 1500;
+    let counted_at = [0, 1023, 1024, 1499];
+    {
+        let s = place.open();
+        let template = negotiation(
+            "neg-00000",
+            Role::Provider,
+            &alice,
+            offer,
+            UNLIMITED_POLICY,
+            NegotiationStatus::Finalized,
+        );
+        let counted = negotiation(
+            "neg-00000",
+            Role::Provider,
+            &alice,
+            offer,
+            COUNTED_POLICY,
+            NegotiationStatus::Finalized,
+        );
+        let mut writes = Vec::new();
+        for i in 0..total {
+            let mut n = if counted_at.contains(&i) {
+                counted.clone()
+            } else {
+                template.clone()
+            };
+            n.id = format!("neg-{i:05}");
+            n.agreement_id = Some(format!("agr-{i:05}"));
+            for (tree, write) in Contracts::record_writes(&n) {
+                if tree == "negotiations" {
+                    writes.push(write);
+                }
+            }
+        }
+        s.apply("negotiations", writes).unwrap();
+        rt().block_on(s.flush()).unwrap();
+        assert!(
+            Contracts::counted_agreements(s.as_ref(), &alice, offer)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            rt().block_on(Contracts::index_counted_agreements(s.as_ref()))
+                .unwrap()
+        );
+        assert!(
+            !rt()
+                .block_on(Contracts::index_counted_agreements(s.as_ref()))
+                .unwrap(),
+            "built once"
+        );
+    }
+    // Built durably: there after reopening.
+    let s = place.open();
+    let expected: Vec<String> = counted_at.iter().map(|i| format!("neg-{i:05}")).collect();
+    assert_eq!(
+        Contracts::counted_agreements(s.as_ref(), &alice, offer).unwrap(),
+        expected
     );
 }
 

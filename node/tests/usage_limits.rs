@@ -1,14 +1,15 @@
 //! Limits that hold against a consumer that goes around its own node: a spent use
 //! count stops deliveries at the provider, a new agreement cannot restart a spent
-//! count (found through the index of a member's negotiations on an offer), and a
-//! received copy's rows are recognised in what the consumer publishes from the moment
-//! the copy is verified, even once its payload file is gone.
+//! count (found through the index of a member's agreements on an offer that count
+//! uses), and a received copy's rows are recognised in what the consumer publishes from
+//! the moment the copy is verified, even once its payload file is gone.
 
 mod common;
 
 use std::time::Duration;
 
 use common::*;
+use liutong_node::contract::Contracts;
 use liutong_node::local::LocalRole;
 use liutong_node::storage::Write;
 use liutong_proto::v1::read_response::Part;
@@ -158,13 +159,15 @@ async fn a_spent_count_is_found_through_the_index_also_when_it_is_built_late() {
     let offer = offered(&s, TWO_USES).await;
     let agreement = agreed(&s, &offer).await;
     spend_the_count(&s, &agreement).await;
+    // An agreement on an offer without a use count cannot spend one: it is left out
+    // of the index, however many the member holds.
+    let unlimited = offered(&s, USE_ONLY).await;
+    agreed(&s, &unlimited).await;
+    agreed(&s, &unlimited).await;
 
-    // The provider keeps the member's negotiations on the offer in an index, written
-    // with each negotiation.
+    // The provider indexes the agreements whose policy counts uses, by consumer and
+    // offer, in the commit that finalizes each.
     let storage = s.provider.running.node.storage.clone();
-    let entries = storage
-        .scan_prefix("negotiations_by_peer_offer", b"p\0")
-        .unwrap();
     let negotiation = s
         .provider
         .running
@@ -173,15 +176,17 @@ async fn a_spent_count_is_found_through_the_index_also_when_it_is_built_late() {
         .by_agreement(&agreement)
         .unwrap()
         .expect("the provider's negotiation");
-    let ours: Vec<Vec<u8>> = entries
-        .iter()
-        .map(|(k, _)| k.to_vec())
-        .filter(|k| k.ends_with(negotiation.id.as_bytes()))
-        .collect();
+    let counted = |offer: &str| {
+        Contracts::counted_agreements(storage.as_ref(), &s.consumer.participant, offer).unwrap()
+    };
     assert_eq!(
-        ours.len(),
-        1,
-        "the negotiation is indexed by consumer and offer"
+        counted(&offer),
+        vec![negotiation.id.clone()],
+        "the counted agreement is indexed by consumer and offer"
+    );
+    assert!(
+        counted(&unlimited).is_empty(),
+        "agreements without a use count are not indexed"
     );
     let refused = s
         .consumer
@@ -193,31 +198,33 @@ async fn a_spent_count_is_found_through_the_index_also_when_it_is_built_late() {
 
     // A database written before the index: it is built from the negotiations on the
     // next check, and the spent count still holds.
-    let mut writes: Vec<Write> = entries
-        .iter()
-        .map(|(k, _)| Write::Delete(k.to_vec()))
-        .collect();
-    writes.push(Write::Delete(ours[0].clone()));
-    storage.apply("negotiations_by_peer_offer", writes).unwrap();
+    let entries = storage.scan_prefix("agreements_counted", b"").unwrap();
+    assert_eq!(entries.len(), 1, "one counted agreement in all");
+    storage
+        .apply(
+            "agreements_counted",
+            vec![Write::Delete(entries[0].0.clone())],
+        )
+        .unwrap();
     storage
         .apply(
             "negotiation_indexes",
-            vec![Write::Delete(b"by_peer_offer".to_vec())],
+            vec![Write::Delete(b"counted".to_vec())],
         )
         .unwrap();
+    assert!(counted(&offer).is_empty());
     let again = s
         .consumer
         .request_contract(&s.provider, &offer, "research")
         .await
         .expect_err("still refused");
     assert_refused(&again, Code::PermissionDenied, "has spent its use count");
-    assert!(
-        !storage
-            .scan_prefix("negotiations_by_peer_offer", b"p\0")
-            .unwrap()
-            .is_empty(),
+    assert_eq!(
+        counted(&offer),
+        vec![negotiation.id],
         "the index was built again"
     );
+    assert!(counted(&unlimited).is_empty());
     drop(s.space);
 }
 

@@ -1,5 +1,5 @@
 //! What [`Contracts`](super::Contracts) keeps in memory between steps: compiled
-//! agreement policies and offers the consumer fetched lately.
+//! agreement and offer policies, and offers the consumer fetched lately.
 
 use std::sync::Arc;
 
@@ -7,9 +7,9 @@ use liutong_policy::{Classification, CompiledPolicy};
 
 use crate::identity::ParticipantId;
 
-/// A compiled agreement policy, with what it was compiled from.
+/// A compiled agreement or offer policy, with what it was compiled from.
 pub(super) struct CachedPolicy {
-    /// The agreement's ODRL policy and classification: a different agreement under the
+    /// The ODRL policy and classification: a different agreement or offer under the
     /// same ID (a provider reusing one) is compiled anew, not served this one.
     pub(super) source: serde_json::Value,
     pub(super) classification: Classification,

@@ -3,6 +3,8 @@
 //! against the request and the offer, and countersigning it (on record before it is
 //! sent); also the compile context used to check another node's policies.
 
+use std::sync::Arc;
+
 use liutong_policy::{Classification, CompileContext, CompiledPolicy, Guardrails, Policy};
 
 use crate::audit::log::Event;
@@ -16,6 +18,7 @@ use liutong_proto::v1::{NegotiationRequest, NegotiationState, VerifyAgreementReq
 use super::agreement::{
     AGREEMENT_PAYLOAD_TYPE, Agreement, ContractRequest, REQUEST_PAYLOAD_TYPE, Role,
 };
+use super::cache::CachedPolicy;
 use super::contracts::Contracts;
 use super::negotiation::{ContractError, Negotiation, SENT, change, peer_text};
 use super::state::{self, NegotiationEvent, NegotiationStatus};
@@ -356,7 +359,7 @@ impl Contracts {
             liutong_policy::compile(policy, &context)
                 .map_err(|e| ContractError::Policy(e.to_string()))
         };
-        let offer = compile(offer_odrl)?;
+        let offer = self.offer_policy(&n.offer_id, offer_odrl, classification, compile)?;
         let agreement = compile(&a.policy)?;
         if !liutong_policy::implies(&agreement, &offer) {
             return Err(ContractError::Policy(format!(
@@ -367,6 +370,47 @@ impl Contracts {
         Ok(())
     }
 }
+
+impl Contracts {
+    /// The offer's policy `odrl`, compiled with `compile`: once per offer and kept, as
+    /// every request for the offer checks its agreement against it. A different policy
+    /// or classification under the same offer ID is compiled anew.
+    fn offer_policy(
+        &self,
+        offer_id: &str,
+        odrl: &serde_json::Value,
+        classification: Classification,
+        compile: impl FnOnce(&serde_json::Value) -> Result<CompiledPolicy, ContractError>,
+    ) -> Result<Arc<CompiledPolicy>, ContractError> {
+        let cache = &self.offer_policies;
+        {
+            let cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(c) = cached.get(offer_id)
+                && c.classification == classification
+                && c.source == *odrl
+            {
+                return Ok(c.compiled.clone());
+            }
+        }
+        let compiled = Arc::new(compile(odrl)?);
+        let mut cached = cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cached.len() >= OFFER_POLICIES_KEPT {
+            cached.clear();
+        }
+        cached.insert(
+            offer_id.to_owned(),
+            CachedPolicy {
+                source: odrl.clone(),
+                classification,
+                compiled: compiled.clone(),
+            },
+        );
+        Ok(compiled)
+    }
+}
+
+/// How many compiled offer policies the consumer keeps (all are dropped when more come).
+const OFFER_POLICIES_KEPT: usize = 1024;
 
 /// A compile context for checking another node's policies: the provider's own
 /// guardrails already applied, so any province is accepted here.

@@ -46,9 +46,15 @@ pub struct Contracts {
     /// Agreement policies compiled once, by agreement ID (both sides): an agreement
     /// never changes, and pulls, queries, reads and the duties' sweep all ask for it.
     pub(super) policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
+    /// Offer policies compiled once, by offer ID (consumer side): every agreement on an
+    /// offer is checked against its policy.
+    pub(super) offer_policies: Arc<Mutex<HashMap<String, CachedPolicy>>>,
     /// Whether the listing index by creation time is known to be complete (see
     /// `Contracts::page`); the lock keeps two first listings from building it at once.
     pub(super) creation_index: Arc<tokio::sync::Mutex<bool>>,
+    /// Held while the index of agreements that count uses is built for a database
+    /// written before it (see `Contracts::counted_on_offer`): one build at a time.
+    pub(super) counted_index: Arc<tokio::sync::Mutex<()>>,
     /// Usage control's gate, set once usage control is built above this module; the
     /// provider asks it for the use counts of earlier agreements. Weak, since usage
     /// control holds these contracts: a strong handle would keep both (and the
@@ -90,7 +96,9 @@ impl Contracts {
             claims: Default::default(),
             offers: Arc::default(),
             policies: Arc::default(),
+            offer_policies: Arc::default(),
             creation_index: Arc::default(),
+            counted_index: Arc::default(),
             gate: std::sync::OnceLock::new(),
             delivery_form: std::sync::OnceLock::new(),
             binding: std::sync::OnceLock::new(),

@@ -764,8 +764,8 @@ impl Contracts {
 }
 
 impl Contracts {
-    /// Provider side: an earlier agreement of `caller` on `offer_id` whose use count is
-    /// spent while its other constraints (window, purpose) still hold, described. A new
+    /// Provider side: an earlier FINALIZED agreement of `caller` on `offer_id` whose use
+    /// count is spent while its other constraints (window, purpose) still hold, described. A new
     /// agreement on the same offer would start a fresh count at once and so undo the
     /// earlier one's limit; it is refused until the earlier agreement ends.
     async fn spent_agreement(
@@ -776,13 +776,12 @@ impl Contracts {
         let Some(gate) = self.gate.get().and_then(std::sync::Weak::upgrade) else {
             return Ok(None);
         };
-        let earlier = self
-            .with_peer_on_offer(Role::Provider, &caller.participant_id, offer_id)
+        // Only an agreement whose policy counts uses can have spent its count: the index
+        // names those, so this reads none of the member's other agreements.
+        let counted = self
+            .counted_on_offer(&caller.participant_id, offer_id)
             .await?;
-        for n in earlier {
-            if n.state != NegotiationStatus::Finalized {
-                continue;
-            }
+        for n in counted {
             let Some(agreement) = n.agreement_content() else {
                 continue;
             };

@@ -6,11 +6,11 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use liutong_policy::{CompiledPolicy, Policy};
+use liutong_policy::{CompiledPolicy, Constraint, LeftOperand, Policy};
 
 use crate::audit::log::Event;
 use crate::identity::ParticipantId;
-use crate::storage::Write;
+use crate::storage::{Storage, StorageError, Write};
 use liutong_proto::v1::GetOfferRequest;
 use liutong_proto::v1::catalog_client::CatalogClient;
 
@@ -33,12 +33,16 @@ const BY_CREATION: &str = "negotiations_by_creation";
 /// whose database predates an index builds it on the first listing.
 const INDEXES: &str = "negotiation_indexes";
 const BY_CREATION_BUILT: &[u8] = b"by_creation";
-/// Role, peer, offer ID and negotiation ID (see [`peer_offer_key`]) → nothing: one
-/// member's negotiations on one offer, found without reading every negotiation (the
-/// spent-count check before each new agreement). Written in the same commit as the
-/// negotiation record.
-const BY_PEER_OFFER: &str = "negotiations_by_peer_offer";
-const BY_PEER_OFFER_BUILT: &[u8] = b"by_peer_offer";
+/// Peer, offer ID and agreement ID (see [`counted_key`]) → negotiation ID: the
+/// FINALIZED agreements this node made as provider whose policy counts uses. Only such
+/// an agreement can have spent its use count, so the check before each new agreement
+/// reads these entries of the member on the offer and none of its other history.
+/// Written in the same commit as the FINALIZED record.
+const COUNTED: &str = "agreements_counted";
+const COUNTED_BUILT: &[u8] = b"counted";
+/// How many stored negotiations are read at a time when [`COUNTED`] is built for a
+/// database written before it.
+const INDEX_BATCH: usize = 1024;
 
 /// How many compiled agreement policies are kept (all are dropped when more come).
 const POLICIES_KEPT: usize = 4096;
@@ -287,7 +291,12 @@ impl Contracts {
             BY_CREATION,
             Write::Put(creation_key(n), n.id.as_bytes().to_vec()),
         ));
-        writes.push((BY_PEER_OFFER, Write::Put(peer_offer_key(n), Vec::new())));
+        if counts_uses(n) {
+            writes.push((
+                COUNTED,
+                Write::Put(counted_key(n), n.id.as_bytes().to_vec()),
+            ));
+        }
         writes.push((
             NEGOTIATIONS,
             Write::Put(
@@ -339,78 +348,139 @@ pub struct NegotiationPage {
     pub next: Option<Vec<u8>>,
 }
 
-/// The start of the keys in [`BY_PEER_OFFER`] of `role`'s negotiations with `peer` on
-/// `offer_id`. The parts are NUL-separated: no ID holds a NUL, so no prefix of one
-/// member's or offer's keys is another's.
-fn peer_offer_prefix(role: Role, peer: &str, offer_id: &str) -> Vec<u8> {
-    let role: &[u8] = match role {
-        Role::Provider => b"p",
-        Role::Consumer => b"c",
-    };
-    [
-        role,
-        b"\0",
-        peer.as_bytes(),
-        b"\0",
-        offer_id.as_bytes(),
-        b"\0",
-    ]
-    .concat()
+/// The start of the keys in [`COUNTED`] of the agreements with `peer` on `offer_id`.
+/// The parts are NUL-separated: no ID holds a NUL, so no prefix of one member's or
+/// offer's keys is another's.
+fn counted_prefix(peer: &str, offer_id: &str) -> Vec<u8> {
+    [peer.as_bytes(), b"\0", offer_id.as_bytes(), b"\0"].concat()
 }
 
-/// `n`'s key in [`BY_PEER_OFFER`].
-fn peer_offer_key(n: &Negotiation) -> Vec<u8> {
-    let mut key = peer_offer_prefix(n.role, n.peer.as_str(), &n.offer_id);
-    key.extend_from_slice(n.id.as_bytes());
+/// `n`'s key in [`COUNTED`].
+fn counted_key(n: &Negotiation) -> Vec<u8> {
+    let mut key = counted_prefix(n.peer.as_str(), &n.offer_id);
+    key.extend_from_slice(n.agreement_id.as_deref().unwrap_or_default().as_bytes());
     key
 }
 
+/// Whether `n` belongs in [`COUNTED`]: a FINALIZED agreement made as provider whose
+/// policy has a `count` constraint. An agreement whose policy cannot be read is left
+/// out, as the spent-count check skips it.
+fn counts_uses(n: &Negotiation) -> bool {
+    n.role == Role::Provider
+        && n.state == NegotiationStatus::Finalized
+        && n.agreement
+            .as_ref()
+            .is_some_and(|e| mentions_count(&e.payload))
+        && n.agreement_content()
+            .and_then(|a| Policy::from_odrl_value(&a.policy).ok())
+            .is_some_and(|p| policy_counts_uses(&p))
+}
+
+/// Whether an agreement's payload holds the word `count`, which every spelling of the
+/// use-count operand does: one that does not is not parsed to find out. The payload is
+/// this provider's own JSON, which writes letters as they are, never escaped.
+fn mentions_count(payload: &[u8]) -> bool {
+    payload.windows(5).any(|w| w == b"count")
+}
+
+/// Whether a rule of `policy` compares the number of uses: the only fact of an
+/// evaluation that a use changes.
+pub(super) fn policy_counts_uses(policy: &Policy) -> bool {
+    fn counts(c: &Constraint) -> bool {
+        match c {
+            Constraint::Atomic(a) => a.left == LeftOperand::Count,
+            Constraint::Logical(_, inner) => inner.iter().any(counts),
+        }
+    }
+    policy
+        .permissions
+        .iter()
+        .chain(&policy.prohibitions)
+        .flat_map(|r| &r.constraints)
+        .any(counts)
+}
+
 impl Contracts {
-    /// The negotiations this node holds as `role` with `peer` on `offer_id`, through
-    /// the [`BY_PEER_OFFER`] index (filled first from the stored negotiations, for a
-    /// database written before it existed).
-    pub(super) async fn with_peer_on_offer(
+    /// The IDs of the negotiations of the FINALIZED agreements this node made as
+    /// provider with `peer` on `offer_id` whose policy counts uses, read from `storage`
+    /// (the index [`Contracts::record_writes`] keeps). The index must be complete: see
+    /// [`Contracts::index_counted_agreements`].
+    pub fn counted_agreements(
+        storage: &dyn Storage,
+        peer: &ParticipantId,
+        offer_id: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        Ok(storage
+            .scan_prefix(COUNTED, &counted_prefix(peer.as_str(), offer_id))?
+            .into_iter()
+            .map(|(_, id)| String::from_utf8_lossy(&id).into_owned())
+            .collect())
+    }
+
+    /// Fills the index of [`counted_agreements`](Self::counted_agreements) from the
+    /// negotiations stored in `storage`, for a database written before it, reading them
+    /// a batch at a time; does nothing once the index is marked complete. Returns
+    /// whether it built the index. Two builds at once write the same entries.
+    pub async fn index_counted_agreements(storage: &dyn Storage) -> Result<bool, ContractError> {
+        if storage.get(INDEXES, COUNTED_BUILT)?.is_some() {
+            return Ok(false);
+        }
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let batch = storage.scan_page(NEGOTIATIONS, b"", after.as_deref(), INDEX_BATCH)?;
+            let mut writes = Vec::new();
+            for (key, value) in &batch {
+                let n: Negotiation = serde_json::from_slice(value).map_err(|e| {
+                    ContractError::Invalid(format!(
+                        "stored negotiation {} is damaged: {e}",
+                        String::from_utf8_lossy(key)
+                    ))
+                })?;
+                if counts_uses(&n) {
+                    writes.push(Write::Put(counted_key(&n), n.id.into_bytes()));
+                }
+            }
+            if !writes.is_empty() {
+                storage.apply(COUNTED, writes)?;
+            }
+            if batch.len() < INDEX_BATCH {
+                break;
+            }
+            after = batch.last().map(|(k, _)| k.clone());
+        }
+        // The entries are durable before the mark that says they are complete.
+        storage.flush().await?;
+        storage.put_durable(INDEXES, COUNTED_BUILT, b"1").await?;
+        Ok(true)
+    }
+
+    /// The negotiations of the FINALIZED agreements this node made as provider with
+    /// `peer` on `offer_id` whose policy counts uses (the index built first, once, for
+    /// a database written before it).
+    pub(super) async fn counted_on_offer(
         &self,
-        role: Role,
         peer: &ParticipantId,
         offer_id: &str,
     ) -> Result<Vec<Negotiation>, ContractError> {
-        self.index_peer_offers().await?;
-        let prefix = peer_offer_prefix(role, peer.as_str(), offer_id);
+        if self.storage.get(INDEXES, COUNTED_BUILT)?.is_none() {
+            // One build at a time: the others find it marked complete.
+            let _building = self.counted_index.lock().await;
+            Self::index_counted_agreements(self.storage.as_ref()).await?;
+        }
         let mut out = Vec::new();
-        for (key, _) in self.storage.scan_prefix(BY_PEER_OFFER, &prefix)?.iter() {
-            let id = String::from_utf8_lossy(&key[prefix.len()..]);
+        for id in Self::counted_agreements(self.storage.as_ref(), peer, offer_id)? {
             // The entry is written with the record: one names a stored negotiation,
             // checked again all the same.
             if let Some(n) = self.get(&id)?
-                && n.role == role
+                && n.role == Role::Provider
                 && n.peer == *peer
                 && n.offer_id == offer_id
+                && n.state == NegotiationStatus::Finalized
             {
                 out.push(n);
             }
         }
         Ok(out)
-    }
-
-    /// Fills [`BY_PEER_OFFER`] from the stored negotiations, once per database. Two
-    /// fills at once write the same entries.
-    async fn index_peer_offers(&self) -> Result<(), ContractError> {
-        if self.storage.get(INDEXES, BY_PEER_OFFER_BUILT)?.is_some() {
-            return Ok(());
-        }
-        let writes = self
-            .list()?
-            .iter()
-            .map(|n| Write::Put(peer_offer_key(n), Vec::new()))
-            .collect();
-        self.storage.apply(BY_PEER_OFFER, writes)?;
-        // The entries are durable before the mark that says they are complete.
-        self.storage.flush().await?;
-        self.storage
-            .put_durable(INDEXES, BY_PEER_OFFER_BUILT, b"1")
-            .await?;
-        Ok(())
     }
 }
 
