@@ -617,21 +617,19 @@ async fn download(
     tokio::spawn(async move {
         let mut index = (offset / chunk_size) as u32;
         let mut at = offset;
-        let mut buffer: Vec<u8> = Vec::new();
+        // Each chunk is gathered in an allocation of its own size, so its bytes are
+        // copied once (from the HTTP frames) and never moved as it grows.
+        let mut buffer = bytes::BytesMut::new();
         loop {
             if at >= size {
                 return;
             }
             let want = (size - at).min(chunk_size) as usize;
             if buffer.len() >= want {
-                let rest = buffer.split_off(want);
-                let data = std::mem::replace(&mut buffer, rest);
+                let data = buffer.split_to(want).freeze();
                 at += want as u64;
                 let chunk = PullResponse {
-                    part: Some(Part::Chunk(Chunk {
-                        index,
-                        data: data.into(),
-                    })),
+                    part: Some(Part::Chunk(Chunk { index, data })),
                 };
                 index += 1;
                 if let Err(e) = still_started(storage.as_ref(), &pid) {
@@ -646,6 +644,7 @@ async fn download(
             match body.frame().await {
                 Some(Ok(frame)) => {
                     if let Ok(data) = frame.into_data() {
+                        buffer.reserve(want.saturating_sub(buffer.len()));
                         buffer.extend_from_slice(&data);
                     }
                 }

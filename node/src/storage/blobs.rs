@@ -161,6 +161,26 @@ impl BlobWriter {
         }
     }
 
+    /// The writer's own buffer of `len` bytes, kept between writes (aligned for
+    /// `O_DIRECT` in the file store), to fill in place and then write with
+    /// [`write_staged_at`](Self::write_staged_at) without another copy. What it held
+    /// before is unspecified.
+    pub fn staging(&mut self, len: usize) -> &mut [u8] {
+        match self {
+            Self::File(w) => w.staging(len),
+            Self::Rows(w) => w.staging(len),
+        }
+    }
+
+    /// Writes the first `len` bytes of the [`staging`](Self::staging) buffer at
+    /// `offset`, as [`write_at`](Self::write_at) writes bytes.
+    pub fn write_staged_at(&mut self, offset: u64, len: usize) -> io::Result<()> {
+        match self {
+            Self::File(w) => w.write_staged_at(offset, len),
+            Self::Rows(w) => w.write_staged_at(offset, len),
+        }
+    }
+
     /// Sets the payload's length.
     pub fn set_len(&self, len: u64) -> io::Result<()> {
         match self {

@@ -465,9 +465,15 @@ enum Taken {
 
 impl Sink {
     /// The chunk's hash and its sealing run side by side (one core hashes while the
-    /// other seals a copy of it); only a chunk that matches is written.
+    /// other copies it into the writer's staging buffer and seals it there); only a
+    /// chunk that matches is written, from that buffer, so it is copied once.
     fn take(&mut self, index: u32, data: &[u8], sync: bool) -> std::io::Result<Taken> {
-        let m = &self.manifest;
+        let Sink {
+            writer,
+            entries,
+            cipher,
+            manifest: m,
+        } = self;
         let offset = index as u64 * m.chunk_size as u64;
         // Every chunk is whole but the last, which ends the payload; one of another
         // length is refused before it is hashed or sealed.
@@ -475,30 +481,29 @@ impl Sink {
         if data.len() as u64 != expected_len {
             return self.refuse();
         }
-        let cipher = &self.cipher;
-        let (matches, sealed) = std::thread::scope(|scope| {
+        let (matches, entry) = std::thread::scope(|scope| {
             let check =
                 scope.spawn(|| hex::encode(Sha256::digest(data)) == m.chunk_hashes[index as usize]);
-            let mut sealed = data.to_vec();
-            let entry = cipher.seal(index, &mut sealed);
+            let staged = writer.staging(data.len());
+            staged.copy_from_slice(data);
+            let entry = cipher.seal(index, staged);
             let matches = check
                 .join()
                 .map_err(|_| std::io::Error::other("the chunk hashing thread panicked"))?;
-            Ok::<_, std::io::Error>((matches, entry.map(|e| (sealed, e))))
+            Ok::<_, std::io::Error>((matches, entry))
         })?;
         if !matches {
             return self.refuse();
         }
-        let (sealed, entry) = sealed?;
+        let entry = entry?;
         // The direct write of the last chunk is padded up to the tail's start at most
         // (the tail is aligned), so it never covers an entry.
-        self.writer.write_at(offset, &sealed)?;
-        self.entries
-            .write_at(self.cipher.entry_offset(index), &entry)?;
+        writer.write_staged_at(offset, data.len())?;
+        entries.write_at(cipher.entry_offset(index), &entry)?;
         if sync {
             // Both descriptors: the bytes and the entries that open them.
-            self.writer.sync()?;
-            self.entries.sync()?;
+            writer.sync()?;
+            entries.sync()?;
         }
         Ok(Taken::Kept { durable: sync })
     }

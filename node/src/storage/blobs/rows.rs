@@ -66,6 +66,7 @@ impl RowBlobs {
         Ok(RowBlobWriter {
             pg: self.pg.clone(),
             name: name.to_owned(),
+            staged: Vec::new(),
         })
     }
 
@@ -236,9 +237,32 @@ impl RowBlobs {
 pub struct RowBlobWriter {
     pg: Arc<Pg>,
     name: String,
+    /// The [`staging`](Self::staging) buffer.
+    staged: Vec<u8>,
 }
 
 impl RowBlobWriter {
+    /// A buffer of `len` bytes to fill and then write with
+    /// [`write_staged_at`](Self::write_staged_at), kept between writes.
+    pub fn staging(&mut self, len: usize) -> &mut [u8] {
+        self.staged.resize(len, 0);
+        &mut self.staged[..len]
+    }
+
+    /// Writes the first `len` bytes of the [`staging`](Self::staging) buffer at `offset`.
+    pub fn write_staged_at(&mut self, offset: u64, len: usize) -> io::Result<()> {
+        if len > self.staged.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "write_staged_at: more bytes than the staging buffer was asked for",
+            ));
+        }
+        let staged = std::mem::take(&mut self.staged);
+        let written = self.write_at(offset, &staged[..len]);
+        self.staged = staged;
+        written
+    }
+
     pub fn write_at(&mut self, offset: u64, data: &[u8]) -> io::Result<()> {
         let (pool, n, data) = (self.pg.pool.clone(), self.name.clone(), data.to_vec());
         let found = self.pg.block(async move {
