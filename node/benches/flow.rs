@@ -52,7 +52,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 mod common;
-use common::{cpu_seconds, env_u64, only};
+use common::{cpu_seconds, env_u64, only, unmet, verdict};
 
 const OPEN_POLICY: &str =
     "uid = \"urn:liutong:policy:bench\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n";
@@ -503,21 +503,18 @@ async fn disk_alone(mib: u64) -> f64 {
 /// Waits until this process is idle (under 5 % of a core over 200 ms) and returns the
 /// CPU seconds used meanwhile: the work a transfer leaves running in the background
 /// (the consumer's content fingerprints of a new copy) ends before the next
-/// measurement starts, so one measurement never carries another's work.
+/// measurement starts, so one measurement never carries another's work. Gives up
+/// after two minutes.
 async fn settle() -> f64 {
     let start = cpu_seconds();
-    loop {
+    for _ in 0..600 {
         let before = cpu_seconds();
         tokio::time::sleep(Duration::from_millis(200)).await;
         if cpu_seconds() - before < 0.01 {
-            return cpu_seconds() - start;
+            break;
         }
     }
-}
-
-/// " (not met)" when `figure` is over `target`.
-fn missed(figure: f64, target: f64) -> &'static str {
-    if figure > target { " (not met)" } else { "" }
+    cpu_seconds() - start
 }
 
 async fn transfer_bench() {
@@ -559,7 +556,7 @@ async fn transfer_bench() {
     println!(
         "(a) transfer of {mib} MiB over mTLS, every verification on: {liutong_secs:.2} s = {:.0} MiB/s, CPU {node:.2} s per GiB (both nodes; {target_words}){}",
         rate(liutong_secs),
-        missed(node, target)
+        verdict(node, target)
     );
     println!(
         "    then, in the background, the consumer's content fingerprints of the new copy (usage control): CPU {:.2} s per GiB",
@@ -569,7 +566,7 @@ async fn transfer_bench() {
     println!(
         "    the same over DSP HttpData-PULL: {dsp_secs:.2} s = {:.0} MiB/s, CPU {dsp:.2} s per GiB (both nodes; {target_words}){}",
         rate(dsp_secs),
-        missed(dsp, target)
+        verdict(dsp, target)
     );
     println!(
         "    plain rustls stream, same bytes, same certificates: {baseline_secs:.2} s = {:.0} MiB/s, CPU {baseline:.2} s per GiB (both ends)",
@@ -595,7 +592,7 @@ async fn transfer_bench() {
     let growth = peak.stop().saturating_sub(before) as f64 / (1u64 << 20) as f64;
     println!(
         "    resident memory of both nodes during a {rss_mib} MiB transfer: grows by {growth:.1} MiB (target <= 64 MiB){}",
-        missed(growth, 64.0)
+        verdict(growth, 64.0)
     );
     for (node, _) in t.bench.nodes {
         node.shutdown().await.unwrap();
@@ -623,11 +620,6 @@ async fn run() {
     if only("c") {
         scale_bench().await;
     }
-}
-
-/// What a missed target adds to its line.
-fn missed(met: bool) -> &'static str {
-    if met { "" } else { " (not met)" }
 }
 
 /// The closed-loop rate (b) and (c) aim for, negotiations per second.
@@ -662,7 +654,7 @@ async fn negotiation_bench() {
         run.latencies.len(),
         run.secs,
         run.rate(),
-        missed(run.rate() >= CLOSED_LOOP_TARGET)
+        unmet(run.rate() >= CLOSED_LOOP_TARGET)
     );
     println!(
         "    latency p50 {:.2} ms, p99 {:.2} ms; CPU {:.2} ms per negotiation (all nodes)",
@@ -680,13 +672,13 @@ async fn negotiation_bench() {
         run.rate(),
         // The schedule's last start is at (total - 1) / rate: a run that keeps up ends
         // within a few percent of total / rate.
-        missed(run.rate() >= 0.95 * rate)
+        unmet(run.rate() >= 0.95 * rate)
     );
     let (p50, p99) = (run.percentile(0.50), run.percentile(0.99));
     println!(
         "    latency from the scheduled start p50 {p50:.2} ms (target <= 5 ms){}, p99 {p99:.2} ms (target <= 25 ms){}; CPU {:.2} ms per negotiation (all nodes)",
-        missed(p50 <= 5.0),
-        missed(p99 <= 25.0),
+        unmet(p50 <= 5.0),
+        unmet(p99 <= 25.0),
         run.cpu_per_negotiation_ms()
     );
     for (node, _) in b.nodes {
@@ -750,7 +742,12 @@ async fn scale_bench() {
         cpu_seconds() - cpu
     );
     b.nodes.insert(0, (provider, config));
-    settle().await;
+    let started = Instant::now();
+    let cpu = settle().await;
+    eprintln!(
+        "(c) the nodes settled after the restart in {:.1} s, {cpu:.1} s of CPU",
+        started.elapsed().as_secs_f64()
+    );
     reconnect(&contexts, &address, &offer).await;
 
     eprintln!("(c) negotiating, closed loop, provider holding {agreements} agreements");
@@ -766,7 +763,7 @@ async fn scale_bench() {
     println!(
         "    with / without = {:.0} % (target >= 90 %){}",
         100.0 * ratio,
-        missed(ratio >= 0.9)
+        unmet(ratio >= 0.9)
     );
     for (node, _) in b.nodes {
         node.shutdown().await.unwrap();
@@ -843,26 +840,6 @@ async fn stopped_storage(config: &NodeConfig) -> Arc<dyn Storage> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("the stopped provider's database was not released");
-}
-
-/// Waits until the nodes are done with what they do once at start (reading what they
-/// hold), so that the rate measured after it is that of negotiations alone: until the
-/// process uses less than a tenth of a core over half a second. Prints how long it took.
-async fn settle() {
-    let started = Instant::now();
-    let cpu = cpu_seconds();
-    for _ in 0..600 {
-        let before = cpu_seconds();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        if cpu_seconds() - before < 0.05 {
-            break;
-        }
-    }
-    eprintln!(
-        "(c) the nodes settled after the restart in {:.1} s, {:.1} s of CPU",
-        started.elapsed().as_secs_f64(),
-        cpu_seconds() - cpu
-    );
 }
 
 /// Each consumer's channel to a provider that started again, opened by a negotiation

@@ -87,5 +87,10 @@ pub fn proof_timings(log: &AuditLog, count: usize) -> (Duration, Duration) {
 /// `figure` against `target` (both the same unit, lower is better): " (not met)" when
 /// it misses.
 pub fn verdict(figure: f64, target: f64) -> &'static str {
-    if figure <= target { "" } else { " (not met)" }
+    unmet(figure <= target)
+}
+
+/// What a line adds when its target is not `met`: " (not met)".
+pub fn unmet(met: bool) -> &'static str {
+    if met { "" } else { " (not met)" }
 }
