@@ -3,9 +3,7 @@
 //!
 //! Layout, all in one storage tree; `m/size` is the commit point of a group:
 //! - `e` + index (8 bytes, big-endian) → the exact entry bytes;
-//! - `n` + level (1 byte) + index (8 bytes) → hash of a perfect subtree (see [`merkle`])
-//!   of [`LOW_LEVELS`] levels or more; a smaller one is hashed from its entries when
-//!   asked for (logs written before kept them all; those are left unread);
+//! - `n` + level (1 byte) + index (8 bytes) → hash of a perfect subtree (see [`merkle`]);
 //! - `m/size` → the committed tree size (8 bytes, big-endian);
 //! - `c/latest` → the latest signed checkpoint note, with the cosignatures collected;
 //! - `c/witnesses` → the membership credentials (JSON) of the witnesses that cosigned it;
@@ -43,13 +41,6 @@ use crate::storage::{Storage, StorageError, Write};
 pub const MAX_ENTRY_BYTES: usize = 65_535;
 /// Most appends one commit takes.
 const MAX_BATCH: usize = 4096;
-/// The levels of the tree whose hashes are not stored: a perfect subtree of fewer than
-/// 2^`LOW_LEVELS` (16) entries is hashed from its entries, read in one range, when a
-/// root or a proof needs it. Storing every level would take two hash records per entry;
-/// this takes one per eight entries. Each record is a key in the database, and the
-/// database's start-up work and memory grow with its keys, while a proof reads the
-/// same 16 neighbouring entries in one range instead of four separate hashes.
-pub const LOW_LEVELS: u8 = 4;
 const TREE: &str = "audit";
 const SIZE_KEY: &[u8] = b"m/size";
 const CHECKPOINT_KEY: &[u8] = b"c/latest";
@@ -155,7 +146,7 @@ impl AuditLog {
     /// [`AuditLog::open`], keeping the latest `keep` signed checkpoints (at least one).
     pub fn open_keeping(storage: Arc<dyn Storage>, keep: u64) -> Result<Self, AuditError> {
         let size = committed_size(storage.as_ref())?;
-        let appender = Appender::load(&StoredTree::new(storage.as_ref()), size).map_err(|e| {
+        let appender = Appender::load(&StoredTree(storage.as_ref()), size).map_err(|e| {
             AuditError::Damaged(format!("cannot rebuild the tree of size {size}: {e}"))
         })?;
         // The node never signs beyond what it has committed, so a smaller log than its
@@ -520,7 +511,7 @@ impl AuditLog {
     }
 
     fn store(&self) -> StoredTree<'_> {
-        StoredTree::new(self.shared.storage.as_ref())
+        StoredTree(self.shared.storage.as_ref())
     }
 
     fn check_size(&self, size: u64) -> Result<(), AuditError> {
@@ -608,12 +599,9 @@ fn parse_kept(bytes: &[u8]) -> Result<KeptCheckpoint, AuditError> {
         .map_err(|e| AuditError::Damaged(format!("a kept checkpoint: {e}")))
 }
 
-/// The start of every entry's key.
-const ENTRY_PREFIX: &[u8] = b"e";
-
 fn entry_key(index: u64) -> Vec<u8> {
     let mut key = Vec::with_capacity(9);
-    key.extend_from_slice(ENTRY_PREFIX);
+    key.push(b'e');
     key.extend_from_slice(&index.to_be_bytes());
     key
 }
@@ -626,74 +614,15 @@ fn node_key(level: u8, index: u64) -> Vec<u8> {
     key
 }
 
-/// The perfect-subtree hashes as the storage holds them: those of [`LOW_LEVELS`] levels
-/// or more stored, smaller ones hashed from the entries.
-struct StoredTree<'a> {
-    storage: &'a dyn Storage,
-    /// The leaf hashes of the last block of 2^[`LOW_LEVELS`] entries read (its first
-    /// index, and the hashes of the entries it holds, in order from the first): one
-    /// proof asks for several small subtrees of the same block.
-    block: std::cell::RefCell<Option<(u64, Vec<Hash>)>>,
-}
-
-impl<'a> StoredTree<'a> {
-    fn new(storage: &'a dyn Storage) -> Self {
-        Self {
-            storage,
-            block: std::cell::RefCell::new(None),
-        }
-    }
-
-    /// The hash of the perfect subtree at `level` (below [`LOW_LEVELS`]), `index`, from
-    /// the leaf hashes of its entries; `None` if one of them is not stored.
-    fn low(&self, level: u8, index: u64) -> Result<Option<Hash>, StorageError> {
-        const BLOCK: u64 = 1 << LOW_LEVELS;
-        let first = index << level;
-        let start = first - first % BLOCK;
-        let mut cached = self.block.borrow_mut();
-        if cached.as_ref().is_none_or(|(s, _)| *s != start) {
-            *cached = Some((start, self.leaves(start, BLOCK as usize)?));
-        }
-        let (_, leaves) = cached.as_ref().expect("just read");
-        let from = (first - start) as usize;
-        let Some(leaves) = leaves.get(from..from + (1usize << level)) else {
-            return Ok(None);
-        };
-        let mut level_hashes = leaves.to_vec();
-        while level_hashes.len() > 1 {
-            level_hashes = level_hashes
-                .chunks(2)
-                .map(|pair| merkle::node_hash(&pair[0], &pair[1]))
-                .collect();
-        }
-        Ok(level_hashes.first().copied())
-    }
-
-    /// The leaf hashes of the entries from `start` on, at most `count`, up to the
-    /// first one not stored.
-    fn leaves(&self, start: u64, count: usize) -> Result<Vec<Hash>, StorageError> {
-        let after = start.checked_sub(1).map(entry_key);
-        let entries = self
-            .storage
-            .scan_page(TREE, ENTRY_PREFIX, after.as_deref(), count)?;
-        Ok(entries
-            .iter()
-            .zip(start..)
-            .take_while(|((key, _), index)| *key == entry_key(*index))
-            .map(|((_, entry), _)| merkle::leaf_hash(entry))
-            .collect())
-    }
-}
+/// The perfect-subtree hashes as the storage holds them.
+struct StoredTree<'a>(&'a dyn Storage);
 
 impl TreeStore for StoredTree<'_> {
     type Error = StorageError;
 
     fn get(&self, level: u8, index: u64) -> Result<Option<Hash>, StorageError> {
-        if level < LOW_LEVELS {
-            return self.low(level, index);
-        }
         Ok(self
-            .storage
+            .0
             .get(TREE, &node_key(level, index))?
             .and_then(|v| v.try_into().ok()))
     }
@@ -762,11 +691,7 @@ async fn commit(shared: &Shared, batch: &mut [Pending]) -> Result<u64, StorageEr
     let mut writes = Vec::with_capacity(batch.len() * 3 + 1);
     for entry in batch.iter().flat_map(|p| &p.entries) {
         writes.push(Write::Put(entry_key(next.size()), entry.clone()));
-        let stored = next
-            .append(merkle::leaf_hash(entry))
-            .into_iter()
-            .filter(|node| node.level >= LOW_LEVELS);
-        for node in stored {
+        for node in next.append(merkle::leaf_hash(entry)) {
             writes.push(Write::Put(
                 node_key(node.level, node.index),
                 node.hash.to_vec(),
@@ -1056,87 +981,6 @@ mod tests {
         log.checkpoint(origin, &key).await.unwrap();
         assert_eq!(sizes(&log.kept_checkpoints(None, 10).unwrap()), [6, 5, 4]);
         assert_eq!(log.kept_checkpoint(3).unwrap(), None);
-    }
-
-    /// The log keeps one hash record per 2^LOW_LEVELS entries, not two per entry, and
-    /// still proves every entry in every tree size, before and after a reopen; a log
-    /// written when every level was stored reads the same.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn small_subtrees_are_hashed_from_their_entries_not_stored() {
-        let dir = tempfile::tempdir().unwrap();
-        let storage = SledStorage::open(dir.path()).unwrap();
-        let log = AuditLog::open(storage.clone()).unwrap();
-        let events: Vec<Event> = (0..70)
-            .map(|i| Event::new(EventKind::NodeStarted, i, format!("entry {i}")))
-            .collect();
-        log.append_with(&events, Vec::new()).await.unwrap();
-        let stored: Vec<Vec<u8>> = storage
-            .scan_prefix(TREE, b"n")
-            .unwrap()
-            .into_iter()
-            .map(|(k, _)| k)
-            .collect();
-        // 70 entries: four subtrees of 16 and one of 32 and one of 64.
-        assert_eq!(stored.len(), 4 + 2 + 1, "{stored:?}");
-        assert!(stored.iter().all(|k| k[1] >= LOW_LEVELS));
-
-        let mut tree = merkle::MemoryTreeStore::new();
-        let check = |log: &AuditLog, tree: &merkle::MemoryTreeStore| {
-            for size in 1..=tree.size() {
-                let root = merkle::root(tree, size).unwrap();
-                assert_eq!(log.root_at(size).unwrap(), root);
-                for index in 0..size {
-                    let entry = log.entry(index).unwrap().unwrap();
-                    let proof = log.inclusion_proof(index, size).unwrap();
-                    merkle::verify_inclusion(
-                        &merkle::leaf_hash(&entry),
-                        index,
-                        size,
-                        &proof,
-                        &root,
-                    )
-                    .unwrap();
-                }
-                let consistency = log.consistency_proof(size, tree.size()).unwrap();
-                let want = merkle::consistency_proof(tree, size, tree.size()).unwrap();
-                assert_eq!(consistency, want);
-            }
-        };
-        for e in &events {
-            tree.append_entry(&e.to_bytes());
-        }
-        check(&log, &tree);
-        drop(log);
-        tokio::task::yield_now().await;
-
-        // Reopened (the frontier's small subtrees from entries), and with the hashes an
-        // older node stored for the small subtrees, damaged: they are not read.
-        for index in 0..70u64 {
-            storage.put(TREE, &node_key(0, index), &[0xee; 32]).unwrap();
-        }
-        let log = AuditLog::open(storage.clone()).unwrap();
-        assert_eq!(log.root(), tree.current_root());
-        grow(&log, 3).await;
-        for _ in 0..3 {
-            tree.append_entry(&Event::new(EventKind::NodeStarted, 0, "x").to_bytes());
-        }
-        check(&log, &tree);
-    }
-
-    /// A missing entry inside a small subtree is reported as damage, as a missing
-    /// stored hash is.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_missing_entry_is_damage() {
-        let storage = SledStorage::temporary().unwrap();
-        let log = AuditLog::open(storage.clone()).unwrap();
-        grow(&log, 20).await;
-        storage.delete(TREE, &entry_key(18)).unwrap();
-        let err = log.inclusion_proof(1, 20).unwrap_err();
-        assert!(matches!(err, AuditError::Damaged(_)), "{err}");
-        assert!(
-            log.inclusion_proof(1, 16).is_ok(),
-            "the first 16 do not need it"
-        );
     }
 
     #[tokio::test]
