@@ -40,6 +40,8 @@ pub struct RowReader {
     in_quotes: bool,
     too_long: bool,
     header: Option<Vec<String>>,
+    /// One CSV parser for every line: building one costs more than reading a line.
+    csv: LineParser,
 }
 
 impl RowReader {
@@ -71,7 +73,8 @@ impl RowReader {
         let too_long = std::mem::replace(&mut self.too_long, false);
         self.in_quotes = false;
         let text = String::from_utf8_lossy(&line);
-        let text = text.trim();
+        // A byte order mark (spreadsheet exports start with one) is not part of a value.
+        let text = text.trim().trim_start_matches('\u{feff}');
         if too_long || text.is_empty() {
             return;
         }
@@ -87,14 +90,9 @@ impl RowReader {
             row(cells);
             return;
         }
-        let mut reader = csv::ReaderBuilder::new()
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(text.as_bytes());
-        let Some(Ok(record)) = reader.records().next() else {
+        let Some(values) = self.csv.record(text.as_bytes()) else {
             return;
         };
-        let values: Vec<String> = record.iter().map(str::to_owned).collect();
         match &self.header {
             None => self.header = Some(values),
             Some(header) => row(values
@@ -103,6 +101,65 @@ impl RowReader {
                 .map(|(i, v)| (header.get(i).cloned().unwrap_or_default(), v))
                 .collect()),
         }
+    }
+}
+
+/// Reads a line as one CSV record (RFC 4180 quoting, fields of any count), reusing its
+/// parser and buffers from line to line.
+struct LineParser {
+    parser: csv_core::Reader,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Default for LineParser {
+    fn default() -> Self {
+        Self {
+            // `csv_core::Reader::default()` has no state machine yet: `new` builds it.
+            parser: csv_core::Reader::new(),
+            fields: Vec::new(),
+            ends: Vec::new(),
+        }
+    }
+}
+
+impl LineParser {
+    /// The fields of the first record in `line`; `None` if it has none or a field is
+    /// not UTF-8.
+    fn record(&mut self, line: &[u8]) -> Option<Vec<String>> {
+        self.parser.reset();
+        // Unquoting never lengthens a field, and a line of n bytes has at most n + 1
+        // fields: these sizes always suffice.
+        self.fields.resize(line.len(), 0);
+        self.ends.resize(line.len() + 1, 0);
+        let (mut input, mut written, mut fields) = (line, 0, 0);
+        loop {
+            let (result, read, out, ends) = self.parser.read_record(
+                input,
+                &mut self.fields[written..],
+                &mut self.ends[fields..],
+            );
+            input = &input[read..];
+            written += out;
+            fields += ends;
+            match result {
+                // The whole line is read: an empty input tells the parser it ended.
+                csv_core::ReadRecordResult::InputEmpty => {}
+                csv_core::ReadRecordResult::Record => break,
+                csv_core::ReadRecordResult::End
+                | csv_core::ReadRecordResult::OutputFull
+                | csv_core::ReadRecordResult::OutputEndsFull => return None,
+            }
+        }
+        let mut start = 0;
+        self.ends[..fields]
+            .iter()
+            .map(|&end| {
+                let field = std::str::from_utf8(&self.fields[start..end]).ok();
+                start = end;
+                field.map(str::to_owned)
+            })
+            .collect()
     }
 }
 
@@ -251,6 +308,19 @@ mod tests {
         }
         reader.finish(&mut |r| out.push(r));
         out
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_first_field_name() {
+        let got =
+            rows("\u{feff}身份证号,name\n110101199003074514,\"Li, \"\"Wei\"\"\"\n".as_bytes());
+        assert_eq!(
+            got,
+            vec![vec![
+                ("身份证号".to_owned(), "110101199003074514".to_owned()),
+                ("name".to_owned(), "Li, \"Wei\"".to_owned())
+            ]]
+        );
     }
 
     #[test]
