@@ -81,8 +81,9 @@ async fn run() {
     let size = log.size();
     let (median, p99) = common::proof_timings(&log, 20_000);
     println!(
-        "inclusion proof at {size} entries: median {:.1} µs, p99 {:.1} µs (target median <= 50 µs)",
+        "inclusion proof at {size} entries: median {:.1} µs, p99 {:.1} µs (target median <= 50 µs){}",
         median.as_secs_f64() * 1e6,
-        p99.as_secs_f64() * 1e6
+        p99.as_secs_f64() * 1e6,
+        common::verdict(median.as_secs_f64() * 1e6, 50.0)
     );
 }
