@@ -39,7 +39,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use liutong_node::authority::{self, Admission, Authority};
-use liutong_node::catalog::product::{Format, NewVersion};
 use liutong_node::config::NodeConfig;
 use liutong_node::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, Contracts, Negotiation};
 use liutong_node::identity::Envelope;
@@ -53,9 +52,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod common;
 use common::{cpu_seconds, env_u64, only, unmet, verdict};
-
-const OPEN_POLICY: &str =
-    "uid = \"urn:liutong:policy:bench\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n";
 
 fn main() {
     tls::install_default_provider();
@@ -166,44 +162,12 @@ async fn data_space_with(consumers: usize, configure: fn(&mut NodeConfig)) -> Be
     }
 }
 
-/// Publishes `size` pseudo-random bytes at the provider (directly, not over the API).
+/// Publishes `size` pseudo-random bytes at the provider as an open offer: its ID.
 async fn publish(node: &RunningNode, size: u64) -> String {
-    let ctx = &node.node;
-    let mut upload = ctx
-        .catalog
-        .products
-        .begin(NewVersion {
-            product_id: None,
-            title: "bench payload".into(),
-            description: String::new(),
-            owner: ctx.identity.participant_id().clone(),
-            classification: liutong_policy::Classification::General2,
-            format: Format::Bytes,
-            derived_from: vec![],
-            policy_odrl: None,
-        })
-        .unwrap();
-    let policy = liutong_node::catalog::parse_policy(OPEN_POLICY, None).unwrap();
-    let compiled = ctx
-        .catalog
-        .offer_policy(
-            policy,
-            upload.product_id(),
-            liutong_policy::Classification::General2,
-        )
-        .unwrap();
-    upload.set_policy_odrl(compiled.policy().to_odrl());
-    let block: Vec<u8> = (0..(1u32 << 20))
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
-    let mut left = size;
-    while left > 0 {
-        let n = left.min(block.len() as u64) as usize;
-        upload.write(&block[..n]).unwrap();
-        left -= n as u64;
-    }
-    let p = upload.finish(0).await.unwrap();
-    p.offer_id().unwrap()
+    common::space::publish(node, size)
+        .await
+        .offer_id()
+        .expect("an offer")
 }
 
 /// What one negotiation run measured.

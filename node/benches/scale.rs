@@ -89,7 +89,7 @@ async fn catalog_curve() {
     let space = space::data_space(1).await;
     let (provider, _) = &space.nodes[0];
     let (consumer, _) = &space.nodes[1];
-    let template = space::publish(provider, b"a small product").await;
+    let template = space::publish(provider, 16).await;
     let channel = consumer
         .node
         .peers
@@ -192,7 +192,7 @@ async fn log_and_startup(startup: bool) {
 
     // A provider with one real agreement, then stopped.
     let space = space::data_space(1).await;
-    let template_product = space::publish(&space.nodes[0].0, b"a small product").await;
+    let template_product = space::publish(&space.nodes[0].0, 16).await;
     let provider_addr = space.nodes[0].0.peer_addr().to_string();
     let offer = template_product.offer_id().expect("offered");
     let agreed = space.nodes[1]

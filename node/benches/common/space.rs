@@ -126,9 +126,9 @@ fn admit(
     out
 }
 
-/// Publishes `data` at `node` as an open offer (directly, not over the API), as the
-/// node stores a publish.
-pub async fn publish(node: &RunningNode, data: &[u8]) -> ProductVersion {
+/// Publishes `size` pseudo-random bytes at `node` as an open offer (directly, not over
+/// the API), as the node stores a publish.
+pub async fn publish(node: &RunningNode, size: u64) -> ProductVersion {
     let ctx = &node.node;
     let mut upload = ctx
         .catalog
@@ -154,6 +154,14 @@ pub async fn publish(node: &RunningNode, data: &[u8]) -> ProductVersion {
         )
         .unwrap();
     upload.set_policy_odrl(compiled.policy().to_odrl());
-    upload.write(data).unwrap();
+    let block: Vec<u8> = (0..(1u32 << 20))
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(block.len() as u64) as usize;
+        upload.write(&block[..n]).unwrap();
+        left -= n as u64;
+    }
     upload.finish(0).await.unwrap()
 }
