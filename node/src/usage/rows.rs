@@ -73,7 +73,8 @@ impl RowReader {
         let too_long = std::mem::replace(&mut self.too_long, false);
         self.in_quotes = false;
         let text = String::from_utf8_lossy(&line);
-        // A byte order mark (spreadsheet exports start with one) is not part of a value.
+        // A byte order mark (exports start with one) is not part of a value: the CSV
+        // parser drops it itself, a JSON line is only recognised once it is gone.
         let text = text.trim().trim_start_matches('\u{feff}');
         if too_long || text.is_empty() {
             return;
@@ -311,7 +312,7 @@ mod tests {
     }
 
     #[test]
-    fn a_byte_order_mark_is_not_part_of_the_first_field_name() {
+    fn a_byte_order_mark_is_not_part_of_the_first_field_or_key() {
         let got =
             rows("\u{feff}身份证号,name\n110101199003074514,\"Li, \"\"Wei\"\"\"\n".as_bytes());
         assert_eq!(
@@ -320,6 +321,14 @@ mod tests {
                 ("身份证号".to_owned(), "110101199003074514".to_owned()),
                 ("name".to_owned(), "Li, \"Wei\"".to_owned())
             ]]
+        );
+        let got = rows("\u{feff}{\"身份证号\":\"110101199003074514\"}\n".as_bytes());
+        assert_eq!(
+            got,
+            vec![vec![(
+                "身份证号".to_owned(),
+                "110101199003074514".to_owned()
+            )]]
         );
     }
 
