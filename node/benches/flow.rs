@@ -54,13 +54,7 @@ mod common;
 use common::{cpu_seconds, env_u64, only, unmet, verdict};
 
 fn main() {
-    tls::install_default_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    common::block_on(run());
 }
 
 struct Bench {

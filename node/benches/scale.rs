@@ -45,13 +45,7 @@ fn main() {
         sled_probe(Path::new(&dir));
         return;
     }
-    liutong_node::tls::install_default_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    common::block_on(run());
 }
 
 async fn run() {

@@ -28,20 +28,15 @@ use std::time::{Duration, Instant};
 
 use liutong_node::audit::log::AuditLog;
 use liutong_node::authority::{self, Admission, Authority};
-use liutong_node::catalog::product::{Format, NewVersion};
 use liutong_node::config::{NodeConfig, StorageEngine, StorageSection};
 use liutong_node::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
 use liutong_node::runtime::{Node, RunningNode};
 use liutong_node::setup::{self, InitOptions};
 use liutong_node::storage::{PostgresStorage, SledStorage, Storage};
-use liutong_node::tls;
 use tokio::net::TcpListener;
 
 mod common;
 use common::{cpu_seconds, env_u64, event, only};
-
-const OPEN_POLICY: &str =
-    "uid = \"urn:liutong:policy:bench\"\ntype = \"set\"\n\n[[permission]]\naction = \"use\"\n";
 
 /// A lease long enough that the in-process leader of (a) and (b) never renews it.
 const BENCH_LEASE: Duration = Duration::from_secs(3600);
@@ -50,13 +45,7 @@ const BENCH_LEASE: Duration = Duration::from_secs(3600);
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn main() {
-    tls::install_default_provider();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    runtime.block_on(run());
+    common::block_on(run());
 }
 
 /// Where a provider keeps its state.
@@ -220,33 +209,10 @@ async fn start(member: &Member, engine: Engine) -> RunningNode {
 
 /// Publishes a small product at the provider (directly, not over the API); its offer.
 async fn publish(node: &RunningNode) -> String {
-    let ctx = &node.node;
-    let mut upload = ctx
-        .catalog
-        .products
-        .begin(NewVersion {
-            product_id: None,
-            title: "bench payload".into(),
-            description: String::new(),
-            owner: ctx.identity.participant_id().clone(),
-            classification: liutong_policy::Classification::General2,
-            format: Format::Bytes,
-            derived_from: vec![],
-            policy_odrl: None,
-        })
-        .unwrap();
-    let policy = liutong_node::catalog::parse_policy(OPEN_POLICY, None).unwrap();
-    let compiled = ctx
-        .catalog
-        .offer_policy(
-            policy,
-            upload.product_id(),
-            liutong_policy::Classification::General2,
-        )
-        .unwrap();
-    upload.set_policy_odrl(compiled.policy().to_odrl());
-    upload.write(&[7u8; 4096]).unwrap();
-    upload.finish(0).await.unwrap().offer_id().unwrap()
+    common::space::publish(node, 4096)
+        .await
+        .offer_id()
+        .expect("an offer")
 }
 
 /// `total` negotiations shared out among the consumers, each starting its next as soon

@@ -6,6 +6,18 @@
 pub mod seed;
 pub mod space;
 
+/// Runs a benchmark's `main` future on the runtime every benchmark uses: two worker
+/// threads (the machine's cores), with the process's TLS crypto provider installed.
+pub fn block_on<F: std::future::Future>(bench: F) -> F::Output {
+    liutong_node::tls::install_default_provider();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(bench)
+}
+
 use std::time::{Duration, Instant};
 
 use liutong_node::audit::log::{AuditLog, Event, EventKind};
