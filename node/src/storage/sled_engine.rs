@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::OsString;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use super::durability::Durability;
 use super::{Entries, Storage, StorageError, Write, blobs, fault};
@@ -19,8 +19,9 @@ pub const SLED_LOCK_FILE: &str = "db";
 /// [`Storage`] on sled 0.34.7.
 pub struct SledStorage {
     db: sled::Db,
-    /// Opened trees, kept because `open_tree` takes a lock and allocates.
-    trees: Mutex<HashMap<String, sled::Tree>>,
+    /// Opened trees, kept because `open_tree` takes a lock and allocates. Every
+    /// storage call looks its tree up here, from every thread at once: readers share it.
+    trees: RwLock<HashMap<String, sled::Tree>>,
     /// Large payloads, as files in `payloads/` inside the database directory.
     blobs: blobs::Blobs,
     /// What makes sled's writes durable beyond its own flush; absent for a temporary
@@ -133,7 +134,7 @@ impl SledStorage {
         })?;
         Ok(Arc::new(Self {
             db,
-            trees: Mutex::new(HashMap::new()),
+            trees: RwLock::new(HashMap::new()),
             blobs,
             barrier: Some(Arc::new(barrier)),
             flush: FlushGate::default(),
@@ -155,7 +156,7 @@ impl SledStorage {
         })?;
         Ok(Arc::new(Self {
             db,
-            trees: Mutex::new(HashMap::new()),
+            trees: RwLock::new(HashMap::new()),
             blobs,
             barrier: None,
             flush: FlushGate::default(),
@@ -170,7 +171,15 @@ impl SledStorage {
     fn tree(&self, name: &str) -> Result<sled::Tree, StorageError> {
         // A poisoned lock means another thread panicked while inserting a tree handle;
         // the map is still consistent (insert is the only mutation), so keep using it.
-        let mut trees = self.trees.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(t) = self
+            .trees
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+        {
+            return Ok(t.clone());
+        }
+        let mut trees = self.trees.write().unwrap_or_else(|p| p.into_inner());
         if let Some(t) = trees.get(name) {
             return Ok(t.clone());
         }
