@@ -25,7 +25,8 @@
 //! The events themselves are in [`super::event`], the log and key names in
 //! [`super::names`]; both are re-exported here.
 
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -128,7 +129,24 @@ struct Shared {
     history: Mutex<()>,
     /// How many signed checkpoints are kept ([`KEPT_CHECKPOINTS`]).
     keep: u64,
+    /// The upper levels of the tree as proofs have read them.
+    upper: UpperNodes,
 }
+
+/// The lowest level whose perfect-subtree hashes [`UpperNodes`] keeps: each covers at
+/// least 256 entries, so a log of 10,000,000 entries has about 78,000 of them.
+const UPPER_LEVEL: u8 = 8;
+/// The most hashes [`UpperNodes`] keeps (about 8 MiB): at 256 entries per hash of the
+/// lowest level kept, a log of up to about 16,000,000 entries fits whole.
+const MAX_UPPER_NODES: usize = 1 << 17;
+
+/// Perfect-subtree hashes of level [`UPPER_LEVEL`] and up, kept in memory once read.
+/// Every proof passes through the same few upper nodes, which a storage read would
+/// fetch each time (about half of a proof's reads at a million entries). A hash is
+/// read only for a subtree inside the committed tree, and a committed subtree's hash
+/// never changes, so what is kept stays true. Reads go to the storage once it is full.
+#[derive(Default)]
+struct UpperNodes(RwLock<HashMap<(u8, u64), Hash>>);
 
 /// The node's audit log.
 #[derive(Clone)]
@@ -146,7 +164,11 @@ impl AuditLog {
     /// [`AuditLog::open`], keeping the latest `keep` signed checkpoints (at least one).
     pub fn open_keeping(storage: Arc<dyn Storage>, keep: u64) -> Result<Self, AuditError> {
         let size = committed_size(storage.as_ref())?;
-        let appender = Appender::load(&StoredTree(storage.as_ref()), size).map_err(|e| {
+        let stored = StoredTree {
+            storage: storage.as_ref(),
+            upper: None,
+        };
+        let appender = Appender::load(&stored, size).map_err(|e| {
             AuditError::Damaged(format!("cannot rebuild the tree of size {size}: {e}"))
         })?;
         // The node never signs beyond what it has committed, so a smaller log than its
@@ -170,6 +192,7 @@ impl AuditLog {
             appender: Mutex::new(appender),
             history: Mutex::new(()),
             keep: keep.max(1),
+            upper: UpperNodes::default(),
         });
         let (queue, rx) = mpsc::channel(MAX_BATCH);
         tokio::spawn(committer(shared.clone(), rx));
@@ -510,8 +533,12 @@ impl AuditLog {
         Ok(VerifierKey::from_key_pair(origin, KeyType::Ed25519, key)?)
     }
 
+    /// The committed tree's hashes, for proofs and roots within the committed size.
     fn store(&self) -> StoredTree<'_> {
-        StoredTree(self.shared.storage.as_ref())
+        StoredTree {
+            storage: self.shared.storage.as_ref(),
+            upper: Some(&self.shared.upper),
+        }
     }
 
     fn check_size(&self, size: u64) -> Result<(), AuditError> {
@@ -614,17 +641,43 @@ fn node_key(level: u8, index: u64) -> Vec<u8> {
     key
 }
 
-/// The perfect-subtree hashes as the storage holds them.
-struct StoredTree<'a>(&'a dyn Storage);
+/// The perfect-subtree hashes as the storage holds them, the upper levels through
+/// `upper` when given.
+struct StoredTree<'a> {
+    storage: &'a dyn Storage,
+    upper: Option<&'a UpperNodes>,
+}
 
 impl TreeStore for StoredTree<'_> {
     type Error = StorageError;
 
     fn get(&self, level: u8, index: u64) -> Result<Option<Hash>, StorageError> {
-        Ok(self
+        let read = || -> Result<Option<Hash>, StorageError> {
+            Ok(self
+                .storage
+                .get(TREE, &node_key(level, index))?
+                .and_then(|v| v.try_into().ok()))
+        };
+        let Some(upper) = self.upper.filter(|_| level >= UPPER_LEVEL) else {
+            return read();
+        };
+        // Poisoning cannot leave the map inconsistent (insert and get only).
+        if let Some(hash) = upper
             .0
-            .get(TREE, &node_key(level, index))?
-            .and_then(|v| v.try_into().ok()))
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&(level, index))
+        {
+            return Ok(Some(*hash));
+        }
+        let hash = read()?;
+        if let Some(hash) = hash {
+            let mut nodes = upper.0.write().unwrap_or_else(|p| p.into_inner());
+            if nodes.len() < MAX_UPPER_NODES {
+                nodes.insert((level, index), hash);
+            }
+        }
+        Ok(hash)
     }
 }
 
@@ -998,5 +1051,76 @@ mod tests {
             "{}",
             event.detail
         );
+    }
+
+    /// A log of `size` distinct entries, appended in groups of 64.
+    async fn log_of(size: u64) -> AuditLog {
+        let log = AuditLog::open(SledStorage::temporary().unwrap()).unwrap();
+        let mut next = 0;
+        while next < size {
+            let group: Vec<Event> = (next..size.min(next + 64))
+                .map(|i| Event::new(EventKind::NodeStarted, 0, format!("entry {i}")))
+                .collect();
+            next += group.len() as u64;
+            log.append_with(&group, Vec::new()).await.unwrap();
+        }
+        log
+    }
+
+    /// Proofs and roots read through the upper levels kept in memory are the ones the
+    /// stored tree gives, before and after those levels were read once.
+    #[tokio::test]
+    async fn proofs_through_the_kept_upper_levels_match_the_stored_tree() {
+        let log = log_of(1100).await;
+        let stored = StoredTree {
+            storage: log.shared.storage.as_ref(),
+            upper: None,
+        };
+        for _round in 0..2 {
+            for size in [1, 255, 256, 257, 511, 512, 513, 1024, 1100] {
+                assert_eq!(
+                    log.root_at(size).unwrap(),
+                    merkle::root(&stored, size).unwrap()
+                );
+                for index in [0, 1, size / 2, size - 1].into_iter().filter(|i| *i < size) {
+                    assert_eq!(
+                        log.inclusion_proof(index, size).unwrap(),
+                        merkle::inclusion_proof(&stored, index, size).unwrap(),
+                        "entry {index} of {size}"
+                    );
+                }
+                for older in [1, 256, 700].into_iter().filter(|o| *o <= size) {
+                    assert_eq!(
+                        log.consistency_proof(older, size).unwrap(),
+                        merkle::consistency_proof(&stored, older, size).unwrap(),
+                        "{older} to {size}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Once a proof has read an upper-level hash, later proofs take it from memory: a
+    /// proof made after that hash was damaged on disk still verifies, while one made
+    /// from the stored tree alone does not.
+    #[tokio::test]
+    async fn a_proof_reads_each_upper_level_hash_once() {
+        let log = log_of(1024).await;
+        let root = log.root();
+        let leaf = merkle::leaf_hash(&log.entry(5).unwrap().unwrap());
+        let first = log.inclusion_proof(5, 1024).unwrap();
+        merkle::verify_inclusion(&leaf, 5, 1024, &first, &root).unwrap();
+        // Entry 5's sibling at level 9 is the subtree of entries 512 to 1023.
+        let storage = log.shared.storage.as_ref();
+        storage.put(TREE, &node_key(9, 1), &[0; 32]).unwrap();
+        let again = log.inclusion_proof(5, 1024).unwrap();
+        assert_eq!(again, first);
+        merkle::verify_inclusion(&leaf, 5, 1024, &again, &root).unwrap();
+        let stored = StoredTree {
+            storage,
+            upper: None,
+        };
+        let from_disk = merkle::inclusion_proof(&stored, 5, 1024).unwrap();
+        assert!(merkle::verify_inclusion(&leaf, 5, 1024, &from_disk, &root).is_err());
     }
 }
