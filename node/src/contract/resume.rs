@@ -26,7 +26,7 @@ impl Contracts {
         if let Err(e) = self.sweep_nonces(now()) {
             tracing::warn!(error = %e, "cannot remove expired contract request nonces");
         }
-        let pending = match self.waiting() {
+        let pending = match self.waiting().await {
             Ok(ids) => ids,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot list negotiations");

@@ -40,6 +40,14 @@ const BY_CREATION_BUILT: &[u8] = b"by_creation";
 /// Written in the same commit as the FINALIZED record.
 const COUNTED: &str = "agreements_counted";
 const COUNTED_BUILT: &[u8] = b"counted";
+/// Negotiation ID → nothing, for each unfinished negotiation
+/// (`Negotiation::unfinished`): the first pass after a start reads these records and
+/// none of the finished ones, however many are kept. Written before the record that
+/// leaves a negotiation unfinished and removed after the one that finishes it, so an
+/// entry may name a finished negotiation (a crash in between) but an unfinished one
+/// always has its entry. Built once for a database written before it.
+const UNFINISHED: &str = "negotiations_unfinished";
+const UNFINISHED_BUILT: &[u8] = b"unfinished";
 /// How many stored negotiations are read at a time when [`COUNTED`] is built for a
 /// database written before it.
 const INDEX_BATCH: usize = 1024;
@@ -135,11 +143,22 @@ impl Contracts {
     }
 
     /// The IDs of the unfinished negotiations (`Negotiation::unfinished`). The
-    /// first call reads every stored negotiation's state; later ones do not.
-    pub fn waiting(&self) -> Result<Vec<String>, ContractError> {
+    /// first call reads the records [`UNFINISHED`] names (after building it, once, for
+    /// a database written before it); later ones read nothing.
+    pub async fn waiting(&self) -> Result<Vec<String>, ContractError> {
+        let loaded = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some();
+        if !loaded {
+            Self::index_unfinished(self.storage.as_ref()).await?;
+        }
         let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
         if waiting.is_none() {
-            *waiting = Some(unfinished_in(self.storage.as_ref())?);
+            // Under the lock: a commit that lands meanwhile updates the set after this
+            // read, in [`stored`](Self::stored).
+            *waiting = Some(indexed_unfinished(self.storage.as_ref())?);
         }
         let mut ids: Vec<String> = waiting.iter().flatten().cloned().collect();
         ids.sort();
@@ -297,6 +316,10 @@ impl Contracts {
                 Write::Put(counted_key(n), n.id.as_bytes().to_vec()),
             ));
         }
+        let unfinished = n.unfinished();
+        if unfinished {
+            writes.push((UNFINISHED, Write::Put(n.id.as_bytes().to_vec(), Vec::new())));
+        }
         writes.push((
             NEGOTIATIONS,
             Write::Put(
@@ -304,33 +327,43 @@ impl Contracts {
                 serde_json::to_vec(n).expect("negotiations serialize"),
             ),
         ));
+        if !unfinished {
+            writes.push((UNFINISHED, Write::Delete(n.id.as_bytes().to_vec())));
+        }
         writes
     }
 }
 
-/// How many stored negotiations [`unfinished_in`] reads at a time.
+/// How many stored negotiations [`unfinished_in`] and [`indexed_unfinished`] read at a
+/// time.
 const STATE_PAGE: usize = 1024;
 
-/// The IDs of the unfinished negotiations in `storage`. The records are read a page at a
-/// time and each only for its role and state, so a node holding a million negotiations
-/// keeps one page of them in memory, not all of them decoded.
-fn unfinished_in(storage: &dyn crate::storage::Storage) -> Result<HashSet<String>, ContractError> {
-    /// The part of a stored negotiation that tells whether it is unfinished.
-    #[derive(serde::Deserialize)]
-    struct Progress {
-        role: Role,
-        state: NegotiationStatus,
-    }
+/// The part of a stored negotiation that tells whether it is unfinished.
+#[derive(serde::Deserialize)]
+struct Progress {
+    role: Role,
+    state: NegotiationStatus,
+}
+
+/// Whether the stored negotiation `value` (of ID `id`) is unfinished, read only for its
+/// role and state.
+fn unfinished_record(id: &str, value: &[u8]) -> Result<bool, ContractError> {
+    let p: Progress = serde_json::from_slice(value)
+        .map_err(|e| ContractError::Invalid(format!("stored negotiation {id} is damaged: {e}")))?;
+    Ok(super::negotiation::unfinished(p.role, p.state))
+}
+
+/// The IDs of the unfinished negotiations in `storage`, from every record. The records
+/// are read a page at a time and each only for its role and state, so a node holding a
+/// million negotiations keeps one page of them in memory, not all of them decoded.
+fn unfinished_in(storage: &dyn Storage) -> Result<HashSet<String>, ContractError> {
     let mut ids = HashSet::new();
     let mut after: Option<Vec<u8>> = None;
     loop {
         let page = storage.scan_page(NEGOTIATIONS, b"", after.as_deref(), STATE_PAGE)?;
         for (key, value) in &page {
             let id = String::from_utf8_lossy(key);
-            let p: Progress = serde_json::from_slice(value).map_err(|e| {
-                ContractError::Invalid(format!("stored negotiation {id} is damaged: {e}"))
-            })?;
-            if super::negotiation::unfinished(p.role, p.state) {
+            if unfinished_record(&id, value)? {
                 ids.insert(id.into_owned());
             }
         }
@@ -339,6 +372,36 @@ fn unfinished_in(storage: &dyn crate::storage::Storage) -> Result<HashSet<String
         }
         after = page.last().map(|(key, _)| key.clone());
     }
+}
+
+/// The IDs of the unfinished negotiations in `storage`, from the records [`UNFINISHED`]
+/// names (a page of names at a time); an entry whose record is finished or missing (a
+/// crash between the two writes) is left out and removed.
+fn indexed_unfinished(storage: &dyn Storage) -> Result<HashSet<String>, ContractError> {
+    let mut ids = HashSet::new();
+    let mut stale = Vec::new();
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let page = storage.scan_page(UNFINISHED, b"", after.as_deref(), STATE_PAGE)?;
+        for (key, _) in &page {
+            let id = String::from_utf8_lossy(key);
+            match storage.get(NEGOTIATIONS, key)? {
+                Some(value) if unfinished_record(&id, &value)? => {
+                    ids.insert(id.into_owned());
+                }
+                _ => stale.push(Write::Delete(key.clone())),
+            }
+        }
+        if page.len() < STATE_PAGE {
+            break;
+        }
+        after = page.last().map(|(key, _)| key.clone());
+    }
+    if !stale.is_empty() {
+        // Durable with the next flush; until then a restart finds them again.
+        storage.apply(UNFINISHED, stale)?;
+    }
+    Ok(ids)
 }
 
 /// One page of [`Contracts::page`].
@@ -454,6 +517,28 @@ impl Contracts {
         Ok(true)
     }
 
+    /// Fills [`UNFINISHED`] from every stored negotiation, for a database written
+    /// before it; does nothing once it is marked complete. Returns whether it built the
+    /// index. Commits made meanwhile write their own entries; one that finishes a
+    /// negotiation while the build runs may leave its entry, which the first read
+    /// removes ([`indexed_unfinished`]).
+    pub async fn index_unfinished(storage: &dyn Storage) -> Result<bool, ContractError> {
+        if storage.get(INDEXES, UNFINISHED_BUILT)?.is_some() {
+            return Ok(false);
+        }
+        let writes: Vec<Write> = unfinished_in(storage)?
+            .into_iter()
+            .map(|id| Write::Put(id.into_bytes(), Vec::new()))
+            .collect();
+        if !writes.is_empty() {
+            storage.apply(UNFINISHED, writes)?;
+        }
+        // The entries are durable before the mark that says they are complete.
+        storage.flush().await?;
+        storage.put_durable(INDEXES, UNFINISHED_BUILT, b"1").await?;
+        Ok(true)
+    }
+
     /// The negotiations of the FINALIZED agreements this node made as provider with
     /// `peer` on `offer_id` whose policy counts uses (the index built first, once, for
     /// a database written before it).
@@ -528,10 +613,22 @@ mod tests {
     use crate::identity::Envelope;
     use crate::storage::{Entries, SledStorage, Storage, StorageError, blobs};
 
-    /// The node's sled storage, remembering the most entries one read returned.
+    /// The node's sled storage, remembering the most entries one read returned and
+    /// counting the stored negotiations read one by one.
     struct Widest {
         inner: Arc<SledStorage>,
         widest: AtomicUsize,
+        records_read: AtomicUsize,
+    }
+
+    impl Widest {
+        fn new() -> Self {
+            Self {
+                inner: SledStorage::temporary().unwrap(),
+                widest: AtomicUsize::new(0),
+                records_read: AtomicUsize::new(0),
+            }
+        }
     }
 
     impl Widest {
@@ -543,6 +640,9 @@ mod tests {
 
     impl Storage for Widest {
         fn get(&self, tree: &str, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
+            if tree == NEGOTIATIONS {
+                self.records_read.fetch_add(1, SeqCst);
+            }
             self.inner.get(tree, key)
         }
         fn put(&self, tree: &str, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
@@ -606,12 +706,21 @@ mod tests {
     /// while holding one page of records at a time.
     #[test]
     fn unfinished_negotiations_are_found_a_page_at_a_time() {
-        let storage = Widest {
-            inner: SledStorage::temporary().unwrap(),
-            widest: AtomicUsize::new(0),
-        };
+        let storage = Widest::new();
+        let unfinished = store_mixed(&storage, 3 * STATE_PAGE + 7, |_| true);
+        assert_eq!(unfinished_in(&storage).unwrap(), unfinished);
+        assert_eq!(storage.widest.load(SeqCst), STATE_PAGE);
+    }
+
+    /// Stores `count` negotiations in every state through their commit writes (those
+    /// `keep` admits); returns the IDs of the unfinished ones.
+    fn store_mixed(
+        storage: &dyn Storage,
+        count: usize,
+        keep: impl Fn(&str) -> bool,
+    ) -> HashSet<String> {
         let mut unfinished = HashSet::new();
-        for i in 0..3 * STATE_PAGE + 7 {
+        for i in 0..count {
             let (role, state) = match i % 5 {
                 0 => (Role::Provider, NegotiationStatus::Agreed),
                 1 => (Role::Consumer, NegotiationStatus::Requested),
@@ -624,10 +733,56 @@ mod tests {
                 unfinished.insert(n.id.clone());
             }
             for (tree, write) in Contracts::writes(&n) {
-                storage.apply(tree, vec![write]).unwrap();
+                if keep(tree) {
+                    storage.apply(tree, vec![write]).unwrap();
+                }
             }
         }
-        assert_eq!(unfinished_in(&storage).unwrap(), unfinished);
+        unfinished
+    }
+
+    /// After a start, the unfinished negotiations are found from their index: only
+    /// their own records are read, and a negotiation that finishes drops out of it.
+    #[tokio::test]
+    async fn the_first_pass_reads_only_the_unfinished_records() {
+        let storage = Widest::new();
+        assert!(Contracts::index_unfinished(&storage).await.unwrap());
+        let mut unfinished = store_mixed(&storage, 2 * STATE_PAGE + 3, |_| true);
+        let finished = negotiation(0, Role::Provider, NegotiationStatus::Finalized);
+        assert!(unfinished.remove(&finished.id));
+        for (tree, write) in Contracts::writes(&finished) {
+            storage.apply(tree, vec![write]).unwrap();
+        }
+        storage.widest.store(0, SeqCst);
+        assert_eq!(indexed_unfinished(&storage).unwrap(), unfinished);
+        assert_eq!(storage.records_read.load(SeqCst), unfinished.len());
         assert_eq!(storage.widest.load(SeqCst), STATE_PAGE);
+        assert!(!Contracts::index_unfinished(&storage).await.unwrap());
+    }
+
+    /// A database written before the index gets it built once from every record; an
+    /// entry whose record is finished (a crash between the two writes) is left out of
+    /// the next read and removed.
+    #[tokio::test]
+    async fn the_unfinished_index_is_built_once_and_stale_entries_go() {
+        let storage = Widest::new();
+        let unfinished = store_mixed(&storage, STATE_PAGE + 9, |tree| tree != UNFINISHED);
+        assert!(storage.scan_prefix(UNFINISHED, b"").unwrap().is_empty());
+        assert!(Contracts::index_unfinished(&storage).await.unwrap());
+        assert!(!Contracts::index_unfinished(&storage).await.unwrap());
+        assert_eq!(indexed_unfinished(&storage).unwrap(), unfinished);
+
+        let finished = negotiation(3, Role::Provider, NegotiationStatus::Finalized);
+        storage
+            .put(UNFINISHED, finished.id.as_bytes(), b"")
+            .unwrap();
+        storage.put(UNFINISHED, b"neg-missing", b"").unwrap();
+        assert_eq!(indexed_unfinished(&storage).unwrap(), unfinished);
+        let left = storage.scan_prefix(UNFINISHED, b"").unwrap();
+        assert_eq!(left.len(), unfinished.len());
+        assert!(
+            left.iter()
+                .all(|(id, _)| unfinished.contains(&*String::from_utf8_lossy(id)))
+        );
     }
 }
