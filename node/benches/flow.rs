@@ -38,122 +38,28 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use liutong_node::authority::{self, Admission, Authority};
 use liutong_node::config::NodeConfig;
 use liutong_node::contract::{AGREEMENT_PAYLOAD_TYPE, Agreement, Contracts, Negotiation};
-use liutong_node::identity::Envelope;
-use liutong_node::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
+use liutong_node::identity::{Envelope, ParticipantId};
 use liutong_node::runtime::RunningNode;
-use liutong_node::setup::{self, InitOptions};
 use liutong_node::storage::{SledStorage, Storage, Write};
 use liutong_node::tls::{self, ExpectedServer, TlsIdentity};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 mod common;
+use common::space::{self, DataSpace};
 use common::{cpu_seconds, env_u64, only, unmet, verdict};
 
 fn main() {
     common::block_on(run());
 }
 
-struct Bench {
-    _dir: tempfile::TempDir,
-    nodes: Vec<(RunningNode, NodeConfig)>,
-    _authority: authority::RunningAuthority,
-}
+/// The benchmark's data space: one provider (first) and its consumers, all started.
+type Bench = DataSpace;
 
 async fn data_space(consumers: usize) -> Bench {
-    data_space_with(consumers, |_| {}).await
-}
-
-/// [`data_space`], with `configure` applied to every node's configuration.
-async fn data_space_with(consumers: usize, configure: fn(&mut NodeConfig)) -> Bench {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let adir = dir.path().join("authority");
-    Authority::init(&adir, "Bench Data Space").expect("authority");
-    let running = authority::serve(
-        &adir,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        authority::DEFAULT_TRUST_LIST_VALIDITY,
-    )
-    .await
-    .expect("serve authority");
-    let mut ids = vec!["11330100MA2TRA0011".to_owned()];
-    for i in 0..consumers {
-        let prefix = format!("91330100MA2C{:04}0", i);
-        ids.push(
-            ParticipantId::with_check_character(&prefix)
-                .unwrap()
-                .to_string(),
-        );
-    }
-    let mut bundles = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let joined = setup::join(&setup::JoinOptions {
-            dir: dir.path().join(format!("node-{i}")),
-            participant: ParticipantId::parse(id).unwrap(),
-            dns: vec!["localhost".into()],
-            ips: vec![],
-            hsm: None,
-        })
-        .unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        let mut a = Authority::open(&adir).unwrap();
-        let b = a
-            .admit(
-                Admission {
-                    participant: ParticipantId::parse(id).unwrap(),
-                    name: format!("member {id}"),
-                    kind: ParticipantKind::Government,
-                    sector: "bench".into(),
-                    region: RegionCode::parse("330100").unwrap(),
-                    roles: vec![MemberRole::Provider, MemberRole::Consumer],
-                    not_before: now - time::Duration::minutes(5),
-                    not_after: now + time::Duration::days(1),
-                    renew: false,
-                },
-                &joined.request,
-            )
-            .unwrap();
-        let out = dir.path().join(format!("bundle-{id}"));
-        b.write(&out).unwrap();
-        bundles.push(out);
-    }
-    let mut nodes = Vec::new();
-    for (i, bundle) in bundles.iter().enumerate() {
-        let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let path = setup::init_node(&InitOptions {
-            dir: dir.path().join(format!("node-{i}")),
-            bundle: bundle.clone(),
-            listen: peer.local_addr().unwrap(),
-            admin_listen: admin.local_addr().unwrap(),
-            authority: running.addr.to_string(),
-            force: false,
-            important_regions: vec![],
-            development: None,
-        })
-        .unwrap();
-        let mut config = NodeConfig::load(&path).unwrap();
-        // The benchmark measures what a node can do; a node configured for this load
-        // lifts the per-member limits (their defaults suit a shared data space).
-        config.limits.requests_per_second_per_member = 0;
-        config.limits.streams_per_member = 0;
-        configure(&mut config);
-        let node = RunningNode::start_with_listeners(config.clone(), peer, admin)
-            .await
-            .unwrap();
-        nodes.push((node, config));
-    }
-    for (node, _) in &nodes {
-        node.node.refresh.refresh().await.unwrap();
-    }
-    Bench {
-        _dir: dir,
-        nodes,
-        _authority: running,
-    }
+    space::data_space(consumers).await
 }
 
 /// Publishes `size` pseudo-random bytes at the provider as an open offer: its ID.
@@ -479,7 +385,7 @@ async fn transfer_bench() {
     let mib = env_u64("BENCH_TRANSFER_MIB", 1024);
     let rss_mib = env_u64("BENCH_RSS_MIB", 4096);
     let size = mib << 20;
-    let bench = data_space_with(1, |c| {
+    let bench = space::data_space_with(1, |c| {
         c.dsp = Some(liutong_node::config::DspSection::on(
             "127.0.0.1:0".parse().unwrap(),
         ))

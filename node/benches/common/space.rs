@@ -26,11 +26,12 @@ pub struct DataSpace {
 /// A data space with one provider and `consumers` consumers, all started, each with
 /// the current trust list.
 pub async fn data_space(consumers: usize) -> DataSpace {
-    data_space_in(tempfile::tempdir().expect("temp dir"), consumers).await
+    data_space_with(consumers, |_| {}).await
 }
 
-/// [`data_space`] in `dir`.
-pub async fn data_space_in(dir: tempfile::TempDir, consumers: usize) -> DataSpace {
+/// [`data_space`], with `configure` applied to every node's configuration.
+pub async fn data_space_with(consumers: usize, configure: fn(&mut NodeConfig)) -> DataSpace {
+    let dir = tempfile::tempdir().expect("temp dir");
     let adir = dir.path().join("authority");
     Authority::init(&adir, "Bench Data Space").expect("authority");
     let running = authority::serve(
@@ -71,6 +72,7 @@ pub async fn data_space_in(dir: tempfile::TempDir, consumers: usize) -> DataSpac
         // lifts the per-member limits (their defaults suit a shared data space).
         config.limits.requests_per_second_per_member = 0;
         config.limits.streams_per_member = 0;
+        configure(&mut config);
         let node = RunningNode::start_with_listeners(config.clone(), peer, admin)
             .await
             .unwrap();
