@@ -143,8 +143,8 @@ impl Contracts {
     }
 
     /// The IDs of the unfinished negotiations (`Negotiation::unfinished`). The
-    /// first call reads the records [`UNFINISHED`] names (after building it, once, for
-    /// a database written before it); later ones read nothing.
+    /// first call reads the records the index of unfinished negotiations names (after
+    /// building it, once, for a database written before it); later ones read nothing.
     pub async fn waiting(&self) -> Result<Vec<String>, ContractError> {
         let loaded = self
             .waiting
@@ -334,8 +334,7 @@ impl Contracts {
     }
 }
 
-/// How many stored negotiations [`unfinished_in`] and [`indexed_unfinished`] read at a
-/// time.
+/// How many entries [`for_each_page`] reads at a time.
 const STATE_PAGE: usize = 1024;
 
 /// The part of a stored negotiation that tells whether it is unfinished.
@@ -358,17 +357,31 @@ fn unfinished_record(id: &str, value: &[u8]) -> Result<bool, ContractError> {
 /// million negotiations keeps one page of them in memory, not all of them decoded.
 fn unfinished_in(storage: &dyn Storage) -> Result<HashSet<String>, ContractError> {
     let mut ids = HashSet::new();
+    for_each_page(storage, NEGOTIATIONS, |key, value| {
+        let id = String::from_utf8_lossy(key);
+        if unfinished_record(&id, value)? {
+            ids.insert(id.into_owned());
+        }
+        Ok(())
+    })?;
+    Ok(ids)
+}
+
+/// Calls `visit` with every key and value of `tree`, in key order, reading a page of
+/// [`STATE_PAGE`] entries at a time.
+fn for_each_page(
+    storage: &dyn Storage,
+    tree: &str,
+    mut visit: impl FnMut(&[u8], &[u8]) -> Result<(), ContractError>,
+) -> Result<(), ContractError> {
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let page = storage.scan_page(NEGOTIATIONS, b"", after.as_deref(), STATE_PAGE)?;
+        let page = storage.scan_page(tree, b"", after.as_deref(), STATE_PAGE)?;
         for (key, value) in &page {
-            let id = String::from_utf8_lossy(key);
-            if unfinished_record(&id, value)? {
-                ids.insert(id.into_owned());
-            }
+            visit(key, value)?;
         }
         if page.len() < STATE_PAGE {
-            return Ok(ids);
+            return Ok(());
         }
         after = page.last().map(|(key, _)| key.clone());
     }
@@ -380,23 +393,16 @@ fn unfinished_in(storage: &dyn Storage) -> Result<HashSet<String>, ContractError
 fn indexed_unfinished(storage: &dyn Storage) -> Result<HashSet<String>, ContractError> {
     let mut ids = HashSet::new();
     let mut stale = Vec::new();
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = storage.scan_page(UNFINISHED, b"", after.as_deref(), STATE_PAGE)?;
-        for (key, _) in &page {
-            let id = String::from_utf8_lossy(key);
-            match storage.get(NEGOTIATIONS, key)? {
-                Some(value) if unfinished_record(&id, &value)? => {
-                    ids.insert(id.into_owned());
-                }
-                _ => stale.push(Write::Delete(key.clone())),
+    for_each_page(storage, UNFINISHED, |key, _| {
+        let id = String::from_utf8_lossy(key);
+        match storage.get(NEGOTIATIONS, key)? {
+            Some(value) if unfinished_record(&id, &value)? => {
+                ids.insert(id.into_owned());
             }
+            _ => stale.push(Write::Delete(key.to_vec())),
         }
-        if page.len() < STATE_PAGE {
-            break;
-        }
-        after = page.last().map(|(key, _)| key.clone());
-    }
+        Ok(())
+    })?;
     if !stale.is_empty() {
         // Durable with the next flush; until then a restart finds them again.
         storage.apply(UNFINISHED, stale)?;
@@ -517,11 +523,11 @@ impl Contracts {
         Ok(true)
     }
 
-    /// Fills [`UNFINISHED`] from every stored negotiation, for a database written
-    /// before it; does nothing once it is marked complete. Returns whether it built the
-    /// index. Commits made meanwhile write their own entries; one that finishes a
-    /// negotiation while the build runs may leave its entry, which the first read
-    /// removes ([`indexed_unfinished`]).
+    /// Fills the index of unfinished negotiations from every stored negotiation, for a
+    /// database written before it; does nothing once it is marked complete. Returns
+    /// whether it built the index. Commits made meanwhile write their own entries; one
+    /// that finishes a negotiation while the build runs may leave its entry, which the
+    /// first read of the index removes.
     pub async fn index_unfinished(storage: &dyn Storage) -> Result<bool, ContractError> {
         if storage.get(INDEXES, UNFINISHED_BUILT)?.is_some() {
             return Ok(false);
