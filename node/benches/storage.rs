@@ -27,9 +27,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use liutong_node::audit::log::AuditLog;
-use liutong_node::authority::{self, Admission, Authority};
+use liutong_node::authority::{self, Authority};
 use liutong_node::config::{NodeConfig, StorageEngine, StorageSection};
-use liutong_node::identity::{MemberRole, ParticipantId, ParticipantKind, RegionCode};
+use liutong_node::identity::ParticipantId;
 use liutong_node::runtime::{Node, RunningNode};
 use liutong_node::setup::{self, InitOptions};
 use liutong_node::storage::{PostgresStorage, SledStorage, Storage};
@@ -97,37 +97,9 @@ async fn data_space(n: usize) -> DataSpace {
         let id = ParticipantId::with_check_character(&format!("91330100MA2C{i:04}0"))
             .unwrap()
             .to_string();
-        let node_dir = dir.path().join(format!("node-{i}"));
-        let joined = setup::join(&setup::JoinOptions {
-            dir: node_dir.clone(),
-            participant: ParticipantId::parse(&id).unwrap(),
-            dns: vec!["localhost".into()],
-            ips: vec![],
-            hsm: None,
-        })
-        .unwrap();
-        let now = time::OffsetDateTime::now_utc();
-        let bundle = Authority::open(&adir)
-            .unwrap()
-            .admit(
-                Admission {
-                    participant: ParticipantId::parse(&id).unwrap(),
-                    name: format!("member {id}"),
-                    kind: ParticipantKind::Government,
-                    sector: "bench".into(),
-                    region: RegionCode::parse("330100").unwrap(),
-                    roles: vec![MemberRole::Provider, MemberRole::Consumer],
-                    not_before: now - time::Duration::minutes(5),
-                    not_after: now + time::Duration::days(1),
-                    renew: false,
-                },
-                &joined.request,
-            )
-            .unwrap();
-        let out = dir.path().join(format!("bundle-{id}"));
-        bundle.write(&out).unwrap();
+        let out = common::space::admit(dir.path(), &adir, i, &id);
         let config_path = setup::init_node(&InitOptions {
-            dir: node_dir,
+            dir: dir.path().join(format!("node-{i}")),
             bundle: out,
             listen: free_addr(),
             admin_listen: free_addr(),

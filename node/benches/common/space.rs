@@ -90,8 +90,9 @@ pub async fn data_space_with(consumers: usize, configure: fn(&mut NodeConfig)) -
     }
 }
 
-/// Node `i`'s keys, request and admission bundle; returns the bundle's directory.
-fn admit(
+/// Node `i`'s keys and request (in `base/node-{i}`), and its admission bundle as
+/// member `id` with both roles; returns the bundle's directory.
+pub fn admit(
     base: &std::path::Path,
     authority_dir: &std::path::Path,
     i: usize,
