@@ -48,9 +48,6 @@ const COUNTED_BUILT: &[u8] = b"counted";
 /// always has its entry. Built once for a database written before it.
 const UNFINISHED: &str = "negotiations_unfinished";
 const UNFINISHED_BUILT: &[u8] = b"unfinished";
-/// How many stored negotiations are read at a time when [`COUNTED`] is built for a
-/// database written before it.
-const INDEX_BATCH: usize = 1024;
 
 /// How many compiled agreement policies are kept (all are dropped when more come).
 const POLICIES_KEPT: usize = 4096;
@@ -494,28 +491,25 @@ impl Contracts {
         if storage.get(INDEXES, COUNTED_BUILT)?.is_some() {
             return Ok(false);
         }
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let batch = storage.scan_page(NEGOTIATIONS, b"", after.as_deref(), INDEX_BATCH)?;
-            let mut writes = Vec::new();
-            for (key, value) in &batch {
-                let n: Negotiation = serde_json::from_slice(value).map_err(|e| {
-                    ContractError::Invalid(format!(
-                        "stored negotiation {} is damaged: {e}",
-                        String::from_utf8_lossy(key)
-                    ))
-                })?;
-                if counts_uses(&n) {
-                    writes.push(Write::Put(counted_key(&n), n.id.into_bytes()));
-                }
+        let mut writes = Vec::new();
+        for_each_page(storage, NEGOTIATIONS, |key, value| {
+            let n: Negotiation = serde_json::from_slice(value).map_err(|e| {
+                ContractError::Invalid(format!(
+                    "stored negotiation {} is damaged: {e}",
+                    String::from_utf8_lossy(key)
+                ))
+            })?;
+            if counts_uses(&n) {
+                writes.push(Write::Put(counted_key(&n), n.id.into_bytes()));
             }
-            if !writes.is_empty() {
-                storage.apply(COUNTED, writes)?;
+            // Written a page's worth at a time: memory stays bounded however many count.
+            if writes.len() >= STATE_PAGE {
+                storage.apply(COUNTED, std::mem::take(&mut writes))?;
             }
-            if batch.len() < INDEX_BATCH {
-                break;
-            }
-            after = batch.last().map(|(k, _)| k.clone());
+            Ok(())
+        })?;
+        if !writes.is_empty() {
+            storage.apply(COUNTED, writes)?;
         }
         // The entries are durable before the mark that says they are complete.
         storage.flush().await?;
