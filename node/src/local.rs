@@ -144,7 +144,8 @@ impl Authenticate for LocalAuthenticator {
     }
 }
 
-/// A channel to the node's local API with the client certificate of `role`.
+/// A channel to the node's local API with the client certificate of `role`, paced to
+/// the node's per-caller rate ([`Limits::client_pace`](crate::config::Limits::client_pace)).
 pub async fn connect(
     config: &NodeConfig,
     role: LocalRole,
@@ -160,7 +161,12 @@ pub async fn connect(
         roots,
         ExpectedServer::Uri(LOCAL_NODE_SAN_URI.to_owned()),
     )?;
-    tls::connect(&config.node.admin_listen.to_string(), client).await
+    tls::connect_paced(
+        &config.node.admin_listen.to_string(),
+        client,
+        config.limits.client_pace(),
+    )
+    .await
 }
 
 /// Server TLS configuration of the local API.

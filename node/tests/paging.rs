@@ -473,22 +473,16 @@ async fn liutong(args: Vec<String>) -> std::process::Output {
     .unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contract_list_shows_a_hundred_thousand_negotiations() {
-    const ADDED: usize = 99_999;
-    let (_space, provider, consumer) = provider_and_consumer().await;
-    let p = publish(&provider, CSV, "Road traffic", "general-2", "csv", OPEN)
-        .await
-        .expect("publish");
-    let real = consumer
-        .request_contract(&provider, &p.offer_id, "urbanPlanning")
-        .await
-        .expect("agreement");
-
-    // Stop the consumer and add negotiations to its database the way its contract
-    // store writes them: copies of the real one under new IDs, ended, a second apart.
-    // (The real one was stored with its index entry, and no listing has run yet.)
-    let config_path = consumer.config_path();
+/// Stops `consumer` and adds `count` negotiations to its database the way its contract
+/// store writes them: copies of the negotiation `template_id` under new IDs, ended, a
+/// second apart, some created before it and most after. The first thousand are stored
+/// as a node stored them before negotiations were indexed by creation time: the record
+/// alone.
+async fn add_ended_negotiations(
+    consumer: TestNode,
+    template_id: &str,
+    count: usize,
+) -> StoppedNode {
     let stopped = consumer.stop().await;
     let mut storage: Option<Arc<SledStorage>> = None;
     assert!(
@@ -503,22 +497,19 @@ async fn contract_list_shows_a_hundred_thousand_negotiations() {
     let storage = storage.unwrap();
     let template = stored_negotiations(storage.as_ref())
         .into_iter()
-        .find(|n| n.id == real.negotiation_id)
-        .expect("the real negotiation");
+        .find(|n| n.id == template_id)
+        .expect("the template negotiation");
     let mut trees: std::collections::BTreeMap<&str, Vec<Write>> = Default::default();
-    for i in 0..ADDED {
+    for i in 0..count {
         let mut n = template.clone();
         n.id = format!("neg-bulk-{i:06}");
         n.state = NegotiationStatus::Terminated;
         n.reason = "ended without an agreement".into();
         n.agreement = None;
         n.agreement_id = None;
-        // Some created before the real one, most after it.
         n.created_at = template.created_at - 1000 + i as i64;
         n.updated_at = n.created_at;
         for (tree, write) in Contracts::record_writes(&n) {
-            // The first thousand as a node stored them before negotiations were
-            // indexed by creation time: the record alone.
             if i < 1000 && tree != "negotiations" {
                 continue;
             }
@@ -529,7 +520,23 @@ async fn contract_list_shows_a_hundred_thousand_negotiations() {
         storage.apply(tree, writes).unwrap();
     }
     storage.flush().await.unwrap();
-    drop(storage);
+    stopped
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_list_shows_a_hundred_thousand_negotiations() {
+    const ADDED: usize = 99_999;
+    let (_space, provider, consumer) = provider_and_consumer().await;
+    let p = publish(&provider, CSV, "Road traffic", "general-2", "csv", OPEN)
+        .await
+        .expect("publish");
+    let real = consumer
+        .request_contract(&provider, &p.offer_id, "urbanPlanning")
+        .await
+        .expect("agreement");
+
+    let config_path = consumer.config_path();
+    let stopped = add_ended_negotiations(consumer, &real.negotiation_id, ADDED).await;
     let consumer = stopped.start().await;
     let config = config_path.to_string_lossy().into_owned();
 
@@ -582,6 +589,47 @@ async fn contract_list_shows_a_hundred_thousand_negotiations() {
         .into_inner();
     assert_eq!(page.contracts.len(), 1000);
     assert!(!page.next_page_token.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listing_longer_than_the_burst_waits_for_the_nodes_rate() {
+    const ADDED: usize = 250; // three pages of the default size
+    let (_space, provider, consumer) = provider_and_consumer().await;
+    let p = publish(&provider, CSV, "Road traffic", "general-2", "csv", OPEN)
+        .await
+        .expect("publish");
+    let real = consumer
+        .request_contract(&provider, &p.offer_id, "urbanPlanning")
+        .await
+        .expect("agreement");
+    let config_path = consumer.config_path();
+    let mut stopped = add_ended_negotiations(consumer, &real.negotiation_id, ADDED).await;
+    // One request at once and two a second for each caller: the listing's second page
+    // is refused unless the command waits for its turn.
+    stopped.config.limits.requests_per_second_per_member = 2;
+    stopped.config.limits.request_burst_per_member = 1;
+    std::fs::write(&config_path, stopped.config.to_commented_toml()).unwrap();
+    let consumer = stopped.start().await;
+    let before = consumer.audit_events().len();
+
+    let out = liutong(vec![
+        "contract".into(),
+        "list".into(),
+        "--json".into(),
+        "--config".into(),
+        config_path.to_string_lossy().into_owned(),
+    ])
+    .await;
+    assert_succeeded(&out);
+    let listed: Vec<serde_json::Value> =
+        serde_json::from_slice(&out.stdout).expect("one JSON array");
+    assert_eq!(listed.len(), ADDED + 1, "every negotiation");
+    let refused: Vec<_> = consumer.audit_events()[before..]
+        .iter()
+        .filter(|e| e["kind"] == "refusal")
+        .cloned()
+        .collect();
+    assert!(refused.is_empty(), "the node refused nothing: {refused:#?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

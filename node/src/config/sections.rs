@@ -663,6 +663,25 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The pace that keeps one client within the per-caller rate above: at most
+    /// `requests` requests in each `per`, which averages a little under
+    /// `requests_per_second_per_member` and never asks for more than half the burst at
+    /// once, so the node's bucket never runs dry. `None` when the rate is unlimited.
+    /// The node's own commands use it on its local API, so a long listing is paced
+    /// instead of refused part way.
+    pub fn client_pace(&self) -> Option<(u64, Duration)> {
+        let rate = self.requests_per_second_per_member;
+        if rate == 0 {
+            return None;
+        }
+        let requests = rate.min(self.request_burst_per_member / 2).max(1);
+        // 5 % slower than the rate, so the bucket's refill is never a hair short.
+        let per = Duration::from_secs_f64(f64::from(requests) / f64::from(rate) * 1.05);
+        Some((requests.into(), per))
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Self {

@@ -479,3 +479,39 @@ fn replicas_settings_round_trip_and_are_checked() {
     let msg = load_text(&sled);
     assert!(msg.contains("replicas = true needs engine"), "{msg}");
 }
+
+#[test]
+fn the_client_pace_never_empties_the_nodes_bucket() {
+    let mut limits = Limits::default();
+    assert_eq!(
+        limits.client_pace(),
+        Some((100, Duration::from_secs_f64(1.05)))
+    );
+    limits.requests_per_second_per_member = 0;
+    assert_eq!(limits.client_pace(), None, "no limit, no pace");
+
+    for (rate, burst) in [(100, 400), (2, 1), (5, 2), (100, 10), (1, 1000), (1000, 3)] {
+        limits.requests_per_second_per_member = rate;
+        limits.request_burst_per_member = burst;
+        let (requests, per) = limits.client_pace().unwrap();
+        assert!(
+            requests <= u64::from((burst / 2).max(1)),
+            "{rate}/s, burst {burst}: {requests} at once"
+        );
+        assert!(
+            requests as f64 / per.as_secs_f64() < f64::from(rate),
+            "{rate}/s, burst {burst}: {requests} per {per:?}"
+        );
+        // The node's token bucket (full at first, refilled at the rate, at most the
+        // burst) against a client sending each window's requests at its very start.
+        let (rate, burst) = (f64::from(rate), f64::from(burst.max(1)));
+        let mut tokens = burst;
+        for _ in 0..1000 {
+            for _ in 0..requests {
+                assert!(tokens >= 1.0, "{rate}/s, burst {burst}: refused");
+                tokens -= 1.0;
+            }
+            tokens = (tokens + per.as_secs_f64() * rate).min(burst);
+        }
+    }
+}

@@ -256,6 +256,17 @@ pub async fn connect(
     address: &str,
     config: Arc<rustls::ClientConfig>,
 ) -> Result<Channel, TlsError> {
+    connect_paced(address, config, None).await
+}
+
+/// As [`connect`], sending at most `pace.0` requests in each `pace.1` when a pace is
+/// given (the caller waits for its turn rather than being refused by a server that
+/// limits its callers' rate).
+pub async fn connect_paced(
+    address: &str,
+    config: Arc<rustls::ClientConfig>,
+    pace: Option<(u64, Duration)>,
+) -> Result<Channel, TlsError> {
     let connect_err = |reason: String| TlsError::Connect {
         address: address.to_owned(),
         reason,
@@ -268,6 +279,10 @@ pub async fn connect(
         // waiting for window updates.
         .initial_stream_window_size(TRANSFER_WINDOW)
         .initial_connection_window_size(2 * TRANSFER_WINDOW);
+    let endpoint = match pace {
+        Some((requests, per)) => endpoint.rate_limit(requests, per),
+        None => endpoint,
+    };
     let connector = TlsConnector::from(config);
     endpoint
         .connect_with_connector(tower::service_fn(move |uri: http::Uri| {
