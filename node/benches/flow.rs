@@ -26,8 +26,9 @@
 //!     `BENCH_AGREEMENTS` (default 1,000,000) more finalized agreements, stored as it
 //!     stores its own (a quarter of them between the benchmark's consumers and its
 //!     offer, the rest with other members on other offers, some of those counting
-//!     uses; stored while the provider is stopped, which then starts again): how the
-//!     rate of negotiations grows with the agreements held.
+//!     uses; stored while the provider is stopped, by a copy of this benchmark in a
+//!     process of its own, and the provider then starts again): how the rate of
+//!     negotiations grows with the agreements held.
 //!
 //! Run: `cargo bench -p liutong-node --bench flow`. `BENCH_ONLY=a`, `b` or `c` runs one
 //! part. Scale with `BENCH_TRANSFER_MIB` (default 1024), `BENCH_RSS_MIB` (the memory
@@ -51,7 +52,15 @@ mod common;
 use common::space::{self, DataSpace};
 use common::{cpu_seconds, env_u64, only, unmet, verdict};
 
+/// Set in the environment of a copy of this benchmark that only stores the agreements of
+/// part (c), described in the JSON file it names (a [`SeedJob`]), and exits.
+const SEED_JOB: &str = "LIUTONG_BENCH_SEED_JOB";
+
 fn main() {
+    if let Some(job) = std::env::var_os(SEED_JOB) {
+        common::block_on(run_seed_job(std::path::Path::new(&job)));
+        return;
+    }
     common::block_on(run());
 }
 
@@ -573,12 +582,18 @@ async fn scale_bench() {
     provider.shutdown().await.unwrap();
     eprintln!("(c) storing {agreements} agreements at the provider");
     let started = Instant::now();
-    let storage = stopped_storage(&config).await;
     let members: Vec<ParticipantId> = contexts
         .iter()
         .map(|c| c.identity.membership.participant_id.clone())
         .collect();
-    seed_agreements(storage, &plain, &counted, &members, &offer, agreements).await;
+    seed_in_own_process(&SeedJob {
+        database_dir: config.database_dir(),
+        plain,
+        counted,
+        members,
+        offer: offer.clone(),
+        count: agreements,
+    });
     eprintln!(
         "(c) stored {agreements} agreements in {:.1} s; starting the provider again",
         started.elapsed().as_secs_f64()
@@ -692,10 +707,51 @@ async fn templates(
     (plain, counted)
 }
 
+/// What a copy of this benchmark started with [`SEED_JOB`] stores: the arguments of
+/// [`seed_agreements`], in the stopped provider's database.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SeedJob {
+    database_dir: std::path::PathBuf,
+    plain: Negotiation,
+    counted: Negotiation,
+    members: Vec<ParticipantId>,
+    offer: String,
+    count: usize,
+}
+
+/// Runs `job` in a copy of this benchmark and waits for it. Storing a million records
+/// takes and frees gigabytes; in this process the allocator would hand that memory back
+/// to the system during the negotiations measured next and charge them for it, which
+/// a provider that came to hold its agreements over time does not pay.
+fn seed_in_own_process(job: &SeedJob) {
+    let file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(file.path(), serde_json::to_vec(job).unwrap()).unwrap();
+    let status = std::process::Command::new(std::env::current_exe().expect("this benchmark"))
+        .env(SEED_JOB, file.path())
+        .status()
+        .expect("the seeding process starts");
+    assert!(status.success(), "the seeding process failed: {status}");
+}
+
+/// The [`SEED_JOB`] process: stores the agreements, makes them durable, and ends.
+async fn run_seed_job(path: &std::path::Path) {
+    let job: SeedJob = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    let storage = stopped_storage(&job.database_dir).await;
+    seed_agreements(
+        storage,
+        &job.plain,
+        &job.counted,
+        &job.members,
+        &job.offer,
+        job.count,
+    )
+    .await;
+}
+
 /// The storage of a stopped node, once the node has let go of it.
-async fn stopped_storage(config: &NodeConfig) -> Arc<dyn Storage> {
+async fn stopped_storage(database_dir: &std::path::Path) -> Arc<dyn Storage> {
     for _ in 0..300 {
-        if let Ok(storage) = SledStorage::open(&config.database_dir()) {
+        if let Ok(storage) = SledStorage::open(database_dir) {
             return storage;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
