@@ -417,7 +417,7 @@ mod tests {
         ] {
             assert_eq!(Id::parse("id", ok).unwrap().as_str(), ok);
         }
-        let made = crate::base::random::random_id("neg").unwrap();
+        let made = crate::base::random::new_id("neg").unwrap();
         assert_eq!(Id::parse("id", &made).unwrap().as_str(), made);
     }
 

@@ -10,7 +10,7 @@ use liutong_policy::{Classification, CompileContext, CompiledPolicy, Guardrails,
 use crate::audit::log::Event;
 use crate::base::clock::now;
 use crate::base::error::{ErrorKind, PeerRefusal};
-use crate::base::random::{random_bytes, random_id};
+use crate::base::random::{new_id, new_nonce};
 use crate::identity::{Envelope, MemberRole};
 use liutong_proto::v1::negotiation_client::NegotiationClient;
 use liutong_proto::v1::{NegotiationRequest, NegotiationState, VerifyAgreementRequest};
@@ -73,12 +73,12 @@ impl Contracts {
             .map_err(|e| ContractError::Unreachable(e.to_string()))?;
         let t = now();
         let request = ContractRequest {
-            negotiation_id: random_id("neg")?,
+            negotiation_id: new_id("neg")?,
             consumer: self.identity.membership.participant_id.clone(),
             provider: provider.clone(),
             offer_id: offer_id.to_owned(),
             purpose: purpose.trim().to_owned(),
-            nonce: hex::encode(random_bytes::<16>()?),
+            nonce: new_nonce()?,
             created_at: t,
             expires_at: t + 300,
         };

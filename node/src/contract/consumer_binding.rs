@@ -15,7 +15,7 @@ use liutong_policy::Classification;
 
 use crate::base::clock::now;
 use crate::base::error::{ErrorKind, PeerRefusal};
-use crate::base::random::{random_bytes, random_id};
+use crate::base::random::{new_id, random_bytes};
 use crate::identity::{Envelope, MemberRole, ParticipantId};
 
 use super::agreement::{ContractRequest, REQUEST_PAYLOAD_TYPE, Role};
@@ -132,7 +132,7 @@ impl Contracts {
             .map_err(|e| ContractError::Forbidden(e.to_string()))?;
         let t = now();
         let request = ContractRequest {
-            negotiation_id: random_id("neg")?,
+            negotiation_id: new_id("neg")?,
             consumer: self.identity.membership.participant_id.clone(),
             provider: provider.clone(),
             offer_id: offer_id.to_owned(),

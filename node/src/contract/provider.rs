@@ -8,7 +8,7 @@ use liutong_policy::{Action, CompiledPolicy, PolicyType, Request, Scope, State a
 use crate::audit::log::{Event, EventKind};
 use crate::base::clock;
 use crate::base::clock::now;
-use crate::base::random::random_id;
+use crate::base::random::new_id;
 use crate::catalog::product::ProductVersion;
 use crate::catalog::requester_of;
 use crate::identity::{Envelope, MemberRole, Membership, ParticipantId};
@@ -416,7 +416,7 @@ impl Contracts {
     ) -> Result<(), ContractError> {
         self.check_guardrails(&n.peer, product.classification, approved_by.as_deref())
             .map_err(ContractError::Forbidden)?;
-        let agreement_id = random_id("agr")?;
+        let agreement_id = new_id("agr")?;
         let mut policy = offer.policy().clone();
         policy.policy_type = PolicyType::Agreement;
         policy.uid = format!("urn:liutong:agreement:{agreement_id}");

@@ -36,7 +36,7 @@ use serde_json::{Map, Value as Json, json};
 use super::message::{self, Area, CONTEXT, DspError};
 use super::state::DspState;
 use crate::base::error::{ErrorKind, ErrorKinded as _};
-use crate::base::random::{random_bytes, random_id};
+use crate::base::random::{new_id, random_bytes};
 use crate::contract::{ContractError, ContractRequest, Negotiation, NegotiationStatus};
 use crate::identity::{Envelope, Membership};
 use crate::service::PeerCaller;
@@ -382,7 +382,7 @@ pub async fn request(
             (id, Form::Signed(envelope))
         }
         None => {
-            let id = random_id("neg").map_err(|e| refuse(unavailable(e.to_string())))?;
+            let id = new_id("neg").map_err(|e| refuse(unavailable(e.to_string())))?;
             let now = crate::base::clock::now();
             let request = ContractRequest {
                 negotiation_id: id.clone(),

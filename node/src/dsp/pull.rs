@@ -51,7 +51,7 @@ use super::transfer::{FORMAT, MANIFEST_HEADER, RECEIPT, TransferProcessState as 
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock::now;
 use crate::base::error::PeerRefusal;
-use crate::base::random::random_id;
+use crate::base::random::new_id;
 use crate::base::shutdown::Shutdown;
 use crate::contract::{Contracts, Role};
 use crate::identity::{Envelope, Membership, ParticipantId};
@@ -456,7 +456,7 @@ async fn request(
     let storage = consumer.storage.as_ref();
     let consumer_pid = format!(
         "urn:liutong:transfer:{}",
-        random_id("ctp").map_err(|e| TransferError::Internal(e.to_string()))?
+        new_id("ctp").map_err(|e| TransferError::Internal(e.to_string()))?
     );
     let mut record = ConsumerTransfer {
         consumer_pid: consumer_pid.clone(),

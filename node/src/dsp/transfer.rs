@@ -51,7 +51,7 @@ use super::negotiation::{callback_address, pid, text};
 use super::state::DspState;
 use crate::audit::log::{AuditLog, Event, EventKind};
 use crate::base::clock::now;
-use crate::base::random::{random_bytes, random_id};
+use crate::base::random::{new_id, random_bytes};
 use crate::base::shutdown::Shutdown;
 use crate::identity::{Envelope, MemberRole, Membership, ParticipantId};
 use crate::service::PeerCaller;
@@ -355,7 +355,7 @@ pub async fn request(
             ))));
         }
     };
-    let provider_pid = random_id("tp").map_err(|e| refuse(unavailable(e.to_string())))?;
+    let provider_pid = new_id("tp").map_err(|e| refuse(unavailable(e.to_string())))?;
     let record = DspTransfer {
         provider_pid: provider_pid.clone(),
         consumer_pid: consumer_pid.clone(),

@@ -17,7 +17,7 @@ use super::{Usage, UsageError, quoted};
 use crate::audit::log::EventKind;
 use crate::base::bounded;
 use crate::base::clock::{now, now_ms};
-use crate::base::random::random_id;
+use crate::base::random::new_id;
 use crate::contract::{Agreement, Role};
 use crate::identity::{Envelope, Membership, ParticipantId};
 use crate::storage::{StorageError, Write};
@@ -108,7 +108,7 @@ impl Usage {
                 ))
             })?;
         let item = OutboxItem {
-            id: random_id("out")?,
+            id: new_id("out")?,
             to: agreement.provider.to_string(),
             address: n.peer_address,
             agreement_id: agreement.agreement_id.clone(),
@@ -136,7 +136,7 @@ impl Usage {
         use_number: u64,
     ) -> Result<(&'static str, Write), UsageError> {
         let notice = UsageNotice {
-            notice_id: random_id("use")?,
+            notice_id: new_id("use")?,
             agreement_id: agreement.agreement_id.clone(),
             consumer: self.identity.membership.participant_id.to_string(),
             provider: agreement.provider.to_string(),
@@ -166,7 +166,7 @@ impl Usage {
         cause: &DeletionCause,
     ) -> Result<(&'static str, Write), UsageError> {
         let receipt = DeletionReceipt {
-            receipt_id: random_id("del")?,
+            receipt_id: new_id("del")?,
             agreement_id: agreement.agreement_id.clone(),
             consumer: self.identity.membership.participant_id.to_string(),
             provider: agreement.provider.to_string(),

@@ -21,7 +21,7 @@ use super::notice::DeletionReceipt;
 use super::{Usage, UsageError, quoted, when};
 use crate::audit::log::EventKind;
 use crate::base::clock::now;
-use crate::base::random::random_id;
+use crate::base::random::new_id;
 use crate::contract::{Agreement, Role};
 use crate::desensitize::delivery;
 use crate::identity::{Envelope, MemberRole, Membership, ParticipantId};
@@ -129,7 +129,7 @@ impl Usage {
         ))
     })?;
         let revocation = Revocation {
-            revocation_id: random_id("rev")?,
+            revocation_id: new_id("rev")?,
             agreement_id: agreement.agreement_id.clone(),
             provider: self.identity.membership.participant_id.to_string(),
             consumer: agreement.consumer.to_string(),
