@@ -18,7 +18,7 @@ use liutong_node::storage::{SledStorage, Storage, Write};
 use liutong_proto::v1::catalog_client::CatalogClient;
 use liutong_proto::v1::usage_control_client::UsageControlClient;
 use liutong_proto::v1::{
-    GetProductRequest, ListContractsRequest, ListCopiesRequest, ListOffersRequest,
+    Contract, GetProductRequest, ListContractsRequest, ListCopiesRequest, ListOffersRequest,
     ListProductsRequest, ListRevocationsRequest, ListTransfersRequest, PeerCatalogRequest,
     RevocationsRequest, RevokeRequest,
 };
@@ -523,10 +523,13 @@ async fn add_ended_negotiations(
     stopped
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn contract_list_shows_a_hundred_thousand_negotiations() {
-    const ADDED: usize = 99_999;
-    let (_space, provider, consumer) = provider_and_consumer().await;
+/// A provider and a stopped consumer with one real agreement between them (its record
+/// at the consumer) and `count` ended negotiations added to the consumer's database
+/// ([`add_ended_negotiations`]).
+async fn one_agreement_and_ended_negotiations(
+    count: usize,
+) -> (DataSpace, TestNode, Contract, StoppedNode) {
+    let (space, provider, consumer) = provider_and_consumer().await;
     let p = publish(&provider, CSV, "Road traffic", "general-2", "csv", OPEN)
         .await
         .expect("publish");
@@ -534,9 +537,15 @@ async fn contract_list_shows_a_hundred_thousand_negotiations() {
         .request_contract(&provider, &p.offer_id, "urbanPlanning")
         .await
         .expect("agreement");
+    let stopped = add_ended_negotiations(consumer, &real.negotiation_id, count).await;
+    (space, provider, real, stopped)
+}
 
-    let config_path = consumer.config_path();
-    let stopped = add_ended_negotiations(consumer, &real.negotiation_id, ADDED).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn contract_list_shows_a_hundred_thousand_negotiations() {
+    const ADDED: usize = 99_999;
+    let (_space, _provider, real, stopped) = one_agreement_and_ended_negotiations(ADDED).await;
+    let config_path = stopped.config.base_dir.join("node.toml");
     let consumer = stopped.start().await;
     let config = config_path.to_string_lossy().into_owned();
 
@@ -594,16 +603,8 @@ async fn contract_list_shows_a_hundred_thousand_negotiations() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listing_longer_than_the_burst_waits_for_the_nodes_rate() {
     const ADDED: usize = 250; // three pages of the default size
-    let (_space, provider, consumer) = provider_and_consumer().await;
-    let p = publish(&provider, CSV, "Road traffic", "general-2", "csv", OPEN)
-        .await
-        .expect("publish");
-    let real = consumer
-        .request_contract(&provider, &p.offer_id, "urbanPlanning")
-        .await
-        .expect("agreement");
-    let config_path = consumer.config_path();
-    let mut stopped = add_ended_negotiations(consumer, &real.negotiation_id, ADDED).await;
+    let (_space, _provider, _, mut stopped) = one_agreement_and_ended_negotiations(ADDED).await;
+    let config_path = stopped.config.base_dir.join("node.toml");
     // One request at once and two a second for each caller: the listing's second page
     // is refused unless the command waits for its turn.
     stopped.config.limits.requests_per_second_per_member = 2;

@@ -23,22 +23,22 @@ pub fn random_bytes<const N: usize>() -> Result<[u8; N], RandomError> {
 }
 
 /// A new identifier (`neg-…`, `agr-…`): `prefix-` and 24 lowercase hex digits, the
-/// creation time and 6 random bytes (see [`time_ordered_hex`]).
+/// milliseconds since the Unix epoch (12) and 6 random bytes. IDs made later sort after
+/// those made earlier, so the records keyed by them land in the storage engine's most
+/// recently written pages rather than in a random, long unread page of a large store;
+/// the random bytes keep IDs of the same millisecond apart.
 pub fn new_id(prefix: &str) -> Result<String, RandomError> {
     Ok(format!("{prefix}-{}", time_ordered_hex::<6>()?))
 }
 
-/// A new nonce for a contract request: 32 lowercase hex digits, the creation time and
-/// 10 random bytes (see [`time_ordered_hex`]).
+/// A new nonce for a contract request: 32 lowercase hex digits, the milliseconds since
+/// the Unix epoch (12) and 10 random bytes; nonces sort by time as [`new_id`]s do.
 pub fn new_nonce() -> Result<String, RandomError> {
     time_ordered_hex::<10>()
 }
 
 /// The milliseconds since the Unix epoch in 12 hex digits, then `N` random bytes in
-/// hex. Values made later sort after those made earlier (to the millisecond), so the
-/// records keyed by them land in the storage engine's most recently written pages
-/// rather than in a random, long unread page of a large store; the random bytes keep
-/// values of the same millisecond apart.
+/// hex.
 fn time_ordered_hex<const N: usize>() -> Result<String, RandomError> {
     let ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
