@@ -545,7 +545,7 @@ async fn one_agreement_and_ended_negotiations(
 async fn contract_list_shows_a_hundred_thousand_negotiations() {
     const ADDED: usize = 99_999;
     let (_space, _provider, real, stopped) = one_agreement_and_ended_negotiations(ADDED).await;
-    let config_path = stopped.config.base_dir.join("node.toml");
+    let config_path = stopped.config_path();
     let consumer = stopped.start().await;
     let config = config_path.to_string_lossy().into_owned();
 
@@ -604,7 +604,7 @@ async fn contract_list_shows_a_hundred_thousand_negotiations() {
 async fn a_listing_longer_than_the_burst_waits_for_the_nodes_rate() {
     const ADDED: usize = 250; // three pages of the default size
     let (_space, _provider, _, mut stopped) = one_agreement_and_ended_negotiations(ADDED).await;
-    let config_path = stopped.config.base_dir.join("node.toml");
+    let config_path = stopped.config_path();
     // One request at once and two a second for each caller: the listing's second page
     // is refused unless the command waits for its turn.
     stopped.config.limits.requests_per_second_per_member = 2;

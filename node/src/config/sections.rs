@@ -661,10 +661,8 @@ impl Limits {
         }
         Ok(())
     }
-}
 
-impl Limits {
-    /// The pace that keeps one client within the per-caller rate above: at most
+    /// The pace that keeps one client within this node's per-caller rate: at most
     /// `requests` requests in each `per`, which averages a little under
     /// `requests_per_second_per_member` and never asks for more than half the burst at
     /// once, so the node's bucket never runs dry. `None` when the rate is unlimited.

@@ -498,6 +498,11 @@ pub struct StoppedNode {
 }
 
 impl StoppedNode {
+    /// The path of the node's node.toml.
+    pub fn config_path(&self) -> PathBuf {
+        self.config.base_dir.join("node.toml")
+    }
+
     pub async fn start(self) -> TestNode {
         TestNode {
             running: start_again(&self.config).await,
