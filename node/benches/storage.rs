@@ -27,13 +27,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use liutong_node::audit::log::AuditLog;
-use liutong_node::authority::{self, Authority};
+use liutong_node::authority;
 use liutong_node::config::{NodeConfig, StorageEngine, StorageSection};
 use liutong_node::identity::ParticipantId;
 use liutong_node::runtime::{Node, RunningNode};
-use liutong_node::setup::{self, InitOptions};
 use liutong_node::storage::{PostgresStorage, SledStorage, Storage};
-use tokio::net::TcpListener;
 
 mod common;
 use common::{cpu_seconds, env_u64, event, only};
@@ -83,42 +81,26 @@ struct DataSpace {
 /// An authority and `n` admitted members, each with a node directory (not started).
 async fn data_space(n: usize) -> DataSpace {
     let dir = tempfile::tempdir().expect("temp dir");
-    let adir = dir.path().join("authority");
-    Authority::init(&adir, "Bench Data Space").expect("authority");
-    let authority = authority::serve(
-        &adir,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        authority::DEFAULT_TRUST_LIST_VALIDITY,
-    )
-    .await
-    .expect("serve authority");
-    let mut members = Vec::new();
-    for i in 0..n {
-        let id = ParticipantId::with_check_character(&format!("91330100MA2C{i:04}0"))
-            .unwrap()
-            .to_string();
-        let out = common::space::admit(dir.path(), &adir, i, &id);
-        let config_path = setup::init_node(&InitOptions {
-            dir: dir.path().join(format!("node-{i}")),
-            bundle: out,
-            listen: free_addr(),
-            admin_listen: free_addr(),
-            authority: authority.addr.to_string(),
-            force: false,
-            important_regions: vec![],
-            development: None,
+    let authority = common::space::serve_authority(dir.path()).await;
+    let members = (0..n)
+        .map(|i| {
+            let id = ParticipantId::with_check_character(&format!("91330100MA2C{i:04}0"))
+                .unwrap()
+                .to_string();
+            let (config, config_path) = common::space::member_node(
+                dir.path(),
+                &authority,
+                i,
+                &id,
+                free_addr(),
+                free_addr(),
+            );
+            Member {
+                config_path,
+                config,
+            }
         })
-        .unwrap();
-        let mut config = NodeConfig::load(&config_path).unwrap();
-        // The benchmark measures what a node can do; a node configured for this load
-        // lifts the per-member limits (their defaults suit a shared data space).
-        config.limits.requests_per_second_per_member = 0;
-        config.limits.streams_per_member = 0;
-        members.push(Member {
-            config_path,
-            config,
-        });
-    }
+        .collect();
     DataSpace {
         dir,
         _authority: authority,

@@ -32,15 +32,7 @@ pub async fn data_space(consumers: usize) -> DataSpace {
 /// [`data_space`], with `configure` applied to every node's configuration.
 pub async fn data_space_with(consumers: usize, configure: fn(&mut NodeConfig)) -> DataSpace {
     let dir = tempfile::tempdir().expect("temp dir");
-    let adir = dir.path().join("authority");
-    Authority::init(&adir, "Bench Data Space").expect("authority");
-    let running = authority::serve(
-        &adir,
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        authority::DEFAULT_TRUST_LIST_VALIDITY,
-    )
-    .await
-    .expect("serve authority");
+    let running = serve_authority(dir.path()).await;
     let mut ids = vec!["11330100MA2TRA0011".to_owned()];
     for i in 0..consumers {
         let prefix = format!("91330100MA2C{:04}0", i);
@@ -53,25 +45,16 @@ pub async fn data_space_with(consumers: usize, configure: fn(&mut NodeConfig)) -
     let mut nodes = Vec::new();
     let mut config_paths = Vec::new();
     for (i, id) in ids.iter().enumerate() {
-        let bundle = admit(dir.path(), &adir, i, id);
         let peer = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let path = setup::init_node(&InitOptions {
-            dir: dir.path().join(format!("node-{i}")),
-            bundle,
-            listen: peer.local_addr().unwrap(),
-            admin_listen: admin.local_addr().unwrap(),
-            authority: running.addr.to_string(),
-            force: false,
-            important_regions: vec![],
-            development: None,
-        })
-        .unwrap();
-        let mut config = NodeConfig::load(&path).unwrap();
-        // The benchmark measures what a node can do; a node configured for this load
-        // lifts the per-member limits (their defaults suit a shared data space).
-        config.limits.requests_per_second_per_member = 0;
-        config.limits.streams_per_member = 0;
+        let (mut config, path) = member_node(
+            dir.path(),
+            &running,
+            i,
+            id,
+            peer.local_addr().unwrap(),
+            admin.local_addr().unwrap(),
+        );
         configure(&mut config);
         let node = RunningNode::start_with_listeners(config.clone(), peer, admin)
             .await
@@ -90,9 +73,54 @@ pub async fn data_space_with(consumers: usize, configure: fn(&mut NodeConfig)) -
     }
 }
 
+/// The benchmarks' authority, initialised in `base/authority` and serving its trust
+/// list on a loopback port.
+pub async fn serve_authority(base: &std::path::Path) -> authority::RunningAuthority {
+    let adir = base.join("authority");
+    Authority::init(&adir, "Bench Data Space").expect("authority");
+    authority::serve(
+        &adir,
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        authority::DEFAULT_TRUST_LIST_VALIDITY,
+    )
+    .await
+    .expect("serve authority")
+}
+
+/// Node `i` of member `id`, admitted by the authority of [`serve_authority`] in `base`
+/// and set up in `base/node-{i}` to listen on `listen` and `admin_listen` (not
+/// started): its configuration, with the per-member limits lifted, and its node.toml.
+pub fn member_node(
+    base: &std::path::Path,
+    authority: &authority::RunningAuthority,
+    i: usize,
+    id: &str,
+    listen: std::net::SocketAddr,
+    admin_listen: std::net::SocketAddr,
+) -> (NodeConfig, std::path::PathBuf) {
+    let bundle = admit(base, &base.join("authority"), i, id);
+    let path = setup::init_node(&InitOptions {
+        dir: base.join(format!("node-{i}")),
+        bundle,
+        listen,
+        admin_listen,
+        authority: authority.addr.to_string(),
+        force: false,
+        important_regions: vec![],
+        development: None,
+    })
+    .unwrap();
+    let mut config = NodeConfig::load(&path).unwrap();
+    // The benchmark measures what a node can do; a node configured for this load
+    // lifts the per-member limits (their defaults suit a shared data space).
+    config.limits.requests_per_second_per_member = 0;
+    config.limits.streams_per_member = 0;
+    (config, path)
+}
+
 /// Node `i`'s keys and request (in `base/node-{i}`), and its admission bundle as
 /// member `id` with both roles; returns the bundle's directory.
-pub fn admit(
+fn admit(
     base: &std::path::Path,
     authority_dir: &std::path::Path,
     i: usize,
